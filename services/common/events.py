@@ -1,0 +1,237 @@
+"""Inbound POS events: the Python models from which ``schemas/*.schema.json`` are generated.
+
+Validation lives here so the HTTP edge and the scorer (records sent straight to Kafka) apply
+exactly the same rules. Unknown fields are ignored (and not forwarded); known fields are
+checked strictly and every error names the field and what it accepts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
+
+EVENT_TYPES = ("transaction", "visit", "complaint")
+EventType = Literal["transaction", "visit", "complaint"]
+Severity = Literal["low", "medium", "high"]
+Channel = Literal["in_store", "online", "phone", "app", "delivery", "other"]
+
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _rfc3339(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ValueError("must be an RFC 3339 timestamp string with an offset, e.g. 2026-11-23T10:00:00+01:00")
+    if not _RFC3339.match(value):
+        raise ValueError(
+            "must be RFC 3339 with a UTC offset, e.g. 2026-11-23T10:00:00Z or 2026-11-23T10:00:00+01:00"
+        )
+    return value
+
+
+def _identifier(value: Any) -> Any:
+    if isinstance(value, str) and _CONTROL.search(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+Identifier = Annotated[
+    str,
+    BeforeValidator(_identifier),
+    StringConstraints(min_length=1, max_length=128, strip_whitespace=False),
+    Field(strict=True),
+]
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=128), Field(strict=True)]
+
+
+class _EventBase(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    event_id: Identifier = Field(description="Unique id of the event; the same id sent twice changes nothing.")
+    customer_id: Identifier = Field(description="The customer the event belongs to.")
+    occurred_at: Timestamp = Field(
+        description="When it happened, RFC 3339 with a UTC offset.",
+        json_schema_extra={"type": "string", "format": "date-time"},
+    )
+    store_id: Identifier | None = Field(default=None, description="The store or outlet, if any.")
+    channel: Channel | None = Field(default=None, description="Where the interaction happened.")
+
+
+class TransactionEvent(_EventBase):
+    """A purchase (positive amount) or a refund (negative amount)."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        frozen=True,
+        title="TransactionEvent",
+        json_schema_extra={"examples": [{
+            "event_id": "pos-7781-000123", "type": "transaction", "customer_id": "c-1042",
+            "occurred_at": "2026-11-23T10:15:00+01:00", "store_id": "salon-downtown",
+            "amount": 58.5, "currency": "EUR", "quantity": 2,
+        }]},
+    )
+    type: Literal["transaction"]
+    amount: float = Field(
+        strict=True, allow_inf_nan=False, ge=-1e9, le=1e9,
+        description="Ticket total in currency units; negative for refunds.",
+    )
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] | None = Field(
+        default=None, description="ISO 4217 code, e.g. EUR."
+    )
+    quantity: int | None = Field(default=None, strict=True, ge=0, le=1_000_000, description="Number of items.")
+    staff_id: Identifier | None = Field(default=None, description="Staff member who served the customer.")
+
+
+class VisitEvent(_EventBase):
+    """A visit or appointment, whether or not it led to a purchase."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        frozen=True,
+        title="VisitEvent",
+        json_schema_extra={"examples": [{
+            "event_id": "visit-55120", "type": "visit", "customer_id": "c-1042",
+            "occurred_at": "2026-11-23T09:30:00+01:00", "store_id": "salon-downtown",
+            "service": "haircut", "staff_id": "stylist-7", "duration_minutes": 45,
+        }]},
+    )
+    type: Literal["visit"]
+    service: ShortText | None = Field(default=None, description="What the visit was for.")
+    staff_id: Identifier | None = Field(default=None, description="Staff member who served the customer.")
+    duration_minutes: float | None = Field(default=None, ge=0, le=1440, allow_inf_nan=False)
+
+
+class ComplaintEvent(_EventBase):
+    """A complaint raised by the customer, or a later update resolving it."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        frozen=True,
+        title="ComplaintEvent",
+        json_schema_extra={"examples": [{
+            "event_id": "cmp-9001", "type": "complaint", "customer_id": "c-1042",
+            "occurred_at": "2026-11-23T11:00:00+01:00", "store_id": "salon-downtown",
+            "severity": "high", "category": "service_quality", "status": "open",
+        }]},
+    )
+    type: Literal["complaint"]
+    severity: Severity = Field(default="medium", description="How serious the complaint is.")
+    category: ShortText | None = Field(default=None, description="Free-form category, e.g. wait_time.")
+    complaint_id: Identifier | None = Field(
+        default=None,
+        description="Groups updates of one complaint; defaults to event_id. Send a later event "
+        "with the same complaint_id and status=resolved to close it.",
+    )
+    status: Literal["open", "resolved"] = Field(default="open")
+
+
+Event = Annotated[TransactionEvent | VisitEvent | ComplaintEvent, Field(discriminator="type")]
+EVENT_ADAPTER: TypeAdapter[TransactionEvent | VisitEvent | ComplaintEvent] = TypeAdapter(Event)
+EVENT_MODELS: dict[str, type[_EventBase]] = {
+    "transaction": TransactionEvent,
+    "visit": VisitEvent,
+    "complaint": ComplaintEvent,
+}
+AnyEvent = TransactionEvent | VisitEvent | ComplaintEvent
+
+
+class FieldError(BaseModel):
+    """One problem with one event of a request."""
+
+    index: int = Field(description="Position of the event in the request (0 for a single object).")
+    field: str = Field(description="Dotted path of the offending field, or '' for the whole event.")
+    message: str
+
+
+class DuplicateKeyError(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise DuplicateKeyError(f"duplicate key {k!r} in a JSON object")
+        out[k] = v
+    return out
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON; send numbers as finite decimals")
+
+
+def parse_json(raw: bytes | str) -> Any:
+    """Parse JSON strictly: no NaN/Infinity, no duplicate keys. Raises ValueError."""
+    return json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+
+
+def _loc(err: dict[str, Any]) -> str:
+    parts = [str(p) for p in err.get("loc", ()) if str(p) not in EVENT_TYPES]
+    return ".".join(parts)
+
+
+def validate_event(obj: Any, index: int = 0, *, now: datetime | None = None,
+                   max_age: timedelta | None = None, max_future: timedelta | None = None
+                   ) -> tuple[AnyEvent | None, list[FieldError]]:
+    """Validate one decoded JSON value as an event; return the model or the errors."""
+    if not isinstance(obj, dict):
+        return None, [FieldError(index=index, field="", message="each event must be a JSON object")]
+    t = obj.get("type")
+    if t not in EVENT_TYPES:
+        return None, [FieldError(
+            index=index, field="type",
+            message=f"must be one of {', '.join(EVENT_TYPES)} (got {str(t)[:40]!r})",
+        )]
+    try:
+        event = EVENT_ADAPTER.validate_python(obj)
+    except ValidationError as exc:
+        errors = []
+        for e in exc.errors(include_url=False):
+            msg = e["msg"].removeprefix("Value error, ")
+            if e["type"] == "missing":
+                msg = "is required"
+            errors.append(FieldError(index=index, field=_loc(dict(e)), message=msg))
+        return None, errors
+    bound = check_time_bounds(event, now=now, max_age=max_age, max_future=max_future)
+    if bound:
+        return None, [FieldError(index=index, field="occurred_at", message=bound)]
+    return event, []
+
+
+def check_time_bounds(event: AnyEvent, *, now: datetime | None = None,
+                      max_age: timedelta | None = None, max_future: timedelta | None = None
+                      ) -> str | None:
+    """Refuse far-future and ancient timestamps (they would poison an event-time clock)."""
+    now = now or datetime.now(UTC)
+    if max_future is not None and event.occurred_at > now + max_future:
+        return f"is more than {int(max_future.total_seconds())} s in the future; check the POS clock"
+    if max_age is not None and event.occurred_at < now - max_age:
+        return f"is older than {max_age.days} days; such history cannot be scored"
+    return None
+
+
+def event_to_json(event: AnyEvent) -> bytes:
+    """The canonical form published to the events topic (unknown fields dropped)."""
+    data = event.model_dump(mode="json", exclude_none=True)
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def epoch_ms(dt: datetime) -> int:
+    return int(math.floor(dt.timestamp() * 1000))

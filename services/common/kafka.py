@@ -1,0 +1,97 @@
+"""The one place that knows how to talk to Kafka: settings in, aiokafka clients out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from services.common.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
+    """A producer that does not lose acknowledged records: acks=all, idempotent."""
+    options: dict[str, object] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 5,
+        "max_batch_size": 256 * 1024,
+        "request_timeout_ms": settings.kafka_request_timeout_ms,
+        "client_id": "churnwatch",
+    }
+    options.update(overrides)
+    return AIOKafkaProducer(**options)  # type: ignore[arg-type]
+
+
+def make_consumer(settings: Settings, *topics: str, group_id: str | None, **overrides: object
+                  ) -> AIOKafkaConsumer:
+    options: dict[str, object] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "request_timeout_ms": max(settings.kafka_request_timeout_ms, 40_000),
+        "session_timeout_ms": 10_000,
+        "heartbeat_interval_ms": 1_000,
+        "rebalance_timeout_ms": 10_000,
+        "client_id": "churnwatch",
+    }
+    options.update(overrides)
+    return AIOKafkaConsumer(*topics, **options)  # type: ignore[arg-type]
+
+
+def all_topics(settings: Settings) -> list[str]:
+    return [settings.topic_events, settings.topic_risk_changes,
+            settings.topic_events_dlq, settings.topic_notifications_dlq]
+
+
+async def ensure_topics(settings: Settings, names: Iterable[str] | None = None,
+                        *, timeout: float = 30.0) -> None:
+    """Create the topics churnwatch uses if they are missing (idempotent)."""
+    names = list(names) if names is not None else all_topics(settings)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
+                                request_timeout_ms=settings.kafka_request_timeout_ms)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            await admin.start()
+            break
+        except Exception as exc:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            logger.info("waiting for the broker at %s: %s", settings.kafka_bootstrap, exc)
+            await asyncio.sleep(0.5)
+    try:
+        existing = set(await admin.list_topics())
+        missing = [n for n in names if n not in existing]
+        if missing:
+            try:
+                await admin.create_topics([
+                    NewTopic(n, num_partitions=settings.topic_partitions,
+                             replication_factor=settings.topic_replication) for n in missing
+                ])
+            except TopicAlreadyExistsError:
+                pass
+            logger.info("created topics %s", missing)
+    finally:
+        await admin.close()
+
+
+async def end_offsets(consumer: AIOKafkaConsumer, topic: str) -> dict[int, int]:
+    """High watermark per partition of ``topic``."""
+    partitions = consumer.partitions_for_topic(topic)
+    if not partitions:
+        await consumer._client.force_metadata_update()  # noqa: SLF001 - only way to refresh
+        partitions = consumer.partitions_for_topic(topic) or set()
+    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+    if not tps:
+        return {}
+    offsets = await consumer.end_offsets(tps)
+    return {tp.partition: off for tp, off in offsets.items()}

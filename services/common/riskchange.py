@@ -1,0 +1,109 @@
+"""The risk-change event: a CloudEvents 1.0 structured-JSON envelope around ``RiskChange``.
+
+``schemas/risk_change.schema.json`` is generated from :class:`RiskChange`; downstream apps
+consume the ``risk_changes`` topic keyed by ``customer_id``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Tier = Literal["low", "medium", "high"]
+TIERS: tuple[Tier, ...] = ("low", "medium", "high")
+TIER_RANK = {"low": 0, "medium": 1, "high": 2}
+CLOUDEVENT_TYPE = "io.churnwatch.risk.changed.v1"
+CLOUDEVENT_SOURCE = "urn:churnwatch:scorer"
+CLOUDEVENT_SCHEMA = "urn:churnwatch:schema:risk_change:1"
+CONTENT_TYPE = "application/cloudevents+json"
+
+
+class Reason(BaseModel):
+    """One plain-language reason behind the score, strongest first."""
+
+    model_config = ConfigDict(frozen=True)
+    code: str = Field(description="Stable machine code, e.g. overdue_visit.")
+    text: str = Field(description="English text, e.g. '63 days since the last visit; usually every 28 days'.")
+    text_zh: str = Field(description="The same reason in Simplified Chinese (zh-CN).")
+    weight: float = Field(description="Contribution to the score (log-odds); larger means stronger.")
+
+
+class SuggestedAction(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    code: str = Field(description="e.g. personal_call, resolve_complaint, win_back_offer, none.")
+    text: str
+    text_zh: str
+
+
+class Cause(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    kind: Literal["event", "silence", "model"] = Field(
+        description="event: new events arrived; silence: time passed without events; "
+        "model: a different model re-scored the customer."
+    )
+    event_id: str | None = Field(default=None, description="Newest event of the customer when scored.")
+
+
+class RiskChange(BaseModel):
+    """``data`` of the risk-change CloudEvent."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        title="RiskChange",
+        json_schema_extra={"examples": [{
+            "customer_id": "c-1042", "store_id": "salon-downtown", "previous_tier": "low",
+            "tier": "high", "score": 0.81, "previous_score": 0.22,
+            "reasons": [{"code": "overdue", "text": "63 days since the last visit; usually every 28 days",
+                         "text_zh": "距上次到店已63天；平时每28天一次", "weight": 1.9}],
+            "suggested_action": {"code": "personal_call", "text": "Call the customer personally",
+                                 "text_zh": "亲自致电客户"},
+            "value_tier": "high", "lifecycle_stage": "mature", "model_version": "scorecard-1",
+            "as_of": "2026-11-23T10:00:00Z", "cause": {"kind": "silence", "event_id": "visit-55120"},
+            "features": {"days_since_last_activity": 63.0},
+        }]},
+    )
+    customer_id: str
+    store_id: str | None = None
+    previous_tier: Tier
+    tier: Tier
+    score: float = Field(ge=0, le=1, description="Churn probability-like score; higher is riskier.")
+    previous_score: float | None = Field(default=None, ge=0, le=1)
+    reasons: list[Reason]
+    suggested_action: SuggestedAction
+    value_tier: Literal["low", "medium", "high"] = Field(description="RFM-based customer value.")
+    lifecycle_stage: Literal["new", "growing", "mature", "dormant"]
+    model_version: str
+    as_of: datetime = Field(description="The instant the customer was scored at (event or wall clock).")
+    cause: Cause
+    features: dict[str, float] = Field(description="The feature values the score was computed from.")
+
+
+def risk_change_id(customer_id: str, previous_tier: str, tier: str, cause: Cause) -> str:
+    """Deterministic id: a redelivery of the same cause repeats the same id."""
+    h = hashlib.sha256()
+    for part in (customer_id, previous_tier, tier, cause.kind, cause.event_id or ""):
+        h.update(part.encode())
+        h.update(b"\x00")
+    return h.hexdigest()[:32]
+
+
+def to_cloudevent(change: RiskChange) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": risk_change_id(change.customer_id, change.previous_tier, change.tier, change.cause),
+        "source": CLOUDEVENT_SOURCE,
+        "type": CLOUDEVENT_TYPE,
+        "subject": change.customer_id,
+        "time": change.as_of.isoformat().replace("+00:00", "Z"),
+        "datacontenttype": "application/json",
+        "dataschema": CLOUDEVENT_SCHEMA,
+        "data": change.model_dump(mode="json"),
+    }
+
+
+def encode_cloudevent(event: dict[str, Any]) -> bytes:
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()

@@ -1,0 +1,245 @@
+"""The one settings object of churnwatch.
+
+Every entry point builds it once with :func:`load_settings` and passes it down through
+constructors; nothing else reads ``CHURNWATCH_*`` variables. A wrong value fails at start-up
+with a :class:`~services.common.exceptions.ConfigError` naming the variable and what it accepts.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.common.exceptions import ConfigError
+
+Scope = Literal["ingest", "read", "admin"]
+SCOPES: tuple[Scope, ...] = ("ingest", "read", "admin")
+ENV_PREFIX = "CHURNWATCH_"
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """One API key: its secret and the scopes it grants. ``admin`` implies every scope."""
+
+    name: str
+    secret: SecretStr
+    scopes: frozenset[str]
+
+    def allows(self, scope: str) -> bool:
+        return scope in self.scopes or "admin" in self.scopes
+
+
+def parse_api_keys(raw: str) -> tuple[ApiKey, ...]:
+    """Parse ``secret:scope+scope,secret2:scope`` into keys; raise ValueError on bad input."""
+    keys: list[ApiKey] = []
+    for n, entry in enumerate(part.strip() for part in raw.split(",")):
+        if not entry:
+            continue
+        secret, sep, scopes_raw = entry.rpartition(":")
+        if not sep or not secret:
+            raise ValueError(
+                f"entry {n + 1} must look like 'secret:scope+scope' (scopes: {', '.join(SCOPES)})"
+            )
+        if len(secret) < 8:
+            raise ValueError(f"entry {n + 1}: the secret must be at least 8 characters long")
+        scopes = frozenset(s.strip() for s in scopes_raw.split("+") if s.strip())
+        unknown = sorted(scopes - set(SCOPES))
+        if not scopes or unknown:
+            raise ValueError(
+                f"entry {n + 1}: unknown scope(s) {unknown or '(none given)'}; "
+                f"use one or more of {', '.join(SCOPES)} joined with '+'"
+            )
+        keys.append(ApiKey(name=f"key{n + 1}", secret=SecretStr(secret), scopes=scopes))
+    return tuple(keys)
+
+
+class Settings(BaseSettings):
+    """All configuration, read from ``CHURNWATCH_*`` environment variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="ignore",
+        frozen=True,
+        validate_default=True,
+    )
+
+    env: Literal["development", "production"] = "development"
+    home: Path = Path(".churnwatch")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # Kafka. ``up`` starts an embedded broker unless CHURNWATCH_KAFKA_BOOTSTRAP is set.
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    topic_events: str = "churnwatch.events"
+    topic_risk_changes: str = "churnwatch.risk-changes"
+    topic_events_dlq: str = "churnwatch.events.dlq"
+    topic_notifications_dlq: str = "churnwatch.notifications.dlq"
+    topic_partitions: int = Field(default=4, ge=1, le=1024)
+    topic_replication: int = Field(default=1, ge=1, le=16)
+    kafka_request_timeout_ms: int = Field(default=10_000, ge=500)
+
+    # Redis. ``up`` starts an embedded redis-server unless CHURNWATCH_REDIS_URL is set.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = Field(default="cw", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+
+    # HTTP API.
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=0, le=65535)
+    api_keys: SecretStr = SecretStr("")
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_batch_events: int = Field(default=10_000, ge=1, le=10_000)
+    max_event_age_days: int = Field(default=3650, ge=1)
+    max_event_future_seconds: int = Field(default=86_400, ge=0)
+
+    # Scorer.
+    scorer_group: str = "churnwatch-scorer"
+    scorer_metrics_port: int = Field(default=9101, ge=0, le=65535)
+    scorer_batch_max: int = Field(default=1000, ge=1, le=100_000)
+    scorer_batch_within_ms: int = Field(default=50, ge=1, le=60_000)
+    clock: Literal["wall", "event"] = "wall"
+    model: Path | None = None
+    window_days: int = Field(default=365, ge=30, le=3650)
+    retention_days: int = Field(default=400, ge=1)
+    tier_medium_enter: float = Field(default=0.45, gt=0, lt=1)
+    tier_medium_exit: float = Field(default=0.35, gt=0, lt=1)
+    tier_high_enter: float = Field(default=0.75, gt=0, lt=1)
+    tier_high_exit: float = Field(default=0.65, gt=0, lt=1)
+    tier_min_dwell_seconds: float = Field(default=0.0, ge=0)
+    sweep_interval_seconds: float = Field(default=1.0, gt=0)
+    sweep_max_customers: int = Field(default=500, ge=1)
+
+    # Notifier.
+    notifier_group: str = "churnwatch-notifier"
+    notifier_metrics_port: int = Field(default=9102, ge=0, le=65535)
+    routing_file: Path | None = None
+    webhook_allow_private: bool = False
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    delivery_max_attempts: int = Field(default=8, ge=1, le=100)
+    delivery_backoff_base_seconds: float = Field(default=2.0, gt=0)
+    delivery_backoff_max_seconds: float = Field(default=3600.0, gt=0)
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_security: Literal["none", "starttls", "tls"] = "none"
+    smtp_from: str = "churnwatch@localhost"
+    sms_gateway_url: str | None = None
+    sms_gateway_style: Literal["json", "form"] = "json"
+    sms_gateway_username: str | None = None
+    sms_gateway_token: SecretStr | None = None
+    sms_sender: str = "churnwatch"
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_api_keys(cls, v: SecretStr) -> SecretStr:
+        parse_api_keys(v.get_secret_value())
+        return v
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _check_bootstrap(cls, v: str) -> str:
+        for part in v.split(","):
+            host, sep, port = part.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError("must be host:port[,host:port...], e.g. 127.0.0.1:9092")
+        return v
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, v: str) -> str:
+        if not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL, e.g. redis://127.0.0.1:6379/0")
+        return v
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        if not (self.tier_medium_exit <= self.tier_medium_enter < self.tier_high_enter):
+            raise ValueError(
+                "tier thresholds must satisfy CHURNWATCH_TIER_MEDIUM_EXIT <= "
+                "CHURNWATCH_TIER_MEDIUM_ENTER < CHURNWATCH_TIER_HIGH_ENTER"
+            )
+        if not (self.tier_medium_enter <= self.tier_high_exit <= self.tier_high_enter):
+            raise ValueError(
+                "tier thresholds must satisfy CHURNWATCH_TIER_MEDIUM_ENTER <= "
+                "CHURNWATCH_TIER_HIGH_EXIT <= CHURNWATCH_TIER_HIGH_ENTER"
+            )
+        if self.env == "production" and not self.keys:
+            raise ValueError(
+                "CHURNWATCH_API_KEYS must be set when CHURNWATCH_ENV=production "
+                "(e.g. 's3cret-ingest-key:ingest,s3cret-admin-key:admin')"
+            )
+        if self.model is not None and not self.model.is_file():
+            raise ValueError(f"CHURNWATCH_MODEL={self.model} is not a file; train one with "
+                             "`churnwatch train --out PATH`")
+        return self
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``CHURNWATCH_*`` variables, to hand to a child process."""
+        out: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, bool):
+                value = "true" if value else "false"
+            out[ENV_PREFIX + name.upper()] = str(value)
+        return out
+
+    # Derived values -------------------------------------------------------------------
+    @property
+    def keys(self) -> tuple[ApiKey, ...]:
+        return parse_api_keys(self.api_keys.get_secret_value())
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.keys)
+
+    def find_key(self, presented: str) -> ApiKey | None:
+        """Constant-time lookup of a presented bearer secret."""
+        found: ApiKey | None = None
+        for key in self.keys:
+            if hmac.compare_digest(key.secret.get_secret_value().encode(), presented.encode()):
+                found = key
+        return found
+
+    @property
+    def stack_file(self) -> Path:
+        return self.home / "stack.json"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.home / "outbox"
+
+
+def _describe(err: dict[str, object]) -> str:
+    loc = [str(p) for p in err.get("loc", ()) if p != "__root__"]  # type: ignore[attr-defined]
+    msg = str(err.get("msg", "invalid value"))
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if not loc:
+        return msg
+    name = ENV_PREFIX + loc[0].upper()
+    given = err.get("input")
+    shown = "" if isinstance(given, dict) or given is None else f" (got {str(given)[:60]!r})"
+    if "api_keys" in loc[0] or "password" in loc[0] or "token" in loc[0]:
+        shown = ""
+    return f"{name}: {msg}{shown}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings from the environment (plus explicit overrides), or raise ConfigError."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = [_describe(dict(e)) for e in exc.errors()]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None

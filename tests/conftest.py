@@ -1,0 +1,81 @@
+"""Shared fixtures: one real broker and one real redis-server per test session, and fresh
+topic, consumer-group and key-prefix names for every test."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from services.common.embedded import Server, start_broker, start_redis
+from services.common.kafka import ensure_topics
+from services.common.redisconn import make_redis
+from services.common.settings import Settings, load_settings
+
+LOG_DIR = Path(os.environ.get("CHURNWATCH_TEST_LOGS", "/tmp/churnwatch-test-logs"))
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[Server]:
+    server = start_broker(log_path=LOG_DIR / "broker.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[Server]:
+    server = start_redis(log_path=LOG_DIR / "redis.log")
+    yield server
+    server.stop()
+
+
+def make_test_settings(broker: Server, redis_server: Server, home: Path, **overrides: object
+                       ) -> Settings:
+    run = uuid.uuid4().hex[:10]
+    values: dict[str, object] = {
+        "home": home,
+        "kafka_bootstrap": broker.address,
+        "redis_url": f"redis://{redis_server.address}/0",
+        "redis_prefix": f"t{run}",
+        "topic_events": f"t{run}.events",
+        "topic_risk_changes": f"t{run}.risk-changes",
+        "topic_events_dlq": f"t{run}.events.dlq",
+        "topic_notifications_dlq": f"t{run}.notifications.dlq",
+        "topic_partitions": 2,
+        "scorer_group": f"t{run}-scorer",
+        "notifier_group": f"t{run}-notifier",
+        "api_port": 0,
+        "scorer_metrics_port": 0,
+        "notifier_metrics_port": 0,
+    }
+    values.update(overrides)
+    return load_settings(**values)
+
+
+@pytest.fixture
+def settings_factory(broker: Server, redis_server: Server, tmp_path: Path):
+    """Build settings with fresh names; topics are created before they are returned."""
+
+    def factory(**overrides: object) -> Settings:
+        s = make_test_settings(broker, redis_server, tmp_path, **overrides)
+        asyncio.run(ensure_topics(s))
+        return s
+
+    return factory
+
+
+@pytest.fixture
+def settings(settings_factory) -> Settings:
+    return settings_factory()
+
+
+@pytest.fixture
+async def redis(settings: Settings) -> AsyncIterator[Redis]:
+    client = make_redis(settings)
+    yield client
+    await client.aclose()
