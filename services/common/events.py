@@ -14,11 +14,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictStr,
     StringConstraints,
     TypeAdapter,
     ValidationError,
@@ -45,20 +47,19 @@ def _rfc3339(value: Any) -> Any:
     return value
 
 
-def _identifier(value: Any) -> Any:
-    if isinstance(value, str) and _CONTROL.search(value):
+def _identifier(value: str) -> str:
+    if _CONTROL.search(value):
         raise ValueError("must not contain control characters")
     return value
 
 
 Identifier = Annotated[
-    str,
-    BeforeValidator(_identifier),
+    StrictStr,
     StringConstraints(min_length=1, max_length=128, strip_whitespace=False),
-    Field(strict=True),
+    AfterValidator(_identifier),
 ]
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
-ShortText = Annotated[str, StringConstraints(min_length=1, max_length=128), Field(strict=True)]
+ShortText = Annotated[StrictStr, StringConstraints(min_length=1, max_length=128)]
 
 
 class _EventBase(BaseModel):

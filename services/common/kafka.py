@@ -20,7 +20,7 @@ def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
     options: dict[str, object] = {
         "bootstrap_servers": settings.kafka_bootstrap,
         "acks": "all",
-        "enable_idempotence": True,
+        "enable_idempotence": settings.kafka_idempotence,
         "linger_ms": 5,
         "max_batch_size": 256 * 1024,
         "request_timeout_ms": settings.kafka_request_timeout_ms,

@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(default=4, ge=1, le=1024)
     topic_replication: int = Field(default=1, ge=1, le=16)
     kafka_request_timeout_ms: int = Field(default=10_000, ge=500)
+    # The idempotent producer needs InitProducerId, which the embedded Tansu broker (memory
+    # storage) does not implement; `up` and the tests turn it off for that broker only.
+    kafka_idempotence: bool = True
 
     # Redis. ``up`` starts an embedded redis-server unless CHURNWATCH_REDIS_URL is set.
     redis_url: str = "redis://127.0.0.1:6379/0"

@@ -1,0 +1,133 @@
+"""``churnwatch`` — the one command: run the stack or one service, train, regenerate schemas."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from services.common.exceptions import ChurnwatchError, ConfigError
+from services.common.settings import Settings, load_settings
+
+
+def _timestamp(value: str) -> datetime:
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an RFC 3339 timestamp, e.g. 2026-06-30T00:00:00Z") from None
+    if dt.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{value!r} needs a UTC offset, e.g. 2026-06-30T00:00:00Z")
+    return dt
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="churnwatch", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="start every part in the foreground (embedded broker/Redis unless configured)")
+    up.add_argument("--no-demo", action="store_true", help="do not start the demo POS feed")
+
+    sub.add_parser("api", help="run the HTTP API (ingest and queries)")
+    sub.add_parser("scorer", help="run one scorer worker")
+    sub.add_parser("notifier", help="run the notifier")
+
+    sinks = sub.add_parser("sinks", help="run the local mail/SMS/webhook sinks of the embedded stack")
+    sinks.add_argument("--smtp-port", type=int, required=True)
+    sinks.add_argument("--sms-port", type=int, required=True)
+    sinks.add_argument("--webhook-port", type=int, required=True)
+    sinks.add_argument("--out", type=Path, required=True)
+
+    demo = sub.add_parser("demo", help="post a demo salon chain's events to a running API")
+    demo.add_argument("--api-url", default=None, help="default: the api_url in stack.json")
+    demo.add_argument("--api-key", default=None)
+    demo.add_argument("--customers", type=int, default=120)
+    demo.add_argument("--seed", type=int, default=7)
+
+    train = sub.add_parser("train", help="train the churn model from historical events (NDJSON)")
+    train.add_argument("--events", type=Path, required=True, help="NDJSON file, one event per line")
+    train.add_argument("--until", type=_timestamp, required=True,
+                       help="use only events with occurred_at <= this instant (RFC 3339)")
+    train.add_argument("--horizon-days", type=int, required=True,
+                       help="churned = no event within this many days after an observation date")
+    train.add_argument("--out", type=Path, required=True, help="where to write the model artifact")
+    train.add_argument("--seed", type=int, default=0)
+
+    schemas = sub.add_parser("schemas", help="write or check schemas/*.json from the Python models")
+    schemas.add_argument("--write", action="store_true", help="rewrite the files (default: check)")
+    schemas.add_argument("--dir", type=Path, default=Path("schemas"))
+    return p
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ConfigError as exc:
+        print(f"churnwatch: {exc}", file=sys.stderr)
+        return 2
+    except ChurnwatchError as exc:
+        print(f"churnwatch {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    cmd = args.command
+    if cmd == "up":
+        from services.cli.stack import run_stack
+
+        return run_stack(_settings(), demo=not args.no_demo)
+    if cmd == "api":
+        from services.ingest.server import main as api_main
+
+        return api_main(_settings())
+    if cmd == "scorer":
+        from services.scorer.worker import main as scorer_main
+
+        return scorer_main(_settings())
+    if cmd == "notifier":
+        from services.notifier.worker import main as notifier_main
+
+        return notifier_main(_settings())
+    if cmd == "sinks":
+        from services.cli.sinks import main as sinks_main
+
+        return sinks_main(smtp_port=args.smtp_port, sms_port=args.sms_port,
+                          webhook_port=args.webhook_port, out_dir=args.out)
+    if cmd == "demo":
+        from services.cli.stack import read_stack_file
+        from services.demo.feed import main as demo_main
+
+        settings = _settings()
+        url = args.api_url or read_stack_file(settings)["api_url"]
+        return demo_main(api_url=url, api_key=args.api_key, customers=args.customers, seed=args.seed)
+    if cmd == "train":
+        from services.training.train import train
+
+        report = train(events_path=args.events, until=args.until, horizon_days=args.horizon_days,
+                       out=args.out, seed=args.seed, log=lambda s: print(s, file=sys.stderr))
+        print(report.to_text())
+        return 0
+    if cmd == "schemas":
+        from services.common.schemagen import check_schemas, write_schemas
+
+        if args.write:
+            for path in write_schemas(args.dir):
+                print(f"wrote {path}")
+            return 0
+        stale = check_schemas(args.dir)
+        for path in stale:
+            print(f"out of date: {path} (run `make schemas`)", file=sys.stderr)
+        return 1 if stale else 0
+    raise AssertionError(cmd)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""From validated events to :class:`Activity`, and the compact form kept in Redis."""
+
+from __future__ import annotations
+
+import json
+
+from services.common.events import AnyEvent, ComplaintEvent, TransactionEvent, epoch_ms
+from services.scorer.features import Activity
+
+_KIND_CODE = {"transaction": "t", "visit": "v", "complaint": "c"}
+_CODE_KIND = {v: k for k, v in _KIND_CODE.items()}
+
+
+def activity_from_event(e: AnyEvent) -> Activity:
+    amount = e.amount if isinstance(e, TransactionEvent) else None
+    severity = status = ref = None
+    if isinstance(e, ComplaintEvent):
+        severity, status, ref = e.severity, e.status, e.complaint_id or e.event_id
+    return Activity(kind=e.type, ts=epoch_ms(e.occurred_at), event_id=e.event_id, amount=amount,
+                    severity=severity, complaint_ref=ref, status=status, store_id=e.store_id,
+                    channel=e.channel)
+
+
+def encode_activity(a: Activity) -> str:
+    """Compact JSON list (the event id is the Redis hash field, not repeated here)."""
+    row: list[object] = [_KIND_CODE[a.kind], a.ts, a.amount, a.severity, a.complaint_ref,
+                         a.status, a.store_id, a.channel]
+    while row and row[-1] is None:
+        row.pop()
+    return json.dumps(row, separators=(",", ":"), ensure_ascii=False)
+
+
+def decode_activity(event_id: str, blob: str) -> Activity:
+    row = json.loads(blob)
+    row += [None] * (8 - len(row))
+    kind, ts, amount, severity, ref, status, store, channel = row[:8]
+    return Activity(kind=_CODE_KIND[kind], ts=int(ts), event_id=event_id, amount=amount,
+                    severity=severity, complaint_ref=ref, status=status, store_id=store,
+                    channel=channel)

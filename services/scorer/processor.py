@@ -1,0 +1,338 @@
+"""The scorer's batch processing, independent of the stream framework that feeds it.
+
+For each batch of records from the events topic:
+
+1. decode and validate; records that are not JSON or break the schema go to the dead-letter
+   topic with the reason (acknowledged by the broker before the batch counts as done);
+2. apply the events to Redis — one pipelined round trip, idempotent by ``event_id``;
+3. re-score every touched customer — one vectorized model call;
+4. publish a risk-change CloudEvent for every tier change (awaiting the broker's acks), and
+   only then record the new tiers, the silence index and the processed offsets in Redis.
+
+A crash anywhere repeats at most steps 2-4 for the batch, which changes nothing twice:
+events are deduplicated by id and a repeated risk change carries the same deterministic id.
+Infrastructure errors are retried until they succeed, so nothing is acknowledged that was
+not stored. A tombstone (null value) keyed by a customer id erases that customer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaProducer
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from services.common.events import parse_json, validate_event
+from services.common.redisconn import Keys
+from services.common.riskchange import (
+    CONTENT_TYPE,
+    Cause,
+    RiskChange,
+    encode_cloudevent,
+    to_cloudevent,
+)
+from services.common.settings import Settings
+from services.scorer.activity import activity_from_event
+from services.scorer.engine import Assessment, Engine, Subject
+from services.scorer.features import DAY_MS, Activity
+from services.scorer.state import CustomerState, StateStore, risk_snapshot
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int | None = None
+
+
+class ScorerMetrics:
+    def __init__(self, registry: CollectorRegistry):
+        self.events = Counter("churnwatch_scorer_events_total",
+                              "Records consumed from the events topic, by outcome.",
+                              ["outcome"], registry=registry)
+        self.batch_size = Histogram("churnwatch_scorer_batch_size", "Records per processed batch.",
+                                    buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
+                                    registry=registry)
+        self.batch_seconds = Histogram("churnwatch_scorer_batch_duration_seconds",
+                                       "Time to process one batch end to end.", registry=registry)
+        self.queryable = Histogram(
+            "churnwatch_scorer_event_to_queryable_seconds",
+            "From the record's broker timestamp to its score being readable in Redis.",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=registry)
+        self.transitions = Counter("churnwatch_scorer_tier_transitions_total",
+                                   "Tier changes published.", ["from_tier", "to_tier"],
+                                   registry=registry)
+        self.swept = Counter("churnwatch_scorer_sweep_customers_total",
+                             "Silent customers re-scored by the silence sweep.", registry=registry)
+        self.redis_seconds = Histogram("churnwatch_scorer_redis_roundtrip_seconds",
+                                       "Redis round trips of the scorer.", ["op"], registry=registry)
+        self.retries = Counter("churnwatch_scorer_infra_retries_total",
+                               "Retries after a Redis or Kafka error.", ["step"], registry=registry)
+        self.errors = Counter("churnwatch_scorer_scoring_errors_total",
+                              "Customers whose scoring raised (events kept).", registry=registry)
+        self.model_info = Gauge("churnwatch_scorer_model_info", "The model being served.",
+                                ["version"], registry=registry)
+
+
+class Processor:
+    def __init__(self, *, settings: Settings, store: StateStore, producer: AIOKafkaProducer,
+                 engine: Engine, registry: CollectorRegistry):
+        self.settings = settings
+        self.store = store
+        self.producer = producer
+        self.engine = engine
+        self.keys: Keys = store.keys
+        self.metrics = ScorerMetrics(registry)
+        self.metrics.model_info.labels(engine.model.version).set(1)
+        self.event_clock = settings.clock == "event"
+        self._clock_ms = 0
+        self.lock = asyncio.Lock()
+
+    # clock ------------------------------------------------------------------------------
+    async def now_ms(self, candidate: int = 0) -> int:
+        if not self.event_clock:
+            return int(time.time() * 1000)
+        if candidate > self._clock_ms:
+            self._clock_ms = await self._retry("clock", lambda: self.store.advance_clock(candidate))
+        elif self._clock_ms == 0:
+            self._clock_ms = (await self._retry("clock", self.store.read_clock)) or 0
+        return self._clock_ms
+
+    # batches ----------------------------------------------------------------------------
+    async def process(self, records: Sequence[Record]) -> None:
+        """Process one batch; returns only once everything is stored (never raises for
+        infrastructure errors: it retries)."""
+        started = time.monotonic()
+        segment: list[Record] = []
+        for r in records:
+            if r.value is None:
+                if segment:
+                    await self._process_segment(segment)
+                    segment = []
+                await self._erase(r)
+            else:
+                segment.append(r)
+        if segment:
+            await self._process_segment(segment)
+        self.metrics.batch_size.observe(len(records))
+        self.metrics.batch_seconds.observe(time.monotonic() - started)
+
+    async def _process_segment(self, records: Sequence[Record]) -> None:
+        wall = datetime.now(UTC)
+        max_age = timedelta(days=self.settings.max_event_age_days)
+        max_future = timedelta(seconds=self.settings.max_event_future_seconds)
+        batch: dict[str, list[Activity]] = {}
+        stores: dict[str, str | None] = {}
+        partition_of: dict[str, int] = {}
+        dead: list[tuple[Record, str]] = []
+        offsets: dict[int, int] = {}
+        for r in records:
+            offsets[r.partition] = max(offsets.get(r.partition, 0), r.offset + 1)
+            try:
+                obj = parse_json(r.value or b"")
+            except (ValueError, UnicodeDecodeError) as exc:
+                dead.append((r, f"not valid JSON: {exc}"))
+                continue
+            event, errors = validate_event(obj, now=wall, max_age=max_age, max_future=max_future)
+            if event is None:
+                dead.append((r, "; ".join(f"{e.field or 'event'}: {e.message}" for e in errors)))
+                continue
+            act = activity_from_event(event)
+            batch.setdefault(event.customer_id, []).append(act)
+            if event.store_id:
+                stores[event.customer_id] = event.store_id
+            partition_of.setdefault(event.customer_id, r.partition)
+        if dead:
+            await self._dead_letter(dead)
+        newest = max((a.ts for acts in batch.values() for a in acts), default=0)
+        now = await self.now_ms(newest)
+        states: dict[str, CustomerState] = {}
+        if batch:
+            t0 = time.monotonic()
+            states = await self._retry("apply", lambda: self.store.apply(batch, now_ms=now, stores=stores))
+            self.metrics.redis_seconds.labels("apply").observe(time.monotonic() - t0)
+        for cid, cs in states.items():
+            cs.partition = partition_of[cid]
+        added = sum(cs.added for cs in states.values())
+        total_valid = sum(len(v) for v in batch.values())
+        await self._rescore(list(states.values()), now, kind="event", offsets=offsets,
+                            stats={"events_applied_total": added,
+                                   "events_duplicate_total": total_valid - added,
+                                   "events_dead_lettered_total": len(dead)})
+        self.metrics.events.labels("applied").inc(added)
+        self.metrics.events.labels("duplicate").inc(total_valid - added)
+        self.metrics.events.labels("dead_lettered").inc(len(dead))
+        now_wall = time.time() * 1000
+        for r in records:
+            if r.timestamp_ms:
+                self.metrics.queryable.observe(max(now_wall - r.timestamp_ms, 0) / 1000)
+
+    async def _erase(self, r: Record) -> None:
+        if not r.key:
+            await self._dead_letter([(r, "null value without a key: nothing to erase")])
+        else:
+            cid = r.key.decode("utf-8", "replace")
+            await self._retry("erase", lambda: self.store.erase(cid, self.settings.topic_partitions))
+            self.metrics.events.labels("erased").inc()
+            logger.info("erased customer state", extra={"customer_id": cid})
+        pipe = self.store.redis.pipeline(transaction=False)
+        await self.store.record_offsets(pipe, r.topic, {r.partition: r.offset + 1})
+        await self._retry("commit", pipe.execute)
+
+    # silence ----------------------------------------------------------------------------
+    async def sweep(self, partitions: Iterable[int]) -> int:
+        """Re-score customers whose due time has passed: bounded work, no scans."""
+        now = await self.now_ms()
+        budget = self.settings.sweep_max_customers
+        done = 0
+        for p in sorted(partitions):
+            if budget <= 0:
+                break
+            due_key = self.keys.due(p)
+            cids = await self._retry("sweep", lambda k=due_key, b=budget: self.store.redis.zrangebyscore(
+                k, "-inf", now, start=0, num=b))
+            if not cids:
+                continue
+            states = await self._retry("load", lambda c=cids: self.store.load(c))
+            gone = [c for c in cids if c not in states]
+            if gone:
+                await self._retry("sweep", lambda k=due_key, g=gone: self.store.redis.zrem(k, *g))
+            for cs in states.values():
+                cs.partition = p
+            await self._rescore(list(states.values()), now, kind="silence")
+            done += len(states)
+            budget -= len(cids)
+        if done:
+            self.metrics.swept.inc(done)
+        return done
+
+    # scoring ----------------------------------------------------------------------------
+    async def _rescore(self, states: list[CustomerState], now: int, *, kind: str,
+                       offsets: dict[int, int] | None = None,
+                       stats: dict[str, int] | None = None) -> None:
+        assessments: list[tuple[CustomerState, Assessment]] = []
+        if states:
+            subjects = [Subject(cs.customer_id, cs.activities, cs.first_ts, cs.tier, cs.tier_since)
+                        for cs in states]
+            try:
+                results = self.engine.assess(subjects, now)
+                assessments = list(zip(states, results, strict=True))
+            except Exception:
+                # One bad customer must not stop the stream: score one by one to isolate it.
+                logger.exception("batch scoring failed; retrying customer by customer")
+                for cs, subj in zip(states, subjects, strict=True):
+                    try:
+                        assessments.append((cs, self.engine.assess([subj], now)[0]))
+                    except Exception:
+                        self.metrics.errors.inc()
+                        logger.exception("scoring failed", extra={"customer_id": cs.customer_id})
+        changes: list[tuple[CustomerState, Assessment, dict[str, Any]]] = []
+        for cs, a in assessments:
+            previous = cs.tier or "low"
+            if a.tier != previous:
+                cause = Cause(kind=kind, event_id=cs.newest_event_id())  # type: ignore[arg-type]
+                change = RiskChange(
+                    customer_id=cs.customer_id, store_id=cs.store_id, previous_tier=previous,  # type: ignore[arg-type]
+                    tier=a.tier, score=round(a.score, 6), previous_score=cs.score,  # type: ignore[arg-type]
+                    reasons=a.reasons, suggested_action=a.action,
+                    value_tier=a.value_tier, lifecycle_stage=a.lifecycle_stage,  # type: ignore[arg-type]
+                    model_version=a.model_version, as_of=a.as_of, cause=cause, features=a.features,
+                )
+                changes.append((cs, a, to_cloudevent(change)))
+        if changes:
+            await self._publish_changes([c for _, _, c in changes])
+            for cs, a, _ in changes:
+                self.metrics.transitions.labels(cs.tier or "low", a.tier).inc()
+
+        async def commit() -> None:
+            pipe = self.store.redis.pipeline(transaction=False)
+            for cs, a in assessments:
+                changed = cs.tier is None or a.tier != cs.tier
+                fields: dict[str, Any] = {
+                    "score": a.score, "tier": a.tier, "scored_at": now,
+                    "risk": risk_snapshot(a.to_json()),
+                }
+                if changed:
+                    fields["tier_since"] = now
+                self.store.queue_commit(pipe, cs, fields)
+                if cs.partition is not None:
+                    pipe.zadd(self.keys.due(cs.partition), {cs.customer_id: self._due(now, a)})
+            if offsets:
+                await self.store.record_offsets(pipe, self.settings.topic_events, offsets)
+            for name, value in (stats or {}).items():
+                if value:
+                    pipe.hincrby(self.keys.stats, name, value)
+            if changes:
+                pipe.hincrby(self.keys.stats, "risk_changes_total", len(changes))
+            await pipe.execute()
+
+        t0 = time.monotonic()
+        await self._retry("commit", commit)
+        self.metrics.redis_seconds.labels("commit").observe(time.monotonic() - t0)
+
+    @staticmethod
+    def _due(now: int, a: Assessment) -> int:
+        """When to look at a silent customer again: a quarter of their cadence, 1-7 days."""
+        cadence = a.features.get("cadence_median_days", 30.0)
+        return now + int(min(max(cadence / 4.0, 1.0), 7.0) * DAY_MS)
+
+    # kafka ------------------------------------------------------------------------------
+    async def _publish_changes(self, events: list[dict[str, Any]]) -> None:
+        async def send_all() -> None:
+            futures = [await self.producer.send(
+                self.settings.topic_risk_changes, encode_cloudevent(e),
+                key=e["subject"].encode(), headers=[("content-type", CONTENT_TYPE.encode())])
+                for e in events]
+            await asyncio.gather(*futures)
+        await self._retry("publish", send_all)
+
+    async def _dead_letter(self, dead: list[tuple[Record, str]]) -> None:
+        async def send_all() -> None:
+            futures = []
+            for r, reason in dead:
+                headers = [("churnwatch-error", reason[:1000].encode()),
+                           ("churnwatch-source", f"{r.topic}/{r.partition}/{r.offset}".encode())]
+                futures.append(await self.producer.send(
+                    self.settings.topic_events_dlq, r.value, key=r.key, headers=headers))
+            await asyncio.gather(*futures)
+        for r, reason in dead:
+            logger.warning("dead-lettered record: %s", reason,
+                           extra={"topic": r.topic, "partition": r.partition, "offset": r.offset})
+        await self._retry("dead_letter", send_all)
+
+    async def _retry(self, step: str, fn: Callable[[], Awaitable[T]]) -> T:
+        delay = 0.1
+        while True:
+            try:
+                return await fn()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.metrics.retries.labels(step).inc()
+                logger.warning("%s failed (%s: %s); retrying in %.1f s", step,
+                               type(exc).__name__, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+
+def dlq_reason(headers: Sequence[tuple[str, bytes]] | None) -> str | None:
+    for k, v in headers or ():
+        if k == "churnwatch-error":
+            return v.decode()
+    return None
+
+
+__all__ = ["Processor", "Record", "ScorerMetrics", "dlq_reason", "json"]

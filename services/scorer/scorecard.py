@@ -1,0 +1,146 @@
+"""The rule scorecard: a documented, explainable score that works with no trained model.
+
+Score = logistic(BASE + sum of contributions). Each contribution is a plain rule on the
+features (see ``docs/scoring.md``); the same contributions, largest first, become the
+plain-language reasons (en and zh-CN) of every score — also when a trained model serves the
+score, so reasons never depend on the model being explainable.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from services.common.riskchange import Reason, SuggestedAction
+from services.scorer.features import FEATURE_NAMES
+
+VERSION = "scorecard-1"
+BASE = -2.2
+W_OVERDUE = 1.5        # per cadence overdue beyond the first, capped at 4
+W_OPEN = 1.2           # per open complaint, at most 2
+W_OPEN_HIGH = 0.8      # extra when an open complaint is high severity
+W_RECENT_COMPLAINT = 0.3
+W_SPEND_DECLINE = 1.2  # times the relative drop in spend against the own baseline
+W_TICKET_DECLINE = 0.8
+W_REFUND = 0.4
+MIN_REASON_WEIGHT = 0.15
+
+
+@dataclass(frozen=True)
+class Contribution:
+    code: str
+    weight: float
+    text: str
+    text_zh: str
+
+
+def _clip(x: float, lo: float, hi: float) -> float:
+    return max(lo, min(hi, x))
+
+
+def contributions(f: dict[str, float]) -> list[Contribution]:
+    """The scorecard's contributions for one customer, strongest first."""
+    out: list[Contribution] = []
+    since = round(f["days_since_last_activity"])
+    cadence = round(f["cadence_median_days"])
+    over = _clip(f["overdue_ratio"] - 1.0, 0.0, 4.0)
+    if over > 0:
+        if f["has_cadence"]:
+            text = f"{since} days since the last visit; usually every {cadence} days"
+            zh = f"距上次到店已{since}天；平时每{cadence}天一次"
+        else:
+            text = f"{since} days since the only visit, and no return yet"
+            zh = f"自唯一一次到店已过{since}天，尚未回头"
+        out.append(Contribution("overdue", W_OVERDUE * over, text, zh))
+    n_open, n_high = int(f["open_complaints"]), int(f["open_high_complaints"])
+    if n_open:
+        w = W_OPEN * min(n_open, 2) + (W_OPEN_HIGH if n_high else 0.0)
+        sev = f", {n_high} of high severity" if n_high else ""
+        sev_zh = f"（其中{n_high}个严重）" if n_high else ""
+        out.append(Contribution(
+            "open_complaint", w,
+            f"{n_open} unresolved complaint{'s' if n_open > 1 else ''}{sev}",
+            f"有{n_open}个未解决的投诉{sev_zh}",
+        ))
+    recent = int(f["complaints_90"]) - n_open
+    if recent > 0:
+        out.append(Contribution(
+            "recent_complaints", W_RECENT_COMPLAINT * min(recent, 3),
+            f"{recent} complaint{'s' if recent > 1 else ''} in the last 90 days",
+            f"近90天内投诉{recent}次",
+        ))
+    if f["spend_365"] > 0 and f["spend_trend"] < 1.0:
+        drop = _clip(1.0 - f["spend_trend"], 0.0, 1.0)
+        out.append(Contribution(
+            "spend_decline", W_SPEND_DECLINE * drop,
+            f"Spending down {round(drop * 100)}% against the customer's usual",
+            f"消费较平时下降{round(drop * 100)}%",
+        ))
+    if f["avg_ticket_365"] > 0 and f["ticket_trend"] < 1.0:
+        drop = _clip(1.0 - f["ticket_trend"], 0.0, 1.0)
+        out.append(Contribution(
+            "ticket_decline", W_TICKET_DECLINE * drop,
+            f"Average ticket down {round(drop * 100)}% (now {f['avg_ticket_90']:.2f}, "
+            f"usually {f['avg_ticket_365']:.2f})",
+            f"客单价下降{round(drop * 100)}%（现{f['avg_ticket_90']:.2f}，平时{f['avg_ticket_365']:.2f}）",
+        ))
+    if f["refunds_90"] > 0:
+        n = int(f["refunds_90"])
+        out.append(Contribution("refunds", W_REFUND * min(n, 3),
+                                f"{n} refund{'s' if n > 1 else ''} in the last 90 days",
+                                f"近90天内退款{n}次"))
+    out.sort(key=lambda c: -c.weight)
+    return out
+
+
+def logit(f: dict[str, float]) -> float:
+    return BASE + sum(c.weight for c in contributions(f))
+
+
+def reasons(f: dict[str, float], limit: int = 3) -> list[Reason]:
+    top = [c for c in contributions(f) if c.weight >= MIN_REASON_WEIGHT][:limit]
+    if not top:
+        return [Reason(code="regular", text="Visiting and spending as usual",
+                       text_zh="到店与消费均正常", weight=0.0)]
+    return [Reason(code=c.code, text=c.text, text_zh=c.text_zh, weight=round(c.weight, 3))
+            for c in top]
+
+
+_ACTIONS = {
+    "open_complaint": ("resolve_complaint", "Resolve the open complaint first, then follow up personally",
+                       "先解决未结投诉，再亲自回访"),
+    "recent_complaints": ("service_recovery", "Reach out about the recent complaints and offer a make-good",
+                          "就近期投诉主动联系并给予补偿"),
+    "overdue": ("personal_call", "Call or message the customer personally with an invitation to book",
+                "亲自致电或发消息邀请客户预约"),
+    "spend_decline": ("win_back_offer", "Offer an exclusive deal on the customer's usual purchases",
+                      "针对客户常购项目提供专属优惠"),
+    "ticket_decline": ("win_back_offer", "Offer an exclusive deal on the customer's usual purchases",
+                       "针对客户常购项目提供专属优惠"),
+    "refunds": ("service_recovery", "Check what went wrong with the recent purchases",
+                "了解近期购买出了什么问题"),
+}
+
+
+def suggested_action(tier: str, reason_list: Sequence[Reason]) -> SuggestedAction:
+    if tier == "low" or not reason_list or reason_list[0].code == "regular":
+        return SuggestedAction(code="none", text="No action needed", text_zh="无需处理")
+    code, text, zh = _ACTIONS.get(reason_list[0].code, _ACTIONS["overdue"])
+    return SuggestedAction(code=code, text=text, text_zh=zh)
+
+
+class Scorecard:
+    """The rule scorecard as a model: ``predict`` takes rows in :data:`FEATURE_NAMES` order."""
+
+    version = VERSION
+    feature_names: tuple[str, ...] = FEATURE_NAMES
+
+    def predict(self, rows: np.ndarray) -> np.ndarray:
+        out = np.empty(len(rows))
+        for i, row in enumerate(rows):
+            f = dict(zip(self.feature_names, row.tolist(), strict=True))
+            out[i] = 1.0 / (1.0 + math.exp(-logit(f)))
+        return out

@@ -1,0 +1,196 @@
+"""Per-customer state in Redis, by event time and idempotent by ``event_id``.
+
+Keys of one customer (all under the hash tag ``{customer}``): ``ev`` (zset event id -> event
+time ms), ``ed`` (hash event id -> compact activity), ``st`` (hash: first_ts, last_ts,
+store, tier, tier_since, score, risk snapshot). Applying a batch is one pipelined round trip:
+one ``EVALSHA`` per customer. An event whose id is already stored changes nothing, whether it
+comes again in the same batch, after a redelivery or after a crash.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+
+from services.common.redisconn import Keys
+from services.scorer.activity import decode_activity, encode_activity
+from services.scorer.features import Activity
+
+# KEYS: ev zset, ed hash, st hash. ARGV: cutoff ms, ttl s, store or "", then (id, ts, blob)*.
+APPLY_LUA = """
+local cutoff = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+local added = 0
+local first = tonumber(redis.call('HGET', KEYS[3], 'first_ts'))
+local last = tonumber(redis.call('HGET', KEYS[3], 'last_ts'))
+for i = 4, #ARGV, 3 do
+  local ts = tonumber(ARGV[i + 1])
+  if ts >= cutoff and redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 2]) == 1 then
+    redis.call('ZADD', KEYS[1], ts, ARGV[i])
+    added = added + 1
+    if first == nil or ts < first then first = ts end
+    if last == nil or ts > last then last = ts end
+  end
+end
+if added > 0 then
+  redis.call('HSET', KEYS[3], 'first_ts', first, 'last_ts', last)
+  if ARGV[3] ~= '' then redis.call('HSET', KEYS[3], 'store', ARGV[3]) end
+end
+local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. cutoff)
+for j = 1, #old, 500 do
+  redis.call('HDEL', KEYS[2], unpack(old, j, math.min(j + 499, #old)))
+end
+if #old > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. cutoff) end
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[2], ttl)
+  redis.call('EXPIRE', KEYS[3], ttl)
+end
+return {added, redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[3])}
+"""
+
+# KEYS[1]: offsets hash. ARGV: (partition, next offset)*; only ever moves forward.
+OFFSETS_LUA = """
+for i = 1, #ARGV, 2 do
+  local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[i]))
+  if cur == nil or tonumber(ARGV[i + 1]) > cur then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
+return 1
+"""
+
+# KEYS[1]: clock. ARGV[1]: candidate ms. Returns the clock after the update.
+CLOCK_LUA = """
+local cur = tonumber(redis.call('GET', KEYS[1]))
+local cand = tonumber(ARGV[1])
+if cur == nil or cand > cur then redis.call('SET', KEYS[1], ARGV[1]); return cand end
+return cur
+"""
+
+
+@dataclass
+class CustomerState:
+    customer_id: str
+    activities: list[Activity]
+    state: dict[str, str]
+    added: int = 0
+    partition: int | None = None
+    batch_events: list[str] = field(default_factory=list)
+
+    @property
+    def first_ts(self) -> int | None:
+        v = self.state.get("first_ts")
+        return int(float(v)) if v else None
+
+    @property
+    def tier(self) -> str | None:
+        return self.state.get("tier") or None
+
+    @property
+    def tier_since(self) -> int | None:
+        v = self.state.get("tier_since")
+        return int(float(v)) if v else None
+
+    @property
+    def score(self) -> float | None:
+        v = self.state.get("score")
+        return float(v) if v else None
+
+    @property
+    def store_id(self) -> str | None:
+        return self.state.get("store") or None
+
+    def newest_event_id(self) -> str | None:
+        if not self.activities:
+            return None
+        return max(self.activities, key=lambda a: (a.ts, a.event_id)).event_id
+
+
+def _pairs(flat: Sequence[Any]) -> dict[str, str]:
+    return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+def _activities(flat: Sequence[Any]) -> list[Activity]:
+    return [decode_activity(str(flat[i]), str(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+
+class StateStore:
+    def __init__(self, redis: Redis, keys: Keys, *, window_ms: int, ttl_seconds: int):
+        self.redis = redis
+        self.keys = keys
+        self.window_ms = window_ms
+        self.ttl_seconds = ttl_seconds
+        self._apply = redis.register_script(APPLY_LUA)
+        self._offsets = redis.register_script(OFFSETS_LUA)
+        self._clock = redis.register_script(CLOCK_LUA)
+
+    async def apply(self, batch: dict[str, list[Activity]], *, now_ms: int,
+                    stores: dict[str, str | None]) -> dict[str, CustomerState]:
+        """Store the batch's activities (one round trip) and return every touched customer's
+        full window and state."""
+        cutoff = now_ms - self.window_ms
+        pipe = self.redis.pipeline(transaction=False)
+        order = list(batch)
+        for cid in order:
+            argv: list[Any] = [cutoff, self.ttl_seconds, stores.get(cid) or ""]
+            for a in batch[cid]:
+                argv += [a.event_id, a.ts, encode_activity(a)]
+            await self._apply(keys=list(self.keys.customer(cid)), args=argv, client=pipe)
+        results = await pipe.execute()
+        out: dict[str, CustomerState] = {}
+        for cid, (added, events, state) in zip(order, results, strict=True):
+            out[cid] = CustomerState(cid, _activities(events), _pairs(state), int(added),
+                                     batch_events=[a.event_id for a in batch[cid]])
+        return out
+
+    async def load(self, customer_ids: Iterable[str]) -> dict[str, CustomerState]:
+        """Read customers' windows and state (one round trip)."""
+        order = list(customer_ids)
+        pipe = self.redis.pipeline(transaction=False)
+        for cid in order:
+            _, ed, st = self.keys.customer(cid)
+            pipe.hgetall(ed)
+            pipe.hgetall(st)
+        results = await pipe.execute()
+        out: dict[str, CustomerState] = {}
+        for i, cid in enumerate(order):
+            events, state = results[2 * i], results[2 * i + 1]
+            if not state:
+                continue
+            out[cid] = CustomerState(cid, [decode_activity(k, v) for k, v in events.items()],
+                                     dict(state))
+        return out
+
+    def queue_commit(self, pipe: Any, cs: CustomerState, fields: dict[str, Any]) -> None:
+        _, _, st = self.keys.customer(cs.customer_id)
+        pipe.hset(st, mapping=fields)
+
+    async def advance_clock(self, candidate_ms: int) -> int:
+        return int(await self._clock(keys=[self.keys.clock], args=[candidate_ms]))
+
+    async def read_clock(self) -> int | None:
+        v = await self.redis.get(self.keys.clock)
+        return int(v) if v else None
+
+    async def record_offsets(self, pipe: Any, topic: str, offsets: dict[int, int]) -> None:
+        if offsets:
+            argv: list[Any] = []
+            for p, o in offsets.items():
+                argv += [p, o]
+            await self._offsets(keys=[self.keys.offsets(topic)], args=argv, client=pipe)
+
+    async def erase(self, customer_id: str, partitions: int) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.delete(*self.keys.customer(customer_id), self.keys.delivery_log(customer_id))
+        for p in range(partitions):
+            pipe.zrem(self.keys.due(p), customer_id)
+        await pipe.execute()
+
+
+def risk_snapshot(fields: dict[str, Any]) -> str:
+    return json.dumps(fields, separators=(",", ":"), ensure_ascii=False, default=str)

@@ -1,0 +1,132 @@
+"""The scorer worker: a Faust app feeding batches of raw records to :class:`Processor`.
+
+The agent runs at concurrency 1 (faust-streaming#606: higher concurrency can commit past a
+message still in flight); scale out with partitions and more workers in the same group.
+``take_events`` acknowledges a batch only after the body returns, and the processor returns
+only once the batch is stored, so a crash redelivers rather than loses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import faust
+from prometheus_client import CollectorRegistry
+
+from services.common.httpserver import WorkerHttpServer
+from services.common.kafka import make_producer
+from services.common.logs import setup_logging
+from services.common.redisconn import Keys, make_redis
+from services.common.settings import Settings
+from services.scorer.engine import Engine
+from services.scorer.model import load_model
+from services.scorer.processor import Processor, Record
+from services.scorer.state import StateStore
+from services.scorer.tiers import Thresholds
+
+logger = logging.getLogger(__name__)
+
+
+def faust_broker(settings: Settings) -> list[str]:
+    return [f"kafka://{hp.strip()}" for hp in settings.kafka_bootstrap.split(",")]
+
+
+def build_app(settings: Settings) -> faust.App:
+    model = load_model(settings.model)  # fail at start-up, not on the first batch
+    app = faust.App(
+        settings.scorer_group,
+        broker=faust_broker(settings),
+        value_serializer="raw",
+        key_serializer="raw",
+        store="memory://",
+        autodiscover=False,
+        web_enabled=False,
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        broker_rebalance_timeout=4,
+        broker_session_timeout=6,
+        broker_heartbeat_interval=1,
+        broker_commit_interval=1.0,
+        broker_max_poll_records=settings.scorer_batch_max,
+        stream_buffer_maxsize=max(4096, settings.scorer_batch_max * 2),
+        worker_redirect_stdouts=False,
+    )
+    topic = app.topic(settings.topic_events, key_type=bytes, value_type=bytes,
+                      partitions=settings.topic_partitions)
+    registry = CollectorRegistry()
+    state: dict[str, Any] = {"ready": False, "assigned": []}
+    parts: dict[str, Any] = {}
+
+    async def processor() -> Processor:
+        if "processor" not in parts:
+            redis = make_redis(settings)
+            producer = make_producer(settings)
+            await producer.start()
+            store = StateStore(redis, Keys(settings.redis_prefix),
+                               window_ms=settings.window_days * 86_400_000,
+                               ttl_seconds=settings.retention_days * 86_400)
+            parts["processor"] = Processor(settings=settings, store=store, producer=producer,
+                                           engine=Engine(model, Thresholds.from_settings(settings)),
+                                           registry=registry)
+        return parts["processor"]
+
+    def ready() -> dict[str, Any]:
+        return {"ready": state["ready"], "model_version": model.version,
+                "assigned_partitions": state["assigned"]}
+
+    @app.task
+    async def start_http() -> None:
+        setup_logging("scorer", settings.log_level)
+        await processor()
+        server = WorkerHttpServer(host=settings.api_host, port=settings.scorer_metrics_port,
+                                  registry=registry, ready=ready)
+        parts["http"] = server
+        await server.start()
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        state["assigned"] = sorted(tp.partition for tp in assigned if tp.topic == settings.topic_events)
+        state["ready"] = True
+
+    @app.agent(topic, concurrency=1)
+    async def score(stream: Any) -> None:
+        proc = await processor()
+        within = settings.scorer_batch_within_ms / 1000
+        async for events in stream.take_events(settings.scorer_batch_max, within=within):
+            records = [Record(e.message.topic, e.message.partition, e.message.offset,
+                              e.message.key, e.message.value, e.message.timestamp and
+                              int(e.message.timestamp * 1000)) for e in events]
+            async with proc.lock:
+                await proc.process(records)
+
+    @app.timer(interval=settings.sweep_interval_seconds)
+    async def sweep() -> None:
+        if not state["ready"]:
+            return
+        proc = await processor()
+        partitions = [tp.partition for tp in app.consumer.assignment()
+                      if tp.topic == settings.topic_events]
+        if partitions:
+            async with proc.lock:
+                await proc.sweep(partitions)
+
+    return app
+
+
+def main(settings: Settings) -> int:
+    setup_logging("scorer", settings.log_level)
+    app = build_app(settings)
+    worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True,
+                          redirect_stdouts=False)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+__all__ = ["build_app", "main", "asyncio"]
