@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -64,7 +65,9 @@ def settings_factory(broker: Server, redis_server: Server, tmp_path: Path):
 
     def factory(**overrides: object) -> Settings:
         s = make_test_settings(broker, redis_server, tmp_path, **overrides)
-        asyncio.run(ensure_topics(s))
+        # A thread of its own, so the factory works in sync and async tests alike.
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, ensure_topics(s)).result()
         return s
 
     return factory

@@ -85,7 +85,12 @@ async def ensure_topics(settings: Settings, names: Iterable[str] | None = None,
 
 
 async def end_offsets(consumer: AIOKafkaConsumer, topic: str) -> dict[int, int]:
-    """High watermark per partition of ``topic``."""
+    """High watermark per partition of ``topic``, for a consumer without a group.
+
+    ListOffsets(latest) alone is not trusted: some Kafka-protocol brokers (Tansu 0.6) answer it
+    with the base offset of the last batch. The high watermark a Fetch response carries is
+    authoritative, so the consumer fetches at the listed end and keeps the larger of the two.
+    """
     partitions = consumer.partitions_for_topic(topic)
     if not partitions:
         await consumer._client.force_metadata_update()  # noqa: SLF001 - only way to refresh
@@ -93,5 +98,14 @@ async def end_offsets(consumer: AIOKafkaConsumer, topic: str) -> dict[int, int]:
     tps = [TopicPartition(topic, p) for p in sorted(partitions)]
     if not tps:
         return {}
-    offsets = await consumer.end_offsets(tps)
-    return {tp.partition: off for tp, off in offsets.items()}
+    listed = await consumer.end_offsets(tps)
+    if set(consumer.assignment()) != set(tps):
+        consumer.assign(tps)
+    for tp in tps:
+        consumer.seek(tp, listed[tp])
+    await consumer.getmany(*tps, timeout_ms=200, max_records=1)
+    out: dict[int, int] = {}
+    for tp in tps:
+        high = consumer.highwater(tp)
+        out[tp.partition] = max(listed[tp], high if high is not None else 0)
+    return out

@@ -1,0 +1,104 @@
+"""The churnwatch HTTP API: ingest, customer risk, status, webhooks, health and metrics."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from services.common.redisconn import Keys, make_redis
+from services.common.settings import Settings
+from services.ingest.deps import ReadKey, Res, Resources
+from services.ingest.metrics import ApiMetrics
+from services.ingest.publisher import EventPublisher
+from services.ingest.routes import customers, events, webhooks
+from services.ingest.status import StatusReader
+from services.scorer.engine import Engine
+from services.scorer.model import load_model
+from services.scorer.tiers import Thresholds
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """Real-time customer-churn early warning.
+
+POS systems post transaction, visit and complaint events; the scorer keeps per-customer
+windows by event time, scores churn risk and publishes tier changes; the notifier alerts
+staff. Authenticate with `Authorization: Bearer <key>` (scopes: ingest, read, admin)."""
+
+
+def create_app(settings: Settings) -> FastAPI:
+    model = load_model(settings.model)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = make_redis(settings)
+        keys = Keys(settings.redis_prefix)
+        publisher = EventPublisher(settings)
+        status_reader = StatusReader(settings, redis, keys)
+        app.state.resources = Resources(
+            settings=settings, redis=redis, keys=keys, publisher=publisher,
+            engine=Engine(model, Thresholds.from_settings(settings)), status=status_reader,
+            metrics=metrics,
+        )
+        if not settings.auth_enabled:
+            logger.warning("CHURNWATCH_API_KEYS is not set: the API accepts requests without a key "
+                           "(development only; refused when CHURNWATCH_ENV=production)")
+        try:
+            yield
+        finally:
+            await publisher.close()
+            await status_reader.close()
+            await redis.aclose()
+
+    metrics = ApiMetrics()
+    app = FastAPI(title="churnwatch", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.include_router(events.router)
+    app.include_router(customers.router)
+    app.include_router(webhooks.router)
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        route = request.scope.get("route")
+        metrics.requests.labels(getattr(route, "path", "unmatched"), str(response.status_code)).inc()
+        return response
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(status_code=500, content={"detail": "internal error; see the API log"})
+
+    @app.get("/health", tags=["operations"], summary="200 while the process is up")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["operations"], summary="200 when Redis answers")
+    async def ready(res: Res) -> JSONResponse:
+        try:
+            await res.redis.ping()
+            redis_ok = True
+        except Exception:
+            redis_ok = False
+        body = {"redis": "ok" if redis_ok else "unavailable",
+                "broker": "connected" if res.publisher.connected else "not yet used"}
+        return JSONResponse(status_code=200 if redis_ok else 503, content=body)
+
+    @app.get("/v1/status", tags=["operations"], summary="Pipeline counters and scorer lag",
+             description="events_accepted_total (acknowledged by the broker), events_scored_total "
+             "(records the scorer has processed) and scorer_lag (records on the events topic not "
+             "yet processed), plus per-partition detail.")
+    async def get_status(res: Res, key: ReadKey) -> dict[str, Any]:
+        body = await res.status.read()
+        body["model_version"] = res.engine.model.version
+        return body
+
+    @app.get("/metrics", tags=["operations"], include_in_schema=False)
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

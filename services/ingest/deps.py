@@ -1,0 +1,65 @@
+"""Dependencies of the HTTP routes: the shared resources and API-key scopes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from redis.asyncio import Redis
+
+from services.common.redisconn import Keys
+from services.common.settings import ApiKey, Settings
+from services.ingest.metrics import ApiMetrics
+from services.ingest.publisher import EventPublisher
+from services.ingest.status import StatusReader
+from services.scorer.engine import Engine
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    redis: Redis
+    keys: Keys
+    publisher: EventPublisher
+    engine: Engine
+    status: StatusReader
+    metrics: ApiMetrics
+
+
+def get_resources(request: Request) -> Resources:
+    return request.app.state.resources  # type: ignore[no-any-return]
+
+
+Res = Annotated[Resources, Depends(get_resources)]
+_ANONYMOUS = ApiKey(name="anonymous", secret=__import__("pydantic").SecretStr(""),
+                    scopes=frozenset({"admin"}))
+
+
+def require(scope: str):  # noqa: ANN201 - returns a dependency
+    """A dependency that admits only keys with ``scope`` (admin implies every scope)."""
+
+    def check(request: Request, res: Res) -> ApiKey:
+        if not res.settings.auth_enabled:
+            return _ANONYMOUS
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED,
+                                "missing API key: send 'Authorization: Bearer <key>'",
+                                headers={"WWW-Authenticate": "Bearer"})
+        key = res.settings.find_key(token.strip())
+        if key is None:
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown API key",
+                                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        if not key.allows(scope):
+            raise HTTPException(status.HTTP_403_FORBIDDEN,
+                                f"this API key lacks the '{scope}' scope")
+        return key
+
+    return check
+
+
+IngestKey = Annotated[ApiKey, Depends(require("ingest"))]
+ReadKey = Annotated[ApiKey, Depends(require("read"))]
+AdminKey = Annotated[ApiKey, Depends(require("admin"))]

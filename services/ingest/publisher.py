@@ -1,0 +1,67 @@
+"""Publishes records to Kafka and says "stored" only once the broker acknowledged all of them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaProducer
+
+from services.common.exceptions import BrokerUnavailable
+from services.common.kafka import make_producer
+from services.common.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class EventPublisher:
+    """A lazily started producer (acks=all) that survives the broker being away at start-up."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+        self.timeout = settings.kafka_request_timeout_ms / 1000 + 2.0
+
+    async def _ensure(self) -> AIOKafkaProducer:
+        if self._producer is not None:
+            return self._producer
+        async with self._lock:
+            if self._producer is None:
+                producer = make_producer(self.settings)
+                try:
+                    await asyncio.wait_for(producer.start(), self.timeout)
+                except Exception as exc:
+                    await producer.stop()
+                    raise BrokerUnavailable(f"cannot reach the broker at "
+                                            f"{self.settings.kafka_bootstrap}: {exc}") from exc
+                self._producer = producer
+        return self._producer
+
+    @property
+    def connected(self) -> bool:
+        return self._producer is not None
+
+    async def publish(self, topic: str, records: Sequence[tuple[bytes, bytes | None]]) -> None:
+        """Send every (key, value) and wait for every acknowledgement, or raise BrokerUnavailable.
+
+        After BrokerUnavailable some records may still have been stored; the caller's retry is
+        safe because consumers deduplicate by event id."""
+        producer = await self._ensure()
+
+        async def send_all() -> None:
+            futures = [await producer.send(topic, value, key=key) for key, value in records]
+            await asyncio.gather(*futures)
+
+        try:
+            await asyncio.wait_for(send_all(), self.timeout)
+        except (TimeoutError, asyncio.TimeoutError) as exc:
+            raise BrokerUnavailable("the broker did not acknowledge the events in time") from exc
+        except Exception as exc:
+            raise BrokerUnavailable(f"the broker refused the events: {type(exc).__name__}: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None

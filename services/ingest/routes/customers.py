@@ -1,0 +1,125 @@
+"""Customer risk reads (now, or as it stood at an instant) and erasure."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query, Response, status
+from pydantic import BaseModel, Field
+
+from services.common.events import epoch_ms
+from services.common.exceptions import BrokerUnavailable
+from services.common.riskchange import Reason, SuggestedAction
+from services.ingest.deps import AdminKey, ReadKey, Res
+from services.scorer.activity import decode_activity
+from services.scorer.engine import Subject
+
+logger = logging.getLogger(__name__)
+router = APIRouter(tags=["customers"])
+
+
+class Risk(BaseModel):
+    customer_id: str
+    score: float = Field(ge=0, le=1, description="Higher means more likely to churn.")
+    tier: str = Field(description="low | medium | high")
+    reasons: list[Reason]
+    model_version: str
+    as_of: str = Field(description="The instant this risk was computed for (RFC 3339).")
+    suggested_action: SuggestedAction
+    value_tier: str
+    lifecycle_stage: str
+    features: dict[str, float]
+    store_id: str | None = None
+    tier_since: str | None = None
+    last_event_at: str | None = None
+    point_in_time: bool = Field(False, description="True when computed for ?as_of.")
+
+
+def _iso(ms: str | int | None) -> str | None:
+    if ms in (None, ""):
+        return None
+    from datetime import UTC
+
+    return datetime.fromtimestamp(int(float(ms)) / 1000, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _parse_as_of(value: str) -> datetime:
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        dt = None
+    if dt is None or dt.tzinfo is None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY,
+                            f"as_of={value!r} must be RFC 3339 with an offset, e.g. 2026-11-23T10:00:00Z")
+    return dt
+
+
+@router.get(
+    "/v1/customers/{customer_id:path}/risk",
+    response_model=Risk,
+    summary="A customer's churn risk and why",
+    description="The latest score, tier and plain-language reasons. With `as_of`, the risk as it "
+    "stood at that instant: only events up to it are used and the tier is the plain threshold "
+    "tier for that score. 404 if the customer is unknown (or had no events by `as_of`).",
+    responses={404: {"description": "Unknown customer"}},
+)
+async def get_risk(customer_id: str, res: Res, key: ReadKey,
+                   as_of: str | None = Query(None, description="RFC 3339 instant, e.g. 2026-11-01T00:00:00Z")
+                   ) -> Any:
+    _, ed, st = res.keys.customer(customer_id)
+    if as_of is None:
+        state = await res.redis.hgetall(st)
+        if not state or "risk" not in state:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no risk known for customer {customer_id!r}")
+        risk = json.loads(state["risk"])
+        return Risk(customer_id=customer_id, store_id=state.get("store"),
+                    tier_since=_iso(state.get("tier_since")), last_event_at=_iso(state.get("last_ts")),
+                    **risk)
+    at = _parse_as_of(as_of)
+    at_ms = epoch_ms(at)
+    pipe = res.redis.pipeline(transaction=False)
+    pipe.hgetall(ed)
+    pipe.hgetall(st)
+    raw, state = await pipe.execute()
+    acts = [a for a in (decode_activity(k, v) for k, v in raw.items()) if a.ts <= at_ms]
+    if not acts:
+        raise HTTPException(status.HTTP_404_NOT_FOUND,
+                            f"no events of customer {customer_id!r} at or before {as_of}")
+    first = state.get("first_ts")
+    first_ms = int(float(first)) if first else None
+    if first_ms is not None and first_ms > at_ms:
+        first_ms = None
+    a = res.engine.assess([Subject(customer_id, acts, first_ms)], at_ms, with_history=False)[0]
+    body = a.to_json()
+    body["as_of"] = at.isoformat().replace("+00:00", "Z")
+    last = max(x.ts for x in acts)
+    return Risk(customer_id=customer_id, store_id=state.get("store"), last_event_at=_iso(last),
+                point_in_time=True, **body)
+
+
+@router.delete(
+    "/v1/customers/{customer_id:path}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Erase a customer",
+    description="Deletes the customer's state, risk and delivery log, and writes a tombstone "
+    "(null value keyed by customer_id) to the events topic so every scorer forgets them in "
+    "order. Idempotent. The risk reads 404 afterwards until new events arrive.",
+    responses={503: {"description": "Broker unavailable; nothing erased, retry later"}},
+)
+async def erase_customer(customer_id: str, res: Res, key: AdminKey) -> Response:
+    try:
+        await res.publisher.publish(res.settings.topic_events, [(customer_id.encode(), None)])
+    except BrokerUnavailable:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                            "the event broker is unavailable; retry the erasure later",
+                            headers={"Retry-After": "5"}) from None
+    pipe = res.redis.pipeline(transaction=False)
+    pipe.delete(*res.keys.customer(customer_id), res.keys.delivery_log(customer_id))
+    for p in range(res.settings.topic_partitions):
+        pipe.zrem(res.keys.due(p), customer_id)
+    await pipe.execute()
+    logger.info("customer erased by %s", key.name, extra={"customer_id": customer_id})
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,57 @@
+"""Webhook subscriptions: every risk change is POSTed, signed, to each of them."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Response, status
+from pydantic import BaseModel, Field
+
+from services.ingest.deps import AdminKey, Res
+from services.notifier.webhooks import (
+    add_subscription,
+    delete_subscription,
+    list_subscriptions,
+    validate_target,
+)
+
+router = APIRouter(tags=["webhooks"])
+
+
+class NewWebhook(BaseModel):
+    url: str = Field(max_length=2048, examples=["https://crm.example.com/hooks/churnwatch"])
+    secret: str = Field(min_length=16, max_length=512,
+                        description="Used to sign deliveries (HMAC-SHA256); at least 16 characters.")
+
+
+class Webhook(BaseModel):
+    id: str
+    url: str
+    created_at: str
+
+
+@router.post("/v1/webhooks", status_code=status.HTTP_201_CREATED, response_model=Webhook,
+             summary="Subscribe a URL to risk changes",
+             description="Private, loopback and link-local targets are refused unless "
+             "CHURNWATCH_WEBHOOK_ALLOW_PRIVATE=true.")
+async def create_webhook(body: NewWebhook, res: Res, key: AdminKey) -> Any:
+    try:
+        url = await asyncio.to_thread(validate_target, body.url,
+                                      allow_private=res.settings.webhook_allow_private)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"url: {exc}") from None
+    return await add_subscription(res.redis, res.keys, url=url, secret=body.secret)
+
+
+@router.get("/v1/webhooks", response_model=list[Webhook], summary="List webhook subscriptions")
+async def get_webhooks(res: Res, key: AdminKey) -> Any:
+    return await list_subscriptions(res.redis, res.keys)
+
+
+@router.delete("/v1/webhooks/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT,
+               summary="Remove a webhook subscription")
+async def remove_webhook(webhook_id: str, res: Res, key: AdminKey) -> Response:
+    if not await delete_subscription(res.redis, res.keys, webhook_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no webhook {webhook_id!r}")
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,67 @@
+"""Pipeline status: counts from Redis, scorer lag = broker end offsets - offsets processed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from redis.asyncio import Redis
+
+from services.common.kafka import end_offsets, make_consumer
+from services.common.redisconn import Keys
+from services.common.settings import Settings
+
+logger = logging.getLogger(__name__)
+_STATS = ("events_accepted_total", "events_applied_total", "events_duplicate_total",
+          "events_dead_lettered_total", "risk_changes_total")
+
+
+class StatusReader:
+    def __init__(self, settings: Settings, redis: Redis, keys: Keys):
+        self.settings = settings
+        self.redis = redis
+        self.keys = keys
+        self._consumer: AIOKafkaConsumer | None = None
+        self._lock = asyncio.Lock()
+
+    async def _offsets_consumer(self) -> AIOKafkaConsumer:
+        async with self._lock:
+            if self._consumer is None:
+                consumer = make_consumer(self.settings, group_id=None, request_timeout_ms=5000,
+                                         fetch_max_wait_ms=100)
+                try:
+                    await asyncio.wait_for(consumer.start(), 5.0)
+                except BaseException:
+                    await consumer.stop()
+                    raise
+                self._consumer = consumer
+        return self._consumer
+
+    async def read(self) -> dict[str, Any]:
+        stats = await self.redis.hgetall(self.keys.stats)
+        processed = {int(p): int(o) for p, o in
+                     (await self.redis.hgetall(self.keys.offsets(self.settings.topic_events))).items()}
+        out: dict[str, Any] = {name: int(stats.get(name, 0)) for name in _STATS}
+        out["events_scored_total"] = sum(processed.values())
+        try:
+            consumer = await self._offsets_consumer()
+            ends = await asyncio.wait_for(end_offsets(consumer, self.settings.topic_events), 5.0)
+            partitions = {p: {"end_offset": e, "processed_offset": processed.get(p, 0),
+                              "lag": max(e - processed.get(p, 0), 0)} for p, e in ends.items()}
+            out["scorer_lag"] = sum(v["lag"] for v in partitions.values())
+            out["partitions"] = partitions
+            out["broker"] = "ok"
+        except Exception as exc:
+            logger.warning("cannot read end offsets: %s", exc)
+            out["scorer_lag"] = None
+            out["broker"] = "unavailable"
+        out["topics"] = {"events": self.settings.topic_events,
+                         "risk_changes": self.settings.topic_risk_changes}
+        return out
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None

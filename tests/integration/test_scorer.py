@@ -1,0 +1,176 @@
+"""The scorer worker as users run it (``churnwatch scorer``), against the real broker and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from services.common.redisconn import Keys, make_redis
+from services.common.settings import Settings
+from tests.data import T0, by_time, complaint, regular
+from tests.kafkatools import produce, produce_events, read_all
+from tests.procs import ServiceProcess
+
+pytestmark = pytest.mark.integration
+
+
+def scorer(settings: Settings, tmp_path: Path, name: str = "scorer") -> ServiceProcess:
+    return ServiceProcess("scorer", settings, tmp_path / f"{name}.log",
+                          health_port_setting="scorer_metrics_port")
+
+
+async def processed(redis: Redis, settings: Settings) -> int:
+    offsets = await redis.hgetall(Keys(settings.redis_prefix).offsets(settings.topic_events))
+    return sum(int(v) for v in offsets.values())
+
+
+async def wait_processed(redis: Redis, settings: Settings, n: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await processed(redis, settings) >= n:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"scorer processed {await processed(redis, settings)} of {n} records")
+
+
+async def customer_state(redis: Redis, settings: Settings, cid: str) -> dict[str, Any]:
+    ev, ed, st = Keys(settings.redis_prefix).customer(cid)
+    return {"ev": await redis.zrange(ev, 0, -1, withscores=True), "ed": await redis.hgetall(ed),
+            "st": await redis.hgetall(st)}
+
+
+def book() -> list[dict[str, Any]]:
+    """Three regulars (one drifting away, one complaining) and a one-time buyer."""
+    events = regular("steady", every_days=14, count=20)
+    events += regular("drifter", every_days=10, count=12)
+    events += regular("moaner", every_days=14, count=20)
+    events.append(complaint("moaner", T0 + timedelta(days=265), 1, severity="high"))
+    events += regular("once", every_days=1, count=1, start=T0 + timedelta(days=200))
+    return by_time(events)
+
+
+async def test_scores_dedupes_and_dead_letters(settings_factory, tmp_path: Path) -> None:
+    settings = settings_factory(clock="event")
+    redis = make_redis(settings)
+    events = book()
+    with scorer(settings, tmp_path):
+        await produce_events(settings, events)
+        await produce_events(settings, events[: len(events) // 2])  # redelivered half
+        await produce(settings, settings.topic_events, [
+            (b"junk", b"{not json"),
+            (b"x", json.dumps({"event_id": "bad-1", "type": "visit", "customer_id": "x",
+                               "occurred_at": "yesterday"}).encode()),
+        ])
+        total = len(events) + len(events) // 2 + 2
+        await wait_processed(redis, settings, total)
+
+    stats = await redis.hgetall(Keys(settings.redis_prefix).stats)
+    assert int(stats["events_applied_total"]) == len(events)
+    assert int(stats["events_duplicate_total"]) == len(events) // 2
+    assert int(stats["events_dead_lettered_total"]) == 2
+
+    dead = await read_all(settings, settings.topic_events_dlq, expect=2)
+    reasons = sorted(dict(r.headers)["churnwatch-error"].decode() for r in dead)
+    assert len(dead) == 2
+    assert reasons[0].startswith("not valid JSON")
+    assert "occurred_at" in reasons[1]
+
+    moaner = json.loads((await customer_state(redis, settings, "moaner"))["st"]["risk"])
+    steady = json.loads((await customer_state(redis, settings, "steady"))["st"]["risk"])
+    assert moaner["tier"] in ("medium", "high")
+    assert moaner["reasons"][0]["code"] == "open_complaint"
+    assert steady["tier"] == "low"
+    assert len((await customer_state(redis, settings, "steady"))["ed"]) == 40
+
+    changes = await read_all(settings, settings.topic_risk_changes)
+    assert changes, "expected at least one risk change"
+    for rec in changes:
+        ce = json.loads(rec.value)
+        assert rec.key.decode() == ce["subject"] == ce["data"]["customer_id"]
+        assert ce["specversion"] == "1.0" and ce["data"]["tier"] != ce["data"]["previous_tier"]
+    await redis.aclose()
+
+
+async def test_sigkill_mid_stream_changes_nothing_twice(settings_factory, tmp_path: Path) -> None:
+    """Kill -9 the worker at several points; the stored state equals an uninterrupted run's."""
+    events = book()
+    chunks = [events[i:i + 25] for i in range(0, len(events), 25)]
+
+    reference = settings_factory(clock="event")
+    ref_redis = make_redis(reference)
+    with scorer(reference, tmp_path, "reference"):
+        await produce_events(reference, events)
+        await wait_processed(ref_redis, reference, len(events))
+
+    crashy = settings_factory(clock="event", scorer_batch_max=10)
+    redis = make_redis(crashy)
+    proc = scorer(crashy, tmp_path, "crashy").start()
+    kills = 0
+    for i, chunk in enumerate(chunks):
+        await produce_events(crashy, chunk)
+        if i % 2 == 1:
+            await asyncio.sleep(0.3 + 0.2 * kills)
+            proc.kill()
+            kills += 1
+            proc = scorer(crashy, tmp_path, "crashy").start()
+    await wait_processed(redis, crashy, len(events))
+    proc.stop()
+    assert kills >= 2
+
+    for cid in ("steady", "drifter", "moaner", "once"):
+        a = await customer_state(ref_redis, reference, cid)
+        b = await customer_state(redis, crashy, cid)
+        assert a["ev"] == b["ev"] and a["ed"] == b["ed"]
+        assert a["st"]["first_ts"] == b["st"]["first_ts"] and a["st"]["last_ts"] == b["st"]["last_ts"]
+    stats = await redis.hgetall(Keys(crashy.redis_prefix).stats)
+    assert int(stats["events_applied_total"]) == len(events)  # redelivered events not re-applied
+    for c in (ref_redis, redis):
+        await c.aclose()
+
+
+async def test_silence_raises_the_tier_without_new_events(settings_factory, tmp_path: Path) -> None:
+    settings = settings_factory(clock="event", sweep_interval_seconds=0.2)
+    redis = make_redis(settings)
+    keys = Keys(settings.redis_prefix)
+    regular_history = regular("regular", every_days=7, count=15)
+    with scorer(settings, tmp_path):
+        await produce_events(settings, regular_history)
+        await wait_processed(redis, settings, len(regular_history))
+        risk = json.loads((await redis.hget(keys.customer("regular")[2], "risk")) or "{}")
+        assert risk["tier"] == "low"
+        # Someone else's activity moves the event clock five weeks on; "regular" stays silent.
+        last = T0 + timedelta(days=7 * 14)
+        clock = regular("other", every_days=1, count=1, start=last + timedelta(days=35))
+        await produce_events(settings, clock)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            risk = json.loads((await redis.hget(keys.customer("regular")[2], "risk")) or "{}")
+            if risk.get("tier") == "high":
+                break
+            await asyncio.sleep(0.2)
+        assert risk["tier"] == "high", risk
+        assert risk["reasons"][0]["code"] == "overdue"
+    changes = [json.loads(r.value) for r in await read_all(settings, settings.topic_risk_changes)]
+    silence = [c for c in changes if c["subject"] == "regular"]
+    assert silence and silence[-1]["data"]["cause"]["kind"] == "silence"
+    await redis.aclose()
+
+
+async def test_tombstone_erases_the_customer(settings_factory, tmp_path: Path) -> None:
+    settings = settings_factory()
+    redis = make_redis(settings)
+    events = regular("gone", every_days=20, count=3, start=T0)
+    with scorer(settings, tmp_path):
+        await produce_events(settings, events)
+        await produce(settings, settings.topic_events, [(b"gone", None)])
+        await wait_processed(redis, settings, len(events) + 1)
+    state = await customer_state(redis, settings, "gone")
+    assert state == {"ev": [], "ed": {}, "st": {}}
+    await redis.aclose()

@@ -1,0 +1,61 @@
+"""Small helpers for tests that produce to and read from the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from services.common.kafka import make_consumer, make_producer
+from services.common.settings import Settings
+
+
+async def produce(settings: Settings, topic: str, records: list[tuple[bytes | None, bytes | None]]) -> None:
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key) for key, value in records]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def produce_events(settings: Settings, events: list[dict[str, Any]]) -> None:
+    await produce(settings, settings.topic_events,
+                  [(e["customer_id"].encode(), json.dumps(e).encode()) for e in events])
+
+
+async def read_all(settings: Settings, topic: str, *, idle_ms: int = 1500, timeout: float = 20.0,
+                   expect: int | None = None) -> list[Any]:
+    """Every record on ``topic`` from the beginning (stops after ``idle_ms`` without new ones
+    once ``expect`` records, if given, were seen)."""
+    consumer = make_consumer(settings, group_id=None, fetch_max_wait_ms=100)
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        for _ in range(50):
+            if parts:
+                break
+            await consumer._client.force_metadata_update()  # noqa: SLF001
+            parts = consumer.partitions_for_topic(topic)
+            await asyncio.sleep(0.1)
+        tps = [TopicPartition(topic, p) for p in sorted(parts or [])]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        out: list[Any] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        last_new = loop.time()
+        while loop.time() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            got = [r for recs in batch.values() for r in recs]
+            if got:
+                out.extend(got)
+                last_new = loop.time()
+            elif (expect is None or len(out) >= expect) and (loop.time() - last_new) * 1000 > idle_ms:
+                break
+        return out
+    finally:
+        await consumer.stop()
