@@ -63,8 +63,10 @@ def make_test_settings(broker: Server, redis_server: Server, home: Path, **overr
 def settings_factory(broker: Server, redis_server: Server, tmp_path: Path):
     """Build settings with fresh names; topics are created before they are returned."""
 
-    def factory(**overrides: object) -> Settings:
+    def factory(*, create_topics: bool = True, **overrides: object) -> Settings:
         s = make_test_settings(broker, redis_server, tmp_path, **overrides)
+        if not create_topics:
+            return s
         # A thread of its own, so the factory works in sync and async tests alike.
         with ThreadPoolExecutor(1) as pool:
             pool.submit(asyncio.run, ensure_topics(s)).result()

@@ -1,0 +1,132 @@
+"""``churnwatch up`` as a newcomer runs it: its own embedded broker and Redis, stack.json,
+the contract's endpoints, and a clean stop on SIGTERM with no orphan processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.data import complaint, regular
+
+pytestmark = pytest.mark.e2e
+
+
+def descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out: set[int] = set()
+    todo = [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.add(c)
+            todo.append(c)
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[subprocess.Popen[bytes], dict, Path]]:
+    demo = getattr(request, "param", False)
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHURNWATCH_")}
+    env.update(CHURNWATCH_HOME=str(home), CHURNWATCH_API_PORT="0",
+               CHURNWATCH_SCORER_METRICS_PORT="0", CHURNWATCH_NOTIFIER_METRICS_PORT="0",
+               CHURNWATCH_API_KEYS="ingest-secret-1:ingest,admin-secret-1:admin")
+    out = open(tmp_path / "up.out", "wb")  # noqa: SIM115
+    args = [sys.executable, "-m", "services.cli.main", "up"] + ([] if demo else ["--no-demo"])
+    proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
+    stack_file = home / "stack.json"
+    deadline = time.monotonic() + 120
+    while not stack_file.exists():
+        assert proc.poll() is None, (tmp_path / "up.out").read_text()
+        assert time.monotonic() < deadline, "stack.json not written within 120 s"
+        time.sleep(0.2)
+    info = json.loads(stack_file.read_text())
+    try:
+        yield proc, info, home
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        out.close()
+
+
+def test_up_serves_the_contract_and_stops_cleanly(stack) -> None:
+    proc, info, home = stack
+    assert set(info) >= {"api_url", "kafka_bootstrap", "redis_url", "topics", "metrics_urls"}
+    assert set(info["topics"]) >= {"events", "risk_changes"}
+    for url in info["metrics_urls"]:
+        r = httpx.get(url, timeout=5)
+        assert r.status_code == 200 and "# TYPE" in r.text
+    api = info["api_url"]
+    headers = {"Authorization": "Bearer admin-secret-1"}
+    assert httpx.get(f"{api}/health").status_code == 200
+    events = regular("newcomer-1", every_days=10, count=6)
+    events.append(complaint("newcomer-1", __import__("tests.data").data.T0, 9))
+    assert httpx.post(f"{api}/v1/events", json=events, headers={"Authorization": "Bearer wrong-key-0"}).status_code == 401
+    r = httpx.post(f"{api}/v1/events", json=events, headers={"Authorization": "Bearer ingest-secret-1"})
+    assert r.status_code == 202
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        r = httpx.get(f"{api}/v1/customers/newcomer-1/risk", headers=headers)
+        if r.status_code == 200:
+            break
+        time.sleep(0.2)
+    assert r.status_code == 200 and r.json()["tier"] in ("low", "medium", "high")
+    status = httpx.get(f"{api}/v1/status", headers=headers).json()
+    assert status["events_accepted_total"] == len(events)
+    assert httpx.delete(f"{api}/v1/customers/newcomer-1", headers=headers).status_code == 204
+    assert httpx.get(f"{api}/v1/customers/newcomer-1/risk", headers=headers).status_code == 404
+    for name in ("api", "scorer", "notifier", "broker", "redis"):
+        assert (home / "logs" / f"{name}.log").exists()
+
+    family = descendants(proc.pid)
+    assert len(family) >= 6  # broker, redis, sinks, api, scorer, notifier
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 0
+    time.sleep(0.5)
+    assert not [p for p in family if alive(p)], "orphan processes left behind"
+    assert not (home / "stack.json").exists()
+
+
+@pytest.mark.parametrize("stack", [True], indirect=True)
+def test_demo_shows_tier_changes_and_notifications_within_a_minute(stack) -> None:
+    proc, info, home = stack
+    headers = {"Authorization": "Bearer admin-secret-1"}
+    deadline = time.monotonic() + 75
+    status: dict = {}
+    mails: list[Path] = []
+    while time.monotonic() < deadline:
+        status = httpx.get(f"{info['api_url']}/v1/status", headers=headers).json()
+        mails = list((home / "outbox" / "mail").glob("*.eml"))
+        if status["risk_changes_total"] >= 5 and mails and (home / "outbox" / "sms.ndjson").exists():
+            break
+        time.sleep(1)
+    assert status["events_scored_total"] > 100, status
+    assert status["risk_changes_total"] >= 5, status
+    assert mails, "no e-mail delivered to the local sink"
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(60) == 0

@@ -1,0 +1,88 @@
+"""Event validation at the edge (pure; shared by the API and the scorer)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.common.events import event_to_json, parse_json, validate_event
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def ok(**fields):
+    base = {"event_id": "e1", "type": "transaction", "customer_id": "c1",
+            "occurred_at": "2026-11-23T10:00:00+01:00", "amount": 12.5}
+    base.update(fields)
+    return base
+
+
+def errors(obj, **kw):
+    event, errs = validate_event(obj, 3, now=NOW, max_age=timedelta(days=3650),
+                                 max_future=timedelta(days=1), **kw)
+    return event, {(e.index, e.field): e.message for e in errs}
+
+
+def test_valid_events_of_each_type() -> None:
+    assert errors(ok())[1] == {}
+    assert errors({"event_id": "v", "type": "visit", "customer_id": "c",
+                   "occurred_at": "2026-11-23T10:00:00Z"})[1] == {}
+    event, errs = errors({"event_id": "k", "type": "complaint", "customer_id": "c",
+                          "occurred_at": "2026-11-23T10:00:00Z"})
+    assert errs == {} and event.severity == "medium" and event.status == "open"
+
+
+@pytest.mark.parametrize("fields,field,fragment", [
+    ({"occurred_at": "2026-11-23T10:00:00"}, "occurred_at", "offset"),
+    ({"occurred_at": 1700000000}, "occurred_at", "RFC 3339"),
+    ({"occurred_at": "2027-11-23T10:00:00Z"}, "occurred_at", "future"),
+    ({"occurred_at": "1999-11-23T10:00:00Z"}, "occurred_at", "older"),
+    ({"amount": "12"}, "amount", "number"),
+    ({"amount": 1e12}, "amount", "less than"),
+    ({"event_id": ""}, "event_id", "at least 1"),
+    ({"event_id": "x" * 129}, "event_id", "at most 128"),
+    ({"customer_id": 42}, "customer_id", "string"),
+    ({"customer_id": "a\nb"}, "customer_id", "control"),
+    ({"currency": "euro"}, "currency", "pattern"),
+    ({"quantity": -1}, "quantity", "greater than"),
+])
+def test_each_problem_names_the_field(fields, field, fragment) -> None:
+    event, errs = errors(ok(**fields))
+    assert event is None
+    assert (3, field) in errs and fragment in errs[(3, field)]
+
+
+def test_missing_fields_and_wrong_type() -> None:
+    _, errs = errors({"type": "transaction"})
+    assert {f for _, f in errs} == {"event_id", "customer_id", "occurred_at", "amount"}
+    assert set(errs.values()) == {"is required"}
+    _, errs = errors(ok(type="refund"))
+    assert list(errs) == [(3, "type")]
+    assert errors([1, 2])[1] == {(3, ""): "each event must be a JSON object"}
+
+
+def test_unknown_fields_are_ignored_and_not_forwarded() -> None:
+    event, errs = errors(ok(loyalty_card="123"))
+    assert not errs
+    assert "loyalty_card" not in json.loads(event_to_json(event))
+
+
+@pytest.mark.parametrize("raw", [b'{"a": 1, "a": 2}', b'{"amount": NaN}', b'[Infinity]', b"{"])
+def test_parse_json_refuses_what_json_should_not_carry(raw: bytes) -> None:
+    with pytest.raises(ValueError):
+        parse_json(raw)
+
+
+@given(amount=st.floats(min_value=-1e9, max_value=1e9, allow_nan=False),
+       customer=st.text(min_size=1, max_size=128).filter(lambda s: not any(ord(c) < 32 or ord(c) == 127 for c in s)),
+       minutes=st.integers(min_value=-60 * 24 * 3000, max_value=60 * 23))
+def test_canonical_form_round_trips(amount: float, customer: str, minutes: int) -> None:
+    at = (NOW + timedelta(minutes=minutes)).isoformat()
+    event, errs = errors(ok(amount=amount, customer_id=customer, occurred_at=at))
+    assert not errs
+    again, errs2 = errors(parse_json(event_to_json(event)))
+    assert not errs2 and again == event

@@ -1,0 +1,70 @@
+"""Settings fail with messages naming the variable; schemas/ matches the models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+
+from services.common.exceptions import ConfigError
+from services.common.riskchange import Cause, Reason, RiskChange, SuggestedAction, to_cloudevent
+from services.common.schemagen import check_schemas, generate
+from services.common.settings import load_settings
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+
+
+@pytest.mark.parametrize("env,fragment", [
+    ({"CHURNWATCH_CLOCK": "sundial"}, "CHURNWATCH_CLOCK"),
+    ({"CHURNWATCH_API_KEYS": "onlysecret"}, "CHURNWATCH_API_KEYS"),
+    ({"CHURNWATCH_API_KEYS": "abcdefgh:write"}, "unknown scope"),
+    ({"CHURNWATCH_KAFKA_BOOTSTRAP": "localhost"}, "host:port"),
+    ({"CHURNWATCH_REDIS_URL": "http://x"}, "redis://"),
+    ({"CHURNWATCH_TIER_HIGH_ENTER": "0.2"}, "CHURNWATCH_TIER_"),
+    ({"CHURNWATCH_ENV": "production"}, "CHURNWATCH_API_KEYS must be set"),
+    ({"CHURNWATCH_MODEL": "/nonexistent/model.joblib"}, "churnwatch train"),
+])
+def test_bad_settings_name_the_variable(monkeypatch, env, fragment) -> None:
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(ConfigError) as exc:
+        load_settings()
+    assert fragment in str(exc.value)
+
+
+def test_secrets_stay_secret(monkeypatch) -> None:
+    monkeypatch.setenv("CHURNWATCH_API_KEYS", "topsecret1:ingest+read")
+    s = load_settings()
+    assert "topsecret1" not in repr(s)
+    assert s.find_key("topsecret1").allows("read") and not s.find_key("topsecret1").allows("admin")
+    assert s.find_key("nope") is None
+
+
+def test_schema_files_match_the_models() -> None:
+    assert check_schemas(SCHEMAS) == [], "schemas/ is out of date: run `make schemas`"
+
+
+def _registry() -> Registry:
+    return Registry().with_resources(
+        (s["$id"], Resource.from_contents(s)) for s in generate().values())
+
+
+def test_examples_and_a_real_cloudevent_validate() -> None:
+    registry = _registry()
+    schemas = generate()
+    for name in ("transaction", "visit", "complaint"):
+        schema = schemas[f"{name}.schema.json"]
+        for example in schema["examples"]:
+            Draft202012Validator(schemas["event.schema.json"], registry=registry).validate(example)
+    change = RiskChange(
+        customer_id="c", previous_tier="low", tier="high", score=0.9,
+        reasons=[Reason(code="overdue", text="t", text_zh="z", weight=1.0)],
+        suggested_action=SuggestedAction(code="personal_call", text="t", text_zh="z"),
+        value_tier="high", lifecycle_stage="mature", model_version="m",
+        as_of="2026-11-23T10:00:00Z", cause=Cause(kind="event", event_id="e"), features={"a": 1.0},
+    )
+    ce = json.loads(json.dumps(to_cloudevent(change)))
+    Draft202012Validator(schemas["risk_change_cloudevent.schema.json"], registry=registry).validate(ce)
