@@ -1,0 +1,224 @@
+"""From an NDJSON event history to point-in-time training snapshots.
+
+A snapshot is (customer, observation date ``d``): its features are
+:func:`services.scorer.features.compute_features` over the customer's events at or before
+``d`` — the very function the scorer serves, so training and serving cannot disagree — and
+its label is 1 ("churned") when the customer has no event at all in ``(d, d + horizon]``.
+Observation dates are chosen so that ``d + horizon <= until``: every label is fully observed
+from events the trainer is allowed to read, and nothing after ``d`` reaches its features.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from services.common.events import epoch_ms, parse_json, validate_event
+from services.scorer.activity import activity_from_event
+from services.scorer.features import DAY_MS, FEATURE_NAMES, WINDOWS, Activity, compute_features
+from services.training.exceptions import TrainingError
+
+WARMUP_DAYS = 60          # history needed before the first observation date
+MIN_STEP_DAYS = 14        # observation dates are 14..30 days apart
+MAX_STEP_DAYS = 30
+MAX_DATES = 26            # at most this many observation dates (the most recent ones)
+MAX_DORMANT_DAYS = max(WINDOWS)  # customers silent for longer are not snapshotted
+MAX_INVALID_EXAMPLES = 20
+
+
+def iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class InvalidLine:
+    line: int
+    message: str
+
+
+@dataclass
+class EventLog:
+    """The valid events at or before ``until``, as activities per customer (time-sorted)."""
+
+    path: Path
+    until_ms: int
+    activities: dict[str, list[Activity]] = field(default_factory=dict)
+    n_lines: int = 0
+    n_valid: int = 0
+    n_invalid: int = 0
+    invalid: list[InvalidLine] = field(default_factory=list)
+    n_after_until: int = 0
+    n_duplicates: int = 0
+
+    @property
+    def n_events(self) -> int:
+        return sum(len(a) for a in self.activities.values())
+
+    @property
+    def n_customers(self) -> int:
+        return len(self.activities)
+
+    @property
+    def first_ms(self) -> int:
+        return min(a[0].ts for a in self.activities.values())
+
+    @property
+    def last_ms(self) -> int:
+        return max(a[-1].ts for a in self.activities.values())
+
+
+def read_events(path: Path, until: datetime, *, log: Callable[[str], None] = lambda s: None
+                ) -> EventLog:
+    """Read NDJSON line by line, validating each line as the ingest edge does. Invalid lines
+    are counted and reported with their line numbers; the first copy of an ``event_id`` wins."""
+    if until.tzinfo is None:
+        raise TrainingError(f"--until {until.isoformat()} has no UTC offset; write e.g. "
+                            f"{until.isoformat()}Z or {until.isoformat()}+01:00")
+    if not path.is_file():
+        raise TrainingError(f"events file {path} does not exist or is not a file; pass the NDJSON "
+                            "history (one event per line) with --events")
+    out = EventLog(path=path, until_ms=epoch_ms(until))
+    seen: set[str] = set()
+    try:
+        with path.open("rb") as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                out.n_lines = lineno
+                if not raw.strip():
+                    continue
+                message = _check_line(raw, lineno, out, seen, until)
+                if message is not None:
+                    out.n_invalid += 1
+                    if len(out.invalid) < MAX_INVALID_EXAMPLES:
+                        out.invalid.append(InvalidLine(lineno, message))
+                        log(f"{path}:{lineno}: skipped, {message}")
+    except OSError as exc:
+        raise TrainingError(f"cannot read events file {path}: {exc}") from exc
+    if out.n_invalid > len(out.invalid):
+        log(f"{path}: {out.n_invalid - len(out.invalid)} more invalid lines skipped")
+    if out.n_valid == 0:
+        first = f"; line {out.invalid[0].line}: {out.invalid[0].message}" if out.invalid else ""
+        raise TrainingError(f"no valid event in {path} ({out.n_lines} lines, {out.n_invalid} "
+                            f"invalid{first}); each line must be one event object as in schemas/")
+    if not out.activities:
+        raise TrainingError(f"all {out.n_valid} valid events in {path} are after --until "
+                            f"{until.isoformat()}; choose a later --until")
+    for acts in out.activities.values():
+        acts.sort(key=lambda a: (a.ts, a.event_id))
+    return out
+
+
+def _check_line(raw: bytes, lineno: int, out: EventLog, seen: set[str], until: datetime
+                ) -> str | None:
+    try:
+        obj = parse_json(raw)
+    except (ValueError, RecursionError) as exc:
+        return f"not valid JSON ({str(exc)[:120]})"
+    event, errors = validate_event(obj, lineno)
+    if event is None:
+        return "; ".join(f"{e.field}: {e.message}" if e.field else e.message for e in errors)
+    out.n_valid += 1
+    if event.event_id in seen:
+        out.n_duplicates += 1
+        return None
+    seen.add(event.event_id)
+    if event.occurred_at > until:
+        out.n_after_until += 1
+        return None
+    out.activities.setdefault(event.customer_id, []).append(activity_from_event(event))
+    return None
+
+
+def observation_dates(first_ms: int, until_ms: int, horizon_days: int, *,
+                      warmup_days: int = WARMUP_DAYS, max_dates: int = MAX_DATES) -> list[int]:
+    """Observation dates (UTC midnights, ascending) at least ``warmup_days`` after the first
+    event and with ``date + horizon_days <= until``, 14..30 days apart, at most ``max_dates``."""
+    if horizon_days < 1:
+        raise TrainingError(f"--horizon-days must be a positive number of days (got {horizon_days})")
+    last = (until_ms - horizon_days * DAY_MS) // DAY_MS * DAY_MS
+    earliest = first_ms + warmup_days * DAY_MS
+    if last < earliest:
+        have = (until_ms - first_ms) / DAY_MS
+        raise TrainingError(
+            f"horizon too long for the data range: the events cover {have:.0f} days "
+            f"({iso(first_ms)} .. {iso(until_ms)}) but a {horizon_days}-day horizon needs at least "
+            f"{warmup_days} days of history plus {horizon_days} days to observe the labels; use a "
+            "shorter --horizon-days, a later --until or a longer history")
+    span_days = (last - earliest) / DAY_MS
+    step = MIN_STEP_DAYS
+    if span_days / step + 1 > max_dates:
+        step = min(MAX_STEP_DAYS, math.ceil(span_days / (max_dates - 1)))
+    dates = [last - k * step * DAY_MS for k in range(max_dates)]
+    return sorted(d for d in dates if d >= earliest)
+
+
+@dataclass
+class Snapshots:
+    """Rows in :data:`FEATURE_NAMES` column order, with their labels and observation dates."""
+
+    X: np.ndarray
+    y: np.ndarray
+    obs_ms: np.ndarray
+    customers: list[str]
+    dates: list[int]
+    horizon_days: int
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def rows_at(self, dates: Sequence[int]) -> np.ndarray:
+        """Boolean mask of the rows observed at one of ``dates``."""
+        return np.isin(self.obs_ms, np.asarray(dates, dtype=np.int64))
+
+
+def snapshot(activities: Sequence[Activity], obs_ms: int) -> dict[str, float] | None:
+    """Features of one customer at ``obs_ms`` from events at or before it; None when the
+    customer had no event yet or has been silent longer than the longest feature window."""
+    ts = [a.ts for a in activities]
+    i = bisect_right(ts, obs_ms)
+    if i == 0 or obs_ms - ts[i - 1] > MAX_DORMANT_DAYS * DAY_MS:
+        return None
+    return compute_features(activities[:i], now_ms=obs_ms)
+
+
+def churned(activities: Sequence[Activity], obs_ms: int, horizon_days: int) -> bool:
+    """True when no event of the customer falls in ``(obs_ms, obs_ms + horizon]``."""
+    end = obs_ms + horizon_days * DAY_MS
+    return not any(obs_ms < a.ts <= end for a in activities)
+
+
+def build_snapshots(activities: Mapping[str, Sequence[Activity]], dates: Sequence[int],
+                    horizon_days: int, *, until_ms: int | None = None) -> Snapshots:
+    """Point-in-time snapshots of every customer at every observation date.
+
+    ``activities`` must be time-sorted per customer (as :func:`read_events` returns them).
+    """
+    dates = sorted(dates)
+    horizon_ms = horizon_days * DAY_MS
+    if until_ms is not None and dates and dates[-1] + horizon_ms > until_ms:
+        raise TrainingError(f"observation date {iso(dates[-1])} + {horizon_days} days is after "
+                            f"{iso(until_ms)}: its label would not be fully observed")
+    rows: list[list[float]] = []
+    labels: list[int] = []
+    obs: list[int] = []
+    customers: list[str] = []
+    for cid in sorted(activities):
+        acts = activities[cid]
+        ts = [a.ts for a in acts]
+        for d in dates:
+            i = bisect_right(ts, d)
+            if i == 0 or d - ts[i - 1] > MAX_DORMANT_DAYS * DAY_MS:
+                continue
+            f = compute_features(acts[:i], now_ms=d)
+            rows.append([f[n] for n in FEATURE_NAMES])
+            labels.append(int(i == len(ts) or ts[i] > d + horizon_ms))
+            obs.append(d)
+            customers.append(cid)
+    X = np.asarray(rows, dtype=float).reshape(len(rows), len(FEATURE_NAMES))
+    return Snapshots(X=X, y=np.asarray(labels, dtype=np.int8), obs_ms=np.asarray(obs, dtype=np.int64),
+                     customers=customers, dates=list(dates), horizon_days=horizon_days)

@@ -1,0 +1,466 @@
+"""``churnwatch train``: choose, calibrate, evaluate and save the churn model.
+
+Every split is by observation date and respects time: a model is only ever fitted on
+snapshots whose labels were fully observed before the first date it is judged on (a purge gap
+of one horizon), so no evaluation number leans on the future.
+
+- the last observation dates are the **holdout**; the labelled dates before them are split
+  into **fit** dates and, right after them, **calibration** dates;
+- the candidates (logistic regression, random forest, gradient boosting) are compared by
+  time-ordered cross-validation on the fit dates (expanding window, mean ROC AUC);
+- the winner is fitted on the fit dates, calibrated on the calibration dates and evaluated on
+  the holdout against two baselines: recency alone and the rule scorecard;
+- the artifact is the same recipe refitted on the latest data (all dates but the last few,
+  which calibrate it), saved with :func:`services.scorer.model.save_artifact`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sklearn
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+from services.scorer.features import DAY_MS, FEATURE_NAMES
+from services.scorer.model import save_artifact
+from services.scorer.scorecard import Scorecard
+from services.training.dataset import (
+    Snapshots,
+    build_snapshots,
+    iso,
+    observation_dates,
+    read_events,
+)
+from services.training.exceptions import TrainingError
+
+HOLDOUT_SHARE = 0.2       # of the observation dates, at least MIN_HOLDOUT_DATES
+MIN_HOLDOUT_DATES = 2
+CALIBRATION_SHARE = 0.12  # of the observation dates, at least MIN_CALIBRATION_DATES
+MIN_CALIBRATION_DATES = 2
+MIN_FIT_DATES = 2
+CV_FOLDS = 3
+TIE_TOLERANCE = 0.002     # a simpler candidate within this ROC AUC of the best is preferred
+TOP_SHARE = 0.10          # "riskiest 10%" for recall and lift
+ACTIVE_DAYS = 90          # the "recently active" segment of the evaluation
+MIN_HOLDOUT_POSITIVES = 50
+ISOTONIC_MIN_ROWS = 5000
+ISOTONIC_MIN_CLASS = 500
+_RECENCY = FEATURE_NAMES.index("days_since_last_activity")
+
+
+def _logistic(seed: int) -> Any:
+    # arcsinh tames the heavy tails of spend and day counts (and keeps refunds' sign)
+    return Pipeline([("compress", FunctionTransformer(np.arcsinh)), ("scale", StandardScaler()),
+                     ("clf", LogisticRegression(C=0.5, max_iter=3000))])
+
+
+def _boosting(seed: int) -> Any:
+    return HistGradientBoostingClassifier(max_iter=150, learning_rate=0.05, max_depth=4,
+                                          max_leaf_nodes=15, min_samples_leaf=100,
+                                          l2_regularization=1.0, early_stopping=False,
+                                          random_state=seed)
+
+
+def _forest(seed: int) -> Any:
+    return RandomForestClassifier(n_estimators=100, max_depth=10, min_samples_leaf=40,
+                                  max_features="sqrt", n_jobs=2, random_state=seed)
+
+
+# In order of preference when scores tie: simplest and cheapest to serve first.
+CANDIDATES: dict[str, Callable[[int], Any]] = {
+    "logistic_regression": _logistic,
+    "gradient_boosting": _boosting,
+    "random_forest": _forest,
+}
+
+
+@dataclass(frozen=True)
+class Metrics:
+    rows: int
+    churned: int
+    roc_auc: float | None
+    pr_auc: float | None
+    brier: float | None       # None for scores that are not probabilities
+    recall_at_10: float | None
+    lift_at_10: float | None
+
+
+def evaluate(y: np.ndarray, score: np.ndarray, *, probabilities: bool = True) -> Metrics:
+    """ROC AUC, PR AUC, Brier, and recall and lift in the riskiest 10% (None when undefined)."""
+    y = np.asarray(y, dtype=int)
+    n, pos = len(y), int(y.sum())
+    if n == 0 or pos in (0, n):
+        return Metrics(n, pos, None, None, None, None, None)
+    k = max(1, math.ceil(TOP_SHARE * n))
+    top = y[np.argsort(-score, kind="stable")[:k]]
+    return Metrics(
+        rows=n, churned=pos,
+        roc_auc=round(float(roc_auc_score(y, score)), 4),
+        pr_auc=round(float(average_precision_score(y, score)), 4),
+        brier=round(float(brier_score_loss(y, score)), 4) if probabilities else None,
+        recall_at_10=round(float(top.sum() / pos), 4),
+        lift_at_10=round(float(top.mean() / (pos / n)), 3),
+    )
+
+
+@dataclass(frozen=True)
+class Split:
+    """Observation dates of one role; every date is a UTC midnight in epoch ms."""
+
+    fit: list[int]
+    calibration: list[int]
+    holdout: list[int]
+    final_fit: list[int]
+    final_calibration: list[int]
+    folds: list[tuple[list[int], list[int]]]  # (fit dates, validation dates)
+    purged_folds: bool
+
+
+def plan_split(dates: Sequence[int], horizon_days: int) -> Split:
+    """Assign observation dates to fit / calibration / holdout, and the CV folds."""
+    dates = sorted(dates)
+    n, gap = len(dates), horizon_days * DAY_MS
+    n_hold = max(MIN_HOLDOUT_DATES, round(HOLDOUT_SHARE * n))
+    n_cal = max(MIN_CALIBRATION_DATES, round(CALIBRATION_SHARE * n))
+    holdout = dates[-n_hold:] if n >= n_hold else []
+    labelled = [d for d in dates if holdout and d + gap <= holdout[0]]
+    if len(labelled) < n_cal + MIN_FIT_DATES:
+        raise TrainingError(
+            f"too few observation dates: {n} dates between {_day(dates[0]) if dates else '-'} and "
+            f"{_day(dates[-1]) if dates else '-'}; a {horizon_days}-day horizon leaves "
+            f"{len(labelled)} dates labelled before the {n_hold}-date holdout, and "
+            f"{n_cal + MIN_FIT_DATES} are needed. Supply a longer history or a shorter --horizon-days")
+    fit, calibration = labelled[:-n_cal], labelled[-n_cal:]
+    folds, purged = _folds(fit, gap, purge=True), True
+    if not folds:
+        folds, purged = _folds(fit, gap, purge=False), False
+    return Split(fit=fit, calibration=calibration, holdout=holdout, final_fit=dates[:-n_cal],
+                 final_calibration=dates[-n_cal:], folds=folds, purged_folds=purged)
+
+
+def _folds(dates: list[int], gap: int, *, purge: bool) -> list[tuple[list[int], list[int]]]:
+    """Expanding-window folds: validate on a later block, fit on dates before it (and, with
+    ``purge``, only on dates whose labels ended before the block starts)."""
+    block = max(1, round(len(dates) / (CV_FOLDS + 3)))
+    out = []
+    for j in range(CV_FOLDS, 0, -1):
+        lo, hi = len(dates) - j * block, len(dates) - (j - 1) * block
+        if lo < 1:
+            continue
+        val = dates[lo:hi]
+        fit = [d for d in dates[:lo] if not purge or d + gap <= val[0]]
+        if len(fit) >= MIN_FIT_DATES:
+            out.append((fit, val))
+    return out
+
+
+def _day(ms: int) -> str:
+    return iso(ms)[:10]
+
+
+def _calibrated(estimator: Any, X: np.ndarray, y: np.ndarray) -> tuple[Any, str]:
+    """Calibrate a fitted estimator on a later time slice (isotonic when there is plenty)."""
+    n_min = int(min(y.sum(), len(y) - y.sum()))
+    method = "isotonic" if len(y) >= ISOTONIC_MIN_ROWS and n_min >= ISOTONIC_MIN_CLASS else "sigmoid"
+    try:
+        from sklearn.frozen import FrozenEstimator
+    except ImportError:  # scikit-learn < 1.6
+        cal = CalibratedClassifierCV(estimator, method=method, cv="prefit")
+    else:
+        cal = CalibratedClassifierCV(FrozenEstimator(estimator), method=method)
+    cal.fit(X, y)
+    return cal, method
+
+
+@dataclass
+class TrainReport:
+    """What ``churnwatch train`` did and how well the chosen model does on the holdout."""
+
+    model_name: str
+    model_version: str
+    out: str
+    report_path: str
+    events_path: str
+    until: str
+    horizon_days: int
+    seed: int
+    data: dict[str, Any]
+    snapshots: dict[str, Any]
+    splits: dict[str, dict[str, Any]]
+    selection: dict[str, dict[str, Any]]
+    calibration: str
+    holdout: dict[str, Metrics]
+    holdout_active: dict[str, Metrics]
+    timings: dict[str, float]
+    trained_at: str
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_text(self) -> str:
+        d, s = self.data, self.snapshots
+        sel = " · ".join(f"{name} {r['roc_auc']:.3f}" + (" (chosen)" if name == self.model_name else "")
+                         for name, r in self.selection.items())
+        folds = next(iter(self.selection.values()))["folds"]
+        lines = [
+            f"churnwatch train: {self.model_name} ({self.model_version}) -> {self.out}",
+            "",
+            f"Data         {d['first_event'][:10]} .. {d['last_event'][:10]} (until {self.until}): "
+            f"{d['events']:,} events, {d['customers']:,} customers; {d['invalid_lines']} invalid "
+            f"lines, {d['after_until']} after --until, {d['duplicates']} duplicates skipped",
+            f"Snapshots    {s['observation_dates']} observation dates every {s['step_days']} days "
+            f"({s['first_observation'][:10]} .. {s['last_observation'][:10]}), {s['rows']:,} rows of "
+            f"{s['customers']:,} customers; {s['churn_rate']:.1%} churned within {self.horizon_days} days",
+            "Splits       " + " · ".join(
+                f"{name} {sp['dates']} dates ({sp['first'][:10]} .. {sp['last'][:10]}, {sp['rows']:,} rows)"
+                for name, sp in self.splits.items() if name in ("fit", "calibration", "holdout")),
+            f"Selection    time-ordered CV, {len(folds)} folds, mean ROC AUC: {sel}",
+            f"Calibration  {self.calibration}, on the calibration dates",
+            "",
+        ]
+        lines += _table(f"Holdout: the last {self.splits['holdout']['dates']} observation dates",
+                        self.holdout, self.model_name)
+        lines += [""] + _table(f"Customers active in the last {ACTIVE_DAYS} days (holdout)",
+                               self.holdout_active, self.model_name)
+        ff, fc = self.splits["final_fit"], self.splits["final_calibration"]
+        lines += ["", f"Saved model: refitted on {ff['dates']} observation dates "
+                      f"(through {ff['last'][:10]}), calibrated on the last {fc['dates']}; "
+                      f"report {self.report_path}; {self.timings['total']:.1f} s"]
+        lines += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def _table(title: str, metrics: dict[str, Metrics], model_name: str) -> list[str]:
+    m = metrics["model"]
+    labels = {"model": f"model ({model_name})", "recency": "recency baseline",
+              "scorecard": "rule scorecard"}
+    out = [f"{title}: {m.rows:,} snapshots, {m.churned:,} churned"
+           + (f" ({m.churned / m.rows:.1%})" if m.rows else ""),
+           f"  {'':<34}{'ROC AUC':>9}{'PR AUC':>9}{'Brier':>9}{'Recall@10%':>12}{'Lift@10%':>10}"]
+
+    def cell(v: float | None, width: int, fmt: str) -> str:
+        return f"{'—' if v is None else format(v, fmt):>{width}}"
+
+    for key, label in labels.items():
+        r = metrics[key]
+        out.append(f"  {label:<34}{cell(r.roc_auc, 9, '.3f')}{cell(r.pr_auc, 9, '.3f')}"
+                   f"{cell(r.brier, 9, '.3f')}{cell(r.recall_at_10, 12, '.1%')}"
+                   f"{cell(r.lift_at_10, 10, '.2f')}")
+    return out
+
+
+def train(*, events_path: Path, until: datetime, horizon_days: int, out: Path, seed: int = 0,
+          log: Callable[[str], None] = lambda s: None) -> TrainReport:
+    """Train, evaluate and save the churn model from the events at or before ``until``."""
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    if horizon_days < 1:
+        raise TrainingError(f"--horizon-days must be a positive number of days (got {horizon_days})")
+    if out.is_dir():
+        raise TrainingError(f"--out {out} is a directory; give the model file path, e.g. {out}/churn.joblib")
+
+    events = read_events(events_path, until, log=log)
+    log(f"read {events.n_events:,} events of {events.n_customers:,} customers "
+        f"({events.n_invalid} invalid lines, {events.n_after_until} after --until, "
+        f"{events.n_duplicates} duplicates skipped)")
+    timings["read"] = _lap(started)
+
+    dates = observation_dates(events.first_ms, events.until_ms, horizon_days)
+    split = plan_split(dates, horizon_days)
+    t = time.perf_counter()
+    snaps = build_snapshots(events.activities, dates, horizon_days, until_ms=events.until_ms)
+    timings["snapshots"] = _lap(t)
+    log(f"built {len(snaps):,} snapshots at {len(dates)} observation dates "
+        f"({snaps.y.mean():.1%} churned within {horizon_days} days)")
+    _check_classes(snaps, split, horizon_days)
+
+    t = time.perf_counter()
+    selection = _select(snaps, split, seed, log)
+    chosen = _choose(selection)
+    timings["selection"] = _lap(t)
+    log(f"chose {chosen}")
+
+    t = time.perf_counter()
+    model, method = _fit_calibrated(chosen, snaps, split.fit, split.calibration, seed)
+    hold = snaps.rows_at(split.holdout)
+    holdout = _compare(model, snaps.X[hold], snaps.y[hold])
+    active = hold & (snaps.X[:, _RECENCY] <= ACTIVE_DAYS)
+    holdout_active = _compare(model, snaps.X[active], snaps.y[active])
+    timings["evaluation"] = _lap(t)
+
+    t = time.perf_counter()
+    final, _ = _fit_calibrated(chosen, snaps, split.final_fit, split.final_calibration, seed)
+    timings["final_fit"] = _lap(t)
+
+    warnings = _warnings(events.n_invalid, events.invalid[:1], holdout, split)
+    for w in warnings:
+        log(f"warning: {w}")
+    report_path = out.with_name(out.name + ".report.json")
+    timings["total"] = _lap(started)
+    report = TrainReport(
+        model_name=chosen, model_version="", out=str(out), report_path=str(report_path),
+        events_path=str(events_path), until=until.isoformat(), horizon_days=horizon_days, seed=seed,
+        data={"first_event": iso(events.first_ms), "last_event": iso(events.last_ms),
+              "lines": events.n_lines, "events": events.n_events, "customers": events.n_customers,
+              "invalid_lines": events.n_invalid, "after_until": events.n_after_until,
+              "duplicates": events.n_duplicates,
+              "invalid_examples": [asdict(x) for x in events.invalid]},
+        snapshots={"observation_dates": len(dates), "step_days": _step_days(dates),
+                   "first_observation": iso(dates[0]), "last_observation": iso(dates[-1]),
+                   "rows": len(snaps), "customers": len(set(snaps.customers)),
+                   "churn_rate": round(float(snaps.y.mean()), 4)},
+        splits=_describe_splits(snaps, split), selection=selection,
+        calibration=method, holdout=holdout, holdout_active=holdout_active, timings=timings,
+        trained_at=datetime.now(UTC).isoformat(timespec="seconds"), warnings=warnings,
+    )
+    report.model_version = save_artifact(out, estimator=final, feature_names=FEATURE_NAMES,
+                                         name=chosen, card=_card(report))
+    timings["total"] = _lap(started)
+    report_path.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    log(f"saved {report.model_version} to {out}")
+    return report
+
+
+def _lap(t: float) -> float:
+    return round(time.perf_counter() - t, 3)
+
+
+def _step_days(dates: list[int]) -> int:
+    return round((dates[1] - dates[0]) / DAY_MS) if len(dates) > 1 else 0
+
+
+def _check_classes(snaps: Snapshots, split: Split, horizon_days: int) -> None:
+    if len(snaps) == 0:
+        raise TrainingError("no customer has events before the observation dates; supply a longer history")
+    rate = float(snaps.y.mean())
+    if rate in (0.0, 1.0):
+        what = "churned" if rate == 1.0 else "came back"
+        raise TrainingError(
+            f"only one class: every one of the {len(snaps):,} snapshots {what} within "
+            f"{horizon_days} days, so there is nothing to learn; "
+            + ("use a longer --horizon-days or check that the history has repeat customers"
+               if rate == 1.0 else "use a shorter --horizon-days or a history that includes churn"))
+    for name, dates in (("fit", split.fit), ("calibration", split.calibration),
+                        ("holdout", split.holdout), ("final calibration", split.final_calibration)):
+        y = snaps.y[snaps.rows_at(dates)]
+        if len(y) == 0 or y.min() == y.max():
+            raise TrainingError(
+                f"only one class in the {name} dates ({_day(dates[0])} .. {_day(dates[-1])}, "
+                f"{len(y)} snapshots); supply more customers or a longer history")
+
+
+def _select(snaps: Snapshots, split: Split, seed: int, log: Callable[[str], None]
+            ) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name, make in CANDIDATES.items():
+        folds = []
+        for fit_dates, val_dates in split.folds:
+            fit, val = snaps.rows_at(fit_dates), snaps.rows_at(val_dates)
+            if snaps.y[fit].min() == snaps.y[fit].max() or snaps.y[val].min() == snaps.y[val].max():
+                continue
+            est = make(seed).fit(snaps.X[fit], snaps.y[fit])
+            m = evaluate(snaps.y[val], est.predict_proba(snaps.X[val])[:, 1])
+            folds.append({"validate_from": iso(val_dates[0]), "fit_rows": int(fit.sum()),
+                          "validate_rows": int(val.sum()), "roc_auc": m.roc_auc, "pr_auc": m.pr_auc})
+        if not folds:
+            raise TrainingError("no cross-validation fold has both classes; supply more customers "
+                                "or a longer history")
+        out[name] = {
+            "roc_auc": round(float(np.mean([f["roc_auc"] for f in folds])), 4),
+            "pr_auc": round(float(np.mean([f["pr_auc"] for f in folds])), 4),
+            "folds": folds,
+        }
+        log(f"{name}: mean ROC AUC {out[name]['roc_auc']:.3f} over {len(folds)} time-ordered folds")
+    return out
+
+
+def _choose(selection: dict[str, dict[str, Any]]) -> str:
+    best = max(r["roc_auc"] for r in selection.values())
+    return next(name for name, r in selection.items() if r["roc_auc"] >= best - TIE_TOLERANCE)
+
+
+def _fit_calibrated(name: str, snaps: Snapshots, fit_dates: list[int], cal_dates: list[int],
+                    seed: int) -> tuple[Any, str]:
+    fit, cal = snaps.rows_at(fit_dates), snaps.rows_at(cal_dates)
+    est = CANDIDATES[name](seed).fit(snaps.X[fit], snaps.y[fit])
+    if "n_jobs" in est.get_params():
+        est.set_params(n_jobs=1)  # the scorer predicts small batches: threads only cost there
+    return _calibrated(est, snaps.X[cal], snaps.y[cal])
+
+
+def _compare(model: Any, X: np.ndarray, y: np.ndarray) -> dict[str, Metrics]:
+    if len(y) == 0:
+        empty = evaluate(y, np.empty(0))
+        return {"model": empty, "recency": empty, "scorecard": empty}
+    return {
+        "model": evaluate(y, model.predict_proba(X)[:, 1]),
+        "recency": evaluate(y, X[:, _RECENCY], probabilities=False),
+        "scorecard": evaluate(y, Scorecard().predict(X)),
+    }
+
+
+def _describe_splits(snaps: Snapshots, split: Split) -> dict[str, dict[str, Any]]:
+    out = {}
+    for name, dates in (("fit", split.fit), ("calibration", split.calibration),
+                        ("holdout", split.holdout), ("final_fit", split.final_fit),
+                        ("final_calibration", split.final_calibration)):
+        y = snaps.y[snaps.rows_at(dates)]
+        out[name] = {"dates": len(dates), "first": iso(dates[0]), "last": iso(dates[-1]),
+                     "rows": len(y), "churn_rate": round(float(y.mean()), 4) if len(y) else None}
+    return out
+
+
+def _warnings(n_invalid: int, first_invalid: list[Any], holdout: dict[str, Metrics],
+              split: Split) -> list[str]:
+    out = []
+    if n_invalid:
+        first = first_invalid[0]
+        out.append(f"{n_invalid} invalid lines skipped (first: line {first.line}: {first.message})")
+    if holdout["model"].churned < MIN_HOLDOUT_POSITIVES:
+        out.append(f"the holdout has only {holdout['model'].churned} churned snapshots; its metrics "
+                   "are noisy — supply more customers or a longer history")
+    m, r = holdout["model"].roc_auc, holdout["recency"].roc_auc
+    if m is not None and r is not None and m < r:
+        out.append(f"the model does not beat recency alone on the holdout (ROC AUC {m:.3f} vs "
+                   f"{r:.3f}); check the history before serving it")
+    if not split.purged_folds:
+        out.append("the history is too short for purged cross-validation: model-selection folds "
+                   "overlap label windows (the holdout is still fully out of time)")
+    return out
+
+
+def _card(report: TrainReport) -> dict[str, Any]:
+    return {
+        "trained_at": report.trained_at,
+        "model": report.model_name,
+        "calibration": report.calibration,
+        "label": f"no event of the customer within {report.horizon_days} days after the "
+                 "observation date",
+        "horizon_days": report.horizon_days,
+        "until": report.until,
+        "events_file": Path(report.events_path).name,
+        "data_range": [report.data["first_event"], report.data["last_event"]],
+        "customers": report.data["customers"],
+        "events": report.data["events"],
+        "snapshots": report.snapshots["rows"],
+        "observation_dates": report.snapshots["observation_dates"],
+        "selection": {k: v["roc_auc"] for k, v in report.selection.items()},
+        "holdout": {k: asdict(v) for k, v in report.holdout.items()},
+        "training_seconds": report.timings["total"],
+        "seed": report.seed,
+        "sklearn_version": sklearn.__version__,
+    }

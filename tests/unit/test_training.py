@@ -1,0 +1,291 @@
+"""``churnwatch train``: point-in-time snapshots, fully observed labels, an end-to-end run on
+generated data, and clear errors for bad inputs. Real files, real models, no mocks."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from services.common.events import epoch_ms
+from services.common.exceptions import ChurnwatchError
+from services.scorer.features import DAY_MS, FEATURE_NAMES, Activity, compute_features
+from services.scorer.model import load_model, predict_features
+from services.synth import generate, write_ndjson
+from services.training import TrainingError, TrainReport, train
+from services.training.dataset import (
+    build_snapshots,
+    churned,
+    observation_dates,
+    read_events,
+    snapshot,
+)
+from services.training.train import evaluate, plan_split
+
+START = datetime(2024, 1, 1, tzinfo=UTC)
+UNTIL = datetime(2025, 7, 1, tzinfo=UTC)
+HORIZON = 60
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    events, _ = generate(preset="salon", customers=300, start=START, end=UNTIL, seed=11)
+    path = tmp_path_factory.mktemp("hist") / "events.ndjson"
+    write_ndjson(events, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(history: Path, tmp_path_factory: pytest.TempPathFactory
+            ) -> tuple[TrainReport, float, list[str]]:
+    out = tmp_path_factory.mktemp("model") / "churn.joblib"
+    messages: list[str] = []
+    t = time.perf_counter()
+    report = train(events_path=history, until=UNTIL, horizon_days=HORIZON, out=out, seed=0,
+                   log=messages.append)
+    return report, time.perf_counter() - t, messages
+
+
+def _act(day: float, kind: str = "visit", amount: float | None = None, eid: str | None = None
+         ) -> Activity:
+    ts = epoch_ms(START) + int(day * DAY_MS)
+    return Activity(kind=kind, ts=ts, event_id=eid or f"e{day}-{kind}", amount=amount)
+
+
+def _write(path: Path, lines: list[Any]) -> Path:
+    path.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n",
+                    encoding="utf-8")
+    return path
+
+
+# -- point in time --------------------------------------------------------------------------
+
+
+def test_future_events_never_change_a_snapshot(history: Path) -> None:
+    log = read_events(history, UNTIL)
+    dates = observation_dates(log.first_ms, log.until_ms, HORIZON)
+    before = build_snapshots(log.activities, dates, HORIZON)
+    assert len(before) > 1000
+    for d in dates:
+        # every customer (and a newcomer) does everything right after d, and again much later
+        grown = {cid: sorted([*acts, *_future(cid, d)], key=lambda a: (a.ts, a.event_id))
+                 for cid, acts in log.activities.items()}
+        grown["newcomer"] = _future("newcomer", d)
+        after = build_snapshots(grown, [d], HORIZON)
+        rows = before.rows_at([d])
+        assert np.array_equal(before.X[rows], after.X)
+        assert [c for c, r in zip(before.customers, rows, strict=True) if r] == after.customers
+        assert (after.y == 0).all()  # only the labels look ahead, by design
+
+
+def _future(cid: str, d: int) -> list[Activity]:
+    return [Activity("transaction", d + 1, f"{cid}-{d}-t", amount=9999.0),
+            Activity("complaint", d + 2, f"{cid}-{d}-c", severity="high", status="open"),
+            Activity("visit", d + 400 * DAY_MS, f"{cid}-{d}-v")]
+
+
+def test_snapshot_uses_the_shared_feature_function_and_stops_at_the_date() -> None:
+    acts = [_act(d, "transaction", 50.0) for d in (0, 30, 60, 90)]
+    obs = epoch_ms(START) + 75 * DAY_MS
+    f = snapshot(acts, obs)
+    assert f == compute_features(acts[:3], now_ms=obs)
+    assert f is not None and f["days_since_last_activity"] == 15.0
+    assert snapshot(acts + [_act(76, "transaction", 1.0)], obs) == f
+    assert snapshot(acts, epoch_ms(START) - 1) is None  # no history yet
+    assert snapshot(acts, epoch_ms(START) + 500 * DAY_MS) is None  # long dormant
+
+
+def test_labels_look_exactly_one_horizon_ahead() -> None:
+    acts = [_act(0), _act(40)]
+    obs = epoch_ms(START) + 10 * DAY_MS
+    assert churned(acts, obs, 29)       # next event is 30 days later
+    assert not churned(acts, obs, 30)   # (obs, obs + 30 days] includes it
+    snaps = build_snapshots({"c": acts}, [obs], 29)
+    assert snaps.y.tolist() == [1]
+    snaps = build_snapshots({"c": acts}, [obs], 30)
+    assert snaps.y.tolist() == [0]
+
+
+def test_labels_are_fully_observed_before_until(history: Path) -> None:
+    log = read_events(history, UNTIL)
+    until_ms = epoch_ms(UNTIL)
+    dates = observation_dates(log.first_ms, until_ms, HORIZON)
+    assert 6 <= len(dates) <= 26
+    assert all(d + HORIZON * DAY_MS <= until_ms for d in dates)
+    assert all(d >= log.first_ms + 60 * DAY_MS for d in dates)
+    gaps = {(b - a) // DAY_MS for a, b in zip(dates, dates[1:], strict=False)}
+    assert len(gaps) == 1 and 14 <= gaps.pop() <= 30
+    with pytest.raises(TrainingError, match="would not be fully observed"):
+        build_snapshots(log.activities, [until_ms - DAY_MS], HORIZON, until_ms=until_ms)
+
+
+def test_events_after_until_are_ignored(history: Path, tmp_path: Path) -> None:
+    later = UNTIL + timedelta(days=3)
+    extra = [{"event_id": f"late-{i}", "type": "visit", "customer_id": "sal-00001",
+              "occurred_at": (UNTIL + timedelta(hours=i + 1)).isoformat()} for i in range(5)]
+    path = tmp_path / "more.ndjson"
+    path.write_text(history.read_text() + "".join(json.dumps(e) + "\n" for e in extra))
+    log = read_events(path, UNTIL)
+    assert log.n_after_until == 5
+    assert log.activities == read_events(history, UNTIL).activities
+    assert read_events(path, later).n_after_until == 0
+
+
+def test_splits_keep_a_horizon_between_what_is_fitted_and_what_is_judged(history: Path) -> None:
+    log = read_events(history, UNTIL)
+    dates = observation_dates(log.first_ms, log.until_ms, HORIZON)
+    split = plan_split(dates, HORIZON)
+    gap = HORIZON * DAY_MS
+    assert max(split.fit) < min(split.calibration)
+    assert max(split.calibration) + gap <= min(split.holdout)
+    assert split.holdout == dates[-len(split.holdout):]
+    assert split.folds and split.purged_folds
+    for fit, val in split.folds:
+        assert max(fit) + gap <= min(val)
+        assert max(val) < min(split.calibration)
+
+
+# -- end to end ---------------------------------------------------------------------------
+
+
+def test_train_end_to_end_beats_recency(trained: tuple[TrainReport, float, list[str]]) -> None:
+    report, seconds, messages = trained
+    assert seconds < 30
+    model, recency = report.holdout["model"], report.holdout["recency"]
+    assert model.roc_auc is not None and recency.roc_auc is not None
+    assert model.roc_auc > 0.7
+    assert model.roc_auc >= recency.roc_auc
+    assert report.holdout["scorecard"].roc_auc is not None
+    assert model.brier is not None and model.brier < 0.2
+    assert recency.brier is None
+    assert model.recall_at_10 is not None and model.lift_at_10 is not None and model.lift_at_10 > 1.5
+    assert report.model_name in ("logistic_regression", "random_forest", "gradient_boosting")
+    assert set(report.selection) == {"logistic_regression", "random_forest", "gradient_boosting"}
+    assert any("chose" in m for m in messages)
+
+
+def test_train_writes_an_artifact_the_scorer_serves(trained: tuple[TrainReport, float, list[str]]
+                                                    ) -> None:
+    report, _, _ = trained
+    model = load_model(Path(report.out))
+    assert model.version == report.model_version
+    assert model.version.startswith(report.model_name + "-")
+    assert model.feature_names == FEATURE_NAMES
+    now = epoch_ms(UNTIL)
+    loyal = compute_features([_act(d, "transaction", 60.0, f"l{d}") for d in range(0, 540, 30)], now)
+    gone = compute_features([_act(d, "transaction", 60.0, f"g{d}") for d in range(0, 300, 30)], now)
+    scores = predict_features(model, [loyal, gone])
+    assert scores.shape == (2,) and ((0 <= scores) & (scores <= 1)).all()
+    assert scores[1] > scores[0]
+    card = getattr(model, "card", {})
+    assert card["model"] == report.model_name and card["horizon_days"] == HORIZON
+    assert card["snapshots"] == report.snapshots["rows"] and card["customers"] > 250
+    assert card["holdout"]["model"]["roc_auc"] == report.holdout["model"].roc_auc
+    assert card["data_range"][0].startswith("2024-01")
+
+
+def test_report_is_a_table_and_a_json_file(trained: tuple[TrainReport, float, list[str]]) -> None:
+    report, _, _ = trained
+    text = report.to_text()
+    for needle in ("ROC AUC", "PR AUC", "Brier", "Recall@10%", "Lift@10%", "recency baseline",
+                   "rule scorecard", f"model ({report.model_name})"):
+        assert needle in text
+    on_disk = json.loads(Path(report.report_path).read_text())
+    assert report.report_path == report.out + ".report.json"
+    assert on_disk == json.loads(json.dumps(report.to_dict()))
+    assert on_disk["holdout"]["model"]["roc_auc"] == report.holdout["model"].roc_auc
+    assert on_disk["splits"]["holdout"]["rows"] == report.holdout["model"].rows
+
+
+def test_invalid_lines_are_counted_with_line_numbers(history: Path, tmp_path: Path) -> None:
+    lines = history.read_text().splitlines()
+    lines[2] = "{not json"
+    lines[5] = json.dumps({"event_id": "x", "type": "transaction", "customer_id": "c",
+                           "occurred_at": "2024-05-01T10:00:00"})
+    lines.insert(7, "")
+    lines.append(lines[10])  # a duplicate event id is not an error
+    path = _write(tmp_path / "dirty.ndjson", lines)
+    log = read_events(path, UNTIL)
+    assert log.n_invalid == 2 and log.n_duplicates == 1
+    assert [x.line for x in log.invalid] == [3, 6]
+    assert "not valid JSON" in log.invalid[0].message
+    assert "occurred_at" in log.invalid[1].message and "offset" in log.invalid[1].message
+    report = train(events_path=path, until=UNTIL, horizon_days=HORIZON, out=tmp_path / "m.joblib")
+    assert report.data["invalid_lines"] == 2
+    assert [x["line"] for x in report.data["invalid_examples"]] == [3, 6]
+    assert any("2 invalid lines" in w for w in report.warnings)
+
+
+# -- bad inputs ----------------------------------------------------------------------------
+
+
+def _event(i: int, customer: str, when: datetime) -> dict[str, Any]:
+    return {"event_id": f"e{customer}-{i}", "type": "transaction", "customer_id": customer,
+            "occurred_at": when.isoformat(), "amount": 20.0}
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match="does not exist"):
+        train(events_path=tmp_path / "nope.ndjson", until=UNTIL, horizon_days=30,
+              out=tmp_path / "m.joblib")
+
+
+def test_nothing_valid(tmp_path: Path) -> None:
+    path = _write(tmp_path / "junk.ndjson", ["hello", "[1, 2]", {"type": "visit"}])
+    with pytest.raises(TrainingError, match=r"no valid event .*3 invalid; line 1: not valid JSON"):
+        train(events_path=path, until=UNTIL, horizon_days=30, out=tmp_path / "m.joblib")
+
+
+def test_everything_after_until(history: Path, tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match="after --until .*choose a later --until"):
+        train(events_path=history, until=START - timedelta(days=1), horizon_days=30,
+              out=tmp_path / "m.joblib")
+
+
+def test_bad_arguments(history: Path, tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match="positive number of days"):
+        train(events_path=history, until=UNTIL, horizon_days=0, out=tmp_path / "m.joblib")
+    with pytest.raises(TrainingError, match="no UTC offset"):
+        train(events_path=history, until=datetime(2025, 7, 1), horizon_days=30,
+              out=tmp_path / "m.joblib")
+    with pytest.raises(TrainingError, match="is a directory"):
+        train(events_path=history, until=UNTIL, horizon_days=30, out=tmp_path)
+
+
+def test_horizon_too_long_for_the_data(history: Path, tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match="horizon too long .*shorter --horizon-days"):
+        train(events_path=history, until=UNTIL, horizon_days=500, out=tmp_path / "m.joblib")
+
+
+def test_too_few_observation_dates(history: Path, tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match="too few observation dates"):
+        train(events_path=history, until=START + timedelta(days=200), horizon_days=90,
+              out=tmp_path / "m.joblib")
+
+
+def test_only_one_class(tmp_path: Path) -> None:
+    lines = [_event(i, f"c{c}", START + timedelta(days=3 * i, hours=c))
+             for c in range(20) for i in range(180)]
+    path = _write(tmp_path / "loyal.ndjson", lines)
+    with pytest.raises(TrainingError, match="only one class: .*came back within 30 days"):
+        train(events_path=path, until=START + timedelta(days=540), horizon_days=30,
+              out=tmp_path / "m.joblib")
+
+
+def test_training_errors_are_churnwatch_errors() -> None:
+    assert issubclass(TrainingError, ChurnwatchError)
+
+
+def test_metrics_of_a_perfect_and_a_useless_score() -> None:
+    y = np.array([0] * 90 + [1] * 10)
+    perfect = evaluate(y, y.astype(float))
+    assert perfect.roc_auc == 1.0 and perfect.recall_at_10 == 1.0 and perfect.lift_at_10 == 10.0
+    assert perfect.brier == 0.0
+    flat = evaluate(y, np.full(100, 0.1), probabilities=False)
+    assert flat.roc_auc == 0.5 and flat.brier is None
+    assert evaluate(np.zeros(5, dtype=int), np.zeros(5)).roc_auc is None
