@@ -136,8 +136,8 @@ class Stack:
                 overrides["sms_gateway_url"] = f"http://127.0.0.1:{sinks['sms']}/sms"
         self.env = {**os.environ, **s.to_env(),
                     **{ENV_PREFIX + k.upper(): v for k, v in overrides.items()}}
-        env_settings = Settings(**{k: v for k, v in overrides.items()}, **{  # type: ignore[arg-type]
-            k: getattr(s, k) for k in type(s).model_fields if k not in overrides})
+        current = {k: getattr(s, k) for k in type(s).model_fields}
+        env_settings = Settings(**{**current, **overrides})
         self.settings = env_settings
         base = "http://127.0.0.1"
         if sinks:

@@ -45,8 +45,9 @@ class WorkerHttpServer:
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
         server = site._server  # noqa: SLF001 - aiohttp has no public accessor for the bound port
-        if server is not None and getattr(server, "sockets", None):
-            self.port = int(server.sockets[0].getsockname()[1])
+        sockets = getattr(server, "sockets", None)
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
         logger.info("serving /metrics and /health on http://%s:%d", self.host, self.port)
         return self.port
 

@@ -56,7 +56,7 @@ class EventPublisher:
 
         try:
             await asyncio.wait_for(send_all(), self.timeout)
-        except (TimeoutError, asyncio.TimeoutError) as exc:
+        except TimeoutError as exc:
             raise BrokerUnavailable("the broker did not acknowledge the events in time") from exc
         except Exception as exc:
             raise BrokerUnavailable(f"the broker refused the events: {type(exc).__name__}: {exc}") from exc

@@ -18,7 +18,6 @@ not stored. A tombstone (null value) keyed by a customer id erases that customer
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -108,7 +107,8 @@ class Processor:
         if candidate > self._clock_ms:
             self._clock_ms = await self._retry("clock", lambda: self.store.advance_clock(candidate))
         elif self._clock_ms == 0:
-            self._clock_ms = (await self._retry("clock", self.store.read_clock)) or 0
+            stored: int | None = await self._retry("clock", self.store.read_clock)
+            self._clock_ms = stored or 0
         return self._clock_ms
 
     # batches ----------------------------------------------------------------------------
@@ -202,14 +202,24 @@ class Processor:
             if budget <= 0:
                 break
             due_key = self.keys.due(p)
-            cids = await self._retry("sweep", lambda k=due_key, b=budget: self.store.redis.zrangebyscore(
-                k, "-inf", now, start=0, num=b))
+
+            async def due_now(key: str = due_key, limit: int = budget) -> list[str]:
+                return [str(c) for c in await self.store.redis.zrangebyscore(key, "-inf", now, start=0, num=limit)]
+
+            cids = await self._retry("sweep", due_now)
             if not cids:
                 continue
-            states = await self._retry("load", lambda c=cids: self.store.load(c))
+
+            async def load(ids: list[str] = cids) -> dict[str, CustomerState]:
+                return await self.store.load(ids)
+
+            states = await self._retry("load", load)
             gone = [c for c in cids if c not in states]
             if gone:
-                await self._retry("sweep", lambda k=due_key, g=gone: self.store.redis.zrem(k, *g))
+                async def forget(key: str = due_key, ids: list[str] = gone) -> int:
+                    return int(await self.store.redis.zrem(key, *ids))
+
+                await self._retry("sweep", forget)
             for cs in states.values():
                 cs.partition = p
             await self._rescore(list(states.values()), now, kind="silence")
@@ -335,4 +345,4 @@ def dlq_reason(headers: Sequence[tuple[str, bytes]] | None) -> str | None:
     return None
 
 
-__all__ = ["Processor", "Record", "ScorerMetrics", "dlq_reason", "json"]
+__all__ = ["Processor", "Record", "ScorerMetrics", "dlq_reason"]

@@ -8,7 +8,6 @@ only once the batch is stored, so a crash redelivers rather than loses.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -87,7 +86,7 @@ def build_app(settings: Settings) -> faust.App:
         parts["http"] = server
         await server.start()
 
-    @app.on_partitions_assigned.connect
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
         state["assigned"] = sorted(tp.partition for tp in assigned if tp.topic == settings.topic_events)
         state["ready"] = True
@@ -129,4 +128,4 @@ def main(settings: Settings) -> int:
     return 0
 
 
-__all__ = ["build_app", "main", "asyncio"]
+__all__ = ["build_app", "main"]

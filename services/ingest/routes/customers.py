@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from pydantic import BaseModel, Field
@@ -71,7 +71,7 @@ async def get_risk(customer_id: str, res: Res, key: ReadKey,
                    ) -> Any:
     _, ed, st = res.keys.customer(customer_id)
     if as_of is None:
-        state = await res.redis.hgetall(st)
+        state = cast(dict[str, str], await res.redis.hgetall(st))
         if not state or "risk" not in state:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no risk known for customer {customer_id!r}")
         risk = json.loads(state["risk"])
