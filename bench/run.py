@@ -1,0 +1,221 @@
+"""``make bench``: scorer throughput and latency against the bare clients, in one run.
+
+Starts its own embedded broker and Redis, writes N synthetic salon events with a bare
+aiokafka producer, then measures on the same broker and machine:
+
+- bare aiokafka consumer events/s (the ceiling of the client),
+- a trivial Faust agent that only counts (the ceiling of the framework),
+- the churnwatch scorer (``churnwatch scorer``), events/s from first to last processed,
+- event->queryable latency at a moderate steady load (from the scorer's histogram),
+- Redis memory per customer.
+
+Writes ``bench/results/<timestamp>.json`` and prints a table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from services.common.embedded import start_broker, start_redis
+from services.common.kafka import ensure_topics, make_consumer, make_producer
+from services.common.redisconn import Keys, make_redis
+from services.common.settings import Settings, load_settings
+from services.synth import generate
+
+N_EVENTS = int(os.environ.get("BENCH_EVENTS", "60000"))
+STEADY_RATE = int(os.environ.get("BENCH_RATE", "500"))
+STEADY_SECONDS = int(os.environ.get("BENCH_SECONDS", "15"))
+RESULTS = Path(__file__).parent / "results"
+
+
+def _events(n: int) -> list[dict[str, Any]]:
+    end = datetime.now(UTC) - timedelta(hours=1)
+    customers = max(n // 25, 100)
+    events, _ = generate(preset="salon", customers=customers, start=end - timedelta(days=360),
+                         end=end, seed=11)
+    return events[:n]
+
+
+async def produce(settings: Settings, events: list[dict[str, Any]]) -> float:
+    producer = make_producer(settings, linger_ms=20)
+    await producer.start()
+    t0 = time.monotonic()
+    futures = [await producer.send(settings.topic_events, json.dumps(e).encode(),
+                                   key=e["customer_id"].encode()) for e in events]
+    await asyncio.gather(*futures)
+    elapsed = time.monotonic() - t0
+    await producer.stop()
+    return len(events) / elapsed
+
+
+async def bare_consume(settings: Settings, n: int) -> float:
+    consumer = make_consumer(settings, settings.topic_events, group_id=f"bench-bare-{uuid.uuid4().hex[:6]}",
+                             max_poll_records=settings.scorer_batch_max)
+    await consumer.start()
+    got, t0 = 0, 0.0
+    try:
+        while got < n:
+            batch = await consumer.getmany(timeout_ms=500)
+            count = sum(len(v) for v in batch.values())
+            if count and not t0:
+                t0 = time.monotonic()
+            got += count
+        return got / (time.monotonic() - t0)
+    finally:
+        await consumer.stop()
+
+
+def child_env(settings: Settings, **extra: str) -> dict[str, str]:
+    return {**os.environ, **settings.to_env(), **extra}
+
+
+def trivial_faust(settings: Settings, n: int, workdir: Path) -> float:
+    out = workdir / "trivial.out"
+    proc = subprocess.Popen([sys.executable, "-m", "bench.trivial_faust"],
+                            env=child_env(settings, BENCH_TARGET=str(n), BENCH_OUT=str(out)),
+                            stdout=open(workdir / "trivial.log", "wb"), stderr=subprocess.STDOUT)
+    proc.wait(600)
+    count, seconds = out.read_text().split()
+    return int(count) / float(seconds)
+
+
+async def scorer_run(settings: Settings, n: int, workdir: Path) -> dict[str, Any]:
+    redis = make_redis(settings)
+    keys = Keys(settings.redis_prefix)
+    proc = subprocess.Popen([sys.executable, "-m", "services.cli.main", "scorer"],
+                            env=child_env(settings), stdout=open(workdir / "scorer.log", "wb"),
+                            stderr=subprocess.STDOUT)
+    try:
+        t0 = None
+        while True:
+            done = sum(int(v) for v in (await redis.hgetall(keys.offsets(settings.topic_events))).values())
+            if done and t0 is None:
+                t0, start_count = time.monotonic(), done
+            if done >= n:
+                break
+            if proc.poll() is not None:
+                raise RuntimeError("scorer exited; see " + str(workdir / "scorer.log"))
+            await asyncio.sleep(0.05)
+        assert t0 is not None
+        rate = (n - start_count) / max(time.monotonic() - t0, 1e-9)
+        info = await redis.info("memory")
+        customers = len({k.split("}")[0] for k in await redis.keys(f"{keys.prefix}:c:*")})
+        memory_per_customer = info["used_memory"] / max(customers, 1)
+
+        # Steady moderate load: event -> queryable latency from the scorer's own histogram.
+        metrics_url = f"http://127.0.0.1:{settings.scorer_metrics_port}/metrics"
+        before = _histogram(httpx.get(metrics_url).text)
+        producer = make_producer(settings)
+        await producer.start()
+        now = datetime.now(UTC)
+        sent = 0
+        t_start = time.monotonic()
+        while time.monotonic() - t_start < STEADY_SECONDS:
+            tick = time.monotonic()
+            for _ in range(STEADY_RATE // 20):
+                cid = f"steady-{sent % 5000}"
+                e = {"event_id": f"steady-{sent}", "type": "visit", "customer_id": cid,
+                     "occurred_at": (now - timedelta(seconds=sent)).isoformat()}
+                await producer.send(settings.topic_events, json.dumps(e).encode(), key=cid.encode())
+                sent += 1
+            await asyncio.sleep(max(0.05 - (time.monotonic() - tick), 0))
+        await producer.flush()
+        await producer.stop()
+        await asyncio.sleep(2)
+        after = _histogram(httpx.get(metrics_url).text)
+        delta = {le: after[le] - before.get(le, 0) for le in after}
+        return {"scorer_events_per_s": rate, "redis_bytes_per_customer": memory_per_customer,
+                "customers": customers, "steady_rate": sent / STEADY_SECONDS,
+                "latency_p50_s": _quantile(delta, 0.5), "latency_p99_s": _quantile(delta, 0.99)}
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        await redis.aclose()
+
+
+def _histogram(text: str) -> dict[float, float]:
+    out: dict[float, float] = {}
+    for line in text.splitlines():
+        if line.startswith("churnwatch_scorer_event_to_queryable_seconds_bucket"):
+            le = line.split('le="')[1].split('"')[0]
+            out[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def _quantile(cumulative: dict[float, float], q: float) -> float | None:
+    total = cumulative.get(float("inf"), 0)
+    if not total:
+        return None
+    for le in sorted(cumulative):
+        if cumulative[le] >= q * total:
+            return le
+    return None
+
+
+async def main() -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="churnwatch-bench-"))
+    broker = start_broker(log_path=workdir / "broker.log")
+    redis = start_redis(log_path=workdir / "redis.log")
+    try:
+        run = uuid.uuid4().hex[:8]
+        from services.common.embedded import free_port
+
+        settings = load_settings(
+            kafka_bootstrap=broker.address, redis_url=f"redis://{redis.address}/0",
+            redis_prefix=f"b{run}", topic_events=f"bench-{run}.events",
+            topic_risk_changes=f"bench-{run}.risk", topic_events_dlq=f"bench-{run}.dlq",
+            topic_notifications_dlq=f"bench-{run}.ndlq", scorer_group=f"bench-{run}-scorer",
+            kafka_idempotence=False, scorer_metrics_port=free_port(), clock="wall")
+        await ensure_topics(settings)
+        events = _events(N_EVENTS)
+        n = len(events)
+        produce_rate = await produce(settings, events)
+        bare = await bare_consume(settings, n)
+        trivial = await asyncio.to_thread(trivial_faust, settings, n, workdir)
+        scorer = await scorer_run(settings, n, workdir)
+    finally:
+        redis.stop()
+        broker.stop()
+    report = {
+        "when": datetime.now(UTC).isoformat(), "machine": {
+            "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "events": n, "partitions": settings.topic_partitions, "batch_max": settings.scorer_batch_max,
+        "bare_producer_events_per_s": produce_rate, "bare_consumer_events_per_s": bare,
+        "trivial_faust_events_per_s": trivial, **scorer,
+        "scorer_vs_trivial_faust": scorer["scorer_events_per_s"] / trivial,
+        "scorer_vs_bare_consumer": scorer["scorer_events_per_s"] / bare,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    ms = lambda v: "n/a" if v is None else f"≤ {v * 1000:.0f} ms"  # noqa: E731
+    print(f"\nchurnwatch bench — {n:,} events, {os.cpu_count()} CPUs, {platform.platform()}")
+    print(f"  bare aiokafka producer       {produce_rate:>10,.0f} events/s")
+    print(f"  bare aiokafka consumer       {bare:>10,.0f} events/s   (ceiling: client)")
+    print(f"  trivial Faust agent          {trivial:>10,.0f} events/s   (ceiling: framework)")
+    print(f"  churnwatch scorer            {scorer['scorer_events_per_s']:>10,.0f} events/s   "
+          f"= {report['scorer_vs_trivial_faust']:.0%} of trivial Faust, "
+          f"{report['scorer_vs_bare_consumer']:.0%} of bare consumer")
+    print(f"  event→queryable at {scorer['steady_rate']:.0f}/s   p50 {ms(scorer['latency_p50_s'])}, "
+          f"p99 {ms(scorer['latency_p99_s'])} (histogram bucket bounds)")
+    print(f"  Redis memory per customer    {scorer['redis_bytes_per_customer']:>10,.0f} bytes "
+          f"({scorer['customers']:,} customers)")
+    print(f"  report: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

@@ -1,0 +1,45 @@
+"""The ceiling for the scorer: a Faust agent that only counts (same broker, same settings)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from services.common.settings import load_settings
+from services.scorer.worker import faust_broker
+
+
+def main() -> None:
+    settings = load_settings()
+    target = int(os.environ["BENCH_TARGET"])
+    out = Path(os.environ["BENCH_OUT"])
+    app = faust.App(f"{settings.scorer_group}-trivial", broker=faust_broker(settings),
+                    value_serializer="raw", key_serializer="raw", store="memory://",
+                    autodiscover=False, web_enabled=False, consumer_auto_offset_reset="earliest",
+                    broker_rebalance_timeout=4, broker_session_timeout=6,
+                    broker_heartbeat_interval=1, broker_commit_interval=1.0,
+                    broker_max_poll_records=settings.scorer_batch_max,
+                    stream_buffer_maxsize=max(4096, settings.scorer_batch_max * 2))
+    topic = app.topic(settings.topic_events, key_type=bytes, value_type=bytes)
+    state = {"n": 0, "first": 0.0}
+
+    @app.agent(topic)
+    async def count(stream: Any) -> None:
+        async for batch in stream.take_events(settings.scorer_batch_max, within=0.05):
+            if not state["n"]:
+                state["first"] = time.monotonic()
+            state["n"] += len(batch)
+            if state["n"] >= target:
+                out.write_text(f"{state['n']} {time.monotonic() - state['first']}")
+                os._exit(0)
+
+    faust.Worker(app, loglevel="warning", quiet=True, redirect_stdouts=False).execute_from_commandline()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
