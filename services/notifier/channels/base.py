@@ -1,0 +1,93 @@
+"""What every delivery channel implements, and the message it delivers."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Protocol
+
+from services.common.logs import mask_email, mask_phone
+from services.notifier.webhooks import display_url
+
+ChannelName = Literal["email", "sms", "webhook"]
+
+
+def delivery_id(event_id: str, channel: str, target: str) -> str:
+    """Deterministic id of one delivery: the same event, channel and target give the same id."""
+    h = hashlib.sha256()
+    for part in (event_id, channel, target):
+        h.update(part.encode())
+        h.update(b"\x00")
+    return h.hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Message:
+    """One delivery of one risk change to one target.
+
+    ``to`` is an email address (email), a phone number (sms) or a URL (webhook);
+    ``event`` is the raw CloudEvent JSON as consumed (the webhook body). ``secret`` (webhook
+    signing) is never stored with a queued retry: it is looked up again by
+    ``subscription_id``.
+    """
+
+    delivery_id: str
+    channel: ChannelName
+    event_id: str
+    customer_id: str
+    to: str
+    event: bytes
+    recipient_name: str = ""
+    subject: str = ""
+    text: str = ""
+    html: str = ""
+    subscription_id: str = ""
+    secret: str = field(default="", repr=False)
+    attempt: int = 1
+
+    @property
+    def masked_target(self) -> str:
+        if self.channel == "email":
+            return mask_email(self.to)
+        if self.channel == "sms":
+            return mask_phone(self.to)
+        return display_url(self.to)
+
+    def with_attempt(self, attempt: int, *, secret: str = "", to: str | None = None) -> Message:
+        return replace(self, attempt=attempt, secret=secret or self.secret,
+                       to=self.to if to is None else to)
+
+    def to_payload(self, *, attempts: int) -> dict[str, Any]:
+        """A JSON-able form without the secret, for the persistent retry queue."""
+        return {
+            "delivery_id": self.delivery_id, "channel": self.channel, "event_id": self.event_id,
+            "customer_id": self.customer_id, "to": self.to, "event": self.event.decode(),
+            "recipient_name": self.recipient_name, "subject": self.subject, "text": self.text,
+            "html": self.html, "subscription_id": self.subscription_id, "attempts": attempts,
+        }
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> Message:
+        return cls(
+            delivery_id=payload["delivery_id"], channel=payload["channel"],
+            event_id=payload["event_id"], customer_id=payload["customer_id"], to=payload["to"],
+            event=str(payload["event"]).encode(), recipient_name=payload.get("recipient_name", ""),
+            subject=payload.get("subject", ""), text=payload.get("text", ""),
+            html=payload.get("html", ""), subscription_id=payload.get("subscription_id", ""),
+            attempt=int(payload.get("attempts", 0)) + 1,
+        )
+
+
+class Channel(Protocol):
+    """A way to deliver a :class:`Message`.
+
+    ``send`` returns when the message was accepted by the next hop, and raises
+    :class:`~services.common.exceptions.DeliveryError` otherwise: ``permanent=True`` when a
+    retry cannot help, ``retry_after`` when the receiver asked for a delay.
+    """
+
+    name: ChannelName
+
+    async def send(self, message: Message) -> None: ...
+
+    async def aclose(self) -> None: ...

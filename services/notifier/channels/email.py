@@ -1,0 +1,88 @@
+"""Email channel: one multipart (text + HTML) message per delivery over SMTP (aiosmtplib).
+
+``Message-ID`` is derived from the delivery id, so every retry of a delivery carries the same
+id and a mail system (or a person) can recognise a repeat.
+"""
+
+from __future__ import annotations
+
+import re
+from email.message import EmailMessage
+from email.utils import formataddr, formatdate
+from typing import Literal
+
+import aiosmtplib
+
+from services.common.exceptions import DeliveryError
+from services.common.logs import mask_email
+from services.notifier.channels.base import ChannelName, Message
+
+SMTP_TIMEOUT_S = 30.0
+_ADDRESS = re.compile(r"[^\s<>@,;:'\"]+@[^\s<>@,;:'\"]+")
+
+
+def _scrub(text: str) -> str:
+    """Server replies often quote the address; mask it before it reaches logs and the DLQ."""
+    return _ADDRESS.sub(lambda m: mask_email(m.group(0)), text)
+
+
+def message_id(delivery_id: str, sender: str) -> str:
+    domain = sender.rpartition("@")[2] or "churnwatch.local"
+    return f"<{delivery_id}@{domain}>"
+
+
+def build_email(message: Message, *, sender: str) -> EmailMessage:
+    mail = EmailMessage()
+    mail["From"] = sender
+    mail["To"] = formataddr((message.recipient_name, message.to)) if message.recipient_name else message.to
+    mail["Subject"] = message.subject
+    mail["Date"] = formatdate(localtime=False, usegmt=True)
+    mail["Message-ID"] = message_id(message.delivery_id, sender)
+    mail["X-Churnwatch-Delivery"] = message.delivery_id
+    mail["X-Churnwatch-Event"] = message.event_id
+    mail.set_content(message.text)
+    if message.html:
+        mail.add_alternative(message.html, subtype="html")
+    return mail
+
+
+class EmailChannel:
+    name: ChannelName = "email"
+
+    def __init__(self, *, host: str, port: int, security: Literal["none", "starttls", "tls"],
+                 sender: str, username: str | None = None, password: str | None = None,
+                 timeout_s: float = SMTP_TIMEOUT_S):
+        self.host = host
+        self.port = port
+        self.security = security
+        self.sender = sender
+        self.username = username or None
+        self.password = password
+        self.timeout_s = timeout_s
+
+    async def send(self, message: Message) -> None:
+        mail = build_email(message, sender=self.sender)
+        what = f"the SMTP server {self.host}:{self.port}"
+        try:
+            await aiosmtplib.send(
+                mail, hostname=self.host, port=self.port, timeout=self.timeout_s,
+                use_tls=self.security == "tls", start_tls=self.security == "starttls",
+                username=self.username, password=self.password if self.username else None,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            permanent = all(r.code >= 500 for r in exc.recipients)
+            codes = ", ".join(str(r.code) for r in exc.recipients)
+            raise DeliveryError(f"{what} refused the recipient ({codes})", permanent=permanent) from None
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            # A configuration problem: keep retrying while CHURNWATCH_SMTP_* is being fixed.
+            raise DeliveryError(f"{what} rejected CHURNWATCH_SMTP_USERNAME/PASSWORD "
+                                f"({exc.code} {_scrub(exc.message)})") from None
+        except aiosmtplib.SMTPResponseException as exc:
+            raise DeliveryError(f"{what} answered {exc.code} {_scrub(exc.message)}",
+                                permanent=exc.code >= 500) from None
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise DeliveryError(f"{what} could not be reached: {type(exc).__name__}: "
+                                f"{_scrub(str(exc))}") from None
+
+    async def aclose(self) -> None:
+        return None

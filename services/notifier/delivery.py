@@ -1,0 +1,183 @@
+"""Delivering one message: claim it, send it, record the outcome.
+
+At most once per delivery id while Redis remembers it: a delivery is sent only by the worker
+that claimed it (see :mod:`services.notifier.ledger`); a retryable failure is queued durably
+before the record is committed; a permanent failure, or the last attempt, goes to the
+notifications DLQ. Exceptions from Redis or Kafka propagate so that the caller does not
+commit a record whose deliveries were not settled.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from services.common.exceptions import DeliveryError
+from services.notifier.backoff import retry_delay
+from services.notifier.channels.base import Channel, Message
+from services.notifier.deadletters import DeadLetters
+from services.notifier.ledger import CLAIMED, DELIVERED, FAILED, QUEUED, Ledger, now_iso
+from services.notifier.metrics import NotifierMetrics
+
+logger = logging.getLogger(__name__)
+
+MAX_COOLING_S = 60.0
+
+SubscriptionLookup = Callable[[str], Awaitable[dict[str, Any] | None]]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Deliverer:
+    def __init__(self, *, ledger: Ledger, channels: Mapping[str, Channel],
+                 dead_letters: DeadLetters, metrics: NotifierMetrics,
+                 lookup_subscription: SubscriptionLookup, max_attempts: int,
+                 backoff_base_s: float, backoff_max_s: float):
+        self.ledger = ledger
+        self.channels = channels
+        self.dead_letters = dead_letters
+        self.metrics = metrics
+        self.lookup_subscription = lookup_subscription
+        self.max_attempts = max_attempts
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        # target -> monotonic time until which new deliveries go straight to the retry queue
+        self._cooling: dict[str, float] = {}
+
+    # entry points ---------------------------------------------------------------------
+    async def deliver_new(self, message: Message) -> None:
+        """First delivery of a message planned from a consumed record."""
+        state = await self.ledger.claim(message.delivery_id, from_queue=False)
+        if state == CLAIMED:
+            if not await self._defer_if_cooling(message):
+                await self._attempt(message)
+            return
+        self.metrics.deliveries.labels(channel=message.channel, outcome="skipped_duplicate").inc()
+        if state in (DELIVERED, FAILED, QUEUED):
+            logger.info("%s delivery to %s already %s; skipped", message.channel,
+                        message.masked_target, state, extra=_extra(message))
+            return
+        # Another worker is sending it right now: check again once its claim has expired.
+        await self.ledger.park(message.delivery_id, message.to_payload(attempts=0),
+                               due_ms=_now_ms() + self.ledger.lease_ms)
+        logger.info("%s delivery to %s is being sent by another worker; parked for a check",
+                    message.channel, message.masked_target, extra=_extra(message))
+
+    async def deliver_queued(self, delivery_id: str, payload: dict[str, Any] | None) -> None:
+        """A due entry of the retry queue."""
+        state = await self.ledger.claim(delivery_id, from_queue=True)
+        if state in (DELIVERED, FAILED):
+            await self.ledger.drop(delivery_id)
+            return
+        if state != CLAIMED:  # someone is sending it: look again after their claim expires
+            await self.ledger.postpone(delivery_id, due_ms=_now_ms() + self.ledger.lease_ms)
+            return
+        if payload is None:
+            logger.error("retry entry %s has no payload; dropped", delivery_id,
+                         extra={"delivery_id": delivery_id})
+            await self.ledger.mark_failed(delivery_id)
+            return
+        message = Message.from_payload(payload)
+        if message.channel == "webhook":
+            sub = await self.lookup_subscription(message.subscription_id)
+            if sub is None:
+                await self._give_up(message, f"webhook subscription {message.subscription_id} "
+                                             "was deleted before the delivery succeeded")
+                return
+            message = message.with_attempt(message.attempt, secret=sub.get("secret", ""),
+                                           to=sub["url"])
+        await self._attempt(message)
+
+    # a target that just failed ----------------------------------------------------------
+    async def _defer_if_cooling(self, message: Message) -> bool:
+        """Queue ``message`` without trying it while its target recovers from a failure.
+
+        Keeps one receiver that is down (each attempt waiting for a timeout) from holding up
+        every record of the partition; the retry queue tries it once the pause is over.
+        """
+        until = self._cooling.get(_target_key(message))
+        remaining = (until - time.monotonic()) if until is not None else 0.0
+        if remaining <= 0:
+            return False
+        await self.ledger.schedule_retry(message.delivery_id, message.to_payload(attempts=0),
+                                         due_ms=_now_ms() + int(remaining * 1000))
+        self.metrics.deliveries.labels(channel=message.channel, outcome="retry").inc()
+        logger.info("%s target %s failed recently; delivery queued for %.1f s", message.channel,
+                    message.masked_target, remaining, extra=_extra(message))
+        return True
+
+    # one attempt ----------------------------------------------------------------------
+    async def _attempt(self, message: Message) -> None:
+        channel = self.channels.get(message.channel)
+        if channel is None:
+            await self._give_up(message, f"the {message.channel} channel is not configured")
+            return
+        started = time.monotonic()
+        error: DeliveryError | None = None
+        try:
+            await channel.send(message)
+        except DeliveryError as exc:
+            error = exc
+        except Exception as exc:  # a bug or an unexpected library error: retry, keep going
+            logger.exception("unexpected error sending %s delivery", message.channel,
+                             extra=_extra(message))
+            error = DeliveryError(f"unexpected {type(exc).__name__}: {exc}")
+        self.metrics.delivery_seconds.labels(channel=message.channel).observe(
+            time.monotonic() - started)
+
+        if error is None:
+            self._cooling.pop(_target_key(message), None)
+            await self.ledger.mark_delivered(message.delivery_id)
+            self.metrics.deliveries.labels(channel=message.channel, outcome="delivered").inc()
+            await self._log(message, "delivered")
+            logger.info("delivered %s to %s (attempt %d)", message.channel,
+                        message.masked_target, message.attempt, extra=_extra(message))
+        elif error.permanent:
+            await self._give_up(message, str(error))
+        elif message.attempt >= self.max_attempts:
+            await self._give_up(message, f"gave up after {message.attempt} attempts: {error}")
+        else:
+            delay = retry_delay(message.attempt, base_s=self.backoff_base_s,
+                                max_s=self.backoff_max_s, retry_after_s=error.retry_after)
+            self._cooling[_target_key(message)] = time.monotonic() + min(delay, MAX_COOLING_S)
+            await self.ledger.schedule_retry(message.delivery_id,
+                                             message.to_payload(attempts=message.attempt),
+                                             due_ms=_now_ms() + int(delay * 1000))
+            self.metrics.deliveries.labels(channel=message.channel, outcome="retry").inc()
+            await self._log(message, "retrying", reason=str(error))
+            logger.warning("%s delivery to %s failed (attempt %d of %d): %s; retry in %.1f s",
+                           message.channel, message.masked_target, message.attempt,
+                           self.max_attempts, error, delay, extra=_extra(message))
+
+    async def _give_up(self, message: Message, reason: str) -> None:
+        await self.dead_letters.failed_delivery(message, reason=reason, attempts=message.attempt)
+        await self.ledger.mark_failed(message.delivery_id)
+        self.metrics.deliveries.labels(channel=message.channel, outcome="failed").inc()
+        self.metrics.dead_letters.labels(channel=message.channel).inc()
+        await self._log(message, "failed", reason=reason)
+        logger.error("%s delivery to %s failed for good: %s", message.channel,
+                     message.masked_target, reason, extra=_extra(message))
+
+    async def _log(self, message: Message, status: str, *, reason: str | None = None) -> None:
+        entry: dict[str, Any] = {
+            "delivery_id": message.delivery_id, "event_id": message.event_id,
+            "channel": message.channel, "target": message.masked_target, "status": status,
+            "at": now_iso(), "attempts": message.attempt,
+        }
+        if reason:
+            entry["reason"] = reason
+        await self.ledger.log_outcome(message.customer_id, entry)
+
+
+def _target_key(message: Message) -> str:
+    """What fails together: one webhook subscription, or the SMTP server / SMS gateway."""
+    return f"webhook:{message.subscription_id}" if message.channel == "webhook" else message.channel
+
+
+def _extra(message: Message) -> dict[str, str]:
+    return {"delivery_id": message.delivery_id, "event_id": message.event_id,
+            "customer_id": message.customer_id}

@@ -1,0 +1,172 @@
+"""Webhook subscriptions: target validation and the Redis store.
+
+Subscriptions live in the Redis hash ``Keys.webhooks`` (id -> JSON ``{id, url, secret,
+created_at}``). The HTTP API calls :func:`validate_target`, :func:`add_subscription`,
+:func:`list_subscriptions` and :func:`delete_subscription`; only the notifier reads secrets.
+
+:func:`validate_target` is also applied again right before every delivery, so that a host
+whose DNS later points at a private address (DNS rebinding) is refused.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import secrets
+import socket
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from redis.asyncio import Redis
+
+from services.common.redisconn import Keys
+
+MIN_SECRET_LENGTH = 16
+MAX_URL_LENGTH = 2048
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class TargetUnresolvable(ValueError):
+    """The target's host name does not resolve (now). At delivery time this is retryable."""
+
+
+def _refusal(ip: IPAddress) -> str | None:
+    """Why ``ip`` may not be a webhook target, or None when it is a public address."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return _refusal(ip.ipv4_mapped)
+    for flag in ("loopback", "unspecified", "link_local", "multicast", "reserved", "private"):
+        if getattr(ip, f"is_{flag}"):
+            return flag.replace("_", "-")
+    if not ip.is_global:
+        return "non-public"
+    return None
+
+
+def _resolve(host: str, port: int) -> list[IPAddress]:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise TargetUnresolvable(
+            f"the host {host!r} does not resolve ({exc}); check the spelling or the DNS record"
+        ) from None
+    out: list[IPAddress] = []
+    for *_, sockaddr in infos:
+        addr = str(sockaddr[0]).split("%", 1)[0]  # drop an IPv6 zone id
+        out.append(ipaddress.ip_address(addr))
+    return out
+
+
+def validate_target(url: str, *, allow_private: bool) -> str:
+    """Return ``url`` normalised, or raise ValueError saying what to fix.
+
+    Only http/https URLs with a host; the host is resolved and loopback, private,
+    link-local, multicast, reserved and unspecified addresses are refused unless
+    ``allow_private`` (``CHURNWATCH_WEBHOOK_ALLOW_PRIVATE=true``). Raises
+    :class:`TargetUnresolvable` (a ValueError) when the host does not resolve.
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise ValueError("the webhook url is empty; give a full URL such as https://example.com/hooks")
+    url = url.strip()
+    if len(url) > MAX_URL_LENGTH:
+        raise ValueError(f"the webhook url is {len(url)} characters long; use at most {MAX_URL_LENGTH}")
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+        raise ValueError("the webhook url contains whitespace or control characters; percent-encode them")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        raise ValueError(f"the webhook url {url!r} uses scheme {parts.scheme or '(none)'!r}; "
+                         "only http:// and https:// are accepted, e.g. https://example.com/hooks")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("the webhook url contains credentials (user:password@); remove them - every "
+                         "delivery is signed with the subscription secret instead")
+    host = parts.hostname
+    if not host:
+        raise ValueError(f"the webhook url {url!r} has no host; use e.g. https://example.com/hooks")
+    try:
+        port = parts.port or _DEFAULT_PORTS[scheme]
+    except ValueError:
+        raise ValueError(f"the webhook url {url!r} has an invalid port; use a number 1-65535") from None
+    try:
+        ascii_host = host.encode("idna").decode("ascii") if not _is_ip(host) else host
+    except UnicodeError:
+        raise ValueError(f"the host {host!r} is not a valid domain name") from None
+
+    addresses = _resolve(ascii_host, port)
+    if not allow_private:
+        for ip in addresses:
+            why = _refusal(ip)
+            if why is not None:
+                raise ValueError(
+                    f"the webhook host {host!r} resolves to {ip}, a {why} address; use a public "
+                    "address, or set CHURNWATCH_WEBHOOK_ALLOW_PRIVATE=true for local receivers"
+                )
+
+    netloc = f"[{ascii_host}]" if ":" in ascii_host else ascii_host
+    if parts.port is not None and parts.port != _DEFAULT_PORTS[scheme]:
+        netloc += f":{parts.port}"
+    return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def display_url(url: str) -> str:
+    """``scheme://host[:port]/…`` - enough to recognise a target without leaking path tokens."""
+    parts = urlsplit(url)
+    suffix = "/…" if parts.path not in ("", "/") or parts.query else "/"
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{suffix}"
+
+
+# The store ----------------------------------------------------------------------------
+
+
+def _public(sub: dict[str, Any]) -> dict[str, Any]:
+    return {"id": sub["id"], "url": sub["url"], "created_at": sub["created_at"]}
+
+
+async def add_subscription(redis: Redis, keys: Keys, *, url: str, secret: str) -> dict[str, Any]:
+    """Store a subscription; returns ``{id, url, created_at}`` (never the secret).
+
+    ``url`` should already have passed :func:`validate_target`.
+    """
+    if not isinstance(secret, str) or len(secret) < MIN_SECRET_LENGTH:
+        raise ValueError(f"the webhook secret must be at least {MIN_SECRET_LENGTH} characters long")
+    sub = {
+        "id": "wh_" + secrets.token_hex(8),
+        "url": url,
+        "secret": secret,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+    }
+    await redis.hset(keys.webhooks, sub["id"], json.dumps(sub))
+    return _public(sub)
+
+
+async def load_subscriptions_with_secrets(redis: Redis, keys: Keys) -> list[dict[str, Any]]:
+    """Every subscription including its secret (notifier only), oldest first."""
+    raw = await redis.hgetall(keys.webhooks)
+    subs = [json.loads(v) for v in raw.values()]
+    return sorted(subs, key=lambda s: (s.get("created_at", ""), s["id"]))
+
+
+async def list_subscriptions(redis: Redis, keys: Keys) -> list[dict[str, Any]]:
+    """Every subscription without secrets, oldest first."""
+    return [_public(s) for s in await load_subscriptions_with_secrets(redis, keys)]
+
+
+async def get_subscription_with_secret(redis: Redis, keys: Keys, sub_id: str) -> dict[str, Any] | None:
+    raw = await redis.hget(keys.webhooks, sub_id)
+    return json.loads(raw) if raw else None
+
+
+async def delete_subscription(redis: Redis, keys: Keys, sub_id: str) -> bool:
+    """Remove a subscription; False when there was none with that id."""
+    removed = await redis.hdel(keys.webhooks, sub_id)
+    return int(removed) > 0

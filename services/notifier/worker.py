@@ -1,0 +1,323 @@
+"""The notifier process: risk-change CloudEvents in, webhooks / email / SMS out.
+
+Consumes ``settings.topic_risk_changes`` in group ``settings.notifier_group`` and commits a
+record only once every delivery it needs is delivered, dead-lettered or durably queued for a
+retry in Redis. A second loop works the retry queue a bounded batch per tick. Unreadable
+records go to ``settings.topic_notifications_dlq`` and the consumer carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import IllegalStateError, KafkaError
+from aiokafka.structs import ConsumerRecord
+from prometheus_client import CollectorRegistry
+
+from services.common.exceptions import ConfigError
+from services.common.httpserver import WorkerHttpServer
+from services.common.kafka import ensure_topics, make_consumer, make_producer
+from services.common.logs import setup_logging
+from services.common.redisconn import Keys, make_redis
+from services.common.settings import Settings
+from services.notifier.channels.base import Channel
+from services.notifier.channels.email import SMTP_TIMEOUT_S, EmailChannel
+from services.notifier.channels.sms import SmsChannel
+from services.notifier.channels.webhook import WebhookChannel
+from services.notifier.deadletters import DeadLetters
+from services.notifier.delivery import Deliverer
+from services.notifier.inbound import InvalidRecord, decode_risk_change
+from services.notifier.ledger import Ledger
+from services.notifier.metrics import NotifierMetrics
+from services.notifier.planner import Planner
+from services.notifier.recipients import RecipientResolver, StoreManagerResolver
+from services.notifier.routing import Routing, load_routing
+from services.notifier.webhooks import get_subscription_with_secret, load_subscriptions_with_secrets
+
+logger = logging.getLogger(__name__)
+
+POLL_TIMEOUT_MS = 500
+POLL_MAX_RECORDS = 50
+RETRY_BATCH = 50
+RETRY_CONCURRENCY = 10
+SHUTDOWN_GRACE_S = 30.0
+BATCH_FAILURE_PAUSE_S = 2.0
+STARTUP_TIMEOUT_S = 60.0
+
+
+def build_channels(settings: Settings, routing: Routing) -> dict[str, Channel]:
+    """The configured channels; each one the routing asks for but is not configured is
+    logged once (its deliveries are then left out, not failed)."""
+    channels: dict[str, Channel] = {
+        "webhook": WebhookChannel(timeout_s=settings.webhook_timeout_seconds,
+                                  allow_private=settings.webhook_allow_private),
+    }
+    used = routing.used_channels
+    if settings.smtp_host:
+        channels["email"] = EmailChannel(
+            host=settings.smtp_host, port=settings.smtp_port, security=settings.smtp_security,
+            sender=settings.smtp_from, username=settings.smtp_username,
+            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None)
+    elif "email" in used:
+        logger.warning("email notifications are off: CHURNWATCH_SMTP_HOST is not set "
+                       "(routes in %s ask for email)", routing.source)
+    if settings.sms_gateway_url:
+        channels["sms"] = SmsChannel(
+            url=settings.sms_gateway_url, style=settings.sms_gateway_style,
+            sender=settings.sms_sender, username=settings.sms_gateway_username,
+            token=settings.sms_gateway_token.get_secret_value() if settings.sms_gateway_token else None,
+            timeout_s=settings.webhook_timeout_seconds)
+    elif "sms" in used:
+        logger.warning("SMS notifications are off: CHURNWATCH_SMS_GATEWAY_URL is not set "
+                       "(routes in %s ask for sms)", routing.source)
+    return channels
+
+
+async def _gather_strict(aws: Sequence[Awaitable[Any]]) -> None:
+    """Run all to completion, then raise the first exception any of them raised."""
+    results = await asyncio.gather(*aws, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+class _Stopped(Exception):
+    """Stop was requested before start-up finished."""
+
+
+KafkaClient = TypeVar("KafkaClient", AIOKafkaProducer, AIOKafkaConsumer)
+
+
+async def _start_client(factory: Callable[[], KafkaClient], what: str, stop: asyncio.Event
+                        ) -> KafkaClient:
+    """Start a Kafka client, retrying for a while: a broker that has just started may refuse
+    the first requests (e.g. InitProducerId) for a moment."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while True:
+        client = factory()
+        try:
+            await client.start()
+            return client
+        except (KafkaError, OSError) as exc:
+            with contextlib.suppress(Exception):
+                await client.stop()
+            if time.monotonic() > deadline:
+                raise
+            logger.warning("the %s could not start (%s: %s); retrying", what,
+                           type(exc).__name__, exc)
+        await _sleep_unless(stop, 1.0)
+        if stop.is_set():
+            raise _Stopped()
+
+
+class Notifier:
+    consumer: AIOKafkaConsumer
+    dead_letters: DeadLetters
+    deliverer: Deliverer
+
+    def __init__(self, settings: Settings, *, registry: CollectorRegistry,
+                 resolver: RecipientResolver | None = None):
+        self.settings = settings
+        self.metrics = NotifierMetrics(registry)
+        self.routing = load_routing(settings.routing_file)
+        self.channels = build_channels(settings, self.routing)
+        self.planner = Planner(routing=self.routing,
+                               resolver=resolver or StoreManagerResolver(self.routing),
+                               enabled_channels=self.channels.keys())
+        self.redis = make_redis(settings)
+        self.keys = Keys(settings.redis_prefix)
+        lease_s = 2 * max(settings.webhook_timeout_seconds, SMTP_TIMEOUT_S) + 10
+        self.ledger = Ledger(self.redis, self.keys, lease_ms=int(lease_s * 1000),
+                             owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
+        self.lookup_subscription = partial(get_subscription_with_secret, self.redis, self.keys)
+        self.http = WorkerHttpServer(host=settings.api_host, port=settings.notifier_metrics_port,
+                                     registry=registry, ready=self._health)
+        self.retry_tick_s = min(1.0, max(0.05, settings.delivery_backoff_base_seconds / 2))
+        self.consuming = False
+
+    def _health(self) -> dict[str, Any]:
+        return {"ready": self.consuming, "consumer": "started" if self.consuming else "starting",
+                "channels": sorted(self.channels)}
+
+    # lifecycle ------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        s = self.settings
+        clients: list[AIOKafkaProducer | AIOKafkaConsumer] = []
+        try:
+            port = await self.http.start()
+            logger.info("notifier metrics on http://%s:%d/metrics; channels: %s; routing: %s",
+                        s.api_host, port, ", ".join(sorted(self.channels)), self.routing.source)
+            await ensure_topics(s, [s.topic_risk_changes, s.topic_notifications_dlq])
+            producer = await _start_client(lambda: make_producer(s), "DLQ producer", stop)
+            clients.append(producer)
+            self.consumer = await _start_client(
+                lambda: make_consumer(s, s.topic_risk_changes, group_id=s.notifier_group),
+                "consumer", stop)
+            clients.insert(0, self.consumer)
+            self.dead_letters = DeadLetters(producer, topic=s.topic_notifications_dlq)
+            self.deliverer = Deliverer(
+                ledger=self.ledger, channels=self.channels, dead_letters=self.dead_letters,
+                metrics=self.metrics, max_attempts=s.delivery_max_attempts,
+                backoff_base_s=s.delivery_backoff_base_seconds,
+                backoff_max_s=s.delivery_backoff_max_seconds,
+                lookup_subscription=self.lookup_subscription)
+            self.consuming = True
+            logger.info("consuming %s as group %s", s.topic_risk_changes, s.notifier_group)
+            halt = asyncio.Event()  # stop requested, or one loop ended (a crash): end both
+            tasks = [asyncio.create_task(self._consume(halt), name="notifier-consume"),
+                     asyncio.create_task(self._retry_loop(halt), name="notifier-retry")]
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+            halt.set()
+            stopper.cancel()
+            finished, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_S)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            for task in finished:
+                error = None if task.cancelled() else task.exception()
+                if error is not None:
+                    raise error
+        except _Stopped:
+            logger.info("stopped while starting")
+        finally:
+            self.consuming = False
+            await self._close(clients)
+
+    async def _close(self, clients: list[AIOKafkaProducer | AIOKafkaConsumer]) -> None:
+        closing: list[tuple[str, Awaitable[Any]]] = [(type(c).__name__, c.stop()) for c in clients]
+        closing += [(f"{n} channel", c.aclose()) for n, c in self.channels.items()]
+        closing += [("http server", self.http.stop()), ("redis", self.redis.aclose())]
+        for name, step in closing:
+            try:
+                await step
+            except Exception:
+                logger.exception("error while closing the %s", name)
+        logger.info("notifier stopped")
+
+    # consuming ------------------------------------------------------------------------
+    async def _consume(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            batch = await self.consumer.getmany(timeout_ms=POLL_TIMEOUT_MS,
+                                                max_records=POLL_MAX_RECORDS)
+            if not batch:
+                continue
+            try:
+                subscriptions = await load_subscriptions_with_secrets(self.redis, self.keys)
+                await _gather_strict([self._partition(records, subscriptions)
+                                      for records in batch.values()])
+            except Exception:
+                logger.exception("could not settle a batch of %d record(s); it is processed "
+                                 "again in %.0f s", sum(map(len, batch.values())),
+                                 BATCH_FAILURE_PAUSE_S)
+                self._rewind(batch)
+                await _sleep_unless(stop, BATCH_FAILURE_PAUSE_S)
+                continue
+            offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
+            try:
+                await self.consumer.commit(offsets)
+            except KafkaError as exc:  # CommitFailedError after a rebalance, mostly
+                # Partitions moved to another member: it gets these records again and the
+                # ledger recognises the deliveries already made.
+                logger.warning("offset commit failed (%s); records will be redelivered", exc)
+
+    def _rewind(self, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
+        for tp, records in batch.items():
+            try:
+                self.consumer.seek(tp, records[0].offset)
+            except (IllegalStateError, AssertionError) as exc:
+                logger.warning("cannot rewind %s: %s", tp, exc)
+
+    async def _partition(self, records: list[ConsumerRecord[Any, Any]],
+                         subscriptions: list[dict[str, Any]]) -> None:
+        for record in records:  # in order: a customer's changes stay in sequence
+            await self._record(record, subscriptions)
+
+    async def _record(self, record: ConsumerRecord[Any, Any],
+                      subscriptions: list[dict[str, Any]]) -> None:
+        where = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+        try:
+            event = decode_risk_change(record.value)
+        except InvalidRecord as exc:
+            await self.dead_letters.invalid_record(record, reason=str(exc))
+            self.metrics.dead_letters.labels(channel="input").inc()
+            logger.warning("unreadable record sent to %s: %s",
+                           self.settings.topic_notifications_dlq, exc, extra=where)
+            return
+        self.metrics.consumed.inc()
+        messages = await self.planner.plan(event, subscriptions=subscriptions)
+        await _gather_strict([self.deliverer.deliver_new(m) for m in messages])
+
+    # retries --------------------------------------------------------------------------
+    async def _retry_loop(self, stop: asyncio.Event) -> None:
+        limit = asyncio.Semaphore(RETRY_CONCURRENCY)
+
+        async def one(delivery_id: str, payload: dict[str, Any] | None) -> None:
+            async with limit:
+                await self.deliverer.deliver_queued(delivery_id, payload)
+
+        while not stop.is_set():
+            try:
+                due = await self.ledger.due(now_ms=int(time.time() * 1000), limit=RETRY_BATCH)
+                results = await asyncio.gather(*(one(i, p) for i, p in due), return_exceptions=True)
+                for (delivery_id, _), result in zip(due, results, strict=True):
+                    if isinstance(result, BaseException):
+                        logger.error("retry of %s failed: %r; it stays queued", delivery_id,
+                                     result, extra={"delivery_id": delivery_id})
+                self.metrics.retry_queue_depth.set(await self.ledger.depth())
+            except Exception:
+                logger.exception("retry queue tick failed; trying again")
+            await _sleep_unless(stop, self.retry_tick_s)
+
+
+async def run_notifier(settings: Settings, *, stop: asyncio.Event,
+                       registry: CollectorRegistry | None = None,
+                       resolver: RecipientResolver | None = None) -> None:
+    """Run the notifier until ``stop`` is set (or a loop crashes, re-raised here).
+
+    ``registry``: where the metrics are registered (a fresh one by default); ``resolver``:
+    who receives email/SMS (default: the store manager from the routing file).
+    Raises ConfigError for a bad routing file.
+    """
+    notifier = Notifier(settings, registry=registry or CollectorRegistry(), resolver=resolver)
+    await notifier.run(stop)
+
+
+def main(settings: Settings) -> int:
+    """Entry point: run until SIGTERM/SIGINT. 0 = clean stop, 2 = bad configuration, 1 = crash."""
+    setup_logging("notifier", settings.log_level)
+    # httpx logs every request URL at INFO; webhook URLs may carry tokens in their path.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
+
+    async def _main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await run_notifier(settings, stop=stop)
+        except ConfigError as exc:
+            logger.error("%s", exc)
+            return 2
+        except Exception:
+            logger.exception("the notifier stopped on an error")
+            return 1
+        return 0
+
+    return asyncio.run(_main())

@@ -1,0 +1,385 @@
+"""The notifier against the real broker and Redis, with real SMTP/HTTP receivers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from email import message_from_bytes
+from email.policy import default as default_policy
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
+from redis.asyncio import Redis
+
+from services.cli.sinks import Sinks
+from services.common.embedded import free_port
+from services.common.redisconn import Keys
+from services.common.riskchange import (
+    Cause,
+    Reason,
+    RiskChange,
+    SuggestedAction,
+    encode_cloudevent,
+    to_cloudevent,
+)
+from services.common.settings import Settings
+from services.notifier.channels.base import delivery_id
+from services.notifier.signing import verify
+from services.notifier.webhooks import add_subscription
+from services.notifier.worker import run_notifier
+from tests.kafkatools import produce, read_all
+
+pytestmark = pytest.mark.integration
+
+SECRET = "test-webhook-secret-0123456789"
+SMS_TOKEN = "sms-token-0123456789"
+
+
+# helpers ------------------------------------------------------------------------------
+
+
+def risk_change(customer_id: str, *, previous: str = "low", tier: str = "high",
+                cause_event: str = "e-1") -> RiskChange:
+    return RiskChange(
+        customer_id=customer_id, store_id="salon-downtown", previous_tier=previous,  # type: ignore[arg-type]
+        tier=tier, score=0.81, previous_score=0.22,  # type: ignore[arg-type]
+        reasons=[Reason(code="overdue", text="63 days since the last visit; usually every 28 days",
+                        text_zh="距上次到店已63天；平时每28天一次", weight=1.9)],
+        suggested_action=SuggestedAction(code="personal_call", text="Call the customer personally",
+                                         text_zh="亲自致电客户"),
+        value_tier="high", lifecycle_stage="mature", model_version="scorecard-1",
+        as_of=datetime(2026, 11, 23, 10, tzinfo=UTC), cause=Cause(kind="event", event_id=cause_event),
+        features={"days_since_last_activity": 63.0},
+    )
+
+
+def cloudevent(customer_id: str, **kwargs: Any) -> tuple[str, bytes]:
+    event = to_cloudevent(risk_change(customer_id, **kwargs))
+    return event["id"], encode_cloudevent(event)
+
+
+async def produce_changes(settings: Settings, *records: tuple[str, bytes]) -> None:
+    await produce(settings, settings.topic_risk_changes, [(k.encode(), v) for k, v in records])
+
+
+async def wait_until(check: Callable[[], Any], *, timeout: float = 20.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what or check}")
+        await asyncio.sleep(0.05)
+
+
+def metric(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    return registry.get_sample_value(name, labels) or 0.0
+
+
+def deliveries(registry: CollectorRegistry, channel: str, outcome: str) -> float:
+    return metric(registry, "churnwatch_notifier_deliveries_total", channel=channel, outcome=outcome)
+
+
+class Receiver:
+    """A webhook receiver answering the given statuses in turn (then ``then``)."""
+
+    def __init__(self, statuses: list[int | tuple[int, dict[str, str]]] | None = None, *,
+                 then: int = 200):
+        self.statuses = list(statuses or [])
+        self.then = then
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        self.requests.append((dict(request.headers), await request.read()))
+        answer = self.statuses.pop(0) if self.statuses else self.then
+        status, headers = answer if isinstance(answer, tuple) else (answer, {})
+        return web.Response(status=status, text="ok" if status < 300 else "nope", headers=headers)
+
+    async def __aenter__(self) -> Receiver:
+        app = web.Application()
+        app.router.add_post("/hook", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        port = free_port()
+        await web.TCPSite(self._runner, "127.0.0.1", port).start()
+        self.url = f"http://127.0.0.1:{port}/hook"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+
+@asynccontextmanager
+async def notifier(settings: Settings) -> AsyncIterator[CollectorRegistry]:
+    registry = CollectorRegistry()
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_notifier(settings, stop=stop, registry=registry))
+    try:
+        yield registry
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+
+
+async def read_dlq(settings: Settings, count: int) -> list[Any]:
+    records = await read_all(settings, settings.topic_notifications_dlq, expect=count, idle_ms=300)
+    assert len(records) == count, f"expected {count} DLQ record(s), found {len(records)}"
+    return records
+
+
+@pytest.fixture
+def fast(settings_factory) -> Settings:
+    return settings_factory(delivery_backoff_base_seconds=0.2, delivery_backoff_max_seconds=1.0,
+                            delivery_max_attempts=3, webhook_allow_private=True,
+                            webhook_timeout_seconds=3.0, notifier_metrics_port=free_port())
+
+
+# tests --------------------------------------------------------------------------------
+
+
+async def test_fans_out_to_webhook_email_and_sms_once_per_target(
+        fast: Settings, redis: Redis, tmp_path: Path) -> None:
+    sinks = Sinks(out_dir=tmp_path / "out")
+    ports = await sinks.start()
+    try:
+        settings = fast.model_copy(update={
+            "smtp_host": "127.0.0.1", "smtp_port": ports["smtp"],
+            "sms_gateway_url": f"http://127.0.0.1:{ports['sms']}/sms",
+            "sms_gateway_token": SecretStr(SMS_TOKEN),
+        })
+        keys = Keys(settings.redis_prefix)
+        sub = await add_subscription(redis, keys, url=f"http://127.0.0.1:{ports['webhook']}/webhook",
+                                     secret=SECRET)
+        assert "secret" not in sub
+        event_id, raw = cloudevent("c-1042")
+        # Published twice: every target must still get it exactly once.
+        await produce_changes(settings, ("c-1042", raw), ("c-1042", raw))
+
+        async with notifier(settings) as registry:
+            await wait_until(lambda: all(
+                deliveries(registry, ch, "delivered") == 1 and
+                deliveries(registry, ch, "skipped_duplicate") == 1
+                for ch in ("email", "sms", "webhook")), what="one delivery + one skip per channel")
+            async with httpx.AsyncClient() as client:
+                base = f"http://127.0.0.1:{settings.notifier_metrics_port}"
+                assert (await client.get(f"{base}/health")).status_code == 200
+                text = (await client.get(f"{base}/metrics")).text
+            assert 'churnwatch_notifier_deliveries_total{channel="webhook",outcome="delivered"} 1.0' in text
+            assert metric(registry, "churnwatch_notifier_risk_changes_consumed_total") == 2
+
+        out = tmp_path / "out"
+        # Webhook: the raw CloudEvent bytes, signed, with a delivery id.
+        [hook] = [json.loads(line) for line in (out / "webhooks.ndjson").read_text().splitlines()]
+        headers = {k.lower(): v for k, v in hook["headers"].items()}
+        assert hook["body"].encode() == raw
+        assert headers["content-type"] == "application/cloudevents+json"
+        assert verify(SECRET, headers["churnwatch-signature"], raw, 60)
+        assert headers["churnwatch-delivery"] == delivery_id(event_id, "webhook", sub["id"])
+
+        # Email: one mail, multipart, Message-ID derived from the delivery id.
+        [eml] = list((out / "mail").glob("*.eml"))
+        mail = message_from_bytes(eml.read_bytes(), policy=default_policy)
+        did = delivery_id(event_id, "email", "manager@churnwatch.local")
+        assert mail["Message-ID"] == f"<{did}@localhost>"
+        assert "manager@churnwatch.local" in mail["To"] and "c-1042" in mail["Subject"]
+        body = mail.get_body(preferencelist=("plain",))
+        assert body is not None
+        plain = body.get_content()
+        assert "63 days since the last visit" in plain and "Call the customer personally" in plain
+        assert mail.get_body(preferencelist=("html",)) is not None
+        assert len((out / "mail.log").read_text().splitlines()) == 1
+
+        # SMS: json style, bearer token and signature.
+        [sms] = [json.loads(line) for line in (out / "sms.ndjson").read_text().splitlines()]
+        assert (sms["style"], sms["to"], sms["from"]) == ("json", "+15550100000", "churnwatch")
+        assert "c-1042" in sms["text"] and sms["authorization"] == "Bearer"
+        assert sms["idempotency_key"] == delivery_id(event_id, "sms", "+15550100000")
+
+        # Delivery log: one entry per target, masked.
+        log = [json.loads(x) for x in await redis.lrange(keys.delivery_log("c-1042"), 0, -1)]
+        assert sorted((e["channel"], e["status"]) for e in log) == [
+            ("email", "delivered"), ("sms", "delivered"), ("webhook", "delivered")]
+        targets = {e["channel"]: e["target"] for e in log}
+        assert targets["email"] == "m***@churnwatch.local"
+        assert targets["sms"].endswith("000") and "+1555" not in targets["sms"]
+
+        # A restart that reads the topic again (new group) delivers nothing twice.
+        again = settings.model_copy(update={"notifier_group": settings.notifier_group + "-2"})
+        async with notifier(again) as registry:
+            await wait_until(lambda: all(deliveries(registry, ch, "skipped_duplicate") == 2
+                                         for ch in ("email", "sms", "webhook")),
+                             what="everything skipped after the restart")
+            assert all(deliveries(registry, ch, "delivered") == 0 for ch in ("email", "sms", "webhook"))
+        assert len((out / "webhooks.ndjson").read_text().splitlines()) == 1
+        assert len(list((out / "mail").glob("*.eml"))) == 1
+    finally:
+        await sinks.stop()
+
+
+async def test_retryable_failure_is_retried_with_the_same_delivery_id(
+        fast: Settings, redis: Redis) -> None:
+    keys = Keys(fast.redis_prefix)
+    # One 500 asking for a 1 s pause, then 200s.
+    async with Receiver([(500, {"Retry-After": "1"})]) as flaky:
+        sub = await add_subscription(redis, keys, url=flaky.url, secret=SECRET)
+        first_id, first = cloudevent("c-7", previous="high", tier="low", cause_event="e-1")
+        second_id, second = cloudevent("c-7", previous="low", tier="medium", cause_event="e-2")
+        await produce_changes(fast, ("c-7", first), ("c-7", second))
+        async with notifier(fast) as registry:
+            await wait_until(lambda: deliveries(registry, "webhook", "delivered") == 2,
+                             what="both delivered after the pause")
+            await asyncio.sleep(0.5)  # nothing else arrives afterwards
+            await wait_until(lambda: metric(registry, "churnwatch_notifier_retry_queue_depth") == 0,
+                             what="an empty retry queue")
+            # first: failed once; second: queued untried while the receiver was paused.
+            assert deliveries(registry, "webhook", "retry") == 2
+        first_did = delivery_id(first_id, "webhook", sub["id"])
+        second_did = delivery_id(second_id, "webhook", sub["id"])
+        seen = [h["Churnwatch-Delivery"] for h, _ in flaky.requests]
+        assert seen[0] == first_did and sorted(seen) == sorted([first_did, first_did, second_did])
+        assert all(verify(SECRET, h["Churnwatch-Signature"], body, 60) for h, body in flaky.requests)
+        assert {body for h, body in flaky.requests if h["Churnwatch-Delivery"] == first_did} == {first}
+        for did in (first_did, second_did):
+            assert await redis.get(keys.delivery(did)) == "delivered"
+        assert await redis.zcard(keys.retry_queue) == 0
+        log = [json.loads(x) for x in await redis.lrange(keys.delivery_log("c-7"), 0, -1)]
+        assert [e["status"] for e in log if e["delivery_id"] == first_did] == ["delivered", "retrying"]
+        assert [e["attempts"] for e in log if e["delivery_id"] == first_did] == [2, 1]
+
+
+async def test_permanent_failures_and_exhausted_retries_are_dead_lettered(
+        fast: Settings, redis: Redis) -> None:
+    keys = Keys(fast.redis_prefix)
+    async with Receiver(then=400) as rejecting, Receiver(then=503) as down:
+        bad = await add_subscription(redis, keys, url=rejecting.url, secret=SECRET)
+        gone = await add_subscription(redis, keys, url=down.url, secret=SECRET)
+        event_id, raw = cloudevent("c-9")
+        await produce_changes(fast, ("c-9", raw))
+        async with notifier(fast) as registry:
+            await wait_until(lambda: metric(registry, "churnwatch_notifier_dead_letters_total",
+                                            channel="webhook") == 2, what="two dead letters")
+            await asyncio.sleep(0.6)
+        assert len(rejecting.requests) == 1  # 400: not retried
+        assert len(down.requests) == fast.delivery_max_attempts
+        records = await read_dlq(fast, 2)
+        letters = {json.loads(r.value)["delivery_id"]: (r, json.loads(r.value)) for r in records}
+        record, letter = letters[delivery_id(event_id, "webhook", bad["id"])]
+        assert letter["attempts"] == 1 and "HTTP 400" in letter["reason"]
+        assert letter["channel"] == "webhook" and letter["event"]["id"] == event_id
+        assert letter["target"] == f"http://127.0.0.1:{rejecting.url.split(':')[2].split('/')[0]}/…"
+        assert dict(record.headers)["reason"].decode().startswith("webhook")
+        assert record.key == b"c-9"
+        _, letter = letters[delivery_id(event_id, "webhook", gone["id"])]
+        assert letter["attempts"] == 3 and letter["reason"].startswith("gave up after 3 attempts")
+        assert {h["Churnwatch-Delivery"] for h, _ in down.requests} == {letter["delivery_id"]}
+        assert await redis.get(keys.delivery(letter["delivery_id"])) == "failed"
+
+
+async def test_unreadable_records_go_to_the_dlq_and_the_worker_carries_on(
+        fast: Settings, redis: Redis) -> None:
+    keys = Keys(fast.redis_prefix)
+    async with Receiver() as ok:
+        await add_subscription(redis, keys, url=ok.url, secret=SECRET)
+        _, raw = cloudevent("c-5")
+        broken = json.loads(raw)
+        broken["data"]["tier"] = "extreme"
+        await produce_changes(fast, ("c-5", b"\xff\x00 garbage"), ("c-5", b'{"specversion": "0.3"}'),
+                      ("c-5", json.dumps(broken).encode()), ("c-5", raw))
+        async with notifier(fast) as registry:
+            await wait_until(lambda: len(ok.requests) == 1, what="the valid event delivered")
+            assert metric(registry, "churnwatch_notifier_dead_letters_total", channel="input") == 3
+        records = sorted(await read_dlq(fast, 3), key=lambda r: r.offset)
+        reasons = [dict(r.headers)["reason"].decode() for r in records]
+        assert reasons[0].startswith("not UTF-8 JSON")
+        assert "specversion" in reasons[1]
+        assert reasons[2].startswith("data is not a RiskChange: tier")
+        assert records[0].value == b"\xff\x00 garbage"
+        assert all(dict(r.headers)["kind"] == b"invalid-record" for r in records)
+        assert ok.requests[0][1] == raw
+
+
+async def test_sms_gateway_styles(tmp_path: Path) -> None:
+    from base64 import b64decode
+
+    from services.notifier.channels.base import Message
+    from services.notifier.channels.sms import SmsChannel
+
+    message = Message(delivery_id="d-1", channel="sms", event_id="e-1", customer_id="c-1",
+                      to="+15550100000", event=b"{}", text="churnwatch: customer c-1 is high risk")
+    async with Receiver() as gateway:
+        json_style = SmsChannel(url=gateway.url, style="json", sender="churnwatch",
+                                token=SMS_TOKEN, username=None, timeout_s=3)
+        form_style = SmsChannel(url=gateway.url, style="form", sender="+15550199999",
+                                token=SMS_TOKEN, username="AC123", timeout_s=3)
+        await json_style.send(message)
+        await form_style.send(message)
+        await json_style.aclose()
+        await form_style.aclose()
+    (jh, jbody), (fh, fbody) = gateway.requests
+    assert json.loads(jbody) == {"from": "churnwatch", "to": "+15550100000", "text": message.text}
+    assert jh["Authorization"] == f"Bearer {SMS_TOKEN}"
+    assert verify(SMS_TOKEN, jh["X-Churnwatch-Signature"], jbody, 60)
+    assert fh["Content-Type"] == "application/x-www-form-urlencoded"
+    assert b64decode(fh["Authorization"].split()[1]).decode() == f"AC123:{SMS_TOKEN}"
+    assert b"To=%2B15550100000" in fbody and b"From=%2B15550199999" in fbody and b"Body=" in fbody
+
+    sinks = Sinks(out_dir=tmp_path)
+    ports = await sinks.start()
+    try:
+        url = f"http://127.0.0.1:{ports['sms']}/sms"
+        channel = SmsChannel(url=url, style="form", sender="cw", token=None, username=None,
+                             timeout_s=3)
+        await channel.send(message)
+        await channel.aclose()
+        async with httpx.AsyncClient() as client:
+            assert (await client.post(url, json={"text": "no recipient"})).status_code == 400
+    finally:
+        await sinks.stop()
+    [line] = (tmp_path / "sms.ndjson").read_text().splitlines()
+    assert json.loads(line) | {"at": None} == {
+        "at": None, "style": "form", "from": "cw", "to": "+15550100000", "text": message.text,
+        "authorization": None, "signature": None, "idempotency_key": "d-1"}
+
+
+def test_sinks_main_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from services.common.embedded import wait_for_port
+
+    smtp, http = free_port(), free_port()
+    code = ("import logging, pathlib, sys; from services.cli.sinks import main; "
+            f"sys.exit(main(smtp_port={smtp}, sms_port={http}, webhook_port={http}, "
+            f"out_dir=pathlib.Path({str(tmp_path)!r})))")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        wait_for_port(smtp, proc=proc)  # type: ignore[arg-type]
+        wait_for_port(http, proc=proc)  # type: ignore[arg-type]
+        response = httpx.post(f"http://127.0.0.1:{http}/webhook", content=b'{"x":1}',
+                              headers={"Churnwatch-Delivery": "d-9"})
+        assert response.status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and out == b""
+    [line] = (tmp_path / "webhooks.ndjson").read_text().splitlines()
+    assert json.loads(line)["body"] == '{"x":1}'

@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from services.common.exceptions import ConfigError
+from services.common.riskchange import Cause, Reason, RiskChange, SuggestedAction
+from services.notifier.recipients import StoreManagerResolver
+from services.notifier.routing import load_routing, parse_routing_text
+
+ROUTING = """
+recipients:
+  default_manager: {name: "Store manager", email: "manager@churnwatch.local", phone: "+15550100000"}
+  downtown: {name: "Li Wei", email: "li@example.com", locale: zh-CN}
+stores:
+  salon-downtown: downtown
+default_recipient: default_manager
+routes:
+  - match: {to: high, value_tier: high}
+    channels: [webhook, sms, email]
+  - match: {to: high}
+    channels: [email, webhook]
+  - match: {from: high, to: [medium, low]}
+    channels: [email]
+  - match: {store: [salon-uptown]}
+    channels: [sms]
+  - match: {}
+    channels: [webhook]
+"""
+
+
+def change(previous: str, tier: str, *, store: str | None = "salon-downtown",
+           value_tier: str = "medium") -> RiskChange:
+    return RiskChange(
+        customer_id="c-1", store_id=store, previous_tier=previous, tier=tier,  # type: ignore[arg-type]
+        score=0.8, previous_score=0.2,
+        reasons=[Reason(code="overdue", text="late", text_zh="迟到", weight=1.0)],
+        suggested_action=SuggestedAction(code="personal_call", text="Call", text_zh="致电"),
+        value_tier=value_tier, lifecycle_stage="mature", model_version="m1",  # type: ignore[arg-type]
+        as_of=datetime(2026, 1, 1, tzinfo=UTC), cause=Cause(kind="event", event_id="e1"),
+        features={},
+    )
+
+
+@pytest.fixture
+def routing():
+    return parse_routing_text(ROUTING, source="test.yaml")
+
+
+@pytest.mark.parametrize("previous, tier, store, value_tier, channels", [
+    ("low", "high", "salon-downtown", "high", ("email", "sms", "webhook")),
+    ("medium", "high", "salon-downtown", "low", ("email", "webhook")),
+    ("high", "medium", None, "low", ("email",)),
+    ("high", "low", None, "low", ("email",)),
+    ("low", "medium", "salon-uptown", "low", ("sms",)),
+    ("low", "medium", "salon-downtown", "low", ("webhook",)),
+    ("medium", "low", None, "low", ("webhook",)),
+])
+def test_first_matching_route_wins(routing, previous, tier, store, value_tier, channels) -> None:
+    assert routing.channels_for(change(previous, tier, store=store, value_tier=value_tier)) == channels
+
+
+def test_no_matching_route_means_no_channels() -> None:
+    r = parse_routing_text(ROUTING.replace("  - match: {}\n    channels: [webhook]\n", ""),
+                           source="t.yaml")
+    assert r.channels_for(change("low", "medium", store=None)) == ()
+
+
+async def test_recipient_is_the_store_manager_else_the_default(routing) -> None:
+    resolver = StoreManagerResolver(routing)
+    [mapped] = await resolver.recipients_for(change("low", "high"))
+    assert (mapped.key, mapped.locale) == ("downtown", "zh-CN")
+    [unmapped] = await resolver.recipients_for(change("low", "high", store="elsewhere"))
+    [no_store] = await resolver.recipients_for(change("low", "high", store=None))
+    assert unmapped.key == no_store.key == "default_manager"
+
+
+def test_the_packaged_default_loads() -> None:
+    r = load_routing(None)
+    assert r.channels_for(change("low", "high")) == ("email", "sms", "webhook")
+    assert r.channels_for(change("high", "low")) == ("email", "webhook")
+    assert r.channels_for(change("low", "medium")) == ("webhook",)
+    assert r.store_manager("salon-downtown").email == "manager@churnwatch.local"
+
+
+def test_a_routing_file_overrides_the_default(tmp_path: Path) -> None:
+    path = tmp_path / "routing.yaml"
+    path.write_text(ROUTING)
+    assert load_routing(path).source == str(path)
+
+
+def test_a_missing_routing_file_names_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="CHURNWATCH_ROUTING_FILE=.*no such file"):
+        load_routing(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("old, new, expected", [
+    ("to: high, value_tier: high", "to: hgh", r"routes\[0\]\.match\.to: 'hgh' is not accepted; use one of low, medium, high"),
+    ("channels: [email, webhook]", "channels: [email, fax]", r"routes\[1\]\.channels: 'fax' is not accepted; use one of email, sms, webhook"),
+    ("channels: [email]", "channels: []", r"routes\[2\]\.channels: must be a non-empty list"),
+    ("match: {store: [salon-uptown]}", "match: {shop: x}", r"routes\[3\]\.match: unknown key\(s\) shop; accepted keys are from, to, store, value_tier"),
+    ("salon-downtown: downtown", "salon-downtown: nobody", r"stores\.salon-downtown: 'nobody' is not a defined recipient; use one of default_manager, downtown"),
+    ("default_recipient: default_manager", "default_recipient: boss", r"default_recipient: 'boss' is not a defined recipient"),
+    ("default_recipient: default_manager", "", r"default_recipient: is missing"),
+    ("locale: zh-CN", "locale: fr", r"recipients\.downtown\.locale: 'fr' is not supported; use one of en, zh-CN"),
+    ('phone: "+15550100000"', "phone: 555-0100", r"recipients\.default_manager\.phone: .* is not an E\.164 number"),
+    ('email: "li@example.com"', 'email: "li.example.com"', r"recipients\.downtown\.email: 'li.example.com' is not an email address"),
+    ("default_recipient:", "default_recipent:", r"\(top level\): unknown key\(s\) default_recipent"),
+])
+def test_validation_errors_name_file_path_and_fix(old: str, new: str, expected: str) -> None:
+    text = ROUTING.replace(old, new)
+    assert text != ROUTING
+    with pytest.raises(ConfigError, match=r"^test\.yaml: " + expected):
+        parse_routing_text(text, source="test.yaml")
+
+
+def test_routes_must_be_a_non_empty_list() -> None:
+    text = ROUTING[: ROUTING.index("routes:")] + "routes: {}\n"
+    with pytest.raises(ConfigError, match=r"test\.yaml: routes: must be a non-empty list"):
+        parse_routing_text(text, source="test.yaml")
+
+
+def test_invalid_yaml_reports_the_line() -> None:
+    with pytest.raises(ConfigError, match=r"test\.yaml: not valid YAML at line \d+, column \d+"):
+        parse_routing_text("recipients:\n  a: [\n", source="test.yaml")
