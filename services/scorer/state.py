@@ -20,16 +20,22 @@ from services.common.redisconn import Keys
 from services.scorer.activity import decode_activity, encode_activity
 from services.scorer.features import Activity
 
-# KEYS: ev zset, ed hash, st hash. ARGV: cutoff ms, ttl s, store or "", then (id, ts, blob)*.
+# Events older than the longest window are trimmed, except each customer's newest ones: a
+# customer whose whole history is old stays known and scoreable, and memory stays bounded.
+MIN_KEPT_EVENTS = 32
+
+# KEYS: ev zset, ed hash, st hash.
+# ARGV: cutoff ms, ttl s, store or "", min kept, then (id, ts, blob)*.
 APPLY_LUA = """
 local cutoff = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
+local keep = tonumber(ARGV[4])
 local added = 0
 local first = tonumber(redis.call('HGET', KEYS[3], 'first_ts'))
 local last = tonumber(redis.call('HGET', KEYS[3], 'last_ts'))
-for i = 4, #ARGV, 3 do
+for i = 5, #ARGV, 3 do
   local ts = tonumber(ARGV[i + 1])
-  if ts >= cutoff and redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 2]) == 1 then
+  if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 2]) == 1 then
     redis.call('ZADD', KEYS[1], ts, ARGV[i])
     added = added + 1
     if first == nil or ts < first then first = ts end
@@ -40,11 +46,15 @@ if added > 0 then
   redis.call('HSET', KEYS[3], 'first_ts', first, 'last_ts', last)
   if ARGV[3] ~= '' then redis.call('HSET', KEYS[3], 'store', ARGV[3]) end
 end
-local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. cutoff)
-for j = 1, #old, 500 do
-  redis.call('HDEL', KEYS[2], unpack(old, j, math.min(j + 499, #old)))
+local surplus = redis.call('ZCARD', KEYS[1]) - keep
+if surplus > 0 then
+  local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. cutoff, 'LIMIT', 0, surplus)
+  for j = 1, #old, 500 do
+    local chunk = {unpack(old, j, math.min(j + 499, #old))}
+    redis.call('HDEL', KEYS[2], unpack(chunk))
+    redis.call('ZREM', KEYS[1], unpack(chunk))
+  end
 end
-if #old > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. cutoff) end
 if redis.call('EXISTS', KEYS[3]) == 1 then
   redis.call('EXPIRE', KEYS[1], ttl)
   redis.call('EXPIRE', KEYS[2], ttl)
@@ -137,7 +147,7 @@ class StateStore:
         pipe = self.redis.pipeline(transaction=False)
         order = list(batch)
         for cid in order:
-            argv: list[Any] = [cutoff, self.ttl_seconds, stores.get(cid) or ""]
+            argv: list[Any] = [cutoff, self.ttl_seconds, stores.get(cid) or "", MIN_KEPT_EVENTS]
             for a in batch[cid]:
                 argv += [a.event_id, a.ts, encode_activity(a)]
             await self._apply(keys=list(self.keys.customer(cid)), args=argv, client=pipe)

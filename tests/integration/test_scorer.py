@@ -174,3 +174,26 @@ async def test_tombstone_erases_the_customer(settings_factory, tmp_path: Path) -
     state = await customer_state(redis, settings, "gone")
     assert state == {"ev": [], "ed": {}, "st": {}}
     await redis.aclose()
+
+
+async def test_old_history_is_trimmed_but_the_customer_stays_known(settings_factory, tmp_path: Path) -> None:
+    """Wall clock, a history that ended two years ago: the newest events are kept and scored."""
+    from services.scorer.state import MIN_KEPT_EVENTS
+
+    settings = settings_factory(clock="wall")
+    redis = make_redis(settings)
+    old = regular("old-timer", every_days=5, count=60, start=T0 - timedelta(days=1000))
+    with scorer(settings, tmp_path):
+        await produce_events(settings, old)
+        await produce_events(settings, old[-10:])  # a redelivery of kept events changes nothing
+        await wait_processed(redis, settings, len(old) + 10)
+    state = await customer_state(redis, settings, "old-timer")
+    assert len(state["ev"]) == len(state["ed"]) == MIN_KEPT_EVENTS
+    assert [e for e, _ in state["ev"]] == sorted(
+        [e["event_id"] for e in old], key=lambda i: next(x["occurred_at"] for x in old if x["event_id"] == i)
+    )[-MIN_KEPT_EVENTS:]
+    risk = json.loads(state["st"]["risk"])
+    assert risk["tier"] == "high" and risk["features"]["days_since_last_activity"] > 365
+    stats = await redis.hgetall(Keys(settings.redis_prefix).stats)
+    assert int(stats["events_duplicate_total"]) == 10
+    await redis.aclose()
