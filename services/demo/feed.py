@@ -355,6 +355,20 @@ class _Poster:
             await asyncio.wait_for(self.stop.wait(), max(seconds, 0.0))
         return self.stop.is_set()
 
+    async def wait_scored(self, timeout: float = 5.0) -> None:
+        """Wait until the scorer has caught up (``scorer_lag`` 0 in /v1/status), if the API
+        tells; an API without /v1/status, or a key without the read scope, just moves on."""
+        status_url = self.url.rsplit("/v1/", 1)[0] + "/v1/status"
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not self.stop.is_set() and asyncio.get_running_loop().time() < deadline:
+            try:
+                resp = await self.client.get(status_url, headers=self.headers)
+            except httpx.HTTPError:
+                return
+            if resp.status_code != 200 or resp.json().get("scorer_lag") in (0, None):
+                return
+            await self.sleep(0.05)
+
     async def until_stop(self, aw: Awaitable[_T]) -> tuple[bool, _T | None]:
         """Await ``aw`` unless stop comes first (then it is cancelled): (finished, result)."""
         task = asyncio.ensure_future(aw)
@@ -484,17 +498,38 @@ async def run_feed(*, api_url: str, api_key: str | None, stop: asyncio.Event,
 
 
 async def _backfill(poster: _Poster, story: Story, log: logging.Logger) -> None:
+    """History in slices of at most a simulated week, each scored before the next is sent.
+
+    Under the event clock, "now" is the newest event seen; one huge batch spread over several
+    partitions would score customers at the end of history before their own later events were
+    read, and the console would show tiers flipping up and straight back down."""
     total = len(story.backfill)
     log.info("demo feed phase 1 (backfill): posting %d events of history up to %s",
              total, _day(story.live_start), extra={"demo_phase": 1})
     done = 0
-    for batch in _chunks(story.backfill, MAX_BATCH):
+    for batch in _weekly(story.backfill):
         if poster.stop.is_set():
             return
         await poster.post(batch)
+        await poster.wait_scored()
         done += len(batch)
         log.info("demo feed phase 1 (backfill): %d/%d events sent, simulated date %s",
                  done, total, batch[-1]["occurred_at"][:10])
+
+
+def _weekly(events: Sequence[Event]) -> Iterator[list[Event]]:
+    batch: list[Event] = []
+    start: datetime | None = None
+    for e in events:
+        at = _parse_ts(e["occurred_at"])
+        if batch and (len(batch) >= MAX_BATCH or (start is not None and at - start > timedelta(days=7))):
+            yield batch
+            batch, start = [], None
+        if start is None:
+            start = at
+        batch.append(e)
+    if batch:
+        yield batch
 
 
 async def _replay(poster: _Poster, story: Story, live_seconds: float,
