@@ -93,10 +93,13 @@ class TransactionEvent(_EventBase):
         strict=True, allow_inf_nan=False, ge=-1e9, le=1e9,
         description="Ticket total in currency units; negative for refunds.",
     )
-    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] | None = Field(
-        default=None, description="ISO 4217 code, e.g. EUR."
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{3}$", to_upper=True)] | None = Field(
+        default=None, description="ISO 4217 code, e.g. EUR (case-insensitive; stored upper-case)."
     )
-    quantity: int | None = Field(default=None, strict=True, ge=0, le=1_000_000, description="Number of items.")
+    quantity: float | None = Field(
+        default=None, strict=True, allow_inf_nan=False, ge=0, le=1_000_000,
+        description="Number of items (or units, e.g. kilograms).",
+    )
     staff_id: Identifier | None = Field(default=None, description="Staff member who served the customer.")
 
 

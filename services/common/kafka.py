@@ -8,7 +8,12 @@ from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    TopicAlreadyExistsError,
+    UnknownError,
+    UnsupportedVersionError,
+)
 
 from services.common.settings import Settings
 
@@ -20,7 +25,7 @@ def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
     options: dict[str, object] = {
         "bootstrap_servers": settings.kafka_bootstrap,
         "acks": "all",
-        "enable_idempotence": settings.kafka_idempotence,
+        "enable_idempotence": settings.kafka_idempotence is not False,
         "linger_ms": 5,
         "max_batch_size": 256 * 1024,
         "request_timeout_ms": settings.kafka_request_timeout_ms,
@@ -28,6 +33,26 @@ def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
     }
     options.update(overrides)
     return AIOKafkaProducer(**options)  # type: ignore[arg-type]
+
+
+async def start_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
+    """A started producer. With ``CHURNWATCH_KAFKA_IDEMPOTENCE=auto`` a broker that refuses
+    InitProducerId gets a non-idempotent producer (still acks=all) and a warning."""
+    producer = make_producer(settings, **overrides)
+    try:
+        await producer.start()
+        return producer
+    except (UnknownError, UnsupportedVersionError, ClusterAuthorizationFailedError) as exc:
+        await producer.stop()
+        if settings.kafka_idempotence != "auto":
+            raise
+        logger.warning(
+            "the broker at %s refused the idempotent producer (InitProducerId: %s); producing "
+            "with acks=all and no idempotence. Set CHURNWATCH_KAFKA_IDEMPOTENCE=false to skip "
+            "this probe", settings.kafka_bootstrap, type(exc).__name__)
+        producer = make_producer(settings, **{**overrides, "enable_idempotence": False})
+        await producer.start()
+        return producer
 
 
 def make_consumer(settings: Settings, *topics: str, group_id: str | None, **overrides: object

@@ -81,9 +81,10 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(default=4, ge=1, le=1024)
     topic_replication: int = Field(default=1, ge=1, le=16)
     kafka_request_timeout_ms: int = Field(default=10_000, ge=500)
-    # The idempotent producer needs InitProducerId, which the embedded Tansu broker (memory
-    # storage) does not implement; `up` and the tests turn it off for that broker only.
-    kafka_idempotence: bool = True
+    # The idempotent producer needs InitProducerId, which some Kafka-protocol brokers (the
+    # embedded Tansu with memory storage) do not implement. "auto" tries it and falls back
+    # loudly to acks=all without idempotence; every consumer deduplicates by id either way.
+    kafka_idempotence: Literal["auto"] | bool = "auto"
 
     # Redis. ``up`` starts an embedded redis-server unless CHURNWATCH_REDIS_URL is set.
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -95,7 +96,7 @@ class Settings(BaseSettings):
     api_keys: SecretStr = SecretStr("")
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     max_batch_events: int = Field(default=10_000, ge=1, le=10_000)
-    max_event_age_days: int = Field(default=3650, ge=1)
+    max_event_age_days: int = Field(default=36_500, ge=1)  # replays of old history welcome
     max_event_future_seconds: int = Field(default=86_400, ge=0)
 
     # Scorer.

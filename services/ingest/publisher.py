@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaProducer
 
 from services.common.exceptions import BrokerUnavailable
-from services.common.kafka import make_producer
+from services.common.kafka import start_producer
 from services.common.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -29,14 +29,12 @@ class EventPublisher:
             return self._producer
         async with self._lock:
             if self._producer is None:
-                producer = make_producer(self.settings)
                 try:
-                    await asyncio.wait_for(producer.start(), self.timeout)
+                    self._producer = await asyncio.wait_for(start_producer(self.settings),
+                                                            self.timeout)
                 except Exception as exc:
-                    await producer.stop()
                     raise BrokerUnavailable(f"cannot reach the broker at "
                                             f"{self.settings.kafka_bootstrap}: {exc}") from exc
-                self._producer = producer
         return self._producer
 
     @property

@@ -25,8 +25,10 @@ def _message(event: RiskChangeEvent, channel: ChannelName, target: str, to: str,
 class Planner:
     """Route a risk change and expand it into one :class:`Message` per target.
 
-    Email and SMS go to the recipients the resolver names; ``webhook`` to every
-    subscription. Channels that are not configured (``enabled_channels``) are left out.
+    Email and SMS go to the recipients the resolver names, on the channels the routing picks.
+    Every risk change goes to every webhook subscription whatever the routing says (the
+    contract: subscribers chose to receive them all). Channels that are not configured
+    (``enabled_channels``) are left out.
     """
 
     def __init__(self, *, routing: Routing, resolver: RecipientResolver,
@@ -51,7 +53,7 @@ class Planner:
                 if "sms" in channels and person.phone:
                     out.append(_message(event, "sms", person.phone, person.phone,
                                         recipient_name=person.name, text=render_sms(change, person)))
-        if "webhook" in channels:
+        if "webhook" in self.enabled:
             for sub in subscriptions:
                 out.append(_message(event, "webhook", sub["id"], sub["url"],
                                     subscription_id=sub["id"], secret=sub.get("secret", "")))

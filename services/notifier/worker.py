@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry
 
 from services.common.exceptions import ConfigError
 from services.common.httpserver import WorkerHttpServer
-from services.common.kafka import ensure_topics, make_consumer, make_producer
+from services.common.kafka import ensure_topics, make_consumer, start_producer
 from services.common.logs import setup_logging
 from services.common.redisconn import Keys, make_redis
 from services.common.settings import Settings
@@ -104,19 +104,25 @@ class _Stopped(Exception):
 KafkaClient = TypeVar("KafkaClient", AIOKafkaProducer, AIOKafkaConsumer)
 
 
-async def _start_client(factory: Callable[[], KafkaClient], what: str, stop: asyncio.Event
-                        ) -> KafkaClient:
+async def _started(client: KafkaClient) -> KafkaClient:
+    try:
+        await client.start()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await client.stop()
+        raise
+    return client
+
+
+async def _start_client(start: Callable[[], Awaitable[KafkaClient]], what: str,
+                        stop: asyncio.Event) -> KafkaClient:
     """Start a Kafka client, retrying for a while: a broker that has just started may refuse
-    the first requests (e.g. InitProducerId) for a moment."""
+    the first requests for a moment."""
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while True:
-        client = factory()
         try:
-            await client.start()
-            return client
+            return await start()
         except (KafkaError, OSError) as exc:
-            with contextlib.suppress(Exception):
-                await client.stop()
             if time.monotonic() > deadline:
                 raise
             logger.warning("the %s could not start (%s: %s); retrying", what,
@@ -164,10 +170,10 @@ class Notifier:
             logger.info("notifier metrics on http://%s:%d/metrics; channels: %s; routing: %s",
                         s.api_host, port, ", ".join(sorted(self.channels)), self.routing.source)
             await ensure_topics(s, [s.topic_risk_changes, s.topic_notifications_dlq])
-            producer = await _start_client(lambda: make_producer(s), "DLQ producer", stop)
+            producer = await _start_client(lambda: start_producer(s), "DLQ producer", stop)
             clients.append(producer)
             self.consumer = await _start_client(
-                lambda: make_consumer(s, s.topic_risk_changes, group_id=s.notifier_group),
+                lambda: _started(make_consumer(s, s.topic_risk_changes, group_id=s.notifier_group)),
                 "consumer", stop)
             clients.insert(0, self.consumer)
             self.dead_letters = DeadLetters(producer, topic=s.topic_notifications_dlq)

@@ -15,7 +15,7 @@ import faust
 from prometheus_client import CollectorRegistry
 
 from services.common.httpserver import WorkerHttpServer
-from services.common.kafka import make_producer
+from services.common.kafka import start_producer
 from services.common.logs import setup_logging
 from services.common.redisconn import Keys, make_redis
 from services.common.settings import Settings
@@ -63,8 +63,7 @@ def build_app(settings: Settings) -> faust.App:
     async def processor() -> Processor:
         if "processor" not in parts:
             redis = make_redis(settings)
-            producer = make_producer(settings)
-            await producer.start()
+            producer = await start_producer(settings)
             store = StateStore(redis, Keys(settings.redis_prefix),
                                window_ms=settings.window_days * 86_400_000,
                                ttl_seconds=settings.retention_days * 86_400)

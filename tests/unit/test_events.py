@@ -22,7 +22,7 @@ def ok(**fields):
 
 
 def errors(obj, **kw):
-    event, errs = validate_event(obj, 3, now=NOW, max_age=timedelta(days=3650),
+    event, errs = validate_event(obj, 3, now=NOW, max_age=timedelta(days=36500),
                                  max_future=timedelta(days=1), **kw)
     return event, {(e.index, e.field): e.message for e in errs}
 
@@ -40,7 +40,7 @@ def test_valid_events_of_each_type() -> None:
     ({"occurred_at": "2026-11-23T10:00:00"}, "occurred_at", "offset"),
     ({"occurred_at": 1700000000}, "occurred_at", "RFC 3339"),
     ({"occurred_at": "2027-11-23T10:00:00Z"}, "occurred_at", "future"),
-    ({"occurred_at": "1999-11-23T10:00:00Z"}, "occurred_at", "older"),
+    ({"occurred_at": "1899-11-23T10:00:00Z"}, "occurred_at", "older"),
     ({"amount": "12"}, "amount", "number"),
     ({"amount": 1e12}, "amount", "less than"),
     ({"event_id": ""}, "event_id", "at least 1"),
@@ -48,6 +48,7 @@ def test_valid_events_of_each_type() -> None:
     ({"customer_id": 42}, "customer_id", "string"),
     ({"customer_id": "a\nb"}, "customer_id", "control"),
     ({"currency": "euro"}, "currency", "pattern"),
+    ({"quantity": "2"}, "quantity", "number"),
     ({"quantity": -1}, "quantity", "greater than"),
 ])
 def test_each_problem_names_the_field(fields, field, fragment) -> None:
@@ -65,6 +66,11 @@ def test_missing_fields_and_wrong_type() -> None:
     assert errors([1, 2])[1] == {(3, ""): "each event must be a JSON object"}
 
 
+def test_lenient_where_it_is_safe() -> None:
+    event, errs = errors(ok(currency="eur", quantity=1.5, occurred_at="2010-12-01T08:26:00z"))
+    assert not errs and event.currency == "EUR" and event.quantity == 1.5
+
+
 def test_unknown_fields_are_ignored_and_not_forwarded() -> None:
     event, errs = errors(ok(loyalty_card="123"))
     assert not errs
@@ -79,7 +85,7 @@ def test_parse_json_refuses_what_json_should_not_carry(raw: bytes) -> None:
 
 @given(amount=st.floats(min_value=-1e9, max_value=1e9, allow_nan=False),
        customer=st.text(min_size=1, max_size=128).filter(lambda s: not any(ord(c) < 32 or ord(c) == 127 for c in s)),
-       minutes=st.integers(min_value=-60 * 24 * 3000, max_value=60 * 23))
+       minutes=st.integers(min_value=-60 * 24 * 365 * 60, max_value=60 * 23))
 def test_canonical_form_round_trips(amount: float, customer: str, minutes: int) -> None:
     at = (NOW + timedelta(minutes=minutes)).isoformat()
     event, errs = errors(ok(amount=amount, customer_id=customer, occurred_at=at))

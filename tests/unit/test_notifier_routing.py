@@ -125,3 +125,21 @@ def test_routes_must_be_a_non_empty_list() -> None:
 def test_invalid_yaml_reports_the_line() -> None:
     with pytest.raises(ConfigError, match=r"test\.yaml: not valid YAML at line \d+, column \d+"):
         parse_routing_text("recipients:\n  a: [\n", source="test.yaml")
+
+
+async def test_every_risk_change_goes_to_every_webhook_whatever_the_routes() -> None:
+    """The contract: every risk change is POSTed to every subscription."""
+    from services.common.riskchange import encode_cloudevent, to_cloudevent
+    from services.notifier.inbound import decode_risk_change
+    from services.notifier.planner import Planner
+
+    routing = parse_routing_text(ROUTING.replace("  - match: {}\n    channels: [webhook]\n", ""),
+                                 source="test")
+    planner = Planner(routing=routing, resolver=StoreManagerResolver(routing),
+                      enabled_channels={"email", "sms", "webhook"})
+    subs = [{"id": "w1", "url": "https://a.example/h", "secret": "s" * 16},
+            {"id": "w2", "url": "https://b.example/h", "secret": "t" * 16}]
+    for previous, tier in (("low", "medium"), ("medium", "low"), ("high", "low")):
+        event = decode_risk_change(encode_cloudevent(to_cloudevent(change(previous, tier))))
+        messages = await planner.plan(event, subscriptions=subs)
+        assert sorted(m.to for m in messages if m.channel == "webhook") == sorted(s["url"] for s in subs)
