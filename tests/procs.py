@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from services.common.embedded import die_with_parent, free_port
+from services.common.embedded import die_with_parent, free_port, stop_process
 from services.common.settings import Settings
 
 
@@ -72,14 +72,7 @@ class ServiceProcess:
             self.proc.wait(10)
 
     def stop(self, timeout: float = 20.0) -> int | None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode if self.proc else None
+        return stop_process(self.proc, timeout)
 
     def __enter__(self) -> ServiceProcess:
         return self.start()

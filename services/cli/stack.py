@@ -24,7 +24,14 @@ from typing import IO, Any
 
 import httpx
 
-from services.common.embedded import Server, die_with_parent, free_port, start_broker, start_redis
+from services.common.embedded import (
+    Server,
+    die_with_parent,
+    free_port,
+    start_broker,
+    start_redis,
+    stop_process,
+)
 from services.common.exceptions import ConfigError
 from services.common.kafka import ensure_topics, make_consumer
 from services.common.settings import ENV_PREFIX, Settings
@@ -67,13 +74,7 @@ class Child:
         )
 
     def stop(self, timeout: float = 15.0) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, timeout)
         if self.log is not None:
             self.log.close()
             self.log = None
