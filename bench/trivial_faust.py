@@ -11,6 +11,7 @@ from typing import Any
 import faust
 
 from services.common.settings import load_settings
+from services.scorer.transport import transport_app
 from services.scorer.worker import faust_broker
 
 
@@ -18,7 +19,7 @@ def main() -> None:
     settings = load_settings()
     target = int(os.environ["BENCH_TARGET"])
     out = Path(os.environ["BENCH_OUT"])
-    app = faust.App(f"{settings.scorer_group}-trivial", broker=faust_broker(settings),
+    app = transport_app(settings.scorer_fetch_max_wait_ms)(f"{settings.scorer_group}-trivial", broker=faust_broker(settings),
                     value_serializer="raw", key_serializer="raw", store="memory://",
                     autodiscover=False, web_enabled=False, consumer_auto_offset_reset="earliest",
                     broker_rebalance_timeout=4, broker_session_timeout=6,

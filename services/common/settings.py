@@ -104,6 +104,7 @@ class Settings(BaseSettings):
     scorer_metrics_port: int = Field(default=9101, ge=0, le=65535)
     scorer_batch_max: int = Field(default=1000, ge=1, le=100_000)
     scorer_batch_within_ms: int = Field(default=50, ge=1, le=60_000)
+    scorer_fetch_max_wait_ms: int = Field(default=100, ge=1, le=30_000)
     clock: Literal["wall", "event"] = "wall"
     model: Path | None = None
     window_days: int = Field(default=365, ge=30, le=3650)

@@ -24,6 +24,7 @@ from services.scorer.model import load_model
 from services.scorer.processor import Processor, Record
 from services.scorer.state import StateStore
 from services.scorer.tiers import Thresholds
+from services.scorer.transport import transport_app
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,8 @@ def faust_broker(settings: Settings) -> list[str]:
 
 def build_app(settings: Settings) -> faust.App:
     model = load_model(settings.model)  # fail at start-up, not on the first batch
-    app = faust.App(
+    app_class = transport_app(settings.scorer_fetch_max_wait_ms)
+    app = app_class(
         settings.scorer_group,
         broker=faust_broker(settings),
         value_serializer="raw",
