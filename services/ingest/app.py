@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from services.common.events import ComplaintEvent, TransactionEvent, VisitEvent
 from services.common.redisconn import Keys, make_redis
 from services.common.settings import Settings
 from services.ingest.deps import ReadKey, Res, Resources
@@ -57,6 +58,20 @@ def create_app(settings: Settings) -> FastAPI:
 
     metrics = ApiMetrics()
     app = FastAPI(title="churnwatch", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    original_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        """The generated document plus the event models the raw-body ingest route accepts."""
+        if app.openapi_schema is None:
+            spec = original_openapi()
+            components = spec.setdefault("components", {}).setdefault("schemas", {})
+            for model in (TransactionEvent, VisitEvent, ComplaintEvent):
+                components[model.__name__] = model.model_json_schema(
+                    ref_template="#/components/schemas/{model}")
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.include_router(events.router)
     app.include_router(customers.router)
     app.include_router(webhooks.router)

@@ -147,3 +147,13 @@ def test_503_while_the_broker_is_unreachable(settings_factory, tmp_path: Path) -
         assert r.status_code == 503 and r.headers["retry-after"]
         status = httpx.get(f"{proc.url}/v1/status", timeout=30)
         assert status.status_code == 200 and status.json()["scorer_lag"] is None
+
+
+def test_openapi_documents_the_ingest_body(api) -> None:
+    proc, _ = api
+    spec = httpx.get(f"{proc.url}/openapi.json").json()
+    post = spec["paths"]["/v1/events"]["post"]
+    assert {"202", "400", "401", "403", "413", "422", "503"} <= set(post["responses"])
+    assert "requestBody" in post
+    assert {"TransactionEvent", "VisitEvent", "ComplaintEvent"} <= set(spec["components"]["schemas"])
+    assert httpx.get(f"{proc.url}/docs").status_code == 200

@@ -10,13 +10,38 @@ from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from services.common.events import AnyEvent, FieldError, event_to_json, parse_json, validate_event
+from services.common.events import (
+    AnyEvent,
+    FieldError,
+    TransactionEvent,
+    event_to_json,
+    parse_json,
+    validate_event,
+)
 from services.common.exceptions import BrokerUnavailable
 from services.ingest.deps import IngestKey, Res
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["events"])
 MAX_REPORTED_ERRORS = 1000
+_EVENT_SCHEMA = {"oneOf": [
+    {"$ref": "#/components/schemas/TransactionEvent"},
+    {"$ref": "#/components/schemas/VisitEvent"},
+    {"$ref": "#/components/schemas/ComplaintEvent"},
+], "discriminator": {"propertyName": "type"}}
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {
+            "schema": {"oneOf": [_EVENT_SCHEMA, {"type": "array", "items": _EVENT_SCHEMA,
+                                                 "minItems": 1, "maxItems": 10_000}]},
+            "examples": {"one": {"value": TransactionEvent.model_config["json_schema_extra"]["examples"][0]}},  # type: ignore[index]
+        }},
+    },
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {400: {"description": "Body is not valid JSON (or has duplicate keys, NaN)"},
+           401: {"description": "Missing or unknown API key"},
+           403: {"description": "The key lacks the ingest scope"}}
 
 
 class Accepted(BaseModel):
@@ -54,7 +79,8 @@ async def read_body(request: Request, limit: int) -> bytes:
     "acknowledged every event, 503 if it cannot. Re-sending a batch is safe: an event_id "
     "already seen changes nothing.",
     responses={422: {"model": Rejected}, 413: {"description": "Body or batch too large"},
-               503: {"description": "Broker unavailable; retry later"}},
+               503: {"description": "Broker unavailable; retry later"}, **_ERRORS},
+    openapi_extra=_BODY,
 )
 async def post_events(request: Request, res: Res, key: IngestKey) -> Any:
     settings = res.settings
