@@ -34,7 +34,7 @@ from services.common.embedded import (
 )
 from services.common.exceptions import ConfigError
 from services.common.kafka import ensure_topics, make_consumer
-from services.common.settings import ENV_PREFIX, Settings
+from services.common.settings import Settings
 
 READY_TIMEOUT = 120.0
 MAX_RESTARTS = 5
@@ -99,7 +99,8 @@ class Stack:
 
     # start-up ---------------------------------------------------------------------------
     def _explicit(self, name: str) -> bool:
-        return (ENV_PREFIX + name.upper()) in os.environ
+        """Did the user set this (CHURNWATCH_<NAME>), rather than leave the default?"""
+        return name in self.settings.model_fields_set
 
     def prepare(self) -> None:
         s = self.settings
@@ -107,13 +108,13 @@ class Stack:
         logs.mkdir(parents=True, exist_ok=True)
         s.outbox_dir.mkdir(parents=True, exist_ok=True)
         s.stack_file.unlink(missing_ok=True)
-        overrides: dict[str, str] = {}
+        overrides: dict[str, Any] = {}
         if not self._explicit("kafka_bootstrap"):
             broker = start_broker(log_path=logs / "broker.log")
             self.servers.append(broker)
             overrides["kafka_bootstrap"] = broker.address
             if not self._explicit("kafka_idempotence"):
-                overrides["kafka_idempotence"] = "false"  # Tansu memory storage: no InitProducerId
+                overrides["kafka_idempotence"] = False  # Tansu memory storage: no InitProducerId
             _say(f"broker (embedded Tansu) on {broker.address}")
         if not self._explicit("redis_url"):
             redis = start_redis(log_path=logs / "redis.log")
@@ -125,21 +126,20 @@ class Stack:
         api_port = free_port(s.api_port)
         scorer_port = free_port(s.scorer_metrics_port)
         notifier_port = free_port(s.notifier_metrics_port)
-        overrides.update(api_port=str(api_port), scorer_metrics_port=str(scorer_port),
-                         notifier_metrics_port=str(notifier_port), api_host="127.0.0.1")
+        overrides.update(api_port=api_port, scorer_metrics_port=scorer_port,
+                         notifier_metrics_port=notifier_port, api_host="127.0.0.1")
         sinks = None
         if not s.smtp_host or not s.sms_gateway_url:
             sinks = {"smtp": free_port(0), "sms": free_port(0), "webhook": free_port(0)}
             if not s.smtp_host:
-                overrides.update(smtp_host="127.0.0.1", smtp_port=str(sinks["smtp"]),
+                overrides.update(smtp_host="127.0.0.1", smtp_port=sinks["smtp"],
                                  smtp_security="none")
             if not s.sms_gateway_url:
                 overrides["sms_gateway_url"] = f"http://127.0.0.1:{sinks['sms']}/sms"
-        self.env = {**os.environ, **s.to_env(),
-                    **{ENV_PREFIX + k.upper(): v for k, v in overrides.items()}}
         current = {k: getattr(s, k) for k in type(s).model_fields}
         env_settings = Settings(**{**current, **overrides})
         self.settings = env_settings
+        self.env = {**os.environ, **env_settings.to_env()}
         base = "http://127.0.0.1"
         if sinks:
             self.children.append(Child(

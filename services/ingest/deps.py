@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
+from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from services.common.redisconn import Keys
@@ -32,7 +33,7 @@ def get_resources(request: Request) -> Resources:
 
 
 Res = Annotated[Resources, Depends(get_resources)]
-_ANONYMOUS = ApiKey(name="anonymous", secret=__import__("pydantic").SecretStr(""),
+_ANONYMOUS = ApiKey(name="anonymous", secret=SecretStr(""),
                     scopes=frozenset({"admin"}))
 
 

@@ -101,14 +101,15 @@ class Processor:
         self.lock = asyncio.Lock()
 
     # clock ------------------------------------------------------------------------------
-    async def now_ms(self, candidate: int = 0) -> int:
+    async def now_ms(self, *, refresh: bool = False) -> int:
+        """Wall time, or the event clock: the newest event time any worker has seen. The
+        shared clock is read from Redis at start and on ``refresh``; batches advance it in
+        their apply round trip."""
         if not self.event_clock:
             return int(time.time() * 1000)
-        if candidate > self._clock_ms:
-            self._clock_ms = await self._retry("clock", lambda: self.store.advance_clock(candidate))
-        elif self._clock_ms == 0:
+        if refresh or self._clock_ms == 0:
             stored: int | None = await self._retry("clock", self.store.read_clock)
-            self._clock_ms = stored or 0
+            self._clock_ms = max(self._clock_ms, stored or 0)
         return self._clock_ms
 
     # batches ----------------------------------------------------------------------------
@@ -158,12 +159,19 @@ class Processor:
         if dead:
             await self._dead_letter(dead)
         newest = max((a.ts for acts in batch.values() for a in acts), default=0)
-        now = await self.now_ms(newest)
+        now = await self.now_ms()
+        candidate = None
+        if self.event_clock:
+            now = max(now, newest)
+            candidate = newest
         states: dict[str, CustomerState] = {}
         if batch:
             t0 = time.monotonic()
-            states = await self._retry("apply", lambda: self.store.apply(batch, now_ms=now, stores=stores))
+            states, clock = await self._retry("apply", lambda: self.store.apply(
+                batch, now_ms=now, stores=stores, clock_candidate=candidate))
             self.metrics.redis_seconds.labels("apply").observe(time.monotonic() - t0)
+            if clock is not None:
+                now = self._clock_ms = max(self._clock_ms, clock)
         for cid, cs in states.items():
             cs.partition = partition_of[cid]
         added = sum(cs.added for cs in states.values())
@@ -195,7 +203,7 @@ class Processor:
     # silence ----------------------------------------------------------------------------
     async def sweep(self, partitions: Iterable[int]) -> int:
         """Re-score customers whose due time has passed: bounded work, no scans."""
-        now = await self.now_ms()
+        now = await self.now_ms(refresh=True)
         budget = self.settings.sweep_max_customers
         done = 0
         for p in sorted(partitions):
@@ -338,11 +346,4 @@ class Processor:
                 delay = min(delay * 2, 5.0)
 
 
-def dlq_reason(headers: Sequence[tuple[str, bytes]] | None) -> str | None:
-    for k, v in headers or ():
-        if k == "churnwatch-error":
-            return v.decode()
-    return None
-
-
-__all__ = ["Processor", "Record", "ScorerMetrics", "dlq_reason"]
+__all__ = ["Processor", "Record", "ScorerMetrics"]

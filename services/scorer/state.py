@@ -140,9 +140,11 @@ class StateStore:
         self._clock = redis.register_script(CLOCK_LUA)
 
     async def apply(self, batch: dict[str, list[Activity]], *, now_ms: int,
-                    stores: dict[str, str | None]) -> dict[str, CustomerState]:
-        """Store the batch's activities (one round trip) and return every touched customer's
-        full window and state."""
+                    stores: dict[str, str | None], clock_candidate: int | None = None
+                    ) -> tuple[dict[str, CustomerState], int | None]:
+        """Store the batch's activities and return every touched customer's full window and
+        state, plus the shared event clock after advancing it to ``clock_candidate`` (when
+        given) — all in one round trip."""
         cutoff = now_ms - self.window_ms
         pipe = self.redis.pipeline(transaction=False)
         order = list(batch)
@@ -151,37 +153,22 @@ class StateStore:
             for a in batch[cid]:
                 argv += [a.event_id, a.ts, encode_activity(a)]
             await self._apply(keys=list(self.keys.customer(cid)), args=argv, client=pipe)
+        if clock_candidate is not None:
+            await self._clock(keys=[self.keys.clock], args=[clock_candidate], client=pipe)
         results = await pipe.execute()
+        clock = int(results.pop()) if clock_candidate is not None else None
         out: dict[str, CustomerState] = {}
         for cid, (added, events, state) in zip(order, results, strict=True):
             out[cid] = CustomerState(cid, _activities(events), _pairs(state), int(added),
                                      batch_events=[a.event_id for a in batch[cid]])
-        return out
+        return out, clock
 
     async def load(self, customer_ids: Iterable[str]) -> dict[str, CustomerState]:
-        """Read customers' windows and state (one round trip)."""
-        order = list(customer_ids)
-        pipe = self.redis.pipeline(transaction=False)
-        for cid in order:
-            _, ed, st = self.keys.customer(cid)
-            pipe.hgetall(ed)
-            pipe.hgetall(st)
-        results = await pipe.execute()
-        out: dict[str, CustomerState] = {}
-        for i, cid in enumerate(order):
-            events, state = results[2 * i], results[2 * i + 1]
-            if not state:
-                continue
-            out[cid] = CustomerState(cid, [decode_activity(k, v) for k, v in events.items()],
-                                     dict(state))
-        return out
+        return await load_customers(self.redis, self.keys, customer_ids)
 
     def queue_commit(self, pipe: Any, cs: CustomerState, fields: dict[str, Any]) -> None:
         _, _, st = self.keys.customer(cs.customer_id)
         pipe.hset(st, mapping=fields)
-
-    async def advance_clock(self, candidate_ms: int) -> int:
-        return int(await self._clock(keys=[self.keys.clock], args=[candidate_ms]))
 
     async def read_clock(self) -> int | None:
         v = await self.redis.get(self.keys.clock)
@@ -195,11 +182,35 @@ class StateStore:
             await self._offsets(keys=[self.keys.offsets(topic)], args=argv, client=pipe)
 
     async def erase(self, customer_id: str, partitions: int) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.delete(*self.keys.customer(customer_id), self.keys.delivery_log(customer_id))
-        for p in range(partitions):
-            pipe.zrem(self.keys.due(p), customer_id)
-        await pipe.execute()
+        await erase_customer(self.redis, self.keys, customer_id, partitions=partitions)
+
+
+async def load_customers(redis: Redis, keys: Keys, customer_ids: Iterable[str]
+                         ) -> dict[str, CustomerState]:
+    """Customers' windows and state (one round trip); customers without state are left out."""
+    order = list(customer_ids)
+    pipe = redis.pipeline(transaction=False)
+    for cid in order:
+        _, ed, st = keys.customer(cid)
+        pipe.hgetall(ed)
+        pipe.hgetall(st)
+    results = await pipe.execute()
+    out: dict[str, CustomerState] = {}
+    for i, cid in enumerate(order):
+        events, state = results[2 * i], results[2 * i + 1]
+        if state:
+            out[cid] = CustomerState(cid, [decode_activity(k, v) for k, v in events.items()],
+                                     dict(state))
+    return out
+
+
+async def erase_customer(redis: Redis, keys: Keys, customer_id: str, *, partitions: int) -> None:
+    """Forget a customer: window, state, delivery log and silence-index entries."""
+    pipe = redis.pipeline(transaction=False)
+    pipe.delete(*keys.customer(customer_id), keys.delivery_log(customer_id))
+    for p in range(partitions):
+        pipe.zrem(keys.due(p), customer_id)
+    await pipe.execute()
 
 
 def risk_snapshot(fields: dict[str, Any]) -> str:

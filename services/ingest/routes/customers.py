@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
@@ -14,8 +14,8 @@ from services.common.events import epoch_ms
 from services.common.exceptions import BrokerUnavailable
 from services.common.riskchange import Reason, SuggestedAction
 from services.ingest.deps import AdminKey, ReadKey, Res
-from services.scorer.activity import decode_activity
 from services.scorer.engine import Subject
+from services.scorer.state import erase_customer, load_customers
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["customers"])
@@ -41,8 +41,6 @@ class Risk(BaseModel):
 def _iso(ms: str | int | None) -> str | None:
     if ms in (None, ""):
         return None
-    from datetime import UTC
-
     return datetime.fromtimestamp(int(float(ms)) / 1000, UTC).isoformat().replace("+00:00", "Z")
 
 
@@ -69,9 +67,8 @@ def _parse_as_of(value: str) -> datetime:
 async def get_risk(customer_id: str, res: Res, key: ReadKey,
                    as_of: str | None = Query(None, description="RFC 3339 instant, e.g. 2026-11-01T00:00:00Z")
                    ) -> Any:
-    _, ed, st = res.keys.customer(customer_id)
     if as_of is None:
-        state = cast(dict[str, str], await res.redis.hgetall(st))
+        state = cast(dict[str, str], await res.redis.hgetall(res.keys.customer(customer_id)[2]))
         if not state or "risk" not in state:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no risk known for customer {customer_id!r}")
         risk = json.loads(state["risk"])
@@ -80,23 +77,17 @@ async def get_risk(customer_id: str, res: Res, key: ReadKey,
                     **risk)
     at = _parse_as_of(as_of)
     at_ms = epoch_ms(at)
-    pipe = res.redis.pipeline(transaction=False)
-    pipe.hgetall(ed)
-    pipe.hgetall(st)
-    raw, state = await pipe.execute()
-    acts = [a for a in (decode_activity(k, v) for k, v in raw.items()) if a.ts <= at_ms]
-    if not acts:
+    cs = (await load_customers(res.redis, res.keys, [customer_id])).get(customer_id)
+    acts = [a for a in cs.activities if a.ts <= at_ms] if cs else []
+    if cs is None or not acts:
         raise HTTPException(status.HTTP_404_NOT_FOUND,
                             f"no events of customer {customer_id!r} at or before {as_of}")
-    first = state.get("first_ts")
-    first_ms = int(float(first)) if first else None
-    if first_ms is not None and first_ms > at_ms:
-        first_ms = None
+    first_ms = cs.first_ts if cs.first_ts is not None and cs.first_ts <= at_ms else None
     a = res.engine.assess([Subject(customer_id, acts, first_ms)], at_ms, with_history=False)[0]
     body = a.to_json()
     body["as_of"] = at.isoformat().replace("+00:00", "Z")
     last = max(x.ts for x in acts)
-    return Risk(customer_id=customer_id, store_id=state.get("store"), last_event_at=_iso(last),
+    return Risk(customer_id=customer_id, store_id=cs.store_id, last_event_at=_iso(last),
                 point_in_time=True, **body)
 
 
@@ -109,17 +100,13 @@ async def get_risk(customer_id: str, res: Res, key: ReadKey,
     "order. Idempotent. The risk reads 404 afterwards until new events arrive.",
     responses={503: {"description": "Broker unavailable; nothing erased, retry later"}},
 )
-async def erase_customer(customer_id: str, res: Res, key: AdminKey) -> Response:
+async def delete_customer(customer_id: str, res: Res, key: AdminKey) -> Response:
     try:
         await res.publisher.publish(res.settings.topic_events, [(customer_id.encode(), None)])
     except BrokerUnavailable:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                             "the event broker is unavailable; retry the erasure later",
                             headers={"Retry-After": "5"}) from None
-    pipe = res.redis.pipeline(transaction=False)
-    pipe.delete(*res.keys.customer(customer_id), res.keys.delivery_log(customer_id))
-    for p in range(res.settings.topic_partitions):
-        pipe.zrem(res.keys.due(p), customer_id)
-    await pipe.execute()
+    await erase_customer(res.redis, res.keys, customer_id, partitions=res.settings.topic_partitions)
     logger.info("customer erased by %s", key.name, extra={"customer_id": customer_id})
     return Response(status_code=status.HTTP_204_NO_CONTENT)
