@@ -60,6 +60,10 @@ Identifier = Annotated[
 ]
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 ShortText = Annotated[StrictStr, StringConstraints(min_length=1, max_length=128)]
+DEFAULT_TENANT = "default"
+TENANT_HEADER = "churnwatch-tenant"  # names the tenant of an erasure tombstone (key: customer id)
+TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+TenantId = Annotated[StrictStr, StringConstraints(pattern=TENANT_PATTERN)]
 
 
 class _EventBase(BaseModel):
@@ -73,6 +77,15 @@ class _EventBase(BaseModel):
     )
     store_id: Identifier | None = Field(default=None, description="The store or outlet, if any.")
     channel: Channel | None = Field(default=None, description="Where the interaction happened.")
+    tenant_id: TenantId | None = Field(
+        default=None,
+        description="The business (tenant) the customer belongs to; absent means 'default'. "
+        "Over HTTP it is set from the API key's tenant; a different value is refused.",
+    )
+
+    @property
+    def tenant(self) -> str:
+        return self.tenant_id or DEFAULT_TENANT
 
 
 class TransactionEvent(_EventBase):

@@ -1,7 +1,8 @@
 """The one place that knows how to talk to Redis, and how churnwatch names its keys.
 
-Every key of one customer shares the hash tag ``{<customer>}`` so that a Redis Cluster keeps
-them in one slot and a Lua script may touch them together.
+A customer is known by (tenant, customer_id). Every key of one customer shares the hash tag
+``{<tenant>/<customer>}`` (see :func:`customer_token`) so that a Redis Cluster keeps them in
+one slot and a Lua script may touch them together.
 """
 
 from __future__ import annotations
@@ -19,13 +20,39 @@ def make_redis(settings: Settings, **overrides: object) -> Redis:
         "health_check_interval": 30,
         "max_connections": 64,
     }
+    if settings.redis_url.startswith("rediss://") and settings.redis_ssl_ca_certs is not None:
+        options["ssl_ca_certs"] = str(settings.redis_ssl_ca_certs)  # TLS: verify with this CA
     options.update(overrides)
     return Redis.from_url(settings.redis_url, **options)  # type: ignore[arg-type]
 
 
-def _tag(customer_id: str) -> str:
-    # Percent-encode the characters that would break the hash tag; injective.
-    return customer_id.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
+DEFAULT_TENANT = "default"
+# ev: event-time index, ed: events, st: state & risk, pf: profile, dl: delivery log,
+# tl: timeline, ac: staff actions.
+CUSTOMER_KEY_SUFFIXES = ("ev", "ed", "st", "pf", "dl", "tl", "ac")
+
+
+def _tag(value: str) -> str:
+    # Percent-encode the characters that would break the hash tag or the separator; injective.
+    return (value.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
+            .replace("/", "%2F"))
+
+
+def _untag(value: str) -> str:
+    return (value.replace("%2F", "/").replace("%7D", "}").replace("%7B", "{")
+            .replace("%25", "%"))
+
+
+def customer_token(customer_id: str, tenant: str = DEFAULT_TENANT) -> str:
+    """``<tenant>/<customer>``, escaped: the hash tag of the customer's keys, and how indexes
+    (the silence index, the at-risk index) name a customer."""
+    return f"{_tag(tenant)}/{_tag(customer_id)}"
+
+
+def parse_customer_token(token: str) -> tuple[str, str]:
+    """Inverse of :func:`customer_token`: ``(tenant, customer_id)``."""
+    tenant, _, customer = token.partition("/")
+    return _untag(tenant), _untag(customer)
 
 
 class Keys:
@@ -35,10 +62,36 @@ class Keys:
         self.prefix = prefix
 
     # per customer -------------------------------------------------------------------
-    def customer(self, customer_id: str) -> tuple[str, str, str]:
+    def customer_base(self, customer_id: str, tenant: str = DEFAULT_TENANT) -> str:
+        """Prefix of every key of one customer: ``<prefix>:c:{<token>}``; add ``:<suffix>``."""
+        return f"{self.prefix}:c:{{{customer_token(customer_id, tenant)}}}"
+
+    def customer(self, customer_id: str, tenant: str = DEFAULT_TENANT) -> tuple[str, str, str]:
         """(event index zset, event data hash, state hash) of one customer."""
-        base = f"{self.prefix}:c:{{{_tag(customer_id)}}}"
+        base = self.customer_base(customer_id, tenant)
         return f"{base}:ev", f"{base}:ed", f"{base}:st"
+
+    def timeline(self, customer_id: str, tenant: str = DEFAULT_TENANT) -> str:
+        """The customer's timeline (tier changes, staff actions...), a capped list."""
+        return f"{self.customer_base(customer_id, tenant)}:tl"
+
+    def customer_all(self, customer_id: str, tenant: str = DEFAULT_TENANT) -> list[str]:
+        """Every key churnwatch keeps for one customer: what erasure deletes. A new
+        per-customer key must be listed here."""
+        base = self.customer_base(customer_id, tenant)
+        return [f"{base}:{suffix}" for suffix in CUSTOMER_KEY_SUFFIXES]
+
+    def profile(self, customer_id: str, tenant: str = DEFAULT_TENANT) -> str:
+        """The customer's profile (owner, contact, consent...), a JSON string."""
+        return f"{self.customer_base(customer_id, tenant)}:pf"
+
+    def staff(self, tenant: str = DEFAULT_TENANT) -> str:
+        """Hash staff_id -> staff JSON of one tenant."""
+        return f"{self.prefix}:t:{_tag(tenant)}:staff"
+
+    def stores(self, tenant: str = DEFAULT_TENANT) -> str:
+        """Hash store_id -> store JSON (time zone, manager) of one tenant."""
+        return f"{self.prefix}:t:{_tag(tenant)}:stores"
 
     # global -------------------------------------------------------------------------
     def due(self, partition: int) -> str:
@@ -51,6 +104,12 @@ class Keys:
 
     def offsets(self, topic: str) -> str:
         return f"{self.prefix}:offsets:{topic}"
+
+    @property
+    def active_model(self) -> str:
+        """JSON ``{"path", "version", "activated_at"}`` of the model every process serves
+        (``churnwatch model activate``); absent: each serves its configured model."""
+        return f"{self.prefix}:model:active"
 
     @property
     def stats(self) -> str:
@@ -71,5 +130,5 @@ class Keys:
     def retry_payloads(self) -> str:
         return f"{self.prefix}:retry:data"
 
-    def delivery_log(self, customer_id: str) -> str:
-        return f"{self.prefix}:c:{{{_tag(customer_id)}}}:dl"
+    def delivery_log(self, customer_id: str, tenant: str = DEFAULT_TENANT) -> str:
+        return f"{self.customer_base(customer_id, tenant)}:dl"

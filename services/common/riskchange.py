@@ -67,6 +67,7 @@ class RiskChange(BaseModel):
         }]},
     )
     customer_id: str
+    tenant_id: str = Field(default="default", description="The business the customer belongs to.")
     store_id: str | None = None
     previous_tier: Tier
     tier: Tier
@@ -82,10 +83,14 @@ class RiskChange(BaseModel):
     features: dict[str, float] = Field(description="The feature values the score was computed from.")
 
 
-def risk_change_id(customer_id: str, previous_tier: str, tier: str, cause: Cause) -> str:
+def risk_change_id(customer_id: str, previous_tier: str, tier: str, cause: Cause,
+                   tenant_id: str = "default") -> str:
     """Deterministic id: a redelivery of the same cause repeats the same id."""
     h = hashlib.sha256()
-    for part in (customer_id, previous_tier, tier, cause.kind, cause.event_id or ""):
+    parts: tuple[str, ...] = (customer_id, previous_tier, tier, cause.kind, cause.event_id or "")
+    if tenant_id != "default":  # ids of the default tenant stay what they always were
+        parts += (tenant_id,)
+    for part in parts:
         h.update(part.encode())
         h.update(b"\x00")
     return h.hexdigest()[:32]
@@ -94,7 +99,8 @@ def risk_change_id(customer_id: str, previous_tier: str, tier: str, cause: Cause
 def to_cloudevent(change: RiskChange) -> dict[str, Any]:
     return {
         "specversion": "1.0",
-        "id": risk_change_id(change.customer_id, change.previous_tier, change.tier, change.cause),
+        "id": risk_change_id(change.customer_id, change.previous_tier, change.tier, change.cause,
+                             change.tenant_id),
         "source": CLOUDEVENT_SOURCE,
         "type": CLOUDEVENT_TYPE,
         "subject": change.customer_id,

@@ -8,6 +8,7 @@ with a :class:`~services.common.exceptions.ConfigError` naming the variable and 
 from __future__ import annotations
 
 import hmac
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -29,13 +30,24 @@ class ApiKey:
     name: str
     secret: SecretStr
     scopes: frozenset[str]
+    tenant: str = "default"
+    stores: frozenset[str] | None = None  # None: every store of the tenant
 
     def allows(self, scope: str) -> bool:
         return scope in self.scopes or "admin" in self.scopes
 
+    def allows_store(self, store_id: str | None) -> bool:
+        return self.stores is None or (store_id is not None and store_id in self.stores)
+
+
+_TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
 
 def parse_api_keys(raw: str) -> tuple[ApiKey, ...]:
-    """Parse ``secret:scope+scope,secret2:scope`` into keys; raise ValueError on bad input."""
+    """Parse ``secret:scope+scope[@tenant[/store|store]]`` entries separated by commas.
+
+    Without ``@tenant`` a key belongs to the ``default`` tenant; with ``/stores`` it only sees
+    customers of those stores. Raises ValueError naming the entry on bad input."""
     keys: list[ApiKey] = []
     for n, entry in enumerate(part.strip() for part in raw.split(",")):
         if not entry:
@@ -47,6 +59,18 @@ def parse_api_keys(raw: str) -> tuple[ApiKey, ...]:
             )
         if len(secret) < 8:
             raise ValueError(f"entry {n + 1}: the secret must be at least 8 characters long")
+        scopes_raw, at, binding = scopes_raw.partition("@")
+        tenant, stores = "default", None
+        if at:
+            tenant, slash, stores_raw = binding.partition("/")
+            if not _TENANT_RE.match(tenant):
+                raise ValueError(f"entry {n + 1}: tenant {tenant[:40]!r} must be 1-64 letters, digits, "
+                                 "'_', '.' or '-', starting with a letter or digit")
+            if slash:
+                stores = frozenset(x.strip() for x in stores_raw.split("|") if x.strip())
+                if not stores:
+                    raise ValueError(f"entry {n + 1}: name at least one store after '/', "
+                                     "e.g. 'secret:read@acme/store-1|store-2'")
         scopes = frozenset(s.strip() for s in scopes_raw.split("+") if s.strip())
         unknown = sorted(scopes - set(SCOPES))
         if not scopes or unknown:
@@ -54,7 +78,8 @@ def parse_api_keys(raw: str) -> tuple[ApiKey, ...]:
                 f"entry {n + 1}: unknown scope(s) {unknown or '(none given)'}; "
                 f"use one or more of {', '.join(SCOPES)} joined with '+'"
             )
-        keys.append(ApiKey(name=f"key{n + 1}", secret=SecretStr(secret), scopes=scopes))
+        keys.append(ApiKey(name=f"key{n + 1}", secret=SecretStr(secret), scopes=scopes,
+                           tenant=tenant, stores=stores))
     return tuple(keys)
 
 
@@ -85,10 +110,23 @@ class Settings(BaseSettings):
     # embedded Tansu with memory storage) do not implement. "auto" tries it and falls back
     # loudly to acks=all without idempotence; every consumer deduplicates by id either way.
     kafka_idempotence: Literal["auto"] | bool = "auto"
+    # Kafka security (docs/operations.md, "TLS and authentication"). PLAINTEXT by default;
+    # SASL_SSL with SCRAM-SHA-512 is the usual production choice. kafka_ssl_cafile verifies the
+    # brokers' certificates (system CAs when unset); certfile/keyfile give mutual TLS.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
 
     # Redis. ``up`` starts an embedded redis-server unless CHURNWATCH_REDIS_URL is set.
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = Field(default="cw", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    # Redis TLS: use a rediss:// URL (credentials go in the URL: rediss://user:password@host:port/0
+    # for a Redis 6+ ACL user); redis_ssl_ca_certs verifies the server (system CAs when unset).
+    redis_ssl_ca_certs: Path | None = None
 
     # HTTP API.
     api_host: str = "127.0.0.1"
@@ -116,6 +154,11 @@ class Settings(BaseSettings):
     tier_min_dwell_seconds: float = Field(default=0.0, ge=0)
     sweep_interval_seconds: float = Field(default=1.0, gt=0)
     sweep_max_customers: int = Field(default=500, ge=1)
+    # Models and rules (docs/model.md). CHURNWATCH_MODEL=scorecard serves the rule scorecard;
+    # unset serves the default model shipped with churnwatch.
+    model_refresh_seconds: float = Field(default=2.0, gt=0, le=3600)
+    business_type: Literal["default", "salon", "restaurant", "retail"] = "default"
+    rules: Path | None = None
 
     # Notifier.
     notifier_group: str = "churnwatch-notifier"

@@ -41,7 +41,8 @@ class EventPublisher:
     def connected(self) -> bool:
         return self._producer is not None
 
-    async def publish(self, topic: str, records: Sequence[tuple[bytes, bytes | None]]) -> None:
+    async def publish(self, topic: str, records: Sequence[tuple[bytes, bytes | None]], *,
+                      headers: list[tuple[str, bytes]] | None = None) -> None:
         """Send every (key, value) and wait for every acknowledgement, or raise BrokerUnavailable.
 
         After BrokerUnavailable some records may still have been stored; the caller's retry is
@@ -49,7 +50,8 @@ class EventPublisher:
         producer = await self._ensure()
 
         async def send_all() -> None:
-            futures = [await producer.send(topic, value, key=key) for key, value in records]
+            futures = [await producer.send(topic, value, key=key, headers=headers)
+                       for key, value in records]
             await asyncio.gather(*futures)
 
         try:

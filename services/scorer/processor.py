@@ -28,8 +28,8 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from services.common.events import parse_json, validate_event
-from services.common.redisconn import Keys
+from services.common.events import TENANT_HEADER, parse_json, validate_event
+from services.common.redisconn import DEFAULT_TENANT, Keys, parse_customer_token
 from services.common.riskchange import (
     CONTENT_TYPE,
     Cause,
@@ -41,7 +41,7 @@ from services.common.settings import Settings
 from services.scorer.activity import activity_from_event
 from services.scorer.engine import Assessment, Engine, Subject
 from services.scorer.features import DAY_MS, Activity
-from services.scorer.state import CustomerState, StateStore, risk_snapshot
+from services.scorer.state import CustomerState, Ref, StateStore, risk_snapshot
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -55,6 +55,15 @@ class Record:
     key: bytes | None
     value: bytes | None
     timestamp_ms: int | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+def _tenant_header(headers: Iterable[tuple[str, bytes]]) -> str:
+    """A tombstone names its tenant in a header (its key is the bare customer id)."""
+    for name, value in headers:
+        if name == TENANT_HEADER and value:
+            return value.decode("utf-8", "replace")
+    return DEFAULT_TENANT
 
 
 class ScorerMetrics:
@@ -135,9 +144,9 @@ class Processor:
         wall = datetime.now(UTC)
         max_age = timedelta(days=self.settings.max_event_age_days)
         max_future = timedelta(seconds=self.settings.max_event_future_seconds)
-        batch: dict[str, list[Activity]] = {}
-        stores: dict[str, str | None] = {}
-        partition_of: dict[str, int] = {}
+        batch: dict[Ref, list[Activity]] = {}
+        stores: dict[Ref, str | None] = {}
+        partition_of: dict[Ref, int] = {}
         dead: list[tuple[Record, str]] = []
         offsets: dict[int, int] = {}
         for r in records:
@@ -152,10 +161,11 @@ class Processor:
                 dead.append((r, "; ".join(f"{e.field or 'event'}: {e.message}" for e in errors)))
                 continue
             act = activity_from_event(event)
-            batch.setdefault(event.customer_id, []).append(act)
+            ref = (event.tenant, event.customer_id)
+            batch.setdefault(ref, []).append(act)
             if event.store_id:
-                stores[event.customer_id] = event.store_id
-            partition_of.setdefault(event.customer_id, r.partition)
+                stores[ref] = event.store_id
+            partition_of.setdefault(ref, r.partition)
         if dead:
             await self._dead_letter(dead)
         newest = max((a.ts for acts in batch.values() for a in acts), default=0)
@@ -164,7 +174,7 @@ class Processor:
         if self.event_clock:
             now = max(now, newest)
             candidate = newest
-        states: dict[str, CustomerState] = {}
+        states: dict[Ref, CustomerState] = {}
         if batch:
             t0 = time.monotonic()
             states, clock = await self._retry("apply", lambda: self.store.apply(
@@ -172,8 +182,8 @@ class Processor:
             self.metrics.redis_seconds.labels("apply").observe(time.monotonic() - t0)
             if clock is not None:
                 now = self._clock_ms = max(self._clock_ms, clock)
-        for cid, cs in states.items():
-            cs.partition = partition_of[cid]
+        for ref, cs in states.items():
+            cs.partition = partition_of[ref]
         added = sum(cs.added for cs in states.values())
         total_valid = sum(len(v) for v in batch.values())
         await self._rescore(list(states.values()), now, kind="event", offsets=offsets,
@@ -192,10 +202,10 @@ class Processor:
         if not r.key:
             await self._dead_letter([(r, "null value without a key: nothing to erase")])
         else:
-            cid = r.key.decode("utf-8", "replace")
-            await self._retry("erase", lambda: self.store.erase(cid, self.settings.topic_partitions))
+            ref = (_tenant_header(r.headers), r.key.decode("utf-8", "replace"))
+            await self._retry("erase", lambda: self.store.erase(ref, self.settings.topic_partitions))
             self.metrics.events.labels("erased").inc()
-            logger.info("erased customer state", extra={"customer_id": cid})
+            logger.info("erased customer state", extra={"customer_id": ref[1], "tenant": ref[0]})
         pipe = self.store.redis.pipeline(transaction=False)
         await self.store.record_offsets(pipe, r.topic, {r.partition: r.offset + 1})
         await self._retry("commit", pipe.execute)
@@ -214,15 +224,17 @@ class Processor:
             async def due_now(key: str = due_key, limit: int = budget) -> list[str]:
                 return [str(c) for c in await self.store.redis.zrangebyscore(key, "-inf", now, start=0, num=limit)]
 
-            cids = await self._retry("sweep", due_now)
-            if not cids:
+            tokens = await self._retry("sweep", due_now)
+            if not tokens:
                 continue
+            refs = {parse_customer_token(t): t for t in tokens}
+            wanted = tuple(refs)
 
-            async def load(ids: list[str] = cids) -> dict[str, CustomerState]:
+            async def load(ids: tuple[Ref, ...] = wanted) -> dict[Ref, CustomerState]:
                 return await self.store.load(ids)
 
             states = await self._retry("load", load)
-            gone = [c for c in cids if c not in states]
+            gone = [t for ref, t in refs.items() if ref not in states]
             if gone:
                 async def forget(key: str = due_key, ids: list[str] = gone) -> int:
                     return int(await self.store.redis.zrem(key, *ids))
@@ -232,7 +244,7 @@ class Processor:
                 cs.partition = p
             await self._rescore(list(states.values()), now, kind="silence")
             done += len(states)
-            budget -= len(cids)
+            budget -= len(tokens)
         if done:
             self.metrics.swept.inc(done)
         return done
@@ -263,7 +275,8 @@ class Processor:
             if a.tier != previous:
                 cause = Cause(kind=kind, event_id=cs.newest_event_id())  # type: ignore[arg-type]
                 change = RiskChange(
-                    customer_id=cs.customer_id, store_id=cs.store_id, previous_tier=previous,  # type: ignore[arg-type]
+                    customer_id=cs.customer_id, tenant_id=cs.tenant, store_id=cs.store_id,
+                    previous_tier=previous,  # type: ignore[arg-type]
                     tier=a.tier, score=round(a.score, 6), previous_score=cs.score,  # type: ignore[arg-type]
                     reasons=a.reasons, suggested_action=a.action,
                     value_tier=a.value_tier, lifecycle_stage=a.lifecycle_stage,  # type: ignore[arg-type]
@@ -287,7 +300,7 @@ class Processor:
                     fields["tier_since"] = now
                 self.store.queue_commit(pipe, cs, fields)
                 if cs.partition is not None:
-                    pipe.zadd(self.keys.due(cs.partition), {cs.customer_id: self._due(now, a)})
+                    pipe.zadd(self.keys.due(cs.partition), {cs.token: self._due(now, a)})
             if offsets:
                 await self.store.record_offsets(pipe, self.settings.topic_events, offsets)
             for name, value in (stats or {}).items():

@@ -16,7 +16,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from services.common.redisconn import Keys
+from services.common.redisconn import DEFAULT_TENANT, Keys, customer_token
 from services.scorer.activity import decode_activity, encode_activity
 from services.scorer.features import Activity
 
@@ -83,6 +83,10 @@ return cur
 """
 
 
+Ref = tuple[str, str]
+"""A customer as the scorer knows them: ``(tenant, customer_id)``."""
+
+
 @dataclass
 class CustomerState:
     customer_id: str
@@ -91,6 +95,15 @@ class CustomerState:
     added: int = 0
     partition: int | None = None
     batch_events: list[str] = field(default_factory=list)
+    tenant: str = DEFAULT_TENANT
+
+    @property
+    def ref(self) -> Ref:
+        return self.tenant, self.customer_id
+
+    @property
+    def token(self) -> str:
+        return customer_token(self.customer_id, self.tenant)
 
     @property
     def first_ts(self) -> int | None:
@@ -139,35 +152,36 @@ class StateStore:
         self._offsets = redis.register_script(OFFSETS_LUA)
         self._clock = redis.register_script(CLOCK_LUA)
 
-    async def apply(self, batch: dict[str, list[Activity]], *, now_ms: int,
-                    stores: dict[str, str | None], clock_candidate: int | None = None
-                    ) -> tuple[dict[str, CustomerState], int | None]:
+    async def apply(self, batch: dict[Ref, list[Activity]], *, now_ms: int,
+                    stores: dict[Ref, str | None], clock_candidate: int | None = None
+                    ) -> tuple[dict[Ref, CustomerState], int | None]:
         """Store the batch's activities and return every touched customer's full window and
         state, plus the shared event clock after advancing it to ``clock_candidate`` (when
         given) — all in one round trip."""
         cutoff = now_ms - self.window_ms
         pipe = self.redis.pipeline(transaction=False)
         order = list(batch)
-        for cid in order:
-            argv: list[Any] = [cutoff, self.ttl_seconds, stores.get(cid) or "", MIN_KEPT_EVENTS]
-            for a in batch[cid]:
+        for ref in order:
+            argv: list[Any] = [cutoff, self.ttl_seconds, stores.get(ref) or "", MIN_KEPT_EVENTS]
+            for a in batch[ref]:
                 argv += [a.event_id, a.ts, encode_activity(a)]
-            await self._apply(keys=list(self.keys.customer(cid)), args=argv, client=pipe)
+            tenant, cid = ref
+            await self._apply(keys=list(self.keys.customer(cid, tenant)), args=argv, client=pipe)
         if clock_candidate is not None:
             await self._clock(keys=[self.keys.clock], args=[clock_candidate], client=pipe)
         results = await pipe.execute()
         clock = int(results.pop()) if clock_candidate is not None else None
-        out: dict[str, CustomerState] = {}
-        for cid, (added, events, state) in zip(order, results, strict=True):
-            out[cid] = CustomerState(cid, _activities(events), _pairs(state), int(added),
-                                     batch_events=[a.event_id for a in batch[cid]])
+        out: dict[Ref, CustomerState] = {}
+        for ref, (added, events, state) in zip(order, results, strict=True):
+            out[ref] = CustomerState(ref[1], _activities(events), _pairs(state), int(added),
+                                     batch_events=[a.event_id for a in batch[ref]], tenant=ref[0])
         return out, clock
 
-    async def load(self, customer_ids: Iterable[str]) -> dict[str, CustomerState]:
-        return await load_customers(self.redis, self.keys, customer_ids)
+    async def load(self, refs: Iterable[Ref]) -> dict[Ref, CustomerState]:
+        return await load_customers(self.redis, self.keys, refs)
 
     def queue_commit(self, pipe: Any, cs: CustomerState, fields: dict[str, Any]) -> None:
-        _, _, st = self.keys.customer(cs.customer_id)
+        _, _, st = self.keys.customer(cs.customer_id, cs.tenant)
         pipe.hset(st, mapping=fields)
 
     async def read_clock(self) -> int | None:
@@ -181,35 +195,38 @@ class StateStore:
                 argv += [p, o]
             await self._offsets(keys=[self.keys.offsets(topic)], args=argv, client=pipe)
 
-    async def erase(self, customer_id: str, partitions: int) -> None:
-        await erase_customer(self.redis, self.keys, customer_id, partitions=partitions)
+    async def erase(self, ref: Ref, partitions: int) -> None:
+        await erase_customer(self.redis, self.keys, ref[1], tenant=ref[0], partitions=partitions)
 
 
-async def load_customers(redis: Redis, keys: Keys, customer_ids: Iterable[str]
-                         ) -> dict[str, CustomerState]:
+async def load_customers(redis: Redis, keys: Keys, refs: Iterable[Ref]
+                         ) -> dict[Ref, CustomerState]:
     """Customers' windows and state (one round trip); customers without state are left out."""
-    order = list(customer_ids)
+    order = list(refs)
     pipe = redis.pipeline(transaction=False)
-    for cid in order:
-        _, ed, st = keys.customer(cid)
+    for tenant, cid in order:
+        _, ed, st = keys.customer(cid, tenant)
         pipe.hgetall(ed)
         pipe.hgetall(st)
     results = await pipe.execute()
-    out: dict[str, CustomerState] = {}
-    for i, cid in enumerate(order):
+    out: dict[Ref, CustomerState] = {}
+    for i, (tenant, cid) in enumerate(order):
         events, state = results[2 * i], results[2 * i + 1]
         if state:
-            out[cid] = CustomerState(cid, [decode_activity(k, v) for k, v in events.items()],
-                                     dict(state))
+            out[(tenant, cid)] = CustomerState(
+                cid, [decode_activity(k, v) for k, v in events.items()], dict(state), tenant=tenant)
     return out
 
 
-async def erase_customer(redis: Redis, keys: Keys, customer_id: str, *, partitions: int) -> None:
-    """Forget a customer: window, state, delivery log and silence-index entries."""
+async def erase_customer(redis: Redis, keys: Keys, customer_id: str, *,
+                         tenant: str = DEFAULT_TENANT, partitions: int) -> None:
+    """Forget a customer: every key under their hash tag (window, state, profile, delivery
+    log, timeline, actions) and their silence-index entries."""
     pipe = redis.pipeline(transaction=False)
-    pipe.delete(*keys.customer(customer_id), keys.delivery_log(customer_id))
+    pipe.delete(*keys.customer_all(customer_id, tenant))
+    token = customer_token(customer_id, tenant)
     for p in range(partitions):
-        pipe.zrem(keys.due(p), customer_id)
+        pipe.zrem(keys.due(p), token)
     await pipe.execute()
 
 

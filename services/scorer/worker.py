@@ -15,7 +15,7 @@ import faust
 from prometheus_client import CollectorRegistry
 
 from services.common.httpserver import WorkerHttpServer
-from services.common.kafka import start_producer
+from services.common.kafka import faust_credentials, start_producer
 from services.common.logs import setup_logging
 from services.common.redisconn import Keys, make_redis
 from services.common.settings import Settings
@@ -29,6 +29,13 @@ from services.scorer.transport import transport_app
 logger = logging.getLogger(__name__)
 
 
+def _headers(raw: Any) -> tuple[tuple[str, bytes], ...]:
+    if not raw:
+        return ()
+    items = raw.items() if hasattr(raw, "items") else raw
+    return tuple((str(k), bytes(v or b"")) for k, v in items)
+
+
 def faust_broker(settings: Settings) -> list[str]:
     return [f"kafka://{hp.strip()}" for hp in settings.kafka_bootstrap.split(",")]
 
@@ -39,9 +46,11 @@ def build_app(settings: Settings) -> faust.App:
     app = app_class(
         settings.scorer_group,
         broker=faust_broker(settings),
+        broker_credentials=faust_credentials(settings),
         value_serializer="raw",
         key_serializer="raw",
         store="memory://",
+        datadir=str(settings.home / "scorer-data"),
         autodiscover=False,
         web_enabled=False,
         topic_partitions=settings.topic_partitions,
@@ -99,7 +108,8 @@ def build_app(settings: Settings) -> faust.App:
         async for events in stream.take_events(settings.scorer_batch_max, within=within):
             records = [Record(e.message.topic, e.message.partition, e.message.offset,
                               e.message.key, e.message.value, e.message.timestamp and
-                              int(e.message.timestamp * 1000)) for e in events]
+                              int(e.message.timestamp * 1000), _headers(e.message.headers))
+                       for e in events]
             async with proc.lock:
                 await proc.process(records)
 

@@ -10,7 +10,7 @@ from typing import Any, cast
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from pydantic import BaseModel, Field
 
-from services.common.events import epoch_ms
+from services.common.events import TENANT_HEADER, epoch_ms
 from services.common.exceptions import BrokerUnavailable
 from services.common.riskchange import Reason, SuggestedAction
 from services.ingest.deps import AdminKey, ReadKey, Res
@@ -68,7 +68,10 @@ async def get_risk(customer_id: str, res: Res, key: ReadKey,
                    as_of: str | None = Query(None, description="RFC 3339 instant, e.g. 2026-11-01T00:00:00Z")
                    ) -> Any:
     if as_of is None:
-        state = cast(dict[str, str], await res.redis.hgetall(res.keys.customer(customer_id)[2]))
+        state = cast(dict[str, str],
+                     await res.redis.hgetall(res.keys.customer(customer_id, key.tenant)[2]))
+        if state and not key.allows_store(state.get("store")):
+            state = {}  # a store-bound key does not see other stores' customers
         if not state or "risk" not in state:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no risk known for customer {customer_id!r}")
         risk = json.loads(state["risk"])
@@ -77,7 +80,10 @@ async def get_risk(customer_id: str, res: Res, key: ReadKey,
                     **risk)
     at = _parse_as_of(as_of)
     at_ms = epoch_ms(at)
-    cs = (await load_customers(res.redis, res.keys, [customer_id])).get(customer_id)
+    cs = (await load_customers(res.redis, res.keys, [(key.tenant, customer_id)])
+          ).get((key.tenant, customer_id))
+    if cs is not None and not key.allows_store(cs.store_id):
+        cs = None
     acts = [a for a in cs.activities if a.ts <= at_ms] if cs else []
     if cs is None or not acts:
         raise HTTPException(status.HTTP_404_NOT_FOUND,
@@ -102,11 +108,13 @@ async def get_risk(customer_id: str, res: Res, key: ReadKey,
 )
 async def delete_customer(customer_id: str, res: Res, key: AdminKey) -> Response:
     try:
-        await res.publisher.publish(res.settings.topic_events, [(customer_id.encode(), None)])
+        await res.publisher.publish(res.settings.topic_events, [(customer_id.encode(), None)],
+                                    headers=[(TENANT_HEADER, key.tenant.encode())])
     except BrokerUnavailable:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                             "the event broker is unavailable; retry the erasure later",
                             headers={"Retry-After": "5"}) from None
-    await erase_customer(res.redis, res.keys, customer_id, partitions=res.settings.topic_partitions)
+    await erase_customer(res.redis, res.keys, customer_id, tenant=key.tenant,
+                         partitions=res.settings.topic_partitions)
     logger.info("customer erased by %s", key.name, extra={"customer_id": customer_id})
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from services.common.events import (
+    DEFAULT_TENANT,
     AnyEvent,
     FieldError,
     TransactionEvent,
@@ -19,6 +20,7 @@ from services.common.events import (
     validate_event,
 )
 from services.common.exceptions import BrokerUnavailable
+from services.common.settings import ApiKey
 from services.ingest.deps import IngestKey, Res
 
 logger = logging.getLogger(__name__)
@@ -69,6 +71,19 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _check_binding(event: AnyEvent, index: int, key: ApiKey) -> list[FieldError]:
+    """A key bound to a tenant (and stores) may only send that tenant's (stores') events."""
+    if key.name != "anonymous" and event.tenant != key.tenant:
+        return [FieldError(index=index, field="tenant_id",
+                           message=f"this API key belongs to tenant {key.tenant!r}; "
+                           "omit tenant_id or send that value")]
+    if not key.allows_store(event.store_id):
+        return [FieldError(index=index, field="store_id",
+                           message="this API key may only send events of stores "
+                           f"{', '.join(sorted(key.stores or ()))}")]
+    return []
+
+
 @router.post(
     "/v1/events",
     status_code=status.HTTP_202_ACCEPTED,
@@ -105,7 +120,11 @@ async def post_events(request: Request, res: Res, key: IngestKey) -> Any:
     for i, obj in enumerate(items):
         event, errs = validate_event(obj, i, now=now, max_age=max_age, max_future=max_future)
         if event is not None:
-            events.append(event)
+            errs = _check_binding(event, i, key)
+            if not errs:
+                # The key's tenant is the event's tenant; the default tenant is left implicit.
+                events.append(event if key.tenant == DEFAULT_TENANT or event.tenant_id
+                              else event.model_copy(update={"tenant_id": key.tenant}))
         errors.extend(errs)
     if errors:
         bad = len({e.index for e in errors})
@@ -128,6 +147,7 @@ async def post_events(request: Request, res: Res, key: IngestKey) -> Any:
         counts[e.type] = counts.get(e.type, 0) + 1
     for t, n in counts.items():
         res.metrics.accepted.labels(t).inc(n)
+    res.metrics.count_stores(e.store_id for e in events)
     try:
         await res.redis.hincrby(res.keys.stats, "events_accepted_total", len(events))
     except Exception as exc:  # the events are stored; only the counter is behind

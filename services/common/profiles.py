@@ -1,0 +1,187 @@
+"""Who a customer is to the business: profiles, staff and stores, kept in Redis.
+
+The API writes them (``PUT /v1/customers/{id}/profile`` and friends); the notifier reads them
+to route an alert to the staff member who owns the customer, falling back to the store's
+manager, in the store's time zone, honouring the customer's consent. Everything is per tenant.
+
+Storage (see :class:`~services.common.redisconn.Keys`): a customer's profile is one JSON
+string under the customer's hash tag (so erasure removes it with the rest); staff and stores
+are one hash per tenant, id -> JSON.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import date
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from redis.asyncio import Redis
+
+from services.common.events import DEFAULT_TENANT, Identifier
+from services.common.redisconn import Keys
+
+Locale = Literal["en", "zh-CN"]
+ChannelName = Literal["sms", "email", "webhook"]
+
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{2,63}$")
+_PHONE = re.compile(r"^\+[1-9]\d{6,14}$")
+
+
+def _email(v: str) -> str:
+    if not _EMAIL.match(v):
+        raise ValueError("must be an e-mail address like name@example.com")
+    return v
+
+
+def _phone(v: str) -> str:
+    if not _PHONE.match(v):
+        raise ValueError("must be an E.164 phone number like +4915112345678")
+    return v
+
+
+def _timezone(v: str) -> str:
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("must be an IANA time zone like Europe/Berlin or Asia/Shanghai") from None
+    return v
+
+
+Email = Annotated[str, StringConstraints(max_length=320), AfterValidator(_email)]
+Phone = Annotated[str, StringConstraints(max_length=16), AfterValidator(_phone)]
+TimeZone = Annotated[str, StringConstraints(max_length=64), AfterValidator(_timezone)]
+Label = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+class Consent(BaseModel):
+    """What the customer agreed to be contacted by. Staff alerts about the customer are not
+    contact with the customer; messages *to* the customer need consent for that channel."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    sms: bool = False
+    email: bool = False
+    sms_opt_out: bool = Field(False, description="The customer replied STOP: never SMS them.")
+
+    def allows(self, channel: str) -> bool:
+        if channel == "sms":
+            return self.sms and not self.sms_opt_out
+        return bool(getattr(self, channel, False))
+
+
+class CustomerProfile(BaseModel):
+    """Profile fields the API upserts and the notifier reads; all optional."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"examples": [{
+        "owner_staff_id": "stylist-7", "store_id": "salon-downtown", "name": "Mei Chen",
+        "email": "mei@example.com", "phone": "+8613800138000", "preferred_channel": "sms",
+        "consent": {"sms": True, "email": False, "sms_opt_out": False},
+        "timezone": "Asia/Shanghai", "segment": "vip", "birthday": "1990-04-12", "locale": "zh-CN",
+    }]})
+    owner_staff_id: Identifier | None = Field(None, description="Staff member who owns the customer.")
+    store_id: Identifier | None = Field(None, description="Home store; defaults to the store of the events.")
+    name: Label | None = None
+    email: Email | None = None
+    phone: Phone | None = None
+    preferred_channel: ChannelName | None = None
+    consent: Consent = Consent(sms=False, email=False, sms_opt_out=False)
+    timezone: TimeZone | None = Field(None, description="IANA zone; defaults to the store's.")
+    segment: Label | None = Field(None, description="Free-form segment used by routing, e.g. vip.")
+    birthday: date | None = None
+    locale: Locale | None = None
+
+
+class StaffMember(BaseModel):
+    """A member of staff who can receive alerts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    staff_id: Identifier
+    name: Label | None = None
+    email: Email | None = None
+    phone: Phone | None = None
+    store_id: Identifier | None = None
+    role: Literal["staff", "manager"] = "staff"
+    locale: Locale = "en"
+    preferred_channel: ChannelName | None = None
+
+
+class Store(BaseModel):
+    """A store: its time zone (quiet hours) and its manager (fallback recipient)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    store_id: Identifier
+    name: Label | None = None
+    timezone: TimeZone = "UTC"
+    manager_staff_id: Identifier | None = None
+    locale: Locale = "en"
+
+
+class ProfileStore:
+    """Reads and writes profiles, staff and stores; one instance per process."""
+
+    def __init__(self, redis: Redis, keys: Keys):
+        self.redis = redis
+        self.keys = keys
+
+    # customers ------------------------------------------------------------------------
+    async def get_profile(self, customer_id: str, tenant: str = DEFAULT_TENANT
+                          ) -> CustomerProfile | None:
+        raw = await self.redis.get(self.keys.profile(customer_id, tenant))
+        return CustomerProfile.model_validate_json(raw) if raw else None
+
+    async def get_profiles(self, refs: Iterable[tuple[str, str]]
+                           ) -> dict[tuple[str, str], CustomerProfile]:
+        """Many profiles in one round trip; customers without one are left out."""
+        order = list(refs)
+        if not order:
+            return {}
+        raws = await self.redis.mget([self.keys.profile(c, t) for t, c in order])
+        return {ref: CustomerProfile.model_validate_json(raw)
+                for ref, raw in zip(order, raws, strict=True) if raw}
+
+    async def put_profile(self, customer_id: str, profile: CustomerProfile,
+                          tenant: str = DEFAULT_TENANT) -> None:
+        await self.redis.set(self.keys.profile(customer_id, tenant),
+                             profile.model_dump_json(exclude_none=True))
+
+    async def delete_profile(self, customer_id: str, tenant: str = DEFAULT_TENANT) -> bool:
+        return bool(await self.redis.delete(self.keys.profile(customer_id, tenant)))
+
+    # staff ----------------------------------------------------------------------------
+    async def get_staff(self, staff_id: str, tenant: str = DEFAULT_TENANT) -> StaffMember | None:
+        raw = await self.redis.hget(self.keys.staff(tenant), staff_id)  # type: ignore[misc]
+        return StaffMember.model_validate_json(raw) if raw else None
+
+    async def list_staff(self, tenant: str = DEFAULT_TENANT) -> list[StaffMember]:
+        raw = await self.redis.hgetall(self.keys.staff(tenant))  # type: ignore[misc]
+        return sorted((StaffMember.model_validate_json(v) for v in raw.values()),
+                      key=lambda s: s.staff_id)
+
+    async def put_staff(self, member: StaffMember, tenant: str = DEFAULT_TENANT) -> None:
+        await self.redis.hset(self.keys.staff(tenant), member.staff_id,  # type: ignore[misc]
+                              member.model_dump_json(exclude_none=True))
+
+    async def delete_staff(self, staff_id: str, tenant: str = DEFAULT_TENANT) -> bool:
+        return bool(await self.redis.hdel(self.keys.staff(tenant), staff_id))  # type: ignore[misc]
+
+    # stores ---------------------------------------------------------------------------
+    async def get_store(self, store_id: str, tenant: str = DEFAULT_TENANT) -> Store | None:
+        raw = await self.redis.hget(self.keys.stores(tenant), store_id)  # type: ignore[misc]
+        return Store.model_validate_json(raw) if raw else None
+
+    async def list_stores(self, tenant: str = DEFAULT_TENANT) -> list[Store]:
+        raw = await self.redis.hgetall(self.keys.stores(tenant))  # type: ignore[misc]
+        return sorted((Store.model_validate_json(v) for v in raw.values()),
+                      key=lambda s: s.store_id)
+
+    async def put_store(self, store: Store, tenant: str = DEFAULT_TENANT) -> None:
+        await self.redis.hset(self.keys.stores(tenant), store.store_id,  # type: ignore[misc]
+                              store.model_dump_json(exclude_none=True))
+
+    async def delete_store(self, store_id: str, tenant: str = DEFAULT_TENANT) -> bool:
+        return bool(await self.redis.hdel(self.keys.stores(tenant), store_id))  # type: ignore[misc]
+
+
+__all__ = ["Consent", "CustomerProfile", "ProfileStore", "StaffMember", "Store"]
