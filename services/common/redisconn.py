@@ -75,6 +75,10 @@ class Keys:
         """The customer's timeline (tier changes, staff actions...), a capped list."""
         return f"{self.customer_base(customer_id, tenant)}:tl"
 
+    def actions(self, customer_id: str, tenant: str = DEFAULT_TENANT) -> str:
+        """Hash action id -> staff action JSON (win-back loop); written by the API."""
+        return f"{self.customer_base(customer_id, tenant)}:ac"
+
     def customer_all(self, customer_id: str, tenant: str = DEFAULT_TENANT) -> list[str]:
         """Every key churnwatch keeps for one customer: what erasure deletes. A new
         per-customer key must be listed here."""
@@ -92,6 +96,43 @@ class Keys:
     def stores(self, tenant: str = DEFAULT_TENANT) -> str:
         """Hash store_id -> store JSON (time zone, manager) of one tenant."""
         return f"{self.prefix}:t:{_tag(tenant)}:stores"
+
+    # per tenant ---------------------------------------------------------------------
+    def tier_index(self, tier: str, tenant: str = DEFAULT_TENANT, store: str | None = None) -> str:
+        """Zset of the tenant's (or one store's) customers in ``tier``: customer token ->
+        priority (score x customer value). Written by the scorer on every re-score; read by
+        the at-risk list; its ZCARD is the customers-per-tier gauge."""
+        base = f"{self.prefix}:t:{_tag(tenant)}"
+        if store is not None:
+            base += f":s:{_tag(store)}"
+        return f"{base}:tier:{tier}"
+
+    def store_set(self, tenant: str = DEFAULT_TENANT) -> str:
+        """Set of the store ids the tenant's events named."""
+        return f"{self.prefix}:t:{_tag(tenant)}:storeset"
+
+    def audit(self, tenant: str = DEFAULT_TENANT) -> str:
+        """Stream of the tenant's audit records (erasures...), capped; written by the API."""
+        return f"{self.prefix}:t:{_tag(tenant)}:audit"
+
+    def tier_history(self, tenant: str = DEFAULT_TENANT) -> str:
+        """Hash YYYY-MM-DD -> JSON tier counts of that day (snapshotted by the API on read)."""
+        return f"{self.prefix}:t:{_tag(tenant)}:tierhist"
+
+    def winback_index(self, tenant: str = DEFAULT_TENANT) -> str:
+        """Zset ``<customer token>|<action id>`` -> action time (ms): every staff action of the
+        tenant, for win-back analytics; the action itself lives in the customer's ``ac`` hash."""
+        return f"{self.prefix}:t:{_tag(tenant)}:winback"
+
+    def holdout_index(self, tenant: str = DEFAULT_TENANT) -> str:
+        """Zset customer token -> when the API first saw the customer high-risk and in the
+        holdout group (ms): the control group of win-back analytics."""
+        return f"{self.prefix}:t:{_tag(tenant)}:holdout"
+
+    @property
+    def tenants(self) -> str:
+        """Set of the tenants the scorer has seen."""
+        return f"{self.prefix}:tenants"
 
     # global -------------------------------------------------------------------------
     def due(self, partition: int) -> str:
@@ -132,3 +173,14 @@ class Keys:
 
     def delivery_log(self, customer_id: str, tenant: str = DEFAULT_TENANT) -> str:
         return f"{self.customer_base(customer_id, tenant)}:dl"
+
+    # notifier -----------------------------------------------------------------------
+    def ack(self, alert_id: str) -> str:
+        """Acknowledgement of one alert (alert id = the risk-change CloudEvent ``id``): JSON
+        ``{"by", "at"}``; written by :func:`services.notifier.acks.acknowledge`."""
+        return f"{self.prefix}:ack:{alert_id}"
+
+    def notifier_key(self, name: str) -> str:
+        """Notifier-private keys (episodes, digests, rate limits, escalations):
+        ``<prefix>:ntf:<name>``."""
+        return f"{self.prefix}:ntf:{name}"

@@ -136,6 +136,26 @@ class Settings(BaseSettings):
     max_batch_events: int = Field(default=10_000, ge=1, le=10_000)
     max_event_age_days: int = Field(default=36_500, ge=1)  # replays of old history welcome
     max_event_future_seconds: int = Field(default=86_400, ge=0)
+    # Query API (docs/api.md). Per-key token bucket, in-process (per API process): a key may
+    # make api_rate_limit_per_second requests a second on average, bursts of api_rate_limit_burst;
+    # 0 turns it off. Bodies of routes other than POST /v1/events are capped at api_max_json_body_bytes.
+    api_rate_limit_per_second: float = Field(default=100.0, ge=0, le=100_000)
+    api_rate_limit_burst: int = Field(default=200, ge=1, le=1_000_000)
+    api_max_json_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    # Churn analytics: a customer has churned once their last activity is churn_inactive_days
+    # ago ("inactive_days"), or churn_cadence_multiple x their own median cadence
+    # ("cadence_multiple", never less than churn_min_days).
+    churn_definition: Literal["inactive_days", "cadence_multiple"] = "inactive_days"
+    churn_inactive_days: int = Field(default=90, ge=1, le=3650)
+    churn_cadence_multiple: float = Field(default=3.0, gt=0, le=100)
+    churn_min_days: int = Field(default=14, ge=1, le=3650)
+    analytics_cache_seconds: float = Field(default=30.0, ge=0, le=86_400)
+    analytics_max_customers: int = Field(default=200_000, ge=100, le=10_000_000)
+    # Win-back loop: an action "won the customer back" when they had an event within
+    # winback_attribution_days after it. holdout_share of high-risk customers (chosen by a hash
+    # of tenant and customer) are marked holdout: staff leave them alone, so uplift is measured.
+    winback_attribution_days: int = Field(default=30, ge=1, le=365)
+    holdout_share: float = Field(default=0.0, ge=0, le=0.5)
 
     # Scorer.
     scorer_group: str = "churnwatch-scorer"
@@ -147,6 +167,9 @@ class Settings(BaseSettings):
     model: Path | None = None
     window_days: int = Field(default=365, ge=30, le=3650)
     retention_days: int = Field(default=400, ge=1)
+    # Hard cap on the events kept per customer (the oldest go first): memory stays bounded
+    # even for a customer with thousands of events inside the window.
+    max_events_per_customer: int = Field(default=1000, ge=32, le=100_000)
     tier_medium_enter: float = Field(default=0.45, gt=0, lt=1)
     tier_medium_exit: float = Field(default=0.35, gt=0, lt=1)
     tier_high_enter: float = Field(default=0.75, gt=0, lt=1)
@@ -154,6 +177,7 @@ class Settings(BaseSettings):
     tier_min_dwell_seconds: float = Field(default=0.0, ge=0)
     sweep_interval_seconds: float = Field(default=1.0, gt=0)
     sweep_max_customers: int = Field(default=500, ge=1)
+    scorer_gauges_interval_seconds: float = Field(default=10.0, gt=0, le=3600)
     # Models and rules (docs/model.md). CHURNWATCH_MODEL=scorecard serves the rule scorecard;
     # unset serves the default model shipped with churnwatch.
     model_refresh_seconds: float = Field(default=2.0, gt=0, le=3600)
@@ -180,6 +204,22 @@ class Settings(BaseSettings):
     sms_gateway_username: str | None = None
     sms_gateway_token: SecretStr | None = None
     sms_sender: str = "churnwatch"
+    # Notifier, issue 5 (docs/notifier.md). SMTP TLS: smtp_ca_file verifies the server's
+    # certificate (system CAs when unset) for smtp_security=starttls|tls.
+    smtp_ca_file: Path | None = None
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    # Overrides for every tenant (<dir>/<locale>/) or one (<dir>/<tenant>/<locale>/) of the
+    # packaged Jinja2 templates.
+    notifier_templates_dir: Path | None = None
+    # Escalate unacknowledged high-risk alerts to the store manager after this many seconds
+    # (overrides the routing file's escalation.after; unset: the routing file decides).
+    notifier_escalate_after_seconds: float | None = Field(default=None, gt=0)
+    # After a restart (or an outage) at most this many queued retries start per second, at
+    # most notifier_max_in_flight at once: no resend storm.
+    notifier_retry_max_per_second: float = Field(default=50.0, gt=0, le=100_000)
+    notifier_max_in_flight: int = Field(default=10, ge=1, le=1000)
+    # Consecutive retryable failures that open an endpoint's circuit breaker.
+    notifier_breaker_failures: int = Field(default=1, ge=1, le=1000)
 
     @field_validator("api_keys")
     @classmethod
@@ -205,6 +245,14 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL_") and not (
+                self.kafka_sasl_username and self.kafka_sasl_password):
+            raise ValueError(
+                f"CHURNWATCH_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                "CHURNWATCH_KAFKA_SASL_USERNAME and CHURNWATCH_KAFKA_SASL_PASSWORD")
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ValueError("set both CHURNWATCH_KAFKA_SSL_CERTFILE and CHURNWATCH_KAFKA_SSL_KEYFILE "
+                             "(mutual TLS) or neither")
         if not (self.tier_medium_exit <= self.tier_medium_enter < self.tier_high_enter):
             raise ValueError(
                 "tier thresholds must satisfy CHURNWATCH_TIER_MEDIUM_EXIT <= "
@@ -220,9 +268,21 @@ class Settings(BaseSettings):
                 "CHURNWATCH_API_KEYS must be set when CHURNWATCH_ENV=production "
                 "(e.g. 's3cret-ingest-key:ingest,s3cret-admin-key:admin')"
             )
-        if self.model is not None and not self.model.is_file():
+        if self.model is not None and str(self.model) != "scorecard" and not self.model.is_file():
             raise ValueError(f"CHURNWATCH_MODEL={self.model} is not a file; train one with "
-                             "`churnwatch train --out PATH`")
+                             "`churnwatch train --out PATH`, or set it to 'scorecard' for the rule scorecard")
+        if self.smtp_ca_file is not None and not self.smtp_ca_file.is_file():
+            raise ValueError(f"CHURNWATCH_SMTP_CA_FILE={self.smtp_ca_file} is not a file; point "
+                             "it at the PEM file of the CA that signed the SMTP server's "
+                             "certificate, or unset it to use the system CAs")
+        if self.notifier_templates_dir is not None and not self.notifier_templates_dir.is_dir():
+            raise ValueError(f"CHURNWATCH_NOTIFIER_TEMPLATES_DIR={self.notifier_templates_dir} "
+                             "is not a directory; create it with <locale>/ or <tenant>/<locale>/ "
+                             "subfolders of *.j2 templates, or unset it")
+        if self.rules is not None and not self.rules.is_file():
+            raise ValueError(f"CHURNWATCH_RULES={self.rules} is not a file; point it at a rules "
+                             "YAML file (see services/scorer/rules/default.yaml) or unset it to use "
+                             "the packaged rules of CHURNWATCH_BUSINESS_TYPE")
         return self
 
     def to_env(self) -> dict[str, str]:

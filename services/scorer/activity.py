@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from services.common.events import AnyEvent, ComplaintEvent, TransactionEvent, epoch_ms
 from services.scorer.features import Activity
@@ -31,9 +32,13 @@ def encode_activity(a: Activity) -> str:
 
 
 def decode_activity(event_id: str, blob: str) -> Activity:
-    row = json.loads(blob)
-    row += [None] * (8 - len(row))
-    kind, ts, amount, severity, ref, status, store, channel = row[:8]
-    return Activity(kind=_CODE_KIND[kind], ts=int(ts), event_id=event_id, amount=amount,
-                    severity=severity, complaint_ref=ref, status=status, store_id=store,
-                    channel=channel)
+    return activity_from_row(event_id, json.loads(blob))
+
+
+def activity_from_row(event_id: str, row: list[Any]) -> Activity:
+    """An activity from its decoded compact row (see :func:`encode_activity`)."""
+    n = len(row)
+    return Activity(_CODE_KIND[row[0]], int(row[1]), event_id,
+                    row[2] if n > 2 else None, row[3] if n > 3 else None,
+                    row[4] if n > 4 else None, row[5] if n > 5 else None,
+                    row[6] if n > 6 else None, row[7] if n > 7 else None)

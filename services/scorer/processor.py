@@ -18,6 +18,7 @@ not stored. A tombstone (null value) keyed by a customer id erases that customer
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -32,6 +33,7 @@ from services.common.events import TENANT_HEADER, parse_json, validate_event
 from services.common.redisconn import DEFAULT_TENANT, Keys, parse_customer_token
 from services.common.riskchange import (
     CONTENT_TYPE,
+    TIERS,
     Cause,
     RiskChange,
     encode_cloudevent,
@@ -45,6 +47,8 @@ from services.scorer.state import CustomerState, Ref, StateStore, risk_snapshot
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+TIMELINE_MAX = 200  # newest entries kept on a customer's timeline
+MAX_STORE_SERIES = 500  # bound on the store label of churnwatch_scorer_customers_by_store
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,19 @@ class ScorerMetrics:
                               "Customers whose scoring raised (events kept).", registry=registry)
         self.model_info = Gauge("churnwatch_scorer_model_info", "The model being served.",
                                 ["version"], registry=registry)
+        self.dead_letters = Counter("churnwatch_scorer_dead_letters_total",
+                                    "Records sent to the events dead-letter topic, by reason.",
+                                    ["reason"], registry=registry)
+        self.lag = Gauge("churnwatch_scorer_consumer_lag",
+                         "Records on an assigned events partition not yet processed.",
+                         ["partition"], registry=registry)
+        self.customers = Gauge("churnwatch_scorer_customers",
+                               "Scored customers per tier (every tenant; the same figure on "
+                               "every worker: aggregate with max).", ["tier"], registry=registry)
+        self.customers_by_store = Gauge(
+            "churnwatch_scorer_customers_by_store",
+            f"Scored customers per store and tier (at most {MAX_STORE_SERIES} stores).",
+            ["store", "tier"], registry=registry)
 
 
 class Processor:
@@ -155,10 +172,12 @@ class Processor:
                 obj = parse_json(r.value or b"")
             except (ValueError, UnicodeDecodeError) as exc:
                 dead.append((r, f"not valid JSON: {exc}"))
+                self.metrics.dead_letters.labels("malformed_json").inc()
                 continue
             event, errors = validate_event(obj, now=wall, max_age=max_age, max_future=max_future)
             if event is None:
                 dead.append((r, "; ".join(f"{e.field or 'event'}: {e.message}" for e in errors)))
+                self.metrics.dead_letters.labels("invalid_event").inc()
                 continue
             act = activity_from_event(event)
             ref = (event.tenant, event.customer_id)
@@ -187,8 +206,7 @@ class Processor:
         added = sum(cs.added for cs in states.values())
         total_valid = sum(len(v) for v in batch.values())
         await self._rescore(list(states.values()), now, kind="event", offsets=offsets,
-                            stats={"events_applied_total": added,
-                                   "events_duplicate_total": total_valid - added,
+                            stats={"events_duplicate_total": total_valid - added,
                                    "events_dead_lettered_total": len(dead)})
         self.metrics.events.labels("applied").inc(added)
         self.metrics.events.labels("duplicate").inc(total_valid - added)
@@ -200,15 +218,15 @@ class Processor:
 
     async def _erase(self, r: Record) -> None:
         if not r.key:
+            self.metrics.dead_letters.labels("tombstone_without_key").inc()
             await self._dead_letter([(r, "null value without a key: nothing to erase")])
         else:
             ref = (_tenant_header(r.headers), r.key.decode("utf-8", "replace"))
             await self._retry("erase", lambda: self.store.erase(ref, self.settings.topic_partitions))
             self.metrics.events.labels("erased").inc()
             logger.info("erased customer state", extra={"customer_id": ref[1], "tenant": ref[0]})
-        pipe = self.store.redis.pipeline(transaction=False)
-        await self.store.record_offsets(pipe, r.topic, {r.partition: r.offset + 1})
-        await self._retry("commit", pipe.execute)
+        await self._retry("commit", lambda: self.store.commit(
+            [], topic=r.topic, offsets={r.partition: r.offset + 1}, stats={}))
 
     # silence ----------------------------------------------------------------------------
     async def sweep(self, partitions: Iterable[int]) -> int:
@@ -249,6 +267,37 @@ class Processor:
             self.metrics.swept.inc(done)
         return done
 
+    # gauges -----------------------------------------------------------------------------
+    async def refresh_gauges(self, highwater: dict[int, int]) -> None:
+        """Consumer lag of the assigned partitions (broker high-water mark minus the next
+        offset to process) and customers per tier and store; a few round trips, no scans."""
+        redis = self.store.redis
+        done = await redis.hgetall(self.keys.offsets(self.settings.topic_events))  # type: ignore[misc]
+        self.metrics.lag.clear()
+        for p, hw in highwater.items():
+            self.metrics.lag.labels(str(p)).set(max(hw - int(done.get(str(p), 0)), 0))
+        tenants = sorted(str(t) for t in await redis.smembers(self.keys.tenants))  # type: ignore[misc]
+        pipe = redis.pipeline(transaction=False)
+        for t in tenants:
+            pipe.smembers(self.keys.store_set(t))
+        store_sets = await pipe.execute() if tenants else []
+        pairs = [(t, str(s)) for t, stores in zip(tenants, store_sets, strict=True)
+                 for s in sorted(stores)][:MAX_STORE_SERIES]
+        pipe = redis.pipeline(transaction=False)
+        for tier in TIERS:
+            for t in tenants:
+                pipe.zcard(self.keys.tier_index(tier, t))
+            for t, store in pairs:
+                pipe.zcard(self.keys.tier_index(tier, t, store))
+        counts = iter(await pipe.execute() if tenants else [])
+        by_store: dict[tuple[str, str], int] = {}
+        for tier in TIERS:
+            self.metrics.customers.labels(tier).set(sum(next(counts) for _ in tenants))
+            for _, store in pairs:
+                by_store[(store, tier)] = by_store.get((store, tier), 0) + next(counts)
+        for (store_id, tier_name), n in by_store.items():
+            self.metrics.customers_by_store.labels(store_id, tier_name).set(n)
+
     # scoring ----------------------------------------------------------------------------
     async def _rescore(self, states: list[CustomerState], now: int, *, kind: str,
                        offsets: dict[int, int] | None = None,
@@ -288,31 +337,62 @@ class Processor:
             for cs, a, _ in changes:
                 self.metrics.transitions.labels(cs.tier or "low", a.tier).inc()
 
+        change_of = {id(cs): ce for cs, _, ce in changes}
+
+        applied = sum(cs.pending for cs in states)
+        updates = [self._update(cs, a, change_of.get(id(cs)), now) for cs, a in assessments]
+        counts = {**(stats or {}), "events_applied_total": applied,
+                  "risk_changes_total": len(changes)}
+
         async def commit() -> None:
-            pipe = self.store.redis.pipeline(transaction=False)
-            for cs, a in assessments:
-                changed = cs.tier is None or a.tier != cs.tier
-                fields: dict[str, Any] = {
-                    "score": a.score, "tier": a.tier, "scored_at": now,
-                    "risk": risk_snapshot(a.to_json()),
-                }
-                if changed:
-                    fields["tier_since"] = now
-                self.store.queue_commit(pipe, cs, fields)
-                if cs.partition is not None:
-                    pipe.zadd(self.keys.due(cs.partition), {cs.token: self._due(now, a)})
-            if offsets:
-                await self.store.record_offsets(pipe, self.settings.topic_events, offsets)
-            for name, value in (stats or {}).items():
-                if value:
-                    pipe.hincrby(self.keys.stats, name, value)
-            if changes:
-                pipe.hincrby(self.keys.stats, "risk_changes_total", len(changes))
-            await pipe.execute()
+            await self.store.commit(updates, topic=self.settings.topic_events,
+                                    offsets=offsets or {}, stats=counts)
 
         t0 = time.monotonic()
         await self._retry("commit", commit)
         self.metrics.redis_seconds.labels("commit").observe(time.monotonic() - t0)
+
+    def _update(self, cs: CustomerState, a: Assessment, cloudevent: dict[str, Any] | None,
+                now: int) -> list[Any]:
+        """One customer's part of the batch commit (see ``StateStore.commit``): new score and
+        tier, the silence index, exactly one tier index (tenant-wide and per store) ranked by
+        priority = risk x customer value, and a timeline entry for a tier change."""
+        changed = cs.tier is None or a.tier != cs.tier
+        fields: list[Any] = ["score", a.score, "tier", a.tier, "scored_at", now,
+                             "risk", risk_snapshot(a.to_json())]
+        if changed:
+            fields += ["tier_since", now]
+        token, store, tenant = cs.token, cs.store_id, cs.tenant
+        priority = round(a.score * (1.0 + max(a.features.get("spend_365", 0.0), 0.0)), 6)
+        index = [[self.keys.tier_index(a.tier, tenant), priority]]
+        if store:
+            index.append([self.keys.tier_index(a.tier, tenant, store), priority])
+        leave: list[str] = []
+        members: list[list[str]] = []
+        if changed:
+            for other in TIERS:
+                if other != a.tier:
+                    leave.append(self.keys.tier_index(other, tenant))
+                    if store:
+                        leave.append(self.keys.tier_index(other, tenant, store))
+            members.append([self.keys.tenants, tenant])
+            if store:
+                members.append([self.keys.store_set(tenant), store])
+        timeline, entry = "", ""
+        if cloudevent is not None:
+            data = cloudevent["data"]
+            timeline = self.keys.timeline(cs.customer_id, tenant)
+            entry = json.dumps({
+                "kind": "tier_change", "at": cloudevent["time"], "at_ms": now,
+                "id": cloudevent["id"], "from": data["previous_tier"], "to": data["tier"],
+                "score": data["score"], "cause": data["cause"]["kind"],
+                "reasons": [r["code"] for r in data["reasons"]],
+                "suggested_action": data["suggested_action"]["code"]}, separators=(",", ":"))
+        due_key = self.keys.due(cs.partition) if cs.partition is not None else ""
+        _, _, st = self.keys.customer(cs.customer_id, tenant)
+        return [st, fields, 1 if cs.pending else 0, due_key, token, self._due(now, a), index,
+                leave, members, timeline, entry, TIMELINE_MAX,
+                self.settings.retention_days * 86_400]
 
     @staticmethod
     def _due(now: int, a: Assessment) -> int:

@@ -17,61 +17,111 @@ from typing import Any
 from redis.asyncio import Redis
 
 from services.common.redisconn import DEFAULT_TENANT, Keys, customer_token
-from services.scorer.activity import decode_activity, encode_activity
-from services.scorer.features import Activity
+from services.common.settings import Settings
+from services.scorer.activity import activity_from_row, decode_activity, encode_activity
+from services.scorer.features import DAY_MS, Activity
 
 # Events older than the longest window are trimmed, except each customer's newest ones: a
 # customer whose whole history is old stays known and scoreable, and memory stays bounded.
 MIN_KEPT_EVENTS = 32
 
 # KEYS: ev zset, ed hash, st hash.
-# ARGV: cutoff ms, ttl s, store or "", min kept, then (id, ts, blob)*.
+# ARGV: cutoff ms, ttl s, store or "", min kept, max kept, then a JSON array of
+# [event id, ts, blob] (one argument: packing thousands of small arguments costs more than
+# the script). Returns {added, events as one JSON object {id: row}, state as a flat list}.
 APPLY_LUA = """
 local cutoff = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local keep = tonumber(ARGV[4])
+local cap = tonumber(ARGV[5])
+local batch = cjson.decode(ARGV[6])
 local added = 0
 local first = tonumber(redis.call('HGET', KEYS[3], 'first_ts'))
 local last = tonumber(redis.call('HGET', KEYS[3], 'last_ts'))
-for i = 5, #ARGV, 3 do
-  local ts = tonumber(ARGV[i + 1])
-  if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 2]) == 1 then
-    redis.call('ZADD', KEYS[1], ts, ARGV[i])
+local count = redis.call('ZCARD', KEYS[1])
+local oldest = nil
+if count > 0 then oldest = tonumber(redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]) end
+for _, e in ipairs(batch) do
+  local id, ts = e[1], e[2]
+  -- An event that trimming would drop at once (older than the window and than every kept
+  -- event of a full history) is not stored: a redelivery of a trimmed event adds nothing.
+  local stale = ts < cutoff and count >= keep and oldest ~= nil and ts <= oldest
+  stale = stale or (count >= cap and oldest ~= nil and ts <= oldest)
+  if not stale and redis.call('HSETNX', KEYS[2], id, e[3]) == 1 then
+    redis.call('ZADD', KEYS[1], ts, id)
     added = added + 1
+    count = count + 1
     if first == nil or ts < first then first = ts end
     if last == nil or ts > last then last = ts end
   end
 end
 if added > 0 then
   redis.call('HSET', KEYS[3], 'first_ts', first, 'last_ts', last)
+  -- Counted into the global stats by the commit that follows (and reset there, atomically),
+  -- so a crash in between neither loses nor repeats the count.
+  redis.call('HINCRBY', KEYS[3], 'pending', added)
   if ARGV[3] ~= '' then redis.call('HSET', KEYS[3], 'store', ARGV[3]) end
 end
-local surplus = redis.call('ZCARD', KEYS[1]) - keep
-if surplus > 0 then
-  local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. cutoff, 'LIMIT', 0, surplus)
-  for j = 1, #old, 500 do
-    local chunk = {unpack(old, j, math.min(j + 499, #old))}
+local function drop(ids)
+  for j = 1, #ids, 500 do
+    local chunk = {unpack(ids, j, math.min(j + 499, #ids))}
     redis.call('HDEL', KEYS[2], unpack(chunk))
     redis.call('ZREM', KEYS[1], unpack(chunk))
   end
 end
+local surplus = count - keep
+if surplus > 0 then
+  drop(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. cutoff, 'LIMIT', 0, surplus))
+end
+local over = redis.call('ZCARD', KEYS[1]) - cap
+if over > 0 then drop(redis.call('ZRANGE', KEYS[1], 0, over - 1)) end
 if redis.call('EXISTS', KEYS[3]) == 1 then
   redis.call('EXPIRE', KEYS[1], ttl)
   redis.call('EXPIRE', KEYS[2], ttl)
   redis.call('EXPIRE', KEYS[3], ttl)
 end
-return {added, redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[3])}
+local flat = redis.call('HGETALL', KEYS[2])
+local parts = {}
+for i = 1, #flat, 2 do
+  parts[#parts + 1] = cjson.encode(flat[i]) .. ':' .. flat[i + 1]
+end
+return {added, '{' .. table.concat(parts, ',') .. '}', redis.call('HGETALL', KEYS[3])}
 """
 
-# KEYS[1]: offsets hash. ARGV: (partition, next offset)*; only ever moves forward.
-OFFSETS_LUA = """
-for i = 1, #ARGV, 2 do
-  local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[i]))
-  if cur == nil or tonumber(ARGV[i + 1]) > cur then
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+# The commit of one batch, atomic (a script runs whole or not at all) and one argument: the
+# JSON {"c": [customer update...], "o": [offsets key, [partition, next offset]...],
+# "s": [stats key, [name, increment]...]}. A customer update is [state key, [field, value...],
+# clear pending (0/1), due key or "", token, due ms, [[index key, priority]...], [index key to
+# leave...], [[set key, member]...], timeline key or "", timeline entry, timeline max, ttl].
+# It touches keys of many customers, so it needs a standalone Redis (or one primary behind
+# Sentinel / a managed endpoint), not Redis Cluster.
+COMMIT_LUA = """
+local batch = cjson.decode(ARGV[1])
+for _, c in ipairs(batch.c) do
+  redis.call('HSET', c[1], unpack(c[2]))
+  if c[3] == 1 then redis.call('HDEL', c[1], 'pending') end
+  if c[4] ~= '' then redis.call('ZADD', c[4], c[6], c[5]) end
+  for _, ix in ipairs(c[7]) do redis.call('ZADD', ix[1], ix[2], c[5]) end
+  for _, key in ipairs(c[8]) do redis.call('ZREM', key, c[5]) end
+  for _, sm in ipairs(c[9]) do redis.call('SADD', sm[1], sm[2]) end
+  if c[10] ~= '' then
+    redis.call('LPUSH', c[10], c[11])
+    redis.call('LTRIM', c[10], 0, c[12] - 1)
+    redis.call('EXPIRE', c[10], c[13])
   end
 end
-return 1
+local o = batch.o
+if o ~= nil and #o > 0 then
+  for i = 2, #o do
+    local cur = tonumber(redis.call('HGET', o[1], o[i][1]))
+    if cur == nil or o[i][2] > cur then redis.call('HSET', o[1], o[i][1], o[i][2]) end
+  end
+end
+local st = batch.s
+if st ~= nil and #st > 0 then
+  for i = 2, #st do redis.call('HINCRBY', st[1], st[i][1], st[i][2]) end
+end
+return #batch.c
 """
 
 # KEYS[1]: clock. ARGV[1]: candidate ms. Returns the clock after the update.
@@ -125,6 +175,12 @@ class CustomerState:
         return float(v) if v else None
 
     @property
+    def pending(self) -> int:
+        """Events stored but not yet counted in the global stats (see APPLY_LUA)."""
+        v = self.state.get("pending")
+        return int(v) if v else 0
+
+    @property
     def store_id(self) -> str | None:
         return self.state.get("store") or None
 
@@ -138,19 +194,28 @@ def _pairs(flat: Sequence[Any]) -> dict[str, str]:
     return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
-def _activities(flat: Sequence[Any]) -> list[Activity]:
-    return [decode_activity(str(flat[i]), str(flat[i + 1])) for i in range(0, len(flat), 2)]
+def activities_from_json(blob: str) -> list[Activity]:
+    """The events of one customer as the apply script returns them: ``{id: row}``."""
+    return [activity_from_row(event_id, row) for event_id, row in json.loads(blob).items()]
 
 
 class StateStore:
-    def __init__(self, redis: Redis, keys: Keys, *, window_ms: int, ttl_seconds: int):
+    def __init__(self, redis: Redis, keys: Keys, *, window_ms: int, ttl_seconds: int,
+                 max_events: int = 1000):
         self.redis = redis
         self.keys = keys
         self.window_ms = window_ms
         self.ttl_seconds = ttl_seconds
+        self.max_events = max(max_events, MIN_KEPT_EVENTS)
         self._apply = redis.register_script(APPLY_LUA)
-        self._offsets = redis.register_script(OFFSETS_LUA)
+        self._commit = redis.register_script(COMMIT_LUA)
         self._clock = redis.register_script(CLOCK_LUA)
+
+    @classmethod
+    def from_settings(cls, redis: Redis, settings: Settings) -> StateStore:
+        return cls(redis, Keys(settings.redis_prefix), window_ms=settings.window_days * DAY_MS,
+                   ttl_seconds=settings.retention_days * 86_400,
+                   max_events=settings.max_events_per_customer)
 
     async def apply(self, batch: dict[Ref, list[Activity]], *, now_ms: int,
                     stores: dict[Ref, str | None], clock_candidate: int | None = None
@@ -162,9 +227,10 @@ class StateStore:
         pipe = self.redis.pipeline(transaction=False)
         order = list(batch)
         for ref in order:
-            argv: list[Any] = [cutoff, self.ttl_seconds, stores.get(ref) or "", MIN_KEPT_EVENTS]
-            for a in batch[ref]:
-                argv += [a.event_id, a.ts, encode_activity(a)]
+            rows = [[a.event_id, a.ts, encode_activity(a)] for a in batch[ref]]
+            argv: list[Any] = [cutoff, self.ttl_seconds, stores.get(ref) or "", MIN_KEPT_EVENTS,
+                               self.max_events, json.dumps(rows, separators=(",", ":"),
+                                                           ensure_ascii=False)]
             tenant, cid = ref
             await self._apply(keys=list(self.keys.customer(cid, tenant)), args=argv, client=pipe)
         if clock_candidate is not None:
@@ -173,27 +239,31 @@ class StateStore:
         clock = int(results.pop()) if clock_candidate is not None else None
         out: dict[Ref, CustomerState] = {}
         for ref, (added, events, state) in zip(order, results, strict=True):
-            out[ref] = CustomerState(ref[1], _activities(events), _pairs(state), int(added),
+            out[ref] = CustomerState(ref[1], activities_from_json(events), _pairs(state), int(added),
                                      batch_events=[a.event_id for a in batch[ref]], tenant=ref[0])
         return out, clock
 
     async def load(self, refs: Iterable[Ref]) -> dict[Ref, CustomerState]:
         return await load_customers(self.redis, self.keys, refs)
 
-    def queue_commit(self, pipe: Any, cs: CustomerState, fields: dict[str, Any]) -> None:
-        _, _, st = self.keys.customer(cs.customer_id, cs.tenant)
-        pipe.hset(st, mapping=fields)
+    async def commit(self, updates: list[list[Any]], *, topic: str, offsets: dict[int, int],
+                     stats: dict[str, int]) -> None:
+        """Write a batch's outcome in one atomic round trip (see COMMIT_LUA): per customer
+        ``[state key, [field, value...], clear pending, due key, token, due ms, [[index,
+        priority]...], [index to leave...], [[set, member]...], timeline, entry, max, ttl]``."""
+        payload: dict[str, Any] = {"c": updates}
+        if offsets:
+            payload["o"] = [self.keys.offsets(topic), *([str(p), o] for p, o in offsets.items())]
+        counts = [[name, n] for name, n in stats.items() if n]
+        if counts:
+            payload["s"] = [self.keys.stats, *counts]
+        if updates or offsets or counts:
+            await self._commit(args=[json.dumps(payload, separators=(",", ":"),
+                                                ensure_ascii=False)])
 
     async def read_clock(self) -> int | None:
         v = await self.redis.get(self.keys.clock)
         return int(v) if v else None
-
-    async def record_offsets(self, pipe: Any, topic: str, offsets: dict[int, int]) -> None:
-        if offsets:
-            argv: list[Any] = []
-            for p, o in offsets.items():
-                argv += [p, o]
-            await self._offsets(keys=[self.keys.offsets(topic)], args=argv, client=pipe)
 
     async def erase(self, ref: Ref, partitions: int) -> None:
         await erase_customer(self.redis, self.keys, ref[1], tenant=ref[0], partitions=partitions)
@@ -222,11 +292,18 @@ async def erase_customer(redis: Redis, keys: Keys, customer_id: str, *,
                          tenant: str = DEFAULT_TENANT, partitions: int) -> None:
     """Forget a customer: every key under their hash tag (window, state, profile, delivery
     log, timeline, actions) and their silence-index entries."""
-    pipe = redis.pipeline(transaction=False)
-    pipe.delete(*keys.customer_all(customer_id, tenant))
+    raw = await redis.hget(keys.customer(customer_id, tenant)[2], "store")  # type: ignore[misc]
+    store = str(raw) if raw else None
     token = customer_token(customer_id, tenant)
+    pipe = redis.pipeline(transaction=False)
+    # Indexes first, state last: an erasure interrupted half-way is simply done again.
     for p in range(partitions):
         pipe.zrem(keys.due(p), token)
+    for tier in ("low", "medium", "high"):
+        pipe.zrem(keys.tier_index(tier, tenant), token)
+        if store:
+            pipe.zrem(keys.tier_index(tier, tenant, store), token)
+    pipe.delete(*keys.customer_all(customer_id, tenant))
     await pipe.execute()
 
 

@@ -17,11 +17,12 @@ from prometheus_client import CollectorRegistry
 from services.common.httpserver import WorkerHttpServer
 from services.common.kafka import faust_credentials, start_producer
 from services.common.logs import setup_logging
-from services.common.redisconn import Keys, make_redis
+from services.common.redisconn import make_redis
 from services.common.settings import Settings
 from services.scorer.engine import Engine
 from services.scorer.model import load_model
 from services.scorer.processor import Processor, Record
+from services.scorer.rules import rules_from_settings
 from services.scorer.state import StateStore
 from services.scorer.tiers import Thresholds
 from services.scorer.transport import transport_app
@@ -42,6 +43,7 @@ def faust_broker(settings: Settings) -> list[str]:
 
 def build_app(settings: Settings) -> faust.App:
     model = load_model(settings.model)  # fail at start-up, not on the first batch
+    rules = rules_from_settings(settings)  # likewise: a bad rules file stops the start
     app_class = transport_app(settings.scorer_fetch_max_wait_ms)
     app = app_class(
         settings.scorer_group,
@@ -75,16 +77,17 @@ def build_app(settings: Settings) -> faust.App:
         if "processor" not in parts:
             redis = make_redis(settings)
             producer = await start_producer(settings)
-            store = StateStore(redis, Keys(settings.redis_prefix),
-                               window_ms=settings.window_days * 86_400_000,
-                               ttl_seconds=settings.retention_days * 86_400)
+            store = StateStore.from_settings(redis, settings)
             parts["processor"] = Processor(settings=settings, store=store, producer=producer,
-                                           engine=Engine(model, Thresholds.from_settings(settings)),
+                                           engine=Engine(model, Thresholds.from_settings(settings),
+                                                         rules=rules),
                                            registry=registry)
         return parts["processor"]
 
     def ready() -> dict[str, Any]:
-        return {"ready": state["ready"], "model_version": model.version,
+        proc = parts.get("processor")
+        version = proc.engine.model.version if proc is not None else model.version
+        return {"ready": state["ready"], "model_version": version,
                 "assigned_partitions": state["assigned"]}
 
     @app.task
@@ -113,6 +116,22 @@ def build_app(settings: Settings) -> faust.App:
             async with proc.lock:
                 await proc.process(records)
 
+    @app.timer(interval=settings.scorer_gauges_interval_seconds)
+    async def gauges() -> None:
+        if not state["ready"]:
+            return
+        proc = await processor()
+        highwater = {}
+        for tp in app.consumer.assignment():
+            if tp.topic == settings.topic_events:
+                hw = app.consumer.highwater(tp)
+                if hw is not None:
+                    highwater[tp.partition] = hw
+        try:
+            await proc.refresh_gauges(highwater)
+        except Exception as exc:  # gauges are best effort; scoring goes on
+            logger.warning("cannot refresh gauges: %s", exc)
+
     @app.timer(interval=settings.sweep_interval_seconds)
     async def sweep() -> None:
         if not state["ready"]:
@@ -123,6 +142,20 @@ def build_app(settings: Settings) -> faust.App:
         if partitions:
             async with proc.lock:
                 await proc.sweep(partitions)
+
+    @app.timer(interval=settings.model_refresh_seconds)
+    async def refresh_model() -> None:
+        """Follow `churnwatch model activate`: swap the served model without a restart."""
+        proc = await processor()
+        old = proc.engine.model.version
+        if await proc.engine.refresh(proc.store.redis, proc.keys):
+            new = proc.engine.model.version
+            try:
+                proc.metrics.model_info.remove(old)
+            except KeyError:
+                pass
+            proc.metrics.model_info.labels(new).set(1)
+            logger.info("now serving model %s (was %s)", new, old)
 
     return app
 
