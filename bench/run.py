@@ -146,6 +146,37 @@ async def scorer_run(settings: Settings, n: int, workdir: Path) -> dict[str, Any
         await redis.aclose()
 
 
+async def memory_per_customer(settings: Settings) -> dict[str, int]:
+    """Redis bytes (MEMORY USAGE of the customer's keys) after 10, 100, 1,000 and 5,000 events
+    of one customer inside the window: bounded by the per-customer cap."""
+    from services.common.events import validate_event
+    from services.scorer.activity import activity_from_event
+    from services.scorer.state import StateStore
+
+    redis = make_redis(settings)
+    store = StateStore.from_settings(redis, settings)
+    keys = Keys(settings.redis_prefix)
+    end = datetime.now(UTC) - timedelta(hours=1)
+    out: dict[str, int] = {}
+    try:
+        for n in (10, 100, 1000, 5000):
+            cid = f"mem-{n}"
+            step = timedelta(days=360) / n
+            acts = []
+            for i in range(n):
+                raw = {"event_id": f"{cid}-{i}", "type": "transaction" if i % 2 else "visit",
+                       "customer_id": cid, "occurred_at": (end - step * i).isoformat(),
+                       "store_id": "store-1", "amount": 42.5}
+                acts.append(activity_from_event(validate_event(raw)[0]))  # type: ignore[arg-type]
+            now = int(end.timestamp() * 1000)
+            for i in range(0, n, 500):
+                await store.apply({("default", cid): acts[i:i + 500]}, now_ms=now, stores={})
+            out[str(n)] = sum([await redis.memory_usage(k) or 0 for k in keys.customer(cid)])
+    finally:
+        await redis.aclose()
+    return out
+
+
 def _histogram(text: str) -> dict[float, float]:
     out: dict[float, float] = {}
     for line in text.splitlines():
@@ -186,6 +217,7 @@ async def main() -> int:
         bare = await bare_consume(settings, n)
         trivial = await asyncio.to_thread(trivial_faust, settings, n, workdir)
         scorer = await scorer_run(settings, n, workdir)
+        memory = await memory_per_customer(settings)
     finally:
         redis.stop()
         broker.stop()
@@ -195,6 +227,8 @@ async def main() -> int:
         "events": n, "partitions": settings.topic_partitions, "batch_max": settings.scorer_batch_max,
         "bare_producer_events_per_s": produce_rate, "bare_consumer_events_per_s": bare,
         "trivial_faust_events_per_s": trivial, **scorer,
+        "redis_bytes_per_customer_by_events": memory,
+        "max_events_per_customer": settings.max_events_per_customer,
         "scorer_vs_trivial_faust": scorer["scorer_events_per_s"] / trivial,
         "scorer_vs_bare_consumer": scorer["scorer_events_per_s"] / bare,
     }
@@ -213,6 +247,8 @@ async def main() -> int:
           f"p99 {ms(scorer['latency_p99_s'])} (histogram bucket bounds)")
     print(f"  Redis memory per customer    {scorer['redis_bytes_per_customer']:>10,.0f} bytes "
           f"({scorer['customers']:,} customers)")
+    print("  bytes per customer by events " + ", ".join(
+        f"{k}: {v:,}" for k, v in memory.items()) + f"  (cap {settings.max_events_per_customer:,} events)")
     print(f"  report: {path}")
     return 0
 

@@ -205,7 +205,11 @@ class Processor:
             cs.partition = partition_of[ref]
         added = sum(cs.added for cs in states.values())
         total_valid = sum(len(v) for v in batch.values())
-        await self._rescore(list(states.values()), now, kind="event", offsets=offsets,
+        # Only customers whose window changed are re-scored: a redelivered batch of events
+        # that are already stored and scored (pending == 0) changes nothing, not even the
+        # clock a customer was scored at. Silence is the sweep's business.
+        touched = [cs for cs in states.values() if cs.added or cs.pending]
+        await self._rescore(touched, now, kind="event", offsets=offsets,
                             stats={"events_duplicate_total": total_valid - added,
                                    "events_dead_lettered_total": len(dead)})
         self.metrics.events.labels("applied").inc(added)

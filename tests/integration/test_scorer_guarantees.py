@@ -1,0 +1,223 @@
+"""The scorer's promises under crashes, rebalances, replays and long histories.
+
+Every test runs real scorer processes (``churnwatch scorer``) against the session's broker and
+Redis, and compares against an uninterrupted reference run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from services.common.redisconn import Keys, make_redis
+from services.common.settings import Settings
+from services.scorer.features import compute_features
+from services.scorer.state import StateStore, load_customers
+from tests.data import T0, by_time, complaint, regular
+from tests.integration.test_scorer import customer_state, scorer, wait_processed
+from tests.kafkatools import produce_events, read_all
+
+pytestmark = pytest.mark.integration
+QUIET = {"sweep_interval_seconds": 3600.0}  # no silence sweeps: they would race the clock
+
+
+def story() -> list[dict[str, Any]]:
+    """Regulars who drift away, come back, complain: enough tier changes to compare."""
+    events = regular("steady", every_days=14, count=18)
+    events += regular("drifter", every_days=7, count=10)
+    events += [{**e, "event_id": e["event_id"] + "-back"}  # the comeback: new event ids
+               for e in regular("drifter", every_days=7, count=4, start=T0 + timedelta(days=160))]
+    events += regular("moaner", every_days=10, count=20)
+    events.append(complaint("moaner", T0 + timedelta(days=120), 1, severity="high"))
+    events += regular("late", every_days=30, count=6, start=T0 + timedelta(days=60))
+    events += regular("once", every_days=1, count=1, start=T0 + timedelta(days=30))
+    return by_time(events)
+
+
+async def state_of(redis: Redis, settings: Settings, cids: list[str]) -> dict[str, Any]:
+    out = {}
+    for cid in cids:
+        s = await customer_state(redis, settings, cid)
+        st = s["st"]
+        out[cid] = (s["ev"], s["ed"], st.get("first_ts"), st.get("last_ts"), st.get("tier"),
+                    st.get("score"))
+    return out
+
+
+async def change_ids(settings: Settings) -> set[str]:
+    records = await read_all(settings, settings.topic_risk_changes, idle_ms=800)
+    return {json.loads(r.value)["id"] for r in records}
+
+
+async def run_in_chunks(settings: Settings, tmp_path: Path, chunks: list[list[dict[str, Any]]],
+                        kill_after: dict[int, float], name: str) -> int:
+    """Produce chunk by chunk, each processed before the next; SIGKILL the worker
+    ``kill_after[i]`` seconds after producing chunk ``i`` and start a new one."""
+    redis = make_redis(settings)
+    proc = scorer(settings, tmp_path, name).start()
+    done = kills = 0
+    try:
+        for i, chunk in enumerate(chunks):
+            await produce_events(settings, chunk)
+            done += len(chunk)
+            if i in kill_after:
+                await asyncio.sleep(kill_after[i])
+                proc.kill()
+                kills += 1
+                proc = scorer(settings, tmp_path, name).start()
+            await wait_processed(redis, settings, done)
+    finally:
+        proc.stop()
+        await redis.aclose()
+    return kills
+
+
+async def test_sigkill_at_several_points_same_state_and_same_risk_change_ids(
+        settings_factory, tmp_path: Path) -> None:
+    """Kill -9 right after a chunk was produced (before or while it is processed), a little
+    later (after its commit to Redis, before the consumer's offset commit) and much later: the
+    final state and the set of distinct risk-change ids equal an uninterrupted run's."""
+    events = story()
+    chunks = [events[i:i + 12] for i in range(0, len(events), 12)]
+    cids = sorted({e["customer_id"] for e in events})
+
+    reference = settings_factory(clock="event", topic_partitions=1, **QUIET)
+    await run_in_chunks(reference, tmp_path, chunks, {}, "reference")
+    crashy = settings_factory(clock="event", topic_partitions=1, **QUIET)
+    kills = await run_in_chunks(crashy, tmp_path, chunks,
+                                {1: 0.0, 3: 0.05, 5: 0.3, 7: 1.5, 9: 0.0}, "crashy")
+    assert kills == 5
+
+    ref_redis, redis = make_redis(reference), make_redis(crashy)
+    try:
+        assert await state_of(redis, crashy, cids) == await state_of(ref_redis, reference, cids)
+        ref_ids, ids = await change_ids(reference), await change_ids(crashy)
+        assert len(ref_ids) >= 5, "the story should move tiers"
+        assert ids == ref_ids
+        stats = await redis.hgetall(Keys(crashy.redis_prefix).stats)
+        assert int(stats["events_applied_total"]) == len(events)
+    finally:
+        await ref_redis.aclose()
+        await redis.aclose()
+
+
+async def test_two_workers_split_partitions_and_a_rebalance_loses_nothing(
+        settings_factory, tmp_path: Path) -> None:
+    """A second worker joins mid-stream (rebalance), then the first is killed (another): every
+    event is applied exactly once and every customer ends as in a single-worker run."""
+    events = story()
+    events += by_time([e for i in range(12) for e in regular(f"c{i}", every_days=9, count=8,
+                                                              start=T0 + timedelta(days=i))])
+    cids = sorted({e["customer_id"] for e in events})
+    half = len(events) // 2
+
+    reference = settings_factory(clock="event", topic_partitions=4, **QUIET)
+    ref_redis = make_redis(reference)
+    with scorer(reference, tmp_path, "ref"):
+        await produce_events(reference, events)
+        await wait_processed(ref_redis, reference, len(events))
+
+    shared = settings_factory(clock="event", topic_partitions=4, **QUIET)
+    redis = make_redis(shared)
+    first = scorer(shared, tmp_path, "first").start()
+    second = None
+    try:
+        await produce_events(shared, events[:half // 2])
+        await asyncio.sleep(1.0)
+        second = scorer(shared, tmp_path, "second").start()  # joins: the group rebalances
+        for i in range(half // 2, half, 10):
+            await produce_events(shared, events[i:i + 10])
+            await asyncio.sleep(0.2)
+        first.kill()  # the survivor takes every partition after the session times out
+        for i in range(half, len(events), 10):
+            await produce_events(shared, events[i:i + 10])
+            await asyncio.sleep(0.1)
+        # The dead worker's partitions are only processed once the survivor owns them.
+        await wait_processed(redis, shared, len(events), timeout=90)
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+    try:
+        for cid in cids:
+            a = await customer_state(ref_redis, reference, cid)
+            b = await customer_state(redis, shared, cid)
+            assert (a["ev"], a["ed"]) == (b["ev"], b["ed"]), cid
+            assert (a["st"]["first_ts"], a["st"]["last_ts"]) == (b["st"]["first_ts"], b["st"]["last_ts"])
+        stats = await redis.hgetall(Keys(shared.redis_prefix).stats)
+        assert int(stats["events_applied_total"]) == len(events)  # none lost, none twice
+    finally:
+        await ref_redis.aclose()
+        await redis.aclose()
+
+
+async def test_shuffled_replay_ends_in_the_state_of_an_in_order_run(
+        settings_factory, tmp_path: Path) -> None:
+    """Late and out-of-order events land in the right windows: a replay of the whole history
+    in random order (event clock) keeps the same windows, and features computed from them at
+    the same instant are equal."""
+    events = story()
+    cids = sorted({e["customer_id"] for e in events})
+    live = settings_factory(clock="event", **QUIET)
+    shuffled_events = events[:]
+    random.Random(7).shuffle(shuffled_events)
+    replay = settings_factory(clock="event", **QUIET)
+    for settings, feed in ((live, events), (replay, shuffled_events)):
+        redis = make_redis(settings)
+        with scorer(settings, tmp_path, settings.redis_prefix):
+            for i in range(0, len(feed), 20):
+                await produce_events(settings, feed[i:i + 20])
+            await wait_processed(redis, settings, len(feed))
+        await redis.aclose()
+
+    a_redis, b_redis = make_redis(live), make_redis(replay)
+    try:
+        assert await a_redis.get(Keys(live.redis_prefix).clock) == \
+            await b_redis.get(Keys(replay.redis_prefix).clock)
+        now = int(await a_redis.get(Keys(live.redis_prefix).clock))
+        a = await load_customers(a_redis, Keys(live.redis_prefix), [("default", c) for c in cids])
+        b = await load_customers(b_redis, Keys(replay.redis_prefix), [("default", c) for c in cids])
+        for ref in a:
+            acts_a = sorted(a[ref].activities, key=lambda x: x.event_id)
+            acts_b = sorted(b[ref].activities, key=lambda x: x.event_id)
+            assert acts_a == acts_b
+            assert a[ref].first_ts == b[ref].first_ts
+            assert compute_features(acts_a, now, a[ref].first_ts) == \
+                compute_features(acts_b, now, b[ref].first_ts)
+    finally:
+        await a_redis.aclose()
+        await b_redis.aclose()
+
+
+async def test_memory_per_customer_is_bounded(settings_factory) -> None:
+    """Bytes per customer grow with the events kept and stop at the cap, however long the
+    history (figures for the README come from ``make bench``)."""
+    from services.common.events import validate_event
+    from services.scorer.activity import activity_from_event
+
+    settings = settings_factory(create_topics=False, max_events_per_customer=200)
+    redis = make_redis(settings)
+    store = StateStore.from_settings(redis, settings)
+    keys = Keys(settings.redis_prefix)
+    try:
+        sizes = {}
+        for n in (10, 100, 200, 1000):
+            cid = f"heavy-{n}"
+            raw = regular(cid, every_days=0.25, count=n // 2, start=T0)
+            acts = [activity_from_event(validate_event(e)[0]) for e in raw]  # type: ignore[arg-type]
+            now = max(a.ts for a in acts)
+            for i in range(0, len(acts), 100):
+                await store.apply({("default", cid): acts[i:i + 100]}, now_ms=now, stores={})
+            sizes[n] = sum([await redis.memory_usage(k) or 0 for k in keys.customer(cid)])
+            assert await redis.zcard(keys.customer(cid)[0]) == min(len(acts), 200)
+        assert sizes[10] < sizes[100] < sizes[200]
+        assert sizes[1000] <= sizes[200] * 1.1  # capped: 1,000 events cost what 200 do
+    finally:
+        await redis.aclose()
