@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -20,6 +21,44 @@ from services.common.settings import Settings
 logger = logging.getLogger(__name__)
 
 
+def security_options(settings: Settings) -> dict[str, object]:
+    """aiokafka's TLS/SASL options from CHURNWATCH_KAFKA_SECURITY_PROTOCOL and friends
+    (empty for PLAINTEXT). Shared by producers, consumers and the admin client."""
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return {}
+    options: dict[str, object] = {"security_protocol": protocol}
+    if protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(
+            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None)
+        if settings.kafka_ssl_certfile and settings.kafka_ssl_keyfile:
+            context.load_cert_chain(str(settings.kafka_ssl_certfile),
+                                    str(settings.kafka_ssl_keyfile))
+        options["ssl_context"] = context
+    if protocol.startswith("SASL_"):
+        password = settings.kafka_sasl_password
+        options.update(sasl_mechanism=settings.kafka_sasl_mechanism,
+                       sasl_plain_username=settings.kafka_sasl_username,
+                       sasl_plain_password=password.get_secret_value() if password else None)
+    return options
+
+
+def faust_credentials(settings: Settings) -> object | None:
+    """The same TLS/SASL settings as Faust ``broker_credentials`` (None for PLAINTEXT)."""
+    import faust  # only the scorer needs it; keep it out of the API's imports
+
+    options = security_options(settings)
+    if not options:
+        return None
+    context = options.get("ssl_context")
+    assert context is None or isinstance(context, ssl.SSLContext)
+    if settings.kafka_security_protocol == "SSL":
+        return faust.SSLCredentials(context)
+    return faust.SASLCredentials(
+        username=str(options["sasl_plain_username"]), password=str(options["sasl_plain_password"]),
+        ssl_context=context, mechanism=settings.kafka_sasl_mechanism)
+
+
 def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
     """A producer that does not lose acknowledged records: acks=all, idempotent."""
     options: dict[str, object] = {
@@ -30,6 +69,7 @@ def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
         "max_batch_size": 256 * 1024,
         "request_timeout_ms": settings.kafka_request_timeout_ms,
         "client_id": "churnwatch",
+        **security_options(settings),
     }
     options.update(overrides)
     return AIOKafkaProducer(**options)  # type: ignore[arg-type]
@@ -67,6 +107,7 @@ def make_consumer(settings: Settings, *topics: str, group_id: str | None, **over
         "heartbeat_interval_ms": 1_000,
         "rebalance_timeout_ms": 10_000,
         "client_id": "churnwatch",
+        **security_options(settings),
     }
     options.update(overrides)
     return AIOKafkaConsumer(*topics, **options)  # type: ignore[arg-type]
@@ -82,7 +123,8 @@ async def ensure_topics(settings: Settings, names: Iterable[str] | None = None,
     """Create the topics churnwatch uses if they are missing (idempotent)."""
     names = list(names) if names is not None else all_topics(settings)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
-                                request_timeout_ms=settings.kafka_request_timeout_ms)
+                                request_timeout_ms=settings.kafka_request_timeout_ms,
+                                **security_options(settings))  # type: ignore[arg-type]
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         try:

@@ -1,14 +1,37 @@
-"""Logging set-up: one JSON object per line, with the service name on every record."""
+"""Logging set-up: one JSON object per line, with the service name on every record.
+
+Every line carries ``timestamp`` (RFC 3339, UTC, milliseconds), ``level``, ``service``,
+``logger`` and ``msg``, plus the correlation fields a call passes with ``extra=`` (``event_id``,
+``customer_id``, ``delivery_id``, ``request_id``, ``tenant``, ``channel``, ``topic``/``partition``/``offset``...).
+No personal data in clear: e-mail addresses and international phone numbers anywhere in the
+message, the correlation fields or a traceback are masked (``a***@example.com``,
+``*********567``) before the line is written.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any
 
-_EXTRA_FIELDS = ("event_id", "customer_id", "delivery_id", "topic", "partition", "offset")
+_EXTRA_FIELDS = ("event_id", "customer_id", "delivery_id", "request_id", "tenant", "store_id",
+                 "channel", "topic", "partition", "offset", "demo_phase")
+_EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
+# E.164-style numbers (a leading "+", 8 or more digits with optional separators). Bare digit
+# runs are left alone: offsets, timestamps and amounts would be masked too.
+_PHONE = re.compile(r"\+\d[\d ()./\-]{6,}\d")
+
+
+def scrub(text: str) -> str:
+    """``text`` with e-mail addresses and phone numbers masked."""
+    if "@" in text:
+        text = _EMAIL.sub(lambda m: mask_email(m.group(0)), text)
+    if "+" in text:
+        text = _PHONE.sub(lambda m: mask_phone(re.sub(r"\D", "", m.group(0))), text)
+    return text
 
 
 class JsonFormatter(logging.Formatter):
@@ -18,19 +41,19 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "service": self.service,
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": scrub(record.getMessage()),
         }
         for field in _EXTRA_FIELDS:
             value = getattr(record, field, None)
             if value is not None:
-                out[field] = value
+                out[field] = scrub(value) if isinstance(value, str) else value
         if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
+            out["exc"] = scrub(self.formatException(record.exc_info))
         return json.dumps(out, ensure_ascii=False, default=str)
 
 

@@ -339,8 +339,10 @@ def _describe(err: dict[str, object]) -> str:
     name = ENV_PREFIX + loc[0].upper()
     given = err.get("input")
     shown = "" if isinstance(given, dict) or given is None else f" (got {str(given)[:60]!r})"
-    if "api_keys" in loc[0] or "password" in loc[0] or "token" in loc[0]:
+    if any(word in loc[0] for word in ("api_keys", "password", "token", "secret")):
         shown = ""
+    elif "url" in loc[0] or "bootstrap" in loc[0]:
+        shown = re.sub(r"//[^/@\s]*@", "//***@", shown)  # credentials inside a URL
     return f"{name}: {msg}{shown}"
 
 

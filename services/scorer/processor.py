@@ -48,6 +48,7 @@ from services.scorer.state import CustomerState, Ref, StateStore, risk_snapshot
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 TIMELINE_MAX = 200  # newest entries kept on a customer's timeline
+DEAD_LETTER_REASONS = ("malformed_json", "invalid_event", "tombstone_without_key")
 MAX_STORE_SERIES = 500  # bound on the store label of churnwatch_scorer_customers_by_store
 
 
@@ -100,6 +101,8 @@ class ScorerMetrics:
         self.dead_letters = Counter("churnwatch_scorer_dead_letters_total",
                                     "Records sent to the events dead-letter topic, by reason.",
                                     ["reason"], registry=registry)
+        for reason in DEAD_LETTER_REASONS:  # present at 0, so rate() sees the first one
+            self.dead_letters.labels(reason)
         self.lag = Gauge("churnwatch_scorer_consumer_lag",
                          "Records on an assigned events partition not yet processed.",
                          ["partition"], registry=registry)

@@ -95,7 +95,8 @@ def build_app(settings: Settings) -> faust.App:
         setup_logging("scorer", settings.log_level)
         await processor()
         server = WorkerHttpServer(host=settings.api_host, port=settings.scorer_metrics_port,
-                                  registry=registry, ready=ready)
+                                  registry=registry, ready=ready,
+                                  probes={"redis": parts["processor"].store.redis.ping})
         parts["http"] = server
         await server.start()
 
@@ -146,7 +147,9 @@ def build_app(settings: Settings) -> faust.App:
     @app.timer(interval=settings.model_refresh_seconds)
     async def refresh_model() -> None:
         """Follow `churnwatch model activate`: swap the served model without a restart."""
-        proc = await processor()
+        proc = parts.get("processor")
+        if proc is None:  # not started yet (start_http builds it)
+            return
         old = proc.engine.model.version
         if await proc.engine.refresh(proc.store.redis, proc.keys):
             new = proc.engine.model.version
