@@ -81,6 +81,8 @@ class RiskChange(BaseModel):
     as_of: datetime = Field(description="The instant the customer was scored at (event or wall clock).")
     cause: Cause
     features: dict[str, float] = Field(description="The feature values the score was computed from.")
+    holdout: bool = Field(default=False, description="The customer is in the win-back holdout "
+                          "group: measured, not acted on (no staff alert is sent).")
 
 
 def risk_change_id(customer_id: str, previous_tier: str, tier: str, cause: Cause,

@@ -10,16 +10,22 @@ commit a record whose deliveries were not settled.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from services.common.exceptions import DeliveryError
 from services.notifier.backoff import retry_delay
+from services.notifier.breaker import CircuitBreaker
 from services.notifier.channels.base import Channel, Message
 from services.notifier.deadletters import DeadLetters
 from services.notifier.ledger import CLAIMED, DELIVERED, FAILED, QUEUED, Ledger, now_iso
 from services.notifier.metrics import NotifierMetrics
+from services.notifier.noise import RateLimiter
+from services.notifier.policy import quiet_until, zone
+from services.notifier.routing import Policies
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +42,9 @@ class Deliverer:
     def __init__(self, *, ledger: Ledger, channels: Mapping[str, Channel],
                  dead_letters: DeadLetters, metrics: NotifierMetrics,
                  lookup_subscription: SubscriptionLookup, max_attempts: int,
-                 backoff_base_s: float, backoff_max_s: float):
+                 backoff_base_s: float, backoff_max_s: float, policies: Policies | None = None,
+                 limiter: RateLimiter | None = None, breaker: CircuitBreaker | None = None,
+                 wall_clock: Callable[[], float] = time.time):
         self.ledger = ledger
         self.channels = channels
         self.dead_letters = dead_letters
@@ -45,15 +53,17 @@ class Deliverer:
         self.max_attempts = max_attempts
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
-        # target -> monotonic time until which new deliveries go straight to the retry queue
-        self._cooling: dict[str, float] = {}
+        self.policies = policies or Policies()
+        self.limiter = limiter
+        self.breaker = breaker or CircuitBreaker(max_open_s=MAX_COOLING_S)
+        self.wall_clock = wall_clock
 
     # entry points ---------------------------------------------------------------------
     async def deliver_new(self, message: Message) -> None:
         """First delivery of a message planned from a consumed record."""
         state = await self.ledger.claim(message.delivery_id, from_queue=False)
         if state == CLAIMED:
-            if not await self._defer_if_cooling(message):
+            if not await self._defer_if_cooling(message) and not await self._held(message):
                 await self._attempt(message)
             return
         self.metrics.deliveries.labels(channel=message.channel, outcome="skipped_duplicate").inc()
@@ -90,7 +100,46 @@ class Deliverer:
                 return
             message = message.with_attempt(message.attempt, secret=sub.get("secret", ""),
                                            to=sub["url"])
+        blocked = self.breaker.blocked_for(_target_key(message))
+        if blocked > 0:  # the endpoint is down: wait for its probe, untried
+            await self.ledger.schedule_retry(
+                message.delivery_id, message.to_payload(attempts=message.attempt - 1),
+                due_ms=_now_ms() + int((blocked + random.uniform(0, 1)) * 1000))
+            return
+        if await self._held(message):
+            return
         await self._attempt(message)
+
+    # quiet hours and rate limits ----------------------------------------------------------
+    async def _held(self, message: Message) -> bool:
+        """Delay (never drop) a staff message inside quiet hours or over a rate limit: it is
+        queued for when it may go, keeping its attempt count."""
+        if message.channel == "webhook":
+            return False
+        now = self.wall_clock()
+        delay: float | None = None
+        reason = ""
+        quiet = self.policies.quiet_hours
+        if quiet is not None and message.timezone and message.channel in quiet.channels:
+            until = quiet_until(datetime.fromtimestamp(now, UTC), zone(message.timezone), quiet)
+            if until is not None:
+                delay, reason = until.timestamp() - now, "quiet_hours_delayed"
+        if delay is None and self.limiter is not None and self.limiter.enabled:
+            wait = await self.limiter.take(channel=message.channel,
+                                           recipient=message.recipient_key, now_s=now)
+            if wait is not None:
+                delay, reason = wait, "rate_limited"
+        if delay is None:
+            return False
+        delay = max(delay, 0.0) + random.uniform(0, min(5.0, max(delay, 0.0) * 0.1))
+        await self.ledger.schedule_retry(message.delivery_id,
+                                         message.to_payload(attempts=message.attempt - 1),
+                                         due_ms=int((now + delay) * 1000))
+        self.metrics.suppressed.labels(reason=reason).inc()
+        await self._log(message, "delayed", reason=reason)
+        logger.info("%s message to %s delayed %.0f s (%s)", message.channel,
+                    message.masked_target, delay, reason, extra=_extra(message))
+        return True
 
     # a target that just failed ----------------------------------------------------------
     async def _defer_if_cooling(self, message: Message) -> bool:
@@ -99,13 +148,13 @@ class Deliverer:
         Keeps one receiver that is down (each attempt waiting for a timeout) from holding up
         every record of the partition; the retry queue tries it once the pause is over.
         """
-        until = self._cooling.get(_target_key(message))
-        remaining = (until - time.monotonic()) if until is not None else 0.0
+        remaining = self.breaker.blocked_for(_target_key(message))
         if remaining <= 0:
             return False
         await self.ledger.schedule_retry(message.delivery_id, message.to_payload(attempts=0),
                                          due_ms=_now_ms() + int(remaining * 1000))
         self.metrics.deliveries.labels(channel=message.channel, outcome="retry").inc()
+        self.metrics.retries.labels(channel=message.channel).inc()
         logger.info("%s target %s failed recently; delivery queued for %.1f s", message.channel,
                     message.masked_target, remaining, extra=_extra(message))
         return True
@@ -126,11 +175,13 @@ class Deliverer:
             logger.exception("unexpected error sending %s delivery", message.channel,
                              extra=_extra(message))
             error = DeliveryError(f"unexpected {type(exc).__name__}: {exc}")
-        self.metrics.delivery_seconds.labels(channel=message.channel).observe(
-            time.monotonic() - started)
+        took = time.monotonic() - started
 
         if error is None:
-            self._cooling.pop(_target_key(message), None)
+            self.breaker.success(_target_key(message))
+            latency = (self.wall_clock() - message.created_ms / 1000 if message.created_ms > 0
+                       else took)
+            self.metrics.delivery_seconds.labels(channel=message.channel).observe(max(latency, 0.0))
             await self.ledger.mark_delivered(message.delivery_id)
             self.metrics.deliveries.labels(channel=message.channel, outcome="delivered").inc()
             await self._log(message, "delivered")
@@ -143,11 +194,12 @@ class Deliverer:
         else:
             delay = retry_delay(message.attempt, base_s=self.backoff_base_s,
                                 max_s=self.backoff_max_s, retry_after_s=error.retry_after)
-            self._cooling[_target_key(message)] = time.monotonic() + min(delay, MAX_COOLING_S)
+            self.breaker.failure(_target_key(message), delay_s=delay)
             await self.ledger.schedule_retry(message.delivery_id,
                                              message.to_payload(attempts=message.attempt),
                                              due_ms=_now_ms() + int(delay * 1000))
             self.metrics.deliveries.labels(channel=message.channel, outcome="retry").inc()
+            self.metrics.retries.labels(channel=message.channel).inc()
             await self._log(message, "retrying", reason=str(error))
             logger.warning("%s delivery to %s failed (attempt %d of %d): %s; retry in %.1f s",
                            message.channel, message.masked_target, message.attempt,
@@ -166,11 +218,12 @@ class Deliverer:
         entry: dict[str, Any] = {
             "delivery_id": message.delivery_id, "event_id": message.event_id,
             "channel": message.channel, "target": message.masked_target, "status": status,
-            "at": now_iso(), "attempts": message.attempt,
+            "at": now_iso(), "attempts": message.attempt, "kind": message.kind or "webhook",
         }
         if reason:
             entry["reason"] = reason
-        await self.ledger.log_outcome(message.customer_id, entry)
+        if message.customer_id:  # digests span customers: logged per item by the digester
+            await self.ledger.log_outcome(message.customer_id, entry, tenant=message.tenant)
 
 
 def _target_key(message: Message) -> str:
@@ -180,4 +233,5 @@ def _target_key(message: Message) -> str:
 
 def _extra(message: Message) -> dict[str, str]:
     return {"delivery_id": message.delivery_id, "event_id": message.event_id,
-            "customer_id": message.customer_id}
+            "customer_id": message.customer_id, "tenant": message.tenant,
+            "channel": message.channel}

@@ -10,6 +10,24 @@ Per delivery id, the key ``Keys.delivery(id)`` holds one of
   republished records are recognised as duplicates.
 
 Every transition is atomic (a Lua claim, MULTI for the rest).
+
+The delivery log of a customer (``Keys.delivery_log(customer_id, tenant)``, read by the API)
+is a Redis list, newest first, capped at :data:`DELIVERY_LOG_MAX` entries; each entry is a
+JSON object::
+
+    {"delivery_id": "9f2c...",        # stable across retries (webhooks: Churnwatch-Delivery)
+     "event_id": "4b1e...",           # the risk-change CloudEvent id (= the alert id)
+     "channel": "email",              # email | sms | webhook
+     "kind": "alert",                 # alert | won_back | escalation | digest | webhook
+     "target": "m***@example.com",    # masked address / number, or scheme://host/… of a URL
+     "status": "delivered",           # delivered | retrying | delayed | digested |
+                                      # suppressed | failed
+     "at": "2026-11-23T10:00:00.000Z",
+     "attempts": 1,
+     "reason": "..."}                 # optional: why retrying / delayed / suppressed / failed
+
+An entry is appended on every outcome, so one delivery may show several (e.g. retrying, then
+delivered).
 """
 
 from __future__ import annotations
@@ -122,9 +140,10 @@ class Ledger:
         value = await self.redis.get(self.keys.delivery(delivery_id))
         return None if value is None else str(value)
 
-    async def log_outcome(self, customer_id: str, entry: Mapping[str, Any]) -> None:
-        """Append to the customer's delivery log (newest first, capped)."""
-        key = self.keys.delivery_log(customer_id)
+    async def log_outcome(self, customer_id: str, entry: Mapping[str, Any], *,
+                          tenant: str = "default") -> None:
+        """Append to the customer's delivery log (newest first, capped; format above)."""
+        key = self.keys.delivery_log(customer_id, tenant)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.lpush(key, json.dumps(entry, ensure_ascii=False))
             pipe.ltrim(key, 0, DELIVERY_LOG_MAX - 1)

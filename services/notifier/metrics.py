@@ -5,6 +5,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 OUTCOMES = ("delivered", "retry", "failed", "skipped_duplicate")
+SUPPRESS_REASONS = ("dedupe", "quiet_hours_delayed", "rate_limited", "inhibited", "no_consent",
+                    "digested", "holdout")
 
 
 class NotifierMetrics:
@@ -21,9 +23,19 @@ class NotifierMetrics:
             "Records sent to the notifications DLQ, by channel ('input' = unreadable record).",
             ["channel"], registry=registry)
         self.delivery_seconds = Histogram(
-            "churnwatch_notifier_delivery_seconds", "Duration of one delivery attempt.",
+            "churnwatch_notifier_delivery_seconds",
+            "Delivery latency: from the risk change being published to delivered (includes "
+            "retries, quiet hours and digest waits).",
             ["channel"], registry=registry,
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600,
+                     4 * 3600, 12 * 3600, 86400))
+        self.retries = Counter(
+            "churnwatch_notifier_retries_total",
+            "Deliveries queued for another attempt after a failure (or a failing endpoint).",
+            ["channel"], registry=registry)
+        self.suppressed = Counter(
+            "churnwatch_notifier_suppressed_total",
+            "Staff messages not sent right away, by reason.", ["reason"], registry=registry)
         self.consumed = Counter(
             "churnwatch_notifier_risk_changes_consumed_total",
             "Risk-change events consumed (valid ones).", registry=registry)
@@ -31,4 +43,7 @@ class NotifierMetrics:
             for outcome in OUTCOMES:
                 self.deliveries.labels(channel=channel, outcome=outcome)
             self.dead_letters.labels(channel=channel)
+            self.retries.labels(channel=channel)
         self.dead_letters.labels(channel="input")
+        for reason in SUPPRESS_REASONS:
+            self.suppressed.labels(reason=reason)

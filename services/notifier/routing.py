@@ -10,18 +10,31 @@ inside it (e.g. ``routes[1].match.to``) and what is accepted. Format::
     stores:                          # store_id -> recipient name; optional
       salon-downtown: default_manager
     default_recipient: default_manager
+    timezone: UTC                    # stores without a time zone of their own; optional
     routes:                          # first match wins
-      - match: {to: high}            # keys optional: from, to, store, value_tier
+      - match: {to: high}            # keys optional: from, to, store, value_tier, segment
         channels: [email, sms, webhook]
+        to: [owner]                  # owner | store_manager | customer | <recipient name>
+        digest: false                # true: grouped into the recipient's digest
       - match: {}
         channels: [webhook]
+    # optional policies (docs/notifier.md):
+    quiet_hours: {start: "21:00", end: "08:00", channels: [sms, email]}   # store local time
+    digest: {interval: 15m}
+    rate_limits: {per_recipient: {count: 20, per: 1h}, per_channel: {sms: {count: 100, per: 1m}}}
+    escalation: {after: 30m, channels: [email, sms]}
+    inhibit:
+      - {name: complaint_first, feature: open_complaints, above: 0,
+         actions: [win_back_offer, coupon_offer], then: resolve_complaint}
+    won_back: {channels: [email], to: [owner]}
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import time as dtime
 from importlib import resources
 from pathlib import Path
 from typing import Any, NoReturn
@@ -35,10 +48,18 @@ CHANNELS: tuple[str, ...] = ("email", "sms", "webhook")
 LOCALES: tuple[str, ...] = ("en", "zh-CN")
 DEFAULT_ROUTING_RESOURCE = "routing.default.yaml"
 
-_TOP_KEYS = ("recipients", "stores", "default_recipient", "routes")
+_TOP_KEYS = ("recipients", "stores", "default_recipient", "routes", "timezone", "quiet_hours",
+             "digest", "rate_limits", "escalation", "inhibit", "won_back")
 _RECIPIENT_KEYS = ("name", "email", "phone", "locale")
-_ROUTE_KEYS = ("match", "channels")
-_MATCH_KEYS = ("from", "to", "store", "value_tier")
+_ROUTE_KEYS = ("match", "channels", "to", "digest")
+_MATCH_KEYS = ("from", "to", "store", "value_tier", "segment")
+STAFF_CHANNELS: tuple[str, ...] = ("email", "sms")
+# Who a route's ``to`` may name besides the recipients defined in the file.
+OWNER, STORE_MANAGER, CUSTOMER = "owner", "store_manager", "customer"
+RECIPIENT_ROLES: tuple[str, ...] = (OWNER, STORE_MANAGER, CUSTOMER)
+INHIBIT_THEN = ("suppress", "resolve_complaint")
+_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _EMAIL = re.compile(r"^[^@\s<>,;]+@[^@\s<>,;]+$")
 
@@ -52,6 +73,7 @@ class Recipient:
     email: str | None = None
     phone: str | None = None
     locale: str = "en"
+    role: str = "staff"  # staff | manager | customer (messages to customers need consent)
 
 
 @dataclass(frozen=True)
@@ -62,13 +84,15 @@ class Match:
     to_tiers: frozenset[str] | None = None
     stores: frozenset[str] | None = None
     value_tiers: frozenset[str] | None = None
+    segments: frozenset[str] | None = None
 
-    def matches(self, change: RiskChange) -> bool:
+    def matches(self, change: RiskChange, segment: str | None = None) -> bool:
         checks = (
             (self.from_tiers, change.previous_tier),
             (self.to_tiers, change.tier),
             (self.stores, change.store_id),
             (self.value_tiers, change.value_tier),
+            (self.segments, segment),
         )
         return all(allowed is None or value in allowed for allowed, value in checks)
 
@@ -77,6 +101,49 @@ class Match:
 class Route:
     match: Match
     channels: tuple[str, ...]
+    to: tuple[str, ...] = (OWNER,)
+    digest: bool = False
+
+
+@dataclass(frozen=True)
+class QuietHours:
+    """A daily window in the store's local time; ``end <= start`` spans midnight."""
+
+    start: dtime
+    end: dtime
+    channels: frozenset[str] = frozenset(STAFF_CHANNELS)
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    count: int
+    per_s: float
+
+
+@dataclass(frozen=True)
+class Inhibit:
+    """When feature ``feature`` > ``above`` and the suggested action is one of ``actions``:
+    ``suppress`` the staff message, or replace the action by ``resolve_complaint``."""
+
+    name: str
+    feature: str
+    above: float
+    actions: frozenset[str]
+    then: str
+
+
+@dataclass(frozen=True)
+class Policies:
+    timezone: str = "UTC"
+    quiet_hours: QuietHours | None = None
+    digest_interval_s: float = 900.0
+    per_recipient: RateLimit | None = None
+    per_channel: Mapping[str, RateLimit] = field(default_factory=dict)
+    escalate_after_s: float | None = None
+    escalation_channels: tuple[str, ...] = STAFF_CHANNELS
+    inhibit: tuple[Inhibit, ...] = ()
+    won_back_channels: tuple[str, ...] = ()
+    won_back_to: tuple[str, ...] = (OWNER,)
 
 
 @dataclass(frozen=True)
@@ -86,22 +153,32 @@ class Routing:
     stores: Mapping[str, str]
     default_recipient: str
     routes: tuple[Route, ...]
+    policies: Policies = Policies()
 
-    def channels_for(self, change: RiskChange) -> tuple[str, ...]:
-        """Channels of the first matching route; empty when no route matches."""
+    def route_for(self, change: RiskChange, segment: str | None = None) -> Route | None:
+        """The first matching route, or None."""
         for route in self.routes:
-            if route.match.matches(change):
-                return route.channels
-        return ()
+            if route.match.matches(change, segment):
+                return route
+        return None
+
+    def channels_for(self, change: RiskChange, segment: str | None = None) -> tuple[str, ...]:
+        """Channels of the first matching route; empty when no route matches."""
+        route = self.route_for(change, segment)
+        return route.channels if route is not None else ()
 
     def store_manager(self, store_id: str | None) -> Recipient:
         """The manager of ``store_id`` if the store is mapped, else the default recipient."""
         key = self.stores.get(store_id, self.default_recipient) if store_id else self.default_recipient
         return self.recipients[key]
 
+    def store_manager_key(self, store_id: str | None) -> str:
+        return self.stores.get(store_id, self.default_recipient) if store_id else self.default_recipient
+
     @property
     def used_channels(self) -> frozenset[str]:
-        return frozenset(c for r in self.routes for c in r.channels)
+        return frozenset(c for r in self.routes for c in r.channels) | frozenset(
+            self.policies.won_back_channels)
 
 
 # Loading ------------------------------------------------------------------------------
@@ -149,9 +226,119 @@ def parse_routing(data: Any, *, source: str) -> Routing:
     for store_id, who in stores_raw.items():
         p.known(who, f"stores.{store_id}", recipients)
         stores[str(store_id)] = who
-    routes = _routes(p, doc.get("routes"))
+    routes = _routes(p, doc.get("routes"), recipients)
+    policies = _policies(p, doc, recipients)
     return Routing(source=source, recipients=recipients, stores=stores,
-                   default_recipient=default, routes=routes)
+                   default_recipient=default, routes=routes, policies=policies)
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or a string like ``90``, ``1.5s``, ``15m``, ``2h``, ``1d``."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"{value!r} is negative")
+        return float(value)
+    m = _DURATION.match(str(value).strip()) if isinstance(value, str) else None
+    if m is None:
+        raise ValueError(f"{value!r} is not a duration")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def parse_clock(value: Any) -> dtime:
+    """``HH:MM`` or ``HH:MM:SS`` (24 h)."""
+    if isinstance(value, int) and not isinstance(value, bool):  # YAML 1.1 reads 21:00 as 1260
+        return dtime(value // 60 % 24, value % 60)
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a time of day")
+    try:
+        return dtime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(f"{value!r} is not a time of day") from None
+
+
+def _policies(p: _Parser, doc: dict[str, Any], recipients: Mapping[str, Recipient]) -> Policies:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    tz = p.string(doc.get("timezone", "UTC"), "timezone")
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        p.fail("timezone", f"{tz!r} is not an IANA time zone", "use e.g. Europe/Berlin or Asia/Shanghai")
+    quiet = None
+    if doc.get("quiet_hours") is not None:
+        raw = p.mapping(doc["quiet_hours"], "quiet_hours", ("start", "end", "channels"))
+        start = p.clock(raw.get("start"), "quiet_hours.start")
+        end = p.clock(raw.get("end"), "quiet_hours.end")
+        chans = p.choices(raw.get("channels"), "quiet_hours.channels", STAFF_CHANNELS)
+        quiet = QuietHours(start=start, end=end, channels=chans or frozenset(STAFF_CHANNELS))
+    digest_s = 900.0
+    if doc.get("digest") is not None:
+        raw = p.mapping(doc["digest"], "digest", ("interval",))
+        digest_s = p.duration(raw.get("interval", "15m"), "digest.interval", positive=True)
+    per_recipient = None
+    per_channel: dict[str, RateLimit] = {}
+    if doc.get("rate_limits") is not None:
+        raw = p.mapping(doc["rate_limits"], "rate_limits", ("per_recipient", "per_channel"))
+        if raw.get("per_recipient") is not None:
+            per_recipient = p.rate(raw["per_recipient"], "rate_limits.per_recipient")
+        by_channel = p.mapping(raw.get("per_channel") or {}, "rate_limits.per_channel",
+                               STAFF_CHANNELS)
+        per_channel = {c: p.rate(v, f"rate_limits.per_channel.{c}") for c, v in by_channel.items()}
+    escalate_after = None
+    escalation_channels: tuple[str, ...] = STAFF_CHANNELS
+    if doc.get("escalation") is not None:
+        raw = p.mapping(doc["escalation"], "escalation", ("after", "channels"))
+        escalate_after = p.duration(raw.get("after"), "escalation.after", positive=True)
+        chans = p.choices(raw.get("channels"), "escalation.channels", STAFF_CHANNELS)
+        escalation_channels = tuple(c for c in STAFF_CHANNELS if c in (chans or STAFF_CHANNELS))
+    inhibit: list[Inhibit] = []
+    rules = doc.get("inhibit") or []
+    if not isinstance(rules, list):
+        p.fail("inhibit", "must be a list", "list rules like '- {name: ..., feature: "
+               "open_complaints, above: 0, actions: [win_back_offer], then: resolve_complaint}'")
+    for n, item in enumerate(rules):
+        where = f"inhibit[{n}]"
+        raw = p.mapping(item, where, ("name", "feature", "above", "actions", "then"))
+        above = raw.get("above", 0)
+        if isinstance(above, bool) or not isinstance(above, int | float):
+            p.fail(f"{where}.above", f"{above!r} is not a number", "use e.g. above: 0")
+        actions = p.choices(raw.get("actions"), f"{where}.actions", None)
+        if actions is None:
+            p.fail(f"{where}.actions", "is missing", "list the suggested-action codes it inhibits")
+        then = raw.get("then", "suppress")
+        if then not in INHIBIT_THEN:
+            p.fail(f"{where}.then", f"{then!r} is not accepted", f"use one of {', '.join(INHIBIT_THEN)}")
+        inhibit.append(Inhibit(name=p.string(raw.get("name", f"rule{n}"), f"{where}.name"),
+                               feature=p.string(raw.get("feature"), f"{where}.feature"),
+                               above=float(above), actions=actions, then=then))
+    won_channels: tuple[str, ...] = ()
+    won_to: tuple[str, ...] = (OWNER,)
+    if doc.get("won_back") is not None:
+        raw = p.mapping(doc["won_back"], "won_back", ("channels", "to"))
+        chans = p.choices(raw.get("channels"), "won_back.channels", STAFF_CHANNELS)
+        if chans is None:
+            p.fail("won_back.channels", "is missing", "list email and/or sms")
+        won_channels = tuple(c for c in STAFF_CHANNELS if c in chans)
+        won_to = _to(p, raw.get("to"), "won_back.to", recipients)
+    return Policies(timezone=tz, quiet_hours=quiet, digest_interval_s=digest_s,
+                    per_recipient=per_recipient, per_channel=per_channel,
+                    escalate_after_s=escalate_after, escalation_channels=escalation_channels,
+                    inhibit=tuple(inhibit), won_back_channels=won_channels, won_back_to=won_to)
+
+
+def _to(p: _Parser, raw: Any, where: str, recipients: Mapping[str, Recipient]) -> tuple[str, ...]:
+    if raw is None:
+        return (OWNER,)
+    items = raw if isinstance(raw, list) else [raw]
+    if not items:
+        p.fail(where, "is an empty list", "leave it out to notify the customer's owner")
+    for item in items:
+        if not isinstance(item, str) or (item not in RECIPIENT_ROLES and item not in recipients):
+            p.fail(where, f"{item!r} is neither a role nor a defined recipient",
+                   f"use {', '.join(RECIPIENT_ROLES)} or one of {', '.join(sorted(recipients))}")
+    return tuple(dict.fromkeys(items))
 
 
 def _recipients(p: _Parser, raw: Any) -> dict[str, Recipient]:
@@ -183,7 +370,7 @@ def _recipients(p: _Parser, raw: Any) -> dict[str, Recipient]:
     return out
 
 
-def _routes(p: _Parser, raw: Any) -> tuple[Route, ...]:
+def _routes(p: _Parser, raw: Any, recipients: Mapping[str, Recipient]) -> tuple[Route, ...]:
     if not isinstance(raw, list) or not raw:
         p.fail("routes", "must be a non-empty list" + ("" if raw is None else f" (got {type(raw).__name__})"),
                "list routes like '- match: {to: high}' / '  channels: [email, webhook]'; "
@@ -198,6 +385,7 @@ def _routes(p: _Parser, raw: Any) -> tuple[Route, ...]:
             to_tiers=p.choices(match_raw.get("to"), f"{where}.match.to", TIERS),
             stores=p.choices(match_raw.get("store"), f"{where}.match.store", None),
             value_tiers=p.choices(match_raw.get("value_tier"), f"{where}.match.value_tier", TIERS),
+            segments=p.choices(match_raw.get("segment"), f"{where}.match.segment", None),
         )
         channels_raw = fields.get("channels")
         if not isinstance(channels_raw, list) or not channels_raw:
@@ -206,7 +394,12 @@ def _routes(p: _Parser, raw: Any) -> tuple[Route, ...]:
         channels = p.choices(channels_raw, f"{where}.channels", CHANNELS)
         assert channels is not None
         ordered = tuple(c for c in CHANNELS if c in channels)
-        routes.append(Route(match=match, channels=ordered))
+        digest = fields.get("digest", False)
+        if not isinstance(digest, bool):
+            p.fail(f"{where}.digest", f"{digest!r} is not true or false",
+                   "use digest: true to group these alerts per recipient")
+        routes.append(Route(match=match, channels=ordered,
+                            to=_to(p, fields.get("to"), f"{where}.to", recipients), digest=digest))
     return tuple(routes)
 
 
@@ -228,6 +421,28 @@ class _Parser:
                 self.fail(where, f"unknown key(s) {', '.join(unknown)}",
                           f"accepted keys are {', '.join(allowed)}")
         return {str(k): v for k, v in value.items()}
+
+    def duration(self, value: Any, where: str, *, positive: bool = False) -> float:
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            self.fail(where, str(exc), "use seconds or a string such as 30s, 15m, 2h")
+        if positive and seconds <= 0:
+            self.fail(where, "must be greater than zero", "use e.g. 15m")
+        return seconds
+
+    def clock(self, value: Any, where: str) -> dtime:
+        try:
+            return parse_clock(value)
+        except ValueError as exc:
+            self.fail(where, str(exc), 'use a quoted 24-hour time such as "21:00"')
+
+    def rate(self, value: Any, where: str) -> RateLimit:
+        raw = self.mapping(value, where, ("count", "per"))
+        count = raw.get("count")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            self.fail(f"{where}.count", f"{count!r} is not a positive integer", "use e.g. count: 20")
+        return RateLimit(count=count, per_s=self.duration(raw.get("per"), f"{where}.per", positive=True))
 
     def string(self, value: Any, where: str) -> str:
         if not isinstance(value, str) or not value.strip():

@@ -1,65 +1,147 @@
-"""Texts of the email and SMS notifications: who, what changed, why, what to do.
+"""Texts of the email and SMS notifications (Jinja2): who, what changed, why, what to do.
 
-Plain string templates for now; the reason and action texts come from the risk change in the
-recipient's locale (``text_zh`` for ``zh-CN``).
+Templates are looked up, for tenant ``T`` and locale ``L`` (``en`` or ``zh-CN``), in
+
+1. ``<CHURNWATCH_NOTIFIER_TEMPLATES_DIR>/T/L/<name>`` (one tenant's overrides),
+2. ``<CHURNWATCH_NOTIFIER_TEMPLATES_DIR>/L/<name>`` (overrides for every tenant),
+3. the packaged ``services/notifier/message_templates/L/<name>``.
+
+Names: ``alert.{subject,txt,html,sms}.j2`` (``kind`` is ``alert``, ``won_back`` or
+``escalation``) and ``digest.{subject,txt,html,sms}.j2``. ``*.html.j2`` is autoescaped.
+Variables are listed in docs/notifier.md; the reason and action texts come from the risk
+change in the recipient's locale (``text_zh`` for ``zh-CN``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from html import escape
+import re
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
-from services.common.riskchange import TIER_RANK, RiskChange
+import jinja2
+
+from services.common.exceptions import ConfigError
+from services.common.riskchange import TIER_RANK, RiskChange, SuggestedAction
 from services.notifier.routing import Recipient
 
 SMS_MAX_CHARS = 480
 MAX_REASONS = 3
+PACKAGED_DIR = Path(__file__).with_name("message_templates")
+_TIERS = {"en": {"low": "low", "medium": "medium", "high": "high"},
+          "zh-CN": {"low": "低", "medium": "中", "high": "高"}}
+_SAFE_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
-@dataclass(frozen=True)
-class _Labels:
-    tiers: dict[str, str]
-    subject_worse: str
-    subject_better: str
-    customer: str
-    store: str
-    change: str
-    score: str
-    why: str
-    action: str
-    no_store: str
-    greeting: str
-    footer: str
+def _autoescape(name: str | None) -> bool:
+    return bool(name and name.endswith(".html.j2"))
 
 
-_EN = _Labels(
-    tiers={"low": "low", "medium": "medium", "high": "high"},
-    subject_worse="[churnwatch] Customer {customer} is now {tier} churn risk (was {previous})",
-    subject_better="[churnwatch] Customer {customer} improved to {tier} churn risk (was {previous})",
-    customer="Customer", store="Store", change="Risk", score="Score", why="Why",
-    action="Suggested action", no_store="(no store)", greeting="Hello {name},",
-    footer="Sent by churnwatch. Delivery {delivery_id}.",
-)
-_ZH = _Labels(
-    tiers={"low": "低", "medium": "中", "high": "高"},
-    subject_worse="[churnwatch] 客户 {customer} 流失风险升至{tier}（原为{previous}）",
-    subject_better="[churnwatch] 客户 {customer} 流失风险降至{tier}（原为{previous}）",
-    customer="客户", store="门店", change="风险", score="评分", why="原因",
-    action="建议行动", no_store="（无门店）", greeting="{name}，您好：",
-    footer="由 churnwatch 发送。投递编号 {delivery_id}。",
-)
+def _duration(seconds: float, locale: str) -> str:
+    if seconds >= 3600 and seconds % 3600 == 0:
+        n, unit = int(seconds // 3600), ("小时" if locale == "zh-CN" else "h")
+    elif seconds >= 60 and seconds % 60 == 0:
+        n, unit = int(seconds // 60), ("分钟" if locale == "zh-CN" else "min")
+    else:
+        n, unit = int(seconds), ("秒" if locale == "zh-CN" else "s")
+    return f"{n}{unit}" if locale == "zh-CN" else f"{n} {unit}"
 
 
-def _labels(recipient: Recipient) -> _Labels:
-    return _ZH if recipient.locale == "zh-CN" else _EN
+class Templates:
+    """Renders the messages; ``directory`` holds optional overrides (see the module doc)."""
 
+    def __init__(self, directory: Path | None = None):
+        self.directory = directory
+        self._envs: dict[str, jinja2.Environment] = {}
 
-def _reasons(change: RiskChange, zh: bool) -> list[str]:
-    return [(r.text_zh if zh else r.text) for r in change.reasons[:MAX_REASONS]]
+    def check(self) -> None:
+        """Compile every override template now: a syntax error fails start-up, naming the
+        file and line."""
+        if self.directory is None:
+            return
+        if not self.directory.is_dir():
+            raise ConfigError(f"CHURNWATCH_NOTIFIER_TEMPLATES_DIR={self.directory} is not a "
+                              "directory; create it (with <locale>/ or <tenant>/<locale>/ "
+                              "subfolders) or unset it")
+        env = self._env("default")
+        for path in sorted(self.directory.rglob("*.j2")):
+            try:
+                env.parse(path.read_text(encoding="utf-8"), name=path.name, filename=str(path))
+            except jinja2.TemplateSyntaxError as exc:
+                raise ConfigError(f"template {path}: line {exc.lineno}: {exc.message}") from None
 
+    def _env(self, tenant: str) -> jinja2.Environment:
+        env = self._envs.get(tenant)
+        if env is None:
+            paths: list[str | Path] = []
+            if self.directory is not None:
+                if _SAFE_TENANT.match(tenant):
+                    paths.append(self.directory / tenant)
+                paths.append(self.directory)
+            paths.append(PACKAGED_DIR)
+            env = jinja2.Environment(loader=jinja2.FileSystemLoader(paths),
+                                     autoescape=_autoescape, keep_trailing_newline=False,
+                                     trim_blocks=False)
+            self._envs[tenant] = env
+        return env
 
-def _action(change: RiskChange, zh: bool) -> str:
-    return change.suggested_action.text_zh if zh else change.suggested_action.text
+    def render(self, tenant: str, locale: str, name: str, context: dict[str, Any]) -> str:
+        locale = locale if locale in _TIERS else "en"
+        template = self._env(tenant).get_template(f"{locale}/{name}")
+        return template.render(**context).strip()
+
+    # messages -------------------------------------------------------------------------
+    def alert_context(self, change: RiskChange, recipient: Recipient, *, delivery_id: str,
+                      alert_id: str = "", kind: str = "alert",
+                      action: SuggestedAction | None = None,
+                      escalate_after_s: float = 0.0) -> dict[str, Any]:
+        zh = recipient.locale == "zh-CN"
+        tiers = _TIERS["zh-CN" if zh else "en"]
+        act = action or change.suggested_action
+        return {
+            "kind": kind, "recipient_name": recipient.name, "customer_id": change.customer_id,
+            "tenant": change.tenant_id, "store": change.store_id,
+            "previous_tier": tiers[change.previous_tier], "tier": tiers[change.tier],
+            "worse": TIER_RANK[change.tier] > TIER_RANK[change.previous_tier],
+            "score": _score(change), "score_value": change.score,
+            "reasons": [(r.text_zh if zh else r.text) for r in change.reasons[:MAX_REASONS]],
+            "action": act.text_zh if zh else act.text, "action_code": act.code,
+            "delivery_id": delivery_id, "alert_id": alert_id,
+            "escalate_after": _duration(escalate_after_s, recipient.locale),
+        }
+
+    def email(self, change: RiskChange, recipient: Recipient, *, delivery_id: str,
+              **kwargs: Any) -> tuple[str, str, str]:
+        ctx = self.alert_context(change, recipient, delivery_id=delivery_id, **kwargs)
+        return self._email("alert", change.tenant_id, recipient.locale, ctx)
+
+    def sms(self, change: RiskChange, recipient: Recipient, **kwargs: Any) -> str:
+        kwargs.setdefault("delivery_id", "")
+        ctx = self.alert_context(change, recipient, **kwargs)
+        return _clip(self.render(change.tenant_id, recipient.locale, "alert.sms.j2", ctx))
+
+    def digest_item(self, change: RiskChange, recipient: Recipient, *,
+                    action: SuggestedAction | None = None, event_id: str = "") -> dict[str, Any]:
+        ctx = self.alert_context(change, recipient, delivery_id="", action=action)
+        return {k: ctx[k] for k in ("customer_id", "store", "previous_tier", "tier", "score",
+                                    "reasons", "action")} | {"event_id": event_id}
+
+    def digest(self, items: Sequence[dict[str, Any]], recipient: Recipient, *, tenant: str,
+               channel: str, delivery_id: str) -> tuple[str, str, str]:
+        """(subject, text, html) for email, ("", text, "") for SMS."""
+        ctx = {"items": list(items), "recipient_name": recipient.name, "tenant": tenant,
+               "delivery_id": delivery_id}
+        if channel == "sms":
+            return "", _clip(self.render(tenant, recipient.locale, "digest.sms.j2", ctx)), ""
+        return self._email("digest", tenant, recipient.locale, ctx)
+
+    def _email(self, prefix: str, tenant: str, locale: str, ctx: dict[str, Any]
+               ) -> tuple[str, str, str]:
+        subject = " ".join(self.render(tenant, locale, f"{prefix}.subject.j2", ctx).split())
+        text = self.render(tenant, locale, f"{prefix}.txt.j2", ctx) + "\n"
+        html = self.render(tenant, locale, f"{prefix}.html.j2", ctx)
+        return subject, text, html
 
 
 def _score(change: RiskChange) -> str:
@@ -68,59 +150,22 @@ def _score(change: RiskChange) -> str:
     return f"{change.previous_score:.2f} → {change.score:.2f}"
 
 
-def render_subject(change: RiskChange, recipient: Recipient) -> str:
-    lb = _labels(recipient)
-    worse = TIER_RANK[change.tier] > TIER_RANK[change.previous_tier]
-    template = lb.subject_worse if worse else lb.subject_better
-    return template.format(customer=change.customer_id, tier=lb.tiers[change.tier],
-                           previous=lb.tiers[change.previous_tier])
-
-
-def render_email(change: RiskChange, recipient: Recipient, *, delivery_id: str
-                 ) -> tuple[str, str, str]:
-    """(subject, plain text, HTML) of the email about ``change`` for ``recipient``."""
-    lb = _labels(recipient)
-    zh = recipient.locale == "zh-CN"
-    store = change.store_id or lb.no_store
-    tiers = f"{lb.tiers[change.previous_tier]} → {lb.tiers[change.tier]}"
-    reasons = _reasons(change, zh)
-    action = _action(change, zh)
-    rows = [(lb.customer, change.customer_id), (lb.store, store), (lb.change, tiers),
-            (lb.score, _score(change))]
-
-    text_lines = [lb.greeting.format(name=recipient.name), ""]
-    text_lines += [f"{k}: {v}" for k, v in rows]
-    text_lines += ["", f"{lb.why}:"] + [f"  - {r}" for r in reasons]
-    text_lines += ["", f"{lb.action}: {action}", "", lb.footer.format(delivery_id=delivery_id)]
-    text = "\n".join(text_lines) + "\n"
-
-    html_rows = "".join(f"<tr><th align=\"left\">{escape(k)}</th><td>{escape(v)}</td></tr>"
-                        for k, v in rows)
-    html_reasons = "".join(f"<li>{escape(r)}</li>" for r in reasons)
-    html = (
-        "<!DOCTYPE html><html><body>"
-        f"<p>{escape(lb.greeting.format(name=recipient.name))}</p>"
-        f"<table>{html_rows}</table>"
-        f"<h3>{escape(lb.why)}</h3><ul>{html_reasons}</ul>"
-        f"<p><strong>{escape(lb.action)}:</strong> {escape(action)}</p>"
-        f"<p><small>{escape(lb.footer.format(delivery_id=delivery_id))}</small></p>"
-        "</body></html>"
-    )
-    return render_subject(change, recipient), text, html
-
-
-def render_sms(change: RiskChange, recipient: Recipient) -> str:
-    """A short SMS: customer, store, tier change and score, top reason, action."""
-    lb = _labels(recipient)
-    zh = recipient.locale == "zh-CN"
-    reasons = _reasons(change, zh)
-    parts = [
-        f"churnwatch: {lb.customer} {change.customer_id}",
-        f"{lb.store} {change.store_id or lb.no_store}",
-        f"{lb.change} {lb.tiers[change.previous_tier]}→{lb.tiers[change.tier]} ({change.score:.2f})",
-    ]
-    if reasons:
-        parts.append(f"{lb.why}: {reasons[0]}")
-    parts.append(f"{lb.action}: {_action(change, zh)}")
-    text = "; ".join(parts)
+def _clip(text: str) -> str:
+    text = " ".join(text.split())
     return text if len(text) <= SMS_MAX_CHARS else text[: SMS_MAX_CHARS - 1] + "…"
+
+
+@lru_cache(maxsize=1)
+def packaged() -> Templates:
+    return Templates(None)
+
+
+def render_email(change: RiskChange, recipient: Recipient, *, delivery_id: str, **kwargs: Any
+                 ) -> tuple[str, str, str]:
+    """(subject, plain text, HTML) of the email about ``change`` (packaged templates)."""
+    return packaged().email(change, recipient, delivery_id=delivery_id, **kwargs)
+
+
+def render_sms(change: RiskChange, recipient: Recipient, **kwargs: Any) -> str:
+    """A short SMS: customer, store, tier change and score, top reason, action."""
+    return packaged().sms(change, recipient, **kwargs)

@@ -17,9 +17,11 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from functools import partial
 from typing import Any, TypeVar
 
+import jinja2
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord
@@ -29,20 +31,26 @@ from services.common.exceptions import ConfigError
 from services.common.httpserver import WorkerHttpServer
 from services.common.kafka import ensure_topics, make_consumer, start_producer
 from services.common.logs import setup_logging
+from services.common.profiles import ProfileStore
 from services.common.redisconn import Keys, make_redis
 from services.common.settings import Settings
+from services.notifier.breaker import CircuitBreaker
 from services.notifier.channels.base import Channel
-from services.notifier.channels.email import SMTP_TIMEOUT_S, EmailChannel
+from services.notifier.channels.email import EmailChannel
 from services.notifier.channels.sms import SmsChannel
 from services.notifier.channels.webhook import WebhookChannel
 from services.notifier.deadletters import DeadLetters
-from services.notifier.delivery import Deliverer
-from services.notifier.inbound import InvalidRecord, decode_risk_change
+from services.notifier.delivery import MAX_COOLING_S, Deliverer
+from services.notifier.digests import Digester
+from services.notifier.escalation import Escalations
+from services.notifier.inbound import InvalidRecord, RiskChangeEvent, decode_risk_change
 from services.notifier.ledger import Ledger
 from services.notifier.metrics import NotifierMetrics
+from services.notifier.noise import EpisodeLedger, RateLimiter
 from services.notifier.planner import Planner
-from services.notifier.recipients import RecipientResolver, StoreManagerResolver
+from services.notifier.recipients import ProfileRecipientResolver, RecipientResolver
 from services.notifier.routing import Routing, load_routing
+from services.notifier.templates import Templates
 from services.notifier.webhooks import get_subscription_with_secret, load_subscriptions_with_secrets
 
 logger = logging.getLogger(__name__)
@@ -50,10 +58,16 @@ logger = logging.getLogger(__name__)
 POLL_TIMEOUT_MS = 500
 POLL_MAX_RECORDS = 50
 RETRY_BATCH = 50
-RETRY_CONCURRENCY = 10
 SHUTDOWN_GRACE_S = 30.0
 BATCH_FAILURE_PAUSE_S = 2.0
 STARTUP_TIMEOUT_S = 60.0
+
+
+def _created_ms(record: ConsumerRecord[Any, Any]) -> int:
+    """When the risk change was published (the record's timestamp), else now."""
+    ts = record.timestamp
+    now = int(time.time() * 1000)
+    return int(ts) if isinstance(ts, int) and 0 < ts <= now + 60_000 else now
 
 
 def build_channels(settings: Settings, routing: Routing) -> dict[str, Channel]:
@@ -68,7 +82,9 @@ def build_channels(settings: Settings, routing: Routing) -> dict[str, Channel]:
         channels["email"] = EmailChannel(
             host=settings.smtp_host, port=settings.smtp_port, security=settings.smtp_security,
             sender=settings.smtp_from, username=settings.smtp_username,
-            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None)
+            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+            timeout_s=settings.smtp_timeout_seconds,
+            ca_file=str(settings.smtp_ca_file) if settings.smtp_ca_file else None)
     elif "email" in used:
         logger.warning("email notifications are off: CHURNWATCH_SMTP_HOST is not set "
                        "(routes in %s ask for email)", routing.source)
@@ -141,20 +157,39 @@ class Notifier:
                  resolver: RecipientResolver | None = None):
         self.settings = settings
         self.metrics = NotifierMetrics(registry)
-        self.routing = load_routing(settings.routing_file)
+        routing = load_routing(settings.routing_file)
+        if settings.notifier_escalate_after_seconds is not None:
+            routing = replace(routing, policies=replace(
+                routing.policies, escalate_after_s=settings.notifier_escalate_after_seconds))
+        self.routing = routing
+        self.templates = Templates(settings.notifier_templates_dir)
+        self.templates.check()
         self.channels = build_channels(settings, self.routing)
-        self.planner = Planner(routing=self.routing,
-                               resolver=resolver or StoreManagerResolver(self.routing),
-                               enabled_channels=self.channels.keys())
         self.redis = make_redis(settings)
         self.keys = Keys(settings.redis_prefix)
-        lease_s = 2 * max(settings.webhook_timeout_seconds, SMTP_TIMEOUT_S) + 10
+        policies = self.routing.policies
+        lease_s = 2 * max(settings.webhook_timeout_seconds, settings.smtp_timeout_seconds) + 10
         self.ledger = Ledger(self.redis, self.keys, lease_ms=int(lease_s * 1000),
                              owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
+        self.digester = Digester(self.redis, self.keys, templates=self.templates,
+                                 interval_s=policies.digest_interval_s)
+        self.escalations = (Escalations(self.redis, self.keys, after_s=policies.escalate_after_s)
+                            if policies.escalate_after_s else None)
+        self.limiter = RateLimiter(self.redis, self.keys, per_recipient=policies.per_recipient,
+                                   per_channel=dict(policies.per_channel))
+        self.planner = Planner(
+            routing=self.routing,
+            resolver=resolver or ProfileRecipientResolver(ProfileStore(self.redis, self.keys),
+                                                          self.routing),
+            enabled_channels=self.channels.keys(), templates=self.templates,
+            episodes=EpisodeLedger(self.redis, self.keys), digester=self.digester,
+            escalations=self.escalations, ledger=self.ledger, metrics=self.metrics)
         self.lookup_subscription = partial(get_subscription_with_secret, self.redis, self.keys)
         self.http = WorkerHttpServer(host=settings.api_host, port=settings.notifier_metrics_port,
                                      registry=registry, ready=self._health)
         self.retry_tick_s = min(1.0, max(0.05, settings.delivery_backoff_base_seconds / 2))
+        self.retry_batch = max(1, min(RETRY_BATCH * 10, int(
+            settings.notifier_retry_max_per_second * self.retry_tick_s)))
         self.consuming = False
 
     def _health(self) -> dict[str, Any]:
@@ -182,7 +217,11 @@ class Notifier:
                 metrics=self.metrics, max_attempts=s.delivery_max_attempts,
                 backoff_base_s=s.delivery_backoff_base_seconds,
                 backoff_max_s=s.delivery_backoff_max_seconds,
-                lookup_subscription=self.lookup_subscription)
+                lookup_subscription=self.lookup_subscription, policies=self.routing.policies,
+                limiter=self.limiter,
+                breaker=CircuitBreaker(failures=s.notifier_breaker_failures,
+                                       max_open_s=MAX_COOLING_S,
+                                       probe_s=max(1.0, 2 * s.webhook_timeout_seconds)))
             self.consuming = True
             logger.info("consuming %s as group %s", s.topic_risk_changes, s.notifier_group)
             halt = asyncio.Event()  # stop requested, or one loop ended (a crash): end both
@@ -267,12 +306,27 @@ class Notifier:
                            self.settings.topic_notifications_dlq, exc, extra=where)
             return
         self.metrics.consumed.inc()
-        messages = await self.planner.plan(event, subscriptions=subscriptions)
+        try:
+            messages = await self.planner.plan(event, subscriptions=subscriptions,
+                                               created_ms=_created_ms(record))
+        except (ValueError, KeyError, TypeError, LookupError, jinja2.TemplateError) as exc:
+            # A record (or a profile/template) this notifier cannot plan: never block the
+            # partition on it. Redis and Kafka errors propagate: the batch is retried.
+            logger.exception("cannot plan the notifications of %s; sent to the DLQ", event.id,
+                             extra=where | {"event_id": event.id})
+            await self.dead_letters.invalid_record(
+                record, reason=f"cannot plan notifications: {type(exc).__name__}: {exc}")
+            self.metrics.dead_letters.labels(channel="input").inc()
+            return
+        await _gather_strict([self.deliverer.deliver_new(m) for m in messages])
+
+    async def _escalate(self, event: RiskChangeEvent, created_ms: int) -> None:
+        messages = await self.planner.escalation_messages(event, created_ms)
         await _gather_strict([self.deliverer.deliver_new(m) for m in messages])
 
     # retries --------------------------------------------------------------------------
     async def _retry_loop(self, stop: asyncio.Event) -> None:
-        limit = asyncio.Semaphore(RETRY_CONCURRENCY)
+        limit = asyncio.Semaphore(self.settings.notifier_max_in_flight)
 
         async def one(delivery_id: str, payload: dict[str, Any] | None) -> None:
             async with limit:
@@ -280,7 +334,11 @@ class Notifier:
 
         while not stop.is_set():
             try:
-                due = await self.ledger.due(now_ms=int(time.time() * 1000), limit=RETRY_BATCH)
+                now_ms = int(time.time() * 1000)
+                await self.digester.flush(now_ms=now_ms, deliver=self.deliverer.deliver_new)
+                if self.escalations is not None:
+                    await self.escalations.run_due(now_ms=now_ms, escalate=self._escalate)
+                due = await self.ledger.due(now_ms=now_ms, limit=self.retry_batch)
                 results = await asyncio.gather(*(one(i, p) for i, p in due), return_exceptions=True)
                 for (delivery_id, _), result in zip(due, results, strict=True):
                     if isinstance(result, BaseException):
@@ -298,7 +356,8 @@ async def run_notifier(settings: Settings, *, stop: asyncio.Event,
     """Run the notifier until ``stop`` is set (or a loop crashes, re-raised here).
 
     ``registry``: where the metrics are registered (a fresh one by default); ``resolver``:
-    who receives email/SMS (default: the store manager from the routing file).
+    who receives email/SMS (default: :class:`ProfileRecipientResolver` - the customer's owner
+    from the profile, else the store manager).
     Raises ConfigError for a bad routing file.
     """
     notifier = Notifier(settings, registry=registry or CollectorRegistry(), resolver=resolver)

@@ -2,9 +2,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+
+from services.common.exceptions import ConfigError
 from services.common.riskchange import Cause, Reason, RiskChange, SuggestedAction
+from services.notifier.policy import RESOLVE_COMPLAINT
 from services.notifier.routing import Recipient
-from services.notifier.templates import SMS_MAX_CHARS, render_email, render_sms
+from services.notifier.templates import SMS_MAX_CHARS, Templates, render_email, render_sms
 
 CHANGE = RiskChange(
     customer_id="c-1042", store_id="salon-downtown", previous_tier="low", tier="high",
@@ -42,3 +46,45 @@ def test_sms_is_short_and_complete() -> None:
     assert len(sms) <= SMS_MAX_CHARS
     for part in ("c-1042", "salon-downtown", "low→high", "0.81", "63 days", "Call the customer"):
         assert part in sms
+
+
+# Jinja2 templates: kinds, digests, per-tenant overrides ------------------------------------
+
+
+def test_kinds_and_a_replaced_action() -> None:
+    t = Templates()
+    subject, text, _ = t.email(CHANGE, EN, delivery_id="d", kind="won_back", alert_id="a1")
+    assert subject.startswith("[churnwatch] Won back") and "Good news" in text and "a1" in text
+    subject, text, html = t.email(CHANGE, ZH, delivery_id="d", kind="escalation",
+                                  escalate_after_s=1800)
+    assert "升级" in subject and "30分钟" in text
+    sms = t.sms(CHANGE, EN, kind="alert", action=RESOLVE_COMPLAINT)
+    assert "Resolve the open complaint first" in sms and "Call the customer" not in sms
+
+
+def test_digest_groups_items() -> None:
+    t = Templates()
+    items = [t.digest_item(CHANGE, EN, event_id="e1"),
+             t.digest_item(CHANGE.model_copy(update={"customer_id": "c-<b>"}), EN, event_id="e2")]
+    subject, text, html = t.digest(items, EN, tenant="default", channel="email", delivery_id="dg")
+    assert subject == "[churnwatch] 2 customer risk changes"
+    assert "c-1042" in text and "c-<b>" in text and "c-&lt;b&gt;" in html and "<b>" not in html
+    _, sms, _ = t.digest(items, ZH, tenant="default", channel="sms", delivery_id="dg")
+    assert sms.startswith("churnwatch：2 位客户") and len(sms) <= SMS_MAX_CHARS
+
+
+def test_tenant_overrides_fall_back_to_shared_then_packaged(tmp_path) -> None:
+    (tmp_path / "acme" / "en").mkdir(parents=True)
+    (tmp_path / "en").mkdir()
+    (tmp_path / "acme" / "en" / "alert.subject.j2").write_text("ACME: {{ customer_id }}")
+    (tmp_path / "en" / "alert.sms.j2").write_text("Shared SMS {{ customer_id }} {{ action }}")
+    t = Templates(tmp_path)
+    t.check()
+    acme = CHANGE.model_copy(update={"tenant_id": "acme"})
+    assert t.email(acme, EN, delivery_id="d")[0] == "ACME: c-1042"
+    assert t.email(CHANGE, EN, delivery_id="d")[0].startswith("[churnwatch] Customer c-1042")
+    assert t.sms(acme, EN) == "Shared SMS c-1042 Call the customer personally"
+    assert "距上次到店" in t.sms(acme, ZH)  # no zh-CN override: packaged
+    (tmp_path / "en" / "alert.txt.j2").write_text("{% if %}")
+    with pytest.raises(ConfigError, match=r"alert.txt.j2: line 1"):
+        Templates(tmp_path).check()

@@ -44,6 +44,11 @@ class Message:
     subscription_id: str = ""
     secret: str = field(default="", repr=False)
     attempt: int = 1
+    tenant: str = "default"
+    created_ms: int = 0  # when the risk change was published (delivery latency is from here)
+    recipient_key: str = ""  # who (rate limits, digests); empty for webhooks
+    timezone: str = ""  # the recipient's store time zone (quiet hours); empty: none apply
+    kind: str = ""  # alert | won_back | escalation | digest; empty for webhooks
 
     @property
     def masked_target(self) -> str:
@@ -64,6 +69,8 @@ class Message:
             "customer_id": self.customer_id, "to": self.to, "event": self.event.decode(),
             "recipient_name": self.recipient_name, "subject": self.subject, "text": self.text,
             "html": self.html, "subscription_id": self.subscription_id, "attempts": attempts,
+            "tenant": self.tenant, "created_ms": self.created_ms,
+            "recipient_key": self.recipient_key, "timezone": self.timezone, "kind": self.kind,
         }
 
     @classmethod
@@ -75,6 +82,9 @@ class Message:
             subject=payload.get("subject", ""), text=payload.get("text", ""),
             html=payload.get("html", ""), subscription_id=payload.get("subscription_id", ""),
             attempt=int(payload.get("attempts", 0)) + 1,
+            tenant=payload.get("tenant", "default"), created_ms=int(payload.get("created_ms", 0)),
+            recipient_key=payload.get("recipient_key", ""), timezone=payload.get("timezone", ""),
+            kind=payload.get("kind", ""),
         )
 
 

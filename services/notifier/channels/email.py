@@ -7,6 +7,7 @@ id and a mail system (or a person) can recognise a repeat.
 from __future__ import annotations
 
 import re
+import ssl
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate
 from typing import Literal
@@ -51,7 +52,7 @@ class EmailChannel:
 
     def __init__(self, *, host: str, port: int, security: Literal["none", "starttls", "tls"],
                  sender: str, username: str | None = None, password: str | None = None,
-                 timeout_s: float = SMTP_TIMEOUT_S):
+                 timeout_s: float = SMTP_TIMEOUT_S, ca_file: str | None = None):
         self.host = host
         self.port = port
         self.security = security
@@ -59,6 +60,10 @@ class EmailChannel:
         self.username = username or None
         self.password = password
         self.timeout_s = timeout_s
+        # STARTTLS / implicit TLS always verify the server: with ca_file, against that CA.
+        self.tls_context: ssl.SSLContext | None = None
+        if security != "none":
+            self.tls_context = ssl.create_default_context(cafile=ca_file)
 
     async def send(self, message: Message) -> None:
         mail = build_email(message, sender=self.sender)
@@ -67,6 +72,7 @@ class EmailChannel:
             await aiosmtplib.send(
                 mail, hostname=self.host, port=self.port, timeout=self.timeout_s,
                 use_tls=self.security == "tls", start_tls=self.security == "starttls",
+                tls_context=self.tls_context,
                 username=self.username, password=self.password if self.username else None,
             )
         except aiosmtplib.SMTPRecipientsRefused as exc:
@@ -80,6 +86,9 @@ class EmailChannel:
         except aiosmtplib.SMTPResponseException as exc:
             raise DeliveryError(f"{what} answered {exc.code} {_scrub(exc.message)}",
                                 permanent=exc.code >= 500) from None
+        except ssl.SSLCertVerificationError as exc:
+            raise DeliveryError(f"{what}: its TLS certificate is not trusted ({exc.verify_message}); "
+                                "set CHURNWATCH_SMTP_CA_FILE to the CA that signed it") from None
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             raise DeliveryError(f"{what} could not be reached: {type(exc).__name__}: "
                                 f"{_scrub(str(exc))}") from None

@@ -1,0 +1,123 @@
+"""Digests: many alerts for one recipient grouped into one message per interval.
+
+Keys (``Keys.notifier_key``):
+
+- ``dg:b:<buffer>`` - hash of the buffered items (event id -> item JSON) plus ``_recipient``
+  and ``_tenant``; ``<buffer>`` is ``<channel>|<recipient key>``;
+- ``dg:due`` - zset buffer -> flush time (ms), set when the first item arrives;
+- ``dg:seen:<channel>|<recipient>|<event id>`` - marks an item as buffered once (a replayed
+  record is not buffered twice, even after its digest went out);
+- ``dg:batch:<buffer>:<n>`` + set ``dg:batches`` - a buffer taken for sending. A batch is
+  deleted only once its message is delivered or durably queued, and its delivery id derives
+  from the batch name, so a notifier killed in between resends nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from typing import Any
+
+from redis.asyncio import Redis
+
+from services.common.redisconn import Keys
+from services.notifier.channels.base import Message, delivery_id
+from services.notifier.routing import Recipient
+from services.notifier.templates import Templates
+
+logger = logging.getLogger(__name__)
+
+SEEN_TTL_S = 7 * 86_400
+FLUSH_BATCH = 50
+
+_ADD = """
+if redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[5]) then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], '_recipient', ARGV[3], '_tenant', ARGV[6])
+  redis.call('ZADD', KEYS[2], 'NX', ARGV[4], ARGV[7])
+  return 1
+end
+return 0
+"""
+
+# KEYS: due zset, batches set; ARGV: now ms, limit, key prefix of buffers/batches
+_TAKE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+local out = {}
+for _, name in ipairs(due) do
+  redis.call('ZREM', KEYS[1], name)
+  local buffer = ARGV[3] .. 'b:' .. name
+  if redis.call('EXISTS', buffer) == 1 then
+    local n = redis.call('INCR', ARGV[3] .. 'seq')
+    local batch = ARGV[3] .. 'batch:' .. name .. ':' .. n
+    redis.call('RENAME', buffer, batch)
+    redis.call('SADD', KEYS[2], batch)
+    table.insert(out, batch)
+  end
+end
+return out
+"""
+
+Deliver = Callable[[Message], Awaitable[None]]
+
+
+class Digester:
+    def __init__(self, redis: Redis, keys: Keys, *, templates: Templates, interval_s: float):
+        self.redis = redis
+        self.keys = keys
+        self.templates = templates
+        self.interval_s = interval_s
+        self.base = keys.notifier_key("dg:")
+        self._add = redis.register_script(_ADD)
+        self._take = redis.register_script(_TAKE)
+
+    async def add(self, *, channel: str, recipient: Recipient, tenant: str, event_id: str,
+                  item: dict[str, Any], now_ms: int) -> bool:
+        """Buffer ``item``; False when it was buffered before (a replay)."""
+        name = f"{channel}|{recipient.key}"
+        added = await self._add(
+            keys=[self.base + "b:" + name, self.base + "due", self.base + f"seen:{name}|{event_id}"],
+            args=[event_id, json.dumps(item, ensure_ascii=False), json.dumps(asdict(recipient)),
+                  now_ms + int(self.interval_s * 1000), SEEN_TTL_S, tenant, name])
+        return bool(added)
+
+    async def flush(self, *, now_ms: int, deliver: Deliver) -> int:
+        """Send every digest that is due (and any batch left by a crash); returns how many."""
+        await self._take(keys=[self.base + "due", self.base + "batches"],
+                         args=[now_ms, FLUSH_BATCH, self.base])
+        members = await self.redis.smembers(self.base + "batches")  # type: ignore[misc]
+        batches = sorted(str(b) for b in members)[:FLUSH_BATCH]
+        for batch in batches:
+            raw: dict[str, str] = await self.redis.hgetall(batch)  # type: ignore[misc, assignment]
+            if raw:
+                message = self._message(batch, raw)
+                if message is not None:
+                    await deliver(message)
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.delete(batch)
+                pipe.srem(self.base + "batches", batch)
+                await pipe.execute()
+        return len(batches)
+
+    def _message(self, batch: str, raw: dict[str, str]) -> Message | None:
+        recipient = Recipient(**json.loads(raw.pop("_recipient")))
+        tenant = raw.pop("_tenant", "default")
+        items = sorted((json.loads(v) for v in raw.values()), key=lambda i: i.get("at_ms", 0))
+        channel = batch[len(self.base + "batch:"):].split("|", 1)[0]
+        target = recipient.email if channel == "email" else recipient.phone
+        if not items or not target or channel not in ("email", "sms"):
+            logger.error("digest batch %s cannot be sent (no items or no %s address); dropped",
+                         batch, channel)
+            return None
+        did = delivery_id("digest:" + batch, channel, target)
+        subject, text, html = self.templates.digest(items, recipient, tenant=tenant,
+                                                    channel=channel, delivery_id=did)
+        created = min(int(i.get("created_ms", 0)) for i in items)
+        return Message(delivery_id=did, channel=channel,  # type: ignore[arg-type]
+                       event_id=items[0].get("event_id", ""), customer_id="", to=target,
+                       event=json.dumps({"digest": [i.get("event_id") for i in items]}).encode(),
+                       recipient_name=recipient.name, subject=subject, text=text, html=html,
+                       tenant=tenant, created_ms=created, recipient_key=recipient.key,
+                       timezone=items[0].get("timezone", ""), kind="digest")
+

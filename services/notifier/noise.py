@@ -1,0 +1,104 @@
+"""Redis-backed noise control: the episode ledger and rate-limit counters.
+
+Keys (all under ``Keys.notifier_key``):
+
+- ``ep:<customer token>`` - JSON :class:`~services.notifier.policy.Episode`, 90 days TTL;
+  updated with WATCH/MULTI so two workers (during a rebalance) cannot both open an episode;
+- ``rl:<scope>:<window>`` - fixed-window counters of the rate limits.
+"""
+
+from __future__ import annotations
+
+import json
+
+from redis.asyncio import Redis
+from redis.exceptions import WatchError
+
+from services.common.redisconn import Keys, customer_token
+from services.common.riskchange import RiskChange
+from services.notifier.policy import Episode, decide_episode, rate_window
+from services.notifier.routing import RateLimit
+
+EPISODE_TTL_S = 90 * 86_400
+MAX_WATCH_TRIES = 20
+
+# KEYS: counter keys; ARGV: pairs of (limit, ttl seconds). All or nothing: increments every
+# counter when none is full, else returns the index (1-based) of the first full one.
+_TAKE = """
+for i, key in ipairs(KEYS) do
+  local n = tonumber(redis.call('GET', key) or '0')
+  if n >= tonumber(ARGV[2 * i - 1]) then return i end
+end
+for i, key in ipairs(KEYS) do
+  redis.call('INCR', key)
+  redis.call('EXPIRE', key, ARGV[2 * i])
+end
+return 0
+"""
+
+
+class EpisodeLedger:
+    def __init__(self, redis: Redis, keys: Keys):
+        self.redis = redis
+        self.keys = keys
+
+    def key(self, change: RiskChange) -> str:
+        return self.keys.notifier_key("ep:" + customer_token(change.customer_id, change.tenant_id))
+
+    async def decide(self, change: RiskChange, event_id: str) -> str:
+        """The episode decision for ``change`` (see :func:`decide_episode`), recorded."""
+        key = self.key(change)
+        for _ in range(MAX_WATCH_TRIES):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(key)
+                    raw = await pipe.get(key)
+                    episode = Episode.from_json(json.loads(raw) if raw else None)
+                    decision, new = decide_episode(episode, change, event_id)
+                    if new == episode:
+                        await pipe.unwatch()
+                        return decision
+                    pipe.multi()
+                    pipe.set(key, json.dumps(new.to_json()), ex=EPISODE_TTL_S)
+                    await pipe.execute()
+                    return decision
+                except WatchError:
+                    continue
+        raise RuntimeError(f"episode of {change.customer_id} kept changing; try again")
+
+
+class RateLimiter:
+    """Fixed-window limits per recipient and per channel, shared by every notifier."""
+
+    def __init__(self, redis: Redis, keys: Keys, *, per_recipient: RateLimit | None,
+                 per_channel: dict[str, RateLimit]):
+        self.redis = redis
+        self.keys = keys
+        self.per_recipient = per_recipient
+        self.per_channel = per_channel
+        self._take = redis.register_script(_TAKE)
+
+    @property
+    def enabled(self) -> bool:
+        return self.per_recipient is not None or bool(self.per_channel)
+
+    async def take(self, *, channel: str, recipient: str, now_s: float) -> float | None:
+        """Count one message; None when allowed, else seconds until it may be tried again
+        (nothing is counted then)."""
+        limits: list[tuple[str, RateLimit]] = []
+        if self.per_recipient is not None and recipient:
+            limits.append((f"r:{recipient}", self.per_recipient))
+        if channel in self.per_channel:
+            limits.append((f"c:{channel}", self.per_channel[channel]))
+        if not limits:
+            return None
+        keys: list[str] = []
+        args: list[int] = []
+        waits: list[float] = []
+        for scope, limit in limits:
+            window, remaining = rate_window(now_s, limit.per_s)
+            keys.append(self.keys.notifier_key(f"rl:{scope}:{int(limit.per_s)}:{window}"))
+            args += [limit.count, int(limit.per_s) + 60]
+            waits.append(remaining)
+        full = int(await self._take(keys=keys, args=args))
+        return None if full == 0 else waits[full - 1]

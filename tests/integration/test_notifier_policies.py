@@ -1,0 +1,316 @@
+"""Issue 5 against real peers: recipients from profiles, escalation and acknowledgement,
+quiet hours, digests, episodes, inhibition, consent, rate limits (real broker, Redis, aiosmtpd
+and aiohttp receivers started here)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from email import message_from_bytes
+from email.policy import default as default_policy
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from aiohttp import web
+from aiosmtpd.controller import Controller
+from redis.asyncio import Redis
+
+from services.common.embedded import free_port
+from services.common.profiles import Consent, CustomerProfile, ProfileStore, StaffMember, Store
+from services.common.redisconn import Keys
+from services.common.riskchange import (
+    Cause,
+    Reason,
+    RiskChange,
+    SuggestedAction,
+    encode_cloudevent,
+    to_cloudevent,
+)
+from services.common.settings import Settings
+from services.notifier.acks import acknowledge, get_acknowledgement, is_acknowledged
+from tests.integration.test_notifier import metric, notifier, produce_changes, wait_until
+
+pytestmark = pytest.mark.integration
+
+MANAGER = "+15550100000"
+
+
+def change(customer: str, previous: str, tier: str, *, cause: str = "event", n: int = 1,
+           store: str | None = "s1", tenant: str = "default", action: str = "personal_call",
+           complaints: float = 0.0) -> tuple[str, bytes]:
+    rc = RiskChange(
+        customer_id=customer, tenant_id=tenant, store_id=store, previous_tier=previous,  # type: ignore[arg-type]
+        tier=tier, score=0.8 if tier == "high" else 0.3, previous_score=0.2,  # type: ignore[arg-type]
+        reasons=[Reason(code="overdue", text=f"{customer} is overdue", text_zh="逾期", weight=1.0)],
+        suggested_action=SuggestedAction(code=action, text=f"do {action}", text_zh="做"),
+        value_tier="high", lifecycle_stage="mature", model_version="m1",
+        as_of=datetime(2026, 11, 23, 10, tzinfo=UTC),
+        cause=Cause(kind=cause, event_id=f"{customer}-e{n}"),  # type: ignore[arg-type]
+        features={"open_complaints": complaints})
+    event = to_cloudevent(rc)
+    return event["id"], encode_cloudevent(event)
+
+
+class Inbox:
+    """aiosmtpd handler collecting (recipients, parsed mail)."""
+
+    def __init__(self) -> None:
+        self.mails: list[tuple[list[str], Any]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.mails.append((list(envelope.rcpt_tos),
+                           message_from_bytes(envelope.content, policy=default_policy)))
+        return "250 OK"
+
+    def to(self, address: str) -> list[Any]:
+        return [m for rcpts, m in self.mails if address in rcpts]
+
+
+class SmsGateway:
+    """An HTTP SMS gateway (json style). ``script[phone]`` lists answers for successive
+    requests: an int status, ``(status, headers)``, or ``("slow", seconds)``; then 200.
+    Accepted messages are deduplicated by Idempotency-Key, as real gateways do."""
+
+    def __init__(self, script: dict[str, list[Any]] | None = None):
+        self.script = {k: list(v) for k, v in (script or {}).items()}
+        self.requests: list[dict[str, Any]] = []
+        self.accepted: dict[str, dict[str, Any]] = {}
+        self.accept_count: dict[str, int] = {}
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.requests.append(body)
+        answers = self.script.get(body["to"], [])
+        answer = answers.pop(0) if answers else 200
+        if isinstance(answer, tuple) and answer[0] == "slow":
+            await asyncio.sleep(answer[1])
+            answer = 200
+        status, headers = answer if isinstance(answer, tuple) else (answer, {})
+        if status < 300:
+            key = request.headers["Idempotency-Key"]
+            self.accept_count[key] = self.accept_count.get(key, 0) + 1
+            self.accepted.setdefault(key, body)
+        return web.json_response({"ok": status < 300}, status=status, headers=headers)
+
+    async def __aenter__(self) -> SmsGateway:
+        app = web.Application()
+        app.router.add_post("/sms", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        port = free_port()
+        await web.TCPSite(self._runner, "127.0.0.1", port).start()
+        self.url = f"http://127.0.0.1:{port}/sms"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+    def texts_to(self, phone: str) -> list[str]:
+        return [b["text"] for b in self.accepted.values() if b["to"] == phone]
+
+
+@pytest.fixture
+def smtp():
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield controller, inbox
+    controller.stop()
+
+
+def routing_file(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "routing.yaml"
+    path.write_text(f"""
+recipients:
+  fallback: {{name: Fallback, email: fallback@example.com, phone: "{MANAGER}"}}
+default_recipient: fallback
+{body}
+""")
+    return path
+
+
+async def staff_and_stores(redis: Redis, keys: Keys, *, tz: str = "UTC",
+                           tenant: str = "default") -> ProfileStore:
+    profiles = ProfileStore(redis, keys)
+    await profiles.put_staff(StaffMember(staff_id="owner-1", name="Olga", email="olga@example.com",
+                                         phone="+15550111111"), tenant)
+    await profiles.put_staff(StaffMember(staff_id="mgr-1", name="Max", email="max@example.com",
+                                         phone="+15550122222", role="manager"), tenant)
+    await profiles.put_store(Store(store_id="s1", timezone=tz, manager_staff_id="mgr-1"), tenant)
+    return profiles
+
+
+@pytest.fixture
+def base(settings_factory, tmp_path: Path):
+    def make(routing: str, **overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "delivery_backoff_base_seconds": 0.2, "delivery_backoff_max_seconds": 1.0,
+            "delivery_max_attempts": 3, "webhook_allow_private": True,
+            "webhook_timeout_seconds": 2.0, "routing_file": routing_file(tmp_path, routing)}
+        values.update(overrides)
+        return settings_factory(**values)
+    return make
+
+
+# recipients, escalation, acknowledgement ------------------------------------------------------
+
+
+async def test_owner_then_store_manager_then_routing_file_and_escalation(base, redis: Redis, smtp) -> None:
+    controller, inbox = smtp
+    settings = base("""
+routes:
+  - {match: {to: high}, channels: [email]}
+escalation: {after: 1.5s, channels: [email]}
+""", smtp_host="127.0.0.1", smtp_port=controller.port)
+    keys = Keys(settings.redis_prefix)
+    profiles = await staff_and_stores(redis, keys)
+    await profiles.put_profile("owned", CustomerProfile(owner_staff_id="owner-1"))
+    await profiles.put_profile("acked", CustomerProfile(owner_staff_id="owner-1"))
+    await profiles.put_profile("ghost-owner", CustomerProfile(owner_staff_id="nobody"))
+    # Another tenant with the same ids: its own staff, not ours.
+    await profiles.put_profile("owned", CustomerProfile(owner_staff_id="owner-1"), "acme")
+    await profiles.put_staff(StaffMember(staff_id="owner-1", email="acme-olga@example.com"), "acme")
+
+    owned_id, owned = change("owned", "low", "high")
+    acked_id, acked = change("acked", "low", "high")
+    _, ghost = change("ghost-owner", "low", "high")
+    _, nostore = change("no-profile", "low", "high", store="elsewhere")
+    _, acme = change("owned", "low", "high", tenant="acme")
+    assert await acknowledge(redis, keys, acked_id, "olga")  # acknowledged before it is due
+    assert not await acknowledge(redis, keys, acked_id, "someone-else")
+    assert (await get_acknowledgement(redis, keys, acked_id) or {})["by"] == "olga"
+    await produce_changes(settings, ("owned", owned), ("acked", acked), ("ghost-owner", ghost),
+                          ("no-profile", nostore), ("owned", acme))
+    async with notifier(settings) as registry:
+        await wait_until(lambda: len(inbox.mails) >= 7, what="5 alerts and 2 escalations")
+        await asyncio.sleep(2.5)  # the acknowledged alert's escalation falls due: nothing
+        assert metric(registry, "churnwatch_notifier_deliveries_total", channel="email",
+                      outcome="delivered") == 7
+    olga = inbox.to("olga@example.com")
+    assert sorted(m["Subject"] for m in olga) == sorted(
+        [f"[churnwatch] Customer {c} is now high churn risk (was low)" for c in ("owned", "acked")])
+    [escalated] = [m for m in inbox.to("max@example.com") if "ESCALATED" in m["Subject"]]
+    assert "owned" in escalated["Subject"] and owned_id in escalated.get_body(("plain",)).get_content()
+    assert [m["Subject"] for m in inbox.to("max@example.com") if "ESCALATED" not in m["Subject"]] \
+        == ["[churnwatch] Customer ghost-owner is now high churn risk (was low)"]  # owner unknown
+    # Unknown store (and acme's store s1 is unknown in acme): the routing file's recipient.
+    assert sorted("ESCALATED" in m["Subject"] for m in inbox.to("fallback@example.com")) == [
+        False, True]
+    assert len(inbox.to("acme-olga@example.com")) == 1
+    assert await is_acknowledged(redis, keys, acked_id) and not await is_acknowledged(redis, keys, owned_id)
+    log = [json.loads(x) for x in await redis.lrange(keys.delivery_log("owned", "acme"), 0, -1)]
+    assert sorted((e["kind"], e["status"], e["target"]) for e in log) == [
+        ("alert", "delivered", "a***@example.com"), ("escalation", "delivered", "f***@example.com")]
+
+
+# quiet hours -------------------------------------------------------------------------------
+
+
+async def test_quiet_hours_delay_then_deliver(base, redis: Redis) -> None:
+    tz = "Asia/Shanghai"
+    local = datetime.now(ZoneInfo(tz))
+    start = (local - timedelta(minutes=5)).strftime("%H:%M:%S")
+    end_at = local + timedelta(seconds=10)  # start-up (group join) takes a few seconds
+    end = end_at.strftime("%H:%M:%S")
+    async with SmsGateway() as gateway:
+        settings = base(f"""
+routes:
+  - {{match: {{to: high}}, channels: [sms]}}
+quiet_hours: {{start: "{start}", end: "{end}", channels: [sms]}}
+""", sms_gateway_url=gateway.url)
+        await staff_and_stores(redis, Keys(settings.redis_prefix), tz=tz)
+        _, raw = change("night-owl", "low", "high")
+        await produce_changes(settings, ("night-owl", raw))
+        async with notifier(settings) as registry:
+            await wait_until(lambda: metric(registry, "churnwatch_notifier_suppressed_total",
+                                            reason="quiet_hours_delayed") == 1, what="delayed")
+            assert gateway.requests == []
+            await wait_until(lambda: gateway.accepted, timeout=15, what="delivered after the window")
+            delivered_at = datetime.now(ZoneInfo(tz))
+        assert delivered_at >= end_at.replace(microsecond=0)
+        [text] = gateway.texts_to("+15550122222")  # no profile: store s1's manager
+        assert "night-owl" in text and len(gateway.requests) == 1
+
+
+# digests ---------------------------------------------------------------------------------------
+
+
+async def test_digest_groups_many_alerts_into_one_message(base, redis: Redis, smtp) -> None:
+    controller, inbox = smtp
+    settings = base("""
+routes:
+  - {match: {to: [medium, high]}, channels: [email], to: store_manager, digest: true}
+digest: {interval: 2s}
+""", smtp_host="127.0.0.1", smtp_port=controller.port)
+    await staff_and_stores(redis, Keys(settings.redis_prefix))
+    records = [(f"d-{n}", change(f"d-{n}", "low", "medium")[1]) for n in range(5)]
+    await produce_changes(settings, *records)
+    async with notifier(settings) as registry:
+        await wait_until(lambda: inbox.mails, timeout=15, what="the digest")
+        await asyncio.sleep(1.0)
+        assert metric(registry, "churnwatch_notifier_suppressed_total", reason="digested") == 5
+    [(rcpts, mail)] = inbox.mails
+    assert rcpts == ["max@example.com"] and mail["Subject"] == "[churnwatch] 5 customer risk changes"
+    text = mail.get_body(("plain",)).get_content()
+    assert all(f"d-{n} is overdue" in text for n in range(5))
+    # Read again from the start by a new group: buffered once, so no second digest.
+    again = settings.model_copy(update={"notifier_group": settings.notifier_group + "-again"})
+    async with notifier(again) as registry:
+        await wait_until(lambda: metric(registry, "churnwatch_notifier_risk_changes_consumed_total") == 5,
+                         what="the replay consumed")
+        await asyncio.sleep(2.5)
+    assert len(inbox.mails) == 1
+
+
+# episodes, won back, inhibition, consent, rate limits ----------------------------------------
+
+
+async def test_episode_dedupe_won_back_inhibition_consent_and_rate_limit(base, redis: Redis) -> None:
+    async with SmsGateway() as gateway:
+        settings = base("""
+routes:
+  - {match: {to: [medium, high]}, channels: [sms]}
+inhibit:
+  - {name: complaint_first, feature: open_complaints, above: 0, actions: [win_back_offer], then: suppress}
+won_back: {channels: [sms], to: [owner, customer]}
+rate_limits: {per_recipient: {count: 2, per: 2s}}
+""", sms_gateway_url=gateway.url)
+        keys = Keys(settings.redis_prefix)
+        profiles = await staff_and_stores(redis, keys)
+        await profiles.put_profile("ep", CustomerProfile(
+            owner_staff_id="owner-1", phone="+15550133333",
+            consent=Consent(sms=True, sms_opt_out=False)))
+        await profiles.put_profile("optout", CustomerProfile(
+            owner_staff_id="owner-1", phone="+15550144444",
+            consent=Consent(sms=True, sms_opt_out=True)))
+        await produce_changes(
+            settings,
+            ("ep", change("ep", "low", "medium", cause="silence", n=1)[1]),     # alert
+            ("ep", change("ep", "medium", "high", cause="silence", n=2)[1]),    # alert (higher)
+            ("ep", change("ep", "high", "medium", cause="silence", n=3)[1]),    # dedupe
+            ("ep", change("ep", "medium", "high", cause="silence", n=4)[1]),    # dedupe
+            ("ep", change("ep", "high", "low", cause="event", n=5)[1]),         # won back
+            ("optout", change("optout", "low", "high", cause="silence")[1]),    # alert
+            ("optout", change("optout", "high", "low", cause="event", n=2)[1]),  # won back
+            ("offer", change("offer", "low", "high", action="win_back_offer", complaints=1)[1]),
+        )
+        async with notifier(settings) as registry:
+            def suppressed(reason: str) -> float:
+                return metric(registry, "churnwatch_notifier_suppressed_total", reason=reason)
+            await wait_until(lambda: len(gateway.accepted) == 6, timeout=20, what="6 SMS")
+            await asyncio.sleep(0.5)
+            assert suppressed("dedupe") == 2 and suppressed("inhibited") == 1
+            assert suppressed("no_consent") == 1  # optout's own won-back SMS
+            assert suppressed("rate_limited") >= 1  # 5 for the owner at once, 2 per window
+        owner = gateway.texts_to("+15550111111")
+        assert len(owner) == 5 and sum("WON BACK" in t for t in owner) == 2
+        [customer_sms] = gateway.texts_to("+15550133333")  # consent given: their won-back
+        assert "WON BACK" in customer_sms
+        assert gateway.texts_to("+15550144444") == []
+        assert all(n == 1 for n in gateway.accept_count.values())
