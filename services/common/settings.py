@@ -190,7 +190,8 @@ class Settings(BaseSettings):
     routing_file: Path | None = None
     webhook_allow_private: bool = False
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
-    delivery_max_attempts: int = Field(default=8, ge=1, le=100)
+    # 15 attempts with the default backoff span about 4 hours before the dead-letter topic.
+    delivery_max_attempts: int = Field(default=15, ge=1, le=100)
     delivery_backoff_base_seconds: float = Field(default=2.0, gt=0)
     delivery_backoff_max_seconds: float = Field(default=3600.0, gt=0)
     smtp_host: str | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,12 +13,27 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.common.events import ComplaintEvent, TransactionEvent, VisitEvent
+from services.common.profiles import ProfileStore
 from services.common.redisconn import Keys, make_redis
 from services.common.settings import Settings
 from services.ingest.deps import ReadKey, Res, Resources
 from services.ingest.metrics import ApiMetrics
+from services.ingest.middleware import RequestContext, install_error_handler
+from services.ingest.openapi import AUTH, responses
 from services.ingest.publisher import EventPublisher
-from services.ingest.routes import customers, events, webhooks
+from services.ingest.queries.cache import TtlCache
+from services.ingest.queries.errors import QueryError
+from services.ingest.ratelimit import RateLimiter
+from services.ingest.routes import (
+    actions,
+    analytics,
+    atrisk,
+    customers,
+    events,
+    profiles,
+    webhooks,
+    winback,
+)
 from services.ingest.status import StatusReader
 from services.scorer.engine import Engine
 from services.scorer.model import load_model
@@ -44,7 +60,9 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.resources = Resources(
             settings=settings, redis=redis, keys=keys, publisher=publisher,
             engine=Engine(model, Thresholds.from_settings(settings)), status=status_reader,
-            metrics=metrics,
+            metrics=metrics, profiles=ProfileStore(redis, keys),
+            limiter=RateLimiter(settings.api_rate_limit_per_second, settings.api_rate_limit_burst),
+            cache=TtlCache(settings.analytics_cache_seconds),
         )
         if not settings.auth_enabled:
             logger.warning("CHURNWATCH_API_KEYS is not set: the API accepts requests without a key "
@@ -72,21 +90,27 @@ def create_app(settings: Settings) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    app.include_router(events.router)
-    app.include_router(customers.router)
-    app.include_router(webhooks.router)
+    for module in (events, atrisk, customers, profiles, actions, analytics, winback,
+                   webhooks):
+        app.include_router(module.router)
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next: Any) -> Any:
+        started = time.perf_counter()
         response = await call_next(request)
-        route = request.scope.get("route")
-        metrics.requests.labels(getattr(route, "path", "unmatched"), str(response.status_code)).inc()
+        route = getattr(request.scope.get("route"), "path", "unmatched")  # template, not raw path
+        metrics.requests.labels(route, str(response.status_code)).inc()
+        metrics.request_seconds.labels(route).observe(time.perf_counter() - started)
         return response
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse(status_code=500, content={"detail": "internal error; see the API log"})
+    install_error_handler(app)
+
+    @app.exception_handler(QueryError)
+    async def query_error(request: Request, exc: QueryError) -> JSONResponse:
+        return JSONResponse(status_code=exc.status, content={"detail": str(exc)})
+
+    app.add_middleware(RequestContext, limit=settings.api_max_json_body_bytes,  # type: ignore[arg-type]
+                       exempt=frozenset({"/v1/events"}))
 
     @app.get("/health", tags=["operations"], summary="200 while the process is up")
     async def health() -> dict[str, str]:
@@ -106,7 +130,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/v1/status", tags=["operations"], summary="Pipeline counters and scorer lag",
              description="events_accepted_total (acknowledged by the broker), events_scored_total "
              "(records the scorer has processed) and scorer_lag (records on the events topic not "
-             "yet processed), plus per-partition detail.")
+             "yet processed), plus per-partition detail.", responses=responses(AUTH))
     async def get_status(res: Res, key: ReadKey) -> dict[str, Any]:
         body = await res.status.read()
         body["model_version"] = res.engine.model.version

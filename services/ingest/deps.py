@@ -1,18 +1,21 @@
-"""Dependencies of the HTTP routes: the shared resources and API-key scopes."""
+"""Dependencies of the HTTP routes: the shared resources, API-key scopes and rate limits."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
+from services.common.profiles import ProfileStore
 from services.common.redisconn import Keys
 from services.common.settings import ApiKey, Settings
 from services.ingest.metrics import ApiMetrics
 from services.ingest.publisher import EventPublisher
+from services.ingest.queries.cache import TtlCache
+from services.ingest.ratelimit import RateLimiter
 from services.ingest.status import StatusReader
 from services.scorer.engine import Engine
 
@@ -26,6 +29,9 @@ class Resources:
     engine: Engine
     status: StatusReader
     metrics: ApiMetrics
+    profiles: ProfileStore | None = None
+    limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0, 1))
+    cache: TtlCache = field(default_factory=lambda: TtlCache(0))
 
 
 def get_resources(request: Request) -> Resources:
@@ -38,11 +44,12 @@ _ANONYMOUS = ApiKey(name="anonymous", secret=SecretStr(""),
 
 
 def require(scope: str):  # noqa: ANN201 - returns a dependency
-    """A dependency that admits only keys with ``scope`` (admin implies every scope)."""
+    """A dependency that admits only keys with ``scope`` (admin implies every scope), within
+    the key's rate limit."""
 
     def check(request: Request, res: Res) -> ApiKey:
         if not res.settings.auth_enabled:
-            return _ANONYMOUS
+            return _ANONYMOUS  # open development mode (CONTRACT): no keys, no limits
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -53,6 +60,11 @@ def require(scope: str):  # noqa: ANN201 - returns a dependency
         if key is None:
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown API key",
                                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        wait = res.limiter.take(key.name)
+        if wait > 0:
+            raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
+                                f"rate limit of this API key exceeded; retry in {wait:.1f} s",
+                                headers={"Retry-After": RateLimiter.retry_after(wait)})
         if not key.allows(scope):
             raise HTTPException(status.HTTP_403_FORBIDDEN,
                                 f"this API key lacks the '{scope}' scope")
@@ -61,6 +73,11 @@ def require(scope: str):  # noqa: ANN201 - returns a dependency
     return check
 
 
+def get_profiles(res: Res) -> ProfileStore:
+    return res.profiles or ProfileStore(res.redis, res.keys)
+
+
 IngestKey = Annotated[ApiKey, Depends(require("ingest"))]
 ReadKey = Annotated[ApiKey, Depends(require("read"))]
 AdminKey = Annotated[ApiKey, Depends(require("admin"))]
+Profiles = Annotated[ProfileStore, Depends(get_profiles)]

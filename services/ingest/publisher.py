@@ -13,6 +13,7 @@ from services.common.kafka import start_producer
 from services.common.settings import Settings
 
 logger = logging.getLogger(__name__)
+YIELD_EVERY = 50  # records appended to the producer's buffer between two event-loop turns
 
 
 class EventPublisher:
@@ -50,8 +51,11 @@ class EventPublisher:
         producer = await self._ensure()
 
         async def send_all() -> None:
-            futures = [await producer.send(topic, value, key=key, headers=headers)
-                       for key, value in records]
+            futures = []
+            for i, (key, value) in enumerate(records):
+                if i and i % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # let the loop answer reads between chunks
+                futures.append(await producer.send(topic, value, key=key, headers=headers))
             await asyncio.gather(*futures)
 
         try:

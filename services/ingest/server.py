@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import uvicorn
 
 from services.common.logs import setup_logging
@@ -11,6 +13,9 @@ from services.ingest.app import create_app
 
 def main(settings: Settings) -> int:
     setup_logging("api", settings.log_level)
+    # Big ingest batches are validated in a worker thread; a short GIL switch interval (5 ms by
+    # default) lets the event loop answer risk reads in between (bench/api_bench.py).
+    sys.setswitchinterval(0.001)
     app = create_app(settings)
     config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_config=None,
                             access_log=False, proxy_headers=False, server_header=False)

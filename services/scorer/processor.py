@@ -30,6 +30,7 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.common.events import TENANT_HEADER, parse_json, validate_event
+from services.common.holdout import in_holdout
 from services.common.redisconn import DEFAULT_TENANT, Keys, parse_customer_token
 from services.common.riskchange import (
     CONTENT_TYPE,
@@ -337,6 +338,8 @@ class Processor:
                     reasons=a.reasons, suggested_action=a.action,
                     value_tier=a.value_tier, lifecycle_stage=a.lifecycle_stage,  # type: ignore[arg-type]
                     model_version=a.model_version, as_of=a.as_of, cause=cause, features=a.features,
+                    holdout=a.tier == "high" and in_holdout(cs.tenant, cs.customer_id,
+                                                            self.settings.holdout_share),
                 )
                 changes.append((cs, a, to_cloudevent(change)))
         if changes:
@@ -395,11 +398,15 @@ class Processor:
                 "score": data["score"], "cause": data["cause"]["kind"],
                 "reasons": [r["code"] for r in data["reasons"]],
                 "suggested_action": data["suggested_action"]["code"]}, separators=(",", ":"))
+        holdout_key = ""
+        if changed and a.tier == "high" and in_holdout(tenant, cs.customer_id,
+                                                        self.settings.holdout_share):
+            holdout_key = self.keys.holdout_index(tenant)  # the control group, from now
         due_key = self.keys.due(cs.partition) if cs.partition is not None else ""
         _, _, st = self.keys.customer(cs.customer_id, tenant)
         return [st, fields, 1 if cs.pending else 0, due_key, token, self._due(now, a), index,
                 leave, members, timeline, entry, TIMELINE_MAX,
-                self.settings.retention_days * 86_400]
+                self.settings.retention_days * 86_400, holdout_key, now]
 
     @staticmethod
     def _due(now: int, a: Assessment) -> int:

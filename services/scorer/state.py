@@ -92,7 +92,8 @@ return {added, '{' .. table.concat(parts, ',') .. '}', redis.call('HGETALL', KEY
 # JSON {"c": [customer update...], "o": [offsets key, [partition, next offset]...],
 # "s": [stats key, [name, increment]...]}. A customer update is [state key, [field, value...],
 # clear pending (0/1), due key or "", token, due ms, [[index key, priority]...], [index key to
-# leave...], [[set key, member]...], timeline key or "", timeline entry, timeline max, ttl].
+# leave...], [[set key, member]...], timeline key or "", timeline entry, timeline max, ttl,
+# holdout index or "", now ms].
 # It touches keys of many customers, so it needs a standalone Redis (or one primary behind
 # Sentinel / a managed endpoint), not Redis Cluster.
 COMMIT_LUA = """
@@ -109,6 +110,7 @@ for _, c in ipairs(batch.c) do
     redis.call('LTRIM', c[10], 0, c[12] - 1)
     redis.call('EXPIRE', c[10], c[13])
   end
+  if c[14] ~= nil and c[14] ~= '' then redis.call('ZADD', c[14], 'NX', c[15], c[5]) end
 end
 local o = batch.o
 if o ~= nil and #o > 0 then
@@ -292,10 +294,16 @@ async def erase_customer(redis: Redis, keys: Keys, customer_id: str, *,
                          tenant: str = DEFAULT_TENANT, partitions: int) -> None:
     """Forget a customer: every key under their hash tag (window, state, profile, delivery
     log, timeline, actions) and their silence-index entries."""
-    raw = await redis.hget(keys.customer(customer_id, tenant)[2], "store")  # type: ignore[misc]
+    read = redis.pipeline(transaction=False)
+    read.hget(keys.customer(customer_id, tenant)[2], "store")
+    read.hkeys(keys.actions(customer_id, tenant))
+    raw, action_ids = await read.execute()
     store = str(raw) if raw else None
     token = customer_token(customer_id, tenant)
     pipe = redis.pipeline(transaction=False)
+    pipe.zrem(keys.holdout_index(tenant), token)
+    if action_ids:
+        pipe.zrem(keys.winback_index(tenant), *(f"{token}|{a}" for a in action_ids))
     # Indexes first, state last: an erasure interrupted half-way is simply done again.
     for p in range(partitions):
         pipe.zrem(keys.due(p), token)

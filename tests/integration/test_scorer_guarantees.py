@@ -25,7 +25,9 @@ from tests.integration.test_scorer import customer_state, scorer, wait_processed
 from tests.kafkatools import produce_events, read_all
 
 pytestmark = pytest.mark.integration
-QUIET = {"sweep_interval_seconds": 3600.0}  # no silence sweeps: they would race the clock
+# No silence sweeps (they would race the clock); the rule scorecard, whose tiers this story
+# is known to move (the mechanics under test do not depend on the model).
+QUIET = {"sweep_interval_seconds": 3600.0, "model": "scorecard"}
 
 
 def story() -> list[dict[str, Any]]:
@@ -36,6 +38,12 @@ def story() -> list[dict[str, Any]]:
                for e in regular("drifter", every_days=7, count=4, start=T0 + timedelta(days=160))]
     events += regular("moaner", every_days=10, count=20)
     events.append(complaint("moaner", T0 + timedelta(days=120), 1, severity="high"))
+    for i, day in enumerate((40, 75, 110)):  # complain (up), get it resolved (down)
+        cid = f"complainer{i}"
+        events += regular(cid, every_days=8, count=22)
+        events.append(complaint(cid, T0 + timedelta(days=day), 1, severity="high", ref=f"{cid}-k"))
+        events.append(complaint(cid, T0 + timedelta(days=day + 12), 2, severity="high",
+                                status="resolved", ref=f"{cid}-k"))
     events += regular("late", every_days=30, count=6, start=T0 + timedelta(days=60))
     events += regular("once", every_days=1, count=1, start=T0 + timedelta(days=30))
     return by_time(events)

@@ -4,69 +4,42 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime
 from typing import Any, cast
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 
 from services.common.events import TENANT_HEADER, epoch_ms
 from services.common.exceptions import BrokerUnavailable
-from services.common.riskchange import Reason, SuggestedAction
 from services.ingest.deps import AdminKey, ReadKey, Res
+from services.ingest.middleware import request_id
+from services.ingest.models import Risk
+from services.ingest.openapi import AUTH, NOT_FOUND, responses
+from services.ingest.params import CustomerId
+from services.ingest.queries import erasure
+from services.ingest.queries.holdout import holdout, remember
+from services.ingest.queries.timefmt import iso_ms, now_ms, parse_iso
 from services.scorer.engine import Subject
-from services.scorer.state import erase_customer, load_customers
+from services.scorer.rules import rules_from_settings
+from services.scorer.state import load_customers
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["customers"])
-
-
-class Risk(BaseModel):
-    customer_id: str
-    score: float = Field(ge=0, le=1, description="Higher means more likely to churn.")
-    tier: str = Field(description="low | medium | high")
-    reasons: list[Reason]
-    model_version: str
-    as_of: str = Field(description="The instant this risk was computed for (RFC 3339).")
-    suggested_action: SuggestedAction
-    value_tier: str
-    lifecycle_stage: str
-    features: dict[str, float]
-    store_id: str | None = None
-    tier_since: str | None = None
-    last_event_at: str | None = None
-    point_in_time: bool = Field(False, description="True when computed for ?as_of.")
-
-
-def _iso(ms: str | int | None) -> str | None:
-    if ms in (None, ""):
-        return None
-    return datetime.fromtimestamp(int(float(ms)) / 1000, UTC).isoformat().replace("+00:00", "Z")
-
-
-def _parse_as_of(value: str) -> datetime:
-    try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        dt = None
-    if dt is None or dt.tzinfo is None:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY,
-                            f"as_of={value!r} must be RFC 3339 with an offset, e.g. 2026-11-23T10:00:00Z")
-    return dt
 
 
 @router.get(
     "/v1/customers/{customer_id:path}/risk",
     response_model=Risk,
     summary="A customer's churn risk and why",
-    description="The latest score, tier and plain-language reasons. With `as_of`, the risk as it "
-    "stood at that instant: only events up to it are used and the tier is the plain threshold "
-    "tier for that score. 404 if the customer is unknown (or had no events by `as_of`).",
-    responses={404: {"description": "Unknown customer"}},
+    description="The latest score, tier, plain-language reasons and the features used. With "
+    "`as_of`, the risk as it stood at that instant: only events up to it are used and the tier "
+    "is the plain threshold tier for that score. 404 if the customer is unknown to this key's "
+    "tenant (and stores), or had no events by `as_of`. `holdout: true` means: do not act.",
+    responses=responses(AUTH, NOT_FOUND),
 )
-async def get_risk(customer_id: str, res: Res, key: ReadKey,
-                   as_of: str | None = Query(None, description="RFC 3339 instant, e.g. 2026-11-01T00:00:00Z")
-                   ) -> Any:
+async def get_risk(customer_id: CustomerId, res: Res, key: ReadKey,
+                   as_of: str | None = Query(None, max_length=64, description="RFC 3339 instant",
+                                             examples=["2026-11-01T00:00:00Z"])) -> Any:
+    share = res.settings.holdout_share
     if as_of is None:
         state = cast(dict[str, str],
                      await res.redis.hgetall(res.keys.customer(customer_id, key.tenant)[2]))
@@ -75,10 +48,19 @@ async def get_risk(customer_id: str, res: Res, key: ReadKey,
         if not state or "risk" not in state:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no risk known for customer {customer_id!r}")
         risk = json.loads(state["risk"])
-        return Risk(customer_id=customer_id, store_id=state.get("store"),
-                    tier_since=_iso(state.get("tier_since")), last_event_at=_iso(state.get("last_ts")),
-                    **risk)
-    at = _parse_as_of(as_of)
+        held = holdout(risk.get("tier"), key.tenant, customer_id, share)
+        if held:
+            await remember(res.redis, res.keys, key.tenant, [customer_id],
+                           await now_ms(res.settings, res.redis, res.keys))
+        return Risk.model_validate({**risk, "customer_id": customer_id,
+                                    "store_id": state.get("store"),
+                                    "tier_since": iso_ms(state.get("tier_since")),
+                                    "last_event_at": iso_ms(state.get("last_ts")),
+                                    "holdout": held})
+    at = parse_iso(as_of)
+    if at is None:
+        raise HTTPException(422,
+                            f"as_of={as_of!r} must be RFC 3339 with an offset, e.g. 2026-11-23T10:00:00Z")
     at_ms = epoch_ms(at)
     cs = (await load_customers(res.redis, res.keys, [(key.tenant, customer_id)])
           ).get((key.tenant, customer_id))
@@ -89,24 +71,40 @@ async def get_risk(customer_id: str, res: Res, key: ReadKey,
         raise HTTPException(status.HTTP_404_NOT_FOUND,
                             f"no events of customer {customer_id!r} at or before {as_of}")
     first_ms = cs.first_ts if cs.first_ts is not None and cs.first_ts <= at_ms else None
+    # follow `churnwatch model activate` (reads Redis at most every model_refresh_seconds)
+    await res.engine.refresh(res.redis, res.keys, min_interval=res.settings.model_refresh_seconds)
+    if res.engine.rules is None:  # the rules of CHURNWATCH_BUSINESS_TYPE / CHURNWATCH_RULES
+        res.engine.rules = rules_from_settings(res.settings)
     a = res.engine.assess([Subject(customer_id, acts, first_ms)], at_ms, with_history=False)[0]
     body = a.to_json()
     body["as_of"] = at.isoformat().replace("+00:00", "Z")
     last = max(x.ts for x in acts)
-    return Risk(customer_id=customer_id, store_id=cs.store_id, last_event_at=_iso(last),
-                point_in_time=True, **body)
+    return Risk.model_validate({**body, "customer_id": customer_id, "store_id": cs.store_id,
+                                "last_event_at": iso_ms(last), "point_in_time": True,
+                                "holdout": holdout(a.tier, key.tenant, customer_id, share)})
 
 
 @router.delete(
     "/v1/customers/{customer_id:path}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Erase a customer",
-    description="Deletes the customer's state, risk and delivery log, and writes a tombstone "
-    "(null value keyed by customer_id) to the events topic so every scorer forgets them in "
-    "order. Idempotent. The risk reads 404 afterwards until new events arrive.",
-    responses={503: {"description": "Broker unavailable; nothing erased, retry later"}},
+    description="Deletes the customer's state, risk, events, profile, delivery log, timeline, "
+    "staff actions and index entries, writes a tombstone (null value keyed by customer_id, "
+    "tenant in the `churnwatch-tenant` header) to the events topic so every scorer forgets "
+    "them in order, and appends an audit record (the customer named by a SHA-256 digest). "
+    "Idempotent. The risk reads 404 afterwards until new events arrive. Store-bound keys "
+    "may only erase their stores' customers.",
+    responses=responses(AUTH, {403: AUTH[403], 503: {
+        "description": "Broker unavailable; nothing erased, retry later"}}),
 )
-async def delete_customer(customer_id: str, res: Res, key: AdminKey) -> Response:
+async def delete_customer(customer_id: CustomerId, request: Request, res: Res,
+                          key: AdminKey) -> Response:
+    if key.stores is not None:
+        store: str | None = await res.redis.hget(  # type: ignore[misc,assignment]
+            res.keys.customer(customer_id, key.tenant)[2], "store")
+        if store is not None and not key.allows_store(store):
+            raise HTTPException(status.HTTP_403_FORBIDDEN,
+                                "this API key may not erase customers of other stores")
     try:
         await res.publisher.publish(res.settings.topic_events, [(customer_id.encode(), None)],
                                     headers=[(TENANT_HEADER, key.tenant.encode())])
@@ -114,7 +112,8 @@ async def delete_customer(customer_id: str, res: Res, key: AdminKey) -> Response
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                             "the event broker is unavailable; retry the erasure later",
                             headers={"Retry-After": "5"}) from None
-    await erase_customer(res.redis, res.keys, customer_id, tenant=key.tenant,
-                         partitions=res.settings.topic_partitions)
-    logger.info("customer erased by %s", key.name, extra={"customer_id": customer_id})
+    await erasure.erase(res.redis, res.keys, customer_id, tenant=key.tenant,
+                        partitions=res.settings.topic_partitions, by=key.name,
+                        request_id=request_id(request))
+    logger.info("customer erased by %s", key.name, extra={"request_id": request_id(request)})
     return Response(status_code=status.HTTP_204_NO_CONTENT)

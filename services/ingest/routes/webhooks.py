@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException, Response, status
 from pydantic import BaseModel, Field
 
 from services.ingest.deps import AdminKey, Res
+from services.ingest.openapi import AUTH, TOO_LARGE, error, responses
 from services.notifier.webhooks import (
     add_subscription,
     delete_subscription,
@@ -33,24 +34,30 @@ class Webhook(BaseModel):
 
 @router.post("/v1/webhooks", status_code=status.HTTP_201_CREATED, response_model=Webhook,
              summary="Subscribe a URL to risk changes",
-             description="Private, loopback and link-local targets are refused unless "
-             "CHURNWATCH_WEBHOOK_ALLOW_PRIVATE=true.")
+             description="Every risk change is POSTed to the URL, signed with the secret "
+             "(Churnwatch-Signature header). Private, loopback and link-local targets are refused "
+             "unless CHURNWATCH_WEBHOOK_ALLOW_PRIVATE=true; so are hosts that do not resolve.",
+             responses=responses(AUTH, TOO_LARGE))
 async def create_webhook(body: NewWebhook, res: Res, key: AdminKey) -> Any:
     try:
         url = await asyncio.to_thread(validate_target, body.url,
                                       allow_private=res.settings.webhook_allow_private)
     except ValueError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"url: {exc}") from None
+        raise HTTPException(422, f"url: {exc}") from None
     return await add_subscription(res.redis, res.keys, url=url, secret=body.secret)
 
 
-@router.get("/v1/webhooks", response_model=list[Webhook], summary="List webhook subscriptions")
+@router.get("/v1/webhooks", response_model=list[Webhook], summary="List webhook subscriptions",
+            description="Every subscription (the secrets are never returned).",
+            responses=responses(AUTH))
 async def get_webhooks(res: Res, key: AdminKey) -> Any:
     return await list_subscriptions(res.redis, res.keys)
 
 
 @router.delete("/v1/webhooks/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT,
-               summary="Remove a webhook subscription")
+               summary="Remove a webhook subscription",
+               description="404 when there is no such subscription.",
+               responses=responses(AUTH, {404: error("No such subscription", "no webhook 'x'")}))
 async def remove_webhook(webhook_id: str, res: Res, key: AdminKey) -> Response:
     if not await delete_subscription(res.redis, res.keys, webhook_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no webhook {webhook_id!r}")

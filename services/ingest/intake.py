@@ -1,0 +1,50 @@
+"""Validation of an ingest batch, free of HTTP: every event checked, bound to the key."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from services.common.events import (
+    DEFAULT_TENANT,
+    AnyEvent,
+    FieldError,
+    event_to_json,
+    validate_event,
+)
+from services.common.settings import ApiKey
+
+OFFLOAD_EVENTS = 50  # batches larger than this are validated in a worker thread
+OFFLOAD_BYTES = 64 * 1024
+
+
+def validate_batch(items: list[Any], key: ApiKey, now: datetime, max_age: timedelta,
+                   max_future: timedelta
+                   ) -> tuple[list[AnyEvent], list[FieldError], list[tuple[bytes, bytes]]]:
+    """The valid events, the errors, and the records to publish (key, value)."""
+    events: list[AnyEvent] = []
+    errors: list[FieldError] = []
+    for i, obj in enumerate(items):
+        event, errs = validate_event(obj, i, now=now, max_age=max_age, max_future=max_future)
+        if event is not None:
+            errs = _check_binding(event, i, key)
+            if not errs:
+                # The key's tenant is the event's tenant; the default tenant is left implicit.
+                events.append(event if key.tenant == DEFAULT_TENANT or event.tenant_id
+                              else event.model_copy(update={"tenant_id": key.tenant}))
+        errors.extend(errs)
+    records = [] if errors else [(e.customer_id.encode(), event_to_json(e)) for e in events]
+    return events, errors, records
+
+
+def _check_binding(event: AnyEvent, index: int, key: ApiKey) -> list[FieldError]:
+    """A key bound to a tenant (and stores) may only send that tenant's (stores') events."""
+    if key.name != "anonymous" and event.tenant != key.tenant:
+        return [FieldError(index=index, field="tenant_id",
+                           message=f"this API key belongs to tenant {key.tenant!r}; "
+                           "omit tenant_id or send that value")]
+    if not key.allows_store(event.store_id):
+        return [FieldError(index=index, field="store_id",
+                           message="this API key may only send events of stores "
+                           f"{', '.join(sorted(key.stores or ()))}")]
+    return []

@@ -1,0 +1,98 @@
+"""ASGI pieces around every route: request ids, body size limits, the generic 500."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import traceback
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+logger = logging.getLogger(__name__)
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+HEADER = "x-request-id"
+
+
+class RequestContext:
+    """Gives every request an id (the caller's X-Request-ID if sane), echoes it in the answer,
+    and refuses bodies over ``limit`` bytes with 413 on every route but the exempt ones (which
+    enforce their own, larger limit while streaming)."""
+
+    def __init__(self, app: ASGIApp, *, limit: int, exempt: frozenset[str]):
+        self.app = app
+        self.limit = limit
+        self.exempt = exempt
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope.get("headers") or []).get(HEADER.encode(), b"").decode("latin-1")
+        rid = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (HEADER.encode(), rid.encode())]
+            await send(message)
+
+        if scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS") or scope["path"] in self.exempt:
+            await self.app(scope, receive, send_with_id)
+            return
+        body = bytearray()
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:
+                await _too_large(self.limit, rid, send_with_id)
+                return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send_with_id)
+
+
+async def _too_large(limit: int, rid: str, send: Send) -> None:
+    body = json.dumps({"detail": f"request body is over {limit} bytes", "request_id": rid}).encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def request_id(request: Request) -> str:
+    return str(request.scope.get("state", {}).get("request_id", "-"))
+
+
+def install_error_handler(app: FastAPI) -> None:
+    """Unexpected errors: a generic 500 with the request id; the log has the traceback,
+    the answer never does."""
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        rid = request_id(request)
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
+        # Type and place only: messages and tracebacks may carry secrets (URLs, tokens).
+        logger.error("unhandled %s at %s on %s %s", type(exc).__name__, where, request.method,
+                     route, extra={"request_id": rid})
+        content: dict[str, Any] = {"detail": "internal error; quote the request id when "
+                                   "reporting it", "request_id": rid}
+        return JSONResponse(status_code=500, content=content, headers={HEADER: rid})

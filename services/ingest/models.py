@@ -1,0 +1,103 @@
+"""Response and request bodies of the customer routes (their OpenAPI schemas)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.common.events import Identifier
+from services.common.riskchange import Reason, SuggestedAction
+
+TierName = Literal["low", "medium", "high"]
+ActionType = Literal["called", "coupon_sent", "exclusive_offer", "complaint_resolved", "other"]
+ACTION_TYPES: tuple[str, ...] = ("called", "coupon_sent", "exclusive_offer", "complaint_resolved",
+                                 "other")
+
+
+class Risk(BaseModel):
+    customer_id: str
+    score: float = Field(ge=0, le=1, description="Higher means more likely to churn.")
+    tier: str = Field(description="low | medium | high")
+    reasons: list[Reason]
+    model_version: str
+    as_of: str = Field(description="The instant this risk was computed for (RFC 3339).")
+    suggested_action: SuggestedAction
+    value_tier: str
+    lifecycle_stage: str
+    features: dict[str, float]
+    store_id: str | None = None
+    tier_since: str | None = None
+    last_event_at: str | None = None
+    point_in_time: bool = Field(False, description="True when computed for ?as_of.")
+    holdout: bool = Field(False, description="In the win-back holdout group: do not act on "
+                          "this customer (the control group that measures uplift).")
+
+
+class AtRiskItem(BaseModel):
+    customer_id: str
+    tier: str
+    score: float = Field(ge=0, le=1)
+    priority: float = Field(ge=0, description="score x (1 + spend over 365 days): the sort key.")
+    value_tier: str | None = None
+    lifecycle_stage: str | None = None
+    top_reason: Reason | None = None
+    suggested_action: SuggestedAction | None = None
+    store_id: str | None = None
+    owner_staff_id: str | None = None
+    last_event_at: str | None = None
+    holdout: bool = False
+
+
+class AtRiskPage(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "tier": "high", "items": [{"customer_id": "c-1042", "tier": "high", "score": 0.81,
+                                   "priority": 486.81, "store_id": "salon-downtown",
+                                   "holdout": False}],
+        "next_cursor": "WyI0ODYuODEiLCJkZWZhdWx0L2MtMTA0MiJd", "scanned": 1}]})
+    tier: TierName
+    items: list[AtRiskItem]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null at "
+                                    "the end. A page may be short when filtering by owner.")
+    scanned: int = Field(description="Index entries examined for this page.")
+
+
+class TimelineEntry(BaseModel):
+    kind: str = Field(description="tier_change | notification | staff_action | acknowledged | "
+                      "profile_change | activity (events of one day, summarized)")
+    at: str = Field(description="RFC 3339")
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class Timeline(BaseModel):
+    customer_id: str
+    entries: list[TimelineEntry] = Field(description="Newest first.")
+
+
+class NewAction(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "action": "called", "staff_id": "stylist-7", "note": "Booked for Friday",
+        "alert_id": "3f1c0a9e5b7d4e2f8a6b1c0d9e8f7a6b"}]})
+    action: ActionType
+    staff_id: Identifier
+    note: str | None = Field(None, max_length=1000)
+    alert_id: str | None = Field(None, min_length=1, max_length=128,
+                                 pattern=r"^[A-Za-z0-9._:-]+$",
+                                 description="The risk-change CloudEvent id acted upon.")
+
+
+class Action(BaseModel):
+    action_id: str
+    customer_id: str
+    action: ActionType
+    staff_id: str
+    note: str | None = None
+    alert_id: str | None = None
+    at: str
+    store_id: str | None = None
+    holdout: bool = False
+
+
+class Ack(BaseModel):
+    alert_id: str
+    acknowledged: bool = Field(description="False when the alert was already acknowledged.")

@@ -1,0 +1,22 @@
+"""Path and query parameters shared by the routes (validated, documented)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Path, Query
+
+_NO_CONTROL = r"^[^\x00-\x1f\x7f]+$"
+
+CustomerId = Annotated[str, Path(min_length=1, max_length=128, pattern=_NO_CONTROL,
+                                 description="The customer's id as sent in events.",
+                                 examples=["c-1042"])]
+StaffId = Annotated[str, Path(min_length=1, max_length=128, pattern=_NO_CONTROL,
+                              examples=["stylist-7"])]
+StoreId = Annotated[str, Path(min_length=1, max_length=128, pattern=_NO_CONTROL,
+                              examples=["salon-downtown"])]
+StoreFilter = Annotated[str | None, Query(min_length=1, max_length=128, pattern=_NO_CONTROL,
+                                          description="Only this store (store-bound keys: one "
+                                          "of theirs).", examples=["salon-downtown"])]
+Format = Annotated[str | None, Query(pattern="^(json|csv)$", description="csv for "
+                                     "spreadsheets (or send Accept: text/csv)")]

@@ -1,0 +1,1 @@
+"""What the query routes compute, free of HTTP: they raise domain errors, routes map them."""

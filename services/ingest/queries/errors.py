@@ -1,0 +1,21 @@
+"""Errors of the query layer; the app maps them to HTTP answers (see app.py)."""
+
+from __future__ import annotations
+
+
+class QueryError(Exception):
+    """Base: the message says what to fix."""
+
+    status = 400
+
+
+class Invalid(QueryError):
+    status = 422
+
+
+class NotFound(QueryError):
+    status = 404
+
+
+class Forbidden(QueryError):
+    status = 403

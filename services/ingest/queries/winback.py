@@ -1,0 +1,135 @@
+"""The win-back loop: staff actions, and whether the customer came back within the window.
+
+An action "won the customer back" when the customer has an event (by event time) within
+``winback_attribution_days`` after it — read from the customer's event index at query time.
+Holdout customers (see holdout.py) get no action; their return rate over the same window,
+counted from when they were first seen high-risk, is the baseline: uplift = win-back rate of
+actions - return rate of the holdout group.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import defaultdict
+from typing import Any
+
+from redis.asyncio import Redis
+
+from services.common.redisconn import Keys, customer_token, parse_customer_token
+from services.ingest.queries.timefmt import iso_ms
+from services.scorer.features import DAY_MS
+
+
+async def record(redis: Redis, keys: Keys, *, tenant: str, customer_id: str,
+                 body: dict[str, Any], at_ms: int, store_id: str | None,
+                 holdout: bool) -> dict[str, Any]:
+    from services.ingest.queries.timeline import append
+
+    action_id = uuid.uuid4().hex
+    stored = {**body, "action_id": action_id, "at_ms": at_ms, "store_id": store_id,
+              "holdout": holdout}
+    token = customer_token(customer_id, tenant)
+    pipe = redis.pipeline(transaction=True)
+    pipe.hset(keys.actions(customer_id, tenant), action_id, json.dumps(stored, ensure_ascii=False))
+    pipe.zadd(keys.winback_index(tenant), {f"{token}|{action_id}": at_ms})
+    await append(redis, keys, customer_id, tenant,
+                 {"kind": "staff_action", "at": iso_ms(at_ms), "action_id": action_id,
+                  **{k: v for k, v in body.items() if v is not None}}, pipe=pipe)
+    await pipe.execute()
+    return {**{k: v for k, v in stored.items() if k != "at_ms"},
+            "customer_id": customer_id, "at": iso_ms(at_ms)}
+
+
+def _outcome(returned: int, start_ms: int, window_ms: int, now_ms: int) -> str:
+    if returned:
+        return "returned"
+    return "pending" if now_ms < start_ms + window_ms else "not_returned"
+
+
+def _rate(c: dict[str, int]) -> float | None:
+    decided = c["returned"] + c["not_returned"]
+    return round(c["returned"] / decided, 4) if decided else None
+
+
+async def report(redis: Redis, keys: Keys, *, tenant: str, stores: frozenset[str] | None,
+                 since_ms: int, until_ms: int, now_ms: int, window_days: int,
+                 limit: int) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The win-back report, and the (action, action_id) pairs newly seen returned (for the
+    returned counter, counted once)."""
+    window = window_days * DAY_MS
+    members: list[Any] = await redis.zrangebyscore(keys.winback_index(tenant), since_ms,
+                                                   until_ms, start=0, num=limit, withscores=True)
+    pipe = redis.pipeline(transaction=False)
+    refs = []
+    for member, score in members:
+        token, _, action_id = str(member).rpartition("|")
+        _, cid = parse_customer_token(token)
+        refs.append((cid, action_id, int(score)))
+        pipe.hget(keys.actions(cid, tenant), action_id)
+        pipe.hexists(keys.actions(cid, tenant), f"ret:{action_id}")
+        pipe.zcount(keys.customer(cid, tenant)[0], f"({int(score)}", int(score) + window)
+    raw = await pipe.execute() if refs else []
+    zero = {"actions": 0, "returned": 0, "not_returned": 0, "pending": 0}
+    groups: dict[str, dict[str, dict[str, int]]] = {
+        "action": defaultdict(lambda: dict(zero)), "store": defaultdict(lambda: dict(zero)),
+        "staff": defaultdict(lambda: dict(zero))}
+    overall, on_holdout = dict(zero), 0
+    newly: list[tuple[str, str]] = []
+    for i, (cid, action_id, at) in enumerate(refs):
+        blob, counted, n_after = raw[3 * i], raw[3 * i + 1], raw[3 * i + 2]
+        if blob is None:
+            continue  # erased
+        a = json.loads(blob)
+        if stores is not None and a.get("store_id") not in stores:
+            continue
+        if a.get("holdout"):
+            on_holdout += 1
+            continue
+        outcome = _outcome(int(n_after), at, window, now_ms)
+        if outcome == "returned" and not counted:
+            newly.append((a["action"], action_id))
+            pipe.hsetnx(keys.actions(cid, tenant), f"ret:{action_id}", "1")
+        for group, name in (("action", a["action"]), ("store", a.get("store_id") or "none"),
+                            ("staff", a["staff_id"])):
+            bucket = groups[group][name]
+            bucket["actions"] += 1
+            bucket[outcome] += 1
+        overall["actions"] += 1
+        overall[outcome] += 1
+    if newly:  # count each return once, whichever API process sees it first
+        won = await pipe.execute()
+        newly = [n for n, first in zip(newly, won, strict=True) if first]
+    control = await _holdout(redis, keys, tenant, stores, since_ms, until_ms, now_ms, window, limit)
+    acted, base = _rate(overall), control["return_rate"]
+    body: dict[str, Any] = {
+        "window_days": window_days, "since": iso_ms(since_ms), "until": iso_ms(until_ms),
+        "overall": {**overall, "winback_rate": acted}, "truncated": len(members) >= limit,
+        "actions_on_holdout_customers": on_holdout, "holdout": control,
+        "uplift": round(acted - base, 4) if acted is not None and base is not None else None,
+    }
+    for group, buckets in groups.items():
+        body[f"by_{group}"] = [{"key": k, **v, "winback_rate": _rate(v)}
+                               for k, v in sorted(buckets.items())]
+    return body, newly
+
+
+async def _holdout(redis: Redis, keys: Keys, tenant: str, stores: frozenset[str] | None,
+                   since_ms: int, until_ms: int, now_ms: int, window: int,
+                   limit: int) -> dict[str, Any]:
+    members: list[Any] = await redis.zrangebyscore(keys.holdout_index(tenant), since_ms,
+                                                   until_ms, start=0, num=limit, withscores=True)
+    pipe = redis.pipeline(transaction=False)
+    for token, score in members:
+        _, cid = parse_customer_token(str(token))
+        ev, _, st = keys.customer(cid, tenant)
+        pipe.zcount(ev, f"({int(score)}", int(score) + window)
+        pipe.hget(st, "store")
+    raw = await pipe.execute() if members else []
+    c = {"customers": 0, "returned": 0, "not_returned": 0, "pending": 0}
+    for i, (_, score) in enumerate(members):
+        if stores is not None and raw[2 * i + 1] not in stores:
+            continue
+        c["customers"] += 1
+        c[_outcome(int(raw[2 * i]), int(score), window, now_ms)] += 1
+    return {**c, "return_rate": _rate(c)}

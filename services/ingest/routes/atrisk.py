@@ -1,0 +1,86 @@
+"""The at-risk list and a customer's timeline."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, status
+
+from services.ingest.deps import ReadKey, Res
+from services.ingest.models import AtRiskPage, TierName, Timeline
+from services.ingest.openapi import AUTH, NOT_FOUND, responses
+from services.ingest.params import CustomerId, StoreFilter
+from services.ingest.queries import timeline
+from services.ingest.queries.atrisk import AtRiskQuery
+from services.ingest.queries.holdout import remember
+from services.ingest.queries.scope import store_for_list
+from services.ingest.queries.timefmt import canonical, now_ms, parse_iso
+
+router = APIRouter(tags=["customers"])
+
+
+@router.get(
+    "/v1/customers/at-risk",
+    response_model=AtRiskPage,
+    summary="Customers at risk, most valuable first",
+    description="One tier's customers sorted by priority = score x (1 + spend over 365 days), "
+    "highest first, in pages. Pass `next_cursor` back as `cursor` for the next page; the cursor "
+    "encodes the last item's (priority, customer) so pages neither repeat nor skip customers "
+    "whose priority did not change meanwhile (ties are ordered by customer). With `owner`, "
+    "each page examines a bounded number of index entries, so a page may hold fewer than "
+    "`limit` items while `next_cursor` is not null. Store-bound keys see only their stores "
+    "(pass `store` when bound to several). `holdout: true` items are the control group: do "
+    "not act on them.",
+    responses=responses(AUTH),
+)
+async def at_risk(res: Res, key: ReadKey, tier: TierName = "high", store: StoreFilter = None,
+                  owner: Annotated[str | None, Query(min_length=1, max_length=128,
+                                                     description="owner_staff_id of the profile",
+                                                     examples=["stylist-7"])] = None,
+                  limit: Annotated[int, Query(ge=1, le=500)] = 100,
+                  cursor: Annotated[str | None, Query(max_length=1024)] = None) -> Any:
+    scoped = store_for_list(key, store)
+    page = await AtRiskQuery(res.redis, res.keys).page(
+        tenant=key.tenant, tier=tier, store=scoped, owner=owner, limit=limit, cursor=cursor,
+        holdout_share=res.settings.holdout_share)
+    held = [i["customer_id"] for i in page["items"] if i["holdout"]]
+    if held:
+        await remember(res.redis, res.keys, key.tenant, held,
+                       await now_ms(res.settings, res.redis, res.keys))
+    return page
+
+
+@router.get(
+    "/v1/customers/{customer_id:path}/timeline",
+    response_model=Timeline,
+    summary="What happened to a customer, newest first",
+    description="Tier changes, notifications sent about them (with delivery status), staff "
+    "actions and acknowledgements, profile changes (field names only), and their recent "
+    "events summarized per day. `before` pages back in time.",
+    responses=responses(AUTH, NOT_FOUND),
+)
+async def get_timeline(customer_id: CustomerId, res: Res, key: ReadKey,
+                       limit: Annotated[int, Query(ge=1, le=500)] = 100,
+                       before: Annotated[str | None, Query(max_length=64,
+                                                           description="RFC 3339 instant",
+                                                           examples=["2026-11-01T00:00:00Z"])]
+                       = None) -> Any:
+    if before is not None and parse_iso(before) is None:
+        raise HTTPException(422,
+                            f"before={before!r} must be RFC 3339 with an offset")
+    _, _, st = res.keys.customer(customer_id, key.tenant)
+    pipe = res.redis.pipeline(transaction=False)
+    pipe.exists(st, res.keys.timeline(customer_id, key.tenant),
+                res.keys.profile(customer_id, key.tenant))
+    pipe.hget(st, "store")
+    pipe.get(res.keys.profile(customer_id, key.tenant))
+    known, store, profile = await pipe.execute()
+    if store is None and profile:
+        store = json.loads(profile).get("store_id")
+    if not known or (key.stores is not None and not key.allows_store(store)):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no customer {customer_id!r}")
+    cutoff = canonical(before) if before else None
+    entries = await timeline.read(res.redis, res.keys, customer_id, key.tenant, limit=limit,
+                                  before=cutoff)
+    return {"customer_id": customer_id, "entries": entries}

@@ -1,0 +1,119 @@
+"""Who customers are to the business: profiles, staff and stores (read by the notifier)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Response, status
+
+from services.common.profiles import CustomerProfile, StaffMember, Store
+from services.ingest.deps import AdminKey, IngestKey, Profiles, ReadKey, Res
+from services.ingest.openapi import AUTH, TOO_LARGE, error, responses
+from services.ingest.params import CustomerId, StaffId, StoreId
+from services.ingest.queries import timeline
+from services.ingest.queries.errors import Forbidden
+from services.ingest.queries.scope import check_store_write
+from services.ingest.queries.timefmt import iso_ms
+
+router = APIRouter(tags=["profiles"])
+_404 = {404: error("Not found (in this tenant and the key's stores)", "no profile of 'c-1'")}
+
+
+def _same_id(path_id: str, body_id: str, name: str) -> None:
+    if path_id != body_id:
+        raise HTTPException(422,
+                            f"{name} in the body ({body_id!r}) differs from the path ({path_id!r})")
+
+
+def _guard(fn: Any, *args: Any) -> None:
+    try:
+        fn(*args)
+    except Forbidden as exc:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from None
+
+
+@router.put("/v1/customers/{customer_id:path}/profile", response_model=CustomerProfile,
+            summary="Create or replace a customer's profile",
+            description="Owner staff member, home store, contact, preferred channel, consent, "
+            "time zone, segment, birthday, locale — used by the notifier to route alerts. The "
+            "whole profile is replaced. The timeline records which fields changed (not values).",
+            responses=responses(AUTH, TOO_LARGE))
+async def put_profile(customer_id: CustomerId, body: CustomerProfile, res: Res, key: IngestKey,
+                      profiles: Profiles) -> Any:
+    _guard(check_store_write, key, body.store_id)
+    old = await profiles.get_profile(customer_id, key.tenant)
+    if old is not None:
+        _guard(check_store_write, key, old.store_id)
+    await profiles.put_profile(customer_id, body, key.tenant)
+    before = (old or CustomerProfile.model_validate({})).model_dump()
+    changed = sorted(k for k, v in body.model_dump().items() if before.get(k) != v)
+    if changed:
+        await timeline.append(res.redis, res.keys, customer_id, key.tenant, {
+            "kind": "profile_change", "at": iso_ms(int(time.time() * 1000)),
+            "fields": changed, "by": key.name})
+    return body
+
+
+@router.get("/v1/customers/{customer_id:path}/profile", response_model=CustomerProfile,
+            summary="A customer's profile", responses=responses(AUTH, _404))
+async def get_profile(customer_id: CustomerId, key: ReadKey, profiles: Profiles) -> Any:
+    found = await profiles.get_profile(customer_id, key.tenant)
+    if found is None or (key.stores is not None and not key.allows_store(found.store_id)):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no profile of customer {customer_id!r}")
+    return found
+
+
+@router.put("/v1/staff/{staff_id}", response_model=StaffMember,
+            summary="Create or replace a staff member",
+            description="Staff receive alerts about the customers they own (profile "
+            "owner_staff_id); managers are the fallback of their store.",
+            responses=responses(AUTH, TOO_LARGE))
+async def put_staff(staff_id: StaffId, body: StaffMember, key: AdminKey,
+                    profiles: Profiles) -> Any:
+    _same_id(staff_id, body.staff_id, "staff_id")
+    _guard(check_store_write, key, body.store_id)
+    old = await profiles.get_staff(staff_id, key.tenant)
+    if old is not None:
+        _guard(check_store_write, key, old.store_id)
+    await profiles.put_staff(body, key.tenant)
+    return body
+
+
+@router.get("/v1/staff/{staff_id}", response_model=StaffMember, summary="A staff member",
+            responses=responses(AUTH, _404))
+async def get_staff(staff_id: StaffId, key: ReadKey, profiles: Profiles) -> Any:
+    found = await profiles.get_staff(staff_id, key.tenant)
+    if found is None or (key.stores is not None and not key.allows_store(found.store_id)):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no staff member {staff_id!r}")
+    return found
+
+
+@router.delete("/v1/staff/{staff_id}", status_code=status.HTTP_204_NO_CONTENT,
+               summary="Remove a staff member", description="Idempotent.",
+               responses=responses(AUTH))
+async def delete_staff(staff_id: StaffId, key: AdminKey, profiles: Profiles) -> Response:
+    found = await profiles.get_staff(staff_id, key.tenant)
+    if found is not None:
+        _guard(check_store_write, key, found.store_id)
+        await profiles.delete_staff(staff_id, key.tenant)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.put("/v1/stores/{store_id}", response_model=Store, summary="Create or replace a store",
+            description="A store's time zone (quiet hours) and manager (fallback recipient).",
+            responses=responses(AUTH, TOO_LARGE))
+async def put_store(store_id: StoreId, body: Store, key: AdminKey, profiles: Profiles) -> Any:
+    _same_id(store_id, body.store_id, "store_id")
+    _guard(check_store_write, key, store_id)
+    await profiles.put_store(body, key.tenant)
+    return body
+
+
+@router.get("/v1/stores/{store_id}", response_model=Store, summary="A store",
+            responses=responses(AUTH, _404))
+async def get_store(store_id: StoreId, key: ReadKey, profiles: Profiles) -> Any:
+    found = await profiles.get_store(store_id, key.tenant)
+    if found is None or not key.allows_store(store_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no store {store_id!r}")
+    return found

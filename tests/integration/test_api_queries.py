@@ -1,0 +1,319 @@
+"""The query API over the real app, real Redis and the real broker: at-risk list, timeline,
+profiles, erasure, tenants and stores, limits and errors.
+
+Customers are seeded the way the scorer stores them (state hash with the risk snapshot of a
+real :class:`Engine` assessment, event window, tier indexes ranked by priority)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from services.common.redisconn import Keys, customer_token
+from services.common.riskchange import TIERS
+from services.common.settings import Settings
+from services.ingest.app import create_app
+from services.scorer.activity import encode_activity
+from services.scorer.engine import Engine, Subject
+from services.scorer.features import DAY_MS, Activity
+from services.scorer.model import load_model
+from services.scorer.tiers import Thresholds
+
+pytestmark = pytest.mark.integration
+
+KEYS = ("admin-secret-1:admin,reader-secret-1:read,ingest-secret-1:ingest,"
+        "acme-admin-01:admin@acme,acme-north-1:read+ingest@acme/north,"
+        "acme-both-01:read@acme/north|south")
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+ADMIN, READ, INGEST = bearer("admin-secret-1"), bearer("reader-secret-1"), bearer("ingest-secret-1")
+ACME, NORTH, BOTH = bearer("acme-admin-01"), bearer("acme-north-1"), bearer("acme-both-01")
+
+
+@asynccontextmanager
+async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            yield client
+
+
+class Seeder:
+    """Writes customers as the scorer does (see services/scorer/processor.py)."""
+
+    def __init__(self, redis: Redis, settings: Settings):
+        self.redis = redis
+        self.keys = Keys(settings.redis_prefix)
+        self.engine = Engine(load_model(settings.model), Thresholds.from_settings(settings))
+
+    async def customer(self, cid: str, *, tenant: str = "default", store: str | None = "north",
+                       days_ago: list[float], amount: float = 40.0, tier: str | None = None,
+                       now_ms: int | None = None) -> dict[str, Any]:
+        now = now_ms or int(time.time() * 1000)
+        acts = [Activity(kind="transaction", ts=int(now - d * DAY_MS), event_id=f"{cid}-{i}",
+                         amount=amount, store_id=store) for i, d in enumerate(days_ago)]
+        a = self.engine.assess([Subject(cid, acts, min(x.ts for x in acts))], now,
+                               with_history=False)[0]
+        tier = tier or a.tier
+        snap = a.to_json() | {"tier": tier}
+        ev, ed, st = self.keys.customer(cid, tenant)
+        token = customer_token(cid, tenant)
+        priority = round(a.score * (1.0 + max(a.features.get("spend_365", 0.0), 0.0)), 6)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(ev, {x.event_id: x.ts for x in acts})
+        pipe.hset(ed, mapping={x.event_id: encode_activity(x) for x in acts})
+        fields: dict[str, Any] = {"first_ts": min(x.ts for x in acts),
+                                  "last_ts": max(x.ts for x in acts), "tier": tier,
+                                  "score": a.score, "tier_since": now, "risk": json.dumps(snap)}
+        if store:
+            fields["store"] = store
+        pipe.hset(st, mapping=fields)
+        for t in TIERS:
+            pipe.zrem(self.keys.tier_index(t, tenant), token)
+        pipe.zadd(self.keys.tier_index(tier, tenant), {token: priority})
+        if store:
+            pipe.zadd(self.keys.tier_index(tier, tenant, store), {token: priority})
+        await pipe.execute()
+        return {"customer_id": cid, "priority": priority, "tier": tier, "score": a.score}
+
+    async def add_event(self, cid: str, ts: int, tenant: str = "default") -> None:
+        ev, ed, st = self.keys.customer(cid, tenant)
+        act = Activity(kind="visit", ts=ts, event_id=f"{cid}-late-{ts}")
+        await self.redis.zadd(ev, {act.event_id: ts})
+        await self.redis.hset(ed, act.event_id, encode_activity(act))
+        await self.redis.hset(st, "last_ts", ts)
+
+
+@pytest.fixture
+def make(settings_factory, redis_server) -> Callable[..., tuple[Settings, Seeder, Redis]]:
+    clients: list[Redis] = []
+
+    def build(**overrides: Any) -> tuple[Settings, Seeder, Redis]:
+        s = settings_factory(api_keys=KEYS, **overrides)
+        r = Redis.from_url(s.redis_url, decode_responses=True)
+        clients.append(r)
+        return s, Seeder(r, s), r
+
+    return build
+
+
+async def test_at_risk_pages_by_priority_with_a_stable_cursor(make) -> None:
+    settings, seed, redis = make()
+    seeded = [await seed.customer(f"c{i:02d}", tier="high", store="north" if i % 2 else "south",
+                                  days_ago=[200, 150 - i, 120], amount=10.0 * (i % 7 + 1))
+              for i in range(23)]
+    index = seed.keys.tier_index("high")
+    await redis.zadd(index, {customer_token("tie-a"): 5.0, customer_token("tie-b"): 5.0})
+    await seed.customer("low-one", days_ago=[1, 8, 15], tier="low")
+    async with api(settings) as client:
+        got: list[dict[str, Any]] = []
+        cursor = None
+        for _ in range(10):
+            params: dict[str, Any] = {"tier": "high", "limit": 7}
+            if cursor:
+                params["cursor"] = cursor
+            r = await client.get("/v1/customers/at-risk", params=params, headers=READ)
+            assert r.status_code == 200, r.text
+            got += r.json()["items"]
+            cursor = r.json()["next_cursor"]
+            if cursor is None:
+                break
+        ids = [i["customer_id"] for i in got]
+        assert sorted(ids) == sorted(s["customer_id"] for s in seeded)  # ties: stale, skipped
+        assert len(ids) == len(set(ids))
+        prios = [i["priority"] for i in got]
+        assert prios == sorted(prios, reverse=True)
+        first = got[0]
+        assert first["tier"] == "high" and first["top_reason"] and first["store_id"]
+
+        north = await client.get("/v1/customers/at-risk", params={"store": "north"}, headers=READ)
+        assert {i["store_id"] for i in north.json()["items"]} == {"north"}
+        bad = await client.get("/v1/customers/at-risk", params={"cursor": "nope"}, headers=READ)
+        assert bad.status_code == 422 and "cursor" in bad.json()["detail"]
+        assert (await client.get("/v1/customers/at-risk", params={"tier": "x"},
+                                 headers=READ)).status_code == 422
+
+        owned = [s["customer_id"] for s in seeded][::5]
+        for cid in owned:
+            r = await client.put(f"/v1/customers/{cid}/profile", headers=INGEST,
+                                 json={"owner_staff_id": "stylist-7", "store_id": "north"})
+            assert r.status_code == 200, r.text
+        mine = await client.get("/v1/customers/at-risk", params={"owner": "stylist-7"},
+                                headers=READ)
+        assert sorted(i["customer_id"] for i in mine.json()["items"]) == sorted(owned)
+
+
+async def test_tenants_and_store_bound_keys_are_kept_apart(make) -> None:
+    settings, seed, redis = make()
+    await seed.customer("shared-id", tenant="default", days_ago=[5, 40], store="north")
+    await seed.customer("shared-id", tenant="acme", days_ago=[100, 140], store="south",
+                        tier="high")
+    await seed.customer("n-1", tenant="acme", days_ago=[90, 120], store="north", tier="high")
+    async with api(settings) as client:
+        mine = await client.get("/v1/customers/shared-id/risk", headers=READ)
+        theirs = await client.get("/v1/customers/shared-id/risk", headers=ACME)
+        assert mine.status_code == theirs.status_code == 200
+        assert mine.json()["store_id"] == "north" and theirs.json()["store_id"] == "south"
+        assert (await client.get("/v1/customers/n-1/risk", headers=READ)).status_code == 404
+        assert (await client.get("/v1/customers/n-1/timeline", headers=READ)).status_code == 404
+        listed = await client.get("/v1/customers/at-risk", headers=READ)
+        assert listed.json()["items"] == []
+        r = await client.post("/v1/customers/n-1/actions", headers=INGEST,
+                              json={"action": "called", "staff_id": "s1"})
+        assert r.status_code == 404
+        assert (await client.delete("/v1/customers/n-1", headers=ADMIN)).status_code == 204
+        assert (await client.get("/v1/customers/n-1/risk", headers=ACME)).status_code == 200
+
+        # bound to acme/north: the south customer does not exist for this key
+        assert (await client.get("/v1/customers/shared-id/risk", headers=NORTH)).status_code == 404
+        assert (await client.get("/v1/customers/n-1/risk", headers=NORTH)).status_code == 200
+        north = await client.get("/v1/customers/at-risk", headers=NORTH)
+        assert [i["customer_id"] for i in north.json()["items"]] == ["n-1"]
+        south = await client.get("/v1/customers/at-risk", params={"store": "south"}, headers=NORTH)
+        assert south.status_code == 403
+        ambiguous = await client.get("/v1/customers/at-risk", headers=BOTH)
+        assert ambiguous.status_code == 422 and "store" in ambiguous.json()["detail"]
+        r = await client.put("/v1/customers/shared-id/profile", headers=NORTH,
+                             json={"store_id": "south"})
+        assert r.status_code == 403
+        r = await client.put("/v1/stores/south", headers=ACME, json={"store_id": "south"})
+        assert r.status_code == 200
+        assert (await client.get("/v1/stores/south", headers=NORTH)).status_code == 404
+        assert (await client.get("/v1/stores/south", headers=READ)).status_code == 404
+        churn = await client.get("/v1/analytics/churn", headers=NORTH)
+        assert churn.status_code == 200 and churn.json()["customers"] == 1
+        both = await client.get("/v1/analytics/churn", headers=BOTH)
+        assert both.status_code == 200 and both.json()["customers"] == 2
+        assert (await client.get("/v1/analytics/tiers", headers=BOTH)).status_code == 422
+        tiers = await client.get("/v1/analytics/tiers", headers=NORTH)
+        assert tiers.json()["current"] == {"low": 0, "medium": 0, "high": 1}
+
+
+async def test_timeline_merges_actions_notifications_profile_and_events(make) -> None:
+    settings, seed, redis = make()
+    await seed.customer("t-1", days_ago=[30, 60, 61], tier="high")
+    await redis.lpush(seed.keys.delivery_log("t-1"), json.dumps({
+        "delivery_id": "d1", "event_id": "alert-1", "channel": "email", "status": "delivered",
+        "at": "2020-01-01T00:00:00+00:00", "attempts": 1}))
+    await redis.lpush(seed.keys.timeline("t-1"), json.dumps({
+        "kind": "tier_change", "at": "2020-01-02T00:00:00Z", "at_ms": 1, "id": "alert-1",
+        "from": "low", "to": "high", "score": 0.8, "cause": "silence", "reasons": ["overdue"],
+        "suggested_action": "personal_call"}))
+    async with api(settings) as client:
+        r = await client.post("/v1/customers/t-1/actions", headers=INGEST,
+                              json={"action": "coupon_sent", "staff_id": "s-9", "note": "10% off",
+                                    "alert_id": "alert-1"})
+        assert r.status_code == 201, r.text
+        assert r.json()["action"] == "coupon_sent" and r.json()["holdout"] is False
+        r = await client.put("/v1/customers/t-1/profile", headers=INGEST,
+                             json={"name": "Mei", "email": "mei@example.com", "store_id": "north"})
+        assert r.status_code == 200
+        t = await client.get("/v1/customers/t-1/timeline", headers=READ)
+        assert t.status_code == 200
+        entries = t.json()["entries"]
+        kinds = [e["kind"] for e in entries]
+        assert {"staff_action", "profile_change", "notification", "tier_change",
+                "activity"} <= set(kinds)
+        assert [e["at"] for e in entries] == sorted((e["at"] for e in entries), reverse=True)
+        change = next(e for e in entries if e["kind"] == "profile_change")
+        assert change["data"]["fields"] == ["email", "name", "store_id"]
+        assert "mei@example.com" not in t.text  # field names only
+        tier = next(e for e in entries if e["kind"] == "tier_change")
+        assert tier["data"]["alert_id"] == "alert-1"
+        older = await client.get("/v1/customers/t-1/timeline", headers=READ,
+                                 params={"before": "2020-01-02T00:00:00Z", "limit": 5})
+        assert [e["kind"] for e in older.json()["entries"]] == ["notification"]
+        assert (await client.get("/v1/customers/t-1/timeline", headers=READ,
+                                 params={"before": "yesterday"})).status_code == 422
+
+
+async def test_profiles_staff_and_stores(make) -> None:
+    settings, _, redis = make()
+    async with api(settings) as client:
+        body = {"owner_staff_id": "stylist-7", "store_id": "north", "phone": "+8613800138000",
+                "consent": {"sms": True}, "timezone": "Asia/Shanghai", "birthday": "1990-04-12"}
+        assert (await client.put("/v1/customers/p-1/profile", json=body,
+                                 headers=READ)).status_code == 403
+        r = await client.put("/v1/customers/p-1/profile", json=body, headers=INGEST)
+        assert r.status_code == 200
+        got = await client.get("/v1/customers/p-1/profile", headers=READ)
+        assert got.json()["phone"] == "+8613800138000" and got.json()["consent"]["sms"] is True
+        bad = await client.put("/v1/customers/p-1/profile", json={"timezone": "Mars/Base"},
+                               headers=INGEST)
+        assert bad.status_code == 422 and "timezone" in bad.text
+        assert (await client.get("/v1/customers/nobody/profile", headers=READ)).status_code == 404
+        staff = {"staff_id": "stylist-7", "name": "Li", "email": "li@example.com",
+                 "store_id": "north"}
+        assert (await client.put("/v1/staff/stylist-7", json=staff,
+                                 headers=INGEST)).status_code == 403
+        assert (await client.put("/v1/staff/stylist-7", json=staff,
+                                 headers=ADMIN)).status_code == 200
+        mismatch = await client.put("/v1/staff/other", json=staff, headers=ADMIN)
+        assert mismatch.status_code == 422 and "staff_id" in mismatch.json()["detail"]
+        assert (await client.get("/v1/staff/stylist-7", headers=READ)).json()["name"] == "Li"
+        for _ in range(2):
+            assert (await client.delete("/v1/staff/stylist-7", headers=ADMIN)).status_code == 204
+        assert (await client.get("/v1/staff/stylist-7", headers=READ)).status_code == 404
+        store = {"store_id": "north", "timezone": "Europe/Berlin", "manager_staff_id": "m-1"}
+        assert (await client.put("/v1/stores/north", json=store, headers=ADMIN)).status_code == 200
+        assert (await client.get("/v1/stores/north", headers=READ)).json()["timezone"] == "Europe/Berlin"
+
+
+async def test_erasure_removes_everything_and_is_audited(make) -> None:
+    settings, seed, redis = make()
+    await seed.customer("gone", days_ago=[100, 130], tier="high", store="north")
+    async with api(settings) as client:
+        await client.put("/v1/customers/gone/profile", json={"store_id": "north"}, headers=INGEST)
+        await client.post("/v1/customers/gone/actions", json={"action": "called",
+                                                              "staff_id": "s"}, headers=INGEST)
+        for _ in range(2):
+            assert (await client.delete("/v1/customers/gone", headers=ADMIN)).status_code == 204
+        assert (await client.get("/v1/customers/gone/risk", headers=READ)).status_code == 404
+        assert (await client.get("/v1/customers/gone/timeline", headers=READ)).status_code == 404
+    keys = seed.keys
+    assert await redis.exists(*keys.customer_all("gone")) == 0
+    for tier in TIERS:
+        assert await redis.zscore(keys.tier_index(tier), customer_token("gone")) is None
+        assert await redis.zscore(keys.tier_index(tier, "default", "north"),
+                                  customer_token("gone")) is None
+    assert await redis.zcard(keys.winback_index()) == 0
+    audit = await redis.xrange(keys.audit())
+    assert len(audit) == 2 and audit[0][1]["action"] == "erase_customer"
+    assert "gone" not in json.dumps(audit) and audit[0][1]["by"] == "key1"
+
+
+async def test_rate_limits_body_limits_and_errors_without_internals(make) -> None:
+    settings, seed, redis = make(api_rate_limit_per_second=1, api_rate_limit_burst=3)
+    await redis.hset(seed.keys.customer("broken")[2], mapping={"risk": "{not json", "tier": "x"})
+    async with api(settings) as client:
+        codes = [(await client.get("/v1/customers/none/risk", headers=READ)).status_code
+                 for _ in range(4)]
+        assert codes[:3] == [404, 404, 404] and codes[3] == 429
+        r = await client.get("/v1/customers/none/risk", headers=READ)
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+        assert (await client.get("/v1/customers/none/risk", headers=ADMIN)).status_code == 404
+        big = {"name": "x", "segment": "y" * 100_000}
+        r = await client.put("/v1/customers/b/profile", json=big, headers=INGEST)
+        assert r.status_code == 413
+        assert (await client.get("/v1/customers/x/risk")).status_code == 401
+        assert (await client.get("/v1/analytics/churn")).status_code == 401
+        assert (await client.get("/health")).status_code == 200
+        r = await client.get("/v1/customers/broken/risk", headers=ADMIN,
+                             params={}, )
+        assert r.status_code == 500
+        assert r.json()["request_id"] == r.headers["x-request-id"]
+        assert "Traceback" not in r.text and "json" not in r.text.lower()
+        long_id = "x" * 200
+        assert (await client.get(f"/v1/customers/{long_id}/risk", headers=ADMIN)).status_code == 422
