@@ -7,7 +7,11 @@ aiokafka producer, then measures on the same broker and machine:
 - a trivial Faust agent that only counts (the ceiling of the framework),
 - the churnwatch scorer (``churnwatch scorer``), events/s from first to last processed,
 - event->queryable latency at a moderate steady load (from the scorer's histogram),
-- Redis memory per customer.
+- Redis memory per customer, and bytes per customer at 10/100/1,000/5,000 events,
+- notifier deliveries/s to a local webhook receiver (``bench/notifier_bench.py``).
+
+``make bench`` then runs ``bench/api_bench.py`` (at-risk list over 1M customers, risk reads
+under ingest load).
 
 Writes ``bench/results/<timestamp>.json`` and prints a table.
 """
@@ -218,6 +222,9 @@ async def main() -> int:
         trivial = await asyncio.to_thread(trivial_faust, settings, n, workdir)
         scorer = await scorer_run(settings, n, workdir)
         memory = await memory_per_customer(settings)
+        from bench.notifier_bench import run as notifier_bench
+
+        notifier = await notifier_bench(settings, n=2000)
     finally:
         redis.stop()
         broker.stop()
@@ -227,7 +234,7 @@ async def main() -> int:
         "events": n, "partitions": settings.topic_partitions, "batch_max": settings.scorer_batch_max,
         "bare_producer_events_per_s": produce_rate, "bare_consumer_events_per_s": bare,
         "trivial_faust_events_per_s": trivial, **scorer,
-        "redis_bytes_per_customer_by_events": memory,
+        "redis_bytes_per_customer_by_events": memory, **notifier,
         "max_events_per_customer": settings.max_events_per_customer,
         "scorer_vs_trivial_faust": scorer["scorer_events_per_s"] / trivial,
         "scorer_vs_bare_consumer": scorer["scorer_events_per_s"] / bare,
@@ -249,6 +256,8 @@ async def main() -> int:
           f"({scorer['customers']:,} customers)")
     print("  bytes per customer by events " + ", ".join(
         f"{k}: {v:,}" for k, v in memory.items()) + f"  (cap {settings.max_events_per_customer:,} events)")
+    print(f"  notifier → local webhook     {notifier['notifier_deliveries_per_s']:>10,.0f} deliveries/s "
+          f"({notifier['notifier_deliveries']:,} deliveries, {notifier['notifier_duplicates']} duplicates)")
     print(f"  report: {path}")
     return 0
 
