@@ -7,12 +7,28 @@ DEMO   ?= 1
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format bench schemas model clean
+.PHONY: help install tools run test lint format bench schemas model clean ops-check
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
 
-install: $(STAMP) ## Create .venv/ and install churnwatch with its embedded stack and dev tools
+install: $(STAMP) tools ## Create .venv/ and install churnwatch with its embedded stack and dev tools
+
+# Prometheus and promtool (tests/ops: alert-rule unit tests, `promtool check metrics`, a real
+# Prometheus scraping the stack) come from Debian's `prometheus` package. Installed here when
+# missing and we are root with apt-get; otherwise the ops tests fail saying how to install.
+tools: ## Install prometheus + promtool (Debian package) when missing
+	@if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's prometheus package (prometheus, promtool)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y --no-install-recommends prometheus >/dev/null 2>&1 || \
+	  { apt-get update -qq && apt-get install -y --no-install-recommends prometheus; }; \
+	else \
+	  echo "warning: prometheus/promtool are missing and cannot be installed here (needs root" \
+	       "and apt-get); tests/ops will fail until you run:" \
+	       "sudo apt-get install -y --no-install-recommends prometheus" >&2; \
+	fi
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,18 +43,27 @@ else
 	$(BIN)/churnwatch up
 endif
 
-test: $(STAMP) ## Run the whole test suite against a real broker and Redis it starts itself
+test: $(STAMP) tools ## Run the whole test suite against a real broker and Redis it starts itself
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP) ## Check formatting, lint and types (changes nothing)
 	$(BIN)/ruff check services tests bench
 	$(BIN)/mypy
 
-bench: $(STAMP) ## Measure scorer throughput and latency against the bare clients
+ops-check: $(STAMP) tools ## Check the deploy files and alert rules (promtool, tests/ops without the live stack)
+	promtool check rules deploy/prometheus/rules.yml
+	promtool test rules deploy/prometheus/tests/*.yml
+	$(BIN)/python -m pytest -q tests/ops/test_ops_deploy_files.py tests/ops/test_ops_prometheus_rules.py
+
+bench: $(STAMP) ## Measure scorer, notifier and API against the bare clients (writes bench/results/)
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.api_bench
 
 schemas: $(STAMP) ## Regenerate schemas/*.json from the Python models
 	$(BIN)/churnwatch schemas --write
+
+model: $(STAMP) ## Rebuild the shipped default model (services/scorer/default_model/) deterministically
+	$(BIN)/python -m services.training.default_model
 
 clean: ## Remove the virtualenv and local state
 	rm -rf $(VENV) .churnwatch .pytest_cache .mypy_cache .ruff_cache

@@ -54,6 +54,31 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, required=True, help="where to write the model artifact")
     train.add_argument("--seed", type=int, default=0)
 
+    gen = sub.add_parser("generate", help="write synthetic POS history (NDJSON) with known churn times")
+    gen.add_argument("--preset", choices=("salon", "restaurant", "retail"), default="salon",
+                     help="business type of the latent churn process (default: salon)")
+    gen.add_argument("--customers", type=int, default=1000)
+    gen.add_argument("--start", type=_timestamp, default=None,
+                     help="first instant (RFC 3339); default: --days before --end")
+    gen.add_argument("--end", type=_timestamp, default=None,
+                     help="last instant (RFC 3339); default: now")
+    gen.add_argument("--days", type=int, default=730, help="length of the history when --start is not given")
+    gen.add_argument("--stores", type=int, default=None)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--out", type=Path, required=True, help="NDJSON events file to write")
+    gen.add_argument("--truth", type=Path, default=None,
+                     help="where to write the true churn times (default: <out>.truth.ndjson)")
+
+    model = sub.add_parser("model", help="switch the model every running scorer and the API serve")
+    msub = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
+    act = msub.add_parser("activate", help="serve the artifact at PATH (or --default) without a restart")
+    act.add_argument("path", type=Path, nargs="?", help="artifact written by `churnwatch train --out`")
+    act.add_argument("--default", action="store_true",
+                     help="go back to the configured model (CHURNWATCH_MODEL, else the shipped default)")
+    msub.add_parser("show", help="print the active model record")
+    info = msub.add_parser("info", help="print an artifact's version and model card")
+    info.add_argument("path", type=Path, nargs="?", help="artifact (default: the shipped default model)")
+
     schemas = sub.add_parser("schemas", help="write or check schemas/*.json from the Python models")
     schemas.add_argument("--write", action="store_true", help="rewrite the files (default: check)")
     schemas.add_argument("--dir", type=Path, default=Path("schemas"))
@@ -112,9 +137,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         from services.training.train import train
 
         report = train(events_path=args.events, until=args.until, horizon_days=args.horizon_days,
-                       out=args.out, seed=args.seed, log=lambda s: print(s, file=sys.stderr))
+                       out=args.out, seed=args.seed, log=lambda s: print(s, file=sys.stderr),
+                       progress=sys.stderr)
         print(report.to_text())
         return 0
+    if cmd == "generate":
+        return _generate(args)
+    if cmd == "model":
+        return _model(args)
     if cmd == "schemas":
         from services.common.schemagen import check_schemas, write_schemas
 
@@ -127,6 +157,85 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"out of date: {path} (run `make schemas`)", file=sys.stderr)
         return 1 if stale else 0
     raise AssertionError(cmd)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from datetime import UTC, timedelta
+
+    from services.synth import generate, write_ndjson, write_truth
+
+    end = args.end or datetime.now(UTC).replace(microsecond=0)
+    start = args.start or end - timedelta(days=args.days)
+    events, truth = generate(preset=args.preset, customers=args.customers, start=start, end=end,
+                             seed=args.seed, stores=args.stores)
+    n = write_ndjson(events, args.out)
+    truth_path = args.truth or args.out.with_name(args.out.name + ".truth.ndjson")
+    write_truth(truth, truth_path)
+    churned = sum(1 for c in truth if c.churn_at is not None)
+    print(f"wrote {n:,} {args.preset} events of {len(truth):,} customers to {args.out} "
+          f"({start.isoformat()} .. {end.isoformat()}); true churn times of {churned:,} churners "
+          f"in {truth_path}")
+    return 0
+
+
+def _model(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from services.common.exceptions import ModelError
+    from services.scorer.model import DEFAULT_MODEL_PATH, activation_record, read_artifact
+
+    if args.model_command == "info":
+        model = read_artifact(args.path or DEFAULT_MODEL_PATH)
+        print(json.dumps({"version": model.version, "features": list(model.feature_names),
+                          "card": model.card}, indent=2, ensure_ascii=False, default=str))
+        return 0
+    settings = _settings()
+    if args.model_command == "activate":
+        if args.default == (args.path is not None):
+            raise ModelError("give either an artifact PATH or --default")
+        record = None
+        if args.path is not None:
+            path = args.path.resolve()
+            model = read_artifact(path)  # refuse what no scorer could serve, and say why
+            record = activation_record(path, model)
+        asyncio.run(_store_activation(settings, record))
+        if record is None:
+            print("every scorer and the API go back to their configured model within "
+                  f"{settings.model_refresh_seconds:g} s")
+        else:
+            print(f"activated {json.loads(record)['version']} ({args.path}); every scorer and the "
+                  f"API switch within {settings.model_refresh_seconds:g} s. The path must be "
+                  "readable by every scorer and API process.")
+        return 0
+    record_text = asyncio.run(_read_activation(settings))
+    print(record_text or "no model activated: every process serves its configured model")
+    return 0
+
+
+async def _store_activation(settings: Settings, record: str | None) -> None:
+    from services.common.redisconn import Keys, make_redis
+
+    redis = make_redis(settings)
+    try:
+        key = Keys(settings.redis_prefix).active_model
+        if record is None:
+            await redis.delete(key)
+        else:
+            await redis.set(key, record)
+    finally:
+        await redis.aclose()
+
+
+async def _read_activation(settings: Settings) -> str | None:
+    from services.common.redisconn import Keys, make_redis
+
+    redis = make_redis(settings)
+    try:
+        value = await redis.get(Keys(settings.redis_prefix).active_model)
+        return str(value) if value else None
+    finally:
+        await redis.aclose()
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from services.ingest.routes import (
 from services.ingest.status import StatusReader
 from services.scorer.engine import Engine
 from services.scorer.model import load_model
+from services.scorer.rules import rules_from_settings
 from services.scorer.tiers import Thresholds
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ staff. Authenticate with `Authorization: Bearer <key>` (scopes: ingest, read, ad
 
 def create_app(settings: Settings) -> FastAPI:
     model = load_model(settings.model)
+    rules = rules_from_settings(settings)  # a bad rules file stops the start, as in the scorer
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -59,7 +61,8 @@ def create_app(settings: Settings) -> FastAPI:
         status_reader = StatusReader(settings, redis, keys)
         app.state.resources = Resources(
             settings=settings, redis=redis, keys=keys, publisher=publisher,
-            engine=Engine(model, Thresholds.from_settings(settings)), status=status_reader,
+            engine=Engine(model, Thresholds.from_settings(settings), rules=rules),
+            status=status_reader,
             metrics=metrics, profiles=ProfileStore(redis, keys),
             limiter=RateLimiter(settings.api_rate_limit_per_second, settings.api_rate_limit_burst),
             cache=TtlCache(settings.analytics_cache_seconds),

@@ -1,7 +1,14 @@
-"""Assess customers: features -> one vectorized model call -> tier -> reasons and action.
+"""Assess customers: features -> one vectorized model call -> tier -> rules -> reasons.
+
+Precedence (docs/scoring.md): the model's score, then the tier thresholds with hysteresis and
+dwell, then the rules floor — a rule can only raise the tier, and its reason comes first.
+Reasons of a trained model come from its batch attributions (no per-customer model calls);
+the scorecard explains itself.
 
 Used by the streaming scorer (with tier history, hysteresis and dwell) and by the risk API's
-``as_of`` reads (point in time, entry thresholds), so both score exactly alike.
+``as_of`` reads (point in time, entry thresholds), so both score exactly alike. The served
+model is an :class:`~services.scorer.model.ActiveModel`: :meth:`Engine.refresh` follows
+``churnwatch model activate`` without a restart.
 """
 
 from __future__ import annotations
@@ -14,11 +21,13 @@ from typing import Any
 
 from services.common.riskchange import Reason, SuggestedAction
 from services.scorer.features import Activity, compute_features, lifecycle_stage, value_tier
-from services.scorer.model import RiskModel, predict_features
+from services.scorer.model import ActiveModel, RiskModel, feature_matrix
+from services.scorer.rules import RuleSet
+from services.scorer.scorecard import REGULAR, explained_reasons, suggested_action
 from services.scorer.scorecard import reasons as explain
-from services.scorer.scorecard import suggested_action
 from services.scorer.tiers import Thresholds, decide_tier, plain_tier
 
+MAX_REASONS = 4
 logger = logging.getLogger(__name__)
 
 
@@ -65,26 +74,60 @@ class Assessment:
 
 
 class Engine:
-    def __init__(self, model: RiskModel, thresholds: Thresholds):
-        self.model = model
+    def __init__(self, model: RiskModel | ActiveModel, thresholds: Thresholds, *,
+                 rules: RuleSet | None = None):
+        self.active = model if isinstance(model, ActiveModel) else ActiveModel(model)
         self.thresholds = thresholds
+        self.rules = rules
+
+    @property
+    def model(self) -> RiskModel:
+        """The model served right now (it may change after :meth:`refresh`)."""
+        return self.active.current
+
+    async def refresh(self, redis: Any, keys: Any, *, min_interval: float = 0.0) -> bool:
+        """Follow ``churnwatch model activate``; True when the served model changed."""
+        return await self.active.refresh(redis, keys, min_interval=min_interval)
 
     def assess(self, subjects: Sequence[Subject], now_ms: int, *, with_history: bool = True
                ) -> list[Assessment]:
+        model = self.model  # one model for the whole batch, even if a refresh swaps it
         feats = [compute_features(s.activities, now_ms, s.first_seen_ms) for s in subjects]
-        scores = predict_features(self.model, feats)
+        X = feature_matrix(model, feats)
+        scores: Any = model.predict(X) if len(feats) else []
+        attributions = getattr(model, "attributions", None)
+        contrib = attributions(X) if attributions is not None and len(feats) else None
         out: list[Assessment] = []
-        for s, f, score in zip(subjects, feats, scores, strict=True):
+        for i, (s, f, score) in enumerate(zip(subjects, feats, scores, strict=True)):
             score = float(min(max(score, 0.0), 1.0))
             if with_history:
                 tier = decide_tier(s.tier, s.tier_since_ms, score, now_ms, self.thresholds)
             else:
                 tier = plain_tier(score, self.thresholds)
-            why = explain(f)
+            ruled: list[Reason] = []
+            if self.rules is not None:
+                tier, ruled = self.rules.apply(tier, f)
+            if contrib is not None:
+                why = explained_reasons(f, contrib[i], model.feature_names)
+            else:
+                why = explain(f)
+            why = _merge(ruled, why)
             out.append(Assessment(
                 customer_id=s.customer_id, score=score, tier=tier, reasons=why,
                 action=suggested_action(tier, why), features=f, value_tier=value_tier(f),
-                lifecycle_stage=lifecycle_stage(f), model_version=self.model.version,
+                lifecycle_stage=lifecycle_stage(f), model_version=model.version,
                 as_of_ms=now_ms,
             ))
         return out
+
+
+def _merge(ruled: list[Reason], explained: list[Reason]) -> list[Reason]:
+    """Rule reasons first, then the model's; one reason per code."""
+    out: list[Reason] = []
+    seen: set[str] = set()
+    for r in ruled + explained:
+        if r.code in seen or (r.code == REGULAR.code and ruled):
+            continue
+        seen.add(r.code)
+        out.append(r)
+    return out[:MAX_REASONS]

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from statistics import median
 
 DAY_MS = 86_400_000
+# Bump whenever a feature's name, order or meaning changes: model artifacts record the schema
+# they were trained on and the scorer refuses one trained on another.
+FEATURE_SCHEMA_VERSION = 2
 WINDOWS = (7, 30, 90, 180, 365)
 DEFAULT_CADENCE_DAYS = 45.0  # assumed cadence when a customer has fewer than two active days
 CAP_DAYS = 730.0
@@ -67,7 +70,14 @@ FEATURE_NAMES: tuple[str, ...] = (
     "days_since_last_complaint",
     "refunds_90",
     "online_share_365",
+    # BG/NBD's summary of the last year (see services/training/bgnbd.py): repeat active days,
+    # when the last one was and how long the customer was observed, in days from the start
+    # of the window (the first active day for customers younger than a year).
+    "bgnbd_x",
+    "bgnbd_t_x",
+    "bgnbd_T",
 )
+BGNBD_WINDOW_DAYS = 365
 
 
 def _days(ms: float) -> float:
@@ -166,6 +176,13 @@ def compute_features(activities: Iterable[Activity], now_ms: int,
     base_rate_days = active[365] / span * min(90.0, span)
     frequency_trend = _ratio(active[90], base_rate_days)
 
+    # BG/NBD inputs over the last year: the first active day is the "birth" when it is inside
+    # the window (and is no repeat), otherwise the window start is.
+    born_inside = bool(active_days) and now_day - active_days[0] < BGNBD_WINDOW_DAYS
+    bg_T = min(tenure, float(BGNBD_WINDOW_DAYS))
+    bg_x = max(active[365] - (1 if born_inside else 0), 0)
+    bg_tx = min(max(bg_T - since_activity, 0.0), bg_T) if bg_x > 0 else 0.0
+
     open_refs = [sev for status, sev in complaint_state.values() if status != "resolved"]
 
     out = {
@@ -198,6 +215,9 @@ def compute_features(activities: Iterable[Activity], now_ms: int,
         "days_since_last_complaint": since(last_complaint) if last_complaint is not None else CAP_DAYS,
         "refunds_90": float(refunds_90),
         "online_share_365": online / total_channel if total_channel else 0.0,
+        "bgnbd_x": float(bg_x),
+        "bgnbd_t_x": bg_tx,
+        "bgnbd_T": bg_T,
     }
     return {k: (v if math.isfinite(v) else 0.0) for k, v in out.items()}
 

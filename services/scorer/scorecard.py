@@ -109,6 +109,114 @@ def reasons(f: dict[str, float], limit: int = 3) -> list[Reason]:
             for c in top]
 
 
+# -- explanations of a trained model -------------------------------------------------------
+# Each feature belongs to one plain-language reason; a model's per-feature attributions are
+# summed per reason and the strongest positive ones are told with the customer's numbers.
+REASON_OF_FEATURE: dict[str, str] = {
+    **dict.fromkeys(("days_since_last_activity", "days_since_last_visit",
+                     "days_since_last_transaction", "overdue_ratio", "cadence_median_days",
+                     "cadence_spread_days", "has_cadence", "bgnbd_t_x"), "overdue"),
+    **dict.fromkeys(("active_days_30", "active_days_90", "active_days_365", "visits_90",
+                     "transactions_90", "transactions_365", "frequency_trend", "bgnbd_x"),
+                    "frequency_decline"),
+    **dict.fromkeys(("tenure_days", "bgnbd_T"), "new_customer"),
+    **dict.fromkeys(("spend_30", "spend_90", "spend_365", "spend_trend"), "spend_decline"),
+    **dict.fromkeys(("avg_ticket_90", "avg_ticket_365", "ticket_trend"), "ticket_decline"),
+    **dict.fromkeys(("open_complaints", "open_high_complaints"), "open_complaint"),
+    **dict.fromkeys(("complaints_90", "complaints_365", "days_since_last_complaint"),
+                    "recent_complaints"),
+    "refunds_90": "refunds",
+    "online_share_365": "online",
+}
+
+
+def describe(code: str, f: dict[str, float]) -> tuple[str, str]:
+    """The (en, zh-CN) text of one reason with the customer's own numbers."""
+    since, cadence = round(f["days_since_last_activity"]), round(f["cadence_median_days"])
+    if code == "overdue":
+        if f["has_cadence"]:
+            return (f"{since} days since the last visit; usually every {cadence} days",
+                    f"距上次到店已{since}天；平时每{cadence}天一次")
+        return (f"{since} days since the only visit, and no return yet",
+                f"自唯一一次到店已过{since}天，尚未回头")
+    if code == "frequency_decline":
+        a90, a365 = round(f["active_days_90"]), round(f["active_days_365"])
+        if a365 == 0:
+            return ("No visit in the last year", "近一年没有到店")
+        if a365 == 1:
+            if f["has_cadence"]:
+                return ("Only one visit in the last year", "近一年只来过一次")
+            return ("Only one visit so far", "目前只来过一次")
+        span = max(min(f["tenure_days"], 365.0), 1.0)
+        usual = a365 / span * min(90.0, span)
+        if a90 < usual - 0.5:
+            return (f"{a90} visits in the last 90 days; usually about {usual:.0f}",
+                    f"近90天到店{a90}次；平时约{usual:.0f}次")
+        return (f"Comes rarely: {a365} visits in the last year", f"到店不频繁：近一年{a365}次")
+    if code == "new_customer":
+        t = round(f["tenure_days"])
+        return (f"New customer: first seen {t} days ago", f"新客户：{t}天前首次光顾")
+    if code == "spend_decline":
+        if f["spend_365"] > 0 and f["spend_trend"] < 1.0:
+            drop = round(_clip(1.0 - f["spend_trend"], 0.0, 1.0) * 100)
+            return (f"Spending down {drop}% against the customer's usual",
+                    f"消费较平时下降{drop}%")
+        if f["spend_365"] <= 0:
+            return ("No purchase in the last year", "近一年没有消费")
+        return (f"Spent {f['spend_90']:.2f} in the last 90 days ({f['spend_365']:.2f} in a year)",
+                f"近90天消费{f['spend_90']:.2f}（一年共{f['spend_365']:.2f}）")
+    if code == "ticket_decline":
+        if f["avg_ticket_365"] > 0 and f["ticket_trend"] < 1.0:
+            drop = round(_clip(1.0 - f["ticket_trend"], 0.0, 1.0) * 100)
+            return (f"Average ticket down {drop}% (now {f['avg_ticket_90']:.2f}, "
+                    f"usually {f['avg_ticket_365']:.2f})",
+                    f"客单价下降{drop}%（现{f['avg_ticket_90']:.2f}，平时{f['avg_ticket_365']:.2f}）")
+        return (f"Average ticket {f['avg_ticket_365']:.2f}", f"平均客单价{f['avg_ticket_365']:.2f}")
+    if code == "open_complaint":
+        n_open, n_high = int(f["open_complaints"]), int(f["open_high_complaints"])
+        sev = f", {n_high} of high severity" if n_high else ""
+        sev_zh = f"（其中{n_high}个严重）" if n_high else ""
+        return (f"{n_open} unresolved complaint{'s' if n_open != 1 else ''}{sev}",
+                f"有{n_open}个未解决的投诉{sev_zh}")
+    if code == "recent_complaints":
+        n90, n365 = int(f["complaints_90"]), int(f["complaints_365"])
+        if n90:
+            return (f"{n90} complaint{'s' if n90 > 1 else ''} in the last 90 days",
+                    f"近90天内投诉{n90}次")
+        if n365:
+            return (f"{n365} complaint{'s' if n365 > 1 else ''} in the last year",
+                    f"近一年内投诉{n365}次")
+        d = round(f["days_since_last_complaint"])
+        return (f"Last complaint {d} days ago", f"上次投诉在{d}天前")
+    if code == "refunds":
+        n = int(f["refunds_90"])
+        return (f"{n} refund{'s' if n != 1 else ''} in the last 90 days", f"近90天内退款{n}次")
+    if code == "online":
+        pct = round(f["online_share_365"] * 100)
+        return (f"Buys mostly online ({pct}% of orders)", f"主要在线上购买（占{pct}%）")
+    raise KeyError(code)
+
+
+def explained_reasons(f: dict[str, float], attribution: Sequence[float],
+                      names: Sequence[str], limit: int = 3) -> list[Reason]:
+    """Top reasons from per-feature attributions (log-odds, positive pushes the risk up)."""
+    by_code: dict[str, float] = {}
+    for name, w in zip(names, attribution, strict=True):
+        code = REASON_OF_FEATURE.get(name)
+        if code is not None:
+            by_code[code] = by_code.get(code, 0.0) + float(w)
+    top = sorted(((w, c) for c, w in by_code.items() if w >= MIN_REASON_WEIGHT), reverse=True)
+    out = []
+    for w, code in top[:limit]:
+        text, zh = describe(code, f)
+        out.append(Reason(code=code, text=text, text_zh=zh, weight=round(w, 3)))
+    return out or [REGULAR]
+
+
+REGULAR = Reason(code="regular", text="Visiting and spending as usual", text_zh="到店与消费均正常",
+                 weight=0.0)
+
+
 _ACTIONS = {
     "open_complaint": ("resolve_complaint", "Resolve the open complaint first, then follow up personally",
                        "先解决未结投诉，再亲自回访"),
@@ -122,6 +230,14 @@ _ACTIONS = {
                        "针对客户常购项目提供专属优惠"),
     "refunds": ("service_recovery", "Check what went wrong with the recent purchases",
                 "了解近期购买出了什么问题"),
+    "no_return": ("personal_call", "Invite the customer back personally after the first visit",
+                  "首次光顾后亲自邀请客户再来"),
+    "frequency_decline": ("personal_call", "Call or message the customer personally with an invitation to book",
+                          "亲自致电或发消息邀请客户预约"),
+    "new_customer": ("welcome_follow_up", "Follow up on the first visits with a welcome offer",
+                     "对新客户回访并提供欢迎优惠"),
+    "online": ("win_back_offer", "Send a personal offer through the customer's online channel",
+               "通过线上渠道发送专属优惠"),
 }
 
 

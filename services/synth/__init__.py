@@ -5,6 +5,13 @@ event follows the contract schema, and every customer's true churn time is retur
 the events so that models can be checked against the truth.
 """
 
-from services.synth.generator import PRESETS, SynthCustomer, SynthError, generate, write_ndjson
+from services.synth.generator import (
+    PRESETS,
+    SynthCustomer,
+    SynthError,
+    generate,
+    write_ndjson,
+    write_truth,
+)
 
-__all__ = ["PRESETS", "SynthCustomer", "SynthError", "generate", "write_ndjson"]
+__all__ = ["PRESETS", "SynthCustomer", "SynthError", "generate", "write_ndjson", "write_truth"]

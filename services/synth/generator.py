@@ -6,7 +6,9 @@ a hidden churn time drawn from a hazard. Bad experiences raise the hazard — co
 than silent disappointments, unresolved complaints more than resolved ones — and new
 customers churn more easily than loyal ones. Before churning, a share of customers drift (gaps
 lengthen, tickets shrink); some churned customers come back after a long gap. Occasions lean
-towards each business's busy weekdays and opening hours.
+towards each business's busy weekdays, opening hours and busy months (seasonality: more
+frequent occasions in the busy months, e.g. December for salons and shops, summer for
+restaurants).
 
 Each customer is simulated from its own random stream (``preset``, ``seed``, index), so a
 customer's history and event ids do not depend on how many customers are generated.
@@ -61,6 +63,15 @@ class SynthCustomer:
     mean_ticket: float
     churn_at: datetime | None
     complainer: bool
+    one_time: bool = False
+    returned: bool = False        # came back after churning (a later episode)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"customer_id": self.customer_id, "store_id": self.store_id,
+                "cadence_days": self.cadence_days, "mean_ticket": self.mean_ticket,
+                "churn_at": self.churn_at.isoformat().replace("+00:00", "Z") if self.churn_at else None,
+                "complainer": self.complainer, "one_time": self.one_time,
+                "returned": self.returned}
 
 
 @dataclass(frozen=True)
@@ -87,6 +98,7 @@ class _Preset:
     return_share: float                   # churned customers who come back
     refund_share: float                   # bad experiences with a refund
     categories: tuple[str, ...]
+    season: tuple[float, ...] = (1.0,) * 12  # occasion rate by month, January .. December
 
 
 _PRESETS: dict[str, _Preset] = {
@@ -100,6 +112,7 @@ _PRESETS: dict[str, _Preset] = {
         hours=((9.0, 19.0),), online_share=0.0, online_channel="app", quantity_mean=1.3,
         return_share=0.12, refund_share=0.1,
         categories=("service_quality", "wait_time", "price", "staff", "booking"),
+        season=(0.9, 0.9, 1.0, 1.0, 1.05, 1.1, 0.9, 0.8, 1.0, 1.0, 1.05, 1.3),
     ),
     "restaurant": _Preset(
         prefix="res", default_stores=4, cadence_days=(7.0, 21.0), gap_shape=2.5,
@@ -110,6 +123,7 @@ _PRESETS: dict[str, _Preset] = {
         hours=((11.5, 14.5), (18.0, 22.5)), online_share=0.4, online_channel="delivery",
         quantity_mean=2.2, return_share=0.15, refund_share=0.35,
         categories=("food_quality", "wait_time", "service", "order_wrong", "price"),
+        season=(0.85, 0.85, 0.95, 1.0, 1.1, 1.2, 1.2, 1.15, 1.0, 0.95, 0.95, 1.25),
     ),
     "retail": _Preset(
         prefix="ret", default_stores=5, cadence_days=(14.0, 90.0), gap_shape=1.2,
@@ -120,6 +134,7 @@ _PRESETS: dict[str, _Preset] = {
         hours=((10.0, 20.0),), online_share=0.7, online_channel="online", quantity_mean=2.0,
         return_share=0.08, refund_share=0.5,
         categories=("product_defect", "delivery", "returns", "staff", "price"),
+        season=(1.0, 0.8, 0.9, 0.95, 1.0, 0.95, 1.05, 0.9, 0.95, 1.0, 1.35, 1.6),
     ),
 }
 
@@ -211,6 +226,11 @@ def write_ndjson(events: Iterable[dict[str, Any]], path: Path) -> int:
     return n
 
 
+def write_truth(truth: Iterable[SynthCustomer], path: Path) -> int:
+    """The true churn times (and latent traits), one JSON object per customer and line."""
+    return write_ndjson((c.to_json() for c in truth), path)
+
+
 class _CustomerSim:
     def __init__(self, idx: int, cfg: _Preset, frame: _Frame, store_ids: list[str]):
         self.cfg, self.frame, self.store_ids = cfg, frame, store_ids
@@ -234,6 +254,7 @@ class _CustomerSim:
             self.join = self.since = rng.uniform(frame.start_d, frame.end_d)
         self.h0 = -math.log(1.0 - cfg.annual_churn) / 365.0
         self.first_churn: float | None = None
+        self.returned = False
         self.seq = 0
 
     # -- the latent process -------------------------------------------------------------
@@ -253,6 +274,7 @@ class _CustomerSim:
                 self.first_churn = churn
             if self.rng.random() >= self.cfg.return_share:
                 break
+            self.returned = True
             t, first = churn + self.rng.uniform(150.0, 400.0), False
         return out
 
@@ -275,7 +297,8 @@ class _CustomerSim:
             if first and self.one_time and len(occasions) == 1:
                 churn = occ.t + rng.uniform(1.0, 3.0)
                 return occasions, churn if churn < self.frame.end_d else None
-            gap = max(1.0, self.cadence * rng.gammavariate(cfg.gap_shape, 1.0 / cfg.gap_shape))
+            gap = self.cadence * rng.gammavariate(cfg.gap_shape, 1.0 / cfg.gap_shape)
+            gap = max(1.0, gap / cfg.season[self._month(occ.t + gap / 2) - 1])
             if rng.random() < 0.04:  # holidays, illness: a long but innocent gap
                 gap *= rng.uniform(1.5, 3.0)
             rate = self._hazard(occ.t + gap / 2, complaints, silent)
@@ -284,6 +307,9 @@ class _CustomerSim:
                 return occasions, churn if churn < self.frame.end_d else None
             cum += rate * gap
             t = occ.t + gap
+
+    def _month(self, t: float) -> int:
+        return datetime.fromtimestamp(self.frame.origin_ts + t * DAY_S, LOCAL_TZ).month
 
     def _hazard(self, x: float, complaints: list[_Complaint], silent: list[float]) -> float:
         boost = 1.0 + _NEWCOMER_BOOST * math.exp(-(x - self.since) / 60.0)
@@ -360,7 +386,7 @@ class _CustomerSim:
             if occ.t > w0:
                 u = (occ.t - w0) / span
                 moved = w0 + span * (u + stretch * u * u)
-                occ.ticket_factor = 1.0 - 0.45 * u
+                occ.ticket_factor = 1.0 - 0.6 * u
                 if moved < churn - 2.0:
                     shift = math.floor(moved) - math.floor(occ.t)
                     occ.t += shift
@@ -379,7 +405,8 @@ class _CustomerSim:
             churn_at = datetime.fromtimestamp(self.frame.origin_ts + self.first_churn * DAY_S, UTC)
         return SynthCustomer(customer_id=self.customer_id, store_id=self.store_ids[self.home],
                              cadence_days=round(self.cadence, 2), mean_ticket=self.mean_ticket,
-                             churn_at=churn_at, complainer=self.complainer)
+                             churn_at=churn_at, complainer=self.complainer,
+                             one_time=self.one_time, returned=self.returned)
 
     # -- rendering ------------------------------------------------------------------------
     def _render(self, occ: _Occasion, silent_from: float) -> list[tuple[int, dict[str, Any]]]:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -23,6 +24,7 @@ from services.common.events import epoch_ms, parse_json, validate_event
 from services.scorer.activity import activity_from_event
 from services.scorer.features import DAY_MS, FEATURE_NAMES, WINDOWS, Activity, compute_features
 from services.training.exceptions import TrainingError
+from services.training.progress import Progress
 
 WARMUP_DAYS = 60          # history needed before the first observation date
 MIN_STEP_DAYS = 14        # observation dates are 14..30 days apart
@@ -193,7 +195,8 @@ def churned(activities: Sequence[Activity], obs_ms: int, horizon_days: int) -> b
 
 
 def build_snapshots(activities: Mapping[str, Sequence[Activity]], dates: Sequence[int],
-                    horizon_days: int, *, until_ms: int | None = None) -> Snapshots:
+                    horizon_days: int, *, until_ms: int | None = None,
+                    progress: TextIO | None = None) -> Snapshots:
     """Point-in-time snapshots of every customer at every observation date.
 
     ``activities`` must be time-sorted per customer (as :func:`read_events` returns them).
@@ -207,7 +210,10 @@ def build_snapshots(activities: Mapping[str, Sequence[Activity]], dates: Sequenc
     labels: list[int] = []
     obs: list[int] = []
     customers: list[str] = []
-    for cid in sorted(activities):
+    bar = Progress("point-in-time snapshots", len(activities), stream=progress)
+    for n, cid in enumerate(sorted(activities)):
+        if n % 500 == 0:
+            bar.advance(min(500, len(activities) - n))
         acts = activities[cid]
         ts = [a.ts for a in acts]
         for d in dates:
@@ -219,6 +225,7 @@ def build_snapshots(activities: Mapping[str, Sequence[Activity]], dates: Sequenc
             labels.append(int(i == len(ts) or ts[i] > d + horizon_ms))
             obs.append(d)
             customers.append(cid)
+    bar.close()
     X = np.asarray(rows, dtype=float).reshape(len(rows), len(FEATURE_NAMES))
     return Snapshots(X=X, y=np.asarray(labels, dtype=np.int8), obs_ms=np.asarray(obs, dtype=np.int64),
                      customers=customers, dates=list(dates), horizon_days=horizon_days)

@@ -11,7 +11,14 @@ of one horizon), so no evaluation number leans on the future.
 - the winner is fitted on the fit dates, calibrated on the calibration dates and evaluated on
   the holdout against two baselines: recency alone and the rule scorecard;
 - the artifact is the same recipe refitted on the latest data (all dates but the last few,
-  which calibrate it), saved with :func:`services.scorer.model.save_artifact`.
+  which calibrate it), saved with :func:`services.scorer.model.save_artifact`, with a linear
+  surrogate of it that explains scores cheaply (:func:`fit_explainer`).
+
+Every candidate starts with :class:`~services.training.bgnbd.BGNBDFeatures`: BG/NBD's
+P(alive) and P(silent over the horizon), with population parameters fitted on the fit dates —
+the statistical model of non-contractual churn, as features the learner can build on.
+Beside the model: ``<out>.report.json``, ``<out>.card.json`` and the ROC and calibration
+plots ``<out>.roc.png``, ``<out>.calibration.png`` (see docs/model.md).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import sklearn
@@ -33,10 +40,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
+from threadpoolctl import threadpool_limits
 
-from services.scorer.features import DAY_MS, FEATURE_NAMES
+from services.scorer.features import DAY_MS, FEATURE_NAMES, FEATURE_SCHEMA_VERSION
 from services.scorer.model import save_artifact
 from services.scorer.scorecard import Scorecard
+from services.training.bgnbd import BGNBDFeatures
 from services.training.dataset import (
     Snapshots,
     build_snapshots,
@@ -45,6 +54,7 @@ from services.training.dataset import (
     read_events,
 )
 from services.training.exceptions import TrainingError
+from services.training.progress import Progress
 
 HOLDOUT_SHARE = 0.2       # of the observation dates, at least MIN_HOLDOUT_DATES
 MIN_HOLDOUT_DATES = 2
@@ -58,29 +68,40 @@ ACTIVE_DAYS = 90          # the "recently active" segment of the evaluation
 MIN_HOLDOUT_POSITIVES = 50
 ISOTONIC_MIN_ROWS = 5000
 ISOTONIC_MIN_CLASS = 500
+MAX_FIT_ROWS = 200_000    # candidates are fitted on at most this many rows (a seeded sample)
+EXPLAIN_ROWS = 50_000
+CALIBRATION_BINS = 10
 _RECENCY = FEATURE_NAMES.index("days_since_last_activity")
 
 
-def _logistic(seed: int) -> Any:
+def _compress(X: np.ndarray) -> np.ndarray:
     # arcsinh tames the heavy tails of spend and day counts (and keeps refunds' sign)
-    return Pipeline([("compress", FunctionTransformer(np.arcsinh)), ("scale", StandardScaler()),
+    return np.arcsinh(X)
+
+
+def _logistic(seed: int, horizon_days: int) -> Any:
+    return Pipeline([("bgnbd", BGNBDFeatures(horizon_days)),
+                     ("compress", FunctionTransformer(_compress)), ("scale", StandardScaler()),
                      ("clf", LogisticRegression(C=0.5, max_iter=3000))])
 
 
-def _boosting(seed: int) -> Any:
-    return HistGradientBoostingClassifier(max_iter=150, learning_rate=0.05, max_depth=4,
-                                          max_leaf_nodes=15, min_samples_leaf=100,
-                                          l2_regularization=1.0, early_stopping=False,
-                                          random_state=seed)
+def _boosting(seed: int, horizon_days: int) -> Any:
+    return Pipeline([("bgnbd", BGNBDFeatures(horizon_days)),
+                     ("clf", HistGradientBoostingClassifier(
+                         max_iter=200, learning_rate=0.06, max_depth=5, max_leaf_nodes=24,
+                         min_samples_leaf=80, l2_regularization=1.0, early_stopping=False,
+                         random_state=seed))])
 
 
-def _forest(seed: int) -> Any:
-    return RandomForestClassifier(n_estimators=100, max_depth=10, min_samples_leaf=40,
-                                  max_features="sqrt", n_jobs=2, random_state=seed)
+def _forest(seed: int, horizon_days: int) -> Any:
+    return Pipeline([("bgnbd", BGNBDFeatures(horizon_days)),
+                     ("clf", RandomForestClassifier(n_estimators=100, max_depth=10,
+                                                    min_samples_leaf=40, max_features="sqrt",
+                                                    n_jobs=2, random_state=seed))])
 
 
 # In order of preference when scores tie: simplest and cheapest to serve first.
-CANDIDATES: dict[str, Callable[[int], Any]] = {
+CANDIDATES: dict[str, Callable[[int, int], Any]] = {
     "logistic_regression": _logistic,
     "gradient_boosting": _boosting,
     "random_forest": _forest,
@@ -207,6 +228,10 @@ class TrainReport:
     timings: dict[str, float]
     trained_at: str
     warnings: list[str] = field(default_factory=list)
+    calibration_table: list[dict[str, Any]] = field(default_factory=list)
+    bgnbd_params: dict[str, float] | None = None
+    explainer_r2: float | None = None
+    plots: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -240,6 +265,16 @@ class TrainReport:
         lines += ["", f"Saved model: refitted on {ff['dates']} observation dates "
                       f"(through {ff['last'][:10]}), calibrated on the last {fc['dates']}; "
                       f"report {self.report_path}; {self.timings['total']:.1f} s"]
+        if self.calibration_table:
+            lines += ["", "Calibration (holdout): predicted vs observed churn",
+                      f"  {'bin':<10}{'rows':>8}{'predicted':>11}{'observed':>10}"]
+            lines += [f"  {r['bin']:<10}{r['rows']:>8,}{r['predicted']:>11.3f}{r['observed']:>10.3f}"
+                      for r in self.calibration_table]
+        if self.bgnbd_params:
+            lines += ["", "BG/NBD population (fitted): " + ", ".join(
+                f"{k}={v:.3g}" for k, v in self.bgnbd_params.items())]
+        if self.plots:
+            lines += ["Plots        " + " · ".join(self.plots.values())]
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
@@ -264,8 +299,24 @@ def _table(title: str, metrics: dict[str, Metrics], model_name: str) -> list[str
 
 
 def train(*, events_path: Path, until: datetime, horizon_days: int, out: Path, seed: int = 0,
-          log: Callable[[str], None] = lambda s: None) -> TrainReport:
-    """Train, evaluate and save the churn model from the events at or before ``until``."""
+          log: Callable[[str], None] = lambda s: None, progress: TextIO | None = None,
+          candidates: Sequence[str] | None = None) -> TrainReport:
+    """Train, evaluate and save the churn model from the events at or before ``until``
+    (``candidates``: a subset of :data:`CANDIDATES` to choose from; default all)."""
+    # One BLAS thread: multi-threaded reductions change the last bits between runs, and the
+    # artifact's content hash should not (BLAS is not where training spends its time).
+    with threadpool_limits(1, user_api="blas"):
+        return _train(events_path=events_path, until=until, horizon_days=horizon_days, out=out,
+                      seed=seed, log=log, progress=progress, candidates=candidates)
+
+
+def _train(*, events_path: Path, until: datetime, horizon_days: int, out: Path, seed: int,
+           log: Callable[[str], None], progress: TextIO | None,
+           candidates: Sequence[str] | None) -> TrainReport:
+    names = list(candidates or CANDIDATES)
+    unknown = [n for n in names if n not in CANDIDATES]
+    if unknown:
+        raise TrainingError(f"unknown candidate model(s) {unknown}; choose from {', '.join(CANDIDATES)}")
     started = time.perf_counter()
     timings: dict[str, float] = {}
     if horizon_days < 1:
@@ -282,14 +333,15 @@ def train(*, events_path: Path, until: datetime, horizon_days: int, out: Path, s
     dates = observation_dates(events.first_ms, events.until_ms, horizon_days)
     split = plan_split(dates, horizon_days)
     t = time.perf_counter()
-    snaps = build_snapshots(events.activities, dates, horizon_days, until_ms=events.until_ms)
+    snaps = build_snapshots(events.activities, dates, horizon_days, until_ms=events.until_ms,
+                            progress=progress)
     timings["snapshots"] = _lap(t)
     log(f"built {len(snaps):,} snapshots at {len(dates)} observation dates "
         f"({snaps.y.mean():.1%} churned within {horizon_days} days)")
     _check_classes(snaps, split, horizon_days)
 
     t = time.perf_counter()
-    selection = _select(snaps, split, seed, log)
+    selection = _select(snaps, split, seed, log, progress, names)
     chosen = _choose(selection)
     timings["selection"] = _lap(t)
     log(f"chose {chosen}")
@@ -297,13 +349,15 @@ def train(*, events_path: Path, until: datetime, horizon_days: int, out: Path, s
     t = time.perf_counter()
     model, method = _fit_calibrated(chosen, snaps, split.fit, split.calibration, seed)
     hold = snaps.rows_at(split.holdout)
-    holdout = _compare(model, snaps.X[hold], snaps.y[hold])
+    holdout, curves = _compare(model, snaps.X[hold], snaps.y[hold], with_curves=True)
     active = hold & (snaps.X[:, _RECENCY] <= ACTIVE_DAYS)
-    holdout_active = _compare(model, snaps.X[active], snaps.y[active])
+    holdout_active, _ = _compare(model, snaps.X[active], snaps.y[active])
     timings["evaluation"] = _lap(t)
 
     t = time.perf_counter()
     final, _ = _fit_calibrated(chosen, snaps, split.final_fit, split.final_calibration, seed)
+    final_rows = snaps.rows_at(split.final_fit)
+    explainer = fit_explainer(final, snaps.X[final_rows], snaps.y[final_rows], seed)
     timings["final_fit"] = _lap(t)
 
     warnings = _warnings(events.n_invalid, events.invalid[:1], holdout, split)
@@ -326,13 +380,31 @@ def train(*, events_path: Path, until: datetime, horizon_days: int, out: Path, s
         splits=_describe_splits(snaps, split), selection=selection,
         calibration=method, holdout=holdout, holdout_active=holdout_active, timings=timings,
         trained_at=datetime.now(UTC).isoformat(timespec="seconds"), warnings=warnings,
+        calibration_table=curves["calibration_table"],
+        bgnbd_params=_bgnbd_params(final), explainer_r2=explainer["r2"],
     )
     report.model_version = save_artifact(out, estimator=final, feature_names=FEATURE_NAMES,
-                                         name=chosen, card=_card(report))
+                                         name=chosen, card=_card(report), explainer=explainer)
+    t = time.perf_counter()
+    report.plots = write_plots(out, curves, chosen)
+    timings["plots"] = _lap(t)
     timings["total"] = _lap(started)
     report_path.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    card_path = out.with_name(out.name + ".card.json")
+    card = {"model_version": report.model_version, **_card(report)}
+    card_path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     log(f"saved {report.model_version} to {out}")
     return report
+
+
+def _bgnbd_params(model: Any) -> dict[str, float] | None:
+    """The BG/NBD population parameters inside a (calibrated) pipeline, for the report."""
+    inner = getattr(model, "calibrated_classifiers_", [None])[0]
+    est = getattr(inner, "estimator", None)
+    est = getattr(est, "estimator", est)  # FrozenEstimator
+    steps = getattr(est, "named_steps", {})
+    params = getattr(steps.get("bgnbd"), "params_", None)
+    return asdict(params) if params is not None else None
 
 
 def _lap(t: float) -> float:
@@ -363,18 +435,31 @@ def _check_classes(snaps: Snapshots, split: Split, horizon_days: int) -> None:
                 f"{len(y)} snapshots); supply more customers or a longer history")
 
 
-def _select(snaps: Snapshots, split: Split, seed: int, log: Callable[[str], None]
+def _sample(mask: np.ndarray, seed: int, limit: int = MAX_FIT_ROWS) -> np.ndarray:
+    """Row indices of ``mask``, a seeded sample of ``limit`` of them when there are more."""
+    idx = np.flatnonzero(mask)
+    if len(idx) > limit:
+        idx = np.sort(np.random.default_rng(seed).choice(idx, limit, replace=False))
+    return idx
+
+
+def _select(snaps: Snapshots, split: Split, seed: int, log: Callable[[str], None],
+            progress: TextIO | None = None, names: Sequence[str] = tuple(CANDIDATES)
             ) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
-    for name, make in CANDIDATES.items():
+    bar = Progress("model selection", len(names) * len(split.folds), stream=progress)
+    for name in names:
+        make = CANDIDATES[name]
         folds = []
         for fit_dates, val_dates in split.folds:
             fit, val = snaps.rows_at(fit_dates), snaps.rows_at(val_dates)
+            bar.advance()
             if snaps.y[fit].min() == snaps.y[fit].max() or snaps.y[val].min() == snaps.y[val].max():
                 continue
-            est = make(seed).fit(snaps.X[fit], snaps.y[fit])
+            rows = _sample(fit, seed)
+            est = make(seed, snaps.horizon_days).fit(snaps.X[rows], snaps.y[rows])
             m = evaluate(snaps.y[val], est.predict_proba(snaps.X[val])[:, 1])
-            folds.append({"validate_from": iso(val_dates[0]), "fit_rows": int(fit.sum()),
+            folds.append({"validate_from": iso(val_dates[0]), "fit_rows": len(rows),
                           "validate_rows": int(val.sum()), "roc_auc": m.roc_auc, "pr_auc": m.pr_auc})
         if not folds:
             raise TrainingError("no cross-validation fold has both classes; supply more customers "
@@ -385,6 +470,7 @@ def _select(snaps: Snapshots, split: Split, seed: int, log: Callable[[str], None
             "folds": folds,
         }
         log(f"{name}: mean ROC AUC {out[name]['roc_auc']:.3f} over {len(folds)} time-ordered folds")
+    bar.close()
     return out
 
 
@@ -395,22 +481,108 @@ def _choose(selection: dict[str, dict[str, Any]]) -> str:
 
 def _fit_calibrated(name: str, snaps: Snapshots, fit_dates: list[int], cal_dates: list[int],
                     seed: int) -> tuple[Any, str]:
-    fit, cal = snaps.rows_at(fit_dates), snaps.rows_at(cal_dates)
-    est = CANDIDATES[name](seed).fit(snaps.X[fit], snaps.y[fit])
-    if "n_jobs" in est.get_params():
-        est.set_params(n_jobs=1)  # the scorer predicts small batches: threads only cost there
+    rows = _sample(snaps.rows_at(fit_dates), seed)
+    cal = _sample(snaps.rows_at(cal_dates), seed + 1)
+    est = CANDIDATES[name](seed, snaps.horizon_days).fit(snaps.X[rows], snaps.y[rows])
+    if "clf__n_jobs" in est.get_params():
+        est.set_params(clf__n_jobs=1)  # the scorer predicts small batches: threads only cost there
     return _calibrated(est, snaps.X[cal], snaps.y[cal])
 
 
-def _compare(model: Any, X: np.ndarray, y: np.ndarray) -> dict[str, Metrics]:
+def fit_explainer(model: Any, X: np.ndarray, y: np.ndarray, seed: int) -> dict[str, Any]:
+    """A linear surrogate of ``model`` for cheap per-feature attributions at serving time.
+
+    Ridge regression of the model's log-odds on the standardised arcsinh of the features;
+    the reference point is the median retained (y = 0) customer, so an attribution says how
+    much a feature pushes this customer's risk above a typical loyal one."""
+    from sklearn.linear_model import Ridge
+
+    idx = _sample(np.ones(len(y), dtype=bool), seed, EXPLAIN_ROWS)
+    Xs, ys = X[idx], y[idx]
+    p = np.clip(model.predict_proba(Xs)[:, 1], 1e-4, 1 - 1e-4)
+    target = np.log(p / (1 - p))
+    Z = np.arcsinh(Xs)
+    center = Z.mean(axis=0)
+    scale = Z.std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    Zs = (Z - center) / scale
+    ridge = Ridge(alpha=1.0).fit(Zs, target)
+    keep = ys == 0 if (ys == 0).any() else np.ones(len(ys), dtype=bool)
+    r2 = float(ridge.score(Zs, target))
+    return {"center": center.round(8), "scale": scale.round(8),
+            "coef": np.asarray(ridge.coef_).round(8),
+            "reference": np.median(Zs[keep], axis=0).round(8), "r2": round(r2, 4)}
+
+
+def _compare(model: Any, X: np.ndarray, y: np.ndarray, *, with_curves: bool = False
+             ) -> tuple[dict[str, Metrics], dict[str, Any]]:
     if len(y) == 0:
         empty = evaluate(y, np.empty(0))
-        return {"model": empty, "recency": empty, "scorecard": empty}
-    return {
-        "model": evaluate(y, model.predict_proba(X)[:, 1]),
-        "recency": evaluate(y, X[:, _RECENCY], probabilities=False),
-        "scorecard": evaluate(y, Scorecard().predict(X)),
-    }
+        return {"model": empty, "recency": empty, "scorecard": empty}, {"calibration_table": []}
+    scores = {"model": model.predict_proba(X)[:, 1], "recency": X[:, _RECENCY],
+              "scorecard": Scorecard().predict(X)}
+    metrics = {k: evaluate(y, v, probabilities=k != "recency") for k, v in scores.items()}
+    curves: dict[str, Any] = {"calibration_table": []}
+    if with_curves:
+        curves = {"y": y, "scores": scores,
+                  "calibration_table": calibration_table(y, scores["model"])}
+    return metrics, curves
+
+
+def calibration_table(y: np.ndarray, p: np.ndarray, bins: int = CALIBRATION_BINS
+                      ) -> list[dict[str, Any]]:
+    """Predicted vs observed churn in equal-width probability bins (empty bins left out)."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    out = []
+    for b in range(bins):
+        m = which == b
+        if m.any():
+            out.append({"bin": f"{edges[b]:.1f}-{edges[b + 1]:.1f}", "rows": int(m.sum()),
+                        "predicted": round(float(p[m].mean()), 4),
+                        "observed": round(float(y[m].mean()), 4)})
+    return out
+
+
+def write_plots(out: Path, curves: dict[str, Any], model_name: str) -> dict[str, str]:
+    """ROC curves (model and baselines) and the reliability diagram of the holdout, as PNG."""
+    if "y" not in curves:
+        return {}
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    y, scores = curves["y"], curves["scores"]
+    paths = {"roc": str(out.with_name(out.name + ".roc.png")),
+             "calibration": str(out.with_name(out.name + ".calibration.png"))}
+    fig, ax = plt.subplots(figsize=(5.5, 5), dpi=100)
+    labels = {"model": f"model ({model_name})", "recency": "recency baseline",
+              "scorecard": "rule scorecard"}
+    for key, label in labels.items():
+        fpr, tpr, _ = roc_curve(y, scores[key])
+        auc = roc_auc_score(y, scores[key])
+        ax.plot(fpr, tpr, label=f"{label}  AUC {auc:.3f}")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC, holdout")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(paths["roc"], metadata={"Software": None})
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5.5, 5), dpi=100)
+    table = curves["calibration_table"]
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="perfect")
+    ax.plot([r["predicted"] for r in table], [r["observed"] for r in table], marker="o",
+            label=f"model ({model_name})")
+    ax.set(xlabel="predicted churn probability", ylabel="observed churn rate",
+           title="Calibration, holdout", xlim=(0, 1), ylim=(0, 1))
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(paths["calibration"], metadata={"Software": None})
+    plt.close(fig)
+    return paths
 
 
 def _describe_splits(snaps: Snapshots, split: Split) -> dict[str, dict[str, Any]]:
@@ -458,8 +630,14 @@ def _card(report: TrainReport) -> dict[str, Any]:
         "events": report.data["events"],
         "snapshots": report.snapshots["rows"],
         "observation_dates": report.snapshots["observation_dates"],
+        "features": list(FEATURE_NAMES),
+        "feature_schema": FEATURE_SCHEMA_VERSION,
         "selection": {k: v["roc_auc"] for k, v in report.selection.items()},
         "holdout": {k: asdict(v) for k, v in report.holdout.items()},
+        "holdout_active": {k: asdict(v) for k, v in report.holdout_active.items()},
+        "calibration_table": report.calibration_table,
+        "bgnbd_params": report.bgnbd_params,
+        "explainer_r2": report.explainer_r2,
         "training_seconds": report.timings["total"],
         "seed": report.seed,
         "sklearn_version": sklearn.__version__,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -68,3 +69,89 @@ def test_trained_model_is_served_by_scorer_and_api(settings_factory, tmp_path: P
         assert past["model_version"] == version and past["point_in_time"] is True
         assert httpx.get(f"{api.url}/v1/status").json()["model_version"] == version
         assert f'version="{version}"' in httpx.get(f"{scorer.url}/metrics").text
+
+
+def _cli(settings, *args: str) -> subprocess.CompletedProcess[str]:
+    import os
+
+    return subprocess.run([sys.executable, "-m", "services.cli.main", *args],
+                          env={**os.environ, **settings.to_env()}, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_model_activate_switches_running_services_and_back(settings_factory, tmp_path: Path) -> None:
+    """`churnwatch model activate PATH` reaches a running scorer and API without a restart;
+    `--default` goes back; an incompatible artifact is refused with the reason."""
+    import joblib
+
+    from services.training import train
+
+    end = datetime(2026, 6, 30, tzinfo=UTC)
+    events, _ = generate(preset="restaurant", customers=150, start=end - timedelta(days=500),
+                         end=end, seed=8)
+    history = tmp_path / "history.ndjson"
+    write_ndjson(events, history)
+    new_path = tmp_path / "new.joblib"
+    new_version = train(events_path=history, until=end, horizon_days=45, out=new_path).model_version
+    default_version = load_model(None).version
+    assert new_version != default_version
+
+    settings = settings_factory(model_refresh_seconds=0.5)
+    api = ServiceProcess("api", settings, tmp_path / "api.log", health_port_setting="api_port")
+    scorer = ServiceProcess("scorer", settings, tmp_path / "scorer.log",
+                            health_port_setting="scorer_metrics_port")
+    now = datetime.now(UTC)
+
+    def post_and_read(cid: str) -> dict:
+        batch = regular(cid, every_days=14, count=6, start=now - timedelta(days=90))
+        assert httpx.post(f"{api.url}/v1/events", json=batch).status_code == 202
+
+        async def wait() -> None:
+            redis = make_redis(settings)
+            key = Keys(settings.redis_prefix).customer(cid)[2]
+            try:
+                for _ in range(300):
+                    if await redis.hget(key, "risk"):
+                        return
+                    await asyncio.sleep(0.1)
+            finally:
+                await redis.aclose()
+
+        asyncio.run(wait())
+        return httpx.get(f"{api.url}/v1/customers/{cid}/risk").json()
+
+    def metrics() -> str:
+        return httpx.get(f"{scorer.url}/metrics").text
+
+    with api, scorer:
+        assert post_and_read("before")["model_version"] == default_version
+        assert f'churnwatch_scorer_model_info{{version="{default_version}"}} 1.0' in metrics()
+
+        bad = tmp_path / "bad.joblib"
+        blob = dict(joblib.load(new_path))
+        blob["feature_schema"] = 1
+        joblib.dump(blob, bad)
+        refused = _cli(settings, "model", "activate", str(bad))
+        assert refused.returncode != 0 and "feature schema 1" in refused.stderr
+
+        done = _cli(settings, "model", "activate", str(new_path))
+        assert done.returncode == 0, done.stderr
+        assert new_version in done.stdout
+        assert new_version in _cli(settings, "model", "show").stdout
+        time.sleep(2.0)  # a few refresh periods
+        assert post_and_read("after")["model_version"] == new_version
+        text = metrics()
+        assert f'churnwatch_scorer_model_info{{version="{new_version}"}} 1.0' in text
+        assert f'version="{default_version}"' not in text
+        past = httpx.get(f"{api.url}/v1/customers/before/risk",
+                         params={"as_of": (now - timedelta(days=20)).isoformat()}).json()
+        assert past["model_version"] == new_version and past["point_in_time"] is True
+
+        back = _cli(settings, "model", "activate", "--default")
+        assert back.returncode == 0, back.stderr
+        time.sleep(2.0)
+        assert post_and_read("back")["model_version"] == default_version
+        assert f'churnwatch_scorer_model_info{{version="{default_version}"}} 1.0' in metrics()
+        past = httpx.get(f"{api.url}/v1/customers/before/risk",
+                         params={"as_of": (now - timedelta(days=20)).isoformat()}).json()
+        assert past["model_version"] == default_version

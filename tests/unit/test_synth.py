@@ -205,3 +205,28 @@ def test_more_stores_get_generic_names() -> None:
     events, _ = generate(preset="salon", customers=200, start=START, end=END, seed=5, stores=10)
     stores = {e["store_id"] for e in events}
     assert "salon-riverside" in stores and "salon-10" in stores
+
+
+def test_generate_command_writes_events_and_true_churn_times(tmp_path: Path) -> None:
+    from services.cli.main import main
+
+    out = tmp_path / "retail.ndjson"
+    args = ["generate", "--preset", "retail", "--customers", "60", "--seed", "4",
+            "--start", "2025-01-01T00:00:00Z", "--end", "2026-01-01T00:00:00Z", "--out", str(out)]
+    assert main(args) == 0
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    truth = [json.loads(line) for line in (tmp_path / "retail.ndjson.truth.ndjson").read_text().splitlines()]
+    assert events and len(truth) == 60
+    assert all(validate_event(e)[0] is not None for e in events)
+    assert {t["customer_id"] for t in truth} >= {e["customer_id"] for e in events}
+    assert any(t["one_time"] for t in truth) and any(t["churn_at"] for t in truth)
+    again = tmp_path / "again.ndjson"
+    assert main([*args[:-1], str(again), "--truth", str(tmp_path / "t.ndjson")]) == 0
+    assert again.read_bytes() == out.read_bytes()  # the seed reproduces the history
+
+
+def test_seasonality_makes_busy_months_busier() -> None:
+    events, _ = generate(preset="retail", customers=800, start=datetime(2024, 1, 1, tzinfo=UTC),
+                         end=datetime(2026, 1, 1, tzinfo=UTC), seed=3)
+    months = Counter(_when(e).month for e in events if e["type"] == "transaction")
+    assert months[12] > 1.2 * months[2]

@@ -289,3 +289,81 @@ def test_metrics_of_a_perfect_and_a_useless_score() -> None:
     flat = evaluate(y, np.full(100, 0.1), probabilities=False)
     assert flat.roc_auc == 0.5 and flat.brier is None
     assert evaluate(np.zeros(5, dtype=int), np.zeros(5)).roc_auc is None
+
+
+# -- evaluation report, BG/NBD, progress ---------------------------------------------------
+
+
+def test_report_has_plots_card_and_calibration_table(trained: tuple[TrainReport, float, list[str]]
+                                                     ) -> None:
+    report, _, _ = trained
+    out = Path(report.out)
+    for suffix in (".roc.png", ".calibration.png"):
+        png = out.with_name(out.name + suffix)
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    card = json.loads(out.with_name(out.name + ".card.json").read_text())
+    assert card["model_version"] == report.model_version and card["model"] == report.model_name
+    assert card["features"] == list(FEATURE_NAMES) and card["training_seconds"] > 0
+    assert card["data_range"][0].startswith("2024-01")
+    assert set(card["holdout"]) == {"model", "recency", "scorecard"}
+    table = report.calibration_table
+    assert table and sum(r["rows"] for r in table) == report.holdout["model"].rows
+    assert all(0 <= r["predicted"] <= 1 and 0 <= r["observed"] <= 1 for r in table)
+    assert "Calibration (holdout)" in report.to_text()
+    assert report.bgnbd_params is not None and report.bgnbd_params["r"] > 0
+    assert report.explainer_r2 is not None and report.explainer_r2 > 0.5
+
+
+def test_bgnbd_recovers_its_parameters_and_ranks_the_silent() -> None:
+    from services.training.bgnbd import Params, fit, p_alive, p_silent
+
+    rng = np.random.default_rng(0)
+    true = Params(r=0.9, alpha=30.0, a=0.7, b=3.0)
+    n, T = 6000, np.full(6000, 365.0)
+    lam = rng.gamma(true.r, 1 / true.alpha, n)
+    p = rng.beta(true.a, true.b, n)
+    x, t_x = np.zeros(n), np.zeros(n)
+    for i in range(n):
+        t = 0.0
+        while True:
+            t += rng.exponential(1 / lam[i])
+            if t > T[i]:
+                break
+            x[i] += 1
+            t_x[i] = t
+            if rng.random() < p[i]:
+                break
+    est = fit(x, t_x, T)
+    assert abs(est.r - true.r) / true.r < 0.25 and abs(est.alpha - true.alpha) / true.alpha < 0.3
+    # same frequency, the one silent for longer is less likely alive and more likely to stay silent
+    recent, quiet = np.array([5.0, 5.0]), np.array([350.0, 120.0])
+    alive = p_alive(est, recent, quiet, np.array([365.0, 365.0]))
+    assert alive[0] > alive[1]
+    silent = p_silent(est, recent, quiet, np.array([365.0, 365.0]), 60)
+    assert silent[1] > silent[0] and ((0 <= silent) & (silent <= 1)).all()
+    assert p_alive(est, np.zeros(1), np.zeros(1), np.full(1, 200.0))[0] == 1.0  # BG/NBD: no repeat, alive
+
+
+def test_progress_goes_to_the_stream_given(history: Path, tmp_path: Path) -> None:
+    import io
+
+    from services.training.progress import Progress
+
+    buf = io.StringIO()
+    with Progress("step", 40, stream=buf) as bar:
+        for _ in range(40):
+            bar.advance()
+    lines = buf.getvalue().splitlines()
+    assert lines[0].startswith("step: 0%") and lines[-1].startswith("step: 100% (40/40")
+    assert len(lines) <= 12
+    silent = io.StringIO()
+    with Progress("quiet", 5, stream=None) as bar:
+        bar.advance(5)
+    assert silent.getvalue() == ""
+
+
+def test_candidates_can_be_restricted_and_unknown_ones_are_refused(history: Path, tmp_path: Path
+                                                                   ) -> None:
+    with pytest.raises(TrainingError, match=r"unknown candidate model\(s\) \['xgboost'\]"):
+        train(events_path=history, until=UNTIL, horizon_days=HORIZON, out=tmp_path / "m.joblib",
+              candidates=["xgboost"])

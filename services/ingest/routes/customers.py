@@ -19,7 +19,6 @@ from services.ingest.queries import erasure
 from services.ingest.queries.holdout import holdout, remember
 from services.ingest.queries.timefmt import iso_ms, now_ms, parse_iso
 from services.scorer.engine import Subject
-from services.scorer.rules import rules_from_settings
 from services.scorer.state import load_customers
 
 logger = logging.getLogger(__name__)
@@ -73,8 +72,6 @@ async def get_risk(customer_id: CustomerId, res: Res, key: ReadKey,
     first_ms = cs.first_ts if cs.first_ts is not None and cs.first_ts <= at_ms else None
     # follow `churnwatch model activate` (reads Redis at most every model_refresh_seconds)
     await res.engine.refresh(res.redis, res.keys, min_interval=res.settings.model_refresh_seconds)
-    if res.engine.rules is None:  # the rules of CHURNWATCH_BUSINESS_TYPE / CHURNWATCH_RULES
-        res.engine.rules = rules_from_settings(res.settings)
     a = res.engine.assess([Subject(customer_id, acts, first_ms)], at_ms, with_history=False)[0]
     body = a.to_json()
     body["as_of"] = at.isoformat().replace("+00:00", "Z")

@@ -1,0 +1,225 @@
+"""Rules beside the model: monitored thresholds that can raise a tier and always say why.
+
+A rules file (YAML, one per business type in ``services/scorer/rules/``; another with
+``CHURNWATCH_RULES``) looks like::
+
+    business_type: salon
+    rules:
+      - id: open_high_complaint          # also the reason code unless `code` is given
+        when: open_high_complaints >= 1  # or a list / "a >= 1 and b < 2": all must hold
+        min_tier: medium                 # medium | high
+        reason:
+          en: "{open_high_complaints:.0f} unresolved high-severity complaint(s)"
+          zh-CN: "有{open_high_complaints:.0f}个未解决的严重投诉"
+
+Conditions compare one feature of :data:`~services.scorer.features.FEATURE_NAMES` with a
+number (``>=``, ``>``, ``<=``, ``<``, ``==``, ``!=``); reasons may quote any feature of the
+customer with Python format fields. Precedence: model score -> tier thresholds and hysteresis
+-> rules floor (a rule raises the tier to at least its ``min_tier``, never lowers it, and adds
+its reason first). Every mistake is reported at start-up naming the file, rule and field.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from services.common.exceptions import ConfigError
+from services.common.riskchange import Reason
+from services.scorer.features import FEATURE_NAMES
+
+RULES_DIR = Path(__file__).with_name("rules")
+BUSINESS_TYPES = ("default", "salon", "restaurant", "retail")
+TIER_RANK = {"low": 0, "medium": 1, "high": 2}
+RULE_WEIGHT = 9.0  # rule reasons rank above model reasons
+_OPS: dict[str, Callable[[Any, Any], Any]] = {
+    ">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt,
+    "==": operator.eq, "!=": operator.ne,
+}
+_COND = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|==|!=|>|<)\s*(-?\d+(?:\.\d+)?)\s*$")
+_ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Condition:
+    feature: str
+    op: str
+    value: float
+
+    def holds(self, f: dict[str, float]) -> bool:
+        return bool(_OPS[self.op](f[self.feature], self.value))
+
+    def mask(self, column: np.ndarray) -> np.ndarray:
+        return np.asarray(_OPS[self.op](column, self.value), dtype=bool)
+
+    def __str__(self) -> str:
+        return f"{self.feature} {self.op} {self.value:g}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    code: str
+    conditions: tuple[Condition, ...]
+    min_tier: str
+    text: str
+    text_zh: str
+
+    def holds(self, f: dict[str, float]) -> bool:
+        return all(c.holds(f) for c in self.conditions)
+
+    def reason(self, f: dict[str, float]) -> Reason:
+        values = {k: _Num(v) for k, v in f.items()}
+        return Reason(code=self.code, text=self.text.format(**values),
+                      text_zh=self.text_zh.format(**values), weight=RULE_WEIGHT)
+
+
+class _Num(float):
+    """A feature value in a reason: ``{x}`` prints 63, not 63.0, for whole numbers."""
+
+    def __format__(self, spec: str) -> str:
+        if not spec:
+            return str(int(self)) if float(self).is_integer() else f"{float(self):.1f}"
+        return format(float(self), spec)
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    name: str
+    rules: tuple[Rule, ...]
+
+    def apply(self, tier: str, f: dict[str, float]) -> tuple[str, list[Reason]]:
+        """The tier after the rules floor, and the reasons of every rule that holds."""
+        reasons: list[Reason] = []
+        for rule in self.rules:
+            if rule.holds(f):
+                reasons.append(rule.reason(f))
+                if TIER_RANK[rule.min_tier] > TIER_RANK[tier]:
+                    tier = rule.min_tier
+        return tier, reasons
+
+    def floors(self, X: np.ndarray, names: Sequence[str] = FEATURE_NAMES) -> np.ndarray:
+        """Vectorised: the minimum tier rank the rules impose on each row (0 = none)."""
+        col = {n: i for i, n in enumerate(names)}
+        out = np.zeros(len(X), dtype=int)
+        for rule in self.rules:
+            m = np.ones(len(X), dtype=bool)
+            for c in rule.conditions:
+                m &= c.mask(X[:, col[c.feature]])
+            out = np.where(m, np.maximum(out, TIER_RANK[rule.min_tier]), out)
+        return out
+
+
+def parse_rules(data: Any, source: str) -> RuleSet:
+    """Validate a parsed rules document; ConfigError names the rule and field to fix."""
+    if not isinstance(data, dict) or not isinstance(data.get("rules"), list):
+        raise ConfigError(f"{source}: must be a mapping with a 'rules' list, e.g. "
+                          "\"rules: [{id: ..., when: ..., min_tier: ..., reason: {en: ..., zh-CN: ...}}]\"")
+    unknown_top = sorted(set(data) - {"business_type", "description", "rules"})
+    if unknown_top:
+        raise ConfigError(f"{source}: unknown top-level key(s) {unknown_top}; allowed: "
+                          "business_type, description, rules")
+    rules: list[Rule] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(data["rules"]):
+        where = f"{source}: rule {i + 1}"
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}: must be a mapping with id, when, min_tier and reason")
+        rid = raw.get("id")
+        if not isinstance(rid, str) or not _ID.match(rid):
+            raise ConfigError(f"{where}: 'id' must be lower_snake_case (got {rid!r})")
+        where = f"{source}: rule {i + 1} ({rid})"
+        if rid in seen:
+            raise ConfigError(f"{where}: duplicate id; every rule needs its own")
+        seen.add(rid)
+        unknown = sorted(set(raw) - {"id", "code", "when", "min_tier", "reason", "description"})
+        if unknown:
+            raise ConfigError(f"{where}: unknown field(s) {unknown}; allowed: id, code, when, "
+                              "min_tier, reason, description")
+        code = raw.get("code", rid)
+        if not isinstance(code, str) or not _ID.match(code):
+            raise ConfigError(f"{where}: 'code' must be lower_snake_case (got {code!r})")
+        conditions = _conditions(raw.get("when"), where)
+        tier = raw.get("min_tier")
+        if tier not in ("medium", "high"):
+            raise ConfigError(f"{where}: 'min_tier' must be medium or high (got {tier!r}); a rule "
+                              "can only raise a tier")
+        reason = raw.get("reason")
+        if not isinstance(reason, dict):
+            raise ConfigError(f"{where}: 'reason' must be a mapping with 'en' and 'zh-CN' texts")
+        texts = []
+        for lang in ("en", "zh-CN"):
+            text = reason.get(lang)
+            if not isinstance(text, str) or not text.strip():
+                raise ConfigError(f"{where}: 'reason.{lang}' must be a non-empty text")
+            _check_template(text, f"{where}: 'reason.{lang}'")
+            texts.append(text)
+        rules.append(Rule(rid, code, conditions, tier, texts[0], texts[1]))
+    return RuleSet(str(data.get("business_type", source)), tuple(rules))
+
+
+def _conditions(when: Any, where: str) -> tuple[Condition, ...]:
+    if isinstance(when, str):
+        parts = [p for p in re.split(r"\s+and\s+", when.strip()) if p]
+    elif isinstance(when, list) and all(isinstance(p, str) for p in when):
+        parts = list(when)
+    else:
+        raise ConfigError(f"{where}: 'when' must be a condition such as 'overdue_ratio >= 3' or a "
+                          f"list of them (got {when!r})")
+    if not parts:
+        raise ConfigError(f"{where}: 'when' is empty; give at least one condition")
+    out = []
+    for part in parts:
+        m = _COND.match(part)
+        if not m:
+            raise ConfigError(f"{where}: 'when' condition {part!r} must look like "
+                              "'<feature> <op> <number>' with op one of >=, >, <=, <, ==, !=")
+        feature, op, value = m.group(1), m.group(2), float(m.group(3))
+        if feature not in FEATURE_NAMES:
+            close = [n for n in FEATURE_NAMES if feature.split("_")[0] in n][:4]
+            raise ConfigError(f"{where}: 'when' uses unknown feature {feature!r}"
+                              + (f" (did you mean {', '.join(close)}?)" if close else "")
+                              + "; the features are listed in docs/model.md")
+        out.append(Condition(feature, op, value))
+    return tuple(out)
+
+
+def _check_template(text: str, where: str) -> None:
+    sample = {n: _Num(12.5) for n in FEATURE_NAMES}
+    try:
+        text.format(**sample)
+    except KeyError as exc:
+        raise ConfigError(f"{where}: placeholder {{{exc.args[0]}}} is not a feature; use one of "
+                          "the feature names (docs/model.md)") from None
+    except (ValueError, IndexError) as exc:
+        raise ConfigError(f"{where}: bad placeholder ({exc}); write e.g. "
+                          "{days_since_last_activity:.0f}") from None
+
+
+def load_rules(path: Path | None = None, business_type: str = "default") -> RuleSet:
+    """The rules at ``path``, or the packaged rules of ``business_type``."""
+    if path is None:
+        if business_type not in BUSINESS_TYPES:
+            raise ConfigError(f"unknown business type {business_type!r}; choose one of "
+                              f"{', '.join(BUSINESS_TYPES)}")
+        path = RULES_DIR / f"{business_type}.yaml"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read rules file {path}: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return parse_rules(data, str(path))
+
+
+def rules_from_settings(settings: Any) -> RuleSet:
+    return load_rules(settings.rules, settings.business_type)

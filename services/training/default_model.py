@@ -1,0 +1,65 @@
+"""The default model shipped with churnwatch: trained on generated salon, restaurant and retail
+histories with a fixed seed and fixed dates, so ``make model`` rebuilds it with the same
+predictions (and the same content-hash version).
+
+    python -m services.training.default_model [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from services.scorer.model import DEFAULT_MODEL_PATH
+from services.synth import PRESETS, generate, write_ndjson
+from services.training.train import TrainReport, train
+
+logger = logging.getLogger(__name__)
+UNTIL = datetime(2026, 6, 30, tzinfo=UTC)
+HISTORY_DAYS = 730
+HORIZON_DAYS = 60
+CUSTOMERS_PER_PRESET = 1000
+SEED = 2026
+# Small and quick to serve: the forest is left out of the default (it is ~1 MB per 100 trees
+# and ~10x slower per row); `churnwatch train` still considers it.
+CANDIDATES = ("logistic_regression", "gradient_boosting")
+
+
+def build(out_dir: Path, *, customers: int = CUSTOMERS_PER_PRESET,
+          log: Callable[[str], None] = lambda s: None) -> TrainReport:
+    """Generate the histories into ``out_dir`` and train ``out_dir/churn.joblib``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    events: list[dict[str, object]] = []
+    for preset in PRESETS:
+        part, _ = generate(preset=preset, customers=customers, seed=SEED,
+                           start=UNTIL - timedelta(days=HISTORY_DAYS), end=UNTIL)
+        events += part
+    history = out_dir / "history.ndjson"
+    write_ndjson(events, history)
+    try:
+        return train(events_path=history, until=UNTIL, horizon_days=HORIZON_DAYS,
+                     out=out_dir / DEFAULT_MODEL_PATH.name, seed=0, log=log,
+                     candidates=CANDIDATES)
+    finally:
+        history.unlink(missing_ok=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=DEFAULT_MODEL_PATH.parent,
+                   help=f"directory to write churn.joblib into (default: {DEFAULT_MODEL_PATH.parent})")
+    args = p.parse_args(argv)
+    def log(message: str) -> None:
+        sys.stderr.write(message + "\n")
+
+    report = build(args.out, log=log)
+    sys.stdout.write(report.to_text() + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Rules beside the model: packaged per business type, validated with clear errors, raising a
+tier (never lowering it) and always adding their reason in en and zh-CN."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from services.common.exceptions import ConfigError
+from services.common.settings import load_settings
+from services.scorer.engine import Engine, Subject
+from services.scorer.features import FEATURE_NAMES, compute_features
+from services.scorer.rules import BUSINESS_TYPES, load_rules, parse_rules
+from services.scorer.scorecard import Scorecard
+from services.scorer.tiers import Thresholds
+from tests.data import T0, complaint, regular
+from tests.unit.test_features import acts, at
+
+
+def _rule(**over: Any) -> dict[str, Any]:
+    rule: dict[str, Any] = {"id": "gone_quiet", "when": "overdue_ratio >= 3", "min_tier": "high",
+                            "reason": {"en": "{days_since_last_activity:.0f} days quiet",
+                                       "zh-CN": "已{days_since_last_activity:.0f}天未到店"}}
+    rule.update(over)
+    return rule
+
+
+def _doc(*rules: dict[str, Any]) -> dict[str, Any]:
+    return {"business_type": "test", "rules": list(rules)}
+
+
+@pytest.mark.parametrize("business", BUSINESS_TYPES)
+def test_every_packaged_rule_file_loads(business: str) -> None:
+    rules = load_rules(None, business)
+    assert rules.rules and rules.name == business
+    for rule in rules.rules:
+        assert rule.min_tier in ("medium", "high")
+        assert all(c.feature in FEATURE_NAMES for c in rule.conditions)
+
+
+def test_a_rule_raises_the_tier_never_lowers_it_and_always_adds_its_reason() -> None:
+    rules = parse_rules(_doc(_rule(), _rule(id="complaint", when="open_high_complaints >= 1",
+                                            min_tier="medium",
+                                            reason={"en": "{open_high_complaints} open",
+                                                    "zh-CN": "{open_high_complaints}个未解决"})),
+                        "test")
+    late = compute_features(acts(regular("r", every_days=10, count=10)), at(90 + 45))
+    assert late["overdue_ratio"] >= 3
+    for tier in ("low", "medium", "high"):
+        new, reasons = rules.apply(tier, late)
+        assert new == "high"
+        assert [r.code for r in reasons] == ["gone_quiet"]
+        assert reasons[0].text == "45 days quiet" and reasons[0].text_zh == "已45天未到店"
+    moaner = compute_features(acts(regular("m", every_days=10, count=10)
+                                   + [complaint("m", T0 + timedelta(days=91), 1)]), at(92))
+    assert rules.apply("low", moaner)[0] == "medium"
+    assert rules.apply("high", moaner) == ("high", rules.apply("low", moaner)[1])  # never lowers
+    assert rules.apply("low", moaner)[1][0].text == "1 open"
+
+
+def test_engine_precedence_score_then_thresholds_then_rules_floor() -> None:
+    history = acts(regular("r", every_days=7, count=15)
+                   + [complaint("r", T0 + timedelta(days=98, hours=2), 1, severity="low")])
+    now = at(99)
+    rules = parse_rules(_doc(_rule(id="any_open_complaint", code="open_complaint",
+                                   when="open_complaints >= 1", min_tier="high")), "test")
+    engine = Engine(Scorecard(), Thresholds(), rules=rules)
+    bare = Engine(Scorecard(), Thresholds())
+    [ruled] = engine.assess([Subject("r", history)], now, with_history=False)
+    [plain] = bare.assess([Subject("r", history)], now, with_history=False)
+    assert ruled.score == plain.score  # rules never touch the score
+    assert plain.tier == "low" and ruled.tier == "high"
+    assert ruled.reasons[0].code == "open_complaint" and ruled.reasons[0].text == "1 days quiet"
+    assert len({r.code for r in ruled.reasons}) == len(ruled.reasons)
+    assert ruled.action.code == "resolve_complaint"
+    floors = rules.floors(np.array([[ruled.features[n] for n in FEATURE_NAMES]]))
+    assert floors.tolist() == [2]
+    # the thresholds' hysteresis comes before the floor: a high customer whose score fell
+    # below the exit level is lowered by the thresholds, then held at the rule's floor
+    [kept] = engine.assess([Subject("r", history, tier="high", tier_since_ms=now)], now)
+    assert kept.tier == "high"
+
+
+@pytest.mark.parametrize(("rule", "message"), [
+    (_rule(when="overdue_ration >= 3"), r"rule 1 \(gone_quiet\): 'when' uses unknown feature 'overdue_ration'"),
+    (_rule(when="overdue_ratio => 3"), r"rule 1 \(gone_quiet\): 'when' condition 'overdue_ratio => 3' must look like"),
+    (_rule(when=""), r"rule 1 \(gone_quiet\): 'when' is empty"),
+    (_rule(min_tier="low"), r"rule 1 \(gone_quiet\): 'min_tier' must be medium or high \(got 'low'\)"),
+    (_rule(reason={"en": "x"}), r"rule 1 \(gone_quiet\): 'reason.zh-CN' must be a non-empty text"),
+    (_rule(reason={"en": "{cadence} days", "zh-CN": "x"}),
+     r"rule 1 \(gone_quiet\): 'reason.en': placeholder \{cadence\} is not a feature"),
+    (_rule(reason={"en": "{overdue_ratio:.q}", "zh-CN": "x"}), r"'reason.en': bad placeholder"),
+    (_rule(id="Gone Quiet"), r"rule 1: 'id' must be lower_snake_case"),
+    (_rule(colour="red"), r"rule 1 \(gone_quiet\): unknown field\(s\) \['colour'\]"),
+])
+def test_bad_rules_name_the_rule_and_the_field(rule: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_rules(_doc(rule), "rules.yaml")
+
+
+def test_bad_files_and_settings(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"rule 2 \(gone_quiet\): duplicate id"):
+        parse_rules(_doc(_rule(), _rule()), "rules.yaml")
+    with pytest.raises(ConfigError, match="must be a mapping with a 'rules' list"):
+        parse_rules(["nope"], "rules.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("rules: [\n  - id: x\n   when: [", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"broken.yaml: not valid YAML"):
+        load_rules(broken)
+    good = tmp_path / "mine.yaml"
+    good.write_text(yaml.safe_dump(_doc(_rule())), encoding="utf-8")
+    assert [r.id for r in load_rules(good).rules] == ["gone_quiet"]
+    with pytest.raises(ConfigError, match="CHURNWATCH_RULES=.*is not a file"):
+        load_settings(rules=tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="CHURNWATCH_BUSINESS_TYPE"):
+        load_settings(business_type="bakery")
+    s = load_settings(rules=good, business_type="salon")
+    assert s.rules == good and s.model_refresh_seconds == 2.0
