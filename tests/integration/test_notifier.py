@@ -37,6 +37,7 @@ from services.notifier.signing import verify
 from services.notifier.webhooks import add_subscription
 from services.notifier.worker import run_notifier
 from tests.kafkatools import produce, read_all
+from tests.peers import LoopbackHttp
 
 pytestmark = pytest.mark.integration
 
@@ -92,36 +93,23 @@ def deliveries(registry: CollectorRegistry, channel: str, outcome: str) -> float
     return metric(registry, "churnwatch_notifier_deliveries_total", channel=channel, outcome=outcome)
 
 
-class Receiver:
+class Receiver(LoopbackHttp):
     """A webhook receiver answering the given statuses in turn (then ``then``)."""
+
+    path = "/hook"
 
     def __init__(self, statuses: list[int | tuple[int, dict[str, str]]] | None = None, *,
                  then: int = 200):
+        super().__init__()
         self.statuses = list(statuses or [])
         self.then = then
         self.requests: list[tuple[dict[str, str], bytes]] = []
-        self._runner: web.AppRunner | None = None
-        self.url = ""
 
     async def _handle(self, request: web.Request) -> web.Response:
         self.requests.append((dict(request.headers), await request.read()))
         answer = self.statuses.pop(0) if self.statuses else self.then
         status, headers = answer if isinstance(answer, tuple) else (answer, {})
         return web.Response(status=status, text="ok" if status < 300 else "nope", headers=headers)
-
-    async def __aenter__(self) -> Receiver:
-        app = web.Application()
-        app.router.add_post("/hook", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        port = free_port()
-        await web.TCPSite(self._runner, "127.0.0.1", port).start()
-        self.url = f"http://127.0.0.1:{port}/hook"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
 
 
 @asynccontextmanager

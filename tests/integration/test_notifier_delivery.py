@@ -26,6 +26,7 @@ from services.notifier.webhooks import add_subscription
 from tests.integration.test_notifier import metric, notifier, produce_changes, wait_until
 from tests.integration.test_notifier_policies import Inbox, SmsGateway, change, routing_file
 from tests.kafkatools import read_all
+from tests.peers import LoopbackHttp
 from tests.procs import ServiceProcess
 
 pytestmark = pytest.mark.integration
@@ -33,18 +34,18 @@ pytestmark = pytest.mark.integration
 SECRET = "test-webhook-secret-0123456789"
 
 
-class Hook:
+class Hook(LoopbackHttp):
     """A webhook receiver on a fixed port that can be down (not listening), failing (503) or
     healthy; records every request and the most requests it saw at once."""
 
+    path = "/hook"
+
     def __init__(self, port: int):
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}/hook"
+        super().__init__(port)
         self.failing = False
         self.requests: list[tuple[float, str, int]] = []  # (time, delivery id, status)
         self.in_flight = 0
         self.max_in_flight = 0
-        self._runner: web.AppRunner | None = None
 
     async def _handle(self, request: web.Request) -> web.Response:
         self.in_flight += 1
@@ -57,18 +58,6 @@ class Hook:
             return web.Response(status=status)
         finally:
             self.in_flight -= 1
-
-    async def up(self) -> None:
-        app = web.Application()
-        app.router.add_post("/hook", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    async def down(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     def ok(self) -> dict[str, int]:
         out: dict[str, int] = {}

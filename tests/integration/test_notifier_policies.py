@@ -32,6 +32,7 @@ from services.common.riskchange import (
 from services.common.settings import Settings
 from services.notifier.acks import acknowledge, get_acknowledgement, is_acknowledged
 from tests.integration.test_notifier import metric, notifier, produce_changes, wait_until
+from tests.peers import LoopbackHttp
 
 pytestmark = pytest.mark.integration
 
@@ -69,18 +70,19 @@ class Inbox:
         return [m for rcpts, m in self.mails if address in rcpts]
 
 
-class SmsGateway:
+class SmsGateway(LoopbackHttp):
     """An HTTP SMS gateway (json style). ``script[phone]`` lists answers for successive
     requests: an int status, ``(status, headers)``, or ``("slow", seconds)``; then 200.
     Accepted messages are deduplicated by Idempotency-Key, as real gateways do."""
 
+    path = "/sms"
+
     def __init__(self, script: dict[str, list[Any]] | None = None):
+        super().__init__()
         self.script = {k: list(v) for k, v in (script or {}).items()}
         self.requests: list[dict[str, Any]] = []
         self.accepted: dict[str, dict[str, Any]] = {}
         self.accept_count: dict[str, int] = {}
-        self.url = ""
-        self._runner: web.AppRunner | None = None
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -96,20 +98,6 @@ class SmsGateway:
             self.accept_count[key] = self.accept_count.get(key, 0) + 1
             self.accepted.setdefault(key, body)
         return web.json_response({"ok": status < 300}, status=status, headers=headers)
-
-    async def __aenter__(self) -> SmsGateway:
-        app = web.Application()
-        app.router.add_post("/sms", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        port = free_port()
-        await web.TCPSite(self._runner, "127.0.0.1", port).start()
-        self.url = f"http://127.0.0.1:{port}/sms"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
 
     def texts_to(self, phone: str) -> list[str]:
         return [b["text"] for b in self.accepted.values() if b["to"] == phone]
