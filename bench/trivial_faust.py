@@ -21,6 +21,7 @@ def main() -> None:
     out = Path(os.environ["BENCH_OUT"])
     app = transport_app(settings.scorer_fetch_max_wait_ms)(f"{settings.scorer_group}-trivial", broker=faust_broker(settings),
                     value_serializer="raw", key_serializer="raw", store="memory://",
+                    datadir=str(out.parent / "trivial-faust-data"),
                     autodiscover=False, web_enabled=False, consumer_auto_offset_reset="earliest",
                     broker_rebalance_timeout=4, broker_session_timeout=6,
                     broker_heartbeat_interval=1, broker_commit_interval=1.0,
