@@ -379,6 +379,8 @@ class Processor:
             index.append([self.keys.tier_index(a.tier, tenant, store), priority])
         leave: list[str] = []
         members: list[list[str]] = []
+        if cs.moved_from and cs.moved_from != store:  # out of the old store's lists
+            leave += [self.keys.tier_index(t, tenant, cs.moved_from) for t in TIERS]
         if changed:
             for other in TIERS:
                 if other != a.tier:
@@ -404,7 +406,7 @@ class Processor:
             holdout_key = self.keys.holdout_index(tenant)  # the control group, from now
         due_key = self.keys.due(cs.partition) if cs.partition is not None else ""
         _, _, st = self.keys.customer(cs.customer_id, tenant)
-        return [st, fields, 1 if cs.pending else 0, due_key, token, self._due(now, a), index,
+        return [st, fields, 1 if cs.pending or cs.moved_from else 0, due_key, token, self._due(now, a), index,
                 leave, members, timeline, entry, TIMELINE_MAX,
                 self.settings.retention_days * 86_400, holdout_key, now]
 

@@ -60,7 +60,11 @@ if added > 0 then
   -- Counted into the global stats by the commit that follows (and reset there, atomically),
   -- so a crash in between neither loses nor repeats the count.
   redis.call('HINCRBY', KEYS[3], 'pending', added)
-  if ARGV[3] ~= '' then redis.call('HSET', KEYS[3], 'store', ARGV[3]) end
+  if ARGV[3] ~= '' then
+    local old = redis.call('HGET', KEYS[3], 'store')
+    if old and old ~= ARGV[3] then redis.call('HSET', KEYS[3], 'moved_from', old) end
+    redis.call('HSET', KEYS[3], 'store', ARGV[3])
+  end
 end
 local function drop(ids)
   for j = 1, #ids, 500 do
@@ -91,7 +95,7 @@ return {added, '{' .. table.concat(parts, ',') .. '}', redis.call('HGETALL', KEY
 # The commit of one batch, atomic (a script runs whole or not at all) and one argument: the
 # JSON {"c": [customer update...], "o": [offsets key, [partition, next offset]...],
 # "s": [stats key, [name, increment]...]}. A customer update is [state key, [field, value...],
-# clear pending (0/1), due key or "", token, due ms, [[index key, priority]...], [index key to
+# clear pending and moved_from (0/1), due key or "", token, due ms, [[index key, priority]...], [index key to
 # leave...], [[set key, member]...], timeline key or "", timeline entry, timeline max, ttl,
 # holdout index or "", now ms].
 # It touches keys of many customers, so it needs a standalone Redis (or one primary behind
@@ -100,7 +104,7 @@ COMMIT_LUA = """
 local batch = cjson.decode(ARGV[1])
 for _, c in ipairs(batch.c) do
   redis.call('HSET', c[1], unpack(c[2]))
-  if c[3] == 1 then redis.call('HDEL', c[1], 'pending') end
+  if c[3] == 1 then redis.call('HDEL', c[1], 'pending', 'moved_from') end
   if c[4] ~= '' then redis.call('ZADD', c[4], c[6], c[5]) end
   for _, ix in ipairs(c[7]) do redis.call('ZADD', ix[1], ix[2], c[5]) end
   for _, key in ipairs(c[8]) do redis.call('ZREM', key, c[5]) end
@@ -175,6 +179,12 @@ class CustomerState:
     def score(self) -> float | None:
         v = self.state.get("score")
         return float(v) if v else None
+
+    @property
+    def moved_from(self) -> str | None:
+        """The store the customer belonged to before their latest events named another (its
+        tier indexes still list them until the next commit, which clears this)."""
+        return self.state.get("moved_from") or None
 
     @property
     def pending(self) -> int:

@@ -231,3 +231,31 @@ async def test_memory_per_customer_is_bounded(settings_factory) -> None:
         assert sizes[2000] <= sizes[1000] * 1.05
     finally:
         await redis.aclose()
+
+
+async def test_a_customer_who_changes_store_leaves_the_old_stores_lists(
+        settings_factory, tmp_path: Path) -> None:
+    settings = settings_factory(clock="event", **QUIET)
+    redis = make_redis(settings)
+    keys = Keys(settings.redis_prefix)
+    first = regular("mover", every_days=7, count=6, store="north")
+    then = regular("mover", every_days=7, count=2, store="south",
+                   start=T0 + timedelta(days=60))
+    then = [{**e, "event_id": e["event_id"] + "-s"} for e in then]
+    try:
+        with scorer(settings, tmp_path):
+            await produce_events(settings, first)
+            await wait_processed(redis, settings, len(first))
+            await produce_events(settings, then)
+            await wait_processed(redis, settings, len(first) + len(then))
+        token = "default/mover"
+        north = [await redis.zscore(keys.tier_index(t, "default", "north"), token)
+                 for t in ("low", "medium", "high")]
+        south = [await redis.zscore(keys.tier_index(t, "default", "south"), token)
+                 for t in ("low", "medium", "high")]
+        assert north == [None, None, None]
+        assert sum(x is not None for x in south) == 1
+        state = await redis.hgetall(keys.customer("mover")[2])
+        assert state["store"] == "south" and "moved_from" not in state
+    finally:
+        await redis.aclose()
