@@ -13,12 +13,27 @@ import httpx
 import pytest
 
 from services.common.redisconn import Keys, make_redis
+from services.common.settings import Settings
 from services.scorer.model import load_model
 from services.synth import generate, write_ndjson
 from tests.data import regular
 from tests.procs import ServiceProcess
 
 pytestmark = pytest.mark.integration
+
+
+async def wait_scored(settings: Settings, customer_id: str, timeout: float = 30.0) -> None:
+    """Until the scorer has stored a risk for the customer."""
+    redis = make_redis(settings)
+    key = Keys(settings.redis_prefix).customer(customer_id)[2]
+    try:
+        for _ in range(int(timeout * 10)):
+            if await redis.hget(key, "risk"):
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"no risk stored for {customer_id!r} after {timeout} s")
+    finally:
+        await redis.aclose()
 
 
 def test_trained_model_is_served_by_scorer_and_api(settings_factory, tmp_path: Path) -> None:
@@ -50,18 +65,7 @@ def test_trained_model_is_served_by_scorer_and_api(settings_factory, tmp_path: P
         batch = regular("m-1", every_days=14, count=10, start=now - timedelta(days=200))
         assert httpx.post(f"{api.url}/v1/events", json=batch).status_code == 202
 
-        async def wait_scored() -> None:
-            redis = make_redis(settings)
-            key = Keys(settings.redis_prefix).customer("m-1")[2]
-            try:
-                for _ in range(300):
-                    if await redis.hget(key, "risk"):
-                        return
-                    await asyncio.sleep(0.1)
-            finally:
-                await redis.aclose()
-
-        asyncio.run(wait_scored())
+        asyncio.run(wait_scored(settings, "m-1"))
         risk = httpx.get(f"{api.url}/v1/customers/m-1/risk").json()
         assert risk["model_version"] == version
         past = httpx.get(f"{api.url}/v1/customers/m-1/risk",
@@ -106,18 +110,7 @@ def test_model_activate_switches_running_services_and_back(settings_factory, tmp
         batch = regular(cid, every_days=14, count=6, start=now - timedelta(days=90))
         assert httpx.post(f"{api.url}/v1/events", json=batch).status_code == 202
 
-        async def wait() -> None:
-            redis = make_redis(settings)
-            key = Keys(settings.redis_prefix).customer(cid)[2]
-            try:
-                for _ in range(300):
-                    if await redis.hget(key, "risk"):
-                        return
-                    await asyncio.sleep(0.1)
-            finally:
-                await redis.aclose()
-
-        asyncio.run(wait())
+        asyncio.run(wait_scored(settings, cid))
         return httpx.get(f"{api.url}/v1/customers/{cid}/risk").json()
 
     def metrics() -> str:
