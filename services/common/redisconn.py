@@ -125,8 +125,9 @@ class Keys:
         return f"{self.prefix}:t:{_tag(tenant)}:winback"
 
     def holdout_index(self, tenant: str = DEFAULT_TENANT) -> str:
-        """Zset customer token -> when the API first saw the customer high-risk and in the
-        holdout group (ms): the control group of win-back analytics."""
+        """Zset customer token -> when the customer entered the high tier as a member of the
+        holdout group (ms; written by the scorer's commit, first time wins): the control
+        group of win-back analytics."""
         return f"{self.prefix}:t:{_tag(tenant)}:holdout"
 
     @property

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from services.common.holdout import in_holdout
 from services.common.redisconn import Keys, customer_token
 from services.common.riskchange import TIERS
 from services.common.settings import Settings
@@ -57,6 +58,7 @@ class Seeder:
         self.redis = redis
         self.keys = Keys(settings.redis_prefix)
         self.engine = Engine(load_model(settings.model), Thresholds.from_settings(settings))
+        self.holdout_share = settings.holdout_share
 
     async def customer(self, cid: str, *, tenant: str = "default", store: str | None = "north",
                        days_ago: list[float], amount: float = 40.0, tier: str | None = None,
@@ -85,6 +87,8 @@ class Seeder:
         pipe.zadd(self.keys.tier_index(tier, tenant), {token: priority})
         if store:
             pipe.zadd(self.keys.tier_index(tier, tenant, store), {token: priority})
+        if tier == "high" and in_holdout(tenant, cid, self.holdout_share):
+            pipe.zadd(self.keys.holdout_index(tenant), {token: now}, nx=True)
         await pipe.execute()
         return {"customer_id": cid, "priority": priority, "tier": tier, "score": a.score}
 

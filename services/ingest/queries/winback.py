@@ -3,7 +3,7 @@
 An action "won the customer back" when the customer has an event (by event time) within
 ``winback_attribution_days`` after it — read from the customer's event index at query time.
 Holdout customers (see holdout.py) get no action; their return rate over the same window,
-counted from when they were first seen high-risk, is the baseline: uplift = win-back rate of
+counted from when they were entered the high tier, is the baseline: uplift = win-back rate of
 actions - return rate of the holdout group.
 """
 

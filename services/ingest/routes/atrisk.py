@@ -13,9 +13,8 @@ from services.ingest.openapi import AUTH, NOT_FOUND, responses
 from services.ingest.params import CustomerId, StoreFilter
 from services.ingest.queries import timeline
 from services.ingest.queries.atrisk import AtRiskQuery
-from services.ingest.queries.holdout import remember
 from services.ingest.queries.scope import store_for_list
-from services.ingest.queries.timefmt import canonical, now_ms, parse_iso
+from services.ingest.queries.timefmt import canonical, parse_iso
 
 router = APIRouter(tags=["customers"])
 
@@ -44,10 +43,6 @@ async def at_risk(res: Res, key: ReadKey, tier: TierName = "high", store: StoreF
     page = await AtRiskQuery(res.redis, res.keys).page(
         tenant=key.tenant, tier=tier, store=scoped, owner=owner, limit=limit, cursor=cursor,
         holdout_share=res.settings.holdout_share)
-    held = [i["customer_id"] for i in page["items"] if i["holdout"]]
-    if held:
-        await remember(res.redis, res.keys, key.tenant, held,
-                       await now_ms(res.settings, res.redis, res.keys))
     return page
 
 

@@ -16,8 +16,8 @@ from services.ingest.models import Risk
 from services.ingest.openapi import AUTH, NOT_FOUND, responses
 from services.ingest.params import CustomerId
 from services.ingest.queries import erasure
-from services.ingest.queries.holdout import holdout, remember
-from services.ingest.queries.timefmt import iso_ms, now_ms, parse_iso
+from services.ingest.queries.holdout import holdout
+from services.ingest.queries.timefmt import iso_ms, parse_iso
 from services.scorer.engine import Subject
 from services.scorer.state import load_customers
 
@@ -48,9 +48,6 @@ async def get_risk(customer_id: CustomerId, res: Res, key: ReadKey,
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no risk known for customer {customer_id!r}")
         risk = json.loads(state["risk"])
         held = holdout(risk.get("tier"), key.tenant, customer_id, share)
-        if held:
-            await remember(res.redis, res.keys, key.tenant, [customer_id],
-                           await now_ms(res.settings, res.redis, res.keys))
         return Risk.model_validate({**risk, "customer_id": customer_id,
                                     "store_id": state.get("store"),
                                     "tier_since": iso_ms(state.get("tier_since")),

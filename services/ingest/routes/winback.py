@@ -28,7 +28,7 @@ router = APIRouter(tags=["analytics"])
             "days). returned: the customer had an event within the attribution window after "
             "the action; pending: the window is still open; winback_rate = returned / "
             "(returned + not_returned). The holdout group's return rate is measured from when "
-            "each holdout customer was first seen high-risk; uplift = winback_rate - "
+            "each holdout customer was entered the high tier; uplift = winback_rate - "
             "holdout return_rate.")
 async def get_winback(request: Request, res: Res, key: ReadKey,
                       since: Annotated[str | None, Query(max_length=64,
