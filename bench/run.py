@@ -175,7 +175,7 @@ async def memory_per_customer(settings: Settings) -> dict[str, int]:
             now = int(end.timestamp() * 1000)
             for i in range(0, n, 500):
                 await store.apply({("default", cid): acts[i:i + 500]}, now_ms=now, stores={})
-            out[str(n)] = sum([await redis.memory_usage(k) or 0 for k in keys.customer(cid)])
+            out[str(n)] = sum([await redis.memory_usage(k, samples=0) or 0 for k in keys.customer(cid)])
     finally:
         await redis.aclose()
     return out

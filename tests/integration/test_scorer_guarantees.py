@@ -223,7 +223,8 @@ async def test_memory_per_customer_is_bounded(settings_factory) -> None:
             now = max(a.ts for a in acts)
             for i in range(0, len(acts), 100):
                 await store.apply({("default", cid): acts[i:i + 100]}, now_ms=now, stores={})
-            sizes[n] = sum([await redis.memory_usage(k) or 0 for k in keys.customer(cid)])
+            # SAMPLES 0: exact, not estimated from 5 sampled elements
+            sizes[n] = sum([await redis.memory_usage(k, samples=0) or 0 for k in keys.customer(cid)])
             assert await redis.zcard(keys.customer(cid)[0]) == min(len(acts), 200)
         assert sizes[10] < sizes[100] < sizes[200]
         # Capped: beyond 200 events only key names and hash-table slack differ.
