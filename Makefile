@@ -7,7 +7,7 @@ DEMO   ?= 1
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install tools run test lint format bench schemas model clean ops-check
+.PHONY: help install tools run test lint format bench schemas model clean ops-check reliability
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -45,6 +45,10 @@ endif
 
 test: $(STAMP) tools ## Run the whole test suite against a real broker and Redis it starts itself
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m bench.reliability
+
+reliability: $(STAMP) ## Re-render README's reliability table from docs/reliability/ (tests and bench write it)
+	$(BIN)/python -m bench.reliability
 
 lint: $(STAMP) ## Check formatting, lint and types (changes nothing)
 	$(BIN)/ruff check services tests bench

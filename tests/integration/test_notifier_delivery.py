@@ -28,6 +28,7 @@ from tests.integration.test_notifier_policies import Inbox, SmsGateway, change, 
 from tests.kafkatools import read_all
 from tests.peers import LoopbackHttp
 from tests.procs import ServiceProcess
+from tests.reliability import record
 
 pytestmark = pytest.mark.integration
 
@@ -205,7 +206,17 @@ async def test_notifier_killed_mid_retry_resumes_without_loss_or_duplicate(
         first.stop()
         await hook.down()
     expected = {delivery_id(eid, "webhook", sub["id"]) for eid, _ in events}
-    assert hook.ok() == dict.fromkeys(expected, 1)
+    got = hook.ok()
+    record(kind="fault", name="notifier-sigkill-mid-retry",
+           tried="SIGKILL of the notifier while every webhook delivery waits in its retry queue; "
+                 "a new notifier takes over",
+           load=f"{len(events)} risk changes to a webhook that fails until the kill",
+           checked="each delivery id accepted by the receiver exactly once; retry queue empty",
+           sent=len(events), lost=len(expected - set(got)),
+           doubled=sum(n - 1 for n in got.values() if n > 1) + len(set(got) - expected),
+           test="tests/integration/test_notifier_delivery.py::"
+                "test_notifier_killed_mid_retry_resumes_without_loss_or_duplicate")
+    assert got == dict.fromkeys(expected, 1)
     assert hook.max_in_flight <= 3  # notifier_max_in_flight: no resend storm
     assert await redis.zcard(keys.retry_queue) == 0
     assert {await redis.get(keys.delivery(d)) for d in expected} == {"delivered"}

@@ -23,6 +23,7 @@ from services.scorer.state import StateStore, load_customers
 from tests.data import T0, by_time, complaint, regular
 from tests.integration.test_scorer import customer_state, scorer, wait_processed
 from tests.kafkatools import produce_events, read_all
+from tests.reliability import record
 
 pytestmark = pytest.mark.integration
 # No silence sweeps (they would race the clock); the rule scorecard, whose tiers this story
@@ -57,6 +58,17 @@ async def state_of(redis: Redis, settings: Settings, cids: list[str]) -> dict[st
         out[cid] = (s["ev"], s["ed"], st.get("first_ts"), st.get("last_ts"), st.get("tier"),
                     st.get("score"))
     return out
+
+
+async def lost_and_doubled(ref_redis: Redis, reference: Settings, redis: Redis, settings: Settings,
+                           cids: list[str], sent: int) -> tuple[int, int]:
+    """Events the reference run stored that this run lacks; applications beyond one per event."""
+    lost = 0
+    for cid in cids:
+        want = set((await customer_state(ref_redis, reference, cid))["ed"])
+        lost += len(want - set((await customer_state(redis, settings, cid))["ed"]))
+    applied = int((await redis.hget(Keys(settings.redis_prefix).stats, "events_applied_total")) or 0)
+    return lost, max(0, applied - sent)
 
 
 async def change_ids(settings: Settings) -> set[str]:
@@ -105,8 +117,20 @@ async def test_sigkill_at_several_points_same_state_and_same_risk_change_ids(
 
     ref_redis, redis = make_redis(reference), make_redis(crashy)
     try:
-        assert await state_of(redis, crashy, cids) == await state_of(ref_redis, reference, cids)
         ref_ids, ids = await change_ids(reference), await change_ids(crashy)
+        lost, doubled = await lost_and_doubled(ref_redis, reference, redis, crashy, cids, len(events))
+        record(kind="fault", name="scorer-sigkill-five-points",
+               tried="SIGKILL of the scorer five times: before, during and after a batch's "
+                     "Redis commit, before the offset commit, and much later",
+               load=f"{len(events)} events of {len(cids)} customers in chunks of 12",
+               checked="final Redis state and the set of risk-change ids equal an "
+                       "uninterrupted run's; every event applied once",
+               sent=len(events), lost=lost + len(ref_ids - ids), doubled=doubled + len(ids - ref_ids),
+               test="tests/integration/test_scorer_guarantees.py::"
+                    "test_sigkill_at_several_points_same_state_and_same_risk_change_ids",
+               measured={"kills": kills, "risk_changes": len(ref_ids)})
+        assert (lost, doubled) == (0, 0)
+        assert await state_of(redis, crashy, cids) == await state_of(ref_redis, reference, cids)
         assert len(ref_ids) >= 5, "the story should move tiers"
         assert ids == ref_ids
         stats = await redis.hgetall(Keys(crashy.redis_prefix).stats)
@@ -154,6 +178,17 @@ async def test_two_workers_split_partitions_and_a_rebalance_loses_nothing(
         if second is not None:
             second.stop()
     try:
+        lost, doubled = await lost_and_doubled(ref_redis, reference, redis, shared, cids, len(events))
+        record(kind="fault", name="scorer-rebalance-and-sigkill",
+               tried="a second scorer joins mid-stream (rebalance), then the first is SIGKILLed "
+                     "and the survivor takes its partitions",
+               load=f"{len(events)} events of {len(cids)} customers over 4 partitions",
+               checked="every event applied exactly once; every customer ends as in a "
+                       "single-worker run",
+               sent=len(events), lost=lost, doubled=doubled,
+               test="tests/integration/test_scorer_guarantees.py::"
+                    "test_two_workers_split_partitions_and_a_rebalance_loses_nothing")
+        assert (lost, doubled) == (0, 0)
         for cid in cids:
             a = await customer_state(ref_redis, reference, cid)
             b = await customer_state(redis, shared, cid)
