@@ -147,11 +147,16 @@ def _spawn(name: str, cmd: list[str], log_path: Path | None) -> tuple[subprocess
     return proc, log
 
 
-def start_broker(port: int = 0, log_path: Path | None = None, timeout: float = 30.0) -> Server:
-    """Start Tansu with in-memory storage on 127.0.0.1 (a restart loses its topics)."""
+def start_broker(port: int = 0, log_path: Path | None = None, timeout: float = 30.0,
+                 advertised_port: int | None = None) -> Server:
+    """Start Tansu with in-memory storage on 127.0.0.1 (a restart loses its topics).
+
+    ``advertised_port``: the port clients are told to connect to (default: the listener's),
+    e.g. a proxy in front of the broker."""
     port = free_port(port)
     url = f"tcp://127.0.0.1:{port}"
-    cmd = [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+    advertised = f"tcp://127.0.0.1:{advertised_port}" if advertised_port else url
+    cmd = [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", advertised,
            "--storage-engine", "memory://tansu/"]
     proc, log = _spawn("broker", cmd, log_path)
     server = Server("broker", proc, port, log)
@@ -164,11 +169,15 @@ def start_broker(port: int = 0, log_path: Path | None = None, timeout: float = 3
 
 
 def start_redis(port: int = 0, log_path: Path | None = None, timeout: float = 20.0,
-                appendonly: bool = False, data_dir: Path | None = None) -> Server:
+                appendonly: bool = False, data_dir: Path | None = None,
+                appendfsync: str | None = None) -> Server:
+    """``appendfsync``: "always" | "everysec" | "no" (default: redis-server's, everysec)."""
     port = free_port(port)
     cmd = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
            "--appendonly", "yes" if appendonly else "no", "--daemonize", "no",
            "--protected-mode", "no"]
+    if appendfsync is not None:
+        cmd += ["--appendfsync", appendfsync]
     if data_dir is not None:
         data_dir.mkdir(parents=True, exist_ok=True)
         cmd += ["--dir", str(data_dir)]

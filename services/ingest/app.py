@@ -126,8 +126,10 @@ def create_app(settings: Settings) -> FastAPI:
             redis_ok = True
         except Exception:
             redis_ok = False
-        body = {"redis": "ok" if redis_ok else "unavailable",
-                "broker": "connected" if res.publisher.connected else "not yet used"}
+        broker = "connected" if res.publisher.connected else "not yet used"
+        if res.publisher.last_error:  # the last publish failed: say so (reads still work)
+            broker = f"unavailable: {res.publisher.last_error}"
+        body = {"redis": "ok" if redis_ok else "unavailable", "broker": broker}
         return JSONResponse(status_code=200 if redis_ok else 503, content=body)
 
     @app.get("/v1/status", tags=["operations"], summary="Pipeline counters and scorer lag",

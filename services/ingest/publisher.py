@@ -24,6 +24,7 @@ class EventPublisher:
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
         self.timeout = settings.kafka_request_timeout_ms / 1000 + 2.0
+        self.last_error: str | None = None  # why the last publish failed; None after a success
 
     async def _ensure(self) -> AIOKafkaProducer:
         if self._producer is not None:
@@ -48,7 +49,11 @@ class EventPublisher:
 
         After BrokerUnavailable some records may still have been stored; the caller's retry is
         safe because consumers deduplicate by event id."""
-        producer = await self._ensure()
+        try:
+            producer = await self._ensure()
+        except BrokerUnavailable as exc:
+            self.last_error = str(exc)
+            raise
 
         async def send_all() -> None:
             futures = []
@@ -61,9 +66,12 @@ class EventPublisher:
         try:
             await asyncio.wait_for(send_all(), self.timeout)
         except TimeoutError as exc:
-            raise BrokerUnavailable("the broker did not acknowledge the events in time") from exc
+            self.last_error = "the broker did not acknowledge the events in time"
+            raise BrokerUnavailable(self.last_error) from exc
         except Exception as exc:
-            raise BrokerUnavailable(f"the broker refused the events: {type(exc).__name__}: {exc}") from exc
+            self.last_error = f"the broker refused the events: {type(exc).__name__}: {exc}"
+            raise BrokerUnavailable(self.last_error) from exc
+        self.last_error = None
 
     async def close(self) -> None:
         if self._producer is not None:
