@@ -132,7 +132,8 @@ class VisitEvent(_EventBase):
     type: Literal["visit"]
     service: ShortText | None = Field(default=None, description="What the visit was for.")
     staff_id: Identifier | None = Field(default=None, description="Staff member who served the customer.")
-    duration_minutes: float | None = Field(default=None, ge=0, le=1440, allow_inf_nan=False)
+    duration_minutes: float | None = Field(default=None, strict=True, ge=0, le=1440,
+                                           allow_inf_nan=False)
 
 
 class ComplaintEvent(_EventBase):
@@ -181,12 +182,18 @@ class DuplicateKeyError(ValueError):
     pass
 
 
+class _NonFinite(str):
+    """A NaN/Infinity literal, held until the object around it can name its key."""
+
+
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise DuplicateKeyError(f"duplicate key {k!r} in a JSON object")
-        out[k] = v
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise DuplicateKeyError(f"duplicate key {k[:60]!r} in a JSON object")
+            seen.add(k)
     return out
 
 
@@ -195,8 +202,45 @@ def _no_constants(name: str) -> Any:
 
 
 def parse_json(raw: bytes | str) -> Any:
-    """Parse JSON strictly: no NaN/Infinity, no duplicate keys. Raises ValueError."""
-    return json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+    """Parse JSON strictly: UTF-8 only (a BOM is tolerated), no NaN/Infinity (the message names
+    the key holding one), no duplicate keys, no nesting deep enough to exhaust the stack.
+    Raises ValueError."""
+    if isinstance(raw, bytes | bytearray):
+        try:  # json.loads would guess UTF-16/32 from the first bytes; JSON on the wire is UTF-8
+            raw = bytes(raw).decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"not UTF-8: {exc}") from None
+    found: list[str] = []
+
+    def constant(name: str) -> _NonFinite:
+        found.append(name)
+        return _NonFinite(name)
+
+    def pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out = _no_duplicates(pairs)
+        if found:  # name the key of the first NaN/Infinity (or of the array holding it)
+            for k, v in pairs:
+                bad = [v] if type(v) is _NonFinite else v if type(v) is list else []
+                for x in bad:
+                    if type(x) is _NonFinite:
+                        raise ValueError(f"{k[:60]!r} holds {x}, which is not valid JSON; "
+                                         "send numbers as finite decimals")
+        return out
+
+    try:
+        obj = json.loads(raw, object_pairs_hook=pairs_hook, parse_constant=constant)
+    except RecursionError:  # the C scanner's own guard; never a crash of the caller
+        raise ValueError("arrays or objects are nested too deeply") from None
+    if found:  # a literal outside any object (top level or in an array)
+        _no_constants(found[0])
+    return obj
+
+
+def _shown(value: Any) -> str:
+    """A short, printable account of a wrong value (a deeply nested one is not rendered)."""
+    if isinstance(value, dict | list):
+        return f"a JSON {'object' if isinstance(value, dict) else 'array'}"
+    return repr(str(value)[:40])
 
 
 def _loc(err: dict[str, Any]) -> str:
@@ -214,7 +258,7 @@ def validate_event(obj: Any, index: int = 0, *, now: datetime | None = None,
     if t not in EVENT_TYPES:
         return None, [FieldError(
             index=index, field="type",
-            message=f"must be one of {', '.join(EVENT_TYPES)} (got {str(t)[:40]!r})",
+            message=f"must be one of {', '.join(EVENT_TYPES)} (got {_shown(t)})",
         )]
     try:
         event = EVENT_ADAPTER.validate_python(obj)

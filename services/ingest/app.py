@@ -89,6 +89,11 @@ def create_app(settings: Settings) -> FastAPI:
             for model in (TransactionEvent, VisitEvent, ComplaintEvent):
                 components[model.__name__] = model.model_json_schema(
                     ref_template="#/components/schemas/{model}")
+            for operations in spec.get("paths", {}).values():  # a body that is not JSON: 400
+                for op in operations.values():
+                    if "requestBody" in op:
+                        op.setdefault("responses", {}).setdefault(
+                            "400", {"description": "Body is not valid JSON (or not UTF-8)"})
             app.openapi_schema = spec
         return app.openapi_schema
 

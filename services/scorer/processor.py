@@ -50,6 +50,9 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 TIMELINE_MAX = 200  # newest entries kept on a customer's timeline
 DEAD_LETTER_REASONS = ("malformed_json", "invalid_event", "tombstone_without_key")
+# The scorer checks the API's time bounds again with this slack, so that an event the API
+# accepted at an edge is not dead-lettered for clock skew or the milliseconds until it was written.
+CLOCK_GRACE = timedelta(minutes=5)
 MAX_STORE_SERIES = 500  # bound on the store label of churnwatch_scorer_customers_by_store
 
 
@@ -163,6 +166,7 @@ class Processor:
 
     async def _process_segment(self, records: Sequence[Record]) -> None:
         wall = datetime.now(UTC)
+        wall_ms = int(wall.timestamp() * 1000)
         max_age = timedelta(days=self.settings.max_event_age_days)
         max_future = timedelta(seconds=self.settings.max_event_future_seconds)
         batch: dict[Ref, list[Activity]] = {}
@@ -178,7 +182,12 @@ class Processor:
                 dead.append((r, f"not valid JSON: {exc}"))
                 self.metrics.dead_letters.labels("malformed_json").inc()
                 continue
-            event, errors = validate_event(obj, now=wall, max_age=max_age, max_future=max_future)
+            # An event is as old as it was when written: one the API accepted at the edge of
+            # max_age must not age out while it waits in the topic (scorer lag, a restart).
+            waited = timedelta(milliseconds=max(0, wall_ms - r.timestamp_ms)) \
+                if r.timestamp_ms and r.timestamp_ms > 0 else timedelta(0)
+            event, errors = validate_event(obj, now=wall, max_age=max_age + waited + CLOCK_GRACE,
+                                           max_future=max_future + CLOCK_GRACE)
             if event is None:
                 dead.append((r, "; ".join(f"{e.field or 'event'}: {e.message}" for e in errors)))
                 self.metrics.dead_letters.labels("invalid_event").inc()
@@ -432,8 +441,11 @@ class Processor:
             for r, reason in dead:
                 headers = [("churnwatch-error", reason[:1000].encode()),
                            ("churnwatch-source", f"{r.topic}/{r.partition}/{r.offset}".encode())]
+                # aiokafka cannot send a record with neither key nor value (a keyless
+                # tombstone, which other clients can write): its copy gets an empty key.
+                key = b"" if r.key is None and r.value is None else r.key
                 futures.append(await self.producer.send(
-                    self.settings.topic_events_dlq, r.value, key=r.key, headers=headers))
+                    self.settings.topic_events_dlq, r.value, key=key, headers=headers))
             await asyncio.gather(*futures)
         for r, reason in dead:
             logger.warning("dead-lettered record: %s", reason,

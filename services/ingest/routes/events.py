@@ -49,6 +49,16 @@ class Rejected(BaseModel):
     errors: list[FieldError]
 
 
+def check_content_type(request: Request) -> None:
+    """JSON, or no Content-Type at all; a form, multipart or text body is refused, not guessed."""
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media and media != "application/json" and not (
+            media.startswith("application/") and media.endswith("+json")):
+        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+                            f"Content-Type {media[:80]!r} is not accepted; send the events as "
+                            "JSON with Content-Type: application/json")
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
@@ -75,11 +85,13 @@ async def read_body(request: Request, limit: int) -> bytes:
     "acknowledged every event, 503 if it cannot. Re-sending a batch is safe: an event_id "
     "already seen changes nothing.",
     responses={422: {"model": Rejected}, 413: {"description": "Body or batch too large"},
+               415: {"description": "Content-Type is not JSON"},
                503: {"description": "Broker unavailable; retry later"}, **_ERRORS},
     openapi_extra=_BODY,
 )
 async def post_events(request: Request, res: Res, key: IngestKey) -> Any:
     settings = res.settings
+    check_content_type(request)
     raw = await read_body(request, settings.max_body_bytes)
     try:
         payload = await asyncio.to_thread(parse_json, raw) if len(raw) > OFFLOAD_BYTES \
