@@ -21,6 +21,7 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -363,9 +364,11 @@ class Processor:
         counts = {**(stats or {}), "events_applied_total": applied,
                   "risk_changes_total": len(changes)}
 
+        token = uuid.uuid4().hex  # the same on every retry: the stats count once
+
         async def commit() -> None:
             await self.store.commit(updates, topic=self.settings.topic_events,
-                                    offsets=offsets or {}, stats=counts)
+                                    offsets=offsets or {}, stats=counts, token=token)
 
         t0 = time.monotonic()
         await self._retry("commit", commit)

@@ -10,6 +10,7 @@ comes again in the same batch, after a redelivery or after a crash.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,7 +95,10 @@ return {added, '{' .. table.concat(parts, ',') .. '}', redis.call('HGETALL', KEY
 
 # The commit of one batch, atomic (a script runs whole or not at all) and one argument: the
 # JSON {"c": [customer update...], "o": [offsets key, [partition, next offset]...],
-# "s": [stats key, [name, increment]...]}. A customer update is [state key, [field, value...],
+# "s": [stats key, [name, increment]...], "t": [marker key, commit token]}. The token makes a
+# retried commit a no-op when the first try ran but its reply was lost (Redis killed or
+# timing out after running it; redis-py's own retry resends it too): the stats are increments.
+# A customer update is [state key, [field, value...],
 # clear pending and moved_from (0/1), due key or "", token, due ms, [[index key, priority]...], [index key to
 # leave...], [[set key, member]...], timeline key or "", timeline entry, timeline max, ttl,
 # holdout index or "", now ms].
@@ -102,6 +106,11 @@ return {added, '{' .. table.concat(parts, ',') .. '}', redis.call('HGETALL', KEY
 # Sentinel / a managed endpoint), not Redis Cluster.
 COMMIT_LUA = """
 local batch = cjson.decode(ARGV[1])
+local t = batch.t
+if t ~= nil then
+  if redis.call('GET', t[1]) == t[2] then return -1 end
+  redis.call('SET', t[1], t[2], 'EX', 86400)
+end
 for _, c in ipairs(batch.c) do
   redis.call('HSET', c[1], unpack(c[2]))
   if c[3] == 1 then redis.call('HDEL', c[1], 'pending', 'moved_from') end
@@ -222,6 +231,8 @@ class StateStore:
         self._apply = redis.register_script(APPLY_LUA)
         self._commit = redis.register_script(COMMIT_LUA)
         self._clock = redis.register_script(CLOCK_LUA)
+        # The last commit token of this process (see COMMIT_LUA); one short-lived key each.
+        self.commit_marker = f"{keys.prefix}:commit:{uuid.uuid4().hex}"
 
     @classmethod
     def from_settings(cls, redis: Redis, settings: Settings) -> StateStore:
@@ -259,11 +270,14 @@ class StateStore:
         return await load_customers(self.redis, self.keys, refs)
 
     async def commit(self, updates: list[list[Any]], *, topic: str, offsets: dict[int, int],
-                     stats: dict[str, int]) -> None:
+                     stats: dict[str, int], token: str | None = None) -> None:
         """Write a batch's outcome in one atomic round trip (see COMMIT_LUA): per customer
         ``[state key, [field, value...], clear pending, due key, token, due ms, [[index,
-        priority]...], [index to leave...], [[set, member]...], timeline, entry, max, ttl]``."""
+        priority]...], [index to leave...], [[set, member]...], timeline, entry, max, ttl]``.
+        Retries of one commit pass the same ``token``: it then takes effect once."""
         payload: dict[str, Any] = {"c": updates}
+        if token:
+            payload["t"] = [self.commit_marker, token]
         if offsets:
             payload["o"] = [self.keys.offsets(topic), *([str(p), o] for p, o in offsets.items())]
         counts = [[name, n] for name, n in stats.items() if n]

@@ -151,7 +151,13 @@ def build_app(settings: Settings) -> faust.App:
         if proc is None:  # not started yet (start_http builds it)
             return
         old = proc.engine.model.version
-        if await proc.engine.refresh(proc.store.redis, proc.keys):
+        try:
+            changed = await proc.engine.refresh(proc.store.redis, proc.keys)
+        except Exception as exc:  # Redis away: keep serving; an exception here would crash the app
+            logger.warning("cannot check the active model (%s: %s); still serving %s",
+                           type(exc).__name__, exc, old)
+            return
+        if changed:
             new = proc.engine.model.version
             try:
                 proc.metrics.model_info.remove(old)
