@@ -7,7 +7,7 @@ DEMO   ?= 1
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install tools run test lint format bench schemas model clean ops-check reliability
+.PHONY: help install tools run test lint format bench schemas model clean ops-check lock audit reliability
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -32,7 +32,7 @@ tools: ## Install prometheus + promtool (Debian package) when missing
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --upgrade pip "setuptools>=78.1.1"  # older: CVE-2022-40897, CVE-2024-6345, CVE-2025-47273
 	$(BIN)/python -m pip install --quiet -e '.[embedded,dev]'
 	@touch $(STAMP)
 
@@ -51,13 +51,35 @@ reliability: $(STAMP) ## Re-render README's reliability table from docs/reliabil
 	$(BIN)/python -m bench.reliability
 
 lint: $(STAMP) ## Check formatting, lint and types (changes nothing)
-	$(BIN)/ruff check services tests bench
+	$(BIN)/ruff check services tests bench scripts
 	$(BIN)/mypy
 
 ops-check: $(STAMP) tools ## Check the deploy files and alert rules (promtool, tests/ops without the live stack)
 	promtool check rules deploy/prometheus/rules.yml
 	promtool test rules deploy/prometheus/tests/*.yml
 	$(BIN)/python -m pytest -q tests/ops/test_ops_deploy_files.py tests/ops/test_ops_prometheus_rules.py
+
+# Supply chain: requirements.lock pins every package churnwatch[embedded,dev] installs, exactly
+# as in .venv; `make audit` checks those versions with pip-audit (scripts/supplychain.py). It
+# needs a vulnerability service: PyPI's per-version JSON API (default) or OSV (AUDIT_SERVICE=osv,
+# AUDIT_OSV_URL=...). When none answers, nothing was audited: AUDIT_IF_UNREACHABLE=fail (the
+# default) exits 2; =warn prints a banner saying so and goes on (CI on a machine that reaches the
+# package index but no advisory database). A finding always fails.
+LOCK                 ?= requirements.lock
+AUDIT_SERVICE        ?= pypi
+AUDIT_OSV_URL        ?= https://api.osv.dev/v1/query
+AUDIT_IF_UNREACHABLE ?= fail
+# Findings that cannot be fixed are ignored one by one, each with its reason, e.g.
+# AUDIT_IGNORE += --ignore GHSA-xxxx-xxxx-xxxx  # no fixed release; we never call the affected API
+AUDIT_IGNORE         ?=
+
+lock: $(STAMP) ## Rewrite requirements.lock from the exact versions installed in .venv
+	$(BIN)/python scripts/supplychain.py lock > $(LOCK).tmp && mv $(LOCK).tmp $(LOCK)
+
+audit: $(STAMP) ## pip-audit the locked dependencies (requirements.lock)
+	@$(BIN)/python -m pip_audit --version >/dev/null 2>&1 || $(BIN)/python -m pip install --quiet "pip-audit>=2.7"
+	$(BIN)/python scripts/supplychain.py audit --lock $(LOCK) --service $(AUDIT_SERVICE) \
+	  --osv-url $(AUDIT_OSV_URL) --if-unreachable $(AUDIT_IF_UNREACHABLE) $(AUDIT_IGNORE)
 
 bench: $(STAMP) ## Measure scorer, notifier and API against the bare clients (writes bench/results/)
 	$(BIN)/python -m bench.run

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -155,7 +156,8 @@ class Stack:
         self.info = {
             "api_url": f"{base}:{api_port}",
             "kafka_bootstrap": env_settings.kafka_bootstrap,
-            "redis_url": env_settings.redis_url,
+            # never the password of a CHURNWATCH_REDIS_URL (stack.json is not a secret store)
+            "redis_url": re.sub(r"//([^/@:]*):[^/@]*@", r"//\1:***@", env_settings.redis_url),
             "topics": {"events": s.topic_events, "risk_changes": s.topic_risk_changes,
                        "events_dlq": s.topic_events_dlq,
                        "notifications_dlq": s.topic_notifications_dlq},

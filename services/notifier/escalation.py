@@ -43,22 +43,33 @@ class Escalations:
             pipe.zadd(self.queue, {event.id: now_ms + int(self.after_s * 1000)}, nx=True)
             await pipe.execute()
 
+    async def pending(self, alert_id: str) -> RiskChangeEvent | None:
+        """The risk change of an escalation still due, or None (also when unreadable)."""
+        raw = await self.redis.hget(self.data, alert_id)
+        try:
+            return decode_risk_change(json.loads(raw)["event"].encode()) if raw else None
+        except (InvalidRecord, ValueError, KeyError, TypeError):
+            return None
+
     async def run_due(self, *, now_ms: int, escalate: Escalate) -> int:
         ids = [str(i) for i in await self.redis.zrangebyscore(
             self.queue, "-inf", now_ms, start=0, num=ESCALATION_BATCH)]
         done = 0
         for alert_id in ids:
             raw = await self.redis.hget(self.data, alert_id)
-            if raw and not await is_acknowledged(self.redis, self.keys, alert_id):
-                entry = json.loads(raw)
-                try:
-                    event = decode_risk_change(entry["event"].encode())
-                except InvalidRecord as exc:
-                    logger.error("escalation %s has an unreadable event (%s); dropped", alert_id, exc)
-                else:
-                    await escalate(event, int(entry.get("created_ms", 0)))
-                    done += 1
-            else:
+            entry = json.loads(raw) if raw else None
+            try:
+                event = decode_risk_change(entry["event"].encode()) if entry else None
+            except InvalidRecord as exc:
+                logger.error("escalation %s has an unreadable event (%s); dropped", alert_id, exc)
+                event = None
+            # acknowledged within the alert's own tenant (see services.notifier.acks)
+            if event is not None and not await is_acknowledged(
+                    self.redis, self.keys, alert_id, event.change.tenant_id):
+                assert entry is not None
+                await escalate(event, int(entry.get("created_ms", 0)))
+                done += 1
+            elif event is not None:
                 logger.info("alert %s was acknowledged; no escalation", alert_id,
                             extra={"event_id": alert_id})
             async with self.redis.pipeline(transaction=True) as pipe:

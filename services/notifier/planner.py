@@ -1,6 +1,6 @@
 """From one risk change to the deliveries it needs.
 
-Webhooks: every risk change goes to every subscription, whatever the routing says (the
+Webhooks: every risk change goes to every subscription of its tenant, whatever the routing says (the
 contract: subscribers chose to receive them all); no noise rule applies to them.
 
 Staff email/SMS: route (transition, value tier, store, segment) -> holdout (the win-back
@@ -29,6 +29,7 @@ from services.notifier.policy import ALERT, DEDUPE, WON_BACK, apply_inhibition
 from services.notifier.recipients import CustomerContext, RecipientResolver, recipients
 from services.notifier.routing import STAFF_CHANNELS, Recipient, Routing
 from services.notifier.templates import Templates, packaged
+from services.notifier.webhooks import tenant_of
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,8 @@ class Planner:
         out = await self._staff(event, created) if self.enabled & set(STAFF_CHANNELS) else []
         if "webhook" in self.enabled:
             for sub in subscriptions:
+                if tenant_of(sub) != event.change.tenant_id:
+                    continue  # a subscription gets its own tenant's changes only
                 out.append(_message(event, "webhook", sub["id"], sub["url"],
                                     subscription_id=sub["id"], secret=sub.get("secret", ""),
                                     created_ms=created))

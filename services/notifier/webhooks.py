@@ -1,7 +1,8 @@
 """Webhook subscriptions: target validation and the Redis store.
 
 Subscriptions live in the Redis hash ``Keys.webhooks`` (id -> JSON ``{id, url, secret,
-created_at}``). The HTTP API calls :func:`validate_target`, :func:`add_subscription`,
+created_at, tenant}``; no ``tenant``: the default tenant). A subscription receives, lists and
+deletes only its own tenant's risk changes and subscriptions. The HTTP API calls :func:`validate_target`, :func:`add_subscription`,
 :func:`list_subscriptions` and :func:`delete_subscription`; only the notifier reads secrets.
 
 :func:`validate_target` is also applied again right before every delivery, so that a host
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import secrets
 import socket
 from datetime import UTC, datetime
@@ -75,20 +77,21 @@ def validate_target(url: str, *, allow_private: bool) -> str:
     if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
         raise ValueError("the webhook url contains whitespace or control characters; percent-encode them")
     parts = urlsplit(url)
+    shown = re.sub(r"//[^/@]*@", "//***@", url)  # errors never echo user:password@
     scheme = parts.scheme.lower()
     if scheme not in _DEFAULT_PORTS:
-        raise ValueError(f"the webhook url {url!r} uses scheme {parts.scheme or '(none)'!r}; "
+        raise ValueError(f"the webhook url {shown!r} uses scheme {parts.scheme or '(none)'!r}; "
                          "only http:// and https:// are accepted, e.g. https://example.com/hooks")
     if parts.username is not None or parts.password is not None:
         raise ValueError("the webhook url contains credentials (user:password@); remove them - every "
                          "delivery is signed with the subscription secret instead")
     host = parts.hostname
     if not host:
-        raise ValueError(f"the webhook url {url!r} has no host; use e.g. https://example.com/hooks")
+        raise ValueError(f"the webhook url {shown!r} has no host; use e.g. https://example.com/hooks")
     try:
         port = parts.port or _DEFAULT_PORTS[scheme]
     except ValueError:
-        raise ValueError(f"the webhook url {url!r} has an invalid port; use a number 1-65535") from None
+        raise ValueError(f"the webhook url {shown!r} has an invalid port; use a number 1-65535") from None
     try:
         ascii_host = host.encode("idna").decode("ascii") if not _is_ip(host) else host
     except UnicodeError:
@@ -132,7 +135,8 @@ def _public(sub: dict[str, Any]) -> dict[str, Any]:
     return {"id": sub["id"], "url": sub["url"], "created_at": sub["created_at"]}
 
 
-async def add_subscription(redis: Redis, keys: Keys, *, url: str, secret: str) -> dict[str, Any]:
+async def add_subscription(redis: Redis, keys: Keys, *, url: str, secret: str,
+                           tenant: str = "default") -> dict[str, Any]:
     """Store a subscription; returns ``{id, url, created_at}`` (never the secret).
 
     ``url`` should already have passed :func:`validate_target`.
@@ -144,6 +148,7 @@ async def add_subscription(redis: Redis, keys: Keys, *, url: str, secret: str) -
         "url": url,
         "secret": secret,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "tenant": tenant,
     }
     await redis.hset(keys.webhooks, sub["id"], json.dumps(sub))
     return _public(sub)
@@ -156,9 +161,14 @@ async def load_subscriptions_with_secrets(redis: Redis, keys: Keys) -> list[dict
     return sorted(subs, key=lambda s: (s.get("created_at", ""), s["id"]))
 
 
-async def list_subscriptions(redis: Redis, keys: Keys) -> list[dict[str, Any]]:
-    """Every subscription without secrets, oldest first."""
-    return [_public(s) for s in await load_subscriptions_with_secrets(redis, keys)]
+def tenant_of(sub: dict[str, Any]) -> str:
+    return str(sub.get("tenant") or "default")
+
+
+async def list_subscriptions(redis: Redis, keys: Keys, tenant: str = "default") -> list[dict[str, Any]]:
+    """The tenant's subscriptions without secrets, oldest first."""
+    return [_public(s) for s in await load_subscriptions_with_secrets(redis, keys)
+            if tenant_of(s) == tenant]
 
 
 async def get_subscription_with_secret(redis: Redis, keys: Keys, sub_id: str) -> dict[str, Any] | None:
@@ -166,7 +176,11 @@ async def get_subscription_with_secret(redis: Redis, keys: Keys, sub_id: str) ->
     return json.loads(raw) if raw else None
 
 
-async def delete_subscription(redis: Redis, keys: Keys, sub_id: str) -> bool:
-    """Remove a subscription; False when there was none with that id."""
+async def delete_subscription(redis: Redis, keys: Keys, sub_id: str,
+                              tenant: str = "default") -> bool:
+    """Remove a subscription; False when the tenant has none with that id."""
+    sub = await get_subscription_with_secret(redis, keys, sub_id)
+    if sub is None or tenant_of(sub) != tenant:
+        return False
     removed = await redis.hdel(keys.webhooks, sub_id)
     return int(removed) > 0

@@ -16,6 +16,7 @@ from services.ingest.queries import timeline, winback
 from services.ingest.queries.holdout import holdout
 from services.ingest.queries.timefmt import iso_ms, now_ms
 from services.notifier.acks import InvalidAck, acknowledge
+from services.notifier.escalation import Escalations
 
 router = APIRouter(tags=["win-back"])
 AlertId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$",
@@ -61,14 +62,27 @@ class AckBody(BaseModel):
 @router.post("/v1/alerts/{alert_id}/ack", response_model=Ack,
              summary="Acknowledge an alert",
              description="Marks the risk change (its CloudEvent id) as seen, so the notifier's "
-             "escalation to the store manager stops. Idempotent: `acknowledged` is false when "
+             "escalation to the store manager stops. Only the key's tenant's alerts (and, for "
+             "store-bound keys, their stores' alerts) are affected. Idempotent: `acknowledged` is false when "
              "it already was (the first acknowledger is kept).",
              responses=responses(AUTH, TOO_LARGE))
 async def ack_alert(alert_id: AlertId, res: Res, key: IngestKey,
                     body: AckBody | None = None) -> Any:
     by = (body.by if body and body.by else None) or key.name
+    if key.stores is not None:  # a store-bound key: only alerts and customers of its stores
+        pending = await Escalations(res.redis, res.keys, after_s=0).pending(alert_id)
+        if pending is not None and (pending.change.tenant_id != key.tenant
+                                    or not key.allows_store(pending.change.store_id)):
+            raise HTTPException(status.HTTP_404_NOT_FOUND,
+                                f"no alert {alert_id!r} in this API key's stores")
+        if body is not None and body.customer_id is not None:
+            store: str | None = await res.redis.hget(  # type: ignore[misc,assignment]
+                res.keys.customer(body.customer_id, key.tenant)[2], "store")
+            if not key.allows_store(store):
+                raise HTTPException(status.HTTP_404_NOT_FOUND,
+                                    f"no customer {body.customer_id!r} in this API key's stores")
     try:
-        done = await acknowledge(res.redis, res.keys, alert_id, by)
+        done = await acknowledge(res.redis, res.keys, alert_id, by, tenant=key.tenant)
     except InvalidAck as exc:
         raise HTTPException(422, str(exc)) from None
     if done and body is not None and body.customer_id is not None:

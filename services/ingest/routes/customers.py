@@ -96,6 +96,9 @@ async def delete_customer(customer_id: CustomerId, request: Request, res: Res,
     if key.stores is not None:
         store: str | None = await res.redis.hget(  # type: ignore[misc,assignment]
             res.keys.customer(customer_id, key.tenant)[2], "store")
+        if store is None:  # not scored (yet): the store its profile names
+            profile = await res.redis.get(res.keys.profile(customer_id, key.tenant))
+            store = json.loads(profile).get("store_id") if profile else None
         if store is not None and not key.allows_store(store):
             raise HTTPException(status.HTTP_403_FORBIDDEN,
                                 "this API key may not erase customers of other stores")

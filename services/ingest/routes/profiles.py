@@ -45,6 +45,11 @@ async def put_profile(customer_id: CustomerId, body: CustomerProfile, res: Res, 
     old = await profiles.get_profile(customer_id, key.tenant)
     if old is not None:
         _guard(check_store_write, key, old.store_id)
+    if key.stores is not None:  # a scored customer of another store is not this key's either
+        scored: str | None = await res.redis.hget(  # type: ignore[misc,assignment]
+            res.keys.customer(customer_id, key.tenant)[2], "store")
+        if scored is not None:
+            _guard(check_store_write, key, scored)
     await profiles.put_profile(customer_id, body, key.tenant)
     before = (old or CustomerProfile.model_validate({})).model_dump()
     changed = sorted(k for k, v in body.model_dump().items() if before.get(k) != v)
