@@ -235,16 +235,19 @@ class Processor:
                 self.metrics.queryable.observe(max(now_wall - r.timestamp_ms, 0) / 1000)
 
     async def _erase(self, r: Record) -> None:
+        stats: dict[str, int] = {}
         if not r.key:
             self.metrics.dead_letters.labels("tombstone_without_key").inc()
             await self._dead_letter([(r, "null value without a key: nothing to erase")])
+            stats["events_dead_lettered_total"] = 1  # counted like any other dead letter
         else:
             ref = (_tenant_header(r.headers), r.key.decode("utf-8", "replace"))
             await self._retry("erase", lambda: self.store.erase(ref, self.settings.topic_partitions))
             self.metrics.events.labels("erased").inc()
             logger.info("erased customer state", extra={"customer_id": ref[1], "tenant": ref[0]})
+        token = uuid.uuid4().hex  # a retried commit counts once
         await self._retry("commit", lambda: self.store.commit(
-            [], topic=r.topic, offsets={r.partition: r.offset + 1}, stats={}))
+            [], topic=r.topic, offsets={r.partition: r.offset + 1}, stats=stats, token=token))
 
     # silence ----------------------------------------------------------------------------
     async def sweep(self, partitions: Iterable[int]) -> int:
