@@ -81,9 +81,18 @@ audit: $(STAMP) ## pip-audit the locked dependencies (requirements.lock)
 	$(BIN)/python scripts/supplychain.py audit --lock $(LOCK) --service $(AUDIT_SERVICE) \
 	  --osv-url $(AUDIT_OSV_URL) --if-unreachable $(AUDIT_IF_UNREACHABLE) $(AUDIT_IGNORE)
 
-bench: $(STAMP) ## Measure scorer, notifier and API against the bare clients (writes bench/results/)
-	$(BIN)/python -m bench.run
-	$(BIN)/python -m bench.api_bench
+bench: $(STAMP) ## Measure the pipeline against the bare clients (bench/results/latest.md, docs/reliability/bench.json)
+	@export BENCH_STAMP=$$(date -u +%Y%m%dT%H%M%SZ); echo "bench run $$BENCH_STAMP"; \
+	$(BIN)/python -m bench.run && $(BIN)/python -m bench.api_bench && \
+	{ $(BIN)/python -m bench.pipeline; rc=$$?; $(BIN)/python -m bench.report || rc=1; exit $$rc; }
+	$(BIN)/python -m bench.reliability
+
+SOAK_MINUTES ?= 30
+SOAK_RATE    ?= 300
+.PHONY: soak
+soak: $(STAMP) ## Soak the stack: SOAK_MINUTES at SOAK_RATE events/s, judge memory and lag (on demand, not CI)
+	SOAK_MINUTES=$(SOAK_MINUTES) SOAK_RATE=$(SOAK_RATE) $(BIN)/python -m bench.soak; \
+	rc=$$?; $(BIN)/python -m bench.reliability; exit $$rc
 
 schemas: $(STAMP) ## Regenerate schemas/*.json from the Python models
 	$(BIN)/churnwatch schemas --write

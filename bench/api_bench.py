@@ -218,7 +218,7 @@ def main() -> int:
                   "risk_read_ingest_saturating": bench_risk_reads(url, ranked, threads=2,
                                                                   rate=0)}
         RESULTS.mkdir(exist_ok=True)
-        out = RESULTS / f"api-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+        out = RESULTS / f"api-{os.environ.get('BENCH_STAMP') or datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
         out.write_text(json.dumps(result, indent=2))
         print(json.dumps(result, indent=2))
         print(f"written to {out}")

@@ -13,7 +13,8 @@ aiokafka producer, then measures on the same broker and machine:
 ``make bench`` then runs ``bench/api_bench.py`` (at-risk list over 1M customers, risk reads
 under ingest load).
 
-Writes ``bench/results/<timestamp>.json`` and prints a table.
+Writes ``bench/results/scorer-<stamp>.json`` and prints a table; ``make bench`` then merges
+it with the other parts into ``bench/results/<stamp>.json`` (``bench/report.py``).
 """
 
 from __future__ import annotations
@@ -240,7 +241,8 @@ async def main() -> int:
         "scorer_vs_bare_consumer": scorer["scorer_events_per_s"] / bare,
     }
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    # ``make bench`` names the run (BENCH_STAMP); bench/report.py merges the parts of a run
+    path = RESULTS / f"scorer-{os.environ.get('BENCH_STAMP') or f'{datetime.now(UTC):%Y%m%dT%H%M%SZ}'}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     ms = lambda v: "n/a" if v is None else f"≤ {v * 1000:.0f} ms"  # noqa: E731
     print(f"\nchurnwatch bench — {n:,} events, {os.cpu_count()} CPUs, {platform.platform()}")
