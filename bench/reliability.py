@@ -64,15 +64,15 @@ def render(data: Path = DATA) -> str:
                   f"doubled in all: **{doubled}**."]
     bench = _load(data / "bench.json")
     if bench:
-        lines += ["", _bench_line(bench)]
+        lines += ["", _bench_line(bench, data)]
     soak = _load(data / "soak.json")
     if soak:
-        lines += ["", _soak_line(soak)]
+        lines += ["", _soak_line(soak, data)]
     lines += ["", END]
     return "\n".join(lines)
 
 
-def _bench_line(b: dict[str, Any]) -> str:
+def _bench_line(b: dict[str, Any], data: Path) -> str:
     parts = []
     if "ingest_events_per_s" in b:
         parts.append(f"HTTP ingest {b['ingest_events_per_s']:,.0f} events/s")
@@ -81,18 +81,21 @@ def _bench_line(b: dict[str, Any]) -> str:
     if "latency_p99_ms" in b:
         parts.append(f"event → queryable p99 {b['latency_p99_ms']:,.0f} ms")
     held = "; ".join(parts) or "see bench/results"
+    chart = " ([latency over the run](docs/reliability/latency.png))" \
+        if (data / "latency.png").exists() else ""
     return (f"Load held by `make bench` ({b.get('when', '?')[:10]}, {b.get('machine', '?')}): "
-            f"{held}; {b.get('events', 0):,} events posted, lost **{b.get('lost', '?')}**, "
+            f"{held}{chart}; {b.get('events', 0):,} events posted, lost **{b.get('lost', '?')}**, "
             f"doubled **{b.get('doubled', '?')}**.")
 
 
-def _soak_line(s: dict[str, Any]) -> str:
+def _soak_line(s: dict[str, Any], data: Path) -> str:
     verdict = s.get("verdict", "?")
     minutes = s.get("minutes", "?")
     rate = s.get("rate", "?")
     detail = s.get("summary", "")
+    chart = " ([chart](docs/reliability/soak.png))" if (data / "soak.png").exists() else ""
     return (f"Last soak (`make soak`, {s.get('when', '?')[:10]}): {minutes} min at {rate} "
-            f"events/s: **{verdict}**" + (f"; {detail}" if detail else "") + ".")
+            f"events/s: **{verdict}**{chart}" + (f"; {detail}" if detail else "") + ".")
 
 
 def splice(readme: str, block: str) -> str:

@@ -150,6 +150,9 @@ def main(argv: list[str]) -> int:
         return 1
     SUMMARY.parent.mkdir(parents=True, exist_ok=True)
     SUMMARY.write_text(json.dumps(summary(report), indent=2, ensure_ascii=False) + "\n")
+    chart = RESULTS / f"latency-{stamp}.png"
+    if chart.exists():  # the committed chart the README links to
+        (SUMMARY.parent / "latency.png").write_bytes(chart.read_bytes())
     print(f"summary: {SUMMARY}")
     return 0
 

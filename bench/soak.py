@@ -404,6 +404,8 @@ async def run(stamp: str) -> int:
     chart(samples, png, f"churnwatch soak {stamp}: {MINUTES:g} min at {RATE} events/s — "
           f"{'PASS' if ok else 'FAIL'} — {machine['cores']} cores")
     (RESULTS / "soak-latest.png").write_bytes(png.read_bytes())
+    SUMMARY.parent.mkdir(parents=True, exist_ok=True)
+    (SUMMARY.parent / "soak.png").write_bytes(png.read_bytes())  # the chart the README links to
     rule = (f"over the second half: the least-squares rise of RSS of api, scorer and notifier and "
             f"of Redis used_memory < {MB_PER_10MIN:g} MB per 10 min (at least {MB_FLOOR:g} MB); scorer and notifier lag slope < {RATE * 2:,} "
             f"records/10 min and last lag < {RATE * 10:,}; all processes alive; every event "
