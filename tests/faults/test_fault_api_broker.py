@@ -12,7 +12,9 @@ asserts they are 0.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -21,14 +23,18 @@ from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
 from redis.asyncio import Redis
 
 from services.common.embedded import Server, free_port, start_broker
 from services.common.kafka import ensure_topics
 from services.common.redisconn import Keys, make_redis
 from services.common.settings import Settings
+from services.notifier.webhooks import add_subscription
 from tests.data import T0, iso
 from tests.faults.tcpproxy import Mode, TcpProxy
+from tests.kafkatools import read_all
+from tests.peers import LoopbackHttp
 from tests.procs import ServiceProcess
 from tests.reliability import record
 
@@ -266,6 +272,31 @@ OUTAGES: tuple[tuple[Mode, float], ...] = (("blackhole", 6.0), ("refuse", 4.0))
 BEFORE, DURING, AFTER, SIZE = 8, 4, 4, 40
 
 
+class Receiver(LoopbackHttp):
+    """A webhook receiver that is always up: what the notifier delivers, by change id."""
+
+    path = "/hook"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: list[str] = []
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        self.ids.append(json.loads(await request.read())["id"])
+        return web.Response(status=200)
+
+
+def with_complaints(batches: list[list[dict[str, Any]]], indices: list[int]) -> None:
+    """The last event of each batch in ``indices`` becomes a high-severity open complaint
+    (same id, customer and time): its customer's tier rises, so risk changes are made before
+    and right after each cut and the notifier has something to deliver."""
+    for b in indices:
+        last = batches[b][-1]
+        batches[b][-1] = {**{k: last[k] for k in ("event_id", "customer_id", "occurred_at",
+                                                  "store_id")},
+                          "type": "complaint", "severity": "high", "status": "open"}
+
+
 @pytest.fixture
 def proxied_broker(tmp_path: Path) -> Iterator[tuple[Server, TcpProxy]]:
     """A broker of this test's own behind a TCP proxy: it advertises the proxy's port, so
@@ -303,24 +334,34 @@ async def test_broker_unreachable_503_then_recovers_without_restart(
     """Batches get 202; the network to the broker is cut twice (live connections reset, new
     ones held mute, then refused): POST answers 503 in bounded time, saying so, and /ready
     tells; after the network is back, with no process restarted, the refused batches and new
-    ones get 202 and the scorer resumes by itself: every acknowledged event scored exactly
-    once."""
+    ones get 202 and the scorer and the notifier resume by themselves: every acknowledged
+    event scored exactly once, every risk change delivered to the webhook exactly once."""
     t_start = time.monotonic()
     _, proxy = proxied_broker
     settings = settings_factory(create_topics=False, kafka_bootstrap=proxy.address,
-                                kafka_request_timeout_ms=REQUEST_TIMEOUT_MS, **QUIET)
+                                kafka_request_timeout_ms=REQUEST_TIMEOUT_MS,
+                                webhook_allow_private=True, **QUIET)
     await ensure_topics(settings)  # through the proxy
     per_outage = DURING + AFTER
     batches = make_batches("u", BEFORE + len(OUTAGES) * per_outage, SIZE)
+    with_complaints(batches, [BEFORE - 1, *(BEFORE + n * per_outage + i
+                                            for n in range(len(OUTAGES)) for i in (0, DURING))])
     scorer = ServiceProcess("scorer", settings, tmp_path / "scorer.log",
                             health_port_setting="scorer_metrics_port")
     api = ServiceProcess("api", settings, tmp_path / "api.log", health_port_setting="api_port")
+    notifier = ServiceProcess("notifier", settings, tmp_path / "notifier.log",
+                              health_port_setting="notifier_metrics_port")
+    receiver = Receiver()
     redis = make_redis(settings)
     acked: set[int] = set()
     measured: dict[str, Any] = {}
     try:
-        await start_all(api, scorer)
-        pids = (api.proc and api.proc.pid, scorer.proc and scorer.proc.pid)
+        await receiver.up()
+        await add_subscription(redis, Keys(settings.redis_prefix), url=receiver.url,
+                               secret="fault-broker-webhook-secret")
+        await start_all(api, scorer, notifier)
+        procs = (api, scorer, notifier)
+        pids = tuple(p.proc and p.proc.pid for p in procs)
         async with httpx.AsyncClient(base_url=api.url, headers=AUTH, timeout=30.0) as client:
             for b in range(BEFORE):
                 a = await post(client, b, batches[b])
@@ -375,35 +416,53 @@ async def test_broker_unreachable_503_then_recovers_without_restart(
             status = await wait_scored(client, len(batches) * SIZE)
             measured["all_scored_after_last_restore_seconds"] = round(
                 time.monotonic() - restored_at, 2)
-        assert (api.proc and api.proc.pid, scorer.proc and scorer.proc.pid) == pids
-        assert api.proc is not None and api.proc.poll() is None, "the API died"
-        assert scorer.proc is not None and scorer.proc.poll() is None, "the scorer died"
+        changes = {json.loads(r.value)["id"] for r in
+                   await read_all(settings, settings.topic_risk_changes, idle_ms=800)}
+        deadline = time.monotonic() + 30
+        while not changes <= set(receiver.ids) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        measured["all_delivered_after_last_restore_seconds"] = round(
+            time.monotonic() - restored_at, 2)
+        await asyncio.sleep(1.0)  # a duplicate delivery would arrive by now
+        delivered = Counter(receiver.ids)
+        assert tuple(p.proc and p.proc.pid for p in procs) == pids
+        for p in procs:
+            assert p.proc is not None and p.proc.poll() is None, f"the {p.command} died"
+        assert changes, "the complaints should have moved tiers"
 
         counted = await tally(redis, settings, batches, acked)
+        undelivered = len(changes - set(delivered))
+        delivered_twice = sum(n - 1 for n in delivered.values()) + len(set(delivered) - changes)
         modes = " then ".join(f"{s:.0f} s {m}" for m, s in OUTAGES)
         record(kind="fault", name="broker-unreachable",
                tried=f"the network to the broker cut twice ({modes}: live connections reset, "
-                     "new ones held mute, then refused) and restored; no process restarted",
+                     "new ones held mute, then refused) and restored under API, scorer and "
+                     "notifier; no process restarted",
                load=f"{counted.sent:,} events in {len(batches)} batches of {SIZE}: {BEFORE} "
                     f"before, then per outage {DURING} during it (503, resent after) and "
-                    f"{AFTER} after",
+                    f"{AFTER} after; complaints that move tiers; one webhook subscription",
                checked=f"503 with a retry message within {REFUSE_BOUND_S:.1f} s during a cut, "
-                       "never 202 or 500, /ready names the broker; afterwards 202 again and "
-                       "every acknowledged event scored exactly once by the same scorer",
-               sent=counted.sent, lost=counted.lost, doubled=counted.doubled,
+                       "never 202 or 500, /ready names the broker; afterwards 202 again, every "
+                       "acknowledged event scored exactly once and every risk change delivered "
+                       "to the webhook exactly once, by the same processes",
+               sent=counted.sent, lost=counted.lost + undelivered,
+               doubled=counted.doubled + delivered_twice,
                test="tests/faults/test_fault_api_broker.py::"
                     "test_broker_unreachable_503_then_recovers_without_restart",
                measured={**measured,
                          "duplicates_discarded_by_scorer": counted.duplicate_total,
+                         "risk_changes": len(changes),
                          "proxy_connections_reset_or_held": proxy.refused,
                          "test_seconds": round(time.monotonic() - t_start, 1)})
         assert counted.lost == 0 and counted.doubled == 0, counted
+        assert (undelivered, delivered_twice) == (0, 0), (changes, delivered)
         assert counted.acked == counted.sent == len(batches) * SIZE
         assert counted.unexpected == 0 and not counted.mismatched, counted
         assert counted.applied_total == counted.sent
         assert status["events_accepted_total"] == counted.sent
     finally:
         proxy.restore()
-        for p in (api, scorer):
+        for p in (api, scorer, notifier):
             p.stop()
+        await receiver.down()
         await redis.aclose()
