@@ -30,10 +30,12 @@ tools: ## Install prometheus + promtool (Debian package) when missing
 	       "sudo apt-get install -y --no-install-recommends prometheus" >&2; \
 	fi
 
-$(STAMP): pyproject.toml
+# The exact versions of requirements.lock (what `make audit` checks) are what gets installed.
+# To move a pin: `$(BIN)/pip install -U <package>` in .venv, run the tests, then `make lock`.
+$(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip "setuptools>=78.1.1"  # older: CVE-2022-40897, CVE-2024-6345, CVE-2025-47273
-	$(BIN)/python -m pip install --quiet -e '.[embedded,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[embedded,dev]' -c requirements.lock
 	@touch $(STAMP)
 
 run: $(STAMP) ## Start the embedded stack with a demo POS feed (DEMO=0: without the feed)

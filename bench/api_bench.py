@@ -24,7 +24,6 @@ import asyncio
 import json
 import os
 import random
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from typing import Any
 
 import httpx
 
+from bench.pipeline import summary
 from services.common.embedded import (
     die_with_parent,
     free_port,
@@ -59,16 +59,6 @@ PAGES = int(os.environ.get("BENCH_PAGES", "1000"))
 READS = int(os.environ.get("BENCH_READS", "3000"))
 INGEST_RATE = float(os.environ.get("BENCH_INGEST_RATE", "2000"))
 RESULTS = Path(__file__).parent / "results"
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def summary(ms: list[float]) -> dict[str, float]:
-    return {"n": len(ms), "p50_ms": round(statistics.median(ms), 2),
-            "p99_ms": round(pct(ms, 0.99), 2), "max_ms": round(max(ms), 2)}
 
 
 def snapshot(settings: Settings) -> tuple[str, float]:

@@ -117,7 +117,7 @@ async def scorer_run(settings: Settings, n: int, workdir: Path) -> dict[str, Any
         assert t0 is not None
         rate = (n - start_count) / max(time.monotonic() - t0, 1e-9)
         info = await redis.info("memory")
-        customers = len({k.split("}")[0] for k in await redis.keys(f"{keys.prefix}:c:*")})
+        customers = len({str(k).split("}")[0] for k in await redis.keys(f"{keys.prefix}:c:*")})
         memory_per_customer = info["used_memory"] / max(customers, 1)
 
         # Steady moderate load: event -> queryable latency from the scorer's own histogram.
