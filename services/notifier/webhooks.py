@@ -16,6 +16,7 @@ import json
 import re
 import secrets
 import socket
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -61,6 +62,25 @@ def _resolve(host: str, port: int) -> list[IPAddress]:
     return out
 
 
+def checked_addresses(host: str, port: int, *, allow_private: bool, shown: str | None = None,
+                      lookup: Callable[[str, int], list[IPAddress]] | None = None
+                      ) -> list[IPAddress]:
+    """The addresses ``host`` resolves to, all of them allowed as webhook targets, or raise
+    ValueError (:class:`TargetUnresolvable` when it does not resolve). The webhook channel
+    calls this again when it opens a connection and connects only to these addresses, so a
+    DNS answer that changes after the check (DNS rebinding) cannot reach a private address."""
+    addresses = (lookup or _resolve)(host, port)
+    if not allow_private:
+        for ip in addresses:
+            why = _refusal(ip)
+            if why is not None:
+                raise ValueError(
+                    f"the webhook host {shown or host!r} resolves to {ip}, a {why} address; use a "
+                    "public address, or set CHURNWATCH_WEBHOOK_ALLOW_PRIVATE=true for local receivers"
+                )
+    return addresses
+
+
 def validate_target(url: str, *, allow_private: bool) -> str:
     """Return ``url`` normalised, or raise ValueError saying what to fix.
 
@@ -97,15 +117,7 @@ def validate_target(url: str, *, allow_private: bool) -> str:
     except UnicodeError:
         raise ValueError(f"the host {host!r} is not a valid domain name") from None
 
-    addresses = _resolve(ascii_host, port)
-    if not allow_private:
-        for ip in addresses:
-            why = _refusal(ip)
-            if why is not None:
-                raise ValueError(
-                    f"the webhook host {host!r} resolves to {ip}, a {why} address; use a public "
-                    "address, or set CHURNWATCH_WEBHOOK_ALLOW_PRIVATE=true for local receivers"
-                )
+    checked_addresses(ascii_host, port, allow_private=allow_private, shown=host)
 
     netloc = f"[{ascii_host}]" if ":" in ascii_host else ascii_host
     if parts.port is not None and parts.port != _DEFAULT_PORTS[scheme]:

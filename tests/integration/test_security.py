@@ -35,10 +35,15 @@ from services.common.settings import Settings
 from services.ingest.app import create_app
 from services.notifier.acks import is_acknowledged
 from services.notifier.channels.base import Message
-from services.notifier.channels.webhook import WebhookChannel
+from services.notifier.channels.webhook import WebhookChannel, checked_transport
 from services.notifier.escalation import Escalations
 from services.notifier.inbound import decode_risk_change
-from services.notifier.webhooks import add_subscription, display_url
+from services.notifier.webhooks import (
+    IPAddress,
+    add_subscription,
+    checked_addresses,
+    display_url,
+)
 from tests.conftest import LOG_DIR, make_test_settings
 from tests.integration.test_api_queries import Seeder
 from tests.integration.test_notifier import notifier, produce_changes, risk_change
@@ -501,20 +506,55 @@ async def test_webhook_targets_are_public_http_only(api, settings_factory) -> No
                 problems.append(f"redirect followed: {outer.hits} then {inner.hits} request(s)")
     await channel.aclose()
     await redis.aclose()
+    problems += await _dns_rebinding_problems()
     record(kind="security", name="webhook-ssrf",
            tried="register loopback, private, link-local, metadata, IPv6, integer/octal-encoded "
            "and non-http webhook targets through the API; deliver to loopback subscriptions "
            "written straight into Redis (this tenant's and another's); a receiver redirecting "
-           "to another local receiver",
+           "to another local receiver; a host name whose DNS answer turns private after the "
+           "check (DNS rebinding)",
            load=f"{len(PRIVATE_TARGETS)} private + {len(BAD_SCHEMES)} malformed targets, "
-           "2 deliveries refused at delivery time, 1 redirect",
+           "2 deliveries refused at delivery time, 1 redirect, 2 connections by a rebinding name",
            checked="422 naming CHURNWATCH_WEBHOOK_ALLOW_PRIVATE (or the scheme), nothing stored; "
            "no request reaches a private address; refusals dead-lettered once with the reason, "
-           "never retried; redirects not followed; other tenants' subscriptions get nothing",
-           sent=len(PRIVATE_TARGETS) + len(BAD_SCHEMES) + 3, lost=len(problems), doubled=0,
+           "never retried; redirects not followed; other tenants' subscriptions get nothing; "
+           "the connection goes to the address that was checked, never to a second lookup's",
+           sent=len(PRIVATE_TARGETS) + len(BAD_SCHEMES) + 5, lost=len(problems), doubled=0,
            test="tests/integration/test_security.py::test_webhook_targets_are_public_http_only",
            measured={"seconds": round(time.monotonic() - started, 2)})
     assert not problems, "\n".join(problems)
+
+
+async def _dns_rebinding_problems() -> list[str]:
+    """The webhook client resolves and checks the host when it opens the connection and
+    connects to exactly the address it checked. A fake DNS (the only one this test controls)
+    answers for a name the system cannot resolve: the request arrives only because no second
+    lookup happened; when the answer is private and private targets are not allowed, nothing
+    arrives."""
+    problems: list[str] = []
+    loopback = [ipaddress.ip_address("127.0.0.1")]
+
+    def fake_dns(host: str, port: int) -> list[IPAddress]:
+        return loopback if host == "rebind.invalid" else []
+
+    async with Hook() as hook:
+        url = f"http://rebind.invalid:{hook.port}{hook.path}"
+        for allow_private in (True, False):
+            transport = checked_transport(lambda h, p, a=allow_private: checked_addresses(
+                h, p, allow_private=a, lookup=fake_dns))
+            async with httpx.AsyncClient(transport=transport, trust_env=False) as client:
+                try:
+                    r = await client.post(url, content=b"{}")
+                    outcome = f"HTTP {r.status_code}"
+                except httpx.ConnectError as exc:
+                    outcome = f"refused: {exc}"
+            if allow_private and outcome != "HTTP 200":
+                problems.append(f"the checked address was not used for the connection: {outcome}")
+            if not allow_private and "loopback" not in outcome:
+                problems.append(f"a name resolving to loopback was connected to: {outcome}")
+        if hook.hits != 1:
+            problems.append(f"the receiver got {hook.hits} requests, expected exactly 1")
+    return problems
 
 
 def _resolves_public(host: str) -> bool:

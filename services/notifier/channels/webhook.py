@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
+import httpcore
 import httpx
 
 from services.common.exceptions import DeliveryError
@@ -11,25 +14,70 @@ from services.common.riskchange import CONTENT_TYPE
 from services.notifier.channels.base import ChannelName, Message
 from services.notifier.channels.httpstatus import check_response, transport_error
 from services.notifier.signing import DELIVERY_HEADER, SIGNATURE_HEADER, sign
-from services.notifier.webhooks import TargetUnresolvable, display_url, validate_target
+from services.notifier.webhooks import (
+    IPAddress,
+    TargetUnresolvable,
+    checked_addresses,
+    display_url,
+    validate_target,
+)
 
 USER_AGENT = "churnwatch-notifier/1"
+Resolver = Callable[[str, int], list[IPAddress]]
+
+
+class CheckedBackend(httpcore.AsyncNetworkBackend):
+    """Opens a connection only to an address that passes the webhook target check, resolved
+    here, at connect time, and connects to that very address: between the check and the
+    connection there is no second DNS lookup for a rebinding answer to slip into."""
+
+    def __init__(self, resolve: Resolver):
+        self._resolve = resolve
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                          local_address: str | None = None,
+                          socket_options: Any = None) -> httpcore.AsyncNetworkStream:
+        try:
+            addresses = await asyncio.to_thread(self._resolve, host, port)
+        except ValueError as exc:  # refused or unresolvable now: the delivery is retried
+            raise httpcore.ConnectError(str(exc)) from None
+        error: Exception = httpcore.ConnectError(f"{host!r} resolves to no address")
+        for ip in addresses:
+            try:
+                return await self._inner.connect_tcp(str(ip), port, timeout=timeout,
+                                                     local_address=local_address,
+                                                     socket_options=socket_options)
+            except httpcore.ConnectError as exc:
+                error = exc
+        raise error
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None,
+                                  socket_options: Any = None) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("a unix socket is not a webhook target")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
 
 
 class WebhookChannel:
     name: ChannelName = "webhook"
 
     def __init__(self, *, timeout_s: float, allow_private: bool,
-                 client: httpx.AsyncClient | None = None):
+                 client: httpx.AsyncClient | None = None, resolve: Resolver | None = None):
         self.allow_private = allow_private
-        self._client = client or httpx.AsyncClient(timeout=timeout_s, follow_redirects=False,
-                                                   trust_env=False)
+        self._resolve: Resolver = resolve or (
+            lambda host, port: checked_addresses(host, port, allow_private=allow_private))
+        self._client = client or httpx.AsyncClient(
+            timeout=timeout_s, follow_redirects=False, trust_env=False,
+            transport=checked_transport(self._resolve))
 
     async def send(self, message: Message) -> None:
         what = f"webhook {display_url(message.to)}"
         try:  # again at delivery time: the DNS answer may have changed since subscription
             url = await asyncio.to_thread(validate_target, message.to,
                                           allow_private=self.allow_private)
+            # (and once more when the connection opens: see CheckedBackend)
         except TargetUnresolvable as exc:
             raise DeliveryError(f"{what}: {exc}") from None
         except ValueError as exc:
@@ -50,3 +98,15 @@ class WebhookChannel:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def checked_transport(resolve: Resolver) -> httpx.AsyncHTTPTransport:
+    """httpx's own transport (TLS, pooling and Host/SNI by the URL's host name as usual) whose
+    connections are opened by :class:`CheckedBackend`."""
+    transport = httpx.AsyncHTTPTransport(trust_env=False)
+    pool = transport._pool  # noqa: SLF001 - httpx has no public hook for the network backend
+    if not hasattr(pool, "_network_backend"):
+        raise RuntimeError("httpcore's connection pool changed: the webhook address check "
+                           "cannot be installed (see services/notifier/channels/webhook.py)")
+    pool._network_backend = CheckedBackend(resolve)  # noqa: SLF001
+    return transport
