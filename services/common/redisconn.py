@@ -83,7 +83,12 @@ class Keys:
         """Every key churnwatch keeps for one customer: what erasure deletes. A new
         per-customer key must be listed here."""
         base = self.customer_base(customer_id, tenant)
-        return [f"{base}:{suffix}" for suffix in CUSTOMER_KEY_SUFFIXES]
+        return [*(f"{base}:{suffix}" for suffix in CUSTOMER_KEY_SUFFIXES),
+                self.episode(customer_id, tenant)]
+
+    def episode(self, customer_id: str, tenant: str = DEFAULT_TENANT) -> str:
+        """The notifier's alert episode of a customer (ids and tiers of the alerts sent)."""
+        return self.notifier_key("ep:" + customer_token(customer_id, tenant))
 
     def profile(self, customer_id: str, tenant: str = DEFAULT_TENANT) -> str:
         """The customer's profile (owner, contact, consent...), a JSON string."""

@@ -14,7 +14,7 @@ import json
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
-from services.common.redisconn import Keys, customer_token
+from services.common.redisconn import Keys
 from services.common.riskchange import RiskChange
 from services.notifier.policy import Episode, decide_episode, rate_window
 from services.notifier.routing import RateLimit
@@ -43,7 +43,7 @@ class EpisodeLedger:
         self.keys = keys
 
     def key(self, change: RiskChange) -> str:
-        return self.keys.notifier_key("ep:" + customer_token(change.customer_id, change.tenant_id))
+        return self.keys.episode(change.customer_id, change.tenant_id)
 
     async def decide(self, change: RiskChange, event_id: str) -> str:
         """The episode decision for ``change`` (see :func:`decide_episode`), recorded."""
