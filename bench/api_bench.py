@@ -24,7 +24,6 @@ import asyncio
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import threading
@@ -38,11 +37,10 @@ import httpx
 
 from bench.pipeline import summary
 from services.common.embedded import (
-    die_with_parent,
+    ServiceProcess,
     free_port,
     start_broker,
     start_redis,
-    stop_process,
 )
 from services.common.kafka import ensure_topics
 from services.common.redisconn import Keys, customer_token, make_redis
@@ -176,7 +174,7 @@ def main() -> int:
     home = Path(tempfile.mkdtemp(prefix="cw-api-bench-"))
     broker, redis_server = start_broker(log_path=home / "broker.log"), start_redis(
         log_path=home / "redis.log")
-    proc = None
+    api: ServiceProcess | None = None
     try:
         run = uuid.uuid4().hex[:8]
         port = free_port()
@@ -188,17 +186,8 @@ def main() -> int:
         asyncio.run(ensure_topics(settings))
         ranked = asyncio.run(populate(settings))
         _load_priorities(settings, ranked)
-        env = {**os.environ, **settings.to_env()}
-        log = open(home / "api.log", "ab")  # noqa: SIM115
-        proc = subprocess.Popen([sys.executable, "-m", "services.cli.main", "api"], env=env,
-                                stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        api = ServiceProcess("api", settings, home / "api.log", port=port).start()
+        url = api.url
         result = {"customers_in_index": CUSTOMERS, "customers_with_state": WITH_STATE,
                   "cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()[0],
                   "at_risk_limit_100": bench_at_risk(url, ranked),
@@ -214,7 +203,8 @@ def main() -> int:
         print(f"written to {out}")
         return 0
     finally:
-        stop_process(proc)
+        if api is not None:
+            api.stop()
         broker.stop()
         redis_server.stop()
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,13 +49,7 @@ from typing import Any
 import httpx
 from aiokafka import TopicPartition
 
-from services.common.embedded import (
-    die_with_parent,
-    free_port,
-    start_broker,
-    start_redis,
-    stop_process,
-)
+from services.common.embedded import ServiceProcess, free_port, start_broker, start_redis
 from services.common.kafka import ensure_topics, make_consumer, make_producer
 from services.common.redisconn import Keys, make_redis
 from services.common.settings import Settings, load_settings
@@ -98,37 +91,10 @@ def _iso(dt: datetime) -> str:
 
 
 # processes ----------------------------------------------------------------------------------
-class Service:
-    """``churnwatch <command>`` as a child process with the bench's settings."""
-
-    def __init__(self, command: str, settings: Settings, log: Path, port: int):
-        self.command, self.port = command, port
-        env = {**os.environ, **settings.to_env()}
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "services.cli.main", command],
-                                         env=env, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
-        self.log = log
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.command} exited {self.proc.returncode}; see {self.log}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"{self.command} not ready after {timeout:.0f} s; see {self.log}")
-
-    def stop(self) -> None:
-        stop_process(self.proc, 20)
+def start_service(command: str, settings: Settings, log: Path, port: int) -> ServiceProcess:
+    """``churnwatch <command>`` started as a child with the bench's settings (its port is the
+    one they name); wait with ``wait_ready``."""
+    return ServiceProcess(command, settings, log, port=port).start(wait_ready=False)
 
 
 def bench_settings(broker: str, redis: str, name: str, **extra: Any) -> Settings:
@@ -212,7 +178,7 @@ async def ingest_phase(broker: str, redis: str, home: Path) -> dict[str, Any]:
     batches = ingest_events(INGEST_EVENTS, settings.redis_prefix)
     bodies = [json.dumps(b, separators=(",", ":")).encode() for b in batches]
     bare = await bare_producer(settings, bare_topic, batches)
-    api = Service("api", settings, home / "api-ingest.log", settings.api_port)
+    api = start_service("api", settings, home / "api-ingest.log", settings.api_port)
     try:
         await asyncio.to_thread(api.wait_ready)
         # warm-up: a small batch (connections, the producer's metadata), not counted
@@ -242,13 +208,13 @@ async def applied(redis: Any, keys: Keys) -> int:
     return int(await redis.hget(keys.stats, "events_applied_total") or 0)
 
 
-async def wait_applied(redis: Any, keys: Keys, n: int, scorer: Service, timeout: float) -> float:
+async def wait_applied(redis: Any, keys: Keys, n: int, scorer: ServiceProcess, timeout: float) -> float:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if await applied(redis, keys) >= n:
             return time.monotonic()
-        if scorer.proc.poll() is not None:
-            raise RuntimeError(f"the scorer exited; see {scorer.log}")
+        if scorer.proc is None or scorer.proc.poll() is not None:
+            raise RuntimeError(f"the scorer exited; see {scorer.log_path}")
         await asyncio.sleep(0.02)
     raise TimeoutError(f"the scorer applied {await applied(redis, keys)} of {n} events in "
                        f"{timeout:.0f} s")
@@ -401,8 +367,8 @@ async def e2e_and_latency(broker: str, redis_addr: str, home: Path
     batches = [events[i:i + BATCH] for i in range(0, len(events), BATCH)]
     bodies = [json.dumps(b, separators=(",", ":")).encode() for b in batches]
     redis = make_redis(settings)
-    api = Service("api", settings, home / "api.log", settings.api_port)
-    scorer = Service("scorer", settings, home / "scorer.log", settings.scorer_metrics_port)
+    api = start_service("api", settings, home / "api.log", settings.api_port)
+    scorer = start_service("scorer", settings, home / "scorer.log", settings.scorer_metrics_port)
     tail = RiskTail(settings)
     try:
         await asyncio.to_thread(api.wait_ready)

@@ -56,7 +56,7 @@ from aiohttp import web
 from aiokafka import TopicPartition
 
 from bench.machine import describe, one_line
-from bench.pipeline import Service, _iso, bench_settings, pct
+from bench.pipeline import _iso, bench_settings, pct, start_service
 from bench.run import _histogram, _quantile
 from services.common.embedded import free_port, start_broker, start_redis
 from services.common.kafka import end_offsets, ensure_topics, make_consumer
@@ -307,11 +307,11 @@ async def run(stamp: str) -> int:
     await web.TCPSite(runner, "127.0.0.1", hook_port).start()
     await add_subscription(redis, soak.keys, url=f"http://127.0.0.1:{hook_port}/hook", secret=SECRET)
     services = {
-        "api": Service("api", settings, home / "api.log", settings.api_port),
-        "scorer": Service("scorer", settings, home / "scorer.log", settings.scorer_metrics_port),
-        "notifier": Service("notifier", settings, home / "notifier.log", settings.notifier_metrics_port),
+        "api": start_service("api", settings, home / "api.log", settings.api_port),
+        "scorer": start_service("scorer", settings, home / "scorer.log", settings.scorer_metrics_port),
+        "notifier": start_service("notifier", settings, home / "notifier.log", settings.notifier_metrics_port),
     }
-    procs = {name: psutil.Process(svc.proc.pid) for name, svc in services.items()}
+    procs = {name: psutil.Process(svc.proc.pid) for name, svc in services.items() if svc.proc}
     procs["broker"] = psutil.Process(broker.proc.pid)
     procs["redis"] = psutil.Process(redis_server.proc.pid)
     consumer = make_consumer(settings, group_id=None, fetch_max_wait_ms=100)
@@ -371,7 +371,8 @@ async def run(stamp: str) -> int:
             await asyncio.sleep(2.0)  # anything doubled would show by now
             eraser.cancel()
             await asyncio.gather(eraser, return_exceptions=True)
-            alive = {name: svc.proc.poll() is None for name, svc in services.items()}
+            alive = {name: svc.proc is not None and svc.proc.poll() is None
+                     for name, svc in services.items()}
             applied = int(await redis.hget(soak.keys.stats, "events_applied_total") or 0)
             twice = sum(len(v) - 1 for v in soak.delivered.values() if len(v) > 1)
             dup_ids = sum(n - 1 for n in soak.deliveries.values() if n > 1)

