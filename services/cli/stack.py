@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from services.common.embedded import (
 )
 from services.common.exceptions import ConfigError
 from services.common.kafka import ensure_topics, make_consumer
+from services.common.logs import mask_url_credentials
 from services.common.settings import Settings
 
 READY_TIMEOUT = 120.0
@@ -157,7 +157,7 @@ class Stack:
             "api_url": f"{base}:{api_port}",
             "kafka_bootstrap": env_settings.kafka_bootstrap,
             # never the password of a CHURNWATCH_REDIS_URL (stack.json is not a secret store)
-            "redis_url": re.sub(r"//([^/@:]*):[^/@]*@", r"//\1:***@", env_settings.redis_url),
+            "redis_url": mask_url_credentials(env_settings.redis_url),
             "topics": {"events": s.topic_events, "risk_changes": s.topic_risk_changes,
                        "events_dlq": s.topic_events_dlq,
                        "notifications_dlq": s.topic_notifications_dlq},

@@ -77,3 +77,11 @@ def mask_email(value: str) -> str:
 def mask_phone(value: str) -> str:
     digits = value.strip()
     return ("*" * max(len(digits) - 3, 0)) + digits[-3:] if len(digits) > 3 else "***"
+
+
+_URL_CREDENTIALS = re.compile(r"//[^/@\s]*@")
+
+
+def mask_url_credentials(text: str) -> str:
+    """``scheme://user:password@host`` -> ``scheme://***@host`` wherever it occurs in ``text``."""
+    return _URL_CREDENTIALS.sub("//***@", text)

@@ -17,6 +17,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common.exceptions import ConfigError
+from services.common.logs import mask_url_credentials
 
 Scope = Literal["ingest", "read", "admin"]
 SCOPES: tuple[Scope, ...] = ("ingest", "read", "admin")
@@ -345,7 +346,7 @@ def _describe(err: dict[str, object]) -> str:
     if any(word in loc[0] for word in ("api_keys", "password", "token", "secret")):
         shown = ""
     elif "url" in loc[0] or "bootstrap" in loc[0]:
-        shown = re.sub(r"//[^/@\s]*@", "//***@", shown)  # credentials inside a URL
+        shown = mask_url_credentials(shown)
     return f"{name}: {msg}{shown}"
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import re
 import secrets
 import socket
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis
 
+from services.common.logs import mask_url_credentials
 from services.common.redisconn import Keys
 
 MIN_SECRET_LENGTH = 16
@@ -97,7 +97,7 @@ def validate_target(url: str, *, allow_private: bool) -> str:
     if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
         raise ValueError("the webhook url contains whitespace or control characters; percent-encode them")
     parts = urlsplit(url)
-    shown = re.sub(r"//[^/@]*@", "//***@", url)  # errors never echo user:password@
+    shown = mask_url_credentials(url)  # errors never echo user:password@
     scheme = parts.scheme.lower()
     if scheme not in _DEFAULT_PORTS:
         raise ValueError(f"the webhook url {shown!r} uses scheme {parts.scheme or '(none)'!r}; "
