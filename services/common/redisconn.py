@@ -181,10 +181,13 @@ class Keys:
         return f"{self.customer_base(customer_id, tenant)}:dl"
 
     # notifier -----------------------------------------------------------------------
-    def ack(self, alert_id: str) -> str:
-        """Acknowledgement of one alert (alert id = the risk-change CloudEvent ``id``): JSON
-        ``{"by", "at"}``; written by :func:`services.notifier.acks.acknowledge`."""
-        return f"{self.prefix}:ack:{alert_id}"
+    def ack(self, alert_id: str, tenant: str = DEFAULT_TENANT) -> str:
+        """Acknowledgement of one alert of ``tenant`` (alert id = the risk-change CloudEvent
+        ``id``): JSON ``{"by", "at"}``; written by :func:`services.notifier.acks.acknowledge`.
+        One tenant's key cannot name another tenant's acknowledgement."""
+        if tenant == DEFAULT_TENANT:
+            return f"{self.prefix}:ack:{alert_id}"
+        return f"{self.prefix}:ack:{_tag(tenant)}/{alert_id}"
 
     def notifier_key(self, name: str) -> str:
         """Notifier-private keys (episodes, digests, rate limits, escalations):

@@ -3,8 +3,7 @@ notifier's escalation share.
 
 ``alert_id`` is the ``id`` of the risk-change CloudEvent that raised the alert (the same id
 every channel's message carries). An acknowledgement is one Redis string under
-``Keys.ack(alert_id)`` (``Keys.ack("<tenant>/<alert_id>")`` for a tenant other than ``default``:
-one tenant's key cannot acknowledge another tenant's alert) holding JSON ``{"by": "<staff id or name>", "at": <unix seconds>}``,
+``Keys.ack(alert_id, tenant)`` (one tenant's key cannot acknowledge another tenant's alert) holding JSON ``{"by": "<staff id or name>", "at": <unix seconds>}``,
 kept ``ACK_TTL_SECONDS``. The first acknowledgement wins; later ones change nothing.
 
 Escalation (a high-risk alert not acknowledged within ``notifier_escalate_after_s`` goes to
@@ -38,10 +37,6 @@ def _check(alert_id: str, by: str | None = None) -> None:
         raise InvalidAck(f"'by' must be 1..{MAX_BY_LENGTH} characters, got {len(by)}")
 
 
-def _key(keys: Keys, alert_id: str, tenant: str) -> str:
-    return keys.ack(alert_id if tenant == "default" else f"{tenant}/{alert_id}")
-
-
 async def acknowledge(redis: Redis, keys: Keys, alert_id: str, by: str,
                       *, now: float | None = None, tenant: str = "default") -> bool:
     """Record that ``by`` acknowledged ``alert_id``. True when this call recorded it, False
@@ -49,7 +44,7 @@ async def acknowledge(redis: Redis, keys: Keys, alert_id: str, by: str,
     Raises :class:`InvalidAck` for an empty or over-long id or ``by``."""
     _check(alert_id, by)
     value = json.dumps({"by": by, "at": time.time() if now is None else now})
-    created = await redis.set(_key(keys, alert_id, tenant), value, nx=True, ex=ACK_TTL_SECONDS)
+    created = await redis.set(keys.ack(alert_id, tenant), value, nx=True, ex=ACK_TTL_SECONDS)
     return bool(created)
 
 
@@ -57,14 +52,14 @@ async def is_acknowledged(redis: Redis, keys: Keys, alert_id: str,
                           tenant: str = "default") -> bool:
     """Whether anyone of ``tenant`` acknowledged ``alert_id``."""
     _check(alert_id)
-    return bool(await redis.exists(_key(keys, alert_id, tenant)))
+    return bool(await redis.exists(keys.ack(alert_id, tenant)))
 
 
 async def get_acknowledgement(redis: Redis, keys: Keys, alert_id: str,
                               tenant: str = "default") -> dict[str, Any] | None:
     """``{"by", "at"}`` of the acknowledgement, or None."""
     _check(alert_id)
-    raw = await redis.get(_key(keys, alert_id, tenant))
+    raw = await redis.get(keys.ack(alert_id, tenant))
     if raw is None:
         return None
     value: dict[str, Any] = json.loads(raw)
