@@ -5,8 +5,26 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Path, Query
+from starlette.convertors import Convertor, register_url_convertor
 
 _NO_CONTROL = r"^[^\x00-\x1f\x7f]+$"
+
+
+class _AnyPath(Convertor[str]):
+    """Starlette's ``path`` (ids may contain "/"), but its ``.*`` stops at a newline, so an id
+    holding one matched no route (a bare 404). This one matches any character, and the id's
+    own validation answers 422 naming the parameter."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anypath", _AnyPath())  # routes: "/v1/customers/{customer_id:anypath}"
 
 CustomerId = Annotated[str, Path(min_length=1, max_length=128, pattern=_NO_CONTROL,
                                  description="The customer's id as sent in events.",

@@ -158,3 +158,11 @@ def test_openapi_documents_the_ingest_body(api) -> None:
     assert "requestBody" in post
     assert {"TransactionEvent", "VisitEvent", "ComplaintEvent"} <= set(spec["components"]["schemas"])
     assert httpx.get(f"{proc.url}/docs").status_code == 200
+
+
+def test_an_id_with_a_control_character_is_a_422_naming_it_not_a_bare_404(api) -> None:
+    proc, _ = api
+    for method, path in (("GET", "/v1/customers/a%0Ab/risk"), ("DELETE", "/v1/customers/a%0Ab")):
+        r = httpx.request(method, f"{proc.url}{path}", headers=ADMIN)
+        assert r.status_code == 422, (method, r.status_code, r.text)
+        assert r.json()["detail"][0]["loc"] == ["path", "customer_id"]

@@ -24,7 +24,7 @@ AlertId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-
                               examples=["3f1c0a9e5b7d4e2f8a6b1c0d9e8f7a6b"])]
 
 
-@router.post("/v1/customers/{customer_id:path}/actions", response_model=Action,
+@router.post("/v1/customers/{customer_id:anypath}/actions", response_model=Action,
              status_code=status.HTTP_201_CREATED,
              summary="Record a staff action on an at-risk customer",
              description="called, coupon_sent, exclusive_offer, complaint_resolved or other; "

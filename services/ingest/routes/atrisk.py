@@ -47,7 +47,7 @@ async def at_risk(res: Res, key: ReadKey, tier: TierName = "high", store: StoreF
 
 
 @router.get(
-    "/v1/customers/{customer_id:path}/timeline",
+    "/v1/customers/{customer_id:anypath}/timeline",
     response_model=Timeline,
     summary="What happened to a customer, newest first",
     description="Tier changes, notifications sent about them (with delivery status), staff "

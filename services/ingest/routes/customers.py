@@ -26,7 +26,7 @@ router = APIRouter(tags=["customers"])
 
 
 @router.get(
-    "/v1/customers/{customer_id:path}/risk",
+    "/v1/customers/{customer_id:anypath}/risk",
     response_model=Risk,
     summary="A customer's churn risk and why",
     description="The latest score, tier, plain-language reasons and the features used. With "
@@ -79,7 +79,7 @@ async def get_risk(customer_id: CustomerId, res: Res, key: ReadKey,
 
 
 @router.delete(
-    "/v1/customers/{customer_id:path}",
+    "/v1/customers/{customer_id:anypath}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Erase a customer",
     description="Deletes the customer's state, risk, events, profile, delivery log, timeline, "

@@ -33,7 +33,7 @@ def _guard(fn: Any, *args: Any) -> None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from None
 
 
-@router.put("/v1/customers/{customer_id:path}/profile", response_model=CustomerProfile,
+@router.put("/v1/customers/{customer_id:anypath}/profile", response_model=CustomerProfile,
             summary="Create or replace a customer's profile",
             description="Owner staff member, home store, contact, preferred channel, consent, "
             "time zone, segment, birthday, locale — used by the notifier to route alerts. The "
@@ -60,7 +60,7 @@ async def put_profile(customer_id: CustomerId, body: CustomerProfile, res: Res, 
     return body
 
 
-@router.get("/v1/customers/{customer_id:path}/profile", response_model=CustomerProfile,
+@router.get("/v1/customers/{customer_id:anypath}/profile", response_model=CustomerProfile,
             summary="A customer's profile", responses=responses(AUTH, _404))
 async def get_profile(customer_id: CustomerId, key: ReadKey, profiles: Profiles) -> Any:
     found = await profiles.get_profile(customer_id, key.tenant)
