@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from services.common.events import ComplaintEvent, TransactionEvent, VisitEvent
+from services.common.exportdoc import CustomerExport
 from services.common.riskchange import (
     CLOUDEVENT_SCHEMA,
     CLOUDEVENT_SOURCE,
@@ -78,6 +79,9 @@ def generate() -> dict[str, dict[str, Any]]:
         "risk_change.schema.json": _model_schema(
             RiskChange, "risk_change", "`data` of the risk-change CloudEvent."),
         "risk_change_cloudevent.schema.json": _cloudevent_schema(),
+        "customer_export.schema.json": _model_schema(
+            CustomerExport, "customer_export",
+            "GET /v1/customers/{customer_id}/export: everything held about one customer."),
     }
 
 

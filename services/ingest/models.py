@@ -101,3 +101,4 @@ class Action(BaseModel):
 class Ack(BaseModel):
     alert_id: str
     acknowledged: bool = Field(description="False when the alert was already acknowledged.")
+

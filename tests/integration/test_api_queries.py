@@ -10,9 +10,11 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema
 import pytest
 from redis.asyncio import Redis
 
@@ -31,7 +33,7 @@ pytestmark = pytest.mark.integration
 
 KEYS = ("admin-secret-1:admin,reader-secret-1:read,ingest-secret-1:ingest,"
         "acme-admin-01:admin@acme,acme-north-1:read+ingest@acme/north,"
-        "acme-both-01:read@acme/north|south")
+        "acme-both-01:read@acme/north|south,acme-nadm-01:admin@acme/north")
 
 
 def bearer(secret: str) -> dict[str, str]:
@@ -40,6 +42,7 @@ def bearer(secret: str) -> dict[str, str]:
 
 ADMIN, READ, INGEST = bearer("admin-secret-1"), bearer("reader-secret-1"), bearer("ingest-secret-1")
 ACME, NORTH, BOTH = bearer("acme-admin-01"), bearer("acme-north-1"), bearer("acme-both-01")
+NORTH_ADMIN = bearer("acme-nadm-01")
 
 
 @asynccontextmanager
@@ -297,6 +300,59 @@ async def test_erasure_removes_everything_and_is_audited(make) -> None:
     audit = await redis.xrange(keys.audit())
     assert len(audit) == 2 and audit[0][1]["action"] == "erase_customer"
     assert "gone" not in json.dumps(audit) and audit[0][1]["by"] == "key1"
+
+
+async def test_export_holds_everything_the_timeline_shows_and_is_audited(make) -> None:
+    settings, seed, redis = make()
+    keys = seed.keys
+    await seed.customer("alice", tenant="acme", days_ago=[100, 130], tier="high", store="north")
+    await seed.customer("bob", tenant="acme", days_ago=[10], store="south")
+    alert = {"kind": "tier_change", "at": "2026-11-01T10:00:00Z", "id": "a" * 32,
+             "from": "low", "to": "high"}
+    await redis.lpush(keys.timeline("alice", "acme"), json.dumps(alert))
+    await redis.lpush(keys.delivery_log("alice", "acme"), json.dumps(
+        {"at": "2026-11-01T10:00:05Z", "channel": "email", "event_id": "a" * 32,
+         "outcome": "delivered"}))
+    await redis.set(keys.ack("a" * 32, "acme"), json.dumps({"by": "m-1", "at": "2026-11-01T11:00:00Z"}))
+    await redis.set(keys.episode("alice", "acme"), json.dumps({"open": True, "rank": 2}))
+    async with api(settings) as client:
+        profile = {"name": "Alice Liddell", "email": "alice@example.com", "store_id": "north"}
+        r = await client.put("/v1/customers/alice/profile", json=profile, headers=ACME)
+        assert r.status_code == 200, r.text
+        r = await client.post("/v1/customers/alice/actions", json={"action": "called",
+                                                                  "staff_id": "m-1"}, headers=ACME)
+        assert r.status_code in (200, 201), r.text
+        r = await client.get("/v1/customers/alice/export", headers=ACME)
+        assert r.status_code == 200, r.text
+        doc = r.json()
+        shown = await client.get("/v1/customers/alice/timeline", headers=ACME,
+                                 params={"limit": 500})
+        kinds = {e["kind"] for e in shown.json()["entries"]}
+        # the API's own refusals: a store-bound admin key of another store, an unknown customer
+        other = await client.get("/v1/customers/bob/export", headers=NORTH_ADMIN)
+        unknown = await client.get("/v1/customers/nobody/export", headers=ACME)
+        wrong_tenant = await client.get("/v1/customers/alice/export", headers=ADMIN)
+    schema = json.loads((Path(__file__).parents[2] / "schemas/customer_export.schema.json")
+                        .read_text())
+    jsonschema.Draft202012Validator(schema).validate(doc)
+    assert doc["found"] and doc["customer_id"] == "alice" and doc["tenant_id"] == "acme"
+    assert doc["profile"]["name"] == "Alice Liddell"
+    assert doc["state"]["tier"] == "high" and doc["state"]["risk"]["reasons"]
+    assert sorted(e["event_id"] for e in doc["events"]) == ["alice-0", "alice-1"]
+    assert {"tier_change", "staff_action"} <= {e["kind"] for e in doc["timeline"]}
+    assert doc["notifications"][0]["channel"] == "email"
+    assert doc["staff_actions"][0]["action"] == "called"
+    assert doc["acknowledgements"] == {"a" * 32: {"by": "m-1", "at": "2026-11-01T11:00:00Z"}}
+    assert doc["alert_episode"] == {"open": True, "rank": 2}
+    assert doc["indexes"]["tier"] == "high"
+    # every kind of entry the timeline shows is in the export too
+    assert kinds <= {"activity", "notification"} | {e["kind"] for e in doc["timeline"]}
+    assert other.status_code == 403
+    assert unknown.status_code == 200 and unknown.json()["found"] is False
+    assert wrong_tenant.json()["found"] is False  # another tenant's key sees nothing of acme's
+    audit = await redis.xrange(keys.audit("acme"))
+    assert [a[1]["action"] for a in audit].count("export_customer") == 2
+    assert "alice" not in json.dumps(audit)
 
 
 async def test_rate_limits_body_limits_and_errors_without_internals(make) -> None:

@@ -72,6 +72,7 @@ SCOPE = {
     ("GET", "/v1/customers/{customer_id:anypath}/timeline"): "read",
     ("GET", "/v1/customers/{customer_id:anypath}/risk"): "read",
     ("DELETE", "/v1/customers/{customer_id:anypath}"): "admin",
+    ("GET", "/v1/customers/{customer_id:anypath}/export"): "admin",
     ("PUT", "/v1/customers/{customer_id:anypath}/profile"): "ingest",
     ("GET", "/v1/customers/{customer_id:anypath}/profile"): "read",
     ("PUT", "/v1/staff/{staff_id}"): "admin",

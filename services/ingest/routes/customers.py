@@ -10,12 +10,13 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 
 from services.common.events import TENANT_HEADER, epoch_ms
 from services.common.exceptions import BrokerUnavailable
+from services.common.exportdoc import CustomerExport
 from services.ingest.deps import AdminKey, ReadKey, Res
 from services.ingest.middleware import request_id
 from services.ingest.models import Risk
 from services.ingest.openapi import AUTH, NOT_FOUND, responses
 from services.ingest.params import CustomerId
-from services.ingest.queries import erasure
+from services.ingest.queries import erasure, export
 from services.ingest.queries.holdout import holdout
 from services.ingest.queries.timefmt import iso_ms, parse_iso
 from services.scorer.engine import Subject
@@ -114,3 +115,29 @@ async def delete_customer(customer_id: CustomerId, request: Request, res: Res,
                         request_id=request_id(request))
     logger.info("customer erased by %s", key.name, extra={"request_id": request_id(request)})
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/v1/customers/{customer_id:anypath}/export",
+    response_model=CustomerExport,
+    summary="Everything held about a customer (access request)",
+    description="One JSON document with the customer's profile, state and latest risk, the "
+    "events held, timeline, notifications, staff actions, alert episode, acknowledgements and "
+    "index entries (schema: `schemas/customer_export.schema.json`). 200 also when nothing is "
+    "held (`found: false`). Audited like an erasure: the tenant's audit stream records who "
+    "exported whom (the customer named by digest). Store-bound keys may only export their "
+    "stores' customers.",
+    responses=responses(AUTH, {403: AUTH[403]}),
+)
+async def export_customer(customer_id: CustomerId, request: Request, res: Res,
+                          key: AdminKey) -> Any:
+    doc = await export.collect(res.redis, res.keys, customer_id, tenant=key.tenant)
+    if key.stores is not None:
+        store = (doc["state"] or {}).get("store_id") or (doc["profile"] or {}).get("store_id")
+        if store is not None and not key.allows_store(store):
+            raise HTTPException(status.HTTP_403_FORBIDDEN,
+                                "this API key may not export customers of other stores")
+    await export.audit(res.redis, res.keys, customer_id, tenant=key.tenant, by=key.name,
+                       request_id=request_id(request))
+    logger.info("customer exported by %s", key.name, extra={"request_id": request_id(request)})
+    return doc
