@@ -14,20 +14,28 @@ help: ## Show this help
 
 install: $(STAMP) tools ## Create .venv/ and install churnwatch with its embedded stack and dev tools
 
-# Prometheus and promtool (tests/ops: alert-rule unit tests, `promtool check metrics`, a real
-# Prometheus scraping the stack) come from Debian's `prometheus` package. Installed here when
-# missing and we are root with apt-get; otherwise the ops tests fail saying how to install.
-tools: ## Install prometheus + promtool (Debian package) when missing
-	@if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then :; \
+# Debian packages the tests use: prometheus + promtool (tests/ops: alert-rule unit tests,
+# `promtool check metrics`, a real Prometheus scraping the stack), chromium + chromedriver (the
+# console's browser tests) and a CJK font (zh-CN pages render, screenshots are legible).
+# Installed here when missing and we are root with apt-get; otherwise the tests that need them
+# fail saying how to install them.
+DEBIAN_TOOLS := prometheus chromium chromium-driver fonts-wqy-microhei
+tools: ## Install the Debian packages the tests use (prometheus, chromium, chromedriver, a CJK font)
+	@missing=""; \
+	command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
+	fc-list 2>/dev/null | grep -qi "wqy\|noto sans cjk" || missing="$$missing fonts-wqy-microhei"; \
+	if [ -z "$$missing" ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	  echo "installing Debian's prometheus package (prometheus, promtool)"; \
+	  echo "installing Debian packages:$$missing"; \
 	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get install -y --no-install-recommends prometheus >/dev/null 2>&1 || \
-	  { apt-get update -qq && apt-get install -y --no-install-recommends prometheus; }; \
+	  apt-get install -y --no-install-recommends $$missing >/dev/null 2>&1 || \
+	  { apt-get update -qq && apt-get install -y --no-install-recommends $$missing; }; \
 	else \
-	  echo "warning: prometheus/promtool are missing and cannot be installed here (needs root" \
-	       "and apt-get); tests/ops will fail until you run:" \
-	       "sudo apt-get install -y --no-install-recommends prometheus" >&2; \
+	  echo "warning: missing Debian packages:$$missing; they cannot be installed here (needs" \
+	       "root and apt-get); the tests that use them fail until you run:" \
+	       "sudo apt-get install -y --no-install-recommends$$missing" >&2; \
 	fi
 
 # The exact versions of requirements.lock (what `make audit` checks) are what gets installed.

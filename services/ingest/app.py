@@ -18,6 +18,7 @@ from services.common.events import ComplaintEvent, TransactionEvent, VisitEvent
 from services.common.profiles import ProfileStore
 from services.common.redisconn import Keys, make_redis
 from services.common.settings import Settings
+from services.console import routes as console
 from services.ingest.deps import ReadKey, Res, Resources
 from services.ingest.metrics import ApiMetrics
 from services.ingest.middleware import RequestContext, install_error_handler
@@ -101,7 +102,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     for module in (events, atrisk, customers, profiles, actions, analytics, winback,
-                   webhooks):
+                   webhooks, console):
         app.include_router(module.router)
 
     @app.middleware("http")

@@ -45,6 +45,7 @@ class AtRiskItem(BaseModel):
     suggested_action: SuggestedAction | None = None
     store_id: str | None = None
     owner_staff_id: str | None = None
+    name: str | None = Field(None, description="The customer's name from their profile.")
     last_event_at: str | None = None
     holdout: bool = False
 

@@ -64,6 +64,17 @@ BETA, ALPHA, NORTH = "beta-admin-001", "alpha-admin-01", "alpha-north-01"
 # Deliberately public: liveness/readiness, Prometheus scrapes, the API reference.
 PUBLIC = {("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics"), ("GET", "/openapi.json"),
           ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"), ("GET", "/redoc")}
+# The staff console (services/console): pages for browsers, authenticated by a session cookie
+# (signed in by e-mailed link or admin key), not by an API key. Without a session every page
+# but the sign-in ones redirects to the sign-in page (checked below); tests/e2e/test_console.py
+# drives them in a real browser.
+CONSOLE = {("GET", "/console"), ("GET", "/console/sign-in"), ("POST", "/console/sign-in/email"),
+           ("GET", "/console/sign-in/link"), ("POST", "/console/sign-in/link"),
+           ("POST", "/console/sign-in/key"), ("POST", "/console/sign-out"),
+           ("POST", "/console/language"), ("GET", "/console/at-risk"),
+           ("GET", "/console/static/console.css")}
+CONSOLE_SIGNED_IN = {("GET", "/console"), ("GET", "/console/at-risk"),
+                     ("POST", "/console/language")}
 # Every other route and the scope it needs (docs/api.md, "Keys, scopes, tenants, stores").
 SCOPE = {
     ("POST", "/v1/events"): "ingest",
@@ -177,12 +188,16 @@ def test_every_route_needs_its_key_and_scope(api) -> None:
     proc, settings = api
     started = time.monotonic()
     table = route_table(settings)
-    assert set(table) == PUBLIC | set(SCOPE), (
+    assert set(table) == PUBLIC | CONSOLE | set(SCOPE), (
         "the route table changed: routes without an entry here "
-        f"{sorted(set(table) - PUBLIC - set(SCOPE))}, entries without a route "
-        f"{sorted((PUBLIC | set(SCOPE)) - set(table))}; add the new route to SCOPE with its scope "
-        "(or, if it is deliberately public, to PUBLIC)")
-    assert not PUBLIC & set(SCOPE)
+        f"{sorted(set(table) - PUBLIC - CONSOLE - set(SCOPE))}, entries without a route "
+        f"{sorted((PUBLIC | CONSOLE | set(SCOPE)) - set(table))}; add the new route to SCOPE with "
+        "its scope (or, if it is deliberately public, to PUBLIC; a console page to CONSOLE)")
+    assert not PUBLIC & set(SCOPE) and not CONSOLE & (PUBLIC | set(SCOPE))
+    with httpx.Client(base_url=proc.url, timeout=30) as client:
+        for method, path in sorted(CONSOLE_SIGNED_IN):  # no session: to the sign-in page
+            r = client.request(method, path, headers=bearer(SCOPED_KEY["admin"]))
+            assert (r.status_code, r.headers.get("location")) == (303, "/console/sign-in"), path
     for (method, path), scope in SCOPE.items():  # what the code checks is what we expect
         assert required_scopes(table[(method, path)]) == {scope}, (method, path)
     for method, path in PUBLIC:

@@ -97,5 +97,6 @@ def _item(cid: str, tenant: str, state: list[str | None], prio: str,
         "top_reason": reasons[0] if reasons else None,
         "suggested_action": risk.get("suggested_action"), "store_id": store,
         "owner_staff_id": profile.owner_staff_id if profile else None,
+        "name": profile.name if profile else None,
         "last_event_at": iso_ms(last_ts), "holdout": holdout(tier, tenant, cid, share),
     }

@@ -1,0 +1,89 @@
+"""The console's words in English and Simplified Chinese. A missing zh-CN entry falls back
+to English (a test keeps both tables complete)."""
+
+from __future__ import annotations
+
+LOCALES = ("en", "zh-CN")
+
+TEXT: dict[str, dict[str, str]] = {
+    "en": {
+        "title": "churnwatch staff console",
+        "sign_in": "Sign in",
+        "sign_in_intro": "Enter the e-mail address of your staff profile: we send you a "
+                         "one-time sign-in link.",
+        "email": "E-mail address",
+        "send_link": "Send me a sign-in link",
+        "admin_sign_in": "Administrators",
+        "admin_intro": "Sign in with an API key that has the admin scope.",
+        "api_key": "API key",
+        "dev_mode": "Development mode: no API keys are configured, so the console is open.",
+        "dev_continue": "Continue as administrator",
+        "link_sent": "Check your mail",
+        "link_sent_body": "If {email} belongs to a member of staff, a sign-in link is on its "
+                          "way. It works once, for {minutes} minutes.",
+        "confirm": "Finish signing in",
+        "confirm_body": "Press the button to sign in to churnwatch on this device.",
+        "link_invalid": "This sign-in link is not valid any more: it was used already or it "
+                        "expired. Ask for a new one.",
+        "key_invalid": "That API key is unknown or lacks the admin scope.",
+        "email_invalid": "Enter an e-mail address such as name@example.com.",
+        "mail_down": "The sign-in mail could not be sent right now; try again in a minute.",
+        "csrf": "This form expired. Reload the page and try again.",
+        "sign_out": "Sign out",
+        "signed_in_as": "Signed in as {name}",
+        "at_risk": "Customers at risk",
+        "tier": "Tier",
+        "high": "high", "medium": "medium", "low": "low",
+        "customer": "Customer", "score": "Score", "why": "Why", "action": "Suggested action",
+        "store": "Store", "last_seen": "Last seen", "none_at_risk": "Nobody in this tier right now.",
+        "next": "Next page", "first": "First page", "holdout": "holdout — do not contact",
+        "language": "中文",
+        "subject": "Your churnwatch sign-in link",
+        "mail_text": "Hello {name},\n\nopen this link to sign in to churnwatch (it works once, "
+                     "for {minutes} minutes):\n\n{link}\n\nIf you did not ask for it, ignore "
+                     "this message.\n",
+    },
+    "zh-CN": {
+        "title": "churnwatch 员工控制台",
+        "sign_in": "登录",
+        "sign_in_intro": "请输入您员工资料中的电子邮箱，我们会发送一次性登录链接。",
+        "email": "电子邮箱",
+        "send_link": "发送登录链接",
+        "admin_sign_in": "管理员",
+        "admin_intro": "使用具有 admin 权限的 API 密钥登录。",
+        "api_key": "API 密钥",
+        "dev_mode": "开发模式：未配置 API 密钥，控制台对所有人开放。",
+        "dev_continue": "以管理员身份继续",
+        "link_sent": "请查收邮件",
+        "link_sent_body": "如果 {email} 属于员工，登录链接已发出。链接仅可使用一次，{minutes} 分钟内有效。",
+        "confirm": "完成登录",
+        "confirm_body": "点击按钮，在此设备上登录 churnwatch。",
+        "link_invalid": "此登录链接已失效（已使用或已过期），请重新获取。",
+        "key_invalid": "API 密钥无效或没有 admin 权限。",
+        "email_invalid": "请输入有效的电子邮箱，例如 name@example.com。",
+        "mail_down": "暂时无法发送登录邮件，请稍后再试。",
+        "csrf": "表单已过期，请刷新页面后重试。",
+        "sign_out": "退出登录",
+        "signed_in_as": "当前用户：{name}",
+        "at_risk": "流失风险客户",
+        "tier": "风险等级",
+        "high": "高", "medium": "中", "low": "低",
+        "customer": "客户", "score": "评分", "why": "原因", "action": "建议行动",
+        "store": "门店", "last_seen": "最近到访", "none_at_risk": "此等级目前没有客户。",
+        "next": "下一页", "first": "第一页", "holdout": "对照组——请勿联系",
+        "language": "English",
+        "subject": "您的 churnwatch 登录链接",
+        "mail_text": "{name}，您好：\n\n打开以下链接登录 churnwatch（仅可使用一次，{minutes} 分钟内有效）：\n\n"
+                     "{link}\n\n如果不是您本人操作，请忽略此邮件。\n",
+    },
+}
+
+
+def locale_of(value: str | None) -> str:
+    if value and value.lower().startswith("zh"):
+        return "zh-CN"
+    return "en"
+
+
+def words(locale: str) -> dict[str, str]:
+    return {**TEXT["en"], **TEXT.get(locale, {})}

@@ -1,0 +1,109 @@
+"""Console sessions and one-time sign-in links, kept in Redis.
+
+A session is a random 256-bit id in an HttpOnly cookie; Redis holds only its SHA-256, so a
+copy of Redis cannot be replayed as a cookie. A sign-in link token is single use (``GETDEL``)
+and expires. Every key is a single key (no multi-key scripts): Redis Cluster safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import asdict, dataclass
+
+from pydantic import SecretStr
+from redis.asyncio import Redis
+
+from services.common.redisconn import Keys
+from services.common.settings import ApiKey
+
+SESSION_COOKIE = "cw_session"
+CSRF_COOKIE = "cw_csrf"  # double-submit token for the forms shown before a session exists
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True)
+class Session:
+    """Who is signed in: a staff member (e-mailed link) or an admin key's holder."""
+
+    kind: str  # "staff" | "admin"
+    tenant: str
+    stores: tuple[str, ...] | None  # None: every store of the tenant
+    name: str
+    locale: str
+    csrf: str
+    staff_id: str | None = None
+
+    def as_key(self) -> ApiKey:
+        """The session's reach, as the API's scope helpers know it (read scope only)."""
+        scopes = frozenset({"admin"}) if self.kind == "admin" else frozenset({"read"})
+        return ApiKey(name=self.staff_id or self.name, secret=SecretStr(""), scopes=scopes,
+                      tenant=self.tenant,
+                      stores=frozenset(self.stores) if self.stores is not None else None)
+
+
+class SessionStore:
+    def __init__(self, redis: Redis, keys: Keys, *, session_seconds: int, link_seconds: int):
+        self.redis = redis
+        self.keys = keys
+        self.session_seconds = session_seconds
+        self.link_seconds = link_seconds
+
+    def _session_key(self, sid: str) -> str:
+        return f"{self.keys.prefix}:console:sess:{_digest(sid)}"
+
+    def _link_key(self, token: str) -> str:
+        return f"{self.keys.prefix}:console:link:{_digest(token)}"
+
+    async def create(self, session: Session) -> str:
+        sid = new_token()
+        await self.redis.set(self._session_key(sid), json.dumps(asdict(session)),
+                             ex=self.session_seconds)
+        return sid
+
+    async def get(self, sid: str | None) -> Session | None:
+        if not sid or len(sid) > 128:
+            return None
+        raw = await self.redis.get(self._session_key(sid))
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        stores = data.get("stores")
+        return Session(**{**data, "stores": tuple(stores) if stores is not None else None})
+
+    async def update_locale(self, sid: str, session: Session, locale: str) -> Session:
+        updated = Session(**{**asdict(session), "locale": locale})
+        await self.redis.set(self._session_key(sid), json.dumps(asdict(updated)), keepttl=True)
+        return updated
+
+    async def delete(self, sid: str | None) -> None:
+        if sid and len(sid) <= 128:
+            await self.redis.delete(self._session_key(sid))
+
+    async def issue_link(self, tenant: str, staff_id: str) -> str:
+        token = new_token()
+        await self.redis.set(self._link_key(token),
+                             json.dumps({"tenant": tenant, "staff_id": staff_id}),
+                             ex=self.link_seconds)
+        return token
+
+    async def peek_link(self, token: str) -> bool:
+        return len(token) <= 128 and bool(await self.redis.exists(self._link_key(token)))
+
+    async def redeem_link(self, token: str) -> tuple[str, str] | None:
+        """(tenant, staff_id) of a valid link, which is spent by this call; else None."""
+        if not token or len(token) > 128:
+            return None
+        raw = await self.redis.getdel(self._link_key(token))
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        return str(data["tenant"]), str(data["staff_id"])

@@ -1,0 +1,262 @@
+"""The staff console in a real headless Chromium (Debian's chromium + chromedriver, driven by
+Selenium) against a real API process, a real Redis and a real SMTP server (aiosmtpd): sign in
+through the e-mailed one-time link, see the store's at-risk customers, switch language, sign
+out; an admin signs in with an API key; CSRF, store isolation and single-use links hold.
+
+Screenshots go to the test's tmp dir; with CHURNWATCH_UPDATE_SCREENSHOTS=1 also to
+docs/console/ (committed, shown in the README)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiosmtpd.controller import Controller
+from redis.asyncio import Redis
+from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+
+from services.common.embedded import free_port
+from tests.procs import ServiceProcess
+from tests.seeding import Seeder
+
+pytestmark = pytest.mark.e2e
+DOCS = Path(__file__).parents[2] / "docs" / "console"
+KEYS = "console-admin-1:admin,acme-admin-01:admin@acme,acme-nadm-01:admin@acme/north"
+ACME = {"Authorization": "Bearer acme-admin-01"}
+CHROME_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-quic", "--no-first-run",
+                "--disable-component-update", "--disable-sync", "--hide-scrollbars")
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.mail: list[EmailMessage] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # aiosmtpd
+        self.mail.append(message_from_bytes(envelope.content, policy=policy.default))  # type: ignore[arg-type]
+        return "250 OK"
+
+    def link_for(self, address: str) -> str:
+        for mail in reversed(self.mail):
+            if address in str(mail["To"]):
+                body = mail.get_body(("plain",))
+                assert body is not None
+                found = re.search(r"http://\S+/console/sign-in/link\?token=\S+",
+                                  body.get_content())
+                assert found, body.get_content()
+                return found.group(0)
+        raise AssertionError(f"no mail to {address}")
+
+
+@pytest.fixture
+def chrome(tmp_path: Path) -> Iterator[webdriver.Chrome]:
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        pytest.fail("chromium and chromedriver are missing: `make tools` installs Debian's "
+                    "chromium and chromium-driver (apt-get install -y chromium chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or ""
+    for flag in CHROME_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path / 'chrome-profile'}")
+    options.add_argument("--window-size=375,812")
+    driver = webdriver.Chrome(options=options,
+                              service=Service(executable_path=shutil.which("chromedriver")))
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def shoot(driver: webdriver.Chrome, tmp_path: Path, name: str) -> None:
+    """A full-page screenshot at the current width."""
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    width = driver.execute_script("return window.innerWidth")
+    driver.set_window_size(max(width, 375), min(max(height + 100, 700), 2400))
+    path = tmp_path / f"{name}.png"
+    assert driver.save_screenshot(str(path))
+    if os.environ.get("CHURNWATCH_UPDATE_SCREENSHOTS") == "1":
+        DOCS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, DOCS / f"{name}.png")
+
+
+def fits(driver: webdriver.Chrome, width: int = 375) -> None:
+    """The page works at ``width`` px: nothing scrolls sideways."""
+    driver.set_window_size(width, 812)
+    scroll = driver.execute_script("return document.documentElement.scrollWidth")
+    assert scroll <= width, f"{driver.current_url} is {scroll} px wide at {width} px"
+
+
+def until(check: Any, what: str, timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def text(driver: webdriver.Chrome) -> str:
+    """The visible text of the page ("" while a navigation replaces it)."""
+    try:
+        return str(driver.find_element(By.TAG_NAME, "body").text)
+    except (NoSuchElementException, StaleElementReferenceException):
+        return ""
+
+
+async def seed(settings: Any, api_url: str) -> None:
+    async with httpx.AsyncClient(base_url=api_url, headers=ACME, timeout=10) as client:
+        staff = [{"staff_id": "m-north", "name": "Mia North", "email": "mia@example.com",
+                  "store_id": "north", "role": "manager", "locale": "en"},
+                 {"staff_id": "li", "name": "李娜", "email": "li@example.com",
+                  "store_id": "north", "locale": "zh-CN"}]
+        for member in staff:
+            r = await client.put(f"/v1/staff/{member['staff_id']}", json=member)
+            assert r.status_code == 200, r.text
+        for cid, name, store in (("c-n1", "Alice Liddell", "north"), ("c-n2", "王芳", "north"),
+                                 ("c-s1", "Sam South", "south")):
+            r = await client.put(f"/v1/customers/{cid}/profile",
+                                 json={"name": name, "store_id": store})
+            assert r.status_code == 200, r.text
+    redis = Redis.from_url(settings.redis_url, decode_responses=True)
+    try:
+        seeder = Seeder(redis, settings)
+        await seeder.customer("c-n1", tenant="acme", store="north", days_ago=[120, 150, 180],
+                              tier="high", amount=80)
+        await seeder.customer("c-n2", tenant="acme", store="north", days_ago=[70, 100],
+                              tier="high")
+        await seeder.customer("c-n3", tenant="acme", store="north", days_ago=[50, 80],
+                              tier="medium")
+        await seeder.customer("c-s1", tenant="acme", store="south", days_ago=[120, 150],
+                              tier="high")
+    finally:
+        await redis.aclose()
+
+
+async def test_staff_sign_in_by_mail_at_risk_list_language_and_sign_out(
+        settings_factory, tmp_path: Path, chrome: webdriver.Chrome) -> None:
+    inbox = Inbox()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    smtp.start()
+    settings = settings_factory(api_keys=KEYS, smtp_host="127.0.0.1", smtp_port=smtp.port)
+    api = ServiceProcess("api", settings, tmp_path / "api.log", health_port_setting="api_port")
+    try:
+        await asyncio.to_thread(api.start)
+        await seed(settings, api.url)
+
+        def browse() -> None:
+            d = chrome
+            d.get(f"{api.url}/console")  # a visitor without a session lands on the sign-in page
+            assert d.current_url.endswith("/console/sign-in"), d.current_url
+            assert "Sign in" in d.title
+            fits(d)
+            shoot(d, tmp_path, "sign-in.en")
+            d.find_element(By.ID, "email").send_keys("mia@example.com")
+            d.find_element(By.ID, "send-link").click()
+            until(lambda: "Check your mail" in text(d), "the link-sent page")
+            link = until(lambda: inbox.mail and inbox.link_for("mia@example.com"), "the mail")
+            assert link.startswith(api.url)
+            d.get(link)  # opening the link shows a button; it does not sign in by itself
+            until(lambda: d.find_elements(By.ID, "confirm"), "the confirm button")
+            d.find_element(By.ID, "confirm").click()
+            until(lambda: d.current_url.endswith("/console/at-risk"), "the at-risk page")
+            page = text(d)
+            assert "Signed in as Mia North" in page
+            assert "Alice Liddell" in page and "王芳" in page
+            assert "Sam South" not in page and "c-s1" not in page  # another store's customer
+            names = [e.text for e in d.find_elements(By.CSS_SELECTOR, ".customer .name")]
+            assert names[0] == "Alice Liddell", names  # the most valuable first
+            fits(d)
+            shoot(d, tmp_path, "at-risk.en")
+            d.find_element(By.ID, "tier-medium").click()
+            until(lambda: "tier=medium" in d.current_url, "the medium tab")
+            assert "c-n3" in text(d)
+            # a store-bound member cannot reach another store by URL
+            d.get(f"{api.url}/console/at-risk?store=south")
+            assert "Sam South" not in text(d) and "may not read store" in text(d)
+            d.get(f"{api.url}/console/at-risk")
+            d.find_element(By.ID, "language").click()
+            until(lambda: "流失风险客户" in text(d), "the page in zh-CN")
+            fits(d)
+            shoot(d, tmp_path, "at-risk.zh-CN")
+            d.find_element(By.ID, "sign-out").click()
+            until(lambda: d.current_url.endswith("/console/sign-in"), "the sign-in page")
+            d.get(f"{api.url}/console/at-risk")
+            assert d.current_url.endswith("/console/sign-in")  # the session is gone
+            d.get(f"{api.url}/console/sign-in?lang=zh-CN")
+            fits(d)
+            shoot(d, tmp_path, "sign-in.zh-CN")
+            # the spent link does not sign in twice
+            d.get(link)
+            assert "not valid any more" in text(d) or "已失效" in text(d)
+
+        await asyncio.to_thread(browse)
+        async with httpx.AsyncClient(base_url=api.url, timeout=10) as client:
+            # forms without the CSRF token are refused
+            r = await client.post("/console/sign-in/email", data={"email": "mia@example.com"})
+            assert r.status_code == 403
+            r = await client.post("/console/sign-in/key", data={"api_key": "console-admin-1"})
+            assert r.status_code == 403
+            # an unknown address gets the same answer as a known one, and no mail
+            page = await client.get("/console/sign-in")
+            token = page.cookies["cw_csrf"]
+            sent = len(inbox.mail)
+            r = await client.post("/console/sign-in/email",
+                                  data={"email": "nobody@example.com", "csrf": token})
+            assert r.status_code == 200 and "Check your mail" in r.text
+            assert len(inbox.mail) == sent
+            assert "httponly" in page.headers["set-cookie"].lower()
+            assert page.headers["content-security-policy"].startswith("default-src 'self'")
+    finally:
+        api.stop()
+        smtp.stop()
+
+
+async def test_admin_signs_in_with_an_api_key(settings_factory, tmp_path: Path,
+                                              chrome: webdriver.Chrome) -> None:
+    settings = settings_factory(api_keys=KEYS)
+    api = ServiceProcess("api", settings, tmp_path / "api.log", health_port_setting="api_port")
+    try:
+        await asyncio.to_thread(api.start)
+        await seed(settings, api.url)
+
+        def browse() -> None:
+            d = chrome
+            d.get(f"{api.url}/console/sign-in")
+            d.find_element(By.ID, "api_key").send_keys("not-a-key-at-all")
+            d.find_element(By.ID, "key-sign-in").click()
+            until(lambda: "unknown or lacks the admin scope" in text(d), "the refusal")
+            d.find_element(By.ID, "api_key").send_keys("acme-admin-01")
+            d.find_element(By.ID, "key-sign-in").click()
+            until(lambda: d.current_url.endswith("/console/at-risk"), "the at-risk page")
+            page = text(d)  # a tenant-wide admin sees every store of the tenant
+            assert "Alice Liddell" in page and "Sam South" in page
+            session = d.get_cookie("cw_session")
+            assert session is not None and session["httpOnly"] and session["sameSite"] == "Lax"
+
+        await asyncio.to_thread(browse)
+        cookie = chrome.get_cookie("cw_session")
+        assert cookie is not None
+        async with httpx.AsyncClient(base_url=api.url, timeout=10,
+                                     cookies={"cw_session": cookie["value"]}) as client:
+            r = await client.post("/console/sign-out", data={"csrf": "forged"})
+            assert r.status_code == 403  # sign-out needs the session's CSRF token
+            assert (await client.get("/console/at-risk")).status_code == 200
+            r = await client.get("/console/at-risk", headers={"cookie": "cw_session=forged"})
+            assert r.status_code == 303 and r.headers["location"] == "/console/sign-in"
+    finally:
+        api.stop()

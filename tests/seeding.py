@@ -1,0 +1,70 @@
+"""Customers written the way the scorer stores them (state hash with the risk snapshot of a
+real :class:`Engine` assessment, event window, tier indexes ranked by priority): for tests of
+what reads that state (the query API, the console) without running a scorer."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from redis.asyncio import Redis
+
+from services.common.holdout import in_holdout
+from services.common.redisconn import Keys, customer_token
+from services.common.riskchange import TIERS
+from services.common.settings import Settings
+from services.scorer.activity import encode_activity
+from services.scorer.engine import Engine, Subject
+from services.scorer.features import DAY_MS, Activity
+from services.scorer.model import load_model
+from services.scorer.tiers import Thresholds
+
+
+class Seeder:
+    """Writes customers as the scorer does (see services/scorer/processor.py)."""
+
+    def __init__(self, redis: Redis, settings: Settings):
+        self.redis = redis
+        self.keys = Keys(settings.redis_prefix)
+        self.engine = Engine(load_model(settings.model), Thresholds.from_settings(settings))
+        self.holdout_share = settings.holdout_share
+
+    async def customer(self, cid: str, *, tenant: str = "default", store: str | None = "north",
+                       days_ago: list[float], amount: float = 40.0, tier: str | None = None,
+                       now_ms: int | None = None) -> dict[str, Any]:
+        now = now_ms or int(time.time() * 1000)
+        acts = [Activity(kind="transaction", ts=int(now - d * DAY_MS), event_id=f"{cid}-{i}",
+                         amount=amount, store_id=store) for i, d in enumerate(days_ago)]
+        a = self.engine.assess([Subject(cid, acts, min(x.ts for x in acts))], now,
+                               with_history=False)[0]
+        tier = tier or a.tier
+        snap = a.to_json() | {"tier": tier}
+        ev, ed, st = self.keys.customer(cid, tenant)
+        token = customer_token(cid, tenant)
+        priority = round(a.score * (1.0 + max(a.features.get("spend_365", 0.0), 0.0)), 6)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(ev, {x.event_id: x.ts for x in acts})
+        pipe.hset(ed, mapping={x.event_id: encode_activity(x) for x in acts})
+        fields: dict[str, Any] = {"first_ts": min(x.ts for x in acts),
+                                  "last_ts": max(x.ts for x in acts), "tier": tier,
+                                  "score": a.score, "tier_since": now, "risk": json.dumps(snap)}
+        if store:
+            fields["store"] = store
+        pipe.hset(st, mapping=fields)
+        for t in TIERS:
+            pipe.zrem(self.keys.tier_index(t, tenant), token)
+        pipe.zadd(self.keys.tier_index(tier, tenant), {token: priority})
+        if store:
+            pipe.zadd(self.keys.tier_index(tier, tenant, store), {token: priority})
+        if tier == "high" and in_holdout(tenant, cid, self.holdout_share):
+            pipe.zadd(self.keys.holdout_index(tenant), {token: now}, nx=True)
+        await pipe.execute()
+        return {"customer_id": cid, "priority": priority, "tier": tier, "score": a.score}
+
+    async def add_event(self, cid: str, ts: int, tenant: str = "default") -> None:
+        ev, ed, st = self.keys.customer(cid, tenant)
+        act = Activity(kind="visit", ts=ts, event_id=f"{cid}-late-{ts}")
+        await self.redis.zadd(ev, {act.event_id: ts})
+        await self.redis.hset(ed, act.event_id, encode_activity(act))
+        await self.redis.hset(st, "last_ts", ts)
