@@ -29,6 +29,9 @@ from services.training.progress import Progress
 WARMUP_DAYS = 60          # history needed before the first observation date
 MIN_STEP_DAYS = 14        # observation dates are 14..30 days apart
 MAX_STEP_DAYS = 30
+SHORT_STEP_DAYS = 7       # a short history is observed weekly...
+MIN_WARMUP_DAYS = 14      # ...after as little as two weeks of history
+ENOUGH_DATES = 8          # fewer dates than this: try the short-history schedule
 MAX_DATES = 26            # at most this many observation dates (the most recent ones)
 MAX_DORMANT_DAYS = max(WINDOWS)  # customers silent for longer are not snapshotted
 MAX_INVALID_EXAMPLES = 20
@@ -139,20 +142,40 @@ def _check_line(raw: bytes, lineno: int, out: EventLog, seen: set[str], until: d
 def observation_dates(first_ms: int, until_ms: int, horizon_days: int, *,
                       warmup_days: int = WARMUP_DAYS, max_dates: int = MAX_DATES) -> list[int]:
     """Observation dates (UTC midnights, ascending) at least ``warmup_days`` after the first
-    event and with ``date + horizon_days <= until``, 14..30 days apart, at most ``max_dates``."""
+    event and with ``date + horizon_days <= until``, 14..30 days apart, at most ``max_dates``.
+
+    A short history (fewer than :data:`ENOUGH_DATES` such dates) is observed weekly and with a
+    shorter warm-up (down to :data:`MIN_WARMUP_DAYS`): any history at least ``horizon + 60``
+    days long gives enough dates to train on."""
     if horizon_days < 1:
         raise TrainingError(f"--horizon-days must be a positive number of days (got {horizon_days})")
-    last = (until_ms - horizon_days * DAY_MS) // DAY_MS * DAY_MS
-    earliest = first_ms + warmup_days * DAY_MS
-    if last < earliest:
+    best: list[int] = []
+    for warmup, min_step in ((warmup_days, MIN_STEP_DAYS), (min(warmup_days, 30), SHORT_STEP_DAYS),
+                             (min(warmup_days, MIN_WARMUP_DAYS), SHORT_STEP_DAYS)):
+        dates = _dates(first_ms, until_ms, horizon_days, warmup, min_step, max_dates)
+        if len(dates) > len(best):
+            best = dates
+        if len(best) >= ENOUGH_DATES:
+            break
+    if not best:
         have = (until_ms - first_ms) / DAY_MS
+        need = min(warmup_days, MIN_WARMUP_DAYS) + horizon_days
         raise TrainingError(
             f"horizon too long for the data range: the events cover {have:.0f} days "
             f"({iso(first_ms)} .. {iso(until_ms)}) but a {horizon_days}-day horizon needs at least "
-            f"{warmup_days} days of history plus {horizon_days} days to observe the labels; use a "
-            "shorter --horizon-days, a later --until or a longer history")
+            f"{need} days ({min(warmup_days, MIN_WARMUP_DAYS)} of history plus {horizon_days} to "
+            "observe the labels); use a shorter --horizon-days, a later --until or a longer history")
+    return best
+
+
+def _dates(first_ms: int, until_ms: int, horizon_days: int, warmup_days: int, min_step: int,
+           max_dates: int) -> list[int]:
+    last = (until_ms - horizon_days * DAY_MS) // DAY_MS * DAY_MS
+    earliest = first_ms + warmup_days * DAY_MS
+    if last < earliest:
+        return []
     span_days = (last - earliest) / DAY_MS
-    step = MIN_STEP_DAYS
+    step = min_step
     if span_days / step + 1 > max_dates:
         step = min(MAX_STEP_DAYS, math.ceil(span_days / (max_dates - 1)))
     dates = [last - k * step * DAY_MS for k in range(max_dates)]

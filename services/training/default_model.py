@@ -27,6 +27,9 @@ SEED = 2026
 # Small and quick to serve: the forest is left out of the default (it is ~1 MB per 100 trees
 # and ~10x slower per row); `churnwatch train` still considers it.
 CANDIDATES = ("logistic_regression", "gradient_boosting")
+# The shipped model keeps the calibration it was built with (isotonic) until it is rebuilt on
+# a mixture of business types (docs/model.md, "The default model"); `churnwatch train` calibrates
+# with a strictly monotone sigmoid.
 
 
 def build(out_dir: Path, *, customers: int = CUSTOMERS_PER_PRESET,
@@ -43,7 +46,7 @@ def build(out_dir: Path, *, customers: int = CUSTOMERS_PER_PRESET,
     try:
         return train(events_path=history, until=UNTIL, horizon_days=HORIZON_DAYS,
                      out=out_dir / DEFAULT_MODEL_PATH.name, seed=0, log=log,
-                     candidates=CANDIDATES)
+                     candidates=CANDIDATES, calibration="legacy")
     finally:
         history.unlink(missing_ok=True)
 

@@ -27,10 +27,10 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import numpy as np
 import sklearn
@@ -46,6 +46,7 @@ from services.scorer.features import DAY_MS, FEATURE_NAMES, FEATURE_SCHEMA_VERSI
 from services.scorer.model import save_artifact
 from services.scorer.scorecard import Scorecard
 from services.training.bgnbd import BGNBDFeatures
+from services.training.classics import BGNBDModel, ParetoNBDModel, RecencyModel
 from services.training.dataset import (
     Snapshots,
     build_snapshots,
@@ -66,8 +67,6 @@ TIE_TOLERANCE = 0.002     # a simpler candidate within this ROC AUC of the best 
 TOP_SHARE = 0.10          # "riskiest 10%" for recall and lift
 ACTIVE_DAYS = 90          # the "recently active" segment of the evaluation
 MIN_HOLDOUT_POSITIVES = 50
-ISOTONIC_MIN_ROWS = 5000
-ISOTONIC_MIN_CLASS = 500
 MAX_FIT_ROWS = 200_000    # candidates are fitted on at most this many rows (a seeded sample)
 EXPLAIN_ROWS = 50_000
 CALIBRATION_BINS = 10
@@ -106,6 +105,17 @@ CANDIDATES: dict[str, Callable[[int, int], Any]] = {
     "gradient_boosting": _boosting,
     "random_forest": _forest,
 }
+# The classics every learned model must beat on the holdout to be shipped (docs/model.md).
+CLASSICS: dict[str, Callable[[int, int], Any]] = {
+    "recency": lambda seed, horizon: RecencyModel(),
+    "bg_nbd": lambda seed, horizon: BGNBDModel(horizon),
+    "pareto_nbd": lambda seed, horizon: ParetoNBDModel(horizon),
+}
+MODELS: dict[str, Callable[[int, int], Any]] = {**CANDIDATES, **CLASSICS}
+BOOTSTRAP_ROUNDS = 200
+Calibration = Literal["sigmoid", "legacy"]
+LEGACY_ISOTONIC_MIN_ROWS = 5000
+LEGACY_ISOTONIC_MIN_CLASS = 500
 
 
 @dataclass(frozen=True)
@@ -117,6 +127,7 @@ class Metrics:
     brier: float | None       # None for scores that are not probabilities
     recall_at_10: float | None
     lift_at_10: float | None
+    roc_auc_ci: list[float] | None = None  # 95% bootstrap interval (holdout only)
 
 
 def evaluate(y: np.ndarray, score: np.ndarray, *, probabilities: bool = True) -> Metrics:
@@ -148,28 +159,49 @@ class Split:
     final_calibration: list[int]
     folds: list[tuple[list[int], list[int]]]  # (fit dates, validation dates)
     purged_folds: bool
+    purge_days: int = 0  # fit/calibration labels end this long before the holdout starts
+    horizon_days: int = 0
+
+    @property
+    def full_purge(self) -> bool:
+        return self.purge_days >= self.horizon_days
 
 
 def plan_split(dates: Sequence[int], horizon_days: int) -> Split:
-    """Assign observation dates to fit / calibration / holdout, and the CV folds."""
+    """Assign observation dates to fit / calibration / holdout, and the CV folds.
+
+    With enough dates the holdout is the last 20% (at least 2), calibration the 12% before it
+    (at least 2), and every fit and calibration label ends before the holdout starts (a purge
+    gap of one horizon). A shorter history steps down until it fits: one holdout and one
+    calibration date, then a purge gap of half a horizon, then none (the report says which)."""
     dates = sorted(dates)
     n, gap = len(dates), horizon_days * DAY_MS
-    n_hold = max(MIN_HOLDOUT_DATES, round(HOLDOUT_SHARE * n))
-    n_cal = max(MIN_CALIBRATION_DATES, round(CALIBRATION_SHARE * n))
-    holdout = dates[-n_hold:] if n >= n_hold else []
-    labelled = [d for d in dates if holdout and d + gap <= holdout[0]]
-    if len(labelled) < n_cal + MIN_FIT_DATES:
+    plans = [(max(MIN_HOLDOUT_DATES, round(HOLDOUT_SHARE * n)),
+              max(MIN_CALIBRATION_DATES, round(CALIBRATION_SHARE * n)), horizon_days),
+             (1, 1, horizon_days), (1, 1, horizon_days // 2), (1, 1, 0)]
+    for n_hold, n_cal, purge in plans:
+        holdout = dates[-n_hold:] if n > n_hold else []
+        labelled = [d for d in dates if holdout and d < holdout[0]
+                    and d + purge * DAY_MS <= holdout[0]]
+        if len(labelled) >= n_cal + MIN_FIT_DATES:
+            break
+    else:
+        span = (dates[-1] - dates[0]) / DAY_MS + horizon_days if dates else 0
         raise TrainingError(
             f"too few observation dates: {n} dates between {_day(dates[0]) if dates else '-'} and "
-            f"{_day(dates[-1]) if dates else '-'}; a {horizon_days}-day horizon leaves "
-            f"{len(labelled)} dates labelled before the {n_hold}-date holdout, and "
-            f"{n_cal + MIN_FIT_DATES} are needed. Supply a longer history or a shorter --horizon-days")
+            f"{_day(dates[-1]) if dates else '-'}, and at least 4 are needed (2 to fit, 1 to "
+            f"calibrate, 1 to judge). A {horizon_days}-day horizon needs a history of at least "
+            f"{horizon_days + 60} days; this one allows about {span:.0f}. Supply a longer history "
+            f"or use --horizon-days {max(7, int(span) - 60)} or less")
     fit, calibration = labelled[:-n_cal], labelled[-n_cal:]
     folds, purged = _folds(fit, gap, purge=True), True
     if not folds:
         folds, purged = _folds(fit, gap, purge=False), False
+    if not folds:  # too few fit dates to cross-validate: select on the calibration dates
+        folds, purged = [(fit, calibration)], False
     return Split(fit=fit, calibration=calibration, holdout=holdout, final_fit=dates[:-n_cal],
-                 final_calibration=dates[-n_cal:], folds=folds, purged_folds=purged)
+                 final_calibration=dates[-n_cal:], folds=folds, purged_folds=purged,
+                 purge_days=purge, horizon_days=horizon_days)
 
 
 def _folds(dates: list[int], gap: int, *, purge: bool) -> list[tuple[list[int], list[int]]]:
@@ -192,10 +224,19 @@ def _day(ms: int) -> str:
     return iso(ms)[:10]
 
 
-def _calibrated(estimator: Any, X: np.ndarray, y: np.ndarray) -> tuple[Any, str]:
-    """Calibrate a fitted estimator on a later time slice (isotonic when there is plenty)."""
-    n_min = int(min(y.sum(), len(y) - y.sum()))
-    method = "isotonic" if len(y) >= ISOTONIC_MIN_ROWS and n_min >= ISOTONIC_MIN_CLASS else "sigmoid"
+def _calibrated(estimator: Any, X: np.ndarray, y: np.ndarray,
+                calibration: Calibration = "sigmoid") -> tuple[Any, str]:
+    """Calibrate a fitted estimator on a later time slice with a sigmoid (Platt scaling).
+
+    A sigmoid is strictly monotone, so the calibrated scores keep the model's order: no
+    plateaus of identical scores (isotonic regression makes them, and ties cost ranking).
+    ``legacy`` is the recipe of the shipped default model until it is rebuilt (isotonic with
+    plenty of data, else sigmoid): ``make model`` must reproduce it exactly."""
+    method = "sigmoid"
+    if calibration == "legacy":
+        n_min = int(min(y.sum(), len(y) - y.sum()))
+        if len(y) >= LEGACY_ISOTONIC_MIN_ROWS and n_min >= LEGACY_ISOTONIC_MIN_CLASS:
+            method = "isotonic"
     try:
         from sklearn.frozen import FrozenEstimator
     except ImportError:  # scikit-learn < 1.6
@@ -204,6 +245,24 @@ def _calibrated(estimator: Any, X: np.ndarray, y: np.ndarray) -> tuple[Any, str]
         cal = CalibratedClassifierCV(FrozenEstimator(estimator), method=method)
     cal.fit(X, y)
     return cal, method
+
+
+def bootstrap_auc(y: np.ndarray, score: np.ndarray, *, rounds: int = BOOTSTRAP_ROUNDS,
+                  seed: int = 0) -> list[float] | None:
+    """95% bootstrap interval of the ROC AUC (rows resampled with replacement)."""
+    y = np.asarray(y, dtype=int)
+    if len(y) == 0 or y.min() == y.max():
+        return None
+    rng = np.random.default_rng(seed)
+    aucs = []
+    for _ in range(rounds):
+        idx = rng.integers(0, len(y), len(y))
+        if y[idx].min() != y[idx].max():
+            aucs.append(roc_auc_score(y[idx], score[idx]))
+    if not aucs:
+        return None
+    lo, hi = np.percentile(aucs, [2.5, 97.5])
+    return [round(float(lo), 4), round(float(hi), 4)]
 
 
 @dataclass
@@ -232,6 +291,8 @@ class TrainReport:
     bgnbd_params: dict[str, float] | None = None
     explainer_r2: float | None = None
     plots: dict[str, str] = field(default_factory=dict)
+    evidence: dict[str, Any] = field(default_factory=dict)
+    classic_params: dict[str, dict[str, float] | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -255,8 +316,18 @@ class TrainReport:
                 for name, sp in self.splits.items() if name in ("fit", "calibration", "holdout")),
             f"Selection    time-ordered CV, {len(folds)} folds, mean ROC AUC: {sel}",
             f"Calibration  {self.calibration}, on the calibration dates",
-            "",
         ]
+        if self.evidence:
+            e = self.evidence
+            ci = e.get("model_roc_auc_ci")
+            purge = ("a full horizon" if e["purge_days"] >= e["horizon_days"]
+                     else f"{e['purge_days']} days (shorter than the {e['horizon_days']}-day "
+                          "horizon: a short history)")
+            lines.append(f"Evidence     holdout {e['holdout_dates']} dates, {e['holdout_rows']:,} "
+                         f"rows, {e['holdout_churned']:,} churned"
+                         + (f"; model ROC AUC 95% CI {ci[0]:.3f}-{ci[1]:.3f}" if ci else "")
+                         + f"; purge gap {purge}")
+        lines.append("")
         lines += _table(f"Holdout: the last {self.splits['holdout']['dates']} observation dates",
                         self.holdout, self.model_name)
         lines += [""] + _table(f"Customers active in the last {ACTIVE_DAYS} days (holdout)",
@@ -273,26 +344,39 @@ class TrainReport:
         if self.bgnbd_params:
             lines += ["", "BG/NBD population (fitted): " + ", ".join(
                 f"{k}={v:.3g}" for k, v in self.bgnbd_params.items())]
+        pareto = (self.classic_params or {}).get("pareto_nbd")
+        if pareto:
+            lines += ["Pareto/NBD population (fitted): " + ", ".join(
+                f"{k}={v:.3g}" for k, v in pareto.items())]
         if self.plots:
             lines += ["Plots        " + " · ".join(self.plots.values())]
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
 
+def _labels(model_name: str, keys: Any) -> dict[str, str]:
+    """Row labels: the model first, then the best learned model when it was not chosen, then
+    the baselines."""
+    learned = {k: f"best learned ({k})" for k in keys if k in CANDIDATES}
+    return {"model": f"model ({model_name})", **learned,
+            **{k: v for k, v in BASELINE_LABELS.items() if k in keys}}
+
+
 def _table(title: str, metrics: dict[str, Metrics], model_name: str) -> list[str]:
     m = metrics["model"]
-    labels = {"model": f"model ({model_name})", "recency": "recency baseline",
-              "scorecard": "rule scorecard"}
+    labels = _labels(model_name, metrics)
     out = [f"{title}: {m.rows:,} snapshots, {m.churned:,} churned"
            + (f" ({m.churned / m.rows:.1%})" if m.rows else ""),
-           f"  {'':<34}{'ROC AUC':>9}{'PR AUC':>9}{'Brier':>9}{'Recall@10%':>12}{'Lift@10%':>10}"]
+           f"  {'':<34}{'ROC AUC':>9}{'95% CI':>15}{'PR AUC':>9}{'Brier':>9}{'Recall@10%':>12}"
+           f"{'Lift@10%':>10}"]
 
     def cell(v: float | None, width: int, fmt: str) -> str:
         return f"{'—' if v is None else format(v, fmt):>{width}}"
 
     for key, label in labels.items():
         r = metrics[key]
-        out.append(f"  {label:<34}{cell(r.roc_auc, 9, '.3f')}{cell(r.pr_auc, 9, '.3f')}"
+        ci = f"{r.roc_auc_ci[0]:.3f}-{r.roc_auc_ci[1]:.3f}" if r.roc_auc_ci else "—"
+        out.append(f"  {label:<34}{cell(r.roc_auc, 9, '.3f')}{ci:>15}{cell(r.pr_auc, 9, '.3f')}"
                    f"{cell(r.brier, 9, '.3f')}{cell(r.recall_at_10, 12, '.1%')}"
                    f"{cell(r.lift_at_10, 10, '.2f')}")
     return out
@@ -300,23 +384,25 @@ def _table(title: str, metrics: dict[str, Metrics], model_name: str) -> list[str
 
 def train(*, events_path: Path, until: datetime, horizon_days: int, out: Path, seed: int = 0,
           log: Callable[[str], None] = lambda s: None, progress: TextIO | None = None,
-          candidates: Sequence[str] | None = None) -> TrainReport:
+          candidates: Sequence[str] | None = None, calibration: Calibration = "sigmoid"
+          ) -> TrainReport:
     """Train, evaluate and save the churn model from the events at or before ``until``
-    (``candidates``: a subset of :data:`CANDIDATES` to choose from; default all)."""
+    (``candidates``: a subset of :data:`MODELS` that may be shipped; default all)."""
     # One BLAS thread: multi-threaded reductions change the last bits between runs, and the
     # artifact's content hash should not (BLAS is not where training spends its time).
     with threadpool_limits(1, user_api="blas"):
         return _train(events_path=events_path, until=until, horizon_days=horizon_days, out=out,
-                      seed=seed, log=log, progress=progress, candidates=candidates)
+                      seed=seed, log=log, progress=progress, candidates=candidates,
+                      calibration=calibration)
 
 
 def _train(*, events_path: Path, until: datetime, horizon_days: int, out: Path, seed: int,
            log: Callable[[str], None], progress: TextIO | None,
-           candidates: Sequence[str] | None) -> TrainReport:
-    names = list(candidates or CANDIDATES)
-    unknown = [n for n in names if n not in CANDIDATES]
+           candidates: Sequence[str] | None, calibration: Calibration) -> TrainReport:
+    names = list(candidates or MODELS)
+    unknown = [n for n in names if n not in MODELS]
     if unknown:
-        raise TrainingError(f"unknown candidate model(s) {unknown}; choose from {', '.join(CANDIDATES)}")
+        raise TrainingError(f"unknown candidate model(s) {unknown}; choose from {', '.join(MODELS)}")
     started = time.perf_counter()
     timings: dict[str, float] = {}
     if horizon_days < 1:
@@ -341,21 +427,36 @@ def _train(*, events_path: Path, until: datetime, horizon_days: int, out: Path, 
     _check_classes(snaps, split, horizon_days)
 
     t = time.perf_counter()
-    selection = _select(snaps, split, seed, log, progress, names)
-    chosen = _choose(selection)
+    # Cross-validate the learned models (the classics have nothing to tune); the best one then
+    # meets the classics on the holdout, and is shipped only if it beats them all there.
+    learned = [n for n in names if n in CANDIDATES]
+    selection = _select(snaps, split, seed, log, progress, learned) if learned else {}
+    best_learned = _choose(selection) if learned else None
     timings["selection"] = _lap(t)
-    log(f"chose {chosen}")
 
     t = time.perf_counter()
-    model, method = _fit_calibrated(chosen, snaps, split.fit, split.calibration, seed)
     hold = snaps.rows_at(split.holdout)
-    holdout, curves = _compare(model, snaps.X[hold], snaps.y[hold], with_curves=True)
     active = hold & (snaps.X[:, _RECENCY] <= ACTIVE_DAYS)
-    holdout_active, _ = _compare(model, snaps.X[active], snaps.y[active])
+    fitted: dict[str, Any] = {}
+    for name in ([best_learned] if best_learned else []) + list(CLASSICS):
+        fitted[name], method = _fit_calibrated(name, snaps, split.fit, split.calibration, seed,
+                                               calibration)
+    on_holdout = {name: evaluate(snaps.y[hold], m.predict_proba(snaps.X[hold])[:, 1]).roc_auc
+                  for name, m in fitted.items()}
+    chosen = _ship(best_learned, on_holdout, names)
+    log(f"chose {chosen}: holdout ROC AUC "
+        + ", ".join(f"{n} {a:.3f}" if a is not None else f"{n} -" for n, a in on_holdout.items()))
+    model = fitted[chosen]
+    classics = {n: m for n, m in fitted.items() if n in CLASSICS}
+    others = {n: m for n, m in fitted.items() if n != chosen}  # shown beside the model
+    holdout, curves = _compare(model, snaps.X[hold], snaps.y[hold], others, with_curves=True,
+                               seed=seed)
+    holdout_active, _ = _compare(model, snaps.X[active], snaps.y[active], others)
     timings["evaluation"] = _lap(t)
 
     t = time.perf_counter()
-    final, _ = _fit_calibrated(chosen, snaps, split.final_fit, split.final_calibration, seed)
+    final, _ = _fit_calibrated(chosen, snaps, split.final_fit, split.final_calibration, seed,
+                               calibration)
     final_rows = snaps.rows_at(split.final_fit)
     explainer = fit_explainer(final, snaps.X[final_rows], snaps.y[final_rows], seed)
     timings["final_fit"] = _lap(t)
@@ -379,9 +480,12 @@ def _train(*, events_path: Path, until: datetime, horizon_days: int, out: Path, 
                    "churn_rate": round(float(snaps.y.mean()), 4)},
         splits=_describe_splits(snaps, split), selection=selection,
         calibration=method, holdout=holdout, holdout_active=holdout_active, timings=timings,
+        evidence=_evidence(snaps, split, holdout),
+        classic_params={n: _params(m) for n, m in classics.items()},
         trained_at=datetime.now(UTC).isoformat(timespec="seconds"), warnings=warnings,
         calibration_table=curves["calibration_table"],
-        bgnbd_params=_bgnbd_params(final), explainer_r2=explainer["r2"],
+        bgnbd_params=_bgnbd_params(final) or classics["bg_nbd"] and _params(classics["bg_nbd"]),
+        explainer_r2=explainer["r2"],
     )
     report.model_version = save_artifact(out, estimator=final, feature_names=FEATURE_NAMES,
                                          name=chosen, card=_card(report), explainer=explainer)
@@ -449,7 +553,7 @@ def _select(snaps: Snapshots, split: Split, seed: int, log: Callable[[str], None
     out: dict[str, dict[str, Any]] = {}
     bar = Progress("model selection", len(names) * len(split.folds), stream=progress)
     for name in names:
-        make = CANDIDATES[name]
+        make = MODELS[name]
         folds = []
         for fit_dates, val_dates in split.folds:
             fit, val = snaps.rows_at(fit_dates), snaps.rows_at(val_dates)
@@ -479,14 +583,33 @@ def _choose(selection: dict[str, dict[str, Any]]) -> str:
     return next(name for name, r in selection.items() if r["roc_auc"] >= best - TIE_TOLERANCE)
 
 
+def _ship(best_learned: str | None, on_holdout: dict[str, float | None],
+          shippable: Sequence[str]) -> str:
+    """The learned model when it beats every classic on the holdout; else the best classic
+    (of those that may be shipped). Ties go to the classic: simpler, and it travels."""
+    def auc(name: str) -> float:
+        value = on_holdout.get(name)
+        return -1.0 if value is None else value
+
+    classics = [n for n in CLASSICS if n in on_holdout]
+    best_classic = max(classics, key=auc)
+    if best_learned is not None and auc(best_learned) > auc(best_classic):
+        return best_learned
+    allowed = [n for n in classics if n in shippable]
+    if allowed:
+        return max(allowed, key=auc)
+    assert best_learned is not None  # names always holds a model
+    return best_learned
+
+
 def _fit_calibrated(name: str, snaps: Snapshots, fit_dates: list[int], cal_dates: list[int],
-                    seed: int) -> tuple[Any, str]:
+                    seed: int, calibration: Calibration = "sigmoid") -> tuple[Any, str]:
     rows = _sample(snaps.rows_at(fit_dates), seed)
     cal = _sample(snaps.rows_at(cal_dates), seed + 1)
-    est = CANDIDATES[name](seed, snaps.horizon_days).fit(snaps.X[rows], snaps.y[rows])
+    est = MODELS[name](seed, snaps.horizon_days).fit(snaps.X[rows], snaps.y[rows])
     if "clf__n_jobs" in est.get_params():
         est.set_params(clf__n_jobs=1)  # the scorer predicts small batches: threads only cost there
-    return _calibrated(est, snaps.X[cal], snaps.y[cal])
+    return _calibrated(est, snaps.X[cal], snaps.y[cal], calibration)
 
 
 def fit_explainer(model: Any, X: np.ndarray, y: np.ndarray, seed: int) -> dict[str, Any]:
@@ -514,19 +637,53 @@ def fit_explainer(model: Any, X: np.ndarray, y: np.ndarray, seed: int) -> dict[s
             "reference": np.median(Zs[keep], axis=0).round(8), "r2": round(r2, 4)}
 
 
-def _compare(model: Any, X: np.ndarray, y: np.ndarray, *, with_curves: bool = False
+BASELINE_LABELS = {"recency": "recency baseline", "bg_nbd": "BG/NBD", "pareto_nbd": "Pareto/NBD",
+                   "scorecard": "rule scorecard"}
+
+
+def _compare(model: Any, X: np.ndarray, y: np.ndarray, classics: dict[str, Any] | None = None, *,
+             with_curves: bool = False, seed: int = 0
              ) -> tuple[dict[str, Metrics], dict[str, Any]]:
+    """The model beside the baselines on the same rows: recency (raw days), the other fitted
+    and calibrated models (``classics``: the classics, and the best learned model when a
+    classic was chosen), the rule scorecard; with ``with_curves`` also bootstrap intervals and
+    what the plots need."""
+    classics = classics or {}
     if len(y) == 0:
         empty = evaluate(y, np.empty(0))
-        return {"model": empty, "recency": empty, "scorecard": empty}, {"calibration_table": []}
-    scores = {"model": model.predict_proba(X)[:, 1], "recency": X[:, _RECENCY],
-              "scorecard": Scorecard().predict(X)}
+        return ({"model": empty, "recency": empty, "scorecard": empty}
+                | {n: empty for n in classics if n != "recency"}), {"calibration_table": []}
+    scores = {"model": model.predict_proba(X)[:, 1], "recency": X[:, _RECENCY]}
+    scores |= {n: m.predict_proba(X)[:, 1] for n, m in classics.items() if n != "recency"}
+    scores["scorecard"] = Scorecard().predict(X)
     metrics = {k: evaluate(y, v, probabilities=k != "recency") for k, v in scores.items()}
     curves: dict[str, Any] = {"calibration_table": []}
     if with_curves:
+        metrics = {k: replace(m, roc_auc_ci=bootstrap_auc(y, scores[k], seed=seed))
+                   for k, m in metrics.items()}
         curves = {"y": y, "scores": scores,
                   "calibration_table": calibration_table(y, scores["model"])}
     return metrics, curves
+
+
+def _params(model: Any) -> dict[str, float] | None:
+    """The population parameters of a (calibrated) classic, for the report."""
+    inner = getattr(model, "calibrated_classifiers_", [None])[0]
+    est = getattr(inner, "estimator", None)
+    est = getattr(est, "estimator", est)  # FrozenEstimator
+    params = getattr(est, "params_", None)
+    return asdict(params) if params is not None else None
+
+
+def _evidence(snaps: Snapshots, split: Split, holdout: dict[str, Metrics]) -> dict[str, Any]:
+    """How much the evaluation rests on: dates, rows, churned rows, the AUC interval."""
+    hold = snaps.rows_at(split.holdout)
+    return {"holdout_dates": len(split.holdout), "holdout_rows": int(hold.sum()),
+            "holdout_churned": int(snaps.y[hold].sum()),
+            "fit_dates": len(split.fit), "calibration_dates": len(split.calibration),
+            "cv_folds": len(split.folds), "purged_folds": split.purged_folds,
+            "purge_days": split.purge_days, "horizon_days": split.horizon_days,
+            "model_roc_auc_ci": holdout["model"].roc_auc_ci}
 
 
 def calibration_table(y: np.ndarray, p: np.ndarray, bins: int = CALIBRATION_BINS
@@ -558,9 +715,7 @@ def write_plots(out: Path, curves: dict[str, Any], model_name: str) -> dict[str,
     paths = {"roc": str(out.with_name(out.name + ".roc.png")),
              "calibration": str(out.with_name(out.name + ".calibration.png"))}
     fig, ax = plt.subplots(figsize=(5.5, 5), dpi=100)
-    labels = {"model": f"model ({model_name})", "recency": "recency baseline",
-              "scorecard": "rule scorecard"}
-    for key, label in labels.items():
+    for key, label in _labels(model_name, scores).items():
         fpr, tpr, _ = roc_curve(y, scores[key])
         auc = roc_auc_score(y, scores[key])
         ax.plot(fpr, tpr, label=f"{label}  AUC {auc:.3f}")
@@ -612,6 +767,11 @@ def _warnings(n_invalid: int, first_invalid: list[Any], holdout: dict[str, Metri
     if not split.purged_folds:
         out.append("the history is too short for purged cross-validation: model-selection folds "
                    "overlap label windows (the holdout is still fully out of time)")
+    if not split.full_purge:
+        out.append(f"short history: the labels of the fit and calibration dates end "
+                   f"{split.purge_days} days before the holdout, not a full {split.horizon_days}-"
+                   "day horizon, so the holdout overlaps their label windows and its numbers "
+                   "are somewhat optimistic; a longer history removes this")
     return out
 
 
@@ -637,6 +797,8 @@ def _card(report: TrainReport) -> dict[str, Any]:
         "holdout_active": {k: asdict(v) for k, v in report.holdout_active.items()},
         "calibration_table": report.calibration_table,
         "bgnbd_params": report.bgnbd_params,
+        "classic_params": report.classic_params,
+        "evidence": report.evidence,
         "explainer_r2": report.explainer_r2,
         "training_seconds": report.timings["total"],
         "seed": report.seed,
