@@ -41,6 +41,11 @@ class Session:
     locale: str
     csrf: str
     staff_id: str | None = None
+    role: str = "staff"  # "manager" (staff profile role) and admins see the manager views
+
+    @property
+    def manages(self) -> bool:
+        return self.kind == "admin" or self.role == "manager"
 
     def as_key(self) -> ApiKey:
         """The session's reach, as the API's scope helpers know it (read scope only)."""

@@ -25,7 +25,8 @@ NO_STORE = "none"
 OTHER_STORES = "other"
 EVENT_TYPES = ("transaction", "visit", "complaint")
 REJECT_REASONS = ("malformed_json", "batch_too_large", "invalid", "broker_unavailable")
-WINBACK_ACTIONS = ("called", "coupon_sent", "exclusive_offer", "complaint_resolved", "other")
+WINBACK_ACTIONS = ("called", "message_sent", "coupon_sent", "exclusive_offer", "complaint_resolved",
+                   "other")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 

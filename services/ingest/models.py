@@ -10,9 +10,10 @@ from services.common.events import Identifier
 from services.common.riskchange import Reason, SuggestedAction
 
 TierName = Literal["low", "medium", "high"]
-ActionType = Literal["called", "coupon_sent", "exclusive_offer", "complaint_resolved", "other"]
-ACTION_TYPES: tuple[str, ...] = ("called", "coupon_sent", "exclusive_offer", "complaint_resolved",
-                                 "other")
+ActionType = Literal["called", "message_sent", "coupon_sent", "exclusive_offer",
+                     "complaint_resolved", "other"]
+ACTION_TYPES: tuple[str, ...] = ("called", "message_sent", "coupon_sent", "exclusive_offer",
+                                 "complaint_resolved", "other")
 
 
 class Risk(BaseModel):

@@ -9,6 +9,7 @@ docs/console/ (committed, shown in the README)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -182,6 +183,30 @@ async def test_staff_sign_in_by_mail_at_risk_list_language_and_sign_out(
             assert names[0] == "Alice Liddell", names  # the most valuable first
             fits(d)
             shoot(d, tmp_path, "at-risk.en")
+            # open the customer, record what was done, see it on the timeline
+            d.find_element(By.LINK_TEXT, "Alice Liddell").click()
+            until(lambda: "/console/customers/c-n1" in d.current_url, "the customer page")
+            page = text(d)
+            assert "Alice Liddell" in page and "Why" in page and "Timeline" in page
+            assert d.find_elements(By.CSS_SELECTOR, "svg.chart")  # score over time
+            d.find_element(By.ID, "note").send_keys("Booked for Friday")
+            d.find_element(By.ID, "action-called").click()
+            until(lambda: d.find_elements(By.ID, "recorded"), "the recorded action")
+            timeline = d.find_element(By.ID, "timeline").text
+            assert "Called" in timeline and "Booked for Friday" in timeline
+            fits(d)
+            shoot(d, tmp_path, "customer.en")
+            # the manager's win-back view counts it, by action and by staff member
+            d.find_element(By.ID, "manager-link").click()
+            until(lambda: d.current_url.endswith("/console/manager"), "the manager page")
+            assert "Win-back rate by staff member" in text(d)
+            assert len(d.find_elements(By.CSS_SELECTOR, "svg.chart")) >= 3
+            fits(d)
+            shoot(d, tmp_path, "manager.en")
+            # another store's customer is not reachable by URL
+            d.get(f"{api.url}/console/customers/c-s1")
+            assert "Sam South" not in text(d) and "No customer c-s1" in text(d)
+            d.get(f"{api.url}/console/at-risk")
             d.find_element(By.ID, "tier-medium").click()
             until(lambda: "tier=medium" in d.current_url, "the medium tab")
             assert "c-n3" in text(d)
@@ -193,6 +218,13 @@ async def test_staff_sign_in_by_mail_at_risk_list_language_and_sign_out(
             until(lambda: "流失风险客户" in text(d), "the page in zh-CN")
             fits(d)
             shoot(d, tmp_path, "at-risk.zh-CN")
+            d.get(f"{api.url}/console/customers/c-n1")
+            assert "已致电" in d.find_element(By.ID, "timeline").text
+            fits(d)
+            shoot(d, tmp_path, "customer.zh-CN")
+            d.get(f"{api.url}/console/manager")
+            assert "各员工挽回率" in text(d)
+            shoot(d, tmp_path, "manager.zh-CN")
             d.find_element(By.ID, "sign-out").click()
             until(lambda: d.current_url.endswith("/console/sign-in"), "the sign-in page")
             d.get(f"{api.url}/console/at-risk")
@@ -205,6 +237,15 @@ async def test_staff_sign_in_by_mail_at_risk_list_language_and_sign_out(
             assert "not valid any more" in text(d) or "已失效" in text(d)
 
         await asyncio.to_thread(browse)
+        redis = Redis.from_url(settings.redis_url, decode_responses=True)
+        try:  # the action was recorded by the same code as POST /v1/customers/{id}/actions
+            keys = Seeder(redis, settings).keys
+            actions = [json.loads(v) for v in
+                       (await redis.hgetall(keys.actions("c-n1", "acme"))).values()]
+            assert [(a["action"], a["staff_id"], a["note"]) for a in actions] == [
+                ("called", "m-north", "Booked for Friday")]
+        finally:
+            await redis.aclose()
         async with httpx.AsyncClient(base_url=api.url, timeout=10) as client:
             # forms without the CSRF token are refused
             r = await client.post("/console/sign-in/email", data={"email": "mia@example.com"})
@@ -245,6 +286,7 @@ async def test_admin_signs_in_with_an_api_key(settings_factory, tmp_path: Path,
             until(lambda: d.current_url.endswith("/console/at-risk"), "the at-risk page")
             page = text(d)  # a tenant-wide admin sees every store of the tenant
             assert "Alice Liddell" in page and "Sam South" in page
+            d.get(f"{api.url}/console/manager/winback_by_staff.csv")
             session = d.get_cookie("cw_session")
             assert session is not None and session["httpOnly"] and session["sameSite"] == "Lax"
 
@@ -256,6 +298,12 @@ async def test_admin_signs_in_with_an_api_key(settings_factory, tmp_path: Path,
             r = await client.post("/console/sign-out", data={"csrf": "forged"})
             assert r.status_code == 403  # sign-out needs the session's CSRF token
             assert (await client.get("/console/at-risk")).status_code == 200
+            r = await client.get("/console/manager/churn.csv")
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+            assert r.text.splitlines()[0].startswith("period_start,")
+            r = await client.post("/console/customers/c-n1/actions",
+                                  data={"action": "called"})  # no CSRF token
+            assert r.status_code == 403
             r = await client.get("/console/at-risk", headers={"cookie": "cw_session=forged"})
             assert r.status_code == 303 and r.headers["location"] == "/console/sign-in"
     finally:

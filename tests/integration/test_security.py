@@ -72,9 +72,15 @@ CONSOLE = {("GET", "/console"), ("GET", "/console/sign-in"), ("POST", "/console/
            ("GET", "/console/sign-in/link"), ("POST", "/console/sign-in/link"),
            ("POST", "/console/sign-in/key"), ("POST", "/console/sign-out"),
            ("POST", "/console/language"), ("GET", "/console/at-risk"),
+           ("GET", "/console/customers/{customer_id:anypath}"),
+           ("POST", "/console/customers/{customer_id:anypath}/actions"),
+           ("GET", "/console/manager"), ("GET", "/console/manager/{report}.csv"),
            ("GET", "/console/static/console.css")}
 CONSOLE_SIGNED_IN = {("GET", "/console"), ("GET", "/console/at-risk"),
-                     ("POST", "/console/language")}
+                     ("POST", "/console/language"), ("GET", "/console/manager"),
+                     ("GET", "/console/customers/{customer_id:anypath}"),
+                     ("POST", "/console/customers/{customer_id:anypath}/actions"),
+                     ("GET", "/console/manager/{report}.csv")}
 # Every other route and the scope it needs (docs/api.md, "Keys, scopes, tenants, stores").
 SCOPE = {
     ("POST", "/v1/events"): "ingest",
@@ -196,7 +202,8 @@ def test_every_route_needs_its_key_and_scope(api) -> None:
     assert not PUBLIC & set(SCOPE) and not CONSOLE & (PUBLIC | set(SCOPE))
     with httpx.Client(base_url=proc.url, timeout=30) as client:
         for method, path in sorted(CONSOLE_SIGNED_IN):  # no session: to the sign-in page
-            r = client.request(method, path, headers=bearer(SCOPED_KEY["admin"]))
+            url = fill(path, {"customer_id": "sec-c-1", "report": "churn"})
+            r = client.request(method, url, headers=bearer(SCOPED_KEY["admin"]))
             assert (r.status_code, r.headers.get("location")) == (303, "/console/sign-in"), path
     for (method, path), scope in SCOPE.items():  # what the code checks is what we expect
         assert required_scopes(table[(method, path)]) == {scope}, (method, path)

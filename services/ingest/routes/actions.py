@@ -27,7 +27,7 @@ AlertId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-
 @router.post("/v1/customers/{customer_id:anypath}/actions", response_model=Action,
              status_code=status.HTTP_201_CREATED,
              summary="Record a staff action on an at-risk customer",
-             description="called, coupon_sent, exclusive_offer, complaint_resolved or other; "
+             description="called, message_sent, coupon_sent, exclusive_offer, complaint_resolved or other; "
              "by whom, optionally about which alert (risk-change id). Stored with the customer "
              "(erased with them) and shown in their timeline. The action counts as a win-back "
              "when the customer has an event within CHURNWATCH_WINBACK_ATTRIBUTION_DAYS after "

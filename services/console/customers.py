@@ -1,0 +1,178 @@
+"""The signed-in person's customers: the at-risk list and one customer's page (profile as
+consent allows, score, tier and reasons, score over time, timeline, win-back actions)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
+
+from services.common.profiles import CustomerProfile
+from services.common.riskchange import TIERS
+from services.console import charts, i18n
+from services.console.sessions import Session
+from services.console.web import (
+    PAGE_SIZE,
+    csrf_refused,
+    current_session,
+    page,
+    read_form,
+    to_sign_in,
+)
+from services.ingest.deps import Res, Resources
+from services.ingest.models import ACTION_TYPES
+from services.ingest.params import CustomerId
+from services.ingest.queries import timeline, winback
+from services.ingest.queries.atrisk import AtRiskQuery
+from services.ingest.queries.errors import QueryError
+from services.ingest.queries.holdout import holdout
+from services.ingest.queries.scope import store_for_list
+from services.ingest.queries.timefmt import iso_ms, now_ms, parse_iso
+
+router = APIRouter(include_in_schema=False)
+TIMELINE_SHOWN = 60
+
+
+def _text(obj: dict[str, Any] | None, zh: bool) -> str:
+    if not obj:
+        return ""
+    return str((obj.get("text_zh") if zh else obj.get("text")) or obj.get("text") or "")
+
+
+@router.get("/console/at-risk")
+async def at_risk_page(request: Request, res: Res, tier: str = "high", store: str | None = None,
+                       cursor: str | None = None) -> Response:
+    session = await current_session(request, res)
+    if session is None:
+        return to_sign_in()
+    tier = tier if tier in TIERS else "high"
+    stores = list(session.stores) if session.stores is not None else []
+    if store is None and len(stores) > 1:
+        store = stores[0]
+    t = i18n.words(session.locale)
+    try:
+        scoped = store_for_list(session.as_key(), store or None)
+        listing = await AtRiskQuery(res.redis, res.keys).page(
+            tenant=session.tenant, tier=tier, store=scoped, owner=None, limit=PAGE_SIZE,
+            cursor=cursor[:1024] if cursor else None, holdout_share=res.settings.holdout_share)
+    except QueryError as exc:
+        return page("message.html.j2", request, locale=session.locale, status=exc.status,
+                    session=session, csrf=session.csrf, heading=t["at_risk"], message=str(exc),
+                    back="/console/at-risk")
+    zh = session.locale == "zh-CN"
+    for item in listing["items"]:
+        item["why"] = _text(item.get("top_reason"), zh)
+        item["todo"] = _text(item.get("suggested_action"), zh)
+    here = str(request.url.path) + (f"?{request.url.query}" if request.url.query else "")
+    return page("at_risk.html.j2", request, locale=session.locale, session=session,
+                csrf=session.csrf, page=listing, tier=tier, tiers=("high", "medium"),
+                store=scoped, stores=stores, here=here)
+
+
+async def _customer(res: Resources, session: Session, customer_id: str
+                    ) -> tuple[dict[str, str], CustomerProfile | None] | None:
+    """The customer's state and profile when this session may see them, else None."""
+    _, _, st = res.keys.customer(customer_id, session.tenant)
+    pipe = res.redis.pipeline(transaction=False)
+    pipe.hgetall(st)
+    pipe.get(res.keys.profile(customer_id, session.tenant))
+    state, raw = await pipe.execute()
+    profile = CustomerProfile.model_validate_json(raw) if raw else None
+    store = state.get("store") or (profile.store_id if profile else None)
+    if not state and profile is None:
+        return None
+    if not session.as_key().allows_store(store):
+        return None
+    return dict(state), profile
+
+
+def _not_found(request: Request, session: Session, customer_id: str) -> Response:
+    t = i18n.words(session.locale)
+    return page("message.html.j2", request, locale=session.locale, status=404, session=session,
+                csrf=session.csrf, heading=t["customer"],
+                message=t["no_customer"].format(customer=customer_id), back="/console/at-risk")
+
+
+def _history(entries: list[dict[str, Any]], state: dict[str, str]) -> list[tuple[int, float, str]]:
+    """Score over time: each tier change's score, then the current one."""
+    points = []
+    for e in reversed(entries):
+        if e["kind"] == "tier_change" and isinstance(e["data"].get("score"), int | float):
+            at = parse_iso(e["at"])
+            if at is not None:
+                points.append((int(at.timestamp() * 1000), float(e["data"]["score"]),
+                               str(e["data"].get("to", ""))))
+    if state.get("score"):
+        at_ms = int(float(state.get("scored_at") or state.get("last_ts") or 0)) or (
+            points[-1][0] if points else 0)
+        points.append((max(at_ms, points[-1][0] if points else at_ms), float(state["score"]),
+                       state.get("tier", "")))
+    return points
+
+
+@router.get("/console/customers/{customer_id:anypath}")
+async def customer_page(customer_id: CustomerId, request: Request, res: Res) -> Response:
+    session = await current_session(request, res)
+    if session is None:
+        return to_sign_in()
+    found = await _customer(res, session, customer_id)
+    if found is None:
+        return _not_found(request, session, customer_id)
+    state, profile = found
+    t = i18n.words(session.locale)
+    zh = session.locale == "zh-CN"
+    risk = json.loads(state["risk"]) if state.get("risk") else {}
+    entries = await timeline.read(res.redis, res.keys, customer_id, session.tenant,
+                                  limit=TIMELINE_SHOWN, before=None)
+    contact = []
+    if profile is not None:
+        if profile.email and profile.consent.allows("email"):
+            contact.append(profile.email)
+        if profile.phone and profile.consent.allows("sms"):
+            contact.append(profile.phone)
+    chart = charts.score_line(t["score_over_time"], _history(entries, state))
+    return page("customer.html.j2", request, locale=session.locale, session=session,
+                csrf=session.csrf, customer_id=customer_id, profile=profile, contact=contact,
+                state=state, risk=risk, tier=state.get("tier"),
+                score=float(state["score"]) if state.get("score") else None,
+                reasons=[_text(r, zh) for r in risk.get("reasons") or []],
+                action=_text(risk.get("suggested_action"), zh),
+                held=holdout(state.get("tier"), session.tenant, customer_id,
+                             res.settings.holdout_share),
+                last_seen=iso_ms(state.get("last_ts")), chart=chart, entries=entries,
+                actions=ACTION_TYPES, recorded=request.query_params.get("recorded") == "1",
+                here=str(request.url.path))
+
+
+@router.post("/console/customers/{customer_id:anypath}/actions")
+async def record_action(customer_id: CustomerId, request: Request, res: Res) -> Response:
+    """One-click win-back actions, recorded by the same code as POST /v1/customers/{id}/actions."""
+    form = await read_form(request)
+    session = await current_session(request, res)
+    if session is None:
+        return to_sign_in()
+    if not secrets.compare_digest(session.csrf, form.get("csrf", "")):
+        return csrf_refused(request, session.locale)
+    found = await _customer(res, session, customer_id)
+    if found is None or not found[0].get("tier"):
+        return _not_found(request, session, customer_id)
+    state, _ = found
+    action = form.get("action", "")
+    if action not in ACTION_TYPES:
+        return page("message.html.j2", request, locale=session.locale, status=422,
+                    session=session, csrf=session.csrf, heading=i18n.words(session.locale)["customer"],
+                    message=f"unknown action {action[:40]!r}; choose one of {', '.join(ACTION_TYPES)}",
+                    back=f"/console/customers/{customer_id}")
+    note = form.get("note", "").strip()[:1000] or None
+    at = await now_ms(res.settings, res.redis, res.keys)
+    await winback.record(res.redis, res.keys, tenant=session.tenant, customer_id=customer_id,
+                         body={"action": action, "staff_id": session.staff_id or session.name,
+                               "note": note, "alert_id": None},
+                         at_ms=at, store_id=state.get("store"),
+                         holdout=holdout(state.get("tier"), session.tenant, customer_id,
+                                         res.settings.holdout_share))
+    res.metrics.winback_actions.labels(action).inc()
+    return RedirectResponse(f"/console/customers/{customer_id}?recorded=1", status_code=303)

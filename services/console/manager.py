@@ -1,0 +1,106 @@
+"""Manager views: churn by month and store, tiers over time, win-back results by action and by
+staff member with the holdout uplift — as SVG charts, each with a CSV download. For admins and
+staff whose profile role is ``manager``; scoped to the session's tenant and stores."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from services.console import charts, i18n
+from services.console.sessions import Session
+from services.console.web import current_session, page, to_sign_in
+from services.ingest.deps import Res, Resources
+from services.ingest.formats import csv_response
+from services.ingest.queries import churn, population, tierhistory, winback
+from services.ingest.queries.churn import Definition, Segment
+from services.ingest.queries.timefmt import now_ms
+from services.scorer.features import DAY_MS
+
+router = APIRouter(include_in_schema=False)
+MONTHS = 6
+TIER_DAYS = 30
+WINBACK_DAYS = 90
+REPORTS = ("churn", "tiers", "winback_by_action", "winback_by_staff")
+
+
+async def _data(res: Resources, session: Session) -> dict[str, Any]:
+    s = res.settings
+    stores = frozenset(session.stores) if session.stores is not None else None
+    now = await now_ms(s, res.redis, res.keys)
+    pop = await population.load(res.redis, res.keys, tenant=session.tenant, stores=stores,
+                                max_customers=s.analytics_max_customers)
+    d = Definition(s.churn_definition, s.churn_inactive_days, s.churn_cadence_multiple,
+                   s.churn_min_days)
+    by: Segment = "store" if stores is None or len(stores) > 1 else "all"
+    churn_rows = churn.churn_table(pop, d, period="month", count=MONTHS, by=by, now_ms=now)
+    one_store = next(iter(stores)) if stores is not None and len(stores) == 1 else None
+    tiers = await tierhistory.snapshot_and_read(res.redis, res.keys, tenant=session.tenant,
+                                                store=one_store, days=TIER_DAYS, now_ms=now)
+    report, _ = await winback.report(res.redis, res.keys, tenant=session.tenant, stores=stores,
+                                     since_ms=now - WINBACK_DAYS * DAY_MS, until_ms=now,
+                                     now_ms=now, window_days=s.winback_attribution_days,
+                                     limit=50_000)
+    return {"churn": churn_rows, "tiers": tiers["history"], "tiers_now": tiers["current"],
+            "winback": report, "winback_by_action": report["by_action"],
+            "winback_by_staff": report["by_staff"]}
+
+
+def _refused(request: Request, session: Session) -> Response:
+    t = i18n.words(session.locale)
+    return page("message.html.j2", request, locale=session.locale, status=403, session=session,
+                csrf=session.csrf, heading=t["manager"], message=t["managers_only"],
+                back="/console/at-risk")
+
+
+@router.get("/console/manager")
+async def manager_page(request: Request, res: Res) -> Response:
+    session = await current_session(request, res)
+    if session is None:
+        return to_sign_in()
+    if not session.manages:
+        return _refused(request, session)
+    t = i18n.words(session.locale)
+    data = await _data(res, session)
+    months = sorted({r["period_start"][:7] for r in data["churn"]})
+    segments = sorted({r["segment"] for r in data["churn"]})
+    churn_charts = []
+    for segment in segments:
+        rate = {r["period_start"][:7]: r["churn_rate"] for r in data["churn"]
+                if r["segment"] == segment}
+        churn_charts.append((segment, charts.bars(f"{t['churn_rate']} · {segment}", months,
+                                                  [rate.get(m) for m in months], percent=True)))
+    history = data["tiers"]
+    tiers_chart = charts.stacked(t["tiers_over_time"], [h["date"] for h in history],
+                                 {tier: [h.get(tier, 0) for h in history]
+                                  for tier in ("high", "medium", "low")})
+    by_action = data["winback_by_action"]
+    action_chart = charts.bars(t["winback_by_action"], [r["key"] for r in by_action],
+                               [r["winback_rate"] for r in by_action], percent=True)
+    by_staff = data["winback_by_staff"]
+    staff_chart = charts.bars(t["winback_by_staff"], [r["key"] for r in by_staff],
+                              [r["winback_rate"] for r in by_staff], percent=True)
+    return page("manager.html.j2", request, locale=session.locale, session=session,
+                csrf=session.csrf, churn_charts=churn_charts, tiers_chart=tiers_chart,
+                tiers_now=data["tiers_now"], action_chart=action_chart, staff_chart=staff_chart,
+                winback=data["winback"], months=MONTHS, winback_days=WINBACK_DAYS,
+                here="/console/manager")
+
+
+@router.get("/console/manager/{report}.csv")
+async def manager_csv(report: str, request: Request, res: Res) -> Response:
+    session = await current_session(request, res)
+    if session is None:
+        return to_sign_in()
+    if not session.manages:
+        return _refused(request, session)
+    if report not in REPORTS:
+        t = i18n.words(session.locale)
+        return page("message.html.j2", request, locale=session.locale, status=404,
+                    session=session, csrf=session.csrf, heading=t["manager"],
+                    message=f"no report {report[:40]!r}; reports: {', '.join(REPORTS)}",
+                    back="/console/manager")
+    data = await _data(res, session)
+    return csv_response(data[report], report)

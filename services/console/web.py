@@ -1,0 +1,129 @@
+"""What every console page shares: templates, the session of the request, forms and their
+CSRF tokens, the security headers.
+
+Pages are server-rendered (Jinja2, autoescaped); forms are urlencoded and carry a CSRF token:
+the session's own once signed in, a double-submit cookie before. Sessions live in Redis
+(:mod:`services.console.sessions`); a staff member sees their tenant and their store, an admin
+what their key sees.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import secrets
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import jinja2
+from fastapi import Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from services.console import i18n
+from services.console.sessions import CSRF_COOKIE, SESSION_COOKIE, Session, SessionStore
+from services.ingest.deps import Resources
+
+logger = logging.getLogger(__name__)
+HERE = Path(__file__).parent
+env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
+                          autoescape=True, undefined=jinja2.StrictUndefined)
+MAX_FORM_BYTES = 8192
+PAGE_SIZE = 50
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
+                               "script-src 'none'; form-action 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def session_store(res: Resources) -> SessionStore:
+    s = res.settings
+    return SessionStore(res.redis, res.keys, session_seconds=s.console_session_seconds,
+                        link_seconds=s.console_link_seconds)
+
+
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def cookie_secure(request: Request, res: Resources) -> bool:
+    if res.settings.console_cookie_secure == "always":
+        return True
+    return request.url.scheme == "https" or not is_loopback(request.url.hostname)
+
+
+def page(name: str, request: Request, *, locale: str, status: int = 200,
+          session: Session | None = None, csrf: str = "", **context: Any) -> HTMLResponse:
+    t = i18n.words(locale)
+    html = env.get_template(name).render(t=t, locale=locale, session=session, csrf=csrf,
+                                          **context)
+    return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    body = await request.body()
+    if media != "application/x-www-form-urlencoded" or len(body) > MAX_FORM_BYTES:
+        return {}
+    try:
+        parsed = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=20)
+    except (UnicodeDecodeError, ValueError):
+        return {}
+    return {k: v[0] for k, v in parsed.items()}
+
+
+def browser_locale(request: Request) -> str:
+    return i18n.locale_of(request.query_params.get("lang")
+                          or request.headers.get("accept-language", ""))
+
+
+async def current_session(request: Request, res: Resources) -> Session | None:
+    return await session_store(res).get(request.cookies.get(SESSION_COOKIE))
+
+
+def to_sign_in() -> RedirectResponse:
+    return RedirectResponse("/console/sign-in", status_code=303)
+
+
+def pre_csrf(request: Request) -> str:
+    return request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
+
+
+def with_pre_csrf(response: Response, request: Request, res: Resources, token: str) -> Response:
+    if request.cookies.get(CSRF_COOKIE) != token:
+        response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict",
+                            secure=cookie_secure(request, res), path="/console")
+    return response
+
+
+def pre_csrf_ok(request: Request, form: dict[str, str]) -> bool:
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    return bool(cookie) and secrets.compare_digest(cookie, form.get("csrf", ""))
+
+
+def csrf_refused(request: Request, locale: str) -> HTMLResponse:
+    return page("message.html.j2", request, locale=locale, status=403,
+                 heading=i18n.words(locale)["sign_in"], message=i18n.words(locale)["csrf"],
+                 back="/console/sign-in")
+
+
+async def start_session(request: Request, res: Resources, session: Session) -> Response:
+    sid = await session_store(res).create(session)
+    response = RedirectResponse("/console/at-risk", status_code=303)
+    response.set_cookie(SESSION_COOKIE, sid, max_age=res.settings.console_session_seconds,
+                        httponly=True, samesite="lax", secure=cookie_secure(request, res),
+                        path="/console")
+    response.delete_cookie(CSRF_COOKIE, path="/console")
+    return response
+
+

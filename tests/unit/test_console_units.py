@@ -1,0 +1,31 @@
+"""The console's pure parts: both languages complete, charts that are well-formed SVG."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from services.console import charts, i18n
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def test_every_word_exists_in_both_languages() -> None:
+    assert set(i18n.TEXT["en"]) == set(i18n.TEXT["zh-CN"])
+    for locale in i18n.LOCALES:
+        assert all(v.strip() for v in i18n.TEXT[locale].values())
+    assert i18n.locale_of("zh-TW,zh;q=0.9") == "zh-CN" and i18n.locale_of("de-DE") == "en"
+
+
+def test_charts_are_svg_with_one_mark_per_value_and_escape_labels() -> None:
+    svg = charts.bars("Churn <by month>", ["2026-01", "<b>", "2026-03"], [0.1, None, 0.3],
+                      percent=True)
+    root = ET.fromstring(svg)
+    assert root.tag == f"{SVG}svg" and root.find(f"{SVG}title").text == "Churn <by month>"
+    assert len(root.findall(f"{SVG}rect")) == 2  # None leaves a gap
+    assert "&lt;b&gt;" in svg and "30%" in svg
+    stacked = ET.fromstring(charts.stacked("Tiers", ["d1", "d2"],
+                                           {"high": [1, 2], "medium": [3, 0], "low": [5, 5]}))
+    assert len(stacked.findall(f"{SVG}rect")) == 6 + 3  # bars + legend
+    line = ET.fromstring(charts.score_line("Score", [(0, 0.2, "low"), (10, 0.8, "high")]))
+    assert len(line.findall(f"{SVG}circle")) == 2 and line.find(f"{SVG}polyline") is not None
+    assert ET.fromstring(charts.score_line("Score", [])).tag == f"{SVG}svg"
