@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import secrets
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
@@ -34,6 +35,8 @@ from services.ingest.queries.timefmt import iso_ms, now_ms, parse_iso
 
 router = APIRouter(include_in_schema=False)
 TIMELINE_SHOWN = 60
+VALUE_TIERS = ("high", "medium", "low")
+STAGES = ("new", "growing", "mature", "dormant")
 
 
 def _text(obj: dict[str, Any] | None, zh: bool) -> str:
@@ -44,7 +47,8 @@ def _text(obj: dict[str, Any] | None, zh: bool) -> str:
 
 @router.get("/console/at-risk")
 async def at_risk_page(request: Request, res: Res, tier: str = "high", store: str | None = None,
-                       cursor: str | None = None) -> Response:
+                       cursor: str | None = None, owner: str | None = None,
+                       value: str | None = None, stage: str | None = None) -> Response:
     session = await current_session(request, res)
     if session is None:
         return to_sign_in()
@@ -56,8 +60,11 @@ async def at_risk_page(request: Request, res: Res, tier: str = "high", store: st
     try:
         scoped = store_for_list(session.as_key(), store or None)
         listing = await AtRiskQuery(res.redis, res.keys).page(
-            tenant=session.tenant, tier=tier, store=scoped, owner=None, limit=PAGE_SIZE,
-            cursor=cursor[:1024] if cursor else None, holdout_share=res.settings.holdout_share)
+            tenant=session.tenant, tier=tier, store=scoped, owner=(owner or None) and owner[:128],
+            limit=PAGE_SIZE, cursor=cursor[:1024] if cursor else None,
+            holdout_share=res.settings.holdout_share,
+            value_tier=value if value in VALUE_TIERS else None,
+            lifecycle=stage if stage in STAGES else None)
     except QueryError as exc:
         return page("message.html.j2", request, locale=session.locale, status=exc.status,
                     session=session, csrf=session.csrf, heading=t["at_risk"], message=str(exc),
@@ -67,9 +74,18 @@ async def at_risk_page(request: Request, res: Res, tier: str = "high", store: st
         item["why"] = _text(item.get("top_reason"), zh)
         item["todo"] = _text(item.get("suggested_action"), zh)
     here = str(request.url.path) + (f"?{request.url.query}" if request.url.query else "")
+    filters = {"owner": owner or "", "value": value if value in VALUE_TIERS else "",
+               "stage": stage if stage in STAGES else ""}
+    if owner is None and session.kind == "staff" and session.role != "manager":
+        filters["mine"] = session.staff_id or ""
     return page("at_risk.html.j2", request, locale=session.locale, session=session,
                 csrf=session.csrf, page=listing, tier=tier, tiers=("high", "medium"),
-                store=scoped, stores=stores, here=here)
+                store=scoped, stores=stores, here=here, filters=filters,
+                value_tiers=VALUE_TIERS, stages=STAGES,
+                query=urlencode({k: v for k, v in (("tier", tier), ("store", scoped or ""),
+                                                   ("owner", owner or ""),
+                                                   ("value", filters["value"]),
+                                                   ("stage", filters["stage"])) if v}))
 
 
 async def _customer(res: Resources, session: Session, customer_id: str

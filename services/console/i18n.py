@@ -55,7 +55,9 @@ TEXT: dict[str, dict[str, str]] = {
         "tiers_now": "Now", "winback_by_action": "Win-back rate by action",
         "winback_by_staff": "Win-back rate by staff member", "download_csv": "CSV",
         "uplift": "Uplift over the holdout group", "winback_rate": "Win-back rate",
-        "holdout_rate": "Holdout return rate", "no_data": "No data yet.",
+        "holdout_rate": "Holdout return rate", "no_data": "No data yet.", "filter": "Filter",
+        "stage_new": "new", "stage_growing": "growing", "stage_mature": "mature",
+        "stage_dormant": "dormant",
         "subject": "Your churnwatch sign-in link",
         "mail_text": "Hello {name},\n\nopen this link to sign in to churnwatch (it works once, "
                      "for {minutes} minutes):\n\n{link}\n\nIf you did not ask for it, ignore "
@@ -107,7 +109,9 @@ TEXT: dict[str, dict[str, str]] = {
         "tiers_now": "当前", "winback_by_action": "各行动挽回率",
         "winback_by_staff": "各员工挽回率", "download_csv": "CSV",
         "uplift": "相对对照组的提升", "winback_rate": "挽回率",
-        "holdout_rate": "对照组回访率", "no_data": "暂无数据。",
+        "holdout_rate": "对照组回访率", "no_data": "暂无数据。", "filter": "筛选",
+        "stage_new": "新客", "stage_growing": "成长", "stage_mature": "成熟",
+        "stage_dormant": "沉睡",
         "subject": "您的 churnwatch 登录链接",
         "mail_text": "{name}，您好：\n\n打开以下链接登录 churnwatch（仅可使用一次，{minutes} 分钟内有效）：\n\n"
                      "{link}\n\n如果不是您本人操作，请忽略此邮件。\n",

@@ -28,6 +28,7 @@ from selenium import webdriver
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select
 
 from services.common.embedded import free_port
 from tests.procs import ServiceProcess
@@ -183,6 +184,16 @@ async def test_staff_sign_in_by_mail_at_risk_list_language_and_sign_out(
             assert names[0] == "Alice Liddell", names  # the most valuable first
             fits(d)
             shoot(d, tmp_path, "at-risk.en")
+            # filters: value tier (Alice is a medium-value customer)
+            Select(d.find_element(By.ID, "filter-value")).select_by_value("medium")
+            d.find_element(By.ID, "filter-apply").click()
+            until(lambda: "value=medium" in d.current_url, "the filtered list")
+            assert "Alice Liddell" in text(d)
+            Select(d.find_element(By.ID, "filter-value")).select_by_value("high")
+            d.find_element(By.ID, "filter-apply").click()
+            until(lambda: "value=high" in d.current_url, "the filtered list")
+            assert "Alice Liddell" not in text(d)
+            d.get(f"{api.url}/console/at-risk")
             # open the customer, record what was done, see it on the timeline
             d.find_element(By.LINK_TEXT, "Alice Liddell").click()
             until(lambda: "/console/customers/c-n1" in d.current_url, "the customer page")

@@ -49,9 +49,15 @@ class AtRiskQuery:
         self._page = redis.register_script(PAGE_LUA)
 
     async def page(self, *, tenant: str, tier: str, store: str | None, owner: str | None,
-                   limit: int, cursor: str | None, holdout_share: float) -> dict[str, Any]:
+                   limit: int, cursor: str | None, holdout_share: float,
+                   value_tier: str | None = None, lifecycle: str | None = None
+                   ) -> dict[str, Any]:
+        """One page of the tier's customers by priority. ``owner``, ``value_tier`` and
+        ``lifecycle`` filter the entries read (a bounded number per page: a filtered page may
+        be short while ``next_cursor`` is not null)."""
         index = self.keys.tier_index(tier, tenant, store)
-        want = limit if owner is None else min(max(limit * 10, 200), 2000)
+        filtered = owner is not None or value_tier is not None or lifecycle is not None
+        want = limit if not filtered else min(max(limit * 10, 200), 2000)
         after = cursors.decode(cursor) if cursor else None
         args: list[Any] = [want + 1, 0, "", ""] if after is None else [want + 1, 1, *after]
         flat = await self._page(keys=[index], args=args)
@@ -76,7 +82,11 @@ class AtRiskQuery:
             profile = CustomerProfile.model_validate_json(prof) if prof else None
             if owner is not None and (profile is None or profile.owner_staff_id != owner):
                 continue
-            items.append(_item(cid, tenant, state, prio, profile, holdout_share))
+            item = _item(cid, tenant, state, prio, profile, holdout_share)
+            if ((value_tier is not None and item["value_tier"] != value_tier)
+                    or (lifecycle is not None and item["lifecycle_stage"] != lifecycle)):
+                continue
+            items.append(item)
             if len(items) == limit:
                 more = more or i + 1 < len(entries)
                 break

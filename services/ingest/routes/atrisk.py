@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, status
 
@@ -27,7 +27,7 @@ router = APIRouter(tags=["customers"])
     "highest first, in pages. Pass `next_cursor` back as `cursor` for the next page; the cursor "
     "encodes the last item's (priority, customer) so pages neither repeat nor skip customers "
     "whose priority did not change meanwhile (ties are ordered by customer). With `owner`, "
-    "each page examines a bounded number of index entries, so a page may hold fewer than "
+    "`value_tier` or `lifecycle_stage`, each page examines a bounded number of index entries, so a page may hold fewer than "
     "`limit` items while `next_cursor` is not null. Store-bound keys see only their stores "
     "(pass `store` when bound to several). `holdout: true` items are the control group: do "
     "not act on them.",
@@ -38,11 +38,17 @@ async def at_risk(res: Res, key: ReadKey, tier: TierName = "high", store: StoreF
                                                      description="owner_staff_id of the profile",
                                                      examples=["stylist-7"])] = None,
                   limit: Annotated[int, Query(ge=1, le=500)] = 100,
-                  cursor: Annotated[str | None, Query(max_length=1024)] = None) -> Any:
+                  cursor: Annotated[str | None, Query(max_length=1024)] = None,
+                  value_tier: Annotated[TierName | None, Query(
+                      description="only customers of this value tier")] = None,
+                  lifecycle_stage: Annotated[Literal["new", "growing", "mature", "dormant"] | None,
+                                             Query(description="only this lifecycle stage")] = None
+                  ) -> Any:
     scoped = store_for_list(key, store)
     page = await AtRiskQuery(res.redis, res.keys).page(
         tenant=key.tenant, tier=tier, store=scoped, owner=owner, limit=limit, cursor=cursor,
-        holdout_share=res.settings.holdout_share)
+        holdout_share=res.settings.holdout_share, value_tier=value_tier,
+        lifecycle=lifecycle_stage)
     return page
 
 
