@@ -39,7 +39,8 @@ def validate_batch(items: list[Any], key: ApiKey, now: datetime, max_age: timede
 
 def _check_binding(event: AnyEvent, index: int, key: ApiKey) -> list[FieldError]:
     """A key bound to a tenant (and stores) may only send that tenant's (stores') events."""
-    if key.name != "anonymous" and event.tenant != key.tenant:
+    # No tenant_id means "the key's tenant" (schemas/): only a different explicit one is refused.
+    if key.name != "anonymous" and event.tenant_id is not None and event.tenant_id != key.tenant:
         return [FieldError(index=index, field="tenant_id",
                            message=f"this API key belongs to tenant {key.tenant!r}; "
                            "omit tenant_id or send that value")]
