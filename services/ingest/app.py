@@ -13,6 +13,8 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.common.events import ComplaintEvent, TransactionEvent, VisitEvent
 from services.common.profiles import ProfileStore
@@ -43,6 +45,7 @@ from services.scorer.rules import rules_from_settings
 from services.scorer.tiers import Thresholds
 
 logger = logging.getLogger(__name__)
+REDIS_RETRY_AFTER_S = 2  # Retry-After of a 503 while Redis is unreachable
 
 DESCRIPTION = """Real-time customer-churn early warning.
 
@@ -114,6 +117,17 @@ def create_app(settings: Settings) -> FastAPI:
         return response
 
     install_error_handler(app)
+
+    @app.exception_handler(RedisConnectionError)
+    @app.exception_handler(RedisTimeoutError)
+    async def redis_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # A handled exception (not the generic 500 handler, which Starlette re-raises to the
+        # server, which then drops the keep-alive connection): 503, and the connection stays.
+        logger.warning("Redis unavailable on %s %s: %s", request.method,
+                       getattr(request.scope.get("route"), "path", "unmatched"), type(exc).__name__)
+        return JSONResponse(status_code=503, headers={"Retry-After": str(REDIS_RETRY_AFTER_S)},
+                            content={"detail": "the state store (Redis) is unavailable; nothing "
+                                     "was changed, retry later"})
 
     @app.exception_handler(QueryError)
     async def query_error(request: Request, exc: QueryError) -> JSONResponse:

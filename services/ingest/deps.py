@@ -32,6 +32,7 @@ class Resources:
     profiles: ProfileStore | None = None
     limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0, 1))
     cache: TtlCache = field(default_factory=lambda: TtlCache(0))
+    uncounted_accepted: int = 0  # accepted events Redis could not count yet (routes/events.py)
 
 
 def get_resources(request: Request) -> Resources:
@@ -62,9 +63,10 @@ def require(scope: str):  # noqa: ANN201 - returns a dependency
                                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
         wait = res.limiter.take(key.name)
         if wait > 0:
+            after = RateLimiter.retry_after(wait)  # the message says what the header says
             raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
-                                f"rate limit of this API key exceeded; retry in {wait:.1f} s",
-                                headers={"Retry-After": RateLimiter.retry_after(wait)})
+                                f"rate limit of this API key exceeded; retry in {after} s",
+                                headers={"Retry-After": after})
         if not key.allows(scope):
             raise HTTPException(status.HTTP_403_FORBIDDEN,
                                 f"this API key lacks the '{scope}' scope")

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from services.common.events import FieldError, TransactionEvent, parse_json
 from services.common.exceptions import BrokerUnavailable
-from services.ingest.deps import IngestKey, Res
+from services.ingest.deps import IngestKey, Res, Resources
 from services.ingest.intake import OFFLOAD_BYTES, OFFLOAD_EVENTS, validate_batch
 
 logger = logging.getLogger(__name__)
@@ -136,8 +136,17 @@ async def post_events(request: Request, res: Res, key: IngestKey) -> Any:
     for t, n in counts.items():
         res.metrics.accepted.labels(t).inc(n)
     res.metrics.count_stores(e.store_id for e in events)
-    try:
-        await res.redis.hincrby(res.keys.stats, "events_accepted_total", len(events))
-    except Exception as exc:  # the events are stored; only the counter is behind
-        logger.warning("cannot count accepted events in Redis: %s", exc)
+    await _count_accepted(res, len(events))
     return Accepted(accepted=len(events))
+
+
+async def _count_accepted(res: Resources, n: int) -> None:
+    """The events are stored in the broker: a Redis outage must not lose their count. What
+    could not be added is kept in memory and added with the next accepted batch."""
+    pending, res.uncounted_accepted = res.uncounted_accepted + n, 0
+    try:
+        await res.redis.hincrby(res.keys.stats, "events_accepted_total", pending)
+    except Exception as exc:  # the events are stored; only the counter is behind
+        res.uncounted_accepted += pending
+        logger.warning("cannot count accepted events in Redis (%d kept to add later): %s",
+                       res.uncounted_accepted, type(exc).__name__)

@@ -1,0 +1,186 @@
+"""Issue 19, "what an independent attack on the running stack found": each finding replayed
+against real processes (a ``churnwatch api`` child, a redis-server of the test's own that the
+test kills, the session broker), failing before its fix and passing after it."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.common.embedded import Server, start_redis
+from services.common.kafka import ensure_topics
+from services.common.settings import Settings
+from tests.conftest import LOG_DIR, make_test_settings
+from tests.procs import ServiceProcess
+from tests.reliability import record
+
+pytestmark = pytest.mark.integration
+
+HERE = "tests/integration/test_hardening.py"
+KEYS = ("hd-admin-0001:admin,hd-ingest-001:ingest,hd-read-00001:read,"
+        "ta-ingest-001:ingest@tenantA,ta-read-00001:read@tenantA,"
+        "ta-admin-0001:admin@tenantA,tb-read-00001:read@tenantB,"
+        "ta-north-001:ingest+read@tenantA/north,ta-south-001:ingest+read@tenantA/south,"
+        "hd-slow-0001:ingest")
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def wait_until(fn, timeout: float = 20.0, what: str = "condition"):  # noqa: ANN001,ANN201
+    deadline = time.monotonic() + timeout
+    while True:
+        got = fn()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"{what} not reached within {timeout} s"
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """A redis-server only this module uses (with AOF), so it can be killed and restarted."""
+    data = tmp_path_factory.mktemp("hardening-redis")
+    holder = {"server": start_redis(log_path=LOG_DIR / "hardening-redis.log", appendonly=True,
+                                    data_dir=data), "data": data}
+    yield holder
+    holder["server"].stop()
+
+
+@pytest.fixture(scope="module")
+def api(broker: Server, own_redis: dict, tmp_path_factory: pytest.TempPathFactory
+        ) -> Iterator[tuple[ServiceProcess, Settings]]:
+    settings = make_test_settings(broker, own_redis["server"], tmp_path_factory.mktemp("hardening"),
+                                  api_keys=KEYS, api_rate_limit_per_second=0)
+    asyncio.run(ensure_topics(settings))
+    with ServiceProcess("api", settings, LOG_DIR / f"hardening-api-{settings.redis_prefix}.log",
+                        health_port_setting="api_port") as proc:
+        yield proc, settings
+
+
+# 1. a tenant-bound key posts events without tenant_id ---------------------------------------
+
+def test_a_tenant_bound_key_posts_events_without_tenant_id(api) -> None:
+    proc, _ = api
+    event = {"event_id": "r1", "type": "visit", "customer_id": "alice",
+             "occurred_at": "2026-06-01T10:00:00Z"}
+    with httpx.Client(base_url=proc.url, timeout=30) as client:
+        r = client.post("/v1/events", json=event, headers=bearer("ta-ingest-001"))
+        assert r.status_code == 202, r.text
+        r = client.post("/v1/events", json={**event, "event_id": "r2", "tenant_id": "tenantA"},
+                        headers=bearer("ta-ingest-001"))
+        assert r.status_code == 202, r.text
+        for other in ("tenantB", "default"):  # another tenant, named explicitly, is refused
+            r = client.post("/v1/events", json={**event, "event_id": "r3", "tenant_id": other},
+                            headers=bearer("ta-ingest-001"))
+            assert r.status_code == 422 and r.json()["errors"][0]["field"] == "tenant_id", r.text
+
+
+# 3. Redis down: 503 + Retry-After on every Redis-reading route, the connection kept -------
+
+def _raw_requests(port: int, requests: list[bytes], timeout: float = 15.0) -> list[bytes]:
+    """Send the requests one after another on ONE connection; the raw answers' status lines
+    (an answer missing means the server closed the connection)."""
+    answers: list[bytes] = []
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        buf = b""
+        for req in requests:
+            s.sendall(req)
+            while b"\r\n\r\n" not in buf:
+                chunk = s.recv(65536)
+                if not chunk:
+                    return answers
+                buf += chunk
+            head, _, rest = buf.partition(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value.strip())
+            while len(rest) < length:
+                chunk = s.recv(65536)
+                if not chunk:
+                    return answers
+                rest += chunk
+            answers.append(head)
+            buf = rest[length:]
+    return answers
+
+
+def _get(path: str, key: str) -> bytes:
+    return (f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n").encode()
+
+
+def test_redis_down_answers_503_with_retry_after_and_keeps_the_connection(api, own_redis) -> None:
+    proc, _ = api
+    routes = ["/v1/customers/alice/risk", "/v1/customers/alice/timeline",
+              "/v1/customers/at-risk", "/v1/status", "/v1/customers/alice/profile",
+              "/v1/analytics/tiers"]
+    server: Server = own_redis["server"]
+    port = server.port
+    started = time.monotonic()
+    server.proc.kill()
+    server.proc.wait(10)
+    try:
+        assert proc.port is not None
+        heads = _raw_requests(proc.port, [_get(p, "hd-admin-0001") for p in routes]
+                              + [_get("/health", "x")])
+        problems = []
+        if len(heads) != len(routes) + 1:
+            problems.append(f"the connection was closed after {len(heads)} answers")
+        for path, head in zip(routes, heads, strict=False):
+            status_line = head.split(b"\r\n")[0]
+            if b" 503 " not in status_line or b"\r\nretry-after: " not in head.lower():
+                problems.append(f"{path}: {status_line!r} (want 503 with Retry-After)")
+        # Ingest still takes events: they are stored in the broker, the count waits for Redis.
+        r = httpx.post(f"{proc.url}/v1/events", headers=bearer("hd-ingest-001"), timeout=30,
+                       json={"event_id": "down-1", "type": "visit", "customer_id": "bob",
+                             "occurred_at": "2026-06-01T10:00:00Z"})
+        if r.status_code != 202:
+            problems.append(f"ingest while Redis is down: {r.status_code} {r.text[:200]}")
+    finally:
+        own_redis["server"] = start_redis(port=port, log_path=LOG_DIR / "hardening-redis.log",
+                                          appendonly=True, data_dir=own_redis["data"])
+    # Redis back: the same process answers again, and the count of the accepted batch arrives
+    # with the next one.
+    wait_until(lambda: httpx.get(f"{proc.url}/ready", timeout=5).status_code == 200,
+               what="/ready 200 after Redis returned")
+    before = httpx.get(f"{proc.url}/v1/status", headers=bearer("hd-admin-0001")).json()
+    r = httpx.post(f"{proc.url}/v1/events", headers=bearer("hd-ingest-001"), timeout=30,
+                   json={"event_id": "up-1", "type": "visit", "customer_id": "bob",
+                         "occurred_at": "2026-06-01T11:00:00Z"})
+    assert r.status_code == 202
+    after = httpx.get(f"{proc.url}/v1/status", headers=bearer("hd-admin-0001")).json()
+    lost = after["events_accepted_total"] - before["events_accepted_total"] != 2
+    record(kind="fault", name="api-redis-down",
+           tried="SIGKILL of the API's redis-server; every Redis-reading route called on one "
+           "keep-alive connection, an event posted, then Redis restarted on its port and data dir",
+           load=f"{len(routes)} routes on one connection, 2 events",
+           checked="503 with Retry-After on every route (no 500), the connection still answers "
+           "the next request, ingest keeps taking events and their count reaches Redis once it "
+           "is back",
+           sent=len(routes) + 2, lost=len(problems) + int(lost), doubled=0,
+           test=f"{HERE}::test_redis_down_answers_503_with_retry_after_and_keeps_the_connection",
+           measured={"seconds": round(time.monotonic() - started, 2)})
+    assert not problems, "\n".join(problems)
+    assert not lost, (before, after)
+
+
+def test_429_says_what_retry_after_says(broker: Server, own_redis: dict, tmp_path: Path) -> None:
+    settings = make_test_settings(broker, own_redis["server"], tmp_path, api_keys=KEYS,
+                                  api_rate_limit_per_second=0.2, api_rate_limit_burst=1)
+    with ServiceProcess("api", settings, LOG_DIR / f"hardening-429-{settings.redis_prefix}.log",
+                        health_port_setting="api_port") as proc, \
+            httpx.Client(base_url=proc.url, headers=bearer("hd-read-00001"), timeout=10) as client:
+        answers = [client.get("/v1/customers/nobody/risk") for _ in range(3)]
+        limited = [r for r in answers if r.status_code == 429]
+        assert limited, [r.status_code for r in answers]
+        for r in limited:
+            assert f"retry in {r.headers['retry-after']} s" in r.json()["detail"], r.text
