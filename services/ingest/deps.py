@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -33,6 +34,7 @@ class Resources:
     limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0, 1))
     cache: TtlCache = field(default_factory=lambda: TtlCache(0))
     uncounted_accepted: int = 0  # accepted events Redis could not count yet (routes/events.py)
+    count_retry: asyncio.Task[None] | None = None  # adds them once Redis is back
 
 
 def get_resources(request: Request) -> Resources:

@@ -142,11 +142,33 @@ async def post_events(request: Request, res: Res, key: IngestKey) -> Any:
 
 async def _count_accepted(res: Resources, n: int) -> None:
     """The events are stored in the broker: a Redis outage must not lose their count. What
-    could not be added is kept in memory and added with the next accepted batch."""
-    pending, res.uncounted_accepted = res.uncounted_accepted + n, 0
+    could not be added is kept in memory and added by a background retry once Redis is back
+    (or with the next accepted batch, whichever comes first)."""
+    res.uncounted_accepted += n
+    if res.count_retry is not None and not res.count_retry.done():
+        return  # Redis is known to be away: the retry adds these too
+    if not await _flush_count(res):
+        res.count_retry = asyncio.get_running_loop().create_task(_retry_count(res))
+
+
+async def _flush_count(res: Resources) -> bool:
+    pending, res.uncounted_accepted = res.uncounted_accepted, 0
+    if not pending:
+        return True
     try:
         await res.redis.hincrby(res.keys.stats, "events_accepted_total", pending)
+        return True
     except Exception as exc:  # the events are stored; only the counter is behind
         res.uncounted_accepted += pending
         logger.warning("cannot count accepted events in Redis (%d kept to add later): %s",
                        res.uncounted_accepted, type(exc).__name__)
+        return False
+
+
+async def _retry_count(res: Resources) -> None:
+    delay = 0.5
+    while res.uncounted_accepted:
+        await asyncio.sleep(delay)
+        if await _flush_count(res):
+            return
+        delay = min(delay * 2, 5.0)
