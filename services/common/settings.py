@@ -171,6 +171,9 @@ class Settings(BaseSettings):
     # Hard cap on the events kept per customer (the oldest go first): memory stays bounded
     # even for a customer with thousands of events inside the window.
     max_events_per_customer: int = Field(default=1000, ge=32, le=100_000)
+    # event_id is unique per tenant: an id already used by another customer is a duplicate.
+    # The tenant-wide id registry remembers an id for this many days at least (twice at most).
+    event_id_memory_days: int = Field(default=30, ge=1, le=3650)
     tier_medium_enter: float = Field(default=0.45, gt=0, lt=1)
     tier_medium_exit: float = Field(default=0.35, gt=0, lt=1)
     tier_high_enter: float = Field(default=0.75, gt=0, lt=1)

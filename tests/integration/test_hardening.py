@@ -5,9 +5,11 @@ test kills, the session broker), failing before its fix and passing after it."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -15,8 +17,13 @@ import pytest
 
 from services.common.embedded import Server, start_redis
 from services.common.kafka import ensure_topics
+from services.common.redisconn import Keys, make_redis
 from services.common.settings import Settings
+from services.scorer.state import StateStore
 from tests.conftest import LOG_DIR, make_test_settings
+from tests.data import T0, iso, regular
+from tests.integration.test_scorer import wait_processed
+from tests.kafkatools import produce_events
 from tests.procs import ServiceProcess
 from tests.reliability import record
 
@@ -193,3 +200,109 @@ def test_429_says_what_retry_after_says(broker: Server, own_redis: dict, tmp_pat
         assert limited, [r.status_code for r in answers]
         for r in limited:
             assert f"retry in {r.headers['retry-after']} s" in r.json()["detail"], r.text
+
+
+# 4. the event clock is per tenant, and one customer's outlier moves nobody else ----------
+
+async def test_event_clock_is_per_tenant_and_one_outlier_moves_nobody(settings_factory,
+                                                                     tmp_path: Path) -> None:
+    settings = settings_factory(clock="event", sweep_interval_seconds=0.2, model="scorecard")
+    redis = make_redis(settings)
+    keys = Keys(settings.redis_prefix)
+    history = [{**e, "tenant_id": "tenantA"} for e in regular("regular", every_days=7, count=15)]
+    today = datetime.now(UTC).replace(microsecond=0)
+
+    async def tier() -> str:
+        raw = await redis.hget(keys.customer("regular", "tenantA")[2], "risk")
+        return str(json.loads(raw or "{}").get("tier"))
+
+    def dated(cid: str, tenant: str, at: datetime) -> dict:
+        return {"event_id": f"{cid}-late", "type": "visit", "customer_id": cid,
+                "tenant_id": tenant, "occurred_at": iso(at)}
+
+    with ServiceProcess("scorer", settings, tmp_path / "scorer.log",
+                        health_port_setting="scorer_metrics_port"):
+        await produce_events(settings, history)
+        sent = len(history)
+        await wait_processed(redis, settings, sent)
+        assert await tier() == "low"
+        # Another tenant's customers, active today, and one customer of tenantA dated today
+        # (an outlier in a replay of January): tenantA's clock must not move.
+        noise = [dated("b-1", "tenantB", today), dated("b-2", "tenantB", today),
+                 dated("outlier", "tenantA", today)]
+        await produce_events(settings, noise)
+        sent += len(noise)
+        await wait_processed(redis, settings, sent)
+        deadline = time.monotonic() + 3.0  # 15 sweeps of 0.2 s: any of them would re-score
+        while time.monotonic() < deadline:
+            assert await tier() == "low", "another tenant's (or one outlier's) event moved the clock"
+            await asyncio.sleep(0.2)
+        clocks = await StateStore.from_settings(redis, settings).read_clocks(["tenantA", "tenantB"])
+        regular_last = int(T0.timestamp() * 1000) + 14 * 7 * 86_400_000 + 40 * 60_000
+        assert clocks["tenantA"] == regular_last, clocks
+        assert clocks["tenantB"] == int(today.timestamp() * 1000), clocks
+        outlier = json.loads(await redis.hget(keys.customer("outlier", "tenantA")[2], "risk"))
+        assert outlier["as_of"].startswith(iso(today)[:16]), outlier  # scored at its own time
+        # A second tenantA customer corroborates the new time: now tenantA's clock moves, and
+        # the silent regular is re-scored high by the sweep.
+        await produce_events(settings, [dated("second", "tenantA", today)])
+        sent += 1
+        await wait_processed(redis, settings, sent)
+        deadline = time.monotonic() + 15
+        while await tier() != "high":
+            assert time.monotonic() < deadline, "the corroborated clock did not re-score"
+            await asyncio.sleep(0.2)
+    await redis.aclose()
+
+
+# 5. event_id is unique per tenant, not per customer ----------------------------------------
+
+def test_conflicting_duplicate_ids_in_one_batch_are_refused(api) -> None:
+    proc, _ = api
+    one = {"event_id": "same-id", "type": "transaction", "customer_id": "x-1",
+           "occurred_at": "2026-06-01T10:00:00Z", "amount": 10.0}
+    with httpx.Client(base_url=proc.url, headers=bearer("hd-ingest-001"), timeout=30) as client:
+        r = client.post("/v1/events", json=[one, {**one, "customer_id": "y-1", "amount": 99.0}])
+        assert r.status_code == 422, r.text
+        error = r.json()["errors"][0]
+        assert error["index"] == 1 and error["field"] == "event_id" and "event 0" in error["message"]
+        r = client.post("/v1/events", json=[one, {**one, "amount": 11.0}])  # same customer too
+        assert r.status_code == 422, r.text
+        assert client.post("/v1/events", json=[one, dict(one)]).status_code == 202  # a resend
+        # another tenant may use the same id for its own event
+        assert client.post("/v1/events", json={**one, "customer_id": "z-1"},
+                           headers=bearer("ta-ingest-001")).status_code == 202
+
+
+async def test_an_event_id_reused_for_another_customer_is_a_duplicate(settings_factory,
+                                                                     tmp_path: Path) -> None:
+    settings = settings_factory(model="scorecard", sweep_interval_seconds=3600.0)
+    redis = make_redis(settings)
+    keys = Keys(settings.redis_prefix)
+
+    def tx(event_id: str, cid: str, amount: float, tenant: str | None = None) -> dict:
+        e = {"event_id": event_id, "type": "transaction", "customer_id": cid,
+             "occurred_at": iso(T0), "amount": amount}
+        return {**e, "tenant_id": tenant} if tenant else e
+
+    async def ids(cid: str, tenant: str = "default") -> set[str]:
+        return set(await redis.hkeys(keys.customer(cid, tenant)[1]))
+
+    with ServiceProcess("scorer", settings, tmp_path / "scorer.log",
+                        health_port_setting="scorer_metrics_port"):
+        first = [tx("dup-1", "x", 10.0), tx("dup-1", "y", 99.0), tx("x-2", "x", 5.0),
+                 tx("y-2", "y", 5.0)]
+        await produce_events(settings, first)
+        await wait_processed(redis, settings, len(first))
+        later = [tx("dup-1", "z", 50.0), tx("dup-1", "x", 10.0),  # reuse, and x's resend
+                 tx("dup-1", "w", 7.0, tenant="other")]           # another tenant: its own id
+        await produce_events(settings, later)
+        await wait_processed(redis, settings, len(first) + len(later))
+        x, y = await ids("x"), await ids("y")
+        assert ("dup-1" in x) != ("dup-1" in y), (x, y)  # exactly one customer holds the id
+        assert not await redis.exists(keys.customer("z")[2]), "z got another customer's event"
+        assert await ids("w", "other") == {"dup-1"}
+        stats = await redis.hgetall(keys.stats)
+        assert int(stats["events_applied_total"]) == 4, stats   # dup-1 once, x-2, y-2, w's
+        assert int(stats["events_duplicate_total"]) == 3, stats  # y or x, z, x's resend
+    await redis.aclose()
