@@ -50,6 +50,8 @@ def _rfc3339(value: Any) -> Any:
 def _identifier(value: str) -> str:
     if _CONTROL.search(value):
         raise ValueError("must not contain control characters")
+    if not value.strip():
+        raise ValueError("must not be blank (only whitespace)")
     return value
 
 

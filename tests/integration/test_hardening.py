@@ -5,6 +5,7 @@ test kills, the session broker), failing before its fix and passing after it."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import socket
 import time
@@ -306,3 +307,107 @@ async def test_an_event_id_reused_for_another_customer_is_a_duplicate(settings_f
         assert int(stats["events_applied_total"]) == 4, stats   # dup-1 once, x-2, y-2, w's
         assert int(stats["events_duplicate_total"]) == 3, stats  # y or x, z, x's resend
     await redis.aclose()
+
+
+# 7. slow clients are timed out, and one client cannot hold many slow connections ----------
+
+def _wait_answer(s: socket.socket, timeout: float) -> tuple[bytes, float]:
+    """Read until the server closes the connection; the bytes and the seconds it took."""
+    started = time.monotonic()
+    s.settimeout(timeout)
+    got = b""
+    try:
+        while chunk := s.recv(65536):
+            got += chunk
+    except (TimeoutError, ConnectionResetError):
+        pass
+    return got, time.monotonic() - started
+
+
+def test_slow_clients_get_408_and_a_cap_per_client(broker: Server, redis_server: Server,
+                                                   tmp_path: Path) -> None:
+    settings = make_test_settings(broker, redis_server, tmp_path, api_keys=KEYS,
+                                  api_header_timeout_seconds=2, api_body_timeout_seconds=2,
+                                  api_max_slow_connections_per_client=2)
+    started = time.monotonic()
+    problems: list[str] = []
+    with ServiceProcess("api", settings, LOG_DIR / f"hardening-slow-{settings.redis_prefix}.log",
+                        health_port_setting="api_port") as proc:
+        assert proc.port is not None
+        addr = ("127.0.0.1", proc.port)
+        # Incomplete headers, one byte now and then: 408 once the header deadline passes.
+        with socket.create_connection(addr) as s:
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            got, took = _wait_answer(s, 10)
+            if not got.startswith(b"HTTP/1.1 408") or not 1.5 < took < 6:
+                problems.append(f"incomplete headers: {got[:60]!r} after {took:.1f} s")
+        # Complete headers, a body that never completes: 408 once the body deadline passes.
+        with socket.create_connection(addr) as s:
+            s.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Authorization: Bearer hd-ingest-001\r\nContent-Length: 100\r\n\r\n[{")
+            got, took = _wait_answer(s, 10)
+            if not got.startswith(b"HTTP/1.1 408") or not 1.5 < took < 6:
+                problems.append(f"partial body: {got[:60]!r} after {took:.1f} s")
+        # Two slow connections from one address: the next one is refused at once.
+        slow = [socket.create_connection(addr) for _ in range(2)]
+        for s in slow:
+            s.sendall(b"GET /health HTTP/1.1\r\n")
+        refused = b""
+        deadline = time.monotonic() + 1.9  # before the slow ones' header deadline passes
+        while time.monotonic() < deadline and not refused.startswith(b"HTTP/1.1 429"):
+            with socket.create_connection(addr) as probe:
+                refused, _ = _wait_answer(probe, 0.2)
+        if not refused.startswith(b"HTTP/1.1 429"):
+            problems.append(f"third slow connection not refused: {refused[:60]!r}")
+        for s in slow:
+            s.close()
+        # A well-behaved keep-alive client is not bothered.
+        with httpx.Client(base_url=proc.url, timeout=10) as client:
+            for _ in range(3):
+                if client.get("/health").status_code != 200:
+                    problems.append("a normal request failed after the slow ones")
+    record(kind="fault", name="api-slow-clients",
+           tried="raw sockets against a real API: headers sent in part and never finished, a "
+           "body shorter than its Content-Length, slow connections from one address beyond "
+           "the cap, then a normal keep-alive client",
+           load="header and body deadlines of 2 s, 2 slow connections per client",
+           checked="408 and the connection closed once each deadline passes; the connection "
+           "over the cap answered 429 at once; normal requests unaffected",
+           sent=4, lost=len(problems), doubled=0,
+           test=f"{HERE}::test_slow_clients_get_408_and_a_cap_per_client",
+           measured={"seconds": round(time.monotonic() - started, 2)})
+    assert not problems, "\n".join(problems)
+
+
+# 11. small ones: blank ids, bad bytes in path ids, Content-Encoding ---------------------
+
+def test_blank_ids_bad_path_bytes_and_content_encoding(api) -> None:
+    proc, _ = api
+    event = {"event_id": "enc-1", "type": "visit", "customer_id": "enc-c",
+             "occurred_at": "2026-06-01T10:00:00Z"}
+    with httpx.Client(base_url=proc.url, headers=bearer("hd-admin-0001"), timeout=30) as client:
+        r = client.post("/v1/events", json={**event, "customer_id": "   "})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "customer_id", r.text
+        r = client.get("/v1/customers/%20%20/risk")
+        assert r.status_code == 422 and "customer_id" in r.text, r.text
+        # Two different invalid byte sequences would both decode to U+FFFD: one customer.
+        for path in ("/v1/customers/a%FF/risk", "/v1/customers/a%FE/risk"):
+            r = client.get(path)
+            assert r.status_code == 400 and "UTF-8" in r.json()["detail"], (path, r.text)
+        body = json.dumps(event).encode()
+        r = client.post("/v1/events", content=gzip.compress(body),
+                        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+        assert r.status_code == 202 and r.json() == {"accepted": 1}, r.text
+        r = client.post("/v1/events", content=body,
+                        headers={"Content-Type": "application/json", "Content-Encoding": "br"})
+        assert r.status_code == 415 and "Content-Encoding" in r.json()["detail"], r.text
+        r = client.post("/v1/events", content=b"not gzip at all",
+                        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+        assert r.status_code == 400 and "gzip" in r.json()["detail"], r.text
+        bomb = gzip.compress(b"[" + b" " * (17 * 1024 * 1024) + b"]")  # over the 16 MiB limit
+        r = client.post("/v1/events", content=bomb,
+                        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+        assert r.status_code == 413, r.text
+        r = client.put("/v1/customers/enc-c/profile", content=gzip.compress(b"{}"),
+                       headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+        assert r.status_code == 415, r.text
