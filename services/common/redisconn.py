@@ -135,6 +135,10 @@ class Keys:
         group of win-back analytics."""
         return f"{self.prefix}:t:{_tag(tenant)}:holdout"
 
+    def tenant_stats(self, tenant: str = DEFAULT_TENANT) -> str:
+        """Hash of the tenant's own pipeline counters (the global ones are ``stats``)."""
+        return f"{self.prefix}:t:{_tag(tenant)}:stats"
+
     @property
     def tenants(self) -> str:
         """Set of the tenants the scorer has seen."""

@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from services.common.events import ComplaintEvent, TransactionEvent, VisitEvent
+from services.common.events import DEFAULT_TENANT, ComplaintEvent, TransactionEvent, VisitEvent
 from services.common.profiles import ProfileStore
 from services.common.redisconn import Keys, make_redis
 from services.common.settings import Settings
@@ -163,9 +163,14 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/v1/status", tags=["operations"], summary="Pipeline counters and scorer lag",
              description="events_accepted_total (acknowledged by the broker), events_scored_total "
              "(records the scorer has processed) and scorer_lag (records on the events topic not "
-             "yet processed), plus per-partition detail.", responses=responses(AUTH))
+             "yet processed), plus per-partition detail. Deployment-wide for admin keys of the "
+             "default tenant; any other key sees its own tenant's counters (scored = applied + "
+             "duplicates) and the scorer's lag.", responses=responses(AUTH))
     async def get_status(res: Res, key: ReadKey) -> dict[str, Any]:
-        body = await res.status.read()
+        # Deployment-wide counters for admins of the default tenant only; every other key sees
+        # its tenant's own (issue 19.8: they showed every tenant's volume to any read key).
+        wide = key.tenant == DEFAULT_TENANT and key.allows("admin") and key.stores is None
+        body = await res.status.read(None if wide else key.tenant)
         body["model_version"] = res.engine.model.version
         return body
 

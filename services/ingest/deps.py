@@ -33,7 +33,8 @@ class Resources:
     profiles: ProfileStore | None = None
     limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0, 1))
     cache: TtlCache = field(default_factory=lambda: TtlCache(0))
-    uncounted_accepted: int = 0  # accepted events Redis could not count yet (routes/events.py)
+    # accepted events Redis could not count yet, per tenant (routes/events.py)
+    uncounted_accepted: dict[str, int] = field(default_factory=dict)
     count_retry: asyncio.Task[None] | None = None  # adds them once Redis is back
 
 

@@ -217,6 +217,9 @@ class Processor:
         if dead:
             await self._dead_letter(dead)
         total_valid = sum(len(v) for v in batch.values())
+        valid_by_tenant: dict[str, int] = {}
+        for (tenant, _), acts in batch.items():
+            valid_by_tenant[tenant] = valid_by_tenant.get(tenant, 0) + len(acts)
         if batch:  # an event id another customer of the tenant holds is a duplicate
             lost = await self._retry("claim", lambda: self.store.claim_ids(batch, wall_ms=wall_ms))
             if lost:
@@ -246,6 +249,9 @@ class Processor:
         for ref, cs in states.items():
             cs.partition = partition_of[ref]
         added = sum(cs.added for cs in states.values())
+        duplicates = dict(valid_by_tenant)  # per tenant: valid events minus those added
+        for cs in states.values():
+            duplicates[cs.tenant] -= cs.added
         # Only customers whose window changed are re-scored: a redelivered batch of events
         # that are already stored and scored (pending == 0) changes nothing, not even the
         # clock a customer was scored at. Silence is the sweep's business.
@@ -253,7 +259,9 @@ class Processor:
         await self._rescore(touched, [self.customer_now(cs, nows[cs.tenant]) for cs in touched],
                             kind="event", offsets=offsets,
                             stats={"events_duplicate_total": total_valid - added,
-                                   "events_dead_lettered_total": len(dead)})
+                                   "events_dead_lettered_total": len(dead)},
+                            tenant_stats={t: {"events_duplicate_total": n}
+                                          for t, n in duplicates.items() if n})
         self.metrics.events.labels("applied").inc(added)
         self.metrics.events.labels("duplicate").inc(total_valid - added)
         self.metrics.events.labels("dead_lettered").inc(len(dead))
@@ -363,7 +371,8 @@ class Processor:
     # scoring ----------------------------------------------------------------------------
     async def _rescore(self, states: list[CustomerState], nows: list[int], *, kind: str,
                        offsets: dict[int, int] | None = None,
-                       stats: dict[str, int] | None = None) -> None:
+                       stats: dict[str, int] | None = None,
+                       tenant_stats: dict[str, dict[str, int]] | None = None) -> None:
         assessments: list[tuple[CustomerState, Assessment]] = []
         if states:
             subjects = [Subject(cs.customer_id, cs.activities, cs.first_ts, cs.tier, cs.tier_since)
@@ -407,12 +416,22 @@ class Processor:
         updates = [self._update(cs, a, change_of.get(id(cs)), a.as_of_ms) for cs, a in assessments]
         counts = {**(stats or {}), "events_applied_total": applied,
                   "risk_changes_total": len(changes)}
+        # The same counters per tenant, for the tenant's own /v1/status.
+        per_tenant = {t: dict(c) for t, c in (tenant_stats or {}).items()}
+        for cs in states:
+            if cs.pending:
+                mine = per_tenant.setdefault(cs.tenant, {})
+                mine["events_applied_total"] = mine.get("events_applied_total", 0) + cs.pending
+        for cs, _, _ in changes:
+            mine = per_tenant.setdefault(cs.tenant, {})
+            mine["risk_changes_total"] = mine.get("risk_changes_total", 0) + 1
 
         token = uuid.uuid4().hex  # the same on every retry: the stats count once
 
         async def commit() -> None:
             await self.store.commit(updates, topic=self.settings.topic_events,
-                                    offsets=offsets or {}, stats=counts, token=token)
+                                    offsets=offsets or {}, stats=counts, token=token,
+                                    tenant_stats=per_tenant)
 
         t0 = time.monotonic()
         await self._retry("commit", commit)

@@ -137,6 +137,12 @@ local st = batch.s
 if st ~= nil and #st > 0 then
   for i = 2, #st do redis.call('HINCRBY', st[1], st[i][1], st[i][2]) end
 end
+local ts = batch.ts
+if ts ~= nil then
+  for _, one in ipairs(ts) do
+    for i = 2, #one do redis.call('HINCRBY', one[1], one[i][1], one[i][2]) end
+  end
+end
 return #batch.c
 """
 
@@ -368,7 +374,8 @@ class StateStore:
         return await load_customers(self.redis, self.keys, refs)
 
     async def commit(self, updates: list[list[Any]], *, topic: str, offsets: dict[int, int],
-                     stats: dict[str, int], token: str | None = None) -> None:
+                     stats: dict[str, int], token: str | None = None,
+                     tenant_stats: dict[str, dict[str, int]] | None = None) -> None:
         """Write a batch's outcome in one atomic round trip (see COMMIT_LUA): per customer
         ``[state key, [field, value...], clear pending, due key, token, due ms, [[index,
         priority]...], [index to leave...], [[set, member]...], timeline, entry, max, ttl]``.
@@ -381,7 +388,11 @@ class StateStore:
         counts = [[name, n] for name, n in stats.items() if n]
         if counts:
             payload["s"] = [self.keys.stats, *counts]
-        if updates or offsets or counts:
+        per_tenant = [[self.keys.tenant_stats(t), *([n, v] for n, v in c.items() if v)]
+                      for t, c in (tenant_stats or {}).items() if any(c.values())]
+        if per_tenant:
+            payload["ts"] = per_tenant
+        if updates or offsets or counts or per_tenant:
             await self._commit(args=[json.dumps(payload, separators=(",", ":"),
                                                 ensure_ascii=False)])
 

@@ -306,6 +306,10 @@ async def test_an_event_id_reused_for_another_customer_is_a_duplicate(settings_f
         stats = await redis.hgetall(keys.stats)
         assert int(stats["events_applied_total"]) == 4, stats   # dup-1 once, x-2, y-2, w's
         assert int(stats["events_duplicate_total"]) == 3, stats  # y or x, z, x's resend
+        mine = await redis.hgetall(keys.tenant_stats("default"))   # per tenant (/v1/status)
+        other = await redis.hgetall(keys.tenant_stats("other"))
+        assert (int(mine["events_applied_total"]), int(mine["events_duplicate_total"])) == (3, 3)
+        assert int(other["events_applied_total"]) == 1 and "events_duplicate_total" not in other
     await redis.aclose()
 
 
@@ -411,3 +415,34 @@ def test_blank_ids_bad_path_bytes_and_content_encoding(api) -> None:
         r = client.put("/v1/customers/enc-c/profile", content=gzip.compress(b"{}"),
                        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
         assert r.status_code == 415, r.text
+
+
+# 8. /v1/status: a tenant's keys see their tenant's counters --------------------------------
+
+def test_status_is_scoped_to_the_keys_tenant(api) -> None:
+    proc, _ = api
+    with httpx.Client(base_url=proc.url, timeout=30) as client:
+        def status(key: str) -> dict:
+            r = client.get("/v1/status", headers=bearer(key))
+            assert r.status_code == 200, r.text
+            return r.json()  # type: ignore[no-any-return]
+
+        before = {k: status(k) for k in ("hd-admin-0001", "tb-read-00001", "ta-read-00001",
+                                         "ta-north-001", "hd-read-00001")}
+        events = [{"event_id": f"st-{i}", "type": "visit", "customer_id": f"st-c{i}",
+                   "occurred_at": "2026-06-01T10:00:00Z"} for i in range(3)]
+        assert client.post("/v1/events", json=events,
+                           headers=bearer("ta-ingest-001")).status_code == 202
+        after = {k: status(k) for k in before}
+
+    def delta(k: str) -> int:
+        return int(after[k]["events_accepted_total"] - before[k]["events_accepted_total"])
+
+    assert delta("hd-admin-0001") == 3                        # deployment-wide: admin, default
+    assert delta("ta-read-00001") == 3 and delta("ta-north-001") == 3  # tenantA's own
+    assert delta("tb-read-00001") == 0 and delta("hd-read-00001") == 0  # others see nothing
+    for k in ("tb-read-00001", "ta-read-00001", "ta-north-001", "hd-read-00001"):
+        assert "partitions" not in after[k] and after[k]["tenant"] in ("tenantA", "tenantB",
+                                                                       "default"), after[k]
+        assert {"events_accepted_total", "events_scored_total", "scorer_lag"} <= after[k].keys()
+    assert "partitions" in after["hd-admin-0001"]

@@ -164,15 +164,19 @@ async def post_events(request: Request, res: Res, key: IngestKey) -> Any:
     for t, n in counts.items():
         res.metrics.accepted.labels(t).inc(n)
     res.metrics.count_stores(e.store_id for e in events)
-    await _count_accepted(res, len(events))
+    per_tenant: dict[str, int] = {}
+    for e in events:
+        per_tenant[e.tenant] = per_tenant.get(e.tenant, 0) + 1
+    await _count_accepted(res, per_tenant)
     return Accepted(accepted=len(events))
 
 
-async def _count_accepted(res: Resources, n: int) -> None:
-    """The events are stored in the broker: a Redis outage must not lose their count. What
-    could not be added is kept in memory and added by a background retry once Redis is back
-    (or with the next accepted batch, whichever comes first)."""
-    res.uncounted_accepted += n
+async def _count_accepted(res: Resources, per_tenant: dict[str, int]) -> None:
+    """The events are stored in the broker: a Redis outage must not lose their count (the
+    deployment's and each tenant's). What could not be added is kept in memory and added by a
+    background retry once Redis is back."""
+    for tenant, n in per_tenant.items():
+        res.uncounted_accepted[tenant] = res.uncounted_accepted.get(tenant, 0) + n
     if res.count_retry is not None and not res.count_retry.done():
         return  # Redis is known to be away: the retry adds these too
     if not await _flush_count(res):
@@ -180,16 +184,23 @@ async def _count_accepted(res: Resources, n: int) -> None:
 
 
 async def _flush_count(res: Resources) -> bool:
-    pending, res.uncounted_accepted = res.uncounted_accepted, 0
+    pending, res.uncounted_accepted = res.uncounted_accepted, {}
     if not pending:
         return True
     try:
-        await res.redis.hincrby(res.keys.stats, "events_accepted_total", pending)
+        # Not MULTI: the keys are in different slots under Redis Cluster. A failure half-way
+        # (rare: Redis goes away between two commands) could count a few events twice.
+        pipe = res.redis.pipeline(transaction=False)
+        pipe.hincrby(res.keys.stats, "events_accepted_total", sum(pending.values()))
+        for tenant, n in pending.items():
+            pipe.hincrby(res.keys.tenant_stats(tenant), "events_accepted_total", n)
+        await pipe.execute()
         return True
     except Exception as exc:  # the events are stored; only the counter is behind
-        res.uncounted_accepted += pending
+        for tenant, n in pending.items():
+            res.uncounted_accepted[tenant] = res.uncounted_accepted.get(tenant, 0) + n
         logger.warning("cannot count accepted events in Redis (%d kept to add later): %s",
-                       res.uncounted_accepted, type(exc).__name__)
+                       sum(res.uncounted_accepted.values()), type(exc).__name__)
         return False
 
 
