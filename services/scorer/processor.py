@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from services.common.events import TENANT_HEADER, parse_json, validate_event
+from services.common.events import STORE_BOUND_HEADER, TENANT_HEADER, parse_json, validate_event
 from services.common.holdout import in_holdout
 from services.common.redisconn import DEFAULT_TENANT, Keys, parse_customer_token
 from services.common.riskchange import (
@@ -187,6 +187,7 @@ class Processor:
         max_future = timedelta(seconds=self.settings.max_event_future_seconds)
         batch: dict[Ref, list[Activity]] = {}
         stores: dict[Ref, str | None] = {}
+        store_bound: set[Ref] = set()  # the store named last came from a store-bound key
         partition_of: dict[Ref, int] = {}
         dead: list[tuple[Record, str]] = []
         offsets: dict[int, int] = {}
@@ -213,6 +214,10 @@ class Processor:
             batch.setdefault(ref, []).append(act)
             if event.store_id:
                 stores[ref] = event.store_id
+                if any(n == STORE_BOUND_HEADER for n, _ in r.headers):
+                    store_bound.add(ref)
+                else:
+                    store_bound.discard(ref)
             partition_of.setdefault(ref, r.partition)
         if dead:
             await self._dead_letter(dead)
@@ -240,7 +245,7 @@ class Processor:
                 if self.event_clock else None
             t0 = time.monotonic()
             states, clocks = await self._retry("apply", lambda: self.store.apply(
-                batch, now_ms=cutoff_now, stores=stores, clock_cap=cap))
+                batch, now_ms=cutoff_now, stores=stores, clock_cap=cap, store_bound=store_bound))
             self.metrics.redis_seconds.labels("apply").observe(time.monotonic() - t0)
             for t, v in clocks.items():
                 self._clocks[t] = max(self._clocks.get(t, 0), v)

@@ -30,7 +30,7 @@ MIN_KEPT_EVENTS = 32
 # KEYS: ev zset, ed hash, st hash.
 # ARGV: cutoff ms, ttl s, store or "", min kept, max kept, then a JSON array of
 # [event id, ts, blob] (one argument: packing thousands of small arguments costs more than
-# the script). Returns {added, events as one JSON object {id: row}, state as a flat list}.
+# the script), then "1" when the store came from a store-bound key ("" otherwise). Returns {added, events as one JSON object {id: row}, state as a flat list}.
 APPLY_LUA = """
 local cutoff = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
@@ -64,8 +64,12 @@ if added > 0 then
   redis.call('HINCRBY', KEYS[3], 'pending', added)
   if ARGV[3] ~= '' then
     local old = redis.call('HGET', KEYS[3], 'store')
-    if old and old ~= ARGV[3] then redis.call('HSET', KEYS[3], 'moved_from', old) end
-    redis.call('HSET', KEYS[3], 'store', ARGV[3])
+    -- ARGV[7] == '1': the store comes from a store-bound key's event; it makes the customer's
+    -- home store only for a customer without one (one store cannot pull another's customer).
+    if not (old and ARGV[7] == '1') then
+      if old and old ~= ARGV[3] then redis.call('HSET', KEYS[3], 'moved_from', old) end
+      redis.call('HSET', KEYS[3], 'store', ARGV[3])
+    end
   end
 end
 local function drop(ids)
@@ -336,7 +340,8 @@ class StateStore:
         return lost
 
     async def apply(self, batch: dict[Ref, list[Activity]], *, now_ms: int | dict[Ref, int],
-                    stores: dict[Ref, str | None], clock_cap: int | None = None
+                    stores: dict[Ref, str | None], clock_cap: int | None = None,
+                    store_bound: set[Ref] | None = None
                     ) -> tuple[dict[Ref, CustomerState], dict[str, int]]:
         """Store the batch's activities and return every touched customer's full window and
         state (``now_ms``: each customer's instant, which sets their trim cutoff), plus, when
@@ -349,7 +354,8 @@ class StateStore:
             at = now_ms if isinstance(now_ms, int) else now_ms[ref]
             argv: list[Any] = [at - self.window_ms, self.ttl_seconds,
                                stores.get(ref) or "", MIN_KEPT_EVENTS, self.max_events,
-                               json.dumps(rows, separators=(",", ":"), ensure_ascii=False)]
+                               json.dumps(rows, separators=(",", ":"), ensure_ascii=False),
+                               "1" if store_bound and ref in store_bound else ""]
             tenant, cid = ref
             await self._apply(keys=list(self.keys.customer(cid, tenant)), args=argv, client=pipe)
         tenants: list[str] = []

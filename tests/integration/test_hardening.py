@@ -446,3 +446,53 @@ def test_status_is_scoped_to_the_keys_tenant(api) -> None:
                                                                        "default"), after[k]
         assert {"events_accepted_total", "events_scored_total", "scorer_lag"} <= after[k].keys()
     assert "partitions" in after["hd-admin-0001"]
+
+
+# 6. a store-bound key cannot pull another store's customer into its view ------------------
+
+async def test_a_store_bound_key_cannot_pull_another_stores_customer(api, tmp_path: Path) -> None:
+    proc, settings = api
+    redis = make_redis(settings)
+
+    def visit(event_id: str, cid: str, store: str, day: int) -> dict:
+        return {"event_id": event_id, "type": "visit", "customer_id": cid, "store_id": store,
+                "occurred_at": f"2026-06-{day:02d}T10:00:00Z"}
+
+    async def applied(n: int) -> None:
+        deadline = time.monotonic() + 30
+        while int(await redis.hget(Keys(settings.redis_prefix).tenant_stats("tenantA"),
+                                   "events_applied_total") or 0) < n:
+            assert time.monotonic() < deadline, "events not applied"
+            await asyncio.sleep(0.1)
+
+    with ServiceProcess("scorer", settings, tmp_path / "scorer.log",
+                        health_port_setting="scorer_metrics_port"), \
+            httpx.Client(base_url=proc.url, timeout=30) as client:
+        base = int(await redis.hget(Keys(settings.redis_prefix).tenant_stats("tenantA"),
+                                    "events_applied_total") or 0)
+        south = [visit(f"sh-{d}", "shared", "south", d) for d in (1, 8, 15)]
+        assert client.post("/v1/events", json=south,
+                           headers=bearer("ta-south-001")).status_code == 202
+        await applied(base + 3)
+        # north served the customer once: accepted and counted, but the customer stays south's
+        r = client.post("/v1/events", json=[visit("sh-n", "shared", "north", 20),
+                                            visit("own-1", "north-own", "north", 20)],
+                        headers=bearer("ta-north-001"))
+        assert r.status_code == 202, r.text
+        await applied(base + 5)
+        for path in ("/v1/customers/shared/risk", "/v1/customers/shared/timeline",
+                     "/v1/customers/shared/risk?as_of=2026-06-21T00:00:00Z"):
+            assert client.get(path, headers=bearer("ta-north-001")).status_code == 404, path
+        risk = client.get("/v1/customers/shared/risk", headers=bearer("ta-south-001"))
+        assert risk.status_code == 200 and risk.json()["store_id"] == "south", risk.text
+        assert risk.json()["last_event_at"].startswith("2026-06-20"), risk.json()  # counted
+        # a customer north saw first is north's
+        assert client.get("/v1/customers/north-own/risk",
+                          headers=bearer("ta-north-001")).status_code == 200
+        # a tenant-wide key still moves a customer to another store
+        assert client.post("/v1/events", json=[visit("sh-m", "shared", "north", 22)],
+                           headers=bearer("ta-admin-0001")).status_code == 202
+        await applied(base + 6)
+        assert client.get("/v1/customers/shared/risk",
+                          headers=bearer("ta-north-001")).status_code == 200
+    await redis.aclose()

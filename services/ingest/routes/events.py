@@ -12,7 +12,7 @@ from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from services.common.events import FieldError, TransactionEvent, parse_json
+from services.common.events import STORE_BOUND_HEADER, FieldError, TransactionEvent, parse_json
 from services.common.exceptions import BrokerUnavailable
 from services.ingest.deps import IngestKey, Res, Resources
 from services.ingest.intake import OFFLOAD_BYTES, OFFLOAD_EVENTS, validate_batch
@@ -151,7 +151,9 @@ async def post_events(request: Request, res: Res, key: IngestKey) -> Any:
         return JSONResponse(status_code=422, content=body.model_dump())
     with res.metrics.produce_seconds.time():
         try:
-            await res.publisher.publish(settings.topic_events, records)
+            await res.publisher.publish(
+                settings.topic_events, records,
+                headers=[(STORE_BOUND_HEADER, b"1")] if key.stores is not None else None)
         except BrokerUnavailable as exc:
             logger.warning("refusing %d events: %s", len(records), exc)
             res.metrics.rejected.labels("broker_unavailable").inc(len(records))
