@@ -299,8 +299,14 @@ class Processor:
         async def tenant_list() -> list[str]:
             return sorted(str(t) for t in await redis.smembers(self.keys.tenants))  # type: ignore[misc]
 
-        tenants = await self._retry("sweep", tenant_list)
+        # The default tenant always: its key also holds other tenants' entries written before
+        # silence indexes were per tenant (moved out below). Without a clock of its own (event
+        # clock, no default-tenant customers) that key is swept at the newest tenant clock.
+        tenants = sorted({DEFAULT_TENANT, *await self._retry("sweep", tenant_list)})
         clocks = await self.tenant_nows(tenants, refresh=True)
+        if clocks.get(DEFAULT_TENANT) is None:
+            clocks[DEFAULT_TENANT] = max((c for c in clocks.values() if c is not None),
+                                         default=None)
         slots = [(t, p, self.keys.due(p, t), now) for t in tenants for p in sorted(partitions)
                  if (now := clocks.get(t)) is not None]
         budget = self.settings.sweep_max_customers
@@ -313,7 +319,7 @@ class Processor:
 
         found = await self._retry("sweep", due_now)
         done = 0
-        for (_, p, due_key, now), tokens in zip(slots, found, strict=True):
+        for (tenant, p, due_key, now), tokens in zip(slots, found, strict=True):
             if budget <= 0:
                 break
             tokens = tokens[:budget]
@@ -326,16 +332,27 @@ class Processor:
                 return await self.store.load(ids)
 
             states = await self._retry("load", load)
+            # Gone customers leave the index. So do other tenants' entries in the default
+            # tenant's key (written before silence indexes were per tenant), once re-scored:
+            # the commit indexes them under their own tenant.
             gone = [t for ref, t in refs.items() if ref not in states]
-            if gone:
-                async def forget(key: str = due_key, ids: list[str] = gone) -> int:
-                    return int(await redis.zrem(key, *ids))
+            stray = [t for ref, t in refs.items() if ref in states and ref[0] != tenant]
 
-                await self._retry("sweep", forget)
+            async def forget_gone(key: str = due_key, ids: list[str] = gone) -> int:
+                return int(await redis.zrem(key, *ids))
+
+            async def forget_stray(key: str = due_key, ids: list[str] = stray) -> int:
+                return int(await redis.zrem(key, *ids))
+
+            if gone:
+                await self._retry("sweep", forget_gone)
             for cs in states.values():
                 cs.partition = p
             due = list(states.values())
-            await self._rescore(due, [self.customer_now(cs, now) for cs in due], kind="silence")
+            await self._rescore(due, [self.customer_now(cs, clocks.get(cs.tenant) or now)
+                                      for cs in due], kind="silence")
+            if stray:
+                await self._retry("sweep", forget_stray)
             done += len(states)
             budget -= len(tokens)
         if done:

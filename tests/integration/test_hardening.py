@@ -496,3 +496,34 @@ async def test_a_store_bound_key_cannot_pull_another_stores_customer(api, tmp_pa
         assert client.get("/v1/customers/shared/risk",
                           headers=bearer("ta-north-001")).status_code == 200
     await redis.aclose()
+
+
+async def test_silence_entries_of_other_tenants_move_out_of_the_legacy_index(
+        settings_factory, tmp_path: Path) -> None:
+    """Before per-tenant clocks every tenant's silence entries were in ``due:<partition>``
+    (now the default tenant's key): the sweep re-scores them and moves them to their own."""
+    settings = settings_factory(sweep_interval_seconds=0.2, model="scorecard")
+    redis = make_redis(settings)
+    keys = Keys(settings.redis_prefix)
+    event = {"event_id": "mig-1", "type": "visit", "customer_id": "m1", "tenant_id": "mig",
+             "occurred_at": iso(T0)}
+
+    async def where() -> tuple[list[int], list[int]]:
+        legacy = [p for p in range(2) if await redis.zscore(keys.due(p), "mig/m1") is not None]
+        own = [p for p in range(2) if await redis.zscore(keys.due(p, "mig"), "mig/m1") is not None]
+        return legacy, own
+
+    with ServiceProcess("scorer", settings, tmp_path / "scorer.log",
+                        health_port_setting="scorer_metrics_port"):
+        await produce_events(settings, [event])
+        await wait_processed(redis, settings, 1)
+        legacy, own = await where()
+        assert legacy == [] and len(own) == 1
+        p = own[0]
+        await redis.zrem(keys.due(p, "mig"), "mig/m1")
+        await redis.zadd(keys.due(p), {"mig/m1": 0})  # as an older version left it
+        deadline = time.monotonic() + 20
+        while await where() != ([], [p]):
+            assert time.monotonic() < deadline, await where()
+            await asyncio.sleep(0.1)
+    await redis.aclose()
