@@ -99,6 +99,7 @@ class Stack:
         self.info: dict[str, Any] = {}
         self.stopping = asyncio.Event()
         self.redis_restarts: list[float] = []
+        self.failed = False  # stopped because a part kept dying: exit 1
 
     # start-up ---------------------------------------------------------------------------
     def _explicit(self, name: str) -> bool:
@@ -271,12 +272,14 @@ class Stack:
             if server.name != "redis":
                 _say(f"!!! the embedded {server.name} kept its topics in memory and cannot be "
                      "restarted without losing them; stopping the stack (start it again)")
+                self.failed = True
                 self.stopping.set()
                 return
             now = time.monotonic()
             self.redis_restarts = [t for t in self.redis_restarts if now - t < 60] + [now]
             if len(self.redis_restarts) > MAX_RESTARTS:
                 _say("!!! redis keeps dying; stopping the stack")
+                self.failed = True
                 self.stopping.set()
                 return
             deadline = now + 30
@@ -289,6 +292,7 @@ class Stack:
                 except (OSError, RuntimeError, TimeoutError) as exc:
                     if time.monotonic() > deadline:
                         _say(f"!!! cannot restart redis on port {server.port}: {exc}; stopping")
+                        self.failed = True
                         self.stopping.set()
                         return
                     await asyncio.sleep(0.5)
@@ -318,6 +322,7 @@ class Stack:
                 child.restarts = [t for t in child.restarts if now - t < 60] + [now]
                 if len(child.restarts) > MAX_RESTARTS:
                     _say(f"!!! {child.name} keeps dying; stopping the stack")
+                    self.failed = True
                     self.stopping.set()
                     return
                 child.stop()
@@ -424,7 +429,7 @@ async def _run(stack: Stack) -> int:
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    return 0
+    return 1 if stack.failed else 0
 
 
 def run_stack(settings: Settings, *, demo: bool) -> int:
