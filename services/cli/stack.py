@@ -28,6 +28,7 @@ from services.common.embedded import (
     Server,
     die_with_parent,
     free_port,
+    port_is_free,
     start_broker,
     start_redis,
     stop_process,
@@ -97,6 +98,8 @@ class Stack:
         self.env: dict[str, str] = {}
         self.info: dict[str, Any] = {}
         self.stopping = asyncio.Event()
+        self.redis_restarts: list[float] = []
+        self.failed = False  # stopped because a part kept dying: exit 1
 
     # start-up ---------------------------------------------------------------------------
     def _explicit(self, name: str) -> bool:
@@ -118,10 +121,15 @@ class Stack:
                 overrides["kafka_idempotence"] = False  # Tansu memory storage: no InitProducerId
             _say(f"broker (embedded Tansu) on {broker.address}")
         if not self._explicit("redis_url"):
-            redis = start_redis(log_path=logs / "redis.log")
+            redis = self._start_redis()
             self.servers.append(redis)
             overrides["redis_url"] = f"redis://{redis.address}/0"
-            _say(f"redis (embedded) on {redis.address}")
+            _say(f"redis (embedded) on {redis.address}, data in {self.redis_dir}")
+            if not self._explicit("kafka_bootstrap"):
+                # The embedded broker starts with empty topics, while Redis kept the offsets the
+                # scorer had processed on the previous broker's topics: they would hide the new
+                # topics' lag (and the scorer's progress) until the new offsets passed them.
+                self._forget_processed_offsets(redis, s)
         if self.demo and not self._explicit("clock"):
             overrides["clock"] = "event"  # the demo tells its story in compressed event time
         api_port = free_port(s.api_port)
@@ -173,6 +181,36 @@ class Stack:
             "pid": os.getpid(),
         }
 
+    @property
+    def redis_dir(self) -> Path:
+        return self.settings.home / "redis"
+
+    def _start_redis(self, port: int = 0) -> Server:
+        """The embedded Redis persists to an append-only file in ``$CHURNWATCH_HOME/redis``
+        (fsync every second), so a Redis that dies, or ``up`` stopped and started again,
+        keeps every customer's state and the counters."""
+        return start_redis(port=port, log_path=self.settings.logs_dir / "redis.log",
+                           appendonly=True, data_dir=self.redis_dir, appendfsync="everysec")
+
+    @staticmethod
+    def _forget_processed_offsets(redis: Server, s: Settings) -> None:
+        import redis as redis_sync
+
+        from services.common.redisconn import Keys
+
+        client = redis_sync.Redis(host="127.0.0.1", port=redis.port, socket_timeout=5.0)
+        deadline = time.monotonic() + 30
+        while True:  # a large AOF takes a moment to load ("LOADING")
+            try:
+                client.delete(Keys(s.redis_prefix).offsets(s.topic_events))
+                break
+            except redis_sync.exceptions.BusyLoadingError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+            finally:
+                client.close()
+
     async def start(self) -> None:
         await ensure_topics(self.settings)
         for child in self.children:
@@ -217,8 +255,56 @@ class Stack:
                     await asyncio.sleep(0.25)
 
     # running ----------------------------------------------------------------------------
+    async def _check_servers(self) -> None:
+        """The embedded broker and Redis are supervised too: a death is reported like any
+        child's; Redis is restarted on the same port and data directory (its AOF brings the
+        state back, the services reconnect by themselves). The embedded broker keeps its
+        topics in memory, so restarting it would silently lose every event not yet scored:
+        its death stops the stack instead, loudly."""
+        for i, server in enumerate(self.servers):
+            code = server.proc.poll()
+            if code is None:
+                continue
+            log = self.settings.logs_dir / f"{server.name}.log"
+            _say(f"!!! {server.name} DIED with exit code {code}; last lines of {log}:")
+            print(Child(server.name, [], {}, log).tail(), file=sys.stderr, flush=True)
+            server.stop()
+            if server.name != "redis":
+                _say(f"!!! the embedded {server.name} kept its topics in memory and cannot be "
+                     "restarted without losing them; stopping the stack (start it again)")
+                self.failed = True
+                self.stopping.set()
+                return
+            now = time.monotonic()
+            self.redis_restarts = [t for t in self.redis_restarts if now - t < 60] + [now]
+            if len(self.redis_restarts) > MAX_RESTARTS:
+                _say("!!! redis keeps dying; stopping the stack")
+                self.failed = True
+                self.stopping.set()
+                return
+            deadline = now + 30
+            while True:  # the same port: every service's CHURNWATCH_REDIS_URL names it
+                try:
+                    if not port_is_free(server.port):
+                        raise OSError(f"port {server.port} still taken")
+                    restarted = await asyncio.to_thread(self._start_redis, server.port)
+                    break
+                except (OSError, RuntimeError, TimeoutError) as exc:
+                    if time.monotonic() > deadline:
+                        _say(f"!!! cannot restart redis on port {server.port}: {exc}; stopping")
+                        self.failed = True
+                        self.stopping.set()
+                        return
+                    await asyncio.sleep(0.5)
+            self.servers[i] = restarted
+            _say(f"restarted redis (pid {restarted.proc.pid}) on {restarted.address}, "
+                 f"data from {self.redis_dir}")
+
     async def supervise(self) -> None:
         while not self.stopping.is_set():
+            await self._check_servers()
+            if self.stopping.is_set():
+                return
             for child in self.children:
                 if child.proc is None or child.proc.poll() is None:
                     continue
@@ -236,6 +322,7 @@ class Stack:
                 child.restarts = [t for t in child.restarts if now - t < 60] + [now]
                 if len(child.restarts) > MAX_RESTARTS:
                     _say(f"!!! {child.name} keeps dying; stopping the stack")
+                    self.failed = True
                     self.stopping.set()
                     return
                 child.stop()
@@ -342,7 +429,7 @@ async def _run(stack: Stack) -> int:
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    return 0
+    return 1 if stack.failed else 0
 
 
 def run_stack(settings: Settings, *, demo: bool) -> int:

@@ -50,6 +50,8 @@ def _rfc3339(value: Any) -> Any:
 def _identifier(value: str) -> str:
     if _CONTROL.search(value):
         raise ValueError("must not contain control characters")
+    if not value.strip():
+        raise ValueError("must not be blank (only whitespace)")
     return value
 
 
@@ -62,6 +64,9 @@ Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 ShortText = Annotated[StrictStr, StringConstraints(min_length=1, max_length=128)]
 DEFAULT_TENANT = "default"
 TENANT_HEADER = "churnwatch-tenant"  # names the tenant of an erasure tombstone (key: customer id)
+# Set on events a store-bound API key posted: they count in the customer's activity but never
+# move a customer whose home store is another one (services/scorer/state.py APPLY_LUA).
+STORE_BOUND_HEADER = "churnwatch-store-bound"
 TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 TenantId = Annotated[StrictStr, StringConstraints(pattern=TENANT_PATTERN)]
 

@@ -135,19 +135,37 @@ class Keys:
         group of win-back analytics."""
         return f"{self.prefix}:t:{_tag(tenant)}:holdout"
 
+    def tenant_stats(self, tenant: str = DEFAULT_TENANT) -> str:
+        """Hash of the tenant's own pipeline counters (the global ones are ``stats``)."""
+        return f"{self.prefix}:t:{_tag(tenant)}:stats"
+
     @property
     def tenants(self) -> str:
         """Set of the tenants the scorer has seen."""
         return f"{self.prefix}:tenants"
 
-    # global -------------------------------------------------------------------------
-    def due(self, partition: int) -> str:
-        """Silence index of one events-topic partition: customer -> next re-score time (ms)."""
-        return f"{self.prefix}:due:{partition}"
+    def due(self, partition: int, tenant: str = DEFAULT_TENANT) -> str:
+        """Silence index of one tenant and events-topic partition: customer token -> next
+        re-score time (ms), on that tenant's clock. The default tenant keeps the key name it
+        had before tenants had clocks of their own."""
+        if tenant == DEFAULT_TENANT:
+            return f"{self.prefix}:due:{partition}"
+        return f"{self.prefix}:t:{_tag(tenant)}:due:{partition}"
 
-    @property
-    def clock(self) -> str:
-        return f"{self.prefix}:clock"
+    def event_clock(self, tenant: str = DEFAULT_TENANT) -> str:
+        """Zset of the tenant's event clock (CHURNWATCH_CLOCK=event): a digest of each of the
+        3 customers with the newest events -> their newest event time (ms, capped at wall
+        time + the allowed future skew). The clock is the second newest (services/scorer/
+        state.py CLOCK_LUA), so no single customer moves it."""
+        return f"{self.prefix}:t:{_tag(tenant)}:clock"
+
+    def event_ids(self, tenant: str, bucket: int, generation: int) -> str:
+        """Hash event id -> digest of the customer that first used it: one of the tenant's
+        id registries (ids hashed into buckets; a new generation every
+        CHURNWATCH_EVENT_ID_MEMORY_DAYS). The generations of one bucket share a hash tag."""
+        return f"{self.prefix}:ids:{{{_tag(tenant)}/{bucket}}}:{generation}"
+
+    # global -------------------------------------------------------------------------
 
     def offsets(self, topic: str) -> str:
         return f"{self.prefix}:offsets:{topic}"

@@ -142,6 +142,12 @@ class Settings(BaseSettings):
     # 0 turns it off. Bodies of routes other than POST /v1/events are capped at api_max_json_body_bytes.
     api_rate_limit_per_second: float = Field(default=100.0, ge=0, le=100_000)
     api_rate_limit_burst: int = Field(default=200, ge=1, le=1_000_000)
+    # Slow clients (services/ingest/slowclients.py): a request's headers must arrive within
+    # this many seconds, its body within that many after the headers (0: no limit), and one
+    # client address may hold at most this many slow (>1 s) unfinished requests (0: no cap).
+    api_header_timeout_seconds: float = Field(default=10.0, ge=0, le=3600)
+    api_body_timeout_seconds: float = Field(default=60.0, ge=0, le=3600)
+    api_max_slow_connections_per_client: int = Field(default=16, ge=0, le=100_000)
     api_max_json_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
     # Churn analytics: a customer has churned once their last activity is churn_inactive_days
     # ago ("inactive_days"), or churn_cadence_multiple x their own median cadence
@@ -180,6 +186,9 @@ class Settings(BaseSettings):
     # Hard cap on the events kept per customer (the oldest go first): memory stays bounded
     # even for a customer with thousands of events inside the window.
     max_events_per_customer: int = Field(default=1000, ge=32, le=100_000)
+    # event_id is unique per tenant: an id already used by another customer is a duplicate.
+    # The tenant-wide id registry remembers an id for this many days at least (twice at most).
+    event_id_memory_days: int = Field(default=30, ge=1, le=3650)
     tier_medium_enter: float = Field(default=0.45, gt=0, lt=1)
     tier_medium_exit: float = Field(default=0.35, gt=0, lt=1)
     tier_high_enter: float = Field(default=0.75, gt=0, lt=1)

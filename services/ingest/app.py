@@ -13,8 +13,10 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from services.common.events import ComplaintEvent, TransactionEvent, VisitEvent
+from services.common.events import DEFAULT_TENANT, ComplaintEvent, TransactionEvent, VisitEvent
 from services.common.profiles import ProfileStore
 from services.common.redisconn import Keys, make_redis
 from services.common.settings import Settings
@@ -44,6 +46,7 @@ from services.scorer.rules import rules_from_settings
 from services.scorer.tiers import Thresholds
 
 logger = logging.getLogger(__name__)
+REDIS_RETRY_AFTER_S = 2  # Retry-After of a 503 while Redis is unreachable
 
 DESCRIPTION = """Real-time customer-churn early warning.
 
@@ -116,6 +119,17 @@ def create_app(settings: Settings) -> FastAPI:
 
     install_error_handler(app)
 
+    @app.exception_handler(RedisConnectionError)
+    @app.exception_handler(RedisTimeoutError)
+    async def redis_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # A handled exception (not the generic 500 handler, which Starlette re-raises to the
+        # server, which then drops the keep-alive connection): 503, and the connection stays.
+        logger.warning("Redis unavailable on %s %s: %s", request.method,
+                       getattr(request.scope.get("route"), "path", "unmatched"), type(exc).__name__)
+        return JSONResponse(status_code=503, headers={"Retry-After": str(REDIS_RETRY_AFTER_S)},
+                            content={"detail": "the state store (Redis) is unavailable; nothing "
+                                     "was changed, retry later"})
+
     @app.exception_handler(QueryError)
     async def query_error(request: Request, exc: QueryError) -> JSONResponse:
         return JSONResponse(status_code=exc.status, content={"detail": str(exc)})
@@ -150,9 +164,14 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/v1/status", tags=["operations"], summary="Pipeline counters and scorer lag",
              description="events_accepted_total (acknowledged by the broker), events_scored_total "
              "(records the scorer has processed) and scorer_lag (records on the events topic not "
-             "yet processed), plus per-partition detail.", responses=responses(AUTH))
+             "yet processed), plus per-partition detail. Deployment-wide for admin keys of the "
+             "default tenant; any other key sees its own tenant's counters (scored = applied + "
+             "duplicates) and the scorer's lag.", responses=responses(AUTH))
     async def get_status(res: Res, key: ReadKey) -> dict[str, Any]:
-        body = await res.status.read()
+        # Deployment-wide counters for admins of the default tenant only; every other key sees
+        # its tenant's own (issue 19.8: they showed every tenant's volume to any read key).
+        wide = key.tenant == DEFAULT_TENANT and key.allows("admin") and key.stores is None
+        body = await res.status.read(None if wide else key.tenant)
         body["model_version"] = res.engine.model.version
         return body
 

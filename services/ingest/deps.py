@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -32,6 +33,9 @@ class Resources:
     profiles: ProfileStore | None = None
     limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0, 1))
     cache: TtlCache = field(default_factory=lambda: TtlCache(0))
+    # accepted events Redis could not count yet, per tenant (routes/events.py)
+    uncounted_accepted: dict[str, int] = field(default_factory=dict)
+    count_retry: asyncio.Task[None] | None = None  # adds them once Redis is back
 
 
 def get_resources(request: Request) -> Resources:
@@ -62,9 +66,10 @@ def require(scope: str):  # noqa: ANN201 - returns a dependency
                                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
         wait = res.limiter.take(key.name)
         if wait > 0:
+            after = RateLimiter.retry_after(wait)  # the message says what the header says
             raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
-                                f"rate limit of this API key exceeded; retry in {wait:.1f} s",
-                                headers={"Retry-After": RateLimiter.retry_after(wait)})
+                                f"rate limit of this API key exceeded; retry in {after} s",
+                                headers={"Retry-After": after})
         if not key.allows(scope):
             raise HTTPException(status.HTTP_403_FORBIDDEN,
                                 f"this API key lacks the '{scope}' scope")

@@ -8,6 +8,7 @@ import re
 import traceback
 import uuid
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -35,6 +36,13 @@ class RequestContext:
         given = dict(scope.get("headers") or []).get(HEADER.encode(), b"").decode("latin-1")
         rid = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid
+        raw_path = scope.get("raw_path") or b""
+        try:  # the server decodes bad bytes to U+FFFD, which would make two ids one
+            unquote_to_bytes(raw_path).decode("utf-8")
+        except UnicodeDecodeError:
+            await _refuse(400, "the path is not valid UTF-8 once percent-decoded; encode ids "
+                          "as UTF-8 before percent-encoding them", rid, send)
+            return
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -44,6 +52,11 @@ class RequestContext:
 
         if scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS") or scope["path"] in self.exempt:
             await self.app(scope, receive, send_with_id)
+            return
+        encoding = dict(scope.get("headers") or []).get(b"content-encoding", b"").strip().lower()
+        if encoding not in (b"", b"identity"):  # never read a compressed body as JSON
+            await _refuse(415, "Content-Encoding is not accepted on this route; send the body "
+                          "uncompressed", rid, send_with_id)
             return
         body = bytearray()
         more = True
@@ -69,8 +82,12 @@ class RequestContext:
 
 
 async def _too_large(limit: int, rid: str, send: Send) -> None:
-    body = json.dumps({"detail": f"request body is over {limit} bytes", "request_id": rid}).encode()
-    await send({"type": "http.response.start", "status": 413,
+    await _refuse(413, f"request body is over {limit} bytes", rid, send)
+
+
+async def _refuse(status: int, detail: str, rid: str, send: Send) -> None:
+    body = json.dumps({"detail": detail, "request_id": rid}).encode()
+    await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})

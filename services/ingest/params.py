@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import Path, Query
 from starlette.convertors import Convertor, register_url_convertor
 
-_NO_CONTROL = r"^[^\x00-\x1f\x7f]+$"
+# No control characters, and not blank: at least one character that is not whitespace.
+_NO_CONTROL = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
 
 
 class _AnyPath(Convertor[str]):

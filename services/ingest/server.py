@@ -9,6 +9,7 @@ import uvicorn
 from services.common.logs import setup_logging
 from services.common.settings import Settings
 from services.ingest.app import create_app
+from services.ingest.slowclients import guarded_protocol
 
 
 def main(settings: Settings) -> int:
@@ -17,7 +18,11 @@ def main(settings: Settings) -> int:
     # default) lets the event loop answer risk reads in between (bench/api_bench.py).
     sys.setswitchinterval(0.001)
     app = create_app(settings)
+    protocol = guarded_protocol(header_timeout=settings.api_header_timeout_seconds,
+                                body_timeout=settings.api_body_timeout_seconds,
+                                max_slow_per_client=settings.api_max_slow_connections_per_client)
     config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_config=None,
-                            access_log=False, proxy_headers=False, server_header=False)
+                            access_log=False, proxy_headers=False, server_header=False,
+                            http=protocol)
     uvicorn.Server(config).run()
     return 0

@@ -39,19 +39,30 @@ class StatusReader:
                 self._consumer = consumer
         return self._consumer
 
-    async def read(self) -> dict[str, Any]:
-        stats = await self.redis.hgetall(self.keys.stats)
+    async def read(self, tenant: str | None = None) -> dict[str, Any]:
+        """The deployment's counters (``tenant`` None), or one tenant's: its own accepted,
+        applied, duplicate and risk-change counts, ``events_scored_total`` = its applied +
+        duplicates, and the scorer's lag (a figure of the shared pipeline, without the
+        per-partition detail)."""
+        stats = await self.redis.hgetall(self.keys.stats if tenant is None
+                                         else self.keys.tenant_stats(tenant))
         processed = {int(p): int(o) for p, o in
                      (await self.redis.hgetall(self.keys.offsets(self.settings.topic_events))).items()}
         out: dict[str, Any] = {name: int(stats.get(name, 0)) for name in _STATS}
-        out["events_scored_total"] = sum(processed.values())
+        if tenant is None:
+            out["events_scored_total"] = sum(processed.values())
+        else:
+            out["tenant"] = tenant
+            out["events_scored_total"] = out["events_applied_total"] + out["events_duplicate_total"]
+            del out["events_dead_lettered_total"]  # a record that is not an event has no tenant
         try:
             consumer = await self._offsets_consumer()
             ends = await asyncio.wait_for(end_offsets(consumer, self.settings.topic_events), 5.0)
             partitions = {p: {"end_offset": e, "processed_offset": processed.get(p, 0),
                               "lag": max(e - processed.get(p, 0), 0)} for p, e in ends.items()}
             out["scorer_lag"] = sum(v["lag"] for v in partitions.values())
-            out["partitions"] = partitions
+            if tenant is None:
+                out["partitions"] = partitions
             out["broker"] = "ok"
         except Exception as exc:
             logger.warning("cannot read end offsets: %s", exc)

@@ -36,10 +36,44 @@ class TargetUnresolvable(ValueError):
     """The target's host name does not resolve (now). At delivery time this is retryable."""
 
 
+# Cloud instance-metadata services: refused even with CHURNWATCH_WEBHOOK_ALLOW_PRIVATE=true
+# (a local receiver never needs them; an SSRF to them hands out the machine's credentials).
+METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in (
+    "169.254.169.254",  # AWS, GCP, Azure, OpenStack, DigitalOcean, Oracle...
+    "169.254.170.2",    # AWS ECS task metadata
+    "fd00:ec2::254",    # AWS over IPv6
+    "100.100.100.200",  # Alibaba Cloud
+))
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _embedded(ip: IPAddress) -> list[IPAddress]:
+    """The IPv4 addresses an IPv6 address carries (mapped, 6to4, Teredo, NAT64), which a
+    router may well deliver to: each is checked like the address itself."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return []
+    out: list[IPAddress] = []
+    if ip.ipv4_mapped is not None:
+        out.append(ip.ipv4_mapped)
+    if ip.sixtofour is not None:
+        out.append(ip.sixtofour)
+    if ip.teredo is not None:
+        out += list(ip.teredo)
+    if ip in _NAT64:
+        out.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return out
+
+
+def _metadata(ip: IPAddress) -> bool:
+    return ip in METADATA_ADDRESSES or any(_metadata(e) for e in _embedded(ip))
+
+
 def _refusal(ip: IPAddress) -> str | None:
     """Why ``ip`` may not be a webhook target, or None when it is a public address."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return _refusal(ip.ipv4_mapped)
+    for inner in _embedded(ip):
+        why = _refusal(inner)
+        if why is not None:
+            return f"{why} (as {inner}, carried inside it)"
     for flag in ("loopback", "unspecified", "link_local", "multicast", "reserved", "private"):
         if getattr(ip, f"is_{flag}"):
             return flag.replace("_", "-")
@@ -70,6 +104,11 @@ def checked_addresses(host: str, port: int, *, allow_private: bool, shown: str |
     calls this again when it opens a connection and connects only to these addresses, so a
     DNS answer that changes after the check (DNS rebinding) cannot reach a private address."""
     addresses = (lookup or _resolve)(host, port)
+    for ip in addresses:
+        if _metadata(ip):
+            raise ValueError(
+                f"the webhook host {shown or host!r} resolves to {ip}, a cloud metadata address: "
+                "never a webhook target, not even with CHURNWATCH_WEBHOOK_ALLOW_PRIVATE=true")
     if not allow_private:
         for ip in addresses:
             why = _refusal(ip)

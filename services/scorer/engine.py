@@ -89,16 +89,20 @@ class Engine:
         """Follow ``churnwatch model activate``; True when the served model changed."""
         return await self.active.refresh(redis, keys, min_interval=min_interval)
 
-    def assess(self, subjects: Sequence[Subject], now_ms: int, *, with_history: bool = True
-               ) -> list[Assessment]:
+    def assess(self, subjects: Sequence[Subject], now_ms: int | Sequence[int], *,
+               with_history: bool = True) -> list[Assessment]:
+        """``now_ms``: one instant for every subject, or one per subject (the event clock is
+        per tenant, and never before a customer's own newest event)."""
         model = self.model  # one model for the whole batch, even if a refresh swaps it
-        feats = [compute_features(s.activities, now_ms, s.first_seen_ms) for s in subjects]
+        nows = [now_ms] * len(subjects) if isinstance(now_ms, int) else list(now_ms)
+        feats = [compute_features(s.activities, at, s.first_seen_ms)
+                 for s, at in zip(subjects, nows, strict=True)]
         X = feature_matrix(model, feats)
         scores: Any = model.predict(X) if len(feats) else []
         attributions = getattr(model, "attributions", None)
         contrib = attributions(X) if attributions is not None and len(feats) else None
         out: list[Assessment] = []
-        for i, (s, f, score) in enumerate(zip(subjects, feats, scores, strict=True)):
+        for i, (s, f, score, now_ms) in enumerate(zip(subjects, feats, scores, nows, strict=True)):
             score = float(min(max(score, 0.0), 1.0))
             if with_history:
                 tier = decide_tier(s.tier, s.tier_since_ms, score, now_ms, self.thresholds)

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from services.common.events import TENANT_HEADER, parse_json, validate_event
+from services.common.events import STORE_BOUND_HEADER, TENANT_HEADER, parse_json, validate_event
 from services.common.holdout import in_holdout
 from services.common.redisconn import DEFAULT_TENANT, Keys, parse_customer_token
 from services.common.riskchange import (
@@ -131,20 +131,35 @@ class Processor:
         self.metrics = ScorerMetrics(registry)
         self.metrics.model_info.labels(engine.model.version).set(1)
         self.event_clock = settings.clock == "event"
-        self._clock_ms = 0
+        self._clocks: dict[str, int] = {}  # tenant -> event clock (ms), as last seen in Redis
         self.lock = asyncio.Lock()
 
     # clock ------------------------------------------------------------------------------
-    async def now_ms(self, *, refresh: bool = False) -> int:
-        """Wall time, or the event clock: the newest event time any worker has seen. The
-        shared clock is read from Redis at start and on ``refresh``; batches advance it in
-        their apply round trip."""
+    async def tenant_nows(self, tenants: Iterable[str], *, refresh: bool = False
+                          ) -> dict[str, int | None]:
+        """Each tenant's "now": wall time, or its event clock (see ``Keys.event_clock``; None
+        while the tenant has none). Clocks are read from Redis when unknown or on
+        ``refresh``; batches advance them in their apply round trip."""
+        wanted = list(dict.fromkeys(tenants))
         if not self.event_clock:
-            return int(time.time() * 1000)
-        if refresh or self._clock_ms == 0:
-            stored: int | None = await self._retry("clock", self.store.read_clock)
-            self._clock_ms = max(self._clock_ms, stored or 0)
-        return self._clock_ms
+            wall = int(time.time() * 1000)
+            return dict.fromkeys(wanted, wall)
+        missing = [t for t in wanted if refresh or t not in self._clocks]
+        if missing:
+            stored = await self._retry("clock", lambda: self.store.read_clocks(missing))
+            for t, v in stored.items():
+                if v is not None:
+                    self._clocks[t] = max(self._clocks.get(t, 0), v)
+        return {t: self._clocks.get(t) for t in wanted}
+
+    def customer_now(self, cs: CustomerState, tenant_now: int) -> int:
+        """The instant a customer is scored at: the tenant's now, or under the event clock
+        never before the customer's own newest event (their events are never ignored, and
+        their outlier moves nobody else)."""
+        if not self.event_clock:
+            return tenant_now
+        last = cs.state.get("last_ts")
+        return max(tenant_now, int(float(last))) if last else tenant_now
 
     # batches ----------------------------------------------------------------------------
     async def process(self, records: Sequence[Record]) -> None:
@@ -172,6 +187,7 @@ class Processor:
         max_future = timedelta(seconds=self.settings.max_event_future_seconds)
         batch: dict[Ref, list[Activity]] = {}
         stores: dict[Ref, str | None] = {}
+        store_bound: set[Ref] = set()  # the store named last came from a store-bound key
         partition_of: dict[Ref, int] = {}
         dead: list[tuple[Record, str]] = []
         offsets: dict[int, int] = {}
@@ -198,34 +214,59 @@ class Processor:
             batch.setdefault(ref, []).append(act)
             if event.store_id:
                 stores[ref] = event.store_id
+                if any(n == STORE_BOUND_HEADER for n, _ in r.headers):
+                    store_bound.add(ref)
+                else:
+                    store_bound.discard(ref)
             partition_of.setdefault(ref, r.partition)
         if dead:
             await self._dead_letter(dead)
-        newest = max((a.ts for acts in batch.values() for a in acts), default=0)
-        now = await self.now_ms()
-        candidate = None
-        if self.event_clock:
-            now = max(now, newest)
-            candidate = newest
+        total_valid = sum(len(v) for v in batch.values())
+        valid_by_tenant: dict[str, int] = {}
+        for (tenant, _), acts in batch.items():
+            valid_by_tenant[tenant] = valid_by_tenant.get(tenant, 0) + len(acts)
+        if batch:  # an event id another customer of the tenant holds is a duplicate
+            lost = await self._retry("claim", lambda: self.store.claim_ids(batch, wall_ms=wall_ms))
+            if lost:
+                logger.warning("%d event(s) reuse an event_id another customer of the tenant "
+                               "holds: counted as duplicates, not applied", len(lost))
+                batch = {ref: kept for ref, acts in batch.items()
+                         if (kept := [a for a in acts if (ref, a.event_id) not in lost])}
         states: dict[Ref, CustomerState] = {}
+        nows: dict[str, int] = {}
         if batch:
+            known = await self.tenant_nows(t for t, _ in batch)
+            # Each customer's trim cutoff is taken at the later of their tenant's clock and
+            # their own newest event (under the wall clock: wall time).
+            cutoff_now = {ref: wall_ms if not self.event_clock
+                          else max(known[ref[0]] or 0, max(a.ts for a in acts))
+                          for ref, acts in batch.items()}
+            cap = wall_ms + self.settings.max_event_future_seconds * 1000 \
+                if self.event_clock else None
             t0 = time.monotonic()
-            states, clock = await self._retry("apply", lambda: self.store.apply(
-                batch, now_ms=now, stores=stores, clock_candidate=candidate))
+            states, clocks = await self._retry("apply", lambda: self.store.apply(
+                batch, now_ms=cutoff_now, stores=stores, clock_cap=cap, store_bound=store_bound))
             self.metrics.redis_seconds.labels("apply").observe(time.monotonic() - t0)
-            if clock is not None:
-                now = self._clock_ms = max(self._clock_ms, clock)
+            for t, v in clocks.items():
+                self._clocks[t] = max(self._clocks.get(t, 0), v)
+            nows = {t: wall_ms if not self.event_clock else self._clocks.get(t, 0)
+                    for t in known}
         for ref, cs in states.items():
             cs.partition = partition_of[ref]
         added = sum(cs.added for cs in states.values())
-        total_valid = sum(len(v) for v in batch.values())
+        duplicates = dict(valid_by_tenant)  # per tenant: valid events minus those added
+        for cs in states.values():
+            duplicates[cs.tenant] -= cs.added
         # Only customers whose window changed are re-scored: a redelivered batch of events
         # that are already stored and scored (pending == 0) changes nothing, not even the
         # clock a customer was scored at. Silence is the sweep's business.
         touched = [cs for cs in states.values() if cs.added or cs.pending]
-        await self._rescore(touched, now, kind="event", offsets=offsets,
+        await self._rescore(touched, [self.customer_now(cs, nows[cs.tenant]) for cs in touched],
+                            kind="event", offsets=offsets,
                             stats={"events_duplicate_total": total_valid - added,
-                                   "events_dead_lettered_total": len(dead)})
+                                   "events_dead_lettered_total": len(dead)},
+                            tenant_stats={t: {"events_duplicate_total": n}
+                                          for t, n in duplicates.items() if n})
         self.metrics.events.labels("applied").inc(added)
         self.metrics.events.labels("duplicate").inc(total_valid - added)
         self.metrics.events.labels("dead_lettered").inc(len(dead))
@@ -251,19 +292,37 @@ class Processor:
 
     # silence ----------------------------------------------------------------------------
     async def sweep(self, partitions: Iterable[int]) -> int:
-        """Re-score customers whose due time has passed: bounded work, no scans."""
-        now = await self.now_ms(refresh=True)
+        """Re-score customers whose due time has passed on their tenant's clock: bounded
+        work, no scans (one round trip finds the due customers of every tenant and partition)."""
+        redis = self.store.redis
+
+        async def tenant_list() -> list[str]:
+            return sorted(str(t) for t in await redis.smembers(self.keys.tenants))  # type: ignore[misc]
+
+        # The default tenant always: its key also holds other tenants' entries written before
+        # silence indexes were per tenant (moved out below). Without a clock of its own (event
+        # clock, no default-tenant customers) that key is swept at the newest tenant clock.
+        tenants = sorted({DEFAULT_TENANT, *await self._retry("sweep", tenant_list)})
+        clocks = await self.tenant_nows(tenants, refresh=True)
+        if clocks.get(DEFAULT_TENANT) is None:
+            clocks[DEFAULT_TENANT] = max((c for c in clocks.values() if c is not None),
+                                         default=None)
+        slots = [(t, p, self.keys.due(p, t), now) for t in tenants for p in sorted(partitions)
+                 if (now := clocks.get(t)) is not None]
         budget = self.settings.sweep_max_customers
+
+        async def due_now() -> list[list[str]]:
+            pipe = redis.pipeline(transaction=False)
+            for _, _, key, now in slots:
+                pipe.zrangebyscore(key, "-inf", now, start=0, num=budget)
+            return [[str(c) for c in found] for found in await pipe.execute()] if slots else []
+
+        found = await self._retry("sweep", due_now)
         done = 0
-        for p in sorted(partitions):
+        for (tenant, p, due_key, now), tokens in zip(slots, found, strict=True):
             if budget <= 0:
                 break
-            due_key = self.keys.due(p)
-
-            async def due_now(key: str = due_key, limit: int = budget) -> list[str]:
-                return [str(c) for c in await self.store.redis.zrangebyscore(key, "-inf", now, start=0, num=limit)]
-
-            tokens = await self._retry("sweep", due_now)
+            tokens = tokens[:budget]
             if not tokens:
                 continue
             refs = {parse_customer_token(t): t for t in tokens}
@@ -273,15 +332,27 @@ class Processor:
                 return await self.store.load(ids)
 
             states = await self._retry("load", load)
+            # Gone customers leave the index. So do other tenants' entries in the default
+            # tenant's key (written before silence indexes were per tenant), once re-scored:
+            # the commit indexes them under their own tenant.
             gone = [t for ref, t in refs.items() if ref not in states]
-            if gone:
-                async def forget(key: str = due_key, ids: list[str] = gone) -> int:
-                    return int(await self.store.redis.zrem(key, *ids))
+            stray = [t for ref, t in refs.items() if ref in states and ref[0] != tenant]
 
-                await self._retry("sweep", forget)
+            async def forget_gone(key: str = due_key, ids: list[str] = gone) -> int:
+                return int(await redis.zrem(key, *ids))
+
+            async def forget_stray(key: str = due_key, ids: list[str] = stray) -> int:
+                return int(await redis.zrem(key, *ids))
+
+            if gone:
+                await self._retry("sweep", forget_gone)
             for cs in states.values():
                 cs.partition = p
-            await self._rescore(list(states.values()), now, kind="silence")
+            due = list(states.values())
+            await self._rescore(due, [self.customer_now(cs, clocks.get(cs.tenant) or now)
+                                      for cs in due], kind="silence")
+            if stray:
+                await self._retry("sweep", forget_stray)
             done += len(states)
             budget -= len(tokens)
         if done:
@@ -320,22 +391,23 @@ class Processor:
             self.metrics.customers_by_store.labels(store_id, tier_name).set(n)
 
     # scoring ----------------------------------------------------------------------------
-    async def _rescore(self, states: list[CustomerState], now: int, *, kind: str,
+    async def _rescore(self, states: list[CustomerState], nows: list[int], *, kind: str,
                        offsets: dict[int, int] | None = None,
-                       stats: dict[str, int] | None = None) -> None:
+                       stats: dict[str, int] | None = None,
+                       tenant_stats: dict[str, dict[str, int]] | None = None) -> None:
         assessments: list[tuple[CustomerState, Assessment]] = []
         if states:
             subjects = [Subject(cs.customer_id, cs.activities, cs.first_ts, cs.tier, cs.tier_since)
                         for cs in states]
             try:
-                results = self.engine.assess(subjects, now)
+                results = self.engine.assess(subjects, nows)
                 assessments = list(zip(states, results, strict=True))
             except Exception:
                 # One bad customer must not stop the stream: score one by one to isolate it.
                 logger.exception("batch scoring failed; retrying customer by customer")
-                for cs, subj in zip(states, subjects, strict=True):
+                for cs, subj, at in zip(states, subjects, nows, strict=True):
                     try:
-                        assessments.append((cs, self.engine.assess([subj], now)[0]))
+                        assessments.append((cs, self.engine.assess([subj], at)[0]))
                     except Exception:
                         self.metrics.errors.inc()
                         logger.exception("scoring failed", extra={"customer_id": cs.customer_id})
@@ -363,15 +435,25 @@ class Processor:
         change_of = {id(cs): ce for cs, _, ce in changes}
 
         applied = sum(cs.pending for cs in states)
-        updates = [self._update(cs, a, change_of.get(id(cs)), now) for cs, a in assessments]
+        updates = [self._update(cs, a, change_of.get(id(cs)), a.as_of_ms) for cs, a in assessments]
         counts = {**(stats or {}), "events_applied_total": applied,
                   "risk_changes_total": len(changes)}
+        # The same counters per tenant, for the tenant's own /v1/status.
+        per_tenant = {t: dict(c) for t, c in (tenant_stats or {}).items()}
+        for cs in states:
+            if cs.pending:
+                mine = per_tenant.setdefault(cs.tenant, {})
+                mine["events_applied_total"] = mine.get("events_applied_total", 0) + cs.pending
+        for cs, _, _ in changes:
+            mine = per_tenant.setdefault(cs.tenant, {})
+            mine["risk_changes_total"] = mine.get("risk_changes_total", 0) + 1
 
         token = uuid.uuid4().hex  # the same on every retry: the stats count once
 
         async def commit() -> None:
             await self.store.commit(updates, topic=self.settings.topic_events,
-                                    offsets=offsets or {}, stats=counts, token=token)
+                                    offsets=offsets or {}, stats=counts, token=token,
+                                    tenant_stats=per_tenant)
 
         t0 = time.monotonic()
         await self._retry("commit", commit)
@@ -419,7 +501,7 @@ class Processor:
         if changed and a.tier == "high" and in_holdout(tenant, cs.customer_id,
                                                         self.settings.holdout_share):
             holdout_key = self.keys.holdout_index(tenant)  # the control group, from now
-        due_key = self.keys.due(cs.partition) if cs.partition is not None else ""
+        due_key = self.keys.due(cs.partition, tenant) if cs.partition is not None else ""
         _, _, st = self.keys.customer(cs.customer_id, tenant)
         return [st, fields, 1 if cs.pending or cs.moved_from else 0, due_key, token, self._due(now, a), index,
                 leave, members, timeline, entry, TIMELINE_MAX,

@@ -9,6 +9,7 @@ comes again in the same batch, after a redelivery or after a crash.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Iterable, Sequence
@@ -29,7 +30,7 @@ MIN_KEPT_EVENTS = 32
 # KEYS: ev zset, ed hash, st hash.
 # ARGV: cutoff ms, ttl s, store or "", min kept, max kept, then a JSON array of
 # [event id, ts, blob] (one argument: packing thousands of small arguments costs more than
-# the script). Returns {added, events as one JSON object {id: row}, state as a flat list}.
+# the script), then "1" when the store came from a store-bound key ("" otherwise). Returns {added, events as one JSON object {id: row}, state as a flat list}.
 APPLY_LUA = """
 local cutoff = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
@@ -63,8 +64,12 @@ if added > 0 then
   redis.call('HINCRBY', KEYS[3], 'pending', added)
   if ARGV[3] ~= '' then
     local old = redis.call('HGET', KEYS[3], 'store')
-    if old and old ~= ARGV[3] then redis.call('HSET', KEYS[3], 'moved_from', old) end
-    redis.call('HSET', KEYS[3], 'store', ARGV[3])
+    -- ARGV[7] == '1': the store comes from a store-bound key's event; it makes the customer's
+    -- home store only for a customer without one (one store cannot pull another's customer).
+    if not (old and ARGV[7] == '1') then
+      if old and old ~= ARGV[3] then redis.call('HSET', KEYS[3], 'moved_from', old) end
+      redis.call('HSET', KEYS[3], 'store', ARGV[3])
+    end
   end
 end
 local function drop(ids)
@@ -136,16 +141,79 @@ local st = batch.s
 if st ~= nil and #st > 0 then
   for i = 2, #st do redis.call('HINCRBY', st[1], st[i][1], st[i][2]) end
 end
+local ts = batch.ts
+if ts ~= nil then
+  for _, one in ipairs(ts) do
+    for i = 2, #one do redis.call('HINCRBY', one[1], one[i][1], one[i][2]) end
+  end
+end
 return #batch.c
 """
 
-# KEYS[1]: clock. ARGV[1]: candidate ms. Returns the clock after the update.
+# The event clock of one tenant (CHURNWATCH_CLOCK=event), one key (a zset, see
+# Keys.event_clock). KEYS[1]: the tenant's clock. ARGV[1]: cap ms (wall time + the allowed
+# future skew); ARGV[2..]: customer digest, that customer's newest event ms in the batch.
+# Keeps the CLOCK_KEEP customers with the newest events and returns the second newest time
+# (the only one while a single customer is known): a customer's far-future event moves their
+# own scoring, never the tenant's clock. Never goes back: members only rise, and trimming drops
+# the oldest.
+CLOCK_KEEP = 3
 CLOCK_LUA = """
-local cur = tonumber(redis.call('GET', KEYS[1]))
-local cand = tonumber(ARGV[1])
-if cur == nil or cand > cur then redis.call('SET', KEYS[1], ARGV[1]); return cand end
-return cur
+local cap = tonumber(ARGV[1])
+for i = 2, #ARGV, 2 do
+  local ts = math.min(tonumber(ARGV[i + 1]), cap)
+  local cur = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[i]))
+  if cur == nil or ts > cur then redis.call('ZADD', KEYS[1], ts, ARGV[i]) end
+end
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -""" + str(CLOCK_KEEP + 1) + """)
+local top = redis.call('ZREVRANGE', KEYS[1], 0, 1, 'WITHSCORES')
+if #top >= 4 then return tonumber(top[4]) end
+if #top >= 2 then return tonumber(top[2]) end
+return 0
 """
+
+
+def clock_member(tenant: str, customer_id: str) -> str:
+    """A customer in the clock zset and the id registry: a digest, not the id."""
+    return hashlib.blake2b(customer_token(customer_id, tenant).encode(), digest_size=8).hexdigest()
+
+
+# Event ids are unique per tenant (CONTRACT): an id first used by one customer is a duplicate
+# for every other. KEYS[1]: the bucket's current generation, KEYS[2]: its previous one (same
+# hash tag: one slot). ARGV[1]: ttl s; ARGV[2..]: event id, customer digest pairs. Claims each
+# unclaimed id for its customer; returns the 1-based pair numbers whose id another customer
+# holds. One script per touched bucket and batch (ID_BUCKETS per tenant at most).
+ID_BUCKETS = 16
+CLAIM_LUA = """
+local ttl = tonumber(ARGV[1])
+local lost = {}
+local n = 0
+for i = 2, #ARGV, 2 do
+  n = n + 1
+  local owner = redis.call('HGET', KEYS[2], ARGV[i])
+  if not owner then
+    if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) == 0 then
+      owner = redis.call('HGET', KEYS[1], ARGV[i])
+    end
+  end
+  if owner and owner ~= ARGV[i + 1] then lost[#lost + 1] = n end
+end
+redis.call('EXPIRE', KEYS[1], ttl)
+return lost
+"""
+
+
+def id_bucket(event_id: str) -> int:
+    return hashlib.blake2b(event_id.encode(), digest_size=2).digest()[0] % ID_BUCKETS
+
+
+def clock_from_top(top: Sequence[Any]) -> int | None:
+    """The clock from ``ZREVRANGE clock 0 1 WITHSCORES`` (see CLOCK_LUA)."""
+    if len(top) >= 4:
+        return int(float(top[3]))
+    if len(top) >= 2:
+        return int(float(top[1]))
+    return None
 
 
 Ref = tuple[str, str]
@@ -231,46 +299,89 @@ class StateStore:
         self._apply = redis.register_script(APPLY_LUA)
         self._commit = redis.register_script(COMMIT_LUA)
         self._clock = redis.register_script(CLOCK_LUA)
+        self._claim = redis.register_script(CLAIM_LUA)
+        self.id_memory_ms = 30 * DAY_MS
         # The last commit token of this process (see COMMIT_LUA); one short-lived key each.
         self.commit_marker = f"{keys.prefix}:commit:{uuid.uuid4().hex}"
 
     @classmethod
     def from_settings(cls, redis: Redis, settings: Settings) -> StateStore:
-        return cls(redis, Keys(settings.redis_prefix), window_ms=settings.window_days * DAY_MS,
-                   ttl_seconds=settings.retention_days * 86_400,
-                   max_events=settings.max_events_per_customer)
+        store = cls(redis, Keys(settings.redis_prefix), window_ms=settings.window_days * DAY_MS,
+                    ttl_seconds=settings.retention_days * 86_400,
+                    max_events=settings.max_events_per_customer)
+        store.id_memory_ms = settings.event_id_memory_days * DAY_MS
+        return store
 
-    async def apply(self, batch: dict[Ref, list[Activity]], *, now_ms: int,
-                    stores: dict[Ref, str | None], clock_candidate: int | None = None
-                    ) -> tuple[dict[Ref, CustomerState], int | None]:
+    async def claim_ids(self, batch: dict[Ref, list[Activity]], *, wall_ms: int
+                        ) -> set[tuple[Ref, str]]:
+        """Claim the batch's event ids for their customers in the tenant's id registry (one
+        round trip, one script per touched bucket); returns the (customer, event id) pairs
+        whose id another customer of the tenant already holds: duplicates, not applied."""
+        generation = wall_ms // self.id_memory_ms
+        ttl = 2 * self.id_memory_ms // 1000 + 86_400
+        pairs: dict[tuple[str, int], list[tuple[Ref, str]]] = {}
+        for ref, acts in batch.items():
+            for a in acts:
+                pairs.setdefault((ref[0], id_bucket(a.event_id)), []).append((ref, a.event_id))
+        order = list(pairs)
+        pipe = self.redis.pipeline(transaction=False)
+        for tenant, bucket in order:
+            argv: list[Any] = [ttl]
+            for ref, event_id in pairs[(tenant, bucket)]:
+                argv += [event_id, clock_member(*ref)]
+            await self._claim(keys=[self.keys.event_ids(tenant, bucket, generation),
+                                    self.keys.event_ids(tenant, bucket, generation - 1)],
+                              args=argv, client=pipe)
+        results = await pipe.execute() if order else []
+        lost: set[tuple[Ref, str]] = set()
+        for slot, numbers in zip(order, results, strict=True):
+            for n in numbers:
+                lost.add(pairs[slot][int(n) - 1])
+        return lost
+
+    async def apply(self, batch: dict[Ref, list[Activity]], *, now_ms: int | dict[Ref, int],
+                    stores: dict[Ref, str | None], clock_cap: int | None = None,
+                    store_bound: set[Ref] | None = None
+                    ) -> tuple[dict[Ref, CustomerState], dict[str, int]]:
         """Store the batch's activities and return every touched customer's full window and
-        state, plus the shared event clock after advancing it to ``clock_candidate`` (when
-        given) — all in one round trip."""
-        cutoff = now_ms - self.window_ms
+        state (``now_ms``: each customer's instant, which sets their trim cutoff), plus, when
+        ``clock_cap`` is given (the event clock), each tenant's clock after advancing it by the
+        batch — all in one round trip: one script per customer, one per tenant."""
         pipe = self.redis.pipeline(transaction=False)
         order = list(batch)
         for ref in order:
             rows = [[a.event_id, a.ts, encode_activity(a)] for a in batch[ref]]
-            argv: list[Any] = [cutoff, self.ttl_seconds, stores.get(ref) or "", MIN_KEPT_EVENTS,
-                               self.max_events, json.dumps(rows, separators=(",", ":"),
-                                                           ensure_ascii=False)]
+            at = now_ms if isinstance(now_ms, int) else now_ms[ref]
+            argv: list[Any] = [at - self.window_ms, self.ttl_seconds,
+                               stores.get(ref) or "", MIN_KEPT_EVENTS, self.max_events,
+                               json.dumps(rows, separators=(",", ":"), ensure_ascii=False),
+                               "1" if store_bound and ref in store_bound else ""]
             tenant, cid = ref
             await self._apply(keys=list(self.keys.customer(cid, tenant)), args=argv, client=pipe)
-        if clock_candidate is not None:
-            await self._clock(keys=[self.keys.clock], args=[clock_candidate], client=pipe)
+        tenants: list[str] = []
+        if clock_cap is not None:
+            newest: dict[str, list[Any]] = {}
+            for (tenant, cid), acts in batch.items():
+                newest.setdefault(tenant, []).extend(
+                    [clock_member(tenant, cid), max(a.ts for a in acts)])
+            for tenant, pairs in newest.items():
+                tenants.append(tenant)
+                await self._clock(keys=[self.keys.event_clock(tenant)], args=[clock_cap, *pairs],
+                                  client=pipe)
         results = await pipe.execute()
-        clock = int(results.pop()) if clock_candidate is not None else None
+        clocks = {t: int(results[len(order) + i]) for i, t in enumerate(tenants)}
         out: dict[Ref, CustomerState] = {}
-        for ref, (added, events, state) in zip(order, results, strict=True):
+        for ref, (added, events, state) in zip(order, results[:len(order)], strict=True):
             out[ref] = CustomerState(ref[1], activities_from_json(events), _pairs(state), int(added),
                                      batch_events=[a.event_id for a in batch[ref]], tenant=ref[0])
-        return out, clock
+        return out, clocks
 
     async def load(self, refs: Iterable[Ref]) -> dict[Ref, CustomerState]:
         return await load_customers(self.redis, self.keys, refs)
 
     async def commit(self, updates: list[list[Any]], *, topic: str, offsets: dict[int, int],
-                     stats: dict[str, int], token: str | None = None) -> None:
+                     stats: dict[str, int], token: str | None = None,
+                     tenant_stats: dict[str, dict[str, int]] | None = None) -> None:
         """Write a batch's outcome in one atomic round trip (see COMMIT_LUA): per customer
         ``[state key, [field, value...], clear pending, due key, token, due ms, [[index,
         priority]...], [index to leave...], [[set, member]...], timeline, entry, max, ttl]``.
@@ -283,13 +394,22 @@ class StateStore:
         counts = [[name, n] for name, n in stats.items() if n]
         if counts:
             payload["s"] = [self.keys.stats, *counts]
-        if updates or offsets or counts:
+        per_tenant = [[self.keys.tenant_stats(t), *([n, v] for n, v in c.items() if v)]
+                      for t, c in (tenant_stats or {}).items() if any(c.values())]
+        if per_tenant:
+            payload["ts"] = per_tenant
+        if updates or offsets or counts or per_tenant:
             await self._commit(args=[json.dumps(payload, separators=(",", ":"),
                                                 ensure_ascii=False)])
 
-    async def read_clock(self) -> int | None:
-        v = await self.redis.get(self.keys.clock)
-        return int(v) if v else None
+    async def read_clocks(self, tenants: Sequence[str]) -> dict[str, int | None]:
+        """The tenants' event clocks (one round trip); None for a tenant without one yet."""
+        pipe = self.redis.pipeline(transaction=False)
+        for t in tenants:
+            pipe.zrevrange(self.keys.event_clock(t), 0, 1, withscores=True)
+        rows = await pipe.execute() if tenants else []
+        return {t: clock_from_top([x for pair in row for x in pair])
+                for t, row in zip(tenants, rows, strict=True)}
 
     async def erase(self, ref: Ref, partitions: int) -> None:
         await erase_customer(self.redis, self.keys, ref[1], tenant=ref[0], partitions=partitions)
@@ -330,7 +450,7 @@ async def erase_customer(redis: Redis, keys: Keys, customer_id: str, *,
         pipe.zrem(keys.winback_index(tenant), *(f"{token}|{a}" for a in action_ids))
     # Indexes first, state last: an erasure interrupted half-way is simply done again.
     for p in range(partitions):
-        pipe.zrem(keys.due(p), token)
+        pipe.zrem(keys.due(p, tenant), token)
     for tier in ("low", "medium", "high"):
         pipe.zrem(keys.tier_index(tier, tenant), token)
         if store:

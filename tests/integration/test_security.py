@@ -424,6 +424,8 @@ PRIVATE_TARGETS = [
     "http://0/hook", "http://[::]/hook", "https://10.1.2.3/hook", "https://172.16.5.4/hook",
     "https://192.168.0.10/hook", "http://169.254.169.254/latest/meta-data/",
     "http://[fe80::1]/hook", "http://100.64.0.1/hook", "http://224.0.0.1/hook",
+    "http://[2002:7f00:1::]/hook", "http://[64:ff9b::7f00:1]/hook",  # 6to4, NAT64 of loopback
+    "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/hook",          # Teredo of loopback
     "http://{host}/hook",  # this machine's name: a host name that resolves to a private address
 ]
 BAD_SCHEMES = ["ftp://example.com/hook", "file:///etc/passwd", "gopher://127.0.0.1:6379/_PING",
@@ -485,6 +487,12 @@ async def test_webhook_targets_are_public_http_only(api, settings_factory) -> No
             r = await client.post("/v1/webhooks", headers=bearer(SCOPED_KEY["admin"]),
                                   json={"url": "gopher://127.0.0.1:9/", "secret": "s" * 16})
             assert r.status_code == 422  # the flag opens private addresses, not other schemes
+            for metadata in ("http://169.254.169.254/latest/meta-data/",
+                             "http://[2002:a9fe:a9fe::]/", "http://[fd00:ec2::254]/"):
+                r = await client.post("/v1/webhooks", headers=bearer(SCOPED_KEY["admin"]),
+                                      json={"url": metadata, "secret": "s" * 16})
+                if r.status_code != 422 or "metadata" not in r.text:
+                    problems.append(f"{metadata} with the flag: {r.status_code} {r.text[:120]}")
 
     # Delivery time: a subscription that reached Redis pointing at loopback (written directly,
     # or its DNS changed since) is refused by the notifier - dead-lettered once, never retried.

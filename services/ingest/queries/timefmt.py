@@ -25,12 +25,13 @@ def parse_iso(value: str) -> datetime | None:
     return dt if dt.tzinfo is not None else None
 
 
-async def now_ms(settings: Settings, redis: Redis, keys: Keys) -> int:
-    """Wall time, or with CHURNWATCH_CLOCK=event the newest event time the scorer has seen."""
+async def now_ms(settings: Settings, redis: Redis, keys: Keys, tenant: str) -> int:
+    """Wall time, or with CHURNWATCH_CLOCK=event the tenant's event clock (see
+    ``Keys.event_clock``: the second newest customer's newest event time)."""
     if settings.clock == "event":
-        stored = await redis.get(keys.clock)
-        if stored:
-            return int(stored)
+        top = await redis.zrevrange(keys.event_clock(tenant), 0, 1, withscores=True)
+        if top:
+            return int(float(top[-1][1]))
     return int(time.time() * 1000)
 
 

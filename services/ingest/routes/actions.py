@@ -41,7 +41,7 @@ async def post_action(customer_id: CustomerId, body: NewAction, res: Res, key: I
     if tier is None or not key.allows_store(store):
         raise HTTPException(status.HTTP_404_NOT_FOUND,
                             f"no scored customer {customer_id!r}; actions need a known customer")
-    at = await now_ms(res.settings, res.redis, res.keys)
+    at = await now_ms(res.settings, res.redis, res.keys, key.tenant)
     action = await winback.record(
         res.redis, res.keys, tenant=key.tenant, customer_id=customer_id,
         body=body.model_dump(), at_ms=at, store_id=store,

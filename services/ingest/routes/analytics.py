@@ -69,7 +69,7 @@ async def get_churn(request: Request, res: Res, key: ReadKey, period: Period = "
                     format: Format = None) -> Any:
     d = _definition(res, definition, days, multiple)
     pop = await _population(res, key, scoped_store(key, store))
-    now = await now_ms(res.settings, res.redis, res.keys)
+    now = await now_ms(res.settings, res.redis, res.keys, key.tenant)
     rows = churn.churn_table(pop, d, period=period, count=periods, by=by, now_ms=now)
     if wants_csv(request, format):
         return csv_response(rows, "churn")
@@ -88,7 +88,7 @@ async def get_features(request: Request, res: Res, key: ReadKey,
                        format: Format = None) -> Any:
     d = _definition(res, definition, days, multiple)
     pop = await _population(res, key, scoped_store(key, store))
-    now = await now_ms(res.settings, res.redis, res.keys)
+    now = await now_ms(res.settings, res.redis, res.keys, key.tenant)
     body = churn.feature_comparison(pop, d, now_ms=now)
     if wants_csv(request, format):
         return csv_response(body["features"], "features")
@@ -105,7 +105,7 @@ async def get_tiers(request: Request, res: Res, key: ReadKey, store: StoreFilter
                     days: Annotated[int, Query(ge=1, le=3660)] = 90,
                     format: Format = None) -> Any:
     scoped = store_for_list(key, store)  # counts are per store or tenant-wide, never mixed
-    now = await now_ms(res.settings, res.redis, res.keys)
+    now = await now_ms(res.settings, res.redis, res.keys, key.tenant)
     body = await tierhistory.snapshot_and_read(res.redis, res.keys, tenant=key.tenant,
                                                store=scoped, days=days, now_ms=now)
     if wants_csv(request, format):

@@ -35,7 +35,7 @@ async def get_winback(request: Request, res: Res, key: ReadKey,
                                                          examples=["2026-09-01T00:00:00Z"])] = None,
                       until: Annotated[str | None, Query(max_length=64)] = None,
                       store: StoreFilter = None, format: Format = None) -> Any:
-    now = await now_ms(res.settings, res.redis, res.keys)
+    now = await now_ms(res.settings, res.redis, res.keys, key.tenant)
     bounds = []
     for name, value, default in (("since", since, now - 90 * DAY_MS), ("until", until, now)):
         dt = parse_iso(value) if value is not None else None
