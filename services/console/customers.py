@@ -183,7 +183,7 @@ async def record_action(customer_id: CustomerId, request: Request, res: Res) -> 
                     message=f"unknown action {action[:40]!r}; choose one of {', '.join(ACTION_TYPES)}",
                     back=f"/console/customers/{customer_id}")
     note = form.get("note", "").strip()[:1000] or None
-    at = await now_ms(res.settings, res.redis, res.keys)
+    at = await now_ms(res.settings, res.redis, res.keys, session.tenant)
     await winback.record(res.redis, res.keys, tenant=session.tenant, customer_id=customer_id,
                          body={"action": action, "staff_id": session.staff_id or session.name,
                                "note": note, "alert_id": None},

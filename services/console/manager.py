@@ -29,7 +29,7 @@ REPORTS = ("churn", "tiers", "winback_by_action", "winback_by_staff")
 async def _data(res: Resources, session: Session) -> dict[str, Any]:
     s = res.settings
     stores = frozenset(session.stores) if session.stores is not None else None
-    now = await now_ms(s, res.redis, res.keys)
+    now = await now_ms(s, res.redis, res.keys, session.tenant)
     pop = await population.load(res.redis, res.keys, tenant=session.tenant, stores=stores,
                                 max_customers=s.analytics_max_customers)
     d = Definition(s.churn_definition, s.churn_inactive_days, s.churn_cadence_multiple,
