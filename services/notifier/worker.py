@@ -34,6 +34,7 @@ from services.common.logs import setup_logging
 from services.common.profiles import ProfileStore
 from services.common.redisconn import Keys, make_redis
 from services.common.settings import Settings
+from services.notifier.acks import AckLinks
 from services.notifier.breaker import CircuitBreaker
 from services.notifier.channels.base import Channel
 from services.notifier.channels.email import EmailChannel
@@ -183,7 +184,10 @@ class Notifier:
                                                           self.routing),
             enabled_channels=self.channels.keys(), templates=self.templates,
             episodes=EpisodeLedger(self.redis, self.keys), digester=self.digester,
-            escalations=self.escalations, ledger=self.ledger, metrics=self.metrics)
+            escalations=self.escalations, ledger=self.ledger, metrics=self.metrics,
+            links=AckLinks(self.redis, self.keys, secret=settings.ack_link_key,
+                           public_url=settings.api_public_url,
+                           ttl_s=settings.ack_link_ttl_seconds))
         self.lookup_subscription = partial(get_subscription_with_secret, self.redis, self.keys)
         self.http = WorkerHttpServer(host=settings.api_host, port=settings.notifier_metrics_port,
                                      registry=registry, ready=self._health)

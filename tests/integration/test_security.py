@@ -33,7 +33,7 @@ from services.common.redisconn import Keys
 from services.common.riskchange import encode_cloudevent, to_cloudevent
 from services.common.settings import Settings
 from services.ingest.app import create_app
-from services.notifier.acks import is_acknowledged
+from services.notifier.acks import is_acknowledged, record_alert
 from services.notifier.channels.base import Message
 from services.notifier.channels.webhook import WebhookChannel, checked_transport
 from services.notifier.escalation import Escalations
@@ -64,6 +64,9 @@ BETA, ALPHA, NORTH = "beta-admin-001", "alpha-admin-01", "alpha-north-01"
 # Deliberately public: liveness/readiness, Prometheus scrapes, the API reference.
 PUBLIC = {("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics"), ("GET", "/openapi.json"),
           ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"), ("GET", "/redoc")}
+# Public, protected by their own credential: the signed, expiring, single-use token of a
+# one-click acknowledge link (tests/integration/test_ack_links.py). Without a valid token: 404.
+SIGNED = {("GET", "/a/{token}"), ("POST", "/a/{token}")}
 # Every other route and the scope it needs (docs/api.md, "Keys, scopes, tenants, stores").
 SCOPE = {
     ("POST", "/v1/events"): "ingest",
@@ -176,12 +179,14 @@ def test_every_route_needs_its_key_and_scope(api) -> None:
     proc, settings = api
     started = time.monotonic()
     table = route_table(settings)
-    assert set(table) == PUBLIC | set(SCOPE), (
+    assert set(table) == PUBLIC | SIGNED | set(SCOPE), (
         "the route table changed: routes without an entry here "
-        f"{sorted(set(table) - PUBLIC - set(SCOPE))}, entries without a route "
-        f"{sorted((PUBLIC | set(SCOPE)) - set(table))}; add the new route to SCOPE with its scope "
-        "(or, if it is deliberately public, to PUBLIC)")
-    assert not PUBLIC & set(SCOPE)
+        f"{sorted(set(table) - PUBLIC - SIGNED - set(SCOPE))}, entries without a route "
+        f"{sorted((PUBLIC | SIGNED | set(SCOPE)) - set(table))}; add the new route to SCOPE with "
+        "its scope (or, if it is deliberately public, to PUBLIC)")
+    assert not (PUBLIC | SIGNED) & set(SCOPE)
+    for method, path in SIGNED:
+        assert not required_scopes(table[(method, path)]), (method, path)
     for (method, path), scope in SCOPE.items():  # what the code checks is what we expect
         assert required_scopes(table[(method, path)]) == {scope}, (method, path)
     for method, path in PUBLIC:
@@ -220,6 +225,13 @@ def test_every_route_needs_its_key_and_scope(api) -> None:
             r = client.request(method, path)
             if r.status_code != 200:
                 problems.append(f"public {method} {path}: {r.status_code}")
+        for method, path in sorted(SIGNED):  # a made-up or forged token opens nothing
+            for token in ("AAAAAAAAAAAAAAAAAAAAAA", "not-a-token"):
+                r = client.request(method, fill(path, {"token": token}))
+                checked += 1
+                if r.status_code != 404:
+                    problems.append(f"signed {method} {path} with a made-up token: "
+                                    f"{r.status_code}")
     unprotected = len({p.split(":")[0] for p in problems})
     record(kind="security", name="route-auth-scopes",
            tried="every route of the API's own route table called without a key, with an unknown "
@@ -232,7 +244,7 @@ def test_every_route_needs_its_key_and_scope(api) -> None:
            test="tests/integration/test_security.py::test_every_route_needs_its_key_and_scope",
            measured={"requests": checked + len(PUBLIC), "seconds": round(time.monotonic() - started, 2)})
     assert not problems, "\n".join(problems)
-    assert checked == len(SCOPE) * 5
+    assert checked == len(SCOPE) * 5 + len(SIGNED) * 2
 
 
 # 2. tenants and stores, on every route -----------------------------------------------------
@@ -268,6 +280,8 @@ async def pending_alert(redis: Redis, keys: Keys, *, tenant: str, customer: str,
     event = decode_risk_change(encode_cloudevent(to_cloudevent(change)))
     await Escalations(redis, keys, after_s=3600).schedule(event, created_ms=0,
                                                           now_ms=int(time.time() * 1000))
+    await record_alert(redis, keys, event.id, tenant=tenant, customer_id=customer,
+                       store_id=store)  # as the notifier does when it sends the alert
     return event.id
 
 

@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import html
 import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, status
+from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.ingest.deps import IngestKey, Res
+from services.ingest.deps import IngestKey, Res, Resources
 from services.ingest.models import Ack, Action, NewAction
-from services.ingest.openapi import AUTH, NOT_FOUND, TOO_LARGE, responses
+from services.ingest.openapi import AUTH, NOT_FOUND, TOO_LARGE, error, responses
 from services.ingest.params import CustomerId
 from services.ingest.queries import timeline, winback
 from services.ingest.queries.holdout import holdout
 from services.ingest.queries.timefmt import iso_ms, now_ms
-from services.notifier.acks import InvalidAck, acknowledge
-from services.notifier.escalation import Escalations
+from services.notifier.acks import (
+    LINK_PATH,
+    AckLinks,
+    InvalidAck,
+    LinkRefused,
+    acknowledge_once,
+    get_acknowledgement,
+    get_alert,
+)
 
 router = APIRouter(tags=["win-back"])
 AlertId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$",
@@ -61,32 +70,121 @@ class AckBody(BaseModel):
 
 @router.post("/v1/alerts/{alert_id}/ack", response_model=Ack,
              summary="Acknowledge an alert",
-             description="Marks the risk change (its CloudEvent id) as seen, so the notifier's "
-             "escalation to the store manager stops. Only the key's tenant's alerts (and, for "
-             "store-bound keys, their stores' alerts) are affected. Idempotent: `acknowledged` is false when "
-             "it already was (the first acknowledger is kept).",
-             responses=responses(AUTH, TOO_LARGE))
+             description="Marks the risk change (its CloudEvent id, shown in every alert) as "
+             "seen, so the notifier's escalation to the store manager stops. Only alerts the "
+             "notifier sent to the key's tenant (and, for store-bound keys, their stores) exist "
+             "for the key: any other id is a 404. Idempotent: a second acknowledgement answers "
+             "200 with `new: false` and the first acknowledger and time.",
+             responses=responses(AUTH, TOO_LARGE, {404: error(
+                 "No alert with this id was sent in this tenant (or the key's stores)",
+                 "no alert '3f1c0a9e' was sent in this tenant; use the alert id of a message")}))
 async def ack_alert(alert_id: AlertId, res: Res, key: IngestKey,
                     body: AckBody | None = None) -> Any:
     by = (body.by if body and body.by else None) or key.name
-    if key.stores is not None:  # a store-bound key: only alerts and customers of its stores
-        pending = await Escalations(res.redis, res.keys, after_s=0).pending(alert_id)
-        if pending is not None and (pending.change.tenant_id != key.tenant
-                                    or not key.allows_store(pending.change.store_id)):
-            raise HTTPException(status.HTTP_404_NOT_FOUND,
-                                f"no alert {alert_id!r} in this API key's stores")
-        if body is not None and body.customer_id is not None:
-            store: str | None = await res.redis.hget(  # type: ignore[misc,assignment]
-                res.keys.customer(body.customer_id, key.tenant)[2], "store")
-            if not key.allows_store(store):
-                raise HTTPException(status.HTTP_404_NOT_FOUND,
-                                    f"no customer {body.customer_id!r} in this API key's stores")
     try:
-        done = await acknowledge(res.redis, res.keys, alert_id, by, tenant=key.tenant)
+        alert = await get_alert(res.redis, res.keys, alert_id, key.tenant)
     except InvalidAck as exc:
         raise HTTPException(422, str(exc)) from None
-    if done and body is not None and body.customer_id is not None:
-        await timeline.append(res.redis, res.keys, body.customer_id, key.tenant, {
+    if alert is None or not key.allows_store(alert.get("store_id")):
+        raise HTTPException(status.HTTP_404_NOT_FOUND,
+                            f"no alert {alert_id!r} was sent in this tenant"
+                            + (" and the API key's stores" if key.stores is not None else "")
+                            + "; use the alert id of a message")
+    customer_id = (body.customer_id if body is not None and body.customer_id else None)
+    if customer_id is not None and customer_id != alert.get("customer_id"):
+        raise HTTPException(422, f"customer_id {customer_id!r} is not the customer of alert "
+                            f"{alert_id!r}; leave it out or send the alert's customer")
+    new, first = await acknowledge_once(res.redis, res.keys, alert_id, by, tenant=key.tenant)
+    if new:
+        await timeline.append(res.redis, res.keys, str(alert["customer_id"]), key.tenant, {
             "kind": "acknowledged", "at": iso_ms(int(time.time() * 1000)),
             "alert_id": alert_id, "by": by})
-    return {"alert_id": alert_id, "acknowledged": done}
+    return _ack_answer(alert_id, new, first)
+
+
+def _ack_answer(alert_id: str, new: bool, first: dict[str, Any]) -> dict[str, Any]:
+    return {"alert_id": alert_id, "acknowledged": True, "new": new, "by": str(first["by"]),
+            "at": str(iso_ms(int(float(first["at"]) * 1000)))}
+
+
+# One-click acknowledge links (public: the signed token is the credential) -------------------
+
+Token = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
+                            description="The token of a one-click link from a staff message.")]
+_PAGE = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="robots" content="noindex"><title>churnwatch: {title}</title></head>
+<body style="font-family: sans-serif; max-width: 36em; margin: 2em auto; padding: 0 1em">
+<h1>{title}</h1><p>{text}</p>{form}</body></html>"""
+_HTML = {"text/html": {"schema": {"type": "string"}}}
+
+
+def _page(status_code: int, title: str, text: str, form: str = "") -> HTMLResponse:
+    return HTMLResponse(_PAGE.format(title=html.escape(title), text=text, form=form),
+                        status_code=status_code,
+                        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
+                                 "X-Robots-Tag": "noindex"})
+
+
+def _links(res: Resources) -> AckLinks:
+    s = res.settings
+    return AckLinks(res.redis, res.keys, secret=s.ack_link_key, public_url=s.api_public_url,
+                    ttl_s=s.ack_link_ttl_seconds)
+
+
+def _ack_text(alert_id: str, ack: dict[str, Any]) -> str:
+    return (f"Alert <code>{html.escape(alert_id)}</code> was acknowledged by "
+            f"<strong>{html.escape(str(ack['by']))}</strong> at "
+            f"{html.escape(str(iso_ms(int(float(ack['at']) * 1000))))}.")
+
+
+_LINK_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "An HTML page", "content": _HTML},
+    404: {"description": "Unknown or forged link (HTML page)", "content": _HTML},
+    410: {"description": "The link expired or was already used (HTML page)", "content": _HTML},
+}
+
+
+@router.get("/a/{token}", response_class=HTMLResponse, tags=["alerts"],
+            summary="One-click acknowledge link: confirmation page",
+            description="The link in every staff alert. Needs no API key: the token is an "
+            "HMAC-signed, expiring, single-use credential for one alert and one recipient. GET "
+            "changes nothing (mail scanners pre-fetch links): it shows the alert and a button "
+            "that POSTs to the same URL.", responses=_LINK_RESPONSES)
+async def ack_link_page(token: Token, res: Res) -> HTMLResponse:
+    links = _links(res)
+    try:
+        link = await links.resolve(token)
+    except LinkRefused as exc:
+        return _page(exc.status, "Link not usable", html.escape(str(exc)))
+    ack = await get_acknowledgement(res.redis, res.keys, link.alert_id, link.tenant)
+    if await links.is_used(token):
+        return _page(410, "Link already used", "This link was already used. "
+                     + (_ack_text(link.alert_id, ack) if ack else ""))
+    note = (" " + _ack_text(link.alert_id, ack)) if ack else ""
+    form = (f'<form method="post" action="{html.escape(LINK_PATH + token)}">'
+            '<button type="submit" style="font-size: 1.2em; padding: .5em 1.5em">'
+            'Acknowledge</button></form>')
+    return _page(200, "Acknowledge this alert?",
+                 f"Acknowledge alert <code>{html.escape(link.alert_id)}</code> as "
+                 f"<strong>{html.escape(link.by)}</strong>: its escalation to the store "
+                 f"manager stops.{note}", form)
+
+
+@router.post("/a/{token}", response_class=HTMLResponse, tags=["alerts"],
+             summary="One-click acknowledge link: acknowledge",
+             description="Acknowledges the link's alert as the link's recipient (the first "
+             "acknowledgement is kept) and uses the link up: a second POST answers 410. Needs "
+             "no API key and no body.", responses=_LINK_RESPONSES)
+async def ack_link_use(token: Token, res: Res) -> HTMLResponse:
+    try:
+        link, new, ack = await _links(res).use(token)
+    except LinkRefused as exc:
+        return _page(exc.status, "Link not usable", html.escape(str(exc)))
+    alert = await get_alert(res.redis, res.keys, link.alert_id, link.tenant)
+    if new and alert is not None:
+        await timeline.append(res.redis, res.keys, str(alert["customer_id"]), link.tenant, {
+            "kind": "acknowledged", "at": iso_ms(int(time.time() * 1000)),
+            "alert_id": link.alert_id, "by": link.by, "via": "link"})
+    return _page(200, "Acknowledged" if new else "Already acknowledged",
+                 _ack_text(link.alert_id, ack))
