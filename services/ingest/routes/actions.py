@@ -142,6 +142,8 @@ _LINK_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "An HTML page", "content": _HTML},
     404: {"description": "Unknown or forged link (HTML page)", "content": _HTML},
     410: {"description": "The link expired or was already used (HTML page)", "content": _HTML},
+    422: error("The token is malformed (letters, digits, - and _ only)",
+               "path.token: String should match pattern '^[A-Za-z0-9_-]+$'"),
 }
 
 
