@@ -233,6 +233,9 @@ class Settings(BaseSettings):
     public_url: str | None = None
     ack_link_secret: SecretStr | None = None
     ack_link_ttl_seconds: float = Field(default=7 * 86_400, gt=0, le=90 * 86_400)
+    # A webhook subscription whose deliveries fail without a success for this long is paused
+    # (no deliveries; its tenant's admins are e-mailed once); POST /v1/webhooks/{id}/resume.
+    webhook_pause_after_seconds: float = Field(default=3 * 86_400, gt=0)
 
     @field_validator("api_keys")
     @classmethod

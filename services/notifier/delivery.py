@@ -26,6 +26,7 @@ from services.notifier.metrics import NotifierMetrics
 from services.notifier.noise import RateLimiter
 from services.notifier.policy import quiet_until, zone
 from services.notifier.routing import Policies
+from services.notifier.webhooks import WebhookHealth, is_paused
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,8 @@ class Deliverer:
                  lookup_subscription: SubscriptionLookup, max_attempts: int,
                  backoff_base_s: float, backoff_max_s: float, policies: Policies | None = None,
                  limiter: RateLimiter | None = None, breaker: CircuitBreaker | None = None,
-                 wall_clock: Callable[[], float] = time.time):
+                 wall_clock: Callable[[], float] = time.time,
+                 health: WebhookHealth | None = None):
         self.ledger = ledger
         self.channels = channels
         self.dead_letters = dead_letters
@@ -57,6 +59,7 @@ class Deliverer:
         self.limiter = limiter
         self.breaker = breaker or CircuitBreaker(max_open_s=MAX_COOLING_S)
         self.wall_clock = wall_clock
+        self.health = health  # pauses webhook subscriptions that keep failing
 
     # entry points ---------------------------------------------------------------------
     async def deliver_new(self, message: Message) -> None:
@@ -97,6 +100,11 @@ class Deliverer:
             if sub is None:
                 await self._give_up(message, f"webhook subscription {message.subscription_id} "
                                              "was deleted before the delivery succeeded")
+                return
+            if is_paused(sub):
+                await self._give_up(message, f"webhook subscription {message.subscription_id} "
+                                             f"is paused (failing since {sub.get('failing_since')})",
+                                    track=False)
                 return
             message = message.with_attempt(message.attempt, secret=sub.get("secret", ""),
                                            to=sub["url"])
@@ -177,6 +185,11 @@ class Deliverer:
             error = DeliveryError(f"unexpected {type(exc).__name__}: {exc}")
         took = time.monotonic() - started
 
+        if self.health is not None and message.channel == "webhook":
+            if error is None:
+                await self.health.succeeded(message.subscription_id)
+            else:
+                await self.health.failed(message.subscription_id, str(error))
         if error is None:
             self.breaker.success(_target_key(message))
             latency = (self.wall_clock() - message.created_ms / 1000 if message.created_ms > 0
@@ -205,7 +218,10 @@ class Deliverer:
                            message.channel, message.masked_target, message.attempt,
                            self.max_attempts, error, delay, extra=_extra(message))
 
-    async def _give_up(self, message: Message, reason: str) -> None:
+    async def _give_up(self, message: Message, reason: str, *, track: bool = True) -> None:
+        if (track and self.health is not None and message.channel == "webhook"
+                and message.subscription_id):  # e.g. refused at delivery time, no attempt
+            await self.health.failed(message.subscription_id, reason)
         await self.dead_letters.failed_delivery(message, reason=reason, attempts=message.attempt)
         await self.ledger.mark_failed(message.delivery_id)
         self.metrics.deliveries.labels(channel=message.channel, outcome="failed").inc()

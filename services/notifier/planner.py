@@ -30,7 +30,7 @@ from services.notifier.policy import ALERT, DEDUPE, WON_BACK, apply_inhibition
 from services.notifier.recipients import CustomerContext, RecipientResolver, recipients
 from services.notifier.routing import STAFF_CHANNELS, Recipient, Routing
 from services.notifier.templates import Templates, packaged
-from services.notifier.webhooks import tenant_of
+from services.notifier.webhooks import is_paused, tenant_of
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +75,8 @@ class Planner:
         out = await self._staff(event, created) if self.enabled & set(STAFF_CHANNELS) else []
         if "webhook" in self.enabled:
             for sub in subscriptions:
-                if tenant_of(sub) != event.change.tenant_id:
-                    continue  # a subscription gets its own tenant's changes only
+                if tenant_of(sub) != event.change.tenant_id or is_paused(sub):
+                    continue  # its own tenant's changes only; none while paused
                 out.append(_message(event, "webhook", sub["id"], sub["url"],
                                     subscription_id=sub["id"], secret=sub.get("secret", ""),
                                     created_ms=created))

@@ -190,6 +190,20 @@ class Templates:
             return "", _clip(self.render(tenant, recipient.locale, "digest.sms.j2", ctx)), ""
         return self._email("digest", tenant, recipient.locale, ctx)
 
+    def webhook_paused(self, sub: dict[str, Any], recipient: Recipient, *, tenant: str,
+                       reason: str, pause_after_s: float, resume_url: str
+                       ) -> tuple[str, str, str]:
+        """(subject, text, html) telling a tenant admin that a subscription was paused."""
+        from services.notifier.webhooks import display_url
+
+        ctx = {"recipient_name": recipient.name, "subscription_id": sub["id"],
+               "url": display_url(sub["url"]), "tenant": tenant,
+               "failing_since": sub.get("failing_since", ""),
+               "paused_at": sub.get("paused_at", ""), "reason": reason,
+               "pause_after": _duration(pause_after_s, recipient.locale),
+               "resume_url": resume_url}
+        return self._email("webhook_paused", tenant, recipient.locale, ctx)
+
     def _email(self, prefix: str, tenant: str, locale: str, ctx: dict[str, Any]
                ) -> tuple[str, str, str]:
         subject = " ".join(self.render(tenant, locale, f"{prefix}.subject.j2", ctx).split())

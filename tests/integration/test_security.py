@@ -91,6 +91,7 @@ SCOPE = {
     ("POST", "/v1/webhooks"): "admin",
     ("GET", "/v1/webhooks"): "admin",
     ("DELETE", "/v1/webhooks/{webhook_id}"): "admin",
+    ("POST", "/v1/webhooks/{webhook_id}/resume"): "admin",
 }
 PUBLIC_IP = "93.184.215.14"  # an IP literal: accepted without DNS, never contacted here
 

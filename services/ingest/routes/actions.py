@@ -26,6 +26,7 @@ from services.notifier.acks import (
     get_acknowledgement,
     get_alert,
 )
+from services.notifier.escalation import Escalations
 
 router = APIRouter(tags=["win-back"])
 AlertId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$",
@@ -85,6 +86,11 @@ async def ack_alert(alert_id: AlertId, res: Res, key: IngestKey,
         alert = await get_alert(res.redis, res.keys, alert_id, key.tenant)
     except InvalidAck as exc:
         raise HTTPException(422, str(exc)) from None
+    if alert is None:  # sent before alerts were recorded, but still awaiting escalation
+        pending = await Escalations(res.redis, res.keys, after_s=0).pending(alert_id)
+        if pending is not None and pending.change.tenant_id == key.tenant:
+            alert = {"customer_id": pending.change.customer_id,
+                     "store_id": pending.change.store_id}
     if alert is None or not key.allows_store(alert.get("store_id")):
         raise HTTPException(status.HTTP_404_NOT_FOUND,
                             f"no alert {alert_id!r} was sent in this tenant"
