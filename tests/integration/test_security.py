@@ -237,10 +237,12 @@ def test_every_route_needs_its_key_and_scope(api) -> None:
     record(kind="security", name="route-auth-scopes",
            tried="every route of the API's own route table called without a key, with an unknown "
            "key, with a non-Bearer header, with a key lacking its scope and with the right scope",
-           load=f"{len(SCOPE)} protected routes x 5 cases, {len(PUBLIC)} public routes",
+           load=f"{len(SCOPE)} protected routes x 5 cases, {len(PUBLIC)} public routes, "
+           f"{len(SIGNED)} signed-link routes x 2 made-up tokens",
            checked="401 + WWW-Authenticate without a valid key, 403 naming the missing scope, "
            "never 401/403/5xx with the right scope; the public set is exactly "
-           + ", ".join(sorted(p for _, p in PUBLIC)),
+           + ", ".join(sorted(p for _, p in PUBLIC))
+           + "; the one-click acknowledge links (/a/{token}) answer 404 to a made-up token",
            sent=len(SCOPE) * 5, lost=unprotected, doubled=0,
            test="tests/integration/test_security.py::test_every_route_needs_its_key_and_scope",
            measured={"requests": checked + len(PUBLIC), "seconds": round(time.monotonic() - started, 2)})
