@@ -131,7 +131,8 @@ class Planner:
                     self._count("no_consent")
                     continue
                 if digest and self.digester is not None:
-                    await self._digest(event, person, channel, ctx, created_ms, action)
+                    await self._digest(event, person, channel, ctx, created_ms, action,
+                                       ack_url=links.get(person.key, ""))
                     continue
                 out.append(self._build(event, person, channel, ctx, created_ms, kind=kind,
                                        action=action, ack_url=links.get(person.key, "")))
@@ -179,12 +180,13 @@ class Planner:
                         **common)
 
     async def _digest(self, event: RiskChangeEvent, person: Recipient, channel: str,
-                      ctx: CustomerContext, created_ms: int, action: Any) -> None:
+                      ctx: CustomerContext, created_ms: int, action: Any,
+                      ack_url: str = "") -> None:
         assert self.digester is not None
         item = self.templates.digest_item(event.change, person, action=action, event_id=event.id,
                                           customer_name=ctx.name)
         item |= {"created_ms": created_ms, "at_ms": int(time.time() * 1000),
-                 "timezone": ctx.timezone}
+                 "timezone": ctx.timezone, "ack_url": ack_url}
         added = await self.digester.add(channel=channel, recipient=person,
                                         tenant=event.change.tenant_id, event_id=event.id,
                                         item=item, now_ms=int(time.time() * 1000))

@@ -257,7 +257,8 @@ routes:
   - {match: {to: [medium, high]}, channels: [email], to: store_manager, digest: true}
 digest: {interval: 2s}
 """, smtp_host="127.0.0.1", smtp_port=controller.port)
-    await staff_and_stores(redis, Keys(settings.redis_prefix))
+    profiles = await staff_and_stores(redis, Keys(settings.redis_prefix))
+    await profiles.put_profile("d-0", CustomerProfile(name="Dora Digest"))
     records = [(f"d-{n}", change(f"d-{n}", "low", "medium")[1]) for n in range(5)]
     await produce_changes(settings, *records)
     async with notifier(settings) as registry:
@@ -268,6 +269,8 @@ digest: {interval: 2s}
     assert rcpts == ["max@example.com"] and mail["Subject"] == "[churnwatch] 5 customer risk changes"
     text = mail.get_body(("plain",)).get_content()
     assert all(f"d-{n} is overdue" in text for n in range(5))
+    assert "- Dora Digest (s1)" in text and "- d-1 (s1)" in text  # profile name, else the id
+    assert text.count(f"Acknowledge: {settings.api_public_url}/a/") == 5  # one link per alert
     # Read again from the start by a new group: buffered once, so no second digest.
     again = settings.model_copy(update={"notifier_group": settings.notifier_group + "-again"})
     async with notifier(again) as registry:

@@ -116,6 +116,10 @@ def test_digest_groups_items() -> None:
     subject, text, html = t.digest(items, EN, tenant="default", channel="email", delivery_id="dg")
     assert subject == "[churnwatch] 2 customer risk changes"
     assert "c-1042" in text and "c-<b>" in text and "c-&lt;b&gt;" in html and "<b>" not in html
+    named = t.digest_item(CHANGE, EN, event_id="e3", customer_name="Mei Chen") | {"ack_url": LINK}
+    _, text, html = t.digest([named], EN, tenant="default", channel="email", delivery_id="dg")
+    assert "- Mei Chen (salon-downtown)" in text and f"Acknowledge: {LINK}" in text
+    assert f'href="{LINK}"' in html
     _, sms, _ = t.digest(items, ZH, tenant="default", channel="sms", delivery_id="dg")
     assert sms.startswith("churnwatch：2 位客户") and len(sms) <= SMS_MAX_CHARS
 
