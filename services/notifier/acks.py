@@ -16,7 +16,7 @@ answers 404 to an acknowledgement of an id without such a record.
 One-click links (:class:`AckLinks`): each staff message carries ``<public url>/a/<token>``.
 The token is an HMAC-SHA256 (``CHURNWATCH_ACK_LINK_SECRET``) over the tenant, the alert id and
 the recipient, so it is the same on every replay of the record; the notifier stores
-``Keys.ack_link(token)`` = ``{"tenant", "alert_id", "by", "exp"}`` before the message goes out,
+``Keys.ack_link(token)`` = ``{"tenant", "alert_id", "by", "exp", "locale"}`` before the message goes out,
 for ``CHURNWATCH_ACK_LINK_TTL_SECONDS``. The API checks the HMAC against that record (a record
 written without the secret is refused), the expiry, and uses the link once (a ``:used``
 marker, SET NX).
@@ -136,6 +136,7 @@ class AckLink:
     alert_id: str
     by: str
     exp: float
+    locale: str = "en"  # the recipient's: the confirmation page speaks it
 
 
 class AckLinks:
@@ -157,11 +158,12 @@ class AckLinks:
         return f"{self.public_url}{LINK_PATH}{token}"
 
     async def register(self, tenant: str, alert_id: str, by: str, *,
-                       now: float | None = None) -> str:
+                       now: float | None = None, locale: str = "en") -> str:
         """Store the link (idempotent: a replay keeps the first expiry) and return its URL."""
         token = self.token(tenant, alert_id, by)
         exp = (time.time() if now is None else now) + self.ttl_s
-        value = json.dumps({"tenant": tenant, "alert_id": alert_id, "by": by, "exp": exp})
+        value = json.dumps({"tenant": tenant, "alert_id": alert_id, "by": by, "exp": exp,
+                            "locale": locale})
         await self.redis.set(self.keys.ack_link(token), value, nx=True,
                              ex=max(1, int(self.ttl_s) + 1))
         return self.url(token)
@@ -178,7 +180,7 @@ class AckLinks:
         try:
             rec = json.loads(raw)
             link = AckLink(token, str(rec["tenant"]), str(rec["alert_id"]), str(rec["by"]),
-                           float(rec["exp"]))
+                           float(rec["exp"]), str(rec.get("locale") or "en"))
         except (ValueError, KeyError, TypeError):
             raise LinkRefused(404, "unreadable acknowledge link") from None
         if not hmac.compare_digest(self.token(link.tenant, link.alert_id, link.by), token):

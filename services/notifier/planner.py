@@ -154,8 +154,8 @@ class Planner:
                            customer_id=change.customer_id, store_id=ctx.store_id or change.store_id)
         if kind not in ("alert", "escalation"):
             return {}
-        return {p.key: await self.links.register(change.tenant_id, event.id, p.name)
-                for p in staff}
+        return {p.key: await self.links.register(change.tenant_id, event.id, p.name,
+                                                 locale=p.locale) for p in staff}
 
     def _build(self, event: RiskChangeEvent, person: Recipient, channel: str,
                ctx: CustomerContext, created_ms: int, *, kind: str, action: Any = None,

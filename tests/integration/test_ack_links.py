@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 
 from services.common.embedded import Server
 from services.common.kafka import ensure_topics
+from services.common.profiles import CustomerProfile, ProfileStore
 from services.common.redisconn import Keys
 from services.common.settings import Settings
 from services.notifier.acks import AckLinks, get_acknowledgement, record_alert
@@ -52,16 +53,20 @@ async def test_a_link_acknowledges_once_without_a_key(api) -> None:
     links = _links(redis, settings, proc)
     await record_alert(redis, keys, "alert-l1", tenant="acme", customer_id="c-9",
                        store_id="north")
+    await ProfileStore(redis, keys).put_profile("c-9", CustomerProfile(name="Mei <Chen>"), "acme")
     url = await links.register("acme", "alert-l1", "Olga")
     assert url.startswith(proc.url + "/a/") and len(url) == len(proc.url) + 3 + 22
     assert await links.register("acme", "alert-l1", "Olga") == url  # a replay: the same link
     async with httpx.AsyncClient(timeout=30) as client:
         page = await client.get(url)  # what a mail scanner does: changes nothing
         assert page.status_code == 200 and "text/html" in page.headers["content-type"]
-        assert 'method="post"' in page.text and "Olga" in page.text
+        assert '<form method="post">' in page.text and "Olga" in page.text
+        assert "Mei &lt;Chen&gt;" in page.text and "<Chen>" not in page.text  # escaped
         assert page.headers["cache-control"] == "no-store"
         assert await get_acknowledgement(redis, keys, "alert-l1", "acme") is None
-        done = await client.post(url)
+        # what the page's button sends: an empty form body
+        done = await client.post(url, content=b"",
+                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
         assert done.status_code == 200 and "Acknowledged" in done.text
         ack = await get_acknowledgement(redis, keys, "alert-l1", "acme")
         assert ack is not None and ack["by"] == "Olga"
@@ -109,4 +114,11 @@ async def test_forged_expired_and_made_up_links_are_refused(api) -> None:
         # the valid one still works, and the HTML never echoes markup
         r = await client.post(good)
         assert r.status_code == 200 and re.search(r"acknowledged by\s*<strong>Ann", r.text)
+        # a zh-CN recipient's link speaks Chinese; a second recipient's link of the same alert
+        # still works, answering with the first acknowledgement
+        zh = await links.register("default", "alert-l2", "李伟", locale="zh-CN")
+        page = await client.get(zh)
+        assert page.status_code == 200 and 'lang="zh-CN"' in page.text and "确认" in page.text
+        r = await client.post(zh)
+        assert r.status_code == 200 and "此前已确认" in r.text and "Ann" in r.text
     await redis.aclose()

@@ -18,7 +18,7 @@ from services.ingest.queries import timeline, winback
 from services.ingest.queries.holdout import holdout
 from services.ingest.queries.timefmt import iso_ms, now_ms
 from services.notifier.acks import (
-    LINK_PATH,
+    AckLink,
     AckLinks,
     InvalidAck,
     LinkRefused,
@@ -117,19 +117,43 @@ def _ack_answer(alert_id: str, new: bool, first: dict[str, Any]) -> dict[str, An
 
 Token = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
                             description="The token of a one-click link from a staff message.")]
-_PAGE = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
+_PAGE = """<!DOCTYPE html><html lang="{lang}"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="robots" content="noindex"><title>churnwatch: {title}</title></head>
 <body style="font-family: sans-serif; max-width: 36em; margin: 2em auto; padding: 0 1em">
 <h1>{title}</h1><p>{text}</p>{form}</body></html>"""
 _HTML = {"text/html": {"schema": {"type": "string"}}}
+# Page texts per locale of the recipient the link was made for ({x}: HTML-escaped values).
+_TEXTS = {
+    "en": {"refused": "Link not usable", "ask": "Acknowledge this alert?",
+           "ask_text": "Acknowledge the alert about <strong>{customer}</strong> as "
+                       "<strong>{by}</strong>: its escalation to the store manager stops.",
+           "button": "Acknowledge", "used": "Link already used",
+           "used_text": "This link was already used.", "done": "Acknowledged",
+           "already": "Already acknowledged",
+           "acked": "The alert about <strong>{customer}</strong> (<code>{alert}</code>) was "
+                    "acknowledged by <strong>{by}</strong> at {at}."},
+    "zh-CN": {"refused": "链接不可用", "ask": "确认此提醒？",
+              "ask_text": "以 <strong>{by}</strong> 的身份确认关于 <strong>{customer}</strong> "
+                          "的提醒：将不再升级给门店经理。",
+              "button": "确认", "used": "链接已使用", "used_text": "此链接已被使用。",
+              "done": "已确认", "already": "此前已确认",
+              "acked": "关于 <strong>{customer}</strong> 的提醒（<code>{alert}</code>）已由 "
+                       "<strong>{by}</strong> 于 {at} 确认。"},
+}
 
 
-def _page(status_code: int, title: str, text: str, form: str = "") -> HTMLResponse:
-    return HTMLResponse(_PAGE.format(title=html.escape(title), text=text, form=form),
+def _page(status_code: int, title: str, text: str, form: str = "",
+          lang: str = "en") -> HTMLResponse:
+    return HTMLResponse(_PAGE.format(title=html.escape(title), text=text, form=form, lang=lang),
                         status_code=status_code,
                         headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
                                  "X-Robots-Tag": "noindex"})
+
+
+def _refused(exc: LinkRefused) -> HTMLResponse:
+    return _page(exc.status, _TEXTS["en"]["refused"] + " / " + _TEXTS["zh-CN"]["refused"],
+                 html.escape(str(exc)))
 
 
 def _links(res: Resources) -> AckLinks:
@@ -138,10 +162,23 @@ def _links(res: Resources) -> AckLinks:
                     ttl_s=s.ack_link_ttl_seconds)
 
 
-def _ack_text(alert_id: str, ack: dict[str, Any]) -> str:
-    return (f"Alert <code>{html.escape(alert_id)}</code> was acknowledged by "
-            f"<strong>{html.escape(str(ack['by']))}</strong> at "
-            f"{html.escape(str(iso_ms(int(float(ack['at']) * 1000))))}.")
+async def _customer(res: Resources, link: AckLink) -> tuple[str | None, str]:
+    """(customer id, how to call them: the profile name, else the id) of the link's alert."""
+    alert = await get_alert(res.redis, res.keys, link.alert_id, link.tenant)
+    cid = str(alert["customer_id"]) if alert else None
+    if cid is None:
+        return None, link.alert_id
+    try:
+        profile = await res.profiles.get_profile(cid, link.tenant) if res.profiles else None
+    except ValueError:
+        profile = None
+    return cid, (profile.name if profile and profile.name else cid)
+
+
+def _ack_text(t: dict[str, str], link: AckLink, who: str, ack: dict[str, Any]) -> str:
+    return t["acked"].format(customer=html.escape(who), alert=html.escape(link.alert_id),
+                             by=html.escape(str(ack["by"])),
+                             at=html.escape(str(iso_ms(int(float(ack["at"]) * 1000)))))
 
 
 _LINK_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -164,19 +201,19 @@ async def ack_link_page(token: Token, res: Res) -> HTMLResponse:
     try:
         link = await links.resolve(token)
     except LinkRefused as exc:
-        return _page(exc.status, "Link not usable", html.escape(str(exc)))
+        return _refused(exc)
+    t = _TEXTS.get(link.locale, _TEXTS["en"])
+    _, who = await _customer(res, link)
     ack = await get_acknowledgement(res.redis, res.keys, link.alert_id, link.tenant)
     if await links.is_used(token):
-        return _page(410, "Link already used", "This link was already used. "
-                     + (_ack_text(link.alert_id, ack) if ack else ""))
-    note = (" " + _ack_text(link.alert_id, ack)) if ack else ""
-    form = (f'<form method="post" action="{html.escape(LINK_PATH + token)}">'
-            '<button type="submit" style="font-size: 1.2em; padding: .5em 1.5em">'
-            'Acknowledge</button></form>')
-    return _page(200, "Acknowledge this alert?",
-                 f"Acknowledge alert <code>{html.escape(link.alert_id)}</code> as "
-                 f"<strong>{html.escape(link.by)}</strong>: its escalation to the store "
-                 f"manager stops.{note}", form)
+        return _page(410, t["used"], t["used_text"] + (
+            " " + _ack_text(t, link, who, ack) if ack else ""), lang=link.locale)
+    note = (" " + _ack_text(t, link, who, ack)) if ack else ""
+    # no action attribute: the form posts to this very URL, also behind a path prefix
+    form = ('<form method="post"><button type="submit" style="font-size: 1.2em; '
+            f'padding: .5em 1.5em">{html.escape(t["button"])}</button></form>')
+    return _page(200, t["ask"], t["ask_text"].format(
+        customer=html.escape(who), by=html.escape(link.by)) + note, form, lang=link.locale)
 
 
 @router.post("/a/{token}", response_class=HTMLResponse, tags=["alerts"],
@@ -188,11 +225,12 @@ async def ack_link_use(token: Token, res: Res) -> HTMLResponse:
     try:
         link, new, ack = await _links(res).use(token)
     except LinkRefused as exc:
-        return _page(exc.status, "Link not usable", html.escape(str(exc)))
-    alert = await get_alert(res.redis, res.keys, link.alert_id, link.tenant)
-    if new and alert is not None:
-        await timeline.append(res.redis, res.keys, str(alert["customer_id"]), link.tenant, {
+        return _refused(exc)
+    t = _TEXTS.get(link.locale, _TEXTS["en"])
+    cid, who = await _customer(res, link)
+    if new and cid is not None:
+        await timeline.append(res.redis, res.keys, cid, link.tenant, {
             "kind": "acknowledged", "at": iso_ms(int(time.time() * 1000)),
             "alert_id": link.alert_id, "by": link.by, "via": "link"})
-    return _page(200, "Acknowledged" if new else "Already acknowledged",
-                 _ack_text(link.alert_id, ack))
+    return _page(200, t["done"] if new else t["already"], _ack_text(t, link, who, ack),
+                 lang=link.locale)
