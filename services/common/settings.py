@@ -23,7 +23,8 @@ Scope = Literal["ingest", "read", "admin"]
 SCOPES: tuple[Scope, ...] = ("ingest", "read", "admin")
 ENV_PREFIX = "CHURNWATCH_"
 # A secret containing one of these is a placeholder: production refuses it.
-PLACEHOLDER_WORDS = ("change", "placeholder", "example", "secret", "development", "xxxx")
+PLACEHOLDER_WORDS = ("change", "placeholder", "example", "secret", "development", "replace",
+                     "xxxx")
 DEVELOPMENT_ACK_LINK_SECRET = "churnwatch-development-ack-link-secret"
 
 
@@ -284,7 +285,7 @@ class Settings(BaseSettings):
                 "CHURNWATCH_API_KEYS must be set when CHURNWATCH_ENV=production "
                 "(e.g. 's3cret-ingest-key:ingest,s3cret-admin-key:admin')"
             )
-        if self.public_url is not None and not re.match(r"^https?://[^/\s]+(/\S*)?$",
+        if self.public_url and not re.match(r"^https?://[^/\s]+(/\S*)?$",
                                                          self.public_url):
             raise ValueError(f"CHURNWATCH_PUBLIC_URL={self.public_url!r} must be an http(s) URL "
                              "like https://churn.example.com (where staff reach the API)")

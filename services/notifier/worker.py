@@ -171,6 +171,10 @@ class Notifier:
         self.routing = routing
         self.templates = Templates(settings.notifier_templates_dir)
         self.templates.check()
+        if settings.env == "production" and not settings.public_url:
+            logger.warning("CHURNWATCH_PUBLIC_URL is not set: the acknowledge links in alerts "
+                           "point at %s, which staff outside this host cannot reach; set it "
+                           "to where staff reach the API", settings.api_public_url)
         self.channels = build_channels(settings, self.routing)
         self.redis = make_redis(settings)
         self.keys = Keys(settings.redis_prefix)
