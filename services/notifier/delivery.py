@@ -99,7 +99,8 @@ class Deliverer:
             sub = await self.lookup_subscription(message.subscription_id)
             if sub is None:
                 await self._give_up(message, f"webhook subscription {message.subscription_id} "
-                                             "was deleted before the delivery succeeded")
+                                             "was deleted before the delivery succeeded",
+                                    track=False)
                 return
             if is_paused(sub):
                 await self._give_up(message, f"webhook subscription {message.subscription_id} "
@@ -185,11 +186,6 @@ class Deliverer:
             error = DeliveryError(f"unexpected {type(exc).__name__}: {exc}")
         took = time.monotonic() - started
 
-        if self.health is not None and message.channel == "webhook":
-            if error is None:
-                await self.health.succeeded(message.subscription_id)
-            else:
-                await self.health.failed(message.subscription_id, str(error))
         if error is None:
             self.breaker.success(_target_key(message))
             latency = (self.wall_clock() - message.created_ms / 1000 if message.created_ms > 0
@@ -200,6 +196,7 @@ class Deliverer:
             await self._log(message, "delivered")
             logger.info("delivered %s to %s (attempt %d)", message.channel,
                         message.masked_target, message.attempt, extra=_extra(message))
+            await self._track(message, None)
         elif error.permanent:
             await self._give_up(message, str(error))
         elif message.attempt >= self.max_attempts:
@@ -217,11 +214,9 @@ class Deliverer:
             logger.warning("%s delivery to %s failed (attempt %d of %d): %s; retry in %.1f s",
                            message.channel, message.masked_target, message.attempt,
                            self.max_attempts, error, delay, extra=_extra(message))
+            await self._track(message, str(error))
 
     async def _give_up(self, message: Message, reason: str, *, track: bool = True) -> None:
-        if (track and self.health is not None and message.channel == "webhook"
-                and message.subscription_id):  # e.g. refused at delivery time, no attempt
-            await self.health.failed(message.subscription_id, reason)
         await self.dead_letters.failed_delivery(message, reason=reason, attempts=message.attempt)
         await self.ledger.mark_failed(message.delivery_id)
         self.metrics.deliveries.labels(channel=message.channel, outcome="failed").inc()
@@ -229,6 +224,18 @@ class Deliverer:
         await self._log(message, "failed", reason=reason)
         logger.error("%s delivery to %s failed for good: %s", message.channel,
                      message.masked_target, reason, extra=_extra(message))
+        if track:
+            await self._track(message, reason)
+
+    async def _track(self, message: Message, failure: str | None) -> None:
+        """A webhook subscription's health (pause after failing for long), recorded after the
+        delivery's outcome is settled in the ledger, so that a crash here loses nothing."""
+        if self.health is None or message.channel != "webhook" or not message.subscription_id:
+            return
+        if failure is None:
+            await self.health.succeeded(message.subscription_id)
+        else:
+            await self.health.failed(message.subscription_id, failure)
 
     async def _log(self, message: Message, status: str, *, reason: str | None = None) -> None:
         entry: dict[str, Any] = {
