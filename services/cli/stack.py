@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -145,6 +146,8 @@ class Stack:
                                  smtp_security="none")
             if not s.sms_gateway_url:
                 overrides["sms_gateway_url"] = f"http://127.0.0.1:{sinks['sms']}/sms"
+        if s.ack_link_secret is None:  # every child signs/checks acknowledge links alike
+            overrides["ack_link_secret"] = secrets.token_urlsafe(32)
         current = {k: getattr(s, k) for k in type(s).model_fields}
         env_settings = Settings(**{**current, **overrides})
         self.settings = env_settings

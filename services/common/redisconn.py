@@ -207,6 +207,16 @@ class Keys:
             return f"{self.prefix}:ack:{alert_id}"
         return f"{self.prefix}:ack:{_tag(tenant)}/{alert_id}"
 
+    def alert(self, alert_id: str, tenant: str = DEFAULT_TENANT) -> str:
+        """An alert the notifier sent (or digested) for ``tenant``: JSON ``{"customer_id",
+        "store_id", "at"}``; the API answers 404 to acknowledgements of ids without one."""
+        return f"{self.prefix}:alert:{_tag(tenant)}/{alert_id}"
+
+    def ack_link(self, token: str) -> str:
+        """A one-click acknowledge link (``services.notifier.acks.AckLinks``): JSON
+        ``{"tenant", "alert_id", "by", "exp"}``, kept until it expires."""
+        return f"{self.prefix}:acklink:{token}"
+
     def notifier_key(self, name: str) -> str:
         """Notifier-private keys (episodes, digests, rate limits, escalations):
         ``<prefix>:ntf:<name>``."""

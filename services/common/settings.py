@@ -22,6 +22,10 @@ from services.common.logs import mask_url_credentials
 Scope = Literal["ingest", "read", "admin"]
 SCOPES: tuple[Scope, ...] = ("ingest", "read", "admin")
 ENV_PREFIX = "CHURNWATCH_"
+# A secret containing one of these is a placeholder: production refuses it.
+PLACEHOLDER_WORDS = ("change", "placeholder", "example", "secret", "development", "replace",
+                     "xxxx")
+DEVELOPMENT_ACK_LINK_SECRET = "churnwatch-development-ack-link-secret"
 
 
 @dataclass(frozen=True)
@@ -242,6 +246,15 @@ class Settings(BaseSettings):
     notifier_max_in_flight: int = Field(default=10, ge=1, le=1000)
     # Consecutive retryable failures that open an endpoint's circuit breaker.
     notifier_breaker_failures: int = Field(default=1, ge=1, le=1000)
+    # Issue 14: one-click acknowledge links in staff messages (docs/notifier.md). public_url is
+    # where people reach the API (unset: http://<api_host>:<api_port>, the real port under
+    # `up`); links are HMAC-signed with ack_link_secret and expire after ack_link_ttl_seconds.
+    public_url: str | None = None
+    ack_link_secret: SecretStr | None = None
+    ack_link_ttl_seconds: float = Field(default=7 * 86_400, gt=0, le=90 * 86_400)
+    # A webhook subscription whose deliveries fail without a success for this long is paused
+    # (no deliveries; its tenant's admins are e-mailed once); POST /v1/webhooks/{id}/resume.
+    webhook_pause_after_seconds: float = Field(default=3 * 86_400, gt=0)
 
     @field_validator("api_keys")
     @classmethod
@@ -290,6 +303,17 @@ class Settings(BaseSettings):
                 "CHURNWATCH_API_KEYS must be set when CHURNWATCH_ENV=production "
                 "(e.g. 's3cret-ingest-key:ingest,s3cret-admin-key:admin')"
             )
+        if self.public_url and not re.match(r"^https?://[^/\s]+(/\S*)?$",
+                                                         self.public_url):
+            raise ValueError(f"CHURNWATCH_PUBLIC_URL={self.public_url!r} must be an http(s) URL "
+                             "like https://churn.example.com (where staff reach the API)")
+        if self.env == "production":
+            secret = self.ack_link_secret.get_secret_value() if self.ack_link_secret else ""
+            if len(secret) < 32 or any(w in secret.lower() for w in PLACEHOLDER_WORDS):
+                raise ValueError(
+                    "CHURNWATCH_ACK_LINK_SECRET must be set to a random value of at least 32 "
+                    "characters when CHURNWATCH_ENV=production (not a placeholder); e.g. "
+                    "python -c 'import secrets; print(secrets.token_urlsafe(32))'")
         if self.model is not None and str(self.model) != "scorecard" and not self.model.is_file():
             raise ValueError(f"CHURNWATCH_MODEL={self.model} is not a file; train one with "
                              "`churnwatch train --out PATH`, or set it to 'scorecard' for the rule scorecard")
@@ -306,6 +330,22 @@ class Settings(BaseSettings):
                              "YAML file (see services/scorer/rules/default.yaml) or unset it to use "
                              "the packaged rules of CHURNWATCH_BUSINESS_TYPE")
         return self
+
+    @property
+    def api_public_url(self) -> str:
+        """Where people reach the API: CHURNWATCH_PUBLIC_URL, else the API's own address."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.api_host in ("0.0.0.0", "::", "") else self.api_host
+        return f"http://{host}:{self.api_port}"
+
+    @property
+    def ack_link_key(self) -> str:
+        """The acknowledge-link secret (a fixed development value when unset; production
+        refuses to start without one)."""
+        if self.ack_link_secret:
+            return self.ack_link_secret.get_secret_value()
+        return DEVELOPMENT_ACK_LINK_SECRET
 
     def to_env(self) -> dict[str, str]:
         """These settings as ``CHURNWATCH_*`` variables, to hand to a child process."""

@@ -102,5 +102,9 @@ class Action(BaseModel):
 
 class Ack(BaseModel):
     alert_id: str
-    acknowledged: bool = Field(description="False when the alert was already acknowledged.")
-
+    acknowledged: bool = Field(description="Always true: the alert is acknowledged (by this "
+                               "call or an earlier one).")
+    new: bool = Field(description="True when this call recorded the acknowledgement; false when "
+                      "it was already acknowledged (the first acknowledgement is kept).")
+    by: str = Field(description="Who acknowledged first.")
+    at: str = Field(description="When it was first acknowledged (RFC 3339).")

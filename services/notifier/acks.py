@@ -8,12 +8,28 @@ kept ``ACK_TTL_SECONDS``. The first acknowledgement wins; later ones change noth
 
 Escalation (a high-risk alert not acknowledged within ``notifier_escalate_after_s`` goes to
 the store manager) checks :func:`is_acknowledged` when the escalation falls due.
+
+Known alerts: the notifier records every alert it sends (or digests) with :func:`record_alert`
+under ``Keys.alert(alert_id, tenant)`` (customer and store, ``ACK_TTL_SECONDS``); the API
+answers 404 to an acknowledgement of an id without such a record.
+
+One-click links (:class:`AckLinks`): each staff message carries ``<public url>/a/<token>``.
+The token is an HMAC-SHA256 (``CHURNWATCH_ACK_LINK_SECRET``) over the tenant, the alert id and
+the recipient, so it is the same on every replay of the record; the notifier stores
+``Keys.ack_link(token)`` = ``{"tenant", "alert_id", "by", "exp", "locale"}`` before the message goes out,
+for ``CHURNWATCH_ACK_LINK_TTL_SECONDS``. The API checks the HMAC against that record (a record
+written without the secret is refused), the expiry, and uses the link once (a ``:used``
+marker, SET NX).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
@@ -64,3 +80,128 @@ async def get_acknowledgement(redis: Redis, keys: Keys, alert_id: str,
         return None
     value: dict[str, Any] = json.loads(raw)
     return value
+
+
+async def acknowledge_once(redis: Redis, keys: Keys, alert_id: str, by: str, *,
+                           tenant: str = "default", now: float | None = None
+                           ) -> tuple[bool, dict[str, Any]]:
+    """Acknowledge and return ``(new, {"by", "at"})``: the first acknowledgement, whoever
+    recorded it (``new`` is True when this call did)."""
+    new = await acknowledge(redis, keys, alert_id, by, now=now, tenant=tenant)
+    first = await get_acknowledgement(redis, keys, alert_id, tenant)
+    return new, first or {"by": by, "at": time.time() if now is None else now}
+
+
+# known alerts ------------------------------------------------------------------------------
+
+async def record_alert(redis: Redis, keys: Keys, alert_id: str, *, tenant: str,
+                       customer_id: str, store_id: str | None, now: float | None = None) -> None:
+    """Remember that ``alert_id`` was sent to staff of ``tenant`` (idempotent: a replay keeps
+    the first record)."""
+    _check(alert_id)
+    value = json.dumps({"customer_id": customer_id, "store_id": store_id,
+                        "at": time.time() if now is None else now})
+    await redis.set(keys.alert(alert_id, tenant), value, nx=True, ex=ACK_TTL_SECONDS)
+
+
+async def get_alert(redis: Redis, keys: Keys, alert_id: str, tenant: str = "default"
+                    ) -> dict[str, Any] | None:
+    """``{"customer_id", "store_id", "at"}`` of an alert the notifier sent, or None."""
+    _check(alert_id)
+    raw = await redis.get(keys.alert(alert_id, tenant))
+    if raw is None:
+        return None
+    value: dict[str, Any] = json.loads(raw)
+    return value
+
+
+# one-click links ---------------------------------------------------------------------------
+
+LINK_PATH = "/a/"
+TOKEN_LENGTH = 22  # 16 bytes of HMAC-SHA256, base64url without padding
+
+
+class LinkRefused(Exception):
+    """The link is unknown, forged, expired or used; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class AckLink:
+    token: str
+    tenant: str
+    alert_id: str
+    by: str
+    exp: float
+    locale: str = "en"  # the recipient's: the confirmation page speaks it
+
+
+class AckLinks:
+    """Signed, expiring, single-use acknowledge links (see the module doc)."""
+
+    def __init__(self, redis: Redis, keys: Keys, *, secret: str, public_url: str, ttl_s: float):
+        self.redis = redis
+        self.keys = keys
+        self._secret = secret.encode()
+        self.public_url = public_url.rstrip("/")
+        self.ttl_s = ttl_s
+
+    def token(self, tenant: str, alert_id: str, by: str) -> str:
+        mac = hmac.new(self._secret, "\0".join(("ack-link", tenant, alert_id, by)).encode(),
+                       hashlib.sha256).digest()[:16]
+        return base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
+    def url(self, token: str) -> str:
+        return f"{self.public_url}{LINK_PATH}{token}"
+
+    async def register(self, tenant: str, alert_id: str, by: str, *,
+                       now: float | None = None, locale: str = "en") -> str:
+        """Store the link (idempotent: a replay keeps the first expiry) and return its URL."""
+        token = self.token(tenant, alert_id, by)
+        exp = (time.time() if now is None else now) + self.ttl_s
+        value = json.dumps({"tenant": tenant, "alert_id": alert_id, "by": by, "exp": exp,
+                            "locale": locale})
+        await self.redis.set(self.keys.ack_link(token), value, nx=True,
+                             ex=max(1, int(self.ttl_s) + 1))
+        return self.url(token)
+
+    async def resolve(self, token: str, *, now: float | None = None) -> AckLink:
+        """The link's record, checked; raises :class:`LinkRefused` (404 unknown or forged,
+        410 expired or already used)."""
+        if len(token) != TOKEN_LENGTH:
+            raise LinkRefused(404, "unknown acknowledge link; use the link from the message")
+        raw = await self.redis.get(self.keys.ack_link(token))
+        if raw is None:
+            raise LinkRefused(404, "unknown or expired acknowledge link; acknowledge the alert "
+                              "with POST /v1/alerts/{alert_id}/ack instead")
+        try:
+            rec = json.loads(raw)
+            link = AckLink(token, str(rec["tenant"]), str(rec["alert_id"]), str(rec["by"]),
+                           float(rec["exp"]), str(rec.get("locale") or "en"))
+        except (ValueError, KeyError, TypeError):
+            raise LinkRefused(404, "unreadable acknowledge link") from None
+        if not hmac.compare_digest(self.token(link.tenant, link.alert_id, link.by), token):
+            raise LinkRefused(404, "unknown acknowledge link; use the link from the message")
+        if (time.time() if now is None else now) > link.exp:
+            raise LinkRefused(410, "this acknowledge link has expired; acknowledge the alert "
+                              "with POST /v1/alerts/{alert_id}/ack instead")
+        return link
+
+    async def is_used(self, token: str) -> bool:
+        return bool(await self.redis.exists(self.keys.ack_link(token) + ":used"))
+
+    async def use(self, token: str, *, now: float | None = None
+                  ) -> tuple[AckLink, bool, dict[str, Any]]:
+        """Acknowledge through the link, once: ``(link, new, first acknowledgement)``.
+        Raises :class:`LinkRefused` (410 when it was used before)."""
+        link = await self.resolve(token, now=now)
+        first_use = await self.redis.set(self.keys.ack_link(token) + ":used", "1", nx=True,
+                                         ex=max(1, int(self.ttl_s) + 1))
+        if not first_use:
+            raise LinkRefused(410, "this acknowledge link was already used")
+        new, ack = await acknowledge_once(self.redis, self.keys, link.alert_id, link.by,
+                                          tenant=link.tenant, now=now)
+        return link, new, ack

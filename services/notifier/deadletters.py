@@ -44,10 +44,14 @@ class DeadLetters:
             "event_id": message.event_id, "customer_id": message.customer_id,
             "failed_at": now_iso(), "event": event,
         }
+        headers = [("reason", _header(reason)), ("kind", b"delivery-failed"),
+                   ("channel", _header(message.channel)),
+                   ("delivery_id", _header(message.delivery_id))]
+        if message.channel == "webhook":  # which subscription failed (and whose)
+            body["subscription_id"] = message.subscription_id
+            body["tenant"] = message.tenant
+            headers.append(("subscription_id", _header(message.subscription_id)))
         await self.producer.send_and_wait(
             self.topic, value=json.dumps(body, ensure_ascii=False).encode(),
-            key=message.customer_id.encode(),
-            headers=[("reason", _header(reason)), ("kind", b"delivery-failed"),
-                     ("channel", _header(message.channel)),
-                     ("delivery_id", _header(message.delivery_id))],
+            key=message.customer_id.encode(), headers=headers,
         )

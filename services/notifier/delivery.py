@@ -26,6 +26,7 @@ from services.notifier.metrics import NotifierMetrics
 from services.notifier.noise import RateLimiter
 from services.notifier.policy import quiet_until, zone
 from services.notifier.routing import Policies
+from services.notifier.webhooks import WebhookHealth, is_paused
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,8 @@ class Deliverer:
                  lookup_subscription: SubscriptionLookup, max_attempts: int,
                  backoff_base_s: float, backoff_max_s: float, policies: Policies | None = None,
                  limiter: RateLimiter | None = None, breaker: CircuitBreaker | None = None,
-                 wall_clock: Callable[[], float] = time.time):
+                 wall_clock: Callable[[], float] = time.time,
+                 health: WebhookHealth | None = None):
         self.ledger = ledger
         self.channels = channels
         self.dead_letters = dead_letters
@@ -57,6 +59,7 @@ class Deliverer:
         self.limiter = limiter
         self.breaker = breaker or CircuitBreaker(max_open_s=MAX_COOLING_S)
         self.wall_clock = wall_clock
+        self.health = health  # pauses webhook subscriptions that keep failing
 
     # entry points ---------------------------------------------------------------------
     async def deliver_new(self, message: Message) -> None:
@@ -96,7 +99,13 @@ class Deliverer:
             sub = await self.lookup_subscription(message.subscription_id)
             if sub is None:
                 await self._give_up(message, f"webhook subscription {message.subscription_id} "
-                                             "was deleted before the delivery succeeded")
+                                             "was deleted before the delivery succeeded",
+                                    track=False)
+                return
+            if is_paused(sub):
+                await self._give_up(message, f"webhook subscription {message.subscription_id} "
+                                             f"is paused (failing since {sub.get('failing_since')})",
+                                    track=False)
                 return
             message = message.with_attempt(message.attempt, secret=sub.get("secret", ""),
                                            to=sub["url"])
@@ -187,6 +196,7 @@ class Deliverer:
             await self._log(message, "delivered")
             logger.info("delivered %s to %s (attempt %d)", message.channel,
                         message.masked_target, message.attempt, extra=_extra(message))
+            await self._track(message, None)
         elif error.permanent:
             await self._give_up(message, str(error))
         elif message.attempt >= self.max_attempts:
@@ -204,8 +214,9 @@ class Deliverer:
             logger.warning("%s delivery to %s failed (attempt %d of %d): %s; retry in %.1f s",
                            message.channel, message.masked_target, message.attempt,
                            self.max_attempts, error, delay, extra=_extra(message))
+            await self._track(message, str(error))
 
-    async def _give_up(self, message: Message, reason: str) -> None:
+    async def _give_up(self, message: Message, reason: str, *, track: bool = True) -> None:
         await self.dead_letters.failed_delivery(message, reason=reason, attempts=message.attempt)
         await self.ledger.mark_failed(message.delivery_id)
         self.metrics.deliveries.labels(channel=message.channel, outcome="failed").inc()
@@ -213,6 +224,18 @@ class Deliverer:
         await self._log(message, "failed", reason=reason)
         logger.error("%s delivery to %s failed for good: %s", message.channel,
                      message.masked_target, reason, extra=_extra(message))
+        if track:
+            await self._track(message, reason)
+
+    async def _track(self, message: Message, failure: str | None) -> None:
+        """A webhook subscription's health (pause after failing for long), recorded after the
+        delivery's outcome is settled in the ledger, so that a crash here loses nothing."""
+        if self.health is None or message.channel != "webhook" or not message.subscription_id:
+            return
+        if failure is None:
+            await self.health.succeeded(message.subscription_id)
+        else:
+            await self.health.failed(message.subscription_id, failure)
 
     async def _log(self, message: Message, status: str, *, reason: str | None = None) -> None:
         entry: dict[str, Any] = {

@@ -18,6 +18,7 @@ import time
 from collections.abc import Collection
 from typing import Any
 
+from services.notifier.acks import AckLinks, record_alert
 from services.notifier.channels.base import ChannelName, Message, delivery_id
 from services.notifier.digests import Digester
 from services.notifier.escalation import Escalations
@@ -29,7 +30,7 @@ from services.notifier.policy import ALERT, DEDUPE, WON_BACK, apply_inhibition
 from services.notifier.recipients import CustomerContext, RecipientResolver, recipients
 from services.notifier.routing import STAFF_CHANNELS, Recipient, Routing
 from services.notifier.templates import Templates, packaged
-from services.notifier.webhooks import tenant_of
+from services.notifier.webhooks import is_paused, tenant_of
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class Planner:
                  enabled_channels: Collection[str], templates: Templates | None = None,
                  episodes: EpisodeLedger | None = None, digester: Digester | None = None,
                  escalations: Escalations | None = None, ledger: Ledger | None = None,
-                 metrics: NotifierMetrics | None = None):
+                 metrics: NotifierMetrics | None = None, links: AckLinks | None = None):
         self.routing = routing
         self.resolver = resolver
         self.enabled = frozenset(enabled_channels)
@@ -62,6 +63,7 @@ class Planner:
         self.escalations = escalations
         self.ledger = ledger
         self.metrics = metrics
+        self.links = links
 
     def _count(self, reason: str, n: int = 1) -> None:
         if self.metrics is not None and n:
@@ -73,8 +75,8 @@ class Planner:
         out = await self._staff(event, created) if self.enabled & set(STAFF_CHANNELS) else []
         if "webhook" in self.enabled:
             for sub in subscriptions:
-                if tenant_of(sub) != event.change.tenant_id:
-                    continue  # a subscription gets its own tenant's changes only
+                if tenant_of(sub) != event.change.tenant_id or is_paused(sub):
+                    continue  # its own tenant's changes only; none while paused
                 out.append(_message(event, "webhook", sub["id"], sub["url"],
                                     subscription_id=sub["id"], secret=sub.get("secret", ""),
                                     created_ms=created))
@@ -119,6 +121,7 @@ class Planner:
                 return []
         out: list[Message] = []
         people = recipients(ctx, to, self.routing)
+        links = await self._alert_links(event, people, ctx, kind)
         for person in people:
             for channel in channels:
                 target = person.email if channel == "email" else person.phone
@@ -128,19 +131,35 @@ class Planner:
                     self._count("no_consent")
                     continue
                 if digest and self.digester is not None:
-                    await self._digest(event, person, channel, ctx, created_ms, action)
+                    await self._digest(event, person, channel, ctx, created_ms, action,
+                                       ack_url=links.get(person.key, ""))
                     continue
                 out.append(self._build(event, person, channel, ctx, created_ms, kind=kind,
-                                       action=action))
+                                       action=action, ack_url=links.get(person.key, "")))
         if (kind == "alert" and change.tier == "high" and self.escalations is not None
                 and any(p.key != ctx.manager.key and p.role != "customer" for p in people)):
             await self.escalations.schedule(event, created_ms=created_ms,
                                             now_ms=int(time.time() * 1000))
         return out
 
+    async def _alert_links(self, event: RiskChangeEvent, people: list[Recipient],
+                           ctx: CustomerContext, kind: str) -> dict[str, str]:
+        """Record the alert as sent (acknowledgements of unknown ids are refused) and the
+        one-click acknowledge link of each staff recipient (recipient key -> URL)."""
+        staff = [p for p in people if p.role != "customer"]
+        if not staff or self.links is None:
+            return {}
+        change = event.change
+        await record_alert(self.links.redis, self.links.keys, event.id, tenant=change.tenant_id,
+                           customer_id=change.customer_id, store_id=ctx.store_id or change.store_id)
+        if kind not in ("alert", "escalation"):
+            return {}
+        return {p.key: await self.links.register(change.tenant_id, event.id, p.name,
+                                                 locale=p.locale) for p in staff}
+
     def _build(self, event: RiskChangeEvent, person: Recipient, channel: str,
                ctx: CustomerContext, created_ms: int, *, kind: str, action: Any = None,
-               did: str | None = None) -> Message:
+               did: str | None = None, ack_url: str = "") -> Message:
         change = event.change
         target = (person.email if channel == "email" else person.phone) or ""
         did = did or delivery_id(event.id, channel, target)
@@ -148,7 +167,10 @@ class Planner:
                                   "recipient_key": person.key, "timezone": ctx.timezone,
                                   "kind": kind}
         extra = {"alert_id": event.id, "kind": kind, "action": action,
-                 "escalate_after_s": self.routing.policies.escalate_after_s or 0.0}
+                 "escalate_after_s": self.routing.policies.escalate_after_s or 0.0,
+                 "customer_name": ctx.name, "ack_url": ack_url,
+                 "customer_contact": ctx.customer if person.role != "customer" else None,
+                 "consent": ctx.consent}
         if channel == "email":
             subject, text, html = self.templates.email(change, person, delivery_id=did, **extra)
             return _message(event, "email", target, target, did=did, subject=subject,
@@ -158,11 +180,13 @@ class Planner:
                         **common)
 
     async def _digest(self, event: RiskChangeEvent, person: Recipient, channel: str,
-                      ctx: CustomerContext, created_ms: int, action: Any) -> None:
+                      ctx: CustomerContext, created_ms: int, action: Any,
+                      ack_url: str = "") -> None:
         assert self.digester is not None
-        item = self.templates.digest_item(event.change, person, action=action, event_id=event.id)
+        item = self.templates.digest_item(event.change, person, action=action, event_id=event.id,
+                                          customer_name=ctx.name)
         item |= {"created_ms": created_ms, "at_ms": int(time.time() * 1000),
-                 "timezone": ctx.timezone}
+                 "timezone": ctx.timezone, "ack_url": ack_url}
         added = await self.digester.add(channel=channel, recipient=person,
                                         tenant=event.change.tenant_id, event_id=event.id,
                                         item=item, now_ms=int(time.time() * 1000))
@@ -178,13 +202,15 @@ class Planner:
         """The store manager's messages for an unacknowledged high-risk alert."""
         ctx = await self.resolver.context(event.change)
         _, action = apply_inhibition(event.change, self.routing.policies.inhibit)
+        links = await self._alert_links(event, [ctx.manager], ctx, "escalation")
         out = []
         for channel in self.routing.policies.escalation_channels:
             target = ctx.manager.email if channel == "email" else ctx.manager.phone
             if channel in self.enabled and target:
                 did = delivery_id(event.id, "escalation:" + channel, target)
                 out.append(self._build(event, ctx.manager, channel, ctx, created_ms,
-                                       kind="escalation", action=action, did=did))
+                                       kind="escalation", action=action, did=did,
+                                       ack_url=links.get(ctx.manager.key, "")))
         return out
 
 

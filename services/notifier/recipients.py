@@ -38,6 +38,8 @@ class CustomerContext:
     consent: Consent | None = None
     timezone: str = "UTC"
     segment: str | None = None
+    name: str | None = None  # the customer's profile name, shown in staff messages
+    store_id: str | None = None  # the profile's home store, else the change's
 
 
 class RecipientResolver(Protocol):
@@ -125,7 +127,8 @@ class ProfileRecipientResolver:
             profile.timezone if profile else None) or self.routing.policies.timezone
         return CustomerContext(manager=manager, owner=owner, customer=customer,
                                consent=profile.consent if profile else None, timezone=tz,
-                               segment=profile.segment if profile else None)
+                               segment=profile.segment if profile else None,
+                               name=profile.name if profile else None, store_id=store_id)
 
     @staticmethod
     async def _get(pending: Awaitable[_T | None], what: str) -> _T | None:

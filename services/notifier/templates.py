@@ -27,10 +27,46 @@ from services.common.riskchange import TIER_RANK, RiskChange, SuggestedAction
 from services.notifier.routing import Recipient
 
 SMS_MAX_CHARS = 480
+SMS_GSM_SEGMENT = 160  # one GSM-7 SMS
+SMS_UCS2_SEGMENT = 70  # one SMS with any character outside GSM-7 (e.g. Chinese)
+SMS_DETAIL_LEVELS = (3, 2, 1, 0)  # alert.sms.j2 is rendered with `detail` from 3 down
 MAX_REASONS = 3
+# The GSM 03.38 basic character set (and its extension table, which costs two septets).
+_GSM_BASIC = set("@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLM"
+                 "NOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà")
+_GSM_EXT = set("^{}\\[~]|€")
 PACKAGED_DIR = Path(__file__).with_name("message_templates")
 _TIERS = {"en": {"low": "low", "medium": "medium", "high": "high"},
           "zh-CN": {"low": "低", "medium": "中", "high": "高"}}
+
+
+def sms_units(text: str) -> tuple[int, int]:
+    """(length in the SMS encoding, characters that fit one segment): GSM-7 counts extension
+    characters twice and allows 160; anything else is UCS-2 with 70 per segment."""
+    if all(c in _GSM_BASIC or c in _GSM_EXT for c in text):
+        return sum(2 if c in _GSM_EXT else 1 for c in text), SMS_GSM_SEGMENT
+    return len(text), SMS_UCS2_SEGMENT
+
+
+def fits_one_sms(text: str) -> bool:
+    length, limit = sms_units(text)
+    return length <= limit
+
+
+def _masked_contact(contact: Recipient | None, consent: Any) -> dict[str, str]:
+    """The customer's phone/e-mail for staff: in full where the customer consented to that
+    channel (and did not opt out of SMS), masked otherwise."""
+    from services.common.logs import mask_email, mask_phone
+
+    if contact is None:
+        return {}
+    out: dict[str, str] = {}
+    allows = consent.allows if consent is not None else (lambda _channel: False)
+    if contact.phone:
+        out["phone"] = contact.phone if allows("sms") else mask_phone(contact.phone)
+    if contact.email:
+        out["email"] = contact.email if allows("email") else mask_email(contact.email)
+    return out
 _SAFE_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -95,12 +131,18 @@ class Templates:
     def alert_context(self, change: RiskChange, recipient: Recipient, *, delivery_id: str,
                       alert_id: str = "", kind: str = "alert",
                       action: SuggestedAction | None = None,
-                      escalate_after_s: float = 0.0) -> dict[str, Any]:
+                      escalate_after_s: float = 0.0, customer_name: str | None = None,
+                      ack_url: str = "", customer_contact: Recipient | None = None,
+                      consent: Any = None, detail: int = 3) -> dict[str, Any]:
         zh = recipient.locale == "zh-CN"
         tiers = _TIERS["zh-CN" if zh else "en"]
         act = action or change.suggested_action
         return {
             "kind": kind, "recipient_name": recipient.name, "customer_id": change.customer_id,
+            # the profile name when there is one, else the id (the contract)
+            "customer": customer_name or change.customer_id, "customer_name": customer_name,
+            "value_tier": tiers[change.value_tier], "ack_url": ack_url,
+            "contact": _masked_contact(customer_contact, consent), "detail": detail,
             "tenant": change.tenant_id, "store": change.store_id,
             "previous_tier": tiers[change.previous_tier], "tier": tiers[change.tier],
             "worse": TIER_RANK[change.tier] > TIER_RANK[change.previous_tier],
@@ -117,15 +159,27 @@ class Templates:
         return self._email("alert", change.tenant_id, recipient.locale, ctx)
 
     def sms(self, change: RiskChange, recipient: Recipient, **kwargs: Any) -> str:
+        """The most detailed text (``detail`` 3..0) that fits one SMS segment; when even the
+        shortest does not (long names, zh-CN with a link), the shortest, capped at
+        ``SMS_MAX_CHARS``."""
         kwargs.setdefault("delivery_id", "")
-        ctx = self.alert_context(change, recipient, **kwargs)
-        return _clip(self.render(change.tenant_id, recipient.locale, "alert.sms.j2", ctx))
+        text = ""
+        for detail in SMS_DETAIL_LEVELS:
+            ctx = self.alert_context(change, recipient, detail=detail, **kwargs)
+            text = " ".join(self.render(change.tenant_id, recipient.locale, "alert.sms.j2",
+                                        ctx).split())
+            if fits_one_sms(text):
+                return text
+        return _clip(text)
 
     def digest_item(self, change: RiskChange, recipient: Recipient, *,
-                    action: SuggestedAction | None = None, event_id: str = "") -> dict[str, Any]:
-        ctx = self.alert_context(change, recipient, delivery_id="", action=action)
-        return {k: ctx[k] for k in ("customer_id", "store", "previous_tier", "tier", "score",
-                                    "reasons", "action")} | {"event_id": event_id}
+                    action: SuggestedAction | None = None, event_id: str = "",
+                    customer_name: str | None = None) -> dict[str, Any]:
+        ctx = self.alert_context(change, recipient, delivery_id="", action=action,
+                                 customer_name=customer_name)
+        return {k: ctx[k] for k in ("customer_id", "customer", "store", "previous_tier", "tier",
+                                    "score", "reasons", "action", "value_tier")
+                } | {"event_id": event_id}
 
     def digest(self, items: Sequence[dict[str, Any]], recipient: Recipient, *, tenant: str,
                channel: str, delivery_id: str) -> tuple[str, str, str]:
@@ -135,6 +189,20 @@ class Templates:
         if channel == "sms":
             return "", _clip(self.render(tenant, recipient.locale, "digest.sms.j2", ctx)), ""
         return self._email("digest", tenant, recipient.locale, ctx)
+
+    def webhook_paused(self, sub: dict[str, Any], recipient: Recipient, *, tenant: str,
+                       reason: str, pause_after_s: float, resume_url: str
+                       ) -> tuple[str, str, str]:
+        """(subject, text, html) telling a tenant admin that a subscription was paused."""
+        from services.notifier.webhooks import display_url
+
+        ctx = {"recipient_name": recipient.name, "subscription_id": sub["id"],
+               "url": display_url(sub["url"]), "tenant": tenant,
+               "failing_since": sub.get("failing_since", ""),
+               "paused_at": sub.get("paused_at", ""), "reason": reason,
+               "pause_after": _duration(pause_after_s, recipient.locale),
+               "resume_url": resume_url}
+        return self._email("webhook_paused", tenant, recipient.locale, ctx)
 
     def _email(self, prefix: str, tenant: str, locale: str, ctx: dict[str, Any]
                ) -> tuple[str, str, str]:
@@ -167,5 +235,5 @@ def render_email(change: RiskChange, recipient: Recipient, *, delivery_id: str, 
 
 
 def render_sms(change: RiskChange, recipient: Recipient, **kwargs: Any) -> str:
-    """A short SMS: customer, store, tier change and score, top reason, action."""
+    """A short SMS: customer, tier change, top reason, action, acknowledge link."""
     return packaged().sms(change, recipient, **kwargs)

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import secrets
 import socket
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -24,6 +26,8 @@ from redis.asyncio import Redis
 
 from services.common.logs import mask_url_credentials
 from services.common.redisconn import Keys
+
+logger = logging.getLogger(__name__)
 
 MIN_SECRET_LENGTH = 16
 MAX_URL_LENGTH = 2048
@@ -183,7 +187,20 @@ def display_url(url: str) -> str:
 
 
 def _public(sub: dict[str, Any]) -> dict[str, Any]:
-    return {"id": sub["id"], "url": sub["url"], "created_at": sub["created_at"]}
+    out = {"id": sub["id"], "url": sub["url"], "created_at": sub["created_at"],
+           "status": "paused" if is_paused(sub) else "active"}
+    if is_paused(sub):
+        out |= {k: sub.get(k) for k in ("paused_at", "failing_since", "paused_reason")}
+    return out
+
+
+def is_paused(sub: dict[str, Any]) -> bool:
+    """A paused subscription gets no deliveries until resumed (POST /v1/webhooks/{id}/resume)."""
+    return bool(sub.get("paused_at"))
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 async def add_subscription(redis: Redis, keys: Keys, *, url: str, secret: str,
@@ -235,3 +252,65 @@ async def delete_subscription(redis: Redis, keys: Keys, sub_id: str,
         return False
     removed = await redis.hdel(keys.webhooks, sub_id)
     return int(removed) > 0
+
+
+async def resume_subscription(redis: Redis, keys: Keys, sub_id: str,
+                              tenant: str = "default") -> dict[str, Any] | None:
+    """Resume a paused subscription (idempotent: an active one stays active); None when the
+    tenant has none with that id. Its failure clock starts afresh."""
+    sub = await get_subscription_with_secret(redis, keys, sub_id)
+    if sub is None or tenant_of(sub) != tenant:
+        return None
+    for field in ("paused_at", "failing_since", "paused_reason"):
+        sub.pop(field, None)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hset(keys.webhooks, sub_id, json.dumps(sub))
+        pipe.hdel(keys.notifier_key(FAILING), sub_id)
+        await pipe.execute()
+    return _public(sub)
+
+
+# Health: pause a subscription that keeps failing ---------------------------------------
+
+FAILING = "wh:failing"  # hash subscription id -> unix seconds of the first failure in a row
+TOLD = "wh:told"  # hash "<id>|<first failure>" -> 1: the admins were told of that pause
+Tell = Callable[[dict[str, Any], str], Awaitable[None]]
+
+
+class WebhookHealth:
+    """Tracks, per subscription, since when its deliveries fail without a success in between;
+    once that is ``pause_after_s`` or longer the subscription is paused and ``tell`` is called
+    once per pause (the tenant's admins are told). A delivered webhook clears the record."""
+
+    def __init__(self, redis: Redis, keys: Keys, *, pause_after_s: float,
+                 tell: Tell | None = None, clock: Callable[[], float] = time.time):
+        self.redis = redis
+        self.keys = keys
+        self.pause_after_s = pause_after_s
+        self.tell = tell
+        self.clock = clock
+
+    async def succeeded(self, sub_id: str) -> None:
+        await self.redis.hdel(self.keys.notifier_key(FAILING), sub_id)
+
+    async def failed(self, sub_id: str, reason: str) -> bool:
+        """Record a failed delivery; True when this call paused the subscription."""
+        now = self.clock()
+        failing = self.keys.notifier_key(FAILING)
+        await self.redis.hsetnx(failing, sub_id, repr(now))
+        first = float(await self.redis.hget(failing, sub_id) or now)
+        if now - first < self.pause_after_s:
+            return False
+        sub = await get_subscription_with_secret(self.redis, self.keys, sub_id)
+        if sub is None or is_paused(sub):
+            return False
+        sub |= {"paused_at": _iso(now), "failing_since": _iso(first),
+                "paused_reason": reason[:500]}
+        await self.redis.hset(self.keys.webhooks, sub_id, json.dumps(sub))
+        if not await self.redis.hsetnx(self.keys.notifier_key(TOLD), f"{sub_id}|{first!r}", 1):
+            return False  # another notifier paused it and tells
+        logger.warning("webhook subscription %s paused: failing since %s (%s)", sub_id,
+                       sub["failing_since"], reason, extra={"tenant": tenant_of(sub)})
+        if self.tell is not None:
+            await self.tell(sub, reason)
+        return True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -34,8 +35,9 @@ from services.common.logs import setup_logging
 from services.common.profiles import ProfileStore
 from services.common.redisconn import Keys, make_redis
 from services.common.settings import Settings
+from services.notifier.acks import AckLinks
 from services.notifier.breaker import CircuitBreaker
-from services.notifier.channels.base import Channel
+from services.notifier.channels.base import Channel, Message, delivery_id
 from services.notifier.channels.email import EmailChannel
 from services.notifier.channels.sms import SmsChannel
 from services.notifier.channels.webhook import WebhookChannel
@@ -49,9 +51,14 @@ from services.notifier.metrics import NotifierMetrics
 from services.notifier.noise import EpisodeLedger, RateLimiter
 from services.notifier.planner import Planner
 from services.notifier.recipients import ProfileRecipientResolver, RecipientResolver
-from services.notifier.routing import Routing, load_routing
+from services.notifier.routing import Recipient, Routing, load_routing
 from services.notifier.templates import Templates
-from services.notifier.webhooks import get_subscription_with_secret, load_subscriptions_with_secrets
+from services.notifier.webhooks import (
+    WebhookHealth,
+    get_subscription_with_secret,
+    load_subscriptions_with_secrets,
+    tenant_of,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +171,10 @@ class Notifier:
         self.routing = routing
         self.templates = Templates(settings.notifier_templates_dir)
         self.templates.check()
+        if settings.env == "production" and not settings.public_url:
+            logger.warning("CHURNWATCH_PUBLIC_URL is not set: the acknowledge links in alerts "
+                           "point at %s, which staff outside this host cannot reach; set it "
+                           "to where staff reach the API", settings.api_public_url)
         self.channels = build_channels(settings, self.routing)
         self.redis = make_redis(settings)
         self.keys = Keys(settings.redis_prefix)
@@ -183,7 +194,10 @@ class Notifier:
                                                           self.routing),
             enabled_channels=self.channels.keys(), templates=self.templates,
             episodes=EpisodeLedger(self.redis, self.keys), digester=self.digester,
-            escalations=self.escalations, ledger=self.ledger, metrics=self.metrics)
+            escalations=self.escalations, ledger=self.ledger, metrics=self.metrics,
+            links=AckLinks(self.redis, self.keys, secret=settings.ack_link_key,
+                           public_url=settings.api_public_url,
+                           ttl_s=settings.ack_link_ttl_seconds))
         self.lookup_subscription = partial(get_subscription_with_secret, self.redis, self.keys)
         self.http = WorkerHttpServer(host=settings.api_host, port=settings.notifier_metrics_port,
                                      registry=registry, ready=self._health)
@@ -191,6 +205,35 @@ class Notifier:
         self.retry_batch = max(1, min(RETRY_BATCH * 10, int(
             settings.notifier_retry_max_per_second * self.retry_tick_s)))
         self.consuming = False
+
+    async def admins(self, tenant: str) -> list[Recipient]:
+        """Who hears about the tenant's webhooks: its staff with role ``manager`` and an
+        e-mail address, else the routing file's ``default_recipient``."""
+        staff = await ProfileStore(self.redis, self.keys).list_staff(tenant)
+        managers = [Recipient(key=f"staff:{tenant}:{m.staff_id}", name=m.name or m.staff_id,
+                              email=m.email, locale=m.locale, role="manager")
+                    for m in staff if m.role == "manager" and m.email]
+        return managers or [self.routing.store_manager(None)]
+
+    async def _tell_paused(self, sub: dict[str, Any], reason: str) -> None:
+        """E-mail the tenant's admins once that a webhook subscription was paused."""
+        tenant = tenant_of(sub)
+        s = self.settings
+        resume_url = f"{s.api_public_url}/v1/webhooks/{sub['id']}/resume"
+        for person in await self.admins(tenant):
+            if not person.email:
+                continue
+            subject, text, html = self.templates.webhook_paused(
+                sub, person, tenant=tenant, reason=reason,
+                pause_after_s=s.webhook_pause_after_seconds, resume_url=resume_url)
+            about = f"webhook-paused:{sub['id']}:{sub.get('failing_since', '')}"
+            await self.deliverer.deliver_new(Message(
+                delivery_id=delivery_id(about, "email", person.email), channel="email",
+                event_id=about, customer_id="", to=person.email,
+                event=json.dumps({"subscription_id": sub["id"], "tenant": tenant,
+                                  "paused_at": sub.get("paused_at")}).encode(),
+                recipient_name=person.name, subject=subject, text=text, html=html,
+                tenant=tenant, kind="webhook_paused", created_ms=int(time.time() * 1000)))
 
     def _health(self) -> dict[str, Any]:
         return {"ready": self.consuming, "consumer": "started" if self.consuming else "starting",
@@ -221,7 +264,10 @@ class Notifier:
                 limiter=self.limiter,
                 breaker=CircuitBreaker(failures=s.notifier_breaker_failures,
                                        max_open_s=MAX_COOLING_S,
-                                       probe_s=max(1.0, 2 * s.webhook_timeout_seconds)))
+                                       probe_s=max(1.0, 2 * s.webhook_timeout_seconds)),
+                health=WebhookHealth(self.redis, self.keys,
+                                     pause_after_s=s.webhook_pause_after_seconds,
+                                     tell=self._tell_paused))
             self.consuming = True
             logger.info("consuming %s as group %s", s.topic_risk_changes, s.notifier_group)
             halt = asyncio.Event()  # stop requested, or one loop ended (a crash): end both

@@ -109,6 +109,7 @@ class Engine:
             else:
                 tier = plain_tier(score, self.thresholds)
             ruled: list[Reason] = []
+            decided = tier
             if self.rules is not None:
                 tier, ruled = self.rules.apply(tier, f)
             if contrib is not None:
@@ -116,13 +117,56 @@ class Engine:
             else:
                 why = explain(f)
             why = _merge(ruled, why)
+            if tier == "low":  # a fall to (or a stay at) low is not explained by being overdue
+                why = [r for r in why if r.code != "overdue"] or [REGULAR]
+            held = self._held(s, f, score, decided, tier, now_ms)
+            action = suggested_action(tier, why)
+            if held is not None:  # say why the tier is above what the score alone gives
+                why = [held, *why][:MAX_REASONS]
             out.append(Assessment(
                 customer_id=s.customer_id, score=score, tier=tier, reasons=why,
-                action=suggested_action(tier, why), features=f, value_tier=value_tier(f),
+                action=action, features=f, value_tier=value_tier(f),
                 lifecycle_stage=lifecycle_stage(f), model_version=model.version,
                 as_of_ms=now_ms,
             ))
         return out
+
+
+    def _held(self, s: Subject, f: dict[str, float], score: float, decided: str, tier: str,
+              now_ms: int) -> Reason | None:
+        """A reason when a rule, hysteresis or the minimum dwell holds ``tier`` above the
+        score's own tier; None otherwise."""
+        plain = plain_tier(score, self.thresholds)
+        if _RANK[tier] <= _RANK[plain]:
+            return None
+        zh_tier = _ZH_TIER[tier]
+        if _RANK[tier] > _RANK[decided] and self.rules is not None:
+            rule = next((r for r in self.rules.rules if r.holds(f) and r.min_tier == tier), None)
+            if rule is not None:
+                return Reason(code="tier_raised_by_rule",
+                              text=f"Raised to {tier} by rule {rule.id} (score {score:.2f})",
+                              text_zh=f"规则 {rule.id} 将风险提升至{zh_tier}（评分{score:.2f}）",
+                              weight=0.0)
+        t = self.thresholds
+        undwelled = decide_tier(s.tier, None, score, now_ms, t)
+        if (decided == tier and s.tier_since_ms is not None
+                and _RANK[undwelled] < _RANK[decided]):
+            until = datetime.fromtimestamp((s.tier_since_ms + t.min_dwell_ms) / 1000, UTC)
+            return Reason(code="tier_held_dwell",
+                          text=f"Held at {tier} until {until.day} {until:%b %H:%M} UTC: "
+                          f"minimum dwell (score {score:.2f})",
+                          text_zh=f"最短停留期：{until.month}月{until.day}日{until:%H:%M}（UTC）"
+                          f"前保持{zh_tier}风险（评分{score:.2f}）", weight=0.0)
+        exit_level = t.high_exit if tier == "high" else t.medium_exit
+        return Reason(code="tier_held_hysteresis",
+                      text=f"Held at {tier}: score {score:.2f} is still above the exit level "
+                      f"{exit_level:.2f}",
+                      text_zh=f"评分{score:.2f}仍高于退出线{exit_level:.2f}，保持{zh_tier}风险",
+                      weight=0.0)
+
+
+_RANK = {"low": 0, "medium": 1, "high": 2}
+_ZH_TIER = {"low": "低", "medium": "中", "high": "高"}
 
 
 def _merge(ruled: list[Reason], explained: list[Reason]) -> list[Reason]:

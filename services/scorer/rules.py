@@ -9,7 +9,7 @@ A rules file (YAML, one per business type in ``services/scorer/rules/``; another
         when: open_high_complaints >= 1  # or a list / "a >= 1 and b < 2": all must hold
         min_tier: medium                 # medium | high
         reason:
-          en: "{open_high_complaints:.0f} unresolved high-severity complaint(s)"
+          en: "Unresolved high-severity complaints: {open_high_complaints:.0f}"
           zh-CN: "有{open_high_complaints:.0f}个未解决的严重投诉"
 
 Conditions compare one feature of :data:`~services.scorer.features.FEATURE_NAMES` with a
@@ -77,8 +77,16 @@ class Rule:
 
     def reason(self, f: dict[str, float]) -> Reason:
         values = {k: _Num(v) for k, v in f.items()}
-        return Reason(code=self.code, text=self.text.format(**values),
+        return Reason(code=self.code, text=english_plurals(self.text.format(**values)),
                       text_zh=self.text_zh.format(**values), weight=RULE_WEIGHT)
+
+
+_ONE = re.compile(r"\b1 ((?:[a-z-]+ )?)(day|visit|purchase|complaint|refund|return|time)s\b")
+
+
+def english_plurals(text: str) -> str:
+    """Mend "1 days" / "1 open complaints" and "every 1 day" in formatted English reasons."""
+    return _ONE.sub(r"1 \1\2", text).replace("every 1 day", "every day")
 
 
 class _Num(float):

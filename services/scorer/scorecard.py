@@ -16,6 +16,7 @@ import numpy as np
 
 from services.common.riskchange import Reason, SuggestedAction
 from services.scorer.features import FEATURE_NAMES
+from services.scorer.rules import english_plurals
 
 VERSION = "scorecard-1"
 BASE = -2.2
@@ -49,7 +50,8 @@ def contributions(f: dict[str, float]) -> list[Contribution]:
     over = _clip(f["overdue_ratio"] - 1.0, 0.0, 4.0)
     if over > 0:
         if f["has_cadence"]:
-            text = f"{since} days since the last visit; usually every {cadence} days"
+            text = english_plurals(f"{since} days since the last visit; usually every "
+                                   f"{cadence} days")
             zh = f"距上次到店已{since}天；平时每{cadence}天一次"
         else:
             text = f"{since} days since the only visit, and no return yet"
@@ -130,10 +132,19 @@ REASON_OF_FEATURE: dict[str, str] = {
 }
 
 
-def describe(code: str, f: dict[str, float]) -> tuple[str, str]:
-    """The (en, zh-CN) text of one reason with the customer's own numbers."""
+def describe(code: str, f: dict[str, float]) -> tuple[str, str] | None:
+    """The (en, zh-CN) text of one reason with the customer's own numbers, or None when the
+    customer's features do not bear the reason out (no decline, no purchase, not overdue):
+    a reason never contradicts the features."""
+    text = _describe(code, f)
+    return None if text is None else (english_plurals(text[0]), text[1])
+
+
+def _describe(code: str, f: dict[str, float]) -> tuple[str, str] | None:
     since, cadence = round(f["days_since_last_activity"]), round(f["cadence_median_days"])
     if code == "overdue":
+        if f["overdue_ratio"] <= 1.0:
+            return None  # on cadence: not overdue
         if f["has_cadence"]:
             return (f"{since} days since the last visit; usually every {cadence} days",
                     f"距上次到店已{since}天；平时每{cadence}天一次")
@@ -163,17 +174,18 @@ def describe(code: str, f: dict[str, float]) -> tuple[str, str]:
                     f"消费较平时下降{drop}%")
         if f["spend_365"] <= 0:
             return ("No purchase in the last year", "近一年没有消费")
-        return (f"Spent {f['spend_90']:.2f} in the last 90 days ({f['spend_365']:.2f} in a year)",
-                f"近90天消费{f['spend_90']:.2f}（一年共{f['spend_365']:.2f}）")
+        return None  # spending as usual or more: not a decline
     if code == "ticket_decline":
         if f["avg_ticket_365"] > 0 and f["ticket_trend"] < 1.0:
             drop = round(_clip(1.0 - f["ticket_trend"], 0.0, 1.0) * 100)
             return (f"Average ticket down {drop}% (now {f['avg_ticket_90']:.2f}, "
                     f"usually {f['avg_ticket_365']:.2f})",
                     f"客单价下降{drop}%（现{f['avg_ticket_90']:.2f}，平时{f['avg_ticket_365']:.2f}）")
-        return (f"Average ticket {f['avg_ticket_365']:.2f}", f"平均客单价{f['avg_ticket_365']:.2f}")
+        return None  # no purchase, or no smaller tickets: not a decline
     if code == "open_complaint":
         n_open, n_high = int(f["open_complaints"]), int(f["open_high_complaints"])
+        if n_open <= 0:
+            return None
         sev = f", {n_high} of high severity" if n_high else ""
         sev_zh = f"（其中{n_high}个严重）" if n_high else ""
         return (f"{n_open} unresolved complaint{'s' if n_open != 1 else ''}{sev}",
@@ -186,10 +198,11 @@ def describe(code: str, f: dict[str, float]) -> tuple[str, str]:
         if n365:
             return (f"{n365} complaint{'s' if n365 > 1 else ''} in the last year",
                     f"近一年内投诉{n365}次")
-        d = round(f["days_since_last_complaint"])
-        return (f"Last complaint {d} days ago", f"上次投诉在{d}天前")
+        return None  # no complaint within a year
     if code == "refunds":
         n = int(f["refunds_90"])
+        if n <= 0:
+            return None
         return (f"{n} refund{'s' if n != 1 else ''} in the last 90 days", f"近90天内退款{n}次")
     if code == "online":
         pct = round(f["online_share_365"] * 100)
@@ -207,9 +220,12 @@ def explained_reasons(f: dict[str, float], attribution: Sequence[float],
             by_code[code] = by_code.get(code, 0.0) + float(w)
     top = sorted(((w, c) for c, w in by_code.items() if w >= MIN_REASON_WEIGHT), reverse=True)
     out = []
-    for w, code in top[:limit]:
-        text, zh = describe(code, f)
-        out.append(Reason(code=code, text=text, text_zh=zh, weight=round(w, 3)))
+    for w, code in top:
+        told = describe(code, f)
+        if told is not None:
+            out.append(Reason(code=code, text=told[0], text_zh=told[1], weight=round(w, 3)))
+        if len(out) == limit:
+            break
     return out or [REGULAR]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -128,5 +129,13 @@ def test_demo_shows_tier_changes_and_notifications_within_a_minute(stack) -> Non
     assert status["events_scored_total"] > 100, status
     assert status["risk_changes_total"] >= 5, status
     assert mails, "no e-mail delivered to the local sink"
+    # the one-click acknowledge link points at the API's real address and works without a key
+    links = sorted({m.group(1) for p in mails for m in re.finditer(
+        r"(http://\S+/a/[A-Za-z0-9_-]{22})", p.read_text(errors="replace"))})
+    assert links and all(u.startswith(info["api_url"] + "/a/") for u in links), links[:3]
+    assert httpx.get(links[0]).status_code == 200
+    done = httpx.post(links[0])
+    assert done.status_code == 200 and "cknowledged" in done.text
+    assert httpx.post(links[0]).status_code == 410  # single use
     proc.send_signal(signal.SIGINT)
     assert proc.wait(60) == 0

@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from services.common.redisconn import customer_token
+from services.common.redisconn import Keys, customer_token
 from services.ingest.queries.holdout import in_holdout
+from services.notifier.acks import record_alert
 from services.scorer.features import DAY_MS
 from tests.integration.test_api_queries import ACME, ADMIN, INGEST, KEYS, READ, api, make  # noqa: F401
 
@@ -65,6 +66,7 @@ async def test_churn_rate_retention_and_features(make) -> None:  # noqa: F811
 
 async def test_winback_rates_holdout_uplift_and_metrics(make) -> None:  # noqa: F811
     settings, seed, redis = make(holdout_share=0.5, winback_attribution_days=14)
+    keys = Keys(settings.redis_prefix)
     ids = [f"w{i}" for i in range(40)]
     held = [c for c in ids if in_holdout("default", c, 0.5)]
     acted = [c for c in ids if c not in held]
@@ -123,11 +125,20 @@ async def test_winback_rates_holdout_uplift_and_metrics(make) -> None:  # noqa: 
         assert 'churnwatch_winback_actions_total{action="called"} 2.0' in metrics
         assert 'churnwatch_winback_returned_total{action="called"} 1.0' in metrics
         assert 'churnwatch_winback_returned_total{action="coupon_sent"} 1.0' in metrics
+        made_up = await client.post("/v1/alerts/alert-123/ack", headers=INGEST, json={"by": "s1"})
+        assert made_up.status_code == 404 and "alert-123" in made_up.json()["detail"]
+        assert not await redis.exists(keys.ack("alert-123"))  # nothing written for it
+        await record_alert(redis, keys, "alert-123", tenant="default", customer_id=acted[0],
+                           store_id="north")  # the notifier sent it
         ack = await client.post("/v1/alerts/alert-123/ack", headers=INGEST,
                                 json={"by": "s1", "customer_id": acted[0]})
-        assert ack.json() == {"alert_id": "alert-123", "acknowledged": True}
-        again = await client.post("/v1/alerts/alert-123/ack", headers=INGEST)
-        assert again.json()["acknowledged"] is False
+        first = ack.json()
+        assert ack.status_code == 200 and first["acknowledged"] and first["new"]
+        assert first["by"] == "s1"
+        again = await client.post("/v1/alerts/alert-123/ack", headers=INGEST, json={"by": "s2"})
+        assert again.status_code == 200  # idempotent: the first acknowledgement is kept
+        assert again.json() == first | {"new": False}
+        assert (await client.post("/v1/alerts/alert-123/ack", headers=ACME)).status_code == 404
         assert (await client.post("/v1/alerts/alert-123/ack", headers=READ)).status_code == 403
         t = (await client.get(f"/v1/customers/{acted[0]}/timeline", headers=READ)).json()
         assert "acknowledged" in [e["kind"] for e in t["entries"]]

@@ -125,6 +125,10 @@ async def test_failing_gateway_and_receiver_every_alert_once_or_dead_lettered(
     delivered = hook.ok()
     assert set(delivered) | webhook_dead == hook_ids and not set(delivered) & webhook_dead
     assert all(n == 1 for n in delivered.values())
+    # a dead-lettered webhook delivery names its subscription and tenant
+    assert all(letters[d]["subscription_id"] == sub["id"] and letters[d]["tenant"] == "default"
+               for d in webhook_dead)
+    assert all("subscription_id" not in x for x in sms_dead.values())
     assert await redis.zcard(keys.retry_queue) == 0
 
 

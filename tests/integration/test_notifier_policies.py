@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from email.policy import default as default_policy
@@ -30,7 +31,13 @@ from services.common.riskchange import (
     to_cloudevent,
 )
 from services.common.settings import Settings
-from services.notifier.acks import acknowledge, get_acknowledgement, is_acknowledged
+from services.notifier.acks import (
+    AckLinks,
+    acknowledge,
+    get_acknowledgement,
+    get_alert,
+    is_acknowledged,
+)
 from tests.integration.test_notifier import metric, notifier, produce_changes, wait_until
 from tests.peers import LoopbackHttp
 
@@ -158,7 +165,8 @@ escalation: {after: 1.5s, channels: [email]}
 """, smtp_host="127.0.0.1", smtp_port=controller.port)
     keys = Keys(settings.redis_prefix)
     profiles = await staff_and_stores(redis, keys)
-    await profiles.put_profile("owned", CustomerProfile(owner_staff_id="owner-1"))
+    await profiles.put_profile("owned", CustomerProfile(owner_staff_id="owner-1", name="Mei Chen",
+                                                        phone="+8613800138000"))
     await profiles.put_profile("acked", CustomerProfile(owner_staff_id="owner-1"))
     await profiles.put_profile("ghost-owner", CustomerProfile(owner_staff_id="nobody"))
     # Another tenant with the same ids: its own staff, not ours.
@@ -181,10 +189,12 @@ escalation: {after: 1.5s, channels: [email]}
         assert metric(registry, "churnwatch_notifier_deliveries_total", channel="email",
                       outcome="delivered") == 7
     olga = inbox.to("olga@example.com")
-    assert sorted(m["Subject"] for m in olga) == sorted(
-        [f"[churnwatch] Customer {c} is now high churn risk (was low)" for c in ("owned", "acked")])
+    assert sorted(m["Subject"] for m in olga) == sorted(  # the profile name, else the id
+        [f"[churnwatch] {c} is now high churn risk (was low)" for c in ("Mei Chen",
+                                                                       "Customer acked")])
     [escalated] = [m for m in inbox.to("max@example.com") if "ESCALATED" in m["Subject"]]
-    assert "owned" in escalated["Subject"] and owned_id in escalated.get_body(("plain",)).get_content()
+    assert "Mei Chen" in escalated["Subject"]
+    assert owned_id in escalated.get_body(("plain",)).get_content()
     assert [m["Subject"] for m in inbox.to("max@example.com") if "ESCALATED" not in m["Subject"]] \
         == ["[churnwatch] Customer ghost-owner is now high churn risk (was low)"]  # owner unknown
     # Unknown store (and acme's store s1 is unknown in acme): the routing file's recipient.
@@ -192,6 +202,17 @@ escalation: {after: 1.5s, channels: [email]}
         False, True]
     assert len(inbox.to("acme-olga@example.com")) == 1
     assert await is_acknowledged(redis, keys, acked_id) and not await is_acknowledged(redis, keys, owned_id)
+    # the alert is recorded as sent, and Olga's mail acknowledges it with one click
+    assert (await get_alert(redis, keys, owned_id) or {}).get("customer_id") == "owned"
+    assert await get_alert(redis, keys, "made-up-id") is None
+    [mei] = [m.get_body(("plain",)).get_content() for m in olga if "Mei Chen" in m["Subject"]]
+    assert "Customer: Mei Chen (owned)" in mei and "+8613800138000" not in mei  # no consent
+    link = re.search(r"Acknowledge \(one click, no login\): (\S+)", mei)
+    assert link and link.group(1).startswith(settings.api_public_url + "/a/")
+    links = AckLinks(redis, keys, secret=settings.ack_link_key, public_url=settings.api_public_url,
+                     ttl_s=settings.ack_link_ttl_seconds)
+    used, new, first = await links.use(link.group(1).rsplit("/", 1)[1])
+    assert used.alert_id == owned_id and new and first["by"] == "Olga"
     log = [json.loads(x) for x in await redis.lrange(keys.delivery_log("owned", "acme"), 0, -1)]
     assert sorted((e["kind"], e["status"], e["target"]) for e in log) == [
         ("alert", "delivered", "a***@example.com"), ("escalation", "delivered", "f***@example.com")]
@@ -236,7 +257,8 @@ routes:
   - {match: {to: [medium, high]}, channels: [email], to: store_manager, digest: true}
 digest: {interval: 2s}
 """, smtp_host="127.0.0.1", smtp_port=controller.port)
-    await staff_and_stores(redis, Keys(settings.redis_prefix))
+    profiles = await staff_and_stores(redis, Keys(settings.redis_prefix))
+    await profiles.put_profile("d-0", CustomerProfile(name="Dora Digest"))
     records = [(f"d-{n}", change(f"d-{n}", "low", "medium")[1]) for n in range(5)]
     await produce_changes(settings, *records)
     async with notifier(settings) as registry:
@@ -247,6 +269,8 @@ digest: {interval: 2s}
     assert rcpts == ["max@example.com"] and mail["Subject"] == "[churnwatch] 5 customer risk changes"
     text = mail.get_body(("plain",)).get_content()
     assert all(f"d-{n} is overdue" in text for n in range(5))
+    assert "- Dora Digest (s1)" in text and "- d-1 (s1)" in text  # profile name, else the id
+    assert text.count(f"Acknowledge: {settings.api_public_url}/a/") == 5  # one link per alert
     # Read again from the start by a new group: buffered once, so no second digest.
     again = settings.model_copy(update={"notifier_group": settings.notifier_group + "-again"})
     async with notifier(again) as registry:

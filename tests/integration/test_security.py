@@ -33,7 +33,7 @@ from services.common.redisconn import Keys
 from services.common.riskchange import encode_cloudevent, to_cloudevent
 from services.common.settings import Settings
 from services.ingest.app import create_app
-from services.notifier.acks import is_acknowledged
+from services.notifier.acks import is_acknowledged, record_alert
 from services.notifier.channels.base import Message
 from services.notifier.channels.webhook import WebhookChannel, checked_transport
 from services.notifier.escalation import Escalations
@@ -81,6 +81,9 @@ CONSOLE_SIGNED_IN = {("GET", "/console"), ("GET", "/console/at-risk"),
                      ("GET", "/console/customers/{customer_id:anypath}"),
                      ("POST", "/console/customers/{customer_id:anypath}/actions"),
                      ("GET", "/console/manager/{report}.csv")}
+# Public, protected by their own credential: the signed, expiring, single-use token of a
+# one-click acknowledge link (tests/integration/test_ack_links.py). Without a valid token: 404.
+SIGNED = {("GET", "/a/{token}"), ("POST", "/a/{token}")}
 # Every other route and the scope it needs (docs/api.md, "Keys, scopes, tenants, stores").
 SCOPE = {
     ("POST", "/v1/events"): "ingest",
@@ -106,6 +109,7 @@ SCOPE = {
     ("POST", "/v1/webhooks"): "admin",
     ("GET", "/v1/webhooks"): "admin",
     ("DELETE", "/v1/webhooks/{webhook_id}"): "admin",
+    ("POST", "/v1/webhooks/{webhook_id}/resume"): "admin",
 }
 PUBLIC_IP = "93.184.215.14"  # an IP literal: accepted without DNS, never contacted here
 
@@ -194,12 +198,15 @@ def test_every_route_needs_its_key_and_scope(api) -> None:
     proc, settings = api
     started = time.monotonic()
     table = route_table(settings)
-    assert set(table) == PUBLIC | CONSOLE | set(SCOPE), (
+    assert set(table) == PUBLIC | SIGNED | CONSOLE | set(SCOPE), (
         "the route table changed: routes without an entry here "
-        f"{sorted(set(table) - PUBLIC - CONSOLE - set(SCOPE))}, entries without a route "
-        f"{sorted((PUBLIC | CONSOLE | set(SCOPE)) - set(table))}; add the new route to SCOPE with "
-        "its scope (or, if it is deliberately public, to PUBLIC; a console page to CONSOLE)")
-    assert not PUBLIC & set(SCOPE) and not CONSOLE & (PUBLIC | set(SCOPE))
+        f"{sorted(set(table) - PUBLIC - SIGNED - CONSOLE - set(SCOPE))}, entries without a route "
+        f"{sorted((PUBLIC | SIGNED | CONSOLE | set(SCOPE)) - set(table))}; add the new route to "
+        "SCOPE with its scope (or, if it is deliberately public, to PUBLIC; a console page to "
+        "CONSOLE)")
+    assert not (PUBLIC | SIGNED) & set(SCOPE) and not CONSOLE & (PUBLIC | SIGNED | set(SCOPE))
+    for method, path in SIGNED:
+        assert not required_scopes(table[(method, path)]), (method, path)
     with httpx.Client(base_url=proc.url, timeout=30) as client:
         for method, path in sorted(CONSOLE_SIGNED_IN):  # no session: to the sign-in page
             url = fill(path, {"customer_id": "sec-c-1", "report": "churn"})
@@ -243,19 +250,28 @@ def test_every_route_needs_its_key_and_scope(api) -> None:
             r = client.request(method, path)
             if r.status_code != 200:
                 problems.append(f"public {method} {path}: {r.status_code}")
+        for method, path in sorted(SIGNED):  # a made-up or forged token opens nothing
+            for token in ("AAAAAAAAAAAAAAAAAAAAAA", "not-a-token"):
+                r = client.request(method, fill(path, {"token": token}))
+                checked += 1
+                if r.status_code != 404:
+                    problems.append(f"signed {method} {path} with a made-up token: "
+                                    f"{r.status_code}")
     unprotected = len({p.split(":")[0] for p in problems})
     record(kind="security", name="route-auth-scopes",
            tried="every route of the API's own route table called without a key, with an unknown "
            "key, with a non-Bearer header, with a key lacking its scope and with the right scope",
-           load=f"{len(SCOPE)} protected routes x 5 cases, {len(PUBLIC)} public routes",
+           load=f"{len(SCOPE)} protected routes x 5 cases, {len(PUBLIC)} public routes, "
+           f"{len(SIGNED)} signed-link routes x 2 made-up tokens",
            checked="401 + WWW-Authenticate without a valid key, 403 naming the missing scope, "
            "never 401/403/5xx with the right scope; the public set is exactly "
-           + ", ".join(sorted(p for _, p in PUBLIC)),
+           + ", ".join(sorted(p for _, p in PUBLIC))
+           + "; the one-click acknowledge links (/a/{token}) answer 404 to a made-up token",
            sent=len(SCOPE) * 5, lost=unprotected, doubled=0,
            test="tests/integration/test_security.py::test_every_route_needs_its_key_and_scope",
            measured={"requests": checked + len(PUBLIC), "seconds": round(time.monotonic() - started, 2)})
     assert not problems, "\n".join(problems)
-    assert checked == len(SCOPE) * 5
+    assert checked == len(SCOPE) * 5 + len(SIGNED) * 2
 
 
 # 2. tenants and stores, on every route -----------------------------------------------------
@@ -291,6 +307,8 @@ async def pending_alert(redis: Redis, keys: Keys, *, tenant: str, customer: str,
     event = decode_risk_change(encode_cloudevent(to_cloudevent(change)))
     await Escalations(redis, keys, after_s=3600).schedule(event, created_ms=0,
                                                           now_ms=int(time.time() * 1000))
+    await record_alert(redis, keys, event.id, tenant=tenant, customer_id=customer,
+                       store_id=store)  # as the notifier does when it sends the alert
     return event.id
 
 

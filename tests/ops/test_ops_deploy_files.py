@@ -114,6 +114,7 @@ def test_compose_runs_production_shape(compose: dict[str, Any]) -> None:
 def test_required_secrets_use_the_error_form(compose: dict[str, Any]) -> None:
     text = " ".join(strings(compose))
     for secret in ("KAFKA_CLIENT_PASSWORD", "REDIS_PASSWORD", "CHURNWATCH_API_KEYS",
+                   "CHURNWATCH_ACK_LINK_SECRET",
                    "GRAFANA_ADMIN_PASSWORD", "KAFKA_CLUSTER_ID"):
         assert re.search(r"\$\{" + secret + r":\?[^}]+\}", text), f"{secret} must be ${{{secret}:?...}}"
 

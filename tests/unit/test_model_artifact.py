@@ -108,7 +108,10 @@ def test_explanations_use_the_customers_own_numbers(default: SklearnModel) -> No
     [gone, fine] = engine.assess([Subject("r", history), Subject("r", history)], late,
                                  with_history=False)
     assert gone.tier in ("medium", "high") and gone.model_version == default.version
-    top = gone.reasons[0]
+    # the salon rule (2 x cadence overdue) raises the tier above the score's own, and says so
+    assert gone.reasons[0].code == "tier_raised_by_rule"
+    assert "rule" in gone.reasons[0].text and f"{gone.score:.2f}" in gone.reasons[0].text
+    top = gone.reasons[1]
     assert top.code == "overdue"
     assert top.text == "63 days since the last visit; usually every 28 days"
     assert top.text_zh == "距上次到店已63天；平时每28天一次"

@@ -5,10 +5,20 @@ from datetime import UTC, datetime
 import pytest
 
 from services.common.exceptions import ConfigError
+from services.common.profiles import Consent
 from services.common.riskchange import Cause, Reason, RiskChange, SuggestedAction
 from services.notifier.policy import RESOLVE_COMPLAINT
 from services.notifier.routing import Recipient
-from services.notifier.templates import SMS_MAX_CHARS, Templates, render_email, render_sms
+from services.notifier.templates import (
+    SMS_GSM_SEGMENT,
+    SMS_MAX_CHARS,
+    SMS_UCS2_SEGMENT,
+    Templates,
+    fits_one_sms,
+    render_email,
+    render_sms,
+    sms_units,
+)
 
 CHANGE = RiskChange(
     customer_id="c-1042", store_id="salon-downtown", previous_tier="low", tier="high",
@@ -43,9 +53,46 @@ def test_zh_cn_recipients_get_the_chinese_texts() -> None:
 
 def test_sms_is_short_and_complete() -> None:
     sms = render_sms(CHANGE, EN)
-    assert len(sms) <= SMS_MAX_CHARS
-    for part in ("c-1042", "salon-downtown", "low→high", "0.81", "63 days", "Call the customer"):
+    assert fits_one_sms(sms) and len(sms) <= SMS_GSM_SEGMENT
+    for part in ("c-1042", "salon-downtown", "high risk 0.81, was low", "63 days",
+                 "Call the customer"):
         assert part in sms
+
+
+LINK = "https://churn.example.com/a/AbCdEfGhIjKlMnOpQrStUv"
+
+
+@pytest.mark.parametrize("recipient", [EN, ZH])
+def test_sms_names_the_customer_and_stays_in_one_segment_where_it_can(recipient) -> None:
+    t = Templates()
+    sms = t.sms(CHANGE, recipient, customer_name="Mei Chen", ack_url=LINK)
+    assert "Mei Chen" in sms and LINK in sms and "c-1042" not in sms
+    length, limit = sms_units(sms)
+    assert limit == (SMS_GSM_SEGMENT if recipient is EN else SMS_UCS2_SEGMENT)
+    if recipient is EN:  # detail is dropped (store, score, reason) until it fits 160 GSM-7
+        assert length <= 160 and "Do: Call the customer personally" in sms
+    else:  # 70 UCS-2 characters: name, tier change and the link; the rest is in the e-mail
+        assert length <= 70 and "亲自致电" not in sms and sms.endswith(LINK)
+    long_name = t.sms(CHANGE, recipient, customer_name="X" * 100, ack_url=LINK)
+    assert long_name.endswith(LINK) and len(long_name) <= SMS_MAX_CHARS  # cannot fit: shortest
+    assert sms_units("Größe €5") == (9, 160) and sms_units("王") == (1, 70)
+
+
+def test_messages_name_the_customer_and_mask_contacts_without_consent() -> None:
+    contact = Recipient(key="customer:default:c-1042", name="Mei Chen", email="mei@example.com",
+                        phone="+8613800138000", role="customer")
+    subject, text, html = Templates().email(
+        CHANGE, EN, delivery_id="d", customer_name="Mei Chen", ack_url=LINK,
+        customer_contact=contact, consent=Consent(sms=True, email=False))
+    assert "Mei Chen" in subject and "c-1042" not in subject
+    assert "Customer: Mei Chen (c-1042)" in text and "Value: high" in text
+    assert "+8613800138000" in text  # consented to SMS: the full number
+    assert "mei@example.com" not in text and "m***@example.com" in text
+    assert LINK in text and f'href="{LINK}"' in html
+    _, text, _ = Templates().email(CHANGE, EN, delivery_id="d", customer_contact=contact,
+                                   consent=Consent(sms=True, sms_opt_out=True))
+    assert "+8613800138000" not in text and "13800138000"[-3:] in text
+    assert "Customer: c-1042" in text
 
 
 # Jinja2 templates: kinds, digests, per-tenant overrides ------------------------------------
@@ -69,6 +116,10 @@ def test_digest_groups_items() -> None:
     subject, text, html = t.digest(items, EN, tenant="default", channel="email", delivery_id="dg")
     assert subject == "[churnwatch] 2 customer risk changes"
     assert "c-1042" in text and "c-<b>" in text and "c-&lt;b&gt;" in html and "<b>" not in html
+    named = t.digest_item(CHANGE, EN, event_id="e3", customer_name="Mei Chen") | {"ack_url": LINK}
+    _, text, html = t.digest([named], EN, tenant="default", channel="email", delivery_id="dg")
+    assert "- Mei Chen (salon-downtown)" in text and f"Acknowledge: {LINK}" in text
+    assert f'href="{LINK}"' in html
     _, sms, _ = t.digest(items, ZH, tenant="default", channel="sms", delivery_id="dg")
     assert sms.startswith("churnwatch：2 位客户") and len(sms) <= SMS_MAX_CHARS
 

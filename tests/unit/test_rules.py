@@ -75,7 +75,12 @@ def test_engine_precedence_score_then_thresholds_then_rules_floor() -> None:
     [plain] = bare.assess([Subject("r", history)], now, with_history=False)
     assert ruled.score == plain.score  # rules never touch the score
     assert plain.tier == "low" and ruled.tier == "high"
-    assert ruled.reasons[0].code == "open_complaint" and ruled.reasons[0].text == "1 days quiet"
+    # the score alone gives low: the first reason says which rule raised the tier
+    assert ruled.reasons[0].code == "tier_raised_by_rule"
+    assert ruled.reasons[0].text == f"Raised to high by rule any_open_complaint (score {ruled.score:.2f})"
+    assert "any_open_complaint" in ruled.reasons[0].text_zh
+    assert ruled.reasons[1].code == "open_complaint" and ruled.reasons[1].text == "1 day quiet"  # plural mended
+    assert not any(r.code.startswith("tier_") for r in plain.reasons)
     assert len({r.code for r in ruled.reasons}) == len(ruled.reasons)
     assert ruled.action.code == "resolve_complaint"
     floors = rules.floors(np.array([[ruled.features[n] for n in FEATURE_NAMES]]))
@@ -83,7 +88,29 @@ def test_engine_precedence_score_then_thresholds_then_rules_floor() -> None:
     # the thresholds' hysteresis comes before the floor: a high customer whose score fell
     # below the exit level is lowered by the thresholds, then held at the rule's floor
     [kept] = engine.assess([Subject("r", history, tier="high", tier_since_ms=now)], now)
-    assert kept.tier == "high"
+    assert kept.tier == "high" and kept.reasons[0].code == "tier_raised_by_rule"
+
+
+def test_held_tiers_say_why() -> None:
+    history = acts(regular("h", every_days=7, count=15))
+    now = at(99)
+    day = 86_400_000
+    [score] = Engine(Scorecard(), Thresholds()).assess([Subject("h", history)], now,
+                                                        with_history=False)
+    assert score.tier == "low" and not any(r.code.startswith("tier_") for r in score.reasons)
+    # minimum dwell: high since an hour ago, dwell 2 days -> held, with the date
+    dwell = Engine(Scorecard(), Thresholds(min_dwell_ms=2 * day))
+    [held] = dwell.assess([Subject("h", history, tier="high", tier_since_ms=now - 3_600_000)], now)
+    assert held.tier == "high" and held.reasons[0].code == "tier_held_dwell"
+    assert held.reasons[0].text.startswith("Held at high until ") and "minimum dwell" in held.reasons[0].text
+    assert "最短停留期" in held.reasons[0].text_zh
+    assert held.action.code != "none" or held.reasons[1:]  # the action follows the real reasons
+    # hysteresis: a score between exit and entry keeps the tier, and says so
+    wide = Engine(Scorecard(), Thresholds(medium_exit=0.01, medium_enter=0.45, high_exit=0.45,
+                                          high_enter=0.75))
+    [kept] = wide.assess([Subject("h", history, tier="medium", tier_since_ms=0)], now)
+    assert kept.tier == "medium" and kept.reasons[0].code == "tier_held_hysteresis"
+    assert "exit level 0.01" in kept.reasons[0].text
 
 
 @pytest.mark.parametrize(("rule", "message"), [

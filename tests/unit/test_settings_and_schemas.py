@@ -26,6 +26,13 @@ SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
     ({"CHURNWATCH_TIER_HIGH_ENTER": "0.2"}, "CHURNWATCH_TIER_"),
     ({"CHURNWATCH_ENV": "production"}, "CHURNWATCH_API_KEYS must be set"),
     ({"CHURNWATCH_MODEL": "/nonexistent/model.joblib"}, "churnwatch train"),
+    ({"CHURNWATCH_PUBLIC_URL": "churn.example.com"}, "CHURNWATCH_PUBLIC_URL"),
+    ({"CHURNWATCH_ENV": "production", "CHURNWATCH_API_KEYS": "prod-admin-key-1:admin"},
+     "CHURNWATCH_ACK_LINK_SECRET must be set"),
+    ({"CHURNWATCH_ENV": "production", "CHURNWATCH_API_KEYS": "prod-admin-key-1:admin",
+      "CHURNWATCH_ACK_LINK_SECRET": "change-me-change-me-change-me-change-me"}, "not a placeholder"),
+    ({"CHURNWATCH_ENV": "production", "CHURNWATCH_API_KEYS": "prod-admin-key-1:admin",
+      "CHURNWATCH_ACK_LINK_SECRET": "Zq3x9-short"}, "at least 32"),
 ])
 def test_bad_settings_name_the_variable(monkeypatch, env, fragment) -> None:
     for k, v in env.items():
@@ -41,6 +48,19 @@ def test_secrets_stay_secret(monkeypatch) -> None:
     assert "topsecret1" not in repr(s)
     assert s.find_key("topsecret1").allows("read") and not s.find_key("topsecret1").allows("admin")
     assert s.find_key("nope") is None
+
+
+def test_acknowledge_links_have_a_public_url_and_a_real_secret(monkeypatch) -> None:
+    s = load_settings()
+    assert s.api_public_url == f"http://127.0.0.1:{s.api_port}"  # the API's own address
+    monkeypatch.setenv("CHURNWATCH_PUBLIC_URL", "https://churn.example.com/")
+    monkeypatch.setenv("CHURNWATCH_ENV", "production")
+    monkeypatch.setenv("CHURNWATCH_API_KEYS", "prod-admin-key-1:admin")
+    monkeypatch.setenv("CHURNWATCH_ACK_LINK_SECRET", "Zq3x9TnR2vLk8Wm4Pj7Hd1Fs6Gb0Yc5A")
+    s = load_settings()
+    assert s.api_public_url == "https://churn.example.com"
+    assert s.ack_link_key == "Zq3x9TnR2vLk8Wm4Pj7Hd1Fs6Gb0Yc5A"
+    assert "Zq3x9TnR2vLk8Wm4Pj7Hd1Fs6Gb0Yc5A" not in repr(s)
 
 
 def test_schema_files_match_the_models() -> None:

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import html
 import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, status
+from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.ingest.deps import IngestKey, Res
+from services.ingest.deps import IngestKey, Res, Resources
 from services.ingest.models import Ack, Action, NewAction
-from services.ingest.openapi import AUTH, NOT_FOUND, TOO_LARGE, responses
+from services.ingest.openapi import AUTH, NOT_FOUND, TOO_LARGE, error, responses
 from services.ingest.params import CustomerId
 from services.ingest.queries import timeline, winback
 from services.ingest.queries.holdout import holdout
 from services.ingest.queries.timefmt import iso_ms, now_ms
-from services.notifier.acks import InvalidAck, acknowledge
+from services.notifier.acks import (
+    AckLink,
+    AckLinks,
+    InvalidAck,
+    LinkRefused,
+    acknowledge_once,
+    get_acknowledgement,
+    get_alert,
+)
 from services.notifier.escalation import Escalations
 
 router = APIRouter(tags=["win-back"])
@@ -61,32 +71,166 @@ class AckBody(BaseModel):
 
 @router.post("/v1/alerts/{alert_id}/ack", response_model=Ack,
              summary="Acknowledge an alert",
-             description="Marks the risk change (its CloudEvent id) as seen, so the notifier's "
-             "escalation to the store manager stops. Only the key's tenant's alerts (and, for "
-             "store-bound keys, their stores' alerts) are affected. Idempotent: `acknowledged` is false when "
-             "it already was (the first acknowledger is kept).",
-             responses=responses(AUTH, TOO_LARGE))
+             description="Marks the risk change (its CloudEvent id, shown in every alert) as "
+             "seen, so the notifier's escalation to the store manager stops. Only alerts the "
+             "notifier sent to the key's tenant (and, for store-bound keys, their stores) exist "
+             "for the key: any other id is a 404. Idempotent: a second acknowledgement answers "
+             "200 with `new: false` and the first acknowledger and time.",
+             responses=responses(AUTH, TOO_LARGE, {404: error(
+                 "No alert with this id was sent in this tenant (or the key's stores)",
+                 "no alert '3f1c0a9e' was sent in this tenant; use the alert id of a message")}))
 async def ack_alert(alert_id: AlertId, res: Res, key: IngestKey,
                     body: AckBody | None = None) -> Any:
     by = (body.by if body and body.by else None) or key.name
-    if key.stores is not None:  # a store-bound key: only alerts and customers of its stores
-        pending = await Escalations(res.redis, res.keys, after_s=0).pending(alert_id)
-        if pending is not None and (pending.change.tenant_id != key.tenant
-                                    or not key.allows_store(pending.change.store_id)):
-            raise HTTPException(status.HTTP_404_NOT_FOUND,
-                                f"no alert {alert_id!r} in this API key's stores")
-        if body is not None and body.customer_id is not None:
-            store: str | None = await res.redis.hget(  # type: ignore[misc,assignment]
-                res.keys.customer(body.customer_id, key.tenant)[2], "store")
-            if not key.allows_store(store):
-                raise HTTPException(status.HTTP_404_NOT_FOUND,
-                                    f"no customer {body.customer_id!r} in this API key's stores")
     try:
-        done = await acknowledge(res.redis, res.keys, alert_id, by, tenant=key.tenant)
+        alert = await get_alert(res.redis, res.keys, alert_id, key.tenant)
     except InvalidAck as exc:
         raise HTTPException(422, str(exc)) from None
-    if done and body is not None and body.customer_id is not None:
-        await timeline.append(res.redis, res.keys, body.customer_id, key.tenant, {
+    if alert is None:  # sent before alerts were recorded, but still awaiting escalation
+        pending = await Escalations(res.redis, res.keys, after_s=0).pending(alert_id)
+        if pending is not None and pending.change.tenant_id == key.tenant:
+            alert = {"customer_id": pending.change.customer_id,
+                     "store_id": pending.change.store_id}
+    if alert is None or not key.allows_store(alert.get("store_id")):
+        raise HTTPException(status.HTTP_404_NOT_FOUND,
+                            f"no alert {alert_id!r} was sent in this tenant"
+                            + (" and the API key's stores" if key.stores is not None else "")
+                            + "; use the alert id of a message")
+    customer_id = (body.customer_id if body is not None and body.customer_id else None)
+    if customer_id is not None and customer_id != alert.get("customer_id"):
+        raise HTTPException(422, f"customer_id {customer_id!r} is not the customer of alert "
+                            f"{alert_id!r}; leave it out or send the alert's customer")
+    new, first = await acknowledge_once(res.redis, res.keys, alert_id, by, tenant=key.tenant)
+    if new:
+        await timeline.append(res.redis, res.keys, str(alert["customer_id"]), key.tenant, {
             "kind": "acknowledged", "at": iso_ms(int(time.time() * 1000)),
             "alert_id": alert_id, "by": by})
-    return {"alert_id": alert_id, "acknowledged": done}
+    return _ack_answer(alert_id, new, first)
+
+
+def _ack_answer(alert_id: str, new: bool, first: dict[str, Any]) -> dict[str, Any]:
+    return {"alert_id": alert_id, "acknowledged": True, "new": new, "by": str(first["by"]),
+            "at": str(iso_ms(int(float(first["at"]) * 1000)))}
+
+
+# One-click acknowledge links (public: the signed token is the credential) -------------------
+
+Token = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
+                            description="The token of a one-click link from a staff message.")]
+_PAGE = """<!DOCTYPE html><html lang="{lang}"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="robots" content="noindex"><title>churnwatch: {title}</title></head>
+<body style="font-family: sans-serif; max-width: 36em; margin: 2em auto; padding: 0 1em">
+<h1>{title}</h1><p>{text}</p>{form}</body></html>"""
+_HTML = {"text/html": {"schema": {"type": "string"}}}
+# Page texts per locale of the recipient the link was made for ({x}: HTML-escaped values).
+_TEXTS = {
+    "en": {"refused": "Link not usable", "ask": "Acknowledge this alert?",
+           "ask_text": "Acknowledge the alert about <strong>{customer}</strong> as "
+                       "<strong>{by}</strong>: its escalation to the store manager stops.",
+           "button": "Acknowledge", "used": "Link already used",
+           "used_text": "This link was already used.", "done": "Acknowledged",
+           "already": "Already acknowledged",
+           "acked": "The alert about <strong>{customer}</strong> (<code>{alert}</code>) was "
+                    "acknowledged by <strong>{by}</strong> at {at}."},
+    "zh-CN": {"refused": "链接不可用", "ask": "确认此提醒？",
+              "ask_text": "以 <strong>{by}</strong> 的身份确认关于 <strong>{customer}</strong> "
+                          "的提醒：将不再升级给门店经理。",
+              "button": "确认", "used": "链接已使用", "used_text": "此链接已被使用。",
+              "done": "已确认", "already": "此前已确认",
+              "acked": "关于 <strong>{customer}</strong> 的提醒（<code>{alert}</code>）已由 "
+                       "<strong>{by}</strong> 于 {at} 确认。"},
+}
+
+
+def _page(status_code: int, title: str, text: str, form: str = "",
+          lang: str = "en") -> HTMLResponse:
+    return HTMLResponse(_PAGE.format(title=html.escape(title), text=text, form=form, lang=lang),
+                        status_code=status_code,
+                        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
+                                 "X-Robots-Tag": "noindex"})
+
+
+def _refused(exc: LinkRefused) -> HTMLResponse:
+    return _page(exc.status, _TEXTS["en"]["refused"] + " / " + _TEXTS["zh-CN"]["refused"],
+                 html.escape(str(exc)))
+
+
+def _links(res: Resources) -> AckLinks:
+    s = res.settings
+    return AckLinks(res.redis, res.keys, secret=s.ack_link_key, public_url=s.api_public_url,
+                    ttl_s=s.ack_link_ttl_seconds)
+
+
+async def _customer(res: Resources, link: AckLink) -> tuple[str | None, str]:
+    """(customer id, how to call them: the profile name, else the id) of the link's alert."""
+    alert = await get_alert(res.redis, res.keys, link.alert_id, link.tenant)
+    cid = str(alert["customer_id"]) if alert else None
+    if cid is None:
+        return None, link.alert_id
+    try:
+        profile = await res.profiles.get_profile(cid, link.tenant) if res.profiles else None
+    except ValueError:
+        profile = None
+    return cid, (profile.name if profile and profile.name else cid)
+
+
+def _ack_text(t: dict[str, str], link: AckLink, who: str, ack: dict[str, Any]) -> str:
+    return t["acked"].format(customer=html.escape(who), alert=html.escape(link.alert_id),
+                             by=html.escape(str(ack["by"])),
+                             at=html.escape(str(iso_ms(int(float(ack["at"]) * 1000)))))
+
+
+_LINK_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "An HTML page", "content": _HTML},
+    404: {"description": "Unknown or forged link (HTML page)", "content": _HTML},
+    410: {"description": "The link expired or was already used (HTML page)", "content": _HTML},
+    422: error("The token is malformed (letters, digits, - and _ only)",
+               "path.token: String should match pattern '^[A-Za-z0-9_-]+$'"),
+}
+
+
+@router.get("/a/{token}", response_class=HTMLResponse, tags=["alerts"],
+            summary="One-click acknowledge link: confirmation page",
+            description="The link in every staff alert. Needs no API key: the token is an "
+            "HMAC-signed, expiring, single-use credential for one alert and one recipient. GET "
+            "changes nothing (mail scanners pre-fetch links): it shows the alert and a button "
+            "that POSTs to the same URL.", responses=_LINK_RESPONSES)
+async def ack_link_page(token: Token, res: Res) -> HTMLResponse:
+    links = _links(res)
+    try:
+        link = await links.resolve(token)
+    except LinkRefused as exc:
+        return _refused(exc)
+    t = _TEXTS.get(link.locale, _TEXTS["en"])
+    _, who = await _customer(res, link)
+    ack = await get_acknowledgement(res.redis, res.keys, link.alert_id, link.tenant)
+    if await links.is_used(token):
+        return _page(410, t["used"], t["used_text"] + (
+            " " + _ack_text(t, link, who, ack) if ack else ""), lang=link.locale)
+    note = (" " + _ack_text(t, link, who, ack)) if ack else ""
+    # no action attribute: the form posts to this very URL, also behind a path prefix
+    form = ('<form method="post"><button type="submit" style="font-size: 1.2em; '
+            f'padding: .5em 1.5em">{html.escape(t["button"])}</button></form>')
+    return _page(200, t["ask"], t["ask_text"].format(
+        customer=html.escape(who), by=html.escape(link.by)) + note, form, lang=link.locale)
+
+
+@router.post("/a/{token}", response_class=HTMLResponse, tags=["alerts"],
+             summary="One-click acknowledge link: acknowledge",
+             description="Acknowledges the link's alert as the link's recipient (the first "
+             "acknowledgement is kept) and uses the link up: a second POST answers 410. Needs "
+             "no API key and no body.", responses=_LINK_RESPONSES)
+async def ack_link_use(token: Token, res: Res) -> HTMLResponse:
+    try:
+        link, new, ack = await _links(res).use(token)
+    except LinkRefused as exc:
+        return _refused(exc)
+    t = _TEXTS.get(link.locale, _TEXTS["en"])
+    cid, who = await _customer(res, link)
+    if new and cid is not None:
+        await timeline.append(res.redis, res.keys, cid, link.tenant, {
+            "kind": "acknowledged", "at": iso_ms(int(time.time() * 1000)),
+            "alert_id": link.alert_id, "by": link.by, "via": "link"})
+    return _page(200, t["done"] if new else t["already"], _ack_text(t, link, who, ack),
+                 lang=link.locale)

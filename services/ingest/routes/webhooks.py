@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Response, status
 from pydantic import BaseModel, Field
@@ -15,6 +15,7 @@ from services.notifier.webhooks import (
     add_subscription,
     delete_subscription,
     list_subscriptions,
+    resume_subscription,
     validate_target,
 )
 
@@ -41,6 +42,12 @@ class Webhook(BaseModel):
     id: str
     url: str
     created_at: str
+    status: Literal["active", "paused"] = Field(
+        "active", description="paused: its deliveries failed for longer than "
+        "CHURNWATCH_WEBHOOK_PAUSE_AFTER_SECONDS; it gets nothing until resumed.")
+    paused_at: str | None = None
+    failing_since: str | None = Field(None, description="First failure of the failing run.")
+    paused_reason: str | None = Field(None, description="The last error before the pause.")
 
 
 @router.post("/v1/webhooks", status_code=status.HTTP_201_CREATED, response_model=Webhook,
@@ -74,3 +81,18 @@ async def remove_webhook(webhook_id: str, res: Res, key: AdminKey) -> Response:
     if not await delete_subscription(res.redis, res.keys, webhook_id, _tenant_wide(key)):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no webhook {webhook_id!r}")
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/v1/webhooks/{webhook_id}/resume", response_model=Webhook,
+             summary="Resume a paused webhook subscription",
+             description="A subscription whose deliveries failed for longer than "
+             "CHURNWATCH_WEBHOOK_PAUSE_AFTER_SECONDS (default 3 days) is paused and the tenant's "
+             "admins are e-mailed once. Resuming sends it the risk changes from now on (those "
+             "of the pause are not replayed) and restarts its failure clock. Idempotent: an "
+             "active subscription stays active. 404 when the tenant has no such subscription.",
+             responses=responses(AUTH, {404: error("No such subscription", "no webhook 'x'")}))
+async def resume_webhook(webhook_id: str, res: Res, key: AdminKey) -> Any:
+    sub = await resume_subscription(res.redis, res.keys, webhook_id, _tenant_wide(key))
+    if sub is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no webhook {webhook_id!r}")
+    return sub

@@ -1,0 +1,124 @@
+"""One-click acknowledge links against the real API process (issue 14, item 4).
+
+The notifier's side (record the alert, store the link) is done here with the notifier's own
+``AckLinks`` and ``record_alert``; the API process must accept the link without an API key,
+show a page on GET without acknowledging (mail scanners pre-fetch links), acknowledge once on
+POST, and refuse forged, expired and used links.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from services.common.embedded import Server
+from services.common.kafka import ensure_topics
+from services.common.profiles import CustomerProfile, ProfileStore
+from services.common.redisconn import Keys
+from services.common.settings import Settings
+from services.notifier.acks import AckLinks, get_acknowledgement, record_alert
+from tests.conftest import LOG_DIR, make_test_settings
+from tests.procs import ServiceProcess
+
+KEYS = "links-admin-0001:admin"
+
+
+@pytest.fixture(scope="module")
+def api(broker: Server, redis_server: Server, tmp_path_factory: pytest.TempPathFactory
+        ) -> Iterator[tuple[ServiceProcess, Settings]]:
+    settings = make_test_settings(broker, redis_server, tmp_path_factory.mktemp("links"),
+                                  api_keys=KEYS, ack_link_secret="links-test-" + "k" * 32,
+                                  ack_link_ttl_seconds=3600)
+    asyncio.run(ensure_topics(settings))
+    with ServiceProcess("api", settings, LOG_DIR / f"links-api-{settings.redis_prefix}.log",
+                        health_port_setting="api_port") as proc:
+        yield proc, settings
+
+
+def _links(redis: Redis, settings: Settings, proc: ServiceProcess) -> AckLinks:
+    return AckLinks(redis, Keys(settings.redis_prefix), secret=settings.ack_link_key,
+                    public_url=proc.url, ttl_s=settings.ack_link_ttl_seconds)
+
+
+async def test_a_link_acknowledges_once_without_a_key(api) -> None:
+    proc, settings = api
+    redis = Redis.from_url(settings.redis_url, decode_responses=True)
+    keys = Keys(settings.redis_prefix)
+    links = _links(redis, settings, proc)
+    await record_alert(redis, keys, "alert-l1", tenant="acme", customer_id="c-9",
+                       store_id="north")
+    await ProfileStore(redis, keys).put_profile("c-9", CustomerProfile(name="Mei <Chen>"), "acme")
+    url = await links.register("acme", "alert-l1", "Olga")
+    assert url.startswith(proc.url + "/a/") and len(url) == len(proc.url) + 3 + 22
+    assert await links.register("acme", "alert-l1", "Olga") == url  # a replay: the same link
+    async with httpx.AsyncClient(timeout=30) as client:
+        page = await client.get(url)  # what a mail scanner does: changes nothing
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        assert '<form method="post">' in page.text and "Olga" in page.text
+        assert "Mei &lt;Chen&gt;" in page.text and "<Chen>" not in page.text  # escaped
+        assert page.headers["cache-control"] == "no-store"
+        assert await get_acknowledgement(redis, keys, "alert-l1", "acme") is None
+        # what the page's button sends: an empty form body
+        done = await client.post(url, content=b"",
+                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert done.status_code == 200 and "Acknowledged" in done.text
+        ack = await get_acknowledgement(redis, keys, "alert-l1", "acme")
+        assert ack is not None and ack["by"] == "Olga"
+        again = await client.post(url)  # single use
+        assert again.status_code == 410 and "already used" in again.text
+        shown = await client.get(url)
+        assert shown.status_code == 410 and "Olga" in shown.text
+        # the API's own route sees the same, first acknowledgement
+        api_ack = await client.post(f"{proc.url}/v1/alerts/alert-l1/ack",
+                                    headers={"Authorization": "Bearer links-admin-0001"})
+        assert api_ack.status_code == 404  # alert-l1 is tenant acme's, the key is default's
+        timeline = await redis.lrange(keys.timeline("c-9", "acme"), 0, -1)
+        assert any('"via":"link"' in t for t in timeline)
+    await redis.aclose()
+
+
+async def test_forged_expired_and_made_up_links_are_refused(api) -> None:
+    proc, settings = api
+    redis = Redis.from_url(settings.redis_url, decode_responses=True)
+    keys = Keys(settings.redis_prefix)
+    links = _links(redis, settings, proc)
+    await record_alert(redis, keys, "alert-l2", tenant="default", customer_id="c-8",
+                       store_id=None)
+    async with httpx.AsyncClient(timeout=30) as client:
+        # made up, and a tampered valid token
+        good = await links.register("default", "alert-l2", "Ann")
+        token = good.rsplit("/", 1)[1]
+        tampered = token[:-1] + ("A" if token[-1] != "A" else "B")
+        for bad in ("AAAAAAAAAAAAAAAAAAAAAA", tampered, "x"):
+            for method in ("GET", "POST"):
+                r = await client.request(method, f"{proc.url}/a/{bad}")
+                assert r.status_code in (404, 422), (method, bad, r.status_code)
+        # a record written without the secret (someone with Redis access, not the key)
+        forger = AckLinks(redis, keys, secret="not-the-secret-" + "z" * 32, public_url=proc.url,
+                          ttl_s=3600)
+        forged = await forger.register("default", "alert-l2", "Mallory")
+        r = await client.post(forged.replace(forger.public_url, proc.url))
+        assert r.status_code == 404
+        # expired: registered with a lifetime already over
+        old = await links.register("default", "alert-l2", "Bob",
+                                   now=time.time() - settings.ack_link_ttl_seconds - 60)
+        r = await client.post(old)
+        assert r.status_code == 410 and "expired" in r.text
+        assert await get_acknowledgement(redis, keys, "alert-l2") is None  # nothing took
+        # the valid one still works, and the HTML never echoes markup
+        r = await client.post(good)
+        assert r.status_code == 200 and re.search(r"acknowledged by\s*<strong>Ann", r.text)
+        # a zh-CN recipient's link speaks Chinese; a second recipient's link of the same alert
+        # still works, answering with the first acknowledgement
+        zh = await links.register("default", "alert-l2", "李伟", locale="zh-CN")
+        page = await client.get(zh)
+        assert page.status_code == 200 and 'lang="zh-CN"' in page.text and "确认" in page.text
+        r = await client.post(zh)
+        assert r.status_code == 200 and "此前已确认" in r.text and "Ann" in r.text
+    await redis.aclose()
