@@ -84,7 +84,7 @@ def test_parse_json_refuses_what_json_should_not_carry(raw: bytes) -> None:
 
 
 @given(amount=st.floats(min_value=-1e9, max_value=1e9, allow_nan=False),
-       customer=st.text(min_size=1, max_size=128).filter(lambda s: not any(ord(c) < 32 or ord(c) == 127 for c in s)),
+       customer=st.text(min_size=1, max_size=128).filter(lambda s: s.strip() and not any(ord(c) < 32 or ord(c) == 127 for c in s)),
        minutes=st.integers(min_value=-60 * 24 * 365 * 60, max_value=60 * 23))
 def test_canonical_form_round_trips(amount: float, customer: str, minutes: int) -> None:
     at = (NOW + timedelta(minutes=minutes)).isoformat()
