@@ -14,7 +14,7 @@ PUBLIC_IP = "93.184.215.14"
     ("https://10.1.2.3/hook", "private"),
     ("https://192.168.0.10/hook", "private"),
     ("https://172.16.5.4/hook", "private"),
-    ("http://169.254.169.254/latest/meta-data", "link-local"),
+    ("http://169.254.169.254/latest/meta-data", "cloud metadata"),
     ("http://224.0.0.1/", "multicast"),
     ("http://0.0.0.0/", "unspecified"),
     ("http://[::ffff:127.0.0.1]/", "loopback"),
