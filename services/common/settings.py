@@ -168,10 +168,9 @@ class Settings(BaseSettings):
     winback_attribution_days: int = Field(default=30, ge=1, le=365)
     holdout_share: float = Field(default=0.0, ge=0, le=0.5)
 
-    # Staff console (/console, docs/console.md). Links in sign-in mails start with console_url
+    # Staff console (/console, docs/console.md). Links in sign-in mails start with public_url
     # when set (the address staff reach the API at); unset, with the address the request came
     # to, and only for loopback addresses (a forged Host header must not redirect a link).
-    console_url: str | None = None
     console_session_seconds: int = Field(default=8 * 3600, ge=60, le=30 * 86_400)
     console_link_seconds: int = Field(default=900, ge=30, le=86_400)
     # auto: Secure cookies except on plain http to a loopback address (make run)

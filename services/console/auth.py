@@ -57,8 +57,8 @@ async def sign_inpage(request: Request, res: Res) -> Response:
 
 
 def _link_base(request: Request, res: Resources) -> str | None:
-    if res.settings.console_url:
-        return res.settings.console_url.rstrip("/")
+    if res.settings.public_url:
+        return res.settings.public_url.rstrip("/")
     if is_loopback(request.url.hostname):
         return str(request.base_url).rstrip("/")
     return None
@@ -96,7 +96,7 @@ async def sign_in_email(request: Request, res: Res) -> Response:
         tenant, member = found
         base = _link_base(request, res)
         if base is None:
-            logger.error("console sign-in link not sent: set CHURNWATCH_CONSOLE_URL to the "
+            logger.error("console sign-in link not sent: set CHURNWATCH_PUBLIC_URL to the "
                          "address staff reach the console at")
         else:
             token = await session_store(res).issue_link(tenant, member.staff_id)
