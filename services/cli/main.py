@@ -115,7 +115,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     if cmd == "up":
         from services.cli.stack import run_stack
 
-        return run_stack(_settings(), demo=not args.no_demo)
+        settings = _settings()
+        if not args.no_demo and not {"business_type", "rules"} & settings.model_fields_set:
+            # the demo is a salon chain: score it with the salon rules unless told otherwise
+            settings = settings.model_copy(update={"business_type": "salon"})
+        return run_stack(settings, demo=not args.no_demo)
     if cmd == "api":
         from services.ingest.server import main as api_main
 
