@@ -128,5 +128,9 @@ def test_demo_shows_tier_changes_and_notifications_within_a_minute(stack) -> Non
     assert status["events_scored_total"] > 100, status
     assert status["risk_changes_total"] >= 5, status
     assert mails, "no e-mail delivered to the local sink"
+    # a salon chain, scored with the salon rules; the banner's commands use the real address
+    banner = (home.parent / "up.out").read_text()
+    assert "rules: salon" in banner, banner[-2000:]
+    assert f"Bearer <a read key>' {info['api_url']}/v1/status" in banner, banner[-2000:]
     proc.send_signal(signal.SIGINT)
     assert proc.wait(60) == 0
