@@ -110,8 +110,9 @@ class Smoke:
         return str(json.loads((self.home / "stack.json").read_text())["api_url"])
 
     def wait_model(self, version: str, timeout: float = 20.0) -> None:
-        """Until the stack's scorer reports ``version`` on /metrics and the API computes a
-        point-in-time risk (``?as_of=``, scored by the API itself) with it."""
+        """Until the stack's scorer reports ``version`` on /metrics, the API computes a
+        point-in-time risk (``?as_of=``, scored by the API itself) with it and /v1/status
+        names it."""
         info = json.loads((self.home / "stack.json").read_text())
         scorer_metrics = info["metrics_urls"][1]
         wanted = f'churnwatch_scorer_model_info{{version="{version}"}} 1.0'
@@ -126,7 +127,10 @@ class Smoke:
             except (httpx.HTTPError, ValueError):
                 pass
             if scorer_ok and api_seen == version:
-                return
+                status = httpx.get(f"{info['api_url']}/v1/status", timeout=3).json()
+                if status.get("model_version") == version:
+                    return
+                api_seen = f"{api_seen} (as_of), {status.get('model_version')} (/v1/status)"
             time.sleep(0.3)
         raise AssertionError(f"{timeout:g} s after `model activate`: scorer serves {version}: "
                              f"{scorer_ok}; the API answers with {api_seen!r}")

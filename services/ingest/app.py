@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -152,6 +153,10 @@ def create_app(settings: Settings) -> FastAPI:
              "yet processed), plus per-partition detail.", responses=responses(AUTH))
     async def get_status(res: Res, key: ReadKey) -> dict[str, Any]:
         body = await res.status.read()
+        # follow `churnwatch model activate` here too (at most every model_refresh_seconds)
+        with contextlib.suppress(Exception):  # best effort: the counters above were read
+            await res.engine.refresh(res.redis, res.keys,
+                                     min_interval=res.settings.model_refresh_seconds)
         body["model_version"] = res.engine.model.version
         return body
 
