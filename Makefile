@@ -5,12 +5,15 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.install.stamp
 DEMO   ?= 1
 PYTEST_ARGS ?=
+# QUICK=1 (make bench, make soak): a short run that still fails on a lost or doubled event; it
+# writes to a temporary directory and leaves the committed results (docs/reliability/, README).
+QUICK  ?= 0
 
 .DEFAULT_GOAL := help
-.PHONY: help install tools run test lint format bench schemas model clean ops-check lock audit reliability
+.PHONY: help install tools run test smoke lint format bench schemas model clean ops-check lock audit reliability
 
 help: ## Show this help
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
 install: $(STAMP) tools ## Create .venv/ and install churnwatch with its embedded stack and dev tools
 
@@ -57,6 +60,12 @@ test: $(STAMP) tools ## Run the whole test suite against a real broker and Redis
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	$(BIN)/python -m bench.reliability
 
+# Every documented command, from this clone, in a quick mode where it is long (scripts/smoke.py):
+# lint, schemas check, generate, train, the stack with `model activate` and the README's own
+# commands against it, a quick bench and a one-minute soak. .ci/run calls it after `make test`.
+smoke: $(STAMP) ## Run every documented command quickly (CI, after make test; ~4 min)
+	$(BIN)/python scripts/smoke.py
+
 reliability: $(STAMP) ## Re-render README's reliability table from docs/reliability/ (tests and bench write it)
 	$(BIN)/python -m bench.reliability
 
@@ -91,21 +100,41 @@ audit: $(STAMP) ## pip-audit the locked dependencies (requirements.lock)
 	$(BIN)/python scripts/supplychain.py audit --lock $(LOCK) --service $(AUDIT_SERVICE) \
 	  --osv-url $(AUDIT_OSV_URL) --if-unreachable $(AUDIT_IF_UNREACHABLE) $(AUDIT_IGNORE)
 
-bench: $(STAMP) ## Measure the pipeline against the bare clients (bench/results/latest.md, docs/reliability/bench.json)
-	@export BENCH_STAMP=$$(date -u +%Y%m%dT%H%M%SZ); echo "bench run $$BENCH_STAMP"; \
+bench: $(STAMP) ## Measure the pipeline against the bare clients (bench/results/latest.md, docs/reliability/bench.json; QUICK=1: ~1 min, nothing committed changes)
+	@export BENCH_STAMP=$$(date -u +%Y%m%dT%H%M%SZ); \
+	if [ "$(QUICK)" = 1 ]; then \
+	  export $(BENCH_QUICK_ENV) BENCH_RESULTS=$${BENCH_RESULTS:-$$(mktemp -d -t churnwatch-bench-XXXXXX)}; \
+	  echo "quick bench run $$BENCH_STAMP: results in $$BENCH_RESULTS, docs/reliability/ untouched"; \
+	else echo "bench run $$BENCH_STAMP"; fi; \
 	$(BIN)/python -m bench.run && $(BIN)/python -m bench.api_bench && \
 	{ $(BIN)/python -m bench.pipeline; rc=$$?; $(BIN)/python -m bench.report || rc=1; exit $$rc; }
-	$(BIN)/python -m bench.reliability
+	@if [ "$(QUICK)" != 1 ]; then $(BIN)/python -m bench.reliability; fi
+
+# Every part of the bench, small: a few thousand events, seconds of steady load.
+BENCH_QUICK_ENV := BENCH_RECORD=0 BENCH_EVENTS=3000 BENCH_SECONDS=3 BENCH_NOTIFIER_DELIVERIES=200 \
+  BENCH_CUSTOMERS=20000 BENCH_STATE_CUSTOMERS=2000 BENCH_PAGES=50 BENCH_READS=200 \
+  BENCH_INGEST_EVENTS=5000 BENCH_E2E_EVENTS=3000 BENCH_LAT_RATE=200 BENCH_LAT_SECONDS=5
 
 SOAK_MINUTES ?= 30
 SOAK_RATE    ?= 300
 .PHONY: soak
-soak: $(STAMP) ## Soak the stack: SOAK_MINUTES at SOAK_RATE events/s, judge memory and lag (on demand, not CI)
-	SOAK_MINUTES=$(SOAK_MINUTES) SOAK_RATE=$(SOAK_RATE) $(BIN)/python -m bench.soak; \
-	rc=$$?; $(BIN)/python -m bench.reliability; exit $$rc
+soak: $(STAMP) ## Soak the stack: SOAK_MINUTES at SOAK_RATE events/s, judge memory and lag (QUICK=1: one minute, nothing committed changes)
+	@if [ "$(QUICK)" = 1 ]; then \
+	  export BENCH_RECORD=0 SOAK_MINUTES=1 SOAK_RATE=100 SOAK_CUSTOMERS=50 SOAK_MAX_EVENTS=32 SOAK_SAMPLE_S=5 \
+	    BENCH_RESULTS=$${BENCH_RESULTS:-$$(mktemp -d -t churnwatch-soak-XXXXXX)}; \
+	  echo "quick soak: one minute, results in $$BENCH_RESULTS, docs/reliability/ untouched"; \
+	  $(BIN)/python -m bench.soak; \
+	else \
+	  SOAK_MINUTES=$(SOAK_MINUTES) SOAK_RATE=$(SOAK_RATE) $(BIN)/python -m bench.soak; \
+	  rc=$$?; $(BIN)/python -m bench.reliability; exit $$rc; \
+	fi
 
-schemas: $(STAMP) ## Regenerate schemas/*.json from the Python models
+schemas: $(STAMP) ## Regenerate schemas/*.json from the Python models (CHECK=1: only check they are current)
+ifeq ($(CHECK),1)
+	$(BIN)/churnwatch schemas
+else
 	$(BIN)/churnwatch schemas --write
+endif
 
 model: $(STAMP) ## Rebuild the shipped default model (services/scorer/default_model/) deterministically
 	$(BIN)/python -m services.training.default_model

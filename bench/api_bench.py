@@ -35,6 +35,7 @@ from typing import Any
 
 import httpx
 
+from bench.output import RESULTS
 from bench.pipeline import summary
 from services.common.embedded import (
     ServiceProcess,
@@ -56,7 +57,6 @@ WITH_STATE = int(os.environ.get("BENCH_STATE_CUSTOMERS", "100000"))
 PAGES = int(os.environ.get("BENCH_PAGES", "1000"))
 READS = int(os.environ.get("BENCH_READS", "3000"))
 INGEST_RATE = float(os.environ.get("BENCH_INGEST_RATE", "2000"))
-RESULTS = Path(__file__).parent / "results"
 
 
 def snapshot(settings: Settings) -> tuple[str, float]:
@@ -196,7 +196,7 @@ def main() -> int:
                                                                   rate=INGEST_RATE),
                   "risk_read_ingest_saturating": bench_risk_reads(url, ranked, threads=2,
                                                                   rate=0)}
-        RESULTS.mkdir(exist_ok=True)
+        RESULTS.mkdir(parents=True, exist_ok=True)
         out = RESULTS / f"api-{os.environ.get('BENCH_STAMP') or datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
         out.write_text(json.dumps(result, indent=2))
         print(json.dumps(result, indent=2))

@@ -49,6 +49,7 @@ from typing import Any
 import httpx
 from aiokafka import TopicPartition
 
+from bench.output import RESULTS
 from services.common.embedded import ServiceProcess, free_port, start_broker, start_redis
 from services.common.kafka import ensure_topics, make_consumer, make_producer
 from services.common.redisconn import Keys, make_redis
@@ -63,7 +64,6 @@ LAT_RATE = int(os.environ.get("BENCH_LAT_RATE", "500"))
 LAT_SECONDS = int(os.environ.get("BENCH_LAT_SECONDS", "60"))
 TICK_S = 0.1
 POLL_S = 0.01
-RESULTS = Path(__file__).parent / "results"
 
 
 def stamp() -> str:
@@ -97,10 +97,10 @@ def start_service(command: str, settings: Settings, log: Path, port: int) -> Ser
     return ServiceProcess(command, settings, log, port=port).start(wait_ready=False)
 
 
-def bench_settings(broker: str, redis: str, name: str, **extra: Any) -> Settings:
+def bench_settings(broker: str, redis: str, name: str, home: Path, **extra: Any) -> Settings:
     run = f"{name}{uuid.uuid4().hex[:6]}"
     return load_settings(
-        kafka_bootstrap=broker, redis_url=f"redis://{redis}/0", redis_prefix=run,
+        home=home, kafka_bootstrap=broker, redis_url=f"redis://{redis}/0", redis_prefix=run,
         topic_events=f"{run}.events", topic_risk_changes=f"{run}.risk",
         topic_events_dlq=f"{run}.dlq", topic_notifications_dlq=f"{run}.ndlq",
         scorer_group=f"{run}-scorer", notifier_group=f"{run}-notifier", kafka_idempotence=False,
@@ -172,7 +172,7 @@ async def post_all(url: str, bodies: list[bytes], counts: list[int], clients: in
 
 
 async def ingest_phase(broker: str, redis: str, home: Path) -> dict[str, Any]:
-    settings = bench_settings(broker, redis, "bi")
+    settings = bench_settings(broker, redis, "bi", home)
     bare_topic = f"{settings.redis_prefix}.bare"
     await ensure_topics(settings, [settings.topic_events, bare_topic])
     batches = ingest_events(INGEST_EVENTS, settings.redis_prefix)
@@ -360,7 +360,7 @@ async def count_exactly_once(redis: Any, keys: Keys, events: list[dict[str, Any]
 
 async def e2e_and_latency(broker: str, redis_addr: str, home: Path
                           ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    settings = bench_settings(broker, redis_addr, "be")
+    settings = bench_settings(broker, redis_addr, "be", home)
     await ensure_topics(settings)
     keys = Keys(settings.redis_prefix)
     events = synth_events(E2E_EVENTS)
@@ -444,7 +444,7 @@ async def main_async() -> int:
     finally:
         redis.stop()
         broker.stop()
-    RESULTS.mkdir(exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     lat = rest["latency"]
     png = RESULTS / f"latency-{run_stamp}.png"
     chart(samples, png, f"churnwatch latency at {lat['events_per_s']} events/s "

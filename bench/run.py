@@ -34,6 +34,7 @@ from typing import Any
 
 import httpx
 
+from bench.output import RESULTS
 from services.common.embedded import start_broker, start_redis
 from services.common.kafka import ensure_topics, make_consumer, make_producer
 from services.common.redisconn import Keys, make_redis
@@ -43,7 +44,7 @@ from services.synth import generate
 N_EVENTS = int(os.environ.get("BENCH_EVENTS", "60000"))
 STEADY_RATE = int(os.environ.get("BENCH_RATE", "500"))
 STEADY_SECONDS = int(os.environ.get("BENCH_SECONDS", "15"))
-RESULTS = Path(__file__).parent / "results"
+NOTIFIER_DELIVERIES = int(os.environ.get("BENCH_NOTIFIER_DELIVERIES", "2000"))
 
 
 def _events(n: int) -> list[dict[str, Any]]:
@@ -210,7 +211,7 @@ async def main() -> int:
         from services.common.embedded import free_port
 
         settings = load_settings(
-            kafka_bootstrap=broker.address, redis_url=f"redis://{redis.address}/0",
+            home=workdir, kafka_bootstrap=broker.address, redis_url=f"redis://{redis.address}/0",
             redis_prefix=f"b{run}", topic_events=f"bench-{run}.events",
             topic_risk_changes=f"bench-{run}.risk", topic_events_dlq=f"bench-{run}.dlq",
             topic_notifications_dlq=f"bench-{run}.ndlq", scorer_group=f"bench-{run}-scorer",
@@ -225,7 +226,7 @@ async def main() -> int:
         memory = await memory_per_customer(settings)
         from bench.notifier_bench import run as notifier_bench
 
-        notifier = await notifier_bench(settings, n=2000)
+        notifier = await notifier_bench(settings, n=NOTIFIER_DELIVERIES)
     finally:
         redis.stop()
         broker.stop()
@@ -240,7 +241,7 @@ async def main() -> int:
         "scorer_vs_trivial_faust": scorer["scorer_events_per_s"] / trivial,
         "scorer_vs_bare_consumer": scorer["scorer_events_per_s"] / bare,
     }
-    RESULTS.mkdir(exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     # ``make bench`` names the run (BENCH_STAMP); bench/report.py merges the parts of a run
     path = RESULTS / f"scorer-{os.environ.get('BENCH_STAMP') or f'{datetime.now(UTC):%Y%m%dT%H%M%SZ}'}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")

@@ -56,6 +56,7 @@ from aiohttp import web
 from aiokafka import TopicPartition
 
 from bench.machine import describe, one_line
+from bench.output import QUICK_NOTE, RECORD, RESULTS
 from bench.pipeline import _iso, bench_settings, pct, start_service
 from bench.run import _histogram, _quantile
 from services.common.embedded import free_port, start_broker, start_redis
@@ -73,7 +74,6 @@ MB_PER_10MIN = float(os.environ.get("SOAK_MB_PER_10MIN", "10"))
 MB_FLOOR = float(os.environ.get("SOAK_MB_FLOOR", "4"))
 PROBE_EVERY_S = 1.0
 TICK_S = 0.2
-RESULTS = Path(__file__).parent / "results"
 SUMMARY = Path(__file__).resolve().parents[1] / "docs" / "reliability" / "soak.json"
 SECRET = "soak-webhook-secret-0123456789"
 
@@ -294,7 +294,7 @@ async def run(stamp: str) -> int:
     home = Path(tempfile.mkdtemp(prefix="cw-soak-"))
     broker = start_broker(log_path=home / "broker.log")
     redis_server = start_redis(log_path=home / "redis.log")
-    settings = bench_settings(broker.address, redis_server.address, "sk",
+    settings = bench_settings(broker.address, redis_server.address, "sk", home,
                               max_events_per_customer=MAX_EVENTS, webhook_allow_private=True)
     await ensure_topics(settings)
     soak = Soak(settings, home)
@@ -400,13 +400,14 @@ async def run(stamp: str) -> int:
         checks["post_failures"] = {"value": soak.post_failures[:5], "ok": False}
         ok = False
     machine = describe()
-    RESULTS.mkdir(exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     png = RESULTS / f"soak-{stamp}.png"
     chart(samples, png, f"churnwatch soak {stamp}: {MINUTES:g} min at {RATE} events/s — "
           f"{'PASS' if ok else 'FAIL'} — {machine['cores']} cores")
     (RESULTS / "soak-latest.png").write_bytes(png.read_bytes())
-    SUMMARY.parent.mkdir(parents=True, exist_ok=True)
-    (SUMMARY.parent / "soak.png").write_bytes(png.read_bytes())  # the chart the README links to
+    if RECORD:
+        SUMMARY.parent.mkdir(parents=True, exist_ok=True)
+        (SUMMARY.parent / "soak.png").write_bytes(png.read_bytes())  # the chart the README links to
     rule = (f"over the second half: the least-squares rise of RSS of api, scorer and notifier and "
             f"of Redis used_memory < {MB_PER_10MIN:g} MB per 10 min (at least {MB_FLOOR:g} MB); scorer and notifier lag slope < {RATE * 2:,} "
             f"records/10 min and last lag < {RATE * 10:,}; all processes alive; every event "
@@ -427,17 +428,18 @@ async def run(stamp: str) -> int:
             f"{c['rss_api']['allowed_mb']:g}); last lag scorer {c['lag_scorer']['last']}, notifier "
             f"{c['lag_notifier']['last']}; {final['events_posted']:,} events, "
             f"lost {final['lost']}, doubled {final['doubled']}")
-    SUMMARY.parent.mkdir(parents=True, exist_ok=True)
-    SUMMARY.write_text(json.dumps({
-        "when": report["when"], "machine": one_line(machine), "minutes": MINUTES, "rate": RATE,
-        "verdict": report["verdict"], "summary": line, "rule": rule,
-        "events": final["events_posted"], "lost": final["lost"], "doubled": final["doubled"],
-        "report": f"bench/results/{out.name}"}, indent=2, ensure_ascii=False) + "\n")
+    if RECORD:
+        SUMMARY.parent.mkdir(parents=True, exist_ok=True)
+        SUMMARY.write_text(json.dumps({
+            "when": report["when"], "machine": one_line(machine), "minutes": MINUTES, "rate": RATE,
+            "verdict": report["verdict"], "summary": line, "rule": rule,
+            "events": final["events_posted"], "lost": final["lost"], "doubled": final["doubled"],
+            "report": f"bench/results/{out.name}"}, indent=2, ensure_ascii=False) + "\n")
     print(f"\nsoak {report['verdict']}: {line}")
     for name, check in checks.items():
         if isinstance(check, dict) and not check.get("ok", True):
             print(f"  failed: {name}: {check}")
-    print(f"report: {out}, chart: {png}, summary: {SUMMARY}")
+    print(f"report: {out}, chart: {png}, " + (f"summary: {SUMMARY}" if RECORD else QUICK_NOTE))
     return 0 if ok else 1
 
 

@@ -31,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("api", help="run the HTTP API (ingest and queries)")
     sub.add_parser("scorer", help="run one scorer worker")
+    stack = sub.add_parser("stack", help="print the running stack's stack.json, or one of its values")
+    stack.add_argument("key", nargs="?", help="e.g. api_url, kafka_bootstrap, redis_url")
     sub.add_parser("notifier", help="run the notifier")
 
     sinks = sub.add_parser("sinks", help="run the local mail/SMS/webhook sinks of the embedded stack")
@@ -101,6 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:  # a file or directory the command needs: one line, not a traceback
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"churnwatch {args.command}: cannot use{where}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -108,19 +115,31 @@ def _dispatch(args: argparse.Namespace) -> int:
     if cmd == "up":
         from services.cli.stack import run_stack
 
-        return run_stack(_settings(), demo=not args.no_demo)
+        settings = _settings()
+        if not args.no_demo and not {"business_type", "rules"} & settings.model_fields_set:
+            # the demo is a salon chain: score it with the salon rules unless told otherwise
+            settings = settings.model_copy(update={"business_type": "salon"})
+        return run_stack(settings, demo=not args.no_demo)
     if cmd == "api":
         from services.ingest.server import main as api_main
 
         return api_main(_settings())
     if cmd == "scorer":
+        from services.cli.reach import require
         from services.scorer.worker import main as scorer_main
 
-        return scorer_main(_settings())
+        settings = _settings()
+        require(settings, kafka=True, redis=True)
+        return scorer_main(settings)
     if cmd == "notifier":
+        from services.cli.reach import require
         from services.notifier.worker import main as notifier_main
 
-        return notifier_main(_settings())
+        settings = _settings()
+        require(settings, kafka=True, redis=True)
+        return notifier_main(settings)
+    if cmd == "stack":
+        return _stack(args)
     if cmd == "sinks":
         from services.cli.sinks import main as sinks_main
 
@@ -152,6 +171,9 @@ def _dispatch(args: argparse.Namespace) -> int:
             for path in write_schemas(args.dir):
                 print(f"wrote {path}")
             return 0
+        if not args.dir.is_dir():
+            raise ConfigError(f"no {args.dir}/ directory here: run from the repository root "
+                              "or pass --dir")
         stale = check_schemas(args.dir)
         for path in stale:
             print(f"out of date: {path} (run `make schemas`)", file=sys.stderr)
@@ -178,6 +200,27 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stack(args: argparse.Namespace) -> int:
+    import json
+
+    from services.cli.reach import stack_info
+
+    settings = _settings()
+    info = stack_info(settings)
+    if info is None:
+        raise ConfigError(f"{settings.stack_file} not found: start the stack with `make run` "
+                          "(or `churnwatch up`) with the same CHURNWATCH_HOME")
+    if args.key is None:
+        print(json.dumps(info, indent=2))
+        return 0
+    if args.key not in info:
+        raise ConfigError(f"{settings.stack_file} has no {args.key!r}; it has "
+                          + ", ".join(sorted(info)))
+    value = info[args.key]
+    print(value if isinstance(value, str) else json.dumps(value))
+    return 0
+
+
 def _model(args: argparse.Namespace) -> int:
     import asyncio
     import json
@@ -190,15 +233,20 @@ def _model(args: argparse.Namespace) -> int:
         print(json.dumps({"version": model.version, "features": list(model.feature_names),
                           "card": model.card}, indent=2, ensure_ascii=False, default=str))
         return 0
-    settings = _settings()
+    from services.cli.reach import require, with_stack
+
+    settings, source = with_stack(_settings())
+    record = None
     if args.model_command == "activate":
         if args.default == (args.path is not None):
             raise ModelError("give either an artifact PATH or --default")
-        record = None
         if args.path is not None:
             path = args.path.resolve()
             model = read_artifact(path)  # refuse what no scorer could serve, and say why
             record = activation_record(path, model)
+    # the running stack's Redis (stack.json under CHURNWATCH_HOME, else CHURNWATCH_REDIS_URL)
+    require(settings, redis=True, redis_source=source)
+    if args.model_command == "activate":
         asyncio.run(_store_activation(settings, record))
         if record is None:
             print("every scorer and the API go back to their configured model within "

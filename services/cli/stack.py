@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -371,6 +372,8 @@ class Stack:
         if key:
             headers["Authorization"] = f"Bearer {key}"
         outbox = self.settings.outbox_dir
+        last: tuple[object, ...] | None = None
+        failing = False
         async with httpx.AsyncClient(timeout=3.0, headers=headers) as client:
             while not self.stopping.is_set():
                 try:
@@ -382,12 +385,20 @@ class Stack:
                     st = (await client.get(f"{self.info['api_url']}/v1/status")).json()
                     mails = len(list((outbox / "mail").glob("*.eml"))) if (outbox / "mail").exists() else 0
                     sms = _count_lines(outbox / "sms.ndjson")
+                    failing = False
+                    now = (st.get("events_accepted_total"), st.get("events_scored_total"),
+                           st.get("scorer_lag"), st.get("risk_changes_total"), mails, sms)
+                    if now == last:  # quiet while nothing happens
+                        continue
+                    last = now
                     _say(f"status: {st.get('events_accepted_total')} events accepted, "
                          f"{st.get('events_scored_total')} scored, lag {st.get('scorer_lag')}, "
                          f"{st.get('risk_changes_total')} risk changes; delivered "
                          f"{mails} e-mails, {sms} SMS (in {outbox})")
                 except Exception as exc:  # keep reporting; the API may be restarting
-                    _say(f"status unavailable: {exc}")
+                    if not failing:  # once per outage, not every 15 s
+                        _say(f"status unavailable: {exc}")
+                    failing = True
 
     def stop(self) -> None:
         for child in reversed(self.children):
@@ -417,14 +428,23 @@ async def _run(stack: Stack) -> int:
         _say(f"!!! churnwatch failed to start: {exc}")
         return 1
     info = stack.info
+    s = stack.settings
+    rules = str(s.rules) if s.rules else s.business_type
+    api = info["api_url"]
+    sample = "demo-ana-regular" if stack.demo else "<customer_id>"
+    auth = "" if not s.auth_enabled else " -H 'Authorization: Bearer <a read key>'"
     print(
         "\n  churnwatch is up.\n"
-        f"    API            {info['api_url']}   (docs: {info['api_url']}/docs)\n"
-        f"    stack file     {stack.settings.stack_file.resolve()}\n"
+        f"    API            {api}   (docs: {api}/docs)\n"
+        f"    stack file     {s.stack_file.resolve()}\n"
         f"    logs           {info['logs_dir']}\n"
         f"    notifications  {info['outbox_dir']}  (mail/*.eml, sms.ndjson)\n"
-        f"    clock          {info['clock']}   auth: {info['auth']}\n"
+        f"    clock          {info['clock']}   auth: {info['auth']}   rules: {rules}\n"
         f"    {'demo feed posting a salon chain; tier changes appear below' if stack.demo else 'no demo feed (post events to /v1/events)'}\n"
+        "  Try it from another terminal:\n"
+        f"    curl -s{auth} {api}/v1/status\n"
+        f"    curl -s{auth} {api}/v1/customers/{sample}/risk\n"
+        f"    API=$({_self_command(s)} stack api_url)   # the same address, for the README's commands\n"
         "  Ctrl-C stops everything.\n", flush=True)
     tasks = [asyncio.create_task(t) for t in (stack.supervise(), stack.watch_risk_changes(),
                                                stack.report())]
@@ -433,6 +453,15 @@ async def _run(stack: Stack) -> int:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     return 1 if stack.failed else 0
+
+
+def _self_command(s: Settings) -> str:
+    """How to run this churnwatch again from this directory (it is not on PATH after
+    ``make install``), with the CHURNWATCH_HOME it needs to find this stack."""
+    exe = sys.argv[0] if Path(sys.argv[0]).name == "churnwatch" else ".venv/bin/churnwatch"
+    home = f"CHURNWATCH_HOME={shlex.quote(str(s.home))} " \
+        if s.home != type(s).model_fields["home"].default else ""
+    return home + shlex.quote(exe)
 
 
 def run_stack(settings: Settings, *, demo: bool) -> int:

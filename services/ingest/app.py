@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -172,6 +173,10 @@ def create_app(settings: Settings) -> FastAPI:
         # its tenant's own (issue 19.8: they showed every tenant's volume to any read key).
         wide = key.tenant == DEFAULT_TENANT and key.allows("admin") and key.stores is None
         body = await res.status.read(None if wide else key.tenant)
+        # follow `churnwatch model activate` here too (at most every model_refresh_seconds)
+        with contextlib.suppress(Exception):  # best effort: the counters above were read
+            await res.engine.refresh(res.redis, res.keys,
+                                     min_interval=res.settings.model_refresh_seconds)
         body["model_version"] = res.engine.model.version
         return body
 

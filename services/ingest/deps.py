@@ -53,7 +53,7 @@ def require(scope: str):  # noqa: ANN201 - returns a dependency
 
     def check(request: Request, res: Res) -> ApiKey:
         if not res.settings.auth_enabled:
-            return _ANONYMOUS  # open development mode (CONTRACT): no keys, no limits
+            return _ANONYMOUS  # open development mode (docs/contract.md): no keys, no limits
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():

@@ -9,11 +9,13 @@ only once the batch is stored, so a crash redelivers rather than loses.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import faust
 from prometheus_client import CollectorRegistry
 
+from services.common.dirs import ensure_dir
 from services.common.httpserver import WorkerHttpServer
 from services.common.kafka import faust_credentials, start_producer
 from services.common.logs import setup_logging
@@ -41,6 +43,11 @@ def faust_broker(settings: Settings) -> list[str]:
     return [f"kafka://{hp.strip()}" for hp in settings.kafka_bootstrap.split(",")]
 
 
+def data_dir(settings: Settings) -> Path:
+    """Faust's data directory, under CHURNWATCH_HOME (Faust itself only creates the last part)."""
+    return settings.home / "scorer-data"
+
+
 def build_app(settings: Settings) -> faust.App:
     model = load_model(settings.model)  # fail at start-up, not on the first batch
     rules = rules_from_settings(settings)  # likewise: a bad rules file stops the start
@@ -52,7 +59,7 @@ def build_app(settings: Settings) -> faust.App:
         value_serializer="raw",
         key_serializer="raw",
         store="memory://",
-        datadir=str(settings.home / "scorer-data"),
+        datadir=str(data_dir(settings)),
         autodiscover=False,
         web_enabled=False,
         topic_partitions=settings.topic_partitions,
@@ -171,6 +178,7 @@ def build_app(settings: Settings) -> faust.App:
 
 def main(settings: Settings) -> int:
     setup_logging("scorer", settings.log_level)
+    ensure_dir(data_dir(settings), "the scorer's data directory")
     app = build_app(settings)
     worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True,
                           redirect_stdouts=False)

@@ -8,11 +8,13 @@ predictions (and the same content-hash version).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from services.scorer.model import DEFAULT_MODEL_PATH
 from services.synth import PRESETS, generate, write_ndjson
@@ -44,11 +46,32 @@ def build(out_dir: Path, *, customers: int = CUSTOMERS_PER_PRESET,
     history = out_dir / "history.ndjson"
     write_ndjson(events, history)
     try:
-        return train(events_path=history, until=UNTIL, horizon_days=HORIZON_DAYS,
-                     out=out_dir / DEFAULT_MODEL_PATH.name, seed=0, log=log,
-                     candidates=CANDIDATES, calibration="legacy")
+        report = train(events_path=history, until=UNTIL, horizon_days=HORIZON_DAYS,
+                       out=out_dir / DEFAULT_MODEL_PATH.name, seed=0, log=log,
+                       candidates=CANDIDATES, calibration="legacy")
     finally:
         history.unlink(missing_ok=True)
+    _repo_relative(Path(report.report_path))
+    return report
+
+
+def _repo_relative(report_json: Path) -> None:
+    """The shipped report names files by their path in the repository, not on the machine
+    that built it (a clone elsewhere has no /home/someone/churnwatch/...)."""
+    root = str(Path(__file__).resolve().parents[2]) + "/"
+
+    def fix(value: Any) -> Any:
+        if isinstance(value, str) and value.startswith(root):
+            return value[len(root):]
+        if isinstance(value, dict):
+            return {k: fix(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [fix(v) for v in value]
+        return value
+
+    if report_json.exists():
+        data = json.loads(report_json.read_text())
+        report_json.write_text(json.dumps(fix(data), indent=2) + "\n", encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:

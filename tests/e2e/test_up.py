@@ -137,5 +137,9 @@ def test_demo_shows_tier_changes_and_notifications_within_a_minute(stack) -> Non
     done = httpx.post(links[0])
     assert done.status_code == 200 and "cknowledged" in done.text
     assert httpx.post(links[0]).status_code == 410  # single use
+    # a salon chain, scored with the salon rules; the banner's commands use the real address
+    banner = (home.parent / "up.out").read_text()
+    assert "rules: salon" in banner, banner[-2000:]
+    assert f"Bearer <a read key>' {info['api_url']}/v1/status" in banner, banner[-2000:]
     proc.send_signal(signal.SIGINT)
     assert proc.wait(60) == 0

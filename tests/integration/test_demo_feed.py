@@ -1,5 +1,5 @@
 """The demo feed against a small real HTTP receiver that implements ``POST /v1/events`` the
-way CONTRACT.md says (strict JSON, schema validation, 202 ``{"accepted": n}``, 422 with
+way docs/contract.md says (strict JSON, schema validation, 202 ``{"accepted": n}``, 422 with
 per-event errors), and answers 503 to the very first request to prove the retry."""
 
 from __future__ import annotations

@@ -148,7 +148,7 @@ NULLABLE = {"store_id", "channel", "tenant_id", "currency", "quantity", "staff_i
 
 
 def value_verdict(kind: str, value: Any) -> str:
-    """The contract's verdict on one value of one kind of field (schemas/, CONTRACT.md)."""
+    """The contract's verdict on one value of one kind of field (schemas/, docs/contract.md)."""
     number = isinstance(value, int | float) and not isinstance(value, bool)
     if kind == "id":
         return identifier_verdict(value)

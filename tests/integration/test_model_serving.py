@@ -136,6 +136,8 @@ def test_model_activate_switches_running_services_and_back(settings_factory, tmp
         text = metrics()
         assert f'churnwatch_scorer_model_info{{version="{new_version}"}} 1.0' in text
         assert f'version="{default_version}"' not in text
+        # /v1/status follows the activation by itself (no as_of read needed first)
+        assert httpx.get(f"{api.url}/v1/status").json()["model_version"] == new_version
         past = httpx.get(f"{api.url}/v1/customers/before/risk",
                          params={"as_of": (now - timedelta(days=20)).isoformat()}).json()
         assert past["model_version"] == new_version and past["point_in_time"] is True

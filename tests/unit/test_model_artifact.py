@@ -3,6 +3,7 @@ explanations with the customer's own numbers, and the cost of one batch predict.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -149,3 +150,23 @@ def test_make_model_rebuilds_the_default_with_the_same_predictions(
     assert rebuilt.version == default.version == report.model_version
     for suffix in (".report.json", ".card.json", ".roc.png", ".calibration.png"):
         assert (tmp_path / (DEFAULT_MODEL_PATH.name + suffix)).stat().st_size > 0
+
+
+def test_shipped_model_files_name_no_path_of_the_machine_that_built_them(tmp_path: Path) -> None:
+    """A clone lives anywhere: the shipped report names files by their repository path."""
+    import json
+
+    from services.training.default_model import _repo_relative
+
+    folder = DEFAULT_MODEL_PATH.parent
+    for name in ("churn.joblib.report.json", "churn.joblib.card.json"):
+        text = (folder / name).read_text()
+        assert not re.search(r'"/(work|home|tmp|root|Users)/', text), f"{name} holds an absolute path"
+
+    root = Path(__file__).resolve().parents[2]
+    report = tmp_path / "r.json"
+    report.write_text(json.dumps({"out": f"{root}/services/x.joblib", "n": 1,
+                                  "plots": {"roc": f"{root}/a.png", "elsewhere": "/srv/b.png"}}))
+    _repo_relative(report)
+    assert json.loads(report.read_text()) == {
+        "out": "services/x.joblib", "n": 1, "plots": {"roc": "a.png", "elsewhere": "/srv/b.png"}}
