@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import secrets
 import shlex
 import signal
@@ -21,6 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from email import message_from_bytes, policy
 from pathlib import Path
 from typing import IO, Any
 
@@ -39,6 +41,7 @@ from services.common.exceptions import ConfigError
 from services.common.kafka import ensure_topics, make_consumer
 from services.common.logs import mask_url_credentials
 from services.common.settings import Settings
+from services.demo.people import DEMO_STORE, manager_email, manager_id
 
 READY_TIMEOUT = 120.0
 MAX_RESTARTS = 5
@@ -337,6 +340,51 @@ class Stack:
             except TimeoutError:
                 pass
 
+    async def announce_console(self) -> None:
+        """Demo only: once the feed has written the chain's people, ask the console for the
+        demo store manager's sign-in link — through the real e-mail flow, so it lands in the
+        local outbox — and print it."""
+        email = manager_email(DEMO_STORE)
+        api = self.info["api_url"]
+        admin = next((k.secret.get_secret_value() for k in self.settings.keys
+                      if k.allows("admin") and k.tenant == "default"), None)
+        if self.settings.auth_enabled and admin is None:
+            return  # the demo could not write staff either
+        headers = {"Authorization": f"Bearer {admin}"} if admin else {}
+        mail_dir = self.settings.outbox_dir / "mail"
+        async with httpx.AsyncClient(base_url=api, timeout=5.0) as client:
+            for _ in range(240):  # the feed writes the people before its first event
+                if self.stopping.is_set():
+                    return
+                try:
+                    found = await client.get(f"/v1/staff/{manager_id(DEMO_STORE)}",
+                                             headers=headers)
+                    if found.status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.25)
+            else:
+                return
+            before = set(mail_dir.glob("*.eml")) if mail_dir.is_dir() else set()
+            try:
+                page = await client.get("/console/sign-in")
+                await client.post("/console/sign-in/email",
+                                  data={"email": email, "csrf": page.cookies.get("cw_csrf", "")})
+            except httpx.HTTPError:
+                return
+        for _ in range(80):
+            for path in sorted(set(mail_dir.glob("*.eml")) - before):
+                mail = message_from_bytes(path.read_bytes(), policy=policy.default)
+                body = mail.get_body(("plain",))  # type: ignore[attr-defined]
+                text = f"{mail['To']}\n{body.get_content() if body is not None else ''}"
+                link = re.search(r"(http://\S+/console/sign-in/link\?token=[A-Za-z0-9_=-]+)", text)
+                if email in text and link:
+                    _say(f"console sign-in for the demo's store manager ({email}): "
+                         f"{link.group(1)}   (works once; more: {api}/console)")
+                    return
+            await asyncio.sleep(0.25)
+
     async def watch_risk_changes(self) -> None:
         consumer = make_consumer(self.settings, self.settings.topic_risk_changes, group_id=None,
                                  auto_offset_reset="latest")
@@ -439,6 +487,7 @@ async def _run(stack: Stack) -> int:
         f"    stack file     {s.stack_file.resolve()}\n"
         f"    logs           {info['logs_dir']}\n"
         f"    notifications  {info['outbox_dir']}  (mail/*.eml, sms.ndjson)\n"
+        f"    staff console  {api}/console\n"
         f"    clock          {info['clock']}   auth: {info['auth']}   rules: {rules}\n"
         f"    {'demo feed posting a salon chain; tier changes appear below' if stack.demo else 'no demo feed (post events to /v1/events)'}\n"
         "  Try it from another terminal:\n"
@@ -446,8 +495,10 @@ async def _run(stack: Stack) -> int:
         f"    curl -s{auth} {api}/v1/customers/{sample}/risk\n"
         f"    API=$({_self_command(s)} stack api_url)   # the same address, for the README's commands\n"
         "  Ctrl-C stops everything.\n", flush=True)
-    tasks = [asyncio.create_task(t) for t in (stack.supervise(), stack.watch_risk_changes(),
-                                               stack.report())]
+    jobs = [stack.supervise(), stack.watch_risk_changes(), stack.report()]
+    if stack.demo:
+        jobs.append(stack.announce_console())
+    tasks = [asyncio.create_task(t) for t in jobs]
     await stack.stopping.wait()
     for t in tasks:
         t.cancel()

@@ -38,12 +38,13 @@ import random
 import signal
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import httpx
 
+from services.demo.people import seed_people
 from services.synth.generator import SynthCustomer, generate
 
 MAX_BATCH = 2000          # events per request in the backfill (the API takes up to 10,000)
@@ -101,6 +102,7 @@ class Story:
     scripted: list[str]       # the hand-written customers added on top of generate()
     customers: int            # generated + scripted
     high_complaints_live: int  # open high-severity complaints inside the live window
+    homes: dict[str, str | None] = field(default_factory=dict)  # customer -> home store
 
 
 def _utc(dt: datetime) -> datetime:
@@ -321,6 +323,9 @@ def build_story(*, customers: int = 120, seed: int = 7, history_days: int = 240,
               if c.customer_id not in drifting and stays(c)
               and any(ts >= live_start for ts, _ in by_cust[c.customer_id])]
     active += scripted_active
+    homes: dict[str, str | None] = {}
+    for _, ev in timeline:  # a customer's home store: the first store their events name
+        homes.setdefault(str(ev["customer_id"]), ev.get("store_id"))
     high = sum(1 for ts, ev in timeline if ts >= live_start and ev.get("type") == "complaint"
                and ev.get("severity") == "high" and ev.get("status", "open") == "open")
     return Story(
@@ -328,7 +333,7 @@ def build_story(*, customers: int = 120, seed: int = 7, history_days: int = 240,
         backfill=[ev for ts, ev in timeline if ts < live_start],
         live=[(ts, ev) for ts, ev in timeline if ts >= live_start],
         active=active, drifters=drifters, scripted=scripted_ids, customers=total,
-        high_complaints_live=high,
+        high_complaints_live=high, homes=homes,
     )
 
 
@@ -486,6 +491,8 @@ async def run_feed(*, api_url: str, api_key: str | None, stop: asyncio.Event,
     async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT) as client:
         poster = _Poster(client, url, headers, stop, stats, log)
         try:
+            await seed_people(client, api_url, headers, customers=story.homes, seed=seed,
+                              stores={s for s in story.homes.values() if s}, log=log)
             await _backfill(poster, story, log)
             await _replay(poster, story, live_seconds, log)
             await _trickle(poster, story, seed, log)
