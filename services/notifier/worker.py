@@ -35,7 +35,7 @@ from services.common.profiles import ProfileStore
 from services.common.redisconn import Keys, make_redis
 from services.common.settings import Settings
 from services.notifier.breaker import CircuitBreaker
-from services.notifier.channels.base import Channel
+from services.notifier.channels.base import Channel, Message
 from services.notifier.channels.email import EmailChannel
 from services.notifier.channels.sms import SmsChannel
 from services.notifier.channels.webhook import WebhookChannel
@@ -43,6 +43,7 @@ from services.notifier.deadletters import DeadLetters
 from services.notifier.delivery import MAX_COOLING_S, Deliverer
 from services.notifier.digests import Digester
 from services.notifier.escalation import Escalations
+from services.notifier.golive import Summaries
 from services.notifier.inbound import InvalidRecord, RiskChangeEvent, decode_risk_change
 from services.notifier.ledger import Ledger
 from services.notifier.metrics import NotifierMetrics
@@ -50,6 +51,7 @@ from services.notifier.noise import EpisodeLedger, RateLimiter
 from services.notifier.planner import Planner
 from services.notifier.recipients import ProfileRecipientResolver, RecipientResolver
 from services.notifier.routing import Routing, load_routing
+from services.notifier.settle import SettleQueue
 from services.notifier.templates import Templates
 from services.notifier.webhooks import get_subscription_with_secret, load_subscriptions_with_secrets
 
@@ -177,13 +179,19 @@ class Notifier:
                             if policies.escalate_after_s else None)
         self.limiter = RateLimiter(self.redis, self.keys, per_recipient=policies.per_recipient,
                                    per_channel=dict(policies.per_channel))
+        self.episodes = EpisodeLedger(self.redis, self.keys, quiet_s=settings.alert_episode_quiet)
+        self.settle = SettleQueue(self.redis, self.keys, settle_s=settings.alert_settle,
+                                  episodes=self.episodes)
+        self.summaries = Summaries(self.redis, self.keys, after_s=settings.alert_summary_after)
         self.planner = Planner(
             routing=self.routing,
             resolver=resolver or ProfileRecipientResolver(ProfileStore(self.redis, self.keys),
                                                           self.routing),
             enabled_channels=self.channels.keys(), templates=self.templates,
-            episodes=EpisodeLedger(self.redis, self.keys), digester=self.digester,
-            escalations=self.escalations, ledger=self.ledger, metrics=self.metrics)
+            episodes=self.episodes, digester=self.digester,
+            escalations=self.escalations, ledger=self.ledger, metrics=self.metrics,
+            settle=self.settle, summaries=self.summaries, max_age_s=settings.alert_max_age,
+            link_base=f"http://{settings.api_host}:{settings.api_port}")
         self.lookup_subscription = partial(get_subscription_with_secret, self.redis, self.keys)
         self.http = WorkerHttpServer(host=settings.api_host, port=settings.notifier_metrics_port,
                                      registry=registry, ready=self._health)
@@ -221,7 +229,8 @@ class Notifier:
                 limiter=self.limiter,
                 breaker=CircuitBreaker(failures=s.notifier_breaker_failures,
                                        max_open_s=MAX_COOLING_S,
-                                       probe_s=max(1.0, 2 * s.webhook_timeout_seconds)))
+                                       probe_s=max(1.0, 2 * s.webhook_timeout_seconds)),
+                on_delivered=self._delivered)
             self.consuming = True
             logger.info("consuming %s as group %s", s.topic_risk_changes, s.notifier_group)
             halt = asyncio.Event()  # stop requested, or one loop ended (a crash): end both
@@ -320,7 +329,21 @@ class Notifier:
             return
         await _gather_strict([self.deliverer.deliver_new(m) for m in messages])
 
+    async def _delivered(self, message: Message) -> None:
+        """An alert reached its recipient: its acknowledgement window starts now."""
+        if message.kind == "alert" and self.escalations is not None:
+            await self.escalations.arm(message.event_id, message.recipient_key,
+                                       now_ms=int(time.time() * 1000))
+
+    def _held_back(self, n: int) -> None:
+        self.metrics.suppressed.labels(reason="dedupe").inc(n)
+
     async def _escalate(self, event: RiskChangeEvent, created_ms: int) -> None:
+        episode = await self.episodes.get(event.change.customer_id, event.change.tenant_id)
+        if not episode.open or episode.tier != "high":
+            logger.info("alert %s: the customer is no longer high (or came back); no escalation",
+                        event.id, extra={"event_id": event.id})
+            return
         messages = await self.planner.escalation_messages(event, created_ms)
         await _gather_strict([self.deliverer.deliver_new(m) for m in messages])
 
@@ -336,6 +359,11 @@ class Notifier:
             try:
                 now_ms = int(time.time() * 1000)
                 await self.digester.flush(now_ms=now_ms, deliver=self.deliverer.deliver_new)
+                await self.settle.run_due(
+                    now_ms=now_ms, deliver=self.deliverer.deliver_new, held_back=self._held_back,
+                    dropped=self.escalations.forget if self.escalations is not None else None)
+                await self.summaries.flush(now_ms=now_ms, plan=self.planner.summary_messages,
+                                           deliver=self.deliverer.deliver_new)
                 if self.escalations is not None:
                     await self.escalations.run_due(now_ms=now_ms, escalate=self._escalate)
                 due = await self.ledger.due(now_ms=now_ms, limit=self.retry_batch)
