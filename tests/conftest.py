@@ -54,6 +54,8 @@ def make_test_settings(broker: Server, redis_server: Server, home: Path, **overr
         "api_port": 0,
         "scorer_metrics_port": 0,
         "notifier_metrics_port": 0,
+        # Staff alerts go out at once unless a test is about the settle window.
+        "alert_settle": 0,
     }
     values.update(overrides)
     return load_settings(**values)

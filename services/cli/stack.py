@@ -43,6 +43,8 @@ from services.common.logs import mask_url_credentials
 from services.common.settings import Settings
 from services.demo.people import DEMO_STORE, manager_email, manager_id
 
+DEMO_LIVE_DAYS = 60  # services.demo.feed.run_feed: the live window the demo replays
+
 READY_TIMEOUT = 120.0
 MAX_RESTARTS = 5
 
@@ -137,6 +139,14 @@ class Stack:
                 self._forget_processed_offsets(redis, s)
         if self.demo and not self._explicit("clock"):
             overrides["clock"] = "event"  # the demo tells its story in compressed event time
+        if self.demo:
+            # The demo replays its last DEMO_LIVE_DAYS compressed into a minute: those changes
+            # are live news for the newcomer watching; its older backfill is imported history
+            # (one "currently at risk" summary). Alerts settle for seconds, not minutes.
+            for name, value in (("alert_max_age", DEMO_LIVE_DAYS * 86_400.0),
+                                ("alert_settle", 10.0), ("alert_summary_after", 10.0)):
+                if not self._explicit(name):
+                    overrides[name] = value
         api_port = free_port(s.api_port)
         scorer_port = free_port(s.scorer_metrics_port)
         notifier_port = free_port(s.notifier_metrics_port)

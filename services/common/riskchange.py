@@ -46,6 +46,13 @@ class Cause(BaseModel):
         "model: a different model re-scored the customer."
     )
     event_id: str | None = Field(default=None, description="Newest event of the customer when scored.")
+    occurred_at: datetime | None = Field(
+        default=None, description="When the cause happened (event time): the newest event of "
+        "the batch that changed the tier (kind event), or the scorer's clock when it noticed "
+        "the silence (kind silence/model). Absent in changes from older scorers.")
+    event_type: Literal["transaction", "visit", "complaint"] | None = Field(
+        default=None, description="Type of that newest event (kind event only): a visit or "
+        "transaction means the customer came back themselves; a complaint update does not.")
 
 
 class RiskChange(BaseModel):
@@ -81,6 +88,11 @@ class RiskChange(BaseModel):
     as_of: datetime = Field(description="The instant the customer was scored at (event or wall clock).")
     cause: Cause
     features: dict[str, float] = Field(description="The feature values the score was computed from.")
+    catching_up: bool = Field(
+        default=False, description="Produced while catching up on old data: the cause is "
+        "older than CHURNWATCH_ALERT_MAX_AGE by the wall clock when scored (an import of "
+        "history, a replay, a long backlog). Staff are not alerted about it; downstream apps "
+        "may filter on it.")
     holdout: bool = Field(default=False, description="The customer is in the win-back holdout "
                           "group: measured, not acted on (no staff alert is sent).")
 

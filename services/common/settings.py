@@ -88,6 +88,19 @@ def parse_api_keys(raw: str) -> tuple[ApiKey, ...]:
     return tuple(keys)
 
 
+_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(value: str) -> float:
+    """Seconds from ``172800``, ``1.5s``, ``250ms``, ``15m``, ``48h`` or ``2d``."""
+    m = _DURATION.match(value.strip())
+    if m is None:
+        raise ValueError(f"{value!r} is not a duration; use seconds or a number with ms, s, m, "
+                         "h or d, e.g. 2d, 48h, 172800")
+    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+
+
 class Settings(BaseSettings):
     """All configuration, read from ``CHURNWATCH_*`` environment variables."""
 
@@ -254,6 +267,24 @@ class Settings(BaseSettings):
     # A webhook subscription whose deliveries fail without a success for this long is paused
     # (no deliveries; its tenant's admins are e-mailed once); POST /v1/webhooks/{id}/resume.
     webhook_pause_after_seconds: float = Field(default=3 * 86_400, gt=0)
+
+    # Alerts staff can trust (issue 14, docs/notifier.md). Durations: seconds or 250ms, 30s,
+    # 15m, 2h, 2d. Staff channels never alert about a change whose cause is older than
+    # alert_max_age by the wall clock (it still reaches the topic and webhooks, marked
+    # catching_up); such changes are summarised once per recipient ("currently at risk")
+    # alert_summary_after the last of them. A staff alert waits alert_settle (processing
+    # time) so that out-of-order arrivals settle; a change reverted inside it sends nothing.
+    # An episode ends on the customer's own visit/purchase, or after alert_episode_quiet at low.
+    alert_max_age: float = Field(default=2 * 86_400.0, gt=0)
+    alert_settle: float = Field(default=120.0, ge=0)
+    alert_summary_after: float = Field(default=60.0, ge=0)
+    alert_episode_quiet: float = Field(default=7 * 86_400.0, ge=0)
+
+    @field_validator("alert_max_age", "alert_settle", "alert_summary_after",
+                     "alert_episode_quiet", mode="before")
+    @classmethod
+    def _durations(cls, v: object) -> object:
+        return parse_duration(v) if isinstance(v, str) else v
 
     @field_validator("api_keys")
     @classmethod

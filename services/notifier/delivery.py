@@ -46,7 +46,8 @@ class Deliverer:
                  backoff_base_s: float, backoff_max_s: float, policies: Policies | None = None,
                  limiter: RateLimiter | None = None, breaker: CircuitBreaker | None = None,
                  wall_clock: Callable[[], float] = time.time,
-                 health: WebhookHealth | None = None):
+                 health: WebhookHealth | None = None,
+                 on_delivered: Callable[[Message], Awaitable[None]] | None = None):
         self.ledger = ledger
         self.channels = channels
         self.dead_letters = dead_letters
@@ -60,6 +61,7 @@ class Deliverer:
         self.breaker = breaker or CircuitBreaker(max_open_s=MAX_COOLING_S)
         self.wall_clock = wall_clock
         self.health = health  # pauses webhook subscriptions that keep failing
+        self.on_delivered = on_delivered  # e.g. arm the escalation of a delivered alert
 
     # entry points ---------------------------------------------------------------------
     async def deliver_new(self, message: Message) -> None:
@@ -193,6 +195,8 @@ class Deliverer:
             self.metrics.delivery_seconds.labels(channel=message.channel).observe(max(latency, 0.0))
             await self.ledger.mark_delivered(message.delivery_id)
             self.metrics.deliveries.labels(channel=message.channel, outcome="delivered").inc()
+            if self.on_delivered is not None:
+                await self.on_delivered(message)
             await self._log(message, "delivered")
             logger.info("delivered %s to %s (attempt %d)", message.channel,
                         message.masked_target, message.attempt, extra=_extra(message))

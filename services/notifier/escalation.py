@@ -1,11 +1,16 @@
-"""Escalation: a high-risk alert nobody acknowledged within ``escalation.after`` goes to the
-store manager.
+"""Escalation: a high-risk alert nobody acknowledged within ``escalation.after`` *of its
+delivery* goes to the store manager.
 
-``ntf:esc`` is a zset alert id -> due time (ms) and ``ntf:esc:data`` a hash alert id -> JSON
-``{"event": <raw CloudEvent>, "created_ms": ...}``; both written before the risk change is
-committed. When an entry falls due it is dropped if :func:`services.notifier.acks.is_acknowledged`,
-else the manager's messages are delivered (delivery ids derived from the alert id, so a
-notifier killed half-way sends nothing twice) and the entry removed.
+``ntf:esc:data`` is a hash alert id -> JSON ``{"event": <raw CloudEvent>, "created_ms": ...,
+"armers": [recipient keys]}``, written (:meth:`Escalations.prepare`) before the risk change is
+committed. Only when one of those recipients' alert is actually delivered (after the settle
+window, quiet hours, rate limits, retries) does :meth:`Escalations.arm` put the alert id into
+the zset ``ntf:esc`` due ``after`` seconds later: the acknowledgement window starts when the
+owner could first see the alert. When an entry falls due it is dropped if
+:func:`services.notifier.acks.is_acknowledged`, else the manager's messages are delivered
+(delivery ids derived from the alert id, so a notifier killed half-way sends nothing twice),
+the entry removed and ``ntf:esc:done:<alert id>`` kept for 30 days so that a replayed record
+never prepares it again: one escalation per alert.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from services.notifier.inbound import InvalidRecord, RiskChangeEvent, decode_ris
 logger = logging.getLogger(__name__)
 
 ESCALATION_BATCH = 50
+DONE_TTL_S = 30 * 86_400
 
 Escalate = Callable[[RiskChangeEvent, int], Awaitable[None]]
 
@@ -35,13 +41,42 @@ class Escalations:
         self.queue = keys.notifier_key("esc")
         self.data = keys.notifier_key("esc:data")
 
+    def _done(self, alert_id: str) -> str:
+        return self.keys.notifier_key(f"esc:done:{alert_id}")
+
+    async def prepare(self, event: RiskChangeEvent, *, created_ms: int,
+                      armers: list[str]) -> None:
+        """Remember the alert; it is armed by the delivery of one of ``armers``' messages.
+        Idempotent: a replayed record keeps the first entry, and one already escalated (or
+        dropped as acknowledged) is not prepared again."""
+        if await self.redis.exists(self._done(event.id)):
+            return
+        await self.redis.hsetnx(self.data, event.id, json.dumps(  # type: ignore[misc]
+            {"event": event.raw.decode(), "created_ms": created_ms, "armers": armers}))
+
+    async def arm(self, alert_id: str, recipient_key: str, *, now_ms: int) -> bool:
+        """The alert was delivered to ``recipient_key``: escalate ``after`` seconds from now
+        unless acknowledged. Idempotent (the first delivery sets the due time)."""
+        raw = await self.redis.hget(self.data, alert_id)  # type: ignore[misc]
+        if not raw:
+            return False
+        try:
+            armers = json.loads(raw).get("armers")
+        except (ValueError, AttributeError):
+            return False
+        if armers is not None and recipient_key not in armers:
+            return False
+        return bool(await self.redis.zadd(self.queue, {alert_id: now_ms + int(self.after_s * 1000)},
+                                          nx=True))
+
+    async def forget(self, alert_id: str) -> None:
+        """The alert was never delivered (reverted inside the settle window): drop it."""
+        await self.redis.hdel(self.data, alert_id)  # type: ignore[misc]
+
     async def schedule(self, event: RiskChangeEvent, *, created_ms: int, now_ms: int) -> None:
-        """Idempotent: a replayed record keeps the first due time."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hsetnx(self.data, event.id, json.dumps({"event": event.raw.decode(),
-                                                         "created_ms": created_ms}))
-            pipe.zadd(self.queue, {event.id: now_ms + int(self.after_s * 1000)}, nx=True)
-            await pipe.execute()
+        """Prepare and arm at once, as if the alert had been delivered at ``now_ms``."""
+        await self.prepare(event, created_ms=created_ms, armers=[""])
+        await self.arm(event.id, "", now_ms=now_ms)
 
     async def pending(self, alert_id: str) -> RiskChangeEvent | None:
         """The risk change of an escalation still due, or None (also when unreadable)."""
@@ -73,6 +108,7 @@ class Escalations:
                 logger.info("alert %s was acknowledged; no escalation", alert_id,
                             extra={"event_id": alert_id})
             async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.set(self._done(alert_id), "1", ex=DONE_TTL_S)
                 pipe.zrem(self.queue, alert_id)
                 pipe.hdel(self.data, alert_id)
                 await pipe.execute()

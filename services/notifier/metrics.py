@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 OUTCOMES = ("delivered", "retry", "failed", "skipped_duplicate")
-SUPPRESS_REASONS = ("dedupe", "quiet_hours_delayed", "rate_limited", "inhibited", "no_consent",
+SUPPRESS_REASONS = ("dedupe", "quiet_hours_delayed", "rate_limited", "inhibited", "no_consent", "stale",
                     "digested", "holdout")
 
 

@@ -10,16 +10,20 @@ Keys (all under ``Keys.notifier_key``):
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from services.common.redisconn import Keys
 from services.common.riskchange import RiskChange
-from services.notifier.policy import Episode, decide_episode, rate_window
+from services.notifier.policy import Episode, claim, decide_episode, rate_window
 from services.notifier.routing import RateLimit
 
 EPISODE_TTL_S = 90 * 86_400
+T = TypeVar("T")
 MAX_WATCH_TRIES = 20
 
 # KEYS: counter keys; ARGV: pairs of (limit, ttl seconds). All or nothing: increments every
@@ -38,33 +42,49 @@ return 0
 
 
 class EpisodeLedger:
-    def __init__(self, redis: Redis, keys: Keys):
+    def __init__(self, redis: Redis, keys: Keys, *, quiet_s: float | None = None):
         self.redis = redis
         self.keys = keys
+        self.quiet_ms = None if quiet_s is None else int(quiet_s * 1000)
 
     def key(self, change: RiskChange) -> str:
         return self.keys.episode(change.customer_id, change.tenant_id)
 
-    async def decide(self, change: RiskChange, event_id: str) -> str:
+    async def decide(self, change: RiskChange, event_id: str, *, now_ms: int | None = None) -> str:
         """The episode decision for ``change`` (see :func:`decide_episode`), recorded."""
-        key = self.key(change)
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        return await self._update(self.key(change), lambda ep: decide_episode(
+            ep, change, event_id, now_ms=now, quiet_ms=self.quiet_ms))
+
+    async def claim(self, customer_id: str, tenant: str, alert_id: str, pairs: list[str],
+                    tier: str) -> list[str]:
+        """The ``recipient|channel`` pairs that may hear ``alert_id`` (see :func:`claim`),
+        recorded in the customer's episode."""
+        return await self._update(self.keys.episode(customer_id, tenant),
+                                  lambda ep: claim(ep, alert_id, pairs, tier))
+
+    async def get(self, customer_id: str, tenant: str) -> Episode:
+        raw = await self.redis.get(self.keys.episode(customer_id, tenant))
+        return Episode.from_json(json.loads(raw) if raw else None)
+
+    async def _update(self, key: str, step: Callable[[Episode], tuple[T, Episode]]) -> T:
         for _ in range(MAX_WATCH_TRIES):
             async with self.redis.pipeline(transaction=True) as pipe:
                 try:
                     await pipe.watch(key)
                     raw = await pipe.get(key)
                     episode = Episode.from_json(json.loads(raw) if raw else None)
-                    decision, new = decide_episode(episode, change, event_id)
+                    result, new = step(episode)
                     if new == episode:
                         await pipe.unwatch()
-                        return decision
+                        return result
                     pipe.multi()
                     pipe.set(key, json.dumps(new.to_json()), ex=EPISODE_TTL_S)
                     await pipe.execute()
-                    return decision
+                    return result
                 except WatchError:
                     continue
-        raise RuntimeError(f"episode of {change.customer_id} kept changing; try again")
+        raise RuntimeError(f"episode record {key} kept changing; try again")
 
 
 class RateLimiter:

@@ -13,22 +13,27 @@ Redis write here is idempotent per event id, and all happen before the record is
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Collection
 from typing import Any
+from urllib.parse import quote
 
+from services.common.riskchange import RiskChange
 from services.notifier.acks import AckLinks, record_alert
 from services.notifier.channels.base import ChannelName, Message, delivery_id
 from services.notifier.digests import Digester
 from services.notifier.escalation import Escalations
+from services.notifier.golive import Summaries
 from services.notifier.inbound import RiskChangeEvent
 from services.notifier.ledger import Ledger, now_iso
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.noise import EpisodeLedger
-from services.notifier.policy import ALERT, DEDUPE, WON_BACK, apply_inhibition
+from services.notifier.policy import ALERT, WON_BACK, apply_inhibition
 from services.notifier.recipients import CustomerContext, RecipientResolver, recipients
 from services.notifier.routing import STAFF_CHANNELS, Recipient, Routing
+from services.notifier.settle import SettleQueue, pair
 from services.notifier.templates import Templates, packaged
 from services.notifier.webhooks import is_paused, tenant_of
 
@@ -53,7 +58,10 @@ class Planner:
                  enabled_channels: Collection[str], templates: Templates | None = None,
                  episodes: EpisodeLedger | None = None, digester: Digester | None = None,
                  escalations: Escalations | None = None, ledger: Ledger | None = None,
-                 metrics: NotifierMetrics | None = None, links: AckLinks | None = None):
+                 metrics: NotifierMetrics | None = None, links: AckLinks | None = None,
+                 settle: SettleQueue | None = None,
+                 summaries: Summaries | None = None, max_age_s: float | None = None,
+                 link_base: str = "http://127.0.0.1:8000"):
         self.routing = routing
         self.resolver = resolver
         self.enabled = frozenset(enabled_channels)
@@ -64,6 +72,10 @@ class Planner:
         self.ledger = ledger
         self.metrics = metrics
         self.links = links
+        self.settle = settle
+        self.summaries = summaries
+        self.max_age_s = max_age_s
+        self.link_base = link_base.rstrip("/")
 
     def _count(self, reason: str, n: int = 1) -> None:
         if self.metrics is not None and n:
@@ -82,13 +94,31 @@ class Planner:
                                     created_ms=created))
         return out
 
+    def stale(self, change: RiskChange, now_ms: int) -> bool:
+        """The change's cause is older than ``CHURNWATCH_ALERT_MAX_AGE`` by the wall clock (or
+        the scorer marked it as produced while catching up): no staff alert about it."""
+        if change.catching_up:
+            return True
+        at = change.cause.occurred_at
+        return (at is not None and self.max_age_s is not None
+                and now_ms - at.timestamp() * 1000 > self.max_age_s * 1000)
+
     async def _staff(self, event: RiskChangeEvent, created_ms: int) -> list[Message]:
         change = event.change
-        ctx = await self.resolver.context(change)
-        route = self.routing.route_for(change, ctx.segment)
+        now_ms = int(time.time() * 1000)
         decision = ALERT
         if self.episodes is not None:
-            decision = await self.episodes.decide(change, event.id)
+            decision = await self.episodes.decide(change, event.id, now_ms=now_ms)
+        if self.stale(change, now_ms):
+            # Past changes are not news: at most one "currently at risk" summary later.
+            self._count("stale")
+            if self.summaries is not None:
+                await self.summaries.add(event, created_ms=created_ms, now_ms=now_ms)
+            logger.info("risk change %s of %s: cause older than the alert max age; no staff "
+                        "alert (summarised)", event.id, change.customer_id, extra=_extra(event))
+            return []
+        ctx = await self.resolver.context(change)
+        route = self.routing.route_for(change, ctx.segment)
         channels = [c for c in (route.channels if route else ()) if c in STAFF_CHANNELS]
         to = route.to if route else ()
         digest = route.digest if route else False
@@ -107,10 +137,12 @@ class Planner:
             logger.info("risk change %s of %s: holdout group, no staff alert", event.id,
                         change.customer_id)
             return []
-        if decision == DEDUPE:
+        if decision not in (ALERT, WON_BACK):
+            # Inside an episode (jitter, a resolved complaint, a fall without a return), or a
+            # customer going back without having been alerted: nothing to tell staff.
             self._count("dedupe")
-            logger.info("risk change %s of %s: already alerted in this episode", event.id,
-                        change.customer_id, extra=_extra(event))
+            logger.info("risk change %s of %s: nothing new in this episode (%s)", event.id,
+                        change.customer_id, decision, extra=_extra(event))
             return []
         rule, action = apply_inhibition(change, policies.inhibit)
         if rule is not None:
@@ -136,10 +168,88 @@ class Planner:
                     continue
                 out.append(self._build(event, person, channel, ctx, created_ms, kind=kind,
                                        action=action, ack_url=links.get(person.key, "")))
-        if (kind == "alert" and change.tier == "high" and self.escalations is not None
+        if kind != "alert" or not out:
+            return out
+        if (change.tier == "high" and self.escalations is not None
                 and any(p.key != ctx.manager.key and p.role != "customer" for p in people)):
-            await self.escalations.schedule(event, created_ms=created_ms,
-                                            now_ms=int(time.time() * 1000))
+            # Armed only when one of these people's alert is delivered (see escalation.py).
+            armers = [p.key for p in people if p.key != ctx.manager.key and p.role != "customer"]
+            await self.escalations.prepare(event, created_ms=created_ms, armers=armers)
+        if self.episodes is None:
+            return out
+        if self.settle is not None and self.settle.settle_ms > 0:
+            await self.settle.hold(event.id, customer_id=change.customer_id,
+                                   tenant=change.tenant_id, tier=change.tier, messages=out,
+                                   now_ms=now_ms)
+            return []
+        allowed = set(await self.episodes.claim(change.customer_id, change.tenant_id, event.id,
+                                                [pair(m) for m in out], change.tier))
+        if len(allowed) < len(out):
+            self._count("dedupe", len(out) - len(allowed))
+        return [m for m in out if pair(m) in allowed]
+
+    async def summary_messages(self, name: str, events: list[tuple[RiskChangeEvent, int]]
+                               ) -> list[Message]:
+        """One "currently at risk" message per (recipient, channel) for the customers of a
+        go-live summary batch who are high now (see :mod:`services.notifier.golive`)."""
+        groups: dict[tuple[str, str], tuple[Recipient, list[dict[str, Any]], str]] = {}
+        created = 0
+        alert_id = "summary:" + name
+        for event, created_ms in sorted(events, key=lambda e: e[0].change.customer_id):
+            change = event.change
+            if change.tier != "high" or change.holdout:
+                continue
+            if self.episodes is not None:
+                episode = await self.episodes.get(change.customer_id, change.tenant_id)
+                if episode.tier != "high":
+                    continue  # not high any more (a newer change came live)
+            ctx = await self.resolver.context(change)
+            route = self.routing.route_for(change, ctx.segment)
+            if route is None:
+                continue
+            channels = [c for c in route.channels if c in STAFF_CHANNELS and c in self.enabled]
+            wanted: list[tuple[Recipient, str]] = []
+            for person in recipients(ctx, route.to, self.routing):
+                if person.role == "customer":
+                    continue  # a summary is for staff
+                for channel in channels:
+                    if person.email if channel == "email" else person.phone:
+                        wanted.append((person, channel))
+            if self.episodes is not None:
+                allowed = set(await self.episodes.claim(
+                    change.customer_id, change.tenant_id, alert_id,
+                    [f"{p.key}|{c}" for p, c in wanted], "high"))
+                wanted = [(p, c) for p, c in wanted if f"{p.key}|{c}" in allowed]
+            _, action = apply_inhibition(change, self.routing.policies.inhibit)
+            for person, channel in wanted:
+                item = self.templates.digest_item(change, person, action=action,
+                                                  event_id=event.id)
+                item |= {"score_now": f"{change.score:.2f}",
+                         "link": self._link(change.customer_id)}
+                groups.setdefault((person.key, channel), (person, [], ctx.timezone))[1].append(item)
+            created = max(created, created_ms)
+        out = []
+        for (_, channel), (person, items, tz) in sorted(groups.items()):
+            target = (person.email if channel == "email" else person.phone) or ""
+            did = delivery_id(alert_id, channel, target)
+            tenant = name.rsplit(":", 1)[0]
+            ctx_vars = {"items": items, "recipient_name": person.name, "tenant": tenant,
+                        "delivery_id": did}
+            if channel == "email":
+                subject = " ".join(self.templates.render(
+                    tenant, person.locale, "summary.subject.j2", ctx_vars).split())
+                text = self.templates.render(tenant, person.locale, "summary.txt.j2", ctx_vars) + "\n"
+                html = self.templates.render(tenant, person.locale, "summary.html.j2", ctx_vars)
+            else:
+                subject, html = "", ""
+                text = " ".join(self.templates.render(
+                    tenant, person.locale, "summary.sms.j2", ctx_vars).split())
+            out.append(Message(delivery_id=did, channel=channel,  # type: ignore[arg-type]
+                               event_id=alert_id, customer_id="", to=target,
+                               event=json.dumps({"summary": [i["event_id"] for i in items]}).encode(),
+                               recipient_name=person.name, subject=subject, text=text, html=html,
+                               tenant=tenant, created_ms=created, recipient_key=person.key,
+                               timezone=tz, kind="summary"))
         return out
 
     async def _alert_links(self, event: RiskChangeEvent, people: list[Recipient],
@@ -156,6 +266,8 @@ class Planner:
             return {}
         return {p.key: await self.links.register(change.tenant_id, event.id, p.name,
                                                  locale=p.locale) for p in staff}
+    def _link(self, customer_id: str) -> str:
+        return f"{self.link_base}/v1/customers/{quote(customer_id, safe='')}/risk"
 
     def _build(self, event: RiskChangeEvent, person: Recipient, channel: str,
                ctx: CustomerContext, created_ms: int, *, kind: str, action: Any = None,

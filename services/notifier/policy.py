@@ -80,64 +80,122 @@ def apply_inhibition(change: RiskChange, rules: tuple[Inhibit, ...]
 
 @dataclass
 class Episode:
-    """What the episode ledger remembers of one customer (no personal data)."""
+    """What the episode ledger remembers of one customer (no personal data).
+
+    ``heard`` maps ``"<recipient key>|<channel>"`` to the alert id that told that recipient on
+    that channel in this episode (or ``summary:...`` for a go-live summary): each recipient
+    hears at most once per channel per episode, and a replay of the same alert id is let
+    through again (its delivery ids are the same, so the delivery ledger sends nothing twice).
+    """
 
     open: bool = False
-    rank: int = 0  # highest tier rank notified in this episode
+    rank: int = 0  # highest tier rank reached in this episode
     won_back: bool = False
     events: dict[str, str] = field(default_factory=dict)  # event id -> decision, newest last
+    tier: str = "low"  # the customer's latest tier as consumed
+    low_since_ms: int | None = None  # processing time the open episode fell to low
+    alerted: bool = False  # some staff member was told in this episode
+    heard: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, raw: dict[str, Any] | None) -> Episode:
         if not raw:
             return cls()
+        low = raw.get("low_since_ms")
         return cls(open=bool(raw.get("open")), rank=int(raw.get("rank", 0)),
-                   won_back=bool(raw.get("won_back")), events=dict(raw.get("events", {})))
+                   won_back=bool(raw.get("won_back")), events=dict(raw.get("events", {})),
+                   tier=str(raw.get("tier", "low")),
+                   low_since_ms=int(low) if low is not None else None,
+                   alerted=bool(raw.get("alerted")), heard=dict(raw.get("heard", {})))
 
     def to_json(self) -> dict[str, Any]:
         return {"open": self.open, "rank": self.rank, "won_back": self.won_back,
-                "events": self.events}
+                "events": self.events, "tier": self.tier, "low_since_ms": self.low_since_ms,
+                "alerted": self.alerted, "heard": self.heard}
+
+    def copy(self) -> Episode:
+        return Episode.from_json(self.to_json())
 
 
 ALERT, WON_BACK, DEDUPE, NONE = "alert", "won_back", "dedupe", "none"
+GENUINE_RETURN_TYPES = ("visit", "transaction")
 
 
-def decide_episode(episode: Episode, change: RiskChange, event_id: str) -> tuple[str, Episode]:
+def genuine_return(change: RiskChange) -> bool:
+    """The customer's own visit or purchase caused the change (a resolved complaint, silence or
+    a model change does not). Changes from older scorers carry no event type: their ``event``
+    cause counts, as it always did."""
+    if change.cause.kind != "event":
+        return False
+    return change.cause.event_type is None or change.cause.event_type in GENUINE_RETURN_TYPES
+
+
+def decide_episode(episode: Episode, change: RiskChange, event_id: str, *, now_ms: int = 0,
+                   quiet_ms: int | None = None) -> tuple[str, Episode]:
     """(decision, new episode state) for one risk change.
 
-    An episode runs from entering medium/high until back to low. Within it, staff hear once
-    per tier level reached (entering medium, then again on reaching high - never again on
-    medium<->high flapping): ``alert``. A high-risk customer coming back to medium/low because
-    of their own activity (cause ``event``) gives one ``won_back`` per episode. Otherwise
-    ``dedupe`` (in an episode) or ``none`` (a low customer staying low). The same event id
-    seen again repeats its first decision (a replay after a crash), so deliveries stay
-    planned exactly as before.
+    An episode starts when the customer rises into medium/high and ends only when they
+    genuinely come back (:func:`genuine_return` lowering their tier) or after ``quiet_ms`` of
+    processing time at low. Falling to low for another reason (a resolved complaint, score
+    jitter) keeps it open. Inside it a rise to a higher level than reached so far is an
+    ``alert`` (who actually hears is decided per recipient and channel, once per episode, by
+    :func:`claim`); anything else is ``dedupe``. A genuine return from high after staff were
+    told gives one ``won_back``. A low customer staying low: ``none``. The same event id seen
+    again repeats its first decision (a replay after a crash).
     """
     if event_id in episode.events:
         return episode.events[event_id], episode
-    new = Episode(open=episode.open, rank=episode.rank, won_back=episode.won_back,
-                  events=dict(episode.events))
+    new = episode.copy()
+    if (new.open and new.low_since_ms is not None and quiet_ms is not None
+            and now_ms - new.low_since_ms >= quiet_ms):
+        new = Episode(events=new.events, tier=new.tier)  # quiet long enough at low: over
     rank = TIER_RANK[change.tier]
+    before = TIER_RANK[change.previous_tier]
     decision = NONE
-    if (change.previous_tier == "high" and rank < TIER_RANK["high"]
-            and change.cause.kind == "event" and not episode.won_back):
-        decision = WON_BACK
-        new.won_back = True
-        new.rank = rank  # a relapse to high is news again
+    if genuine_return(change) and rank < before:
+        if new.open and new.alerted and change.previous_tier == "high" and not new.won_back:
+            decision = WON_BACK
+        elif new.open:
+            decision = DEDUPE
+        new = Episode(events=new.events)  # they came back: the episode ends
     elif rank > 0:
-        if not episode.open or rank > episode.rank:
+        if not new.open:
+            if rank > before or new.rank == 0:
+                decision = ALERT
+                new.open, new.rank = True, rank
+        elif rank > new.rank:
             decision = ALERT
             new.rank = rank
         else:
             decision = DEDUPE
-    if rank == 0:
-        new = Episode(events=new.events)  # the episode ends
-    else:
-        new.open = True
+        new.low_since_ms = None
+    elif new.open:  # down to low without coming back: the episode stays open for a while
+        decision = DEDUPE
+        if new.low_since_ms is None:
+            new.low_since_ms = now_ms
+    new.tier = change.tier
     new.events[event_id] = decision
     while len(new.events) > EPISODE_EVENTS_KEPT:
         new.events.pop(next(iter(new.events)))
     return decision, new
+
+
+def claim(episode: Episode, alert_id: str, pairs: list[str], tier: str
+          ) -> tuple[list[str], Episode]:
+    """(pairs that may hear ``alert_id`` now, new state). Nothing when the alert was reverted
+    (the customer's latest tier is below ``tier``, or the episode ended); otherwise every
+    ``recipient|channel`` pair not told in this episode yet, or told by this very alert."""
+    if not episode.open or TIER_RANK.get(episode.tier, 0) < TIER_RANK[tier]:  # type: ignore[index]
+        return [], episode
+    new = episode.copy()
+    allowed = []
+    for pair in pairs:
+        if new.heard.get(pair, alert_id) == alert_id:
+            new.heard[pair] = alert_id
+            allowed.append(pair)
+    if allowed:
+        new.alerted = True
+    return allowed, new
 
 
 def rate_window(now_s: float, per_s: float) -> tuple[int, float]:

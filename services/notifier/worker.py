@@ -45,6 +45,7 @@ from services.notifier.deadletters import DeadLetters
 from services.notifier.delivery import MAX_COOLING_S, Deliverer
 from services.notifier.digests import Digester
 from services.notifier.escalation import Escalations
+from services.notifier.golive import Summaries
 from services.notifier.inbound import InvalidRecord, RiskChangeEvent, decode_risk_change
 from services.notifier.ledger import Ledger
 from services.notifier.metrics import NotifierMetrics
@@ -52,6 +53,7 @@ from services.notifier.noise import EpisodeLedger, RateLimiter
 from services.notifier.planner import Planner
 from services.notifier.recipients import ProfileRecipientResolver, RecipientResolver
 from services.notifier.routing import Recipient, Routing, load_routing
+from services.notifier.settle import SettleQueue
 from services.notifier.templates import Templates
 from services.notifier.webhooks import (
     WebhookHealth,
@@ -188,16 +190,22 @@ class Notifier:
                             if policies.escalate_after_s else None)
         self.limiter = RateLimiter(self.redis, self.keys, per_recipient=policies.per_recipient,
                                    per_channel=dict(policies.per_channel))
+        self.episodes = EpisodeLedger(self.redis, self.keys, quiet_s=settings.alert_episode_quiet)
+        self.settle = SettleQueue(self.redis, self.keys, settle_s=settings.alert_settle,
+                                  episodes=self.episodes)
+        self.summaries = Summaries(self.redis, self.keys, after_s=settings.alert_summary_after)
         self.planner = Planner(
             routing=self.routing,
             resolver=resolver or ProfileRecipientResolver(ProfileStore(self.redis, self.keys),
                                                           self.routing),
             enabled_channels=self.channels.keys(), templates=self.templates,
-            episodes=EpisodeLedger(self.redis, self.keys), digester=self.digester,
+            episodes=self.episodes, digester=self.digester,
             escalations=self.escalations, ledger=self.ledger, metrics=self.metrics,
             links=AckLinks(self.redis, self.keys, secret=settings.ack_link_key,
                            public_url=settings.api_public_url,
-                           ttl_s=settings.ack_link_ttl_seconds))
+                           ttl_s=settings.ack_link_ttl_seconds),
+            settle=self.settle, summaries=self.summaries, max_age_s=settings.alert_max_age,
+            link_base=settings.api_public_url)
         self.lookup_subscription = partial(get_subscription_with_secret, self.redis, self.keys)
         self.http = WorkerHttpServer(host=settings.api_host, port=settings.notifier_metrics_port,
                                      registry=registry, ready=self._health)
@@ -267,7 +275,8 @@ class Notifier:
                                        probe_s=max(1.0, 2 * s.webhook_timeout_seconds)),
                 health=WebhookHealth(self.redis, self.keys,
                                      pause_after_s=s.webhook_pause_after_seconds,
-                                     tell=self._tell_paused))
+                                     tell=self._tell_paused),
+                on_delivered=self._delivered)
             self.consuming = True
             logger.info("consuming %s as group %s", s.topic_risk_changes, s.notifier_group)
             halt = asyncio.Event()  # stop requested, or one loop ended (a crash): end both
@@ -366,7 +375,21 @@ class Notifier:
             return
         await _gather_strict([self.deliverer.deliver_new(m) for m in messages])
 
+    async def _delivered(self, message: Message) -> None:
+        """An alert reached its recipient: its acknowledgement window starts now."""
+        if message.kind == "alert" and self.escalations is not None:
+            await self.escalations.arm(message.event_id, message.recipient_key,
+                                       now_ms=int(time.time() * 1000))
+
+    def _held_back(self, n: int) -> None:
+        self.metrics.suppressed.labels(reason="dedupe").inc(n)
+
     async def _escalate(self, event: RiskChangeEvent, created_ms: int) -> None:
+        episode = await self.episodes.get(event.change.customer_id, event.change.tenant_id)
+        if not episode.open or episode.tier != "high":
+            logger.info("alert %s: the customer is no longer high (or came back); no escalation",
+                        event.id, extra={"event_id": event.id})
+            return
         messages = await self.planner.escalation_messages(event, created_ms)
         await _gather_strict([self.deliverer.deliver_new(m) for m in messages])
 
@@ -382,6 +405,11 @@ class Notifier:
             try:
                 now_ms = int(time.time() * 1000)
                 await self.digester.flush(now_ms=now_ms, deliver=self.deliverer.deliver_new)
+                await self.settle.run_due(
+                    now_ms=now_ms, deliver=self.deliverer.deliver_new, held_back=self._held_back,
+                    dropped=self.escalations.forget if self.escalations is not None else None)
+                await self.summaries.flush(now_ms=now_ms, plan=self.planner.summary_messages,
+                                           deliver=self.deliverer.deliver_new)
                 if self.escalations is not None:
                     await self.escalations.run_due(now_ms=now_ms, escalate=self._escalate)
                 due = await self.ledger.due(now_ms=now_ms, limit=self.retry_batch)

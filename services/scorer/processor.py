@@ -415,7 +415,7 @@ class Processor:
         for cs, a in assessments:
             previous = cs.tier or "low"
             if a.tier != previous:
-                cause = Cause(kind=kind, event_id=cs.newest_event_id())  # type: ignore[arg-type]
+                cause = self._cause(cs, kind, a.as_of_ms)
                 change = RiskChange(
                     customer_id=cs.customer_id, tenant_id=cs.tenant, store_id=cs.store_id,
                     previous_tier=previous,  # type: ignore[arg-type]
@@ -423,6 +423,7 @@ class Processor:
                     reasons=a.reasons, suggested_action=a.action,
                     value_tier=a.value_tier, lifecycle_stage=a.lifecycle_stage,  # type: ignore[arg-type]
                     model_version=a.model_version, as_of=a.as_of, cause=cause, features=a.features,
+                    catching_up=self._catching_up(cause),
                     holdout=a.tier == "high" and in_holdout(cs.tenant, cs.customer_id,
                                                             self.settings.holdout_share),
                 )
@@ -458,6 +459,28 @@ class Processor:
         t0 = time.monotonic()
         await self._retry("commit", commit)
         self.metrics.redis_seconds.labels("commit").observe(time.monotonic() - t0)
+
+    @staticmethod
+    def _cause(cs: CustomerState, kind: str, now: int) -> Cause:
+        """Why the tier changed and when that happened: the newest event of this batch (the
+        whole window's newest after a redelivery) for ``event``, else the scorer's clock."""
+        occurred, event_type = now, None
+        if kind == "event" and cs.activities:
+            mine = set(cs.batch_events)
+            batch = [x for x in cs.activities if x.event_id in mine] or cs.activities
+            newest = max(batch, key=lambda x: (x.ts, x.event_id))
+            occurred = newest.ts
+            event_type = newest.kind if newest.kind in ("transaction", "visit", "complaint") else None
+        return Cause(kind=kind, event_id=cs.newest_event_id(),  # type: ignore[arg-type]
+                     occurred_at=datetime.fromtimestamp(occurred / 1000, UTC),
+                     event_type=event_type)  # type: ignore[arg-type]
+
+    def _catching_up(self, cause: Cause) -> bool:
+        """The cause is older than the staff alerts' max age by the wall clock."""
+        if cause.occurred_at is None:
+            return False
+        age = time.time() - cause.occurred_at.timestamp()
+        return age > self.settings.alert_max_age
 
     def _update(self, cs: CustomerState, a: Assessment, cloudevent: dict[str, Any] | None,
                 now: int) -> list[Any]:

@@ -83,6 +83,10 @@ async def test_event_to_webhook_mail_and_sms(settings_factory, tmp_path: Path) -
         api_keys="ingest-secret-1:ingest,admin-secret-1:admin", webhook_allow_private=True,
         smtp_host="127.0.0.1", smtp_port=smtp.port, sms_gateway_url=f"http://127.0.0.1:{http_port}/sms",
         delivery_backoff_base_seconds=0.2,
+        # The year of history and today's complaint share one POST; should the scorer split it
+        # across batches, the tier rises on the history alone (an old cause): staff then hear
+        # through the go-live summary instead of a live alert - once either way (issue 14).
+        alert_summary_after=1.0,
     )
     api = ServiceProcess("api", settings, tmp_path / "api.log", health_port_setting="api_port")
     scorer = ServiceProcess("scorer", settings, tmp_path / "scorer.log",

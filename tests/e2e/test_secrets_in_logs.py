@@ -152,7 +152,7 @@ async def test_no_secret_reaches_any_log(broker: Server, redis_with_password: Se
         "SMTP_PASSWORD": SMTP_PASSWORD, "SMS_GATEWAY_URL": sms.url,
         "SMS_GATEWAY_USERNAME": SMS_USER, "SMS_GATEWAY_TOKEN": SMS_TOKEN,
         "WEBHOOK_ALLOW_PRIVATE": "true", "DELIVERY_BACKOFF_BASE_SECONDS": 0.2,
-        "DELIVERY_BACKOFF_MAX_SECONDS": 1.0}.items()})
+        "DELIVERY_BACKOFF_MAX_SECONDS": 1.0, "ALERT_SETTLE": 0}.items()})
     out_path = tmp_path / "up.out"
     out = open(out_path, "wb")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "services.cli.main", "up", "--no-demo"],

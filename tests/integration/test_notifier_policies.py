@@ -304,7 +304,8 @@ rate_limits: {per_recipient: {count: 2, per: 2s}}
         await produce_changes(
             settings,
             ("ep", change("ep", "low", "medium", cause="silence", n=1)[1]),     # alert
-            ("ep", change("ep", "medium", "high", cause="silence", n=2)[1]),    # alert (higher)
+            ("ep", change("ep", "medium", "high", cause="silence", n=2)[1]),    # alert, but the
+            # owner already heard by SMS in this episode: once per recipient and channel
             ("ep", change("ep", "high", "medium", cause="silence", n=3)[1]),    # dedupe
             ("ep", change("ep", "medium", "high", cause="silence", n=4)[1]),    # dedupe
             ("ep", change("ep", "high", "low", cause="event", n=5)[1]),         # won back
@@ -315,13 +316,13 @@ rate_limits: {per_recipient: {count: 2, per: 2s}}
         async with notifier(settings) as registry:
             def suppressed(reason: str) -> float:
                 return metric(registry, "churnwatch_notifier_suppressed_total", reason=reason)
-            await wait_until(lambda: len(gateway.accepted) == 6, timeout=20, what="6 SMS")
+            await wait_until(lambda: len(gateway.accepted) == 5, timeout=20, what="5 SMS")
             await asyncio.sleep(0.5)
-            assert suppressed("dedupe") == 2 and suppressed("inhibited") == 1
+            assert suppressed("dedupe") == 3 and suppressed("inhibited") == 1
             assert suppressed("no_consent") == 1  # optout's own won-back SMS
             assert suppressed("rate_limited") >= 1  # 5 for the owner at once, 2 per window
         owner = gateway.texts_to("+15550111111")
-        assert len(owner) == 5 and sum("WON BACK" in t for t in owner) == 2
+        assert len(owner) == 4 and sum("WON BACK" in t for t in owner) == 2
         [customer_sms] = gateway.texts_to("+15550133333")  # consent given: their won-back
         assert "WON BACK" in customer_sms
         assert gateway.texts_to("+15550144444") == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +98,14 @@ async def test_scores_dedupes_and_dead_letters(settings_factory, tmp_path: Path)
         ce = json.loads(rec.value)
         assert rec.key.decode() == ce["subject"] == ce["data"]["customer_id"]
         assert ce["specversion"] == "1.0" and ce["data"]["tier"] != ce["data"]["previous_tier"]
+        # Issue 14: when the cause happened, what it was, and that it is old news (the book's
+        # events are months old by the wall clock).
+        cause = ce["data"]["cause"]
+        assert cause["kind"] == "event" and cause["event_type"] in ("visit", "transaction", "complaint")
+        def at(text: str) -> datetime:
+            return datetime.fromisoformat(text.replace("Z", "+00:00"))
+        assert at(cause["occurred_at"]) <= at(ce["time"])  # the cause is never after the scoring
+        assert ce["data"]["catching_up"] is True
     await redis.aclose()
 
 

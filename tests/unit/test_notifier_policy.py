@@ -19,6 +19,7 @@ from services.notifier.policy import (
     WON_BACK,
     Episode,
     apply_inhibition,
+    claim,
     decide_episode,
     quiet_until,
     rate_window,
@@ -39,13 +40,13 @@ routes: [{match: {}, channels: [email]}]
 
 
 def change(previous: str, tier: str, *, cause: str = "silence", action: str = "personal_call",
-           complaints: float = 0.0) -> RiskChange:
+           complaints: float = 0.0, event_type: str | None = None) -> RiskChange:
     return RiskChange(
         customer_id="c-1", previous_tier=previous, tier=tier, score=0.5,  # type: ignore[arg-type]
         reasons=[Reason(code="overdue", text="t", text_zh="z", weight=1.0)],
         suggested_action=SuggestedAction(code=action, text="Do it", text_zh="做"),
         value_tier="high", lifecycle_stage="mature", model_version="m",
-        as_of=datetime(2026, 11, 23, tzinfo=UTC), cause=Cause(kind=cause),  # type: ignore[arg-type]
+        as_of=datetime(2026, 11, 23, tzinfo=UTC), cause=Cause(kind=cause, event_type=event_type),  # type: ignore[arg-type]
         features={"open_complaints": complaints})
 
 
@@ -101,10 +102,18 @@ def test_unknown_zones_fall_back() -> None:
 # episodes ------------------------------------------------------------------------------
 
 
-def run(episode: Episode, *steps: tuple[str, str, str]) -> list[str]:
+def run(episode: Episode, *steps: tuple, told: bool = True) -> list[str]:
+    """Decisions for (previous, tier, cause[, event type[, now ms]]) steps; after each alert
+    the owner is told by SMS (``told``), as the settle window would do."""
     out = []
-    for n, (prev, tier, cause) in enumerate(steps):
-        decision, episode = decide_episode(episode, change(prev, tier, cause=cause), f"e{n}")
+    for n, (prev, tier, cause, *rest) in enumerate(steps):
+        event_type = rest[0] if rest else None
+        now = rest[1] if len(rest) > 1 else 0
+        decision, episode = decide_episode(episode, change(prev, tier, cause=cause,
+                                                           event_type=event_type),
+                                           f"e{n}", now_ms=now, quiet_ms=1000)
+        if decision == ALERT and told:
+            _, episode = claim(episode, f"e{n}", ["owner|sms"], tier)
         out.append(decision)
     return out
 
@@ -115,15 +124,52 @@ def test_one_alert_per_episode_and_tier_level() -> None:
                ("high", "medium", "silence"), ("medium", "high", "silence"),
                ("high", "medium", "model"), ("medium", "low", "event"),
                ("low", "high", "silence")) == [
-        ALERT, ALERT, DEDUPE, DEDUPE, DEDUPE, NONE, ALERT]
+        ALERT, ALERT, DEDUPE, DEDUPE, DEDUPE, DEDUPE, ALERT]
 
 
 def test_won_back_once_when_a_high_risk_customer_comes_back_by_an_event() -> None:
-    assert run(Episode(), ("low", "high", "silence"), ("high", "medium", "event"),
-               ("medium", "high", "silence"), ("high", "medium", "event"),
-               ("medium", "low", "event")) == [ALERT, WON_BACK, ALERT, DEDUPE, NONE]
+    # The return ends the episode: a relapse is a new one.
+    assert run(Episode(), ("low", "high", "silence"), ("high", "medium", "event", "visit"),
+               ("medium", "high", "silence"), ("high", "medium", "event", "transaction"),
+               ("medium", "low", "event", "visit")) == [ALERT, WON_BACK, ALERT, WON_BACK, NONE]
     # Silence or a model change is not a win.
-    assert run(Episode(), ("low", "high", "silence"), ("high", "low", "model")) == [ALERT, NONE]
+    assert run(Episode(), ("low", "high", "silence"), ("high", "low", "model")) == [ALERT, DEDUPE]
+    # Nobody was told (reverted inside the settle window): a return is not "won back".
+    assert run(Episode(), ("low", "high", "silence"), ("high", "low", "event", "visit"),
+               told=False) == [ALERT, DEDUPE]
+
+
+def test_a_resolved_complaint_is_not_a_return_and_keeps_the_episode() -> None:
+    # high SMS, (no) won back, (no) high SMS again: the issue's report.
+    assert run(Episode(), ("low", "high", "event", "complaint"),
+               ("high", "medium", "event", "complaint"), ("medium", "high", "event", "complaint"),
+               ("high", "low", "event", "complaint"), ("low", "high", "silence")) == [
+        ALERT, DEDUPE, DEDUPE, DEDUPE, DEDUPE]
+
+
+def test_an_episode_ends_after_the_quiet_period_at_low() -> None:
+    assert run(Episode(), ("low", "high", "silence", None, 0), ("high", "low", "silence", None, 10),
+               ("low", "high", "silence", None, 900), ("high", "low", "silence", None, 950),
+               ("low", "high", "silence", None, 1949), ("high", "low", "silence", None, 1960),
+               ("low", "high", "silence", None, 2960)) == [
+        ALERT, DEDUPE, DEDUPE, DEDUPE, DEDUPE, DEDUPE, ALERT]
+
+
+def test_claim_once_per_recipient_and_channel_per_episode() -> None:
+    _, ep = decide_episode(Episode(), change("low", "medium"), "a1")
+    allowed, ep = claim(ep, "a1", ["mgr|email"], "medium")
+    assert allowed == ["mgr|email"] and ep.alerted
+    _, ep = decide_episode(ep, change("medium", "high"), "a2")
+    allowed, ep2 = claim(ep, "a2", ["mgr|email", "owner|sms", "owner|email"], "high")
+    assert allowed == ["owner|sms", "owner|email"]
+    # the same alert again (a redelivery, a restart): the same pairs, nothing new recorded
+    assert claim(ep2, "a2", ["mgr|email", "owner|sms", "owner|email"], "high") == (allowed, ep2)
+    # reverted before it was released: the customer is medium again
+    _, ep3 = decide_episode(ep, change("high", "medium"), "a3")
+    assert claim(ep3, "a2", ["owner|sms"], "high") == ([], ep3)
+    # ended by a genuine return: nothing
+    _, gone = decide_episode(ep, change("high", "low", cause="event", event_type="visit"), "a4")
+    assert claim(gone, "a2", ["owner|sms"], "high")[0] == []
 
 
 def test_a_replayed_event_repeats_its_first_decision() -> None:

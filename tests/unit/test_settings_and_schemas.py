@@ -33,6 +33,8 @@ SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
       "CHURNWATCH_ACK_LINK_SECRET": "change-me-change-me-change-me-change-me"}, "not a placeholder"),
     ({"CHURNWATCH_ENV": "production", "CHURNWATCH_API_KEYS": "prod-admin-key-1:admin",
       "CHURNWATCH_ACK_LINK_SECRET": "Zq3x9-short"}, "at least 32"),
+    ({"CHURNWATCH_ALERT_MAX_AGE": "two days"}, "CHURNWATCH_ALERT_MAX_AGE"),
+    ({"CHURNWATCH_ALERT_SETTLE": "-5"}, "CHURNWATCH_ALERT_SETTLE"),
 ])
 def test_bad_settings_name_the_variable(monkeypatch, env, fragment) -> None:
     for k, v in env.items():
@@ -40,6 +42,14 @@ def test_bad_settings_name_the_variable(monkeypatch, env, fragment) -> None:
     with pytest.raises(ConfigError) as exc:
         load_settings()
     assert fragment in str(exc.value)
+
+
+@pytest.mark.parametrize("raw,seconds", [("2d", 172_800.0), ("48h", 172_800.0),
+                                         ("172800", 172_800.0), ("90s", 90.0), ("250ms", 0.25)])
+def test_alert_durations_accept_units(monkeypatch, raw, seconds) -> None:
+    monkeypatch.setenv("CHURNWATCH_ALERT_MAX_AGE", raw)
+    assert load_settings().alert_max_age == seconds
+    assert load_settings().to_env()["CHURNWATCH_ALERT_MAX_AGE"] == str(seconds)  # for children
 
 
 def test_secrets_stay_secret(monkeypatch) -> None:

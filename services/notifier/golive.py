@@ -1,0 +1,101 @@
+"""Going live on imported history: one "currently at risk" summary per recipient instead of a
+message per historical transition.
+
+A risk change whose cause is older than ``CHURNWATCH_ALERT_MAX_AGE`` (or that the scorer
+marked ``catching_up``) never alerts staff by itself (webhooks still get it). The planner
+buffers it here instead, the newest change per customer winning:
+
+- ``sum:b:<tenant>`` - hash customer id -> JSON ``{"event": <raw CloudEvent>, "created_ms"}``;
+- ``sum:due`` - zset tenant -> when to send, pushed ``CHURNWATCH_ALERT_SUMMARY_AFTER`` past
+  every new stale change: the summary goes out once the import has gone quiet;
+- ``sum:batch:<tenant>:<n>`` + set ``sum:batches`` - a buffer taken for sending, deleted only
+  after its messages are delivered or durably queued; its name is the summary's alert id in the
+  customers' episodes and gives the delivery ids, so a notifier killed half-way sends nothing
+  twice.
+
+At send time :meth:`services.notifier.planner.Planner.summary_messages` keeps only customers
+who are high *now* (their latest change, and the episode record, say high), leaves out the
+win-back holdout, and claims each ``recipient|channel`` pair in the customer's episode, so a
+recipient told in the summary is not told again about that customer in the same episode.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+
+from redis.asyncio import Redis
+
+from services.common.redisconn import Keys
+from services.notifier.channels.base import Message
+from services.notifier.inbound import InvalidRecord, RiskChangeEvent, decode_risk_change
+
+logger = logging.getLogger(__name__)
+
+FLUSH_BATCH = 20
+
+# KEYS: due zset, batches set; ARGV: now ms, limit, key prefix
+_TAKE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+local out = {}
+for _, tenant in ipairs(due) do
+  redis.call('ZREM', KEYS[1], tenant)
+  local buffer = ARGV[3] .. 'b:' .. tenant
+  if redis.call('EXISTS', buffer) == 1 then
+    local n = redis.call('INCR', ARGV[3] .. 'seq')
+    local batch = ARGV[3] .. 'batch:' .. tenant .. ':' .. n
+    redis.call('RENAME', buffer, batch)
+    redis.call('SADD', KEYS[2], batch)
+    table.insert(out, batch)
+  end
+end
+return out
+"""
+
+Plan = Callable[[str, list[tuple[RiskChangeEvent, int]]], Awaitable[list[Message]]]
+Deliver = Callable[[Message], Awaitable[None]]
+
+
+class Summaries:
+    def __init__(self, redis: Redis, keys: Keys, *, after_s: float):
+        self.redis = redis
+        self.after_ms = int(after_s * 1000)
+        self.base = keys.notifier_key("sum:")
+        self._take = redis.register_script(_TAKE)
+
+    async def add(self, event: RiskChangeEvent, *, created_ms: int, now_ms: int) -> None:
+        """Buffer the customer's newest stale change (a replay rewrites the same value)."""
+        tenant = event.change.tenant_id
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.base + "b:" + tenant, event.change.customer_id,
+                      json.dumps({"event": event.raw.decode(), "created_ms": created_ms}))
+            pipe.zadd(self.base + "due", {tenant: now_ms + self.after_ms})
+            await pipe.execute()
+
+    async def flush(self, *, now_ms: int, plan: Plan, deliver: Deliver) -> int:
+        """Send every summary that is due (and any batch left by a crash); returns how many
+        messages went out."""
+        await self._take(keys=[self.base + "due", self.base + "batches"],
+                         args=[now_ms, FLUSH_BATCH, self.base])
+        members = await self.redis.smembers(self.base + "batches")  # type: ignore[misc]
+        sent = 0
+        for batch in sorted(str(b) for b in members)[:FLUSH_BATCH]:
+            raw: dict[str, str] = await self.redis.hgetall(batch)  # type: ignore[misc, assignment]
+            events: list[tuple[RiskChangeEvent, int]] = []
+            for value in raw.values():
+                try:
+                    entry = json.loads(value)
+                    events.append((decode_risk_change(entry["event"].encode()),
+                                   int(entry.get("created_ms", 0))))
+                except (InvalidRecord, ValueError, KeyError, TypeError) as exc:
+                    logger.error("summary item in %s is unreadable (%s); left out", batch, exc)
+            name = batch[len(self.base + "batch:"):]
+            for message in await plan(name, events):
+                await deliver(message)
+                sent += 1
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.delete(batch)
+                pipe.srem(self.base + "batches", batch)
+                await pipe.execute()
+        return sent
