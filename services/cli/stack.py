@@ -240,8 +240,12 @@ class Stack:
         tmp.write_text(json.dumps(self.info, indent=2) + "\n")
         tmp.replace(self.settings.stack_file)
         if self.demo:
-            key = next((k.secret.get_secret_value() for k in self.settings.keys
-                        if k.allows("ingest")), None)
+            # the feed also writes the chain's stores, staff and profiles: an admin key of the
+            # default tenant when there is one, else any key that may ingest
+            ranked = sorted((k for k in self.settings.keys if k.allows("ingest")),
+                            key=lambda k: not (k.allows("admin") and k.tenant == "default"
+                                               and k.stores is None))
+            key = ranked[0].secret.get_secret_value() if ranked else None
             args = ["demo", "--api-url", self.info["api_url"]]
             if key:
                 args += ["--api-key", key]

@@ -267,7 +267,8 @@ class Planner:
         return {p.key: await self.links.register(change.tenant_id, event.id, p.name,
                                                  locale=p.locale) for p in staff}
     def _link(self, customer_id: str) -> str:
-        return f"{self.link_base}/v1/customers/{quote(customer_id, safe='')}/risk"
+        """The customer's page in the staff console (docs/console.md)."""
+        return f"{self.link_base}/console/customers/{quote(customer_id, safe='')}"
 
     def _build(self, event: RiskChangeEvent, person: Recipient, channel: str,
                ctx: CustomerContext, created_ms: int, *, kind: str, action: Any = None,
@@ -281,6 +282,7 @@ class Planner:
         extra = {"alert_id": event.id, "kind": kind, "action": action,
                  "escalate_after_s": self.routing.policies.escalate_after_s or 0.0,
                  "customer_name": ctx.name, "ack_url": ack_url,
+                 "console_url": self._link(change.customer_id) if person.role != "customer" else "",
                  "customer_contact": ctx.customer if person.role != "customer" else None,
                  "consent": ctx.consent}
         if channel == "email":

@@ -133,7 +133,8 @@ class Templates:
                       action: SuggestedAction | None = None,
                       escalate_after_s: float = 0.0, customer_name: str | None = None,
                       ack_url: str = "", customer_contact: Recipient | None = None,
-                      consent: Any = None, detail: int = 3) -> dict[str, Any]:
+                      consent: Any = None, detail: int = 3, console_url: str = ""
+                      ) -> dict[str, Any]:
         zh = recipient.locale == "zh-CN"
         tiers = _TIERS["zh-CN" if zh else "en"]
         act = action or change.suggested_action
@@ -142,6 +143,7 @@ class Templates:
             # the profile name when there is one, else the id (the contract)
             "customer": customer_name or change.customer_id, "customer_name": customer_name,
             "value_tier": tiers[change.value_tier], "ack_url": ack_url,
+            "console_url": console_url,
             "contact": _masked_contact(customer_contact, consent), "detail": detail,
             "tenant": change.tenant_id, "store": change.store_id,
             "previous_tier": tiers[change.previous_tier], "tier": tiers[change.tier],
