@@ -18,7 +18,7 @@ import pytest
 from redis.asyncio import Redis
 
 from services.common.embedded import ServiceProcess
-from services.common.profiles import CustomerProfile, StaffMember
+from services.common.profiles import CustomerProfile, ProfileStore, StaffMember
 from services.common.redisconn import Keys
 from services.common.riskchange import (
     Cause,
@@ -143,7 +143,7 @@ async def test_importing_history_gives_one_summary_per_recipient(
         assert listed(summaries[OLGA]) == owned_high, \
             "the summary names exactly who is high now, no holdout"
         assert listed(summaries[MAX]) == ["h-late"]
-        assert f"/v1/customers/{owned_high[0]}/risk" in summaries[OLGA].get_body(("plain",)).get_content()
+        assert f"/console/customers/{owned_high[0]}" in summaries[OLGA].get_body(("plain",)).get_content()
         olga_sms, max_sms = gateway.texts_to(OLGA_PHONE), gateway.texts_to(MAX_PHONE)
         assert len(olga_sms) == 1 and f"{len(owned_high)} customers at high churn risk" in olga_sms[0]
         assert len(max_sms) == 2 and "at high churn risk now" in max_sms[0] and "fresh" in max_sms[1]
@@ -373,3 +373,80 @@ async def quiet_for(seconds: float, count: Any, timeout: float = 30.0) -> None:
 async def _processed(redis: Redis, settings: Any, n: int) -> bool:
     offsets = await redis.hgetall(Keys(settings.redis_prefix).offsets(settings.topic_events))  # type: ignore[misc]
     return sum(int(v) for v in offsets.values()) >= n
+
+
+async def test_a_year_of_history_for_1000_customers_through_the_scorer_gives_one_summary_each(
+        base, redis: Redis, smtp, tmp_path: Path) -> None:
+    """Going live: a year of a salon chain's history for 1,000 customers, ending three days
+    ago, through a real scorer (wall clock) and the notifier. Each store's owner receives at
+    most one "currently at risk" e-mail and one SMS, naming only customers who are high now;
+    no alert per historical transition, no "won back"."""
+    from services.synth import generate
+
+    started = time.monotonic()
+    controller, inbox = smtp
+    now = datetime.now(UTC)
+    events, _ = generate(preset="salon", customers=1000, start=now - timedelta(days=368),
+                         end=now - timedelta(days=3), seed=14)
+    stores = sorted({e["store_id"] for e in events if e.get("store_id")})
+    home: dict[str, str] = {}
+    for e in by_time(events):
+        home.setdefault(e["customer_id"], e.get("store_id") or stores[0])
+    owners = {s: (f"owner.{s}@example.com", f"+1555013{i:04d}") for i, s in enumerate(stores)}
+    async with SmsGateway() as gateway:
+        settings = base(ROUTES, smtp_host="127.0.0.1", smtp_port=controller.port,
+                        sms_gateway_url=gateway.url, alert_summary_after=3.0)
+        keys = Keys(settings.redis_prefix)
+        profiles = ProfileStore(redis, keys)
+        for s, (email, phone) in owners.items():
+            await profiles.put_staff(StaffMember(staff_id=f"own-{s}", email=email, phone=phone))
+        for cid, s in home.items():
+            await profiles.put_profile(cid, CustomerProfile(owner_staff_id=f"own-{s}",
+                                                            store_id=s))
+        await produce_events(settings, events)
+        scorer = ServiceProcess("scorer", settings, tmp_path / "scorer.log",
+                                health_port_setting="scorer_metrics_port").start(wait_ready=False)
+        try:
+            async with notifier(settings):
+                await wait_until(lambda: _processed(redis, settings, len(events)), timeout=120,
+                                 what="every event scored")
+                await wait_until(lambda: inbox.mails and gateway.accepted, timeout=60,
+                                 what="the go-live summaries")
+                await quiet_for(4.0, lambda: len(inbox.mails) + len(gateway.accepted), timeout=60)
+        finally:
+            scorer.stop()
+        tiers = {}
+        for cid in home:
+            tiers[cid] = await redis.hget(keys.customer(cid)[2], "tier")  # type: ignore[misc]
+
+    mails = [m for email, _ in owners.values() for m in inbox.to(email)]
+    assert len(mails) == len(inbox.mails)  # nobody else was written to
+    texts = {}
+    per_recipient: Counter[tuple[str, str]] = Counter()
+    for email, _ in owners.values():
+        for m in inbox.to(email):
+            per_recipient[(email, "email")] += 1
+            texts[(email, "email")] = m.get_body(("plain",)).get_content()
+    for phone in {p for _, p in owners.values()}:
+        for sms in gateway.texts_to(phone):
+            per_recipient[(phone, "sms")] += 1
+            texts[(phone, "sms")] = sms
+    assert mails and all("at high churn risk now" in m["Subject"] for m in mails)
+    assert all(n == 1 for n in per_recipient.values()), per_recipient
+    named = {cid for text in texts.values() for cid in home if f"{cid} " in text or
+             f"{cid}," in text or f"{cid}\n" in text or f"{cid})" in text}
+    assert named and all(tiers[c] == "high" for c in named), \
+        {c: tiers[c] for c in named if tiers[c] != "high"}
+    assert not any("won back" in t.lower() or "came back" in t.lower() for t in texts.values())
+    high_now = sum(1 for t in tiers.values() if t == "high")
+    record(name="import-through-the-scorer", scenario=f"a year of a salon chain's history for "
+           f"1,000 customers ({len(events):,} events, {len(stores)} stores, ending 3 days ago) "
+           "through a real scorer on the wall clock and the notifier",
+           expected="at most one summary e-mail and SMS per store owner, naming only customers "
+           "high now; no alert per past transition, no won back",
+           messages=sum(per_recipient.values()), duplicates=0,
+           stale=sum(1 for m in mails if "at high churn risk now" not in m["Subject"]),
+           test="tests/integration/test_alert_scenarios.py::"
+                "test_a_year_of_history_for_1000_customers_through_the_scorer_gives_one_summary_each",
+           measured={"seconds": round(time.monotonic() - started, 1), "high_now": high_now,
+                     "named": len(named)})
