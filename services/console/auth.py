@@ -27,6 +27,7 @@ from services.console.web import (
     pre_csrf_ok,
     read_form,
     session_store,
+    signed_in_form,
     start_session,
     to_sign_in,
     with_pre_csrf,
@@ -192,12 +193,10 @@ async def sign_out(request: Request, res: Res) -> Response:
 
 @router.post("/console/language")
 async def switch_language(request: Request, res: Res) -> Response:
-    form = await read_form(request)
-    session = await current_session(request, res)
-    if session is None:
-        return to_sign_in()
-    if not secrets.compare_digest(session.csrf, form.get("csrf", "")):
-        return csrf_refused(request, session.locale)
+    checked = await signed_in_form(request, res)
+    if isinstance(checked, Response):
+        return checked
+    session, form = checked
     await session_store(res).update_locale(request.cookies.get(SESSION_COOKIE, ""), session,
                                     i18n.locale_of(form.get("locale")))
     back = form.get("back", "")

@@ -4,7 +4,6 @@ consent allows, score, tier and reasons, score over time, timeline, win-back act
 from __future__ import annotations
 
 import json
-import secrets
 from typing import Any
 from urllib.parse import urlencode
 
@@ -17,10 +16,9 @@ from services.console import charts, i18n
 from services.console.sessions import Session
 from services.console.web import (
     PAGE_SIZE,
-    csrf_refused,
     current_session,
     page,
-    read_form,
+    signed_in_form,
     to_sign_in,
 )
 from services.ingest.deps import Res, Resources
@@ -166,12 +164,10 @@ async def customer_page(customer_id: CustomerId, request: Request, res: Res) -> 
 @router.post("/console/customers/{customer_id:anypath}/actions")
 async def record_action(customer_id: CustomerId, request: Request, res: Res) -> Response:
     """One-click win-back actions, recorded by the same code as POST /v1/customers/{id}/actions."""
-    form = await read_form(request)
-    session = await current_session(request, res)
-    if session is None:
-        return to_sign_in()
-    if not secrets.compare_digest(session.csrf, form.get("csrf", "")):
-        return csrf_refused(request, session.locale)
+    checked = await signed_in_form(request, res)
+    if isinstance(checked, Response):
+        return checked
+    session, form = checked
     found = await _customer(res, session, customer_id)
     if found is None or not found[0].get("tier"):
         return _not_found(request, session, customer_id)

@@ -127,3 +127,16 @@ async def start_session(request: Request, res: Resources, session: Session) -> R
     return response
 
 
+
+
+async def signed_in_form(request: Request, res: Resources
+                         ) -> tuple[Session, dict[str, str]] | Response:
+    """The session and form of a signed-in person's POST, or the answer to give instead: to
+    the sign-in page without a session, 403 when the form lacks the session's CSRF token."""
+    form = await read_form(request)
+    session = await current_session(request, res)
+    if session is None:
+        return to_sign_in()
+    if not secrets.compare_digest(session.csrf, form.get("csrf", "")):
+        return csrf_refused(request, session.locale)
+    return session, form

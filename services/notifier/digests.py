@@ -41,8 +41,9 @@ end
 return 0
 """
 
-# KEYS: due zset, batches set; ARGV: now ms, limit, key prefix of buffers/batches
-_TAKE = """
+# KEYS: due zset, batches set; ARGV: now ms, limit, key prefix of buffers/batches. Due buffers
+# are renamed to numbered batches (the go-live summaries take theirs the same way).
+TAKE_DUE = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
 local out = {}
 for _, name in ipairs(due) do
@@ -70,7 +71,7 @@ class Digester:
         self.interval_s = interval_s
         self.base = keys.notifier_key("dg:")
         self._add = redis.register_script(_ADD)
-        self._take = redis.register_script(_TAKE)
+        self._take = redis.register_script(TAKE_DUE)
 
     async def add(self, *, channel: str, recipient: Recipient, tenant: str, event_id: str,
                   item: dict[str, Any], now_ms: int) -> bool:

@@ -29,29 +29,13 @@ from redis.asyncio import Redis
 
 from services.common.redisconn import Keys
 from services.notifier.channels.base import Message
+from services.notifier.digests import TAKE_DUE
 from services.notifier.inbound import InvalidRecord, RiskChangeEvent, decode_risk_change
 
 logger = logging.getLogger(__name__)
 
 FLUSH_BATCH = 20
 
-# KEYS: due zset, batches set; ARGV: now ms, limit, key prefix
-_TAKE = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-local out = {}
-for _, tenant in ipairs(due) do
-  redis.call('ZREM', KEYS[1], tenant)
-  local buffer = ARGV[3] .. 'b:' .. tenant
-  if redis.call('EXISTS', buffer) == 1 then
-    local n = redis.call('INCR', ARGV[3] .. 'seq')
-    local batch = ARGV[3] .. 'batch:' .. tenant .. ':' .. n
-    redis.call('RENAME', buffer, batch)
-    redis.call('SADD', KEYS[2], batch)
-    table.insert(out, batch)
-  end
-end
-return out
-"""
 
 Plan = Callable[[str, list[tuple[RiskChangeEvent, int]]], Awaitable[list[Message]]]
 Deliver = Callable[[Message], Awaitable[None]]
@@ -62,7 +46,7 @@ class Summaries:
         self.redis = redis
         self.after_ms = int(after_s * 1000)
         self.base = keys.notifier_key("sum:")
-        self._take = redis.register_script(_TAKE)
+        self._take = redis.register_script(TAKE_DUE)
 
     async def add(self, event: RiskChangeEvent, *, created_ms: int, now_ms: int) -> None:
         """Buffer the customer's newest stale change (a replay rewrites the same value)."""
