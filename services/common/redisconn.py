@@ -217,6 +217,11 @@ class Keys:
         ``{"tenant", "alert_id", "by", "exp"}``, kept until it expires."""
         return f"{self.prefix}:acklink:{token}"
 
+    def inbox(self, staff_id: str, tenant: str = DEFAULT_TENANT) -> str:
+        """A staff member's in-app alerts (the console's alert list): hash delivery id ->
+        JSON ``{"alert_id", "customer_id", "kind", "subject", "text", "at_ms"}``, capped."""
+        return f"{self.prefix}:t:{_tag(tenant)}:inbox:{_tag(staff_id)}"
+
     def notifier_key(self, name: str) -> str:
         """Notifier-private keys (episodes, digests, rate limits, escalations):
         ``<prefix>:ntf:<name>``."""

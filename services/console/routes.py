@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from services.console import auth, customers, manager
+from services.console import alerts, auth, customers, manager
 
 router = APIRouter(include_in_schema=False)
-for module in (auth, customers, manager):
+for module in (auth, alerts, customers, manager):
     router.include_router(module.router)

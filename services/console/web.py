@@ -65,8 +65,9 @@ def cookie_secure(request: Request, res: Resources) -> bool:
 def page(name: str, request: Request, *, locale: str, status: int = 200,
           session: Session | None = None, csrf: str = "", **context: Any) -> HTMLResponse:
     t = i18n.words(locale)
+    badge = getattr(request.state, "console_badge", None)
     html = env.get_template(name).render(t=t, locale=locale, session=session, csrf=csrf,
-                                          **context)
+                                          badge=badge, **context)
     return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
 
 
@@ -88,7 +89,15 @@ def browser_locale(request: Request) -> str:
 
 
 async def current_session(request: Request, res: Resources) -> Session | None:
-    return await session_store(res).get(request.cookies.get(SESSION_COOKIE))
+    """The request's session; for a staff member also counts their unacknowledged in-app
+    alerts, which every page shows as a badge."""
+    session = await session_store(res).get(request.cookies.get(SESSION_COOKIE))
+    if session is not None and session.staff_id:
+        from services.console.alerts import inbox
+
+        entries = await inbox(res, session)
+        request.state.console_badge = sum(1 for e in entries if not e["acknowledged"])
+    return session
 
 
 def to_sign_in() -> RedirectResponse:

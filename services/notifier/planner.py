@@ -156,13 +156,13 @@ class Planner:
         links = await self._alert_links(event, people, ctx, kind)
         for person in people:
             for channel in channels:
-                target = person.email if channel == "email" else person.phone
+                target = _target(person, channel)
                 if not target:
                     continue
                 if person.role == "customer" and not (ctx.consent and ctx.consent.allows(channel)):
                     self._count("no_consent")
                     continue
-                if digest and self.digester is not None:
+                if digest and self.digester is not None and channel != "in_app":
                     await self._digest(event, person, channel, ctx, created_ms, action,
                                        ack_url=links.get(person.key, ""))
                     continue
@@ -230,12 +230,12 @@ class Planner:
             created = max(created, created_ms)
         out = []
         for (_, channel), (person, items, tz) in sorted(groups.items()):
-            target = (person.email if channel == "email" else person.phone) or ""
+            target = _target(person, channel) or ""
             did = delivery_id(alert_id, channel, target)
             tenant = name.rsplit(":", 1)[0]
             ctx_vars = {"items": items, "recipient_name": person.name, "tenant": tenant,
                         "delivery_id": did}
-            if channel == "email":
+            if channel in ("email", "in_app"):
                 subject = " ".join(self.templates.render(
                     tenant, person.locale, "summary.subject.j2", ctx_vars).split())
                 text = self.templates.render(tenant, person.locale, "summary.txt.j2", ctx_vars) + "\n"
@@ -274,7 +274,7 @@ class Planner:
                ctx: CustomerContext, created_ms: int, *, kind: str, action: Any = None,
                did: str | None = None, ack_url: str = "") -> Message:
         change = event.change
-        target = (person.email if channel == "email" else person.phone) or ""
+        target = _target(person, channel) or ""
         did = did or delivery_id(event.id, channel, target)
         common: dict[str, Any] = {"recipient_name": person.name, "created_ms": created_ms,
                                   "recipient_key": person.key, "timezone": ctx.timezone,
@@ -285,10 +285,10 @@ class Planner:
                  "console_url": self._link(change.customer_id) if person.role != "customer" else "",
                  "customer_contact": ctx.customer if person.role != "customer" else None,
                  "consent": ctx.consent}
-        if channel == "email":
+        if channel in ("email", "in_app"):
             subject, text, html = self.templates.email(change, person, delivery_id=did, **extra)
-            return _message(event, "email", target, target, did=did, subject=subject,
-                            text=text, html=html, **common)
+            return _message(event, channel, target, target, did=did,  # type: ignore[arg-type]
+                            subject=subject, text=text, html=html, **common)
         return _message(event, "sms", target, target, did=did,
                         text=self.templates.sms(change, person, delivery_id=did, **extra),
                         **common)
@@ -319,13 +319,25 @@ class Planner:
         links = await self._alert_links(event, [ctx.manager], ctx, "escalation")
         out = []
         for channel in self.routing.policies.escalation_channels:
-            target = ctx.manager.email if channel == "email" else ctx.manager.phone
+            target = _target(ctx.manager, channel)
             if channel in self.enabled and target:
                 did = delivery_id(event.id, "escalation:" + channel, target)
                 out.append(self._build(event, ctx.manager, channel, ctx, created_ms,
                                        kind="escalation", action=action, did=did,
                                        ack_url=links.get(ctx.manager.key, "")))
         return out
+
+
+def _target(person: Recipient, channel: str) -> str | None:
+    """Where ``channel`` reaches ``person``: an address, a phone number, or for in_app the
+    staff id of a staff member with a profile (others have no console identity)."""
+    if channel == "email":
+        return person.email
+    if channel == "sms":
+        return person.phone
+    if channel == "in_app" and person.key.startswith("staff:") and person.role != "customer":
+        return person.key.split(":", 2)[2]
+    return None
 
 
 def _mask(channel: str, person: Recipient) -> str:

@@ -44,7 +44,7 @@ import yaml
 from services.common.exceptions import ConfigError
 from services.common.riskchange import TIERS, RiskChange
 
-CHANNELS: tuple[str, ...] = ("email", "sms", "webhook")
+CHANNELS: tuple[str, ...] = ("email", "sms", "in_app", "webhook")
 LOCALES: tuple[str, ...] = ("en", "zh-CN")
 DEFAULT_ROUTING_RESOURCE = "routing.default.yaml"
 
@@ -53,7 +53,10 @@ _TOP_KEYS = ("recipients", "stores", "default_recipient", "routes", "timezone", 
 _RECIPIENT_KEYS = ("name", "email", "phone", "locale")
 _ROUTE_KEYS = ("match", "channels", "to", "digest")
 _MATCH_KEYS = ("from", "to", "store", "value_tier", "segment")
-STAFF_CHANNELS: tuple[str, ...] = ("email", "sms")
+# The channels that reach a person. in_app (the staff console's alert list) wakes nobody, so
+# the defaults of quiet hours and escalation stay e-mail and SMS (PUSH_CHANNELS).
+STAFF_CHANNELS: tuple[str, ...] = ("email", "sms", "in_app")
+PUSH_CHANNELS: tuple[str, ...] = ("email", "sms")
 # Who a route's ``to`` may name besides the recipients defined in the file.
 OWNER, STORE_MANAGER, CUSTOMER = "owner", "store_manager", "customer"
 RECIPIENT_ROLES: tuple[str, ...] = (OWNER, STORE_MANAGER, CUSTOMER)
@@ -111,7 +114,7 @@ class QuietHours:
 
     start: dtime
     end: dtime
-    channels: frozenset[str] = frozenset(STAFF_CHANNELS)
+    channels: frozenset[str] = frozenset(PUSH_CHANNELS)
 
 
 @dataclass(frozen=True)
@@ -140,7 +143,7 @@ class Policies:
     per_recipient: RateLimit | None = None
     per_channel: Mapping[str, RateLimit] = field(default_factory=dict)
     escalate_after_s: float | None = None
-    escalation_channels: tuple[str, ...] = STAFF_CHANNELS
+    escalation_channels: tuple[str, ...] = PUSH_CHANNELS
     inhibit: tuple[Inhibit, ...] = ()
     won_back_channels: tuple[str, ...] = ()
     won_back_to: tuple[str, ...] = (OWNER,)
@@ -272,7 +275,7 @@ def _policies(p: _Parser, doc: dict[str, Any], recipients: Mapping[str, Recipien
         start = p.clock(raw.get("start"), "quiet_hours.start")
         end = p.clock(raw.get("end"), "quiet_hours.end")
         chans = p.choices(raw.get("channels"), "quiet_hours.channels", STAFF_CHANNELS)
-        quiet = QuietHours(start=start, end=end, channels=chans or frozenset(STAFF_CHANNELS))
+        quiet = QuietHours(start=start, end=end, channels=chans or frozenset(PUSH_CHANNELS))
     digest_s = 900.0
     if doc.get("digest") is not None:
         raw = p.mapping(doc["digest"], "digest", ("interval",))
@@ -287,12 +290,12 @@ def _policies(p: _Parser, doc: dict[str, Any], recipients: Mapping[str, Recipien
                                STAFF_CHANNELS)
         per_channel = {c: p.rate(v, f"rate_limits.per_channel.{c}") for c, v in by_channel.items()}
     escalate_after = None
-    escalation_channels: tuple[str, ...] = STAFF_CHANNELS
+    escalation_channels: tuple[str, ...] = PUSH_CHANNELS
     if doc.get("escalation") is not None:
         raw = p.mapping(doc["escalation"], "escalation", ("after", "channels"))
         escalate_after = p.duration(raw.get("after"), "escalation.after", positive=True)
         chans = p.choices(raw.get("channels"), "escalation.channels", STAFF_CHANNELS)
-        escalation_channels = tuple(c for c in STAFF_CHANNELS if c in (chans or STAFF_CHANNELS))
+        escalation_channels = tuple(c for c in STAFF_CHANNELS if c in (chans or PUSH_CHANNELS))
     inhibit: list[Inhibit] = []
     rules = doc.get("inhibit") or []
     if not isinstance(rules, list):

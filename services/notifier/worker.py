@@ -39,6 +39,7 @@ from services.notifier.acks import AckLinks
 from services.notifier.breaker import CircuitBreaker
 from services.notifier.channels.base import Channel, Message, delivery_id
 from services.notifier.channels.email import EmailChannel
+from services.notifier.channels.in_app import InAppChannel
 from services.notifier.channels.sms import SmsChannel
 from services.notifier.channels.webhook import WebhookChannel
 from services.notifier.deadletters import DeadLetters
@@ -180,6 +181,8 @@ class Notifier:
         self.channels = build_channels(settings, self.routing)
         self.redis = make_redis(settings)
         self.keys = Keys(settings.redis_prefix)
+        if "in_app" in self.routing.used_channels | set(self.routing.policies.escalation_channels):
+            self.channels["in_app"] = InAppChannel(self.redis, self.keys)
         policies = self.routing.policies
         lease_s = 2 * max(settings.webhook_timeout_seconds, settings.smtp_timeout_seconds) + 10
         self.ledger = Ledger(self.redis, self.keys, lease_ms=int(lease_s * 1000),

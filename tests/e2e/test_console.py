@@ -15,6 +15,7 @@ import re
 import shutil
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -31,6 +32,15 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
 from services.common.embedded import free_port
+from services.common.riskchange import (
+    Cause,
+    Reason,
+    RiskChange,
+    SuggestedAction,
+    encode_cloudevent,
+    to_cloudevent,
+)
+from tests.kafkatools import produce
 from tests.procs import ServiceProcess
 from tests.seeding import Seeder
 
@@ -120,6 +130,23 @@ def text(driver: webdriver.Chrome) -> str:
         return ""
 
 
+def high_risk_change(customer: str) -> tuple[str, bytes]:
+    """A risk change of tenant acme's customer, low -> high, caused just now."""
+    now = datetime.now(UTC)
+    change = RiskChange(
+        customer_id=customer, tenant_id="acme", store_id="north", previous_tier="low",
+        tier="high", score=0.86, previous_score=0.3,
+        reasons=[Reason(code="overdue_visit", text="120 days since the last visit",
+                        text_zh="距上次到店已120天", weight=1.5)],
+        suggested_action=SuggestedAction(code="personal_call", text="Call the customer",
+                                         text_zh="致电客户"),
+        value_tier="medium", lifecycle_stage="dormant", model_version="m1", as_of=now,
+        cause=Cause(kind="silence", event_id=f"{customer}-1", occurred_at=now),
+        features={})
+    event = to_cloudevent(change)
+    return event["id"], encode_cloudevent(event)
+
+
 async def seed(settings: Any, api_url: str) -> None:
     async with httpx.AsyncClient(base_url=api_url, headers=ACME, timeout=10) as client:
         staff = [{"staff_id": "m-north", "name": "Mia North", "email": "mia@example.com",
@@ -154,11 +181,25 @@ async def test_staff_sign_in_by_mail_at_risk_list_language_and_sign_out(
     inbox = Inbox()
     smtp = Controller(inbox, hostname="127.0.0.1", port=free_port())
     smtp.start()
-    settings = settings_factory(api_keys=KEYS, smtp_host="127.0.0.1", smtp_port=smtp.port)
+    routing = tmp_path / "routing.yaml"  # high-risk alerts to the owner, in the console
+    routing.write_text("recipients: {ops: {name: Ops, email: ops@example.com}}\n"
+                       "default_recipient: ops\n"
+                       "routes:\n  - {match: {to: high}, channels: [in_app], to: [owner]}\n")
+    settings = settings_factory(api_keys=KEYS, smtp_host="127.0.0.1", smtp_port=smtp.port,
+                                routing_file=routing)
     api = ServiceProcess("api", settings, tmp_path / "api.log", health_port_setting="api_port")
+    notifier = ServiceProcess("notifier", settings, tmp_path / "notifier.log",
+                              health_port_setting="notifier_metrics_port")
     try:
         await asyncio.to_thread(api.start)
         await seed(settings, api.url)
+        async with httpx.AsyncClient(base_url=api.url, headers=ACME) as client:
+            r = await client.put("/v1/customers/c-n1/profile", json={
+                "name": "Alice Liddell", "store_id": "north", "owner_staff_id": "m-north"})
+            assert r.status_code == 200, r.text
+        await asyncio.to_thread(notifier.start)
+        alert_id, record = high_risk_change("c-n1")
+        await produce(settings, settings.topic_risk_changes, [(b"c-n1", record)])
 
         def browse() -> None:
             d = chrome
@@ -176,6 +217,22 @@ async def test_staff_sign_in_by_mail_at_risk_list_language_and_sign_out(
             until(lambda: d.find_elements(By.ID, "confirm"), "the confirm button")
             d.find_element(By.ID, "confirm").click()
             until(lambda: d.current_url.endswith("/console/at-risk"), "the at-risk page")
+            # the in-app alert (系统提示): a badge on every page, the list, acknowledge
+            def badge() -> str:
+                d.refresh()
+                found = d.find_elements(By.CSS_SELECTOR, "#badge")
+                return str(found[0].text) if found else ""
+
+            assert until(badge, "the badge", 30) == "1"
+            d.find_element(By.ID, "alerts-link").click()
+            until(lambda: d.find_elements(By.ID, f"ack-{alert_id}"), "the alert list")
+            assert "Alice Liddell" in d.find_element(By.ID, "alerts").text
+            fits(d)
+            shoot(d, tmp_path, "alerts.en")
+            d.find_element(By.ID, f"ack-{alert_id}").click()
+            until(lambda: "acknowledged" in text(d), "the acknowledgement")
+            assert not d.find_elements(By.ID, "badge")
+            d.get(f"{api.url}/console/at-risk")
             page = text(d)
             assert "Signed in as Mia North" in page
             assert "Alice Liddell" in page and "王芳" in page
@@ -273,7 +330,14 @@ async def test_staff_sign_in_by_mail_at_risk_list_language_and_sign_out(
             assert len(inbox.mail) == sent
             assert "httponly" in page.headers["set-cookie"].lower()
             assert page.headers["content-security-policy"].startswith("default-src 'self'")
+        redis = Redis.from_url(settings.redis_url, decode_responses=True)
+        try:  # acknowledged through the same record as POST /v1/alerts/{id}/ack
+            ack = await redis.get(Seeder(redis, settings).keys.ack(alert_id, "acme"))
+            assert ack is not None and json.loads(ack)["by"] == "m-north"
+        finally:
+            await redis.aclose()
     finally:
+        notifier.stop()
         api.stop()
         smtp.stop()
 

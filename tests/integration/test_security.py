@@ -75,12 +75,14 @@ CONSOLE = {("GET", "/console"), ("GET", "/console/sign-in"), ("POST", "/console/
            ("GET", "/console/customers/{customer_id:anypath}"),
            ("POST", "/console/customers/{customer_id:anypath}/actions"),
            ("GET", "/console/manager"), ("GET", "/console/manager/{report}.csv"),
+           ("GET", "/console/alerts"), ("POST", "/console/alerts/{alert_id}/ack"),
            ("GET", "/console/static/console.css")}
 CONSOLE_SIGNED_IN = {("GET", "/console"), ("GET", "/console/at-risk"),
                      ("POST", "/console/language"), ("GET", "/console/manager"),
                      ("GET", "/console/customers/{customer_id:anypath}"),
                      ("POST", "/console/customers/{customer_id:anypath}/actions"),
-                     ("GET", "/console/manager/{report}.csv")}
+                     ("GET", "/console/manager/{report}.csv"), ("GET", "/console/alerts"),
+                     ("POST", "/console/alerts/{alert_id}/ack")}
 # Public, protected by their own credential: the signed, expiring, single-use token of a
 # one-click acknowledge link (tests/integration/test_ack_links.py). Without a valid token: 404.
 SIGNED = {("GET", "/a/{token}"), ("POST", "/a/{token}")}
@@ -209,7 +211,7 @@ def test_every_route_needs_its_key_and_scope(api) -> None:
         assert not required_scopes(table[(method, path)]), (method, path)
     with httpx.Client(base_url=proc.url, timeout=30) as client:
         for method, path in sorted(CONSOLE_SIGNED_IN):  # no session: to the sign-in page
-            url = fill(path, {"customer_id": "sec-c-1", "report": "churn"})
+            url = fill(path, {"customer_id": "sec-c-1", "report": "churn", "alert_id": "a1"})
             r = client.request(method, url, headers=bearer(SCOPED_KEY["admin"]))
             assert (r.status_code, r.headers.get("location")) == (303, "/console/sign-in"), path
     for (method, path), scope in SCOPE.items():  # what the code checks is what we expect

@@ -98,7 +98,7 @@ def test_a_missing_routing_file_names_the_setting(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("old, new, expected", [
     ("to: high, value_tier: high", "to: hgh", r"routes\[0\]\.match\.to: 'hgh' is not accepted; use one of low, medium, high"),
-    ("channels: [email, webhook]", "channels: [email, fax]", r"routes\[1\]\.channels: 'fax' is not accepted; use one of email, sms, webhook"),
+    ("channels: [email, webhook]", "channels: [email, fax]", r"routes\[1\]\.channels: 'fax' is not accepted; use one of email, sms, in_app, webhook"),
     ("channels: [email]", "channels: []", r"routes\[2\]\.channels: must be a non-empty list"),
     ("match: {store: [salon-uptown]}", "match: {shop: x}", r"routes\[3\]\.match: unknown key\(s\) shop; accepted keys are from, to, store, value_tier"),
     ("salon-downtown: downtown", "salon-downtown: nobody", r"stores\.salon-downtown: 'nobody' is not a defined recipient; use one of default_manager, downtown"),
@@ -143,3 +143,19 @@ async def test_every_risk_change_goes_to_every_webhook_whatever_the_routes() -> 
         event = decode_risk_change(encode_cloudevent(to_cloudevent(change(previous, tier))))
         messages = await planner.plan(event, subscriptions=subs)
         assert sorted(m.to for m in messages if m.channel == "webhook") == sorted(s["url"] for s in subs)
+
+
+def test_in_app_is_a_channel_that_wakes_nobody_by_default() -> None:
+    r = parse_routing_text(ROUTING.replace("channels: [email, webhook]",
+                                           "channels: [email, in_app, webhook]") + """
+quiet_hours: {start: "21:00", end: "08:00"}
+escalation: {after: 30m}
+""", source="test")
+    assert r.channels_for(change("low", "high")) == ("email", "in_app", "webhook")
+    assert "in_app" in r.used_channels
+    policies = r.policies
+    assert policies.quiet_hours is not None and "in_app" not in policies.quiet_hours.channels
+    assert policies.escalation_channels == ("email", "sms")
+    explicit = parse_routing_text(ROUTING + "escalation: {after: 30m, channels: [in_app, sms]}\n",
+                                  source="test")
+    assert explicit.policies.escalation_channels == ("sms", "in_app")

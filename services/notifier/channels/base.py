@@ -9,7 +9,7 @@ from typing import Any, Literal, Protocol
 from services.common.logs import mask_email, mask_phone
 from services.notifier.webhooks import display_url
 
-ChannelName = Literal["email", "sms", "webhook"]
+ChannelName = Literal["email", "sms", "in_app", "webhook"]
 
 
 def delivery_id(event_id: str, channel: str, target: str) -> str:
@@ -56,6 +56,8 @@ class Message:
             return mask_email(self.to)
         if self.channel == "sms":
             return mask_phone(self.to)
+        if self.channel == "in_app":
+            return f"console:{self.to}"  # a staff id, no contact data
         return display_url(self.to)
 
     def with_attempt(self, attempt: int, *, secret: str = "", to: str | None = None) -> Message:

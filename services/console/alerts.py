@@ -1,0 +1,81 @@
+"""In-app alerts (系统提示): what the notifier's ``in_app`` channel left for the signed-in staff
+member, newest first, each with "acknowledge" and "open customer"; the badge on every page
+counts the unacknowledged ones (services/console/web.py)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
+from redis.asyncio import Redis
+
+from services.console import i18n
+from services.console.sessions import Session
+from services.console.web import current_session, page, signed_in_form, to_sign_in
+from services.ingest.deps import Res, Resources
+from services.ingest.queries import timeline
+from services.ingest.queries.timefmt import iso_ms
+from services.notifier.acks import acknowledge_once
+
+router = APIRouter(include_in_schema=False)
+SHOWN = 50
+
+
+async def inbox(res: Resources, session: Session) -> list[dict[str, Any]]:
+    """The staff member's in-app alerts, newest first, each marked acknowledged or not."""
+    if not session.staff_id:
+        return []
+    redis: Redis = res.redis
+    raw = await redis.hgetall(res.keys.inbox(session.staff_id, session.tenant))  # type: ignore[misc]
+    entries = []
+    for blob in raw.values():
+        try:
+            entries.append(json.loads(blob))
+        except ValueError:
+            continue
+    entries.sort(key=lambda e: int(e.get("at_ms") or 0), reverse=True)
+    entries = entries[:SHOWN]
+    acked = await redis.mget([res.keys.ack(e["alert_id"], session.tenant) for e in entries]) \
+        if entries else []
+    for e, ack in zip(entries, acked, strict=True):
+        e["acknowledged"] = ack is not None
+        e["at"] = iso_ms(e.get("at_ms"))
+        e["href"] = f"/console/customers/{quote(str(e.get('customer_id', '')), safe='')}"
+    return entries
+
+
+@router.get("/console/alerts")
+async def alerts_page(request: Request, res: Res) -> Response:
+    session = await current_session(request, res)
+    if session is None:
+        return to_sign_in()
+    entries = await inbox(res, session)
+    return page("alerts.html.j2", request, locale=session.locale, session=session,
+                csrf=session.csrf, entries=entries, here="/console/alerts")
+
+
+@router.post("/console/alerts/{alert_id}/ack")
+async def acknowledge_alert(alert_id: str, request: Request, res: Res) -> Response:
+    """Acknowledge one of the person's own in-app alerts (the escalation stops), as
+    ``POST /v1/alerts/{id}/ack`` does: recorded once, shown on the customer's timeline."""
+    checked = await signed_in_form(request, res)
+    if isinstance(checked, Response):
+        return checked
+    session, _ = checked
+    mine = {e["alert_id"]: e for e in await inbox(res, session)}
+    if alert_id not in mine:
+        t = i18n.words(session.locale)
+        return page("message.html.j2", request, locale=session.locale, status=404,
+                    session=session, csrf=session.csrf, heading=t["alerts"],
+                    message=t["no_alert"], back="/console/alerts")
+    entry = mine[alert_id]
+    by = session.staff_id or session.name
+    new, first = await acknowledge_once(res.redis, res.keys, alert_id, by, tenant=session.tenant)
+    if new and entry.get("customer_id"):
+        await timeline.append(res.redis, res.keys, str(entry["customer_id"]), session.tenant, {
+            "kind": "acknowledged", "at": iso_ms(int(float(first["at"]) * 1000)),
+            "alert_id": alert_id, "by": by})
+    return RedirectResponse("/console/alerts", status_code=303)
