@@ -8,7 +8,8 @@ Starts its own embedded broker and Redis and a real ``churnwatch api`` process (
    assessment) for the BENCH_STATE_CUSTOMERS (default 100,000) highest-ranked ones — a page
    only reads the state of its own 100 customers, so the index is what grows with the tenant.
    Measures ``GET /v1/customers/at-risk?limit=100``: the first page, and pages that start at
-   random cursors within the customers that have state.
+   random cursors within the customers that have state; and the staff console's at-risk page
+   (``GET /console/at-risk``, 50 customers rendered as HTML) the same way.
 2. **Single risk read under ingest load.** One client reads ``GET /v1/customers/{id}/risk``
    of random customers, one request at a time: idle; while one thread POSTs batches of 500
    events to the same API process at BENCH_INGEST_RATE (default 2,000 events/s); and while
@@ -125,6 +126,31 @@ def bench_at_risk(url: str, ranked: list[str]) -> dict[str, Any]:
 _PRIO: dict[str, str] = {}
 
 
+def bench_console_at_risk(url: str, ranked: list[str]) -> dict[str, Any]:
+    """The staff console's at-risk page (HTML, 50 customers, names and reasons) for an admin
+    signed in (development mode: no keys), first page and random cursors."""
+    rng = random.Random(12)
+    first: list[float] = []
+    deep: list[float] = []
+    with httpx.Client(base_url=url, timeout=10) as client:
+        client.get("/console/sign-in")
+        r = client.post("/console/sign-in/key", data={"csrf": client.cookies.get("cw_csrf", "")})
+        assert r.status_code == 303 and "cw_session" in client.cookies, r.text[:300]
+        for _ in range(30):  # warm-up
+            client.get("/console/at-risk")
+        for i in range(PAGES // 2):
+            params: dict[str, Any] = {"tier": "high"}
+            if i % 2:
+                cid = ranked[rng.randrange(0, len(ranked) - 200)]
+                params["cursor"] = encode(_PRIO[cid], customer_token(cid))
+            t0 = time.perf_counter()
+            r = client.get("/console/at-risk", params=params)
+            (deep if i % 2 else first).append((time.perf_counter() - t0) * 1000)
+            assert r.status_code == 200 and r.text.count('class="customer ') == 50, r.text[:300]
+    return {"first_page": summary(first), "random_cursor_pages": summary(deep),
+            "all": summary(first + deep)}
+
+
 def ingest_load(url: str, stop: threading.Event, counter: list[int], rate: float) -> None:
     """POST batches of 500 events; ``rate`` events/s per thread (0: as fast as accepted)."""
     base = datetime.now(UTC) - timedelta(days=30)
@@ -191,6 +217,7 @@ def main() -> int:
         result = {"customers_in_index": CUSTOMERS, "customers_with_state": WITH_STATE,
                   "cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()[0],
                   "at_risk_limit_100": bench_at_risk(url, ranked),
+                  "console_at_risk_page": bench_console_at_risk(url, ranked),
                   "risk_read_idle": bench_risk_reads(url, ranked, threads=0, rate=0),
                   "risk_read_ingest_2000_per_s": bench_risk_reads(url, ranked, threads=1,
                                                                   rate=INGEST_RATE),

@@ -84,6 +84,9 @@ def table(r: dict[str, Any]) -> str:
     if "at_risk_limit_100" in a:
         rows.append(("at-risk page of 100", _ms(a["at_risk_limit_100"]["all"]),
                      f"{a['customers_in_index']:,} customers in the index"))
+    if "console_at_risk_page" in a:
+        rows.append(("staff console at-risk page (HTML, 50)", _ms(a["console_at_risk_page"]["all"]),
+                     f"{a['customers_in_index']:,} customers in the index"))
     if "notifier_deliveries_per_s" in s:
         rows.append(("notifier → local webhook", f"{s['notifier_deliveries_per_s']:,.0f} deliveries/s",
                      f"{s['notifier_deliveries']:,} deliveries, {s['notifier_duplicates']} duplicates"))
