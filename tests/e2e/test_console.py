@@ -268,6 +268,7 @@ async def test_staff_sign_in_by_mail_at_risk_list_language_and_sign_out(
             d.find_element(By.ID, "manager-link").click()
             until(lambda: d.current_url.endswith("/console/manager"), "the manager page")
             assert "Win-back rate by staff member" in text(d)
+            assert ">m-north<" in d.page_source and ">called<" in d.page_source  # the bars' labels
             assert len(d.find_elements(By.CSS_SELECTOR, "svg.chart")) >= 3
             fits(d)
             shoot(d, tmp_path, "manager.en")
@@ -293,6 +294,10 @@ async def test_staff_sign_in_by_mail_at_risk_list_language_and_sign_out(
             d.get(f"{api.url}/console/manager")
             assert "各员工挽回率" in text(d)
             shoot(d, tmp_path, "manager.zh-CN")
+            d.get(f"{api.url}/console/alerts")
+            assert "系统提示" in text(d) and "已确认" in text(d)
+            fits(d)
+            shoot(d, tmp_path, "alerts.zh-CN")
             d.find_element(By.ID, "sign-out").click()
             until(lambda: d.current_url.endswith("/console/sign-in"), "the sign-in page")
             d.get(f"{api.url}/console/at-risk")
