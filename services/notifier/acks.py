@@ -75,11 +75,7 @@ async def get_acknowledgement(redis: Redis, keys: Keys, alert_id: str,
                               tenant: str = "default") -> dict[str, Any] | None:
     """``{"by", "at"}`` of the acknowledgement, or None."""
     _check(alert_id)
-    raw = await redis.get(keys.ack(alert_id, tenant))
-    if raw is None:
-        return None
-    value: dict[str, Any] = json.loads(raw)
-    return value
+    return await _json(redis, keys.ack(alert_id, tenant))
 
 
 async def acknowledge_once(redis: Redis, keys: Keys, alert_id: str, by: str, *,
@@ -108,11 +104,12 @@ async def get_alert(redis: Redis, keys: Keys, alert_id: str, tenant: str = "defa
                     ) -> dict[str, Any] | None:
     """``{"customer_id", "store_id", "at"}`` of an alert the notifier sent, or None."""
     _check(alert_id)
-    raw = await redis.get(keys.alert(alert_id, tenant))
-    if raw is None:
-        return None
-    value: dict[str, Any] = json.loads(raw)
-    return value
+    return await _json(redis, keys.alert(alert_id, tenant))
+
+
+async def _json(redis: Redis, key: str) -> dict[str, Any] | None:
+    raw = await redis.get(key)
+    return json.loads(raw) if raw is not None else None  # type: ignore[no-any-return]
 
 
 # one-click links ---------------------------------------------------------------------------

@@ -273,6 +273,9 @@ async def resume_subscription(redis: Redis, keys: Keys, sub_id: str,
 # Health: pause a subscription that keeps failing ---------------------------------------
 
 FAILING = "wh:failing"  # hash subscription id -> unix seconds of the first failure in a row
+# A success clears the failure record at most this often per subscription and process: the
+# record matters only after days of failing, and a round trip per delivery halved the rate.
+CLEAR_EVERY_S = 10.0
 TOLD = "wh:told"  # hash "<id>|<first failure>" -> 1: the admins were told of that pause
 Tell = Callable[[dict[str, Any], str], Awaitable[None]]
 
@@ -289,13 +292,19 @@ class WebhookHealth:
         self.pause_after_s = pause_after_s
         self.tell = tell
         self.clock = clock
+        self._cleared: dict[str, float] = {}  # subscription -> when this process last cleared it
 
     async def succeeded(self, sub_id: str) -> None:
+        now = self.clock()
+        if now - self._cleared.get(sub_id, float("-inf")) < CLEAR_EVERY_S:
+            return  # cleared moments ago (a failure since then is seen by failed())
         await self.redis.hdel(self.keys.notifier_key(FAILING), sub_id)
+        self._cleared[sub_id] = now
 
     async def failed(self, sub_id: str, reason: str) -> bool:
         """Record a failed delivery; True when this call paused the subscription."""
         now = self.clock()
+        self._cleared.pop(sub_id, None)  # the next success clears the record at once
         failing = self.keys.notifier_key(FAILING)
         await self.redis.hsetnx(failing, sub_id, repr(now))
         first = float(await self.redis.hget(failing, sub_id) or now)
