@@ -136,7 +136,7 @@ else
 	$(BIN)/churnwatch schemas --write
 endif
 
-model: $(STAMP) ## Rebuild the shipped default model (services/scorer/default_model/) deterministically
+model: $(STAMP) ## Rebuild the shipped default model (services/scoring/default_model/) deterministically
 	$(BIN)/python -m services.training.default_model
 
 clean: ## Remove the virtualenv and local state

@@ -48,10 +48,10 @@ from services.common.kafka import ensure_topics
 from services.common.redisconn import Keys, customer_token, make_redis
 from services.common.settings import Settings, load_settings
 from services.ingest.queries.cursor import encode
-from services.scorer.engine import Engine, Subject
-from services.scorer.features import DAY_MS, Activity
-from services.scorer.model import load_model
-from services.scorer.tiers import Thresholds
+from services.scoring.engine import Engine, Subject
+from services.scoring.features import DAY_MS, Activity
+from services.scoring.model import load_model
+from services.scoring.tiers import Thresholds
 
 CUSTOMERS = int(os.environ.get("BENCH_CUSTOMERS", "1000000"))
 WITH_STATE = int(os.environ.get("BENCH_STATE_CUSTOMERS", "100000"))

@@ -156,8 +156,8 @@ async def memory_per_customer(settings: Settings) -> dict[str, int]:
     """Redis bytes (MEMORY USAGE of the customer's keys) after 10, 100, 1,000 and 5,000 events
     of one customer inside the window: bounded by the per-customer cap."""
     from services.common.events import validate_event
-    from services.scorer.activity import activity_from_event
     from services.scorer.state import StateStore
+    from services.scoring.activity import activity_from_event
 
     redis = make_redis(settings)
     store = StateStore.from_settings(redis, settings)

@@ -14,11 +14,11 @@ from services.common.holdout import in_holdout
 from services.common.redisconn import Keys, customer_token
 from services.common.riskchange import TIERS
 from services.common.settings import Settings
-from services.scorer.activity import encode_activity
-from services.scorer.engine import Engine, Subject
-from services.scorer.features import DAY_MS, Activity
-from services.scorer.model import load_model
-from services.scorer.tiers import Thresholds
+from services.scoring.activity import encode_activity
+from services.scoring.engine import Engine, Subject
+from services.scoring.features import DAY_MS, Activity
+from services.scoring.model import load_model
+from services.scoring.tiers import Thresholds
 
 
 class Seeder:

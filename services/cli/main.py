@@ -226,7 +226,7 @@ def _model(args: argparse.Namespace) -> int:
     import json
 
     from services.common.exceptions import ModelError
-    from services.scorer.model import DEFAULT_MODEL_PATH, activation_record, read_artifact
+    from services.scoring.model import DEFAULT_MODEL_PATH, activation_record, read_artifact
 
     if args.model_command == "info":
         model = read_artifact(args.path or DEFAULT_MODEL_PATH)

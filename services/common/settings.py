@@ -357,7 +357,7 @@ class Settings(BaseSettings):
                              "subfolders of *.j2 templates, or unset it")
         if self.rules is not None and not self.rules.is_file():
             raise ValueError(f"CHURNWATCH_RULES={self.rules} is not a file; point it at a rules "
-                             "YAML file (see services/scorer/rules/default.yaml) or unset it to use "
+                             "YAML file (see services/scoring/rules/default.yaml) or unset it to use "
                              "the packaged rules of CHURNWATCH_BUSINESS_TYPE")
         return self
 

@@ -17,7 +17,7 @@ from services.ingest.formats import csv_response
 from services.ingest.queries import churn, population, tierhistory, winback
 from services.ingest.queries.churn import Definition, Segment
 from services.ingest.queries.timefmt import now_ms
-from services.scorer.features import DAY_MS
+from services.scoring.features import DAY_MS
 
 router = APIRouter(include_in_schema=False)
 MONTHS = 6

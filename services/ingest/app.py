@@ -41,10 +41,10 @@ from services.ingest.routes import (
     winback,
 )
 from services.ingest.status import StatusReader
-from services.scorer.engine import Engine
-from services.scorer.model import load_model
-from services.scorer.rules import rules_from_settings
-from services.scorer.tiers import Thresholds
+from services.scoring.engine import Engine
+from services.scoring.model import load_model
+from services.scoring.rules import rules_from_settings
+from services.scoring.tiers import Thresholds
 
 logger = logging.getLogger(__name__)
 REDIS_RETRY_AFTER_S = 2  # Retry-After of a 503 while Redis is unreachable

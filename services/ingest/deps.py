@@ -18,7 +18,7 @@ from services.ingest.publisher import EventPublisher
 from services.ingest.queries.cache import TtlCache
 from services.ingest.ratelimit import RateLimiter
 from services.ingest.status import StatusReader
-from services.scorer.engine import Engine
+from services.scoring.engine import Engine
 
 
 @dataclass

@@ -42,10 +42,10 @@ from services.common.riskchange import (
     to_cloudevent,
 )
 from services.common.settings import Settings
-from services.scorer.activity import activity_from_event
-from services.scorer.engine import Assessment, Engine, Subject
-from services.scorer.features import DAY_MS, Activity
 from services.scorer.state import CustomerState, Ref, StateStore, risk_snapshot
+from services.scoring.activity import activity_from_event
+from services.scoring.engine import Assessment, Engine, Subject
+from services.scoring.features import DAY_MS, Activity
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -152,14 +152,21 @@ class Processor:
                     self._clocks[t] = max(self._clocks.get(t, 0), v)
         return {t: self._clocks.get(t) for t in wanted}
 
-    def customer_now(self, cs: CustomerState, tenant_now: int) -> int:
-        """The instant a customer is scored at: the tenant's now, or under the event clock
-        never before the customer's own newest event (their events are never ignored, and
-        their outlier moves nobody else)."""
+    def customer_now(self, cs: CustomerState, tenant_now: int, *, on_event: bool = False) -> int:
+        """The instant a customer is scored at: wall time, or under the event clock the
+        customer's own newest event when their events arrive (``on_event``) and the later of
+        that and the tenant's clock when the sweep re-scores silence.
+
+        Scoring an arriving event at the customer's own newest event makes the result a
+        function of the customer's events alone: however the stream is cut into batches
+        (a crash and a redelivery, another customer's event in the same poll), the same
+        events give the same score, tier and risk change. Time passing is the sweep's."""
         if not self.event_clock:
             return tenant_now
         last = cs.state.get("last_ts")
-        return max(tenant_now, int(float(last))) if last else tenant_now
+        if last:
+            return int(float(last)) if on_event else max(tenant_now, int(float(last)))
+        return tenant_now
 
     # batches ----------------------------------------------------------------------------
     async def process(self, records: Sequence[Record]) -> None:
@@ -261,7 +268,8 @@ class Processor:
         # that are already stored and scored (pending == 0) changes nothing, not even the
         # clock a customer was scored at. Silence is the sweep's business.
         touched = [cs for cs in states.values() if cs.added or cs.pending]
-        await self._rescore(touched, [self.customer_now(cs, nows[cs.tenant]) for cs in touched],
+        await self._rescore(touched, [self.customer_now(cs, nows[cs.tenant], on_event=True)
+                                      for cs in touched],
                             kind="event", offsets=offsets,
                             stats={"events_duplicate_total": total_valid - added,
                                    "events_dead_lettered_total": len(dead)},

@@ -20,8 +20,8 @@ from redis.asyncio import Redis
 
 from services.common.redisconn import DEFAULT_TENANT, Keys, customer_token
 from services.common.settings import Settings
-from services.scorer.activity import activity_from_row, decode_activity, encode_activity
-from services.scorer.features import DAY_MS, Activity
+from services.scoring.activity import activity_from_row, decode_activity, encode_activity
+from services.scoring.features import DAY_MS, Activity
 
 # Events older than the longest window are trimmed, except each customer's newest ones: a
 # customer whose whole history is old stays known and scoreable, and memory stays bounded.

@@ -21,13 +21,13 @@ from services.common.kafka import faust_credentials, start_producer
 from services.common.logs import setup_logging
 from services.common.redisconn import make_redis
 from services.common.settings import Settings
-from services.scorer.engine import Engine
-from services.scorer.model import load_model
 from services.scorer.processor import Processor, Record
-from services.scorer.rules import rules_from_settings
 from services.scorer.state import StateStore
-from services.scorer.tiers import Thresholds
 from services.scorer.transport import transport_app
+from services.scoring.engine import Engine
+from services.scoring.model import load_model
+from services.scoring.rules import rules_from_settings
+from services.scoring.tiers import Thresholds
 
 logger = logging.getLogger(__name__)
 

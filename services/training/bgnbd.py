@@ -3,7 +3,7 @@
 Each customer "buys" (has an active day) as a Poisson process with rate lambda ~ Gamma(r,
 alpha) and, after every purchase, drops out with probability p ~ Beta(a, b). From a customer's
 own activity — repeat active days ``x``, the time of the last one ``t_x`` and the observed span
-``T`` (all in days, see the ``bgnbd_*`` features of :mod:`services.scorer.features`) — it gives
+``T`` (all in days, see the ``bgnbd_*`` features of :mod:`services.scoring.features`) — it gives
 
 - ``P(alive)``, and
 - ``P(no active day within the next h days)`` — exactly churnwatch's label.
@@ -24,7 +24,7 @@ from scipy.optimize import minimize
 from scipy.special import betaln, gammaln
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from services.scorer.features import FEATURE_NAMES
+from services.scoring.features import FEATURE_NAMES
 
 logger = logging.getLogger(__name__)
 X_COL = FEATURE_NAMES.index("bgnbd_x")

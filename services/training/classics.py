@@ -26,7 +26,7 @@ from scipy.optimize import minimize
 from scipy.special import gammaln, hyp2f1, logsumexp
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from services.scorer.features import FEATURE_NAMES
+from services.scoring.features import FEATURE_NAMES
 from services.training import bgnbd
 
 logger = logging.getLogger(__name__)

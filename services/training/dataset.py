@@ -1,7 +1,7 @@
 """From an NDJSON event history to point-in-time training snapshots.
 
 A snapshot is (customer, observation date ``d``): its features are
-:func:`services.scorer.features.compute_features` over the customer's events at or before
+:func:`services.scoring.features.compute_features` over the customer's events at or before
 ``d`` — the very function the scorer serves, so training and serving cannot disagree — and
 its label is 1 ("churned") when the customer has no event at all in ``(d, d + horizon]``.
 Observation dates are chosen so that ``d + horizon <= until``: every label is fully observed
@@ -21,8 +21,8 @@ from typing import TextIO
 import numpy as np
 
 from services.common.events import epoch_ms, parse_json, validate_event
-from services.scorer.activity import activity_from_event
-from services.scorer.features import DAY_MS, FEATURE_NAMES, WINDOWS, Activity, compute_features
+from services.scoring.activity import activity_from_event
+from services.scoring.features import DAY_MS, FEATURE_NAMES, WINDOWS, Activity, compute_features
 from services.training.exceptions import TrainingError
 from services.training.progress import Progress
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from services.scorer.model import DEFAULT_MODEL_PATH
+from services.scoring.model import DEFAULT_MODEL_PATH
 from services.synth import PRESETS, generate, write_ndjson
 from services.training.train import TrainReport, train
 

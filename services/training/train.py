@@ -11,7 +11,7 @@ of one horizon), so no evaluation number leans on the future.
 - the winner is fitted on the fit dates, calibrated on the calibration dates and evaluated on
   the holdout against two baselines: recency alone and the rule scorecard;
 - the artifact is the same recipe refitted on the latest data (all dates but the last few,
-  which calibrate it), saved with :func:`services.scorer.model.save_artifact`, with a linear
+  which calibrate it), saved with :func:`services.scoring.model.save_artifact`, with a linear
   surrogate of it that explains scores cheaply (:func:`fit_explainer`).
 
 Every candidate starts with :class:`~services.training.bgnbd.BGNBDFeatures`: BG/NBD's
@@ -42,9 +42,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from threadpoolctl import threadpool_limits
 
-from services.scorer.features import DAY_MS, FEATURE_NAMES, FEATURE_SCHEMA_VERSION
-from services.scorer.model import save_artifact
-from services.scorer.scorecard import Scorecard
+from services.scoring.features import DAY_MS, FEATURE_NAMES, FEATURE_SCHEMA_VERSION
+from services.scoring.model import save_artifact
+from services.scoring.scorecard import Scorecard
 from services.training.bgnbd import BGNBDFeatures
 from services.training.classics import BGNBDModel, ParetoNBDModel, RecencyModel
 from services.training.dataset import (

@@ -32,7 +32,7 @@ from services.notifier.channels.base import delivery_id
 from services.notifier.signing import verify
 from services.notifier.webhooks import add_subscription
 from services.scorer.state import StateStore
-from services.scorer.tiers import Thresholds
+from services.scoring.tiers import Thresholds
 from tests.data import T0, by_time, complaint, regular, visit
 from tests.integration.test_notifier import produce_changes, wait_until
 from tests.integration.test_notifier_policies import change

@@ -11,7 +11,7 @@ import pytest
 from services.common.redisconn import Keys, customer_token
 from services.ingest.queries.holdout import in_holdout
 from services.notifier.acks import record_alert
-from services.scorer.features import DAY_MS
+from services.scoring.features import DAY_MS
 from tests.integration.test_api_queries import ACME, ADMIN, INGEST, KEYS, READ, api, make  # noqa: F401
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,7 @@ import redis as redis_sync
 from services.common.embedded import free_port
 from services.common.redisconn import Keys
 from services.common.settings import Settings
-from services.scorer.model import DEFAULT_MODEL_PATH, read_artifact
+from services.scoring.model import DEFAULT_MODEL_PATH, read_artifact
 from tests.procs import ServiceProcess
 
 pytestmark = pytest.mark.integration

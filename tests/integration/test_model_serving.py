@@ -14,7 +14,7 @@ import pytest
 
 from services.common.redisconn import Keys, make_redis
 from services.common.settings import Settings
-from services.scorer.model import load_model
+from services.scoring.model import load_model
 from services.synth import generate, write_ndjson
 from tests.data import regular
 from tests.procs import ServiceProcess

@@ -20,8 +20,8 @@ import pytest
 
 from services.common.events import epoch_ms
 from services.common.redisconn import Keys, make_redis
-from services.scorer.features import FEATURE_NAMES
-from services.scorer.model import load_model
+from services.scoring.features import FEATURE_NAMES
+from services.scoring.model import load_model
 from services.synth import generate, write_ndjson
 from services.training.dataset import build_snapshots, read_events
 from tests.kafkatools import produce_events

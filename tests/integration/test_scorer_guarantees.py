@@ -18,8 +18,8 @@ from redis.asyncio import Redis
 
 from services.common.redisconn import Keys, make_redis
 from services.common.settings import Settings
-from services.scorer.features import compute_features
 from services.scorer.state import StateStore, load_customers
+from services.scoring.features import compute_features
 from tests.data import T0, by_time, complaint, regular
 from tests.integration.test_scorer import customer_state, scorer, wait_processed
 from tests.kafkatools import produce_events, read_all
@@ -246,7 +246,7 @@ async def test_memory_per_customer_is_bounded(settings_factory) -> None:
     """Bytes per customer grow with the events kept and stop at the cap, however long the
     history (figures for the README come from ``make bench``)."""
     from services.common.events import validate_event
-    from services.scorer.activity import activity_from_event
+    from services.scoring.activity import activity_from_event
 
     settings = settings_factory(create_topics=False, max_events_per_customer=200)
     redis = make_redis(settings)

@@ -9,10 +9,10 @@ from hypothesis import strategies as st
 
 from services.common.events import epoch_ms, validate_event
 from services.common.riskchange import Cause, risk_change_id
-from services.scorer.activity import activity_from_event, decode_activity, encode_activity
-from services.scorer.features import DAY_MS, FEATURE_NAMES, Activity, compute_features
-from services.scorer.scorecard import Scorecard, reasons
-from services.scorer.tiers import Thresholds, decide_tier
+from services.scoring.activity import activity_from_event, decode_activity, encode_activity
+from services.scoring.features import DAY_MS, FEATURE_NAMES, Activity, compute_features
+from services.scoring.scorecard import Scorecard, reasons
+from services.scoring.tiers import Thresholds, decide_tier
 from tests.data import T0, complaint, regular
 
 T = Thresholds(medium_enter=0.45, medium_exit=0.35, high_enter=0.75, high_exit=0.65, min_dwell_ms=0)

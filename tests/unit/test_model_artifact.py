@@ -15,18 +15,18 @@ import pytest
 
 from services.common.exceptions import ConfigError, ModelError
 from services.common.settings import load_settings
-from services.scorer.engine import Engine, Subject
-from services.scorer.features import FEATURE_NAMES, compute_features
-from services.scorer.model import (
+from services.scoring.engine import Engine, Subject
+from services.scoring.features import FEATURE_NAMES, compute_features
+from services.scoring.model import (
     DEFAULT_MODEL_PATH,
     SklearnModel,
     feature_matrix,
     load_model,
     read_artifact,
 )
-from services.scorer.rules import load_rules
-from services.scorer.scorecard import Scorecard
-from services.scorer.tiers import Thresholds
+from services.scoring.rules import load_rules
+from services.scoring.scorecard import Scorecard
+from services.scoring.tiers import Thresholds
 from services.synth import generate
 from services.training.dataset import build_snapshots, observation_dates
 from services.training.default_model import UNTIL
@@ -45,7 +45,7 @@ def default() -> SklearnModel:
 def fixed_rows() -> np.ndarray:
     """A fixed input: point-in-time snapshots of generated retail customers."""
     from services.common.events import validate_event
-    from services.scorer.activity import activity_from_event
+    from services.scoring.activity import activity_from_event
 
     events, _ = generate(preset="retail", customers=150, start=UNTIL.replace(year=2025), end=UNTIL,
                          seed=99)

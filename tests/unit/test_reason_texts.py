@@ -12,10 +12,10 @@ from datetime import timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.scorer.engine import Engine, Subject
-from services.scorer.features import FEATURE_NAMES
-from services.scorer.scorecard import REASON_OF_FEATURE, Scorecard, contributions, describe
-from services.scorer.tiers import Thresholds
+from services.scoring.engine import Engine, Subject
+from services.scoring.features import FEATURE_NAMES
+from services.scoring.scorecard import REASON_OF_FEATURE, Scorecard, contributions, describe
+from services.scoring.tiers import Thresholds
 from tests.data import T0, complaint, regular
 from tests.unit.test_features import acts, at
 

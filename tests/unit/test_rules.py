@@ -13,11 +13,11 @@ import yaml
 
 from services.common.exceptions import ConfigError
 from services.common.settings import load_settings
-from services.scorer.engine import Engine, Subject
-from services.scorer.features import FEATURE_NAMES, compute_features
-from services.scorer.rules import BUSINESS_TYPES, load_rules, parse_rules
-from services.scorer.scorecard import Scorecard
-from services.scorer.tiers import Thresholds
+from services.scoring.engine import Engine, Subject
+from services.scoring.features import FEATURE_NAMES, compute_features
+from services.scoring.rules import BUSINESS_TYPES, load_rules, parse_rules
+from services.scoring.scorecard import Scorecard
+from services.scoring.tiers import Thresholds
 from tests.data import T0, complaint, regular
 from tests.unit.test_features import acts, at
 

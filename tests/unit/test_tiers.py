@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.scorer.tiers import Thresholds, decide_tier, plain_tier
+from services.scoring.tiers import Thresholds, decide_tier, plain_tier
 
 T = Thresholds(medium_enter=0.45, medium_exit=0.35, high_enter=0.75, high_exit=0.65)
 DAY = 86_400_000

@@ -14,8 +14,8 @@ import pytest
 
 from services.common.events import epoch_ms
 from services.common.exceptions import ChurnwatchError
-from services.scorer.features import DAY_MS, FEATURE_NAMES, Activity, compute_features
-from services.scorer.model import load_model, predict_features
+from services.scoring.features import DAY_MS, FEATURE_NAMES, Activity, compute_features
+from services.scoring.model import load_model, predict_features
 from services.synth import generate, write_ndjson
 from services.training import TrainingError, TrainReport, train
 from services.training.dataset import (

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from services.ingest.queries.population import Member, Population
-from services.scorer.features import DAY_MS, FEATURE_NAMES
+from services.scoring.features import DAY_MS, FEATURE_NAMES
 
 Period = Literal["week", "month", "quarter"]
 Segment = Literal["all", "store", "value_tier", "lifecycle_stage"]

@@ -18,7 +18,7 @@ from services.common.redisconn import Keys, customer_token
 from services.common.riskchange import TIERS
 from services.ingest.queries.erasure import AUDIT_MAX, subject_digest
 from services.ingest.queries.timefmt import canonical, iso_ms
-from services.scorer.activity import decode_activity
+from services.scoring.activity import decode_activity
 
 
 def _json(raw: Any) -> Any:

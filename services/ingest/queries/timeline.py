@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from services.common.redisconn import Keys
 from services.ingest.queries.timefmt import canonical, iso_ms
-from services.scorer.activity import decode_activity
+from services.scoring.activity import decode_activity
 
 TIMELINE_MAX = 500  # entries kept in ``tl``
 RECENT_EVENTS = 200  # newest events summarized

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 
 from services.common.redisconn import Keys, customer_token, parse_customer_token
 from services.ingest.queries.timefmt import iso_ms
-from services.scorer.features import DAY_MS
+from services.scoring.features import DAY_MS
 
 
 async def record(redis: Redis, keys: Keys, *, tenant: str, customer_id: str,

@@ -19,8 +19,8 @@ from services.ingest.params import CustomerId
 from services.ingest.queries import erasure, export
 from services.ingest.queries.holdout import holdout
 from services.ingest.queries.timefmt import iso_ms, parse_iso
-from services.scorer.engine import Subject
 from services.scorer.state import load_customers
+from services.scoring.engine import Subject
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["customers"])

@@ -16,7 +16,7 @@ from services.ingest.queries import winback
 from services.ingest.queries.errors import Invalid
 from services.ingest.queries.timefmt import now_ms, parse_iso
 from services.ingest.routes.analytics import OK_CSV, scoped_store
-from services.scorer.features import DAY_MS
+from services.scoring.features import DAY_MS
 
 router = APIRouter(tags=["analytics"])
 

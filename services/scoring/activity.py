@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from services.common.events import AnyEvent, ComplaintEvent, TransactionEvent, epoch_ms
-from services.scorer.features import Activity
+from services.scoring.features import Activity
 
 _KIND_CODE = {"transaction": "t", "visit": "v", "complaint": "c"}
 _CODE_KIND = {v: k for k, v in _KIND_CODE.items()}

@@ -1,6 +1,6 @@
 """Rules beside the model: monitored thresholds that can raise a tier and always say why.
 
-A rules file (YAML, one per business type in ``services/scorer/rules/``; another with
+A rules file (YAML, one per business type in ``services/scoring/rules/``; another with
 ``CHURNWATCH_RULES``) looks like::
 
     business_type: salon
@@ -12,7 +12,7 @@ A rules file (YAML, one per business type in ``services/scorer/rules/``; another
           en: "Unresolved high-severity complaints: {open_high_complaints:.0f}"
           zh-CN: "有{open_high_complaints:.0f}个未解决的严重投诉"
 
-Conditions compare one feature of :data:`~services.scorer.features.FEATURE_NAMES` with a
+Conditions compare one feature of :data:`~services.scoring.features.FEATURE_NAMES` with a
 number (``>=``, ``>``, ``<=``, ``<``, ``==``, ``!=``); reasons may quote any feature of the
 customer with Python format fields. Precedence: model score -> tier thresholds and hysteresis
 -> rules floor (a rule raises the tier to at least its ``min_tier``, never lowers it, and adds
@@ -33,7 +33,7 @@ import yaml
 
 from services.common.exceptions import ConfigError
 from services.common.riskchange import Reason
-from services.scorer.features import FEATURE_NAMES
+from services.scoring.features import FEATURE_NAMES
 
 RULES_DIR = Path(__file__).with_name("rules")
 BUSINESS_TYPES = ("default", "salon", "restaurant", "retail")

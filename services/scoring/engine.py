@@ -7,7 +7,7 @@ the scorecard explains itself.
 
 Used by the streaming scorer (with tier history, hysteresis and dwell) and by the risk API's
 ``as_of`` reads (point in time, entry thresholds), so both score exactly alike. The served
-model is an :class:`~services.scorer.model.ActiveModel`: :meth:`Engine.refresh` follows
+model is an :class:`~services.scoring.model.ActiveModel`: :meth:`Engine.refresh` follows
 ``churnwatch model activate`` without a restart.
 """
 
@@ -20,12 +20,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.common.riskchange import Reason, SuggestedAction
-from services.scorer.features import Activity, compute_features, lifecycle_stage, value_tier
-from services.scorer.model import ActiveModel, RiskModel, feature_matrix
-from services.scorer.rules import RuleSet
-from services.scorer.scorecard import REGULAR, explained_reasons, suggested_action
-from services.scorer.scorecard import reasons as explain
-from services.scorer.tiers import Thresholds, decide_tier, plain_tier
+from services.scoring.features import Activity, compute_features, lifecycle_stage, value_tier
+from services.scoring.model import ActiveModel, RiskModel, feature_matrix
+from services.scoring.rules import RuleSet
+from services.scoring.scorecard import REGULAR, explained_reasons, suggested_action
+from services.scoring.scorecard import reasons as explain
+from services.scoring.tiers import Thresholds, decide_tier, plain_tier
 
 MAX_REASONS = 4
 logger = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from services.common.riskchange import Reason, SuggestedAction
-from services.scorer.features import FEATURE_NAMES
-from services.scorer.rules import english_plurals
+from services.scoring.features import FEATURE_NAMES
+from services.scoring.rules import english_plurals
 
 VERSION = "scorecard-1"
 BASE = -2.2
@@ -54,7 +54,7 @@ def contributions(f: dict[str, float]) -> list[Contribution]:
                                    f"{cadence} days")
             zh = f"距上次到店已{since}天；平时每{cadence}天一次"
         else:
-            text = f"{since} days since the only visit, and no return yet"
+            text = english_plurals(f"{since} days since the only visit, and no return yet")
             zh = f"自唯一一次到店已过{since}天，尚未回头"
         out.append(Contribution("overdue", W_OVERDUE * over, text, zh))
     n_open, n_high = int(f["open_complaints"]), int(f["open_high_complaints"])

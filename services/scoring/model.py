@@ -37,8 +37,8 @@ import joblib
 import numpy as np
 
 from services.common.exceptions import ConfigError, ModelError
-from services.scorer.features import FEATURE_NAMES, FEATURE_SCHEMA_VERSION
-from services.scorer.scorecard import Scorecard
+from services.scoring.features import FEATURE_NAMES, FEATURE_SCHEMA_VERSION
+from services.scoring.scorecard import Scorecard
 
 logger = logging.getLogger(__name__)
 ARTIFACT_FORMAT = "churnwatch-model"
@@ -128,7 +128,7 @@ def save_artifact(path: Path, *, estimator: Any, feature_names: tuple[str, ...],
                   ) -> str:
     unknown = [n for n in feature_names if n not in FEATURE_NAMES]
     if unknown:
-        raise ModelError(f"features {unknown} are not computed by services.scorer.features")
+        raise ModelError(f"features {unknown} are not computed by services.scoring.features")
     version = content_version(name, estimator, feature_names, explainer)
     path.parent.mkdir(parents=True, exist_ok=True)
     joblib.dump({
