@@ -88,7 +88,7 @@ async def populate(settings: Settings) -> list[str]:
     for i in range(0, WITH_STATE, 2_000):
         pipe = redis.pipeline(transaction=False)
         for cid in ranked[i:i + 2_000]:
-            pipe.hset(keys.customer(cid)[2], mapping={
+            pipe.hset(keys.state(cid), mapping={
                 "first_ts": now - 200 * DAY_MS, "last_ts": now - 88 * DAY_MS, "store": "north",
                 "tier": "high", "score": score, "tier_since": now, "risk": risk})
         await pipe.execute()

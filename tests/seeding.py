@@ -1,5 +1,5 @@
 """Customers written the way the scorer stores them (state hash with the risk snapshot of a
-real :class:`Engine` assessment, event window, tier indexes ranked by priority): for tests of
+real :class:`Engine` assessment, summary of the events, tier indexes ranked by priority): for tests of
 what reads that state (the query API, the console) without running a scorer."""
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from services.common.holdout import in_holdout
 from services.common.redisconn import Keys, customer_token
 from services.common.riskchange import TIERS
 from services.common.settings import Settings
-from services.scoring.activity import encode_activity
 from services.scoring.engine import Engine, Subject
 from services.scoring.features import DAY_MS, Activity
 from services.scoring.model import load_model
+from services.scoring.summary import Summary, summarize
 from services.scoring.tiers import Thresholds
 
 
@@ -40,13 +40,12 @@ class Seeder:
                                with_history=False)[0]
         tier = tier or a.tier
         snap = a.to_json() | {"tier": tier}
-        ev, ed, st = self.keys.customer(cid, tenant)
+        st = self.keys.state(cid, tenant)
         token = customer_token(cid, tenant)
         priority = round(a.score * (1.0 + max(a.features.get("spend_365", 0.0), 0.0)), 6)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.zadd(ev, {x.event_id: x.ts for x in acts})
-        pipe.hset(ed, mapping={x.event_id: encode_activity(x) for x in acts})
-        fields: dict[str, Any] = {"first_ts": min(x.ts for x in acts),
+        fields: dict[str, Any] = {"sm": summarize(acts).encode(),
+                                  "first_ts": min(x.ts for x in acts),
                                   "last_ts": max(x.ts for x in acts), "tier": tier,
                                   "score": a.score, "tier_since": now, "risk": json.dumps(snap)}
         if store:
@@ -63,8 +62,9 @@ class Seeder:
         return {"customer_id": cid, "priority": priority, "tier": tier, "score": a.score}
 
     async def add_event(self, cid: str, ts: int, tenant: str = "default") -> None:
-        ev, ed, st = self.keys.customer(cid, tenant)
+        st = self.keys.state(cid, tenant)
         act = Activity(kind="visit", ts=ts, event_id=f"{cid}-late-{ts}")
-        await self.redis.zadd(ev, {act.event_id: ts})
-        await self.redis.hset(ed, act.event_id, encode_activity(act))
-        await self.redis.hset(st, "last_ts", ts)
+        blob = await self.redis.hget(st, "sm")  # type: ignore[misc]
+        summary = Summary.decode(blob) if blob else Summary.empty()
+        summary.fold(act)
+        await self.redis.hset(st, mapping={"sm": summary.encode(), "last_ts": summary.last_ts or ts})

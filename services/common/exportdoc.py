@@ -28,7 +28,8 @@ class CustomerExport(BaseModel):
     state: dict[str, Any] | None = Field(description="Store, tier, score, first/last event "
                                          "times and the latest risk snapshot with its reasons "
                                          "and features; null before the first event is scored.")
-    events: list[dict[str, Any]] = Field(description="The events held in the customer's window, "
+    events: list[dict[str, Any]] = Field(
+        description="The raw events the customer's summary still holds (their newest), "
                                          "oldest first.")
     timeline: list[Any] = Field(description="Tier changes, staff actions, acknowledgements and "
                                 "profile changes, newest first.")

@@ -27,8 +27,8 @@ def make_redis(settings: Settings, **overrides: object) -> Redis:
 
 
 DEFAULT_TENANT = "default"
-# ev: event-time index, ed: events, st: state & risk, pf: profile, dl: delivery log,
-# tl: timeline, ac: staff actions.
+# st: summary, state & risk, pf: profile, dl: delivery log, tl: timeline, ac: staff actions;
+# ev and ed held raw events before the summary (erasure still deletes them).
 CUSTOMER_KEY_SUFFIXES = ("ev", "ed", "st", "pf", "dl", "tl", "ac")
 
 
@@ -66,10 +66,10 @@ class Keys:
         """Prefix of every key of one customer: ``<prefix>:c:{<token>}``; add ``:<suffix>``."""
         return f"{self.prefix}:c:{{{customer_token(customer_id, tenant)}}}"
 
-    def customer(self, customer_id: str, tenant: str = DEFAULT_TENANT) -> tuple[str, str, str]:
-        """(event index zset, event data hash, state hash) of one customer."""
-        base = self.customer_base(customer_id, tenant)
-        return f"{base}:ev", f"{base}:ed", f"{base}:st"
+    def state(self, customer_id: str, tenant: str = DEFAULT_TENANT) -> str:
+        """The customer's state hash: summary of their events, risk snapshot, tier (see
+        ``services/state/store.py``)."""
+        return f"{self.customer_base(customer_id, tenant)}:st"
 
     def timeline(self, customer_id: str, tenant: str = DEFAULT_TENANT) -> str:
         """The customer's timeline (tier changes, staff actions...), a capped list."""
@@ -136,8 +136,9 @@ class Keys:
         return f"{self.prefix}:t:{_tag(tenant)}:holdout"
 
     def tenant_stats(self, tenant: str = DEFAULT_TENANT) -> str:
-        """Hash of the tenant's own pipeline counters (the global ones are ``stats``)."""
-        return f"{self.prefix}:t:{_tag(tenant)}:stats"
+        """Hash of the tenant's own pipeline counters (the global ones are ``stats``); in the
+        scorer's slot, so one script counts a batch everywhere."""
+        return f"{self.scorer_base}:t:{_tag(tenant)}:stats"
 
     @property
     def tenants(self) -> str:
@@ -167,8 +168,19 @@ class Keys:
 
     # global -------------------------------------------------------------------------
 
+    @property
+    def scorer_base(self) -> str:
+        """Prefix of the scorer's counters: one hash tag, so that a batch's offsets and stats
+        are committed by one script on Redis Cluster too."""
+        return f"{self.prefix}:sc:{{{_tag(self.prefix)}/sc}}"
+
     def offsets(self, topic: str) -> str:
-        return f"{self.prefix}:offsets:{topic}"
+        """Hash partition -> next offset of ``topic`` the scorer has fully processed."""
+        return f"{self.scorer_base}:offsets:{topic}"
+
+    def commit_marker(self, process: str) -> str:
+        """One scorer process's last commit token (a retried commit counts once)."""
+        return f"{self.scorer_base}:commit:{process}"
 
     @property
     def active_model(self) -> str:
@@ -178,7 +190,8 @@ class Keys:
 
     @property
     def stats(self) -> str:
-        return f"{self.prefix}:stats"
+        """Hash of the pipeline's global counters (events applied, duplicates...)."""
+        return f"{self.scorer_base}:stats"
 
     @property
     def webhooks(self) -> str:

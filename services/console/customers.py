@@ -89,7 +89,7 @@ async def at_risk_page(request: Request, res: Res, tier: str = "high", store: st
 async def _customer(res: Resources, session: Session, customer_id: str
                     ) -> tuple[dict[str, str], CustomerProfile | None] | None:
     """The customer's state and profile when this session may see them, else None."""
-    _, _, st = res.keys.customer(customer_id, session.tenant)
+    st = res.keys.state(customer_id, session.tenant)
     pipe = res.redis.pipeline(transaction=False)
     pipe.hgetall(st)
     pipe.get(res.keys.profile(customer_id, session.tenant))

@@ -2,17 +2,22 @@
 
 For each batch of records from the events topic:
 
-1. decode and validate; records that are not JSON or break the schema go to the dead-letter
-   topic with the reason (acknowledged by the broker before the batch counts as done);
-2. apply the events to Redis — one pipelined round trip, idempotent by ``event_id``;
-3. re-score every touched customer — one vectorized model call;
-4. publish a risk-change CloudEvent for every tier change (awaiting the broker's acks), and
-   only then record the new tiers, the silence index and the processed offsets in Redis.
+1. skip records below the partition's committed offset (redelivered, already counted);
+   decode and validate the rest; records that are not JSON or break the schema go to the
+   dead-letter topic with the reason;
+2. read the touched customers' summaries (one round trip), fold the new events in —
+   idempotent by ``event_id`` and by offset (a record at or below the customer's newest
+   applied offset is not applied again) — and re-score the customers whose summary changed
+   (one vectorized model call);
+3. publish a risk-change CloudEvent for every tier change (awaiting the broker's acks);
+4. write each customer (compare-and-set), then the indexes, then the partition commit
+   (offsets and stats, once): see ``services/state/store.py``.
 
-A crash anywhere repeats at most steps 2-4 for the batch, which changes nothing twice:
-events are deduplicated by id and a repeated risk change carries the same deterministic id.
-Infrastructure errors are retried until they succeed, so nothing is acknowledged that was
-not stored. A tombstone (null value) keyed by a customer id erases that customer.
+A crash anywhere repeats at most steps 2-4 for the batch, which changes nothing twice: a
+repeated risk change carries the same deterministic id, and a customer written by the lost
+attempt is counted from what that attempt stored. Infrastructure errors are retried until
+they succeed, so nothing is acknowledged that was not stored. A tombstone (null value) keyed
+by a customer id erases that customer.
 """
 
 from __future__ import annotations
@@ -42,10 +47,20 @@ from services.common.riskchange import (
     to_cloudevent,
 )
 from services.common.settings import Settings
-from services.scorer.state import CustomerState, Ref, StateStore, risk_snapshot
 from services.scoring.activity import activity_from_event
 from services.scoring.engine import Assessment, Engine, Subject
 from services.scoring.features import DAY_MS, Activity
+from services.state.store import (
+    CustomerState,
+    CustomerWrite,
+    IndexEntry,
+    Outcome,
+    Ref,
+    StateConflict,
+    StateStore,
+    clock_member,
+    risk_snapshot,
+)
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -66,6 +81,15 @@ class Record:
     value: bytes | None
     timestamp_ms: int | None = None
     headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(frozen=True)
+class Row:
+    """One valid event of a batch and where it came from."""
+
+    activity: Activity
+    partition: int
+    offset: int
 
 
 def _tenant_header(headers: Iterable[tuple[str, bytes]]) -> str:
@@ -163,9 +187,9 @@ class Processor:
         events give the same score, tier and risk change. Time passing is the sweep's."""
         if not self.event_clock:
             return tenant_now
-        last = cs.state.get("last_ts")
-        if last:
-            return int(float(last)) if on_event else max(tenant_now, int(float(last)))
+        last = cs.last_ts
+        if last is not None:
+            return last if on_event else max(tenant_now, last)
         return tenant_now
 
     # batches ----------------------------------------------------------------------------
@@ -192,14 +216,16 @@ class Processor:
         wall_ms = int(wall.timestamp() * 1000)
         max_age = timedelta(days=self.settings.max_event_age_days)
         max_future = timedelta(seconds=self.settings.max_event_future_seconds)
-        batch: dict[Ref, list[Activity]] = {}
+        committed = await self._retry("read", self._committed)
+        rows: dict[Ref, list[Row]] = {}
         stores: dict[Ref, str | None] = {}
         store_bound: set[Ref] = set()  # the store named last came from a store-bound key
-        partition_of: dict[Ref, int] = {}
         dead: list[tuple[Record, str]] = []
         offsets: dict[int, int] = {}
         for r in records:
             offsets[r.partition] = max(offsets.get(r.partition, 0), r.offset + 1)
+            if r.offset < committed.get(r.partition, 0):
+                continue  # applied and counted before the partition's last commit
             try:
                 obj = parse_json(r.value or b"")
             except (ValueError, UnicodeDecodeError) as exc:
@@ -216,72 +242,162 @@ class Processor:
                 dead.append((r, "; ".join(f"{e.field or 'event'}: {e.message}" for e in errors)))
                 self.metrics.dead_letters.labels("invalid_event").inc()
                 continue
-            act = activity_from_event(event)
             ref = (event.tenant, event.customer_id)
-            batch.setdefault(ref, []).append(act)
+            rows.setdefault(ref, []).append(Row(activity_from_event(event), r.partition, r.offset))
             if event.store_id:
                 stores[ref] = event.store_id
                 if any(n == STORE_BOUND_HEADER for n, _ in r.headers):
                     store_bound.add(ref)
                 else:
                     store_bound.discard(ref)
-            partition_of.setdefault(ref, r.partition)
         if dead:
             await self._dead_letter(dead)
-        total_valid = sum(len(v) for v in batch.values())
-        valid_by_tenant: dict[str, int] = {}
-        for (tenant, _), acts in batch.items():
-            valid_by_tenant[tenant] = valid_by_tenant.get(tenant, 0) + len(acts)
-        if batch:  # an event id another customer of the tenant holds is a duplicate
-            lost = await self._retry("claim", lambda: self.store.claim_ids(batch, wall_ms=wall_ms))
+        lost: set[tuple[Ref, str]] = set()
+        if rows:  # an event id another customer of the tenant holds is a duplicate
+            acts = {ref: [x.activity for x in rs] for ref, rs in rows.items()}
+            lost = await self._retry("claim", lambda: self.store.claim_ids(acts, wall_ms=wall_ms))
             if lost:
                 logger.warning("%d event(s) reuse an event_id another customer of the tenant "
                                "holds: counted as duplicates, not applied", len(lost))
-                batch = {ref: kept for ref, acts in batch.items()
-                         if (kept := [a for a in acts if (ref, a.event_id) not in lost])}
-        states: dict[Ref, CustomerState] = {}
-        nows: dict[str, int] = {}
-        if batch:
-            known = await self.tenant_nows(t for t, _ in batch)
-            # Each customer's trim cutoff is taken at the later of their tenant's clock and
-            # their own newest event (under the wall clock: wall time).
-            cutoff_now = {ref: wall_ms if not self.event_clock
-                          else max(known[ref[0]] or 0, max(a.ts for a in acts))
-                          for ref, acts in batch.items()}
-            cap = wall_ms + self.settings.max_event_future_seconds * 1000 \
-                if self.event_clock else None
-            t0 = time.monotonic()
-            states, clocks = await self._retry("apply", lambda: self.store.apply(
-                batch, now_ms=cutoff_now, stores=stores, clock_cap=cap, store_bound=store_bound))
-            self.metrics.redis_seconds.labels("apply").observe(time.monotonic() - t0)
-            for t, v in clocks.items():
-                self._clocks[t] = max(self._clocks.get(t, 0), v)
-            nows = {t: wall_ms if not self.event_clock else self._clocks.get(t, 0)
-                    for t in known}
+        while True:
+            try:
+                await self._apply(rows, lost, committed, offsets, stores, store_bound,
+                                  dead=len(dead), wall_ms=wall_ms)
+                return
+            except StateConflict as exc:  # a rebalance let another worker in: read again
+                self.metrics.retries.labels("conflict").inc()
+                logger.warning("%s; reading them again", exc)
+                committed = await self._retry("read", self._committed)
+
+    async def _committed(self) -> dict[int, int]:
+        _, committed = await self.store.read((), topic=self.settings.topic_events)
+        return committed
+
+    async def _apply(self, rows: dict[Ref, list[Row]], lost: set[tuple[Ref, str]],
+                     committed: dict[int, int], offsets: dict[int, int],
+                     stores: dict[Ref, str | None], store_bound: set[Ref], *, dead: int,
+                     wall_ms: int) -> None:
+        """Fold the batch into the customers' summaries, score who changed, publish the
+        tier changes, write customers, indexes, then the partition commit (see
+        ``services/state/store.py`` for why a crash anywhere in between is harmless)."""
+        states, committed_now = await self._retry(
+            "read", lambda: self.store.read(rows, topic=self.settings.topic_events))
+        committed = {**committed, **committed_now}
+        outcomes: dict[Ref, dict[int, Outcome]] = {}
+        count: dict[Ref, dict[int, Outcome]] = {}  # outcomes this commit counts
+        redo: list[CustomerState] = []
+        for ref, rs in rows.items():
+            cs = states[ref]
+            stored = cs.outcomes()
+            mine: dict[int, Outcome] = {}
+            for row in rs:
+                base = committed.get(row.partition, 0)
+                if row.offset < base:
+                    continue
+                prev = stored.get(row.partition)
+                open_prev = prev is not None and prev.top >= base  # not counted yet
+                o = mine.get(row.partition)
+                if o is None:
+                    o = mine[row.partition] = (Outcome(base, prev.top, prev.added, prev.duplicates,
+                                                       prev.changes)
+                                               if open_prev and prev is not None else Outcome(base, -1))
+                if open_prev and prev is not None and row.offset <= prev.top:
+                    continue  # applied by an attempt no commit has counted yet
+                o.top = max(o.top, row.offset)
+                act = row.activity
+                if cs.summary.beyond_memory(act):
+                    self.metrics.events.labels("beyond_id_memory").inc()
+                if (ref, act.event_id) in lost or not cs.summary.fold(act):
+                    o.duplicates += 1
+                    cs.duplicates += 1
+                else:
+                    o.added += 1
+                    cs.added += 1
+                    cs.batch_events.append(act.event_id)
+                cs.partition = row.partition
+            if not mine:
+                continue
+            outcomes[ref] = {**stored, **mine}
+            count[ref] = {p: o for p, o in mine.items() if o.top < offsets.get(p, 0)}
+            if cs.partition is None:
+                cs.partition = next(iter(mine))
+            if cs.added and ref in stores:
+                self._move_store(cs, stores[ref], ref in store_bound)
+            if not cs.added and any(
+                    (p in stored and stored[p].top >= committed.get(p, 0)) for p in mine):
+                redo.append(cs)  # an earlier attempt wrote it; its indexes may not be written
+        touched = [cs for cs in states.values() if cs.added]
+        nows = [self.customer_now(cs, wall_ms, on_event=True) for cs in touched]
+        scored = self._score(touched, nows, kind="event")
+        changes = [ce for _, _, ce in scored if ce is not None]
+        if changes:
+            await self._publish_changes(changes)
+        for cs, _, ce in scored:
+            if ce is not None and cs.partition is not None and cs.partition in outcomes[cs.ref]:
+                outcomes[cs.ref][cs.partition].changes += 1
+        writes: list[CustomerWrite] = []
+        entries: list[tuple[Ref, IndexEntry]] = []
+        by_ref = {cs.ref: (a, ce) for cs, a, ce in scored}
         for ref, cs in states.items():
-            cs.partition = partition_of[ref]
+            if ref not in outcomes or not cs.added:
+                continue  # nothing new: duplicates are counted, the state is not touched
+            assessed, ce = by_ref.get(ref, (None, None))
+            w, entry = self._write_for(cs, assessed, ce, outcomes=outcomes[ref])
+            writes.append(w)
+            if entry is not None:
+                entries.append((ref, entry))
+        for cs in redo:
+            if (entry := cs.index_entry) is not None:
+                entries.append((cs.ref, entry))
+        t0 = time.monotonic()
+        await self._retry("write", lambda: self.store.write(writes), passthrough=(StateConflict,))
+        self.metrics.redis_seconds.labels("write").observe(time.monotonic() - t0)
+        clocks: dict[str, list[Any]] = {}
+        if self.event_clock:
+            for ref, cs in states.items():
+                if cs.added and cs.last_ts is not None:
+                    clocks.setdefault(ref[0], []).extend([clock_member(*ref), cs.last_ts])
+        cap = wall_ms + self.settings.max_event_future_seconds * 1000
+        advanced = await self._retry("index", lambda: self.store.write_indexes(
+            entries, clocks=clocks, clock_cap=cap))
+        for t, v in advanced.items():
+            self._clocks[t] = max(self._clocks.get(t, 0), v)
+        # The counts: every outcome this commit passes (this attempt's, and an earlier
+        # attempt's that no commit counted), the dead letters of this batch.
+        stats = {"events_applied_total": 0, "events_duplicate_total": 0,
+                 "risk_changes_total": 0, "events_dead_lettered_total": dead}
+        per_tenant: dict[str, dict[str, int]] = {}
+        for (tenant_id, _), counted in count.items():
+            for o in counted.values():
+                mine_t = per_tenant.setdefault(tenant_id, {})
+                for name, n in (("events_applied_total", o.added),
+                                ("events_duplicate_total", o.duplicates),
+                                ("risk_changes_total", o.changes)):
+                    stats[name] += n
+                    mine_t[name] = mine_t.get(name, 0) + n
         added = sum(cs.added for cs in states.values())
-        duplicates = dict(valid_by_tenant)  # per tenant: valid events minus those added
-        for cs in states.values():
-            duplicates[cs.tenant] -= cs.added
-        # Only customers whose window changed are re-scored: a redelivered batch of events
-        # that are already stored and scored (pending == 0) changes nothing, not even the
-        # clock a customer was scored at. Silence is the sweep's business.
-        touched = [cs for cs in states.values() if cs.added or cs.pending]
-        await self._rescore(touched, [self.customer_now(cs, nows[cs.tenant], on_event=True)
-                                      for cs in touched],
-                            kind="event", offsets=offsets,
-                            stats={"events_duplicate_total": total_valid - added,
-                                   "events_dead_lettered_total": len(dead)},
-                            tenant_stats={t: {"events_duplicate_total": n}
-                                          for t, n in duplicates.items() if n})
+        t0 = time.monotonic()
+        await self._retry("commit", lambda: self.store.commit(
+            topic=self.settings.topic_events, offsets=offsets, stats=stats,
+            tenant_stats=per_tenant))
+        self.metrics.redis_seconds.labels("commit").observe(time.monotonic() - t0)
+        for cs, a, ce in scored:
+            if ce is not None:
+                self.metrics.transitions.labels(cs.tier or "low", a.tier).inc()
         self.metrics.events.labels("applied").inc(added)
-        self.metrics.events.labels("duplicate").inc(total_valid - added)
-        self.metrics.events.labels("dead_lettered").inc(len(dead))
-        now_wall = time.time() * 1000
-        for r in records:
-            if r.timestamp_ms:
-                self.metrics.queryable.observe(max(now_wall - r.timestamp_ms, 0) / 1000)
+        self.metrics.events.labels("duplicate").inc(sum(cs.duplicates for cs in states.values()))
+        if dead:
+            self.metrics.events.labels("dead_lettered").inc(dead)
+
+    def _move_store(self, cs: CustomerState, store: str | None, bound: bool) -> None:
+        """The store the batch named becomes the customer's; a store-bound key's event only
+        sets it for a customer without one (one store cannot pull another's customer)."""
+        old = cs.state.get("store") or None
+        if store is None or (old and bound):
+            return
+        if old and old != store:
+            cs.new_moved_from = old
+        cs.new_store = store
 
     async def _erase(self, r: Record) -> None:
         stats: dict[str, int] = {}
@@ -294,9 +410,8 @@ class Processor:
             await self._retry("erase", lambda: self.store.erase(ref, self.settings.topic_partitions))
             self.metrics.events.labels("erased").inc()
             logger.info("erased customer state", extra={"customer_id": ref[1], "tenant": ref[0]})
-        token = uuid.uuid4().hex  # a retried commit counts once
         await self._retry("commit", lambda: self.store.commit(
-            [], topic=r.topic, offsets={r.partition: r.offset + 1}, stats=stats, token=token))
+            topic=r.topic, offsets={r.partition: r.offset + 1}, stats=stats))
 
     # silence ----------------------------------------------------------------------------
     async def sweep(self, partitions: Iterable[int]) -> int:
@@ -335,32 +450,28 @@ class Processor:
                 continue
             refs = {parse_customer_token(t): t for t in tokens}
             wanted = tuple(refs)
-
-            async def load(ids: tuple[Ref, ...] = wanted) -> dict[Ref, CustomerState]:
-                return await self.store.load(ids)
-
-            states = await self._retry("load", load)
-            # Gone customers leave the index. So do other tenants' entries in the default
-            # tenant's key (written before silence indexes were per tenant), once re-scored:
-            # the commit indexes them under their own tenant.
-            gone = [t for ref, t in refs.items() if ref not in states]
-            stray = [t for ref, t in refs.items() if ref in states and ref[0] != tenant]
-
-            async def forget_gone(key: str = due_key, ids: list[str] = gone) -> int:
-                return int(await redis.zrem(key, *ids))
-
-            async def forget_stray(key: str = due_key, ids: list[str] = stray) -> int:
-                return int(await redis.zrem(key, *ids))
-
-            if gone:
-                await self._retry("sweep", forget_gone)
-            for cs in states.values():
-                cs.partition = p
-            due = list(states.values())
-            await self._rescore(due, [self.customer_now(cs, clocks.get(cs.tenant) or now)
-                                      for cs in due], kind="silence")
-            if stray:
-                await self._retry("sweep", forget_stray)
+            while True:
+                try:
+                    states = await self._retry(
+                        "load", lambda ids=wanted: self.store.load(ids))  # type: ignore[misc]
+                    # Gone customers leave the index. So do other tenants' entries in the
+                    # default tenant's key (written before silence indexes were per tenant),
+                    # once re-scored: the commit indexes them under their own tenant.
+                    gone = [t for ref, t in refs.items() if ref not in states]
+                    stray = [t for ref, t in refs.items() if ref in states and ref[0] != tenant]
+                    if gone:
+                        await self._retry("sweep", lambda key=due_key, ids=gone: redis.zrem(key, *ids))  # type: ignore[misc]
+                    for cs in states.values():
+                        cs.partition = p
+                    due = list(states.values())
+                    await self._rescore(due, [self.customer_now(cs, clocks.get(cs.tenant) or now)
+                                              for cs in due])
+                    if stray:
+                        await self._retry("sweep", lambda key=due_key, ids=stray: redis.zrem(key, *ids))  # type: ignore[misc]
+                    break
+                except StateConflict as exc:
+                    self.metrics.retries.labels("conflict").inc()
+                    logger.warning("%s; sweeping them again", exc)
             done += len(states)
             budget -= len(tokens)
         if done:
@@ -399,19 +510,18 @@ class Processor:
             self.metrics.customers_by_store.labels(store_id, tier_name).set(n)
 
     # scoring ----------------------------------------------------------------------------
-    async def _rescore(self, states: list[CustomerState], nows: list[int], *, kind: str,
-                       offsets: dict[int, int] | None = None,
-                       stats: dict[str, int] | None = None,
-                       tenant_stats: dict[str, dict[str, int]] | None = None) -> None:
+    def _score(self, states: list[CustomerState], nows: list[int], *, kind: str
+               ) -> list[tuple[CustomerState, Assessment, dict[str, Any] | None]]:
+        """Assess customers (one vectorized model call; one by one if that fails, so one bad
+        customer cannot stop the stream) and build a risk-change CloudEvent per tier change."""
         assessments: list[tuple[CustomerState, Assessment]] = []
         if states:
-            subjects = [Subject(cs.customer_id, cs.activities, cs.first_ts, cs.tier, cs.tier_since)
-                        for cs in states]
+            subjects = [Subject(cs.customer_id, (), cs.first_ts, cs.tier, cs.tier_since,
+                                summary=cs.summary) for cs in states]
             try:
                 results = self.engine.assess(subjects, nows)
                 assessments = list(zip(states, results, strict=True))
             except Exception:
-                # One bad customer must not stop the stream: score one by one to isolate it.
                 logger.exception("batch scoring failed; retrying customer by customer")
                 for cs, subj, at in zip(states, subjects, nows, strict=True):
                     try:
@@ -419,9 +529,10 @@ class Processor:
                     except Exception:
                         self.metrics.errors.inc()
                         logger.exception("scoring failed", extra={"customer_id": cs.customer_id})
-        changes: list[tuple[CustomerState, Assessment, dict[str, Any]]] = []
+        out: list[tuple[CustomerState, Assessment, dict[str, Any] | None]] = []
         for cs, a in assessments:
             previous = cs.tier or "low"
+            ce = None
             if a.tier != previous:
                 cause = self._cause(cs, kind, a.as_of_ms)
                 change = RiskChange(
@@ -435,50 +546,56 @@ class Processor:
                     holdout=a.tier == "high" and in_holdout(cs.tenant, cs.customer_id,
                                                             self.settings.holdout_share),
                 )
-                changes.append((cs, a, to_cloudevent(change)))
+                ce = to_cloudevent(change)
+            out.append((cs, a, ce))
+        return out
+
+    async def _rescore(self, states: list[CustomerState], nows: list[int]) -> None:
+        """The silence sweep's re-scoring: publish, write the customers, then their indexes
+        (a crash in between leaves them due: the next sweep does it again, with the same
+        risk-change ids)."""
+        scored = self._score(states, nows, kind="silence")
+        changes = [ce for _, _, ce in scored if ce is not None]
         if changes:
-            await self._publish_changes([c for _, _, c in changes])
-            for cs, a, _ in changes:
-                self.metrics.transitions.labels(cs.tier or "low", a.tier).inc()
-
-        change_of = {id(cs): ce for cs, _, ce in changes}
-
-        applied = sum(cs.pending for cs in states)
-        updates = [self._update(cs, a, change_of.get(id(cs)), a.as_of_ms) for cs, a in assessments]
-        counts = {**(stats or {}), "events_applied_total": applied,
-                  "risk_changes_total": len(changes)}
-        # The same counters per tenant, for the tenant's own /v1/status.
-        per_tenant = {t: dict(c) for t, c in (tenant_stats or {}).items()}
-        for cs in states:
-            if cs.pending:
-                mine = per_tenant.setdefault(cs.tenant, {})
-                mine["events_applied_total"] = mine.get("events_applied_total", 0) + cs.pending
-        for cs, _, _ in changes:
-            mine = per_tenant.setdefault(cs.tenant, {})
-            mine["risk_changes_total"] = mine.get("risk_changes_total", 0) + 1
-
-        token = uuid.uuid4().hex  # the same on every retry: the stats count once
-
-        async def commit() -> None:
-            await self.store.commit(updates, topic=self.settings.topic_events,
-                                    offsets=offsets or {}, stats=counts, token=token,
-                                    tenant_stats=per_tenant)
-
-        t0 = time.monotonic()
-        await self._retry("commit", commit)
-        self.metrics.redis_seconds.labels("commit").observe(time.monotonic() - t0)
+            await self._publish_changes(changes)
+        writes: list[CustomerWrite] = []
+        entries: list[tuple[Ref, IndexEntry]] = []
+        for cs, a, ce in scored:
+            w, entry = self._write_for(cs, a, ce, outcomes=None)
+            writes.append(w)
+            if entry is not None:
+                entries.append((cs.ref, entry))
+        await self._retry("write", lambda: self.store.write(writes), passthrough=(StateConflict,))
+        await self._retry("index", lambda: self.store.write_indexes(entries))
+        if changes:
+            token = uuid.uuid4().hex  # the same on every retry: the stats count once
+            per_tenant: dict[str, dict[str, int]] = {}
+            for cs, _, ce in scored:
+                if ce is not None:
+                    t = per_tenant.setdefault(cs.tenant, {})
+                    t["risk_changes_total"] = t.get("risk_changes_total", 0) + 1
+            await self._retry("commit", lambda: self.store.commit(
+                topic=self.settings.topic_events, offsets={},
+                stats={"risk_changes_total": len(changes)}, tenant_stats=per_tenant,
+                token=token))
+            for cs, a, ce in scored:
+                if ce is not None:
+                    self.metrics.transitions.labels(cs.tier or "low", a.tier).inc()
 
     @staticmethod
     def _cause(cs: CustomerState, kind: str, now: int) -> Cause:
-        """Why the tier changed and when that happened: the newest event of this batch (the
-        whole window's newest after a redelivery) for ``event``, else the scorer's clock."""
+        """Why the tier changed and when that happened: the newest event of this batch for
+        ``event``, else the scorer's clock."""
         occurred, event_type = now, None
-        if kind == "event" and cs.activities:
+        if kind == "event":
             mine = set(cs.batch_events)
-            batch = [x for x in cs.activities if x.event_id in mine] or cs.activities
-            newest = max(batch, key=lambda x: (x.ts, x.event_id))
-            occurred = newest.ts
-            event_type = newest.kind if newest.kind in ("transaction", "visit", "complaint") else None
+            recent = cs.summary.recent()
+            batch = [x for x in recent if x.event_id in mine] or recent
+            if batch:
+                newest = max(batch, key=lambda x: (x.ts, x.event_id))
+                occurred = newest.ts
+                event_type = newest.kind if newest.kind in ("transaction", "visit", "complaint") \
+                    else None
         return Cause(kind=kind, event_id=cs.newest_event_id(),  # type: ignore[arg-type]
                      occurred_at=datetime.fromtimestamp(occurred / 1000, UTC),
                      event_type=event_type)  # type: ignore[arg-type]
@@ -490,59 +607,57 @@ class Processor:
         age = time.time() - cause.occurred_at.timestamp()
         return age > self.settings.alert_max_age
 
-    def _update(self, cs: CustomerState, a: Assessment, cloudevent: dict[str, Any] | None,
-                now: int) -> list[Any]:
-        """One customer's part of the batch commit (see ``StateStore.commit``): new score and
-        tier, the silence index, exactly one tier index (tenant-wide and per store) ranked by
-        priority = risk x customer value, and a timeline entry for a tier change."""
+    def _write_for(self, cs: CustomerState, a: Assessment | None, cloudevent: dict[str, Any] | None,
+                   *, outcomes: dict[int, Outcome] | None
+                   ) -> tuple[CustomerWrite, IndexEntry | None]:
+        """One customer's write: the summary and outcomes of an event batch (``outcomes``),
+        the new score and tier, the index entry, a timeline entry for a tier change."""
+        fields: dict[str, Any] = {"v": str(int(cs.version or 0) + 1)}
+        delete = ["moved_from", "pending"] if ("moved_from" in cs.state or "pending" in cs.state) \
+            else []
+        if outcomes is not None:
+            fields["sm"] = cs.summary.encode()
+            fields["ap"] = {str(p): o.to_json() for p, o in outcomes.items()}
+            if cs.first_ts is not None:
+                fields["first_ts"] = str(cs.first_ts)
+            if cs.last_ts is not None:
+                fields["last_ts"] = str(cs.last_ts)
+            if cs.new_store:
+                fields["store"] = cs.new_store
+        if a is None:  # scoring failed: the events are kept, the score is not touched
+            return CustomerWrite(cs.ref, cs.version, fields, delete), None
+        now = a.as_of_ms
         changed = cs.tier is None or a.tier != cs.tier
-        fields: list[Any] = ["score", a.score, "tier", a.tier, "scored_at", now,
-                             "risk", risk_snapshot(a.to_json())]
+        fields.update({"score": repr(a.score), "tier": a.tier, "scored_at": str(now),
+                       "risk": risk_snapshot(a.to_json())})
         if changed:
-            fields += ["tier_since", now]
-        token, store, tenant = cs.token, cs.store_id, cs.tenant
+            fields["tier_since"] = str(now)
+        due = self._due(now, a)
         priority = round(a.score * (1.0 + max(a.features.get("spend_365", 0.0), 0.0)), 6)
-        index = [[self.keys.tier_index(a.tier, tenant), priority]]
-        if store:
-            index.append([self.keys.tier_index(a.tier, tenant, store), priority])
-        leave: list[str] = []
-        members: list[list[str]] = []
-        if cs.moved_from and cs.moved_from != store:  # out of the old store's lists
-            leave += [self.keys.tier_index(t, tenant, cs.moved_from) for t in TIERS]
-        if changed:
-            for other in TIERS:
-                if other != a.tier:
-                    leave.append(self.keys.tier_index(other, tenant))
-                    if store:
-                        leave.append(self.keys.tier_index(other, tenant, store))
-            members.append([self.keys.tenants, tenant])
-            if store:
-                members.append([self.keys.store_set(tenant), store])
-        timeline, entry = "", ""
+        holdout = changed and a.tier == "high" and in_holdout(cs.tenant, cs.customer_id,
+                                                              self.settings.holdout_share)
+        entry = IndexEntry(tier=a.tier, priority=priority, store=cs.store_id,
+                           moved_from=cs.moved_from, changed=changed, due_ms=due,
+                           partition=cs.partition, holdout=holdout)
+        fields["due"] = str(due)
+        fields["ix"] = entry.to_json()
+        timeline = ""
         if cloudevent is not None:
             data = cloudevent["data"]
-            timeline = self.keys.timeline(cs.customer_id, tenant)
-            entry = json.dumps({
+            timeline = json.dumps({
                 "kind": "tier_change", "at": cloudevent["time"], "at_ms": now,
                 "id": cloudevent["id"], "from": data["previous_tier"], "to": data["tier"],
                 "score": data["score"], "cause": data["cause"]["kind"],
                 "reasons": [r["code"] for r in data["reasons"]],
                 "suggested_action": data["suggested_action"]["code"]}, separators=(",", ":"))
-        holdout_key = ""
-        if changed and a.tier == "high" and in_holdout(tenant, cs.customer_id,
-                                                        self.settings.holdout_share):
-            holdout_key = self.keys.holdout_index(tenant)  # the control group, from now
-        due_key = self.keys.due(cs.partition, tenant) if cs.partition is not None else ""
-        _, _, st = self.keys.customer(cs.customer_id, tenant)
-        return [st, fields, 1 if cs.pending or cs.moved_from else 0, due_key, token, self._due(now, a), index,
-                leave, members, timeline, entry, TIMELINE_MAX,
-                self.settings.retention_days * 86_400, holdout_key, now]
+        return CustomerWrite(cs.ref, cs.version, fields, delete, timeline), entry
 
     @staticmethod
     def _due(now: int, a: Assessment) -> int:
         """When to look at a silent customer again: a quarter of their cadence, 1-7 days."""
         cadence = a.features.get("cadence_median_days", 30.0)
         return now + int(min(max(cadence / 4.0, 1.0), 7.0) * DAY_MS)
+
 
     # kafka ------------------------------------------------------------------------------
     async def _publish_changes(self, events: list[dict[str, Any]]) -> None:
@@ -571,12 +686,15 @@ class Processor:
                            extra={"topic": r.topic, "partition": r.partition, "offset": r.offset})
         await self._retry("dead_letter", send_all)
 
-    async def _retry(self, step: str, fn: Callable[[], Awaitable[T]]) -> T:
+    async def _retry(self, step: str, fn: Callable[[], Awaitable[T]],
+                     passthrough: tuple[type[Exception], ...] = ()) -> T:
         delay = 0.1
         while True:
             try:
                 return await fn()
             except asyncio.CancelledError:
+                raise
+            except passthrough:
                 raise
             except Exception as exc:
                 self.metrics.retries.labels(step).inc()

@@ -22,12 +22,12 @@ from services.common.logs import setup_logging
 from services.common.redisconn import make_redis
 from services.common.settings import Settings
 from services.scorer.processor import Processor, Record
-from services.scorer.state import StateStore
 from services.scorer.transport import transport_app
 from services.scoring.engine import Engine
 from services.scoring.model import load_model
 from services.scoring.rules import rules_from_settings
 from services.scoring.tiers import Thresholds
+from services.state.store import StateStore
 
 logger = logging.getLogger(__name__)
 

@@ -25,6 +25,7 @@ from services.scoring.model import ActiveModel, RiskModel, feature_matrix
 from services.scoring.rules import RuleSet
 from services.scoring.scorecard import REGULAR, explained_reasons, suggested_action
 from services.scoring.scorecard import reasons as explain
+from services.scoring.summary import Summary
 from services.scoring.tiers import Thresholds, decide_tier, plain_tier
 
 MAX_REASONS = 4
@@ -40,6 +41,12 @@ class Subject:
     first_seen_ms: int | None = None
     tier: str | None = None
     tier_since_ms: int | None = None
+    summary: Summary | None = None  # when given, the features come from it (activities unused)
+
+    def features(self, now_ms: int) -> dict[str, float]:
+        if self.summary is not None:
+            return self.summary.features(now_ms, self.first_seen_ms)
+        return compute_features(self.activities, now_ms, self.first_seen_ms)
 
 
 @dataclass(frozen=True)
@@ -95,8 +102,7 @@ class Engine:
         per tenant, and never before a customer's own newest event)."""
         model = self.model  # one model for the whole batch, even if a refresh swaps it
         nows = [now_ms] * len(subjects) if isinstance(now_ms, int) else list(now_ms)
-        feats = [compute_features(s.activities, at, s.first_seen_ms)
-                 for s, at in zip(subjects, nows, strict=True)]
+        feats = [s.features(at) for s, at in zip(subjects, nows, strict=True)]
         X = feature_matrix(model, feats)
         scores: Any = model.predict(X) if len(feats) else []
         attributions = getattr(model, "attributions", None)

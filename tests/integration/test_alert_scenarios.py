@@ -417,7 +417,7 @@ async def test_a_year_of_history_for_1000_customers_through_the_scorer_gives_one
             scorer.stop()
         tiers = {}
         for cid in home:
-            tiers[cid] = await redis.hget(keys.customer(cid)[2], "tier")  # type: ignore[misc]
+            tiers[cid] = await redis.hget(keys.state(cid), "tier")  # type: ignore[misc]
 
     mails = [m for email, _ in owners.values() for m in inbox.to(email)]
     assert len(mails) == len(inbox.mails)  # nobody else was written to

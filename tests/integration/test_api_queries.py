@@ -302,7 +302,7 @@ async def test_export_holds_everything_the_timeline_shows_and_is_audited(make) -
 
 async def test_rate_limits_body_limits_and_errors_without_internals(make) -> None:
     settings, seed, redis = make(api_rate_limit_per_second=1, api_rate_limit_burst=3)
-    await redis.hset(seed.keys.customer("broken")[2], mapping={"risk": "{not json", "tier": "x"})
+    await redis.hset(seed.keys.state("broken"), mapping={"risk": "{not json", "tier": "x"})
     async with api(settings) as client:
         codes = [(await client.get("/v1/customers/none/risk", headers=READ)).status_code
                  for _ in range(4)]

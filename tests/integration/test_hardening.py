@@ -20,7 +20,8 @@ from services.common.embedded import Server, start_redis
 from services.common.kafka import ensure_topics
 from services.common.redisconn import Keys, make_redis
 from services.common.settings import Settings
-from services.scorer.state import StateStore
+from services.scoring.summary import Summary
+from services.state.store import StateStore
 from tests.conftest import LOG_DIR, make_test_settings
 from tests.data import T0, iso, regular
 from tests.integration.test_scorer import wait_processed
@@ -214,7 +215,7 @@ async def test_event_clock_is_per_tenant_and_one_outlier_moves_nobody(settings_f
     today = datetime.now(UTC).replace(microsecond=0)
 
     async def tier() -> str:
-        raw = await redis.hget(keys.customer("regular", "tenantA")[2], "risk")
+        raw = await redis.hget(keys.state("regular", "tenantA"), "risk")
         return str(json.loads(raw or "{}").get("tier"))
 
     def dated(cid: str, tenant: str, at: datetime) -> dict:
@@ -242,7 +243,7 @@ async def test_event_clock_is_per_tenant_and_one_outlier_moves_nobody(settings_f
         regular_last = int(T0.timestamp() * 1000) + 14 * 7 * 86_400_000 + 40 * 60_000
         assert clocks["tenantA"] == regular_last, clocks
         assert clocks["tenantB"] == int(today.timestamp() * 1000), clocks
-        outlier = json.loads(await redis.hget(keys.customer("outlier", "tenantA")[2], "risk"))
+        outlier = json.loads(await redis.hget(keys.state("outlier", "tenantA"), "risk"))
         assert outlier["as_of"].startswith(iso(today)[:16]), outlier  # scored at its own time
         # A second tenantA customer corroborates the new time: now tenantA's clock moves, and
         # the silent regular is re-scored high by the sweep.
@@ -287,7 +288,9 @@ async def test_an_event_id_reused_for_another_customer_is_a_duplicate(settings_f
         return {**e, "tenant_id": tenant} if tenant else e
 
     async def ids(cid: str, tenant: str = "default") -> set[str]:
-        return set(await redis.hkeys(keys.customer(cid, tenant)[1]))
+        blob = await redis.hget(keys.state(cid, tenant), "sm")
+        summary = Summary.decode(blob) if blob else Summary.empty()
+        return {i for i in ("dup-1", "x-2", "y-2") if summary.knows(i)}
 
     with ServiceProcess("scorer", settings, tmp_path / "scorer.log",
                         health_port_setting="scorer_metrics_port"):
@@ -301,7 +304,7 @@ async def test_an_event_id_reused_for_another_customer_is_a_duplicate(settings_f
         await wait_processed(redis, settings, len(first) + len(later))
         x, y = await ids("x"), await ids("y")
         assert ("dup-1" in x) != ("dup-1" in y), (x, y)  # exactly one customer holds the id
-        assert not await redis.exists(keys.customer("z")[2]), "z got another customer's event"
+        assert not await redis.exists(keys.state("z")), "z got another customer's event"
         assert await ids("w", "other") == {"dup-1"}
         stats = await redis.hgetall(keys.stats)
         assert int(stats["events_applied_total"]) == 4, stats   # dup-1 once, x-2, y-2, w's

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 async def wait_scored(settings: Settings, customer_id: str, timeout: float = 30.0) -> None:
     """Until the scorer has stored a risk for the customer."""
     redis = make_redis(settings)
-    key = Keys(settings.redis_prefix).customer(customer_id)[2]
+    key = Keys(settings.redis_prefix).state(customer_id)
     try:
         for _ in range(int(timeout * 10)):
             if await redis.hget(key, "risk"):

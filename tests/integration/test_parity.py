@@ -40,7 +40,7 @@ async def _wait_scored(settings, cids: list[str], total: int, timeout: float = 9
         while True:
             offsets = await redis.hgetall(keys.offsets(settings.topic_events))
             done = sum(int(v) for v in offsets.values())
-            risks = {c: await redis.hget(keys.customer(c)[2], "risk") for c in cids}
+            risks = {c: await redis.hget(keys.state(c), "risk") for c in cids}
             if done >= total and all(risks.values()):
                 return {c: json.loads(r) for c, r in risks.items() if r}
             if time.monotonic() > deadline:

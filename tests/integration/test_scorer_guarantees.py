@@ -18,8 +18,7 @@ from redis.asyncio import Redis
 
 from services.common.redisconn import Keys, make_redis
 from services.common.settings import Settings
-from services.scorer.state import StateStore, load_customers
-from services.scoring.features import compute_features
+from services.state.store import load_customers
 from tests.data import T0, by_time, complaint, regular
 from tests.integration.test_scorer import customer_state, scorer, wait_processed
 from tests.kafkatools import produce_events, read_all
@@ -55,7 +54,7 @@ async def state_of(redis: Redis, settings: Settings, cids: list[str]) -> dict[st
     for cid in cids:
         s = await customer_state(redis, settings, cid)
         st = s["st"]
-        out[cid] = (s["ev"], s["ed"], st.get("first_ts"), st.get("last_ts"), st.get("tier"),
+        out[cid] = (s["sm"], st.get("first_ts"), st.get("last_ts"), st.get("tier"),
                     st.get("score"))
     return out
 
@@ -65,8 +64,9 @@ async def lost_and_doubled(ref_redis: Redis, reference: Settings, redis: Redis, 
     """Events the reference run stored that this run lacks; applications beyond one per event."""
     lost = 0
     for cid in cids:
-        want = set((await customer_state(ref_redis, reference, cid))["ed"])
-        lost += len(want - set((await customer_state(redis, settings, cid))["ed"]))
+        ref_state = await customer_state(ref_redis, reference, cid)
+        mine = await customer_state(redis, settings, cid)
+        lost += int(ref_state["sm"] != mine["sm"])  # a customer whose events differ
     applied = int((await redis.hget(Keys(settings.redis_prefix).stats, "events_applied_total")) or 0)
     return lost, max(0, applied - sent)
 
@@ -192,7 +192,7 @@ async def test_two_workers_split_partitions_and_a_rebalance_loses_nothing(
         for cid in cids:
             a = await customer_state(ref_redis, reference, cid)
             b = await customer_state(redis, shared, cid)
-            assert (a["ev"], a["ed"]) == (b["ev"], b["ed"]), cid
+            assert a["sm"] == b["sm"], cid
             assert (a["st"]["first_ts"], a["st"]["last_ts"]) == (b["st"]["first_ts"], b["st"]["last_ts"])
         stats = await redis.hgetall(Keys(shared.redis_prefix).stats)
         assert int(stats["events_applied_total"]) == len(events)  # none lost, none twice
@@ -231,45 +231,27 @@ async def test_shuffled_replay_ends_in_the_state_of_an_in_order_run(
         a = await load_customers(a_redis, Keys(live.redis_prefix), [("default", c) for c in cids])
         b = await load_customers(b_redis, Keys(replay.redis_prefix), [("default", c) for c in cids])
         for ref in a:
-            acts_a = sorted(a[ref].activities, key=lambda x: x.event_id)
-            acts_b = sorted(b[ref].activities, key=lambda x: x.event_id)
-            assert acts_a == acts_b
+            # The same summary, byte for byte, whatever the arrival order: the same features.
+            assert a[ref].summary.encode() == b[ref].summary.encode()
             assert a[ref].first_ts == b[ref].first_ts
-            assert compute_features(acts_a, now, a[ref].first_ts) == \
-                compute_features(acts_b, now, b[ref].first_ts)
+            assert a[ref].summary.features(now, a[ref].first_ts) == \
+                b[ref].summary.features(now, b[ref].first_ts)
     finally:
         await a_redis.aclose()
         await b_redis.aclose()
 
 
 async def test_memory_per_customer_is_bounded(settings_factory) -> None:
-    """Bytes per customer grow with the events kept and stop at the cap, however long the
-    history (figures for the README come from ``make bench``)."""
-    from services.common.events import validate_event
-    from services.scoring.activity import activity_from_event
+    """Bytes per customer (every key erasure deletes, plus index entries) stay within the
+    targets however long the history: the summary is bounded, not a list of events. The same
+    measurement ``make bench`` prints."""
+    from bench.run import memory_per_customer
 
-    settings = settings_factory(create_topics=False, max_events_per_customer=200)
-    redis = make_redis(settings)
-    store = StateStore.from_settings(redis, settings)
-    keys = Keys(settings.redis_prefix)
-    try:
-        sizes = {}
-        for n in (10, 100, 200, 1000, 2000):
-            cid = f"heavy-{n}"
-            raw = regular(cid, every_days=0.25, count=n // 2, start=T0)
-            acts = [activity_from_event(validate_event(e)[0]) for e in raw]  # type: ignore[arg-type]
-            now = max(a.ts for a in acts)
-            for i in range(0, len(acts), 100):
-                await store.apply({("default", cid): acts[i:i + 100]}, now_ms=now, stores={})
-            # SAMPLES 0: exact, not estimated from 5 sampled elements
-            sizes[n] = sum([await redis.memory_usage(k, samples=0) or 0 for k in keys.customer(cid)])
-            assert await redis.zcard(keys.customer(cid)[0]) == min(len(acts), 200)
-        assert sizes[10] < sizes[100] < sizes[200]
-        # Capped: beyond 200 events only key names and hash-table slack differ.
-        assert sizes[1000] <= sizes[200] * 1.3
-        assert sizes[2000] <= sizes[1000] * 1.05
-    finally:
-        await redis.aclose()
+    settings = settings_factory(topic_partitions=1, **QUIET)
+    sizes = await memory_per_customer(settings)
+    assert sizes["10"] < sizes["100"] <= 3 * 1024, sizes
+    assert sizes["1000"] <= 8 * 1024, sizes
+    assert sizes["5000"] <= sizes["1000"] * 1.3
 
 
 async def test_a_customer_who_changes_store_leaves_the_old_stores_lists(
@@ -294,7 +276,7 @@ async def test_a_customer_who_changes_store_leaves_the_old_stores_lists(
                  for t in ("low", "medium", "high")]
         assert north == [None, None, None]
         assert sum(x is not None for x in south) == 1
-        state = await redis.hgetall(keys.customer("mover")[2])
+        state = await redis.hgetall(keys.state("mover"))
         assert state["store"] == "south" and "moved_from" not in state
     finally:
         await redis.aclose()

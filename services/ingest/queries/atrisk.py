@@ -67,7 +67,7 @@ class AtRiskQuery:
         refs = [parse_customer_token(m) for m, _ in entries]
         pipe = self.redis.pipeline(transaction=False)
         for t, cid in refs:
-            pipe.hmget(self.keys.customer(cid, t)[2], list(ST_FIELDS))
+            pipe.hmget(self.keys.state(cid, t), list(ST_FIELDS))
             pipe.get(self.keys.profile(cid, t))
         raw = await pipe.execute() if refs else []
         items: list[dict[str, Any]] = []

@@ -8,7 +8,7 @@ import time
 from redis.asyncio import Redis
 
 from services.common.redisconn import Keys
-from services.scorer.state import erase_customer
+from services.state.store import erase_customer
 
 AUDIT_MAX = 100_000  # records kept per tenant (approximate trimming)
 

@@ -18,7 +18,8 @@ from services.common.redisconn import Keys, customer_token
 from services.common.riskchange import TIERS
 from services.ingest.queries.erasure import AUDIT_MAX, subject_digest
 from services.ingest.queries.timefmt import canonical, iso_ms
-from services.scoring.activity import decode_activity
+from services.scoring.features import Activity
+from services.scoring.summary import Summary
 
 
 def _json(raw: Any) -> Any:
@@ -34,11 +35,18 @@ def _list(raws: list[Any]) -> list[Any]:
     return [_json(r) for r in raws]
 
 
-def _event(event_id: str, blob: str) -> dict[str, Any]:
+def _events(blob: str | None) -> list[dict[str, Any]]:
+    """The raw events the customer's summary still holds (its newest ones)."""
+    if not blob:
+        return []
     try:
-        a = decode_activity(event_id, blob)
-    except (ValueError, KeyError, TypeError, IndexError):
-        return {"event_id": event_id, "unreadable": blob}
+        recent = Summary.decode(blob).recent()
+    except ValueError:
+        return [{"event_id": "", "unreadable": blob}]
+    return [_event(a) for a in recent]
+
+
+def _event(a: Activity) -> dict[str, Any]:
     row: dict[str, Any] = {"event_id": a.event_id, "type": a.kind, "occurred_at": iso_ms(a.ts),
                            "store_id": a.store_id, "amount": a.amount, "severity": a.severity,
                            "complaint_ref": a.complaint_ref, "status": a.status,
@@ -62,13 +70,11 @@ def _state(fields: dict[str, str]) -> dict[str, Any] | None:
 
 async def collect(redis: Redis, keys: Keys, customer_id: str, *, tenant: str) -> dict[str, Any]:
     """The export document of one customer (see ``CustomerExport`` for its shape)."""
-    ev, ed, st = keys.customer(customer_id, tenant)
+    st = keys.state(customer_id, tenant)
     token = customer_token(customer_id, tenant)
     pipe = redis.pipeline(transaction=False)
     pipe.get(keys.profile(customer_id, tenant))
     pipe.hgetall(st)
-    pipe.zrange(ev, 0, -1)
-    pipe.hgetall(ed)
     pipe.lrange(keys.timeline(customer_id, tenant), 0, -1)
     pipe.lrange(keys.delivery_log(customer_id, tenant), 0, -1)
     pipe.hgetall(keys.actions(customer_id, tenant))
@@ -76,9 +82,9 @@ async def collect(redis: Redis, keys: Keys, customer_id: str, *, tenant: str) ->
     pipe.zscore(keys.holdout_index(tenant), token)
     for tier in TIERS:
         pipe.zscore(keys.tier_index(tier, tenant), token)
-    (profile, state, order, blobs, timeline, deliveries, actions, episode, holdout,
+    (profile, state, timeline, deliveries, actions, episode, holdout,
      *tier_scores) = await pipe.execute()
-    events = [_event(str(i), str(blobs[i])) for i in order if i in blobs]
+    events = _events(state.get("sm"))
     timeline_entries = _list(timeline)
     alert_ids = sorted({str(e["id"]) for e in timeline_entries
                         if isinstance(e, dict) and e.get("kind") == "tier_change" and e.get("id")})

@@ -69,7 +69,7 @@ async def load(redis: Redis, keys: Keys, *, tenant: str, stores: frozenset[str] 
                 pipe = redis.pipeline(transaction=False)
                 for token in tokens:
                     t, cid = parse_customer_token(token)
-                    pipe.hmget(keys.customer(cid, t)[2], ["first_ts", "last_ts", "store", "risk"])
+                    pipe.hmget(keys.state(cid, t), ["first_ts", "last_ts", "store", "risk"])
                 rows = await pipe.execute()
                 members += await asyncio.to_thread(_decode, tier, tokens, rows)
             if len(members) >= max_customers:

@@ -1,5 +1,5 @@
 """A customer's timeline: tier changes and staff actions (``tl``), notifications (``dl``)
-and their recent events summarized by day (``ev``/``ed``), merged newest first.
+and their recent activity by day (from the summary in ``st``), merged newest first.
 
 ``tl`` entries are JSON objects ``{"kind": ..., "at": RFC 3339, ...}``; the API writes
 staff actions, acknowledgements and profile changes, the scorer tier changes (docs/api.md).
@@ -14,10 +14,10 @@ from redis.asyncio import Redis
 
 from services.common.redisconn import Keys
 from services.ingest.queries.timefmt import canonical, iso_ms
-from services.scoring.activity import decode_activity
+from services.scoring.features import DAY_MS
+from services.scoring.summary import Summary
 
 TIMELINE_MAX = 500  # entries kept in ``tl``
-RECENT_EVENTS = 200  # newest events summarized
 
 
 async def append(redis: Redis, keys: Keys, customer_id: str, tenant: str,
@@ -45,47 +45,35 @@ def _entry(raw: str, default_kind: str) -> dict[str, Any] | None:
     return {"kind": kind, "at": at, "data": obj}
 
 
-def _summaries(events: list[tuple[str, str]]) -> list[dict[str, Any]]:
-    days: dict[str, dict[str, Any]] = {}
-    for event_id, blob in events:
-        try:
-            a = decode_activity(event_id, blob)
-        except (ValueError, KeyError, TypeError):
-            continue
-        at = canonical(iso_ms(a.ts) or "") or ""
-        day = days.setdefault(at[:10], {"at": at, "visits": 0, "transactions": 0, "spend": 0.0,
-                                        "refunds": 0, "complaints": 0, "stores": set()})
-        day["at"] = max(day["at"], at)
-        if a.kind == "visit":
-            day["visits"] += 1
-        elif a.kind == "complaint":
-            day["complaints"] += 1
-        elif a.amount is not None and a.amount < 0:
-            day["refunds"] += 1
-            day["spend"] += a.amount
-        else:
-            day["transactions"] += 1
-            day["spend"] += a.amount or 0.0
+def _summaries(summary: Summary) -> list[dict[str, Any]]:
+    """One ``activity`` entry per day of the summary's daily span (the newest events' stores
+    where the summary still holds them)."""
+    stores: dict[int, set[str]] = {}
+    newest: dict[int, int] = {}
+    for a in summary.recent():
+        day = a.ts // DAY_MS
+        newest[day] = max(newest.get(day, 0), a.ts)
         if a.store_id:
-            day["stores"].add(a.store_id)
+            stores.setdefault(day, set()).add(a.store_id)
     out = []
-    for day in days.values():
-        at = day.pop("at")
-        day["stores"] = sorted(day["stores"])
-        day["spend"] = round(day["spend"], 2)
-        out.append({"kind": "activity", "at": at, "data": day})
+    for d in summary.daily():
+        day = int(d["day"])
+        at = canonical(iso_ms(newest.get(day, day * DAY_MS)) or "") or ""
+        data: dict[str, Any] = {k: int(d[k]) for k in
+                                ("visits", "transactions", "refunds", "complaints")}
+        data["spend"] = round(float(d["spend"]), 2)
+        data["stores"] = sorted(stores.get(day, ()))
+        out.append({"kind": "activity", "at": at, "data": data})
     return out
 
 
 async def read(redis: Redis, keys: Keys, customer_id: str, tenant: str, *, limit: int,
                before: str | None) -> list[dict[str, Any]]:
-    ev, ed, _ = keys.customer(customer_id, tenant)
     pipe = redis.pipeline(transaction=False)
     pipe.lrange(keys.timeline(customer_id, tenant), 0, TIMELINE_MAX - 1)
     pipe.lrange(keys.delivery_log(customer_id, tenant), 0, TIMELINE_MAX - 1)
-    pipe.zrevrange(ev, 0, RECENT_EVENTS - 1)
-    tl, dl, ids = await pipe.execute()
-    blobs = await redis.hmget(ed, ids) if ids else []
+    pipe.hget(keys.state(customer_id, tenant), "sm")
+    tl, dl, blob = await pipe.execute()
     entries = [e for raw in tl if (e := _entry(raw, "note")) is not None]
     for e in entries:
         if e["kind"] == "tier_change" and "id" in e["data"]:
@@ -98,7 +86,11 @@ async def read(redis: Redis, keys: Keys, customer_id: str, tenant: str, *, limit
             if "event_id" in e["data"]:
                 e["data"]["alert_id"] = e["data"].pop("event_id")
             entries.append(e)
-    entries += _summaries([(str(i), str(b)) for i, b in zip(ids, blobs, strict=True) if b])
+    if blob:
+        try:
+            entries += _summaries(Summary.decode(blob))
+        except ValueError:
+            pass  # a summary this version cannot read: the entries without it
     if before is not None:
         entries = [e for e in entries if e["at"] < before]
     entries.sort(key=lambda e: e["at"], reverse=True)

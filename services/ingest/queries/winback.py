@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from services.common.redisconn import Keys, customer_token, parse_customer_token
 from services.ingest.queries.timefmt import iso_ms
 from services.scoring.features import DAY_MS
+from services.scoring.summary import Summary
 
 
 async def record(redis: Redis, keys: Keys, *, tenant: str, customer_id: str,
@@ -52,6 +53,16 @@ def _rate(c: dict[str, int]) -> float | None:
     return round(c["returned"] / decided, 4) if decided else None
 
 
+def _returns(summary: str | None, at_ms: int, window: int) -> int:
+    """1 if the customer came back (a visit or a purchase) within ``window`` after ``at_ms``."""
+    if not summary:
+        return 0
+    try:
+        return int(Summary.decode(summary).returned_between(at_ms + 1, at_ms + window))
+    except ValueError:
+        return 0
+
+
 async def report(redis: Redis, keys: Keys, *, tenant: str, stores: frozenset[str] | None,
                  since_ms: int, until_ms: int, now_ms: int, window_days: int,
                  limit: int) -> tuple[dict[str, Any], list[tuple[str, str]]]:
@@ -68,7 +79,7 @@ async def report(redis: Redis, keys: Keys, *, tenant: str, stores: frozenset[str
         refs.append((cid, action_id, int(score)))
         pipe.hget(keys.actions(cid, tenant), action_id)
         pipe.hexists(keys.actions(cid, tenant), f"ret:{action_id}")
-        pipe.zcount(keys.customer(cid, tenant)[0], f"({int(score)}", int(score) + window)
+        pipe.hget(keys.state(cid, tenant), "sm")
     raw = await pipe.execute() if refs else []
     zero = {"actions": 0, "returned": 0, "not_returned": 0, "pending": 0}
     groups: dict[str, dict[str, dict[str, int]]] = {
@@ -77,7 +88,8 @@ async def report(redis: Redis, keys: Keys, *, tenant: str, stores: frozenset[str
     overall, on_holdout = dict(zero), 0
     newly: list[tuple[str, str]] = []
     for i, (cid, action_id, at) in enumerate(refs):
-        blob, counted, n_after = raw[3 * i], raw[3 * i + 1], raw[3 * i + 2]
+        blob, counted = raw[3 * i], raw[3 * i + 1]
+        n_after = _returns(raw[3 * i + 2], at, window)
         if blob is None:
             continue  # erased
         a = json.loads(blob)
@@ -120,10 +132,10 @@ async def _holdout(redis: Redis, keys: Keys, tenant: str, stores: frozenset[str]
     members: list[Any] = await redis.zrangebyscore(keys.holdout_index(tenant), since_ms,
                                                    until_ms, start=0, num=limit, withscores=True)
     pipe = redis.pipeline(transaction=False)
-    for token, score in members:
+    for token, _at in members:
         _, cid = parse_customer_token(str(token))
-        ev, _, st = keys.customer(cid, tenant)
-        pipe.zcount(ev, f"({int(score)}", int(score) + window)
+        st = keys.state(cid, tenant)
+        pipe.hget(st, "sm")
         pipe.hget(st, "store")
     raw = await pipe.execute() if members else []
     c = {"customers": 0, "returned": 0, "not_returned": 0, "pending": 0}
@@ -131,5 +143,5 @@ async def _holdout(redis: Redis, keys: Keys, tenant: str, stores: frozenset[str]
         if stores is not None and raw[2 * i + 1] not in stores:
             continue
         c["customers"] += 1
-        c[_outcome(int(raw[2 * i]), int(score), window, now_ms)] += 1
+        c[_outcome(_returns(raw[2 * i], int(score), window), int(score), window, now_ms)] += 1
     return {**c, "return_rate": _rate(c)}

@@ -45,7 +45,7 @@ AlertId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-
              "the holdout group (such actions are reported apart).",
              responses=responses(AUTH, NOT_FOUND, TOO_LARGE))
 async def post_action(customer_id: CustomerId, body: NewAction, res: Res, key: IngestKey) -> Any:
-    _, _, st = res.keys.customer(customer_id, key.tenant)
+    st = res.keys.state(customer_id, key.tenant)
     found: list[str | None] = await res.redis.hmget(st, ["tier", "store"])  # type: ignore[misc,assignment]
     tier, store = found
     if tier is None or not key.allows_store(store):

@@ -70,7 +70,7 @@ async def get_timeline(customer_id: CustomerId, res: Res, key: ReadKey,
     if before is not None and parse_iso(before) is None:
         raise HTTPException(422,
                             f"before={before!r} must be RFC 3339 with an offset")
-    _, _, st = res.keys.customer(customer_id, key.tenant)
+    st = res.keys.state(customer_id, key.tenant)
     pipe = res.redis.pipeline(transaction=False)
     pipe.exists(st, res.keys.timeline(customer_id, key.tenant),
                 res.keys.profile(customer_id, key.tenant))

@@ -19,8 +19,8 @@ from services.ingest.params import CustomerId
 from services.ingest.queries import erasure, export
 from services.ingest.queries.holdout import holdout
 from services.ingest.queries.timefmt import iso_ms, parse_iso
-from services.scorer.state import load_customers
 from services.scoring.engine import Subject
+from services.state.store import load_customers
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["customers"])
@@ -42,7 +42,7 @@ async def get_risk(customer_id: CustomerId, res: Res, key: ReadKey,
     share = res.settings.holdout_share
     if as_of is None:
         state = cast(dict[str, str],
-                     await res.redis.hgetall(res.keys.customer(customer_id, key.tenant)[2]))
+                     await res.redis.hgetall(res.keys.state(customer_id, key.tenant)))
         if state and not key.allows_store(state.get("store")):
             state = {}  # a store-bound key does not see other stores' customers
         if not state or "risk" not in state:
@@ -63,17 +63,17 @@ async def get_risk(customer_id: CustomerId, res: Res, key: ReadKey,
           ).get((key.tenant, customer_id))
     if cs is not None and not key.allows_store(cs.store_id):
         cs = None
-    acts = [a for a in cs.activities if a.ts <= at_ms] if cs else []
-    if cs is None or not acts:
+    last = cs.summary.last_at_or_before(at_ms) if cs else None
+    if cs is None or last is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND,
                             f"no events of customer {customer_id!r} at or before {as_of}")
     first_ms = cs.first_ts if cs.first_ts is not None and cs.first_ts <= at_ms else None
     # follow `churnwatch model activate` (reads Redis at most every model_refresh_seconds)
     await res.engine.refresh(res.redis, res.keys, min_interval=res.settings.model_refresh_seconds)
-    a = res.engine.assess([Subject(customer_id, acts, first_ms)], at_ms, with_history=False)[0]
+    a = res.engine.assess([Subject(customer_id, (), first_ms, summary=cs.summary)], at_ms,
+                          with_history=False)[0]
     body = a.to_json()
     body["as_of"] = at.isoformat().replace("+00:00", "Z")
-    last = max(x.ts for x in acts)
     return Risk.model_validate({**body, "customer_id": customer_id, "store_id": cs.store_id,
                                 "last_event_at": iso_ms(last), "point_in_time": True,
                                 "holdout": holdout(a.tier, key.tenant, customer_id, share)})
@@ -96,7 +96,7 @@ async def delete_customer(customer_id: CustomerId, request: Request, res: Res,
                           key: AdminKey) -> Response:
     if key.stores is not None:
         store: str | None = await res.redis.hget(  # type: ignore[misc,assignment]
-            res.keys.customer(customer_id, key.tenant)[2], "store")
+            res.keys.state(customer_id, key.tenant), "store")
         if store is None:  # not scored (yet): the store its profile names
             profile = await res.redis.get(res.keys.profile(customer_id, key.tenant))
             store = json.loads(profile).get("store_id") if profile else None

@@ -47,7 +47,7 @@ async def put_profile(customer_id: CustomerId, body: CustomerProfile, res: Res, 
         _guard(check_store_write, key, old.store_id)
     if key.stores is not None:  # a scored customer of another store is not this key's either
         scored: str | None = await res.redis.hget(  # type: ignore[misc,assignment]
-            res.keys.customer(customer_id, key.tenant)[2], "store")
+            res.keys.state(customer_id, key.tenant), "store")
         if scored is not None:
             _guard(check_store_write, key, scored)
     await profiles.put_profile(customer_id, body, key.tenant)

@@ -1,0 +1,519 @@
+"""The customer state store: one interface over Redis for the scorer, the API and erasure.
+
+A customer is known by ``(tenant, customer_id)`` (a :data:`Ref`). All of one customer's keys
+share the hash tag ``{<tenant>/<customer>}``; the state hash (``st``) holds
+
+- ``sm``: the compact summary of their events (:class:`services.scoring.summary.Summary`,
+  bounded whatever the history length),
+- the risk snapshot of the last scoring: ``score``, ``tier``, ``tier_since``, ``scored_at``,
+  ``risk`` (JSON), ``store``, ``first_ts``, ``last_ts``, ``due``,
+- ``ap``: per events-topic partition, the outcome of the customer's last application that the
+  partition's offset commit may not have counted yet (``[base offset, newest offset applied,
+  added, duplicates, risk changes]``),
+- ``ix``: what the last commit wrote to the tenant's indexes (to write it again after a
+  crash), and ``v``, a version every write checks (compare-and-set).
+
+**Redis Cluster.** Every script and transaction here touches one hash slot: a customer's keys,
+one tenant bucket of the event-id registry, one tenant's clock, or the scorer's counters
+(offsets and stats share the tag ``{<prefix>/sc}``). Indexes are written with single-key
+commands. A batch is therefore not one atomic script; it is atomic by construction:
+
+1. the customers' writes, each compare-and-set and idempotent (a record at or below the
+   customer's newest applied offset of its partition is not applied again);
+2. the index writes (idempotent ``ZADD``/``ZREM``/``SADD``);
+3. the partition commit: offsets and stats in one script that only moves offsets forward.
+
+A crash between 1 and 3 leaves customers whose ``ap`` base equals the partition's committed
+offset: the next attempt counts their stored outcome once and writes their indexes again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+
+from services.common.redisconn import DEFAULT_TENANT, Keys, customer_token
+from services.common.settings import Settings
+from services.scoring.features import DAY_MS, Activity
+from services.scoring.summary import Summary
+
+Ref = tuple[str, str]
+"""A customer as the state store knows them: ``(tenant, customer_id)``."""
+
+TIERS = ("low", "medium", "high")
+
+# One customer's write. KEYS: state hash, timeline list. ARGV: expected version ("" for a
+# customer without state), JSON [field, value, ...] to set, JSON [field, ...] to delete,
+# timeline entry or "", timeline max, ttl s. Returns 1, or 0 when the version moved (another
+# writer got there first: the caller reads again and redoes its work).
+WRITE_LUA = """
+local v = redis.call('HGET', KEYS[1], 'v')
+if (v or '') ~= ARGV[1] then return 0 end
+local f = cjson.decode(ARGV[2])
+if #f > 0 then redis.call('HSET', KEYS[1], unpack(f)) end
+local d = cjson.decode(ARGV[3])
+if #d > 0 then redis.call('HDEL', KEYS[1], unpack(d)) end
+local ttl = tonumber(ARGV[6])
+if ARGV[4] ~= '' then
+  redis.call('LPUSH', KEYS[2], ARGV[4])
+  redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[5]) - 1)
+  redis.call('EXPIRE', KEYS[2], ttl)
+end
+redis.call('EXPIRE', KEYS[1], ttl)
+return 1
+"""
+
+# The partition commit, one slot (offsets, stats and the marker share the scorer's tag).
+# KEYS: offsets hash, stats hash, marker. ARGV[1]: JSON {"o": [[partition, next offset]...],
+# "s": [[name, n]...], "t": [[tenant stats key suffix... see below]], "k": token or ""}.
+# With offsets it takes effect only if it moves one forward (a retried commit, or one
+# whose reply was lost, counts nothing twice); without offsets the token says the same.
+COMMIT_LUA = """
+local b = cjson.decode(ARGV[1])
+local moved = false
+if #b.o > 0 then
+  for _, po in ipairs(b.o) do
+    local cur = tonumber(redis.call('HGET', KEYS[1], po[1]))
+    if cur == nil or po[2] > cur then
+      redis.call('HSET', KEYS[1], po[1], po[2])
+      moved = true
+    end
+  end
+  if not moved then return 0 end
+elseif b.k ~= '' then
+  if redis.call('GET', KEYS[3]) == b.k then return 0 end
+  redis.call('SET', KEYS[3], b.k, 'EX', 86400)
+end
+for _, s in ipairs(b.s) do redis.call('HINCRBY', KEYS[2], s[1], s[2]) end
+for i, one in ipairs(b.t) do
+  for j = 1, #one[2] do redis.call('HINCRBY', KEYS[3 + i], one[2][j][1], one[2][j][2]) end
+end
+return 1
+"""
+
+# The event clock of one tenant (CHURNWATCH_CLOCK=event), one key (a zset, see
+# Keys.event_clock). KEYS[1]: the tenant's clock. ARGV[1]: cap ms (wall time + the allowed
+# future skew); ARGV[2..]: customer digest, that customer's newest event ms in the batch.
+# Keeps the CLOCK_KEEP customers with the newest events and returns the second newest time
+# (the only one while a single customer is known): a customer's far-future event never moves
+# the tenant's clock alone. Never goes back: members only rise, and trimming drops the oldest.
+CLOCK_KEEP = 3
+CLOCK_LUA = """
+local cap = tonumber(ARGV[1])
+for i = 2, #ARGV, 2 do
+  local ts = math.min(tonumber(ARGV[i + 1]), cap)
+  local cur = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[i]))
+  if cur == nil or ts > cur then redis.call('ZADD', KEYS[1], ts, ARGV[i]) end
+end
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -""" + str(CLOCK_KEEP + 1) + """)
+local top = redis.call('ZREVRANGE', KEYS[1], 0, 1, 'WITHSCORES')
+if #top >= 4 then return tonumber(top[4]) end
+if #top >= 2 then return tonumber(top[2]) end
+return 0
+"""
+
+# Event ids are unique per tenant (the contract): an id first used by one customer is a
+# duplicate for every other. KEYS[1]: the bucket's current generation, KEYS[2]: its previous
+# one (same hash tag: one slot). ARGV[1]: ttl s; ARGV[2..]: event id, customer digest pairs.
+# Claims each unclaimed id for its customer; returns the 1-based pair numbers whose id another
+# customer holds. One script per touched bucket and batch (ID_BUCKETS per tenant at most).
+ID_BUCKETS = 16
+CLAIM_LUA = """
+local ttl = tonumber(ARGV[1])
+local lost = {}
+local n = 0
+for i = 2, #ARGV, 2 do
+  n = n + 1
+  local owner = redis.call('HGET', KEYS[2], ARGV[i])
+  if not owner then
+    if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) == 0 then
+      owner = redis.call('HGET', KEYS[1], ARGV[i])
+    end
+  end
+  if owner and owner ~= ARGV[i + 1] then lost[#lost + 1] = n end
+end
+redis.call('EXPIRE', KEYS[1], ttl)
+return lost
+"""
+
+
+def clock_member(tenant: str, customer_id: str) -> str:
+    """A customer in the clock zset and the id registry: a digest, not the id."""
+    return hashlib.blake2b(customer_token(customer_id, tenant).encode(), digest_size=8).hexdigest()
+
+
+def id_bucket(event_id: str) -> int:
+    return hashlib.blake2b(event_id.encode(), digest_size=2).digest()[0] % ID_BUCKETS
+
+
+def clock_from_top(top: Sequence[Any]) -> int | None:
+    """The clock from ``ZREVRANGE clock 0 1 WITHSCORES`` (see CLOCK_LUA)."""
+    if len(top) >= 4:
+        return int(float(top[3]))
+    if len(top) >= 2:
+        return int(float(top[1]))
+    return None
+
+
+class StateConflict(Exception):
+    """Another writer changed a customer between our read and our write (a rebalance let two
+    workers touch one partition for a moment): read again and redo the batch."""
+
+
+@dataclass
+class Outcome:
+    """A customer's application on one partition not yet counted by its offset commit."""
+
+    base: int  # the partition's committed offset when it was applied
+    top: int  # newest offset applied
+    added: int = 0
+    duplicates: int = 0
+    changes: int = 0
+
+    def to_json(self) -> list[int]:
+        return [self.base, self.top, self.added, self.duplicates, self.changes]
+
+    @classmethod
+    def from_json(cls, row: Sequence[Any]) -> Outcome:
+        return cls(*(int(x) for x in row[:5]))
+
+
+@dataclass
+class IndexEntry:
+    """Where the last commit put a customer in the tenant's indexes (see ``ix``)."""
+
+    tier: str
+    priority: float
+    store: str | None
+    moved_from: str | None
+    changed: bool
+    due_ms: int | None
+    partition: int | None
+    holdout: bool
+
+    def to_json(self) -> list[Any]:
+        return [self.tier, self.priority, self.store or "", self.moved_from or "",
+                int(self.changed), self.due_ms if self.due_ms is not None else -1,
+                self.partition if self.partition is not None else -1, int(self.holdout)]
+
+    @classmethod
+    def from_json(cls, row: Sequence[Any]) -> IndexEntry:
+        return cls(str(row[0]), float(row[1]), str(row[2]) or None, str(row[3]) or None,
+                   bool(row[4]), None if int(row[5]) < 0 else int(row[5]),
+                   None if int(row[6]) < 0 else int(row[6]), bool(row[7]))
+
+
+@dataclass
+class CustomerState:
+    """One customer as read from the store, plus what a batch did to them."""
+
+    customer_id: str
+    summary: Summary
+    state: dict[str, str]
+    tenant: str = DEFAULT_TENANT
+    added: int = 0  # events of this attempt added to the summary
+    duplicates: int = 0  # events of this attempt that were already known
+    partition: int | None = None
+    batch_events: list[str] = field(default_factory=list)
+    new_store: str | None = None  # the store the batch named (written by the commit)
+    new_moved_from: str | None = None
+    uncounted: Outcome | None = None  # a previous attempt's outcome to count now
+
+    @property
+    def ref(self) -> Ref:
+        return self.tenant, self.customer_id
+
+    @property
+    def token(self) -> str:
+        return customer_token(self.customer_id, self.tenant)
+
+    @property
+    def version(self) -> str:
+        return self.state.get("v", "")
+
+    @property
+    def first_ts(self) -> int | None:
+        return self.summary.first_ts
+
+    @property
+    def last_ts(self) -> int | None:
+        return self.summary.last_ts
+
+    @property
+    def tier(self) -> str | None:
+        return self.state.get("tier") or None
+
+    @property
+    def tier_since(self) -> int | None:
+        v = self.state.get("tier_since")
+        return int(float(v)) if v else None
+
+    @property
+    def score(self) -> float | None:
+        v = self.state.get("score")
+        return float(v) if v else None
+
+    @property
+    def store_id(self) -> str | None:
+        return self.new_store or self.state.get("store") or None
+
+    @property
+    def moved_from(self) -> str | None:
+        """The store the customer belonged to before their latest events named another."""
+        return self.new_moved_from or self.state.get("moved_from") or None
+
+    @property
+    def index_entry(self) -> IndexEntry | None:
+        raw = self.state.get("ix")
+        return IndexEntry.from_json(json.loads(raw)) if raw else None
+
+    def outcomes(self) -> dict[int, Outcome]:
+        raw = self.state.get("ap")
+        return {int(p): Outcome.from_json(row) for p, row in json.loads(raw).items()} if raw else {}
+
+    def newest_event_id(self) -> str | None:
+        return self.summary.newest_event_id()
+
+    def recent(self) -> list[Activity]:
+        return self.summary.recent()
+
+
+def _pairs(flat: Sequence[Any]) -> dict[str, str]:
+    return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+def _state(ref: Ref, raw: dict[str, str]) -> CustomerState:
+    blob = raw.get("sm")
+    try:
+        summary = Summary.decode(blob) if blob else Summary.empty()
+    except ValueError:
+        # A summary this version cannot read (written by an older one): the customer starts
+        # over from their next events rather than stopping the stream.
+        summary = Summary.empty()
+    return CustomerState(ref[1], summary, dict(raw), tenant=ref[0])
+
+
+@dataclass
+class CustomerWrite:
+    """One customer's write (see WRITE_LUA)."""
+
+    ref: Ref
+    version: str
+    fields: dict[str, Any]
+    delete: list[str] = field(default_factory=list)
+    timeline_entry: str = ""
+
+
+class StateStore:
+    """Customer state, indexes and the scorer's counters in Redis (standalone or Cluster)."""
+
+    def __init__(self, redis: Redis, keys: Keys, *, ttl_seconds: int,
+                 id_memory_ms: int = 30 * DAY_MS, timeline_max: int = 200):
+        self.redis = redis
+        self.keys = keys
+        self.ttl_seconds = ttl_seconds
+        self.id_memory_ms = id_memory_ms
+        self.timeline_max = timeline_max
+        self._write = redis.register_script(WRITE_LUA)
+        self._commit = redis.register_script(COMMIT_LUA)
+        self._clock = redis.register_script(CLOCK_LUA)
+        self._claim = redis.register_script(CLAIM_LUA)
+        # This process's last commit token (see COMMIT_LUA): a short-lived key of its own.
+        self.commit_marker = keys.commit_marker(uuid.uuid4().hex)
+
+    @classmethod
+    def from_settings(cls, redis: Redis, settings: Settings) -> StateStore:
+        return cls(redis, Keys(settings.redis_prefix),
+                   ttl_seconds=settings.retention_days * 86_400,
+                   id_memory_ms=settings.event_id_memory_days * DAY_MS)
+
+    # reads ---------------------------------------------------------------------------
+    async def read(self, refs: Iterable[Ref], *, topic: str | None = None
+                   ) -> tuple[dict[Ref, CustomerState], dict[int, int]]:
+        """Customers' states (a customer without one gets an empty summary) and, with
+        ``topic``, the partitions' committed offsets — one round trip."""
+        order = list(refs)
+        pipe = self.redis.pipeline(transaction=False)
+        for tenant, cid in order:
+            pipe.hgetall(self.keys.state(cid, tenant))
+        if topic is not None:
+            pipe.hgetall(self.keys.offsets(topic))
+        rows = await pipe.execute() if order or topic is not None else []
+        out = {ref: _state(ref, row) for ref, row in zip(order, rows, strict=False)}
+        committed = {int(p): int(o) for p, o in rows[-1].items()} if topic is not None else {}
+        return out, committed
+
+    async def load(self, refs: Iterable[Ref]) -> dict[Ref, CustomerState]:
+        """Customers with state (one round trip); customers without are left out."""
+        states, _ = await self.read(refs)
+        return {ref: cs for ref, cs in states.items() if cs.state}
+
+    async def read_clocks(self, tenants: Sequence[str]) -> dict[str, int | None]:
+        """The tenants' event clocks (one round trip); None for a tenant without one yet."""
+        pipe = self.redis.pipeline(transaction=False)
+        for t in tenants:
+            pipe.zrevrange(self.keys.event_clock(t), 0, 1, withscores=True)
+        rows = await pipe.execute() if tenants else []
+        return {t: clock_from_top([x for pair in row for x in pair])
+                for t, row in zip(tenants, rows, strict=True)}
+
+    # writes --------------------------------------------------------------------------
+    async def claim_ids(self, batch: dict[Ref, list[Activity]], *, wall_ms: int
+                        ) -> set[tuple[Ref, str]]:
+        """Claim the batch's event ids for their customers in the tenant's id registry (one
+        round trip, one script per touched bucket); returns the (customer, event id) pairs
+        whose id another customer of the tenant already holds: duplicates, not applied."""
+        generation = wall_ms // self.id_memory_ms
+        ttl = 2 * self.id_memory_ms // 1000 + 86_400
+        pairs: dict[tuple[str, int], list[tuple[Ref, str]]] = {}
+        for ref, acts in batch.items():
+            for a in acts:
+                pairs.setdefault((ref[0], id_bucket(a.event_id)), []).append((ref, a.event_id))
+        order = list(pairs)
+        pipe = self.redis.pipeline(transaction=False)
+        for tenant, bucket in order:
+            argv: list[Any] = [ttl]
+            for ref, event_id in pairs[(tenant, bucket)]:
+                argv += [event_id, clock_member(*ref)]
+            await self._claim(keys=[self.keys.event_ids(tenant, bucket, generation),
+                                    self.keys.event_ids(tenant, bucket, generation - 1)],
+                              args=argv, client=pipe)
+        results = await pipe.execute() if order else []
+        lost: set[tuple[Ref, str]] = set()
+        for slot, numbers in zip(order, results, strict=True):
+            for n in numbers:
+                lost.add(pairs[slot][int(n) - 1])
+        return lost
+
+    async def write(self, writes: Sequence[CustomerWrite]) -> None:
+        """Write customers, each compare-and-set on its version (one round trip); raises
+        :class:`StateConflict` if any moved since it was read (the others are written)."""
+        if not writes:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for w in writes:
+            tenant, cid = w.ref
+            flat: list[str] = []
+            for k, v in w.fields.items():
+                flat += [k, v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))]
+            await self._write(
+                keys=[self.keys.state(cid, tenant), self.keys.timeline(cid, tenant)],
+                args=[w.version, json.dumps(flat, ensure_ascii=False), json.dumps(w.delete),
+                      w.timeline_entry, self.timeline_max, self.ttl_seconds], client=pipe)
+        results = await pipe.execute()
+        lost = [w.ref for w, ok in zip(writes, results, strict=True) if not int(ok)]
+        if lost:
+            raise StateConflict(f"{len(lost)} customer(s) changed while the batch was scored")
+
+    async def write_indexes(self, entries: Sequence[tuple[Ref, IndexEntry]], *,
+                            clocks: dict[str, list[Any]] | None = None, clock_cap: int = 0
+                            ) -> dict[str, int]:
+        """Put customers in the tenant's indexes (tier lists, silence index, holdout) with
+        single-key commands, and advance the tenants' event clocks (``clocks``: tenant ->
+        [customer digest, newest ms, ...]); one round trip, idempotent. Returns the clocks."""
+        pipe = self.redis.pipeline(transaction=False)
+        for ref, e in entries:
+            self._index_commands(pipe, ref, e)
+        tenants = list(clocks or {})
+        for t in tenants:
+            await self._clock(keys=[self.keys.event_clock(t)],
+                              args=[clock_cap, *(clocks or {})[t]], client=pipe)
+        if not entries and not tenants:
+            return {}
+        results = await pipe.execute()
+        return {t: int(v) for t, v in zip(tenants, results[len(results) - len(tenants):],
+                                          strict=True)}
+
+    def _index_commands(self, pipe: Any, ref: Ref, e: IndexEntry) -> None:
+        tenant, cid = ref
+        token, k = customer_token(cid, tenant), self.keys
+        pipe.zadd(k.tier_index(e.tier, tenant), {token: e.priority})
+        if e.store:
+            pipe.zadd(k.tier_index(e.tier, tenant, e.store), {token: e.priority})
+        if e.changed:
+            for other in TIERS:
+                if other != e.tier:
+                    pipe.zrem(k.tier_index(other, tenant), token)
+                    if e.store:
+                        pipe.zrem(k.tier_index(other, tenant, e.store), token)
+            pipe.sadd(k.tenants, tenant)
+            if e.store:
+                pipe.sadd(k.store_set(tenant), e.store)
+        if e.moved_from and e.moved_from != e.store:
+            for t in TIERS:
+                pipe.zrem(k.tier_index(t, tenant, e.moved_from), token)
+        if e.due_ms is not None and e.partition is not None:
+            pipe.zadd(k.due(e.partition, tenant), {token: e.due_ms})
+        if e.holdout:
+            pipe.zadd(k.holdout_index(tenant), {token: e.due_ms or 0}, nx=True)
+
+    async def commit(self, *, topic: str, offsets: dict[int, int], stats: dict[str, int],
+                     tenant_stats: dict[str, dict[str, int]] | None = None,
+                     token: str = "") -> bool:
+        """Advance the partitions' committed offsets and count the batch's stats, once (one
+        slot, one round trip). Without offsets (a sweep), ``token`` makes a retry count once.
+        Returns False when it had already taken effect."""
+        per_tenant = [(t, [[n, v] for n, v in c.items() if v])
+                      for t, c in (tenant_stats or {}).items() if any(c.values())]
+        body = {"o": [[str(p), o] for p, o in offsets.items()],
+                "s": [[n, v] for n, v in stats.items() if v],
+                "t": [[t, rows] for t, rows in per_tenant], "k": token}
+        if not body["o"] and not body["s"] and not body["t"]:
+            return True
+        keys = [self.keys.offsets(topic), self.keys.stats, self.commit_marker,
+                *(self.keys.tenant_stats(t) for t, _ in per_tenant)]
+        return bool(await self._commit(keys=keys, args=[json.dumps(body, ensure_ascii=False)]))
+
+    async def erase(self, ref: Ref, partitions: int) -> None:
+        await erase_customer(self.redis, self.keys, ref[1], tenant=ref[0], partitions=partitions)
+
+
+async def load_customers(redis: Redis, keys: Keys, refs: Iterable[Ref]
+                         ) -> dict[Ref, CustomerState]:
+    """Customers with state (one round trip), for readers without a :class:`StateStore`."""
+    order = list(refs)
+    pipe = redis.pipeline(transaction=False)
+    for tenant, cid in order:
+        pipe.hgetall(keys.state(cid, tenant))
+    rows = await pipe.execute() if order else []
+    return {ref: _state(ref, row) for ref, row in zip(order, rows, strict=True) if row}
+
+
+async def erase_customer(redis: Redis, keys: Keys, customer_id: str, *,
+                         tenant: str = DEFAULT_TENANT, partitions: int) -> None:
+    """Forget a customer: every key under their hash tag (summary, state, profile, delivery
+    log, timeline, actions) and their index entries (single-key commands: cluster-safe)."""
+    read = redis.pipeline(transaction=False)
+    read.hget(keys.state(customer_id, tenant), "store")
+    read.hkeys(keys.actions(customer_id, tenant))
+    raw, action_ids = await read.execute()
+    store = str(raw) if raw else None
+    token = customer_token(customer_id, tenant)
+    pipe = redis.pipeline(transaction=False)
+    pipe.zrem(keys.holdout_index(tenant), token)
+    if action_ids:
+        pipe.zrem(keys.winback_index(tenant), *(f"{token}|{a}" for a in action_ids))
+    # Indexes first, state last: an erasure interrupted half-way is simply done again.
+    for p in range(partitions):
+        pipe.zrem(keys.due(p, tenant), token)
+    for tier in TIERS:
+        pipe.zrem(keys.tier_index(tier, tenant), token)
+        if store:
+            pipe.zrem(keys.tier_index(tier, tenant, store), token)
+    for key in keys.customer_all(customer_id, tenant):
+        pipe.delete(key)
+    await pipe.execute()
+
+
+def risk_snapshot(fields: dict[str, Any]) -> str:
+    return json.dumps(fields, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+__all__ = ["CustomerState", "CustomerWrite", "IndexEntry", "Outcome", "Ref", "StateConflict",
+           "StateStore", "clock_member", "erase_customer", "load_customers", "risk_snapshot"]
