@@ -7,23 +7,53 @@ one slot and a Lua script may touch them together.
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+from typing import cast
+
+from redis.asyncio import Redis, RedisCluster
 
 from services.common.settings import Settings
 
 
 def make_redis(settings: Settings, **overrides: object) -> Redis:
+    """The client of ``CHURNWATCH_REDIS_URL``: a :class:`redis.asyncio.RedisCluster` when
+    ``CHURNWATCH_REDIS_CLUSTER`` is set (the URL names any node; the client finds the others
+    and sends each command to the node of its slot), else a plain :class:`Redis`.
+
+    Typed as ``Redis`` either way: churnwatch uses only commands both serve the same way. On a
+    cluster every Lua script, MULTI/EXEC (``pipeline(transaction=True)``) and multi-key command
+    must touch one hash slot (the key names below see to it); a non-transactional pipeline may
+    span slots (the cluster client splits it per node), and :func:`get_many` reads keys of
+    many slots."""
     options: dict[str, object] = {
         "decode_responses": True,
         "socket_timeout": 10.0,
         "socket_connect_timeout": 5.0,
         "health_check_interval": 30,
-        "max_connections": 64,
+        "max_connections": 64,  # per node on a cluster
     }
     if settings.redis_url.startswith("rediss://") and settings.redis_ssl_ca_certs is not None:
         options["ssl_ca_certs"] = str(settings.redis_ssl_ca_certs)  # TLS: verify with this CA
     options.update(overrides)
+    if settings.redis_cluster:
+        cluster = RedisCluster.from_url(settings.redis_url, **options)
+        return cast(Redis, cluster)
     return Redis.from_url(settings.redis_url, **options)  # type: ignore[arg-type]
+
+
+def is_cluster(redis: Redis) -> bool:
+    """Whether ``redis`` (from :func:`make_redis`) is a Redis Cluster client."""
+    return isinstance(redis, RedisCluster)
+
+
+async def get_many(redis: Redis, keys: list[str]) -> list[str | None]:
+    """GET of many keys, in order, whatever their slots (MGET needs one slot on a cluster):
+    one round trip per node, one in all on a single Redis."""
+    if not keys:
+        return []
+    pipe = redis.pipeline(transaction=False)
+    for key in keys:
+        pipe.get(key)
+    return list(await pipe.execute())
 
 
 DEFAULT_TENANT = "default"
