@@ -245,6 +245,9 @@ async def test_api_profiles_erasure_webhooks_actions_and_export_on_a_cluster(
             assert any(e["kind"] == "staff_action" for e in r.json()["entries"]), r.text
             r = await client.get("/v1/analytics/winback", headers=READ)
             assert r.status_code == 200 and r.json()["overall"]["actions"] == 1, r.text
+            for report in ("churn", "tiers", "features"):  # the scorer's indexes, many slots
+                r = await client.get(f"/v1/analytics/{report}", headers=READ)
+                assert r.status_code == 200, (report, r.text)
             # the export reads acknowledgements of many alerts (many slots)
             for n in range(5):
                 alert = {"kind": "tier_change", "at": "2026-11-01T10:00:00Z", "id": f"{n}" * 32,
