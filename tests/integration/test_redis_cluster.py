@@ -26,7 +26,9 @@ from redis.asyncio import Redis, RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import ClusterCrossSlotError, RedisClusterException, ResponseError
 
+from services.cli.reach import require
 from services.common.embedded import free_port
+from services.common.exceptions import ConfigError
 from services.common.profiles import CustomerProfile, ProfileStore, StaffMember
 from services.common.redisconn import Keys, customer_token, is_cluster, make_redis
 from services.common.riskchange import TIERS
@@ -113,6 +115,17 @@ async def test_make_redis_is_a_cluster_client_and_cross_slot_scripts_fail(
         owners = {redis.get_node_from_key(keys.profile(f"c{i}")).name  # type: ignore[attr-defined]
                   for i in range(30)}
         assert len(owners) == 3
+
+
+def test_a_cluster_node_named_without_redis_cluster_is_refused_at_start(
+        cluster_settings_factory) -> None:
+    """``churnwatch scorer``/``notifier`` check Redis before starting: a cluster node with
+    CHURNWATCH_REDIS_CLUSTER unset is a configuration error, not MOVED errors later."""
+    settings = cluster_settings_factory(create_topics=False)
+    require(settings, redis=True)  # set: fine
+    plain = settings.model_copy(update={"redis_cluster": False})
+    with pytest.raises(ConfigError, match="CHURNWATCH_REDIS_CLUSTER=true"):
+        require(plain, redis=True)
 
 
 def test_keys_moved_together_share_a_slot() -> None:
