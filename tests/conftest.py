@@ -1,5 +1,7 @@
 """Shared fixtures: one real broker and one real redis-server per test session, and fresh
-topic, consumer-group and key-prefix names for every test."""
+topic, consumer-group and key-prefix names for every test. A real 3-primary Redis Cluster
+(``redis_cluster_server``, ``cluster_settings_factory``) starts only for the tests that ask
+for it, once per session."""
 
 from __future__ import annotations
 
@@ -13,7 +15,13 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from services.common.embedded import Server, start_broker, start_redis
+from services.common.embedded import (
+    RedisClusterServer,
+    Server,
+    start_broker,
+    start_redis,
+    start_redis_cluster,
+)
 from services.common.kafka import ensure_topics
 from services.common.redisconn import make_redis
 from services.common.settings import Settings, load_settings
@@ -35,8 +43,16 @@ def redis_server() -> Iterator[Server]:
     server.stop()
 
 
-def make_test_settings(broker: Server, redis_server: Server, home: Path, **overrides: object
-                       ) -> Settings:
+@pytest.fixture(scope="session")
+def redis_cluster_server() -> Iterator[RedisClusterServer]:
+    """Three cluster-enabled primaries on loopback; started by the first test using it."""
+    cluster = start_redis_cluster(log_dir=LOG_DIR)
+    yield cluster
+    cluster.stop()
+
+
+def make_test_settings(broker: Server, redis_server: Server | RedisClusterServer, home: Path,
+                       **overrides: object) -> Settings:
     run = uuid.uuid4().hex[:10]
     values: dict[str, object] = {
         "home": home,
@@ -70,6 +86,24 @@ def settings_factory(broker: Server, redis_server: Server, tmp_path: Path):
         if not create_topics:
             return s
         # A thread of its own, so the factory works in sync and async tests alike.
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, ensure_topics(s)).result()
+        return s
+
+    return factory
+
+
+@pytest.fixture
+def cluster_settings_factory(broker: Server, redis_cluster_server: RedisClusterServer,
+                             tmp_path: Path):
+    """``settings_factory`` on the Redis Cluster: ``redis_url`` names one of its nodes and
+    ``redis_cluster`` is set."""
+
+    def factory(*, create_topics: bool = True, **overrides: object) -> Settings:
+        s = make_test_settings(broker, redis_cluster_server, tmp_path,
+                               **{"redis_cluster": True, **overrides})
+        if not create_topics:
+            return s
         with ThreadPoolExecutor(1) as pool:
             pool.submit(asyncio.run, ensure_topics(s)).result()
         return s

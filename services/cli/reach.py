@@ -118,6 +118,23 @@ async def _redis_answers(settings: Settings, wait_s: float) -> str | None:
         await redis.aclose()
 
 
+async def _unannounced_cluster(settings: Settings) -> bool:
+    """The Redis answers but is a Redis Cluster node while CHURNWATCH_REDIS_CLUSTER is unset:
+    a plain client would fail with MOVED on the keys of other nodes' slots."""
+    from services.common.redisconn import make_redis
+
+    if settings.redis_cluster:
+        return False
+    redis = make_redis(settings)
+    try:
+        info = await redis.info("cluster")
+        return str(info.get("cluster_enabled", "0")) == "1"
+    except Exception:  # e.g. INFO not allowed to the ACL user: nothing to say
+        return False
+    finally:
+        await redis.aclose()
+
+
 def require(settings: Settings, *, kafka: bool = False, redis: bool = False,
             broker_wait_s: float = BROKER_WAIT_S, redis_source: str | None = None) -> None:
     """Raise a one-line ChurnwatchError unless the broker / Redis of ``settings`` answer."""
@@ -150,5 +167,9 @@ def require(settings: Settings, *, kafka: bool = False, redis: bool = False,
                 raise ChurnwatchError(
                     f"{lead}: Redis at {mask_url_credentials(settings.redis_url)} (from {where}) "
                     f"does not answer ({error}); {_hint(settings)}")
+            if await _unannounced_cluster(settings):
+                raise ConfigError(
+                    f"Redis at {mask_url_credentials(settings.redis_url)} is a node of a Redis "
+                    "Cluster: set CHURNWATCH_REDIS_CLUSTER=true")
 
     asyncio.run(check())

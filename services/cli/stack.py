@@ -115,6 +115,10 @@ class Stack:
 
     def prepare(self) -> None:
         s = self.settings
+        if s.redis_cluster and not self._explicit("redis_url"):
+            raise ConfigError("CHURNWATCH_REDIS_CLUSTER=true needs CHURNWATCH_REDIS_URL=redis://"
+                              "host:port naming a node of your cluster: the embedded Redis of "
+                              "`up` is a single node")
         logs = s.logs_dir
         logs.mkdir(parents=True, exist_ok=True)
         s.outbox_dir.mkdir(parents=True, exist_ok=True)

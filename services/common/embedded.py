@@ -197,6 +197,107 @@ def start_redis(port: int = 0, log_path: Path | None = None, timeout: float = 20
     return server
 
 
+CLUSTER_SLOTS = 16384
+
+
+@dataclass
+class RedisClusterServer:
+    """A Redis Cluster of local primaries (no replicas) started by :func:`start_redis_cluster`;
+    ``address`` names one node (all a client needs: it discovers the others)."""
+
+    nodes: list[Server]
+    data_dir: Path
+    own_dir: bool
+
+    @property
+    def address(self) -> str:
+        return self.nodes[0].address
+
+    @property
+    def addresses(self) -> list[str]:
+        return [n.address for n in self.nodes]
+
+    def stop(self, timeout: float = 10.0) -> None:
+        for node in self.nodes:
+            node.stop(timeout)
+        if self.own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def _free_cluster_port(taken: set[int]) -> int:
+    """A free port P <= 55535 whose cluster bus port P + 10000 is free too."""
+    import random
+
+    for _ in range(500):
+        port = random.randint(20_000, 45_000)
+        if not ({port, port + 10_000} & taken) and port_is_free(port) \
+                and port_is_free(port + 10_000):
+            return port
+    raise RuntimeError("no free port pair (P, P + 10000) for a Redis Cluster node")
+
+
+def start_redis_cluster(primaries: int = 3, log_dir: Path | None = None,
+                        data_dir: Path | None = None, timeout: float = 30.0
+                        ) -> RedisClusterServer:
+    """Start ``primaries`` cluster-enabled redis-servers on free loopback ports (state in
+    ``data_dir``, a fresh temporary directory by default, removed by ``stop``), give each an
+    equal share of the 16384 slots, join them and wait until every node says
+    ``cluster_state:ok`` and knows every other."""
+    import tempfile
+
+    import redis as redis_sync
+
+    own_dir = data_dir is None
+    base = Path(tempfile.mkdtemp(prefix="churnwatch-redis-cluster-")) if data_dir is None \
+        else data_dir
+    nodes: list[Server] = []
+    cluster = RedisClusterServer(nodes, base, own_dir)
+    try:
+        taken: set[int] = set()
+        for i in range(primaries):
+            port = _free_cluster_port(taken)  # the cluster bus listens on port + 10000
+            taken |= {port, port + 10_000}
+            node_dir = base / f"node{i}"
+            node_dir.mkdir(parents=True, exist_ok=True)
+            cmd = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                   "--appendonly", "no", "--daemonize", "no", "--protected-mode", "no",
+                   "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                   "--cluster-node-timeout", "5000", "--dir", str(node_dir)]
+            log_path = None if log_dir is None else log_dir / f"redis-cluster-{i}.log"
+            proc, log = _spawn(f"redis-cluster-{i}", cmd, log_path)
+            nodes.append(Server(f"redis-cluster-{i}", proc, port, log))
+            wait_for_port(port, timeout=timeout, proc=proc)
+        clients = [redis_sync.Redis(host="127.0.0.1", port=n.port, socket_timeout=5.0)
+                   for n in nodes]
+        try:
+            share = CLUSTER_SLOTS // primaries
+            for i, client in enumerate(clients):
+                first = i * share
+                last = CLUSTER_SLOTS - 1 if i == primaries - 1 else first + share - 1
+                client.execute_command("CLUSTER ADDSLOTS", *range(first, last + 1))
+            for node in nodes[1:]:
+                clients[0].execute_command("CLUSTER MEET", "127.0.0.1", node.port)
+            deadline = time.monotonic() + timeout
+            while True:
+                ready = all(  # redis-py parses both answers into dicts
+                    client.cluster("INFO").get("cluster_state") == "ok"
+                    and len(client.cluster("NODES")) == primaries
+                    for client in clients)
+                if ready:
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"Redis Cluster on {cluster.addresses} not ok after "
+                                       f"{timeout:.0f} s")
+                time.sleep(0.1)
+        finally:
+            for client in clients:
+                client.close()
+    except Exception:
+        cluster.stop()
+        raise
+    return cluster
+
+
 # Churnwatch's own commands as children (tests and the bench) ------------------------------
 class ServiceProcess:
     """``churnwatch <command>`` with the test's settings in its environment."""

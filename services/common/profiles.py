@@ -21,7 +21,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from redis.asyncio import Redis
 
 from services.common.events import DEFAULT_TENANT, Identifier
-from services.common.redisconn import Keys
+from services.common.redisconn import Keys, get_many
 
 Locale = Literal["en", "zh-CN"]
 ChannelName = Literal["sms", "email", "webhook"]
@@ -133,11 +133,12 @@ class ProfileStore:
 
     async def get_profiles(self, refs: Iterable[tuple[str, str]]
                            ) -> dict[tuple[str, str], CustomerProfile]:
-        """Many profiles in one round trip; customers without one are left out."""
+        """Many profiles in one round trip (one per node on a cluster); customers without one
+        are left out."""
         order = list(refs)
         if not order:
             return {}
-        raws = await self.redis.mget([self.keys.profile(c, t) for t, c in order])
+        raws = await get_many(self.redis, [self.keys.profile(c, t) for t, c in order])
         return {ref: CustomerProfile.model_validate_json(raw)
                 for ref, raw in zip(order, raws, strict=True) if raw}
 

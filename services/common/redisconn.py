@@ -3,27 +3,66 @@
 A customer is known by (tenant, customer_id). Every key of one customer shares the hash tag
 ``{<tenant>/<customer>}`` (see :func:`customer_token`) so that a Redis Cluster keeps them in
 one slot and a Lua script may touch them together.
+
+Other keys that one script or MULTI moves together share a group tag ``{<prefix>:<group>}``
+(:meth:`Keys.tagged`): the notifier's delivery ledger (``dlv``: delivery states, retry queue
+and payloads), settle queue (``settle``), escalations (``esc``), digests (``dg``), go-live
+summaries (``sum``) and rate-limit counters (``rl``). Everything else is read or written one
+key at a time, or in non-transactional pipelines (which a cluster client splits per node).
 """
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+from typing import Any, cast
+
+from redis.asyncio import Redis, RedisCluster
 
 from services.common.settings import Settings
 
 
 def make_redis(settings: Settings, **overrides: object) -> Redis:
+    """The client of ``CHURNWATCH_REDIS_URL``: a :class:`redis.asyncio.RedisCluster` when
+    ``CHURNWATCH_REDIS_CLUSTER`` is set (the URL names any node; the client finds the others
+    and sends each command to the node of its slot), else a plain :class:`Redis`.
+
+    Typed as ``Redis`` either way: churnwatch uses only commands both serve the same way. On a
+    cluster every Lua script, MULTI/EXEC (``pipeline(transaction=True)``) and multi-key command
+    must touch one hash slot (the key names below see to it); a non-transactional pipeline may
+    span slots (the cluster client splits it per node), and :func:`get_many` reads keys of
+    many slots."""
     options: dict[str, object] = {
         "decode_responses": True,
         "socket_timeout": 10.0,
         "socket_connect_timeout": 5.0,
         "health_check_interval": 30,
-        "max_connections": 64,
+        "max_connections": 64,  # per node on a cluster
     }
     if settings.redis_url.startswith("rediss://") and settings.redis_ssl_ca_certs is not None:
         options["ssl_ca_certs"] = str(settings.redis_ssl_ca_certs)  # TLS: verify with this CA
     options.update(overrides)
+    if settings.redis_cluster:
+        cluster = RedisCluster.from_url(settings.redis_url, **options)
+        return cast(Redis, cluster)
     return Redis.from_url(settings.redis_url, **options)  # type: ignore[arg-type]
+
+
+def is_cluster(redis: Redis) -> bool:
+    """Whether ``redis`` (from :func:`make_redis`) is a Redis Cluster client."""
+    return isinstance(redis, RedisCluster)
+
+
+async def get_many(redis: Redis, keys: list[str]) -> list[Any]:
+    """The values of many keys, in order, whatever their slots: one MGET on a single Redis;
+    on a cluster (where MGET needs one slot) a non-transactional pipeline of GETs, one round
+    trip per node."""
+    if not keys:
+        return []
+    if not is_cluster(redis):
+        return list(await redis.mget(keys))  # decode_responses: str | None each
+    pipe = redis.pipeline(transaction=False)
+    for key in keys:
+        pipe.get(key)
+    return list(await pipe.execute())
 
 
 DEFAULT_TENANT = "default"
@@ -87,8 +126,9 @@ class Keys:
                 self.episode(customer_id, tenant)]
 
     def episode(self, customer_id: str, tenant: str = DEFAULT_TENANT) -> str:
-        """The notifier's alert episode of a customer (ids and tiers of the alerts sent)."""
-        return self.notifier_key("ep:" + customer_token(customer_id, tenant))
+        """The notifier's alert episode of a customer (ids and tiers of the alerts sent),
+        under the customer's hash tag like their other keys (erased with them)."""
+        return self.notifier_key(f"ep:{{{customer_token(customer_id, tenant)}}}")
 
     def profile(self, customer_id: str, tenant: str = DEFAULT_TENANT) -> str:
         """The customer's profile (owner, contact, consent...), a JSON string."""
@@ -166,6 +206,14 @@ class Keys:
         CHURNWATCH_EVENT_ID_MEMORY_DAYS). The generations of one bucket share a hash tag."""
         return f"{self.prefix}:ids:{{{_tag(tenant)}/{bucket}}}:{generation}"
 
+    # groups of keys moved together (one hash tag each) -----------------------------
+    def tagged(self, group: str, name: str = "") -> str:
+        """``<prefix>:{<prefix>:<group>}[:<name>]``: the keys of one group share a hash tag,
+        so a Redis Cluster keeps them in one slot (scripts and MULTI may touch them together).
+        """
+        base = f"{self.prefix}:{{{self.prefix}:{group}}}"
+        return f"{base}:{name}" if name else base
+
     # global -------------------------------------------------------------------------
 
     @property
@@ -197,16 +245,19 @@ class Keys:
     def webhooks(self) -> str:
         return f"{self.prefix}:webhooks"
 
+    # The delivery ledger (services/notifier/ledger.py): a delivery's state moves together
+    # with its retry-queue entry and payload, so all three share the group tag ``dlv``.
     def delivery(self, delivery_id: str) -> str:
-        return f"{self.prefix}:dlv:{delivery_id}"
+        """State of one delivery (ids are 32 hex digits: never ``retry``)."""
+        return self.tagged("dlv", delivery_id)
 
     @property
     def retry_queue(self) -> str:
-        return f"{self.prefix}:retry"
+        return self.tagged("dlv", "retry")
 
     @property
     def retry_payloads(self) -> str:
-        return f"{self.prefix}:retry:data"
+        return self.tagged("dlv", "retry:data")
 
     def delivery_log(self, customer_id: str, tenant: str = DEFAULT_TENANT) -> str:
         return f"{self.customer_base(customer_id, tenant)}:dl"
@@ -236,6 +287,48 @@ class Keys:
         return f"{self.prefix}:t:{_tag(tenant)}:inbox:{_tag(staff_id)}"
 
     def notifier_key(self, name: str) -> str:
-        """Notifier-private keys (episodes, digests, rate limits, escalations):
-        ``<prefix>:ntf:<name>``."""
+        """Notifier-private keys used one at a time (episodes, webhook health):
+        ``<prefix>:ntf:<name>``. Keys a script or MULTI moves together are below."""
         return f"{self.prefix}:ntf:{name}"
+
+    @property
+    def settle_queue(self) -> str:
+        """Zset alert id -> due (ms) of the settle window (services/notifier/settle.py)."""
+        return self.tagged("settle")
+
+    @property
+    def settle_data(self) -> str:
+        """Hash alert id -> the held alert's JSON; moves with :attr:`settle_queue`."""
+        return self.tagged("settle", "data")
+
+    @property
+    def escalation_queue(self) -> str:
+        """Zset alert id -> due (ms) of escalations (services/notifier/escalation.py)."""
+        return self.tagged("esc")
+
+    @property
+    def escalation_data(self) -> str:
+        """Hash alert id -> the escalation's JSON; moves with :attr:`escalation_queue`."""
+        return self.tagged("esc", "data")
+
+    def escalation_done(self, alert_id: str) -> str:
+        """Marks an alert escalated (or dropped as acknowledged); set with the queue's MULTI."""
+        return self.tagged("esc", f"done:{alert_id}")
+
+    @property
+    def digest_base(self) -> str:
+        """Prefix (ends with ``:``) of the digest keys (services/notifier/digests.py): buffers,
+        due zset, batches, sequence and seen markers, all under one tag (the take script
+        renames buffers to batches)."""
+        return self.tagged("dg") + ":"
+
+    @property
+    def summary_base(self) -> str:
+        """Prefix (ends with ``:``) of the go-live summary keys (services/notifier/golive.py),
+        one tag like :attr:`digest_base`."""
+        return self.tagged("sum") + ":"
+
+    def rate_limit(self, scope: str) -> str:
+        """A rate-limit counter (services/notifier/noise.py); one script checks and counts a
+        recipient's and a channel's counters at once, so all share the tag ``rl``."""
+        return self.tagged("rl", scope)

@@ -145,6 +145,9 @@ class Settings(BaseSettings):
     # Redis TLS: use a rediss:// URL (credentials go in the URL: rediss://user:password@host:port/0
     # for a Redis 6+ ACL user); redis_ssl_ca_certs verifies the server (system CAs when unset).
     redis_ssl_ca_certs: Path | None = None
+    # Redis Cluster: redis_url names any node (redis[s]://host:port, database 0); the client
+    # discovers the others. Every script and MULTI of churnwatch touches one hash slot.
+    redis_cluster: bool = False
 
     # HTTP API.
     api_host: str = "127.0.0.1"
@@ -310,6 +313,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
+        if self.redis_cluster and not (self.redis_url.startswith(("redis://", "rediss://"))
+                                       and _redis_db(self.redis_url) == 0):
+            raise ValueError(
+                "CHURNWATCH_REDIS_CLUSTER=true needs CHURNWATCH_REDIS_URL=redis://host:port (or "
+                "rediss://) naming one node of the cluster, database 0 (a cluster has no others)")
         if self.kafka_security_protocol.startswith("SASL_") and not (
                 self.kafka_sasl_username and self.kafka_sasl_password):
             raise ValueError(
@@ -419,6 +427,12 @@ class Settings(BaseSettings):
     @property
     def outbox_dir(self) -> Path:
         return self.home / "outbox"
+
+
+def _redis_db(url: str) -> int:
+    """The database number of a redis:// URL's path (0 when there is none)."""
+    path = url.split("://", 1)[1].partition("?")[0].partition("/")[2]
+    return int(path) if path.isdigit() else (0 if not path else -1)
 
 
 def _describe(err: dict[str, object]) -> str:

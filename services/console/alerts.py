@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from redis.asyncio import Redis
 
+from services.common.redisconn import get_many
 from services.console import i18n
 from services.console.sessions import Session
 from services.console.web import current_session, page, signed_in_form, to_sign_in
@@ -38,8 +39,7 @@ async def inbox(res: Resources, session: Session) -> list[dict[str, Any]]:
             continue
     entries.sort(key=lambda e: int(e.get("at_ms") or 0), reverse=True)
     entries = entries[:SHOWN]
-    acked = await redis.mget([res.keys.ack(e["alert_id"], session.tenant) for e in entries]) \
-        if entries else []
+    acked = await get_many(redis, [res.keys.ack(e["alert_id"], session.tenant) for e in entries])
     for e, ack in zip(entries, acked, strict=True):
         e["acknowledged"] = ack is not None
         e["at"] = iso_ms(e.get("at_ms"))

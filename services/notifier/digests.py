@@ -1,6 +1,6 @@
 """Digests: many alerts for one recipient grouped into one message per interval.
 
-Keys (``Keys.notifier_key``):
+Keys (under ``Keys.digest_base``, one hash tag: the take script renames buffers to batches):
 
 - ``dg:b:<buffer>`` - hash of the buffered items (event id -> item JSON) plus ``_recipient``
   and ``_tenant``; ``<buffer>`` is ``<channel>|<recipient key>``;
@@ -69,7 +69,7 @@ class Digester:
         self.keys = keys
         self.templates = templates
         self.interval_s = interval_s
-        self.base = keys.notifier_key("dg:")
+        self.base = keys.digest_base
         self._add = redis.register_script(_ADD)
         self._take = redis.register_script(TAKE_DUE)
 

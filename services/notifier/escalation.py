@@ -1,16 +1,17 @@
 """Escalation: a high-risk alert nobody acknowledged within ``escalation.after`` *of its
 delivery* goes to the store manager.
 
-``ntf:esc:data`` is a hash alert id -> JSON ``{"event": <raw CloudEvent>, "created_ms": ...,
+``Keys.escalation_data`` is a hash alert id -> JSON ``{"event": <raw CloudEvent>, "created_ms": ...,
 "armers": [recipient keys]}``, written (:meth:`Escalations.prepare`) before the risk change is
 committed. Only when one of those recipients' alert is actually delivered (after the settle
 window, quiet hours, rate limits, retries) does :meth:`Escalations.arm` put the alert id into
-the zset ``ntf:esc`` due ``after`` seconds later: the acknowledgement window starts when the
+the zset ``Keys.escalation_queue`` due ``after`` seconds later: the acknowledgement window starts when the
 owner could first see the alert. When an entry falls due it is dropped if
 :func:`services.notifier.acks.is_acknowledged`, else the manager's messages are delivered
 (delivery ids derived from the alert id, so a notifier killed half-way sends nothing twice),
-the entry removed and ``ntf:esc:done:<alert id>`` kept for 30 days so that a replayed record
-never prepares it again: one escalation per alert.
+the entry removed and ``Keys.escalation_done(<alert id>)`` kept for 30 days so that a replayed record
+never prepares it again: one escalation per alert. The three share one hash tag (the
+MULTI that finishes an entry touches them together).
 """
 
 from __future__ import annotations
@@ -38,11 +39,11 @@ class Escalations:
         self.redis = redis
         self.keys = keys
         self.after_s = after_s
-        self.queue = keys.notifier_key("esc")
-        self.data = keys.notifier_key("esc:data")
+        self.queue = keys.escalation_queue
+        self.data = keys.escalation_data
 
     def _done(self, alert_id: str) -> str:
-        return self.keys.notifier_key(f"esc:done:{alert_id}")
+        return self.keys.escalation_done(alert_id)
 
     async def prepare(self, event: RiskChangeEvent, *, created_ms: int,
                       armers: list[str]) -> None:

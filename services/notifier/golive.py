@@ -3,7 +3,8 @@ message per historical transition.
 
 A risk change whose cause is older than ``CHURNWATCH_ALERT_MAX_AGE`` (or that the scorer
 marked ``catching_up``) never alerts staff by itself (webhooks still get it). The planner
-buffers it here instead, the newest change per customer winning:
+buffers it here instead, the newest change per customer winning (keys under
+``Keys.summary_base``, one hash tag: the take script renames buffers to batches):
 
 - ``sum:b:<tenant>`` - hash customer id -> JSON ``{"event": <raw CloudEvent>, "created_ms"}``;
 - ``sum:due`` - zset tenant -> when to send, pushed ``CHURNWATCH_ALERT_SUMMARY_AFTER`` past
@@ -45,7 +46,7 @@ class Summaries:
     def __init__(self, redis: Redis, keys: Keys, *, after_s: float):
         self.redis = redis
         self.after_ms = int(after_s * 1000)
-        self.base = keys.notifier_key("sum:")
+        self.base = keys.summary_base
         self._take = redis.register_script(TAKE_DUE)
 
     async def add(self, event: RiskChangeEvent, *, created_ms: int, now_ms: int) -> None:

@@ -1,10 +1,11 @@
 """Redis-backed noise control: the episode ledger and rate-limit counters.
 
-Keys (all under ``Keys.notifier_key``):
+Keys:
 
-- ``ep:<customer token>`` - JSON :class:`~services.notifier.policy.Episode`, 90 days TTL;
+- ``Keys.episode`` (under the customer's hash tag) - JSON :class:`~services.notifier.policy.Episode`, 90 days TTL;
   updated with WATCH/MULTI so two workers (during a rebalance) cannot both open an episode;
-- ``rl:<scope>:<window>`` - fixed-window counters of the rate limits.
+- ``Keys.rate_limit(<scope>:<window>)`` - fixed-window counters of the rate limits, one hash
+  tag for all (one script checks a recipient's and a channel's counters together).
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ class RateLimiter:
         waits: list[float] = []
         for scope, limit in limits:
             window, remaining = rate_window(now_s, limit.per_s)
-            keys.append(self.keys.notifier_key(f"rl:{scope}:{int(limit.per_s)}:{window}"))
+            keys.append(self.keys.rate_limit(f"{scope}:{int(limit.per_s)}:{window}"))
             args += [limit.count, int(limit.per_s) + 60]
             waits.append(remaining)
         full = int(await self._take(keys=keys, args=args))

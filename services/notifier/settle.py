@@ -8,7 +8,8 @@ at least the alerted tier. Then each ``recipient|channel`` pair is claimed in th
 (:func:`services.notifier.policy.claim`): a recipient hears at most once per channel per
 episode.
 
-Keys: ``ntf:settle`` zset alert id -> due (ms); ``ntf:settle:data`` hash alert id -> JSON
+Keys (one hash tag, see ``Keys.settle_queue``): a zset alert id -> due (ms) and a hash
+alert id -> JSON
 ``{"customer", "tenant", "tier", "messages": [payloads]}``. Both are written before the risk
 change is committed and removed only after the messages are delivered or durably queued: a
 notifier killed in between flushes the entry again, and the delivery ledger (same delivery
@@ -43,8 +44,8 @@ class SettleQueue:
         self.redis = redis
         self.settle_ms = int(settle_s * 1000)
         self.episodes = episodes
-        self.queue = keys.notifier_key("settle")
-        self.data = keys.notifier_key("settle:data")
+        self.queue = keys.settle_queue
+        self.data = keys.settle_data
 
     async def hold(self, alert_id: str, *, customer_id: str, tenant: str, tier: str,
                    messages: list[Message], now_ms: int) -> None:

@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
+from redis.exceptions import RedisError
 
 from services.common.exceptions import ConfigError
 from services.common.httpserver import WorkerHttpServer
@@ -50,6 +51,7 @@ from services.notifier.golive import Summaries
 from services.notifier.inbound import InvalidRecord, RiskChangeEvent, decode_risk_change
 from services.notifier.ledger import Ledger
 from services.notifier.metrics import NotifierMetrics
+from services.notifier.migrate import adopt_untagged_keys
 from services.notifier.noise import EpisodeLedger, RateLimiter
 from services.notifier.planner import Planner
 from services.notifier.recipients import ProfileRecipientResolver, RecipientResolver
@@ -258,6 +260,11 @@ class Notifier:
             port = await self.http.start()
             logger.info("notifier metrics on http://%s:%d/metrics; channels: %s; routing: %s",
                         s.api_host, port, ", ".join(sorted(self.channels)), self.routing.source)
+            try:
+                await adopt_untagged_keys(self.redis, self.keys)
+            except RedisError as exc:  # tried again at the next start
+                logger.error("could not rename the notifier's keys to the hash-tagged layout "
+                             "(%s); state under the old names is not used", exc)
             await ensure_topics(s, [s.topic_risk_changes, s.topic_notifications_dlq])
             producer = await _start_client(lambda: start_producer(s), "DLQ producer", stop)
             clients.append(producer)

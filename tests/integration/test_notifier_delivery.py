@@ -229,3 +229,59 @@ async def test_notifier_killed_mid_retry_resumes_without_loss_or_duplicate(
 async def _all_queued(redis: Redis, keys: Keys, events: list[tuple[str, bytes]], sub_id: str) -> bool:
     states = [await redis.get(keys.delivery(delivery_id(eid, "webhook", sub_id))) for eid, _ in events]
     return all(s == "queued" for s in states)
+
+
+# upgrade: the hash-tagged key layout (Redis Cluster support) ----------------------------------
+
+
+async def test_a_notifier_adopts_state_kept_under_the_untagged_key_names(settings, redis: Redis) -> None:
+    """Queues, ledger, escalations, digests and episodes written by a notifier before the
+    hash tags are renamed once, batch sets pointed at the renamed batches."""
+    from services.notifier.migrate import adopt_untagged_keys
+
+    keys, p = Keys(settings.redis_prefix), settings.redis_prefix
+    did = "ab" * 16
+    old = {
+        f"{p}:dlv:{did}": ("string", "queued"),
+        f"{p}:retry": ("zset", {did: 1.0}),
+        f"{p}:retry:data": ("hash", {did: "{}"}),
+        f"{p}:ntf:settle": ("zset", {"alert-1": 2.0}),
+        f"{p}:ntf:settle:data": ("hash", {"alert-1": "{}"}),
+        f"{p}:ntf:esc": ("zset", {"alert-2": 3.0}),
+        f"{p}:ntf:esc:data": ("hash", {"alert-2": "{}"}),
+        f"{p}:ntf:esc:done:alert-3": ("string", "1"),
+        f"{p}:ntf:dg:b:email|staff:x": ("hash", {"e1": "{}"}),
+        f"{p}:ntf:dg:due": ("zset", {"email|staff:x": 4.0}),
+        f"{p}:ntf:dg:batch:email|staff:y:7": ("hash", {"e2": "{}"}),
+        f"{p}:ntf:dg:batches": ("set", [f"{p}:ntf:dg:batch:email|staff:y:7"]),
+        f"{p}:ntf:sum:b:default": ("hash", {"c1": "{}"}),
+        f"{p}:ntf:ep:acme/c%2F1": ("string", '{"open": true}'),
+    }
+    for key, (kind, value) in old.items():
+        if kind == "string":
+            await redis.set(key, value)
+        elif kind == "zset":
+            await redis.zadd(key, value)
+        elif kind == "hash":
+            await redis.hset(key, mapping=value)  # type: ignore[misc]
+        else:
+            await redis.sadd(key, *value)  # type: ignore[misc]
+    assert await adopt_untagged_keys(redis, keys) == len(old)
+    assert await redis.exists(*old) == 0
+    assert await redis.get(keys.delivery(did)) == "queued"
+    assert await redis.zscore(keys.retry_queue, did) == 1.0
+    assert await redis.hget(keys.retry_payloads, did) == "{}"  # type: ignore[misc]
+    assert await redis.zscore(keys.settle_queue, "alert-1") == 2.0
+    assert await redis.hexists(keys.settle_data, "alert-1")  # type: ignore[misc]
+    assert await redis.zscore(keys.escalation_queue, "alert-2") == 3.0
+    assert await redis.hexists(keys.escalation_data, "alert-2")  # type: ignore[misc]
+    assert await redis.get(keys.escalation_done("alert-3")) == "1"
+    assert await redis.hexists(keys.digest_base + "b:email|staff:x", "e1")  # type: ignore[misc]
+    assert await redis.zscore(keys.digest_base + "due", "email|staff:x") == 4.0
+    batch = keys.digest_base + "batch:email|staff:y:7"
+    assert await redis.smembers(keys.digest_base + "batches") == {batch}  # type: ignore[misc]
+    assert await redis.hexists(batch, "e2")  # type: ignore[misc]
+    assert await redis.hexists(keys.summary_base + "b:default", "c1")  # type: ignore[misc]
+    assert await redis.get(keys.episode("c/1", "acme")) == '{"open": true}'
+    await redis.set(f"{p}:retry:data", "written by an old notifier after the upgrade")
+    assert await adopt_untagged_keys(redis, keys) == 0  # once: later starts only read a marker

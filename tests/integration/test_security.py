@@ -410,7 +410,7 @@ async def test_tenants_and_stores_are_kept_apart_on_every_route(api) -> None:
         for tenant, alert in (("beta", beta_alert), ("alpha", south_alert)):
             if await is_acknowledged(redis, keys, alert, tenant):
                 leaks.append(f"the {tenant} alert {alert} was acknowledged by another tenant/store")
-        pending = await redis.hkeys(keys.notifier_key("esc:data"))
+        pending = await redis.hkeys(keys.escalation_data)
         leaks += [f"escalation of {a} was dropped" for a in (beta_alert, south_alert) if a not in pending]
         beta_list = (await client.get("/v1/webhooks", headers=bearer(BETA))).json()
         if [w["id"] for w in beta_list] != [beta_hook]:

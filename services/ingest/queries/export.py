@@ -14,7 +14,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from services.common.redisconn import Keys, customer_token
+from services.common.redisconn import Keys, customer_token, get_many
 from services.common.riskchange import TIERS
 from services.ingest.queries.erasure import AUDIT_MAX, subject_digest
 from services.ingest.queries.timefmt import canonical, iso_ms
@@ -90,7 +90,7 @@ async def collect(redis: Redis, keys: Keys, customer_id: str, *, tenant: str) ->
                         if isinstance(e, dict) and e.get("kind") == "tier_change" and e.get("id")})
     acks: dict[str, Any] = {}
     if alert_ids:
-        raws = await redis.mget([keys.ack(a, tenant) for a in alert_ids])
+        raws = await get_many(redis, [keys.ack(a, tenant) for a in alert_ids])
         acks = {a: _json(r) for a, r in zip(alert_ids, raws, strict=True) if r is not None}
     indexes: dict[str, Any] = {
         "tier": next((t for t, s in zip(TIERS, tier_scores, strict=True) if s is not None), None),

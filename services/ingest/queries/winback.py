@@ -31,9 +31,12 @@ async def record(redis: Redis, keys: Keys, *, tenant: str, customer_id: str,
     stored = {**body, "action_id": action_id, "at_ms": at_ms, "store_id": store_id,
               "holdout": holdout}
     token = customer_token(customer_id, tenant)
+    # The tenant's index first, then the customer's keys (one hash tag, one MULTI): on a Redis
+    # Cluster they live in different slots. An index entry whose action was never written
+    # (a failure in between) is skipped by the report like an erased one.
+    await redis.zadd(keys.winback_index(tenant), {f"{token}|{action_id}": at_ms})
     pipe = redis.pipeline(transaction=True)
     pipe.hset(keys.actions(customer_id, tenant), action_id, json.dumps(stored, ensure_ascii=False))
-    pipe.zadd(keys.winback_index(tenant), {f"{token}|{action_id}": at_ms})
     await append(redis, keys, customer_id, tenant,
                  {"kind": "staff_action", "at": iso_ms(at_ms), "action_id": action_id,
                   **{k: v for k, v in body.items() if v is not None}}, pipe=pipe)
