@@ -38,7 +38,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from services.common.redisconn import DEFAULT_TENANT, Keys, customer_token
+from services.common.redisconn import DEFAULT_TENANT, Keys, customer_token, is_cluster
 from services.common.settings import Settings
 from services.scoring.features import DAY_MS, Activity
 from services.scoring.summary import Summary
@@ -324,6 +324,7 @@ class StateStore:
         self._commit = redis.register_script(COMMIT_LUA)
         self._clock = redis.register_script(CLOCK_LUA)
         self._claim = redis.register_script(CLAIM_LUA)
+        self.cluster = is_cluster(redis)
         # This process's last commit token (see COMMIT_LUA): a short-lived key of its own.
         self.commit_marker = keys.commit_marker(uuid.uuid4().hex)
 
@@ -332,6 +333,15 @@ class StateStore:
         return cls(redis, Keys(settings.redis_prefix),
                    ttl_seconds=settings.retention_days * 86_400,
                    id_memory_ms=settings.event_id_memory_days * DAY_MS)
+
+    async def _queue(self, pipe: Any, script: Any, keys: list[str], args: list[Any]) -> None:
+        """Queue one script call in a pipeline. redis-py's cluster pipelines refuse EVALSHA
+        (they cannot load a missing script on the right node), so on a cluster the script's
+        body goes with the call (EVAL; Redis caches what it compiled)."""
+        if self.cluster:
+            pipe.eval(script.script, len(keys), *keys, *args)
+        else:
+            await script(keys=keys, args=args, client=pipe)
 
     # reads ---------------------------------------------------------------------------
     async def read(self, refs: Iterable[Ref], *, topic: str | None = None
@@ -381,9 +391,9 @@ class StateStore:
             argv: list[Any] = [ttl]
             for ref, event_id in pairs[(tenant, bucket)]:
                 argv += [event_id, clock_member(*ref)]
-            await self._claim(keys=[self.keys.event_ids(tenant, bucket, generation),
-                                    self.keys.event_ids(tenant, bucket, generation - 1)],
-                              args=argv, client=pipe)
+            await self._queue(pipe, self._claim,
+                              [self.keys.event_ids(tenant, bucket, generation),
+                               self.keys.event_ids(tenant, bucket, generation - 1)], argv)
         results = await pipe.execute() if order else []
         lost: set[tuple[Ref, str]] = set()
         for slot, numbers in zip(order, results, strict=True):
@@ -402,10 +412,10 @@ class StateStore:
             flat: list[str] = []
             for k, v in w.fields.items():
                 flat += [k, v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))]
-            await self._write(
-                keys=[self.keys.state(cid, tenant), self.keys.timeline(cid, tenant)],
-                args=[w.version, json.dumps(flat, ensure_ascii=False), json.dumps(w.delete),
-                      w.timeline_entry, self.timeline_max, self.ttl_seconds], client=pipe)
+            await self._queue(
+                pipe, self._write, [self.keys.state(cid, tenant), self.keys.timeline(cid, tenant)],
+                [w.version, json.dumps(flat, ensure_ascii=False), json.dumps(w.delete),
+                 w.timeline_entry, self.timeline_max, self.ttl_seconds])
         results = await pipe.execute()
         lost = [w.ref for w, ok in zip(writes, results, strict=True) if not int(ok)]
         if lost:
@@ -422,8 +432,8 @@ class StateStore:
             self._index_commands(pipe, ref, e)
         tenants = list(clocks or {})
         for t in tenants:
-            await self._clock(keys=[self.keys.event_clock(t)],
-                              args=[clock_cap, *(clocks or {})[t]], client=pipe)
+            await self._queue(pipe, self._clock, [self.keys.event_clock(t)],
+                              [clock_cap, *(clocks or {})[t]])
         if not entries and not tenants:
             return {}
         results = await pipe.execute()

@@ -1,0 +1,205 @@
+"""What customer state costs as customers accumulate history, and on a Redis Cluster.
+
+Part of ``make bench`` (``bench/results/state-<stamp>.json``):
+
+- **history scaling**: the scorer process (Kafka in, Redis state) scores ``BENCH_STATE_EVENTS``
+  events of fresh customers, then as many events of customers who already have 150 events
+  spread over a year in their summaries — same number of customers, same spread (each batch
+  touches ~1,000 distinct customers). The ratio long/fresh says whether cost grows with
+  history (target ≥ 0.9).
+- **Redis Cluster**: the fresh-customer run again on a real 3-primary cluster started here;
+  the ratio cluster/standalone (target ≥ 0.7).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bench.output import RESULTS
+from services.common.embedded import free_port, start_broker, start_redis, start_redis_cluster
+from services.common.kafka import ensure_topics, make_producer
+from services.common.redisconn import Keys, make_redis
+from services.common.settings import Settings, load_settings
+from services.scoring.features import DAY_MS, Activity
+from services.scoring.summary import summarize
+
+EVENTS = int(os.environ.get("BENCH_STATE_EVENTS", "20000"))
+PER_CUSTOMER = 10  # new events per customer in each phase
+HISTORY = 150  # past events of a "long" customer
+
+
+def settings_for(broker: str, redis_url: str, home: Path, *, cluster: bool) -> Settings:
+    run = uuid.uuid4().hex[:8]
+    return load_settings(
+        home=home, kafka_bootstrap=broker, redis_url=redis_url, redis_cluster=cluster,
+        redis_prefix=f"s{run}", topic_events=f"state-{run}.events",
+        topic_risk_changes=f"state-{run}.risk", topic_events_dlq=f"state-{run}.dlq",
+        topic_notifications_dlq=f"state-{run}.ndlq", scorer_group=f"state-{run}-scorer",
+        kafka_idempotence=False, scorer_metrics_port=free_port(), clock="wall",
+        sweep_interval_seconds=3600.0)
+
+
+def phase_events(prefix: str, customers: int, end: datetime) -> list[dict[str, Any]]:
+    """``PER_CUSTOMER`` recent events per customer, round robin: every batch of 1,000 records
+    touches ~1,000 distinct customers."""
+    out = []
+    for k in range(PER_CUSTOMER):
+        for c in range(customers):
+            cid = f"{prefix}-{c}"
+            at = end - timedelta(hours=PER_CUSTOMER - k, minutes=c % 50)
+            e: dict[str, Any] = {"event_id": f"{cid}-n{k}", "customer_id": cid,
+                                 "occurred_at": at.isoformat(), "store_id": "store-1",
+                                 "type": "transaction" if k % 2 else "visit"}
+            if k % 2:
+                e["amount"] = 30.0 + c % 40
+            out.append(e)
+    return out
+
+
+async def seed_history(settings: Settings, prefix: str, customers: int, end: datetime) -> None:
+    """Customers who already have ``HISTORY`` events over the past year, written as the scorer
+    writes them (their summary), without spending the bench's time scoring them."""
+    redis = make_redis(settings)
+    keys = Keys(settings.redis_prefix)
+    end_ms = int(end.timestamp() * 1000) - 2 * DAY_MS
+    try:
+        pipe = redis.pipeline(transaction=False)
+        for c in range(customers):
+            cid = f"{prefix}-{c}"
+            acts = [Activity(kind="transaction" if i % 2 else "visit",
+                             ts=end_ms - (HISTORY - i) * 360 * DAY_MS // HISTORY,
+                             event_id=f"{cid}-h{i}", amount=40.0 if i % 2 else None,
+                             store_id="store-1") for i in range(HISTORY)]
+            s = summarize(acts)
+            pipe.hset(keys.state(cid), mapping={"sm": s.encode(), "first_ts": str(s.first_ts),
+                                                "last_ts": str(s.last_ts), "store": "store-1",
+                                                "v": "1"})
+            if c % 500 == 499:
+                await pipe.execute()
+                pipe = redis.pipeline(transaction=False)
+        await pipe.execute()
+    finally:
+        await redis.aclose()
+
+
+async def produce(settings: Settings, events: list[dict[str, Any]]) -> None:
+    producer = make_producer(settings, linger_ms=20)
+    await producer.start()
+    try:
+        futures = [await producer.send(settings.topic_events, json.dumps(e).encode(),
+                                       key=e["customer_id"].encode()) for e in events]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def scored_rate(settings: Settings, events: list[dict[str, Any]], done_before: int,
+                      scorer: subprocess.Popen[bytes], log: Path) -> float:
+    """Produce ``events`` up front, then time the scorer from its first to its last commit."""
+    redis = make_redis(settings)
+    keys = Keys(settings.redis_prefix)
+    await produce(settings, events)
+    target = done_before + len(events)
+    t0 = start = None
+    try:
+        while True:
+            done = sum(int(v) for v in (await redis.hgetall(keys.offsets(settings.topic_events))).values())
+            if done > done_before and t0 is None:
+                t0, start = time.monotonic(), done
+            if done >= target:
+                break
+            if scorer.poll() is not None:
+                raise RuntimeError(f"scorer exited; see {log}")
+            await asyncio.sleep(0.02)
+        assert t0 is not None and start is not None
+        return (target - start) / max(time.monotonic() - t0, 1e-9)
+    finally:
+        await redis.aclose()
+
+
+def start_scorer(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "services.cli.main", "scorer"],
+                            env={**os.environ, **settings.to_env()}, stdout=open(log, "wb"),
+                            stderr=subprocess.STDOUT)
+
+
+async def run_phases(settings: Settings, workdir: Path, name: str, *, long_history: bool
+                     ) -> dict[str, float]:
+    await ensure_topics(settings)
+    end = datetime.now(UTC) - timedelta(hours=1)
+    customers = max(EVENTS // PER_CUSTOMER, 100)
+    if long_history:
+        await seed_history(settings, "long", customers, end)
+    log = workdir / f"{name}-scorer.log"
+    scorer = start_scorer(settings, log)
+    try:
+        fresh = await scored_rate(settings, phase_events("fresh", customers, end), 0, scorer, log)
+        out = {"fresh_events_per_s": fresh}
+        if long_history:
+            out["long_history_events_per_s"] = await scored_rate(
+                settings, phase_events("long", customers, end), customers * PER_CUSTOMER,
+                scorer, log)
+        return out
+    finally:
+        scorer.terminate()
+        scorer.wait(30)
+
+
+async def main_async() -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="churnwatch-state-bench-"))
+    broker = start_broker(log_path=workdir / "broker.log")
+    redis = start_redis(log_path=workdir / "redis.log")
+    cluster = None
+    try:
+        standalone = await run_phases(
+            settings_for(broker.address, f"redis://{redis.address}/0", workdir, cluster=False),
+            workdir, "standalone", long_history=True)
+        cluster = start_redis_cluster(log_dir=workdir)
+        on_cluster = await run_phases(
+            settings_for(broker.address, f"redis://{cluster.address}", workdir, cluster=True),
+            workdir, "cluster", long_history=False)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+        redis.stop()
+        broker.stop()
+    report = {
+        "when": datetime.now(UTC).isoformat(), "events_per_phase": EVENTS,
+        "customers_per_phase": max(EVENTS // PER_CUSTOMER, 100), "history_events": HISTORY,
+        "fresh_events_per_s": standalone["fresh_events_per_s"],
+        "long_history_events_per_s": standalone["long_history_events_per_s"],
+        "history_ratio": standalone["long_history_events_per_s"] / standalone["fresh_events_per_s"],
+        "cluster_events_per_s": on_cluster["fresh_events_per_s"],
+        "cluster_ratio": on_cluster["fresh_events_per_s"] / standalone["fresh_events_per_s"],
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = os.environ.get("BENCH_STAMP") or f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+    path = RESULTS / f"state-{stamp}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nchurnwatch state bench — {EVENTS:,} events per phase, "
+          f"{report['customers_per_phase']:,} customers")
+    print(f"  scorer, fresh customers          {report['fresh_events_per_s']:>10,.0f} events/s")
+    print(f"  scorer, {HISTORY} past events each   {report['long_history_events_per_s']:>10,.0f} "
+          f"events/s   = {report['history_ratio']:.2f}× fresh")
+    print(f"  scorer on a 3-primary cluster    {report['cluster_events_per_s']:>10,.0f} events/s"
+          f"   = {report['cluster_ratio']:.2f}× standalone")
+    print(f"  report: {path}")
+    return 0
+
+
+def main() -> int:
+    return asyncio.run(main_async())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
