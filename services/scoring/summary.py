@@ -1,0 +1,667 @@
+"""A compact, order-independent summary of one customer, folded event by event.
+
+The scorer used to keep every customer's raw events (up to 1,000) and recompute the features
+from the whole list on every batch, so cost and bytes grew with the history. A
+:class:`Summary` is updated by :meth:`Summary.fold` one event at a time, holds a bounded
+amount of state, and computes every feature in :data:`FEATURE_NAMES` itself:
+:func:`services.scoring.features.compute_features` folds the activities at or before ``now``
+into a fresh summary and reads :meth:`Summary.features` — there is one feature computation
+for training, ``as_of`` reads and the stream (feature schema 3).
+
+What it keeps (N = the day of the newest event ever folded, ``last_ts // DAY_MS``)
+---------------------------------------------------------------------------------
+- ``first_ts``/``last_ts`` and the newest visit, transaction, non-complaint activity and
+  complaint, exact in ms (recency and tenure stay exact).
+- Per-day buckets for the days ``d > N - DAILY_DAYS`` (91 days), per-week buckets (absolute
+  weeks ``d // 7``) for older days while ``N - 7*week < RETAIN_DAYS`` (371, so every week that
+  touches the 365-day window is kept); older buckets are dropped. A bucket holds: visits,
+  positive-amount transactions (count, sum), zero/no-amount transactions, refunds (amount < 0:
+  count, sum of the absolute amounts), events with a channel, online-channel events
+  (``online``/``app``/``delivery``), complaint events, unresolved complaint events. Money is kept
+  as integer thousandths (``round(amount * 1000)``) so sums are exact and order independent
+  (float addition is not associative). Whether a day is daily or weekly depends only on N, and
+  moving a day into its week is an addition, so folding and then re-bucketing commutes: the
+  final content is a function of the SET of events, whatever the arrival order.
+- Active days (a day with a visit, transaction or any other non-complaint event): a bitmap of
+  the RETAIN_DAYS days back from N (exact active_days_30/90/365, and the active days of every
+  retained week); the 13 newest active days ever (cadence uses the last 12 gaps) even when older
+  than the bitmap; the first active day ever (BG/NBD "born inside the year" test).
+- Complaints by reference (``complaint_ref`` or the event id): the ref's newest events (up to
+  REF_EVENTS = 4, for point-in-time reads) as (ts, event id, status, severity), and the newest
+  severity among the ones left out (the "falls back to the ref's previous severity" rule). Open
+  refs are kept forever. Events of a ref that are older than RETAIN_DAYS before N and are not the
+  ref's newest are folded into that fallback, so an old resolved ref shrinks to one entry.
+  (It is not dropped entirely: a late, older "open" event of a dropped ref would re-open it, and
+  the result would depend on arrival order. Complaint refs are few; the entry is ~60 bytes.)
+- The RECENT_K = 8 newest raw events exactly (reasons, the cause event id, timelines,
+  point-in-time recency).
+- Id memory: a 64-bit blake2b hash of each event id with day >= N - ID_MEMORY_DAYS (35), so at
+  least 30 days by event time. A duplicate in that memory (or among the 8 raw events) changes
+  nothing and ``fold`` returns False. **An event re-posted more than 35 days behind the
+  customer's newest event cannot be checked and is counted again** (so a shuffled import of a
+  year of history loses nothing); :meth:`Summary.beyond_memory` tells the scorer, which counts
+  them in a metric. Ids are pruned by N at the end of every fold, so which ids are remembered
+  does not depend on the arrival order either.
+
+Windows: day granularity throughout. A day d is inside the w-day window at ``now`` when
+``0 <= now_day - d < w`` (``now_day = now_ms // DAY_MS``); a week bucket counts when its first
+day ``7*week`` satisfies it (so the 365-day window loses up to 6 days of its oldest, partial
+week; the 30/90-day windows are all daily whenever now_day >= N - 1). Point-in-time reads
+(``now < last_ts``): only buckets/days at or before ``now_day`` count; the bucket of
+``now_day`` itself counts whole (events later that day included); recency falls back from the
+exact newest-per-kind timestamps to the 8 raw events, then to bucket days (noon of the newest
+day at or before now_day with that kind of event). Reads more than RETAIN_DAYS - 365 days before
+N see a truncated 365-day window.
+
+Features: schema 3 against schema 2 (``compute_features`` before this module)
+-----------------------------------------------------------------------------
+============================  =======================================  ==============================
+feature                       from the summary                          differs from schema 2
+============================  =======================================  ==============================
+tenure_days                   now - min(first_ts, first_seen) (exact)   no
+days_since_last_activity      exact newest non-complaint ts             no (when now >= it)
+days_since_last_visit         exact newest visit ts                     no (when now >= it)
+days_since_last_transaction   exact newest transaction ts               no (when now >= it)
+active_days_30/90/365         bitmap popcount, days now_day-d < w       no (already by day)
+visits_90                     daily buckets with now_day - d < 90       window by day, not by ms (1)
+transactions_90/365           buckets (weeks by first day for 365)      window by day (1), week (2)
+spend_30/90/365               integer thousandths / 1000                window (1)(2); exact sum (3)
+avg_ticket_90/365             positive sum / positive count             window (1)(2); exact sum (3)
+cadence_median_days           gaps of the 13 newest active days         no
+cadence_spread_days           MAD of those gaps                         no
+has_cadence                   >= 2 active days                          no
+overdue_ratio                 days_since_last_activity / cadence        no
+spend_trend                   spend_90 vs spend_365 per span            via spend (1)(2)(3)
+ticket_trend                  avg_ticket_90 / avg_ticket_365            via tickets (1)(2)(3)
+frequency_trend               active_days_90 vs active_days_365         no
+complaints_90/365             unresolved complaint events in buckets    window (1)(2)
+open_complaints               refs whose newest event is not resolved   no (4)
+open_high_complaints          ... with (fallback) severity high         no (4)
+days_since_last_complaint     exact newest complaint ts                 no (when now >= it)
+refunds_90                    refund count in daily buckets             window (1)
+online_share_365              online / channel events in buckets        window (1)(2)
+bgnbd_x                       active_days_365 - born inside             no
+bgnbd_t_x                     from bgnbd_T and recency                  no
+bgnbd_T                       min(tenure, 365)                          no
+============================  =======================================  ==============================
+
+(1) Schema 2 counted an event when ``now_ms - ts <= w days`` (by ms); schema 3 counts the day
+    when ``now_day - d < w`` — the same rule active_days always used. They differ only for the
+    events of day ``now_day - w`` at or after now's time of day: schema 2 counted them, schema 3
+    does not.
+(2) Days older than DAILY_DAYS before N are in weeks; a week counts in the 365-day window when
+    its first day is inside it (up to 6 of the oldest days of the year may be left out).
+(3) Amounts are summed as integer thousandths: sums are exact (schema 2's float sums could
+    differ in the last bits by order) and amounts with more than 3 decimals are rounded.
+(4) Same rule (status of the ref's newest event by (ts, event id); severity falling back to the
+    ref's previous one, else medium). Point-in-time reads earlier than all 4 kept events of a ref
+    do not see the ref.
+
+Bounds (encoded, ``encode()``; measured by tests/unit/test_summary.py, one visit or
+transaction per event over a year): 10 events ~0.5 KB, 100 events ~1.3 KB, 1,000 events
+~4 KB. The id memory (12 base64 chars per event of the last 35 days) and the daily buckets
+dominate; nothing grows with the history beyond the windows (complaint refs: one small entry
+per ref, kept).
+
+Speed (this machine, Python 3.11, a customer with 1,000 events over a year; decode + fold one
+new event + features + encode): see ``docs/summary.md`` and the ``test_speed`` numbers.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import struct
+from bisect import insort
+from collections.abc import Iterable
+from hashlib import blake2b
+from statistics import median
+from typing import Any
+
+from services.scoring.features import (
+    BGNBD_WINDOW_DAYS,
+    CAP_DAYS,
+    DAY_MS,
+    DEFAULT_CADENCE_DAYS,
+    Activity,
+    _mad,
+    _ratio,
+)
+
+DAILY_DAYS = 91
+RETAIN_DAYS = 371
+ID_MEMORY_DAYS = 35
+RECENT_K = 8
+LAST_ACTIVE_DAYS = 13
+REF_EVENTS = 4
+FORMAT = "cw-s1"
+
+# Bucket fields.
+V, PN, PS, Z, NN, NS, CH, ON, C, U = range(10)
+NF = 10
+_ONLINE = frozenset(("online", "app", "delivery"))
+_MASK = (1 << RETAIN_DAYS) - 1
+_KIND_CODE = {"transaction": "t", "visit": "v", "complaint": "c"}
+_CODE_KIND = {v: k for k, v in _KIND_CODE.items()}
+_ID_REC = struct.Struct(">BQ")
+
+# A complaint ref's kept event: (ts, event_id, status, severity).
+RefEvent = tuple[int, str, str | None, str | None]
+
+
+def _id_hash(event_id: str) -> int:
+    return int.from_bytes(blake2b(event_id.encode(), digest_size=8).digest(), "big")
+
+
+def _milli(amount: float) -> int:
+    return int(round(amount * 1000))
+
+
+class Summary:
+    """The bounded state of one customer (see the module docstring)."""
+
+    __slots__ = ("first_ts", "last_ts", "last_visit", "last_tx", "last_activity",
+                 "last_complaint", "_days", "_weeks", "_mask", "_last_days", "_first_active",
+                 "_refs", "_recent", "_ids")
+
+    def __init__(self) -> None:
+        self.first_ts: int | None = None
+        self.last_ts: int | None = None
+        self.last_visit: int | None = None
+        self.last_tx: int | None = None
+        self.last_activity: int | None = None
+        self.last_complaint: int | None = None
+        self._days: dict[int, list[int]] = {}
+        self._weeks: dict[int, list[int]] = {}
+        self._mask = 0  # bit i: day N - i had a non-complaint event
+        self._last_days: list[int] = []  # the newest active days, ascending
+        self._first_active: int | None = None
+        # ref -> [kept events ascending by (ts, id), fallback (ts, id, severity) or None]
+        self._refs: dict[str, tuple[list[RefEvent], tuple[int, str, str] | None]] = {}
+        self._recent: list[Activity] = []  # ascending by (ts, event_id)
+        self._ids: dict[int, int] = {}  # id hash -> event day
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def empty(cls) -> Summary:
+        return cls()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Summary) and self.encode() == other.encode()
+
+    def __repr__(self) -> str:
+        return f"Summary({self.encode()})"
+
+    @property
+    def newest_day(self) -> int | None:
+        return None if self.last_ts is None else self.last_ts // DAY_MS
+
+    # ------------------------------------------------------------------ id memory
+    def knows(self, event_id: str) -> bool:
+        """True when ``event_id`` is remembered (id memory, or one of the raw events kept)."""
+        return _id_hash(event_id) in self._ids or any(r.event_id == event_id for r in self._recent)
+
+    def beyond_memory(self, a: Activity) -> bool:
+        """True when ``a`` is older than the id memory's horizon (more than ID_MEMORY_DAYS days
+        before the newest event's day) and not among the kept raw events: a re-post of it cannot
+        be recognised, and folding it counts it (again)."""
+        n = self.newest_day
+        return (n is not None and a.ts // DAY_MS < n - ID_MEMORY_DAYS
+                and not any(r.event_id == a.event_id for r in self._recent))
+
+    # ------------------------------------------------------------------ folding
+    def fold(self, a: Activity) -> bool:
+        """Apply one event; False (and no change at all) if its event_id is remembered (a
+        duplicate). Mutates self."""
+        h = _id_hash(a.event_id)
+        if h in self._ids:
+            return False
+        for r in self._recent:
+            if r.event_id == a.event_id:
+                return False
+        ts = a.ts
+        day = ts // DAY_MS
+        old_n = self.newest_day
+        if self.first_ts is None or ts < self.first_ts:
+            self.first_ts = ts
+        if self.last_ts is None or ts > self.last_ts:
+            self.last_ts = ts
+        n = ts // DAY_MS if old_n is None or day > old_n else old_n
+        if old_n is not None and n > old_n:
+            self._advance(old_n, n)
+
+        # the bucket
+        if day > n - DAILY_DAYS:
+            b = self._days.get(day)
+            if b is None:
+                b = self._days[day] = [0] * NF
+        elif n - 7 * (day // 7) < RETAIN_DAYS:
+            b = self._weeks.get(day // 7)
+            if b is None:
+                b = self._weeks[day // 7] = [0] * NF
+        else:
+            b = [0] * NF  # older than every kept bucket: counted nowhere
+
+        kind = a.kind
+        if kind == "complaint":
+            if self.last_complaint is None or ts > self.last_complaint:
+                self.last_complaint = ts
+            b[C] += 1
+            if a.status != "resolved":
+                b[U] += 1
+            self._fold_ref(a, n)
+        else:
+            if self.last_activity is None or ts > self.last_activity:
+                self.last_activity = ts
+            if a.channel is not None:
+                b[CH] += 1
+                if a.channel in _ONLINE:
+                    b[ON] += 1
+            if kind == "visit":
+                b[V] += 1
+                if self.last_visit is None or ts > self.last_visit:
+                    self.last_visit = ts
+            elif kind == "transaction":
+                if self.last_tx is None or ts > self.last_tx:
+                    self.last_tx = ts
+                amount = a.amount or 0.0
+                if amount > 0:
+                    b[PN] += 1
+                    b[PS] += _milli(amount)
+                elif amount < 0:
+                    b[NN] += 1
+                    b[NS] += _milli(-amount)
+                else:
+                    b[Z] += 1
+            self._fold_active_day(day, n)
+
+        # the raw events
+        rec = self._recent
+        key = (ts, a.event_id)
+        if len(rec) < RECENT_K or key > (rec[0].ts, rec[0].event_id):
+            insort(rec, a, key=lambda r: (r.ts, r.event_id))
+            if len(rec) > RECENT_K:
+                del rec[0]
+        if day >= n - ID_MEMORY_DAYS:
+            self._ids[h] = day
+        return True
+
+    def _fold_active_day(self, day: int, n: int) -> None:
+        i = n - day
+        if i < RETAIN_DAYS:
+            self._mask |= 1 << i
+        if self._first_active is None or day < self._first_active:
+            self._first_active = day
+        ld = self._last_days
+        if day not in ld and (len(ld) < LAST_ACTIVE_DAYS or day > ld[0]):
+            insort(ld, day)
+            if len(ld) > LAST_ACTIVE_DAYS:
+                del ld[0]
+
+    def _fold_ref(self, a: Activity, n: int) -> None:
+        ref = a.complaint_ref or a.event_id
+        evs, base = self._refs.get(ref, ([], None))
+        insort(evs, (a.ts, a.event_id, a.status, a.severity), key=lambda e: (e[0], e[1]))
+        self._refs[ref] = (evs, base)
+        self._trim_ref(ref, n)
+
+    def _trim_ref(self, ref: str, n: int) -> None:
+        """Keep the ref's newest event always, and up to REF_EVENTS newest ones not older than
+        RETAIN_DAYS before ``n``; the rest only leave their newest severity behind."""
+        evs, base = self._refs[ref]
+        horizon = n - RETAIN_DAYS
+        keep: list[RefEvent] = []
+        for i, e in enumerate(evs):
+            newest = i == len(evs) - 1
+            if newest or (len(evs) - i <= REF_EVENTS and e[0] // DAY_MS > horizon):
+                keep.append(e)
+            elif e[3] and (base is None or (e[0], e[1]) > (base[0], base[1])):
+                base = (e[0], e[1], e[3])
+        self._refs[ref] = (keep, base)
+
+    def _advance(self, old_n: int, n: int) -> None:
+        """The newest day moved from ``old_n`` to ``n``: re-bucket, shift, prune."""
+        shift = n - old_n
+        self._mask = (self._mask << shift) & _MASK
+        cut = n - DAILY_DAYS
+        days, weeks = self._days, self._weeks
+        for d in [d for d in days if d <= cut]:
+            row = days.pop(d)
+            w = d // 7
+            if n - 7 * w < RETAIN_DAYS:
+                wb = weeks.get(w)
+                if wb is None:
+                    weeks[w] = row
+                else:
+                    for k in range(NF):
+                        wb[k] += row[k]
+        for w in [w for w in weeks if n - 7 * w >= RETAIN_DAYS]:
+            del weeks[w]
+        keep_from = n - ID_MEMORY_DAYS
+        if self._ids and min(self._ids.values()) < keep_from:
+            self._ids = {h: d for h, d in self._ids.items() if d >= keep_from}
+        horizon = n - RETAIN_DAYS
+        for ref, (evs, _) in list(self._refs.items()):
+            if len(evs) > 1 and evs[0][0] // DAY_MS <= horizon:
+                self._trim_ref(ref, n)
+
+    # ------------------------------------------------------------------ reads
+    def newest_event_id(self) -> str | None:
+        return self._recent[-1].event_id if self._recent else None
+
+    def recent(self) -> list[Activity]:
+        """The newest raw events kept (up to RECENT_K), oldest first."""
+        return list(self._recent)
+
+    def _active_days_desc(self, upto_day: int, limit: int) -> list[int]:
+        """The newest ``limit`` active days at or before ``upto_day``, newest first (exact
+        within the bitmap and the kept newest active days)."""
+        out: list[int] = []
+        n = self.newest_day
+        if n is None:
+            return out
+        if upto_day >= n:
+            return self._last_days[::-1][:limit]
+        lo = n - upto_day
+        m = self._mask >> lo
+        while m and len(out) < limit:
+            low = m & -m
+            i = low.bit_length() - 1
+            out.append(upto_day - i)
+            m ^= low
+        extra = [d for d in self._last_days if d <= upto_day and n - d >= RETAIN_DAYS]
+        if self._first_active is not None and self._first_active <= upto_day:
+            extra.append(self._first_active)
+        if extra:
+            out = sorted(set(out) | set(extra), reverse=True)
+        return out[:limit]
+
+    def _count_active(self, lo_day: int, hi_day: int) -> int:
+        """Active days d with lo_day <= d <= hi_day."""
+        n = self.newest_day
+        if n is None or hi_day < lo_day:
+            return 0
+        i_lo = max(n - hi_day, 0)
+        i_hi = min(n - lo_day, RETAIN_DAYS - 1)
+        count = ((self._mask >> i_lo) & ((1 << (i_hi - i_lo + 1)) - 1)).bit_count() \
+            if i_hi >= i_lo else 0
+        if n - lo_day >= RETAIN_DAYS:  # older than the bitmap: what else is known
+            older = {d for d in self._last_days if n - d >= RETAIN_DAYS and lo_day <= d <= hi_day}
+            fa = self._first_active
+            if fa is not None and n - fa >= RETAIN_DAYS and lo_day <= fa <= hi_day:
+                older.add(fa)
+            count += len(older)
+        return count
+
+    def active_days_since(self, day: int) -> int:
+        """Active days (non-complaint) on or after ``day`` (exact within RETAIN_DAYS of the
+        newest day; older ones only as far as the 13 newest active days and the first)."""
+        n = self.newest_day
+        return 0 if n is None else self._count_active(day, n)
+
+    def returned_between(self, start_ms: int, end_ms: int) -> bool:
+        """Any non-complaint activity in [start_ms, end_ms]: exact against the raw events kept
+        and the newest activity, else by day (an active day from start's day to end's day)."""
+        if end_ms < start_ms or self.last_activity is None:
+            return False
+        if start_ms <= self.last_activity <= end_ms:
+            return True
+        if any(start_ms <= r.ts <= end_ms and r.kind != "complaint" for r in self._recent):
+            return True
+        if self.last_activity < start_ms:
+            return False
+        return self._count_active(start_ms // DAY_MS, end_ms // DAY_MS) > 0
+
+    def _newest_ts(self, exact: int | None, now_ms: int, kinds: tuple[str, ...] | None,
+                   fields: tuple[int, ...]) -> int | None:
+        """The newest event time at or before now of some kind: exact, else from the raw
+        events, else noon of the newest bucket day with one (None when none is known)."""
+        if exact is None or exact <= now_ms:
+            return exact
+        for r in reversed(self._recent):
+            if r.ts <= now_ms and (r.kind in kinds if kinds else r.kind != "complaint"):
+                return r.ts
+        now_day = now_ms // DAY_MS
+        if kinds is None:  # any activity: the exact active days
+            found = self._active_days_desc(now_day, 1)
+            best = found[0] if found else None
+        else:
+            best = None
+            for d, row in self._days.items():
+                if d <= now_day and (best is None or d > best) and any(row[f] for f in fields):
+                    best = d
+            if best is None:
+                for w, row in self._weeks.items():
+                    last = min(7 * w + 6, now_day)
+                    if 7 * w <= now_day and (best is None or last > best) \
+                            and any(row[f] for f in fields):
+                        best = last
+        if best is None:
+            return None
+        return min(best * DAY_MS + DAY_MS // 2, now_ms)
+
+    def _open_refs(self, now_ms: int) -> list[str]:
+        """Severity of every ref open at now."""
+        out: list[str] = []
+        for evs, base in self._refs.values():
+            if evs[-1][0] <= now_ms:
+                kept = evs
+            else:
+                kept = [e for e in evs if e[0] <= now_ms]
+                if not kept:
+                    continue
+            if (kept[-1][2] or "open") == "resolved":
+                continue
+            sev = next((e[3] for e in reversed(kept) if e[3]), None)
+            out.append(sev or (base[2] if base else "medium"))
+        return out
+
+    def features(self, now_ms: int, first_seen_ms: int | None = None) -> dict[str, float]:
+        """The :data:`FEATURE_NAMES` values at ``now_ms`` (see the module docstring for the
+        windows and for reads earlier than ``last_ts``). Every value is a finite float."""
+        now_day = now_ms // DAY_MS
+        firsts = [t for t in (self.first_ts, first_seen_ms) if t is not None and t <= now_ms]
+        first = min(firsts) if firsts else now_ms
+        tenure = (now_ms - first) / DAY_MS
+
+        def since(ts: int | None) -> float:
+            return min((now_ms - ts) / DAY_MS, CAP_DAYS) if ts is not None else min(tenure, CAP_DAYS)
+
+        # buckets per window
+        r30: list[list[int]] = []
+        r90: list[list[int]] = []
+        r365: list[list[int]] = []
+        for d, row in self._days.items():
+            age = now_day - d
+            if 0 <= age < 365:
+                r365.append(row)
+                if age < 90:
+                    r90.append(row)
+                    if age < 30:
+                        r30.append(row)
+        for w, row in self._weeks.items():
+            age = now_day - 7 * w
+            if 0 <= age < 365:
+                r365.append(row)
+                if age < 90:
+                    r90.append(row)
+                    if age < 30:
+                        r30.append(row)
+        zero = [0] * NF
+        s90 = [sum(c) for c in zip(*r90, strict=True)] if r90 else zero
+        s365 = [sum(c) for c in zip(*r365, strict=True)] if r365 else zero
+        spend30 = (sum(r[PS] for r in r30) - sum(r[NS] for r in r30)) / 1000
+        spend90 = (s90[PS] - s90[NS]) / 1000
+        spend365 = (s365[PS] - s365[NS]) / 1000
+
+        active = {w: self._count_active(now_day - w + 1, now_day) for w in (30, 90, 365)}
+        last_days = self._active_days_desc(now_day, LAST_ACTIVE_DAYS)[::-1]
+        gaps = [float(b - a) for a, b in zip(last_days, last_days[1:], strict=False)]
+        has_cadence = len(gaps) >= 1
+        cadence = max(float(median(gaps)) if has_cadence else DEFAULT_CADENCE_DAYS, 1.0)
+        spread = _mad(gaps) if len(gaps) >= 2 else 0.0
+
+        last_activity = self._newest_ts(self.last_activity, now_ms, None, ())
+        last_visit = self._newest_ts(self.last_visit, now_ms, ("visit",), (V,))
+        last_tx = self._newest_ts(self.last_tx, now_ms, ("transaction",), (PN, Z, NN))
+        last_complaint = self._newest_ts(self.last_complaint, now_ms, ("complaint",), (C,))
+        since_activity = since(last_activity)
+        overdue = since_activity / cadence
+
+        avg_90 = s90[PS] / 1000 / s90[PN] if s90[PN] else 0.0
+        avg_365 = s365[PS] / 1000 / s365[PN] if s365[PN] else 0.0
+        span = max(min(tenure, 365.0), 1.0)
+        base_rate_spend = spend365 / span * min(90.0, span) if spend365 > 0 else 0.0
+        spend_trend = _ratio(spend90, base_rate_spend)
+        ticket_trend = _ratio(avg_90, avg_365) if avg_365 > 0 and s90[PN] else 1.0
+        base_rate_days = active[365] / span * min(90.0, span)
+        frequency_trend = _ratio(active[90], base_rate_days)
+
+        fa = self._first_active
+        born_inside = fa is not None and fa <= now_day and now_day - fa < BGNBD_WINDOW_DAYS
+        bg_T = min(tenure, float(BGNBD_WINDOW_DAYS))
+        bg_x = max(active[365] - (1 if born_inside else 0), 0)
+        bg_tx = min(max(bg_T - since_activity, 0.0), bg_T) if bg_x > 0 else 0.0
+
+        open_refs = self._open_refs(now_ms)
+        out = {
+            "tenure_days": min(tenure, 3650.0),
+            "days_since_last_activity": since_activity,
+            "days_since_last_visit": since(last_visit),
+            "days_since_last_transaction": since(last_tx),
+            "active_days_30": float(active[30]),
+            "active_days_90": float(active[90]),
+            "active_days_365": float(active[365]),
+            "visits_90": float(s90[V]),
+            "transactions_90": float(s90[PN] + s90[Z] + s90[NN]),
+            "transactions_365": float(s365[PN] + s365[Z] + s365[NN]),
+            "spend_30": spend30,
+            "spend_90": spend90,
+            "spend_365": spend365,
+            "avg_ticket_90": avg_90,
+            "avg_ticket_365": avg_365,
+            "cadence_median_days": cadence,
+            "cadence_spread_days": spread,
+            "has_cadence": 1.0 if has_cadence else 0.0,
+            "overdue_ratio": min(overdue, 50.0),
+            "spend_trend": spend_trend,
+            "ticket_trend": ticket_trend,
+            "frequency_trend": frequency_trend,
+            "complaints_90": float(s90[U]),
+            "complaints_365": float(s365[U]),
+            "open_complaints": float(len(open_refs)),
+            "open_high_complaints": float(sum(1 for s in open_refs if s == "high")),
+            "days_since_last_complaint": since(last_complaint) if last_complaint is not None
+            else CAP_DAYS,
+            "refunds_90": float(s90[NN]),
+            "online_share_365": s365[ON] / s365[CH] if s365[CH] else 0.0,
+            "bgnbd_x": float(bg_x),
+            "bgnbd_t_x": bg_tx,
+            "bgnbd_T": bg_T,
+        }
+        return {k: (v if math.isfinite(v) else 0.0) for k, v in out.items()}
+
+    # ------------------------------------------------------------------ codec
+    def encode(self) -> str:
+        """Compact JSON, deterministic (the same content gives the same string): relative
+        days and times, trailing zeros trimmed, the bitmap and the id memory in base64."""
+        lt = self.last_ts
+        if lt is None:
+            return json.dumps([FORMAT])
+        n = lt // DAY_MS
+        nw = n // 7
+
+        def rel(t: int | None) -> int | None:
+            return None if t is None else lt - t
+
+        def rows(buckets: dict[int, list[int]], top: int) -> list[list[int]]:
+            out: list[list[int]] = []
+            prev = top
+            for k in sorted(buckets, reverse=True):
+                row = buckets[k]
+                end = NF
+                while end and not row[end - 1]:
+                    end -= 1
+                out.append([prev - k, *row[:end]])
+                prev = k
+            return out
+
+        mask = self._mask
+        bitmap = base64.b64encode(mask.to_bytes((mask.bit_length() + 7) // 8, "little")).decode()
+        ids = base64.b64encode(b"".join(
+            _ID_REC.pack(n - d, h) for h, d in sorted(self._ids.items(), key=lambda x: (-x[1], x[0]))
+        )).decode()
+        recent = []
+        for r in self._recent:
+            row: list[Any] = [_KIND_CODE.get(r.kind, r.kind), lt - r.ts, r.event_id, r.amount,
+                              r.severity, r.complaint_ref, r.status, r.store_id, r.channel]
+            while row[-1] is None:
+                row.pop()
+            recent.append(row)
+        refs = [[ref, [list(e) for e in evs], list(base) if base else None]
+                for ref, (evs, base) in sorted(self._refs.items())]
+        doc = [FORMAT, lt, rel(self.first_ts), rel(self.last_visit), rel(self.last_tx),
+               rel(self.last_activity), rel(self.last_complaint),
+               None if self._first_active is None else n - self._first_active,
+               [n - d for d in reversed(self._last_days)], bitmap,
+               rows(self._days, n), rows(self._weeks, nw), refs, recent, ids]
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def decode(cls, blob: str | bytes) -> Summary:
+        """The summary :meth:`encode` wrote; ValueError for anything else."""
+        try:
+            doc = json.loads(blob)
+            if not isinstance(doc, list) or not doc or doc[0] != FORMAT:
+                raise ValueError(f"the first element is not {FORMAT!r}")
+            s = cls()
+            if len(doc) == 1:
+                return s
+            (_, lt, first, visit, tx, act, comp, first_active, last_days, bitmap, days, weeks,
+             refs, recent, ids) = doc
+            lt = int(lt)
+            n = lt // DAY_MS
+            s.last_ts = lt
+            s.first_ts, s.last_visit, s.last_tx, s.last_activity, s.last_complaint = (
+                None if x is None else lt - int(x) for x in (first, visit, tx, act, comp))
+            s._first_active = None if first_active is None else n - int(first_active)
+            s._last_days = [n - int(o) for o in reversed(last_days)]
+            s._mask = int.from_bytes(base64.b64decode(bitmap, validate=True), "little")
+
+            def unrows(rows: list[list[int]], top: int) -> dict[int, list[int]]:
+                out: dict[int, list[int]] = {}
+                k = top
+                for row in rows:
+                    k -= int(row[0])
+                    vals = [int(v) for v in row[1:]]
+                    if len(vals) > NF:
+                        raise ValueError("a bucket has too many fields")
+                    out[k] = vals + [0] * (NF - len(vals))
+                return out
+
+            s._days = unrows(days, n)
+            s._weeks = unrows(weeks, n // 7)
+            s._refs = {str(ref): ([(int(e[0]), str(e[1]), e[2], e[3]) for e in evs],
+                                  (int(base[0]), str(base[1]), str(base[2])) if base else None)
+                       for ref, evs, base in refs}
+            s._recent = [Activity(_CODE_KIND.get(r[0], r[0]), lt - int(r[1]), str(r[2]),
+                                  *(r[3:] + [None] * (9 - len(r))))
+                         for r in recent]
+            raw = base64.b64decode(ids, validate=True)
+            s._ids = {h: n - off for off, h in _ID_REC.iter_unpack(raw)}
+            return s
+        except (ValueError, TypeError, KeyError, IndexError, struct.error, binascii.Error,
+                AttributeError) as exc:
+            text = blob[:40] if isinstance(blob, str | bytes) else type(blob).__name__
+            raise ValueError(f"not an encoded customer summary ({FORMAT}): {exc} "
+                             f"[{text!r}]") from None
+
+
+def summarize(activities: Iterable[Activity]) -> Summary:
+    """Fold every activity (any order, duplicates by event id ignored) into a new summary."""
+    s = Summary.empty()
+    for a in activities:
+        s.fold(a)
+    return s
