@@ -113,7 +113,6 @@ import base64
 import binascii
 import json
 import math
-import struct
 from bisect import insort
 from collections.abc import Iterable
 from hashlib import blake2b
@@ -132,39 +131,54 @@ from services.scoring.features import (
 
 DAILY_DAYS = 91
 RETAIN_DAYS = 371
+WEEKS = 53  # week index j = N//7 - week is kept iff N - 7*week < RETAIN_DAYS iff j < 53
 ID_MEMORY_DAYS = 35
 RECENT_K = 8
 LAST_ACTIVE_DAYS = 13
 REF_EVENTS = 4
 FORMAT = "cw-s1"
 
-# Bucket fields.
+# Bucket fields (columns).
 V, PN, PS, Z, NN, NS, CH, ON, C, U = range(10)
 NF = 10
+_MONEY = (PS, NS)
+_WINDOW_FIELDS = ((30, (PS, NS)), (90, (V, PN, PS, Z, NN, NS, U)),
+                  (365, (PN, PS, Z, NN, NS, U, CH, ON)))
 _ONLINE = frozenset(("online", "app", "delivery"))
 _MASK = (1 << RETAIN_DAYS) - 1
 _KIND_CODE = {"transaction": "t", "visit": "v", "complaint": "c"}
 _CODE_KIND = {v: k for k, v in _KIND_CODE.items()}
-_ID_REC = struct.Struct(">BQ")
+# Small counts are written one character each ("0" = 0 ... "z" = 74).
+_DIGITS = 75
+_TO_CHAR = bytes(range(48, 48 + _DIGITS)) + bytes(256 - _DIGITS)
+_FROM_CHAR = bytes(256)[:48] + bytes(range(_DIGITS)) + bytes(256 - 48 - _DIGITS)
+_COUNT_CHARS = bytes(range(48, 48 + _DIGITS)).decode()
+_IDR = 11  # id memory record: 3-byte day, 8-byte blake2b of the event id
+
+assert len(_TO_CHAR) == 256 and len(_FROM_CHAR) == 256
 
 # A complaint ref's kept event: (ts, event_id, status, severity).
 RefEvent = tuple[int, str, str | None, str | None]
 
 
-def _id_hash(event_id: str) -> int:
-    return int.from_bytes(blake2b(event_id.encode(), digest_size=8).digest(), "big")
+def _id_hash(event_id: str) -> bytes:
+    return blake2b(event_id.encode(), digest_size=8).digest()
 
 
 def _milli(amount: float) -> int:
     return int(round(amount * 1000))
 
 
+def _zeros(n: int) -> list[list[int]]:
+    return [[0] * n for _ in range(NF)]
+
+
 class Summary:
     """The bounded state of one customer (see the module docstring)."""
 
     __slots__ = ("first_ts", "last_ts", "last_visit", "last_tx", "last_activity",
-                 "last_complaint", "_days", "_weeks", "_mask", "_last_days", "_first_active",
-                 "_refs", "_recent", "_ids")
+                 "last_complaint", "_dc", "_wc", "_mask", "_last_days", "_first_active",
+                 "_refs", "_recent", "_idb", "_raw")
 
     def __init__(self) -> None:
         self.first_ts: int | None = None
@@ -173,15 +187,19 @@ class Summary:
         self.last_tx: int | None = None
         self.last_activity: int | None = None
         self.last_complaint: int | None = None
-        self._days: dict[int, list[int]] = {}
-        self._weeks: dict[int, list[int]] = {}
+        # per field, per day back from N (index N - day): the daily buckets
+        self._dc: list[list[int]] = _zeros(DAILY_DAYS)
+        # per field, per week back from N's week (index N//7 - week): the weekly buckets
+        self._wc: list[list[int]] = _zeros(WEEKS)
         self._mask = 0  # bit i: day N - i had a non-complaint event
         self._last_days: list[int] = []  # the newest active days, ascending
         self._first_active: int | None = None
-        # ref -> [kept events ascending by (ts, id), fallback (ts, id, severity) or None]
+        # ref -> (kept events ascending by (ts, id), fallback (ts, id, severity) or None)
         self._refs: dict[str, tuple[list[RefEvent], tuple[int, str, str] | None]] = {}
         self._recent: list[Activity] = []  # ascending by (ts, event_id)
-        self._ids: dict[int, int] = {}  # id hash -> event day
+        self._idb = b""  # sorted id memory records (day, hash)
+        # encoded parts known unchanged since decode: bitmap, weeks, refs
+        self._raw: dict[int, str] = {}
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -191,17 +209,55 @@ class Summary:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Summary) and self.encode() == other.encode()
 
+    __hash__ = None  # type: ignore[assignment]
+
     def __repr__(self) -> str:
-        return f"Summary({self.encode()})"
+        return f"Summary({self.encode()!r})"
 
     @property
     def newest_day(self) -> int | None:
         return None if self.last_ts is None else self.last_ts // DAY_MS
 
     # ------------------------------------------------------------------ id memory
+    def _remembered(self, h: bytes) -> bool:
+        buf = self._idb
+        i = buf.find(h)
+        while i != -1:
+            if i % _IDR == 3:
+                return True
+            i = buf.find(h, i + 1)
+        return False
+
+    def _remember(self, day: int, h: bytes) -> None:
+        rec = day.to_bytes(3, "big") + h
+        buf = self._idb
+        lo, hi = 0, len(buf) // _IDR
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if buf[mid * _IDR:(mid + 1) * _IDR] < rec:
+                lo = mid + 1
+            else:
+                hi = mid
+        self._idb = buf[:lo * _IDR] + rec + buf[lo * _IDR:]
+
+    def _forget_before(self, day: int) -> None:
+        buf = self._idb
+        if not buf or int.from_bytes(buf[:3], "big") >= day:
+            return
+        key = day.to_bytes(3, "big")
+        lo, hi = 0, len(buf) // _IDR
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if buf[mid * _IDR:mid * _IDR + 3] < key:
+                lo = mid + 1
+            else:
+                hi = mid
+        self._idb = buf[lo * _IDR:]
+
     def knows(self, event_id: str) -> bool:
         """True when ``event_id`` is remembered (id memory, or one of the raw events kept)."""
-        return _id_hash(event_id) in self._ids or any(r.event_id == event_id for r in self._recent)
+        return self._remembered(_id_hash(event_id)) or \
+            any(r.event_id == event_id for r in self._recent)
 
     def beyond_memory(self, a: Activity) -> bool:
         """True when ``a`` is older than the id memory's horizon (more than ID_MEMORY_DAYS days
@@ -216,7 +272,7 @@ class Summary:
         """Apply one event; False (and no change at all) if its event_id is remembered (a
         duplicate). Mutates self."""
         h = _id_hash(a.event_id)
-        if h in self._ids:
+        if self._remembered(h):
             return False
         for r in self._recent:
             if r.event_id == a.event_id:
@@ -228,39 +284,39 @@ class Summary:
             self.first_ts = ts
         if self.last_ts is None or ts > self.last_ts:
             self.last_ts = ts
-        n = ts // DAY_MS if old_n is None or day > old_n else old_n
+        n = day if old_n is None or day > old_n else old_n
         if old_n is not None and n > old_n:
             self._advance(old_n, n)
 
         # the bucket
-        if day > n - DAILY_DAYS:
-            b = self._days.get(day)
-            if b is None:
-                b = self._days[day] = [0] * NF
-        elif n - 7 * (day // 7) < RETAIN_DAYS:
-            b = self._weeks.get(day // 7)
-            if b is None:
-                b = self._weeks[day // 7] = [0] * NF
+        i = n - day
+        if i < DAILY_DAYS:
+            cols = self._dc
         else:
-            b = [0] * NF  # older than every kept bucket: counted nowhere
+            i = n // 7 - day // 7
+            if i < WEEKS:
+                cols = self._wc
+                self._raw.pop(3, None)
+            else:  # older than every kept bucket: counted nowhere
+                cols, i = _zeros(1), 0
 
         kind = a.kind
         if kind == "complaint":
             if self.last_complaint is None or ts > self.last_complaint:
                 self.last_complaint = ts
-            b[C] += 1
+            cols[C][i] += 1
             if a.status != "resolved":
-                b[U] += 1
+                cols[U][i] += 1
             self._fold_ref(a, n)
         else:
             if self.last_activity is None or ts > self.last_activity:
                 self.last_activity = ts
             if a.channel is not None:
-                b[CH] += 1
+                cols[CH][i] += 1
                 if a.channel in _ONLINE:
-                    b[ON] += 1
+                    cols[ON][i] += 1
             if kind == "visit":
-                b[V] += 1
+                cols[V][i] += 1
                 if self.last_visit is None or ts > self.last_visit:
                     self.last_visit = ts
             elif kind == "transaction":
@@ -268,30 +324,30 @@ class Summary:
                     self.last_tx = ts
                 amount = a.amount or 0.0
                 if amount > 0:
-                    b[PN] += 1
-                    b[PS] += _milli(amount)
+                    cols[PN][i] += 1
+                    cols[PS][i] += _milli(amount)
                 elif amount < 0:
-                    b[NN] += 1
-                    b[NS] += _milli(-amount)
+                    cols[NN][i] += 1
+                    cols[NS][i] += _milli(-amount)
                 else:
-                    b[Z] += 1
+                    cols[Z][i] += 1
             self._fold_active_day(day, n)
 
         # the raw events
         rec = self._recent
-        key = (ts, a.event_id)
-        if len(rec) < RECENT_K or key > (rec[0].ts, rec[0].event_id):
+        if len(rec) < RECENT_K or (ts, a.event_id) > (rec[0].ts, rec[0].event_id):
             insort(rec, a, key=lambda r: (r.ts, r.event_id))
             if len(rec) > RECENT_K:
                 del rec[0]
         if day >= n - ID_MEMORY_DAYS:
-            self._ids[h] = day
+            self._remember(day, h)
         return True
 
     def _fold_active_day(self, day: int, n: int) -> None:
         i = n - day
-        if i < RETAIN_DAYS:
+        if i < RETAIN_DAYS and not self._mask >> i & 1:
             self._mask |= 1 << i
+            self._raw.pop(1, None)
         if self._first_active is None or day < self._first_active:
             self._first_active = day
         ld = self._last_days
@@ -310,6 +366,7 @@ class Summary:
     def _trim_ref(self, ref: str, n: int) -> None:
         """Keep the ref's newest event always, and up to REF_EVENTS newest ones not older than
         RETAIN_DAYS before ``n``; the rest only leave their newest severity behind."""
+        self._raw.pop(4, None)
         evs, base = self._refs[ref]
         horizon = n - RETAIN_DAYS
         keep: list[RefEvent] = []
@@ -322,26 +379,33 @@ class Summary:
         self._refs[ref] = (keep, base)
 
     def _advance(self, old_n: int, n: int) -> None:
-        """The newest day moved from ``old_n`` to ``n``: re-bucket, shift, prune."""
+        """The newest day moved from ``old_n`` to ``n``: shift the buckets (days leaving the
+        daily span go into their weeks), the bitmap, and prune the id memory and refs."""
         shift = n - old_n
         self._mask = (self._mask << shift) & _MASK
-        cut = n - DAILY_DAYS
-        days, weeks = self._days, self._weeks
-        for d in [d for d in days if d <= cut]:
-            row = days.pop(d)
-            w = d // 7
-            if n - 7 * w < RETAIN_DAYS:
-                wb = weeks.get(w)
-                if wb is None:
-                    weeks[w] = row
-                else:
-                    for k in range(NF):
-                        wb[k] += row[k]
-        for w in [w for w in weeks if n - 7 * w >= RETAIN_DAYS]:
-            del weeks[w]
-        keep_from = n - ID_MEMORY_DAYS
-        if self._ids and min(self._ids.values()) < keep_from:
-            self._ids = {h: d for h, d in self._ids.items() if d >= keep_from}
+        self._raw.pop(1, None)
+        wshift = n // 7 - old_n // 7
+        wc = self._wc
+        if wshift:
+            self._raw.pop(3, None)
+            for f in range(NF):
+                col = wc[f]
+                wc[f] = ([0] * wshift + col[:WEEKS - wshift]) if wshift < WEEKS else [0] * WEEKS
+        dc = self._dc
+        keep = max(DAILY_DAYS - shift, 0)
+        for f in range(NF):
+            col = dc[f]
+            tail = col[keep:]
+            dc[f] = [0] * (DAILY_DAYS - keep) + col[:keep]
+            if any(tail):
+                self._raw.pop(3, None)
+                wcol = wc[f]
+                for k, v in enumerate(tail):
+                    if v:
+                        j = n // 7 - (old_n - keep - k) // 7
+                        if j < WEEKS:
+                            wcol[j] += v
+        self._forget_before(n - ID_MEMORY_DAYS)
         horizon = n - RETAIN_DAYS
         for ref, (evs, _) in list(self._refs.items()):
             if len(evs) > 1 and evs[0][0] // DAY_MS <= horizon:
@@ -414,6 +478,18 @@ class Summary:
             return False
         return self._count_active(start_ms // DAY_MS, end_ms // DAY_MS) > 0
 
+    def _window(self, now_day: int, w: int) -> tuple[slice, slice]:
+        """The daily and weekly index ranges inside the w-day window at now_day."""
+        n = self.newest_day
+        assert n is not None
+        i_lo = max(n - now_day, 0)
+        i_hi = min(n - now_day + w, DAILY_DAYS)
+        # weeks with 0 <= now_day - 7*week < w
+        w_max = now_day // 7
+        w_min = (now_day - w) // 7 + 1
+        nw = n // 7
+        return slice(i_lo, max(i_hi, i_lo)), slice(max(nw - w_max, 0), max(nw - w_min + 1, 0))
+
     def _newest_ts(self, exact: int | None, now_ms: int, kinds: tuple[str, ...] | None,
                    fields: tuple[int, ...]) -> int | None:
         """The newest event time at or before now of some kind: exact, else from the raw
@@ -424,20 +500,22 @@ class Summary:
             if r.ts <= now_ms and (r.kind in kinds if kinds else r.kind != "complaint"):
                 return r.ts
         now_day = now_ms // DAY_MS
+        n = self.newest_day
+        assert n is not None
+        best: int | None = None
         if kinds is None:  # any activity: the exact active days
             found = self._active_days_desc(now_day, 1)
             best = found[0] if found else None
         else:
-            best = None
-            for d, row in self._days.items():
-                if d <= now_day and (best is None or d > best) and any(row[f] for f in fields):
-                    best = d
+            for i in range(max(n - now_day, 0), DAILY_DAYS):
+                if any(self._dc[f][i] for f in fields):
+                    best = n - i
+                    break
             if best is None:
-                for w, row in self._weeks.items():
-                    last = min(7 * w + 6, now_day)
-                    if 7 * w <= now_day and (best is None or last > best) \
-                            and any(row[f] for f in fields):
-                        best = last
+                for j in range(max(n // 7 - now_day // 7, 0), WEEKS):
+                    if any(self._wc[f][j] for f in fields):
+                        best = min(7 * (n // 7 - j) + 6, now_day)
+                        break
         if best is None:
             return None
         return min(best * DAY_MS + DAY_MS // 2, now_ms)
@@ -469,30 +547,23 @@ class Summary:
         def since(ts: int | None) -> float:
             return min((now_ms - ts) / DAY_MS, CAP_DAYS) if ts is not None else min(tenure, CAP_DAYS)
 
-        # buckets per window
-        r30: list[list[int]] = []
-        r90: list[list[int]] = []
-        r365: list[list[int]] = []
-        for d, row in self._days.items():
-            age = now_day - d
-            if 0 <= age < 365:
-                r365.append(row)
-                if age < 90:
-                    r90.append(row)
-                    if age < 30:
-                        r30.append(row)
-        for w, row in self._weeks.items():
-            age = now_day - 7 * w
-            if 0 <= age < 365:
-                r365.append(row)
-                if age < 90:
-                    r90.append(row)
-                    if age < 30:
-                        r30.append(row)
-        zero = [0] * NF
-        s90 = [sum(c) for c in zip(*r90, strict=True)] if r90 else zero
-        s365 = [sum(c) for c in zip(*r365, strict=True)] if r365 else zero
-        spend30 = (sum(r[PS] for r in r30) - sum(r[NS] for r in r30)) / 1000
+        sums: dict[int, list[int]] = {}
+        if self.last_ts is None:
+            sums = {w: [0] * NF for w in (30, 90, 365)}
+        else:
+            dc, wc = self._dc, self._wc
+            for w, fields in _WINDOW_FIELDS:
+                ds, ws = self._window(now_day, w)
+                s = [0] * NF
+                if ws.start < ws.stop:
+                    for f in fields:
+                        s[f] = sum(dc[f][ds]) + sum(wc[f][ws])
+                else:
+                    for f in fields:
+                        s[f] = sum(dc[f][ds])
+                sums[w] = s
+        s90, s365 = sums[90], sums[365]
+        spend30 = (sums[30][PS] - sums[30][NS]) / 1000
         spend90 = (s90[PS] - s90[NS]) / 1000
         spend365 = (s365[PS] - s365[NS]) / 1000
 
@@ -565,98 +636,137 @@ class Summary:
 
     # ------------------------------------------------------------------ codec
     def encode(self) -> str:
-        """Compact JSON, deterministic (the same content gives the same string): relative
-        days and times, trailing zeros trimmed, the bitmap and the id memory in base64."""
+        """Compact and deterministic (the same content gives the same string): seven parts
+        separated by newlines (compact JSON never holds a raw newline) — header, active-day
+        bitmap (base64), daily buckets, weekly buckets, complaint refs, raw events, id memory
+        (base64). Parts unchanged since :meth:`decode` are written back as they were read."""
         lt = self.last_ts
         if lt is None:
-            return json.dumps([FORMAT])
+            return FORMAT
         n = lt // DAY_MS
-        nw = n // 7
+        raw = self._raw
 
         def rel(t: int | None) -> int | None:
             return None if t is None else lt - t
 
-        def rows(buckets: dict[int, list[int]], top: int) -> list[list[int]]:
-            out: list[list[int]] = []
-            prev = top
-            for k in sorted(buckets, reverse=True):
-                row = buckets[k]
-                end = NF
-                while end and not row[end - 1]:
-                    end -= 1
-                out.append([prev - k, *row[:end]])
-                prev = k
-            return out
-
-        mask = self._mask
-        bitmap = base64.b64encode(mask.to_bytes((mask.bit_length() + 7) // 8, "little")).decode()
-        ids = base64.b64encode(b"".join(
-            _ID_REC.pack(n - d, h) for h, d in sorted(self._ids.items(), key=lambda x: (-x[1], x[0]))
-        )).decode()
+        header = [FORMAT, lt, rel(self.first_ts), rel(self.last_visit), rel(self.last_tx),
+                  rel(self.last_activity), rel(self.last_complaint),
+                  None if self._first_active is None else n - self._first_active,
+                  [n - d for d in reversed(self._last_days)]]
+        bitmap = raw.get(1)
+        if bitmap is None:
+            mask = self._mask
+            bitmap = base64.b64encode(mask.to_bytes((mask.bit_length() + 7) // 8, "little")
+                                      ).decode()
+        weeks = raw.get(3)
+        if weeks is None:
+            weeks = _encode_block(self._wc)
+        refs = raw.get(4)
+        if refs is None:
+            refs = _dumps([[ref, [list(e) for e in evs], list(base) if base else None]
+                           for ref, (evs, base) in sorted(self._refs.items())])
         recent = []
         for r in self._recent:
-            row: list[Any] = [_KIND_CODE.get(r.kind, r.kind), lt - r.ts, r.event_id, r.amount,
-                              r.severity, r.complaint_ref, r.status, r.store_id, r.channel]
+            row: list[Any] = [_KIND_CODE.get(r.kind, r.kind), lt - r.ts, r.event_id, r.store_id,
+                              r.amount, r.channel, r.status, r.severity, r.complaint_ref]
             while row[-1] is None:
                 row.pop()
             recent.append(row)
-        refs = [[ref, [list(e) for e in evs], list(base) if base else None]
-                for ref, (evs, base) in sorted(self._refs.items())]
-        doc = [FORMAT, lt, rel(self.first_ts), rel(self.last_visit), rel(self.last_tx),
-               rel(self.last_activity), rel(self.last_complaint),
-               None if self._first_active is None else n - self._first_active,
-               [n - d for d in reversed(self._last_days)], bitmap,
-               rows(self._days, n), rows(self._weeks, nw), refs, recent, ids]
-        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+        return "\n".join((_dumps(header), bitmap, _encode_block(self._dc), weeks, refs,
+                          _dumps(recent), base64.b64encode(self._idb).decode()))
 
     @classmethod
     def decode(cls, blob: str | bytes) -> Summary:
         """The summary :meth:`encode` wrote; ValueError for anything else."""
         try:
-            doc = json.loads(blob)
-            if not isinstance(doc, list) or not doc or doc[0] != FORMAT:
-                raise ValueError(f"the first element is not {FORMAT!r}")
+            if isinstance(blob, bytes):
+                blob = blob.decode()
+            parts = blob.split("\n")
             s = cls()
-            if len(doc) == 1:
+            if parts == [FORMAT]:
                 return s
-            (_, lt, first, visit, tx, act, comp, first_active, last_days, bitmap, days, weeks,
-             refs, recent, ids) = doc
-            lt = int(lt)
+            if len(parts) != 7:
+                raise ValueError(f"{len(parts)} parts, not 7")
+            header = json.loads(parts[0])
+            if not isinstance(header, list) or len(header) != 9 or header[0] != FORMAT:
+                raise ValueError(f"the header is not a {FORMAT} header")
+            _, lt, first, visit, tx, act, comp, first_active, last_days = header
+            if type(lt) is not int:
+                raise ValueError("last_ts is not an integer")
             n = lt // DAY_MS
             s.last_ts = lt
             s.first_ts, s.last_visit, s.last_tx, s.last_activity, s.last_complaint = (
                 None if x is None else lt - int(x) for x in (first, visit, tx, act, comp))
             s._first_active = None if first_active is None else n - int(first_active)
             s._last_days = [n - int(o) for o in reversed(last_days)]
-            s._mask = int.from_bytes(base64.b64decode(bitmap, validate=True), "little")
-
-            def unrows(rows: list[list[int]], top: int) -> dict[int, list[int]]:
-                out: dict[int, list[int]] = {}
-                k = top
-                for row in rows:
-                    k -= int(row[0])
-                    vals = [int(v) for v in row[1:]]
-                    if len(vals) > NF:
-                        raise ValueError("a bucket has too many fields")
-                    out[k] = vals + [0] * (NF - len(vals))
-                return out
-
-            s._days = unrows(days, n)
-            s._weeks = unrows(weeks, n // 7)
+            s._mask = int.from_bytes(base64.b64decode(parts[1], validate=True), "little")
+            if s._mask >> RETAIN_DAYS:
+                raise ValueError("the bitmap is too long")
+            s._dc = _decode_block(parts[2], DAILY_DAYS)
+            s._wc = _decode_block(parts[3], WEEKS)
             s._refs = {str(ref): ([(int(e[0]), str(e[1]), e[2], e[3]) for e in evs],
                                   (int(base[0]), str(base[1]), str(base[2])) if base else None)
-                       for ref, evs, base in refs}
-            s._recent = [Activity(_CODE_KIND.get(r[0], r[0]), lt - int(r[1]), str(r[2]),
-                                  *(r[3:] + [None] * (9 - len(r))))
-                         for r in recent]
-            raw = base64.b64decode(ids, validate=True)
-            s._ids = {h: n - off for off, h in _ID_REC.iter_unpack(raw)}
+                       for ref, evs, base in json.loads(parts[4])}
+            for r in json.loads(parts[5]):
+                if not 3 <= len(r) <= 9:
+                    raise ValueError("a raw event has the wrong number of fields")
+                store, amount, channel, status, severity, ref = r[3:] + [None] * (9 - len(r))
+                s._recent.append(Activity(_CODE_KIND.get(r[0], r[0]), lt - int(r[1]), str(r[2]),
+                                          amount, severity, ref, status, store, channel))
+            s._idb = base64.b64decode(parts[6], validate=True)
+            if len(s._idb) % _IDR:
+                raise ValueError("the id memory is not whole records")
+            s._raw = {1: parts[1], 3: parts[3], 4: parts[4]}
             return s
-        except (ValueError, TypeError, KeyError, IndexError, struct.error, binascii.Error,
+        except (ValueError, TypeError, KeyError, IndexError, binascii.Error,
                 AttributeError) as exc:
             text = blob[:40] if isinstance(blob, str | bytes) else type(blob).__name__
             raise ValueError(f"not an encoded customer summary ({FORMAT}): {exc} "
                              f"[{text!r}]") from None
+
+
+def _dumps(x: object) -> str:
+    return json.dumps(x, separators=(",", ":"), ensure_ascii=False)
+
+
+def _encode_block(cols: list[list[int]]) -> str:
+    """Bucket columns, trailing zeros and empty trailing columns trimmed. A column of small
+    counts is a string, one character per bucket; others (money) are JSON lists."""
+    out: list[str | list[int]] = []
+    for f, col in enumerate(cols):
+        if not any(col):
+            out.append("")
+            continue
+        end = len(col)
+        while not col[end - 1]:
+            end -= 1
+        part = col[:end]
+        if f not in _MONEY and max(part) < _DIGITS and min(part) >= 0:
+            out.append(bytes(part).translate(_TO_CHAR).decode())
+        else:
+            out.append(part)
+    while out and out[-1] == "":
+        out.pop()
+    return _dumps(out)
+
+
+def _decode_block(text: str, size: int) -> list[list[int]]:
+    cols = json.loads(text)
+    if not isinstance(cols, list) or len(cols) > NF:
+        raise ValueError("a bucket block is not a list of at most 10 columns")
+    out: list[list[int]] = []
+    for col in cols:
+        if isinstance(col, str):
+            if col.lstrip(_COUNT_CHARS):
+                raise ValueError("a count column has a character that is not a count")
+            col = list(col.encode().translate(_FROM_CHAR))
+        elif not isinstance(col, list) or type(sum(col)) is not int:  # floats, strings, None
+            raise ValueError("a bucket column is not integers")
+        if len(col) > size:
+            raise ValueError("a bucket column is too long")
+        out.append(col + [0] * (size - len(col)))
+    out += [[0] * size for _ in range(NF - len(out))]
+    return out
 
 
 def summarize(activities: Iterable[Activity]) -> Summary:
