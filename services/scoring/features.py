@@ -96,12 +96,18 @@ def compute_features(activities: Iterable[Activity], now_ms: int,
     feature computation (schema 3; how it differs from schema 2 is in summary.py)."""
     from services.scoring.summary import Summary  # summary.py imports Activity from here
 
-    s = Summary.empty()
-    seen: set[str] = set()  # a whole list: duplicates are dropped exactly, whatever their age
+    # A whole list: duplicates are dropped here exactly, whatever their age; folding newest
+    # first never moves the summary's newest day (the result does not depend on the order).
+    seen: set[str] = set()
+    acts = []
     for a in activities:
         if a.ts <= now_ms and a.event_id not in seen:
             seen.add(a.event_id)
-            s.fold(a)
+            acts.append(a)
+    acts.sort(key=lambda a: a.ts, reverse=True)
+    s = Summary.empty()
+    for a in acts:
+        s._apply(a)
     return s.features(now_ms, first_seen_ms)
 
 

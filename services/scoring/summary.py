@@ -277,6 +277,13 @@ class Summary:
         for r in self._recent:
             if r.event_id == a.event_id:
                 return False
+        self._apply(a, h)
+        return True
+
+    def _apply(self, a: Activity, h: bytes | None = None) -> None:
+        """Fold ``a``, known not to be a duplicate (``h``: its id hash, computed here when the
+        id memory needs it). :func:`services.scoring.features.compute_features` calls this
+        after dropping a list's duplicates itself."""
         ts = a.ts
         day = ts // DAY_MS
         old_n = self.newest_day
@@ -340,8 +347,7 @@ class Summary:
             if len(rec) > RECENT_K:
                 del rec[0]
         if day >= n - ID_MEMORY_DAYS:
-            self._remember(day, h)
-        return True
+            self._remember(day, _id_hash(a.event_id) if h is None else h)
 
     def _fold_active_day(self, day: int, n: int) -> None:
         i = n - day
@@ -390,11 +396,15 @@ class Summary:
             self._raw.pop(3, None)
             for f in range(NF):
                 col = wc[f]
-                wc[f] = ([0] * wshift + col[:WEEKS - wshift]) if wshift < WEEKS else [0] * WEEKS
+                if any(col):  # an all-zero column stays as it is
+                    wc[f] = ([0] * wshift + col[:WEEKS - wshift]) if wshift < WEEKS \
+                        else [0] * WEEKS
         dc = self._dc
         keep = max(DAILY_DAYS - shift, 0)
         for f in range(NF):
             col = dc[f]
+            if not any(col):
+                continue
             tail = col[keep:]
             dc[f] = [0] * (DAILY_DAYS - keep) + col[:keep]
             if any(tail):
