@@ -196,7 +196,8 @@ class Summary:
         self._first_active: int | None = None
         # ref -> (kept events ascending by (ts, id), fallback (ts, id, severity) or None)
         self._refs: dict[str, tuple[list[RefEvent], tuple[int, str, str] | None]] = {}
-        self._recent: list[Activity] = []  # ascending by (ts, event_id)
+        # the newest raw events as compact rows (see _row), ascending by (ts, event_id)
+        self._recent: list[list[Any]] = []
         self._idb = b""  # sorted id memory records (day, hash)
         # encoded parts known unchanged since decode: bitmap, weeks, refs
         self._raw: dict[int, str] = {}
@@ -257,7 +258,7 @@ class Summary:
     def knows(self, event_id: str) -> bool:
         """True when ``event_id`` is remembered (id memory, or one of the raw events kept)."""
         return self._remembered(_id_hash(event_id)) or \
-            any(r.event_id == event_id for r in self._recent)
+            any(r[2] == event_id for r in self._recent)
 
     def beyond_memory(self, a: Activity) -> bool:
         """True when ``a`` is older than the id memory's horizon (more than ID_MEMORY_DAYS days
@@ -265,7 +266,7 @@ class Summary:
         be recognised, and folding it counts it (again)."""
         n = self.newest_day
         return (n is not None and a.ts // DAY_MS < n - ID_MEMORY_DAYS
-                and not any(r.event_id == a.event_id for r in self._recent))
+                and not any(r[2] == a.event_id for r in self._recent))
 
     # ------------------------------------------------------------------ folding
     def fold(self, a: Activity) -> bool:
@@ -275,7 +276,7 @@ class Summary:
         if self._remembered(h):
             return False
         for r in self._recent:
-            if r.event_id == a.event_id:
+            if r[2] == a.event_id:
                 return False
         self._apply(a, h)
         return True
@@ -342,8 +343,8 @@ class Summary:
 
         # the raw events
         rec = self._recent
-        if len(rec) < RECENT_K or (ts, a.event_id) > (rec[0].ts, rec[0].event_id):
-            insort(rec, a, key=lambda r: (r.ts, r.event_id))
+        if len(rec) < RECENT_K or (ts, a.event_id) > (rec[0][1], rec[0][2]):
+            insort(rec, _row(a), key=lambda r: (r[1], r[2]))
             if len(rec) > RECENT_K:
                 del rec[0]
         if day >= n - ID_MEMORY_DAYS:
@@ -423,11 +424,11 @@ class Summary:
 
     # ------------------------------------------------------------------ reads
     def newest_event_id(self) -> str | None:
-        return self._recent[-1].event_id if self._recent else None
+        return self._recent[-1][2] if self._recent else None
 
     def recent(self) -> list[Activity]:
         """The newest raw events kept (up to RECENT_K), oldest first."""
-        return list(self._recent)
+        return [_act(r) for r in self._recent]
 
     def _active_days_desc(self, upto_day: int, limit: int) -> list[int]:
         """The newest ``limit`` active days at or before ``upto_day``, newest first (exact
@@ -482,7 +483,7 @@ class Summary:
             return False
         if start_ms <= self.last_activity <= end_ms:
             return True
-        if any(start_ms <= r.ts <= end_ms and r.kind != "complaint" for r in self._recent):
+        if any(start_ms <= r[1] <= end_ms and r[0] != "c" for r in self._recent):
             return True
         if self.last_activity < start_ms:
             return False
@@ -507,8 +508,8 @@ class Summary:
         if exact is None or exact <= now_ms:
             return exact
         for r in reversed(self._recent):
-            if r.ts <= now_ms and (r.kind in kinds if kinds else r.kind != "complaint"):
-                return r.ts
+            if r[1] <= now_ms and (_CODE_KIND.get(r[0], r[0]) in kinds if kinds else r[0] != "c"):
+                return int(r[1])
         now_day = now_ms // DAY_MS
         n = self.newest_day
         assert n is not None
@@ -675,13 +676,7 @@ class Summary:
         if refs is None:
             refs = _dumps([[ref, [list(e) for e in evs], list(base) if base else None]
                            for ref, (evs, base) in sorted(self._refs.items())])
-        recent = []
-        for r in self._recent:
-            row: list[Any] = [_KIND_CODE.get(r.kind, r.kind), lt - r.ts, r.event_id, r.store_id,
-                              r.amount, r.channel, r.status, r.severity, r.complaint_ref]
-            while row[-1] is None:
-                row.pop()
-            recent.append(row)
+        recent = [[r[0], lt - r[1], *r[2:]] for r in self._recent]
         return "\n".join((_dumps(header), bitmap, _encode_block(self._dc), weeks, refs,
                           _dumps(recent), base64.b64encode(self._idb).decode()))
 
@@ -717,12 +712,12 @@ class Summary:
             s._refs = {str(ref): ([(int(e[0]), str(e[1]), e[2], e[3]) for e in evs],
                                   (int(base[0]), str(base[1]), str(base[2])) if base else None)
                        for ref, evs, base in json.loads(parts[4])}
-            for r in json.loads(parts[5]):
-                if not 3 <= len(r) <= 9:
-                    raise ValueError("a raw event has the wrong number of fields")
-                store, amount, channel, status, severity, ref = r[3:] + [None] * (9 - len(r))
-                s._recent.append(Activity(_CODE_KIND.get(r[0], r[0]), lt - int(r[1]), str(r[2]),
-                                          amount, severity, ref, status, store, channel))
+            recent = json.loads(parts[5])
+            for r in recent:
+                if not 3 <= len(r) <= 9 or type(r[1]) is not int or type(r[2]) is not str:
+                    raise ValueError("a raw event is not a compact row")
+                r[1] = lt - r[1]
+            s._recent = recent
             s._idb = base64.b64decode(parts[6], validate=True)
             if len(s._idb) % _IDR:
                 raise ValueError("the id memory is not whole records")
@@ -733,6 +728,22 @@ class Summary:
             text = blob[:40] if isinstance(blob, str | bytes) else type(blob).__name__
             raise ValueError(f"not an encoded customer summary ({FORMAT}): {exc} "
                              f"[{text!r}]") from None
+
+
+def _row(a: Activity) -> list[Any]:
+    """An activity as a compact row: kind code, ts, id, store, amount, channel, status,
+    severity, ref (trailing Nones dropped)."""
+    row: list[Any] = [_KIND_CODE.get(a.kind, a.kind), a.ts, a.event_id, a.store_id, a.amount,
+                      a.channel, a.status, a.severity, a.complaint_ref]
+    while row[-1] is None:
+        row.pop()
+    return row
+
+
+def _act(r: list[Any]) -> Activity:
+    store, amount, channel, status, severity, ref = r[3:] + [None] * (9 - len(r))
+    return Activity(_CODE_KIND.get(r[0], r[0]), r[1], r[2], amount, severity, ref, status, store,
+                    channel)
 
 
 def _dumps(x: object) -> str:
