@@ -457,3 +457,20 @@ def test_encoded_size(events: int, limit: int) -> None:
                      f"(limit {limit})\n")
     assert size <= limit
     assert summarize(reversed(acts)).encode() == blob
+
+
+def test_the_summary_does_not_grow_with_history() -> None:
+    """Five years at 1,000 events a year: the same bounded summary as one year."""
+    history = [Activity(a.kind, a.ts + y * 365 * DAY_MS, f"{y}-{a.event_id}", a.amount,
+                        store_id=a.store_id)
+               for y in range(5) for a in _year(1000, seed=y)]
+    s = summarize(history)
+    assert s.last_ts is not None
+    last_year = summarize([a for a in history if a.ts > s.last_ts - 380 * DAY_MS])
+    size = len(s.encode().encode())
+    sys.stdout.write(f"\nencoded summary, 5,000 events over five years: {size} bytes\n")
+    assert size <= 5120
+    assert size <= len(last_year.encode().encode()) + 40  # the first active day, first_ts
+    f, g = s.features(s.last_ts), last_year.features(s.last_ts)
+    for name in ("active_days_365", "spend_365", "transactions_365", "cadence_median_days"):
+        assert f[name] == g[name], name
