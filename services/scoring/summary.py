@@ -380,6 +380,8 @@ class Summary:
     def _fold_ref(self, a: Activity, n: int) -> None:
         ref = a.complaint_ref or a.event_id
         evs, base = self._refs.get(ref, ([], None))
+        if any(e[0] == a.ts and e[1] == a.event_id for e in evs):
+            return  # a re-post beyond the id memory: the ref's state already has it
         insort(evs, (a.ts, a.event_id, a.status, a.severity), key=lambda e: (e[0], e[1]))
         self._refs[ref] = (evs, base)
         self._trim_ref(ref, n)
