@@ -167,7 +167,8 @@ _DIGITS = 75
 _TO_CHAR = bytes(range(48, 48 + _DIGITS)) + bytes(256 - _DIGITS)
 _FROM_CHAR = bytes(256)[:48] + bytes(range(_DIGITS)) + bytes(256 - 48 - _DIGITS)
 _COUNT_CHARS = bytes(range(48, 48 + _DIGITS)).decode()
-_IDR = 11  # id memory record: 3-byte day, 8-byte blake2b of the event id
+_IDR = 11  # id memory record: 3-byte day (+ _DAY_BIAS), 8-byte blake2b of the event id
+_DAY_BIAS = 1 << 23  # days before 1970 still fit
 
 assert len(_TO_CHAR) == 256 and len(_FROM_CHAR) == 256
 
@@ -244,7 +245,7 @@ class Summary:
         return False
 
     def _remember(self, day: int, h: bytes) -> None:
-        rec = day.to_bytes(3, "big") + h
+        rec = (day + _DAY_BIAS).to_bytes(3, "big") + h
         buf = self._idb
         lo, hi = 0, len(buf) // _IDR
         while lo < hi:
@@ -257,9 +258,9 @@ class Summary:
 
     def _forget_before(self, day: int) -> None:
         buf = self._idb
-        if not buf or int.from_bytes(buf[:3], "big") >= day:
+        if not buf or int.from_bytes(buf[:3], "big") >= day + _DAY_BIAS:
             return
-        key = day.to_bytes(3, "big")
+        key = (day + _DAY_BIAS).to_bytes(3, "big")
         lo, hi = 0, len(buf) // _IDR
         while lo < hi:
             mid = (lo + hi) // 2
