@@ -449,17 +449,18 @@ def _year(n: int, seed: int = 7) -> list[Activity]:
 
 
 @pytest.mark.parametrize(("events", "limit"), [(10, 1536), (100, 1536), (1000, 5120)])
-def test_encoded_size(events: int, limit: int) -> None:
+def test_encoded_size(events: int, limit: int, capsys: pytest.CaptureFixture[str]) -> None:
     acts = _year(events)
     blob = summarize(acts).encode()
     size = len(blob.encode())
-    sys.stdout.write(f"\nencoded summary, {events} events over a year: {size} bytes "
-                     f"(limit {limit})\n")
+    with capsys.disabled():  # shown in the test output, captured or not
+        sys.stdout.write(f"\nencoded summary, {events} events over a year: {size} bytes "
+                         f"(limit {limit}) ")
     assert size <= limit
     assert summarize(reversed(acts)).encode() == blob
 
 
-def test_the_summary_does_not_grow_with_history() -> None:
+def test_the_summary_does_not_grow_with_history(capsys: pytest.CaptureFixture[str]) -> None:
     """Five years at 1,000 events a year: the same bounded summary as one year."""
     history = [Activity(a.kind, a.ts + y * 365 * DAY_MS, f"{y}-{a.event_id}", a.amount,
                         store_id=a.store_id)
@@ -468,7 +469,8 @@ def test_the_summary_does_not_grow_with_history() -> None:
     assert s.last_ts is not None
     last_year = summarize([a for a in history if a.ts > s.last_ts - 380 * DAY_MS])
     size = len(s.encode().encode())
-    sys.stdout.write(f"\nencoded summary, 5,000 events over five years: {size} bytes\n")
+    with capsys.disabled():
+        sys.stdout.write(f"\nencoded summary, 5,000 events over five years: {size} bytes ")
     assert size <= 5120
     assert size <= len(last_year.encode().encode()) + 40  # the first active day, first_ts
     f, g = s.features(s.last_ts), last_year.features(s.last_ts)
