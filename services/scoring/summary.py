@@ -115,9 +115,9 @@ used: it would take 1,000 events to 1,792 bytes for ~35 µs more per step.
 
 Speed, measured by ``bench/summary_speed.py`` on this shared 2-core machine (Python 3.11, best
 of 7 rounds of CPU time): one scorer step — decode + fold one new event + features + encode —
-takes ~120 µs for a customer with 100 events over a year and ~140 µs with 1,000 events
-(~155 µs when the event starts a new day and the buckets shift); folding a whole history costs
-~2.5 µs per event. ``compute_features`` over a raw list (training, ``as_of``) folds newest
+takes 115-160 µs for a customer with 100 events over a year and 125-175 µs with 1,000 events
+(155-185 µs when the event starts a new day and the buckets shift), the spread being the other
+load on the machine across runs; folding a whole history costs ~2.5-4 µs per event. ``compute_features`` over a raw list (training, ``as_of``) folds newest
 first: ~2.1 ms for 1,000 events, ~130 µs for 20 (schema 2: ~0.9 ms and ~40 µs).
 """
 
