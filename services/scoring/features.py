@@ -82,10 +82,6 @@ FEATURE_NAMES: tuple[str, ...] = (
 BGNBD_WINDOW_DAYS = 365
 
 
-def _days(ms: float) -> float:
-    return ms / DAY_MS
-
-
 def compute_features(activities: Iterable[Activity], now_ms: int,
                      first_seen_ms: int | None = None) -> dict[str, float]:
     """Features of a customer at ``now_ms`` from their activity (any order, duplicates by
