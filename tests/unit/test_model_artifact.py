@@ -74,7 +74,7 @@ def _blob(**over: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(("change", "why"), [
-    ({"feature_schema": 1}, "trained on feature schema 1, this churnwatch computes schema 2"),
+    ({"feature_schema": 1}, "trained on feature schema 1, this churnwatch computes schema 3"),
     ({"feature_names": [*FEATURE_NAMES, "shoe_size"]}, r"needs features \['shoe_size'\]"),
     ({"format_version": 1}, "has artifact format 1, this churnwatch reads format 2"),
     ({"sklearn_version": "0.24.2"}, "trained with scikit-learn 0.24.2, this installation has"),
