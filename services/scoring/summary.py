@@ -506,6 +506,37 @@ class Summary:
             return False
         return self._count_active(start_ms // DAY_MS, end_ms // DAY_MS) > 0
 
+    def last_at_or_before(self, ms: int) -> int | None:
+        """The newest event time (any kind) at or before ``ms``: exact when it is the newest
+        of its kind or still among the raw events kept, else noon of its bucket day; None
+        when nothing known is that old (a point-in-time read of a customer not yet seen)."""
+        if self.last_ts is None or self.first_ts is None or self.first_ts > ms:
+            return None
+        if self.last_ts <= ms:
+            return self.last_ts
+        found = [t for t in (
+            self._newest_ts(self.last_activity, ms, None, (V, PN, Z, NN)),
+            self._newest_ts(self.last_complaint, ms, ("complaint",), (C,)),
+        ) if t is not None]
+        return max(found) if found else self.first_ts
+
+    def daily(self) -> list[dict[str, float]]:
+        """Per day of the daily span that had events, oldest first: ``day`` (days since the
+        epoch), ``visits``, ``transactions`` (refunds apart), ``refunds``, ``complaints`` and
+        ``spend`` (net of refunds)."""
+        n = self.newest_day
+        if n is None:
+            return []
+        out: list[dict[str, float]] = []
+        for i in range(DAILY_DAYS - 1, -1, -1):
+            col = [self._dc[f][i] for f in range(NF)]
+            if not (col[V] or col[PN] or col[Z] or col[NN] or col[C]):
+                continue
+            out.append({"day": n - i, "visits": col[V], "transactions": col[PN] + col[Z],
+                        "refunds": col[NN], "complaints": col[C],
+                        "spend": (col[PS] - col[NS]) / 1000})
+        return out
+
     def _window(self, now_day: int, w: int) -> tuple[slice, slice]:
         """The daily and weekly index ranges inside the w-day window at now_day."""
         n = self.newest_day
