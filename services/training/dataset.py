@@ -23,6 +23,7 @@ import numpy as np
 from services.common.events import epoch_ms, parse_json, validate_event
 from services.scoring.activity import activity_from_event
 from services.scoring.features import DAY_MS, FEATURE_NAMES, WINDOWS, Activity, compute_features
+from services.scoring.summary import Summary
 from services.training.exceptions import TrainingError
 from services.training.progress import Progress
 
@@ -239,11 +240,18 @@ def build_snapshots(activities: Mapping[str, Sequence[Activity]], dates: Sequenc
             bar.advance(min(500, len(activities) - n))
         acts = activities[cid]
         ts = [a.ts for a in acts]
+        # One summary per customer, folded in time order up to each date: the snapshot at d is
+        # the summary the streaming scorer holds after the same events (folding is order
+        # independent), and the cost is one fold per event, not one per event and date.
+        summary, folded = Summary.empty(), 0
         for d in dates:
             i = bisect_right(ts, d)
             if i == 0 or d - ts[i - 1] > MAX_DORMANT_DAYS * DAY_MS:
                 continue
-            f = compute_features(acts[:i], now_ms=d)
+            for a in acts[folded:i]:
+                summary.fold(a)
+            folded = i
+            f = summary.features(d)
             rows.append([f[n] for n in FEATURE_NAMES])
             labels.append(int(i == len(ts) or ts[i] > d + horizon_ms))
             obs.append(d)

@@ -95,7 +95,7 @@ async def test_ingest_score_at_risk_and_erase_on_a_cluster(
                 assert past.status_code == 200 and past.json()["point_in_time"], past.text
                 listed = (await client.get("/v1/customers/at-risk", headers=READ,
                                            params={"tier": moaner["tier"]})).json()
-                assert "moaner" in [c["customer_id"] for c in listed["customers"]], listed
+                assert "moaner" in [c["customer_id"] for c in listed["items"]], listed
                 timeline = await client.get("/v1/customers/moaner/timeline", headers=READ)
                 assert timeline.status_code == 200
                 assert any(e["kind"] == "activity" for e in timeline.json()["entries"])
@@ -108,7 +108,7 @@ async def test_ingest_score_at_risk_and_erase_on_a_cluster(
                     await asyncio.sleep(0.1)
                 listed = (await client.get("/v1/customers/at-risk", headers=READ,
                                            params={"tier": moaner["tier"]})).json()
-                assert "moaner" not in [c["customer_id"] for c in listed["customers"]]
+                assert "moaner" not in [c["customer_id"] for c in listed["items"]]
         state = await customer_state(redis, settings, "moaner")
         assert state["st"] == {}
         token = customer_token("moaner")
