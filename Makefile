@@ -106,13 +106,13 @@ bench: $(STAMP) ## Measure the pipeline against the bare clients (bench/results/
 	  export $(BENCH_QUICK_ENV) BENCH_RESULTS=$${BENCH_RESULTS:-$$(mktemp -d -t churnwatch-bench-XXXXXX)}; \
 	  echo "quick bench run $$BENCH_STAMP: results in $$BENCH_RESULTS, docs/reliability/ untouched"; \
 	else echo "bench run $$BENCH_STAMP"; fi; \
-	$(BIN)/python -m bench.run && $(BIN)/python -m bench.api_bench && \
+	$(BIN)/python -m bench.run && $(BIN)/python -m bench.state_bench && $(BIN)/python -m bench.api_bench && \
 	{ $(BIN)/python -m bench.pipeline; rc=$$?; $(BIN)/python -m bench.report || rc=1; exit $$rc; }
 	@if [ "$(QUICK)" != 1 ]; then $(BIN)/python -m bench.reliability; fi
 
 # Every part of the bench, small: a few thousand events, seconds of steady load.
 BENCH_QUICK_ENV := BENCH_RECORD=0 BENCH_EVENTS=3000 BENCH_SECONDS=3 BENCH_NOTIFIER_DELIVERIES=200 \
-  BENCH_CUSTOMERS=20000 BENCH_STATE_CUSTOMERS=2000 BENCH_PAGES=50 BENCH_READS=200 \
+  BENCH_CUSTOMERS=20000 BENCH_STATE_CUSTOMERS=2000 BENCH_STATE_EVENTS=2000 BENCH_PAGES=50 BENCH_READS=200 \
   BENCH_INGEST_EVENTS=5000 BENCH_E2E_EVENTS=3000 BENCH_LAT_RATE=200 BENCH_LAT_SECONDS=5
 
 SOAK_MINUTES ?= 30

@@ -26,7 +26,7 @@ from bench.machine import describe, one_line
 from bench.output import QUICK_NOTE, RECORD, RESULTS
 
 SUMMARY = Path(__file__).resolve().parents[1] / "docs" / "reliability" / "bench.json"
-PARTS = ("scorer", "api", "pipeline")
+PARTS = ("scorer", "state", "api", "pipeline")
 
 
 def _load(stamp: str) -> dict[str, dict[str, Any]]:
@@ -50,6 +50,7 @@ def _ms(d: dict[str, Any] | None) -> str:
 
 def table(r: dict[str, Any]) -> str:
     s, a, p = r.get("scorer", {}), r.get("api", {}), r.get("pipeline", {})
+    st = r.get("state", {})
     ing, e2e, lat = p.get("ingest", {}), p.get("end_to_end", {}), p.get("latency", {})
     once = p.get("exactly_once", {})
     rows: list[tuple[str, str, str]] = []
@@ -95,6 +96,13 @@ def table(r: dict[str, Any]) -> str:
         rows.append(("Redis memory per customer", f"{s['redis_bytes_per_customer']:,.0f} bytes",
                      f"{s['customers']:,} synthetic customers; by events: "
                      + ", ".join(f"{k}: {v:,} B" for k, v in by.items())))
+    if st:
+        rows.append((f"scorer, customers with {st['history_events']} past events",
+                     _rate(st["long_history_events_per_s"]),
+                     f"fresh customers {_rate(st['fresh_events_per_s'])} — "
+                     f"{st['history_ratio']:.2f}× (same batch spread)"))
+        rows.append(("scorer on a 3-primary Redis Cluster", _rate(st["cluster_events_per_s"]),
+                     f"{st['cluster_ratio']:.2f}× standalone"))
     if once:
         rows.append(("nothing lost, nothing doubled", f"lost {once['lost']}, doubled {once['doubled']}",
                      f"{once['events']:,} posted events each stored and counted exactly once; "

@@ -154,8 +154,9 @@ async def scorer_run(settings: Settings, n: int, workdir: Path) -> dict[str, Any
 
 async def memory_per_customer(settings: Settings) -> dict[str, int]:
     """Redis bytes of one customer (``MEMORY USAGE … SAMPLES 0`` of every key erasure would
-    delete, plus their index entries) after 10, 100, 1,000 and 5,000 events spread over a
-    year, applied by the real processor in batches of 500."""
+    delete, plus their index entries) after 10, 100 and 1,000 events spread over a year and
+    5,000 over five years (history length alone), applied by the real processor in batches
+    of 500."""
     from prometheus_client import CollectorRegistry
 
     from services.common.kafka import start_producer
@@ -180,7 +181,7 @@ async def memory_per_customer(settings: Settings) -> dict[str, int]:
     try:
         for n in (10, 100, 1000, 5000):
             cid = f"mem-{n}"
-            step = timedelta(days=360) / n
+            step = timedelta(days=360 * (5 if n == 5000 else 1)) / n
             records = []
             for i in range(n):
                 raw = {"event_id": f"{cid}-{i}", "type": "transaction" if i % 2 else "visit",
@@ -281,7 +282,7 @@ async def main() -> int:
     print(f"  Redis memory per customer    {scorer['redis_bytes_per_customer']:>10,.0f} bytes "
           f"({scorer['customers']:,} customers)")
     print("  bytes per customer by events " + ", ".join(
-        f"{k}: {v:,}" for k, v in memory.items()) + "  (events spread over a year)")
+        f"{k}: {v:,}" for k, v in memory.items()) + "  (over a year; 5,000 over five years)")
     print(f"  notifier → local webhook     {notifier['notifier_deliveries_per_s']:>10,.0f} deliveries/s "
           f"({notifier['notifier_deliveries']:,} deliveries, {notifier['notifier_duplicates']} duplicates)")
     print(f"  report: {path}")

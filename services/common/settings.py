@@ -200,10 +200,10 @@ class Settings(BaseSettings):
     scorer_fetch_max_wait_ms: int = Field(default=100, ge=1, le=30_000)
     clock: Literal["wall", "event"] = "wall"
     model: Path | None = None
+    # Accepted and ignored since the summary replaced the raw-event window (its bounds are
+    # fixed: services/scoring/summary.py); kept so that existing configurations still load.
     window_days: int = Field(default=365, ge=30, le=3650)
     retention_days: int = Field(default=400, ge=1)
-    # Hard cap on the events kept per customer (the oldest go first): memory stays bounded
-    # even for a customer with thousands of events inside the window.
     max_events_per_customer: int = Field(default=1000, ge=32, le=100_000)
     # event_id is unique per tenant: an id already used by another customer is a duplicate.
     # The tenant-wide id registry remembers an id for this many days at least (twice at most).

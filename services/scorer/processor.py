@@ -91,6 +91,11 @@ class Row:
     partition: int
     offset: int
 
+    @property
+    def record(self) -> str:
+        """Where the event came from, as the id registry remembers it."""
+        return f"{self.partition}:{self.offset}"
+
 
 def _tenant_header(headers: Iterable[tuple[str, bytes]]) -> str:
     """A tombstone names its tenant in a header (its key is the bare customer id)."""
@@ -253,15 +258,17 @@ class Processor:
         if dead:
             await self._dead_letter(dead)
         lost: set[tuple[Ref, str]] = set()
-        if rows:  # an event id another customer of the tenant holds is a duplicate
-            acts = {ref: [x.activity for x in rs] for ref, rs in rows.items()}
-            lost = await self._retry("claim", lambda: self.store.claim_ids(acts, wall_ms=wall_ms))
+        again: set[tuple[Ref, str, str]] = set()
+        if rows:  # an event id another customer (or record) of the tenant holds is a duplicate
+            claims = {ref: [(x.activity, x.record) for x in rs] for ref, rs in rows.items()}
+            lost, again = await self._retry(
+                "claim", lambda: self.store.claim_ids(claims, wall_ms=wall_ms))
             if lost:
                 logger.warning("%d event(s) reuse an event_id another customer of the tenant "
                                "holds: counted as duplicates, not applied", len(lost))
         while True:
             try:
-                await self._apply(rows, lost, committed, offsets, stores, store_bound,
+                await self._apply(rows, lost, again, committed, offsets, stores, store_bound,
                                   dead=len(dead), wall_ms=wall_ms)
                 return
             except StateConflict as exc:  # a rebalance let another worker in: read again
@@ -274,7 +281,7 @@ class Processor:
         return committed
 
     async def _apply(self, rows: dict[Ref, list[Row]], lost: set[tuple[Ref, str]],
-                     committed: dict[int, int], offsets: dict[int, int],
+                     again: set[tuple[Ref, str, str]], committed: dict[int, int], offsets: dict[int, int],
                      stores: dict[Ref, str | None], store_bound: set[Ref], *, dead: int,
                      wall_ms: int) -> None:
         """Fold the batch into the customers' summaries, score who changed, publish the
@@ -305,9 +312,12 @@ class Processor:
                     continue  # applied by an attempt no commit has counted yet
                 o.top = max(o.top, row.offset)
                 act = row.activity
-                if cs.summary.beyond_memory(act):
+                claimed = (ref, act.event_id) in lost or (ref, act.event_id, row.record) in again
+                if not claimed and cs.summary.beyond_memory(act):
+                    # Older than the summary's id memory and unknown to the tenant's registry
+                    # (first seen 30-60+ days ago, or never): applied without a duplicate check.
                     self.metrics.events.labels("beyond_id_memory").inc()
-                if (ref, act.event_id) in lost or not cs.summary.fold(act):
+                if claimed or not cs.summary.fold(act):
                     o.duplicates += 1
                     cs.duplicates += 1
                 else:

@@ -119,27 +119,36 @@ return 0
 """
 
 # Event ids are unique per tenant (the contract): an id first used by one customer is a
-# duplicate for every other. KEYS[1]: the bucket's current generation, KEYS[2]: its previous
-# one (same hash tag: one slot). ARGV[1]: ttl s; ARGV[2..]: event id, customer digest pairs.
-# Claims each unclaimed id for its customer; returns the 1-based pair numbers whose id another
-# customer holds. One script per touched bucket and batch (ID_BUCKETS per tenant at most).
+# duplicate for every other, and an id a customer's earlier record already used is a re-post
+# (a POS resending a batch it got no answer for), whatever the event's age. KEYS[1]: the
+# bucket's current generation, KEYS[2]: its previous one (same hash tag: one slot). ARGV[1]:
+# ttl s; ARGV[2..]: event id, customer digest, record ("<partition>:<offset>") triples. Claims
+# each unclaimed id as "<digest>|<record>"; returns {triple numbers whose id another customer
+# holds, triple numbers whose id another record of the same customer holds} (1-based). The
+# same record again (a redelivery) is neither. One script per touched bucket and batch.
 ID_BUCKETS = 16
 CLAIM_LUA = """
 local ttl = tonumber(ARGV[1])
-local lost = {}
+local lost, again = {}, {}
 local n = 0
-for i = 2, #ARGV, 2 do
+for i = 2, #ARGV, 3 do
   n = n + 1
+  local mine = ARGV[i + 1] .. '|' .. ARGV[i + 2]
   local owner = redis.call('HGET', KEYS[2], ARGV[i])
   if not owner then
-    if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) == 0 then
+    if redis.call('HSETNX', KEYS[1], ARGV[i], mine) == 0 then
       owner = redis.call('HGET', KEYS[1], ARGV[i])
     end
   end
-  if owner and owner ~= ARGV[i + 1] then lost[#lost + 1] = n end
+  if owner and owner ~= mine then
+    local bar = string.find(owner, '|', 1, true)
+    local who = bar and string.sub(owner, 1, bar - 1) or owner
+    if who ~= ARGV[i + 1] then lost[#lost + 1] = n
+    elseif bar then again[#again + 1] = n end
+  end
 end
 redis.call('EXPIRE', KEYS[1], ttl)
-return lost
+return {lost, again}
 """
 
 
@@ -374,32 +383,40 @@ class StateStore:
                 for t, row in zip(tenants, rows, strict=True)}
 
     # writes --------------------------------------------------------------------------
-    async def claim_ids(self, batch: dict[Ref, list[Activity]], *, wall_ms: int
-                        ) -> set[tuple[Ref, str]]:
-        """Claim the batch's event ids for their customers in the tenant's id registry (one
-        round trip, one script per touched bucket); returns the (customer, event id) pairs
-        whose id another customer of the tenant already holds: duplicates, not applied."""
+    async def claim_ids(self, batch: dict[Ref, list[tuple[Activity, str]]], *, wall_ms: int
+                        ) -> tuple[set[tuple[Ref, str]], set[tuple[Ref, str, str]]]:
+        """Claim the batch's event ids (each with its record, ``"<partition>:<offset>"``) for
+        their customers in the tenant's id registry (one round trip, one script per touched
+        bucket). Returns the (customer, event id) pairs whose id another customer of the
+        tenant holds, and the (customer, event id, record) triples whose id an earlier record
+        of the same customer used (a re-post): both duplicates, not applied. The registry
+        remembers an id for 30 to 60 days of wall time (``CHURNWATCH_EVENT_ID_MEMORY_DAYS``)."""
         generation = wall_ms // self.id_memory_ms
         ttl = 2 * self.id_memory_ms // 1000 + 86_400
-        pairs: dict[tuple[str, int], list[tuple[Ref, str]]] = {}
-        for ref, acts in batch.items():
-            for a in acts:
-                pairs.setdefault((ref[0], id_bucket(a.event_id)), []).append((ref, a.event_id))
-        order = list(pairs)
+        triples: dict[tuple[str, int], list[tuple[Ref, str, str]]] = {}
+        for ref, rows in batch.items():
+            for a, record in rows:
+                triples.setdefault((ref[0], id_bucket(a.event_id)), []).append(
+                    (ref, a.event_id, record))
+        order = list(triples)
         pipe = self.redis.pipeline(transaction=False)
         for tenant, bucket in order:
             argv: list[Any] = [ttl]
-            for ref, event_id in pairs[(tenant, bucket)]:
-                argv += [event_id, clock_member(*ref)]
+            for ref, event_id, record in triples[(tenant, bucket)]:
+                argv += [event_id, clock_member(*ref), record]
             await self._queue(pipe, self._claim,
                               [self.keys.event_ids(tenant, bucket, generation),
                                self.keys.event_ids(tenant, bucket, generation - 1)], argv)
         results = await pipe.execute() if order else []
         lost: set[tuple[Ref, str]] = set()
-        for slot, numbers in zip(order, results, strict=True):
-            for n in numbers:
-                lost.add(pairs[slot][int(n) - 1])
-        return lost
+        again: set[tuple[Ref, str, str]] = set()
+        for slot, (other, same) in zip(order, results, strict=True):
+            for n in other:
+                ref, event_id, _ = triples[slot][int(n) - 1]
+                lost.add((ref, event_id))
+            for n in same:
+                again.add(triples[slot][int(n) - 1])
+        return lost, again
 
     async def write(self, writes: Sequence[CustomerWrite]) -> None:
         """Write customers, each compare-and-set on its version (one round trip); raises

@@ -31,9 +31,9 @@ from services.common.kafka import ensure_topics
 from services.common.redisconn import Keys, make_redis
 from services.common.settings import Settings
 from services.notifier.webhooks import add_subscription
-from services.scoring.summary import Summary
 from tests.data import T0, iso
 from tests.faults.tcpproxy import Mode, TcpProxy
+from tests.integration.test_scorer import customer_state, held
 from tests.kafkatools import read_all
 from tests.peers import LoopbackHttp
 from tests.procs import ServiceProcess
@@ -137,22 +137,22 @@ async def tally(redis: Redis, settings: Settings, batches: list[list[dict[str, A
                 acked: set[int]) -> Tally:
     keys = Keys(settings.redis_prefix)
     sent: dict[str, set[str]] = {}
+    sent_events: dict[str, dict[str, dict[str, Any]]] = {}
     acked_ids: set[str] = set()
     for i, batch in enumerate(batches):
         for e in batch:
             sent.setdefault(e["customer_id"], set()).add(e["event_id"])
+            sent_events.setdefault(e["customer_id"], {})[e["event_id"]] = e
             if i in acked:
                 acked_ids.add(e["event_id"])
     stored: set[str] = set()
     unexpected = 0
     mismatched = {}
     for cid, ids in sorted(sent.items()):
-        blob = await redis.hget(keys.state(cid), "sm")  # type: ignore[misc]
-        summary = Summary.decode(blob) if blob else Summary.empty()
-        held = {i for i in ids if summary.knows(i)}
-        stored |= held
-        if len(held) != len(ids):
-            mismatched[cid] = (len(ids), len(held))
+        kept = held(await customer_state(redis, settings, cid), sent_events[cid].values())
+        stored |= kept
+        if len(kept) != len(ids):
+            mismatched[cid] = (len(ids), len(kept))
     stats = await redis.hgetall(keys.stats)
     applied = int(stats.get("events_applied_total", 0))
     return Tally(sent=sum(len(v) for v in sent.values()), acked=len(acked_ids),

@@ -36,7 +36,7 @@ from services.state.store import StateStore
 from tests.data import T0, by_time, complaint, regular, visit
 from tests.integration.test_notifier import produce_changes, wait_until
 from tests.integration.test_notifier_policies import change
-from tests.integration.test_scorer import customer_state, known, processed, scorer, wait_processed
+from tests.integration.test_scorer import customer_state, held, processed, scorer, wait_processed
 from tests.kafkatools import produce_events, read_all
 from tests.peers import LoopbackHttp
 from tests.procs import ServiceProcess
@@ -195,7 +195,7 @@ async def test_redis_sigkilled_and_restarted_with_aof_mid_stream(
         missing = 0
         for cid in cids:
             st = await customer_state(redis, faulty, cid)
-            stored = known(st, sent_ids[cid])
+            stored = held(st, [e for e in events if e["customer_id"] == cid])
             missing += len(sent_ids[cid] - stored)
         stats = await redis.hgetall(keys.stats)
         applied = int(stats.get("events_applied_total", 0))
@@ -248,17 +248,20 @@ async def test_redis_sigkilled_and_restarted_with_aof_mid_stream(
 async def test_a_commit_retried_after_a_lost_reply_counts_once(settings: Settings,
                                                                 redis: Redis) -> None:
     """What the scorer does when Redis ran a batch's commit but the reply never came (killed
-    right after, or a timeout): it sends the same commit again. The second one is a no-op."""
+    right after, or a timeout): it sends the same commit again. The second one is a no-op:
+    a partition commit counts only when it moves an offset forward, a sweep's (no offsets)
+    only once per token."""
     store = StateStore.from_settings(redis, settings)
     keys = store.keys
     stats = {"events_applied_total": 7, "risk_changes_total": 2}
     for _ in range(2):  # the try whose reply was lost, then the retry
-        await store.commit([], topic=settings.topic_events, offsets={0: 10}, stats=stats,
-                           token="batch-1")
-    await store.commit([], topic=settings.topic_events, offsets={0: 12}, stats=stats,
-                       token="batch-2")
+        await store.commit(topic=settings.topic_events, offsets={0: 10}, stats=stats)
+    await store.commit(topic=settings.topic_events, offsets={0: 12}, stats=stats)
+    for _ in range(2):
+        await store.commit(topic=settings.topic_events, offsets={},
+                           stats={"risk_changes_total": 1}, token="sweep-1")
     assert await redis.hgetall(keys.stats) == {"events_applied_total": "14",
-                                               "risk_changes_total": "4"}
+                                               "risk_changes_total": "5"}
     assert await redis.hget(keys.offsets(settings.topic_events), "0") == "12"
 
 
