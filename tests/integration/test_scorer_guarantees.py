@@ -100,7 +100,7 @@ async def run_in_chunks(settings: Settings, tmp_path: Path, chunks: list[list[di
 
 
 async def test_sigkill_at_several_points_same_state_and_same_risk_change_ids(
-        settings_factory, tmp_path: Path) -> None:
+        settings_factory, sigkill_reference: Settings, tmp_path: Path) -> None:
     """Kill -9 right after a chunk was produced (before or while it is processed), a little
     later (after its commit to Redis, before the consumer's offset commit) and much later: the
     final state and the set of distinct risk-change ids equal an uninterrupted run's."""
@@ -108,8 +108,7 @@ async def test_sigkill_at_several_points_same_state_and_same_risk_change_ids(
     chunks = [events[i:i + 12] for i in range(0, len(events), 12)]
     cids = sorted({e["customer_id"] for e in events})
 
-    reference = settings_factory(clock="event", topic_partitions=1, **QUIET)
-    await run_in_chunks(reference, tmp_path, chunks, {}, "reference")
+    reference = sigkill_reference
     crashy = settings_factory(clock="event", topic_partitions=1, **QUIET)
     kills = await run_in_chunks(crashy, tmp_path, chunks,
                                 {1: 0.0, 3: 0.05, 5: 0.3, 7: 1.5, 9: 0.0}, "crashy")

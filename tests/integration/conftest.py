@@ -1,0 +1,33 @@
+"""Fixtures shared by integration test modules."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from services.common.kafka import ensure_topics
+from services.common.settings import Settings
+from tests.conftest import make_test_settings
+from tests.integration.test_scorer_guarantees import QUIET, run_in_chunks, story
+
+
+@pytest.fixture(scope="session")
+def sigkill_reference(broker, redis_server, tmp_path_factory: pytest.TempPathFactory
+                      ) -> Settings:
+    """One uninterrupted run of :func:`story` in chunks (standalone Redis), shared by the
+    SIGKILL tests on a standalone Redis and on a Redis Cluster."""
+    home = tmp_path_factory.mktemp("sigkill-reference")
+    reference = make_test_settings(broker, redis_server, home, clock="event",
+                                   topic_partitions=1, **QUIET)
+    events = story()
+    chunks = [events[i:i + 12] for i in range(0, len(events), 12)]
+
+    async def run() -> None:
+        await ensure_topics(reference)
+        await run_in_chunks(reference, home, chunks, {}, "reference")
+
+    with ThreadPoolExecutor(1) as pool:  # its own loop, whatever the test's
+        pool.submit(asyncio.run, run()).result()
+    return reference
