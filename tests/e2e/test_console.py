@@ -26,7 +26,11 @@ import pytest
 from aiosmtpd.controller import Controller
 from redis.asyncio import Redis
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
@@ -128,6 +132,10 @@ def text(driver: webdriver.Chrome) -> str:
         return str(driver.find_element(By.TAG_NAME, "body").text)
     except (NoSuchElementException, StaleElementReferenceException):
         return ""
+    except WebDriverException as exc:  # chromedriver's words for the same race
+        if "does not belong to the document" in str(exc):
+            return ""
+        raise
 
 
 def high_risk_change(customer: str) -> tuple[str, bytes]:
