@@ -270,6 +270,10 @@ class Processor:
             try:
                 await self._apply(rows, lost, again, committed, offsets, stores, store_bound,
                                   dead=len(dead), wall_ms=wall_ms)
+                now_wall = time.time() * 1000
+                for r in records:
+                    if r.timestamp_ms:
+                        self.metrics.queryable.observe(max(now_wall - r.timestamp_ms, 0) / 1000)
                 return
             except StateConflict as exc:  # a rebalance let another worker in: read again
                 self.metrics.retries.labels("conflict").inc()

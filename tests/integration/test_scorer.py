@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -109,6 +110,9 @@ async def test_scores_dedupes_and_dead_letters(settings_factory, tmp_path: Path)
         await wait_processed(redis, settings, total)
         metrics = httpx.get(f"{proc.url}/metrics").text
     assert 'churnwatch_scorer_events_total{outcome="beyond_id_memory"}' not in metrics
+    queryable = re.search(r"^churnwatch_scorer_event_to_queryable_seconds_count (\S+)$", metrics,
+                          re.MULTILINE)
+    assert queryable and float(queryable.group(1)) >= len(events), "latency not observed"
 
     stats = await redis.hgetall(Keys(settings.redis_prefix).stats)
     assert int(stats["events_applied_total"]) == len(events)
