@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -81,13 +82,22 @@ def make_test_settings(broker: Server, redis_server: Server | RedisClusterServer
 def settings_factory(broker: Server, redis_server: Server, tmp_path: Path):
     """Build settings with fresh names; topics are created before they are returned."""
 
+    return _factory(broker, redis_server, tmp_path)
+
+
+def in_own_loop(coro: Any) -> Any:
+    """Run a coroutine to completion on a loop of its own thread: works from sync fixtures
+    and from inside async tests alike."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def _factory(broker: Server, redis: Server | RedisClusterServer, tmp_path: Path,
+             **fixed: object) -> Any:
     def factory(*, create_topics: bool = True, **overrides: object) -> Settings:
-        s = make_test_settings(broker, redis_server, tmp_path, **overrides)
-        if not create_topics:
-            return s
-        # A thread of its own, so the factory works in sync and async tests alike.
-        with ThreadPoolExecutor(1) as pool:
-            pool.submit(asyncio.run, ensure_topics(s)).result()
+        s = make_test_settings(broker, redis, tmp_path, **{**fixed, **overrides})
+        if create_topics:
+            in_own_loop(ensure_topics(s))
         return s
 
     return factory
@@ -98,17 +108,7 @@ def cluster_settings_factory(broker: Server, redis_cluster_server: RedisClusterS
                              tmp_path: Path):
     """``settings_factory`` on the Redis Cluster: ``redis_url`` names one of its nodes and
     ``redis_cluster`` is set."""
-
-    def factory(*, create_topics: bool = True, **overrides: object) -> Settings:
-        s = make_test_settings(broker, redis_cluster_server, tmp_path,
-                               **{"redis_cluster": True, **overrides})
-        if not create_topics:
-            return s
-        with ThreadPoolExecutor(1) as pool:
-            pool.submit(asyncio.run, ensure_topics(s)).result()
-        return s
-
-    return factory
+    return _factory(broker, redis_cluster_server, tmp_path, redis_cluster=True)
 
 
 @pytest.fixture

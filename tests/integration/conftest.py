@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-from concurrent.futures import ThreadPoolExecutor
-
 import pytest
 
 from services.common.kafka import ensure_topics
 from services.common.settings import Settings
-from tests.conftest import make_test_settings
+from tests.conftest import in_own_loop, make_test_settings
 from tests.integration.test_scorer_guarantees import QUIET, run_in_chunks, story
 
 
@@ -28,6 +25,5 @@ def sigkill_reference(broker, redis_server, tmp_path_factory: pytest.TempPathFac
         await ensure_topics(reference)
         await run_in_chunks(reference, home, chunks, {}, "reference")
 
-    with ThreadPoolExecutor(1) as pool:  # its own loop, whatever the test's
-        pool.submit(asyncio.run, run()).result()
+    in_own_loop(run())
     return reference
