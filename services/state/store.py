@@ -49,20 +49,20 @@ Ref = tuple[str, str]
 TIERS = ("low", "medium", "high")
 
 # One customer's write. KEYS: state hash, timeline list. ARGV: expected version ("" for a
-# customer without state), JSON [field, value, ...] to set, JSON [field, ...] to delete,
-# timeline entry or "", timeline max, ttl s. Returns 1, or 0 when the version moved (another
-# writer got there first: the caller reads again and redoes its work).
+# customer without state), timeline entry or "", timeline max, ttl s, number of fields to
+# delete, those fields, then field, value pairs to set (plain arguments: no JSON for Lua to
+# decode on the hot path). Returns 1, or 0 when the version moved (another writer got there
+# first: the caller reads again and redoes its work).
 WRITE_LUA = """
 local v = redis.call('HGET', KEYS[1], 'v')
 if (v or '') ~= ARGV[1] then return 0 end
-local f = cjson.decode(ARGV[2])
-if #f > 0 then redis.call('HSET', KEYS[1], unpack(f)) end
-local d = cjson.decode(ARGV[3])
-if #d > 0 then redis.call('HDEL', KEYS[1], unpack(d)) end
-local ttl = tonumber(ARGV[6])
-if ARGV[4] ~= '' then
-  redis.call('LPUSH', KEYS[2], ARGV[4])
-  redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[5]) - 1)
+local ttl = tonumber(ARGV[4])
+local nd = tonumber(ARGV[5])
+if nd > 0 then redis.call('HDEL', KEYS[1], unpack(ARGV, 6, 5 + nd)) end
+if #ARGV > 5 + nd then redis.call('HSET', KEYS[1], unpack(ARGV, 6 + nd, #ARGV)) end
+if ARGV[2] ~= '' then
+  redis.call('LPUSH', KEYS[2], ARGV[2])
+  redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
   redis.call('EXPIRE', KEYS[2], ttl)
 end
 redis.call('EXPIRE', KEYS[1], ttl)
@@ -426,13 +426,13 @@ class StateStore:
         pipe = self.redis.pipeline(transaction=False)
         for w in writes:
             tenant, cid = w.ref
-            flat: list[str] = []
+            args: list[Any] = [w.version, w.timeline_entry, self.timeline_max, self.ttl_seconds,
+                               len(w.delete), *w.delete]
             for k, v in w.fields.items():
-                flat += [k, v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))]
+                args += [k, v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))]
             await self._queue(
                 pipe, self._write, [self.keys.state(cid, tenant), self.keys.timeline(cid, tenant)],
-                [w.version, json.dumps(flat, ensure_ascii=False), json.dumps(w.delete),
-                 w.timeline_entry, self.timeline_max, self.ttl_seconds])
+                args)
         results = await pipe.execute()
         lost = [w.ref for w, ok in zip(writes, results, strict=True) if not int(ok)]
         if lost:
