@@ -48,7 +48,7 @@ from services.common.riskchange import (
 )
 from services.common.settings import Settings
 from services.scoring.activity import activity_from_event
-from services.scoring.engine import Assessment, Engine, Subject
+from services.scoring.engine import Assessment, Engine, Step, Subject
 from services.scoring.features import DAY_MS, Activity
 from services.state.store import (
     CustomerState,
@@ -81,6 +81,22 @@ class Record:
     value: bytes | None
     timestamp_ms: int | None = None
     headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass
+class Path:
+    """A customer's assessments in one batch: the last one (written), the risk changes along
+    the way (published, in order), when the tier last changed (None: it did not)."""
+
+    state: CustomerState
+    final: Assessment
+    changes: list[dict[str, Any]]
+    since: int | None
+    transitions: list[tuple[str, str]]
+
+
+def _ms(iso: str) -> int:
+    return round(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
 
 
 @dataclass(frozen=True)
@@ -297,6 +313,9 @@ class Processor:
         outcomes: dict[Ref, dict[int, Outcome]] = {}
         count: dict[Ref, dict[int, Outcome]] = {}  # outcomes this commit counts
         redo: list[CustomerState] = []
+        steps: dict[Ref, list[Step]] = {}  # assessments before a customer's last new event
+        causes: dict[Ref, list[tuple[Activity, str | None]]] = {}  # their events, newest ids
+        last_added: dict[Ref, Activity] = {}
         for ref, rs in rows.items():
             cs = states[ref]
             stored = cs.outcomes()
@@ -321,13 +340,20 @@ class Processor:
                     # Older than the summary's id memory and unknown to the tenant's registry
                     # (first seen 30-60+ days ago, or never): applied without a duplicate check.
                     self.metrics.events.labels("beyond_id_memory").inc()
+                if not claimed and cs.added and not cs.summary.knows(act.event_id):
+                    # A second new event of this customer in the batch: the customer is
+                    # assessed after the previous one too (see Engine.assess_paths).
+                    at = self.customer_now(cs, wall_ms, on_event=True)
+                    steps.setdefault(ref, []).append(
+                        Step(at, cs.summary.features(at, cs.first_ts)))
+                    causes.setdefault(ref, []).append((last_added[ref], cs.newest_event_id()))
                 if claimed or not cs.summary.fold(act):
                     o.duplicates += 1
                     cs.duplicates += 1
                 else:
                     o.added += 1
                     cs.added += 1
-                    cs.batch_events.append(act.event_id)
+                    last_added[ref] = act
                 cs.partition = row.partition
             if not mine:
                 continue
@@ -342,21 +368,25 @@ class Processor:
                 redo.append(cs)  # an earlier attempt wrote it; its indexes may not be written
         touched = [cs for cs in states.values() if cs.added]
         nows = [self.customer_now(cs, wall_ms, on_event=True) for cs in touched]
-        scored = self._score(touched, nows, kind="event")
-        changes = [ce for _, _, ce in scored if ce is not None]
+        scored = self._score(touched, nows, kind="event",
+                             steps=[steps.get(cs.ref, []) for cs in touched],
+                             causes=[[*causes.get(cs.ref, []),
+                                      (last_added[cs.ref], cs.newest_event_id())]
+                                     for cs in touched])
+        changes = [ce for p in scored for ce in p.changes]
         if changes:
             await self._publish_changes(changes)
-        for cs, _, ce in scored:
-            if ce is not None and cs.partition is not None and cs.partition in outcomes[cs.ref]:
-                outcomes[cs.ref][cs.partition].changes += 1
+        for p in scored:
+            cs = p.state
+            if p.changes and cs.partition is not None and cs.partition in outcomes[cs.ref]:
+                outcomes[cs.ref][cs.partition].changes += len(p.changes)
         writes: list[CustomerWrite] = []
         entries: list[tuple[Ref, IndexEntry]] = []
-        by_ref = {cs.ref: (a, ce) for cs, a, ce in scored}
+        by_ref = {p.state.ref: p for p in scored}
         for ref, cs in states.items():
             if ref not in outcomes or not cs.added:
                 continue  # nothing new: duplicates are counted, the state is not touched
-            assessed, ce = by_ref.get(ref, (None, None))
-            w, entry = self._write_for(cs, assessed, ce, outcomes=outcomes[ref])
+            w, entry = self._write_for(cs, by_ref.get(ref), outcomes=outcomes[ref])
             writes.append(w)
             if entry is not None:
                 entries.append((ref, entry))
@@ -395,9 +425,7 @@ class Processor:
             topic=self.settings.topic_events, offsets=offsets, stats=stats,
             tenant_stats=per_tenant))
         self.metrics.redis_seconds.labels("commit").observe(time.monotonic() - t0)
-        for cs, a, ce in scored:
-            if ce is not None:
-                self.metrics.transitions.labels(cs.tier or "low", a.tier).inc()
+        self._count_transitions(scored)
         self.metrics.events.labels("applied").inc(added)
         self.metrics.events.labels("duplicate").inc(sum(cs.duplicates for cs in states.values()))
         if dead:
@@ -524,35 +552,51 @@ class Processor:
             self.metrics.customers_by_store.labels(store_id, tier_name).set(n)
 
     # scoring ----------------------------------------------------------------------------
-    def _score(self, states: list[CustomerState], nows: list[int], *, kind: str
-               ) -> list[tuple[CustomerState, Assessment, dict[str, Any] | None]]:
+    def _score(self, states: list[CustomerState], nows: list[int], *, kind: str,
+               steps: list[list[Step]] | None = None,
+               causes: list[list[tuple[Activity, str | None]]] | None = None) -> list[Path]:
         """Assess customers (one vectorized model call; one by one if that fails, so one bad
-        customer cannot stop the stream) and build a risk-change CloudEvent per tier change."""
-        assessments: list[tuple[CustomerState, Assessment]] = []
+        customer cannot stop the stream) along their paths (``steps``: assessments before
+        the last new event of a batch; ``causes``: the event and newest event id of each
+        point, for ``kind="event"``) and build a risk-change CloudEvent per tier change."""
+        paths: list[tuple[int, list[Assessment]]] = []
         if states:
             subjects = [Subject(cs.customer_id, (), cs.first_ts, cs.tier, cs.tier_since,
                                 summary=cs.summary) for cs in states]
             try:
-                results = self.engine.assess(subjects, nows)
-                assessments = list(zip(states, results, strict=True))
+                results = self.engine.assess_paths(subjects, nows, steps=steps)
+                paths = list(enumerate(results))
             except Exception:
                 logger.exception("batch scoring failed; retrying customer by customer")
-                for cs, subj, at in zip(states, subjects, nows, strict=True):
+                for i, (cs, subj, at) in enumerate(zip(states, subjects, nows, strict=True)):
                     try:
-                        assessments.append((cs, self.engine.assess([subj], at)[0]))
+                        mine = None if steps is None else [steps[i]]
+                        paths.append((i, self.engine.assess_paths([subj], at, steps=mine)[0]))
                     except Exception:
                         self.metrics.errors.inc()
                         logger.exception("scoring failed", extra={"customer_id": cs.customer_id})
-        out: list[tuple[CustomerState, Assessment, dict[str, Any] | None]] = []
-        for cs, a in assessments:
+        out: list[Path] = []
+        for i, path in paths:
+            cs = states[i]
             previous = cs.tier or "low"
-            ce = None
-            if a.tier != previous:
-                cause = self._cause(cs, kind, a.as_of_ms)
+            since: int | None = None
+            ces: list[dict[str, Any]] = []
+            transitions: list[tuple[str, str]] = []
+            held = cs.tier  # the tier the engine chains from (None for a new customer)
+            for j, a in enumerate(path):
+                if a.tier != held:
+                    since, held = a.as_of_ms, a.tier
+                if a.tier == previous:
+                    continue
+                if causes is not None:
+                    cause = self._event_cause(*causes[i][j])
+                else:
+                    cause = self._cause(cs, kind, a.as_of_ms)
                 change = RiskChange(
                     customer_id=cs.customer_id, tenant_id=cs.tenant, store_id=cs.store_id,
                     previous_tier=previous,  # type: ignore[arg-type]
-                    tier=a.tier, score=round(a.score, 6), previous_score=cs.score,  # type: ignore[arg-type]
+                    tier=a.tier, score=round(a.score, 6),  # type: ignore[arg-type]
+                    previous_score=cs.score if j == 0 else round(path[j - 1].score, 6),
                     reasons=a.reasons, suggested_action=a.action,
                     value_tier=a.value_tier, lifecycle_stage=a.lifecycle_stage,  # type: ignore[arg-type]
                     model_version=a.model_version, as_of=a.as_of, cause=cause, features=a.features,
@@ -560,59 +604,61 @@ class Processor:
                     holdout=a.tier == "high" and in_holdout(cs.tenant, cs.customer_id,
                                                             self.settings.holdout_share),
                 )
-                ce = to_cloudevent(change)
-            out.append((cs, a, ce))
+                ces.append(to_cloudevent(change))
+                transitions.append((previous, a.tier))
+                previous = a.tier
+            out.append(Path(cs, path[-1], ces, since, transitions))
         return out
+
+    def _count_transitions(self, scored: list[Path]) -> None:
+        for p in scored:
+            for before, after in p.transitions:
+                self.metrics.transitions.labels(before, after).inc()
 
     async def _rescore(self, states: list[CustomerState], nows: list[int]) -> None:
         """The silence sweep's re-scoring: publish, write the customers, then their indexes
         (a crash in between leaves them due: the next sweep does it again, with the same
         risk-change ids)."""
         scored = self._score(states, nows, kind="silence")
-        changes = [ce for _, _, ce in scored if ce is not None]
+        changes = [ce for p in scored for ce in p.changes]
         if changes:
             await self._publish_changes(changes)
         writes: list[CustomerWrite] = []
         entries: list[tuple[Ref, IndexEntry]] = []
-        for cs, a, ce in scored:
-            w, entry = self._write_for(cs, a, ce, outcomes=None)
+        for p in scored:
+            w, entry = self._write_for(p.state, p, outcomes=None)
             writes.append(w)
             if entry is not None:
-                entries.append((cs.ref, entry))
+                entries.append((p.state.ref, entry))
         await self._retry("write", lambda: self.store.write(writes), passthrough=(StateConflict,))
         await self._retry("index", lambda: self.store.write_indexes(entries))
         if changes:
             token = uuid.uuid4().hex  # the same on every retry: the stats count once
             per_tenant: dict[str, dict[str, int]] = {}
-            for cs, _, ce in scored:
-                if ce is not None:
-                    t = per_tenant.setdefault(cs.tenant, {})
-                    t["risk_changes_total"] = t.get("risk_changes_total", 0) + 1
+            for p in scored:
+                if p.changes:
+                    t = per_tenant.setdefault(p.state.tenant, {})
+                    t["risk_changes_total"] = t.get("risk_changes_total", 0) + len(p.changes)
             await self._retry("commit", lambda: self.store.commit(
                 topic=self.settings.topic_events, offsets={},
                 stats={"risk_changes_total": len(changes)}, tenant_stats=per_tenant,
                 token=token))
-            for cs, a, ce in scored:
-                if ce is not None:
-                    self.metrics.transitions.labels(cs.tier or "low", a.tier).inc()
+            self._count_transitions(scored)
 
     @staticmethod
     def _cause(cs: CustomerState, kind: str, now: int) -> Cause:
-        """Why the tier changed and when that happened: the newest event of this batch for
-        ``event``, else the scorer's clock."""
-        occurred, event_type = now, None
-        if kind == "event":
-            mine = set(cs.batch_events)
-            recent = cs.summary.recent()
-            batch = [x for x in recent if x.event_id in mine] or recent
-            if batch:
-                newest = max(batch, key=lambda x: (x.ts, x.event_id))
-                occurred = newest.ts
-                event_type = newest.kind if newest.kind in ("transaction", "visit", "complaint") \
-                    else None
+        """Why the tier changed when no event did it (the silence sweep): the scorer's clock."""
         return Cause(kind=kind, event_id=cs.newest_event_id(),  # type: ignore[arg-type]
-                     occurred_at=datetime.fromtimestamp(occurred / 1000, UTC),
-                     event_type=event_type)  # type: ignore[arg-type]
+                     occurred_at=datetime.fromtimestamp(now / 1000, UTC))
+
+    @staticmethod
+    def _event_cause(event: Activity, newest_event_id: str | None) -> Cause:
+        """Why the tier changed: the event the customer was assessed after (its time and
+        type), with the newest event id the customer had then (the risk-change id's part)."""
+        return Cause(kind="event", event_id=newest_event_id,
+                     occurred_at=datetime.fromtimestamp(event.ts / 1000, UTC),
+                     event_type=event.kind if event.kind in ("transaction", "visit", "complaint")
+                     else None)  # type: ignore[arg-type]
 
     def _catching_up(self, cause: Cause) -> bool:
         """The cause is older than the staff alerts' max age by the wall clock."""
@@ -621,11 +667,12 @@ class Processor:
         age = time.time() - cause.occurred_at.timestamp()
         return age > self.settings.alert_max_age
 
-    def _write_for(self, cs: CustomerState, a: Assessment | None, cloudevent: dict[str, Any] | None,
+    def _write_for(self, cs: CustomerState, path: Path | None,
                    *, outcomes: dict[int, Outcome] | None
                    ) -> tuple[CustomerWrite, IndexEntry | None]:
         """One customer's write: the summary and outcomes of an event batch (``outcomes``),
-        the new score and tier, the index entry, a timeline entry for a tier change."""
+        the new score and tier, the index entry, a timeline entry per tier change."""
+        a = path.final if path is not None else None
         fields: dict[str, Any] = {"v": str(int(cs.version or 0) + 1)}
         delete = ["moved_from", "pending"] if ("moved_from" in cs.state or "pending" in cs.state) \
             else []
@@ -640,31 +687,30 @@ class Processor:
                 fields["store"] = cs.new_store
         if a is None:  # scoring failed: the events are kept, the score is not touched
             return CustomerWrite(cs.ref, cs.version, fields, delete), None
+        assert path is not None
         now = a.as_of_ms
-        changed = cs.tier is None or a.tier != cs.tier
+        changed = path.since is not None
         fields.update({"score": repr(a.score), "tier": a.tier, "scored_at": str(now),
                        "risk": risk_snapshot(a.to_json())})
-        if changed:
-            fields["tier_since"] = str(now)
+        if path.since is not None:
+            fields["tier_since"] = str(path.since)
         due = self._due(now, a)
         priority = round(a.score * (1.0 + max(a.features.get("spend_365", 0.0), 0.0)), 6)
-        holdout = changed and a.tier == "high" and in_holdout(cs.tenant, cs.customer_id,
-                                                              self.settings.holdout_share)
+        holdout = any(after == "high" for _, after in path.transitions) and in_holdout(
+            cs.tenant, cs.customer_id, self.settings.holdout_share)
         entry = IndexEntry(tier=a.tier, priority=priority, store=cs.store_id,
                            moved_from=cs.moved_from, changed=changed, due_ms=due,
                            partition=cs.partition, holdout=holdout)
         fields["due"] = str(due)
         fields["ix"] = entry.to_json()
-        timeline = ""
-        if cloudevent is not None:
-            data = cloudevent["data"]
-            timeline = json.dumps({
-                "kind": "tier_change", "at": cloudevent["time"], "at_ms": now,
-                "id": cloudevent["id"], "from": data["previous_tier"], "to": data["tier"],
-                "score": data["score"], "cause": data["cause"]["kind"],
-                "reasons": [r["code"] for r in data["reasons"]],
-                "suggested_action": data["suggested_action"]["code"]}, separators=(",", ":"))
-        return CustomerWrite(cs.ref, cs.version, fields, delete, timeline), entry
+        timeline = [json.dumps({
+            "kind": "tier_change", "at": ce["time"], "at_ms": _ms(ce["data"]["as_of"]),
+            "id": ce["id"], "from": ce["data"]["previous_tier"], "to": ce["data"]["tier"],
+            "score": ce["data"]["score"], "cause": ce["data"]["cause"]["kind"],
+            "reasons": [r["code"] for r in ce["data"]["reasons"]],
+            "suggested_action": ce["data"]["suggested_action"]["code"]}, separators=(",", ":"))
+            for ce in path.changes]
+        return CustomerWrite(cs.ref, cs.version, fields, delete, "\n".join(timeline)), entry
 
     @staticmethod
     def _due(now: int, a: Assessment) -> int:

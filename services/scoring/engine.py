@@ -50,6 +50,15 @@ class Subject:
 
 
 @dataclass(frozen=True)
+class Step:
+    """A point on a customer's path the caller computed the features of (an event of a batch
+    before the customer's last): :meth:`Engine.assess_paths`."""
+
+    now_ms: int
+    features: dict[str, float]
+
+
+@dataclass(frozen=True)
 class Assessment:
     customer_id: str
     score: float
@@ -100,46 +109,78 @@ class Engine:
                with_history: bool = True) -> list[Assessment]:
         """``now_ms``: one instant for every subject, or one per subject (the event clock is
         per tenant, and never before a customer's own newest event)."""
+        return [path[-1] for path in self.assess_paths(subjects, now_ms,
+                                                        with_history=with_history)]
+
+    def assess_paths(self, subjects: Sequence[Subject], now_ms: int | Sequence[int], *,
+                     steps: Sequence[Sequence[Step]] | None = None,
+                     with_history: bool = True) -> list[list[Assessment]]:
+        """Assess each subject after each of its ``steps`` (features the caller computed at
+        intermediate points, oldest first) and then at ``now_ms`` from its summary: one
+        vectorized model call for all of them; the tier of each step follows from the
+        previous step's (hysteresis and dwell chain along the path).
+
+        The streaming scorer passes one step per event of a batch before the customer's
+        last, so a customer's tier path — and the risk changes it publishes — depend on
+        their events alone, not on where the stream was cut into batches."""
         model = self.model  # one model for the whole batch, even if a refresh swaps it
         nows = [now_ms] * len(subjects) if isinstance(now_ms, int) else list(now_ms)
-        feats = [s.features(at) for s, at in zip(subjects, nows, strict=True)]
+        rows: list[tuple[int, int, dict[str, float]]] = []
+        for i, (s, at) in enumerate(zip(subjects, nows, strict=True)):
+            if steps is not None:
+                rows.extend((i, step.now_ms, step.features) for step in steps[i])
+            rows.append((i, at, s.features(at)))
+        feats = [f for _, _, f in rows]
         X = feature_matrix(model, feats)
         scores: Any = model.predict(X) if len(feats) else []
         attributions = getattr(model, "attributions", None)
         contrib = attributions(X) if attributions is not None and len(feats) else None
-        out: list[Assessment] = []
-        for i, (s, f, score, now_ms) in enumerate(zip(subjects, feats, scores, nows, strict=True)):
-            score = float(min(max(score, 0.0), 1.0))
-            if with_history:
-                tier = decide_tier(s.tier, s.tier_since_ms, score, now_ms, self.thresholds)
-            else:
-                tier = plain_tier(score, self.thresholds)
-            ruled: list[Reason] = []
-            decided = tier
-            if self.rules is not None:
-                tier, ruled = self.rules.apply(tier, f)
-            if contrib is not None:
-                why = explained_reasons(f, contrib[i], model.feature_names)
-            else:
-                why = explain(f)
-            why = _merge(ruled, why)
-            if tier == "low":  # a fall to (or a stay at) low is not explained by being overdue
-                why = [r for r in why if r.code != "overdue"] or [REGULAR]
-            held = self._held(s, f, score, decided, tier, now_ms)
-            action = suggested_action(tier, why)
-            if held is not None:  # say why the tier is above what the score alone gives
-                why = [held, *why][:MAX_REASONS]
-            out.append(Assessment(
-                customer_id=s.customer_id, score=score, tier=tier, reasons=why,
-                action=action, features=f, value_tier=value_tier(f),
-                lifecycle_stage=lifecycle_stage(f), model_version=model.version,
-                as_of_ms=now_ms,
-            ))
+        held_by: list[tuple[str | None, int | None]] = [(s.tier, s.tier_since_ms)
+                                                        for s in subjects]
+        out: list[list[Assessment]] = [[] for _ in subjects]
+        for k, ((i, at, f), score) in enumerate(zip(rows, scores, strict=True)):
+            s = subjects[i]
+            previous, since = held_by[i]
+            a = self._assess_one(model, s.customer_id, previous, since, f, float(score),
+                                 None if contrib is None else contrib[k], at,
+                                 with_history=with_history)
+            if a.tier != previous:
+                held_by[i] = (a.tier, at)
+            out[i].append(a)
         return out
 
+    def _assess_one(self, model: RiskModel, customer_id: str, previous: str | None,
+                    since: int | None, f: dict[str, float], score: float, contrib: Any,
+                    now_ms: int, *, with_history: bool) -> Assessment:
+        score = float(min(max(score, 0.0), 1.0))
+        if with_history:
+            tier = decide_tier(previous, since, score, now_ms, self.thresholds)
+        else:
+            tier = plain_tier(score, self.thresholds)
+        ruled: list[Reason] = []
+        decided = tier
+        if self.rules is not None:
+            tier, ruled = self.rules.apply(tier, f)
+        if contrib is not None:
+            why = explained_reasons(f, contrib, model.feature_names)
+        else:
+            why = explain(f)
+        why = _merge(ruled, why)
+        if tier == "low":  # a fall to (or a stay at) low is not explained by being overdue
+            why = [r for r in why if r.code != "overdue"] or [REGULAR]
+        held = self._held(previous, since, f, score, decided, tier, now_ms)
+        action = suggested_action(tier, why)
+        if held is not None:  # say why the tier is above what the score alone gives
+            why = [held, *why][:MAX_REASONS]
+        return Assessment(
+            customer_id=customer_id, score=score, tier=tier, reasons=why,
+            action=action, features=f, value_tier=value_tier(f),
+            lifecycle_stage=lifecycle_stage(f), model_version=model.version,
+            as_of_ms=now_ms,
+        )
 
-    def _held(self, s: Subject, f: dict[str, float], score: float, decided: str, tier: str,
-              now_ms: int) -> Reason | None:
+    def _held(self, previous: str | None, since: int | None, f: dict[str, float], score: float,
+              decided: str, tier: str, now_ms: int) -> Reason | None:
         """A reason when a rule, hysteresis or the minimum dwell holds ``tier`` above the
         score's own tier; None otherwise."""
         plain = plain_tier(score, self.thresholds)
@@ -154,10 +195,10 @@ class Engine:
                               text_zh=f"规则 {rule.id} 将风险提升至{zh_tier}（评分{score:.2f}）",
                               weight=0.0)
         t = self.thresholds
-        undwelled = decide_tier(s.tier, None, score, now_ms, t)
-        if (decided == tier and s.tier_since_ms is not None
+        undwelled = decide_tier(previous, None, score, now_ms, t)
+        if (decided == tier and since is not None
                 and _RANK[undwelled] < _RANK[decided]):
-            until = datetime.fromtimestamp((s.tier_since_ms + t.min_dwell_ms) / 1000, UTC)
+            until = datetime.fromtimestamp((since + t.min_dwell_ms) / 1000, UTC)
             return Reason(code="tier_held_dwell",
                           text=f"Held at {tier} until {until.day} {until:%b %H:%M} UTC: "
                           f"minimum dwell (score {score:.2f})",

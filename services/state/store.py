@@ -49,10 +49,10 @@ Ref = tuple[str, str]
 TIERS = ("low", "medium", "high")
 
 # One customer's write. KEYS: state hash, timeline list. ARGV: expected version ("" for a
-# customer without state), timeline entry or "", timeline max, ttl s, number of fields to
-# delete, those fields, then field, value pairs to set (plain arguments: no JSON for Lua to
-# decode on the hot path). Returns 1, or 0 when the version moved (another writer got there
-# first: the caller reads again and redoes its work).
+# customer without state), timeline entries (JSON, oldest first, one per line) or "",
+# timeline max, ttl s, number of fields to delete, those fields, then field, value pairs to
+# set (plain arguments: no JSON for Lua to decode on the hot path). Returns 1, or 0 when the
+# version moved (another writer got there first: the caller reads again and redoes its work).
 WRITE_LUA = """
 local v = redis.call('HGET', KEYS[1], 'v')
 if (v or '') ~= ARGV[1] then return 0 end
@@ -61,7 +61,7 @@ local nd = tonumber(ARGV[5])
 if nd > 0 then redis.call('HDEL', KEYS[1], unpack(ARGV, 6, 5 + nd)) end
 if #ARGV > 5 + nd then redis.call('HSET', KEYS[1], unpack(ARGV, 6 + nd, #ARGV)) end
 if ARGV[2] ~= '' then
-  redis.call('LPUSH', KEYS[2], ARGV[2])
+  for entry in string.gmatch(ARGV[2], '[^\\n]+') do redis.call('LPUSH', KEYS[2], entry) end
   redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
   redis.call('EXPIRE', KEYS[2], ttl)
 end
@@ -316,7 +316,7 @@ class CustomerWrite:
     version: str
     fields: dict[str, Any]
     delete: list[str] = field(default_factory=list)
-    timeline_entry: str = ""
+    timeline_entry: str = ""  # JSON entries, oldest first, one per line
 
 
 class StateStore:

@@ -1,0 +1,64 @@
+"""A customer's tier path is a function of their events alone: assessing after each event in
+one call (``Engine.assess_paths`` with steps, as the scorer does for a batch holding several
+of one customer's events) equals assessing event by event (batches of one)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from services.scoring.engine import Engine, Step, Subject
+from services.scoring.scorecard import Scorecard
+from services.scoring.summary import Summary
+from services.scoring.tiers import Thresholds
+from tests.data import T0, by_time, complaint, regular
+from tests.unit.test_features import acts
+
+DAY = 86_400_000
+
+
+def _history() -> list:
+    events = regular("c", every_days=7, count=12)
+    events.append(complaint("c", T0 + timedelta(days=40), 1, severity="high", ref="k"))
+    events.append(complaint("c", T0 + timedelta(days=52), 2, severity="high", status="resolved",
+                            ref="k"))
+    events += regular("c", every_days=7, count=3, start=T0 + timedelta(days=150))
+    return acts(by_time(events))
+
+
+def test_one_call_along_the_path_equals_one_event_at_a_time() -> None:
+    engine = Engine(Scorecard(), Thresholds(min_dwell_ms=3 * DAY))
+    history = _history()
+    # event by event: fold, assess at the newest event, carry the tier
+    one_by_one = []
+    summary, tier, since = Summary.empty(), None, None
+    for a in history:
+        summary.fold(a)
+        now = summary.last_ts
+        [r] = engine.assess([Subject("c", (), summary.first_ts, tier, since, summary=summary)], now)
+        if r.tier != tier:
+            tier, since = r.tier, now
+        one_by_one.append(r)
+    # one call: the steps are the points before the last event
+    summary, steps = Summary.empty(), []
+    for i, a in enumerate(history):
+        if i:
+            steps.append(Step(summary.last_ts, summary.features(summary.last_ts, summary.first_ts)))
+        summary.fold(a)
+    [path] = engine.assess_paths([Subject("c", (), summary.first_ts, summary=summary)],
+                                 summary.last_ts, steps=[steps])
+    assert [(x.tier, round(x.score, 9), x.as_of_ms) for x in path] == \
+        [(x.tier, round(x.score, 9), x.as_of_ms) for x in one_by_one]
+    assert [x.reasons for x in path] == [x.reasons for x in one_by_one]
+    assert len({x.tier for x in path}) > 1, "the history should move the tier"
+
+
+def test_assess_is_the_last_point_of_a_path_without_steps() -> None:
+    engine = Engine(Scorecard(), Thresholds())
+    history = _history()
+    summary = Summary.empty()
+    for a in history:
+        summary.fold(a)
+    s = Subject("c", (), summary.first_ts, "medium", summary.last_ts - DAY, summary=summary)
+    [plain] = engine.assess([s], summary.last_ts + 30 * DAY)
+    [[only]] = engine.assess_paths([s], summary.last_ts + 30 * DAY)
+    assert plain == only
