@@ -38,12 +38,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterPipeline
 
 from services.common.redisconn import DEFAULT_TENANT, Keys, customer_token, is_cluster
 from services.common.settings import Settings
@@ -355,18 +357,31 @@ class StateRead:
         self.fields = list(fields) if fields is not None else None
         self.want_sm = fields is None or "sm" in fields
         self.want_risk = fields is None or "risk" in fields
-        self.size = 1 + int(self.want_sm) + int(self.want_risk)
+        self.split = False  # sm and risk by two GETs: a cluster pipeline refuses MGET
+
+    @property
+    def size(self) -> int:
+        """Commands (replies) per customer; known once :meth:`queue` has seen the pipeline."""
+        both = self.want_sm and self.want_risk
+        return 1 + int(self.want_sm or self.want_risk) + int(both and self.split)
 
     def queue(self, pipe: Any, customer_id: str, tenant: str = DEFAULT_TENANT) -> None:
-        st = self.keys.state(customer_id, tenant)
+        base = self.keys.customer_base(customer_id, tenant)  # Keys.state, .summary, .risk
+        st, sm, rk = f"{base}:st", f"{base}:sm", f"{base}:rk"
         if self.fields is None:
             pipe.hgetall(st)
         else:
             pipe.hmget(st, self.fields)
-        if self.want_sm:
-            pipe.get(self.keys.summary(customer_id, tenant))
-        if self.want_risk:
-            pipe.get(self.keys.risk(customer_id, tenant))
+        # both in one MGET (one slot: the customer's hash tag), one reply less to parse; redis-py's
+        # cluster pipelines refuse MGET, so there two GETs
+        self.split = isinstance(pipe, ClusterPipeline)
+        if self.want_sm and self.want_risk and not self.split:
+            pipe.mget([sm, rk])
+        else:
+            if self.want_sm:
+                pipe.get(sm)
+            if self.want_risk:
+                pipe.get(rk)
 
     def result(self, rows: Sequence[Any]) -> dict[str, str]:
         """One customer's replies (``size`` of them, in order) as their state; ``{}`` for a
@@ -375,16 +390,17 @@ class StateRead:
             out = {str(k): str(v) for k, v in (rows[0] or {}).items()}
         else:
             out = {f: str(v) for f, v in zip(self.fields, rows[0], strict=True) if v is not None}
-        i = 1
-        if self.want_sm:
-            if rows[i] is not None:
-                out["sm"] = str(rows[i])
-            i += 1
-        if self.want_risk:
-            if rows[i] is not None:
-                out["risk"] = str(rows[i])
-            if "risk" in out:
-                out["risk"] = risk_json(out["risk"])
+        if self.want_sm and self.want_risk:
+            sm, risk = rows[1:3] if self.split else rows[1]
+        else:
+            sm = rows[1] if self.want_sm else None
+            risk = rows[1] if self.want_risk else None
+        if sm is not None:
+            out["sm"] = str(sm)
+        if risk is not None:
+            out["risk"] = str(risk)
+        if self.want_risk and "risk" in out:
+            out["risk"] = risk_json(out["risk"])
         return out
 
     def results(self, rows: Sequence[Any]) -> list[dict[str, str]]:
@@ -682,6 +698,9 @@ def risk_snapshot(fields: dict[str, Any]) -> str:
     return _dumps(fields)
 
 
+_NOT_NUMBERS = re.compile(r'[\[\]{}"]')
+
+
 def risk_json(stored: str) -> str:
     """The risk snapshot a reader sees (JSON, features by name) from what the store holds:
     :func:`risk_snapshot`'s compact form, or the full JSON the previous layout wrote (returned
@@ -691,7 +710,7 @@ def risk_json(stored: str) -> str:
     if at < 0:
         return stored
     body = stored[at + 12:-2]
-    if stored.endswith("]}") and not any(c in body for c in '[]{}"'):
+    if stored.endswith("]}") and not _NOT_NUMBERS.search(body):
         # the shape risk_snapshot writes (features last, plain numbers): splice the text, as
         # json.dumps would write the object (~5 µs; parsing and dumping again costs ~30)
         parts = body.split(",")
