@@ -52,6 +52,7 @@ from services.scoring.engine import Engine, Subject
 from services.scoring.features import DAY_MS, Activity
 from services.scoring.model import load_model
 from services.scoring.tiers import Thresholds
+from services.state.store import risk_snapshot
 
 CUSTOMERS = int(os.environ.get("BENCH_CUSTOMERS", "1000000"))
 WITH_STATE = int(os.environ.get("BENCH_STATE_CUSTOMERS", "100000"))
@@ -67,7 +68,7 @@ def snapshot(settings: Settings) -> tuple[str, float]:
     acts = [Activity(kind="transaction", ts=now - int(d * DAY_MS), event_id=f"e{d}", amount=45.0,
                      store_id="north") for d in (200, 172, 144, 116, 88)]
     a = engine.assess([Subject("x", acts, acts[0].ts)], now, with_history=False)[0]
-    return json.dumps(a.to_json() | {"tier": "high"}), a.score
+    return risk_snapshot(a.to_json() | {"tier": "high"}), a.score
 
 
 async def populate(settings: Settings) -> list[str]:
@@ -90,7 +91,8 @@ async def populate(settings: Settings) -> list[str]:
         for cid in ranked[i:i + 2_000]:
             pipe.hset(keys.state(cid), mapping={
                 "first_ts": now - 200 * DAY_MS, "last_ts": now - 88 * DAY_MS, "store": "north",
-                "tier": "high", "score": score, "tier_since": now, "risk": risk})
+                "tier": "high", "score": score, "tier_since": now})
+            pipe.set(keys.risk(cid), risk)  # as the scorer writes it (services/state/store.py)
         await pipe.execute()
     print(f"populated {await redis.zcard(index):,} index entries, {WITH_STATE:,} states in "
           f"{time.monotonic() - started:.1f} s; used_memory "

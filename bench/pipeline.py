@@ -55,6 +55,7 @@ from services.common.kafka import ensure_topics, make_consumer, make_producer
 from services.common.redisconn import Keys, make_redis
 from services.common.settings import Settings, load_settings
 from services.scoring.summary import Summary
+from services.state.store import read_states
 from services.synth import generate
 
 INGEST_EVENTS = int(os.environ.get("BENCH_INGEST_EVENTS", "100000"))
@@ -349,10 +350,9 @@ async def count_exactly_once(redis: Any, keys: Keys, events: list[dict[str, Any]
     cids = sorted({e["customer_id"] for e in events})
     known: dict[str, Summary] = {}
     for i in range(0, len(cids), 5000):
-        pipe = redis.pipeline(transaction=False)
-        for cid in cids[i:i + 5000]:
-            pipe.hget(keys.state(cid), "sm")
-        for cid, blob in zip(cids[i:i + 5000], await pipe.execute(), strict=True):
+        states = await read_states(redis, keys, [("default", c) for c in cids[i:i + 5000]], ["sm"])
+        for cid, state in zip(cids[i:i + 5000], states, strict=True):
+            blob = state.get("sm")
             known[cid] = Summary.decode(blob) if blob else Summary.empty()
     missing = 0
     for e in {e["event_id"]: e for e in events}.values():

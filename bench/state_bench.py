@@ -81,7 +81,8 @@ async def seed_history(settings: Settings, prefix: str, customers: int, end: dat
                              event_id=f"{cid}-h{i}", amount=40.0 if i % 2 else None,
                              store_id="store-1") for i in range(HISTORY)]
             s = summarize(acts)
-            pipe.hset(keys.state(cid), mapping={"sm": s.encode(), "first_ts": str(s.first_ts),
+            pipe.set(keys.summary(cid), s.encode())
+            pipe.hset(keys.state(cid), mapping={"first_ts": str(s.first_ts),
                                                 "last_ts": str(s.last_ts), "store": "store-1",
                                                 "v": "1"})
             if c % 500 == 499:

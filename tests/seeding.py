@@ -4,7 +4,6 @@ what reads that state (the query API, the console) without running a scorer."""
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -19,6 +18,7 @@ from services.scoring.features import DAY_MS, Activity
 from services.scoring.model import load_model
 from services.scoring.summary import Summary, summarize
 from services.scoring.tiers import Thresholds
+from services.state.store import read_states, risk_snapshot
 
 
 class Seeder:
@@ -44,13 +44,14 @@ class Seeder:
         token = customer_token(cid, tenant)
         priority = round(a.score * (1.0 + max(a.features.get("spend_365", 0.0), 0.0)), 6)
         pipe = self.redis.pipeline(transaction=False)
-        fields: dict[str, Any] = {"sm": summarize(acts).encode(),
-                                  "first_ts": min(x.ts for x in acts),
+        fields: dict[str, Any] = {"first_ts": min(x.ts for x in acts),
                                   "last_ts": max(x.ts for x in acts), "tier": tier,
-                                  "score": a.score, "tier_since": now, "risk": json.dumps(snap)}
+                                  "score": a.score, "tier_since": now}
         if store:
             fields["store"] = store
-        pipe.hset(st, mapping=fields)
+        pipe.hset(st, mapping=fields)  # the layout the scorer writes (services/state/store.py)
+        pipe.set(self.keys.summary(cid, tenant), summarize(acts).encode())
+        pipe.set(self.keys.risk(cid, tenant), risk_snapshot(snap))
         for t in TIERS:
             pipe.zrem(self.keys.tier_index(t, tenant), token)
         pipe.zadd(self.keys.tier_index(tier, tenant), {token: priority})
@@ -64,7 +65,8 @@ class Seeder:
     async def add_event(self, cid: str, ts: int, tenant: str = "default") -> None:
         st = self.keys.state(cid, tenant)
         act = Activity(kind="visit", ts=ts, event_id=f"{cid}-late-{ts}")
-        blob = await self.redis.hget(st, "sm")  # type: ignore[misc]
+        blob = (await read_states(self.redis, self.keys, [(tenant, cid)], ["sm"]))[0].get("sm")
         summary = Summary.decode(blob) if blob else Summary.empty()
         summary.fold(act)
-        await self.redis.hset(st, mapping={"sm": summary.encode(), "last_ts": summary.last_ts or ts})
+        await self.redis.set(self.keys.summary(cid, tenant), summary.encode())
+        await self.redis.hset(st, mapping={"last_ts": summary.last_ts or ts})

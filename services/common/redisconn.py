@@ -66,9 +66,10 @@ async def get_many(redis: Redis, keys: list[str]) -> list[Any]:
 
 
 DEFAULT_TENANT = "default"
-# st: summary, state & risk, pf: profile, dl: delivery log, tl: timeline, ac: staff actions;
-# ev and ed held raw events before the summary (erasure still deletes them).
-CUSTOMER_KEY_SUFFIXES = ("ev", "ed", "st", "pf", "dl", "tl", "ac")
+# st: state (small fields only), sm: summary of events, rk: risk snapshot, pf: profile, dl:
+# delivery log, tl: timeline, ac: staff actions; ev and ed held raw events before the summary
+# (erasure still deletes them).
+CUSTOMER_KEY_SUFFIXES = ("ev", "ed", "st", "sm", "rk", "pf", "dl", "tl", "ac")
 
 
 def _tag(value: str) -> str:
@@ -106,9 +107,19 @@ class Keys:
         return f"{self.prefix}:c:{{{customer_token(customer_id, tenant)}}}"
 
     def state(self, customer_id: str, tenant: str = DEFAULT_TENANT) -> str:
-        """The customer's state hash: summary of their events, risk snapshot, tier (see
-        ``services/state/store.py``)."""
+        """The customer's state hash: tier, score, times, version... every field short, so
+        Redis keeps it a compact listpack (see ``services/state/store.py``; read it through
+        ``services.state.store.StateRead``)."""
         return f"{self.customer_base(customer_id, tenant)}:st"
+
+    def summary(self, customer_id: str, tenant: str = DEFAULT_TENANT) -> str:
+        """The summary of the customer's events (``Summary.encode()``), a string."""
+        return f"{self.customer_base(customer_id, tenant)}:sm"
+
+    def risk(self, customer_id: str, tenant: str = DEFAULT_TENANT) -> str:
+        """The customer's risk snapshot as stored (compact JSON, see
+        ``services.state.store.risk_snapshot``), a string."""
+        return f"{self.customer_base(customer_id, tenant)}:rk"
 
     def timeline(self, customer_id: str, tenant: str = DEFAULT_TENANT) -> str:
         """The customer's timeline (tier changes, staff actions...), a capped list."""

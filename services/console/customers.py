@@ -30,6 +30,7 @@ from services.ingest.queries.errors import QueryError
 from services.ingest.queries.holdout import holdout
 from services.ingest.queries.scope import store_for_list
 from services.ingest.queries.timefmt import iso_ms, now_ms, parse_iso
+from services.state.store import StateRead
 
 router = APIRouter(include_in_schema=False)
 TIMELINE_SHOWN = 60
@@ -89,11 +90,12 @@ async def at_risk_page(request: Request, res: Res, tier: str = "high", store: st
 async def _customer(res: Resources, session: Session, customer_id: str
                     ) -> tuple[dict[str, str], CustomerProfile | None] | None:
     """The customer's state and profile when this session may see them, else None."""
-    st = res.keys.state(customer_id, session.tenant)
+    reader = StateRead(res.keys)
     pipe = res.redis.pipeline(transaction=False)
-    pipe.hgetall(st)
+    reader.queue(pipe, customer_id, session.tenant)
     pipe.get(res.keys.profile(customer_id, session.tenant))
-    state, raw = await pipe.execute()
+    *rows, raw = await pipe.execute()
+    state = reader.result(rows)
     profile = CustomerProfile.model_validate_json(raw) if raw else None
     store = state.get("store") or (profile.store_id if profile else None)
     if not state and profile is None:

@@ -21,7 +21,7 @@ from services.common.kafka import ensure_topics
 from services.common.redisconn import Keys, make_redis
 from services.common.settings import Settings
 from services.scoring.summary import Summary
-from services.state.store import StateStore
+from services.state.store import StateStore, read_states
 from tests.conftest import LOG_DIR, make_test_settings
 from tests.data import T0, iso, regular
 from tests.integration.test_scorer import wait_processed
@@ -215,7 +215,7 @@ async def test_event_clock_is_per_tenant_and_one_outlier_moves_nobody(settings_f
     today = datetime.now(UTC).replace(microsecond=0)
 
     async def tier() -> str:
-        raw = await redis.hget(keys.state("regular", "tenantA"), "risk")
+        raw = (await read_states(redis, keys, [("tenantA", "regular")], ["risk"]))[0].get("risk")
         return str(json.loads(raw or "{}").get("tier"))
 
     def dated(cid: str, tenant: str, at: datetime) -> dict:
@@ -243,7 +243,7 @@ async def test_event_clock_is_per_tenant_and_one_outlier_moves_nobody(settings_f
         regular_last = int(T0.timestamp() * 1000) + 14 * 7 * 86_400_000 + 40 * 60_000
         assert clocks["tenantA"] == regular_last, clocks
         assert clocks["tenantB"] == int(today.timestamp() * 1000), clocks
-        outlier = json.loads(await redis.hget(keys.state("outlier", "tenantA"), "risk"))
+        outlier = json.loads((await read_states(redis, keys, [("tenantA", "outlier")]))[0]["risk"])
         assert outlier["as_of"].startswith(iso(today)[:16]), outlier  # scored at its own time
         # A second tenantA customer corroborates the new time: now tenantA's clock moves, and
         # the silent regular is re-scored high by the sweep.
@@ -288,7 +288,7 @@ async def test_an_event_id_reused_for_another_customer_is_a_duplicate(settings_f
         return {**e, "tenant_id": tenant} if tenant else e
 
     async def ids(cid: str, tenant: str = "default") -> set[str]:
-        blob = await redis.hget(keys.state(cid, tenant), "sm")
+        blob = (await read_states(redis, keys, [(tenant, cid)], ["sm"]))[0].get("sm")
         summary = Summary.decode(blob) if blob else Summary.empty()
         return {i for i in ("dup-1", "x-2", "y-2") if summary.knows(i)}
 

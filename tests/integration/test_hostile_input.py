@@ -31,6 +31,7 @@ from services.common.settings import Settings
 from services.ingest.queries.timefmt import parse_iso
 from services.scoring.features import DAY_MS
 from services.scoring.summary import Summary
+from services.state.store import read_states
 from tests.integration.test_scorer import customer_state, known, scorer, wait_processed
 from tests.kafkatools import produce, read_all
 from tests.procs import ServiceProcess
@@ -471,7 +472,7 @@ async def scored(settings: Settings, accepted: list[dict[str, Any]]) -> tuple[in
     lost = 0
     try:
         for tenant, cid, eid in sorted(distinct):
-            st = await redis.hgetall(keys.state(cid, tenant))
+            st = (await read_states(redis, keys, [(tenant, cid)]))[0]
             summary = Summary.decode(st["sm"]) if st.get("sm") else Summary.empty()
             # The summary remembers ids of the last 30+ days of the customer's events; an older
             # one is checked by the applied count below.

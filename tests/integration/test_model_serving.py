@@ -15,6 +15,7 @@ import pytest
 from services.common.redisconn import Keys, make_redis
 from services.common.settings import Settings
 from services.scoring.model import load_model
+from services.state.store import read_states
 from services.synth import generate, write_ndjson
 from tests.data import regular
 from tests.procs import ServiceProcess
@@ -25,10 +26,10 @@ pytestmark = pytest.mark.integration
 async def wait_scored(settings: Settings, customer_id: str, timeout: float = 30.0) -> None:
     """Until the scorer has stored a risk for the customer."""
     redis = make_redis(settings)
-    key = Keys(settings.redis_prefix).state(customer_id)
+    keys = Keys(settings.redis_prefix)
     try:
         for _ in range(int(timeout * 10)):
-            if await redis.hget(key, "risk"):
+            if (await read_states(redis, keys, [("default", customer_id)], ["risk"]))[0]:
                 return
             await asyncio.sleep(0.1)
         raise AssertionError(f"no risk stored for {customer_id!r} after {timeout} s")

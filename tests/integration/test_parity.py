@@ -22,6 +22,7 @@ from services.common.events import epoch_ms
 from services.common.redisconn import Keys, make_redis
 from services.scoring.features import FEATURE_NAMES
 from services.scoring.model import load_model
+from services.state.store import read_states
 from services.synth import generate, write_ndjson
 from services.training.dataset import build_snapshots, read_events
 from tests.kafkatools import produce_events
@@ -40,7 +41,8 @@ async def _wait_scored(settings, cids: list[str], total: int, timeout: float = 9
         while True:
             offsets = await redis.hgetall(keys.offsets(settings.topic_events))
             done = sum(int(v) for v in offsets.values())
-            risks = {c: await redis.hget(keys.state(c), "risk") for c in cids}
+            states = await read_states(redis, keys, [("default", c) for c in cids], ["risk"])
+            risks = {c: s.get("risk") for c, s in zip(cids, states, strict=True)}
             if done >= total and all(risks.values()):
                 return {c: json.loads(r) for c, r in risks.items() if r}
             if time.monotonic() > deadline:

@@ -20,6 +20,7 @@ from services.common.redisconn import Keys, make_redis
 from services.common.settings import Settings
 from services.scoring.features import DAY_MS
 from services.scoring.summary import Summary
+from services.state.store import read_states
 from tests.data import T0, by_time, complaint, regular
 from tests.kafkatools import produce, produce_events, read_all
 from tests.procs import ServiceProcess
@@ -47,9 +48,10 @@ async def wait_processed(redis: Redis, settings: Settings, n: int, timeout: floa
 
 
 async def customer_state(redis: Redis, settings: Settings, cid: str) -> dict[str, Any]:
-    """The customer's state hash (``st``), its summary decoded (``summary``) and encoded
-    (``sm``: equal summaries encode equally, whatever the arrival order)."""
-    st = await redis.hgetall(Keys(settings.redis_prefix).state(cid))
+    """The customer's state as the store's readers see it (``st``: the hash's fields, ``sm``
+    and ``risk``), its summary decoded (``summary``) and encoded (``sm``: equal summaries
+    encode equally, whatever the arrival order)."""
+    st = (await read_states(redis, Keys(settings.redis_prefix), [("default", cid)]))[0]
     blob = st.get("sm") or ""
     return {"st": st, "sm": blob, "summary": Summary.decode(blob) if blob else Summary.empty()}
 
@@ -200,7 +202,7 @@ async def test_silence_raises_the_tier_without_new_events(settings_factory, tmp_
     with scorer(settings, tmp_path):
         await produce_events(settings, regular_history)
         await wait_processed(redis, settings, len(regular_history))
-        risk = json.loads((await redis.hget(keys.state("regular"), "risk")) or "{}")
+        risk = json.loads((await read_states(redis, keys, [("default", "regular")]))[0].get("risk") or "{}")
         assert risk["tier"] == "low"
         # Other customers' activity moves the event clock five weeks on; "regular" stays
         # silent. (Two of them: the clock is the second newest customer's newest event, so
@@ -211,7 +213,7 @@ async def test_silence_raises_the_tier_without_new_events(settings_factory, tmp_
         await produce_events(settings, clock)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            risk = json.loads((await redis.hget(keys.state("regular"), "risk")) or "{}")
+            risk = json.loads((await read_states(redis, keys, [("default", "regular")]))[0].get("risk") or "{}")
             if risk.get("tier") == "high":
                 break
             await asyncio.sleep(0.2)

@@ -12,6 +12,7 @@ from services.common.redisconn import Keys, parse_customer_token
 from services.ingest.queries import cursor as cursors
 from services.ingest.queries.holdout import holdout
 from services.ingest.queries.timefmt import iso_ms
+from services.state.store import StateRead
 
 # KEYS[1]: tier zset. ARGV: count, has cursor (0/1), cursor score, cursor member.
 # From the cursor's own rank when it is still where it was (O(log N + count)); otherwise
@@ -65,18 +66,21 @@ class AtRiskQuery:
         more = len(entries) > want
         entries = entries[:want]
         refs = [parse_customer_token(m) for m, _ in entries]
+        reader = StateRead(self.keys, ST_FIELDS)
         pipe = self.redis.pipeline(transaction=False)
         for t, cid in refs:
-            pipe.hmget(self.keys.state(cid, t), list(ST_FIELDS))
+            reader.queue(pipe, cid, t)
             pipe.get(self.keys.profile(cid, t))
         raw = await pipe.execute() if refs else []
+        n = reader.size + 1
         items: list[dict[str, Any]] = []
         last: tuple[str, str] | None = None
         seen = 0
         for i, ((member, prio), (t, cid)) in enumerate(zip(entries, refs, strict=True)):
             last = (prio, member)
             seen += 1
-            state, prof = raw[2 * i], raw[2 * i + 1]
+            fields = reader.result(raw[n * i:n * i + reader.size])
+            state, prof = [fields.get(f) for f in ST_FIELDS], raw[n * i + n - 1]
             if state[0] is None or t != tenant:
                 continue  # erased or expired since it was indexed
             profile = CustomerProfile.model_validate_json(prof) if prof else None

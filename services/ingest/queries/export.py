@@ -20,6 +20,7 @@ from services.ingest.queries.erasure import AUDIT_MAX, subject_digest
 from services.ingest.queries.timefmt import canonical, iso_ms
 from services.scoring.features import Activity
 from services.scoring.summary import Summary
+from services.state.store import StateRead
 
 
 def _json(raw: Any) -> Any:
@@ -70,11 +71,11 @@ def _state(fields: dict[str, str]) -> dict[str, Any] | None:
 
 async def collect(redis: Redis, keys: Keys, customer_id: str, *, tenant: str) -> dict[str, Any]:
     """The export document of one customer (see ``CustomerExport`` for its shape)."""
-    st = keys.state(customer_id, tenant)
     token = customer_token(customer_id, tenant)
+    reader = StateRead(keys)
     pipe = redis.pipeline(transaction=False)
     pipe.get(keys.profile(customer_id, tenant))
-    pipe.hgetall(st)
+    reader.queue(pipe, customer_id, tenant)
     pipe.lrange(keys.timeline(customer_id, tenant), 0, -1)
     pipe.lrange(keys.delivery_log(customer_id, tenant), 0, -1)
     pipe.hgetall(keys.actions(customer_id, tenant))
@@ -82,8 +83,9 @@ async def collect(redis: Redis, keys: Keys, customer_id: str, *, tenant: str) ->
     pipe.zscore(keys.holdout_index(tenant), token)
     for tier in TIERS:
         pipe.zscore(keys.tier_index(tier, tenant), token)
-    (profile, state, timeline, deliveries, actions, episode, holdout,
-     *tier_scores) = await pipe.execute()
+    profile, *rows = await pipe.execute()
+    state, rows = reader.result(rows[:reader.size]), rows[reader.size:]
+    timeline, deliveries, actions, episode, holdout, *tier_scores = rows
     events = _events(state.get("sm"))
     timeline_entries = _list(timeline)
     alert_ids = sorted({str(e["id"]) for e in timeline_entries

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from services.common.redisconn import Keys, parse_customer_token
 from services.common.riskchange import TIERS
+from services.state.store import read_states
 
 CHUNK = 2000
 
@@ -36,6 +37,9 @@ class Population:
     members: list[Member]
     truncated: bool
     indexed: int  # index entries (ZCARD) of the scanned indexes
+
+
+MEMBER_FIELDS = ("first_ts", "last_ts", "store", "risk")
 
 
 def _decode(tier: str, tokens: list[str], rows: list[list[str | None]]) -> list[Member]:
@@ -66,11 +70,9 @@ async def load(redis: Redis, keys: Keys, *, tenant: str, stores: frozenset[str] 
             cursor, found = await redis.zscan(key, cursor, count=CHUNK)
             tokens = [str(t) for t, _ in found]
             if tokens:
-                pipe = redis.pipeline(transaction=False)
-                for token in tokens:
-                    t, cid = parse_customer_token(token)
-                    pipe.hmget(keys.state(cid, t), ["first_ts", "last_ts", "store", "risk"])
-                rows = await pipe.execute()
+                states = await read_states(redis, keys, map(parse_customer_token, tokens),
+                                           MEMBER_FIELDS)
+                rows = [[s.get(f) for f in MEMBER_FIELDS] for s in states]
                 members += await asyncio.to_thread(_decode, tier, tokens, rows)
             if len(members) >= max_customers:
                 truncated = True

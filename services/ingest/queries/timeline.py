@@ -16,6 +16,7 @@ from services.common.redisconn import Keys
 from services.ingest.queries.timefmt import canonical, iso_ms
 from services.scoring.features import DAY_MS
 from services.scoring.summary import Summary
+from services.state.store import StateRead
 
 TIMELINE_MAX = 500  # entries kept in ``tl``
 
@@ -69,11 +70,13 @@ def _summaries(summary: Summary) -> list[dict[str, Any]]:
 
 async def read(redis: Redis, keys: Keys, customer_id: str, tenant: str, *, limit: int,
                before: str | None) -> list[dict[str, Any]]:
+    reader = StateRead(keys, ["sm"])
     pipe = redis.pipeline(transaction=False)
     pipe.lrange(keys.timeline(customer_id, tenant), 0, TIMELINE_MAX - 1)
     pipe.lrange(keys.delivery_log(customer_id, tenant), 0, TIMELINE_MAX - 1)
-    pipe.hget(keys.state(customer_id, tenant), "sm")
-    tl, dl, blob = await pipe.execute()
+    reader.queue(pipe, customer_id, tenant)
+    tl, dl, *rows = await pipe.execute()
+    blob = reader.result(rows).get("sm")
     entries = [e for raw in tl if (e := _entry(raw, "note")) is not None]
     for e in entries:
         if e["kind"] == "tier_change" and "id" in e["data"]:

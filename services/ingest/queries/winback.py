@@ -20,6 +20,7 @@ from services.common.redisconn import Keys, customer_token, parse_customer_token
 from services.ingest.queries.timefmt import iso_ms
 from services.scoring.features import DAY_MS
 from services.scoring.summary import Summary
+from services.state.store import StateRead, read_states
 
 
 async def record(redis: Redis, keys: Keys, *, tenant: str, customer_id: str,
@@ -74,6 +75,7 @@ async def report(redis: Redis, keys: Keys, *, tenant: str, stores: frozenset[str
     window = window_days * DAY_MS
     members: list[Any] = await redis.zrangebyscore(keys.winback_index(tenant), since_ms,
                                                    until_ms, start=0, num=limit, withscores=True)
+    reader = StateRead(keys, ["sm"])
     pipe = redis.pipeline(transaction=False)
     refs = []
     for member, score in members:
@@ -82,8 +84,9 @@ async def report(redis: Redis, keys: Keys, *, tenant: str, stores: frozenset[str
         refs.append((cid, action_id, int(score)))
         pipe.hget(keys.actions(cid, tenant), action_id)
         pipe.hexists(keys.actions(cid, tenant), f"ret:{action_id}")
-        pipe.hget(keys.state(cid, tenant), "sm")
+        reader.queue(pipe, cid, tenant)
     raw = await pipe.execute() if refs else []
+    n = 2 + reader.size
     zero = {"actions": 0, "returned": 0, "not_returned": 0, "pending": 0}
     groups: dict[str, dict[str, dict[str, int]]] = {
         "action": defaultdict(lambda: dict(zero)), "store": defaultdict(lambda: dict(zero)),
@@ -91,8 +94,8 @@ async def report(redis: Redis, keys: Keys, *, tenant: str, stores: frozenset[str
     overall, on_holdout = dict(zero), 0
     newly: list[tuple[str, str]] = []
     for i, (cid, action_id, at) in enumerate(refs):
-        blob, counted = raw[3 * i], raw[3 * i + 1]
-        n_after = _returns(raw[3 * i + 2], at, window)
+        blob, counted = raw[n * i], raw[n * i + 1]
+        n_after = _returns(reader.result(raw[n * i + 2:n * (i + 1)]).get("sm"), at, window)
         if blob is None:
             continue  # erased
         a = json.loads(blob)
@@ -134,17 +137,13 @@ async def _holdout(redis: Redis, keys: Keys, tenant: str, stores: frozenset[str]
                    limit: int) -> dict[str, Any]:
     members: list[Any] = await redis.zrangebyscore(keys.holdout_index(tenant), since_ms,
                                                    until_ms, start=0, num=limit, withscores=True)
-    pipe = redis.pipeline(transaction=False)
-    for token, _at in members:
-        _, cid = parse_customer_token(str(token))
-        st = keys.state(cid, tenant)
-        pipe.hget(st, "sm")
-        pipe.hget(st, "store")
-    raw = await pipe.execute() if members else []
+    states = await read_states(redis, keys, [(tenant, parse_customer_token(str(token))[1])
+                                             for token, _at in members], ["sm", "store"])
     c = {"customers": 0, "returned": 0, "not_returned": 0, "pending": 0}
-    for i, (_, score) in enumerate(members):
-        if stores is not None and raw[2 * i + 1] not in stores:
+    for (_, score), state in zip(members, states, strict=True):
+        if stores is not None and state.get("store") not in stores:
             continue
         c["customers"] += 1
-        c[_outcome(_returns(raw[2 * i], int(score), window), int(score), window, now_ms)] += 1
+        c[_outcome(_returns(state.get("sm"), int(score), window), int(score), window,
+                   now_ms)] += 1
     return {**c, "return_rate": _rate(c)}

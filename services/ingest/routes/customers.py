@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, cast
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 
@@ -20,7 +20,7 @@ from services.ingest.queries import erasure, export
 from services.ingest.queries.holdout import holdout
 from services.ingest.queries.timefmt import iso_ms, parse_iso
 from services.scoring.engine import Subject
-from services.state.store import load_customers
+from services.state.store import load_customers, read_states
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["customers"])
@@ -41,8 +41,8 @@ async def get_risk(customer_id: CustomerId, res: Res, key: ReadKey,
                                              examples=["2026-11-01T00:00:00Z"])) -> Any:
     share = res.settings.holdout_share
     if as_of is None:
-        state = cast(dict[str, str],
-                     await res.redis.hgetall(res.keys.state(customer_id, key.tenant)))
+        state = (await read_states(res.redis, res.keys, [(key.tenant, customer_id)],
+                                   ["risk", "store", "tier_since", "last_ts"]))[0]
         if state and not key.allows_store(state.get("store")):
             state = {}  # a store-bound key does not see other stores' customers
         if not state or "risk" not in state:
