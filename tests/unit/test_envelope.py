@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -176,3 +177,17 @@ def test_encoded_envelopes_validate_against_the_schema() -> None:
         validator.validate(json.loads(env.value))
     with pytest.raises(Exception, match="is too long"):
         validator.validate({"version": 1, "events": [event(0, "c")] * (MAX_EVENTS + 1)})
+
+
+def test_the_contracts_example_is_a_valid_envelope() -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "contract.md").read_text()
+    section = text.split("### Envelopes", 1)[1].split("\n### ", 1)[0]
+    example = json.loads(section.split("```json", 1)[1].split("```", 1)[0])
+    schemas = generate()
+    registry = Registry().with_resources(
+        (s["$id"], Resource.from_contents(s)) for s in schemas.values())
+    Draft202012Validator(schemas["envelope.schema.json"], registry=registry).validate(example)
+    items = decode(json.dumps(example).encode(), HEADERS)
+    assert [it.event for it in items] == example["events"]
+    (env,) = encode_envelopes(example["events"], 12)
+    assert json.loads(env.value) == example and env.key == b"c-1042"
