@@ -125,14 +125,16 @@ def encode_envelopes(events: Iterable[Mapping[str, Any] | tuple[bytes, bytes]],
         for key, form in groups[p]:
             grown = size + len(form) + (1 if chunk else 0)
             if chunk and (len(chunk) >= max_events or grown > max_bytes):
-                out.append(Envelope(p, first_key, _PREFIX + b",".join(chunk) + _SUFFIX, extra))
+                out.append(Envelope(p, first_key, _PREFIX + b",".join(chunk) + _SUFFIX,
+                                    list(extra)))
                 chunk, size = [], overhead
                 grown = size + len(form)
             if not chunk:
                 first_key = key
             chunk.append(form)
             size = grown
-        out.append(Envelope(p, first_key, _PREFIX + b",".join(chunk) + _SUFFIX, extra))
+        out.append(Envelope(p, first_key, _PREFIX + b",".join(chunk) + _SUFFIX,
+                                    list(extra)))
     return out
 
 
