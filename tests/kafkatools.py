@@ -8,6 +8,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
+from services.common.envelope import decode, is_envelope
 from services.common.kafka import make_consumer, make_producer
 from services.common.settings import Settings
 
@@ -59,3 +60,20 @@ async def read_all(settings: Settings, topic: str, *, idle_ms: int = 1500, timeo
         return out
     finally:
         await consumer.stop()
+
+
+def events_in(records: list[Any]) -> list[dict[str, Any]]:
+    """The events that records read from the events topic carry, single or in envelopes
+    (services/common/envelope.py), in record order; tombstones (erasures) carry none. An
+    envelope element that is no JSON object fails the test."""
+    out: list[dict[str, Any]] = []
+    for r in records:
+        if r.value is None:
+            continue
+        if is_envelope(r.headers):
+            items = decode(r.value, r.headers)
+            assert all(it.error is None for it in items), [it.error for it in items]
+            out.extend(it.event for it in items if it.event is not None)
+        else:
+            out.append(json.loads(r.value))
+    return out

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from services.common.envelope import ENVELOPE_HEADER, ENVELOPE_VERSION, MAX_BYTES, MAX_EVENTS
 from services.common.events import ComplaintEvent, TransactionEvent, VisitEvent
 from services.common.exportdoc import CustomerExport
 from services.common.riskchange import (
@@ -42,6 +43,35 @@ def _event_schema() -> dict[str, Any]:
             {"$ref": f"{BASE_ID}visit"},
             {"$ref": f"{BASE_ID}complaint"},
         ],
+    }
+
+
+def _envelope_schema() -> dict[str, Any]:
+    examples = [m.model_config["json_schema_extra"]["examples"][0]  # type: ignore[index]
+                for m in (VisitEvent, TransactionEvent)]
+    return {
+        "$schema": DIALECT,
+        "$id": f"{BASE_ID}envelope",
+        "title": "EventEnvelope",
+        "description": "The value of an envelope record on the events topic: several events of "
+        f"one partition in one Kafka message. The record carries the header {ENVELOPE_HEADER}: "
+        f"{ENVELOPE_VERSION} (without it a record is one event, schemas/event.schema.json); its "
+        "partition is the one Kafka's default partitioner (murmur2) gives each event's "
+        "customer_id; its key is the customer_id of the first event. At most "
+        f"{MAX_EVENTS} events and {MAX_BYTES} bytes. Each event keeps its own event_id and is "
+        "validated (and, if invalid, dead-lettered) alone. docs/contract.md, 'Envelopes'.",
+        "type": "object",
+        "required": ["version", "events"],
+        "properties": {
+            "version": {"const": ENVELOPE_VERSION,
+                        "description": "Format version; the same as the header's value."},
+            "events": {
+                "type": "array", "minItems": 1, "maxItems": MAX_EVENTS,
+                "description": "The events, in the order they happened per customer.",
+                "items": {"$ref": f"{BASE_ID}event"},
+            },
+        },
+        "examples": [{"version": ENVELOPE_VERSION, "events": examples}],
     }
 
 
@@ -76,6 +106,7 @@ def generate() -> dict[str, dict[str, Any]]:
         "visit.schema.json": _model_schema(VisitEvent, "visit", "A POS visit event."),
         "complaint.schema.json": _model_schema(ComplaintEvent, "complaint", "A complaint event."),
         "event.schema.json": _event_schema(),
+        "envelope.schema.json": _envelope_schema(),
         "risk_change.schema.json": _model_schema(
             RiskChange, "risk_change", "`data` of the risk-change CloudEvent."),
         "risk_change_cloudevent.schema.json": _cloudevent_schema(),

@@ -157,6 +157,11 @@ class Settings(BaseSettings):
     max_batch_events: int = Field(default=10_000, ge=1, le=10_000)
     max_event_age_days: int = Field(default=36_500, ge=1)  # replays of old history welcome
     max_event_future_seconds: int = Field(default=86_400, ge=0)
+    # An accepted batch goes to the events topic as envelopes: its events grouped by
+    # partition, up to 500 events / 512 KB per Kafka message (services/common/envelope.py,
+    # docs/contract.md). false: one Kafka message per event, as before. Every scorer reading
+    # the topic must read envelopes before this is on.
+    ingest_envelopes: bool = True
     # Query API (docs/api.md). Per-key token bucket, in-process (per API process): a key may
     # make api_rate_limit_per_second requests a second on average, bursts of api_rate_limit_burst;
     # 0 turns it off. Bodies of routes other than POST /v1/events are capped at api_max_json_body_bytes.

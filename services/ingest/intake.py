@@ -21,7 +21,9 @@ OFFLOAD_BYTES = 64 * 1024
 def validate_batch(items: list[Any], key: ApiKey, now: datetime, max_age: timedelta,
                    max_future: timedelta
                    ) -> tuple[list[AnyEvent], list[FieldError], list[tuple[bytes, bytes]]]:
-    """The valid events, the errors, and the records to publish (key, value)."""
+    """The valid events, the errors, and the records to publish: (customer id, canonical
+    event JSON), in request order. The publisher sends them one Kafka message each (keyed by
+    the customer) or grouped into envelopes by partition (services/common/envelope.py)."""
     events: list[AnyEvent] = []
     forms: list[bytes] = []
     errors: list[FieldError] = []

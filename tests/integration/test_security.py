@@ -47,7 +47,7 @@ from services.notifier.webhooks import (
 from tests.conftest import LOG_DIR, make_test_settings
 from tests.integration.test_api_queries import Seeder
 from tests.integration.test_notifier import notifier, produce_changes, risk_change
-from tests.kafkatools import read_all
+from tests.kafkatools import events_in, read_all
 from tests.peers import LoopbackHttp
 from tests.procs import ServiceProcess
 from tests.reliability import record
@@ -416,11 +416,10 @@ async def test_tenants_and_stores_are_kept_apart_on_every_route(api) -> None:
         if [w["id"] for w in beta_list] != [beta_hook]:
             leaks.append(f"beta's webhooks changed: {beta_list}")
     # nothing published on alpha's keys in the name of tenant beta or store south
-    for rec in await read_all(settings, settings.topic_events, idle_ms=500, timeout=10):
-        if rec.value is not None:
-            value = json.loads(rec.value)
-            if value.get("tenant_id") == "beta" or value.get("store_id") == "south":
-                leaks.append(f"published {value}")
+    for value in events_in(await read_all(settings, settings.topic_events, idle_ms=500,
+                                          timeout=10)):  # single events and envelopes alike
+        if value.get("tenant_id") == "beta" or value.get("store_id") == "south":
+            leaks.append(f"published {value}")
     await redis.aclose()
     record(kind="security", name="tenant-isolation",
            tried="a tenant-wide admin key of tenant A, then a store-bound admin key, call every "

@@ -151,9 +151,12 @@ async def post_events(request: Request, res: Res, key: IngestKey) -> Any:
         return JSONResponse(status_code=422, content=body.model_dump())
     with res.metrics.produce_seconds.time():
         try:
-            await res.publisher.publish(
-                settings.topic_events, records,
-                headers=[(STORE_BOUND_HEADER, b"1")] if key.stores is not None else None)
+            headers = [(STORE_BOUND_HEADER, b"1")] if key.stores is not None else None
+            if settings.ingest_envelopes:  # grouped by partition (services/common/envelope.py)
+                await res.publisher.publish_envelopes(settings.topic_events, records,
+                                                      headers=headers)
+            else:
+                await res.publisher.publish(settings.topic_events, records, headers=headers)
         except BrokerUnavailable as exc:
             logger.warning("refusing %d events: %s", len(records), exc)
             res.metrics.rejected.labels("broker_unavailable").inc(len(records))
