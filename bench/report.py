@@ -67,6 +67,11 @@ def table(r: dict[str, Any]) -> str:
             ref.append(f"bare aiokafka consumer {_rate(s['bare_consumer_events_per_s'])}")
         if "scorer_events_per_s" in s:
             ref.append(f"scorer alone, from Kafka {_rate(s['scorer_events_per_s'])}")
+        if "scorer_envelopes_events_per_s" in s:
+            ref.append(f"scorer alone, envelopes {_rate(s['scorer_envelopes_events_per_s'])} "
+                       f"({s['scorer_envelopes_vs_trivial_faust']:.1f}× trivial Faust)")
+        if ing.get("http_events_per_s"):
+            ref.append(f"{e2e['events_per_s'] / ing['http_events_per_s']:.2f}× HTTP ingest")
         rows.append((f"End to end, POST → scored in Redis ({e2e['events']:,} events)",
                      _rate(e2e["events_per_s"]), "; ".join(ref)))
     if lat:

@@ -67,6 +67,29 @@ async def produce(settings: Settings, events: list[dict[str, Any]]) -> float:
     return len(events) / elapsed
 
 
+async def produce_envelopes(settings: Settings, events: list[dict[str, Any]]) -> float:
+    """The same events as envelopes (services/common/envelope.py), as the API publishes them."""
+    from services.common.envelope import encode_envelopes
+
+    producer = make_producer(settings, linger_ms=20)
+    await producer.start()
+    t0 = time.monotonic()
+    futures = [await producer.send(settings.topic_events, env.value, key=env.key,
+                                   partition=env.partition, headers=env.headers)
+               for env in encode_envelopes(events, settings.topic_partitions)]
+    await asyncio.gather(*futures)
+    elapsed = time.monotonic() - t0
+    await producer.stop()
+    return len(events) / elapsed
+
+
+async def events_done(redis: Any, keys: Keys) -> int:
+    """Events the scorer has committed (single or in envelopes): its counts, not offsets."""
+    stats = await redis.hmget(keys.stats, ["events_applied_total", "events_duplicate_total",
+                                           "events_dead_lettered_total"])
+    return sum(int(v or 0) for v in stats)
+
+
 async def bare_consume(settings: Settings, n: int) -> float:
     consumer = make_consumer(settings, settings.topic_events, group_id=f"bench-bare-{uuid.uuid4().hex[:6]}",
                              max_poll_records=settings.scorer_batch_max)
@@ -98,16 +121,17 @@ def trivial_faust(settings: Settings, n: int, workdir: Path) -> float:
     return int(count) / float(seconds)
 
 
-async def scorer_run(settings: Settings, n: int, workdir: Path) -> dict[str, Any]:
+async def scorer_run(settings: Settings, n: int, workdir: Path, *, steady: bool = True,
+                     name: str = "scorer") -> dict[str, Any]:
     redis = make_redis(settings)
     keys = Keys(settings.redis_prefix)
     proc = subprocess.Popen([sys.executable, "-m", "services.cli.main", "scorer"],
-                            env=child_env(settings), stdout=open(workdir / "scorer.log", "wb"),
+                            env=child_env(settings), stdout=open(workdir / f"{name}.log", "wb"),
                             stderr=subprocess.STDOUT)
     try:
         t0 = None
         while True:
-            done = sum(int(v) for v in (await redis.hgetall(keys.offsets(settings.topic_events))).values())
+            done = await events_done(redis, keys)
             if done and t0 is None:
                 t0, start_count = time.monotonic(), done
             if done >= n:
@@ -117,6 +141,8 @@ async def scorer_run(settings: Settings, n: int, workdir: Path) -> dict[str, Any
             await asyncio.sleep(0.05)
         assert t0 is not None
         rate = (n - start_count) / max(time.monotonic() - t0, 1e-9)
+        if not steady:
+            return {"scorer_events_per_s": rate}
         info = await redis.info("memory")
         customers = len({str(k).split("}")[0] for k in await redis.keys(f"{keys.prefix}:c:*")})
         memory_per_customer = info["used_memory"] / max(customers, 1)
@@ -156,7 +182,7 @@ async def memory_per_customer(settings: Settings) -> dict[str, int]:
     """Redis bytes of one customer (``MEMORY USAGE … SAMPLES 0`` of every key erasure would
     delete, plus their index entries) after 10, 100 and 1,000 events spread over a year and
     5,000 over five years (history length alone), applied by the real processor in batches
-    of 500."""
+    of 500; ``timeline of N``: the part that is their timeline."""
     from prometheus_client import CollectorRegistry
 
     from services.common.kafka import start_producer
@@ -201,6 +227,10 @@ async def memory_per_customer(settings: Settings) -> dict[str, int]:
                            if await redis.zscore(k, token) is not None])
             entries += int(await redis.zscore(keys.due(0), token) is not None)
             out[str(n)] = own + entries * (len(token) + 40)
+            # of which the timeline (one entry per tier change, capped): it grows with how
+            # often the tier moved, not with the history's length
+            out[f"timeline of {n}"] = int(await redis.memory_usage(keys.timeline(cid),
+                                                                  samples=0) or 0)
     finally:
         await producer.stop()
         await redis.aclose()
@@ -247,6 +277,15 @@ async def main() -> int:
         bare = await bare_consume(settings, n)
         trivial = await asyncio.to_thread(trivial_faust, settings, n, workdir)
         scorer = await scorer_run(settings, n, workdir)
+        # The same events as envelopes, on topics, keys and a consumer group of their own.
+        enveloped = settings.model_copy(update={
+            "topic_events": f"bench-{run}.env-events", "topic_risk_changes": f"bench-{run}.env-risk",
+            "topic_events_dlq": f"bench-{run}.env-dlq", "redis_prefix": f"b{run}e",
+            "scorer_group": f"bench-{run}-env-scorer", "scorer_metrics_port": free_port()})
+        await ensure_topics(enveloped)
+        await produce_envelopes(enveloped, events)
+        envelope_rate = (await scorer_run(enveloped, n, workdir, steady=False,
+                                          name="scorer-envelopes"))["scorer_events_per_s"]
         memory = await memory_per_customer(settings)
         from bench.notifier_bench import run as notifier_bench
 
@@ -264,6 +303,8 @@ async def main() -> int:
         "max_events_per_customer": settings.max_events_per_customer,
         "scorer_vs_trivial_faust": scorer["scorer_events_per_s"] / trivial,
         "scorer_vs_bare_consumer": scorer["scorer_events_per_s"] / bare,
+        "scorer_envelopes_events_per_s": envelope_rate,
+        "scorer_envelopes_vs_trivial_faust": envelope_rate / trivial,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     # ``make bench`` names the run (BENCH_STAMP); bench/report.py merges the parts of a run
@@ -277,6 +318,8 @@ async def main() -> int:
     print(f"  churnwatch scorer            {scorer['scorer_events_per_s']:>10,.0f} events/s   "
           f"= {report['scorer_vs_trivial_faust']:.0%} of trivial Faust, "
           f"{report['scorer_vs_bare_consumer']:.0%} of bare consumer")
+    print(f"  churnwatch scorer, envelopes {envelope_rate:>10,.0f} events/s   "
+          f"= {report['scorer_envelopes_vs_trivial_faust']:.1f}× trivial Faust (per message)")
     print(f"  event→queryable at {scorer['steady_rate']:.0f}/s   p50 {ms(scorer['latency_p50_s'])}, "
           f"p99 {ms(scorer['latency_p99_s'])} (histogram bucket bounds)")
     print(f"  Redis memory per customer    {scorer['redis_bytes_per_customer']:>10,.0f} bytes "

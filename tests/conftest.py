@@ -73,9 +73,6 @@ def make_test_settings(broker: Server, redis_server: Server | RedisClusterServer
         "notifier_metrics_port": 0,
         # Staff alerts go out at once unless a test is about the settle window.
         "alert_settle": 0,
-        # The API publishes one message per event in tests until the scorer reads envelopes
-        # (issue 20); tests of envelopes pass ingest_envelopes=True.
-        "ingest_envelopes": False,
     }
     values.update(overrides)
     return load_settings(**values)

@@ -8,16 +8,18 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from services.common.envelope import decode, is_envelope
+from services.common.envelope import decode, encode_envelopes, is_envelope
 from services.common.kafka import make_consumer, make_producer
 from services.common.settings import Settings
 
 
-async def produce(settings: Settings, topic: str, records: list[tuple[bytes | None, bytes | None]]) -> None:
+async def produce(settings: Settings, topic: str, records: list[tuple[bytes | None, bytes | None]],
+                  *, headers: list[tuple[str, bytes]] | None = None) -> None:
     producer = make_producer(settings)
     await producer.start()
     try:
-        futures = [await producer.send(topic, value, key=key) for key, value in records]
+        futures = [await producer.send(topic, value, key=key, headers=headers)
+                   for key, value in records]
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
@@ -26,6 +28,19 @@ async def produce(settings: Settings, topic: str, records: list[tuple[bytes | No
 async def produce_events(settings: Settings, events: list[dict[str, Any]]) -> None:
     await produce(settings, settings.topic_events,
                   [(e["customer_id"].encode(), json.dumps(e).encode()) for e in events])
+
+
+async def produce_envelopes(settings: Settings, events: list[dict[str, Any]]) -> None:
+    """Events as envelope records (services/common/envelope.py), each on its partition."""
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        futures = [await producer.send(settings.topic_events, env.value, key=env.key,
+                                       partition=env.partition, headers=env.headers)
+                   for env in encode_envelopes(events, settings.topic_partitions)]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
 
 
 async def read_all(settings: Settings, topic: str, *, idle_ms: int = 1500, timeout: float = 20.0,

@@ -35,6 +35,8 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from services.common.envelope import Item, dead_letter_value, is_envelope
+from services.common.envelope import decode as decode_envelope
 from services.common.events import STORE_BOUND_HEADER, TENANT_HEADER, parse_json, validate_event
 from services.common.holdout import in_holdout
 from services.common.redisconn import DEFAULT_TENANT, Keys, parse_customer_token
@@ -65,7 +67,8 @@ from services.state.store import (
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 TIMELINE_MAX = 200  # newest entries kept on a customer's timeline
-DEAD_LETTER_REASONS = ("malformed_json", "invalid_event", "tombstone_without_key")
+DEAD_LETTER_REASONS = ("malformed_json", "malformed_envelope", "invalid_event",
+                       "tombstone_without_key")
 # The scorer checks the API's time bounds again with this slack, so that an event the API
 # accepted at an edge is not dead-lettered for clock skew or the milliseconds until it was written.
 CLOCK_GRACE = timedelta(minutes=5)
@@ -106,11 +109,24 @@ class Row:
     activity: Activity
     partition: int
     offset: int
+    index: int = -1  # its position in an envelope record; -1: a single-event record
 
     @property
     def record(self) -> str:
         """Where the event came from, as the id registry remembers it."""
-        return f"{self.partition}:{self.offset}"
+        if self.index < 0:
+            return f"{self.partition}:{self.offset}"
+        return f"{self.partition}:{self.offset}:{self.index}"
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A record, or one event of an envelope record, to put on the dead-letter topic."""
+
+    record: Record
+    reason: str
+    value: bytes | None = None  # the event alone (an envelope's element); None: the record's
+    index: int = -1
 
 
 def _tenant_header(headers: Iterable[tuple[str, bytes]]) -> str:
@@ -153,6 +169,9 @@ class ScorerMetrics:
                                     ["reason"], registry=registry)
         for reason in DEAD_LETTER_REASONS:  # present at 0, so rate() sees the first one
             self.dead_letters.labels(reason)
+        self.envelope_events = Histogram(
+            "churnwatch_scorer_envelope_events", "Events per envelope record consumed.",
+            buckets=(1, 5, 10, 50, 100, 250, 500), registry=registry)
         self.lag = Gauge("churnwatch_scorer_consumer_lag",
                          "Records on an assigned events partition not yet processed.",
                          ["partition"], registry=registry)
@@ -216,23 +235,37 @@ class Processor:
     # batches ----------------------------------------------------------------------------
     async def process(self, records: Sequence[Record]) -> None:
         """Process one batch; returns only once everything is stored (never raises for
-        infrastructure errors: it retries)."""
+        infrastructure errors: it retries). Envelope records are opened here; a batch is
+        applied in parts of at most ``scorer_batch_max`` events (cut between records), so an
+        envelope-heavy batch stays as bounded as one of single events."""
         started = time.monotonic()
-        segment: list[Record] = []
+        segment: list[tuple[Record, list[Item] | None]] = []
+        weight = 0
         for r in records:
             if r.value is None:
                 if segment:
                     await self._process_segment(segment)
-                    segment = []
+                    segment, weight = [], 0
                 await self._erase(r)
-            else:
-                segment.append(r)
+                continue
+            items = None
+            if is_envelope(r.headers):
+                items = decode_envelope(r.value, r.headers, partition=r.partition,
+                                        partitions_count=self.settings.topic_partitions)
+                self.metrics.envelope_events.observe(len(items))
+            n = 1 if items is None else len(items)
+            if segment and weight + n > self.settings.scorer_batch_max:
+                await self._process_segment(segment)
+                segment, weight = [], 0
+            segment.append((r, items))
+            weight += n
         if segment:
             await self._process_segment(segment)
         self.metrics.batch_size.observe(len(records))
         self.metrics.batch_seconds.observe(time.monotonic() - started)
 
-    async def _process_segment(self, records: Sequence[Record]) -> None:
+    async def _process_segment(self, segment: Sequence[tuple[Record, list[Item] | None]]
+                               ) -> None:
         wall = datetime.now(UTC)
         wall_ms = int(wall.timestamp() * 1000)
         max_age = timedelta(days=self.settings.max_event_age_days)
@@ -241,36 +274,56 @@ class Processor:
         rows: dict[Ref, list[Row]] = {}
         stores: dict[Ref, str | None] = {}
         store_bound: set[Ref] = set()  # the store named last came from a store-bound key
-        dead: list[tuple[Record, str]] = []
+        dead: list[DeadLetter] = []
         offsets: dict[int, int] = {}
-        for r in records:
+        for r, items in segment:
             offsets[r.partition] = max(offsets.get(r.partition, 0), r.offset + 1)
             if r.offset < committed.get(r.partition, 0):
                 continue  # applied and counted before the partition's last commit
-            try:
-                obj = parse_json(r.value or b"")
-            except (ValueError, UnicodeDecodeError) as exc:
-                dead.append((r, f"not valid JSON: {exc}"))
-                self.metrics.dead_letters.labels("malformed_json").inc()
-                continue
+            if items is None:
+                try:
+                    elements: list[tuple[int, Any]] = [(-1, parse_json(r.value or b""))]
+                except (ValueError, UnicodeDecodeError) as exc:
+                    dead.append(DeadLetter(r, f"not valid JSON: {exc}"))
+                    self.metrics.dead_letters.labels("malformed_json").inc()
+                    continue
+            else:
+                elements = []
+                for item in items:
+                    if item.error is not None:  # the element, or the whole envelope (-1)
+                        dead.append(DeadLetter(r, item.error, dead_letter_value(item),
+                                               item.index))
+                        self.metrics.dead_letters.labels(
+                            "malformed_envelope" if item.index < 0 else "invalid_event").inc()
+                    else:
+                        elements.append((item.index, item.event))
             # An event is as old as it was when written: one the API accepted at the edge of
             # max_age must not age out while it waits in the topic (scorer lag, a restart).
             waited = timedelta(milliseconds=max(0, wall_ms - r.timestamp_ms)) \
                 if r.timestamp_ms and r.timestamp_ms > 0 else timedelta(0)
-            event, errors = validate_event(obj, now=wall, max_age=max_age + waited + CLOCK_GRACE,
-                                           max_future=max_future + CLOCK_GRACE)
-            if event is None:
-                dead.append((r, "; ".join(f"{e.field or 'event'}: {e.message}" for e in errors)))
-                self.metrics.dead_letters.labels("invalid_event").inc()
-                continue
-            ref = (event.tenant, event.customer_id)
-            rows.setdefault(ref, []).append(Row(activity_from_event(event), r.partition, r.offset))
-            if event.store_id:
-                stores[ref] = event.store_id
-                if any(n == STORE_BOUND_HEADER for n, _ in r.headers):
-                    store_bound.add(ref)
-                else:
-                    store_bound.discard(ref)
+            bound = any(n == STORE_BOUND_HEADER for n, _ in r.headers)
+            for index, obj in elements:
+                event, errors = validate_event(
+                    obj, now=wall, max_age=max_age + waited + CLOCK_GRACE,
+                    max_future=max_future + CLOCK_GRACE)
+                if event is None:
+                    reason = "; ".join(f"{e.field or 'event'}: {e.message}" for e in errors)
+                    if index >= 0:
+                        dead.append(DeadLetter(r, f"event {index} of the envelope: {reason}",
+                                               dead_letter_value(Item(index, obj, None)), index))
+                    else:
+                        dead.append(DeadLetter(r, reason))
+                    self.metrics.dead_letters.labels("invalid_event").inc()
+                    continue
+                ref = (event.tenant, event.customer_id)
+                rows.setdefault(ref, []).append(
+                    Row(activity_from_event(event), r.partition, r.offset, index))
+                if event.store_id:
+                    stores[ref] = event.store_id
+                    if bound:
+                        store_bound.add(ref)
+                    else:
+                        store_bound.discard(ref)
         if dead:
             await self._dead_letter(dead)
         lost: set[tuple[Ref, str]] = set()
@@ -287,7 +340,7 @@ class Processor:
                 await self._apply(rows, lost, again, committed, offsets, stores, store_bound,
                                   dead=len(dead), wall_ms=wall_ms)
                 now_wall = time.time() * 1000
-                for r in records:
+                for r, _ in segment:
                     if r.timestamp_ms:
                         self.metrics.queryable.observe(max(now_wall - r.timestamp_ms, 0) / 1000)
                 return
@@ -445,11 +498,12 @@ class Processor:
         stats: dict[str, int] = {}
         if not r.key:
             self.metrics.dead_letters.labels("tombstone_without_key").inc()
-            await self._dead_letter([(r, "null value without a key: nothing to erase")])
+            await self._dead_letter([DeadLetter(r, "null value without a key: nothing to erase")])
             stats["events_dead_lettered_total"] = 1  # counted like any other dead letter
         else:
             ref = (_tenant_header(r.headers), r.key.decode("utf-8", "replace"))
             await self._retry("erase", lambda: self.store.erase(ref, self.settings.topic_partitions))
+            stats["erasures_total"] = 1
             self.metrics.events.labels("erased").inc()
             logger.info("erased customer state", extra={"customer_id": ref[1], "tenant": ref[0]})
         await self._retry("commit", lambda: self.store.commit(
@@ -729,21 +783,28 @@ class Processor:
             await asyncio.gather(*futures)
         await self._retry("publish", send_all)
 
-    async def _dead_letter(self, dead: list[tuple[Record, str]]) -> None:
+    async def _dead_letter(self, dead: list[DeadLetter]) -> None:
+        """Dead-letter whole records, or single events of envelopes (the event alone as its
+        value; the source header names the record and the event's index)."""
         async def send_all() -> None:
             futures = []
-            for r, reason in dead:
-                headers = [("churnwatch-error", reason[:1000].encode()),
-                           ("churnwatch-source", f"{r.topic}/{r.partition}/{r.offset}".encode())]
+            for d in dead:
+                r = d.record
+                source = f"{r.topic}/{r.partition}/{r.offset}" + \
+                    (f"/{d.index}" if d.index >= 0 else "")
+                headers = [("churnwatch-error", d.reason[:1000].encode()),
+                           ("churnwatch-source", source.encode())]
+                value = d.value if d.value is not None else r.value
                 # aiokafka cannot send a record with neither key nor value (a keyless
                 # tombstone, which other clients can write): its copy gets an empty key.
-                key = b"" if r.key is None and r.value is None else r.key
+                key = b"" if r.key is None and value is None else r.key
                 futures.append(await self.producer.send(
-                    self.settings.topic_events_dlq, r.value, key=key, headers=headers))
+                    self.settings.topic_events_dlq, value, key=key, headers=headers))
             await asyncio.gather(*futures)
-        for r, reason in dead:
-            logger.warning("dead-lettered record: %s", reason,
-                           extra={"topic": r.topic, "partition": r.partition, "offset": r.offset})
+        for d in dead:
+            logger.warning("dead-lettered record: %s", d.reason,
+                           extra={"topic": d.record.topic, "partition": d.record.partition,
+                                  "offset": d.record.offset})
         await self._retry("dead_letter", send_all)
 
     async def _retry(self, step: str, fn: Callable[[], Awaitable[T]],

@@ -351,13 +351,14 @@ class StateRead:
     summary) and ``risk`` (the risk snapshot, full JSON as :func:`risk_json` gives it), read
     from their own keys or, for state of the previous layout, from the hash.
 
-    ``fields``: only those (``hmget``; a missing one is left out of the dict), else all."""
+    ``fields``: only those (``hmget``; a missing one is left out of the dict), else all;
+    ``risk=False``: not the risk snapshot (the scorer writes it, never reads it)."""
 
-    def __init__(self, keys: Keys, fields: Sequence[str] | None = None):
+    def __init__(self, keys: Keys, fields: Sequence[str] | None = None, *, risk: bool = True):
         self.keys = keys
         self.fields = list(fields) if fields is not None else None
         self.want_sm = fields is None or "sm" in fields
-        self.want_risk = fields is None or "risk" in fields
+        self.want_risk = risk and (fields is None or "risk" in fields)
         self.split = False  # sm and risk by two GETs: a cluster pipeline refuses MGET
 
     @property
@@ -485,10 +486,11 @@ class StateStore:
     # reads ---------------------------------------------------------------------------
     async def read(self, refs: Iterable[Ref], *, topic: str | None = None
                    ) -> tuple[dict[Ref, CustomerState], dict[int, int]]:
-        """Customers' states (a customer without one gets an empty summary) and, with
-        ``topic``, the partitions' committed offsets — one round trip."""
+        """Customers' states without their risk snapshot (a customer without state gets an
+        empty summary) and, with ``topic``, the partitions' committed offsets — one round
+        trip."""
         order = list(refs)
-        reader = StateRead(self.keys)
+        reader = StateRead(self.keys, risk=False)
         pipe = self.redis.pipeline(transaction=False)
         for tenant, cid in order:
             reader.queue(pipe, cid, tenant)

@@ -33,9 +33,15 @@ def scorer(settings: Settings, tmp_path: Path, name: str = "scorer") -> ServiceP
                           health_port_setting="scorer_metrics_port")
 
 
+COUNTED = ("events_applied_total", "events_duplicate_total", "events_dead_lettered_total",
+           "erasures_total")
+
+
 async def processed(redis: Redis, settings: Settings) -> int:
-    offsets = await redis.hgetall(Keys(settings.redis_prefix).offsets(settings.topic_events))
-    return sum(int(v) for v in offsets.values())
+    """Events (single or in envelopes) and tombstones the scorer has committed: each is
+    counted once by a partition commit (a dead-lettered unreadable envelope counts one)."""
+    stats = await redis.hmget(Keys(settings.redis_prefix).stats, list(COUNTED))
+    return sum(int(v or 0) for v in stats)
 
 
 async def wait_processed(redis: Redis, settings: Settings, n: int, timeout: float = 60.0) -> None:
@@ -108,7 +114,16 @@ async def test_scores_dedupes_and_dead_letters(settings_factory, tmp_path: Path)
             (b"x", json.dumps({"event_id": "bad-1", "type": "visit", "customer_id": "x",
                                "occurred_at": "yesterday"}).encode()),
         ])
-        total = len(events) + len(again) + 1 + 2
+        # An envelope holding a new event, a poison event and a non-object: the two are
+        # dead-lettered alone, the event is applied; an envelope that is not JSON goes whole.
+        fresh = {"event_id": "env-1", "type": "visit", "customer_id": "enveloped",
+                 "occurred_at": events[-1]["occurred_at"]}
+        poison = {**fresh, "event_id": "env-2", "occurred_at": "yesterday"}
+        await produce(settings, settings.topic_events, [
+            (b"enveloped", json.dumps({"version": 1, "events": [poison, fresh, 42]}).encode()),
+            (b"enveloped", b'{"version": 1, "events": [tr'),
+        ], headers=[("churnwatch-envelope", b"1")])
+        total = len(events) + len(again) + 1 + 2 + 4
         await wait_processed(redis, settings, total)
         metrics = httpx.get(f"{proc.url}/metrics").text
     assert 'churnwatch_scorer_events_total{outcome="beyond_id_memory"}' not in metrics
@@ -117,15 +132,25 @@ async def test_scores_dedupes_and_dead_letters(settings_factory, tmp_path: Path)
     assert queryable and float(queryable.group(1)) >= len(events), "latency not observed"
 
     stats = await redis.hgetall(Keys(settings.redis_prefix).stats)
-    assert int(stats["events_applied_total"]) == len(events)
+    assert int(stats["events_applied_total"]) == len(events) + 1
     assert int(stats["events_duplicate_total"]) == len(again) + 1
-    assert int(stats["events_dead_lettered_total"]) == 2
+    assert int(stats["events_dead_lettered_total"]) == 2 + 3
 
-    dead = await read_all(settings, settings.topic_events_dlq, expect=2)
-    reasons = sorted(dict(r.headers)["churnwatch-error"].decode() for r in dead)
-    assert len(dead) == 2
-    assert reasons[0].startswith("not valid JSON")
-    assert "occurred_at" in reasons[1]
+    dead = await read_all(settings, settings.topic_events_dlq, expect=5)
+    by_reason = {dict(r.headers)["churnwatch-error"].decode(): r for r in dead}
+    reasons = sorted(by_reason)
+    assert len(dead) == 5
+    assert reasons[0].startswith("envelope: not valid JSON")
+    assert reasons[1].startswith("event 0 of the envelope") and "occurred_at" in reasons[1]
+    assert reasons[2].startswith("event 2 of the envelope") and "JSON object" in reasons[2]
+    assert reasons[3].startswith("not valid JSON")
+    assert "occurred_at" in reasons[4]
+    # an envelope's poison event is dead-lettered alone, and says where it came from
+    alone = by_reason[reasons[1]]
+    assert json.loads(alone.value) == poison
+    assert dict(alone.headers)["churnwatch-source"].decode().endswith("/0")
+    assert by_reason[reasons[0]].value == b'{"version": 1, "events": [tr'
+    assert (await customer_state(redis, settings, "enveloped"))["st"]["tier"]
 
     moaner = json.loads((await customer_state(redis, settings, "moaner"))["st"]["risk"])
     steady = json.loads((await customer_state(redis, settings, "steady"))["st"]["risk"])

@@ -76,15 +76,17 @@ async def _old_layout_then_new(settings: Settings) -> None:
         assert await redis.get(keys.risk("old", "tenantA")) == old_risk
         assert await redis.object("encoding", st) in ("listpack", "ziplist")
         assert 0 < await redis.ttl(keys.summary("old", "tenantA")) <= settings.retention_days * 86_400
-        states, _ = await store.read([ref])
-        assert states[ref].state["risk"] == old_risk and states[ref].state["sm"] == blob
+        states, _ = await store.read([ref])  # the scorer's read: no risk snapshot (unused)
+        assert "risk" not in states[ref].state and states[ref].state["sm"] == blob
         assert states[ref].version == "2" and states[ref].score == 0.25
+        states = await load_customers(redis, keys, [ref])
+        assert states[ref].state["risk"] == old_risk and states[ref].state["sm"] == blob
         # the scorer's write: the compact snapshot; readers see the full one
         await store.write([CustomerWrite(ref, "2", {"v": "3", "sm": blob,
                                                     "risk": risk_snapshot(snap)})])
         stored = await redis.get(keys.risk("old", "tenantA"))
         assert len(stored) < len(old_risk) - 300, stored
-        states, _ = await store.read([ref])
+        states = await load_customers(redis, keys, [ref])
         full = states[ref].state["risk"]
         assert full == json.dumps(snap, separators=(",", ":"), ensure_ascii=False)
         assert json.loads(full) == snap
