@@ -223,7 +223,8 @@ class Stack:
         deadline = time.monotonic() + 30
         while True:  # a large AOF takes a moment to load ("LOADING")
             try:
-                client.delete(Keys(s.redis_prefix).offsets(s.topic_events))
+                keys = Keys(s.redis_prefix)
+                client.delete(keys.offsets(s.topic_events), keys.scored(s.topic_events))
                 break
             except redis_sync.exceptions.BusyLoadingError:
                 if time.monotonic() > deadline:

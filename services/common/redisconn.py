@@ -237,6 +237,11 @@ class Keys:
         """Hash partition -> next offset of ``topic`` the scorer has fully processed."""
         return f"{self.scorer_base}:offsets:{topic}"
 
+    def scored(self, topic: str) -> str:
+        """Hash with ``events``: events (single or in envelopes) and tombstones of ``topic``
+        the scorer has processed — ``events_scored_total`` (forgotten with the offsets)."""
+        return f"{self.scorer_base}:scored:{topic}"
+
     def commit_marker(self, process: str) -> str:
         """One scorer process's last commit token (a retried commit counts once)."""
         return f"{self.scorer_base}:commit:{process}"

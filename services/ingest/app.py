@@ -164,8 +164,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/v1/status", tags=["operations"], summary="Pipeline counters and scorer lag",
              description="events_accepted_total (acknowledged by the broker), events_scored_total "
-             "(records the scorer has processed) and scorer_lag (records on the events topic not "
-             "yet processed), plus per-partition detail. Deployment-wide for admin keys of the "
+             "(events, single or in envelopes, and tombstones the scorer has processed) and "
+             "scorer_lag (records on the events topic not yet processed; an envelope is one "
+             "record), plus per-partition detail. Deployment-wide for admin keys of the "
              "default tenant; any other key sees its own tenant's counters (scored = applied + "
              "duplicates) and the scorer's lag.", responses=responses(AUTH))
     async def get_status(res: Res, key: ReadKey) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Pipeline status: counts from Redis, scorer lag = broker end offsets - offsets processed."""
+"""Pipeline status: counts from Redis, scorer lag = broker end offsets - offsets processed
+(records: an envelope is one record of up to 500 events)."""
 
 from __future__ import annotations
 
@@ -50,7 +51,10 @@ class StatusReader:
                      (await self.redis.hgetall(self.keys.offsets(self.settings.topic_events))).items()}
         out: dict[str, Any] = {name: int(stats.get(name, 0)) for name in _STATS}
         if tenant is None:
-            out["events_scored_total"] = sum(processed.values())
+            # events (single or in envelopes) and tombstones processed on this topic
+            out["events_scored_total"] = int(
+                await self.redis.hget(self.keys.scored(self.settings.topic_events),  # type: ignore[misc]
+                                      "events") or 0)
         else:
             out["tenant"] = tenant
             out["events_scored_total"] = out["events_applied_total"] + out["events_duplicate_total"]

@@ -393,9 +393,12 @@ class Processor:
                     # Older than the summary's id memory and unknown to the tenant's registry
                     # (first seen 30-60+ days ago, or never): applied without a duplicate check.
                     self.metrics.events.labels("beyond_id_memory").inc()
-                if not claimed and cs.added and not cs.summary.knows(act.event_id):
-                    # A second new event of this customer in the batch: the customer is
-                    # assessed after the previous one too (see Engine.assess_paths).
+                if self.event_clock and not claimed and cs.added and \
+                        not cs.summary.knows(act.event_id):
+                    # A second new event of this customer in the batch: under the event clock
+                    # the customer is assessed after the previous one too, at its time (see
+                    # Engine.assess_paths). Under the wall clock every point would be "now":
+                    # a history's first events alone would read as long silence.
                     at = self.customer_now(cs, wall_ms, on_event=True)
                     steps.setdefault(ref, []).append(
                         Step(at, cs.summary.features(at, cs.first_ts)))
@@ -474,9 +477,11 @@ class Processor:
                     mine_t[name] = mine_t.get(name, 0) + n
         added = sum(cs.added for cs in states.values())
         t0 = time.monotonic()
+        processed = (stats["events_applied_total"] + stats["events_duplicate_total"]
+                     + stats["events_dead_lettered_total"])
         await self._retry("commit", lambda: self.store.commit(
             topic=self.settings.topic_events, offsets=offsets, stats=stats,
-            tenant_stats=per_tenant))
+            tenant_stats=per_tenant, processed=processed))
         self.metrics.redis_seconds.labels("commit").observe(time.monotonic() - t0)
         self._count_transitions(scored)
         self.metrics.events.labels("applied").inc(added)
@@ -507,7 +512,7 @@ class Processor:
             self.metrics.events.labels("erased").inc()
             logger.info("erased customer state", extra={"customer_id": ref[1], "tenant": ref[0]})
         await self._retry("commit", lambda: self.store.commit(
-            topic=r.topic, offsets={r.partition: r.offset + 1}, stats=stats))
+            topic=r.topic, offsets={r.partition: r.offset + 1}, stats=stats, processed=1))
 
     # silence ----------------------------------------------------------------------------
     async def sweep(self, partitions: Iterable[int]) -> int:

@@ -102,8 +102,10 @@ return 1
 OWN_KEY_FIELDS = ("sm", "risk")
 
 # The partition commit, one slot (offsets, stats and the marker share the scorer's tag).
-# KEYS: offsets hash, stats hash, marker. ARGV[1]: JSON {"o": [[partition, next offset]...],
-# "s": [[name, n]...], "t": [[tenant stats key suffix... see below]], "k": token or ""}.
+# KEYS: offsets hash, stats hash, marker, the topic's processed count (Keys.scored), then the
+# tenants' stats. ARGV[1]: JSON {"o": [[partition, next offset]...], "s": [[name, n]...],
+# "n": events and tombstones processed (events_scored_total), "t": [[tenant, [[name, n]...]]
+# ...], "k": token or ""}.
 # With offsets it takes effect only if it moves one forward (a retried commit, or one
 # whose reply was lost, counts nothing twice); without offsets the token says the same.
 COMMIT_LUA = """
@@ -123,8 +125,9 @@ elseif b.k ~= '' then
   redis.call('SET', KEYS[3], b.k, 'EX', 86400)
 end
 for _, s in ipairs(b.s) do redis.call('HINCRBY', KEYS[2], s[1], s[2]) end
+if b.n > 0 then redis.call('HINCRBY', KEYS[4], 'events', b.n) end
 for i, one in ipairs(b.t) do
-  for j = 1, #one[2] do redis.call('HINCRBY', KEYS[3 + i], one[2][j][1], one[2][j][2]) end
+  for j = 1, #one[2] do redis.call('HINCRBY', KEYS[4 + i], one[2][j][1], one[2][j][2]) end
 end
 return 1
 """
@@ -628,19 +631,20 @@ class StateStore:
 
     async def commit(self, *, topic: str, offsets: dict[int, int], stats: dict[str, int],
                      tenant_stats: dict[str, dict[str, int]] | None = None,
-                     token: str = "") -> bool:
+                     token: str = "", processed: int = 0) -> bool:
         """Advance the partitions' committed offsets and count the batch's stats, once (one
-        slot, one round trip). Without offsets (a sweep), ``token`` makes a retry count once.
-        Returns False when it had already taken effect."""
+        slot, one round trip); ``processed``: the events and tombstones it passes (the topic's
+        ``events_scored_total``). Without offsets (a sweep), ``token`` makes a retry count
+        once. Returns False when it had already taken effect."""
         per_tenant = [(t, [[n, v] for n, v in c.items() if v])
                       for t, c in (tenant_stats or {}).items() if any(c.values())]
         body = {"o": [[str(p), o] for p, o in offsets.items()],
-                "s": [[n, v] for n, v in stats.items() if v],
+                "s": [[n, v] for n, v in stats.items() if v], "n": processed,
                 "t": [[t, rows] for t, rows in per_tenant], "k": token}
         if not body["o"] and not body["s"] and not body["t"]:
             return True
         keys = [self.keys.offsets(topic), self.keys.stats, self.commit_marker,
-                *(self.keys.tenant_stats(t) for t, _ in per_tenant)]
+                self.keys.scored(topic), *(self.keys.tenant_stats(t) for t, _ in per_tenant)]
         return bool(await self._commit(keys=keys, args=[json.dumps(body, ensure_ascii=False)]))
 
     async def erase(self, ref: Ref, partitions: int) -> None:
