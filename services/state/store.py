@@ -594,8 +594,7 @@ class StateStore:
         single-key commands, and advance the tenants' event clocks (``clocks``: tenant ->
         [customer digest, newest ms, ...]); one round trip, idempotent. Returns the clocks."""
         pipe = self.redis.pipeline(transaction=False)
-        for ref, e in entries:
-            self._index_commands(pipe, ref, e)
+        self._index_commands(pipe, entries)
         tenants = list(clocks or {})
         for t in tenants:
             await self._queue(pipe, self._clock, [self.keys.event_clock(t)],
@@ -606,28 +605,55 @@ class StateStore:
         return {t: int(v) for t, v in zip(tenants, results[len(results) - len(tenants):],
                                           strict=True)}
 
-    def _index_commands(self, pipe: Any, ref: Ref, e: IndexEntry) -> None:
-        tenant, cid = ref
-        token, k = customer_token(cid, tenant), self.keys
-        pipe.zadd(k.tier_index(e.tier, tenant), {token: e.priority})
-        if e.store:
-            pipe.zadd(k.tier_index(e.tier, tenant, e.store), {token: e.priority})
-        if e.changed:
-            for other in TIERS:
-                if other != e.tier:
-                    pipe.zrem(k.tier_index(other, tenant), token)
-                    if e.store:
-                        pipe.zrem(k.tier_index(other, tenant, e.store), token)
-            pipe.sadd(k.tenants, tenant)
+    def _index_commands(self, pipe: Any, entries: Sequence[tuple[Ref, IndexEntry]]) -> None:
+        """The entries' index updates, grouped: one ZADD / ZREM / SADD per key for the whole
+        batch (each still a single-key command: one slot), not one per customer — the
+        commands, not Redis, were the cost. A later entry of a customer wins over an earlier."""
+        adds: dict[str, dict[str, float]] = {}
+        rems: dict[str, set[str]] = {}
+        sets: dict[str, set[str]] = {}
+        first: dict[str, dict[str, float]] = {}  # ZADD NX: the holdout's entry time
+
+        def add(key: str, token: str, score: float) -> None:
+            adds.setdefault(key, {})[token] = score
+            rems.get(key, set()).discard(token)
+
+        def rem(key: str, token: str) -> None:
+            rems.setdefault(key, set()).add(token)
+            adds.get(key, {}).pop(token, None)
+
+        k = self.keys
+        for (tenant, cid), e in entries:
+            token = customer_token(cid, tenant)
+            add(k.tier_index(e.tier, tenant), token, e.priority)
             if e.store:
-                pipe.sadd(k.store_set(tenant), e.store)
-        if e.moved_from and e.moved_from != e.store:
-            for t in TIERS:
-                pipe.zrem(k.tier_index(t, tenant, e.moved_from), token)
-        if e.due_ms is not None and e.partition is not None:
-            pipe.zadd(k.due(e.partition, tenant), {token: e.due_ms})
-        if e.holdout:
-            pipe.zadd(k.holdout_index(tenant), {token: e.due_ms or 0}, nx=True)
+                add(k.tier_index(e.tier, tenant, e.store), token, e.priority)
+            if e.changed:
+                for other in TIERS:
+                    if other != e.tier:
+                        rem(k.tier_index(other, tenant), token)
+                        if e.store:
+                            rem(k.tier_index(other, tenant, e.store), token)
+                sets.setdefault(k.tenants, set()).add(tenant)
+                if e.store:
+                    sets.setdefault(k.store_set(tenant), set()).add(e.store)
+            if e.moved_from and e.moved_from != e.store:
+                for t in TIERS:
+                    rem(k.tier_index(t, tenant, e.moved_from), token)
+            if e.due_ms is not None and e.partition is not None:
+                add(k.due(e.partition, tenant), token, e.due_ms)
+            if e.holdout:
+                first.setdefault(k.holdout_index(tenant), {}).setdefault(token, e.due_ms or 0)
+        for key, gone in rems.items():
+            if gone:
+                pipe.zrem(key, *sorted(gone))
+        for key, scored in adds.items():
+            if scored:
+                pipe.zadd(key, scored)
+        for key, members in sets.items():
+            pipe.sadd(key, *sorted(members))
+        for key, scored in first.items():
+            pipe.zadd(key, scored, nx=True)
 
     async def commit(self, *, topic: str, offsets: dict[int, int], stats: dict[str, int],
                      tenant_stats: dict[str, dict[str, int]] | None = None,
