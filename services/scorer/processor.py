@@ -369,6 +369,7 @@ class Processor:
         steps: dict[Ref, list[Step]] = {}  # assessments before a customer's last new event
         causes: dict[Ref, list[tuple[Activity, str | None]]] = {}  # their events, newest ids
         last_added: dict[Ref, Activity] = {}
+        newest_added: dict[Ref, Activity] = {}  # by time: the cause of a one-point path
         for ref, rs in rows.items():
             cs = states[ref]
             stored = cs.outcomes()
@@ -410,6 +411,9 @@ class Processor:
                     o.added += 1
                     cs.added += 1
                     last_added[ref] = act
+                    top = newest_added.get(ref)
+                    if top is None or (act.ts, act.event_id) > (top.ts, top.event_id):
+                        newest_added[ref] = act
                 cs.partition = row.partition
             if not mine:
                 continue
@@ -427,7 +431,8 @@ class Processor:
         scored = self._score(touched, nows, kind="event",
                              steps=[steps.get(cs.ref, []) for cs in touched],
                              causes=[[*causes.get(cs.ref, []),
-                                      (last_added[cs.ref], cs.newest_event_id())]
+                                      (last_added[cs.ref] if cs.ref in steps
+                                       else newest_added[cs.ref], cs.newest_event_id())]
                                      for cs in touched])
         changes = [ce for p in scored for ce in p.changes]
         if changes:
