@@ -283,7 +283,6 @@ class CustomerState:
     added: int = 0  # events of this attempt added to the summary
     duplicates: int = 0  # events of this attempt that were already known
     partition: int | None = None
-    batch_events: list[str] = field(default_factory=list)
     new_store: str | None = None  # the store the batch named (written by the commit)
     new_moved_from: str | None = None
     uncounted: Outcome | None = None  # a previous attempt's outcome to count now
