@@ -83,11 +83,10 @@ async def produce_envelopes(settings: Settings, events: list[dict[str, Any]]) ->
     return len(events) / elapsed
 
 
-async def events_done(redis: Any, keys: Keys) -> int:
-    """Events the scorer has committed (single or in envelopes): its counts, not offsets."""
-    stats = await redis.hmget(keys.stats, ["events_applied_total", "events_duplicate_total",
-                                           "events_dead_lettered_total"])
-    return sum(int(v or 0) for v in stats)
+async def events_done(redis: Any, settings: Settings) -> int:
+    """Events the scorer has committed (single or in envelopes): ``events_scored_total``."""
+    keys = Keys(settings.redis_prefix)
+    return int(await redis.hget(keys.scored(settings.topic_events), "events") or 0)
 
 
 async def bare_consume(settings: Settings, n: int) -> float:
@@ -131,7 +130,7 @@ async def scorer_run(settings: Settings, n: int, workdir: Path, *, steady: bool 
     try:
         t0 = None
         while True:
-            done = await events_done(redis, keys)
+            done = await events_done(redis, settings)
             if done and t0 is None:
                 t0, start_count = time.monotonic(), done
             if done >= n:

@@ -88,18 +88,18 @@ class Record:
 
 @dataclass
 class Path:
-    """A customer's assessments in one batch: the last one (written), the risk changes along
-    the way (published, in order), when the tier last changed (None: it did not)."""
+    """A customer's assessments in one batch: the last one (written), the tier changes along
+    the way (each with its assessment and its CloudEvent, published in order), when the tier
+    last changed (None: it did not)."""
 
     state: CustomerState
     final: Assessment
-    changes: list[dict[str, Any]]
+    steps: list[tuple[Assessment, dict[str, Any]]]
     since: int | None
-    transitions: list[tuple[str, str]]
 
-
-def _ms(iso: str) -> int:
-    return round(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
+    @property
+    def changes(self) -> list[dict[str, Any]]:
+        return [ce for _, ce in self.steps]
 
 
 @dataclass(frozen=True)
@@ -482,11 +482,9 @@ class Processor:
                     mine_t[name] = mine_t.get(name, 0) + n
         added = sum(cs.added for cs in states.values())
         t0 = time.monotonic()
-        processed = (stats["events_applied_total"] + stats["events_duplicate_total"]
-                     + stats["events_dead_lettered_total"])
         await self._retry("commit", lambda: self.store.commit(
             topic=self.settings.topic_events, offsets=offsets, stats=stats,
-            tenant_stats=per_tenant, processed=processed))
+            tenant_stats=per_tenant))
         self.metrics.redis_seconds.labels("commit").observe(time.monotonic() - t0)
         self._count_transitions(scored)
         self.metrics.events.labels("applied").inc(added)
@@ -517,7 +515,7 @@ class Processor:
             self.metrics.events.labels("erased").inc()
             logger.info("erased customer state", extra={"customer_id": ref[1], "tenant": ref[0]})
         await self._retry("commit", lambda: self.store.commit(
-            topic=r.topic, offsets={r.partition: r.offset + 1}, stats=stats, processed=1))
+            topic=r.topic, offsets={r.partition: r.offset + 1}, stats=stats))
 
     # silence ----------------------------------------------------------------------------
     async def sweep(self, partitions: Iterable[int]) -> int:
@@ -644,8 +642,7 @@ class Processor:
             cs = states[i]
             previous = cs.tier or "low"
             since: int | None = None
-            ces: list[dict[str, Any]] = []
-            transitions: list[tuple[str, str]] = []
+            along: list[tuple[Assessment, dict[str, Any]]] = []
             held = cs.tier  # the tier the engine chains from (None for a new customer)
             for j, a in enumerate(path):
                 if a.tier != held:
@@ -668,16 +665,16 @@ class Processor:
                     holdout=a.tier == "high" and in_holdout(cs.tenant, cs.customer_id,
                                                             self.settings.holdout_share),
                 )
-                ces.append(to_cloudevent(change))
-                transitions.append((previous, a.tier))
+                along.append((a, to_cloudevent(change)))
                 previous = a.tier
-            out.append(Path(cs, path[-1], ces, since, transitions))
+            out.append(Path(cs, path[-1], along, since))
         return out
 
     def _count_transitions(self, scored: list[Path]) -> None:
         for p in scored:
-            for before, after in p.transitions:
-                self.metrics.transitions.labels(before, after).inc()
+            for _, ce in p.steps:
+                self.metrics.transitions.labels(ce["data"]["previous_tier"],
+                                                ce["data"]["tier"]).inc()
 
     async def _rescore(self, states: list[CustomerState], nows: list[int]) -> None:
         """The silence sweep's re-scoring: publish, write the customers, then their indexes
@@ -760,7 +757,7 @@ class Processor:
             fields["tier_since"] = str(path.since)
         due = self._due(now, a)
         priority = round(a.score * (1.0 + max(a.features.get("spend_365", 0.0), 0.0)), 6)
-        holdout = any(after == "high" for _, after in path.transitions) and in_holdout(
+        holdout = any(x.tier == "high" for x, _ in path.steps) and in_holdout(
             cs.tenant, cs.customer_id, self.settings.holdout_share)
         entry = IndexEntry(tier=a.tier, priority=priority, store=cs.store_id,
                            moved_from=cs.moved_from, changed=changed, due_ms=due,
@@ -768,12 +765,12 @@ class Processor:
         fields["due"] = str(due)
         fields["ix"] = entry.to_json()
         timeline = [json.dumps({
-            "kind": "tier_change", "at": ce["time"], "at_ms": _ms(ce["data"]["as_of"]),
+            "kind": "tier_change", "at": ce["time"], "at_ms": x.as_of_ms,
             "id": ce["id"], "from": ce["data"]["previous_tier"], "to": ce["data"]["tier"],
             "score": ce["data"]["score"], "cause": ce["data"]["cause"]["kind"],
             "reasons": [r["code"] for r in ce["data"]["reasons"]],
             "suggested_action": ce["data"]["suggested_action"]["code"]}, separators=(",", ":"))
-            for ce in path.changes]
+            for x, ce in path.steps]
         return CustomerWrite(cs.ref, cs.version, fields, delete, "\n".join(timeline)), entry
 
     @staticmethod

@@ -98,6 +98,10 @@ end
 redis.call('EXPIRE', KEYS[1], ttl)
 return 1
 """
+# The stats whose sum is what a commit processed on the topic (events, single or in envelopes,
+# and tombstones): events_scored_total.
+PROCESSED_STATS = ("events_applied_total", "events_duplicate_total",
+                   "events_dead_lettered_total", "erasures_total")
 # Fields of the customer's write that the script routes to keys of their own (see WRITE_LUA).
 OWN_KEY_FIELDS = ("sm", "risk")
 
@@ -656,11 +660,13 @@ class StateStore:
 
     async def commit(self, *, topic: str, offsets: dict[int, int], stats: dict[str, int],
                      tenant_stats: dict[str, dict[str, int]] | None = None,
-                     token: str = "", processed: int = 0) -> bool:
+                     token: str = "") -> bool:
         """Advance the partitions' committed offsets and count the batch's stats, once (one
-        slot, one round trip); ``processed``: the events and tombstones it passes (the topic's
-        ``events_scored_total``). Without offsets (a sweep), ``token`` makes a retry count
-        once. Returns False when it had already taken effect."""
+        slot, one round trip); the events and tombstones the stats count (PROCESSED_STATS)
+        are also added to the topic's ``events_scored_total`` (:meth:`Keys.scored`). Without
+        offsets (a sweep), ``token`` makes a retry count once. Returns False when it had
+        already taken effect."""
+        processed = sum(stats.get(name, 0) for name in PROCESSED_STATS)
         per_tenant = [(t, [[n, v] for n, v in c.items() if v])
                       for t, c in (tenant_stats or {}).items() if any(c.values())]
         body = {"o": [[str(p), o] for p, o in offsets.items()],

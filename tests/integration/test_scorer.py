@@ -33,15 +33,11 @@ def scorer(settings: Settings, tmp_path: Path, name: str = "scorer") -> ServiceP
                           health_port_setting="scorer_metrics_port")
 
 
-COUNTED = ("events_applied_total", "events_duplicate_total", "events_dead_lettered_total",
-           "erasures_total")
-
-
 async def processed(redis: Redis, settings: Settings) -> int:
-    """Events (single or in envelopes) and tombstones the scorer has committed: each is
-    counted once by a partition commit (a dead-lettered unreadable envelope counts one)."""
-    stats = await redis.hmget(Keys(settings.redis_prefix).stats, list(COUNTED))
-    return sum(int(v or 0) for v in stats)
+    """Events (single or in envelopes) and tombstones the scorer has committed: the counter
+    behind ``/v1/status``'s ``events_scored_total``."""
+    keys = Keys(settings.redis_prefix)
+    return int(await redis.hget(keys.scored(settings.topic_events), "events") or 0)
 
 
 async def wait_processed(redis: Redis, settings: Settings, n: int, timeout: float = 60.0) -> None:
