@@ -468,13 +468,13 @@ class Stack:
                     failing = True
 
     def stop(self) -> None:
+        self.settings.stack_file.unlink(missing_ok=True)  # first: nobody should find a dying stack
         for child in reversed(self.children):
             if child.proc is not None and child.proc.poll() is None:
                 _say(f"stopping {child.name}")
             child.stop()
         for server in reversed(self.servers):
             server.stop()
-        self.settings.stack_file.unlink(missing_ok=True)
 
 
 def _count_lines(path: Path) -> int:
@@ -543,6 +543,11 @@ def run_stack(settings: Settings, *, demo: bool) -> int:
     except KeyboardInterrupt:
         code = 0
     finally:
+        # asyncio.run removed its handlers: a second SIGTERM (make forwards one to its child
+        # after the group got the first) would kill us mid-shutdown and leave stack.json and
+        # orphans behind. Shutting down is already what every such signal asks for.
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
         _say("shutting down")
         stack.stop()
         _say("stopped")
