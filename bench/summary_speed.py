@@ -72,7 +72,7 @@ def measure(events: int) -> str:
 
 
 def main() -> None:
-    for events in (100, 1000):
+    for events in (10, 150, 1000):
         print(measure(events))
 
 

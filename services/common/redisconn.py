@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+import hiredis
 from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 
 from services.common.settings import Settings
 
@@ -42,8 +44,64 @@ def make_redis(settings: Settings, **overrides: object) -> Redis:
     options.update(overrides)
     if settings.redis_cluster:
         cluster = RedisCluster.from_url(settings.redis_url, **options)
+        _pack_fast(cluster)
         return cast(Redis, cluster)
-    return Redis.from_url(settings.redis_url, **options)  # type: ignore[arg-type]
+    client = Redis.from_url(settings.redis_url, **options)  # type: ignore[arg-type]
+    _pack_fast(client)
+    return client
+
+
+class _HiredisPacking:
+    """Commands packed by hiredis's C packer. redis-py's asyncio connections pack every
+    command in Python (~50 µs for a scorer's write script with its ~40 arguments: a sixth of
+    the scorer's time per event); its sync connections already use hiredis. Same bytes on the
+    wire: hiredis formats str (UTF-8), bytes, int and float as redis-py's encoder does; any
+    other argument goes to redis-py's packer, which raises its usual error."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        first = args[0] if args else None
+        if isinstance(first, str) and " " in first:  # "CONFIG GET": separate arguments
+            args = (*first.split(), *args[1:])
+        elif isinstance(first, bytes) and b" " in first:
+            args = (*first.split(), *args[1:])
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError:  # None, bool, a memoryview of another kind...
+            return super().pack_command(*args)  # type: ignore[misc, no-any-return]
+
+
+class _FastConnection(_HiredisPacking, Connection):
+    pass
+
+
+class _FastSSLConnection(_HiredisPacking, SSLConnection):
+    pass
+
+
+class _FastUnixConnection(_HiredisPacking, UnixDomainSocketConnection):
+    pass
+
+
+_FAST = {Connection: _FastConnection, SSLConnection: _FastSSLConnection,
+         UnixDomainSocketConnection: _FastUnixConnection}
+
+
+def _pack_fast(client: Redis | RedisCluster) -> None:
+    """Swap the client's connection class for its hiredis-packing twin (the pool's, or on a
+    cluster the one every node's pool is made with); a class we do not know stays as it is."""
+    if isinstance(client, RedisCluster):
+        manager = client.nodes_manager
+        for kwargs in (client.connection_kwargs, manager.connection_kwargs):
+            cls = kwargs.get("connection_class", Connection)
+            if cls in _FAST:
+                kwargs["connection_class"] = _FAST[cls]
+        for node in [*client.startup_nodes, *manager.startup_nodes.values(), *client.get_nodes()]:
+            if node.connection_class in _FAST:
+                node.connection_class = _FAST[node.connection_class]
+        return
+    pool = client.connection_pool
+    if pool.connection_class in _FAST:
+        pool.connection_class = _FAST[pool.connection_class]
 
 
 def is_cluster(redis: Redis) -> bool:

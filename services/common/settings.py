@@ -222,6 +222,9 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = Field(default=1.0, gt=0)
     sweep_max_customers: int = Field(default=500, ge=1)
     scorer_gauges_interval_seconds: float = Field(default=10.0, gt=0, le=3600)
+    # A stop (SIGTERM/SIGINT) that takes longer ends with a hard exit (nothing is lost: what
+    # was not committed is redelivered); Faust otherwise retries leaving a dead broker forever.
+    scorer_shutdown_grace_seconds: float = Field(default=30.0, gt=0, le=3600)
     # Models and rules (docs/model.md). CHURNWATCH_MODEL=scorecard serves the rule scorecard;
     # unset serves the default model shipped with churnwatch.
     model_refresh_seconds: float = Field(default=2.0, gt=0, le=3600)

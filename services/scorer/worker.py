@@ -9,6 +9,9 @@ only once the batch is stored, so a crash redelivers rather than loses.
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -176,12 +179,39 @@ def build_app(settings: Settings) -> faust.App:
     return app
 
 
+def _exit_later(seconds: float) -> None:
+    """Exit hard if a clean stop takes longer than ``seconds``. Stopping commits offsets
+    and leaves the group: when the broker is already gone (the stack stopping around us, a
+    supervisor that died and sent its PDEATHSIG) Faust retries that forever and the scorer
+    lives on as an orphan. Nothing is lost by exiting: the processor acknowledges a batch
+    only once it is stored, and what was not committed is redelivered."""
+    def watchdog() -> None:
+        time.sleep(seconds)
+        logger.warning("still stopping after %.0f s; exiting", seconds)
+        logging.shutdown()
+        os._exit(1)
+    threading.Thread(target=watchdog, name="shutdown-watchdog", daemon=True).start()
+
+
+class _Worker(faust.Worker):  # type: ignore[misc]
+    grace = 30.0  # CHURNWATCH_SCORER_SHUTDOWN_GRACE_SECONDS
+
+    def _on_sigterm(self) -> None:
+        _exit_later(self.grace)
+        super()._on_sigterm()
+
+    def _on_sigint(self) -> None:
+        _exit_later(self.grace)
+        super()._on_sigint()
+
+
 def main(settings: Settings) -> int:
     setup_logging("scorer", settings.log_level)
     ensure_dir(data_dir(settings), "the scorer's data directory")
     app = build_app(settings)
-    worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True,
-                          redirect_stdouts=False)
+    worker = _Worker(app, loglevel=settings.log_level.lower(), quiet=True,
+                     redirect_stdouts=False)
+    worker.grace = settings.scorer_shutdown_grace_seconds
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:

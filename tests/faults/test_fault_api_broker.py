@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -340,7 +342,8 @@ async def test_broker_unreachable_503_then_recovers_without_restart(
     _, proxy = proxied_broker
     settings = settings_factory(create_topics=False, kafka_bootstrap=proxy.address,
                                 kafka_request_timeout_ms=REQUEST_TIMEOUT_MS,
-                                webhook_allow_private=True, **QUIET)
+                                webhook_allow_private=True, scorer_shutdown_grace_seconds=3.0,
+                                **QUIET)
     await ensure_topics(settings)  # through the proxy
     per_outage = DURING + AFTER
     batches = make_batches("u", BEFORE + len(OUTAGES) * per_outage, SIZE)
@@ -460,6 +463,18 @@ async def test_broker_unreachable_503_then_recovers_without_restart(
         assert counted.unexpected == 0 and not counted.mismatched, counted
         assert counted.applied_total == counted.sent
         assert status["events_accepted_total"] == counted.sent
+
+        # Stopped while the broker is away (a stack stopping around it): Faust would retry
+        # leaving the group forever; the scorer exits once its grace is over.
+        proxy.cut("refuse")
+        assert scorer.proc is not None
+        stopping = time.monotonic()
+        scorer.proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(scorer.proc.wait, 20)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the scorer still runs 20 s after SIGTERM, broker away") from None
+        assert time.monotonic() - stopping < 15
     finally:
         proxy.restore()
         for p in (api, scorer, notifier):

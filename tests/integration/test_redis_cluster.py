@@ -338,3 +338,40 @@ async def test_console_sign_in_by_mail_and_alert_list_on_a_cluster(
             # the link works once
             r = await client.get("/console/sign-in/link", params={"token": token})
             assert r.status_code == 400
+
+
+@pytest.mark.parametrize("on_cluster", [False, True])
+async def test_commands_packed_by_hiredis_mean_what_redis_py_packs(
+        on_cluster: bool, settings_factory, cluster_settings_factory) -> None:
+    """make_redis's clients pack commands with hiredis (redis-py's asyncio packer is pure
+    Python): the same bytes, the same replies, multi-word commands split, and an argument
+    hiredis cannot pack gets redis-py's own error."""
+    from redis.asyncio.connection import Connection
+    from redis.exceptions import DataError
+
+    from services.common.redisconn import _FastConnection
+    s = (cluster_settings_factory if on_cluster else settings_factory)(create_topics=False)
+    redis = make_redis(s)
+    try:
+        key = Keys(s.redis_prefix).tagged("pack", "k")
+        for args in (("SET", key, "é ü 中"), ("HSET", key, b"\x00\xff", 12, 0.30000000000000004),
+                     ("EVALSHA", "ab" * 20, 2, key, key, -5, 10**20), ("MEMORY USAGE", key)):
+            assert b"".join(_FastConnection().pack_command(*args)) == \
+                b"".join(Connection().pack_command(*args))
+        assert await redis.set(key, "é ü 中") and await redis.get(key) == "é ü 中"
+        await redis.delete(key)
+        await redis.hset(key, mapping={"a": 1, "b": 0.30000000000000004, "c": b"x"})
+        assert await redis.hgetall(key) == {"a": "1", "b": "0.30000000000000004", "c": "x"}
+        assert (await redis.execute_command("MEMORY USAGE", key, "SAMPLES", "0")) > 0
+        with pytest.raises(DataError):
+            await redis.set(key, None)  # type: ignore[arg-type]
+        pipe = redis.pipeline(transaction=False)
+        pipe.hget(key, "a")
+        pipe.hlen(key)
+        assert await pipe.execute() == ["1", 3]
+        classes = ({n.connection_class for n in redis.get_nodes()} if on_cluster  # type: ignore[attr-defined]
+                   else {redis.connection_pool.connection_class})
+        assert classes == {_FastConnection}
+        await redis.delete(key)
+    finally:
+        await redis.aclose()
