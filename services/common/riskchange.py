@@ -7,11 +7,12 @@ consume the ``risk_changes`` topic keyed by ``customer_id``.
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from services.common import jsonfast
 
 Tier = Literal["low", "medium", "high"]
 TIERS: tuple[Tier, ...] = ("low", "medium", "high")
@@ -126,4 +127,4 @@ def to_cloudevent(change: RiskChange) -> dict[str, Any]:
 
 
 def encode_cloudevent(event: dict[str, Any]) -> bytes:
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+    return jsonfast.dumps_bytes(event)

@@ -23,7 +23,6 @@ by a customer id erases that customer.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -35,6 +34,7 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from services.common import jsonfast
 from services.common.envelope import Item, dead_letter_value, is_envelope
 from services.common.envelope import decode as decode_envelope
 from services.common.events import STORE_BOUND_HEADER, TENANT_HEADER, parse_json, validate_event
@@ -764,12 +764,12 @@ class Processor:
                            partition=cs.partition, holdout=holdout)
         fields["due"] = str(due)
         fields["ix"] = entry.to_json()
-        timeline = [json.dumps({
+        timeline = [jsonfast.dumps({
             "kind": "tier_change", "at": ce["time"], "at_ms": x.as_of_ms,
             "id": ce["id"], "from": ce["data"]["previous_tier"], "to": ce["data"]["tier"],
             "score": ce["data"]["score"], "cause": ce["data"]["cause"]["kind"],
             "reasons": [r["code"] for r in ce["data"]["reasons"]],
-            "suggested_action": ce["data"]["suggested_action"]["code"]}, separators=(",", ":"))
+            "suggested_action": ce["data"]["suggested_action"]["code"]})
             for x, ce in path.steps]
         return CustomerWrite(cs.ref, cs.version, fields, delete, "\n".join(timeline)), entry
 

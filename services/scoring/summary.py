@@ -125,7 +125,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import math
 from bisect import insort
 from collections.abc import Iterable
@@ -133,6 +132,7 @@ from hashlib import blake2b
 from statistics import median
 from typing import Any
 
+from services.common import jsonfast
 from services.scoring.features import (
     BGNBD_WINDOW_DAYS,
     CAP_DAYS,
@@ -740,7 +740,7 @@ class Summary:
                 return s
             if len(parts) != 7:
                 raise ValueError(f"{len(parts)} parts, not 7")
-            header = json.loads(parts[0])
+            header = jsonfast.loads(parts[0])
             if not isinstance(header, list) or len(header) != 9 or header[0] != FORMAT:
                 raise ValueError(f"the header is not a {FORMAT} header")
             _, lt, first, visit, tx, act, comp, first_active, last_days = header
@@ -759,8 +759,8 @@ class Summary:
             s._wc = _decode_block(parts[3], WEEKS)
             s._refs = {str(ref): ([(int(e[0]), str(e[1]), e[2], e[3]) for e in evs],
                                   (int(base[0]), str(base[1]), str(base[2])) if base else None)
-                       for ref, evs, base in json.loads(parts[4])}
-            recent = json.loads(parts[5])
+                       for ref, evs, base in jsonfast.loads(parts[4])}
+            recent = jsonfast.loads(parts[5])
             for r in recent:
                 if not 3 <= len(r) <= 9 or type(r[1]) is not int or type(r[2]) is not str:
                     raise ValueError("a raw event is not a compact row")
@@ -795,7 +795,7 @@ def _act(r: list[Any]) -> Activity:
 
 
 def _dumps(x: object) -> str:
-    return json.dumps(x, separators=(",", ":"), ensure_ascii=False)
+    return jsonfast.dumps(x)
 
 
 def _encode_block(cols: list[list[int]]) -> str:
@@ -820,7 +820,7 @@ def _encode_block(cols: list[list[int]]) -> str:
 
 
 def _decode_block(text: str, size: int) -> list[list[int]]:
-    cols = json.loads(text)
+    cols = jsonfast.loads(text)
     if not isinstance(cols, list) or len(cols) > NF:
         raise ValueError("a bucket block is not a list of at most 10 columns")
     out: list[list[int]] = []

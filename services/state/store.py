@@ -47,6 +47,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterPipeline
 
+from services.common import jsonfast
 from services.common.redisconn import DEFAULT_TENANT, Keys, customer_token, is_cluster
 from services.common.settings import Settings
 from services.scoring.features import DAY_MS, FEATURE_NAMES, FEATURE_SCHEMA_VERSION, Activity
@@ -337,11 +338,11 @@ class CustomerState:
     @property
     def index_entry(self) -> IndexEntry | None:
         raw = self.state.get("ix")
-        return IndexEntry.from_json(json.loads(raw), self.state) if raw else None
+        return IndexEntry.from_json(jsonfast.loads(raw), self.state) if raw else None
 
     def outcomes(self) -> dict[int, Outcome]:
         raw = self.state.get("ap")
-        return {int(p): Outcome.from_json(row) for p, row in json.loads(raw).items()} if raw else {}
+        return {int(p): Outcome.from_json(row) for p, row in jsonfast.loads(raw).items()} if raw else {}
 
     def newest_event_id(self) -> str | None:
         return self.summary.newest_event_id()
@@ -570,8 +571,7 @@ class StateStore:
             for name in OWN_KEY_FIELDS:  # routed to keys of their own (see WRITE_LUA)
                 value = w.fields.get(name)
                 if value is not None:
-                    args += ["s", value if isinstance(value, str) else json.dumps(
-                        value, separators=(",", ":"), ensure_ascii=False)]
+                    args += ["s", value if isinstance(value, str) else jsonfast.dumps(value)]
                 else:
                     args += ["d" if name in w.delete else "", ""]
             delete = [f for f in w.delete if f not in OWN_KEY_FIELDS]
@@ -580,7 +580,7 @@ class StateStore:
                 if k == "ix" and isinstance(v, list):
                     v = compact_index(v, w.fields)
                 if k not in OWN_KEY_FIELDS:
-                    args += [k, v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))]
+                    args += [k, v if isinstance(v, str) else jsonfast.dumps(v)]
             await self._queue(
                 pipe, self._write,
                 [self.keys.state(cid, tenant), self.keys.timeline(cid, tenant),
@@ -722,7 +722,7 @@ FEATURE_SCHEMAS: dict[int, tuple[str, ...]] = {FEATURE_SCHEMA_VERSION: FEATURE_N
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+    return jsonfast.dumps(value, default=str)
 
 
 def risk_snapshot(fields: dict[str, Any]) -> str:
