@@ -3,12 +3,15 @@
 Part of ``make bench`` (``bench/results/state-<stamp>.json``):
 
 - **history scaling**: the scorer process (Kafka in, Redis state) scores ``BENCH_STATE_EVENTS``
-  events of fresh customers, then as many events of customers who already have 150 events
+  events of fresh customers and as many events of customers who already have 150 events
   spread over a year in their summaries — same number of customers, same spread (each batch
   touches ~1,000 distinct customers). The ratio long/fresh says whether cost grows with
   history (target ≥ 0.9).
-- **Redis Cluster**: the fresh-customer run again on a real 3-primary cluster started here;
-  the ratio cluster/standalone (target ≥ 0.7).
+- **Redis Cluster**: the fresh-customer events again, on a real 3-primary cluster started
+  here, by a second scorer; the ratio cluster/standalone (target ≥ 0.7).
+
+The three phases run in interleaved rounds (see :func:`run_phases`), so that the load of a
+shared machine, which drifts over minutes, does not decide the ratios.
 """
 
 from __future__ import annotations
@@ -49,11 +52,12 @@ def settings_for(broker: str, redis_url: str, home: Path, *, cluster: bool) -> S
         sweep_interval_seconds=3600.0)
 
 
-def phase_events(prefix: str, customers: int, end: datetime) -> list[dict[str, Any]]:
-    """``PER_CUSTOMER`` recent events per customer, round robin: every batch of 1,000 records
-    touches ~1,000 distinct customers."""
+def phase_events(prefix: str, customers: int, end: datetime, rounds: range = range(PER_CUSTOMER)
+                 ) -> list[dict[str, Any]]:
+    """Recent events of each customer (the ``rounds``-th of their ``PER_CUSTOMER``), round
+    robin: every batch of 1,000 records touches ~1,000 distinct customers."""
     out = []
-    for k in range(PER_CUSTOMER):
+    for k in rounds:
         for c in range(customers):
             cid = f"{prefix}-{c}"
             at = end - timedelta(hours=PER_CUSTOMER - k, minutes=c % 50)
@@ -104,9 +108,10 @@ async def produce(settings: Settings, events: list[dict[str, Any]]) -> None:
         await producer.stop()
 
 
-async def scored_rate(settings: Settings, events: list[dict[str, Any]], done_before: int,
-                      scorer: subprocess.Popen[bytes], log: Path) -> float:
-    """Produce ``events`` up front, then time the scorer from its first to its last commit."""
+async def scored_seconds(settings: Settings, events: list[dict[str, Any]], done_before: int,
+                         scorer: subprocess.Popen[bytes], log: Path) -> tuple[int, float]:
+    """Produce ``events`` up front, then time the scorer from its first to its last commit:
+    (events timed, seconds)."""
     redis = make_redis(settings)
     keys = Keys(settings.redis_prefix)
     await produce(settings, events)
@@ -123,7 +128,7 @@ async def scored_rate(settings: Settings, events: list[dict[str, Any]], done_bef
                 raise RuntimeError(f"scorer exited; see {log}")
             await asyncio.sleep(0.02)
         assert t0 is not None and start is not None
-        return (target - start) / max(time.monotonic() - t0, 1e-9)
+        return target - start, max(time.monotonic() - t0, 1e-9)
     finally:
         await redis.aclose()
 
@@ -134,46 +139,60 @@ def start_scorer(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
                             stderr=subprocess.STDOUT)
 
 
-async def run_phases(settings: Settings, workdir: Path, name: str, *, long_history: bool
-                     ) -> dict[str, float]:
-    await ensure_topics(settings)
+ROUNDS = 2  # each phase's events come in this many rounds, interleaved with the others'
+
+
+async def run_phases(standalone: Settings, cluster: Settings, workdir: Path) -> dict[str, float]:
+    """Fresh and long-history customers on the standalone Redis and fresh ones on the cluster,
+    one scorer each, in interleaved rounds (fresh, long, cluster, fresh, long, cluster...): a
+    shared machine's load drifts over minutes, and interleaving spreads that drift over every
+    phase instead of favouring whichever ran while it was quiet. Rates: events over seconds,
+    summed over a phase's rounds."""
+    for s in (standalone, cluster):
+        await ensure_topics(s)
     end = datetime.now(UTC) - timedelta(hours=1)
     customers = max(EVENTS // PER_CUSTOMER, 100)
-    if long_history:
-        await seed_history(settings, "long", customers, end)
-    log = workdir / f"{name}-scorer.log"
-    scorer = start_scorer(settings, log)
+    await seed_history(standalone, "long", customers, end)
+    scorers = {"standalone": start_scorer(standalone, workdir / "standalone-scorer.log"),
+               "cluster": start_scorer(cluster, workdir / "cluster-scorer.log")}
+    phases = (("fresh", "standalone", standalone, "fresh"), ("long", "standalone", standalone, "long"),
+              ("cluster", "cluster", cluster, "fresh"))
+    done = {"standalone": 0, "cluster": 0}
+    timed = {name: [0, 0.0] for name, *_ in phases}
+    per = PER_CUSTOMER // ROUNDS
     try:
-        fresh = await scored_rate(settings, phase_events("fresh", customers, end), 0, scorer, log)
-        out = {"fresh_events_per_s": fresh}
-        if long_history:
-            out["long_history_events_per_s"] = await scored_rate(
-                settings, phase_events("long", customers, end), customers * PER_CUSTOMER,
-                scorer, log)
-        return out
+        for r in range(ROUNDS):
+            for name, where, s, prefix in phases:
+                events = phase_events(prefix, customers, end, range(r * per, (r + 1) * per))
+                n, secs = await scored_seconds(s, events, done[where], scorers[where],
+                                               workdir / f"{where}-scorer.log")
+                done[where] += len(events)
+                timed[name][0] += n
+                timed[name][1] += secs
     finally:
-        scorer.terminate()
-        scorer.wait(30)
+        for p in scorers.values():
+            p.terminate()
+        for p in scorers.values():
+            p.wait(30)
+    return {name: n / secs for name, (n, secs) in timed.items()}
 
 
 async def main_async() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="churnwatch-state-bench-"))
     broker = start_broker(log_path=workdir / "broker.log")
     redis = start_redis(log_path=workdir / "redis.log")
-    cluster = None
+    cluster = start_redis_cluster(log_dir=workdir)
     try:
-        standalone = await run_phases(
+        rates = await run_phases(
             settings_for(broker.address, f"redis://{redis.address}/0", workdir, cluster=False),
-            workdir, "standalone", long_history=True)
-        cluster = start_redis_cluster(log_dir=workdir)
-        on_cluster = await run_phases(
             settings_for(broker.address, f"redis://{cluster.address}", workdir, cluster=True),
-            workdir, "cluster", long_history=False)
+            workdir)
     finally:
-        if cluster is not None:
-            cluster.stop()
+        cluster.stop()
         redis.stop()
         broker.stop()
+    standalone = {"fresh_events_per_s": rates["fresh"], "long_history_events_per_s": rates["long"]}
+    on_cluster = {"fresh_events_per_s": rates["cluster"]}
     report = {
         "when": datetime.now(UTC).isoformat(), "events_per_phase": EVENTS,
         "customers_per_phase": max(EVENTS // PER_CUSTOMER, 100), "history_events": HISTORY,

@@ -7,6 +7,7 @@ import sys
 import uvicorn
 
 from services.common.logs import setup_logging
+from services.common.runtime import tune_gc
 from services.common.settings import Settings
 from services.ingest.app import create_app
 from services.ingest.slowclients import guarded_protocol
@@ -18,6 +19,7 @@ def main(settings: Settings) -> int:
     # default) lets the event loop answer risk reads in between (bench/api_bench.py).
     sys.setswitchinterval(0.001)
     app = create_app(settings)
+    tune_gc()
     protocol = guarded_protocol(header_timeout=settings.api_header_timeout_seconds,
                                 body_timeout=settings.api_body_timeout_seconds,
                                 max_slow_per_client=settings.api_max_slow_connections_per_client)

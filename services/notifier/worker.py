@@ -35,6 +35,7 @@ from services.common.kafka import ensure_topics, make_consumer, start_producer
 from services.common.logs import setup_logging
 from services.common.profiles import ProfileStore
 from services.common.redisconn import Keys, make_redis
+from services.common.runtime import tune_gc
 from services.common.settings import Settings
 from services.notifier.acks import AckLinks
 from services.notifier.breaker import CircuitBreaker
@@ -453,6 +454,8 @@ def main(settings: Settings) -> int:
     setup_logging("notifier", settings.log_level)
     # httpx logs every request URL at INFO; webhook URLs may carry tokens in their path.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
+
+    tune_gc()
 
     async def _main() -> int:
         stop = asyncio.Event()

@@ -23,6 +23,7 @@ from services.common.httpserver import WorkerHttpServer
 from services.common.kafka import faust_credentials, start_producer
 from services.common.logs import setup_logging
 from services.common.redisconn import make_redis
+from services.common.runtime import tune_gc
 from services.common.settings import Settings
 from services.scorer.processor import Processor, Record
 from services.scorer.transport import transport_app
@@ -209,6 +210,7 @@ def main(settings: Settings) -> int:
     setup_logging("scorer", settings.log_level)
     ensure_dir(data_dir(settings), "the scorer's data directory")
     app = build_app(settings)
+    tune_gc()
     worker = _Worker(app, loglevel=settings.log_level.lower(), quiet=True,
                      redirect_stdouts=False)
     worker.grace = settings.scorer_shutdown_grace_seconds
