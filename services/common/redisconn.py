@@ -13,6 +13,7 @@ key at a time, or in non-transactional pipelines (which a cluster client splits 
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, cast
 
 import hiredis
@@ -141,6 +142,7 @@ def _untag(value: str) -> str:
             .replace("%25", "%"))
 
 
+@lru_cache(maxsize=65_536)
 def customer_token(customer_id: str, tenant: str = DEFAULT_TENANT) -> str:
     """``<tenant>/<customer>``, escaped: the hash tag of the customer's keys, and how indexes
     (the silence index, the at-risk index) name a customer."""
