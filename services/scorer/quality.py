@@ -154,6 +154,29 @@ def judge(samples: list[Sample], *, min_labelled: int) -> dict[str, Any]:
     return out
 
 
+def judge_version(days: list[int], rows: list[list[Any]], *, newest_day: int,
+                  reference: dict[str, Any] | None, min_labelled: int, drift_days: int
+                  ) -> dict[str, Any]:
+    """One model version's report from its cohorts' entries (``rows``: each cohort's values,
+    in the order of ``days``): :func:`judge` of every sample, and the PSI of the samples of
+    the last ``drift_days`` against ``reference`` (from ``min_labelled`` samples on)."""
+    samples: list[Sample] = []
+    recent: list[str] = []
+    for day, entries in zip(days, rows, strict=True):
+        got = [s for s in (Sample.loads(str(v)) for v in entries or []) if s is not None]
+        samples += got
+        if day > newest_day - drift_days:
+            recent += [s.codes for s in got if s.codes]
+    r = judge(samples, min_labelled=min_labelled)
+    r["reference"] = reference is not None
+    r["drift_samples"] = len(recent)
+    if reference is not None and len(recent) >= min_labelled:
+        values = drift.psi_from_codes(reference, recent)
+        r["score_psi"] = values.pop(drift.SCORE, None)
+        r["feature_psi"] = values
+    return r
+
+
 class QualityMetrics:
     """The gauges, labelled by model version (at most :data:`MAX_VERSIONS`; features: the
     model's feature list; calibration bins: 10)."""
@@ -237,6 +260,8 @@ class QualityTracker:
         self.metrics = metrics or QualityMetrics(registry or CollectorRegistry())
         self.event_clock = settings.clock == "event"
         self.owner = uuid.uuid4().hex
+        # cohort -> its size when every entry was labelled: not read again until it grows
+        self._settled: dict[Cohort, int] = {}
 
     # the pass ---------------------------------------------------------------------------
     async def run(self, *, force: bool = False) -> dict[str, Any] | None:
@@ -390,22 +415,35 @@ class QualityTracker:
             return 0
         newest = max(nows.values())
         done = 0
-        for cohort in await self._cohorts():
+        # nothing of a cohort can be due on any clock before its day + horizon
+        candidates = [c for c in await self._cohorts()
+                      if c.day * DAY_MS + c.horizon_days * DAY_MS <= newest]
+        pipe = self.redis.pipeline(transaction=False)
+        for c in candidates:
+            pipe.hlen(self.keys.quality_cohort(c.version, c.day))
+        sizes = [int(n) for n in await pipe.execute()] if candidates else []
+        self._settled = {c: n for c, n in self._settled.items() if c in set(candidates)}
+        for cohort, size in zip(candidates, sizes, strict=True):
+            if self._settled.get(cohort) == size:
+                continue  # every entry labelled last time, and none added since
             horizon_ms = cohort.horizon_days * DAY_MS
-            if cohort.day * DAY_MS + horizon_ms > newest:
-                continue  # nothing of it can be due on any clock
             key = self.keys.quality_cohort(cohort.version, cohort.day)
             entries = await self.redis.hgetall(key)
             due: dict[str, tuple[Ref, Sample]] = {}
+            waiting = 0
             for token, raw in entries.items():
                 s = Sample.loads(str(raw))
                 if s is None or s.label is not None:
                     continue
+                waiting += 1
                 ref = parse_customer_token(str(token))
                 now = nows.get(ref[0])
                 if now is not None and s.as_of_ms + horizon_ms <= now:
                     due[str(token)] = (ref, s)
+            settled = waiting == len(due)  # every entry labelled after this pass
             if not due:
+                if settled:
+                    self._settled[cohort] = len(entries)
                 continue
             tokens = list(due)
             updates: dict[Any, Any] = {}  # token -> entry (redis-py's mapping type is invariant)
@@ -430,6 +468,8 @@ class QualityTracker:
                 pipe.hdel(key, *gone)
             await pipe.execute()
             done += len(updates)
+            if settled:
+                self._settled[cohort] = len(entries) - len(gone)
         return done
 
     # 3. judge ---------------------------------------------------------------------------
@@ -459,23 +499,14 @@ class QualityTracker:
             for c in cohorts:
                 pipe.hvals(self.keys.quality_cohort(c.version, c.day))
             rows = await pipe.execute()
-            samples: list[Sample] = []
-            recent: list[str] = []
-            for c, values in zip(cohorts, rows, strict=True):
-                got = [s for s in (Sample.loads(str(v)) for v in values or []) if s is not None]
-                samples += got
-                if c.day > newest_day - self.settings.quality_drift_days:
-                    recent += [s.codes for s in got if s.codes]
-            r = judge(samples, min_labelled=self.settings.quality_min_labelled)
             model = known.get(version)
             reference = reference_of(model) if model is not None else None
-            r["reference"] = reference is not None
+            # parsing and judging ~100,000 samples takes ~0.5 s: off the event loop
+            r = await asyncio.to_thread(
+                judge_version, [c.day for c in cohorts], rows, newest_day=newest_day,
+                reference=reference, min_labelled=self.settings.quality_min_labelled,
+                drift_days=self.settings.quality_drift_days)
             r["holdout_auc"] = holdout_auc(model) if model is not None else None
-            r["drift_samples"] = len(recent)
-            if reference is not None and len(recent) >= self.settings.quality_min_labelled:
-                values = drift.psi_from_codes(reference, recent)
-                r["score_psi"] = values.pop(drift.SCORE, None)
-                r["feature_psi"] = values
             out[version] = r
         return {"at": time.time(), "versions": out}
 

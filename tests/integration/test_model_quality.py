@@ -99,6 +99,9 @@ async def test_live_outcomes_and_drift_per_model_version(settings_factory) -> No
         await apply(back + later)
         report = await tracker.run(force=True)
         assert report is not None and report["labelled_now"] == 30
+        again = await tracker.run(force=True)  # labelled once: settled cohorts are not re-read
+        assert again is not None and again["labelled_now"] == 0
+        assert again["versions"][model.version]["labelled"] == 30
     finally:
         await producer.stop()
 
