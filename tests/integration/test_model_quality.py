@@ -34,8 +34,13 @@ def _event(cid: str, n: int, at: datetime, kind: str = "visit") -> dict[str, Any
             **({"amount": 40.0} if kind == "transaction" else {})}
 
 
-async def test_live_outcomes_and_drift_per_model_version(settings_factory) -> None:
-    settings = settings_factory(clock="event", quality_min_labelled=10, quality_sample_size=500)
+@pytest.mark.parametrize("redis_kind", ["single", "cluster"])
+async def test_live_outcomes_and_drift_per_model_version(redis_kind: str,
+                                                         request: pytest.FixtureRequest) -> None:
+    # every key is a single key: the same pass runs on a Redis Cluster
+    factory = request.getfixturevalue("settings_factory" if redis_kind == "single"
+                                      else "cluster_settings_factory")
+    settings = factory(clock="event", quality_min_labelled=10, quality_sample_size=500)
     served = load_model(settings.model)
     assert isinstance(served, SklearnModel)
     horizon = int(served.card["horizon_days"])
