@@ -262,6 +262,7 @@ class QualityTracker:
         self.owner = uuid.uuid4().hex
         # cohort -> its size when every entry was labelled: not read again until it grows
         self._settled: dict[Cohort, int] = {}
+        self._said_no_reference: set[str] = set()
 
     # the pass ---------------------------------------------------------------------------
     async def run(self, *, force: bool = False) -> dict[str, Any] | None:
@@ -501,6 +502,13 @@ class QualityTracker:
             rows = await pipe.execute()
             model = known.get(version)
             reference = reference_of(model) if model is not None else None
+            if reference is None and version not in self._said_no_reference:
+                self._said_no_reference.add(version)
+                logger.info("model %s has no training reference in its card (%s): its drift "
+                            "is not computed, its live quality is; retrain it with this "
+                            "churnwatch to get drift", version,
+                            "trained before references" if model is not None
+                            else "not loaded in this process")
             # parsing and judging ~100,000 samples takes ~0.5 s: off the event loop
             r = await asyncio.to_thread(
                 judge_version, [c.day for c in cohorts], rows, newest_day=newest_day,
