@@ -256,7 +256,8 @@ class Keys:
     def quality_cohort(self, version: str, day: int) -> str:
         """Hash customer token -> one sampled prediction of model ``version`` made on ``day``
         (days since the epoch, on the tenant's clock): JSON ``[score, tier, as_of ms, bin
-        codes, label]``, label null until the horizon has passed; capped per day."""
+        codes, label]``, label null until the horizon has passed; once labelled the entry is
+        kept under ``~<digest of the token>`` instead (no customer id). Capped per day."""
         return f"{self.prefix}:mq:c:{_tag(version)}:{day}"
 
     @property

@@ -29,6 +29,7 @@ Customers are read through the state store's public reads (:func:`read_states`,
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
@@ -53,15 +54,17 @@ MAX_VERSIONS = 3  # model versions exported (the served one and the newest other
 READ_CHUNK = 500  # customers per pipeline
 SAMPLED_FIELDS = ("scored_at", "risk")
 
-# KEYS[1]: a cohort hash. ARGV[1]: cap, ARGV[2]: ttl s, then field, value pairs. Adds the
-# fields the cohort does not have yet while it holds fewer than the cap; returns how many.
+# KEYS[1]: a cohort hash. ARGV[1]: cap, ARGV[2]: ttl s, then (customer token, its labelled
+# field, entry) triples. Adds the customers the cohort has not had yet (pending under their
+# token, or labelled under its digest) while it holds fewer than the cap; returns how many.
 ADD_LUA = """
 local n = redis.call('HLEN', KEYS[1])
 local cap = tonumber(ARGV[1])
 local added = 0
-for i = 3, #ARGV, 2 do
+for i = 3, #ARGV, 3 do
   if n >= cap then break end
-  if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) == 1 then
+  if redis.call('HEXISTS', KEYS[1], ARGV[i + 1]) == 0
+      and redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 2]) == 1 then
     n = n + 1
     added = added + 1
   end
@@ -113,6 +116,12 @@ class Cohort:
             return cls(version, int(day), int(rest))
         except ValueError:
             return None
+
+
+def labelled_field(token: str) -> str:
+    """A labelled entry's field: a digest of the customer token (no customer id; never a
+    token, which always holds a ``/``)."""
+    return "~" + hashlib.blake2b(token.encode(), digest_size=10).hexdigest()
 
 
 def card_of(model: Any) -> dict[str, Any]:
@@ -339,7 +348,7 @@ class QualityTracker:
             ttl = (cohort.horizon_days + self.settings.quality_window_days + 2) * 86_400
             args: list[Any] = [self.settings.quality_cohort_max, ttl]
             for token, value in entries.items():
-                args += [token, value]
+                args += [token, labelled_field(token), value]
             key = self.keys.quality_cohort(cohort.version, cohort.day)
             added += int(await self.redis.eval(ADD_LUA, 1, key, *args))
             await self.redis.zadd(self.keys.quality_cohorts, {cohort.member: cohort.day})
@@ -447,8 +456,12 @@ class QualityTracker:
                     self._settled[cohort] = len(entries)
                 continue
             tokens = list(due)
-            updates: dict[Any, Any] = {}  # token -> entry (redis-py's mapping type is invariant)
-            gone: list[str] = []
+            # a labelled entry no longer needs to name its customer: it moves to a digest, so
+            # customer ids stay in the cohorts only until the horizon (an erased customer's
+            # pending entry is dropped when it falls due)
+            updates: dict[Any, Any] = {}  # digest -> entry (redis-py's mapping is invariant)
+            erased: list[str] = []
+            renamed: list[str] = []
             for i in range(0, len(tokens), READ_CHUNK):
                 chunk = tokens[i:i + READ_CHUNK]
                 states = await self.store.load([due[t][0] for t in chunk])
@@ -456,21 +469,22 @@ class QualityTracker:
                     ref, s = due[token]
                     cs = states.get(ref)
                     if cs is None:  # erased meanwhile: no outcome to judge
-                        gone.append(token)
+                        erased.append(token)
                         continue
                     summary = cs.summary
                     s.label = drift.label(s.as_of_ms, cs.last_ts, horizon_ms,
                                           lambda a, b, sm=summary: sm.returned_between(a + 1, b))
-                    updates[token] = s.dumps()
+                    updates[labelled_field(token)] = s.dumps()
+                    renamed.append(token)
             pipe = self.redis.pipeline(transaction=False)
             if updates:
                 pipe.hset(key, mapping=updates)
-            if gone:
-                pipe.hdel(key, *gone)
+            if erased or renamed:
+                pipe.hdel(key, *erased, *renamed)
             await pipe.execute()
             done += len(updates)
             if settled:
-                self._settled[cohort] = len(entries) - len(gone)
+                self._settled[cohort] = len(entries) - len(erased)
         return done
 
     # 3. judge ---------------------------------------------------------------------------

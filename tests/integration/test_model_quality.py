@@ -104,9 +104,13 @@ async def test_live_outcomes_and_drift_per_model_version(redis_kind: str,
         await apply(back + later)
         report = await tracker.run(force=True)
         assert report is not None and report["labelled_now"] == 30
-        again = await tracker.run(force=True)  # labelled once: settled cohorts are not re-read
+        again = await tracker.run(force=True)  # labelled once, and not sampled again
         assert again is not None and again["labelled_now"] == 0
         assert again["versions"][model.version]["labelled"] == 30
+        # labelled entries no longer name their customer (ids stay only until the horizon)
+        cohort = await redis.hkeys(Keys(settings.redis_prefix).quality_cohort(
+            model.version, int(t0.timestamp() * 1000) // 86_400_000))
+        assert len(cohort) == 30 and all(f.startswith("~") and "/" not in f for f in cohort)
     finally:
         await producer.stop()
 
