@@ -230,8 +230,16 @@ def _model(args: argparse.Namespace) -> int:
 
     if args.model_command == "info":
         model = read_artifact(args.path or DEFAULT_MODEL_PATH)
+        card = dict(model.card)
+        ref = card.get("reference")
+        if isinstance(ref, dict):  # ~700 bin edges and shares: what they describe is enough
+            card["reference"] = {k: ref.get(k) for k in ("snapshot", "rows")} | {
+                "features": len(ref.get("features") or {}),
+                "note": "decile bins of every feature and the score, for drift (docs/model.md)"}
+        elif "reference" not in card:
+            card["reference"] = None  # trained before references: no drift (docs/model.md)
         print(json.dumps({"version": model.version, "features": list(model.feature_names),
-                          "card": model.card}, indent=2, ensure_ascii=False, default=str))
+                          "card": card}, indent=2, ensure_ascii=False, default=str))
         return 0
     from services.cli.reach import require, with_stack
 

@@ -312,6 +312,29 @@ class Keys:
         (``churnwatch model activate``); absent: each serves its configured model."""
         return f"{self.prefix}:model:active"
 
+    # model quality (services/scorer/quality.py): single keys, each in a slot of its own
+    def quality_cohort(self, version: str, day: int) -> str:
+        """Hash customer token -> one sampled prediction of model ``version`` made on ``day``
+        (days since the epoch, on the tenant's clock): JSON ``[score, tier, as_of ms, bin
+        codes, label]``, label null until the horizon has passed; once labelled the entry is
+        kept under ``~<digest of the token>`` instead (no customer id). Capped per day."""
+        return f"{self.prefix}:mq:c:{_tag(version)}:{day}"
+
+    @property
+    def quality_cohorts(self) -> str:
+        """Zset ``<version>|<day>|<horizon days>`` -> day: the cohorts that exist."""
+        return f"{self.prefix}:mq:cohorts"
+
+    @property
+    def quality_lease(self) -> str:
+        """Which scorer process runs the quality pass now (SET NX PX)."""
+        return f"{self.prefix}:mq:lease"
+
+    @property
+    def quality_report(self) -> str:
+        """JSON of the last quality pass; every scorer exports its gauges from it."""
+        return f"{self.prefix}:mq:report"
+
     @property
     def stats(self) -> str:
         """Hash of the pipeline's global counters (events applied, duplicates...)."""

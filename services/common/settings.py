@@ -231,6 +231,19 @@ class Settings(BaseSettings):
     business_type: Literal["default", "salon", "restaurant", "retail"] = "default"
     rules: Path | None = None
 
+    # -- Model quality: drift and live outcomes (services/scorer/quality.py; docs/model.md
+    # "Drift and live quality"). Every scorer runs a pass each interval; one of them (a Redis
+    # lease) samples and labels, all export the same gauges. sample_size 0: off.
+    quality_interval_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    quality_sample_size: int = Field(default=200, ge=0, le=100_000)  # per tenant and pass
+    quality_cohort_max: int = Field(default=2000, ge=1, le=1_000_000)  # per model and day
+    quality_window_days: int = Field(default=28, ge=1, le=3650)  # labelled days judged
+    quality_drift_days: int = Field(default=7, ge=1, le=3650)  # sampled days compared
+    quality_min_labelled: int = Field(default=200, ge=1)  # fewer: no live quality gauges
+    quality_horizon_days: int = Field(default=0, ge=0, le=3650)  # 0: the model card's
+    quality_max_tenants: int = Field(default=100, ge=1, le=100_000)  # sampled per pass
+    # -- end of model quality
+
     # Notifier.
     notifier_group: str = "churnwatch-notifier"
     notifier_metrics_port: int = Field(default=9102, ge=0, le=65535)

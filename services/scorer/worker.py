@@ -26,6 +26,7 @@ from services.common.redisconn import make_redis
 from services.common.runtime import tune_gc
 from services.common.settings import Settings
 from services.scorer.processor import Processor, Record
+from services.scorer.quality import QualityMetrics, QualityTracker, run_quietly
 from services.scorer.transport import transport_app
 from services.scoring.engine import Engine
 from services.scoring.model import load_model
@@ -81,6 +82,7 @@ def build_app(settings: Settings) -> faust.App:
     topic = app.topic(settings.topic_events, key_type=bytes, value_type=bytes,
                       partitions=settings.topic_partitions)
     registry = CollectorRegistry()
+    quality_metrics = QualityMetrics(registry)  # exported from the start, set by the passes
     state: dict[str, Any] = {"ready": False, "assigned": []}
     parts: dict[str, Any] = {}
 
@@ -154,6 +156,17 @@ def build_app(settings: Settings) -> faust.App:
         if partitions:
             async with proc.lock:
                 await proc.sweep(partitions)
+
+    @app.timer(interval=settings.quality_interval_seconds)
+    async def model_quality() -> None:
+        """Drift and live quality per model version (services/scorer/quality.py)."""
+        if not state["ready"]:
+            return
+        proc = await processor()
+        if "quality" not in parts:
+            parts["quality"] = QualityTracker(proc.store, settings, proc.engine.active.known,
+                                              metrics=quality_metrics)
+        await run_quietly(parts["quality"])
 
     @app.timer(interval=settings.model_refresh_seconds)
     async def refresh_model() -> None:

@@ -235,6 +235,12 @@ class ActiveModel:
     def version(self) -> str:
         return self.current.version
 
+    def known(self) -> dict[str, RiskModel]:
+        """Every model this process has served or loaded, by version (the configured one,
+        the current one and those activated since it started): model quality reads their
+        cards (reference distributions, holdout metrics, horizon)."""
+        return {self.current.version: self.current, **self._cache}  # the current one first
+
     async def refresh(self, redis: Any, keys: Any, *, min_interval: float = 0.0) -> bool:
         """Follow the activation record; True when the served model changed. With
         ``min_interval``, Redis is read at most that often (the API calls it per request)."""

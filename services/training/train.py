@@ -42,6 +42,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from threadpoolctl import threadpool_limits
 
+from services.scoring.drift import build_reference
 from services.scoring.features import DAY_MS, FEATURE_NAMES, FEATURE_SCHEMA_VERSION
 from services.scoring.model import save_artifact
 from services.scoring.scorecard import Scorecard
@@ -293,6 +294,9 @@ class TrainReport:
     plots: dict[str, str] = field(default_factory=dict)
     evidence: dict[str, Any] = field(default_factory=dict)
     classic_params: dict[str, dict[str, float] | None] = field(default_factory=dict)
+    # Reference distributions of the training snapshot for drift (services/scoring/drift.py);
+    # in the model card and the report's JSON, not in its text.
+    reference: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -460,6 +464,11 @@ def _train(*, events_path: Path, until: datetime, horizon_days: int, out: Path, 
     final_rows = snaps.rows_at(split.final_fit)
     explainer = fit_explainer(final, snaps.X[final_rows], snaps.y[final_rows], seed)
     timings["final_fit"] = _lap(t)
+    # What live drift is measured against: the holdout dates' snapshots (the newest labelled
+    # population) and the shipped model's scores on them (docs/model.md "Drift and live quality")
+    reference = build_reference(snaps.X[hold], FEATURE_NAMES, final.predict_proba(snaps.X[hold])[:, 1],
+                                snapshot=f"holdout: {len(split.holdout)} observation dates "
+                                         f"{_day(split.holdout[0])}..{_day(split.holdout[-1])}")
 
     warnings = _warnings(events.n_invalid, events.invalid[:1], holdout, split)
     for w in warnings:
@@ -485,7 +494,7 @@ def _train(*, events_path: Path, until: datetime, horizon_days: int, out: Path, 
         trained_at=datetime.now(UTC).isoformat(timespec="seconds"), warnings=warnings,
         calibration_table=curves["calibration_table"],
         bgnbd_params=_bgnbd_params(final) or classics["bg_nbd"] and _params(classics["bg_nbd"]),
-        explainer_r2=explainer["r2"],
+        explainer_r2=explainer["r2"], reference=reference,
     )
     report.model_version = save_artifact(out, estimator=final, feature_names=FEATURE_NAMES,
                                          name=chosen, card=_card(report), explainer=explainer)
@@ -803,4 +812,5 @@ def _card(report: TrainReport) -> dict[str, Any]:
         "training_seconds": report.timings["total"],
         "seed": report.seed,
         "sklearn_version": sklearn.__version__,
+        "reference": report.reference,
     }

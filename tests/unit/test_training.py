@@ -14,6 +14,7 @@ import pytest
 
 from services.common.events import epoch_ms
 from services.common.exceptions import ChurnwatchError
+from services.scoring.drift import usable
 from services.scoring.features import DAY_MS, FEATURE_NAMES, Activity, compute_features
 from services.scoring.model import load_model, predict_features
 from services.synth import generate, write_ndjson
@@ -192,6 +193,12 @@ def test_train_writes_an_artifact_the_scorer_serves(trained: tuple[TrainReport, 
     assert card["snapshots"] == report.snapshots["rows"] and card["customers"] > 250
     assert card["holdout"]["model"]["roc_auc"] == report.holdout["model"].roc_auc
     assert card["data_range"][0].startswith("2024-01")
+    # drift's reference: the training snapshot's decile bins of every feature and the score
+    ref = card["reference"]
+    assert usable(ref) and list(ref["features"]) == list(FEATURE_NAMES) and ref["rows"] > 0
+    for one in [*ref["features"].values(), ref["score"]]:
+        assert len(one["proportions"]) == len(one["edges"]) + 1 <= 10
+        assert abs(sum(one["proportions"]) - 1) < 1e-3
 
 
 def test_report_is_a_table_and_a_json_file(trained: tuple[TrainReport, float, list[str]]) -> None:
