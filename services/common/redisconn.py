@@ -306,6 +306,13 @@ class Keys:
         """One scorer process's last commit token (a retried commit counts once)."""
         return f"{self.scorer_base}:commit:{process}"
 
+    def rescore(self, partition: int) -> str:
+        """Re-scoring after a model switch, per events-topic partition: hash ``version``
+        (the model the stored scores come from), ``pass`` (running | done) and ``t:<tenant>``
+        (the ZSCAN cursor of that tenant's silence index, or done); see
+        ``Processor.rescore_step``."""
+        return f"{self.prefix}:rescore:{partition}"
+
     @property
     def active_model(self) -> str:
         """JSON ``{"path", "version", "activated_at"}`` of the model every process serves

@@ -92,8 +92,9 @@ class RiskChange(BaseModel):
     catching_up: bool = Field(
         default=False, description="Produced while catching up on old data: the cause is "
         "older than CHURNWATCH_ALERT_MAX_AGE by the wall clock when scored (an import of "
-        "history, a replay, a long backlog). Staff are not alerted about it; downstream apps "
-        "may filter on it.")
+        "history, a replay, a long backlog), or a model switch re-scored every customer "
+        "(cause model). Staff are not alerted about it one by one (at most one summary); "
+        "downstream apps may filter on it.")
     holdout: bool = Field(default=False, description="The customer is in the win-back holdout "
                           "group: measured, not acted on (no staff alert is sent).")
 

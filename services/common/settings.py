@@ -228,6 +228,9 @@ class Settings(BaseSettings):
     # Models and rules (docs/model.md). CHURNWATCH_MODEL=scorecard serves the rule scorecard;
     # unset serves the default model shipped with churnwatch.
     model_refresh_seconds: float = Field(default=2.0, gt=0, le=3600)
+    # After a switch every stored score is re-scored with the new model in steps of this many
+    # customers (event batches run in between).
+    model_rescore_batch: int = Field(default=1000, ge=1, le=100_000)
     business_type: Literal["default", "salon", "restaurant", "retail"] = "default"
     rules: Path | None = None
 

@@ -178,6 +178,13 @@ class ScorerMetrics:
         self.customers = Gauge("churnwatch_scorer_customers",
                                "Scored customers per tier (every tenant; the same figure on "
                                "every worker: aggregate with max).", ["tier"], registry=registry)
+        self.rescored = Counter(
+            "churnwatch_scorer_model_rescored_customers_total",
+            "Customers re-scored because the served model changed.", registry=registry)
+        self.rescore_remaining = Gauge(
+            "churnwatch_scorer_model_rescore_remaining",
+            "Customers of the assigned partitions still to re-score after a model switch "
+            "(an estimate: the silence indexes' sizes minus those done).", registry=registry)
         self.customers_by_store = Gauge(
             "churnwatch_scorer_customers_by_store",
             f"Scored customers per store and tier (at most {MAX_STORE_SERIES} stores).",
@@ -196,6 +203,8 @@ class Processor:
         self.metrics.model_info.labels(engine.model.version).set(1)
         self.event_clock = settings.clock == "event"
         self._clocks: dict[str, int] = {}  # tenant -> event clock (ms), as last seen in Redis
+        self._rescored: tuple[str, tuple[int, ...]] | None = None  # (version, partitions) done
+        self._rescore_run: dict[str, Any] = {}  # progress of the current pass, for the logs
         self.lock = asyncio.Lock()
 
     # clock ------------------------------------------------------------------------------
@@ -582,6 +591,113 @@ class Processor:
             self.metrics.swept.inc(done)
         return done
 
+    # model switch -----------------------------------------------------------------------
+    async def rescore_step(self, partitions: Iterable[int], *, budget: int) -> int:
+        """One bounded step of re-scoring every customer of ``partitions`` after the served
+        model changed; returns how many were re-scored (0: nothing to do).
+
+        Per partition, ``Keys.rescore`` records which model version the stored scores come
+        from, whether a pass is running and, per tenant, how far it got (a ``ZSCAN`` cursor
+        of the tenant's silence index, which holds every scored customer): a switch starts a
+        pass, a restart or a rebalance resumes it where the last step ended, the pass ends
+        once every tenant's scan has. A partition without a record (a fresh deployment, or
+        one from before this existed) only records the version: its scores were not made by
+        another model that churnwatch knows of.
+        Tier changes found are published with cause ``model`` and marked ``catching_up``:
+        staff get them in one "currently at risk" summary, not one alert per customer."""
+        version = self.engine.model.version
+        parts = tuple(sorted(set(partitions)))
+        if not parts or self._rescored == (version, parts):
+            return 0
+        redis = self.store.redis
+
+        async def read() -> tuple[list[str], list[dict[str, str]]]:
+            tenants = sorted({DEFAULT_TENANT, *(str(t) for t in await redis.smembers(self.keys.tenants))})  # type: ignore[misc]
+            pipe = redis.pipeline(transaction=False)
+            for p in parts:
+                pipe.hgetall(self.keys.rescore(p))
+            return tenants, [{str(k): str(v) for k, v in r.items()} for r in await pipe.execute()]
+
+        tenants, records = await self._retry("rescore", read)
+        todo: list[tuple[int, str, int]] = []
+        marks: dict[int, tuple[bool, dict[str, Any]]] = {}  # partition -> (start over, fields)
+        for p, rec in zip(parts, records, strict=True):
+            if not rec:  # nothing known of earlier models here
+                marks[p] = (False, {"version": version, "pass": "done"})
+            elif rec.get("version") != version:  # the stored scores come from another model
+                marks[p] = (True, {"version": version, "pass": "running"})
+                todo += [(p, t, 0) for t in tenants]
+            elif rec.get("pass") != "done":  # a pass a restart or a rebalance interrupted
+                todo += [(p, t, int(rec.get(f"t:{t}") or 0)) for t in tenants
+                         if rec.get(f"t:{t}") != "done"]
+                if not any(q == p for q, _, _ in todo):
+                    marks[p] = (False, {"pass": "done"})
+        if marks:
+            async def mark() -> None:
+                pipe = redis.pipeline(transaction=False)
+                for p, (over, fields) in marks.items():
+                    if over:
+                        pipe.delete(self.keys.rescore(p))
+                    pipe.hset(self.keys.rescore(p), mapping=fields)  # type: ignore[arg-type]
+                await pipe.execute()
+            await self._retry("rescore", mark)
+        if not todo:
+            if self._rescore_run.get("version") == version:
+                run = self._rescore_run
+                took = max(time.monotonic() - run["started"], 1e-9)
+                logger.info("re-scored %d customers for model %s in %.1f s (%.0f/s)",
+                            run["done"], version, took, run["done"] / took)
+            self._rescore_run = {}
+            self.metrics.rescore_remaining.set(0)
+            self._rescored = (version, parts)
+            return 0
+        run = self._rescore_run
+        if run.get("version") != version:
+            async def sizes() -> list[int]:
+                pipe = redis.pipeline(transaction=False)
+                for p, t, _ in todo:
+                    pipe.zcard(self.keys.due(p, t))
+                return [int(n) for n in await pipe.execute()]
+            total = sum(await self._retry("rescore", sizes))
+            run = self._rescore_run = {"version": version, "started": time.monotonic(),
+                                       "done": 0, "total": total, "logged": time.monotonic()}
+            logger.info("model %s is served: re-scoring ~%d customers of partitions %s",
+                        version, total, ", ".join(map(str, parts)))
+        clocks = await self.tenant_nows({t for _, t, _ in todo}, refresh=True)
+        count = 0
+        for p, t, cursor in todo:
+            if budget <= 0:
+                break
+            key = self.keys.due(p, t)
+            nxt, found = await self._retry(
+                "rescore", lambda k=key, c=cursor, n=budget: redis.zscan(k, c, count=n))  # type: ignore[misc]
+            refs = tuple(dict.fromkeys(parse_customer_token(str(m)) for m, _ in found))
+            try:
+                states = await self._retry("load", lambda ids=refs: self.store.load(ids))  # type: ignore[misc]
+                for cs in states.values():
+                    cs.partition = p
+                batch = list(states.values())
+                await self._rescore(batch, [self.customer_now(cs, clocks.get(cs.tenant) or 0)
+                                            for cs in batch], kind="model")
+            except StateConflict as exc:  # another worker took the partition: next step again
+                self.metrics.retries.labels("conflict").inc()
+                logger.warning("%s; re-scoring them again", exc)
+                return count
+            mark_as = "done" if int(nxt) == 0 else str(int(nxt))
+            await self._retry("rescore", lambda p=p, t=t, v=mark_as: redis.hset(  # type: ignore[misc]
+                self.keys.rescore(p), f"t:{t}", v))
+            count += len(states)
+            budget -= max(len(found), 1)
+        run["done"] += count
+        self.metrics.rescored.inc(count)
+        self.metrics.rescore_remaining.set(max(run["total"] - run["done"], 0))
+        if time.monotonic() - run["logged"] >= 5.0:
+            run["logged"] = time.monotonic()
+            took = max(run["logged"] - run["started"], 1e-9)
+            logger.info("re-scoring for model %s: %d of ~%d customers (%.0f/s)", version,
+                        run["done"], run["total"], run["done"] / took)
+        return count
+
     # gauges -----------------------------------------------------------------------------
     async def refresh_gauges(self, highwater: dict[int, int]) -> None:
         """Consumer lag of the assigned partitions (broker high-water mark minus the next
@@ -661,7 +777,8 @@ class Processor:
                     reasons=a.reasons, suggested_action=a.action,
                     value_tier=a.value_tier, lifecycle_stage=a.lifecycle_stage,  # type: ignore[arg-type]
                     model_version=a.model_version, as_of=a.as_of, cause=cause, features=a.features,
-                    catching_up=self._catching_up(cause),
+                    # a model switch re-scores everyone at once: staff get one summary
+                    catching_up=kind == "model" or self._catching_up(cause),
                     holdout=a.tier == "high" and in_holdout(cs.tenant, cs.customer_id,
                                                             self.settings.holdout_share),
                 )
@@ -676,11 +793,12 @@ class Processor:
                 self.metrics.transitions.labels(ce["data"]["previous_tier"],
                                                 ce["data"]["tier"]).inc()
 
-    async def _rescore(self, states: list[CustomerState], nows: list[int]) -> None:
-        """The silence sweep's re-scoring: publish, write the customers, then their indexes
-        (a crash in between leaves them due: the next sweep does it again, with the same
-        risk-change ids)."""
-        scored = self._score(states, nows, kind="silence")
+    async def _rescore(self, states: list[CustomerState], nows: list[int], *,
+                       kind: str = "silence") -> None:
+        """Re-scoring without new events (the silence sweep; ``kind="model"`` after a model
+        switch): publish, write the customers, then their indexes (a crash in between leaves
+        them due: the next sweep does it again, with the same risk-change ids)."""
+        scored = self._score(states, nows, kind=kind)
         changes = [ce for p in scored for ce in p.changes]
         if changes:
             await self._publish_changes(changes)

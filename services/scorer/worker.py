@@ -8,6 +8,7 @@ only once the batch is stored, so a crash redelivers rather than loses.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -167,6 +168,25 @@ def build_app(settings: Settings) -> faust.App:
             parts["quality"] = QualityTracker(proc.store, settings, proc.engine.active.known,
                                               metrics=quality_metrics)
         await run_quietly(parts["quality"])
+
+    @app.task
+    async def rescore() -> None:
+        """After a model switch, re-score every customer of the assigned partitions, a step
+        at a time, event batches in between (the lock is fair); idle, one comparison per
+        tenth of a second. (A task, not a timer: a step outlasts a short interval.)"""
+        while True:
+            busy = 0
+            proc = parts.get("processor")
+            if proc is not None and state["ready"]:
+                partitions = [tp.partition for tp in app.consumer.assignment()
+                              if tp.topic == settings.topic_events]
+                try:
+                    async with proc.lock:
+                        busy = await proc.rescore_step(partitions,
+                                                       budget=settings.model_rescore_batch)
+                except Exception:  # a bug must not stop scoring: try again later
+                    logger.exception("re-scoring after a model switch failed")
+            await asyncio.sleep(0 if busy else 0.1)
 
     @app.timer(interval=settings.model_refresh_seconds)
     async def refresh_model() -> None:

@@ -132,7 +132,13 @@ def test_model_activate_switches_running_services_and_back(settings_factory, tmp
         assert done.returncode == 0, done.stderr
         assert new_version in done.stdout
         assert new_version in _cli(settings, "model", "show").stdout
-        time.sleep(2.0)  # a few refresh periods
+        # no new event of "before": the scorer re-scores stored customers with the new model
+        deadline = time.monotonic() + 20
+        while httpx.get(f"{api.url}/v1/customers/before/risk").json()["model_version"] \
+                != new_version:
+            assert time.monotonic() < deadline, "the stored score still carries the old model"
+            time.sleep(0.2)
+        assert 'churnwatch_scorer_model_rescored_customers_total 1.0' in metrics()
         assert post_and_read("after")["model_version"] == new_version
         text = metrics()
         assert f'churnwatch_scorer_model_info{{version="{new_version}"}} 1.0' in text
