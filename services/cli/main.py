@@ -77,7 +77,15 @@ def _parser() -> argparse.ArgumentParser:
     act.add_argument("path", type=Path, nargs="?", help="artifact written by `churnwatch train --out`")
     act.add_argument("--default", action="store_true",
                      help="go back to the configured model (CHURNWATCH_MODEL, else the shipped default)")
-    msub.add_parser("show", help="print the active model record")
+    shd = msub.add_parser("shadow", help="score the artifact at PATH beside the served model in "
+                          "every scorer (stored, never alerting); --off: stop")
+    shd.add_argument("path", type=Path, nargs="?", help="artifact written by `churnwatch train --out`")
+    shd.add_argument("--off", action="store_true", help="stop scoring a challenger")
+    cmp_ = msub.add_parser("compare", help="compare the shadow model's stored scores with the "
+                           "served model's (JSON)")
+    cmp_.add_argument("--tenant", default="default")
+    cmp_.add_argument("--limit", type=int, default=100_000, help="customers read at most")
+    msub.add_parser("show", help="print the active (and shadow) model record")
     info = msub.add_parser("info", help="print an artifact's version and model card")
     info.add_argument("path", type=Path, nargs="?", help="artifact (default: the shipped default model)")
 
@@ -245,9 +253,11 @@ def _model(args: argparse.Namespace) -> int:
 
     settings, source = with_stack(_settings())
     record = None
-    if args.model_command == "activate":
-        if args.default == (args.path is not None):
-            raise ModelError("give either an artifact PATH or --default")
+    if args.model_command in ("activate", "shadow"):
+        off = args.default if args.model_command == "activate" else args.off
+        if off == (args.path is not None):
+            raise ModelError("give either an artifact PATH or "
+                             + ("--default" if args.model_command == "activate" else "--off"))
         if args.path is not None:
             path = args.path.resolve()
             model = read_artifact(path)  # refuse what no scorer could serve, and say why
@@ -264,17 +274,75 @@ def _model(args: argparse.Namespace) -> int:
                   f"API switch within {settings.model_refresh_seconds:g} s. The path must be "
                   "readable by every scorer and API process.")
         return 0
+    if args.model_command == "shadow":
+        asyncio.run(_store_activation(settings, record, shadow=True))
+        if record is None:
+            print("no shadow model: scorers stop scoring a challenger within "
+                  f"{settings.model_refresh_seconds:g} s")
+        else:
+            print(f"{json.loads(record)['version']} ({args.path}) is scored in shadow by every "
+                  f"scorer within {settings.model_refresh_seconds:g} s: stored beside each "
+                  "customer's score as they are re-scored, never alerting. Compare with "
+                  "`churnwatch model compare`.")
+        return 0
+    if args.model_command == "compare":
+        print(json.dumps(asyncio.run(_compare(settings, args.tenant, args.limit)), indent=2))
+        return 0
     record_text = asyncio.run(_read_activation(settings))
+    shadow_text = asyncio.run(_read_activation(settings, shadow=True))
     print(record_text or "no model activated: every process serves its configured model")
+    if shadow_text:
+        print(f"shadow: {shadow_text}")
     return 0
 
 
-async def _store_activation(settings: Settings, record: str | None) -> None:
+async def _compare(settings: Settings, tenant: str, limit: int) -> dict[str, object]:
+    """The shadow comparison over the tenant's scored customers (read from the tier indexes,
+    at most ``limit``)."""
+    import json
+
+    from services.common.redisconn import Keys, make_redis, parse_customer_token
+    from services.scoring.shadow import TIERS, compare
+    from services.state.store import read_states
+
+    redis = make_redis(settings)
+    keys = Keys(settings.redis_prefix)
+    refs: list[tuple[str, str]] = []
+    try:
+        for tier in TIERS:
+            async for token, _ in redis.zscan_iter(keys.tier_index(tier, tenant), count=1000):
+                refs.append(parse_customer_token(str(token)))
+                if len(refs) >= limit:
+                    break
+        refs = list(dict.fromkeys(refs))[:limit]
+        rows: list[tuple[float, str, float, str]] = []
+        versions: dict[str, int] = {}
+        for start in range(0, len(refs), 1000):
+            for state in await read_states(redis, keys, refs[start:start + 1000], ["risk"]):
+                if "risk" not in state:
+                    continue
+                risk = json.loads(state["risk"])
+                shadow = risk.get("shadow")
+                if not shadow:
+                    continue
+                pair = f"{risk['model_version']} vs {shadow['model_version']}"
+                versions[pair] = versions.get(pair, 0) + 1
+                rows.append((float(risk["score"]), str(risk["tier"]), float(shadow["score"]),
+                             str(shadow["tier"])))
+    finally:
+        await redis.aclose()
+    return {"tenant": tenant, "customers_read": len(refs), "served_vs_shadow": versions,
+            **compare(rows)}
+
+
+async def _store_activation(settings: Settings, record: str | None, *, shadow: bool = False
+                            ) -> None:
     from services.common.redisconn import Keys, make_redis
 
     redis = make_redis(settings)
     try:
-        key = Keys(settings.redis_prefix).active_model
+        keys = Keys(settings.redis_prefix)
+        key = keys.shadow_model if shadow else keys.active_model
         if record is None:
             await redis.delete(key)
         else:
@@ -283,12 +351,13 @@ async def _store_activation(settings: Settings, record: str | None) -> None:
         await redis.aclose()
 
 
-async def _read_activation(settings: Settings) -> str | None:
+async def _read_activation(settings: Settings, *, shadow: bool = False) -> str | None:
     from services.common.redisconn import Keys, make_redis
 
     redis = make_redis(settings)
     try:
-        value = await redis.get(Keys(settings.redis_prefix).active_model)
+        keys = Keys(settings.redis_prefix)
+        value = await redis.get(keys.shadow_model if shadow else keys.active_model)
         return str(value) if value else None
     finally:
         await redis.aclose()

@@ -306,6 +306,12 @@ class Keys:
         """One scorer process's last commit token (a retried commit counts once)."""
         return f"{self.scorer_base}:commit:{process}"
 
+    @property
+    def shadow_model(self) -> str:
+        """JSON ``{"path", "version", "activated_at"}`` of the challenger every scorer scores in
+        shadow (``churnwatch model shadow``); absent: none."""
+        return f"{self.prefix}:model:shadow"
+
     def rescore(self, partition: int) -> str:
         """Re-scoring after a model switch, per events-topic partition: hash ``version``
         (the model the stored scores come from), ``pass`` (running | done) and ``t:<tenant>``

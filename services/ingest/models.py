@@ -16,6 +16,12 @@ ACTION_TYPES: tuple[str, ...] = ("called", "message_sent", "coupon_sent", "exclu
                                  "complaint_resolved", "other")
 
 
+class ShadowScore(BaseModel):
+    model_version: str
+    score: float = Field(ge=0, le=1)
+    tier: str = Field(description="The challenger's plain threshold tier (it decides nothing).")
+
+
 class Risk(BaseModel):
     customer_id: str
     score: float = Field(ge=0, le=1, description="Higher means more likely to churn.")
@@ -33,6 +39,9 @@ class Risk(BaseModel):
     point_in_time: bool = Field(False, description="True when computed for ?as_of.")
     holdout: bool = Field(False, description="In the win-back holdout group: do not act on "
                           "this customer (the control group that measures uplift).")
+    shadow: ShadowScore | None = Field(None, description="The challenger model served in "
+                                       "shadow (`churnwatch model shadow`), when one is: its "
+                                       "score and tier for this customer, never acted on.")
 
 
 class AtRiskItem(BaseModel):

@@ -604,10 +604,15 @@ class Processor:
         one from before this existed) only records the version: its scores were not made by
         another model that churnwatch knows of.
         Tier changes found are published with cause ``model`` and marked ``catching_up``:
-        staff get them in one "currently at risk" summary, not one alert per customer."""
+        staff get them in one "currently at risk" summary, not one alert per customer. A new
+        (or removed) challenger in shadow starts a pass too, so every customer soon carries
+        its score; the served model being the same, what changes then is time (cause
+        ``silence``)."""
         version = self.engine.model.version
+        challenger = self.engine.shadow.shadow if self.engine.shadow is not None else None
+        shadow = challenger.version if challenger is not None else ""
         parts = tuple(sorted(set(partitions)))
-        if not parts or self._rescored == (version, parts):
+        if not parts or self._rescored == (f"{version}|{shadow}", parts):
             return 0
         redis = self.store.redis
 
@@ -620,14 +625,20 @@ class Processor:
 
         tenants, records = await self._retry("rescore", read)
         todo: list[tuple[int, str, int]] = []
+        kinds: dict[int, str] = {}
         marks: dict[int, tuple[bool, dict[str, Any]]] = {}  # partition -> (start over, fields)
         for p, rec in zip(parts, records, strict=True):
             if not rec:  # nothing known of earlier models here
-                marks[p] = (False, {"version": version, "pass": "done"})
-            elif rec.get("version") != version:  # the stored scores come from another model
-                marks[p] = (True, {"version": version, "pass": "running"})
+                marks[p] = (False, {"version": version, "shadow": shadow, "pass": "done"})
+            elif rec.get("version") != version or rec.get("shadow", "") != shadow:
+                # the stored scores come from another model, or lack the challenger's: a
+                # served model's switch is the cause of what changes, else only time passed
+                kinds[p] = "model" if rec.get("version") != version else "silence"
+                marks[p] = (True, {"version": version, "shadow": shadow, "pass": "running",
+                                   "kind": kinds[p]})
                 todo += [(p, t, 0) for t in tenants]
             elif rec.get("pass") != "done":  # a pass a restart or a rebalance interrupted
+                kinds[p] = rec.get("kind", "model")
                 todo += [(p, t, int(rec.get(f"t:{t}") or 0)) for t in tenants
                          if rec.get(f"t:{t}") != "done"]
                 if not any(q == p for q, _, _ in todo):
@@ -642,27 +653,28 @@ class Processor:
                 await pipe.execute()
             await self._retry("rescore", mark)
         if not todo:
-            if self._rescore_run.get("version") == version:
+            if self._rescore_run.get("version") == f"{version}|{shadow}":
                 run = self._rescore_run
                 took = max(time.monotonic() - run["started"], 1e-9)
                 logger.info("re-scored %d customers for model %s in %.1f s (%.0f/s)",
                             run["done"], version, took, run["done"] / took)
             self._rescore_run = {}
             self.metrics.rescore_remaining.set(0)
-            self._rescored = (version, parts)
+            self._rescored = (f"{version}|{shadow}", parts)
             return 0
         run = self._rescore_run
-        if run.get("version") != version:
+        if run.get("version") != f"{version}|{shadow}":
             async def sizes() -> list[int]:
                 pipe = redis.pipeline(transaction=False)
                 for p, t, _ in todo:
                     pipe.zcard(self.keys.due(p, t))
                 return [int(n) for n in await pipe.execute()]
             total = sum(await self._retry("rescore", sizes))
-            run = self._rescore_run = {"version": version, "started": time.monotonic(),
+            run = self._rescore_run = {"version": f"{version}|{shadow}", "started": time.monotonic(),
                                        "done": 0, "total": total, "logged": time.monotonic()}
-            logger.info("model %s is served: re-scoring ~%d customers of partitions %s",
-                        version, total, ", ".join(map(str, parts)))
+            logger.info("model %s is served%s: re-scoring ~%d customers of partitions %s",
+                        version, f" with {shadow} in shadow" if shadow else "", total,
+                        ", ".join(map(str, parts)))
         clocks = await self.tenant_nows({t for _, t, _ in todo}, refresh=True)
         count = 0
         for p, t, cursor in todo:
@@ -678,7 +690,7 @@ class Processor:
                     cs.partition = p
                 batch = list(states.values())
                 await self._rescore(batch, [self.customer_now(cs, clocks.get(cs.tenant) or 0)
-                                            for cs in batch], kind="model")
+                                            for cs in batch], kind=kinds[p])
             except StateConflict as exc:  # another worker took the partition: next step again
                 self.metrics.retries.labels("conflict").inc()
                 logger.warning("%s; re-scoring them again", exc)

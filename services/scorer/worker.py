@@ -30,7 +30,7 @@ from services.scorer.processor import Processor, Record
 from services.scorer.quality import QualityMetrics, QualityTracker, run_quietly
 from services.scorer.transport import transport_app
 from services.scoring.engine import Engine
-from services.scoring.model import load_model
+from services.scoring.model import ShadowModel, load_model
 from services.scoring.rules import rules_from_settings
 from services.scoring.tiers import Thresholds
 from services.state.store import StateStore
@@ -94,7 +94,7 @@ def build_app(settings: Settings) -> faust.App:
             store = StateStore.from_settings(redis, settings)
             parts["processor"] = Processor(settings=settings, store=store, producer=producer,
                                            engine=Engine(model, Thresholds.from_settings(settings),
-                                                         rules=rules),
+                                                         rules=rules, shadow=ShadowModel()),
                                            registry=registry)
         return parts["processor"]
 
@@ -201,6 +201,11 @@ def build_app(settings: Settings) -> faust.App:
             logger.warning("cannot check the active model (%s: %s); still serving %s",
                            type(exc).__name__, exc, old)
             return
+        if proc.engine.shadow is not None:
+            try:
+                await proc.engine.shadow.refresh(proc.store.redis, proc.keys)
+            except Exception as exc:
+                logger.warning("cannot check the shadow model (%s: %s)", type(exc).__name__, exc)
         if changed:
             new = proc.engine.model.version
             try:

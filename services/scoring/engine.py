@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from services.common.riskchange import Reason, SuggestedAction
 from services.scoring.features import Activity, compute_features, lifecycle_stage, value_tier
-from services.scoring.model import ActiveModel, RiskModel, feature_matrix
+from services.scoring.model import ActiveModel, RiskModel, ShadowModel, feature_matrix
 from services.scoring.rules import RuleSet
 from services.scoring.scorecard import REGULAR, explained_reasons, suggested_action
 from services.scoring.scorecard import reasons as explain
@@ -70,6 +70,9 @@ class Assessment:
     lifecycle_stage: str
     model_version: str
     as_of_ms: int
+    # the challenger's view (``churnwatch model shadow``): version, score, plain tier; it
+    # decides nothing
+    shadow: tuple[str, float, str] | None = None
 
     @property
     def as_of(self) -> datetime:
@@ -85,16 +88,20 @@ class Assessment:
             "lifecycle_stage": self.lifecycle_stage,
             "model_version": self.model_version,
             "as_of": self.as_of.isoformat().replace("+00:00", "Z"),
-            "features": {k: round(v, 6) for k, v in self.features.items()},
+            **({} if self.shadow is None else {"shadow": {
+                "model_version": self.shadow[0], "score": round(self.shadow[1], 6),
+                "tier": self.shadow[2]}}),
+            "features": {k: round(v, 6) for k, v in self.features.items()},  # last (risk_json)
         }
 
 
 class Engine:
     def __init__(self, model: RiskModel | ActiveModel, thresholds: Thresholds, *,
-                 rules: RuleSet | None = None):
+                 rules: RuleSet | None = None, shadow: ShadowModel | None = None):
         self.active = model if isinstance(model, ActiveModel) else ActiveModel(model)
         self.thresholds = thresholds
         self.rules = rules
+        self.shadow = shadow  # a challenger scored beside the served model (None: none)
 
     @property
     def model(self) -> RiskModel:
@@ -147,6 +154,22 @@ class Engine:
             if a.tier != previous:
                 held_by[i] = (a.tier, at)
             out[i].append(a)
+        challenger = self.shadow.shadow if self.shadow is not None else None
+        if challenger is not None and out:
+            # the challenger scores each customer's final point only: one more model call
+            last = {i: k for k, (i, _, _) in enumerate(rows)}
+            order = sorted(last)
+            try:
+                theirs = challenger.predict(feature_matrix(challenger,
+                                                           [feats[last[i]] for i in order]))
+            except Exception:  # a shadow must never stop the served scoring
+                logger.exception("shadow model %s failed; scored without it",
+                                 challenger.version)
+                return out
+            for i, score in zip(order, theirs, strict=True):
+                sc = float(min(max(float(score), 0.0), 1.0))
+                out[i][-1] = replace(out[i][-1], shadow=(
+                    challenger.version, sc, plain_tier(sc, self.thresholds)))
         return out
 
     def _assess_one(self, model: RiskModel, customer_id: str, previous: str | None,

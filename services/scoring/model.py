@@ -251,21 +251,27 @@ class ActiveModel:
         raw = await redis.get(keys.active_model)
         if not raw:
             return self._swap(self.configured)
+        model = await self._load(raw, self.current.version)
+        return False if model is None else self._swap(model)
+
+    async def _load(self, raw: str, current: str | None) -> RiskModel | None:
+        """The model an activation record names (None: the current one, or one that cannot
+        be served — logged once)."""
         try:
             spec = json.loads(raw)
             path, version = Path(spec["path"]), str(spec["version"])
         except (ValueError, KeyError, TypeError):
             if raw not in self._failed:
                 self._failed.add(raw)
-                logger.error("ignoring the active-model record %r: not a churnwatch activation "
-                             "(use `churnwatch model activate`)", raw[:200])
-            return False
-        if version == self.current.version:
-            return False
+                logger.error("ignoring the model record %r: not a churnwatch activation "
+                             "(use `churnwatch model activate` or `model shadow`)", raw[:200])
+            return None
+        if version == current:
+            return None
         model = self._cache.get(version)
         if model is None:
             if raw in self._failed:
-                return False
+                return None
             try:
                 model = await asyncio.to_thread(read_artifact, path)
                 if model.version != version:
@@ -274,10 +280,10 @@ class ActiveModel:
             except ModelError as exc:
                 self._failed.add(raw)
                 logger.error("cannot switch to model %s: %s; still serving %s", version, exc,
-                             self.current.version)
-                return False
+                             current)
+                return None
             self._cache[version] = model
-        return self._swap(model)
+        return model
 
     def _swap(self, model: RiskModel) -> bool:
         if model is self.current:
@@ -287,5 +293,29 @@ class ActiveModel:
         return True
 
 
-__all__ = ["ActiveModel", "RiskModel", "SklearnModel", "load_model", "predict_features",
+class ShadowModel(ActiveModel):
+    """The challenger served in shadow (``churnwatch model shadow``): scored beside the served
+    model for every customer and stored, never deciding a tier or alerting; None when none is
+    recorded. Follows ``<prefix>:model:shadow`` as :class:`ActiveModel` follows the active
+    record."""
+
+    def __init__(self) -> None:
+        super().__init__(Scorecard())  # unused: a shadow has no configured model
+        self.shadow: RiskModel | None = None
+
+    async def refresh(self, redis: Any, keys: Any, *, min_interval: float = 0.0) -> bool:
+        raw = await redis.get(keys.shadow_model)
+        if not raw:
+            changed, self.shadow = self.shadow is not None, None
+            return changed
+        model = await self._load(raw, self.shadow.version if self.shadow else None)
+        if model is None or model is self.shadow:
+            return False
+        logger.info("shadow model %s (was %s)", model.version,
+                    self.shadow.version if self.shadow else "none")
+        self.shadow = model
+        return True
+
+
+__all__ = ["ActiveModel", "ShadowModel", "RiskModel", "SklearnModel", "load_model", "predict_features",
            "read_artifact", "save_artifact"]

@@ -170,3 +170,16 @@ def test_shipped_model_files_name_no_path_of_the_machine_that_built_them(tmp_pat
     _repo_relative(report)
     assert json.loads(report.read_text()) == {
         "out": "services/x.joblib", "n": 1, "plots": {"roc": "a.png", "elsewhere": "/srv/b.png"}}
+
+
+def test_shadow_comparison_counts_agreement_and_moves_to_and_from_high() -> None:
+    from services.scoring.shadow import compare
+
+    rows = [(0.9, "high", 0.95, "high"), (0.8, "high", 0.4, "medium"), (0.2, "low", 0.8, "high"),
+            (0.1, "low", 0.05, "low")]
+    out = compare(rows)
+    assert out["customers"] == 4 and out["tier_agreement"] == 0.5
+    assert out["tiers"]["high"] == {"low": 0, "medium": 1, "high": 1}
+    assert out["shadow_raises_to_high"] == 1 and out["shadow_lowers_from_high"] == 1
+    assert out["spearman"] == 0.8 and out["mean_abs_score_diff"] == 0.275
+    assert compare([])["customers"] == 0 and "note" in compare([])
