@@ -305,6 +305,13 @@ class Settings(BaseSettings):
     alert_summary_after: float = Field(default=60.0, ge=0)
     alert_episode_quiet: float = Field(default=7 * 86_400.0, ge=0)
 
+    # ---- Privacy: log pseudonyms (issue 17; docs/privacy.md) ---------------------------------
+    # Logs name customers by a token, HMAC-SHA256(pseudonym_key, tenant NUL customer id)
+    # (services/common/pseudonym.py). Unset: one random key created once in Redis
+    # (<prefix>:pseudonym-key) and shared by every service. Secret: never logged.
+    pseudonym_key: SecretStr | None = None
+    # ---- end of privacy settings ---------------------------------------------------------
+
     @field_validator("alert_max_age", "alert_settle", "alert_summary_after",
                      "alert_episode_quiet", mode="before")
     @classmethod
@@ -374,6 +381,13 @@ class Settings(BaseSettings):
                     "CHURNWATCH_ACK_LINK_SECRET must be set to a random value of at least 32 "
                     "characters when CHURNWATCH_ENV=production (not a placeholder); e.g. "
                     "python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+        if self.env == "production" and self.pseudonym_key is not None:
+            secret = self.pseudonym_key.get_secret_value()
+            if len(secret) < 32 or any(w in secret.lower() for w in PLACEHOLDER_WORDS):
+                raise ValueError(
+                    "CHURNWATCH_PSEUDONYM_KEY must be a random value of at least 32 characters "
+                    "when CHURNWATCH_ENV=production (not a placeholder), or unset (a key kept "
+                    "in Redis); e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'")
         if self.model is not None and str(self.model) != "scorecard" and not self.model.is_file():
             raise ValueError(f"CHURNWATCH_MODEL={self.model} is not a file; train one with "
                              "`churnwatch train --out PATH`, or set it to 'scorecard' for the rule scorecard")
@@ -467,7 +481,7 @@ def _describe(err: dict[str, object]) -> str:
     name = ENV_PREFIX + loc[0].upper()
     given = err.get("input")
     shown = "" if isinstance(given, dict) or given is None else f" (got {str(given)[:60]!r})"
-    if any(word in loc[0] for word in ("api_keys", "password", "token", "secret")):
+    if any(word in loc[0] for word in ("api_keys", "password", "token", "secret", "pseudonym_key")):
         shown = ""
     elif "url" in loc[0] or "bootstrap" in loc[0]:
         shown = mask_url_credentials(shown)

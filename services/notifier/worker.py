@@ -34,6 +34,7 @@ from services.common.httpserver import WorkerHttpServer
 from services.common.kafka import ensure_topics, make_consumer, start_producer
 from services.common.logs import setup_logging
 from services.common.profiles import ProfileStore
+from services.common.pseudonym import install_key
 from services.common.redisconn import Keys, make_redis
 from services.common.runtime import tune_gc
 from services.common.settings import Settings
@@ -257,10 +258,14 @@ class Notifier:
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
         clients: list[AIOKafkaProducer | AIOKafkaConsumer] = []
+        key_task: asyncio.Task[bytes] | None = None
         try:
             port = await self.http.start()
             logger.info("notifier metrics on http://%s:%d/metrics; channels: %s; routing: %s",
                         s.api_host, port, ", ".join(sorted(self.channels)), self.routing.source)
+            # customer tokens in the logs (services/common/pseudonym.py), before consuming
+            key_task = asyncio.create_task(install_key(s, self.redis), name="pseudonym-key")
+            await asyncio.wait({key_task}, timeout=5.0)
             try:
                 await adopt_untagged_keys(self.redis, self.keys)
             except RedisError as exc:  # tried again at the next start
@@ -308,6 +313,8 @@ class Notifier:
         except _Stopped:
             logger.info("stopped while starting")
         finally:
+            if key_task is not None:
+                key_task.cancel()
             self.consuming = False
             await self._close(clients)
 
@@ -379,7 +386,9 @@ class Notifier:
             # A record (or a profile/template) this notifier cannot plan: never block the
             # partition on it. Redis and Kafka errors propagate: the batch is retried.
             logger.exception("cannot plan the notifications of %s; sent to the DLQ", event.id,
-                             extra=where | {"event_id": event.id})
+                             extra=where | {"event_id": event.id,  # the id becomes a token
+                                            "customer_id": event.change.customer_id,
+                                            "tenant": event.change.tenant_id})
             await self.dead_letters.invalid_record(
                 record, reason=f"cannot plan notifications: {type(exc).__name__}: {exc}")
             self.metrics.dead_letters.labels(channel="input").inc()
