@@ -310,6 +310,8 @@ class Settings(BaseSettings):
     # (services/common/pseudonym.py). Unset: one random key created once in Redis
     # (<prefix>:pseudonym-key) and shared by every service. Secret: never logged.
     pseudonym_key: SecretStr | None = None
+    # Outbox of the development sinks (`make run`): files older than this are deleted.
+    outbox_retention_days: float = Field(default=7.0, gt=0, le=3650)
     # ---- end of privacy settings ---------------------------------------------------------
 
     @field_validator("alert_max_age", "alert_settle", "alert_summary_after",
