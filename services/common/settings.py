@@ -310,6 +310,21 @@ class Settings(BaseSettings):
     # (services/common/pseudonym.py). Unset: one random key created once in Redis
     # (<prefix>:pseudonym-key) and shared by every service. Secret: never logged.
     pseudonym_key: SecretStr | None = None
+    # How long each kind of data lives, in one place (docs/privacy.md lists every kind, where
+    # it lives, for how long and how erasure reaches it; Settings.retention hands them to the
+    # code). A customer's state, summary, risk and timeline expire retention_days after their
+    # last write (above); so does their delivery log (it had no expiry before).
+    timeline_max_entries: int = Field(default=500, ge=10, le=100_000)  # entries the API adds
+    delivery_log_max_entries: int = Field(default=200, ge=10, le=100_000)
+    delivery_state_days: float = Field(default=30.0, gt=0, le=3650)  # delivered/failed marks
+    alert_record_days: float = Field(default=30.0, gt=0, le=3650)  # alerts sent, their acks
+    alert_episode_days: float = Field(default=90.0, gt=0, le=3650)
+    inbox_max_entries: int = Field(default=200, ge=10, le=100_000)  # in-app alerts per person
+    inbox_days: float = Field(default=30.0, gt=0, le=3650)
+    audit_max_records: int = Field(default=100_000, ge=1000, le=100_000_000)  # per tenant
+    # retention.ms of the topics churnwatch creates (168 h: Kafka's own default; topics that
+    # exist already keep theirs: kafka-configs --alter --add-config retention.ms=...).
+    topic_retention_hours: float = Field(default=168.0, gt=0, le=87_600)
     # Outbox of the development sinks (`make run`): files older than this are deleted.
     outbox_retention_days: float = Field(default=7.0, gt=0, le=3650)
     # ---- end of privacy settings ---------------------------------------------------------
@@ -319,6 +334,11 @@ class Settings(BaseSettings):
     @classmethod
     def _durations(cls, v: object) -> object:
         return parse_duration(v) if isinstance(v, str) else v
+
+    @field_validator("pseudonym_key")
+    @classmethod
+    def _empty_pseudonym_key(cls, v: SecretStr | None) -> SecretStr | None:
+        return None if v is not None and not v.get_secret_value() else v  # "": the Redis key
 
     @field_validator("api_keys")
     @classmethod
@@ -455,6 +475,20 @@ class Settings(BaseSettings):
         return found
 
     @property
+    def retention(self) -> Retention:
+        """How long each kind of data lives, as the code uses it (seconds and counts)."""
+        day = 86_400
+        return Retention(customer_ttl_s=self.retention_days * day,
+                         timeline_max=self.timeline_max_entries,
+                         delivery_log_max=self.delivery_log_max_entries,
+                         delivery_state_ttl_s=int(self.delivery_state_days * day),
+                         alert_record_ttl_s=int(self.alert_record_days * day),
+                         episode_ttl_s=int(self.alert_episode_days * day),
+                         inbox_max=self.inbox_max_entries, inbox_ttl_s=int(self.inbox_days * day),
+                         audit_max=self.audit_max_records,
+                         topic_retention_ms=int(self.topic_retention_hours * 3_600_000))
+
+    @property
     def stack_file(self) -> Path:
         return self.home / "stack.json"
 
@@ -465,6 +499,28 @@ class Settings(BaseSettings):
     @property
     def outbox_dir(self) -> Path:
         return self.home / "outbox"
+
+
+# ---- Privacy: retention (issue 17) --------------------------------------------------------
+@dataclass(frozen=True)
+class Retention:
+    """How long each kind of data lives (``Settings.retention``; docs/privacy.md). The
+    defaults are the settings' defaults, for code built without settings (tests, tools)."""
+
+    customer_ttl_s: int = 400 * 86_400  # state, summary, risk, timeline, delivery log
+    timeline_max: int = 500
+    delivery_log_max: int = 200
+    delivery_state_ttl_s: int = 30 * 86_400
+    alert_record_ttl_s: int = 30 * 86_400
+    episode_ttl_s: int = 90 * 86_400
+    inbox_max: int = 200
+    inbox_ttl_s: int = 30 * 86_400
+    audit_max: int = 100_000
+    topic_retention_ms: int = 168 * 3_600_000
+
+
+DEFAULT_RETENTION = Retention()
+# ---- end of retention ------------------------------------------------------------------------
 
 
 def _redis_db(url: str) -> int:

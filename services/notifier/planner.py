@@ -261,7 +261,8 @@ class Planner:
             return {}
         change = event.change
         await record_alert(self.links.redis, self.links.keys, event.id, tenant=change.tenant_id,
-                           customer_id=change.customer_id, store_id=ctx.store_id or change.store_id)
+                           customer_id=change.customer_id, store_id=ctx.store_id or change.store_id,
+                           ttl_s=self.links.ack_ttl_s)
         if kind not in ("alert", "escalation"):
             return {}
         return {p.key: await self.links.register(change.tenant_id, event.id, p.name,

@@ -186,10 +186,12 @@ class Notifier:
         self.redis = make_redis(settings)
         self.keys = Keys(settings.redis_prefix)
         if "in_app" in self.routing.used_channels | set(self.routing.policies.escalation_channels):
-            self.channels["in_app"] = InAppChannel(self.redis, self.keys)
+            self.channels["in_app"] = InAppChannel(self.redis, self.keys,
+                                                   retention=settings.retention)
         policies = self.routing.policies
         lease_s = 2 * max(settings.webhook_timeout_seconds, settings.smtp_timeout_seconds) + 10
         self.ledger = Ledger(self.redis, self.keys, lease_ms=int(lease_s * 1000),
+                             retention=settings.retention,
                              owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
         self.digester = Digester(self.redis, self.keys, templates=self.templates,
                                  interval_s=policies.digest_interval_s)
@@ -197,7 +199,8 @@ class Notifier:
                             if policies.escalate_after_s else None)
         self.limiter = RateLimiter(self.redis, self.keys, per_recipient=policies.per_recipient,
                                    per_channel=dict(policies.per_channel))
-        self.episodes = EpisodeLedger(self.redis, self.keys, quiet_s=settings.alert_episode_quiet)
+        self.episodes = EpisodeLedger(self.redis, self.keys, quiet_s=settings.alert_episode_quiet,
+                                      ttl_s=settings.retention.episode_ttl_s)
         self.settle = SettleQueue(self.redis, self.keys, settle_s=settings.alert_settle,
                                   episodes=self.episodes)
         self.summaries = Summaries(self.redis, self.keys, after_s=settings.alert_summary_after)
@@ -210,7 +213,8 @@ class Notifier:
             escalations=self.escalations, ledger=self.ledger, metrics=self.metrics,
             links=AckLinks(self.redis, self.keys, secret=settings.ack_link_key,
                            public_url=settings.api_public_url,
-                           ttl_s=settings.ack_link_ttl_seconds),
+                           ttl_s=settings.ack_link_ttl_seconds,
+                           ack_ttl_s=settings.retention.alert_record_ttl_s),
             settle=self.settle, summaries=self.summaries, max_age_s=settings.alert_max_age,
             link_base=settings.api_public_url)
         self.lookup_subscription = partial(get_subscription_with_secret, self.redis, self.keys)

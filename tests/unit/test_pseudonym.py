@@ -29,4 +29,5 @@ def test_production_refuses_a_weak_pseudonym_key_and_never_echoes_it() -> None:
         load_settings(**base, pseudonym_key="short-Pk-value")
     assert "CHURNWATCH_PSEUDONYM_KEY" in str(err.value) and "short-Pk-value" not in str(err.value)
     load_settings(**base, pseudonym_key="Qw9" * 12)
-    load_settings(**base)  # unset: the key kept in Redis
+    assert load_settings(**base).pseudonym_key is None  # unset: the key kept in Redis
+    assert load_settings(**base, pseudonym_key="").pseudonym_key is None  # empty = unset

@@ -21,7 +21,7 @@ from services.common.riskchange import TIERS
 from services.ingest.deps import AdminKey, Res
 from services.ingest.middleware import request_id
 from services.ingest.openapi import AUTH, NOT_FOUND, responses
-from services.ingest.queries.erasure import AUDIT_MAX, subject_digest
+from services.ingest.queries.erasure import subject_digest
 
 router = APIRouter(tags=["admin"])
 SCAN_CHUNK = 1000
@@ -46,7 +46,7 @@ async def _audit(res: Res, request: Request, *, action: str, tenant: str, custom
     await res.redis.xadd(res.keys.audit(tenant), {
         "action": action, "subject": subject_digest(tenant, customer_id), "by": by,
         "request_id": request_id(request), "at_ms": str(int(time.time() * 1000))},
-        maxlen=AUDIT_MAX, approximate=True)
+        maxlen=res.settings.retention.audit_max, approximate=True)
 
 
 TenantParam = Annotated[str | None, Query(max_length=64, description="The tenant (default: "
