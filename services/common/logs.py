@@ -22,7 +22,7 @@ import sys
 import time
 from typing import Any
 
-from services.common.pseudonym import UNKEYED, pseudonym
+from services.common.pseudonym import TOKEN_RE, UNKEYED, pseudonym
 
 _EXTRA_FIELDS = ("event_id", "customer_id", "delivery_id", "request_id", "tenant", "store_id",
                  "channel", "topic", "partition", "offset", "demo_phase")
@@ -32,7 +32,16 @@ _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
 _PHONE = re.compile(r"\+\d[\d ()./\-]{6,}\d")
 
 
+# A customer id quoted after its name ("customer_id '+86138...'", "customer 'c-1'"), as error
+# texts written for API clients put it: redacted when such a text reaches a log line that does
+# not carry the customer as a field (dead-letter reasons, exception messages).
+_QUOTED_CUSTOMER = re.compile(r"""(\bcustomer(?:_id)?\s*[=:]?\s*)(['"])((?:(?!\2).){1,300}?)\2""")
+REDACTED = "cust_redacted"
 _pseudonym_key: bytes | None = None
+
+
+def _redact_quoted(m: re.Match[str]) -> str:
+    return m.group(0) if TOKEN_RE.match(m.group(3)) else m.group(1) + REDACTED
 
 
 def set_pseudonym_key(key: bytes | None) -> None:
@@ -72,6 +81,8 @@ class JsonFormatter(logging.Formatter):
         def clean(text: str) -> str:
             if token is not None and len(str(customer)) >= 4:  # shorter: too common a string
                 text = text.replace(str(customer), token)
+            if "customer" in text:
+                text = _QUOTED_CUSTOMER.sub(_redact_quoted, text)
             return scrub(text)
 
         out: dict[str, Any] = {

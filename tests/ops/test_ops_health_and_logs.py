@@ -114,6 +114,28 @@ def test_json_lines_carry_the_fields_and_mask_personal_data() -> None:
     assert "jane.roe@" not in text and "7946" not in text and "4917012345678" not in text
 
 
+def test_a_quoted_customer_id_in_a_text_is_redacted_when_the_line_has_no_customer_field(
+        ) -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter("scorer"))
+    log = logging.getLogger("tests.ops.logs.quoted")
+    log.handlers[:] = [handler]
+    log.propagate = False
+    # the dead-letter reason of an envelope event on the wrong partition (envelope.py)
+    log.warning("dead-lettered record: %s", "event 2 of the envelope: customer_id "
+                "'13912340007' belongs to partition 1, this envelope is on partition 0")
+    set_pseudonym_key(b"k" * 32)
+    try:
+        log.warning("retrying customer 'member-0042'", extra={"customer_id": "member-0042"})
+    finally:
+        set_pseudonym_key(None)
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert "13912340007" not in first["msg"] and "customer_id cust_redacted belongs" in first["msg"]
+    token = pseudonym(b"k" * 32, "default", "member-0042")
+    assert second["msg"] == f"retrying customer '{token}'"  # its own token is kept
+
+
 def test_log_lines_never_show_a_customer_id_before_the_key_is_known() -> None:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
