@@ -76,12 +76,15 @@ async def install_key(settings: Settings, redis: Redis, *, retry_every: float = 
     retrying while Redis is unreachable. Until then log lines show ``cust_unkeyed``."""
     from services.common.logs import set_pseudonym_key
 
+    failures = 0
     while True:
         try:
             key = await load_key(settings, redis)
         except Exception as exc:  # Redis not up yet: logs stay tokenless meanwhile
-            logger.warning("cannot read the pseudonym key from Redis (%s); retrying",
-                           type(exc).__name__)
+            if failures % 30 == 0:  # the first failure, then every 30th: no flood
+                logger.warning("cannot read the pseudonym key from Redis (%s); customers are "
+                               "logged as %s until it can", type(exc).__name__, UNKEYED)
+            failures += 1
             await asyncio.sleep(retry_every)
             continue
         set_pseudonym_key(key)
