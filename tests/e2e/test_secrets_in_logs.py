@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -292,6 +292,19 @@ async def drive(api: str, hook_url: str) -> None:
         assert (await c.delete("/v1/customers/someone-else", headers=admin)).status_code == 204
 
 
+async def _bounded(calls: Iterable[Awaitable[httpx.Response]],
+                   at_once: int = 16) -> list[httpx.Response]:
+    """The calls' answers in order, at most ``at_once`` in flight (the API's Redis pool is
+    bounded: a hundred at once would be refused with 503s)."""
+    gate = asyncio.Semaphore(at_once)
+
+    async def one(call: Awaitable[httpx.Response]) -> httpx.Response:
+        async with gate:
+            return await call
+
+    return list(await asyncio.gather(*(one(c) for c in calls)))
+
+
 async def drive_private_customers(api: str) -> None:
     """100 customers whose ids and profiles are personal data, each going high (a regular who
     just filed a high-severity complaint): scored, alerted, sent to the webhook."""
@@ -300,12 +313,14 @@ async def drive_private_customers(api: str) -> None:
     now = datetime.now(UTC)
     events: list[dict[str, Any]] = []
     async with httpx.AsyncClient(base_url=api, timeout=30) as c:
-        for n, (cid, (email, phone)) in enumerate(zip(PRIVATE_IDS, PRIVATE_CONTACTS,
-                                                      strict=True)):
-            r = await c.put(f"/v1/customers/{quote(cid, safe='@+')}/profile", headers=admin,
-                            json={"owner_staff_id": "mei", "store_id": "salon-downtown",
-                                  "email": email, "phone": phone, "name": f"Private {n}"})
-            assert r.status_code == 200, r.text
+        answers = await _bounded(
+            c.put(f"/v1/customers/{quote(cid, safe='@+')}/profile", headers=admin,
+                  json={"owner_staff_id": "mei", "store_id": "salon-downtown", "email": email,
+                        "phone": phone, "name": f"Private {n}"})
+            for n, (cid, (email, phone)) in enumerate(zip(PRIVATE_IDS, PRIVATE_CONTACTS,
+                                                          strict=True)))
+        assert all(r.status_code == 200 for r in answers), [(r.status_code, r.text[:200]) for r in answers if r.status_code != 200][:3]
+        for cid in PRIVATE_IDS:
             events += regular(cid, every_days=21, count=16, start=now - timedelta(days=380))
             events.append(complaint(cid, now - timedelta(hours=1), 1, severity="high"))
         r = await c.post("/v1/events", json=events, headers=ingest)
@@ -318,8 +333,10 @@ async def check_pseudonym_lookups(api: str) -> dict[str, str]:
     admin = {"Authorization": f"Bearer {API_ADMIN}"}
     tokens: dict[str, str] = {}
     async with httpx.AsyncClient(base_url=api, timeout=30) as c:
-        for cid in PRIVATE_IDS:
-            r = await c.get("/v1/admin/pseudonyms", params={"customer_id": cid}, headers=admin)
+        answers = await _bounded(
+            c.get("/v1/admin/pseudonyms", params={"customer_id": cid}, headers=admin)
+            for cid in PRIVATE_IDS)
+        for cid, r in zip(PRIVATE_IDS, answers, strict=True):
             assert r.status_code == 200, r.text
             tokens[cid] = r.json()["token"]
         assert len(set(tokens.values())) == len(PRIVATE_IDS)
