@@ -152,7 +152,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from services.cli.sinks import main as sinks_main
 
         return sinks_main(smtp_port=args.smtp_port, sms_port=args.sms_port,
-                          webhook_port=args.webhook_port, out_dir=args.out)
+                          webhook_port=args.webhook_port, out_dir=args.out,
+                          retention_days=_settings().outbox_retention_days)
     if cmd == "demo":
         from services.cli.stack import read_stack_file
         from services.demo.feed import main as demo_main

@@ -8,6 +8,12 @@
   ``out_dir/webhooks.ndjson``.
 
 The SMS and webhook routes are served on both HTTP ports (one server when the ports are equal).
+
+DEVELOPMENT ONLY. The outbox holds every notification in clear: customers' names, staff
+contacts, alert texts. It is for `make run` on a developer's machine; production points
+CHURNWATCH_SMTP_HOST / CHURNWATCH_SMS_GATEWAY_URL at real services and runs no sinks. What it
+stores is kept CHURNWATCH_OUTBOX_RETENTION_DAYS (7 by default; :func:`prune_outbox`, at start
+and hourly), and erasure does not reach it (docs/privacy.md).
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ from services.common.logs import mask_email, mask_phone
 logger = logging.getLogger(__name__)
 
 MAX_HTTP_BODY = 1024 * 1024
+DEV_ONLY = ("DEVELOPMENT ONLY: these sinks store every notification in clear (names, contacts, "
+            "alert texts); never run them in production")
+PRUNE_EVERY_S = 3600.0
 
 
 def _now() -> str:
@@ -65,7 +74,7 @@ class MailSink:
                 f"message_id={parsed.get('Message-ID', '')} file={path.name}\n")
         with self.log_path.open("a", encoding="utf-8") as fh:
             fh.write(line)
-        logger.info("mail to %s stored as %s", rcpts, path.name)
+        logger.info("mail to %s stored as %s (development sink)", rcpts, path.name)
         return "250 Message accepted for delivery"
 
 
@@ -109,7 +118,7 @@ class HttpSinks:
             "idempotency_key": request.headers.get("Idempotency-Key"),
         }
         _append_line(self.sms_path, record)
-        logger.info("SMS (%s style) to %s stored", style, mask_phone(to))
+        logger.info("SMS (%s style) to %s stored (development sink)", style, mask_phone(to))
         return web.json_response({"status": "queued"}, status=201 if style == "form" else 200)
 
     async def webhook(self, request: web.Request) -> web.Response:
@@ -117,7 +126,7 @@ class HttpSinks:
         record = {"at": _now(), "headers": dict(request.headers),
                   "body": raw.decode("utf-8", errors="replace")}
         _append_line(self.webhook_path, record)
-        logger.info("webhook delivery %s stored",
+        logger.info("webhook delivery %s stored (development sink)",
                     request.headers.get("Churnwatch-Delivery", "(no delivery id)"))
         return web.json_response({"ok": True})
 
@@ -126,17 +135,32 @@ class Sinks:
     """All three receivers; :meth:`start` returns the bound ports (0 = any free port)."""
 
     def __init__(self, *, out_dir: Path, host: str = "127.0.0.1", smtp_port: int = 0,
-                 sms_port: int = 0, webhook_port: int = 0):
+                 sms_port: int = 0, webhook_port: int = 0, retention_days: float = 7.0):
         self.out_dir = Path(out_dir)
+        self.retention_days = retention_days
         self.host = host
         self.ports = {"smtp": smtp_port, "sms": sms_port, "webhook": webhook_port}
         self.mail = MailSink(self.out_dir)
         self.http = HttpSinks(self.out_dir)
         self._smtp_server: asyncio.Server | None = None
         self._runner: web.AppRunner | None = None
+        self._pruner: asyncio.Task[None] | None = None
+
+    async def _prune_loop(self) -> None:
+        while True:
+            try:
+                removed = await asyncio.to_thread(prune_outbox, self.out_dir,
+                                                  self.retention_days * 86_400)
+                if removed:
+                    logger.info("outbox: %d item(s) older than %g days deleted", removed,
+                                self.retention_days)
+            except OSError as exc:
+                logger.warning("cannot prune the outbox: %s", exc)
+            await asyncio.sleep(PRUNE_EVERY_S)
 
     async def start(self) -> dict[str, int]:
         (self.out_dir / "mail").mkdir(parents=True, exist_ok=True)
+        self._pruner = asyncio.create_task(self._prune_loop(), name="outbox-prune")
         loop = asyncio.get_running_loop()
 
         def factory() -> SMTP:
@@ -163,12 +187,16 @@ class Sinks:
             port = int(sockets[0].getsockname()[1]) if sockets else wanted
             bound[wanted] = port
             self.ports[name] = port
-        logger.info("sinks on %s: SMTP %d, SMS http://%s:%d/sms, webhooks http://%s:%d/webhook; "
-                    "writing to %s", self.host, self.ports["smtp"], self.host, self.ports["sms"],
-                    self.host, self.ports["webhook"], self.out_dir)
+        logger.warning("%s. Sinks on %s: SMTP %d, SMS http://%s:%d/sms, webhooks "
+                       "http://%s:%d/webhook; writing to %s (kept %g days)", DEV_ONLY, self.host,
+                       self.ports["smtp"], self.host, self.ports["sms"], self.host,
+                       self.ports["webhook"], self.out_dir, self.retention_days)
         return dict(self.ports)
 
     async def stop(self) -> None:
+        if self._pruner is not None:
+            self._pruner.cancel()
+            self._pruner = None
         if self._smtp_server is not None:
             self._smtp_server.close()
             await self._smtp_server.wait_closed()
@@ -178,8 +206,43 @@ class Sinks:
             self._runner = None
 
 
+def _line_time(line: str) -> float | None:
+    """When an outbox line was written: the ``at`` of an NDJSON record, or the leading
+    timestamp of a ``mail.log`` line; None when unreadable (kept)."""
+    text = line.strip()
+    try:
+        stamp = json.loads(text).get("at") if text.startswith("{") else text.split(" ", 1)[0]
+        return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
+    except (ValueError, AttributeError):
+        return None
+
+
+def prune_outbox(out_dir: Path, max_age_s: float, *, now: float | None = None) -> int:
+    """Delete what the sinks stored more than ``max_age_s`` ago: ``mail/*.eml`` files by their
+    modification time, lines of ``mail.log``, ``sms.ndjson`` and ``webhooks.ndjson`` by their
+    own timestamps. Returns how many files and lines went."""
+    cutoff = (time.time() if now is None else now) - max_age_s
+    removed = 0
+    for path in sorted((out_dir / "mail").glob("*.eml")):
+        if path.stat().st_mtime < cutoff:
+            path.unlink(missing_ok=True)
+            removed += 1
+    for name in ("mail.log", "sms.ndjson", "webhooks.ndjson"):
+        path = out_dir / name
+        if not path.exists():
+            continue
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = [ln for ln in lines if (t := _line_time(ln)) is None or t >= cutoff]
+        if len(kept) != len(lines):
+            tmp = path.with_suffix(path.suffix + ".tmp")
+            tmp.write_text("".join(kept), encoding="utf-8")
+            tmp.replace(path)
+            removed += len(lines) - len(kept)
+    return removed
+
+
 def main(*, smtp_port: int, sms_port: int, webhook_port: int, out_dir: Path,
-         host: str = "127.0.0.1") -> int:
+         host: str = "127.0.0.1", retention_days: float = 7.0) -> int:
     """Run the sinks until SIGTERM/SIGINT; 0 on a clean stop, 1 when a port cannot be bound."""
 
     async def _run() -> int:
@@ -188,7 +251,7 @@ def main(*, smtp_port: int, sms_port: int, webhook_port: int, out_dir: Path,
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         sinks = Sinks(out_dir=out_dir, host=host, smtp_port=smtp_port, sms_port=sms_port,
-                      webhook_port=webhook_port)
+                      webhook_port=webhook_port, retention_days=retention_days)
         try:
             await sinks.start()
         except OSError as exc:

@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import message_from_bytes, policy
@@ -40,6 +41,8 @@ from services.common.embedded import (
 from services.common.exceptions import ConfigError
 from services.common.kafka import ensure_topics, make_consumer
 from services.common.logs import mask_url_credentials
+from services.common.pseudonym import UNKEYED, load_key, pseudonym
+from services.common.redisconn import make_redis
 from services.common.settings import Settings
 from services.demo.people import DEMO_STORE, manager_email, manager_id
 
@@ -413,6 +416,7 @@ class Stack:
             _say(f"(cannot follow risk changes: {exc})")
             return
         shown = 0
+        who = await self._customer_label()
         try:
             while not self.stopping.is_set():
                 batch = await consumer.getmany(timeout_ms=500, max_records=200)
@@ -427,11 +431,34 @@ class Stack:
                             arrow = {"high": "▲", "medium": "▲" if data["previous_tier"] == "low" else "▼",
                                      "low": "▼"}[data["tier"]]
                             reason = data["reasons"][0]["text"] if data.get("reasons") else ""
-                            _say(f"{arrow} {data['customer_id']:<14} {data.get('store_id') or '':<16} "
+                            _say(f"{arrow} {who(data):<14} {data.get('store_id') or '':<16} "
                                  f"{data['previous_tier']:>6} → {data['tier']:<6} "
                                  f"score {data['score']:.2f}  {reason}")
         finally:
             await consumer.stop()
+
+    async def _customer_label(self) -> Callable[[dict[str, Any]], str]:
+        """How the tier-change lines name a customer: by id for the demo's made-up customers,
+        otherwise by their log token (services/common/pseudonym.py): this output is a log too."""
+        if self.demo:
+            return lambda data: str(data.get("customer_id"))
+        key: bytes | None = None
+        redis = make_redis(self.settings)
+        try:
+            key = await load_key(self.settings, redis)
+        except Exception as exc:  # Redis unreachable: no ids, no tokens
+            _say(f"(cannot read the pseudonym key: {type(exc).__name__}; customers shown as "
+                 f"{UNKEYED})")
+        finally:
+            await redis.aclose()
+
+        def label(data: dict[str, Any]) -> str:
+            if key is None:
+                return UNKEYED
+            return pseudonym(key, str(data.get("tenant_id") or "default"),
+                             str(data.get("customer_id")))
+
+        return label
 
     async def report(self) -> None:
         headers = {}
@@ -505,7 +532,8 @@ async def _run(stack: Stack) -> int:
         f"    API            {api}   (docs: {api}/docs)\n"
         f"    stack file     {s.stack_file.resolve()}\n"
         f"    logs           {info['logs_dir']}\n"
-        f"    notifications  {info['outbox_dir']}  (mail/*.eml, sms.ndjson)\n"
+        f"    notifications  {info['outbox_dir']}  (mail/*.eml, sms.ndjson; development "
+        "sinks only: never in production)\n"
         f"    staff console  {api}/console\n"
         f"    clock          {info['clock']}   auth: {info['auth']}   rules: {rules}\n"
         f"    {'demo feed posting a salon chain; tier changes appear below' if stack.demo else 'no demo feed (post events to /v1/events)'}\n"

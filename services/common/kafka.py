@@ -140,9 +140,12 @@ async def ensure_topics(settings: Settings, names: Iterable[str] | None = None,
         missing = [n for n in names if n not in existing]
         if missing:
             try:
+                # retention.ms: CHURNWATCH_TOPIC_RETENTION_HOURS (docs/privacy.md)
+                retention = {"retention.ms": str(settings.retention.topic_retention_ms)}
                 await admin.create_topics([
                     NewTopic(n, num_partitions=settings.topic_partitions,
-                             replication_factor=settings.topic_replication) for n in missing
+                             replication_factor=settings.topic_replication,
+                             topic_configs=retention) for n in missing
                 ])
             except TopicAlreadyExistsError:
                 pass

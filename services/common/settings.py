@@ -308,11 +308,40 @@ class Settings(BaseSettings):
     alert_summary_after: float = Field(default=60.0, ge=0)
     alert_episode_quiet: float = Field(default=7 * 86_400.0, ge=0)
 
+    # ---- Privacy: log pseudonyms (issue 17; docs/privacy.md) ---------------------------------
+    # Logs name customers by a token, HMAC-SHA256(pseudonym_key, tenant NUL customer id)
+    # (services/common/pseudonym.py). Unset: one random key created once in Redis
+    # (<prefix>:pseudonym-key) and shared by every service. Secret: never logged.
+    pseudonym_key: SecretStr | None = None
+    # How long each kind of data lives, in one place (docs/privacy.md lists every kind, where
+    # it lives, for how long and how erasure reaches it; Settings.retention hands them to the
+    # code). A customer's state, summary, risk and timeline expire retention_days after their
+    # last write (above); so does their delivery log (it had no expiry before).
+    timeline_max_entries: int = Field(default=500, ge=10, le=100_000)  # entries the API adds
+    delivery_log_max_entries: int = Field(default=200, ge=10, le=100_000)
+    delivery_state_days: float = Field(default=30.0, gt=0, le=3650)  # delivered/failed marks
+    alert_record_days: float = Field(default=30.0, gt=0, le=3650)  # alerts sent, their acks
+    alert_episode_days: float = Field(default=90.0, gt=0, le=3650)
+    inbox_max_entries: int = Field(default=200, ge=10, le=100_000)  # in-app alerts per person
+    inbox_days: float = Field(default=30.0, gt=0, le=3650)
+    audit_max_records: int = Field(default=100_000, ge=1000, le=100_000_000)  # per tenant
+    # retention.ms of the topics churnwatch creates (168 h: Kafka's own default; topics that
+    # exist already keep theirs: kafka-configs --alter --add-config retention.ms=...).
+    topic_retention_hours: float = Field(default=168.0, gt=0, le=87_600)
+    # Outbox of the development sinks (`make run`): files older than this are deleted.
+    outbox_retention_days: float = Field(default=7.0, gt=0, le=3650)
+    # ---- end of privacy settings ---------------------------------------------------------
+
     @field_validator("alert_max_age", "alert_settle", "alert_summary_after",
                      "alert_episode_quiet", mode="before")
     @classmethod
     def _durations(cls, v: object) -> object:
         return parse_duration(v) if isinstance(v, str) else v
+
+    @field_validator("pseudonym_key")
+    @classmethod
+    def _empty_pseudonym_key(cls, v: SecretStr | None) -> SecretStr | None:
+        return None if v is not None and not v.get_secret_value() else v  # "": the Redis key
 
     @field_validator("api_keys")
     @classmethod
@@ -377,6 +406,13 @@ class Settings(BaseSettings):
                     "CHURNWATCH_ACK_LINK_SECRET must be set to a random value of at least 32 "
                     "characters when CHURNWATCH_ENV=production (not a placeholder); e.g. "
                     "python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+        if self.env == "production" and self.pseudonym_key is not None:
+            secret = self.pseudonym_key.get_secret_value()
+            if len(secret) < 32 or any(w in secret.lower() for w in PLACEHOLDER_WORDS):
+                raise ValueError(
+                    "CHURNWATCH_PSEUDONYM_KEY must be a random value of at least 32 characters "
+                    "when CHURNWATCH_ENV=production (not a placeholder), or unset (a key kept "
+                    "in Redis); e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'")
         if self.model is not None and str(self.model) != "scorecard" and not self.model.is_file():
             raise ValueError(f"CHURNWATCH_MODEL={self.model} is not a file; train one with "
                              "`churnwatch train --out PATH`, or set it to 'scorecard' for the rule scorecard")
@@ -442,6 +478,20 @@ class Settings(BaseSettings):
         return found
 
     @property
+    def retention(self) -> Retention:
+        """How long each kind of data lives, as the code uses it (seconds and counts)."""
+        day = 86_400
+        return Retention(customer_ttl_s=self.retention_days * day,
+                         timeline_max=self.timeline_max_entries,
+                         delivery_log_max=self.delivery_log_max_entries,
+                         delivery_state_ttl_s=int(self.delivery_state_days * day),
+                         alert_record_ttl_s=int(self.alert_record_days * day),
+                         episode_ttl_s=int(self.alert_episode_days * day),
+                         inbox_max=self.inbox_max_entries, inbox_ttl_s=int(self.inbox_days * day),
+                         audit_max=self.audit_max_records,
+                         topic_retention_ms=int(self.topic_retention_hours * 3_600_000))
+
+    @property
     def stack_file(self) -> Path:
         return self.home / "stack.json"
 
@@ -452,6 +502,28 @@ class Settings(BaseSettings):
     @property
     def outbox_dir(self) -> Path:
         return self.home / "outbox"
+
+
+# ---- Privacy: retention (issue 17) --------------------------------------------------------
+@dataclass(frozen=True)
+class Retention:
+    """How long each kind of data lives (``Settings.retention``; docs/privacy.md). The
+    defaults are the settings' defaults, for code built without settings (tests, tools)."""
+
+    customer_ttl_s: int = 400 * 86_400  # state, summary, risk, timeline, delivery log
+    timeline_max: int = 500
+    delivery_log_max: int = 200
+    delivery_state_ttl_s: int = 30 * 86_400
+    alert_record_ttl_s: int = 30 * 86_400
+    episode_ttl_s: int = 90 * 86_400
+    inbox_max: int = 200
+    inbox_ttl_s: int = 30 * 86_400
+    audit_max: int = 100_000
+    topic_retention_ms: int = 168 * 3_600_000
+
+
+DEFAULT_RETENTION = Retention()
+# ---- end of retention ------------------------------------------------------------------------
 
 
 def _redis_db(url: str) -> int:
@@ -470,7 +542,7 @@ def _describe(err: dict[str, object]) -> str:
     name = ENV_PREFIX + loc[0].upper()
     given = err.get("input")
     shown = "" if isinstance(given, dict) or given is None else f" (got {str(given)[:60]!r})"
-    if any(word in loc[0] for word in ("api_keys", "password", "token", "secret")):
+    if any(word in loc[0] for word in ("api_keys", "password", "token", "secret", "pseudonym_key")):
         shown = ""
     elif "url" in loc[0] or "bootstrap" in loc[0]:
         shown = mask_url_credentials(shown)

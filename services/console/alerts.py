@@ -73,9 +73,10 @@ async def acknowledge_alert(alert_id: str, request: Request, res: Res) -> Respon
                     message=t["no_alert"], back="/console/alerts")
     entry = mine[alert_id]
     by = session.staff_id or session.name
-    new, first = await acknowledge_once(res.redis, res.keys, alert_id, by, tenant=session.tenant)
+    new, first = await acknowledge_once(res.redis, res.keys, alert_id, by, tenant=session.tenant,
+                                        ttl_s=res.settings.retention.alert_record_ttl_s)
     if new and entry.get("customer_id"):
         await timeline.append(res.redis, res.keys, str(entry["customer_id"]), session.tenant, {
             "kind": "acknowledged", "at": iso_ms(int(float(first["at"]) * 1000)),
-            "alert_id": alert_id, "by": by})
+            "alert_id": alert_id, "by": by}, retention=res.settings.retention)
     return RedirectResponse("/console/alerts", status_code=303)

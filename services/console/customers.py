@@ -187,6 +187,7 @@ async def record_action(customer_id: CustomerId, request: Request, res: Res) -> 
                                "note": note, "alert_id": None},
                          at_ms=at, store_id=state.get("store"),
                          holdout=holdout(state.get("tier"), session.tenant, customer_id,
-                                         res.settings.holdout_share))
+                                         res.settings.holdout_share),
+                         retention=res.settings.retention)
     res.metrics.winback_actions.labels(action).inc()
     return RedirectResponse(f"/console/customers/{customer_id}?recorded=1", status_code=303)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -19,6 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.common.events import DEFAULT_TENANT, ComplaintEvent, TransactionEvent, VisitEvent
 from services.common.profiles import ProfileStore
+from services.common.pseudonym import install_key
 from services.common.redisconn import Keys, make_redis
 from services.common.settings import Settings
 from services.console import routes as console
@@ -37,6 +39,7 @@ from services.ingest.routes import (
     customers,
     events,
     profiles,
+    pseudonyms,
     webhooks,
     winback,
 )
@@ -74,12 +77,15 @@ def create_app(settings: Settings) -> FastAPI:
             limiter=RateLimiter(settings.api_rate_limit_per_second, settings.api_rate_limit_burst),
             cache=TtlCache(settings.analytics_cache_seconds),
         )
+        # customer tokens in the logs (services/common/pseudonym.py); retried until Redis answers
+        key_task = asyncio.create_task(install_key(settings, redis), name="pseudonym-key")
         if not settings.auth_enabled:
             logger.warning("CHURNWATCH_API_KEYS is not set: the API accepts requests without a key "
                            "(development only; refused when CHURNWATCH_ENV=production)")
         try:
             yield
         finally:
+            key_task.cancel()
             await publisher.close()
             await status_reader.close()
             await redis.aclose()
@@ -106,7 +112,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     for module in (events, atrisk, customers, profiles, actions, analytics, winback,
-                   webhooks, console):
+                   webhooks, pseudonyms, console):
         app.include_router(module.router)
 
     @app.middleware("http")

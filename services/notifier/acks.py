@@ -35,8 +35,9 @@ from typing import Any
 from redis.asyncio import Redis
 
 from services.common.redisconn import Keys
+from services.common.settings import DEFAULT_RETENTION
 
-ACK_TTL_SECONDS = 30 * 24 * 3600
+ACK_TTL_SECONDS = DEFAULT_RETENTION.alert_record_ttl_s  # CHURNWATCH_ALERT_RECORD_DAYS
 MAX_ALERT_ID_LENGTH = 256
 MAX_BY_LENGTH = 256
 
@@ -54,13 +55,14 @@ def _check(alert_id: str, by: str | None = None) -> None:
 
 
 async def acknowledge(redis: Redis, keys: Keys, alert_id: str, by: str,
-                      *, now: float | None = None, tenant: str = "default") -> bool:
+                      *, now: float | None = None, tenant: str = "default",
+                      ttl_s: int = ACK_TTL_SECONDS) -> bool:
     """Record that ``by`` acknowledged ``alert_id``. True when this call recorded it, False
     when the alert was already acknowledged (idempotent; the first acknowledger is kept).
     Raises :class:`InvalidAck` for an empty or over-long id or ``by``."""
     _check(alert_id, by)
     value = json.dumps({"by": by, "at": time.time() if now is None else now})
-    created = await redis.set(keys.ack(alert_id, tenant), value, nx=True, ex=ACK_TTL_SECONDS)
+    created = await redis.set(keys.ack(alert_id, tenant), value, nx=True, ex=ttl_s)
     return bool(created)
 
 
@@ -79,11 +81,11 @@ async def get_acknowledgement(redis: Redis, keys: Keys, alert_id: str,
 
 
 async def acknowledge_once(redis: Redis, keys: Keys, alert_id: str, by: str, *,
-                           tenant: str = "default", now: float | None = None
-                           ) -> tuple[bool, dict[str, Any]]:
+                           tenant: str = "default", now: float | None = None,
+                           ttl_s: int = ACK_TTL_SECONDS) -> tuple[bool, dict[str, Any]]:
     """Acknowledge and return ``(new, {"by", "at"})``: the first acknowledgement, whoever
     recorded it (``new`` is True when this call did)."""
-    new = await acknowledge(redis, keys, alert_id, by, now=now, tenant=tenant)
+    new = await acknowledge(redis, keys, alert_id, by, now=now, tenant=tenant, ttl_s=ttl_s)
     first = await get_acknowledgement(redis, keys, alert_id, tenant)
     return new, first or {"by": by, "at": time.time() if now is None else now}
 
@@ -91,13 +93,14 @@ async def acknowledge_once(redis: Redis, keys: Keys, alert_id: str, by: str, *,
 # known alerts ------------------------------------------------------------------------------
 
 async def record_alert(redis: Redis, keys: Keys, alert_id: str, *, tenant: str,
-                       customer_id: str, store_id: str | None, now: float | None = None) -> None:
+                       customer_id: str, store_id: str | None, now: float | None = None,
+                       ttl_s: int = ACK_TTL_SECONDS) -> None:
     """Remember that ``alert_id`` was sent to staff of ``tenant`` (idempotent: a replay keeps
     the first record)."""
     _check(alert_id)
     value = json.dumps({"customer_id": customer_id, "store_id": store_id,
                         "at": time.time() if now is None else now})
-    await redis.set(keys.alert(alert_id, tenant), value, nx=True, ex=ACK_TTL_SECONDS)
+    await redis.set(keys.alert(alert_id, tenant), value, nx=True, ex=ttl_s)
 
 
 async def get_alert(redis: Redis, keys: Keys, alert_id: str, tenant: str = "default"
@@ -139,9 +142,11 @@ class AckLink:
 class AckLinks:
     """Signed, expiring, single-use acknowledge links (see the module doc)."""
 
-    def __init__(self, redis: Redis, keys: Keys, *, secret: str, public_url: str, ttl_s: float):
+    def __init__(self, redis: Redis, keys: Keys, *, secret: str, public_url: str, ttl_s: float,
+                 ack_ttl_s: int = ACK_TTL_SECONDS):
         self.redis = redis
         self.keys = keys
+        self.ack_ttl_s = ack_ttl_s  # how long acknowledgements and alert records are kept
         self._secret = secret.encode()
         self.public_url = public_url.rstrip("/")
         self.ttl_s = ttl_s
@@ -200,5 +205,5 @@ class AckLinks:
         if not first_use:
             raise LinkRefused(410, "this acknowledge link was already used")
         new, ack = await acknowledge_once(self.redis, self.keys, link.alert_id, link.by,
-                                          tenant=link.tenant, now=now)
+                                          tenant=link.tenant, now=now, ttl_s=self.ack_ttl_s)
         return link, new, ack

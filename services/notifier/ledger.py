@@ -40,14 +40,15 @@ from typing import Any
 from redis.asyncio import Redis
 
 from services.common.redisconn import Keys
+from services.common.settings import DEFAULT_RETENTION, Retention
 
 CLAIMED = "claimed"
 QUEUED = "queued"
 DELIVERED = "delivered"
 FAILED = "failed"
 SENDING_PREFIX = "sending:"
-FINAL_STATE_TTL_S = 30 * 86_400
-DELIVERY_LOG_MAX = 200
+FINAL_STATE_TTL_S = DEFAULT_RETENTION.delivery_state_ttl_s  # CHURNWATCH_DELIVERY_STATE_DAYS
+DELIVERY_LOG_MAX = DEFAULT_RETENTION.delivery_log_max  # CHURNWATCH_DELIVERY_LOG_MAX_ENTRIES
 
 _CLAIM = """
 local cur = redis.call('GET', KEYS[1])
@@ -64,9 +65,11 @@ def now_iso() -> str:
 
 
 class Ledger:
-    def __init__(self, redis: Redis, keys: Keys, *, owner: str, lease_ms: int):
+    def __init__(self, redis: Redis, keys: Keys, *, owner: str, lease_ms: int,
+                 retention: Retention = DEFAULT_RETENTION):
         self.redis = redis
         self.keys = keys
+        self.retention = retention
         self.owner = owner
         self.lease_ms = lease_ms
         self._claim = redis.register_script(_CLAIM)
@@ -89,7 +92,8 @@ class Ledger:
 
     async def _finish(self, delivery_id: str, state: str) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(self.keys.delivery(delivery_id), state, ex=FINAL_STATE_TTL_S)
+            pipe.set(self.keys.delivery(delivery_id), state,
+                     ex=self.retention.delivery_state_ttl_s)
             pipe.zrem(self.keys.retry_queue, delivery_id)
             pipe.hdel(self.keys.retry_payloads, delivery_id)
             await pipe.execute()
@@ -146,5 +150,7 @@ class Ledger:
         key = self.keys.delivery_log(customer_id, tenant)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.lpush(key, json.dumps(entry, ensure_ascii=False))
-            pipe.ltrim(key, 0, DELIVERY_LOG_MAX - 1)
+            pipe.ltrim(key, 0, self.retention.delivery_log_max - 1)
+            # expires with the customer's other keys (it had no expiry before)
+            pipe.expire(key, self.retention.customer_ttl_s)
             await pipe.execute()

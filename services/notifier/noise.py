@@ -20,10 +20,11 @@ from redis.exceptions import WatchError
 
 from services.common.redisconn import Keys
 from services.common.riskchange import RiskChange
+from services.common.settings import DEFAULT_RETENTION
 from services.notifier.policy import Episode, claim, decide_episode, rate_window
 from services.notifier.routing import RateLimit
 
-EPISODE_TTL_S = 90 * 86_400
+EPISODE_TTL_S = DEFAULT_RETENTION.episode_ttl_s  # CHURNWATCH_ALERT_EPISODE_DAYS
 T = TypeVar("T")
 MAX_WATCH_TRIES = 20
 
@@ -43,9 +44,11 @@ return 0
 
 
 class EpisodeLedger:
-    def __init__(self, redis: Redis, keys: Keys, *, quiet_s: float | None = None):
+    def __init__(self, redis: Redis, keys: Keys, *, quiet_s: float | None = None,
+                 ttl_s: int = EPISODE_TTL_S):
         self.redis = redis
         self.keys = keys
+        self.ttl_s = ttl_s
         self.quiet_ms = None if quiet_s is None else int(quiet_s * 1000)
 
     def key(self, change: RiskChange) -> str:
@@ -80,7 +83,7 @@ class EpisodeLedger:
                         await pipe.unwatch()
                         return result
                     pipe.multi()
-                    pipe.set(key, json.dumps(new.to_json()), ex=EPISODE_TTL_S)
+                    pipe.set(key, json.dumps(new.to_json()), ex=self.ttl_s)
                     await pipe.execute()
                     return result
                 except WatchError:

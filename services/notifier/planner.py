@@ -114,8 +114,8 @@ class Planner:
             self._count("stale")
             if self.summaries is not None:
                 await self.summaries.add(event, created_ms=created_ms, now_ms=now_ms)
-            logger.info("risk change %s of %s: cause older than the alert max age; no staff "
-                        "alert (summarised)", event.id, change.customer_id, extra=_extra(event))
+            logger.info("risk change %s: cause older than the alert max age; no staff "
+                        "alert (summarised)", event.id, extra=_extra(event))
             return []
         ctx = await self.resolver.context(change)
         route = self.routing.route_for(change, ctx.segment)
@@ -134,15 +134,15 @@ class Planner:
         if change.holdout and kind == "alert":
             # The win-back control group: measured, never acted on (webhooks still get it).
             self._count("holdout")
-            logger.info("risk change %s of %s: holdout group, no staff alert", event.id,
-                        change.customer_id)
+            logger.info("risk change %s: holdout group, no staff alert", event.id,
+                        extra=_extra(event))
             return []
         if decision not in (ALERT, WON_BACK):
             # Inside an episode (jitter, a resolved complaint, a fall without a return), or a
             # customer going back without having been alerted: nothing to tell staff.
             self._count("dedupe")
-            logger.info("risk change %s of %s: nothing new in this episode (%s)", event.id,
-                        change.customer_id, decision, extra=_extra(event))
+            logger.info("risk change %s: nothing new in this episode (%s)", event.id,
+                        decision, extra=_extra(event))
             return []
         rule, action = apply_inhibition(change, policies.inhibit)
         if rule is not None:
@@ -261,7 +261,8 @@ class Planner:
             return {}
         change = event.change
         await record_alert(self.links.redis, self.links.keys, event.id, tenant=change.tenant_id,
-                           customer_id=change.customer_id, store_id=ctx.store_id or change.store_id)
+                           customer_id=change.customer_id, store_id=ctx.store_id or change.store_id,
+                           ttl_s=self.links.ack_ttl_s)
         if kind not in ("alert", "escalation"):
             return {}
         return {p.key: await self.links.register(change.tenant_id, event.id, p.name,
@@ -349,5 +350,6 @@ def _mask(channel: str, person: Recipient) -> str:
 
 
 def _extra(event: RiskChangeEvent) -> dict[str, str]:
+    # the customer as a field: the log formatter writes their pseudonymous token, not the id
     return {"event_id": event.id, "customer_id": event.change.customer_id,
             "tenant": event.change.tenant_id}

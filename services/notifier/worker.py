@@ -34,6 +34,7 @@ from services.common.httpserver import WorkerHttpServer
 from services.common.kafka import ensure_topics, make_consumer, start_producer
 from services.common.logs import setup_logging
 from services.common.profiles import ProfileStore
+from services.common.pseudonym import install_key
 from services.common.redisconn import Keys, make_redis
 from services.common.runtime import tune_gc
 from services.common.settings import Settings
@@ -185,10 +186,12 @@ class Notifier:
         self.redis = make_redis(settings)
         self.keys = Keys(settings.redis_prefix)
         if "in_app" in self.routing.used_channels | set(self.routing.policies.escalation_channels):
-            self.channels["in_app"] = InAppChannel(self.redis, self.keys)
+            self.channels["in_app"] = InAppChannel(self.redis, self.keys,
+                                                   retention=settings.retention)
         policies = self.routing.policies
         lease_s = 2 * max(settings.webhook_timeout_seconds, settings.smtp_timeout_seconds) + 10
         self.ledger = Ledger(self.redis, self.keys, lease_ms=int(lease_s * 1000),
+                             retention=settings.retention,
                              owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
         self.digester = Digester(self.redis, self.keys, templates=self.templates,
                                  interval_s=policies.digest_interval_s)
@@ -196,7 +199,8 @@ class Notifier:
                             if policies.escalate_after_s else None)
         self.limiter = RateLimiter(self.redis, self.keys, per_recipient=policies.per_recipient,
                                    per_channel=dict(policies.per_channel))
-        self.episodes = EpisodeLedger(self.redis, self.keys, quiet_s=settings.alert_episode_quiet)
+        self.episodes = EpisodeLedger(self.redis, self.keys, quiet_s=settings.alert_episode_quiet,
+                                      ttl_s=settings.retention.episode_ttl_s)
         self.settle = SettleQueue(self.redis, self.keys, settle_s=settings.alert_settle,
                                   episodes=self.episodes)
         self.summaries = Summaries(self.redis, self.keys, after_s=settings.alert_summary_after)
@@ -209,7 +213,8 @@ class Notifier:
             escalations=self.escalations, ledger=self.ledger, metrics=self.metrics,
             links=AckLinks(self.redis, self.keys, secret=settings.ack_link_key,
                            public_url=settings.api_public_url,
-                           ttl_s=settings.ack_link_ttl_seconds),
+                           ttl_s=settings.ack_link_ttl_seconds,
+                           ack_ttl_s=settings.retention.alert_record_ttl_s),
             settle=self.settle, summaries=self.summaries, max_age_s=settings.alert_max_age,
             link_base=settings.api_public_url)
         self.lookup_subscription = partial(get_subscription_with_secret, self.redis, self.keys)
@@ -257,10 +262,14 @@ class Notifier:
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
         clients: list[AIOKafkaProducer | AIOKafkaConsumer] = []
+        key_task: asyncio.Task[bytes] | None = None
         try:
             port = await self.http.start()
             logger.info("notifier metrics on http://%s:%d/metrics; channels: %s; routing: %s",
                         s.api_host, port, ", ".join(sorted(self.channels)), self.routing.source)
+            # customer tokens in the logs (services/common/pseudonym.py), before consuming
+            key_task = asyncio.create_task(install_key(s, self.redis), name="pseudonym-key")
+            await asyncio.wait({key_task}, timeout=5.0)
             try:
                 await adopt_untagged_keys(self.redis, self.keys)
             except RedisError as exc:  # tried again at the next start
@@ -308,6 +317,8 @@ class Notifier:
         except _Stopped:
             logger.info("stopped while starting")
         finally:
+            if key_task is not None:
+                key_task.cancel()
             self.consuming = False
             await self._close(clients)
 
@@ -379,7 +390,9 @@ class Notifier:
             # A record (or a profile/template) this notifier cannot plan: never block the
             # partition on it. Redis and Kafka errors propagate: the batch is retried.
             logger.exception("cannot plan the notifications of %s; sent to the DLQ", event.id,
-                             extra=where | {"event_id": event.id})
+                             extra=where | {"event_id": event.id,  # the id becomes a token
+                                            "customer_id": event.change.customer_id,
+                                            "tenant": event.change.tenant_id})
             await self.dead_letters.invalid_record(
                 record, reason=f"cannot plan notifications: {type(exc).__name__}: {exc}")
             self.metrics.dead_letters.labels(channel="input").inc()

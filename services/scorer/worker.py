@@ -23,6 +23,7 @@ from services.common.dirs import ensure_dir
 from services.common.httpserver import WorkerHttpServer
 from services.common.kafka import faust_credentials, start_producer
 from services.common.logs import setup_logging
+from services.common.pseudonym import install_key
 from services.common.redisconn import make_redis
 from services.common.runtime import tune_gc
 from services.common.settings import Settings
@@ -90,6 +91,10 @@ def build_app(settings: Settings) -> faust.App:
     async def processor() -> Processor:
         if "processor" not in parts:
             redis = make_redis(settings)
+            # customer tokens in the logs (services/common/pseudonym.py), before scoring
+            key_task = asyncio.create_task(install_key(settings, redis), name="pseudonym-key")
+            await asyncio.wait({key_task}, timeout=5.0)
+            parts["key_task"] = key_task
             producer = await start_producer(settings)
             store = StateStore.from_settings(redis, settings)
             parts["processor"] = Processor(settings=settings, store=store, producer=producer,

@@ -5,6 +5,13 @@ webhook receiver failing once), then every log file and the stack's own output a
 for each secret, raw and in the encodings it travels in (base64 for HTTP basic and SMTP AUTH,
 URL-encoding). Contacts (e-mail addresses, phone numbers) must appear masked only.
 
+No customer ids either (issue 17, item 3; many POS systems use the phone number as the member
+id): 100 more customers, with ids that are phone numbers, e-mail-like strings and plain ids and
+profiles carrying contacts, are scored and notified (a staff alert and a webhook each); one is
+erased, one exported. Then no log names any of them or their contacts: logs carry the
+customer's pseudonymous token, and the admin API turns a token back into the customer (but
+not an erased one's).
+
 Redis runs with ``requirepass`` (the password in CHURNWATCH_REDIS_URL); the Kafka SASL
 password is set although the session broker speaks PLAINTEXT (it must not leak either way).
 """
@@ -20,7 +27,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -60,6 +67,13 @@ SECRETS = {"api admin key": (API_ADMIN, None), "api ingest key": (API_INGEST, No
            "webhook secret": (WEBHOOK_SECRET, None)}
 STAFF_EMAIL, STAFF_PHONE = "mei.manager@salon-example.com", "+8613800138456"
 CUSTOMER_EMAIL, CUSTOMER_PHONE = "vip.customer@client-example.com", "+15550987123"
+# 100 customers whose ids are personal data: phone numbers (E.164 and bare digits),
+# e-mail-like member ids, and plain ids; each profile carries an e-mail address and a phone.
+PRIVATE_IDS = ([f"+8613955{i:05d}" for i in range(25)] + [f"1391234{i:04d}" for i in range(25)]
+               + [f"member.{i:03d}@loyalty-example.com" for i in range(25)]
+               + [f"pos-member-{i:04d}" for i in range(25)])
+PRIVATE_CONTACTS = [(f"private.{i:03d}@client-example.com", f"+4479001{i:05d}")
+                    for i in range(len(PRIVATE_IDS))]
 
 
 def forms(secret: str, user: str | None) -> dict[str, str]:
@@ -168,13 +182,17 @@ async def test_no_secret_reaches_any_log(broker: Server, redis_with_password: Se
             info = json.loads(stack_file.read_text())
             stack_json = stack_file.read_text()
             await drive(info["api_url"], hook.url)
+            await drive_private_customers(info["api_url"])
             deadline = time.monotonic() + 60
-            while not (mailbox.mail and sms.delivered() and hook.delivered()):
+            # every customer's change reached the webhook (vip-s and the 100)
+            while not (mailbox.mail and sms.delivered()
+                       and hook.delivered() >= len(PRIVATE_IDS) + 1):
                 assert time.monotonic() < deadline, (
                     f"deliveries: mail {len(mailbox.mail)} (logins {mailbox.logins}), sms "
                     f"{sms.seen}, webhook {hook.seen}\n" + (home / "logs" / "notifier.log")
                     .read_text(errors="replace")[-3000:])
                 await asyncio.sleep(0.2)
+            lookups = await check_pseudonym_lookups(info["api_url"])
             proc.send_signal(signal.SIGTERM)
             assert await asyncio.to_thread(proc.wait, 60) == 0
     finally:
@@ -195,23 +213,37 @@ async def test_no_secret_reaches_any_log(broker: Server, redis_with_password: Se
     contacts = [f"{value} in {file}" for value in (STAFF_EMAIL, STAFF_PHONE, CUSTOMER_EMAIL,
                                                  CUSTOMER_PHONE)
                 for file, text in texts.items() if value in text]
+    private = [*PRIVATE_IDS, *(c for pair in PRIVATE_CONTACTS for c in pair)]
+    ids_in_clear = [f"{value} in {file}" for value in private
+                    for file, text in texts.items() if value in text]
+    tokens_logged = sum(1 for t in lookups.values() if t in texts["notifier.log"])
     notifier_log = texts["notifier.log"]
     masked = [mask_email(STAFF_EMAIL), mask_phone(STAFF_PHONE.lstrip("+"))]
     record(kind="security", name="secrets-in-logs",
            tried="the whole stack (`churnwatch up`, DEBUG logs) with every secret setting set: "
            "API keys, Redis password (requirepass), SMTP password, SMS token, Kafka SASL "
            "password, a webhook secret; unknown and non-Bearer keys, a refused webhook "
-           "registration with its secret, an SMTP login refused once, SMS and webhook 500s",
+           "registration with its secret, an SMTP login refused once, SMS and webhook 500s; "
+           f"{len(PRIVATE_IDS)} customers (ids: phone numbers, e-mail-like, plain; profiles "
+           "with contacts) scored, alerted, one exported, one erased",
            load=f"{len(SECRETS)} secrets x {len(texts)} log files and outputs, each secret raw, "
-           "URL-encoded and base64 (also as basic-auth and SMTP PLAIN); 4 contact values",
+           "URL-encoded and base64 (also as basic-auth and SMTP PLAIN); 4 contact values; "
+           f"{len(PRIVATE_IDS)} customer ids and {2 * len(PRIVATE_CONTACTS)} contacts",
            checked="no secret in any form in any log, the stack's output or stack.json; "
-           "contacts only masked in the notifier's log",
-           sent=len(SECRETS) * len(texts), lost=len(leaks) + len(contacts), doubled=0,
+           "contacts only masked in the notifier's log; no id or contact of 100 customers "
+           "(ids: phone numbers, e-mail-like, plain) in any log, their pseudonymous tokens "
+           "resolve through the admin API, an erased one's does not",
+           sent=len(SECRETS) * len(texts) + len(private) * len(texts),
+           lost=len(leaks) + len(contacts) + len(ids_in_clear), doubled=0,
            test="tests/e2e/test_secrets_in_logs.py::test_no_secret_reaches_any_log",
            measured={"seconds": round(time.monotonic() - started, 2),
                      "log_bytes": sum(len(t) for t in texts.values())})
     assert not leaks, "secrets in logs:\n" + "\n".join(leaks)
     assert not contacts, "contacts in clear:\n" + "\n".join(contacts)
+    assert not ids_in_clear, (f"{len(ids_in_clear)} customer ids/contacts in clear:\n"
+                              + "\n".join(ids_in_clear[:40]))
+    assert tokens_logged >= len(lookups) // 2, (  # the logs name them by token instead
+        f"only {tokens_logged} of {len(lookups)} customer tokens in the notifier's log")
     assert all(m in notifier_log for m in masked), f"masked targets {masked} not logged"
 
 
@@ -258,3 +290,68 @@ async def drive(api: str, hook_url: str) -> None:
         assert (await c.post("/v1/events", json=bad, headers=ingest)).status_code == 422
         assert (await c.post("/v1/events", json=events, headers=ingest)).status_code == 202
         assert (await c.delete("/v1/customers/someone-else", headers=admin)).status_code == 204
+
+
+async def _bounded(calls: Iterable[Awaitable[httpx.Response]],
+                   at_once: int = 16) -> list[httpx.Response]:
+    """The calls' answers in order, at most ``at_once`` in flight (the API's Redis pool is
+    bounded: a hundred at once would be refused with 503s)."""
+    gate = asyncio.Semaphore(at_once)
+
+    async def one(call: Awaitable[httpx.Response]) -> httpx.Response:
+        async with gate:
+            return await call
+
+    return list(await asyncio.gather(*(one(c) for c in calls)))
+
+
+async def drive_private_customers(api: str) -> None:
+    """100 customers whose ids and profiles are personal data, each going high (a regular who
+    just filed a high-severity complaint): scored, alerted, sent to the webhook."""
+    admin = {"Authorization": f"Bearer {API_ADMIN}"}
+    ingest = {"Authorization": f"Bearer {API_INGEST}"}
+    now = datetime.now(UTC)
+    events: list[dict[str, Any]] = []
+    async with httpx.AsyncClient(base_url=api, timeout=30) as c:
+        answers = await _bounded(
+            c.put(f"/v1/customers/{quote(cid, safe='@+')}/profile", headers=admin,
+                  json={"owner_staff_id": "mei", "store_id": "salon-downtown", "email": email,
+                        "phone": phone, "name": f"Private {n}"})
+            for n, (cid, (email, phone)) in enumerate(zip(PRIVATE_IDS, PRIVATE_CONTACTS,
+                                                          strict=True)))
+        assert all(r.status_code == 200 for r in answers), [(r.status_code, r.text[:200]) for r in answers if r.status_code != 200][:3]
+        for cid in PRIVATE_IDS:
+            events += regular(cid, every_days=21, count=16, start=now - timedelta(days=380))
+            events.append(complaint(cid, now - timedelta(hours=1), 1, severity="high"))
+        r = await c.post("/v1/events", json=events, headers=ingest)
+        assert r.status_code == 202, r.text
+
+
+async def check_pseudonym_lookups(api: str) -> dict[str, str]:
+    """Every customer's token resolves to them through the admin API (and only with an admin
+    key); an erased customer's does not. Returns customer id -> token."""
+    admin = {"Authorization": f"Bearer {API_ADMIN}"}
+    tokens: dict[str, str] = {}
+    async with httpx.AsyncClient(base_url=api, timeout=30) as c:
+        answers = await _bounded(
+            c.get("/v1/admin/pseudonyms", params={"customer_id": cid}, headers=admin)
+            for cid in PRIVATE_IDS)
+        for cid, r in zip(PRIVATE_IDS, answers, strict=True):
+            assert r.status_code == 200, r.text
+            tokens[cid] = r.json()["token"]
+        assert len(set(tokens.values())) == len(PRIVATE_IDS)
+        for cid in PRIVATE_IDS[::11]:  # one of each kind at least, reversed
+            r = await c.get(f"/v1/admin/pseudonyms/{tokens[cid]}", headers=admin)
+            assert r.status_code == 200, r.text
+            assert r.json() == {"token": tokens[cid], "customer_id": cid, "tenant_id": "default"}
+        r = await c.get(f"/v1/admin/pseudonyms/{tokens[PRIVATE_IDS[0]]}",
+                        headers={"Authorization": f"Bearer {API_READ}"})
+        assert r.status_code == 403
+        exported, erased = PRIVATE_IDS[1], PRIVATE_IDS[-1]
+        r = await c.get(f"/v1/customers/{quote(exported, safe='@+')}/export", headers=admin)
+        assert r.status_code == 200 and r.json()["found"], r.text
+        r = await c.delete(f"/v1/customers/{quote(erased, safe='@+')}", headers=admin)
+        assert r.status_code == 204, r.text
+        r = await c.get(f"/v1/admin/pseudonyms/{tokens[erased]}", headers=admin)
+        assert r.status_code == 404, r.text  # an erased customer does not resolve
+    return tokens

@@ -112,6 +112,8 @@ SCOPE = {
     ("GET", "/v1/webhooks"): "admin",
     ("DELETE", "/v1/webhooks/{webhook_id}"): "admin",
     ("POST", "/v1/webhooks/{webhook_id}/resume"): "admin",
+    ("GET", "/v1/admin/pseudonyms"): "admin",
+    ("GET", "/v1/admin/pseudonyms/{token}"): "admin",
 }
 PUBLIC_IP = "93.184.215.14"  # an IP literal: accepted without DNS, never contacted here
 
@@ -220,7 +222,8 @@ def test_every_route_needs_its_key_and_scope(api) -> None:
         assert not required_scopes(table[(method, path)]), (method, path)
 
     ids = {"customer_id": "sec-c-1", "staff_id": "sec-s-1", "store_id": "sec-store-1",
-           "webhook_id": "wh_0000000000000000", "alert_id": "sec-alert-1"}
+           "webhook_id": "wh_0000000000000000", "alert_id": "sec-alert-1",
+           "token": "cust_0000000000000000"}
     problems: list[str] = []
     checked = 0
     with httpx.Client(base_url=proc.url, timeout=30) as client:
@@ -386,7 +389,7 @@ async def test_tenants_and_stores_are_kept_apart_on_every_route(api) -> None:
             for method, path in table:
                 variants = customers if "{customer_id" in path else customers[:1]
                 for cid in variants:
-                    url = fill(path, {**ids, "customer_id": cid})
+                    url = fill(path, {**ids, "customer_id": cid, "token": "cust_0000000000000000"})
                     body = body_for(method, path, {**ids, "customer_id": cid}, own_store,
                                     tenant=victim_tenant)
                     params = [{}, {"store": ids["store_id"]}] if method == "GET" else [{}]

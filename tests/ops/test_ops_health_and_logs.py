@@ -14,7 +14,8 @@ from redis.asyncio import Redis
 
 from services.common.embedded import free_port
 from services.common.httpserver import WorkerHttpServer
-from services.common.logs import JsonFormatter, scrub
+from services.common.logs import JsonFormatter, scrub, set_pseudonym_key
+from services.common.pseudonym import UNKEYED, pseudonym
 
 
 async def test_ready_follows_the_callback_and_the_dependency_probes(redis: Redis) -> None:
@@ -83,24 +84,68 @@ def test_json_lines_carry_the_fields_and_mask_personal_data() -> None:
     log.handlers[:] = [handler]
     log.propagate = False
     log.setLevel(logging.INFO)
-    log.info("delivered to %s and %s", "jane.roe@example.com", "+44 20 7946 0958",
-             extra={"event_id": "ev-1", "customer_id": "jane.roe@example.com",
-                    "delivery_id": "dlv-9", "channel": "email"})
+    key = b"k" * 32
+    set_pseudonym_key(key)
     try:
-        raise ValueError("bad recipient jane.roe@example.com")
-    except ValueError:
-        log.exception("failed", extra={"customer_id": "+4917012345678"})
+        log.info("delivered to %s and %s", "jane.roe@example.com", "+44 20 7946 0958",
+                 extra={"event_id": "ev-1", "customer_id": "jane.roe@example.com",
+                        "delivery_id": "dlv-9", "channel": "email"})
+        try:
+            raise ValueError("bad recipient 4917012345678")
+        except ValueError:
+            log.exception("failed", extra={"customer_id": "4917012345678", "tenant": "acme"})
+        log.info("other contact %s", "mary.major@example.com")
+    finally:
+        set_pseudonym_key(None)
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
-    first, second = lines
+    first, second, third = lines
+    jane = pseudonym(key, "default", "jane.roe@example.com")
+    phone_id = pseudonym(key, "acme", "4917012345678")
     assert first["service"] == "notifier" and first["level"] == "INFO"
     assert first["timestamp"].endswith("Z") and first["timestamp"][10] == "T"
     assert first["event_id"] == "ev-1" and first["delivery_id"] == "dlv-9"
-    assert first["customer_id"] == "j***@example.com"
+    assert first["customer_id"] == jane  # the customer's token, never the id
     assert first["channel"] == "email"
-    assert first["msg"] == "delivered to j***@example.com and *********958"
-    assert second["level"] == "ERROR" and second["customer_id"] == "**********678"
+    assert first["msg"] == f"delivered to {jane} and *********958"
+    assert second["level"] == "ERROR" and second["customer_id"] == phone_id
+    assert phone_id in second["exc"]  # the id in the traceback became the token too
+    assert third["msg"] == "other contact m***@example.com"  # other contacts stay masked
     text = stream.getvalue()
     assert "jane.roe@" not in text and "7946" not in text and "4917012345678" not in text
+
+
+def test_a_quoted_customer_id_in_a_text_is_redacted_when_the_line_has_no_customer_field(
+        ) -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter("scorer"))
+    log = logging.getLogger("tests.ops.logs.quoted")
+    log.handlers[:] = [handler]
+    log.propagate = False
+    # the dead-letter reason of an envelope event on the wrong partition (envelope.py)
+    log.warning("dead-lettered record: %s", "event 2 of the envelope: customer_id "
+                "'13912340007' belongs to partition 1, this envelope is on partition 0")
+    set_pseudonym_key(b"k" * 32)
+    try:
+        log.warning("retrying customer 'member-0042'", extra={"customer_id": "member-0042"})
+    finally:
+        set_pseudonym_key(None)
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert "13912340007" not in first["msg"] and "customer_id cust_redacted belongs" in first["msg"]
+    token = pseudonym(b"k" * 32, "default", "member-0042")
+    assert second["msg"] == f"retrying customer '{token}'"  # its own token is kept
+
+
+def test_log_lines_never_show_a_customer_id_before_the_key_is_known() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter("scorer"))
+    log = logging.getLogger("tests.ops.logs.unkeyed")
+    log.handlers[:] = [handler]
+    log.propagate = False
+    log.info("scoring member-0042 failed", extra={"customer_id": "member-0042"})
+    line = json.loads(stream.getvalue())
+    assert line["customer_id"] == UNKEYED and "member-0042" not in stream.getvalue()
 
 
 def test_scrub_leaves_timestamps_offsets_and_amounts_alone() -> None:

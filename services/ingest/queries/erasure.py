@@ -8,9 +8,10 @@ import time
 from redis.asyncio import Redis
 
 from services.common.redisconn import Keys
+from services.common.settings import DEFAULT_RETENTION
 from services.state.store import erase_customer
 
-AUDIT_MAX = 100_000  # records kept per tenant (approximate trimming)
+AUDIT_MAX = DEFAULT_RETENTION.audit_max  # records kept per tenant (CHURNWATCH_AUDIT_MAX_RECORDS)
 
 
 def subject_digest(tenant: str, customer_id: str) -> str:
@@ -20,7 +21,7 @@ def subject_digest(tenant: str, customer_id: str) -> str:
 
 
 async def erase(redis: Redis, keys: Keys, customer_id: str, *, tenant: str, partitions: int,
-                by: str, request_id: str) -> None:
+                by: str, request_id: str, audit_max: int = AUDIT_MAX) -> None:
     """Erase the customer everywhere (the one erasure the scorer's tombstone handling also
     runs: every per-customer key and every index entry), then write the audit record."""
     await erase_customer(redis, keys, customer_id, tenant=tenant, partitions=partitions)
@@ -28,4 +29,4 @@ async def erase(redis: Redis, keys: Keys, customer_id: str, *, tenant: str, part
                                           "subject": subject_digest(tenant, customer_id),
                                           "by": by, "request_id": request_id,
                                           "at_ms": str(int(time.time() * 1000))},
-                     maxlen=AUDIT_MAX, approximate=True)
+                     maxlen=audit_max, approximate=True)

@@ -118,10 +118,10 @@ async def collect(redis: Redis, keys: Keys, customer_id: str, *, tenant: str) ->
 
 
 async def audit(redis: Redis, keys: Keys, customer_id: str, *, tenant: str, by: str,
-                request_id: str) -> None:
+                request_id: str, audit_max: int = AUDIT_MAX) -> None:
     """An access request is audited like an erasure: who, when, and the customer's digest."""
     await redis.xadd(keys.audit(tenant), {"action": "export_customer",
                                           "subject": subject_digest(tenant, customer_id),
                                           "by": by, "request_id": request_id,
                                           "at_ms": str(int(time.time() * 1000))},
-                     maxlen=AUDIT_MAX, approximate=True)
+                     maxlen=audit_max, approximate=True)

@@ -13,21 +13,26 @@ from typing import Any
 from redis.asyncio import Redis
 
 from services.common.redisconn import Keys
+from services.common.settings import DEFAULT_RETENTION, Retention
 from services.ingest.queries.timefmt import canonical, iso_ms
 from services.scoring.features import DAY_MS
 from services.scoring.summary import Summary
 from services.state.store import StateRead
 
-TIMELINE_MAX = 500  # entries kept in ``tl``
+TIMELINE_MAX = DEFAULT_RETENTION.timeline_max  # entries kept in ``tl`` (CHURNWATCH_TIMELINE_MAX_ENTRIES)
 
 
 async def append(redis: Redis, keys: Keys, customer_id: str, tenant: str,
-                 entry: dict[str, Any], pipe: Any | None = None) -> None:
+                 entry: dict[str, Any], pipe: Any | None = None, *,
+                 retention: Retention = DEFAULT_RETENTION) -> None:
+    """Add an entry (newest first), keep the newest ``retention.timeline_max`` and let the list
+    expire with the customer's other keys (``retention.customer_ttl_s`` after the last write)."""
     key = keys.timeline(customer_id, tenant)
     own = pipe is None
     p: Any = redis.pipeline(transaction=True) if own else pipe
     p.lpush(key, json.dumps(entry, ensure_ascii=False, separators=(",", ":")))
-    p.ltrim(key, 0, TIMELINE_MAX - 1)
+    p.ltrim(key, 0, retention.timeline_max - 1)
+    p.expire(key, retention.customer_ttl_s)
     if own:
         await p.execute()
 
@@ -72,8 +77,8 @@ async def read(redis: Redis, keys: Keys, customer_id: str, tenant: str, *, limit
                before: str | None) -> list[dict[str, Any]]:
     reader = StateRead(keys, ["sm"])
     pipe = redis.pipeline(transaction=False)
-    pipe.lrange(keys.timeline(customer_id, tenant), 0, TIMELINE_MAX - 1)
-    pipe.lrange(keys.delivery_log(customer_id, tenant), 0, TIMELINE_MAX - 1)
+    pipe.lrange(keys.timeline(customer_id, tenant), 0, -1)  # both lists are capped
+    pipe.lrange(keys.delivery_log(customer_id, tenant), 0, -1)
     reader.queue(pipe, customer_id, tenant)
     tl, dl, *rows = await pipe.execute()
     blob = reader.result(rows).get("sm")

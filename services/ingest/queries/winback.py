@@ -17,6 +17,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from services.common.redisconn import Keys, customer_token, parse_customer_token
+from services.common.settings import DEFAULT_RETENTION, Retention
 from services.ingest.queries.timefmt import iso_ms
 from services.scoring.features import DAY_MS
 from services.scoring.summary import Summary
@@ -25,7 +26,7 @@ from services.state.store import StateRead, read_states
 
 async def record(redis: Redis, keys: Keys, *, tenant: str, customer_id: str,
                  body: dict[str, Any], at_ms: int, store_id: str | None,
-                 holdout: bool) -> dict[str, Any]:
+                 holdout: bool, retention: Retention = DEFAULT_RETENTION) -> dict[str, Any]:
     from services.ingest.queries.timeline import append
 
     action_id = uuid.uuid4().hex
@@ -35,12 +36,19 @@ async def record(redis: Redis, keys: Keys, *, tenant: str, customer_id: str,
     # The tenant's index first, then the customer's keys (one hash tag, one MULTI): on a Redis
     # Cluster they live in different slots. An index entry whose action was never written
     # (a failure in between) is skipped by the report like an erased one.
-    await redis.zadd(keys.winback_index(tenant), {f"{token}|{action_id}": at_ms})
+    # Actions older than the customer retention leave the index (they expire with the customer).
+    index = redis.pipeline(transaction=False)
+    index.zadd(keys.winback_index(tenant), {f"{token}|{action_id}": at_ms})
+    index.zremrangebyscore(keys.winback_index(tenant), "-inf",
+                           f"({at_ms - retention.customer_ttl_s * 1000}")
+    await index.execute()
     pipe = redis.pipeline(transaction=True)
     pipe.hset(keys.actions(customer_id, tenant), action_id, json.dumps(stored, ensure_ascii=False))
+    pipe.expire(keys.actions(customer_id, tenant), retention.customer_ttl_s)
     await append(redis, keys, customer_id, tenant,
                  {"kind": "staff_action", "at": iso_ms(at_ms), "action_id": action_id,
-                  **{k: v for k, v in body.items() if v is not None}}, pipe=pipe)
+                  **{k: v for k, v in body.items() if v is not None}}, pipe=pipe,
+                 retention=retention)
     await pipe.execute()
     return {**{k: v for k, v in stored.items() if k != "at_ms"},
             "customer_id": customer_id, "at": iso_ms(at_ms)}

@@ -55,7 +55,8 @@ async def post_action(customer_id: CustomerId, body: NewAction, res: Res, key: I
     action = await winback.record(
         res.redis, res.keys, tenant=key.tenant, customer_id=customer_id,
         body=body.model_dump(), at_ms=at, store_id=store,
-        holdout=holdout(tier, key.tenant, customer_id, res.settings.holdout_share))
+        holdout=holdout(tier, key.tenant, customer_id, res.settings.holdout_share),
+        retention=res.settings.retention)
     res.metrics.winback_actions.labels(body.action).inc()
     return action
 
@@ -100,11 +101,12 @@ async def ack_alert(alert_id: AlertId, res: Res, key: IngestKey,
     if customer_id is not None and customer_id != alert.get("customer_id"):
         raise HTTPException(422, f"customer_id {customer_id!r} is not the customer of alert "
                             f"{alert_id!r}; leave it out or send the alert's customer")
-    new, first = await acknowledge_once(res.redis, res.keys, alert_id, by, tenant=key.tenant)
+    new, first = await acknowledge_once(res.redis, res.keys, alert_id, by, tenant=key.tenant,
+                                        ttl_s=res.settings.retention.alert_record_ttl_s)
     if new:
         await timeline.append(res.redis, res.keys, str(alert["customer_id"]), key.tenant, {
             "kind": "acknowledged", "at": iso_ms(int(time.time() * 1000)),
-            "alert_id": alert_id, "by": by})
+            "alert_id": alert_id, "by": by}, retention=res.settings.retention)
     return _ack_answer(alert_id, new, first)
 
 
@@ -159,7 +161,7 @@ def _refused(exc: LinkRefused) -> HTMLResponse:
 def _links(res: Resources) -> AckLinks:
     s = res.settings
     return AckLinks(res.redis, res.keys, secret=s.ack_link_key, public_url=s.api_public_url,
-                    ttl_s=s.ack_link_ttl_seconds)
+                    ttl_s=s.ack_link_ttl_seconds, ack_ttl_s=s.retention.alert_record_ttl_s)
 
 
 async def _customer(res: Resources, link: AckLink) -> tuple[str | None, str]:
@@ -231,6 +233,7 @@ async def ack_link_use(token: Token, res: Res) -> HTMLResponse:
     if new and cid is not None:
         await timeline.append(res.redis, res.keys, cid, link.tenant, {
             "kind": "acknowledged", "at": iso_ms(int(time.time() * 1000)),
-            "alert_id": link.alert_id, "by": link.by, "via": "link"})
+            "alert_id": link.alert_id, "by": link.by, "via": "link"},
+            retention=res.settings.retention)
     return _page(200, t["done"] if new else t["already"], _ack_text(t, link, who, ack),
                  lang=link.locale)

@@ -112,7 +112,8 @@ async def delete_customer(customer_id: CustomerId, request: Request, res: Res,
                             headers={"Retry-After": "5"}) from None
     await erasure.erase(res.redis, res.keys, customer_id, tenant=key.tenant,
                         partitions=res.settings.topic_partitions, by=key.name,
-                        request_id=request_id(request))
+                        request_id=request_id(request),
+                        audit_max=res.settings.retention.audit_max)
     logger.info("customer erased by %s", key.name, extra={"request_id": request_id(request)})
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -138,6 +139,6 @@ async def export_customer(customer_id: CustomerId, request: Request, res: Res,
             raise HTTPException(status.HTTP_403_FORBIDDEN,
                                 "this API key may not export customers of other stores")
     await export.audit(res.redis, res.keys, customer_id, tenant=key.tenant, by=key.name,
-                       request_id=request_id(request))
+                       request_id=request_id(request), audit_max=res.settings.retention.audit_max)
     logger.info("customer exported by %s", key.name, extra={"request_id": request_id(request)})
     return doc

@@ -56,7 +56,7 @@ async def put_profile(customer_id: CustomerId, body: CustomerProfile, res: Res, 
     if changed:
         await timeline.append(res.redis, res.keys, customer_id, key.tenant, {
             "kind": "profile_change", "at": iso_ms(int(time.time() * 1000)),
-            "fields": changed, "by": key.name})
+            "fields": changed, "by": key.name}, retention=res.settings.retention)
     return body
 
 

@@ -17,10 +17,11 @@ from redis.exceptions import RedisError
 
 from services.common.exceptions import DeliveryError
 from services.common.redisconn import Keys
+from services.common.settings import DEFAULT_RETENTION, Retention
 from services.notifier.channels.base import ChannelName, Message
 
-INBOX_MAX = 200
-INBOX_TTL_S = 30 * 86_400
+INBOX_MAX = DEFAULT_RETENTION.inbox_max  # CHURNWATCH_INBOX_MAX_ENTRIES
+INBOX_TTL_S = DEFAULT_RETENTION.inbox_ttl_s  # CHURNWATCH_INBOX_DAYS
 
 # KEYS[1]: inbox hash. ARGV: delivery id, entry JSON, max entries, ttl seconds.
 # Adds the entry, drops the oldest beyond the cap (by at_ms), refreshes the TTL.
@@ -46,9 +47,10 @@ return n
 class InAppChannel:
     name: ChannelName = "in_app"
 
-    def __init__(self, redis: Redis, keys: Keys):
+    def __init__(self, redis: Redis, keys: Keys, *, retention: Retention = DEFAULT_RETENTION):
         self.redis = redis
         self.keys = keys
+        self.max_entries, self.ttl_s = retention.inbox_max, retention.inbox_ttl_s
         self._add = redis.register_script(_ADD)
 
     async def send(self, message: Message) -> None:
@@ -58,7 +60,7 @@ class InAppChannel:
         try:
             await self._add(keys=[self.keys.inbox(message.to, message.tenant)],
                             args=[message.delivery_id, json.dumps(entry, ensure_ascii=False),
-                                  INBOX_MAX, INBOX_TTL_S])
+                                  self.max_entries, self.ttl_s])
         except RedisError as exc:
             raise DeliveryError(f"the console's alert list could not be written "
                                 f"({type(exc).__name__})") from None
