@@ -17,7 +17,7 @@ from functools import lru_cache
 from typing import Any, cast
 
 import hiredis
-from redis.asyncio import Redis, RedisCluster
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 
 from services.common.settings import Settings
@@ -47,7 +47,11 @@ def make_redis(settings: Settings, **overrides: object) -> Redis:
         cluster = RedisCluster.from_url(settings.redis_url, **options)
         _pack_fast(cluster)
         return cast(Redis, cluster)
-    client = Redis.from_url(settings.redis_url, **options)  # type: ignore[arg-type]
+    # Blocking: a burst of more concurrent commands than connections (an API under 100 parallel
+    # requests) waits up to `timeout` for a free one instead of failing with "Too many
+    # connections" (which the API reported as 503 Redis unavailable).
+    pool = BlockingConnectionPool.from_url(settings.redis_url, timeout=10, **options)
+    client = Redis(connection_pool=pool)
     _pack_fast(client)
     return client
 

@@ -66,7 +66,6 @@ from services.state.store import (
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-TIMELINE_MAX = 200  # newest entries kept on a customer's timeline
 DEAD_LETTER_REASONS = ("malformed_json", "malformed_envelope", "invalid_event",
                        "tombstone_without_key")
 # The scorer checks the API's time bounds again with this slack, so that an event the API
@@ -764,7 +763,8 @@ class Processor:
                         paths.append((i, self.engine.assess_paths([subj], at, steps=mine)[0]))
                     except Exception:
                         self.metrics.errors.inc()
-                        logger.exception("scoring failed", extra={"customer_id": cs.customer_id})
+                        logger.exception("scoring failed", extra={"customer_id": cs.customer_id,
+                                                                  "tenant": cs.tenant})
         out: list[Path] = []
         for i, path in paths:
             cs = states[i]

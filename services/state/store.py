@@ -479,7 +479,8 @@ class StateStore:
     def from_settings(cls, redis: Redis, settings: Settings) -> StateStore:
         return cls(redis, Keys(settings.redis_prefix),
                    ttl_seconds=settings.retention_days * 86_400,
-                   id_memory_ms=settings.event_id_memory_days * DAY_MS)
+                   id_memory_ms=settings.event_id_memory_days * DAY_MS,
+                   timeline_max=settings.retention.timeline_max)
 
     async def _queue(self, pipe: Any, script: Any, keys: list[str], args: list[Any]) -> None:
         """Queue one script call in a pipeline. redis-py's cluster pipelines refuse EVALSHA

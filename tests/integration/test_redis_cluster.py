@@ -375,3 +375,22 @@ async def test_commands_packed_by_hiredis_mean_what_redis_py_packs(
         await redis.delete(key)
     finally:
         await redis.aclose()
+
+
+async def test_a_burst_beyond_the_pool_waits_for_a_connection(settings_factory) -> None:
+    """More concurrent commands than the pool has connections wait for one (the API under a
+    burst of requests answered 503 "Redis unavailable" once 64 were busy)."""
+    from services.common.redisconn import make_redis
+
+    s = settings_factory(create_topics=False)
+    redis = make_redis(s, max_connections=4)
+    try:
+        key = Keys(s.redis_prefix).tagged("burst", "k")
+        await redis.set(key, "v")
+        # BLPOP on an empty list holds its connection: 12 of them for 4 connections
+        empty = Keys(s.redis_prefix).tagged("burst", "empty")
+        replies = await asyncio.gather(*(redis.blpop([empty], timeout=0.05) for _ in range(12)),
+                                       *(redis.get(key) for _ in range(100)))
+        assert replies[12:] == ["v"] * 100 and replies[:12] == [None] * 12
+    finally:
+        await redis.aclose()
