@@ -231,6 +231,18 @@ class Keys:
         """Set of the store ids the tenant's events named."""
         return f"{self.prefix}:t:{_tag(tenant)}:storeset"
 
+    def erased(self, tenant: str = DEFAULT_TENANT) -> str:
+        """The tenant's erasure ledger: hash keyed digest of the customer (the pseudonym,
+        ``services/common/pseudonym.py``) -> ``<partition>:<offset>:<ms>`` of their tombstone
+        on the events topic (records of the customer before it are ignored, whatever replays
+        them); no customer id in it."""
+        return f"{self.prefix}:t:{_tag(tenant)}:erased"
+
+    def erased_at(self, tenant: str = DEFAULT_TENANT) -> str:
+        """Zset digest -> erasure time (ms): ledger entries leave once the events topic's
+        retention has dropped every record they guard against."""
+        return f"{self.prefix}:t:{_tag(tenant)}:erased-at"
+
     def audit(self, tenant: str = DEFAULT_TENANT) -> str:
         """Stream of the tenant's audit records (erasures...), capped; written by the API."""
         return f"{self.prefix}:t:{_tag(tenant)}:audit"

@@ -29,6 +29,7 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 from redis.exceptions import RedisError
 
+from services.common import pseudonym
 from services.common.exceptions import ConfigError
 from services.common.httpserver import WorkerHttpServer
 from services.common.kafka import ensure_topics, make_consumer, start_producer
@@ -185,6 +186,7 @@ class Notifier:
         self.channels = build_channels(settings, self.routing)
         self.redis = make_redis(settings)
         self.keys = Keys(settings.redis_prefix)
+        self._ledger_key: bytes | None = None  # the pseudonym key (erasure ledger digests)
         if "in_app" in self.routing.used_channels | set(self.routing.policies.escalation_channels):
             self.channels["in_app"] = InAppChannel(self.redis, self.keys,
                                                    retention=settings.retention)
@@ -383,6 +385,13 @@ class Notifier:
                            self.settings.topic_notifications_dlq, exc, extra=where)
             return
         self.metrics.consumed.inc()
+        if await self._erased_after(event, _created_ms(record)):
+            self.metrics.suppressed.labels(reason="erased").inc()
+            logger.info("risk change %s is about a customer erased after it was published: "
+                        "ignored", event.id, extra=where | {"event_id": event.id,
+                                                            "customer_id": event.change.customer_id,
+                                                            "tenant": event.change.tenant_id})
+            return
         try:
             messages = await self.planner.plan(event, subscriptions=subscriptions,
                                                created_ms=_created_ms(record))
@@ -398,6 +407,16 @@ class Notifier:
             self.metrics.dead_letters.labels(channel="input").inc()
             return
         await _gather_strict([self.deliverer.deliver_new(m) for m in messages])
+
+    async def _erased_after(self, event: RiskChangeEvent, created_ms: int) -> bool:
+        """The customer was erased after this change was published (the scorer's erasure
+        ledger, ``Keys.erased``): a replay or a backlog must not alert about them again."""
+        if self._ledger_key is None:
+            self._ledger_key = await pseudonym.load_key(self.settings, self.redis)
+        tenant = event.change.tenant_id
+        digest = pseudonym.pseudonym(self._ledger_key, tenant, event.change.customer_id)
+        entry = await self.redis.hget(self.keys.erased(tenant), digest)  # type: ignore[misc]
+        return entry is not None and created_ms < int(str(entry).rsplit(":", 1)[1])
 
     async def _delivered(self, message: Message) -> None:
         """An alert reached its recipient: its acknowledgement window starts now."""

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from services.common import jsonfast
+from services.common import jsonfast, pseudonym
 from services.common.envelope import Item, dead_letter_value, is_envelope
 from services.common.envelope import decode as decode_envelope
 from services.common.events import STORE_BOUND_HEADER, TENANT_HEADER, parse_json, validate_event
@@ -204,6 +204,7 @@ class Processor:
         self._clocks: dict[str, int] = {}  # tenant -> event clock (ms), as last seen in Redis
         self._rescored: tuple[str, tuple[int, ...]] | None = None  # (version, partitions) done
         self._rescore_run: dict[str, Any] = {}  # progress of the current pass, for the logs
+        self._ledger_key: bytes | None = None  # the pseudonym key: erasure ledger digests
         self.lock = asyncio.Lock()
 
     # clock ------------------------------------------------------------------------------
@@ -334,6 +335,7 @@ class Processor:
                         store_bound.discard(ref)
         if dead:
             await self._dead_letter(dead)
+        erased = await self._drop_erased(rows, stores) if rows else 0
         lost: set[tuple[Ref, str]] = set()
         again: set[tuple[Ref, str, str]] = set()
         if rows:  # an event id another customer (or record) of the tenant holds is a duplicate
@@ -346,7 +348,7 @@ class Processor:
         while True:
             try:
                 await self._apply(rows, lost, again, committed, offsets, stores, store_bound,
-                                  dead=len(dead), wall_ms=wall_ms)
+                                  dead=len(dead), erased=erased, wall_ms=wall_ms)
                 now_wall = time.time() * 1000
                 for r, _ in segment:
                     if r.timestamp_ms:
@@ -357,6 +359,41 @@ class Processor:
                 logger.warning("%s; reading them again", exc)
                 committed = await self._retry("read", self._committed)
 
+    async def _digest(self, tenant: str, customer_id: str) -> str:
+        if self._ledger_key is None:
+            self._ledger_key = await self._retry(
+                "read", lambda: pseudonym.load_key(self.settings, self.store.redis))
+        return pseudonym.pseudonym(self._ledger_key, tenant, customer_id)
+
+    async def _drop_erased(self, rows: dict[Ref, list[Row]], stores: dict[Ref, str | None]
+                           ) -> int:
+        """Leave out the events of erased customers that were written before their erasure
+        (below the tombstone's offset on its partition), whatever brings them back — a
+        replay from the beginning, a reset offset, a new consumer group; returns how many.
+        A customer's events after the tombstone start them afresh. One round trip."""
+        digests: dict[str, list[str]] = {}
+        refs: dict[tuple[str, str], Ref] = {}
+        for ref in rows:
+            d = await self._digest(*ref)
+            digests.setdefault(ref[0], []).append(d)
+            refs[(ref[0], d)] = ref
+        found = await self._retry("read", lambda: self.store.erasures(digests))
+        dropped = 0
+        for slot, (partition, offset) in found.items():
+            ref = refs[slot]
+            keep = [x for x in rows[ref] if x.partition != partition or x.offset > offset]
+            dropped += len(rows[ref]) - len(keep)
+            if keep:
+                rows[ref] = keep
+            else:
+                del rows[ref]
+                stores.pop(ref, None)
+        if dropped:
+            self.metrics.events.labels("erased_before").inc(dropped)
+            logger.info("%d event(s) of erased customers, written before their erasure, left "
+                        "out", dropped)
+        return dropped
+
     async def _committed(self) -> dict[int, int]:
         _, committed = await self.store.read((), topic=self.settings.topic_events)
         return committed
@@ -364,7 +401,7 @@ class Processor:
     async def _apply(self, rows: dict[Ref, list[Row]], lost: set[tuple[Ref, str]],
                      again: set[tuple[Ref, str, str]], committed: dict[int, int], offsets: dict[int, int],
                      stores: dict[Ref, str | None], store_bound: set[Ref], *, dead: int,
-                     wall_ms: int) -> None:
+                     erased: int = 0, wall_ms: int) -> None:
         """Fold the batch into the customers' summaries, score who changed, publish the
         tier changes, write customers, indexes, then the partition commit (see
         ``services/state/store.py`` for why a crash anywhere in between is harmless)."""
@@ -478,7 +515,8 @@ class Processor:
         # The counts: every outcome this commit passes (this attempt's, and an earlier
         # attempt's that no commit counted), the dead letters of this batch.
         stats = {"events_applied_total": 0, "events_duplicate_total": 0,
-                 "risk_changes_total": 0, "events_dead_lettered_total": dead}
+                 "risk_changes_total": 0, "events_dead_lettered_total": dead,
+                 "events_erased_total": erased}
         per_tenant: dict[str, dict[str, int]] = {}
         for (tenant_id, _), counted in count.items():
             for o in counted.values():
@@ -519,6 +557,11 @@ class Processor:
         else:
             ref = (_tenant_header(r.headers), r.key.decode("utf-8", "replace"))
             await self._retry("erase", lambda: self.store.erase(ref, self.settings.topic_partitions))
+            digest = await self._digest(*ref)
+            keep_ms = self.settings.retention.topic_retention_ms
+            await self._retry("erase", lambda: self.store.record_erasure(
+                ref[0], digest, r.partition, r.offset, at_ms=int(time.time() * 1000),
+                keep_ms=keep_ms))
             stats["erasures_total"] = 1
             self.metrics.events.labels("erased").inc()
             logger.info("erased customer state", extra={"customer_id": ref[1], "tenant": ref[0]})

@@ -102,7 +102,7 @@ return 1
 # The stats whose sum is what a commit processed on the topic (events, single or in envelopes,
 # and tombstones): events_scored_total.
 PROCESSED_STATS = ("events_applied_total", "events_duplicate_total",
-                   "events_dead_lettered_total", "erasures_total")
+                   "events_dead_lettered_total", "events_erased_total", "erasures_total")
 # Fields of the customer's write that the script routes to keys of their own (see WRITE_LUA).
 OWN_KEY_FIELDS = ("sm", "risk")
 
@@ -681,6 +681,46 @@ class StateStore:
 
     async def erase(self, ref: Ref, partitions: int) -> None:
         await erase_customer(self.redis, self.keys, ref[1], tenant=ref[0], partitions=partitions)
+
+    async def record_erasure(self, tenant: str, digest: str, partition: int, offset: int, *,
+                             at_ms: int, keep_ms: int) -> None:
+        """Remember in the tenant's ledger that the customer (by keyed digest) was erased at
+        ``partition``/``offset`` of the events topic (a later tombstone wins), and forget
+        entries older than ``keep_ms`` (the topic's retention: no record left to guard
+        against). Single-key commands; idempotent."""
+        ledger, at = self.keys.erased(tenant), self.keys.erased_at(tenant)
+        old = await self.redis.hget(ledger, digest)  # type: ignore[misc]
+        if old is not None:
+            p, o, _ = str(old).split(":")
+            if int(p) == partition and int(o) >= offset:
+                return
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(ledger, digest, f"{partition}:{offset}:{at_ms}")
+        pipe.zadd(at, {digest: at_ms})
+        pipe.zrangebyscore(at, "-inf", at_ms - keep_ms, start=0, num=100)
+        *_, expired = await pipe.execute()
+        if expired:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hdel(ledger, *expired)
+            pipe.zrem(at, *expired)
+            await pipe.execute()
+
+    async def erasures(self, digests: dict[str, list[str]]) -> dict[tuple[str, str], tuple[int, int]]:
+        """The ledger entries of these customers (tenant -> digests; one round trip):
+        (tenant, digest) -> (partition, offset) of their tombstone."""
+        tenants = [t for t, ds in digests.items() if ds]
+        if not tenants:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for t in tenants:
+            pipe.hmget(self.keys.erased(t), digests[t])
+        out: dict[tuple[str, str], tuple[int, int]] = {}
+        for t, values in zip(tenants, await pipe.execute(), strict=True):
+            for d, v in zip(digests[t], values, strict=True):
+                if v is not None:
+                    p, o, _ = str(v).split(":")
+                    out[(t, d)] = (int(p), int(o))
+        return out
 
 
 async def load_customers(redis: Redis, keys: Keys, refs: Iterable[Ref]

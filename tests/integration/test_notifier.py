@@ -371,3 +371,30 @@ def test_sinks_main_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     assert proc.returncode == 0 and out == b""
     [line] = (tmp_path / "webhooks.ndjson").read_text().splitlines()
     assert json.loads(line)["body"] == '{"x":1}'
+
+
+async def test_a_change_published_before_the_customers_erasure_is_not_delivered(
+        fast: Settings, redis: Redis) -> None:
+    """The notifier replaying (or catching up on) risk changes of a customer erased since
+    they were published sends nothing about them; others' changes go out as usual."""
+    from services.common import pseudonym
+    from services.state.store import StateStore
+
+    keys = Keys(fast.redis_prefix)
+    async with Receiver() as hook:
+        await add_subscription(redis, keys, url=hook.url, secret=SECRET)
+        _, gone = cloudevent("gone-1", previous="low", tier="high", cause_event="e-1")
+        kept_id, kept = cloudevent("kept-1", previous="low", tier="high", cause_event="e-1")
+        await produce_changes(fast, ("gone-1", gone), ("kept-1", kept))
+        # the scorer processed gone-1's tombstone after both were published
+        key = await pseudonym.load_key(fast, redis)
+        await StateStore.from_settings(redis, fast).record_erasure(
+            "default", pseudonym.pseudonym(key, "default", "gone-1"), 0, 99,
+            at_ms=int(time.time() * 1000) + 1000, keep_ms=3_600_000)
+        async with notifier(fast) as registry:
+            await wait_until(lambda: deliveries(registry, "webhook", "delivered") == 1,
+                             what="the kept customer's change delivered")
+            await wait_until(lambda: metric(registry, "churnwatch_notifier_suppressed_total",
+                                            reason="erased") == 1, what="the erased one ignored")
+        assert [json.loads(body)["id"] for _, body in hook.requests] == [kept_id]
+        assert not await redis.exists(keys.delivery_log("gone-1"))

@@ -86,7 +86,8 @@ async def get_risk(customer_id: CustomerId, res: Res, key: ReadKey,
     description="Deletes the customer's state, risk, events, profile, delivery log, timeline, "
     "staff actions and index entries, writes a tombstone (null value keyed by customer_id, "
     "tenant in the `churnwatch-tenant` header) to the events topic so every scorer forgets "
-    "them in order, and appends an audit record (the customer named by a SHA-256 digest). "
+    "them in order (and records the erasure, so that no replay of the topic brings back their "
+    "earlier events), and appends an audit record (the customer named by a SHA-256 digest). "
     "Idempotent. The risk reads 404 afterwards until new events arrive. Store-bound keys "
     "may only erase their stores' customers.",
     responses=responses(AUTH, {403: AUTH[403], 503: {

@@ -1,0 +1,100 @@
+"""Erasure that holds across replays (docs/privacy.md): the events topic is replayed from its
+beginning into a scorer whose progress was reset (what a new consumer group, a reset offset or
+a disaster recovery does) after a customer was erased — the customer stays gone, no risk
+change names them again, and their next new event starts a fresh customer. Real broker and
+Redis; the records are the topic's own, read back from Kafka."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from services.common import pseudonym
+from services.common.events import TENANT_HEADER
+from services.common.kafka import start_producer
+from services.common.redisconn import Keys, make_redis
+from services.scorer.processor import Processor, Record
+from services.scoring.engine import Engine
+from services.scoring.model import load_model
+from services.scoring.rules import rules_from_settings
+from services.scoring.tiers import Thresholds
+from services.state.store import StateStore, read_states
+from tests.data import complaint, regular
+from tests.kafkatools import produce, produce_events, read_all
+
+pytestmark = pytest.mark.integration
+
+
+def _records(raw: list[Any]) -> list[Record]:
+    return sorted((Record(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp,
+                          tuple(r.headers or ())) for r in raw),
+                  key=lambda r: (r.partition, r.offset))
+
+
+async def test_an_erased_customer_stays_erased_when_the_topic_is_replayed(settings_factory) -> None:
+    settings = settings_factory(topic_partitions=1)
+    keys = Keys(settings.redis_prefix)
+    redis = make_redis(settings)
+    producer = await start_producer(settings)
+    store = StateStore.from_settings(redis, settings)
+
+    def processor() -> Processor:
+        return Processor(settings=settings, store=store, producer=producer,
+                         registry=CollectorRegistry(),
+                         engine=Engine(load_model(settings.model), Thresholds.from_settings(settings),
+                                       rules=rules_from_settings(settings)))
+
+    now = datetime.now(UTC)
+    alice = regular("alice", every_days=14, count=6, start=now - timedelta(days=120))
+    alice.append(complaint("alice", now - timedelta(days=3), 1))
+    bob = regular("bob", every_days=10, count=5, start=now - timedelta(days=60))
+    try:
+        await produce_events(settings, alice + bob)
+        await produce(settings, settings.topic_events, [(b"alice", None)],
+                      headers=[(TENANT_HEADER, b"default")])  # the API's erasure tombstone
+        history = _records(await read_all(settings, settings.topic_events, idle_ms=300,
+                                          expect=len(alice) + len(bob) + 1))
+        first = processor()
+        await first.process(history)
+        assert not (await read_states(redis, keys, [("default", "alice")]))[0]
+        bob_before = (await read_states(redis, keys, [("default", "bob")], ["sm", "v"]))[0]
+        # the ledger names alice by a keyed digest, never by id
+        ledger = await redis.hgetall(keys.erased("default"))
+        digest = pseudonym.pseudonym(await pseudonym.load_key(settings, redis), "default", "alice")
+        assert list(ledger) == [digest] and "alice" not in json.dumps(ledger)
+        changes_before = await read_all(settings, settings.topic_risk_changes, idle_ms=300)
+
+        # the replay: the scorer's progress is gone, every record comes again from offset 0
+        await redis.delete(keys.offsets(settings.topic_events))
+        replay = processor()
+        assert history[-1].value is None  # the tombstone comes last: stop the replay before it
+        await replay.process(history[:-1])
+        assert not (await read_states(redis, keys, [("default", "alice")]))[0], \
+            "a replay brought the erased customer back"
+        await replay.process(history[-1:])
+        bob_after = (await read_states(redis, keys, [("default", "bob")], ["sm", "v"]))[0]
+        assert bob_after["sm"] == bob_before["sm"]  # the others: duplicates, nothing changes
+        stats = await redis.hgetall(keys.stats)
+        assert int(stats["events_erased_total"]) == len(alice)
+        changes = await read_all(settings, settings.topic_risk_changes, idle_ms=300)
+        assert len(changes) == len(changes_before), "the replay published risk changes again"
+
+        # alice comes back after her erasure: a fresh customer with only her new event
+        new: dict[str, Any] = {"event_id": "alice-new", "type": "visit", "customer_id": "alice",
+                               "occurred_at": (now - timedelta(hours=1)).isoformat()}
+        await produce_events(settings, [new])
+        everything = _records(await read_all(settings, settings.topic_events, idle_ms=300,
+                                             expect=len(history) + 1))
+        await replay.process([r for r in everything if r.offset >= len(history)])
+        state = (await read_states(redis, keys, [("default", "alice")], ["sm", "first_ts"]))[0]
+        from services.scoring.summary import Summary
+        summary = Summary.decode(state["sm"])
+        assert summary.knows("alice-new") and not summary.knows(alice[0]["event_id"])
+        assert int(state["first_ts"]) >= int((now - timedelta(hours=2)).timestamp() * 1000)
+    finally:
+        await producer.stop()
+        await redis.aclose()
