@@ -32,7 +32,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from redis.exceptions import BusyLoadingError, ClusterDownError, TryAgainError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.common import jsonfast, pseudonym
 from services.common.envelope import Item, dead_letter_value, is_envelope
@@ -66,6 +70,12 @@ from services.state.store import (
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+RETRY_STEPS = ("read", "claim", "write", "index", "commit", "publish", "dead_letter", "erase",
+               "sweep", "load", "clock", "rescore")
+# Errors of the infrastructure, which go away: retried quietly (see Processor._retry).
+TRANSIENT: tuple[type[BaseException], ...] = (
+    RedisConnectionError, RedisTimeoutError, BusyLoadingError, TryAgainError, ClusterDownError,
+    KafkaError, OSError, TimeoutError)
 DEAD_LETTER_REASONS = ("malformed_json", "malformed_envelope", "invalid_event",
                        "tombstone_without_key")
 # The scorer checks the API's time bounds again with this slack, so that an event the API
@@ -159,6 +169,12 @@ class ScorerMetrics:
                                        "Redis round trips of the scorer.", ["op"], registry=registry)
         self.retries = Counter("churnwatch_scorer_infra_retries_total",
                                "Retries after a Redis or Kafka error.", ["step"], registry=registry)
+        self.unexpected = Counter(
+            "churnwatch_scorer_unexpected_errors_total",
+            "Errors retrying does not fix (a Lua error, a WRONGTYPE key, a bug) while the "
+            "scorer retries a step: the batch waits.", ["step"], registry=registry)
+        for step in RETRY_STEPS:  # present at 0: increase() sees the first one
+            self.unexpected.labels(step)
         self.errors = Counter("churnwatch_scorer_scoring_errors_total",
                               "Customers whose scoring raised (events kept).", registry=registry)
         self.model_info = Gauge("churnwatch_scorer_model_info", "The model being served.",
@@ -989,7 +1005,14 @@ class Processor:
 
     async def _retry(self, step: str, fn: Callable[[], Awaitable[T]],
                      passthrough: tuple[type[Exception], ...] = ()) -> T:
+        """``fn`` until it succeeds. Infrastructure errors (Redis or the broker away, busy or
+        failing over) are retried quietly with backoff. Anything else — a Lua error, a
+        ``WRONGTYPE`` key, a bug — will not go away by retrying: it is still retried (skipping
+        the batch would lose it) but loudly: logged at ERROR with its traceback (then once a
+        minute) and counted in ``churnwatch_scorer_unexpected_errors_total{step}``, which the
+        ``ChurnwatchScorerStuck`` alert watches. Before, a partition stalled silently."""
         delay = 0.1
+        said = 0.0
         while True:
             try:
                 return await fn()
@@ -999,8 +1022,16 @@ class Processor:
                 raise
             except Exception as exc:
                 self.metrics.retries.labels(step).inc()
-                logger.warning("%s failed (%s: %s); retrying in %.1f s", step,
-                               type(exc).__name__, exc, delay)
+                if isinstance(exc, TRANSIENT):
+                    logger.warning("%s failed (%s: %s); retrying in %.1f s", step,
+                                   type(exc).__name__, exc, delay)
+                else:
+                    self.metrics.unexpected.labels(step).inc()
+                    if time.monotonic() - said >= 60.0:
+                        said = time.monotonic()
+                        logger.error("%s failed with an error retrying does not fix (%s: %s): "
+                                     "the batch waits until the cause is fixed; retrying",
+                                     step, type(exc).__name__, exc, exc_info=True)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
