@@ -42,7 +42,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from threadpoolctl import threadpool_limits
 
-from services.scoring.drift import build_reference
+from services.scoring.drift import build_reference, calibration
 from services.scoring.features import DAY_MS, FEATURE_NAMES, FEATURE_SCHEMA_VERSION
 from services.scoring.model import save_artifact
 from services.scoring.scorecard import Scorecard
@@ -697,17 +697,10 @@ def _evidence(snaps: Snapshots, split: Split, holdout: dict[str, Metrics]) -> di
 
 def calibration_table(y: np.ndarray, p: np.ndarray, bins: int = CALIBRATION_BINS
                       ) -> list[dict[str, Any]]:
-    """Predicted vs observed churn in equal-width probability bins (empty bins left out)."""
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
-    out = []
-    for b in range(bins):
-        m = which == b
-        if m.any():
-            out.append({"bin": f"{edges[b]:.1f}-{edges[b + 1]:.1f}", "rows": int(m.sum()),
-                        "predicted": round(float(p[m].mean()), 4),
-                        "observed": round(float(y[m].mean()), 4)})
-    return out
+    """Predicted vs observed churn in equal-width probability bins (empty bins left out),
+    rounded for the report: the table live quality computes too (services/scoring/drift.py)."""
+    return [{**row, "predicted": round(row["predicted"], 4), "observed": round(row["observed"], 4)}
+            for row in calibration(y.tolist(), p.tolist(), bins)]
 
 
 def write_plots(out: Path, curves: dict[str, Any], model_name: str) -> dict[str, str]:
