@@ -104,6 +104,11 @@ def build_app(settings: Settings) -> faust.App:
                                                          rules=rules, shadow=ShadowModel(),
                                                          horizon_days=settings.churn_inactive_days),
                                            registry=registry)
+            try:  # the boundaries a previous run computed, before the first batch if we can
+                await parts["processor"].engine.refresh_value_bounds(redis, parts["processor"].keys)
+            except Exception as exc:  # Redis away: the timer tries again
+                logger.warning("cannot read the value-tier boundaries (%s: %s)",
+                               type(exc).__name__, exc)
         return parts["processor"]
 
     def ready() -> dict[str, Any]:

@@ -11,6 +11,7 @@ once: each writes a complete record, the last one wins.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -50,12 +51,18 @@ async def sample_customers(redis: Redis, keys: Keys, tenant: str,
     out: list[tuple[float, float]] = []
     for i in range(0, len(tokens), CHUNK):
         refs = [parse_customer_token(t) for t in tokens[i:i + CHUNK]]
-        for state in await read_states(redis, keys, refs, ("risk",)):
-            raw = state.get("risk")
-            if not raw:
-                continue  # erased since it was indexed
-            f = json.loads(raw).get("features") or {}
-            out.append((float(f.get("spend_365", 0.0)), float(f.get("active_days_365", 0.0))))
+        raws = [s.get("risk") for s in await read_states(redis, keys, refs, ("risk",))]
+        out += await asyncio.to_thread(_decode, raws)  # JSON off the scorer's event loop
+    return out
+
+
+def _decode(raws: list[str | None]) -> list[tuple[float, float]]:
+    out = []
+    for raw in raws:
+        if not raw:
+            continue  # erased since it was indexed
+        f = json.loads(raw).get("features") or {}
+        out.append((float(f.get("spend_365", 0.0)), float(f.get("active_days_365", 0.0))))
     return out
 
 
