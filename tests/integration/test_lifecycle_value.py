@@ -58,6 +58,10 @@ async def test_refreshed_boundaries_make_value_relative_to_the_tenant(settings: 
     await engine.refresh_value_bounds(redis, seed.keys)
     assert tiers() == {"corner": "high", "premium": "low", "tiny": "medium"}
 
+    # a tenant larger than the sample: a random sample, every tier in proportion
+    sampled = await valuebounds.sample_customers(redis, seed.keys, "corner", limit=20)
+    assert 17 <= len(sampled) <= 23 and len(set(sampled)) > 1  # rounding per tier
+
     # fresh boundaries are not recomputed; stale ones are, from what is stored now
     raw = await redis.get(seed.keys.value_bounds("corner"))
     again = await valuebounds.refresh_stale(redis, seed.keys, now + 1000, 3_600_000)
