@@ -241,7 +241,7 @@ class Engine:
         if held is not None:  # say why the tier is above what the score alone gives
             why = [held, *why][:MAX_REASONS]
         stage = lifecycle_stage(f, tier=tier, horizon_days=horizon,
-                                days_ago=s.active_days(now_ms))
+                                days_ago=lambda: s.active_days(now_ms))
         return Assessment(
             customer_id=s.customer_id, score=score, tier=tier, reasons=why,
             action=action, features=f, value_tier=value_tier(f, self.value_bounds.get(s.tenant)),

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,10 +66,14 @@ def quiet_days(cadence_days: float, horizon_days: float) -> float:
     return min(max(3.0 * cadence_days, horizon_days / 2.0), horizon_days)
 
 
-def return_after_gap(days_ago: Sequence[int], quiet: float) -> int | None:
-    """Days since the newest return after a silence of at least ``quiet`` days, or None.
-    ``days_ago``: the newest active days, as days before now, newest first (0 = today)."""
+def return_after_gap(days_ago: Sequence[int], quiet: float,
+                     within: int | None = None) -> int | None:
+    """Days since the newest return after a silence of at least ``quiet`` days, or None
+    (also when it is ``within`` days ago or more: the search stops there). ``days_ago``: the
+    newest active days, as days before now, newest first (0 = today)."""
     for newer, older in zip(days_ago, days_ago[1:], strict=False):
+        if within is not None and newer >= within:
+            return None
         if older - newer >= quiet:
             return newer
     return None
@@ -77,9 +81,10 @@ def return_after_gap(days_ago: Sequence[int], quiet: float) -> int | None:
 
 def lifecycle_stage(features: dict[str, float], *, tier: str = "low",
                     horizon_days: float = DEFAULT_HORIZON_DAYS,
-                    days_ago: Sequence[int] = ()) -> str:
+                    days_ago: Sequence[int] | Callable[[], Sequence[int]] = ()) -> str:
     """The customer's stage (module docstring). ``tier``: the risk tier just decided;
-    ``days_ago``: the newest active days as days before now, newest first (for won_back)."""
+    ``days_ago``: the newest active days as days before now, newest first (for won_back),
+    or a function giving them (called only when the stage depends on them)."""
     r = features["days_since_last_activity"]
     quiet = quiet_days(features["cadence_median_days"], horizon_days)
     if r >= horizon_days:
@@ -88,9 +93,10 @@ def lifecycle_stage(features: dict[str, float], *, tier: str = "low",
         return "dormant"
     if features["tenure_days"] < NEW_DAYS:
         return "new"
-    back = return_after_gap(days_ago, quiet)
-    if back is not None and back < WON_BACK_DAYS:
-        return "won_back"
+    if r < WON_BACK_DAYS:  # else the newest return, if any, is too old to count
+        days = days_ago() if callable(days_ago) else days_ago
+        if return_after_gap(days, quiet, WON_BACK_DAYS) is not None:
+            return "won_back"
     if tier != "low":
         return "at_risk"
     return "active"
