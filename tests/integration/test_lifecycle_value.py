@@ -11,6 +11,7 @@ import time
 import pytest
 from redis.asyncio import Redis
 
+from services.common.redisconn import make_redis
 from services.common.settings import Settings
 from services.scoring import valuebounds
 from services.scoring.engine import Subject
@@ -107,5 +108,24 @@ async def test_at_risk_list_filters_by_stage_and_reads_old_names(settings_factor
             assert r.status_code == 200, r.text
             assert {row["segment"] for row in r.json()["rows"]} <= {
                 "new", "active", "at_risk", "won_back", "dormant", "churned"}
+    finally:
+        await redis.aclose()
+
+
+async def test_boundaries_on_a_redis_cluster(cluster_settings_factory) -> None:
+    settings = cluster_settings_factory(create_topics=False)
+    redis = make_redis(settings)
+    seed = Seeder(redis, settings)
+    try:
+        now = int(time.time() * 1000)
+        for i in range(MIN_CUSTOMERS):
+            await seed.customer(f"c{i}", tenant="acme", days_ago=[3, 40], amount=10.0 + i,
+                                now_ms=now)
+        for limit in (MIN_CUSTOMERS, 20):  # whole indexes, then a sample (ZRANDMEMBER)
+            assert len(await valuebounds.sample_customers(redis, seed.keys, "acme", limit)) \
+                in range(17, MIN_CUSTOMERS + 1)
+        stored = await valuebounds.refresh_stale(redis, seed.keys, now, 3_600_000)
+        assert stored["acme"].relative
+        assert await valuebounds.load_bounds(redis, seed.keys) == stored
     finally:
         await redis.aclose()
