@@ -48,7 +48,7 @@ def _change(n: int) -> bytes:
         previous_score=0.2,
         reasons=[Reason(code="overdue", text="overdue", text_zh="逾期", weight=1.0)],
         suggested_action=SuggestedAction(code="personal_call", text="Call", text_zh="致电"),
-        value_tier="high", lifecycle_stage="mature", model_version="bench",
+        value_tier="high", lifecycle_stage="active", model_version="bench",
         as_of=datetime.now(UTC), cause=Cause(kind="silence", event_id=f"e-{n}"),
         features={"days_since_last_activity": 60.0})
     return encode_cloudevent(to_cloudevent(rc))

@@ -52,6 +52,7 @@ class Seeder:
         pipe.hset(st, mapping=fields)  # the layout the scorer writes (services/state/store.py)
         pipe.set(self.keys.summary(cid, tenant), summarize(acts).encode())
         pipe.set(self.keys.risk(cid, tenant), risk_snapshot(snap))
+        pipe.sadd(self.keys.tenants, tenant)  # as the scorer's commit does
         for t in TIERS:
             pipe.zrem(self.keys.tier_index(t, tenant), token)
         pipe.zadd(self.keys.tier_index(tier, tenant), {token: priority})

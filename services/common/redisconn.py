@@ -267,6 +267,11 @@ class Keys:
         scorer's slot, so one script counts a batch everywhere."""
         return f"{self.scorer_base}:t:{_tag(tenant)}:stats"
 
+    def value_bounds(self, tenant: str = DEFAULT_TENANT) -> str:
+        """JSON of the tenant's value-tier boundaries (services/scoring/valuebounds.py):
+        quantiles of a sample of its customers, recomputed periodically by the scorer."""
+        return f"{self.prefix}:t:{_tag(tenant)}:valuebounds"
+
     @property
     def tenants(self) -> str:
         """Set of the tenants the scorer has seen."""

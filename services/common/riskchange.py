@@ -10,7 +10,7 @@ import hashlib
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.common import jsonfast
 
@@ -21,6 +21,9 @@ CLOUDEVENT_TYPE = "io.churnwatch.risk.changed.v1"
 CLOUDEVENT_SOURCE = "urn:churnwatch:scorer"
 CLOUDEVENT_SCHEMA = "urn:churnwatch:schema:risk_change:1"
 CONTENT_TYPE = "application/cloudevents+json"
+LifecycleStage = Literal["new", "active", "at_risk", "won_back", "dormant", "churned"]
+# Stage names before issue 16, still on the topic in older events: read as active.
+LEGACY_LIFECYCLE_STAGES = {"growing": "active", "mature": "active"}
 
 
 class Reason(BaseModel):
@@ -69,7 +72,7 @@ class RiskChange(BaseModel):
                          "text_zh": "距上次到店已63天；平时每28天一次", "weight": 1.9}],
             "suggested_action": {"code": "personal_call", "text": "Call the customer personally",
                                  "text_zh": "亲自致电客户"},
-            "value_tier": "high", "lifecycle_stage": "mature", "model_version": "scorecard-1",
+            "value_tier": "high", "lifecycle_stage": "at_risk", "model_version": "scorecard-1",
             "as_of": "2026-11-23T10:00:00Z", "cause": {"kind": "silence", "event_id": "visit-55120"},
             "features": {"days_since_last_activity": 63.0},
         }]},
@@ -83,8 +86,16 @@ class RiskChange(BaseModel):
     previous_score: float | None = Field(default=None, ge=0, le=1)
     reasons: list[Reason]
     suggested_action: SuggestedAction
-    value_tier: Literal["low", "medium", "high"] = Field(description="RFM-based customer value.")
-    lifecycle_stage: Literal["new", "growing", "mature", "dormant"]
+    value_tier: Literal["low", "medium", "high"] = Field(
+        description="Customer value relative to the tenant's other customers: spend and active "
+        "days over a year; the top 20 % high, the next 30 % medium (fixed amounts for a "
+        "tenant with fewer than 50 customers). docs/scoring.md.")
+    lifecycle_stage: LifecycleStage = Field(
+        description="new (first 30 days), active, at_risk (risk tier medium or high), won_back "
+        "(returned within 30 days after a silence that had made them dormant or churned), "
+        "dormant (silent 3 cadences, at least half the churn horizon), churned (silent past "
+        "the churn horizon). docs/scoring.md. Older events may say growing or mature: read "
+        "them as active.")
     model_version: str
     as_of: datetime = Field(description="The instant the customer was scored at (event or wall clock).")
     cause: Cause
@@ -97,6 +108,12 @@ class RiskChange(BaseModel):
         "downstream apps may filter on it.")
     holdout: bool = Field(default=False, description="The customer is in the win-back holdout "
                           "group: measured, not acted on (no staff alert is sent).")
+
+    @field_validator("lifecycle_stage", mode="before")
+    @classmethod
+    def _legacy_stage(cls, value: Any) -> Any:
+        """Events published before issue 16 (growing, mature) still parse, as active."""
+        return LEGACY_LIFECYCLE_STAGES.get(value, value) if isinstance(value, str) else value
 
 
 def risk_change_id(customer_id: str, previous_tier: str, tier: str, cause: Cause,

@@ -181,6 +181,10 @@ class Settings(BaseSettings):
     churn_inactive_days: int = Field(default=90, ge=1, le=3650)
     churn_cadence_multiple: float = Field(default=3.0, gt=0, le=100)
     churn_min_days: int = Field(default=14, ge=1, le=3650)
+    # Value tiers relative within each tenant (docs/scoring.md): the scorer recomputes a
+    # tenant's quantile boundaries from a sample of its customers when they are older than
+    # this, and every engine (scorer, API) re-reads them at most every 60 s.
+    value_bounds_refresh_seconds: float = Field(default=3600.0, ge=1, le=30 * 86_400)
     analytics_cache_seconds: float = Field(default=30.0, ge=0, le=86_400)
     analytics_max_customers: int = Field(default=200_000, ge=100, le=10_000_000)
     # Win-back loop: an action "won the customer back" when they had an event within

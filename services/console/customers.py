@@ -30,12 +30,13 @@ from services.ingest.queries.errors import QueryError
 from services.ingest.queries.holdout import holdout
 from services.ingest.queries.scope import store_for_list
 from services.ingest.queries.timefmt import iso_ms, now_ms, parse_iso
+from services.scoring.lifecycle import LIFECYCLE_STAGES, stage_name
 from services.state.store import StateRead
 
 router = APIRouter(include_in_schema=False)
 TIMELINE_SHOWN = 60
 VALUE_TIERS = ("high", "medium", "low")
-STAGES = ("new", "growing", "mature", "dormant")
+STAGES = LIFECYCLE_STAGES
 
 
 def _text(obj: dict[str, Any] | None, zh: bool) -> str:
@@ -56,6 +57,7 @@ async def at_risk_page(request: Request, res: Res, tier: str = "high", store: st
     if store is None and len(stores) > 1:
         store = stores[0]
     t = i18n.words(session.locale)
+    stage = stage_name(stage)  # a bookmark from before issue 16 (growing, mature): active
     try:
         scoped = store_for_list(session.as_key(), store or None)
         listing = await AtRiskQuery(res.redis, res.keys).page(
@@ -141,6 +143,8 @@ async def customer_page(customer_id: CustomerId, request: Request, res: Res) -> 
     t = i18n.words(session.locale)
     zh = session.locale == "zh-CN"
     risk = json.loads(state["risk"]) if state.get("risk") else {}
+    if risk.get("lifecycle_stage"):
+        risk["lifecycle_stage"] = stage_name(risk["lifecycle_stage"])
     entries = await timeline.read(res.redis, res.keys, customer_id, session.tenant,
                                   limit=TIMELINE_SHOWN, before=None)
     contact = []

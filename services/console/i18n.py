@@ -59,8 +59,8 @@ TEXT: dict[str, dict[str, str]] = {
         "alerts": "Alerts", "no_alerts": "No alerts for you.", "acknowledge": "Acknowledge",
         "acknowledged": "acknowledged", "open_customer": "Open customer",
         "no_alert": "That alert is not one of yours.",
-        "stage_new": "new", "stage_growing": "growing", "stage_mature": "mature",
-        "stage_dormant": "dormant",
+        "stage_new": "new", "stage_active": "active", "stage_at_risk": "at risk",
+        "stage_won_back": "won back", "stage_dormant": "dormant", "stage_churned": "churned",
         "subject": "Your churnwatch sign-in link",
         "mail_text": "Hello {name},\n\nopen this link to sign in to churnwatch (it works once, "
                      "for {minutes} minutes):\n\n{link}\n\nIf you did not ask for it, ignore "
@@ -116,8 +116,8 @@ TEXT: dict[str, dict[str, str]] = {
         "alerts": "系统提示", "no_alerts": "暂无提醒。", "acknowledge": "确认",
         "acknowledged": "已确认", "open_customer": "查看客户",
         "no_alert": "这条提醒不属于您。",
-        "stage_new": "新客", "stage_growing": "成长", "stage_mature": "成熟",
-        "stage_dormant": "沉睡",
+        "stage_new": "新客", "stage_active": "活跃", "stage_at_risk": "有流失风险",
+        "stage_won_back": "已挽回", "stage_dormant": "沉睡", "stage_churned": "已流失",
         "subject": "您的 churnwatch 登录链接",
         "mail_text": "{name}，您好：\n\n打开以下链接登录 churnwatch（仅可使用一次，{minutes} 分钟内有效）：\n\n"
                      "{link}\n\n如果不是您本人操作，请忽略此邮件。\n",

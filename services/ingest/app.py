@@ -71,7 +71,8 @@ def create_app(settings: Settings) -> FastAPI:
         status_reader = StatusReader(settings, redis, keys)
         app.state.resources = Resources(
             settings=settings, redis=redis, keys=keys, publisher=publisher,
-            engine=Engine(model, Thresholds.from_settings(settings), rules=rules),
+            engine=Engine(model, Thresholds.from_settings(settings), rules=rules,
+                          horizon_days=settings.churn_inactive_days),
             status=status_reader,
             metrics=metrics, profiles=ProfileStore(redis, keys),
             limiter=RateLimiter(settings.api_rate_limit_per_second, settings.api_rate_limit_burst),

@@ -10,6 +10,11 @@ from services.common.events import Identifier
 from services.common.riskchange import Reason, SuggestedAction
 
 TierName = Literal["low", "medium", "high"]
+LifecycleName = Literal["new", "active", "at_risk", "won_back", "dormant", "churned"]
+# what the at-risk list's filter accepts: the stages, and the names before issue 16 (growing
+# and mature), which mean active
+LifecycleFilter = Literal["new", "active", "at_risk", "won_back", "dormant", "churned",
+                          "growing", "mature"]
 ActionType = Literal["called", "message_sent", "coupon_sent", "exclusive_offer",
                      "complaint_resolved", "other"]
 ACTION_TYPES: tuple[str, ...] = ("called", "message_sent", "coupon_sent", "exclusive_offer",
@@ -30,8 +35,10 @@ class Risk(BaseModel):
     model_version: str
     as_of: str = Field(description="The instant this risk was computed for (RFC 3339).")
     suggested_action: SuggestedAction
-    value_tier: str
-    lifecycle_stage: str
+    value_tier: str = Field(description="low | medium | high: spend and active days over a "
+                            "year relative to the tenant's other customers (docs/scoring.md)")
+    lifecycle_stage: str = Field(description="new | active | at_risk | won_back | dormant | "
+                                 "churned (docs/scoring.md)")
     features: dict[str, float]
     store_id: str | None = None
     tier_since: str | None = None

@@ -810,7 +810,7 @@ class Processor:
         paths: list[tuple[int, list[Assessment]]] = []
         if states:
             subjects = [Subject(cs.customer_id, (), cs.first_ts, cs.tier, cs.tier_since,
-                                summary=cs.summary) for cs in states]
+                                summary=cs.summary, tenant=cs.tenant) for cs in states]
             try:
                 results = self.engine.assess_paths(subjects, nows, steps=steps)
                 paths = list(enumerate(results))

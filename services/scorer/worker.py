@@ -30,6 +30,7 @@ from services.common.settings import Settings
 from services.scorer.processor import Processor, Record
 from services.scorer.quality import QualityMetrics, QualityTracker, run_quietly
 from services.scorer.transport import transport_app
+from services.scoring import valuebounds
 from services.scoring.engine import Engine
 from services.scoring.model import ShadowModel, load_model
 from services.scoring.rules import rules_from_settings
@@ -37,6 +38,7 @@ from services.scoring.tiers import Thresholds
 from services.state.store import StateStore
 
 logger = logging.getLogger(__name__)
+BOUNDS_READ_SECONDS = 60.0  # how often the scorer re-reads (and maybe recomputes) the value boundaries
 
 
 def _headers(raw: Any) -> tuple[tuple[str, bytes], ...]:
@@ -99,8 +101,14 @@ def build_app(settings: Settings) -> faust.App:
             store = StateStore.from_settings(redis, settings)
             parts["processor"] = Processor(settings=settings, store=store, producer=producer,
                                            engine=Engine(model, Thresholds.from_settings(settings),
-                                                         rules=rules, shadow=ShadowModel()),
+                                                         rules=rules, shadow=ShadowModel(),
+                                                         horizon_days=settings.churn_inactive_days),
                                            registry=registry)
+            try:  # the boundaries a previous run computed, before the first batch if we can
+                await parts["processor"].engine.refresh_value_bounds(redis, parts["processor"].keys)
+            except Exception as exc:  # Redis away: the timer tries again
+                logger.warning("cannot read the value-tier boundaries (%s: %s)",
+                               type(exc).__name__, exc)
         return parts["processor"]
 
     def ready() -> dict[str, Any]:
@@ -192,6 +200,20 @@ def build_app(settings: Settings) -> faust.App:
                 except Exception:  # a bug must not stop scoring: try again later
                     logger.exception("re-scoring after a model switch failed")
             await asyncio.sleep(0 if busy else 0.1)
+
+    @app.timer(interval=min(BOUNDS_READ_SECONDS, settings.value_bounds_refresh_seconds))
+    async def refresh_value_bounds() -> None:
+        """Value tiers relative within each tenant: recompute stale boundaries, serve them."""
+        proc = parts.get("processor")
+        if proc is None or not state["ready"]:
+            return
+        try:
+            proc.engine.value_bounds = await valuebounds.refresh_stale(
+                proc.store.redis, proc.keys, int(time.time() * 1000),
+                int(settings.value_bounds_refresh_seconds * 1000))
+        except Exception as exc:  # Redis away: keep the boundaries we have
+            logger.warning("cannot refresh the value-tier boundaries (%s: %s)",
+                           type(exc).__name__, exc)
 
     @app.timer(interval=settings.model_refresh_seconds)
     async def refresh_model() -> None:

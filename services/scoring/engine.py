@@ -14,13 +14,21 @@ model is an :class:`~services.scoring.model.ActiveModel`: :meth:`Engine.refresh`
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from services.common.riskchange import Reason, SuggestedAction
-from services.scoring.features import Activity, compute_features, lifecycle_stage, value_tier
+from services.scoring.features import Activity, compute_features
+from services.scoring.lifecycle import (
+    DEFAULT_HORIZON_DAYS,
+    ValueBounds,
+    active_days_ago,
+    lifecycle_stage,
+    value_tier,
+)
 from services.scoring.model import ActiveModel, RiskModel, ShadowModel, feature_matrix
 from services.scoring.rules import RuleSet
 from services.scoring.scorecard import REGULAR, explained_reasons, suggested_action
@@ -42,11 +50,18 @@ class Subject:
     tier: str | None = None
     tier_since_ms: int | None = None
     summary: Summary | None = None  # when given, the features come from it (activities unused)
+    tenant: str = "default"  # whose value-tier boundaries apply
 
     def features(self, now_ms: int) -> dict[str, float]:
         if self.summary is not None:
             return self.summary.features(now_ms, self.first_seen_ms)
         return compute_features(self.activities, now_ms, self.first_seen_ms)
+
+    def active_days(self, now_ms: int) -> list[int]:
+        """The newest active days at or before ``now_ms``, as days before it, newest first."""
+        if self.summary is not None:
+            return self.summary.active_days(now_ms)
+        return active_days_ago(self.activities, now_ms)
 
 
 @dataclass(frozen=True)
@@ -97,11 +112,40 @@ class Assessment:
 
 class Engine:
     def __init__(self, model: RiskModel | ActiveModel, thresholds: Thresholds, *,
-                 rules: RuleSet | None = None, shadow: ShadowModel | None = None):
+                 rules: RuleSet | None = None, shadow: ShadowModel | None = None,
+                 horizon_days: float = DEFAULT_HORIZON_DAYS):
         self.active = model if isinstance(model, ActiveModel) else ActiveModel(model)
         self.thresholds = thresholds
         self.rules = rules
         self.shadow = shadow  # a challenger scored beside the served model (None: none)
+        # the churn horizon when the served model's card does not name one (the scorecard)
+        self.horizon_days = float(horizon_days)
+        # tenant -> value-tier boundaries (services/scoring/valuebounds.py keeps them current);
+        # a tenant without any gets the fixed fallback
+        self.value_bounds: dict[str, ValueBounds] = {}
+        self._bounds_loaded_at = float("-inf")
+
+    def horizon(self, model: RiskModel) -> float:
+        """The churn horizon (days) of ``model``: its card's ``horizon_days``, else the
+        engine's (``CHURNWATCH_CHURN_INACTIVE_DAYS``)."""
+        card = getattr(model, "card", None) or {}
+        try:
+            h = float(card.get("horizon_days") or 0)
+        except (TypeError, ValueError):
+            h = 0.0
+        return h if h > 0 else self.horizon_days
+
+    async def refresh_value_bounds(self, redis: Any, keys: Any, *,
+                                   min_interval: float = 0.0) -> None:
+        """Read every tenant's current value-tier boundaries (at most every
+        ``min_interval`` seconds)."""
+        from services.scoring.valuebounds import load_bounds  # Redis I/O lives there
+
+        now = time.monotonic()
+        if now - self._bounds_loaded_at < min_interval:
+            return
+        self._bounds_loaded_at = now
+        self.value_bounds = await load_bounds(redis, keys)
 
     @property
     def model(self) -> RiskModel:
@@ -144,12 +188,13 @@ class Engine:
         contrib = attributions(X) if attributions is not None and len(feats) else None
         held_by: list[tuple[str | None, int | None]] = [(s.tier, s.tier_since_ms)
                                                         for s in subjects]
+        horizon = self.horizon(model)
         out: list[list[Assessment]] = [[] for _ in subjects]
         for k, ((i, at, f), score) in enumerate(zip(rows, scores, strict=True)):
             s = subjects[i]
             previous, since = held_by[i]
-            a = self._assess_one(model, s.customer_id, previous, since, f, float(score),
-                                 None if contrib is None else contrib[k], at,
+            a = self._assess_one(model, s, previous, since, f, float(score),
+                                 None if contrib is None else contrib[k], at, horizon,
                                  with_history=with_history)
             if a.tier != previous:
                 held_by[i] = (a.tier, at)
@@ -172,9 +217,9 @@ class Engine:
                     challenger.version, sc, plain_tier(sc, self.thresholds)))
         return out
 
-    def _assess_one(self, model: RiskModel, customer_id: str, previous: str | None,
+    def _assess_one(self, model: RiskModel, s: Subject, previous: str | None,
                     since: int | None, f: dict[str, float], score: float, contrib: Any,
-                    now_ms: int, *, with_history: bool) -> Assessment:
+                    now_ms: int, horizon: float, *, with_history: bool) -> Assessment:
         score = float(min(max(score, 0.0), 1.0))
         if with_history:
             tier = decide_tier(previous, since, score, now_ms, self.thresholds)
@@ -195,11 +240,12 @@ class Engine:
         action = suggested_action(tier, why)
         if held is not None:  # say why the tier is above what the score alone gives
             why = [held, *why][:MAX_REASONS]
+        stage = lifecycle_stage(f, tier=tier, horizon_days=horizon,
+                                days_ago=lambda: s.active_days(now_ms))
         return Assessment(
-            customer_id=customer_id, score=score, tier=tier, reasons=why,
-            action=action, features=f, value_tier=value_tier(f),
-            lifecycle_stage=lifecycle_stage(f), model_version=model.version,
-            as_of_ms=now_ms,
+            customer_id=s.customer_id, score=score, tier=tier, reasons=why,
+            action=action, features=f, value_tier=value_tier(f, self.value_bounds.get(s.tenant)),
+            lifecycle_stage=stage, model_version=model.version, as_of_ms=now_ms,
         )
 
     def _held(self, previous: str | None, since: int | None, f: dict[str, float], score: float,

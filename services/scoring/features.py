@@ -120,23 +120,3 @@ def _mad(values: Sequence[float]) -> float:
 
 def feature_vector(features: dict[str, float], names: Sequence[str] = FEATURE_NAMES) -> list[float]:
     return [features[n] for n in names]
-
-
-def value_tier(features: dict[str, float]) -> str:
-    """RFM-style value: monetary (spend over a year) and frequency (active days)."""
-    m, f = features["spend_365"], features["active_days_365"]
-    if m >= 600 or f >= 18:
-        return "high"
-    if m >= 150 or f >= 5:
-        return "medium"
-    return "low"
-
-
-def lifecycle_stage(features: dict[str, float]) -> str:
-    if features["days_since_last_activity"] >= max(3 * features["cadence_median_days"], 120):
-        return "dormant"
-    if features["tenure_days"] < 60:
-        return "new"
-    if features["tenure_days"] < 365 and features["frequency_trend"] >= 1.0:
-        return "growing"
-    return "mature"

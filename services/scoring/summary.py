@@ -447,6 +447,12 @@ class Summary:
         """The newest raw events kept (up to RECENT_K), oldest first."""
         return [_act(r) for r in self._recent]
 
+    def active_days(self, now_ms: int, limit: int = LAST_ACTIVE_DAYS) -> list[int]:
+        """The newest ``limit`` active days at or before ``now_ms``, as days before now,
+        newest first (0 = today): read only; the lifecycle's won_back needs the gaps."""
+        now_day = now_ms // DAY_MS
+        return [now_day - d for d in self._active_days_desc(now_day, limit)]
+
     def _active_days_desc(self, upto_day: int, limit: int) -> list[int]:
         """The newest ``limit`` active days at or before ``upto_day``, newest first (exact
         within the bitmap and the kept newest active days)."""

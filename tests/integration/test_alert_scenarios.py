@@ -56,7 +56,7 @@ def change(customer: str, previous: str, tier: str, *, n: int, at: datetime,
         tier=tier, score=0.8 if tier == "high" else 0.3, previous_score=0.2,  # type: ignore[arg-type]
         reasons=[Reason(code="overdue", text=f"{customer} is overdue", text_zh="逾期", weight=1.0)],
         suggested_action=SuggestedAction(code="personal_call", text="Call", text_zh="致电"),
-        value_tier="high", lifecycle_stage="mature", model_version="m1", as_of=at,
+        value_tier="high", lifecycle_stage="active", model_version="m1", as_of=at,
         cause=Cause(kind=kind, event_id=f"{customer}-e{n}", occurred_at=at,  # type: ignore[arg-type]
                     event_type=event_type if kind == "event" else None),  # type: ignore[arg-type]
         features={}, holdout=holdout, catching_up=catching_up)

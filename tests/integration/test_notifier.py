@@ -57,7 +57,7 @@ def risk_change(customer_id: str, *, previous: str = "low", tier: str = "high",
                         text_zh="距上次到店已63天；平时每28天一次", weight=1.9)],
         suggested_action=SuggestedAction(code="personal_call", text="Call the customer personally",
                                          text_zh="亲自致电客户"),
-        value_tier="high", lifecycle_stage="mature", model_version="scorecard-1",
+        value_tier="high", lifecycle_stage="active", model_version="scorecard-1",
         as_of=datetime(2026, 11, 23, 10, tzinfo=UTC), cause=Cause(kind="event", event_id=cause_event),
         features={"days_since_last_activity": 63.0},
     )

@@ -54,7 +54,7 @@ def change(customer: str, previous: str, tier: str, *, cause: str = "event", n: 
         tier=tier, score=0.8 if tier == "high" else 0.3, previous_score=0.2,  # type: ignore[arg-type]
         reasons=[Reason(code="overdue", text=f"{customer} is overdue", text_zh="逾期", weight=1.0)],
         suggested_action=SuggestedAction(code=action, text=f"do {action}", text_zh="做"),
-        value_tier="high", lifecycle_stage="mature", model_version="m1",
+        value_tier="high", lifecycle_stage="active", model_version="m1",
         as_of=datetime(2026, 11, 23, 10, tzinfo=UTC),
         cause=Cause(kind=cause, event_id=f"{customer}-e{n}"),  # type: ignore[arg-type]
         features={"open_complaints": complaints})

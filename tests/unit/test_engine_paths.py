@@ -49,6 +49,8 @@ def test_one_call_along_the_path_equals_one_event_at_a_time() -> None:
     assert [(x.tier, round(x.score, 9), x.as_of_ms) for x in path] == \
         [(x.tier, round(x.score, 9), x.as_of_ms) for x in one_by_one]
     assert [x.reasons for x in path] == [x.reasons for x in one_by_one]
+    assert [x.lifecycle_stage for x in path] == [x.lifecycle_stage for x in one_by_one]
+    assert "won_back" in {x.lifecycle_stage for x in path}  # back after ~70 silent days
     assert len({x.tier for x in path}) > 1, "the history should move the tier"
 
 

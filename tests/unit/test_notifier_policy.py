@@ -45,7 +45,7 @@ def change(previous: str, tier: str, *, cause: str = "silence", action: str = "p
         customer_id="c-1", previous_tier=previous, tier=tier, score=0.5,  # type: ignore[arg-type]
         reasons=[Reason(code="overdue", text="t", text_zh="z", weight=1.0)],
         suggested_action=SuggestedAction(code=action, text="Do it", text_zh="做"),
-        value_tier="high", lifecycle_stage="mature", model_version="m",
+        value_tier="high", lifecycle_stage="active", model_version="m",
         as_of=datetime(2026, 11, 23, tzinfo=UTC), cause=Cause(kind=cause, event_type=event_type),  # type: ignore[arg-type]
         features={"open_complaints": complaints})
 

@@ -38,7 +38,7 @@ def change(previous: str, tier: str, *, store: str | None = "salon-downtown",
         score=0.8, previous_score=0.2,
         reasons=[Reason(code="overdue", text="late", text_zh="迟到", weight=1.0)],
         suggested_action=SuggestedAction(code="personal_call", text="Call", text_zh="致电"),
-        value_tier=value_tier, lifecycle_stage="mature", model_version="m1",  # type: ignore[arg-type]
+        value_tier=value_tier, lifecycle_stage="active", model_version="m1",  # type: ignore[arg-type]
         as_of=datetime(2026, 1, 1, tzinfo=UTC), cause=Cause(kind="event", event_id="e1"),
         features={},
     )

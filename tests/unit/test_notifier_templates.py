@@ -27,7 +27,7 @@ CHANGE = RiskChange(
                     text_zh="距上次到店已63天", weight=1.9)],
     suggested_action=SuggestedAction(code="personal_call", text="Call the customer personally",
                                      text_zh="亲自致电客户"),
-    value_tier="high", lifecycle_stage="mature", model_version="m1",
+    value_tier="high", lifecycle_stage="active", model_version="m1",
     as_of=datetime(2026, 11, 23, 10, tzinfo=UTC), cause=Cause(kind="silence"), features={},
 )
 EN = Recipient(key="m", name="Store manager", email="m@example.com", locale="en")

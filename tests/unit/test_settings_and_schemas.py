@@ -93,7 +93,7 @@ def test_examples_and_a_real_cloudevent_validate() -> None:
         customer_id="c", previous_tier="low", tier="high", score=0.9,
         reasons=[Reason(code="overdue", text="t", text_zh="z", weight=1.0)],
         suggested_action=SuggestedAction(code="personal_call", text="t", text_zh="z"),
-        value_tier="high", lifecycle_stage="mature", model_version="m",
+        value_tier="high", lifecycle_stage="active", model_version="m",
         as_of="2026-11-23T10:00:00Z", cause=Cause(kind="event", event_id="e"), features={"a": 1.0},
     )
     ce = json.loads(json.dumps(to_cloudevent(change)))

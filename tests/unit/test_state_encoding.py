@@ -20,7 +20,7 @@ def _snap(features: dict[str, float]) -> dict[str, object]:
     return {"score": 0.731234, "tier": "high",
             "reasons": [{"code": "overdue", "text": "Late", "text_zh": "逾期", "weight": 0.4}],
             "suggested_action": {"code": "call", "text": "Call", "text_zh": "致电"},
-            "value_tier": "high", "lifecycle_stage": "mature", "model_version": "m-1",
+            "value_tier": "high", "lifecycle_stage": "active", "model_version": "m-1",
             "as_of": "2026-12-01T10:00:00Z", "features": features}
 
 

@@ -12,6 +12,7 @@ from services.common.redisconn import Keys, parse_customer_token
 from services.ingest.queries import cursor as cursors
 from services.ingest.queries.holdout import holdout
 from services.ingest.queries.timefmt import iso_ms
+from services.scoring.lifecycle import stage_name
 from services.state.store import StateRead
 
 # KEYS[1]: tier zset. ARGV: count, has cursor (0/1), cursor score, cursor member.
@@ -107,7 +108,7 @@ def _item(cid: str, tenant: str, state: list[str | None], prio: str,
     return {
         "customer_id": cid, "tier": tier, "score": float(score or 0.0),
         "priority": max(float(prio), 0.0), "value_tier": risk.get("value_tier"),
-        "lifecycle_stage": risk.get("lifecycle_stage"),
+        "lifecycle_stage": stage_name(risk.get("lifecycle_stage")),
         "top_reason": reasons[0] if reasons else None,
         "suggested_action": risk.get("suggested_action"), "store_id": store,
         "owner_staff_id": profile.owner_staff_id if profile else None,

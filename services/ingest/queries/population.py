@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from services.common.redisconn import Keys, parse_customer_token
 from services.common.riskchange import TIERS
+from services.scoring.lifecycle import stage_name
 from services.state.store import read_states
 
 CHUNK = 2000
@@ -50,7 +51,8 @@ def _decode(tier: str, tokens: list[str], rows: list[list[str | None]]) -> list[
         snap = json.loads(risk)
         out.append(Member(parse_customer_token(token)[1], tier, int(float(first or last)),
                           int(float(last)), store, snap.get("value_tier", "low"),
-                          snap.get("lifecycle_stage", "mature"), snap.get("features") or {}))
+                          stage_name(snap.get("lifecycle_stage")) or "active",
+                          snap.get("features") or {}))
     return out
 
 

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
 
 from services.ingest.deps import ReadKey, Res
-from services.ingest.models import AtRiskPage, TierName, Timeline
+from services.ingest.models import AtRiskPage, LifecycleFilter, TierName, Timeline
 from services.ingest.openapi import AUTH, NOT_FOUND, responses
 from services.ingest.params import CustomerId, StoreFilter
 from services.ingest.queries import timeline
 from services.ingest.queries.atrisk import AtRiskQuery
 from services.ingest.queries.scope import store_for_list
 from services.ingest.queries.timefmt import canonical, parse_iso
+from services.scoring.lifecycle import stage_name
 
 router = APIRouter(tags=["customers"])
 
@@ -41,14 +42,15 @@ async def at_risk(res: Res, key: ReadKey, tier: TierName = "high", store: StoreF
                   cursor: Annotated[str | None, Query(max_length=1024)] = None,
                   value_tier: Annotated[TierName | None, Query(
                       description="only customers of this value tier")] = None,
-                  lifecycle_stage: Annotated[Literal["new", "growing", "mature", "dormant"] | None,
-                                             Query(description="only this lifecycle stage")] = None
+                  lifecycle_stage: Annotated[LifecycleFilter | None, Query(
+                      description="only this lifecycle stage (growing and mature, the names "
+                      "before issue 16, select active)")] = None
                   ) -> Any:
     scoped = store_for_list(key, store)
     page = await AtRiskQuery(res.redis, res.keys).page(
         tenant=key.tenant, tier=tier, store=scoped, owner=owner, limit=limit, cursor=cursor,
         holdout_share=res.settings.holdout_share, value_tier=value_tier,
-        lifecycle=lifecycle_stage)
+        lifecycle=stage_name(lifecycle_stage))
     return page
 
 

@@ -20,6 +20,7 @@ from services.ingest.queries import erasure, export
 from services.ingest.queries.holdout import holdout
 from services.ingest.queries.timefmt import iso_ms, parse_iso
 from services.scoring.engine import Subject
+from services.scoring.lifecycle import stage_name
 from services.state.store import load_customers, read_states
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ async def get_risk(customer_id: CustomerId, res: Res, key: ReadKey,
         if not state or "risk" not in state:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no risk known for customer {customer_id!r}")
         risk = json.loads(state["risk"])
+        if risk.get("lifecycle_stage") is not None:  # scored before issue 16: growing/mature
+            risk["lifecycle_stage"] = stage_name(risk["lifecycle_stage"])
         held = holdout(risk.get("tier"), key.tenant, customer_id, share)
         return Risk.model_validate({**risk, "customer_id": customer_id,
                                     "store_id": state.get("store"),
@@ -70,8 +73,10 @@ async def get_risk(customer_id: CustomerId, res: Res, key: ReadKey,
     first_ms = cs.first_ts if cs.first_ts is not None and cs.first_ts <= at_ms else None
     # follow `churnwatch model activate` (reads Redis at most every model_refresh_seconds)
     await res.engine.refresh(res.redis, res.keys, min_interval=res.settings.model_refresh_seconds)
-    a = res.engine.assess([Subject(customer_id, (), first_ms, summary=cs.summary)], at_ms,
-                          with_history=False)[0]
+    # the tenant's value-tier boundaries as the scorer last computed them (re-read every 60 s)
+    await res.engine.refresh_value_bounds(res.redis, res.keys, min_interval=60.0)
+    a = res.engine.assess([Subject(customer_id, (), first_ms, summary=cs.summary,
+                                   tenant=key.tenant)], at_ms, with_history=False)[0]
     body = a.to_json()
     body["as_of"] = at.isoformat().replace("+00:00", "Z")
     return Risk.model_validate({**body, "customer_id": customer_id, "store_id": cs.store_id,

@@ -1,0 +1,172 @@
+"""Lifecycle stages and relative value tiers (services/scoring/lifecycle.py): pure, no servers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from services.common.riskchange import RiskChange
+from services.scoring.engine import Engine, Subject
+from services.scoring.features import DAY_MS, Activity
+from services.scoring.lifecycle import (
+    LIFECYCLE_STAGES,
+    MIN_CUSTOMERS,
+    ValueBounds,
+    active_days_ago,
+    fixed_value_tier,
+    lifecycle_stage,
+    quiet_days,
+    stage_name,
+    value_bounds,
+    value_tier,
+)
+from services.scoring.scorecard import Scorecard
+from services.scoring.summary import summarize
+from services.scoring.tiers import Thresholds
+
+NOW = 20_454 * DAY_MS + 12 * 3_600_000  # 2026-01-01T12:00Z
+
+
+def feats(*, r: float, cadence: float = 7.0, tenure: float = 400.0) -> dict[str, float]:
+    return {"days_since_last_activity": r, "cadence_median_days": cadence, "tenure_days": tenure}
+
+
+def test_quiet_is_three_cadences_between_half_the_horizon_and_the_horizon() -> None:
+    assert quiet_days(7, 90) == 45  # a weekly customer: half the horizon
+    assert quiet_days(20, 90) == 60  # three cadences
+    assert quiet_days(45, 90) == 90  # no cadence (45 d): never dormant, churned at 90
+
+
+@pytest.mark.parametrize("f, tier, days_ago, stage", [
+    (feats(r=90), "low", (), "churned"),                      # past the horizon
+    (feats(r=120, tenure=120), "high", (), "churned"),        # tier does not matter
+    (feats(r=60, cadence=20), "low", (), "dormant"),          # 3 cadences, >= H/2
+    (feats(r=46, cadence=7), "medium", (), "dormant"),
+    (feats(r=70, cadence=45), "high", (), "at_risk"),          # no dormant stage when 3c >= H
+    (feats(r=3, tenure=20), "high", (), "new"),               # new beats at_risk
+    (feats(r=50, cadence=2, tenure=55), "low", (), "dormant"),  # dormant beats new
+    (feats(r=2), "low", (2, 80, 87), "won_back"),             # back after 78 silent days
+    (feats(r=2), "high", (2, 80, 87), "won_back"),            # won_back beats at_risk
+    (feats(r=2), "low", (2, 9, 16), "active"),                # regular gaps
+    (feats(r=31), "medium", (31, 90), "at_risk"),             # the return was 31 days ago
+    (feats(r=2), "medium", (2, 9, 16), "at_risk"),
+    (feats(r=2), "low", (), "active"),
+])
+def test_each_stage(f: dict[str, float], tier: str, days_ago: tuple[int, ...], stage: str) -> None:
+    assert lifecycle_stage(f, tier=tier, horizon_days=90, days_ago=days_ago) == stage
+    assert stage in LIFECYCLE_STAGES
+
+
+def test_the_horizon_moves_churned() -> None:
+    f = feats(r=40, cadence=45)
+    assert lifecycle_stage(f, horizon_days=30) == "churned"
+    assert lifecycle_stage(f, horizon_days=90) == "active"
+
+
+def test_old_stage_names_read_as_active() -> None:
+    assert [stage_name(s) for s in ("growing", "mature", "new", "dormant", None)] == \
+        ["active", "active", "new", "dormant", None]
+    change = RiskChange.model_validate({
+        "customer_id": "c", "previous_tier": "low", "tier": "high", "score": 0.8, "reasons": [],
+        "suggested_action": {"code": "x", "text": "x", "text_zh": "x"}, "value_tier": "high",
+        "lifecycle_stage": "mature", "model_version": "m", "as_of": "2026-01-01T00:00:00Z",
+        "cause": {"kind": "silence"}, "features": {}})
+    assert change.lifecycle_stage == "active"
+
+
+def _visits(days: list[float]) -> list[Activity]:
+    return [Activity("visit", int(NOW - d * DAY_MS), f"e{i}") for i, d in enumerate(days)]
+
+
+def test_active_days_from_the_summary_equal_those_from_the_events() -> None:
+    acts = _visits([0.2, 1, 1.1, 80, 87, 94, 101]) + [
+        Activity("complaint", NOW - 30 * DAY_MS, "k", severity="high")]
+    assert active_days_ago(acts, NOW) == summarize(acts).active_days(NOW) == [0, 1, 80, 87, 94, 101]
+    earlier = NOW - 50 * DAY_MS  # point in time: only days at or before it, counted from it
+    assert active_days_ago(acts, earlier) == summarize(acts).active_days(earlier) == [30, 37, 44, 51]
+
+
+def test_the_engine_says_won_back_then_active_again() -> None:
+    engine = Engine(Scorecard(), Thresholds())
+    weekly_then_back = _visits([2, 80, 87, 94, 101, 108, 115])
+    [a] = engine.assess([Subject("c", weekly_then_back)], NOW, with_history=False)
+    assert a.lifecycle_stage == "won_back"
+    s = summarize(weekly_then_back)
+    [b] = engine.assess([Subject("c", (), summary=s)], NOW, with_history=False)
+    assert b.lifecycle_stage == "won_back"
+    later = NOW + 40 * DAY_MS  # 42 days after the return (and silent since): not won back now
+    [c] = engine.assess([Subject("c", (), summary=s)], later, with_history=False)
+    assert c.lifecycle_stage != "won_back"
+
+
+def test_the_model_cards_horizon_wins_over_the_engines() -> None:
+    engine = Engine(Scorecard(), Thresholds(), horizon_days=90)
+    assert engine.horizon(engine.model) == 90
+
+    class Carded(Scorecard):
+        card = {"horizon_days": 30}
+
+    assert engine.horizon(Carded()) == 30
+    quiet = _visits([40, 47, 54, 61, 68])  # silent 40 days
+    [a] = Engine(Carded(), Thresholds()).assess([Subject("c", quiet)], NOW, with_history=False)
+    assert a.lifecycle_stage == "churned"
+
+
+# ------------------------------------------------------------------------------ value tiers
+def test_fixed_fallback() -> None:
+    assert fixed_value_tier({"spend_365": 600, "active_days_365": 1}) == "high"
+    assert fixed_value_tier({"spend_365": 0, "active_days_365": 5}) == "medium"
+    assert fixed_value_tier({"spend_365": 149, "active_days_365": 4}) == "low"
+
+
+def test_quantile_boundaries_top_20_high_next_30_medium() -> None:
+    samples = [(float(10 * k), float(k)) for k in range(1, 101)]  # spend and days rise together
+    b = value_bounds(samples, 1)
+    assert b.relative and b.n == 100
+    tiers = [value_tier({"spend_365": m, "active_days_365": f}, b) for m, f in samples]
+    assert tiers.count("high") == 20 and tiers.count("medium") == 30 and tiers.count("low") == 50
+    assert tiers[-20:] == ["high"] * 20 and tiers[50:80] == ["medium"] * 30
+    # spend and frequency weigh alike: the top spender who came once is mid-table, not high
+    assert value_tier({"spend_365": 1000, "active_days_365": 1}, b) != "high"
+    assert value_tier({"spend_365": 1e6, "active_days_365": 0}, b) == "low"  # no active day
+
+
+def test_boundaries_are_relative_to_the_tenant() -> None:
+    probe = {"spend_365": 200.0, "active_days_365": 4.0}
+    small = value_bounds([(20.0 + k, 1.0 + k % 3) for k in range(60)], 1)
+    big = value_bounds([(800.0 + k, 20.0 + k % 5) for k in range(60)], 1)
+    assert fixed_value_tier(probe) == "medium"
+    assert value_tier(probe, small) == "high"
+    assert value_tier(probe, big) == "low"
+
+
+def test_too_few_customers_fall_back_to_fixed_amounts() -> None:
+    few = value_bounds([(1.0, 1.0)] * (MIN_CUSTOMERS - 1) + [(5.0, 0.0)] * 10, 1)  # 10 inactive
+    assert not few.relative and few.n == MIN_CUSTOMERS - 1
+    rich = {"spend_365": 700.0, "active_days_365": 2.0}
+    assert value_tier(rich, few) == value_tier(rich, None) == "high"
+
+
+def test_ties_and_the_json_round_trip() -> None:
+    # 60 % identical one-visit customers, 40 % identical better ones: tied customers stay
+    # together, on the side that keeps the shares closest (40 % high, no medium, 60 % low)
+    samples = [(0.0, 1.0)] * 60 + [(50.0, 2.0)] * 40
+    b = value_bounds(samples, 7)
+    assert value_tier({"spend_365": 0.0, "active_days_365": 1.0}, b) == "low"
+    assert value_tier({"spend_365": 50.0, "active_days_365": 2.0}, b) == "high"
+    again = ValueBounds.from_json(b.to_json())
+    assert again == b
+    empty = value_bounds([], 3)
+    assert ValueBounds.from_json(empty.to_json()).high_cut == math.inf
+    with pytest.raises(ValueError):
+        ValueBounds.from_json({"format": 99})
+
+
+def test_the_engine_uses_the_subjects_tenant() -> None:
+    engine = Engine(Scorecard(), Thresholds())
+    engine.value_bounds = {"small": value_bounds([(20.0 + k, 1.0) for k in range(60)], 1)}
+    acts = [Activity("transaction", int(NOW - d * DAY_MS), f"t{d}", amount=100.0) for d in (3, 20)]
+    small, other = engine.assess([Subject("c", acts, tenant="small"),
+                                  Subject("c", acts, tenant="other")], NOW, with_history=False)
+    assert (small.value_tier, other.value_tier) == ("high", "medium")
