@@ -258,8 +258,9 @@ def _calibrated(estimator: Any, X: np.ndarray, y: np.ndarray,
 
     A sigmoid is strictly monotone, so the calibrated scores keep the model's order: no
     plateaus of identical scores (isotonic regression makes them, and ties cost ranking).
-    ``legacy`` is the recipe of the shipped default model until it is rebuilt (isotonic with
-    plenty of data, else sigmoid): ``make model`` must reproduce it exactly."""
+    ``legacy`` is the recipe the shipped default model had before it was rebuilt on every
+    preset (isotonic with plenty of data, else sigmoid), kept to compare: on the rebuilt model
+    it ranked no better than the sigmoid (docs/model.md, "The default model")."""
     method = "sigmoid"
     if calibration == "legacy":
         n_min = int(min(y.sum(), len(y) - y.sum()))
