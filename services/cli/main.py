@@ -9,6 +9,7 @@ from pathlib import Path
 
 from services.common.exceptions import ChurnwatchError, ConfigError
 from services.common.settings import Settings, load_settings
+from services.synth.generator import PRESETS
 
 
 def _timestamp(value: str) -> datetime:
@@ -57,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
 
     gen = sub.add_parser("generate", help="write synthetic POS history (NDJSON) with known churn times")
-    gen.add_argument("--preset", choices=("salon", "restaurant", "retail"), default="salon",
+    gen.add_argument("--preset", choices=PRESETS, default="salon",
                      help="business type of the latent churn process (default: salon)")
     gen.add_argument("--customers", type=int, default=1000)
     gen.add_argument("--start", type=_timestamp, default=None,

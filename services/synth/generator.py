@@ -1,7 +1,8 @@
 """A latent churn process behind realistic point-of-sale histories.
 
 Every customer has a personal cadence (salon ~3-8 weeks, restaurant ~1-3 weeks, retail: many
-one-time buyers and irregular repeaters), a mean ticket, a join date spread over the period and
+one-time buyers and irregular repeaters, eshop: an online shop where most customers buy once and
+the rest reorder every one to six months, with routine returns), a mean ticket, a join date spread over the period and
 a hidden churn time drawn from a hazard. Bad experiences raise the hazard — complaints more
 than silent disappointments, unresolved complaints more than resolved ones — and new
 customers churn more easily than loyal ones. Before churning, a share of customers drift (gaps
@@ -27,7 +28,7 @@ from typing import Any
 
 from services.common.exceptions import ChurnwatchError
 
-PRESETS = ("salon", "restaurant", "retail")
+PRESETS = ("salon", "restaurant", "retail", "eshop")
 LOCAL_TZ = timezone(timedelta(hours=1))  # the shops' wall clock: a fixed offset, no DST
 DAY_S = 86_400
 CURRENCY = "EUR"
@@ -99,6 +100,9 @@ class _Preset:
     refund_share: float                   # bad experiences with a refund
     categories: tuple[str, ...]
     season: tuple[float, ...] = (1.0,) * 12  # occasion rate by month, January .. December
+    online_floor: float = 0.0             # lowest personal share of online occasions
+    routine_refund: float = 0.0           # purchases partly returned without a bad experience
+    store_names: tuple[str, ...] = _STORE_NAMES
 
 
 _PRESETS: dict[str, _Preset] = {
@@ -135,6 +139,24 @@ _PRESETS: dict[str, _Preset] = {
         return_share=0.08, refund_share=0.5,
         categories=("product_defect", "delivery", "returns", "staff", "price"),
         season=(1.0, 0.8, 0.9, 0.95, 1.0, 0.95, 1.05, 0.9, 0.95, 1.0, 1.35, 1.6),
+    ),
+    # An online shop: about two customers in three buy once and never come back (one_time_share
+    # plus repeaters who churn before their second order); the rest reorder every 1-6 months,
+    # very irregularly. Nearly every order is online (a few click-and-collect pick-ups at the
+    # warehouse counter); one order in eight is partly sent back without any grievance (returns
+    # are routine and do not raise the churn hazard), and bad experiences end in a refund more
+    # often than anywhere else. Black Friday and Christmas dominate the year.
+    "eshop": _Preset(
+        prefix="esh", default_stores=2, cadence_days=(30.0, 180.0), gap_shape=0.9,
+        ticket_median=48.0, ticket_spread=0.7, ticket_noise=0.45, ticket_step=0.01,
+        annual_churn=0.55, one_time_share=0.6, visit_share=0.0, purchase_share=1.0,
+        services=(("click_and_collect", 10),),
+        staff_prefix="packer", weekday_weight=(1.0, 1.0, 1.0, 1.0, 1.0, 0.8, 0.6),
+        hours=((9.0, 18.0),), online_share=1.0, online_channel="online", quantity_mean=1.8,
+        return_share=0.1, refund_share=0.6,
+        categories=("delivery", "product_defect", "returns", "payment", "customer_service"),
+        season=(0.95, 0.8, 0.9, 0.9, 0.95, 0.9, 0.95, 0.9, 0.95, 1.0, 1.5, 1.6),
+        online_floor=0.9, routine_refund=0.12, store_names=("webshop", "marketplace"),
     ),
 }
 
@@ -193,7 +215,7 @@ def generate(*, preset: str = "salon", customers: int = 500, start: datetime, en
     frame = _Frame(origin_ts=origin_ts, start_d=(start.timestamp() - origin_ts) / DAY_S,
                    end_d=(end.timestamp() - origin_ts) / DAY_S, origin_weekday=origin.weekday(),
                    n_stores=n_stores, seed=seed, preset=preset)
-    store_ids = [store_id(preset, i) for i in range(n_stores)]
+    store_ids = [store_id(preset, i, cfg.store_names) for i in range(n_stores)]
     events: list[tuple[int, str, dict[str, Any]]] = []
     truth: list[SynthCustomer] = []
     lo_ts, hi_ts = start.timestamp(), end.timestamp()
@@ -207,10 +229,10 @@ def generate(*, preset: str = "salon", customers: int = 500, start: datetime, en
     return [e for _, _, e in events], truth
 
 
-def store_id(preset: str, index: int) -> str:
+def store_id(preset: str, index: int, names: tuple[str, ...] = _STORE_NAMES) -> str:
     """``salon-downtown``, ``salon-riverside``, ... then ``salon-09``, ``salon-10``."""
-    if index < len(_STORE_NAMES):
-        return f"{preset}-{_STORE_NAMES[index]}"
+    if index < len(names):
+        return f"{preset}-{names[index]}"
     return f"{preset}-{index + 1:02d}"
 
 
@@ -242,7 +264,7 @@ class _CustomerSim:
         self.mean_ticket = round(cfg.ticket_median * rng.lognormvariate(0.0, cfg.ticket_spread), 2)
         self.complainer = rng.random() < 0.12
         self.frailty = rng.lognormvariate(-0.245, 0.7)  # mean 1
-        self.online = rng.uniform(0.0, cfg.online_share) if cfg.online_share else 0.0
+        self.online = rng.uniform(cfg.online_floor, cfg.online_share) if cfg.online_share else 0.0
         weights = [1.0 / (i + 1) ** 0.6 for i in range(frame.n_stores)]
         self.home = rng.choices(range(frame.n_stores), weights)[0]
         self.favourite_staff = rng.randint(1, 5)
@@ -372,6 +394,8 @@ class _CustomerSim:
             occ.complaint = complaint
         if bad and rng.random() < cfg.refund_share:
             occ.refund = rng.uniform(0.3, 1.0)
+        elif cfg.routine_refund and rng.random() < cfg.routine_refund:
+            occ.refund = rng.uniform(0.2, 1.0)  # sent back: wrong size, changed mind
 
     def _drift(self, occasions: list[_Occasion], churn: float, start: float) -> None:
         """Thin out and cheapen the occasions of the last few cadences before ``churn``."""
