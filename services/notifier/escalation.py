@@ -93,12 +93,14 @@ class Escalations:
         done = 0
         for alert_id in ids:
             raw = await self.redis.hget(self.data, alert_id)
-            entry = json.loads(raw) if raw else None
             try:
+                entry = json.loads(raw) if raw else None
                 event = decode_risk_change(entry["event"].encode()) if entry else None
-            except InvalidRecord as exc:
-                logger.error("escalation %s has an unreadable event (%s); dropped", alert_id, exc)
-                event = None
+            except (InvalidRecord, ValueError, TypeError, KeyError, AttributeError) as exc:
+                # one damaged entry must not stop the others (nor the tick after it)
+                logger.error("escalation %s is unreadable (%s: %s); dropped", alert_id,
+                             type(exc).__name__, exc, extra={"event_id": alert_id})
+                entry = event = None
             # acknowledged within the alert's own tenant (see services.notifier.acks)
             if event is not None and not await is_acknowledged(
                     self.redis, self.keys, alert_id, event.change.tenant_id):

@@ -444,26 +444,36 @@ class Notifier:
             async with limit:
                 await self.deliverer.deliver_queued(delivery_id, payload)
 
+        async def retries(now_ms: int) -> None:
+            due = await self.ledger.due(now_ms=now_ms, limit=self.retry_batch)
+            results = await asyncio.gather(*(one(i, p) for i, p in due), return_exceptions=True)
+            for (did, _), result in zip(due, results, strict=True):
+                if isinstance(result, BaseException):
+                    logger.error("retry of %s failed: %r; it stays queued", did, result,
+                                 extra={"delivery_id": did})
+            self.metrics.retry_queue_depth.set(await self.ledger.depth())
+
+        esc = self.escalations
+        jobs: list[tuple[str, Callable[[int], Awaitable[Any]]]] = [
+            ("digests", lambda now: self.digester.flush(now_ms=now,
+                                                        deliver=self.deliverer.deliver_new)),
+            ("settle", lambda now: self.settle.run_due(
+                now_ms=now, deliver=self.deliverer.deliver_new, held_back=self._held_back,
+                dropped=esc.forget if esc is not None else None)),
+            ("summaries", lambda now: self.summaries.flush(
+                now_ms=now, plan=self.planner.summary_messages, deliver=self.deliverer.deliver_new)),
+            *([("escalations", lambda now: esc.run_due(now_ms=now, escalate=self._escalate))]
+              if esc is not None else []),
+            ("retries", retries),
+        ]
         while not stop.is_set():
-            try:
-                now_ms = int(time.time() * 1000)
-                await self.digester.flush(now_ms=now_ms, deliver=self.deliverer.deliver_new)
-                await self.settle.run_due(
-                    now_ms=now_ms, deliver=self.deliverer.deliver_new, held_back=self._held_back,
-                    dropped=self.escalations.forget if self.escalations is not None else None)
-                await self.summaries.flush(now_ms=now_ms, plan=self.planner.summary_messages,
-                                           deliver=self.deliverer.deliver_new)
-                if self.escalations is not None:
-                    await self.escalations.run_due(now_ms=now_ms, escalate=self._escalate)
-                due = await self.ledger.due(now_ms=now_ms, limit=self.retry_batch)
-                results = await asyncio.gather(*(one(i, p) for i, p in due), return_exceptions=True)
-                for (delivery_id, _), result in zip(due, results, strict=True):
-                    if isinstance(result, BaseException):
-                        logger.error("retry of %s failed: %r; it stays queued", delivery_id,
-                                     result, extra={"delivery_id": delivery_id})
-                self.metrics.retry_queue_depth.set(await self.ledger.depth())
-            except Exception:
-                logger.exception("retry queue tick failed; trying again")
+            now_ms = int(time.time() * 1000)
+            for name, job in jobs:  # each on its own: one failing job stops no other
+                try:
+                    await job(now_ms)
+                except Exception:
+                    logger.exception("%s failed this tick; the other jobs go on, trying again",
+                                     name)
             await _sleep_unless(stop, self.retry_tick_s)
 
 

@@ -398,3 +398,29 @@ async def test_a_change_published_before_the_customers_erasure_is_not_delivered(
                                             reason="erased") == 1, what="the erased one ignored")
         assert [json.loads(body)["id"] for _, body in hook.requests] == [kept_id]
         assert not await redis.exists(keys.delivery_log("gone-1"))
+
+
+async def test_a_damaged_escalation_entry_is_dropped_and_stops_no_other(
+        fast: Settings, redis: Redis) -> None:
+    """One unreadable escalation entry (a hand edit, a bug of an older version) is logged and
+    dropped; the due escalations after it still run (before, it raised on every tick and the
+    retry queue behind it in the same tick never ran)."""
+    from services.notifier.escalation import Escalations
+    from services.notifier.inbound import decode_risk_change
+
+    keys = Keys(fast.redis_prefix)
+    esc = Escalations(redis, keys, after_s=0)
+    good_id, good = cloudevent("esc-1", previous="low", tier="high", cause_event="e-1")
+    await esc.prepare(decode_risk_change(good), created_ms=1, armers=["r1"])
+    await esc.arm(good_id, "r1", now_ms=1)
+    await redis.hset(keys.escalation_data, "broken", "{not json")
+    await redis.zadd(keys.escalation_queue, {"broken": 0})
+    escalated: list[str] = []
+
+    async def escalate(event: Any, created_ms: int) -> None:
+        escalated.append(event.id)
+
+    assert await esc.run_due(now_ms=10, escalate=escalate) == 1
+    assert escalated == [good_id]
+    assert await redis.zcard(keys.escalation_queue) == 0
+    assert not await redis.hexists(keys.escalation_data, "broken")
