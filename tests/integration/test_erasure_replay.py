@@ -25,6 +25,7 @@ from services.scoring.tiers import Thresholds
 from services.state.store import StateStore, read_states
 from tests.data import complaint, regular
 from tests.kafkatools import produce, produce_events, read_all
+from tests.reliability import record
 
 pytestmark = pytest.mark.integration
 
@@ -73,14 +74,28 @@ async def test_an_erased_customer_stays_erased_when_the_topic_is_replayed(settin
         replay = processor()
         assert history[-1].value is None  # the tombstone comes last: stop the replay before it
         await replay.process(history[:-1])
-        assert not (await read_states(redis, keys, [("default", "alice")]))[0], \
-            "a replay brought the erased customer back"
+        back = (await read_states(redis, keys, [("default", "alice")]))[0]
         await replay.process(history[-1:])
         bob_after = (await read_states(redis, keys, [("default", "bob")], ["sm", "v"]))[0]
-        assert bob_after["sm"] == bob_before["sm"]  # the others: duplicates, nothing changes
         stats = await redis.hgetall(keys.stats)
-        assert int(stats["events_erased_total"]) == len(alice)
         changes = await read_all(settings, settings.topic_risk_changes, idle_ms=300)
+        record(kind="security", name="erasure-replay",
+               tried="a customer erased, then the events topic replayed from offset 0 into a "
+                     "scorer whose progress was reset (a new group, a reset offset, lost "
+                     "progress), stopped just before the tombstone",
+               load=f"{len(alice)} events of the erased customer and {len(bob)} of another, "
+                    "then the tombstone, read back from Kafka",
+               checked="the erased customer stays gone mid-replay and after, no risk change is "
+                       "published again, the other customer is unchanged, a new event starts "
+                       "a fresh customer; the ledger holds a keyed digest, no id",
+               sent=len(history) - 1, lost=int(bob_after["sm"] != bob_before["sm"]),
+               doubled=int(bool(back)) + len(changes) - len(changes_before),
+               test="tests/integration/test_erasure_replay.py::"
+                    "test_an_erased_customer_stays_erased_when_the_topic_is_replayed",
+               measured={"events_left_out": int(stats.get("events_erased_total", 0))})
+        assert not back, "a replay brought the erased customer back"
+        assert bob_after["sm"] == bob_before["sm"]  # the others: duplicates, nothing changes
+        assert int(stats["events_erased_total"]) == len(alice)
         assert len(changes) == len(changes_before), "the replay published risk changes again"
 
         # alice comes back after her erasure: a fresh customer with only her new event
