@@ -108,6 +108,11 @@ def table(r: dict[str, Any]) -> str:
                      f"{st['history_ratio']:.2f}× (same batch spread)"))
         rows.append(("scorer on a 3-primary Redis Cluster", _rate(st["cluster_events_per_s"]),
                      f"{st['cluster_ratio']:.2f}× standalone"))
+        if "rescore_customers_per_s" in st:
+            rows.append(("re-scoring after a model switch (`model activate`)",
+                         f"{st['rescore_customers_per_s']:,.0f} customers/s",
+                         f"{st['rescore_customers']:,} stored customers, the scorer process "
+                         "switched by the activation record; target ≥ 5,000/s"))
     if once:
         rows.append(("nothing lost, nothing doubled", f"lost {once['lost']}, doubled {once['doubled']}",
                      f"{once['events']:,} posted events each stored and counted exactly once; "
