@@ -67,6 +67,7 @@ from services.notifier.webhooks import (
     load_subscriptions_with_secrets,
     tenant_of,
 )
+from services.state.store import erased_at
 
 logger = logging.getLogger(__name__)
 
@@ -415,8 +416,8 @@ class Notifier:
             self._ledger_key = await pseudonym.load_key(self.settings, self.redis)
         tenant = event.change.tenant_id
         digest = pseudonym.pseudonym(self._ledger_key, tenant, event.change.customer_id)
-        entry = await self.redis.hget(self.keys.erased(tenant), digest)  # type: ignore[misc]
-        return entry is not None and created_ms < int(str(entry).rsplit(":", 1)[1])
+        at = await erased_at(self.redis, self.keys, tenant, digest)
+        return at is not None and created_ms < at
 
     async def _delivered(self, message: Message) -> None:
         """An alert reached its recipient: its acknowledgement window starts now."""

@@ -375,11 +375,15 @@ class Processor:
                 logger.warning("%s; reading them again", exc)
                 committed = await self._retry("read", self._committed)
 
-    async def _digest(self, tenant: str, customer_id: str) -> str:
+    async def _key(self) -> bytes:
+        """The pseudonym key the erasure ledger's digests are made with (read once)."""
         if self._ledger_key is None:
             self._ledger_key = await self._retry(
                 "read", lambda: pseudonym.load_key(self.settings, self.store.redis))
-        return pseudonym.pseudonym(self._ledger_key, tenant, customer_id)
+        return self._ledger_key
+
+    async def _digest(self, tenant: str, customer_id: str) -> str:
+        return pseudonym.pseudonym(await self._key(), tenant, customer_id)
 
     async def _drop_erased(self, rows: dict[Ref, list[Row]], stores: dict[Ref, str | None]
                            ) -> int:
@@ -389,8 +393,9 @@ class Processor:
         A customer's events after the tombstone start them afresh. One round trip."""
         digests: dict[str, list[str]] = {}
         refs: dict[tuple[str, str], Ref] = {}
+        key = await self._key()
         for ref in rows:
-            d = await self._digest(*ref)
+            d = pseudonym.pseudonym(key, *ref)
             digests.setdefault(ref[0], []).append(d)
             refs[(ref[0], d)] = ref
         found = await self._retry("read", lambda: self.store.erasures(digests))

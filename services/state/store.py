@@ -689,11 +689,9 @@ class StateStore:
         entries older than ``keep_ms`` (the topic's retention: no record left to guard
         against). Single-key commands; idempotent."""
         ledger, at = self.keys.erased(tenant), self.keys.erased_at(tenant)
-        old = await self.redis.hget(ledger, digest)  # type: ignore[misc]
-        if old is not None:
-            p, o, _ = str(old).split(":")
-            if int(p) == partition and int(o) >= offset:
-                return
+        old = ledger_entry(await self.redis.hget(ledger, digest))  # type: ignore[misc]
+        if old is not None and old[0] == partition and old[1] >= offset:
+            return
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(ledger, digest, f"{partition}:{offset}:{at_ms}")
         pipe.zadd(at, {digest: at_ms})
@@ -717,10 +715,24 @@ class StateStore:
         out: dict[tuple[str, str], tuple[int, int]] = {}
         for t, values in zip(tenants, await pipe.execute(), strict=True):
             for d, v in zip(digests[t], values, strict=True):
-                if v is not None:
-                    p, o, _ = str(v).split(":")
-                    out[(t, d)] = (int(p), int(o))
+                if (entry := ledger_entry(v)) is not None:
+                    out[(t, d)] = entry[:2]
         return out
+
+
+def ledger_entry(raw: Any) -> tuple[int, int, int] | None:
+    """An erasure ledger value (``Keys.erased``): (partition, offset, erased at ms)."""
+    if raw is None:
+        return None
+    p, o, at = str(raw).split(":")
+    return int(p), int(o), int(at)
+
+
+async def erased_at(redis: Redis, keys: Keys, tenant: str, digest: str) -> int | None:
+    """When the customer (by ledger digest) was erased (ms), or None: for readers without a
+    :class:`StateStore` (the notifier)."""
+    entry = ledger_entry(await redis.hget(keys.erased(tenant), digest))  # type: ignore[misc]
+    return None if entry is None else entry[2]
 
 
 async def load_customers(redis: Redis, keys: Keys, refs: Iterable[Ref]
@@ -812,4 +824,4 @@ def risk_json(stored: str) -> str:
 
 __all__ = ["CustomerState", "CustomerWrite", "FEATURE_SCHEMAS", "IndexEntry", "Outcome", "Ref", "StateConflict",
            "StateRead", "StateStore", "clock_member", "erase_customer", "load_customers",
-           "read_states", "risk_json", "risk_snapshot"]
+           "erased_at", "ledger_entry", "read_states", "risk_json", "risk_snapshot"]
