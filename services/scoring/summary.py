@@ -741,9 +741,10 @@ class Summary:
             if isinstance(blob, bytes):
                 blob = blob.decode()
             parts = blob.split("\n")
-            s = cls()
             if parts == [FORMAT]:
-                return s
+                return cls()
+            # Every slot is set below: no zero buckets built only to be replaced.
+            s = cls.__new__(cls)
             if len(parts) != 7:
                 raise ValueError(f"{len(parts)} parts, not 7")
             header = jsonfast.loads(parts[0])
@@ -809,17 +810,26 @@ def _encode_block(cols: list[list[int]]) -> str:
     counts is a string, one character per bucket; others (money) are JSON lists."""
     out: list[str | list[int]] = []
     for f, col in enumerate(cols):
+        if f not in _MONEY:
+            try:  # counts 0..255 fit in bytes (C speed); anything else raises ValueError
+                b = bytes(col).rstrip(b"\0")
+            except ValueError:
+                b = None
+            if b is not None:
+                if not b:
+                    out.append("")
+                elif max(b) < _DIGITS:
+                    out.append(b.translate(_TO_CHAR).decode())
+                else:
+                    out.append(col[:len(b)])
+                continue
         if not any(col):
             out.append("")
             continue
         end = len(col)
         while not col[end - 1]:
             end -= 1
-        part = col[:end]
-        if f not in _MONEY and max(part) < _DIGITS and min(part) >= 0:
-            out.append(bytes(part).translate(_TO_CHAR).decode())
-        else:
-            out.append(part)
+        out.append(col[:end])
     while out and out[-1] == "":
         out.pop()
     return _dumps(out)
