@@ -739,30 +739,43 @@ class Processor:
                         version, f" with {shadow} in shadow" if shadow else "", total,
                         ", ".join(map(str, parts)))
         clocks = await self.tenant_nows({t for _, t, _ in todo}, refresh=True)
-        count = 0
-        for p, t, cursor in todo:
-            if budget <= 0:
-                break
-            key = self.keys.due(p, t)
-            nxt, found = await self._retry(
-                "rescore", lambda k=key, c=cursor, n=budget: redis.zscan(k, c, count=n))  # type: ignore[misc]
-            refs = tuple(dict.fromkeys(parse_customer_token(str(m)) for m, _ in found))
-            try:
-                states = await self._retry("load", lambda ids=refs: self.store.load(ids))  # type: ignore[misc]
-                for cs in states.values():
-                    cs.partition = p
-                batch = list(states.values())
+        # One step: a ZSCAN page of every unfinished (partition, tenant) in one round trip,
+        # their customers loaded in one, scored in one model call per kind, written in one,
+        # then the cursors — a few round trips per step, not per partition.
+        todo = todo[:max(budget // 50, 1)]  # every scan's page worth a round trip
+        page = max(budget // len(todo), 1)
+
+        async def scan() -> list[Any]:
+            pipe = redis.pipeline(transaction=False)
+            for p, t, cursor in todo:
+                pipe.zscan(self.keys.due(p, t), cursor, count=page)
+            return list(await pipe.execute())
+        pages = await self._retry("rescore", scan)
+        refs: dict[Ref, int] = {}  # customer -> partition
+        for (p, _, _), (_, found) in zip(todo, pages, strict=True):
+            for m, _ in found:
+                refs.setdefault(parse_customer_token(str(m)), p)
+        try:
+            states = await self._retry("load", lambda: self.store.load(tuple(refs)))
+            by_kind: dict[str, list[CustomerState]] = {}
+            for ref, cs in states.items():
+                cs.partition = refs[ref]
+                by_kind.setdefault(kinds[refs[ref]], []).append(cs)
+            for kind, batch in by_kind.items():
                 await self._rescore(batch, [self.customer_now(cs, clocks.get(cs.tenant) or 0)
-                                            for cs in batch], kind=kinds[p])
-            except StateConflict as exc:  # another worker took the partition: next step again
-                self.metrics.retries.labels("conflict").inc()
-                logger.warning("%s; re-scoring them again", exc)
-                return count
-            mark_as = "done" if int(nxt) == 0 else str(int(nxt))
-            await self._retry("rescore", lambda p=p, t=t, v=mark_as: redis.hset(  # type: ignore[misc]
-                self.keys.rescore(p), f"t:{t}", v))
-            count += len(states)
-            budget -= max(len(found), 1)
+                                            for cs in batch], kind=kind)
+        except StateConflict as exc:  # another worker took the partition: next step again
+            self.metrics.retries.labels("conflict").inc()
+            logger.warning("%s; re-scoring them again", exc)
+            return 0
+
+        async def cursors() -> None:
+            pipe = redis.pipeline(transaction=False)
+            for (p, t, _), (nxt, _) in zip(todo, pages, strict=True):
+                pipe.hset(self.keys.rescore(p), f"t:{t}", "done" if int(nxt) == 0 else str(int(nxt)))
+            await pipe.execute()
+        await self._retry("rescore", cursors)
+        count = len(states)
         run["done"] += count
         self.metrics.rescored.inc(count)
         self.metrics.rescore_remaining.set(max(run["total"] - run["done"], 0))
