@@ -137,21 +137,27 @@ async def _warn_on_longer_retention(admin: AIOKafkaAdminClient, settings: Settin
     docs/privacy.md then does not hold for it. Best effort: never fails the caller."""
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-    wanted = settings.retention.topic_retention_ms
+    wanted = topic_configs(settings)
+    limits = {k: int(wanted[k]) for k in ("retention.ms", "segment.ms")}
     try:
         answers = await admin.describe_configs(
             [ConfigResource(ConfigResourceType.TOPIC, n) for n in names])
         for answer in answers:
             for resource in answer.resources:
                 name, entries = resource[3], {e[0]: e[1] for e in resource[4]}
-                ms, policy = entries.get("retention.ms"), entries.get("cleanup.policy")
-                too_long = ms is not None and (int(ms) < 0 or int(ms) > wanted)
-                if too_long or (policy is not None and "delete" not in policy):
+                # a config the broker does not report (some Kafka-protocol brokers list only
+                # the ones set on the topic) is not judged
+                longer = [k for k, limit in limits.items()
+                          if entries.get(k) is not None
+                          and not 0 <= int(entries[k]) <= limit]
+                policy = entries.get("cleanup.policy")
+                if longer or (policy is not None and "delete" not in policy):
+                    found = ", ".join(f"{k}={entries.get(k)}" for k in wanted)
+                    want = ", ".join(f"{k}={v}" for k, v in wanted.items())
                     logger.warning(
                         "topic %s keeps records longer than CHURNWATCH_TOPIC_RETENTION_HOURS "
-                        "(retention.ms=%s, cleanup.policy=%s; wanted retention.ms=%d, delete): "
-                        "erased customers stay readable there until you alter it "
-                        "(docs/privacy.md)", name, ms, policy, wanted)
+                        "allows (%s; wanted %s): erased customers stay readable there longer "
+                        "than docs/privacy.md says until you alter it", name, found, want)
     except Exception as exc:  # a broker without DescribeConfigs, ACLs: not worth failing
         logger.info("could not check the retention of existing topics: %s", exc)
 

