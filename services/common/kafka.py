@@ -118,9 +118,54 @@ def all_topics(settings: Settings) -> list[str]:
             settings.topic_events_dlq, settings.topic_notifications_dlq]
 
 
+def topic_configs(settings: Settings) -> dict[str, str]:
+    """The configs of every topic churnwatch creates (docs/privacy.md, "Readable records in
+    Kafka"): records are deleted, not compacted, after CHURNWATCH_TOPIC_RETENTION_HOURS, and
+    segments roll often enough that deletion follows the retention closely (Kafka deletes whole
+    segments, once their newest record has aged out). All three are plain Kafka topic configs, set explicitly so that a
+    broker-wide ``log.cleanup.policy`` or ``log.roll.hours`` does not change the bound."""
+    retention = settings.retention
+    return {"cleanup.policy": "delete",
+            "retention.ms": str(retention.topic_retention_ms),
+            "segment.ms": str(retention.topic_segment_ms)}
+
+
+async def _warn_on_longer_retention(admin: AIOKafkaAdminClient, settings: Settings,
+                                    names: list[str]) -> None:
+    """Say so when a topic that exists already keeps records longer than the settings promise
+    (it was created before, by hand, or with another retention): the erasure bound in
+    docs/privacy.md then does not hold for it. Best effort: never fails the caller."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    wanted = topic_configs(settings)
+    limits = {k: int(wanted[k]) for k in ("retention.ms", "segment.ms")}
+    try:
+        answers = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, n) for n in names])
+        for answer in answers:
+            for resource in answer.resources:
+                name, entries = resource[3], {e[0]: e[1] for e in resource[4]}
+                # a config the broker does not report (some Kafka-protocol brokers list only
+                # the ones set on the topic) is not judged
+                longer = [k for k, limit in limits.items()
+                          if entries.get(k) is not None
+                          and not 0 <= int(entries[k]) <= limit]
+                policy = entries.get("cleanup.policy")
+                if longer or (policy is not None and "delete" not in policy):
+                    found = ", ".join(f"{k}={entries.get(k)}" for k in wanted)
+                    want = ", ".join(f"{k}={v}" for k, v in wanted.items())
+                    logger.warning(
+                        "topic %s keeps records longer than CHURNWATCH_TOPIC_RETENTION_HOURS "
+                        "allows (%s; wanted %s): erased customers stay readable there longer "
+                        "than docs/privacy.md says until you alter it", name, found, want)
+    except Exception as exc:  # a broker without DescribeConfigs, ACLs: not worth failing
+        logger.info("could not check the retention of existing topics: %s", exc)
+
+
 async def ensure_topics(settings: Settings, names: Iterable[str] | None = None,
                         *, timeout: float = 30.0) -> None:
-    """Create the topics churnwatch uses if they are missing (idempotent)."""
+    """Create the topics churnwatch uses if they are missing (idempotent), with
+    :func:`topic_configs`; warn about existing ones that keep records longer."""
     names = list(names) if names is not None else all_topics(settings)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
                                 request_timeout_ms=settings.kafka_request_timeout_ms,
@@ -138,14 +183,16 @@ async def ensure_topics(settings: Settings, names: Iterable[str] | None = None,
     try:
         existing = set(await admin.list_topics())
         missing = [n for n in names if n not in existing]
+        present = [n for n in names if n in existing]
+        if present:
+            await _warn_on_longer_retention(admin, settings, present)
         if missing:
             try:
-                # retention.ms: CHURNWATCH_TOPIC_RETENTION_HOURS (docs/privacy.md)
-                retention = {"retention.ms": str(settings.retention.topic_retention_ms)}
+                configs = topic_configs(settings)
                 await admin.create_topics([
                     NewTopic(n, num_partitions=settings.topic_partitions,
                              replication_factor=settings.topic_replication,
-                             topic_configs=retention) for n in missing
+                             topic_configs=configs) for n in missing
                 ])
             except TopicAlreadyExistsError:
                 pass

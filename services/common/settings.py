@@ -330,7 +330,8 @@ class Settings(BaseSettings):
     inbox_days: float = Field(default=30.0, gt=0, le=3650)
     audit_max_records: int = Field(default=100_000, ge=1000, le=100_000_000)  # per tenant
     # retention.ms of the topics churnwatch creates (168 h: Kafka's own default; topics that
-    # exist already keep theirs: kafka-configs --alter --add-config retention.ms=...).
+    # exist already keep theirs: kafka-configs --alter --add-config retention.ms=...). Fractions
+    # are fine (0.001 h = 3.6 s, for tests); Retention.topic_readable_ms is the full bound.
     topic_retention_hours: float = Field(default=168.0, gt=0, le=87_600)
     # Outbox of the development sinks (`make run`): files older than this are deleted.
     outbox_retention_days: float = Field(default=7.0, gt=0, le=3650)
@@ -493,7 +494,8 @@ class Settings(BaseSettings):
                          episode_ttl_s=int(self.alert_episode_days * day),
                          inbox_max=self.inbox_max_entries, inbox_ttl_s=int(self.inbox_days * day),
                          audit_max=self.audit_max_records,
-                         topic_retention_ms=int(self.topic_retention_hours * 3_600_000))
+                         topic_retention_ms=max(1, round(self.topic_retention_hours
+                                                         * 3_600_000)))
 
     @property
     def stack_file(self) -> Path:
@@ -525,7 +527,25 @@ class Retention:
     audit_max: int = 100_000
     topic_retention_ms: int = 168 * 3_600_000
 
+    @property
+    def topic_segment_ms(self) -> int:
+        """``segment.ms`` of the topics churnwatch creates. Kafka deletes whole segments, each
+        once its newest record is older than ``retention.ms``, and a segment takes new records
+        for up to ``segment.ms`` (broker default 7 days). So a record stays readable up to
+        retention + segment.ms: capping segment.ms at one day (or the retention, if shorter)
+        keeps that bound close to the retention."""
+        return min(self.topic_retention_ms, TOPIC_SEGMENT_MAX_MS)
 
+    @property
+    def topic_readable_ms(self) -> int:
+        """How long a record on a churnwatch-created topic can stay readable on Apache Kafka:
+        retention + segment.ms + the broker's retention check interval (Kafka's default
+        ``log.retention.check.interval.ms``; a broker setting churnwatch cannot see)."""
+        return self.topic_retention_ms + self.topic_segment_ms + KAFKA_RETENTION_CHECK_MS
+
+
+TOPIC_SEGMENT_MAX_MS = 86_400_000  # one day
+KAFKA_RETENTION_CHECK_MS = 300_000  # Kafka's default log.retention.check.interval.ms
 DEFAULT_RETENTION = Retention()
 # ---- end of retention ------------------------------------------------------------------------
 
