@@ -579,7 +579,7 @@ class Processor:
             ref = (_tenant_header(r.headers), r.key.decode("utf-8", "replace"))
             await self._retry("erase", lambda: self.store.erase(ref, self.settings.topic_partitions))
             digest = await self._digest(*ref)
-            keep_ms = self.settings.retention.topic_retention_ms
+            keep_ms = self.settings.retention.topic_readable_ms  # as long as any record may be read
             await self._retry("erase", lambda: self.store.record_erasure(
                 ref[0], digest, r.partition, r.offset, at_ms=int(time.time() * 1000),
                 keep_ms=keep_ms))
