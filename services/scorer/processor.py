@@ -221,6 +221,9 @@ class Processor:
         self._rescored: tuple[str, tuple[int, ...]] | None = None  # (version, partitions) done
         self._rescore_run: dict[str, Any] = {}  # progress of the current pass, for the logs
         self._ledger_key: bytes | None = None  # the pseudonym key: erasure ledger digests
+        # step -> the error retrying does not fix that holds it now: the readiness probe
+        # fails while any is set (see _retry)
+        self.stuck: dict[str, str] = {}
         self.lock = asyncio.Lock()
 
     # clock ------------------------------------------------------------------------------
@@ -1028,12 +1031,15 @@ class Processor:
         ``WRONGTYPE`` key, a bug — will not go away by retrying: it is still retried (skipping
         the batch would lose it) but loudly: logged at ERROR with its traceback (then once a
         minute) and counted in ``churnwatch_scorer_unexpected_errors_total{step}``, which the
-        ``ChurnwatchScorerStuck`` alert watches. Before, a partition stalled silently."""
+        ``ChurnwatchScorerStuck`` alert watches, and the worker's readiness probe fails
+        (``stuck``) until the step succeeds. Before, a partition stalled silently."""
         delay = 0.1
         said = 0.0
         while True:
             try:
-                return await fn()
+                result = await fn()
+                self.stuck.pop(step, None)
+                return result
             except asyncio.CancelledError:
                 raise
             except passthrough:
@@ -1045,6 +1051,7 @@ class Processor:
                                    type(exc).__name__, exc, delay)
                 else:
                     self.metrics.unexpected.labels(step).inc()
+                    self.stuck[step] = f"{type(exc).__name__}: {exc}"[:300]
                     if time.monotonic() - said >= 60.0:
                         said = time.monotonic()
                         logger.error("%s failed with an error retrying does not fix (%s: %s): "

@@ -114,8 +114,10 @@ def build_app(settings: Settings) -> faust.App:
     def ready() -> dict[str, Any]:
         proc = parts.get("processor")
         version = proc.engine.model.version if proc is not None else model.version
-        return {"ready": state["ready"], "model_version": version,
-                "assigned_partitions": state["assigned"]}
+        stuck = dict(proc.stuck) if proc is not None else {}
+        # not ready while a step waits on an error retrying does not fix: say which, and why
+        return {"ready": state["ready"] and not stuck, "model_version": version,
+                "assigned_partitions": state["assigned"], **({"stuck": stuck} if stuck else {})}
 
     @app.task
     async def start_http() -> None:

@@ -48,9 +48,11 @@ async def test_an_error_retrying_cannot_fix_is_loud_and_loses_nothing(
                     break
                 await asyncio.sleep(0.02)
             assert not task.done()  # waiting, not skipping the batch
+            assert "WRONGTYPE" in proc.stuck["read"]  # the worker's readiness probe says so
             await redis.delete(keys.offsets(settings.topic_events))  # the fix
             await asyncio.wait_for(task, 10)
         assert any("WRONGTYPE" in r.getMessage() and r.exc_info for r in caplog.records)
+        assert not proc.stuck  # ready again
         state = (await read_states(redis, keys, [("default", "ann")], ["sm"]))[0]
         assert state.get("sm")  # applied once the cause was gone
     finally:
