@@ -419,6 +419,11 @@ class Keys:
         JSON ``{"alert_id", "customer_id", "kind", "subject", "text", "at_ms"}``, capped."""
         return f"{self.prefix}:t:{_tag(tenant)}:inbox:{_tag(staff_id)}"
 
+    def inbox_staff(self, tenant: str = DEFAULT_TENANT) -> str:
+        """Set of the staff ids of ``tenant`` with an in-app alert list (``inbox``): erasure
+        finds a customer's entries in them without scanning the keyspace."""
+        return f"{self.prefix}:t:{_tag(tenant)}:inboxes"
+
     def notifier_key(self, name: str) -> str:
         """Notifier-private keys used one at a time (episodes, webhook health):
         ``<prefix>:ntf:<name>``. Keys a script or MULTI moves together are below."""

@@ -746,7 +746,8 @@ async def load_customers(redis: Redis, keys: Keys, refs: Iterable[Ref]
 async def erase_customer(redis: Redis, keys: Keys, customer_id: str, *,
                          tenant: str = DEFAULT_TENANT, partitions: int) -> None:
     """Forget a customer: every key under their hash tag (summary, state, profile, delivery
-    log, timeline, actions) and their index entries (single-key commands: cluster-safe)."""
+    log, timeline, actions), their index entries and their alerts in the staff's in-app
+    lists (single-key commands: cluster-safe)."""
     read = redis.pipeline(transaction=False)
     read.hget(keys.state(customer_id, tenant), "store")
     read.hkeys(keys.actions(customer_id, tenant))
@@ -767,6 +768,34 @@ async def erase_customer(redis: Redis, keys: Keys, customer_id: str, *,
     for key in keys.customer_all(customer_id, tenant):
         pipe.delete(key)
     await pipe.execute()
+    await _erase_inbox_entries(redis, keys, customer_id, tenant)
+
+
+async def _erase_inbox_entries(redis: Redis, keys: Keys, customer_id: str, tenant: str) -> None:
+    """Remove the customer's alerts from every staff member's in-app list of the tenant
+    (``Keys.inbox_staff`` names the lists; single-key commands: cluster-safe). Reads each
+    list once: an erasure is rare, a list holds at most ``INBOX_MAX_ENTRIES``."""
+    staff = sorted(str(s) for s in await redis.smembers(keys.inbox_staff(tenant)))  # type: ignore[misc]
+    if not staff:
+        return
+    read = redis.pipeline(transaction=False)
+    for who in staff:
+        read.hgetall(keys.inbox(who, tenant))
+    pipe = redis.pipeline(transaction=False)
+    for who, entries in zip(staff, await read.execute(), strict=True):
+        gone = [d for d, raw in entries.items() if _names(raw, customer_id)]
+        if gone:
+            pipe.hdel(keys.inbox(who, tenant), *gone)
+    if len(pipe):
+        await pipe.execute()
+
+
+def _names(raw: Any, customer_id: str) -> bool:
+    try:
+        entry = json.loads(raw)
+    except ValueError:
+        return False
+    return isinstance(entry, dict) and entry.get("customer_id") == customer_id
 
 
 # Feature names by feature schema version, for snapshots whose features are stored as a list

@@ -113,3 +113,35 @@ async def test_an_erased_customer_stays_erased_when_the_topic_is_replayed(settin
     finally:
         await producer.stop()
         await redis.aclose()
+
+
+async def test_erasure_removes_the_customers_alerts_from_every_staff_inbox(settings_factory) -> None:
+    """The console's in-app alert lists (one per staff member) lose the erased customer's
+    entries and keep everyone else's."""
+    from services.notifier.channels.base import Message
+    from services.notifier.channels.in_app import InAppChannel
+    from services.state.store import erase_customer
+
+    settings = settings_factory()
+    keys = Keys(settings.redis_prefix)
+    redis = make_redis(settings)
+    channel = InAppChannel(redis, keys)
+    try:
+        for n, (staff, customer) in enumerate([("ana", "alice"), ("ana", "bob"), ("ben", "alice"),
+                                               ("ben", "carol")]):
+            await channel.send(Message(
+                delivery_id=f"d-{n}", channel="in_app", event_id=f"e-{n}", customer_id=customer,
+                to=staff, event=b"{}", subject=f"{customer} is at risk", text=f"Call {customer}",
+                tenant="t1", kind="alert", created_ms=1_000 + n))
+        await channel.send(Message(delivery_id="d-9", channel="in_app", event_id="e-9",
+                                   customer_id="alice", to="ana", event=b"{}", tenant="t2",
+                                   kind="alert"))  # another tenant's alice is someone else
+        await erase_customer(redis, keys, "alice", tenant="t1",
+                             partitions=settings.topic_partitions)
+        left = {who: sorted(json.loads(v)["customer_id"]
+                            for v in (await redis.hgetall(keys.inbox(who, "t1"))).values())
+                for who in ("ana", "ben")}
+        assert left == {"ana": ["bob"], "ben": ["carol"]}
+        assert len(await redis.hgetall(keys.inbox("ana", "t2"))) == 1
+    finally:
+        await redis.aclose()

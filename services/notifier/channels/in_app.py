@@ -3,7 +3,7 @@
 
 Idempotent by delivery id (a redelivery overwrites its own entry); at most
 :data:`INBOX_MAX` entries per person (the oldest go first), kept :data:`INBOX_TTL_S` after the
-last one. Only staff with a profile have a console identity: the planner sends in-app
+last one. ``Keys.inbox_staff`` lists who has a list: erasing a customer removes their entries. Only staff with a profile have a console identity: the planner sends in-app
 messages to them alone.
 """
 
@@ -61,6 +61,12 @@ class InAppChannel:
             await self._add(keys=[self.keys.inbox(message.to, message.tenant)],
                             args=[message.delivery_id, json.dumps(entry, ensure_ascii=False),
                                   self.max_entries, self.ttl_s])
+            # who has a list, for erasure (services/state/store.py, erase_customer)
+            staff = self.keys.inbox_staff(message.tenant)
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.sadd(staff, message.to)
+            pipe.expire(staff, self.ttl_s)
+            await pipe.execute()
         except RedisError as exc:
             raise DeliveryError(f"the console's alert list could not be written "
                                 f"({type(exc).__name__})") from None
