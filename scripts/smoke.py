@@ -5,7 +5,8 @@ in their quick mode:
 
 - ``make lint``, ``make schemas CHECK=1``, the README's reliability table check, ``make help``,
   ``make install`` (again: must change nothing), ``churnwatch --help``;
-- ``make run DEMO=0`` with its own CHURNWATCH_HOME, then, against that stack, the README's
+- ``make run DEMO=0`` with its own CHURNWATCH_HOME, on a machine where port 8000 is taken (a
+  stand-in server answers 418 there), then, against that stack, the README's
   "Try it by hand" block exactly as written, and its "Model" block (``generate`` with fewer
   customers, ``train``, ``model activate PATH``, ``model activate --default``; each switch is
   checked on ``/v1/status``). ``make model`` is left out: it rebuilds the shipped model;
@@ -24,12 +25,15 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -58,6 +62,7 @@ class Smoke:
         self.started = time.monotonic()
         self.stack: subprocess.Popen[bytes] | None = None
         self.soak: subprocess.Popen[bytes] | None = None
+        self.squatter: ThreadingHTTPServer | None = None
 
     # running things ---------------------------------------------------------------------
     def log(self, name: str) -> Path:
@@ -173,6 +178,31 @@ class Smoke:
             raise AssertionError("make install reinstalled on a second run (not idempotent)")
         return ""
 
+    def take_port_8000(self) -> str:
+        """A newcomer's machine where port 8000 is taken: something else answers there (418,
+        "not churnwatch") while the stack runs, so a README command that assumed
+        localhost:8000 instead of reading the address the stack chose fails loudly."""
+        class NotUs(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                body = b"not churnwatch: another program on port 8000\n"
+                self.send_response(418)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            do_GET = do_POST = do_PUT = do_DELETE = _answer  # noqa: N815
+
+            def log_message(self, *args: object) -> None:
+                return None
+        try:
+            self.squatter = ThreadingHTTPServer(("127.0.0.1", 8000), NotUs)
+        except OSError:
+            with socket.socket() as probe:  # taken already: by what, does not matter
+                if probe.connect_ex(("127.0.0.1", 8000)) == 0:
+                    return "already taken on this machine"
+            raise
+        threading.Thread(target=self.squatter.serve_forever, daemon=True).start()
+        return "held by a stand-in server answering 418"
+
     def stack_up(self) -> str:
         self.stack = subprocess.Popen(["make", "run", "DEMO=0"], cwd=ROOT, env=self.env,
                                       stdout=open(self.log("make run DEMO=0"), "wb"),  # noqa: SIM115
@@ -189,6 +219,8 @@ class Smoke:
         banner = self.log("make run DEMO=0").read_text(errors="replace")
         if "Try it from another terminal" not in banner and "churnwatch is up" not in banner:
             time.sleep(1.0)  # the banner follows stack.json by a moment
+        if self.squatter is not None and self.api().rstrip("/").endswith(":8000"):
+            raise AssertionError(f"stack.json says {self.api()}, a port another server holds")
         return f"API at {self.api()}"
 
     def try_it_by_hand(self) -> str:
@@ -251,6 +283,9 @@ class Smoke:
         raise AssertionError(f"something still answers at {api} after the stack stopped")
 
     def cleanup(self) -> None:
+        if self.squatter is not None:
+            self.squatter.shutdown()
+            self.squatter.server_close()
         for proc in (self.stack, self.soak):
             if proc is not None and proc.poll() is None:
                 try:
@@ -284,6 +319,7 @@ def main() -> int:
                                                      "--check"], timeout=60) and None)
         s.step("make help, churnwatch --help", s.help)
         s.step("make install (again: nothing to do)", s.install_again)
+        s.step("port 8000 taken (as on a busy machine)", s.take_port_8000)
         if s.step("make run DEMO=0", s.stack_up):
             s.step("README: Try it by hand", s.try_it_by_hand)
             s.step("README: Model (generate, train, model activate)", s.model_block)
