@@ -39,6 +39,11 @@ class NotifierMetrics:
         self.consumed = Counter(
             "churnwatch_notifier_risk_changes_consumed_total",
             "Risk-change events consumed (valid ones).", registry=registry)
+        self.unexpected = Counter(
+            "churnwatch_notifier_unexpected_errors_total",
+            "Errors that are neither bad input nor Redis/Kafka being away (a bug), by step; "
+            "the record is retried, then dead-lettered.", ["step"], registry=registry)
+        self.unexpected.labels(step="plan")
         for channel in ("email", "sms", "webhook"):
             for outcome in OUTCOMES:
                 self.deliveries.labels(channel=channel, outcome=outcome)

@@ -76,6 +76,7 @@ POLL_MAX_RECORDS = 50
 RETRY_BATCH = 50
 SHUTDOWN_GRACE_S = 30.0
 BATCH_FAILURE_PAUSE_S = 2.0
+PLAN_ATTEMPTS = 3  # planning a record that hits a bug: tries before it is dead-lettered
 STARTUP_TIMEOUT_S = 60.0
 
 
@@ -188,6 +189,8 @@ class Notifier:
         self.redis = make_redis(settings)
         self.keys = Keys(settings.redis_prefix)
         self._ledger_key: bytes | None = None  # the pseudonym key (erasure ledger digests)
+        # (topic, partition, offset) -> planning attempts that failed with a bug (not input)
+        self._plan_failures: dict[tuple[str, int, int], int] = {}
         if "in_app" in self.routing.used_channels | set(self.routing.policies.escalation_channels):
             self.channels["in_app"] = InAppChannel(self.redis, self.keys,
                                                    retention=settings.retention)
@@ -396,7 +399,7 @@ class Notifier:
         try:
             messages = await self.planner.plan(event, subscriptions=subscriptions,
                                                created_ms=_created_ms(record))
-        except (ValueError, KeyError, TypeError, LookupError, jinja2.TemplateError) as exc:
+        except (ValueError, KeyError, LookupError, jinja2.TemplateError) as exc:
             # A record (or a profile/template) this notifier cannot plan: never block the
             # partition on it. Redis and Kafka errors propagate: the batch is retried.
             logger.exception("cannot plan the notifications of %s; sent to the DLQ", event.id,
@@ -407,7 +410,39 @@ class Notifier:
                 record, reason=f"cannot plan notifications: {type(exc).__name__}: {exc}")
             self.metrics.dead_letters.labels(channel="input").inc()
             return
+        except (TimeoutError, RedisError, KafkaError, OSError):
+            raise  # infrastructure away: the batch is retried as it is
+        except Exception as exc:  # noqa: BLE001  a bug (TypeError, AttributeError...): loud
+            if await self._plan_bug(record, event, exc, where):
+                raise
+            return
         await _gather_strict([self.deliverer.deliver_new(m) for m in messages])
+
+    async def _plan_bug(self, record: ConsumerRecord[Any, Any], event: RiskChangeEvent,
+                        exc: Exception, where: dict[str, Any]) -> bool:
+        """Planning failed with an error that is neither bad input nor infrastructure — a
+        bug. Logged at ERROR with the traceback and counted
+        (``churnwatch_notifier_unexpected_errors_total{step="plan"}``); True: raise, so the
+        batch is retried (PLAN_ATTEMPTS times in all, a bug may depend on state that moves);
+        then the one record goes to the DLQ (False) and the partition moves on."""
+        spot = (record.topic, record.partition, record.offset)
+        failures = self._plan_failures[spot] = self._plan_failures.get(spot, 0) + 1
+        self.metrics.unexpected.labels(step="plan").inc()
+        extra = where | {"event_id": event.id, "customer_id": event.change.customer_id,
+                         "tenant": event.change.tenant_id}
+        if failures < PLAN_ATTEMPTS:
+            logger.error("planning the notifications of %s failed with an unexpected error "
+                         "(attempt %d of %d): %s: %s", event.id, failures, PLAN_ATTEMPTS,
+                         type(exc).__name__, exc, exc_info=True, extra=extra)
+            return True
+        del self._plan_failures[spot]
+        logger.error("planning the notifications of %s failed %d times with an unexpected "
+                     "error; sent to the DLQ: %s: %s", event.id, failures, type(exc).__name__,
+                     exc, exc_info=True, extra=extra)
+        await self.dead_letters.invalid_record(
+            record, reason=f"planning failed {failures} times: {type(exc).__name__}: {exc}")
+        self.metrics.dead_letters.labels(channel="input").inc()
+        return False
 
     async def _erased_after(self, event: RiskChangeEvent, created_ms: int) -> bool:
         """The customer was erased after this change was published (the scorer's erasure

@@ -424,3 +424,52 @@ async def test_a_damaged_escalation_entry_is_dropped_and_stops_no_other(
     assert escalated == [good_id]
     assert await redis.zcard(keys.escalation_queue) == 0
     assert not await redis.hexists(keys.escalation_data, "broken")
+
+
+async def test_a_planning_bug_is_loud_retried_then_dead_letters_only_its_record(
+        fast: Settings, redis: Redis, tmp_path: Path) -> None:
+    """A bug while planning one change (a TypeError, not bad input) is logged at ERROR and
+    counted each time, retried with its batch (PLAN_ATTEMPTS in all), then that one record
+    goes to the DLQ saying so; the other changes are delivered once."""
+    from services.common.profiles import ProfileStore
+    from services.notifier.recipients import ProfileRecipientResolver
+    from services.notifier.routing import load_routing
+    from services.notifier.worker import PLAN_ATTEMPTS
+
+    keys = Keys(fast.redis_prefix)
+
+    class Buggy(ProfileRecipientResolver):
+        async def context(self, change: Any) -> Any:
+            if change.customer_id == "bug-1":
+                raise TypeError("unsupported operand type(s) for +: 'int' and 'NoneType'")
+            return await super().context(change)
+
+    resolver = Buggy(ProfileStore(redis, keys), load_routing(fast.routing_file))
+    sinks = Sinks(out_dir=tmp_path / "out")  # staff e-mail on: planning asks the resolver
+    ports = await sinks.start()
+    fast = fast.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": ports["smtp"]})
+    async with Receiver() as hook:
+        await add_subscription(redis, keys, url=hook.url, secret=SECRET)
+        _, bad = cloudevent("bug-1", previous="low", tier="high", cause_event="e-1")
+        ok_id, ok = cloudevent("ok-1", previous="low", tier="high", cause_event="e-1")
+        await produce_changes(fast, ("bug-1", bad), ("ok-1", ok))
+        registry = CollectorRegistry()
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_notifier(fast, stop=stop, registry=registry,
+                                                resolver=resolver))
+        try:
+            await wait_until(lambda: metric(registry, "churnwatch_notifier_dead_letters_total",
+                                            channel="input") == 1, timeout=30,
+                             what="the buggy record dead-lettered")
+            await wait_until(lambda: deliveries(registry, "webhook", "delivered") >= 1,
+                             what="the other change delivered")
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, timeout=30)
+            await sinks.stop()
+    assert metric(registry, "churnwatch_notifier_unexpected_errors_total",
+                  step="plan") == PLAN_ATTEMPTS
+    [dead] = await read_dlq(fast, 1)
+    assert dict(dead.headers).get("reason", b"").decode().startswith(
+        f"planning failed {PLAN_ATTEMPTS} times: TypeError")
+    assert [json.loads(body)["id"] for _, body in hook.requests] == [ok_id]
