@@ -746,8 +746,8 @@ async def load_customers(redis: Redis, keys: Keys, refs: Iterable[Ref]
 async def erase_customer(redis: Redis, keys: Keys, customer_id: str, *,
                          tenant: str = DEFAULT_TENANT, partitions: int) -> None:
     """Forget a customer: every key under their hash tag (summary, state, profile, delivery
-    log, timeline, actions), their index entries and their alerts in the staff's in-app
-    lists (single-key commands: cluster-safe)."""
+    log, timeline, actions), their index entries, their alerts in the staff's in-app lists
+    and their pending model-quality samples (single-key commands: cluster-safe)."""
     read = redis.pipeline(transaction=False)
     read.hget(keys.state(customer_id, tenant), "store")
     read.hkeys(keys.actions(customer_id, tenant))
@@ -769,6 +769,22 @@ async def erase_customer(redis: Redis, keys: Keys, customer_id: str, *,
         pipe.delete(key)
     await pipe.execute()
     await _erase_inbox_entries(redis, keys, customer_id, tenant)
+    await _erase_quality_samples(redis, keys, token)
+
+
+async def _erase_quality_samples(redis: Redis, keys: Keys, token: str) -> None:
+    """Drop the customer's pending model-quality samples (a cohort keeps a prediction under
+    the customer token until its horizon; ``Keys.quality_cohorts`` lists the cohorts, at
+    most a few per day of the quality window). Labelled entries hold a digest, no id."""
+    members = await redis.zrange(keys.quality_cohorts, 0, -1)
+    pipe = redis.pipeline(transaction=False)
+    for member in members:
+        parts = str(member).rsplit("|", 2)  # <version>|<day>|<horizon days>
+        version, day = parts[0], parts[1] if len(parts) == 3 else ""
+        if day.lstrip("-").isdigit():
+            pipe.hdel(keys.quality_cohort(version, int(day)), token)
+    if len(pipe):
+        await pipe.execute()
 
 
 async def _erase_inbox_entries(redis: Redis, keys: Keys, customer_id: str, tenant: str) -> None:
