@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from redis.asyncio import Redis
 
+from services.alerting.acks import acknowledge_once
 from services.common.redisconn import get_many
 from services.console import i18n
 from services.console.sessions import Session
@@ -19,7 +20,6 @@ from services.console.web import current_session, page, signed_in_form, to_sign_
 from services.ingest.deps import Res, Resources
 from services.ingest.queries import timeline
 from services.ingest.queries.timefmt import iso_ms
-from services.notifier.acks import acknowledge_once
 
 router = APIRouter(include_in_schema=False)
 SHOWN = 50

@@ -26,6 +26,7 @@ from redis.asyncio import Redis, RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import ClusterCrossSlotError, RedisClusterException, ResponseError
 
+from services.alerting.webhooks import add_subscription
 from services.cli.reach import require
 from services.common.embedded import free_port
 from services.common.exceptions import ConfigError
@@ -37,7 +38,6 @@ from services.ingest.app import create_app
 from services.notifier.channels.base import Message
 from services.notifier.channels.in_app import InAppChannel
 from services.notifier.signing import DELIVERY_HEADER, SIGNATURE_HEADER, verify
-from services.notifier.webhooks import add_subscription
 from tests.integration.test_alert_scenarios import change
 from tests.integration.test_api_queries import ACME, ADMIN, INGEST, KEYS, READ
 from tests.integration.test_notifier import Receiver, metric, notifier, produce_changes, wait_until

@@ -10,14 +10,7 @@ from fastapi import APIRouter, HTTPException, Path, status
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.ingest.deps import IngestKey, Res, Resources
-from services.ingest.models import Ack, Action, NewAction
-from services.ingest.openapi import AUTH, NOT_FOUND, TOO_LARGE, error, responses
-from services.ingest.params import CustomerId
-from services.ingest.queries import timeline, winback
-from services.ingest.queries.holdout import holdout
-from services.ingest.queries.timefmt import iso_ms, now_ms
-from services.notifier.acks import (
+from services.alerting.acks import (
     AckLink,
     AckLinks,
     InvalidAck,
@@ -26,7 +19,14 @@ from services.notifier.acks import (
     get_acknowledgement,
     get_alert,
 )
-from services.notifier.escalation import Escalations
+from services.alerting.alerts import find_alert
+from services.ingest.deps import IngestKey, Res, Resources
+from services.ingest.models import Ack, Action, NewAction
+from services.ingest.openapi import AUTH, NOT_FOUND, TOO_LARGE, error, responses
+from services.ingest.params import CustomerId
+from services.ingest.queries import timeline, winback
+from services.ingest.queries.holdout import holdout
+from services.ingest.queries.timefmt import iso_ms, now_ms
 
 router = APIRouter(tags=["win-back"])
 AlertId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$",
@@ -84,14 +84,9 @@ async def ack_alert(alert_id: AlertId, res: Res, key: IngestKey,
                     body: AckBody | None = None) -> Any:
     by = (body.by if body and body.by else None) or key.name
     try:
-        alert = await get_alert(res.redis, res.keys, alert_id, key.tenant)
+        alert = await find_alert(res.redis, res.keys, alert_id, key.tenant)
     except InvalidAck as exc:
         raise HTTPException(422, str(exc)) from None
-    if alert is None:  # sent before alerts were recorded, but still awaiting escalation
-        pending = await Escalations(res.redis, res.keys, after_s=0).pending(alert_id)
-        if pending is not None and pending.change.tenant_id == key.tenant:
-            alert = {"customer_id": pending.change.customer_id,
-                     "store_id": pending.change.store_id}
     if alert is None or not key.allows_store(alert.get("store_id")):
         raise HTTPException(status.HTTP_404_NOT_FOUND,
                             f"no alert {alert_id!r} was sent in this tenant"

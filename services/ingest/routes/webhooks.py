@@ -8,16 +8,16 @@ from typing import Any, Literal
 from fastapi import APIRouter, HTTPException, Response, status
 from pydantic import BaseModel, Field
 
-from services.common.settings import ApiKey
-from services.ingest.deps import AdminKey, Res
-from services.ingest.openapi import AUTH, TOO_LARGE, error, responses
-from services.notifier.webhooks import (
+from services.alerting.webhooks import (
     add_subscription,
     delete_subscription,
     list_subscriptions,
     resume_subscription,
     validate_target,
 )
+from services.common.settings import ApiKey
+from services.ingest.deps import AdminKey, Res
+from services.ingest.openapi import AUTH, TOO_LARGE, error, responses
 
 router = APIRouter(tags=["webhooks"])
 

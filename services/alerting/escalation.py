@@ -7,7 +7,7 @@ committed. Only when one of those recipients' alert is actually delivered (after
 window, quiet hours, rate limits, retries) does :meth:`Escalations.arm` put the alert id into
 the zset ``Keys.escalation_queue`` due ``after`` seconds later: the acknowledgement window starts when the
 owner could first see the alert. When an entry falls due it is dropped if
-:func:`services.notifier.acks.is_acknowledged`, else the manager's messages are delivered
+:func:`services.alerting.acks.is_acknowledged`, else the manager's messages are delivered
 (delivery ids derived from the alert id, so a notifier killed half-way sends nothing twice),
 the entry removed and ``Keys.escalation_done(<alert id>)`` kept for 30 days so that a replayed record
 never prepares it again: one escalation per alert. The three share one hash tag (the
@@ -22,9 +22,9 @@ from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 
+from services.alerting.acks import is_acknowledged
+from services.alerting.inbound import InvalidRecord, RiskChangeEvent, decode_risk_change
 from services.common.redisconn import Keys
-from services.notifier.acks import is_acknowledged
-from services.notifier.inbound import InvalidRecord, RiskChangeEvent, decode_risk_change
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,16 @@ ESCALATION_BATCH = 50
 DONE_TTL_S = 30 * 86_400
 
 Escalate = Callable[[RiskChangeEvent, int], Awaitable[None]]
+
+
+async def pending_escalation(redis: Redis, keys: Keys, alert_id: str) -> RiskChangeEvent | None:
+    """The risk change of an escalation still due, or None (also when unreadable). Reading it
+    needs no escalation delay: the API uses this to find an alert to acknowledge."""
+    raw = await redis.hget(keys.escalation_data, alert_id)  # type: ignore[misc]
+    try:
+        return decode_risk_change(json.loads(raw)["event"].encode()) if raw else None
+    except (InvalidRecord, ValueError, KeyError, TypeError):
+        return None
 
 
 class Escalations:
@@ -81,11 +91,7 @@ class Escalations:
 
     async def pending(self, alert_id: str) -> RiskChangeEvent | None:
         """The risk change of an escalation still due, or None (also when unreadable)."""
-        raw = await self.redis.hget(self.data, alert_id)
-        try:
-            return decode_risk_change(json.loads(raw)["event"].encode()) if raw else None
-        except (InvalidRecord, ValueError, KeyError, TypeError):
-            return None
+        return await pending_escalation(self.redis, self.keys, alert_id)
 
     async def run_due(self, *, now_ms: int, escalate: Escalate) -> int:
         ids = [str(i) for i in await self.redis.zrangebyscore(
@@ -101,7 +107,7 @@ class Escalations:
                 logger.error("escalation %s is unreadable (%s: %s); dropped", alert_id,
                              type(exc).__name__, exc, extra={"event_id": alert_id})
                 entry = event = None
-            # acknowledged within the alert's own tenant (see services.notifier.acks)
+            # acknowledged within the alert's own tenant (see services.alerting.acks)
             if event is not None and not await is_acknowledged(
                     self.redis, self.keys, alert_id, event.change.tenant_id):
                 assert entry is not None
