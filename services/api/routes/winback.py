@@ -7,16 +7,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from services.ingest.deps import ReadKey, Res
-from services.ingest.formats import csv_response, wants_csv
-from services.ingest.models_analytics import WinbackReport
-from services.ingest.openapi import AUTH, responses
-from services.ingest.params import Format, StoreFilter
-from services.ingest.queries import winback
-from services.ingest.queries.errors import Invalid
-from services.ingest.queries.timefmt import now_ms, parse_iso
-from services.ingest.routes.analytics import OK_CSV, scoped_store
+from services.api.routes.analytics import OK_CSV, scoped_store
+from services.api.schemas_analytics import WinbackReport
+from services.common.timefmt import now_ms, parse_iso
+from services.records import winback
+from services.records.errors import Invalid
 from services.scoring.features import DAY_MS
+from services.web.deps import ReadKey, Res
+from services.web.formats import csv_response, wants_csv
+from services.web.openapi import AUTH, responses
+from services.web.params import Format, StoreFilter
 
 router = APIRouter(tags=["analytics"])
 

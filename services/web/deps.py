@@ -1,10 +1,16 @@
-"""Dependencies of the HTTP routes: the shared resources, API-key scopes and rate limits."""
+"""Dependencies of the HTTP routes: the shared resources, API-key scopes and rate limits.
+
+The resources name the publisher and the status reader by what the routes need of them
+(:class:`Publisher`, :class:`StatusSource`), so this library imports no service package:
+``services/server/app.py`` builds them from ``services.ingest.publisher`` and
+``services.api.status``."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, HTTPException, Request, status
 from pydantic import SecretStr
@@ -13,12 +19,35 @@ from redis.asyncio import Redis
 from services.common.profiles import ProfileStore
 from services.common.redisconn import Keys
 from services.common.settings import ApiKey, Settings
-from services.ingest.metrics import ApiMetrics
-from services.ingest.publisher import EventPublisher
-from services.ingest.queries.cache import TtlCache
-from services.ingest.ratelimit import RateLimiter
-from services.ingest.status import StatusReader
 from services.scoring.engine import Engine
+from services.web.cache import TtlCache
+from services.web.metrics import ApiMetrics
+from services.web.ratelimit import RateLimiter
+
+
+class Publisher(Protocol):
+    """What the routes need of the event publisher (``services.ingest.publisher``)."""
+
+    last_error: str | None
+
+    @property
+    def connected(self) -> bool: ...
+
+    async def publish(self, topic: str, records: Sequence[tuple[bytes, bytes | None]], *,
+                      headers: list[tuple[str, bytes]] | None = None) -> None: ...
+
+    async def publish_envelopes(self, topic: str, records: Sequence[tuple[bytes, bytes]], *,
+                                headers: list[tuple[str, bytes]] | None = None) -> int: ...
+
+    async def close(self) -> None: ...
+
+
+class StatusSource(Protocol):
+    """What the status route needs of the pipeline counters (``services.api.status``)."""
+
+    async def read(self, tenant: str | None = None) -> dict[str, Any]: ...
+
+    async def close(self) -> None: ...
 
 
 @dataclass
@@ -26,14 +55,14 @@ class Resources:
     settings: Settings
     redis: Redis
     keys: Keys
-    publisher: EventPublisher
+    publisher: Publisher
     engine: Engine
-    status: StatusReader
+    status: StatusSource
     metrics: ApiMetrics
     profiles: ProfileStore | None = None
     limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0, 1))
     cache: TtlCache = field(default_factory=lambda: TtlCache(0))
-    # accepted events Redis could not count yet, per tenant (routes/events.py)
+    # accepted events Redis could not count yet, per tenant (services/ingest/routes.py)
     uncounted_accepted: dict[str, int] = field(default_factory=dict)
     count_retry: asyncio.Task[None] | None = None  # adds them once Redis is back
 

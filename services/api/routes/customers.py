@@ -8,20 +8,20 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 
+from services.api.schemas import Risk
 from services.common.events import TENANT_HEADER, epoch_ms
 from services.common.exceptions import BrokerUnavailable
 from services.common.exportdoc import CustomerExport
-from services.ingest.deps import AdminKey, ReadKey, Res
-from services.ingest.middleware import request_id
-from services.ingest.models import Risk
-from services.ingest.openapi import AUTH, NOT_FOUND, responses
-from services.ingest.params import CustomerId
-from services.ingest.queries import erasure, export
-from services.ingest.queries.holdout import holdout
-from services.ingest.queries.timefmt import iso_ms, parse_iso
+from services.common.timefmt import iso_ms, parse_iso
+from services.records import erasure, export
+from services.records.holdout import holdout
 from services.scoring.engine import Subject
 from services.scoring.lifecycle import stage_name
 from services.state.store import load_customers, read_states
+from services.web.deps import AdminKey, ReadKey, Res
+from services.web.middleware import request_id
+from services.web.openapi import AUTH, NOT_FOUND, responses
+from services.web.params import CustomerId
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["customers"])

@@ -18,16 +18,20 @@ from redis.asyncio import Redis
 
 from services.common.redisconn import Keys, customer_token, parse_customer_token
 from services.common.settings import DEFAULT_RETENTION, Retention
-from services.ingest.queries.timefmt import iso_ms
+from services.common.timefmt import iso_ms
 from services.scoring.features import DAY_MS
 from services.scoring.summary import Summary
 from services.state.store import StateRead, read_states
+
+# What staff may record (the API's body schema, the console's form and the metrics' labels).
+ACTION_TYPES: tuple[str, ...] = ("called", "message_sent", "coupon_sent", "exclusive_offer",
+                                 "complaint_resolved", "other")
 
 
 async def record(redis: Redis, keys: Keys, *, tenant: str, customer_id: str,
                  body: dict[str, Any], at_ms: int, store_id: str | None,
                  holdout: bool, retention: Retention = DEFAULT_RETENTION) -> dict[str, Any]:
-    from services.ingest.queries.timeline import append
+    from services.records.timeline import append
 
     action_id = uuid.uuid4().hex
     stored = {**body, "action_id": action_id, "at_ms": at_ms, "store_id": store_id,

@@ -7,15 +7,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
 
-from services.ingest.deps import ReadKey, Res
-from services.ingest.models import AtRiskPage, LifecycleFilter, TierName, Timeline
-from services.ingest.openapi import AUTH, NOT_FOUND, responses
-from services.ingest.params import CustomerId, StoreFilter
-from services.ingest.queries import timeline
-from services.ingest.queries.atrisk import AtRiskQuery
-from services.ingest.queries.scope import store_for_list
-from services.ingest.queries.timefmt import canonical, parse_iso
+from services.api.schemas import AtRiskPage, LifecycleFilter, TierName, Timeline
+from services.common.timefmt import canonical, parse_iso
+from services.records import timeline
+from services.records.atrisk import AtRiskQuery
 from services.scoring.lifecycle import stage_name
+from services.web.deps import ReadKey, Res
+from services.web.openapi import AUTH, NOT_FOUND, responses
+from services.web.params import CustomerId, StoreFilter
+from services.web.scope import store_for_list
 
 router = APIRouter(tags=["customers"])
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from services.common.settings import ApiKey
-from services.ingest.queries.errors import Forbidden, Invalid
+from services.records.errors import Forbidden, Invalid
 
 
 def store_for_list(key: ApiKey, store: str | None) -> str | None:

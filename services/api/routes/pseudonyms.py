@@ -18,10 +18,10 @@ from pydantic import BaseModel, Field
 from services.common.pseudonym import load_key, pseudonym
 from services.common.redisconn import parse_customer_token
 from services.common.riskchange import TIERS
-from services.ingest.deps import AdminKey, Res
-from services.ingest.middleware import request_id
-from services.ingest.openapi import AUTH, NOT_FOUND, responses
-from services.ingest.queries.erasure import subject_digest
+from services.records.erasure import subject_digest
+from services.web.deps import AdminKey, Res
+from services.web.middleware import request_id
+from services.web.openapi import AUTH, NOT_FOUND, responses
 
 router = APIRouter(tags=["admin"])
 SCAN_CHUNK = 1000

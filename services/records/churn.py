@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from services.ingest.queries.population import Member, Population
+from services.records.population import Member, Population
 from services.scoring.features import DAY_MS, FEATURE_NAMES
 
 Period = Literal["week", "month", "quarter"]

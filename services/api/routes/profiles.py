@@ -8,13 +8,13 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Response, status
 
 from services.common.profiles import CustomerProfile, StaffMember, Store
-from services.ingest.deps import AdminKey, IngestKey, Profiles, ReadKey, Res
-from services.ingest.openapi import AUTH, TOO_LARGE, error, responses
-from services.ingest.params import CustomerId, StaffId, StoreId
-from services.ingest.queries import timeline
-from services.ingest.queries.errors import Forbidden
-from services.ingest.queries.scope import check_store_write
-from services.ingest.queries.timefmt import iso_ms
+from services.common.timefmt import iso_ms
+from services.records import timeline
+from services.records.errors import Forbidden
+from services.web.deps import AdminKey, IngestKey, Profiles, ReadKey, Res
+from services.web.openapi import AUTH, TOO_LARGE, error, responses
+from services.web.params import CustomerId, StaffId, StoreId
+from services.web.scope import check_store_write
 
 router = APIRouter(tags=["profiles"])
 _404 = {404: error("Not found (in this tenant and the key's stores)", "no profile of 'c-1'")}

@@ -16,8 +16,8 @@ from services.alerting.webhooks import (
     validate_target,
 )
 from services.common.settings import ApiKey
-from services.ingest.deps import AdminKey, Res
-from services.ingest.openapi import AUTH, TOO_LARGE, error, responses
+from services.web.deps import AdminKey, Res
+from services.web.openapi import AUTH, TOO_LARGE, error, responses
 
 router = APIRouter(tags=["webhooks"])
 

@@ -3,7 +3,7 @@
 Reads every per-customer key that :meth:`Keys.customer_all` lists (what erasure deletes) plus
 the customer's entries in the tenant's indexes and the acknowledgements of their alerts, in
 two pipelined round trips. The document names the customer; the audit record of the export
-names them only by digest (:func:`services.ingest.queries.erasure.subject_digest`).
+names them only by digest (:func:`services.records.erasure.subject_digest`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from redis.asyncio import Redis
 
 from services.common.redisconn import Keys, customer_token, get_many
 from services.common.riskchange import TIERS
-from services.ingest.queries.erasure import AUDIT_MAX, subject_digest
-from services.ingest.queries.timefmt import canonical, iso_ms
+from services.common.timefmt import canonical, iso_ms
+from services.records.erasure import AUDIT_MAX, subject_digest
 from services.scoring.features import Activity
 from services.scoring.summary import Summary
 from services.state.store import StateRead

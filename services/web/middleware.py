@@ -11,12 +11,19 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.records.errors import QueryError
 
 logger = logging.getLogger(__name__)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 HEADER = "x-request-id"
+REDIS_RETRY_AFTER_S = 2  # Retry-After of a 503 while Redis is unreachable
 
 
 class RequestContext:
@@ -97,9 +104,33 @@ def request_id(request: Request) -> str:
     return str(request.scope.get("state", {}).get("request_id", "-"))
 
 
-def install_error_handler(app: FastAPI) -> None:
-    """Unexpected errors: a generic 500 with the request id; the log has the traceback,
-    the answer never does."""
+def install_error_handlers(app: FastAPI) -> None:
+    """The app's error answers: Redis unavailable is a 503 with Retry-After, a
+    :class:`~services.records.errors.QueryError` its own status, a validation error a 422 that
+    does not echo the input, and anything unexpected a generic 500 with the request id (the
+    log has the type and place, the answer never does)."""
+
+    @app.exception_handler(RedisConnectionError)
+    @app.exception_handler(RedisTimeoutError)
+    async def redis_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # A handled exception (not the generic 500 handler, which Starlette re-raises to the
+        # server, which then drops the keep-alive connection): 503, and the connection stays.
+        logger.warning("Redis unavailable on %s %s: %s", request.method,
+                       getattr(request.scope.get("route"), "path", "unmatched"), type(exc).__name__)
+        return JSONResponse(status_code=503, headers={"Retry-After": str(REDIS_RETRY_AFTER_S)},
+                            content={"detail": "the state store (Redis) is unavailable; nothing "
+                                     "was changed, retry later"})
+
+    @app.exception_handler(QueryError)
+    async def query_error(request: Request, exc: QueryError) -> JSONResponse:
+        return JSONResponse(status_code=exc.status, content={"detail": str(exc)})
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default answer echoes each rejected value ("input"): a webhook secret that
+        # is too short, a token in the wrong field. Where and why is enough to fix it.
+        errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
+        return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from services.common.redisconn import Keys
 from services.common.settings import DEFAULT_RETENTION, Retention
-from services.ingest.queries.timefmt import canonical, iso_ms
+from services.common.timefmt import canonical, iso_ms
 from services.scoring.features import DAY_MS
 from services.scoring.summary import Summary
 from services.state.store import StateRead

@@ -20,13 +20,13 @@ from services.alerting.acks import (
     get_alert,
 )
 from services.alerting.alerts import find_alert
-from services.ingest.deps import IngestKey, Res, Resources
-from services.ingest.models import Ack, Action, NewAction
-from services.ingest.openapi import AUTH, NOT_FOUND, TOO_LARGE, error, responses
-from services.ingest.params import CustomerId
-from services.ingest.queries import timeline, winback
-from services.ingest.queries.holdout import holdout
-from services.ingest.queries.timefmt import iso_ms, now_ms
+from services.api.schemas import Ack, Action, NewAction
+from services.common.timefmt import iso_ms, now_ms
+from services.records import timeline, winback
+from services.records.holdout import holdout
+from services.web.deps import IngestKey, Res, Resources
+from services.web.openapi import AUTH, NOT_FOUND, TOO_LARGE, error, responses
+from services.web.params import CustomerId
 
 router = APIRouter(tags=["win-back"])
 AlertId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$",

@@ -1,4 +1,5 @@
-"""Errors of the query layer; the app maps them to HTTP answers (see app.py)."""
+"""Errors of the records layer; the app maps them to HTTP answers
+(``services/web/middleware.py``: ``install_error_handlers``)."""
 
 from __future__ import annotations
 

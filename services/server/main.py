@@ -9,8 +9,8 @@ import uvicorn
 from services.common.logs import setup_logging
 from services.common.runtime import tune_gc
 from services.common.settings import Settings
-from services.ingest.app import create_app
-from services.ingest.slowclients import guarded_protocol
+from services.server.app import create_app
+from services.server.slowclients import guarded_protocol
 
 
 def main(settings: Settings) -> int:

@@ -9,9 +9,9 @@ from redis.asyncio import Redis
 
 from services.common.profiles import CustomerProfile
 from services.common.redisconn import Keys, parse_customer_token
-from services.ingest.queries import cursor as cursors
-from services.ingest.queries.holdout import holdout
-from services.ingest.queries.timefmt import iso_ms
+from services.common.timefmt import iso_ms
+from services.records import cursor as cursors
+from services.records.holdout import holdout
 from services.scoring.lifecycle import stage_name
 from services.state.store import StateRead
 

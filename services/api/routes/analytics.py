@@ -6,21 +6,21 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from services.common.settings import ApiKey
-from services.ingest.deps import ReadKey, Res
-from services.ingest.formats import csv_response, wants_csv
-from services.ingest.models_analytics import (
+from services.api.schemas_analytics import (
     ChurnReport,
     DefinitionKind,
     FeatureReport,
     TierReport,
 )
-from services.ingest.openapi import AUTH, CSV_CONTENT, responses
-from services.ingest.params import Format, StoreFilter
-from services.ingest.queries import churn, population, tierhistory
-from services.ingest.queries.churn import Definition, Period, Segment
-from services.ingest.queries.scope import store_for_list
-from services.ingest.queries.timefmt import iso_ms, now_ms
+from services.common.settings import ApiKey
+from services.common.timefmt import iso_ms, now_ms
+from services.records import churn, population, tierhistory
+from services.records.churn import Definition, Period, Segment
+from services.web.deps import ReadKey, Res
+from services.web.formats import csv_response, wants_csv
+from services.web.openapi import AUTH, CSV_CONTENT, responses
+from services.web.params import Format, StoreFilter
+from services.web.scope import store_for_list
 
 router = APIRouter(tags=["analytics"])
 OK_CSV = {200: {"content": CSV_CONTENT, "description": "JSON, or CSV with ?format=csv"}}

@@ -20,13 +20,13 @@ from prometheus_client import (
     ProcessCollector,
 )
 
+from services.records.winback import ACTION_TYPES
+
 MAX_STORES = 500
 NO_STORE = "none"
 OTHER_STORES = "other"
 EVENT_TYPES = ("transaction", "visit", "complaint")
 REJECT_REASONS = ("malformed_json", "batch_too_large", "invalid", "broker_unavailable")
-WINBACK_ACTIONS = ("called", "message_sent", "coupon_sent", "exclusive_offer", "complaint_resolved",
-                   "other")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -82,7 +82,7 @@ class ApiMetrics:
                                         "Actions whose customer came back within the attribution "
                                         "window (counted once, when first seen), by type.",
                                         ["action"], registry=self.registry)
-        for action in WINBACK_ACTIONS:
+        for action in ACTION_TYPES:
             self.winback_actions.labels(action)
             self.winback_returned.labels(action)
         self.stores = StoreLabels()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 
-from services.ingest.queries.errors import Invalid
+from services.records.errors import Invalid
 
 
 def encode(score: str, member: str) -> str:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.common.events import Identifier
 from services.common.riskchange import Reason, SuggestedAction
+from services.records.winback import ACTION_TYPES
 
 TierName = Literal["low", "medium", "high"]
 LifecycleName = Literal["new", "active", "at_risk", "won_back", "dormant", "churned"]
@@ -17,8 +18,7 @@ LifecycleFilter = Literal["new", "active", "at_risk", "won_back", "dormant", "ch
                           "growing", "mature"]
 ActionType = Literal["called", "message_sent", "coupon_sent", "exclusive_offer",
                      "complaint_resolved", "other"]
-ACTION_TYPES: tuple[str, ...] = ("called", "message_sent", "coupon_sent", "exclusive_offer",
-                                 "complaint_resolved", "other")
+assert get_args(ActionType) == ACTION_TYPES  # one list: services.records.winback.ACTION_TYPES
 
 
 class ShadowScore(BaseModel):

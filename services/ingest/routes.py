@@ -12,10 +12,17 @@ from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from services.common.events import STORE_BOUND_HEADER, FieldError, TransactionEvent, parse_json
+from services.common.events import (
+    STORE_BOUND_HEADER,
+    ComplaintEvent,
+    FieldError,
+    TransactionEvent,
+    VisitEvent,
+    parse_json,
+)
 from services.common.exceptions import BrokerUnavailable
-from services.ingest.deps import IngestKey, Res, Resources
 from services.ingest.intake import OFFLOAD_BYTES, OFFLOAD_EVENTS, validate_batch
+from services.web.deps import IngestKey, Res, Resources
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["events"])
@@ -216,3 +223,18 @@ async def _retry_count(res: Resources) -> None:
         if await _flush_count(res):
             return
         delay = min(delay * 2, 5.0)
+
+
+def document(spec: dict[str, Any]) -> dict[str, Any]:
+    """Completes the app's OpenAPI document for the raw-body ingest route: the event models it
+    accepts, and the 400 every route with a body answers to a body that is not JSON."""
+    components = spec.setdefault("components", {}).setdefault("schemas", {})
+    for model in (TransactionEvent, VisitEvent, ComplaintEvent):
+        components[model.__name__] = model.model_json_schema(
+            ref_template="#/components/schemas/{model}")
+    for operations in spec.get("paths", {}).values():  # a body that is not JSON: 400
+        for op in operations.values():
+            if "requestBody" in op:
+                op.setdefault("responses", {}).setdefault(
+                    "400", {"description": "Body is not valid JSON (or not UTF-8)"})
+    return spec
