@@ -18,7 +18,6 @@ import secrets
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -26,6 +25,7 @@ from redis.asyncio import Redis
 
 from services.common.logs import mask_url_credentials
 from services.common.redisconn import Keys
+from services.common.timefmt import utc_from_epoch_s, utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -199,10 +199,6 @@ def is_paused(sub: dict[str, Any]) -> bool:
     return bool(sub.get("paused_at"))
 
 
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 async def add_subscription(redis: Redis, keys: Keys, *, url: str, secret: str,
                            tenant: str = "default") -> dict[str, Any]:
     """Store a subscription; returns ``{id, url, created_at}`` (never the secret).
@@ -215,7 +211,7 @@ async def add_subscription(redis: Redis, keys: Keys, *, url: str, secret: str,
         "id": "wh_" + secrets.token_hex(8),
         "url": url,
         "secret": secret,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "created_at": utc_now("seconds"),
         "tenant": tenant,
     }
     await redis.hset(keys.webhooks, sub["id"], json.dumps(sub))
@@ -313,8 +309,8 @@ class WebhookHealth:
         sub = await get_subscription_with_secret(self.redis, self.keys, sub_id)
         if sub is None or is_paused(sub):
             return False
-        sub |= {"paused_at": _iso(now), "failing_since": _iso(first),
-                "paused_reason": reason[:500]}
+        sub |= {"paused_at": utc_from_epoch_s(now, "seconds"),
+                "failing_since": utc_from_epoch_s(first, "seconds"), "paused_reason": reason[:500]}
         await self.redis.hset(self.keys.webhooks, sub_id, json.dumps(sub))
         if not await self.redis.hsetnx(self.keys.notifier_key(TOLD), f"{sub_id}|{first!r}", 1):
             return False  # another notifier paused it and tells

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
 from services.api.routes.analytics import OK_CSV, scoped_store
 from services.api.schemas_analytics import WinbackReport
-from services.common.timefmt import now_ms, parse_iso
+from services.common.timefmt import now_ms, parse_iso, utc_now
 from services.records import winback
 from services.records.errors import Invalid
 from services.scoring.features import DAY_MS
@@ -53,5 +52,5 @@ async def get_winback(request: Request, res: Res, key: ReadKey,
     if wants_csv(request, format):
         rows = [{"group": g, **r} for g in ("action", "store", "staff") for r in body[f"by_{g}"]]
         return csv_response(rows, "winback")
-    body["generated_at"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    body["generated_at"] = utc_now()
     return body
