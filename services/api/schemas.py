@@ -7,10 +7,10 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.common.events import Identifier
-from services.common.riskchange import Reason, SuggestedAction
+from services.common.riskchange import Reason, SuggestedAction, Tier
 from services.records.winback import ACTION_TYPES
 
-TierName = Literal["low", "medium", "high"]
+TierName = Tier
 LifecycleName = Literal["new", "active", "at_risk", "won_back", "dormant", "churned"]
 # what the at-risk list's filter accepts: the stages, and the names before issue 16 (growing
 # and mature), which mean active
