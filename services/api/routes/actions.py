@@ -27,6 +27,7 @@ from services.records.holdout import holdout
 from services.web.deps import IngestKey, Res, Resources
 from services.web.openapi import AUTH, NOT_FOUND, TOO_LARGE, error, responses
 from services.web.params import CustomerId
+from services.web.scope import check_store_read
 
 router = APIRouter(tags=["win-back"])
 AlertId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$",
@@ -48,8 +49,7 @@ async def post_action(customer_id: CustomerId, body: NewAction, res: Res, key: I
     st = res.keys.state(customer_id, key.tenant)
     found: list[str | None] = await res.redis.hmget(st, ["tier", "store"])  # type: ignore[misc,assignment]
     tier, store = found
-    if tier is None or not key.allows_store(store):
-        raise HTTPException(status.HTTP_404_NOT_FOUND,
+    tier = check_store_read(key, tier, store,
                             f"no scored customer {customer_id!r}; actions need a known customer")
     at = await now_ms(res.settings, res.redis, res.keys, key.tenant)
     action = await winback.record(
@@ -87,11 +87,10 @@ async def ack_alert(alert_id: AlertId, res: Res, key: IngestKey,
         alert = await find_alert(res.redis, res.keys, alert_id, key.tenant)
     except InvalidAck as exc:
         raise HTTPException(422, str(exc)) from None
-    if alert is None or not key.allows_store(alert.get("store_id")):
-        raise HTTPException(status.HTTP_404_NOT_FOUND,
-                            f"no alert {alert_id!r} was sent in this tenant"
-                            + (" and the API key's stores" if key.stores is not None else "")
-                            + "; use the alert id of a message")
+    alert = check_store_read(key, alert, alert.get("store_id") if alert else None,
+                             f"no alert {alert_id!r} was sent in this tenant"
+                             + (" and the API key's stores" if key.stores is not None else "")
+                             + "; use the alert id of a message")
     customer_id = (body.customer_id if body is not None and body.customer_id else None)
     if customer_id is not None and customer_id != alert.get("customer_id"):
         raise HTTPException(422, f"customer_id {customer_id!r} is not the customer of alert "

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query
 
 from services.api.schemas import AtRiskPage, LifecycleFilter, TierName, Timeline
 from services.common.timefmt import canonical, parse_iso
@@ -15,7 +14,7 @@ from services.scoring.lifecycle import stage_name
 from services.web.deps import ReadKey, Res
 from services.web.openapi import AUTH, NOT_FOUND, responses
 from services.web.params import CustomerId, StoreFilter
-from services.web.scope import store_for_list
+from services.web.scope import check_store_read, customer_store, store_for_list
 
 router = APIRouter(tags=["customers"])
 
@@ -72,17 +71,9 @@ async def get_timeline(customer_id: CustomerId, res: Res, key: ReadKey,
     if before is not None and parse_iso(before) is None:
         raise HTTPException(422,
                             f"before={before!r} must be RFC 3339 with an offset")
-    st = res.keys.state(customer_id, key.tenant)
-    pipe = res.redis.pipeline(transaction=False)
-    pipe.exists(st, res.keys.timeline(customer_id, key.tenant),
-                res.keys.profile(customer_id, key.tenant))
-    pipe.hget(st, "store")
-    pipe.get(res.keys.profile(customer_id, key.tenant))
-    known, store, profile = await pipe.execute()
-    if store is None and profile:
-        store = json.loads(profile).get("store_id")
-    if not known or (key.stores is not None and not key.allows_store(store)):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no customer {customer_id!r}")
+    known, store = await customer_store(res.redis, res.keys, customer_id, key.tenant,
+                                        res.keys.timeline(customer_id, key.tenant))
+    check_store_read(key, known or None, store, f"no customer {customer_id!r}")
     cutoff = canonical(before) if before else None
     entries = await timeline.read(res.redis, res.keys, customer_id, key.tenant, limit=limit,
                                   before=cutoff)

@@ -12,7 +12,7 @@ from services.api.schemas import Risk
 from services.common.events import TENANT_HEADER, epoch_ms
 from services.common.exceptions import BrokerUnavailable
 from services.common.exportdoc import CustomerExport
-from services.common.timefmt import iso_ms, parse_iso
+from services.common.timefmt import iso_ms, parse_iso, rfc3339
 from services.records import erasure, export
 from services.records.holdout import holdout
 from services.scoring.engine import Subject
@@ -22,6 +22,7 @@ from services.web.deps import AdminKey, ReadKey, Res
 from services.web.middleware import request_id
 from services.web.openapi import AUTH, NOT_FOUND, responses
 from services.web.params import CustomerId
+from services.web.scope import check_customer_admin, check_store_read, customer_store
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["customers"])
@@ -44,10 +45,10 @@ async def get_risk(customer_id: CustomerId, res: Res, key: ReadKey,
     if as_of is None:
         state = (await read_states(res.redis, res.keys, [(key.tenant, customer_id)],
                                    ["risk", "store", "tier_since", "last_ts"]))[0]
-        if state and not key.allows_store(state.get("store")):
-            state = {}  # a store-bound key does not see other stores' customers
-        if not state or "risk" not in state:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no risk known for customer {customer_id!r}")
+        # a store-bound key does not see other stores' customers
+        state = check_store_read(key, state if state and "risk" in state else None,
+                                 state.get("store") if state else None,
+                                 f"no risk known for customer {customer_id!r}")
         risk = json.loads(state["risk"])
         if risk.get("lifecycle_stage") is not None:  # scored before issue 16: growing/mature
             risk["lifecycle_stage"] = stage_name(risk["lifecycle_stage"])
@@ -64,12 +65,11 @@ async def get_risk(customer_id: CustomerId, res: Res, key: ReadKey,
     at_ms = epoch_ms(at)
     cs = (await load_customers(res.redis, res.keys, [(key.tenant, customer_id)])
           ).get((key.tenant, customer_id))
-    if cs is not None and not key.allows_store(cs.store_id):
-        cs = None
-    last = cs.summary.last_at_or_before(at_ms) if cs else None
-    if cs is None or last is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND,
-                            f"no events of customer {customer_id!r} at or before {as_of}")
+    missing = f"no events of customer {customer_id!r} at or before {as_of}"
+    cs = check_store_read(key, cs, cs.store_id if cs else None, missing)
+    last = cs.summary.last_at_or_before(at_ms)
+    if last is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, missing)
     first_ms = cs.first_ts if cs.first_ts is not None and cs.first_ts <= at_ms else None
     # follow `churnwatch model activate` (reads Redis at most every model_refresh_seconds)
     await res.engine.refresh(res.redis, res.keys, min_interval=res.settings.model_refresh_seconds)
@@ -78,7 +78,7 @@ async def get_risk(customer_id: CustomerId, res: Res, key: ReadKey,
     a = res.engine.assess([Subject(customer_id, (), first_ms, summary=cs.summary,
                                    tenant=key.tenant)], at_ms, with_history=False)[0]
     body = a.to_json()
-    body["as_of"] = at.isoformat().replace("+00:00", "Z")
+    body["as_of"] = rfc3339(at)
     return Risk.model_validate({**body, "customer_id": customer_id, "store_id": cs.store_id,
                                 "last_event_at": iso_ms(last), "point_in_time": True,
                                 "holdout": holdout(a.tier, key.tenant, customer_id, share)})
@@ -100,15 +100,9 @@ async def get_risk(customer_id: CustomerId, res: Res, key: ReadKey,
 )
 async def delete_customer(customer_id: CustomerId, request: Request, res: Res,
                           key: AdminKey) -> Response:
-    if key.stores is not None:
-        store: str | None = await res.redis.hget(  # type: ignore[misc,assignment]
-            res.keys.state(customer_id, key.tenant), "store")
-        if store is None:  # not scored (yet): the store its profile names
-            profile = await res.redis.get(res.keys.profile(customer_id, key.tenant))
-            store = json.loads(profile).get("store_id") if profile else None
-        if store is not None and not key.allows_store(store):
-            raise HTTPException(status.HTTP_403_FORBIDDEN,
-                                "this API key may not erase customers of other stores")
+    if key.stores is not None:  # (an unbound key may erase anyone: no round trip)
+        _, store = await customer_store(res.redis, res.keys, customer_id, key.tenant)
+        check_customer_admin(key, store, "erase")
     try:
         await res.publisher.publish(res.settings.topic_events, [(customer_id.encode(), None)],
                                     headers=[(TENANT_HEADER, key.tenant.encode())])
@@ -139,11 +133,8 @@ async def delete_customer(customer_id: CustomerId, request: Request, res: Res,
 async def export_customer(customer_id: CustomerId, request: Request, res: Res,
                           key: AdminKey) -> Any:
     doc = await export.collect(res.redis, res.keys, customer_id, tenant=key.tenant)
-    if key.stores is not None:
-        store = (doc["state"] or {}).get("store_id") or (doc["profile"] or {}).get("store_id")
-        if store is not None and not key.allows_store(store):
-            raise HTTPException(status.HTTP_403_FORBIDDEN,
-                                "this API key may not export customers of other stores")
+    check_customer_admin(key, (doc["state"] or {}).get("store_id")
+                         or (doc["profile"] or {}).get("store_id"), "export")
     await export.audit(res.redis, res.keys, customer_id, tenant=key.tenant, by=key.name,
                        request_id=request_id(request), audit_max=res.settings.retention.audit_max)
     logger.info("customer exported by %s", key.name, extra={"request_id": request_id(request)})

@@ -10,11 +10,10 @@ from fastapi import APIRouter, HTTPException, Response, status
 from services.common.profiles import CustomerProfile, StaffMember, Store
 from services.common.timefmt import iso_ms
 from services.records import timeline
-from services.records.errors import Forbidden
 from services.web.deps import AdminKey, IngestKey, Profiles, ReadKey, Res
 from services.web.openapi import AUTH, TOO_LARGE, error, responses
 from services.web.params import CustomerId, StaffId, StoreId
-from services.web.scope import check_store_write
+from services.web.scope import check_store_read, check_store_write
 
 router = APIRouter(tags=["profiles"])
 _404 = {404: error("Not found (in this tenant and the key's stores)", "no profile of 'c-1'")}
@@ -26,13 +25,6 @@ def _same_id(path_id: str, body_id: str, name: str) -> None:
                             f"{name} in the body ({body_id!r}) differs from the path ({path_id!r})")
 
 
-def _guard(fn: Any, *args: Any) -> None:
-    try:
-        fn(*args)
-    except Forbidden as exc:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from None
-
-
 @router.put("/v1/customers/{customer_id:anypath}/profile", response_model=CustomerProfile,
             summary="Create or replace a customer's profile",
             description="Owner staff member, home store, contact, preferred channel, consent, "
@@ -41,15 +33,15 @@ def _guard(fn: Any, *args: Any) -> None:
             responses=responses(AUTH, TOO_LARGE))
 async def put_profile(customer_id: CustomerId, body: CustomerProfile, res: Res, key: IngestKey,
                       profiles: Profiles) -> Any:
-    _guard(check_store_write, key, body.store_id)
+    check_store_write(key, body.store_id)
     old = await profiles.get_profile(customer_id, key.tenant)
     if old is not None:
-        _guard(check_store_write, key, old.store_id)
+        check_store_write(key, old.store_id)
     if key.stores is not None:  # a scored customer of another store is not this key's either
         scored: str | None = await res.redis.hget(  # type: ignore[misc,assignment]
             res.keys.state(customer_id, key.tenant), "store")
         if scored is not None:
-            _guard(check_store_write, key, scored)
+            check_store_write(key, scored)
     await profiles.put_profile(customer_id, body, key.tenant)
     before = (old or CustomerProfile.model_validate({})).model_dump()
     changed = sorted(k for k, v in body.model_dump().items() if before.get(k) != v)
@@ -64,9 +56,8 @@ async def put_profile(customer_id: CustomerId, body: CustomerProfile, res: Res, 
             summary="A customer's profile", responses=responses(AUTH, _404))
 async def get_profile(customer_id: CustomerId, key: ReadKey, profiles: Profiles) -> Any:
     found = await profiles.get_profile(customer_id, key.tenant)
-    if found is None or (key.stores is not None and not key.allows_store(found.store_id)):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no profile of customer {customer_id!r}")
-    return found
+    return check_store_read(key, found, found.store_id if found else None,
+                            f"no profile of customer {customer_id!r}")
 
 
 @router.put("/v1/staff/{staff_id}", response_model=StaffMember,
@@ -77,10 +68,10 @@ async def get_profile(customer_id: CustomerId, key: ReadKey, profiles: Profiles)
 async def put_staff(staff_id: StaffId, body: StaffMember, key: AdminKey,
                     profiles: Profiles) -> Any:
     _same_id(staff_id, body.staff_id, "staff_id")
-    _guard(check_store_write, key, body.store_id)
+    check_store_write(key, body.store_id)
     old = await profiles.get_staff(staff_id, key.tenant)
     if old is not None:
-        _guard(check_store_write, key, old.store_id)
+        check_store_write(key, old.store_id)
     await profiles.put_staff(body, key.tenant)
     return body
 
@@ -89,9 +80,8 @@ async def put_staff(staff_id: StaffId, body: StaffMember, key: AdminKey,
             responses=responses(AUTH, _404))
 async def get_staff(staff_id: StaffId, key: ReadKey, profiles: Profiles) -> Any:
     found = await profiles.get_staff(staff_id, key.tenant)
-    if found is None or (key.stores is not None and not key.allows_store(found.store_id)):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no staff member {staff_id!r}")
-    return found
+    return check_store_read(key, found, found.store_id if found else None,
+                            f"no staff member {staff_id!r}")
 
 
 @router.delete("/v1/staff/{staff_id}", status_code=status.HTTP_204_NO_CONTENT,
@@ -100,7 +90,7 @@ async def get_staff(staff_id: StaffId, key: ReadKey, profiles: Profiles) -> Any:
 async def delete_staff(staff_id: StaffId, key: AdminKey, profiles: Profiles) -> Response:
     found = await profiles.get_staff(staff_id, key.tenant)
     if found is not None:
-        _guard(check_store_write, key, found.store_id)
+        check_store_write(key, found.store_id)
         await profiles.delete_staff(staff_id, key.tenant)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -110,7 +100,7 @@ async def delete_staff(staff_id: StaffId, key: AdminKey, profiles: Profiles) -> 
             responses=responses(AUTH, TOO_LARGE))
 async def put_store(store_id: StoreId, body: Store, key: AdminKey, profiles: Profiles) -> Any:
     _same_id(store_id, body.store_id, "store_id")
-    _guard(check_store_write, key, store_id)
+    check_store_write(key, store_id)
     await profiles.put_store(body, key.tenant)
     return body
 
@@ -119,6 +109,4 @@ async def put_store(store_id: StoreId, body: Store, key: AdminKey, profiles: Pro
             responses=responses(AUTH, _404))
 async def get_store(store_id: StoreId, key: ReadKey, profiles: Profiles) -> Any:
     found = await profiles.get_store(store_id, key.tenant)
-    if found is None or not key.allows_store(store_id):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no store {store_id!r}")
-    return found
+    return check_store_read(key, found, store_id, f"no store {store_id!r}")
