@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
 from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
 from services.common.events import (
@@ -22,9 +24,31 @@ from services.common.events import (
 )
 from services.common.exceptions import BrokerUnavailable
 from services.ingest.intake import OFFLOAD_BYTES, OFFLOAD_EVENTS, validate_batch
+from services.ingest.metrics import IngestMetrics
 from services.web.deps import IngestKey, Res, Resources
 
 logger = logging.getLogger(__name__)
+@dataclass
+class IngestState:
+    """What ingestion keeps between requests: its metrics, and the accepted events Redis could
+    not count yet (per tenant; a background retry adds them once Redis is back)."""
+
+    metrics: IngestMetrics
+    uncounted_accepted: dict[str, int] = field(default_factory=dict)
+    count_retry: asyncio.Task[None] | None = None
+
+
+def install(app: FastAPI, registry: CollectorRegistry) -> IngestState:
+    """Ingestion's state in ``app`` (its metrics in the app's ``registry``)."""
+    app.state.ingest = IngestState(IngestMetrics(registry))
+    return app.state.ingest  # type: ignore[no-any-return]
+
+
+def _ingest_state(request: Request) -> IngestState:
+    return request.app.state.ingest  # type: ignore[no-any-return]
+
+
+Ingest = Annotated[IngestState, Depends(_ingest_state)]
 router = APIRouter(tags=["events"])
 MAX_REPORTED_ERRORS = 1000
 _EVENT_SCHEMA = {"oneOf": [
@@ -123,7 +147,7 @@ def decode_body(request: Request, raw: bytes, limit: int) -> bytes:
                503: {"description": "Broker unavailable; retry later"}, **_ERRORS},
     openapi_extra=_BODY,
 )
-async def post_events(request: Request, res: Res, key: IngestKey) -> Any:
+async def post_events(request: Request, res: Res, key: IngestKey, ing: Ingest) -> Any:
     settings = res.settings
     check_content_type(request)
     raw = decode_body(request, await read_body(request, settings.max_body_bytes),
@@ -132,14 +156,14 @@ async def post_events(request: Request, res: Res, key: IngestKey) -> Any:
         payload = await asyncio.to_thread(parse_json, raw) if len(raw) > OFFLOAD_BYTES \
             else parse_json(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        res.metrics.rejected.labels("malformed_json").inc()
+        ing.metrics.rejected.labels("malformed_json").inc()
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"body is not valid JSON: {exc}") from None
     items = payload if isinstance(payload, list) else [payload]
     if isinstance(payload, list) and not payload:
         empty = Rejected(detail="the batch is empty; send at least one event", errors=[])
         return JSONResponse(status_code=422, content=empty.model_dump())
     if len(items) > settings.max_batch_events:
-        res.metrics.rejected.labels("batch_too_large").inc(len(items))
+        ing.metrics.rejected.labels("batch_too_large").inc(len(items))
         raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
                             f"{len(items)} events in one request; the limit is {settings.max_batch_events}")
     args = (items, key, datetime.now(UTC), timedelta(days=settings.max_event_age_days),
@@ -152,11 +176,11 @@ async def post_events(request: Request, res: Res, key: IngestKey) -> Any:
         events, errors, records = validate_batch(*args)
     if errors:
         bad = len({e.index for e in errors})
-        res.metrics.rejected.labels("invalid").inc(bad)
+        ing.metrics.rejected.labels("invalid").inc(bad)
         body = Rejected(detail=f"{bad} of {len(items)} events are invalid; nothing was published",
                         errors=errors[:MAX_REPORTED_ERRORS])
         return JSONResponse(status_code=422, content=body.model_dump())
-    with res.metrics.produce_seconds.time():
+    with ing.metrics.produce_seconds.time():
         try:
             headers = [(STORE_BOUND_HEADER, b"1")] if key.stores is not None else None
             if settings.ingest_envelopes:  # grouped by partition (services/common/envelope.py)
@@ -166,7 +190,7 @@ async def post_events(request: Request, res: Res, key: IngestKey) -> Any:
                 await res.publisher.publish(settings.topic_events, records, headers=headers)
         except BrokerUnavailable as exc:
             logger.warning("refusing %d events: %s", len(records), exc)
-            res.metrics.rejected.labels("broker_unavailable").inc(len(records))
+            ing.metrics.rejected.labels("broker_unavailable").inc(len(records))
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                                 "the event broker is unavailable; nothing was acknowledged, retry "
                                 "the same batch later", headers={"Retry-After": "5"}) from None
@@ -174,29 +198,29 @@ async def post_events(request: Request, res: Res, key: IngestKey) -> Any:
     for e in events:
         counts[e.type] = counts.get(e.type, 0) + 1
     for t, n in counts.items():
-        res.metrics.accepted.labels(t).inc(n)
-    res.metrics.count_stores(e.store_id for e in events)
+        ing.metrics.accepted.labels(t).inc(n)
+    ing.metrics.count_stores(e.store_id for e in events)
     per_tenant: dict[str, int] = {}
     for e in events:
         per_tenant[e.tenant] = per_tenant.get(e.tenant, 0) + 1
-    await _count_accepted(res, per_tenant)
+    await _count_accepted(res, ing, per_tenant)
     return Accepted(accepted=len(events))
 
 
-async def _count_accepted(res: Resources, per_tenant: dict[str, int]) -> None:
+async def _count_accepted(res: Resources, ing: IngestState, per_tenant: dict[str, int]) -> None:
     """The events are stored in the broker: a Redis outage must not lose their count (the
     deployment's and each tenant's). What could not be added is kept in memory and added by a
     background retry once Redis is back."""
     for tenant, n in per_tenant.items():
-        res.uncounted_accepted[tenant] = res.uncounted_accepted.get(tenant, 0) + n
-    if res.count_retry is not None and not res.count_retry.done():
+        ing.uncounted_accepted[tenant] = ing.uncounted_accepted.get(tenant, 0) + n
+    if ing.count_retry is not None and not ing.count_retry.done():
         return  # Redis is known to be away: the retry adds these too
-    if not await _flush_count(res):
-        res.count_retry = asyncio.get_running_loop().create_task(_retry_count(res))
+    if not await _flush_count(res, ing):
+        ing.count_retry = asyncio.get_running_loop().create_task(_retry_count(res, ing))
 
 
-async def _flush_count(res: Resources) -> bool:
-    pending, res.uncounted_accepted = res.uncounted_accepted, {}
+async def _flush_count(res: Resources, ing: IngestState) -> bool:
+    pending, ing.uncounted_accepted = ing.uncounted_accepted, {}
     if not pending:
         return True
     try:
@@ -210,17 +234,17 @@ async def _flush_count(res: Resources) -> bool:
         return True
     except Exception as exc:  # the events are stored; only the counter is behind
         for tenant, n in pending.items():
-            res.uncounted_accepted[tenant] = res.uncounted_accepted.get(tenant, 0) + n
+            ing.uncounted_accepted[tenant] = ing.uncounted_accepted.get(tenant, 0) + n
         logger.warning("cannot count accepted events in Redis (%d kept to add later): %s",
-                       sum(res.uncounted_accepted.values()), type(exc).__name__)
+                       sum(ing.uncounted_accepted.values()), type(exc).__name__)
         return False
 
 
-async def _retry_count(res: Resources) -> None:
+async def _retry_count(res: Resources, ing: IngestState) -> None:
     delay = 0.5
-    while res.uncounted_accepted:
+    while ing.uncounted_accepted:
         await asyncio.sleep(delay)
-        if await _flush_count(res):
+        if await _flush_count(res, ing):
             return
         delay = min(delay * 2, 5.0)
 

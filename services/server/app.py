@@ -80,6 +80,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     metrics = ApiMetrics()
     app = FastAPI(title="churnwatch", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    ingest.install(app, metrics.registry)  # its counters in the app's registry
     original_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:

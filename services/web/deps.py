@@ -7,7 +7,6 @@ The resources name the publisher and the status reader by what the routes need o
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol
@@ -62,9 +61,6 @@ class Resources:
     profiles: ProfileStore | None = None
     limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0, 1))
     cache: TtlCache = field(default_factory=lambda: TtlCache(0))
-    # accepted events Redis could not count yet, per tenant (services/ingest/routes.py)
-    uncounted_accepted: dict[str, int] = field(default_factory=dict)
-    count_retry: asyncio.Task[None] | None = None  # adds them once Redis is back
 
 
 def get_resources(request: Request) -> Resources:
