@@ -47,7 +47,7 @@ from services.common.embedded import (
 from services.common.kafka import ensure_topics
 from services.common.redisconn import Keys, customer_token, make_redis
 from services.common.settings import Settings, load_settings
-from services.ingest.queries.cursor import encode
+from services.records.cursor import encode
 from services.scoring.engine import Engine, Subject
 from services.scoring.features import DAY_MS, Activity
 from services.scoring.model import load_model

@@ -24,6 +24,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from services.alerting.webhooks import add_subscription
 from services.common.embedded import free_port, start_broker, start_redis
 from services.common.kafka import ensure_topics, make_producer
 from services.common.redisconn import Keys, make_redis
@@ -36,7 +37,6 @@ from services.common.riskchange import (
     to_cloudevent,
 )
 from services.common.settings import Settings, load_settings
-from services.notifier.webhooks import add_subscription
 from services.notifier.worker import run_notifier
 
 SECRET = "bench-webhook-secret-0123456789"

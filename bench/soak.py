@@ -59,11 +59,11 @@ from bench.machine import describe, one_line
 from bench.output import QUICK_NOTE, RECORD, RESULTS
 from bench.pipeline import _iso, bench_settings, pct, start_service
 from bench.run import _histogram, _quantile
+from services.alerting.webhooks import add_subscription
 from services.common.embedded import free_port, start_broker, start_redis
 from services.common.kafka import end_offsets, ensure_topics, make_consumer
 from services.common.redisconn import Keys, make_redis
 from services.common.settings import Settings
-from services.notifier.webhooks import add_subscription
 
 MINUTES = float(os.environ.get("SOAK_MINUTES", "30"))
 RATE = int(os.environ.get("SOAK_RATE", "300"))

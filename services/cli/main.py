@@ -130,7 +130,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             settings = settings.model_copy(update={"business_type": "salon"})
         return run_stack(settings, demo=not args.no_demo)
     if cmd == "api":
-        from services.ingest.server import main as api_main
+        from services.server.main import main as api_main
 
         return api_main(_settings())
     if cmd == "scorer":

@@ -23,7 +23,7 @@ import json
 import logging
 import signal
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from email import message_from_bytes
 from email.policy import default as default_policy
 from pathlib import Path
@@ -33,6 +33,7 @@ from aiohttp import web
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from services.common.logs import mask_email, mask_phone
+from services.common.timefmt import utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ PRUNE_EVERY_S = 3600.0
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc_now("milliseconds")
 
 
 def _append_line(path: Path, record: dict[str, Any]) -> None:

@@ -19,10 +19,10 @@ import json
 import logging
 import re
 import sys
-import time
 from typing import Any
 
 from services.common.pseudonym import TOKEN_RE, UNKEYED, pseudonym
+from services.common.timefmt import utc_from_epoch_s
 
 _EXTRA_FIELDS = ("event_id", "customer_id", "delivery_id", "request_id", "tenant", "store_id",
                  "channel", "topic", "partition", "offset", "demo_phase")
@@ -86,8 +86,7 @@ class JsonFormatter(logging.Formatter):
             return scrub(text)
 
         out: dict[str, Any] = {
-            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "timestamp": utc_from_epoch_s(record.created, "milliseconds"),
             "level": record.levelname,
             "service": self.service,
             "logger": record.name,

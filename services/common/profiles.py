@@ -11,36 +11,33 @@ are one hash per tenant, id -> JSON.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from datetime import date
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 from redis.asyncio import Redis
 
+from services.common.contact import (
+    EMAIL_MAX_LENGTH,
+    PHONE_MAX_LENGTH,
+    check_email,
+    check_phone,
+    normalize_phone,
+)
 from services.common.events import DEFAULT_TENANT, Identifier
 from services.common.redisconn import Keys, get_many
 
 Locale = Literal["en", "zh-CN"]
 ChannelName = Literal["sms", "email", "webhook"]
-
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{2,63}$")
-_PHONE = re.compile(r"^\+[1-9]\d{6,14}$")
-
-
-def _email(v: str) -> str:
-    if not _EMAIL.match(v):
-        raise ValueError("must be an e-mail address like name@example.com")
-    return v
-
-
-def _phone(v: str) -> str:
-    if not _PHONE.match(v):
-        raise ValueError("must be an E.164 phone number like +4915112345678")
-    return v
-
 
 def _timezone(v: str) -> str:
     try:
@@ -50,8 +47,10 @@ def _timezone(v: str) -> str:
     return v
 
 
-Email = Annotated[str, StringConstraints(max_length=320), AfterValidator(_email)]
-Phone = Annotated[str, StringConstraints(max_length=16), AfterValidator(_phone)]
+# contact details: services/common/contact.py is the one validator (the routing file's too)
+Email = Annotated[str, StringConstraints(max_length=EMAIL_MAX_LENGTH), AfterValidator(check_email)]
+Phone = Annotated[str, BeforeValidator(normalize_phone),
+                  StringConstraints(max_length=PHONE_MAX_LENGTH), AfterValidator(check_phone)]
 TimeZone = Annotated[str, StringConstraints(max_length=64), AfterValidator(_timezone)]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 

@@ -16,7 +16,7 @@ Where the key comes from (:func:`load_key`):
   (a flushed Redis) changes every token: older log lines can no longer be looked up.
 
 An operator turns a token back into a customer with ``GET /v1/admin/pseudonyms/{token}``
-(services/ingest/routes/pseudonyms.py), and a customer into a token with
+(services/api/routes/pseudonyms.py), and a customer into a token with
 ``GET /v1/admin/pseudonyms?customer_id=``.
 """
 

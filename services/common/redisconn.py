@@ -398,7 +398,7 @@ class Keys:
     # notifier -----------------------------------------------------------------------
     def ack(self, alert_id: str, tenant: str = DEFAULT_TENANT) -> str:
         """Acknowledgement of one alert of ``tenant`` (alert id = the risk-change CloudEvent
-        ``id``): JSON ``{"by", "at"}``; written by :func:`services.notifier.acks.acknowledge`.
+        ``id``): JSON ``{"by", "at"}``; written by :func:`services.alerting.acks.acknowledge`.
         One tenant's key cannot name another tenant's acknowledgement."""
         if tenant == DEFAULT_TENANT:
             return f"{self.prefix}:ack:{alert_id}"
@@ -410,7 +410,7 @@ class Keys:
         return f"{self.prefix}:alert:{_tag(tenant)}/{alert_id}"
 
     def ack_link(self, token: str) -> str:
-        """A one-click acknowledge link (``services.notifier.acks.AckLinks``): JSON
+        """A one-click acknowledge link (``services.alerting.acks.AckLinks``): JSON
         ``{"tenant", "alert_id", "by", "exp"}``, kept until it expires."""
         return f"{self.prefix}:acklink:{token}"
 
@@ -441,7 +441,7 @@ class Keys:
 
     @property
     def escalation_queue(self) -> str:
-        """Zset alert id -> due (ms) of escalations (services/notifier/escalation.py)."""
+        """Zset alert id -> due (ms) of escalations (services/alerting/escalation.py)."""
         return self.tagged("esc")
 
     @property

@@ -13,10 +13,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.common import jsonfast
+from services.common.timefmt import rfc3339
 
 Tier = Literal["low", "medium", "high"]
 TIERS: tuple[Tier, ...] = ("low", "medium", "high")
-TIER_RANK = {"low": 0, "medium": 1, "high": 2}
+# The order of the risk tiers: the one definition (scoring rules, the notifier's policy and
+# templates compare tiers through it).
+TIER_RANK: dict[str, int] = {tier: rank for rank, tier in enumerate(TIERS)}
 CLOUDEVENT_TYPE = "io.churnwatch.risk.changed.v1"
 CLOUDEVENT_SOURCE = "urn:churnwatch:scorer"
 CLOUDEVENT_SCHEMA = "urn:churnwatch:schema:risk_change:1"
@@ -137,7 +140,7 @@ def to_cloudevent(change: RiskChange) -> dict[str, Any]:
         "source": CLOUDEVENT_SOURCE,
         "type": CLOUDEVENT_TYPE,
         "subject": change.customer_id,
-        "time": change.as_of.isoformat().replace("+00:00", "Z"),
+        "time": rfc3339(change.as_of),
         "datacontenttype": "application/json",
         "dataschema": CLOUDEVENT_SCHEMA,
         "data": change.model_dump(mode="json"),

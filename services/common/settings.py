@@ -167,7 +167,7 @@ class Settings(BaseSettings):
     # 0 turns it off. Bodies of routes other than POST /v1/events are capped at api_max_json_body_bytes.
     api_rate_limit_per_second: float = Field(default=100.0, ge=0, le=100_000)
     api_rate_limit_burst: int = Field(default=200, ge=1, le=1_000_000)
-    # Slow clients (services/ingest/slowclients.py): a request's headers must arrive within
+    # Slow clients (services/server/slowclients.py): a request's headers must arrive within
     # this many seconds, its body within that many after the headers (0: no limit), and one
     # client address may hold at most this many slow (>1 s) unfinished requests (0: no cap).
     api_header_timeout_seconds: float = Field(default=10.0, ge=0, le=3600)

@@ -12,14 +12,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from redis.asyncio import Redis
 
+from services.alerting.acks import acknowledge_once
 from services.common.redisconn import get_many
+from services.common.timefmt import iso_ms
 from services.console import i18n
 from services.console.sessions import Session
 from services.console.web import current_session, page, signed_in_form, to_sign_in
-from services.ingest.deps import Res, Resources
-from services.ingest.queries import timeline
-from services.ingest.queries.timefmt import iso_ms
-from services.notifier.acks import acknowledge_once
+from services.records import timeline
+from services.web.deps import Res, Resources
 
 router = APIRouter(include_in_schema=False)
 SHOWN = 50

@@ -32,7 +32,7 @@ from services.console.web import (
     to_sign_in,
     with_pre_csrf,
 )
-from services.ingest.deps import Res, Resources
+from services.web.deps import Res, Resources
 
 logger = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)

@@ -12,6 +12,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from services.common.profiles import CustomerProfile
 from services.common.riskchange import TIERS
+from services.common.timefmt import iso_ms, now_ms, parse_iso
 from services.console import charts, i18n
 from services.console.sessions import Session
 from services.console.web import (
@@ -21,17 +22,16 @@ from services.console.web import (
     signed_in_form,
     to_sign_in,
 )
-from services.ingest.deps import Res, Resources
-from services.ingest.models import ACTION_TYPES
-from services.ingest.params import CustomerId
-from services.ingest.queries import timeline, winback
-from services.ingest.queries.atrisk import AtRiskQuery
-from services.ingest.queries.errors import QueryError
-from services.ingest.queries.holdout import holdout
-from services.ingest.queries.scope import store_for_list
-from services.ingest.queries.timefmt import iso_ms, now_ms, parse_iso
+from services.records import timeline, winback
+from services.records.atrisk import AtRiskQuery
+from services.records.errors import QueryError
+from services.records.holdout import holdout
+from services.records.winback import ACTION_TYPES
 from services.scoring.lifecycle import LIFECYCLE_STAGES, stage_name
 from services.state.store import StateRead
+from services.web.deps import Res, Resources
+from services.web.params import CustomerId
+from services.web.scope import store_for_list
 
 router = APIRouter(include_in_schema=False)
 TIMELINE_SHOWN = 60

@@ -9,15 +9,15 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from services.common.timefmt import now_ms
 from services.console import charts, i18n
 from services.console.sessions import Session
 from services.console.web import current_session, page, to_sign_in
-from services.ingest.deps import Res, Resources
-from services.ingest.formats import csv_response
-from services.ingest.queries import churn, population, tierhistory, winback
-from services.ingest.queries.churn import Definition, Segment
-from services.ingest.queries.timefmt import now_ms
+from services.records import churn, population, tierhistory, winback
+from services.records.churn import Definition, Segment
 from services.scoring.features import DAY_MS
+from services.web.deps import Res, Resources
+from services.web.formats import csv_response
 
 router = APIRouter(include_in_schema=False)
 MONTHS = 6

@@ -22,7 +22,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from services.console import i18n
 from services.console.sessions import CSRF_COOKIE, SESSION_COOKIE, Session, SessionStore
-from services.ingest.deps import Resources
+from services.web.deps import Resources
 
 logger = logging.getLogger(__name__)
 HERE = Path(__file__).parent

@@ -44,6 +44,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from services.common.timefmt import rfc3339
 from services.demo.people import seed_people
 from services.synth.generator import SynthCustomer, generate
 
@@ -114,7 +115,7 @@ def _parse_ts(value: str) -> datetime:
 
 
 def _fmt(dt: datetime) -> str:
-    return _utc(dt).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return rfc3339(_utc(dt), "seconds")
 
 
 def _tag_id(tag: str, event_id: str) -> str:

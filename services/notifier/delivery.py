@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from services.alerting.webhooks import WebhookHealth, is_paused
 from services.common.exceptions import DeliveryError
 from services.notifier.backoff import retry_delay
 from services.notifier.breaker import CircuitBreaker
@@ -26,7 +27,6 @@ from services.notifier.metrics import NotifierMetrics
 from services.notifier.noise import RateLimiter
 from services.notifier.policy import quiet_until, zone
 from services.notifier.routing import Policies
-from services.notifier.webhooks import WebhookHealth, is_paused
 
 logger = logging.getLogger(__name__)
 

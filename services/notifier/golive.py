@@ -28,10 +28,10 @@ from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 
+from services.alerting.inbound import InvalidRecord, RiskChangeEvent, decode_risk_change
 from services.common.redisconn import Keys
 from services.notifier.channels.base import Message
 from services.notifier.digests import TAKE_DUE
-from services.notifier.inbound import InvalidRecord, RiskChangeEvent, decode_risk_change
 
 logger = logging.getLogger(__name__)
 

@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis
 
 from services.common.redisconn import Keys
 from services.common.settings import DEFAULT_RETENTION, Retention
+from services.common.timefmt import utc_now
 
 CLAIMED = "claimed"
 QUEUED = "queued"
@@ -61,7 +61,7 @@ return cur
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc_now("milliseconds")
 
 
 class Ledger:

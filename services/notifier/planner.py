@@ -20,13 +20,14 @@ from collections.abc import Collection
 from typing import Any
 from urllib.parse import quote
 
+from services.alerting.acks import AckLinks, record_alert
+from services.alerting.escalation import Escalations
+from services.alerting.inbound import RiskChangeEvent
+from services.alerting.webhooks import is_paused, tenant_of
 from services.common.riskchange import RiskChange
-from services.notifier.acks import AckLinks, record_alert
 from services.notifier.channels.base import ChannelName, Message, delivery_id
 from services.notifier.digests import Digester
-from services.notifier.escalation import Escalations
 from services.notifier.golive import Summaries
-from services.notifier.inbound import RiskChangeEvent
 from services.notifier.ledger import Ledger, now_iso
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.noise import EpisodeLedger
@@ -35,7 +36,6 @@ from services.notifier.recipients import CustomerContext, RecipientResolver, rec
 from services.notifier.routing import STAFF_CHANNELS, Recipient, Routing
 from services.notifier.settle import SettleQueue, pair
 from services.notifier.templates import Templates, packaged
-from services.notifier.webhooks import is_paused, tenant_of
 
 logger = logging.getLogger(__name__)
 

@@ -41,6 +41,7 @@ from typing import Any, NoReturn
 
 import yaml
 
+from services.common.contact import is_email, is_phone, normalize_phone
 from services.common.exceptions import ConfigError
 from services.common.riskchange import TIERS, RiskChange
 
@@ -63,8 +64,6 @@ RECIPIENT_ROLES: tuple[str, ...] = (OWNER, STORE_MANAGER, CUSTOMER)
 INHIBIT_THEN = ("suppress", "resolve_complaint")
 _DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-_PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")
-_EMAIL = re.compile(r"^[^@\s<>,;]+@[^@\s<>,;]+$")
 
 
 @dataclass(frozen=True)
@@ -357,13 +356,13 @@ def _recipients(p: _Parser, raw: Any) -> dict[str, Recipient]:
         fields = p.mapping(value, where, _RECIPIENT_KEYS)
         name = p.string(fields.get("name", key), f"{where}.name")
         email = fields.get("email")
-        if email is not None and not _EMAIL.match(p.string(email, f"{where}.email")):
+        if email is not None and not is_email(p.string(email, f"{where}.email")):
             p.fail(f"{where}.email", f"{email!r} is not an email address",
                    "use an address such as manager@example.com")
         phone = fields.get("phone")
         if phone is not None:
-            phone = p.string(phone, f"{where}.phone").replace(" ", "")
-            if not _PHONE.match(phone):
+            phone = normalize_phone(p.string(phone, f"{where}.phone"))
+            if not is_phone(phone):
                 p.fail(f"{where}.phone", f"{fields['phone']!r} is not an E.164 number",
                        "use + and the country code, e.g. \"+15550100000\" (quote it in YAML)")
         locale = p.string(fields.get("locale", "en"), f"{where}.locale")

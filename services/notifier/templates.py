@@ -196,7 +196,7 @@ class Templates:
                        reason: str, pause_after_s: float, resume_url: str
                        ) -> tuple[str, str, str]:
         """(subject, text, html) telling a tenant admin that a subscription was paused."""
-        from services.notifier.webhooks import display_url
+        from services.alerting.webhooks import display_url
 
         ctx = {"recipient_name": recipient.name, "subscription_id": sub["id"],
                "url": display_url(sub["url"]), "tenant": tenant,

@@ -29,6 +29,15 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 from redis.exceptions import RedisError
 
+from services.alerting.acks import AckLinks
+from services.alerting.escalation import Escalations
+from services.alerting.inbound import InvalidRecord, RiskChangeEvent, decode_risk_change
+from services.alerting.webhooks import (
+    WebhookHealth,
+    get_subscription_with_secret,
+    load_subscriptions_with_secrets,
+    tenant_of,
+)
 from services.common import pseudonym
 from services.common.exceptions import ConfigError
 from services.common.httpserver import WorkerHttpServer
@@ -39,7 +48,6 @@ from services.common.pseudonym import install_key
 from services.common.redisconn import Keys, make_redis
 from services.common.runtime import tune_gc
 from services.common.settings import Settings
-from services.notifier.acks import AckLinks
 from services.notifier.breaker import CircuitBreaker
 from services.notifier.channels.base import Channel, Message, delivery_id
 from services.notifier.channels.email import EmailChannel
@@ -49,9 +57,7 @@ from services.notifier.channels.webhook import WebhookChannel
 from services.notifier.deadletters import DeadLetters
 from services.notifier.delivery import MAX_COOLING_S, Deliverer
 from services.notifier.digests import Digester
-from services.notifier.escalation import Escalations
 from services.notifier.golive import Summaries
-from services.notifier.inbound import InvalidRecord, RiskChangeEvent, decode_risk_change
 from services.notifier.ledger import Ledger
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.migrate import adopt_untagged_keys
@@ -61,12 +67,6 @@ from services.notifier.recipients import ProfileRecipientResolver, RecipientReso
 from services.notifier.routing import Recipient, Routing, load_routing
 from services.notifier.settle import SettleQueue
 from services.notifier.templates import Templates
-from services.notifier.webhooks import (
-    WebhookHealth,
-    get_subscription_with_secret,
-    load_subscriptions_with_secrets,
-    tenant_of,
-)
 from services.state.store import erased_at
 
 logger = logging.getLogger(__name__)

@@ -32,12 +32,11 @@ import numpy as np
 import yaml
 
 from services.common.exceptions import ConfigError
-from services.common.riskchange import Reason
+from services.common.riskchange import TIER_RANK, Reason
 from services.scoring.features import FEATURE_NAMES
 
 RULES_DIR = Path(__file__).with_name("rules")
 BUSINESS_TYPES = ("default", "salon", "restaurant", "retail")
-TIER_RANK = {"low": 0, "medium": 1, "high": 2}
 RULE_WEIGHT = 9.0  # rule reasons rank above model reasons
 _OPS: dict[str, Callable[[Any, Any], Any]] = {
     ">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt,

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from services.common.exceptions import ChurnwatchError
+from services.common.timefmt import rfc3339
 
 PRESETS = ("salon", "restaurant", "retail", "eshop")
 LOCAL_TZ = timezone(timedelta(hours=1))  # the shops' wall clock: a fixed offset, no DST
@@ -70,7 +71,7 @@ class SynthCustomer:
     def to_json(self) -> dict[str, Any]:
         return {"customer_id": self.customer_id, "store_id": self.store_id,
                 "cadence_days": self.cadence_days, "mean_ticket": self.mean_ticket,
-                "churn_at": self.churn_at.isoformat().replace("+00:00", "Z") if self.churn_at else None,
+                "churn_at": rfc3339(self.churn_at) if self.churn_at else None,
                 "complainer": self.complainer, "one_time": self.one_time,
                 "returned": self.returned}
 

@@ -28,11 +28,11 @@ import pytest
 from aiohttp import web
 from redis.asyncio import Redis
 
+from services.alerting.webhooks import add_subscription
 from services.common.embedded import Server, free_port, start_broker
 from services.common.kafka import ensure_topics
 from services.common.redisconn import Keys, make_redis
 from services.common.settings import Settings
-from services.notifier.webhooks import add_subscription
 from tests.data import T0, iso
 from tests.faults.tcpproxy import Mode, TcpProxy
 from tests.integration.test_scorer import customer_state, held

@@ -24,13 +24,13 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
+from services.alerting.webhooks import add_subscription
 from services.common.embedded import Server, free_port, start_redis
 from services.common.kafka import make_producer
 from services.common.redisconn import Keys, make_redis
 from services.common.settings import Settings
 from services.notifier.channels.base import delivery_id
 from services.notifier.signing import verify
-from services.notifier.webhooks import add_subscription
 from services.scoring.tiers import Thresholds
 from services.state.store import StateStore
 from tests.data import T0, by_time, complaint, regular, visit

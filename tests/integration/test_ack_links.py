@@ -17,12 +17,12 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from services.alerting.acks import AckLinks, get_acknowledgement, record_alert
 from services.common.embedded import Server
 from services.common.kafka import ensure_topics
 from services.common.profiles import CustomerProfile, ProfileStore
 from services.common.redisconn import Keys
 from services.common.settings import Settings
-from services.notifier.acks import AckLinks, get_acknowledgement, record_alert
 from tests.conftest import LOG_DIR, make_test_settings
 from tests.procs import ServiceProcess
 

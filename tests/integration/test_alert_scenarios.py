@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from services.alerting.acks import acknowledge
+from services.alerting.webhooks import add_subscription
 from services.common.embedded import ServiceProcess
 from services.common.profiles import CustomerProfile, ProfileStore, StaffMember
 from services.common.redisconn import Keys
@@ -28,8 +30,6 @@ from services.common.riskchange import (
     encode_cloudevent,
     to_cloudevent,
 )
-from services.notifier.acks import acknowledge
-from services.notifier.webhooks import add_subscription
 from tests.data import by_time, regular
 from tests.integration import test_notifier_policies as policies
 from tests.integration.test_notifier import Receiver, metric, notifier, produce_changes, wait_until

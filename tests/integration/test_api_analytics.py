@@ -8,9 +8,9 @@ import time
 
 import pytest
 
+from services.alerting.acks import record_alert
 from services.common.redisconn import Keys, customer_token
-from services.ingest.queries.holdout import in_holdout
-from services.notifier.acks import record_alert
+from services.records.holdout import in_holdout
 from services.scoring.features import DAY_MS
 from tests.integration.test_api_queries import ACME, ADMIN, INGEST, KEYS, READ, api, make  # noqa: F401
 

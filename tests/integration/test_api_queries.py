@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from services.common.redisconn import customer_token
 from services.common.riskchange import TIERS
 from services.common.settings import Settings
-from services.ingest.app import create_app
+from services.server.app import create_app
 from tests.seeding import Seeder
 
 pytestmark = pytest.mark.integration

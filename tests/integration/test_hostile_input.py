@@ -28,7 +28,7 @@ from services.common.events import TENANT_HEADER, epoch_ms
 from services.common.kafka import make_producer
 from services.common.redisconn import Keys, make_redis
 from services.common.settings import Settings
-from services.ingest.queries.timefmt import parse_iso
+from services.common.timefmt import parse_iso
 from services.scoring.features import DAY_MS
 from services.scoring.summary import Summary
 from services.state.store import read_states

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
+from services.alerting.webhooks import add_subscription
 from services.cli.sinks import Sinks
 from services.common.embedded import free_port
 from services.common.redisconn import Keys
@@ -34,7 +35,6 @@ from services.common.riskchange import (
 from services.common.settings import Settings
 from services.notifier.channels.base import delivery_id
 from services.notifier.signing import verify
-from services.notifier.webhooks import add_subscription
 from services.notifier.worker import run_notifier
 from tests.kafkatools import produce, read_all
 from tests.peers import LoopbackHttp
@@ -405,8 +405,8 @@ async def test_a_damaged_escalation_entry_is_dropped_and_stops_no_other(
     """One unreadable escalation entry (a hand edit, a bug of an older version) is logged and
     dropped; the due escalations after it still run (before, it raised on every tick and the
     retry queue behind it in the same tick never ran)."""
-    from services.notifier.escalation import Escalations
-    from services.notifier.inbound import decode_risk_change
+    from services.alerting.escalation import Escalations
+    from services.alerting.inbound import decode_risk_change
 
     keys = Keys(fast.redis_prefix)
     esc = Escalations(redis, keys, after_s=0)

@@ -16,13 +16,13 @@ from aiohttp import web
 from aiosmtpd.controller import Controller
 from redis.asyncio import Redis
 
+from services.alerting.webhooks import add_subscription
 from services.common.embedded import free_port
 from services.common.exceptions import DeliveryError
 from services.common.profiles import CustomerProfile, ProfileStore, StaffMember
 from services.common.redisconn import Keys
 from services.notifier.channels.base import Message, delivery_id
 from services.notifier.channels.email import EmailChannel
-from services.notifier.webhooks import add_subscription
 from tests.integration.test_notifier import metric, notifier, produce_changes, wait_until
 from tests.integration.test_notifier_policies import Inbox, SmsGateway, change, routing_file
 from tests.kafkatools import read_all

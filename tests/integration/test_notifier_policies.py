@@ -19,6 +19,13 @@ from aiohttp import web
 from aiosmtpd.controller import Controller
 from redis.asyncio import Redis
 
+from services.alerting.acks import (
+    AckLinks,
+    acknowledge,
+    get_acknowledgement,
+    get_alert,
+    is_acknowledged,
+)
 from services.common.embedded import free_port
 from services.common.profiles import Consent, CustomerProfile, ProfileStore, StaffMember, Store
 from services.common.redisconn import Keys
@@ -31,13 +38,6 @@ from services.common.riskchange import (
     to_cloudevent,
 )
 from services.common.settings import Settings
-from services.notifier.acks import (
-    AckLinks,
-    acknowledge,
-    get_acknowledgement,
-    get_alert,
-    is_acknowledged,
-)
 from tests.integration.test_notifier import metric, notifier, produce_changes, wait_until
 from tests.peers import LoopbackHttp
 

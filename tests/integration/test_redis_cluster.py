@@ -26,6 +26,7 @@ from redis.asyncio import Redis, RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import ClusterCrossSlotError, RedisClusterException, ResponseError
 
+from services.alerting.webhooks import add_subscription
 from services.cli.reach import require
 from services.common.embedded import free_port
 from services.common.exceptions import ConfigError
@@ -33,11 +34,10 @@ from services.common.profiles import CustomerProfile, ProfileStore, StaffMember
 from services.common.redisconn import Keys, customer_token, is_cluster, make_redis
 from services.common.riskchange import TIERS
 from services.common.settings import Settings
-from services.ingest.app import create_app
 from services.notifier.channels.base import Message
 from services.notifier.channels.in_app import InAppChannel
 from services.notifier.signing import DELIVERY_HEADER, SIGNATURE_HEADER, verify
-from services.notifier.webhooks import add_subscription
+from services.server.app import create_app
 from tests.integration.test_alert_scenarios import change
 from tests.integration.test_api_queries import ACME, ADMIN, INGEST, KEYS, READ
 from tests.integration.test_notifier import Receiver, metric, notifier, produce_changes, wait_until

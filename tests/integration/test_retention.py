@@ -9,8 +9,8 @@ from redis.asyncio import Redis
 
 from services.common.redisconn import Keys
 from services.common.settings import Retention, Settings, load_settings
-from services.ingest.queries import timeline
 from services.notifier.ledger import Ledger
+from services.records import timeline
 
 
 def test_the_defaults_are_the_retention_the_code_used_before() -> None:

@@ -26,24 +26,24 @@ from fastapi.routing import APIRoute
 from redis.asyncio import Redis
 from starlette.routing import BaseRoute, Route
 
+from services.alerting.acks import is_acknowledged, record_alert
+from services.alerting.escalation import Escalations
+from services.alerting.inbound import decode_risk_change
+from services.alerting.webhooks import (
+    IPAddress,
+    add_subscription,
+    checked_addresses,
+    display_url,
+)
 from services.common.embedded import Server
 from services.common.exceptions import DeliveryError
 from services.common.kafka import ensure_topics
 from services.common.redisconn import Keys
 from services.common.riskchange import encode_cloudevent, to_cloudevent
 from services.common.settings import Settings
-from services.ingest.app import create_app
-from services.notifier.acks import is_acknowledged, record_alert
 from services.notifier.channels.base import Message
 from services.notifier.channels.webhook import WebhookChannel, checked_transport
-from services.notifier.escalation import Escalations
-from services.notifier.inbound import decode_risk_change
-from services.notifier.webhooks import (
-    IPAddress,
-    add_subscription,
-    checked_addresses,
-    display_url,
-)
+from services.server.app import create_app
 from tests.conftest import LOG_DIR, make_test_settings
 from tests.integration.test_api_queries import Seeder
 from tests.integration.test_notifier import notifier, produce_changes, risk_change
@@ -144,7 +144,7 @@ def route_table(settings: Settings) -> dict[tuple[str, str], Route]:
 
 
 def required_scopes(route: Route) -> set[str]:
-    """The scopes the route's ``require(scope)`` dependencies check (services/ingest/deps.py)."""
+    """The scopes the route's ``require(scope)`` dependencies check (services/web/deps.py)."""
     found: set[str] = set()
     todo = list(route.dependant.dependencies) if isinstance(route, APIRoute) else []
     while todo:

@@ -15,8 +15,8 @@ from redis.crc import key_slot
 
 from services.common.redisconn import Keys, make_redis
 from services.common.settings import Settings
-from services.ingest.queries import population
-from services.ingest.queries.atrisk import AtRiskQuery
+from services.records import population
+from services.records.atrisk import AtRiskQuery
 from services.scoring.engine import Engine, Subject
 from services.scoring.features import DAY_MS, Activity
 from services.scoring.model import load_model

@@ -14,10 +14,10 @@ from aiohttp import web
 from aiosmtpd.controller import Controller
 from redis.asyncio import Redis
 
+from services.alerting.webhooks import add_subscription, get_subscription_with_secret
 from services.common.embedded import free_port
 from services.common.profiles import ProfileStore, StaffMember
 from services.common.redisconn import Keys
-from services.notifier.webhooks import add_subscription, get_subscription_with_secret
 from tests.integration.test_notifier import notifier, produce_changes, wait_until
 from tests.integration.test_notifier_policies import Inbox, change, routing_file
 from tests.kafkatools import read_all

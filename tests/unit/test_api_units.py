@@ -8,12 +8,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.ingest.formats import _cell
-from services.ingest.queries import cursor
-from services.ingest.queries.churn import period_bounds
-from services.ingest.queries.errors import Invalid
-from services.ingest.queries.holdout import holdout, in_holdout
-from services.ingest.ratelimit import RateLimiter
+from services.records import cursor
+from services.records.churn import period_bounds
+from services.records.errors import Invalid
+from services.records.holdout import holdout, in_holdout
+from services.web.formats import _cell
+from services.web.ratelimit import RateLimiter
 
 
 @given(st.floats(min_value=0, max_value=1e12, allow_nan=False).map(repr), st.text(max_size=300))

@@ -129,8 +129,8 @@ def test_invalid_yaml_reports_the_line() -> None:
 
 async def test_every_risk_change_goes_to_every_webhook_whatever_the_routes() -> None:
     """The contract: every risk change is POSTed to every subscription."""
+    from services.alerting.inbound import decode_risk_change
     from services.common.riskchange import encode_cloudevent, to_cloudevent
-    from services.notifier.inbound import decode_risk_change
     from services.notifier.planner import Planner
 
     routing = parse_routing_text(ROUTING.replace("  - match: {}\n    channels: [webhook]\n", ""),

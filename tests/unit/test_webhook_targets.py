@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.notifier.webhooks import TargetUnresolvable, validate_target
+from services.alerting.webhooks import TargetUnresolvable, validate_target
 
 PUBLIC_IP = "93.184.215.14"
 

@@ -6,8 +6,8 @@ import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
+from services.alerting.webhooks import display_url
 from services.common.logs import mask_email, mask_phone
-from services.notifier.webhooks import display_url
 
 ChannelName = Literal["email", "sms", "in_app", "webhook"]
 

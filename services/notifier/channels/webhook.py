@@ -9,18 +9,18 @@ from typing import Any
 import httpcore
 import httpx
 
-from services.common.exceptions import DeliveryError
-from services.common.riskchange import CONTENT_TYPE
-from services.notifier.channels.base import ChannelName, Message
-from services.notifier.channels.httpstatus import check_response, transport_error
-from services.notifier.signing import DELIVERY_HEADER, SIGNATURE_HEADER, sign
-from services.notifier.webhooks import (
+from services.alerting.webhooks import (
     IPAddress,
     TargetUnresolvable,
     checked_addresses,
     display_url,
     validate_target,
 )
+from services.common.exceptions import DeliveryError
+from services.common.riskchange import CONTENT_TYPE
+from services.notifier.channels.base import ChannelName, Message
+from services.notifier.channels.httpstatus import check_response, transport_error
+from services.notifier.signing import DELIVERY_HEADER, SIGNATURE_HEADER, sign
 
 USER_AGENT = "churnwatch-notifier/1"
 Resolver = Callable[[str, int], list[IPAddress]]

@@ -1,0 +1,233 @@
+"""The win-back loop: staff record what they did about an at-risk customer; alerts are acked."""
+
+from __future__ import annotations
+
+import html
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, status
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.alerting.acks import (
+    AckLink,
+    AckLinks,
+    InvalidAck,
+    LinkRefused,
+    acknowledge_once,
+    get_acknowledgement,
+    get_alert,
+)
+from services.alerting.alerts import find_alert
+from services.api.schemas import Ack, Action, NewAction
+from services.common.timefmt import iso_ms, now_ms
+from services.records import timeline, winback
+from services.records.holdout import holdout
+from services.web.deps import IngestKey, Res, Resources
+from services.web.openapi import AUTH, NOT_FOUND, TOO_LARGE, error, responses
+from services.web.params import CustomerId
+from services.web.scope import check_store_read
+
+router = APIRouter(tags=["win-back"])
+AlertId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$",
+                              description="The risk-change CloudEvent id.",
+                              examples=["3f1c0a9e5b7d4e2f8a6b1c0d9e8f7a6b"])]
+
+
+@router.post("/v1/customers/{customer_id:anypath}/actions", response_model=Action,
+             status_code=status.HTTP_201_CREATED,
+             summary="Record a staff action on an at-risk customer",
+             description="called, message_sent, coupon_sent, exclusive_offer, complaint_resolved or other; "
+             "by whom, optionally about which alert (risk-change id). Stored with the customer "
+             "(erased with them) and shown in their timeline. The action counts as a win-back "
+             "when the customer has an event within CHURNWATCH_WINBACK_ATTRIBUTION_DAYS after "
+             "it (see GET /v1/analytics/winback). The answer says whether the customer is in "
+             "the holdout group (such actions are reported apart).",
+             responses=responses(AUTH, NOT_FOUND, TOO_LARGE))
+async def post_action(customer_id: CustomerId, body: NewAction, res: Res, key: IngestKey) -> Any:
+    st = res.keys.state(customer_id, key.tenant)
+    found: list[str | None] = await res.redis.hmget(st, ["tier", "store"])  # type: ignore[misc,assignment]
+    tier, store = found
+    tier = check_store_read(key, tier, store,
+                            f"no scored customer {customer_id!r}; actions need a known customer")
+    at = await now_ms(res.settings, res.redis, res.keys, key.tenant)
+    action = await winback.record(
+        res.redis, res.keys, tenant=key.tenant, customer_id=customer_id,
+        body=body.model_dump(), at_ms=at, store_id=store,
+        holdout=holdout(tier, key.tenant, customer_id, res.settings.holdout_share),
+        retention=res.settings.retention)
+    res.metrics.winback_actions.labels(body.action).inc()
+    return action
+
+
+class AckBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    by: str | None = Field(None, min_length=1, max_length=128,
+                           description="Staff id acknowledging; defaults to the key's name.")
+    customer_id: str | None = Field(None, min_length=1, max_length=128,
+                                    description="The alert's customer: the acknowledgement is "
+                                    "then shown in their timeline.")
+
+
+@router.post("/v1/alerts/{alert_id}/ack", response_model=Ack,
+             summary="Acknowledge an alert",
+             description="Marks the risk change (its CloudEvent id, shown in every alert) as "
+             "seen, so the notifier's escalation to the store manager stops. Only alerts the "
+             "notifier sent to the key's tenant (and, for store-bound keys, their stores) exist "
+             "for the key: any other id is a 404. Idempotent: a second acknowledgement answers "
+             "200 with `new: false` and the first acknowledger and time.",
+             responses=responses(AUTH, TOO_LARGE, {404: error(
+                 "No alert with this id was sent in this tenant (or the key's stores)",
+                 "no alert '3f1c0a9e' was sent in this tenant; use the alert id of a message")}))
+async def ack_alert(alert_id: AlertId, res: Res, key: IngestKey,
+                    body: AckBody | None = None) -> Any:
+    by = (body.by if body and body.by else None) or key.name
+    try:
+        alert = await find_alert(res.redis, res.keys, alert_id, key.tenant)
+    except InvalidAck as exc:
+        raise HTTPException(422, str(exc)) from None
+    alert = check_store_read(key, alert, alert.get("store_id") if alert else None,
+                             f"no alert {alert_id!r} was sent in this tenant"
+                             + (" and the API key's stores" if key.stores is not None else "")
+                             + "; use the alert id of a message")
+    customer_id = (body.customer_id if body is not None and body.customer_id else None)
+    if customer_id is not None and customer_id != alert.get("customer_id"):
+        raise HTTPException(422, f"customer_id {customer_id!r} is not the customer of alert "
+                            f"{alert_id!r}; leave it out or send the alert's customer")
+    new, first = await acknowledge_once(res.redis, res.keys, alert_id, by, tenant=key.tenant,
+                                        ttl_s=res.settings.retention.alert_record_ttl_s)
+    if new:
+        await timeline.append(res.redis, res.keys, str(alert["customer_id"]), key.tenant, {
+            "kind": "acknowledged", "at": iso_ms(int(time.time() * 1000)),
+            "alert_id": alert_id, "by": by}, retention=res.settings.retention)
+    return _ack_answer(alert_id, new, first)
+
+
+def _ack_answer(alert_id: str, new: bool, first: dict[str, Any]) -> dict[str, Any]:
+    return {"alert_id": alert_id, "acknowledged": True, "new": new, "by": str(first["by"]),
+            "at": str(iso_ms(int(float(first["at"]) * 1000)))}
+
+
+# One-click acknowledge links (public: the signed token is the credential) -------------------
+
+Token = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
+                            description="The token of a one-click link from a staff message.")]
+_PAGE = """<!DOCTYPE html><html lang="{lang}"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="robots" content="noindex"><title>churnwatch: {title}</title></head>
+<body style="font-family: sans-serif; max-width: 36em; margin: 2em auto; padding: 0 1em">
+<h1>{title}</h1><p>{text}</p>{form}</body></html>"""
+_HTML = {"text/html": {"schema": {"type": "string"}}}
+# Page texts per locale of the recipient the link was made for ({x}: HTML-escaped values).
+_TEXTS = {
+    "en": {"refused": "Link not usable", "ask": "Acknowledge this alert?",
+           "ask_text": "Acknowledge the alert about <strong>{customer}</strong> as "
+                       "<strong>{by}</strong>: its escalation to the store manager stops.",
+           "button": "Acknowledge", "used": "Link already used",
+           "used_text": "This link was already used.", "done": "Acknowledged",
+           "already": "Already acknowledged",
+           "acked": "The alert about <strong>{customer}</strong> (<code>{alert}</code>) was "
+                    "acknowledged by <strong>{by}</strong> at {at}."},
+    "zh-CN": {"refused": "链接不可用", "ask": "确认此提醒？",
+              "ask_text": "以 <strong>{by}</strong> 的身份确认关于 <strong>{customer}</strong> "
+                          "的提醒：将不再升级给门店经理。",
+              "button": "确认", "used": "链接已使用", "used_text": "此链接已被使用。",
+              "done": "已确认", "already": "此前已确认",
+              "acked": "关于 <strong>{customer}</strong> 的提醒（<code>{alert}</code>）已由 "
+                       "<strong>{by}</strong> 于 {at} 确认。"},
+}
+
+
+def _page(status_code: int, title: str, text: str, form: str = "",
+          lang: str = "en") -> HTMLResponse:
+    return HTMLResponse(_PAGE.format(title=html.escape(title), text=text, form=form, lang=lang),
+                        status_code=status_code,
+                        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
+                                 "X-Robots-Tag": "noindex"})
+
+
+def _refused(exc: LinkRefused) -> HTMLResponse:
+    return _page(exc.status, _TEXTS["en"]["refused"] + " / " + _TEXTS["zh-CN"]["refused"],
+                 html.escape(str(exc)))
+
+
+def _links(res: Resources) -> AckLinks:
+    s = res.settings
+    return AckLinks(res.redis, res.keys, secret=s.ack_link_key, public_url=s.api_public_url,
+                    ttl_s=s.ack_link_ttl_seconds, ack_ttl_s=s.retention.alert_record_ttl_s)
+
+
+async def _customer(res: Resources, link: AckLink) -> tuple[str | None, str]:
+    """(customer id, how to call them: the profile name, else the id) of the link's alert."""
+    alert = await get_alert(res.redis, res.keys, link.alert_id, link.tenant)
+    cid = str(alert["customer_id"]) if alert else None
+    if cid is None:
+        return None, link.alert_id
+    try:
+        profile = await res.profiles.get_profile(cid, link.tenant) if res.profiles else None
+    except ValueError:
+        profile = None
+    return cid, (profile.name if profile and profile.name else cid)
+
+
+def _ack_text(t: dict[str, str], link: AckLink, who: str, ack: dict[str, Any]) -> str:
+    return t["acked"].format(customer=html.escape(who), alert=html.escape(link.alert_id),
+                             by=html.escape(str(ack["by"])),
+                             at=html.escape(str(iso_ms(int(float(ack["at"]) * 1000)))))
+
+
+_LINK_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "An HTML page", "content": _HTML},
+    404: {"description": "Unknown or forged link (HTML page)", "content": _HTML},
+    410: {"description": "The link expired or was already used (HTML page)", "content": _HTML},
+    422: error("The token is malformed (letters, digits, - and _ only)",
+               "path.token: String should match pattern '^[A-Za-z0-9_-]+$'"),
+}
+
+
+@router.get("/a/{token}", response_class=HTMLResponse, tags=["alerts"],
+            summary="One-click acknowledge link: confirmation page",
+            description="The link in every staff alert. Needs no API key: the token is an "
+            "HMAC-signed, expiring, single-use credential for one alert and one recipient. GET "
+            "changes nothing (mail scanners pre-fetch links): it shows the alert and a button "
+            "that POSTs to the same URL.", responses=_LINK_RESPONSES)
+async def ack_link_page(token: Token, res: Res) -> HTMLResponse:
+    links = _links(res)
+    try:
+        link = await links.resolve(token)
+    except LinkRefused as exc:
+        return _refused(exc)
+    t = _TEXTS.get(link.locale, _TEXTS["en"])
+    _, who = await _customer(res, link)
+    ack = await get_acknowledgement(res.redis, res.keys, link.alert_id, link.tenant)
+    if await links.is_used(token):
+        return _page(410, t["used"], t["used_text"] + (
+            " " + _ack_text(t, link, who, ack) if ack else ""), lang=link.locale)
+    note = (" " + _ack_text(t, link, who, ack)) if ack else ""
+    # no action attribute: the form posts to this very URL, also behind a path prefix
+    form = ('<form method="post"><button type="submit" style="font-size: 1.2em; '
+            f'padding: .5em 1.5em">{html.escape(t["button"])}</button></form>')
+    return _page(200, t["ask"], t["ask_text"].format(
+        customer=html.escape(who), by=html.escape(link.by)) + note, form, lang=link.locale)
+
+
+@router.post("/a/{token}", response_class=HTMLResponse, tags=["alerts"],
+             summary="One-click acknowledge link: acknowledge",
+             description="Acknowledges the link's alert as the link's recipient (the first "
+             "acknowledgement is kept) and uses the link up: a second POST answers 410. Needs "
+             "no API key and no body.", responses=_LINK_RESPONSES)
+async def ack_link_use(token: Token, res: Res) -> HTMLResponse:
+    try:
+        link, new, ack = await _links(res).use(token)
+    except LinkRefused as exc:
+        return _refused(exc)
+    t = _TEXTS.get(link.locale, _TEXTS["en"])
+    cid, who = await _customer(res, link)
+    if new and cid is not None:
+        await timeline.append(res.redis, res.keys, cid, link.tenant, {
+            "kind": "acknowledged", "at": iso_ms(int(time.time() * 1000)),
+            "alert_id": link.alert_id, "by": link.by, "via": "link"},
+            retention=res.settings.retention)
+    return _page(200, t["done"] if new else t["already"], _ack_text(t, link, who, ack),
+                 lang=link.locale)

@@ -1,0 +1,112 @@
+"""Who customers are to the business: profiles, staff and stores (read by the notifier)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Response, status
+
+from services.common.profiles import CustomerProfile, StaffMember, Store
+from services.common.timefmt import iso_ms
+from services.records import timeline
+from services.web.deps import AdminKey, IngestKey, Profiles, ReadKey, Res
+from services.web.openapi import AUTH, TOO_LARGE, error, responses
+from services.web.params import CustomerId, StaffId, StoreId
+from services.web.scope import check_store_read, check_store_write
+
+router = APIRouter(tags=["profiles"])
+_404 = {404: error("Not found (in this tenant and the key's stores)", "no profile of 'c-1'")}
+
+
+def _same_id(path_id: str, body_id: str, name: str) -> None:
+    if path_id != body_id:
+        raise HTTPException(422,
+                            f"{name} in the body ({body_id!r}) differs from the path ({path_id!r})")
+
+
+@router.put("/v1/customers/{customer_id:anypath}/profile", response_model=CustomerProfile,
+            summary="Create or replace a customer's profile",
+            description="Owner staff member, home store, contact, preferred channel, consent, "
+            "time zone, segment, birthday, locale — used by the notifier to route alerts. The "
+            "whole profile is replaced. The timeline records which fields changed (not values).",
+            responses=responses(AUTH, TOO_LARGE))
+async def put_profile(customer_id: CustomerId, body: CustomerProfile, res: Res, key: IngestKey,
+                      profiles: Profiles) -> Any:
+    check_store_write(key, body.store_id)
+    old = await profiles.get_profile(customer_id, key.tenant)
+    if old is not None:
+        check_store_write(key, old.store_id)
+    if key.stores is not None:  # a scored customer of another store is not this key's either
+        scored: str | None = await res.redis.hget(  # type: ignore[misc,assignment]
+            res.keys.state(customer_id, key.tenant), "store")
+        if scored is not None:
+            check_store_write(key, scored)
+    await profiles.put_profile(customer_id, body, key.tenant)
+    before = (old or CustomerProfile.model_validate({})).model_dump()
+    changed = sorted(k for k, v in body.model_dump().items() if before.get(k) != v)
+    if changed:
+        await timeline.append(res.redis, res.keys, customer_id, key.tenant, {
+            "kind": "profile_change", "at": iso_ms(int(time.time() * 1000)),
+            "fields": changed, "by": key.name}, retention=res.settings.retention)
+    return body
+
+
+@router.get("/v1/customers/{customer_id:anypath}/profile", response_model=CustomerProfile,
+            summary="A customer's profile", responses=responses(AUTH, _404))
+async def get_profile(customer_id: CustomerId, key: ReadKey, profiles: Profiles) -> Any:
+    found = await profiles.get_profile(customer_id, key.tenant)
+    return check_store_read(key, found, found.store_id if found else None,
+                            f"no profile of customer {customer_id!r}")
+
+
+@router.put("/v1/staff/{staff_id}", response_model=StaffMember,
+            summary="Create or replace a staff member",
+            description="Staff receive alerts about the customers they own (profile "
+            "owner_staff_id); managers are the fallback of their store.",
+            responses=responses(AUTH, TOO_LARGE))
+async def put_staff(staff_id: StaffId, body: StaffMember, key: AdminKey,
+                    profiles: Profiles) -> Any:
+    _same_id(staff_id, body.staff_id, "staff_id")
+    check_store_write(key, body.store_id)
+    old = await profiles.get_staff(staff_id, key.tenant)
+    if old is not None:
+        check_store_write(key, old.store_id)
+    await profiles.put_staff(body, key.tenant)
+    return body
+
+
+@router.get("/v1/staff/{staff_id}", response_model=StaffMember, summary="A staff member",
+            responses=responses(AUTH, _404))
+async def get_staff(staff_id: StaffId, key: ReadKey, profiles: Profiles) -> Any:
+    found = await profiles.get_staff(staff_id, key.tenant)
+    return check_store_read(key, found, found.store_id if found else None,
+                            f"no staff member {staff_id!r}")
+
+
+@router.delete("/v1/staff/{staff_id}", status_code=status.HTTP_204_NO_CONTENT,
+               summary="Remove a staff member", description="Idempotent.",
+               responses=responses(AUTH))
+async def delete_staff(staff_id: StaffId, key: AdminKey, profiles: Profiles) -> Response:
+    found = await profiles.get_staff(staff_id, key.tenant)
+    if found is not None:
+        check_store_write(key, found.store_id)
+        await profiles.delete_staff(staff_id, key.tenant)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.put("/v1/stores/{store_id}", response_model=Store, summary="Create or replace a store",
+            description="A store's time zone (quiet hours) and manager (fallback recipient).",
+            responses=responses(AUTH, TOO_LARGE))
+async def put_store(store_id: StoreId, body: Store, key: AdminKey, profiles: Profiles) -> Any:
+    _same_id(store_id, body.store_id, "store_id")
+    check_store_write(key, store_id)
+    await profiles.put_store(body, key.tenant)
+    return body
+
+
+@router.get("/v1/stores/{store_id}", response_model=Store, summary="A store",
+            responses=responses(AUTH, _404))
+async def get_store(store_id: StoreId, key: ReadKey, profiles: Profiles) -> Any:
+    found = await profiles.get_store(store_id, key.tenant)
+    return check_store_read(key, found, store_id, f"no store {store_id!r}")

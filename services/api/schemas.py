@@ -1,0 +1,126 @@
+"""Response and request bodies of the customer routes (their OpenAPI schemas)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.common.events import Identifier
+from services.common.riskchange import Reason, SuggestedAction, Tier
+from services.records.winback import ACTION_TYPES
+
+TierName = Tier
+LifecycleName = Literal["new", "active", "at_risk", "won_back", "dormant", "churned"]
+# what the at-risk list's filter accepts: the stages, and the names before issue 16 (growing
+# and mature), which mean active
+LifecycleFilter = Literal["new", "active", "at_risk", "won_back", "dormant", "churned",
+                          "growing", "mature"]
+ActionType = Literal["called", "message_sent", "coupon_sent", "exclusive_offer",
+                     "complaint_resolved", "other"]
+assert get_args(ActionType) == ACTION_TYPES  # one list: services.records.winback.ACTION_TYPES
+
+
+class ShadowScore(BaseModel):
+    model_version: str
+    score: float = Field(ge=0, le=1)
+    tier: str = Field(description="The challenger's plain threshold tier (it decides nothing).")
+
+
+class Risk(BaseModel):
+    customer_id: str
+    score: float = Field(ge=0, le=1, description="Higher means more likely to churn.")
+    tier: str = Field(description="low | medium | high")
+    reasons: list[Reason]
+    model_version: str
+    as_of: str = Field(description="The instant this risk was computed for (RFC 3339).")
+    suggested_action: SuggestedAction
+    value_tier: str = Field(description="low | medium | high: spend and active days over a "
+                            "year relative to the tenant's other customers (docs/scoring.md)")
+    lifecycle_stage: str = Field(description="new | active | at_risk | won_back | dormant | "
+                                 "churned (docs/scoring.md)")
+    features: dict[str, float]
+    store_id: str | None = None
+    tier_since: str | None = None
+    last_event_at: str | None = None
+    point_in_time: bool = Field(False, description="True when computed for ?as_of.")
+    holdout: bool = Field(False, description="In the win-back holdout group: do not act on "
+                          "this customer (the control group that measures uplift).")
+    shadow: ShadowScore | None = Field(None, description="The challenger model served in "
+                                       "shadow (`churnwatch model shadow`), when one is: its "
+                                       "score and tier for this customer, never acted on.")
+
+
+class AtRiskItem(BaseModel):
+    customer_id: str
+    tier: str
+    score: float = Field(ge=0, le=1)
+    priority: float = Field(ge=0, description="score x (1 + spend over 365 days): the sort key.")
+    value_tier: str | None = None
+    lifecycle_stage: str | None = None
+    top_reason: Reason | None = None
+    suggested_action: SuggestedAction | None = None
+    store_id: str | None = None
+    owner_staff_id: str | None = None
+    name: str | None = Field(None, description="The customer's name from their profile.")
+    last_event_at: str | None = None
+    holdout: bool = False
+
+
+class AtRiskPage(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "tier": "high", "items": [{"customer_id": "c-1042", "tier": "high", "score": 0.81,
+                                   "priority": 486.81, "store_id": "salon-downtown",
+                                   "holdout": False}],
+        "next_cursor": "WyI0ODYuODEiLCJkZWZhdWx0L2MtMTA0MiJd", "scanned": 1}]})
+    tier: TierName
+    items: list[AtRiskItem]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null at "
+                                    "the end. A page may be short when filtering by owner.")
+    scanned: int = Field(description="Index entries examined for this page.")
+
+
+class TimelineEntry(BaseModel):
+    kind: str = Field(description="tier_change | notification | staff_action | acknowledged | "
+                      "profile_change | activity (events of one day, summarized)")
+    at: str = Field(description="RFC 3339")
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class Timeline(BaseModel):
+    customer_id: str
+    entries: list[TimelineEntry] = Field(description="Newest first.")
+
+
+class NewAction(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "action": "called", "staff_id": "stylist-7", "note": "Booked for Friday",
+        "alert_id": "3f1c0a9e5b7d4e2f8a6b1c0d9e8f7a6b"}]})
+    action: ActionType
+    staff_id: Identifier
+    note: str | None = Field(None, max_length=1000)
+    alert_id: str | None = Field(None, min_length=1, max_length=128,
+                                 pattern=r"^[A-Za-z0-9._:-]+$",
+                                 description="The risk-change CloudEvent id acted upon.")
+
+
+class Action(BaseModel):
+    action_id: str
+    customer_id: str
+    action: ActionType
+    staff_id: str
+    note: str | None = None
+    alert_id: str | None = None
+    at: str
+    store_id: str | None = None
+    holdout: bool = False
+
+
+class Ack(BaseModel):
+    alert_id: str
+    acknowledged: bool = Field(description="Always true: the alert is acknowledged (by this "
+                               "call or an earlier one).")
+    new: bool = Field(description="True when this call recorded the acknowledgement; false when "
+                      "it was already acknowledged (the first acknowledgement is kept).")
+    by: str = Field(description="Who acknowledged first.")
+    at: str = Field(description="When it was first acknowledged (RFC 3339).")

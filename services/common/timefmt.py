@@ -1,0 +1,70 @@
+"""Time as text: the one owner of RFC 3339 / ISO-8601 formatting (UTC written ``Z``), epoch
+milliseconds <-> RFC 3339, and "now" by the configured clock.
+
+Every module that writes a timestamp for people or for other programs (API answers, CloudEvents,
+logs, ledgers, webhook records, sinks, the demo feed) formats it here, so one instant has one
+spelling everywhere.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:  # annotations only: this module is imported by the lowest layers
+    from redis.asyncio import Redis
+
+    from services.common.redisconn import Keys
+    from services.common.settings import Settings
+
+Timespec = Literal["auto", "seconds", "milliseconds", "microseconds"]
+
+
+def rfc3339(dt: datetime, timespec: Timespec = "auto") -> str:
+    """``dt`` (timezone-aware) in ISO-8601 / RFC 3339, its offset as given; UTC written ``Z``."""
+    return dt.isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
+def utc_from_epoch_s(ts: float, timespec: Timespec = "auto") -> str:
+    """Unix seconds as RFC 3339 UTC (``Z``)."""
+    return rfc3339(datetime.fromtimestamp(ts, UTC), timespec)
+
+
+def utc_now(timespec: Timespec = "auto") -> str:
+    """The wall clock now as RFC 3339 UTC (``Z``)."""
+    return rfc3339(datetime.now(UTC), timespec)
+
+
+def iso_ms(ms: str | int | float | None) -> str | None:
+    """Epoch milliseconds (a number or its text, as Redis keeps it) as RFC 3339 UTC; None for
+    none."""
+    if ms in (None, ""):
+        return None
+    return rfc3339(datetime.fromtimestamp(int(float(ms)) / 1000, UTC))
+
+
+def parse_iso(value: str) -> datetime | None:
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    return dt if dt.tzinfo is not None else None
+
+
+async def now_ms(settings: Settings, redis: Redis, keys: Keys, tenant: str) -> int:
+    """Wall time, or with CHURNWATCH_CLOCK=event the tenant's event clock (see
+    ``Keys.event_clock``: the second newest customer's newest event time)."""
+    if settings.clock == "event":
+        top = await redis.zrevrange(keys.event_clock(tenant), 0, 1, withscores=True)
+        if top:
+            return int(float(top[-1][1]))
+    return int(time.time() * 1000)
+
+
+def canonical(value: str) -> str | None:
+    """RFC 3339 in one fixed UTC form (milliseconds, Z), so that strings sort by time."""
+    dt = parse_iso(value)
+    if dt is None:
+        return None
+    return rfc3339(dt.astimezone(UTC), "milliseconds")
