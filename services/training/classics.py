@@ -87,7 +87,7 @@ class BGNBDModel(_Classic):
 
     def fit(self, X: np.ndarray, y: Any = None) -> BGNBDModel:
         X = _thin(np.asarray(X, dtype=float), bgnbd.MAX_FIT_ROWS)
-        self.params_ = bgnbd.fit(X[:, bgnbd.X_COL], X[:, bgnbd.TX_COL], X[:, bgnbd.T_COL])
+        self.params_ = bgnbd.fit_cached(X[:, bgnbd.X_COL], X[:, bgnbd.TX_COL], X[:, bgnbd.T_COL])
         return self
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
