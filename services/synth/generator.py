@@ -66,13 +66,14 @@ class SynthCustomer:
     complainer: bool
     one_time: bool = False
     returned: bool = False        # came back after churning (a later episode)
+    gap_shape: float = 1.0        # gamma shape of the gaps between occasions (the preset's)
 
     def to_json(self) -> dict[str, Any]:
         return {"customer_id": self.customer_id, "store_id": self.store_id,
                 "cadence_days": self.cadence_days, "mean_ticket": self.mean_ticket,
                 "churn_at": self.churn_at.isoformat().replace("+00:00", "Z") if self.churn_at else None,
                 "complainer": self.complainer, "one_time": self.one_time,
-                "returned": self.returned}
+                "returned": self.returned, "gap_shape": self.gap_shape}
 
 
 @dataclass(frozen=True)
@@ -430,7 +431,8 @@ class _CustomerSim:
         return SynthCustomer(customer_id=self.customer_id, store_id=self.store_ids[self.home],
                              cadence_days=round(self.cadence, 2), mean_ticket=self.mean_ticket,
                              churn_at=churn_at, complainer=self.complainer,
-                             one_time=self.one_time, returned=self.returned)
+                             one_time=self.one_time, returned=self.returned,
+                             gap_shape=self.cfg.gap_shape)
 
     # -- rendering ------------------------------------------------------------------------
     def _render(self, occ: _Occasion, silent_from: float) -> list[tuple[int, dict[str, Any]]]:
