@@ -67,13 +67,15 @@ class SynthCustomer:
     one_time: bool = False
     returned: bool = False        # came back after churning (a later episode)
     gap_shape: float = 1.0        # gamma shape of the gaps between occasions (the preset's)
+    churns: tuple[datetime, ...] = ()  # every churn, the first and any after a return
 
     def to_json(self) -> dict[str, Any]:
         return {"customer_id": self.customer_id, "store_id": self.store_id,
                 "cadence_days": self.cadence_days, "mean_ticket": self.mean_ticket,
                 "churn_at": self.churn_at.isoformat().replace("+00:00", "Z") if self.churn_at else None,
                 "complainer": self.complainer, "one_time": self.one_time,
-                "returned": self.returned, "gap_shape": self.gap_shape}
+                "returned": self.returned, "gap_shape": self.gap_shape,
+                "churns": [c.isoformat().replace("+00:00", "Z") for c in self.churns]}
 
 
 @dataclass(frozen=True)
@@ -277,6 +279,7 @@ class _CustomerSim:
             self.join = self.since = rng.uniform(frame.start_d, frame.end_d)
         self.h0 = -math.log(1.0 - cfg.annual_churn) / 365.0
         self.first_churn: float | None = None
+        self.churns: list[float] = []
         self.returned = False
         self.seq = 0
 
@@ -295,6 +298,7 @@ class _CustomerSim:
                 break
             if self.first_churn is None:
                 self.first_churn = churn
+            self.churns.append(churn)
             if self.rng.random() >= self.cfg.return_share:
                 break
             self.returned = True
@@ -432,6 +436,8 @@ class _CustomerSim:
                              cadence_days=round(self.cadence, 2), mean_ticket=self.mean_ticket,
                              churn_at=churn_at, complainer=self.complainer,
                              one_time=self.one_time, returned=self.returned,
+                             churns=tuple(datetime.fromtimestamp(self.frame.origin_ts + c * DAY_S,
+                                                                 UTC) for c in self.churns),
                              gap_shape=self.cfg.gap_shape)
 
     # -- rendering ------------------------------------------------------------------------

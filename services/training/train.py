@@ -385,8 +385,11 @@ class TrainReport:
                          + f"; purge gap {purge}")
         if self.ceiling and self.ceiling.get("roc_auc") is not None:
             c = self.ceiling
+            now = c.get("roc_auc_known_at_date")
             lines.append(f"Ceiling      ROC AUC {c['roc_auc']:.3f} on the holdout for an oracle that "
-                         f"knows the generator's true churn times and cadences ({c['truth']})")
+                         f"knows the generator's true churn times and cadences"
+                         + (f" ({now:.3f} knowing only the churns up to each date)"
+                            if now is not None else "") + f"; {c['truth']}")
         lines.append("")
         lines += _table(f"Holdout: the last {self.splits['holdout']['dates']} observation dates",
                         self.holdout, self.model_name)

@@ -486,6 +486,8 @@ def test_report_shows_the_ceiling_from_the_true_churn_times(tmp_path: Path) -> N
     assert c["rows_without_truth"] == 0
     # the oracle knows who churned: it ranks far above chance, and above recency alone
     assert c["roc_auc"] > 0.9 and c["roc_auc"] > report.holdout["recency"].roc_auc
+    # knowing only the churns up to each date is less, and still above recency
+    assert report.holdout["recency"].roc_auc < c["roc_auc_known_at_date"] <= c["roc_auc"]
     assert "Ceiling" in report.to_text()
     saved = json.loads(Path(report.report_path).read_text())
     assert saved["ceiling"]["roc_auc"] == c["roc_auc"]
