@@ -3,7 +3,8 @@
 ``make bench`` names the run (BENCH_STAMP) and runs ``bench.run`` (scorer vs trivial Faust vs
 bare consumer, Redis memory, notifier), ``bench.api_bench`` (at-risk pages, risk reads under
 ingest) and ``bench.pipeline`` (HTTP ingest vs bare producer, POST -> scored, latencies,
-exactly-once count); each writes ``bench/results/<part>-<stamp>.json``. This module writes
+exactly-once count); ``bench.run`` also starts ``bench.training_bench`` (``churnwatch train`` on
+a million events). Each writes ``bench/results/<part>-<stamp>.json``. This module writes
 
 - ``bench/results/<stamp>.json`` and ``latest.json``: everything, with the machine;
 - ``bench/results/latest.md``: the short table it also prints;
@@ -26,7 +27,7 @@ from bench.machine import describe, one_line
 from bench.output import QUICK_NOTE, RECORD, RESULTS
 
 SUMMARY = Path(__file__).resolve().parents[1] / "docs" / "reliability" / "bench.json"
-PARTS = ("scorer", "state", "api", "pipeline")
+PARTS = ("scorer", "state", "api", "pipeline", "training")
 
 
 def _load(stamp: str) -> dict[str, dict[str, Any]]:
@@ -113,6 +114,14 @@ def table(r: dict[str, Any]) -> str:
                          f"{st['rescore_customers_per_s']:,.0f} customers/s",
                          f"{st['rescore_customers']:,} stored customers, the scorer process "
                          "switched by the activation record; target ≥ 5,000/s"))
+    tr = r.get("training", {})
+    if tr:
+        rows.append((f"`churnwatch train` on {tr['events']:,} {tr['preset']} events "
+                     f"({tr['snapshots']:,} snapshots)",
+                     f"{tr['train_seconds']:,.1f} s, {tr['train_events_per_s']:,} events/s",
+                     f"target < {tr['target_seconds']:.0f} s; peak RSS "
+                     f"{tr['peak_rss_bytes'] / 2**20:,.0f} MiB; load {tr['load_before'][0]:.1f} → "
+                     f"{tr['load_after'][0]:.1f}"))
     if once:
         rows.append(("nothing lost, nothing doubled", f"lost {once['lost']}, doubled {once['doubled']}",
                      f"{once['events']:,} posted events each stored and counted exactly once; "

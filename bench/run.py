@@ -10,7 +10,8 @@ aiokafka producer, then measures on the same broker and machine:
 - Redis memory per customer, and bytes per customer at 10/100/1,000/5,000 events,
 - notifier deliveries/s to a local webhook receiver (``bench/notifier_bench.py``).
 
-``make bench`` then runs ``bench/api_bench.py`` (at-risk list over 1M customers, risk reads
+Then ``bench/training_bench.py``: ``churnwatch train`` on 1,000,000 generated events (target
+under 5 minutes on 2 cores). ``make bench`` then runs ``bench/api_bench.py`` (at-risk list over 1M customers, risk reads
 under ingest load).
 
 Writes ``bench/results/scorer-<stamp>.json`` and prints a table; ``make bench`` then merges
@@ -332,4 +333,9 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    rc = asyncio.run(main())
+    # ``churnwatch train`` on a million events (``bench/training_bench.py``): its own process,
+    # its own part of the run (``training-<stamp>.json``), merged by bench/report.py.
+    if rc == 0:
+        rc = subprocess.run([sys.executable, "-m", "bench.training_bench"], check=False).returncode
+    sys.exit(rc)

@@ -67,13 +67,16 @@ class SynthCustomer:
     complainer: bool
     one_time: bool = False
     returned: bool = False        # came back after churning (a later episode)
+    gap_shape: float = 1.0        # gamma shape of the gaps between occasions (the preset's)
+    churns: tuple[datetime, ...] = ()  # every churn, the first and any after a return
 
     def to_json(self) -> dict[str, Any]:
         return {"customer_id": self.customer_id, "store_id": self.store_id,
                 "cadence_days": self.cadence_days, "mean_ticket": self.mean_ticket,
                 "churn_at": rfc3339(self.churn_at) if self.churn_at else None,
                 "complainer": self.complainer, "one_time": self.one_time,
-                "returned": self.returned}
+                "returned": self.returned, "gap_shape": self.gap_shape,
+                "churns": [c.isoformat().replace("+00:00", "Z") for c in self.churns]}
 
 
 @dataclass(frozen=True)
@@ -277,6 +280,7 @@ class _CustomerSim:
             self.join = self.since = rng.uniform(frame.start_d, frame.end_d)
         self.h0 = -math.log(1.0 - cfg.annual_churn) / 365.0
         self.first_churn: float | None = None
+        self.churns: list[float] = []
         self.returned = False
         self.seq = 0
 
@@ -295,6 +299,7 @@ class _CustomerSim:
                 break
             if self.first_churn is None:
                 self.first_churn = churn
+            self.churns.append(churn)
             if self.rng.random() >= self.cfg.return_share:
                 break
             self.returned = True
@@ -431,7 +436,10 @@ class _CustomerSim:
         return SynthCustomer(customer_id=self.customer_id, store_id=self.store_ids[self.home],
                              cadence_days=round(self.cadence, 2), mean_ticket=self.mean_ticket,
                              churn_at=churn_at, complainer=self.complainer,
-                             one_time=self.one_time, returned=self.returned)
+                             one_time=self.one_time, returned=self.returned,
+                             churns=tuple(datetime.fromtimestamp(self.frame.origin_ts + c * DAY_S,
+                                                                 UTC) for c in self.churns),
+                             gap_shape=self.cfg.gap_shape)
 
     # -- rendering ------------------------------------------------------------------------
     def _render(self, occ: _Occasion, silent_from: float) -> list[tuple[int, dict[str, Any]]]:

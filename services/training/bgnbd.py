@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from hashlib import blake2b
 from typing import Any
 
 import numpy as np
@@ -82,6 +83,30 @@ def fit(x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> Params:
     return Params(round(r, 6), round(alpha, 6), round(a, 6), round(b, 6))
 
 
+_FIT_CACHE: dict[bytes, Params] = {}
+_FIT_CACHE_SIZE = 64
+
+
+def fit_cached(x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> Params:
+    """:func:`fit`, remembered by the bytes of its input: every candidate of a fold (and the
+    BG/NBD classic) fits the same rows, and the maximum likelihood of the same rows is the
+    same parameters — fitting them once per fold instead of once per model saves most of the
+    BG/NBD time of ``churnwatch train``."""
+    digest = blake2b(digest_size=16)
+    for v in (x, t_x, T):
+        a = np.ascontiguousarray(v, dtype=float)
+        digest.update(len(a).to_bytes(8, "little"))
+        digest.update(a.tobytes())
+    key = digest.digest()
+    params = _FIT_CACHE.get(key)
+    if params is None:
+        params = fit(x, t_x, T)
+        if len(_FIT_CACHE) >= _FIT_CACHE_SIZE:
+            _FIT_CACHE.pop(next(iter(_FIT_CACHE)))
+        _FIT_CACHE[key] = params
+    return params
+
+
 def p_alive(p: Params, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
     """P(the customer has not dropped out) given their own (x, t_x, T)."""
     with np.errstate(over="ignore", divide="ignore"):
@@ -109,7 +134,7 @@ class BGNBDFeatures(BaseEstimator, TransformerMixin):  # type: ignore[misc]
         X = np.asarray(X, dtype=float)
         if len(X) > MAX_FIT_ROWS:  # deterministic thinning: every k-th row
             X = X[:: int(np.ceil(len(X) / MAX_FIT_ROWS))]
-        self.params_ = fit(X[:, X_COL], X[:, TX_COL], X[:, T_COL])
+        self.params_ = fit_cached(X[:, X_COL], X[:, TX_COL], X[:, T_COL])
         return self
 
     def transform(self, X: np.ndarray) -> np.ndarray:

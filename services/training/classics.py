@@ -87,7 +87,7 @@ class BGNBDModel(_Classic):
 
     def fit(self, X: np.ndarray, y: Any = None) -> BGNBDModel:
         X = _thin(np.asarray(X, dtype=float), bgnbd.MAX_FIT_ROWS)
-        self.params_ = bgnbd.fit(X[:, bgnbd.X_COL], X[:, bgnbd.TX_COL], X[:, bgnbd.T_COL])
+        self.params_ = bgnbd.fit_cached(X[:, bgnbd.X_COL], X[:, bgnbd.TX_COL], X[:, bgnbd.T_COL])
         return self
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
@@ -153,8 +153,9 @@ def pareto_fit(x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> ParetoParams:
 
     def nll(theta: np.ndarray) -> float:
         r, alpha, s, beta = np.exp(np.clip(theta, -8, 9))
-        ll = pareto_log_likelihood(ParetoParams(r, alpha, s, beta), x, t_x, T)
-        value = float(-np.average(ll, weights=weight))
+        with np.errstate(over="ignore"):  # a wild trial point: an infinite value, refused below
+            ll = pareto_log_likelihood(ParetoParams(r, alpha, s, beta), x, t_x, T)
+            value = float(-np.average(ll, weights=weight))
         return value if np.isfinite(value) else 1e12
 
     d = PARETO_DEFAULT

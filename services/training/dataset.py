@@ -11,12 +11,15 @@ from events the trainer is allowed to read, and nothing after ``d`` reaches its 
 from __future__ import annotations
 
 import math
+import multiprocessing
+import os
 from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -218,26 +221,76 @@ def churned(activities: Sequence[Activity], obs_ms: int, horizon_days: int) -> b
     return not any(obs_ms < a.ts <= end for a in activities)
 
 
+PARALLEL_MIN_EVENTS = 200_000  # below this, forking workers costs more than it saves
+_PROGRESS_EVERY = 500          # customers between progress updates
+
+
+def snapshot_workers() -> int:
+    """Worker processes for :func:`build_snapshots`: ``CHURNWATCH_TRAIN_WORKERS`` if set,
+    else one per CPU this process may use (at most 4), 1 where ``fork`` is unavailable."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    env = os.environ.get("CHURNWATCH_TRAIN_WORKERS", "").strip()
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise TrainingError(f"CHURNWATCH_TRAIN_WORKERS={env!r} is not a whole number") from None
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, 4))
+
+
 def build_snapshots(activities: Mapping[str, Sequence[Activity]], dates: Sequence[int],
                     horizon_days: int, *, until_ms: int | None = None,
-                    progress: TextIO | None = None) -> Snapshots:
+                    progress: TextIO | None = None, workers: int | None = None) -> Snapshots:
     """Point-in-time snapshots of every customer at every observation date.
 
     ``activities`` must be time-sorted per customer (as :func:`read_events` returns them).
+    Customers are independent, so a large history is split into contiguous runs of the sorted
+    customer ids, built by ``workers`` forked processes (default :func:`snapshot_workers`) and
+    concatenated in order: the rows are exactly those one process builds.
     """
     dates = sorted(dates)
     horizon_ms = horizon_days * DAY_MS
     if until_ms is not None and dates and dates[-1] + horizon_ms > until_ms:
         raise TrainingError(f"observation date {iso(dates[-1])} + {horizon_days} days is after "
                             f"{iso(until_ms)}: its label would not be fully observed")
+    cids = sorted(activities)
+    n_events = sum(len(a) for a in activities.values())
+    if workers is None:
+        workers = snapshot_workers() if n_events >= PARALLEL_MIN_EVENTS else 1
+    workers = max(1, min(workers, len(cids)))
+    bar = Progress("point-in-time snapshots", len(cids), stream=progress)
+    if workers == 1:
+        parts = [_snapshot_rows(activities, cids, dates, horizon_ms, bar.advance)]
+    else:
+        parts = _parallel_rows(activities, cids, dates, horizon_ms, workers, bar)
+    bar.close()
+    X = np.concatenate([p[0] for p in parts]) if parts else np.empty((0, len(FEATURE_NAMES)))
+    return Snapshots(X=X.reshape(len(X), len(FEATURE_NAMES)),
+                     y=np.concatenate([p[1] for p in parts]).astype(np.int8),
+                     obs_ms=np.concatenate([p[2] for p in parts]).astype(np.int64),
+                     customers=[c for p in parts for c in p[3]], dates=list(dates),
+                     horizon_days=horizon_days)
+
+
+_Rows = tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]
+
+
+def _snapshot_rows(activities: Mapping[str, Sequence[Activity]], cids: Sequence[str],
+                   dates: Sequence[int], horizon_ms: int, advance: Callable[[int], None]) -> _Rows:
+    """The snapshots of ``cids`` (in that order) at ``dates``, as arrays."""
     rows: list[list[float]] = []
     labels: list[int] = []
     obs: list[int] = []
     customers: list[str] = []
-    bar = Progress("point-in-time snapshots", len(activities), stream=progress)
-    for n, cid in enumerate(sorted(activities)):
-        if n % 500 == 0:
-            bar.advance(min(500, len(activities) - n))
+    dormant_ms = MAX_DORMANT_DAYS * DAY_MS
+    for n, cid in enumerate(cids):
+        if n % _PROGRESS_EVERY == 0:
+            advance(min(_PROGRESS_EVERY, len(cids) - n))
         acts = activities[cid]
         ts = [a.ts for a in acts]
         # One summary per customer, folded in time order up to each date: the snapshot at d is
@@ -246,17 +299,59 @@ def build_snapshots(activities: Mapping[str, Sequence[Activity]], dates: Sequenc
         summary, folded = Summary.empty(), 0
         for d in dates:
             i = bisect_right(ts, d)
-            if i == 0 or d - ts[i - 1] > MAX_DORMANT_DAYS * DAY_MS:
+            if i == 0 or d - ts[i - 1] > dormant_ms:
                 continue
             for a in acts[folded:i]:
                 summary.fold(a)
             folded = i
             f = summary.features(d)
-            rows.append([f[n] for n in FEATURE_NAMES])
+            rows.append([f[k] for k in FEATURE_NAMES])
             labels.append(int(i == len(ts) or ts[i] > d + horizon_ms))
             obs.append(d)
             customers.append(cid)
-    bar.close()
     X = np.asarray(rows, dtype=float).reshape(len(rows), len(FEATURE_NAMES))
-    return Snapshots(X=X, y=np.asarray(labels, dtype=np.int8), obs_ms=np.asarray(obs, dtype=np.int64),
-                     customers=customers, dates=list(dates), horizon_days=horizon_days)
+    return X, np.asarray(labels, dtype=np.int8), np.asarray(obs, dtype=np.int64), customers
+
+
+# What forked workers read: set by the parent just before it forks, cleared after.
+_SHARED: dict[str, Any] = {}
+
+
+def _worker(lo: int, hi: int) -> _Rows:
+    sh = _SHARED
+    counter = sh["counter"]
+
+    def advance(k: int) -> None:
+        with counter.get_lock():
+            counter.value += k
+
+    return _snapshot_rows(sh["activities"], sh["cids"][lo:hi], sh["dates"], sh["horizon_ms"],
+                          advance)
+
+
+def _parallel_rows(activities: Mapping[str, Sequence[Activity]], cids: list[str],
+                   dates: Sequence[int], horizon_ms: int, workers: int, bar: Progress
+                   ) -> list[_Rows]:
+    """Contiguous runs of ``cids`` with about the same number of events each, one per forked
+    worker (they inherit ``activities`` instead of receiving it pickled); results in order."""
+    ctx = multiprocessing.get_context("fork")
+    counter = ctx.Value("q", 0)
+    sizes = np.cumsum([len(activities[c]) for c in cids])
+    total = int(sizes[-1])
+    # Several runs per worker keep both busy to the end (and the progress bar moving).
+    n_runs = workers * 4
+    bounds = [0] + [int(np.searchsorted(sizes, total * k / n_runs)) for k in range(1, n_runs)]
+    bounds.append(len(cids))
+    spans = [(lo, hi) for lo, hi in zip(bounds, bounds[1:], strict=False) if hi > lo]
+    _SHARED.update(activities=activities, cids=cids, dates=list(dates), horizon_ms=horizon_ms,
+                   counter=counter)
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futures = [pool.submit(_worker, lo, hi) for lo, hi in spans]
+            pending = set(futures)
+            while pending:
+                _, pending = wait(pending, timeout=0.25)
+                bar.advance(counter.value - bar.done)
+            return [f.result() for f in futures]
+    finally:
+        _SHARED.clear()

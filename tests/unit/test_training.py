@@ -440,3 +440,54 @@ def test_candidates_can_be_restricted_and_unknown_ones_are_refused(history: Path
     with pytest.raises(TrainingError, match=r"unknown candidate model\(s\) \['xgboost'\]"):
         train(events_path=history, until=UNTIL, horizon_days=HORIZON, out=tmp_path / "m.joblib",
               candidates=["xgboost"])
+
+
+# -- speed without changing results ------------------------------------------------------------
+
+
+def test_snapshot_workers_build_exactly_the_rows_of_one_process(history: Path) -> None:
+    log = read_events(history, UNTIL)
+    dates = observation_dates(log.first_ms, log.until_ms, HORIZON)
+    one = build_snapshots(log.activities, dates, HORIZON, workers=1)
+    two = build_snapshots(log.activities, dates, HORIZON, workers=2)
+    assert np.array_equal(one.X, two.X) and np.array_equal(one.y, two.y)
+    assert np.array_equal(one.obs_ms, two.obs_ms) and one.customers == two.customers
+    assert (one.y.dtype, one.obs_ms.dtype) == (two.y.dtype, two.obs_ms.dtype)
+
+
+def test_bootstrap_interval_is_the_one_of_resampled_roc_auc() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from services.training.train import bootstrap_auc
+
+    rng = np.random.default_rng(3)
+    y = (rng.random(700) < 0.3).astype(int)
+    score = np.round(rng.random(700) + 0.4 * y, 1)  # many ties
+    draws = np.random.default_rng(0)
+    aucs = []
+    for _ in range(200):
+        idx = draws.integers(0, len(y), len(y))
+        aucs.append(roc_auc_score(y[idx], score[idx]))
+    lo, hi = np.percentile(aucs, [2.5, 97.5])
+    assert bootstrap_auc(y, score, seed=0) == [round(float(lo), 4), round(float(hi), 4)]
+
+
+def test_report_shows_the_ceiling_from_the_true_churn_times(tmp_path: Path) -> None:
+    from services.synth import write_truth
+
+    events, truth = generate(preset="salon", customers=300, start=START, end=UNTIL, seed=11)
+    path = tmp_path / "events.ndjson"
+    write_ndjson(events, path)
+    write_truth(truth, tmp_path / "events.ndjson.truth.ndjson")
+    report = train(events_path=path, until=UNTIL, horizon_days=HORIZON,
+                   out=tmp_path / "m.joblib", candidates=["logistic_regression"])
+    c = report.ceiling
+    assert c is not None and c["rows"] == report.holdout["model"].rows
+    assert c["rows_without_truth"] == 0
+    # the oracle knows who churned: it ranks far above chance, and above recency alone
+    assert c["roc_auc"] > 0.9 and c["roc_auc"] > report.holdout["recency"].roc_auc
+    # knowing only the churns up to each date is less, and still above recency
+    assert report.holdout["recency"].roc_auc < c["roc_auc_known_at_date"] <= c["roc_auc"]
+    assert "Ceiling" in report.to_text()
+    saved = json.loads(Path(report.report_path).read_text())
+    assert saved["ceiling"]["roc_auc"] == c["roc_auc"]
