@@ -76,7 +76,7 @@ class SynthCustomer:
                 "churn_at": rfc3339(self.churn_at) if self.churn_at else None,
                 "complainer": self.complainer, "one_time": self.one_time,
                 "returned": self.returned, "gap_shape": self.gap_shape,
-                "churns": [c.isoformat().replace("+00:00", "Z") for c in self.churns]}
+                "churns": [rfc3339(c) for c in self.churns]}
 
 
 @dataclass(frozen=True)
