@@ -132,7 +132,7 @@ class Tally:
     unexpected: int  # stored events nobody sent (must be 0)
     applied_total: int
     duplicate_total: int
-    mismatched: dict[str, tuple[int, int, int]]  # customer -> (sent, in ev, in ed), if differing
+    mismatched: dict[str, tuple[int, int]]  # customer -> (sent, stored), if differing
 
 
 async def tally(redis: Redis, settings: Settings, batches: list[list[dict[str, Any]]],

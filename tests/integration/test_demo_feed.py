@@ -80,7 +80,7 @@ def _app(receiver: Receiver) -> web.Application:
         if not 1 <= len(items) <= 10_000:
             return web.json_response({"errors": [{"index": 0, "field": "",
                                                   "message": "1 to 10000 events"}]}, status=422)
-        errors = []
+        errors: list[dict[str, Any]] = []
         for i, obj in enumerate(items):
             # max_future=0: an event stamped after its arrival is refused outright.
             _, errs = validate_event(obj, i, now=now, max_future=timedelta(0))

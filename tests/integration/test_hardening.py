@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -57,7 +58,7 @@ def wait_until(fn, timeout: float = 20.0, what: str = "condition"):  # noqa: ANN
 def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """A redis-server only this module uses (with AOF), so it can be killed and restarted."""
     data = tmp_path_factory.mktemp("hardening-redis")
-    holder = {"server": start_redis(log_path=LOG_DIR / "hardening-redis.log", appendonly=True,
+    holder: dict[str, Any] = {"server": start_redis(log_path=LOG_DIR / "hardening-redis.log", appendonly=True,
                                     data_dir=data), "data": data}
     yield holder
     holder["server"].stop()
