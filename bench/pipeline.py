@@ -36,6 +36,7 @@ sets it); ``bench/report.py`` merges it with the other parts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -210,7 +211,9 @@ async def applied(redis: Any, keys: Keys) -> int:
     return int(await redis.hget(keys.stats, "events_applied_total") or 0)
 
 
-async def wait_applied(redis: Any, keys: Keys, n: int, scorer: ServiceProcess, timeout: float) -> float:
+# a poll deadline that fails saying how far the scorer got (an asyncio.timeout() could not)
+async def wait_applied(redis: Any, keys: Keys, n: int, scorer: ServiceProcess,
+                       timeout: float) -> float:  # noqa: ASYNC109
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if await applied(redis, keys) >= n:
@@ -229,6 +232,7 @@ class RiskTail:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.seen: dict[str, list[tuple[float, str]]] = {}
+        self.arrived = asyncio.Event()  # set when a batch of changes was noted
         self._task: asyncio.Task[None] | None = None
         self._consumer = make_consumer(settings, group_id=None, fetch_max_wait_ms=20)
 
@@ -258,6 +262,16 @@ class RiskTail:
                 for r in records:
                     ce = json.loads(r.value)
                     self.seen.setdefault(ce["subject"], []).append((now, ce["id"]))
+            if batch:
+                self.arrived.set()
+
+    async def wait_seen(self, customers: list[str], within_s: float) -> None:
+        """Until a change of every one of ``customers`` was read, or ``within_s`` passed."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within_s):
+                while any(c not in self.seen for c in customers):
+                    self.arrived.clear()
+                    await self.arrived.wait()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -313,9 +327,7 @@ async def latency_phase(settings: Settings, url: str, tail: RiskTail, tag: str
         await asyncio.gather(*tasks)
     seconds = time.monotonic() - started
     # the risk changes of the last probes may still be on their way
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and any(p["customer"] not in tail.seen for p in probes):
-        await asyncio.sleep(0.05)
+    await tail.wait_seen([p["customer"] for p in probes], 30.0)
     samples: list[dict[str, Any]] = []
     queryable: list[float] = []
     to_topic: list[float] = []

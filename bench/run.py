@@ -21,6 +21,7 @@ it with the other parts into ``bench/results/<stamp>.json`` (``bench/report.py``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -125,9 +126,12 @@ async def scorer_run(settings: Settings, n: int, workdir: Path, *, steady: bool 
                      name: str = "scorer") -> dict[str, Any]:
     redis = make_redis(settings)
     keys = Keys(settings.redis_prefix)
-    proc = subprocess.Popen([sys.executable, "-m", "services.cli.main", "scorer"],
-                            env=child_env(settings), stdout=open(workdir / f"{name}.log", "wb"),
-                            stderr=subprocess.STDOUT)
+    log_path = workdir / f"{name}.log"
+    log = await asyncio.to_thread(log_path.open, "wb")
+    with log:  # the child writes to its own copy
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services.cli.main", "scorer", env=child_env(settings),
+            stdout=log, stderr=asyncio.subprocess.STDOUT)
     try:
         t0 = None
         while True:
@@ -136,8 +140,8 @@ async def scorer_run(settings: Settings, n: int, workdir: Path, *, steady: bool 
                 t0, start_count = time.monotonic(), done
             if done >= n:
                 break
-            if proc.poll() is not None:
-                raise RuntimeError("scorer exited; see " + str(workdir / "scorer.log"))
+            if proc.returncode is not None:
+                raise RuntimeError(f"scorer exited; see {log_path}")
             await asyncio.sleep(0.05)
         assert t0 is not None
         rate = (n - start_count) / max(time.monotonic() - t0, 1e-9)
@@ -149,7 +153,7 @@ async def scorer_run(settings: Settings, n: int, workdir: Path, *, steady: bool 
 
         # Steady moderate load: event -> queryable latency from the scorer's own histogram.
         metrics_url = f"http://127.0.0.1:{settings.scorer_metrics_port}/metrics"
-        before = _histogram(httpx.get(metrics_url).text)
+        before = _histogram(await _get_text(metrics_url))
         producer = make_producer(settings)
         await producer.start()
         now = datetime.now(UTC)
@@ -167,15 +171,21 @@ async def scorer_run(settings: Settings, n: int, workdir: Path, *, steady: bool 
         await producer.flush()
         await producer.stop()
         await asyncio.sleep(2)
-        after = _histogram(httpx.get(metrics_url).text)
+        after = _histogram(await _get_text(metrics_url))
         delta = {le: after[le] - before.get(le, 0) for le in after}
         return {"scorer_events_per_s": rate, "redis_bytes_per_customer": memory_per_customer,
                 "customers": customers, "steady_rate": sent / STEADY_SECONDS,
                 "latency_p50_s": _quantile(delta, 0.5), "latency_p99_s": _quantile(delta, 0.99)}
     finally:
-        proc.terminate()
-        proc.wait(30)
+        with contextlib.suppress(ProcessLookupError):  # already gone
+            proc.terminate()
+        await asyncio.wait_for(proc.wait(), 30)
         await redis.aclose()
+
+
+async def _get_text(url: str) -> str:
+    async with httpx.AsyncClient() as client:
+        return (await client.get(url)).text
 
 
 async def memory_per_customer(settings: Settings) -> dict[str, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from pathlib import Path
@@ -36,7 +37,8 @@ def main() -> None:
                 state["first"] = time.monotonic()
             state["n"] += len(batch)
             if state["n"] >= target:
-                out.write_text(f"{state['n']} {time.monotonic() - state['first']}")
+                result = f"{state['n']} {time.monotonic() - state['first']}"
+                await asyncio.to_thread(out.write_text, result)
                 os._exit(0)
 
     faust.Worker(app, loglevel="warning", quiet=True, redirect_stdouts=False).execute_from_commandline()

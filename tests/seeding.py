@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.typing import EncodableT, FieldT
 
 from services.common.holdout import in_holdout
 from services.common.redisconn import Keys, customer_token
@@ -44,7 +45,7 @@ class Seeder:
         token = customer_token(cid, tenant)
         priority = round(a.score * (1.0 + max(a.features.get("spend_365", 0.0), 0.0)), 6)
         pipe = self.redis.pipeline(transaction=False)
-        fields: dict[str, Any] = {"first_ts": min(x.ts for x in acts),
+        fields: dict[FieldT, EncodableT] = {"first_ts": min(x.ts for x in acts),
                                   "last_ts": max(x.ts for x in acts), "tier": tier,
                                   "score": a.score, "tier_since": now}
         if store:

@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
 from redis.asyncio import Redis
 
 from services.common.kafka import end_offsets, make_consumer
@@ -68,7 +69,7 @@ class StatusReader:
             if tenant is None:
                 out["partitions"] = partitions
             out["broker"] = "ok"
-        except Exception as exc:
+        except (KafkaError, OSError, TimeoutError) as exc:
             logger.warning("cannot read end offsets: %s", exc)
             out["scorer_lag"] = None
             out["broker"] = "unavailable"

@@ -79,6 +79,7 @@ def _describe(exc: BaseException) -> str:
 
 async def _broker_answers(settings: Settings, wait_s: float) -> str | None:
     from aiokafka.client import AIOKafkaClient
+    from aiokafka.errors import KafkaError
 
     from services.common.kafka import security_options
 
@@ -92,7 +93,8 @@ async def _broker_answers(settings: Settings, wait_s: float) -> str | None:
         try:
             await client.bootstrap()
             return None
-        except Exception as exc:
+        # OSError: refused, unreachable, TLS, timeout; ValueError: a malformed address
+        except (KafkaError, OSError, ValueError) as exc:
             error = _describe(exc)
         finally:
             await client.close()
@@ -106,13 +108,15 @@ async def _broker_answers(settings: Settings, wait_s: float) -> str | None:
 
 
 async def _redis_answers(settings: Settings, wait_s: float) -> str | None:
+    from redis.exceptions import RedisError
+
     from services.common.redisconn import make_redis
 
     redis = make_redis(settings, socket_connect_timeout=min(wait_s, 2.0), socket_timeout=wait_s)
     try:
         await redis.ping()
         return None
-    except Exception as exc:
+    except (RedisError, OSError) as exc:
         return mask_url_credentials(_describe(exc))
     finally:
         await redis.aclose()
@@ -121,6 +125,8 @@ async def _redis_answers(settings: Settings, wait_s: float) -> str | None:
 async def _unannounced_cluster(settings: Settings) -> bool:
     """The Redis answers but is a Redis Cluster node while CHURNWATCH_REDIS_CLUSTER is unset:
     a plain client would fail with MOVED on the keys of other nodes' slots."""
+    from redis.exceptions import RedisError
+
     from services.common.redisconn import make_redis
 
     if settings.redis_cluster:
@@ -129,7 +135,7 @@ async def _unannounced_cluster(settings: Settings) -> bool:
     try:
         info = await redis.info("cluster")
         return str(info.get("cluster_enabled", "0")) == "1"
-    except Exception:  # e.g. INFO not allowed to the ACL user: nothing to say
+    except (RedisError, OSError):  # e.g. INFO not allowed to the ACL user: nothing to say
         return False
     finally:
         await redis.aclose()

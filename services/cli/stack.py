@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
+from aiokafka.errors import KafkaError
+from redis.exceptions import RedisError
 
 from services.common.embedded import (
     Server,
@@ -38,7 +40,7 @@ from services.common.embedded import (
     start_redis,
     stop_process,
 )
-from services.common.exceptions import ConfigError
+from services.common.exceptions import ChurnwatchError, ConfigError
 from services.common.kafka import ensure_topics, make_consumer
 from services.common.logs import mask_url_credentials
 from services.common.pseudonym import UNKEYED, load_key, pseudonym
@@ -412,7 +414,7 @@ class Stack:
                                  auto_offset_reset="latest")
         try:
             await consumer.start()
-        except Exception as exc:
+        except (KafkaError, OSError) as exc:
             _say(f"(cannot follow risk changes: {exc})")
             return
         shown = 0
@@ -446,7 +448,7 @@ class Stack:
         redis = make_redis(self.settings)
         try:
             key = await load_key(self.settings, redis)
-        except Exception as exc:  # Redis unreachable: no ids, no tokens
+        except (RedisError, OSError) as exc:  # Redis unreachable: no ids, no tokens
             _say(f"(cannot read the pseudonym key: {type(exc).__name__}; customers shown as "
                  f"{UNKEYED})")
         finally:
@@ -477,6 +479,8 @@ class Stack:
                     pass
                 try:
                     st = (await client.get(f"{self.info['api_url']}/v1/status")).json()
+                    if not isinstance(st, dict):
+                        raise ValueError(f"/v1/status answered {st!r:.60}")
                     mails = len(list((outbox / "mail").glob("*.eml"))) if (outbox / "mail").exists() else 0
                     sms = _count_lines(outbox / "sms.ndjson")
                     failing = False
@@ -489,7 +493,8 @@ class Stack:
                          f"{st.get('events_scored_total')} scored, lag {st.get('scorer_lag')}, "
                          f"{st.get('risk_changes_total')} risk changes; delivered "
                          f"{mails} e-mails, {sms} SMS (in {outbox})")
-                except Exception as exc:  # keep reporting; the API may be restarting
+                # keep reporting; the API may be restarting (or answer an error page)
+                except (httpx.HTTPError, ValueError, OSError) as exc:
                     if not failing:  # once per outage, not every 15 s
                         _say(f"status unavailable: {exc}")
                     failing = True
@@ -518,7 +523,9 @@ async def _run(stack: Stack) -> int:
         loop.add_signal_handler(sig, stack.stopping.set)
     try:
         await stack.start()
-    except Exception as exc:
+    # the ways a start fails on purpose (a child exits, not ready in time, no broker);
+    # anything else is a bug and keeps its traceback (run_stack stops the stack either way)
+    except (RuntimeError, ChurnwatchError, KafkaError, OSError, httpx.HTTPError) as exc:
         _say(f"!!! churnwatch failed to start: {exc}")
         return 1
     info = stack.info

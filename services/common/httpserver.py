@@ -69,13 +69,16 @@ class WorkerHttpServer:
             if inspect.isawaitable(result):
                 result = await asyncio.wait_for(result, READY_TIMEOUT_S)
             out = dict(result)
-        except Exception as exc:
+        # a probe answers "not ready", never a 500: whatever the callback raises is the answer
+        except Exception as exc:  # noqa: BLE001  reported in the answer, traceback at debug level
+            logger.debug("the ready callback failed", exc_info=True)
             out = {"ready": False, "error": f"{type(exc).__name__}: {exc}"[:200]}
         for name, probe in self.probes.items():
             try:
                 await asyncio.wait_for(probe(), READY_TIMEOUT_S)
                 out[name] = "ok"
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001  likewise: a failing probe means not ready
+                logger.debug("the %s probe failed", name, exc_info=True)
                 out[name] = f"unavailable: {type(exc).__name__}"
                 out["ready"] = False
         return out

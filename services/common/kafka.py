@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     ClusterAuthorizationFailedError,
+    KafkaError,
     TopicAlreadyExistsError,
     UnknownError,
     UnsupportedVersionError,
@@ -158,12 +159,12 @@ async def _warn_on_longer_retention(admin: AIOKafkaAdminClient, settings: Settin
                         "topic %s keeps records longer than CHURNWATCH_TOPIC_RETENTION_HOURS "
                         "allows (%s; wanted %s): erased customers stay readable there longer "
                         "than docs/privacy.md says until you alter it", name, found, want)
-    except Exception as exc:  # a broker without DescribeConfigs, ACLs: not worth failing
+    except (KafkaError, OSError, TimeoutError, ValueError) as exc:  # no DescribeConfigs, ACLs: not worth failing
         logger.info("could not check the retention of existing topics: %s", exc)
 
 
 async def ensure_topics(settings: Settings, names: Iterable[str] | None = None,
-                        *, timeout: float = 30.0) -> None:
+                        *, timeout: float = 30.0) -> None:  # noqa: ASYNC109  a retry deadline
     """Create the topics churnwatch uses if they are missing (idempotent), with
     :func:`topic_configs`; warn about existing ones that keep records longer."""
     names = list(names) if names is not None else all_topics(settings)

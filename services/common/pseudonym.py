@@ -74,13 +74,15 @@ async def load_key(settings: Settings, redis: Redis) -> bytes:
 async def install_key(settings: Settings, redis: Redis, *, retry_every: float = 1.0) -> bytes:
     """Load the key and hand it to the log formatter (:func:`services.common.logs.set_pseudonym_key`),
     retrying while Redis is unreachable. Until then log lines show ``cust_unkeyed``."""
+    from redis.exceptions import RedisError
+
     from services.common.logs import set_pseudonym_key
 
     failures = 0
     while True:
         try:
             key = await load_key(settings, redis)
-        except Exception as exc:  # Redis not up yet: logs stay tokenless meanwhile
+        except (RedisError, OSError) as exc:  # Redis not up yet: logs stay tokenless meanwhile
             if failures % 30 == 0:  # the first failure, then every 30th: no flood
                 logger.warning("cannot read the pseudonym key from Redis (%s); customers are "
                                "logged as %s until it can", type(exc).__name__, UNKEYED)

@@ -56,6 +56,7 @@ BACKOFF_FIRST = 0.25
 BACKOFF_MAX = 5.0
 OTHER_ERROR_ATTEMPTS = 5  # unexpected statuses (500, 400, ...) before a batch is given up
 REQUEST_TIMEOUT = 30.0
+SCORED_WAIT_S = 5.0       # backfill: how long a batch waits for the scorer to catch up
 DEFAULT_CURRENCY = "EUR"
 
 _RETRY_STATUSES = frozenset({429, 502, 503, 504})
@@ -361,11 +362,12 @@ class _Poster:
             await asyncio.wait_for(self.stop.wait(), max(seconds, 0.0))
         return self.stop.is_set()
 
-    async def wait_scored(self, timeout: float = 5.0) -> None:
+    async def wait_scored(self) -> None:
         """Wait until the scorer has caught up (``scorer_lag`` 0 in /v1/status), if the API
-        tells; an API without /v1/status, or a key without the read scope, just moves on."""
+        tells, at most SCORED_WAIT_S; an API without /v1/status, or a key without the read
+        scope, just moves on."""
         status_url = self.url.rsplit("/v1/", 1)[0] + "/v1/status"
-        deadline = asyncio.get_running_loop().time() + timeout
+        deadline = asyncio.get_running_loop().time() + SCORED_WAIT_S
         while not self.stop.is_set() and asyncio.get_running_loop().time() < deadline:
             try:
                 resp = await self.client.get(status_url, headers=self.headers)

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
+from redis.exceptions import RedisError
 
 from services.common.events import (
     STORE_BOUND_HEADER,
@@ -232,7 +233,7 @@ async def _flush_count(res: Resources, ing: IngestState) -> bool:
             pipe.hincrby(res.keys.tenant_stats(tenant), "events_accepted_total", n)
         await pipe.execute()
         return True
-    except Exception as exc:  # the events are stored; only the counter is behind
+    except (RedisError, OSError, TimeoutError) as exc:  # the events are stored; only the counter is behind
         for tenant, n in pending.items():
             ing.uncounted_accepted[tenant] = ing.uncounted_accepted.get(tenant, 0) + n
         logger.warning("cannot count accepted events in Redis (%d kept to add later): %s",

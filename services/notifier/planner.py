@@ -170,6 +170,15 @@ class Planner:
                                        action=action, ack_url=links.get(person.key, "")))
         if kind != "alert" or not out:
             return out
+        return await self._release(event, ctx, people, out, created_ms=created_ms,
+                                   now_ms=now_ms)
+
+    async def _release(self, event: RiskChangeEvent, ctx: CustomerContext,
+                       people: list[Recipient], out: list[Message], *, created_ms: int,
+                       now_ms: int) -> list[Message]:
+        """Which of an alert's messages go out now: arms the escalation of a high tier, then
+        holds them for the settle window, or keeps those the customer's episode allows."""
+        change = event.change
         if (change.tier == "high" and self.escalations is not None
                 and any(p.key != ctx.manager.key and p.role != "customer" for p in people)):
             # Armed only when one of these people's alert is delivered (see escalation.py).

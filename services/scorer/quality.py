@@ -537,15 +537,4 @@ def _ms(iso: str) -> int:
     return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
 
 
-async def run_quietly(tracker: QualityTracker) -> None:
-    """The worker's timer body: a failed pass is logged, never raised (scoring goes on)."""
-    try:
-        await tracker.run()
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:
-        logger.warning("model quality pass failed (%s: %s); trying again next interval",
-                       type(exc).__name__, exc)
-
-
-__all__ = ["QualityMetrics", "QualityTracker", "Sample", "judge", "run_quietly"]
+__all__ = ["QualityMetrics", "QualityTracker", "Sample", "judge"]

@@ -13,6 +13,8 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +29,8 @@ from services.common.pseudonym import install_key
 from services.common.redisconn import make_redis
 from services.common.runtime import tune_gc
 from services.common.settings import Settings
-from services.scorer.processor import Processor, Record
-from services.scorer.quality import QualityMetrics, QualityTracker, run_quietly
+from services.scorer.processor import TRANSIENT, Processor, Record
+from services.scorer.quality import QualityMetrics, QualityTracker
 from services.scorer.transport import transport_app
 from services.scoring import valuebounds
 from services.scoring.engine import Engine
@@ -55,6 +57,171 @@ def faust_broker(settings: Settings) -> list[str]:
 def data_dir(settings: Settings) -> Path:
     """Faust's data directory, under CHURNWATCH_HOME (Faust itself only creates the last part)."""
     return settings.home / "scorer-data"
+
+
+@contextmanager
+def _guarded(what: str) -> Iterator[None]:
+    """The guard of a periodic job: its failure must not stop the worker (an exception out of a
+    Faust timer or task would). Redis or the broker away (the processor's TRANSIENT errors) is
+    a one-line warning; anything else is a bug, logged with its traceback. Either way the next
+    interval tries again and scoring goes on."""
+    try:
+        yield
+    except TRANSIENT as exc:
+        logger.warning("cannot %s (%s: %s)", what, type(exc).__name__, exc)
+    except Exception:  # noqa: BLE001  top-level guard of a periodic job, logged with the traceback
+        logger.exception("cannot %s", what)
+
+
+class _Jobs:
+    """What the scorer's Faust app runs besides the agent: the processor it builds on first use
+    and the periodic jobs (timers and tasks), each behind its own guard (:func:`_guarded`)."""
+
+    def __init__(self, app: faust.App, settings: Settings, model: Any, rules: Any) -> None:
+        self.app = app
+        self.settings = settings
+        self.model = model
+        self.rules = rules
+        self.registry = CollectorRegistry()
+        self.quality_metrics = QualityMetrics(self.registry)  # exported from the start
+        self.ready_flag = False
+        self.assigned: list[int] = []
+        self.parts: dict[str, Any] = {}
+
+    @property
+    def started(self) -> Processor | None:
+        """The processor once built (by start_http or the agent), else None."""
+        return self.parts.get("processor")
+
+    async def processor(self) -> Processor:
+        if "processor" not in self.parts:
+            settings, parts = self.settings, self.parts
+            redis = make_redis(settings)
+            # customer tokens in the logs (services/common/pseudonym.py), before scoring
+            key_task = asyncio.create_task(install_key(settings, redis), name="pseudonym-key")
+            await asyncio.wait({key_task}, timeout=5.0)
+            parts["key_task"] = key_task
+            producer = await start_producer(settings)
+            store = StateStore.from_settings(redis, settings)
+            parts["processor"] = Processor(settings=settings, store=store, producer=producer,
+                                           engine=Engine(self.model, Thresholds.from_settings(settings),
+                                                         rules=self.rules, shadow=ShadowModel(),
+                                                         horizon_days=settings.churn_inactive_days),
+                                           registry=self.registry)
+            # the boundaries a previous run computed, before the first batch if we can (if
+            # Redis is away, the timer tries again)
+            with _guarded("read the value-tier boundaries"):
+                await parts["processor"].engine.refresh_value_bounds(redis, parts["processor"].keys)
+        return self.parts["processor"]
+
+    def ready(self) -> dict[str, Any]:
+        proc = self.started
+        version = proc.engine.model.version if proc is not None else self.model.version
+        stuck = dict(proc.stuck) if proc is not None else {}
+        # not ready while a step waits on an error retrying does not fix: say which, and why
+        return {"ready": self.ready_flag and not stuck, "model_version": version,
+                "assigned_partitions": self.assigned, **({"stuck": stuck} if stuck else {})}
+
+    def partitions(self) -> list[int]:
+        """The partitions of the events topic this worker holds now."""
+        return [tp.partition for tp in self.app.consumer.assignment()
+                if tp.topic == self.settings.topic_events]
+
+    async def start_http(self) -> None:
+        setup_logging("scorer", self.settings.log_level)
+        proc = await self.processor()
+        server = WorkerHttpServer(host=self.settings.api_host,
+                                  port=self.settings.scorer_metrics_port,
+                                  registry=self.registry, ready=self.ready,
+                                  probes={"redis": proc.store.redis.ping})
+        self.parts["http"] = server
+        await server.start()
+
+    async def gauges(self) -> None:
+        if not self.ready_flag:
+            return
+        proc = await self.processor()
+        highwater = {}
+        for tp in self.app.consumer.assignment():
+            if tp.topic == self.settings.topic_events:
+                hw = self.app.consumer.highwater(tp)
+                if hw is not None:
+                    highwater[tp.partition] = hw
+        with _guarded("refresh gauges"):  # gauges are best effort
+            await proc.refresh_gauges(highwater)
+
+    async def sweep(self) -> None:
+        if not self.ready_flag:
+            return
+        proc = await self.processor()
+        partitions = self.partitions()
+        if partitions:
+            async with proc.lock:
+                await proc.sweep(partitions)
+
+    async def model_quality(self) -> None:
+        """Drift and live quality per model version (services/scorer/quality.py)."""
+        if not self.ready_flag:
+            return
+        proc = await self.processor()
+        if "quality" not in self.parts:
+            self.parts["quality"] = QualityTracker(proc.store, self.settings,
+                                                   proc.engine.active.known,
+                                                   metrics=self.quality_metrics)
+        with _guarded("run the model quality pass; trying again next interval"):
+            await self.parts["quality"].run()
+
+    async def rescore(self) -> None:
+        """After a model switch, re-score every customer of the assigned partitions, a step
+        at a time, event batches in between (the lock is fair); idle, one comparison per
+        tenth of a second. (A task, not a timer: a step outlasts a short interval.)"""
+        while True:
+            busy = 0
+            proc = self.started
+            if proc is not None and self.ready_flag:
+                busy = await self._rescore_step(proc)
+            await asyncio.sleep(0 if busy else 0.1)
+
+    async def _rescore_step(self, proc: Processor) -> int:
+        with _guarded("re-score after a model switch"):  # a bug must not stop scoring
+            async with proc.lock:
+                return await proc.rescore_step(self.partitions(),
+                                               budget=self.settings.model_rescore_batch)
+        return 0
+
+    async def refresh_value_bounds(self) -> None:
+        """Value tiers relative within each tenant: recompute stale boundaries, serve them."""
+        proc = self.started
+        if proc is None or not self.ready_flag:
+            return
+        with _guarded("refresh the value-tier boundaries"):  # keep the boundaries we have
+            proc.engine.value_bounds = await valuebounds.refresh_stale(
+                proc.store.redis, proc.keys, int(time.time() * 1000),
+                int(self.settings.value_bounds_refresh_seconds * 1000))
+
+    async def refresh_model(self) -> None:
+        """Follow `churnwatch model activate`: swap the served model without a restart."""
+        proc = self.started
+        if proc is None:  # not started yet (start_http builds it)
+            return
+        old = proc.engine.model.version
+        checked = changed = False
+        with _guarded(f"check the active model; still serving {old}"):
+            changed = await proc.engine.refresh(proc.store.redis, proc.keys)
+            checked = True
+        if not checked:
+            return
+        if proc.engine.shadow is not None:
+            with _guarded("check the shadow model"):
+                await proc.engine.shadow.refresh(proc.store.redis, proc.keys)
+        if changed:
+            new = proc.engine.model.version
+            try:
+                proc.metrics.model_info.remove(old)
+            except KeyError:
+                pass
+            proc.metrics.model_info.labels(new).set(1)
+            logger.info("now serving model %s (was %s)", new, old)
 
 
 def build_app(settings: Settings) -> faust.App:
@@ -85,58 +252,17 @@ def build_app(settings: Settings) -> faust.App:
     )
     topic = app.topic(settings.topic_events, key_type=bytes, value_type=bytes,
                       partitions=settings.topic_partitions)
-    registry = CollectorRegistry()
-    quality_metrics = QualityMetrics(registry)  # exported from the start, set by the passes
-    state: dict[str, Any] = {"ready": False, "assigned": []}
-    parts: dict[str, Any] = {}
-
-    async def processor() -> Processor:
-        if "processor" not in parts:
-            redis = make_redis(settings)
-            # customer tokens in the logs (services/common/pseudonym.py), before scoring
-            key_task = asyncio.create_task(install_key(settings, redis), name="pseudonym-key")
-            await asyncio.wait({key_task}, timeout=5.0)
-            parts["key_task"] = key_task
-            producer = await start_producer(settings)
-            store = StateStore.from_settings(redis, settings)
-            parts["processor"] = Processor(settings=settings, store=store, producer=producer,
-                                           engine=Engine(model, Thresholds.from_settings(settings),
-                                                         rules=rules, shadow=ShadowModel(),
-                                                         horizon_days=settings.churn_inactive_days),
-                                           registry=registry)
-            try:  # the boundaries a previous run computed, before the first batch if we can
-                await parts["processor"].engine.refresh_value_bounds(redis, parts["processor"].keys)
-            except Exception as exc:  # Redis away: the timer tries again
-                logger.warning("cannot read the value-tier boundaries (%s: %s)",
-                               type(exc).__name__, exc)
-        return parts["processor"]
-
-    def ready() -> dict[str, Any]:
-        proc = parts.get("processor")
-        version = proc.engine.model.version if proc is not None else model.version
-        stuck = dict(proc.stuck) if proc is not None else {}
-        # not ready while a step waits on an error retrying does not fix: say which, and why
-        return {"ready": state["ready"] and not stuck, "model_version": version,
-                "assigned_partitions": state["assigned"], **({"stuck": stuck} if stuck else {})}
-
-    @app.task
-    async def start_http() -> None:
-        setup_logging("scorer", settings.log_level)
-        await processor()
-        server = WorkerHttpServer(host=settings.api_host, port=settings.scorer_metrics_port,
-                                  registry=registry, ready=ready,
-                                  probes={"redis": parts["processor"].store.redis.ping})
-        parts["http"] = server
-        await server.start()
+    jobs = _Jobs(app, settings, model, rules)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
-        state["assigned"] = sorted(tp.partition for tp in assigned if tp.topic == settings.topic_events)
-        state["ready"] = True
+        jobs.assigned = sorted(tp.partition for tp in assigned
+                               if tp.topic == settings.topic_events)
+        jobs.ready_flag = True
 
     @app.agent(topic, concurrency=1)
     async def score(stream: Any) -> None:
-        proc = await processor()
+        proc = await jobs.processor()
         within = settings.scorer_batch_within_ms / 1000
         async for events in stream.take_events(settings.scorer_batch_max, within=within):
             records = [Record(e.message.topic, e.message.partition, e.message.offset,
@@ -146,104 +272,14 @@ def build_app(settings: Settings) -> faust.App:
             async with proc.lock:
                 await proc.process(records)
 
-    @app.timer(interval=settings.scorer_gauges_interval_seconds)
-    async def gauges() -> None:
-        if not state["ready"]:
-            return
-        proc = await processor()
-        highwater = {}
-        for tp in app.consumer.assignment():
-            if tp.topic == settings.topic_events:
-                hw = app.consumer.highwater(tp)
-                if hw is not None:
-                    highwater[tp.partition] = hw
-        try:
-            await proc.refresh_gauges(highwater)
-        except Exception as exc:  # gauges are best effort; scoring goes on
-            logger.warning("cannot refresh gauges: %s", exc)
-
-    @app.timer(interval=settings.sweep_interval_seconds)
-    async def sweep() -> None:
-        if not state["ready"]:
-            return
-        proc = await processor()
-        partitions = [tp.partition for tp in app.consumer.assignment()
-                      if tp.topic == settings.topic_events]
-        if partitions:
-            async with proc.lock:
-                await proc.sweep(partitions)
-
-    @app.timer(interval=settings.quality_interval_seconds)
-    async def model_quality() -> None:
-        """Drift and live quality per model version (services/scorer/quality.py)."""
-        if not state["ready"]:
-            return
-        proc = await processor()
-        if "quality" not in parts:
-            parts["quality"] = QualityTracker(proc.store, settings, proc.engine.active.known,
-                                              metrics=quality_metrics)
-        await run_quietly(parts["quality"])
-
-    @app.task
-    async def rescore() -> None:
-        """After a model switch, re-score every customer of the assigned partitions, a step
-        at a time, event batches in between (the lock is fair); idle, one comparison per
-        tenth of a second. (A task, not a timer: a step outlasts a short interval.)"""
-        while True:
-            busy = 0
-            proc = parts.get("processor")
-            if proc is not None and state["ready"]:
-                partitions = [tp.partition for tp in app.consumer.assignment()
-                              if tp.topic == settings.topic_events]
-                try:
-                    async with proc.lock:
-                        busy = await proc.rescore_step(partitions,
-                                                       budget=settings.model_rescore_batch)
-                except Exception:  # a bug must not stop scoring: try again later
-                    logger.exception("re-scoring after a model switch failed")
-            await asyncio.sleep(0 if busy else 0.1)
-
-    @app.timer(interval=min(BOUNDS_READ_SECONDS, settings.value_bounds_refresh_seconds))
-    async def refresh_value_bounds() -> None:
-        """Value tiers relative within each tenant: recompute stale boundaries, serve them."""
-        proc = parts.get("processor")
-        if proc is None or not state["ready"]:
-            return
-        try:
-            proc.engine.value_bounds = await valuebounds.refresh_stale(
-                proc.store.redis, proc.keys, int(time.time() * 1000),
-                int(settings.value_bounds_refresh_seconds * 1000))
-        except Exception as exc:  # Redis away: keep the boundaries we have
-            logger.warning("cannot refresh the value-tier boundaries (%s: %s)",
-                           type(exc).__name__, exc)
-
-    @app.timer(interval=settings.model_refresh_seconds)
-    async def refresh_model() -> None:
-        """Follow `churnwatch model activate`: swap the served model without a restart."""
-        proc = parts.get("processor")
-        if proc is None:  # not started yet (start_http builds it)
-            return
-        old = proc.engine.model.version
-        try:
-            changed = await proc.engine.refresh(proc.store.redis, proc.keys)
-        except Exception as exc:  # Redis away: keep serving; an exception here would crash the app
-            logger.warning("cannot check the active model (%s: %s); still serving %s",
-                           type(exc).__name__, exc, old)
-            return
-        if proc.engine.shadow is not None:
-            try:
-                await proc.engine.shadow.refresh(proc.store.redis, proc.keys)
-            except Exception as exc:
-                logger.warning("cannot check the shadow model (%s: %s)", type(exc).__name__, exc)
-        if changed:
-            new = proc.engine.model.version
-            try:
-                proc.metrics.model_info.remove(old)
-            except KeyError:
-                pass
-            proc.metrics.model_info.labels(new).set(1)
-            logger.info("now serving model %s (was %s)", new, old)
-
+    app.task(jobs.start_http)
+    app.task(jobs.rescore)
+    app.timer(interval=settings.scorer_gauges_interval_seconds)(jobs.gauges)
+    app.timer(interval=settings.sweep_interval_seconds)(jobs.sweep)
+    app.timer(interval=settings.quality_interval_seconds)(jobs.model_quality)
+    app.timer(interval=min(BOUNDS_READ_SECONDS, settings.value_bounds_refresh_seconds))(
+        jobs.refresh_value_bounds)
+    app.timer(interval=settings.model_refresh_seconds)(jobs.refresh_model)
     return app
 
 

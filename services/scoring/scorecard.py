@@ -9,7 +9,7 @@ score, so reasons never depend on the model being explainable.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -141,73 +141,106 @@ def describe(code: str, f: dict[str, float]) -> tuple[str, str] | None:
 
 
 def _describe(code: str, f: dict[str, float]) -> tuple[str, str] | None:
+    return _DESCRIBERS[code](f)  # KeyError: not a reason code
+
+
+def _overdue(f: dict[str, float]) -> tuple[str, str] | None:
     since, cadence = round(f["days_since_last_activity"]), round(f["cadence_median_days"])
-    if code == "overdue":
-        if f["overdue_ratio"] <= 1.0:
-            return None  # on cadence: not overdue
+    if f["overdue_ratio"] <= 1.0:
+        return None  # on cadence: not overdue
+    if f["has_cadence"]:
+        return (f"{since} days since the last visit; usually every {cadence} days",
+                f"距上次到店已{since}天；平时每{cadence}天一次")
+    return (f"{since} days since the only visit, and no return yet",
+            f"自唯一一次到店已过{since}天，尚未回头")
+
+
+def _frequency_decline(f: dict[str, float]) -> tuple[str, str] | None:
+    a90, a365 = round(f["active_days_90"]), round(f["active_days_365"])
+    if a365 == 0:
+        return ("No visit in the last year", "近一年没有到店")
+    if a365 == 1:
         if f["has_cadence"]:
-            return (f"{since} days since the last visit; usually every {cadence} days",
-                    f"距上次到店已{since}天；平时每{cadence}天一次")
-        return (f"{since} days since the only visit, and no return yet",
-                f"自唯一一次到店已过{since}天，尚未回头")
-    if code == "frequency_decline":
-        a90, a365 = round(f["active_days_90"]), round(f["active_days_365"])
-        if a365 == 0:
-            return ("No visit in the last year", "近一年没有到店")
-        if a365 == 1:
-            if f["has_cadence"]:
-                return ("Only one visit in the last year", "近一年只来过一次")
-            return ("Only one visit so far", "目前只来过一次")
-        span = max(min(f["tenure_days"], 365.0), 1.0)
-        usual = a365 / span * min(90.0, span)
-        if a90 < usual - 0.5:
-            return (f"{a90} visits in the last 90 days; usually about {usual:.0f}",
-                    f"近90天到店{a90}次；平时约{usual:.0f}次")
-        return (f"Comes rarely: {a365} visits in the last year", f"到店不频繁：近一年{a365}次")
-    if code == "new_customer":
-        t = round(f["tenure_days"])
-        return (f"New customer: first seen {t} days ago", f"新客户：{t}天前首次光顾")
-    if code == "spend_decline":
-        if f["spend_365"] > 0 and f["spend_trend"] < 1.0:
-            drop = round(_clip(1.0 - f["spend_trend"], 0.0, 1.0) * 100)
-            return (f"Spending down {drop}% against the customer's usual",
-                    f"消费较平时下降{drop}%")
-        if f["spend_365"] <= 0:
-            return ("No purchase in the last year", "近一年没有消费")
-        return None  # spending as usual or more: not a decline
-    if code == "ticket_decline":
-        if f["avg_ticket_365"] > 0 and f["ticket_trend"] < 1.0:
-            drop = round(_clip(1.0 - f["ticket_trend"], 0.0, 1.0) * 100)
-            return (f"Average ticket down {drop}% (now {f['avg_ticket_90']:.2f}, "
-                    f"usually {f['avg_ticket_365']:.2f})",
-                    f"客单价下降{drop}%（现{f['avg_ticket_90']:.2f}，平时{f['avg_ticket_365']:.2f}）")
-        return None  # no purchase, or no smaller tickets: not a decline
-    if code == "open_complaint":
-        n_open, n_high = int(f["open_complaints"]), int(f["open_high_complaints"])
-        if n_open <= 0:
-            return None
-        sev = f", {n_high} of high severity" if n_high else ""
-        sev_zh = f"（其中{n_high}个严重）" if n_high else ""
-        return (f"{n_open} unresolved complaint{'s' if n_open != 1 else ''}{sev}",
-                f"有{n_open}个未解决的投诉{sev_zh}")
-    if code == "recent_complaints":
-        n90, n365 = int(f["complaints_90"]), int(f["complaints_365"])
-        if n90:
-            return (f"{n90} complaint{'s' if n90 > 1 else ''} in the last 90 days",
-                    f"近90天内投诉{n90}次")
-        if n365:
-            return (f"{n365} complaint{'s' if n365 > 1 else ''} in the last year",
-                    f"近一年内投诉{n365}次")
-        return None  # no complaint within a year
-    if code == "refunds":
-        n = int(f["refunds_90"])
-        if n <= 0:
-            return None
-        return (f"{n} refund{'s' if n != 1 else ''} in the last 90 days", f"近90天内退款{n}次")
-    if code == "online":
-        pct = round(f["online_share_365"] * 100)
-        return (f"Buys mostly online ({pct}% of orders)", f"主要在线上购买（占{pct}%）")
-    raise KeyError(code)
+            return ("Only one visit in the last year", "近一年只来过一次")
+        return ("Only one visit so far", "目前只来过一次")
+    span = max(min(f["tenure_days"], 365.0), 1.0)
+    usual = a365 / span * min(90.0, span)
+    if a90 < usual - 0.5:
+        return (f"{a90} visits in the last 90 days; usually about {usual:.0f}",
+                f"近90天到店{a90}次；平时约{usual:.0f}次")
+    return (f"Comes rarely: {a365} visits in the last year", f"到店不频繁：近一年{a365}次")
+
+
+def _new_customer(f: dict[str, float]) -> tuple[str, str] | None:
+    t = round(f["tenure_days"])
+    return (f"New customer: first seen {t} days ago", f"新客户：{t}天前首次光顾")
+
+
+def _spend_decline(f: dict[str, float]) -> tuple[str, str] | None:
+    if f["spend_365"] > 0 and f["spend_trend"] < 1.0:
+        drop = round(_clip(1.0 - f["spend_trend"], 0.0, 1.0) * 100)
+        return (f"Spending down {drop}% against the customer's usual",
+                f"消费较平时下降{drop}%")
+    if f["spend_365"] <= 0:
+        return ("No purchase in the last year", "近一年没有消费")
+    return None  # spending as usual or more: not a decline
+
+
+def _ticket_decline(f: dict[str, float]) -> tuple[str, str] | None:
+    if f["avg_ticket_365"] > 0 and f["ticket_trend"] < 1.0:
+        drop = round(_clip(1.0 - f["ticket_trend"], 0.0, 1.0) * 100)
+        return (f"Average ticket down {drop}% (now {f['avg_ticket_90']:.2f}, "
+                f"usually {f['avg_ticket_365']:.2f})",
+                f"客单价下降{drop}%（现{f['avg_ticket_90']:.2f}，平时{f['avg_ticket_365']:.2f}）")
+    return None  # no purchase, or no smaller tickets: not a decline
+
+
+def _open_complaint(f: dict[str, float]) -> tuple[str, str] | None:
+    n_open, n_high = int(f["open_complaints"]), int(f["open_high_complaints"])
+    if n_open <= 0:
+        return None
+    sev = f", {n_high} of high severity" if n_high else ""
+    sev_zh = f"（其中{n_high}个严重）" if n_high else ""
+    return (f"{n_open} unresolved complaint{'s' if n_open != 1 else ''}{sev}",
+            f"有{n_open}个未解决的投诉{sev_zh}")
+
+
+def _recent_complaints(f: dict[str, float]) -> tuple[str, str] | None:
+    n90, n365 = int(f["complaints_90"]), int(f["complaints_365"])
+    if n90:
+        return (f"{n90} complaint{'s' if n90 > 1 else ''} in the last 90 days",
+                f"近90天内投诉{n90}次")
+    if n365:
+        return (f"{n365} complaint{'s' if n365 > 1 else ''} in the last year",
+                f"近一年内投诉{n365}次")
+    return None  # no complaint within a year
+
+
+def _refunds(f: dict[str, float]) -> tuple[str, str] | None:
+    n = int(f["refunds_90"])
+    if n <= 0:
+        return None
+    return (f"{n} refund{'s' if n != 1 else ''} in the last 90 days", f"近90天内退款{n}次")
+
+
+def _online(f: dict[str, float]) -> tuple[str, str] | None:
+    pct = round(f["online_share_365"] * 100)
+    return (f"Buys mostly online ({pct}% of orders)", f"主要在线上购买（占{pct}%）")
+
+
+# One describer per reason code: the (en, zh-CN) text, or None when the features do not bear
+# the reason out.
+_DESCRIBERS: dict[str, Callable[[dict[str, float]], tuple[str, str] | None]] = {
+    "overdue": _overdue,
+    "frequency_decline": _frequency_decline,
+    "new_customer": _new_customer,
+    "spend_decline": _spend_decline,
+    "ticket_decline": _ticket_decline,
+    "open_complaint": _open_complaint,
+    "recent_complaints": _recent_complaints,
+    "refunds": _refunds,
+    "online": _online,
+}
 
 
 def explained_reasons(f: dict[str, float], attribution: Sequence[float],

@@ -296,7 +296,7 @@ class Summary:
         self._apply(a, h)
         return True
 
-    def _apply(self, a: Activity, h: bytes | None = None) -> None:
+    def _apply(self, a: Activity, h: bytes | None = None) -> None:  # noqa: C901  one branch per event kind, the hot path
         """Fold ``a``, known not to be a duplicate (``h``: its id hash, computed here when the
         id memory needs it). :func:`services.scoring.features.compute_features` calls this
         after dropping a list's duplicates itself."""

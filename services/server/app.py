@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
 
 from services.api.routes import ROUTERS as API_ROUTERS
 from services.api.status import StatusReader
@@ -115,7 +116,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             await res.redis.ping()
             redis_ok = True
-        except Exception:
+        except (RedisError, OSError, TimeoutError):
             redis_ok = False
         broker = "connected" if res.publisher.connected else "not yet used"
         if res.publisher.last_error:  # the last publish failed: say so (reads still work)

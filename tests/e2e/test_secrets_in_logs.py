@@ -168,9 +168,10 @@ async def test_no_secret_reaches_any_log(broker: Server, redis_with_password: Se
         "WEBHOOK_ALLOW_PRIVATE": "true", "DELIVERY_BACKOFF_BASE_SECONDS": 0.2,
         "DELIVERY_BACKOFF_MAX_SECONDS": 1.0, "ALERT_SETTLE": 0}.items()})
     out_path = tmp_path / "up.out"
-    out = open(out_path, "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "services.cli.main", "up", "--no-demo"],
-                            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
+    out = await asyncio.to_thread(out_path.open, "wb")
+    proc = await asyncio.to_thread(
+        subprocess.Popen, [sys.executable, "-m", "services.cli.main", "up", "--no-demo"],
+        env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
     try:
         async with sms, hook:
             stack_file = home / "stack.json"

@@ -184,7 +184,8 @@ async def test_redis_sigkilled_and_restarted_with_aof_mid_stream(
             assert proc.proc is not None and proc.proc.poll() is None, \
                 f"the scorer exited during the outage:\n{proc.tail()}"
             await wait_until(lambda: _ready(proc.url), timeout=10, what="the scorer ready again")
-            metrics = httpx.get(f"{proc.url}/metrics", timeout=5.0).text
+            async with httpx.AsyncClient(timeout=5.0) as http:
+                metrics = (await http.get(f"{proc.url}/metrics")).text
         finally:
             if producing is not None and not producing.done():
                 producing.cancel()

@@ -6,6 +6,7 @@ Each test records its figures for docs/alerts-precision.md (tests/precision.py).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 import time
@@ -319,7 +320,8 @@ async def test_history_posted_shuffled_sends_what_an_in_order_run_sends(
                                      what=f"the {tag} run's summary")
                 # nothing else arrives once every event is scored
                 for s in runs.values():
-                    await wait_until(lambda s=s: _processed(redis, s, len(events)), timeout=30)
+                    await wait_until(functools.partial(_processed, redis, s, len(events)),
+                                     timeout=30)
                 await quiet_for(5.0, lambda: len(inbox.mails) + len(gateway.accepted))
         finally:
             for p in procs:

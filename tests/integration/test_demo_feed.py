@@ -5,6 +5,7 @@ per-event errors), and answers 503 to the very first request to prove the retry.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -19,6 +20,8 @@ from aiohttp import web
 
 from services.common.events import parse_json, validate_event
 from services.demo.feed import MAX_BATCH, build_story, run_feed
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.integration
 
@@ -42,6 +45,7 @@ class Receiver:
     invalid: list[str] = field(default_factory=list)
     phase_started: dict[int, float] = field(default_factory=dict)
     trickle_seen: asyncio.Event = field(default_factory=asyncio.Event)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)  # set after each request
 
     def accepted(self, phase: int | None = None) -> list[Request]:
         return [r for r in self.requests
@@ -76,7 +80,7 @@ def _app(receiver: Receiver) -> web.Application:
         if not 1 <= len(items) <= 10_000:
             return web.json_response({"errors": [{"index": 0, "field": "",
                                                   "message": "1 to 10000 events"}]}, status=422)
-        errors = []
+        errors: list[dict[str, Any]] = []
         for i, obj in enumerate(items):
             # max_future=0: an event stamped after its arrival is refused outright.
             _, errs = validate_event(obj, i, now=now, max_future=timedelta(0))
@@ -89,6 +93,7 @@ def _app(receiver: Receiver) -> web.Application:
             status = 503  # the broker "cannot take them" the first time
         receiver.requests.append(Request(receiver.phase, now, time.monotonic(), status, items,
                                          request.headers.get("Authorization")))
+        receiver.arrived.set()
         if receiver.phase == 3 and status == 202:
             receiver.trickle_seen.set()
         if status == 422:
@@ -219,11 +224,13 @@ async def test_main_posts_until_sigterm_then_exits_0() -> None:
             "sys.exit(main(api_url=sys.argv[1], api_key=None, customers=20, seed=3))")
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", code, f"http://127.0.0.1:{port}",
-        cwd=Path(__file__).resolve().parents[2], stderr=asyncio.subprocess.PIPE)
+        cwd=ROOT, stderr=asyncio.subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 15
-        while len(receiver.accepted()) < 3 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(15):
+                while len(receiver.accepted()) < 3:
+                    receiver.arrived.clear()
+                    await receiver.arrived.wait()
         assert len(receiver.accepted()) >= 3, "the feed did not get going"
         proc.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(proc.communicate(), timeout=10)

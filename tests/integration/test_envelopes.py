@@ -45,7 +45,7 @@ def batch(customers: int, per_customer: int, prefix: str, store: str = "salon-do
 
 
 def envelope_events(records: list[Any]) -> list[tuple[Any, dict[str, Any]]]:
-    out = []
+    out: list[tuple[Any, dict[str, Any]]] = []
     for r in sorted(records, key=lambda r: (r.partition, r.offset)):
         assert is_envelope(r.headers), r.headers
         items = decode(r.value, r.headers, partition=r.partition, partitions_count=PARTITIONS)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -57,7 +58,7 @@ def wait_until(fn, timeout: float = 20.0, what: str = "condition"):  # noqa: ANN
 def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """A redis-server only this module uses (with AOF), so it can be killed and restarted."""
     data = tmp_path_factory.mktemp("hardening-redis")
-    holder = {"server": start_redis(log_path=LOG_DIR / "hardening-redis.log", appendonly=True,
+    holder: dict[str, Any] = {"server": start_redis(log_path=LOG_DIR / "hardening-redis.log", appendonly=True,
                                     data_dir=data), "data": data}
     yield holder
     holder["server"].stop()
@@ -469,35 +470,37 @@ async def test_a_store_bound_key_cannot_pull_another_stores_customer(api, tmp_pa
             await asyncio.sleep(0.1)
 
     with ServiceProcess("scorer", settings, tmp_path / "scorer.log",
-                        health_port_setting="scorer_metrics_port"), \
-            httpx.Client(base_url=proc.url, timeout=30) as client:
-        base = int(await redis.hget(Keys(settings.redis_prefix).tenant_stats("tenantA"),
-                                    "events_applied_total") or 0)
-        south = [visit(f"sh-{d}", "shared", "south", d) for d in (1, 8, 15)]
-        assert client.post("/v1/events", json=south,
-                           headers=bearer("ta-south-001")).status_code == 202
-        await applied(base + 3)
-        # north served the customer once: accepted and counted, but the customer stays south's
-        r = client.post("/v1/events", json=[visit("sh-n", "shared", "north", 20),
-                                            visit("own-1", "north-own", "north", 20)],
-                        headers=bearer("ta-north-001"))
-        assert r.status_code == 202, r.text
-        await applied(base + 5)
-        for path in ("/v1/customers/shared/risk", "/v1/customers/shared/timeline",
-                     "/v1/customers/shared/risk?as_of=2026-06-21T00:00:00Z"):
-            assert client.get(path, headers=bearer("ta-north-001")).status_code == 404, path
-        risk = client.get("/v1/customers/shared/risk", headers=bearer("ta-south-001"))
-        assert risk.status_code == 200 and risk.json()["store_id"] == "south", risk.text
-        assert risk.json()["last_event_at"].startswith("2026-06-20"), risk.json()  # counted
-        # a customer north saw first is north's
-        assert client.get("/v1/customers/north-own/risk",
-                          headers=bearer("ta-north-001")).status_code == 200
-        # a tenant-wide key still moves a customer to another store
-        assert client.post("/v1/events", json=[visit("sh-m", "shared", "north", 22)],
-                           headers=bearer("ta-admin-0001")).status_code == 202
-        await applied(base + 6)
-        assert client.get("/v1/customers/shared/risk",
-                          headers=bearer("ta-north-001")).status_code == 200
+                        health_port_setting="scorer_metrics_port"):
+        async with httpx.AsyncClient(base_url=proc.url, timeout=30) as client:
+            base = int(await redis.hget(Keys(settings.redis_prefix).tenant_stats("tenantA"),
+                                        "events_applied_total") or 0)
+            south = [visit(f"sh-{d}", "shared", "south", d) for d in (1, 8, 15)]
+            assert (await client.post("/v1/events", json=south,
+                                      headers=bearer("ta-south-001"))).status_code == 202
+            await applied(base + 3)
+            # north served the customer once: accepted and counted, but the customer stays
+            # south's
+            r = await client.post("/v1/events", json=[visit("sh-n", "shared", "north", 20),
+                                                      visit("own-1", "north-own", "north", 20)],
+                                  headers=bearer("ta-north-001"))
+            assert r.status_code == 202, r.text
+            await applied(base + 5)
+            for path in ("/v1/customers/shared/risk", "/v1/customers/shared/timeline",
+                         "/v1/customers/shared/risk?as_of=2026-06-21T00:00:00Z"):
+                assert (await client.get(path, headers=bearer("ta-north-001"))).status_code \
+                    == 404, path
+            risk = await client.get("/v1/customers/shared/risk", headers=bearer("ta-south-001"))
+            assert risk.status_code == 200 and risk.json()["store_id"] == "south", risk.text
+            assert risk.json()["last_event_at"].startswith("2026-06-20"), risk.json()  # counted
+            # a customer north saw first is north's
+            assert (await client.get("/v1/customers/north-own/risk",
+                                     headers=bearer("ta-north-001"))).status_code == 200
+            # a tenant-wide key still moves a customer to another store
+            assert (await client.post("/v1/events", json=[visit("sh-m", "shared", "north", 22)],
+                                      headers=bearer("ta-admin-0001"))).status_code == 202
+            await applied(base + 6)
+            assert (await client.get("/v1/customers/shared/risk",
+                                     headers=bearer("ta-north-001"))).status_code == 200
     await redis.aclose()
 
 

@@ -9,6 +9,7 @@ every run sends the same requests.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -499,29 +500,36 @@ async def test_ingest_fuzz_gets_clear_4xx_and_accepted_events_are_scored(
                                 **QUIET)
     now = datetime.now(UTC).replace(microsecond=0)
     tally = Tally()
-    started = time.monotonic()
-    with ServiceProcess("api", settings, tmp_path / "api.log", health_port_setting="api_port") as api, \
-            httpx.Client(base_url=api.url, timeout=30) as client:
-        for case in fixed_cases(now):
-            send(client, case, tally)
-        fixed = tally.sent
-        counter = Counter()
 
-        @hsettings(max_examples=FUZZ_EXAMPLES, derandomize=True, database=None, deadline=None,
-                   phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck),
-                   print_blob=False)
-        @given(case=requests(now, counter))
-        def fuzz(case: Case) -> None:
-            send(client, case, tally)
+    def fuzz_the_api() -> tuple[int, float, str]:
+        """Hypothesis drives a blocking client: in a thread of its own, off the event loop."""
+        started = time.monotonic()
+        with ServiceProcess("api", settings, tmp_path / "api.log",
+                            health_port_setting="api_port") as api, \
+                httpx.Client(base_url=api.url, timeout=30) as client:
+            for case in fixed_cases(now):
+                send(client, case, tally)
+            fixed = tally.sent
+            counter = Counter()
 
-        fuzz()
-        fuzz_seconds = time.monotonic() - started
-        assert client.get("/health").status_code == 200 and api.proc and api.proc.poll() is None
-        canary = {"event_id": "canary-1", "type": "visit", "customer_id": "canary",
-                  "occurred_at": iso(datetime.now(UTC))}
-        assert client.post("/v1/events", json=canary).status_code == 202
-        tally.accepted.append(canary)
-        log = (tmp_path / "api.log").read_text(errors="replace")
+            @hsettings(max_examples=FUZZ_EXAMPLES, derandomize=True, database=None,
+                       deadline=None, phases=[Phase.explicit, Phase.generate],
+                       suppress_health_check=list(HealthCheck), print_blob=False)
+            @given(case=requests(now, counter))
+            def fuzz(case: Case) -> None:
+                send(client, case, tally)
+
+            fuzz()
+            fuzz_seconds = time.monotonic() - started
+            assert client.get("/health").status_code == 200 and api.proc \
+                and api.proc.poll() is None
+            canary = {"event_id": "canary-1", "type": "visit", "customer_id": "canary",
+                      "occurred_at": iso(datetime.now(UTC))}
+            assert client.post("/v1/events", json=canary).status_code == 202
+            tally.accepted.append(canary)
+            return fixed, fuzz_seconds, (tmp_path / "api.log").read_text(errors="replace")
+
+    fixed, fuzz_seconds, log = await asyncio.to_thread(fuzz_the_api)
 
     # the scorer reads every accepted record: none may be dead-lettered, all must be scored
     with scorer(settings, tmp_path):
@@ -618,7 +626,8 @@ async def test_garbage_on_the_events_topic_is_dead_lettered_with_its_reason(
             await wait_processed(redis, settings, total, timeout=60)
             pid = proc.proc.pid if proc.proc else None
             alive = bool(proc.proc and proc.proc.poll() is None)
-            metrics = httpx.get(f"{proc.url}/metrics", timeout=5).text
+            async with httpx.AsyncClient(timeout=5) as http:
+                metrics = (await http.get(f"{proc.url}/metrics")).text
         finally:
             await redis.aclose()
     dead = await read_all(settings, settings.topic_events_dlq, expect=len(junk), idle_ms=500)

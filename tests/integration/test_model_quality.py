@@ -110,7 +110,8 @@ async def test_live_outcomes_and_drift_per_model_version(redis_kind: str,
         # labelled entries no longer name their customer (ids stay only until the horizon)
         cohort = await redis.hkeys(Keys(settings.redis_prefix).quality_cohort(
             model.version, int(t0.timestamp() * 1000) // 86_400_000))
-        assert len(cohort) == 30 and all(f.startswith("~") and "/" not in f for f in cohort)
+        assert len(cohort) == 30 and all(isinstance(f, str) and f.startswith("~") and "/" not in f
+                                         for f in cohort)
     finally:
         await producer.stop()
 

@@ -6,6 +6,7 @@ is measured."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -136,9 +137,10 @@ async def test_a_switch_rescores_every_customer_once_and_resumes_after_a_restart
         before_ids = {c["id"] for c in changes}
         assert not [c for c in after if c["id"] not in before_ids
                     and c["data"]["cause"]["kind"] == "model"]
-        out = subprocess.run([sys.executable, "-m", "services.cli.main", "model", "compare"],
-                             env={**os.environ, **settings.to_env()}, capture_output=True,
-                             text=True, timeout=60, check=True).stdout
+        out = (await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "services.cli.main", "model", "compare"],
+            env={**os.environ, **settings.to_env()}, capture_output=True, text=True, timeout=60,
+            check=True)).stdout
         report = json.loads(out)
         assert report["customers"] == CUSTOMERS
         assert report["served_vs_shadow"] == {f"{new.version} vs {default.version}": CUSTOMERS}

@@ -241,7 +241,7 @@ async def test_a_notifier_adopts_state_kept_under_the_untagged_key_names(setting
 
     keys, p = Keys(settings.redis_prefix), settings.redis_prefix
     did = "ab" * 16
-    old = {
+    old: dict[str, tuple[str, Any]] = {  # key -> (type, value in that type's shape)
         f"{p}:dlv:{did}": ("string", "queued"),
         f"{p}:retry": ("zset", {did: 1.0}),
         f"{p}:retry:data": ("hash", {did: "{}"}),
@@ -263,9 +263,9 @@ async def test_a_notifier_adopts_state_kept_under_the_untagged_key_names(setting
         elif kind == "zset":
             await redis.zadd(key, value)
         elif kind == "hash":
-            await redis.hset(key, mapping=value)  # type: ignore[misc]
+            await redis.hset(key, mapping=value)
         else:
-            await redis.sadd(key, *value)  # type: ignore[misc]
+            await redis.sadd(key, *value)
     assert await adopt_untagged_keys(redis, keys) == len(old)
     assert await redis.exists(*old) == 0
     assert await redis.get(keys.delivery(did)) == "queued"

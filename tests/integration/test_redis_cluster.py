@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pytest
@@ -293,7 +294,7 @@ async def test_api_profiles_erasure_webhooks_actions_and_export_on_a_cluster(
         for tier in TIERS:
             assert await redis.zscore(keys.tier_index(tier), customer_token("gone")) is None
         assert await redis.zcard(keys.winback_index()) == 0
-        audit = await redis.xrange(keys.audit())
+        audit = cast(list[tuple[str, dict[str, str]]], await redis.xrange(keys.audit()))
         assert [r[1]["action"] for r in audit] == ["erase_customer"] * 2  # each request
         assert "gone" not in json.dumps(audit)
 

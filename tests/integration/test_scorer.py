@@ -121,7 +121,8 @@ async def test_scores_dedupes_and_dead_letters(settings_factory, tmp_path: Path)
         ], headers=[("churnwatch-envelope", b"1")])
         total = len(events) + len(again) + 1 + 2 + 4
         await wait_processed(redis, settings, total)
-        metrics = httpx.get(f"{proc.url}/metrics").text
+        async with httpx.AsyncClient() as http:
+            metrics = (await http.get(f"{proc.url}/metrics")).text
     assert 'churnwatch_scorer_events_total{outcome="beyond_id_memory"}' not in metrics
     queryable = re.search(r"^churnwatch_scorer_event_to_queryable_seconds_count (\S+)$", metrics,
                           re.MULTILINE)

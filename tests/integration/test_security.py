@@ -10,6 +10,7 @@ Redis; the notifier checks run the real notifier against real loopback receivers
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import ipaddress
 import json
@@ -17,7 +18,7 @@ import re
 import socket
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -149,7 +150,7 @@ def required_scopes(route: Route) -> set[str]:
     todo = list(route.dependant.dependencies) if isinstance(route, APIRoute) else []
     while todo:
         dep = todo.pop()
-        if getattr(dep.call, "__qualname__", "") == "require.<locals>.check":
+        if dep.call is not None and getattr(dep.call, "__qualname__", "") == "require.<locals>.check":
             found.add(inspect.getclosurevars(dep.call).nonlocals["scope"])
         todo += dep.dependencies
     return found
@@ -282,19 +283,26 @@ def test_every_route_needs_its_key_and_scope(api) -> None:
 # 2. tenants and stores, on every route -----------------------------------------------------
 
 
+def _text(reply: object) -> str:
+    """A reply of make_redis's client, which decodes (decode_responses=True): a str."""
+    assert isinstance(reply, str), reply
+    return reply
+
+
 async def snapshot(redis: Redis, prefix: str) -> dict[tuple[str, str], str]:
     """Every key under ``prefix`` as (key, field or member) -> value."""
     out: dict[tuple[str, str], str] = {}
     async for key in redis.scan_iter(match=f"{prefix}:*", count=1000):
         kind = await redis.type(key)
         if kind == "string":
-            out[(key, "")] = await redis.get(key) or ""
+            out[(key, "")] = _text(await redis.get(key) or "")
         elif kind == "hash":
-            out.update({(key, f): v for f, v in (await redis.hgetall(key)).items()})
+            out.update({(key, _text(f)): _text(v) for f, v in (await redis.hgetall(key)).items()})
         elif kind == "zset":
-            out.update({(key, m): str(s) for m, s in await redis.zrange(key, 0, -1, withscores=True)})
+            scored = cast(list[tuple[str, float]], await redis.zrange(key, 0, -1, withscores=True))
+            out.update({(key, m): str(s) for m, s in scored})
         elif kind == "set":
-            out.update({(key, m): "1" for m in await redis.smembers(key)})
+            out.update({(key, _text(m)): "1" for m in await redis.smembers(key)})
         elif kind == "list":
             out[(key, "")] = json.dumps(await redis.lrange(key, 0, -1))
         elif kind == "stream":
@@ -593,8 +601,8 @@ async def _dns_rebinding_problems() -> list[str]:
     async with Hook() as hook:
         url = f"http://rebind.invalid:{hook.port}{hook.path}"
         for allow_private in (True, False):
-            transport = checked_transport(lambda h, p, a=allow_private: checked_addresses(
-                h, p, allow_private=a, lookup=fake_dns))
+            transport = checked_transport(functools.partial(
+                checked_addresses, allow_private=allow_private, lookup=fake_dns))
             async with httpx.AsyncClient(transport=transport, trust_env=False) as client:
                 try:
                     r = await client.post(url, content=b"{}")

@@ -85,7 +85,7 @@ async def _old_layout_then_new(settings: Settings) -> None:
         await store.write([CustomerWrite(ref, "2", {"v": "3", "sm": blob,
                                                     "risk": risk_snapshot(snap)})])
         stored = await redis.get(keys.risk("old", "tenantA"))
-        assert len(stored) < len(old_risk) - 300, stored
+        assert stored is not None and len(stored) < len(old_risk) - 300, stored
         states = await load_customers(redis, keys, [ref])
         full = states[ref].state["risk"]
         assert full == json.dumps(snap, separators=(",", ":"), ensure_ascii=False)

@@ -20,7 +20,8 @@ def test_charts_are_svg_with_one_mark_per_value_and_escape_labels() -> None:
     svg = charts.bars("Churn <by month>", ["2026-01", "<b>", "2026-03"], [0.1, None, 0.3],
                       percent=True)
     root = ET.fromstring(svg)
-    assert root.tag == f"{SVG}svg" and root.find(f"{SVG}title").text == "Churn <by month>"
+    title = root.find(f"{SVG}title")
+    assert root.tag == f"{SVG}svg" and title is not None and title.text == "Churn <by month>"
     assert len(root.findall(f"{SVG}rect")) == 2  # None leaves a gap
     assert "&lt;b&gt;" in svg and "30%" in svg
     stacked = ET.fromstring(charts.stacked("Tiers", ["d1", "d2"],

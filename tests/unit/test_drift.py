@@ -73,7 +73,7 @@ def test_roc_auc_matches_sklearn_with_ties() -> None:
     rng = np.random.default_rng(3)
     y = rng.integers(0, 2, 500)
     s = np.round(rng.random(500) * 0.5 + y * 0.3, 1)  # coarse: many ties
-    assert drift.roc_auc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert drift.roc_auc(y.tolist(), s.tolist()) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
     assert drift.roc_auc([1, 1], [0.2, 0.4]) is None
 
 

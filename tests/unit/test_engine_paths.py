@@ -34,6 +34,7 @@ def test_one_call_along_the_path_equals_one_event_at_a_time() -> None:
     for a in history:
         summary.fold(a)
         now = summary.last_ts
+        assert now is not None
         [r] = engine.assess([Subject("c", (), summary.first_ts, tier, since, summary=summary)], now)
         if r.tier != tier:
             tier, since = r.tier, now
@@ -42,8 +43,11 @@ def test_one_call_along_the_path_equals_one_event_at_a_time() -> None:
     summary, steps = Summary.empty(), []
     for i, a in enumerate(history):
         if i:
-            steps.append(Step(summary.last_ts, summary.features(summary.last_ts, summary.first_ts)))
+            last = summary.last_ts
+            assert last is not None
+            steps.append(Step(last, summary.features(last, summary.first_ts)))
         summary.fold(a)
+    assert summary.last_ts is not None
     [path] = engine.assess_paths([Subject("c", (), summary.first_ts, summary=summary)],
                                  summary.last_ts, steps=[steps])
     assert [(x.tier, round(x.score, 9), x.as_of_ms) for x in path] == \
@@ -60,6 +64,7 @@ def test_assess_is_the_last_point_of_a_path_without_steps() -> None:
     summary = Summary.empty()
     for a in history:
         summary.fold(a)
+    assert summary.last_ts is not None
     s = Subject("c", (), summary.first_ts, "medium", summary.last_ts - DAY, summary=summary)
     [plain] = engine.assess([s], summary.last_ts + 30 * DAY)
     [[only]] = engine.assess_paths([s], summary.last_ts + 30 * DAY)

@@ -19,7 +19,13 @@ T = Thresholds(medium_enter=0.45, medium_exit=0.35, high_enter=0.75, high_exit=0
 
 
 def acts(events):
-    return [activity_from_event(validate_event(e)[0]) for e in events]
+    """The scorer's activities for valid events (a test fails on an invalid one)."""
+    out = []
+    for e in events:
+        event, errors = validate_event(e)
+        assert event is not None, errors
+        out.append(activity_from_event(event))
+    return out
 
 
 def at(days: float) -> int:

@@ -44,14 +44,11 @@ def default() -> SklearnModel:
 @pytest.fixture(scope="module")
 def fixed_rows() -> np.ndarray:
     """A fixed input: point-in-time snapshots of generated retail customers."""
-    from services.common.events import validate_event
-    from services.scoring.activity import activity_from_event
-
     events, _ = generate(preset="retail", customers=150, start=UNTIL.replace(year=2025), end=UNTIL,
                          seed=99)
     by_cid: dict[str, list[Any]] = {}
     for e in events:
-        by_cid.setdefault(e["customer_id"], []).append(activity_from_event(validate_event(e)[0]))
+        by_cid.setdefault(e["customer_id"], []).extend(acts([e]))
     first = min(a.ts for v in by_cid.values() for a in v)
     dates = observation_dates(first, int(UNTIL.timestamp() * 1000), 30, warmup_days=60)[-3:]
     return build_snapshots(by_cid, dates, 30).X

@@ -31,7 +31,7 @@ CHURNWATCH = (".venv/bin/churnwatch", "churnwatch")
 
 
 def make_targets(makefile: Path = ROOT / "Makefile") -> set[str]:
-    targets = set()
+    targets: set[str] = set()
     for line in makefile.read_text().splitlines():
         m = re.match(r"^([A-Za-z0-9_.-]+(?:\s+[A-Za-z0-9_.-]+)*)\s*:(?!=)", line)
         if m and not line.startswith("."):

@@ -56,7 +56,8 @@ def test_secrets_stay_secret(monkeypatch) -> None:
     monkeypatch.setenv("CHURNWATCH_API_KEYS", "topsecret1:ingest+read")
     s = load_settings()
     assert "topsecret1" not in repr(s)
-    assert s.find_key("topsecret1").allows("read") and not s.find_key("topsecret1").allows("admin")
+    key = s.find_key("topsecret1")
+    assert key is not None and key.allows("read") and not key.allows("admin")
     assert s.find_key("nope") is None
 
 

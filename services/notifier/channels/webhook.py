@@ -35,7 +35,8 @@ class CheckedBackend(httpcore.AsyncNetworkBackend):
         self._resolve = resolve
         self._inner = httpcore.AnyIOBackend()
 
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+    # the signatures are httpcore.AsyncNetworkBackend's, timeout included
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,  # noqa: ASYNC109
                           local_address: str | None = None,
                           socket_options: Any = None) -> httpcore.AsyncNetworkStream:
         try:
@@ -52,7 +53,7 @@ class CheckedBackend(httpcore.AsyncNetworkBackend):
                 error = exc
         raise error
 
-    async def connect_unix_socket(self, path: str, timeout: float | None = None,
+    async def connect_unix_socket(self, path: str, timeout: float | None = None,  # noqa: ASYNC109
                                   socket_options: Any = None) -> httpcore.AsyncNetworkStream:
         raise httpcore.ConnectError("a unix socket is not a webhook target")
 
