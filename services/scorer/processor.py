@@ -658,7 +658,7 @@ class Processor:
         return done
 
     # model switch -----------------------------------------------------------------------
-    async def rescore_step(self, partitions: Iterable[int], *, budget: int) -> int:  # noqa: C901  TODO: split read/scan/score
+    async def rescore_step(self, partitions: Iterable[int], *, budget: int) -> int:
         """One bounded step of re-scoring every customer of ``partitions`` after the served
         model changed; returns how many were re-scored (0: nothing to do).
 
@@ -677,9 +677,25 @@ class Processor:
         version = self.engine.model.version
         challenger = self.engine.shadow.shadow if self.engine.shadow is not None else None
         shadow = challenger.version if challenger is not None else ""
+        served = f"{version}|{shadow}"
         parts = tuple(sorted(set(partitions)))
-        if not parts or self._rescored == (f"{version}|{shadow}", parts):
+        if not parts or self._rescored == (served, parts):
             return 0
+        todo, kinds = await self._rescore_plan(parts, version, shadow)
+        if not todo:
+            self._rescore_finished(served, version)
+            self._rescored = (served, parts)
+            return 0
+        await self._rescore_started(served, version, shadow, parts, todo)
+        count = await self._rescore_page(todo, kinds, budget)
+        self._rescore_progress(version, count)
+        return count
+
+    async def _rescore_plan(self, parts: tuple[int, ...], version: str, shadow: str
+                            ) -> tuple[list[tuple[int, str, int]], dict[int, str]]:
+        """What is left to re-score: (partition, tenant, ZSCAN cursor) triples and each
+        partition's cause (``model`` or ``silence``); starts a pass where the stored scores
+        come from another model (or lack the challenger's), records the ends of passes."""
         redis = self.store.redis
 
         async def read() -> tuple[list[str], list[dict[str, str]]]:
@@ -718,33 +734,43 @@ class Processor:
                     pipe.hset(self.keys.rescore(p), mapping=fields)  # type: ignore[arg-type]
                 await pipe.execute()
             await self._retry("rescore", mark)
-        if not todo:
-            if self._rescore_run.get("version") == f"{version}|{shadow}":
-                run = self._rescore_run
-                took = max(time.monotonic() - run["started"], 1e-9)
-                logger.info("re-scored %d customers for model %s in %.1f s (%.0f/s)",
-                            run["done"], version, took, run["done"] / took)
-            self._rescore_run = {}
-            self.metrics.rescore_remaining.set(0)
-            self._rescored = (f"{version}|{shadow}", parts)
-            return 0
-        run = self._rescore_run
-        if run.get("version") != f"{version}|{shadow}":
-            async def sizes() -> list[int]:
-                pipe = redis.pipeline(transaction=False)
-                for p, t, _ in todo:
-                    pipe.zcard(self.keys.due(p, t))
-                return [int(n) for n in await pipe.execute()]
-            total = sum(await self._retry("rescore", sizes))
-            run = self._rescore_run = {"version": f"{version}|{shadow}", "started": time.monotonic(),
-                                       "done": 0, "total": total, "logged": time.monotonic()}
-            logger.info("model %s is served%s: re-scoring ~%d customers of partitions %s",
-                        version, f" with {shadow} in shadow" if shadow else "", total,
-                        ", ".join(map(str, parts)))
+        return todo, kinds
+
+    def _rescore_finished(self, served: str, version: str) -> None:
+        if self._rescore_run.get("version") == served:
+            run = self._rescore_run
+            took = max(time.monotonic() - run["started"], 1e-9)
+            logger.info("re-scored %d customers for model %s in %.1f s (%.0f/s)",
+                        run["done"], version, took, run["done"] / took)
+        self._rescore_run = {}
+        self.metrics.rescore_remaining.set(0)
+
+    async def _rescore_started(self, served: str, version: str, shadow: str,
+                               parts: tuple[int, ...], todo: list[tuple[int, str, int]]) -> None:
+        """At a pass's first step: how many customers it has (logs, remaining gauge)."""
+        if self._rescore_run.get("version") == served:
+            return
+        redis = self.store.redis
+
+        async def sizes() -> list[int]:
+            pipe = redis.pipeline(transaction=False)
+            for p, t, _ in todo:
+                pipe.zcard(self.keys.due(p, t))
+            return [int(n) for n in await pipe.execute()]
+        total = sum(await self._retry("rescore", sizes))
+        self._rescore_run = {"version": served, "started": time.monotonic(), "done": 0,
+                             "total": total, "logged": time.monotonic()}
+        logger.info("model %s is served%s: re-scoring ~%d customers of partitions %s",
+                    version, f" with {shadow} in shadow" if shadow else "", total,
+                    ", ".join(map(str, parts)))
+
+    async def _rescore_page(self, todo: list[tuple[int, str, int]], kinds: dict[int, str],
+                            budget: int) -> int:
+        """One step: a ZSCAN page of every unfinished (partition, tenant) in one round trip,
+        their customers loaded in one, scored in one model call per kind, written in one,
+        then the cursors — a few round trips per step, not per partition."""
+        redis = self.store.redis
         clocks = await self.tenant_nows({t for _, t, _ in todo}, refresh=True)
-        # One step: a ZSCAN page of every unfinished (partition, tenant) in one round trip,
-        # their customers loaded in one, scored in one model call per kind, written in one,
-        # then the cursors — a few round trips per step, not per partition.
         todo = todo[:max(budget // 50, 1)]  # every scan's page worth a round trip
         page = max(budget // len(todo), 1)
 
@@ -778,7 +804,10 @@ class Processor:
                 pipe.hset(self.keys.rescore(p), f"t:{t}", "done" if int(nxt) == 0 else str(int(nxt)))
             await pipe.execute()
         await self._retry("rescore", cursors)
-        count = len(states)
+        return len(states)
+
+    def _rescore_progress(self, version: str, count: int) -> None:
+        run = self._rescore_run
         run["done"] += count
         self.metrics.rescored.inc(count)
         self.metrics.rescore_remaining.set(max(run["total"] - run["done"], 0))
@@ -787,7 +816,6 @@ class Processor:
             took = max(run["logged"] - run["started"], 1e-9)
             logger.info("re-scoring for model %s: %d of ~%d customers (%.0f/s)", version,
                         run["done"], run["total"], run["done"] / took)
-        return count
 
     # gauges -----------------------------------------------------------------------------
     async def refresh_gauges(self, highwater: dict[int, int]) -> None:
