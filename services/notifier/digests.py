@@ -23,6 +23,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from services.common.redisconn import Keys
+from services.notifier.channels import registry
 from services.notifier.channels.base import Message, delivery_id
 from services.notifier.routing import Recipient
 from services.notifier.templates import Templates
@@ -106,8 +107,8 @@ class Digester:
         tenant = raw.pop("_tenant", "default")
         items = sorted((json.loads(v) for v in raw.values()), key=lambda i: i.get("at_ms", 0))
         channel = batch[len(self.base + "batch:"):].split("|", 1)[0]
-        target = recipient.email if channel == "email" else recipient.phone
-        if not items or not target or channel not in ("email", "sms"):
+        target = registry.target(channel, recipient)
+        if not items or not target or channel not in registry.names(push=True):
             logger.error("digest batch %s cannot be sent (no items or no %s address); dropped",
                          batch, channel)
             return None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from services.notifier.channels import registry as channels
+
 OUTCOMES = ("delivered", "retry", "failed", "skipped_duplicate")
 SUPPRESS_REASONS = ("dedupe", "quiet_hours_delayed", "rate_limited", "inhibited", "no_consent", "stale",
                     "digested", "holdout")
@@ -44,7 +46,7 @@ class NotifierMetrics:
             "Errors that are neither bad input nor Redis/Kafka being away (a bug), by step; "
             "the record is retried, then dead-lettered.", ["step"], registry=registry)
         self.unexpected.labels(step="plan")
-        for channel in ("email", "sms", "webhook"):
+        for channel in channels.names():
             for outcome in OUTCOMES:
                 self.deliveries.labels(channel=channel, outcome=outcome)
             self.dead_letters.labels(channel=channel)

@@ -25,6 +25,7 @@ from services.alerting.escalation import Escalations
 from services.alerting.inbound import RiskChangeEvent
 from services.alerting.webhooks import is_paused, tenant_of
 from services.common.riskchange import RiskChange
+from services.notifier.channels import registry
 from services.notifier.channels.base import ChannelName, Message, delivery_id
 from services.notifier.digests import Digester
 from services.notifier.golive import Summaries
@@ -162,7 +163,7 @@ class Planner:
                 if person.role == "customer" and not (ctx.consent and ctx.consent.allows(channel)):
                     self._count("no_consent")
                     continue
-                if digest and self.digester is not None and channel != "in_app":
+                if digest and self.digester is not None and registry.spec(channel).push:
                     await self._digest(event, person, channel, ctx, created_ms, action,
                                        ack_url=links.get(person.key, ""))
                     continue
@@ -222,7 +223,7 @@ class Planner:
                 if person.role == "customer":
                     continue  # a summary is for staff
                 for channel in channels:
-                    if person.email if channel == "email" else person.phone:
+                    if registry.target(channel, person):
                         wanted.append((person, channel))
             if self.episodes is not None:
                 allowed = set(await self.episodes.claim(
@@ -244,7 +245,7 @@ class Planner:
             tenant = name.rsplit(":", 1)[0]
             ctx_vars = {"items": items, "recipient_name": person.name, "tenant": tenant,
                         "delivery_id": did}
-            if channel in ("email", "in_app"):
+            if registry.spec(channel).long_form:
                 subject = " ".join(self.templates.render(
                     tenant, person.locale, "summary.subject.j2", ctx_vars).split())
                 text = self.templates.render(tenant, person.locale, "summary.txt.j2", ctx_vars) + "\n"
@@ -295,11 +296,11 @@ class Planner:
                  "console_url": self._link(change.customer_id) if person.role != "customer" else "",
                  "customer_contact": ctx.customer if person.role != "customer" else None,
                  "consent": ctx.consent}
-        if channel in ("email", "in_app"):
+        if registry.spec(channel).long_form:
             subject, text, html = self.templates.email(change, person, delivery_id=did, **extra)
             return _message(event, channel, target, target, did=did,  # type: ignore[arg-type]
                             subject=subject, text=text, html=html, **common)
-        return _message(event, "sms", target, target, did=did,
+        return _message(event, channel, target, target, did=did,  # type: ignore[arg-type]
                         text=self.templates.sms(change, person, delivery_id=did, **extra),
                         **common)
 
@@ -341,21 +342,11 @@ class Planner:
 def _target(person: Recipient, channel: str) -> str | None:
     """Where ``channel`` reaches ``person``: an address, a phone number, or for in_app the
     staff id of a staff member with a profile (others have no console identity)."""
-    if channel == "email":
-        return person.email
-    if channel == "sms":
-        return person.phone
-    if channel == "in_app" and person.key.startswith("staff:") and person.role != "customer":
-        return person.key.split(":", 2)[2]
-    return None
+    return registry.target(channel, person)
 
 
 def _mask(channel: str, person: Recipient) -> str:
-    from services.common.logs import mask_email, mask_phone
-
-    if channel == "email":
-        return mask_email(person.email or "")
-    return mask_phone(person.phone or "")
+    return registry.spec(channel).mask(registry.target(channel, person) or "")
 
 
 def _extra(event: RiskChangeEvent) -> dict[str, str]:

@@ -44,8 +44,10 @@ import yaml
 from services.common.contact import is_email, is_phone, normalize_phone
 from services.common.exceptions import ConfigError
 from services.common.riskchange import TIERS, RiskChange
+from services.notifier.channels import registry
 
-CHANNELS: tuple[str, ...] = ("email", "sms", "in_app", "webhook")
+# Every channel (one module each: services/notifier/channels/registry.py).
+CHANNELS: tuple[str, ...] = registry.names()
 LOCALES: tuple[str, ...] = ("en", "zh-CN")
 DEFAULT_ROUTING_RESOURCE = "routing.default.yaml"
 
@@ -55,9 +57,9 @@ _RECIPIENT_KEYS = ("name", "email", "phone", "locale")
 _ROUTE_KEYS = ("match", "channels", "to", "digest")
 _MATCH_KEYS = ("from", "to", "store", "value_tier", "segment")
 # The channels that reach a person. in_app (the staff console's alert list) wakes nobody, so
-# the defaults of quiet hours and escalation stay e-mail and SMS (PUSH_CHANNELS).
-STAFF_CHANNELS: tuple[str, ...] = ("email", "sms", "in_app")
-PUSH_CHANNELS: tuple[str, ...] = ("email", "sms")
+# the defaults of quiet hours and escalation are the push channels (e-mail and SMS).
+STAFF_CHANNELS: tuple[str, ...] = registry.names(audience="staff")
+PUSH_CHANNELS: tuple[str, ...] = registry.names(audience="staff", push=True)
 # Who a route's ``to`` may name besides the recipients defined in the file.
 OWNER, STORE_MANAGER, CUSTOMER = "owner", "store_manager", "customer"
 RECIPIENT_ROLES: tuple[str, ...] = (OWNER, STORE_MANAGER, CUSTOMER)

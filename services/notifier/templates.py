@@ -24,6 +24,7 @@ import jinja2
 
 from services.common.exceptions import ConfigError
 from services.common.riskchange import TIER_RANK, RiskChange, SuggestedAction
+from services.notifier.channels import registry
 from services.notifier.routing import Recipient
 
 SMS_MAX_CHARS = 480
@@ -188,7 +189,7 @@ class Templates:
         """(subject, text, html) for email, ("", text, "") for SMS."""
         ctx = {"items": list(items), "recipient_name": recipient.name, "tenant": tenant,
                "delivery_id": delivery_id}
-        if channel == "sms":
+        if not registry.spec(channel).long_form:
             return "", _clip(self.render(tenant, recipient.locale, "digest.sms.j2", ctx)), ""
         return self._email("digest", tenant, recipient.locale, ctx)
 

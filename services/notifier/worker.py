@@ -49,11 +49,8 @@ from services.common.redisconn import Keys, make_redis
 from services.common.runtime import tune_gc
 from services.common.settings import Settings
 from services.notifier.breaker import CircuitBreaker
+from services.notifier.channels import registry
 from services.notifier.channels.base import Channel, Message, delivery_id
-from services.notifier.channels.email import EmailChannel
-from services.notifier.channels.in_app import InAppChannel
-from services.notifier.channels.sms import SmsChannel
-from services.notifier.channels.webhook import WebhookChannel
 from services.notifier.deadletters import DeadLetters
 from services.notifier.delivery import MAX_COOLING_S, Deliverer
 from services.notifier.digests import Digester
@@ -87,33 +84,21 @@ def _created_ms(record: ConsumerRecord[Any, Any]) -> int:
     return int(ts) if isinstance(ts, int) and 0 < ts <= now + 60_000 else now
 
 
-def build_channels(settings: Settings, routing: Routing) -> dict[str, Channel]:
-    """The configured channels; each one the routing asks for but is not configured is
-    logged once (its deliveries are then left out, not failed)."""
-    channels: dict[str, Channel] = {
-        "webhook": WebhookChannel(timeout_s=settings.webhook_timeout_seconds,
-                                  allow_private=settings.webhook_allow_private),
-    }
-    used = routing.used_channels
-    if settings.smtp_host:
-        channels["email"] = EmailChannel(
-            host=settings.smtp_host, port=settings.smtp_port, security=settings.smtp_security,
-            sender=settings.smtp_from, username=settings.smtp_username,
-            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
-            timeout_s=settings.smtp_timeout_seconds,
-            ca_file=str(settings.smtp_ca_file) if settings.smtp_ca_file else None)
-    elif "email" in used:
-        logger.warning("email notifications are off: CHURNWATCH_SMTP_HOST is not set "
-                       "(routes in %s ask for email)", routing.source)
-    if settings.sms_gateway_url:
-        channels["sms"] = SmsChannel(
-            url=settings.sms_gateway_url, style=settings.sms_gateway_style,
-            sender=settings.sms_sender, username=settings.sms_gateway_username,
-            token=settings.sms_gateway_token.get_secret_value() if settings.sms_gateway_token else None,
-            timeout_s=settings.webhook_timeout_seconds)
-    elif "sms" in used:
-        logger.warning("SMS notifications are off: CHURNWATCH_SMS_GATEWAY_URL is not set "
-                       "(routes in %s ask for sms)", routing.source)
+def build_channels(settings: Settings, routing: Routing, redis: Any, keys: Keys
+                   ) -> dict[str, Channel]:
+    """The configured channels (services/notifier/channels/registry.py); each one the routing
+    asks for but is not configured is logged once (its deliveries are then left out, not
+    failed)."""
+    used = set(routing.used_channels) | set(routing.policies.escalation_channels)
+    built = registry.Built(settings=settings, redis=redis, keys=keys, used=used)
+    channels: dict[str, Channel] = {}
+    for spec in registry.specs():
+        channel = spec.build(built)
+        if channel is not None:
+            channels[spec.name] = channel
+        elif spec.name in routing.used_channels and spec.off:
+            logger.warning("%s notifications are off: %s (routes in %s ask for %s)",
+                           spec.name, spec.off, routing.source, spec.name)
     return channels
 
 
@@ -185,15 +170,12 @@ class Notifier:
             logger.warning("CHURNWATCH_PUBLIC_URL is not set: the acknowledge links in alerts "
                            "point at %s, which staff outside this host cannot reach; set it "
                            "to where staff reach the API", settings.api_public_url)
-        self.channels = build_channels(settings, self.routing)
         self.redis = make_redis(settings)
         self.keys = Keys(settings.redis_prefix)
+        self.channels = build_channels(settings, self.routing, self.redis, self.keys)
         self._ledger_key: bytes | None = None  # the pseudonym key (erasure ledger digests)
         # (topic, partition, offset) -> planning attempts that failed with a bug (not input)
         self._plan_failures: dict[tuple[str, int, int], int] = {}
-        if "in_app" in self.routing.used_channels | set(self.routing.policies.escalation_channels):
-            self.channels["in_app"] = InAppChannel(self.redis, self.keys,
-                                                   retention=settings.retention)
         policies = self.routing.policies
         lease_s = 2 * max(settings.webhook_timeout_seconds, settings.smtp_timeout_seconds) + 10
         self.ledger = Ledger(self.redis, self.keys, lease_ms=int(lease_s * 1000),

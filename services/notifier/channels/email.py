@@ -17,6 +17,7 @@ import aiosmtplib
 from services.common.exceptions import DeliveryError
 from services.common.logs import mask_email
 from services.notifier.channels.base import ChannelName, Message
+from services.notifier.channels.registry import Built, ChannelSpec
 
 SMTP_TIMEOUT_S = 30.0
 _ADDRESS = re.compile(r"[^\s<>@,;:'\"]+@[^\s<>@,;:'\"]+")
@@ -95,3 +96,19 @@ class EmailChannel:
 
     async def aclose(self) -> None:
         return None
+
+
+def _build(b: Built) -> EmailChannel | None:
+    s = b.settings
+    if not s.smtp_host:
+        return None
+    return EmailChannel(
+        host=s.smtp_host, port=s.smtp_port, security=s.smtp_security, sender=s.smtp_from,
+        username=s.smtp_username,
+        password=s.smtp_password.get_secret_value() if s.smtp_password else None,
+        timeout_s=s.smtp_timeout_seconds, ca_file=str(s.smtp_ca_file) if s.smtp_ca_file else None)
+
+
+SPEC = ChannelSpec(name="email", order=10, audience="staff", push=True, long_form=True,
+                   target=lambda person: person.email, mask=mask_email, build=_build,
+                   off="CHURNWATCH_SMTP_HOST is not set")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -19,6 +20,10 @@ from services.common.exceptions import DeliveryError
 from services.common.redisconn import Keys
 from services.common.settings import DEFAULT_RETENTION, Retention
 from services.notifier.channels.base import ChannelName, Message
+from services.notifier.channels.registry import Built, ChannelSpec
+
+if TYPE_CHECKING:
+    from services.notifier.routing import Recipient
 
 INBOX_MAX = DEFAULT_RETENTION.inbox_max  # CHURNWATCH_INBOX_MAX_ENTRIES
 INBOX_TTL_S = DEFAULT_RETENTION.inbox_ttl_s  # CHURNWATCH_INBOX_DAYS
@@ -73,3 +78,22 @@ class InAppChannel:
 
     async def aclose(self) -> None:
         return None
+
+
+def _target(person: Recipient) -> str | None:
+    """A staff member with a profile has a console identity (their staff id); nobody else."""
+    if person.key.startswith("staff:") and person.role != "customer":
+        return person.key.split(":", 2)[2]
+    return None
+
+
+def _build(b: Built) -> InAppChannel | None:
+    # only when the routing file (or its escalation policy) sends in-app alerts
+    if "in_app" not in b.used:
+        return None
+    return InAppChannel(b.redis, b.keys, retention=b.settings.retention)
+
+
+SPEC = ChannelSpec(name="in_app", order=30, audience="staff", push=False, long_form=True,
+                   target=_target, mask=lambda staff_id: f"console:{staff_id}",  # no contact data
+                   build=_build)

@@ -13,8 +13,10 @@ from typing import Literal
 
 import httpx
 
+from services.common.logs import mask_phone
 from services.notifier.channels.base import ChannelName, Message
 from services.notifier.channels.httpstatus import check_response, transport_error
+from services.notifier.channels.registry import Built, ChannelSpec
 from services.notifier.signing import sign
 
 SIGNATURE_HEADER = "X-Churnwatch-Signature"
@@ -56,3 +58,19 @@ class SmsChannel:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _build(b: Built) -> SmsChannel | None:
+    s = b.settings
+    if not s.sms_gateway_url:
+        return None
+    return SmsChannel(
+        url=s.sms_gateway_url, style=s.sms_gateway_style, sender=s.sms_sender,
+        username=s.sms_gateway_username,
+        token=s.sms_gateway_token.get_secret_value() if s.sms_gateway_token else None,
+        timeout_s=s.webhook_timeout_seconds)
+
+
+SPEC = ChannelSpec(name="sms", order=20, audience="staff", push=True, long_form=False,
+                   target=lambda person: person.phone, mask=mask_phone, build=_build,
+                   off="CHURNWATCH_SMS_GATEWAY_URL is not set")

@@ -20,6 +20,7 @@ from services.common.exceptions import DeliveryError
 from services.common.riskchange import CONTENT_TYPE
 from services.notifier.channels.base import ChannelName, Message
 from services.notifier.channels.httpstatus import check_response, transport_error
+from services.notifier.channels.registry import Built, ChannelSpec
 from services.notifier.signing import DELIVERY_HEADER, SIGNATURE_HEADER, sign
 
 USER_AGENT = "churnwatch-notifier/1"
@@ -111,3 +112,13 @@ def checked_transport(resolve: Resolver) -> httpx.AsyncHTTPTransport:
                            "cannot be installed (see services/notifier/channels/webhook.py)")
     pool._network_backend = CheckedBackend(resolve)  # noqa: SLF001
     return transport
+
+
+def _build(b: Built) -> WebhookChannel:
+    return WebhookChannel(timeout_s=b.settings.webhook_timeout_seconds,
+                          allow_private=b.settings.webhook_allow_private)
+
+
+SPEC = ChannelSpec(name="webhook", order=40, audience="subscribers", push=False, long_form=False,
+                   target=lambda person: None,  # subscriptions, not people
+                   mask=display_url, build=_build)
