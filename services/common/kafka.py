@@ -17,6 +17,7 @@ from aiokafka.errors import (
     UnsupportedVersionError,
 )
 
+from services.common.retry import TRANSIENT, Backoff
 from services.common.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -172,15 +173,16 @@ async def ensure_topics(settings: Settings, names: Iterable[str] | None = None,
                                 request_timeout_ms=settings.kafka_request_timeout_ms,
                                 **security_options(settings))  # type: ignore[arg-type]
     deadline = asyncio.get_running_loop().time() + timeout
+    backoff = Backoff(0.25, 2.0)  # the services' retry policy (services/common/retry.py)
     while True:
         try:
             await admin.start()
             break
-        except Exception as exc:
+        except TRANSIENT as exc:  # anything else (a bad address, a bug) fails at once
             if asyncio.get_running_loop().time() > deadline:
                 raise
             logger.info("waiting for the broker at %s: %s", settings.kafka_bootstrap, exc)
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(backoff.next())
     try:
         existing = set(await admin.list_topics())
         missing = [n for n in names if n not in existing]

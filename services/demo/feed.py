@@ -44,6 +44,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from services.common.retry import Backoff
 from services.common.timefmt import rfc3339
 from services.demo.people import seed_people
 from services.synth.generator import SynthCustomer, generate
@@ -397,7 +398,7 @@ class _Poster:
         """Post one batch until it is accepted, refused as invalid, or the feed stops."""
         if not batch:
             return True
-        delay, failures, other = BACKOFF_FIRST, 0, 0
+        backoff, failures, other = Backoff(BACKOFF_FIRST, BACKOFF_MAX), 0, 0
         while not self.stop.is_set():
             problem: str
             try:
@@ -435,12 +436,12 @@ class _Poster:
                         return False
             failures += 1
             self.stats.retries += 1
+            delay = backoff.next()
             log = self.log.warning if failures == 1 or failures % 10 == 0 else self.log.debug
             log("demo feed: %s; retrying the same %d events in %.2f s (attempt %d)",
                 problem, len(batch), delay, failures + 1)
             if await self.sleep(delay):
                 return False
-            delay = min(delay * 2, BACKOFF_MAX)
         return False
 
     def _log_invalid(self, resp: httpx.Response, batch: list[Event]) -> None:

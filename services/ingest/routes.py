@@ -13,7 +13,6 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
-from redis.exceptions import RedisError
 
 from services.common.events import (
     STORE_BOUND_HEADER,
@@ -24,6 +23,7 @@ from services.common.events import (
     parse_json,
 )
 from services.common.exceptions import BrokerUnavailable
+from services.common.retry import TRANSIENT, Backoff
 from services.ingest.intake import OFFLOAD_BYTES, OFFLOAD_EVENTS, validate_batch
 from services.ingest.metrics import IngestMetrics
 from services.web.deps import IngestKey, Res, Resources
@@ -233,7 +233,7 @@ async def _flush_count(res: Resources, ing: IngestState) -> bool:
             pipe.hincrby(res.keys.tenant_stats(tenant), "events_accepted_total", n)
         await pipe.execute()
         return True
-    except (RedisError, OSError, TimeoutError) as exc:  # the events are stored; only the counter is behind
+    except TRANSIENT as exc:  # the events are stored; only the counter is behind
         for tenant, n in pending.items():
             ing.uncounted_accepted[tenant] = ing.uncounted_accepted.get(tenant, 0) + n
         logger.warning("cannot count accepted events in Redis (%d kept to add later): %s",
@@ -242,12 +242,11 @@ async def _flush_count(res: Resources, ing: IngestState) -> bool:
 
 
 async def _retry_count(res: Resources, ing: IngestState) -> None:
-    delay = 0.5
+    backoff = Backoff(0.5, 5.0)  # the services' retry policy (services/common/retry.py)
     while ing.uncounted_accepted:
-        await asyncio.sleep(delay)
+        await asyncio.sleep(backoff.next())
         if await _flush_count(res, ing):
             return
-        delay = min(delay * 2, 5.0)
 
 
 def document(spec: dict[str, Any]) -> dict[str, Any]:

@@ -32,11 +32,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from redis.exceptions import BusyLoadingError, ClusterDownError, TryAgainError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.common import jsonfast, pseudonym
 from services.common.envelope import Item, dead_letter_value, is_envelope
@@ -44,6 +40,7 @@ from services.common.envelope import decode as decode_envelope
 from services.common.events import STORE_BOUND_HEADER, TENANT_HEADER, parse_json, validate_event
 from services.common.holdout import in_holdout
 from services.common.redisconn import DEFAULT_TENANT, Keys, parse_customer_token
+from services.common.retry import Backoff, is_transient
 from services.common.riskchange import (
     CONTENT_TYPE,
     TIERS,
@@ -72,10 +69,6 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 RETRY_STEPS = ("read", "claim", "write", "index", "commit", "publish", "dead_letter", "erase",
                "sweep", "load", "clock", "rescore")
-# Errors of the infrastructure, which go away: retried quietly (see Processor._retry).
-TRANSIENT: tuple[type[BaseException], ...] = (
-    RedisConnectionError, RedisTimeoutError, BusyLoadingError, TryAgainError, ClusterDownError,
-    KafkaError, OSError, TimeoutError)
 DEAD_LETTER_REASONS = ("malformed_json", "malformed_envelope", "invalid_event",
                        "tombstone_without_key")
 # The scorer checks the API's time bounds again with this slack, so that an event the API
@@ -1061,7 +1054,7 @@ class Processor:
         minute) and counted in ``churnwatch_scorer_unexpected_errors_total{step}``, which the
         ``ChurnwatchScorerStuck`` alert watches, and the worker's readiness probe fails
         (``stuck``) until the step succeeds. Before, a partition stalled silently."""
-        delay = 0.1
+        backoff = Backoff(0.1, 5.0)  # the services' retry policy (services/common/retry.py)
         said = 0.0
         while True:
             try:
@@ -1074,7 +1067,8 @@ class Processor:
                 raise
             except Exception as exc:
                 self.metrics.retries.labels(step).inc()
-                if isinstance(exc, TRANSIENT):
+                delay = backoff.next()
+                if is_transient(exc):
                     logger.warning("%s failed (%s: %s); retrying in %.1f s", step,
                                    type(exc).__name__, exc, delay)
                 else:
@@ -1086,7 +1080,6 @@ class Processor:
                                      "the batch waits until the cause is fixed; retrying",
                                      step, type(exc).__name__, exc, exc_info=True)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
 
 
 __all__ = ["Processor", "Record", "ScorerMetrics"]

@@ -27,9 +27,10 @@ from services.common.kafka import faust_credentials, start_producer
 from services.common.logs import setup_logging
 from services.common.pseudonym import install_key
 from services.common.redisconn import make_redis
+from services.common.retry import TRANSIENT
 from services.common.runtime import tune_gc
 from services.common.settings import Settings
-from services.scorer.processor import TRANSIENT, Processor, Record
+from services.scorer.processor import Processor, Record
 from services.scorer.quality import QualityMetrics, QualityTracker
 from services.scorer.transport import transport_app
 from services.scoring import valuebounds

@@ -20,7 +20,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from services.common.riskchange import Reason, SuggestedAction
+from services.common.riskchange import TIER_RANK, Reason, SuggestedAction
+from services.common.timefmt import rfc3339
 from services.scoring.features import Activity, compute_features
 from services.scoring.lifecycle import (
     DEFAULT_HORIZON_DAYS,
@@ -102,7 +103,7 @@ class Assessment:
             "value_tier": self.value_tier,
             "lifecycle_stage": self.lifecycle_stage,
             "model_version": self.model_version,
-            "as_of": self.as_of.isoformat().replace("+00:00", "Z"),
+            "as_of": rfc3339(self.as_of),
             **({} if self.shadow is None else {"shadow": {
                 "model_version": self.shadow[0], "score": round(self.shadow[1], 6),
                 "tier": self.shadow[2]}}),
@@ -281,7 +282,7 @@ class Engine:
                       weight=0.0)
 
 
-_RANK = {"low": 0, "medium": 1, "high": 2}
+_RANK = TIER_RANK
 _ZH_TIER = {"low": "低", "medium": "中", "high": "高"}
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import spearmanr
 
-TIERS = ("low", "medium", "high")
+from services.common.riskchange import TIERS
 
 
 def compare(rows: Iterable[tuple[float, str, float, str]]) -> dict[str, Any]:

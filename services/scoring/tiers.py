@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.common.riskchange import TIER_RANK
 from services.common.settings import Settings
 
 
@@ -42,7 +43,7 @@ def decide_tier(previous: str | None, since_ms: int | None, score: float, now_ms
         target = "high" if score >= t.high_enter else ("medium" if score >= t.medium_exit else "low")
     else:
         target = plain_tier(score, t)
-    rank = {"low": 0, "medium": 1, "high": 2}
+    rank = TIER_RANK
     if (rank[target] < rank[previous] and since_ms is not None
             and now_ms - since_ms < t.min_dwell_ms):
         return previous

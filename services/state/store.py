@@ -49,6 +49,7 @@ from redis.asyncio.cluster import ClusterPipeline
 
 from services.common import jsonfast
 from services.common.redisconn import DEFAULT_TENANT, Keys, customer_token, is_cluster
+from services.common.riskchange import TIERS
 from services.common.settings import Settings
 from services.scoring.features import DAY_MS, FEATURE_NAMES, FEATURE_SCHEMA_VERSION, Activity
 from services.scoring.summary import Summary
@@ -56,7 +57,6 @@ from services.scoring.summary import Summary
 Ref = tuple[str, str]
 """A customer as the state store knows them: ``(tenant, customer_id)``."""
 
-TIERS = ("low", "medium", "high")
 
 # One customer's write. KEYS: state hash, timeline list, summary, risk snapshot (one hash tag:
 # one slot). ARGV: expected version ("" for a customer without state), timeline entries (JSON,

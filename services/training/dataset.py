@@ -17,13 +17,14 @@ from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
 
 from services.common.events import epoch_ms, parse_json, validate_event
+from services.common.timefmt import utc_from_epoch_s
 from services.scoring.activity import activity_from_event
 from services.scoring.features import DAY_MS, FEATURE_NAMES, WINDOWS, Activity, compute_features
 from services.scoring.summary import Summary
@@ -42,7 +43,7 @@ MAX_INVALID_EXAMPLES = 20
 
 
 def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+    return utc_from_epoch_s(ms / 1000)
 
 
 @dataclass(frozen=True)
