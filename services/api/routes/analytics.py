@@ -52,6 +52,16 @@ async def _population(res: Res, key: ApiKey, store: str | None) -> population.Po
     return await res.cache.get(cache_key, load)  # type: ignore[no-any-return]
 
 
+async def _scope(res: Res, key: ApiKey, definition: DefinitionKind | None, days: int | None,
+                 multiple: float | None, store: str | None
+                 ) -> tuple[Definition, population.Population, int]:
+    """What a churn report is about: the definition, the key's (or one store's) customers and
+    the tenant's now."""
+    d = _definition(res, definition, days, multiple)
+    pop = await _population(res, key, scoped_store(key, store))
+    return d, pop, await now_ms(res.settings, res.redis, res.keys, key.tenant)
+
+
 def scoped_store(key: ApiKey, store: str | None) -> str | None:
     """The one store asked for (checked against the key); None: all of the key's stores."""
     return store_for_list(key, store) if store is not None else None
@@ -67,9 +77,7 @@ async def get_churn(request: Request, res: Res, key: ReadKey, period: Period = "
                     definition: DefinitionKind | None = None, days: Days = None,
                     multiple: Multiple = None, store: StoreFilter = None,
                     format: Format = None) -> Any:
-    d = _definition(res, definition, days, multiple)
-    pop = await _population(res, key, scoped_store(key, store))
-    now = await now_ms(res.settings, res.redis, res.keys, key.tenant)
+    d, pop, now = await _scope(res, key, definition, days, multiple, store)
     rows = churn.churn_table(pop, d, period=period, count=periods, by=by, now_ms=now)
     if wants_csv(request, format):
         return csv_response(rows, "churn")
@@ -86,9 +94,7 @@ async def get_features(request: Request, res: Res, key: ReadKey,
                        definition: DefinitionKind | None = None, days: Days = None,
                        multiple: Multiple = None, store: StoreFilter = None,
                        format: Format = None) -> Any:
-    d = _definition(res, definition, days, multiple)
-    pop = await _population(res, key, scoped_store(key, store))
-    now = await now_ms(res.settings, res.redis, res.keys, key.tenant)
+    d, pop, now = await _scope(res, key, definition, days, multiple, store)
     body = churn.feature_comparison(pop, d, now_ms=now)
     if wants_csv(request, format):
         return csv_response(body["features"], "features")
