@@ -46,7 +46,8 @@ tools: ## Install the Debian packages the tests use (prometheus, chromium, chrom
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip "setuptools>=78.1.1"  # older: CVE-2022-40897, CVE-2024-6345, CVE-2025-47273
-	$(BIN)/python -m pip install --quiet -e '.[embedded,dev]' -c requirements.lock
+	@# setuptools's "Editable installation" notice is informational (it names no problem): not printed
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install --quiet -e '.[embedded,dev]' -c requirements.lock
 	@touch $(STAMP)
 
 run: $(STAMP) ## Start the embedded stack with a demo POS feed (DEMO=0: without the feed)
