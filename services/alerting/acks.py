@@ -100,7 +100,12 @@ async def record_alert(redis: Redis, keys: Keys, alert_id: str, *, tenant: str,
     _check(alert_id)
     value = json.dumps({"customer_id": customer_id, "store_id": store_id,
                         "at": time.time() if now is None else now})
-    await redis.set(keys.alert(alert_id, tenant), value, nx=True, ex=ttl_s)
+    mine = keys.customer_alerts(customer_id, tenant)  # erasure finds the record through it
+    pipe = redis.pipeline(transaction=False)  # single-key commands: cluster-safe
+    pipe.set(keys.alert(alert_id, tenant), value, nx=True, ex=ttl_s)
+    pipe.sadd(mine, alert_id)
+    pipe.expire(mine, ttl_s)
+    await pipe.execute()
 
 
 async def get_alert(redis: Redis, keys: Keys, alert_id: str, tenant: str = "default"

@@ -130,9 +130,9 @@ async def get_many(redis: Redis, keys: list[str]) -> list[Any]:
 
 DEFAULT_TENANT = "default"
 # st: state (small fields only), sm: summary of events, rk: risk snapshot, pf: profile, dl:
-# delivery log, tl: timeline, ac: staff actions; ev and ed held raw events before the summary
-# (erasure still deletes them).
-CUSTOMER_KEY_SUFFIXES = ("ev", "ed", "st", "sm", "rk", "pf", "dl", "tl", "ac")
+# delivery log, tl: timeline, ac: staff actions, al: ids of the alerts sent about them; ev and
+# ed held raw events before the summary (erasure still deletes them).
+CUSTOMER_KEY_SUFFIXES = ("ev", "ed", "st", "sm", "rk", "pf", "dl", "tl", "ac", "al")
 
 
 def _tag(value: str) -> str:
@@ -394,6 +394,11 @@ class Keys:
 
     def delivery_log(self, customer_id: str, tenant: str = DEFAULT_TENANT) -> str:
         return f"{self.customer_base(customer_id, tenant)}:dl"
+
+    def customer_alerts(self, customer_id: str, tenant: str = DEFAULT_TENANT) -> str:
+        """Set of the ids of the alerts sent about the customer (``alert`` records, their
+        ``ack``): erasure deletes those records too."""
+        return f"{self.customer_base(customer_id, tenant)}:al"
 
     # notifier -----------------------------------------------------------------------
     def ack(self, alert_id: str, tenant: str = DEFAULT_TENANT) -> str:

@@ -746,12 +746,14 @@ async def load_customers(redis: Redis, keys: Keys, refs: Iterable[Ref]
 async def erase_customer(redis: Redis, keys: Keys, customer_id: str, *,
                          tenant: str = DEFAULT_TENANT, partitions: int) -> None:
     """Forget a customer: every key under their hash tag (summary, state, profile, delivery
-    log, timeline, actions), their index entries, their alerts in the staff's in-app lists
+    log, timeline, actions, alert ids), their index entries, the records and
+    acknowledgements of the alerts sent about them, their alerts in the staff's in-app lists
     and their pending model-quality samples (single-key commands: cluster-safe)."""
     read = redis.pipeline(transaction=False)
     read.hget(keys.state(customer_id, tenant), "store")
     read.hkeys(keys.actions(customer_id, tenant))
-    raw, action_ids = await read.execute()
+    read.smembers(keys.customer_alerts(customer_id, tenant))
+    raw, action_ids, alert_ids = await read.execute()
     store = str(raw) if raw else None
     token = customer_token(customer_id, tenant)
     pipe = redis.pipeline(transaction=False)
@@ -765,6 +767,9 @@ async def erase_customer(redis: Redis, keys: Keys, customer_id: str, *,
         pipe.zrem(keys.tier_index(tier, tenant), token)
         if store:
             pipe.zrem(keys.tier_index(tier, tenant, store), token)
+    for alert_id in sorted(str(a) for a in alert_ids):  # the alert records and their acks
+        pipe.delete(keys.alert(alert_id, tenant))
+        pipe.delete(keys.ack(alert_id, tenant))
     for key in keys.customer_all(customer_id, tenant):
         pipe.delete(key)
     await pipe.execute()

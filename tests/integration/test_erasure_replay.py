@@ -118,7 +118,7 @@ async def test_an_erased_customer_stays_erased_when_the_topic_is_replayed(settin
 async def test_erasure_removes_the_customers_alerts_from_every_staff_inbox(settings_factory) -> None:
     """The console's in-app alert lists (one per staff member) lose the erased customer's
     entries and keep everyone else's; so do the model-quality cohorts (a pending sample is
-    kept under the customer token)."""
+    kept under the customer token) and the alert records and acknowledgements."""
     from services.notifier.channels.base import Message
     from services.notifier.channels.in_app import InAppChannel
     from services.state.store import erase_customer
@@ -137,7 +137,12 @@ async def test_erasure_removes_the_customers_alerts_from_every_staff_inbox(setti
         await channel.send(Message(delivery_id="d-9", channel="in_app", event_id="e-9",
                                    customer_id="alice", to="ana", event=b"{}", tenant="t2",
                                    kind="alert"))  # another tenant's alice is someone else
+        from services.alerting.acks import acknowledge, record_alert
         from services.common.redisconn import customer_token
+        for alert_id, customer in (("a-alice", "alice"), ("a-bob", "bob")):
+            await record_alert(redis, keys, alert_id, tenant="t1", customer_id=customer,
+                               store_id="s1")
+            await acknowledge(redis, keys, alert_id, "Ana", tenant="t1")
         cohort = keys.quality_cohort("m-1", 20_000)
         await redis.zadd(keys.quality_cohorts, {"m-1|20000|90": 20_000})
         await redis.hset(cohort, mapping={customer_token("alice", "t1"): "[0.5]",
@@ -145,6 +150,9 @@ async def test_erasure_removes_the_customers_alerts_from_every_staff_inbox(setti
         await erase_customer(redis, keys, "alice", tenant="t1",
                              partitions=settings.topic_partitions)
         assert sorted(await redis.hkeys(cohort)) == sorted([customer_token("bob", "t1"), "~abc"])
+        # the alert sent about her and its acknowledgement are gone; bob's stay
+        assert not await redis.exists(keys.alert("a-alice", "t1"), keys.ack("a-alice", "t1"))
+        assert await redis.exists(keys.alert("a-bob", "t1"), keys.ack("a-bob", "t1")) == 2
         left = {who: sorted(json.loads(v)["customer_id"]
                             for v in (await redis.hgetall(keys.inbox(who, "t1"))).values())
                 for who in ("ana", "ben")}
