@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 SETTLE_BATCH = 50
 
 Deliver = Callable[[Message], Awaitable[None]]
+# (customer id, tenant, ms the change was published) -> the customer was erased since
+Erased = Callable[[str, str, int], Awaitable[bool]]
 
 
 def pair(message: Message) -> str:
@@ -69,8 +71,10 @@ class SettleQueue:
 
     async def run_due(self, *, now_ms: int, deliver: Deliver,
                       held_back: Callable[[int], None] | None = None,
-                      dropped: Callable[[str], Awaitable[None]] | None = None) -> int:
-        """Release every due entry; returns how many messages went out."""
+                      dropped: Callable[[str], Awaitable[None]] | None = None,
+                      erased: Erased | None = None) -> int:
+        """Release every due entry; returns how many messages went out. An entry about a
+        customer erased while it waited (``erased``) is dropped unsent."""
         ids = [str(i) for i in await self.redis.zrangebyscore(
             self.queue, "-inf", now_ms, start=0, num=SETTLE_BATCH)]
         done = 0
@@ -82,6 +86,13 @@ class SettleQueue:
             except (ValueError, KeyError, TypeError) as exc:
                 logger.error("settle entry %s is unreadable (%s); dropped", alert_id, exc)
                 entry, messages = None, []
+            if entry is not None and messages and erased is not None and await erased(
+                    entry["customer"], entry["tenant"], min(m.created_ms for m in messages)):
+                logger.info("alert %s: the customer was erased while it waited; not sent",
+                            alert_id, extra={"event_id": alert_id})
+                entry, messages = None, []
+                if dropped is not None:
+                    await dropped(alert_id)
             if entry is not None and messages:
                 sent, back = await self.release(
                     alert_id, customer_id=entry["customer"], tenant=entry["tenant"],

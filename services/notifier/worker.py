@@ -371,8 +371,7 @@ class Notifier:
                            self.settings.topic_notifications_dlq, exc, extra=where)
             return
         self.metrics.consumed.inc()
-        if await self._erased_after(event, _created_ms(record)):
-            self.metrics.suppressed.labels(reason="erased").inc()
+        if await self._erased_after(event, _created_ms(record)):  # counted as suppressed
             logger.info("risk change %s is about a customer erased after it was published: "
                         "ignored", event.id, extra=where | {"event_id": event.id,
                                                             "customer_id": event.change.customer_id,
@@ -429,12 +428,18 @@ class Notifier:
     async def _erased_after(self, event: RiskChangeEvent, created_ms: int) -> bool:
         """The customer was erased after this change was published (the scorer's erasure
         ledger, ``Keys.erased``): a replay or a backlog must not alert about them again."""
+        return await self._erased_since(event.change.customer_id, event.change.tenant_id,
+                                        created_ms)
+
+    async def _erased_since(self, customer_id: str, tenant: str, created_ms: int) -> bool:
         if self._ledger_key is None:
             self._ledger_key = await pseudonym.load_key(self.settings, self.redis)
-        tenant = event.change.tenant_id
-        digest = pseudonym.pseudonym(self._ledger_key, tenant, event.change.customer_id)
+        digest = pseudonym.pseudonym(self._ledger_key, tenant, customer_id)
         at = await erased_at(self.redis, self.keys, tenant, digest)
-        return at is not None and created_ms < at
+        erased = at is not None and created_ms < at
+        if erased:
+            self.metrics.suppressed.labels(reason="erased").inc()
+        return erased
 
     async def _delivered(self, message: Message) -> None:
         """An alert reached its recipient: its acknowledgement window starts now."""
@@ -477,7 +482,7 @@ class Notifier:
                                                         deliver=self.deliverer.deliver_new)),
             ("settle", lambda now: self.settle.run_due(
                 now_ms=now, deliver=self.deliverer.deliver_new, held_back=self._held_back,
-                dropped=esc.forget if esc is not None else None)),
+                dropped=esc.forget if esc is not None else None, erased=self._erased_since)),
             ("summaries", lambda now: self.summaries.flush(
                 now_ms=now, plan=self.planner.summary_messages, deliver=self.deliverer.deliver_new)),
             *([("escalations", lambda now: esc.run_due(now_ms=now, escalate=self._escalate))]

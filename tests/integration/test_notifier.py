@@ -473,3 +473,45 @@ async def test_a_planning_bug_is_loud_retried_then_dead_letters_only_its_record(
     assert dict(dead.headers).get("reason", b"").decode().startswith(
         f"planning failed {PLAN_ATTEMPTS} times: TypeError")
     assert [json.loads(body)["id"] for _, body in hook.requests] == [ok_id]
+
+
+async def test_an_alert_held_in_the_settle_window_is_not_sent_once_its_customer_is_erased(
+        fast: Settings, redis: Redis) -> None:
+    """A staff alert waiting out the settle window when its customer is erased is dropped
+    unsent (counted as suppressed, reason erased); another customer's goes out."""
+    from services.common import pseudonym
+    from services.notifier.channels.base import Message
+    from services.notifier.worker import Notifier
+    from services.state.store import StateStore
+
+    registry = CollectorRegistry()
+    notifier = Notifier(fast, registry=registry)
+    keys = Keys(fast.redis_prefix)
+    now = int(time.time() * 1000)
+    for customer in ("alice", "bob"):
+        change = risk_change(customer, previous="low", tier="high", cause_event=f"e-{customer}")
+        await notifier.episodes.decide(change, f"alert-{customer}", now_ms=now - 5_000)
+        await notifier.settle.hold(
+            f"alert-{customer}", customer_id=customer, tenant="default", tier="high",
+            messages=[Message(delivery_id=f"d-{customer}", channel="email",
+                              event_id=f"alert-{customer}", customer_id=customer,
+                              to=f"owner-{customer}@example.com", event=b"{}",
+                              recipient_key=f"staff:default:{customer}-owner", kind="alert",
+                              created_ms=now - 5_000)],
+            now_ms=now - 200_000)
+    key = await pseudonym.load_key(fast, redis)
+    await StateStore.from_settings(redis, fast).record_erasure(
+        "default", pseudonym.pseudonym(key, "default", "alice"), 0, 7, at_ms=now - 1_000,
+        keep_ms=3_600_000)
+    sent: list[Message] = []
+
+    async def deliver(m: Message) -> None:
+        sent.append(m)
+    try:
+        await notifier.settle.run_due(now_ms=now, deliver=deliver,
+                                      erased=notifier._erased_since)
+    finally:
+        await notifier.redis.aclose()
+    assert [m.customer_id for m in sent] == ["bob"]
+    assert metric(registry, "churnwatch_notifier_suppressed_total", reason="erased") == 1
+    assert not await redis.zcard(keys.settle_queue)  # both entries done
