@@ -129,6 +129,21 @@ async def get_many(redis: Redis, keys: list[str]) -> list[Any]:
 
 
 DEFAULT_TENANT = "default"
+
+
+def cohort_member(version: str, day: int, horizon_days: int) -> str:
+    """A member of ``Keys.quality_cohorts``: ``<version>|<day>|<horizon days>``."""
+    return f"{version}|{day}|{horizon_days}"
+
+
+def parse_cohort_member(member: str) -> tuple[str, int, int] | None:
+    """(version, day, horizon days) of a ``Keys.quality_cohorts`` member; None if unreadable."""
+    rest, _, horizon = member.rpartition("|")
+    version, _, day = rest.rpartition("|")
+    try:
+        return version, int(day), int(horizon)
+    except ValueError:
+        return None
 # st: state (small fields only), sm: summary of events, rk: risk snapshot, pf: profile, dl:
 # delivery log, tl: timeline, ac: staff actions, al: ids of the alerts sent about them; ev and
 # ed held raw events before the summary (erasure still deletes them).

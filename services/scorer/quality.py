@@ -41,7 +41,14 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge
 
-from services.common.redisconn import DEFAULT_TENANT, Keys, customer_token, parse_customer_token
+from services.common.redisconn import (
+    DEFAULT_TENANT,
+    Keys,
+    cohort_member,
+    customer_token,
+    parse_cohort_member,
+    parse_customer_token,
+)
 from services.common.settings import Settings
 from services.scoring import drift
 from services.scoring.features import DAY_MS
@@ -106,16 +113,12 @@ class Cohort:
 
     @property
     def member(self) -> str:
-        return f"{self.version}|{self.day}|{self.horizon_days}"
+        return cohort_member(self.version, self.day, self.horizon_days)
 
     @classmethod
     def parse(cls, member: str) -> Cohort | None:
-        version, _, rest = member.rpartition("|")
-        version, _, day = version.rpartition("|")
-        try:
-            return cls(version, int(day), int(rest))
-        except ValueError:
-            return None
+        parsed = parse_cohort_member(member)
+        return None if parsed is None else cls(*parsed)
 
 
 def labelled_field(token: str) -> str:

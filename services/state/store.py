@@ -48,7 +48,13 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterPipeline
 
 from services.common import jsonfast
-from services.common.redisconn import DEFAULT_TENANT, Keys, customer_token, is_cluster
+from services.common.redisconn import (
+    DEFAULT_TENANT,
+    Keys,
+    customer_token,
+    is_cluster,
+    parse_cohort_member,
+)
 from services.common.riskchange import TIERS
 from services.common.settings import Settings
 from services.scoring.features import DAY_MS, FEATURE_NAMES, FEATURE_SCHEMA_VERSION, Activity
@@ -784,10 +790,9 @@ async def _erase_quality_samples(redis: Redis, keys: Keys, token: str) -> None:
     members = await redis.zrange(keys.quality_cohorts, 0, -1)
     pipe = redis.pipeline(transaction=False)
     for member in members:
-        parts = str(member).rsplit("|", 2)  # <version>|<day>|<horizon days>
-        version, day = parts[0], parts[1] if len(parts) == 3 else ""
-        if day.lstrip("-").isdigit():
-            pipe.hdel(keys.quality_cohort(version, int(day)), token)
+        parsed = parse_cohort_member(str(member))
+        if parsed is not None:
+            pipe.hdel(keys.quality_cohort(parsed[0], parsed[1]), token)
     if len(pipe):
         await pipe.execute()
 
