@@ -101,6 +101,11 @@ class Child:
         return "\n".join("      | " + line[:300] for line in lines)
 
 
+def _scorer_names(n: int) -> list[str]:
+    """The scorer children's names (and log files): ``scorer``, then ``scorer-2`` ..."""
+    return ["scorer", *(f"scorer-{i}" for i in range(2, n + 1))]
+
+
 class Stack:
     def __init__(self, settings: Settings, *, demo: bool):
         self.settings = settings
@@ -158,6 +163,15 @@ class Stack:
                     overrides[name] = value
         api_port = free_port(s.api_port)
         scorer_port = free_port(s.scorer_metrics_port)
+        # more scorer processes: one metrics/health port each (the first is the setting's)
+        scorer_ports = [scorer_port]
+        while len(scorer_ports) < s.scorer_processes:
+            if (port := free_port(0)) not in (api_port, *scorer_ports):
+                scorer_ports.append(port)
+        if s.scorer_processes > s.topic_partitions:
+            _say(f"warning: {s.scorer_processes} scorer processes for {s.topic_partitions} events "
+                 f"partitions: {s.scorer_processes - s.topic_partitions} will have nothing to do "
+                 "(raise CHURNWATCH_TOPIC_PARTITIONS)")
         notifier_port = free_port(s.notifier_metrics_port)
         overrides.update(api_port=api_port, scorer_metrics_port=scorer_port,
                          notifier_metrics_port=notifier_port, api_host="127.0.0.1")
@@ -183,7 +197,9 @@ class Stack:
                 self.env, logs / "sinks.log"))
         self.children += [
             Child("api", ["api"], self.env, logs / "api.log", f"{base}:{api_port}/health"),
-            Child("scorer", ["scorer"], self.env, logs / "scorer.log", f"{base}:{scorer_port}/health"),
+            *(Child(name, ["scorer"], {**self.env, "CHURNWATCH_SCORER_METRICS_PORT": str(port)},
+                    logs / f"{name}.log", f"{base}:{port}/health")
+              for name, port in zip(_scorer_names(len(scorer_ports)), scorer_ports, strict=True)),
             Child("notifier", ["notifier"], self.env, logs / "notifier.log",
                   f"{base}:{notifier_port}/health"),
         ]
@@ -195,7 +211,8 @@ class Stack:
             "topics": {"events": s.topic_events, "risk_changes": s.topic_risk_changes,
                        "events_dlq": s.topic_events_dlq,
                        "notifications_dlq": s.topic_notifications_dlq},
-            "metrics_urls": [f"{base}:{api_port}/metrics", f"{base}:{scorer_port}/metrics",
+            "metrics_urls": [f"{base}:{api_port}/metrics",
+                             *(f"{base}:{port}/metrics" for port in scorer_ports),
                              f"{base}:{notifier_port}/metrics"],
             "clock": env_settings.clock,
             "auth": "enabled" if s.auth_enabled else "disabled",

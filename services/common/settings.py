@@ -204,6 +204,9 @@ class Settings(BaseSettings):
     # Scorer.
     scorer_group: str = "churnwatch-scorer"
     scorer_metrics_port: int = Field(default=9101, ge=0, le=65535)
+    # Scorer worker processes `churnwatch up` starts, in one consumer group: each takes a share
+    # of the events partitions (one process uses one core; more than the partitions idle).
+    scorer_processes: int = Field(default=1, ge=1, le=64)
     # Records per poll, and events per applied part of it (an envelope holds up to 500 events).
     scorer_batch_max: int = Field(default=1000, ge=1, le=100_000)
     scorer_batch_within_ms: int = Field(default=50, ge=1, le=60_000)

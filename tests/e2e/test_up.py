@@ -58,6 +58,8 @@ def stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[subp
     env.update(CHURNWATCH_HOME=str(home), CHURNWATCH_API_PORT="0",
                CHURNWATCH_SCORER_METRICS_PORT="0", CHURNWATCH_NOTIFIER_METRICS_PORT="0",
                CHURNWATCH_API_KEYS="ingest-secret-1:ingest,admin-secret-1:admin")
+    if not demo:  # scale-out as a deployment does it: two scorer processes, one group
+        env["CHURNWATCH_SCORER_PROCESSES"] = "2"
     out = open(tmp_path / "up.out", "wb")  # noqa: SIM115
     args = [sys.executable, "-m", "services.cli.main", "up"] + ([] if demo else ["--no-demo"])
     proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
@@ -80,9 +82,20 @@ def test_up_serves_the_contract_and_stops_cleanly(stack) -> None:
     proc, info, home = stack
     assert set(info) >= {"api_url", "kafka_bootstrap", "redis_url", "topics", "metrics_urls"}
     assert set(info["topics"]) >= {"events", "risk_changes"}
+    assert len(info["metrics_urls"]) == 4  # api, two scorers, notifier
     for url in info["metrics_urls"]:
         r = httpx.get(url, timeout=5)
         assert r.status_code == 200 and "# TYPE" in r.text
+    # the two scorers share the events partitions between them, each partition held once
+    # (the first may hold all four until the second's join rebalances the group)
+    deadline = time.monotonic() + 30
+    while True:
+        shares = [httpx.get(url.replace("/metrics", "/ready"), timeout=5).json()
+                  ["assigned_partitions"] for url in info["metrics_urls"][1:3]]
+        if all(shares) and sorted(shares[0] + shares[1]) == list(range(4)):
+            break
+        assert time.monotonic() < deadline, shares
+        time.sleep(0.2)
     api = info["api_url"]
     headers = {"Authorization": "Bearer admin-secret-1"}
     assert httpx.get(f"{api}/health").status_code == 200
@@ -102,11 +115,11 @@ def test_up_serves_the_contract_and_stops_cleanly(stack) -> None:
     assert status["events_accepted_total"] == len(events)
     assert httpx.delete(f"{api}/v1/customers/newcomer-1", headers=headers).status_code == 204
     assert httpx.get(f"{api}/v1/customers/newcomer-1/risk", headers=headers).status_code == 404
-    for name in ("api", "scorer", "notifier", "broker", "redis"):
+    for name in ("api", "scorer", "scorer-2", "notifier", "broker", "redis"):
         assert (home / "logs" / f"{name}.log").exists()
 
     family = descendants(proc.pid)
-    assert len(family) >= 6  # broker, redis, sinks, api, scorer, notifier
+    assert len(family) >= 7  # broker, redis, sinks, api, two scorers, notifier
     proc.send_signal(signal.SIGTERM)
     # Ctrl-C under `make run`: the group gets SIGTERM, then make forwards another to `up`,
     # which by then is shutting down; it must finish the shutdown, not die half-way
