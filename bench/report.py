@@ -71,6 +71,10 @@ def table(r: dict[str, Any]) -> str:
         if "scorer_envelopes_events_per_s" in s:
             ref.append(f"scorer alone, envelopes {_rate(s['scorer_envelopes_events_per_s'])} "
                        f"({s['scorer_envelopes_vs_trivial_faust']:.1f}× trivial Faust)")
+        if s.get("scorer_envelopes_processes_events_per_s"):
+            ref.append(f"{s['scorer_processes']} scorer processes (one per core), envelopes "
+                       f"{_rate(s['scorer_envelopes_processes_events_per_s'])} "
+                       f"({s['scorer_envelopes_processes_vs_trivial_faust']:.1f}× trivial Faust)")
         if ing.get("http_events_per_s"):
             ref.append(f"{e2e['events_per_s'] / ing['http_events_per_s']:.2f}× HTTP ingest")
         rows.append((f"End to end, POST → scored in Redis ({e2e['events']:,} events)",

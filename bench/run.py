@@ -37,7 +37,7 @@ from typing import Any
 import httpx
 
 from bench.output import RESULTS
-from services.common.embedded import start_broker, start_redis
+from services.common.embedded import free_port, start_broker, start_redis
 from services.common.kafka import ensure_topics, make_consumer, make_producer
 from services.common.redisconn import Keys, customer_token, make_redis
 from services.common.settings import Settings, load_settings
@@ -123,15 +123,21 @@ def trivial_faust(settings: Settings, n: int, workdir: Path) -> float:
 
 
 async def scorer_run(settings: Settings, n: int, workdir: Path, *, steady: bool = True,
-                     name: str = "scorer") -> dict[str, Any]:
+                     name: str = "scorer", processes: int = 1) -> dict[str, Any]:
+    """``processes``: scorer workers in the one group, as ``CHURNWATCH_SCORER_PROCESSES``
+    starts them (each its own metrics port); the rate counts from the first event any of
+    them committed, so the group's joining is included."""
     redis = make_redis(settings)
     keys = Keys(settings.redis_prefix)
     log_path = workdir / f"{name}.log"
-    log = await asyncio.to_thread(log_path.open, "wb")
-    with log:  # the child writes to its own copy
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "services.cli.main", "scorer", env=child_env(settings),
-            stdout=log, stderr=asyncio.subprocess.STDOUT)
+    procs = []
+    for i in range(processes):
+        env = settings if i == 0 else settings.model_copy(update={"scorer_metrics_port": free_port()})
+        log = await asyncio.to_thread((workdir / f"{name}-{i + 1}.log" if i else log_path).open, "wb")
+        with log:  # the child writes to its own copy
+            procs.append(await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "services.cli.main", "scorer", env=child_env(env),
+                stdout=log, stderr=asyncio.subprocess.STDOUT))
     try:
         t0 = None
         while True:
@@ -140,7 +146,7 @@ async def scorer_run(settings: Settings, n: int, workdir: Path, *, steady: bool 
                 t0, start_count = time.monotonic(), done
             if done >= n:
                 break
-            if proc.returncode is not None:
+            if any(p.returncode is not None for p in procs):
                 raise RuntimeError(f"scorer exited; see {log_path}")
             await asyncio.sleep(0.05)
         assert t0 is not None
@@ -177,9 +183,11 @@ async def scorer_run(settings: Settings, n: int, workdir: Path, *, steady: bool 
                 "customers": customers, "steady_rate": sent / STEADY_SECONDS,
                 "latency_p50_s": _quantile(delta, 0.5), "latency_p99_s": _quantile(delta, 0.99)}
     finally:
-        with contextlib.suppress(ProcessLookupError):  # already gone
-            proc.terminate()
-        await asyncio.wait_for(proc.wait(), 30)
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):  # already gone
+                p.terminate()
+        for p in procs:
+            await asyncio.wait_for(p.wait(), 30)
         await redis.aclose()
 
 
@@ -272,7 +280,6 @@ async def main() -> int:
     redis = start_redis(log_path=workdir / "redis.log")
     try:
         run = uuid.uuid4().hex[:8]
-        from services.common.embedded import free_port
 
         settings = load_settings(
             home=workdir, kafka_bootstrap=broker.address, redis_url=f"redis://{redis.address}/0",
@@ -296,6 +303,17 @@ async def main() -> int:
         await produce_envelopes(enveloped, events)
         envelope_rate = (await scorer_run(enveloped, n, workdir, steady=False,
                                           name="scorer-envelopes"))["scorer_events_per_s"]
+        # Scale-out on this machine: one scorer process per core in the same group, reading
+        # the same envelopes again (a group, state and counters of their own).
+        cores = os.cpu_count() or 1
+        scaled_rate = None
+        if cores > 1:
+            scaled = enveloped.model_copy(update={
+                "redis_prefix": f"b{run}p", "scorer_group": f"bench-{run}-env-scorers",
+                "topic_risk_changes": f"bench-{run}.env-risk-p", "scorer_metrics_port": free_port()})
+            await ensure_topics(scaled)
+            scaled_rate = (await scorer_run(scaled, n, workdir, steady=False, name="scorers",
+                                            processes=cores))["scorer_events_per_s"]
         memory = await memory_per_customer(settings)
         from bench.notifier_bench import run as notifier_bench
 
@@ -315,6 +333,10 @@ async def main() -> int:
         "scorer_vs_bare_consumer": scorer["scorer_events_per_s"] / bare,
         "scorer_envelopes_events_per_s": envelope_rate,
         "scorer_envelopes_vs_trivial_faust": envelope_rate / trivial,
+        "scorer_processes": cores if scaled_rate is not None else 1,
+        "scorer_envelopes_processes_events_per_s": scaled_rate,
+        "scorer_envelopes_processes_vs_trivial_faust":
+            scaled_rate / trivial if scaled_rate is not None else None,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     # ``make bench`` names the run (BENCH_STAMP); bench/report.py merges the parts of a run
@@ -330,6 +352,9 @@ async def main() -> int:
           f"{report['scorer_vs_bare_consumer']:.0%} of bare consumer")
     print(f"  churnwatch scorer, envelopes {envelope_rate:>10,.0f} events/s   "
           f"= {report['scorer_envelopes_vs_trivial_faust']:.1f}× trivial Faust (per message)")
+    if scaled_rate is not None:
+        print(f"  scorer, envelopes, {cores} procs {scaled_rate:>10,.0f} events/s   "
+              f"= {scaled_rate / trivial:.1f}× trivial Faust (one process per core, one group)")
     print(f"  event→queryable at {scorer['steady_rate']:.0f}/s   p50 {ms(scorer['latency_p50_s'])}, "
           f"p99 {ms(scorer['latency_p99_s'])} (histogram bucket bounds)")
     print(f"  Redis memory per customer    {scorer['redis_bytes_per_customer']:>10,.0f} bytes "
