@@ -26,6 +26,7 @@ from services.common.redisconn import Keys
 from services.notifier.channels import registry
 from services.notifier.channels.base import Message, delivery_id
 from services.notifier.routing import Recipient
+from services.notifier.settle import Erased
 from services.notifier.templates import Templates
 
 logger = logging.getLogger(__name__)
@@ -84,14 +85,18 @@ class Digester:
                   now_ms + int(self.interval_s * 1000), SEEN_TTL_S, tenant, name])
         return bool(added)
 
-    async def flush(self, *, now_ms: int, deliver: Deliver) -> int:
-        """Send every digest that is due (and any batch left by a crash); returns how many."""
+    async def flush(self, *, now_ms: int, deliver: Deliver, erased: Erased | None = None) -> int:
+        """Send every digest that is due (and any batch left by a crash); returns how many.
+        An item about a customer erased after it was buffered (``erased``) is left out; a
+        digest left with no item is not sent."""
         await self._take(keys=[self.base + "due", self.base + "batches"],
                          args=[now_ms, FLUSH_BATCH, self.base])
         members = await self.redis.smembers(self.base + "batches")  # type: ignore[misc]
         batches = sorted(str(b) for b in members)[:FLUSH_BATCH]
         for batch in batches:
             raw: dict[str, str] = await self.redis.hgetall(batch)  # type: ignore[misc, assignment]
+            if raw and erased is not None:
+                raw = await self._without_erased(batch, raw, erased)
             if raw:
                 message = self._message(batch, raw)
                 if message is not None:
@@ -101,6 +106,28 @@ class Digester:
                 pipe.srem(self.base + "batches", batch)
                 await pipe.execute()
         return len(batches)
+
+    @staticmethod
+    async def _without_erased(batch: str, raw: dict[str, str], erased: Erased
+                              ) -> dict[str, str]:
+        """The batch's fields less the items of customers erased since they were buffered
+        (none left: ``{}``, nothing to send)."""
+        tenant = raw.get("_tenant", "default")
+        out: dict[str, str] = {}
+        for field, value in raw.items():
+            if not field.startswith("_"):
+                try:
+                    item = json.loads(value)
+                    gone = await erased(str(item["customer_id"]), tenant,
+                                        int(item.get("created_ms", 0)))
+                except (ValueError, KeyError, TypeError):
+                    gone = False  # unreadable: _message reports it
+                if gone:
+                    logger.info("digest %s: an item's customer was erased since; left out",
+                                batch, extra={"event_id": field})
+                    continue
+            out[field] = value
+        return out if any(not f.startswith("_") for f in out) else {}
 
     def _message(self, batch: str, raw: dict[str, str]) -> Message | None:
         recipient = Recipient(**json.loads(raw.pop("_recipient")))

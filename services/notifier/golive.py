@@ -32,6 +32,7 @@ from services.alerting.inbound import InvalidRecord, RiskChangeEvent, decode_ris
 from services.common.redisconn import Keys
 from services.notifier.channels.base import Message
 from services.notifier.digests import TAKE_DUE
+from services.notifier.settle import Erased
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +59,11 @@ class Summaries:
             pipe.zadd(self.base + "due", {tenant: now_ms + self.after_ms})
             await pipe.execute()
 
-    async def flush(self, *, now_ms: int, plan: Plan, deliver: Deliver) -> int:
+    async def flush(self, *, now_ms: int, plan: Plan, deliver: Deliver,
+                    erased: Erased | None = None) -> int:
         """Send every summary that is due (and any batch left by a crash); returns how many
-        messages went out."""
+        messages went out. A customer erased after their change was buffered (``erased``)
+        is left out."""
         await self._take(keys=[self.base + "due", self.base + "batches"],
                          args=[now_ms, FLUSH_BATCH, self.base])
         members = await self.redis.smembers(self.base + "batches")  # type: ignore[misc]
@@ -71,10 +74,17 @@ class Summaries:
             for value in raw.values():
                 try:
                     entry = json.loads(value)
-                    events.append((decode_risk_change(entry["event"].encode()),
-                                   int(entry.get("created_ms", 0))))
+                    event = decode_risk_change(entry["event"].encode())
+                    created_ms = int(entry.get("created_ms", 0))
                 except (InvalidRecord, ValueError, KeyError, TypeError) as exc:
                     logger.error("summary item in %s is unreadable (%s); left out", batch, exc)
+                    continue
+                if erased is not None and await erased(event.change.customer_id,
+                                                       event.change.tenant_id, created_ms):
+                    logger.info("summary %s: a customer erased since is left out", batch,
+                                extra={"event_id": event.id})
+                    continue
+                events.append((event, created_ms))
             name = batch[len(self.base + "batch:"):]
             for message in await plan(name, events):
                 await deliver(message)

@@ -478,13 +478,14 @@ class Notifier:
 
         esc = self.escalations
         jobs: list[tuple[str, Callable[[int], Awaitable[Any]]]] = [
-            ("digests", lambda now: self.digester.flush(now_ms=now,
-                                                        deliver=self.deliverer.deliver_new)),
+            ("digests", lambda now: self.digester.flush(
+                now_ms=now, deliver=self.deliverer.deliver_new, erased=self._erased_since)),
             ("settle", lambda now: self.settle.run_due(
                 now_ms=now, deliver=self.deliverer.deliver_new, held_back=self._held_back,
                 dropped=esc.forget if esc is not None else None, erased=self._erased_since)),
             ("summaries", lambda now: self.summaries.flush(
-                now_ms=now, plan=self.planner.summary_messages, deliver=self.deliverer.deliver_new)),
+                now_ms=now, plan=self.planner.summary_messages, deliver=self.deliverer.deliver_new,
+                erased=self._erased_since)),
             *([("escalations", lambda now: esc.run_due(now_ms=now, escalate=self._escalate))]
               if esc is not None else []),
             ("retries", retries),

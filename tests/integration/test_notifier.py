@@ -515,3 +515,59 @@ async def test_an_alert_held_in_the_settle_window_is_not_sent_once_its_customer_
     assert [m.customer_id for m in sent] == ["bob"]
     assert metric(registry, "churnwatch_notifier_suppressed_total", reason="erased") == 1
     assert not await redis.zcard(keys.settle_queue)  # both entries done
+
+
+async def test_digests_and_go_live_summaries_leave_out_a_customer_erased_since(
+        fast: Settings, redis: Redis) -> None:
+    """Items waiting in a digest or a go-live summary when their customer is erased are left
+    out when it is sent (counted as suppressed, reason erased); a digest left with nothing is
+    not sent, and other customers' items still go out."""
+    from services.alerting.inbound import decode_risk_change
+    from services.common import pseudonym
+    from services.notifier.channels.base import Message
+    from services.notifier.routing import Recipient
+    from services.notifier.worker import Notifier
+    from services.state.store import StateStore
+
+    registry = CollectorRegistry()
+    notifier = Notifier(fast, registry=registry)
+    now = int(time.time() * 1000)
+    owner = Recipient(key="owner", name="Olivia", email="olivia@example.com")
+    other = Recipient(key="other", name="Oscar", email="oscar@example.com")
+    for person, customers in ((owner, ("alice", "bob")), (other, ("alice",))):
+        for customer in customers:
+            change = risk_change(customer, previous="low", tier="high", cause_event=f"e-{customer}")
+            item = notifier.templates.digest_item(change, person, event_id=f"ev-{customer}")
+            item |= {"created_ms": now - 60_000, "at_ms": now - 60_000}
+            await notifier.digester.add(channel="email", recipient=person, tenant="default",
+                                        event_id=f"ev-{customer}", item=item, now_ms=now - 3_600_000)
+    for customer in ("alice", "bob"):
+        _, raw = cloudevent(customer, previous="low", tier="high", cause_event=f"e-{customer}")
+        await notifier.summaries.add(decode_risk_change(raw), created_ms=now - 60_000,
+                                     now_ms=now - 3_600_000)
+    key = await pseudonym.load_key(fast, redis)
+    await StateStore.from_settings(redis, fast).record_erasure(
+        "default", pseudonym.pseudonym(key, "default", "alice"), 0, 7, at_ms=now - 1_000,
+        keep_ms=3_600_000)
+    sent: list[Message] = []
+    planned: list[str] = []
+
+    async def deliver(m: Message) -> None:
+        sent.append(m)
+
+    async def plan(name: str, events: list[Any]) -> list[Message]:
+        planned.extend(e.change.customer_id for e, _ in events)
+        return []
+    try:
+        assert await notifier.digester.flush(now_ms=now, deliver=deliver,
+                                             erased=notifier._erased_since) == 2
+        await notifier.summaries.flush(now_ms=now, plan=plan, deliver=deliver,
+                                       erased=notifier._erased_since)
+    finally:
+        await notifier.redis.aclose()
+    assert [m.to for m in sent] == ["olivia@example.com"]  # Oscar's digest had only alice
+    assert "bob" in sent[0].text and "alice" not in sent[0].text
+    assert planned == ["bob"]
+    assert metric(registry, "churnwatch_notifier_suppressed_total", reason="erased") == 3
+    keys = Keys(fast.redis_prefix)
+    assert not await redis.smembers(keys.digest_base + "batches")  # both batches done
