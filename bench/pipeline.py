@@ -430,6 +430,45 @@ async def e2e_and_latency(broker: str, redis_addr: str, home: Path
     return {"end_to_end": e2e, "latency": latency, "exactly_once": checks}, samples
 
 
+async def e2e_scaled(broker: str, redis_addr: str, home: Path, processes: int
+                     ) -> dict[str, Any]:
+    """POST → scored again with ``processes`` scorer workers in one group (one per core, as
+    ``CHURNWATCH_SCORER_PROCESSES`` starts them): throughput only, the same event mix."""
+    settings = bench_settings(broker, redis_addr, "bs", home)
+    await ensure_topics(settings)
+    keys = Keys(settings.redis_prefix)
+    events = synth_events(E2E_EVENTS)
+    batches = [events[i:i + BATCH] for i in range(0, len(events), BATCH)]
+    bodies = [json.dumps(b, separators=(",", ":")).encode() for b in batches]
+    redis = make_redis(settings)
+    api = start_service("api", settings, home / "api-scaled.log", settings.api_port)
+    scorers = []
+    for i in range(processes):
+        mine = settings if i == 0 else settings.model_copy(update={"scorer_metrics_port": free_port()})
+        scorers.append(start_service("scorer", mine, home / f"scorer-scaled-{i + 1}.log",
+                                     mine.scorer_metrics_port))
+    try:
+        await asyncio.to_thread(api.wait_ready)
+        for scorer in scorers:
+            await asyncio.to_thread(scorer.wait_ready)
+        # every worker has joined once each holds partitions; a warm-up event is scored
+        warm = [{"event_id": f"{settings.redis_prefix}-warm", "type": "visit",
+                 "customer_id": f"{settings.redis_prefix}-warm", "occurred_at": _iso(datetime.now(UTC))}]
+        await post_all(api.url, [json.dumps(warm).encode()], [1], 1)
+        await wait_applied(redis, keys, 1, scorers[0], 90)
+        first, last, accepted = await post_all(api.url, bodies, [len(b) for b in batches], CLIENTS)
+        done = await wait_applied(redis, keys, 1 + accepted, scorers[0], 300)
+        out = {"events": accepted, "processes": processes,
+               "events_per_s": round(accepted / (done - first))}
+        print(f"  end to end, {processes} scorer processes: {out['events_per_s']:,}/s POST -> scored")
+        return out
+    finally:
+        for scorer in scorers:
+            scorer.stop()
+        api.stop()
+        await redis.aclose()
+
+
 def chart(samples: list[dict[str, Any]], path: Path, title: str) -> None:
     import matplotlib
 
@@ -466,6 +505,10 @@ async def main_async() -> int:
     try:
         ingest = await ingest_phase(broker.address, redis.address, home)
         rest, samples = await e2e_and_latency(broker.address, redis.address, home)
+        cores = os.cpu_count() or 1
+        if cores > 1:  # the scale-out on this machine: one scorer process per core
+            rest["end_to_end_scaled"] = await e2e_scaled(broker.address, redis.address, home,
+                                                         cores)
     finally:
         redis.stop()
         broker.stop()

@@ -49,6 +49,20 @@ def _ms(d: dict[str, Any] | None) -> str:
     return f"p50 {d['p50_ms']:,.1f} ms, p99 {d['p99_ms']:,.1f} ms"
 
 
+def _scaled_rows(scaled: dict[str, Any] | None, ing: dict[str, Any], e2e: dict[str, Any]
+                 ) -> list[tuple[str, str, str]]:
+    """POST → scored with one scorer process per core, next to ingest and one process."""
+    if not scaled:
+        return []
+    versus = []
+    if ing.get("http_events_per_s"):
+        versus.append(f"{scaled['events_per_s'] / ing['http_events_per_s']:.2f}× HTTP ingest")
+    if e2e.get("events_per_s"):
+        versus.append(f"{scaled['events_per_s'] / e2e['events_per_s']:.2f}× one process")
+    return [(f"End to end, POST → scored, {scaled['processes']} scorer processes "
+             "(one per core, one group)", _rate(scaled["events_per_s"]), "; ".join(versus))]
+
+
 def table(r: dict[str, Any]) -> str:
     s, a, p = r.get("scorer", {}), r.get("api", {}), r.get("pipeline", {})
     st = r.get("state", {})
@@ -79,6 +93,7 @@ def table(r: dict[str, Any]) -> str:
             ref.append(f"{e2e['events_per_s'] / ing['http_events_per_s']:.2f}× HTTP ingest")
         rows.append((f"End to end, POST → scored in Redis ({e2e['events']:,} events)",
                      _rate(e2e["events_per_s"]), "; ".join(ref)))
+    rows += _scaled_rows(p.get("end_to_end_scaled"), ing, e2e)
     if lat:
         at = f"at {lat['events_per_s']:,} events/s, {lat['probes']:,} probes"
         rows.append(("event → queryable (POST 202 → GET risk 200)",
@@ -144,6 +159,7 @@ def summary(r: dict[str, Any]) -> dict[str, Any]:
         "ingest_events_per_s": p["ingest"]["http_events_per_s"],
         "bare_producer_events_per_s": p["ingest"]["bare_producer_events_per_s"],
         "end_to_end_events_per_s": p["end_to_end"]["events_per_s"],
+        "end_to_end_scaled_events_per_s": (p.get("end_to_end_scaled") or {}).get("events_per_s"),
         "latency_rate_events_per_s": lat["events_per_s"],
         "latency_p50_ms": lat["event_to_queryable"]["p50_ms"],
         "latency_p99_ms": lat["event_to_queryable"]["p99_ms"],
