@@ -383,14 +383,20 @@ async def count_exactly_once(redis: Any, keys: Keys, events: list[dict[str, Any]
             "probes_with_several_risk_changes": sum(1 for c in changes if c > 1)}
 
 
-async def e2e_and_latency(broker: str, redis_addr: str, home: Path
-                          ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    settings = bench_settings(broker, redis_addr, "be", home)
+async def e2e_setup(broker: str, redis_addr: str, name: str, home: Path) -> tuple[
+        Settings, Keys, list[dict[str, Any]], list[list[dict[str, Any]]], list[bytes]]:
+    """Settings and topics of one end-to-end phase, its events, their batches and bodies."""
+    settings = bench_settings(broker, redis_addr, name, home)
     await ensure_topics(settings)
-    keys = Keys(settings.redis_prefix)
     events = synth_events(E2E_EVENTS)
     batches = [events[i:i + BATCH] for i in range(0, len(events), BATCH)]
     bodies = [json.dumps(b, separators=(",", ":")).encode() for b in batches]
+    return settings, Keys(settings.redis_prefix), events, batches, bodies
+
+
+async def e2e_and_latency(broker: str, redis_addr: str, home: Path
+                          ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    settings, keys, events, batches, bodies = await e2e_setup(broker, redis_addr, "be", home)
     redis = make_redis(settings)
     api = start_service("api", settings, home / "api.log", settings.api_port)
     scorer = start_service("scorer", settings, home / "scorer.log", settings.scorer_metrics_port)
@@ -434,12 +440,7 @@ async def e2e_scaled(broker: str, redis_addr: str, home: Path, processes: int
                      ) -> dict[str, Any]:
     """POST → scored again with ``processes`` scorer workers in one group (one per core, as
     ``CHURNWATCH_SCORER_PROCESSES`` starts them): throughput only, the same event mix."""
-    settings = bench_settings(broker, redis_addr, "bs", home)
-    await ensure_topics(settings)
-    keys = Keys(settings.redis_prefix)
-    events = synth_events(E2E_EVENTS)
-    batches = [events[i:i + BATCH] for i in range(0, len(events), BATCH)]
-    bodies = [json.dumps(b, separators=(",", ":")).encode() for b in batches]
+    settings, keys, _, batches, bodies = await e2e_setup(broker, redis_addr, "bs", home)
     redis = make_redis(settings)
     api = start_service("api", settings, home / "api-scaled.log", settings.api_port)
     scorers = []

@@ -475,14 +475,23 @@ async def test_a_planning_bug_is_loud_retried_then_dead_letters_only_its_record(
     assert [json.loads(body)["id"] for _, body in hook.requests] == [ok_id]
 
 
+async def erased_in_ledger(settings: Settings, redis: Redis, customer: str, *, at_ms: int) -> None:
+    """Record ``customer``'s erasure in the tenant's ledger as the scorer does."""
+    from services.common import pseudonym
+    from services.state.store import StateStore
+
+    key = await pseudonym.load_key(settings, redis)
+    await StateStore.from_settings(redis, settings).record_erasure(
+        "default", pseudonym.pseudonym(key, "default", customer), 0, 7, at_ms=at_ms,
+        keep_ms=3_600_000)
+
+
 async def test_an_alert_held_in_the_settle_window_is_not_sent_once_its_customer_is_erased(
         fast: Settings, redis: Redis) -> None:
     """A staff alert waiting out the settle window when its customer is erased is dropped
     unsent (counted as suppressed, reason erased); another customer's goes out."""
-    from services.common import pseudonym
     from services.notifier.channels.base import Message
     from services.notifier.worker import Notifier
-    from services.state.store import StateStore
 
     registry = CollectorRegistry()
     notifier = Notifier(fast, registry=registry)
@@ -499,10 +508,7 @@ async def test_an_alert_held_in_the_settle_window_is_not_sent_once_its_customer_
                               recipient_key=f"staff:default:{customer}-owner", kind="alert",
                               created_ms=now - 5_000)],
             now_ms=now - 200_000)
-    key = await pseudonym.load_key(fast, redis)
-    await StateStore.from_settings(redis, fast).record_erasure(
-        "default", pseudonym.pseudonym(key, "default", "alice"), 0, 7, at_ms=now - 1_000,
-        keep_ms=3_600_000)
+    await erased_in_ledger(fast, redis, "alice", at_ms=now - 1_000)
     sent: list[Message] = []
 
     async def deliver(m: Message) -> None:
@@ -523,11 +529,9 @@ async def test_digests_and_go_live_summaries_leave_out_a_customer_erased_since(
     out when it is sent (counted as suppressed, reason erased); a digest left with nothing is
     not sent, and other customers' items still go out."""
     from services.alerting.inbound import decode_risk_change
-    from services.common import pseudonym
     from services.notifier.channels.base import Message
     from services.notifier.routing import Recipient
     from services.notifier.worker import Notifier
-    from services.state.store import StateStore
 
     registry = CollectorRegistry()
     notifier = Notifier(fast, registry=registry)
@@ -545,10 +549,7 @@ async def test_digests_and_go_live_summaries_leave_out_a_customer_erased_since(
         _, raw = cloudevent(customer, previous="low", tier="high", cause_event=f"e-{customer}")
         await notifier.summaries.add(decode_risk_change(raw), created_ms=now - 60_000,
                                      now_ms=now - 3_600_000)
-    key = await pseudonym.load_key(fast, redis)
-    await StateStore.from_settings(redis, fast).record_erasure(
-        "default", pseudonym.pseudonym(key, "default", "alice"), 0, 7, at_ms=now - 1_000,
-        keep_ms=3_600_000)
+    await erased_in_ledger(fast, redis, "alice", at_ms=now - 1_000)
     sent: list[Message] = []
     planned: list[str] = []
 
