@@ -192,12 +192,19 @@ rate_limits: {per_recipient: {count: 50, per: 1m}, per_channel: {email: {count: 
             await wait_until(lambda: len(inbox.to(MAX)) >= 3 and len(inbox.to(OLGA)) >= 3
                              and len({h[DELIVERY_HEADER] for h, _ in hook.requests}) == len(records),
                              timeout=30, what="alerts, escalations, digest, summary, webhooks")
+
+            async def drained() -> bool:  # the failed webhook's retry done, nothing held
+                return (await redis.zcard(keys.retry_queue) == 0
+                        and await redis.zcard(keys.settle_queue) == 0)
+            # a slow machine may take a while to run the retry: wait for it, not a fixed time
+            await wait_until(drained, timeout=30, what="the retry and settle queues drained")
             await asyncio.sleep(1.5)  # anything extra would show up now
             first = (len(inbox.mails), len(hook.requests))
             await produce_changes(settings, *((cid, rec[1]) for cid, rec in records))
             await wait_until(lambda: metric(registry, "churnwatch_notifier_risk_changes_consumed_total")
                              == 2 * len(records), timeout=20, what="the repeated records consumed")
             await asyncio.sleep(2.0)
+            await wait_until(drained, timeout=30, what="the retry and settle queues drained")
             assert (len(inbox.mails), len(hook.requests)) == first
         inbox_raw = await redis.hgetall(keys.inbox("owner-1"))  # type: ignore[misc]
         assert await redis.zcard(keys.retry_queue) == 0
