@@ -74,17 +74,18 @@ class Summaries:
             for value in raw.values():
                 try:
                     entry = json.loads(value)
-                    event = decode_risk_change(entry["event"].encode())
-                    created_ms = int(entry.get("created_ms", 0))
+                    events.append((decode_risk_change(entry["event"].encode()),
+                                   int(entry.get("created_ms", 0))))
                 except (InvalidRecord, ValueError, KeyError, TypeError) as exc:
                     logger.error("summary item in %s is unreadable (%s); left out", batch, exc)
-                    continue
-                if erased is not None and await erased(event.change.customer_id,
-                                                       event.change.tenant_id, created_ms):
-                    logger.info("summary %s: a customer erased since is left out", batch,
-                                extra={"event_id": event.id})
-                    continue
-                events.append((event, created_ms))
+            if erased is not None and events:  # one erasure lookup for the whole batch
+                flags = await erased([(e.change.customer_id, e.change.tenant_id, created)
+                                      for e, created in events])
+                for (e, _), flag in zip(events, flags, strict=True):
+                    if flag:
+                        logger.info("summary %s: a customer erased since is left out", batch,
+                                    extra={"event_id": e.id})
+                events = [x for x, flag in zip(events, flags, strict=True) if not flag]
             name = batch[len(self.base + "batch:"):]
             for message in await plan(name, events):
                 await deliver(message)

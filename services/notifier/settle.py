@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -33,8 +34,9 @@ logger = logging.getLogger(__name__)
 SETTLE_BATCH = 50
 
 Deliver = Callable[[Message], Awaitable[None]]
-# (customer id, tenant, ms the change was published) -> the customer was erased since
-Erased = Callable[[str, str, int], Awaitable[bool]]
+# For each (customer id, tenant, ms the change was published): was the customer erased since?
+# One answer per item, in order (services.notifier.worker.Notifier.erased: one round trip).
+Erased = Callable[[Sequence[tuple[str, str, int]]], Awaitable[list[bool]]]
 
 
 def pair(message: Message) -> str:
@@ -77,17 +79,22 @@ class SettleQueue:
         customer erased while it waited (``erased``) is dropped unsent."""
         ids = [str(i) for i in await self.redis.zrangebyscore(
             self.queue, "-inf", now_ms, start=0, num=SETTLE_BATCH)]
-        done = 0
-        for alert_id in ids:
-            raw = await self.redis.hget(self.data, alert_id)  # type: ignore[misc]
+        due: list[tuple[str, dict[str, Any] | None, list[Message]]] = []
+        for alert_id, raw in zip(ids, await self.redis.hmget(self.data, ids) if ids else [],  # type: ignore[misc]
+                                 strict=True):
             try:
                 entry = json.loads(raw) if raw else None
                 messages = [Message.from_payload(p) for p in entry["messages"]] if entry else []
             except (ValueError, KeyError, TypeError) as exc:
                 logger.error("settle entry %s is unreadable (%s); dropped", alert_id, exc)
                 entry, messages = None, []
-            if entry is not None and messages and erased is not None and await erased(
-                    entry["customer"], entry["tenant"], min(m.created_ms for m in messages)):
+            due.append((alert_id, entry, messages))
+        gone = iter(await erased([(e["customer"], e["tenant"], min(m.created_ms for m in ms))
+                                  for _, e, ms in due if e is not None and ms])
+                    if erased is not None else [])
+        done = 0
+        for alert_id, entry, messages in due:
+            if entry is not None and messages and next(gone, False):
                 logger.info("alert %s: the customer was erased while it waited; not sent",
                             alert_id, extra={"event_id": alert_id})
                 entry, messages = None, []

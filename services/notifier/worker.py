@@ -64,7 +64,7 @@ from services.notifier.recipients import ProfileRecipientResolver, RecipientReso
 from services.notifier.routing import Recipient, Routing, load_routing
 from services.notifier.settle import SettleQueue
 from services.notifier.templates import Templates
-from services.state.store import erased_at
+from services.state.store import ledger_entries
 
 logger = logging.getLogger(__name__)
 
@@ -356,22 +356,32 @@ class Notifier:
 
     async def _partition(self, records: list[ConsumerRecord[Any, Any]],
                          subscriptions: list[dict[str, Any]]) -> None:
-        for record in records:  # in order: a customer's changes stay in sequence
-            await self._record(record, subscriptions)
+        decoded: list[RiskChangeEvent | InvalidRecord] = []
+        for record in records:
+            try:
+                decoded.append(decode_risk_change(record.value))
+            except InvalidRecord as exc:
+                decoded.append(exc)
+        # whose customer was erased after the change was published: one lookup for the batch
+        flags = iter(await self.erased([
+            (e.change.customer_id, e.change.tenant_id, _created_ms(r))
+            for r, e in zip(records, decoded, strict=True) if isinstance(e, RiskChangeEvent)]))
+        for record, event in zip(records, decoded, strict=True):  # in order, per customer
+            await self._record(record, event, subscriptions,
+                               erased=isinstance(event, RiskChangeEvent) and next(flags))
 
     async def _record(self, record: ConsumerRecord[Any, Any],
-                      subscriptions: list[dict[str, Any]]) -> None:
+                      event: RiskChangeEvent | InvalidRecord,
+                      subscriptions: list[dict[str, Any]], *, erased: bool) -> None:
         where = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
-        try:
-            event = decode_risk_change(record.value)
-        except InvalidRecord as exc:
-            await self.dead_letters.invalid_record(record, reason=str(exc))
+        if isinstance(event, InvalidRecord):
+            await self.dead_letters.invalid_record(record, reason=str(event))
             self.metrics.dead_letters.labels(channel="input").inc()
             logger.warning("unreadable record sent to %s: %s",
-                           self.settings.topic_notifications_dlq, exc, extra=where)
+                           self.settings.topic_notifications_dlq, event, extra=where)
             return
         self.metrics.consumed.inc()
-        if await self._erased_after(event, _created_ms(record)):  # counted as suppressed
+        if erased:  # counted as suppressed
             logger.info("risk change %s is about a customer erased after it was published: "
                         "ignored", event.id, extra=where | {"event_id": event.id,
                                                             "customer_id": event.change.customer_id,
@@ -425,21 +435,26 @@ class Notifier:
         self.metrics.dead_letters.labels(channel="input").inc()
         return False
 
-    async def _erased_after(self, event: RiskChangeEvent, created_ms: int) -> bool:
-        """The customer was erased after this change was published (the scorer's erasure
-        ledger, ``Keys.erased``): a replay or a backlog must not alert about them again."""
-        return await self._erased_since(event.change.customer_id, event.change.tenant_id,
-                                        created_ms)
-
-    async def _erased_since(self, customer_id: str, tenant: str, created_ms: int) -> bool:
+    async def erased(self, items: Sequence[tuple[str, str, int]]) -> list[bool]:
+        """For each (customer id, tenant, ms the change was published): was the customer
+        erased after it (the scorer's erasure ledger, ``Keys.erased``)? A replay, a backlog
+        or a held alert must not reach staff about them. One round trip for all; each erased
+        one is counted as ``suppressed{reason="erased"}``."""
+        if not items:
+            return []
         if self._ledger_key is None:
             self._ledger_key = await pseudonym.load_key(self.settings, self.redis)
-        digest = pseudonym.pseudonym(self._ledger_key, tenant, customer_id)
-        at = await erased_at(self.redis, self.keys, tenant, digest)
-        erased = at is not None and created_ms < at
-        if erased:
-            self.metrics.suppressed.labels(reason="erased").inc()
-        return erased
+        digests = [pseudonym.pseudonym(self._ledger_key, tenant, customer)
+                   for customer, tenant, _ in items]
+        wanted: dict[str, list[str]] = {}
+        for (_, tenant, _), digest in zip(items, digests, strict=True):
+            wanted.setdefault(tenant, []).append(digest)
+        found = await ledger_entries(self.redis, self.keys, wanted)
+        flags = [(entry := found.get((tenant, digest))) is not None and created_ms < entry[2]
+                 for (_, tenant, created_ms), digest in zip(items, digests, strict=True)]
+        if any(flags):
+            self.metrics.suppressed.labels(reason="erased").inc(sum(flags))
+        return flags
 
     async def _delivered(self, message: Message) -> None:
         """An alert reached its recipient: its acknowledgement window starts now."""
@@ -479,13 +494,13 @@ class Notifier:
         esc = self.escalations
         jobs: list[tuple[str, Callable[[int], Awaitable[Any]]]] = [
             ("digests", lambda now: self.digester.flush(
-                now_ms=now, deliver=self.deliverer.deliver_new, erased=self._erased_since)),
+                now_ms=now, deliver=self.deliverer.deliver_new, erased=self.erased)),
             ("settle", lambda now: self.settle.run_due(
                 now_ms=now, deliver=self.deliverer.deliver_new, held_back=self._held_back,
-                dropped=esc.forget if esc is not None else None, erased=self._erased_since)),
+                dropped=esc.forget if esc is not None else None, erased=self.erased)),
             ("summaries", lambda now: self.summaries.flush(
                 now_ms=now, plan=self.planner.summary_messages, deliver=self.deliverer.deliver_new,
-                erased=self._erased_since)),
+                erased=self.erased)),
             *([("escalations", lambda now: esc.run_due(now_ms=now, escalate=self._escalate))]
               if esc is not None else []),
             ("retries", retries),

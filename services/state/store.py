@@ -712,18 +712,8 @@ class StateStore:
     async def erasures(self, digests: dict[str, list[str]]) -> dict[tuple[str, str], tuple[int, int]]:
         """The ledger entries of these customers (tenant -> digests; one round trip):
         (tenant, digest) -> (partition, offset) of their tombstone."""
-        tenants = [t for t, ds in digests.items() if ds]
-        if not tenants:
-            return {}
-        pipe = self.redis.pipeline(transaction=False)
-        for t in tenants:
-            pipe.hmget(self.keys.erased(t), digests[t])
-        out: dict[tuple[str, str], tuple[int, int]] = {}
-        for t, values in zip(tenants, await pipe.execute(), strict=True):
-            for d, v in zip(digests[t], values, strict=True):
-                if (entry := ledger_entry(v)) is not None:
-                    out[(t, d)] = entry[:2]
-        return out
+        found = await ledger_entries(self.redis, self.keys, digests)
+        return {slot: entry[:2] for slot, entry in found.items()}
 
 
 def ledger_entry(raw: Any) -> tuple[int, int, int] | None:
@@ -734,11 +724,22 @@ def ledger_entry(raw: Any) -> tuple[int, int, int] | None:
     return int(p), int(o), int(at)
 
 
-async def erased_at(redis: Redis, keys: Keys, tenant: str, digest: str) -> int | None:
-    """When the customer (by ledger digest) was erased (ms), or None: for readers without a
-    :class:`StateStore` (the notifier)."""
-    entry = ledger_entry(await redis.hget(keys.erased(tenant), digest))  # type: ignore[misc]
-    return None if entry is None else entry[2]
+async def ledger_entries(redis: Redis, keys: Keys, digests: dict[str, list[str]]
+                         ) -> dict[tuple[str, str], tuple[int, int, int]]:
+    """Erasure ledger entries (``Keys.erased``) of these customers, tenant -> digests, in one
+    round trip: (tenant, digest) -> (partition, offset, erased at ms); the rest are absent."""
+    tenants = [t for t, ds in digests.items() if ds]
+    if not tenants:
+        return {}
+    pipe = redis.pipeline(transaction=False)
+    for t in tenants:
+        pipe.hmget(keys.erased(t), digests[t])
+    out: dict[tuple[str, str], tuple[int, int, int]] = {}
+    for t, values in zip(tenants, await pipe.execute(), strict=True):
+        for d, v in zip(digests[t], values, strict=True):
+            if (entry := ledger_entry(v)) is not None:
+                out[(t, d)] = entry
+    return out
 
 
 async def load_customers(redis: Redis, keys: Keys, refs: Iterable[Ref]
@@ -879,4 +880,4 @@ def risk_json(stored: str) -> str:
 
 __all__ = ["CustomerState", "CustomerWrite", "FEATURE_SCHEMAS", "IndexEntry", "Outcome", "Ref", "StateConflict",
            "StateRead", "StateStore", "clock_member", "erase_customer", "load_customers",
-           "erased_at", "ledger_entry", "read_states", "risk_json", "risk_snapshot"]
+           "ledger_entries", "ledger_entry", "read_states", "risk_json", "risk_snapshot"]

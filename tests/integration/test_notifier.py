@@ -515,7 +515,7 @@ async def test_an_alert_held_in_the_settle_window_is_not_sent_once_its_customer_
         sent.append(m)
     try:
         await notifier.settle.run_due(now_ms=now, deliver=deliver,
-                                      erased=notifier._erased_since)
+                                      erased=notifier.erased)
     finally:
         await notifier.redis.aclose()
     assert [m.customer_id for m in sent] == ["bob"]
@@ -561,9 +561,9 @@ async def test_digests_and_go_live_summaries_leave_out_a_customer_erased_since(
         return []
     try:
         assert await notifier.digester.flush(now_ms=now, deliver=deliver,
-                                             erased=notifier._erased_since) == 2
+                                             erased=notifier.erased) == 2
         await notifier.summaries.flush(now_ms=now, plan=plan, deliver=deliver,
-                                       erased=notifier._erased_since)
+                                       erased=notifier.erased)
     finally:
         await notifier.redis.aclose()
     assert [m.to for m in sent] == ["olivia@example.com"]  # Oscar's digest had only alice
