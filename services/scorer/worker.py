@@ -113,6 +113,7 @@ class _Jobs:
             # Redis is away, the timer tries again)
             with _guarded("read the value-tier boundaries"):
                 await parts["processor"].engine.refresh_value_bounds(redis, parts["processor"].keys)
+            tune_gc()  # the processor, producer and connections live as long as the worker
         return self.parts["processor"]
 
     def ready(self) -> dict[str, Any]:

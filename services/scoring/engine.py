@@ -32,7 +32,7 @@ from services.scoring.lifecycle import (
 )
 from services.scoring.model import ActiveModel, RiskModel, ShadowModel, feature_matrix
 from services.scoring.rules import RuleSet
-from services.scoring.scorecard import REGULAR, explained_reasons, suggested_action
+from services.scoring.scorecard import REGULAR, reason_weights, suggested_action, top_reasons
 from services.scoring.scorecard import reasons as explain
 from services.scoring.summary import Summary
 from services.scoring.tiers import Thresholds, decide_tier, plain_tier
@@ -187,6 +187,10 @@ class Engine:
         scores: Any = model.predict(X) if len(feats) else []
         attributions = getattr(model, "attributions", None)
         contrib = attributions(X) if attributions is not None and len(feats) else None
+        explained: list[tuple[tuple[str, ...], list[float]]] | None = None
+        if contrib is not None:  # summed per reason code for the whole batch at once
+            codes, weights = reason_weights(contrib, model.feature_names)
+            explained = [(codes, row) for row in weights.tolist()]
         held_by: list[tuple[str | None, int | None]] = [(s.tier, s.tier_since_ms)
                                                         for s in subjects]
         horizon = self.horizon(model)
@@ -195,7 +199,7 @@ class Engine:
             s = subjects[i]
             previous, since = held_by[i]
             a = self._assess_one(model, s, previous, since, f, float(score),
-                                 None if contrib is None else contrib[k], at, horizon,
+                                 None if explained is None else explained[k], at, horizon,
                                  with_history=with_history)
             if a.tier != previous:
                 held_by[i] = (a.tier, at)
@@ -219,7 +223,8 @@ class Engine:
         return out
 
     def _assess_one(self, model: RiskModel, s: Subject, previous: str | None,
-                    since: int | None, f: dict[str, float], score: float, contrib: Any,
+                    since: int | None, f: dict[str, float], score: float,
+                    explained: tuple[Sequence[str], Sequence[float]] | None,
                     now_ms: int, horizon: float, *, with_history: bool) -> Assessment:
         score = float(min(max(score, 0.0), 1.0))
         if with_history:
@@ -230,8 +235,8 @@ class Engine:
         decided = tier
         if self.rules is not None:
             tier, ruled = self.rules.apply(tier, f)
-        if contrib is not None:
-            why = explained_reasons(f, contrib, model.feature_names)
+        if explained is not None:  # the model's own attributions, per reason code
+            why = top_reasons(f, *explained)
         else:
             why = explain(f)
         why = _merge(ruled, why)

@@ -21,8 +21,10 @@ its reason first). Every mistake is reported at start-up naming the file, rule a
 
 from __future__ import annotations
 
+import functools
 import operator
 import re
+import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,14 +77,27 @@ class Rule:
         return all(c.holds(f) for c in self.conditions)
 
     def reason(self, f: dict[str, float]) -> Reason:
-        values = {k: _Num(v) for k, v in f.items()}
+        values = {k: _Num(f[k]) for k in _placeholders(self.text, self.text_zh)}
         return Reason(code=self.code, text=english_plurals(self.text.format(**values)),
                       text_zh=self.text_zh.format(**values), weight=RULE_WEIGHT)
+
+
+@functools.lru_cache(maxsize=256)
+def _placeholders(*texts: str) -> tuple[str, ...]:
+    """The feature names the templates format (``{spend_90:.0f}`` -> ``spend_90``): a reason
+    formats those, not all 32 features, on the scorer's hot path."""
+    names: set[str] = set()
+    for text in texts:
+        for _, field, _, _ in string.Formatter().parse(text):
+            if field:
+                names.add(re.split(r"[.\[]", field, maxsplit=1)[0])
+    return tuple(sorted(names))
 
 
 _ONE = re.compile(r"\b1 ((?:[a-z-]+ )?)(day|visit|purchase|complaint|refund|return|time)s\b")
 
 
+@functools.lru_cache(maxsize=8192)  # reasons repeat (small whole numbers): the scorer's hot path
 def english_plurals(text: str) -> str:
     """Mend "1 days" / "1 open complaints" and "every 1 day" in formatted English reasons."""
     return _ONE.sub(r"1 \1\2", text).replace("every 1 day", "every day")

@@ -8,6 +8,7 @@ score, so reasons never depend on the model being explainable.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -246,12 +247,35 @@ _DESCRIBERS: dict[str, Callable[[dict[str, float]], tuple[str, str] | None]] = {
 def explained_reasons(f: dict[str, float], attribution: Sequence[float],
                       names: Sequence[str], limit: int = 3) -> list[Reason]:
     """Top reasons from per-feature attributions (log-odds, positive pushes the risk up)."""
-    by_code: dict[str, float] = {}
-    for name, w in zip(names, attribution, strict=True):
-        code = REASON_OF_FEATURE.get(name)
-        if code is not None:
-            by_code[code] = by_code.get(code, 0.0) + float(w)
-    top = sorted(((w, c) for c, w in by_code.items() if w >= MIN_REASON_WEIGHT), reverse=True)
+    codes, weights = reason_weights(np.asarray(attribution, dtype=np.float64)[None, :], names)
+    return top_reasons(f, codes, weights[0].tolist(), limit)
+
+
+def reason_weights(attributions: np.ndarray, names: Sequence[str]
+                   ) -> tuple[tuple[str, ...], np.ndarray]:
+    """Rows of per-feature attributions summed per reason code, for a whole batch at once:
+    (codes, rows x codes)."""
+    codes, groups = _reason_groups(tuple(names))
+    return codes, np.asarray(attributions, dtype=np.float64) @ groups
+
+
+@functools.lru_cache(maxsize=16)
+def _reason_groups(names: tuple[str, ...]) -> tuple[tuple[str, ...], np.ndarray]:
+    """The reason codes the features map to, and the (features x codes) 0/1 matrix."""
+    codes = tuple(sorted({REASON_OF_FEATURE[n] for n in names if n in REASON_OF_FEATURE}))
+    groups = np.zeros((len(names), len(codes)))
+    for i, name in enumerate(names):
+        if name in REASON_OF_FEATURE:
+            groups[i, codes.index(REASON_OF_FEATURE[name])] = 1.0
+    return codes, groups
+
+
+def top_reasons(f: dict[str, float], codes: Sequence[str], weights: Sequence[float],
+                limit: int = 3) -> list[Reason]:
+    """The ``limit`` heaviest reasons (``weights``: one per code, log-odds) that the
+    customer's features bear out (:func:`describe`), heaviest first; else "regular"."""
+    top = sorted(((w, c) for c, w in zip(codes, weights, strict=True)
+                  if w >= MIN_REASON_WEIGHT), reverse=True)
     out = []
     for w, code in top:
         told = describe(code, f)

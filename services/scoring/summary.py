@@ -155,6 +155,8 @@ FORMAT = "cw-s1"
 # Bucket fields (columns).
 V, PN, PS, Z, NN, NS, CH, ON, C, U = range(10)
 NF = 10
+_BIT_V, _BIT_Z, _BIT_CH, _BIT_ON, _BIT_C, _BIT_U = (1 << f for f in (V, Z, CH, ON, C, U))
+_BIT_P, _BIT_N = 1 << PN | 1 << PS, 1 << NN | 1 << NS
 _MONEY = (PS, NS)
 _WINDOW_FIELDS = ((30, (PS, NS)), (90, (V, PN, PS, Z, NN, NS, U)),
                   (365, (PN, PS, Z, NN, NS, U, CH, ON)))
@@ -193,7 +195,7 @@ class Summary:
 
     __slots__ = ("first_ts", "last_ts", "last_visit", "last_tx", "last_activity",
                  "last_complaint", "_dc", "_wc", "_mask", "_last_days", "_first_active",
-                 "_refs", "_recent", "_idb", "_raw")
+                 "_refs", "_recent", "_idb", "_raw", "_used")
 
     def __init__(self) -> None:
         self.first_ts: int | None = None
@@ -216,6 +218,9 @@ class Summary:
         self._idb = b""  # sorted id memory records (day, hash)
         # encoded parts known unchanged since decode: bitmap, weeks, refs
         self._raw: dict[int, str] = {}
+        # bit f: bucket column f may hold a non-zero count (set when folding or decoding one;
+        # never cleared): the window sums skip the columns a customer never used
+        self._used = 0
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -328,18 +333,23 @@ class Summary:
             if self.last_complaint is None or ts > self.last_complaint:
                 self.last_complaint = ts
             cols[C][i] += 1
+            self._used |= _BIT_C
             if a.status != "resolved":
                 cols[U][i] += 1
+                self._used |= _BIT_U
             self._fold_ref(a, n)
         else:
             if self.last_activity is None or ts > self.last_activity:
                 self.last_activity = ts
             if a.channel is not None:
                 cols[CH][i] += 1
+                self._used |= _BIT_CH
                 if a.channel in _ONLINE:
                     cols[ON][i] += 1
+                    self._used |= _BIT_ON
             if kind == "visit":
                 cols[V][i] += 1
+                self._used |= _BIT_V
                 if self.last_visit is None or ts > self.last_visit:
                     self.last_visit = ts
             elif kind == "transaction":
@@ -349,11 +359,14 @@ class Summary:
                 if amount > 0:
                     cols[PN][i] += 1
                     cols[PS][i] += _milli(amount)
+                    self._used |= _BIT_P
                 elif amount < 0:
                     cols[NN][i] += 1
                     cols[NS][i] += _milli(-amount)
+                    self._used |= _BIT_N
                 else:
                     cols[Z][i] += 1
+                    self._used |= _BIT_Z
             self._fold_active_day(day, n)
 
         # the raw events
@@ -409,19 +422,19 @@ class Summary:
         self._mask = (self._mask << shift) & _MASK
         self._raw.pop(1, None)
         wshift = n // 7 - old_n // 7
-        wc = self._wc
+        wc, used = self._wc, self._used
         if wshift:
             self._raw.pop(3, None)
             for f in range(NF):
                 col = wc[f]
-                if any(col):  # an all-zero column stays as it is
+                if used >> f & 1 and any(col):  # an all-zero column stays as it is
                     wc[f] = ([0] * wshift + col[:WEEKS - wshift]) if wshift < WEEKS \
                         else [0] * WEEKS
         dc = self._dc
         keep = max(DAILY_DAYS - shift, 0)
         for f in range(NF):
             col = dc[f]
-            if not any(col):
+            if not used >> f & 1 or not any(col):
                 continue
             tail = col[keep:]
             dc[f] = [0] * (DAILY_DAYS - keep) + col[:keep]
@@ -616,16 +629,14 @@ class Summary:
         if self.last_ts is None:
             sums = {w: [0] * NF for w in (30, 90, 365)}
         else:
-            dc, wc = self._dc, self._wc
+            dc, wc, used = self._dc, self._wc, self._used
             for w, fields in _WINDOW_FIELDS:
                 ds, ws = self._window(now_day, w)
                 s = [0] * NF
-                if ws.start < ws.stop:
-                    for f in fields:
-                        s[f] = sum(dc[f][ds]) + sum(wc[f][ws])
-                else:
-                    for f in fields:
-                        s[f] = sum(dc[f][ds])
+                weeks = ws.start < ws.stop
+                for f in fields:
+                    if used >> f & 1:  # a column never used is all zeros
+                        s[f] = sum(dc[f][ds]) + sum(wc[f][ws]) if weeks else sum(dc[f][ds])
                 sums[w] = s
         s90, s365 = sums[90], sums[365]
         spend30 = (sums[30][PS] - sums[30][NS]) / 1000
@@ -697,6 +708,8 @@ class Summary:
             "bgnbd_t_x": bg_tx,
             "bgnbd_T": bg_T,
         }
+        if all(map(math.isfinite, out.values())):  # the usual case, at C speed
+            return out
         return {k: (v if math.isfinite(v) else 0.0) for k, v in out.items()}
 
     # ------------------------------------------------------------------ codec
@@ -725,13 +738,13 @@ class Summary:
                                       ).decode()
         weeks = raw.get(3)
         if weeks is None:
-            weeks = _encode_block(self._wc)
+            weeks = _encode_block(self._wc, self._used)
         refs = raw.get(4)
         if refs is None:
             refs = _dumps([[ref, [list(e) for e in evs], list(base) if base else None]
                            for ref, (evs, base) in sorted(self._refs.items())])
         recent = [[r[0], lt - r[1], *r[2:]] for r in self._recent]
-        return "\n".join((_dumps(header), bitmap, _encode_block(self._dc), weeks, refs,
+        return "\n".join((_dumps(header), bitmap, _encode_block(self._dc, self._used), weeks, refs,
                           _dumps(recent), base64.b64encode(self._idb).decode()))
 
     @classmethod
@@ -762,8 +775,9 @@ class Summary:
             s._mask = int.from_bytes(base64.b64decode(parts[1], validate=True), "little")
             if s._mask >> RETAIN_DAYS:
                 raise ValueError("the bitmap is too long")
-            s._dc = _decode_block(parts[2], DAILY_DAYS)
-            s._wc = _decode_block(parts[3], WEEKS)
+            s._dc, daily = _decode_block(parts[2], DAILY_DAYS)
+            s._wc, weekly = _decode_block(parts[3], WEEKS)
+            s._used = daily | weekly
             s._refs = {str(ref): ([(int(e[0]), str(e[1]), e[2], e[3]) for e in evs],
                                   (int(base[0]), str(base[1]), str(base[2])) if base else None)
                        for ref, evs, base in jsonfast.loads(parts[4])}
@@ -805,17 +819,26 @@ def _dumps(x: object) -> str:
     return jsonfast.dumps(x)
 
 
-def _encode_block(cols: list[list[int]]) -> str:
+_COUNT_OF = {PS: PN, NS: NN}  # a money column is non-zero only where its count column is
+
+
+def _encode_block(cols: list[list[int]], used: int = (1 << NF) - 1) -> str:
     """Bucket columns, trailing zeros and empty trailing columns trimmed. A column of small
-    counts is a string, one character per bucket; others (money) are JSON lists."""
+    counts is a string, one character per bucket; others (money) are JSON lists. ``used``:
+    the columns that may hold a non-zero value (the others are written empty unread)."""
     out: list[str | list[int]] = []
+    lengths: dict[int, int] = {}  # count column -> its length with trailing zeros trimmed
     for f, col in enumerate(cols):
+        if not used >> f & 1:
+            out.append("")
+            continue
         if f not in _MONEY:
             try:  # counts 0..255 fit in bytes (C speed); anything else raises ValueError
                 b = bytes(col).rstrip(b"\0")
             except ValueError:
                 b = None
             if b is not None:
+                lengths[f] = len(b)
                 if not b:
                     out.append("")
                 elif max(b) < _DIGITS:
@@ -823,24 +846,27 @@ def _encode_block(cols: list[list[int]]) -> str:
                 else:
                     out.append(col[:len(b)])
                 continue
-        if not any(col):
-            out.append("")
-            continue
-        end = len(col)
-        while not col[end - 1]:
+        end = lengths.get(_COUNT_OF[f], len(col))
+        if any(col[end:]):  # not where its count column says (a hand-made blob): look
+            end = len(col)
+        while end and not col[end - 1]:
             end -= 1
-        out.append(col[:end])
+        out.append(col[:end] if end else "")
     while out and out[-1] == "":
         out.pop()
     return _dumps(out)
 
 
-def _decode_block(text: str, size: int) -> list[list[int]]:
+def _decode_block(text: str, size: int) -> tuple[list[list[int]], int]:
+    """The columns, and a bit per column that is not empty (``Summary._used``)."""
     cols = jsonfast.loads(text)
     if not isinstance(cols, list) or len(cols) > NF:
         raise ValueError("a bucket block is not a list of at most 10 columns")
     out: list[list[int]] = []
-    for col in cols:
+    used = 0
+    for f, col in enumerate(cols):
+        if col:
+            used |= 1 << f
         if isinstance(col, str):
             if col.lstrip(_COUNT_CHARS):
                 raise ValueError("a count column has a character that is not a count")
@@ -851,7 +877,7 @@ def _decode_block(text: str, size: int) -> list[list[int]]:
             raise ValueError("a bucket column is too long")
         out.append(col + [0] * (size - len(col)))
     out += [[0] * size for _ in range(NF - len(out))]
-    return out
+    return out, used
 
 
 def summarize(activities: Iterable[Activity]) -> Summary:
