@@ -188,6 +188,7 @@ def decode(value: bytes | None, headers: Iterable[tuple[str, bytes]] | None, *,
         return _whole(f'"events" holds {len(events)} events; at most {MAX_EVENTS}', value)
     check = partition is not None and partitions_count is not None
     items: list[Item] = []
+    homes: dict[str, int] = {}  # an envelope groups each customer's events: hash each once
     for i, e in enumerate(events):
         if not isinstance(e, dict):
             items.append(Item(i, None, f"event {i} of the envelope: each event must be a JSON "
@@ -196,7 +197,10 @@ def decode(value: bytes | None, headers: Iterable[tuple[str, bytes]] | None, *,
         if check:
             customer = e.get("customer_id")
             if isinstance(customer, str):
-                home = partition_for(customer, partitions_count)  # type: ignore[arg-type]
+                home = homes.get(customer)
+                if home is None:
+                    home = homes[customer] = partition_for(
+                        customer, partitions_count)  # type: ignore[arg-type]
                 if home != partition:
                     items.append(Item(i, None, (
                         f"event {i} of the envelope: customer_id {customer[:128]!r} belongs to "

@@ -39,6 +39,12 @@ class Reason(BaseModel):
     weight: float = Field(description="Contribution to the score (log-odds); larger means stronger.")
 
 
+def reason_json(r: Reason) -> dict[str, Any]:
+    """``r.model_dump()`` without pydantic's serializer: the scorer writes up to four reasons
+    per customer it scores."""
+    return {"code": r.code, "text": r.text, "text_zh": r.text_zh, "weight": r.weight}
+
+
 class SuggestedAction(BaseModel):
     model_config = ConfigDict(frozen=True)
     code: str = Field(description="e.g. personal_call, resolve_complaint, win_back_offer, none.")

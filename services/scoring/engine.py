@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from services.common.riskchange import TIER_RANK, Reason, SuggestedAction
+from services.common.riskchange import TIER_RANK, Reason, SuggestedAction, reason_json
 from services.common.timefmt import rfc3339
 from services.scoring.features import Activity, compute_features
 from services.scoring.lifecycle import (
@@ -98,8 +98,9 @@ class Assessment:
         return {
             "score": round(self.score, 6),
             "tier": self.tier,
-            "reasons": [r.model_dump() for r in self.reasons],
-            "suggested_action": self.action.model_dump(),
+            "reasons": [reason_json(r) for r in self.reasons],
+            "suggested_action": {"code": self.action.code, "text": self.action.text,
+                                 "text_zh": self.action.text_zh},
             "value_tier": self.value_tier,
             "lifecycle_stage": self.lifecycle_stage,
             "model_version": self.model_version,

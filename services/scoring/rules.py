@@ -78,8 +78,10 @@ class Rule:
 
     def reason(self, f: dict[str, float]) -> Reason:
         values = {k: _Num(f[k]) for k in _placeholders(self.text, self.text_zh)}
-        return Reason(code=self.code, text=english_plurals(self.text.format(**values)),
-                      text_zh=self.text_zh.format(**values), weight=RULE_WEIGHT)
+        # a checked rule's own texts (str.format gives str): not validated again, hot path
+        return Reason.model_construct(
+            code=self.code, text=english_plurals(self.text.format(**values)),
+            text_zh=self.text_zh.format(**values), weight=RULE_WEIGHT)
 
 
 @functools.lru_cache(maxsize=256)

@@ -280,7 +280,9 @@ def top_reasons(f: dict[str, float], codes: Sequence[str], weights: Sequence[flo
     for w, code in top:
         told = describe(code, f)
         if told is not None:
-            out.append(Reason(code=code, text=told[0], text_zh=told[1], weight=round(w, 3)))
+            # built from checked parts on the scorer's hot path: not validated again
+            out.append(Reason.model_construct(code=code, text=told[0], text_zh=told[1],
+                                              weight=round(w, 3)))
         if len(out) == limit:
             break
     return out or [REGULAR]
@@ -314,11 +316,16 @@ _ACTIONS = {
 }
 
 
+NO_ACTION = SuggestedAction(code="none", text="No action needed", text_zh="无需处理")
+# one immutable action per reason, built once (not validated again for every customer)
+_ACTION_OF = {reason: SuggestedAction(code=code, text=text, text_zh=zh)
+              for reason, (code, text, zh) in _ACTIONS.items()}
+
+
 def suggested_action(tier: str, reason_list: Sequence[Reason]) -> SuggestedAction:
     if tier == "low" or not reason_list or reason_list[0].code == "regular":
-        return SuggestedAction(code="none", text="No action needed", text_zh="无需处理")
-    code, text, zh = _ACTIONS.get(reason_list[0].code, _ACTIONS["overdue"])
-    return SuggestedAction(code=code, text=text, text_zh=zh)
+        return NO_ACTION
+    return _ACTION_OF.get(reason_list[0].code, _ACTION_OF["overdue"])
 
 
 class Scorecard:

@@ -69,3 +69,32 @@ def test_assess_is_the_last_point_of_a_path_without_steps() -> None:
     [plain] = engine.assess([s], summary.last_ts + 30 * DAY)
     [[only]] = engine.assess_paths([s], summary.last_ts + 30 * DAY)
     assert plain == only
+
+
+def test_the_hot_paths_reasons_and_their_json_are_what_pydantic_gives() -> None:
+    """The scorer builds reasons without validating them again and writes their JSON by hand
+    (pydantic's validator and serializer cost several µs a reason): the same objects and the
+    same JSON as the validated models give, for the shipped model's explanations and rules."""
+    from services.common.riskchange import Reason, SuggestedAction
+    from services.scoring.model import load_model
+    from services.scoring.rules import load_rules
+
+    model = load_model(None)
+    assert getattr(model, "attributions", None) is not None, "the shipped model explains"
+    engine = Engine(model, Thresholds(), rules=load_rules(business_type="salon"))
+    history = _history()
+    summary = Summary.empty()
+    seen: set[str] = set()
+    for a in history:
+        summary.fold(a)
+        for later in (0, 40, 120):
+            now = (summary.last_ts or 0) + later * DAY
+            [r] = engine.assess([Subject("c", (), summary.first_ts, summary=summary)], now,
+                                with_history=False)
+            doc = r.to_json()
+            assert doc["reasons"] == [x.model_dump() for x in r.reasons]
+            assert doc["suggested_action"] == r.action.model_dump()
+            assert all(Reason.model_validate(x.model_dump()) == x for x in r.reasons)
+            assert SuggestedAction.model_validate(r.action.model_dump()) == r.action
+            seen |= {x.code for x in r.reasons}
+    assert len(seen) >= 3, seen  # explanations and a rule, not only "regular"
