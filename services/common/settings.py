@@ -207,8 +207,12 @@ class Settings(BaseSettings):
     # Scorer worker processes `churnwatch up` starts, in one consumer group: each takes a share
     # of the events partitions (one process uses one core; more than the partitions idle).
     scorer_processes: int = Field(default=1, ge=1, le=64)
-    # Records per poll, and events per applied part of it (an envelope holds up to 500 events).
+    # Records per poll (an envelope holds up to 500 events).
     scorer_batch_max: int = Field(default=1000, ge=1, le=100_000)
+    # Events applied together: one state read, one scoring call and one write round trip per
+    # part of a poll, so a customer's several events in one part cost one step, not several
+    # (a backlog of envelopes: catching up, an import). Memory ~15 KB per customer of a part.
+    scorer_apply_max_events: int = Field(default=5000, ge=1, le=100_000)
     scorer_batch_within_ms: int = Field(default=50, ge=1, le=60_000)
     scorer_fetch_max_wait_ms: int = Field(default=100, ge=1, le=30_000)
     clock: Literal["wall", "event"] = "wall"

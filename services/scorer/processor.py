@@ -104,6 +104,10 @@ class Path:
         return [ce for _, ce in self.steps]
 
 
+def _partition_of(record: Record) -> int:
+    return record.partition
+
+
 @dataclass(frozen=True)
 class Row:
     """One valid event of a batch and where it came from."""
@@ -257,12 +261,16 @@ class Processor:
     async def process(self, records: Sequence[Record]) -> None:
         """Process one batch; returns only once everything is stored (never raises for
         infrastructure errors: it retries). Envelope records are opened here; a batch is
-        applied in parts of at most ``scorer_batch_max`` events (cut between records), so an
-        envelope-heavy batch stays as bounded as one of single events."""
+        applied in parts of at most ``scorer_apply_max_events`` events (cut between records),
+        so an envelope-heavy batch stays bounded. The records are taken partition by
+        partition, each partition's in offset order (a stable sort): Kafka orders nothing
+        across partitions, and a customer's events — all on one partition — then meet in one
+        part, scored and written once, rather than spread over several (a poll interleaves
+        the partitions' fetches)."""
         started = time.monotonic()
         segment: list[tuple[Record, list[Item] | None]] = []
         weight = 0
-        for r in records:
+        for r in sorted(records, key=_partition_of):
             if r.value is None:
                 if segment:
                     await self._process_segment(segment)
@@ -275,7 +283,7 @@ class Processor:
                                         partitions_count=self.settings.topic_partitions)
                 self.metrics.envelope_events.observe(len(items))
             n = 1 if items is None else len(items)
-            if segment and weight + n > self.settings.scorer_batch_max:
+            if segment and weight + n > self.settings.scorer_apply_max_events:
                 await self._process_segment(segment)
                 segment, weight = [], 0
             segment.append((r, items))
