@@ -63,6 +63,31 @@ def _scaled_rows(scaled: dict[str, Any] | None, ing: dict[str, Any], e2e: dict[s
              "(one per core, one group)", _rate(scaled["events_per_s"]), "; ".join(versus))]
 
 
+def _scorer_refs(s: dict[str, Any], ing: dict[str, Any], e2e: dict[str, Any]) -> list[str]:
+    """What POST → scored is next to: the ceilings and the scorer alone, in the same run."""
+    ref: list[str] = []
+    if "trivial_faust_events_per_s" in s:
+        ref.append(f"trivial Faust agent {_rate(s['trivial_faust_events_per_s'])}")
+    if "bare_consumer_events_per_s" in s:
+        ref.append(f"bare aiokafka consumer {_rate(s['bare_consumer_events_per_s'])}")
+    if "scorer_events_per_s" in s:
+        ref.append(f"scorer alone, from Kafka {_rate(s['scorer_events_per_s'])}")
+    if "scorer_envelopes_events_per_s" in s:
+        ref.append(f"scorer alone, envelopes {_rate(s['scorer_envelopes_events_per_s'])} "
+                   f"({s['scorer_envelopes_vs_trivial_faust']:.1f}× trivial Faust)")
+    if "scorer_envelopes_distinct_events_per_s" in s:
+        ref.append("scorer alone, envelopes, every event another customer "
+                   f"{_rate(s['scorer_envelopes_distinct_events_per_s'])} "
+                   f"({s['scorer_envelopes_distinct_vs_trivial_faust']:.1f}× trivial Faust)")
+    if s.get("scorer_envelopes_processes_events_per_s"):
+        ref.append(f"{s['scorer_processes']} scorer processes (one per core), envelopes "
+                   f"{_rate(s['scorer_envelopes_processes_events_per_s'])} "
+                   f"({s['scorer_envelopes_processes_vs_trivial_faust']:.1f}× trivial Faust)")
+    if ing.get("http_events_per_s"):
+        ref.append(f"{e2e['events_per_s'] / ing['http_events_per_s']:.2f}× HTTP ingest")
+    return ref
+
+
 def table(r: dict[str, Any]) -> str:
     s, a, p = r.get("scorer", {}), r.get("api", {}), r.get("pipeline", {})
     st = r.get("state", {})
@@ -75,22 +100,7 @@ def table(r: dict[str, Any]) -> str:
                      f"bare aiokafka producer (acks=all) {_rate(ing['bare_producer_events_per_s'])}"
                      f" — API at {ing['http_vs_bare_producer']:.0%}"))
     if e2e:
-        ref = []
-        if "trivial_faust_events_per_s" in s:
-            ref.append(f"trivial Faust agent {_rate(s['trivial_faust_events_per_s'])}")
-        if "bare_consumer_events_per_s" in s:
-            ref.append(f"bare aiokafka consumer {_rate(s['bare_consumer_events_per_s'])}")
-        if "scorer_events_per_s" in s:
-            ref.append(f"scorer alone, from Kafka {_rate(s['scorer_events_per_s'])}")
-        if "scorer_envelopes_events_per_s" in s:
-            ref.append(f"scorer alone, envelopes {_rate(s['scorer_envelopes_events_per_s'])} "
-                       f"({s['scorer_envelopes_vs_trivial_faust']:.1f}× trivial Faust)")
-        if s.get("scorer_envelopes_processes_events_per_s"):
-            ref.append(f"{s['scorer_processes']} scorer processes (one per core), envelopes "
-                       f"{_rate(s['scorer_envelopes_processes_events_per_s'])} "
-                       f"({s['scorer_envelopes_processes_vs_trivial_faust']:.1f}× trivial Faust)")
-        if ing.get("http_events_per_s"):
-            ref.append(f"{e2e['events_per_s'] / ing['http_events_per_s']:.2f}× HTTP ingest")
+        ref = _scorer_refs(s, ing, e2e)
         rows.append((f"End to end, POST → scored in Redis ({e2e['events']:,} events)",
                      _rate(e2e["events_per_s"]), "; ".join(ref)))
     rows += _scaled_rows(p.get("end_to_end_scaled"), ing, e2e)

@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -123,22 +124,31 @@ def trivial_faust(settings: Settings, n: int, workdir: Path) -> float:
 
 
 async def scorer_run(settings: Settings, n: int, workdir: Path, *, steady: bool = True,
-                     name: str = "scorer", processes: int = 1) -> dict[str, Any]:
+                     name: str = "scorer", processes: int = 1,
+                     then_produce: Callable[[], Awaitable[Any]] | None = None
+                     ) -> dict[str, Any]:
     """``processes``: scorer workers in the one group, as ``CHURNWATCH_SCORER_PROCESSES``
-    starts them (each its own metrics port); the rate counts from the first event any of
-    them committed, so the group's joining is included."""
+    starts them (each its own metrics port). The rate counts from the first event any of
+    them committed. ``then_produce``: the topic is filled only once every worker holds its
+    share of the partitions — a group still joining while the events are already there
+    would count the rebalance (seconds) against a run that lasts seconds."""
     redis = make_redis(settings)
     keys = Keys(settings.redis_prefix)
     log_path = workdir / f"{name}.log"
     procs = []
+    ports = []
     for i in range(processes):
         env = settings if i == 0 else settings.model_copy(update={"scorer_metrics_port": free_port()})
+        ports.append(env.scorer_metrics_port)
         log = await asyncio.to_thread((workdir / f"{name}-{i + 1}.log" if i else log_path).open, "wb")
         with log:  # the child writes to its own copy
             procs.append(await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "services.cli.main", "scorer", env=child_env(env),
                 stdout=log, stderr=asyncio.subprocess.STDOUT))
     try:
+        if then_produce is not None:
+            await _group_settled(ports, settings.topic_partitions, procs, log_path)
+            await then_produce()
         t0 = None
         while True:
             done = await events_done(redis, settings)
@@ -189,6 +199,27 @@ async def scorer_run(settings: Settings, n: int, workdir: Path, *, steady: bool 
         for p in procs:
             await asyncio.wait_for(p.wait(), 30)
         await redis.aclose()
+
+
+async def _group_settled(ports: list[int], partitions: int, procs: list[Any], log: Path) -> None:
+    """Until every worker's ``/ready`` lists partitions and together they hold each once."""
+    deadline = time.monotonic() + 120
+    async with httpx.AsyncClient() as client:
+        while True:
+            shares: list[list[int]] = []
+            for port in ports:
+                try:
+                    r = await client.get(f"http://127.0.0.1:{port}/ready", timeout=5)
+                    shares.append(list(r.json().get("assigned_partitions") or []))
+                except (httpx.HTTPError, ValueError):
+                    shares.append([])
+            if all(shares) and sorted(p for s in shares for p in s) == list(range(partitions)):
+                return
+            if any(p.returncode is not None for p in procs):
+                raise RuntimeError(f"scorer exited; see {log}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the scorers' group did not settle: {shares}")
+            await asyncio.sleep(0.2)
 
 
 async def _get_text(url: str) -> str:
@@ -303,17 +334,31 @@ async def main() -> int:
         await produce_envelopes(enveloped, events)
         envelope_rate = (await scorer_run(enveloped, n, workdir, steady=False,
                                           name="scorer-envelopes"))["scorer_events_per_s"]
-        # Scale-out on this machine: one scorer process per core in the same group, reading
-        # the same envelopes again (a group, state and counters of their own).
+        # The floor of that: every event another customer, so that no part of a poll holds
+        # two events of one customer (parts help a backlog only where customers repeat).
+        distinct = enveloped.model_copy(update={
+            "topic_events": f"bench-{run}.dst-events", "topic_risk_changes": f"bench-{run}.dst-risk",
+            "topic_events_dlq": f"bench-{run}.dst-dlq", "redis_prefix": f"b{run}d",
+            "scorer_group": f"bench-{run}-dst-scorer", "scorer_metrics_port": free_port()})
+        await ensure_topics(distinct)
+        await produce_envelopes(distinct, [{**e, "customer_id": f"{e['customer_id']}-{i}"}
+                                           for i, e in enumerate(events)])
+        distinct_rate = (await scorer_run(distinct, n, workdir, steady=False,
+                                          name="scorer-distinct"))["scorer_events_per_s"]
+        # Scale-out on this machine: one scorer process per core in the same group, the same
+        # envelopes again (a topic, group, state and counters of their own).
         cores = os.cpu_count() or 1
         scaled_rate = None
         if cores > 1:
             scaled = enveloped.model_copy(update={
                 "redis_prefix": f"b{run}p", "scorer_group": f"bench-{run}-env-scorers",
                 "topic_risk_changes": f"bench-{run}.env-risk-p", "scorer_metrics_port": free_port()})
+            # its own topic, filled once both workers hold their partitions
+            scaled = scaled.model_copy(update={"topic_events": f"bench-{run}.env-events-p"})
             await ensure_topics(scaled)
-            scaled_rate = (await scorer_run(scaled, n, workdir, steady=False, name="scorers",
-                                            processes=cores))["scorer_events_per_s"]
+            scaled_rate = (await scorer_run(
+                scaled, n, workdir, steady=False, name="scorers", processes=cores,
+                then_produce=lambda: produce_envelopes(scaled, events)))["scorer_events_per_s"]
         memory = await memory_per_customer(settings)
         from bench.notifier_bench import run as notifier_bench
 
@@ -333,6 +378,8 @@ async def main() -> int:
         "scorer_vs_bare_consumer": scorer["scorer_events_per_s"] / bare,
         "scorer_envelopes_events_per_s": envelope_rate,
         "scorer_envelopes_vs_trivial_faust": envelope_rate / trivial,
+        "scorer_envelopes_distinct_events_per_s": distinct_rate,
+        "scorer_envelopes_distinct_vs_trivial_faust": distinct_rate / trivial,
         "scorer_processes": cores if scaled_rate is not None else 1,
         "scorer_envelopes_processes_events_per_s": scaled_rate,
         "scorer_envelopes_processes_vs_trivial_faust":
@@ -352,6 +399,8 @@ async def main() -> int:
           f"{report['scorer_vs_bare_consumer']:.0%} of bare consumer")
     print(f"  churnwatch scorer, envelopes {envelope_rate:>10,.0f} events/s   "
           f"= {report['scorer_envelopes_vs_trivial_faust']:.1f}× trivial Faust (per message)")
+    print(f"  scorer, envelopes, all distinct {distinct_rate:>7,.0f} events/s   "
+          f"= {distinct_rate / trivial:.1f}× trivial Faust (every event another customer)")
     if scaled_rate is not None:
         print(f"  scorer, envelopes, {cores} procs {scaled_rate:>10,.0f} events/s   "
               f"= {scaled_rate / trivial:.1f}× trivial Faust (one process per core, one group)")
