@@ -244,17 +244,11 @@ _DESCRIBERS: dict[str, Callable[[dict[str, float]], tuple[str, str] | None]] = {
 }
 
 
-def explained_reasons(f: dict[str, float], attribution: Sequence[float],
-                      names: Sequence[str], limit: int = 3) -> list[Reason]:
-    """Top reasons from per-feature attributions (log-odds, positive pushes the risk up)."""
-    codes, weights = reason_weights(np.asarray(attribution, dtype=np.float64)[None, :], names)
-    return top_reasons(f, codes, weights[0].tolist(), limit)
-
-
 def reason_weights(attributions: np.ndarray, names: Sequence[str]
                    ) -> tuple[tuple[str, ...], np.ndarray]:
-    """Rows of per-feature attributions summed per reason code, for a whole batch at once:
-    (codes, rows x codes)."""
+    """Rows of per-feature attributions (log-odds, positive pushes the risk up) summed per
+    reason code, for a whole batch at once: (codes, rows x codes); :func:`top_reasons` tells
+    a row's."""
     codes, groups = _reason_groups(tuple(names))
     return codes, np.asarray(attributions, dtype=np.float64) @ groups
 
