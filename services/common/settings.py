@@ -211,7 +211,7 @@ class Settings(BaseSettings):
     scorer_batch_max: int = Field(default=1000, ge=1, le=100_000)
     # Events applied together: one state read, one scoring call and one write round trip per
     # part of a poll, so a customer's several events in one part cost one step, not several
-    # (a backlog of envelopes: catching up, an import). Memory ~15 KB per customer of a part.
+    # (a backlog of envelopes: catching up, an import). Memory ~25 KB per customer of a part.
     scorer_apply_max_events: int = Field(default=5000, ge=1, le=100_000)
     scorer_batch_within_ms: int = Field(default=50, ge=1, le=60_000)
     scorer_fetch_max_wait_ms: int = Field(default=100, ge=1, le=30_000)
