@@ -21,7 +21,6 @@ it with the other parts into ``bench/results/<stamp>.json`` (``bench/report.py``
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import platform
@@ -38,7 +37,7 @@ from typing import Any
 import httpx
 
 from bench.output import RESULTS
-from services.common.embedded import free_port, start_broker, start_redis
+from services.common.embedded import ServiceProcess, free_port, start_broker, start_redis
 from services.common.kafka import ensure_topics, make_consumer, make_producer
 from services.common.redisconn import Keys, customer_token, make_redis
 from services.common.settings import Settings, load_settings
@@ -135,19 +134,16 @@ async def scorer_run(settings: Settings, n: int, workdir: Path, *, steady: bool 
     redis = make_redis(settings)
     keys = Keys(settings.redis_prefix)
     log_path = workdir / f"{name}.log"
-    procs = []
-    ports = []
-    for i in range(processes):
-        env = settings if i == 0 else settings.model_copy(update={"scorer_metrics_port": free_port()})
-        ports.append(env.scorer_metrics_port)
-        log = await asyncio.to_thread((workdir / f"{name}-{i + 1}.log" if i else log_path).open, "wb")
-        with log:  # the child writes to its own copy
-            procs.append(await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "services.cli.main", "scorer", env=child_env(env),
-                stdout=log, stderr=asyncio.subprocess.STDOUT))
+    workers = [ServiceProcess("scorer", settings, log_path, port=settings.scorer_metrics_port)
+               if i == 0 else
+               ServiceProcess("scorer", settings, workdir / f"{name}-{i + 1}.log",
+                              health_port_setting="scorer_metrics_port")
+               for i in range(processes)]
+    for w in workers:
+        w.start(wait_ready=False)
     try:
         if then_produce is not None:
-            await _group_settled(ports, settings.topic_partitions, procs, log_path)
+            await _group_settled(workers, settings.topic_partitions)
             await then_produce()
         t0 = None
         while True:
@@ -156,8 +152,7 @@ async def scorer_run(settings: Settings, n: int, workdir: Path, *, steady: bool 
                 t0, start_count = time.monotonic(), done
             if done >= n:
                 break
-            if any(p.returncode is not None for p in procs):
-                raise RuntimeError(f"scorer exited; see {log_path}")
+            _check_alive(workers)
             await asyncio.sleep(0.05)
         assert t0 is not None
         rate = (n - start_count) / max(time.monotonic() - t0, 1e-9)
@@ -193,30 +188,40 @@ async def scorer_run(settings: Settings, n: int, workdir: Path, *, steady: bool 
                 "customers": customers, "steady_rate": sent / STEADY_SECONDS,
                 "latency_p50_s": _quantile(delta, 0.5), "latency_p99_s": _quantile(delta, 0.99)}
     finally:
-        for p in procs:
-            with contextlib.suppress(ProcessLookupError):  # already gone
-                p.terminate()
-        for p in procs:
-            await asyncio.wait_for(p.wait(), 30)
+        await asyncio.gather(*(asyncio.to_thread(w.stop, 30) for w in workers))
         await redis.aclose()
 
 
-async def _group_settled(ports: list[int], partitions: int, procs: list[Any], log: Path) -> None:
+def _own(settings: Settings, run: str, tag: str) -> Settings:
+    """``settings`` with topics, keys, a consumer group and a metrics port of their own: one
+    more scorer phase of the run, on the same broker and Redis."""
+    return settings.model_copy(update={
+        "topic_events": f"bench-{run}.{tag}-events", "topic_risk_changes": f"bench-{run}.{tag}-risk",
+        "topic_events_dlq": f"bench-{run}.{tag}-dlq", "redis_prefix": f"b{run}{tag}",
+        "scorer_group": f"bench-{run}-{tag}-scorer", "scorer_metrics_port": free_port()})
+
+
+def _check_alive(workers: list[ServiceProcess]) -> None:
+    for w in workers:
+        if w.proc is not None and w.proc.poll() is not None:
+            raise RuntimeError(f"scorer exited; see {w.log_path}:\n{w.tail()}")
+
+
+async def _group_settled(workers: list[ServiceProcess], partitions: int) -> None:
     """Until every worker's ``/ready`` lists partitions and together they hold each once."""
     deadline = time.monotonic() + 120
     async with httpx.AsyncClient() as client:
         while True:
             shares: list[list[int]] = []
-            for port in ports:
+            for w in workers:
                 try:
-                    r = await client.get(f"http://127.0.0.1:{port}/ready", timeout=5)
+                    r = await client.get(f"{w.url}/ready", timeout=5)
                     shares.append(list(r.json().get("assigned_partitions") or []))
                 except (httpx.HTTPError, ValueError):
                     shares.append([])
             if all(shares) and sorted(p for s in shares for p in s) == list(range(partitions)):
                 return
-            if any(p.returncode is not None for p in procs):
-                raise RuntimeError(f"scorer exited; see {log}")
+            _check_alive(workers)
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the scorers' group did not settle: {shares}")
             await asyncio.sleep(0.2)
@@ -326,20 +331,14 @@ async def main() -> int:
         trivial = await asyncio.to_thread(trivial_faust, settings, n, workdir)
         scorer = await scorer_run(settings, n, workdir)
         # The same events as envelopes, on topics, keys and a consumer group of their own.
-        enveloped = settings.model_copy(update={
-            "topic_events": f"bench-{run}.env-events", "topic_risk_changes": f"bench-{run}.env-risk",
-            "topic_events_dlq": f"bench-{run}.env-dlq", "redis_prefix": f"b{run}e",
-            "scorer_group": f"bench-{run}-env-scorer", "scorer_metrics_port": free_port()})
+        enveloped = _own(settings, run, "env")
         await ensure_topics(enveloped)
         await produce_envelopes(enveloped, events)
         envelope_rate = (await scorer_run(enveloped, n, workdir, steady=False,
                                           name="scorer-envelopes"))["scorer_events_per_s"]
         # The floor of that: every event another customer, so that no part of a poll holds
         # two events of one customer (parts help a backlog only where customers repeat).
-        distinct = enveloped.model_copy(update={
-            "topic_events": f"bench-{run}.dst-events", "topic_risk_changes": f"bench-{run}.dst-risk",
-            "topic_events_dlq": f"bench-{run}.dst-dlq", "redis_prefix": f"b{run}d",
-            "scorer_group": f"bench-{run}-dst-scorer", "scorer_metrics_port": free_port()})
+        distinct = _own(settings, run, "dst")
         await ensure_topics(distinct)
         await produce_envelopes(distinct, [{**e, "customer_id": f"{e['customer_id']}-{i}"}
                                            for i, e in enumerate(events)])
@@ -350,11 +349,7 @@ async def main() -> int:
         cores = os.cpu_count() or 1
         scaled_rate = None
         if cores > 1:
-            scaled = enveloped.model_copy(update={
-                "redis_prefix": f"b{run}p", "scorer_group": f"bench-{run}-env-scorers",
-                "topic_risk_changes": f"bench-{run}.env-risk-p", "scorer_metrics_port": free_port()})
-            # its own topic, filled once both workers hold their partitions
-            scaled = scaled.model_copy(update={"topic_events": f"bench-{run}.env-events-p"})
+            scaled = _own(settings, run, "procs")  # filled once the workers hold their partitions
             await ensure_topics(scaled)
             scaled_rate = (await scorer_run(
                 scaled, n, workdir, steady=False, name="scorers", processes=cores,
