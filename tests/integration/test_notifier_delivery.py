@@ -102,6 +102,13 @@ async def test_failing_gateway_and_receiver_every_alert_once_or_dead_lettered(
                              and len(hook.ok()) + metric(registry, "churnwatch_notifier_dead_letters_total",
                                                          channel="webhook") == 5,
                              timeout=40, what="every alert delivered or dead-lettered")
+            # The gateway counts a message when it accepts it, the notifier when the answer
+            # arrives: a timed-out attempt the gateway accepted late (f3) still has its retry
+            # queued, to be deduplicated by its Idempotency-Key. Wait for the queue to drain.
+            async def drained() -> bool:
+                return await redis.zcard(keys.retry_queue) == 0
+
+            await wait_until(drained, timeout=30, what="the retry queue to drain")
             await asyncio.sleep(1.0)
             assert metric(registry, "churnwatch_notifier_retries_total", channel="sms") >= 3
         await hook.down()
