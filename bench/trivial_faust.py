@@ -19,9 +19,14 @@ def main() -> None:
     settings = load_settings()
     target = int(os.environ["BENCH_TARGET"])
     out = Path(os.environ["BENCH_OUT"])
-    app = transport_app(settings.scorer_fetch_max_wait_ms)(f"{settings.scorer_group}-trivial", broker=faust_broker(settings),
+    # stock: Faust's own delivery (a task set per message); poll: the scorer's transport
+    delivery = os.environ.get("BENCH_TRIVIAL_DELIVERY", "stock")
+    app_class = transport_app(settings.scorer_fetch_max_wait_ms,
+                              poll_delivery=delivery == "poll")
+    app = app_class(f"{settings.scorer_group}-trivial-{delivery}",
+                    broker=faust_broker(settings),
                     value_serializer="raw", key_serializer="raw", store="memory://",
-                    datadir=str(out.parent / "trivial-faust-data"),
+                    datadir=str(out.parent / f"trivial-faust-data-{delivery}"),
                     autodiscover=False, web_enabled=False, consumer_auto_offset_reset="earliest",
                     broker_rebalance_timeout=4, broker_session_timeout=6,
                     broker_heartbeat_interval=1, broker_commit_interval=1.0,

@@ -184,6 +184,15 @@ class ScorerMetrics:
         self.envelope_events = Histogram(
             "churnwatch_scorer_envelope_events", "Events per envelope record consumed.",
             buckets=(1, 5, 10, 50, 100, 250, 500), registry=registry)
+        self.inflight = Gauge(
+            "churnwatch_scorer_inflight_bytes",
+            "Keys and values of records delivered and not yet acknowledged (queued, batched, "
+            "being applied); delivery waits beyond CHURNWATCH_SCORER_INFLIGHT_MAX_MB.",
+            registry=registry)
+        self.inflight_waits = Counter(
+            "churnwatch_scorer_inflight_waits_total",
+            "Times delivery waited for acknowledgements because the records in flight reached "
+            "CHURNWATCH_SCORER_INFLIGHT_MAX_MB.", registry=registry)
         self.lag = Gauge("churnwatch_scorer_consumer_lag",
                          "Records on an assigned events partition not yet processed.",
                          ["partition"], registry=registry)

@@ -32,7 +32,7 @@ from services.common.runtime import tune_gc
 from services.common.settings import Settings
 from services.scorer.processor import Processor, Record
 from services.scorer.quality import QualityMetrics, QualityTracker
-from services.scorer.transport import transport_app
+from services.scorer.transport import PollConsumer, transport_app
 from services.scoring import valuebounds
 from services.scoring.engine import Engine
 from services.scoring.model import ShadowModel, load_model
@@ -88,6 +88,7 @@ class _Jobs:
         self.ready_flag = False
         self.assigned: list[int] = []
         self.parts: dict[str, Any] = {}
+        self._waits_counted = 0  # the consumer's in-flight waits already in the counter
 
     @property
     def started(self) -> Processor | None:
@@ -149,6 +150,11 @@ class _Jobs:
                 hw = self.app.consumer.highwater(tp)
                 if hw is not None:
                     highwater[tp.partition] = hw
+        consumer = self.app.consumer
+        if isinstance(consumer, PollConsumer):
+            proc.metrics.inflight.set(consumer.unacked_bytes())
+            proc.metrics.inflight_waits.inc(consumer.waits - self._waits_counted)
+            self._waits_counted = consumer.waits
         with _guarded("refresh gauges"):  # gauges are best effort
             await proc.refresh_gauges(highwater)
 
@@ -229,7 +235,8 @@ class _Jobs:
 def build_app(settings: Settings) -> faust.App:
     model = load_model(settings.model)  # fail at start-up, not on the first batch
     rules = rules_from_settings(settings)  # likewise: a bad rules file stops the start
-    app_class = transport_app(settings.scorer_fetch_max_wait_ms)
+    app_class = transport_app(settings.scorer_fetch_max_wait_ms,
+                              max_unacked_bytes=int(settings.scorer_inflight_max_mb * 2**20))
     app = app_class(
         settings.scorer_group,
         broker=faust_broker(settings),
