@@ -32,7 +32,6 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 logger = logging.getLogger(__name__)
-YIELD_EVERY = 1  # yield to the loop after each message: the streams drain as it goes
 
 
 def _size(message: Any) -> int:
@@ -80,9 +79,10 @@ class PollConsumer(faust_aiokafka.Consumer):
         callback = self.callback
         read_offset = self._read_offset
         acks_enabled_for = self.app.topics.acks_enabled_for
-        for n, (tp, message) in enumerate(batch, 1):
-            if n % YIELD_EVERY == 0:
-                await asyncio.sleep(0)
+        for tp, message in batch:
+            # Back to the loop after each record, so that the streams drain as it goes:
+            # yielding every 100 (as Faust's loop does) left them starved, half the speed.
+            await asyncio.sleep(0)
             await self._within_budget(_size(message))
             offset = message.offset
             last = read_offset[tp]
