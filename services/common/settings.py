@@ -217,8 +217,11 @@ class Settings(BaseSettings):
     scorer_inflight_max_mb: float = Field(default=64.0, gt=0, le=65_536)
     # Events applied together: one state read, one scoring call and one write round trip per
     # part of a poll, so a customer's several events in one part cost one step, not several
-    # (a backlog of envelopes: catching up, an import). Memory ~25 KB per customer of a part.
-    scorer_apply_max_events: int = Field(default=5000, ge=1, le=100_000)
+    # (a backlog of envelopes: catching up, an import). A part ends at whichever of the two
+    # comes first. Memory ~25 KB per customer of a part (their decoded summaries) and ~3 KB
+    # per event: at most ~185 MB.
+    scorer_apply_max_events: int = Field(default=20_000, ge=1, le=1_000_000)
+    scorer_apply_max_customers: int = Field(default=5000, ge=1, le=100_000)
     scorer_batch_within_ms: int = Field(default=50, ge=1, le=60_000)
     scorer_fetch_max_wait_ms: int = Field(default=100, ge=1, le=30_000)
     clock: Literal["wall", "event"] = "wall"

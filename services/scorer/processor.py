@@ -270,33 +270,44 @@ class Processor:
     async def process(self, records: Sequence[Record]) -> None:
         """Process one batch; returns only once everything is stored (never raises for
         infrastructure errors: it retries). Envelope records are opened here; a batch is
-        applied in parts of at most ``scorer_apply_max_events`` events (cut between records),
-        so an envelope-heavy batch stays bounded. The records are taken partition by
+        applied in parts of at most ``scorer_apply_max_events`` events and about
+        ``scorer_apply_max_customers`` customers (cut between records), so an envelope-heavy
+        batch stays bounded: a part's memory is mostly its customers' decoded summaries. The records are taken partition by
         partition, each partition's in offset order (a stable sort): Kafka orders nothing
         across partitions, and a customer's events — all on one partition — then meet in one
         part, scored and written once, rather than spread over several (a poll interleaves
         the partitions' fetches)."""
         started = time.monotonic()
+        max_events = self.settings.scorer_apply_max_events
+        max_customers = self.settings.scorer_apply_max_customers
         segment: list[tuple[Record, list[Item] | None]] = []
         weight = 0
+        customers: set[tuple[str, Any]] = set()  # about: memory is per customer of a part
         for r in sorted(records, key=_partition_of):
             if r.value is None:
                 if segment:
                     await self._process_segment(segment)
-                    segment, weight = [], 0
+                    segment, weight, customers = [], 0, set()
                 await self._erase(r)
                 continue
             items = None
+            tenant = _tenant_header(r.headers)
             if is_envelope(r.headers):
                 items = decode_envelope(r.value, r.headers, partition=r.partition,
                                         partitions_count=self.settings.topic_partitions)
                 self.metrics.envelope_events.observe(len(items))
+                mine = {(tenant, i.event.get("customer_id")) for i in items
+                        if i.event is not None} - customers
+            else:
+                mine = {(tenant, r.key)} - customers
             n = 1 if items is None else len(items)
-            if segment and weight + n > self.settings.scorer_apply_max_events:
+            if segment and (weight + n > max_events
+                            or len(customers) + len(mine) > max_customers):
                 await self._process_segment(segment)
-                segment, weight = [], 0
+                segment, weight, customers = [], 0, set()
             segment.append((r, items))
             weight += n
+            customers |= mine
         if segment:
             await self._process_segment(segment)
         self.metrics.batch_size.observe(len(records))
