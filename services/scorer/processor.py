@@ -272,11 +272,11 @@ class Processor:
         infrastructure errors: it retries). Envelope records are opened here; a batch is
         applied in parts of at most ``scorer_apply_max_events`` events and about
         ``scorer_apply_max_customers`` customers (cut between records), so an envelope-heavy
-        batch stays bounded: a part's memory is mostly its customers' decoded summaries. The records are taken partition by
-        partition, each partition's in offset order (a stable sort): Kafka orders nothing
-        across partitions, and a customer's events — all on one partition — then meet in one
-        part, scored and written once, rather than spread over several (a poll interleaves
-        the partitions' fetches)."""
+        batch stays bounded: a part's memory is mostly its customers' decoded summaries. The
+        records are taken partition by partition, each partition's in offset order (a stable
+        sort): Kafka orders nothing across partitions, and a customer's events — all on one
+        partition — then meet in one part, scored and written once, rather than spread over
+        several (a poll interleaves the partitions' fetches)."""
         started = time.monotonic()
         max_events = self.settings.scorer_apply_max_events
         max_customers = self.settings.scorer_apply_max_customers

@@ -150,12 +150,12 @@ class _Jobs:
                 hw = self.app.consumer.highwater(tp)
                 if hw is not None:
                     highwater[tp.partition] = hw
-        consumer = self.app.consumer
-        if isinstance(consumer, PollConsumer):
-            proc.metrics.inflight.set(consumer.unacked_bytes())
-            proc.metrics.inflight_waits.inc(consumer.waits - self._waits_counted)
-            self._waits_counted = consumer.waits
         with _guarded("refresh gauges"):  # gauges are best effort
+            consumer = self.app.consumer
+            if isinstance(consumer, PollConsumer):
+                proc.metrics.inflight.set(consumer.unacked_bytes())
+                proc.metrics.inflight_waits.inc(consumer.waits - self._waits_counted)
+                self._waits_counted = consumer.waits
             await proc.refresh_gauges(highwater)
 
     async def sweep(self) -> None:
