@@ -134,9 +134,10 @@ async def scorer_run(settings: Settings, n: int, workdir: Path, *, steady: bool 
                      ) -> dict[str, Any]:
     """``processes``: scorer workers in the one group, as ``CHURNWATCH_SCORER_PROCESSES``
     starts them (each its own metrics port). The rate counts from the moment every worker
-    holds its partitions to the last event committed. ``then_produce``: the topic is filled only once every worker holds its
-    share of the partitions — a group still joining while the events are already there
-    would count the rebalance (seconds) against a run that lasts seconds."""
+    holds its partitions to the last event committed. ``then_produce``: the topic is filled
+    only once every worker holds its share of the partitions — a group still joining while
+    the events are already there would count the rebalance (seconds) against a run that
+    lasts seconds."""
     redis = make_redis(settings)
     keys = Keys(settings.redis_prefix)
     log_path = workdir / f"{name}.log"

@@ -8,7 +8,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from services.common.envelope import decode, encode_envelopes, is_envelope
+from services.common.envelope import MAX_EVENTS, decode, encode_envelopes, is_envelope
 from services.common.kafka import make_consumer, make_producer
 from services.common.settings import Settings
 
@@ -30,14 +30,17 @@ async def produce_events(settings: Settings, events: list[dict[str, Any]]) -> No
                   [(e["customer_id"].encode(), json.dumps(e).encode()) for e in events])
 
 
-async def produce_envelopes(settings: Settings, events: list[dict[str, Any]]) -> None:
-    """Events as envelope records (services/common/envelope.py), each on its partition."""
+async def produce_envelopes(settings: Settings, events: list[dict[str, Any]], *,
+                            max_events: int = MAX_EVENTS) -> None:
+    """Events as envelope records (services/common/envelope.py) of at most ``max_events``
+    events, each on its partition."""
     producer = make_producer(settings)
     await producer.start()
     try:
         futures = [await producer.send(settings.topic_events, env.value, key=env.key,
                                        partition=env.partition, headers=env.headers)
-                   for env in encode_envelopes(events, settings.topic_partitions)]
+                   for env in encode_envelopes(events, settings.topic_partitions,
+                                               max_events=max_events)]
         await asyncio.gather(*futures)
     finally:
         await producer.stop()

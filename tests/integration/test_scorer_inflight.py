@@ -14,10 +14,10 @@ import httpx
 import pytest
 
 from services.common.envelope import encode_envelopes
-from services.common.kafka import make_producer
 from services.common.redisconn import Keys, make_redis
 from tests.data import by_time, regular
 from tests.integration.test_scorer import scorer, wait_processed
+from tests.kafkatools import produce_envelopes
 
 pytestmark = pytest.mark.integration
 
@@ -36,14 +36,7 @@ async def test_envelopes_beyond_the_inflight_bound_wait_for_acks_and_all_land_on
                       regular(f"if-{n}", every_days=6, count=30, start=start + timedelta(hours=n))])
     envelopes = encode_envelopes(events, settings.topic_partitions, max_events=40)
     assert sum(len(e.value) for e in envelopes) > 10 * 31_000, "the backlog is many bounds"
-    producer = make_producer(settings)
-    await producer.start()
-    try:
-        await asyncio.gather(*[await producer.send(settings.topic_events, e.value, key=e.key,
-                                                   partition=e.partition, headers=e.headers)
-                               for e in envelopes])
-    finally:
-        await producer.stop()
+    await produce_envelopes(settings, events, max_events=40)
 
     redis = make_redis(settings)
     try:
