@@ -207,10 +207,9 @@ class Settings(BaseSettings):
     # Scorer worker processes `churnwatch up` starts, in one consumer group: each takes a share
     # of the events partitions (one process uses one core; more than the partitions idle).
     scorer_processes: int = Field(default=1, ge=1, le=64)
-    # Records per poll (an envelope holds up to 500 events). Single-event records of one
-    # customer meet in one part only if the poll holds them: 5,000 (with the poll delivery)
-    # scores a single-event backlog 1.3-1.6x as fast as 1,000 did; a quiet topic is polled
-    # every scorer_batch_within_ms whatever this is.
+    # Records per poll, and so per batch: the consumer hands each poll to the processor
+    # whole (an envelope holds up to 500 events). Under a backlog polls are full, and
+    # single-event records of one customer meet in one part only if the poll holds them.
     scorer_batch_max: int = Field(default=5000, ge=1, le=100_000)
     # Keys and values of records delivered and not yet acknowledged (queued, batched, being
     # applied): delivery waits beyond it, so that polls of envelopes stay bounded in memory.
@@ -222,6 +221,9 @@ class Settings(BaseSettings):
     # per event: at most ~185 MB.
     scorer_apply_max_events: int = Field(default=20_000, ge=1, le=1_000_000)
     scorer_apply_max_customers: int = Field(default=5000, ge=1, le=100_000)
+    # The batching window of the scorer agent's stream. The consumer hands the events topic's
+    # polls to the processor as they come (services/scorer/transport.py), so no record waits
+    # in it any longer; kept so that configurations still load.
     scorer_batch_within_ms: int = Field(default=50, ge=1, le=60_000)
     scorer_fetch_max_wait_ms: int = Field(default=100, ge=1, le=30_000)
     clock: Literal["wall", "event"] = "wall"

@@ -2,8 +2,9 @@
 
 The agent runs at concurrency 1 (faust-streaming#606: higher concurrency can commit past a
 message still in flight); scale out with partitions and more workers in the same group.
-``take_events`` acknowledges a batch only after the body returns, and the processor returns
-only once the batch is stored, so a crash redelivers rather than loses.
+The consumer hands each poll of the events topic to the processor in one call
+(``services/scorer/transport.py``) and acknowledges its records only once that returns, and
+the processor returns only once the batch is stored, so a crash redelivers rather than loses.
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ def _headers(raw: Any) -> tuple[tuple[str, bytes], ...]:
         return ()
     items = raw.items() if hasattr(raw, "items") else raw
     return tuple((str(k), bytes(v or b"")) for k, v in items)
+
+
+def _record(m: Any) -> Record:
+    return Record(m.topic, m.partition, m.offset, m.key, m.value,
+                  m.timestamp and int(m.timestamp * 1000), _headers(m.headers))
 
 
 def faust_broker(settings: Settings) -> list[str]:
@@ -235,8 +241,17 @@ class _Jobs:
 def build_app(settings: Settings) -> faust.App:
     model = load_model(settings.model)  # fail at start-up, not on the first batch
     rules = rules_from_settings(settings)  # likewise: a bad rules file stops the start
+
+    async def handle(messages: list[Any]) -> None:
+        """A poll's events-topic records, straight from the consumer (transport.py)."""
+        proc = await jobs.processor()
+        records = [_record(m) for m in messages]
+        async with proc.lock:
+            await proc.process(records)
+
     app_class = transport_app(settings.scorer_fetch_max_wait_ms,
-                              max_unacked_bytes=int(settings.scorer_inflight_max_mb * 2**20))
+                              max_unacked_bytes=int(settings.scorer_inflight_max_mb * 2**20),
+                              batch_handlers={settings.topic_events: handle})
     app = app_class(
         settings.scorer_group,
         broker=faust_broker(settings),
@@ -271,13 +286,12 @@ def build_app(settings: Settings) -> faust.App:
 
     @app.agent(topic, concurrency=1)
     async def score(stream: Any) -> None:
+        """Subscribes the events topic. Its records reach ``handle`` a poll at a time without
+        passing the streams; any that came this way would be scored the same."""
         proc = await jobs.processor()
         within = settings.scorer_batch_within_ms / 1000
         async for events in stream.take_events(settings.scorer_batch_max, within=within):
-            records = [Record(e.message.topic, e.message.partition, e.message.offset,
-                              e.message.key, e.message.value, e.message.timestamp and
-                              int(e.message.timestamp * 1000), _headers(e.message.headers))
-                       for e in events]
+            records = [_record(e.message) for e in events]
             async with proc.lock:
                 await proc.process(records)
 

@@ -1,7 +1,8 @@
 """The scorer's records in flight are bounded in bytes (``CHURNWATCH_SCORER_INFLIGHT_MAX_MB``):
-a batch is counted in records and an envelope holds up to 500 events, so delivery waits for
-acknowledgements beyond the bound. Real broker, Redis and scorer process: envelopes several
-times the bound all land, once each, and the wait shows in the scorer's metrics."""
+a poll is counted in records and an envelope holds up to 500 events, so a poll is applied in
+pieces that fit the bound, each acknowledged before the next is read. Real broker, Redis and
+scorer process: envelopes several times the bound all land, once each, and the waits show
+in the scorer's metrics (how pieces are cut: tests/unit/test_scorer_transport.py)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def _metric(text: str, name: str) -> float:
 async def test_envelopes_beyond_the_inflight_bound_wait_for_acks_and_all_land_once(
         settings_factory, tmp_path: Path) -> None:
     settings = settings_factory(scorer_inflight_max_mb=0.03,  # ~31 KB: about 3 envelopes
-                                scorer_batch_within_ms=5, scorer_gauges_interval_seconds=0.2)
+                                scorer_gauges_interval_seconds=0.2)
     start = datetime.now(UTC) - timedelta(days=200)
     events = by_time([e for n in range(40) for e in
                       regular(f"if-{n}", every_days=6, count=30, start=start + timedelta(hours=n))])
