@@ -14,22 +14,25 @@ consumer -> consumer thread), not by patching Faust's modules:
   delivery at once. A poll interrupted that way leaves its undelivered messages' read
   offsets where they were: after the rebalance they are fetched again from the committed
   offsets, as Faust does.
-- **A poll handed over whole.** Even delivered a poll at a time, each record still passes
-  the conductor, the topic's queue, the stream's iterator and ``take_events``'s buffer
-  (~25 µs a record), and ``take_events`` then waits ``within`` while its next batch gathers
-  at that pace: a fifth of the scorer's time, and batches of ~2,000 single-event records
-  whatever the batch size. The records of a topic in ``batch_handlers`` skip all that: each
-  poll (``CHURNWATCH_SCORER_BATCH_MAX`` records at most) goes to the handler in one call,
-  tracked as the conductor tracks a message and acknowledged once the handler returns, so
-  Faust's commits, ``wait_empty`` at a rebalance and stopping see them as they see a
-  stream's. The hand-over is not under ``wait_first``: a rebalance waits for a batch being
-  applied instead of cancelling it half way. Under a backlog the batches are whole polls; on
-  a quiet topic a record goes as soon as it is fetched, with no batching window to wait.
+- **Records handed over in batches.** Even delivered a poll at a time, each record still
+  passes the conductor, the topic's queue, the stream's iterator and ``take_events``'s
+  buffer (~25 µs a record), and ``take_events`` then waits ``within`` while its next batch
+  gathers at that pace: a fifth of the scorer's time, and batches of ~2,000 single-event
+  records whatever the batch size. The records of a topic in ``batch_handlers`` skip all
+  that: they are taken (tracked as the conductor tracks a message) and handed to the
+  handler in one call per batch, then acknowledged, so Faust's commits, ``wait_empty`` at a
+  rebalance and stopping see them as they see a stream's. The hand-over runs beside the
+  drain loop, which goes on fetching and taking the next batch meanwhile: under a backlog a
+  batch is everything that arrived while the last one was applied (at most a poll's
+  records, ``CHURNWATCH_SCORER_BATCH_MAX``), on a quiet topic a record goes as soon as it
+  is fetched. The hand-over is not under ``wait_first``: a rebalance waits for a batch
+  being applied instead of cancelling it half way, and it needs nothing of the drain loop
+  (which a rebalance holds in ``getmany``) to finish what was taken.
 - **A bound on the bytes in flight.** Records delivered and not yet acknowledged may hold at
   most ``max_unacked_bytes`` of keys and values: stream delivery waits for acknowledgements
-  beyond it, and a poll for a batch handler is handed over in pieces that fit. A poll is
-  counted in records, and an envelope record holds up to 500 events, so without it a poll
-  of envelopes could hold gigabytes.
+  beyond it, and the batch being handed over and the one being taken each hold at most
+  half of it. A poll is counted in records, and an envelope record holds up to 500 events,
+  so without it a poll of envelopes could hold gigabytes.
 """
 
 from __future__ import annotations
@@ -63,11 +66,15 @@ class PollConsumer(faust_aiokafka.Consumer):
     # topic -> handler of a list of its records: those records skip the streams (set by
     # transport_app; see the module doc)
     batch_handlers: dict[str, BatchHandler] = {}
-    _taken: list[Any]
+    _taken: list[Any]  # records taken for the handlers, not yet handed over
+    _taken_bytes: int
+    _room: asyncio.Event  # set when the hand-over took what was taken
+    _handing: asyncio.Future[Any] | None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._taken = []
+        self._taken, self._taken_bytes, self._handing = [], 0, None
+        self._room = asyncio.Event()
 
     def ack(self, message: Any) -> bool:
         done = bool(super().ack(message))
@@ -103,7 +110,6 @@ class PollConsumer(faust_aiokafka.Consumer):
         read_offset = self._read_offset
         acks_enabled_for = self.app.topics.acks_enabled_for
         handled = self.batch_handlers
-        taken = self._taken
         for tp, message in batch:
             if message.topic not in handled:
                 # Back to the loop after each record, so that the streams drain as it goes:
@@ -117,41 +123,61 @@ class PollConsumer(faust_aiokafka.Consumer):
             if last and offset - last > 1 and acks_enabled_for(message.topic):
                 await self._add_gap(tp, last + 1, offset)  # a gap, as Faust records it
             if message.topic in handled:
-                self.track_message(message)  # pending until acknowledged, as the conductor does
-                taken.append(message)
+                await self._take(message)
             else:
                 await callback(message)
             read_offset[tp] = offset
 
-    def _chunks(self, batch: list[tuple[Any, Any]]) -> list[list[tuple[Any, Any]]]:
-        """The poll cut where the records for batch handlers would pass the in-flight bound:
-        each piece is handed over before the next is read."""
+    async def _take(self, message: Any) -> None:
+        """Take a record for its batch handler, once there is room (see :meth:`_fits`). Always
+        through ``self._taken``: the hand-over swaps that list at any await."""
+        size = _size(message)
+        while self._taken and not self._fits(len(self._taken), self._taken_bytes, size):
+            self.waits += 1  # until the hand-over takes what was taken
+            self._room.clear()
+            self._kick()
+            await self._room.wait()
+        self.track_message(message)  # pending until acknowledged, as the conductor does
+        self._taken.append(message)
+        self._taken_bytes += size
+
+    def _fits(self, records: int, held: int, size: int) -> bool:
+        """Whether a record of ``size`` bytes joins ``records`` records of ``held`` bytes
+        taken: a batch holds at most a poll's records, and what is taken and what is being
+        handed over each hold at most half the in-flight bound."""
         budget = self.max_unacked_bytes
-        if budget is None or not self.batch_handlers:
-            return [batch]
-        chunks: list[list[tuple[Any, Any]]] = [[]]
-        held = 0
-        for pair in batch:
-            size = _size(pair[1]) if pair[1].topic in self.batch_handlers else 0
-            if held and held + size > budget:
-                chunks.append([])
-                held = 0
-            chunks[-1].append(pair)
-            held += size
-        return chunks
+        return records < self.app.conf.broker_max_poll_records and (
+            budget is None or held + size <= budget // 2)
+
+    def _kick(self) -> None:
+        """Start handing over what was taken unless a hand-over is running. It runs as one of
+        the consumer's futures: stopped with the consumer, and what it raises crashes the
+        consumer (as a stream's agent crashing would)."""
+        if self._handing is not None and self._handing.done():
+            self._handing = None
+        if self._handing is None and self._taken:
+            self._handing = self.add_future(self._hand_over())
 
     async def _hand_over(self) -> None:
-        """The records taken for batch handlers, each topic's in order to its handler; then
-        acknowledged (what a handler raises is the consumer's crash: nothing acknowledged)."""
-        taken, self._taken = self._taken, []
-        by_topic: dict[str, list[Any]] = {}
-        for message in taken:
-            by_topic.setdefault(message.topic, []).append(message)
-        for topic, messages in by_topic.items():
-            await self.batch_handlers[topic](messages)
-        ack = self.ack
-        for message in taken:
-            ack(message)
+        """What was taken, again and again until nothing is: each topic's records in order to
+        its handler, then acknowledged. It runs beside the drain loop, which fetches and takes
+        the next batch meanwhile, and on its own, so a rebalance (which holds the drain loop
+        in ``getmany``) still sees everything taken acknowledged. What a handler raises
+        crashes the consumer: nothing of that batch is acknowledged."""
+        try:
+            while self._taken:
+                taken, self._taken, self._taken_bytes = self._taken, [], 0
+                self._room.set()
+                by_topic: dict[str, list[Any]] = {}
+                for message in taken:
+                    by_topic.setdefault(message.topic, []).append(message)
+                for topic, messages in by_topic.items():
+                    await self.batch_handlers[topic](messages)
+                ack = self.ack
+                for message in taken:
+                    ack(message)
+        finally:
+            self._room.set()
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - Faust's thread
         getmany = self.getmany
@@ -167,18 +193,8 @@ class PollConsumer(faust_aiokafka.Consumer):
                     if commit_every is not None and self._n_acked >= commit_every:
                         self._n_acked = 0
                         await self.commit()
-                    chunks = self._chunks(batch)
-                    for i, chunk in enumerate(chunks):
-                        if i:
-                            self.waits += 1  # delivery held until the last piece was handled
-                        await self.wait_first(self._deliver(chunk), self.suspend_flow.wait())
-                        if self._taken:
-                            # Not under wait_first: a rebalance does not cancel a batch
-                            # half applied; it waits for its acknowledgements, as it waits
-                            # for a stream's.
-                            await self._hand_over()
-                        if self.suspend_flow.is_set():
-                            break
+                    await self.wait_first(self._deliver(batch), self.suspend_flow.wait())
+                self._kick()
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:

@@ -1,8 +1,8 @@
 """The scorer's records in flight are bounded in bytes (``CHURNWATCH_SCORER_INFLIGHT_MAX_MB``):
-a poll is counted in records and an envelope holds up to 500 events, so a poll is applied in
-pieces that fit the bound, each acknowledged before the next is read. Real broker, Redis and
+a poll is counted in records and an envelope holds up to 500 events, so the batch being
+applied and the one being taken each hold at most half the bound. Real broker, Redis and
 scorer process: envelopes several times the bound all land, once each, and the waits show
-in the scorer's metrics (how pieces are cut: tests/unit/test_scorer_transport.py)."""
+in the scorer's metrics (how batches are cut: tests/unit/test_scorer_transport.py)."""
 
 from __future__ import annotations
 
