@@ -68,9 +68,9 @@ def _scorer_refs(s: dict[str, Any], ing: dict[str, Any], e2e: dict[str, Any]) ->
     ref: list[str] = []
     if "trivial_faust_events_per_s" in s:
         ref.append(f"trivial Faust agent {_rate(s['trivial_faust_events_per_s'])}")
-    if s.get("trivial_faust_poll_events_per_s"):
-        ref.append("trivial agent on the scorer's poll delivery "
-                   f"{_rate(s['trivial_faust_poll_events_per_s'])}")
+    if s.get("trivial_faust_handover_events_per_s"):
+        ref.append("a counter on the scorer's hand-over (its transport's ceiling) "
+                   f"{_rate(s['trivial_faust_handover_events_per_s'])}")
     if "bare_consumer_events_per_s" in s:
         ref.append(f"bare aiokafka consumer {_rate(s['bare_consumer_events_per_s'])}")
     if "scorer_events_per_s" in s:

@@ -5,7 +5,8 @@ aiokafka producer, then measures on the same broker and machine:
 
 - bare aiokafka consumer events/s (the ceiling of the client),
 - a trivial Faust agent that only counts (the ceiling of the framework), with Faust's own
-  delivery (the reference of every ratio) and with the scorer's poll-at-a-time delivery,
+  delivery (the reference of every ratio) and on the scorer's transport (records handed
+  over in batches: the ceiling of the scorer's own path),
 - the churnwatch scorer (``churnwatch scorer``), events/s from first to last processed,
 - event->queryable latency at a moderate steady load (from the scorer's histogram),
 - Redis memory per customer, and bytes per customer at 10/100/1,000/5,000 events,
@@ -115,8 +116,9 @@ def child_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 def trivial_faust(settings: Settings, n: int, workdir: Path, delivery: str = "stock") -> float:
     """``delivery``: ``stock`` - Faust's own, a task set per message (the ceiling of the
-    framework as shipped, the reference of the ratios); ``poll`` - the scorer's transport,
-    a poll at a time (services/scorer/transport.py), on a group of its own."""
+    framework as shipped, the reference of the ratios); ``handover`` - the scorer's transport,
+    records taken by the consumer and counted a batch at a time (services/scorer/transport.py),
+    on a group of its own: the ceiling of the scorer's own path."""
     out = workdir / f"trivial-{delivery}.out"
     proc = subprocess.Popen([sys.executable, "-m", "bench.trivial_faust"],
                             env=child_env(settings, BENCH_TARGET=str(n), BENCH_OUT=str(out),
@@ -348,7 +350,8 @@ async def main() -> int:
         produce_rate = await produce(settings, events)
         bare = await bare_consume(settings, n)
         trivial = await asyncio.to_thread(trivial_faust, settings, n, workdir)
-        trivial_poll = await asyncio.to_thread(trivial_faust, settings, n, workdir, "poll")
+        trivial_handover = await asyncio.to_thread(trivial_faust, settings, n, workdir,
+                                                   "handover")
         scorer = await scorer_run(settings, n, workdir)
         # The same events as envelopes, on topics, keys and a consumer group of their own.
         enveloped = _own(settings, run, "env")
@@ -386,7 +389,7 @@ async def main() -> int:
             "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "events": n, "partitions": settings.topic_partitions, "batch_max": settings.scorer_batch_max,
         "bare_producer_events_per_s": produce_rate, "bare_consumer_events_per_s": bare,
-        "trivial_faust_events_per_s": trivial, "trivial_faust_poll_events_per_s": trivial_poll,
+        "trivial_faust_events_per_s": trivial, "trivial_faust_handover_events_per_s": trivial_handover,
         **scorer,
         "redis_bytes_per_customer_by_events": memory, **notifier,
         "max_events_per_customer": settings.max_events_per_customer,
@@ -410,8 +413,8 @@ async def main() -> int:
     print(f"  bare aiokafka producer       {produce_rate:>10,.0f} events/s")
     print(f"  bare aiokafka consumer       {bare:>10,.0f} events/s   (ceiling: client)")
     print(f"  trivial Faust agent          {trivial:>10,.0f} events/s   (ceiling: framework)")
-    print(f"  trivial agent, poll delivery {trivial_poll:>10,.0f} events/s   "
-          f"(the scorer's transport: {trivial_poll / trivial:.1f}× Faust's own delivery)")
+    print(f"  trivial, scorer's hand-over  {trivial_handover:>10,.0f} events/s   "
+          f"(the scorer's transport: {trivial_handover / trivial:.1f}× Faust's own delivery)")
     print(f"  churnwatch scorer            {scorer['scorer_events_per_s']:>10,.0f} events/s   "
           f"= {report['scorer_vs_trivial_faust']:.0%} of trivial Faust, "
           f"{report['scorer_vs_bare_consumer']:.0%} of bare consumer")

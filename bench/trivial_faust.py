@@ -19,10 +19,29 @@ def main() -> None:
     settings = load_settings()
     target = int(os.environ["BENCH_TARGET"])
     out = Path(os.environ["BENCH_OUT"])
-    # stock: Faust's own delivery (a task set per message); poll: the scorer's transport
+    # stock: Faust's own delivery (a task set per message) to an agent's take_events;
+    # handover: the scorer's transport, records taken by the consumer and handed over in
+    # batches (services/scorer/transport.py)
     delivery = os.environ.get("BENCH_TRIVIAL_DELIVERY", "stock")
-    app_class = transport_app(settings.scorer_fetch_max_wait_ms,
-                              poll_delivery=delivery == "poll")
+    state = {"n": 0, "first": 0.0}
+
+    async def counted(n: int) -> None:
+        if not state["n"]:
+            state["first"] = time.monotonic()
+        state["n"] += n
+        if state["n"] >= target:
+            result = f"{state['n']} {time.monotonic() - state['first']}"
+            await asyncio.to_thread(out.write_text, result)
+            os._exit(0)
+
+    async def handle(messages: list[Any]) -> None:
+        await counted(len(messages))
+
+    app_class = (transport_app(settings.scorer_fetch_max_wait_ms,
+                               max_unacked_bytes=int(settings.scorer_inflight_max_mb * 2**20),
+                               batch_handlers={settings.topic_events: handle})
+                 if delivery == "handover" else
+                 transport_app(settings.scorer_fetch_max_wait_ms, poll_delivery=False))
     app = app_class(f"{settings.scorer_group}-trivial-{delivery}",
                     broker=faust_broker(settings),
                     value_serializer="raw", key_serializer="raw", store="memory://",
@@ -33,18 +52,11 @@ def main() -> None:
                     broker_max_poll_records=settings.scorer_batch_max,
                     stream_buffer_maxsize=max(4096, settings.scorer_batch_max * 2))
     topic = app.topic(settings.topic_events, key_type=bytes, value_type=bytes)
-    state = {"n": 0, "first": 0.0}
 
     @app.agent(topic)
-    async def count(stream: Any) -> None:
+    async def count(stream: Any) -> None:  # under handover it only subscribes the topic
         async for batch in stream.take_events(settings.scorer_batch_max, within=0.05):
-            if not state["n"]:
-                state["first"] = time.monotonic()
-            state["n"] += len(batch)
-            if state["n"] >= target:
-                result = f"{state['n']} {time.monotonic() - state['first']}"
-                await asyncio.to_thread(out.write_text, result)
-                os._exit(0)
+            await counted(len(batch))
 
     faust.Worker(app, loglevel="warning", quiet=True, redirect_stdouts=False).execute_from_commandline()
 
