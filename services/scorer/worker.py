@@ -2,9 +2,10 @@
 
 The agent runs at concurrency 1 (faust-streaming#606: higher concurrency can commit past a
 message still in flight); scale out with partitions and more workers in the same group.
-The consumer hands each poll of the events topic to the processor in one call
-(``services/scorer/transport.py``) and acknowledges its records only once that returns, and
-the processor returns only once the batch is stored, so a crash redelivers rather than loses.
+The consumer takes the events topic's records itself and hands them to the processor a batch
+at a time (``services/scorer/transport.py``: what arrived while the last batch was applied),
+acknowledging them only once that returns; the processor returns only once the batch is
+stored, so a crash redelivers rather than loses.
 """
 
 from __future__ import annotations
@@ -243,7 +244,7 @@ def build_app(settings: Settings) -> faust.App:
     rules = rules_from_settings(settings)  # likewise: a bad rules file stops the start
 
     async def handle(messages: list[Any]) -> None:
-        """A poll's events-topic records, straight from the consumer (transport.py)."""
+        """A batch of the events topic's records, straight from the consumer (transport.py)."""
         proc = await jobs.processor()
         records = [_record(m) for m in messages]
         async with proc.lock:
