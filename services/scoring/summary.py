@@ -131,7 +131,7 @@ import math
 from bisect import insort
 from collections.abc import Iterable
 from hashlib import blake2b
-from statistics import median
+from itertools import pairwise
 from typing import Any
 
 from services.common import jsonfast
@@ -141,7 +141,6 @@ from services.scoring.features import (
     DAY_MS,
     DEFAULT_CADENCE_DAYS,
     Activity,
-    _mad,
     _ratio,
 )
 
@@ -170,7 +169,7 @@ _CODE_KIND = {v: k for k, v in _KIND_CODE.items()}
 _DIGITS = 75
 _TO_CHAR = bytes(range(48, 48 + _DIGITS)) + bytes(256 - _DIGITS)
 _FROM_CHAR = bytes(256)[:48] + bytes(range(_DIGITS)) + bytes(256 - 48 - _DIGITS)
-_COUNT_CHARS = bytes(range(48, 48 + _DIGITS)).decode()
+_COUNT_BYTES = bytes(range(48, 48 + _DIGITS))
 _IDR = 11  # id memory record: 3-byte day (+ _DAY_BIAS), 8-byte blake2b of the event id
 _DAY_BIAS = 1 << 23  # days before 1970 still fit
 
@@ -650,11 +649,16 @@ class Summary:
         spend365 = (s365[PS] - s365[NS]) / 1000
 
         active = {w: self._count_active(now_day - w + 1, now_day) for w in (30, 90, 365)}
-        last_days = self._active_days_desc(now_day, LAST_ACTIVE_DAYS)[::-1]
-        gaps = [float(b - a) for a, b in zip(last_days, last_days[1:], strict=False)]
-        has_cadence = len(gaps) >= 1
-        cadence = max(float(median(gaps)) if has_cadence else DEFAULT_CADENCE_DAYS, 1.0)
-        spread = _mad(gaps) if len(gaps) >= 2 else 0.0
+        newest_first = self._active_days_desc(now_day, LAST_ACTIVE_DAYS)
+        has_cadence = len(newest_first) >= 2
+        if has_cadence:  # median and MAD of the gaps, as statistics.median gives them
+            gaps = sorted([float(b - a) for b, a in pairwise(newest_first)])
+            mid = _sorted_median(gaps)
+            cadence = max(mid, 1.0)
+            spread = _sorted_median(sorted([abs(g - mid) for g in gaps])) if len(gaps) >= 2 \
+                else 0.0
+        else:
+            cadence, spread = max(DEFAULT_CADENCE_DAYS, 1.0), 0.0
 
         last_activity = self._newest_ts(self.last_activity, now_ms, None, ())
         last_visit = self._newest_ts(self.last_visit, now_ms, ("visit",), (V,))
@@ -821,6 +825,13 @@ def _act(r: list[Any]) -> Activity:
                     channel)
 
 
+def _sorted_median(xs: list[float]) -> float:
+    """statistics.median of a non-empty list already sorted (the same arithmetic)."""
+    k = len(xs)
+    h = k // 2
+    return xs[h] if k % 2 else (xs[h - 1] + xs[h]) / 2
+
+
 def _dumps(x: object) -> str:
     return jsonfast.dumps(x)
 
@@ -874,9 +885,10 @@ def _decode_block(text: str, size: int) -> tuple[list[list[int]], int]:
         if col:
             used |= 1 << f
         if isinstance(col, str):
-            if col.lstrip(_COUNT_CHARS):
+            b = col.encode()
+            if b.translate(None, _COUNT_BYTES):  # what is left is not a count character
                 raise ValueError("a count column has a character that is not a count")
-            col = list(col.encode().translate(_FROM_CHAR))
+            col = list(b.translate(_FROM_CHAR))
         elif not isinstance(col, list) or type(sum(col)) is not int:  # floats, strings, None
             raise ValueError("a bucket column is not integers")
         if len(col) > size:
