@@ -38,7 +38,7 @@ from typing import Any
 
 import httpx
 
-from bench.output import RESULTS
+from bench.output import RESULTS, scorer_batch_seconds
 from services.common.embedded import ServiceProcess, free_port, start_broker, start_redis
 from services.common.kafka import ensure_topics, make_consumer, make_producer
 from services.common.redisconn import Keys, customer_token, make_redis
@@ -164,7 +164,9 @@ async def scorer_run(settings: Settings, n: int, workdir: Path, *, steady: bool 
         if start_count < n:
             rate = (n - start_count) / max(time.monotonic() - t0, 1e-9)
         else:  # all committed before the group was seen settled: the polls' own time
-            rate = n / max(await _batch_seconds(workers), 1e-9)
+            # the workers' time applying batches, for a run whose every event was committed before
+            # the first look: it leaves out fetching between batches, so it is a ceiling
+            rate = n / max(await scorer_batch_seconds([f"{w.url}/metrics" for w in workers]), 1e-9)
         if not steady:
             return {"scorer_events_per_s": rate}
         info = await redis.info("memory")
@@ -234,18 +236,6 @@ async def _group_settled(workers: list[ServiceProcess], partitions: int) -> None
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the scorers' group did not settle: {shares}")
             await asyncio.sleep(0.05)
-
-
-async def _batch_seconds(workers: list[ServiceProcess]) -> float:
-    """The workers' time applying polls (``churnwatch_scorer_batch_duration_seconds``),
-    for a run whose every event was committed before the first look: it leaves out
-    fetching between polls, so it is a ceiling."""
-    total = 0.0
-    for w in workers:
-        for line in (await _get_text(f"{w.url}/metrics")).splitlines():
-            if line.startswith("churnwatch_scorer_batch_duration_seconds_sum"):
-                total += float(line.split()[-1])
-    return total
 
 
 async def _get_text(url: str) -> str:

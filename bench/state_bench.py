@@ -28,9 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from bench.output import RESULTS
+from bench.output import RESULTS, scorer_batch_seconds
 from services.common.embedded import free_port, start_broker, start_redis, start_redis_cluster
 from services.common.kafka import ensure_topics, make_producer
 from services.common.redisconn import Keys, make_redis
@@ -120,7 +118,8 @@ async def scored_seconds(settings: Settings, events: list[dict[str, Any]], done_
     every phase."""
     redis = make_redis(settings)
     keys = Keys(settings.redis_prefix)
-    applying = await _batch_seconds(settings)
+    metrics = [f"http://127.0.0.1:{settings.scorer_metrics_port}/metrics"]
+    applying = await scorer_batch_seconds(metrics, wait_seconds=120)  # it may be starting
     await produce(settings, events)
     target = done_before + len(events)
     try:
@@ -131,27 +130,9 @@ async def scored_seconds(settings: Settings, events: list[dict[str, Any]], done_
             if scorer.poll() is not None:
                 raise RuntimeError(f"scorer exited; see {log}")
             await asyncio.sleep(0.02)
-        return len(events), max(await _batch_seconds(settings) - applying, 1e-9)
+        return len(events), max(await scorer_batch_seconds(metrics) - applying, 1e-9)
     finally:
         await redis.aclose()
-
-
-async def _batch_seconds(settings: Settings) -> float:
-    """The scorer's time applying batches so far, from its metrics endpoint (waiting for a
-    scorer still starting)."""
-    deadline = time.monotonic() + 120
-    async with httpx.AsyncClient(timeout=10) as client:
-        while True:
-            try:
-                text = (await client.get(
-                    f"http://127.0.0.1:{settings.scorer_metrics_port}/metrics")).text
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.2)
-    return sum(float(line.split()[-1]) for line in text.splitlines()
-               if line.startswith("churnwatch_scorer_batch_duration_seconds_sum"))
 
 
 def start_scorer(settings: Settings, log: Path) -> subprocess.Popen[bytes]:

@@ -222,8 +222,8 @@ class Settings(BaseSettings):
     scorer_apply_max_events: int = Field(default=20_000, ge=1, le=1_000_000)
     scorer_apply_max_customers: int = Field(default=5000, ge=1, le=100_000)
     # The batching window of the scorer agent's stream. The consumer hands the events topic's
-    # polls to the processor as they come (services/scorer/transport.py), so no record waits
-    # in it any longer; kept so that configurations still load.
+    # records to the processor in batches itself (services/scorer/transport.py), so no record
+    # waits in it any longer; kept so that configurations still load.
     scorer_batch_within_ms: int = Field(default=50, ge=1, le=60_000)
     scorer_fetch_max_wait_ms: int = Field(default=100, ge=1, le=30_000)
     clock: Literal["wall", "event"] = "wall"

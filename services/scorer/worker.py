@@ -287,8 +287,9 @@ def build_app(settings: Settings) -> faust.App:
 
     @app.agent(topic, concurrency=1)
     async def score(stream: Any) -> None:
-        """Subscribes the events topic. Its records reach ``handle`` a poll at a time without
-        passing the streams; any that came this way would be scored the same."""
+        """Subscribes the events topic (Faust fetches only what a stream subscribes). Its
+        records reach ``handle`` in batches without passing the streams; any that came this way
+        would be scored the same."""
         proc = await jobs.processor()
         within = settings.scorer_batch_within_ms / 1000
         async for events in stream.take_events(settings.scorer_batch_max, within=within):
