@@ -56,6 +56,19 @@ def _size(message: Any) -> int:
     return len(message.value or b"") + len(message.key or b"")
 
 
+# What PollConsumer uses of Faust's consumer beyond its public API (tested on faust-streaming
+# 0.15.3; pyproject.toml keeps to 0.15.x): a version without them stops the scorer at start
+# with their names, instead of delivering records wrongly.
+INTERNALS = ("_read_offset", "_unacked_messages", "_commit_every", "_n_acked", "_add_gap",
+             "track_message", "ack", "commit", "getmany", "wait_first", "add_future", "sleep",
+             "suspend_flow", "consumer_stopped_errors", "should_stop", "transport", "diag")
+
+
+def missing_internals(consumer: object) -> list[str]:
+    """The names of :data:`INTERNALS` that ``consumer`` lacks."""
+    return [name for name in INTERNALS if not hasattr(consumer, name)]
+
+
 class PollConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer delivering each poll in one task (see the module doc)."""
 
@@ -73,6 +86,11 @@ class PollConsumer(faust_aiokafka.Consumer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        missing = missing_internals(self)
+        if missing:
+            raise RuntimeError(
+                f"this faust-streaming ({faust.__version__}) lacks what the scorer's consumer "
+                f"relies on: {', '.join(missing)}; install the version pyproject.toml names")
         self._taken, self._taken_bytes, self._handing = [], 0, None
         self._room = asyncio.Event()
 
@@ -146,7 +164,8 @@ class PollConsumer(faust_aiokafka.Consumer):
         taken: a batch holds at most a poll's records, and what is taken and what is being
         handed over each hold at most half the in-flight bound."""
         budget = self.max_unacked_bytes
-        return records < self.app.conf.broker_max_poll_records and (
+        most = self.app.conf.broker_max_poll_records  # None: Faust's default, no bound
+        return (most is None or records < most) and (
             budget is None or held + size <= budget // 2)
 
     def _kick(self) -> None:
@@ -163,7 +182,8 @@ class PollConsumer(faust_aiokafka.Consumer):
         its handler, then acknowledged. It runs beside the drain loop, which fetches and takes
         the next batch meanwhile, and on its own, so a rebalance (which holds the drain loop
         in ``getmany``) still sees everything taken acknowledged. What a handler raises
-        crashes the consumer: nothing of that batch is acknowledged."""
+        crashes the consumer and the worker exits with an error: nothing of that batch is
+        acknowledged (tests/integration/test_scorer_handover.py)."""
         try:
             while self._taken:
                 taken, self._taken, self._taken_bytes = self._taken, [], 0
