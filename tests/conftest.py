@@ -1,7 +1,9 @@
-"""Shared fixtures: one real broker and one real redis-server per test session, and fresh
-topic, consumer-group and key-prefix names for every test. A real 3-primary Redis Cluster
+"""Shared fixtures: one real broker and one real redis-server per test session (``make test``
+runs two pytest-xdist workers, each its own session with its own servers), and fresh topic,
+consumer-group and key-prefix names for every test. A real 3-primary Redis Cluster
 (``redis_cluster_server``, ``cluster_settings_factory``) starts only for the tests that ask
-for it, once per session."""
+for it, once per session. Server logs go to ``CHURNWATCH_TEST_LOGS`` (default
+/tmp/churnwatch-test-logs), in a directory per worker."""
 
 from __future__ import annotations
 
@@ -27,7 +29,8 @@ from services.common.kafka import ensure_topics
 from services.common.redisconn import make_redis
 from services.common.settings import Settings, load_settings
 
-LOG_DIR = Path(os.environ.get("CHURNWATCH_TEST_LOGS", "/tmp/churnwatch-test-logs"))
+LOG_DIR = Path(os.environ.get("CHURNWATCH_TEST_LOGS", "/tmp/churnwatch-test-logs")) / \
+    os.environ.get("PYTEST_XDIST_WORKER", "main")
 
 
 @pytest.fixture(scope="session")
