@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from statistics import median
 
 DAY_MS = 86_400_000
 # Bump whenever a feature's name, order or meaning changes: model artifacts record the schema
@@ -111,11 +110,6 @@ def _ratio(num: float, den: float) -> float:
     if den <= 0:
         return 1.0 if num <= 0 else 2.0
     return min(num / den, 5.0)
-
-
-def _mad(values: Sequence[float]) -> float:
-    m = median(values)
-    return float(median([abs(v - m) for v in values]))
 
 
 def feature_vector(features: dict[str, float], names: Sequence[str] = FEATURE_NAMES) -> list[float]:

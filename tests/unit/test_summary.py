@@ -24,7 +24,6 @@ from services.scoring.features import (
     DEFAULT_CADENCE_DAYS,
     FEATURE_NAMES,
     Activity,
-    _mad,
     _ratio,
     compute_features,
 )
@@ -124,7 +123,8 @@ def _old_compute_features(activities: Iterable[Activity], now_ms: int,
     has_cadence = len(recent_gaps) >= 1
     cadence = float(median(recent_gaps)) if has_cadence else DEFAULT_CADENCE_DAYS
     cadence = max(cadence, 1.0)
-    spread = _mad(recent_gaps) if len(recent_gaps) >= 2 else 0.0
+    spread = float(median([abs(g - median(recent_gaps)) for g in recent_gaps])) \
+        if len(recent_gaps) >= 2 else 0.0  # the median absolute deviation
     since_activity = since(last_activity)
     overdue = since_activity / cadence
 
