@@ -97,14 +97,26 @@ bgnbd_T                       min(tenure, 365)                          no
     ref's previous one, else medium). Point-in-time reads earlier than all 4 kept events of a ref
     do not see the ref.
 
-Encoding (``encode()``): seven parts joined by newlines (compact JSON never contains a raw
-newline) — a JSON header (last_ts, the other exact times relative to it, the first active day
-and the 13 newest active days relative to N), the active-day bitmap (base64), the daily and
-the weekly bucket columns (JSON; one column per field, trailing zeros and empty columns
+Encoding (``encode()``, format ``cw-s2``): seven parts joined by newlines (compact JSON never
+contains a raw newline) — a JSON header (last_ts, the other exact times relative to it, the
+first active day and the 13 newest active days relative to N, then 40 integers: the bucket of
+day N and the three windows' sums at day N of the fields the features read, and a crc32 of the
+two bucket blocks), the active-day bitmap (base64), the daily bucket columns of the days before
+N and the weekly bucket columns (JSON; one column per field, trailing zeros and empty columns
 trimmed, a column of counts below 75 written one character per bucket), the complaint refs
 (JSON), the raw events (JSON rows, times relative to last_ts) and the id memory (base64 of
 sorted 11-byte records: 3-byte day, 8-byte blake2b). The same content always gives the same
 string; parts unchanged since :meth:`Summary.decode` are written back as read.
+
+Why day N and the sums sit in the header: the stream's usual step folds an event into the
+newest day and reads the features at that day. :meth:`Summary.decode` checks the two bucket
+blocks against their crc32 and leaves them encoded; such a step adds the event to day N's
+bucket and to the sums, reads the windows from the sums and writes the blocks back as read, so
+its cost does not depend on how full a customer's 91 days and 53 weeks are. Anything else (an
+event on another day, a read at another day, the daily series, bucket-day recency) decodes
+them first (``_full``); blocks made to match their checksum that still do not decode raise the
+same ValueError then. The previous format, ``cw-s1`` (day N inside the daily block, no sums), is
+still read, decoded whole, and written back as ``cw-s2``.
 
 Bounds, measured by ``tests/unit/test_summary.py::test_encoded_size`` (one visit or
 transaction per event spread over a year, amounts 12.5-80.0, ids like ``pos-000123-4567``):
@@ -128,6 +140,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import zlib
 from bisect import insort
 from collections.abc import Iterable
 from hashlib import blake2b
@@ -151,7 +164,8 @@ ID_MEMORY_DAYS = 35
 RECENT_K = 8
 LAST_ACTIVE_DAYS = 13
 REF_EVENTS = 4
-FORMAT = "cw-s1"
+FORMAT = "cw-s2"
+_FORMAT_1 = "cw-s1"  # read (the day-N bucket inside the daily block, no sums), never written
 
 # Bucket fields (columns).
 V, PN, PS, Z, NN, NS, CH, ON, C, U = range(10)
@@ -161,6 +175,8 @@ _BIT_P, _BIT_N = 1 << PN | 1 << PS, 1 << NN | 1 << NS
 _MONEY = (PS, NS)
 _WINDOW_FIELDS = ((30, (PS, NS)), (90, (V, PN, PS, Z, NN, NS, U)),
                   (365, (PN, PS, Z, NN, NS, U, CH, ON)))
+# the fields each window's sums hold, as bit masks (same order as _WINDOW_FIELDS)
+_WINDOW_MASKS = tuple(sum(1 << f for f in fields) for _, fields in _WINDOW_FIELDS)
 _ONLINE = frozenset(("online", "app", "delivery"))
 _MASK = (1 << RETAIN_DAYS) - 1
 _KIND_CODE = {"transaction": "t", "visit": "v", "complaint": "c"}
@@ -196,7 +212,7 @@ class Summary:
 
     __slots__ = ("first_ts", "last_ts", "last_visit", "last_tx", "last_activity",
                  "last_complaint", "_dc", "_wc", "_mask", "_last_days", "_first_active",
-                 "_refs", "_recent", "_idb", "_raw", "_used")
+                 "_refs", "_recent", "_idb", "_raw", "_used", "_today", "_sums", "_crc")
 
     def __init__(self) -> None:
         self.first_ts: int | None = None
@@ -222,6 +238,16 @@ class Summary:
         # bit f: bucket column f may hold a non-zero count (set when folding or decoding one;
         # never cleared): the window sums skip the columns a customer never used
         self._used = 0
+        # Decoded but not yet needed, the daily and weekly blocks stay encoded (_raw[2], _raw[3];
+        # _dc and _wc are then empty) and the bucket of day N is this list, one value per
+        # field: a step that folds into day N only and reads the features at day N (the stream's
+        # usual step) never decodes them (see _full). None once the blocks are decoded.
+        self._today: list[int] | None = None
+        # per window (_WINDOW_FIELDS), the bucket sums at day N of the window's fields (others
+        # 0): None when unknown (computed and kept by _sums_at_n; day-N folds add to them)
+        self._sums: list[list[int]] | None = None
+        # (daily text, weekly text, their crc32) as last read or written
+        self._crc: tuple[str, str, int] | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -239,6 +265,49 @@ class Summary:
     @property
     def newest_day(self) -> int | None:
         return None if self.last_ts is None else self.last_ts // DAY_MS
+
+    def _full(self) -> None:
+        """Decode the bucket blocks :meth:`decode` left encoded, if it did: everything but a
+        fold into day N and a features read at day N needs them."""
+        today = self._today
+        if today is None:
+            return
+        try:
+            dc, daily = _decode_block(self._raw[2], DAILY_DAYS, lead=1)
+            wc, weekly = _decode_block(self._raw[3], WEEKS)
+        except (ValueError, TypeError) as exc:  # the blocks matched their checksum: hand-made
+            raise ValueError(f"not an encoded customer summary ({FORMAT}): {exc}") from None
+        used = daily | weekly
+        for f, x in enumerate(today):
+            if x:
+                dc[f][0] = x
+                used |= 1 << f
+        self._dc, self._wc, self._today = dc, wc, None
+        self._used |= used
+
+    def _window_sums(self, now_day: int) -> list[list[int]]:
+        """Per window (_WINDOW_FIELDS), the bucket sums at ``now_day`` of its fields."""
+        self._full()
+        dc, wc, used = self._dc, self._wc, self._used
+        out = []
+        for w, fields in _WINDOW_FIELDS:
+            ds, ws = self._window(now_day, w)
+            s = [0] * NF
+            weeks = ws.start < ws.stop
+            for f in fields:
+                if used >> f & 1:  # a column never used is all zeros
+                    s[f] = sum(dc[f][ds]) + sum(wc[f][ws]) if weeks else sum(dc[f][ds])
+            out.append(s)
+        return out
+
+    def _sums_at_n(self) -> list[list[int]]:
+        """:meth:`_window_sums` at day N, kept (read-only for the caller)."""
+        sums = self._sums
+        if sums is None:
+            n = self.newest_day
+            assert n is not None
+            sums = self._sums = self._window_sums(n)
+        return sums
 
     # ------------------------------------------------------------------ id memory
     def _remembered(self, h: bytes) -> bool:
@@ -317,39 +386,28 @@ class Summary:
         if old_n is not None and n > old_n:
             self._advance(old_n, n)
 
-        # the bucket
-        i = n - day
-        if i < DAILY_DAYS:
-            cols = self._dc
-        else:
-            i = n // 7 - day // 7
-            if i < WEEKS:
-                cols = self._wc
-                self._raw.pop(3, None)
-            else:  # older than every kept bucket: counted nowhere
-                cols, i = _zeros(1), 0
-
         kind = a.kind
+        adds: list[tuple[int, int]] = []  # (field, amount) added to the event's bucket
         if kind == "complaint":
             if self.last_complaint is None or ts > self.last_complaint:
                 self.last_complaint = ts
-            cols[C][i] += 1
+            adds.append((C, 1))
             self._used |= _BIT_C
             if a.status != "resolved":
-                cols[U][i] += 1
+                adds.append((U, 1))
                 self._used |= _BIT_U
             self._fold_ref(a, n)
         else:
             if self.last_activity is None or ts > self.last_activity:
                 self.last_activity = ts
             if a.channel is not None:
-                cols[CH][i] += 1
+                adds.append((CH, 1))
                 self._used |= _BIT_CH
                 if a.channel in _ONLINE:
-                    cols[ON][i] += 1
+                    adds.append((ON, 1))
                     self._used |= _BIT_ON
             if kind == "visit":
-                cols[V][i] += 1
+                adds.append((V, 1))
                 self._used |= _BIT_V
                 if self.last_visit is None or ts > self.last_visit:
                     self.last_visit = ts
@@ -358,17 +416,49 @@ class Summary:
                     self.last_tx = ts
                 amount = a.amount or 0.0
                 if amount > 0:
-                    cols[PN][i] += 1
-                    cols[PS][i] += _milli(amount)
+                    adds += ((PN, 1), (PS, _milli(amount)))
                     self._used |= _BIT_P
                 elif amount < 0:
-                    cols[NN][i] += 1
-                    cols[NS][i] += _milli(-amount)
+                    adds += ((NN, 1), (NS, _milli(-amount)))
                     self._used |= _BIT_N
                 else:
-                    cols[Z][i] += 1
+                    adds.append((Z, 1))
                     self._used |= _BIT_Z
             self._fold_active_day(day, n)
+
+        # the bucket
+        i = n - day
+        if i == 0:  # day N's: the window sums at day N, if known, move by the same amounts
+            today = self._today
+            if today is not None:
+                for f, x in adds:
+                    today[f] += x
+            else:
+                dc = self._dc
+                for f, x in adds:
+                    dc[f][0] += x
+            sums = self._sums
+            if sums is not None:
+                for mask, row in zip(_WINDOW_MASKS, sums, strict=True):
+                    for f, x in adds:
+                        if mask >> f & 1:
+                            row[f] += x
+        else:
+            self._full()
+            self._sums = None
+            cols = None
+            if i < DAILY_DAYS:
+                cols = self._dc
+                self._raw.pop(2, None)
+            else:
+                i = n // 7 - day // 7
+                if i < WEEKS:
+                    cols = self._wc
+                    self._raw.pop(3, None)
+                # else: older than every kept bucket, counted nowhere
+            if cols is not None:
+                for f, x in adds:
+                    cols[f][i] += x
 
         # the raw events
         rec = self._recent
@@ -419,9 +509,12 @@ class Summary:
     def _advance(self, old_n: int, n: int) -> None:
         """The newest day moved from ``old_n`` to ``n``: shift the buckets (days leaving the
         daily span go into their weeks), the bitmap, and prune the id memory and refs."""
+        self._full()
+        self._sums = None
         shift = n - old_n
         self._mask = (self._mask << shift) & _MASK
         self._raw.pop(1, None)
+        self._raw.pop(2, None)
         wshift = n // 7 - old_n // 7
         wc, used = self._wc, self._used
         if wshift:
@@ -551,6 +644,7 @@ class Summary:
         n = self.newest_day
         if n is None:
             return []
+        self._full()
         out: list[dict[str, float]] = []
         for i in range(DAILY_DAYS - 1, -1, -1):
             col = [self._dc[f][i] for f in range(NF)]
@@ -590,6 +684,7 @@ class Summary:
             found = self._active_days_desc(now_day, 1)
             best = found[0] if found else None
         else:
+            self._full()
             for i in range(max(n - now_day, 0), DAILY_DAYS):
                 if any(self._dc[f][i] for f in fields):
                     best = n - i
@@ -630,21 +725,12 @@ class Summary:
         def since(ts: int | None) -> float:
             return min((now_ms - ts) / DAY_MS, CAP_DAYS) if ts is not None else min(tenure, CAP_DAYS)
 
-        sums: dict[int, list[int]] = {}
         if self.last_ts is None:
-            sums = {w: [0] * NF for w in (30, 90, 365)}
+            s30 = s90 = s365 = [0] * NF
         else:
-            dc, wc, used = self._dc, self._wc, self._used
-            for w, fields in _WINDOW_FIELDS:
-                ds, ws = self._window(now_day, w)
-                s = [0] * NF
-                weeks = ws.start < ws.stop
-                for f in fields:
-                    if used >> f & 1:  # a column never used is all zeros
-                        s[f] = sum(dc[f][ds]) + sum(wc[f][ws]) if weeks else sum(dc[f][ds])
-                sums[w] = s
-        s90, s365 = sums[90], sums[365]
-        spend30 = (sums[30][PS] - sums[30][NS]) / 1000
+            s30, s90, s365 = (self._sums_at_n() if now_day == self.last_ts // DAY_MS
+                              else self._window_sums(now_day))
+        spend30 = (s30[PS] - s30[NS]) / 1000
         spend90 = (s90[PS] - s90[NS]) / 1000
         spend365 = (s365[PS] - s365[NS]) / 1000
 
@@ -726,8 +812,9 @@ class Summary:
     def encode(self) -> str:
         """Compact and deterministic (the same content gives the same string): seven parts
         separated by newlines (compact JSON never holds a raw newline) — header, active-day
-        bitmap (base64), daily buckets, weekly buckets, complaint refs, raw events, id memory
-        (base64). Parts unchanged since :meth:`decode` are written back as they were read."""
+        bitmap (base64), daily buckets (all but day N's, which is in the header with the window
+        sums at day N), weekly buckets, complaint refs, raw events, id memory (base64). Parts
+        unchanged since :meth:`decode` are written back as they were read."""
         lt = self.last_ts
         if lt is None:
             return FORMAT
@@ -737,43 +824,80 @@ class Summary:
         def rel(t: int | None) -> int | None:
             return None if t is None else lt - t
 
+        today = self._today
+        if today is None:
+            today = [col[0] for col in self._dc]
+        daily = raw.get(2)
+        if daily is None:
+            daily = _encode_block(self._dc, self._used, start=1)
+        weeks = raw.get(3)
+        if weeks is None:
+            weeks = _encode_block(self._wc, self._used)
+        known = self._crc
+        if known is not None and known[0] is daily and known[1] is weeks:
+            crc = known[2]
+        else:
+            crc = zlib.crc32(weeks.encode(), zlib.crc32(daily.encode()))
+            self._crc = (daily, weeks, crc)
         header = [FORMAT, lt, rel(self.first_ts), rel(self.last_visit), rel(self.last_tx),
                   rel(self.last_activity), rel(self.last_complaint),
                   None if self._first_active is None else n - self._first_active,
-                  [n - d for d in reversed(self._last_days)]]
+                  [n - d for d in reversed(self._last_days)], today + _flat(self._sums_at_n()),
+                  crc]
         bitmap = raw.get(1)
         if bitmap is None:
             mask = self._mask
             bitmap = base64.b64encode(mask.to_bytes((mask.bit_length() + 7) // 8, "little")
                                       ).decode()
-        weeks = raw.get(3)
-        if weeks is None:
-            weeks = _encode_block(self._wc, self._used)
         refs = raw.get(4)
         if refs is None:
             refs = _dumps([[ref, [list(e) for e in evs], list(base) if base else None]
                            for ref, (evs, base) in sorted(self._refs.items())])
         recent = [[r[0], lt - r[1], *r[2:]] for r in self._recent]
-        return "\n".join((_dumps(header), bitmap, _encode_block(self._dc, self._used), weeks, refs,
-                          _dumps(recent), base64.b64encode(self._idb).decode()))
+        return "\n".join((_dumps(header), bitmap, daily, weeks, refs, _dumps(recent),
+                          base64.b64encode(self._idb).decode()))
 
     @classmethod
     def decode(cls, blob: str | bytes) -> Summary:
-        """The summary :meth:`encode` wrote; ValueError for anything else."""
+        """The summary :meth:`encode` wrote (this version's, or the previous ``cw-s1``);
+        ValueError for anything else. The bucket blocks are checked against their checksum
+        here and decoded only when a step needs them (:meth:`_full`)."""
         try:
             if isinstance(blob, bytes):
                 blob = blob.decode()
             parts = blob.split("\n")
-            if parts == [FORMAT]:
+            if parts == [FORMAT] or parts == [_FORMAT_1]:
                 return cls()
             # Every slot is set below: no zero buckets built only to be replaced.
             s = cls.__new__(cls)
             if len(parts) != 7:
                 raise ValueError(f"{len(parts)} parts, not 7")
             header = jsonfast.loads(parts[0])
-            if not isinstance(header, list) or len(header) != 9 or header[0] != FORMAT:
+            if not isinstance(header, list) or not header:
                 raise ValueError(f"the header is not a {FORMAT} header")
-            _, lt, first, visit, tx, act, comp, first_active, last_days = header
+            if header[0] == FORMAT and len(header) == 11:
+                buckets, crc = header[9:]
+                if type(crc) is not int or \
+                        crc != zlib.crc32(parts[3].encode(), zlib.crc32(parts[2].encode())):
+                    raise ValueError("the bucket blocks do not match their checksum")
+                if not isinstance(buckets, list) or len(buckets) != 4 * NF or \
+                        type(sum(buckets)) is not int:
+                    raise ValueError("day N's bucket and the window sums are not 40 integers")
+                s._today = buckets[:NF]
+                s._sums = [buckets[NF:2 * NF], buckets[2 * NF:3 * NF], buckets[3 * NF:]]
+                s._crc = (parts[2], parts[3], crc)
+                s._dc = s._wc = []
+                s._used = 0
+                s._raw = {1: parts[1], 2: parts[2], 3: parts[3], 4: parts[4]}
+            elif header[0] == _FORMAT_1 and len(header) == 9:
+                s._dc, daily = _decode_block(parts[2], DAILY_DAYS)
+                s._wc, weekly = _decode_block(parts[3], WEEKS)
+                s._used = daily | weekly
+                s._today = s._sums = s._crc = None
+                s._raw = {1: parts[1], 3: parts[3], 4: parts[4]}
+            else:
+                raise ValueError(f"the header is not a {FORMAT} header")
+            lt, first, visit, tx, act, comp, first_active, last_days = header[1:9]
             if type(lt) is not int:
                 raise ValueError("last_ts is not an integer")
             n = lt // DAY_MS
@@ -785,9 +909,6 @@ class Summary:
             s._mask = int.from_bytes(base64.b64decode(parts[1], validate=True), "little")
             if s._mask >> RETAIN_DAYS:
                 raise ValueError("the bitmap is too long")
-            s._dc, daily = _decode_block(parts[2], DAILY_DAYS)
-            s._wc, weekly = _decode_block(parts[3], WEEKS)
-            s._used = daily | weekly
             s._refs = {str(ref): ([(int(e[0]), str(e[1]), e[2], e[3]) for e in evs],
                                   (int(base[0]), str(base[1]), str(base[2])) if base else None)
                        for ref, evs, base in jsonfast.loads(parts[4])}
@@ -800,7 +921,6 @@ class Summary:
             s._idb = base64.b64decode(parts[6], validate=True)
             if len(s._idb) % _IDR:
                 raise ValueError("the id memory is not whole records")
-            s._raw = {1: parts[1], 3: parts[3], 4: parts[4]}
             return s
         except (ValueError, TypeError, KeyError, IndexError, binascii.Error,
                 AttributeError) as exc:
@@ -836,19 +956,27 @@ def _dumps(x: object) -> str:
     return jsonfast.dumps(x)
 
 
+def _flat(sums: list[list[int]]) -> list[int]:
+    a, b, c = sums
+    return a + b + c
+
+
 _COUNT_OF = {PS: PN, NS: NN}  # a money column is non-zero only where its count column is
 
 
-def _encode_block(cols: list[list[int]], used: int = (1 << NF) - 1) -> str:
-    """Bucket columns, trailing zeros and empty trailing columns trimmed. A column of small
-    counts is a string, one character per bucket; others (money) are JSON lists. ``used``:
-    the columns that may hold a non-zero value (the others are written empty unread)."""
+def _encode_block(cols: list[list[int]], used: int = (1 << NF) - 1, start: int = 0) -> str:
+    """Bucket columns from index ``start`` on, trailing zeros and empty trailing columns
+    trimmed. A column of small counts is a string, one character per bucket; others (money)
+    are JSON lists. ``used``: the columns that may hold a non-zero value (the others are
+    written empty unread)."""
     out: list[str | list[int]] = []
     lengths: dict[int, int] = {}  # count column -> its length with trailing zeros trimmed
     for f, col in enumerate(cols):
         if not used >> f & 1:
             out.append("")
             continue
+        if start:
+            col = col[start:]
         if f not in _MONEY:
             try:  # counts 0..255 fit in bytes (C speed); anything else raises ValueError
                 b = bytes(col).rstrip(b"\0")
@@ -874,26 +1002,33 @@ def _encode_block(cols: list[list[int]], used: int = (1 << NF) - 1) -> str:
     return _dumps(out)
 
 
-def _decode_block(text: str, size: int) -> tuple[list[list[int]], int]:
-    """The columns, and a bit per column that is not empty (``Summary._used``)."""
+def _decode_block(text: str, size: int, lead: int = 0) -> tuple[list[list[int]], int]:
+    """The columns (each after ``lead`` zeros: the buckets the block leaves out), and a bit per
+    column that is not empty (``Summary._used``)."""
     cols = jsonfast.loads(text)
     if not isinstance(cols, list) or len(cols) > NF:
         raise ValueError("a bucket block is not a list of at most 10 columns")
     out: list[list[int]] = []
     used = 0
+    room = size - lead
     for f, col in enumerate(cols):
-        if col:
-            used |= 1 << f
+        if not col and isinstance(col, str | list):
+            out.append([0] * size)
+            continue
+        used |= 1 << f
+        if len(col) > room:
+            raise ValueError("a bucket column is too long")
         if isinstance(col, str):
             b = col.encode()
             if b.translate(None, _COUNT_BYTES):  # what is left is not a count character
                 raise ValueError("a count column has a character that is not a count")
-            col = list(b.translate(_FROM_CHAR))
-        elif not isinstance(col, list) or type(sum(col)) is not int:  # floats, strings, None
+            out.append(list(bytes(lead) + b.translate(_FROM_CHAR).ljust(room, b"\0")))
+            continue
+        if not isinstance(col, list) or type(sum(col)) is not int:  # floats, strings, None
             raise ValueError("a bucket column is not integers")
-        if len(col) > size:
-            raise ValueError("a bucket column is too long")
-        out.append(col + [0] * (size - len(col)))
+        full = [0] * size
+        full[lead:lead + len(col)] = col
+        out.append(full)
     out += [[0] * size for _ in range(NF - len(out))]
     return out, used
 

@@ -7,9 +7,11 @@ matter; the id memory; the codec; the size bounds.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import sys
+import zlib
 from collections.abc import Iterable
 from statistics import median
 
@@ -394,6 +396,89 @@ def test_encode_decode_round_trip(acts: list[Activity]) -> None:
     assert Summary.decode(Summary.empty().encode()) == Summary.empty()
 
 
+@st.composite
+def _stream(draw: st.DrawFn) -> list[Activity]:
+    """A history as the scorer meets it: mostly several events a day (folds into day N, the
+    path that leaves the bucket blocks encoded), some days apart, some late, some repeated."""
+    acts = draw(_history(span_days=draw(st.sampled_from([0, 2, 120, 500])), max_size=30))
+    order = draw(st.permutations(acts))
+    return order + draw(st.lists(st.sampled_from(acts), max_size=5))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(acts=_stream(), data=st.data())
+def test_the_scorers_step_gives_what_folding_at_once_gives(acts: list[Activity],
+                                                          data: st.DataObject) -> None:
+    """Decode, fold one event, read the features (at the event's time or another), encode —
+    as the scorer does for every event — ends in the same summary, byte for byte, as folding
+    every event into one summary; and every read of a decoded summary (its blocks still
+    encoded) equals the read of the summary folded at once."""
+    blob = Summary.empty().encode()
+    for a in acts:
+        s = Summary.decode(blob)
+        s.fold(a)
+        assert s.last_ts is not None
+        at = data.draw(st.sampled_from([a.ts, s.last_ts, s.last_ts + 3 * DAY_MS, a.ts - DAY_MS]))
+        s.features(at)
+        blob = s.encode()
+    whole = summarize(acts)
+    assert blob == whole.encode()
+    for now in _nows(acts):
+        lazy = Summary.decode(blob)
+        assert lazy.features(now, BASE - DAY_MS) == whole.features(now, BASE - DAY_MS), now
+        assert Summary.decode(blob).last_at_or_before(now) == whole.last_at_or_before(now)
+        assert Summary.decode(blob).active_days(now) == whole.active_days(now)
+    assert Summary.decode(blob).daily() == whole.daily()
+
+
+# A summary written by the previous format (cw-s1: day N's bucket inside the daily block, no
+# window sums), from the events of _OLD_EVENTS.
+_OLD_BLOB = (
+    '["cw-s1",1784592060000,17366455000,0,86460000,0,60000,201,[0,1,161,201]]\n'
+    'AwAAAAAAAAAAAAAAAAAAAAAAAAACAAAAAAI=\n'
+    '["1","","","","01",[0,3250],"","","1","1"]\n'
+    '["00000000000000000000000000001","000000000000000000000001",[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,'
+    '0,0,0,0,0,0,0,0,12500],"","","","000000000000000000000001","000000000000000000000001"]\n'
+    '[["K1",[[1784592000000,"c1",null,"high"]],null]]\n'
+    '[["v",17366455000,"v1","s1"],["t",13910459993,"t1",null,12.5,"online"],'
+    '["t",86460000,"t2",null,-3.25],["c",60000,"c1",null,null,null,null,"high","K1"],'
+    '["v",0,"v2"]]\n'
+    'gFCuGjmQ/3S9K1qAUK8bsanWUbhDL4BQr0PwAKNvbXRO')
+_OLD_EVENTS = [
+    Activity("visit", BASE + 5000, "v1", store_id="s1"),
+    Activity("transaction", BASE + 40 * DAY_MS + 7, "t1", amount=12.5, channel="online"),
+    Activity("transaction", BASE + 200 * DAY_MS, "t2", amount=-3.25),
+    Activity("complaint", BASE + 201 * DAY_MS, "c1", severity="high", complaint_ref="K1"),
+    Activity("visit", BASE + 201 * DAY_MS + 60_000, "v2")]
+
+
+def test_a_summary_of_the_previous_format_is_read_and_rewritten() -> None:
+    """Customers stored before the upgrade keep their state: the cw-s1 summary reads as the
+    same content, and is written back in this version's format."""
+    old = Summary.decode(_OLD_BLOB)
+    now = max(a.ts for a in _OLD_EVENTS)
+    assert old == summarize(_OLD_EVENTS)
+    assert old.features(now) == summarize(_OLD_EVENTS).features(now)
+    assert old.encode().startswith('["cw-s2"')
+    new = Activity("visit", now + 5, "v3")
+    old.fold(new)
+    assert old == summarize([*_OLD_EVENTS, new])
+
+
+def test_hand_made_blocks_behind_a_matching_checksum_fail_when_needed() -> None:
+    """The bucket blocks are decoded only when a step needs them, behind a checksum that catches
+    corruption at decode; blocks made to match it still fail, as a ValueError, when needed."""
+    s = summarize(_OLD_EVENTS)
+    parts = s.encode().split("\n")
+    header = json.loads(parts[0])
+    parts[2] = '["1~"]'
+    header[-1] = zlib.crc32(parts[3].encode(), zlib.crc32(parts[2].encode()))
+    parts[0] = json.dumps(header, separators=(",", ":"))
+    t = Summary.decode("\n".join(parts))  # header, sums and checksum are consistent
+    with pytest.raises(ValueError, match="not an encoded customer summary"):
+        t.daily()
+
+
 def _garbage() -> list[str]:
     good = summarize([Activity("visit", BASE, "v1"), Activity("transaction", BASE + 5, "t1",
                                                                amount=3.0)]).encode()
@@ -403,7 +488,11 @@ def _garbage() -> list[str]:
         return "\n".join(parts[:i] + [text] + parts[i + 1:])
 
     return ["", "{", "[]", "null", "x" * 100, "cw-s0", "cw-s1\n1", good[:-3], good + "\n",
-            swap(0, '["cw-s1","1",0,0,0,0,0,0,[]]'), swap(1, "!!"), swap(2, "[" + "[]," * 10 + "[]]"),
+            swap(0, '["cw-s1","1",0,0,0,0,0,0,[]]'),
+            swap(0, parts[0].replace('"cw-s2"', '"cw-s1"')),  # a cw-s2 header called cw-s1
+            swap(0, parts[0].rsplit(",", 1)[0] + ",7]"),  # a wrong checksum
+            swap(0, "[1.5,".join(parts[0].rsplit("[", 1))),  # a float among the sums
+            swap(1, "!!"), swap(2, "[" + "[]," * 10 + "[]]"),
             swap(2, '["1~"]'), swap(3, '[[1.5]]'), swap(5, '[["v"]]'), swap(6, "AAAA")]
 
 
