@@ -120,19 +120,20 @@ still read, decoded whole, and written back as ``cw-s2``.
 
 Bounds, measured by ``tests/unit/test_summary.py::test_encoded_size`` (one visit or
 transaction per event spread over a year, amounts 12.5-80.0, ids like ``pos-000123-4567``):
-10 events 749 bytes, 100 events 1,286 bytes (target 1.5 KB), 1,000 events 2,957 bytes (target
+10 events 843 bytes, 100 events 1,393 bytes (target 1.5 KB), 1,000 events 3,070 bytes (target
 5 KB; the id memory of the last 35 days is 1,424 of them). Nothing grows with the history
 beyond the windows, except one small entry per complaint ref. zlib was measured and is not
-used: it would take 1,000 events to 1,792 bytes for ~35 µs more per step.
+used: it would take 1,000 events to ~1,800 bytes for ~35 µs more per step.
 
-Speed, measured by ``bench/summary_speed.py`` on this shared 2-core machine (Python 3.11, best
-of 7 rounds of CPU time): one scorer step — decode + fold one new event + features + encode —
-takes 60-75 µs for a customer with 10 to 1,000 events over a year (65-90 µs when the event
-starts a new day and the buckets shift; features ~20, decode 14-21, encode 8-11), the spread
-being the other load on the machine across runs. Bucket columns a customer never used (refunds,
-complaints, channels for many) are skipped by the window sums, the shifts and the encoder
-(``_used``); folding a whole history costs ~2.5-4 µs per event. ``compute_features`` over a raw list (training, ``as_of``) folds newest
-first: ~2.1 ms for 1,000 events, ~130 µs for 20 (schema 2: ~0.9 ms and ~40 µs).
+Speed, measured by ``bench/summary_speed.py`` (Python 3.11, best of 7 rounds of CPU time, a
+2-core machine): one scorer step — decode + fold one new event + features + encode — takes
+33-43 µs for a customer with 10 to 1,000 events over a year when the event lands on the
+newest day and the features are read at that day (the blocks stay encoded), and 63-92 µs
+when the event starts a new day and the buckets shift. Bucket columns a customer never used
+(refunds, complaints, channels for many) are skipped by the window sums, the shifts and the
+encoder (``_used``); folding a whole history costs ~2.5-3.5 µs per event.
+``compute_features`` over a raw list (training, ``as_of``) folds newest first: ~2.1 ms for
+1,000 events, ~130 µs for 20 (schema 2: ~0.9 ms and ~40 µs).
 """
 
 from __future__ import annotations
@@ -303,10 +304,29 @@ class Summary:
     def _sums_at_n(self) -> list[list[int]]:
         """:meth:`_window_sums` at day N, kept (read-only for the caller)."""
         sums = self._sums
-        if sums is None:
-            n = self.newest_day
-            assert n is not None
-            sums = self._sums = self._window_sums(n)
+        if sums is not None:
+            return sums
+        # _window_sums(N), with N's fixed slices: days [0, 30), [0, 90), [0, 91) and the weeks
+        # whose first day is inside the year
+        self._full()
+        n = self.newest_day
+        assert n is not None
+        dc, wc, used = self._dc, self._wc, self._used
+        m30, m90, m365 = _WINDOW_MASKS
+        weeks = n // 7 - (n - 365) // 7
+        s30, s90, s365 = [0] * NF, [0] * NF, [0] * NF
+        for f in range(NF):
+            if not used >> f & 1:
+                continue
+            col = dc[f]
+            d90 = sum(col[:90])
+            if m90 >> f & 1:
+                s90[f] = d90
+            if m365 >> f & 1:
+                s365[f] = d90 + col[90] + sum(wc[f][:weeks])
+            if m30 >> f & 1:
+                s30[f] = sum(col[:30])
+        sums = self._sums = [s30, s90, s365]
         return sums
 
     # ------------------------------------------------------------------ id memory
