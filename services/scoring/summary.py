@@ -187,6 +187,7 @@ _DIGITS = 75
 _TO_CHAR = bytes(range(48, 48 + _DIGITS)) + bytes(256 - _DIGITS)
 _FROM_CHAR = bytes(256)[:48] + bytes(range(_DIGITS)) + bytes(256 - 48 - _DIGITS)
 _COUNT_BYTES = bytes(range(48, 48 + _DIGITS))
+_EMPTY_BLOCK = "[]"  # a bucket block without a non-zero bucket, as _encode_block writes it
 _IDR = 11  # id memory record: 3-byte day (+ _DAY_BIAS), 8-byte blake2b of the event id
 _DAY_BIAS = 1 << 23  # days before 1970 still fit
 
@@ -204,10 +205,6 @@ def _milli(amount: float) -> int:
     return int(round(amount * 1000))
 
 
-def _zeros(n: int) -> list[list[int]]:
-    return [[0] * n for _ in range(NF)]
-
-
 class Summary:
     """The bounded state of one customer (see the module docstring)."""
 
@@ -222,10 +219,11 @@ class Summary:
         self.last_tx: int | None = None
         self.last_activity: int | None = None
         self.last_complaint: int | None = None
-        # per field, per day back from N (index N - day): the daily buckets
-        self._dc: list[list[int]] = _zeros(DAILY_DAYS)
+        # per field, per day back from N (index N - day): the daily buckets (empty while the
+        # blocks stay encoded, see _today)
+        self._dc: list[list[int]] = []
         # per field, per week back from N's week (index N//7 - week): the weekly buckets
-        self._wc: list[list[int]] = _zeros(WEEKS)
+        self._wc: list[list[int]] = []
         self._mask = 0  # bit i: day N - i had a non-complaint event
         self._last_days: list[int] = []  # the newest active days, ascending
         self._first_active: int | None = None
@@ -234,8 +232,9 @@ class Summary:
         # the newest raw events as compact rows (see _row), ascending by (ts, event_id)
         self._recent: list[list[Any]] = []
         self._idb = b""  # sorted id memory records (day, hash)
-        # encoded parts known unchanged since decode: bitmap, weeks, refs
-        self._raw: dict[int, str] = {}
+        # encoded parts known unchanged since decode: bitmap, days before N, weeks, refs (a new
+        # summary's blocks are empty: a new customer's first events never build 1,440 zeros)
+        self._raw: dict[int, str] = {2: _EMPTY_BLOCK, 3: _EMPTY_BLOCK}
         # bit f: bucket column f may hold a non-zero count (set when folding or decoding one;
         # never cleared): the window sums skip the columns a customer never used
         self._used = 0
@@ -243,10 +242,10 @@ class Summary:
         # _dc and _wc are then empty) and the bucket of day N is this list, one value per
         # field: a step that folds into day N only and reads the features at day N (the stream's
         # usual step) never decodes them (see _full). None once the blocks are decoded.
-        self._today: list[int] | None = None
+        self._today: list[int] | None = [0] * NF
         # per window (_WINDOW_FIELDS), the bucket sums at day N of the window's fields (others
         # 0): None when unknown (computed and kept by _sums_at_n; day-N folds add to them)
-        self._sums: list[list[int]] | None = None
+        self._sums: list[list[int]] | None = [[0] * NF, [0] * NF, [0] * NF]
         # (daily text, weekly text, their crc32) as last read or written
         self._crc: tuple[str, str, int] | None = None
 

@@ -433,6 +433,21 @@ def test_the_scorers_step_gives_what_folding_at_once_gives(acts: list[Activity],
     assert Summary.decode(blob).daily() == whole.daily()
 
 
+def test_a_new_customers_same_day_events_build_no_buckets() -> None:
+    """A new summary starts with its blocks encoded and empty: events on its newest day, and
+    the features read at that day, never build the 91 x 10 and 53 x 10 buckets; an event on
+    another day does, with the same result as folding at once."""
+    acts = [Activity("visit", BASE + 5, "v1"), Activity("transaction", BASE + 9, "t1", amount=4.5)]
+    s = Summary.empty()
+    for a in acts:
+        s.fold(a)
+    s.features(BASE + 10)
+    assert s._dc == [] and s._wc == []
+    older = Activity("visit", BASE - 3 * DAY_MS, "v0")
+    s.fold(older)
+    assert len(s._dc) == 10 and s.encode() == summarize([older, *acts]).encode()
+
+
 # A summary written by the previous format (cw-s1: day N's bucket inside the daily block, no
 # window sums), from the events of _OLD_EVENTS.
 _OLD_BLOB = (
