@@ -92,3 +92,39 @@ def test_canonical_form_round_trips(amount: float, customer: str, minutes: int) 
     assert not errs
     again, errs2 = errors(parse_json(event_to_json(event)))
     assert not errs2 and again == event
+
+
+_SCALAR = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70),
+                    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=12))
+_KEY = st.text(max_size=6)
+
+
+def _outcome(fn, raw: bytes) -> object:  # type: ignore[no-untyped-def]
+    try:
+        return ("ok", fn(raw))
+    except ValueError as exc:
+        return ("error", str(exc))
+
+
+@given(obj=st.dictionaries(_KEY, _SCALAR, max_size=6), dup=st.one_of(st.none(), _KEY),
+       style=st.sampled_from(["compact", "ascii", "spaced", "orjson"]))
+def test_the_fast_path_gives_what_the_strict_parser_gives(obj: dict[str, object],
+                                                          dup: str | None, style: str) -> None:
+    """One compact flat object takes a fast path (orjson, then written back and compared
+    byte for byte); whatever the spelling — escapes, spaces, big integers, a duplicate key —
+    parse_json answers exactly as the strict parser does: the same object or the same error."""
+    import orjson
+
+    from services.common.events import _parse_strict
+    if style == "orjson":
+        try:
+            text = orjson.dumps(obj).decode()
+        except TypeError:  # integers beyond 64 bits
+            text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    else:
+        text = json.dumps(obj, separators=(", ", ": ") if style == "spaced" else (",", ":"),
+                          ensure_ascii=style == "ascii")
+    if dup is not None:  # the same key twice
+        text = text[:-1] + ("," if obj else "") + json.dumps(dup) + ':1,' + json.dumps(dup) + ":2}"
+    raw = text.encode("utf-8", "surrogatepass")
+    assert _outcome(parse_json, raw) == _outcome(_parse_strict, raw)
