@@ -286,17 +286,25 @@ class Summary:
         self._used |= used
 
     def _window_sums(self, now_day: int) -> list[list[int]]:
-        """Per window (_WINDOW_FIELDS), the bucket sums at ``now_day`` of its fields."""
+        """Per window (_WINDOW_FIELDS), the bucket sums at ``now_day`` of its fields: the daily
+        buckets with ``0 <= now_day - day < w`` and the weeks whose first day is."""
         self._full()
+        n = self.newest_day
+        assert n is not None
         dc, wc, used = self._dc, self._wc, self._used
+        lag = n - now_day
+        i_lo = max(lag, 0)
+        nw = n // 7
+        w_lo = max(nw - now_day // 7, 0)  # the newest week whose first day is <= now_day
         out = []
         for w, fields in _WINDOW_FIELDS:
-            ds, ws = self._window(now_day, w)
+            i_hi = max(min(lag + w, DAILY_DAYS), i_lo)
+            w_hi = nw - (now_day - w) // 7  # past the oldest week whose first day is inside
             s = [0] * NF
-            weeks = ws.start < ws.stop
             for f in fields:
                 if used >> f & 1:  # a column never used is all zeros
-                    s[f] = sum(dc[f][ds]) + sum(wc[f][ws]) if weeks else sum(dc[f][ds])
+                    s[f] = sum(dc[f][i_lo:i_hi]) + sum(wc[f][w_lo:w_hi]) if w_lo < w_hi \
+                        else sum(dc[f][i_lo:i_hi])
             out.append(s)
         return out
 
@@ -673,18 +681,6 @@ class Summary:
                         "refunds": col[NN], "complaints": col[C],
                         "spend": (col[PS] - col[NS]) / 1000})
         return out
-
-    def _window(self, now_day: int, w: int) -> tuple[slice, slice]:
-        """The daily and weekly index ranges inside the w-day window at now_day."""
-        n = self.newest_day
-        assert n is not None
-        i_lo = max(n - now_day, 0)
-        i_hi = min(n - now_day + w, DAILY_DAYS)
-        # weeks with 0 <= now_day - 7*week < w
-        w_max = now_day // 7
-        w_min = (now_day - w) // 7 + 1
-        nw = n // 7
-        return slice(i_lo, max(i_hi, i_lo)), slice(max(nw - w_max, 0), max(nw - w_min + 1, 0))
 
     def _newest_ts(self, exact: int | None, now_ms: int, kinds: tuple[str, ...] | None,
                    fields: tuple[int, ...]) -> int | None:
