@@ -108,9 +108,10 @@ trimmed, a column of counts below 75 written one character per bucket), the comp
 sorted 11-byte records: 3-byte day, 8-byte blake2b). The same content always gives the same
 string; parts unchanged since :meth:`Summary.decode` are written back as read.
 
-Why day N and the sums sit in the header: the stream's usual step folds an event into the
-newest day and reads the features at that day. :meth:`Summary.decode` checks the two bucket
-blocks against their crc32 and leaves them encoded; such a step adds the event to day N's
+Why day N and the sums sit in the header: a common step of the stream (a visit and its
+payment, a day's several purchases) folds an event into the newest day and reads the
+features at that day. :meth:`Summary.decode` checks the two bucket blocks against their crc32
+and leaves them encoded; such a step adds the event to day N's
 bucket and to the sums, reads the windows from the sums and writes the blocks back as read, so
 its cost does not depend on how full a customer's 91 days and 53 weeks are. Anything else (an
 event on another day, a read at another day, the daily series, bucket-day recency) decodes
@@ -240,8 +241,8 @@ class Summary:
         self._used = 0
         # Decoded but not yet needed, the daily and weekly blocks stay encoded (_raw[2], _raw[3];
         # _dc and _wc are then empty) and the bucket of day N is this list, one value per
-        # field: a step that folds into day N only and reads the features at day N (the stream's
-        # usual step) never decodes them (see _full). None once the blocks are decoded.
+        # field: a step that folds into day N only and reads the features at day N (a common
+        # step of the stream) never decodes them (see _full). None once the blocks are decoded.
         self._today: list[int] | None = [0] * NF
         # per window (_WINDOW_FIELDS), the bucket sums at day N of the window's fields (others
         # 0): None when unknown (computed and kept by _sums_at_n; day-N folds add to them)
