@@ -312,29 +312,10 @@ class Summary:
     def _sums_at_n(self) -> list[list[int]]:
         """:meth:`_window_sums` at day N, kept (read-only for the caller)."""
         sums = self._sums
-        if sums is not None:
-            return sums
-        # _window_sums(N), with N's fixed slices: days [0, 30), [0, 90), [0, 91) and the weeks
-        # whose first day is inside the year
-        self._full()
-        n = self.newest_day
-        assert n is not None
-        dc, wc, used = self._dc, self._wc, self._used
-        m30, m90, m365 = _WINDOW_MASKS
-        weeks = n // 7 - (n - 365) // 7
-        s30, s90, s365 = [0] * NF, [0] * NF, [0] * NF
-        for f in range(NF):
-            if not used >> f & 1:
-                continue
-            col = dc[f]
-            d90 = sum(col[:90])
-            if m90 >> f & 1:
-                s90[f] = d90
-            if m365 >> f & 1:
-                s365[f] = d90 + col[90] + sum(wc[f][:weeks])
-            if m30 >> f & 1:
-                s30[f] = sum(col[:30])
-        sums = self._sums = [s30, s90, s365]
+        if sums is None:
+            n = self.newest_day
+            assert n is not None
+            sums = self._sums = self._window_sums(n)
         return sums
 
     # ------------------------------------------------------------------ id memory

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.common.events import event_to_json, parse_json, validate_event
+from services.common.events import _parse_strict, event_to_json, parse_json, validate_event
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -99,7 +102,7 @@ _SCALAR = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70),
 _KEY = st.text(max_size=6)
 
 
-def _outcome(fn, raw: bytes) -> object:  # type: ignore[no-untyped-def]
+def _outcome(fn: Callable[[bytes], Any], raw: bytes) -> object:
     try:
         return ("ok", fn(raw))
     except ValueError as exc:
@@ -113,9 +116,6 @@ def test_the_fast_path_gives_what_the_strict_parser_gives(obj: dict[str, object]
     """One compact flat object takes a fast path (orjson, then written back and compared
     byte for byte); whatever the spelling — escapes, spaces, big integers, a duplicate key —
     parse_json answers exactly as the strict parser does: the same object or the same error."""
-    import orjson
-
-    from services.common.events import _parse_strict
     if style == "orjson":
         try:
             text = orjson.dumps(obj).decode()

@@ -423,7 +423,7 @@ def test_the_scorers_step_gives_what_folding_at_once_gives(acts: list[Activity],
         blob = s.encode()
     whole = summarize(acts)
     assert blob == whole.encode()
-    assert whole.newest_day is not None  # the sums at N, by their own path and the general one
+    assert whole.newest_day is not None  # the sums kept at N (moved by same-day folds), afresh
     assert whole._sums_at_n() == whole._window_sums(whole.newest_day)
     for now in _nows(acts):
         lazy = Summary.decode(blob)
