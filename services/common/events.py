@@ -214,7 +214,7 @@ _SCALARS = (str, int, float, bool, type(None))
 def _canonical_flat(raw: bytes) -> dict[str, Any] | None:
     """The object ``raw`` holds when it is one flat JSON object (scalar values only) written
     exactly as compact JSON writes it — how churnwatch's API and most producers publish one
-    event — else None. orjson refuses what the strict parser refuses (invalid UTF-8, NaN and
+    event — or as Python's ``json.dumps`` writes it by default, else None. orjson refuses what the strict parser refuses (invalid UTF-8, NaN and
     Infinity, integers beyond 64 bits), and a duplicate key, a BOM, whitespace or another
     spelling makes the object written back differ from ``raw``: only an exact round trip is
     taken, so the result is what the strict parser gives."""
@@ -224,14 +224,25 @@ def _canonical_flat(raw: bytes) -> dict[str, Any] | None:
         return None
     if type(obj) is not dict or not all(type(v) in _SCALARS for v in obj.values()):
         return None
-    return obj if jsonfast.dumps_bytes(obj) == raw else None
+    compact = jsonfast.dumps_bytes(obj)
+    if compact == raw:
+        return obj
+    # Python's json.dumps default spelling: a space after every key's colon and every pair's
+    # comma (2k - 1 spaces for k keys). The spaces go in after each `":` and before each `,"`
+    # of the compact text; one that lands inside a string makes it differ from ``raw``
+    # (strict path), and inserted spaces never change the structure: equal to ``raw``, it is
+    # k pairs, no duplicate among them.
+    if len(raw) == len(compact) + 2 * len(obj) - 1 and \
+            compact.replace(b'":', b'": ').replace(b',"', b', "') == raw:
+        return obj
+    return None
 
 
 def parse_json(raw: bytes | str) -> Any:
     """Parse JSON strictly: UTF-8 only (a BOM is tolerated), no NaN/Infinity (the message names
     the key holding one), no duplicate keys, no nesting deep enough to exhaust the stack.
-    Raises ValueError. One event in compact JSON takes a fast path with the same result
-    (:func:`_canonical_flat`)."""
+    Raises ValueError. One event in compact JSON (or ``json.dumps``'s default spelling) takes a
+    fast path with the same result (:func:`_canonical_flat`)."""
     if type(raw) is bytes and raw[:1] == b"{":
         fast = _canonical_flat(raw)
         if fast is not None:

@@ -37,7 +37,16 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from services.common import jsonfast, pseudonym
 from services.common.envelope import Item, dead_letter_value, is_envelope
 from services.common.envelope import decode as decode_envelope
-from services.common.events import STORE_BOUND_HEADER, TENANT_HEADER, parse_json, validate_event
+from services.common.events import (
+    STORE_BOUND_HEADER,
+    TENANT_HEADER,
+    AnyEvent,
+    FieldError,
+    check_time_bounds,
+    epoch_ms,
+    parse_json,
+    validate_event,
+)
 from services.common.holdout import in_holdout
 from services.common.redisconn import DEFAULT_TENANT, Keys, parse_customer_token
 from services.common.retry import Backoff, is_transient
@@ -74,6 +83,7 @@ DEAD_LETTER_REASONS = ("malformed_json", "malformed_envelope", "invalid_event",
 # The scorer checks the API's time bounds again with this slack, so that an event the API
 # accepted at an edge is not dead-lettered for clock skew or the milliseconds until it was written.
 CLOCK_GRACE = timedelta(minutes=5)
+_MS = timedelta(milliseconds=1)
 MAX_STORE_SERIES = 500  # bound on the store label of churnwatch_scorer_customers_by_store
 
 
@@ -102,6 +112,25 @@ class Path:
     @property
     def changes(self) -> list[dict[str, Any]]:
         return [ce for _, ce in self.steps]
+
+
+def _valid_event(obj: Any, wall: datetime, oldest_ms: int, newest_ms: int,
+                 max_age: timedelta, max_future: timedelta
+                 ) -> tuple[AnyEvent | None, int, list[FieldError]]:
+    """``validate_event`` with the time bounds (plus CLOCK_GRACE), and the event's time in
+    epoch ms. An event strictly between ``oldest_ms`` and ``newest_ms`` (the bounds in ms, a
+    millisecond inside) passes without datetime arithmetic; one near or past them is checked
+    exactly (``check_time_bounds``: the same message as at the API)."""
+    event, errors = validate_event(obj)
+    if event is None:
+        return None, 0, errors
+    ts = epoch_ms(event.occurred_at)
+    if not oldest_ms < ts < newest_ms:
+        why = check_time_bounds(event, now=wall, max_age=max_age + CLOCK_GRACE,
+                                max_future=max_future + CLOCK_GRACE)
+        if why:
+            return None, 0, [FieldError(index=0, field="occurred_at", message=why)]
+    return event, ts, []
 
 
 def _partition_of(record: Record) -> int:
@@ -319,6 +348,10 @@ class Processor:
         wall_ms = int(wall.timestamp() * 1000)
         max_age = timedelta(days=self.settings.max_event_age_days)
         max_future = timedelta(seconds=self.settings.max_event_future_seconds)
+        # the time bounds in epoch ms, a millisecond inside the exact ones: an event clear of
+        # them passes without datetime arithmetic; one near or past them is checked exactly
+        newest_ms = wall_ms + (max_future + CLOCK_GRACE) // _MS - 1
+        oldest_ms = wall_ms - (max_age + CLOCK_GRACE) // _MS + 1
         committed = await self._retry("read", self._committed)
         rows: dict[Ref, list[Row]] = {}
         stores: dict[Ref, str | None] = {}
@@ -348,13 +381,12 @@ class Processor:
                         elements.append((item.index, item.event))
             # An event is as old as it was when written: one the API accepted at the edge of
             # max_age must not age out while it waits in the topic (scorer lag, a restart).
-            waited = timedelta(milliseconds=max(0, wall_ms - r.timestamp_ms)) \
-                if r.timestamp_ms and r.timestamp_ms > 0 else timedelta(0)
+            waited_ms = max(0, wall_ms - r.timestamp_ms) \
+                if r.timestamp_ms and r.timestamp_ms > 0 else 0
             bound = any(n == STORE_BOUND_HEADER for n, _ in r.headers)
             for index, obj in elements:
-                event, errors = validate_event(
-                    obj, now=wall, max_age=max_age + waited + CLOCK_GRACE,
-                    max_future=max_future + CLOCK_GRACE)
+                event, ts, errors = _valid_event(obj, wall, oldest_ms - waited_ms, newest_ms,
+                                                 max_age + waited_ms * _MS, max_future)
                 if event is None:
                     reason = "; ".join(f"{e.field or 'event'}: {e.message}" for e in errors)
                     if index >= 0:
@@ -366,7 +398,7 @@ class Processor:
                     continue
                 ref = (event.tenant, event.customer_id)
                 rows.setdefault(ref, []).append(
-                    Row(activity_from_event(event), r.partition, r.offset, index))
+                    Row(activity_from_event(event, ts), r.partition, r.offset, index))
                 if event.store_id:
                     stores[ref] = event.store_id
                     if bound:

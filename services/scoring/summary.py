@@ -179,7 +179,19 @@ _WINDOW_FIELDS = ((30, (PS, NS)), (90, (V, PN, PS, Z, NN, NS, U)),
                   (365, (PN, PS, Z, NN, NS, U, CH, ON)))
 # the fields each window's sums hold, as bit masks (same order as _WINDOW_FIELDS)
 _WINDOW_MASKS = tuple(sum(1 << f for f in fields) for _, fields in _WINDOW_FIELDS)
+_WINDOW_DAYS = tuple(w for w, _ in _WINDOW_FIELDS)
+_USED_FIELDS: dict[int, tuple[tuple[int, ...], ...]] = {}
 _ONLINE = frozenset(("online", "app", "delivery"))
+
+
+def _used_fields(used: int) -> tuple[tuple[int, ...], ...]:
+    """Per window, the fields it sums that ``used`` (Summary._used) marks: a column never used
+    is all zeros. At most 1,024 masks, each computed once."""
+    out = _USED_FIELDS.get(used)
+    if out is None:
+        out = _USED_FIELDS[used] = tuple(tuple(f for f in fields if used >> f & 1)
+                                         for _, fields in _WINDOW_FIELDS)
+    return out
 _MASK = (1 << RETAIN_DAYS) - 1
 _KIND_CODE = {"transaction": "t", "visit": "v", "complaint": "c"}
 _CODE_KIND = {v: k for k, v in _KIND_CODE.items()}
@@ -296,16 +308,20 @@ class Summary:
         lag = n - now_day
         i_lo = max(lag, 0)
         nw = n // 7
-        w_lo = max(nw - now_day // 7, 0)  # the newest week whose first day is <= now_day
+        # the newest week whose first day is <= now_day, and no newer than the newest week that
+        # can hold a bucket (a day that left the daily span, or an event that never entered it)
+        w_lo = max(nw - now_day // 7, nw - (n - DAILY_DAYS) // 7)
         out = []
-        for w, fields in _WINDOW_FIELDS:
+        for w, fields in zip(_WINDOW_DAYS, _used_fields(used), strict=True):
             i_hi = max(min(lag + w, DAILY_DAYS), i_lo)
             w_hi = nw - (now_day - w) // 7  # past the oldest week whose first day is inside
             s = [0] * NF
-            for f in fields:
-                if used >> f & 1:  # a column never used is all zeros
-                    s[f] = sum(dc[f][i_lo:i_hi]) + sum(wc[f][w_lo:w_hi]) if w_lo < w_hi \
-                        else sum(dc[f][i_lo:i_hi])
+            if w_lo < w_hi:
+                for f in fields:
+                    s[f] = sum(dc[f][i_lo:i_hi]) + sum(wc[f][w_lo:w_hi])
+            else:
+                for f in fields:
+                    s[f] = sum(dc[f][i_lo:i_hi])
             out.append(s)
         return out
 

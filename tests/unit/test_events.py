@@ -9,10 +9,16 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
-from services.common.events import _parse_strict, event_to_json, parse_json, validate_event
+from services.common.events import (
+    _canonical_flat,
+    _parse_strict,
+    event_to_json,
+    parse_json,
+    validate_event,
+)
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -110,7 +116,10 @@ def _outcome(fn: Callable[[bytes], Any], raw: bytes) -> object:
 
 
 @given(obj=st.dictionaries(_KEY, _SCALAR, max_size=6), dup=st.one_of(st.none(), _KEY),
-       style=st.sampled_from(["compact", "ascii", "spaced", "orjson"]))
+       style=st.sampled_from(["compact", "ascii", "spaced", "default", "orjson"]))
+@example(obj={"a": 'say "hi": ok', "b": 'x,', "c": 1}, dup=None, style="default")
+@example(obj={"a": '",', "b": '":'}, dup="a", style="default")
+@example(obj={"k": ", \"", "n": None}, dup=None, style="spaced")
 def test_the_fast_path_gives_what_the_strict_parser_gives(obj: dict[str, object],
                                                           dup: str | None, style: str) -> None:
     """One compact flat object takes a fast path (orjson, then written back and compared
@@ -121,10 +130,58 @@ def test_the_fast_path_gives_what_the_strict_parser_gives(obj: dict[str, object]
             text = orjson.dumps(obj).decode()
         except TypeError:  # integers beyond 64 bits
             text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    elif style == "default":  # json.dumps as Python producers call it
+        text = json.dumps(obj)
     else:
         text = json.dumps(obj, separators=(", ", ": ") if style == "spaced" else (",", ":"),
                           ensure_ascii=style == "ascii")
-    if dup is not None:  # the same key twice
-        text = text[:-1] + ("," if obj else "") + json.dumps(dup) + ':1,' + json.dumps(dup) + ":2}"
+    if dup is not None:  # the same key twice, spelled as the rest
+        comma, colon = (", ", ": ") if style in ("spaced", "default") else (",", ":")
+        text = (text[:-1] + (comma if obj else "") + json.dumps(dup) + colon + "1" + comma
+                + json.dumps(dup) + colon + "2}")
     raw = text.encode("utf-8", "surrogatepass")
     assert _outcome(parse_json, raw) == _outcome(_parse_strict, raw)
+
+
+def test_compact_and_json_dumps_default_spellings_take_the_fast_path() -> None:
+    """The two spellings producers mostly send are read by orjson, not the strict parser."""
+    event = {"event_id": "e-1", "type": "transaction", "customer_id": "c-1", "amount": 42.5,
+             "occurred_at": "2026-11-02T10:15:00+00:00", "store_id": None, "refund": False}
+    for text in (json.dumps(event), json.dumps(event, separators=(",", ":"))):
+        assert _canonical_flat(text.encode()) == event
+    # a string holding the separators' bytes is read right, by the strict parser
+    tricky = {**event, "note": 'said "ok": fine,'}
+    assert _canonical_flat(json.dumps(tricky).encode()) is None
+    assert parse_json(json.dumps(tricky).encode()) == tricky
+
+
+def test_the_scorers_time_bounds_in_milliseconds_agree_with_the_exact_check() -> None:
+    """The scorer checks an event's time against its bounds in epoch ms, a millisecond inside
+    them, and only near or past them exactly: at every distance from either bound, down to
+    the microsecond, it accepts and refuses what check_time_bounds does, with its message."""
+    from services.common.events import check_time_bounds, epoch_ms
+    from services.scorer.processor import CLOCK_GRACE, _valid_event
+
+    wall = datetime(2026, 12, 3, 20, 0, 0, 123456, tzinfo=UTC)
+    wall_ms = int(wall.timestamp() * 1000)
+    max_age, max_future, waited_ms = timedelta(days=400), timedelta(seconds=300), 2_500
+    ms = timedelta(milliseconds=1)
+    newest_ms = wall_ms + (max_future + CLOCK_GRACE) // ms - 1
+    oldest_ms = wall_ms - (max_age + CLOCK_GRACE) // ms + 1 - waited_ms
+    age = max_age + waited_ms * ms
+    edges = (wall + max_future + CLOCK_GRACE, wall - age - CLOCK_GRACE)
+    for edge in edges:
+        for us in (-2001, -1000, -999, -1, 0, 1, 999, 1000, 2001):
+            at = edge + timedelta(microseconds=us)
+            obj = {"event_id": "e", "type": "visit", "customer_id": "c",
+                   "occurred_at": at.isoformat()}
+            event, ts, errors = _valid_event(obj, wall, oldest_ms, newest_ms, age, max_future)
+            exact, _ = validate_event(obj)
+            assert exact is not None
+            why = check_time_bounds(exact, now=wall, max_age=age + CLOCK_GRACE,
+                                    max_future=max_future + CLOCK_GRACE)
+            if why is None:
+                assert event == exact and ts == epoch_ms(exact.occurred_at) and not errors
+            else:
+                assert event is None and [(e.field, e.message) for e in errors] == \
+                    [("occurred_at", why)]

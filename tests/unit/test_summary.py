@@ -433,6 +433,34 @@ def test_the_scorers_step_gives_what_folding_at_once_gives(acts: list[Activity],
     assert Summary.decode(blob).daily() == whole.daily()
 
 
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(acts=_history(span_days=800, max_size=40), lag=st.integers(-400, 120))
+def test_the_window_sums_are_the_buckets_inside_each_window(acts: list[Activity],
+                                                            lag: int) -> None:
+    """The window sums, by their slices (and the weeks they skip as never filled), equal the
+    buckets counted one by one: the daily buckets of the days inside the window, the weekly
+    buckets whose first day is inside; and no weekly bucket newer than the daily span's
+    oldest week holds anything."""
+    from services.scoring import summary as m
+
+    s = summarize(acts)
+    n = s.newest_day
+    if n is None:
+        return
+    s._full()
+    nw = n // 7
+    for j in range(nw - (n - m.DAILY_DAYS) // 7):
+        assert all(not s._wc[f][j] for f in range(m.NF)), j
+    now_day = n - lag
+    for (w, fields), got in zip(m._WINDOW_FIELDS, s._window_sums(now_day), strict=True):
+        want = [0] * m.NF
+        for f in fields:
+            want[f] = sum(s._dc[f][i] for i in range(m.DAILY_DAYS) if 0 <= now_day - (n - i) < w)
+            want[f] += sum(s._wc[f][j] for j in range(m.WEEKS)
+                           if 0 <= now_day - 7 * (nw - j) < w)
+        assert got == want, (w, now_day, n)
+
+
 def test_a_new_customers_same_day_events_build_no_buckets() -> None:
     """A new summary starts with its blocks encoded and empty: events on its newest day, and
     the features read at that day, never build the 91 x 10 and 53 x 10 buckets; an event on
