@@ -511,7 +511,8 @@ class Processor:
                     continue  # applied by an attempt no commit has counted yet
                 o.top = max(o.top, row.offset)
                 act = row.activity
-                claimed = (ref, act.event_id) in lost or (ref, act.event_id, row.record) in again
+                claimed = bool(lost) and (ref, act.event_id) in lost or \
+                    bool(again) and (ref, act.event_id, row.record) in again
                 if not claimed and cs.summary.beyond_memory(act):
                     # Older than the summary's id memory and unknown to the tenant's registry
                     # (first seen 30-60+ days ago, or never): applied without a duplicate check.

@@ -74,6 +74,12 @@ class Step:
     features: dict[str, float]
 
 
+def _round6(v: float) -> float:
+    """``round(v, 6)``, without its decimal conversion for a whole number (most counts): that
+    is ``v`` itself. ~0.05 µs where round takes ~0.4, for each of ~30 features a step."""
+    return v if v.is_integer() else round(v, 6)
+
+
 @dataclass(frozen=True)
 class Assessment:
     customer_id: str
@@ -108,7 +114,7 @@ class Assessment:
             **({} if self.shadow is None else {"shadow": {
                 "model_version": self.shadow[0], "score": round(self.shadow[1], 6),
                 "tier": self.shadow[2]}}),
-            "features": {k: round(v, 6) for k, v in self.features.items()},  # last (risk_json)
+            "features": {k: _round6(v) for k, v in self.features.items()},  # last (risk_json)
         }
 
 

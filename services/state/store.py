@@ -561,10 +561,11 @@ class StateStore:
                     (ref, a.event_id, record))
         order = list(triples)
         pipe = self.redis.pipeline(transaction=False)
+        members = {ref: clock_member(*ref) for ref in batch}  # one digest per customer
         for tenant, bucket in order:
             argv: list[Any] = [ttl]
             for ref, event_id, record in triples[(tenant, bucket)]:
-                argv += [event_id, clock_member(*ref), record]
+                argv += [event_id, members[ref], record]
             await self._queue(pipe, self._claim,
                               [self.keys.event_ids(tenant, bucket, generation),
                                self.keys.event_ids(tenant, bucket, generation - 1)], argv)

@@ -4,7 +4,11 @@ of one customer's events) equals assessing event by event (batches of one)."""
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services.scoring.engine import Engine, Step, Subject
 from services.scoring.scorecard import Scorecard
@@ -98,3 +102,14 @@ def test_the_hot_paths_reasons_and_their_json_are_what_pydantic_gives() -> None:
             assert SuggestedAction.model_validate(r.action.model_dump()) == r.action
             seen |= {x.code for x in r.reasons}
     assert len(seen) >= 3, seen  # explanations and a rule, not only "regular"
+
+
+@given(st.one_of(st.floats(allow_nan=False, allow_infinity=False),
+                 st.integers(-10**18, 10**18).map(float)))
+def test_features_are_rounded_as_round_rounds_them(v: float) -> None:
+    """The stored features skip round()'s decimal conversion for whole numbers: the same
+    value, sign of zero included."""
+    from services.scoring.engine import _round6
+
+    got, want = _round6(v), round(v, 6)
+    assert got == want and math.copysign(1, got) == math.copysign(1, want)
