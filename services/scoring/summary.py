@@ -629,6 +629,19 @@ class Summary:
             count += len(older)
         return count
 
+    def _active_in_windows(self, now_day: int) -> dict[int, int]:
+        """Active days in the 30, 90 and 365 days up to ``now_day``: :meth:`_count_active` of
+        each, by three bit counts of the bitmap when the year fits in it (a read at most 6 days
+        before the newest day, or any time after)."""
+        n = self.newest_day
+        lag = 0 if n is None else n - now_day
+        if n is None or lag + 365 > RETAIN_DAYS:
+            return {w: self._count_active(now_day - w + 1, now_day) for w in (30, 90, 365)}
+        lo = max(lag, 0)
+        m = self._mask >> lo
+        return {w: (m & ((1 << (lag + w - lo)) - 1)).bit_count() if lag + w > lo else 0
+                for w in (30, 90, 365)}
+
     def active_days_since(self, day: int) -> int:
         """Active days (non-complaint) on or after ``day`` (exact within RETAIN_DAYS of the
         newest day; older ones only as far as the 13 newest active days and the first)."""
@@ -747,7 +760,7 @@ class Summary:
         spend90 = (s90[PS] - s90[NS]) / 1000
         spend365 = (s365[PS] - s365[NS]) / 1000
 
-        active = {w: self._count_active(now_day - w + 1, now_day) for w in (30, 90, 365)}
+        active = self._active_in_windows(now_day)
         newest_first = self._active_days_desc(now_day, LAST_ACTIVE_DAYS)
         has_cadence = len(newest_first) >= 2
         if has_cadence:  # median and MAD of the gaps, as statistics.median gives them

@@ -461,6 +461,17 @@ def test_the_window_sums_are_the_buckets_inside_each_window(acts: list[Activity]
         assert got == want, (w, now_day, n)
 
 
+@settings(max_examples=100, deadline=None)
+@given(acts=_history(span_days=800, max_size=40), lag=st.integers(-400, 400))
+def test_active_days_in_the_windows_by_bit_counts(acts: list[Activity], lag: int) -> None:
+    """The three windows' active days, counted at once from the bitmap, equal counting each
+    window by itself, at any day before or after the newest."""
+    s = summarize(acts)
+    now_day = (s.newest_day or 0) - lag
+    assert s._active_in_windows(now_day) == {
+        w: s._count_active(now_day - w + 1, now_day) for w in (30, 90, 365)}
+
+
 def test_a_new_customers_same_day_events_build_no_buckets() -> None:
     """A new summary starts with its blocks encoded and empty: events on its newest day, and
     the features read at that day, never build the 91 x 10 and 53 x 10 buckets; an event on
