@@ -1017,7 +1017,9 @@ def _encode_block(cols: list[list[int]], used: int = (1 << NF) - 1, start: int =
                 else:
                     out.append(col[:len(b)])
                 continue
-        end = lengths.get(_COUNT_OF[f], len(col))
+        # a money column ends where its count column does; a count column past 255 where its
+        # last non-zero bucket is
+        end = lengths.get(_COUNT_OF.get(f, -1), len(col))
         if any(col[end:]):  # not where its count column says (a hand-made blob): look
             end = len(col)
         while end and not col[end - 1]:

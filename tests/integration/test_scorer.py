@@ -281,3 +281,27 @@ async def test_old_history_is_trimmed_but_the_customer_stays_known(settings_fact
     assert int(stats["events_duplicate_total"]) == 10
     assert int(stats["events_applied_total"]) == len(old)
     await redis.aclose()
+
+
+async def test_a_customer_with_hundreds_of_purchases_a_day_is_scored(settings_factory,
+                                                                     tmp_path: Path) -> None:
+    """A wholesale account or a shared loyalty card: 300 purchases in one day, then more the
+    next days. A day's count past 255 once made the summary's encoder fail, so the scorer
+    stopped on the batch and every restart met it again; now the customer is scored."""
+    settings = settings_factory(clock="wall")
+    redis = make_redis(settings)
+    day = T0.replace(hour=8, minute=0, second=0, microsecond=0)
+    events = [{"event_id": f"bulk-{i}", "type": "transaction", "customer_id": "wholesale",
+               "occurred_at": (day + timedelta(seconds=60 * i)).isoformat(), "amount": 2.5}
+              for i in range(300)]
+    events += [{"event_id": f"bulk-next-{d}", "type": "transaction", "customer_id": "wholesale",
+                "occurred_at": (day + timedelta(days=d)).isoformat(), "amount": 10.0}
+               for d in (1, 2)]
+    with scorer(settings, tmp_path) as proc:
+        await produce_events(settings, events)
+        await wait_processed(redis, settings, len(events))
+        assert proc.proc is not None and proc.proc.poll() is None, proc.tail()
+    state = await customer_state(redis, settings, "wholesale")
+    features = json.loads(state["st"]["risk"])["features"]
+    assert features["transactions_365"] == 302.0 and features["spend_365"] == 770.0
+    await redis.aclose()

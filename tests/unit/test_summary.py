@@ -472,6 +472,31 @@ def test_active_days_in_the_windows_by_bit_counts(acts: list[Activity], lag: int
         w: s._count_active(now_day - w + 1, now_day) for w in (30, 90, 365)}
 
 
+def test_a_bucket_past_255_events_is_counted_whole() -> None:
+    """A bucket past 255 (a day of 300 purchases, a week of them) is counted, encoded,
+    decoded and shifted into its week like any other (the encoder once failed on it with a
+    KeyError); the stream's steps and one fold agree."""
+    day = BASE // DAY_MS * DAY_MS
+    burst = [Activity("transaction", day + i * 1000, f"b{i}", amount=1.0) for i in range(300)]
+    acts = [*burst, Activity("transaction", day + DAY_MS, "next", amount=2.0)]
+    s = summarize(acts)
+    f = s.features(day + DAY_MS)
+    assert (f["transactions_90"], f["spend_90"]) == (301.0, 302.0)
+    assert Summary.decode(s.encode()).features(day + DAY_MS) == f
+    later = [*acts, Activity("transaction", day + 120 * DAY_MS, "later", amount=3.0)]
+    whole = summarize(later)  # the 301 now sit in the weekly buckets
+    g = whole.features(day + 120 * DAY_MS)
+    assert (g["transactions_90"], g["transactions_365"], g["spend_365"]) == (1.0, 302.0, 305.0)
+    blob = Summary.empty().encode()
+    for a in later:
+        step = Summary.decode(blob)
+        step.fold(a)
+        step.features(a.ts)
+        blob = step.encode()
+    assert blob == whole.encode()
+    assert Summary.decode(blob).features(day + 120 * DAY_MS) == g
+
+
 def test_a_new_customers_same_day_events_build_no_buckets() -> None:
     """A new summary starts with its blocks encoded and empty: events on its newest day, and
     the features read at that day, never build the 91 x 10 and 53 x 10 buckets; an event on
