@@ -431,6 +431,17 @@ class Processor:
                 logger.warning("%s; reading them again", exc)
                 committed = await self._retry("read", self._committed)
 
+    @staticmethod
+    def _added(cs: CustomerState, o: Outcome, act: Activity, last_added: dict[Ref, Activity],
+               newest_added: dict[Ref, Activity]) -> None:
+        """Count ``act`` as applied to ``cs`` (folded, not a duplicate)."""
+        o.added += 1
+        cs.added += 1
+        last_added[cs.ref] = act
+        top = newest_added.get(cs.ref)
+        if top is None or (act.ts, act.event_id) > (top.ts, top.event_id):
+            newest_added[cs.ref] = act
+
     async def _key(self) -> bytes:
         """The pseudonym key the erasure ledger's digests are made with (read once)."""
         if self._ledger_key is None:
@@ -496,6 +507,11 @@ class Processor:
             cs = states[ref]
             stored = cs.outcomes()
             mine: dict[int, Outcome] = {}
+            # Under the wall clock the customer is scored once, after all their new events:
+            # those are folded newest first (below), so the summary moves its newest day once
+            # and the older events land in their buckets, where in arrival order a history
+            # moved it at every new day (the summary is the same in any order).
+            later: list[tuple[Activity, Outcome]] = []
             for row in rs:
                 base = committed.get(row.partition, 0)
                 if row.offset < base:
@@ -527,17 +543,22 @@ class Processor:
                     steps.setdefault(ref, []).append(
                         Step(at, cs.summary.features(at, cs.first_ts)))
                     causes.setdefault(ref, []).append((last_added[ref], cs.newest_event_id()))
+                cs.partition = row.partition
+                if not claimed and not self.event_clock and not cs.summary.knows(act.event_id):
+                    later.append((act, o))  # new to the summary as read: folded below
+                    continue
                 if claimed or not cs.summary.fold(act):
                     o.duplicates += 1
                     cs.duplicates += 1
                 else:
-                    o.added += 1
-                    cs.added += 1
-                    last_added[ref] = act
-                    top = newest_added.get(ref)
-                    if top is None or (act.ts, act.event_id) > (top.ts, top.event_id):
-                        newest_added[ref] = act
-                cs.partition = row.partition
+                    self._added(cs, o, act, last_added, newest_added)
+            later.sort(key=lambda x: (x[0].ts, x[0].event_id), reverse=True)
+            for act, o in later:
+                if cs.summary.fold(act):
+                    self._added(cs, o, act, last_added, newest_added)
+                else:  # a duplicate of another of the batch's events the registry missed
+                    o.duplicates += 1
+                    cs.duplicates += 1
             if not mine:
                 continue
             outcomes[ref] = {**stored, **mine}

@@ -6,6 +6,7 @@ and Redis; records as a poll delivers them, the partitions' envelopes interleave
 from __future__ import annotations
 
 import itertools
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -101,3 +102,49 @@ async def test_parts_of_an_interleaved_poll_give_what_one_part_gives(settings_fa
     # one part: one write for all 24 customers; parts of 30 events (one or two envelopes,
     # partition by partition), or of envelopes of at most 3 customers: many more
     assert one_writes == 1 and parts_writes >= min(len(events) // 30, len(CUSTOMERS) // 3)
+
+
+async def test_under_the_wall_clock_a_parts_events_are_folded_newest_first(settings_factory
+                                                                          ) -> None:
+    """Under the wall clock a customer's new events of one part are folded newest first (the
+    summary's newest day moves once): each summary equals folding the customer's events in
+    time order, a redelivery changes nothing; and an event the summary already holds is a
+    duplicate even when the tenant's id registry has forgotten it and the part's newer events
+    push it out of the id memory before it is folded."""
+    from services.common.events import validate_event
+    from services.scoring.activity import activity_from_event
+    from services.scoring.summary import summarize
+
+    events = _history()
+    settings = settings_factory(topic_partitions=4, clock="wall")
+    states, stats, _ = await _apply(settings, _poll(settings, events))
+    for cid, state in zip(CUSTOMERS, states, strict=True):
+        acts = [activity_from_event(validate_event(e)[0])  # type: ignore[arg-type]
+                for e in events if e["customer_id"] == cid]
+        assert state["sm"] == summarize(acts).encode(), cid
+    assert int(stats["events_applied_total"]) == len(events)
+
+    # ten visits over ten days; later, the first again (a re-sent export) with nine visits
+    # 50 days on, in one part: the nine move the newest day past the first's id memory
+    settings = settings_factory(topic_partitions=1, clock="wall")
+    start = datetime.now(UTC) - timedelta(days=100)
+    first = [{"event_id": f"v{i}", "type": "visit", "customer_id": "c-0",
+              "occurred_at": (start + timedelta(days=i)).isoformat()} for i in range(10)]
+    again = [first[0]] + [{**e, "event_id": f"w{i}", "occurred_at": (
+        start + timedelta(days=50 + i)).isoformat()} for i, e in enumerate(first[1:])]
+
+    def records(batch: list[dict[str, Any]], offset: int) -> list[Record]:
+        return [Record(settings.topic_events, 0, offset + i, b"c-0", json.dumps(e).encode())
+                for i, e in enumerate(batch)]
+
+    await _apply(settings, records(first, 0))
+    redis = make_redis(settings)
+    try:  # the registry forgets (its generations expire after 30-60 days of wall time)
+        await redis.delete(*[k async for k in redis.scan_iter(f"{settings.redis_prefix}:ids:*")])
+    finally:
+        await redis.aclose()
+    states, stats, _ = await _apply(settings, records(again, len(first)))
+    acts = [activity_from_event(validate_event(e)[0])  # type: ignore[arg-type]
+            for e in first + again[1:]]
+    assert states[0]["sm"] == summarize(acts).encode()
+    assert (int(stats["events_applied_total"]), int(stats["events_duplicate_total"])) == (19, 1)
