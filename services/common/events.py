@@ -214,10 +214,11 @@ _SCALARS = (str, int, float, bool, type(None))
 def _canonical_flat(raw: bytes) -> dict[str, Any] | None:
     """The object ``raw`` holds when it is one flat JSON object (scalar values only) written
     exactly as compact JSON writes it — how churnwatch's API and most producers publish one
-    event — or as Python's ``json.dumps`` writes it by default, else None. orjson refuses what the strict parser refuses (invalid UTF-8, NaN and
-    Infinity, integers beyond 64 bits), and a duplicate key, a BOM, whitespace or another
-    spelling makes the object written back differ from ``raw``: only an exact round trip is
-    taken, so the result is what the strict parser gives."""
+    event — or as Python's ``json.dumps`` writes it by default, else None. orjson refuses what
+    the strict parser refuses (invalid UTF-8, NaN and Infinity, integers beyond 64 bits), and a
+    duplicate key, a BOM, other whitespace or another spelling makes the object written back
+    differ from ``raw``: only an exact round trip is taken, so the result is what the strict
+    parser gives."""
     try:
         obj = jsonfast.loads(raw)
     except ValueError:
