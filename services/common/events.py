@@ -336,6 +336,50 @@ def check_time_bounds(event: AnyEvent, *, now: datetime | None = None,
     return None
 
 
+_MS = timedelta(milliseconds=1)
+_FAR = 1 << 62  # epoch ms no event reaches: no bound on that side
+
+
+class TimeBounds:
+    """The event times :func:`check_time_bounds` accepts at ``now``, for a whole batch. In epoch
+    ms, a millisecond inside the exact limits, an event clear of them passes without datetime
+    arithmetic (~0.2 µs where comparing datetimes took ~1.1); one near or past them gets the
+    exact check and its message."""
+
+    __slots__ = ("now", "max_age", "max_future", "_oldest", "_newest")
+
+    def __init__(self, now: datetime, max_age: timedelta | None = None,
+                 max_future: timedelta | None = None) -> None:
+        self.now, self.max_age, self.max_future = now, max_age, max_future
+        now_ms = epoch_ms(now)
+        self._oldest = -_FAR if max_age is None else now_ms - max_age // _MS + 1
+        self._newest = _FAR if max_future is None else now_ms + max_future // _MS - 1
+
+    def check(self, event: AnyEvent, older_ms: int = 0) -> tuple[int, str | None]:
+        """The event's time in epoch ms, and why it is out of bounds (None: it is not).
+        ``older_ms``: age allowed beyond ``max_age`` (the scorer: how long the event waited in
+        the topic)."""
+        ts = epoch_ms(event.occurred_at)
+        if self._oldest - older_ms < ts < self._newest:
+            return ts, None
+        max_age = None if self.max_age is None else self.max_age + older_ms * _MS
+        return ts, check_time_bounds(event, now=self.now, max_age=max_age,
+                                     max_future=self.max_future)
+
+
+def validate_event_in(obj: Any, bounds: TimeBounds, index: int = 0, older_ms: int = 0
+                      ) -> tuple[AnyEvent | None, int, list[FieldError]]:
+    """:func:`validate_event` against a batch's :class:`TimeBounds`; with the event's time in
+    epoch ms (0 when it is refused)."""
+    event, errors = validate_event(obj, index)
+    if event is None:
+        return None, 0, errors
+    ts, why = bounds.check(event, older_ms)
+    if why:
+        return None, 0, [FieldError(index=index, field="occurred_at", message=why)]
+    return event, ts, []
+
+
 def event_to_json(event: AnyEvent) -> bytes:
     """The canonical form published to the events topic (unknown fields dropped)."""
     data = event.model_dump(mode="json", exclude_none=True)

@@ -9,8 +9,9 @@ from services.common.events import (
     DEFAULT_TENANT,
     AnyEvent,
     FieldError,
+    TimeBounds,
     event_to_json,
-    validate_event,
+    validate_event_in,
 )
 from services.common.settings import ApiKey
 
@@ -28,8 +29,9 @@ def validate_batch(items: list[Any], key: ApiKey, now: datetime, max_age: timede
     forms: list[bytes] = []
     errors: list[FieldError] = []
     seen: dict[tuple[str, str], tuple[int, bytes]] = {}  # (tenant, event_id) -> first index, form
+    bounds = TimeBounds(now, max_age, max_future)
     for i, obj in enumerate(items):
-        event, errs = validate_event(obj, i, now=now, max_age=max_age, max_future=max_future)
+        event, _, errs = validate_event_in(obj, bounds, i)
         if event is not None:
             errs = _check_binding(event, i, key)
             if not errs:

@@ -40,12 +40,9 @@ from services.common.envelope import decode as decode_envelope
 from services.common.events import (
     STORE_BOUND_HEADER,
     TENANT_HEADER,
-    AnyEvent,
-    FieldError,
-    check_time_bounds,
-    epoch_ms,
+    TimeBounds,
     parse_json,
-    validate_event,
+    validate_event_in,
 )
 from services.common.holdout import in_holdout
 from services.common.redisconn import DEFAULT_TENANT, Keys, parse_customer_token
@@ -83,7 +80,6 @@ DEAD_LETTER_REASONS = ("malformed_json", "malformed_envelope", "invalid_event",
 # The scorer checks the API's time bounds again with this slack, so that an event the API
 # accepted at an edge is not dead-lettered for clock skew or the milliseconds until it was written.
 CLOCK_GRACE = timedelta(minutes=5)
-_MS = timedelta(milliseconds=1)
 MAX_STORE_SERIES = 500  # bound on the store label of churnwatch_scorer_customers_by_store
 
 
@@ -112,25 +108,6 @@ class Path:
     @property
     def changes(self) -> list[dict[str, Any]]:
         return [ce for _, ce in self.steps]
-
-
-def _valid_event(obj: Any, wall: datetime, oldest_ms: int, newest_ms: int,
-                 max_age: timedelta, max_future: timedelta
-                 ) -> tuple[AnyEvent | None, int, list[FieldError]]:
-    """``validate_event`` with the time bounds (plus CLOCK_GRACE), and the event's time in
-    epoch ms. An event strictly between ``oldest_ms`` and ``newest_ms`` (the bounds in ms, a
-    millisecond inside) passes without datetime arithmetic; one near or past them is checked
-    exactly (``check_time_bounds``: the same message as at the API)."""
-    event, errors = validate_event(obj)
-    if event is None:
-        return None, 0, errors
-    ts = epoch_ms(event.occurred_at)
-    if not oldest_ms < ts < newest_ms:
-        why = check_time_bounds(event, now=wall, max_age=max_age + CLOCK_GRACE,
-                                max_future=max_future + CLOCK_GRACE)
-        if why:
-            return None, 0, [FieldError(index=0, field="occurred_at", message=why)]
-    return event, ts, []
 
 
 def _partition_of(record: Record) -> int:
@@ -348,10 +325,7 @@ class Processor:
         wall_ms = int(wall.timestamp() * 1000)
         max_age = timedelta(days=self.settings.max_event_age_days)
         max_future = timedelta(seconds=self.settings.max_event_future_seconds)
-        # the time bounds in epoch ms, a millisecond inside the exact ones: an event clear of
-        # them passes without datetime arithmetic; one near or past them is checked exactly
-        newest_ms = wall_ms + (max_future + CLOCK_GRACE) // _MS - 1
-        oldest_ms = wall_ms - (max_age + CLOCK_GRACE) // _MS + 1
+        bounds = TimeBounds(wall, max_age + CLOCK_GRACE, max_future + CLOCK_GRACE)
         committed = await self._retry("read", self._committed)
         rows: dict[Ref, list[Row]] = {}
         stores: dict[Ref, str | None] = {}
@@ -385,8 +359,7 @@ class Processor:
                 if r.timestamp_ms and r.timestamp_ms > 0 else 0
             bound = any(n == STORE_BOUND_HEADER for n, _ in r.headers)
             for index, obj in elements:
-                event, ts, errors = _valid_event(obj, wall, oldest_ms - waited_ms, newest_ms,
-                                                 max_age + waited_ms * _MS, max_future)
+                event, ts, errors = validate_event_in(obj, bounds, older_ms=waited_ms)
                 if event is None:
                     reason = "; ".join(f"{e.field or 'event'}: {e.message}" for e in errors)
                     if index >= 0:

@@ -155,33 +155,30 @@ def test_compact_and_json_dumps_default_spellings_take_the_fast_path() -> None:
     assert parse_json(json.dumps(tricky).encode()) == tricky
 
 
-def test_the_scorers_time_bounds_in_milliseconds_agree_with_the_exact_check() -> None:
-    """The scorer checks an event's time against its bounds in epoch ms, a millisecond inside
-    them, and only near or past them exactly: at every distance from either bound, down to
-    the microsecond, it accepts and refuses what check_time_bounds does, with its message."""
-    from services.common.events import check_time_bounds, epoch_ms
-    from services.scorer.processor import CLOCK_GRACE, _valid_event
+def test_time_bounds_in_milliseconds_agree_with_the_exact_check() -> None:
+    """The API and the scorer check a batch's event times against its bounds in epoch ms, a
+    millisecond inside them, and only near or past them exactly (TimeBounds): at every
+    distance from either bound, down to the microsecond, with or without extra age allowed
+    (the scorer's wait in the topic), they accept and refuse what check_time_bounds does,
+    with its message."""
+    from services.common.events import TimeBounds, check_time_bounds, epoch_ms, validate_event_in
 
     wall = datetime(2026, 12, 3, 20, 0, 0, 123456, tzinfo=UTC)
-    wall_ms = int(wall.timestamp() * 1000)
-    max_age, max_future, waited_ms = timedelta(days=400), timedelta(seconds=300), 2_500
-    ms = timedelta(milliseconds=1)
-    newest_ms = wall_ms + (max_future + CLOCK_GRACE) // ms - 1
-    oldest_ms = wall_ms - (max_age + CLOCK_GRACE) // ms + 1 - waited_ms
-    age = max_age + waited_ms * ms
-    edges = (wall + max_future + CLOCK_GRACE, wall - age - CLOCK_GRACE)
-    for edge in edges:
-        for us in (-2001, -1000, -999, -1, 0, 1, 999, 1000, 2001):
-            at = edge + timedelta(microseconds=us)
-            obj = {"event_id": "e", "type": "visit", "customer_id": "c",
-                   "occurred_at": at.isoformat()}
-            event, ts, errors = _valid_event(obj, wall, oldest_ms, newest_ms, age, max_future)
-            exact, _ = validate_event(obj)
-            assert exact is not None
-            why = check_time_bounds(exact, now=wall, max_age=age + CLOCK_GRACE,
-                                    max_future=max_future + CLOCK_GRACE)
-            if why is None:
-                assert event == exact and ts == epoch_ms(exact.occurred_at) and not errors
-            else:
-                assert event is None and [(e.field, e.message) for e in errors] == \
-                    [("occurred_at", why)]
+    max_age, max_future = timedelta(days=400), timedelta(seconds=300)
+    bounds = TimeBounds(wall, max_age, max_future)
+    for waited_ms in (0, 2_500):
+        age = max_age + timedelta(milliseconds=waited_ms)
+        for edge in (wall + max_future, wall - age):
+            for us in (-2001, -1000, -999, -1, 0, 1, 999, 1000, 2001):
+                at = edge + timedelta(microseconds=us)
+                obj = {"event_id": "e", "type": "visit", "customer_id": "c",
+                       "occurred_at": at.isoformat()}
+                event, ts, errors = validate_event_in(obj, bounds, 4, older_ms=waited_ms)
+                exact, _ = validate_event(obj)
+                assert exact is not None
+                why = check_time_bounds(exact, now=wall, max_age=age, max_future=max_future)
+                if why is None:
+                    assert event == exact and ts == epoch_ms(exact.occurred_at) and not errors
+                else:
+                    assert event is None and [(e.index, e.field, e.message) for e in errors] \
+                        == [(4, "occurred_at", why)]
