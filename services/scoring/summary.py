@@ -182,16 +182,6 @@ _WINDOW_MASKS = tuple(sum(1 << f for f in fields) for _, fields in _WINDOW_FIELD
 _WINDOW_DAYS = tuple(w for w, _ in _WINDOW_FIELDS)
 _USED_FIELDS: dict[int, tuple[tuple[int, ...], ...]] = {}
 _ONLINE = frozenset(("online", "app", "delivery"))
-
-
-def _used_fields(used: int) -> tuple[tuple[int, ...], ...]:
-    """Per window, the fields it sums that ``used`` (Summary._used) marks: a column never used
-    is all zeros. At most 1,024 masks, each computed once."""
-    out = _USED_FIELDS.get(used)
-    if out is None:
-        out = _USED_FIELDS[used] = tuple(tuple(f for f in fields if used >> f & 1)
-                                         for _, fields in _WINDOW_FIELDS)
-    return out
 _MASK = (1 << RETAIN_DAYS) - 1
 _KIND_CODE = {"transaction": "t", "visit": "v", "complaint": "c"}
 _CODE_KIND = {v: k for k, v in _KIND_CODE.items()}
@@ -212,6 +202,16 @@ RefEvent = tuple[int, str, str | None, str | None]
 
 def _id_hash(event_id: str) -> bytes:
     return blake2b(event_id.encode(), digest_size=8).digest()
+
+
+def _used_fields(used: int) -> tuple[tuple[int, ...], ...]:
+    """Per window, the fields it sums that ``used`` (Summary._used) marks: a column never used
+    is all zeros. At most 1,024 masks, each computed once."""
+    out = _USED_FIELDS.get(used)
+    if out is None:
+        out = _USED_FIELDS[used] = tuple(tuple(f for f in fields if used >> f & 1)
+                                         for _, fields in _WINDOW_FIELDS)
+    return out
 
 
 def _milli(amount: float) -> int:
@@ -629,19 +629,6 @@ class Summary:
             count += len(older)
         return count
 
-    def _active_in_windows(self, now_day: int) -> dict[int, int]:
-        """Active days in the 30, 90 and 365 days up to ``now_day``: :meth:`_count_active` of
-        each, by three bit counts of the bitmap when the year fits in it (a read at most 6 days
-        before the newest day, or any time after)."""
-        n = self.newest_day
-        lag = 0 if n is None else n - now_day
-        if n is None or lag + 365 > RETAIN_DAYS:
-            return {w: self._count_active(now_day - w + 1, now_day) for w in (30, 90, 365)}
-        lo = max(lag, 0)
-        m = self._mask >> lo
-        return {w: (m & ((1 << (lag + w - lo)) - 1)).bit_count() if lag + w > lo else 0
-                for w in (30, 90, 365)}
-
     def active_days_since(self, day: int) -> int:
         """Active days (non-complaint) on or after ``day`` (exact within RETAIN_DAYS of the
         newest day; older ones only as far as the 13 newest active days and the first)."""
@@ -760,7 +747,7 @@ class Summary:
         spend90 = (s90[PS] - s90[NS]) / 1000
         spend365 = (s365[PS] - s365[NS]) / 1000
 
-        active = self._active_in_windows(now_day)
+        active = {w: self._count_active(now_day - w + 1, now_day) for w in (30, 90, 365)}
         newest_first = self._active_days_desc(now_day, LAST_ACTIVE_DAYS)
         has_cadence = len(newest_first) >= 2
         if has_cadence:  # median and MAD of the gaps, as statistics.median gives them
@@ -863,7 +850,7 @@ class Summary:
         if known is not None and known[0] is daily and known[1] is weeks:
             crc = known[2]
         else:
-            crc = zlib.crc32(weeks.encode(), zlib.crc32(daily.encode()))
+            crc = _blocks_crc(daily, weeks)
             self._crc = (daily, weeks, crc)
         header = [FORMAT, lt, rel(self.first_ts), rel(self.last_visit), rel(self.last_tx),
                   rel(self.last_activity), rel(self.last_complaint),
@@ -903,8 +890,7 @@ class Summary:
                 raise ValueError(f"the header is not a {FORMAT} header")
             if header[0] == FORMAT and len(header) == 11:
                 buckets, crc = header[9:]
-                if type(crc) is not int or \
-                        crc != zlib.crc32(parts[3].encode(), zlib.crc32(parts[2].encode())):
+                if type(crc) is not int or crc != _blocks_crc(parts[2], parts[3]):
                     raise ValueError("the bucket blocks do not match their checksum")
                 if not isinstance(buckets, list) or len(buckets) != 4 * NF or \
                         type(sum(buckets)) is not int:
@@ -980,6 +966,11 @@ def _sorted_median(xs: list[float]) -> float:
 
 def _dumps(x: object) -> str:
     return jsonfast.dumps(x)
+
+
+def _blocks_crc(daily: str, weekly: str) -> int:
+    """The header's checksum of the two bucket blocks (encode writes it, decode checks it)."""
+    return zlib.crc32(weekly.encode(), zlib.crc32(daily.encode()))
 
 
 def _flat(sums: list[list[int]]) -> list[int]:

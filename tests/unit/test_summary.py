@@ -461,17 +461,6 @@ def test_the_window_sums_are_the_buckets_inside_each_window(acts: list[Activity]
         assert got == want, (w, now_day, n)
 
 
-@settings(max_examples=100, deadline=None)
-@given(acts=_history(span_days=800, max_size=40), lag=st.integers(-400, 400))
-def test_active_days_in_the_windows_by_bit_counts(acts: list[Activity], lag: int) -> None:
-    """The three windows' active days, counted at once from the bitmap, equal counting each
-    window by itself, at any day before or after the newest."""
-    s = summarize(acts)
-    now_day = (s.newest_day or 0) - lag
-    assert s._active_in_windows(now_day) == {
-        w: s._count_active(now_day - w + 1, now_day) for w in (30, 90, 365)}
-
-
 def test_a_bucket_past_255_events_is_counted_whole() -> None:
     """A bucket past 255 (a day of 300 purchases, a week of them) is counted, encoded,
     decoded and shifted into its week like any other (the encoder once failed on it with a
