@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 # Python's default (700, 10, 10) runs a young collection every 700 allocations and a full
 # one every 70,000: the scorer allocates that many in a few batches (summaries, features,
@@ -23,4 +25,31 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-__all__ = ["GC_THRESHOLDS", "tune_gc"]
+_paused = 0  # gc_paused blocks open (the scorer's tasks share one thread)
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cycle collection inside the block (nested and interleaved blocks of one event loop
+    are counted; the collector comes back when the last one ends, if it was on before).
+
+    A scorer batch keeps its customers' summaries, features and replies alive until it ends:
+    tens of thousands of young containers, so the collector ran a young collection in about
+    every batch, walking all of them to free nothing (refcounting frees them when the batch
+    ends). Paused, it never does; Python counts young objects net of the freed ones, so what
+    the batch leaves behind, cycles included, is collected as usual afterwards."""
+    global _paused
+    if _paused == 0 and not gc.isenabled():  # someone else turned it off: leave it off
+        yield
+        return
+    _paused += 1
+    gc.disable()
+    try:
+        yield
+    finally:
+        _paused -= 1
+        if _paused == 0:
+            gc.enable()
+
+
+__all__ = ["GC_THRESHOLDS", "gc_paused", "tune_gc"]

@@ -55,6 +55,7 @@ from services.common.riskchange import (
     encode_cloudevent,
     to_cloudevent,
 )
+from services.common.runtime import gc_paused
 from services.common.settings import Settings
 from services.scoring.activity import activity_from_event
 from services.scoring.engine import Assessment, Engine, Step, Subject
@@ -275,7 +276,13 @@ class Processor:
     # batches ----------------------------------------------------------------------------
     async def process(self, records: Sequence[Record]) -> None:
         """Process one batch; returns only once everything is stored (never raises for
-        infrastructure errors: it retries). Envelope records are opened here; a batch is
+        infrastructure errors: it retries). No cycle collection while it does
+        (:func:`~services.common.runtime.gc_paused`)."""
+        with gc_paused():
+            await self._process(records)
+
+    async def _process(self, records: Sequence[Record]) -> None:
+        """:meth:`process`. Envelope records are opened here; a batch is
         applied in parts of at most ``scorer_apply_max_events`` events and about
         ``scorer_apply_max_customers`` customers (cut between records), so an envelope-heavy
         batch stays bounded: a part's memory is mostly its customers' decoded summaries. The

@@ -223,7 +223,8 @@ class Summary:
 
     __slots__ = ("first_ts", "last_ts", "last_visit", "last_tx", "last_activity",
                  "last_complaint", "_dc", "_wc", "_mask", "_last_days", "_first_active",
-                 "_refs", "_recent", "_idb", "_raw", "_used", "_today", "_sums", "_crc")
+                 "_refs", "_recent", "_idb", "_raw", "_used", "_today", "_sums", "_crc",
+                 "_cols")
 
     def __init__(self) -> None:
         self.first_ts: int | None = None
@@ -261,6 +262,8 @@ class Summary:
         self._sums: list[list[int]] | None = [[0] * NF, [0] * NF, [0] * NF]
         # (daily text, weekly text, their crc32) as last read or written
         self._crc: tuple[str, str, int] | None = None
+        # (daily text, weekly text, their columns and mask as _blocks reads them)
+        self._cols: tuple[str, str, list[Any], list[Any], int] | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -298,9 +301,78 @@ class Summary:
         self._dc, self._wc, self._today = dc, wc, None
         self._used |= used
 
+    def _blocks(self) -> tuple[list[Any], list[Any], int] | None:
+        """While the bucket blocks are encoded: their columns as written (a count column a
+        string of count characters, others lists; "" for an empty one, NF of each) and a bit
+        per column not empty in either, kept for the blocks' texts of the moment (read-only
+        for the caller). None for anything :func:`_decode_block` refuses (:meth:`_full`
+        then says what)."""
+        daily_text, weekly_text = self._raw[2], self._raw[3]
+        known = self._cols
+        if known is not None and known[0] is daily_text and known[1] is weekly_text:
+            return known[2], known[3], known[4]
+        try:
+            daily = jsonfast.loads(daily_text)
+            weekly = jsonfast.loads(weekly_text)
+        except ValueError:
+            return None
+        mask = 0
+        for cols, size in ((daily, DAILY_DAYS - 1), (weekly, WEEKS)):
+            if type(cols) is not list or len(cols) > NF:
+                return None
+            for f, col in enumerate(cols):
+                if not col:
+                    if type(col) is list:
+                        cols[f] = ""
+                    elif type(col) is not str:
+                        return None
+                    continue
+                if type(col) is str:
+                    if len(col) > size or col.encode().translate(None, _COUNT_BYTES):
+                        return None
+                elif type(col) is not list or len(col) > size or type(sum(col)) is not int:
+                    return None
+                mask |= 1 << f
+            cols += [""] * (NF - len(cols))
+        self._cols = (daily_text, weekly_text, daily, weekly, mask)
+        return daily, weekly, mask
+
+    def _window_sums_encoded(self, now_day: int) -> list[list[int]] | None:
+        """:meth:`_window_sums` from the encoded blocks (None where :meth:`_blocks` is)."""
+        today = self._today
+        assert today is not None
+        blocks = self._blocks()
+        if blocks is None:
+            return None
+        daily, weekly, mask = blocks
+        n = self.newest_day
+        assert n is not None
+        lag = n - now_day
+        i_lo = max(lag, 0)
+        d_lo = max(i_lo, 1) - 1  # the daily block starts at day N - 1
+        nw = n // 7
+        w_lo = max(nw - now_day // 7, nw - (n - DAILY_DAYS) // 7)
+        out = []
+        for (w, fields), used in zip(_WINDOW_FIELDS, _used_fields(mask), strict=True):
+            i_hi = max(min(lag + w, DAILY_DAYS), i_lo)
+            w_hi = nw - (now_day - w) // 7
+            s = [0] * NF
+            if i_lo == 0 < i_hi:
+                for f in fields:
+                    s[f] = today[f]
+            for f in used:
+                s[f] += _segment_sum(daily[f], d_lo, i_hi - 1) + \
+                    _segment_sum(weekly[f], w_lo, w_hi)
+            out.append(s)
+        return out
+
     def _window_sums(self, now_day: int) -> list[list[int]]:
         """Per window (_WINDOW_FIELDS), the bucket sums at ``now_day`` of its fields: the daily
         buckets with ``0 <= now_day - day < w`` and the weeks whose first day is."""
+        if self._today is not None:
+            sums = self._window_sums_encoded(now_day)
+            if sums is not None:
+                return sums
         self._full()
         n = self.newest_day
         assert n is not None
@@ -534,11 +606,21 @@ class Summary:
     def _advance(self, old_n: int, n: int) -> None:
         """The newest day moved from ``old_n`` to ``n``: shift the buckets (days leaving the
         daily span go into their weeks), the bitmap, and prune the id memory and refs."""
-        self._full()
         self._sums = None
-        shift = n - old_n
-        self._mask = (self._mask << shift) & _MASK
+        self._mask = (self._mask << (n - old_n)) & _MASK
         self._raw.pop(1, None)
+        if self._today is None or not self._advance_encoded(old_n, n):
+            self._advance_decoded(old_n, n)
+        self._forget_before(n - ID_MEMORY_DAYS)
+        horizon = n - RETAIN_DAYS
+        for ref, (evs, _) in list(self._refs.items()):
+            if len(evs) > 1 and evs[0][0] // DAY_MS <= horizon:
+                self._trim_ref(ref, n)
+
+    def _advance_decoded(self, old_n: int, n: int) -> None:
+        """:meth:`_advance`'s bucket shift on the decoded columns."""
+        self._full()
+        shift = n - old_n
         self._raw.pop(2, None)
         wshift = n // 7 - old_n // 7
         wc, used = self._wc, self._used
@@ -559,21 +641,41 @@ class Summary:
             dc[f] = [0] * (DAILY_DAYS - keep) + col[:keep]
             if any(tail):
                 self._raw.pop(3, None)
-                wcol = wc[f]
-                # tail[k] is day old_n - keep - k: add each week's run of days at once
-                k, size = 0, len(tail)
-                while k < size:
-                    day = old_n - keep - k
-                    run = day % 7 + 1  # this day and the older days of its week
-                    j = n // 7 - day // 7
-                    if j < WEEKS:
-                        wcol[j] += sum(tail[k:k + run])
-                    k += run
-        self._forget_before(n - ID_MEMORY_DAYS)
-        horizon = n - RETAIN_DAYS
-        for ref, (evs, _) in list(self._refs.items()):
-            if len(evs) > 1 and evs[0][0] // DAY_MS <= horizon:
-                self._trim_ref(ref, n)
+                _add_to_weeks(wc[f], tail, old_n - keep, n)
+
+    def _advance_encoded(self, old_n: int, n: int) -> bool:
+        """:meth:`_advance`'s bucket shift while the blocks are still encoded (the usual first
+        step of a batch for a customer seen on an earlier day): the blocks' columns are shifted
+        as the text :func:`_encode_block` writes (a count column is a string, one character a
+        bucket), never built as 1,440 integers and written back. The new blocks are exactly
+        what the decoded shift writes (tested). False, with nothing changed, where this does not
+        apply (a count of 75 or more, a shift past the daily span): the decoded shift then."""
+        shift = n - old_n
+        today = self._today
+        assert today is not None
+        if shift >= DAILY_DAYS - 1:
+            return False
+        blocks = self._blocks()
+        if blocks is None:
+            return False  # _full says what is wrong
+        daily, weekly, mask = blocks
+        for f, x in enumerate(today):
+            if x:
+                mask |= 1 << f
+        new_d, new_w = [""] * NF, [""] * NF
+        for f in range(NF):
+            if mask >> f & 1:
+                cols = _shift_encoded(f in _MONEY, daily[f], weekly[f], today[f], old_n, n)
+                if cols is None:
+                    return False
+                new_d[f], new_w[f] = cols
+        daily_text = self._raw[2] = _dumps(_trim_columns(new_d[:]))
+        weekly_text = self._raw[3] = _dumps(_trim_columns(new_w[:]))
+        self._cols = (daily_text, weekly_text, new_d, new_w,
+                      sum(1 << f for f in range(NF) if new_d[f] or new_w[f]))
+        self._today = [0] * NF
+        self._used |= mask
+        return True
 
     # ------------------------------------------------------------------ reads
     def newest_event_id(self) -> str | None:
@@ -898,6 +1000,7 @@ class Summary:
                 s._today = buckets[:NF]
                 s._sums = [buckets[NF:2 * NF], buckets[2 * NF:3 * NF], buckets[3 * NF:]]
                 s._crc = (parts[2], parts[3], crc)
+                s._cols = None
                 s._dc = s._wc = []
                 s._used = 0
                 s._raw = {1: parts[1], 2: parts[2], 3: parts[3], 4: parts[4]}
@@ -905,7 +1008,7 @@ class Summary:
                 s._dc, daily = _decode_block(parts[2], DAILY_DAYS)
                 s._wc, weekly = _decode_block(parts[3], WEEKS)
                 s._used = daily | weekly
-                s._today = s._sums = s._crc = None
+                s._today = s._sums = s._crc = s._cols = None
                 s._raw = {1: parts[1], 3: parts[3], 4: parts[4]}
             else:
                 raise ValueError(f"the header is not a {FORMAT} header")
@@ -971,6 +1074,89 @@ def _dumps(x: object) -> str:
 def _blocks_crc(daily: str, weekly: str) -> int:
     """The header's checksum of the two bucket blocks (encode writes it, decode checks it)."""
     return zlib.crc32(weekly.encode(), zlib.crc32(daily.encode()))
+
+
+def _add_to_weeks(week: list[int], tail: list[int], day: int, n: int) -> None:
+    """Add the daily buckets ``tail`` (``tail[k]`` is day ``day - k``) into their weeks with
+    day N = ``n``, a week's run of days at once; weeks past the kept ones count nowhere."""
+    k, size = 0, len(tail)
+    while k < size:
+        d = day - k
+        run = d % 7 + 1  # this day and the older days of its week
+        j = n // 7 - d // 7
+        if j < WEEKS:
+            week[j] += sum(tail[k:k + run])
+        k += run
+
+
+def _shift_encoded(money: bool, d: Any, w: Any, t: int, old_n: int, n: int
+                   ) -> tuple[Any, Any] | None:
+    """One column's daily and weekly block entries (as :meth:`Summary._blocks` reads them)
+    after day N moved from ``old_n`` to ``n`` (less than the daily span), ``t`` its bucket of
+    the old day N: as :func:`_encode_block` writes them, or None where a count column is not
+    a string of count characters before or after."""
+    shift = n - old_n
+    wshift = n // 7 - old_n // 7  # < WEEKS
+    room = DAILY_DAYS - 1  # the daily block's buckets: days N-1 .. N-90
+    tail: list[int] | None = None  # old indices DAILY_DAYS - shift .. 90: into their weeks
+    if money:
+        if type(d) is str:  # only "" (empty) is a money column's string
+            if d:
+                return None
+            d = []
+        if type(w) is str:
+            if w:
+                return None
+            w = []
+        col: Any = [0] * (shift - 1) + [t] + d if (t or d) else []
+        if len(col) > room:
+            tail = col[room:]
+            del col[room:]
+        while col and not col[-1]:
+            col.pop()
+        if wshift and w:
+            w = [0] * wshift + w[:WEEKS - wshift]
+            while w and not w[-1]:
+                w.pop()
+    else:
+        if type(d) is not str or type(w) is not str or t >= _DIGITS:
+            return None
+        col = "0" * (shift - 1) + chr(48 + t) + d if (t or d) else ""
+        if len(col) > room:
+            tail = list(col[room:].encode().translate(_FROM_CHAR))
+            col = col[:room]
+        col = col.rstrip("0")
+        if wshift and w:
+            w = ("0" * wshift + w[:WEEKS - wshift]).rstrip("0")
+    if tail is not None and any(tail):
+        week = list(w) if money else list(w.encode().translate(_FROM_CHAR))
+        week += [0] * (WEEKS - len(week))
+        _add_to_weeks(week, tail, old_n - (DAILY_DAYS - shift), n)
+        while week and not week[-1]:
+            week.pop()
+        if money:
+            w = week
+        elif max(week, default=0) < _DIGITS:
+            w = bytes(week).translate(_TO_CHAR).decode()
+        else:
+            return None
+    return col or "", w or ""
+
+
+def _segment_sum(col: str | list[int], lo: int, hi: int) -> int:
+    """The sum of an encoded column's buckets lo..hi-1 (a count string's characters)."""
+    if lo >= hi or not col:
+        return 0
+    if isinstance(col, str):
+        seg = col[lo:hi]
+        return sum(seg.encode()) - 48 * len(seg)
+    return sum(col[lo:hi])
+
+
+def _trim_columns(cols: list[Any]) -> list[Any]:
+    while cols and not cols[-1]:
+        cols.pop()
+    return cols
 
 
 def _flat(sums: list[list[int]]) -> list[int]:

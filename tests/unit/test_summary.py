@@ -7,6 +7,7 @@ matter; the id memory; the codec; the size bounds.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -447,6 +448,7 @@ def test_the_window_sums_are_the_buckets_inside_each_window(acts: list[Activity]
     n = s.newest_day
     if n is None:
         return
+    encoded = Summary.decode(s.encode())  # its sums come from the blocks as written
     s._full()
     nw = n // 7
     for j in range(nw - (n - m.DAILY_DAYS) // 7):
@@ -459,6 +461,37 @@ def test_the_window_sums_are_the_buckets_inside_each_window(acts: list[Activity]
             want[f] += sum(s._wc[f][j] for j in range(m.WEEKS)
                            if 0 <= now_day - 7 * (nw - j) < w)
         assert got == want, (w, now_day, n)
+    assert encoded._window_sums(now_day) == s._window_sums(now_day)
+    assert encoded._today is not None  # and it never decoded them
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(acts=_history(span_days=500, max_size=40), burst=st.sampled_from([0, 0, 80]),
+       burst_day=st.integers(0, 500), gap=st.integers(1, 120), data=st.data())
+def test_moving_day_n_on_the_encoded_blocks_writes_what_the_decoded_shift_writes(
+        acts: list[Activity], burst: int, burst_day: int, gap: int,
+        data: st.DataObject) -> None:
+    """The first event of a later day shifts the bucket blocks as they are written (strings
+    of count characters, lists of amounts) without decoding them: byte for byte the summary
+    the shift of the decoded buckets gives, with the same features. A bucket of 75 or more (a
+    count column written as a list) and a gap past the daily span take the decoded shift."""
+    acts = acts + [Activity("visit", BASE + burst_day * DAY_MS + i, f"burst{i}")
+                   for i in range(burst)]
+    blob = summarize(acts).encode()
+    last = max(a.ts for a in acts)
+    event = dataclasses.replace(data.draw(_activity(10_000, 0)), ts=last + gap * DAY_MS)
+    on_text = Summary.decode(blob)
+    on_text.fold(event)
+    if not burst and gap < DAILY_DAYS - 1:
+        assert on_text._today is not None  # shifted as text
+    decoded = Summary.decode(blob)
+    decoded._full()
+    decoded.fold(event)
+    assert on_text.encode() == decoded.encode()
+    for now in (event.ts, event.ts + 40 * DAY_MS, event.ts - 100 * DAY_MS, last):
+        assert on_text.features(now) == decoded.features(now), now
+    again = Summary.decode(on_text.encode())
+    assert again.daily() == decoded.daily()
 
 
 def test_a_bucket_past_255_events_is_counted_whole() -> None:
