@@ -352,17 +352,25 @@ class Summary:
         d_lo = max(i_lo, 1) - 1  # the daily block starts at day N - 1
         nw = n // 7
         w_lo = max(nw - now_day // 7, nw - (n - DAILY_DAYS) // 7)
+        with_today = i_lo == 0 and any(today)  # (all zero after a step moved day N)
         out = []
         for (w, fields), used in zip(_WINDOW_FIELDS, _used_fields(mask), strict=True):
-            i_hi = max(min(lag + w, DAILY_DAYS), i_lo)
+            d_hi = max(min(lag + w, DAILY_DAYS), i_lo) - 1
             w_hi = nw - (now_day - w) // 7
             s = [0] * NF
-            if i_lo == 0 < i_hi:
+            if with_today and d_hi >= 0:
                 for f in fields:
                     s[f] = today[f]
             for f in used:
-                s[f] += _segment_sum(daily[f], d_lo, i_hi - 1) + \
-                    _segment_sum(weekly[f], w_lo, w_hi)
+                total = 0
+                for col, lo, hi in ((daily[f], d_lo, d_hi), (weekly[f], w_lo, w_hi)):
+                    if lo < hi and col:
+                        if type(col) is str:  # count characters: their codes less "0"'s
+                            seg = col[lo:hi]
+                            total += sum(seg.encode()) - 48 * len(seg)
+                        else:
+                            total += sum(col[lo:hi])
+                s[f] += total
             out.append(s)
         return out
 
@@ -1141,16 +1149,6 @@ def _shift_encoded(money: bool, d: Any, w: Any, t: int, old_n: int, n: int
         else:
             return None
     return col or "", w or ""
-
-
-def _segment_sum(col: str | list[int], lo: int, hi: int) -> int:
-    """The sum of an encoded column's buckets lo..hi-1 (a count string's characters)."""
-    if lo >= hi or not col:
-        return 0
-    if isinstance(col, str):
-        seg = col[lo:hi]
-        return sum(seg.encode()) - 48 * len(seg)
-    return sum(col[lo:hi])
 
 
 def _trim_columns(cols: list[Any]) -> list[Any]:
