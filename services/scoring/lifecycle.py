@@ -71,6 +71,8 @@ def return_after_gap(days_ago: Sequence[int], quiet: float,
     """Days since the newest return after a silence of at least ``quiet`` days, or None
     (also when it is ``within`` days ago or more: the search stops there). ``days_ago``: the
     newest active days, as days before now, newest first (0 = today)."""
+    if len(days_ago) < 2 or days_ago[-1] - days_ago[0] < quiet:
+        return None  # no gap between them is as long (a regular customer: the usual case)
     for newer, older in zip(days_ago, days_ago[1:], strict=False):
         if within is not None and newer >= within:
             return None

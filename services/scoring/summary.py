@@ -861,11 +861,12 @@ class Summary:
         newest_first = self._active_days_desc(now_day, LAST_ACTIVE_DAYS)
         has_cadence = len(newest_first) >= 2
         if has_cadence:  # median and MAD of the gaps, as statistics.median gives them
-            gaps = sorted([float(b - a) for b, a in pairwise(newest_first)])
+            # whole days (exact in floats): one float() at the end, not one per gap
+            gaps = sorted([b - a for b, a in pairwise(newest_first)])
             mid = _sorted_median(gaps)
-            cadence = max(mid, 1.0)
-            spread = _sorted_median(sorted([abs(g - mid) for g in gaps])) if len(gaps) >= 2 \
-                else 0.0
+            cadence = float(max(mid, 1))
+            spread = float(_sorted_median(sorted([abs(g - mid) for g in gaps]))) \
+                if len(gaps) >= 2 else 0.0
         else:
             cadence, spread = max(DEFAULT_CADENCE_DAYS, 1.0), 0.0
 
@@ -1028,7 +1029,9 @@ class Summary:
             s.first_ts, s.last_visit, s.last_tx, s.last_activity, s.last_complaint = (
                 None if x is None else lt - int(x) for x in (first, visit, tx, act, comp))
             s._first_active = None if first_active is None else n - int(first_active)
-            s._last_days = [n - int(o) for o in reversed(last_days)]
+            if type(sum(last_days)) is not int:  # (a string raises TypeError)
+                raise ValueError("the newest active days are not integers")
+            s._last_days = [n - o for o in reversed(last_days)]
             s._mask = int.from_bytes(base64.b64decode(parts[1], validate=True), "little")
             if s._mask >> RETAIN_DAYS:
                 raise ValueError("the bitmap is too long")
@@ -1068,7 +1071,7 @@ def _act(r: list[Any]) -> Activity:
                     channel)
 
 
-def _sorted_median(xs: list[float]) -> float:
+def _sorted_median(xs: list[float] | list[int]) -> float:
     """statistics.median of a non-empty list already sorted (the same arithmetic)."""
     k = len(xs)
     h = k // 2

@@ -466,7 +466,7 @@ def test_the_window_sums_are_the_buckets_inside_each_window(acts: list[Activity]
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(acts=_history(span_days=500, max_size=40), burst=st.sampled_from([0, 0, 80]),
+@given(acts=_history(span_days=500, max_size=40), burst=st.sampled_from([0, 0, 80, 11]),
        burst_day=st.integers(0, 500), gap=st.integers(1, 120), data=st.data())
 def test_moving_day_n_on_the_encoded_blocks_writes_what_the_decoded_shift_writes(
         acts: list[Activity], burst: int, burst_day: int, gap: int,
@@ -474,9 +474,14 @@ def test_moving_day_n_on_the_encoded_blocks_writes_what_the_decoded_shift_writes
     """The first event of a later day shifts the bucket blocks as they are written (strings
     of count characters, lists of amounts) without decoding them: byte for byte the summary
     the shift of the decoded buckets gives, with the same features. A bucket of 75 or more (a
-    count column written as a list) and a gap past the daily span take the decoded shift."""
-    acts = acts + [Activity("visit", BASE + burst_day * DAY_MS + i, f"burst{i}")
-                   for i in range(burst)]
+    count column written as a list: 80 visits in a day, or 11 a day for 8 days once they are
+    in one week's bucket) and a gap past the daily span take the decoded shift."""
+    if burst == 80:
+        acts = acts + [Activity("visit", BASE + burst_day * DAY_MS + i, f"burst{i}")
+                       for i in range(burst)]
+    elif burst:
+        acts = acts + [Activity("visit", BASE + (burst_day + i // burst) * DAY_MS + i, f"burst{i}")
+                       for i in range(8 * burst)]
     blob = summarize(acts).encode()
     last = max(a.ts for a in acts)
     event = dataclasses.replace(data.draw(_activity(10_000, 0)), ts=last + gap * DAY_MS)
