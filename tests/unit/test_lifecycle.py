@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services.common.riskchange import RiskChange
 from services.scoring.engine import Engine, Subject
@@ -17,6 +19,7 @@ from services.scoring.lifecycle import (
     fixed_value_tier,
     lifecycle_stage,
     quiet_days,
+    return_after_gap,
     stage_name,
     value_bounds,
     value_tier,
@@ -170,3 +173,18 @@ def test_the_engine_uses_the_subjects_tenant() -> None:
     small, other = engine.assess([Subject("c", acts, tenant="small"),
                                   Subject("c", acts, tenant="other")], NOW, with_history=False)
     assert (small.value_tier, other.value_tier) == ("high", "medium")
+
+
+@given(days=st.lists(st.integers(0, 400), max_size=14, unique=True).map(sorted),
+       quiet=st.floats(1.0, 200.0), within=st.one_of(st.none(), st.integers(0, 60)))
+def test_return_after_gap_is_the_newest_return_after_a_long_enough_silence(
+        days: list[int], quiet: float, within: int | None) -> None:
+    """The early exit (no gap is longer than the active days' span) changes no answer."""
+    want = None
+    for newer, older in zip(days, days[1:], strict=False):
+        if within is not None and newer >= within:
+            break
+        if older - newer >= quiet:
+            want = newer
+            break
+    assert return_after_gap(days, quiet, within) == want
