@@ -52,6 +52,19 @@ def settings_for(broker: str, redis_url: str, home: Path, *, cluster: bool) -> S
         sweep_interval_seconds=3600.0, model_refresh_seconds=0.2)
 
 
+def phase_end(now: datetime) -> datetime:
+    """When the phases' events end: an hour ago, or just before midnight (UTC) when the
+    ``PER_CUSTOMER`` hours before that would cross it. The bench's events then land on one day
+    whatever the hour it runs: crossing midnight gave every customer a second new day in the
+    middle of the phase (for a long customer, moving day N on its blocks again), so the same
+    code read a lower history ratio in the early hours (UTC) than in the afternoon."""
+    end = now - timedelta(hours=1)
+    start_of_day = end.replace(hour=0, minute=0, second=0, microsecond=0)
+    if end - timedelta(hours=PER_CUSTOMER, minutes=50) < start_of_day:
+        end = start_of_day - timedelta(minutes=1)
+    return end
+
+
 def phase_events(prefix: str, customers: int, end: datetime, rounds: range = range(PER_CUSTOMER)
                  ) -> list[dict[str, Any]]:
     """Recent events of each customer (the ``rounds``-th of their ``PER_CUSTOMER``), round
@@ -152,7 +165,7 @@ async def run_phases(standalone: Settings, cluster: Settings, workdir: Path) -> 
     summed over a phase's rounds."""
     for s in (standalone, cluster):
         await ensure_topics(s)
-    end = datetime.now(UTC) - timedelta(hours=1)
+    end = phase_end(datetime.now(UTC))
     customers = max(EVENTS // PER_CUSTOMER, 100)
     await seed_history(standalone, "long", customers, end)
     scorers = {"standalone": start_scorer(standalone, workdir / "standalone-scorer.log"),
