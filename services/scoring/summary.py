@@ -321,17 +321,11 @@ class Summary:
             if type(cols) is not list or len(cols) > NF:
                 return None
             for f, col in enumerate(cols):
-                if not col:
-                    if type(col) is list:
-                        cols[f] = ""
-                    elif type(col) is not str:
-                        return None
-                    continue
-                if type(col) is str:
-                    if len(col) > size or col.encode().translate(None, _COUNT_BYTES):
-                        return None
-                elif type(col) is not list or len(col) > size or type(sum(col)) is not int:
+                if _column_error(col, size):
                     return None
+                if not col:
+                    cols[f] = ""
+                    continue
                 mask |= 1 << f
             cols += [""] * (NF - len(cols))
         self._cols = (daily_text, weekly_text, daily, weekly, mask)
@@ -347,16 +341,13 @@ class Summary:
         daily, weekly, mask = blocks
         n = self.newest_day
         assert n is not None
-        lag = n - now_day
-        i_lo = max(lag, 0)
+        i_lo, w_lo, ranges = _window_ranges(n, now_day)
         d_lo = max(i_lo, 1) - 1  # the daily block starts at day N - 1
-        nw = n // 7
-        w_lo = max(nw - now_day // 7, nw - (n - DAILY_DAYS) // 7)
         with_today = i_lo == 0 and any(today)  # (all zero after a step moved day N)
         out = []
-        for (w, fields), used in zip(_WINDOW_FIELDS, _used_fields(mask), strict=True):
-            d_hi = max(min(lag + w, DAILY_DAYS), i_lo) - 1
-            w_hi = nw - (now_day - w) // 7
+        for (_, fields), used, (i_hi, w_hi) in zip(_WINDOW_FIELDS, _used_fields(mask), ranges,
+                                                   strict=True):
+            d_hi = i_hi - 1
             s = [0] * NF
             if with_today and d_hi >= 0:
                 for f in fields:
@@ -385,16 +376,9 @@ class Summary:
         n = self.newest_day
         assert n is not None
         dc, wc, used = self._dc, self._wc, self._used
-        lag = n - now_day
-        i_lo = max(lag, 0)
-        nw = n // 7
-        # the newest week whose first day is <= now_day, and no newer than the newest week that
-        # can hold a bucket (a day that left the daily span, or an event that never entered it)
-        w_lo = max(nw - now_day // 7, nw - (n - DAILY_DAYS) // 7)
+        i_lo, w_lo, ranges = _window_ranges(n, now_day)
         out = []
-        for w, fields in zip(_WINDOW_DAYS, _used_fields(used), strict=True):
-            i_hi = max(min(lag + w, DAILY_DAYS), i_lo)
-            w_hi = nw - (now_day - w) // 7  # past the oldest week whose first day is inside
+        for fields, (i_hi, w_hi) in zip(_used_fields(used), ranges, strict=True):
             s = [0] * NF
             if w_lo < w_hi:
                 for f in fields:
@@ -1087,6 +1071,21 @@ def _blocks_crc(daily: str, weekly: str) -> int:
     return zlib.crc32(weekly.encode(), zlib.crc32(daily.encode()))
 
 
+def _window_ranges(n: int, now_day: int) -> tuple[int, int, list[tuple[int, int]]]:
+    """Which buckets each window (_WINDOW_FIELDS) sums at ``now_day``, day N being ``n``:
+    (first daily index, first week index, per window (past its last daily index, past its
+    last week index)). Daily index i is day n - i, week index j the week n // 7 - j."""
+    lag = n - now_day
+    i_lo = max(lag, 0)
+    nw = n // 7
+    # the newest week whose first day is <= now_day, and no newer than the newest week that
+    # can hold a bucket (a day that left the daily span, or an event that never entered it)
+    w_lo = max(nw - now_day // 7, nw - (n - DAILY_DAYS) // 7)
+    # a window's days: 0 <= now_day - day < w; its weeks: those whose first day is inside
+    return i_lo, w_lo, [(max(min(lag + w, DAILY_DAYS), i_lo), nw - (now_day - w) // 7)
+                        for w in _WINDOW_DAYS]
+
+
 def _add_to_weeks(week: list[int], tail: list[int], day: int, n: int) -> None:
     """Add the daily buckets ``tail`` (``tail[k]`` is day ``day - k``) into their weeks with
     day N = ``n``, a week's run of days at once; weeks past the kept ones count nowhere."""
@@ -1208,6 +1207,20 @@ def _encode_block(cols: list[list[int]], used: int = (1 << NF) - 1, start: int =
     return _dumps(out)
 
 
+def _column_error(col: Any, room: int) -> str | None:
+    """Why ``col`` is not a bucket column :func:`_encode_block` writes for ``room`` buckets
+    (a string of count characters or a list of integers, at most ``room`` long), or None."""
+    if type(col) is str:
+        if len(col) > room:
+            return "a bucket column is too long"
+        if col.encode().translate(None, _COUNT_BYTES):  # what is left is not a count character
+            return "a count column has a character that is not a count"
+        return None
+    if type(col) is not list or type(sum(col)) is not int:  # floats, strings, None
+        return "a bucket column is not integers"
+    return "a bucket column is too long" if len(col) > room else None
+
+
 def _decode_block(text: str, size: int, lead: int = 0) -> tuple[list[list[int]], int]:
     """The columns (each after ``lead`` zeros: the buckets the block leaves out), and a bit per
     column that is not empty (``Summary._used``)."""
@@ -1218,20 +1231,16 @@ def _decode_block(text: str, size: int, lead: int = 0) -> tuple[list[list[int]],
     used = 0
     room = size - lead
     for f, col in enumerate(cols):
-        if not col and isinstance(col, str | list):
+        error = _column_error(col, room)
+        if error:
+            raise ValueError(error)
+        if not col:
             out.append([0] * size)
             continue
         used |= 1 << f
-        if len(col) > room:
-            raise ValueError("a bucket column is too long")
         if isinstance(col, str):
-            b = col.encode()
-            if b.translate(None, _COUNT_BYTES):  # what is left is not a count character
-                raise ValueError("a count column has a character that is not a count")
-            out.append(list(bytes(lead) + b.translate(_FROM_CHAR).ljust(room, b"\0")))
+            out.append(list(bytes(lead) + col.encode().translate(_FROM_CHAR).ljust(room, b"\0")))
             continue
-        if not isinstance(col, list) or type(sum(col)) is not int:  # floats, strings, None
-            raise ValueError("a bucket column is not integers")
         full = [0] * size
         full[lead:lead + len(col)] = col
         out.append(full)
