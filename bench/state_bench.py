@@ -52,28 +52,33 @@ def settings_for(broker: str, redis_url: str, home: Path, *, cluster: bool) -> S
         sweep_interval_seconds=3600.0, model_refresh_seconds=0.2)
 
 
-def phase_end(now: datetime) -> datetime:
-    """When the phases' events end: an hour ago, or just before midnight (UTC) when the
-    ``PER_CUSTOMER`` hours before that would cross it. The bench's events then land on one day
-    whatever the hour it runs: crossing midnight gave every customer a second new day in the
-    middle of the phase (for a long customer, moving day N on its blocks again), so the same
-    code read a lower history ratio in the early hours (UTC) than in the afternoon."""
-    end = now - timedelta(hours=1)
-    start_of_day = end.replace(hour=0, minute=0, second=0, microsecond=0)
-    if end - timedelta(hours=PER_CUSTOMER, minutes=50) < start_of_day:
-        end = start_of_day - timedelta(minutes=1)
-    return end
+def phase_clock(now: datetime) -> tuple[datetime, timedelta]:
+    """When the phases' events end, and their spacing: the events of a phase are spaced
+    ``PER_CUSTOMER * 60 + 50`` units back from the end (rounds an hour of units apart,
+    customers a unit apart), all before ``now`` and on ``now``'s UTC day — the day the
+    scorer, on the wall clock, reads their features at, as a live stream's. A unit is a minute
+    (the end an hour ago) from ~12:00 UTC; earlier both shrink to fit the hours since
+    midnight. Events on the day before now (as this bench put them before ~11:00 UTC until
+    it shrank them) make every step read the features at a later day than the customer's
+    newest, which costs a long customer more than a fresh one: the same code read a history
+    ratio ~0.08 lower before 11:00 UTC than after. A bench running across midnight still
+    reads its last rounds a day later (rare; run it again)."""
+    start_of_day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    end = now - min(timedelta(hours=1), (now - start_of_day) / 4)
+    unit = min(timedelta(minutes=1), (end - start_of_day) / (PER_CUSTOMER * 60 + 51))
+    return end, unit
 
 
-def phase_events(prefix: str, customers: int, end: datetime, rounds: range = range(PER_CUSTOMER)
-                 ) -> list[dict[str, Any]]:
+def phase_events(prefix: str, customers: int, end: datetime, rounds: range = range(PER_CUSTOMER),
+                 unit: timedelta = timedelta(minutes=1)) -> list[dict[str, Any]]:
     """Recent events of each customer (the ``rounds``-th of their ``PER_CUSTOMER``), round
-    robin: every batch of 1,000 records touches ~1,000 distinct customers."""
+    robin: every batch of 1,000 records touches ~1,000 distinct customers. Spacing: see
+    :func:`phase_clock`."""
     out = []
     for k in rounds:
         for c in range(customers):
             cid = f"{prefix}-{c}"
-            at = end - timedelta(hours=PER_CUSTOMER - k, minutes=c % 50)
+            at = end - ((PER_CUSTOMER - k) * 60 + c % 50) * unit
             e: dict[str, Any] = {"event_id": f"{cid}-n{k}", "customer_id": cid,
                                  "occurred_at": at.isoformat(), "store_id": "store-1",
                                  "type": "transaction" if k % 2 else "visit"}
@@ -165,7 +170,7 @@ async def run_phases(standalone: Settings, cluster: Settings, workdir: Path) -> 
     summed over a phase's rounds."""
     for s in (standalone, cluster):
         await ensure_topics(s)
-    end = phase_end(datetime.now(UTC))
+    end, unit = phase_clock(datetime.now(UTC))
     customers = max(EVENTS // PER_CUSTOMER, 100)
     await seed_history(standalone, "long", customers, end)
     scorers = {"standalone": start_scorer(standalone, workdir / "standalone-scorer.log"),
@@ -178,7 +183,7 @@ async def run_phases(standalone: Settings, cluster: Settings, workdir: Path) -> 
     try:
         for r in range(ROUNDS):
             for name, where, s, prefix in phases:
-                events = phase_events(prefix, customers, end, range(r * per, (r + 1) * per))
+                events = phase_events(prefix, customers, end, range(r * per, (r + 1) * per), unit)
                 n, secs = await scored_seconds(s, events, done[where], scorers[where],
                                                workdir / f"{where}-scorer.log")
                 done[where] += len(events)
