@@ -465,6 +465,43 @@ def test_the_window_sums_are_the_buckets_inside_each_window(acts: list[Activity]
     assert encoded._today is not None  # and it never decoded them
 
 
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(acts=_history(span_days=800, max_size=40), burst=st.sampled_from([0, 0, 80]),
+       later=st.one_of(st.integers(1, 8), st.integers(1, 500)))
+def test_the_sums_at_a_later_day_are_the_sums_at_n_less_what_left(
+        acts: list[Activity], burst: int, later: int) -> None:
+    """Read at a later day than N (a sweep, a read after midnight) or moved to it (a new
+    day's first event), the window sums are the kept sums at N less the buckets that left
+    each window: what adding up every bucket at that day gives, on the blocks as written
+    (one of them a list, with a day of 80 visits) and decoded."""
+    if burst:
+        last = max(a.ts for a in acts)
+        acts = acts + [Activity("visit", last - 30 * DAY_MS + i, f"burst{i}") for i in range(burst)]
+    s = summarize(acts)
+    n = s.newest_day
+    assert n is not None
+    encoded = Summary.decode(s.encode())
+    want = encoded._window_sums(n + later)
+    assert encoded._sums_later(n, n + later) == want
+    assert encoded._today is not None  # from the blocks as written
+    s._full()
+    assert s._sums_later(n, n + later) == s._window_sums(n + later) == want
+    assert s._sums_at_n() == s._window_sums(n)  # (left as they were)
+
+
+def test_a_move_past_the_daily_span_sums_the_year_by_its_weeks() -> None:
+    """A day leaving the daily span in a move of a year goes into a week that starts a day
+    before the year at the new day N: the sums moved with it leave that day out, as folding
+    newest first does (the old buckets' sums at the new day would count it)."""
+    assert (BASE // DAY_MS + 1) % 7 == 1  # the day after a week's first day
+    acts = [Activity("transaction", BASE + DAY_MS, "t"), Activity("visit", BASE + 365 * DAY_MS, "v")]
+    step = Summary.empty()
+    for a in acts:
+        step.fold(a)
+    assert step.encode() == summarize(acts).encode()
+    assert step.features(acts[-1].ts)["transactions_365"] == 0.0
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(acts=_history(span_days=500, max_size=40), burst=st.sampled_from([0, 0, 80, 11]),
        burst_day=st.integers(0, 500), gap=st.integers(1, 120), data=st.data())
