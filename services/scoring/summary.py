@@ -147,7 +147,7 @@ from bisect import insort
 from collections.abc import Iterable
 from functools import lru_cache
 from hashlib import blake2b
-from itertools import pairwise
+from operator import sub
 from typing import Any
 
 from services.common import jsonfast
@@ -901,12 +901,18 @@ class Summary:
         spend90 = (s90[PS] - s90[NS]) / 1000
         spend365 = (s365[PS] - s365[NS]) / 1000
 
-        active = {w: self._count_active(now_day - w + 1, now_day) for w in (30, 90, 365)}
+        n = self.newest_day
+        if n is not None and now_day >= n:  # the usual read: the windows' newest bits
+            lag, m = now_day - n, self._mask
+            active = {w: (m & ((1 << (w - lag)) - 1)).bit_count() if lag < w else 0
+                      for w in (30, 90, 365)}
+        else:
+            active = {w: self._count_active(now_day - w + 1, now_day) for w in (30, 90, 365)}
         newest_first = self._active_days_desc(now_day, LAST_ACTIVE_DAYS)
         has_cadence = len(newest_first) >= 2
         if has_cadence:  # median and MAD of the gaps, as statistics.median gives them
             # whole days (exact in floats): one float() at the end, not one per gap
-            gaps = sorted([b - a for b, a in pairwise(newest_first)])
+            gaps = sorted(map(sub, newest_first, newest_first[1:]))
             mid = _sorted_median(gaps)
             cadence = float(max(mid, 1))
             spread = float(_sorted_median(sorted([abs(g - mid) for g in gaps]))) \
