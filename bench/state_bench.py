@@ -59,10 +59,10 @@ def phase_clock(now: datetime) -> tuple[datetime, timedelta]:
     customers a unit apart), all before ``now`` and on ``now``'s UTC day — the day the
     scorer, on the wall clock, reads their features at, as a live stream's. A unit is a minute
     (the end an hour ago) from ~12:00 UTC; earlier both shrink to fit the hours since
-    midnight. Events on the day before now (as this bench put them before ~11:00 UTC until
+    midnight. Events on the day before now (as this bench put them before ~12:00 UTC until
     it shrank them) make every step read the features at a later day than the customer's
     newest, which costs a long customer more than a fresh one: the same code read a history
-    ratio ~0.08 lower before 11:00 UTC than after. A bench running across midnight still
+    ratio ~0.08 lower before noon (UTC) than after. A bench running across midnight still
     reads its last rounds a day later (rare; run it again)."""
     start_of_day = now.replace(hour=0, minute=0, second=0, microsecond=0)
     end = now - min(timedelta(hours=1), (now - start_of_day) / 4)
