@@ -253,8 +253,13 @@ class Engine:
         action = suggested_action(tier, why)
         if held is not None:  # say why the tier is above what the score alone gives
             why = [held, *why][:MAX_REASONS]
-        stage = lifecycle_stage(f, tier=tier, horizon_days=horizon,
-                                days_ago=lambda: s.active_days(now_ms))
+        summary = s.summary
+        if summary is not None:
+            stage = lifecycle_stage(f, tier=tier, horizon_days=horizon,
+                                    won_back=lambda q, w: summary.return_after_gap(now_ms, q, w))
+        else:
+            stage = lifecycle_stage(f, tier=tier, horizon_days=horizon,
+                                    days_ago=lambda: s.active_days(now_ms))
         return Assessment(
             customer_id=s.customer_id, score=score, tier=tier, reasons=why,
             action=action, features=f, value_tier=value_tier(f, self.value_bounds.get(s.tenant)),

@@ -83,10 +83,13 @@ def return_after_gap(days_ago: Sequence[int], quiet: float,
 
 def lifecycle_stage(features: dict[str, float], *, tier: str = "low",
                     horizon_days: float = DEFAULT_HORIZON_DAYS,
-                    days_ago: Sequence[int] | Callable[[], Sequence[int]] = ()) -> str:
+                    days_ago: Sequence[int] | Callable[[], Sequence[int]] = (),
+                    won_back: Callable[[float, int], int | None] | None = None) -> str:
     """The customer's stage (module docstring). ``tier``: the risk tier just decided;
     ``days_ago``: the newest active days as days before now, newest first (for won_back),
-    or a function giving them (called only when the stage depends on them)."""
+    or a function giving them (called only when the stage depends on them); or ``won_back``,
+    a function giving what :func:`return_after_gap` gives over them for (quiet, within)
+    (:meth:`Summary.return_after_gap <services.scoring.summary.Summary.return_after_gap>`)."""
     r = features["days_since_last_activity"]
     quiet = quiet_days(features["cadence_median_days"], horizon_days)
     if r >= horizon_days:
@@ -96,8 +99,12 @@ def lifecycle_stage(features: dict[str, float], *, tier: str = "low",
     if features["tenure_days"] < NEW_DAYS:
         return "new"
     if r < WON_BACK_DAYS:  # else the newest return, if any, is too old to count
-        days = days_ago() if callable(days_ago) else days_ago
-        if return_after_gap(days, quiet, WON_BACK_DAYS) is not None:
+        if won_back is not None:
+            back = won_back(quiet, WON_BACK_DAYS)
+        else:
+            back = return_after_gap(days_ago() if callable(days_ago) else days_ago, quiet,
+                                    WON_BACK_DAYS)
+        if back is not None:
             return "won_back"
     if tier != "low":
         return "at_risk"

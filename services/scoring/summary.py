@@ -159,6 +159,7 @@ from services.scoring.features import (
     Activity,
     _ratio,
 )
+from services.scoring.lifecycle import return_after_gap
 
 DAILY_DAYS = 91
 RETAIN_DAYS = 371
@@ -743,6 +744,18 @@ class Summary:
         newest first (0 = today): read only; the lifecycle's won_back needs the gaps."""
         now_day = now_ms // DAY_MS
         return [now_day - d for d in self._active_days_desc(now_day, limit)]
+
+    def return_after_gap(self, now_ms: int, quiet: float, within: int | None = None
+                         ) -> int | None:
+        """:func:`services.scoring.lifecycle.return_after_gap` over :meth:`active_days` at
+        ``now_ms``, without building them when the newest active days span less than
+        ``quiet`` (no gap between them is as long: a regular customer, the usual case)."""
+        n = self.newest_day
+        if n is not None and now_ms // DAY_MS >= n:
+            ld = self._last_days  # (ascending: the days active_days gives, oldest last)
+            if len(ld) < 2 or ld[-1] - ld[0] < quiet:
+                return None
+        return return_after_gap(self.active_days(now_ms), quiet, within)
 
     def _active_days_desc(self, upto_day: int, limit: int) -> list[int]:
         """The newest ``limit`` active days at or before ``upto_day``, newest first (exact

@@ -188,3 +188,31 @@ def test_return_after_gap_is_the_newest_return_after_a_long_enough_silence(
             want = newer
             break
     assert return_after_gap(days, quiet, within) == want
+
+
+@given(days=st.lists(st.integers(0, 500), min_size=1, max_size=30, unique=True),
+       at=st.integers(-200, 60), quiet=st.floats(1.0, 200.0),
+       within=st.one_of(st.none(), st.integers(0, 60)))
+def test_a_summarys_return_after_gap_is_the_one_over_its_active_days(
+        days: list[int], at: int, quiet: float, within: int | None) -> None:
+    """The summary answers the won-back question without listing its active days when they
+    span less than ``quiet``: the same answer as over the list, for reads at, after and
+    before its newest day; and the engine's stage is the one of the raw events."""
+    acts = [Activity("visit", NOW - d * DAY_MS, f"v{d}") for d in days]
+    s = summarize(acts)
+    now = NOW + at * DAY_MS
+    assert s.return_after_gap(now, quiet, within) == return_after_gap(s.active_days(now), quiet,
+                                                                      within)
+    if at >= 0:
+        engine = Engine(Scorecard(), Thresholds())
+        by_summary, by_events = engine.assess([Subject("c", (), summary=s), Subject("c", acts)],
+                                              now, with_history=False)
+        assert by_summary.lifecycle_stage == by_events.lifecycle_stage
+
+
+@pytest.mark.parametrize("quiet, want", [(49.5, 0), (50.0, 0), (50.5, None)])
+def test_a_summarys_return_after_gap_at_the_edge_of_quiet(quiet: float, want: int | None) -> None:
+    """A gap as long as quiet counts (the span of two active days is that gap)."""
+    s = summarize([Activity("visit", NOW, "now"), Activity("visit", NOW - 50 * DAY_MS, "then")])
+    assert s.return_after_gap(NOW, quiet, 30) == want
+    assert return_after_gap(s.active_days(NOW), quiet, 30) == want
