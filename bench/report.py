@@ -138,7 +138,10 @@ def table(r: dict[str, Any]) -> str:
         rows.append((f"scorer, customers with {st['history_events']} past events",
                      _rate(st["long_history_events_per_s"]),
                      f"fresh customers {_rate(st['fresh_events_per_s'])} — "
-                     f"{st['history_ratio']:.2f}× (same batch spread)"))
+                     f"{st['history_ratio']:.2f}× (same batch spread)"
+                     + (f"; first round, a new day for each long customer: "
+                        f"{st['history_ratio_first_round']:.2f}×"
+                        if "history_ratio_first_round" in st else "")))
         rows.append(("scorer on a 3-primary Redis Cluster", _rate(st["cluster_events_per_s"]),
                      f"{st['cluster_ratio']:.2f}× standalone"))
         if "rescore_customers_per_s" in st:
