@@ -355,15 +355,10 @@ class Summary:
                 for f in fields:
                     s[f] = today[f]
             for f in used:
-                total = 0
-                for col, lo, hi in ((daily[f], d_lo, d_hi), (weekly[f], w_lo, w_hi)):
-                    if lo < hi and col:
-                        if type(col) is str:  # count characters: their codes less "0"'s
-                            seg = col[lo:hi]
-                            total += sum(seg.encode()) - 48 * len(seg)
-                        else:
-                            total += sum(col[lo:hi])
-                s[f] += total
+                if d_lo < d_hi:
+                    s[f] += _bucket_sum(daily[f], d_lo, d_hi)
+                if w_lo < w_hi:
+                    s[f] += _bucket_sum(weekly[f], w_lo, w_hi)
             out.append(s)
         return out
 
