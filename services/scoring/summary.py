@@ -1171,17 +1171,29 @@ def _bucket_sum(col: Any, lo: int, hi: int) -> int:
     return sum(col[lo:hi])
 
 
-def _add_to_weeks(week: list[int], tail: list[int], day: int, n: int) -> None:
-    """Add the daily buckets ``tail`` (``tail[k]`` is day ``day - k``) into their weeks with
-    day N = ``n``, a week's run of days at once; weeks past the kept ones count nowhere."""
+def _week_adds(tail: list[int], day: int, n: int) -> list[tuple[int, int]]:
+    """What the daily buckets ``tail`` (``tail[k]`` is day ``day - k``) add to their weeks
+    with day N = ``n``: (week index, sum) for each week that gets more than nothing, a week's
+    run of days at once, week indices ascending; weeks past the kept ones count nowhere."""
+    out = []
     k, size = 0, len(tail)
     while k < size:
         d = day - k
         run = d % 7 + 1  # this day and the older days of its week
         j = n // 7 - d // 7
         if j < WEEKS:
-            week[j] += sum(tail[k:k + run])
+            x = sum(tail[k:k + run])
+            if x:
+                out.append((j, x))
         k += run
+    return out
+
+
+def _add_to_weeks(week: list[int], tail: list[int], day: int, n: int) -> None:
+    """Add the daily buckets ``tail`` (``tail[k]`` is day ``day - k``) into their weeks with
+    day N = ``n`` (see :func:`_week_adds`)."""
+    for j, x in _week_adds(tail, day, n):
+        week[j] += x
 
 
 def _shift_encoded(money: bool, d: Any, w: Any, t: int, old_n: int, n: int
@@ -1223,18 +1235,22 @@ def _shift_encoded(money: bool, d: Any, w: Any, t: int, old_n: int, n: int
         col = col.rstrip("0")
         if wshift and w:
             w = ("0" * wshift + w[:WEEKS - wshift]).rstrip("0")
-    if tail is not None and any(tail):
-        week = list(w) if money else list(w.encode().translate(_FROM_CHAR))
-        week += [0] * (WEEKS - len(week))
-        _add_to_weeks(week, tail, old_n - (DAILY_DAYS - shift), n)
-        while week and not week[-1]:
-            week.pop()
+    adds = _week_adds(tail, old_n - (DAILY_DAYS - shift), n) if tail else None
+    if adds:  # into the weeks as written (w ends in a non-zero; so does what adds to it)
+        size = adds[-1][0] + 1
         if money:
+            week = w + [0] * (size - len(w)) if len(w) < size else w[:]
+            for j, x in adds:
+                week[j] += x
             w = week
-        elif max(week, default=0) < _DIGITS:
-            w = bytes(week).translate(_TO_CHAR).decode()
         else:
-            return None
+            chars = bytearray(w.encode().ljust(size, b"0"))
+            for j, x in adds:
+                c = chars[j] + x
+                if c >= 48 + _DIGITS:
+                    return None  # a count of 75 or more: a list, the decoded shift's
+                chars[j] = c
+            w = chars.decode()
     return col or "", w or ""
 
 

@@ -536,6 +536,30 @@ def test_moving_day_n_on_the_encoded_blocks_writes_what_the_decoded_shift_writes
     assert again.daily() == decoded.daily()
 
 
+@pytest.mark.parametrize("older", [69, 70])
+def test_a_week_reaching_75_as_a_day_moves_in_takes_the_decoded_shift(older: int) -> None:
+    """A week at 70 (written as one count character) that a day of 5 joins reaches 75, past
+    the last count character: the shift on the blocks as written hands over to the decoded
+    one, which writes the week as a list; at 74 it stays a character. Either way the bytes
+    are those of the decoded shift."""
+    n = BASE // DAY_MS + 200
+    while (n - 90) % 7 == 0:  # day N-90 and day N-91 in one week
+        n += 1
+    acts = [Activity("visit", (n - 91) * DAY_MS + i, f"old{i}") for i in range(older)]
+    acts += [Activity("visit", (n - 90) * DAY_MS + i, f"mid{i}") for i in range(5)]
+    acts.append(Activity("visit", n * DAY_MS, "newest"))
+    blob = summarize(acts).encode()
+    event = Activity("visit", (n + 1) * DAY_MS, "next")
+    on_text = Summary.decode(blob)
+    on_text.fold(event)
+    decoded = Summary.decode(blob)
+    decoded._full()
+    decoded.fold(event)
+    assert on_text.encode() == decoded.encode()
+    assert (on_text._today is not None) == (older + 5 < 75)  # shifted as text below 75
+    assert Summary.decode(on_text.encode()).features((n + 1) * DAY_MS)["transactions_365"] == 0
+
+
 def test_a_bucket_past_255_events_is_counted_whole() -> None:
     """A bucket past 255 (a day of 300 purchases, a week of them) is counted, encoded,
     decoded and shifted into its week like any other (the encoder once failed on it with a
