@@ -128,9 +128,10 @@ used: it would take 1,000 events to ~1,800 bytes for ~35 µs more per step.
 
 Speed, measured by ``bench/summary_speed.py`` (Python 3.11, best of 7 rounds of CPU time, a
 2-core machine): one scorer step — decode + fold one new event + features + encode — takes
-33-43 µs for a customer with 10 to 1,000 events over a year when the event lands on the
-newest day and the features are read at that day (the blocks stay encoded), and 63-92 µs
-when the event starts a new day and the buckets shift. Bucket columns a customer never used
+25-43 µs for a customer with 10 to 1,000 events over a year when the event lands on the
+newest day and the features are read at that day (the blocks stay encoded), and 44-92 µs
+when the event starts a new day and the buckets shift (the lower ends from a quiet machine,
+docs/summary.md). Bucket columns a customer never used
 (refunds, complaints, channels for many) are skipped by the window sums, the shifts and the
 encoder (``_used``); folding a whole history costs ~2.5-3.5 µs per event.
 ``compute_features`` over a raw list (training, ``as_of``) folds newest first: ~2.1 ms for
