@@ -52,6 +52,7 @@ DEMO_LIVE_DAYS = 60  # services.demo.feed.run_feed: the live window the demo rep
 
 READY_TIMEOUT = 120.0
 MAX_RESTARTS = 5
+PORT_MOVES = 3  # times `up` moves a starting child whose port another process took
 
 
 def read_stack_file(settings: Settings) -> dict[str, Any]:
@@ -74,13 +75,19 @@ class Child:
     log_path: Path
     health_url: str | None = None
     critical: bool = True
+    # the variable of env naming the port it listens on, where `up` chose that port itself
+    # (free_port): another process may take it before the child binds it
+    port_env: str | None = None
     proc: subprocess.Popen[bytes] | None = None
     log: IO[bytes] | None = None
+    log_start: int = 0  # where this start's lines begin in log_path
     restarts: list[float] = field(default_factory=list)
+    port_moves: int = 0
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.log_start = self.log.tell()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "services.cli.main", *self.args], env=self.env,
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -92,6 +99,28 @@ class Child:
         if self.log is not None:
             self.log.close()
             self.log = None
+
+    def lost_its_port(self) -> bool:
+        """Did this start fail because its port was taken (after `up` found it free)?"""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self.log_start)
+                text = f.read().decode(errors="replace")
+        except OSError:
+            return False
+        return "address already in use" in text.lower()
+
+    def move_port(self) -> tuple[int, int]:
+        """Stop the child and give it another free port: (old, new)."""
+        assert self.port_env is not None
+        old = int(self.env[self.port_env])
+        new = free_port(0)
+        self.stop()
+        self.env = {**self.env, self.port_env: str(new)}
+        if self.health_url:
+            self.health_url = self.health_url.replace(f":{old}/", f":{new}/")
+        self.port_moves += 1
+        return old, new
 
     def tail(self, n: int = 15) -> str:
         try:
@@ -198,10 +227,11 @@ class Stack:
         self.children += [
             Child("api", ["api"], self.env, logs / "api.log", f"{base}:{api_port}/health"),
             *(Child(name, ["scorer"], {**self.env, "CHURNWATCH_SCORER_METRICS_PORT": str(port)},
-                    logs / f"{name}.log", f"{base}:{port}/health")
+                    logs / f"{name}.log", f"{base}:{port}/health",
+                    port_env="CHURNWATCH_SCORER_METRICS_PORT")
               for name, port in zip(_scorer_names(len(scorer_ports)), scorer_ports, strict=True)),
-            Child("notifier", ["notifier"], self.env, logs / "notifier.log",
-                  f"{base}:{notifier_port}/health"),
+            Child("notifier", ["notifier"], dict(self.env), logs / "notifier.log",
+                  f"{base}:{notifier_port}/health", port_env="CHURNWATCH_NOTIFIER_METRICS_PORT"),
         ]
         self.info = {
             "api_url": f"{base}:{api_port}",
@@ -287,6 +317,17 @@ class Stack:
             while pending:
                 for child in list(pending):
                     if child.proc is not None and child.proc.poll() is not None:
+                        if child.port_env and child.port_moves < PORT_MOVES and \
+                                child.lost_its_port():
+                            # another process bound the port between `up` finding it free
+                            # and the child binding it (parallel test runs, busy machines)
+                            old, new = child.move_port()
+                            self.info["metrics_urls"] = [
+                                u.replace(f":{old}/", f":{new}/") for u in self.info["metrics_urls"]]
+                            _say(f"{child.name}: port {old} was taken meanwhile; "
+                                 f"starting it on {new}")
+                            child.start()
+                            continue
                         raise RuntimeError(f"{child.name} exited with code {child.proc.returncode} "
                                            f"while starting:\n{child.tail()}")
                     try:

@@ -1,0 +1,54 @@
+"""``churnwatch up`` chooses free ports for its children; another process can bind one before
+the child does (parallel runs on a busy machine). The child then moves to another port instead
+of the stack failing to start."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.cli.stack import Stack
+from services.common.settings import load_settings
+
+pytestmark = pytest.mark.e2e
+
+
+def test_a_port_taken_before_the_child_binds_it_moves_the_child(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [k for k in os.environ if k.startswith("CHURNWATCH_")]:
+        monkeypatch.delenv(name)
+    settings = load_settings(home=tmp_path / "home", api_port=0, scorer_metrics_port=0,
+                             notifier_metrics_port=0)
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    taken = holder.getsockname()[1]
+    stack = Stack(settings, demo=False)
+    try:
+        stack.prepare()
+        notifier = next(c for c in stack.children if c.name == "notifier")
+        assert notifier.port_env is not None
+        chosen = int(notifier.env[notifier.port_env])
+        # what another process did between `up` finding the port free and the notifier binding
+        notifier.env = {**notifier.env, notifier.port_env: str(taken)}
+        assert notifier.health_url is not None
+        notifier.health_url = notifier.health_url.replace(f":{chosen}/", f":{taken}/")
+        stack.info["metrics_urls"] = [u.replace(f":{chosen}/", f":{taken}/")
+                                      for u in stack.info["metrics_urls"]]
+        asyncio.run(stack.start())
+        moved = int(notifier.env[notifier.port_env])
+        assert moved != taken and notifier.port_moves == 1
+        assert "address already in use" in notifier.log_path.read_text().lower()
+        info = json.loads(settings.stack_file.read_text())
+        assert f"http://127.0.0.1:{moved}/metrics" in info["metrics_urls"]
+        assert all(f":{taken}/" not in u for u in info["metrics_urls"])
+        assert httpx.get(f"http://127.0.0.1:{moved}/health", timeout=5).status_code == 200
+    finally:
+        stack.stop()
+        holder.close()
