@@ -28,6 +28,7 @@ from services.scoring.lifecycle import (
     ValueBounds,
     active_days_ago,
     lifecycle_stage,
+    return_after_gap,
     value_tier,
 )
 from services.scoring.model import ActiveModel, RiskModel, ShadowModel, feature_matrix
@@ -58,11 +59,12 @@ class Subject:
             return self.summary.features(now_ms, self.first_seen_ms)
         return compute_features(self.activities, now_ms, self.first_seen_ms)
 
-    def active_days(self, now_ms: int) -> list[int]:
-        """The newest active days at or before ``now_ms``, as days before it, newest first."""
+    def return_after_gap(self, now_ms: int, quiet: float, within: int | None) -> int | None:
+        """:func:`~services.scoring.lifecycle.return_after_gap` over the newest active days at
+        or before ``now_ms`` (the summary answers a regular customer without listing them)."""
         if self.summary is not None:
-            return self.summary.active_days(now_ms)
-        return active_days_ago(self.activities, now_ms)
+            return self.summary.return_after_gap(now_ms, quiet, within)
+        return return_after_gap(active_days_ago(self.activities, now_ms), quiet, within)
 
 
 @dataclass(frozen=True)
@@ -253,13 +255,8 @@ class Engine:
         action = suggested_action(tier, why)
         if held is not None:  # say why the tier is above what the score alone gives
             why = [held, *why][:MAX_REASONS]
-        summary = s.summary
-        if summary is not None:
-            stage = lifecycle_stage(f, tier=tier, horizon_days=horizon,
-                                    won_back=lambda q, w: summary.return_after_gap(now_ms, q, w))
-        else:
-            stage = lifecycle_stage(f, tier=tier, horizon_days=horizon,
-                                    days_ago=lambda: s.active_days(now_ms))
+        stage = lifecycle_stage(f, tier=tier, horizon_days=horizon,
+                                won_back=lambda q, w: s.return_after_gap(now_ms, q, w))
         return Assessment(
             customer_id=s.customer_id, score=score, tier=tier, reasons=why,
             action=action, features=f, value_tier=value_tier(f, self.value_bounds.get(s.tenant)),

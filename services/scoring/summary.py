@@ -406,10 +406,9 @@ class Summary:
             for f, x in enumerate(today):
                 if x:
                     used |= 1 << f
+        # the same first week at both days (the newest that can hold a bucket: now_day > n)
         _, w_lo, at_n = _window_ranges(n, n)
-        _, later_w_lo, later = _window_ranges(n, now_day)
-        if later_w_lo != w_lo:  # (both are the oldest week a day left the daily span into)
-            return None
+        later = _window_ranges(n, now_day)[2]
         out = []
         for row, fields, (i_n, w_n), (i_l, w_l) in zip(sums, _used_fields(used), at_n, later,
                                                        strict=True):
