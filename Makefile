@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.install.stamp
+NATIVE := services/scoring/.native.stamp
 DEMO   ?= 1
 PYTEST_ARGS ?=
 # make test runs the suite in this many pytest workers (pytest-xdist), a test file per worker
@@ -15,12 +16,12 @@ TEST_WORKERS ?= 2
 QUICK  ?= 0
 
 .DEFAULT_GOAL := help
-.PHONY: help install tools run test smoke lint format bench schemas model clean ops-check lock audit reliability
+.PHONY: help install native tools run test smoke lint format bench schemas model clean ops-check lock audit reliability
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
-install: $(STAMP) tools ## Create .venv/ and install churnwatch with its embedded stack and dev tools
+install: $(STAMP) $(NATIVE) tools ## Create .venv/ and install churnwatch with its embedded stack and dev tools
 
 # Debian packages the tests use: prometheus + promtool (tests/ops: alert-rule unit tests,
 # `promtool check metrics`, a real Prometheus scraping the stack), chromium + chromedriver (the
@@ -55,21 +56,31 @@ $(STAMP): pyproject.toml requirements.lock
 	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install --quiet -e '.[embedded,dev]' -c requirements.lock
 	@touch $(STAMP)
 
-run: $(STAMP) ## Start the embedded stack with a demo POS feed (DEMO=0: without the feed)
+# The customer summary compiled with mypyc (scripts/native.py): the same code, each scorer step
+# about twice as fast. Rebuilt when summary.py changes; without a C compiler it stays pure Python
+# (a warning; nothing fails, and an out-of-date build is never run: see _load_native).
+$(NATIVE): services/scoring/summary.py $(STAMP)
+	@$(BIN)/python scripts/native.py || echo "warning: the customer summary runs as pure Python (see above; \`make native\` retries)" >&2
+	@touch $@
+
+native: $(STAMP) ## Compile the customer summary with mypyc (make install does; needs a C compiler)
+	$(BIN)/python scripts/native.py && touch $(NATIVE)
+
+run: $(STAMP) $(NATIVE) ## Start the embedded stack with a demo POS feed (DEMO=0: without the feed)
 ifeq ($(DEMO),0)
 	$(BIN)/churnwatch up --no-demo
 else
 	$(BIN)/churnwatch up
 endif
 
-test: $(STAMP) tools ## Run the whole test suite against a real broker and Redis it starts itself
+test: $(STAMP) $(NATIVE) tools ## Run the whole test suite against a real broker and Redis it starts itself
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 	$(BIN)/python -m bench.reliability
 
 # Every documented command, from this clone, in a quick mode where it is long (scripts/smoke.py):
 # lint, schemas check, generate, train, the stack with `model activate` and the README's own
 # commands against it, a quick bench and a one-minute soak. .ci/run calls it after `make test`.
-smoke: $(STAMP) ## Run every documented command quickly (CI, after make test; ~4 min)
+smoke: $(STAMP) $(NATIVE) ## Run every documented command quickly (CI, after make test; ~4 min)
 	$(BIN)/python scripts/smoke.py
 
 reliability: $(STAMP) ## Re-render README's reliability table from docs/reliability/ (tests and bench write it)
@@ -106,7 +117,7 @@ audit: $(STAMP) ## pip-audit the locked dependencies (requirements.lock)
 	$(BIN)/python scripts/supplychain.py audit --lock $(LOCK) --service $(AUDIT_SERVICE) \
 	  --osv-url $(AUDIT_OSV_URL) --if-unreachable $(AUDIT_IF_UNREACHABLE) $(AUDIT_IGNORE)
 
-bench: $(STAMP) ## Measure the pipeline against the bare clients (bench/results/latest.md, docs/reliability/bench.json; QUICK=1: ~1 min, nothing committed changes)
+bench: $(STAMP) $(NATIVE) ## Measure the pipeline against the bare clients (bench/results/latest.md, docs/reliability/bench.json; QUICK=1: ~1 min, nothing committed changes)
 	@export BENCH_STAMP=$$(date -u +%Y%m%dT%H%M%SZ); \
 	if [ "$(QUICK)" = 1 ]; then \
 	  export $(BENCH_QUICK_ENV) BENCH_RESULTS=$${BENCH_RESULTS:-$$(mktemp -d -t churnwatch-bench-XXXXXX)}; \
@@ -124,7 +135,7 @@ BENCH_QUICK_ENV := BENCH_RECORD=0 BENCH_EVENTS=3000 BENCH_SECONDS=3 BENCH_NOTIFI
 SOAK_MINUTES ?= 30
 SOAK_RATE    ?= 300
 .PHONY: soak
-soak: $(STAMP) ## Soak the stack: SOAK_MINUTES at SOAK_RATE events/s, judge memory and lag (QUICK=1: one minute, nothing committed changes)
+soak: $(STAMP) $(NATIVE) ## Soak the stack: SOAK_MINUTES at SOAK_RATE events/s, judge memory and lag (QUICK=1: one minute, nothing committed changes)
 	@if [ "$(QUICK)" = 1 ]; then \
 	  export BENCH_RECORD=0 SOAK_MINUTES=1 SOAK_RATE=100 SOAK_CUSTOMERS=50 SOAK_MAX_EVENTS=32 SOAK_SAMPLE_S=5 \
 	    BENCH_RESULTS=$${BENCH_RESULTS:-$$(mktemp -d -t churnwatch-soak-XXXXXX)}; \
@@ -146,4 +157,4 @@ model: $(STAMP) ## Rebuild the shipped default model (services/scoring/default_m
 	$(BIN)/python -m services.training.default_model
 
 clean: ## Remove the virtualenv and local state
-	rm -rf $(VENV) .churnwatch .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .churnwatch .pytest_cache .mypy_cache .ruff_cache $(NATIVE) services/scoring/_summary_native*

@@ -2,15 +2,18 @@
 event, compute the features, encode — for customers with 100 and 1,000 events over a year.
 
     .venv/bin/python -m bench.summary_speed
+
+Compiled (``make native``, scripts/native.py) and pure Python side by side, in the same run.
 """
 
 from __future__ import annotations
 
 import random
 import time
+from types import ModuleType
 
+from services.scoring import summary
 from services.scoring.features import DAY_MS, Activity
-from services.scoring.summary import Summary, summarize
 
 BASE = 20_454 * DAY_MS
 
@@ -39,7 +42,8 @@ def per_call_us(fn, rounds: int = 7, n: int = 2000) -> float:  # type: ignore[no
     return min(times)  # CPU time, best round: the machine is shared
 
 
-def measure(events: int) -> str:
+def measure(events: int, mod: ModuleType) -> str:
+    Summary, summarize = mod.Summary, mod.summarize  # noqa: N806  (the module's class)
     acts = year(events)
     s = summarize(acts)
     blob = s.encode()
@@ -72,8 +76,14 @@ def measure(events: int) -> str:
 
 
 def main() -> None:
-    for events in (10, 150, 1000):
-        print(measure(events))
+    kinds = [("compiled (mypyc)", summary)] if summary.NATIVE else []
+    kinds.append(("pure Python", summary.load_pure()))
+    if not summary.NATIVE:
+        print("(not compiled here: `make native`)")
+    for name, mod in kinds:
+        print(name)
+        for events in (10, 150, 1000):
+            print(measure(events, mod))
 
 
 if __name__ == "__main__":

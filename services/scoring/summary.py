@@ -142,13 +142,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import importlib
+import importlib.util
+import logging
 import math
+import sys
 import zlib
 from bisect import insort
 from collections.abc import Iterable
 from functools import lru_cache
 from hashlib import blake2b
 from operator import sub
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from services.common import jsonfast
@@ -396,6 +403,8 @@ class Summary:
         if sums is None or now_day <= n:
             return None
         today = self._today
+        daily: list[Any]  # decoded columns, or the blocks' (strings and lists)
+        weekly: list[Any]
         if today is None:
             daily, weekly, used = self._dc, self._wc, self._used
         else:
@@ -711,7 +720,8 @@ class Summary:
         for f, x in enumerate(today):
             if x:
                 mask |= 1 << f
-        new_d, new_w = [""] * NF, [""] * NF
+        new_d: list[Any] = [""] * NF  # columns as the blocks hold them
+        new_w: list[Any] = [""] * NF
         for f in range(NF):
             if mask >> f & 1:
                 cols = _shift_encoded(f in _MONEY, daily[f], weekly[f], today[f], old_n, n)
@@ -849,7 +859,7 @@ class Summary:
         events, else noon of the newest bucket day with one (None when none is known)."""
         if exact is None or exact <= now_ms:
             return exact
-        for r in reversed(self._recent):
+        for r in self._recent[::-1]:
             if r[1] <= now_ms and (_CODE_KIND.get(r[0], r[0]) in kinds if kinds else r[0] != "c"):
                 return int(r[1])
         now_day = now_ms // DAY_MS
@@ -1050,8 +1060,10 @@ class Summary:
             parts = blob.split("\n")
             if parts == [FORMAT] or parts == [_FORMAT_1]:
                 return cls()
-            # Every slot is set below: no zero buckets built only to be replaced.
-            s = cls.__new__(cls)
+            # Every slot is set below: no zero buckets built only to be replaced. (Looked up
+            # by name: compiled (see _load_native), the class has no __new__ attribute to
+            # compile a call to, and refuses object.__new__.)
+            s = getattr(cls, "__new__")(cls)  # noqa: B009
             if len(parts) != 7:
                 raise ValueError(f"{len(parts)} parts, not 7")
             header = jsonfast.loads(parts[0])
@@ -1355,3 +1367,48 @@ def summarize(activities: Iterable[Activity]) -> Summary:
     for a in activities:
         s.fold(a)
     return s
+
+
+# ---------------------------------------------------------------------- compiled
+NATIVE = False  # True when this module's definitions are the compiled copy's (_load_native)
+NATIVE_MODULE = "services.scoring._summary_native"
+
+
+def _load_native(source: bytes) -> ModuleType | None:
+    """The compiled copy of this module that ``make install`` builds (``scripts/native.py``,
+    mypyc: the same code, each step about twice as fast), when it is there and was built from
+    ``source`` — this file as it is now; None otherwise: the pure Python here runs. A copy
+    built from another version is refused with a warning, never run. (Deleting
+    ``services/scoring/_summary_native*.so`` runs the pure Python too.)"""
+    try:
+        mod = importlib.import_module(NATIVE_MODULE)
+    except ImportError:
+        return None
+    if getattr(mod, "_SOURCE_SHA256", None) != hashlib.sha256(source).hexdigest():
+        logging.getLogger(__name__).warning(
+            "the compiled customer summary was built from another version of %s: running the "
+            "pure Python one (`make native` compiles this one)", Path(__file__).name)
+        return None
+    return mod
+
+
+def load_pure() -> ModuleType:
+    """This module's pure Python code, loaded afresh as ``churnwatch_summary_pure`` (which
+    never takes the compiled definitions): what tests and ``bench.summary_speed`` compare the
+    compiled module with."""
+    name = "churnwatch_summary_pure"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("summary.py"))
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+if __name__ == "services.scoring.summary":  # not in the compiled copy, nor in load_pure's
+    _native = _load_native(Path(__file__).read_bytes())
+    if _native is not None:
+        globals().update({k: v for k, v in vars(_native).items() if not k.startswith("__")})
+        NATIVE = True
