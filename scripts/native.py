@@ -58,7 +58,8 @@ def main() -> int:
             setup.write_text(SETUP)
             run = subprocess.run(
                 [sys.executable, str(setup), str(COPY.relative_to(ROOT)), str(Path(tmp) / "c"),
-                 "build_ext", "--inplace", "--build-temp", str(Path(tmp) / "temp")],
+                 "build_ext", "--inplace", "--build-temp", str(Path(tmp) / "temp"),
+                 "--build-lib", str(Path(tmp) / "lib")],
                 cwd=ROOT, capture_output=True, text=True)
     finally:
         COPY.unlink(missing_ok=True)
