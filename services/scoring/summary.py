@@ -128,14 +128,20 @@ used: it would take 1,000 events to ~1,800 bytes for ~35 µs more per step.
 
 Speed, measured by ``bench/summary_speed.py`` (Python 3.11, best of 7 rounds of CPU time, a
 2-core machine): one scorer step — decode + fold one new event + features + encode — takes
-25-43 µs for a customer with 10 to 1,000 events over a year when the event lands on the
-newest day and the features are read at that day (the blocks stay encoded), and 44-92 µs
-when the event starts a new day and the buckets shift (the lower ends from a quiet machine,
-docs/summary.md). Bucket columns a customer never used
-(refunds, complaints, channels for many) are skipped by the window sums, the shifts and the
-encoder (``_used``); folding a whole history costs ~2.5-3.5 µs per event.
+15-22 µs compiled (25-32 µs as pure Python) for a customer with 10 to 1,000 events over a
+year when the event lands on the newest day and the features are read at that day (the
+blocks stay encoded), and 20-32 µs compiled (44-60 µs) when the event starts a new day and
+the buckets shift (docs/summary.md). Bucket columns a customer never used (refunds,
+complaints, channels for many) are skipped by the window sums, the shifts and the encoder
+(``_used``); folding a whole history costs ~1.5-2.7 µs per event.
 ``compute_features`` over a raw list (training, ``as_of``) folds newest first: ~2.1 ms for
-1,000 events, ~130 µs for 20 (schema 2: ~0.9 ms and ~40 µs).
+1,000 events, ~130 µs for 20 as pure Python (schema 2: ~0.9 ms and ~40 µs).
+
+Compiled: ``make install`` compiles this module with mypyc (``scripts/native.py``) into
+``services.scoring._summary_native``, a copy with this source's SHA-256 inside; at import this
+module takes the copy's definitions when that digest is its own (:func:`_load_native`), and
+:data:`NATIVE` says so. Without a C compiler, or after an edit not yet compiled (a warning),
+the pure Python here runs: the same code, tested to give the same bytes and features.
 """
 
 from __future__ import annotations
