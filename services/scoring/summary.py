@@ -1392,8 +1392,9 @@ def _load_native(source: bytes) -> ModuleType | None:
         return None
     if getattr(mod, "_SOURCE_SHA256", None) != hashlib.sha256(source).hexdigest():
         logging.getLogger(__name__).warning(
-            "the compiled customer summary was built from another version of %s: running the "
-            "pure Python one (`make native` compiles this one)", Path(__file__).name)
+            "the compiled customer summary was built from another version of "
+            "services/scoring/summary.py: running the pure Python one (`make native` compiles "
+            "this one)")
         return None
     return mod
 

@@ -31,7 +31,8 @@ def test_the_compiled_summary_runs_where_it_can_be_built() -> None:
     if not (shutil.which("cc") or shutil.which("gcc")) or importlib.util.find_spec("mypyc") is None:
         pytest.skip("no C compiler or no mypyc here: the summary runs as pure Python")
     assert BUILT, "no compiled summary: run `make native` and read what it says"
-    assert summary.NATIVE
+    assert summary.NATIVE, "the compiled summary did not load (out of date after an edit? " \
+        "`make native`, or `make test`, which compiles it again)"
     assert summary.Summary.__module__ == summary.NATIVE_MODULE
     assert summary.summarize.__module__ == summary.NATIVE_MODULE
     assert not PURE.NATIVE and PURE.Summary.__module__ == "churnwatch_summary_pure"
