@@ -46,6 +46,13 @@ def _package(name: str) -> str | None:
         return None
 
 
+def summary_compiled() -> bool:
+    """Whether this checkout runs the compiled customer summary (scripts/native.py)."""
+    from services.scoring import summary
+
+    return summary.NATIVE
+
+
 def describe() -> dict[str, Any]:
     uname = platform.uname()
     redis_line = _version_of([redis_binary(), "--version"])
@@ -57,6 +64,8 @@ def describe() -> dict[str, Any]:
         "python": platform.python_version(),
         "broker": _version_of([broker_binary(), "--version"]) + " (memory storage)",
         "redis_server": redis_version,
+        # the scorer's per-event work, compiled by `make install` where a C compiler is
+        "summary": "compiled (mypyc)" if summary_compiled() else "pure Python",
         "packages": {name: _package(name) for name in
                      ("aiokafka", "faust-streaming", "redis", "fastapi", "uvicorn")},
     }
@@ -65,7 +74,8 @@ def describe() -> dict[str, Any]:
 def one_line(m: dict[str, Any]) -> str:
     """``Intel Xeon ... , 2 cores, 24 GiB, Linux 6.1, Python 3.11.7``."""
     return (f"{m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, {m['os']}, "
-            f"Python {m['python']}, {m['broker']}, redis-server {m['redis_server']}")
+            f"Python {m['python']}, {m['broker']}, redis-server {m['redis_server']}"
+            + (f", customer summary {m['summary']}" if m.get("summary") else ""))
 
 
 if __name__ == "__main__":

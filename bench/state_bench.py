@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench.machine import summary_compiled
 from bench.output import RESULTS, scorer_batch_seconds
 from services.common.embedded import free_port, start_broker, start_redis, start_redis_cluster
 from services.common.kafka import ensure_topics, make_producer
@@ -272,6 +273,7 @@ async def main_async() -> int:
         # the first round alone: a new day for every long customer (its blocks move), a fresh
         # customer's creation; the later rounds are same-day steps for both
         "history_ratio_first_round": rates["long_first_round"] / rates["fresh_first_round"],
+        "summary": "compiled (mypyc)" if summary_compiled() else "pure Python",
         "cluster_events_per_s": on_cluster["fresh_events_per_s"],
         "cluster_ratio": on_cluster["fresh_events_per_s"] / standalone["fresh_events_per_s"],
         "rescore_customers_per_s": rescore, "rescore_customers": 2 * max(EVENTS // PER_CUSTOMER, 100),
@@ -281,7 +283,7 @@ async def main_async() -> int:
     path = RESULTS / f"state-{stamp}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nchurnwatch state bench — {EVENTS:,} events per phase, "
-          f"{report['customers_per_phase']:,} customers")
+          f"{report['customers_per_phase']:,} customers, customer summary {report['summary']}")
     print(f"  scorer, fresh customers          {report['fresh_events_per_s']:>10,.0f} events/s")
     print(f"  scorer, {HISTORY} past events each   {report['long_history_events_per_s']:>10,.0f} "
           f"events/s   = {report['history_ratio']:.2f}× fresh "
