@@ -57,6 +57,7 @@ from services.common.riskchange import (
 )
 from services.common.runtime import gc_paused
 from services.common.settings import Settings
+from services.scoring import summary
 from services.scoring.activity import activity_from_event
 from services.scoring.engine import Assessment, Engine, Step, Subject
 from services.scoring.features import DAY_MS, Activity
@@ -183,6 +184,11 @@ class ScorerMetrics:
                               "Customers whose scoring raised (events kept).", registry=registry)
         self.model_info = Gauge("churnwatch_scorer_model_info", "The model being served.",
                                 ["version"], registry=registry)
+        self.summary_compiled = Gauge(
+            "churnwatch_scorer_summary_compiled",
+            "1 when the customer summary runs compiled (mypyc, make install), 0 as pure Python "
+            "(no C compiler where it was installed, or an edit not compiled yet).",
+            registry=registry)
         self.dead_letters = Counter("churnwatch_scorer_dead_letters_total",
                                     "Records sent to the events dead-letter topic, by reason.",
                                     ["reason"], registry=registry)
@@ -229,6 +235,7 @@ class Processor:
         self.keys: Keys = store.keys
         self.metrics = ScorerMetrics(registry)
         self.metrics.model_info.labels(engine.model.version).set(1)
+        self.metrics.summary_compiled.set(1 if summary.NATIVE else 0)
         self.event_clock = settings.clock == "event"
         self._clocks: dict[str, int] = {}  # tenant -> event clock (ms), as last seen in Redis
         self._rescored: tuple[str, tuple[int, ...]] | None = None  # (version, partitions) done

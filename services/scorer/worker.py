@@ -35,7 +35,7 @@ from services.common.settings import Settings
 from services.scorer.processor import Processor, Record
 from services.scorer.quality import QualityMetrics, QualityTracker
 from services.scorer.transport import PollConsumer, transport_app
-from services.scoring import valuebounds
+from services.scoring import summary, valuebounds
 from services.scoring.engine import Engine
 from services.scoring.model import ShadowModel, load_model
 from services.scoring.rules import rules_from_settings
@@ -117,6 +117,8 @@ class _Jobs:
                                                          rules=self.rules, shadow=ShadowModel(),
                                                          horizon_days=settings.churn_inactive_days),
                                            registry=self.registry)
+            logger.info("customer summary: %s", "compiled (mypyc)" if summary.NATIVE else
+                        "pure Python (not compiled here: `make native`; about half as fast)")
             # the boundaries a previous run computed, before the first batch if we can (if
             # Redis is away, the timer tries again)
             with _guarded("read the value-tier boundaries"):

@@ -14,6 +14,7 @@ import pytest
 
 from services.common.redisconn import Keys, make_redis
 from services.common.settings import Settings
+from services.scoring import summary
 from services.scoring.model import load_model
 from services.state.store import read_states
 from services.synth import generate, write_ndjson
@@ -120,6 +121,9 @@ def test_model_activate_switches_running_services_and_back(settings_factory, tmp
     with api, scorer:
         assert post_and_read("before")["model_version"] == default_version
         assert f'churnwatch_scorer_model_info{{version="{default_version}"}} 1.0' in metrics()
+        # the scorer process runs the summary this checkout runs (compiled where it was built)
+        compiled = 1.0 if summary.NATIVE else 0.0
+        assert f"churnwatch_scorer_summary_compiled {compiled}" in metrics()
 
         bad = tmp_path / "bad.joblib"
         blob = dict(joblib.load(new_path))
