@@ -185,7 +185,7 @@ class ScorerMetrics:
         self.model_info = Gauge("churnwatch_scorer_model_info", "The model being served.",
                                 ["version"], registry=registry)
         self.summary_compiled = Gauge(
-            "churnwatch_scorer_summary_compiled",
+            "churnwatch_scorer_customer_state_compiled",
             "1 when the customer summary runs compiled (mypyc, make install), 0 as pure Python "
             "(no C compiler where it was installed, or an edit not compiled yet).",
             registry=registry)

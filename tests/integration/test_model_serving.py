@@ -123,7 +123,7 @@ def test_model_activate_switches_running_services_and_back(settings_factory, tmp
         assert f'churnwatch_scorer_model_info{{version="{default_version}"}} 1.0' in metrics()
         # the scorer process runs the summary this checkout runs (compiled where it was built)
         compiled = 1.0 if summary.NATIVE else 0.0
-        assert f"churnwatch_scorer_summary_compiled {compiled}" in metrics()
+        assert f"churnwatch_scorer_customer_state_compiled {compiled}" in metrics()
 
         bad = tmp_path / "bad.joblib"
         blob = dict(joblib.load(new_path))
