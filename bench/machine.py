@@ -46,11 +46,11 @@ def _package(name: str) -> str | None:
         return None
 
 
-def summary_compiled() -> bool:
+def summary_kind() -> str:
     """Whether this checkout runs the compiled customer summary (scripts/native.py)."""
     from services.scoring import summary
 
-    return summary.NATIVE
+    return "compiled (mypyc)" if summary.NATIVE else "pure Python"
 
 
 def describe() -> dict[str, Any]:
@@ -65,7 +65,7 @@ def describe() -> dict[str, Any]:
         "broker": _version_of([broker_binary(), "--version"]) + " (memory storage)",
         "redis_server": redis_version,
         # the scorer's per-event work, compiled by `make install` where a C compiler is
-        "summary": "compiled (mypyc)" if summary_compiled() else "pure Python",
+        "summary": summary_kind(),
         "packages": {name: _package(name) for name in
                      ("aiokafka", "faust-streaming", "redis", "fastapi", "uvicorn")},
     }

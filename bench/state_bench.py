@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.machine import summary_compiled
+from bench.machine import summary_kind
 from bench.output import RESULTS, scorer_batch_seconds
 from services.common.embedded import free_port, start_broker, start_redis, start_redis_cluster
 from services.common.kafka import ensure_topics, make_producer
@@ -273,7 +273,7 @@ async def main_async() -> int:
         # the first round alone: a new day for every long customer (its blocks move), a fresh
         # customer's creation; the later rounds are same-day steps for both
         "history_ratio_first_round": rates["long_first_round"] / rates["fresh_first_round"],
-        "summary": "compiled (mypyc)" if summary_compiled() else "pure Python",
+        "summary": summary_kind(),
         "cluster_events_per_s": on_cluster["fresh_events_per_s"],
         "cluster_ratio": on_cluster["fresh_events_per_s"] / standalone["fresh_events_per_s"],
         "rescore_customers_per_s": rescore, "rescore_customers": 2 * max(EVENTS // PER_CUSTOMER, 100),

@@ -148,7 +148,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import importlib
 import importlib.util
 import logging
@@ -158,7 +157,7 @@ import zlib
 from bisect import insort
 from collections.abc import Iterable
 from functools import lru_cache
-from hashlib import blake2b
+from hashlib import blake2b, sha256
 from operator import sub
 from pathlib import Path
 from types import ModuleType
@@ -1390,7 +1389,7 @@ def _load_native(source: bytes) -> ModuleType | None:
         mod = importlib.import_module(NATIVE_MODULE)
     except ImportError:
         return None
-    if getattr(mod, "_SOURCE_SHA256", None) != hashlib.sha256(source).hexdigest():
+    if getattr(mod, "_SOURCE_SHA256", None) != sha256(source).hexdigest():
         logging.getLogger(__name__).warning(
             "the compiled customer summary was built from another version of "
             "services/scoring/summary.py: running the pure Python one (`make native` compiles "
@@ -1414,8 +1413,13 @@ def load_pure() -> ModuleType:
     return mod
 
 
+# what stays this module's own when it takes the compiled definitions: the loading itself (the
+# copy's functions would read the copy's NATIVE, False, and its __file__, the .so)
+_LOADER = frozenset(("NATIVE", "NATIVE_MODULE", "_load_native", "load_pure", "_LOADER"))
+
 if __name__ == "services.scoring.summary":  # not in the compiled copy, nor in load_pure's
     _native = _load_native(Path(__file__).read_bytes())
     if _native is not None:
-        globals().update({k: v for k, v in vars(_native).items() if not k.startswith("__")})
+        globals().update({k: v for k, v in vars(_native).items()
+                          if not k.startswith("__") and k not in _LOADER})
         NATIVE = True
