@@ -761,9 +761,21 @@ class Summary:
         ``now_ms``, without building them when the newest active days span less than
         ``quiet`` (no gap between them is as long: a regular customer, the usual case)."""
         n = self.newest_day
-        if n is not None and now_ms // DAY_MS >= n:
+        now_day = now_ms // DAY_MS
+        if n is not None and now_day >= n:
             ld = self._last_days  # (ascending: the days active_days gives, oldest last)
             if len(ld) < 2 or ld[-1] - ld[0] < quiet:
+                return None
+            if len(ld) <= LAST_ACTIVE_DAYS:
+                # The same walk as return_after_gap over active_days (ld, newest first),
+                # here where it is compiled: a regular customer whose newest active days span
+                # more than quiet (a weekly one: ~90 days) walks them on every step.
+                for i in range(len(ld) - 1, 0, -1):
+                    newer = now_day - ld[i]
+                    if within is not None and newer >= within:
+                        return None
+                    if ld[i] - ld[i - 1] >= quiet:
+                        return newer
                 return None
         return return_after_gap(self.active_days(now_ms), quiet, within)
 
