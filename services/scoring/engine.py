@@ -14,6 +14,7 @@ model is an :class:`~services.scoring.model.ActiveModel`: :meth:`Engine.refresh`
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -76,10 +77,20 @@ class Step:
     features: dict[str, float]
 
 
-def _round6(v: float) -> float:
-    """``round(v, 6)``, without its decimal conversion for a whole number (most counts): that
-    is ``v`` itself. ~0.05 µs where round takes ~0.4, for each of ~30 features a step."""
-    return v if v.is_integer() else round(v, 6)
+def round6(v: float) -> float:
+    """``round(v, 6)``, without its decimal conversion (~0.3 µs, for each of ~30 features a
+    step) where the result is known without it: a whole number (most counts) is ``v`` itself;
+    otherwise, while ``v * 1e6`` is below 1e12 (its float error under 2**-12) and not within
+    0.001 of a half, its nearest integer ``k`` is the exact decimal rounding, and ``k / 1e6``
+    the float nearest to it — what round gives (a zero keeps ``v``'s sign, as round's)."""
+    if v.is_integer():
+        return v
+    x = v * 1e6
+    if -1e12 < x < 1e12:
+        k = round(x)
+        if abs(x - k) < 0.499:
+            return k / 1e6 if k else math.copysign(0.0, v)
+    return round(v, 6)
 
 
 @dataclass(frozen=True)
@@ -104,7 +115,7 @@ class Assessment:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "score": round(self.score, 6),
+            "score": round6(self.score),
             "tier": self.tier,
             "reasons": [reason_json(r) for r in self.reasons],
             "suggested_action": {"code": self.action.code, "text": self.action.text,
@@ -114,9 +125,9 @@ class Assessment:
             "model_version": self.model_version,
             "as_of": rfc3339(self.as_of),
             **({} if self.shadow is None else {"shadow": {
-                "model_version": self.shadow[0], "score": round(self.shadow[1], 6),
+                "model_version": self.shadow[0], "score": round6(self.shadow[1]),
                 "tier": self.shadow[2]}}),
-            "features": {k: _round6(v) for k, v in self.features.items()},  # last (risk_json)
+            "features": {k: round6(v) for k, v in self.features.items()},  # last (risk_json)
         }
 
 
