@@ -128,9 +128,9 @@ used: it would take 1,000 events to ~1,800 bytes for ~35 µs more per step.
 
 Speed, measured by ``bench/summary_speed.py`` (Python 3.11, best of 7 rounds of CPU time, a
 2-core machine): one scorer step — decode + fold one new event + features + encode — takes
-15-22 µs compiled (25-32 µs as pure Python) for a customer with 10 to 1,000 events over a
+14-19 µs compiled (24-32 µs as pure Python) for a customer with 10 to 1,000 events over a
 year when the event lands on the newest day and the features are read at that day (the
-blocks stay encoded), and 20-32 µs compiled (44-60 µs) when the event starts a new day and
+blocks stay encoded), and 20-30 µs compiled (42-62 µs) when the event starts a new day and
 the buckets shift (docs/summary.md). Bucket columns a customer never used (refunds,
 complaints, channels for many) are skipped by the window sums, the shifts and the encoder
 (``_used``); folding a whole history costs ~1.5-2.7 µs per event.
