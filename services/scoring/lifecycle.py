@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.scoring.features import DAY_MS, Activity
+from services.scoring.summary import return_after_gap  # defined there: compiled with it
 
 LIFECYCLE_STAGES = ("new", "active", "at_risk", "won_back", "dormant", "churned")
 # Stage names before issue 16: stored risk snapshots and old CloudEvents may still hold them.
@@ -64,21 +65,6 @@ def quiet_days(cadence_days: float, horizon_days: float) -> float:
     """Silence after which a customer is dormant: three of their own cadences, at least half
     the horizon, at most the horizon (where churned takes over)."""
     return min(max(3.0 * cadence_days, horizon_days / 2.0), horizon_days)
-
-
-def return_after_gap(days_ago: Sequence[int], quiet: float,
-                     within: int | None = None) -> int | None:
-    """Days since the newest return after a silence of at least ``quiet`` days, or None
-    (also when it is ``within`` days ago or more: the search stops there). ``days_ago``: the
-    newest active days, as days before now, newest first (0 = today)."""
-    if len(days_ago) < 2 or days_ago[-1] - days_ago[0] < quiet:
-        return None  # no gap between them is as long (a regular customer: the usual case)
-    for newer, older in zip(days_ago, days_ago[1:], strict=False):
-        if within is not None and newer >= within:
-            return None
-        if older - newer >= quiet:
-            return newer
-    return None
 
 
 def lifecycle_stage(features: dict[str, float], *, tier: str = "low",

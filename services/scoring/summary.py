@@ -155,7 +155,7 @@ import sys
 import zlib
 from binascii import a2b_base64, b2a_base64
 from bisect import insort
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from hashlib import blake2b, sha256
 from operator import sub
@@ -174,7 +174,6 @@ from services.scoring.features import (
     Activity,
     _ratio,
 )
-from services.scoring.lifecycle import return_after_gap
 
 DAILY_DAYS = 91
 RETAIN_DAYS = 371
@@ -766,21 +765,9 @@ class Summary:
         ``now_ms``, without building them when the newest active days span less than
         ``quiet`` (no gap between them is as long: a regular customer, the usual case)."""
         n = self.newest_day
-        now_day = now_ms // DAY_MS
-        if n is not None and now_day >= n:
+        if n is not None and now_ms // DAY_MS >= n:
             ld = self._last_days  # (ascending: the days active_days gives, oldest last)
             if len(ld) < 2 or ld[-1] - ld[0] < quiet:
-                return None
-            if len(ld) <= LAST_ACTIVE_DAYS:
-                # The same walk as return_after_gap over active_days (ld, newest first),
-                # here where it is compiled: a regular customer whose newest active days span
-                # more than quiet (a weekly one: ~90 days) walks them on every step.
-                for i in range(len(ld) - 1, 0, -1):
-                    newer = now_day - ld[i]
-                    if within is not None and newer >= within:
-                        return None
-                    if ld[i] - ld[i - 1] >= quiet:
-                        return newer
                 return None
         return return_after_gap(self.active_days(now_ms), quiet, within)
 
@@ -1149,6 +1136,27 @@ class Summary:
             text = blob[:40] if isinstance(blob, str | bytes) else type(blob).__name__
             raise ValueError(f"not an encoded customer summary ({FORMAT}): {exc} "
                              f"[{text!r}]") from None
+
+
+def return_after_gap(days_ago: Sequence[int], quiet: float,
+                     within: int | None = None) -> int | None:
+    """Days since the newest return after a silence of at least ``quiet`` days, or None
+    (also when it is ``within`` days ago or more: the search stops there). ``days_ago``: the
+    newest active days, as days before now, newest first (0 = today).
+
+    The lifecycle's won-back question (services/scoring/lifecycle.py, which exports it): it
+    lives here to be compiled with the summary, since the scorer asks it on every step of a
+    regular customer whose newest active days span more than ``quiet`` (pure Python, ~1 µs a
+    step)."""
+    if len(days_ago) < 2 or days_ago[-1] - days_ago[0] < quiet:
+        return None  # no gap between them is as long (a regular customer: the usual case)
+    for i in range(len(days_ago) - 1):  # (pairs newest first; indexed: compiled, no zip)
+        newer = days_ago[i]
+        if within is not None and newer >= within:
+            return None
+        if days_ago[i + 1] - newer >= quiet:
+            return newer
+    return None
 
 
 def _row(a: Activity) -> list[Any]:
