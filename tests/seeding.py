@@ -43,7 +43,6 @@ class Seeder:
         snap = a.to_json() | {"tier": tier}
         st = self.keys.state(cid, tenant)
         token = customer_token(cid, tenant)
-        priority = round(a.score * (1.0 + max(a.features.get("spend_365", 0.0), 0.0)), 6)
         pipe = self.redis.pipeline(transaction=False)
         fields: dict[FieldT, EncodableT] = {"first_ts": min(x.ts for x in acts),
                                   "last_ts": max(x.ts for x in acts), "tier": tier,
@@ -56,13 +55,13 @@ class Seeder:
         pipe.sadd(self.keys.tenants, tenant)  # as the scorer's commit does
         for t in TIERS:
             pipe.zrem(self.keys.tier_index(t, tenant), token)
-        pipe.zadd(self.keys.tier_index(tier, tenant), {token: priority})
+        pipe.zadd(self.keys.tier_index(tier, tenant), {token: a.priority})
         if store:
-            pipe.zadd(self.keys.tier_index(tier, tenant, store), {token: priority})
+            pipe.zadd(self.keys.tier_index(tier, tenant, store), {token: a.priority})
         if tier == "high" and in_holdout(tenant, cid, self.holdout_share):
             pipe.zadd(self.keys.holdout_index(tenant), {token: now}, nx=True)
         await pipe.execute()
-        return {"customer_id": cid, "priority": priority, "tier": tier, "score": a.score}
+        return {"customer_id": cid, "priority": a.priority, "tier": tier, "score": a.score}
 
     async def add_event(self, cid: str, ts: int, tenant: str = "default") -> None:
         st = self.keys.state(cid, tenant)

@@ -59,7 +59,7 @@ from services.common.runtime import gc_paused
 from services.common.settings import Settings
 from services.scoring import summary
 from services.scoring.activity import activity_from_event
-from services.scoring.engine import Assessment, Engine, Step, Subject, round6
+from services.scoring.engine import Assessment, Engine, Step, Subject
 from services.scoring.features import DAY_MS, Activity
 from services.state.store import (
     CustomerState,
@@ -1056,10 +1056,9 @@ class Processor:
         if path.since is not None:
             fields["tier_since"] = str(path.since)
         due = self._due(now, a)
-        priority = round6(a.score * (1.0 + max(a.features.get("spend_365", 0.0), 0.0)))
         holdout = any(x.tier == "high" for x, _ in path.steps) and in_holdout(
             cs.tenant, cs.customer_id, self.settings.holdout_share)
-        entry = IndexEntry(tier=a.tier, priority=priority, store=cs.store_id,
+        entry = IndexEntry(tier=a.tier, priority=a.priority, store=cs.store_id,
                            moved_from=cs.moved_from, changed=changed, due_ms=due,
                            partition=cs.partition, holdout=holdout)
         fields["due"] = str(due)

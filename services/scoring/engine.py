@@ -113,6 +113,11 @@ class Assessment:
     def as_of(self) -> datetime:
         return datetime.fromtimestamp(self.as_of_ms / 1000, UTC)
 
+    @property
+    def priority(self) -> float:
+        """The customer's order in the at-risk lists: the score weighted by a year's spend."""
+        return round6(self.score * (1.0 + max(self.features.get("spend_365", 0.0), 0.0)))
+
     def to_json(self) -> dict[str, Any]:
         return {
             "score": round6(self.score),
