@@ -34,7 +34,13 @@ from services.scoring.lifecycle import (
 )
 from services.scoring.model import ActiveModel, RiskModel, ShadowModel, feature_matrix
 from services.scoring.rules import RuleSet
-from services.scoring.scorecard import REGULAR, reason_weights, suggested_action, top_reasons
+from services.scoring.scorecard import (
+    REGULAR,
+    model_pattern,
+    reason_weights,
+    suggested_action,
+    top_reasons,
+)
 from services.scoring.scorecard import reasons as explain
 from services.scoring.summary import Summary
 from services.scoring.tiers import Thresholds, decide_tier, plain_tier
@@ -267,6 +273,8 @@ class Engine:
         why = _merge(ruled, why)
         if tier == "low":  # a fall to (or a stay at) low is not explained by being overdue
             why = [r for r in why if r.code != "overdue"] or [REGULAR]
+        elif all(r.code == REGULAR.code for r in why):  # at risk, yet "as usual": say why
+            why = _weaker_reasons(f, explained, score)
         held = self._held(previous, since, f, score, decided, tier, now_ms)
         action = suggested_action(tier, why)
         if held is not None:  # say why the tier is above what the score alone gives
@@ -314,6 +322,18 @@ class Engine:
 
 _RANK = TIER_RANK
 _ZH_TIER = {"low": "低", "medium": "中", "high": "高"}
+
+
+def _weaker_reasons(f: dict[str, float],
+                    explained: tuple[Sequence[str], Sequence[float]] | None,
+                    score: float) -> list[Reason]:
+    """Why a customer at medium or high is at risk when no reason is heavy enough to tell
+    (MIN_REASON_WEIGHT) or none the features bear out: the lighter ones that push the risk up
+    and that they do bear out, else the model's overall pattern — never "as usual" with "no
+    action", which would contradict the tier."""
+    weak = top_reasons(f, *explained, min_weight=0.0) if explained is not None \
+        else explain(f, min_weight=0.0)
+    return [r for r in weak if r.code != REGULAR.code] or [model_pattern(score)]
 
 
 def _merge(ruled: list[Reason], explained: list[Reason]) -> list[Reason]:

@@ -29,6 +29,9 @@ W_SPEND_DECLINE = 1.2  # times the relative drop in spend against the own baseli
 W_TICKET_DECLINE = 0.8
 W_REFUND = 0.4
 MIN_REASON_WEIGHT = 0.15
+# A spending or ticket decline smaller than this is not told as a reason ("down 0%" would
+# explain nothing, and a few percent is within a customer's usual spread).
+MIN_DECLINE = 0.05
 
 
 @dataclass(frozen=True)
@@ -103,8 +106,13 @@ def logit(f: dict[str, float]) -> float:
     return BASE + sum(c.weight for c in contributions(f))
 
 
-def reasons(f: dict[str, float], limit: int = 3) -> list[Reason]:
-    top = [c for c in contributions(f) if c.weight >= MIN_REASON_WEIGHT][:limit]
+def reasons(f: dict[str, float], limit: int = 3, min_weight: float = MIN_REASON_WEIGHT
+            ) -> list[Reason]:
+    """The scorecard's own explanation: its contributions of at least ``min_weight``,
+    strongest first (one below MIN_REASON_WEIGHT only where :func:`describe` says the
+    features bear it out: a decline under MIN_DECLINE is not one); else "regular"."""
+    top = [c for c in contributions(f) if c.weight >= min_weight and c.weight > 0 and (
+        c.weight >= MIN_REASON_WEIGHT or describe(c.code, f) is not None)][:limit]
     if not top:
         return [Reason(code="regular", text="Visiting and spending as usual",
                        text_zh="到店与消费均正常", weight=0.0)]
@@ -178,7 +186,7 @@ def _new_customer(f: dict[str, float]) -> tuple[str, str] | None:
 
 
 def _spend_decline(f: dict[str, float]) -> tuple[str, str] | None:
-    if f["spend_365"] > 0 and f["spend_trend"] < 1.0:
+    if f["spend_365"] > 0 and 1.0 - f["spend_trend"] >= MIN_DECLINE:
         drop = round(_clip(1.0 - f["spend_trend"], 0.0, 1.0) * 100)
         return (f"Spending down {drop}% against the customer's usual",
                 f"消费较平时下降{drop}%")
@@ -188,7 +196,7 @@ def _spend_decline(f: dict[str, float]) -> tuple[str, str] | None:
 
 
 def _ticket_decline(f: dict[str, float]) -> tuple[str, str] | None:
-    if f["avg_ticket_365"] > 0 and f["ticket_trend"] < 1.0:
+    if f["avg_ticket_365"] > 0 and 1.0 - f["ticket_trend"] >= MIN_DECLINE:
         drop = round(_clip(1.0 - f["ticket_trend"], 0.0, 1.0) * 100)
         return (f"Average ticket down {drop}% (now {f['avg_ticket_90']:.2f}, "
                 f"usually {f['avg_ticket_365']:.2f})",
@@ -265,11 +273,12 @@ def _reason_groups(names: tuple[str, ...]) -> tuple[tuple[str, ...], np.ndarray]
 
 
 def top_reasons(f: dict[str, float], codes: Sequence[str], weights: Sequence[float],
-                limit: int = 3) -> list[Reason]:
-    """The ``limit`` heaviest reasons (``weights``: one per code, log-odds) that the
-    customer's features bear out (:func:`describe`), heaviest first; else "regular"."""
+                limit: int = 3, min_weight: float = MIN_REASON_WEIGHT) -> list[Reason]:
+    """The ``limit`` heaviest reasons (``weights``: one per code, log-odds; at least
+    ``min_weight`` and positive) that the customer's features bear out (:func:`describe`),
+    heaviest first; else "regular"."""
     top = sorted(((w, c) for c, w in zip(codes, weights, strict=True)
-                  if w >= MIN_REASON_WEIGHT), reverse=True)
+                  if w >= min_weight and w > 0), reverse=True)
     out = []
     for w, code in top:
         told = describe(code, f)
@@ -284,6 +293,16 @@ def top_reasons(f: dict[str, float], codes: Sequence[str], weights: Sequence[flo
 
 REGULAR = Reason(code="regular", text="Visiting and spending as usual", text_zh="到店与消费均正常",
                  weight=0.0)
+
+
+def model_pattern(score: float) -> Reason:
+    """Why a customer is at medium or high when no single sign the features bear out pushes
+    the score up: the model's judgement of the whole pattern, said as such (never "as
+    usual", which would contradict the tier)."""
+    return Reason(code="model_pattern",
+                  text=f"At risk by the model's overall pattern (score {score:.2f}); "
+                       "no single sign stands out",
+                  text_zh=f"模型综合判断有流失风险（评分{score:.2f}），无单一突出迹象", weight=0.0)
 
 
 _ACTIONS = {
@@ -307,6 +326,8 @@ _ACTIONS = {
                      "对新客户回访并提供欢迎优惠"),
     "online": ("win_back_offer", "Send a personal offer through the customer's online channel",
                "通过线上渠道发送专属优惠"),
+    "model_pattern": ("check_in", "Check in with the customer personally to see how they are doing",
+                      "亲自联系客户，了解近况"),
 }
 
 
