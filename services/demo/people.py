@@ -33,6 +33,13 @@ def manager_email(store: str) -> str:
     return f"manager.{store}@demo.example"
 
 
+def staff_phone(store_index: int, role: int) -> str:
+    """A demo staff member's mobile: E.164, a North American 555-01xx number (reserved for
+    fiction; the SMS sink only writes it down), one area code per store. ``role``: 1 the
+    manager, 2 the stylist."""
+    return f"+1{201 + store_index}5550{100 + role}"
+
+
 def customer_name(customer_id: str, seed: int) -> str:
     rng = random.Random(f"{seed}-{customer_id}")
     return f"{rng.choice(FIRST)} {rng.choice(LAST)}"
@@ -51,16 +58,17 @@ async def seed_people(client: httpx.AsyncClient, api_url: str, headers: dict[str
             return r.status_code
 
     writes = []
-    for store in sorted(stores):
+    for i, store in enumerate(sorted(stores)):
         stylist = f"stylist-{store}"
-        writes += [
+        writes += [  # e-mail and a mobile each: the default routes text high risk by SMS
             put(f"/v1/staff/{manager_id(store)}", {
                 "staff_id": manager_id(store), "name": f"Manager, {store}",
-                "email": manager_email(store), "store_id": store, "role": "manager",
-                "locale": "en"}),
+                "email": manager_email(store), "phone": staff_phone(i, 1), "store_id": store,
+                "role": "manager", "locale": "en"}),
             put(f"/v1/staff/{stylist}", {
                 "staff_id": stylist, "name": f"Stylist, {store}",
-                "email": f"stylist.{store}@demo.example", "store_id": store, "locale": "en"}),
+                "email": f"stylist.{store}@demo.example", "phone": staff_phone(i, 2),
+                "store_id": store, "locale": "en"}),
             put(f"/v1/stores/{store}", {"store_id": store, "name": store.replace("-", " ").title(),
                                          "timezone": "UTC", "manager_staff_id": manager_id(store)}),
         ]

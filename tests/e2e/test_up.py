@@ -153,6 +153,11 @@ def test_demo_shows_tier_changes_and_notifications_within_a_minute(stack) -> Non
     assert status["events_scored_total"] > 100, status
     assert status["risk_changes_total"] >= 5, status
     assert mails, "no e-mail delivered to the local sink"
+    # high risk is texted too (the default routes), to the demo staff's mobiles
+    sms = home / "outbox" / "sms.ndjson"
+    assert sms.exists(), "no SMS delivered to the local sink"
+    texts = [json.loads(line) for line in sms.read_text().splitlines() if line.strip()]
+    assert texts and all(t["to"].startswith("+1") for t in texts), texts[:2]
     # the one-click acknowledge link points at the API's real address and works without a key
     links = sorted({m.group(1) for p in mails for m in re.finditer(
         r"(http://\S+/a/[A-Za-z0-9_-]{22})", p.read_text(errors="replace"))})
