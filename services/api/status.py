@@ -52,7 +52,8 @@ class StatusReader:
                      (await self.redis.hgetall(self.keys.offsets(self.settings.topic_events))).items()}
         out: dict[str, Any] = {name: int(stats.get(name, 0)) for name in _STATS}
         if tenant is None:
-            # events (single or in envelopes) and tombstones processed on this topic
+            # events (single or in envelopes) processed on this topic; not the tombstones of
+            # erasures (not events: accepted, then scored, would otherwise not compare)
             out["events_scored_total"] = int(
                 await self.redis.hget(self.keys.scored(self.settings.topic_events),  # type: ignore[misc]
                                       "events") or 0)

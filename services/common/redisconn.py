@@ -388,8 +388,9 @@ class Keys:
         return f"{self.scorer_base}:offsets:{topic}"
 
     def scored(self, topic: str) -> str:
-        """Hash with ``events``: events (single or in envelopes) and tombstones of ``topic``
-        the scorer has processed — ``events_scored_total`` (forgotten with the offsets)."""
+        """Hash with ``events``: the events (single or in envelopes) of ``topic`` the scorer
+        has processed — ``events_scored_total`` — and ``processed``: those and the
+        tombstones (erasures) — forgotten with the offsets."""
         return f"{self.scorer_base}:scored:{topic}"
 
     def commit_marker(self, process: str) -> str:

@@ -34,10 +34,10 @@ def scorer(settings: Settings, tmp_path: Path, name: str = "scorer") -> ServiceP
 
 
 async def processed(redis: Redis, settings: Settings) -> int:
-    """Events (single or in envelopes) and tombstones the scorer has committed: the counter
-    behind ``/v1/status``'s ``events_scored_total``."""
+    """Events (single or in envelopes) and tombstones the scorer has committed (the events
+    alone are ``/v1/status``'s ``events_scored_total``)."""
     keys = Keys(settings.redis_prefix)
-    return int(await redis.hget(keys.scored(settings.topic_events), "events") or 0)
+    return int(await redis.hget(keys.scored(settings.topic_events), "processed") or 0)
 
 
 async def wait_processed(redis: Redis, settings: Settings, n: int, timeout: float = 60.0) -> None:
@@ -259,6 +259,9 @@ async def test_tombstone_erases_the_customer(settings_factory, tmp_path: Path) -
         await wait_processed(redis, settings, len(events) + 1)
     state = await customer_state(redis, settings, "gone")
     assert state["st"] == {}
+    # a tombstone is not an event: events_scored_total stays what was accepted
+    scored = await redis.hget(Keys(settings.redis_prefix).scored(settings.topic_events), "events")
+    assert int(scored) == len(events)
     await redis.aclose()
 
 
