@@ -103,14 +103,15 @@ class WorriedExplained(Worried):
 
 
 def test_a_decline_too_small_to_matter_is_not_a_reason() -> None:
-    f = {n: 1.0 for n in FEATURE_NAMES} | {"spend_365": 500.0, "avg_ticket_365": 40.0,
-                                            "spend_trend": 0.997, "ticket_trend": 0.97}
+    f = dict.fromkeys(FEATURE_NAMES, 1.0) | {"spend_365": 500.0, "avg_ticket_365": 40.0,
+                                              "spend_trend": 0.997, "ticket_trend": 0.97}
     assert describe("spend_decline", f) is None  # was "Spending down 0%"
     assert describe("ticket_decline", f) is None
     # a model's heavy weight on spending alone then tells nothing about spending
     assert [r.code for r in top_reasons(f, ["spend_decline"], [2.0])] == ["regular"]
     f["spend_trend"] = 0.8
-    assert describe("spend_decline", f)[0] == "Spending down 20% against the customer's usual"
+    told = describe("spend_decline", f)
+    assert told is not None and told[0] == "Spending down 20% against the customer's usual"
 
 
 def test_at_risk_is_never_explained_as_usual() -> None:
