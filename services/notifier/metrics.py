@@ -7,8 +7,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from services.notifier.channels import registry as channels
 
 OUTCOMES = ("delivered", "retry", "failed", "skipped_duplicate")
-SUPPRESS_REASONS = ("dedupe", "quiet_hours_delayed", "rate_limited", "inhibited", "no_consent", "stale",
-                    "digested", "holdout")
+SUPPRESS_REASONS = ("dedupe", "quiet_hours_delayed", "rate_limited", "inhibited", "no_consent",
+                    "no_contact", "stale", "digested", "holdout")
 
 
 class NotifierMetrics:

@@ -158,7 +158,8 @@ class Planner:
         for person in people:
             for channel in channels:
                 target = _target(person, channel)
-                if not target:
+                if not target:  # routed to a channel this person has no address or number for
+                    self._count("no_contact")
                     continue
                 if person.role == "customer" and not (ctx.consent and ctx.consent.allows(channel)):
                     self._count("no_consent")
@@ -331,6 +332,8 @@ class Planner:
         out = []
         for channel in self.routing.policies.escalation_channels:
             target = _target(ctx.manager, channel)
+            if channel in self.enabled and not target:
+                self._count("no_contact")
             if channel in self.enabled and target:
                 did = delivery_id(event.id, "escalation:" + channel, target)
                 out.append(self._build(event, ctx.manager, channel, ctx, created_ms,

@@ -301,6 +301,10 @@ rate_limits: {per_recipient: {count: 1, per: 3s}}
         await profiles.put_profile("optout", CustomerProfile(
             owner_staff_id="owner-1", phone="+15550144444",
             consent=Consent(sms=True, sms_opt_out=True)))
+        # an owner with no phone: the SMS route cannot reach them, and the metric says so
+        await profiles.put_staff(StaffMember(staff_id="owner-2", name="Ema",
+                                             email="ema@example.com"), "default")
+        await profiles.put_profile("mailonly", CustomerProfile(owner_staff_id="owner-2"))
         await produce_changes(
             settings,
             ("ep", change("ep", "low", "medium", cause="silence", n=1)[1]),     # alert
@@ -312,6 +316,7 @@ rate_limits: {per_recipient: {count: 1, per: 3s}}
             ("optout", change("optout", "low", "high", cause="silence")[1]),    # alert
             ("optout", change("optout", "high", "low", cause="event", n=2)[1]),  # won back
             ("offer", change("offer", "low", "high", action="win_back_offer", complaints=1)[1]),
+            ("mailonly", change("mailonly", "low", "high", cause="silence")[1]),  # no phone
         )
         async with notifier(settings) as registry:
             def suppressed(reason: str) -> float:
@@ -320,6 +325,7 @@ rate_limits: {per_recipient: {count: 1, per: 3s}}
             await asyncio.sleep(0.5)
             assert suppressed("dedupe") == 3 and suppressed("inhibited") == 1
             assert suppressed("no_consent") == 1  # optout's own won-back SMS
+            assert suppressed("no_contact") == 1  # mailonly's owner has no phone
             # the owner's messages arrive together, one per 3 s window: at least one waits
             # (1 per window rather than 2, so a slow machine cannot spread them out)
             assert suppressed("rate_limited") >= 1
