@@ -113,9 +113,11 @@ payment, a day's several purchases) folds an event into the newest day and reads
 features at that day. :meth:`Summary.decode` checks the two bucket blocks against their crc32
 and leaves them encoded; such a step adds the event to day N's
 bucket and to the sums, reads the windows from the sums and writes the blocks back as read, so
-its cost does not depend on how full a customer's 91 days and 53 weeks are. Anything else (an
-event on another day, a read at another day, the daily series, bucket-day recency) decodes
-them first (``_full``); blocks made to match their checksum that still do not decode raise the
+its cost does not depend on how full a customer's 91 days and 53 weeks are. The first event
+of a later day shifts the blocks as written (``_advance_encoded``, any gap), and an event on
+an earlier day is added to its bucket in them (``_add_text``, the first _TEXT_ADDS after a
+decode). Anything else (a read at an earlier day, the daily series, bucket-day recency)
+decodes them first (``_full``); blocks made to match their checksum that still do not decode raise the
 same ValueError then. The previous format, ``cw-s1`` (day N inside the daily block, no sums), is
 still read, decoded whole, and written back as ``cw-s2``.
 
@@ -207,6 +209,9 @@ _TO_CHAR = bytes(range(48, 48 + _DIGITS)) + bytes(256 - _DIGITS)
 _FROM_CHAR = bytes(256)[:48] + bytes(range(_DIGITS)) + bytes(256 - 48 - _DIGITS)
 _COUNT_BYTES = bytes(range(48, 48 + _DIGITS))
 _EMPTY_BLOCK = "[]"  # a bucket block without a non-zero bucket, as _encode_block writes it
+# Earlier-day events a summary adds to its blocks as written before it decodes them (see
+# Summary._add_text): a batch's few; a whole history folded newest first decodes once.
+_TEXT_ADDS = 16
 _IDR = 11  # id memory record: 3-byte day (+ _DAY_BIAS), 8-byte blake2b of the event id
 _DAY_BIAS = 1 << 23  # days before 1970 still fit
 
@@ -240,7 +245,7 @@ class Summary:
     __slots__ = ("first_ts", "last_ts", "last_visit", "last_tx", "last_activity",
                  "last_complaint", "_dc", "_wc", "_mask", "_last_days", "_first_active",
                  "_refs", "_recent", "_idb", "_raw", "_used", "_today", "_sums", "_crc",
-                 "_cols")
+                 "_cols", "_adds")
 
     def __init__(self) -> None:
         self.first_ts: int | None = None
@@ -280,6 +285,8 @@ class Summary:
         self._crc: tuple[str, str, int] | None = None
         # (daily text, weekly text, their columns and mask as _blocks reads them)
         self._cols: tuple[str, str, list[Any], list[Any], int] | None = None
+        # events on an earlier day than N still to be added to the blocks as written (_add_text)
+        self._adds = _TEXT_ADDS
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -599,6 +606,8 @@ class Summary:
                     for f, x in adds:
                         if mask >> f & 1:
                             row[f] += x
+        elif self._today is not None and self._add_text(i, n, day, adds):
+            self._sums = None
         else:
             self._full()
             self._sums = None
@@ -624,6 +633,46 @@ class Summary:
                 del rec[0]
         if day >= n - ID_MEMORY_DAYS:
             self._remember(day, _id_hash(a.event_id) if h is None else h)
+
+    def _add_text(self, i: int, n: int, day: int, adds: list[tuple[int, int]]) -> bool:
+        """:meth:`_apply`'s bucket for an event ``i`` days before day N (``day``) while the
+        blocks are still encoded — an earlier event of a customer whose batch is folded newest
+        first, a late event: the one bucket is added to in its columns as the block holds them
+        (a string of count characters, a list) and the block written again, where decoding
+        both blocks would cost more and make :meth:`encode` write them afresh. Exactly what the
+        decoded add writes (tested). False, with nothing changed, where this does not apply (a
+        count character past the last, blocks :meth:`_blocks` refuses) and after _TEXT_ADDS
+        such adds (a history folded newest first: decoded once, the rest cost a list add)."""
+        if self._adds <= 0:
+            return False
+        blocks = self._blocks()
+        if blocks is None:
+            return False
+        daily, weekly, mask = blocks
+        if i < DAILY_DAYS:
+            cols, k = daily, i - 1  # the daily block starts at day N - 1
+        else:
+            k = n // 7 - day // 7
+            if k >= WEEKS:
+                return True  # older than every kept bucket: counted nowhere
+            cols = weekly
+        new = cols[:]  # (the columns _blocks keeps are read-only)
+        for f, x in adds:
+            col = _bucket_add(new[f], k, x, f in _MONEY)
+            if col is None:
+                return False
+            new[f] = col
+            if col:
+                mask |= 1 << f
+        text = _dumps(_trim_columns(new[:]))
+        self._adds -= 1
+        if cols is daily:
+            self._raw[2] = text
+            self._cols = (text, self._raw[3], new, weekly, mask)
+        else:
+            self._raw[3] = text
+            self._cols = (self._raw[2], text, daily, new, mask)
+        return True
 
     def _fold_active_day(self, day: int, n: int) -> None:
         i = n - day
@@ -712,13 +761,10 @@ class Summary:
         step of a batch for a customer seen on an earlier day): the blocks' columns are shifted
         as the text :func:`_encode_block` writes (a count column is a string, one character a
         bucket), never built as 1,440 integers and written back. The new blocks are exactly
-        what the decoded shift writes (tested). False, with nothing changed, where this does not
-        apply (a count of 75 or more, a shift past the daily span): the decoded shift then."""
-        shift = n - old_n
+        what the decoded shift writes (tested), whatever the gap. False, with nothing changed,
+        where this does not apply (a count of 75 or more): the decoded shift then."""
         today = self._today
         assert today is not None
-        if shift >= DAILY_DAYS - 1:
-            return False
         blocks = self._blocks()
         if blocks is None:
             return False  # _full says what is wrong
@@ -1089,6 +1135,7 @@ class Summary:
                 s._sums = [buckets[NF:2 * NF], buckets[2 * NF:3 * NF], buckets[3 * NF:]]
                 s._crc = (parts[2], parts[3], crc)
                 s._cols = None
+                s._adds = _TEXT_ADDS
                 s._dc = s._wc = []
                 s._used = 0
                 s._raw = {1: parts[1], 2: parts[2], 3: parts[3], 4: parts[4]}
@@ -1097,6 +1144,7 @@ class Summary:
                 s._wc, weekly = _decode_block(parts[3], WEEKS)
                 s._used = daily | weekly
                 s._today = s._sums = s._crc = s._cols = None
+                s._adds = 0
                 s._raw = {1: parts[1], 3: parts[3], 4: parts[4]}
             else:
                 raise ValueError(f"the header is not a {FORMAT} header")
@@ -1246,43 +1294,21 @@ def _add_to_weeks(week: list[int], tail: list[int], day: int, n: int) -> None:
 def _shift_encoded(money: bool, d: Any, w: Any, t: int, old_n: int, n: int
                    ) -> tuple[Any, Any] | None:
     """One column's daily and weekly block entries (as :meth:`Summary._blocks` reads them)
-    after day N moved from ``old_n`` to ``n`` (less than the daily span), ``t`` its bucket of
-    the old day N: as :func:`_encode_block` writes them, or None where a count column is not
-    a string of count characters before or after."""
+    after day N moved from ``old_n`` to ``n``, ``t`` its bucket of the old day N: as
+    :func:`_encode_block` writes them, or None where a count column is not a string of count
+    characters before or after."""
     shift = n - old_n
-    wshift = n // 7 - old_n // 7  # < WEEKS
-    room = DAILY_DAYS - 1  # the daily block's buckets: days N-1 .. N-90
-    tail: list[int] | None = None  # old indices DAILY_DAYS - shift .. 90: into their weeks
-    if money:
-        if type(d) is str:  # only "" (empty) is a money column's string
-            if d:
-                return None
-            d = []
-        if type(w) is str:
-            if w:
-                return None
-            w = []
-        col: Any = [0] * (shift - 1) + [t] + d if (t or d) else []
-        if len(col) > room:
-            tail = col[room:]
-            del col[room:]
-        while col and not col[-1]:
-            col.pop()
-        if wshift and w:
-            w = [0] * wshift + w[:WEEKS - wshift]
-            while w and not w[-1]:
-                w.pop()
-    else:
-        if type(d) is not str or type(w) is not str or t >= _DIGITS:
-            return None
-        col = "0" * (shift - 1) + chr(48 + t) + d if (t or d) else ""
-        if len(col) > room:
-            tail = list(col[room:].encode().translate(_FROM_CHAR))
-            col = col[:room]
-        col = col.rstrip("0")
-        if wshift and w:
-            w = ("0" * wshift + w[:WEEKS - wshift]).rstrip("0")
-    adds = _week_adds(tail, old_n - (DAILY_DAYS - shift), n) if tail else None
+    wshift = n // 7 - old_n // 7
+    if wshift >= WEEKS:  # every old bucket is in a week older than the kept ones
+        return "", ""
+    gone = shift > DAILY_DAYS - 1  # no old bucket stays in the daily block (N-1 .. N-90)
+    tail_day = old_n if gone else old_n - (DAILY_DAYS - shift)  # the day of tail[0]
+    moved = _shift_money(d, w, t, shift, wshift, gone) if money else \
+        _shift_counts(d, w, t, shift, wshift, gone)
+    if moved is None:
+        return None
+    col, w, tail = moved
+    adds = _week_adds(tail, tail_day, n) if tail else None
     if adds:  # into the weeks as written (w ends in a non-zero; so does what adds to it)
         size = adds[-1][0] + 1
         if money:
@@ -1299,6 +1325,84 @@ def _shift_encoded(money: bool, d: Any, w: Any, t: int, old_n: int, n: int
                 chars[j] = c
             w = chars.decode()
     return col or "", w or ""
+
+
+def _shift_money(d: Any, w: Any, t: int, shift: int, wshift: int, gone: bool
+                 ) -> tuple[list[int], list[int], list[int] | None] | None:
+    """:func:`_shift_encoded` of an amount column: the daily list, the weekly list shifted,
+    and the old buckets that leave the daily block, newest first (``gone``: all of them)."""
+    if type(d) is str:  # only "" (empty) is a money column's string
+        if d:
+            return None
+        d = []
+    if type(w) is str:
+        if w:
+            return None
+        w = []
+    col: list[int] = []
+    tail: list[int] | None = None
+    if gone:
+        if t or d:
+            tail = [t] + d
+    elif t or d:
+        col = [0] * (shift - 1) + [t] + d
+        if len(col) > DAILY_DAYS - 1:
+            tail = col[DAILY_DAYS - 1:]
+            del col[DAILY_DAYS - 1:]
+    while col and not col[-1]:
+        col.pop()
+    if wshift and w:
+        w = [0] * wshift + w[:WEEKS - wshift]
+        while w and not w[-1]:
+            w.pop()
+    return col, w, tail
+
+
+def _shift_counts(d: Any, w: Any, t: int, shift: int, wshift: int, gone: bool
+                  ) -> tuple[str, str, list[int] | None] | None:
+    """:func:`_shift_money` of a count column written as count characters (None otherwise)."""
+    if type(d) is not str or type(w) is not str or t >= _DIGITS:
+        return None
+    col = ""
+    tail: list[int] | None = None
+    if gone:
+        if t or d:
+            tail = [t, *d.encode().translate(_FROM_CHAR)]
+    elif t or d:
+        col = "0" * (shift - 1) + chr(48 + t) + d
+        if len(col) > DAILY_DAYS - 1:
+            tail = list(col[DAILY_DAYS - 1:].encode().translate(_FROM_CHAR))
+            col = col[:DAILY_DAYS - 1]
+        col = col.rstrip("0")
+    if wshift and w:
+        w = ("0" * wshift + w[:WEEKS - wshift]).rstrip("0")
+    return col, w, tail
+
+
+def _bucket_add(col: Any, k: int, x: int, money: bool) -> Any | None:
+    """Column ``col`` as a block holds it ("" when empty, a string of count characters, a
+    list) with ``x`` added to its bucket ``k``, as :func:`_encode_block` writes it; None where
+    a count would pass the last count character (the block then writes the column as a list:
+    the decoded add's)."""
+    if type(col) is str and not money:
+        size = len(col)
+        c = (col.encode()[k] - 48 if k < size else 0) + x
+        if c >= _DIGITS or c < 0:
+            return None
+        if k < size:
+            return col[:k] + chr(48 + c) + col[k + 1:] if x else col
+        return col + "0" * (k - size) + chr(48 + c) if c else col
+    if type(col) is str:  # a money column's only string is "" (empty)
+        if col:
+            return None
+        col = []
+    out = list(col)
+    if len(out) <= k:
+        out += [0] * (k + 1 - len(out))
+    out[k] += x
+    while out and not out[-1]:
+        out.pop()
+    return out or ""
 
 
 def _trim_columns(cols: list[Any]) -> list[Any]:

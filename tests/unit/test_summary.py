@@ -504,7 +504,8 @@ def test_a_move_past_the_daily_span_sums_the_year_by_its_weeks() -> None:
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(acts=_history(span_days=500, max_size=40), burst=st.sampled_from([0, 0, 80, 11]),
-       burst_day=st.integers(0, 500), gap=st.integers(1, 120), data=st.data())
+       burst_day=st.integers(0, 500),
+       gap=st.one_of(st.integers(1, 120), st.integers(121, 800)), data=st.data())
 def test_moving_day_n_on_the_encoded_blocks_writes_what_the_decoded_shift_writes(
         acts: list[Activity], burst: int, burst_day: int, gap: int,
         data: st.DataObject) -> None:
@@ -512,7 +513,8 @@ def test_moving_day_n_on_the_encoded_blocks_writes_what_the_decoded_shift_writes
     of count characters, lists of amounts) without decoding them: byte for byte the summary
     the shift of the decoded buckets gives, with the same features. A bucket of 75 or more (a
     count column written as a list: 80 visits in a day, or 11 a day for 8 days once they are
-    in one week's bucket) and a gap past the daily span take the decoded shift."""
+    in one week's bucket) takes the decoded shift; any gap is shifted as text, also one past
+    the daily span (every old day into its week) or past the weeks (everything dropped)."""
     if burst == 80:
         acts = acts + [Activity("visit", BASE + burst_day * DAY_MS + i, f"burst{i}")
                        for i in range(burst)]
@@ -524,7 +526,7 @@ def test_moving_day_n_on_the_encoded_blocks_writes_what_the_decoded_shift_writes
     event = dataclasses.replace(data.draw(_activity(10_000, 0)), ts=last + gap * DAY_MS)
     on_text = Summary.decode(blob)
     on_text.fold(event)
-    if not burst and gap < DAILY_DAYS - 1:
+    if not burst:
         assert on_text._today is not None  # shifted as text
     decoded = Summary.decode(blob)
     decoded._full()
@@ -534,6 +536,36 @@ def test_moving_day_n_on_the_encoded_blocks_writes_what_the_decoded_shift_writes
         assert on_text.features(now) == decoded.features(now), now
     again = Summary.decode(on_text.encode())
     assert again.daily() == decoded.daily()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(acts=_history(span_days=500, max_size=40), burst=st.sampled_from([0, 0, 74, 80]),
+       back=st.one_of(st.integers(1, 95), st.integers(96, 600)), data=st.data())
+def test_an_earlier_day_on_the_encoded_blocks_writes_what_the_decoded_add_writes(
+        acts: list[Activity], burst: int, back: int, data: st.DataObject) -> None:
+    """An event on an earlier day than N (a batch folded newest first, a late event) is added
+    to its bucket in the blocks as they are written, without decoding them: byte for byte the
+    summary the decoded add gives, with the same features — in the daily block, in a week, or
+    older than every kept week (counted nowhere). A day reaching 75 (a count column written as
+    a list from then on) takes the decoded add."""
+    last = max(a.ts for a in acts)
+    day = last // DAY_MS - back
+    if burst:  # a busy day the event lands on: 74 + 1 stays a character, 80 is a list
+        acts = acts + [Activity("visit", day * DAY_MS + i, f"burst{i}") for i in range(burst)]
+    blob = summarize(acts).encode()
+    event = dataclasses.replace(data.draw(_activity(10_000, 0)),
+                                ts=day * DAY_MS + data.draw(st.integers(0, DAY_MS - 1)))
+    on_text = Summary.decode(blob)
+    on_text.fold(event)
+    if not burst:
+        assert on_text._today is not None  # added as text
+    decoded = Summary.decode(blob)
+    decoded._full()
+    decoded.fold(event)
+    assert on_text.encode() == decoded.encode()
+    for now in (last, last + 40 * DAY_MS, event.ts, last - 100 * DAY_MS):
+        assert on_text.features(now) == decoded.features(now), now
+    assert Summary.decode(on_text.encode()).daily() == decoded.daily()
 
 
 @pytest.mark.parametrize("older", [69, 70])
@@ -587,8 +619,9 @@ def test_a_bucket_past_255_events_is_counted_whole() -> None:
 
 def test_a_new_customers_same_day_events_build_no_buckets() -> None:
     """A new summary starts with its blocks encoded and empty: events on its newest day, and
-    the features read at that day, never build the 91 x 10 and 53 x 10 buckets; an event on
-    another day does, with the same result as folding at once."""
+    the features read at that day, never build the 91 x 10 and 53 x 10 buckets; nor do the
+    first 16 events on an earlier day (added to the blocks as written), while a whole history
+    folded newest first builds them once — each with the result of folding at once."""
     acts = [Activity("visit", BASE + 5, "v1"), Activity("transaction", BASE + 9, "t1", amount=4.5)]
     s = Summary.empty()
     for a in acts:
@@ -597,7 +630,11 @@ def test_a_new_customers_same_day_events_build_no_buckets() -> None:
     assert s._dc == [] and s._wc == []
     older = Activity("visit", BASE - 3 * DAY_MS, "v0")
     s.fold(older)
-    assert len(s._dc) == 10 and s.encode() == summarize([older, *acts]).encode()
+    assert s._dc == [] and s.encode() == summarize([older, *acts]).encode()
+    history = [Activity("visit", BASE - d * DAY_MS, f"h{d}") for d in range(4, 40)]
+    for a in history:  # newest first
+        s.fold(a)
+    assert len(s._dc) == 10 and s.encode() == summarize([*history, older, *acts]).encode()
 
 
 # A summary written by the previous format (cw-s1: day N's bucket inside the daily block, no
