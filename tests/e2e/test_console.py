@@ -270,6 +270,13 @@ async def test_staff_sign_in_by_mail_at_risk_list_language_and_sign_out(
             until(lambda: d.find_elements(By.ID, "recorded"), "the recorded action")
             timeline = d.find_element(By.ID, "timeline").text
             assert "Called" in timeline and "Booked for Friday" in timeline
+            # the note is optional: an action without one is recorded and the page still opens
+            d.find_element(By.ID, "action-message_sent").click()
+            until(lambda: "Message sent" in d.find_element(By.ID, "timeline").text,
+                  "the action without a note")
+            d.get(f"{api.url}/console/customers/c-n1")
+            timeline = d.find_element(By.ID, "timeline").text
+            assert "Message sent" in timeline and "Booked for Friday" in timeline
             fits(d)
             shoot(d, tmp_path, "customer.en")
             # the manager's win-back view counts it, by action and by staff member
@@ -323,8 +330,8 @@ async def test_staff_sign_in_by_mail_at_risk_list_language_and_sign_out(
             keys = Seeder(redis, settings).keys
             actions = [json.loads(v) for v in
                        (await redis.hgetall(keys.actions("c-n1", "acme"))).values()]
-            assert [(a["action"], a["staff_id"], a["note"]) for a in actions] == [
-                ("called", "m-north", "Booked for Friday")]
+            assert sorted((a["action"], a["staff_id"], a.get("note")) for a in actions) == [
+                ("called", "m-north", "Booked for Friday"), ("message_sent", "m-north", None)]
         finally:
             await redis.aclose()
         async with httpx.AsyncClient(base_url=api.url, timeout=10) as client:
