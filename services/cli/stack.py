@@ -130,6 +130,24 @@ class Child:
         return "\n".join("      | " + line[:300] for line in lines)
 
 
+def _home_secret(path: Path) -> str:
+    """A random secret kept in the stack's home (mode 0600), made on the first ``up``: the
+    acknowledge links in mails already sent keep working after a restart (the alerts, the
+    outbox and the state are kept there too)."""
+    try:
+        kept = path.read_text().strip()
+    except FileNotFoundError:
+        kept = ""
+    if len(kept) >= 32:
+        return kept
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(secret + "\n")
+    return secret
+
+
 def _scorer_names(n: int) -> list[str]:
     """The scorer children's names (and log files): ``scorer``, then ``scorer-2`` ..."""
     return ["scorer", *(f"scorer-{i}" for i in range(2, n + 1))]
@@ -213,7 +231,7 @@ class Stack:
             if not s.sms_gateway_url:
                 overrides["sms_gateway_url"] = f"http://127.0.0.1:{sinks['sms']}/sms"
         if s.ack_link_secret is None:  # every child signs/checks acknowledge links alike
-            overrides["ack_link_secret"] = secrets.token_urlsafe(32)
+            overrides["ack_link_secret"] = _home_secret(s.home / "ack-link.secret")
         current = {k: getattr(s, k) for k in type(s).model_fields}
         env_settings = Settings(**{**current, **overrides})
         self.settings = env_settings

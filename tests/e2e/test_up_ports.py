@@ -52,3 +52,30 @@ def test_a_port_taken_before_the_child_binds_it_moves_the_child(
     finally:
         stack.stop()
         holder.close()
+
+
+def test_acknowledge_links_survive_a_restart_of_the_stack(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without CHURNWATCH_ACK_LINK_SECRET, ``up`` makes one secret for its children's
+    acknowledge links and keeps it in its home (owner-only): a second ``up`` in the same home
+    (the alerts and the outbox are kept there) signs and checks links with the same one, so
+    the links in mails already sent still work. (It once made a new one on every start.)"""
+    for name in [k for k in os.environ if k.startswith("CHURNWATCH_")]:
+        monkeypatch.delenv(name)
+    home = tmp_path / "home"
+
+    def children_secret() -> str:
+        # broker and Redis named (unreachable): prepare() starts neither, only settles settings
+        settings = load_settings(home=home, api_port=0, scorer_metrics_port=0,
+                                 notifier_metrics_port=0, kafka_bootstrap="127.0.0.1:1",
+                                 redis_url="redis://127.0.0.1:1/0")
+        stack = Stack(settings, demo=False)
+        try:
+            stack.prepare()
+            return stack.env["CHURNWATCH_ACK_LINK_SECRET"]
+        finally:
+            stack.stop()
+
+    first = children_secret()
+    assert len(first) >= 32 and children_secret() == first
+    assert (home / "ack-link.secret").stat().st_mode & 0o777 == 0o600
