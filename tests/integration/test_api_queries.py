@@ -89,6 +89,7 @@ async def test_at_risk_pages_by_priority_with_a_stable_cursor(make) -> None:
         assert prios == sorted(prios, reverse=True)
         first = got[0]
         assert first["tier"] == "high" and first["top_reason"] and first["store_id"]
+        assert not first["top_reason"]["code"].startswith("tier_")  # what holds, not a hold
 
         north = await client.get("/v1/customers/at-risk", params={"store": "north"}, headers=READ)
         assert {i["store_id"] for i in north.json()["items"]} == {"north"}
