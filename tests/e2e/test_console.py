@@ -369,6 +369,10 @@ async def test_admin_signs_in_with_an_api_key(settings_factory, tmp_path: Path,
     try:
         await asyncio.to_thread(api.start)
         await seed(settings, api.url)
+        async with httpx.AsyncClient(base_url=api.url, headers=ACME) as client:
+            # home store south, but the latest visits (the at-risk list's store) were north
+            r = await client.put("/v1/customers/c-n2/profile", json={"store_id": "south"})
+            assert r.status_code == 200, r.text
 
         def browse() -> None:
             d = chrome
@@ -381,6 +385,11 @@ async def test_admin_signs_in_with_an_api_key(settings_factory, tmp_path: Path,
             until(lambda: d.current_url.endswith("/console/at-risk"), "the at-risk page")
             page = text(d)  # a tenant-wide admin sees every store of the tenant
             assert "Alice Liddell" in page and "Sam South" in page
+            # the page says both stores where the list (north) and the profile (south) differ
+            d.get(f"{api.url}/console/customers/c-n2")
+            assert "Store: south (latest visits at north)" in text(d)
+            d.get(f"{api.url}/console/customers/c-n1")
+            assert "Store: north" in text(d) and "latest visits at" not in text(d)
             d.get(f"{api.url}/console/manager/winback_by_staff.csv")
             session = d.get_cookie("cw_session")
             assert session is not None and session["httpOnly"] and session["sameSite"] == "Lax"
