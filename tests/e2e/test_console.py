@@ -277,6 +277,9 @@ async def test_staff_sign_in_by_mail_at_risk_list_language_and_sign_out(
             d.get(f"{api.url}/console/customers/c-n1")
             timeline = d.find_element(By.ID, "timeline").text
             assert "Message sent" in timeline and "Booked for Friday" in timeline
+            # times say their zone; a day's activity in words, singular where it is one
+            assert " UTC" in timeline and "1 purchase (80.00)" in timeline, timeline
+            assert "1 purchases" not in timeline and "×" not in timeline
             fits(d)
             shoot(d, tmp_path, "customer.en")
             # the manager's win-back view counts it, by action and by staff member
@@ -304,6 +307,7 @@ async def test_staff_sign_in_by_mail_at_risk_list_language_and_sign_out(
             shoot(d, tmp_path, "at-risk.zh-CN")
             d.get(f"{api.url}/console/customers/c-n1")
             assert "已致电" in d.find_element(By.ID, "timeline").text
+            assert "控制台内 · 已送达" in d.find_element(By.ID, "timeline").text  # not "in_app"
             fits(d)
             shoot(d, tmp_path, "customer.zh-CN")
             d.get(f"{api.url}/console/manager")
