@@ -83,6 +83,23 @@ async def read_form(request: Request) -> dict[str, str]:
     return {k: v[0] for k, v in parsed.items()}
 
 
+def error_page(request: Request, status: int, request_id: str) -> HTMLResponse | None:
+    """A console URL's error as a page in the browser's language (not found, not allowed, an
+    internal error with its request id), with a way back; None for any other path (the API
+    answers JSON)."""
+    if not request.url.path.startswith("/console"):
+        return None
+    t = i18n.words(browser_locale(request))
+    if status == 404:
+        message = t["page_not_found"]
+    elif status >= 500:
+        message = t["page_error"].format(request_id=request_id)
+    else:
+        message = t["page_refused"]
+    return page("message.html.j2", request, locale=browser_locale(request), status=status,
+                heading=f"{status}", message=message, back="/console")
+
+
 def browser_locale(request: Request) -> str:
     return i18n.locale_of(request.query_params.get("lang")
                           or request.headers.get("accept-language", ""))

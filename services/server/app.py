@@ -26,6 +26,7 @@ from services.common.pseudonym import install_key
 from services.common.redisconn import Keys, make_redis
 from services.common.settings import Settings
 from services.console import routes as console
+from services.console.web import error_page as console_error_page
 from services.ingest import routes as ingest
 from services.ingest.publisher import EventPublisher
 from services.scoring.engine import Engine
@@ -103,7 +104,7 @@ def create_app(settings: Settings) -> FastAPI:
         metrics.request_seconds.labels(route).observe(time.perf_counter() - started)
         return response
 
-    install_error_handlers(app)
+    install_error_handlers(app, page=console_error_page)
     app.add_middleware(RequestContext, limit=settings.api_max_json_body_bytes,  # type: ignore[arg-type]
                        exempt=frozenset({"/v1/events"}))
 

@@ -7,15 +7,17 @@ import logging
 import re
 import traceback
 import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.records.errors import QueryError
@@ -104,11 +106,23 @@ def request_id(request: Request) -> str:
     return str(request.scope.get("state", {}).get("request_id", "-"))
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, *,
+                           page: Callable[[Request, int, str], Response | None] | None = None
+                           ) -> None:
     """The app's error answers: Redis unavailable is a 503 with Retry-After, a
     :class:`~services.records.errors.QueryError` its own status, a validation error a 422 that
     does not echo the input, and anything unexpected a generic 500 with the request id (the
-    log has the type and place, the answer never does)."""
+    log has the type and place, the answer never does). ``page``: for a request a person
+    makes in a browser (the staff console), the error as a page (status, request id), or None
+    for the JSON answer."""
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        shown = page(request, exc.status_code, request_id(request)) if page else None
+        if shown is not None:
+            return shown
+        return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail},
+                            headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RedisConnectionError)
     @app.exception_handler(RedisTimeoutError)
@@ -133,7 +147,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})
 
     @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request, exc: Exception) -> Response:
         rid = request_id(request)
         route = getattr(request.scope.get("route"), "path", "unmatched")
         frames = traceback.extract_tb(exc.__traceback__)
@@ -141,6 +155,10 @@ def install_error_handlers(app: FastAPI) -> None:
         # Type and place only: messages and tracebacks may carry secrets (URLs, tokens).
         logger.error("unhandled %s at %s on %s %s", type(exc).__name__, where, request.method,
                      route, extra={"request_id": rid})
+        shown = page(request, 500, rid) if page else None
+        if shown is not None:
+            shown.headers[HEADER] = rid
+            return shown
         content: dict[str, Any] = {"detail": "internal error; quote the request id when "
                                    "reporting it", "request_id": rid}
         return JSONResponse(status_code=500, content=content, headers={HEADER: rid})

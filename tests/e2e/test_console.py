@@ -414,5 +414,12 @@ async def test_admin_signs_in_with_an_api_key(settings_factory, tmp_path: Path,
             assert r.status_code == 403
             r = await client.get("/console/at-risk", headers={"cookie": "cw_session=forged"})
             assert r.status_code == 303 and r.headers["location"] == "/console/sign-in"
+            # a console address that does not exist is a page, in the browser's language;
+            # the API's stays JSON
+            r = await client.get("/console/no-such-page", headers={"accept-language": "zh-CN"})
+            assert r.status_code == 404 and r.headers["content-type"].startswith("text/html")
+            assert "控制台中没有这个页面" in r.text and '"detail"' not in r.text
+            r = await client.get("/v1/no-such-thing")
+            assert r.status_code == 404 and r.json() == {"detail": "Not Found"}
     finally:
         api.stop()
