@@ -3,6 +3,7 @@ consent allows, score, tier and reasons, score over time, timeline, win-back act
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 from urllib.parse import urlencode
@@ -10,7 +11,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
-from services.common.profiles import CustomerProfile
+from services.common.profiles import CustomerProfile, ProfileStore
 from services.common.riskchange import TIERS
 from services.common.timefmt import iso_ms, now_ms, parse_iso
 from services.console import charts, i18n
@@ -107,6 +108,15 @@ async def _customer(res: Resources, session: Session, customer_id: str
     return dict(state), profile
 
 
+async def _staff_names(res: Resources, tenant: str, ids: set[str]) -> dict[str, str]:
+    """The names of the staff members ``ids`` that have a profile (an id without one stays an
+    id): people read "Olga", not "stylist-7"."""
+    store = ProfileStore(res.redis, res.keys)
+    ordered = sorted(i for i in ids if i)
+    members = await asyncio.gather(*(store.get_staff(i, tenant) for i in ordered))
+    return {i: m.name for i, m in zip(ordered, members, strict=True) if m is not None and m.name}
+
+
 def _not_found(request: Request, session: Session, customer_id: str) -> Response:
     t = i18n.words(session.locale)
     return page("message.html.j2", request, locale=session.locale, status=404, session=session,
@@ -154,6 +164,9 @@ async def customer_page(customer_id: CustomerId, request: Request, res: Res) -> 
         if profile.phone and profile.consent.allows("sms"):
             contact.append(profile.phone)
     chart = charts.score_line(t["score_over_time"], _history(entries, state))
+    names = await _staff_names(res, session.tenant, {
+        *(str(e["data"].get("staff_id") or "") for e in entries if e["kind"] == "staff_action"),
+        profile.owner_staff_id if profile is not None and profile.owner_staff_id else ""})
     return page("customer.html.j2", request, locale=session.locale, session=session,
                 csrf=session.csrf, customer_id=customer_id, profile=profile, contact=contact,
                 state=state, risk=risk, tier=state.get("tier"),
@@ -164,6 +177,7 @@ async def customer_page(customer_id: CustomerId, request: Request, res: Res) -> 
                              res.settings.holdout_share),
                 last_seen=iso_ms(state.get("last_ts")), chart=chart, entries=entries,
                 actions=ACTION_TYPES, recorded=request.query_params.get("recorded") == "1",
+                names=names,
                 here=str(request.url.path))
 
 

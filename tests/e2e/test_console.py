@@ -279,6 +279,9 @@ async def test_staff_sign_in_by_mail_at_risk_list_language_and_sign_out(
             assert "Message sent" in timeline and "Booked for Friday" in timeline
             # times say their zone; a day's activity in words, singular where it is one
             assert " UTC" in timeline and "1 purchase (80.00)" in timeline, timeline
+            # staff by name, not by id
+            assert "Called · Mia North" in timeline and "m-north" not in timeline
+            assert "Owner: Mia North" in text(d)
             assert "1 purchases" not in timeline and "×" not in timeline
             fits(d)
             shoot(d, tmp_path, "customer.en")
