@@ -116,10 +116,24 @@ def fits(driver: webdriver.Chrome, width: int = 375) -> None:
     assert scroll <= width, f"{driver.current_url} is {scroll} px wide at {width} px"
 
 
+def navigating(exc: WebDriverException) -> bool:
+    """Whether ``exc`` only says a navigation is replacing the page an element was read from
+    (gone, stale, or in chromedriver's words "does not belong to the document")."""
+    return isinstance(exc, NoSuchElementException | StaleElementReferenceException) or \
+        "does not belong to the document" in str(exc)
+
+
 def until(check: Any, what: str, timeout: float = 15.0) -> Any:
+    """``check()`` once it is truthy; while a click's page is still replacing the old one,
+    "not yet" (:func:`navigating`), not a failure."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        got = check()
+        try:
+            got = check()
+        except WebDriverException as exc:
+            if not navigating(exc):
+                raise
+            got = None
         if got:
             return got
         time.sleep(0.05)
@@ -130,10 +144,8 @@ def text(driver: webdriver.Chrome) -> str:
     """The visible text of the page ("" while a navigation replaces it)."""
     try:
         return str(driver.find_element(By.TAG_NAME, "body").text)
-    except (NoSuchElementException, StaleElementReferenceException):
-        return ""
-    except WebDriverException as exc:  # chromedriver's words for the same race
-        if "does not belong to the document" in str(exc):
+    except WebDriverException as exc:
+        if navigating(exc):
             return ""
         raise
 
