@@ -389,8 +389,8 @@ class Keys:
 
     def scored(self, topic: str) -> str:
         """Hash with ``events``: the events (single or in envelopes) of ``topic`` the scorer
-        has processed — ``events_scored_total`` — and ``processed``: those and the
-        tombstones (erasures) — forgotten with the offsets."""
+        has processed — ``events_scored_total`` (forgotten with the offsets; tombstones are
+        not events: the stats' ``erasures_total``)."""
         return f"{self.scorer_base}:scored:{topic}"
 
     def commit_marker(self, process: str) -> str:

@@ -331,14 +331,16 @@ class Planner:
         links = await self._alert_links(event, [ctx.manager], ctx, "escalation")
         out = []
         for channel in self.routing.policies.escalation_channels:
+            if channel not in self.enabled:
+                continue
             target = _target(ctx.manager, channel)
-            if channel in self.enabled and not target:
-                self._count("no_contact")
-            if channel in self.enabled and target:
-                did = delivery_id(event.id, "escalation:" + channel, target)
-                out.append(self._build(event, ctx.manager, channel, ctx, created_ms,
-                                       kind="escalation", action=action, did=did,
-                                       ack_url=links.get(ctx.manager.key, "")))
+            if not target:
+                self._count("no_contact")  # the manager has no address for it
+                continue
+            did = delivery_id(event.id, "escalation:" + channel, target)
+            out.append(self._build(event, ctx.manager, channel, ctx, created_ms,
+                                   kind="escalation", action=action, did=did,
+                                   ack_url=links.get(ctx.manager.key, "")))
         return out
 
 

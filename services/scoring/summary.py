@@ -1386,8 +1386,8 @@ def _bucket_add(col: Any, k: int, x: int, money: bool) -> Any | None:
     the decoded add's)."""
     if type(col) is str and not money:
         size = len(col)
-        c = (col.encode()[k] - 48 if k < size else 0) + x
-        if c >= _DIGITS or c < 0:
+        c = (ord(col[k]) - 48 if k < size else 0) + x
+        if c >= _DIGITS:
             return None
         if k < size:
             return col[:k] + chr(48 + c) + col[k + 1:] if x else col

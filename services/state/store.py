@@ -105,20 +105,18 @@ end
 redis.call('EXPIRE', KEYS[1], ttl)
 return 1
 """
-# The stats whose sum is what a commit processed on the topic (events, single or in envelopes,
-# and tombstones): events_scored_total.
-# The events the stats count (events_scored_total), and besides them the tombstones (erasures)
+# The stats whose sum is what a commit processed of the topic's events (single or in
+# envelopes): events_scored_total. (A tombstone is not an event: erasures_total.)
 SCORED_STATS = ("events_applied_total", "events_duplicate_total",
                 "events_dead_lettered_total", "events_erased_total")
-PROCESSED_STATS = (*SCORED_STATS, "erasures_total")
 # Fields of the customer's write that the script routes to keys of their own (see WRITE_LUA).
 OWN_KEY_FIELDS = ("sm", "risk")
 
 # The partition commit, one slot (offsets, stats and the marker share the scorer's tag).
 # KEYS: offsets hash, stats hash, marker, the topic's processed count (Keys.scored), then the
 # tenants' stats. ARGV[1]: JSON {"o": [[partition, next offset]...], "s": [[name, n]...],
-# "n": events processed (events_scored_total), "p": those and the tombstones, "t": [[tenant,
-# [[name, n]...]]...], "k": token or ""}.
+# "n": events processed (events_scored_total), "t": [[tenant, [[name, n]...]]...], "k": token
+# or ""}.
 # With offsets it takes effect only if it moves one forward (a retried commit, or one
 # whose reply was lost, counts nothing twice); without offsets the token says the same.
 COMMIT_LUA = """
@@ -139,7 +137,6 @@ elseif b.k ~= '' then
 end
 for _, s in ipairs(b.s) do redis.call('HINCRBY', KEYS[2], s[1], s[2]) end
 if b.n > 0 then redis.call('HINCRBY', KEYS[4], 'events', b.n) end
-if b.p > 0 then redis.call('HINCRBY', KEYS[4], 'processed', b.p) end
 for i, one in ipairs(b.t) do
   for j = 1, #one[2] do redis.call('HINCRBY', KEYS[4 + i], one[2][j][1], one[2][j][2]) end
 end
@@ -687,15 +684,13 @@ class StateStore:
                      token: str = "") -> bool:
         """Advance the partitions' committed offsets and count the batch's stats, once (one
         slot, one round trip); the events the stats count (SCORED_STATS) are also added to
-        the topic's ``events_scored_total``, and those and the tombstones (PROCESSED_STATS) to
-        its processed records (:meth:`Keys.scored`). Without offsets (a sweep), ``token``
-        makes a retry count once. Returns False when it had already taken effect."""
+        the topic's ``events_scored_total`` (:meth:`Keys.scored`). Without offsets (a sweep),
+        ``token`` makes a retry count once. Returns False when it had already taken effect."""
         scored = sum(stats.get(name, 0) for name in SCORED_STATS)
-        processed = sum(stats.get(name, 0) for name in PROCESSED_STATS)
         per_tenant = [(t, [[n, v] for n, v in c.items() if v])
                       for t, c in (tenant_stats or {}).items() if any(c.values())]
         body = {"o": [[str(p), o] for p, o in offsets.items()],
-                "s": [[n, v] for n, v in stats.items() if v], "n": scored, "p": processed,
+                "s": [[n, v] for n, v in stats.items() if v], "n": scored,
                 "t": [[t, rows] for t, rows in per_tenant], "k": token}
         if not body["o"] and not body["s"] and not body["t"]:
             return True

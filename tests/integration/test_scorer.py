@@ -34,10 +34,12 @@ def scorer(settings: Settings, tmp_path: Path, name: str = "scorer") -> ServiceP
 
 
 async def processed(redis: Redis, settings: Settings) -> int:
-    """Events (single or in envelopes) and tombstones the scorer has committed (the events
-    alone are ``/v1/status``'s ``events_scored_total``)."""
+    """Events (single or in envelopes) and tombstones the scorer has committed: the events
+    are ``/v1/status``'s ``events_scored_total``, the tombstones the stats' erasures."""
     keys = Keys(settings.redis_prefix)
-    return int(await redis.hget(keys.scored(settings.topic_events), "processed") or 0)
+    events = await redis.hget(keys.scored(settings.topic_events), "events")  # type: ignore[misc]
+    erasures = await redis.hget(keys.stats, "erasures_total")  # type: ignore[misc]
+    return int(events or 0) + int(erasures or 0)
 
 
 async def wait_processed(redis: Redis, settings: Settings, n: int, timeout: float = 60.0) -> None:
