@@ -524,18 +524,25 @@ def test_moving_day_n_on_the_encoded_blocks_writes_what_the_decoded_shift_writes
     blob = summarize(acts).encode()
     last = max(a.ts for a in acts)
     event = dataclasses.replace(data.draw(_activity(10_000, 0)), ts=last + gap * DAY_MS)
+    _folds_alike(blob, event, as_text=not burst,  # shifted as text
+                 reads=(event.ts, event.ts + 40 * DAY_MS, event.ts - 100 * DAY_MS, last))
+
+
+def _folds_alike(blob: str, event: Activity, *, as_text: bool, reads: Iterable[int]) -> None:
+    """``event`` folded into the summary ``blob`` with its bucket blocks still encoded (and,
+    ``as_text``, kept so) gives byte for byte what folding it into the decoded blocks gives,
+    and the same features at each of ``reads`` and the same daily series."""
     on_text = Summary.decode(blob)
     on_text.fold(event)
-    if not burst:
-        assert on_text._today is not None  # shifted as text
+    if as_text:
+        assert on_text._today is not None
     decoded = Summary.decode(blob)
     decoded._full()
     decoded.fold(event)
     assert on_text.encode() == decoded.encode()
-    for now in (event.ts, event.ts + 40 * DAY_MS, event.ts - 100 * DAY_MS, last):
+    for now in reads:
         assert on_text.features(now) == decoded.features(now), now
-    again = Summary.decode(on_text.encode())
-    assert again.daily() == decoded.daily()
+    assert Summary.decode(on_text.encode()).daily() == decoded.daily()
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -555,17 +562,8 @@ def test_an_earlier_day_on_the_encoded_blocks_writes_what_the_decoded_add_writes
     blob = summarize(acts).encode()
     event = dataclasses.replace(data.draw(_activity(10_000, 0)),
                                 ts=day * DAY_MS + data.draw(st.integers(0, DAY_MS - 1)))
-    on_text = Summary.decode(blob)
-    on_text.fold(event)
-    if not burst:
-        assert on_text._today is not None  # added as text
-    decoded = Summary.decode(blob)
-    decoded._full()
-    decoded.fold(event)
-    assert on_text.encode() == decoded.encode()
-    for now in (last, last + 40 * DAY_MS, event.ts, last - 100 * DAY_MS):
-        assert on_text.features(now) == decoded.features(now), now
-    assert Summary.decode(on_text.encode()).daily() == decoded.daily()
+    _folds_alike(blob, event, as_text=not burst,  # added as text
+                 reads=(last, last + 40 * DAY_MS, event.ts, last - 100 * DAY_MS))
 
 
 @pytest.mark.parametrize("older", [69, 70])
