@@ -303,6 +303,10 @@ async def test_staff_sign_in_by_mail_at_risk_list_language_and_sign_out(
             assert "Win-back rate by staff member" in text(d)
             assert ">m-north<" in d.page_source and ">called<" in d.page_source  # the bars' labels
             assert len(d.find_elements(By.CSS_SELECTOR, "svg.chart")) >= 3
+            # this month is still running: marked, and no bar (its churn is not known yet)
+            month = datetime.now(UTC).strftime("%Y-%m")
+            assert f">{month} …<" in d.page_source and f"{month} …: " not in d.page_source
+            assert "a month still running" in d.find_element(By.ID, "churn-running").text
             fits(d)
             shoot(d, tmp_path, "manager.en")
             # another store's customer is not reachable by URL
