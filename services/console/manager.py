@@ -65,7 +65,7 @@ async def manager_page(request: Request, res: Res) -> Response:
     t = i18n.words(session.locale)
     data = await _data(res, session)
     months = sorted({r["period_start"][:7] for r in data["churn"]})
-    running = {r["period_start"][:7] for r in data["churn"] if not r.get("complete", True)}
+    running = {r["period_start"][:7] for r in data["churn"] if not r["complete"]}
     labels = [f"{m} …" if m in running else m for m in months]
     segments = sorted({r["segment"] for r in data["churn"]})
     churn_charts = []
@@ -73,7 +73,7 @@ async def manager_page(request: Request, res: Res) -> Response:
         # a month still running has no churn rate yet (its churns are not known until the
         # inactivity window has passed): a gap, not a bar at 0 %
         rate = {r["period_start"][:7]: r["churn_rate"] for r in data["churn"]
-                if r["segment"] == segment and r.get("complete", True)}
+                if r["segment"] == segment and r["complete"]}
         churn_charts.append((segment, charts.bars(f"{t['churn_rate']} · {segment}", labels,
                                                   [rate.get(m) for m in months], percent=True)))
     history = data["tiers"]

@@ -89,14 +89,15 @@ def error_page(request: Request, status: int, request_id: str) -> HTMLResponse |
     answers JSON)."""
     if not request.url.path.startswith("/console"):
         return None
-    t = i18n.words(browser_locale(request))
+    locale = browser_locale(request)
+    t = i18n.words(locale)
     if status == 404:
         message = t["page_not_found"]
     elif status >= 500:
         message = t["page_error"].format(request_id=request_id)
     else:
         message = t["page_refused"]
-    return page("message.html.j2", request, locale=browser_locale(request), status=status,
+    return page("message.html.j2", request, locale=locale, status=status,
                 heading=f"{status}", message=message, back="/console")
 
 

@@ -13,6 +13,7 @@ from urllib.parse import unquote_to_bytes
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -121,8 +122,7 @@ def install_error_handlers(app: FastAPI, *,
         shown = page(request, exc.status_code, request_id(request)) if page else None
         if shown is not None:
             return shown
-        return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail},
-                            headers=getattr(exc, "headers", None))
+        return await http_exception_handler(request, exc)  # FastAPI's own JSON answer
 
     @app.exception_handler(RedisConnectionError)
     @app.exception_handler(RedisTimeoutError)
