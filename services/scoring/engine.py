@@ -36,6 +36,7 @@ from services.scoring.model import ActiveModel, RiskModel, ShadowModel, feature_
 from services.scoring.rules import RuleSet
 from services.scoring.scorecard import (
     REGULAR,
+    fact_of,
     model_pattern,
     reason_weights,
     suggested_action,
@@ -270,7 +271,7 @@ class Engine:
             why = top_reasons(f, *explained)
         else:
             why = explain(f)
-        why = _merge(ruled, why)
+        why = _merge(ruled, why, f)
         if tier == "low":  # a fall to (or a stay at) low is not explained by being overdue
             why = [r for r in why if r.code != "overdue"] or [REGULAR]
         elif all(r.code == REGULAR.code for r in why):  # at risk, yet "as usual": say why
@@ -335,16 +336,18 @@ def _weaker_reasons(f: dict[str, float],
     action", which would contradict the tier."""
     weak = top_reasons(f, *explained, min_weight=0.0) if explained is not None \
         else explain(f, min_weight=0.0)
-    return [r for r in weak if r.code != REGULAR.code] or [model_pattern(score)]
+    return _merge([], [r for r in weak if r.code != REGULAR.code], f) or [model_pattern(score)]
 
 
-def _merge(ruled: list[Reason], explained: list[Reason]) -> list[Reason]:
-    """Rule reasons first, then the model's; one reason per code."""
+def _merge(ruled: list[Reason], explained: list[Reason], f: dict[str, float]) -> list[Reason]:
+    """Rule reasons first, then the model's; one reason per fact (:func:`fact_of`: "80 days
+    since the only visit" is not told again as "only one visit so far")."""
     out: list[Reason] = []
     seen: set[str] = set()
     for r in ruled + explained:
-        if r.code in seen or (r.code == REGULAR.code and ruled):
+        fact = fact_of(r.code, f)
+        if fact in seen or (r.code == REGULAR.code and ruled):
             continue
-        seen.add(r.code)
+        seen.add(fact)
         out.append(r)
     return out[:MAX_REASONS]

@@ -252,6 +252,22 @@ _DESCRIBERS: dict[str, Callable[[dict[str, float]], tuple[str, str] | None]] = {
 }
 
 
+def fact_of(code: str, f: dict[str, float]) -> str:
+    """The fact a reason tells, so that staff are told each fact once: being away (a rule's
+    ``no_return``, ``overdue``, and ``frequency_decline`` where it says "only one visit" or "no
+    visit") is one fact, and a complaint still open is not told again as a recent complaint
+    when the recent ones are the open ones. Other codes are facts of their own."""
+    if code in ("overdue", "no_return"):
+        return "away"
+    if code == "frequency_decline" and (f["has_cadence"] < 1 or round(f["active_days_365"]) <= 1):
+        return "away"
+    if code == "recent_complaints":
+        recent = f["complaints_90"] or f["complaints_365"]
+        if 0 < recent <= f["open_complaints"]:
+            return "open_complaint"
+    return code
+
+
 def reason_weights(attributions: np.ndarray, names: Sequence[str]
                    ) -> tuple[tuple[str, ...], np.ndarray]:
     """Rows of per-feature attributions (log-odds, positive pushes the risk up) summed per
@@ -276,13 +292,15 @@ def top_reasons(f: dict[str, float], codes: Sequence[str], weights: Sequence[flo
                 limit: int = 3, min_weight: float = MIN_REASON_WEIGHT) -> list[Reason]:
     """The ``limit`` heaviest reasons (``weights``: one per code, log-odds; at least
     ``min_weight`` and positive) that the customer's features bear out (:func:`describe`),
-    heaviest first; else "regular"."""
+    heaviest first, one per fact (:func:`fact_of`); else "regular"."""
     top = sorted(((w, c) for c, w in zip(codes, weights, strict=True)
                   if w >= min_weight and w > 0), reverse=True)
     out = []
+    facts = set()
     for w, code in top:
         told = describe(code, f)
-        if told is not None:
+        if told is not None and fact_of(code, f) not in facts:  # each fact told once
+            facts.add(fact_of(code, f))
             # built from checked parts on the scorer's hot path: not validated again
             out.append(Reason.model_construct(code=code, text=told[0], text_zh=told[1],
                                               weight=round(w, 3)))

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from services.scoring.engine import Engine, Subject
 from services.scoring.features import FEATURE_NAMES
+from services.scoring.rules import load_rules
 from services.scoring.scorecard import (
     MIN_DECLINE,
     MIN_REASON_WEIGHT,
@@ -22,6 +23,7 @@ from services.scoring.scorecard import (
     Scorecard,
     contributions,
     describe,
+    fact_of,
     top_reasons,
 )
 from services.scoring.tiers import Thresholds
@@ -102,6 +104,15 @@ class WorriedExplained(Worried):
         return -np.ones((len(rows), len(self.feature_names)))
 
 
+class Alarmed(Worried):
+    """... which explains itself by every feature pushing the risk up."""
+
+    version = "alarmed-1"
+
+    def attributions(self, rows: np.ndarray) -> np.ndarray:
+        return np.ones((len(rows), len(self.feature_names)))
+
+
 def test_a_decline_too_small_to_matter_is_not_a_reason() -> None:
     f = dict.fromkeys(FEATURE_NAMES, 1.0) | {"spend_365": 500.0, "avg_ticket_365": 40.0,
                                               "spend_trend": 0.997, "ticket_trend": 0.97}
@@ -135,20 +146,24 @@ def test_at_risk_is_never_explained_as_usual() -> None:
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(every=st.integers(1, 30), count=st.integers(1, 12), quiet=st.integers(0, 200),
        complaints=st.integers(0, 2), previous=st.sampled_from([None, "low", "medium", "high"]),
-       model=st.sampled_from([Scorecard(), Worried(), WorriedExplained()]))
+       model=st.sampled_from([Scorecard(), Worried(), WorriedExplained(), Alarmed()]),
+       business=st.sampled_from([None, "salon"]))
 def test_generated_customers_get_consistent_score_tier_and_reasons(
         every: int, count: int, quiet: int, complaints: int, previous: str | None,
-        model: Scorecard) -> None:
+        model: Scorecard, business: str | None) -> None:
     history = regular("g", every_days=every, count=count)
     last = T0 + timedelta(days=every * (count - 1))
     history += [complaint("g", last + timedelta(hours=i + 1), i + 1) for i in range(complaints)]
     now = at(every * (count - 1) + quiet)
-    engine = Engine(model, Thresholds(min_dwell_ms=86_400_000))
+    engine = Engine(model, Thresholds(min_dwell_ms=86_400_000),
+                    rules=load_rules(None, business) if business else None)
     [a] = engine.assess([Subject("g", acts(history), tier=previous,
                                  tier_since_ms=now - 3_600_000 if previous else None)], now)
     for r in a.reasons:
         if not r.code.startswith("tier_"):
             _check(r.code, a.features, r.text, r.text_zh)
+    facts = [fact_of(r.code, a.features) for r in a.reasons]
+    assert len(facts) == len(set(facts)), a.reasons  # each fact told once
     if a.tier == "low":
         assert all(r.code != "overdue" for r in a.reasons)
     else:  # at risk: told why, and what to do
@@ -160,3 +175,25 @@ def test_generated_customers_get_consistent_score_tier_and_reasons(
         assert a.reasons[0].code.startswith("tier_"), a.reasons
     else:
         assert not any(r.code.startswith("tier_") for r in a.reasons)
+
+
+def test_one_fact_is_told_once() -> None:
+    """A salon customer seen once, 80 days ago, with a complaint still open: the business
+    rule's "80 days since the first and only visit" is not told again as the model's "80 days
+    since the only visit" and "Only one visit so far", nor the open complaint again as "1
+    complaint in the last 90 days" (found in the console walkthrough: three reasons, one fact)."""
+    history = regular("g", every_days=30, count=1) + [complaint("g", T0 + timedelta(hours=2), 1)]
+    now = at(80)
+    codes = list(REASON_OF_FEATURE.values())
+    engine = Engine(Alarmed(), Thresholds(), rules=load_rules(None, "salon"))
+    [a] = engine.assess([Subject("g", acts(history))], now)
+    f = a.features
+    assert f["has_cadence"] == 0 and f["open_complaints"] == 1 and f["complaints_90"] == 1
+    # every code the model could explain by, all weighing the same: still one reason per fact
+    told = top_reasons(f, sorted(set(codes)), [1.0] * len(set(codes)), limit=9)
+    assert sorted(fact_of(r.code, f) for r in told) == sorted({fact_of(r.code, f) for r in told})
+    assert len([r for r in told if fact_of(r.code, f) == "away"]) == 1, told
+    texts = [r.text for r in a.reasons]
+    assert sum("visit" in t for t in texts) == 1, texts
+    assert sum("complaint" in t for t in texts) == 1, texts
+    assert "80 days since the first and only visit" in texts, texts  # the rule's, first
