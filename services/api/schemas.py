@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.common.events import Identifier
 from services.common.riskchange import Reason, SuggestedAction, Tier
@@ -102,6 +102,16 @@ class NewAction(BaseModel):
     alert_id: str | None = Field(None, min_length=1, max_length=128,
                                  pattern=r"^[A-Za-z0-9._:-]+$",
                                  description="The risk-change CloudEvent id acted upon.")
+    complaint_id: Identifier | None = Field(
+        None, description="With complaint_resolved: the one open complaint resolved (its "
+        "complaint_id, or the event_id of a complaint sent without one); left out, every "
+        "complaint of the customer still open is resolved.")
+
+    @model_validator(mode="after")
+    def _complaint_only_when_resolving(self) -> NewAction:
+        if self.complaint_id is not None and self.action != "complaint_resolved":
+            raise ValueError("complaint_id goes with the action complaint_resolved only")
+        return self
 
 
 class Action(BaseModel):
@@ -114,6 +124,10 @@ class Action(BaseModel):
     at: str
     store_id: str | None = None
     holdout: bool = False
+    resolved_complaints: list[str] = Field(
+        default_factory=list,
+        description="complaint_resolved: the complaints closed by the resolution events the "
+        "API published for them (the score follows once the scorer has read them).")
 
 
 class Ack(BaseModel):

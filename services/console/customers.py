@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
+from services.common.exceptions import BrokerUnavailable
 from services.common.profiles import CustomerProfile, ProfileStore
 from services.common.riskchange import TIERS
 from services.common.timefmt import iso_ms, now_ms, parse_iso
@@ -23,6 +24,7 @@ from services.console.web import (
     signed_in_form,
     to_sign_in,
 )
+from services.ingest.resolutions import resolve_complaints
 from services.records import timeline, winback
 from services.records.atrisk import AtRiskQuery
 from services.records.errors import QueryError
@@ -117,6 +119,10 @@ async def _staff_names(res: Resources, tenant: str, ids: set[str]) -> dict[str, 
     return {i: m.name for i, m in zip(ordered, members, strict=True) if m is not None and m.name}
 
 
+def _count_param(value: str | None) -> int:
+    return int(value) if value is not None and value.isdigit() and len(value) < 4 else 0
+
+
 def _not_found(request: Request, session: Session, customer_id: str) -> Response:
     t = i18n.words(session.locale)
     return page("message.html.j2", request, locale=session.locale, status=404, session=session,
@@ -177,6 +183,7 @@ async def customer_page(customer_id: CustomerId, request: Request, res: Res) -> 
                              res.settings.holdout_share),
                 last_seen=iso_ms(state.get("last_ts")), chart=chart, entries=entries,
                 actions=ACTION_TYPES, recorded=request.query_params.get("recorded") == "1",
+                resolved=_count_param(request.query_params.get("resolved")),
                 names=names,
                 here=str(request.url.path))
 
@@ -200,12 +207,28 @@ async def record_action(customer_id: CustomerId, request: Request, res: Res) -> 
                     back=f"/console/customers/{customer_id}")
     note = form.get("note", "").strip()[:1000] or None
     at = await now_ms(res.settings, res.redis, res.keys, session.tenant)
+    body: dict[str, Any] = {"action": action, "staff_id": session.staff_id or session.name,
+                            "note": note, "alert_id": None}
+    action_id = winback.new_action_id()
+    if action == "complaint_resolved":  # closes the complaints in the data too (as the API)
+        try:
+            body["resolved_complaints"] = await resolve_complaints(
+                res, request.app.state.ingest, tenant=session.tenant, customer_id=customer_id,
+                at_ms=at, action_id=action_id, store_id=state.get("store"),
+                store_bound=session.as_key().stores is not None)
+        except (BrokerUnavailable, ValueError) as exc:
+            t = i18n.words(session.locale)
+            return page("message.html.j2", request, locale=session.locale,
+                        status=503 if isinstance(exc, BrokerUnavailable) else 422,
+                        session=session, csrf=session.csrf, heading=t["customer"],
+                        message=t["not_resolved"] if isinstance(exc, BrokerUnavailable)
+                        else str(exc), back=f"/console/customers/{customer_id}")
     await winback.record(res.redis, res.keys, tenant=session.tenant, customer_id=customer_id,
-                         body={"action": action, "staff_id": session.staff_id or session.name,
-                               "note": note, "alert_id": None},
-                         at_ms=at, store_id=state.get("store"),
+                         body=body, at_ms=at, store_id=state.get("store"),
                          holdout=holdout(state.get("tier"), session.tenant, customer_id,
                                          res.settings.holdout_share),
-                         retention=res.settings.retention)
+                         retention=res.settings.retention, action_id=action_id)
     res.metrics.winback_actions.labels(action).inc()
-    return RedirectResponse(f"/console/customers/{customer_id}?recorded=1", status_code=303)
+    resolved = len(body.get("resolved_complaints") or [])
+    return RedirectResponse(f"/console/customers/{customer_id}?recorded=1"
+                            + (f"&resolved={resolved}" if resolved else ""), status_code=303)

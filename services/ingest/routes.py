@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -16,6 +17,7 @@ from pydantic import BaseModel
 
 from services.common.events import (
     STORE_BOUND_HEADER,
+    AnyEvent,
     ComplaintEvent,
     FieldError,
     TransactionEvent,
@@ -181,9 +183,26 @@ async def post_events(request: Request, res: Res, key: IngestKey, ing: Ingest) -
         body = Rejected(detail=f"{bad} of {len(items)} events are invalid; nothing was published",
                         errors=errors[:MAX_REPORTED_ERRORS])
         return JSONResponse(status_code=422, content=body.model_dump())
+    try:
+        await publish_events(res, ing, events, records, store_bound=key.stores is not None)
+    except BrokerUnavailable:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                            "the event broker is unavailable; nothing was acknowledged, retry "
+                            "the same batch later", headers={"Retry-After": "5"}) from None
+    return Accepted(accepted=len(events))
+
+
+async def publish_events(res: Resources, ing: IngestState, events: Sequence[AnyEvent],
+                         records: Sequence[tuple[bytes, bytes]], *, store_bound: bool) -> None:
+    """Publish validated events (``records``: their (customer key, canonical JSON)) to the
+    events topic — as envelopes when CHURNWATCH_INGEST_ENVELOPES — and count them accepted once
+    the broker acknowledged every one; BrokerUnavailable (counted as rejected) if it did not.
+    The one way events enter churnwatch from the API: POST /v1/events and what staff do in
+    the API or the console (a complaint marked resolved)."""
+    settings = res.settings
     with ing.metrics.produce_seconds.time():
         try:
-            headers = [(STORE_BOUND_HEADER, b"1")] if key.stores is not None else None
+            headers = [(STORE_BOUND_HEADER, b"1")] if store_bound else None
             if settings.ingest_envelopes:  # grouped by partition (services/common/envelope.py)
                 await res.publisher.publish_envelopes(settings.topic_events, records,
                                                       headers=headers)
@@ -192,9 +211,7 @@ async def post_events(request: Request, res: Res, key: IngestKey, ing: Ingest) -
         except BrokerUnavailable as exc:
             logger.warning("refusing %d events: %s", len(records), exc)
             ing.metrics.rejected.labels("broker_unavailable").inc(len(records))
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
-                                "the event broker is unavailable; nothing was acknowledged, retry "
-                                "the same batch later", headers={"Retry-After": "5"}) from None
+            raise
     counts: dict[str, int] = {}
     for e in events:
         counts[e.type] = counts.get(e.type, 0) + 1
@@ -205,7 +222,6 @@ async def post_events(request: Request, res: Res, key: IngestKey, ing: Ingest) -
     for e in events:
         per_tenant[e.tenant] = per_tenant.get(e.tenant, 0) + 1
     await _count_accepted(res, ing, per_tenant)
-    return Accepted(accepted=len(events))
 
 
 async def _count_accepted(res: Resources, ing: IngestState, per_tenant: dict[str, int]) -> None:

@@ -30,10 +30,13 @@ ACTION_TYPES: tuple[str, ...] = ("called", "message_sent", "coupon_sent", "exclu
 
 async def record(redis: Redis, keys: Keys, *, tenant: str, customer_id: str,
                  body: dict[str, Any], at_ms: int, store_id: str | None,
-                 holdout: bool, retention: Retention = DEFAULT_RETENTION) -> dict[str, Any]:
+                 holdout: bool, retention: Retention = DEFAULT_RETENTION,
+                 action_id: str | None = None) -> dict[str, Any]:
+    """Store a staff action (``action_id``: one made beforehand by :func:`new_action_id`,
+    else a new one) with the customer and in the tenant's win-back index."""
     from services.records.timeline import append
 
-    action_id = uuid.uuid4().hex
+    action_id = action_id or new_action_id()
     stored = {**body, "action_id": action_id, "at_ms": at_ms, "store_id": store_id,
               "holdout": holdout}
     token = customer_token(customer_id, tenant)
@@ -56,6 +59,10 @@ async def record(redis: Redis, keys: Keys, *, tenant: str, customer_id: str,
     await pipe.execute()
     return {**{k: v for k, v in stored.items() if k != "at_ms"},
             "customer_id": customer_id, "at": iso_ms(at_ms)}
+
+
+def new_action_id() -> str:
+    return uuid.uuid4().hex
 
 
 def _outcome(returned: int, start_ms: int, window_ms: int, now_ms: int) -> str:

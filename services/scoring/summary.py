@@ -941,8 +941,13 @@ class Summary:
 
     def _open_refs(self, now_ms: int) -> list[str]:
         """Severity of every ref open at now."""
-        out: list[str] = []
-        for evs, base in self._refs.values():
+        return [sev for _, _, sev in self.open_complaints(now_ms)]
+
+    def open_complaints(self, now_ms: int) -> list[tuple[str, int, str]]:
+        """(complaint ref, time of its newest event, severity) of every complaint open at
+        ``now_ms``, by ref: what a resolution has to name (``complaint_id``) and follow."""
+        out: list[tuple[str, int, str]] = []
+        for ref, (evs, base) in self._refs.items():
             if evs[-1][0] <= now_ms:
                 kept = evs
             else:
@@ -952,7 +957,7 @@ class Summary:
             if (kept[-1][2] or "open") == "resolved":
                 continue
             sev = next((e[3] for e in reversed(kept) if e[3]), None)
-            out.append(sev or (base[2] if base else "medium"))
+            out.append((ref, kept[-1][0], sev or (base[2] if base else "medium")))
         return out
 
     def features(self, now_ms: int, first_seen_ms: int | None = None) -> dict[str, float]:

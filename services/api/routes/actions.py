@@ -21,7 +21,10 @@ from services.alerting.acks import (
 )
 from services.alerting.alerts import find_alert
 from services.api.schemas import Ack, Action, NewAction
+from services.common.exceptions import BrokerUnavailable
 from services.common.timefmt import iso_ms, now_ms
+from services.ingest.resolutions import resolve_complaints
+from services.ingest.routes import Ingest
 from services.records import timeline, winback
 from services.records.holdout import holdout
 from services.web.deps import IngestKey, Res, Resources
@@ -39,24 +42,45 @@ AlertId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-
              status_code=status.HTTP_201_CREATED,
              summary="Record a staff action on an at-risk customer",
              description="called, message_sent, coupon_sent, exclusive_offer, complaint_resolved or other; "
-             "by whom, optionally about which alert (risk-change id). Stored with the customer "
+             "by whom, optionally about which alert (risk-change id). complaint_resolved also "
+             "closes the customer's open complaints (or the one complaint_id names): the API "
+             "publishes their resolution events to the events topic first, as a POS would, and "
+             "answers 503 with nothing recorded if the broker does not take them. Stored with the customer "
              "(erased with them) and shown in their timeline. The action counts as a win-back "
              "when the customer has an event within CHURNWATCH_WINBACK_ATTRIBUTION_DAYS after "
              "it (see GET /v1/analytics/winback). The answer says whether the customer is in "
              "the holdout group (such actions are reported apart).",
-             responses=responses(AUTH, NOT_FOUND, TOO_LARGE))
-async def post_action(customer_id: CustomerId, body: NewAction, res: Res, key: IngestKey) -> Any:
+             responses=responses(AUTH, NOT_FOUND, TOO_LARGE, {503: error(
+                 "complaint_resolved: the broker did not take the resolution events; nothing "
+                 "was recorded, retry", "the event broker is unavailable: the complaint could "
+                 "not be marked resolved and nothing was recorded; retry later")}))
+async def post_action(customer_id: CustomerId, body: NewAction, res: Res, key: IngestKey,
+                      ing: Ingest) -> Any:
     st = res.keys.state(customer_id, key.tenant)
     found: list[str | None] = await res.redis.hmget(st, ["tier", "store"])  # type: ignore[misc,assignment]
     tier, store = found
     tier = check_store_read(key, tier, store,
                             f"no scored customer {customer_id!r}; actions need a known customer")
     at = await now_ms(res.settings, res.redis, res.keys, key.tenant)
+    action_id = winback.new_action_id()
+    stored = body.model_dump(exclude={"complaint_id"})
+    if body.action == "complaint_resolved":  # the resolution events first: nothing half-done
+        try:
+            stored["resolved_complaints"] = await resolve_complaints(
+                res, ing, tenant=key.tenant, customer_id=customer_id, at_ms=at,
+                action_id=action_id, store_id=store, store_bound=key.stores is not None,
+                only=body.complaint_id)
+        except BrokerUnavailable:
+            raise HTTPException(503, "the event broker is unavailable: the complaint could not "
+                                "be marked resolved and nothing was recorded; retry later",
+                                headers={"Retry-After": "5"}) from None
+        except ValueError as exc:  # NoSuchComplaint, or an event the edge refuses
+            raise HTTPException(422, str(exc)) from None
     action = await winback.record(
         res.redis, res.keys, tenant=key.tenant, customer_id=customer_id,
-        body=body.model_dump(), at_ms=at, store_id=store,
+        body=stored, at_ms=at, store_id=store,
         holdout=holdout(tier, key.tenant, customer_id, res.settings.holdout_share),
-        retention=res.settings.retention)
+        retention=res.settings.retention, action_id=action_id)
     res.metrics.winback_actions.labels(body.action).inc()
     return action
 

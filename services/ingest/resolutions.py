@@ -1,0 +1,90 @@
+"""Staff marking a customer's complaints resolved: the resolution events a POS would send.
+
+A complaint is closed in churnwatch by a later complaint event with the same ``complaint_id``
+and ``status=resolved`` (the contract's events). When staff record the win-back action
+``complaint_resolved`` (API or console), the API publishes those events for the customer's
+open complaints — validated and published like POST /v1/events, before the action is recorded
+— so that the customer's score, reasons and page stop telling an unresolved complaint once the
+scorer has read them (usually well under a second).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from services.common.events import (
+    DEFAULT_TENANT,
+    AnyEvent,
+    TimeBounds,
+    event_to_json,
+    validate_event_in,
+)
+from services.common.timefmt import iso_ms
+from services.ingest.routes import IngestState, publish_events
+from services.scoring.summary import Summary
+from services.state.store import read_states
+from services.web.deps import Resources
+
+
+class NoSuchComplaint(ValueError):
+    """The complaint named is not open for this customer."""
+
+
+def resolution_events(summary: Summary, *, tenant: str, customer_id: str, at_ms: int,
+                      action_id: str, store_id: str | None, only: str | None = None
+                      ) -> list[dict[str, Any]]:
+    """The resolution events (contract form) of the customer's complaints open at ``at_ms``
+    (only ``only``'s when given: NoSuchComplaint if it is not open). Each is timed at
+    ``at_ms``, or a millisecond after the complaint's newest event when that is later (a
+    resolution must be its newest event), and its event id is derived from the action's: a
+    redelivery changes nothing."""
+    open_now = summary.open_complaints(at_ms)
+    if only is not None:
+        open_now = [c for c in open_now if c[0] == only]
+        if not open_now:
+            known = ", ".join(repr(ref) for ref, _, _ in summary.open_complaints(at_ms))
+            raise NoSuchComplaint(
+                f"customer {customer_id!r} has no open complaint {only!r}; "
+                + (f"open: {known}" if known else "none is open")
+                + " (leave complaint_id out to resolve every open one)")
+    out = []
+    for n, (ref, newest, _) in enumerate(sorted(open_now)):
+        event: dict[str, Any] = {
+            "event_id": f"resolved-{action_id}-{n}", "type": "complaint",
+            "customer_id": customer_id, "occurred_at": iso_ms(max(at_ms, newest + 1)),
+            "complaint_id": ref, "status": "resolved"}
+        if tenant != DEFAULT_TENANT:
+            event["tenant_id"] = tenant
+        if store_id:
+            event["store_id"] = store_id
+        out.append(event)
+    return out
+
+
+async def resolve_complaints(res: Resources, ing: IngestState, *, tenant: str,
+                             customer_id: str, at_ms: int, action_id: str,
+                             store_id: str | None, store_bound: bool,
+                             only: str | None = None) -> list[str]:
+    """Publish the resolution events of the customer's open complaints (see
+    :func:`resolution_events`); returns the complaint ids resolved. Raises NoSuchComplaint,
+    ValueError (an event the edge refuses: its message) or BrokerUnavailable (nothing was
+    acknowledged: the caller records nothing and asks for a retry)."""
+    [state] = await read_states(res.redis, res.keys, [(tenant, customer_id)], ["sm"])
+    blob = state.get("sm")
+    summary = Summary.decode(blob) if blob else Summary.empty()
+    drafts = resolution_events(summary, tenant=tenant, customer_id=customer_id, at_ms=at_ms,
+                               action_id=action_id, store_id=store_id, only=only)
+    s = res.settings
+    bounds = TimeBounds(datetime.now(UTC), timedelta(days=s.max_event_age_days),
+                        timedelta(seconds=s.max_event_future_seconds))
+    events: list[AnyEvent] = []
+    for i, draft in enumerate(drafts):
+        event, _, errors = validate_event_in(draft, bounds, i)
+        if event is None:
+            raise ValueError("; ".join(f"{e.field}: {e.message}" for e in errors))
+        events.append(event)
+    if events:
+        records = [(e.customer_id.encode(), event_to_json(e)) for e in events]
+        await publish_events(res, ing, events, records, store_bound=store_bound)
+    return [str(d["complaint_id"]) for d in drafts]
