@@ -6,7 +6,9 @@ deletes only its own tenant's risk changes and subscriptions. The HTTP API calls
 :func:`list_subscriptions` and :func:`delete_subscription`; only the notifier reads secrets.
 
 :func:`validate_target` is also applied again right before every delivery, so that a host
-whose DNS later points at a private address (DNS rebinding) is refused.
+whose DNS later points at a private address (DNS rebinding) is refused, and so is a plain
+``http://`` subscription stored before such targets were refused (it is dead-lettered with
+the reason instead of sending personal data in clear).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis
 
+from services.common.cleartext import ALLOW_HTTP_SETTING, cleartext_refusal
 from services.common.logs import mask_url_credentials
 from services.common.redisconn import Keys
 from services.common.timefmt import utc_from_epoch_s, utc_now
@@ -124,12 +127,15 @@ def checked_addresses(host: str, port: int, *, allow_private: bool, shown: str |
     return addresses
 
 
-def validate_target(url: str, *, allow_private: bool) -> str:
+def validate_target(url: str, *, allow_private: bool, allow_http: bool = False) -> str:
     """Return ``url`` normalised, or raise ValueError saying what to fix.
 
     Only http/https URLs with a host; the host is resolved and loopback, private,
     link-local, multicast, reserved and unspecified addresses are refused unless
-    ``allow_private`` (``CHURNWATCH_WEBHOOK_ALLOW_PRIVATE=true``). Raises
+    ``allow_private`` (``CHURNWATCH_WEBHOOK_ALLOW_PRIVATE=true``). Plain ``http://`` is
+    refused unless the host is this machine (``localhost``, 127.0.0.0/8, ``::1``, and it
+    resolves to loopback addresses only) or ``allow_http``
+    (``CHURNWATCH_WEBHOOK_ALLOW_HTTP=true``): deliveries carry personal data. Raises
     :class:`TargetUnresolvable` (a ValueError) when the host does not resolve.
     """
     if not isinstance(url, str) or not url.strip():
@@ -160,12 +166,28 @@ def validate_target(url: str, *, allow_private: bool) -> str:
     except UnicodeError:
         raise ValueError(f"the host {host!r} is not a valid domain name") from None
 
-    checked_addresses(ascii_host, port, allow_private=allow_private, shown=host)
+    addresses = checked_addresses(ascii_host, port, allow_private=allow_private, shown=host)
+    cleartext = cleartext_refusal(url, allow_http=allow_http, what="the webhook url")
+    if cleartext is None and scheme == "http" and not allow_http \
+            and not all(_loopback(ip) for ip in addresses):
+        cleartext = (f"the webhook url {shown!r} uses plain http:// and its host {host!r} "
+                     f"resolves to {', '.join(map(str, addresses))}, not only to this machine; "
+                     f"use https://, or set {ALLOW_HTTP_SETTING}=true if the network in between "
+                     "is private and trusted")
+    if cleartext is not None:
+        raise ValueError(cleartext)
 
     netloc = f"[{ascii_host}]" if ":" in ascii_host else ascii_host
     if parts.port is not None and parts.port != _DEFAULT_PORTS[scheme]:
         netloc += f":{parts.port}"
     return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+
+
+def _loopback(ip: IPAddress) -> bool:
+    """On this machine: a loopback address, also IPv4-mapped (6to4, Teredo and NAT64 forms of
+    one go through a router)."""
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return ip.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 def _is_ip(host: str) -> bool:

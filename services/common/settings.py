@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.common.cleartext import cleartext_refusal
 from services.common.exceptions import ConfigError
 from services.common.logs import mask_url_credentials
 
@@ -274,6 +275,10 @@ class Settings(BaseSettings):
     notifier_metrics_port: int = Field(default=9102, ge=0, le=65535)
     routing_file: Path | None = None
     webhook_allow_private: bool = False
+    # Webhook targets and the SMS gateway must be https:// (they receive customer ids, names
+    # and reasons), except on this machine (localhost, 127.0.0.0/8, ::1). true: plain http://
+    # anywhere, for receivers on a private network that is trusted end to end.
+    webhook_allow_http: bool = False
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
     # 19 attempts with the default backoff (equal jitter: each wait is half to all of 2 s x 2^n,
     # capped at 1 h) span at least 4.07 h, 6.1 h on average and at most 8.1 h before the
@@ -418,6 +423,11 @@ class Settings(BaseSettings):
                 "CHURNWATCH_API_KEYS must be set when CHURNWATCH_ENV=production "
                 "(e.g. 's3cret-ingest-key:ingest,s3cret-admin-key:admin')"
             )
+        if self.sms_gateway_url:
+            cleartext = cleartext_refusal(self.sms_gateway_url, allow_http=self.webhook_allow_http,
+                                          what="CHURNWATCH_SMS_GATEWAY_URL")
+            if cleartext is not None:
+                raise ValueError(cleartext)
         if self.public_url and not re.match(r"^https?://[^/\s]+(/\S*)?$",
                                                          self.public_url):
             raise ValueError(f"CHURNWATCH_PUBLIC_URL={self.public_url!r} must be an http(s) URL "

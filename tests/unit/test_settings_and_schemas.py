@@ -35,6 +35,10 @@ SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
       "CHURNWATCH_ACK_LINK_SECRET": "Zq3x9-short"}, "at least 32"),
     ({"CHURNWATCH_ALERT_MAX_AGE": "two days"}, "CHURNWATCH_ALERT_MAX_AGE"),
     ({"CHURNWATCH_ALERT_SETTLE": "-5"}, "CHURNWATCH_ALERT_SETTLE"),
+    ({"CHURNWATCH_SMS_GATEWAY_URL": "http://sms.example.com/send"},
+     "CHURNWATCH_SMS_GATEWAY_URL 'http://sms.example.com/send' uses plain http://"),
+    ({"CHURNWATCH_SMS_GATEWAY_URL": "http://10.0.0.7:8080/send"}, "Use an https:// URL, or set "
+     "CHURNWATCH_WEBHOOK_ALLOW_HTTP=true"),
 ])
 def test_bad_settings_name_the_variable(monkeypatch, env, fragment) -> None:
     for k, v in env.items():
@@ -50,6 +54,22 @@ def test_alert_durations_accept_units(monkeypatch, raw, seconds) -> None:
     monkeypatch.setenv("CHURNWATCH_ALERT_MAX_AGE", raw)
     assert load_settings().alert_max_age == seconds
     assert load_settings().to_env()["CHURNWATCH_ALERT_MAX_AGE"] == str(seconds)  # for children
+
+
+@pytest.mark.parametrize("env", [
+    {"CHURNWATCH_SMS_GATEWAY_URL": "https://sms.example.com/send"},
+    {"CHURNWATCH_SMS_GATEWAY_URL": "http://127.0.0.1:9000/sms"},  # make run's sink
+    {"CHURNWATCH_SMS_GATEWAY_URL": "http://localhost:9000/sms"},
+    {"CHURNWATCH_SMS_GATEWAY_URL": "http://10.0.0.7:8080/send",
+     "CHURNWATCH_WEBHOOK_ALLOW_HTTP": "true"},
+])
+def test_sms_gateway_is_https_unless_on_this_machine_or_opted_out(monkeypatch, env) -> None:
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    s = load_settings()
+    assert s.sms_gateway_url == env["CHURNWATCH_SMS_GATEWAY_URL"]
+    assert s.to_env()["CHURNWATCH_WEBHOOK_ALLOW_HTTP"] == env.get("CHURNWATCH_WEBHOOK_ALLOW_HTTP",
+                                                                  "false")  # for children
 
 
 def test_secrets_stay_secret(monkeypatch) -> None:

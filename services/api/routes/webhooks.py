@@ -54,13 +54,17 @@ class Webhook(BaseModel):
              summary="Subscribe a URL to risk changes",
              description="Every risk change of the key's tenant is POSTed to the URL, signed with the secret "
              "(Churnwatch-Signature header). Private, loopback and link-local targets are refused "
-             "unless CHURNWATCH_WEBHOOK_ALLOW_PRIVATE=true; so are hosts that do not resolve.",
+             "unless CHURNWATCH_WEBHOOK_ALLOW_PRIVATE=true; so are hosts that do not resolve. "
+             "The URL must be https:// (deliveries carry customer data): plain http:// is "
+             "accepted only to this machine (localhost, 127.0.0.0/8, ::1) or with "
+             "CHURNWATCH_WEBHOOK_ALLOW_HTTP=true.",
              responses=responses(AUTH, TOO_LARGE))
 async def create_webhook(body: NewWebhook, res: Res, key: AdminKey) -> Any:
     tenant = _tenant_wide(key)
     try:
         url = await asyncio.to_thread(validate_target, body.url,
-                                      allow_private=res.settings.webhook_allow_private)
+                                      allow_private=res.settings.webhook_allow_private,
+                                      allow_http=res.settings.webhook_allow_http)
     except ValueError as exc:
         raise HTTPException(422, f"url: {exc}") from None
     return await add_subscription(res.redis, res.keys, url=url, secret=body.secret, tenant=tenant)

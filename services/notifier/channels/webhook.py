@@ -65,20 +65,25 @@ class CheckedBackend(httpcore.AsyncNetworkBackend):
 class WebhookChannel:
     name: ChannelName = "webhook"
 
-    def __init__(self, *, timeout_s: float, allow_private: bool,
+    def __init__(self, *, timeout_s: float, allow_private: bool, allow_http: bool = False,
                  client: httpx.AsyncClient | None = None, resolve: Resolver | None = None):
         self.allow_private = allow_private
+        self.allow_http = allow_http
         self._resolve: Resolver = resolve or (
             lambda host, port: checked_addresses(host, port, allow_private=allow_private))
+        # Redirects are never followed: a receiver cannot send a delivery on to a private
+        # address, nor from https:// down to plain http:// (a 3xx fails for good, naming it).
         self._client = client or httpx.AsyncClient(
             timeout=timeout_s, follow_redirects=False, trust_env=False,
             transport=checked_transport(self._resolve))
 
     async def send(self, message: Message) -> None:
         what = f"webhook {display_url(message.to)}"
-        try:  # again at delivery time: the DNS answer may have changed since subscription
+        try:  # again at delivery time: the DNS answer may have changed since subscription,
+            # and a plain http:// target stored before they were refused is refused now
             url = await asyncio.to_thread(validate_target, message.to,
-                                          allow_private=self.allow_private)
+                                          allow_private=self.allow_private,
+                                          allow_http=self.allow_http)
             # (and once more when the connection opens: see CheckedBackend)
         except TargetUnresolvable as exc:
             raise DeliveryError(f"{what}: {exc}") from None
@@ -116,7 +121,8 @@ def checked_transport(resolve: Resolver) -> httpx.AsyncHTTPTransport:
 
 def _build(b: Built) -> WebhookChannel:
     return WebhookChannel(timeout_s=b.settings.webhook_timeout_seconds,
-                          allow_private=b.settings.webhook_allow_private)
+                          allow_private=b.settings.webhook_allow_private,
+                          allow_http=b.settings.webhook_allow_http)
 
 
 SPEC = ChannelSpec(name="webhook", order=40, audience="subscribers", push=False, long_form=False,
