@@ -98,13 +98,17 @@ ops-check: $(STAMP) tools ## Check the deploy files and alert rules (promtool, t
 # Supply chain: requirements.lock pins every package churnwatch[embedded,dev] installs, exactly
 # as in .venv; `make audit` checks those versions with pip-audit (scripts/supplychain.py). It
 # needs a vulnerability service: PyPI's per-version JSON API (default) or OSV (AUDIT_SERVICE=osv,
-# AUDIT_OSV_URL=...). When none answers, nothing was audited: AUDIT_IF_UNREACHABLE=fail (the
-# default) exits 2; =warn prints a banner saying so and goes on (CI on a machine that reaches the
-# package index but no advisory database). A finding always fails.
+# AUDIT_OSV_URL=...); no advisory database ships offline. When the service cannot be used
+# (offline, a package mirror without PyPI's JSON API, a failure mid-run), or some package could
+# not be checked, nothing passed: one line says NOT AUDITED and why, and AUDIT_IF_UNREACHABLE=fail
+# (the default) exits 2; =warn exits 0 all the same (CI on a machine that reaches the package
+# index but no advisory database). A finding always fails (exit 1). Every wait is bounded:
+# AUDIT_TIMEOUT seconds per request (pip-audit as a whole: 900 s).
 LOCK                 ?= requirements.lock
 AUDIT_SERVICE        ?= pypi
 AUDIT_OSV_URL        ?= https://api.osv.dev/v1/query
 AUDIT_IF_UNREACHABLE ?= fail
+AUDIT_TIMEOUT        ?= 20
 # Findings that cannot be fixed are ignored one by one, each with its reason, e.g.
 # AUDIT_IGNORE += --ignore GHSA-xxxx-xxxx-xxxx  # no fixed release; we never call the affected API
 AUDIT_IGNORE         ?=
@@ -112,10 +116,12 @@ AUDIT_IGNORE         ?=
 lock: $(STAMP) ## Rewrite requirements.lock from the exact versions installed in .venv
 	$(BIN)/python scripts/supplychain.py lock > $(LOCK).tmp && mv $(LOCK).tmp $(LOCK)
 
-audit: $(STAMP) ## pip-audit the locked dependencies (requirements.lock)
-	@$(BIN)/python -m pip_audit --version >/dev/null 2>&1 || $(BIN)/python -m pip install --quiet "pip-audit>=2.7"
-	$(BIN)/python scripts/supplychain.py audit --lock $(LOCK) --service $(AUDIT_SERVICE) \
-	  --osv-url $(AUDIT_OSV_URL) --if-unreachable $(AUDIT_IF_UNREACHABLE) $(AUDIT_IGNORE)
+# (pip-audit is a dev dependency pinned in the lock: make install brings it, nothing here
+# downloads it, which offline would only wait for the index)
+audit: $(STAMP) ## pip-audit the locked dependencies (requirements.lock; needs a vulnerability service)
+	@$(BIN)/python scripts/supplychain.py audit --lock $(LOCK) --service $(AUDIT_SERVICE) \
+	  --osv-url $(AUDIT_OSV_URL) --if-unreachable $(AUDIT_IF_UNREACHABLE) \
+	  --timeout $(AUDIT_TIMEOUT) $(AUDIT_IGNORE)
 
 bench: $(STAMP) $(NATIVE) ## Measure the pipeline against the bare clients (bench/results/latest.md, docs/reliability/bench.json; QUICK=1: ~1 min, nothing committed changes)
 	@export BENCH_STAMP=$$(date -u +%Y%m%dT%H%M%SZ); \
