@@ -17,7 +17,7 @@ from services.common.redisconn import get_many
 from services.common.timefmt import iso_ms
 from services.console import i18n
 from services.console.sessions import Session
-from services.console.web import current_session, page, signed_in_form, to_sign_in
+from services.console.web import current_session, here, page, signed_in_form, to_sign_in
 from services.records import timeline
 from services.web.deps import Res, Resources
 
@@ -51,7 +51,7 @@ async def inbox(res: Resources, session: Session) -> list[dict[str, Any]]:
 async def alerts_page(request: Request, res: Res) -> Response:
     session = await current_session(request, res)
     if session is None:
-        return to_sign_in()
+        return to_sign_in(here(request))
     entries = await inbox(res, session)
     return page("alerts.html.j2", request, locale=session.locale, session=session,
                 csrf=session.csrf, entries=entries, here="/console/alerts")

@@ -17,6 +17,7 @@ from services.console.mailer import MailUnavailable, send_sign_in_link
 from services.console.sessions import CSRF_COOKIE, SESSION_COOKIE, Session
 from services.console.web import (
     HERE,
+    HOME,
     browser_locale,
     csrf_refused,
     current_session,
@@ -26,6 +27,7 @@ from services.console.web import (
     pre_csrf,
     pre_csrf_ok,
     read_form,
+    safe_next,
     session_store,
     signed_in_form,
     start_session,
@@ -43,17 +45,20 @@ _EMAIL = TypeAdapter(Email)
 async def console_home(request: Request, res: Res) -> Response:
     if await current_session(request, res) is None:
         return to_sign_in()
-    return RedirectResponse("/console/at-risk", status_code=303)
+    return RedirectResponse(HOME, status_code=303)
 
 
 @router.get("/console/sign-in")
 async def sign_inpage(request: Request, res: Res) -> Response:
+    """The sign-in forms; ``?next=`` (a console address, :func:`safe_next`) is where they
+    return once the person has signed in."""
+    next_url = safe_next(request.query_params.get("next"))
     if await current_session(request, res) is not None:
-        return RedirectResponse("/console/at-risk", status_code=303)
+        return RedirectResponse(next_url or HOME, status_code=303)
     locale = browser_locale(request)
     token = pre_csrf(request)
     resp = page("sign_in.html.j2", request, locale=locale, csrf=token,
-                 dev_mode=not res.settings.auth_enabled, error=None)
+                 dev_mode=not res.settings.auth_enabled, error=None, next=next_url)
     return with_pre_csrf(resp, request, res, token)
 
 
@@ -84,12 +89,14 @@ async def sign_in_email(request: Request, res: Res) -> Response:
     t = i18n.words(locale)
     if not pre_csrf_ok(request, form):
         return csrf_refused(request, locale)
+    next_url = safe_next(form.get("next"))
     try:
         email = _EMAIL.validate_python(form.get("email", "").strip())
     except ValidationError:
         resp = page("sign_in.html.j2", request, locale=locale, status=422,
                      csrf=request.cookies.get(CSRF_COOKIE, ""),
-                     dev_mode=not res.settings.auth_enabled, error=t["email_invalid"])
+                     dev_mode=not res.settings.auth_enabled, error=t["email_invalid"],
+                     next=next_url)
         return resp
     minutes = res.settings.console_link_seconds // 60
     found = await _find_staff(res, email)
@@ -100,7 +107,10 @@ async def sign_in_email(request: Request, res: Res) -> Response:
             logger.error("console sign-in link not sent: set CHURNWATCH_PUBLIC_URL to the "
                          "address staff reach the console at")
         else:
-            token = await session_store(res).issue_link(tenant, member.staff_id)
+            # where to go after signing in travels with the token, in Redis: the link
+            # itself stays a bare token
+            token = await session_store(res).issue_link(tenant, member.staff_id,
+                                                        next_url=next_url)
             link = f"{base}/console/sign-in/link?{urlencode({'token': token})}"
             mt = i18n.words(i18n.locale_of(member.locale))
             name = member.name or member.staff_id
@@ -114,7 +124,8 @@ async def sign_in_email(request: Request, res: Res) -> Response:
                 logger.error("console sign-in mail failed: %s", exc)
                 return page("sign_in.html.j2", request, locale=locale, status=503,
                              csrf=request.cookies.get(CSRF_COOKIE, ""),
-                             dev_mode=not res.settings.auth_enabled, error=t["mail_down"])
+                             dev_mode=not res.settings.auth_enabled, error=t["mail_down"],
+                             next=next_url)
     # The same answer whether or not the address is known: no way to probe who is staff.
     return page("message.html.j2", request, locale=locale, heading=t["link_sent"],
                  message=t["link_sent_body"].format(email=email, minutes=minutes), back=None)
@@ -143,18 +154,17 @@ async def sign_in_link(request: Request, res: Res) -> Response:
     redeemed = await session_store(res).redeem_link(form.get("token", ""))
     member = None
     if redeemed is not None:
-        tenant, staff_id = redeemed
         profiles = res.profiles or ProfileStore(res.redis, res.keys)
-        member = await profiles.get_staff(staff_id, tenant)
+        member = await profiles.get_staff(redeemed.staff_id, redeemed.tenant)
     if redeemed is None or member is None:
         return page("message.html.j2", request, locale=locale, status=400,
                      heading=t["sign_in"], message=t["link_invalid"], back="/console/sign-in")
     stores = (member.store_id,) if member.store_id else None
-    session = Session(kind="staff", tenant=redeemed[0], stores=stores,
+    session = Session(kind="staff", tenant=redeemed.tenant, stores=stores,
                       name=member.name or member.staff_id, locale=i18n.locale_of(member.locale),
                       csrf=secrets.token_urlsafe(24), staff_id=member.staff_id, role=member.role)
     logger.info("console sign-in by staff link")
-    return await start_session(request, res, session)
+    return await start_session(request, res, session, redeemed.next_url)
 
 
 @router.post("/console/sign-in/key")
@@ -163,6 +173,7 @@ async def sign_in_key(request: Request, res: Res) -> Response:
     locale = browser_locale(request)
     if not pre_csrf_ok(request, form):
         return csrf_refused(request, locale)
+    next_url = safe_next(form.get("next"))
     if not res.settings.auth_enabled:
         key_tenant, key_stores, name = "default", None, "admin (development mode)"
     else:
@@ -170,13 +181,13 @@ async def sign_in_key(request: Request, res: Res) -> Response:
         if key is None or not key.allows("admin"):
             return page("sign_in.html.j2", request, locale=locale, status=401,
                          csrf=request.cookies.get(CSRF_COOKIE, ""), dev_mode=False,
-                         error=i18n.words(locale)["key_invalid"])
+                         error=i18n.words(locale)["key_invalid"], next=next_url)
         key_tenant, name = key.tenant, key.name
         key_stores = tuple(sorted(key.stores)) if key.stores is not None else None
     session = Session(kind="admin", tenant=key_tenant, stores=key_stores, name=name,
                       locale=locale, csrf=secrets.token_urlsafe(24))
     logger.info("console sign-in with an admin key")
-    return await start_session(request, res, session)
+    return await start_session(request, res, session, next_url)
 
 
 @router.post("/console/sign-out")
@@ -199,9 +210,7 @@ async def switch_language(request: Request, res: Res) -> Response:
     session, form = checked
     await session_store(res).update_locale(request.cookies.get(SESSION_COOKIE, ""), session,
                                     i18n.locale_of(form.get("locale")))
-    back = form.get("back", "")
-    return RedirectResponse(back if back.startswith("/console/") else "/console/at-risk",
-                            status_code=303)
+    return RedirectResponse(safe_next(form.get("back")) or HOME, status_code=303)
 
 
 @router.get("/console/static/console.css")

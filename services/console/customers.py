@@ -20,6 +20,7 @@ from services.console.sessions import Session
 from services.console.web import (
     PAGE_SIZE,
     current_session,
+    here,
     page,
     signed_in_form,
     to_sign_in,
@@ -54,7 +55,7 @@ async def at_risk_page(request: Request, res: Res, tier: str = "high", store: st
                        value: str | None = None, stage: str | None = None) -> Response:
     session = await current_session(request, res)
     if session is None:
-        return to_sign_in()
+        return to_sign_in(here(request))
     tier = tier if tier in TIERS else "high"
     stores = list(session.stores) if session.stores is not None else []
     if store is None and len(stores) > 1:
@@ -77,14 +78,13 @@ async def at_risk_page(request: Request, res: Res, tier: str = "high", store: st
     for item in listing["items"]:
         item["why"] = _text(item.get("top_reason"), zh)
         item["todo"] = _text(item.get("suggested_action"), zh)
-    here = str(request.url.path) + (f"?{request.url.query}" if request.url.query else "")
     filters = {"owner": owner or "", "value": value if value in VALUE_TIERS else "",
                "stage": stage if stage in STAGES else ""}
     if owner is None and session.kind == "staff" and session.role != "manager":
         filters["mine"] = session.staff_id or ""
     return page("at_risk.html.j2", request, locale=session.locale, session=session,
                 csrf=session.csrf, page=listing, tier=tier, tiers=("high", "medium"),
-                store=scoped, stores=stores, here=here, filters=filters,
+                store=scoped, stores=stores, here=here(request), filters=filters,
                 value_tiers=VALUE_TIERS, stages=STAGES,
                 query=urlencode({k: v for k, v in (("tier", tier), ("store", scoped or ""),
                                                    ("owner", owner or ""),
@@ -151,7 +151,7 @@ def _history(entries: list[dict[str, Any]], state: dict[str, str]) -> list[tuple
 async def customer_page(customer_id: CustomerId, request: Request, res: Res) -> Response:
     session = await current_session(request, res)
     if session is None:
-        return to_sign_in()
+        return to_sign_in(here(request))
     found = await _customer(res, session, customer_id)
     if found is None:
         return _not_found(request, session, customer_id)
@@ -185,7 +185,7 @@ async def customer_page(customer_id: CustomerId, request: Request, res: Res) -> 
                 actions=ACTION_TYPES, recorded=request.query_params.get("recorded") == "1",
                 resolved=_count_param(request.query_params.get("resolved")),
                 names=names,
-                here=str(request.url.path))
+                here=here(request, query=False))
 
 
 @router.post("/console/customers/{customer_id:anypath}/actions")

@@ -12,7 +12,7 @@ from fastapi.responses import Response
 from services.common.timefmt import now_ms
 from services.console import charts, i18n
 from services.console.sessions import Session
-from services.console.web import current_session, page, to_sign_in
+from services.console.web import current_session, here, page, to_sign_in
 from services.records import churn, population, tierhistory, winback
 from services.records.churn import Definition, Segment
 from services.scoring.features import DAY_MS
@@ -59,7 +59,7 @@ def _refused(request: Request, session: Session) -> Response:
 async def manager_page(request: Request, res: Res) -> Response:
     session = await current_session(request, res)
     if session is None:
-        return to_sign_in()
+        return to_sign_in(here(request))
     if not session.manages:
         return _refused(request, session)
     t = i18n.words(session.locale)
@@ -97,7 +97,7 @@ async def manager_page(request: Request, res: Res) -> Response:
 async def manager_csv(report: str, request: Request, res: Res) -> Response:
     session = await current_session(request, res)
     if session is None:
-        return to_sign_in()
+        return to_sign_in(here(request))
     if not session.manages:
         return _refused(request, session)
     if report not in REPORTS:

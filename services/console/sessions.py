@@ -55,6 +55,15 @@ class Session:
                       stores=frozenset(self.stores) if self.stores is not None else None)
 
 
+@dataclass(frozen=True)
+class Link:
+    """A redeemed sign-in link: whose it was, and the console address to return to."""
+
+    tenant: str
+    staff_id: str
+    next_url: str | None = None
+
+
 class SessionStore:
     def __init__(self, redis: Redis, keys: Keys, *, session_seconds: int, link_seconds: int):
         self.redis = redis
@@ -93,22 +102,28 @@ class SessionStore:
         if sid and len(sid) <= 128:
             await self.redis.delete(self._session_key(sid))
 
-    async def issue_link(self, tenant: str, staff_id: str) -> str:
+    async def issue_link(self, tenant: str, staff_id: str, *, next_url: str | None = None
+                         ) -> str:
+        """A one-time sign-in link's token for the staff member; ``next_url`` (a console
+        address, already checked) is where signing in with it returns to."""
         token = new_token()
         await self.redis.set(self._link_key(token),
-                             json.dumps({"tenant": tenant, "staff_id": staff_id}),
+                             json.dumps({"tenant": tenant, "staff_id": staff_id,
+                                         "next": next_url}),
                              ex=self.link_seconds)
         return token
 
     async def peek_link(self, token: str) -> bool:
         return len(token) <= 128 and bool(await self.redis.exists(self._link_key(token)))
 
-    async def redeem_link(self, token: str) -> tuple[str, str] | None:
-        """(tenant, staff_id) of a valid link, which is spent by this call; else None."""
+    async def redeem_link(self, token: str) -> Link | None:
+        """The staff member (and where to go) of a valid link, which is spent by this call;
+        else None."""
         if not token or len(token) > 128:
             return None
         raw = await self.redis.getdel(self._link_key(token))
         if raw is None:
             return None
         data = json.loads(raw)
-        return str(data["tenant"]), str(data["staff_id"])
+        return Link(tenant=str(data["tenant"]), staff_id=str(data["staff_id"]),
+                    next_url=data.get("next") if isinstance(data.get("next"), str) else None)

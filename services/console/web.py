@@ -14,7 +14,7 @@ import logging
 import secrets
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 import jinja2
 from fastapi import Request
@@ -30,6 +30,8 @@ env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
                           autoescape=True, undefined=jinja2.StrictUndefined)
 MAX_FORM_BYTES = 8192
 PAGE_SIZE = 50
+NEXT_MAX = 2048  # the longest console address a sign-in returns to
+HOME = "/console/at-risk"
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
                                "script-src 'none'; form-action 'self'; frame-ancestors 'none'",
@@ -118,8 +120,45 @@ async def current_session(request: Request, res: Resources) -> Session | None:
     return session
 
 
-def to_sign_in() -> RedirectResponse:
-    return RedirectResponse("/console/sign-in", status_code=303)
+def safe_next(value: str | None) -> str | None:
+    """``value`` when it is a console address to return to after signing in, else None.
+
+    Only a relative path under ``/console/`` (with its query): no scheme, no host, no ``//``,
+    no backslash, no ``.``/``..`` segment, no control character or space, ASCII only (the
+    console's own addresses are percent-encoded) and not the sign-in pages themselves. Anything
+    else could send the person, just signed in, to another site (an open redirect)."""
+    if not value or len(value) > NEXT_MAX or not value.isascii():
+        return None
+    if not value.startswith("/console/") or "\\" in value or "//" in value:
+        return None
+    if any(c <= " " or c == "\x7f" for c in value):
+        return None
+    parts = urlsplit(value)
+    path = unquote(parts.path)  # what a browser may decode: %2f%2f, %5c, %2e%2e
+    if parts.scheme or parts.netloc or "\\" in path or "//" in path:
+        return None
+    if any(c < " " or c == "\x7f" for c in path):
+        return None
+    if any(segment in (".", "..") for segment in path.split("/")):
+        return None
+    if path == "/console/sign-in" or path.startswith("/console/sign-in/"):
+        return None
+    return value
+
+
+def here(request: Request, *, query: bool = True) -> str:
+    """The request's console address (path and, unless ``query`` is false, query), as a URL:
+    where to come back to after signing in or switching language."""
+    path = quote(request.url.path, safe="/:@!$&'()*+,;=-._~")
+    return path + (f"?{request.url.query}" if query and request.url.query else "")
+
+
+def to_sign_in(next_url: str | None = None) -> RedirectResponse:
+    """To the sign-in page; with ``next_url`` (when :func:`safe_next` accepts it) the page
+    returns there once the person has signed in."""
+    back = safe_next(next_url)
+    query = f"?{urlencode({'next': back})}" if back else ""
+    return RedirectResponse(f"/console/sign-in{query}", status_code=303)
 
 
 def pre_csrf(request: Request) -> str:
@@ -144,16 +183,17 @@ def csrf_refused(request: Request, locale: str) -> HTMLResponse:
                  back="/console/sign-in")
 
 
-async def start_session(request: Request, res: Resources, session: Session) -> Response:
+async def start_session(request: Request, res: Resources, session: Session,
+                        next_url: str | None = None) -> Response:
+    """Signs ``session`` in and goes to ``next_url`` (a console address :func:`safe_next`
+    accepts), else to the at-risk list."""
     sid = await session_store(res).create(session)
-    response = RedirectResponse("/console/at-risk", status_code=303)
+    response = RedirectResponse(safe_next(next_url) or HOME, status_code=303)
     response.set_cookie(SESSION_COOKIE, sid, max_age=res.settings.console_session_seconds,
                         httponly=True, samesite="lax", secure=cookie_secure(request, res),
                         path="/console")
     response.delete_cookie(CSRF_COOKIE, path="/console")
     return response
-
-
 
 
 async def signed_in_form(request: Request, res: Resources

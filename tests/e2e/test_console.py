@@ -228,15 +228,20 @@ async def test_staff_sign_in_by_mail_at_risk_list_language_and_sign_out(
             assert "Sign in" in d.title
             fits(d)
             shoot(d, tmp_path, "sign-in.en")
+            # a link to a customer's page (from a mail, a bookmark): after signing in by the
+            # mailed link, the person is on that customer's page, not the at-risk list
+            d.get(f"{api.url}/console/customers/c-n1")
+            assert d.current_url.endswith("/console/sign-in?next=%2Fconsole%2Fcustomers%2Fc-n1")
             d.find_element(By.ID, "email").send_keys("mia@example.com")
             d.find_element(By.ID, "send-link").click()
             until(lambda: "Check your mail" in text(d), "the link-sent page")
             link = until(lambda: inbox.mail and inbox.link_for("mia@example.com"), "the mail")
-            assert link.startswith(api.url)
+            assert link.startswith(api.url) and "next" not in link  # where to: kept in Redis
             d.get(link)  # opening the link shows a button; it does not sign in by itself
             until(lambda: d.find_elements(By.ID, "confirm"), "the confirm button")
             d.find_element(By.ID, "confirm").click()
-            until(lambda: d.current_url.endswith("/console/at-risk"), "the at-risk page")
+            until(lambda: d.current_url.endswith("/console/customers/c-n1"), "the customer page")
+            assert "Alice Liddell" in d.find_element(By.ID, "customer-name").text
             # the in-app alert (系统提示): a badge on every page, the list, acknowledge
             def badge() -> str:
                 d.refresh()
@@ -339,7 +344,7 @@ async def test_staff_sign_in_by_mail_at_risk_list_language_and_sign_out(
             d.find_element(By.ID, "sign-out").click()
             until(lambda: d.current_url.endswith("/console/sign-in"), "the sign-in page")
             d.get(f"{api.url}/console/at-risk")
-            assert d.current_url.endswith("/console/sign-in")  # the session is gone
+            assert "/console/sign-in?next=" in d.current_url  # the session is gone
             d.get(f"{api.url}/console/sign-in?lang=zh-CN")
             fits(d)
             shoot(d, tmp_path, "sign-in.zh-CN")
@@ -399,7 +404,9 @@ async def test_admin_signs_in_with_an_api_key(settings_factory, tmp_path: Path,
 
         def browse() -> None:
             d = chrome
-            d.get(f"{api.url}/console/sign-in")
+            # a `next` outside the console is ignored: signing in lands on the at-risk list
+            d.get(f"{api.url}/console/sign-in?next=https://evil.example/console/")
+            assert "evil" not in d.page_source
             d.find_element(By.ID, "api_key").send_keys("not-a-key-at-all")
             d.find_element(By.ID, "key-sign-in").click()
             until(lambda: "unknown or lacks the admin scope" in text(d), "the refusal")
@@ -416,6 +423,21 @@ async def test_admin_signs_in_with_an_api_key(settings_factory, tmp_path: Path,
             d.get(f"{api.url}/console/manager/winback_by_staff.csv")
             session = d.get_cookie("cw_session")
             assert session is not None and session["httpOnly"] and session["sameSite"] == "Lax"
+            # signed out, a filtered list's address survives signing in with a key, a wrong
+            # key first
+            d.get(f"{api.url}/console/at-risk")
+            d.find_element(By.ID, "sign-out").click()
+            until(lambda: "/console/sign-in" in d.current_url, "the sign-in page")
+            d.get(f"{api.url}/console/at-risk?tier=medium&store=north")
+            assert "next=" in d.current_url
+            d.find_element(By.ID, "api_key").send_keys("not-a-key-at-all")
+            d.find_element(By.ID, "key-sign-in").click()
+            until(lambda: "unknown or lacks the admin scope" in text(d), "the refusal")
+            d.find_element(By.ID, "api_key").send_keys("acme-admin-01")
+            d.find_element(By.ID, "key-sign-in").click()
+            until(lambda: d.current_url.endswith("/console/at-risk?tier=medium&store=north"),
+                  "the medium tier of north")
+            assert "c-n3" in text(d) and "Sam South" not in text(d)
 
         await asyncio.to_thread(browse)
         cookie = chrome.get_cookie("cw_session")
@@ -432,7 +454,32 @@ async def test_admin_signs_in_with_an_api_key(settings_factory, tmp_path: Path,
                                   data={"action": "called"})  # no CSRF token
             assert r.status_code == 403
             r = await client.get("/console/at-risk", headers={"cookie": "cw_session=forged"})
-            assert r.status_code == 303 and r.headers["location"] == "/console/sign-in"
+            assert r.status_code == 303
+            assert r.headers["location"] == "/console/sign-in?next=%2Fconsole%2Fat-risk"
+            # signed in, the sign-in page goes on to `next` when it is a console address...
+            r = await client.get("/console/sign-in", params={"next": "/console/alerts"})
+            assert (r.status_code, r.headers["location"]) == (303, "/console/alerts")
+            # ...and never to another site (an open redirect), whichever way it is spelled
+            for evil in ("https://evil.example/", "//evil.example", "/\\evil.example",
+                         "/console//evil.example", "/console/%2F%2Fevil.example",
+                         "/console/../v1/customers", "javascript:alert(1)"):
+                r = await client.get("/console/sign-in", params={"next": evil})
+                assert (r.status_code, r.headers["location"]) == (303, "/console/at-risk"), evil
+        async with httpx.AsyncClient(base_url=api.url, timeout=10) as client:
+            page = await client.get("/console/sign-in",
+                                    params={"next": "//evil.example/console/"})
+            assert "evil" not in page.text  # not carried in the forms
+            csrf = page.cookies["cw_csrf"]
+            for evil in ("https://evil.example/console/", "//evil.example", "/\\evil.example",
+                         "/console/%5C%5Cevil.example", "/console/x\r\nLocation: //evil"):
+                client.cookies = httpx.Cookies({"cw_csrf": csrf})  # as before signing in
+                r = await client.post("/console/sign-in/key", data={
+                    "api_key": "acme-admin-01", "csrf": csrf, "next": evil})
+                assert (r.status_code, r.headers.get("location")) == (303, "/console/at-risk"), evil
+            client.cookies = httpx.Cookies({"cw_csrf": csrf})
+            r = await client.post("/console/sign-in/key", data={
+                "api_key": "acme-admin-01", "csrf": csrf, "next": "/console/customers/c-n2"})
+            assert (r.status_code, r.headers["location"]) == (303, "/console/customers/c-n2")
             # a console address that does not exist is a page, in the browser's language;
             # the API's stays JSON
             r = await client.get("/console/no-such-page", headers={"accept-language": "zh-CN"})

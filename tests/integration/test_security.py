@@ -19,6 +19,7 @@ import socket
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any, cast
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -213,10 +214,13 @@ def test_every_route_needs_its_key_and_scope(api) -> None:
     for method, path in SIGNED:
         assert not required_scopes(table[(method, path)]), (method, path)
     with httpx.Client(base_url=proc.url, timeout=30) as client:
-        for method, path in sorted(CONSOLE_SIGNED_IN):  # no session: to the sign-in page
+        for method, path in sorted(CONSOLE_SIGNED_IN):  # no session: to the sign-in page,
+            # which returns to the page asked for once signed in
             url = fill(path, {"customer_id": "sec-c-1", "report": "churn", "alert_id": "a1"})
             r = client.request(method, url, headers=bearer(SCOPED_KEY["admin"]))
-            assert (r.status_code, r.headers.get("location")) == (303, "/console/sign-in"), path
+            to = ("/console/sign-in" if method == "POST" or url == "/console" else
+                  f"/console/sign-in?{urlencode({'next': url})}")
+            assert (r.status_code, r.headers.get("location")) == (303, to), path
     for (method, path), scope in SCOPE.items():  # what the code checks is what we expect
         assert required_scopes(table[(method, path)]) == {scope}, (method, path)
     for method, path in PUBLIC:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from services.console import charts, i18n
+from services.console.web import safe_next
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -30,3 +31,20 @@ def test_charts_are_svg_with_one_mark_per_value_and_escape_labels() -> None:
     line = ET.fromstring(charts.score_line("Score", [(0, 0.2, "low"), (10, 0.8, "high")]))
     assert len(line.findall(f"{SVG}circle")) == 2 and line.find(f"{SVG}polyline") is not None
     assert ET.fromstring(charts.score_line("Score", [])).tag == f"{SVG}svg"
+
+
+def test_sign_in_returns_only_to_console_addresses() -> None:
+    """``next`` (where signing in returns to) is a path under /console/ or nothing: never
+    another site (an open redirect), whatever way a browser could read it as one."""
+    for good in ("/console/customers/c-42", "/console/at-risk?tier=medium&store=north",
+                 "/console/customers/%E7%8E%8B%E8%8A%B3", "/console/manager/churn.csv"):
+        assert safe_next(good) == good, good
+    for bad in (None, "", "https://evil.example/", "//evil.example/console/",
+                "/\\evil.example", "/console/\\evil", "/console//evil.example",
+                "/console/%2F%2Fevil.example", "/console/%5Cevil", "/console/../v1/customers",
+                "/console/%2e%2e/v1", "/console/./at-risk", "javascript:alert(1)",
+                "/console", "/v1/customers", "http:/console/at-risk", "/console/x\r\nSet-Cookie:a",
+                "/console/x y", "/console/x\t", "/console/王芳", "/console/sign-in",
+                "/console/sign-in/link?token=x", "/console/" + "a" * 3000,
+                " /console/at-risk", "/console/at-risk#//evil.example"):
+        assert safe_next(bad) is None, bad
