@@ -21,6 +21,7 @@ from services.console.web import (
     browser_locale,
     csrf_refused,
     current_session,
+    draft_of,
     env,
     is_loopback,
     page,
@@ -29,6 +30,7 @@ from services.console.web import (
     read_form,
     safe_next,
     session_store,
+    sign_in_page,
     signed_in_form,
     start_session,
     to_sign_in,
@@ -57,8 +59,7 @@ async def sign_inpage(request: Request, res: Res) -> Response:
         return RedirectResponse(next_url or HOME, status_code=303)
     locale = browser_locale(request)
     token = pre_csrf(request)
-    resp = page("sign_in.html.j2", request, locale=locale, csrf=token,
-                 dev_mode=not res.settings.auth_enabled, error=None, next=next_url)
+    resp = sign_in_page(request, res, locale=locale, csrf=token, next_url=next_url)
     return with_pre_csrf(resp, request, res, token)
 
 
@@ -89,15 +90,13 @@ async def sign_in_email(request: Request, res: Res) -> Response:
     t = i18n.words(locale)
     if not pre_csrf_ok(request, form):
         return csrf_refused(request, locale)
-    next_url = safe_next(form.get("next"))
+    next_url, draft = safe_next(form.get("next")), draft_of(form)
     try:
         email = _EMAIL.validate_python(form.get("email", "").strip())
     except ValidationError:
-        resp = page("sign_in.html.j2", request, locale=locale, status=422,
-                     csrf=request.cookies.get(CSRF_COOKIE, ""),
-                     dev_mode=not res.settings.auth_enabled, error=t["email_invalid"],
-                     next=next_url)
-        return resp
+        return sign_in_page(request, res, locale=locale, status=422,
+                            csrf=request.cookies.get(CSRF_COOKIE, ""), error=t["email_invalid"],
+                            next_url=next_url, draft=draft)
     minutes = res.settings.console_link_seconds // 60
     found = await _find_staff(res, email)
     if found is not None:
@@ -110,7 +109,7 @@ async def sign_in_email(request: Request, res: Res) -> Response:
             # where to go after signing in travels with the token, in Redis: the link
             # itself stays a bare token
             token = await session_store(res).issue_link(tenant, member.staff_id,
-                                                        next_url=next_url)
+                                                        next_url=next_url, draft=draft)
             link = f"{base}/console/sign-in/link?{urlencode({'token': token})}"
             mt = i18n.words(i18n.locale_of(member.locale))
             name = member.name or member.staff_id
@@ -122,10 +121,9 @@ async def sign_in_email(request: Request, res: Res) -> Response:
                                         subject=mt["subject"], text=text, html=html)
             except MailUnavailable as exc:
                 logger.error("console sign-in mail failed: %s", exc)
-                return page("sign_in.html.j2", request, locale=locale, status=503,
-                             csrf=request.cookies.get(CSRF_COOKIE, ""),
-                             dev_mode=not res.settings.auth_enabled, error=t["mail_down"],
-                             next=next_url)
+                return sign_in_page(request, res, locale=locale, status=503,
+                                    csrf=request.cookies.get(CSRF_COOKIE, ""),
+                                    error=t["mail_down"], next_url=next_url, draft=draft)
     # The same answer whether or not the address is known: no way to probe who is staff.
     return page("message.html.j2", request, locale=locale, heading=t["link_sent"],
                  message=t["link_sent_body"].format(email=email, minutes=minutes), back=None)
@@ -164,7 +162,7 @@ async def sign_in_link(request: Request, res: Res) -> Response:
                       name=member.name or member.staff_id, locale=i18n.locale_of(member.locale),
                       csrf=secrets.token_urlsafe(24), staff_id=member.staff_id, role=member.role)
     logger.info("console sign-in by staff link")
-    return await start_session(request, res, session, redeemed.next_url)
+    return await start_session(request, res, session, redeemed.next_url, redeemed.draft)
 
 
 @router.post("/console/sign-in/key")
@@ -173,21 +171,22 @@ async def sign_in_key(request: Request, res: Res) -> Response:
     locale = browser_locale(request)
     if not pre_csrf_ok(request, form):
         return csrf_refused(request, locale)
-    next_url = safe_next(form.get("next"))
+    next_url, draft = safe_next(form.get("next")), draft_of(form)
     if not res.settings.auth_enabled:
         key_tenant, key_stores, name = "default", None, "admin (development mode)"
     else:
         key = res.settings.find_key(form.get("api_key", "").strip())
         if key is None or not key.allows("admin"):
-            return page("sign_in.html.j2", request, locale=locale, status=401,
-                         csrf=request.cookies.get(CSRF_COOKIE, ""), dev_mode=False,
-                         error=i18n.words(locale)["key_invalid"], next=next_url)
+            return sign_in_page(request, res, locale=locale, status=401,
+                                csrf=request.cookies.get(CSRF_COOKIE, ""),
+                                error=i18n.words(locale)["key_invalid"], next_url=next_url,
+                                draft=draft)
         key_tenant, name = key.tenant, key.name
         key_stores = tuple(sorted(key.stores)) if key.stores is not None else None
     session = Session(kind="admin", tenant=key_tenant, stores=key_stores, name=name,
                       locale=locale, csrf=secrets.token_urlsafe(24))
     logger.info("console sign-in with an admin key")
-    return await start_session(request, res, session, next_url)
+    return await start_session(request, res, session, next_url, draft)
 
 
 @router.post("/console/sign-out")

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
@@ -16,14 +17,20 @@ from services.common.profiles import CustomerProfile, ProfileStore
 from services.common.riskchange import TIERS
 from services.common.timefmt import iso_ms, now_ms, parse_iso
 from services.console import charts, i18n
-from services.console.sessions import Session
+from services.console.sessions import SESSION_COOKIE, Draft, Session
 from services.console.web import (
     PAGE_SIZE,
+    browser_locale,
+    csrf_refused,
     current_session,
     here,
     page,
-    signed_in_form,
+    pre_csrf,
+    read_form,
+    session_store,
+    sign_in_page,
     to_sign_in,
+    with_pre_csrf,
 )
 from services.ingest.resolutions import resolve_complaints
 from services.records import timeline, winback
@@ -170,6 +177,9 @@ async def customer_page(customer_id: CustomerId, request: Request, res: Res) -> 
         if profile.phone and profile.consent.allows("sms"):
             contact.append(profile.phone)
     chart = charts.score_line(t["score_over_time"], _history(entries, state))
+    # a form that could not be saved (signed out, stale token): back, pre-filled, once
+    draft = await session_store(res).take_draft(request.cookies.get(SESSION_COOKIE),
+                                                customer_id)
     names = await _staff_names(res, session.tenant, {
         *(str(e["data"].get("staff_id") or "") for e in entries if e["kind"] == "staff_action"),
         profile.owner_staff_id if profile is not None and profile.owner_staff_id else ""})
@@ -184,17 +194,34 @@ async def customer_page(customer_id: CustomerId, request: Request, res: Res) -> 
                 last_seen=iso_ms(state.get("last_ts")), chart=chart, entries=entries,
                 actions=ACTION_TYPES, recorded=request.query_params.get("recorded") == "1",
                 resolved=_count_param(request.query_params.get("resolved")),
-                names=names,
+                names=names, draft=draft,
                 here=here(request, query=False))
 
 
 @router.post("/console/customers/{customer_id:anypath}/actions")
 async def record_action(customer_id: CustomerId, request: Request, res: Res) -> Response:
-    """One-click win-back actions, recorded by the same code as POST /v1/customers/{id}/actions."""
-    checked = await signed_in_form(request, res)
-    if isinstance(checked, Response):
-        return checked
-    session, form = checked
+    """One-click win-back actions, recorded by the same code as POST /v1/customers/{id}/actions.
+
+    Recorded only with a session and its CSRF token. Without them what the person typed is
+    not lost: signed out (the session expired), the answer is the sign-in page, which carries
+    the form on to the new session; with a stale token (signed in again in another tab), the
+    session keeps it. Either way the customer's page shows it again, pre-filled, to save."""
+    form = await read_form(request)
+    session = await current_session(request, res)
+    back = f"/console/customers/{quote(customer_id, safe='')}"
+    draft = Draft.of(customer_id, form.get("action", ""), form.get("note", ""), ACTION_TYPES)
+    if session is None:
+        if draft is None:
+            return to_sign_in(back)
+        token = pre_csrf(request)
+        resp = sign_in_page(request, res, locale=browser_locale(request), csrf=token,
+                            status=401, next_url=back, draft=draft)
+        return with_pre_csrf(resp, request, res, token)
+    if not secrets.compare_digest(session.csrf, form.get("csrf", "")):
+        if draft is None:
+            return csrf_refused(request, session.locale)
+        await session_store(res).put_draft(request.cookies.get(SESSION_COOKIE, ""), draft)
+        return RedirectResponse(back, status_code=303)
     found = await _customer(res, session, customer_id)
     if found is None or not found[0].get("tier"):
         return _not_found(request, session, customer_id)

@@ -62,6 +62,11 @@ TEXT: dict[str, dict[str, str]] = {
         "resolved_n": "{n} open complaints are marked resolved; the score follows in a moment.",
         "not_resolved": "The complaint could not be marked resolved (the event service did not "
                         "take it), so nothing was recorded. Please try again in a minute.",
+        "session_ended_draft": "You were signed out (the session expired), so “{action}” "
+                               "was not saved. Sign in again: the customer's page opens "
+                               "with what you entered, ready to save.",
+        "draft_back": "Not saved yet: you were signed out. Check the note and press "
+                      "“{action}” to save it.",
         "action_called": "Called", "action_message_sent": "Message sent",
         "action_coupon_sent": "Coupon sent", "action_exclusive_offer": "Exclusive service offered",
         "action_complaint_resolved": "Complaint resolved", "action_other": "Other",
@@ -136,6 +141,9 @@ TEXT: dict[str, dict[str, str]] = {
         "resolved_1": "未解决的投诉已标记为已解决，评分稍后更新。",
         "resolved_n": "{n}个未解决的投诉已标记为已解决，评分稍后更新。",
         "not_resolved": "投诉未能标记为已解决（事件服务未接收），因此未作记录。请稍后再试。",
+        "session_ended_draft": "您已退出登录（会话已过期），“{action}”未能保存。请重新登录："
+                               "客户页面会带回您填写的内容，确认后即可保存。",
+        "draft_back": "尚未保存：您曾退出登录。请检查备注，然后点击“{action}”保存。",
         "action_called": "已致电", "action_message_sent": "已发消息",
         "action_coupon_sent": "已发优惠券", "action_exclusive_offer": "已提供专属服务",
         "action_complaint_resolved": "投诉已解决", "action_other": "其他",

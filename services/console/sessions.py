@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from services.common.redisconn import Keys
 from services.common.settings import ApiKey
+from services.records.winback import ACTION_TYPES
 
 SESSION_COOKIE = "cw_session"
 CSRF_COOKIE = "cw_csrf"  # double-submit token for the forms shown before a session exists
@@ -56,12 +57,49 @@ class Session:
 
 
 @dataclass(frozen=True)
+class Draft:
+    """A win-back action form that could not be saved (the session had ended or the form's
+    token was stale): given back, pre-filled, on the customer's page after signing in. Never
+    recorded from here: the person presses the button again, with a valid session and token."""
+
+    customer_id: str
+    action: str
+    note: str = ""
+
+    NOTE_MAX = 1000  # the note's own limit on the form (and in the record)
+
+    @classmethod
+    def of(cls, customer_id: str, action: str, note: str, actions: tuple[str, ...]
+           ) -> Draft | None:
+        """A draft from a form's fields: an action of ``actions``, a customer id of at most
+        128 characters without control characters, the note cut to its limit; else None."""
+        if action not in actions or not customer_id or len(customer_id) > 128:
+            return None
+        if any(c < " " or c == "\x7f" for c in customer_id):
+            return None
+        return cls(customer_id, action, note.strip()[:cls.NOTE_MAX])
+
+    @classmethod
+    def from_json(cls, raw: str | bytes | None) -> Draft | None:
+        try:
+            data = json.loads(raw) if raw else None
+        except ValueError:
+            return None
+        if not isinstance(data, dict):
+            return None
+        return cls.of(str(data.get("customer_id") or ""), str(data.get("action") or ""),
+                      str(data.get("note") or ""), ACTION_TYPES)
+
+
+@dataclass(frozen=True)
 class Link:
-    """A redeemed sign-in link: whose it was, and the console address to return to."""
+    """A redeemed sign-in link: whose it was, the console address to return to and the
+    unsaved form to give back."""
 
     tenant: str
     staff_id: str
     next_url: str | None = None
+    draft: Draft | None = None
 
 
 class SessionStore:
@@ -102,14 +140,37 @@ class SessionStore:
         if sid and len(sid) <= 128:
             await self.redis.delete(self._session_key(sid))
 
-    async def issue_link(self, tenant: str, staff_id: str, *, next_url: str | None = None
-                         ) -> str:
+    def _draft_key(self, sid: str) -> str:
+        return f"{self.keys.prefix}:console:draft:{_digest(sid)}"
+
+    async def put_draft(self, sid: str, draft: Draft) -> None:
+        """Keep a form the session's person could not save (signed out, or the form's token
+        was stale) until their next look at the customer's page, for the session's lifetime."""
+        await self.redis.set(self._draft_key(sid), json.dumps(asdict(draft)),
+                             ex=self.session_seconds)
+
+    async def take_draft(self, sid: str | None, customer_id: str) -> Draft | None:
+        """The session's unsaved form for ``customer_id``, removed as it is given (a page
+        shows it once); None when there is none, or it is another customer's (kept)."""
+        if not sid or len(sid) > 128:
+            return None
+        raw = await self.redis.get(self._draft_key(sid))
+        draft = Draft.from_json(raw)
+        if draft is None or draft.customer_id != customer_id:
+            return None
+        await self.redis.delete(self._draft_key(sid))
+        return draft
+
+    async def issue_link(self, tenant: str, staff_id: str, *, next_url: str | None = None,
+                         draft: Draft | None = None) -> str:
         """A one-time sign-in link's token for the staff member; ``next_url`` (a console
-        address, already checked) is where signing in with it returns to."""
+        address, already checked) is where signing in with it returns to, ``draft`` the
+        unsaved form the new session gets back."""
         token = new_token()
         await self.redis.set(self._link_key(token),
                              json.dumps({"tenant": tenant, "staff_id": staff_id,
-                                         "next": next_url}),
+                                         "next": next_url,
+                                         "draft": asdict(draft) if draft else None}),
                              ex=self.link_seconds)
         return token
 
@@ -126,4 +187,5 @@ class SessionStore:
             return None
         data = json.loads(raw)
         return Link(tenant=str(data["tenant"]), staff_id=str(data["staff_id"]),
-                    next_url=data.get("next") if isinstance(data.get("next"), str) else None)
+                    next_url=data.get("next") if isinstance(data.get("next"), str) else None,
+                    draft=Draft.from_json(json.dumps(data.get("draft"))))

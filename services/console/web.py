@@ -21,14 +21,17 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from services.console import i18n
-from services.console.sessions import CSRF_COOKIE, SESSION_COOKIE, Session, SessionStore
+from services.console.sessions import CSRF_COOKIE, SESSION_COOKIE, Draft, Session, SessionStore
+from services.records.winback import ACTION_TYPES
 from services.web.deps import Resources
 
 logger = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
                           autoescape=True, undefined=jinja2.StrictUndefined)
-MAX_FORM_BYTES = 8192
+# a 1000-character note in Chinese is ~9 kB urlencoded (3 bytes a character, 3 characters a
+# byte), 12 kB in 4-byte characters: with the form's other fields, 16 kB
+MAX_FORM_BYTES = 16384
 PAGE_SIZE = 50
 NEXT_MAX = 2048  # the longest console address a sign-in returns to
 HOME = "/console/at-risk"
@@ -183,11 +186,36 @@ def csrf_refused(request: Request, locale: str) -> HTMLResponse:
                  back="/console/sign-in")
 
 
+def draft_of(form: dict[str, str]) -> Draft | None:
+    """The unsaved win-back action a sign-in form carries (fields ``draft_customer``,
+    ``draft_action``, ``draft_note``), checked and bounded; None without one."""
+    return Draft.of(form.get("draft_customer", ""), form.get("draft_action", ""),
+                    form.get("draft_note", ""), ACTION_TYPES)
+
+
+def sign_in_page(request: Request, res: Resources, *, locale: str, csrf: str,
+                 status: int = 200, error: str | None = None, next_url: str | None = None,
+                 draft: Draft | None = None) -> HTMLResponse:
+    """The sign-in forms, each carrying ``next_url`` and ``draft`` on to the session they
+    start; with a draft, a line says the session had ended and nothing was saved yet."""
+    t = i18n.words(locale)
+    expired = None
+    if draft is not None:
+        expired = t["session_ended_draft"].format(action=t[f"action_{draft.action}"])
+    return page("sign_in.html.j2", request, locale=locale, status=status, csrf=csrf,
+                dev_mode=not res.settings.auth_enabled, error=error, next=safe_next(next_url),
+                draft=draft, expired=expired)
+
+
 async def start_session(request: Request, res: Resources, session: Session,
-                        next_url: str | None = None) -> Response:
+                        next_url: str | None = None, draft: Draft | None = None) -> Response:
     """Signs ``session`` in and goes to ``next_url`` (a console address :func:`safe_next`
-    accepts), else to the at-risk list."""
-    sid = await session_store(res).create(session)
+    accepts), else to the at-risk list; ``draft`` waits for the person on its customer's
+    page."""
+    store = session_store(res)
+    sid = await store.create(session)
+    if draft is not None:
+        await store.put_draft(sid, draft)
     response = RedirectResponse(safe_next(next_url) or HOME, status_code=303)
     response.set_cookie(SESSION_COOKIE, sid, max_age=res.settings.console_session_seconds,
                         httponly=True, samesite="lax", secure=cookie_secure(request, res),

@@ -9,6 +9,7 @@ docs/console/ (committed, shown in the README)."""
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import os
 import re
@@ -302,6 +303,37 @@ async def test_staff_sign_in_by_mail_at_risk_list_language_and_sign_out(
             assert "1 purchases" not in timeline and "×" not in timeline
             fits(d)
             shoot(d, tmp_path, "customer.en")
+            # the session ends while a note is being typed: nothing is recorded without a
+            # session, and nothing typed is lost
+            note = "Prefers Saturdays <i>after 3</i> & “quiet”"
+            d.find_element(By.ID, "note").send_keys(note)
+            d.delete_cookie("cw_session")  # as on expiry: the cookie lives as long as the session
+            d.find_element(By.ID, "action-coupon_sent").click()
+            ended = until(lambda: d.find_elements(By.ID, "session-ended"), "the signed-out line")
+            assert "“Coupon sent” was not saved" in ended[0].text, ended[0].text
+            fits(d)
+            shoot(d, tmp_path, "session-ended.en")
+            sent = len(inbox.mail)
+            d.find_element(By.ID, "email").send_keys("mia@example.com")
+            d.find_element(By.ID, "send-link").click()
+            until(lambda: len(inbox.mail) > sent, "the second sign-in mail")
+            d.get(inbox.link_for("mia@example.com"))
+            until(lambda: d.find_elements(By.ID, "confirm"), "the confirm button")
+            d.find_element(By.ID, "confirm").click()
+            until(lambda: d.find_elements(By.ID, "draft"), "the customer's page, form given back")
+            assert d.current_url.endswith("/console/customers/c-n1")
+            assert d.find_element(By.ID, "note").get_attribute("value") == note
+            assert not d.find_elements(By.CSS_SELECTOR, "#record i")  # text, not markup
+            assert "press “Coupon sent” to save" in d.find_element(By.ID, "draft").text
+            assert "drafted" in (d.find_element(By.ID, "action-coupon_sent")
+                                 .get_attribute("class") or "")
+            assert "Coupon sent" not in d.find_element(By.ID, "timeline").text  # not recorded
+            fits(d)
+            shoot(d, tmp_path, "customer-draft.en")
+            d.find_element(By.ID, "action-coupon_sent").click()
+            until(lambda: d.find_elements(By.ID, "recorded"), "the action saved after all")
+            assert f"Coupon sent · Mia North · “{note}”" in d.find_element(By.ID, "timeline").text
+            assert not d.find_elements(By.ID, "draft")  # given back once
             # the manager's win-back view counts it, by action and by staff member
             d.find_element(By.ID, "manager-link").click()
             until(lambda: d.current_url.endswith("/console/manager"), "the manager page")
@@ -359,7 +391,9 @@ async def test_staff_sign_in_by_mail_at_risk_list_language_and_sign_out(
             actions = [json.loads(v) for v in
                        (await redis.hgetall(keys.actions("c-n1", "acme"))).values()]
             assert sorted((a["action"], a["staff_id"], a.get("note")) for a in actions) == [
-                ("called", "m-north", "Booked for Friday"), ("message_sent", "m-north", None)]
+                ("called", "m-north", "Booked for Friday"),
+                ("coupon_sent", "m-north", "Prefers Saturdays <i>after 3</i> & “quiet”"),
+                ("message_sent", "m-north", None)]
         finally:
             await redis.aclose()
         async with httpx.AsyncClient(base_url=api.url, timeout=10) as client:
@@ -450,9 +484,26 @@ async def test_admin_signs_in_with_an_api_key(settings_factory, tmp_path: Path,
             r = await client.get("/console/manager/churn.csv")
             assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
             assert r.text.splitlines()[0].startswith("period_start,")
+            # an action without the session's CSRF token is not recorded; what was sent comes
+            # back on the customer's page, to press again (a form from before signing in anew)
             r = await client.post("/console/customers/c-n1/actions",
-                                  data={"action": "called"})  # no CSRF token
-            assert r.status_code == 403
+                                  data={"action": "called", "note": "from an old tab"})
+            assert (r.status_code, r.headers["location"]) == (303, "/console/customers/c-n1")
+            r = await client.get("/console/customers/c-n1")
+            assert 'id="draft"' in r.text and 'value="from an old tab"' in r.text
+            assert "Staff action" not in r.text  # nothing on the timeline
+            r = await client.post("/console/customers/c-n1/actions", data={"note": "no action"})
+            assert r.status_code == 403  # nothing to give back: refused
+            shown = (await client.get("/console/customers/c-n1")).text
+            assert 'id="draft"' not in shown  # given back once
+            # a 1000-character note in Chinese (9 kB urlencoded) is saved, not refused
+            token = re.search(r'name="csrf" value="([^"]+)"', shown)
+            assert token is not None
+            r = await client.post("/console/customers/c-n1/actions", data={
+                "action": "other", "note": "预" * 1000, "csrf": token.group(1)})
+            assert (r.status_code, r.headers["location"]) == (
+                303, "/console/customers/c-n1?recorded=1")
+            assert "预" * 1000 in (await client.get("/console/customers/c-n1")).text
             r = await client.get("/console/at-risk", headers={"cookie": "cw_session=forged"})
             assert r.status_code == 303
             assert r.headers["location"] == "/console/sign-in?next=%2Fconsole%2Fat-risk"
@@ -466,10 +517,18 @@ async def test_admin_signs_in_with_an_api_key(settings_factory, tmp_path: Path,
                 r = await client.get("/console/sign-in", params={"next": evil})
                 assert (r.status_code, r.headers["location"]) == (303, "/console/at-risk"), evil
         async with httpx.AsyncClient(base_url=api.url, timeout=10) as client:
+            # signed out, an action's form comes back as the sign-in page carrying it,
+            # bounded and escaped, and nothing is recorded
+            r = await client.post("/console/customers/c-n1/actions", data={
+                "action": "called", "note": '"><script>alert(1)</script>' + "x" * 5000})
+            assert r.status_code == 401 and 'id="session-ended"' in r.text
+            assert "<script>alert" not in r.text and "&#34;&gt;&lt;script&gt;" in r.text
+            note = re.search(r'name="draft_note" value="([^"]*)"', r.text)
+            assert note is not None and len(html.unescape(note.group(1))) == 1000
             page = await client.get("/console/sign-in",
                                     params={"next": "//evil.example/console/"})
             assert "evil" not in page.text  # not carried in the forms
-            csrf = page.cookies["cw_csrf"]
+            csrf = client.cookies["cw_csrf"]
             for evil in ("https://evil.example/console/", "//evil.example", "/\\evil.example",
                          "/console/%5C%5Cevil.example", "/console/x\r\nLocation: //evil"):
                 client.cookies = httpx.Cookies({"cw_csrf": csrf})  # as before signing in
