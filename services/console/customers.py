@@ -56,10 +56,34 @@ def _text(obj: dict[str, Any] | None, zh: bool) -> str:
     return str((obj.get("text_zh") if zh else obj.get("text")) or obj.get("text") or "")
 
 
+def _count_line(t: dict[str, str], *, shown: int, start: int, total: int,
+                filtered: bool, paged: bool) -> str:
+    """How many customers the list holds, as the page shows them: "3 customers", "51–100 of
+    132", or, filtered (a filtered page examines a bounded number of entries), how many match
+    of the tier's."""
+    if filtered:
+        return t["count_filtered"].format(n=shown, total=total)
+    if paged or start:
+        if not shown:
+            return t["count_past"].format(total=total)
+        return t["count_page"].format(first=start + 1, last=start + shown, total=total)
+    return t["count_one"] if total == 1 else t["count_all"].format(n=total)
+
+
+def _year_spend(item: dict[str, Any]) -> float | None:
+    """A year's spend, from the list's order itself (priority = score × (1 + a year's
+    spend)): what "most valuable first" sorts by, shown beside each customer."""
+    score = float(item.get("score") or 0.0)
+    if score <= 0:
+        return None
+    return max(float(item.get("priority") or 0.0) / score - 1.0, 0.0)
+
+
 @router.get("/console/at-risk")
 async def at_risk_page(request: Request, res: Res, tier: str = "high", store: str | None = None,
                        cursor: str | None = None, owner: str | None = None,
-                       value: str | None = None, stage: str | None = None) -> Response:
+                       value: str | None = None, stage: str | None = None,
+                       start: str = "0") -> Response:
     session = await current_session(request, res)
     if session is None:
         return to_sign_in(here(request))
@@ -85,18 +109,32 @@ async def at_risk_page(request: Request, res: Res, tier: str = "high", store: st
     for item in listing["items"]:
         item["why"] = _text(item.get("top_reason"), zh)
         item["todo"] = _text(item.get("suggested_action"), zh)
+        item["year_spend"] = _year_spend(item)
     filters = {"owner": owner or "", "value": value if value in VALUE_TIERS else "",
                "stage": stage if stage in STAGES else ""}
+    kept = {"owner": filters["owner"][:128], "value": filters["value"],
+            "stage": filters["stage"]}
+
+    def link(**changed: str) -> str:  # this list's address with ``changed``, filters kept
+        params = {"tier": tier, "store": scoped or "", **kept, **changed}
+        return "/console/at-risk?" + urlencode({k: v for k, v in params.items() if v})
+
+    total = int(await res.redis.zcard(res.keys.tier_index(tier, session.tenant, scoped)))
+    first = min(int(start), 1_000_000_000) if start.isdigit() else 0
+    shown = len(listing["items"])
+    count = _count_line(t, shown=shown, start=first, total=total,
+                        filtered=any(kept.values()),
+                        paged=bool(listing["next_cursor"]))
     if owner is None and session.kind == "staff" and session.role != "manager":
         filters["mine"] = session.staff_id or ""
     return page("at_risk.html.j2", request, locale=session.locale, session=session,
                 csrf=session.csrf, page=listing, tier=tier, tiers=("high", "medium"),
                 store=scoped, stores=stores, here=here(request), filters=filters,
-                value_tiers=VALUE_TIERS, stages=STAGES,
-                query=urlencode({k: v for k, v in (("tier", tier), ("store", scoped or ""),
-                                                   ("owner", owner or ""),
-                                                   ("value", filters["value"]),
-                                                   ("stage", filters["stage"])) if v}))
+                value_tiers=VALUE_TIERS, stages=STAGES, count=count,
+                tier_links={name: link(tier=name) for name in ("high", "medium")},
+                store_links={s: link(store=s) for s in stores},
+                next_link=link(cursor=listing["next_cursor"], start=str(first + shown))
+                if listing["next_cursor"] else None)
 
 
 async def _customer(res: Resources, session: Session, customer_id: str

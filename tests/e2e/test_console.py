@@ -265,6 +265,11 @@ async def test_staff_sign_in_by_mail_at_risk_list_language_and_sign_out(
             assert "Sam South" not in page and "c-s1" not in page  # another store's customer
             names = [e.text for e in d.find_elements(By.CSS_SELECTOR, ".customer .name")]
             assert names[0] == "Alice Liddell", names  # the most valuable first
+            # ...and the page says so, with each one's value and how many the list holds
+            count = d.find_element(By.ID, "count").text
+            assert count.startswith("2 customers · most valuable first"), count
+            value = d.find_element(By.CSS_SELECTOR, ".customer .value").text
+            assert value == "Value: medium · 12-month spend: 240.00", value
             fits(d)
             shoot(d, tmp_path, "at-risk.en")
             # filters: value tier (Alice is a medium-value customer)
@@ -272,6 +277,15 @@ async def test_staff_sign_in_by_mail_at_risk_list_language_and_sign_out(
             d.find_element(By.ID, "filter-apply").click()
             until(lambda: "value=medium" in d.current_url, "the filtered list")
             assert "Alice Liddell" in text(d)
+            assert "1 shown (filtered) of 2 in this tier" in d.find_element(By.ID, "count").text
+            # a tier tab keeps the filters (and the store)
+            d.find_element(By.ID, "tier-medium").click()
+            until(lambda: "tier=medium" in d.current_url, "the medium tab")
+            assert "value=medium" in d.current_url and "store=north" in d.current_url
+            assert Select(d.find_element(By.ID, "filter-value")).first_selected_option \
+                .get_attribute("value") == "medium"
+            d.find_element(By.ID, "tier-high").click()
+            until(lambda: "tier=high" in d.current_url, "the high tab")
             Select(d.find_element(By.ID, "filter-value")).select_by_value("high")
             d.find_element(By.ID, "filter-apply").click()
             until(lambda: "value=high" in d.current_url, "the filtered list")
@@ -359,6 +373,8 @@ async def test_staff_sign_in_by_mail_at_risk_list_language_and_sign_out(
             d.get(f"{api.url}/console/at-risk")
             d.find_element(By.ID, "language").click()
             until(lambda: "流失风险客户" in text(d), "the page in zh-CN")
+            assert d.find_element(By.ID, "count").text.startswith("共 2 位客户 · 按价值排序")
+            assert "近 12 个月消费: 240.00" in d.find_element(By.ID, "customers").text
             fits(d)
             shoot(d, tmp_path, "at-risk.zh-CN")
             d.get(f"{api.url}/console/customers/c-n1")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from services.console import charts, i18n
+from services.console.customers import _count_line, _year_spend
 from services.console.web import safe_next
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -48,3 +49,20 @@ def test_sign_in_returns_only_to_console_addresses() -> None:
                 "/console/sign-in/link?token=x", "/console/" + "a" * 3000,
                 " /console/at-risk", "/console/at-risk#//evil.example"):
         assert safe_next(bad) is None, bad
+
+
+def test_the_at_risk_list_says_how_many_it_holds_in_both_languages() -> None:
+    en, zh = i18n.words("en"), i18n.words("zh-CN")
+    assert _count_line(en, shown=3, start=0, total=3, filtered=False, paged=False) == "3 customers"
+    assert _count_line(en, shown=1, start=0, total=1, filtered=False, paged=False) == "1 customer"
+    assert _count_line(en, shown=50, start=50, total=132, filtered=False, paged=True) == \
+        "51–100 of 132"
+    assert _count_line(en, shown=32, start=100, total=132, filtered=False, paged=False) == \
+        "101–132 of 132"
+    assert _count_line(en, shown=4, start=0, total=132, filtered=True, paged=True) == \
+        "4 shown (filtered) of 132 in this tier"
+    assert _count_line(zh, shown=50, start=0, total=132, filtered=False, paged=True) == \
+        "第 1–50 位，共 132 位"
+    # the list's order is score × (1 + a year's spend): the spend is read back from it
+    assert abs((_year_spend({"score": 0.8, "priority": 0.8 * 241.5}) or 0) - 240.5) < 1e-9
+    assert _year_spend({"score": 0.0, "priority": 0.0}) is None
