@@ -6,6 +6,7 @@ Pure functions from numbers to an SVG string (autoescaped labels); tests check t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from html import escape
 
 WIDTH, HEIGHT, PAD = 640, 220, 36
@@ -70,28 +71,80 @@ def stacked(title: str, labels: Sequence[str], series: dict[str, Sequence[float]
     return _frame(title, legend + "".join(out))
 
 
-def score_line(title: str, points: Sequence[tuple[int, float, str]]) -> str:
-    """Score over time: (epoch ms, score 0..1, tier) points, tier bands behind the line."""
+# the score chart is drawn for a phone: 360 units wide, shown ~310 px wide at 375 px (its
+# 12-unit labels ~10-11 px), at most 34rem wide on a larger screen (console.css)
+LINE_W, LINE_H, LINE_L, LINE_T, LINE_B = 360, 210, 30, 26, 36
+_RANK = {"low": 0, "medium": 1, "high": 2}
+
+
+def _band(score: float, medium: float, high: float) -> str:
+    return "high" if score >= high else "medium" if score >= medium else "low"
+
+
+def score_line(title: str, points: Sequence[tuple[int, float, str, str]], *,
+               thresholds: tuple[float, float] = (0.45, 0.75),
+               notes: dict[str, str] | None = None) -> str:
+    """Score over time: (epoch ms, score 0..1, tier, note) points over the tier bands of
+    ``thresholds`` (medium, high: where a score alone enters them), dates on the time axis.
+
+    Each point is coloured by its tier. A point whose tier is above its score's band (a
+    business rule raised it: note ``"rule"``; hysteresis or the minimum dwell held it:
+    ``"held"``) is a ring, explained in the legend by ``notes[note]``: the chart never seems
+    to contradict the tier the page shows."""
+    medium, high = thresholds
+    plot_w, plot_h = LINE_W - LINE_L - 10, LINE_H - LINE_T - LINE_B
+    bottom = LINE_T + plot_h
+
+    def y_of(score: float) -> float:
+        return LINE_T + plot_h * (1 - score)
+
     bands = "".join(
-        f'<rect x="{PAD}" y="{PAD + (HEIGHT - 2 * PAD) * (1 - hi):.1f}" '
-        f'width="{WIDTH - PAD - 8}" height="{(HEIGHT - 2 * PAD) * (hi - lo):.1f}" '
-        f'fill="{TIER_COLOURS[t]}" opacity="0.08"/>'
-        for t, lo, hi in (("low", 0.0, 0.45), ("medium", 0.45, 0.75), ("high", 0.75, 1.0)))
+        f'<rect x="{LINE_L}" y="{y_of(hi):.1f}" width="{plot_w}" '
+        f'height="{y_of(lo) - y_of(hi):.1f}" fill="{TIER_COLOURS[t]}" opacity="0.08"/>'
+        for t, lo, hi in (("low", 0.0, medium), ("medium", medium, high), ("high", high, 1.0)))
+    axis = "".join(f'<text x="{LINE_L - 4}" y="{y_of(v) + 4:.1f}" font-size="12" '
+                   f'text-anchor="end">{v:g}</text>' for v in (0.0, 0.5, 1.0))
+    base = (f'<line x1="{LINE_L}" y1="{bottom}" x2="{LINE_L + plot_w}" y2="{bottom}" '
+            f'stroke="#98a2b3"/>')
+    frame = (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {LINE_W} {LINE_H}" '
+             f'role="img" aria-label="{escape(title)}" class="chart line">'
+             f'<title>{escape(title)}</title>{bands}{axis}{base}')
     if not points:
-        return _frame(title, bands)
+        return frame + "</svg>"
     t0, t1 = points[0][0], points[-1][0]
     span = max(t1 - t0, 1)
 
-    def xy(ts: int, score: float) -> tuple[float, float]:
-        x = PAD + (WIDTH - PAD - 8) * ((ts - t0) / span if len(points) > 1 else 0.5)
-        return x, PAD + (HEIGHT - 2 * PAD) * (1 - score)
+    def x_of(ts: int) -> float:
+        return LINE_L + plot_w * ((ts - t0) / span if len(points) > 1 else 0.5)
 
-    coords = [xy(ts, s) for ts, s, _ in points]
-    path = " ".join(f"{x:.1f},{y:.1f}" for x, y in coords)
-    dots = "".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{TIER_COLOURS.get(t, "#1f5fbf")}">'
-                   f'<title>{s:.2f} ({escape(t)})</title></circle>'
-                   for (x, y), (_, s, t) in zip(coords, points, strict=True))
-    axis = "".join(f'<text x="{PAD - 6}" y="{PAD + (HEIGHT - 2 * PAD) * (1 - v) + 4:.1f}" '
-                   f'font-size="10" text-anchor="end">{v:.1f}</text>' for v in (0.0, 0.5, 1.0))
+    path = " ".join(f"{x_of(ts):.1f},{y_of(sc):.1f}" for ts, sc, _, _ in points)
+    marks, used = [], []
+    for ts, sc, tier, note in points:
+        colour = TIER_COLOURS.get(tier, "#1f5fbf")
+        raised = bool(note) and _RANK.get(tier, 0) > _RANK[_band(sc, medium, high)]
+        said = (notes or {}).get(note, note) if raised else ""
+        if raised and note not in used:
+            used.append(note)
+        tip = f"{_day(ts)} · {sc:.2f} ({escape(tier)}{', ' + escape(said) if said else ''})"
+        shape = (f'r="6" fill="#fff" stroke="{colour}" stroke-width="3"' if raised
+                 else f'r="4.5" fill="{colour}"')
+        marks.append(f'<circle cx="{x_of(ts):.1f}" cy="{y_of(sc):.1f}" {shape} '
+                     f'class="{"raised" if raised else "point"}"><title>{tip}</title></circle>')
+    first, last = _day(t0), _day(t1)
+    dates = [(x_of(t0), first, "start" if len(points) > 1 else "middle")]
+    if last != first:
+        dates.append((x_of(t1), last, "end"))
+    ticks = "".join(f'<text x="{x:.1f}" y="{bottom + 16}" font-size="12" '
+                    f'text-anchor="{anchor}" class="date">{day}</text>'
+                    for x, day, anchor in dates)
+    legend = "" if not used else (
+        f'<circle cx="{LINE_L + 6}" cy="12" r="5" fill="#fff" stroke="#475467" '
+        f'stroke-width="2.5"/><text x="{LINE_L + 16}" y="16" font-size="12" class="legend">'
+        f'{" · ".join(escape((notes or {}).get(n, n)) for n in used)}</text>')
     line = f'<polyline points="{path}" fill="none" stroke="#1d2430" stroke-width="2"/>'
-    return _frame(title, bands + axis + line + dots)
+    return frame + ticks + legend + line + "".join(marks) + "</svg>"
+
+
+def _day(ms: int) -> str:
+    """The UTC date of epoch milliseconds, YYYY-MM-DD (read alike in English and Chinese)."""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d")

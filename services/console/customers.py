@@ -175,20 +175,30 @@ def _not_found(request: Request, session: Session, customer_id: str) -> Response
                 message=t["no_customer"].format(customer=customer_id), back="/console/at-risk")
 
 
-def _history(entries: list[dict[str, Any]], state: dict[str, str]) -> list[tuple[int, float, str]]:
-    """Score over time: each tier change's score, then the current one."""
+def _why_tier(codes: list[Any]) -> str:
+    """Why a tier may sit above its score's band: "rule" (a business rule raised it), else
+    "held" (hysteresis or the minimum dwell, or nothing said)."""
+    return "rule" if "tier_raised_by_rule" in codes else "held"
+
+
+def _history(entries: list[dict[str, Any]], state: dict[str, str], risk: dict[str, Any]
+             ) -> list[tuple[int, float, str, str]]:
+    """Score over time: each tier change's score, then the current one, each with its tier
+    and why that tier may be above the score's band (:func:`_why_tier`)."""
     points = []
     for e in reversed(entries):
         if e["kind"] == "tier_change" and isinstance(e["data"].get("score"), int | float):
             at = parse_iso(e["at"])
             if at is not None:
                 points.append((int(at.timestamp() * 1000), float(e["data"]["score"]),
-                               str(e["data"].get("to", ""))))
+                               str(e["data"].get("to", "")),
+                               _why_tier(list(e["data"].get("reasons") or []))))
     if state.get("score"):
         at_ms = int(float(state.get("scored_at") or state.get("last_ts") or 0)) or (
             points[-1][0] if points else 0)
+        codes = [r.get("code") for r in risk.get("reasons") or [] if isinstance(r, dict)]
         points.append((max(at_ms, points[-1][0] if points else at_ms), float(state["score"]),
-                       state.get("tier", "")))
+                       state.get("tier", ""), _why_tier(codes)))
     return points
 
 
@@ -214,7 +224,10 @@ async def customer_page(customer_id: CustomerId, request: Request, res: Res) -> 
             contact.append(profile.email)
         if profile.phone and profile.consent.allows("sms"):
             contact.append(profile.phone)
-    chart = charts.score_line(t["score_over_time"], _history(entries, state))
+    chart = charts.score_line(
+        t["score_over_time"], _history(entries, state, risk),
+        thresholds=(res.settings.tier_medium_enter, res.settings.tier_high_enter),
+        notes={"rule": t["raised_by_rule"], "held": t["held_above_score"]})
     # a form that could not be saved (signed out, stale token): back, pre-filled, once
     draft = await session_store(res).take_draft(request.cookies.get(SESSION_COOKIE),
                                                 customer_id)

@@ -16,7 +16,7 @@ import re
 import shutil
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -45,6 +45,7 @@ from services.common.riskchange import (
     encode_cloudevent,
     to_cloudevent,
 )
+from services.records import timeline
 from tests.kafkatools import produce
 from tests.procs import ServiceProcess
 from tests.seeding import Seeder
@@ -139,6 +140,18 @@ def until(check: Any, what: str, timeout: float = 15.0) -> Any:
             return got
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def label_px(driver: webdriver.Chrome) -> float:
+    """The smallest text in the page's charts, in CSS pixels as shown (an SVG's font size
+    times its scale)."""
+    return float(driver.execute_script(
+        "let m = 1e9; for (const svg of document.querySelectorAll('svg.chart')) {"
+        "  if (!svg.getBoundingClientRect().width) continue;"
+        "  const k = svg.getScreenCTM().a;"
+        "  for (const t of svg.querySelectorAll('text'))"
+        "    m = Math.min(m, parseFloat(getComputedStyle(t).fontSize) * k); }"
+        "return m;"))
 
 
 def text(driver: webdriver.Chrome) -> str:
@@ -451,6 +464,26 @@ async def test_admin_signs_in_with_an_api_key(settings_factory, tmp_path: Path,
             # home store south, but the latest visits (the at-risk list's store) were north
             r = await client.put("/v1/customers/c-n2/profile", json={"store_id": "south"})
             assert r.status_code == 200, r.text
+        # c-n2 went to medium 20 days ago; scored today, a business rule raised them to high
+        # (score 0.55, below the high band)
+        redis = Redis.from_url(settings.redis_url, decode_responses=True)
+        try:
+            keys = Seeder(redis, settings).keys
+            now = datetime.now(UTC)
+            then = now - timedelta(days=20)
+            risk = json.loads(await redis.get(keys.risk("c-n2", "acme")) or "{}")
+            risk["reasons"] = [{"code": "tier_raised_by_rule", "weight": 0.0,
+                                "text": "Raised to high by a business rule (score 0.55)",
+                                "text_zh": "业务规则将风险提升至高（评分0.55）"},
+                               *risk["reasons"]]
+            await redis.set(keys.risk("c-n2", "acme"), json.dumps(risk, separators=(",", ":")))
+            await redis.hset(keys.state("c-n2", "acme"),
+                             mapping={"scored_at": int(now.timestamp() * 1000)})
+            await timeline.append(redis, keys, "c-n2", "acme", {
+                "kind": "tier_change", "at": then.isoformat(), "from": "low", "to": "medium",
+                "score": 0.5, "reasons": ["overdue"]}, retention=settings.retention)
+        finally:
+            await redis.aclose()
 
         def browse() -> None:
             d = chrome
@@ -468,6 +501,18 @@ async def test_admin_signs_in_with_an_api_key(settings_factory, tmp_path: Path,
             # the page says both stores where the list (north) and the profile (south) differ
             d.get(f"{api.url}/console/customers/c-n2")
             assert "Store: south (latest visits at north)" in text(d)
+            # the score chart: dates on its time axis; today's point, high by a rule though
+            # its score is in the medium band, is a ring in high's colour, said in the legend
+            chart = d.find_element(By.CSS_SELECTOR, "svg.chart")
+            dates = [e.text for e in chart.find_elements(By.CSS_SELECTOR, "text.date")]
+            assert dates == [then.strftime("%Y-%m-%d"), now.strftime("%Y-%m-%d")], dates
+            ring = chart.find_element(By.CSS_SELECTOR, "circle.raised")
+            assert ring.get_attribute("stroke") == "#b42318"  # high
+            assert "raised by a rule" in chart.find_element(By.CSS_SELECTOR, "text.legend").text
+            assert "Raised to high by a business rule" in d.find_element(By.ID, "reasons").text
+            assert label_px(d) >= 11  # readable on a phone
+            fits(d)
+            shoot(d, tmp_path, "customer-raised.en")
             d.get(f"{api.url}/console/customers/c-n1")
             assert "Store: north" in text(d) and "latest visits at" not in text(d)
             d.get(f"{api.url}/console/manager/winback_by_staff.csv")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+import pytest
+
 from services.console import charts, i18n
 from services.console.customers import _count_line, _year_spend
 from services.console.web import safe_next
@@ -29,7 +31,8 @@ def test_charts_are_svg_with_one_mark_per_value_and_escape_labels() -> None:
     stacked = ET.fromstring(charts.stacked("Tiers", ["d1", "d2"],
                                            {"high": [1, 2], "medium": [3, 0], "low": [5, 5]}))
     assert len(stacked.findall(f"{SVG}rect")) == 6 + 3  # bars + legend
-    line = ET.fromstring(charts.score_line("Score", [(0, 0.2, "low"), (10, 0.8, "high")]))
+    line = ET.fromstring(charts.score_line("Score", [(0, 0.2, "low", "held"),
+                                                     (10, 0.8, "high", "held")]))
     assert len(line.findall(f"{SVG}circle")) == 2 and line.find(f"{SVG}polyline") is not None
     assert ET.fromstring(charts.score_line("Score", [])).tag == f"{SVG}svg"
 
@@ -66,3 +69,25 @@ def test_the_at_risk_list_says_how_many_it_holds_in_both_languages() -> None:
     # the list's order is score × (1 + a year's spend): the spend is read back from it
     assert abs((_year_spend({"score": 0.8, "priority": 0.8 * 241.5}) or 0) - 240.5) < 1e-9
     assert _year_spend({"score": 0.0, "priority": 0.0}) is None
+
+
+def test_the_score_chart_has_dates_and_marks_a_tier_raised_above_its_band() -> None:
+    day = 86_400_000
+    start = 1_780_000_000_000  # 2026-05-28 UTC
+    points = [(start, 0.5, "medium", "held"), (start + 9 * day, 0.3, "high", "rule"),
+              (start + 20 * day, 0.8, "high", "held")]
+    svg = charts.score_line("Score", points, thresholds=(0.4, 0.7),
+                            notes={"rule": "raised by a rule", "held": "held <up>"})
+    root = ET.fromstring(svg)
+    texts = {t.text for t in root.iter(f"{SVG}text")}
+    assert {"2026-05-28", "2026-06-17"} <= texts  # the time axis says when
+    rings = [c for c in root.iter(f"{SVG}circle") if c.get("class") == "raised"]
+    assert len(rings) == 1  # only the point above its score's band (0.3 < 0.4, yet high)
+    assert rings[0].get("stroke") == charts.TIER_COLOURS["high"]  # coloured by its tier
+    title = rings[0].find(f"{SVG}title")
+    assert title is not None and title.text == "2026-06-06 · 0.30 (high, raised by a rule)"
+    assert "raised by a rule" in texts and "held &lt;up&gt;" not in svg  # legend: used notes
+    # the bands are the configured thresholds: medium from 0.4, high from 0.7
+    low, medium, high = (r for r in root.iter(f"{SVG}rect"))
+    assert float(medium.get("height") or 0) == pytest.approx(
+        (charts.LINE_H - charts.LINE_T - charts.LINE_B) * 0.3, abs=0.1)
