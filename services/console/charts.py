@@ -9,7 +9,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from html import escape
 
-WIDTH, HEIGHT, PAD = 640, 220, 36
+# Drawn for a phone: a chart is 360 units wide and shown ~310 px wide at 375 px, so its
+# 13-unit labels are ~11 px there; console.css caps charts at 34rem on larger screens.
+WIDTH, HEIGHT, PAD = 360, 210, 30
 TIER_COLOURS = {"high": "#b42318", "medium": "#b54708", "low": "#067647"}
 SERIES_COLOURS = ("#1f5fbf", "#b42318", "#067647", "#b54708", "#6941c6", "#475467")
 
@@ -38,14 +40,43 @@ def bars(title: str, labels: Sequence[str], values: Sequence[float | None], *,
             out.append(f'<rect x="{x + slot * 0.15:.1f}" y="{y:.1f}" width="{slot * 0.7:.1f}" '
                        f'height="{h:.1f}" fill="#1f5fbf"><title>{escape(label)}: {shown}'
                        f'</title></rect><text x="{x + slot / 2:.1f}" y="{y - 4:.1f}" '
-                       f'font-size="11" text-anchor="middle">{shown}</text>')
-        out.append(f'<text x="{x + slot / 2:.1f}" y="{HEIGHT - PAD + 14}" font-size="11" '
+                       f'font-size="13" text-anchor="middle">{shown}</text>')
+        out.append(f'<text x="{x + slot / 2:.1f}" y="{HEIGHT - PAD + 16}" font-size="13" '
                    f'text-anchor="middle">{escape(label[:12])}</text>')
     return _frame(title, "".join(out))
 
 
-def stacked(title: str, labels: Sequence[str], series: dict[str, Sequence[float]]) -> str:
-    """Stacked bars (e.g. customers per tier per day), coloured by tier when names are tiers."""
+def hbars(title: str, labels: Sequence[str], values: Sequence[float | None], *,
+          percent: bool = False, missing: str = "") -> str:
+    """One horizontal bar per label, the label whole above it and the value at its end (room
+    for "Exclusive service offered" or a staff member's name, even on a phone); ``None``
+    values have no bar (no data), only ``missing`` saying why."""
+    row, left, room = 40, 8, WIDTH - 8 - 56
+    top = max([v for v in values if v is not None] or [0.0]) or 1.0
+    out = []
+    for i, (label, value) in enumerate(zip(labels, values, strict=True)):
+        y = 8 + i * row
+        out.append(f'<text x="{left}" y="{y + 13}" font-size="13" class="label">'
+                   f'{escape(label)}</text>')
+        if value is not None:
+            w = max(room * value / top, 1.0)
+            shown = f"{value:.0%}" if percent else f"{value:g}"
+            out.append(f'<rect x="{left}" y="{y + 18}" width="{w:.1f}" height="14" '
+                       f'fill="#1f5fbf"><title>{escape(label)}: {shown}</title></rect>'
+                       f'<text x="{left + w + 6:.1f}" y="{y + 30}" font-size="13">{shown}</text>')
+        elif missing:
+            out.append(f'<text x="{left}" y="{y + 30}" font-size="13" fill="#5b6675" '
+                       f'class="missing">{escape(missing)}</text>')
+    height = 8 + max(len(labels), 1) * row
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height}" '
+            f'role="img" aria-label="{escape(title)}" class="chart">'
+            f'<title>{escape(title)}</title>{"".join(out)}</svg>')
+
+
+def stacked(title: str, labels: Sequence[str], series: dict[str, Sequence[float]], *,
+            names: dict[str, str] | None = None) -> str:
+    """Stacked bars (e.g. customers per tier per day), coloured by tier when names are tiers;
+    the legend says ``names[series]`` (e.g. the tier in the reader's language)."""
     n = max(len(labels), 1)
     totals = [sum(s[i] for s in series.values()) for i in range(len(labels))]
     top = max(totals or [0.0]) or 1.0
@@ -60,19 +91,20 @@ def stacked(title: str, labels: Sequence[str], series: dict[str, Sequence[float]
             out.append(f'<rect x="{x + slot * 0.1:.1f}" y="{base:.1f}" width="{slot * 0.8:.1f}" '
                        f'height="{h:.1f}" fill="{colour}"><title>{escape(label)} '
                        f'{escape(name)}: {values[i]:g}</title></rect>')
-        if n <= 16 or i % max(1, n // 8) == 0:
-            out.append(f'<text x="{x + slot / 2:.1f}" y="{HEIGHT - PAD + 14}" font-size="10" '
+        if n <= 5 or i % max(1, (n + 4) // 5) == 0:  # at most ~5 dates: each legible
+            out.append(f'<text x="{x + slot / 2:.1f}" y="{HEIGHT - PAD + 16}" font-size="13" '
                        f'text-anchor="middle">{escape(label[-5:])}</text>')
     legend = "".join(
-        f'<rect x="{PAD + 90 * k}" y="6" width="10" height="10" '
+        f'<rect x="{PAD + 90 * k}" y="6" width="12" height="12" '
         f'fill="{TIER_COLOURS.get(name, SERIES_COLOURS[k % len(SERIES_COLOURS)])}"/>'
-        f'<text x="{PAD + 90 * k + 14}" y="15" font-size="11">{escape(name)}</text>'
+        f'<text x="{PAD + 90 * k + 16}" y="17" font-size="13">'
+        f'{escape((names or {}).get(name, name))}</text>'
         for k, name in enumerate(series))
     return _frame(title, legend + "".join(out))
 
 
 # the score chart is drawn for a phone: 360 units wide, shown ~310 px wide at 375 px (its
-# 12-unit labels ~10-11 px), at most 34rem wide on a larger screen (console.css)
+# 13-unit labels ~11 px), at most 34rem wide on a larger screen (console.css)
 LINE_W, LINE_H, LINE_L, LINE_T, LINE_B = 360, 210, 30, 26, 36
 _RANK = {"low": 0, "medium": 1, "high": 2}
 
@@ -102,7 +134,7 @@ def score_line(title: str, points: Sequence[tuple[int, float, str, str]], *,
         f'<rect x="{LINE_L}" y="{y_of(hi):.1f}" width="{plot_w}" '
         f'height="{y_of(lo) - y_of(hi):.1f}" fill="{TIER_COLOURS[t]}" opacity="0.08"/>'
         for t, lo, hi in (("low", 0.0, medium), ("medium", medium, high), ("high", high, 1.0)))
-    axis = "".join(f'<text x="{LINE_L - 4}" y="{y_of(v) + 4:.1f}" font-size="12" '
+    axis = "".join(f'<text x="{LINE_L - 4}" y="{y_of(v) + 4:.1f}" font-size="13" '
                    f'text-anchor="end">{v:g}</text>' for v in (0.0, 0.5, 1.0))
     base = (f'<line x1="{LINE_L}" y1="{bottom}" x2="{LINE_L + plot_w}" y2="{bottom}" '
             f'stroke="#98a2b3"/>')
@@ -134,12 +166,12 @@ def score_line(title: str, points: Sequence[tuple[int, float, str, str]], *,
     dates = [(x_of(t0), first, "start" if len(points) > 1 else "middle")]
     if last != first:
         dates.append((x_of(t1), last, "end"))
-    ticks = "".join(f'<text x="{x:.1f}" y="{bottom + 16}" font-size="12" '
+    ticks = "".join(f'<text x="{x:.1f}" y="{bottom + 16}" font-size="13" '
                     f'text-anchor="{anchor}" class="date">{day}</text>'
                     for x, day, anchor in dates)
     legend = "" if not used else (
         f'<circle cx="{LINE_L + 6}" cy="12" r="5" fill="#fff" stroke="#475467" '
-        f'stroke-width="2.5"/><text x="{LINE_L + 16}" y="16" font-size="12" class="legend">'
+        f'stroke-width="2.5"/><text x="{LINE_L + 16}" y="16" font-size="13" class="legend">'
         f'{" · ".join(escape((notes or {}).get(n, n)) for n in used)}</text>')
     line = f'<polyline points="{path}" fill="none" stroke="#1d2430" stroke-width="2"/>'
     return frame + ticks + legend + line + "".join(marks) + "</svg>"

@@ -87,6 +87,9 @@ TEXT: dict[str, dict[str, str]] = {
         "winback_by_staff": "Win-back rate by staff member", "download_csv": "CSV",
         "uplift": "Uplift over the holdout group", "winback_rate": "Win-back rate",
         "holdout_rate": "Holdout return rate", "no_data": "No data yet.", "filter": "Filter",
+        "rate_pending": "no result yet: still within the days a return is counted",
+        "winback_none": "No data yet: no win-back action was recorded in the last "
+                        "{days} days.",
         "alerts": "Alerts", "no_alerts": "No alerts for you.", "acknowledge": "Acknowledge",
         "acknowledged": "acknowledged", "open_customer": "Open customer",
         "no_alert": "That alert is not one of yours.",
@@ -170,6 +173,8 @@ TEXT: dict[str, dict[str, str]] = {
         "winback_by_staff": "各员工挽回率", "download_csv": "CSV",
         "uplift": "相对对照组的提升", "winback_rate": "挽回率",
         "holdout_rate": "对照组回访率", "no_data": "暂无数据。", "filter": "筛选",
+        "rate_pending": "尚无结果：仍在回访计入期内",
+        "winback_none": "暂无数据：最近 {days} 天内没有记录挽回行动。",
         "alerts": "系统提示", "no_alerts": "暂无提醒。", "acknowledge": "确认",
         "acknowledged": "已确认", "open_customer": "查看客户",
         "no_alert": "这条提醒不属于您。",

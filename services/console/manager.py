@@ -11,6 +11,7 @@ from fastapi.responses import Response
 
 from services.common.timefmt import now_ms
 from services.console import charts, i18n
+from services.console.customers import _staff_names
 from services.console.sessions import Session
 from services.console.web import current_session, here, page, to_sign_in
 from services.records import churn, population, tierhistory, winback
@@ -74,21 +75,30 @@ async def manager_page(request: Request, res: Res) -> Response:
         # inactivity window has passed): a gap, not a bar at 0 %
         rate = {r["period_start"][:7]: r["churn_rate"] for r in data["churn"]
                 if r["segment"] == segment and r["complete"]}
-        churn_charts.append((segment, charts.bars(f"{t['churn_rate']} · {segment}", labels,
-                                                  [rate.get(m) for m in months], percent=True)))
+        churn_charts.append((segment, charts.hbars(f"{t['churn_rate']} · {segment}", labels,
+                                                   [rate.get(m) for m in months], percent=True)))
     history = data["tiers"]
     tiers_chart = charts.stacked(t["tiers_over_time"], [h["date"] for h in history],
                                  {tier: [h.get(tier, 0) for h in history]
-                                  for tier in ("high", "medium", "low")})
+                                  for tier in ("high", "medium", "low")},
+                                 names={tier: t[tier] for tier in ("high", "medium", "low")})
+    # bars named as people read them: the action in their language, the staff member by name
     by_action = data["winback_by_action"]
-    action_chart = charts.bars(t["winback_by_action"], [r["key"] for r in by_action],
-                               [r["winback_rate"] for r in by_action], percent=True)
+    action_chart = charts.hbars(t["winback_by_action"],
+                                [t.get(f"action_{r['key']}", r["key"]) for r in by_action],
+                                [r["winback_rate"] for r in by_action], percent=True,
+                                missing=t["rate_pending"])
     by_staff = data["winback_by_staff"]
-    staff_chart = charts.bars(t["winback_by_staff"], [r["key"] for r in by_staff],
-                              [r["winback_rate"] for r in by_staff], percent=True)
+    names = await _staff_names(res, session.tenant, {str(r["key"]) for r in by_staff})
+    staff_chart = charts.hbars(t["winback_by_staff"],
+                               [names.get(str(r["key"]), str(r["key"])) for r in by_staff],
+                               [r["winback_rate"] for r in by_staff], percent=True,
+                               missing=t["rate_pending"])
     return page("manager.html.j2", request, locale=session.locale, session=session,
                 csrf=session.csrf, churn_charts=churn_charts, tiers_chart=tiers_chart,
-                tiers_now=data["tiers_now"], action_chart=action_chart, staff_chart=staff_chart,
+                tiers_now=data["tiers_now"], action_chart=action_chart if by_action else None,
+                staff_chart=staff_chart if by_staff else None,
+                tiers_chart_shown=bool(history),
                 winback=data["winback"], months=MONTHS, winback_days=WINBACK_DAYS,
                 here="/console/manager")
 

@@ -365,8 +365,13 @@ async def test_staff_sign_in_by_mail_at_risk_list_language_and_sign_out(
             d.find_element(By.ID, "manager-link").click()
             until(lambda: d.current_url.endswith("/console/manager"), "the manager page")
             assert "Win-back rate by staff member" in text(d)
-            assert ">m-north<" in d.page_source and ">called<" in d.page_source  # the bars' labels
+            # the bars say the action in words and the staff member by name, whole
+            labels = [e.text for e in d.find_elements(By.CSS_SELECTOR, "#winback text.label")]
+            assert {"Called", "Message sent", "Coupon sent", "Mia North"} <= set(labels), labels
+            assert "m-north" not in labels and "message_sent" not in d.page_source
             assert len(d.find_elements(By.CSS_SELECTOR, "svg.chart")) >= 3
+            fits(d)
+            assert label_px(d) >= 11, label_px(d)  # readable on a phone (it was ~5 px)
             # this month is still running: marked, and no bar (its churn is not known yet)
             month = datetime.now(UTC).strftime("%Y-%m")
             assert f">{month} …<" in d.page_source and f"{month} …: " not in d.page_source
@@ -397,6 +402,7 @@ async def test_staff_sign_in_by_mail_at_risk_list_language_and_sign_out(
             shoot(d, tmp_path, "customer.zh-CN")
             d.get(f"{api.url}/console/manager")
             assert "各员工挽回率" in text(d)
+            assert "已致电" in d.find_element(By.ID, "winback").text
             shoot(d, tmp_path, "manager.zh-CN")
             d.get(f"{api.url}/console/alerts")
             assert "系统提示" in text(d) and "已确认" in text(d)
@@ -510,11 +516,19 @@ async def test_admin_signs_in_with_an_api_key(settings_factory, tmp_path: Path,
             assert ring.get_attribute("stroke") == "#b42318"  # high
             assert "raised by a rule" in chart.find_element(By.CSS_SELECTOR, "text.legend").text
             assert "Raised to high by a business rule" in d.find_element(By.ID, "reasons").text
-            assert label_px(d) >= 11  # readable on a phone
             fits(d)
+            assert label_px(d) >= 11, label_px(d)  # readable on a phone
             shoot(d, tmp_path, "customer-raised.en")
             d.get(f"{api.url}/console/customers/c-n1")
             assert "Store: north" in text(d) and "latest visits at" not in text(d)
+            # no win-back action recorded yet: the manager page says so instead of empty charts
+            d.get(f"{api.url}/console/manager")
+            empty = "No data yet: no win-back action was recorded in the last 90 days."
+            assert d.find_element(By.ID, "winback-empty").text == empty
+            assert d.find_element(By.ID, "staff-empty").text == empty
+            fits(d)
+            assert label_px(d) >= 11, label_px(d)
+            shoot(d, tmp_path, "manager-empty.en")
             d.get(f"{api.url}/console/manager/winback_by_staff.csv")
             session = d.get_cookie("cw_session")
             assert session is not None and session["httpOnly"] and session["sameSite"] == "Lax"

@@ -91,3 +91,15 @@ def test_the_score_chart_has_dates_and_marks_a_tier_raised_above_its_band() -> N
     low, medium, high = (r for r in root.iter(f"{SVG}rect"))
     assert float(medium.get("height") or 0) == pytest.approx(
         (charts.LINE_H - charts.LINE_T - charts.LINE_B) * 0.3, abs=0.1)
+
+
+def test_horizontal_bars_keep_their_labels_whole_and_say_why_a_bar_is_missing() -> None:
+    svg = charts.hbars("Win-back", ["Exclusive service offered", "<Mia>"], [0.25, None],
+                       percent=True, missing="no result yet")
+    root = ET.fromstring(svg)
+    labels = [t.text for t in root.iter(f"{SVG}text") if t.get("class") == "label"]
+    assert labels == ["Exclusive service offered", "<Mia>"]  # whole, escaped in the SVG
+    assert "&lt;Mia&gt;" in svg and "25%" in svg
+    assert len(root.findall(f"{SVG}rect")) == 1
+    assert [t.text for t in root.iter(f"{SVG}text") if t.get("class") == "missing"] == [
+        "no result yet"]
