@@ -528,7 +528,6 @@ async def test_admin_signs_in_with_an_api_key(settings_factory, tmp_path: Path,
             assert d.find_element(By.ID, "staff-empty").text == empty
             fits(d)
             assert label_px(d) >= 11, label_px(d)
-            shoot(d, tmp_path, "manager-empty.en")
             d.get(f"{api.url}/console/manager/winback_by_staff.csv")
             session = d.get_cookie("cw_session")
             assert session is not None and session["httpOnly"] and session["sameSite"] == "Lax"
