@@ -66,7 +66,8 @@ def _summaries(summary: Summary) -> list[dict[str, Any]]:
         day = int(d["day"])
         at = canonical(iso_ms(newest.get(day, day * DAY_MS)) or "") or ""
         data: dict[str, Any] = {k: int(d[k]) for k in
-                                ("visits", "transactions", "refunds", "complaints")}
+                                ("visits", "transactions", "refunds", "complaints",
+                                 "complaints_resolved")}
         data["spend"] = round(float(d["spend"]), 2)
         data["stores"] = sorted(stores.get(day, ()))
         out.append({"kind": "activity", "at": at, "data": data})

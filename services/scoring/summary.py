@@ -892,8 +892,9 @@ class Summary:
 
     def daily(self) -> list[dict[str, float]]:
         """Per day of the daily span that had events, oldest first: ``day`` (days since the
-        epoch), ``visits``, ``transactions`` (refunds apart), ``refunds``, ``complaints`` and
-        ``spend`` (net of refunds)."""
+        epoch), ``visits``, ``transactions`` (refunds apart), ``refunds``, ``complaints``
+        (raised or still open), ``complaints_resolved`` (resolution events) and ``spend`` (net
+        of refunds)."""
         n = self.newest_day
         if n is None:
             return []
@@ -904,7 +905,8 @@ class Summary:
             if not (col[V] or col[PN] or col[Z] or col[NN] or col[C]):
                 continue
             out.append({"day": n - i, "visits": col[V], "transactions": col[PN] + col[Z],
-                        "refunds": col[NN], "complaints": col[C],
+                        "refunds": col[NN], "complaints": col[U],
+                        "complaints_resolved": col[C] - col[U],
                         "spend": (col[PS] - col[NS]) / 1000})
         return out
 

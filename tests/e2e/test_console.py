@@ -46,6 +46,7 @@ from services.common.riskchange import (
     to_cloudevent,
 )
 from services.records import timeline
+from tests.data import complaint, regular
 from tests.kafkatools import produce
 from tests.procs import ServiceProcess
 from tests.seeding import Seeder
@@ -621,4 +622,64 @@ async def test_admin_signs_in_with_an_api_key(settings_factory, tmp_path: Path,
             r = await client.get("/v1/no-such-thing")
             assert r.status_code == 404 and r.json() == {"detail": "Not Found"}
     finally:
+        api.stop()
+
+
+async def test_complaint_resolved_in_the_console_closes_the_complaint(
+        settings_factory, tmp_path: Path, chrome: webdriver.Chrome) -> None:
+    """Staff press "Complaint resolved" and the complaint stops counting: the page says it was
+    marked resolved, and once the scorer has read the resolution the reasons no longer tell an
+    unresolved complaint (the walkthrough found "Unresolved complaints: 1" for good)."""
+    settings = settings_factory(api_keys=KEYS)
+    api = ServiceProcess("api", settings, tmp_path / "api.log", health_port_setting="api_port")
+    scorer = ServiceProcess("scorer", settings, tmp_path / "scorer.log",
+                            health_port_setting="scorer_metrics_port")
+    try:
+        await asyncio.gather(asyncio.to_thread(api.start), asyncio.to_thread(scorer.start))
+        start = datetime.now(UTC) - timedelta(days=40)
+        events = regular("c-k1", every_days=7, count=6, start=start, store="north") + [
+            complaint("c-k1", start + timedelta(days=36), 1, ref="cmp-7")]
+        for e in events:
+            e["tenant_id"] = "acme"
+        async with httpx.AsyncClient(base_url=api.url, headers=ACME, timeout=10) as client:
+            assert (await client.post("/v1/events", json=events)).status_code == 202
+
+            async def reasons() -> str:
+                r = await client.get("/v1/customers/c-k1/risk")
+                return " ".join(x["text"] for x in r.json()["reasons"]) \
+                    if r.status_code == 200 else ""
+
+            deadline = time.monotonic() + 30
+            while "nresolved complaint" not in await reasons():
+                assert time.monotonic() < deadline, await reasons()
+                await asyncio.sleep(0.05)
+
+        def browse() -> None:
+            d = chrome
+            d.get(f"{api.url}/console/sign-in?next=/console/customers/c-k1")
+            d.find_element(By.ID, "api_key").send_keys("acme-admin-01")
+            d.find_element(By.ID, "key-sign-in").click()
+            until(lambda: d.current_url.endswith("/console/customers/c-k1"), "the customer")
+            assert "nresolved complaint" in d.find_element(By.ID, "reasons").text
+            d.find_element(By.ID, "note").send_keys("Apologised, free treatment")
+            d.find_element(By.ID, "action-complaint_resolved").click()
+            until(lambda: "recorded=1" in d.current_url, "the action recorded")
+            said = d.find_element(By.ID, "recorded").text
+            assert "The open complaint is marked resolved" in said, said
+
+            def resolved() -> bool:
+                d.refresh()
+                return "nresolved complaint" not in d.find_element(By.ID, "reasons").text
+            until(resolved, "the reasons without the complaint", timeout=30)
+            told = d.find_element(By.ID, "timeline").text
+            assert "Apologised, free treatment" in told
+            assert "1 complaint resolved" in told, told  # the resolution: not "1 complaint"
+            assert told.count("1 complaint\n") + told.endswith("1 complaint") == 1, told
+            profile = d.find_element(By.CSS_SELECTOR, "#profile .meta").text
+            assert profile.strip() == "Store: north", profile  # nothing dangling after it
+            shoot(d, tmp_path, "customer-complaint-resolved.en")
+
+        await asyncio.to_thread(browse)
+    finally:
+        scorer.stop()
         api.stop()
