@@ -1,6 +1,7 @@
 """In-app alerts (系统提示): what the notifier's ``in_app`` channel left for the signed-in staff
 member, newest first, each with "acknowledge" and "open customer"; the badge on every page
-counts the unacknowledged ones (services/console/web.py)."""
+counts the unacknowledged ones (services/console/web.py). An alert that went out another way
+(mail, SMS) is acknowledged from its customer's page."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from redis.asyncio import Redis
 
-from services.alerting.acks import acknowledge_once
+from services.alerting.acks import InvalidAck, acknowledge_once
+from services.alerting.alerts import find_alert
 from services.common.redisconn import get_many
 from services.common.timefmt import iso_ms
 from services.console import i18n
 from services.console.sessions import Session
-from services.console.web import current_session, here, page, signed_in_form, to_sign_in
+from services.console.web import current_session, here, page, safe_next, signed_in_form, to_sign_in
 from services.records import timeline
 from services.web.deps import Res, Resources
 
@@ -64,14 +66,15 @@ async def acknowledge_alert(alert_id: str, request: Request, res: Res) -> Respon
     checked = await signed_in_form(request, res)
     if isinstance(checked, Response):
         return checked
-    session, _ = checked
+    session, form = checked
+    back = safe_next(form.get("back")) or "/console/alerts"
     mine = {e["alert_id"]: e for e in await inbox(res, session)}
-    if alert_id not in mine:
+    entry = mine.get(alert_id) or await _sent_about_visible(res, session, alert_id)
+    if entry is None:
         t = i18n.words(session.locale)
         return page("message.html.j2", request, locale=session.locale, status=404,
                     session=session, csrf=session.csrf, heading=t["alerts"],
-                    message=t["no_alert"], back="/console/alerts")
-    entry = mine[alert_id]
+                    message=t["no_alert"], back=back)
     by = session.staff_id or session.name
     new, first = await acknowledge_once(res.redis, res.keys, alert_id, by, tenant=session.tenant,
                                         ttl_s=res.settings.retention.alert_record_ttl_s)
@@ -79,4 +82,34 @@ async def acknowledge_alert(alert_id: str, request: Request, res: Res) -> Respon
         await timeline.append(res.redis, res.keys, str(entry["customer_id"]), session.tenant, {
             "kind": "acknowledged", "at": iso_ms(int(float(first["at"]) * 1000)),
             "alert_id": alert_id, "by": by}, retention=res.settings.retention)
-    return RedirectResponse("/console/alerts", status_code=303)
+    return RedirectResponse(back, status_code=303)
+
+
+async def _sent_about_visible(res: Resources, session: Session, alert_id: str
+                              ) -> dict[str, Any] | None:
+    """An alert the notifier sent in the session's tenant (by mail, SMS, a webhook... to
+    anyone) about a customer of a store the person sees, as ``POST /v1/alerts/{id}/ack``
+    allows a key of that tenant and those stores to acknowledge it; else None."""
+    try:
+        alert = await find_alert(res.redis, res.keys, alert_id, session.tenant)
+    except InvalidAck:
+        return None
+    if alert is None or not session.as_key().allows_store(alert.get("store_id")):
+        return None
+    return alert
+
+
+async def unacknowledged(res: Resources, session: Session, entries: list[dict[str, Any]]
+                         ) -> list[dict[str, Any]]:
+    """The alerts a customer's timeline ``entries`` show as sent (any channel, newest first),
+    not acknowledged yet: each ``alert_id`` and ``at`` (its newest notification), for the
+    customer page's acknowledge buttons."""
+    newest: dict[str, str] = {}
+    for e in entries:
+        alert_id = e["data"].get("alert_id") if e["kind"] == "notification" else None
+        if alert_id and str(alert_id) not in newest:
+            newest[str(alert_id)] = e["at"]
+    ids = list(newest)
+    acked = await get_many(res.redis, [res.keys.ack(a, session.tenant) for a in ids])
+    return [{"alert_id": a, "at": newest[a]} for a, ack in zip(ids, acked, strict=True)
+            if ack is None]

@@ -16,7 +16,7 @@ from services.common.exceptions import BrokerUnavailable
 from services.common.profiles import CustomerProfile, ProfileStore
 from services.common.riskchange import TIERS
 from services.common.timefmt import iso_ms, now_ms, parse_iso
-from services.console import charts, i18n
+from services.console import alerts, charts, i18n
 from services.console.sessions import SESSION_COOKIE, Draft, Session
 from services.console.web import (
     PAGE_SIZE,
@@ -234,7 +234,9 @@ async def customer_page(customer_id: CustomerId, request: Request, res: Res) -> 
     names = await _staff_names(res, session.tenant, {
         *(str(e["data"].get("staff_id") or "") for e in entries if e["kind"] == "staff_action"),
         profile.owner_staff_id if profile is not None and profile.owner_staff_id else ""})
+    unacked = await alerts.unacknowledged(res, session, entries)
     return page("customer.html.j2", request, locale=session.locale, session=session,
+                unacked=unacked, page_path=f"/console/customers/{quote(customer_id, safe='')}",
                 csrf=session.csrf, customer_id=customer_id, profile=profile, contact=contact,
                 state=state, risk=risk, tier=state.get("tier"),
                 score=float(state["score"]) if state.get("score") else None,
