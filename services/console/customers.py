@@ -233,6 +233,7 @@ async def customer_page(customer_id: CustomerId, request: Request, res: Res) -> 
                                                 customer_id)
     names = await _staff_names(res, session.tenant, {
         *(str(e["data"].get("staff_id") or "") for e in entries if e["kind"] == "staff_action"),
+        *(str(e["data"].get("by") or "") for e in entries if e["kind"] == "acknowledged"),
         profile.owner_staff_id if profile is not None and profile.owner_staff_id else ""})
     unacked = await alerts.unacknowledged(res, session, entries)
     return page("customer.html.j2", request, locale=session.locale, session=session,
