@@ -32,9 +32,9 @@ from services.console.web import (
     to_sign_in,
     with_pre_csrf,
 )
-from services.ingest.resolutions import resolve_complaints
 from services.records import timeline, winback
 from services.records.atrisk import AtRiskQuery
+from services.records.complaints import resolve_complaints
 from services.records.errors import QueryError
 from services.records.holdout import holdout
 from services.records.winback import ACTION_TYPES
@@ -294,7 +294,7 @@ async def record_action(customer_id: CustomerId, request: Request, res: Res) -> 
     if action == "complaint_resolved":  # closes the complaints in the data too (as the API)
         try:
             body["resolved_complaints"] = await resolve_complaints(
-                res, request.app.state.ingest, tenant=session.tenant, customer_id=customer_id,
+                res, tenant=session.tenant, customer_id=customer_id,
                 at_ms=at, action_id=action_id, store_id=state.get("store"),
                 store_bound=session.as_key().stores is not None)
         except (BrokerUnavailable, ValueError) as exc:

@@ -40,6 +40,12 @@ class IngestState:
     uncounted_accepted: dict[str, int] = field(default_factory=dict)
     count_retry: asyncio.Task[None] | None = None
 
+    async def accept(self, res: Resources, events: Sequence[AnyEvent],
+                     records: Sequence[tuple[bytes, bytes]], *, store_bound: bool) -> None:
+        """Events of the API's own (a complaint staff resolved) in through
+        :func:`publish_events`, as POST /v1/events takes them (``Resources.intake``)."""
+        await publish_events(res, self, events, records, store_bound=store_bound)
+
 
 def install(app: FastAPI, registry: CollectorRegistry) -> IngestState:
     """Ingestion's state in ``app`` (its metrics in the app's ``registry``)."""
@@ -197,8 +203,8 @@ async def publish_events(res: Resources, ing: IngestState, events: Sequence[AnyE
     """Publish validated events (``records``: their (customer key, canonical JSON)) to the
     events topic — as envelopes when CHURNWATCH_INGEST_ENVELOPES — and count them accepted once
     the broker acknowledged every one; BrokerUnavailable (counted as rejected) if it did not.
-    The one way events enter churnwatch from the API: POST /v1/events and what staff do in
-    the API or the console (a complaint marked resolved)."""
+    The one way events enter churnwatch from the API: POST /v1/events, and what staff do in
+    the API or the console (a complaint marked resolved) through ``Resources.intake``."""
     settings = res.settings
     with ing.metrics.produce_seconds.time():
         try:

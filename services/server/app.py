@@ -63,7 +63,7 @@ def create_app(settings: Settings) -> FastAPI:
             engine=Engine(model, Thresholds.from_settings(settings), rules=rules,
                           horizon_days=settings.churn_inactive_days),
             status=status_reader,
-            metrics=metrics, profiles=ProfileStore(redis, keys),
+            metrics=metrics, intake=intake, profiles=ProfileStore(redis, keys),
             limiter=RateLimiter(settings.api_rate_limit_per_second, settings.api_rate_limit_burst),
             cache=TtlCache(settings.analytics_cache_seconds),
         )
@@ -82,7 +82,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     metrics = ApiMetrics()
     app = FastAPI(title="churnwatch", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
-    ingest.install(app, metrics.registry)  # its counters in the app's registry
+    intake = ingest.install(app, metrics.registry)  # its counters in the app's registry
     original_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:

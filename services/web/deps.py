@@ -15,6 +15,7 @@ from fastapi import Depends, HTTPException, Request, status
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
+from services.common.events import AnyEvent
 from services.common.profiles import ProfileStore
 from services.common.redisconn import Keys
 from services.common.settings import ApiKey, Settings
@@ -41,6 +42,14 @@ class Publisher(Protocol):
     async def close(self) -> None: ...
 
 
+class Intake(Protocol):
+    """What a route needs to put events of its own on the events topic as POST /v1/events
+    does (``services.ingest.routes.IngestState``: published, then counted accepted)."""
+
+    async def accept(self, res: Resources, events: Sequence[AnyEvent],
+                     records: Sequence[tuple[bytes, bytes]], *, store_bound: bool) -> None: ...
+
+
 class StatusSource(Protocol):
     """What the status route needs of the pipeline counters (``services.api.status``)."""
 
@@ -58,6 +67,7 @@ class Resources:
     engine: Engine
     status: StatusSource
     metrics: ApiMetrics
+    intake: Intake
     profiles: ProfileStore | None = None
     limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0, 1))
     cache: TtlCache = field(default_factory=lambda: TtlCache(0))

@@ -23,9 +23,8 @@ from services.alerting.alerts import find_alert
 from services.api.schemas import Ack, Action, NewAction
 from services.common.exceptions import BrokerUnavailable
 from services.common.timefmt import iso_ms, now_ms
-from services.ingest.resolutions import resolve_complaints
-from services.ingest.routes import Ingest
 from services.records import timeline, winback
+from services.records.complaints import resolve_complaints
 from services.records.holdout import holdout
 from services.web.deps import IngestKey, Res, Resources
 from services.web.openapi import AUTH, NOT_FOUND, TOO_LARGE, error, responses
@@ -54,8 +53,7 @@ AlertId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-
                  "complaint_resolved: the broker did not take the resolution events; nothing "
                  "was recorded, retry", "the event broker is unavailable: the complaint could "
                  "not be marked resolved and nothing was recorded; retry later")}))
-async def post_action(customer_id: CustomerId, body: NewAction, res: Res, key: IngestKey,
-                      ing: Ingest) -> Any:
+async def post_action(customer_id: CustomerId, body: NewAction, res: Res, key: IngestKey) -> Any:
     st = res.keys.state(customer_id, key.tenant)
     found: list[str | None] = await res.redis.hmget(st, ["tier", "store"])  # type: ignore[misc,assignment]
     tier, store = found
@@ -67,7 +65,7 @@ async def post_action(customer_id: CustomerId, body: NewAction, res: Res, key: I
     if body.action == "complaint_resolved":  # the resolution events first: nothing half-done
         try:
             stored["resolved_complaints"] = await resolve_complaints(
-                res, ing, tenant=key.tenant, customer_id=customer_id, at_ms=at,
+                res, tenant=key.tenant, customer_id=customer_id, at_ms=at,
                 action_id=action_id, store_id=store, store_bound=key.stores is not None,
                 only=body.complaint_id)
         except BrokerUnavailable:

@@ -3,8 +3,8 @@
 A complaint is closed in churnwatch by a later complaint event with the same ``complaint_id``
 and ``status=resolved`` (the contract's events). When staff record the win-back action
 ``complaint_resolved`` (API or console), the API publishes those events for the customer's
-open complaints — validated and published like POST /v1/events, before the action is recorded
-— so that the customer's score, reasons and page stop telling an unresolved complaint once the
+open complaints — validated, then published and counted by ingestion's own path
+(``Resources.intake``) as POST /v1/events does, before the action is recorded — so that the customer's score, reasons and page stop telling an unresolved complaint once the
 scorer has read them (usually well under a second).
 """
 
@@ -21,7 +21,6 @@ from services.common.events import (
     validate_event_in,
 )
 from services.common.timefmt import iso_ms
-from services.ingest.routes import IngestState, publish_events
 from services.scoring.summary import Summary
 from services.state.store import read_states
 from services.web.deps import Resources
@@ -62,7 +61,7 @@ def resolution_events(summary: Summary, *, tenant: str, customer_id: str, at_ms:
     return out
 
 
-async def resolve_complaints(res: Resources, ing: IngestState, *, tenant: str,
+async def resolve_complaints(res: Resources, *, tenant: str,
                              customer_id: str, at_ms: int, action_id: str,
                              store_id: str | None, store_bound: bool,
                              only: str | None = None) -> list[str]:
@@ -85,6 +84,6 @@ async def resolve_complaints(res: Resources, ing: IngestState, *, tenant: str,
             raise ValueError("; ".join(f"{e.field}: {e.message}" for e in errors))
         events.append(event)
     if events:
-        records = [(e.customer_id.encode(), event_to_json(e)) for e in events]
-        await publish_events(res, ing, events, records, store_bound=store_bound)
+        await res.intake.accept(res, events, [(e.customer_id.encode(), event_to_json(e))
+                                              for e in events], store_bound=store_bound)
     return [str(d["complaint_id"]) for d in drafts]
