@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from html import escape
 
+from services.common.riskchange import TIER_RANK
+
 # Drawn for a phone: a chart is 360 units wide and shown ~310 px wide at 375 px, so its
 # 13-unit labels are ~11 px there; console.css caps charts at 34rem on larger screens.
 WIDTH, HEIGHT, PAD = 360, 210, 30
@@ -106,7 +108,7 @@ def stacked(title: str, labels: Sequence[str], series: dict[str, Sequence[float]
 # the score chart is drawn for a phone: 360 units wide, shown ~310 px wide at 375 px (its
 # 13-unit labels ~11 px), at most 34rem wide on a larger screen (console.css)
 LINE_W, LINE_H, LINE_L, LINE_T, LINE_B = 360, 210, 30, 26, 36
-_RANK = {"low": 0, "medium": 1, "high": 2}
+_RANK = TIER_RANK
 
 
 def _band(score: float, medium: float, high: float) -> str:

@@ -4,8 +4,9 @@ A complaint is closed in churnwatch by a later complaint event with the same ``c
 and ``status=resolved`` (the contract's events). When staff record the win-back action
 ``complaint_resolved`` (API or console), the API publishes those events for the customer's
 open complaints — validated, then published and counted by ingestion's own path
-(``Resources.intake``) as POST /v1/events does, before the action is recorded — so that the customer's score, reasons and page stop telling an unresolved complaint once the
-scorer has read them (usually well under a second).
+(``Resources.intake``) as POST /v1/events does, before the action is recorded — so that the
+customer's score, reasons and page stop telling an unresolved complaint once the scorer has
+read them (usually well under a second).
 """
 
 from __future__ import annotations
@@ -70,8 +71,10 @@ async def resolve_complaints(res: Resources, *, tenant: str,
     ValueError (an event the edge refuses: its message) or BrokerUnavailable (nothing was
     acknowledged: the caller records nothing and asks for a retry)."""
     [state] = await read_states(res.redis, res.keys, [(tenant, customer_id)], ["sm"])
-    blob = state.get("sm")
-    summary = Summary.decode(blob) if blob else Summary.empty()
+    try:
+        summary = Summary.decode(state.get("sm") or "")
+    except ValueError:  # none yet, or one this version cannot read: nothing known open
+        summary = Summary.empty()
     drafts = resolution_events(summary, tenant=tenant, customer_id=customer_id, at_ms=at_ms,
                                action_id=action_id, store_id=store_id, only=only)
     s = res.settings

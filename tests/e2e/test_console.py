@@ -675,26 +675,32 @@ async def test_a_mailed_alert_is_acknowledged_and_its_complaint_resolved_in_the_
             d.find_element(By.ID, "api_key").send_keys("acme-admin-01")
             d.find_element(By.ID, "key-sign-in").click()
             until(lambda: d.current_url.endswith("/console/customers/c-k1"), "the customer")
-            assert "nresolved complaint" in d.find_element(By.ID, "reasons").text
+            [reasons] = until(lambda: d.find_elements(By.ID, "reasons"), "the reasons")
+            assert "nresolved complaint" in reasons.text
             # the mailed alert, not acknowledged yet: acknowledged from the customer's page
-            card = d.find_element(By.ID, "unacked")
+            [card] = until(lambda: d.find_elements(By.ID, "unacked"), "the unacknowledged")
             assert "Alerts not acknowledged yet" in card.text and "Alert sent" in card.text
             card.find_element(By.TAG_NAME, "button").click()
-            until(lambda: not d.find_elements(By.ID, "unacked"), "the alert acknowledged")
+
+            def acknowledged() -> bool:  # back on the customer's page, the ack on its timeline
+                shown = d.find_elements(By.ID, "timeline")
+                return bool(shown) and bool(re.search(r"Acknowledged\s+key2", shown[0].text))
+            until(acknowledged, "the acknowledgement, by whom, on the timeline")
             assert d.current_url.endswith("/console/customers/c-k1"), d.current_url
-            assert re.search(r"Acknowledged\s+key2", d.find_element(By.ID, "timeline").text)
+            assert not d.find_elements(By.ID, "unacked")
             # the complaint resolved
             d.find_element(By.ID, "note").send_keys("Apologised, free treatment")
             d.find_element(By.ID, "action-complaint_resolved").click()
             until(lambda: "recorded=1" in d.current_url, "the action recorded")
-            said = d.find_element(By.ID, "recorded").text
-            assert "The open complaint is marked resolved" in said, said
+            [said] = until(lambda: d.find_elements(By.ID, "recorded"), "the confirmation")
+            assert "The open complaint is marked resolved" in said.text, said.text
 
             def resolved() -> bool:
                 d.refresh()
-                return "nresolved complaint" not in d.find_element(By.ID, "reasons").text
+                shown = d.find_elements(By.ID, "reasons")
+                return bool(shown) and "nresolved complaint" not in shown[0].text
             until(resolved, "the reasons without the complaint", timeout=30)
-            told = d.find_element(By.ID, "timeline").text
+            told = until(lambda: d.find_elements(By.ID, "timeline"), "the timeline")[0].text
             assert "Apologised, free treatment" in told
             assert "1 complaint resolved" in told, told  # the resolution: not "1 complaint"
             assert "Store: north · Owner: Mia North" in d.find_element(By.ID, "profile").text
