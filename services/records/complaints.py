@@ -35,10 +35,14 @@ def resolution_events(summary: Summary, *, tenant: str, customer_id: str, at_ms:
                       action_id: str, store_id: str | None, only: str | None = None
                       ) -> list[dict[str, Any]]:
     """The resolution events (contract form) of the customer's complaints open at ``at_ms``
-    (only ``only``'s when given: NoSuchComplaint if it is not open). Each is timed at
-    ``at_ms``, or a millisecond after the complaint's newest event when that is later (a
-    resolution must be its newest event), and its event id is derived from the action's: a
-    redelivery changes nothing."""
+    (only ``only``'s when given: NoSuchComplaint if it is not open), with event ids derived
+    from the action's (a redelivery changes nothing).
+
+    Each is timed at the customer's newest event, or a millisecond after the complaint's
+    newest event when that is later (a resolution must be the complaint's newest event) —
+    not at ``at_ms``: an event "now" would read as the customer being seen now (last seen,
+    days since the last complaint) and move their activity windows, though the customer did
+    nothing. The staff action keeps the time it was recorded."""
     open_now = summary.open_complaints(at_ms)
     if only is not None:
         open_now = [c for c in open_now if c[0] == only]
@@ -52,7 +56,8 @@ def resolution_events(summary: Summary, *, tenant: str, customer_id: str, at_ms:
     for n, (ref, newest, _) in enumerate(sorted(open_now)):
         event: dict[str, Any] = {
             "event_id": f"resolved-{action_id}-{n}", "type": "complaint",
-            "customer_id": customer_id, "occurred_at": iso_ms(max(at_ms, newest + 1)),
+            "customer_id": customer_id,
+            "occurred_at": iso_ms(max(summary.last_ts or newest, newest + 1)),
             "complaint_id": ref, "status": "resolved"}
         if tenant != DEFAULT_TENANT:
             event["tenant_id"] = tenant

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,7 @@ def test_complaint_resolved_closes_the_complaints_through_the_scorer(
         assert httpx.post(f"{url}/v1/events", json=events, headers=INGEST).status_code == 202
         before = _until_open(url, "kim", 2)
         assert any("unresolved" in r["text"].lower() for r in before["reasons"]), before
+        days_before = _activity_days(url)
 
         def act(body: dict[str, Any]) -> httpx.Response:
             return httpx.post(f"{url}/v1/customers/kim/actions", headers=INGEST, timeout=30,
@@ -93,6 +94,14 @@ def test_complaint_resolved_closes_the_complaints_through_the_scorer(
             ("cmp-1", "resolved", "complaint"), ("kim-c2", "resolved", "complaint")]
         assert {e["event_id"] for e in sent} == {
             f"resolved-{one.json()['action_id']}-0", f"resolved-{rest.json()['action_id']}-0"}
+        # timed at the customer's newest event (after the complaint's), not now: the customer
+        # did nothing, so last seen, their activity days and the complaint's age stay
+        newest = last + timedelta(hours=2)
+        assert sorted(datetime.fromisoformat(e["occurred_at"]) for e in sent) == [
+            newest, newest + timedelta(milliseconds=1)]
+        assert _activity_days(url) == days_before
+        assert after["features"]["days_since_last_complaint"] == pytest.approx(
+            before["features"]["days_since_last_complaint"], abs=0.01)
         status = httpx.get(f"{url}/v1/status", headers=READ).json()
         assert status["events_accepted_total"] == len(events) + 2
         timeline = httpx.get(f"{url}/v1/customers/kim/timeline", headers=READ).json()
@@ -125,6 +134,11 @@ async def _scored(settings: Any, n: int) -> None:
         await wait_processed(redis, settings, n)
     finally:
         await redis.aclose()
+
+
+def _activity_days(url: str) -> list[str]:
+    timeline = httpx.get(f"{url}/v1/customers/kim/timeline", headers=READ, timeout=10).json()
+    return sorted(e["at"][:10] for e in timeline["entries"] if e["kind"] == "activity")
 
 
 def _actions(url: str) -> int:
