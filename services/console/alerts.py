@@ -75,13 +75,8 @@ async def acknowledge_alert(alert_id: str, request: Request, res: Res) -> Respon
         return page("message.html.j2", request, locale=session.locale, status=404,
                     session=session, csrf=session.csrf, heading=t["alerts"],
                     message=t["no_alert"], back=back)
-    by = session.staff_id or session.name
-    new, first = await acknowledge_once(res.redis, res.keys, alert_id, by, tenant=session.tenant,
-                                        ttl_s=res.settings.retention.alert_record_ttl_s)
-    if new and entry.get("customer_id"):
-        await timeline.append(res.redis, res.keys, str(entry["customer_id"]), session.tenant, {
-            "kind": "acknowledged", "at": iso_ms(int(float(first["at"]) * 1000)),
-            "alert_id": alert_id, "by": by}, retention=res.settings.retention)
+    await acknowledge(res, session, alert_id,
+                      str(entry["customer_id"]) if entry.get("customer_id") else None)
     return RedirectResponse(back, status_code=303)
 
 
@@ -99,17 +94,37 @@ async def _sent_about_visible(res: Resources, session: Session, alert_id: str
     return alert
 
 
+ACKABLE = ("alert", "escalation")  # notices that ask for action (not won-back, digests...)
+
+
 async def unacknowledged(res: Resources, session: Session, entries: list[dict[str, Any]]
                          ) -> list[dict[str, Any]]:
-    """The alerts a customer's timeline ``entries`` show as sent (any channel, newest first),
-    not acknowledged yet: each ``alert_id`` and ``at`` (its newest notification), for the
-    customer page's acknowledge buttons."""
+    """The alerts a customer's timeline ``entries`` show as sent (any channel, newest first;
+    risk alerts and their escalations, not won-back notices or digests), not acknowledged
+    yet: each ``alert_id``, ``at`` (its newest notification) and ``tier`` (the tier it
+    announced, when the timeline still shows that change), for the customer page's buttons."""
     newest: dict[str, str] = {}
     for e in entries:
-        alert_id = e["data"].get("alert_id") if e["kind"] == "notification" else None
+        alert_id = e["data"].get("alert_id") if e["kind"] == "notification" and \
+            e["data"].get("kind", "alert") in ACKABLE else None
         if alert_id and str(alert_id) not in newest:
             newest[str(alert_id)] = e["at"]
+    tiers = {str(e["data"]["alert_id"]): e["data"].get("to") for e in entries
+             if e["kind"] == "tier_change" and e["data"].get("alert_id")}
     ids = list(newest)
     acked = await get_many(res.redis, [res.keys.ack(a, session.tenant) for a in ids])
-    return [{"alert_id": a, "at": newest[a]} for a, ack in zip(ids, acked, strict=True)
-            if ack is None]
+    return [{"alert_id": a, "at": newest[a], "tier": tiers.get(a)}
+            for a, ack in zip(ids, acked, strict=True) if ack is None]
+
+
+async def acknowledge(res: Resources, session: Session, alert_id: str, customer_id: str | None
+                      ) -> None:
+    """Acknowledge ``alert_id`` as the signed-in person, as ``POST /v1/alerts/{id}/ack`` does:
+    recorded once (the escalation stops), shown on the customer's timeline."""
+    by = session.staff_id or session.name
+    new, first = await acknowledge_once(res.redis, res.keys, alert_id, by, tenant=session.tenant,
+                                        ttl_s=res.settings.retention.alert_record_ttl_s)
+    if new and customer_id:
+        await timeline.append(res.redis, res.keys, customer_id, session.tenant, {
+            "kind": "acknowledged", "at": iso_ms(int(float(first["at"]) * 1000)),
+            "alert_id": alert_id, "by": by}, retention=res.settings.retention)

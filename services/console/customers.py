@@ -164,6 +164,15 @@ async def _staff_names(res: Resources, tenant: str, ids: set[str]) -> dict[str, 
     return {i: m.name for i, m in zip(ordered, members, strict=True) if m is not None and m.name}
 
 
+def _offered(risk: dict[str, Any], draft: Draft | None) -> tuple[str, ...]:
+    """The actions the page offers: "Complaint resolved" only while a complaint is open (or
+    it is the unsaved form given back); on anyone else it would record a resolution of
+    nothing."""
+    open_now = (risk.get("features") or {}).get("open_complaints") or 0
+    keep = open_now > 0 or (draft is not None and draft.action == "complaint_resolved")
+    return tuple(a for a in ACTION_TYPES if keep or a != "complaint_resolved")
+
+
 def _count_param(value: str | None) -> int:
     return int(value) if value is not None and value.isdigit() and len(value) < 4 else 0
 
@@ -246,7 +255,8 @@ async def customer_page(customer_id: CustomerId, request: Request, res: Res) -> 
                 held=holdout(state.get("tier"), session.tenant, customer_id,
                              res.settings.holdout_share),
                 last_seen=iso_ms(state.get("last_ts")), chart=chart, entries=entries,
-                actions=ACTION_TYPES, recorded=request.query_params.get("recorded") == "1",
+                actions=_offered(risk, draft),
+                recorded=request.query_params.get("recorded") == "1",
                 resolved=_count_param(request.query_params.get("resolved")),
                 names=names, draft=draft,
                 here=here(request, query=False))
@@ -310,6 +320,11 @@ async def record_action(customer_id: CustomerId, request: Request, res: Res) -> 
                                          res.settings.holdout_share),
                          retention=res.settings.retention, action_id=action_id)
     res.metrics.winback_actions.labels(action).inc()
+    # acting on the customer is having seen their alerts: acknowledged (the escalation stops)
+    entries = await timeline.read(res.redis, res.keys, customer_id, session.tenant,
+                                  limit=TIMELINE_SHOWN, before=None)
+    for alert in await alerts.unacknowledged(res, session, entries):
+        await alerts.acknowledge(res, session, alert["alert_id"], customer_id)
     resolved = len(body.get("resolved_complaints") or [])
     return RedirectResponse(f"/console/customers/{customer_id}?recorded=1"
                             + (f"&resolved={resolved}" if resolved else ""), status_code=303)

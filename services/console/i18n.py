@@ -68,7 +68,9 @@ TEXT: dict[str, dict[str, str]] = {
         "recorded": "Recorded. It is on the timeline.",
         "unacked_title": "Alerts not acknowledged yet",
         "alert_sent_at": "Alert sent",
-        "unacked_hint": "Acknowledging stops the escalation to the store manager.",
+        "unacked_hint": "Acknowledge an alert once you have seen it: a configured escalation "
+                        "to the store manager then stops. Recording an action below "
+                        "acknowledges them too.",
         "resolved_1": "The open complaint is marked resolved; the score follows in a moment.",
         "resolved_n": "{n} open complaints are marked resolved; the score follows in a moment.",
         "not_resolved": "The complaint could not be marked resolved (the event service did not "
@@ -161,7 +163,7 @@ TEXT: dict[str, dict[str, str]] = {
         "recorded": "已记录，可在时间线中查看。",
         "unacked_title": "尚未确认的提醒",
         "alert_sent_at": "提醒发送于",
-        "unacked_hint": "确认后将不再升级给门店经理。",
+        "unacked_hint": "看到提醒后请确认：若配置了升级，将不再升级给门店经理。在下方记录行动也会确认这些提醒。",
         "resolved_1": "未解决的投诉已标记为已解决，评分稍后更新。",
         "resolved_n": "{n}个未解决的投诉已标记为已解决，评分稍后更新。",
         "not_resolved": "投诉未能标记为已解决（事件服务未接收），因此未作记录。请稍后再试。",

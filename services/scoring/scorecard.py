@@ -356,8 +356,13 @@ _ACTION_OF = {reason: SuggestedAction(code=code, text=text, text_zh=zh)
 
 
 def suggested_action(tier: str, reason_list: Sequence[Reason]) -> SuggestedAction:
+    """What to do about a customer at medium or high: the first reason's action — but an
+    unresolved complaint among the reasons comes first, whatever else is told before it
+    (inviting back a customer whose complaint is still open is not what to do)."""
     if tier == "low" or not reason_list or reason_list[0].code == "regular":
         return NO_ACTION
+    if any(r.code == "open_complaint" for r in reason_list):
+        return _ACTION_OF["open_complaint"]
     return _ACTION_OF.get(reason_list[0].code, _ACTION_OF["overdue"])
 
 

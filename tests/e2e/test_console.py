@@ -651,9 +651,9 @@ async def test_a_mailed_alert_is_acknowledged_and_its_complaint_resolved_in_the_
     try:
         await asyncio.gather(*(asyncio.to_thread(p.start) for p in (api, scorer, notifier)))
         now = datetime.now(UTC)
-        events = regular("c-k1", every_days=7, count=6, start=now - timedelta(days=36),
-                         store="north") + [complaint("c-k1", now - timedelta(hours=1), 1,
-                                                     ref="cmp-7")]
+        events = [e for cid in ("c-k1", "c-k2") for e in regular(
+            cid, every_days=7, count=6, start=now - timedelta(days=36), store="north") + [
+            complaint(cid, now - timedelta(hours=1), 1, ref="cmp-7")]]
         for e in events:
             e["tenant_id"] = "acme"
         async with httpx.AsyncClient(base_url=api.url, headers=ACME, timeout=10) as client:
@@ -661,13 +661,16 @@ async def test_a_mailed_alert_is_acknowledged_and_its_complaint_resolved_in_the_
                 "staff_id": "m-north", "name": "Mia North", "email": "mia@example.com",
                 "store_id": "north", "role": "manager", "locale": "en"})
             assert r.status_code == 200, r.text
-            r = await client.put("/v1/customers/c-k1/profile", json={
-                "name": "Kim Kale", "store_id": "north", "owner_staff_id": "m-north"})
-            assert r.status_code == 200, r.text
+            for cid, name in (("c-k1", "Kim Kale"), ("c-k2", "Kai Kerr")):
+                r = await client.put(f"/v1/customers/{cid}/profile", json={
+                    "name": name, "store_id": "north", "owner_staff_id": "m-north"})
+                assert r.status_code == 200, r.text
             assert (await client.post("/v1/events", json=events)).status_code == 202
-        mail = await asyncio.to_thread(until, lambda: [
-            m for m in inbox.mail if "mia@example.com" in str(m["To"])], "the alert mail", 30)
-        assert "Kim Kale" in str(mail[0]["Subject"]) + mail[0].get_body(("plain",)).get_content()
+        def mailed(name: str) -> bool:
+            return any(name in str(m["Subject"]) + str(m.get_body(("plain",)) or "")
+                       for m in inbox.mail if "mia@example.com" in str(m["To"]))
+        await asyncio.to_thread(until, lambda: mailed("Kim Kale") and mailed("Kai Kerr"),
+                                "the alert mails", 30)
 
         def browse() -> None:
             d = chrome
@@ -677,9 +680,12 @@ async def test_a_mailed_alert_is_acknowledged_and_its_complaint_resolved_in_the_
             until(lambda: d.current_url.endswith("/console/customers/c-k1"), "the customer")
             [reasons] = until(lambda: d.find_elements(By.ID, "reasons"), "the reasons")
             assert "nresolved complaint" in reasons.text
+            seen = re.search(r"Last seen: \S+", text(d))
+            assert seen is not None
             # the mailed alert, not acknowledged yet: acknowledged from the customer's page
             [card] = until(lambda: d.find_elements(By.ID, "unacked"), "the unacknowledged")
             assert "Alerts not acknowledged yet" in card.text and "Alert sent" in card.text
+            assert "· medium" in card.text, card.text  # the tier it announced
             card.find_element(By.TAG_NAME, "button").click()
 
             def acknowledged() -> bool:  # back on the customer's page, the ack on its timeline
@@ -703,8 +709,16 @@ async def test_a_mailed_alert_is_acknowledged_and_its_complaint_resolved_in_the_
             told = until(lambda: d.find_elements(By.ID, "timeline"), "the timeline")[0].text
             assert "Apologised, free treatment" in told
             assert "1 complaint resolved" in told, told  # the resolution: not "1 complaint"
+            assert seen.group(0) in text(d)  # resolving is not the customer being seen
             assert "Store: north · Owner: Mia North" in d.find_element(By.ID, "profile").text
             shoot(d, tmp_path, "customer-complaint-resolved.en")
+            # recording an action is having seen the alert: acknowledged with it
+            d.get(f"{api.url}/console/customers/c-k2")
+            until(lambda: d.find_elements(By.ID, "unacked"), "c-k2's unacknowledged alert")
+            d.find_element(By.ID, "action-called").click()
+            until(lambda: "recorded=1" in d.current_url, "the action recorded")
+            until(acknowledged, "c-k2's alert acknowledged with the action")
+            assert not d.find_elements(By.ID, "unacked")
 
         await asyncio.to_thread(browse)
         async with httpx.AsyncClient(base_url=api.url, headers=ACME, timeout=10) as client:

@@ -13,6 +13,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services.common.riskchange import Reason
 from services.scoring.engine import Engine, Subject
 from services.scoring.features import FEATURE_NAMES
 from services.scoring.rules import load_rules
@@ -24,6 +25,7 @@ from services.scoring.scorecard import (
     contributions,
     describe,
     fact_of,
+    suggested_action,
     top_reasons,
 )
 from services.scoring.tiers import Thresholds
@@ -197,3 +199,15 @@ def test_one_fact_is_told_once() -> None:
     assert sum("visit" in t for t in texts) == 1, texts
     assert sum("complaint" in t for t in texts) == 1, texts
     assert "80 days since the first and only visit" in texts, texts  # the rule's, first
+
+
+def test_an_open_complaint_comes_first_in_what_to_do() -> None:
+    """A customer told "64 days since the first and only visit" and "1 unresolved complaint"
+    was to be invited back; the complaint is to be resolved first (console walkthrough)."""
+    away = Reason(code="no_return", text="64 days since the first and only visit",
+                  text_zh="首次到店后已64天未再光顾", weight=0.0)
+    complained = Reason(code="open_complaint", text="1 unresolved complaint",
+                        text_zh="有1个未解决的投诉", weight=1.0)
+    assert suggested_action("medium", [away, complained]).code == "resolve_complaint"
+    assert suggested_action("medium", [away]).code == "personal_call"
+    assert suggested_action("low", [away, complained]).code == "none"
