@@ -712,6 +712,9 @@ async def test_a_mailed_alert_is_acknowledged_and_its_complaint_resolved_in_the_
             assert seen.group(0) in text(d)  # resolving is not the customer being seen
             assert "Store: north · Owner: Mia North" in d.find_element(By.ID, "profile").text
             shoot(d, tmp_path, "customer-complaint-resolved.en")
+            # the alerts page lists in-app alerts only: empty, it says where mailed ones are
+            d.get(f"{api.url}/console/alerts")
+            assert "acknowledged from its customer's page" in text(d), text(d)
             # recording an action is having seen the alert: acknowledged with it
             d.get(f"{api.url}/console/customers/c-k2")
             until(lambda: d.find_elements(By.ID, "unacked"), "c-k2's unacknowledged alert")
