@@ -710,6 +710,11 @@ async def test_a_mailed_alert_is_acknowledged_and_its_complaint_resolved_in_the_
             assert "Apologised, free treatment" in told
             assert "1 complaint resolved" in told, told  # the resolution: not "1 complaint"
             assert seen.group(0) in text(d)  # resolving is not the customer being seen
+            # the reasons' day counts are as of the risk's date, which the page gives
+            assert d.find_element(By.ID, "as-of").text.startswith("Risk as of: 20")
+            # a day's activity is dated, not timed by one of its events (or midnight)
+            assert re.search(r"\n\d{4}-\d\d-\d\d\nActivity", "\n" + told), told
+            assert not re.search(r"00:00 UTC\nActivity", told), told
             assert "Store: north · Owner: Mia North" in d.find_element(By.ID, "profile").text
             shoot(d, tmp_path, "customer-complaint-resolved.en")
             # the alerts page lists in-app alerts only: empty, it says where mailed ones are
