@@ -234,7 +234,7 @@ class Planner:
             _, action = apply_inhibition(change, self.routing.policies.inhibit)
             for person, channel in wanted:
                 item = self.templates.digest_item(change, person, action=action,
-                                                  event_id=event.id)
+                                                  event_id=event.id, customer_name=ctx.name)
                 item |= {"score_now": f"{change.score:.2f}",
                          "link": self._link(change.customer_id)}
                 groups.setdefault((person.key, channel), (person, [], ctx.timezone))[1].append(item)

@@ -93,7 +93,8 @@ async def test_importing_history_gives_one_summary_per_recipient(
         holdouts: set[str] = set()
         for c in range(300):
             cid = f"h{c:03d}"
-            await profiles.put_profile(cid, CustomerProfile(owner_staff_id="owner-1"))
+            await profiles.put_profile(cid, CustomerProfile(owner_staff_id="owner-1",
+                                                            name=f"Guest {cid}"))
             tier, at = "low", now - timedelta(days=365)
             holdout = c % 25 == 0
             for n in range(rng.randint(1, 8)):
@@ -137,13 +138,15 @@ async def test_importing_history_gives_one_summary_per_recipient(
         assert len(summaries) == 2, "one summary per recipient: the owner, and the store " \
             "manager for the customer without a profile"
 
-        def listed(mail: Any) -> list[str]:
+        def listed(mail: Any) -> list[str]:  # by name where the customer has one
             text = mail.get_body(("plain",)).get_content()
-            return sorted(c for c in final if f"- {c} (" in text)
+            return sorted(c for c in final if f"- Guest {c} (" in text or f"- {c} (" in text)
 
         assert listed(summaries[OLGA]) == owned_high, \
             "the summary names exactly who is high now, no holdout"
         assert listed(summaries[MAX]) == ["h-late"]
+        assert f"- Guest {owned_high[0]} (" in summaries[OLGA].get_body(("plain",)).get_content()
+        assert f"Guest {owned_high[0]}" in gateway.texts_to(OLGA_PHONE)[0]  # named, as alerts
         assert f"/console/customers/{owned_high[0]}" in summaries[OLGA].get_body(("plain",)).get_content()
         olga_sms, max_sms = gateway.texts_to(OLGA_PHONE), gateway.texts_to(MAX_PHONE)
         assert len(olga_sms) == 1 and f"{len(owned_high)} customers at high churn risk" in olga_sms[0]
