@@ -32,6 +32,7 @@ from services.console.web import (
     to_sign_in,
     with_pre_csrf,
 )
+from services.records import cursor as cursors
 from services.records import timeline, winback
 from services.records.atrisk import AtRiskQuery
 from services.records.complaints import resolve_complaints
@@ -79,6 +80,32 @@ def _year_spend(item: dict[str, Any]) -> float | None:
     return max(float(item.get("priority") or 0.0) / score - 1.0, 0.0)
 
 
+def _is_cursor(cursor: str) -> bool:
+    try:
+        cursors.decode(cursor)
+    except QueryError:
+        return False
+    return True
+
+
+def _stores_line(t: dict[str, str], stores: list[str]) -> str:
+    """Whose customers a store-bound person sees, said to them: their store, or stores."""
+    if not stores:
+        return t["page_refused"]
+    if len(stores) == 1:
+        return t["only_your_store"].format(store=stores[0])
+    return t["only_your_stores"].format(stores=", ".join(stores))
+
+
+def _list_refused(request: Request, session: Session, status: int, message: str, *,
+                  back: str = "/console/at-risk", back_text: str | None = None) -> Response:
+    """The at-risk list could not be shown: why, in the person's words, and a way on."""
+    t = i18n.words(session.locale)
+    return page("message.html.j2", request, locale=session.locale, status=status,
+                session=session, csrf=session.csrf, heading=t["at_risk"], message=message,
+                back=back, back_text=back_text)
+
+
 @router.get("/console/at-risk")
 async def at_risk_page(request: Request, res: Res, tier: str = "high", store: str | None = None,
                        cursor: str | None = None, owner: str | None = None,
@@ -89,27 +116,14 @@ async def at_risk_page(request: Request, res: Res, tier: str = "high", store: st
         return to_sign_in(here(request))
     tier = tier if tier in TIERS else "high"
     stores = list(session.stores) if session.stores is not None else []
-    if store is None and len(stores) > 1:
+    if not store and len(stores) > 1:
         store = stores[0]
     t = i18n.words(session.locale)
     stage = stage_name(stage)  # a bookmark from before issue 16 (growing, mature): active
     try:
         scoped = store_for_list(session.as_key(), store or None)
-        listing = await AtRiskQuery(res.redis, res.keys).page(
-            tenant=session.tenant, tier=tier, store=scoped, owner=(owner or None) and owner[:128],
-            limit=PAGE_SIZE, cursor=cursor[:1024] if cursor else None,
-            holdout_share=res.settings.holdout_share,
-            value_tier=value if value in VALUE_TIERS else None,
-            lifecycle=stage if stage in STAGES else None)
-    except QueryError as exc:
-        return page("message.html.j2", request, locale=session.locale, status=exc.status,
-                    session=session, csrf=session.csrf, heading=t["at_risk"], message=str(exc),
-                    back="/console/at-risk")
-    zh = session.locale == "zh-CN"
-    for item in listing["items"]:
-        item["why"] = _text(item.get("top_reason"), zh)
-        item["todo"] = _text(item.get("suggested_action"), zh)
-        item["year_spend"] = _year_spend(item)
+    except QueryError as exc:  # another store's list, by URL: say which ones are theirs
+        return _list_refused(request, session, exc.status, _stores_line(t, stores))
     filters = {"owner": owner or "", "value": value if value in VALUE_TIERS else "",
                "stage": stage if stage in STAGES else ""}
     kept = {"owner": filters["owner"][:128], "value": filters["value"],
@@ -119,6 +133,23 @@ async def at_risk_page(request: Request, res: Res, tier: str = "high", store: st
         params = {"tier": tier, "store": scoped or "", **kept, **changed}
         return "/console/at-risk?" + urlencode({k: v for k, v in params.items() if v})
 
+    cursor = cursor[:1024] if cursor else None
+    if cursor is not None and not _is_cursor(cursor):  # an old or mangled "next page" link
+        return _list_refused(request, session, 400, t["page_link_stale"], back=link(),
+                             back_text=t["first"])
+    try:
+        listing = await AtRiskQuery(res.redis, res.keys).page(
+            tenant=session.tenant, tier=tier, store=scoped, owner=kept["owner"] or None,
+            limit=PAGE_SIZE, cursor=cursor, holdout_share=res.settings.holdout_share,
+            value_tier=kept["value"] or None, lifecycle=kept["stage"] or None)
+    except QueryError as exc:  # the API's words are not for people: the console's own
+        return _list_refused(request, session, exc.status, t["page_refused"], back=link(),
+                             back_text=t["first"])
+    zh = session.locale == "zh-CN"
+    for item in listing["items"]:
+        item["why"] = _text(item.get("top_reason"), zh)
+        item["todo"] = _text(item.get("suggested_action"), zh)
+        item["year_spend"] = _year_spend(item)
     total = int(await res.redis.zcard(res.keys.tier_index(tier, session.tenant, scoped)))
     first = min(int(start), 1_000_000_000) if start.isdigit() else 0
     shown = len(listing["items"])

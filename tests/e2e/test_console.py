@@ -386,12 +386,32 @@ async def test_staff_sign_in_by_mail_at_risk_list_language_and_sign_out(
             d.find_element(By.ID, "tier-medium").click()
             until(lambda: "tier=medium" in d.current_url, "the medium tab")
             assert "c-n3" in text(d)
-            # a store-bound member cannot reach another store by URL
+            # a store-bound member cannot reach another store by URL; the page says so in
+            # words for people (it showed the API's "this API key may not read store ...")
             d.get(f"{api.url}/console/at-risk?store=south")
-            assert "Sam South" not in text(d) and "may not read store" in text(d)
+            said = d.find_element(By.CSS_SELECTOR, ".message").text
+            assert said == "You can only see the customers of your store (north).", said
+            assert "Sam South" not in text(d) and "API" not in text(d)
+            # a mangled or stale "next page" link: start again from the first page, filters
+            # and store kept (it showed "cursor: not a cursor this API returned; ...")
+            d.get(f"{api.url}/console/at-risk?tier=medium&store=north&cursor=bm90LWEtY3Vyc29y")
+            said = d.find_element(By.CSS_SELECTOR, ".message").text
+            assert said == "This page link is out of date; start again from the first page."
+            assert "cursor" not in text(d) and d.find_elements(By.ID, "alerts-link")
+            fits(d)
+            d.find_element(By.ID, "back").click()
+            until(lambda: d.find_elements(By.ID, "customers"), "the first page")
+            assert d.current_url.endswith("/console/at-risk?tier=medium&store=north")
+            assert "c-n3" in text(d)
             d.get(f"{api.url}/console/at-risk")
             d.find_element(By.ID, "language").click()
             until(lambda: "流失风险客户" in text(d), "the page in zh-CN")
+            d.get(f"{api.url}/console/at-risk?store=south")  # the refusal in the person's language
+            assert d.find_element(By.CSS_SELECTOR, ".message").text == \
+                "您只能查看您所在门店（north）的客户。"
+            d.get(f"{api.url}/console/at-risk?cursor=%21%21")
+            assert "此页面链接已过期" in text(d) and d.find_element(By.ID, "back").text == "← 第一页"
+            d.get(f"{api.url}/console/at-risk")
             assert d.find_element(By.ID, "count").text.startswith("共 2 位客户 · 按价值排序")
             assert "近 12 个月消费: 240.00" in d.find_element(By.ID, "customers").text
             fits(d)
