@@ -61,6 +61,9 @@ TEXT: dict[str, dict[str, str]] = {
         "only_your_stores": "You can only see the customers of your stores ({stores}).",
         "page_link_stale": "This page link is out of date; start again from the first page.",
         "page_refused": "The console cannot answer this request.",
+        "page_invalid": "This address is not one the console can open: part of it is garbled "
+                        "(perhaps a link broken in copying). Check the link, or start again "
+                        "from the console.",
         "page_error": "Something went wrong on our side. If it happens again, tell your "
                       "administrator and quote {request_id}.",
         "profile": "Profile", "contact": "Contact", "no_contact": "No contact the customer agreed to.",
@@ -160,6 +163,8 @@ TEXT: dict[str, dict[str, str]] = {
         "only_your_stores": "您只能查看您所在门店（{stores}）的客户。",
         "page_link_stale": "此页面链接已过期，请从第一页重新开始。",
         "page_refused": "控制台无法处理此请求。",
+        "page_invalid": "控制台无法打开这个地址：其中有部分内容已损坏（可能是复制时链接被截断或改动）。"
+                        "请检查链接，或从控制台首页重新开始。",
         "page_error": "系统出错了。如果再次出现，请联系管理员并提供编号 {request_id}。",
         "profile": "客户资料", "contact": "联系方式", "no_contact": "客户未同意任何联系方式。",
         "owner": "负责人", "value_tier": "价值", "lifecycle": "阶段",

@@ -89,15 +89,18 @@ async def read_form(request: Request) -> dict[str, str]:
 
 
 def error_page(request: Request, status: int, request_id: str) -> HTMLResponse | None:
-    """A console URL's error as a page in the browser's language (not found, not allowed, an
-    internal error with its request id), with a way back; None for any other path (the API
-    answers JSON)."""
+    """A console URL's error as a page in the browser's language (not found, an address no
+    page accepts, not allowed, an internal error with its request id), with a way back; None
+    for any other path (the API answers JSON)."""
     if not request.url.path.startswith("/console"):
         return None
     locale = browser_locale(request)
     t = i18n.words(locale)
     if status == 404:
         message = t["page_not_found"]
+    elif status in (400, 422):  # an address no page takes: a control character in an id,
+        # bytes that are not UTF-8
+        message = t["page_invalid"]
     elif status >= 500:
         message = t["page_error"].format(request_id=request_id)
     else:

@@ -106,7 +106,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     install_error_handlers(app, page=console_error_page)
     app.add_middleware(RequestContext, limit=settings.api_max_json_body_bytes,  # type: ignore[arg-type]
-                       exempt=frozenset({"/v1/events"}))
+                       exempt=frozenset({"/v1/events"}), page=console_error_page)
 
     @app.get("/health", tags=["operations"], summary="200 while the process is up")
     async def health() -> dict[str, str]:

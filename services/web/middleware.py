@@ -29,15 +29,30 @@ HEADER = "x-request-id"
 REDIS_RETRY_AFTER_S = 2  # Retry-After of a 503 while Redis is unreachable
 
 
+ErrorPage = Callable[[Request, int, str], Response | None]
+
+
 class RequestContext:
     """Gives every request an id (the caller's X-Request-ID if sane), echoes it in the answer,
     and refuses bodies over ``limit`` bytes with 413 on every route but the exempt ones (which
-    enforce their own, larger limit while streaming)."""
+    enforce their own, larger limit while streaming). ``page``: as in
+    :func:`install_error_handlers`, a refusal as a page for a person's address (the console)."""
 
-    def __init__(self, app: ASGIApp, *, limit: int, exempt: frozenset[str]):
+    def __init__(self, app: ASGIApp, *, limit: int, exempt: frozenset[str],
+                 page: ErrorPage | None = None):
         self.app = app
         self.limit = limit
         self.exempt = exempt
+        self.page = page
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, status: int,
+                      detail: str, rid: str) -> None:
+        shown = self.page(Request(scope), status, rid) if self.page else None
+        if shown is None:
+            await _refuse(status, detail, rid, send)
+            return
+        shown.headers[HEADER] = rid
+        await shown(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -50,8 +65,9 @@ class RequestContext:
         try:  # the server decodes bad bytes to U+FFFD, which would make two ids one
             unquote_to_bytes(raw_path).decode("utf-8")
         except UnicodeDecodeError:
-            await _refuse(400, "the path is not valid UTF-8 once percent-decoded; encode ids "
-                          "as UTF-8 before percent-encoding them", rid, send)
+            await self._refuse(scope, receive, send, 400, "the path is not valid UTF-8 once "
+                               "percent-decoded; encode ids as UTF-8 before percent-encoding "
+                               "them", rid)
             return
 
         async def send_with_id(message: Message) -> None:
@@ -65,8 +81,8 @@ class RequestContext:
             return
         encoding = dict(scope.get("headers") or []).get(b"content-encoding", b"").strip().lower()
         if encoding not in (b"", b"identity"):  # never read a compressed body as JSON
-            await _refuse(415, "Content-Encoding is not accepted on this route; send the body "
-                          "uncompressed", rid, send_with_id)
+            await self._refuse(scope, receive, send_with_id, 415, "Content-Encoding is not "
+                               "accepted on this route; send the body uncompressed", rid)
             return
         body = bytearray()
         more = True
@@ -77,7 +93,8 @@ class RequestContext:
             body += message.get("body", b"")
             more = message.get("more_body", False)
             if len(body) > self.limit:
-                await _too_large(self.limit, rid, send_with_id)
+                await self._refuse(scope, receive, send_with_id, 413,
+                                   f"request body is over {self.limit} bytes", rid)
                 return
         replayed = False
 
@@ -89,10 +106,6 @@ class RequestContext:
             return await receive()
 
         await self.app(scope, replay, send_with_id)
-
-
-async def _too_large(limit: int, rid: str, send: Send) -> None:
-    await _refuse(413, f"request body is over {limit} bytes", rid, send)
 
 
 async def _refuse(status: int, detail: str, rid: str, send: Send) -> None:
@@ -107,15 +120,14 @@ def request_id(request: Request) -> str:
     return str(request.scope.get("state", {}).get("request_id", "-"))
 
 
-def install_error_handlers(app: FastAPI, *,
-                           page: Callable[[Request, int, str], Response | None] | None = None
-                           ) -> None:
+def install_error_handlers(app: FastAPI, *, page: ErrorPage | None = None) -> None:
     """The app's error answers: Redis unavailable is a 503 with Retry-After, a
     :class:`~services.records.errors.QueryError` its own status, a validation error a 422 that
     does not echo the input, and anything unexpected a generic 500 with the request id (the
     log has the type and place, the answer never does). ``page``: for a request a person
     makes in a browser (the staff console), the error as a page (status, request id), or None
-    for the JSON answer."""
+    for the JSON answer; it answers HTTP errors (404, 405...), validation errors (422) and the
+    generic 500."""
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -140,7 +152,10 @@ def install_error_handlers(app: FastAPI, *,
         return JSONResponse(status_code=exc.status, content={"detail": str(exc)})
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        shown = page(request, 422, request_id(request)) if page else None
+        if shown is not None:  # a person's address (a console page): no JSON for them
+            return shown
         # FastAPI's default answer echoes each rejected value ("input"): a webhook secret that
         # is too short, a token in the wrong field. Where and why is enough to fix it.
         errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]

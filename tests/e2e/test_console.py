@@ -641,6 +641,21 @@ async def test_admin_signs_in_with_an_api_key(settings_factory, tmp_path: Path,
             assert "控制台中没有这个页面" in r.text and '"detail"' not in r.text
             r = await client.get("/v1/no-such-thing")
             assert r.status_code == 404 and r.json() == {"detail": "Not Found"}
+            # so is an address no console page takes (a control character in an id, bytes
+            # that are not UTF-8): it was the API's JSON 422 (400); the API's stays JSON
+            for bad, status in (("%00", 422), ("c%0A1", 422), ("%FF", 400)):
+                r = await client.get(f"/console/customers/{bad}",
+                                     headers={"accept-language": "zh-CN"})
+                assert r.status_code == status, (bad, r.status_code)
+                assert r.headers["content-type"].startswith("text/html"), bad
+                assert "控制台无法打开这个地址" in r.text and '"detail"' not in r.text, bad
+                assert r.headers["content-security-policy"].startswith("default-src 'self'")
+                assert r.headers["x-request-id"]
+                r = await client.get(f"/v1/customers/{bad}/profile", headers=ACME)
+                assert r.status_code == status and r.json()["detail"], (bad, r.text)
+            r = await client.post("/console/customers/%00/actions", data={"action": "called"})
+            assert r.status_code == 422 and "This address is not one the console can open" \
+                in r.text
     finally:
         api.stop()
 
