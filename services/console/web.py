@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 import jinja2
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from redis.exceptions import RedisError
 
 from services.console import i18n
 from services.console.sessions import CSRF_COOKIE, SESSION_COOKIE, Draft, Session, SessionStore
@@ -88,25 +89,43 @@ async def read_form(request: Request) -> dict[str, str]:
     return {k: v[0] for k, v in parsed.items()}
 
 
-def error_page(request: Request, status: int, request_id: str) -> HTMLResponse | None:
-    """A console URL's error as a page in the browser's language (not found, an address no
-    page accepts, not allowed, an internal error with its request id), with a way back; None
-    for any other path (the API answers JSON)."""
+_ERRORS = {404: ("page_not_found_title", "page_not_found"),
+           400: ("page_invalid_title", "page_invalid"),
+           422: ("page_invalid_title", "page_invalid")}
+
+
+async def error_page(request: Request, status: int, request_id: str
+                     ) -> HTMLResponse | None:
+    """A console URL's error as a page (not found, an address no page takes, not allowed, an
+    internal error with its request id), with a way back; None for any other path (the API
+    answers JSON). For a signed-in person it is a console page like any other: in the
+    session's language, with the navigation, back to the at-risk list; signed out, in the
+    browser's language, back to signing in."""
     if not request.url.path.startswith("/console"):
         return None
-    locale = browser_locale(request)
+    session = await _session_if_any(request)
+    locale = session.locale if session is not None else browser_locale(request)
     t = i18n.words(locale)
-    if status == 404:
-        message = t["page_not_found"]
-    elif status in (400, 422):  # an address no page takes: a control character in an id,
-        # bytes that are not UTF-8
-        message = t["page_invalid"]
-    elif status >= 500:
-        message = t["page_error"].format(request_id=request_id)
-    else:
-        message = t["page_refused"]
-    return page("message.html.j2", request, locale=locale, status=status,
-                heading=f"{status}", message=message, back="/console")
+    heading, message = _ERRORS.get(status, ("page_refused_title", "page_refused"))
+    if status >= 500:
+        heading, message = "page_error_title", "page_error"
+    back = HOME if session is not None else "/console"
+    return page("message.html.j2", request, locale=locale, status=status, session=session,
+                csrf=session.csrf if session is not None else "", heading=t[heading],
+                message=t[message].format(request_id=request_id), back=back,
+                here=safe_next(here(request)) or HOME)
+
+
+async def _session_if_any(request: Request) -> Session | None:
+    """The request's session for an error page; None when there is none, or when it cannot
+    be read (Redis down, the app still starting): the error is shown all the same."""
+    res = getattr(request.app.state, "resources", None)
+    if res is None or not request.cookies.get(SESSION_COOKIE):
+        return None
+    try:
+        return await current_session(request, res)
+    except (RedisError, OSError, ValueError, TypeError):
+        return None
 
 
 def browser_locale(request: Request) -> str:

@@ -7,7 +7,7 @@ import logging
 import re
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -29,7 +29,7 @@ HEADER = "x-request-id"
 REDIS_RETRY_AFTER_S = 2  # Retry-After of a 503 while Redis is unreachable
 
 
-ErrorPage = Callable[[Request, int, str], Response | None]
+ErrorPage = Callable[[Request, int, str], Awaitable[Response | None]]
 
 
 class RequestContext:
@@ -47,7 +47,7 @@ class RequestContext:
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, status: int,
                       detail: str, rid: str) -> None:
-        shown = self.page(Request(scope), status, rid) if self.page else None
+        shown = await self.page(Request(scope), status, rid) if self.page else None
         if shown is None:
             await _refuse(status, detail, rid, send)
             return
@@ -131,7 +131,7 @@ def install_error_handlers(app: FastAPI, *, page: ErrorPage | None = None) -> No
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        shown = page(request, exc.status_code, request_id(request)) if page else None
+        shown = await page(request, exc.status_code, request_id(request)) if page else None
         if shown is not None:
             return shown
         return await http_exception_handler(request, exc)  # FastAPI's own JSON answer
@@ -153,7 +153,7 @@ def install_error_handlers(app: FastAPI, *, page: ErrorPage | None = None) -> No
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
-        shown = page(request, 422, request_id(request)) if page else None
+        shown = await page(request, 422, request_id(request)) if page else None
         if shown is not None:  # a person's address (a console page): no JSON for them
             return shown
         # FastAPI's default answer echoes each rejected value ("input"): a webhook secret that
@@ -170,7 +170,7 @@ def install_error_handlers(app: FastAPI, *, page: ErrorPage | None = None) -> No
         # Type and place only: messages and tracebacks may carry secrets (URLs, tokens).
         logger.error("unhandled %s at %s on %s %s", type(exc).__name__, where, request.method,
                      route, extra={"request_id": rid})
-        shown = page(request, 500, rid) if page else None
+        shown = await page(request, 500, rid) if page else None
         if shown is not None:
             shown.headers[HEADER] = rid
             return shown

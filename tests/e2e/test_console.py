@@ -411,6 +411,20 @@ async def test_staff_sign_in_by_mail_at_risk_list_language_and_sign_out(
                 "您只能查看您所在门店（north）的客户。"
             d.get(f"{api.url}/console/at-risk?cursor=%21%21")
             assert "此页面链接已过期" in text(d) and d.find_element(By.ID, "back").text == "← 第一页"
+            # signed in, an unknown address is a console page like the others: the session's
+            # language (it was English), the navigation, and back to the list (it offered
+            # only "← Sign in")
+            d.get(f"{api.url}/console/nope")
+            assert d.find_element(By.TAG_NAME, "h1").text == "页面不存在"
+            assert "控制台中没有这个页面" in text(d) and "There is no such page" not in text(d)
+            assert d.find_elements(By.ID, "alerts-link") and d.find_elements(By.ID, "sign-out")
+            fits(d)
+            d.find_element(By.ID, "back").click()
+            until(lambda: d.find_elements(By.ID, "customers"), "the at-risk list")
+            d.get(f"{api.url}/console/customers/%00")  # so is an address no page takes
+            assert "控制台无法打开这个地址" in text(d) and d.find_elements(By.ID, "alerts-link")
+            back = d.find_element(By.ID, "back").get_attribute("href") or ""
+            assert back.endswith("/console/at-risk"), back
             d.get(f"{api.url}/console/at-risk")
             assert d.find_element(By.ID, "count").text.startswith("共 2 位客户 · 按价值排序")
             assert "近 12 个月消费: 240.00" in d.find_element(By.ID, "customers").text
@@ -634,11 +648,17 @@ async def test_admin_signs_in_with_an_api_key(settings_factory, tmp_path: Path,
             r = await client.post("/console/sign-in/key", data={
                 "api_key": "acme-admin-01", "csrf": csrf, "next": "/console/customers/c-n2"})
             assert (r.status_code, r.headers["location"]) == (303, "/console/customers/c-n2")
-            # a console address that does not exist is a page, in the browser's language;
-            # the API's stays JSON
+            # a console address that does not exist is a page: signed in (as now), in the
+            # session's language whatever the browser's, with the navigation, back to the list
+            r = await client.get("/console/no-such-page", headers={"accept-language": "zh-CN"})
+            assert r.status_code == 404 and "There is no such page in the console." in r.text
+            assert 'id="alerts-link"' in r.text and ">← Customers at risk</a>" in r.text
+            # signed out, in the browser's language; the API's stays JSON
+            client.cookies = httpx.Cookies()
             r = await client.get("/console/no-such-page", headers={"accept-language": "zh-CN"})
             assert r.status_code == 404 and r.headers["content-type"].startswith("text/html")
             assert "控制台中没有这个页面" in r.text and '"detail"' not in r.text
+            assert ">← 登录</a>" in r.text and 'id="alerts-link"' not in r.text  # signed out
             r = await client.get("/v1/no-such-thing")
             assert r.status_code == 404 and r.json() == {"detail": "Not Found"}
             # so is an address no console page takes (a control character in an id, bytes
