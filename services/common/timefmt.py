@@ -44,6 +44,12 @@ def iso_ms(ms: str | int | float | None) -> str | None:
     return rfc3339(datetime.fromtimestamp(int(float(ms)) / 1000, UTC))
 
 
+def for_people(ts: float) -> str:
+    """Unix seconds as people read a time in a message or on a page: ``2026-12-04 17:11 UTC``
+    (to the minute, the zone said; the console's timeline writes its times the same way)."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
 def parse_iso(value: str) -> datetime | None:
     try:
         dt = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))

@@ -726,6 +726,10 @@ async def test_a_mailed_alert_is_acknowledged_and_its_complaint_resolved_in_the_
                        for m in inbox.mail if "mia@example.com" in str(m["To"]))
         await asyncio.to_thread(until, lambda: mailed("Kim Kale") and mailed("Kai Kerr"),
                                 "the alert mails", 30)
+        [body] = [b for m in inbox.mail if (b := m.get_body(("plain",))) is not None
+                  and "Kim Kale" in str(m["Subject"]) + b.get_content()]
+        ack_link = re.search(r"http://[^/\s]+(/a/[A-Za-z0-9_-]+)", body.get_content())
+        assert ack_link is not None, body.get_content()
 
         def browse() -> None:
             d = chrome
@@ -772,6 +776,21 @@ async def test_a_mailed_alert_is_acknowledged_and_its_complaint_resolved_in_the_
             assert not re.search(r"00:00 UTC\nActivity", told), told
             assert "Store: north · Owner: Mia North" in d.find_element(By.ID, "profile").text
             shoot(d, tmp_path, "customer-complaint-resolved.en")
+            # the mail's one-click link, acknowledged already in the console: its page is
+            # styled (its policy allows its one inline style), says when in words people
+            # read, without the alert id, and leads on to the customer's console page
+            d.get(api.url + ack_link.group(1))  # the test settings' public URL has port 0
+            until(lambda: d.find_elements(By.ID, "console"), "the acknowledge page")
+            said = d.find_element(By.TAG_NAME, "p").text
+            assert re.fullmatch(r"Acknowledge the alert about Kim Kale as Mia North: .* The "
+                                r"alert about Kim Kale was acknowledged by key2 at "
+                                r"\d{4}-\d\d-\d\d \d\d:\d\d UTC\.", said), said
+            button = d.find_element(By.TAG_NAME, "button")
+            assert button.value_of_css_property("background-color") == "rgba(31, 95, 191, 1)"
+            fits(d)
+            shoot(d, tmp_path, "ack-link.en")
+            d.find_element(By.ID, "console").click()
+            until(lambda: d.current_url.endswith("/console/customers/c-k1"), "the customer")
             # the alerts page lists in-app alerts only: empty, it says where mailed ones are
             d.get(f"{api.url}/console/alerts")
             assert "acknowledged from its customer's page" in text(d), text(d)

@@ -9,9 +9,12 @@ POST, and refuse forged, expired and used links.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import re
 import time
 from collections.abc import Iterator
+from urllib.parse import urljoin
 
 import httpx
 import pytest
@@ -41,6 +44,18 @@ def api(broker: Server, redis_server: Server, tmp_path_factory: pytest.TempPathF
         yield proc, settings
 
 
+def _stands_alone(page: httpx.Response) -> None:
+    """The page fetches nothing (no stylesheet, script, image or font: it opens from a mail)
+    and its one inline style is the one its Content-Security-Policy allows, by hash: a browser
+    applies it (an inline style attribute, or a style the policy does not name, it would not)."""
+    policy = page.headers["content-security-policy"]
+    assert policy.startswith("default-src 'none';") and "script-src" not in policy
+    [style] = re.findall(r"<style>(.*?)</style>", page.text, re.S)
+    digest = base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
+    assert f"style-src 'sha256-{digest}';" in policy
+    assert not re.search(r"<link|<script|<img|\bsrc=|\bstyle=|url\(", page.text), page.text
+
+
 def _links(redis: Redis, settings: Settings, proc: ServiceProcess) -> AckLinks:
     return AckLinks(redis, Keys(settings.redis_prefix), secret=settings.ack_link_key,
                     public_url=proc.url, ttl_s=settings.ack_link_ttl_seconds)
@@ -63,11 +78,26 @@ async def test_a_link_acknowledges_once_without_a_key(api) -> None:
         assert '<form method="post">' in page.text and "Olga" in page.text
         assert "Mei &lt;Chen&gt;" in page.text and "<Chen>" not in page.text  # escaped
         assert page.headers["cache-control"] == "no-store"
+        _stands_alone(page)
+        # a way on to the customer's console page (signing in first), relative to the link
+        assert '<a href="../console/customers/c-9" id="console">Open in the console</a>' \
+            in page.text
+        console = await client.get(urljoin(url, "../console/customers/c-9"))
+        assert (console.status_code, console.headers["location"]) == (
+            303, "/console/sign-in?next=%2Fconsole%2Fcustomers%2Fc-9")
         assert await get_acknowledgement(redis, keys, "alert-l1", "acme") is None
         # what the page's button sends: an empty form body
         done = await client.post(url, content=b"",
                                  headers={"Content-Type": "application/x-www-form-urlencoded"})
         assert done.status_code == 200 and "Acknowledged" in done.text
+        # a time people read, and no alert id in the sentence (it showed
+        # "... (<code>alert-l1</code>) ... at 2026-12-04T17:11:57.193000Z.")
+        said = re.search(r"<p>(.*?)</p>", done.text)
+        assert said is not None and re.fullmatch(
+            r"The alert about <strong>Mei &lt;Chen&gt;</strong> was acknowledged by "
+            r"<strong>Olga</strong> at \d{4}-\d\d-\d\d \d\d:\d\d UTC\.", said.group(1)), said
+        assert "alert-l1" not in done.text and 'id="console"' in done.text
+        _stands_alone(done)
         ack = await get_acknowledgement(redis, keys, "alert-l1", "acme")
         assert ack is not None and ack["by"] == "Olga"
         again = await client.post(url)  # single use
@@ -119,6 +149,9 @@ async def test_forged_expired_and_made_up_links_are_refused(api) -> None:
         zh = await links.register("default", "alert-l2", "李伟", locale="zh-CN")
         page = await client.get(zh)
         assert page.status_code == 200 and 'lang="zh-CN"' in page.text and "确认" in page.text
+        assert '<a href="../console/customers/c-8" id="console">在控制台中打开</a>' in page.text
         r = await client.post(zh)
         assert r.status_code == 200 and "此前已确认" in r.text and "Ann" in r.text
+        assert re.search(r"已由 <strong>Ann</strong> 于 \d{4}-\d\d-\d\d \d\d:\d\d UTC 确认。",
+                         r.text), r.text
     await redis.aclose()

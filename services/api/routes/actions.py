@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import time
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, HTTPException, Path, status
 from fastapi.responses import HTMLResponse
@@ -22,7 +25,7 @@ from services.alerting.acks import (
 from services.alerting.alerts import find_alert
 from services.api.schemas import Ack, Action, NewAction
 from services.common.exceptions import BrokerUnavailable
-from services.common.timefmt import iso_ms, now_ms
+from services.common.timefmt import for_people, iso_ms, now_ms
 from services.records import timeline, winback
 from services.records.complaints import resolve_complaints
 from services.records.holdout import holdout
@@ -135,11 +138,32 @@ def _ack_answer(alert_id: str, new: bool, first: dict[str, Any]) -> dict[str, An
 
 Token = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
                             description="The token of a one-click link from a staff message.")]
+# The page stands alone (no stylesheet, script, font or image to fetch: it opens from a mail
+# on a phone, maybe before the person ever signed in to the console); its one inline style
+# is allowed by its hash in the page's Content-Security-Policy, and nothing else is.
+_STYLE = (
+    "body{margin:0;font:16px/1.5 system-ui,-apple-system,'Segoe UI','PingFang SC',"
+    "'Noto Sans CJK SC',sans-serif;color:#1d2430;background:#f5f6f8}"
+    "header{padding:.6rem 1rem;background:#1d2430;color:#fff;font-weight:700}"
+    "main{max-width:36rem;margin:1rem auto;padding:1.25rem;background:#fff;border-radius:10px;"
+    "box-shadow:0 1px 2px rgba(0,0,0,.08);overflow-wrap:anywhere}"
+    "h1{font-size:1.4rem;margin:0 0 .75rem}"
+    "button{font:inherit;font-weight:600;color:#fff;background:#1f5fbf;border:0;"
+    "border-radius:8px;padding:.65rem 1.5rem;min-height:44px;cursor:pointer}"
+    "a{color:#1f5fbf}"
+    "@media (max-width:40rem){main{margin:0;border-radius:0}button{width:100%}}")
 _PAGE = """<!DOCTYPE html><html lang="{lang}"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="robots" content="noindex"><title>churnwatch: {title}</title></head>
-<body style="font-family: sans-serif; max-width: 36em; margin: 2em auto; padding: 0 1em">
-<h1>{title}</h1><p>{text}</p>{form}</body></html>"""
+<meta name="robots" content="noindex"><title>churnwatch: {title}</title>
+<style>{style}</style></head>
+<body><header>churnwatch</header><main>
+<h1>{title}</h1><p>{text}</p>{form}{link}</main></body></html>"""
+_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'sha256-"
+    + base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
+    + "'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Robots-Tag": "noindex",
+    "X-Content-Type-Options": "nosniff"}
 _HTML = {"text/html": {"schema": {"type": "string"}}}
 # Page texts per locale of the recipient the link was made for ({x}: HTML-escaped values).
 _TEXTS = {
@@ -149,24 +173,36 @@ _TEXTS = {
            "button": "Acknowledge", "used": "Link already used",
            "used_text": "This link was already used.", "done": "Acknowledged",
            "already": "Already acknowledged",
-           "acked": "The alert about <strong>{customer}</strong> (<code>{alert}</code>) was "
-                    "acknowledged by <strong>{by}</strong> at {at}."},
+           "acked": "The alert about <strong>{customer}</strong> was acknowledged by "
+                    "<strong>{by}</strong> at {at}.",
+           "console": "Open in the console"},
     "zh-CN": {"refused": "链接不可用", "ask": "确认此提醒？",
               "ask_text": "以 <strong>{by}</strong> 的身份确认关于 <strong>{customer}</strong> "
                           "的提醒：将不再升级给门店经理。",
               "button": "确认", "used": "链接已使用", "used_text": "此链接已被使用。",
               "done": "已确认", "already": "此前已确认",
-              "acked": "关于 <strong>{customer}</strong> 的提醒（<code>{alert}</code>）已由 "
-                       "<strong>{by}</strong> 于 {at} 确认。"},
+              "acked": "关于 <strong>{customer}</strong> 的提醒已由 <strong>{by}</strong> 于 "
+                       "{at} 确认。",
+              "console": "在控制台中打开"},
 }
 
 
 def _page(status_code: int, title: str, text: str, form: str = "",
-          lang: str = "en") -> HTMLResponse:
-    return HTMLResponse(_PAGE.format(title=html.escape(title), text=text, form=form, lang=lang),
-                        status_code=status_code,
-                        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
-                                 "X-Robots-Tag": "noindex"})
+          lang: str = "en", link: str = "") -> HTMLResponse:
+    return HTMLResponse(_PAGE.format(title=html.escape(title), text=text, form=form, lang=lang,
+                                     link=link, style=_STYLE),
+                        status_code=status_code, headers=_HEADERS)
+
+
+def _console_link(t: dict[str, str], customer_id: str | None) -> str:
+    """A link to the customer's page in the staff console (which asks to sign in first when
+    needed), relative to this page: ``/a/<token>`` and ``/console/...`` share their base, also
+    behind a path prefix."""
+    if customer_id is None:
+        return ""
+    href = "../console/customers/" + quote(customer_id, safe="")
+    return (f'<p><a href="{html.escape(href)}" id="console">{html.escape(t["console"])}'
+            "</a></p>")
 
 
 def _refused(exc: LinkRefused) -> HTMLResponse:
@@ -193,10 +229,9 @@ async def _customer(res: Resources, link: AckLink) -> tuple[str | None, str]:
     return cid, (profile.name if profile and profile.name else cid)
 
 
-def _ack_text(t: dict[str, str], link: AckLink, who: str, ack: dict[str, Any]) -> str:
-    return t["acked"].format(customer=html.escape(who), alert=html.escape(link.alert_id),
-                             by=html.escape(str(ack["by"])),
-                             at=html.escape(str(iso_ms(int(float(ack["at"]) * 1000)))))
+def _ack_text(t: dict[str, str], who: str, ack: dict[str, Any]) -> str:
+    return t["acked"].format(customer=html.escape(who), by=html.escape(str(ack["by"])),
+                             at=html.escape(for_people(float(ack["at"]))))
 
 
 _LINK_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -221,17 +256,18 @@ async def ack_link_page(token: Token, res: Res) -> HTMLResponse:
     except LinkRefused as exc:
         return _refused(exc)
     t = _TEXTS.get(link.locale, _TEXTS["en"])
-    _, who = await _customer(res, link)
+    cid, who = await _customer(res, link)
     ack = await get_acknowledgement(res.redis, res.keys, link.alert_id, link.tenant)
     if await links.is_used(token):
         return _page(410, t["used"], t["used_text"] + (
-            " " + _ack_text(t, link, who, ack) if ack else ""), lang=link.locale)
-    note = (" " + _ack_text(t, link, who, ack)) if ack else ""
+            " " + _ack_text(t, who, ack) if ack else ""), lang=link.locale,
+            link=_console_link(t, cid))
+    note = (" " + _ack_text(t, who, ack)) if ack else ""
     # no action attribute: the form posts to this very URL, also behind a path prefix
-    form = ('<form method="post"><button type="submit" style="font-size: 1.2em; '
-            f'padding: .5em 1.5em">{html.escape(t["button"])}</button></form>')
+    form = f'<form method="post"><button type="submit">{html.escape(t["button"])}</button></form>'
     return _page(200, t["ask"], t["ask_text"].format(
-        customer=html.escape(who), by=html.escape(link.by)) + note, form, lang=link.locale)
+        customer=html.escape(who), by=html.escape(link.by)) + note, form, lang=link.locale,
+        link=_console_link(t, cid))
 
 
 @router.post("/a/{token}", response_class=HTMLResponse, tags=["alerts"],
@@ -251,5 +287,5 @@ async def ack_link_use(token: Token, res: Res) -> HTMLResponse:
             "kind": "acknowledged", "at": iso_ms(int(time.time() * 1000)),
             "alert_id": link.alert_id, "by": link.by, "via": "link"},
             retention=res.settings.retention)
-    return _page(200, t["done"] if new else t["already"], _ack_text(t, link, who, ack),
-                 lang=link.locale)
+    return _page(200, t["done"] if new else t["already"], _ack_text(t, who, ack),
+                 lang=link.locale, link=_console_link(t, cid))
