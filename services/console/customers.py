@@ -322,11 +322,11 @@ async def record_action(customer_id: CustomerId, request: Request, res: Res) -> 
         return _not_found(request, session, customer_id)
     state, _ = found
     action = form.get("action", "")
-    if action not in ACTION_TYPES:
+    if action not in ACTION_TYPES:  # not one of the page's buttons (an edited form)
+        t = i18n.words(session.locale)
         return page("message.html.j2", request, locale=session.locale, status=422,
-                    session=session, csrf=session.csrf, heading=i18n.words(session.locale)["customer"],
-                    message=f"unknown action {action[:40]!r}; choose one of {', '.join(ACTION_TYPES)}",
-                    back=f"/console/customers/{customer_id}")
+                    session=session, csrf=session.csrf, heading=t["customer"],
+                    message=t["unknown_action"], back=back, back_text=t["customer"])
     note = form.get("note", "").strip()[:1000] or None
     at = await now_ms(res.settings, res.redis, res.keys, session.tenant)
     body: dict[str, Any] = {"action": action, "staff_id": session.staff_id or session.name,

@@ -81,6 +81,8 @@ TEXT: dict[str, dict[str, str]] = {
                         "acknowledges them too.",
         "resolved_1": "The open complaint is marked resolved; the score follows in a moment.",
         "resolved_n": "{n} open complaints are marked resolved; the score follows in a moment.",
+        "unknown_action": "That is not an action the console records: choose what you did "
+                          "with one of the buttons on the customer's page.",
         "not_resolved": "The complaint could not be marked resolved (the event service did not "
                         "take it), so nothing was recorded. Please try again in a minute.",
         "session_ended_draft": "You were signed out (the session expired), so “{action}” "
@@ -181,6 +183,7 @@ TEXT: dict[str, dict[str, str]] = {
         "unacked_hint": "看到提醒后请确认：若配置了升级，将不再升级给门店经理。在下方记录行动也会确认这些提醒。",
         "resolved_1": "未解决的投诉已标记为已解决，评分稍后更新。",
         "resolved_n": "{n}个未解决的投诉已标记为已解决，评分稍后更新。",
+        "unknown_action": "控制台无法记录这个行动：请在客户页面上点击相应按钮选择您的跟进行动。",
         "not_resolved": "投诉未能标记为已解决（事件服务未接收），因此未作记录。请稍后再试。",
         "session_ended_draft": "您已退出登录（会话已过期），“{action}”未能保存。请重新登录："
                                "客户页面会带回您填写的内容，确认后即可保存。",

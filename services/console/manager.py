@@ -114,7 +114,7 @@ async def manager_csv(report: str, request: Request, res: Res) -> Response:
         t = i18n.words(session.locale)
         return page("message.html.j2", request, locale=session.locale, status=404,
                     session=session, csrf=session.csrf, heading=t["manager"],
-                    message=f"no report {report[:40]!r}; reports: {', '.join(REPORTS)}",
-                    back="/console/manager")
+                    message=t["page_not_found"], back="/console/manager",
+                    back_text=t["manager"])
     data = await _data(res, session)
     return csv_response(data[report], report)

@@ -613,6 +613,15 @@ async def test_admin_signs_in_with_an_api_key(settings_factory, tmp_path: Path,
             assert (r.status_code, r.headers["location"]) == (
                 303, "/console/customers/c-n1?recorded=1")
             assert "预" * 1000 in (await client.get("/console/customers/c-n1")).text
+            # an edited form or a mistyped CSV address: the console's words, not the API's
+            r = await client.post("/console/customers/c-n1/actions", data={
+                "action": "bogus", "csrf": token.group(1)})
+            assert r.status_code == 422 and "That is not an action the console records" \
+                in r.text and "choose one of" not in r.text
+            assert '<a href="/console/customers/c-n1" id="back">' in r.text
+            r = await client.get("/console/manager/nope.csv")
+            assert r.status_code == 404 and "There is no such page in the console." in r.text
+            assert "reports:" not in r.text
             r = await client.get("/console/at-risk", headers={"cookie": "cw_session=forged"})
             assert r.status_code == 303
             assert r.headers["location"] == "/console/sign-in?next=%2Fconsole%2Fat-risk"
