@@ -102,6 +102,10 @@ def test_kinds_and_a_replaced_action() -> None:
     t = Templates()
     subject, text, _ = t.email(CHANGE, EN, delivery_id="d", kind="won_back", alert_id="a1")
     assert subject.startswith("[churnwatch] Won back") and "Good news" in text and "a1" in text
+    # the customer came back: what is left of the reasons is to watch, not why they are at risk
+    assert "Still to watch:" in text and "Why:" not in text
+    assert "Why:" in t.email(CHANGE, EN, delivery_id="d", kind="alert", alert_id="a1")[1]
+    assert "仍需留意" in t.email(CHANGE, ZH, delivery_id="d", kind="won_back", alert_id="a1")[1]
     subject, text, html = t.email(CHANGE, ZH, delivery_id="d", kind="escalation",
                                   escalate_after_s=1800)
     assert "升级" in subject and "30分钟" in text
