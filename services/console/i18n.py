@@ -74,6 +74,8 @@ TEXT: dict[str, dict[str, str]] = {
         "raised_by_rule": "raised by a rule", "held_above_score": "tier held above the score",
         "record_action": "Record what you did", "note": "Note (optional)", "save": "Save",
         "recorded": "Recorded. It is on the timeline.",
+        "no_contact_hint": "The customer agreed to no contact by e-mail or SMS: do it in person "
+                           "at their next visit, or by a channel they agreed to.",
         "unacked_title": "Alerts not acknowledged yet",
         "alert_sent_at": "Alert sent",
         "unacked_hint": "Acknowledge an alert once you have seen it: a configured escalation "
@@ -178,6 +180,7 @@ TEXT: dict[str, dict[str, str]] = {
         "raised_by_rule": "由业务规则提升", "held_above_score": "等级保持高于评分",
         "record_action": "记录跟进行动", "note": "备注（可选）", "save": "保存",
         "recorded": "已记录，可在时间线中查看。",
+        "no_contact_hint": "该客户未同意通过邮件或短信联系：请在其下次到店时当面跟进，或使用其同意的渠道。",
         "unacked_title": "尚未确认的提醒",
         "alert_sent_at": "提醒发送于",
         "unacked_hint": "看到提醒后请确认：若配置了升级，将不再升级给门店经理。在下方记录行动也会确认这些提醒。",

@@ -750,6 +750,8 @@ async def test_a_mailed_alert_is_acknowledged_and_its_complaint_resolved_in_the_
             assert "nresolved complaint" in reasons.text
             seen = re.search(r"Last seen: \S+", text(d))
             assert seen is not None
+            # told to get in touch, with no contact the customer agreed to: said how instead
+            assert "do it in person" in d.find_element(By.ID, "no-contact-hint").text
             # the mailed alert, not acknowledged yet: acknowledged from the customer's page
             [card] = until(lambda: d.find_elements(By.ID, "unacked"), "the unacknowledged")
             assert "Alerts not acknowledged yet" in card.text and "Alert sent" in card.text
