@@ -25,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis
 
-from services.common.cleartext import ALLOW_HTTP_SETTING, cleartext_refusal
+from services.common.cleartext import ALLOW_HTTP_SETTING, cleartext_refusal, is_loopback_ip
 from services.common.logs import mask_url_credentials
 from services.common.redisconn import Keys
 from services.common.timefmt import utc_from_epoch_s, utc_now
@@ -169,7 +169,7 @@ def validate_target(url: str, *, allow_private: bool, allow_http: bool = False) 
     addresses = checked_addresses(ascii_host, port, allow_private=allow_private, shown=host)
     cleartext = cleartext_refusal(url, allow_http=allow_http, what="the webhook url")
     if cleartext is None and scheme == "http" and not allow_http \
-            and not all(_loopback(ip) for ip in addresses):
+            and not all(is_loopback_ip(ip) for ip in addresses):
         cleartext = (f"the webhook url {shown!r} uses plain http:// and its host {host!r} "
                      f"resolves to {', '.join(map(str, addresses))}, not only to this machine; "
                      f"use https://, or set {ALLOW_HTTP_SETTING}=true if the network in between "
@@ -181,13 +181,6 @@ def validate_target(url: str, *, allow_private: bool, allow_http: bool = False) 
     if parts.port is not None and parts.port != _DEFAULT_PORTS[scheme]:
         netloc += f":{parts.port}"
     return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
-
-
-def _loopback(ip: IPAddress) -> bool:
-    """On this machine: a loopback address, also IPv4-mapped (6to4, Teredo and NAT64 forms of
-    one go through a router)."""
-    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
-    return ip.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 def _is_ip(host: str) -> bool:

@@ -33,9 +33,14 @@ def is_loopback_host(host: str) -> bool:
         ip = ipaddress.ip_address(name.split("%", 1)[0])
     except ValueError:
         return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
+    return is_loopback_ip(ip)
+
+
+def is_loopback_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """On this machine: a loopback address, also IPv4-mapped (6to4, Teredo and NAT64 forms of
+    one go through a router)."""
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return ip.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 def cleartext_refusal(url: str, *, allow_http: bool, what: str) -> str | None:

@@ -108,7 +108,6 @@ def stacked(title: str, labels: Sequence[str], series: dict[str, Sequence[float]
 # the score chart is drawn for a phone: 360 units wide, shown ~310 px wide at 375 px (its
 # 13-unit labels ~11 px), at most 34rem wide on a larger screen (console.css)
 LINE_W, LINE_H, LINE_L, LINE_T, LINE_B = 360, 210, 30, 26, 36
-_RANK = TIER_RANK
 
 
 def _band(score: float, medium: float, high: float) -> str:
@@ -155,7 +154,7 @@ def score_line(title: str, points: Sequence[tuple[int, float, str, str]], *,
     marks, used = [], []
     for ts, sc, tier, note in points:
         colour = TIER_COLOURS.get(tier, "#1f5fbf")
-        raised = bool(note) and _RANK.get(tier, 0) > _RANK[_band(sc, medium, high)]
+        raised = bool(note) and TIER_RANK.get(tier, 0) > TIER_RANK[_band(sc, medium, high)]
         said = (notes or {}).get(note, note) if raised else ""
         if raised and note not in used:
             used.append(note)

@@ -15,7 +15,7 @@ from fastapi.responses import RedirectResponse, Response
 from services.common.exceptions import BrokerUnavailable
 from services.common.profiles import CustomerProfile, ProfileStore
 from services.common.riskchange import TIERS
-from services.common.timefmt import iso_ms, now_ms, parse_iso
+from services.common.timefmt import iso_ms, parse_iso
 from services.console import alerts, charts, i18n
 from services.console.sessions import SESSION_COOKIE, Draft, Session
 from services.console.web import (
@@ -32,10 +32,9 @@ from services.console.web import (
     to_sign_in,
     with_pre_csrf,
 )
+from services.records import complaints, timeline
 from services.records import cursor as cursors
-from services.records import timeline, winback
 from services.records.atrisk import AtRiskQuery
-from services.records.complaints import resolve_complaints
 from services.records.errors import QueryError
 from services.records.holdout import holdout
 from services.records.winback import ACTION_TYPES
@@ -328,34 +327,25 @@ async def record_action(customer_id: CustomerId, request: Request, res: Res) -> 
                     session=session, csrf=session.csrf, heading=t["customer"],
                     message=t["unknown_action"], back=back, back_text=t["customer"])
     note = form.get("note", "").strip()[:1000] or None
-    at = await now_ms(res.settings, res.redis, res.keys, session.tenant)
-    body: dict[str, Any] = {"action": action, "staff_id": session.staff_id or session.name,
-                            "note": note, "alert_id": None}
-    action_id = winback.new_action_id()
-    if action == "complaint_resolved":  # closes the complaints in the data too (as the API)
-        try:
-            body["resolved_complaints"] = await resolve_complaints(
-                res, tenant=session.tenant, customer_id=customer_id,
-                at_ms=at, action_id=action_id, store_id=state.get("store"),
-                store_bound=session.as_key().stores is not None)
-        except (BrokerUnavailable, ValueError) as exc:
-            t = i18n.words(session.locale)
-            return page("message.html.j2", request, locale=session.locale,
-                        status=503 if isinstance(exc, BrokerUnavailable) else 422,
-                        session=session, csrf=session.csrf, heading=t["customer"],
-                        message=t["not_resolved"] if isinstance(exc, BrokerUnavailable)
-                        else str(exc), back=f"/console/customers/{customer_id}")
-    await winback.record(res.redis, res.keys, tenant=session.tenant, customer_id=customer_id,
-                         body=body, at_ms=at, store_id=state.get("store"),
-                         holdout=holdout(state.get("tier"), session.tenant, customer_id,
-                                         res.settings.holdout_share),
-                         retention=res.settings.retention, action_id=action_id)
-    res.metrics.winback_actions.labels(action).inc()
+    try:  # the same code as POST /v1/customers/{id}/actions
+        recorded = await complaints.record_action(
+            res, tenant=session.tenant, customer_id=customer_id,
+            body={"action": action, "staff_id": session.staff_id or session.name,
+                  "note": note, "alert_id": None},
+            tier=state.get("tier"), store_id=state.get("store"),
+            store_bound=session.as_key().stores is not None)
+    except (BrokerUnavailable, ValueError) as exc:  # a complaint not resolved: nothing recorded
+        t = i18n.words(session.locale)
+        return page("message.html.j2", request, locale=session.locale,
+                    status=503 if isinstance(exc, BrokerUnavailable) else 422,
+                    session=session, csrf=session.csrf, heading=t["customer"],
+                    message=t["not_resolved"] if isinstance(exc, BrokerUnavailable)
+                    else str(exc), back=f"/console/customers/{customer_id}")
     # acting on the customer is having seen their alerts: acknowledged (the escalation stops)
     entries = await timeline.read(res.redis, res.keys, customer_id, session.tenant,
                                   limit=TIMELINE_SHOWN, before=None)
     for alert in await alerts.unacknowledged(res, session, entries):
         await alerts.acknowledge(res, session, alert["alert_id"], customer_id)
-    resolved = len(body.get("resolved_complaints") or [])
+    resolved = len(recorded.get("resolved_complaints") or [])
     return RedirectResponse(f"/console/customers/{customer_id}?recorded=1"
                             + (f"&resolved={resolved}" if resolved else ""), status_code=303)

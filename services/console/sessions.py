@@ -11,6 +11,7 @@ import hashlib
 import json
 import secrets
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from pydantic import SecretStr
 from redis.asyncio import Redis
@@ -85,6 +86,10 @@ class Draft:
             data = json.loads(raw) if raw else None
         except ValueError:
             return None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Draft | None:
         if not isinstance(data, dict):
             return None
         return cls.of(str(data.get("customer_id") or ""), str(data.get("action") or ""),
@@ -188,4 +193,4 @@ class SessionStore:
         data = json.loads(raw)
         return Link(tenant=str(data["tenant"]), staff_id=str(data["staff_id"]),
                     next_url=data.get("next") if isinstance(data.get("next"), str) else None,
-                    draft=Draft.from_json(json.dumps(data.get("draft"))))
+                    draft=Draft.from_dict(data.get("draft")))

@@ -1,4 +1,5 @@
-"""Staff marking a customer's complaints resolved: the resolution events a POS would send.
+"""Staff actions as the API and the console record them (:func:`record_action`), and a
+customer's complaints marked resolved: the resolution events a POS would send.
 
 A complaint is closed in churnwatch by a later complaint event with the same ``complaint_id``
 and ``status=resolved`` (the contract's events). When staff record the win-back action
@@ -21,7 +22,9 @@ from services.common.events import (
     event_to_json,
     validate_event_in,
 )
-from services.common.timefmt import iso_ms
+from services.common.timefmt import iso_ms, now_ms
+from services.records import winback
+from services.records.holdout import holdout
 from services.scoring.summary import Summary
 from services.state.store import read_states
 from services.web.deps import Resources
@@ -95,3 +98,24 @@ async def resolve_complaints(res: Resources, *, tenant: str,
         await res.intake.accept(res, events, [(e.customer_id.encode(), event_to_json(e))
                                               for e in events], store_bound=store_bound)
     return [str(d["complaint_id"]) for d in drafts]
+
+
+async def record_action(res: Resources, *, tenant: str, customer_id: str,
+                        body: dict[str, Any], tier: str | None, store_id: str | None,
+                        store_bound: bool, complaint_id: str | None = None) -> dict[str, Any]:
+    """Record a staff action (the API's and the console's one way): "now" by the configured
+    clock, a ``complaint_resolved`` closing the complaints first (:func:`resolve_complaints`;
+    its errors propagate and nothing is recorded), then the action itself, counted."""
+    at = await now_ms(res.settings, res.redis, res.keys, tenant)
+    action_id = winback.new_action_id()
+    stored = dict(body)
+    if body["action"] == "complaint_resolved":  # the resolution events first: nothing half-done
+        stored["resolved_complaints"] = await resolve_complaints(
+            res, tenant=tenant, customer_id=customer_id, at_ms=at, action_id=action_id,
+            store_id=store_id, store_bound=store_bound, only=complaint_id)
+    action = await winback.record(
+        res.redis, res.keys, tenant=tenant, customer_id=customer_id, body=stored, at_ms=at,
+        store_id=store_id, holdout=holdout(tier, tenant, customer_id, res.settings.holdout_share),
+        retention=res.settings.retention, action_id=action_id)
+    res.metrics.winback_actions.labels(body["action"]).inc()
+    return action

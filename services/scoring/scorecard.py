@@ -299,8 +299,9 @@ def top_reasons(f: dict[str, float], codes: Sequence[str], weights: Sequence[flo
     facts = set()
     for w, code in top:
         told = describe(code, f)
-        if told is not None and fact_of(code, f) not in facts:  # each fact told once
-            facts.add(fact_of(code, f))
+        fact = fact_of(code, f)
+        if told is not None and fact not in facts:  # each fact told once
+            facts.add(fact)
             # built from checked parts on the scorer's hot path: not validated again
             out.append(Reason.model_construct(code=code, text=told[0], text_zh=told[1],
                                               weight=round(w, 3)))

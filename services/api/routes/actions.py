@@ -25,10 +25,9 @@ from services.alerting.acks import (
 from services.alerting.alerts import find_alert
 from services.api.schemas import Ack, Action, NewAction
 from services.common.exceptions import BrokerUnavailable
-from services.common.timefmt import for_people, iso_ms, now_ms
-from services.records import timeline, winback
-from services.records.complaints import resolve_complaints
-from services.records.holdout import holdout
+from services.common.timefmt import for_people, iso_ms
+from services.records import timeline
+from services.records.complaints import record_action
 from services.web.deps import IngestKey, Res, Resources
 from services.web.openapi import AUTH, NOT_FOUND, TOO_LARGE, error, responses
 from services.web.params import CustomerId
@@ -62,28 +61,17 @@ async def post_action(customer_id: CustomerId, body: NewAction, res: Res, key: I
     tier, store = found
     tier = check_store_read(key, tier, store,
                             f"no scored customer {customer_id!r}; actions need a known customer")
-    at = await now_ms(res.settings, res.redis, res.keys, key.tenant)
-    action_id = winback.new_action_id()
-    stored = body.model_dump(exclude={"complaint_id"})
-    if body.action == "complaint_resolved":  # the resolution events first: nothing half-done
-        try:
-            stored["resolved_complaints"] = await resolve_complaints(
-                res, tenant=key.tenant, customer_id=customer_id, at_ms=at,
-                action_id=action_id, store_id=store, store_bound=key.stores is not None,
-                only=body.complaint_id)
-        except BrokerUnavailable:
-            raise HTTPException(503, "the event broker is unavailable: the complaint could not "
-                                "be marked resolved and nothing was recorded; retry later",
-                                headers={"Retry-After": "5"}) from None
-        except ValueError as exc:  # NoSuchComplaint, or an event the edge refuses
-            raise HTTPException(422, str(exc)) from None
-    action = await winback.record(
-        res.redis, res.keys, tenant=key.tenant, customer_id=customer_id,
-        body=stored, at_ms=at, store_id=store,
-        holdout=holdout(tier, key.tenant, customer_id, res.settings.holdout_share),
-        retention=res.settings.retention, action_id=action_id)
-    res.metrics.winback_actions.labels(body.action).inc()
-    return action
+    try:
+        return await record_action(res, tenant=key.tenant, customer_id=customer_id,
+                                   body=body.model_dump(exclude={"complaint_id"}), tier=tier,
+                                   store_id=store, store_bound=key.stores is not None,
+                                   complaint_id=body.complaint_id)
+    except BrokerUnavailable:
+        raise HTTPException(503, "the event broker is unavailable: the complaint could not "
+                            "be marked resolved and nothing was recorded; retry later",
+                            headers={"Retry-After": "5"}) from None
+    except ValueError as exc:  # NoSuchComplaint, or an event the edge refuses
+        raise HTTPException(422, str(exc)) from None
 
 
 class AckBody(BaseModel):
