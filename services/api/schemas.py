@@ -128,6 +128,11 @@ class Action(BaseModel):
         default_factory=list,
         description="complaint_resolved: the complaints closed by the resolution events the "
         "API published for them (the score follows once the scorer has read them).")
+    acknowledged_alerts: list[str] = Field(
+        default_factory=list,
+        description="The customer's alerts (risk-change ids) nobody had acknowledged yet, "
+        "acknowledged by this action's staff_id: acting on the customer is having seen them, "
+        "so their escalation stops.")
 
 
 class Ack(BaseModel):

@@ -13,14 +13,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from redis.asyncio import Redis
 
-from services.alerting.acks import InvalidAck, acknowledge_once
+from services.alerting.acks import InvalidAck
 from services.alerting.alerts import find_alert
 from services.common.redisconn import get_many
 from services.common.timefmt import iso_ms
 from services.console import i18n
 from services.console.sessions import Session
 from services.console.web import current_session, here, page, safe_next, signed_in_form, to_sign_in
-from services.records import timeline
+from services.records import alertacks
 from services.web.deps import Res, Resources
 
 router = APIRouter(include_in_schema=False)
@@ -94,37 +94,17 @@ async def _sent_about_visible(res: Resources, session: Session, alert_id: str
     return alert
 
 
-ACKABLE = ("alert", "escalation")  # notices that ask for action (not won-back, digests...)
-
-
 async def unacknowledged(res: Resources, session: Session, entries: list[dict[str, Any]]
                          ) -> list[dict[str, Any]]:
-    """The alerts a customer's timeline ``entries`` show as sent (any channel, newest first;
-    risk alerts and their escalations, not won-back notices or digests), not acknowledged
-    yet: each ``alert_id``, ``at`` (its newest notification) and ``tier`` (the tier it
-    announced, when the timeline still shows that change), for the customer page's buttons."""
-    newest: dict[str, str] = {}
-    for e in entries:
-        alert_id = e["data"].get("alert_id") if e["kind"] == "notification" and \
-            e["data"].get("kind", "alert") in ACKABLE else None
-        if alert_id and str(alert_id) not in newest:
-            newest[str(alert_id)] = e["at"]
-    tiers = {str(e["data"]["alert_id"]): e["data"].get("to") for e in entries
-             if e["kind"] == "tier_change" and e["data"].get("alert_id")}
-    ids = list(newest)
-    acked = await get_many(res.redis, [res.keys.ack(a, session.tenant) for a in ids])
-    return [{"alert_id": a, "at": newest[a], "tier": tiers.get(a)}
-            for a, ack in zip(ids, acked, strict=True) if ack is None]
+    """The alerts a customer's timeline ``entries`` show as sent and nobody acknowledged
+    (:func:`services.records.alertacks.unacknowledged`), for the customer page's buttons."""
+    return await alertacks.unacknowledged(res.redis, res.keys, session.tenant, entries)
 
 
 async def acknowledge(res: Resources, session: Session, alert_id: str, customer_id: str | None
                       ) -> None:
     """Acknowledge ``alert_id`` as the signed-in person, as ``POST /v1/alerts/{id}/ack`` does:
     recorded once (the escalation stops), shown on the customer's timeline."""
-    by = session.staff_id or session.name
-    new, first = await acknowledge_once(res.redis, res.keys, alert_id, by, tenant=session.tenant,
-                                        ttl_s=res.settings.retention.alert_record_ttl_s)
-    if new and customer_id:
-        await timeline.append(res.redis, res.keys, customer_id, session.tenant, {
-            "kind": "acknowledged", "at": iso_ms(int(float(first["at"]) * 1000)),
-            "alert_id": alert_id, "by": by}, retention=res.settings.retention)
+    await alertacks.acknowledge(res.redis, res.keys, tenant=session.tenant, alert_id=alert_id,
+                                customer_id=customer_id, by=session.staff_id or session.name,
+                                retention=res.settings.retention)

@@ -341,11 +341,6 @@ async def record_action(customer_id: CustomerId, request: Request, res: Res) -> 
                     session=session, csrf=session.csrf, heading=t["customer"],
                     message=t["not_resolved"] if isinstance(exc, BrokerUnavailable)
                     else str(exc), back=f"/console/customers/{customer_id}")
-    # acting on the customer is having seen their alerts: acknowledged (the escalation stops)
-    entries = await timeline.read(res.redis, res.keys, customer_id, session.tenant,
-                                  limit=TIMELINE_SHOWN, before=None)
-    for alert in await alerts.unacknowledged(res, session, entries):
-        await alerts.acknowledge(res, session, alert["alert_id"], customer_id)
     resolved = len(recorded.get("resolved_complaints") or [])
     return RedirectResponse(f"/console/customers/{customer_id}?recorded=1"
                             + (f"&resolved={resolved}" if resolved else ""), status_code=303)

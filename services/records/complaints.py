@@ -23,7 +23,7 @@ from services.common.events import (
     validate_event_in,
 )
 from services.common.timefmt import iso_ms, now_ms
-from services.records import winback
+from services.records import alertacks, winback
 from services.records.holdout import holdout
 from services.scoring.summary import Summary
 from services.state.store import read_states
@@ -105,7 +105,9 @@ async def record_action(res: Resources, *, tenant: str, customer_id: str,
                         store_bound: bool, complaint_id: str | None = None) -> dict[str, Any]:
     """Record a staff action (the API's and the console's one way): "now" by the configured
     clock, a ``complaint_resolved`` closing the complaints first (:func:`resolve_complaints`;
-    its errors propagate and nothing is recorded), then the action itself, counted."""
+    its errors propagate and nothing is recorded), then the action itself, counted, then the
+    customer's alerts not acknowledged yet acknowledged by the staff member who acted
+    (``acknowledged_alerts``)."""
     at = await now_ms(res.settings, res.redis, res.keys, tenant)
     action_id = winback.new_action_id()
     stored = dict(body)
@@ -118,4 +120,8 @@ async def record_action(res: Resources, *, tenant: str, customer_id: str,
         store_id=store_id, holdout=holdout(tier, tenant, customer_id, res.settings.holdout_share),
         retention=res.settings.retention, action_id=action_id)
     res.metrics.winback_actions.labels(body["action"]).inc()
+    # acting on the customer is having seen their alerts: acknowledged (the escalation stops)
+    action["acknowledged_alerts"] = await alertacks.acknowledge_outstanding(
+        res.redis, res.keys, tenant=tenant, customer_id=customer_id,
+        by=str(body["staff_id"]), retention=res.settings.retention)
     return action

@@ -715,7 +715,7 @@ async def test_a_mailed_alert_is_acknowledged_and_its_complaint_resolved_in_the_
     try:
         await asyncio.gather(*(asyncio.to_thread(p.start) for p in (api, scorer, notifier)))
         now = datetime.now(UTC)
-        events = [e for cid in ("c-k1", "c-k2") for e in regular(
+        events = [e for cid in ("c-k1", "c-k2", "c-k3") for e in regular(
             cid, every_days=7, count=6, start=now - timedelta(days=36), store="north") + [
             complaint(cid, now - timedelta(hours=1), 1, ref="cmp-7")]]
         for e in events:
@@ -725,7 +725,7 @@ async def test_a_mailed_alert_is_acknowledged_and_its_complaint_resolved_in_the_
                 "staff_id": "m-north", "name": "Mia North", "email": "mia@example.com",
                 "store_id": "north", "role": "manager", "locale": "en"})
             assert r.status_code == 200, r.text
-            for cid, name in (("c-k1", "Kim Kale"), ("c-k2", "Kai Kerr")):
+            for cid, name in (("c-k1", "Kim Kale"), ("c-k2", "Kai Kerr"), ("c-k3", "Kit Kay")):
                 r = await client.put(f"/v1/customers/{cid}/profile", json={
                     "name": name, "store_id": "north", "owner_staff_id": "m-north"})
                 assert r.status_code == 200, r.text
@@ -733,8 +733,8 @@ async def test_a_mailed_alert_is_acknowledged_and_its_complaint_resolved_in_the_
         def mailed(name: str) -> bool:
             return any(name in str(m["Subject"]) + str(m.get_body(("plain",)) or "")
                        for m in inbox.mail if "mia@example.com" in str(m["To"]))
-        await asyncio.to_thread(until, lambda: mailed("Kim Kale") and mailed("Kai Kerr"),
-                                "the alert mails", 30)
+        await asyncio.to_thread(until, lambda: all(map(mailed, ("Kim Kale", "Kai Kerr",
+                                                                "Kit Kay"))), "the alert mails", 30)
         [body] = [b for m in inbox.mail if (b := m.get_body(("plain",))) is not None
                   and "Kim Kale" in str(m["Subject"]) + b.get_content()]
         ack_link = re.search(r"http://[^/\s]+(/a/[A-Za-z0-9_-]+)", body.get_content())
@@ -821,6 +821,24 @@ async def test_a_mailed_alert_is_acknowledged_and_its_complaint_resolved_in_the_
             r = await client.post(f"/v1/alerts/{alert_id}/ack", json={})
             assert r.status_code == 200 and r.json()["new"] is False, r.text
             assert r.json()["by"] == "key2"  # the signed-in admin key's name
+            # an action recorded through the API acknowledges too, as the console's does
+            # (the API and the console record actions one way): the escalation stops
+            def k3_alerted() -> bool:
+                entries = httpx.get(f"{api.url}/v1/customers/c-k3/timeline", headers=ACME,
+                                    timeout=10).json()["entries"]
+                return any(e["kind"] == "notification" for e in entries)
+            await asyncio.to_thread(until, k3_alerted, "c-k3's alert on its timeline", 30)
+            r = await client.post("/v1/customers/c-k3/actions",
+                                  json={"action": "called", "staff_id": "m-north"})
+            assert r.status_code == 201, r.text
+            [k3_alert] = r.json()["acknowledged_alerts"]
+            r = await client.post(f"/v1/alerts/{k3_alert}/ack", json={})
+            assert r.json()["new"] is False and r.json()["by"] == "m-north", r.text
+            told = (await client.get("/v1/customers/c-k3/timeline")).json()["entries"]
+            assert [e["data"]["by"] for e in told if e["kind"] == "acknowledged"] == ["m-north"]
+            r = await client.post("/v1/customers/c-k3/actions",
+                                  json={"action": "message_sent", "staff_id": "m-north"})
+            assert r.status_code == 201 and r.json()["acknowledged_alerts"] == [], r.text
         # another tenant's alert id, or a made-up one, is not acknowledged from the console
         cookie = chrome.get_cookie("cw_session")
         assert cookie is not None

@@ -18,7 +18,6 @@ from services.alerting.acks import (
     AckLinks,
     InvalidAck,
     LinkRefused,
-    acknowledge_once,
     get_acknowledgement,
     get_alert,
 )
@@ -26,7 +25,7 @@ from services.alerting.alerts import find_alert
 from services.api.schemas import Ack, Action, NewAction
 from services.common.exceptions import BrokerUnavailable
 from services.common.timefmt import for_people, iso_ms
-from services.records import timeline
+from services.records import alertacks, timeline
 from services.records.complaints import record_action
 from services.web.deps import IngestKey, Res, Resources
 from services.web.openapi import AUTH, NOT_FOUND, TOO_LARGE, error, responses
@@ -108,12 +107,9 @@ async def ack_alert(alert_id: AlertId, res: Res, key: IngestKey,
     if customer_id is not None and customer_id != alert.get("customer_id"):
         raise HTTPException(422, f"customer_id {customer_id!r} is not the customer of alert "
                             f"{alert_id!r}; leave it out or send the alert's customer")
-    new, first = await acknowledge_once(res.redis, res.keys, alert_id, by, tenant=key.tenant,
-                                        ttl_s=res.settings.retention.alert_record_ttl_s)
-    if new:
-        await timeline.append(res.redis, res.keys, str(alert["customer_id"]), key.tenant, {
-            "kind": "acknowledged", "at": iso_ms(int(time.time() * 1000)),
-            "alert_id": alert_id, "by": by}, retention=res.settings.retention)
+    new, first = await alertacks.acknowledge(
+        res.redis, res.keys, tenant=key.tenant, alert_id=alert_id,
+        customer_id=str(alert["customer_id"]), by=by, retention=res.settings.retention)
     return _ack_answer(alert_id, new, first)
 
 
