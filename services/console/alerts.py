@@ -1,7 +1,7 @@
-"""In-app alerts (系统提示): what the notifier's ``in_app`` channel left for the signed-in staff
-member, newest first, each with "acknowledge" and "open customer"; the badge on every page
-counts the unacknowledged ones (services/console/web.py). An alert that went out another way
-(mail, SMS) is acknowledged from its customer's page."""
+"""Alerts (系统提示): the risk alerts the notifier sent the signed-in staff member — routed to
+the console (``in_app``) or delivered to them by e-mail or SMS —, newest first, each with
+"acknowledge" and "open customer"; the badge on every page counts the unacknowledged ones
+(services/console/web.py). Any alert can also be acknowledged from its customer's page."""
 
 from __future__ import annotations
 
@@ -28,18 +28,26 @@ SHOWN = 50
 
 
 async def inbox(res: Resources, session: Session) -> list[dict[str, Any]]:
-    """The staff member's in-app alerts, newest first, each marked acknowledged or not."""
+    """The staff member's alerts, newest first, each marked acknowledged or not: those routed
+    to the console (in-app) and those delivered to them by e-mail or SMS (the notifier lists
+    them here once delivered), one entry per alert with ``via`` the channels it came by."""
     if not session.staff_id:
         return []
     redis: Redis = res.redis
     raw = await redis.hgetall(res.keys.inbox(session.staff_id, session.tenant))  # type: ignore[misc]
-    entries = []
+    by_alert: dict[str, dict[str, Any]] = {}
     for blob in raw.values():
         try:
-            entries.append(json.loads(blob))
-        except ValueError:
+            entry = json.loads(blob)
+            alert_id = str(entry["alert_id"])
+        except (ValueError, KeyError, TypeError):
             continue
-    entries.sort(key=lambda e: int(e.get("at_ms") or 0), reverse=True)
+        via = [str(c) for c in entry.get("via") or ["in_app"]]
+        kept = by_alert.setdefault(alert_id, entry)
+        kept["via"] = list(dict.fromkeys([*(kept.get("via") or []), *via]))
+        if kept is not entry and "text" in entry:  # the in-app entry's words are the fuller
+            kept.update({k: entry[k] for k in ("subject", "text") if entry.get(k)})
+    entries = sorted(by_alert.values(), key=lambda e: int(e.get("at_ms") or 0), reverse=True)
     entries = entries[:SHOWN]
     acked = await get_many(redis, [res.keys.ack(e["alert_id"], session.tenant) for e in entries])
     for e, ack in zip(entries, acked, strict=True):

@@ -108,7 +108,7 @@ TEXT: dict[str, dict[str, str]] = {
         "rate_pending": "no result yet: still within the days a return is counted",
         "winback_none": "No data yet: no win-back action was recorded in the last "
                         "{days} days.",
-        "alerts": "Alerts", "no_alerts": "No in-app alerts for you. This page lists the alerts routed to the console (the in_app channel); an alert sent to you by e-mail or SMS is acknowledged from its customer's page, under “Alerts not acknowledged yet” (the link in the message, or the at-risk list, opens it).", "acknowledge": "Acknowledge",
+        "alerts": "Alerts", "no_alerts": "No alerts for you. This page lists the risk alerts sent to you — in the console, by e-mail or by SMS — to acknowledge here or on the customer's page.", "no_alerts_key": "Alerts are listed for the staff member they were sent to. Signed in with an API key, you acknowledge a customer's alerts from the customer's page, under “Alerts not acknowledged yet”.", "acknowledge": "Acknowledge",
         "acknowledged": "acknowledged", "open_customer": "Open customer",
         "no_alert": "That alert is not one of yours.",
         "stage_new": "new", "stage_active": "active", "stage_at_risk": "at risk",
@@ -206,7 +206,7 @@ TEXT: dict[str, dict[str, str]] = {
         "holdout_rate": "对照组回访率", "no_data": "暂无数据。", "filter": "筛选",
         "rate_pending": "尚无结果：仍在回访计入期内",
         "winback_none": "暂无数据：最近 {days} 天内没有记录挽回行动。",
-        "alerts": "系统提示", "no_alerts": "暂无系统提示。此页列出发送到控制台的提醒（in_app 渠道）；通过邮件或短信发给您的提醒，请在该客户页面的“尚未确认的提醒”中确认（用消息中的链接或流失风险客户列表打开）。", "acknowledge": "确认",
+        "alerts": "系统提示", "no_alerts": "暂无发给您的提醒。此页列出发给您的流失风险提醒（控制台内、邮件或短信），可在此处或客户页面确认。", "no_alerts_key": "提醒列在收到提醒的员工名下。使用 API 密钥登录时，请在客户页面的“尚未确认的提醒”中确认该客户的提醒。", "acknowledge": "确认",
         "acknowledged": "已确认", "open_customer": "查看客户",
         "no_alert": "这条提醒不属于您。",
         "stage_new": "新客", "stage_active": "活跃", "stage_at_risk": "有流失风险",

@@ -51,6 +51,7 @@ from services.common.settings import Settings
 from services.notifier.breaker import CircuitBreaker
 from services.notifier.channels import registry
 from services.notifier.channels.base import Channel, Message, delivery_id
+from services.notifier.channels.in_app import ConsoleList
 from services.notifier.deadletters import DeadLetters
 from services.notifier.delivery import MAX_COOLING_S, Deliverer
 from services.notifier.digests import Digester
@@ -192,6 +193,7 @@ class Notifier:
         self.settle = SettleQueue(self.redis, self.keys, settle_s=settings.alert_settle,
                                   episodes=self.episodes)
         self.summaries = Summaries(self.redis, self.keys, after_s=settings.alert_summary_after)
+        self.console_list = ConsoleList(self.redis, self.keys, retention=settings.retention)
         self.planner = Planner(
             routing=self.routing,
             resolver=resolver or ProfileRecipientResolver(ProfileStore(self.redis, self.keys),
@@ -457,10 +459,17 @@ class Notifier:
         return flags
 
     async def _delivered(self, message: Message) -> None:
-        """An alert reached its recipient: its acknowledgement window starts now."""
+        """An alert reached its recipient: its acknowledgement window starts now, and a staff
+        member's console lists it to acknowledge (whatever channel it came by)."""
         if message.kind == "alert" and self.escalations is not None:
             await self.escalations.arm(message.event_id, message.recipient_key,
                                        now_ms=int(time.time() * 1000))
+        try:
+            await self.console_list.record_sent(message)
+        except RedisError as exc:  # delivered all the same; its customer's page still lists it
+            logger.warning("alert %s delivered by %s, not listed in the console (%s)",
+                           message.event_id, message.channel, type(exc).__name__,
+                           extra={"event_id": message.event_id})
 
     def _held_back(self, n: int) -> None:
         self.metrics.suppressed.labels(reason="dedupe").inc(n)

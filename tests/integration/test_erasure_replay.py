@@ -120,7 +120,7 @@ async def test_erasure_removes_the_customers_alerts_from_every_staff_inbox(setti
     entries and keep everyone else's; so do the model-quality cohorts (a pending sample is
     kept under the customer token) and the alert records and acknowledgements."""
     from services.notifier.channels.base import Message
-    from services.notifier.channels.in_app import InAppChannel
+    from services.notifier.channels.in_app import ConsoleList, InAppChannel
     from services.state.store import erase_customer
 
     settings = settings_factory()
@@ -137,6 +137,22 @@ async def test_erasure_removes_the_customers_alerts_from_every_staff_inbox(setti
         await channel.send(Message(delivery_id="d-9", channel="in_app", event_id="e-9",
                                    customer_id="alice", to="ana", event=b"{}", tenant="t2",
                                    kind="alert"))  # another tenant's alice is someone else
+        # an alert mailed and texted to ana: listed once, by both channels (a redelivery
+        # changes nothing), erased with its customer as the in-app ones are
+        listed = ConsoleList(redis, keys)
+        for ch in ("email", "sms", "email"):
+            assert await listed.record_sent(Message(
+                delivery_id=f"m-{ch}", channel=ch, event_id="e-m", customer_id="alice",
+                to="ana@example.com", event=b"{}", subject="alice is at risk", tenant="t1",
+                kind="alert", created_ms=2_000, recipient_key="staff:t1:ana"))
+        assert not await listed.record_sent(Message(  # a won-back notice asks for nothing
+            delivery_id="m-w", channel="email", event_id="e-w", customer_id="bob", to="x",
+            event=b"{}", tenant="t1", kind="won_back", recipient_key="staff:t1:ana"))
+        assert not await listed.record_sent(Message(  # nobody with a console identity
+            delivery_id="m-o", channel="email", event_id="e-o", customer_id="bob", to="x",
+            event=b"{}", tenant="t1", kind="alert", recipient_key="routing:ops"))
+        sent = json.loads(await redis.hget(keys.inbox("ana", "t1"), "sent:e-m") or "{}")  # type: ignore[misc]
+        assert sent["via"] == ["email", "sms"] and sent["customer_id"] == "alice", sent
         from services.alerting.acks import acknowledge, record_alert
         from services.common.redisconn import customer_token
         for alert_id, customer in (("a-alice", "alice"), ("a-bob", "bob")):

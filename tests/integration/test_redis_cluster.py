@@ -223,10 +223,12 @@ rate_limits: {per_recipient: {count: 50, per: 1m}, per_channel: {email: {count: 
     accepted = Counter(h[DELIVERY_HEADER] for h, _ in hook.requests[1:])
     assert len(accepted) == len(records) and set(accepted.values()) == {1}
     assert all(verify(SECRET, h[SIGNATURE_HEADER], body, 60) for h, body in hook.requests)
-    # the in-app list: each alert once
+    # the console's list: each alert once in-app, and once as delivered by e-mail
     entries = [json.loads(v) for v in inbox_raw.values()]
-    mine = Counter(e["alert_id"] for e in entries if e["kind"] == "alert")
-    assert mine == Counter(alert_ids.values()), entries
+    in_app = Counter(e["alert_id"] for e in entries if e["kind"] == "alert" and "via" not in e)
+    assert in_app == Counter(alert_ids.values()), entries
+    mailed = Counter(e["alert_id"] for e in entries if e["kind"] == "alert" and "via" in e)
+    assert mailed == in_app and all(e["via"] == ["email"] for e in entries if "via" in e)
 
 
 # (b) the API -------------------------------------------------------------------------------
