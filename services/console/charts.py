@@ -5,6 +5,7 @@ Pure functions from numbers to an SVG string (autoescaped labels); tests check t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from html import escape
@@ -48,28 +49,59 @@ def bars(title: str, labels: Sequence[str], values: Sequence[float | None], *,
     return _frame(title, "".join(out))
 
 
+def nice_top(value: float) -> float:
+    """The end of a scale people read: the smallest 1, 2, 2.5 or 5 × 10^k at or above
+    ``value`` (0.33 -> 0.5, 0.07 -> 0.1); 1 when there is nothing to draw."""
+    if value <= 0:
+        return 1.0
+    step = 10.0 ** math.floor(math.log10(value))
+    for k in (1.0, 2.0, 2.5, 5.0, 10.0):
+        if value <= k * step * (1 + 1e-9):
+            return k * step
+    return 10.0 * step
+
+
+def tick_text(value: float, percent: bool = False) -> str:
+    """A value as a label: "33%" ("2.5%" for a scale's tick), else the number."""
+    return f"{round(value * 100, 4):g}%" if percent else f"{value:g}"
+
+
 def hbars(title: str, labels: Sequence[str], values: Sequence[float | None], *,
-          percent: bool = False, missing: str = "") -> str:
+          percent: bool = False, missing: str = "", top: float | None = None) -> str:
     """One horizontal bar per label, the label whole above it and the value at its end (room
     for "Exclusive service offered" or a staff member's name, even on a phone); ``None``
-    values have no bar (no data), only ``missing`` saying why."""
+    values have no bar (no data), only ``missing`` saying why.
+
+    ``top`` is the scale's end: charts given the same ``top`` (one per store) are drawn to
+    one scale, comparable side by side, and say it on an axis (0, half, ``top``) under the
+    bars. Without it a chart is drawn to its own largest value, without an axis."""
     row, left, room = 40, 8, WIDTH - 8 - 56
-    top = max([v for v in values if v is not None] or [0.0]) or 1.0
+    end = top if top is not None else max([v for v in values if v is not None] or [0.0]) or 1.0
     out = []
+    bottom = 8 + max(len(labels), 1) * row
+    if top is not None:  # the axis: gridlines behind the bars, their values under them
+        for i, tick in enumerate((0.0, top / 2, top)):
+            x = left + room * tick / top
+            anchor = "start" if i == 0 else "middle"
+            out.append(f'<line x1="{x:.1f}" y1="8" x2="{x:.1f}" y2="{bottom}" '
+                       f'stroke="#d0d5dd" stroke-dasharray="{"none" if i == 0 else "3 3"}"/>'
+                       f'<text x="{x:.1f}" y="{bottom + 16}" font-size="13" fill="#5b6675" '
+                       f'text-anchor="{anchor}" class="tick">{tick_text(tick, percent)}</text>')
     for i, (label, value) in enumerate(zip(labels, values, strict=True)):
         y = 8 + i * row
         out.append(f'<text x="{left}" y="{y + 13}" font-size="13" class="label">'
                    f'{escape(label)}</text>')
         if value is not None:
-            w = max(room * value / top, 1.0)
+            w = max(room * min(value, end) / end, 1.0)
             shown = f"{value:.0%}" if percent else f"{value:g}"
             out.append(f'<rect x="{left}" y="{y + 18}" width="{w:.1f}" height="14" '
                        f'fill="#1f5fbf"><title>{escape(label)}: {shown}</title></rect>'
-                       f'<text x="{left + w + 6:.1f}" y="{y + 30}" font-size="13">{shown}</text>')
+                       f'<text x="{left + w + 6:.1f}" y="{y + 30}" font-size="13" '
+                       f'class="value">{shown}</text>')
         elif missing:
             out.append(f'<text x="{left}" y="{y + 30}" font-size="13" fill="#5b6675" '
                        f'class="missing">{escape(missing)}</text>')
-    height = 8 + max(len(labels), 1) * row
+    height = bottom + (24 if top is not None else 0)
     return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height}" '
             f'role="img" aria-label="{escape(title)}" class="chart">'
             f'<title>{escape(title)}</title>{"".join(out)}</svg>')

@@ -100,6 +100,8 @@ TEXT: dict[str, dict[str, str]] = {
         "kind_acknowledged": "Acknowledged", "kind_profile_change": "Profile updated",
         "manager": "Manager", "managers_only": "These views are for store managers and administrators.",
         "churn_rate": "Churn rate by month",
+        "one_scale": "Every store on one scale (0 to {top}): a longer bar is a higher churn "
+                     "rate, whichever store's it is.",
         "month_running": "… a month still running: its churn is not known yet, so it has no bar.", "tiers_over_time": "Customers per tier, by day",
         "tiers_now": "Now", "winback_by_action": "Win-back rate by action",
         "winback_by_staff": "Win-back rate by staff member", "download_csv": "CSV",
@@ -199,6 +201,7 @@ TEXT: dict[str, dict[str, str]] = {
         "kind_acknowledged": "已确认", "kind_profile_change": "资料更新",
         "manager": "经理视图", "managers_only": "此页面仅限店长和管理员查看。",
         "churn_rate": "按月流失率",
+        "one_scale": "所有门店使用同一刻度（0 至 {top}）：条越长，流失率越高，门店之间可直接比较。",
         "month_running": "… 表示当月尚未结束：流失率尚无法得出，因此不显示。", "tiers_over_time": "每日各风险等级客户数",
         "tiers_now": "当前", "winback_by_action": "各行动挽回率",
         "winback_by_staff": "各员工挽回率", "download_csv": "CSV",

@@ -69,6 +69,10 @@ async def manager_page(request: Request, res: Res) -> Response:
     running = {r["period_start"][:7] for r in data["churn"] if not r["complete"]}
     labels = [f"{m} …" if m in running else m for m in months]
     segments = sorted({r["segment"] for r in data["churn"]})
+    # every store's chart on one scale, said on each one's axis: a longer bar is a higher
+    # churn rate whichever store's chart it is in (each chart was scaled to its own largest)
+    top = charts.nice_top(max([r["churn_rate"] for r in data["churn"] if r["complete"]]
+                              or [0.0]))
     churn_charts = []
     for segment in segments:
         # a month still running has no churn rate yet (its churns are not known until the
@@ -76,7 +80,8 @@ async def manager_page(request: Request, res: Res) -> Response:
         rate = {r["period_start"][:7]: r["churn_rate"] for r in data["churn"]
                 if r["segment"] == segment and r["complete"]}
         churn_charts.append((segment, charts.hbars(f"{t['churn_rate']} · {segment}", labels,
-                                                   [rate.get(m) for m in months], percent=True)))
+                                                   [rate.get(m) for m in months], percent=True,
+                                                   top=top)))
     history = data["tiers"]
     tiers_chart = charts.stacked(t["tiers_over_time"], [h["date"] for h in history],
                                  {tier: [h.get(tier, 0) for h in history]
@@ -96,6 +101,7 @@ async def manager_page(request: Request, res: Res) -> Response:
                                missing=t["rate_pending"])
     return page("manager.html.j2", request, locale=session.locale, session=session,
                 csrf=session.csrf, churn_charts=churn_charts, tiers_chart=tiers_chart,
+                churn_top=charts.tick_text(top, percent=True),
                 tiers_now=data["tiers_now"], action_chart=action_chart if by_action else None,
                 staff_chart=staff_chart if by_staff else None,
                 tiers_chart_shown=bool(history),

@@ -563,6 +563,33 @@ async def test_admin_signs_in_with_an_api_key(settings_factory, tmp_path: Path,
             assert d.find_element(By.ID, "staff-empty").text == empty
             fits(d)
             assert label_px(d) >= 11, label_px(d)
+            # a tenant-wide admin: one churn chart per store, each named where people read
+            # it, all on one scale said on each one's axis (each was scaled to its own
+            # largest bar, without an axis: stores could not be compared)
+            titles = [e.text for e in d.find_elements(By.CSS_SELECTOR, "#churn .chart-title")]
+            assert titles == ["Store: north", "Store: south"], titles
+            boxes = d.find_elements(By.CSS_SELECTOR, "#churn svg.chart")
+            ticks = [[t.text for t in b.find_elements(By.CSS_SELECTOR, "text.tick")]
+                     for b in boxes]
+            assert len(ticks) == 2 and ticks[0] == ticks[1] and ticks[0][0] == "0%", ticks
+            top = ticks[0][-1]
+            assert f"Every store on one scale (0 to {top})" in \
+                d.find_element(By.ID, "churn-scale").text
+            # a bar's length is its rate on that shared scale, in either store's chart
+            scale = float(top.rstrip("%")) / 100
+            axis = [float(e.get_attribute("x1") or 0) for e in boxes[0].find_elements(
+                By.CSS_SELECTOR, "line")]
+            bars = [(float(r.get_attribute("width") or 0), float(re.sub(
+                r".*: (\d+)%$", r"\1", r.get_attribute("textContent") or "")) / 100)
+                for b in boxes for r in b.find_elements(By.CSS_SELECTOR, "rect")]
+            assert any(v > 0 for _, v in bars), bars
+            room = axis[-1] - axis[0]
+            for width, value in bars:  # (the value as shown: rounded to a whole percent)
+                assert width == pytest.approx(max(room * value / scale, 1),
+                                              abs=room * 0.005 / scale + 0.2), (width, value)
+            values = {e.text for e in d.find_elements(By.CSS_SELECTOR, "#churn text.value")}
+            assert values and all(v.endswith("%") for v in values), values  # each bar says it
+            shoot(d, tmp_path, "manager-stores.en")
             d.get(f"{api.url}/console/manager/winback_by_staff.csv")
             session = d.get_cookie("cw_session")
             assert session is not None and session["httpOnly"] and session["sameSite"] == "Lax"

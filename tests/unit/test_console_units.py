@@ -103,3 +103,26 @@ def test_horizontal_bars_keep_their_labels_whole_and_say_why_a_bar_is_missing() 
     assert len(root.findall(f"{SVG}rect")) == 1
     assert [t.text for t in root.iter(f"{SVG}text") if t.get("class") == "missing"] == [
         "no result yet"]
+
+
+def test_bars_on_a_shared_scale_are_comparable_and_say_their_scale() -> None:
+    """Per-store charts given one ``top`` draw a rate as the same length in each, on an axis
+    (0, half, top) under the bars; the scale ends at a number people read."""
+    assert [charts.nice_top(v) for v in (0.33, 0.07, 0.2, 1.0, 0.021, 0.0, 3.4)] == [
+        0.5, 0.1, 0.2, 1.0, 0.025, 1.0, 5.0]
+    assert [charts.tick_text(v, percent=True) for v in (0.0, 0.025, 0.35, 1.0)] == [
+        "0%", "2.5%", "35%", "100%"]
+    one = ET.fromstring(charts.hbars("north", ["m1", "m2"], [0.1, 0.2], percent=True, top=0.5))
+    two = ET.fromstring(charts.hbars("south", ["m1", "m2"], [0.4, None], percent=True,
+                                     top=0.5))
+    widths = {t.text.split(": ")[1]: float(r.get("width") or 0)  # type: ignore[union-attr]
+              for root in (one, two) for r in root.iter(f"{SVG}rect")
+              if (t := r.find(f"{SVG}title")) is not None}
+    assert widths["20%"] == pytest.approx(2 * widths["10%"])
+    assert widths["40%"] == pytest.approx(4 * widths["10%"])  # in the other store's chart
+    for root in (one, two):
+        ticks = [t.text for t in root.iter(f"{SVG}text") if t.get("class") == "tick"]
+        assert ticks == ["0%", "25%", "50%"]
+    # on its own (no ``top``): scaled to its largest bar, no axis, as before
+    alone = ET.fromstring(charts.hbars("x", ["a"], [0.3], percent=True))
+    assert not [t for t in alone.iter(f"{SVG}text") if t.get("class") == "tick"]
