@@ -58,6 +58,7 @@ class Seeder:
         pipe.zadd(self.keys.tier_index(tier, tenant), {token: a.priority})
         if store:
             pipe.zadd(self.keys.tier_index(tier, tenant, store), {token: a.priority})
+            pipe.sadd(self.keys.store_set(tenant), store)  # the tenant's stores, as the scorer's
         if tier == "high" and in_holdout(tenant, cid, self.holdout_share):
             pipe.zadd(self.keys.holdout_index(tenant), {token: now}, nx=True)
         await pipe.execute()

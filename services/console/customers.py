@@ -34,7 +34,7 @@ from services.console.web import (
 )
 from services.records import complaints, timeline
 from services.records import cursor as cursors
-from services.records.atrisk import AtRiskQuery
+from services.records.atrisk import AtRiskQuery, tenant_stores
 from services.records.errors import QueryError
 from services.records.holdout import holdout
 from services.records.winback import ACTION_TYPES
@@ -114,15 +114,21 @@ async def at_risk_page(request: Request, res: Res, tier: str = "high", store: st
     if session is None:
         return to_sign_in(here(request))
     tier = tier if tier in TIERS else "high"
-    stores = list(session.stores) if session.stores is not None else []
-    if not store and len(stores) > 1:
+    # the stores to choose from: a store-bound person's own; anyone else's the tenant's (all
+    # of them, the default, or one: a chain admin looking at one store's customers)
+    bound = session.stores is not None
+    stores = list(session.stores or ()) if bound else await tenant_stores(
+        res.redis, res.keys, session.tenant)
+    if not store and bound and len(stores) > 1:
         store = stores[0]
     t = i18n.words(session.locale)
     stage = stage_name(stage)  # a bookmark from before issue 16 (growing, mature): active
-    try:
+    try:  # the API's scope rule: a store-bound person never reads another store's list
         scoped = store_for_list(session.as_key(), store or None)
     except QueryError as exc:  # another store's list, by URL: say which ones are theirs
         return _list_refused(request, session, exc.status, _stores_line(t, stores))
+    if scoped is not None and scoped not in stores:  # a store with no customers yet, by URL
+        stores = sorted([*stores, scoped])
     filters = {"owner": owner or "", "value": value if value in VALUE_TIERS else "",
                "stage": stage if stage in STAGES else ""}
     kept = {"owner": filters["owner"][:128], "value": filters["value"],
@@ -159,10 +165,10 @@ async def at_risk_page(request: Request, res: Res, tier: str = "high", store: st
         filters["mine"] = session.staff_id or ""
     return page("at_risk.html.j2", request, locale=session.locale, session=session,
                 csrf=session.csrf, page=listing, tier=tier, tiers=("high", "medium"),
-                store=scoped, stores=stores, here=here(request), filters=filters,
+                store=scoped, stores=stores, all_stores=not bound, here=here(request),
+                filters=filters,
                 value_tiers=VALUE_TIERS, stages=STAGES, count=count,
                 tier_links={name: link(tier=name) for name in ("high", "medium")},
-                store_links={s: link(store=s) for s in stores},
                 next_link=link(cursor=listing["next_cursor"], start=str(first + shown))
                 if listing["next_cursor"] else None)
 

@@ -100,6 +100,16 @@ class AtRiskQuery:
                 "scanned": seen}
 
 
+async def tenant_stores(redis: Redis, keys: Keys, tenant: str) -> list[str]:
+    """The tenant's stores, sorted: those its customers' events named (the scorer's store
+    set, which files the at-risk list by store) and those configured (``PUT /v1/stores``)."""
+    pipe = redis.pipeline(transaction=False)
+    pipe.smembers(keys.store_set(tenant))
+    pipe.hkeys(keys.stores(tenant))
+    named, configured = await pipe.execute()
+    return sorted({str(s) for s in named} | {str(s) for s in configured})
+
+
 def _item(cid: str, tenant: str, state: list[str | None], prio: str,
           profile: CustomerProfile | None, share: float) -> dict[str, Any]:
     tier, score, store, last_ts, risk_raw = state

@@ -279,6 +279,7 @@ async def test_staff_sign_in_by_mail_at_risk_list_language_and_sign_out(
             assert "Sam South" not in page and "c-s1" not in page  # another store's customer
             names = [e.text for e in d.find_elements(By.CSS_SELECTOR, ".customer .name")]
             assert names[0] == "Alice Liddell", names  # the most valuable first
+            assert not d.find_elements(By.ID, "filter-store")  # one store: nothing to choose
             # ...and the page says so, with each one's value and how many the list holds
             count = d.find_element(By.ID, "count").text
             assert count.startswith("2 customers · most valuable first"), count
@@ -539,6 +540,47 @@ async def test_admin_signs_in_with_an_api_key(settings_factory, tmp_path: Path,
             until(lambda: d.current_url.endswith("/console/at-risk"), "the at-risk page")
             page = text(d)  # a tenant-wide admin sees every store of the tenant
             assert "Alice Liddell" in page and "Sam South" in page
+            # ...and can look at one store's (there was no way to): a store to choose, all
+            # of them first, kept by the tier tabs and the other filters
+            store = Select(d.find_element(By.ID, "filter-store"))
+            assert [o.text for o in store.options] == ["All stores", "north", "south"]
+            assert store.first_selected_option.text == "All stores"
+            store.select_by_value("north")
+            d.find_element(By.ID, "filter-apply").click()
+            until(lambda: "store=north" in d.current_url, "north's list")
+            [listed] = until(lambda: d.find_elements(By.ID, "customers"), "north's customers")
+            assert "Alice Liddell" in listed.text and "Sam South" not in listed.text
+            assert d.find_element(By.ID, "count").text.startswith("2 customers")
+            fits(d)
+            shoot(d, tmp_path, "at-risk-store.en")
+            d.find_element(By.ID, "tier-medium").click()
+            until(lambda: "tier=medium" in d.current_url, "north's medium tier")
+            assert "store=north" in d.current_url
+            until(lambda: d.find_elements(By.ID, "customers"), "north's medium customers")
+            assert "c-n3" in text(d)
+            assert Select(d.find_element(By.ID, "filter-store")).first_selected_option \
+                .text == "north"
+            d.find_element(By.ID, "tier-high").click()
+            until(lambda: "tier=high" in d.current_url, "north's high tier")
+            until(lambda: d.find_elements(By.ID, "filter-value"), "the filters")
+            Select(d.find_element(By.ID, "filter-value")).select_by_value("medium")
+            d.find_element(By.ID, "filter-apply").click()
+            until(lambda: "value=medium" in d.current_url, "north, filtered")
+            assert "store=north" in d.current_url
+            until(lambda: d.find_elements(By.ID, "filter-store"), "the filters")
+            Select(d.find_element(By.ID, "filter-store")).select_by_value("south")
+            d.find_element(By.ID, "filter-apply").click()
+            until(lambda: "store=south" in d.current_url, "south's list")
+            assert "value=medium" in d.current_url  # the other filters kept
+            until(lambda: d.find_elements(By.ID, "count"), "south's count")
+            assert "Alice Liddell" not in text(d)
+            Select(d.find_element(By.ID, "filter-value")).select_by_value("")
+            Select(d.find_element(By.ID, "filter-store")).select_by_value("")
+            d.find_element(By.ID, "filter-apply").click()
+            until(lambda: "Sam South" in text(d) and "Alice Liddell" in text(d),
+                  "every store again")
+            assert Select(d.find_element(By.ID, "filter-store")).first_selected_option \
+                .text == "All stores"
             # the page says both stores where the list (north) and the profile (south) differ
             d.get(f"{api.url}/console/customers/c-n2")
             assert "Store: south (latest visits at north)" in text(d)
