@@ -100,16 +100,18 @@ def chrome(tmp_path: Path) -> Iterator[webdriver.Chrome]:
         driver.quit()
 
 
-def shoot(driver: webdriver.Chrome, tmp_path: Path, name: str) -> None:
-    """A full-page screenshot at the current width."""
+def shoot(driver: webdriver.Chrome, tmp_path: Path, name: str, docs: Path = DOCS,
+          max_height: int = 2400) -> None:
+    """A full-page screenshot at the current width, at most ``max_height`` tall (kept in
+    ``docs`` with CHURNWATCH_UPDATE_SCREENSHOTS=1)."""
     height = driver.execute_script("return document.documentElement.scrollHeight")
     width = driver.execute_script("return window.innerWidth")
-    driver.set_window_size(max(width, 375), min(max(height + 100, 700), 2400))
+    driver.set_window_size(max(width, 375), min(max(height + 100, 700), max_height))
     path = tmp_path / f"{name}.png"
     assert driver.save_screenshot(str(path))
     if os.environ.get("CHURNWATCH_UPDATE_SCREENSHOTS") == "1":
-        DOCS.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, DOCS / f"{name}.png")
+        docs.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, docs / f"{name}.png")
 
 
 def fits(driver: webdriver.Chrome, width: int = 375) -> None:

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from selenium import webdriver
+from selenium.webdriver.common.by import By
 
 from services.alerting.acks import acknowledge
 from services.alerting.webhooks import add_subscription
@@ -32,6 +34,8 @@ from services.common.riskchange import (
     to_cloudevent,
 )
 from tests.data import by_time, regular
+from tests.e2e import test_console as browser
+from tests.e2e.test_console import fits, shoot, until
 from tests.integration import test_notifier_policies as policies
 from tests.integration.test_notifier import Receiver, metric, notifier, produce_changes, wait_until
 from tests.integration.test_notifier_policies import SmsGateway, staff_and_stores
@@ -39,7 +43,9 @@ from tests.kafkatools import produce_events
 from tests.precision import record
 
 pytestmark = pytest.mark.integration
+MAIL_DOCS = Path(__file__).parents[2] / "docs" / "notifier"
 base, smtp = policies.base, policies.smtp  # the same fixtures as the issue 5 tests
+chrome = browser.chrome  # the console tests' headless Chromium: the summary mail on a phone
 
 OLGA, OLGA_PHONE, MAX, MAX_PHONE = ("olga@example.com", "+15550111111", "max@example.com",
                                    "+15550122222")
@@ -51,12 +57,16 @@ routes:
 
 def change(customer: str, previous: str, tier: str, *, n: int, at: datetime,
            kind: str = "event", event_type: str | None = "visit", holdout: bool = False,
-           catching_up: bool = False) -> tuple[str, bytes]:
+           catching_up: bool = False, texts: tuple[str, str] | None = None
+           ) -> tuple[str, bytes]:
+    """A risk change of ``customer``; ``texts``: its reason and action as the scorer words
+    them (else short ones)."""
+    reason, action = texts or (f"{customer} is overdue", "Call")
     rc = RiskChange(
         customer_id=customer, store_id="s1", previous_tier=previous,  # type: ignore[arg-type]
         tier=tier, score=0.8 if tier == "high" else 0.3, previous_score=0.2,  # type: ignore[arg-type]
-        reasons=[Reason(code="overdue", text=f"{customer} is overdue", text_zh="逾期", weight=1.0)],
-        suggested_action=SuggestedAction(code="personal_call", text="Call", text_zh="致电"),
+        reasons=[Reason(code="overdue", text=reason, text_zh="逾期", weight=1.0)],
+        suggested_action=SuggestedAction(code="personal_call", text=action, text_zh="致电"),
         value_tier="high", lifecycle_stage="active", model_version="m1", as_of=at,
         cause=Cause(kind=kind, event_id=f"{customer}-e{n}", occurred_at=at,  # type: ignore[arg-type]
                     event_type=event_type if kind == "event" else None),  # type: ignore[arg-type]
@@ -72,8 +82,38 @@ async def delivered(redis: Redis, keys: Keys, customer: str) -> list[tuple[str, 
                   if e["status"] == "delivered" and e["channel"] != "webhook")
 
 
+def read_on_a_phone(d: webdriver.Chrome, page: Path, tmp_path: Path, said: str) -> None:
+    """A mail's HTML in Chromium: nothing scrolls sideways or is clipped on a 375 px phone
+    (where mail clients show it at the screen's width), and what it says of each customer
+    (``said``: words of every reason) is read in lines, not squeezed into a column a word
+    wide beside four others (the five-column table: at 375 px its "Why" was ~60 px wide, and
+    cut off where a mail client's margins or font left less); on a desktop it stays a
+    column, not lines 1280 px long."""
+    d.get(page.as_uri())
+    until(lambda: d.find_elements(By.TAG_NAME, "a"), "the mail's links")
+    fits(d, 375)
+    widths = d.execute_script(
+        "return [...document.querySelectorAll('body *')].filter(e => [...e.childNodes].some("
+        "  n => n.nodeType === 3 && n.textContent.includes(arguments[0])))"
+        "  .map(e => e.getBoundingClientRect().width);", said)
+    assert widths and min(widths) >= 300, widths
+    clipped = d.execute_script(
+        "const out = [];"
+        "for (const e of document.body.querySelectorAll('*')) {"
+        "  const r = e.getBoundingClientRect();"
+        "  if (r.width && (r.right > window.innerWidth + 0.5 || e.scrollWidth > e.clientWidth + 1"
+        "      && getComputedStyle(e).overflowX !== 'visible')) out.push(e.outerHTML.slice(0, 80)); }"
+        "return out;")
+    assert not clipped, clipped
+    shoot(d, tmp_path, "summary-mail.en", docs=MAIL_DOCS, max_height=1000)  # its first lines
+    fits(d, 1280)
+    width = d.execute_script("return document.querySelector('a').closest('table')"
+                             ".getBoundingClientRect().width")
+    assert 400 < width <= 680, width  # a column, not lines 1280 px long
+
+
 async def test_importing_history_gives_one_summary_per_recipient(
-        base, redis: Redis, smtp) -> None:
+        base, redis: Redis, smtp, chrome: webdriver.Chrome, tmp_path: Path) -> None:
     """A year of history for 300 customers (random tier walks, causes months old, some
     holdout): per recipient and channel one "currently at risk" summary naming exactly the
     customers high now, no won back; webhooks still get every change; live alerts then work,
@@ -103,8 +143,11 @@ async def test_importing_history_gives_one_summary_per_recipient(
                 if at > now - timedelta(days=3):
                     break
                 kind = rng.choice(["event", "silence"])
+                since = (now - at).days  # worded as the scorer does: a mail's real lines
+                texts = (f"{since} days since the last visit; usually every 21 days",
+                         "Call or message the customer personally with an invitation to book")
                 records.append((cid, change(cid, tier, nxt, n=n, at=at, kind=kind,
-                                            holdout=holdout and nxt == "high")[1]))
+                                            holdout=holdout and nxt == "high", texts=texts)[1]))
                 tier = nxt
             final[cid] = tier
             if holdout:
@@ -148,6 +191,12 @@ async def test_importing_history_gives_one_summary_per_recipient(
         assert f"- Guest {owned_high[0]} (" in summaries[OLGA].get_body(("plain",)).get_content()
         assert f"Guest {owned_high[0]}" in gateway.texts_to(OLGA_PHONE)[0]  # named, as alerts
         assert f"/console/customers/{owned_high[0]}" in summaries[OLGA].get_body(("plain",)).get_content()
+        # the mail as sent, read on a phone: it was a five-column table cut off at 375 px
+        html = summaries[OLGA].get_body(("html",)).get_content()
+        page = tmp_path / "summary-mail.html"
+        page.write_text(html, encoding="utf-8")
+        await asyncio.to_thread(read_on_a_phone, chrome, page, tmp_path,
+                                "days since the last visit")
         olga_sms, max_sms = gateway.texts_to(OLGA_PHONE), gateway.texts_to(MAX_PHONE)
         assert len(olga_sms) == 1 and f"{len(owned_high)} customers at high churn risk" in olga_sms[0]
         assert len(max_sms) == 2 and "at high churn risk now" in max_sms[0] and "fresh" in max_sms[1]
