@@ -82,7 +82,8 @@ async def delivered(redis: Redis, keys: Keys, customer: str) -> list[tuple[str, 
                   if e["status"] == "delivered" and e["channel"] != "webhook")
 
 
-def read_on_a_phone(d: webdriver.Chrome, page: Path, tmp_path: Path, said: str) -> None:
+def read_on_a_phone(d: webdriver.Chrome, page: Path, tmp_path: Path, said: str,
+                    name: str = "summary-mail.en") -> None:
     """A mail's HTML in Chromium: nothing scrolls sideways or is clipped on a 375 px phone
     (where mail clients show it at the screen's width), and what it says of each customer
     (``said``: words of every reason) is read in lines, not squeezed into a column a word
@@ -105,11 +106,37 @@ def read_on_a_phone(d: webdriver.Chrome, page: Path, tmp_path: Path, said: str) 
         "      && getComputedStyle(e).overflowX !== 'visible')) out.push(e.outerHTML.slice(0, 80)); }"
         "return out;")
     assert not clipped, clipped
-    shoot(d, tmp_path, "summary-mail.en", docs=MAIL_DOCS, max_height=1000)  # its first lines
+    shoot(d, tmp_path, name, docs=MAIL_DOCS, max_height=1000)  # its first lines
     fits(d, 1280)
     width = d.execute_script("return document.querySelector('a').closest('table')"
                              ".getBoundingClientRect().width")
     assert 400 < width <= 680, width  # a column, not lines 1280 px long
+
+
+async def test_a_digest_mail_reads_on_a_phone(base, redis: Redis, smtp, chrome: webdriver.Chrome,
+                                             tmp_path: Path) -> None:
+    """The digest (risk changes grouped into one mail) through the real notifier and SMTP
+    server reads on a 375 px phone as the go-live summary does: it was the same five-column
+    table."""
+    controller, inbox = smtp
+    settings = base("""
+routes:
+  - {match: {to: [medium, high]}, channels: [email], to: store_manager, digest: true}
+digest: {interval: 1s}
+""", smtp_host="127.0.0.1", smtp_port=controller.port)
+    await staff_and_stores(redis, Keys(settings.redis_prefix))
+    words = ("Usually visits every 21 days; not seen for 64 days",
+             "Invite them back with a personal offer")
+    await produce_changes(settings, *((f"g-{n}", change(f"g-{n}", "low", "medium", n=1,
+                                                        at=datetime.now(UTC), texts=words)[1])
+                                      for n in range(4)))
+    async with notifier(settings):
+        await wait_until(lambda: inbox.mails, timeout=15, what="the digest")
+    [(_, mail)] = inbox.mails
+    page = tmp_path / "digest.html"
+    page.write_text(mail.get_body(("html",)).get_content(), encoding="utf-8")
+    await asyncio.to_thread(read_on_a_phone, chrome, page, tmp_path, "not seen for 64 days",
+                            "digest-mail.en")
 
 
 async def test_importing_history_gives_one_summary_per_recipient(
