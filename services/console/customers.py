@@ -332,7 +332,8 @@ async def record_action(customer_id: CustomerId, request: Request, res: Res) -> 
         return page("message.html.j2", request, locale=session.locale, status=422,
                     session=session, csrf=session.csrf, heading=t["customer"],
                     message=t["unknown_action"], back=back, back_text=t["customer"])
-    note = form.get("note", "").strip()[:1000] or None
+    # the note is a textarea: a browser sends its line breaks as CRLF
+    note = form.get("note", "").replace("\r\n", "\n").strip()[:1000] or None
     try:  # the same code as POST /v1/customers/{id}/actions
         recorded = await complaints.record_action(
             res, tenant=session.tenant, customer_id=customer_id,

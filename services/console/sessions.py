@@ -78,7 +78,7 @@ class Draft:
             return None
         if any(c < " " or c == "\x7f" for c in customer_id):
             return None
-        return cls(customer_id, action, note.strip()[:cls.NOTE_MAX])
+        return cls(customer_id, action, note.replace("\r\n", "\n").strip()[:cls.NOTE_MAX])
 
     @classmethod
     def from_json(cls, raw: str | bytes | None) -> Draft | None:

@@ -34,6 +34,7 @@ from selenium.common.exceptions import (
 )
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
 from services.common.embedded import free_port
@@ -314,7 +315,13 @@ async def test_staff_sign_in_by_mail_at_risk_list_language_and_sign_out(
             page = text(d)
             assert "Alice Liddell" in page and "Why" in page and "Timeline" in page
             assert d.find_elements(By.CSS_SELECTOR, "svg.chart")  # score over time
-            d.find_element(By.ID, "note").send_keys("Booked for Friday")
+            # Enter in the note is a new line, not the form's first button: it recorded
+            # "Called", which nobody chose
+            note_field = d.find_element(By.ID, "note")
+            note_field.send_keys("Booked for Friday" + Keys.ENTER)
+            assert note_field.get_attribute("value") == "Booked for Friday\n"
+            assert "recorded" not in d.current_url and not d.find_elements(By.ID, "recorded")
+            note_field.send_keys("after 3pm")
             d.find_element(By.ID, "action-called").click()
             until(lambda: d.find_elements(By.ID, "recorded"), "the recorded action")
             timeline = d.find_element(By.ID, "timeline").text
@@ -464,7 +471,7 @@ async def test_staff_sign_in_by_mail_at_risk_list_language_and_sign_out(
             actions = [json.loads(v) for v in
                        (await redis.hgetall(keys.actions("c-n1", "acme"))).values()]
             assert sorted((a["action"], a["staff_id"], a.get("note")) for a in actions) == [
-                ("called", "m-north", "Booked for Friday"),
+                ("called", "m-north", "Booked for Friday\nafter 3pm"),  # Enter: recorded once
                 ("coupon_sent", "m-north", "Prefers Saturdays <i>after 3</i> & “quiet”"),
                 ("message_sent", "m-north", None)]
         finally:
@@ -670,7 +677,7 @@ async def test_admin_signs_in_with_an_api_key(settings_factory, tmp_path: Path,
                                   data={"action": "called", "note": "from an old tab"})
             assert (r.status_code, r.headers["location"]) == (303, "/console/customers/c-n1")
             r = await client.get("/console/customers/c-n1")
-            assert 'id="draft"' in r.text and 'value="from an old tab"' in r.text
+            assert 'id="draft"' in r.text and '>from an old tab</textarea>' in r.text
             assert "Staff action" not in r.text  # nothing on the timeline
             r = await client.post("/console/customers/c-n1/actions", data={"note": "no action"})
             assert r.status_code == 403  # nothing to give back: refused
