@@ -522,6 +522,9 @@ async def test_admin_signs_in_with_an_api_key(settings_factory, tmp_path: Path,
             keys = Seeder(redis, settings).keys
             now = datetime.now(UTC)
             then = now - timedelta(days=20)
+            # a low-risk customer whose spending is down a little: a reason to keep an eye on
+            await Seeder(redis, settings).customer("c-n4", tenant="acme", store="north",
+                                                   days_ago=[40, 70, 100], tier="low")
             risk = json.loads(await redis.get(keys.risk("c-n2", "acme")) or "{}")
             risk["reasons"] = [{"code": "tier_raised_by_rule", "weight": 0.0,
                                 "text": "Raised to high by a business rule (score 0.55)",
@@ -607,6 +610,21 @@ async def test_admin_signs_in_with_an_api_key(settings_factory, tmp_path: Path,
             shoot(d, tmp_path, "customer-raised.en")
             d.get(f"{api.url}/console/customers/c-n1")
             assert "Store: north" in text(d) and "latest visits at" not in text(d)
+            assert d.find_element(By.ID, "reasons-heading").text == "Why"  # at risk: why
+            # a low-risk customer's reasons are to keep an eye on: not headed "Why", which
+            # read as if they were at risk
+            d.get(f"{api.url}/console/customers/c-n4")
+            [heading] = until(lambda: d.find_elements(By.ID, "reasons-heading"), "the reasons")
+            assert heading.text == "Worth watching", heading.text
+            assert "Spending down" in d.find_element(By.ID, "reasons").text
+            assert "Why" not in text(d)
+            d.find_element(By.ID, "language").click()
+            until(lambda: "值得留意" in text(d), "the page in zh-CN")
+            assert d.current_url.endswith("/console/customers/c-n4") and "原因" not in text(d)
+            fits(d)
+            shoot(d, tmp_path, "customer-low.zh-CN")
+            d.find_element(By.ID, "language").click()
+            until(lambda: "Worth watching" in text(d), "the page in English again")
             # no win-back action recorded yet: the manager page says so instead of empty charts
             d.get(f"{api.url}/console/manager")
             empty = "No data yet: no win-back action was recorded in the last 90 days."
