@@ -100,9 +100,18 @@ async def error_page(request: Request, status: int, request_id: str
     internal error with its request id), with a way back; None for any other path (the API
     answers JSON). For a signed-in person it is a console page like any other: in the
     session's language, with the navigation, back to the at-risk list; signed out, in the
-    browser's language, back to signing in."""
+    browser's language, back to signing in. 503 (the state store, Redis, is unreachable) says
+    the console is briefly unavailable, to try again: in the browser's language (the session
+    is in the store that is away; it is not tried again), with a link to try the page again."""
     if not request.url.path.startswith("/console"):
         return None
+    if status == 503:
+        locale = browser_locale(request)
+        t = i18n.words(locale)
+        return page("message.html.j2", request, locale=locale, status=status,
+                    heading=t["page_unavailable_title"], message=t["page_unavailable"],
+                    back=here(request) if request.method in ("GET", "HEAD") else None,
+                    back_text=t["try_again"])
     session = await _session_if_any(request)
     locale = session.locale if session is not None else browser_locale(request)
     t = i18n.words(locale)

@@ -126,8 +126,8 @@ def install_error_handlers(app: FastAPI, *, page: ErrorPage | None = None) -> No
     does not echo the input, and anything unexpected a generic 500 with the request id (the
     log has the type and place, the answer never does). ``page``: for a request a person
     makes in a browser (the staff console), the error as a page (status, request id), or None
-    for the JSON answer; it answers HTTP errors (404, 405...), validation errors (422) and the
-    generic 500."""
+    for the JSON answer; it answers HTTP errors (404, 405...), validation errors (422), Redis
+    unavailable (503, the page keeping the Retry-After) and the generic 500."""
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -138,11 +138,15 @@ def install_error_handlers(app: FastAPI, *, page: ErrorPage | None = None) -> No
 
     @app.exception_handler(RedisConnectionError)
     @app.exception_handler(RedisTimeoutError)
-    async def redis_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    async def redis_unavailable(request: Request, exc: Exception) -> Response:
         # A handled exception (not the generic 500 handler, which Starlette re-raises to the
         # server, which then drops the keep-alive connection): 503, and the connection stays.
         logger.warning("Redis unavailable on %s %s: %s", request.method,
                        getattr(request.scope.get("route"), "path", "unmatched"), type(exc).__name__)
+        shown = await page(request, 503, request_id(request)) if page else None
+        if shown is not None:  # a person's address (a console page): a page, not JSON
+            shown.headers["Retry-After"] = str(REDIS_RETRY_AFTER_S)
+            return shown
         return JSONResponse(status_code=503, headers={"Retry-After": str(REDIS_RETRY_AFTER_S)},
                             content={"detail": "the state store (Redis) is unavailable; nothing "
                                      "was changed, retry later"})

@@ -150,6 +150,29 @@ def test_redis_down_answers_503_with_retry_after_and_keeps_the_connection(api, o
             status_line = head.split(b"\r\n")[0]
             if b" 503 " not in status_line or b"\r\nretry-after: " not in head.lower():
                 problems.append(f"{path}: {status_line!r} (want 503 with Retry-After)")
+        # A person in the console gets a page in their language saying to try again (it was
+        # the API's JSON), with the 503 and Retry-After; the API's routes stay JSON.
+        signed_in = {"cw_session": "s" * 43}  # a session cookie: its session is in Redis
+        for method, path, lang, said in (
+                ("GET", "/console/at-risk", "zh-CN,zh;q=0.9", "控制台暂时无法使用"),
+                ("GET", "/console/customers/alice", "en-GB,en;q=0.8",
+                 "The console is briefly unavailable"),
+                ("POST", "/console/customers/alice/actions", "en", "Please try again")):
+            r = httpx.request(method, f"{proc.url}{path}", headers={"accept-language": lang},
+                              cookies=signed_in, data={"action": "called"} if method == "POST"
+                              else None, timeout=30)
+            if (r.status_code, r.headers.get("retry-after")) != (503, "2") or \
+                    not r.headers["content-type"].startswith("text/html") or said not in r.text \
+                    or '"detail"' in r.text or "Redis" in r.text:
+                problems.append(f"console {method} {path}: {r.status_code} "
+                                f"{r.headers.get('retry-after')} {r.text[:300]!r}")
+            again = '<a href="/console/at-risk" id="back">← 重试</a>'
+            if path == "/console/at-risk" and again not in r.text:  # to try the page again
+                problems.append(f"console {path}: no link to try again: {r.text[:600]!r}")
+        r = httpx.get(f"{proc.url}/v1/customers/alice/risk", headers=bearer("hd-admin-0001"),
+                      timeout=30)
+        if r.status_code != 503 or "Redis" not in r.json()["detail"]:
+            problems.append(f"API while Redis is down: {r.status_code} {r.text[:200]}")
         # Ingest still takes events: they are stored in the broker, the count waits for Redis.
         r = httpx.post(f"{proc.url}/v1/events", headers=bearer("hd-ingest-001"), timeout=30,
                        json={"event_id": "down-1", "type": "visit", "customer_id": "bob",
@@ -183,7 +206,8 @@ def test_redis_down_answers_503_with_retry_after_and_keeps_the_connection(api, o
            "keep-alive connection, an event posted, then Redis restarted on its port and data dir",
            load=f"{len(routes)} routes on one connection, 2 events",
            checked="503 with Retry-After on every route (no 500), the connection still answers "
-           "the next request, ingest keeps taking events and their count reaches Redis once it "
+           "the next request, console pages answer a page in the person's language (not the "
+           "API's JSON), ingest keeps taking events and their count reaches Redis once it "
            "is back",
            sent=len(routes) + 2, lost=len(problems) + int(lost), doubled=0,
            test=f"{HERE}::test_redis_down_answers_503_with_retry_after_and_keeps_the_connection",
