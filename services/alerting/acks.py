@@ -127,11 +127,17 @@ TOKEN_LENGTH = 22  # 16 bytes of HMAC-SHA256, base64url without padding
 
 
 class LinkRefused(Exception):
-    """The link is unknown, forged, expired or used; ``status`` is the HTTP status to answer."""
+    """The link is unknown, forged, expired or used; ``status`` is the HTTP status to answer,
+    ``kind`` what to tell the person (``unknown``: made up, forged, unreadable or gone;
+    ``expired``; ``used``) and ``link`` the link's record when it was read and checked (whose
+    it is, in what language: the refusal speaks it)."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, *, kind: str = "unknown",
+                 link: AckLink | None = None):
         super().__init__(message)
         self.status = status
+        self.kind = kind
+        self.link = link
 
 
 @dataclass(frozen=True)
@@ -194,7 +200,8 @@ class AckLinks:
             raise LinkRefused(404, "unknown acknowledge link; use the link from the message")
         if (time.time() if now is None else now) > link.exp:
             raise LinkRefused(410, "this acknowledge link has expired; acknowledge the alert "
-                              "with POST /v1/alerts/{alert_id}/ack instead")
+                              "with POST /v1/alerts/{alert_id}/ack instead", kind="expired",
+                              link=link)
         return link
 
     async def is_used(self, token: str) -> bool:
@@ -208,7 +215,8 @@ class AckLinks:
         first_use = await self.redis.set(self.keys.ack_link(token) + ":used", "1", nx=True,
                                          ex=max(1, int(self.ttl_s) + 1))
         if not first_use:
-            raise LinkRefused(410, "this acknowledge link was already used")
+            raise LinkRefused(410, "this acknowledge link was already used", kind="used",
+                              link=link)
         new, ack = await acknowledge_once(self.redis, self.keys, link.alert_id, link.by,
                                           tenant=link.tenant, now=now, ttl_s=self.ack_ttl_s)
         return link, new, ack

@@ -37,6 +37,18 @@ from services.common.events import DEFAULT_TENANT, Identifier
 from services.common.redisconn import Keys, get_many
 
 Locale = Literal["en", "zh-CN"]
+LOCALES: tuple[Locale, ...] = ("en", "zh-CN")
+
+
+def locale_of(value: str | None) -> Locale:
+    """The language of a page a person reads (the staff console, a one-click acknowledge
+    link's page) for a locale, a language tag or an Accept-Language header: any Chinese is
+    zh-CN, anything else English."""
+    if value and value.strip().lower().startswith("zh"):
+        return "zh-CN"
+    return "en"
+
+
 ChannelName = Literal["sms", "email", "webhook"]
 
 def _timezone(v: str) -> str:

@@ -3,7 +3,9 @@ to English (a test keeps both tables complete)."""
 
 from __future__ import annotations
 
-LOCALES = ("en", "zh-CN")
+from services.common.profiles import LOCALES, locale_of
+
+__all__ = ["LOCALES", "TEXT", "locale_of", "words"]
 
 TEXT: dict[str, dict[str, str]] = {
     "en": {
@@ -229,12 +231,6 @@ TEXT: dict[str, dict[str, str]] = {
                      "{link}\n\n如果不是您本人操作，请忽略此邮件。\n",
     },
 }
-
-
-def locale_of(value: str | None) -> str:
-    if value and value.lower().startswith("zh"):
-        return "zh-CN"
-    return "en"
 
 
 def words(locale: str) -> dict[str, str]:

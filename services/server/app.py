@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
 from services.api.routes import ROUTERS as API_ROUTERS
+from services.api.routes.actions import link_error_page
 from services.api.status import StatusReader
 from services.common.profiles import ProfileStore
 from services.common.pseudonym import install_key
@@ -104,9 +105,15 @@ def create_app(settings: Settings) -> FastAPI:
         metrics.request_seconds.labels(route).observe(time.perf_counter() - started)
         return response
 
-    install_error_handlers(app, page=console_error_page)
+    async def error_page(request: Request, status: int, request_id: str) -> Response | None:
+        """A person's address answers an error as a page: a one-click acknowledge link's (a
+        link garbled in copying) or a console page's; None for the API's JSON."""
+        return link_error_page(request, status) or await console_error_page(request, status,
+                                                                            request_id)
+
+    install_error_handlers(app, page=error_page)
     app.add_middleware(RequestContext, limit=settings.api_max_json_body_bytes,  # type: ignore[arg-type]
-                       exempt=frozenset({"/v1/events"}), page=console_error_page)
+                       exempt=frozenset({"/v1/events"}), page=error_page)
 
     @app.get("/health", tags=["operations"], summary="200 while the process is up")
     async def health() -> dict[str, str]:

@@ -100,8 +100,12 @@ async def test_a_link_acknowledges_once_without_a_key(api) -> None:
         _stands_alone(done)
         ack = await get_acknowledgement(redis, keys, "alert-l1", "acme")
         assert ack is not None and ack["by"] == "Olga"
-        again = await client.post(url)  # single use
-        assert again.status_code == 410 and "already used" in again.text
+        again = await client.post(url)  # single use: said in words, styled as the others
+        assert again.status_code == 410 and "<h1>Link already used</h1>" in again.text
+        assert "This link was already used. The alert about <strong>Mei &lt;Chen&gt;" \
+            "</strong> was acknowledged by <strong>Olga</strong>" in again.text, again.text
+        assert "acknowledge link was already used" not in again.text  # the API's wording
+        _stands_alone(again)
         shown = await client.get(url)
         assert shown.status_code == 410 and "Olga" in shown.text
         # the API's own route sees the same, first acknowledgement
@@ -125,10 +129,26 @@ async def test_forged_expired_and_made_up_links_are_refused(api) -> None:
         good = await links.register("default", "alert-l2", "Ann")
         token = good.rsplit("/", 1)[1]
         tampered = token[:-1] + ("A" if token[-1] != "A" else "B")
-        for bad in ("AAAAAAAAAAAAAAAAAAAAAA", tampered, "x"):
+        # ...or cut short or garbled in copying: a page in plain words in the browser's
+        # language (it was the API's wording, in English, or its JSON), styled as the others,
+        # with a way on to the console
+        for bad in ("AAAAAAAAAAAAAAAAAAAAAA", tampered, "x", "abc.def", f"{token}/x"):
             for method in ("GET", "POST"):
-                r = await client.request(method, f"{proc.url}/a/{bad}")
-                assert r.status_code in (404, 422), (method, bad, r.status_code)
+                for lang, said in (("en-US,en;q=0.9", "<h1>This link does not work</h1>"),
+                                   ("zh-CN,zh;q=0.9", "<h1>此链接无法使用</h1>")):
+                    r = await client.request(method, f"{proc.url}/a/{bad}",
+                                             headers={"accept-language": lang})
+                    assert r.status_code in (404, 422), (method, bad, r.status_code)
+                    assert said in r.text, (method, bad, lang, r.text)
+                    assert "/v1/" not in r.text and "unknown acknowledge link" not in r.text
+                    assert r.headers["content-type"].startswith("text/html"), r.text
+                    _stands_alone(r)
+                    home = await client.get(urljoin(f"{proc.url}/a/{bad}", re.search(
+                        r'<a href="([^"]+)" id="console">', r.text).group(1)),  # type: ignore[union-attr]
+                        follow_redirects=True)
+                    assert home.url.path == "/console/sign-in", (bad, home.url)
+        r = await client.get(f"{proc.url}/a/x")  # no Accept-Language: English
+        assert 'lang="en"' in r.text and "This acknowledge link is not one we know" in r.text
         # a record written without the secret (someone with Redis access, not the key)
         forger = AckLinks(redis, keys, secret="not-the-secret-" + "z" * 32, public_url=proc.url,
                           ttl_s=3600)
@@ -138,8 +158,19 @@ async def test_forged_expired_and_made_up_links_are_refused(api) -> None:
         # expired: registered with a lifetime already over
         old = await links.register("default", "alert-l2", "Bob",
                                    now=time.time() - settings.ack_link_ttl_seconds - 60)
-        r = await client.post(old)
-        assert r.status_code == 410 and "expired" in r.text
+        r = await client.post(old, headers={"accept-language": "zh-CN"})
+        assert r.status_code == 410 and "<h1>This link has expired</h1>" in r.text, r.text
+        assert "You can still acknowledge the alert about <strong>c-8</strong> on their page " \
+            "in the staff console." in r.text  # in the recipient's language, not the browser's
+        assert '<a href="../console/customers/c-8" id="console">' in r.text
+        assert "/v1/" not in r.text and "acknowledge link has expired" not in r.text
+        _stands_alone(r)
+        assert (await client.get(old)).text == r.text  # opening it says the same
+        old_zh = await links.register("default", "alert-l2", "周", locale="zh-CN",
+                                      now=time.time() - settings.ack_link_ttl_seconds - 60)
+        r = await client.get(old_zh, headers={"accept-language": "en"})
+        assert r.status_code == 410 and 'lang="zh-CN"' in r.text and "<h1>链接已过期</h1>" in r.text
+        assert "您仍可在员工控制台中 <strong>c-8</strong> 的页面上确认此提醒。" in r.text
         assert await get_acknowledgement(redis, keys, "alert-l2") is None  # nothing took
         # the valid one still works, and the HTML never echoes markup
         r = await client.post(good)
@@ -152,6 +183,9 @@ async def test_forged_expired_and_made_up_links_are_refused(api) -> None:
         assert '<a href="../console/customers/c-8" id="console">在控制台中打开</a>' in page.text
         r = await client.post(zh)
         assert r.status_code == 200 and "此前已确认" in r.text and "Ann" in r.text
+        again = await client.post(zh, headers={"accept-language": "en"})
+        assert again.status_code == 410 and "<h1>链接已使用</h1>" in again.text, again.text
+        assert "此链接已被使用。" in again.text and "already used" not in again.text
         assert re.search(r"已由 <strong>Ann</strong> 于 \d{4}-\d\d-\d\d \d\d:\d\d UTC 确认。",
                          r.text), r.text
     await redis.aclose()

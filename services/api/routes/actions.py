@@ -9,11 +9,12 @@ import time
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, HTTPException, Path, status
+from fastapi import APIRouter, HTTPException, Path, Request, status
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.alerting.acks import (
+    LINK_PATH,
     AckLink,
     AckLinks,
     InvalidAck,
@@ -24,6 +25,7 @@ from services.alerting.acks import (
 from services.alerting.alerts import find_alert
 from services.api.schemas import Ack, Action, NewAction
 from services.common.exceptions import BrokerUnavailable
+from services.common.profiles import locale_of
 from services.common.timefmt import for_people, iso_ms
 from services.records import alertacks, timeline
 from services.records.complaints import record_action
@@ -151,7 +153,7 @@ _HEADERS = {
 _HTML = {"text/html": {"schema": {"type": "string"}}}
 # Page texts per locale of the recipient the link was made for ({x}: HTML-escaped values).
 _TEXTS = {
-    "en": {"refused": "Link not usable", "ask": "Acknowledge this alert?",
+    "en": {"ask": "Acknowledge this alert?",
            "ask_text": "Acknowledge the alert about <strong>{customer}</strong> as "
                        "<strong>{by}</strong>: its escalation to the store manager stops.",
            "button": "Acknowledge", "used": "Link already used",
@@ -159,15 +161,33 @@ _TEXTS = {
            "already": "Already acknowledged",
            "acked": "The alert about <strong>{customer}</strong> was acknowledged by "
                     "<strong>{by}</strong> at {at}.",
-           "console": "Open in the console"},
-    "zh-CN": {"refused": "链接不可用", "ask": "确认此提醒？",
+           "console": "Open in the console",
+           "unknown": "This link does not work",
+           "unknown_text": "This acknowledge link is not one we know: perhaps only part of "
+                           "it was copied, or it is too old.",
+           "expired": "This link has expired",
+           "expired_text": "Acknowledge links only work for a while, and this one's time is "
+                           "up.",
+           "still": "You can still acknowledge the alert in the staff console, on the "
+                    "customer's page.",
+           "still_about": "You can still acknowledge the alert about "
+                          "<strong>{customer}</strong> on their page in the staff console.",
+           "console_home": "Open the staff console"},
+    "zh-CN": {"ask": "确认此提醒？",
               "ask_text": "以 <strong>{by}</strong> 的身份确认关于 <strong>{customer}</strong> "
                           "的提醒：将不再升级给门店经理。",
               "button": "确认", "used": "链接已使用", "used_text": "此链接已被使用。",
               "done": "已确认", "already": "此前已确认",
               "acked": "关于 <strong>{customer}</strong> 的提醒已由 <strong>{by}</strong> 于 "
                        "{at} 确认。",
-              "console": "在控制台中打开"},
+              "console": "在控制台中打开",
+              "unknown": "此链接无法使用",
+              "unknown_text": "无法识别此确认链接：可能只复制了一部分，或者链接太旧。",
+              "expired": "链接已过期",
+              "expired_text": "确认链接只在一段时间内有效，此链接已过期。",
+              "still": "您仍可在员工控制台中该客户的页面上确认提醒。",
+              "still_about": "您仍可在员工控制台中 <strong>{customer}</strong> 的页面上确认此提醒。",
+              "console_home": "打开员工控制台"},
 }
 
 
@@ -189,9 +209,60 @@ def _console_link(t: dict[str, str], customer_id: str | None) -> str:
             "</a></p>")
 
 
-def _refused(exc: LinkRefused) -> HTMLResponse:
-    return _page(exc.status, _TEXTS["en"]["refused"] + " / " + _TEXTS["zh-CN"]["refused"],
-                 html.escape(str(exc)))
+def _console_home(t: dict[str, str], request: Request) -> str:
+    """A link to the staff console, relative to the link's address (as :func:`_console_link`),
+    however many segments a garbled link has."""
+    depth = request.url.path.partition(LINK_PATH)[2].count("/") + 1
+    return (f'<p><a href="{"../" * depth}console" id="console">'
+            f'{html.escape(t["console_home"])}</a></p>')
+
+
+def unknown_link_page(request: Request, status_code: int) -> HTMLResponse:
+    """A link no one made (made up, forged, cut short in copying, or so old its record is
+    gone): said in plain words in the browser's language, with a way on to the console."""
+    locale = locale_of(request.headers.get("accept-language"))
+    t = _TEXTS[locale]
+    return _page(status_code, t["unknown"], html.escape(t["unknown_text"] + " " + t["still"]),
+                 lang=locale, link=_console_home(t, request))
+
+
+def link_error_page(request: Request, status_code: int) -> HTMLResponse | None:
+    """The page for an acknowledge link's address no route takes (a malformed token, extra
+    path segments: a link garbled in copying); None for any other address."""
+    if request.url.path.startswith(LINK_PATH) and status_code in (400, 404, 422):
+        return unknown_link_page(request, status_code)
+    return None
+
+
+async def _refused(res: Resources, request: Request, exc: LinkRefused) -> HTMLResponse:
+    """A refused link's page, for the person who opened it (a store person, from a mail or
+    an SMS), never the API's wording: in the recipient's language when the link's record is
+    read (the locale the notifier wrote: their staff profile's or routing entry's), else the
+    browser's, with a way on to the console (the customer's page when the alert is known)."""
+    link = exc.link
+    if link is None:
+        return unknown_link_page(request, exc.status)
+    if exc.kind == "used":
+        return await _used_page(res, link)
+    locale = locale_of(link.locale)
+    t = _TEXTS[locale]
+    cid, who = await _customer(res, link)
+    still = (t["still_about"].format(customer=html.escape(who)) if cid is not None
+             else html.escape(t["still"]))
+    title, text = (t["expired"], t["expired_text"]) if exc.kind == "expired" \
+        else (t["unknown"], t["unknown_text"])
+    return _page(exc.status, title, html.escape(text) + " " + still, lang=locale,
+                 link=_console_link(t, cid) if cid is not None else _console_home(t, request))
+
+
+async def _used_page(res: Resources, link: AckLink) -> HTMLResponse:
+    """410: the link was used already; who acknowledged the alert, and when."""
+    t = _TEXTS[locale_of(link.locale)]
+    cid, who = await _customer(res, link)
+    ack = await get_acknowledgement(res.redis, res.keys, link.alert_id, link.tenant)
+    return _page(410, t["used"], t["used_text"] + (
+        " " + _ack_text(t, who, ack) if ack else ""), lang=locale_of(link.locale),
+        link=_console_link(t, cid))
 
 
 def _links(res: Resources) -> AckLinks:
@@ -220,10 +291,12 @@ def _ack_text(t: dict[str, str], who: str, ack: dict[str, Any]) -> str:
 
 _LINK_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "An HTML page", "content": _HTML},
-    404: {"description": "Unknown or forged link (HTML page)", "content": _HTML},
-    410: {"description": "The link expired or was already used (HTML page)", "content": _HTML},
-    422: error("The token is malformed (letters, digits, - and _ only)",
-               "path.token: String should match pattern '^[A-Za-z0-9_-]+$'"),
+    404: {"description": "Unknown or forged link (HTML page, in the browser's language)",
+          "content": _HTML},
+    410: {"description": "The link expired or was already used (HTML page, in the "
+          "recipient's language)", "content": _HTML},
+    422: {"description": "The token is malformed (letters, digits, - and _ only): the page "
+          "of an unknown link", "content": _HTML},
 }
 
 
@@ -233,19 +306,17 @@ _LINK_RESPONSES: dict[int | str, dict[str, Any]] = {
             "HMAC-signed, expiring, single-use credential for one alert and one recipient. GET "
             "changes nothing (mail scanners pre-fetch links): it shows the alert and a button "
             "that POSTs to the same URL.", responses=_LINK_RESPONSES)
-async def ack_link_page(token: Token, res: Res) -> HTMLResponse:
+async def ack_link_page(token: Token, request: Request, res: Res) -> HTMLResponse:
     links = _links(res)
     try:
         link = await links.resolve(token)
     except LinkRefused as exc:
-        return _refused(exc)
+        return await _refused(res, request, exc)
+    if await links.is_used(token):
+        return await _used_page(res, link)
     t = _TEXTS.get(link.locale, _TEXTS["en"])
     cid, who = await _customer(res, link)
     ack = await get_acknowledgement(res.redis, res.keys, link.alert_id, link.tenant)
-    if await links.is_used(token):
-        return _page(410, t["used"], t["used_text"] + (
-            " " + _ack_text(t, who, ack) if ack else ""), lang=link.locale,
-            link=_console_link(t, cid))
     note = (" " + _ack_text(t, who, ack)) if ack else ""
     # no action attribute: the form posts to this very URL, also behind a path prefix
     form = f'<form method="post"><button type="submit">{html.escape(t["button"])}</button></form>'
@@ -259,11 +330,11 @@ async def ack_link_page(token: Token, res: Res) -> HTMLResponse:
              description="Acknowledges the link's alert as the link's recipient (the first "
              "acknowledgement is kept) and uses the link up: a second POST answers 410. Needs "
              "no API key and no body.", responses=_LINK_RESPONSES)
-async def ack_link_use(token: Token, res: Res) -> HTMLResponse:
+async def ack_link_use(token: Token, request: Request, res: Res) -> HTMLResponse:
     try:
         link, new, ack = await _links(res).use(token)
     except LinkRefused as exc:
-        return _refused(exc)
+        return await _refused(res, request, exc)
     t = _TEXTS.get(link.locale, _TEXTS["en"])
     cid, who = await _customer(res, link)
     if new and cid is not None:
