@@ -199,9 +199,10 @@ def parse_cohort_member(member: str) -> tuple[str, int, int] | None:
     except ValueError:
         return None
 # st: state (small fields only), sm: summary of events, rk: risk snapshot, pf: profile, dl:
-# delivery log, tl: timeline, ac: staff actions, al: ids of the alerts sent about them; ev and
-# ed held raw events before the summary (erasure still deletes them).
-CUSTOMER_KEY_SUFFIXES = ("ev", "ed", "st", "sm", "rk", "pf", "dl", "tl", "ac", "al")
+# delivery log, tl: timeline, ac: staff actions, al: ids of the alerts sent about them, dr:
+# the console's unsaved action forms about them (drafts); ev and ed held raw events before the
+# summary (erasure still deletes them).
+CUSTOMER_KEY_SUFFIXES = ("ev", "ed", "st", "sm", "rk", "pf", "dl", "tl", "ac", "al", "dr")
 
 
 def _tag(value: str) -> str:
@@ -261,6 +262,12 @@ class Keys:
     def actions(self, customer_id: str, tenant: str = DEFAULT_TENANT) -> str:
         """Hash action id -> staff action JSON (win-back loop); written by the API."""
         return f"{self.customer_base(customer_id, tenant)}:ac"
+
+    def drafts(self, customer_id: str, tenant: str = DEFAULT_TENANT) -> str:
+        """Hash holder (a console session's or sign-in link's digest) -> an unsaved win-back
+        action form about the customer (``services/console/sessions.py``): kept with the
+        customer's other keys, so erasing the customer drops what staff typed about them."""
+        return f"{self.customer_base(customer_id, tenant)}:dr"
 
     def customer_all(self, customer_id: str, tenant: str = DEFAULT_TENANT) -> list[str]:
         """Every key churnwatch keeps for one customer: what erasure deletes. A new

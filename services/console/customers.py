@@ -275,7 +275,7 @@ async def customer_page(customer_id: CustomerId, request: Request, res: Res) -> 
         notes={"rule": t["raised_by_rule"], "held": t["held_above_score"]})
     # a form that could not be saved (signed out, stale token): back, pre-filled, once
     draft = await session_store(res).take_draft(request.cookies.get(SESSION_COOKIE),
-                                                customer_id)
+                                                session.tenant, customer_id)
     names = await _staff_names(res, session.tenant, {
         *(str(e["data"].get("staff_id") or "") for e in entries if e["kind"] == "staff_action"),
         *(str(e["data"].get("by") or "") for e in entries if e["kind"] == "acknowledged"),
@@ -320,7 +320,8 @@ async def record_action(customer_id: CustomerId, request: Request, res: Res) -> 
     if not secrets.compare_digest(session.csrf, form.get("csrf", "")):
         if draft is None:
             return csrf_refused(request, session.locale)
-        await session_store(res).put_draft(request.cookies.get(SESSION_COOKIE, ""), draft)
+        await session_store(res).put_draft(request.cookies.get(SESSION_COOKIE, ""),
+                                           session.tenant, draft)
         return RedirectResponse(back, status_code=303)
     found = await _customer(res, session, customer_id)
     if found is None or not found[0].get("tier"):

@@ -3,6 +3,11 @@
 A session is a random 256-bit id in an HttpOnly cookie; Redis holds only its SHA-256, so a
 copy of Redis cannot be replayed as a cookie. A sign-in link token is single use (``GETDEL``)
 and expires. Every key is a single key (no multi-key scripts): Redis Cluster safe.
+
+Drafts (win-back action forms that could not be saved) are kept with the customer they are
+about, under ``Keys.drafts`` (one hash per customer, a field per session or sign-in link that
+holds one), not with the session: erasing the customer (``erase_customer`` deletes every key
+``Keys.customer_all`` lists) drops them, note and all.
 """
 
 from __future__ import annotations
@@ -10,8 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import time
 from dataclasses import asdict, dataclass
-from typing import Any
 
 from pydantic import SecretStr
 from redis.asyncio import Redis
@@ -80,21 +85,6 @@ class Draft:
             return None
         return cls(customer_id, action, note.replace("\r\n", "\n").strip()[:cls.NOTE_MAX])
 
-    @classmethod
-    def from_json(cls, raw: str | bytes | None) -> Draft | None:
-        try:
-            data = json.loads(raw) if raw else None
-        except ValueError:
-            return None
-        return cls.from_dict(data)
-
-    @classmethod
-    def from_dict(cls, data: Any) -> Draft | None:
-        if not isinstance(data, dict):
-            return None
-        return cls.of(str(data.get("customer_id") or ""), str(data.get("action") or ""),
-                      str(data.get("note") or ""), ACTION_TYPES)
-
 
 @dataclass(frozen=True)
 class Link:
@@ -145,26 +135,44 @@ class SessionStore:
         if sid and len(sid) <= 128:
             await self.redis.delete(self._session_key(sid))
 
-    def _draft_key(self, sid: str) -> str:
-        return f"{self.keys.prefix}:console:draft:{_digest(sid)}"
-
-    async def put_draft(self, sid: str, draft: Draft) -> None:
+    async def put_draft(self, sid: str, tenant: str, draft: Draft) -> None:
         """Keep a form the session's person could not save (signed out, or the form's token
-        was stale) until their next look at the customer's page, for the session's lifetime."""
-        await self.redis.set(self._draft_key(sid), json.dumps(asdict(draft)),
-                             ex=self.session_seconds)
+        was stale) until their next look at the customer's page, for the session's lifetime,
+        with the customer (erased with them)."""
+        await self._put_draft(tenant, draft, f"s:{_digest(sid)}", self.session_seconds)
 
-    async def take_draft(self, sid: str | None, customer_id: str) -> Draft | None:
+    async def take_draft(self, sid: str | None, tenant: str, customer_id: str) -> Draft | None:
         """The session's unsaved form for ``customer_id``, removed as it is given (a page
-        shows it once); None when there is none, or it is another customer's (kept)."""
+        shows it once); None when there is none (another customer's are kept)."""
         if not sid or len(sid) > 128:
             return None
-        raw = await self.redis.get(self._draft_key(sid))
-        draft = Draft.from_json(raw)
-        if draft is None or draft.customer_id != customer_id:
+        return await self._take_draft(tenant, customer_id, f"s:{_digest(sid)}")
+
+    async def _put_draft(self, tenant: str, draft: Draft, holder: str, seconds: int) -> None:
+        key = self.keys.drafts(draft.customer_id, tenant)
+        value = json.dumps({"action": draft.action, "note": draft.note,
+                            "until": time.time() + seconds})
+        ttl = await self.redis.ttl(key)  # the hash lives as long as its longest-lived draft
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(key, holder, value)
+        pipe.expire(key, max(seconds, int(ttl)))
+        await pipe.execute()
+
+    async def _take_draft(self, tenant: str, customer_id: str, holder: str) -> Draft | None:
+        key = self.keys.drafts(customer_id, tenant)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(key, holder)
+        pipe.hdel(key, holder)
+        raw, _ = await pipe.execute()
+        try:
+            data = json.loads(raw) if raw else None
+        except ValueError:
             return None
-        await self.redis.delete(self._draft_key(sid))
-        return draft
+        if not isinstance(data, dict) or not isinstance(data.get("until"), int | float) \
+                or data["until"] < time.time():  # (its holder's lifetime is over)
+            return None
+        return Draft.of(customer_id, str(data.get("action") or ""), str(data.get("note") or ""),
+                        ACTION_TYPES)
 
     async def issue_link(self, tenant: str, staff_id: str, *, next_url: str | None = None,
                          draft: Draft | None = None) -> str:
@@ -172,10 +180,12 @@ class SessionStore:
         address, already checked) is where signing in with it returns to, ``draft`` the
         unsaved form the new session gets back."""
         token = new_token()
+        if draft is not None:  # with the customer (erased with them); the link names whom
+            await self._put_draft(tenant, draft, f"l:{_digest(token)}", self.link_seconds)
         await self.redis.set(self._link_key(token),
                              json.dumps({"tenant": tenant, "staff_id": staff_id,
                                          "next": next_url,
-                                         "draft": asdict(draft) if draft else None}),
+                                         "draft_customer": draft.customer_id if draft else None}),
                              ex=self.link_seconds)
         return token
 
@@ -191,6 +201,9 @@ class SessionStore:
         if raw is None:
             return None
         data = json.loads(raw)
-        return Link(tenant=str(data["tenant"]), staff_id=str(data["staff_id"]),
+        tenant, about = str(data["tenant"]), data.get("draft_customer")
+        draft = await self._take_draft(tenant, about, f"l:{_digest(token)}") \
+            if isinstance(about, str) and about else None
+        return Link(tenant=tenant, staff_id=str(data["staff_id"]),
                     next_url=data.get("next") if isinstance(data.get("next"), str) else None,
-                    draft=Draft.from_dict(data.get("draft")))
+                    draft=draft)

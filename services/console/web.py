@@ -246,7 +246,7 @@ async def start_session(request: Request, res: Resources, session: Session,
     store = session_store(res)
     sid = await store.create(session)
     if draft is not None:
-        await store.put_draft(sid, draft)
+        await store.put_draft(sid, session.tenant, draft)
     response = RedirectResponse(safe_next(next_url) or HOME, status_code=303)
     response.set_cookie(SESSION_COOKIE, sid, max_age=res.settings.console_session_seconds,
                         httponly=True, samesite="lax", secure=cookie_secure(request, res),

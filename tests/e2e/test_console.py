@@ -168,6 +168,34 @@ def text(driver: webdriver.Chrome) -> str:
         raise
 
 
+async def redis_holding(settings: Any, needle: str) -> list[str]:
+    """The keys of the test's Redis prefix whose value (string, hash, list, set, sorted set or
+    stream) holds ``needle`` anywhere."""
+    redis = Redis.from_url(settings.redis_url, decode_responses=True)
+    try:
+        found = []
+        async for key in redis.scan_iter(match=f"{settings.redis_prefix}:*", count=1000):
+            kind = await redis.type(key)
+            value: Any = None
+            if kind == "string":
+                value = await redis.get(key)
+            elif kind == "hash":
+                value = await redis.hgetall(key)  # type: ignore[misc]
+            elif kind == "list":
+                value = await redis.lrange(key, 0, -1)  # type: ignore[misc]
+            elif kind == "set":
+                value = await redis.smembers(key)  # type: ignore[misc]
+            elif kind == "zset":
+                value = await redis.zrange(key, 0, -1)
+            elif kind == "stream":
+                value = await redis.xrange(key)
+            if needle in str(value) or needle in json.dumps(value, default=str):
+                found.append(key)
+        return found
+    finally:
+        await redis.aclose()
+
+
 def high_risk_change(customer: str) -> tuple[str, bytes]:
     """A risk change of tenant acme's customer, low -> high, caused just now."""
     now = datetime.now(UTC)
@@ -355,6 +383,9 @@ async def test_staff_sign_in_by_mail_at_risk_list_language_and_sign_out(
             d.find_element(By.ID, "email").send_keys("mia@example.com")
             d.find_element(By.ID, "send-link").click()
             until(lambda: len(inbox.mail) > sent, "the second sign-in mail")
+            # the note waits with its customer (erased with them), not in the link's record
+            held = asyncio.run(redis_holding(settings, "Prefers Saturdays"))
+            assert len(held) == 1 and held[0].endswith(":dr"), held
             d.get(inbox.link_for("mia@example.com"))
             until(lambda: d.find_elements(By.ID, "confirm"), "the confirm button")
             d.find_element(By.ID, "confirm").click()
@@ -697,6 +728,25 @@ async def test_admin_signs_in_with_an_api_key(settings_factory, tmp_path: Path,
             r = await client.get("/console/customers/c-n1")
             assert 'id="draft"' in r.text and '>from an old tab</textarea>' in r.text
             assert "Staff action" not in r.text  # nothing on the timeline
+            # a draft is about its customer: erasing the customer drops it, note and all (it
+            # stayed with the session, to be given back to whoever opened the page next)
+            secret = "Wants the 2nd refunded; call her after 6"
+            r = await client.post("/console/customers/c-n3/actions",
+                                  data={"action": "other", "note": secret})
+            assert (r.status_code, r.headers["location"]) == (303, "/console/customers/c-n3")
+            assert await redis_holding(settings, secret)  # kept meanwhile
+            async with httpx.AsyncClient(base_url=api.url, headers=ACME, timeout=10) as admin:
+                assert (await admin.delete("/v1/customers/c-n3")).status_code == 204
+            assert await redis_holding(settings, secret) == []
+            redis = Redis.from_url(settings.redis_url, decode_responses=True)
+            try:  # back with new events: their page has nothing of the draft
+                await Seeder(redis, settings).customer("c-n3", tenant="acme", store="north",
+                                                       days_ago=[50, 80], tier="medium")
+            finally:
+                await redis.aclose()
+            shown = (await client.get("/console/customers/c-n3")).text
+            assert 'id="tier"' in shown and 'id="draft"' not in shown and "Wants" not in shown
+            assert '<textarea id="note" name="note" rows="2" maxlength="1000"></textarea>' in shown
             r = await client.post("/console/customers/c-n1/actions", data={"note": "no action"})
             assert r.status_code == 403  # nothing to give back: refused
             shown = (await client.get("/console/customers/c-n1")).text
