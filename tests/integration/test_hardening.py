@@ -206,8 +206,7 @@ def test_redis_down_answers_503_with_retry_after_and_keeps_the_connection(api, o
            "keep-alive connection, an event posted, then Redis restarted on its port and data dir",
            load=f"{len(routes)} routes on one connection, 2 events",
            checked="503 with Retry-After on every route (no 500), the connection still answers "
-           "the next request, console pages answer a page in the person's language (not the "
-           "API's JSON), ingest keeps taking events and their count reaches Redis once it "
+           "the next request, ingest keeps taking events and their count reaches Redis once it "
            "is back",
            sent=len(routes) + 2, lost=len(problems) + int(lost), doubled=0,
            test=f"{HERE}::test_redis_down_answers_503_with_retry_after_and_keeps_the_connection",
