@@ -39,6 +39,7 @@ from services.records.errors import QueryError
 from services.records.holdout import holdout
 from services.records.winback import ACTION_TYPES
 from services.scoring.lifecycle import LIFECYCLE_STAGES, stage_name
+from services.scoring.scorecard import REGULAR
 from services.state.store import StateRead
 from services.web.deps import Res, Resources
 from services.web.params import CustomerId
@@ -287,6 +288,9 @@ async def customer_page(customer_id: CustomerId, request: Request, res: Res) -> 
                 state=state, risk=risk, tier=state.get("tier"),
                 score=float(state["score"]) if state.get("score") else None,
                 reasons=[_text(r, zh) for r in risk.get("reasons") or []],
+                as_usual=bool(risk.get("reasons")) and all(
+                    isinstance(r, dict) and r.get("code") == REGULAR.code
+                    for r in risk.get("reasons") or []),
                 action=_text(risk.get("suggested_action"), zh),
                 held=holdout(state.get("tier"), session.tenant, customer_id,
                              res.settings.holdout_share),

@@ -556,6 +556,9 @@ async def test_admin_signs_in_with_an_api_key(settings_factory, tmp_path: Path,
             # a low-risk customer whose spending is down a little: a reason to keep an eye on
             await Seeder(redis, settings).customer("c-n4", tenant="acme", store="north",
                                                    days_ago=[40, 70, 100], tier="low")
+            # a regular, low risk because nothing changed: "as usual" is why the risk is low
+            await Seeder(redis, settings).customer("c-n5", tenant="acme", store="north",
+                                                   days_ago=[2, 9, 16, 23, 30, 37, 44, 51])
             risk = json.loads(await redis.get(keys.risk("c-n2", "acme")) or "{}")
             risk["reasons"] = [{"code": "tier_raised_by_rule", "weight": 0.0,
                                 "text": "Raised to high by a business rule (score 0.55)",
@@ -656,6 +659,10 @@ async def test_admin_signs_in_with_an_api_key(settings_factory, tmp_path: Path,
             shoot(d, tmp_path, "customer-low.zh-CN")
             d.find_element(By.ID, "language").click()
             until(lambda: "Worth watching" in text(d), "the page in English again")
+            d.get(f"{api.url}/console/customers/c-n5")
+            [heading] = until(lambda: d.find_elements(By.ID, "reasons-heading"), "the reasons")
+            assert heading.text == "Why the risk is low", heading.text
+            assert d.find_element(By.ID, "reasons").text == "Visiting and spending as usual"
             # no win-back action recorded yet: the manager page says so instead of empty charts
             d.get(f"{api.url}/console/manager")
             empty = "No data yet: no win-back action was recorded in the last 90 days."
