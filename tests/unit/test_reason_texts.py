@@ -210,4 +210,7 @@ def test_an_open_complaint_comes_first_in_what_to_do() -> None:
                         text_zh="有1个未解决的投诉", weight=1.0)
     assert suggested_action("medium", [away, complained]).code == "resolve_complaint"
     assert suggested_action("medium", [away]).code == "personal_call"
+    # a customer seen once, long ago, is invited back: not "after the first visit" (296 days
+    # later, in the second console walkthrough)
+    assert suggested_action("medium", [away]).text.endswith("not returned since their first visit")
     assert suggested_action("low", [away, complained]).code == "none"
