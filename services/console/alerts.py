@@ -21,6 +21,7 @@ from services.console import i18n
 from services.console.sessions import Session
 from services.console.web import current_session, here, page, safe_next, signed_in_form, to_sign_in
 from services.records import alertacks
+from services.state.store import StateRead
 from services.web.deps import Res, Resources
 
 router = APIRouter(include_in_schema=False)
@@ -50,11 +51,30 @@ async def inbox(res: Resources, session: Session) -> list[dict[str, Any]]:
     entries = sorted(by_alert.values(), key=lambda e: int(e.get("at_ms") or 0), reverse=True)
     entries = entries[:SHOWN]
     acked = await get_many(redis, [res.keys.ack(e["alert_id"], session.tenant) for e in entries])
-    for e, ack in zip(entries, acked, strict=True):
+    tiers = await _tiers_now(res, session.tenant, [str(e.get("customer_id", "")) for e in entries])
+    for e, ack, tier in zip(entries, acked, tiers, strict=True):
         e["acknowledged"] = ack is not None
+        # a notice that asks for nothing (won back), or an alert whose customer is back to low
+        # risk since: nothing left to act on, no button, not counted as unread
+        ackable = e.get("kind", "alert") in alertacks.ACKABLE
+        e["settled"] = not ackable or tier == "low"
+        e["settled_text"] = "alert_settled" if ackable else f"notice_{e.get('kind')}"
         e["at"] = iso_ms(e.get("at_ms"))
         e["href"] = f"/console/customers/{quote(str(e.get('customer_id', '')), safe='')}"
     return entries
+
+
+async def _tiers_now(res: Resources, tenant: str, customer_ids: list[str]) -> list[str | None]:
+    """Each customer's tier now (None: not scored, or erased), one round trip."""
+    if not customer_ids:
+        return []
+    reader = StateRead(res.keys, ["tier"], risk=False)
+    pipe = res.redis.pipeline(transaction=False)
+    for cid in customer_ids:
+        reader.queue(pipe, cid, tenant)
+    raw = await pipe.execute()
+    n = reader.size
+    return [reader.result(raw[n * i:n * i + n]).get("tier") for i in range(len(customer_ids))]
 
 
 @router.get("/console/alerts")

@@ -281,7 +281,9 @@ async def customer_page(customer_id: CustomerId, request: Request, res: Res) -> 
         *(str(e["data"].get("staff_id") or "") for e in entries if e["kind"] == "staff_action"),
         *(str(e["data"].get("by") or "") for e in entries if e["kind"] == "acknowledged"),
         profile.owner_staff_id if profile is not None and profile.owner_staff_id else ""})
-    unacked = await alerts.unacknowledged(res, session, entries)
+    # a customer back to low risk leaves nothing to acknowledge (their alerts are settled)
+    unacked = [] if state.get("tier") == "low" else await alerts.unacknowledged(res, session,
+                                                                                 entries)
     return page("customer.html.j2", request, locale=session.locale, session=session,
                 unacked=unacked, page_path=f"/console/customers/{quote(customer_id, safe='')}",
                 csrf=session.csrf, customer_id=customer_id, profile=profile, contact=contact,

@@ -150,7 +150,8 @@ async def current_session(request: Request, res: Resources) -> Session | None:
         from services.console.alerts import inbox
 
         entries = await inbox(res, session)
-        request.state.console_badge = sum(1 for e in entries if not e["acknowledged"])
+        request.state.console_badge = sum(1 for e in entries
+                                          if not e["acknowledged"] and not e["settled"])
     return session
 
 

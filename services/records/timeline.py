@@ -91,6 +91,8 @@ async def read(redis: Redis, keys: Keys, customer_id: str, tenant: str, *, limit
     for raw in dl:
         e = _entry(raw, "notification")
         if e is not None:
+            if e["kind"] != "notification":  # what the notice was: alert, won_back, escalation...
+                e["data"]["kind"] = e["kind"]
             e["kind"] = "notification"
             if "event_id" in e["data"]:
                 e["data"]["alert_id"] = e["data"].pop("event_id")

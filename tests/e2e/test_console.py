@@ -868,7 +868,7 @@ async def test_a_mailed_alert_is_acknowledged_and_its_complaint_resolved_in_the_
     try:
         await asyncio.gather(*(asyncio.to_thread(p.start) for p in (api, scorer, notifier)))
         now = datetime.now(UTC)
-        events = [e for cid in ("c-k1", "c-k2", "c-k3", "c-k4") for e in regular(
+        events = [e for cid in ("c-k1", "c-k2", "c-k3", "c-k4", "c-k5") for e in regular(
             cid, every_days=7, count=6, start=now - timedelta(days=36), store="north") + [
             complaint(cid, now - timedelta(hours=1), 1, ref="cmp-7")]]
         for e in events:
@@ -879,7 +879,7 @@ async def test_a_mailed_alert_is_acknowledged_and_its_complaint_resolved_in_the_
                 "store_id": "north", "role": "manager", "locale": "en"})
             assert r.status_code == 200, r.text
             for cid, name in (("c-k1", "Kim Kale"), ("c-k2", "Kai Kerr"), ("c-k3", "Kit Kay"),
-                              ("c-k4", "Kay Kent")):
+                              ("c-k4", "Kay Kent"), ("c-k5", "Kip Kahn")):
                 r = await client.put(f"/v1/customers/{cid}/profile", json={
                     "name": name, "store_id": "north", "owner_staff_id": "m-north"})
                 assert r.status_code == 200, r.text
@@ -888,7 +888,8 @@ async def test_a_mailed_alert_is_acknowledged_and_its_complaint_resolved_in_the_
             return any(name in str(m["Subject"]) + str(m.get_body(("plain",)) or "")
                        for m in inbox.mail if "mia@example.com" in str(m["To"]))
         await asyncio.to_thread(until, lambda: all(map(mailed, ("Kim Kale", "Kai Kerr", "Kit Kay",
-                                                                "Kay Kent"))), "the alert mails", 30)
+                                                                "Kay Kent", "Kip Kahn"))),
+                                "the alert mails", 30)
         [body] = [b for m in inbox.mail if (b := m.get_body(("plain",))) is not None
                   and "Kim Kale" in str(m["Subject"]) + b.get_content()]
         ack_link = re.search(r"http://[^/\s]+(/a/[A-Za-z0-9_-]+)", body.get_content())
@@ -993,6 +994,23 @@ async def test_a_mailed_alert_is_acknowledged_and_its_complaint_resolved_in_the_
             r = await client.post("/v1/customers/c-k3/actions",
                                   json={"action": "message_sent", "staff_id": "m-north"})
             assert r.status_code == 201 and r.json()["acknowledged_alerts"] == [], r.text
+            # the notice a timeline entry was (an alert here), not just "a notification"
+            told = (await client.get("/v1/customers/c-k4/timeline")).json()["entries"]
+            assert {e["data"].get("kind") for e in told if e["kind"] == "notification"} == {
+                "alert"}, told
+            # the POS resolves Kip's complaint: back to low risk, his alert is settled
+            resolved = complaint("c-k5", datetime.now(UTC) - timedelta(minutes=30), 9,
+                                 ref="cmp-7", status="resolved")
+            resolved["tenant_id"] = "acme"
+            assert (await client.post("/v1/events", json=[resolved])).status_code == 202
+
+            async def tier(cid: str) -> str:
+                return str((await client.get(f"/v1/customers/{cid}/risk")).json().get("tier"))
+            for _ in range(300):
+                if await tier("c-k5") == "low":
+                    break
+                await asyncio.sleep(0.1)
+            assert await tier("c-k5") == "low"
 
         def staff_alerts() -> None:
             """Mia, signed in by mail, finds the alerts mailed to her on the console's alerts
@@ -1021,16 +1039,23 @@ async def test_a_mailed_alert_is_acknowledged_and_its_complaint_resolved_in_the_
             until(lambda: d.current_url.endswith("/console/alerts"), "the alerts page")
             [listed] = until(lambda: d.find_elements(By.ID, "alerts"), "the alert list")
             rows = listed.find_elements(By.CSS_SELECTOR, "li.alert")
-            assert len(rows) == 4, listed.text  # one per alert, mailed
+            assert len(rows) == 5, listed.text  # one per alert, mailed
             assert all("e-mail" in r.text for r in rows), listed.text
             [unread] = listed.find_elements(By.CSS_SELECTOR, "li.unread")
             assert "Kay Kent" in unread.text, unread.text  # the others acted on: acknowledged
+            # Kip is back to low risk: nothing to do, no button, not counted
+            [kip] = [r for r in rows if "Kip Kahn" in r.text]
+            assert "back to low risk since: nothing to do" in kip.text, kip.text
+            assert not kip.find_elements(By.TAG_NAME, "button")
             assert d.find_element(By.ID, "badge").text == "1"
             fits(d)
             shoot(d, tmp_path, "alerts-mailed.en")
             unread.find_element(By.TAG_NAME, "button").click()
             until(lambda: not d.find_elements(By.CSS_SELECTOR, "li.unread"), "acknowledged")
             assert not d.find_elements(By.ID, "badge")
+            d.get(f"{api.url}/console/customers/c-k5")  # and nothing to acknowledge there
+            until(lambda: d.find_elements(By.ID, "timeline"), "Kip's page")
+            assert not d.find_elements(By.ID, "unacked")
 
         await asyncio.to_thread(staff_alerts)
         async with httpx.AsyncClient(base_url=api.url, headers=ACME, timeout=10) as client:
