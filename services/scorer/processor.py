@@ -1074,7 +1074,12 @@ class Processor:
 
     @staticmethod
     def _due(now: int, a: Assessment) -> int:
-        """When to look at a silent customer again: a quarter of their cadence, 1-7 days."""
+        """When to look at a silent customer again: a customer at risk (medium, high) the next
+        day — staff read their reasons ("135 days since the last visit") and act on them, and a
+        week-old count read wrong beside "Last seen" (third console walkthrough) —, anyone
+        else after a quarter of their cadence, 1-7 days."""
+        if a.tier != "low":
+            return now + DAY_MS
         cadence = a.features.get("cadence_median_days", 30.0)
         return now + int(min(max(cadence / 4.0, 1.0), 7.0) * DAY_MS)
 
