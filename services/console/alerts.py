@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from services.alerting.acks import InvalidAck
 from services.alerting.alerts import find_alert
+from services.common.profiles import CustomerProfile
 from services.common.redisconn import get_many
 from services.common.timefmt import iso_ms
 from services.console import i18n
@@ -51,9 +52,12 @@ async def inbox(res: Resources, session: Session) -> list[dict[str, Any]]:
     entries = sorted(by_alert.values(), key=lambda e: int(e.get("at_ms") or 0), reverse=True)
     entries = entries[:SHOWN]
     acked = await get_many(redis, [res.keys.ack(e["alert_id"], session.tenant) for e in entries])
-    tiers = await _tiers_now(res, session.tenant, [str(e.get("customer_id", "")) for e in entries])
-    for e, ack, tier in zip(entries, acked, tiers, strict=True):
+    now = await _customers_now(res, session.tenant,
+                               [str(e.get("customer_id", "")) for e in entries])
+    t = i18n.words(session.locale)
+    for e, ack, (tier, name) in zip(entries, acked, now, strict=True):
         e["acknowledged"] = ack is not None
+        e["title"] = _title(e, t, name)
         # a notice that asks for nothing (won back), or an alert whose customer is back to low
         # risk since: nothing left to act on, no button, not counted as unread
         ackable = e.get("kind", "alert") in alertacks.ACKABLE
@@ -64,17 +68,41 @@ async def inbox(res: Resources, session: Session) -> list[dict[str, Any]]:
     return entries
 
 
-async def _tiers_now(res: Resources, tenant: str, customer_ids: list[str]) -> list[str | None]:
-    """Each customer's tier now (None: not scored, or erased), one round trip."""
+async def _customers_now(res: Resources, tenant: str, customer_ids: list[str]
+                         ) -> list[tuple[str | None, str | None]]:
+    """Each customer's (tier now, name from their profile): None when not scored or erased,
+    or without a name; one round trip."""
     if not customer_ids:
         return []
     reader = StateRead(res.keys, ["tier"], risk=False)
     pipe = res.redis.pipeline(transaction=False)
     for cid in customer_ids:
         reader.queue(pipe, cid, tenant)
+        pipe.get(res.keys.profile(cid, tenant))
     raw = await pipe.execute()
-    n = reader.size
-    return [reader.result(raw[n * i:n * i + n]).get("tier") for i in range(len(customer_ids))]
+    n = reader.size + 1
+    out: list[tuple[str | None, str | None]] = []
+    for i in range(len(customer_ids)):
+        tier = reader.result(raw[n * i:n * i + reader.size]).get("tier")
+        blob = raw[n * i + reader.size]
+        try:
+            name = CustomerProfile.model_validate_json(blob).name if blob else None
+        except ValueError:
+            name = None
+        out.append((tier, name))
+    return out
+
+
+def _title(entry: dict[str, Any], t: dict[str, str], name: str | None) -> str:
+    """The alert in the reader's words: "<name> is now high churn risk (was medium)" from
+    the tier change it announced; an entry written before it said so, its message's subject
+    without the mail's "[churnwatch]" tag."""
+    tier, previous = entry.get("tier"), entry.get("previous_tier")
+    who = name or str(entry.get("customer_id", ""))
+    if tier in ("low", "medium", "high") and previous in ("low", "medium", "high"):
+        return t["alert_title"].format(name=who, tier=t[tier], previous=t[previous])
+    subject = str(entry.get("subject") or who)
+    return subject.split("] ", 1)[1] if subject.startswith("[") and "] " in subject else subject
 
 
 @router.get("/console/alerts")

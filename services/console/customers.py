@@ -289,7 +289,11 @@ async def customer_page(customer_id: CustomerId, request: Request, res: Res) -> 
                 csrf=session.csrf, customer_id=customer_id, profile=profile, contact=contact,
                 state=state, risk=risk, tier=state.get("tier"),
                 score=float(state["score"]) if state.get("score") else None,
-                reasons=[_text(r, zh) for r in risk.get("reasons") or []],
+                # what holds first; that a rule or hysteresis holds the tier after it (read
+                # first, "Held at high: score 0.73 is still above the exit level" hid why)
+                reasons=[_text(r, zh) for r in sorted(
+                    risk.get("reasons") or [],
+                    key=lambda r: isinstance(r, dict) and str(r.get("code", "")).startswith("tier_"))],
                 as_usual=bool(risk.get("reasons")) and all(
                     isinstance(r, dict) and r.get("code") == REGULAR.code
                     for r in risk.get("reasons") or []),

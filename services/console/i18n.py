@@ -78,7 +78,7 @@ TEXT: dict[str, dict[str, str]] = {
         "owner": "Owner", "value_tier": "Value", "lifecycle": "Stage",
         "reasons": "Why", "score_over_time": "Score over time", "timeline": "Timeline",
         # a low-risk customer's reasons are things to keep an eye on, not why they are at risk
-        "alert_settled": "back to low risk since: nothing to do", "reasons_low": "Worth watching", "reasons_usual": "Why the risk is low",
+        "alert_settled": "back to low risk since: nothing to do", "alert_title": "{name}: {previous} → {tier} churn risk", "reasons_low": "Worth watching", "reasons_usual": "Why the risk is low",
         "raised_by_rule": "raised by a rule", "held_above_score": "tier held above the score",
         "record_action": "Record what you did", "note": "Note (optional)", "save": "Save",
         "recorded": "Recorded. It is on the timeline.",
@@ -190,7 +190,7 @@ TEXT: dict[str, dict[str, str]] = {
         "profile": "客户资料", "contact": "联系方式", "no_contact": "客户未同意任何联系方式。",
         "owner": "负责人", "value_tier": "价值", "lifecycle": "阶段",
         "reasons": "原因", "score_over_time": "评分变化", "timeline": "时间线",
-        "alert_settled": "此后已恢复低风险，无需处理", "reasons_low": "值得留意", "reasons_usual": "风险低的原因",
+        "alert_settled": "此后已恢复低风险，无需处理", "alert_title": "{name}：流失风险 {previous} → {tier}", "reasons_low": "值得留意", "reasons_usual": "风险低的原因",
         "raised_by_rule": "由业务规则提升", "held_above_score": "等级保持高于评分",
         "record_action": "记录跟进行动", "note": "备注（可选）", "save": "保存",
         "recorded": "已记录，可在时间线中查看。",

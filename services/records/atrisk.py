@@ -115,13 +115,18 @@ def _item(cid: str, tenant: str, state: list[str | None], prio: str,
     tier, score, store, last_ts, risk_raw = state
     risk = json.loads(risk_raw) if risk_raw else {}
     reasons = risk.get("reasons") or []
+    action = risk.get("suggested_action") or {}
+    # what holds, not that a rule, hysteresis or dwell holds the tier (reasons[0] then); and
+    # the complaint when the action is to resolve it (the card read "49 days since the only
+    # visit" beside "Resolve the open complaint first")
+    told = [r for r in reasons if not str(r.get("code", "")).startswith("tier_")]
+    if action.get("code") == "resolve_complaint":
+        told = [r for r in told if r.get("code") == "open_complaint"] or told
     return {
         "customer_id": cid, "tier": tier, "score": float(score or 0.0),
         "priority": max(float(prio), 0.0), "value_tier": risk.get("value_tier"),
         "lifecycle_stage": stage_name(risk.get("lifecycle_stage")),
-        # what holds, not that a rule, hysteresis or dwell holds the tier (reasons[0] then)
-        "top_reason": next((r for r in reasons if not str(r.get("code", "")).startswith("tier_")),
-                           reasons[0] if reasons else None),
+        "top_reason": told[0] if told else (reasons[0] if reasons else None),
         "suggested_action": risk.get("suggested_action"), "store_id": store,
         "owner_staff_id": profile.owner_staff_id if profile else None,
         "name": profile.name if profile else None,

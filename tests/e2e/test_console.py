@@ -354,6 +354,8 @@ async def test_staff_sign_in_by_mail_at_risk_list_language_and_sign_out(
             until(lambda: d.find_elements(By.ID, "recorded"), "the recorded action")
             timeline = d.find_element(By.ID, "timeline").text
             assert "Called" in timeline and "Booked for Friday" in timeline
+            # its own lines, as typed (a multi-line note read as one line)
+            assert "“Booked for Friday\nafter 3pm”" in timeline, timeline
             # the note is optional: an action without one is recorded and the page still opens
             d.find_element(By.ID, "action-message_sent").click()
             until(lambda: "Message sent" in d.find_element(By.ID, "timeline").text,
@@ -638,7 +640,9 @@ async def test_admin_signs_in_with_an_api_key(settings_factory, tmp_path: Path,
             ring = chart.find_element(By.CSS_SELECTOR, "circle.raised")
             assert ring.get_attribute("stroke") == "#b42318"  # high
             assert "raised by a rule" in chart.find_element(By.CSS_SELECTOR, "text.legend").text
-            assert "Raised to high by a business rule" in d.find_element(By.ID, "reasons").text
+            told = d.find_element(By.ID, "reasons").text.splitlines()
+            # what holds first, that a rule raised the tier after it (it hid why, first)
+            assert told[-1].startswith("Raised to high by a business rule"), told
             fits(d)
             assert label_px(d) >= 11, label_px(d)  # readable on a phone
             shoot(d, tmp_path, "customer-raised.en")
@@ -1043,6 +1047,9 @@ async def test_a_mailed_alert_is_acknowledged_and_its_complaint_resolved_in_the_
             assert all("e-mail" in r.text for r in rows), listed.text
             [unread] = listed.find_elements(By.CSS_SELECTOR, "li.unread")
             assert "Kay Kent" in unread.text, unread.text  # the others acted on: acknowledged
+            # in the page's words, not the mail's subject with its "[churnwatch]" tag
+            assert "Kay Kent: low → medium churn risk" in unread.text, unread.text
+            assert "[churnwatch]" not in listed.text
             # Kip is back to low risk: nothing to do, no button, not counted
             [kip] = [r for r in rows if "Kip Kahn" in r.text]
             assert "back to low risk since: nothing to do" in kip.text, kip.text

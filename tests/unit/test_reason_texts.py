@@ -214,3 +214,37 @@ def test_an_open_complaint_comes_first_in_what_to_do() -> None:
     # later, in the second console walkthrough)
     assert suggested_action("medium", [away]).text.endswith("not returned since their first visit")
     assert suggested_action("low", [away, complained]).code == "none"
+
+
+def test_frequency_reasons_count_days_not_visits() -> None:
+    """The features count the days a customer came; "3 visits in the last year" read wrong
+    beside a timeline day of ten visits (third console walkthrough)."""
+    from services.scoring.scorecard import _frequency_decline
+    f = {"active_days_90": 1.0, "active_days_365": 3.0, "tenure_days": 400.0,
+         "has_cadence": 1.0}
+    assert _frequency_decline(f) == ("Comes rarely: on 3 days in the last year",
+                                     "到店不频繁：近一年仅3天到店")
+    f = {"active_days_90": 1.0, "active_days_365": 24.0, "tenure_days": 400.0,
+         "has_cadence": 1.0}
+    assert _frequency_decline(f) == ("Came on 1 day in the last 90; usually about 6",
+                                     "近90天有1天到店；平时约6天")
+
+
+def test_the_list_card_tells_the_complaint_it_says_to_resolve() -> None:
+    """The at-risk card read "Why: 49 days since the only visit, and no return yet" beside
+    "Suggested action: Resolve the open complaint first" (third console walkthrough): the
+    complaint it says to resolve is its reason; a tier_* reason is never the card's."""
+    import json
+
+    from services.records.atrisk import _item
+
+    risk = {"reasons": [
+        {"code": "tier_held_hysteresis", "text": "Held at high", "weight": 0.0},
+        {"code": "no_return", "text": "49 days since the only visit, and no return yet"},
+        {"code": "open_complaint", "text": "1 unresolved complaint"}],
+        "suggested_action": {"code": "resolve_complaint", "text": "Resolve it first"}}
+    item = _item("c1", "t", ["high", "0.7", "s1", "0", json.dumps(risk)], "0.7", None, 0.0)
+    assert item["top_reason"]["code"] == "open_complaint"
+    risk["suggested_action"] = {"code": "personal_call", "text": "Call"}
+    item = _item("c1", "t", ["high", "0.7", "s1", "0", json.dumps(risk)], "0.7", None, 0.0)
+    assert item["top_reason"]["code"] == "no_return"

@@ -106,10 +106,21 @@ class ConsoleList:
             return False
         await self.add(staff_id, message.tenant, f"sent:{message.event_id}", {
             "alert_id": message.event_id, "customer_id": message.customer_id,
-            "kind": message.kind, "subject": message.subject,
+            "kind": message.kind, "subject": message.subject, **_tiers(message.event),
             "at_ms": message.created_ms or int(time.time() * 1000),
             "via": [message.channel]}, merge=True)
         return True
+
+
+def _tiers(event: bytes) -> dict[str, str]:
+    """The tier change a risk-change CloudEvent announces (``tier``, ``previous_tier``), for
+    the console to word the alert in the reader's language; empty if it does not say."""
+    try:
+        doc = json.loads(event)
+        data = doc.get("data") or doc  # a CloudEvent, or a bare risk change
+        return {k: str(data[k]) for k in ("tier", "previous_tier") if data.get(k)}
+    except (ValueError, AttributeError, TypeError):
+        return {}
 
 
 class InAppChannel:
@@ -121,7 +132,7 @@ class InAppChannel:
     async def send(self, message: Message) -> None:
         entry = {"alert_id": message.event_id, "customer_id": message.customer_id,
                  "kind": message.kind, "subject": message.subject, "text": message.text,
-                 "at_ms": message.created_ms or int(time.time() * 1000)}
+                 **_tiers(message.event), "at_ms": message.created_ms or int(time.time() * 1000)}
         try:
             await self.list.add(message.to, message.tenant, message.delivery_id, entry)
         except RedisError as exc:
