@@ -40,7 +40,15 @@ def staff_phone(store_index: int, role: int) -> str:
     return f"+1{201 + store_index}5550{100 + role}"
 
 
+# the scripted customers (services/demo/feed.py) by the first name their id gives, so the
+# README's `demo-ana-regular` is Ana in the console and the mails, not a random name
+SCRIPTED_NAMES = {"demo-ana-regular": "Ana Silva", "demo-li-bigspender": "Li Wei",
+                  "demo-sam-complainer": "Sam Carter", "demo-jo-recovered": "Jo Baker"}
+
+
 def customer_name(customer_id: str, seed: int) -> str:
+    if customer_id in SCRIPTED_NAMES:
+        return SCRIPTED_NAMES[customer_id]
     rng = random.Random(f"{seed}-{customer_id}")
     return f"{rng.choice(FIRST)} {rng.choice(LAST)}"
 

@@ -214,6 +214,11 @@ def test_story_has_drama_in_the_live_window() -> None:
     for _, e in story.live:
         _, errs = validate_event(e)
         assert errs == []
+    # the README's scripted customers go by the names their ids give (the walkthrough met
+    # `demo-ana-regular` as "Kenji Ito")
+    from services.demo.people import customer_name
+    assert customer_name("demo-ana-regular", 7) == "Ana Silva"
+    assert customer_name("demo-li-bigspender", 3) == "Li Wei"
 
 
 async def test_main_posts_until_sigterm_then_exits_0() -> None:
