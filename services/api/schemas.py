@@ -59,6 +59,9 @@ class AtRiskItem(BaseModel):
     value_tier: str | None = None
     lifecycle_stage: str | None = None
     top_reason: Reason | None = None
+    tier_reason: Reason | None = Field(
+        None, description="Why the tier is above what the score alone gives (a business "
+        "rule, hysteresis or minimum dwell: a `tier_*` reason), else null.")
     suggested_action: SuggestedAction | None = None
     store_id: str | None = None
     owner_staff_id: str | None = None

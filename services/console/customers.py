@@ -154,6 +154,7 @@ async def at_risk_page(request: Request, res: Res, tier: str = "high", store: st
     zh = session.locale == "zh-CN"
     for item in listing["items"]:
         item["why"] = _text(item.get("top_reason"), zh)
+        item["held"] = _text(item.get("tier_reason"), zh)
         item["todo"] = _text(item.get("suggested_action"), zh)
         item["year_spend"] = _year_spend(item)
     total = int(await res.redis.zcard(res.keys.tier_index(tier, session.tenant, scoped)))

@@ -599,6 +599,10 @@ async def test_admin_signs_in_with_an_api_key(settings_factory, tmp_path: Path,
             [listed] = until(lambda: d.find_elements(By.ID, "customers"), "north's customers")
             assert "Alice Liddell" in listed.text and "Sam South" not in listed.text
             assert d.find_element(By.ID, "count").text.startswith("2 customers")
+            # a tier a rule raised above the score's says so on its card ("high · 0.55"
+            # read as a contradiction)
+            held = listed.find_element(By.CSS_SELECTOR, "li[data-customer='c-n2'] .held")
+            assert held.text.startswith("Raised to high by a business rule"), held.text
             fits(d)
             shoot(d, tmp_path, "at-risk-store.en")
             d.find_element(By.ID, "tier-medium").click()
