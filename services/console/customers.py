@@ -163,13 +163,18 @@ async def at_risk_page(request: Request, res: Res, tier: str = "high", store: st
     count = _count_line(t, shown=shown, start=first, total=total,
                         filtered=any(kept.values()),
                         paged=bool(listing["next_cursor"]))
-    if owner is None and session.kind == "staff" and session.role != "manager":
-        filters["mine"] = session.staff_id or ""
+    # owners to choose by name (a staff id typed by hand was the only way, and a name as the
+    # page shows it found nobody): the tenant's staff of the stores this person sees
+    staff = [m for m in await ProfileStore(res.redis, res.keys).list_staff(session.tenant)
+             if session.stores is None or m.store_id in session.stores]
+    owners = [(m.staff_id, m.name or m.staff_id) for m in staff]
+    if kept["owner"] and kept["owner"] not in {sid for sid, _ in owners}:
+        owners.append((kept["owner"], kept["owner"]))  # a bookmark's: kept, shown as it is
     return page("at_risk.html.j2", request, locale=session.locale, session=session,
                 csrf=session.csrf, page=listing, tier=tier, tiers=("high", "medium"),
                 store=scoped, stores=stores, all_stores=not bound, here=here(request),
                 filters=filters,
-                value_tiers=VALUE_TIERS, stages=STAGES, count=count,
+                value_tiers=VALUE_TIERS, stages=STAGES, count=count, owners=owners,
                 tier_links={name: link(tier=name) for name in ("high", "medium")},
                 next_link=link(cursor=listing["next_cursor"], start=str(first + shown))
                 if listing["next_cursor"] else None)

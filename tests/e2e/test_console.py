@@ -337,6 +337,15 @@ async def test_staff_sign_in_by_mail_at_risk_list_language_and_sign_out(
             until(lambda: "value=high" in d.current_url, "the filtered list")
             assert "Alice Liddell" not in text(d)
             d.get(f"{api.url}/console/at-risk")
+            # owners are chosen by name (a staff id typed by hand was the only way)
+            owner = Select(until(lambda: d.find_elements(By.ID, "filter-owner"), "owners")[0])
+            assert [o.text for o in owner.options] == ["—", "李娜", "Mia North"]
+            owner.select_by_visible_text("Mia North")
+            d.find_element(By.ID, "filter-apply").click()
+            until(lambda: "owner=m-north" in d.current_url, "Mia's customers")
+            [listed] = until(lambda: d.find_elements(By.ID, "customers"), "the list")
+            assert "Alice Liddell" in listed.text and "王芳" not in listed.text
+            d.get(f"{api.url}/console/at-risk")
             # open the customer, record what was done, see it on the timeline
             d.find_element(By.LINK_TEXT, "Alice Liddell").click()
             until(lambda: "/console/customers/c-n1" in d.current_url, "the customer page")
