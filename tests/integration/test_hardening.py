@@ -157,7 +157,10 @@ def test_redis_down_answers_503_with_retry_after_and_keeps_the_connection(api, o
                 ("GET", "/console/at-risk", "zh-CN,zh;q=0.9", "控制台暂时无法使用"),
                 ("GET", "/console/customers/alice", "en-GB,en;q=0.8",
                  "The console is briefly unavailable"),
-                ("POST", "/console/customers/alice/actions", "en", "Please try again")):
+                ("POST", "/console/customers/alice/actions", "en", "Please try again"),
+                # a one-click acknowledge link from a mail: words, not the API's JSON
+                ("GET", "/a/AbCdEfGhIjKlMnOpQrStUv", "zh-CN", "暂时无法使用"),
+                ("POST", "/a/AbCdEfGhIjKlMnOpQrStUv", "en", "Open the link again")):
             r = httpx.request(method, f"{proc.url}{path}", headers={"accept-language": lang},
                               cookies=signed_in, data={"action": "called"} if method == "POST"
                               else None, timeout=30)

@@ -172,7 +172,9 @@ _TEXTS = {
                     "customer's page.",
            "still_about": "You can still acknowledge the alert about "
                           "<strong>{customer}</strong> on their page in the staff console.",
-           "console_home": "Open the staff console"},
+           "console_home": "Open the staff console",
+           "busy": "Briefly unavailable",
+           "busy_text": "Nothing was changed. Open the link again in a moment."},
     "zh-CN": {"ask": "确认此提醒？",
               "ask_text": "以 <strong>{by}</strong> 的身份确认关于 <strong>{customer}</strong> "
                           "的提醒：将不再升级给门店经理。",
@@ -187,7 +189,9 @@ _TEXTS = {
               "expired_text": "确认链接只在一段时间内有效，此链接已过期。",
               "still": "您仍可在员工控制台中该客户的页面上确认提醒。",
               "still_about": "您仍可在员工控制台中 <strong>{customer}</strong> 的页面上确认此提醒。",
-              "console_home": "打开员工控制台"},
+              "console_home": "打开员工控制台",
+              "busy": "暂时无法使用",
+              "busy_text": "没有任何更改。请稍后再打开此链接。"},
 }
 
 
@@ -228,9 +232,16 @@ def unknown_link_page(request: Request, status_code: int) -> HTMLResponse:
 
 def link_error_page(request: Request, status_code: int) -> HTMLResponse | None:
     """The page for an acknowledge link's address no route takes (a malformed token, extra
-    path segments: a link garbled in copying); None for any other address."""
-    if request.url.path.startswith(LINK_PATH) and status_code in (400, 404, 422):
+    path segments: a link garbled in copying) or that cannot be served now (503: Redis
+    away); None for any other address."""
+    if not request.url.path.startswith(LINK_PATH):
+        return None
+    if status_code in (400, 404, 422):
         return unknown_link_page(request, status_code)
+    if status_code == 503:  # the state store away: said in words, not the API's JSON
+        t = _TEXTS[locale_of(request.headers.get("accept-language"))]
+        return _page(503, t["busy"], html.escape(t["busy_text"]),
+                     lang=locale_of(request.headers.get("accept-language")))
     return None
 
 
