@@ -207,12 +207,15 @@ async def _staff_names(res: Resources, tenant: str, ids: set[str]) -> dict[str, 
     return {i: m.name for i, m in zip(ordered, members, strict=True) if m is not None and m.name}
 
 
-def _offered(risk: dict[str, Any], draft: Draft | None) -> tuple[str, ...]:
+def _offered(risk: dict[str, Any], draft: Draft | None, just_resolved: bool = False
+             ) -> tuple[str, ...]:
     """The actions the page offers: "Complaint resolved" only while a complaint is open (or
     it is the unsaved form given back); on anyone else it would record a resolution of
-    nothing."""
+    nothing. Not right after it was pressed (``just_resolved``): the score still counts the
+    complaint until the scorer has read its resolution, and the button read as not done."""
     open_now = (risk.get("features") or {}).get("open_complaints") or 0
-    keep = open_now > 0 or (draft is not None and draft.action == "complaint_resolved")
+    keep = (open_now > 0 and not just_resolved) or (
+        draft is not None and draft.action == "complaint_resolved")
     return tuple(a for a in ACTION_TYPES if keep or a != "complaint_resolved")
 
 
@@ -307,7 +310,8 @@ async def customer_page(customer_id: CustomerId, request: Request, res: Res) -> 
                 held=holdout(state.get("tier"), session.tenant, customer_id,
                              res.settings.holdout_share),
                 last_seen=iso_ms(state.get("last_ts")), chart=chart, entries=entries,
-                actions=_offered(risk, draft),
+                actions=_offered(risk, draft, bool(
+                    _count_param(request.query_params.get("resolved")))),
                 recorded=request.query_params.get("recorded") == "1",
                 resolved=_count_param(request.query_params.get("resolved")),
                 names=names, draft=draft,

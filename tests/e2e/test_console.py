@@ -942,6 +942,8 @@ async def test_a_mailed_alert_is_acknowledged_and_its_complaint_resolved_in_the_
             until(lambda: "recorded=1" in d.current_url, "the action recorded")
             [said] = until(lambda: d.find_elements(By.ID, "recorded"), "the confirmation")
             assert "The open complaint is marked resolved" in said.text, said.text
+            # not offered again while the scorer reads the resolution (it read as not done)
+            assert not d.find_elements(By.ID, "action-complaint_resolved")
 
             def resolved() -> bool:
                 d.refresh()
