@@ -29,10 +29,13 @@ router = APIRouter(include_in_schema=False)
 SHOWN = 50
 
 
-async def inbox(res: Resources, session: Session) -> list[dict[str, Any]]:
+async def inbox(res: Resources, session: Session, *, titled: bool = True
+                ) -> list[dict[str, Any]]:
     """The staff member's alerts, newest first, each marked acknowledged or not: those routed
     to the console (in-app) and those delivered to them by e-mail or SMS (the notifier lists
-    them here once delivered), one entry per alert with ``via`` the channels it came by."""
+    them here once delivered), one entry per alert with ``via`` the channels it came by.
+    ``titled=False`` (the badge every page counts): without the words of each, so without
+    reading the customers' profiles."""
     if not session.staff_id:
         return []
     redis: Redis = res.redis
@@ -53,11 +56,11 @@ async def inbox(res: Resources, session: Session) -> list[dict[str, Any]]:
     entries = entries[:SHOWN]
     acked = await get_many(redis, [res.keys.ack(e["alert_id"], session.tenant) for e in entries])
     now = await _customers_now(res, session.tenant,
-                               [str(e.get("customer_id", "")) for e in entries])
+                               [str(e.get("customer_id", "")) for e in entries], names=titled)
     t = i18n.words(session.locale)
     for e, ack, (tier, name) in zip(entries, acked, now, strict=True):
         e["acknowledged"] = ack is not None
-        e["title"] = _title(e, t, name)
+        e["title"] = _title(e, t, name) if titled else ""
         # a notice that asks for nothing (won back), or an alert whose customer is back to low
         # risk since: nothing left to act on, no button, not counted as unread
         ackable = e.get("kind", "alert") in alertacks.ACKABLE
@@ -68,23 +71,24 @@ async def inbox(res: Resources, session: Session) -> list[dict[str, Any]]:
     return entries
 
 
-async def _customers_now(res: Resources, tenant: str, customer_ids: list[str]
-                         ) -> list[tuple[str | None, str | None]]:
-    """Each customer's (tier now, name from their profile): None when not scored or erased,
-    or without a name; one round trip."""
+async def _customers_now(res: Resources, tenant: str, customer_ids: list[str], *,
+                         names: bool = True) -> list[tuple[str | None, str | None]]:
+    """Each customer's (tier now, name from their profile, when ``names``): None when not
+    scored or erased, or without a name; one round trip."""
     if not customer_ids:
         return []
     reader = StateRead(res.keys, ["tier"], risk=False)
     pipe = res.redis.pipeline(transaction=False)
     for cid in customer_ids:
         reader.queue(pipe, cid, tenant)
-        pipe.get(res.keys.profile(cid, tenant))
+        if names:
+            pipe.get(res.keys.profile(cid, tenant))
     raw = await pipe.execute()
-    n = reader.size + 1
+    n = reader.size + int(names)
     out: list[tuple[str | None, str | None]] = []
     for i in range(len(customer_ids)):
         tier = reader.result(raw[n * i:n * i + reader.size]).get("tier")
-        blob = raw[n * i + reader.size]
+        blob = raw[n * i + reader.size] if names else None
         try:
             name = CustomerProfile.model_validate_json(blob).name if blob else None
         except ValueError:

@@ -149,7 +149,7 @@ async def current_session(request: Request, res: Resources) -> Session | None:
     if session is not None and session.staff_id:
         from services.console.alerts import inbox
 
-        entries = await inbox(res, session)
+        entries = await inbox(res, session, titled=False)
         request.state.console_badge = sum(1 for e in entries
                                           if not e["acknowledged"] and not e["settled"])
     return session
