@@ -656,6 +656,11 @@ class Processor:
 
     # silence ----------------------------------------------------------------------------
     async def sweep(self, partitions: Iterable[int]) -> int:
+        """:meth:`_sweep`, with no cycle collection while it runs (as :meth:`process`)."""
+        with gc_paused():
+            return await self._sweep(partitions)
+
+    async def _sweep(self, partitions: Iterable[int]) -> int:
         """Re-score customers whose due time has passed on their tenant's clock: bounded
         work, no scans (one round trip finds the due customers of every tenant and partition)."""
         redis = self.store.redis
@@ -721,6 +726,13 @@ class Processor:
 
     # model switch -----------------------------------------------------------------------
     async def rescore_step(self, partitions: Iterable[int], *, budget: int) -> int:
+        """:meth:`_rescore_step`, with no cycle collection while it runs: a step of a
+        thousand customers makes some hundred thousand young objects, all freed by
+        refcounting when it ends, which young collections walked to free nothing."""
+        with gc_paused():
+            return await self._rescore_step(partitions, budget=budget)
+
+    async def _rescore_step(self, partitions: Iterable[int], *, budget: int) -> int:
         """One bounded step of re-scoring every customer of ``partitions`` after the served
         model changed; returns how many were re-scored (0: nothing to do).
 

@@ -78,8 +78,9 @@ class Rule:
 
     def reason(self, f: dict[str, float]) -> Reason:
         values = {k: _Num(f[k]) for k in _placeholders(self.text, self.text_zh)}
-        # a checked rule's own texts (str.format gives str): not validated again, hot path
-        return Reason.model_construct(
+        # validated: pydantic-core's check (~1.5 µs) costs half what model_construct's Python
+        # does (~3 µs), on the scorer's hot path
+        return Reason(
             code=self.code, text=english_plurals(self.text.format(**values)),
             text_zh=self.text_zh.format(**values), weight=RULE_WEIGHT)
 

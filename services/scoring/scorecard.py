@@ -304,9 +304,9 @@ def top_reasons(f: dict[str, float], codes: Sequence[str], weights: Sequence[flo
         fact = fact_of(code, f)
         if told is not None and fact not in facts:  # each fact told once
             facts.add(fact)
-            # built from checked parts on the scorer's hot path: not validated again
-            out.append(Reason.model_construct(code=code, text=told[0], text_zh=told[1],
-                                              weight=round(w, 3)))
+            # validated: faster than model_construct (pydantic-core's check ~1.5 µs, its
+            # Python-level construct ~3 µs), on the scorer's hot path
+            out.append(Reason(code=code, text=told[0], text_zh=told[1], weight=round(w, 3)))
         if len(out) == limit:
             break
     return out or [REGULAR]

@@ -104,15 +104,16 @@ def test_the_hot_paths_reasons_and_their_json_are_what_pydantic_gives() -> None:
     assert len(seen) >= 3, seen  # explanations and a rule, not only "regular"
 
 
-@given(st.one_of(st.floats(allow_nan=False, allow_infinity=False),
-                 st.floats(-2e6, 2e6),
-                 st.floats(-1e-5, 1e-5),
-                 # next to a half of the sixth decimal, where the shortcut must step aside
-                 st.tuples(st.integers(-10**12, 10**12), st.integers(-3, 3)).map(
-                     lambda t: math.nextafter((t[0] + 0.5) / 1e6, math.inf) if t[1] > 0 else
-                     math.nextafter((t[0] + 0.5) / 1e6, -math.inf) if t[1] < 0 else
-                     (t[0] + 0.5) / 1e6),
-                 st.integers(-10**18, 10**18).map(float)))
+_VALUES = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False), st.floats(-2e6, 2e6), st.floats(-1e-5, 1e-5),
+    # next to a half of the sixth decimal, where the shortcut must step aside
+    st.tuples(st.integers(-10**12, 10**12), st.integers(-3, 3)).map(
+        lambda t: math.nextafter((t[0] + 0.5) / 1e6, math.inf) if t[1] > 0 else
+        math.nextafter((t[0] + 0.5) / 1e6, -math.inf) if t[1] < 0 else (t[0] + 0.5) / 1e6),
+    st.integers(-10**18, 10**18).map(float))
+
+
+@given(_VALUES)
 def test_features_are_rounded_as_round_rounds_them(v: float) -> None:
     """The stored features skip round()'s decimal conversion where the result is known
     without it: the same value, sign of zero included."""
@@ -120,3 +121,22 @@ def test_features_are_rounded_as_round_rounds_them(v: float) -> None:
 
     got, want = round6(v), round(v, 6)
     assert got == want and math.copysign(1, got) == math.copysign(1, want)
+
+
+@given(st.lists(st.lists(_VALUES, min_size=3, max_size=3), max_size=6),
+       st.lists(_VALUES, max_size=2))
+def test_a_batch_of_features_is_rounded_as_round_rounds_each(rows: list[list[float]],
+                                                              odd: list[float]) -> None:
+    """round6_rows (one numpy pass for a batch) gives every value exactly round(v, 6), sign
+    of zero included, also for a row whose keys differ from the first row's."""
+    from services.scoring.engine import round6_rows
+
+    dicts: list[dict[str, float]] = [dict(zip("abc", r, strict=True)) for r in rows]
+    dicts.append({f"x{i}": v for i, v in enumerate(odd)})
+    got = round6_rows(dicts)
+    assert [list(g) for g in got] == [list(d) for d in dicts]
+    for g, d in zip(got, dicts, strict=True):
+        for k, v in d.items():
+            want = round(v, 6)
+            assert type(g[k]) is float
+            assert g[k] == want and math.copysign(1, g[k]) == math.copysign(1, want), (v, g[k])
