@@ -19,7 +19,7 @@ from services.scoring.features import DAY_MS, Activity
 from services.scoring.model import load_model
 from services.scoring.summary import Summary, summarize
 from services.scoring.tiers import Thresholds
-from services.state.store import read_states, risk_snapshot
+from services.state.store import index_score, read_states, risk_snapshot
 
 
 class Seeder:
@@ -55,9 +55,10 @@ class Seeder:
         pipe.sadd(self.keys.tenants, tenant)  # as the scorer's commit does
         for t in TIERS:
             pipe.zrem(self.keys.tier_index(t, tenant), token)
-        pipe.zadd(self.keys.tier_index(tier, tenant), {token: a.priority})
+        rank = index_score(a.priority, a.lifecycle_stage)
+        pipe.zadd(self.keys.tier_index(tier, tenant), {token: rank})
         if store:
-            pipe.zadd(self.keys.tier_index(tier, tenant, store), {token: a.priority})
+            pipe.zadd(self.keys.tier_index(tier, tenant, store), {token: rank})
             pipe.sadd(self.keys.store_set(tenant), store)  # the tenant's stores, as the scorer's
         if tier == "high" and in_holdout(tenant, cid, self.holdout_share):
             pipe.zadd(self.keys.holdout_index(tenant), {token: now}, nx=True)

@@ -55,7 +55,8 @@ class AtRiskItem(BaseModel):
     customer_id: str
     tier: str
     score: float = Field(ge=0, le=1)
-    priority: float = Field(ge=0, description="score x (1 + spend over 365 days): the sort key.")
+    priority: float = Field(ge=0, description="score x (1 + spend over 365 days): the sort key "
+                            "(churned customers after all the others).")
     value_tier: str | None = None
     lifecycle_stage: str | None = None
     top_reason: Reason | None = None

@@ -174,6 +174,8 @@ async def at_risk_page(request: Request, res: Res, tier: str = "high", store: st
                 csrf=session.csrf, page=listing, tier=tier, tiers=("high", "medium"),
                 store=scoped, stores=stores, all_stores=not bound, here=here(request),
                 filters=filters,
+                keep=[i for i in listing["items"] if i.get("lifecycle_stage") != "churned"],
+                lapsed=[i for i in listing["items"] if i.get("lifecycle_stage") == "churned"],
                 value_tiers=VALUE_TIERS, stages=STAGES, count=count, owners=owners,
                 tier_links={name: link(tier=name) for name in ("high", "medium")},
                 next_link=link(cursor=listing["next_cursor"], start=str(first + shown))

@@ -43,7 +43,10 @@ TEXT: dict[str, dict[str, str]] = {
         "count_page": "{first}–{last} of {total}", "count_past": "{total} in all",
         "count_filtered": "{n} shown (filtered) of {total} in this tier",
         "sorted_by_value": "most valuable first: the risk score weighted by the last 12 "
-                           "months' spend",
+                           "months' spend; customers who have lapsed after the others",
+        "lapsed_heading": "Lapsed",
+        "lapsed_note": "Silent for longer than the churn horizon: most likely gone already. "
+                       "Keep the customers above first; these are for a win-back offer.",
         "year_spend": "12-month spend",
         "n_visits": "visits", "n_purchases": "purchases", "n_refunds": "refunds",
         "n_complaints": "complaints", "n_visits_1": "visit", "n_purchases_1": "purchase",
@@ -159,7 +162,9 @@ TEXT: dict[str, dict[str, str]] = {
         "count_all": "共 {n} 位客户", "count_one": "共 1 位客户",
         "count_page": "第 {first}–{last} 位，共 {total} 位", "count_past": "共 {total} 位",
         "count_filtered": "显示 {n} 位（已筛选），此等级共 {total} 位",
-        "sorted_by_value": "按价值排序：风险评分按近 12 个月消费额加权",
+        "sorted_by_value": "按价值排序：风险评分按近 12 个月消费额加权；已流失客户排在其他客户之后",
+        "lapsed_heading": "已流失",
+        "lapsed_note": "沉默时间已超过流失期限，很可能已经离开。请先挽留上方客户；以下客户适合挽回优惠。",
         "year_spend": "近 12 个月消费",
         "n_visits": "次到店", "n_purchases": "笔消费", "n_refunds": "笔退款",
         "n_complaints": "次投诉", "n_visits_1": "次到店", "n_purchases_1": "笔消费",

@@ -13,7 +13,7 @@ from services.common.timefmt import iso_ms
 from services.records import cursor as cursors
 from services.records.holdout import holdout
 from services.scoring.lifecycle import stage_name
-from services.state.store import StateRead
+from services.state.store import StateRead, priority_of
 
 # KEYS[1]: tier zset. ARGV: count, has cursor (0/1), cursor score, cursor member.
 # From the cursor's own rank when it is still where it was (O(log N + count)); otherwise
@@ -54,9 +54,10 @@ class AtRiskQuery:
                    limit: int, cursor: str | None, holdout_share: float,
                    value_tier: str | None = None, lifecycle: str | None = None
                    ) -> dict[str, Any]:
-        """One page of the tier's customers by priority. ``owner``, ``value_tier`` and
-        ``lifecycle`` filter the entries read (a bounded number per page: a filtered page may
-        be short while ``next_cursor`` is not null)."""
+        """One page of the tier's customers by priority, those who can still be won back
+        before the churned (:func:`~services.state.store.index_score`). ``owner``,
+        ``value_tier`` and ``lifecycle`` filter the entries read (a bounded number per page:
+        a filtered page may be short while ``next_cursor`` is not null)."""
         index = self.keys.tier_index(tier, tenant, store)
         filtered = owner is not None or value_tier is not None or lifecycle is not None
         want = limit if not filtered else min(max(limit * 10, 200), 2000)
@@ -124,7 +125,7 @@ def _item(cid: str, tenant: str, state: list[str | None], prio: str,
         told = [r for r in told if r.get("code") == "open_complaint"] or told
     return {
         "customer_id": cid, "tier": tier, "score": float(score or 0.0),
-        "priority": max(float(prio), 0.0), "value_tier": risk.get("value_tier"),
+        "priority": priority_of(float(prio)), "value_tier": risk.get("value_tier"),
         "lifecycle_stage": stage_name(risk.get("lifecycle_stage")),
         "top_reason": told[0] if told else (reasons[0] if reasons else None),
         # why the tier is above what the score alone gives (a rule, hysteresis, dwell): the

@@ -70,6 +70,7 @@ from services.state.store import (
     StateConflict,
     StateStore,
     clock_member,
+    index_score,
     risk_snapshot,
 )
 
@@ -1070,7 +1071,8 @@ class Processor:
         due = self._due(now, a)
         holdout = any(x.tier == "high" for x, _ in path.steps) and in_holdout(
             cs.tenant, cs.customer_id, self.settings.holdout_share)
-        entry = IndexEntry(tier=a.tier, priority=a.priority, store=cs.store_id,
+        entry = IndexEntry(tier=a.tier, priority=index_score(a.priority, a.lifecycle_stage),
+                           store=cs.store_id,
                            moved_from=cs.moved_from, changed=changed, due_ms=due,
                            partition=cs.partition, holdout=holdout)
         fields["due"] = str(due)

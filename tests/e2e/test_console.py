@@ -232,7 +232,8 @@ async def seed(settings: Any, api_url: str) -> None:
         seeder = Seeder(redis, settings)
         await seeder.customer("c-n1", tenant="acme", store="north", days_ago=[120, 150, 180],
                               tier="high", amount=80)
-        await seeder.customer("c-n2", tenant="acme", store="north", days_ago=[70, 100],
+        await seeder.customer("c-n2", tenant="acme", store="north",  # weekly, 50 days away
+                              days_ago=[50, 57, 64, 71], amount=15,
                               tier="high")
         await seeder.customer("c-n3", tenant="acme", store="north", days_ago=[50, 80],
                               tier="medium")
@@ -309,12 +310,23 @@ async def test_staff_sign_in_by_mail_at_risk_list_language_and_sign_out(
             assert "Alice Liddell" in page and "王芳" in page
             assert "Sam South" not in page and "c-s1" not in page  # another store's customer
             names = [e.text for e in d.find_elements(By.CSS_SELECTOR, ".customer .name")]
-            assert names[0] == "Alice Liddell", names  # the most valuable first
+            # the most valuable first, the lapsed after the others: Alice spent more, but was
+            # last seen 120 days ago (past the 60-day horizon); 王芳, 50 days ago, can still
+            # be kept
+            assert names == ["王芳", "Alice Liddell"], names
+            keep = d.find_element(By.ID, "customers-keep")
+            lapsed = d.find_element(By.ID, "customers-lapsed")
+            assert "王芳" in keep.text and "Alice Liddell" in lapsed.text
+            heading = d.find_element(By.ID, "lapsed")
+            assert heading.text == "Lapsed" and heading.location["y"] > keep.location["y"]
+            assert d.find_element(By.ID, "lapsed-note").text.startswith(
+                "Silent for longer than the churn horizon")
             assert not d.find_elements(By.ID, "filter-store")  # one store: nothing to choose
             # ...and the page says so, with each one's value and how many the list holds
             count = d.find_element(By.ID, "count").text
             assert count.startswith("2 customers · most valuable first"), count
-            value = d.find_element(By.CSS_SELECTOR, ".customer .value").text
+            assert "customers who have lapsed after the others" in count
+            value = lapsed.find_element(By.CSS_SELECTOR, ".customer .value").text
             assert value == "Value: medium · 12-month spend: 240.00", value
             fits(d)
             shoot(d, tmp_path, "at-risk.en")

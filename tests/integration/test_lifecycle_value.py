@@ -1,12 +1,17 @@
 """Lifecycle stages and relative value tiers on the real Redis and the real app: boundaries
 computed from a tenant's stored customers change a customer's value tier relative to the
 tenant's others; the at-risk list filters by the new stages and still understands the old
-names. Customers are seeded the way the scorer stores them (tests/seeding.py)."""
+names. Customers are seeded the way the scorer stores them (tests/seeding.py), or scored by
+the real scorer from events on the real broker (the at-risk list's order)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -18,7 +23,10 @@ from services.scoring.engine import Subject
 from services.scoring.features import DAY_MS, Activity
 from services.scoring.lifecycle import MIN_CUSTOMERS
 from services.state.store import read_states, risk_snapshot
+from tests.data import T0, by_time, regular
 from tests.integration.test_api_queries import api, bearer
+from tests.kafkatools import produce_events
+from tests.procs import ServiceProcess
 from tests.seeding import Seeder
 
 pytestmark = pytest.mark.integration
@@ -127,5 +135,71 @@ async def test_boundaries_on_a_redis_cluster(cluster_settings_factory) -> None:
         stored = await valuebounds.refresh_stale(redis, seed.keys, now, 3_600_000)
         assert stored["acme"].relative
         assert await valuebounds.load_bounds(redis, seed.keys) == stored
+    finally:
+        await redis.aclose()
+
+
+async def test_the_at_risk_list_puts_lapsed_customers_after_those_still_to_keep(
+        settings_factory, tmp_path: Path) -> None:
+    """Through the real scorer: big spenders silent for months past the horizon (churned) and
+    smaller ones overdue for weeks (at risk) land in one tier; the list gives the ones still
+    to keep first, whatever their priority, then the lapsed, each group by priority, and
+    every item's priority is still score x (1 + a year's spend). (A year imported at go-live
+    left the high tier mostly churned customers, first on its pages by priority alone.)"""
+    settings = settings_factory(api_keys=KEYS, clock="event", sweep_interval_seconds=0.5,
+                                model="scorecard")
+    # the tenant's clock: the second-newest customer's newest event (two regulars keep it)
+    anchor = [e for name in ("anchor-a", "anchor-b")
+              for e in regular(name, every_days=7, count=47, start=T0)]
+    gone = [e for i in range(3) for e in regular(f"gone-{i}", every_days=14, count=8,
+                                                 start=T0 + timedelta(days=i), amount=300.0)]
+    slipping = [e for i in range(3) for e in regular(
+        f"slip-{i}", every_days=7, count=12, start=T0 + timedelta(days=200 + i), amount=20.0)]
+    events = by_time(anchor + gone + slipping)
+    redis = make_redis(settings)
+    try:
+        with ServiceProcess("scorer", settings, tmp_path / "scorer.log",
+                            health_port_setting="scorer_metrics_port"):
+            await produce_events(settings, events)
+            async with api(settings) as client:
+                async def listed(tier: str) -> list[dict[str, Any]]:
+                    r = await client.get("/v1/customers/at-risk", params={"tier": tier},
+                                         headers=READ)
+                    assert r.status_code == 200, r.text
+                    return list(r.json()["items"])
+
+                deadline = time.monotonic() + 60
+                while True:  # every event applied and the silent ones swept to churned
+                    high = await listed("high")
+                    stages = {i["customer_id"]: i["lifecycle_stage"] for i in high}
+                    if all(stages.get(f"gone-{i}") == "churned" for i in range(3)) and \
+                            all(f"slip-{i}" in stages for i in range(3)):
+                        break
+                    assert time.monotonic() < deadline, high
+                    await asyncio.sleep(0.2)
+                order = [i["customer_id"] for i in high]
+                lapsed = [i for i in high if i["lifecycle_stage"] == "churned"]
+                keep = [i for i in high if i["lifecycle_stage"] != "churned"]
+                assert high == keep + lapsed, order
+                assert {f"slip-{i}" for i in range(3)} <= {i["customer_id"] for i in keep}
+                # the order this replaces: a lapsed big spender before every slipping one
+                assert min(i["priority"] for i in lapsed) > max(i["priority"] for i in keep)
+                for group in (keep, lapsed):
+                    assert [i["priority"] for i in group] == sorted(
+                        (i["priority"] for i in group), reverse=True), order
+                for item in high:
+                    r = await client.get(f"/v1/customers/{item['customer_id']}/risk",
+                                         headers=READ)
+                    risk = r.json()
+                    want = risk["score"] * (1 + risk["features"]["spend_365"])
+                    assert item["priority"] == pytest.approx(want, rel=1e-6, abs=1e-5), risk
+                # a page boundary between the groups: the cursor goes on into the lapsed
+                r = await client.get("/v1/customers/at-risk", headers=READ,
+                                     params={"tier": "high", "limit": len(keep)})
+                first = r.json()
+                assert [i["customer_id"] for i in first["items"]] == order[:len(keep)]
+                r = await client.get("/v1/customers/at-risk", headers=READ,
+                                     params={"tier": "high", "cursor": first["next_cursor"]})
+                assert [i["customer_id"] for i in r.json()["items"]] == order[len(keep):]
     finally:
         await redis.aclose()

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import json
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from services.scoring.features import FEATURE_NAMES, FEATURE_SCHEMA_VERSION
 from services.scoring.summary import Summary
 from services.state.store import (
     CustomerState,
     IndexEntry,
     compact_index,
+    index_score,
+    priority_of,
     risk_json,
     risk_snapshot,
 )
@@ -65,3 +71,20 @@ def test_index_entry_round_trips_through_its_compact_form() -> None:
     # a due time that differs from the hash's is kept as is
     e2 = IndexEntry("low", 0.0, None, None, False, None, None, False)
     assert IndexEntry.from_json(compact_index(e2.to_json(), fields), fields) == e2
+
+
+@given(st.lists(st.tuples(st.floats(0, 1e9), st.sampled_from(
+    ["new", "active", "at_risk", "won_back", "dormant", "churned"])), min_size=1, max_size=20))
+def test_the_tier_index_puts_churned_customers_last_and_keeps_each_priority(
+        rows: list[tuple[float, str]]) -> None:
+    """Sorted by the index score (highest first), every customer who can still be kept
+    comes before every churned one, each group by priority; the priority reads back."""
+    rows = [(round(p, 6), stage) for p, stage in rows]
+    scored = sorted(((index_score(p, stage), p, stage) for p, stage in rows), reverse=True)
+    churned = [stage == "churned" for _, _, stage in scored]
+    assert churned == sorted(churned)  # False (kept) first, then True
+    for group in (False, True):
+        ps = [p for _, p, stage in scored if (stage == "churned") == group]
+        assert ps == sorted(ps, reverse=True)
+    for score, p, _ in scored:
+        assert priority_of(score) == pytest.approx(p, rel=1e-9, abs=1e-6)
