@@ -18,7 +18,7 @@ class CustomerExport(BaseModel):
         "state": {"store_id": "salon-downtown", "tier": "high", "score": 0.81},
         "events": [{"event_id": "pos-1", "type": "visit", "occurred_at": "2026-06-01T08:00:00Z"}],
         "timeline": [], "notifications": [], "staff_actions": [], "alert_episode": None,
-        "acknowledgements": {}, "indexes": {"tier": "high", "holdout_since": None}}]})
+        "console_drafts": [], "staff_alert_lists": [], "acknowledgements": {}, "indexes": {"tier": "high", "holdout_since": None}}]})
     customer_id: str
     tenant_id: str
     exported_at: str = Field(description="When this document was produced (RFC 3339, UTC).")
@@ -37,6 +37,17 @@ class CustomerExport(BaseModel):
                                      "(channel, recipient, outcome), newest first.")
     staff_actions: list[Any] = Field(description="Win-back actions staff recorded.")
     alert_episode: Any = Field(description="The notifier's alert episode record, or null.")
+    console_drafts: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Win-back action forms staff could not save in the console (their session "
+        "ended, or the form was stale), kept to give back: the action, the note and until when "
+        "it is kept (RFC 3339), oldest first.")
+    staff_alert_lists: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="The alerts about the customer in staff members' console lists (in-app "
+        "alerts, and alerts mailed or texted to them): alert id, kind, subject, text, how it "
+        "reached them (via), when; one per list holding it, oldest first. Whose list is left "
+        "out.")
     acknowledgements: dict[str, Any] = Field(description="Alert id -> who acknowledged it, when.")
     indexes: dict[str, Any] = Field(description="Where the customer is listed: the tier index "
                                     "and the win-back holdout group.")

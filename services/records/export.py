@@ -20,7 +20,7 @@ from services.common.timefmt import canonical, iso_ms
 from services.records.erasure import AUDIT_MAX, subject_digest
 from services.scoring.features import Activity
 from services.scoring.summary import Summary
-from services.state.store import StateRead
+from services.state.store import StateRead, inbox_entries
 
 
 def _json(raw: Any) -> Any:
@@ -80,12 +80,13 @@ async def collect(redis: Redis, keys: Keys, customer_id: str, *, tenant: str) ->
     pipe.lrange(keys.delivery_log(customer_id, tenant), 0, -1)
     pipe.hgetall(keys.actions(customer_id, tenant))
     pipe.get(keys.episode(customer_id, tenant))
+    pipe.hvals(keys.drafts(customer_id, tenant))
     pipe.zscore(keys.holdout_index(tenant), token)
     for tier in TIERS:
         pipe.zscore(keys.tier_index(tier, tenant), token)
     profile, *rows = await pipe.execute()
     state, rows = reader.result(rows[:reader.size]), rows[reader.size:]
-    timeline, deliveries, actions, episode, holdout, *tier_scores = rows
+    timeline, deliveries, actions, episode, drafts, holdout, *tier_scores = rows
     events = _events(state.get("sm"))
     timeline_entries = _list(timeline)
     alert_ids = sorted({str(e["id"]) for e in timeline_entries
@@ -94,6 +95,7 @@ async def collect(redis: Redis, keys: Keys, customer_id: str, *, tenant: str) ->
     if alert_ids:
         raws = await get_many(redis, [keys.ack(a, tenant) for a in alert_ids])
         acks = {a: _json(r) for a, r in zip(alert_ids, raws, strict=True) if r is not None}
+    listed = await inbox_entries(redis, keys, customer_id, tenant)
     indexes: dict[str, Any] = {
         "tier": next((t for t, s in zip(TIERS, tier_scores, strict=True) if s is not None), None),
         "holdout_since": iso_ms(int(float(holdout))) if holdout is not None else None,
@@ -103,7 +105,7 @@ async def collect(redis: Redis, keys: Keys, customer_id: str, *, tenant: str) ->
         "tenant_id": tenant,
         "exported_at": canonical(iso_ms(int(time.time() * 1000)) or "") or "",
         "found": bool(profile or state or events or timeline or deliveries or actions or episode
-                      or indexes["tier"] or holdout is not None),
+                      or drafts or listed or indexes["tier"] or holdout is not None),
         "profile": _json(profile),
         "state": _state(dict(state)),
         "events": events,
@@ -112,9 +114,29 @@ async def collect(redis: Redis, keys: Keys, customer_id: str, *, tenant: str) ->
         "staff_actions": sorted((_json(v) for v in actions.values()),
                                 key=lambda a: str(a.get("at", "")) if isinstance(a, dict) else ""),
         "alert_episode": _json(episode),
+        "console_drafts": _drafts(drafts),
+        "staff_alert_lists": sorted(
+            ({**{k: v for k, v in e.items() if k not in ("customer_id", "at_ms")},
+              "at": iso_ms(e["at_ms"]) if isinstance(e.get("at_ms"), int) else None}
+             for _, _, e in listed), key=lambda e: str(e["at"])),
         "acknowledgements": acks,
         "indexes": indexes,
     }
+
+
+def _drafts(raws: list[str]) -> list[dict[str, Any]]:
+    """The console's unsaved win-back forms about the customer (services/console/sessions.py:
+    the action and the staff member's note, kept until ``until``), without whose session or
+    sign-in link holds each (a digest of a secret, not about the customer); oldest first."""
+    out = []
+    for raw in raws:
+        d = _json(raw)
+        if isinstance(d, dict):
+            until = d.get("until")
+            out.append({"action": d.get("action"), "note": d.get("note"),
+                        "kept_until": iso_ms(int(until * 1000))
+                        if isinstance(until, int | float) else None})
+    return sorted(out, key=lambda d: str(d["kept_until"]))
 
 
 async def audit(redis: Redis, keys: Keys, customer_id: str, *, tenant: str, by: str,

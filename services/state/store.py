@@ -831,31 +831,47 @@ async def _erase_quality_samples(redis: Redis, keys: Keys, token: str) -> None:
         await pipe.execute()
 
 
-async def _erase_inbox_entries(redis: Redis, keys: Keys, customer_id: str, tenant: str) -> None:
-    """Remove the customer's alerts from every staff member's in-app list of the tenant
-    (``Keys.inbox_staff`` names the lists; single-key commands: cluster-safe). Reads each
-    list once: an erasure is rare, a list holds at most ``INBOX_MAX_ENTRIES``."""
+async def inbox_entries(redis: Redis, keys: Keys, customer_id: str, tenant: str
+                        ) -> list[tuple[str, str, dict[str, Any]]]:
+    """The customer's alerts in the staff members' in-app lists of the tenant, as
+    (staff id, delivery id, entry) (``Keys.inbox_staff`` names the lists; single-key commands:
+    cluster-safe). Reads each list once: erasure and export are rare, a list holds at most
+    ``INBOX_MAX_ENTRIES``."""
     staff = sorted(str(s) for s in await redis.smembers(keys.inbox_staff(tenant)))  # type: ignore[misc]
     if not staff:
-        return
+        return []
     read = redis.pipeline(transaction=False)
     for who in staff:
         read.hgetall(keys.inbox(who, tenant))
-    pipe = redis.pipeline(transaction=False)
+    out = []
     for who, entries in zip(staff, await read.execute(), strict=True):
-        gone = [d for d, raw in entries.items() if _names(raw, customer_id)]
-        if gone:
-            pipe.hdel(keys.inbox(who, tenant), *gone)
-    if len(pipe):
+        for delivery, raw in entries.items():
+            entry = _entry_of(raw, customer_id)
+            if entry is not None:
+                out.append((who, str(delivery), entry))
+    return out
+
+
+async def _erase_inbox_entries(redis: Redis, keys: Keys, customer_id: str, tenant: str) -> None:
+    """Remove the customer's alerts from every staff member's in-app list of the tenant."""
+    gone: dict[str, list[str]] = {}
+    for who, delivery, _ in await inbox_entries(redis, keys, customer_id, tenant):
+        gone.setdefault(who, []).append(delivery)
+    if gone:
+        pipe = redis.pipeline(transaction=False)
+        for who, deliveries in gone.items():
+            pipe.hdel(keys.inbox(who, tenant), *deliveries)
         await pipe.execute()
 
 
-def _names(raw: Any, customer_id: str) -> bool:
+def _entry_of(raw: Any, customer_id: str) -> dict[str, Any] | None:
+    """An in-app list entry, when it is about ``customer_id``."""
     try:
         entry = json.loads(raw)
     except ValueError:
-        return False
-    return isinstance(entry, dict) and entry.get("customer_id") == customer_id
+        return None
+    return entry if isinstance(entry, dict) and entry.get("customer_id") == customer_id \
+        else None
 
 
 # Feature names by feature schema version, for snapshots whose features are stored as a list

@@ -20,6 +20,8 @@ from redis.asyncio import Redis
 from services.common.redisconn import customer_token
 from services.common.riskchange import TIERS
 from services.common.settings import Settings
+from services.console.sessions import Draft, SessionStore
+from services.notifier.channels.in_app import ConsoleList
 from services.server.app import create_app
 from tests.seeding import Seeder
 
@@ -261,6 +263,14 @@ async def test_export_holds_everything_the_timeline_shows_and_is_audited(make) -
          "outcome": "delivered"}))
     await redis.set(keys.ack("a" * 32, "acme"), json.dumps({"by": "m-1", "at": "2026-11-01T11:00:00Z"}))
     await redis.set(keys.episode("alice", "acme"), json.dumps({"open": True, "rank": 2}))
+    # a staff member's win-back form the console could not save (their session had ended)
+    sessions = SessionStore(redis, keys, session_seconds=3600, link_seconds=900)
+    await sessions.put_draft("a-session-id", "acme", Draft("alice", "called",
+                                                           "Left a message about Friday"))
+    # ...and an alert about her in a staff member's console list, as the notifier keeps it
+    await ConsoleList(redis, keys).add("m-1", "acme", "d-1", {
+        "alert_id": "a" * 32, "customer_id": "alice", "kind": "alert",
+        "subject": "Alice Liddell: low -> high", "text": "Call her", "at_ms": 1_762_000_000_000})
     async with api(settings) as client:
         profile = {"name": "Alice Liddell", "email": "alice@example.com", "store_id": "north"}
         r = await client.put("/v1/customers/alice/profile", json=profile, headers=ACME)
@@ -290,6 +300,12 @@ async def test_export_holds_everything_the_timeline_shows_and_is_audited(make) -
     assert doc["staff_actions"][0]["action"] == "called"
     assert doc["acknowledgements"] == {"a" * 32: {"by": "m-1", "at": "2026-11-01T11:00:00Z"}}
     assert doc["alert_episode"] == {"open": True, "rank": 2}
+    [draft] = doc["console_drafts"]  # staff's words about the customer are theirs to see
+    assert (draft["action"], draft["note"]) == ("called", "Left a message about Friday")
+    assert draft["kept_until"] > doc["exported_at"] and "a-session-id" not in json.dumps(doc)
+    assert doc["staff_alert_lists"] == [{
+        "alert_id": "a" * 32, "kind": "alert", "subject": "Alice Liddell: low -> high",
+        "text": "Call her", "at": "2025-11-01T12:26:40Z"}]  # whose list: left out
     assert doc["indexes"]["tier"] == "high"
     # every kind of entry the timeline shows is in the export too
     assert kinds <= {"activity", "notification"} | {e["kind"] for e in doc["timeline"]}
