@@ -36,7 +36,7 @@ from services.notifier.policy import ALERT, WON_BACK, apply_inhibition
 from services.notifier.recipients import CustomerContext, RecipientResolver, recipients
 from services.notifier.routing import STAFF_CHANNELS, Recipient, Routing
 from services.notifier.settle import SettleQueue, pair
-from services.notifier.templates import Templates, packaged
+from services.notifier.templates import Templates, clip_sms, packaged
 
 logger = logging.getLogger(__name__)
 
@@ -236,7 +236,11 @@ class Planner:
                 item = self.templates.digest_item(change, person, action=action,
                                                   event_id=event.id, customer_name=ctx.name)
                 item |= {"score_now": f"{change.score:.2f}",
-                         "link": self._link(change.customer_id)}
+                         "link": self._link(change.customer_id),
+                         # silent past the horizon: listed after those still to keep
+                         "lapsed": change.lifecycle_stage == "churned",
+                         "priority": change.score * (1.0 + max(
+                             float(change.features.get("spend_365", 0.0)), 0.0))}
                 groups.setdefault((person.key, channel), (person, [], ctx.timezone))[1].append(item)
             created = max(created, created_ms)
         out = []
@@ -244,8 +248,13 @@ class Planner:
             target = _target(person, channel) or ""
             did = delivery_id(alert_id, channel, target)
             tenant = name.rsplit(":", 1)[0]
-            ctx_vars = {"items": items, "recipient_name": person.name, "tenant": tenant,
-                        "delivery_id": did}
+            # as the at-risk list: those who can still be kept first, then the lapsed; each
+            # by priority (a year imported at go-live made most of them lapsed, and listed by
+            # customer id they buried the few still to keep)
+            items.sort(key=lambda i: (i["lapsed"], -i["priority"], str(i["customer"])))
+            keep = [i for i in items if not i["lapsed"]]
+            ctx_vars = {"items": items, "keep": keep, "lapsed": items[len(keep):],
+                        "recipient_name": person.name, "tenant": tenant, "delivery_id": did}
             if registry.spec(channel).long_form:
                 subject = " ".join(self.templates.render(
                     tenant, person.locale, "summary.subject.j2", ctx_vars).split())
@@ -253,8 +262,8 @@ class Planner:
                 html = self.templates.render(tenant, person.locale, "summary.html.j2", ctx_vars)
             else:
                 subject, html = "", ""
-                text = " ".join(self.templates.render(
-                    tenant, person.locale, "summary.sms.j2", ctx_vars).split())
+                text = clip_sms(self.templates.render(tenant, person.locale, "summary.sms.j2",
+                                                      ctx_vars))
             out.append(Message(delivery_id=did, channel=channel,  # type: ignore[arg-type]
                                event_id=alert_id, customer_id="", to=target,
                                event=json.dumps({"summary": [i["event_id"] for i in items]}).encode(),

@@ -173,7 +173,7 @@ class Templates:
                                         ctx).split())
             if fits_one_sms(text):
                 return text
-        return _clip(text)
+        return clip_sms(text)
 
     def digest_item(self, change: RiskChange, recipient: Recipient, *,
                     action: SuggestedAction | None = None, event_id: str = "",
@@ -190,7 +190,7 @@ class Templates:
         ctx = {"items": list(items), "recipient_name": recipient.name, "tenant": tenant,
                "delivery_id": delivery_id}
         if not registry.spec(channel).long_form:
-            return "", _clip(self.render(tenant, recipient.locale, "digest.sms.j2", ctx)), ""
+            return "", clip_sms(self.render(tenant, recipient.locale, "digest.sms.j2", ctx)), ""
         return self._email("digest", tenant, recipient.locale, ctx)
 
     def webhook_paused(self, sub: dict[str, Any], recipient: Recipient, *, tenant: str,
@@ -221,7 +221,8 @@ def _score(change: RiskChange) -> str:
     return f"{change.previous_score:.2f} → {change.score:.2f}"
 
 
-def _clip(text: str) -> str:
+def clip_sms(text: str) -> str:
+    """``text`` on one line, at most ``SMS_MAX_CHARS`` (three segments) long."""
     text = " ".join(text.split())
     return text if len(text) <= SMS_MAX_CHARS else text[: SMS_MAX_CHARS - 1] + "…"
 

@@ -9,6 +9,7 @@ import asyncio
 import functools
 import json
 import random
+import re
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -33,13 +34,14 @@ from services.common.riskchange import (
     encode_cloudevent,
     to_cloudevent,
 )
+from services.notifier.templates import SMS_MAX_CHARS
 from tests.data import by_time, regular
 from tests.e2e import test_console as browser
 from tests.e2e.test_console import fits, shoot, until
 from tests.integration import test_notifier_policies as policies
 from tests.integration.test_notifier import Receiver, metric, notifier, produce_changes, wait_until
 from tests.integration.test_notifier_policies import SmsGateway, staff_and_stores
-from tests.kafkatools import produce_events
+from tests.kafkatools import produce_events, read_all
 from tests.precision import record
 
 pytestmark = pytest.mark.integration
@@ -57,17 +59,17 @@ routes:
 
 def change(customer: str, previous: str, tier: str, *, n: int, at: datetime,
            kind: str = "event", event_type: str | None = "visit", holdout: bool = False,
-           catching_up: bool = False, texts: tuple[str, str] | None = None
-           ) -> tuple[str, bytes]:
+           catching_up: bool = False, texts: tuple[str, str] | None = None,
+           stage: str = "active") -> tuple[str, bytes]:
     """A risk change of ``customer``; ``texts``: its reason and action as the scorer words
-    them (else short ones)."""
+    them (else short ones); ``stage``: its lifecycle stage."""
     reason, action = texts or (f"{customer} is overdue", "Call")
     rc = RiskChange(
         customer_id=customer, store_id="s1", previous_tier=previous,  # type: ignore[arg-type]
         tier=tier, score=0.8 if tier == "high" else 0.3, previous_score=0.2,  # type: ignore[arg-type]
         reasons=[Reason(code="overdue", text=reason, text_zh="逾期", weight=1.0)],
         suggested_action=SuggestedAction(code="personal_call", text=action, text_zh="致电"),
-        value_tier="high", lifecycle_stage="active", model_version="m1", as_of=at,
+        value_tier="high", lifecycle_stage=stage, model_version="m1", as_of=at,  # type: ignore[arg-type]
         cause=Cause(kind=kind, event_id=f"{customer}-e{n}", occurred_at=at,  # type: ignore[arg-type]
                     event_type=event_type if kind == "event" else None),  # type: ignore[arg-type]
         features={}, holdout=holdout, catching_up=catching_up)
@@ -158,6 +160,7 @@ async def test_importing_history_gives_one_summary_per_recipient(
         records: list[tuple[str, bytes]] = []
         final: dict[str, str] = {}
         holdouts: set[str] = set()
+        lapsed: dict[str, bool] = {}  # as the customer's newest change says
         for c in range(300):
             cid = f"h{c:03d}"
             await profiles.put_profile(cid, CustomerProfile(owner_staff_id="owner-1",
@@ -173,9 +176,22 @@ async def test_importing_history_gives_one_summary_per_recipient(
                 since = (now - at).days  # worded as the scorer does: a mail's real lines
                 texts = (f"{since} days since the last visit; usually every 21 days",
                          "Call or message the customer personally with an invitation to book")
+                # as the scorer's stages: silent past a 90-day horizon is churned (lapsed)
+                stage = "churned" if since >= 90 else "active" if nxt == "low" else "at_risk"
                 records.append((cid, change(cid, tier, nxt, n=n, at=at, kind=kind,
-                                            holdout=holdout and nxt == "high", texts=texts)[1]))
+                                            holdout=holdout and nxt == "high", texts=texts,
+                                            stage=stage)[1]))
+                lapsed[cid] = stage == "churned"
                 tier = nxt
+            if c % 50 == 7:  # a few went high a month ago: overdue, still to keep
+                texts = ("30 days since the last visit; usually every 21 days",
+                         "Call or message the customer personally with an invitation to book")
+                for n, (step, days) in enumerate((("medium", 40), ("high", 30))):
+                    if step != tier:
+                        records.append((cid, change(cid, tier, step, n=90 + n, at=now - timedelta(
+                            days=days), texts=texts, stage="at_risk")[1]))
+                        tier = step
+                lapsed[cid] = False
             final[cid] = tier
             if holdout:
                 holdouts.add(cid)
@@ -216,7 +232,15 @@ async def test_importing_history_gives_one_summary_per_recipient(
             "the summary names exactly who is high now, no holdout"
         assert listed(summaries[MAX]) == ["h-late"]
         assert f"- Guest {owned_high[0]} (" in summaries[OLGA].get_body(("plain",)).get_content()
-        assert f"Guest {owned_high[0]}" in gateway.texts_to(OLGA_PHONE)[0]  # named, as alerts
+        # the customers still to keep named in the SMS, as alerts; the lapsed counted
+        keep = [c for c in owned_high if not lapsed[c]]
+        assert keep and len(keep) < len(owned_high), (len(keep), len(owned_high))
+        assert f"Guest {keep[0]}" in gateway.texts_to(OLGA_PHONE)[0]
+        assert f"{len(owned_high) - len(keep)} of them lapsed" in gateway.texts_to(OLGA_PHONE)[0]
+        text = summaries[OLGA].get_body(("plain",)).get_content()
+        head, _, tail = text.partition("\nLapsed (")
+        assert all(f"- Guest {c} (" in head for c in keep)
+        assert all(f"- Guest {c} (" in tail for c in owned_high if lapsed[c])
         assert f"/console/customers/{owned_high[0]}" in summaries[OLGA].get_body(("plain",)).get_content()
         # the mail as sent, read on a phone: it was a five-column table cut off at 375 px
         html = summaries[OLGA].get_body(("html",)).get_content()
@@ -353,7 +377,8 @@ async def test_history_posted_shuffled_sends_what_an_in_order_run_sends(
         base, redis: Redis, smtp, tmp_path: Path) -> None:
     """The same histories through the real scorer, in time order and shuffled (batches of 3
     events): staff receive the same set of (customer, channel, kind) - one summary per
-    recipient and channel naming the customers who drifted away - and nothing else."""
+    recipient and channel, the mail naming the customers who drifted away (lapsed), the SMS
+    counting them - and nothing else."""
     started = time.monotonic()
     controller, inbox = smtp
     rng = random.Random(7)
@@ -417,11 +442,17 @@ async def test_history_posted_shuffled_sends_what_an_in_order_run_sends(
             kind = "summary" if "at high churn risk now" in sms else "alert"
             out |= {(c, "sms", kind) for c in {e["customer_id"] for e in events}
                     if f"{c}," in sms or f"{c}." in sms or f"{c} " in sms}
+            said = re.search(r"\d+ customers at high churn risk now, [^;.]*", sms)
+            if said:  # the lapsed are counted, not named
+                out.add((said.group(0), "sms", kind))
         return out
 
     ordered, shuffled_got = received("ordered"), received("shuffled")
     assert ordered == shuffled_got
-    assert ordered == {(c, ch, "summary") for c in drifters for ch in ("email", "sms")}
+    # the drifters stopped 100-200 days ago: lapsed, named in the mail, counted in the SMS
+    assert ordered == {(c, "email", "summary") for c in drifters} | {(
+        f"{len(drifters)} customers at high churn risk now, all lapsed (silent past the churn "
+        "horizon)", "sms", "summary")}
     messages = {t: len(inbox.to(f"{t}@example.com")) + len(gateway.texts_to(PHONES[t]))
                 for t in runs}
     assert messages == {"ordered": 2, "shuffled": 2}
@@ -429,8 +460,8 @@ async def test_history_posted_shuffled_sends_what_an_in_order_run_sends(
     record(name="shuffled-history", scenario=f"the histories of 30 customers ({len(events)} "
            "events, 15 drifting away 100-200 days ago) through the real scorer, once in time "
            "order and once shuffled in batches of 3", expected="the same (customer, channel, "
-           "kind) set both ways: one summary e-mail and SMS per run naming the 15 drifters; "
-           "no alert, no won back", messages=sum(messages.values()), duplicates=0,
+           "kind) set both ways: one summary e-mail per run naming the 15 drifters (lapsed: "
+           "silent past the horizon) and one SMS counting them; no alert, no won back", messages=sum(messages.values()), duplicates=0,
            stale=len({x for x in ordered | shuffled_got if x[2] != "summary"}),
            test="tests/integration/test_alert_scenarios.py::"
                 "test_history_posted_shuffled_sends_what_an_in_order_run_sends",
@@ -499,6 +530,12 @@ async def test_a_year_of_history_for_1000_customers_through_the_scorer_gives_one
         tiers = {}
         for cid in home:
             tiers[cid] = await redis.hget(keys.state(cid), "tier")  # type: ignore[misc]
+        # each customer's stage as their newest risk change told it (what the summary reads;
+        # a customer back while still high has no newer change: their stored stage moved on)
+        stages: dict[str, str] = {}
+        for rec in await read_all(settings, settings.topic_risk_changes):  # a partition's order
+            data = json.loads(rec.value)["data"]
+            stages[data["customer_id"]] = data["lifecycle_stage"]
 
     mails = [m for email, _ in owners.values() for m in inbox.to(email)]
     assert len(mails) == len(inbox.mails)  # nobody else was written to
@@ -519,6 +556,24 @@ async def test_a_year_of_history_for_1000_customers_through_the_scorer_gives_one
     assert named and all(tiers[c] == "high" for c in named), \
         {c: tiers[c] for c in named if tiers[c] != "high"}
     assert not any("won back" in t.lower() or "came back" in t.lower() for t in texts.values())
+    # most of a year's high customers are lapsed (past the horizon): each mail lists those who
+    # can still be kept first, then the lapsed under a heading of their own; an SMS names the
+    # first and counts the others, within three segments (it named everyone, uncapped)
+    for (who, channel), text in texts.items():
+        if channel == "email":
+            head, _, tail = text.partition("\nLapsed (")
+            keep = {c for c in home if f"- {c} (" in head}
+            gone = {c for c in home if f"- {c} (" in tail}
+            assert keep | gone and not keep & gone, who
+            assert all(stages[c] != "churned" for c in keep), {c: stages[c] for c in keep}
+            assert all(stages[c] == "churned" for c in gone), {c: stages[c] for c in gone}
+            if gone:
+                assert f"Lapsed ({len(gone)}): silent for longer than the churn horizon" in text
+        else:
+            assert len(text) <= SMS_MAX_CHARS, (who, len(text))
+            assert "lapsed (silent past the churn horizon)" in text, text
+    lapsed_named = sum(1 for c in named if stages[c] == "churned")
+    assert lapsed_named > len(named) / 2, (lapsed_named, len(named))  # what made it matter
     high_now = sum(1 for t in tiers.values() if t == "high")
     # (the event count depends on today's date: measured, not rendered)
     record(name="import-through-the-scorer", scenario=f"a year of a salon chain's history for "
@@ -531,4 +586,4 @@ async def test_a_year_of_history_for_1000_customers_through_the_scorer_gives_one
            test="tests/integration/test_alert_scenarios.py::"
                 "test_a_year_of_history_for_1000_customers_through_the_scorer_gives_one_summary_each",
            measured={"seconds": round(time.monotonic() - started, 1), "high_now": high_now,
-                     "named": len(named), "events": len(events)})
+                     "named": len(named), "lapsed": lapsed_named, "events": len(events)})

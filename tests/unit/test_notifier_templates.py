@@ -143,3 +143,34 @@ def test_tenant_overrides_fall_back_to_shared_then_packaged(tmp_path) -> None:
     (tmp_path / "en" / "alert.txt.j2").write_text("{% if %}")
     with pytest.raises(ConfigError, match=r"alert.txt.j2: line 1"):
         Templates(tmp_path).check()
+
+
+@pytest.mark.parametrize("locale, keep_head, lapsed_head, sms_lapsed", [
+    ("en", "Still to keep (1), most valuable first", "Lapsed (2): silent for longer than the "
+     "churn horizon", "3 customers at high churn risk now, 2 of them lapsed"),
+    ("zh-CN", "仍可挽留（1 位），按价值排序", "已流失（2 位）：沉默时间已超过流失期限",
+     "当前 3 位客户处于高流失风险，其中 2 位已流失")])
+def test_the_go_live_summary_lists_those_to_keep_before_the_lapsed(
+        locale: str, keep_head: str, lapsed_head: str, sms_lapsed: str) -> None:
+    """Most of a year's high customers have lapsed by go-live: the summary names those still
+    to keep first, then the lapsed under a heading of their own (mail, both forms); the SMS
+    counts the lapsed before it names the others (a long list is clipped at its end)."""
+    def item(name: str, lapsed: bool) -> dict[str, object]:
+        return {"customer": name, "store": "north", "tier": "high", "score_now": "0.90",
+                "reasons": ["overdue"], "action": "Call", "link": f"https://x/{name}",
+                "lapsed": lapsed, "priority": 1.0}
+
+    keep, lapsed = [item("Kay", False)], [item("Lee", True), item("Max", True)]
+    ctx = {"items": keep + lapsed, "keep": keep, "lapsed": lapsed, "recipient_name": "Olga",
+           "tenant": "default", "delivery_id": "d1"}
+    t = Templates(None)
+    text = t.render("default", locale, "summary.txt.j2", ctx)
+    html = t.render("default", locale, "summary.html.j2", ctx)
+    sms = " ".join(t.render("default", locale, "summary.sms.j2", ctx).split())
+    assert keep_head in text and lapsed_head in text
+    assert text.index("Kay") < text.index(lapsed_head) < text.index("Lee") < text.index("Max")
+    assert html.index("Kay") < html.index("Lee") and html.count("<table") == 2
+    assert sms_lapsed in sms and "Kay" in sms and "Lee" not in sms
+    only_lapsed = {**ctx, "items": lapsed, "keep": []}
+    text = t.render("default", locale, "summary.txt.j2", only_lapsed)
+    assert keep_head.split(" ")[0] not in text and "Lee" in text and "Max" in text
