@@ -39,6 +39,12 @@ class Reason(BaseModel):
     weight: float = Field(description="Contribution to the score (log-odds); larger means stronger.")
 
 
+def priority(score: float, features: dict[str, float]) -> float:
+    """A customer's order in the at-risk lists and the go-live summary: the score weighted by
+    a year's spend, ``score x (1 + spend_365)``."""
+    return score * (1.0 + max(float(features.get("spend_365", 0.0)), 0.0))
+
+
 def reason_json(r: Reason) -> dict[str, Any]:
     """``r.model_dump()`` without pydantic's serializer: the scorer writes up to four reasons
     per customer it scores."""

@@ -13,7 +13,7 @@ from services.common.timefmt import iso_ms
 from services.records import cursor as cursors
 from services.records.holdout import holdout
 from services.scoring.lifecycle import stage_name
-from services.state.store import StateRead, priority_of
+from services.state.store import StateRead, priority_from_index
 
 # KEYS[1]: tier zset. ARGV: count, has cursor (0/1), cursor score, cursor member.
 # From the cursor's own rank when it is still where it was (O(log N + count)); otherwise
@@ -125,7 +125,7 @@ def _item(cid: str, tenant: str, state: list[str | None], prio: str,
         told = [r for r in told if r.get("code") == "open_complaint"] or told
     return {
         "customer_id": cid, "tier": tier, "score": float(score or 0.0),
-        "priority": priority_of(float(prio)), "value_tier": risk.get("value_tier"),
+        "priority": priority_from_index(float(prio)), "value_tier": risk.get("value_tier"),
         "lifecycle_stage": stage_name(risk.get("lifecycle_stage")),
         "top_reason": told[0] if told else (reasons[0] if reasons else None),
         # why the tier is above what the score alone gives (a rule, hysteresis, dwell): the

@@ -276,13 +276,13 @@ def index_score(priority: float, lifecycle_stage: str | None) -> float:
     by priority among themselves. A year of history imported at go-live left the high tier
     mostly churned customers, and sorted by priority alone they filled its first pages (in a
     salon's year: 25 of 25 on the first page, 167 of 177 in the tier) while the six it held
-    who were overdue but still winnable came after them. :func:`priority_of` reads it back."""
+    who were overdue but still winnable came after them. :func:`priority_from_index` reads it back."""
     if lifecycle_stage == "churned":
         return -1.0 / (1.0 + max(priority, 0.0))
     return priority
 
 
-def priority_of(score: float) -> float:
+def priority_from_index(score: float) -> float:
     """The priority a tier-index score stands for (:func:`index_score`)."""
     if score >= 0:
         return score

@@ -16,7 +16,7 @@ from services.state.store import (
     IndexEntry,
     compact_index,
     index_score,
-    priority_of,
+    priority_from_index,
     risk_json,
     risk_snapshot,
 )
@@ -87,4 +87,4 @@ def test_the_tier_index_puts_churned_customers_last_and_keeps_each_priority(
         ps = [p for _, p, stage in scored if (stage == "churned") == group]
         assert ps == sorted(ps, reverse=True)
     for score, p, _ in scored:
-        assert priority_of(score) == pytest.approx(p, rel=1e-9, abs=1e-6)
+        assert priority_from_index(score) == pytest.approx(p, rel=1e-9, abs=1e-6)
