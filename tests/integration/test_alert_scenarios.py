@@ -141,6 +141,36 @@ digest: {interval: 1s}
                             "digest-mail.en")
 
 
+async def test_a_chinese_summary_mail_reads_on_a_phone_keep_first(
+        base, redis: Redis, smtp, chrome: webdriver.Chrome, tmp_path: Path) -> None:
+    """The go-live summary to a staff member who reads Chinese, through the real notifier and
+    SMTP server: in Chinese, the customers to keep before the lapsed under their heading, and
+    it reads on a 375 px phone (only the English mails were rendered in a browser)."""
+    controller, inbox = smtp
+    settings = base(ROUTES, smtp_host="127.0.0.1", smtp_port=controller.port,
+                    alert_summary_after=1.0)
+    keys = Keys(settings.redis_prefix)
+    profiles = await staff_and_stores(redis, keys)
+    await profiles.put_staff(StaffMember(staff_id="owner-1", name="李娜", email="li@example.com",
+                                         locale="zh-CN"))
+    then = datetime.now(UTC) - timedelta(days=200)
+    records = []
+    for cid, name, stage in (("z-keep", "王芳", "at_risk"), ("z-gone", "张伟", "churned")):
+        await profiles.put_profile(cid, CustomerProfile(owner_staff_id="owner-1", name=name))
+        records.append((cid, change(cid, "low", "high", n=1, at=then, stage=stage)[1]))
+    await produce_changes(settings, *records)
+    async with notifier(settings):
+        await wait_until(lambda: inbox.to("li@example.com"), timeout=30, what="the summary")
+    [mail] = inbox.to("li@example.com")
+    assert mail["Subject"] == "[churnwatch] 当前有 2 位客户处于高流失风险"
+    text = mail.get_body(("plain",)).get_content()
+    assert text.index("仍可挽留（1 位）") < text.index("王芳") < text.index("已流失（1 位）") \
+        < text.index("张伟")
+    page = tmp_path / "summary-zh.html"
+    page.write_text(mail.get_body(("html",)).get_content(), encoding="utf-8")
+    await asyncio.to_thread(read_on_a_phone, chrome, page, tmp_path, "逾期", "summary-mail.zh-CN")
+
+
 async def test_importing_history_gives_one_summary_per_recipient(
         base, redis: Redis, smtp, chrome: webdriver.Chrome, tmp_path: Path) -> None:
     """A year of history for 300 customers (random tier walks, causes months old, some
