@@ -39,6 +39,18 @@ class Reason(BaseModel):
     weight: float = Field(description="Contribution to the score (log-odds); larger means stronger.")
 
 
+def lapsed(lifecycle_stage: str | None) -> bool:
+    """Silent past the churn horizon (stage ``churned``): listed after the customers who can
+    still be kept, in the at-risk lists and the go-live summary."""
+    return lifecycle_stage == "churned"
+
+
+def holds_tier(reason: Any) -> bool:
+    """A reason (JSON) that says what holds the tier above the score's own (a rule,
+    hysteresis, dwell: ``tier_*``) rather than why the customer is at risk."""
+    return isinstance(reason, dict) and str(reason.get("code", "")).startswith("tier_")
+
+
 def priority(score: float, features: dict[str, float]) -> float:
     """A customer's order in the at-risk lists and the go-live summary: the score weighted by
     a year's spend, ``score x (1 + spend_365)``."""

@@ -14,7 +14,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from services.common.exceptions import BrokerUnavailable
 from services.common.profiles import CustomerProfile, ProfileStore
-from services.common.riskchange import TIERS
+from services.common.riskchange import TIERS, holds_tier, lapsed
 from services.common.timefmt import iso_ms, parse_iso
 from services.console import alerts, charts, i18n
 from services.console.sessions import SESSION_COOKIE, Draft, Session
@@ -174,8 +174,8 @@ async def at_risk_page(request: Request, res: Res, tier: str = "high", store: st
                 csrf=session.csrf, page=listing, tier=tier, tiers=("high", "medium"),
                 store=scoped, stores=stores, all_stores=not bound, here=here(request),
                 filters=filters,
-                keep=[i for i in listing["items"] if i.get("lifecycle_stage") != "churned"],
-                lapsed=[i for i in listing["items"] if i.get("lifecycle_stage") == "churned"],
+                keep=[i for i in listing["items"] if not lapsed(i.get("lifecycle_stage"))],
+                lapsed=[i for i in listing["items"] if lapsed(i.get("lifecycle_stage"))],
                 value_tiers=VALUE_TIERS, stages=STAGES, count=count, owners=owners,
                 tier_links={name: link(tier=name) for name in ("high", "medium")},
                 next_link=link(cursor=listing["next_cursor"], start=str(first + shown))
@@ -304,7 +304,7 @@ async def customer_page(customer_id: CustomerId, request: Request, res: Res) -> 
                 # first, "Held at high: score 0.73 is still above the exit level" hid why)
                 reasons=[_text(r, zh) for r in sorted(
                     risk.get("reasons") or [],
-                    key=lambda r: isinstance(r, dict) and str(r.get("code", "")).startswith("tier_"))],
+                    key=holds_tier)],
                 as_usual=bool(risk.get("reasons")) and all(
                     isinstance(r, dict) and r.get("code") == REGULAR.code
                     for r in risk.get("reasons") or []),

@@ -24,7 +24,7 @@ from services.alerting.acks import AckLinks, record_alert
 from services.alerting.escalation import Escalations
 from services.alerting.inbound import RiskChangeEvent
 from services.alerting.webhooks import is_paused, tenant_of
-from services.common.riskchange import RiskChange, priority
+from services.common.riskchange import RiskChange, lapsed, priority
 from services.notifier.channels import registry
 from services.notifier.channels.base import ChannelName, Message, delivery_id
 from services.notifier.digests import Digester
@@ -238,7 +238,7 @@ class Planner:
                 item |= {"score_now": f"{change.score:.2f}",
                          "link": self._link(change.customer_id),
                          # silent past the horizon: listed after those still to keep
-                         "lapsed": change.lifecycle_stage == "churned",
+                         "lapsed": lapsed(change.lifecycle_stage),
                          "priority": priority(change.score, change.features)}
                 groups.setdefault((person.key, channel), (person, [], ctx.timezone))[1].append(item)
             created = max(created, created_ms)

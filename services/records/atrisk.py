@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 
 from services.common.profiles import CustomerProfile
 from services.common.redisconn import Keys, parse_customer_token
+from services.common.riskchange import holds_tier
 from services.common.timefmt import iso_ms
 from services.records import cursor as cursors
 from services.records.holdout import holdout
@@ -120,7 +121,7 @@ def _item(cid: str, tenant: str, state: list[str | None], prio: str,
     # what holds, not that a rule, hysteresis or dwell holds the tier (reasons[0] then); and
     # the complaint when the action is to resolve it (the card read "49 days since the only
     # visit" beside "Resolve the open complaint first")
-    told = [r for r in reasons if not str(r.get("code", "")).startswith("tier_")]
+    told = [r for r in reasons if not holds_tier(r)]
     if action.get("code") == "resolve_complaint":
         told = [r for r in told if r.get("code") == "open_complaint"] or told
     return {
@@ -131,7 +132,7 @@ def _item(cid: str, tenant: str, state: list[str | None], prio: str,
         # why the tier is above what the score alone gives (a rule, hysteresis, dwell): the
         # list shows it beside "high · 0.30", which otherwise reads as a contradiction
         "tier_reason": next((r for r in reasons[:1]
-                             if str(r.get("code", "")).startswith("tier_")), None),
+                             if holds_tier(r)), None),
         "suggested_action": risk.get("suggested_action"), "store_id": store,
         "owner_staff_id": profile.owner_staff_id if profile else None,
         "name": profile.name if profile else None,

@@ -55,7 +55,7 @@ from services.common.redisconn import (
     is_cluster,
     parse_cohort_member,
 )
-from services.common.riskchange import TIERS
+from services.common.riskchange import TIERS, lapsed
 from services.common.settings import Settings
 from services.scoring.features import DAY_MS, FEATURE_NAMES, FEATURE_SCHEMA_VERSION, Activity
 from services.scoring.summary import Summary
@@ -277,7 +277,7 @@ def index_score(priority: float, lifecycle_stage: str | None) -> float:
     mostly churned customers, and sorted by priority alone they filled its first pages (in a
     salon's year: 25 of 25 on the first page, 167 of 177 in the tier) while the six it held
     who were overdue but still winnable came after them. :func:`priority_from_index` reads it back."""
-    if lifecycle_stage == "churned":
+    if lapsed(lifecycle_stage):
         return -1.0 / (1.0 + max(priority, 0.0))
     return priority
 
