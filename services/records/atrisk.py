@@ -131,8 +131,7 @@ def _item(cid: str, tenant: str, state: list[str | None], prio: str,
         "top_reason": told[0] if told else (reasons[0] if reasons else None),
         # why the tier is above what the score alone gives (a rule, hysteresis, dwell): the
         # list shows it beside "high · 0.30", which otherwise reads as a contradiction
-        "tier_reason": next((r for r in reasons[:1]
-                             if holds_tier(r)), None),
+        "tier_reason": reasons[0] if reasons and holds_tier(reasons[0]) else None,
         "suggested_action": risk.get("suggested_action"), "store_id": store,
         "owner_staff_id": profile.owner_staff_id if profile else None,
         "name": profile.name if profile else None,
