@@ -33,6 +33,7 @@ from aiohttp import web
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from services.common.logs import mask_email, mask_phone
+from services.common.runtime import stop_on_signals
 from services.common.timefmt import utc_now
 
 logger = logging.getLogger(__name__)
@@ -248,9 +249,7 @@ def main(*, smtp_port: int, sms_port: int, webhook_port: int, out_dir: Path,
 
     async def _run() -> int:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        stop_on_signals(asyncio.get_running_loop(), stop.set, (signal.SIGTERM, signal.SIGINT))
         sinks = Sinks(out_dir=out_dir, host=host, smtp_port=smtp_port, sms_port=sms_port,
                       webhook_port=webhook_port, retention_days=retention_days)
         try:

@@ -45,6 +45,7 @@ from services.common.kafka import ensure_topics, make_consumer
 from services.common.logs import mask_url_credentials
 from services.common.pseudonym import UNKEYED, load_key, pseudonym
 from services.common.redisconn import make_redis
+from services.common.runtime import STOP_SIGNALS, stop_on_signals
 from services.common.settings import Settings
 from services.demo.people import DEMO_STORE, manager_email, manager_id
 
@@ -594,9 +595,7 @@ def _count_lines(path: Path) -> int:
 
 
 async def _run(stack: Stack) -> int:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        loop.add_signal_handler(sig, stack.stopping.set)
+    stop_on_signals(asyncio.get_running_loop(), stack.stopping.set)
     try:
         await stack.start()
     # the ways a start fails on purpose (a child exits, not ready in time, no broker);
@@ -654,10 +653,9 @@ def run_stack(settings: Settings, *, demo: bool) -> int:
     except KeyboardInterrupt:
         code = 0
     finally:
-        # asyncio.run removed its handlers: a second SIGTERM (make forwards one to its child
-        # after the group got the first) would kill us mid-shutdown and leave stack.json and
-        # orphans behind. Shutting down is already what every such signal asks for.
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        # shutting down is already what every further signal asks for (a SIGTERM here
+        # must not kill us and leave stack.json and orphans behind)
+        for sig in STOP_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
         _say("shutting down")
         stack.stop()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
-from collections.abc import Iterator
+import signal
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 # Python's default (700, 10, 10) runs a young collection every 700 allocations and a full
@@ -53,3 +56,26 @@ def gc_paused() -> Iterator[None]:
 
 
 __all__ = ["GC_THRESHOLDS", "gc_paused", "tune_gc"]
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def stop_on_signals(loop: asyncio.AbstractEventLoop, stop: Callable[[], object],
+                    signals: tuple[signal.Signals, ...] = STOP_SIGNALS) -> None:
+    """Call ``stop`` in ``loop`` on each of ``signals`` for the rest of the process's life
+    (from the main thread; the handler runs there).
+
+    Not ``loop.add_signal_handler``: closing the loop (the end of ``asyncio.run``) puts the
+    default action back, and a second SIGTERM in the moment after (``make`` forwards one to
+    its child when the process group already got the first; a supervisor stops a child the
+    group's signal reached too) killed the process mid-shutdown: a CI smoke run found the
+    stack dead of SIGTERM with its ``stack.json`` left behind. This handler stays installed;
+    once the loop has closed a signal finds shutdown under way and does nothing."""
+
+    def handler(signum: int, frame: object) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop has closed: already shutting down
+            loop.call_soon_threadsafe(stop)
+
+    for sig in signals:
+        signal.signal(sig, handler)

@@ -46,7 +46,7 @@ from services.common.logs import setup_logging
 from services.common.profiles import ProfileStore
 from services.common.pseudonym import install_key
 from services.common.redisconn import Keys, make_redis
-from services.common.runtime import tune_gc
+from services.common.runtime import stop_on_signals, tune_gc
 from services.common.settings import Settings
 from services.notifier.breaker import CircuitBreaker
 from services.notifier.channels import registry
@@ -549,9 +549,7 @@ def main(settings: Settings) -> int:
 
     async def _main() -> int:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        stop_on_signals(asyncio.get_running_loop(), stop.set, (signal.SIGTERM, signal.SIGINT))
         try:
             await run_notifier(settings, stop=stop)
         except ConfigError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 
@@ -59,3 +60,36 @@ def test_gc_paused_turns_the_collector_back_on_after_an_error() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "True"
+
+
+STOPPING = """
+import asyncio, os, signal, sys
+from services.common.runtime import stop_on_signals
+
+async def main():
+    stop = asyncio.Event()
+    stop_on_signals(asyncio.get_running_loop(), stop.set)
+    print("ready", flush=True)
+    await asyncio.wait_for(stop.wait(), 30)  # the test's SIGTERM wakes the idle loop
+    print("stopping", flush=True)
+
+asyncio.run(main())
+# the loop has closed; a second SIGTERM now (make forwarding the group's signal to its
+# child) must find shutdown under way, not the default action
+os.kill(os.getpid(), signal.SIGTERM)
+os.kill(os.getpid(), signal.SIGINT)
+print("shut down", flush=True)
+"""
+
+
+def test_a_second_sigterm_after_the_loop_closed_does_not_kill_the_shutdown() -> None:
+    """``loop.add_signal_handler`` puts the default action back when the loop closes: a CI
+    smoke run found the stack killed by make's forwarded SIGTERM there, stack.json left."""
+    proc = subprocess.Popen([sys.executable, "-c", STOPPING], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert out.split() == ["stopping", "shut", "down"]
