@@ -15,6 +15,7 @@ from services.common.exceptions import ConfigError
 from services.common.settings import load_settings
 from services.scoring.engine import Engine, Subject
 from services.scoring.features import FEATURE_NAMES, compute_features
+from services.scoring.model import load_model
 from services.scoring.rules import BUSINESS_TYPES, load_rules, parse_rules
 from services.scoring.scorecard import Scorecard
 from services.scoring.tiers import Thresholds
@@ -149,3 +150,23 @@ def test_bad_files_and_settings(tmp_path: Path) -> None:
         load_settings(business_type="bakery")
     s = load_settings(rules=good, business_type="salon")
     assert s.rules == good and s.model_refresh_seconds == 2.0
+
+
+def test_default_business_type_flags_the_regular_who_stopped_coming() -> None:
+    """The case churnwatch is for, with the shipped model and the `default` rules: a customer
+    who came every four weeks for a year and has not been seen for nine weeks is at least
+    medium (the model alone scores them low) and told why in their own numbers; at three
+    cadences high. Two visits are no cadence to be overdue against."""
+    engine = Engine(load_model(None), Thresholds(), rules=load_rules(None, "default"))
+    history = acts(regular("r", every_days=28, count=12))  # visits on days 0 .. 308
+    [on_time, nine_weeks, thirteen] = engine.assess(
+        [Subject("r", history)] * 3, [at(308 + 27), at(308 + 63), at(308 + 91)],
+        with_history=False)
+    assert on_time.tier == "low"
+    assert nine_weeks.tier == "medium"
+    assert nine_weeks.score < Thresholds().medium_enter  # the rule, not the score
+    assert nine_weeks.reasons[1].text == "63 days since the last visit; usually every 28 days"
+    assert thirteen.tier == "high"
+    twice = acts(regular("t", every_days=10, count=2))
+    [barely] = engine.assess([Subject("t", twice)], at(10 + 25), with_history=False)
+    assert barely.features["overdue_ratio"] >= 2 and barely.tier == "low"
