@@ -141,6 +141,37 @@ digest: {interval: 1s}
                             "digest-mail.en")
 
 
+async def test_a_chinese_digest_mail_reads_on_a_phone(
+        base, redis: Redis, smtp, chrome: webdriver.Chrome, tmp_path: Path) -> None:
+    """The digest to a store manager who reads Chinese, through the real notifier and SMTP
+    server: in Chinese (the scorer's Chinese reasons and actions, tiers in Chinese), and it
+    reads on a 375 px phone like the English one."""
+    controller, inbox = smtp
+    settings = base("""
+routes:
+  - {match: {to: [medium, high]}, channels: [email], to: store_manager, digest: true}
+digest: {interval: 1s}
+""", smtp_host="127.0.0.1", smtp_port=controller.port)
+    profiles = await staff_and_stores(redis, Keys(settings.redis_prefix))
+    await profiles.put_staff(StaffMember(staff_id="mgr-1", name="王经理", email="wang@example.com",
+                                         role="manager", locale="zh-CN"))
+    for n in range(3):
+        await profiles.put_profile(f"d-{n}", CustomerProfile(name=f"顾客{n}"))
+    await produce_changes(settings, *((f"d-{n}", change(f"d-{n}", "low", "medium", n=1,
+                                                        at=datetime.now(UTC))[1])
+                                      for n in range(3)))
+    async with notifier(settings):
+        await wait_until(lambda: inbox.to("wang@example.com"), timeout=15, what="the digest")
+    [mail] = inbox.to("wang@example.com")
+    assert mail["Subject"] == "[churnwatch] 3 位客户风险变化汇总"
+    text = mail.get_body(("plain",)).get_content()
+    assert text.startswith("王经理，您好：") and "原因：逾期" in text and "建议行动：致电" in text
+    assert all(f"顾客{n}" in text for n in range(3)) and "overdue" not in text
+    page = tmp_path / "digest-zh.html"
+    page.write_text(mail.get_body(("html",)).get_content(), encoding="utf-8")
+    await asyncio.to_thread(read_on_a_phone, chrome, page, tmp_path, "逾期", "digest-mail.zh-CN")
+
+
 async def test_a_chinese_summary_mail_reads_on_a_phone_keep_first(
         base, redis: Redis, smtp, chrome: webdriver.Chrome, tmp_path: Path) -> None:
     """The go-live summary to a staff member who reads Chinese, through the real notifier and
