@@ -18,21 +18,26 @@ At send time :meth:`services.notifier.planner.Planner.summary_messages` keeps on
 who are high *now* (their latest change, and the episode record, say high), leaves out the
 win-back holdout, and claims each ``recipient|channel`` pair in the customer's episode, so a
 recipient told in the summary is not told again about that customer in the same episode.
+Each customer is listed by where they stand at send time (:meth:`Summaries.standing`: the
+scorer's stored risk, as a risk read gives it): lapsed or still to keep, the score now.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from redis.asyncio import Redis
 
 from services.alerting.inbound import InvalidRecord, RiskChangeEvent, decode_risk_change
 from services.common.redisconn import Keys
+from services.common.riskchange import RiskChange
 from services.notifier.channels.base import Message
 from services.notifier.digests import TAKE_DUE
 from services.notifier.settle import Erased
+from services.state.store import read_states
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +52,7 @@ class Summaries:
     def __init__(self, redis: Redis, keys: Keys, *, after_s: float):
         self.redis = redis
         self.after_ms = int(after_s * 1000)
+        self.keys = keys
         self.base = keys.summary_base
         self._take = redis.register_script(TAKE_DUE)
 
@@ -58,6 +64,22 @@ class Summaries:
                       json.dumps({"event": event.raw.decode(), "created_ms": created_ms}))
             pipe.zadd(self.base + "due", {tenant: now_ms + self.after_ms})
             await pipe.execute()
+
+    async def standing(self, changes: Sequence[RiskChange]) -> list[dict[str, Any] | None]:
+        """Each customer's risk as the scorer stored it last (what ``GET …/risk`` answers), in
+        order; None where there is none or it cannot be read. A customer's newest change can
+        be older than where they stand: silence carrying them past the churn horizon, or a
+        return that leaves them high, changes no tier and so sends no change. One round trip."""
+        states = await read_states(self.redis, self.keys,
+                                   [(c.tenant_id, c.customer_id) for c in changes], ["risk"])
+        out: list[dict[str, Any] | None] = []
+        for state in states:
+            try:
+                risk = json.loads(state["risk"]) if "risk" in state else None
+            except ValueError:
+                risk = None
+            out.append(risk if isinstance(risk, dict) else None)
+        return out
 
     async def flush(self, *, now_ms: int, plan: Plan, deliver: Deliver,
                     erased: Erased | None = None) -> int:

@@ -20,6 +20,8 @@ from collections.abc import Collection
 from typing import Any
 from urllib.parse import quote
 
+from pydantic import ValidationError
+
 from services.alerting.acks import AckLinks, record_alert
 from services.alerting.escalation import Escalations
 from services.alerting.inbound import RiskChangeEvent
@@ -206,7 +208,10 @@ class Planner:
         groups: dict[tuple[str, str], tuple[Recipient, list[dict[str, Any]], str]] = {}
         created = 0
         alert_id = "summary:" + name
-        for event, created_ms in sorted(events, key=lambda e: e[0].change.customer_id):
+        events = sorted(events, key=lambda e: e[0].change.customer_id)
+        standing = (await self.summaries.standing([e.change for e, _ in events])
+                    if self.summaries is not None else [None] * len(events))
+        for (event, created_ms), now in zip(events, standing, strict=True):
             change = event.change
             if change.tier != "high" or change.holdout:
                 continue
@@ -231,15 +236,16 @@ class Planner:
                     change.customer_id, change.tenant_id, alert_id,
                     [f"{p.key}|{c}" for p, c in wanted], "high"))
                 wanted = [(p, c) for p, c in wanted if f"{p.key}|{c}" in allowed]
-            _, action = apply_inhibition(change, self.routing.policies.inhibit)
+            current = _standing(change, now)
+            _, action = apply_inhibition(current, self.routing.policies.inhibit)
             for person, channel in wanted:
-                item = self.templates.digest_item(change, person, action=action,
+                item = self.templates.digest_item(current, person, action=action,
                                                   event_id=event.id, customer_name=ctx.name)
-                item |= {"score_now": f"{change.score:.2f}",
+                item |= {"score_now": f"{current.score:.2f}",
                          "link": self._link(change.customer_id),
                          # silent past the horizon: listed after those still to keep
-                         "lapsed": lapsed(change.lifecycle_stage),
-                         "priority": priority(change.score, change.features)}
+                         "lapsed": lapsed(current.lifecycle_stage),
+                         "priority": priority(current.score, current.features)}
                 groups.setdefault((person.key, channel), (person, [], ctx.timezone))[1].append(item)
             created = max(created, created_ms)
         out = []
@@ -366,3 +372,18 @@ def _extra(event: RiskChangeEvent) -> dict[str, str]:
     # the customer as a field: the log formatter writes their pseudonymous token, not the id
     return {"event_id": event.id, "customer_id": event.change.customer_id,
             "tenant": event.change.tenant_id}
+
+
+
+def _standing(change: RiskChange, now: dict[str, Any] | None) -> RiskChange:
+    """A summary's customer as they stand: ``change`` with the score, reasons, action, value,
+    stage and features the scorer stored last (``now``, :meth:`Summaries.standing`) when
+    those are high too; else ``change`` as it came (the newest change told them)."""
+    if now is None or now.get("tier") != "high":
+        return change
+    fields = ("score", "reasons", "suggested_action", "value_tier", "lifecycle_stage", "features")
+    try:
+        return RiskChange.model_validate(
+            change.model_dump() | {k: now[k] for k in fields if k in now})
+    except ValidationError:
+        return change

@@ -34,14 +34,16 @@ from services.common.riskchange import (
     encode_cloudevent,
     to_cloudevent,
 )
+from services.common.timefmt import rfc3339
 from services.notifier.templates import SMS_MAX_CHARS
+from services.state.store import read_states, risk_snapshot
 from tests.data import by_time, regular
 from tests.e2e import test_console as browser
 from tests.e2e.test_console import fits, shoot, until
 from tests.integration import test_notifier_policies as policies
 from tests.integration.test_notifier import Receiver, metric, notifier, produce_changes, wait_until
 from tests.integration.test_notifier_policies import SmsGateway, staff_and_stores
-from tests.kafkatools import produce_events, read_all
+from tests.kafkatools import produce_events
 from tests.precision import record
 
 pytestmark = pytest.mark.integration
@@ -200,6 +202,45 @@ async def test_a_chinese_summary_mail_reads_on_a_phone_keep_first(
     page = tmp_path / "summary-zh.html"
     page.write_text(mail.get_body(("html",)).get_content(), encoding="utf-8")
     await asyncio.to_thread(read_on_a_phone, chrome, page, tmp_path, "逾期", "summary-mail.zh-CN")
+
+
+async def test_a_summary_lists_customers_where_they_stand_not_as_their_last_change_said(
+        base, redis: Redis, smtp, tmp_path: Path) -> None:
+    """Silence past the churn horizon, or a return that leaves a customer high, changes no
+    tier and so sends no risk change: the summary reads where each customer stands (the
+    scorer's stored risk, what the risk API answers) for the grouping, the score, the reason
+    and the action; a customer with nothing stored is listed as their change told them."""
+    controller, inbox = smtp
+    settings = base(ROUTES, smtp_host="127.0.0.1", smtp_port=controller.port,
+                    alert_summary_after=1.0)
+    keys = Keys(settings.redis_prefix)
+    profiles = await staff_and_stores(redis, keys)
+    then = datetime.now(UTC) - timedelta(days=200)
+    records = []
+    for cid, told, stands in (("s-back", "churned", "won_back"), ("s-gone", "at_risk", "churned"),
+                              ("s-told", "at_risk", None)):
+        await profiles.put_profile(cid, CustomerProfile(owner_staff_id="owner-1", name=cid))
+        records.append((cid, change(cid, "low", "high", n=1, at=then, stage=told)[1]))
+        if stands is not None:  # as the scorer stores a customer's risk (services.state.store)
+            await redis.set(keys.risk(cid), risk_snapshot({
+                "score": 0.91, "tier": "high",
+                "reasons": [{"code": "open_complaint", "text": f"{cid}: 1 complaint unresolved",
+                             "text_zh": "有1个未解决的投诉", "weight": 2.0}],
+                "suggested_action": {"code": "resolve_complaint", "text": "Resolve the complaint",
+                                     "text_zh": "处理投诉"},
+                "value_tier": "high", "lifecycle_stage": stands, "model_version": "m1",
+                "as_of": rfc3339(datetime.now(UTC)), "features": {"open_complaints": 1.0}}))
+    await produce_changes(settings, *records)
+    async with notifier(settings):
+        await wait_until(lambda: inbox.to("olga@example.com"), timeout=30, what="the summary")
+    [mail] = inbox.to("olga@example.com")
+    text = mail.get_body(("plain",)).get_content()
+    keep, _, gone = text.partition("\nLapsed (")
+    assert "- s-back (" in keep and "- s-told (" in keep and "- s-gone (" in gone, text
+    assert "s-back: 1 complaint unresolved" in keep and "score 0.91" in keep
+    assert "Suggested action: Resolve the complaint" in keep
+    assert "s-told is overdue" in keep and "score 0.80" in keep  # as its change told it
+    assert "s-gone: 1 complaint unresolved" in gone and "s-gone is overdue" not in text
 
 
 async def test_importing_history_gives_one_summary_per_recipient(
@@ -591,12 +632,11 @@ async def test_a_year_of_history_for_1000_customers_through_the_scorer_gives_one
         tiers = {}
         for cid in home:
             tiers[cid] = await redis.hget(keys.state(cid), "tier")  # type: ignore[misc]
-        # each customer's stage as their newest risk change told it (what the summary reads;
-        # a customer back while still high has no newer change: their stored stage moved on)
-        stages: dict[str, str] = {}
-        for rec in await read_all(settings, settings.topic_risk_changes):  # a partition's order
-            data = json.loads(rec.value)["data"]
-            stages[data["customer_id"]] = data["lifecycle_stage"]
+        # where each customer stands, as the scorer stored it (what the summary reads; their
+        # newest risk change can be older: silence past the horizon changes no tier)
+        stored = await read_states(redis, keys, [("default", c) for c in home], ["risk"])
+        stages = {c: json.loads(st["risk"])["lifecycle_stage"]
+                  for c, st in zip(home, stored, strict=True) if "risk" in st}
 
     mails = [m for email, _ in owners.values() for m in inbox.to(email)]
     assert len(mails) == len(inbox.mails)  # nobody else was written to
