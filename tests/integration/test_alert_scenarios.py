@@ -57,6 +57,11 @@ ROUTES = """
 routes:
   - {match: {to: high}, channels: [email, sms]}
 """
+DIGEST_ROUTES = """
+routes:
+  - {match: {to: [medium, high]}, channels: [email], to: store_manager, digest: true}
+digest: {interval: 1s}
+"""
 
 
 def change(customer: str, previous: str, tier: str, *, n: int, at: datetime,
@@ -123,11 +128,7 @@ async def test_a_digest_mail_reads_on_a_phone(base, redis: Redis, smtp, chrome: 
     server reads on a 375 px phone as the go-live summary does: it was the same five-column
     table."""
     controller, inbox = smtp
-    settings = base("""
-routes:
-  - {match: {to: [medium, high]}, channels: [email], to: store_manager, digest: true}
-digest: {interval: 1s}
-""", smtp_host="127.0.0.1", smtp_port=controller.port)
+    settings = base(DIGEST_ROUTES, smtp_host="127.0.0.1", smtp_port=controller.port)
     await staff_and_stores(redis, Keys(settings.redis_prefix))
     words = ("Usually visits every 21 days; not seen for 64 days",
              "Invite them back with a personal offer")
@@ -149,11 +150,7 @@ async def test_a_chinese_digest_mail_reads_on_a_phone(
     server: in Chinese (the scorer's Chinese reasons and actions, tiers in Chinese), and it
     reads on a 375 px phone like the English one."""
     controller, inbox = smtp
-    settings = base("""
-routes:
-  - {match: {to: [medium, high]}, channels: [email], to: store_manager, digest: true}
-digest: {interval: 1s}
-""", smtp_host="127.0.0.1", smtp_port=controller.port)
+    settings = base(DIGEST_ROUTES, smtp_host="127.0.0.1", smtp_port=controller.port)
     profiles = await staff_and_stores(redis, Keys(settings.redis_prefix))
     await profiles.put_staff(StaffMember(staff_id="mgr-1", name="王经理", email="wang@example.com",
                                          role="manager", locale="zh-CN"))
