@@ -46,9 +46,11 @@ def lapsed(lifecycle_stage: str | None) -> bool:
 
 
 def holds_tier(reason: Any) -> bool:
-    """A reason (JSON) that says what holds the tier above the score's own (a rule,
-    hysteresis, dwell: ``tier_*``) rather than why the customer is at risk."""
-    return isinstance(reason, dict) and str(reason.get("code", "")).startswith("tier_")
+    """A reason (a :class:`Reason` or its JSON) that says what holds the tier above the
+    score's own (a rule, hysteresis, dwell: ``tier_*``) rather than why the customer is at
+    risk."""
+    code = reason.get("code", "") if isinstance(reason, dict) else getattr(reason, "code", "")
+    return str(code).startswith("tier_")
 
 
 def priority(score: float, features: dict[str, float]) -> float:

@@ -23,14 +23,22 @@ from typing import Any
 import jinja2
 
 from services.common.exceptions import ConfigError
-from services.common.riskchange import TIER_RANK, RiskChange, SuggestedAction
+from services.common.riskchange import TIER_RANK, RiskChange, SuggestedAction, holds_tier
 from services.notifier.channels import registry
 from services.notifier.routing import Recipient
 
 SMS_MAX_CHARS = 480
 SMS_GSM_SEGMENT = 160  # one GSM-7 SMS
 SMS_UCS2_SEGMENT = 70  # one SMS with any character outside GSM-7 (e.g. Chinese)
+SMS_GSM_PART = 153  # GSM-7 septets per segment of a longer SMS (the rest carries the joining header)
+SMS_UCS2_PART = 67
 SMS_DETAIL_LEVELS = (3, 2, 1, 0)  # alert.sms.j2 is rendered with `detail` from 3 down
+# Which alert SMS goes: (segments, lowest detail) in turn, the most detailed text that fits.
+# One segment that still says why and what to do (detail 2); else two segments that keep at
+# least the action (a link and a scorer's action did not fit 160 characters together, and
+# "Priya Okafor high risk, was medium. Ack: <link>" told staff nothing to act on); else one
+# segment with what fits; else the shortest, capped at SMS_MAX_CHARS.
+SMS_PLANS = ((1, 2), (2, 1), (1, 0))
 MAX_REASONS = 3
 # The GSM 03.38 basic character set (and its extension table, which costs two septets).
 _GSM_BASIC = set("@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLM"
@@ -49,9 +57,14 @@ def sms_units(text: str) -> tuple[int, int]:
     return len(text), SMS_UCS2_SEGMENT
 
 
-def fits_one_sms(text: str) -> bool:
-    length, limit = sms_units(text)
-    return length <= limit
+def sms_segments(text: str) -> int:
+    """How many segments ``text`` is sent as (a longer SMS is split into parts of 153 GSM-7
+    septets or 67 UCS-2 characters)."""
+    length, single = sms_units(text)
+    if length <= single:
+        return 1
+    part = SMS_GSM_PART if single == SMS_GSM_SEGMENT else SMS_UCS2_PART
+    return -(-length // part)
 
 
 def _masked_contact(contact: Recipient | None, consent: Any) -> dict[str, str]:
@@ -151,6 +164,10 @@ class Templates:
             "worse": TIER_RANK[change.tier] > TIER_RANK[change.previous_tier],
             "score": _score(change), "score_value": change.score,
             "reasons": [(r.text_zh if zh else r.text) for r in change.reasons[:MAX_REASONS]],
+            # the first reason that says why the customer is at risk ("Raised to high by a
+            # business rule" says only that a rule holds the tier): what an SMS has room for
+            "why": next(((r.text_zh if zh else r.text) for r in change.reasons
+                         if not holds_tier(r)), ""),
             "action": act.text_zh if zh else act.text, "action_code": act.code,
             "delivery_id": delivery_id, "alert_id": alert_id,
             "escalate_after": _duration(escalate_after_s, recipient.locale),
@@ -162,18 +179,21 @@ class Templates:
         return self._email("alert", change.tenant_id, recipient.locale, ctx)
 
     def sms(self, change: RiskChange, recipient: Recipient, **kwargs: Any) -> str:
-        """The most detailed text (``detail`` 3..0) that fits one SMS segment; when even the
-        shortest does not (long names, zh-CN with a link), the shortest, capped at
+        """The alert as an SMS (``alert.sms.j2`` at ``detail`` 3..0) by :data:`SMS_PLANS`:
+        one segment with the reason and the action, else two with the action, else what
+        fits one; when nothing does (a very long name), the shortest, capped at
         ``SMS_MAX_CHARS``."""
         kwargs.setdefault("delivery_id", "")
-        text = ""
+        texts = {}
         for detail in SMS_DETAIL_LEVELS:
             ctx = self.alert_context(change, recipient, detail=detail, **kwargs)
-            text = " ".join(self.render(change.tenant_id, recipient.locale, "alert.sms.j2",
-                                        ctx).split())
-            if fits_one_sms(text):
-                return text
-        return clip_sms(text)
+            texts[detail] = " ".join(self.render(change.tenant_id, recipient.locale,
+                                                 "alert.sms.j2", ctx).split())
+        for segments, lowest in SMS_PLANS:
+            for detail in SMS_DETAIL_LEVELS:
+                if detail >= lowest and sms_segments(texts[detail]) <= segments:
+                    return texts[detail]
+        return clip_sms(texts[SMS_DETAIL_LEVELS[-1]])
 
     def digest_item(self, change: RiskChange, recipient: Recipient, *,
                     action: SuggestedAction | None = None, event_id: str = "",

@@ -14,9 +14,9 @@ from services.notifier.templates import (
     SMS_MAX_CHARS,
     SMS_UCS2_SEGMENT,
     Templates,
-    fits_one_sms,
     render_email,
     render_sms,
+    sms_segments,
     sms_units,
 )
 
@@ -53,7 +53,7 @@ def test_zh_cn_recipients_get_the_chinese_texts() -> None:
 
 def test_sms_is_short_and_complete() -> None:
     sms = render_sms(CHANGE, EN)
-    assert fits_one_sms(sms) and len(sms) <= SMS_GSM_SEGMENT
+    assert sms_segments(sms) == 1 and len(sms) <= SMS_GSM_SEGMENT
     for part in ("c-1042", "salon-downtown", "high risk 0.81, was low", "63 days",
                  "Call the customer"):
         assert part in sms
@@ -63,19 +63,51 @@ LINK = "https://churn.example.com/a/AbCdEfGhIjKlMnOpQrStUv"
 
 
 @pytest.mark.parametrize("recipient", [EN, ZH])
-def test_sms_names_the_customer_and_stays_in_one_segment_where_it_can(recipient) -> None:
+def test_sms_names_the_customer_and_says_why_and_what_to_do(recipient) -> None:
+    """One segment where the reason and the action fit with the link; else two segments
+    rather than an SMS that only names the customer ("Mei Chen high risk, was low. Ack:
+    <link>" told staff nothing to act on: a link and a reason do not fit 160 characters)."""
     t = Templates()
     sms = t.sms(CHANGE, recipient, customer_name="Mei Chen", ack_url=LINK)
-    assert "Mei Chen" in sms and LINK in sms and "c-1042" not in sms
+    assert "Mei Chen" in sms and sms.endswith(LINK) and "c-1042" not in sms
+    why, do = ("63 days since the last visit", "Do: Call the customer personally") \
+        if recipient is EN else ("距上次到店已63天", "建议：亲自致电客户")
+    assert why in sms and do in sms
     length, limit = sms_units(sms)
     assert limit == (SMS_GSM_SEGMENT if recipient is EN else SMS_UCS2_SEGMENT)
-    if recipient is EN:  # detail is dropped (store, score, reason) until it fits 160 GSM-7
-        assert length <= 160 and "Do: Call the customer personally" in sms
-    else:  # 70 UCS-2 characters: name, tier change and the link; the rest is in the e-mail
-        assert length <= 70 and "亲自致电" not in sms and sms.endswith(LINK)
-    long_name = t.sms(CHANGE, recipient, customer_name="X" * 100, ack_url=LINK)
-    assert long_name.endswith(LINK) and len(long_name) <= SMS_MAX_CHARS  # cannot fit: shortest
+    assert length > limit and sms_segments(sms) == 2  # did not fit one
+    short = t.sms(CHANGE, EN, customer_name="Mei Chen", ack_url="https://c.io/a/x1")
+    assert sms_segments(short) == 1 and "63 days" in short and "Do: Call" in short
+    # the scorer's own action (68 characters) and reason: still two segments, not three
+    real = CHANGE.model_copy(update={
+        "reasons": [Reason(code="overdue", text="63 days since the last visit; usually every "
+                           "28 days", text_zh="距上次到店已63天；平时每28天一次", weight=1.9)],
+        "suggested_action": SuggestedAction(
+            code="personal_call", text="Call or message the customer personally with an "
+            "invitation to book", text_zh="亲自致电或发消息邀请客户预约")})
+    sms = t.sms(real, recipient, customer_name="Priya Okafor", ack_url=LINK)
+    action = real.suggested_action
+    assert sms_segments(sms) == 2 and (action.text if recipient is EN else action.text_zh) in sms
+    long_name = t.sms(CHANGE, recipient, customer_name="X" * 300, ack_url=LINK)
+    assert long_name.endswith(LINK) and len(long_name) <= SMS_MAX_CHARS  # nothing fits: shortest
+    assert "Do:" not in long_name and "建议" not in long_name
     assert sms_units("Größe €5") == (9, 160) and sms_units("王") == (1, 70)
+    assert [sms_segments(x) for x in ("a" * 160, "a" * 161, "a" * 306, "a" * 307, "王" * 70,
+                                      "王" * 71, "王" * 134, "王" * 135)] == [1, 2, 2, 3, 1, 2, 2, 3]
+
+
+def test_sms_says_why_not_that_a_rule_holds_the_tier() -> None:
+    """A tier a business rule raised leads its reasons with "Raised to high by a business rule
+    (score 0.19)": the SMS, with room for one reason, gives the rule's own (why) instead."""
+    raised = CHANGE.model_copy(update={"reasons": [
+        Reason(code="tier_raised_by_rule", text="Raised to high by a business rule (score 0.19)",
+               text_zh="业务规则将风险提升为高（评分0.19）", weight=9.0),
+        *CHANGE.reasons]})
+    for recipient, why in ((EN, "63 days since the last visit"), (ZH, "距上次到店已63天")):
+        sms = Templates().sms(raised, recipient, customer_name="Ana Silva", ack_url=LINK)
+        assert why in sms and "business rule" not in sms and "业务规则" not in sms, sms
+    _, text, _ = render_email(raised, EN, delivery_id="d")
+    assert "Raised to high by a business rule" in text  # the e-mail has room for both
 
 
 def test_messages_name_the_customer_and_mask_contacts_without_consent() -> None:
