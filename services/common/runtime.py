@@ -1,4 +1,4 @@
-"""Process-wide tuning shared by the services."""
+"""Process-wide tuning and stop-signal handling shared by the services."""
 
 from __future__ import annotations
 
@@ -55,9 +55,6 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-__all__ = ["GC_THRESHOLDS", "gc_paused", "tune_gc"]
-
-
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
@@ -79,3 +76,6 @@ def stop_on_signals(loop: asyncio.AbstractEventLoop, stop: Callable[[], object],
 
     for sig in signals:
         signal.signal(sig, handler)
+
+
+__all__ = ["GC_THRESHOLDS", "STOP_SIGNALS", "gc_paused", "stop_on_signals", "tune_gc"]

@@ -374,7 +374,6 @@ def _extra(event: RiskChangeEvent) -> dict[str, str]:
             "tenant": event.change.tenant_id}
 
 
-
 def _standing(change: RiskChange, now: dict[str, Any] | None) -> RiskChange:
     """A summary's customer as they stand: ``change`` with the score, reasons, action, value,
     stage and features the scorer stored last (``now``, :meth:`Summaries.standing`) when
