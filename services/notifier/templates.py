@@ -164,10 +164,7 @@ class Templates:
             "worse": TIER_RANK[change.tier] > TIER_RANK[change.previous_tier],
             "score": _score(change), "score_value": change.score,
             "reasons": [(r.text_zh if zh else r.text) for r in change.reasons[:MAX_REASONS]],
-            # the first reason that says why the customer is at risk ("Raised to high by a
-            # business rule" says only that a rule holds the tier): what an SMS has room for
-            "why": next(((r.text_zh if zh else r.text) for r in change.reasons
-                         if not holds_tier(r)), ""),
+            "why": _why(change, act, zh),
             "action": act.text_zh if zh else act.text, "action_code": act.code,
             "delivery_id": delivery_id, "alert_id": alert_id,
             "escalate_after": _duration(escalate_after_s, recipient.locale),
@@ -239,6 +236,21 @@ def _score(change: RiskChange) -> str:
     if change.previous_score is None:
         return f"{change.score:.2f}"
     return f"{change.previous_score:.2f} → {change.score:.2f}"
+
+
+# action code -> the reason code it answers: "Resolve the open complaint first" goes with the
+# complaint, whichever reason is the strongest
+_ANSWERS = {"resolve_complaint": "open_complaint"}
+
+
+def _why(change: RiskChange, action: SuggestedAction, zh: bool) -> str:
+    """The one reason an SMS has room for: the one the suggested action answers, else the
+    strongest that says why the customer is at risk ("Raised to high by a business rule"
+    says only that a rule holds the tier); "" when there is none."""
+    telling = [r for r in change.reasons if not holds_tier(r)]
+    answered = [r for r in telling if r.code == _ANSWERS.get(action.code)]
+    reason = next(iter(answered or telling), None)
+    return "" if reason is None else reason.text_zh if zh else reason.text
 
 
 def clip_sms(text: str) -> str:

@@ -98,7 +98,8 @@ def test_sms_names_the_customer_and_says_why_and_what_to_do(recipient) -> None:
 
 def test_sms_says_why_not_that_a_rule_holds_the_tier() -> None:
     """A tier a business rule raised leads its reasons with "Raised to high by a business rule
-    (score 0.19)": the SMS, with room for one reason, gives the rule's own (why) instead."""
+    (score 0.19)": the SMS, with room for one reason, gives the rule's own (why) instead, or
+    the one its action answers."""
     raised = CHANGE.model_copy(update={"reasons": [
         Reason(code="tier_raised_by_rule", text="Raised to high by a business rule (score 0.19)",
                text_zh="业务规则将风险提升为高（评分0.19）", weight=9.0),
@@ -108,6 +109,14 @@ def test_sms_says_why_not_that_a_rule_holds_the_tier() -> None:
         assert why in sms and "business rule" not in sms and "业务规则" not in sms, sms
     _, text, _ = render_email(raised, EN, delivery_id="d")
     assert "Raised to high by a business rule" in text  # the e-mail has room for both
+    # "Resolve the open complaint first" goes with the complaint, not the strongest reason
+    complaint = Reason(code="open_complaint", text="1 complaint unresolved",
+                       text_zh="有1个未解决的投诉", weight=0.5)
+    both = raised.model_copy(update={"reasons": [*raised.reasons, complaint]})
+    sms = Templates().sms(both, EN, customer_name="Ana Silva", ack_url=LINK,
+                          action=RESOLVE_COMPLAINT)
+    assert "1 complaint unresolved" in sms and "63 days" not in sms, sms
+    assert "63 days" in Templates().sms(both, EN, customer_name="Ana Silva", ack_url=LINK)
 
 
 def test_messages_name_the_customer_and_mask_contacts_without_consent() -> None:
