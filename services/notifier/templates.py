@@ -22,6 +22,7 @@ from typing import Any
 
 import jinja2
 
+from services.common.actions import action_code_of
 from services.common.exceptions import ConfigError
 from services.common.riskchange import TIER_RANK, RiskChange, SuggestedAction, holds_tier
 from services.notifier.channels import registry
@@ -238,17 +239,14 @@ def _score(change: RiskChange) -> str:
     return f"{change.previous_score:.2f} → {change.score:.2f}"
 
 
-# action code -> the reason code it answers: "Resolve the open complaint first" goes with the
-# complaint, whichever reason is the strongest
-_ANSWERS = {"resolve_complaint": "open_complaint"}
-
-
 def _why(change: RiskChange, action: SuggestedAction, zh: bool) -> str:
-    """The one reason an SMS has room for: the one the suggested action answers, else the
-    strongest that says why the customer is at risk ("Raised to high by a business rule"
-    says only that a rule holds the tier); "" when there is none."""
+    """The one reason an SMS has room for: the first the suggested action answers (the
+    scorer's pairing of reasons and actions: "Resolve the open complaint first" goes with the
+    complaint, whichever reason is the strongest), else the strongest that says why the
+    customer is at risk ("Raised to high by a business rule" says only that a rule holds the
+    tier); "" when there is none."""
     telling = [r for r in change.reasons if not holds_tier(r)]
-    answered = [r for r in telling if r.code == _ANSWERS.get(action.code)]
+    answered = [r for r in telling if action_code_of(r.code) == action.code]
     reason = next(iter(answered or telling), None)
     return "" if reason is None else reason.text_zh if zh else reason.text
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from services.common.actions import ACTION_OF
 from services.common.riskchange import Reason, SuggestedAction
 from services.scoring.features import FEATURE_NAMES
 from services.scoring.rules import english_plurals
@@ -326,36 +327,7 @@ def model_pattern(score: float) -> Reason:
                   text_zh=f"模型综合判断有流失风险（评分{score:.2f}），无单一突出迹象", weight=0.0)
 
 
-_ACTIONS = {
-    "open_complaint": ("resolve_complaint", "Resolve the open complaint first, then follow up personally",
-                       "先解决未结投诉，再亲自回访"),
-    "recent_complaints": ("service_recovery", "Reach out about the recent complaints and offer a make-good",
-                          "就近期投诉主动联系并给予补偿"),
-    "overdue": ("personal_call", "Call or message the customer personally with an invitation to book",
-                "亲自致电或发消息邀请客户预约"),
-    "spend_decline": ("win_back_offer", "Offer an exclusive deal on the customer's usual purchases",
-                      "针对客户常购项目提供专属优惠"),
-    "ticket_decline": ("win_back_offer", "Offer an exclusive deal on the customer's usual purchases",
-                       "针对客户常购项目提供专属优惠"),
-    "refunds": ("service_recovery", "Check what went wrong with the recent purchases",
-                "了解近期购买出了什么问题"),
-    "no_return": ("personal_call", "Invite the customer back personally: they have not returned since their first visit",
-                  "亲自邀请客户再来：首次光顾后至今未再来"),
-    "frequency_decline": ("personal_call", "Call or message the customer personally with an invitation to book",
-                          "亲自致电或发消息邀请客户预约"),
-    "new_customer": ("welcome_follow_up", "Follow up on the first visits with a welcome offer",
-                     "对新客户回访并提供欢迎优惠"),
-    "online": ("win_back_offer", "Send a personal offer through the customer's online channel",
-               "通过线上渠道发送专属优惠"),
-    "model_pattern": ("check_in", "Check in with the customer personally to see how they are doing",
-                      "亲自联系客户，了解近况"),
-}
-
-
 NO_ACTION = SuggestedAction(code="none", text="No action needed", text_zh="无需处理")
-# one immutable action per reason, built once (not validated again for every customer)
-_ACTION_OF = {reason: SuggestedAction(code=code, text=text, text_zh=zh)
-              for reason, (code, text, zh) in _ACTIONS.items()}
 
 
 def suggested_action(tier: str, reason_list: Sequence[Reason]) -> SuggestedAction:
@@ -365,8 +337,8 @@ def suggested_action(tier: str, reason_list: Sequence[Reason]) -> SuggestedActio
     if tier == "low" or not reason_list or reason_list[0].code == "regular":
         return NO_ACTION
     if any(r.code == "open_complaint" for r in reason_list):
-        return _ACTION_OF["open_complaint"]
-    return _ACTION_OF.get(reason_list[0].code, _ACTION_OF["overdue"])
+        return ACTION_OF["open_complaint"]
+    return ACTION_OF.get(reason_list[0].code, ACTION_OF["overdue"])
 
 
 class Scorecard:

@@ -1,0 +1,43 @@
+"""The action suggested for each reason code: one table for the scorer (which suggests them,
+``services.scoring.scorecard.suggested_action``) and the notifier (whose SMS gives the reason
+an action answers)."""
+
+from __future__ import annotations
+
+from services.common.riskchange import SuggestedAction
+
+ACTIONS = {
+    "open_complaint": ("resolve_complaint", "Resolve the open complaint first, then follow up personally",
+                       "先解决未结投诉，再亲自回访"),
+    "recent_complaints": ("service_recovery", "Reach out about the recent complaints and offer a make-good",
+                          "就近期投诉主动联系并给予补偿"),
+    "overdue": ("personal_call", "Call or message the customer personally with an invitation to book",
+                "亲自致电或发消息邀请客户预约"),
+    "spend_decline": ("win_back_offer", "Offer an exclusive deal on the customer's usual purchases",
+                      "针对客户常购项目提供专属优惠"),
+    "ticket_decline": ("win_back_offer", "Offer an exclusive deal on the customer's usual purchases",
+                       "针对客户常购项目提供专属优惠"),
+    "refunds": ("service_recovery", "Check what went wrong with the recent purchases",
+                "了解近期购买出了什么问题"),
+    "no_return": ("personal_call", "Invite the customer back personally: they have not returned since their first visit",
+                  "亲自邀请客户再来：首次光顾后至今未再来"),
+    "frequency_decline": ("personal_call", "Call or message the customer personally with an invitation to book",
+                          "亲自致电或发消息邀请客户预约"),
+    "new_customer": ("welcome_follow_up", "Follow up on the first visits with a welcome offer",
+                     "对新客户回访并提供欢迎优惠"),
+    "online": ("win_back_offer", "Send a personal offer through the customer's online channel",
+               "通过线上渠道发送专属优惠"),
+    "model_pattern": ("check_in", "Check in with the customer personally to see how they are doing",
+                      "亲自联系客户，了解近况"),
+}
+
+
+# one immutable action per reason, built once (not validated again for every customer)
+ACTION_OF = {reason: SuggestedAction(code=code, text=text, text_zh=zh)
+             for reason, (code, text, zh) in ACTIONS.items()}
+
+
+def action_code_of(reason_code: str) -> str | None:
+    """The code of the action suggested for a reason (None: a reason without one)."""
+    action = ACTION_OF.get(reason_code)
+    return action.code if action is not None else None
