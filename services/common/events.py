@@ -211,23 +211,25 @@ def _no_constants(name: str) -> Any:
 _SCALARS = (str, int, float, bool, type(None))
 
 
-def _canonical_flat(raw: bytes) -> dict[str, Any] | None:
-    """The object ``raw`` holds when it is one flat JSON object (scalar values only) written
-    exactly as compact JSON writes it — how churnwatch's API and most producers publish one
-    event — or as Python's ``json.dumps`` writes it by default, else None. orjson refuses what
-    the strict parser refuses (invalid UTF-8, NaN and Infinity, integers beyond 64 bits), and a
-    duplicate key, a BOM, other whitespace or another spelling makes the object written back
-    differ from ``raw``: only an exact round trip is taken, so the result is what the strict
-    parser gives."""
+def _canonical(raw: bytes) -> Any | None:
+    """The value ``raw`` holds when it is written exactly as compact JSON writes it — how
+    churnwatch's API publishes events and envelopes, and how most producers (orjson,
+    ``JSON.stringify``, ``json.dumps(..., separators=(",", ":"))``) send them, nested or not —
+    or, for one flat object (scalar values only), as Python's ``json.dumps`` writes it by
+    default; else None. orjson refuses what the strict parser refuses (invalid UTF-8, NaN and
+    Infinity, integers beyond 64 bits, nesting beyond its limits), and a duplicate key at any
+    depth, a BOM, other whitespace or another spelling makes the value written back differ
+    from ``raw``: only an exact round trip is taken, so the result is what the strict parser
+    gives."""
     try:
         obj = jsonfast.loads(raw)
-    except ValueError:
+        compact = jsonfast.dumps_bytes(obj)
+    except (ValueError, TypeError):  # not JSON to orjson, or nested beyond its writer
         return None
-    if type(obj) is not dict or not all(type(v) in _SCALARS for v in obj.values()):
-        return None
-    compact = jsonfast.dumps_bytes(obj)
     if compact == raw:
         return obj
+    if type(obj) is not dict or not all(type(v) in _SCALARS for v in obj.values()):
+        return None
     # Python's json.dumps default spelling: a space after every key's colon and every pair's
     # comma (2k - 1 spaces for k keys). The spaces go in after each `":` and before each `,"`
     # of the compact text; one that lands inside a string makes it differ from ``raw``
@@ -242,10 +244,11 @@ def _canonical_flat(raw: bytes) -> dict[str, Any] | None:
 def parse_json(raw: bytes | str) -> Any:
     """Parse JSON strictly: UTF-8 only (a BOM is tolerated), no NaN/Infinity (the message names
     the key holding one), no duplicate keys, no nesting deep enough to exhaust the stack.
-    Raises ValueError. One event in compact JSON (or ``json.dumps``'s default spelling) takes a
-    fast path with the same result (:func:`_canonical_flat`)."""
-    if type(raw) is bytes and raw[:1] == b"{":
-        fast = _canonical_flat(raw)
+    Raises ValueError. An object or array in compact JSON (an event, an envelope, a request's
+    array of events), or one flat event in ``json.dumps``'s default spelling, takes a fast
+    path with the same result (:func:`_canonical`)."""
+    if type(raw) is bytes and raw[:1] in (b"{", b"["):
+        fast = _canonical(raw)
         if fast is not None:
             return fast
     return _parse_strict(raw)

@@ -13,7 +13,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from services.common.events import (
-    _canonical_flat,
+    _canonical,
     _parse_strict,
     event_to_json,
     parse_json,
@@ -143,16 +143,54 @@ def test_the_fast_path_gives_what_the_strict_parser_gives(obj: dict[str, object]
     assert _outcome(parse_json, raw) == _outcome(_parse_strict, raw)
 
 
+_JSON = st.recursive(_SCALAR, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(_KEY, inner, max_size=4)), max_leaves=12)
+
+
+@given(value=st.one_of(st.lists(_JSON, max_size=4), st.dictionaries(_KEY, _JSON, max_size=4)),
+       dup=st.one_of(st.none(), _KEY), spaced=st.booleans())
+@example(value={"version": 1, "events": [{"a": 1}, {"a": 1, "b": [1.5, "x"]}]}, dup=None,
+         spaced=False)
+@example(value=[{"k": '{"k":1,"k":2}'}], dup=None, spaced=False)
+def test_nested_compact_json_gives_what_the_strict_parser_gives(value: Any, dup: str | None,
+                                                                 spaced: bool) -> None:
+    """An envelope or a request's array of events, compact, takes the fast path too (read by
+    orjson, written back, compared byte for byte). Nested anywhere — a duplicate key in an
+    inner object, a NaN, an integer beyond 64 bits, spaces — parse_json answers exactly as
+    the strict parser does."""
+    text = json.dumps(value, separators=(", ", ": ") if spaced else (",", ":"),
+                      ensure_ascii=False)
+    if dup is not None:  # an inner object holding one key twice: [<value>,{"k":1,"k":2}]
+        text = f'[{text},{{{json.dumps(dup)}:1,{json.dumps(dup)}:2}}]'
+    raw = text.encode("utf-8", "surrogatepass")
+    assert _outcome(parse_json, raw) == _outcome(_parse_strict, raw)
+    assert _outcome(parse_json, raw.replace(b"1.5", b"NaN")) == \
+        _outcome(_parse_strict, raw.replace(b"1.5", b"NaN"))
+
+
+def test_deeply_nested_json_is_refused_as_the_strict_parser_refuses_it() -> None:
+    """Nesting beyond orjson's limits falls to the strict parser: its answer, never a crash."""
+    for depth in (200, 300, 1100, 100_000):
+        raw = b"[" * depth + b"]" * depth
+        assert _outcome(parse_json, raw) == _outcome(_parse_strict, raw)
+
+
 def test_compact_and_json_dumps_default_spellings_take_the_fast_path() -> None:
     """The two spellings producers mostly send are read by orjson, not the strict parser."""
     event = {"event_id": "e-1", "type": "transaction", "customer_id": "c-1", "amount": 42.5,
              "occurred_at": "2026-11-02T10:15:00+00:00", "store_id": None, "refund": False}
     for text in (json.dumps(event), json.dumps(event, separators=(",", ":"))):
-        assert _canonical_flat(text.encode()) == event
+        assert _canonical(text.encode()) == event
     # a string holding the separators' bytes is read right, by the strict parser
     tricky = {**event, "note": 'said "ok": fine,'}
-    assert _canonical_flat(json.dumps(tricky).encode()) is None
+    assert _canonical(json.dumps(tricky).encode()) is None
     assert parse_json(json.dumps(tricky).encode()) == tricky
+    # an envelope as the API writes it, and a request's array of events, compact
+    from services.common.envelope import encode_envelopes
+
+    envelope = encode_envelopes([event, {**event, "event_id": "e-2"}], 4)[0].value
+    assert _canonical(envelope) == json.loads(envelope)
+    assert _canonical(json.dumps([event], separators=(",", ":")).encode()) == [event]
 
 
 def test_time_bounds_in_milliseconds_agree_with_the_exact_check() -> None:
