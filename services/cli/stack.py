@@ -45,6 +45,7 @@ from services.common.kafka import ensure_topics, make_consumer
 from services.common.logs import mask_url_credentials
 from services.common.pseudonym import UNKEYED, load_key, pseudonym
 from services.common.redisconn import make_redis
+from services.common.riskchange import holds_tier
 from services.common.runtime import STOP_SIGNALS, stop_on_signals
 from services.common.settings import Settings
 from services.demo.people import DEMO_STORE, manager_email, manager_id
@@ -66,6 +67,24 @@ def read_stack_file(settings: Settings) -> dict[str, Any]:
 
 def _say(msg: str) -> None:
     print(f"{datetime.now():%H:%M:%S}  {msg}", flush=True)
+
+
+def change_line(data: dict[str, Any], name: str) -> str:
+    """One tier change as ``churnwatch up`` prints it: arrow, customer, store, tiers, score and
+    why — the first reason that says why the customer is at risk. When a business rule raised
+    the tier (or hysteresis held it), the score alone reads low for it: ``by rule`` /
+    ``held`` says so, and the reason shown is the customer's, not "Raised to medium by a
+    business rule"."""
+    tier, before = data["tier"], data["previous_tier"]
+    arrow = {"high": "▲", "medium": "▲" if before == "low" else "▼", "low": "▼"}[tier]
+    reasons = [r for r in data.get("reasons") or [] if isinstance(r, dict)]
+    telling = [r for r in reasons if not holds_tier(r)]
+    why = str((telling or reasons or [{}])[0].get("text", ""))
+    lead = reasons[0] if reasons and holds_tier(reasons[0]) else None
+    note = "" if lead is None else " by rule" if lead.get("code") == "tier_raised_by_rule" \
+        else " held"
+    return (f"{arrow} {name:<14} {data.get('store_id') or '':<16} {before:>6} → {tier:<6} "
+            f"score {float(data['score']):.2f}{note}  {why}")
 
 
 @dataclass
@@ -507,12 +526,10 @@ class Stack:
                             continue
                         shown += 1
                         if shown <= 400 or shown % 50 == 0:
-                            arrow = {"high": "▲", "medium": "▲" if data["previous_tier"] == "low" else "▼",
-                                     "low": "▼"}[data["tier"]]
-                            reason = data["reasons"][0]["text"] if data.get("reasons") else ""
-                            _say(f"{arrow} {who(data):<14} {data.get('store_id') or '':<16} "
-                                 f"{data['previous_tier']:>6} → {data['tier']:<6} "
-                                 f"score {data['score']:.2f}  {reason}")
+                            try:
+                                _say(change_line(data, who(data)))
+                            except (KeyError, TypeError, ValueError):
+                                continue
         finally:
             await consumer.stop()
 

@@ -1,0 +1,48 @@
+"""The tier-change lines ``churnwatch up`` prints while the stack runs (a pure function)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.cli.stack import change_line
+
+
+def _reason(code: str, text: str, weight: float = 1.0) -> dict[str, Any]:
+    return {"code": code, "text": text, "text_zh": text, "weight": weight}
+
+
+def _change(tier: str, previous: str, score: float, *reasons: dict[str, Any]) -> dict[str, Any]:
+    return {"customer_id": "sal-00025", "store_id": "salon-downtown", "tier": tier,
+            "previous_tier": previous, "score": score, "reasons": list(reasons)}
+
+
+def test_a_rule_raised_tier_shows_why_the_customer_is_at_risk() -> None:
+    """A regular two cadences overdue, raised to medium by the default rules at a low score:
+    the line names the overdue visit and says the rule did it, not "Raised to medium by a
+    business rule" — which says neither why nor which rule."""
+    line = change_line(_change(
+        "medium", "low", 0.2478,
+        _reason("tier_raised_by_rule", "Raised to medium by a business rule (score 0.25)", 0.0),
+        _reason("overdue", "53 days since the last visit; usually every 24 days", 9.0),
+        _reason("frequency_decline", "Came on 2 days in the last 90; usually about 3")),
+        "sal-00025")
+    assert line.startswith("▲ sal-00025")
+    assert "low → medium" in line and "score 0.25 by rule" in line
+    assert line.endswith("53 days since the last visit; usually every 24 days")
+    assert "business rule" not in line
+
+
+def test_a_scored_change_shows_its_first_reason() -> None:
+    line = change_line(_change("low", "high", 0.28, _reason(
+        "rare_visits", "Comes rarely: on 2 days in the last year")), "c-1")
+    assert line.startswith("▼ c-1") and "high → low" in line and "score 0.28  Comes" in line
+    down = change_line(_change("medium", "high", 0.5, _reason("x", "y")), "c-1")
+    assert down.startswith("▼")
+
+
+def test_held_and_reasonless_changes_still_print() -> None:
+    held = change_line(_change("high", "medium", 0.6, _reason(
+        "tier_held_dwell", "Held at high for now", 0.0)), "c-2")
+    assert "score 0.60 held  Held at high for now" in held  # nothing else to say: its own text
+    bare = change_line(_change("high", "low", 0.9), "c-3")
+    assert bare.rstrip().endswith("score 0.90")
