@@ -571,7 +571,7 @@ async def test_admin_signs_in_with_an_api_key(settings_factory, tmp_path: Path,
             r = await client.put("/v1/customers/c-n2/profile", json={"store_id": "south"})
             assert r.status_code == 200, r.text
         # c-n2 went to medium 20 days ago; scored today, a business rule raised them to high
-        # (score 0.55, below the high band)
+        # (its score below the high band)
         redis = Redis.from_url(settings.redis_url, decode_responses=True)
         try:
             keys = Seeder(redis, settings).keys
@@ -584,9 +584,11 @@ async def test_admin_signs_in_with_an_api_key(settings_factory, tmp_path: Path,
             await Seeder(redis, settings).customer("c-n5", tenant="acme", store="north",
                                                    days_ago=[2, 9, 16, 23, 30, 37, 44, 51])
             risk = json.loads(await redis.get(keys.risk("c-n2", "acme")) or "{}")
-            risk["reasons"] = [{"code": "tier_raised_by_rule", "weight": 0.0,
-                                "text": "Raised to high by a business rule (score 0.55)",
-                                "text_zh": "业务规则将风险提升至高（评分0.55）"},
+            assert risk["score"] < settings.tier_high_enter  # below the high band
+            risk["reasons"] = [{"code": "tier_raised_by_rule", "weight": 0.0,  # its own score
+                                "text": f"Raised to high by a business rule (score "
+                                        f"{risk['score']:.2f})",
+                                "text_zh": f"业务规则将风险提升至高（评分{risk['score']:.2f}）"},
                                *risk["reasons"]]
             await redis.set(keys.risk("c-n2", "acme"), json.dumps(risk, separators=(",", ":")))
             await redis.hset(keys.state("c-n2", "acme"),
@@ -621,7 +623,7 @@ async def test_admin_signs_in_with_an_api_key(settings_factory, tmp_path: Path,
             [listed] = until(lambda: d.find_elements(By.ID, "customers"), "north's customers")
             assert "Alice Liddell" in listed.text and "Sam South" not in listed.text
             assert d.find_element(By.ID, "count").text.startswith("2 customers")
-            # a tier a rule raised above the score's says so on its card ("high · 0.55"
+            # a tier a rule raised above the score's says so on its card ("high · 0.45"
             # read as a contradiction)
             held = listed.find_element(By.CSS_SELECTOR, "li[data-customer='c-n2'] .held")
             assert held.text.startswith("Raised to high by a business rule"), held.text
