@@ -13,6 +13,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from services.common.events import (
+    EVENT_TYPES,
     _canonical,
     _parse_strict,
     event_to_json,
@@ -100,6 +101,30 @@ def test_canonical_form_round_trips(amount: float, customer: str, minutes: int) 
     event, errs = errors(ok(amount=amount, customer_id=customer, occurred_at=at))
     assert not errs
     again, errs2 = errors(parse_json(event_to_json(event)))
+    assert not errs2 and again == event
+
+
+@given(amount=st.one_of(st.floats(min_value=-1e9, max_value=1e9, allow_nan=False),
+                        st.integers(-10**9, 10**9)),
+       quantity=st.one_of(st.none(), st.floats(min_value=0, max_value=1e6), st.integers(0, 10**6)),
+       text=st.text(min_size=1, max_size=128), kind=st.sampled_from(EVENT_TYPES),
+       zone=st.sampled_from(["Z", "+01:00", "-05:30", "+00:00"]))
+@example(amount=1e-7, quantity=1e6, text="\u2028 é \"x\"\n", kind="transaction", zone="Z")
+def test_the_published_form_holds_the_validated_event(amount: float, quantity: float | None,
+                                                      text: str, kind: str, zone: str) -> None:
+    """The canonical form is pydantic's compact JSON: the same JSON values as the standard
+    library writes from ``model_dump(mode="json")`` (floats, ints, non-ASCII and escaped
+    text, offsets), and read back it validates to the very same event."""
+    obj: dict[str, Any] = {"event_id": "e-1", "type": kind, "customer_id": "c-1",
+                           "occurred_at": f"2026-11-02T10:15:00.5{zone}", "amount": amount,
+                           "quantity": quantity, "service": text, "category": text,
+                           "currency": "eur", "severity": "high", "store_id": "s-1"}
+    event, errs = validate_event(obj)
+    assert event is not None, errs
+    form = event_to_json(event)
+    assert json.loads(form) == json.loads(json.dumps(event.model_dump(mode="json",
+                                                                      exclude_none=True)))
+    again, errs2 = validate_event(parse_json(form))
     assert not errs2 and again == event
 
 
