@@ -164,7 +164,11 @@ class Templates:
             "previous_tier": tiers[change.previous_tier], "tier": tiers[change.tier],
             "worse": TIER_RANK[change.tier] > TIER_RANK[change.previous_tier],
             "score": _score(change), "score_value": change.score,
-            "reasons": [(r.text_zh if zh else r.text) for r in change.reasons[:MAX_REASONS]],
+            # why first; that a rule (or hysteresis) holds the tier after it, as the console
+            # lists them: "Raised to high by a business rule" led e-mails and digests, naming
+            # neither the reason nor the rule
+            "reasons": [(r.text_zh if zh else r.text)
+                        for r in sorted(change.reasons[:MAX_REASONS], key=holds_tier)],
             "why": _why(change, act, zh),
             "action": act.text_zh if zh else act.text, "action_code": act.code,
             "delivery_id": delivery_id, "alert_id": alert_id,

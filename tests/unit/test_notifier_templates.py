@@ -109,6 +109,10 @@ def test_sms_says_why_not_that_a_rule_holds_the_tier() -> None:
         assert why in sms and "business rule" not in sms and "业务规则" not in sms, sms
     _, text, _ = render_email(raised, EN, delivery_id="d")
     assert "Raised to high by a business rule" in text  # the e-mail has room for both
+    # ...and says why first, as the console does; that a rule holds the tier after it
+    assert text.index("63 days since the last visit") < text.index("Raised to high by a")
+    digest = Templates().digest_item(raised, EN)["reasons"]
+    assert digest[0].startswith("63 days") and digest[-1].startswith("Raised to high")
     # "Resolve the open complaint first" goes with the complaint, not the strongest reason
     complaint = Reason(code="open_complaint", text="1 complaint unresolved",
                        text_zh="有1个未解决的投诉", weight=0.5)
