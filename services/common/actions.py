@@ -4,7 +4,12 @@ an action answers)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
 from services.common.riskchange import SuggestedAction
+
+R = TypeVar("R")
 
 ACTIONS = {
     "open_complaint": ("resolve_complaint", "Resolve the open complaint first, then follow up personally",
@@ -41,3 +46,19 @@ def action_code_of(reason_code: str) -> str | None:
     """The code of the action suggested for a reason (None: a reason without one)."""
     action = ACTION_OF.get(reason_code)
     return action.code if action is not None else None
+
+
+def first_reasons(reasons: Sequence[R], action_code: str, limit: int) -> list[R]:
+    """The first ``limit`` of ``reasons`` (Reason objects or their JSON), with the first one
+    ``action_code`` answers among them — in the last place kept when it came later: whatever
+    suggests "Resolve the open complaint first" (a risk read, an e-mail) names the complaint,
+    not only the three reasons before it."""
+    kept = list(reasons[:max(limit, 0)])
+    answered = next((r for r in reasons if action_code_of(_code(r)) == action_code), None)
+    if answered is not None and limit > 0 and all(r is not answered for r in kept):
+        kept = [*kept[:limit - 1], answered]
+    return kept
+
+
+def _code(reason: Any) -> str:
+    return str(reason.get("code", "") if isinstance(reason, dict) else getattr(reason, "code", ""))

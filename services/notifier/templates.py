@@ -22,9 +22,9 @@ from typing import Any
 
 import jinja2
 
-from services.common.actions import action_code_of
+from services.common.actions import first_reasons
 from services.common.exceptions import ConfigError
-from services.common.riskchange import TIER_RANK, RiskChange, SuggestedAction, holds_tier
+from services.common.riskchange import TIER_RANK, Reason, RiskChange, SuggestedAction, holds_tier
 from services.notifier.channels import registry
 from services.notifier.routing import Recipient
 
@@ -164,11 +164,7 @@ class Templates:
             "previous_tier": tiers[change.previous_tier], "tier": tiers[change.tier],
             "worse": TIER_RANK[change.tier] > TIER_RANK[change.previous_tier],
             "score": _score(change), "score_value": change.score,
-            # why first; that a rule (or hysteresis) holds the tier after it, as the console
-            # lists them: "Raised to high by a business rule" led e-mails and digests, naming
-            # neither the reason nor the rule
-            "reasons": [(r.text_zh if zh else r.text)
-                        for r in sorted(change.reasons[:MAX_REASONS], key=holds_tier)],
+            "reasons": [(r.text_zh if zh else r.text) for r in _listed(change, act)],
             "why": _why(change, act, zh),
             "action": act.text_zh if zh else act.text, "action_code": act.code,
             "delivery_id": delivery_id, "alert_id": alert_id,
@@ -243,6 +239,17 @@ def _score(change: RiskChange) -> str:
     return f"{change.previous_score:.2f} → {change.score:.2f}"
 
 
+def _listed(change: RiskChange, action: SuggestedAction) -> list[Reason]:
+    """The reasons a message lists: up to MAX_REASONS that say why the customer is at risk,
+    the one the suggested action answers among them ("Resolve the open complaint first"
+    beside the complaint, which came fourth and was cut), then that a rule or hysteresis
+    holds the tier — after them, as the console lists them ("Raised to high by a business
+    rule" led e-mails and digests, naming neither the reason nor the rule)."""
+    telling = [r for r in change.reasons if not holds_tier(r)]
+    held = [r for r in change.reasons if holds_tier(r)]
+    return [*first_reasons(telling, action.code, MAX_REASONS), *held[:1]]
+
+
 def _why(change: RiskChange, action: SuggestedAction, zh: bool) -> str:
     """The one reason an SMS has room for: the first the suggested action answers (the
     scorer's pairing of reasons and actions: "Resolve the open complaint first" goes with the
@@ -250,8 +257,7 @@ def _why(change: RiskChange, action: SuggestedAction, zh: bool) -> str:
     customer is at risk ("Raised to high by a business rule" says only that a rule holds the
     tier); "" when there is none."""
     telling = [r for r in change.reasons if not holds_tier(r)]
-    answered = [r for r in telling if action_code_of(r.code) == action.code]
-    reason = next(iter(answered or telling), None)
+    reason = next(iter(first_reasons(telling, action.code, 1)), None)
     return "" if reason is None else reason.text_zh if zh else reason.text
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from services.common.actions import first_reasons
 from services.common.riskchange import (
     TIER_RANK,
     Reason,
@@ -324,7 +325,7 @@ class Engine:
         held = self._held(previous, since, f, score, decided, tier, now_ms)
         action = suggested_action(tier, why)
         if held is not None:  # say why the tier is above what the score alone gives
-            why = [held, *why][:MAX_REASONS]
+            why = [held, *first_reasons(why, action.code, MAX_REASONS - 1)]
         stage = lifecycle_stage(f, tier=tier, horizon_days=horizon,
                                 won_back=lambda q, w: s.return_after_gap(now_ms, q, w))
         return Assessment(

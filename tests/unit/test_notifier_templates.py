@@ -123,6 +123,32 @@ def test_sms_says_why_not_that_a_rule_holds_the_tier() -> None:
     assert "63 days" in Templates().sms(both, EN, customer_name="Ana Silva", ack_url=LINK)
 
 
+def test_messages_name_the_complaint_their_action_answers() -> None:
+    """A rule-raised customer with three stronger reasons and an open complaint fourth: the
+    e-mail said "Resolve the open complaint first" under a "Why" list of the rule and three
+    other reasons, the complaint cut (seen in the demo). It lists the complaint in the last
+    place of the three, then the rule's hold of the tier."""
+    def reason(code: str, text: str, weight: float) -> Reason:
+        return Reason(code=code, text=text, text_zh=text, weight=weight)
+    change = CHANGE.model_copy(update={
+        "reasons": [reason("tier_raised_by_rule", "Raised to high by a business rule (score 0.34)", 0),
+                    reason("overdue", "57 days since the last visit; usually every 19 days", 9),
+                    reason("frequency_decline", "Came on 1 day in the last 90; usually about 3", 0.4),
+                    reason("spend_decline", "Spending down 30% against the customer's usual", 0.3),
+                    reason("open_complaint", "Unresolved complaints: 1, 0 of high severity", 0.2)],
+        "suggested_action": RESOLVE_COMPLAINT})
+    _, text, _ = render_email(change, EN, delivery_id="d")
+    why = text.split("Why:")[1].split("Suggested action:")[0]
+    assert [line.strip("- ").strip() for line in why.strip().splitlines()] == [
+        "57 days since the last visit; usually every 19 days",
+        "Came on 1 day in the last 90; usually about 3",
+        "Unresolved complaints: 1, 0 of high severity",
+        "Raised to high by a business rule (score 0.34)"]
+    assert "Resolve the open complaint first" in text
+    digest = Templates().digest_item(change, EN)["reasons"]
+    assert "Unresolved complaints: 1, 0 of high severity" in digest
+
+
 def test_messages_name_the_customer_and_mask_contacts_without_consent() -> None:
     contact = Recipient(key="customer:default:c-1042", name="Mei Chen", email="mei@example.com",
                         phone="+8613800138000", role="customer")

@@ -170,3 +170,36 @@ def test_default_business_type_flags_the_regular_who_stopped_coming() -> None:
     twice = acts(regular("t", every_days=10, count=2))
     [barely] = engine.assess([Subject("t", twice)], at(10 + 25), with_history=False)
     assert barely.features["overdue_ratio"] >= 2 and barely.tier == "low"
+
+
+def test_the_action_suggested_is_answered_by_a_reason_listed() -> None:
+    """Whatever a rule raised or held, a risk read that suggests an action lists the reason it
+    answers ("Resolve the open complaint first" beside the complaint): the shipped model and
+    every business type's rules, regulars overdue by 5-145 days with a complaint of each
+    severity."""
+    from services.common.actions import action_code_of
+
+    for business in BUSINESS_TYPES:
+        engine = Engine(load_model(None), Thresholds(), rules=load_rules(None, business))
+        for every in (7, 19, 28):
+            for severity in ("low", "high"):
+                history = acts(regular("r", every_days=every, count=12) + [complaint(
+                    "r", T0 + timedelta(days=every * 11 - 5, hours=2), 1, severity=severity)])
+                nows = [at(every * 11 + gap) for gap in range(5, 150, 10)]
+                for a in engine.assess([Subject("r", history)] * len(nows), nows,
+                                       with_history=False):
+                    assert a.action.code == "none" or any(
+                        action_code_of(r.code) == a.action.code for r in a.reasons), a
+
+
+def test_first_reasons_keep_the_one_the_action_answers() -> None:
+    from services.common.actions import first_reasons
+
+    reasons = [{"code": "overdue"}, {"code": "frequency_decline"}, {"code": "spend_decline"},
+               {"code": "open_complaint"}]
+    assert [r["code"] for r in first_reasons(reasons, "resolve_complaint", 3)] == [
+        "overdue", "frequency_decline", "open_complaint"]
+    assert first_reasons(reasons, "personal_call", 2) == reasons[:2]  # answered already
+    assert first_reasons(reasons, "nothing_answers", 2) == reasons[:2]
+    assert first_reasons(reasons, "resolve_complaint", 0) == []
+    assert first_reasons([], "resolve_complaint", 3) == []
