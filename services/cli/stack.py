@@ -31,6 +31,7 @@ import httpx
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
+from services.common.actions import reasons_why
 from services.common.embedded import (
     Server,
     die_with_parent,
@@ -71,15 +72,16 @@ def _say(msg: str) -> None:
 
 def change_line(data: dict[str, Any], name: str) -> str:
     """One tier change as ``churnwatch up`` prints it: arrow, customer, store, tiers, score and
-    why — the first reason that says why the customer is at risk. When a business rule raised
+    why — the reason an SMS or an at-risk card gives (:func:`reasons_why`). When a business rule raised
     the tier (or hysteresis held it), the score alone reads low for it: ``by rule`` /
     ``held`` says so, and the reason shown is the customer's, not "Raised to medium by a
     business rule"."""
     tier, before = data["tier"], data["previous_tier"]
     arrow = {"high": "▲", "medium": "▲" if before == "low" else "▼", "low": "▼"}[tier]
     reasons = [r for r in data.get("reasons") or [] if isinstance(r, dict)]
-    telling = [r for r in reasons if not holds_tier(r)]
-    why = str((telling or reasons or [{}])[0].get("text", ""))
+    action = data.get("suggested_action")
+    told = reasons_why(reasons, str(action.get("code") or "") if isinstance(action, dict) else "", 1)
+    why = str((told or reasons or [{}])[0].get("text", ""))
     lead = reasons[0] if reasons and holds_tier(reasons[0]) else None
     note = "" if lead is None else " by rule" if lead.get("code") == "tier_raised_by_rule" \
         else " held"

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from services.common.riskchange import SuggestedAction
+from services.common.riskchange import SuggestedAction, holds_tier
 
 R = TypeVar("R")
 
@@ -58,6 +58,13 @@ def first_reasons(reasons: Sequence[R], action_code: str, limit: int) -> list[R]
     if answered is not None and limit > 0 and all(r is not answered for r in kept):
         kept = [*kept[:limit - 1], answered]
     return kept
+
+
+def reasons_why(reasons: Sequence[R], action_code: str, limit: int) -> list[R]:
+    """:func:`first_reasons` of those that say why the customer is at risk, leaving out that
+    a rule, hysteresis or the dwell holds the tier: what an at-risk card, an SMS, an e-mail's
+    list and the stack's lines name — the same reason first everywhere."""
+    return first_reasons([r for r in reasons if not holds_tier(r)], action_code, limit)
 
 
 def _code(reason: Any) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 
 import jinja2
 
-from services.common.actions import first_reasons
+from services.common.actions import reasons_why
 from services.common.exceptions import ConfigError
 from services.common.riskchange import TIER_RANK, Reason, RiskChange, SuggestedAction, holds_tier
 from services.notifier.channels import registry
@@ -245,9 +245,8 @@ def _listed(change: RiskChange, action: SuggestedAction) -> list[Reason]:
     beside the complaint, which came fourth and was cut), then that a rule or hysteresis
     holds the tier — after them, as the console lists them ("Raised to high by a business
     rule" led e-mails and digests, naming neither the reason nor the rule)."""
-    telling = [r for r in change.reasons if not holds_tier(r)]
     held = [r for r in change.reasons if holds_tier(r)]
-    return [*first_reasons(telling, action.code, MAX_REASONS), *held[:1]]
+    return [*reasons_why(change.reasons, action.code, MAX_REASONS), *held[:1]]
 
 
 def _why(change: RiskChange, action: SuggestedAction, zh: bool) -> str:
@@ -256,8 +255,7 @@ def _why(change: RiskChange, action: SuggestedAction, zh: bool) -> str:
     complaint, whichever reason is the strongest), else the strongest that says why the
     customer is at risk ("Raised to high by a business rule" says only that a rule holds the
     tier); "" when there is none."""
-    telling = [r for r in change.reasons if not holds_tier(r)]
-    reason = next(iter(first_reasons(telling, action.code, 1)), None)
+    reason = next(iter(reasons_why(change.reasons, action.code, 1)), None)
     return "" if reason is None else reason.text_zh if zh else reason.text
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from services.common.actions import reasons_why
 from services.common.profiles import CustomerProfile
 from services.common.redisconn import Keys, parse_customer_token
 from services.common.riskchange import holds_tier
@@ -119,11 +120,9 @@ def _item(cid: str, tenant: str, state: list[str | None], prio: str,
     reasons = risk.get("reasons") or []
     action = risk.get("suggested_action") or {}
     # what holds, not that a rule, hysteresis or dwell holds the tier (reasons[0] then); and
-    # the complaint when the action is to resolve it (the card read "49 days since the only
-    # visit" beside "Resolve the open complaint first")
-    told = [r for r in reasons if not holds_tier(r)]
-    if action.get("code") == "resolve_complaint":
-        told = [r for r in told if r.get("code") == "open_complaint"] or told
+    # the reason the action answers (the card read "49 days since the only visit" beside
+    # "Resolve the open complaint first"): the SMS's reason too
+    told = reasons_why(reasons, str(action.get("code") or ""), 1)
     return {
         "customer_id": cid, "tier": tier, "score": float(score or 0.0),
         "priority": priority_from_index(float(prio)), "value_tier": risk.get("value_tier"),
