@@ -346,12 +346,13 @@ class Engine:
         if _RANK[tier] > _RANK[decided] and self.rules is not None:
             rule = next((r for r in self.rules.rules if r.holds(f) and r.min_tier == tier), None)
             if rule is not None:
-                # staff read it: the rule's own reason (next in the list) says what holds,
-                # not its configuration id
+                # staff read it: which rule, in words (its label), beside the rule's own
+                # reason with the customer's numbers
                 return Reason(code="tier_raised_by_rule",
-                              text=f"Raised to {tier} by a business rule (score {score:.2f})",
-                              text_zh=f"业务规则将风险提升至{zh_tier}（评分{score:.2f}）",
-                              weight=0.0)
+                              text=f"Raised to {tier} by a business rule: {rule.name} "
+                              f"(score {score:.2f})",
+                              text_zh=f"业务规则（{rule.name_zh}）将风险提升至{zh_tier}"
+                              f"（评分{score:.2f}）", weight=0.0)
         t = self.thresholds
         undwelled = decide_tier(previous, None, score, now_ms, t)
         if (decided == tier and since is not None

@@ -11,6 +11,9 @@ A rules file (YAML, one per business type in ``services/scoring/rules/``; anothe
         reason:
           en: "Unresolved high-severity complaints: {open_high_complaints:.0f}"
           zh-CN: "有{open_high_complaints:.0f}个未解决的严重投诉"
+        label:                           # optional: the rule in staff's words
+          en: "a high-severity complaint is open"
+          zh-CN: "有未解决的严重投诉"
 
 Conditions compare one feature of :data:`~services.scoring.features.FEATURE_NAMES` with a
 number (``>=``, ``>``, ``<=``, ``<``, ``==``, ``!=``); reasons may quote any feature of the
@@ -72,6 +75,18 @@ class Rule:
     min_tier: str
     text: str
     text_zh: str
+    # what staff read when the rule holds a tier above the score's ("Raised to high by a
+    # business rule: away three times their usual gap"); the id in words when not given
+    label: str = ""
+    label_zh: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.label or self.id.replace("_", " ")
+
+    @property
+    def name_zh(self) -> str:
+        return self.label_zh or self.id.replace("_", " ")
 
     def holds(self, f: dict[str, float]) -> bool:
         return all(c.holds(f) for c in self.conditions)
@@ -164,10 +179,11 @@ def parse_rules(data: Any, source: str) -> RuleSet:
         if rid in seen:
             raise ConfigError(f"{where}: duplicate id; every rule needs its own")
         seen.add(rid)
-        unknown = sorted(set(raw) - {"id", "code", "when", "min_tier", "reason", "description"})
+        unknown = sorted(set(raw) - {"id", "code", "when", "min_tier", "reason", "label",
+                                     "description"})
         if unknown:
             raise ConfigError(f"{where}: unknown field(s) {unknown}; allowed: id, code, when, "
-                              "min_tier, reason, description")
+                              "min_tier, reason, label, description")
         code = raw.get("code", rid)
         if not isinstance(code, str) or not _ID.match(code):
             raise ConfigError(f"{where}: 'code' must be lower_snake_case (got {code!r})")
@@ -186,8 +202,26 @@ def parse_rules(data: Any, source: str) -> RuleSet:
                 raise ConfigError(f"{where}: 'reason.{lang}' must be a non-empty text")
             _check_template(text, f"{where}: 'reason.{lang}'")
             texts.append(text)
-        rules.append(Rule(rid, code, conditions, tier, texts[0], texts[1]))
+        labels = _label(raw.get("label"), where)
+        rules.append(Rule(rid, code, conditions, tier, texts[0], texts[1], *labels))
     return RuleSet(str(data.get("business_type", source)), tuple(rules))
+
+
+def _label(label: Any, where: str) -> tuple[str, str]:
+    """A rule's optional ``label`` ({en, zh-CN}): plain text of at most 80 characters."""
+    if label is None:
+        return "", ""
+    if not isinstance(label, dict) or set(label) != {"en", "zh-CN"}:
+        raise ConfigError(f"{where}: 'label' must be a mapping with 'en' and 'zh-CN' texts, e.g. "
+                          "{en: \"away three times their usual gap\", zh-CN: \"…\"}")
+    out = []
+    for lang in ("en", "zh-CN"):
+        text = label[lang]
+        if not isinstance(text, str) or not text.strip() or len(text) > 80 or "\n" in text:
+            raise ConfigError(f"{where}: 'label.{lang}' must be one line of text, 1-80 "
+                              f"characters (got {text!r})")
+        out.append(text.strip())
+    return out[0], out[1]
 
 
 def _conditions(when: Any, where: str) -> tuple[Condition, ...]:

@@ -586,9 +586,10 @@ async def test_admin_signs_in_with_an_api_key(settings_factory, tmp_path: Path,
             risk = json.loads(await redis.get(keys.risk("c-n2", "acme")) or "{}")
             assert risk["score"] < settings.tier_high_enter  # below the high band
             risk["reasons"] = [{"code": "tier_raised_by_rule", "weight": 0.0,  # its own score
-                                "text": f"Raised to high by a business rule (score "
-                                        f"{risk['score']:.2f})",
-                                "text_zh": f"业务规则将风险提升至高（评分{risk['score']:.2f}）"},
+                                "text": "Raised to high by a business rule: away three "
+                                        f"times their usual gap (score {risk['score']:.2f})",
+                                "text_zh": "业务规则（未到店超过平时间隔的3倍）将风险提升至高"
+                                           f"（评分{risk['score']:.2f}）"},
                                *risk["reasons"]]
             await redis.set(keys.risk("c-n2", "acme"), json.dumps(risk, separators=(",", ":")))
             await redis.hset(keys.state("c-n2", "acme"),

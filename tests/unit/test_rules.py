@@ -76,10 +76,13 @@ def test_engine_precedence_score_then_thresholds_then_rules_floor() -> None:
     [plain] = bare.assess([Subject("r", history)], now, with_history=False)
     assert ruled.score == plain.score  # rules never touch the score
     assert plain.tier == "low" and ruled.tier == "high"
-    # the score alone gives low: the first reason says a rule raised the tier, the rule's own
-    # reason (next) what holds; staff never read the rule's configuration id
+    # the score alone gives low: the first reason says which rule raised the tier (a rule
+    # without a label by its id in words), the rule's own reason (next) what holds; staff
+    # never read the configuration id itself
     assert ruled.reasons[0].code == "tier_raised_by_rule"
-    assert ruled.reasons[0].text == f"Raised to high by a business rule (score {ruled.score:.2f})"
+    assert ruled.reasons[0].text == ("Raised to high by a business rule: any open complaint "
+                                     f"(score {ruled.score:.2f})")
+    assert ruled.reasons[0].text_zh.startswith("业务规则（any open complaint）将风险提升至高")
     assert all("any_open_complaint" not in r.text + r.text_zh for r in ruled.reasons)
     assert ruled.reasons[1].code == "open_complaint" and ruled.reasons[1].text == "1 day quiet"  # plural mended
     assert not any(r.code.startswith("tier_") for r in plain.reasons)
@@ -126,6 +129,9 @@ def test_held_tiers_say_why() -> None:
     (_rule(reason={"en": "{overdue_ratio:.q}", "zh-CN": "x"}), r"'reason.en': bad placeholder"),
     (_rule(id="Gone Quiet"), r"rule 1: 'id' must be lower_snake_case"),
     (_rule(colour="red"), r"rule 1 \(gone_quiet\): unknown field\(s\) \['colour'\]"),
+    (_rule(label="away a while"), r"rule 1 \(gone_quiet\): 'label' must be a mapping with 'en' and 'zh-CN'"),
+    (_rule(label={"en": "x" * 81, "zh-CN": "x"}), r"'label.en' must be one line of text, 1-80"),
+    (_rule(label={"en": "away", "zh-CN": " "}), r"'label.zh-CN' must be one line of text"),
 ])
 def test_bad_rules_name_the_rule_and_the_field(rule: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -203,3 +209,23 @@ def test_first_reasons_keep_the_one_the_action_answers() -> None:
     assert first_reasons(reasons, "nothing_answers", 2) == reasons[:2]
     assert first_reasons(reasons, "resolve_complaint", 0) == []
     assert first_reasons([], "resolve_complaint", 3) == []
+
+
+def test_a_rule_holding_the_tier_is_named_in_staff_words() -> None:
+    """"Raised to high by a business rule (score 0.18)" named no rule: the hold reason now
+    carries the rule's label (every packaged rule has one, in en and zh-CN)."""
+    for business in BUSINESS_TYPES:
+        for rule in load_rules(business_type=business).rules:
+            assert rule.label and rule.label_zh, (business, rule.id)
+            assert rule.id not in rule.label and len(rule.label) <= 80
+    labelled = parse_rules(_doc(_rule(id="any_open_complaint", code="open_complaint",
+                                      when="open_complaints >= 1", min_tier="high",
+                                      label={"en": "a complaint is open",
+                                             "zh-CN": "有未解决的投诉"})), "test")
+    history = acts(regular("r", every_days=7, count=15)
+                   + [complaint("r", T0 + timedelta(days=98, hours=2), 1, severity="low")])
+    [ruled] = Engine(Scorecard(), Thresholds(), rules=labelled).assess(
+        [Subject("r", history)], at(99), with_history=False)
+    assert ruled.reasons[0].text == (f"Raised to high by a business rule: a complaint is open "
+                                     f"(score {ruled.score:.2f})")
+    assert ruled.reasons[0].text_zh == f"业务规则（有未解决的投诉）将风险提升至高（评分{ruled.score:.2f}）"
