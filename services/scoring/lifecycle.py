@@ -3,12 +3,16 @@ already computes (no model feature is added, so no model has to be rebuilt).
 
 Definitions (docs/scoring.md, "Lifecycle and value"); ``r`` = days_since_last_activity,
 ``c`` = cadence_median_days (45 without two active days), ``H`` = the churn horizon of the
-served model (its card's ``horizon_days``, else ``CHURNWATCH_CHURN_INACTIVE_DAYS``, 90), and
-``quiet = min(max(3c, H/2), H)``. The first that holds wins:
+served model (its card's ``horizon_days``, else ``CHURNWATCH_CHURN_INACTIVE_DAYS``, 90),
+``gone = min(max(H, 4c), 2H)`` for a customer with a cadence (``has_cadence``), ``H`` for one
+without, and ``quiet = min(max(3c, H/2), gone)``. The first that holds wins:
 
-1. ``churned``  r >= H: silent past the horizon — by the model's own label, churned.
-2. ``dormant``  r >= quiet: long silent for their own cadence, not yet past the horizon
-   (never, when 3c >= H: a slow customer goes from active to churned).
+1. ``churned``  r >= gone: silent past the horizon and, for a customer with a cadence, past
+   four of their own gaps (at most twice the horizon): most likely gone already. Past the
+   horizon alone, the 4-weekly regular unseen for nine weeks read as churned (60-day horizon)
+   the day the rules first raised them to medium — the customer staff can still win back.
+2. ``dormant``  r >= quiet: long silent for their own cadence, not yet churned
+   (never, when 3c >= gone: a slow customer goes from active to churned).
 3. ``new``      tenure < NEW_DAYS (30).
 4. ``won_back`` came back after a silence of at least ``quiet`` days (a gap that had made
    them dormant or churned), and that return is less than WON_BACK_DAYS (30) days ago.
@@ -61,10 +65,24 @@ def stage_name(stage: str | None) -> str | None:
     return LEGACY_STAGES.get(stage, stage)
 
 
-def quiet_days(cadence_days: float, horizon_days: float) -> float:
+GONE_CADENCES = 4.0  # a regular is churned after this many of their own gaps (and H) ...
+GONE_MAX_HORIZONS = 2.0  # ... and at the latest after this many horizons
+
+
+def gone_days(cadence_days: float, horizon_days: float, has_cadence: bool = True) -> float:
+    """Silence after which a customer is churned: the horizon, and for a customer with a
+    cadence four of their own gaps too, at most twice the horizon."""
+    if not has_cadence:
+        return horizon_days
+    return min(max(horizon_days, GONE_CADENCES * cadence_days),
+               GONE_MAX_HORIZONS * horizon_days)
+
+
+def quiet_days(cadence_days: float, horizon_days: float, has_cadence: bool = True) -> float:
     """Silence after which a customer is dormant: three of their own cadences, at least half
-    the horizon, at most the horizon (where churned takes over)."""
-    return min(max(3.0 * cadence_days, horizon_days / 2.0), horizon_days)
+    the horizon, at most :func:`gone_days` (where churned takes over)."""
+    return min(max(3.0 * cadence_days, horizon_days / 2.0),
+               gone_days(cadence_days, horizon_days, has_cadence))
 
 
 def lifecycle_stage(features: dict[str, float], *, tier: str = "low",
@@ -77,8 +95,10 @@ def lifecycle_stage(features: dict[str, float], *, tier: str = "low",
     a function giving what :func:`return_after_gap` gives over them for (quiet, within)
     (:meth:`Summary.return_after_gap <services.scoring.summary.Summary.return_after_gap>`)."""
     r = features["days_since_last_activity"]
-    quiet = quiet_days(features["cadence_median_days"], horizon_days)
-    if r >= horizon_days:
+    c = features["cadence_median_days"]
+    regular = features.get("has_cadence", 1.0) >= 1.0
+    quiet = quiet_days(c, horizon_days, regular)
+    if r >= gone_days(c, horizon_days, regular):
         return "churned"
     if r >= quiet:
         return "dormant"

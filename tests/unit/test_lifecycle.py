@@ -17,6 +17,7 @@ from services.scoring.lifecycle import (
     ValueBounds,
     active_days_ago,
     fixed_value_tier,
+    gone_days,
     lifecycle_stage,
     quiet_days,
     return_after_gap,
@@ -32,13 +33,38 @@ NOW = 20_454 * DAY_MS + 12 * 3_600_000  # 2026-01-01T12:00Z
 
 
 def feats(*, r: float, cadence: float = 7.0, tenure: float = 400.0) -> dict[str, float]:
-    return {"days_since_last_activity": r, "cadence_median_days": cadence, "tenure_days": tenure}
+    """Features of a customer; a cadence of 45 days stands for none (fewer than two active
+    days), as the summary gives it."""
+    return {"days_since_last_activity": r, "cadence_median_days": cadence, "tenure_days": tenure,
+            "has_cadence": 0.0 if cadence == 45.0 else 1.0}
 
 
-def test_quiet_is_three_cadences_between_half_the_horizon_and_the_horizon() -> None:
+def test_quiet_is_three_cadences_between_half_the_horizon_and_gone() -> None:
     assert quiet_days(7, 90) == 45  # a weekly customer: half the horizon
     assert quiet_days(20, 90) == 60  # three cadences
-    assert quiet_days(45, 90) == 90  # no cadence (45 d): never dormant, churned at 90
+    assert quiet_days(45, 90, has_cadence=False) == 90  # no cadence: never dormant, churned at 90
+    assert quiet_days(28, 60) == 84  # a 4-weekly regular: three cadences, past the horizon
+
+
+def test_gone_is_the_horizon_and_four_of_a_regulars_gaps_at_most_two_horizons() -> None:
+    assert gone_days(7, 90) == 90  # a weekly customer: the horizon
+    assert gone_days(28, 60) == 112  # a 4-weekly regular: four gaps (16 weeks), not 60 days
+    assert gone_days(120, 90) == 180  # a slow buyer: at most twice the horizon
+    assert gone_days(45, 60, has_cadence=False) == 60  # one active day: the horizon
+
+
+def test_the_regular_unseen_for_nine_weeks_is_at_risk_not_churned() -> None:
+    """The customer churnwatch is for: came every four weeks for a year, not seen for nine.
+    With the shipped model's 60-day horizon they read as churned ("Lapsed: most likely gone
+    already", listed after everyone else of the tier) the day the rules first raised them."""
+    regular = dict(feats(r=63, cadence=28))
+    assert lifecycle_stage(regular, tier="medium", horizon_days=60) == "at_risk"
+    assert lifecycle_stage({**regular, "days_since_last_activity": 90}, tier="high",
+                           horizon_days=60) == "dormant"  # three gaps
+    assert lifecycle_stage({**regular, "days_since_last_activity": 112}, tier="high",
+                           horizon_days=60) == "churned"  # four gaps
+    # one visit 63 days ago: nothing says they would be back, past the horizon is churned
+    assert lifecycle_stage(feats(r=63, cadence=45), tier="medium", horizon_days=60) == "churned"
 
 
 @pytest.mark.parametrize("f, tier, days_ago, stage", [
