@@ -229,3 +229,31 @@ def test_a_rule_holding_the_tier_is_named_in_staff_words() -> None:
     assert ruled.reasons[0].text == (f"Raised to high by a business rule: a complaint is open "
                                      f"(score {ruled.score:.2f})")
     assert ruled.reasons[0].text_zh == f"业务规则（有未解决的投诉）将风险提升至高（评分{ruled.score:.2f}）"
+
+
+@pytest.mark.parametrize("business", BUSINESS_TYPES)
+def test_a_regular_whose_tickets_halve_is_at_risk_with_an_offer(business: str) -> None:
+    """The big spender whose tickets shrink: every 14 days at 150 for nine months, then at 50
+    (or 20). The shipped model scores them 0.04 (low, action none); a rule of every business
+    type lists them at medium with a win-back offer. A steady regular, or a third off the
+    ticket, is not raised."""
+    from tests.data import visit
+    engine = Engine(load_model(load_settings().model), Thresholds(),
+                    rules=load_rules(business_type=business))
+
+    def assess(late_amount: float) -> Any:
+        events = regular("b", every_days=14, count=20, amount=150.0)
+        for i in range(20, 27):
+            events += visit("b", T0 + timedelta(days=14 * i), i, amount=late_amount)
+        [a] = engine.assess([Subject("b", acts(events))], at(14 * 26 + 3), with_history=False)
+        return a
+
+    for amount in (50.0, 20.0):
+        shrank = assess(amount)
+        assert shrank.tier == "medium" and shrank.action.code == "win_back_offer", shrank
+        assert [r.text for r in shrank.reasons] == [
+            f"Raised to medium by a business rule: a regular's average ticket halved "
+            f"(score {shrank.score:.2f})",
+            f"Average ticket down to {amount:.2f} in the last 90 days; usually "
+            f"{shrank.features['avg_ticket_365']:.2f}"]
+    assert assess(150.0).tier == "low" and assess(100.0).tier == "low"
