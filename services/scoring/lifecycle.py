@@ -48,6 +48,8 @@ VALUE_TIERS = ("low", "medium", "high")
 
 NEW_DAYS = 30.0
 WON_BACK_DAYS = 30
+GONE_CADENCES = 4.0  # a regular is churned after this many of their own gaps (and H) ...
+GONE_MAX_HORIZONS = 2.0  # ... and at the latest after this many horizons
 DEFAULT_HORIZON_DAYS = 90.0
 RECENT_ACTIVE_DAYS = 13  # what the summary keeps of the newest active days
 
@@ -63,10 +65,6 @@ def stage_name(stage: str | None) -> str | None:
     if stage is None:
         return None
     return LEGACY_STAGES.get(stage, stage)
-
-
-GONE_CADENCES = 4.0  # a regular is churned after this many of their own gaps (and H) ...
-GONE_MAX_HORIZONS = 2.0  # ... and at the latest after this many horizons
 
 
 def gone_days(cadence_days: float, horizon_days: float, has_cadence: bool = True) -> float:
