@@ -627,7 +627,7 @@ class Stack:
                     _say(f"status: {st.get('events_accepted_total')} events accepted, "
                          f"{st.get('events_scored_total')} scored, lag {st.get('scorer_lag')}, "
                          f"{st.get('risk_changes_total')} risk changes; delivered "
-                         f"{mails} e-mails, {sms} SMS (in {outbox})")
+                         f"{mails} e-mail{'' if mails == 1 else 's'}, {sms} SMS (in {outbox})")
                 # keep reporting; the API may be restarting (or answer an error page)
                 except (httpx.HTTPError, ValueError, OSError) as exc:
                     if not failing:  # once per outage, not every 15 s
