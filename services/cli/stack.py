@@ -29,6 +29,7 @@ from typing import IO, Any
 
 import httpx
 from aiokafka.errors import KafkaError
+from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from services.common.actions import reasons_why
@@ -46,7 +47,7 @@ from services.common.kafka import ensure_topics, make_consumer
 from services.common.logs import mask_url_credentials
 from services.common.pseudonym import UNKEYED, load_key, pseudonym
 from services.common.redisconn import make_redis
-from services.common.riskchange import holds_tier
+from services.common.riskchange import RiskChange, before_alerts, holds_tier
 from services.common.runtime import STOP_SIGNALS, stop_on_signals
 from services.common.settings import Settings
 from services.demo.people import DEMO_STORE, manager_email, manager_id
@@ -89,30 +90,22 @@ def change_line(data: dict[str, Any], name: str) -> str:
             f"score {float(data['score']):.2f}{note}  {why}")
 
 
-def before_alerts(data: dict[str, Any], now_s: float, max_age_s: float) -> bool:
-    """A change the scorer marked as produced while catching up, or whose cause
-    (``cause.occurred_at``) is older than ``max_age_s`` at ``now_s``: the history a stack
-    catches up on, which staff channels are not alerted about (the notifier's own test; one
-    go-live summary instead). ``churnwatch up`` counts such changes rather than printing
-    each: the demo's first seconds were dozens of one-visit customers going to medium and
-    back within the second as their own history arrived."""
-    if data.get("catching_up") is True:
-        return True
-    cause = data.get("cause")
-    at = cause.get("occurred_at") if isinstance(cause, dict) else None
-    if not isinstance(at, str):
-        return False
+def catching_up(data: dict[str, Any], now_s: float, max_age_s: float) -> bool:
+    """The change (a risk change's ``data``) is history the stack catches up on: staff are not
+    alerted about it one by one (:func:`~services.common.riskchange.before_alerts`, the
+    notifier's own test; one go-live summary instead). ``churnwatch up`` counts such changes
+    rather than printing each: the demo's first seconds were dozens of one-visit customers
+    going to medium and back within the second as their own history arrived. A change that
+    does not parse is printed, not counted."""
     try:
-        when = datetime.fromisoformat(at.replace("Z", "+00:00"))
-    except ValueError:
+        change = RiskChange.model_validate(data)
+    except ValidationError:
         return False
-    if when.tzinfo is None:
-        return False
-    return now_s - when.timestamp() > max_age_s
+    return before_alerts(change, int(now_s * 1000), max_age_s)
 
 
 def history_line(count: int, max_age_s: float) -> str:
-    """What ``churnwatch up`` prints for the tier changes :func:`before_alerts` left out."""
+    """What ``churnwatch up`` prints for the tier changes :func:`catching_up` left out."""
     days = max_age_s / 86_400
     age = f"{days:g} days" if days >= 1 else f"{max_age_s / 3600:g} hours"
     return (f"  … {count:,} tier change{'s' if count != 1 else ''} caused more than {age} ago "
@@ -562,7 +555,7 @@ class Stack:
                             data = json.loads(rec.value)["data"]
                         except (ValueError, KeyError, TypeError):
                             continue
-                        if before_alerts(data, time.time(), max_age):
+                        if catching_up(data, time.time(), max_age):
                             past += 1
                             continue
                         shown += 1

@@ -123,8 +123,8 @@ class RiskChange(BaseModel):
         description="new (first 30 days), active, at_risk (risk tier medium or high), won_back "
         "(returned within 30 days after a silence that had made them dormant or churned), "
         "dormant (silent 3 cadences, at least half the churn horizon), churned (silent past "
-        "the churn horizon). docs/scoring.md. Older events may say growing or mature: read "
-        "them as active.")
+        "the churn horizon and, with a cadence, 4 cadences; at most twice the horizon). "
+        "docs/scoring.md. Older events may say growing or mature: read them as active.")
     model_version: str
     as_of: datetime = Field(description="The instant the customer was scored at (event or wall clock).")
     cause: Cause
@@ -143,6 +143,18 @@ class RiskChange(BaseModel):
     def _legacy_stage(cls, value: Any) -> Any:
         """Events published before issue 16 (growing, mature) still parse, as active."""
         return LEGACY_LIFECYCLE_STAGES.get(value, value) if isinstance(value, str) else value
+
+
+def before_alerts(change: RiskChange, now_ms: int, max_age_s: float | None) -> bool:
+    """No staff alert about ``change`` one by one: the scorer marked it as produced while
+    catching up, or its cause is older than ``max_age_s`` (``CHURNWATCH_ALERT_MAX_AGE``) by the
+    wall clock at ``now_ms``. The notifier's test, and what ``churnwatch up`` counts instead of
+    printing."""
+    if change.catching_up:
+        return True
+    at = change.cause.occurred_at
+    return (at is not None and max_age_s is not None
+            and now_ms - at.timestamp() * 1000 > max_age_s * 1000)
 
 
 def risk_change_id(customer_id: str, previous_tier: str, tier: str, cause: Cause,

@@ -26,7 +26,7 @@ from services.alerting.acks import AckLinks, record_alert
 from services.alerting.escalation import Escalations
 from services.alerting.inbound import RiskChangeEvent
 from services.alerting.webhooks import is_paused, tenant_of
-from services.common.riskchange import RiskChange, lapsed, priority
+from services.common.riskchange import RiskChange, before_alerts, lapsed, priority
 from services.notifier.channels import registry
 from services.notifier.channels.base import ChannelName, Message, delivery_id
 from services.notifier.digests import Digester
@@ -100,11 +100,7 @@ class Planner:
     def stale(self, change: RiskChange, now_ms: int) -> bool:
         """The change's cause is older than ``CHURNWATCH_ALERT_MAX_AGE`` by the wall clock (or
         the scorer marked it as produced while catching up): no staff alert about it."""
-        if change.catching_up:
-            return True
-        at = change.cause.occurred_at
-        return (at is not None and self.max_age_s is not None
-                and now_ms - at.timestamp() * 1000 > self.max_age_s * 1000)
+        return before_alerts(change, now_ms, self.max_age_s)
 
     async def _staff(self, event: RiskChangeEvent, created_ms: int) -> list[Message]:
         change = event.change

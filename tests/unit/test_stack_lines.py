@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.cli.stack import before_alerts, change_line, history_line
+from services.cli.stack import catching_up, change_line, history_line
+from services.common.riskchange import RiskChange
 
 
 def _reason(code: str, text: str, weight: float = 1.0) -> dict[str, Any]:
@@ -50,22 +51,25 @@ def test_held_and_reasonless_changes_still_print() -> None:
 
 def test_history_being_caught_up_on_is_counted_not_printed() -> None:
     """The demo's first seconds printed dozens of one-visit customers going to medium and back
-    as their own history arrived; changes older than the alert age (what staff get one
-    summary of) are counted instead, live ones printed."""
+    as their own history arrived; changes staff are not alerted about (the notifier's test:
+    marked as catching up, or caused longer than the alert age ago) are counted instead, live
+    ones printed."""
     now = 1_780_000_000.0  # 2026-05-28T20:26:40Z
     day = 86_400.0
-    def caused(at: Any) -> dict[str, Any]:
-        return {"cause": {"kind": "event", "occurred_at": at}}
+    extra: Any = RiskChange.model_config.get("json_schema_extra")
+    example: dict[str, Any] = dict(extra["examples"][0])
+
+    def caused(at: Any, **more: Any) -> dict[str, Any]:
+        return {**example, "cause": {"kind": "event", "event_id": "e-1", "occurred_at": at},
+                **more}
 
     old = caused("2026-03-01T10:00:00Z")
-    assert before_alerts(old, now, 2 * day)
-    assert not before_alerts(old, now, 120 * day)  # the demo's 60 live days and more
-    assert not before_alerts(caused("2026-05-28T08:00:00+00:00"), now, 2 * day)
-    assert before_alerts({**caused("2026-05-28T08:00:00+00:00"), "catching_up": True}, now,
-                         2 * day)  # the scorer's own mark, as the notifier reads it
-    for unknown in ({}, {"cause": None}, caused(None), caused("yesterday"),
-                    caused("2026-03-01T10:00:00")):  # no offset: shown, not guessed
-        assert not before_alerts(unknown, now, 2 * day)
+    assert catching_up(old, now, 2 * day)
+    assert not catching_up(old, now, 120 * day)  # the demo's 60 live days and more
+    assert not catching_up(caused("2026-05-28T08:00:00+00:00"), now, 2 * day)
+    assert catching_up(caused("2026-05-28T08:00:00+00:00", catching_up=True), now, 2 * day)
+    assert not catching_up({**example}, now, 2 * day)  # no cause time: printed
+    assert not catching_up({"tier": "high"}, now, 2 * day)  # not a risk change: printed
     assert history_line(1, 2 * day).startswith("  … 1 tier change caused more than 2 days ago")
     assert "1,204 tier changes caused more than 60 days ago not shown so far" in history_line(
         1204, 60 * day)

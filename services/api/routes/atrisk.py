@@ -24,7 +24,8 @@ router = APIRouter(tags=["customers"])
     response_model=AtRiskPage,
     summary="Customers at risk, most valuable first",
     description="One tier's customers sorted by priority = score x (1 + spend over 365 days), "
-    "highest first, those with `lifecycle_stage` `churned` (silent past the churn horizon) "
+    "highest first, those with `lifecycle_stage` `churned` (silent past the churn horizon and "
+    "four of their own gaps) "
     "after all the others, in pages. Pass `next_cursor` back as `cursor` for the next page; the cursor "
     "encodes the last item's (priority, customer) so pages neither repeat nor skip customers "
     "whose priority did not change meanwhile (ties are ordered by customer). With `owner`, "
