@@ -94,7 +94,7 @@ def lifecycle_stage(features: dict[str, float], *, tier: str = "low",
     (:meth:`Summary.return_after_gap <services.scoring.summary.Summary.return_after_gap>`)."""
     r = features["days_since_last_activity"]
     c = features["cadence_median_days"]
-    regular = features.get("has_cadence", 1.0) >= 1.0
+    regular = features["has_cadence"] >= 1.0
     quiet = quiet_days(c, horizon_days, regular)
     if r >= gone_days(c, horizon_days, regular):
         return "churned"
