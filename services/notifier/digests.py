@@ -3,7 +3,8 @@
 Keys (under ``Keys.digest_base``, one hash tag: the take script renames buffers to batches):
 
 - ``dg:b:<buffer>`` - hash of the buffered items (event id -> item JSON) plus ``_recipient``
-  and ``_tenant``; ``<buffer>`` is ``<channel>|<recipient key>``;
+  and ``_tenant``; ``<buffer>`` is ``<channel>|<recipient key>``, with ``|<seconds>s`` for a
+  route's digest of its own (``digest: 1d``);
 - ``dg:due`` - zset buffer -> flush time (ms), set when the first item arrives;
 - ``dg:seen:<channel>|<recipient>|<event id>`` - marks an item as buffered once (a replayed
   record is not buffered twice, even after its digest went out);
@@ -63,6 +64,11 @@ return out
 """
 
 Deliver = Callable[[Message], Awaitable[None]]
+# (customer id, tenant, tier of the item) -> is the customer still at that tier in the episode
+# the item was buffered in? A digest goes out up to an interval (a day, say) after its first
+# item: a customer who came back, fell back, or rose to a tier with an alert of its own since
+# is not listed as still to act on.
+Standing = Callable[[list[tuple[str, str, str]]], Awaitable[list[bool]]]
 
 
 class Digester:
@@ -76,19 +82,25 @@ class Digester:
         self._take = redis.register_script(TAKE_DUE)
 
     async def add(self, *, channel: str, recipient: Recipient, tenant: str, event_id: str,
-                  item: dict[str, Any], now_ms: int) -> bool:
-        """Buffer ``item``; False when it was buffered before (a replay)."""
+                  item: dict[str, Any], now_ms: int, interval_s: float | None = None) -> bool:
+        """Buffer ``item``; False when it was buffered before (a replay). ``interval_s``: a
+        route's own interval (``digest: 1d``), in a buffer of its own; None: the file's."""
         name = f"{channel}|{recipient.key}"
+        if interval_s is not None:
+            name += f"|{int(interval_s)}s"
+        every = self.interval_s if interval_s is None else interval_s
         added = await self._add(
             keys=[self.base + "b:" + name, self.base + "due", self.base + f"seen:{name}|{event_id}"],
             args=[event_id, json.dumps(item, ensure_ascii=False), json.dumps(asdict(recipient)),
-                  now_ms + int(self.interval_s * 1000), SEEN_TTL_S, tenant, name])
+                  now_ms + int(every * 1000), SEEN_TTL_S, tenant, name])
         return bool(added)
 
-    async def flush(self, *, now_ms: int, deliver: Deliver, erased: Erased | None = None) -> int:
+    async def flush(self, *, now_ms: int, deliver: Deliver, erased: Erased | None = None,
+                    standing: Standing | None = None) -> int:
         """Send every digest that is due (and any batch left by a crash); returns how many.
-        An item about a customer erased after it was buffered (``erased``) is left out; a
-        digest left with no item is not sent."""
+        An item about a customer erased after it was buffered (``erased``), or no longer at
+        the item's tier (``standing``), is left out, as is all but the newest item of a
+        customer; a digest left with no item is not sent."""
         await self._take(keys=[self.base + "due", self.base + "batches"],
                          args=[now_ms, FLUSH_BATCH, self.base])
         members = await self.redis.smembers(self.base + "batches")  # type: ignore[misc]
@@ -97,6 +109,8 @@ class Digester:
             raw: dict[str, str] = await self.redis.hgetall(batch)  # type: ignore[misc, assignment]
             if raw and erased is not None:
                 raw = await self._without_erased(batch, raw, erased)
+            if raw and standing is not None:
+                raw = await self._still_standing(batch, raw, standing)
             if raw:
                 message = self._message(batch, raw)
                 if message is not None:
@@ -128,6 +142,36 @@ class Digester:
             logger.info("digest %s: an item's customer was erased since; left out", batch,
                         extra={"event_id": field})
         out = {f: v for f, v in raw.items() if f not in gone}
+        return out if any(not f.startswith("_") for f in out) else {}
+
+    @staticmethod
+    async def _still_standing(batch: str, raw: dict[str, str], standing: Standing
+                              ) -> dict[str, str]:
+        """The batch's fields less the items whose customer is no longer at the item's tier
+        (``standing``), and less every item of a customer but the newest; ``{}`` when none
+        is left. One lookup for the whole batch."""
+        tenant = raw.get("_tenant", "default")
+        newest: dict[str, tuple[int, str, str]] = {}  # customer -> (at ms, field, tier)
+        keep: set[str] = set()
+        for field, value in raw.items():
+            if field.startswith("_"):
+                continue
+            try:
+                item = json.loads(value)
+                key = (int(item.get("at_ms", 0)), field, str(item["tier_id"]))
+                customer = str(item["customer_id"])
+            except (ValueError, KeyError, TypeError):
+                keep.add(field)  # unreadable (_message reports it), or buffered without its tier
+                continue
+            if customer not in newest or key > newest[customer]:
+                newest[customer] = key
+        asked = sorted(newest.items())
+        flags = await standing([(customer, tenant, tier) for customer, (_, _, tier) in asked])
+        keep |= {field for (_, (_, field, _)), flag in zip(asked, flags, strict=True) if flag}
+        out = {f: v for f, v in raw.items() if f.startswith("_") or f in keep}
+        if len(out) < len(raw):
+            logger.info("digest %s: %d item(s) left out (the customer moved since, or is listed "
+                        "by a newer item)", batch, len(raw) - len(out))
         return out if any(not f.startswith("_") for f in out) else {}
 
     def _message(self, batch: str, raw: dict[str, str]) -> Message | None:

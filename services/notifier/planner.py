@@ -164,7 +164,8 @@ class Planner:
                     continue
                 if digest and self.digester is not None and registry.spec(channel).push:
                     await self._digest(event, person, channel, ctx, created_ms, action,
-                                       ack_url=links.get(person.key, ""))
+                                       ack_url=links.get(person.key, ""),
+                                       every_s=route.digest_every_s if route else None)
                     continue
                 out.append(self._build(event, person, channel, ctx, created_ms, kind=kind,
                                        action=action, ack_url=links.get(person.key, "")))
@@ -317,15 +318,17 @@ class Planner:
 
     async def _digest(self, event: RiskChangeEvent, person: Recipient, channel: str,
                       ctx: CustomerContext, created_ms: int, action: Any,
-                      ack_url: str = "") -> None:
+                      ack_url: str = "", every_s: float | None = None) -> None:
         assert self.digester is not None
         item = self.templates.digest_item(event.change, person, action=action, event_id=event.id,
                                           customer_name=ctx.name)
         item |= {"created_ms": created_ms, "at_ms": int(time.time() * 1000),
-                 "timezone": ctx.timezone, "ack_url": ack_url}
+                 "timezone": ctx.timezone, "ack_url": ack_url,
+                 "tier_id": event.change.tier}  # ``tier`` is in the recipient's language
         added = await self.digester.add(channel=channel, recipient=person,
                                         tenant=event.change.tenant_id, event_id=event.id,
-                                        item=item, now_ms=int(time.time() * 1000))
+                                        item=item, now_ms=int(time.time() * 1000),
+                                        interval_s=every_s)
         if added:
             self._count("digested")
             if self.ledger is not None:

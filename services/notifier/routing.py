@@ -15,7 +15,8 @@ inside it (e.g. ``routes[1].match.to``) and what is accepted. Format::
       - match: {to: high}            # keys optional: from, to, store, value_tier, segment
         channels: [email, sms, webhook]
         to: [owner]                  # owner | store_manager | customer | <recipient name>
-        digest: false                # true: grouped into the recipient's digest
+        digest: false                # true: grouped into the recipient's digest; or a
+                                     # duration (1d): a digest of this route's own, that often
       - match: {}
         channels: [webhook]
     # optional policies (docs/notifier.md):
@@ -107,6 +108,9 @@ class Route:
     channels: tuple[str, ...]
     to: tuple[str, ...] = (OWNER,)
     digest: bool = False
+    # ``digest: 1d``: this route's alerts go into a digest of their own, sent that often
+    # (None: the file's ``digest.interval``)
+    digest_every_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -399,11 +403,20 @@ def _routes(p: _Parser, raw: Any, recipients: Mapping[str, Recipient]) -> tuple[
         assert channels is not None
         ordered = tuple(c for c in CHANNELS if c in channels)
         digest = fields.get("digest", False)
+        every: float | None = None
         if not isinstance(digest, bool):
-            p.fail(f"{where}.digest", f"{digest!r} is not true or false",
-                   "use digest: true to group these alerts per recipient")
+            try:
+                every = parse_duration(digest)
+            except ValueError:
+                every = 0.0
+            if every <= 0:
+                p.fail(f"{where}.digest", f"{digest!r} is not true, false or a duration",
+                       "use digest: true to group these alerts per recipient (every "
+                       "digest.interval), or a duration such as digest: 1d")
+            digest = True
         routes.append(Route(match=match, channels=ordered,
-                            to=_to(p, fields.get("to"), f"{where}.to", recipients), digest=digest))
+                            to=_to(p, fields.get("to"), f"{where}.to", recipients), digest=digest,
+                            digest_every_s=every))
     return tuple(routes)
 
 

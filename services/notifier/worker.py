@@ -458,6 +458,18 @@ class Notifier:
             self.metrics.suppressed.labels(reason="erased").inc(sum(flags))
         return flags
 
+    async def standing(self, items: Sequence[tuple[str, str, str]]) -> list[bool]:
+        """For each (customer id, tenant, tier) of a digest item: is the customer's episode
+        still open at that tier? One who came back or fell back since, or rose to a tier with
+        an alert of its own, is left out of the digest (``suppressed{reason="moved_on"}``)."""
+        flags = []
+        for customer, tenant, tier in items:
+            episode = await self.episodes.get(customer, tenant)
+            flags.append(episode.open and episode.tier == tier)
+        if not all(flags):
+            self.metrics.suppressed.labels(reason="moved_on").inc(len(flags) - sum(flags))
+        return flags
+
     async def _delivered(self, message: Message) -> None:
         """An alert reached its recipient: its acknowledgement window starts now, and a staff
         member's console lists it to acknowledge (whatever channel it came by)."""
@@ -503,7 +515,8 @@ class Notifier:
         esc = self.escalations
         jobs: list[tuple[str, Callable[[int], Awaitable[Any]]]] = [
             ("digests", lambda now: self.digester.flush(
-                now_ms=now, deliver=self.deliverer.deliver_new, erased=self.erased)),
+                now_ms=now, deliver=self.deliverer.deliver_new, erased=self.erased,
+                standing=self.standing)),
             ("settle", lambda now: self.settle.run_due(
                 now_ms=now, deliver=self.deliverer.deliver_new, held_back=self._held_back,
                 dropped=esc.forget if esc is not None else None, erased=self.erased)),

@@ -280,6 +280,48 @@ digest: {interval: 2s}
     assert len(inbox.mails) == 1
 
 
+async def test_a_routes_daily_digest_lists_only_who_is_still_at_that_tier(base, redis: Redis,
+                                                                          smtp) -> None:
+    """A route's digest of its own (``digest: 2s`` here, ``1d`` in the packaged routing) beside
+    the file's interval: sent when it is due, to the owner, listing only the customers still
+    at medium in the same episode. One who came back by a visit, fell back to low or rose to
+    high (and was alerted then) is left out, each counted as ``moved_on``."""
+    controller, inbox = smtp
+    settings = base("""
+routes:
+  - {match: {to: high}, channels: [email]}
+  - {match: {to: medium}, channels: [email], digest: 2s}
+digest: {interval: 1h}
+""", smtp_host="127.0.0.1", smtp_port=controller.port)
+    profiles = await staff_and_stores(redis, Keys(settings.redis_prefix))
+    for who in ("stays", "returned", "fell", "rose"):
+        await profiles.put_profile(who, CustomerProfile(owner_staff_id="owner-1",
+                                                        name=who.title()))
+    await produce_changes(
+        settings,
+        ("stays", change("stays", "low", "medium", cause="silence")[1]),
+        ("returned", change("returned", "low", "medium", cause="silence")[1]),
+        ("returned", change("returned", "medium", "low", cause="event", n=2)[1]),  # a visit
+        ("fell", change("fell", "low", "medium", cause="silence")[1]),
+        ("fell", change("fell", "medium", "low", cause="model", n=2)[1]),  # no return
+        ("rose", change("rose", "low", "medium", cause="silence")[1]),
+        ("rose", change("rose", "medium", "high", cause="silence", n=2)[1]),
+    )
+    async with notifier(settings) as registry:
+        await wait_until(lambda: len(inbox.mails) == 2, timeout=15,
+                         what="the high alert and the digest")
+        await asyncio.sleep(0.5)
+        assert metric(registry, "churnwatch_notifier_suppressed_total", reason="digested") == 4
+        assert metric(registry, "churnwatch_notifier_suppressed_total", reason="moved_on") == 3
+    assert all(rcpts == ["olga@example.com"] for rcpts, _ in inbox.mails)
+    [alert] = [m for _, m in inbox.mails if "1 customer" not in m["Subject"]]
+    assert "Rose" in alert["Subject"] or "Rose" in alert.get_body(("plain",)).get_content()
+    [digest] = [m for _, m in inbox.mails if m["Subject"] == "[churnwatch] 1 customer risk change"]
+    text = digest.get_body(("plain",)).get_content()
+    assert "- Stays (s1): low → medium" in text
+    assert not any(name in text for name in ("Returned", "Fell", "Rose"))
+
+
 # episodes, won back, inhibition, consent, rate limits ----------------------------------------
 
 

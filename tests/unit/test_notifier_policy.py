@@ -278,7 +278,7 @@ routes:
     with pytest.raises(ConfigError, match=r"routes\[0\].to: 'nobody' is neither a role"):
         parse_routing_text(BASE.replace("channels: [email]}", "channels: [email], to: nobody}"),
                            source="t.yaml")
-    with pytest.raises(ConfigError, match=r"routes\[0\].digest: 'daily' is not true or false"):
+    with pytest.raises(ConfigError, match=r"routes\[0\].digest: 'daily' is not true, false or a duration"):
         parse_routing_text(BASE.replace("channels: [email]}", "channels: [email], digest: daily}"),
                            source="t.yaml")
 

@@ -81,8 +81,29 @@ def test_the_packaged_default_loads() -> None:
     r = load_routing(None)
     assert r.channels_for(change("low", "high")) == ("email", "sms", "webhook")
     assert r.channels_for(change("high", "low")) == ("email", "webhook")
-    assert r.channels_for(change("low", "medium")) == ("webhook",)
+    # a customer rising to medium goes into the owner's daily e-mail digest
+    assert r.channels_for(change("low", "medium")) == ("email", "webhook")
+    medium = r.route_for(change("low", "medium"), None)
+    assert medium is not None and medium.digest and medium.digest_every_s == 86_400
+    assert medium.to == ("owner",)
+    assert r.channels_for(change("medium", "low")) == ("webhook",)
     assert r.store_manager("salon-downtown").email == "manager@churnwatch.local"
+
+
+@pytest.mark.parametrize("value, every", [("true", None), ("false", None), ("1d", 86_400.0),
+                                          ("90", 90.0), ("15m", 900.0)])
+def test_a_route_digests_every_interval_or_its_own(value: str, every: float | None) -> None:
+    text = ROUTING.replace("    channels: [sms]\n", f"    channels: [sms]\n    digest: {value}\n")
+    route = parse_routing_text(text, source="test.yaml").routes[3]
+    assert route.digest == (value != "false") and route.digest_every_s == every
+
+
+@pytest.mark.parametrize("value", ["daily", "0", "-1h", "[1d]"])
+def test_a_route_digest_that_is_no_duration_says_what_works(value: str) -> None:
+    text = ROUTING.replace("    channels: [sms]\n", f"    channels: [sms]\n    digest: {value}\n")
+    with pytest.raises(ConfigError, match=r"^test\.yaml: routes\[3\]\.digest: .* is not true, "
+                                          r"false or a duration; use digest: true .* digest: 1d"):
+        parse_routing_text(text, source="test.yaml")
 
 
 def test_a_routing_file_overrides_the_default(tmp_path: Path) -> None:
