@@ -16,7 +16,8 @@ A rules file (YAML, one per business type in ``services/scoring/rules/``; anothe
           zh-CN: "有未解决的严重投诉"
 
 Conditions compare one feature of :data:`~services.scoring.features.FEATURE_NAMES` with a
-number (``>=``, ``>``, ``<=``, ``<``, ``==``, ``!=``); reasons may quote any feature of the
+number (``>=``, ``>``, ``<=``, ``<``, ``==``, ``!=``), or with another feature plus or minus a
+number (``days_since_last_activity >= days_since_last_complaint - 1``); reasons may quote any feature of the
 customer with Python format fields. Precedence: model score -> tier thresholds and hysteresis
 -> rules floor (a rule raises the tier to at least its ``min_tier``, never lowers it, and adds
 its reason first). Every mistake is reported at start-up naming the file, rule and field.
@@ -47,24 +48,37 @@ _OPS: dict[str, Callable[[Any, Any], Any]] = {
     ">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt,
     "==": operator.eq, "!=": operator.ne,
 }
-_COND = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|==|!=|>|<)\s*(-?\d+(?:\.\d+)?)\s*$")
+_NUMBER = r"\d+(?:\.\d+)?"
+# <feature> <op> <number>, or <feature> <op> <feature> [+|- <number>]
+_COND = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|==|!=|>|<)\s*"
+                   rf"(?:(-?{_NUMBER})|([A-Za-z_][A-Za-z0-9_]*)(?:\s*([+-])\s*({_NUMBER}))?)\s*$")
 _ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 
 @dataclass(frozen=True)
 class Condition:
+    """``feature op value``, or with ``other``: ``feature op other + value`` (another feature
+    of the same customer, e.g. not back since their complaint:
+    ``days_since_last_activity >= days_since_last_complaint - 1``)."""
+
     feature: str
     op: str
     value: float
+    other: str | None = None
 
     def holds(self, f: dict[str, float]) -> bool:
-        return bool(_OPS[self.op](f[self.feature], self.value))
+        bound = self.value if self.other is None else f[self.other] + self.value
+        return bool(_OPS[self.op](f[self.feature], bound))
 
-    def mask(self, column: np.ndarray) -> np.ndarray:
-        return np.asarray(_OPS[self.op](column, self.value), dtype=bool)
+    def mask(self, column: np.ndarray, other: np.ndarray | None = None) -> np.ndarray:
+        bound = self.value if other is None else other + self.value
+        return np.asarray(_OPS[self.op](column, bound), dtype=bool)
 
     def __str__(self) -> str:
-        return f"{self.feature} {self.op} {self.value:g}"
+        if self.other is None:
+            return f"{self.feature} {self.op} {self.value:g}"
+        shift = f" {'-' if self.value < 0 else '+'} {abs(self.value):g}" if self.value else ""
+        return f"{self.feature} {self.op} {self.other}{shift}"
 
 
 @dataclass(frozen=True)
@@ -152,7 +166,8 @@ class RuleSet:
         for rule in self.rules:
             m = np.ones(len(X), dtype=bool)
             for c in rule.conditions:
-                m &= c.mask(X[:, col[c.feature]])
+                m &= c.mask(X[:, col[c.feature]],
+                            None if c.other is None else X[:, col[c.other]])
             out = np.where(m, np.maximum(out, TIER_RANK[rule.min_tier]), out)
         return out
 
@@ -239,14 +254,20 @@ def _conditions(when: Any, where: str) -> tuple[Condition, ...]:
         m = _COND.match(part)
         if not m:
             raise ConfigError(f"{where}: 'when' condition {part!r} must look like "
-                              "'<feature> <op> <number>' with op one of >=, >, <=, <, ==, !=")
-        feature, op, value = m.group(1), m.group(2), float(m.group(3))
-        if feature not in FEATURE_NAMES:
-            close = [n for n in FEATURE_NAMES if feature.split("_")[0] in n][:4]
-            raise ConfigError(f"{where}: 'when' uses unknown feature {feature!r}"
-                              + (f" (did you mean {', '.join(close)}?)" if close else "")
-                              + "; the features are listed in docs/model.md")
-        out.append(Condition(feature, op, value))
+                              "'<feature> <op> <number>' or '<feature> <op> <feature> [+ or - "
+                              "<number>]' with op one of >=, >, <=, <, ==, !=")
+        feature, op, number, other, sign, shift = m.groups()
+        for name in (feature, other):
+            if name is not None and name not in FEATURE_NAMES:
+                close = [n for n in FEATURE_NAMES if name.split("_")[0] in n][:4]
+                raise ConfigError(f"{where}: 'when' uses unknown feature {name!r}"
+                                  + (f" (did you mean {', '.join(close)}?)" if close else "")
+                                  + "; the features are listed in docs/model.md")
+        if other is None:
+            out.append(Condition(feature, op, float(number)))
+        else:
+            value = float(shift or 0) * (-1 if sign == "-" else 1)
+            out.append(Condition(feature, op, value, other))
     return tuple(out)
 
 

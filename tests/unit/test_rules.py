@@ -122,6 +122,10 @@ def test_held_tiers_say_why() -> None:
     (_rule(when="overdue_ration >= 3"), r"rule 1 \(gone_quiet\): 'when' uses unknown feature 'overdue_ration'"),
     (_rule(when="overdue_ratio => 3"), r"rule 1 \(gone_quiet\): 'when' condition 'overdue_ratio => 3' must look like"),
     (_rule(when=""), r"rule 1 \(gone_quiet\): 'when' is empty"),
+    (_rule(when="days_since_last_activity >= days_since_complaint - 1"),
+     r"'when' uses unknown feature 'days_since_complaint'"),
+    (_rule(when="days_since_last_activity >= days_since_last_complaint * 2"),
+     r"must look like '<feature> <op> <number>' or '<feature> <op> <feature> \[\+ or - <number>\]'"),
     (_rule(min_tier="low"), r"rule 1 \(gone_quiet\): 'min_tier' must be medium or high \(got 'low'\)"),
     (_rule(reason={"en": "x"}), r"rule 1 \(gone_quiet\): 'reason.zh-CN' must be a non-empty text"),
     (_rule(reason={"en": "{cadence} days", "zh-CN": "x"}),
@@ -279,3 +283,47 @@ def test_two_visits_a_day_apart_make_no_cadence_to_be_overdue_on(business: str) 
     weekly = acts(regular("w", every_days=7, count=20))
     [late] = engine.assess([Subject("w", weekly)], at(7 * 19 + 35), with_history=False)
     assert [r.id for r in overdue if r.holds(late.features)] and late.tier != "low", late
+
+
+def test_a_condition_may_compare_two_features_of_the_customer() -> None:
+    """``a >= b - 1``: per customer, in the scorer (holds) and in training (floors) alike."""
+    rules = parse_rules(_doc(_rule(
+        when="open_complaints >= 1 and days_since_last_activity >= days_since_last_complaint - 1",
+        min_tier="medium")), "rules.yaml")
+    [rule] = rules.rules
+    assert [str(c) for c in rule.conditions] == [
+        "open_complaints >= 1", "days_since_last_activity >= days_since_last_complaint - 1"]
+    rows = [(1, 10, 10), (1, 9, 10), (1, 8.5, 10), (0, 30, 10), (1, 40, 3)]
+    expected = [True, True, False, False, True]
+    names = ["open_complaints", "days_since_last_activity", "days_since_last_complaint"]
+    assert [rule.holds(dict(zip(names, r, strict=True))) for r in rows] == expected
+    floors = rules.floors(np.array(rows, dtype=float), names)
+    assert floors.tolist() == [1 if e else 0 for e in expected]
+    plus = parse_rules(_doc(_rule(when="spend_90 < spend_365 + 2.5")), "r.yaml").rules[0]
+    assert str(plus.conditions[0]) == "spend_90 < spend_365 + 2.5"
+    assert plus.holds({"spend_90": 12.0, "spend_365": 10.0})
+    assert not plus.holds({"spend_90": 12.5, "spend_365": 10.0})
+
+
+@pytest.mark.parametrize("business", BUSINESS_TYPES)
+def test_an_open_complaint_holds_a_customer_until_they_come_back(business: str) -> None:
+    """A regular's high-severity complaint today raises them to medium; their visit three days
+    later, the complaint still open (the POS never posts resolutions), no longer does: in
+    generated histories those back since churn at about everyone's rate. A complaint made
+    at the visit itself (a day's grace) still counts as not back."""
+    from tests.data import visit
+    engine = Engine(load_model(load_settings().model), Thresholds(),
+                    rules=load_rules(business_type=business))
+    events = regular("k", every_days=14, count=20)
+    day = 14 * 19
+    complained = events + [complaint("k", T0 + timedelta(days=day, hours=2), 1)]
+    [a] = engine.assess([Subject("k", acts(complained))], at(day + 1), with_history=False)
+    assert a.tier == "medium" and [r.code for r in a.reasons[:2]] == [
+        "tier_raised_by_rule", "open_complaint"], a.reasons
+    assert "a high-severity complaint is open and they have not been back since" in \
+        a.reasons[0].text
+    assert a.features["open_high_complaints"] == 1
+    back = complained + visit("k", T0 + timedelta(days=day + 3), 99)
+    [b] = engine.assess([Subject("k", acts(back))], at(day + 4), with_history=False)
+    assert b.features["open_high_complaints"] == 1  # still open
+    assert b.tier == "low" and b.reasons[0].code != "tier_raised_by_rule", b.reasons
