@@ -291,13 +291,36 @@ def _reason_groups(names: tuple[str, ...]) -> tuple[tuple[str, ...], np.ndarray]
     return codes, groups
 
 
+def spend_follows_visits(f: dict[str, float]) -> bool:
+    """The customer's spending is down because they come less often: their average ticket
+    is as usual, they came on fewer days than usual in the last 90 (what the frequency
+    reason tells), and spending fell no more than their days did (within 10 points). Then
+    "Spending down 32%" beside "Came on 2 days in the last 90; usually about 3" tells one
+    fact twice, and its offer on their usual purchases misses why."""
+    if f["spend_365"] <= 0 or 1.0 - f["ticket_trend"] >= MIN_DECLINE:
+        return False
+    if f["has_cadence"] < 1 or round(f["active_days_365"]) <= 1:
+        return False
+    span = max(min(f["tenure_days"], 365.0), 1.0)
+    usual = f["active_days_365"] / span * min(90.0, span)
+    if round(f["active_days_90"]) >= usual - 0.5:
+        return False
+    return f["spend_trend"] >= f["frequency_trend"] - 2 * MIN_DECLINE
+
+
 def top_reasons(f: dict[str, float], codes: Sequence[str], weights: Sequence[float],
                 limit: int = 3, min_weight: float = MIN_REASON_WEIGHT) -> list[Reason]:
     """The ``limit`` heaviest reasons (``weights``: one per code, log-odds; at least
     ``min_weight`` and positive) that the customer's features bear out (:func:`describe`),
-    heaviest first, one per fact (:func:`fact_of`); else "regular"."""
-    top = sorted(((w, c) for c, w in zip(codes, weights, strict=True)
-                  if w >= min_weight and w > 0), reverse=True)
+    heaviest first, one per fact (:func:`fact_of`); else "regular". A spending decline that
+    only follows fewer visits (:func:`spend_follows_visits`) is told as the frequency
+    decline, with both weights."""
+    pairs = list(zip(codes, weights, strict=True))
+    if "spend_decline" in codes and "frequency_decline" in codes and spend_follows_visits(f):
+        spend = weights[list(codes).index("spend_decline")]
+        pairs = [(c, w + spend if c == "frequency_decline" else w)
+                 for c, w in pairs if c != "spend_decline"]
+    top = sorted(((w, c) for c, w in pairs if w >= min_weight and w > 0), reverse=True)
     out = []
     facts = set()
     for w, code in top:

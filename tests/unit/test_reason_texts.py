@@ -248,3 +248,30 @@ def test_the_list_card_tells_the_complaint_it_says_to_resolve() -> None:
     risk["suggested_action"] = {"code": "personal_call", "text": "Call"}
     item = _item("c1", "t", ["high", "0.7", "s1", "0", json.dumps(risk)], "0.7", None, 0.0)
     assert item["top_reason"]["code"] == "no_return"
+
+
+def test_spending_that_only_follows_fewer_visits_is_told_as_the_visits() -> None:
+    """A 4-weekly regular five weeks away read "Came on 2 days in the last 90; usually about
+    3" and "Spending down 32% against the customer's usual": one fact twice (same tickets,
+    fewer days), and its offer on usual purchases misses why. Told once, as the visits, with
+    both weights; a spending drop the visits do not explain is still told."""
+    from services.common.settings import load_settings
+    from services.scoring.model import load_model
+    from services.scoring.scorecard import spend_follows_visits
+    engine = Engine(load_model(load_settings().model), Thresholds())
+    history = regular("r", every_days=28, count=13)
+    [a] = engine.assess([Subject("r", acts(history))], at(28 * 12 + 35), with_history=False)
+    f = a.features
+    assert spend_follows_visits(f) and f["spend_trend"] < 1 - MIN_DECLINE
+    assert [r.code for r in a.reasons] == ["frequency_decline"], a.reasons
+    assert a.reasons[0].text == "Came on 2 days in the last 90; usually about 3"
+    told = top_reasons(f, ["frequency_decline", "spend_decline"], [0.3, 0.5])
+    assert [(r.code, r.weight) for r in told] == [("frequency_decline", 0.8)]
+    # the same days, but tickets down by half: spending fell further than the visits did
+    halved = {**f, "ticket_trend": 0.5, "spend_trend": f["frequency_trend"] * 0.5}
+    assert not spend_follows_visits(halved)
+    assert [r.code for r in top_reasons(halved, ["frequency_decline", "spend_decline"],
+                                        [0.3, 0.5])] == ["spend_decline", "frequency_decline"]
+    # as many days as usual, spending down: not the visits
+    assert not spend_follows_visits({**f, "active_days_90": f["active_days_365"] / 4,
+                                     "frequency_trend": 1.0})
