@@ -85,7 +85,8 @@ def book() -> list[dict[str, Any]]:
     events = regular("steady", every_days=14, count=20)
     events += regular("drifter", every_days=10, count=12)
     events += regular("moaner", every_days=14, count=20)
-    events.append(complaint("moaner", T0 + timedelta(days=265), 1, severity="high"))
+    # at the last visit (day 266), not back since: an open serious complaint holds them
+    events.append(complaint("moaner", T0 + timedelta(days=266, hours=2), 1, severity="high"))
     events += regular("once", every_days=1, count=1, start=T0 + timedelta(days=200))
     return by_time(events)
 
