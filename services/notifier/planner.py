@@ -324,7 +324,10 @@ class Planner:
                                           customer_name=ctx.name)
         item |= {"created_ms": created_ms, "at_ms": int(time.time() * 1000),
                  "timezone": ctx.timezone, "ack_url": ack_url,
-                 "tier_id": event.change.tier}  # ``tier`` is in the recipient's language
+                 "tier_id": event.change.tier,  # ``tier`` is in the recipient's language
+                 # the customer's page in the console, for staff (as alerts and summaries)
+                 "link": self._link(event.change.customer_id) if person.role != "customer"
+                 else ""}
         added = await self.digester.add(channel=channel, recipient=person,
                                         tenant=event.change.tenant_id, event_id=event.id,
                                         item=item, now_ms=int(time.time() * 1000),

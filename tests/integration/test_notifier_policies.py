@@ -271,6 +271,10 @@ digest: {interval: 2s}
     assert all(f"d-{n} is overdue" in text for n in range(5))
     assert "- Dora Digest (s1)" in text and "- d-1 (s1)" in text  # profile name, else the id
     assert text.count(f"Acknowledge: {settings.api_public_url}/a/") == 5  # one link per alert
+    # and the customer's page in the console, as alerts and the go-live summary have
+    assert f"Details: {settings.api_public_url}/console/customers/d-1\r\n" in text
+    html = mail.get_body(("html",)).get_content()
+    assert f'<a href="{settings.api_public_url}/console/customers/d-0"' in html
     # Read again from the start by a new group: buffered once, so no second digest.
     again = settings.model_copy(update={"notifier_group": settings.notifier_group + "-again"})
     async with notifier(again) as registry:
