@@ -326,6 +326,36 @@ digest: {interval: 1h}
     assert not any(name in text for name in ("Returned", "Fell", "Rose"))
 
 
+async def test_the_packaged_routing_puts_a_rise_to_medium_in_the_owners_daily_digest(
+        settings_factory, redis: Redis, smtp) -> None:
+    """The 4-weekly regular unseen for nine weeks is at medium: with the packaged routing
+    (no routing file) their owner hears of it in a digest a day later, where they used to
+    hear nothing until high. A rise to high still goes out at once (e-mail here: this stack
+    has no SMS gateway)."""
+    controller, inbox = smtp
+    settings = settings_factory(smtp_host="127.0.0.1", smtp_port=controller.port,
+                                routing_file=None)
+    keys = Keys(settings.redis_prefix)
+    profiles = await staff_and_stores(redis, keys)
+    await profiles.put_profile("ana", CustomerProfile(owner_staff_id="owner-1", name="Ana"))
+    await profiles.put_profile("bo", CustomerProfile(owner_staff_id="owner-1", name="Bo"))
+    await produce_changes(settings,
+                          ("ana", change("ana", "low", "medium", cause="silence")[1]),
+                          ("bo", change("bo", "low", "high", cause="silence")[1]))
+    async with notifier(settings) as registry:
+        await wait_until(lambda: metric(registry, "churnwatch_notifier_suppressed_total",
+                                        reason="digested") == 1, what="ana digested")
+        await wait_until(lambda: inbox.mails, what="bo's alert")
+        due: list[tuple[str, float]] = await redis.zrange(  # type: ignore[assignment]
+            keys.digest_base + "due", 0, -1, withscores=True)
+    [(rcpts, mail)] = inbox.mails
+    assert rcpts == ["olga@example.com"] and "Bo" in mail["Subject"]
+    [(buffer, at_ms)] = due  # ana's, in the owner's e-mail digest of its own, a day from now
+    assert buffer.startswith("email|") and buffer.endswith("|86400s") and "owner-1" in buffer
+    ahead_h = (at_ms / 1000 - datetime.now(UTC).timestamp()) / 3600
+    assert 23.5 < ahead_h <= 24, ahead_h
+
+
 # episodes, won back, inhibition, consent, rate limits ----------------------------------------
 
 
