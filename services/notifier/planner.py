@@ -256,7 +256,9 @@ class Planner:
             items.sort(key=lambda i: (i["lapsed"], -i["priority"], str(i["customer"])))
             keep = [i for i in items if not i["lapsed"]]
             ctx_vars = {"items": items, "keep": keep, "lapsed": items[len(keep):],
-                        "recipient_name": person.name, "tenant": tenant, "delivery_id": did}
+                        "recipient_name": person.name, "tenant": tenant, "delivery_id": did,
+                        # who is at medium now: the console's list (the summary names high)
+                        "medium_url": f"{self.link_base}/console/at-risk?tier=medium"}
             if registry.spec(channel).long_form:
                 subject = " ".join(self.templates.render(
                     tenant, person.locale, "summary.subject.j2", ctx_vars).split())

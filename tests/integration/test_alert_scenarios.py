@@ -341,6 +341,9 @@ async def test_importing_history_gives_one_summary_per_recipient(
         assert all(f"- Guest {c} (" in head for c in keep)
         assert all(f"- Guest {c} (" in tail for c in owned_high if lapsed[c])
         assert f"/console/customers/{owned_high[0]}" in summaries[OLGA].get_body(("plain",)).get_content()
+        # who is at medium now is not named, but where to find them is
+        assert ("Customers at medium risk now are not listed here; the console lists them: "
+                f"{settings.api_public_url}/console/at-risk?tier=medium") in text
         # the mail as sent, read on a phone: it was a five-column table cut off at 375 px
         html = summaries[OLGA].get_body(("html",)).get_content()
         page = tmp_path / "summary-mail.html"
