@@ -173,14 +173,19 @@ def _frequency_decline(f: dict[str, float]) -> tuple[str, str] | None:
         if f["has_cadence"]:
             return ("Only one visit in the last year", "近一年只来过一次")
         return ("Only one visit so far", "目前只来过一次")
-    span = max(min(f["tenure_days"], 365.0), 1.0)
-    usual = a365 / span * min(90.0, span)
+    usual = _usual_days_90(f)
     # days, not visits: the features count the days a customer came (ten purchases on one
     # day are one), and "3 visits" read wrong beside a timeline day of 10 visits
     if a90 < usual - 0.5:
         return (f"Came on {a90} day{'' if a90 == 1 else 's'} in the last 90; usually about "
                 f"{usual:.0f}", f"近90天有{a90}天到店；平时约{usual:.0f}天")
     return (f"Comes rarely: on {a365} days in the last year", f"到店不频繁：近一年仅{a365}天到店")
+
+
+def _usual_days_90(f: dict[str, float]) -> float:
+    """The days a customer usually comes in 90, by their last year (or tenure, if shorter)."""
+    span = max(min(f["tenure_days"], 365.0), 1.0)
+    return round(f["active_days_365"]) / span * min(90.0, span)
 
 
 def _new_customer(f: dict[str, float]) -> tuple[str, str] | None:
@@ -301,10 +306,8 @@ def spend_follows_visits(f: dict[str, float]) -> bool:
         return False
     if f["has_cadence"] < 1 or round(f["active_days_365"]) <= 1:
         return False
-    span = max(min(f["tenure_days"], 365.0), 1.0)
-    usual = f["active_days_365"] / span * min(90.0, span)
-    if round(f["active_days_90"]) >= usual - 0.5:
-        return False
+    if round(f["active_days_90"]) >= _usual_days_90(f) - 0.5:
+        return False  # as often as usual: _frequency_decline tells no decline
     return f["spend_trend"] >= f["frequency_trend"] - 2 * MIN_DECLINE
 
 
