@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from redis.asyncio import Redis
@@ -70,6 +70,16 @@ class EpisodeLedger:
     async def get(self, customer_id: str, tenant: str) -> Episode:
         raw = await self.redis.get(self.keys.episode(customer_id, tenant))
         return Episode.from_json(json.loads(raw) if raw else None)
+
+    async def get_many(self, customers: Sequence[tuple[str, str]]) -> list[Episode]:
+        """The episodes of (customer id, tenant) pairs, in order; one round trip."""
+        if not customers:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for customer_id, tenant in customers:
+            pipe.get(self.keys.episode(customer_id, tenant))
+        return [Episode.from_json(json.loads(raw) if raw else None)
+                for raw in await pipe.execute()]
 
     async def _update(self, key: str, step: Callable[[Episode], tuple[T, Episode]]) -> T:
         for _ in range(MAX_WATCH_TRIES):

@@ -462,10 +462,8 @@ class Notifier:
         """For each (customer id, tenant, tier) of a digest item: is the customer's episode
         still open at that tier? One who came back or fell back since, or rose to a tier with
         an alert of its own, is left out of the digest (``suppressed{reason="moved_on"}``)."""
-        flags = []
-        for customer, tenant, tier in items:
-            episode = await self.episodes.get(customer, tenant)
-            flags.append(episode.open and episode.tier == tier)
+        episodes = await self.episodes.get_many([(c, t) for c, t, _ in items])
+        flags = [e.open and e.tier == tier for e, (_, _, tier) in zip(episodes, items, strict=True)]
         if not all(flags):
             self.metrics.suppressed.labels(reason="moved_on").inc(len(flags) - sum(flags))
         return flags
