@@ -3,8 +3,8 @@
 Keys (under ``Keys.digest_base``, one hash tag: the take script renames buffers to batches):
 
 - ``dg:b:<buffer>`` - hash of the buffered items (event id -> item JSON) plus ``_recipient``
-  and ``_tenant``; ``<buffer>`` is ``<channel>|<recipient key>``, with ``|<seconds>s`` for a
-  route's digest of its own (``digest: 1d``);
+  and ``_tenant``; ``<buffer>`` is ``<channel>|<recipient key>``, with ``|<seconds>s`` or
+  ``|at HH:MM:SS`` for a route's digest of its own (``digest: 1d``, ``digest: {at: "08:00"}``);
 - ``dg:due`` - zset buffer -> flush time (ms), set when the first item arrives;
 - ``dg:seen:<channel>|<recipient>|<event id>`` - marks an item as buffered once (a replayed
   record is not buffered twice, even after its digest went out);
@@ -19,6 +19,8 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
+from datetime import UTC, datetime
+from datetime import time as dtime
 from typing import Any
 
 from redis.asyncio import Redis
@@ -26,6 +28,7 @@ from redis.asyncio import Redis
 from services.common.redisconn import Keys
 from services.notifier.channels import registry
 from services.notifier.channels.base import Message, delivery_id
+from services.notifier.policy import next_at, zone
 from services.notifier.routing import Recipient
 from services.notifier.settle import Erased
 from services.notifier.templates import Templates
@@ -82,17 +85,25 @@ class Digester:
         self._take = redis.register_script(TAKE_DUE)
 
     async def add(self, *, channel: str, recipient: Recipient, tenant: str, event_id: str,
-                  item: dict[str, Any], now_ms: int, interval_s: float | None = None) -> bool:
-        """Buffer ``item``; False when it was buffered before (a replay). ``interval_s``: a
-        route's own interval (``digest: 1d``), in a buffer of its own; None: the file's."""
+                  item: dict[str, Any], now_ms: int, interval_s: float | None = None,
+                  at: dtime | None = None, timezone: str = "") -> bool:
+        """Buffer ``item``; False when it was buffered before (a replay). A route's own
+        schedule goes in a buffer of its own: ``interval_s`` (``digest: 1d``) after the first
+        item, or the next ``at`` of the clock in ``timezone`` (``digest: {at: "08:00"}``);
+        neither: the file's ``digest.interval``."""
         name = f"{channel}|{recipient.key}"
-        if interval_s is not None:
-            name += f"|{int(interval_s)}s"
-        every = self.interval_s if interval_s is None else interval_s
+        if at is not None:
+            name += f"|at {at.strftime('%H:%M:%S')}"
+            due_ms = int(next_at(datetime.fromtimestamp(now_ms / 1000, UTC), zone(timezone),
+                                 at).timestamp() * 1000)
+        else:
+            if interval_s is not None:
+                name += f"|{int(interval_s)}s"
+            due_ms = now_ms + int((self.interval_s if interval_s is None else interval_s) * 1000)
         added = await self._add(
             keys=[self.base + "b:" + name, self.base + "due", self.base + f"seen:{name}|{event_id}"],
             args=[event_id, json.dumps(item, ensure_ascii=False), json.dumps(asdict(recipient)),
-                  now_ms + int(every * 1000), SEEN_TTL_S, tenant, name])
+                  due_ms, SEEN_TTL_S, tenant, name])
         return bool(added)
 
     async def flush(self, *, now_ms: int, deliver: Deliver, erased: Erased | None = None,

@@ -36,7 +36,7 @@ from services.notifier.metrics import NotifierMetrics
 from services.notifier.noise import EpisodeLedger
 from services.notifier.policy import ALERT, WON_BACK, apply_inhibition
 from services.notifier.recipients import CustomerContext, RecipientResolver, recipients
-from services.notifier.routing import STAFF_CHANNELS, Recipient, Routing
+from services.notifier.routing import STAFF_CHANNELS, Recipient, Route, Routing
 from services.notifier.settle import SettleQueue, pair
 from services.notifier.templates import Templates, clip_sms, packaged
 
@@ -164,8 +164,7 @@ class Planner:
                     continue
                 if digest and self.digester is not None and registry.spec(channel).push:
                     await self._digest(event, person, channel, ctx, created_ms, action,
-                                       ack_url=links.get(person.key, ""),
-                                       every_s=route.digest_every_s if route else None)
+                                       ack_url=links.get(person.key, ""), route=route)
                     continue
                 out.append(self._build(event, person, channel, ctx, created_ms, kind=kind,
                                        action=action, ack_url=links.get(person.key, "")))
@@ -320,7 +319,7 @@ class Planner:
 
     async def _digest(self, event: RiskChangeEvent, person: Recipient, channel: str,
                       ctx: CustomerContext, created_ms: int, action: Any,
-                      ack_url: str = "", every_s: float | None = None) -> None:
+                      ack_url: str = "", route: Route | None = None) -> None:
         assert self.digester is not None
         item = self.templates.digest_item(event.change, person, action=action, event_id=event.id,
                                           customer_name=ctx.name)
@@ -333,7 +332,9 @@ class Planner:
         added = await self.digester.add(channel=channel, recipient=person,
                                         tenant=event.change.tenant_id, event_id=event.id,
                                         item=item, now_ms=int(time.time() * 1000),
-                                        interval_s=every_s)
+                                        interval_s=route.digest_every_s if route else None,
+                                        at=route.digest_at if route else None,
+                                        timezone=ctx.timezone)
         if added:
             self._count("digested")
             if self.ledger is not None:

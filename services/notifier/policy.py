@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from datetime import time as dtime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -58,6 +59,16 @@ def quiet_until(now: datetime, tz: ZoneInfo, quiet: QuietHours | None) -> dateti
     if t < quiet.end:
         return _wall(today_end, tz)
     return None
+
+
+def next_at(now: datetime, tz: ZoneInfo, at: dtime) -> datetime:
+    """The first time after ``now`` (aware) that the clock in ``tz`` reads ``at``: today's
+    if it is still to come, else tomorrow's (a time inside a DST gap moves forward)."""
+    local = now.astimezone(tz)
+    when = _wall(datetime.combine(local.date(), at, tzinfo=tz), tz)
+    if when <= now:
+        when = _wall(datetime.combine(local.date() + timedelta(days=1), at, tzinfo=tz), tz)
+    return when
 
 
 def _wall(when: datetime, tz: ZoneInfo) -> datetime:

@@ -15,8 +15,9 @@ inside it (e.g. ``routes[1].match.to``) and what is accepted. Format::
       - match: {to: high}            # keys optional: from, to, store, value_tier, segment
         channels: [email, sms, webhook]
         to: [owner]                  # owner | store_manager | customer | <recipient name>
-        digest: false                # true: grouped into the recipient's digest; or a
-                                     # duration (1d): a digest of this route's own, that often
+        digest: false                # true: grouped into the recipient's digest; a
+                                     # duration (1d): a digest of this route's own, that often;
+                                     # {at: "08:00"}: one of its own every day at 08:00 store time
       - match: {}
         channels: [webhook]
     # optional policies (docs/notifier.md):
@@ -109,8 +110,10 @@ class Route:
     to: tuple[str, ...] = (OWNER,)
     digest: bool = False
     # ``digest: 1d``: this route's alerts go into a digest of their own, sent that often
-    # (None: the file's ``digest.interval``)
+    # (None: the file's ``digest.interval``); ``digest: {at: "08:00"}``: one of its own, sent
+    # every day at that time of the store's clock
     digest_every_s: float | None = None
+    digest_at: dtime | None = None
 
 
 @dataclass(frozen=True)
@@ -404,19 +407,26 @@ def _routes(p: _Parser, raw: Any, recipients: Mapping[str, Recipient]) -> tuple[
         ordered = tuple(c for c in CHANNELS if c in channels)
         digest = fields.get("digest", False)
         every: float | None = None
-        if not isinstance(digest, bool):
+        at: dtime | None = None
+        if isinstance(digest, dict):
+            at = p.clock(p.mapping(digest, f"{where}.digest", ("at",)).get("at"),
+                         f"{where}.digest.at")
+            digest = True
+        elif not isinstance(digest, bool):
             try:
                 every = parse_duration(digest)
             except ValueError:
                 every = 0.0
             if every <= 0:
-                p.fail(f"{where}.digest", f"{digest!r} is not true, false or a duration",
+                p.fail(f"{where}.digest", f"{digest!r} is not true, false, a duration or "
+                       "{at: <time of day>}",
                        "use digest: true to group these alerts per recipient (every "
-                       "digest.interval), or a duration such as digest: 1d")
+                       'digest.interval), a duration such as digest: 1d, or digest: {at: "08:00"} '
+                       "for one a day at that time of the store's clock")
             digest = True
         routes.append(Route(match=match, channels=ordered,
                             to=_to(p, fields.get("to"), f"{where}.to", recipients), digest=digest,
-                            digest_every_s=every))
+                            digest_every_s=every, digest_at=at))
     return tuple(routes)
 
 

@@ -21,6 +21,7 @@ from services.notifier.policy import (
     apply_inhibition,
     claim,
     decide_episode,
+    next_at,
     quiet_until,
     rate_window,
     zone,
@@ -83,6 +84,25 @@ def test_quiet_hours_within_a_day_and_disabled() -> None:
     assert quiet_until(datetime(2026, 11, 23, 13, 0, tzinfo=UTC), berlin, lunch) is None
     assert quiet_until(now, berlin, None) is None
     assert quiet_until(now, berlin, QuietHours(start=time(9), end=time(9))) is None
+
+
+def test_a_daily_digest_is_due_at_the_next_time_the_store_clock_reads_its_hour() -> None:
+    berlin = ZoneInfo("Europe/Berlin")
+    eight = time(8)
+    # 06:30 UTC is 07:30 in Berlin: today at 08:00 there; 07:30 UTC (08:30 there): tomorrow
+    assert next_at(datetime(2026, 11, 23, 6, 30, tzinfo=UTC), berlin, eight) == \
+        datetime(2026, 11, 23, 8, tzinfo=berlin)
+    assert next_at(datetime(2026, 11, 23, 7, 30, tzinfo=UTC), berlin, eight) == \
+        datetime(2026, 11, 24, 8, tzinfo=berlin)
+    # exactly 08:00: the next one, a day later (a digest just sent is not due again at once)
+    assert next_at(datetime(2026, 11, 23, 7, 0, tzinfo=UTC), berlin, eight) == \
+        datetime(2026, 11, 24, 8, tzinfo=berlin)
+    # late evening in Shanghai (UTC+8) is early afternoon UTC: tomorrow's 08:00 there
+    assert next_at(datetime(2026, 11, 23, 15, 0, tzinfo=UTC), SHANGHAI, eight) == \
+        datetime(2026, 11, 24, 8, tzinfo=SHANGHAI)
+    # 02:30 does not exist in Berlin on 2026-03-29 (02:00-03:00 skipped): 03:30 that day
+    due = next_at(datetime(2026, 3, 28, 23, 0, tzinfo=UTC), berlin, time(2, 30))
+    assert due == datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
 
 
 def test_quiet_hours_end_inside_a_dst_gap_moves_forward() -> None:
@@ -278,7 +298,7 @@ routes:
     with pytest.raises(ConfigError, match=r"routes\[0\].to: 'nobody' is neither a role"):
         parse_routing_text(BASE.replace("channels: [email]}", "channels: [email], to: nobody}"),
                            source="t.yaml")
-    with pytest.raises(ConfigError, match=r"routes\[0\].digest: 'daily' is not true, false or a duration"):
+    with pytest.raises(ConfigError, match=r"routes\[0\].digest: 'daily' is not true, false, a duration or"):
         parse_routing_text(BASE.replace("channels: [email]}", "channels: [email], digest: daily}"),
                            source="t.yaml")
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from datetime import time as dtime
 from pathlib import Path
 
 import pytest
@@ -84,8 +85,8 @@ def test_the_packaged_default_loads() -> None:
     # a customer rising to medium goes into the owner's daily e-mail digest
     assert r.channels_for(change("low", "medium")) == ("email", "webhook")
     medium = r.route_for(change("low", "medium"), None)
-    assert medium is not None and medium.digest and medium.digest_every_s == 86_400
-    assert medium.to == ("owner",)
+    assert medium is not None and medium.digest and medium.digest_at == dtime(8, 0)
+    assert medium.digest_every_s is None and medium.to == ("owner",)
     assert r.channels_for(change("medium", "low")) == ("webhook",)
     assert r.store_manager("salon-downtown").email == "manager@churnwatch.local"
 
@@ -98,11 +99,29 @@ def test_a_route_digests_every_interval_or_its_own(value: str, every: float | No
     assert route.digest == (value != "false") and route.digest_every_s == every
 
 
+def test_a_route_digests_every_day_at_a_time_of_the_store_clock() -> None:
+    text = ROUTING.replace("    channels: [sms]\n", '    channels: [sms]\n    digest: {at: "07:30"}\n')
+    route = parse_routing_text(text, source="test.yaml").routes[3]
+    assert route.digest and route.digest_at == dtime(7, 30) and route.digest_every_s is None
+
+
 @pytest.mark.parametrize("value", ["daily", "0", "-1h", "[1d]"])
 def test_a_route_digest_that_is_no_duration_says_what_works(value: str) -> None:
     text = ROUTING.replace("    channels: [sms]\n", f"    channels: [sms]\n    digest: {value}\n")
     with pytest.raises(ConfigError, match=r"^test\.yaml: routes\[3\]\.digest: .* is not true, "
-                                          r"false or a duration; use digest: true .* digest: 1d"):
+                                          r"false, a duration or \{at: <time of day>\}; use "
+                                          r"digest: true .* digest: 1d, or digest: \{at: "):
+        parse_routing_text(text, source="test.yaml")
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ('{at: "8am"}', r"routes\[3\]\.digest\.at: '8am' is not a time of day; use a quoted 24-hour"),
+    ("{every: 1d}", r"routes\[3\]\.digest: unknown key\(s\) every; accepted keys are at"),
+    ("{}", r"routes\[3\]\.digest\.at: None is not a time of day"),
+])
+def test_a_route_digest_at_a_wrong_time_says_what_works(value: str, message: str) -> None:
+    text = ROUTING.replace("    channels: [sms]\n", f"    channels: [sms]\n    digest: {value}\n")
+    with pytest.raises(ConfigError, match=r"^test\.yaml: " + message):
         parse_routing_text(text, source="test.yaml")
 
 
