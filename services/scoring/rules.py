@@ -6,14 +6,15 @@ A rules file (YAML, one per business type in ``services/scoring/rules/``; anothe
     business_type: salon
     rules:
       - id: open_high_complaint          # also the reason code unless `code` is given
-        when: open_high_complaints >= 1  # or a list / "a >= 1 and b < 2": all must hold
+        # all must hold (or a list); a feature may be compared with another, plus or minus
+        when: open_high_complaints >= 1 and days_since_last_activity >= days_since_last_complaint - 1
         min_tier: medium                 # medium | high
         reason:
           en: "Unresolved high-severity complaints: {open_high_complaints:.0f}"
           zh-CN: "有{open_high_complaints:.0f}个未解决的严重投诉"
         label:                           # optional: the rule in staff's words
-          en: "a high-severity complaint is open"
-          zh-CN: "有未解决的严重投诉"
+          en: "a high-severity complaint is open and they have not been back since"
+          zh-CN: "有未解决的严重投诉，且此后未再光顾"
 
 Conditions compare one feature of :data:`~services.scoring.features.FEATURE_NAMES` with a
 number (``>=``, ``>``, ``<=``, ``<``, ``==``, ``!=``), or with another feature plus or minus a
