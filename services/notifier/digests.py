@@ -4,7 +4,8 @@ Keys (under ``Keys.digest_base``, one hash tag: the take script renames buffers 
 
 - ``dg:b:<buffer>`` - hash of the buffered items (event id -> item JSON) plus ``_recipient``
   and ``_tenant``; ``<buffer>`` is ``<channel>|<recipient key>``, with ``|<seconds>s`` or
-  ``|at HH:MM:SS`` for a route's digest of its own (``digest: 1d``, ``digest: {at: "08:00"}``);
+  ``|at HH:MM:SS|<time zone>`` for a route's digest of its own (``digest: 1d``,
+  ``digest: {at: "08:00"}``: one per time zone of the recipient's customers' stores);
 - ``dg:due`` - zset buffer -> flush time (ms), set when the first item arrives;
 - ``dg:seen:<channel>|<recipient>|<event id>`` - marks an item as buffered once (a replayed
   record is not buffered twice, even after its digest went out);
@@ -90,10 +91,12 @@ class Digester:
         """Buffer ``item``; False when it was buffered before (a replay). A route's own
         schedule goes in a buffer of its own: ``interval_s`` (``digest: 1d``) after the first
         item, or the next ``at`` of the clock in ``timezone`` (``digest: {at: "08:00"}``);
-        neither: the file's ``digest.interval``."""
+        neither: the file's ``digest.interval``. A morning digest is kept per time zone: a
+        regional manager over stores in Berlin and New York gets each store's list at 08:00
+        there, not the New York customers at 02:00 New York time."""
         name = f"{channel}|{recipient.key}"
         if at is not None:
-            name += f"|at {at.strftime('%H:%M:%S')}"
+            name += f"|at {at.strftime('%H:%M:%S')}|{timezone or 'UTC'}"
             due_ms = int(next_at(datetime.fromtimestamp(now_ms / 1000, UTC), zone(timezone),
                                  at).timestamp() * 1000)
         else:

@@ -331,30 +331,38 @@ async def test_the_packaged_routing_puts_a_rise_to_medium_in_the_owners_daily_di
     """The 4-weekly regular unseen for nine weeks is at medium: with the packaged routing
     (no routing file) their owner hears of it in the next morning's digest (08:00 store
     time), where they used to hear nothing until high. A rise to high still goes out at once
-    (e-mail here: this stack has no SMS gateway)."""
+    (e-mail here: this stack has no SMS gateway). An owner whose customers sit in stores of
+    two time zones gets each store's list at 08:00 there."""
     controller, inbox = smtp
     settings = settings_factory(smtp_host="127.0.0.1", smtp_port=controller.port,
                                 routing_file=None)
     keys = Keys(settings.redis_prefix)
     profiles = await staff_and_stores(redis, keys)
+    await profiles.put_store(Store(store_id="sh", timezone="Asia/Shanghai"))
     await profiles.put_profile("ana", CustomerProfile(owner_staff_id="owner-1", name="Ana"))
     await profiles.put_profile("bo", CustomerProfile(owner_staff_id="owner-1", name="Bo"))
+    await profiles.put_profile("cy", CustomerProfile(owner_staff_id="owner-1", name="Cy",
+                                                     store_id="sh"))
     await produce_changes(settings,
                           ("ana", change("ana", "low", "medium", cause="silence")[1]),
-                          ("bo", change("bo", "low", "high", cause="silence")[1]))
+                          ("bo", change("bo", "low", "high", cause="silence")[1]),
+                          ("cy", change("cy", "low", "medium", cause="silence")[1]))
     async with notifier(settings) as registry:
         await wait_until(lambda: metric(registry, "churnwatch_notifier_suppressed_total",
-                                        reason="digested") == 1, what="ana digested")
+                                        reason="digested") == 2, what="ana and cy digested")
         await wait_until(lambda: inbox.mails, what="bo's alert")
         due: list[tuple[str, float]] = await redis.zrange(  # type: ignore[assignment]
             keys.digest_base + "due", 0, -1, withscores=True)
     [(rcpts, mail)] = inbox.mails
     assert rcpts == ["olga@example.com"] and "Bo" in mail["Subject"]
-    [(buffer, at_ms)] = due  # ana's, in the owner's morning e-mail digest (store s1: UTC)
-    assert buffer.startswith("email|") and buffer.endswith("|at 08:00:00") and "owner-1" in buffer
-    at = datetime.fromtimestamp(at_ms / 1000, UTC)
-    assert (at.hour, at.minute, at.second) == (8, 0, 0)
-    assert timedelta(0) < at - datetime.now(UTC) <= timedelta(days=1)
+    # ana's and cy's, in the owner's morning e-mail digests: one per store time zone
+    by_zone = {buffer.rsplit("|", 1)[1]: (buffer, at_ms) for buffer, at_ms in due}
+    assert sorted(by_zone) == ["Asia/Shanghai", "UTC"]
+    for zone_name, (buffer, at_ms) in by_zone.items():
+        assert buffer.startswith("email|") and "|at 08:00:00|" in buffer and "owner-1" in buffer
+        at = datetime.fromtimestamp(at_ms / 1000, ZoneInfo(zone_name))
+        assert (at.hour, at.minute, at.second) == (8, 0, 0)
+        assert timedelta(0) < at - datetime.now(UTC) <= timedelta(days=1)
 
 
 # episodes, won back, inhibition, consent, rate limits ----------------------------------------
