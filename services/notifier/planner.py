@@ -42,6 +42,13 @@ from services.notifier.templates import Templates, clip_sms, packaged
 
 logger = logging.getLogger(__name__)
 
+# A go-live summary names at most this many customers still to keep, and this many lapsed
+# (most valuable first), and counts and links the rest in the console: a year imported for a
+# chain made one e-mail of hundreds of blocks (~850 bytes of HTML each), which mail clients
+# clip (Gmail past 102 KB) and nobody works through.
+SUMMARY_KEEP_LISTED = 50
+SUMMARY_LAPSED_LISTED = 20
+
 
 def _message(event: RiskChangeEvent, channel: ChannelName, target: str, to: str,
              *, did: str | None = None, **fields: Any) -> Message:
@@ -254,9 +261,15 @@ class Planner:
             # customer id they buried the few still to keep)
             items.sort(key=lambda i: (i["lapsed"], -i["priority"], str(i["customer"])))
             keep = [i for i in items if not i["lapsed"]]
-            ctx_vars = {"items": items, "keep": keep, "lapsed": items[len(keep):],
+            gone = items[len(keep):]
+            ctx_vars = {"items": items, "keep": keep, "lapsed": gone,
+                        "keep_listed": keep[:SUMMARY_KEEP_LISTED],
+                        "lapsed_listed": gone[:SUMMARY_LAPSED_LISTED],
                         "recipient_name": person.name, "tenant": tenant, "delivery_id": did,
-                        # who is at medium now: the console's list (the summary names high)
+                        # the rest of a long list, and who is at medium now: the console's
+                        # lists (the summary names some of those high)
+                        "high_url": f"{self.link_base}/console/at-risk?tier=high",
+                        "lapsed_url": f"{self.link_base}/console/at-risk?tier=high&stage=churned",
                         "medium_url": f"{self.link_base}/console/at-risk?tier=medium"}
             if registry.spec(channel).long_form:
                 subject = " ".join(self.templates.render(

@@ -232,8 +232,9 @@ def test_the_go_live_summary_lists_those_to_keep_before_the_lapsed(
                 "lapsed": lapsed, "priority": 1.0}
 
     keep, lapsed = [item("Kay", False)], [item("Lee", True), item("Max", True)]
-    ctx = {"items": keep + lapsed, "keep": keep, "lapsed": lapsed, "recipient_name": "Olga",
-           "tenant": "default", "delivery_id": "d1"}
+    ctx = {"items": keep + lapsed, "keep": keep, "lapsed": lapsed, "keep_listed": keep,
+           "lapsed_listed": lapsed, "recipient_name": "Olga", "tenant": "default",
+           "delivery_id": "d1", "high_url": "https://x/high", "lapsed_url": "https://x/lapsed"}
     t = Templates(None)
     text = t.render("default", locale, "summary.txt.j2", ctx)
     html = t.render("default", locale, "summary.html.j2", ctx)
@@ -242,6 +243,17 @@ def test_the_go_live_summary_lists_those_to_keep_before_the_lapsed(
     assert text.index("Kay") < text.index(lapsed_head) < text.index("Lee") < text.index("Max")
     assert html.index("Kay") < html.index("Lee") and html.count("<table") == 2
     assert sms_lapsed in sms and "Kay" in sms and "Lee" not in sms
-    only_lapsed = {**ctx, "items": lapsed, "keep": []}
+    assert "https://x/lapsed" not in text + html  # everyone named: nothing more to see
+    only_lapsed = {**ctx, "items": lapsed, "keep": [], "keep_listed": []}
     text = t.render("default", locale, "summary.txt.j2", only_lapsed)
     assert keep_head.split(" ")[0] not in text and "Lee" in text and "Max" in text
+    # a long list: the first named, the rest counted and linked (the heading counts all)
+    named_first = {**ctx, "lapsed_listed": lapsed[:1]}
+    text = t.render("default", locale, "summary.txt.j2", named_first)
+    html = t.render("default", locale, "summary.html.j2", named_first)
+    more = "- … and 1 more, in the console: https://x/lapsed" if locale == "en" else \
+        "- ……另有 1 位，请在控制台查看：https://x/lapsed"
+    assert lapsed_head in text and "Lee" in text and "Max" not in text and more in text
+    assert "Max" not in html and 'href="https://x/lapsed"' in html
+    text = t.render("default", locale, "summary.txt.j2", {**ctx, "keep_listed": []})
+    assert keep_head in text and "Kay" not in text and more.replace("lapsed", "high") in text
