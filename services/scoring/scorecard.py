@@ -311,18 +311,35 @@ def spend_follows_visits(f: dict[str, float]) -> bool:
     return f["spend_trend"] >= f["frequency_trend"] - 2 * MIN_DECLINE
 
 
+NEW_DAYS = 14  # as the packaged overdue rules wait: before this a one-visit customer is new
+
+
+def new_not_away(f: dict[str, float]) -> bool:
+    """A customer first seen less than :data:`NEW_DAYS` ago who came on that one day only: new,
+    not away. Their "Only one visit so far" tells only that they are new, and its call with an
+    invitation to book came days after their first visit (a salon's new client 4-13 days on, an
+    online shop's the morning after the first order): they are told as the new customer, with
+    the welcome follow-up."""
+    return round(f["active_days_365"]) <= 1 and f["tenure_days"] < NEW_DAYS
+
+
 def top_reasons(f: dict[str, float], codes: Sequence[str], weights: Sequence[float],
                 limit: int = 3, min_weight: float = MIN_REASON_WEIGHT) -> list[Reason]:
     """The ``limit`` heaviest reasons (``weights``: one per code, log-odds; at least
     ``min_weight`` and positive) that the customer's features bear out (:func:`describe`),
     heaviest first, one per fact (:func:`fact_of`); else "regular". A spending decline that
     only follows fewer visits (:func:`spend_follows_visits`) is told as the frequency
-    decline, with both weights."""
+    decline, with both weights; so is the one visit of a new customer as the new customer
+    (:func:`new_not_away`)."""
     pairs = list(zip(codes, weights, strict=True))
     if "spend_decline" in codes and "frequency_decline" in codes and spend_follows_visits(f):
         spend = weights[list(codes).index("spend_decline")]
         pairs = [(c, w + spend if c == "frequency_decline" else w)
                  for c, w in pairs if c != "spend_decline"]
+    once = dict(pairs).get("frequency_decline", 0.0)
+    if once > 0 and "new_customer" in codes and new_not_away(f):
+        pairs = [(c, w + once if c == "new_customer" else w)
+                 for c, w in pairs if c != "frequency_decline"]
     top = sorted(((w, c) for c, w in pairs if w >= min_weight and w > 0), reverse=True)
     out = []
     facts = set()

@@ -275,3 +275,31 @@ def test_spending_that_only_follows_fewer_visits_is_told_as_the_visits() -> None
     # as many days as usual, spending down: not the visits
     assert not spend_follows_visits({**f, "active_days_90": f["active_days_365"] / 4,
                                      "frequency_trend": 1.0})
+
+
+def test_a_new_customer_is_told_as_new_with_a_welcome_not_asked_to_book() -> None:
+    """An online shop's new customer sat at medium the morning after the first order, and a
+    salon's new client 4-13 days after the first visit, as "Only one visit so far" with "Call
+    ... with an invitation to book": half of a generated shop's digest entries. Until they are
+    14 days away they are told as new, with both weights, and the welcome follow-up; after
+    that, their one visit is being away, told as it was."""
+    from services.common.settings import load_settings
+    from services.scoring.model import load_model
+    from services.scoring.scorecard import new_not_away
+    engine = Engine(load_model(load_settings().model), Thresholds())
+    history = acts(regular("n", every_days=30, count=1))
+    [fresh] = engine.assess([Subject("n", history)], at(5), with_history=False)
+    f = fresh.features
+    assert new_not_away(f)
+    told = top_reasons(f, ["frequency_decline", "new_customer", "online"], [0.9, 0.2, 0.5])
+    assert [(r.code, r.weight) for r in told] == [("new_customer", 1.1), ("online", 0.5)]
+    assert told[0].text == "New customer: first seen 5 days ago"
+    assert suggested_action("medium", told).code == "welcome_follow_up"
+    [away] = engine.assess([Subject("n", history)], at(20), with_history=False)
+    assert not new_not_away(away.features)
+    told = top_reasons(away.features, ["frequency_decline", "new_customer"], [0.9, 0.2])
+    assert [r.code for r in told] == ["frequency_decline", "new_customer"]
+    assert told[0].text == "Only one visit so far"
+    assert suggested_action("medium", told).code == "personal_call"
+    # a customer back after a year away, one day in the last year: not new
+    assert not new_not_away({**f, "tenure_days": 400.0})
