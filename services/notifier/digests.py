@@ -96,15 +96,20 @@ class Digester:
         there, not the New York customers at 02:00 New York time."""
         name = f"{channel}|{recipient.key}"
         if at is not None:
-            name += f"|at {at.strftime('%H:%M:%S')}|{timezone or 'UTC'}"
+            name += f"|at {at.strftime('%H:%M:%S')}"
             due_ms = int(next_at(datetime.fromtimestamp(now_ms / 1000, UTC), zone(timezone),
                                  at).timestamp() * 1000)
         else:
             if interval_s is not None:
                 name += f"|{int(interval_s)}s"
             due_ms = now_ms + int((self.interval_s if interval_s is None else interval_s) * 1000)
+        # the item's mark leaves the zone out: one buffered before the zone was in the buffer's
+        # name (replayed across the upgrade) is not buffered a second time
+        seen = self.base + f"seen:{name}|{event_id}"
+        if at is not None:
+            name += f"|{timezone or 'UTC'}"
         added = await self._add(
-            keys=[self.base + "b:" + name, self.base + "due", self.base + f"seen:{name}|{event_id}"],
+            keys=[self.base + "b:" + name, self.base + "due", seen],
             args=[event_id, json.dumps(item, ensure_ascii=False), json.dumps(asdict(recipient)),
                   due_ms, SEEN_TTL_S, tenant, name])
         return bool(added)

@@ -365,6 +365,36 @@ async def test_the_packaged_routing_puts_a_rise_to_medium_in_the_owners_daily_di
         assert timedelta(0) < at - datetime.now(UTC) <= timedelta(days=1)
 
 
+async def test_a_morning_digest_item_is_buffered_once_whatever_its_zone(
+        settings: Settings, redis: Redis) -> None:
+    """Buffers of a morning digest are per time zone; an item's mark is not: a record replayed
+    after the zone joined the buffer's name (an upgrade) is not listed a second time."""
+    from datetime import time as dtime
+
+    from services.notifier.digests import Digester
+    from services.notifier.routing import Recipient
+    from services.notifier.templates import Templates
+
+    keys = Keys(settings.redis_prefix)
+    digester = Digester(redis, keys, templates=Templates(None), interval_s=60)
+    olga = Recipient(key="staff:default:owner-1", name="Olga", email="olga@example.com")
+    now_ms = int(datetime(2026, 11, 24, 6, 30, tzinfo=UTC).timestamp() * 1000)
+
+    async def add(event_id: str, timezone: str) -> bool:
+        return await digester.add(channel="email", recipient=olga, tenant="default",
+                                  event_id=event_id, item={"customer_id": event_id},
+                                  now_ms=now_ms, at=dtime(8, 0), timezone=timezone)
+
+    assert await add("e1", "Europe/Berlin") and await add("e2", "America/New_York")
+    assert not await add("e1", "Europe/Berlin") and not await add("e1", "UTC")
+    due: list[tuple[str, float]] = await redis.zrange(  # type: ignore[assignment]
+        keys.digest_base + "due", 0, -1, withscores=True)
+    when = {b.rsplit("|", 1)[1]: datetime.fromtimestamp(ms / 1000, UTC) for b, ms in due}
+    # 06:30 UTC: 07:30 in Berlin (08:00 there is 07:00 UTC), 01:30 in New York (13:00 UTC)
+    assert when == {"Europe/Berlin": datetime(2026, 11, 24, 7, 0, tzinfo=UTC),
+                    "America/New_York": datetime(2026, 11, 24, 13, 0, tzinfo=UTC)}
+
+
 # episodes, won back, inhibition, consent, rate limits ----------------------------------------
 
 
