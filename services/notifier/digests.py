@@ -196,7 +196,10 @@ class Digester:
     def _message(self, batch: str, raw: dict[str, str]) -> Message | None:
         recipient = Recipient(**json.loads(raw.pop("_recipient")))
         tenant = raw.pop("_tenant", "default")
-        items = sorted((json.loads(v) for v in raw.values()), key=lambda i: i.get("at_ms", 0))
+        # most valuable first (as the at-risk lists; items buffered before they carried a
+        # priority: in the order they came)
+        items = sorted((json.loads(v) for v in raw.values()),
+                       key=lambda i: (-float(i.get("priority", 0.0)), i.get("at_ms", 0)))
         channel = batch[len(self.base + "batch:"):].split("|", 1)[0]
         target = registry.target(channel, recipient)
         if not items or not target or channel not in registry.names(push=True):

@@ -38,16 +38,15 @@ from services.notifier.policy import ALERT, WON_BACK, apply_inhibition
 from services.notifier.recipients import CustomerContext, RecipientResolver, recipients
 from services.notifier.routing import STAFF_CHANNELS, Recipient, Route, Routing
 from services.notifier.settle import SettleQueue, pair
-from services.notifier.templates import Templates, clip_sms, packaged
+from services.notifier.templates import (
+    SUMMARY_KEEP_LISTED,
+    SUMMARY_LAPSED_LISTED,
+    Templates,
+    clip_sms,
+    packaged,
+)
 
 logger = logging.getLogger(__name__)
-
-# A go-live summary names at most this many customers still to keep, and this many lapsed
-# (most valuable first), and counts and links the rest in the console: a year imported for a
-# chain made one e-mail of hundreds of blocks (~850 bytes of HTML each), which mail clients
-# clip (Gmail past 102 KB) and nobody works through.
-SUMMARY_KEEP_LISTED = 50
-SUMMARY_LAPSED_LISTED = 20
 
 
 def _message(event: RiskChangeEvent, channel: ChannelName, target: str, to: str,
@@ -341,7 +340,12 @@ class Planner:
                  "tier_id": event.change.tier,  # ``tier`` is in the recipient's language
                  # the customer's page in the console, for staff (as alerts and summaries)
                  "link": self._link(event.change.customer_id) if person.role != "customer"
-                 else ""}
+                 else "",
+                 # a long digest lists the most valuable first and links the rest: the
+                 # console's list of the tier
+                 "priority": priority(event.change.score, event.change.features),
+                 "list_url": f"{self.link_base}/console/at-risk?tier={event.change.tier}"
+                 if person.role != "customer" else ""}
         added = await self.digester.add(channel=channel, recipient=person,
                                         tenant=event.change.tenant_id, event_id=event.id,
                                         item=item, now_ms=int(time.time() * 1000),

@@ -41,6 +41,14 @@ SMS_DETAIL_LEVELS = (3, 2, 1, 0)  # alert.sms.j2 is rendered with `detail` from 
 # segment with what fits; else the shortest, capped at SMS_MAX_CHARS.
 SMS_PLANS = ((1, 2), (2, 1), (1, 0))
 MAX_REASONS = 3
+# An e-mail names at most this many customers — a go-live summary those still to keep and the
+# lapsed (most valuable first), a digest its items — and counts and links the rest in the
+# console: a year imported for a chain made one summary of hundreds of blocks (~850 bytes of
+# HTML each), which mail clients clip (Gmail past 102 KB) and nobody works through; a large
+# online shop's morning digest can list as many.
+SUMMARY_KEEP_LISTED = 50
+SUMMARY_LAPSED_LISTED = 20
+DIGEST_LISTED = 50
 # The GSM 03.38 basic character set (and its extension table, which costs two septets).
 _GSM_BASIC = set("@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLM"
                  "NOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà")
@@ -204,9 +212,15 @@ class Templates:
 
     def digest(self, items: Sequence[dict[str, Any]], recipient: Recipient, *, tenant: str,
                channel: str, delivery_id: str) -> tuple[str, str, str]:
-        """(subject, text, html) for email, ("", text, "") for SMS."""
-        ctx = {"items": list(items), "recipient_name": recipient.name, "tenant": tenant,
-               "delivery_id": delivery_id}
+        """(subject, text, html) for email, ("", text, "") for SMS. The e-mail lists the
+        first :data:`DIGEST_LISTED` items (``items_listed``) and links the rest in the console
+        (``more_url``: the list of the first one left out)."""
+        items = list(items)
+        listed = items[:DIGEST_LISTED]
+        ctx = {"items": items, "items_listed": listed, "recipient_name": recipient.name,
+               "tenant": tenant, "delivery_id": delivery_id,
+               "more_url": items[len(listed)].get("list_url", "") if len(items) > len(listed)
+               else ""}
         if not registry.spec(channel).long_form:
             return "", clip_sms(self.render(tenant, recipient.locale, "digest.sms.j2", ctx)), ""
         return self._email("digest", tenant, recipient.locale, ctx)

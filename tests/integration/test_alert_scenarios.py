@@ -35,8 +35,7 @@ from services.common.riskchange import (
     to_cloudevent,
 )
 from services.common.timefmt import rfc3339
-from services.notifier.planner import SUMMARY_LAPSED_LISTED
-from services.notifier.templates import SMS_MAX_CHARS
+from services.notifier.templates import SMS_MAX_CHARS, SUMMARY_LAPSED_LISTED
 from services.state.store import read_states, risk_snapshot
 from tests.data import by_time, regular
 from tests.e2e import test_console as browser

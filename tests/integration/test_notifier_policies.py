@@ -395,6 +395,51 @@ async def test_a_morning_digest_item_is_buffered_once_whatever_its_zone(
                     "America/New_York": datetime(2026, 11, 24, 13, 0, tzinfo=UTC)}
 
 
+async def test_a_long_digest_lists_the_most_valuable_fifty_and_links_the_rest(
+        settings: Settings, redis: Redis) -> None:
+    """A large online shop's morning digest can hold a hundred customers: the e-mail names the
+    50 most valuable (score x a year's spend, as the at-risk list) and counts and links the
+    rest, as the go-live summary does, well under the 102 KB at which Gmail clips a message."""
+    from datetime import time as dtime
+
+    from services.notifier.channels.base import Message
+    from services.notifier.digests import Digester
+    from services.notifier.routing import Recipient
+    from services.notifier.templates import DIGEST_LISTED, Templates
+
+    keys = Keys(settings.redis_prefix)
+    digester = Digester(redis, keys, templates=Templates(None), interval_s=60)
+    olga = Recipient(key="staff:default:owner-1", name="Olga", email="olga@example.com")
+    now_ms = int(datetime(2026, 11, 24, 6, 30, tzinfo=UTC).timestamp() * 1000)
+    for n in range(120):
+        await digester.add(
+            channel="email", recipient=olga, tenant="default", event_id=f"e{n}", now_ms=now_ms,
+            at=dtime(8, 0), timezone="UTC",
+            item={"customer_id": f"c{n:03d}", "customer": f"Guest c{n:03d}", "store": "s1",
+                  "previous_tier": "low", "tier": "medium", "tier_id": "medium", "score": "0.52",
+                  "reasons": ["Came on 1 day in the last 90; usually about 3"],
+                  "action": "Call or message the customer personally", "at_ms": now_ms + n,
+                  "link": f"https://console.test/console/customers/c{n:03d}",
+                  "list_url": "https://console.test/console/at-risk?tier=medium",
+                  "priority": float(n % 7 * 100 + n)})
+    sent: list[Message] = []
+
+    async def deliver(message: Message) -> None:
+        sent.append(message)
+
+    assert await digester.flush(now_ms=now_ms + 86_400_000, deliver=deliver) == 1
+    [mail] = sent
+    assert mail.subject == "[churnwatch] 120 customer risk changes"
+    text = mail.text
+    named = [n for n in range(120) if f"- Guest c{n:03d} (" in text]
+    best = sorted(range(120), key=lambda n: -(n % 7 * 100 + n))[:DIGEST_LISTED]
+    assert sorted(named) == sorted(best) and len(named) == DIGEST_LISTED == 50
+    assert text.index(f"Guest c{best[0]:03d}") < text.index(f"Guest c{best[1]:03d}")
+    assert ("- … and 70 more, in the console: "
+            "https://console.test/console/at-risk?tier=medium") in text
+    assert "see them in the console" in mail.html and len(mail.html.encode()) < 60_000
+
+
 # episodes, won back, inhibition, consent, rate limits ----------------------------------------
 
 
