@@ -336,10 +336,11 @@ def top_reasons(f: dict[str, float], codes: Sequence[str], weights: Sequence[flo
         spend = weights[list(codes).index("spend_decline")]
         pairs = [(c, w + spend if c == "frequency_decline" else w)
                  for c, w in pairs if c != "spend_decline"]
-    once = dict(pairs).get("frequency_decline", 0.0)
-    if once > 0 and "new_customer" in codes and new_not_away(f):
-        pairs = [(c, w + once if c == "new_customer" else w)
-                 for c, w in pairs if c != "frequency_decline"]
+    if "new_customer" in codes and new_not_away(f):  # rare: checked before any lookup
+        once = dict(pairs).get("frequency_decline", 0.0)
+        if once > 0:
+            pairs = [(c, w + once if c == "new_customer" else w)
+                     for c, w in pairs if c != "frequency_decline"]
     top = sorted(((w, c) for c, w in pairs if w >= min_weight and w > 0), reverse=True)
     out = []
     facts = set()
