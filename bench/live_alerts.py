@@ -120,7 +120,6 @@ def simulate(preset: str, *, customers: int, weeks: int, seed: int = 5,
             digest[c] = now
         elif decision == WON_BACK:
             out.won_back.append((c, now))
-            ep.won_back = True
         episodes[c] = ep
 
     go_live = int(start_live.timestamp() * 1000)

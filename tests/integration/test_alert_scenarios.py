@@ -669,8 +669,8 @@ async def test_a_year_of_history_for_1000_customers_through_the_scorer_gives_one
     # can still be kept first, then the lapsed under a heading of their own; an SMS names the
     # first and counts the others, within three segments (it named everyone, uncapped).
     # A mail names the 20 most valuable lapsed and counts the rest, linking the console's
-    # list: ~95 blocks made an 80 KB mail here; a chain a few times larger passed the 102 KB
-    # at which Gmail clips one.
+    # list: ~95 blocks made an 80 KB mail here; a chain a few times larger would pass the
+    # 102 KB at which Gmail clips one.
     for (who, channel), text in texts.items():
         if channel == "email":
             head, _, tail = text.partition("\nLapsed (")
