@@ -154,31 +154,53 @@ def _describe(code: str, f: dict[str, float]) -> tuple[str, str] | None:
     return _DESCRIBERS[code](f)  # KeyError: not a reason code
 
 
+def _online_mostly(f: dict[str, float]) -> bool:
+    """Most of the customer's occasions with a channel were online, app or delivery orders:
+    their reasons say "purchase"/"ordered", not "visit"/"came" (an online shop's customers
+    read "Only one visit so far" about their first web order)."""
+    return f.get("online_share_365", 0.0) > 0.5
+
+
 def _overdue(f: dict[str, float]) -> tuple[str, str] | None:
     since, cadence = round(f["days_since_last_activity"]), round(f["cadence_median_days"])
     if f["overdue_ratio"] <= 1.0:
         return None  # on cadence: not overdue
+    online = _online_mostly(f)
     if f["has_cadence"]:
+        if online:
+            return (f"{since} days since the last purchase; usually every {cadence} days",
+                    f"距上次购买已{since}天；平时每{cadence}天一次")
         return (f"{since} days since the last visit; usually every {cadence} days",
                 f"距上次到店已{since}天；平时每{cadence}天一次")
+    if online:
+        return (f"{since} days since the only purchase, and no other yet",
+                f"自唯一一次购买已过{since}天，尚未再次购买")
     return (f"{since} days since the only visit, and no return yet",
             f"自唯一一次到店已过{since}天，尚未回头")
 
 
 def _frequency_decline(f: dict[str, float]) -> tuple[str, str] | None:
     a90, a365 = round(f["active_days_90"]), round(f["active_days_365"])
+    online = _online_mostly(f)  # never with no day in a year (no occasion, no share)
     if a365 == 0:
         return ("No visit in the last year", "近一年没有到店")
     if a365 == 1:
         if f["has_cadence"]:
-            return ("Only one visit in the last year", "近一年只来过一次")
-        return ("Only one visit so far", "目前只来过一次")
+            return (("Only one purchase in the last year", "近一年只购买过一次") if online
+                    else ("Only one visit in the last year", "近一年只来过一次"))
+        return (("Only one purchase so far", "目前只购买过一次") if online
+                else ("Only one visit so far", "目前只来过一次"))
     usual = _usual_days_90(f)
     # days, not visits: the features count the days a customer came (ten purchases on one
     # day are one), and "3 visits" read wrong beside a timeline day of 10 visits
     if a90 < usual - 0.5:
+        if online:
+            return (f"Ordered on {a90} day{'' if a90 == 1 else 's'} in the last 90; usually "
+                    f"about {usual:.0f}", f"近90天有{a90}天下单；平时约{usual:.0f}天")
         return (f"Came on {a90} day{'' if a90 == 1 else 's'} in the last 90; usually about "
                 f"{usual:.0f}", f"近90天有{a90}天到店；平时约{usual:.0f}天")
+    if online:
+        return (f"Orders rarely: on {a365} days in the last year", f"下单不频繁：近一年仅{a365}天下单")
     return (f"Comes rarely: on {a365} days in the last year", f"到店不频繁：近一年仅{a365}天到店")
 
 

@@ -303,3 +303,29 @@ def test_a_new_customer_is_told_as_new_with_a_welcome_not_asked_to_book() -> Non
     assert suggested_action("medium", told).code == "personal_call"
     # a customer back after a year away, one day in the last year: not new
     assert not new_not_away({**f, "tenure_days": 400.0})
+
+
+def test_an_online_customer_is_told_of_purchases_not_visits() -> None:
+    """An online shop's customer read "Only one visit so far" about their first web order and
+    "63 days since the last visit": mostly online, app or delivery orders, their reasons say
+    purchase and ordered; a customer of the shop floor (or of a POS sending no channel) still
+    reads visit and came."""
+    base = dict.fromkeys(FEATURE_NAMES, 0.0) | {
+        "days_since_last_activity": 63.0, "cadence_median_days": 28.0, "overdue_ratio": 2.25,
+        "has_cadence": 1.0, "active_days_90": 1.0, "active_days_365": 9.0, "tenure_days": 365.0}
+    online = {**base, "online_share_365": 0.9}
+
+    def en(code: str, f: dict[str, float]) -> str:
+        told = describe(code, f)
+        assert told is not None, (code, f)
+        return told[0]
+
+    assert describe("overdue", online) == ("63 days since the last purchase; usually every 28 days",
+                                           "距上次购买已63天；平时每28天一次")
+    assert en("frequency_decline", online) == "Ordered on 1 day in the last 90; usually about 2"
+    assert en("overdue", base) == "63 days since the last visit; usually every 28 days"
+    assert en("frequency_decline", base) == "Came on 1 day in the last 90; usually about 2"
+    once = {**online, "active_days_365": 1.0, "has_cadence": 0.0, "overdue_ratio": 1.4}
+    assert describe("frequency_decline", once) == ("Only one purchase so far", "目前只购买过一次")
+    assert en("overdue", once) == "63 days since the only purchase, and no other yet"
+    assert en("frequency_decline", {**once, "online_share_365": 0.5}) == "Only one visit so far"
