@@ -1,8 +1,8 @@
 """What staff receive once churnwatch is live, and how often it is right: generated histories
 of each business type, a year imported at go-live, then weeks of live operation replayed a day
 at a time through the shared scoring engine (the packaged model, the business type's packaged
-rules — an online shop the retail ones —, the default tier thresholds or ``--tiers``) and the
-notifier's own episode policy (``decide_episode``, ``claim``), with the
+rules and tier thresholds — the generator's ``eshop`` is an ``online`` business —, or
+``--tiers``) and the notifier's own episode policy (``decide_episode``, ``claim``), with the
 packaged routing: high is e-mailed and texted at once, medium goes into the owner's morning
 digest (left out when the customer is no longer at medium by then), a genuine return from
 high after an alert is one "won back" e-mail.
@@ -30,6 +30,7 @@ from typing import Any
 
 from services.common.events import validate_event
 from services.common.riskchange import Cause, RiskChange
+from services.common.settings import load_settings
 from services.notifier.policy import ALERT, WON_BACK, Episode, claim, decide_episode
 from services.scoring.activity import activity_from_event
 from services.scoring.engine import Engine, Subject
@@ -42,7 +43,7 @@ from services.training.dataset import churned
 
 HORIZON_DAYS = 60
 EPISODE_QUIET_MS = 7 * DAY_MS  # CHURNWATCH_ALERT_EPISODE_QUIET's default
-ONLINE_RULES = "retail"  # the packaged rules an online shop uses (docs/model.md: no eshop type)
+BUSINESS_OF = {"eshop": "online"}  # the generator's preset -> the business type it stands for
 OWNER = "owner|email"  # one recipient and channel stand for the owner's e-mail and SMS
 
 
@@ -84,8 +85,10 @@ def simulate(preset: str, *, customers: int, weeks: int, seed: int = 5,
     for a in acts.values():
         a.sort(key=lambda x: (x.ts, x.event_id))
     times = {c: [x.ts for x in a] for c, a in acts.items()}
-    engine = Engine(load_model(None), thresholds or Thresholds(),
-                    rules=load_rules(None, preset if preset in BUSINESS_TYPES else ONLINE_RULES))
+    business = BUSINESS_OF.get(preset, preset)
+    engine = Engine(load_model(None), thresholds or Thresholds.from_settings(
+                        load_settings(business_type=business)),
+                    rules=load_rules(None, business if business in BUSINESS_TYPES else "default"))
     tiers: dict[str, tuple[str, int]] = {}
     episodes: dict[str, Episode] = {}
     out = Outcome(preset, customers, weeks)
@@ -195,19 +198,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--customers", type=int, default=2000)
     parser.add_argument("--weeks", type=int, default=8)
     parser.add_argument("--seed", type=int, default=5)
-    parser.add_argument("--tiers", default="0.45,0.35,0.75,0.65", metavar="ME,MX,HE,HX",
-                        help="CHURNWATCH_TIER_MEDIUM_ENTER, _MEDIUM_EXIT, _HIGH_ENTER, _HIGH_EXIT")
+    parser.add_argument("--tiers", default="", metavar="ME,MX,HE,HX",
+                        help="CHURNWATCH_TIER_MEDIUM_ENTER, _MEDIUM_EXIT, _HIGH_ENTER, _HIGH_EXIT "
+                             "(default: the business type's)")
     parser.add_argument("presets", nargs="*", default=list(PRESETS))
     args = parser.parse_args(argv)
-    me, mx, he, hx = (float(v) for v in args.tiers.split(","))
+    tiers = None
+    if args.tiers:
+        me, mx, he, hx = (float(v) for v in args.tiers.split(","))
+        tiers = Thresholds(me, mx, he, hx)
     rows = []
     for preset in args.presets:
         outcome, acts = simulate(preset, customers=args.customers, weeks=args.weeks, seed=args.seed,
-                                 thresholds=Thresholds(me, mx, he, hx))
+                                 thresholds=tiers)
         rows.append(row(outcome, acts))
         print(f"{preset}: done", file=sys.stderr, flush=True)
     print(f"{args.customers} generated customers a business, a year imported, then "
-          f"{args.weeks} weeks live (seed {args.seed}, tiers {args.tiers}):\n")
+          f"{args.weeks} weeks live (seed {args.seed}, tiers {args.tiers or 'of the business type'}):\n")
     print(table(rows))
     return 0
 

@@ -29,6 +29,14 @@ PLACEHOLDER_WORDS = ("change", "placeholder", "example", "secret", "development"
 DEVELOPMENT_ACK_LINK_SECRET = "churnwatch-development-ack-link-secret"
 
 
+# The tier thresholds of an online shop (CHURNWATCH_BUSINESS_TYPE=online) where none is set:
+# seven in ten of its active customers churn within 60 days, and at the general thresholds
+# its owner was texted about ~100 customers a week per 1,000 active ones, right 81 % of the
+# time; at these, 58, right 90 % (bench/live_alerts.py, docs/notifier.md).
+ONLINE_TIERS = {"tier_medium_enter": 0.85, "tier_medium_exit": 0.8, "tier_high_enter": 0.93,
+                "tier_high_exit": 0.9}
+
+
 @dataclass(frozen=True)
 class ApiKey:
     """One API key: its secret and the scopes it grants. ``admin`` implies every scope."""
@@ -254,7 +262,8 @@ class Settings(BaseSettings):
     # After a switch every stored score is re-scored with the new model in steps of this many
     # customers (event batches run in between).
     model_rescore_batch: int = Field(default=1000, ge=1, le=100_000)
-    business_type: Literal["default", "salon", "restaurant", "retail"] = "default"
+    # "online": an online shop, whose tier thresholds default higher (ONLINE_TIERS)
+    business_type: Literal["default", "salon", "restaurant", "retail", "online"] = "default"
     rules: Path | None = None
 
     # -- Model quality: drift and live outcomes (services/scorer/quality.py; docs/model.md
@@ -393,6 +402,18 @@ class Settings(BaseSettings):
             raise ValueError("must be a redis://, rediss:// or unix:// URL, e.g. redis://127.0.0.1:6379/0")
         return v
 
+    def _online_tiers(self) -> str:
+        """An online business's tier thresholds where none was set (:data:`ONLINE_TIERS`);
+        the words a refused mix of thresholds adds (empty for other business types)."""
+        if self.business_type != "online":
+            return ""
+        for name, value in ONLINE_TIERS.items():
+            if name not in self.model_fields_set:
+                object.__setattr__(self, name, value)  # frozen: set while validating
+        return (" (CHURNWATCH_BUSINESS_TYPE=online defaults them to " + ", ".join(
+            f"{ENV_PREFIX}{n.upper()}={v}" for n, v in ONLINE_TIERS.items())
+            + ": set all four to choose your own)")
+
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
         if self.redis_cluster and not (self.redis_url.startswith(("redis://", "rediss://"))
@@ -408,15 +429,16 @@ class Settings(BaseSettings):
         if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
             raise ValueError("set both CHURNWATCH_KAFKA_SSL_CERTFILE and CHURNWATCH_KAFKA_SSL_KEYFILE "
                              "(mutual TLS) or neither")
+        online = self._online_tiers()
         if not (self.tier_medium_exit <= self.tier_medium_enter < self.tier_high_enter):
             raise ValueError(
                 "tier thresholds must satisfy CHURNWATCH_TIER_MEDIUM_EXIT <= "
-                "CHURNWATCH_TIER_MEDIUM_ENTER < CHURNWATCH_TIER_HIGH_ENTER"
+                "CHURNWATCH_TIER_MEDIUM_ENTER < CHURNWATCH_TIER_HIGH_ENTER" + online
             )
         if not (self.tier_medium_enter <= self.tier_high_exit <= self.tier_high_enter):
             raise ValueError(
                 "tier thresholds must satisfy CHURNWATCH_TIER_MEDIUM_ENTER <= "
-                "CHURNWATCH_TIER_HIGH_EXIT <= CHURNWATCH_TIER_HIGH_ENTER"
+                "CHURNWATCH_TIER_HIGH_EXIT <= CHURNWATCH_TIER_HIGH_ENTER" + online
             )
         if self.env == "production" and not self.keys:
             raise ValueError(

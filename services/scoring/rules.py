@@ -43,7 +43,7 @@ from services.common.riskchange import TIER_RANK, Reason
 from services.scoring.features import FEATURE_NAMES
 
 RULES_DIR = Path(__file__).with_name("rules")
-BUSINESS_TYPES = ("default", "salon", "restaurant", "retail")
+BUSINESS_TYPES = ("default", "salon", "restaurant", "retail", "online")
 RULE_WEIGHT = 9.0  # rule reasons rank above model reasons
 _OPS: dict[str, Callable[[Any, Any], Any]] = {
     ">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt,

@@ -162,6 +162,26 @@ def test_bad_files_and_settings(tmp_path: Path) -> None:
     assert s.rules == good and s.model_refresh_seconds == 2.0
 
 
+def test_an_online_shop_gets_its_own_tier_thresholds_unless_it_sets_them() -> None:
+    """Seven in ten of an online shop's active customers churn within 60 days: at the general
+    thresholds its owner was texted about ~100 customers a week per 1,000 active, right 81 %
+    of the time (bench/live_alerts.py). CHURNWATCH_BUSINESS_TYPE=online defaults the tiers
+    higher; thresholds set explicitly are kept, and a mix that does not fit says what to do."""
+    from services.common.settings import ONLINE_TIERS
+
+    online = load_settings(business_type="online")
+    assert {n: getattr(online, n) for n in ONLINE_TIERS} == ONLINE_TIERS
+    assert Thresholds.from_settings(online).high_enter == 0.93
+    assert load_settings().tier_high_enter == 0.75  # every other business type: as before
+    mine = {"tier_medium_enter": 0.5, "tier_medium_exit": 0.4, "tier_high_enter": 0.8,
+            "tier_high_exit": 0.7}
+    own = load_settings(business_type="online", **mine)
+    assert {n: getattr(own, n) for n in mine} == mine
+    with pytest.raises(ConfigError, match="set all four to choose your own"):
+        load_settings(business_type="online", tier_high_enter=0.8)
+    assert load_rules(None, "online").rules  # the retail rules, for an online shop
+
+
 def test_default_business_type_flags_the_regular_who_stopped_coming() -> None:
     """The case churnwatch is for, with the shipped model and the `default` rules: a customer
     who came every four weeks for a year and has not been seen for nine weeks is at least
