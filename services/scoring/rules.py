@@ -31,7 +31,7 @@ import operator
 import re
 import string
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,8 @@ from services.scoring.features import FEATURE_NAMES
 
 RULES_DIR = Path(__file__).with_name("rules")
 BUSINESS_TYPES = ("default", "salon", "restaurant", "retail", "online")
+# an online shop keeps retail's rules (its own tier thresholds: settings.ONLINE_TIERS)
+_RULES_FILE = {"online": "retail"}
 RULE_WEIGHT = 9.0  # rule reasons rank above model reasons
 _OPS: dict[str, Callable[[Any, Any], Any]] = {
     ">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt,
@@ -290,6 +292,8 @@ def load_rules(path: Path | None = None, business_type: str = "default") -> Rule
         if business_type not in BUSINESS_TYPES:
             raise ConfigError(f"unknown business type {business_type!r}; choose one of "
                               f"{', '.join(BUSINESS_TYPES)}")
+        if business_type in _RULES_FILE:  # another type's file, under this type's name
+            return replace(load_rules(None, _RULES_FILE[business_type]), name=business_type)
         path = RULES_DIR / f"{business_type}.yaml"
     try:
         text = path.read_text(encoding="utf-8")
