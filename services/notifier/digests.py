@@ -32,7 +32,7 @@ from services.notifier.channels.base import Message, delivery_id
 from services.notifier.policy import next_at, zone
 from services.notifier.routing import Recipient
 from services.notifier.settle import Erased
-from services.notifier.templates import Templates
+from services.notifier.templates import DIGEST_LISTED, Templates, at_risk_url
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +76,10 @@ Standing = Callable[[list[tuple[str, str, str]]], Awaitable[list[bool]]]
 
 
 class Digester:
-    def __init__(self, redis: Redis, keys: Keys, *, templates: Templates, interval_s: float):
+    def __init__(self, redis: Redis, keys: Keys, *, templates: Templates, interval_s: float,
+                 link_base: str = ""):
         self.redis = redis
+        self.link_base = link_base.rstrip("/")  # the console, for the items a digest leaves out
         self.keys = keys
         self.templates = templates
         self.interval_s = interval_s
@@ -207,8 +209,12 @@ class Digester:
                          batch, channel)
             return None
         did = delivery_id("digest:" + batch, channel, target)
+        more = ""  # staff find those left out in the console's list of the first one's tier
+        if len(items) > DIGEST_LISTED and self.link_base and recipient.role != "customer":
+            more = at_risk_url(self.link_base, str(items[DIGEST_LISTED].get("tier_id", "medium")))
         subject, text, html = self.templates.digest(items, recipient, tenant=tenant,
-                                                    channel=channel, delivery_id=did)
+                                                    channel=channel, delivery_id=did,
+                                                    more_url=more)
         created = min(int(i.get("created_ms", 0)) for i in items)
         return Message(delivery_id=did, channel=channel,  # type: ignore[arg-type]
                        event_id=items[0].get("event_id", ""), customer_id="", to=target,

@@ -42,6 +42,7 @@ from services.notifier.templates import (
     SUMMARY_KEEP_LISTED,
     SUMMARY_LAPSED_LISTED,
     Templates,
+    at_risk_url,
     clip_sms,
     packaged,
 )
@@ -211,16 +212,16 @@ class Planner:
         created = 0
         alert_id = "summary:" + name
         events = sorted(events, key=lambda e: e[0].change.customer_id)
+        events = [e for e in events if e[0].change.tier == "high" and not e[0].change.holdout]
         standing = (await self.summaries.standing([e.change for e, _ in events])
                     if self.summaries is not None else [None] * len(events))
-        for (event, created_ms), now in zip(events, standing, strict=True):
+        episodes = (await self.episodes.get_many([(e.change.customer_id, e.change.tenant_id)
+                                                  for e, _ in events])
+                    if self.episodes is not None else [None] * len(events))
+        for (event, created_ms), now, episode in zip(events, standing, episodes, strict=True):
             change = event.change
-            if change.tier != "high" or change.holdout:
-                continue
-            if self.episodes is not None:
-                episode = await self.episodes.get(change.customer_id, change.tenant_id)
-                if episode.tier != "high":
-                    continue  # not high any more (a newer change came live)
+            if episode is not None and episode.tier != "high":
+                continue  # not high any more (a newer change came live)
             ctx = await self.resolver.context(change)
             route = self.routing.route_for(change, ctx.segment)
             if route is None:
@@ -267,9 +268,9 @@ class Planner:
                         "recipient_name": person.name, "tenant": tenant, "delivery_id": did,
                         # the rest of a long list, and who is at medium now: the console's
                         # lists (the summary names some of those high)
-                        "high_url": f"{self.link_base}/console/at-risk?tier=high",
-                        "lapsed_url": f"{self.link_base}/console/at-risk?tier=high&stage=churned",
-                        "medium_url": f"{self.link_base}/console/at-risk?tier=medium"}
+                        "high_url": at_risk_url(self.link_base, "high"),
+                        "lapsed_url": at_risk_url(self.link_base, "high", stage="churned"),
+                        "medium_url": at_risk_url(self.link_base, "medium")}
             if registry.spec(channel).long_form:
                 subject = " ".join(self.templates.render(
                     tenant, person.locale, "summary.subject.j2", ctx_vars).split())
@@ -341,11 +342,8 @@ class Planner:
                  # the customer's page in the console, for staff (as alerts and summaries)
                  "link": self._link(event.change.customer_id) if person.role != "customer"
                  else "",
-                 # a long digest lists the most valuable first and links the rest: the
-                 # console's list of the tier
-                 "priority": priority(event.change.score, event.change.features),
-                 "list_url": f"{self.link_base}/console/at-risk?tier={event.change.tier}"
-                 if person.role != "customer" else ""}
+                 # a long digest lists the most valuable first (and links the rest)
+                 "priority": priority(event.change.score, event.change.features)}
         added = await self.digester.add(channel=channel, recipient=person,
                                         tenant=event.change.tenant_id, event_id=event.id,
                                         item=item, now_ms=int(time.time() * 1000),

@@ -49,6 +49,13 @@ MAX_REASONS = 3
 SUMMARY_KEEP_LISTED = 50
 SUMMARY_LAPSED_LISTED = 20
 DIGEST_LISTED = 50
+
+
+def at_risk_url(base: str, tier: str, *, stage: str | None = None) -> str:
+    """The staff console's at-risk list of ``tier`` (and lifecycle ``stage``) at ``base``:
+    where a summary or digest sends staff for the customers it does not name."""
+    return f"{base}/console/at-risk?tier={tier}" + (f"&stage={stage}" if stage else "")
+
 # The GSM 03.38 basic character set (and its extension table, which costs two septets).
 _GSM_BASIC = set("@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLM"
                  "NOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà")
@@ -211,16 +218,14 @@ class Templates:
                 } | {"event_id": event_id}
 
     def digest(self, items: Sequence[dict[str, Any]], recipient: Recipient, *, tenant: str,
-               channel: str, delivery_id: str) -> tuple[str, str, str]:
+               channel: str, delivery_id: str, more_url: str = "") -> tuple[str, str, str]:
         """(subject, text, html) for email, ("", text, "") for SMS. The e-mail lists the
         first :data:`DIGEST_LISTED` items (``items_listed``) and links the rest in the console
-        (``more_url``: the list of the first one left out)."""
+        (``more_url``)."""
         items = list(items)
-        listed = items[:DIGEST_LISTED]
-        ctx = {"items": items, "items_listed": listed, "recipient_name": recipient.name,
-               "tenant": tenant, "delivery_id": delivery_id,
-               "more_url": items[len(listed)].get("list_url", "") if len(items) > len(listed)
-               else ""}
+        ctx = {"items": items, "items_listed": items[:DIGEST_LISTED],
+               "recipient_name": recipient.name, "tenant": tenant, "delivery_id": delivery_id,
+               "more_url": more_url if len(items) > DIGEST_LISTED else ""}
         if not registry.spec(channel).long_form:
             return "", clip_sms(self.render(tenant, recipient.locale, "digest.sms.j2", ctx)), ""
         return self._email("digest", tenant, recipient.locale, ctx)

@@ -183,7 +183,8 @@ class Notifier:
                              retention=settings.retention,
                              owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
         self.digester = Digester(self.redis, self.keys, templates=self.templates,
-                                 interval_s=policies.digest_interval_s)
+                                 interval_s=policies.digest_interval_s,
+                                 link_base=settings.api_public_url)
         self.escalations = (Escalations(self.redis, self.keys, after_s=policies.escalate_after_s)
                             if policies.escalate_after_s else None)
         self.limiter = RateLimiter(self.redis, self.keys, per_recipient=policies.per_recipient,

@@ -408,7 +408,8 @@ async def test_a_long_digest_lists_the_most_valuable_fifty_and_links_the_rest(
     from services.notifier.templates import DIGEST_LISTED, Templates
 
     keys = Keys(settings.redis_prefix)
-    digester = Digester(redis, keys, templates=Templates(None), interval_s=60)
+    digester = Digester(redis, keys, templates=Templates(None), interval_s=60,
+                        link_base="https://console.test")
     olga = Recipient(key="staff:default:owner-1", name="Olga", email="olga@example.com")
     now_ms = int(datetime(2026, 11, 24, 6, 30, tzinfo=UTC).timestamp() * 1000)
     for n in range(120):
@@ -420,7 +421,6 @@ async def test_a_long_digest_lists_the_most_valuable_fifty_and_links_the_rest(
                   "reasons": ["Came on 1 day in the last 90; usually about 3"],
                   "action": "Call or message the customer personally", "at_ms": now_ms + n,
                   "link": f"https://console.test/console/customers/c{n:03d}",
-                  "list_url": "https://console.test/console/at-risk?tier=medium",
                   "priority": float(n % 7 * 100 + n)})
     sent: list[Message] = []
 
