@@ -345,6 +345,15 @@ def new_not_away(f: dict[str, float]) -> bool:
     return round(f["active_days_365"]) <= 1 and f["tenure_days"] < NEW_DAYS
 
 
+def _told_as(pairs: list[tuple[str, float]], code: str, into: str) -> list[tuple[str, float]]:
+    """``pairs`` with ``code``'s weight added to ``into``'s and ``code`` left out: one fact,
+    told once, as ``into`` (a weight that lowers the risk is left where it is)."""
+    weight = dict(pairs).get(code, 0.0)
+    if weight <= 0:
+        return pairs
+    return [(c, w + weight if c == into else w) for c, w in pairs if c != code]
+
+
 def top_reasons(f: dict[str, float], codes: Sequence[str], weights: Sequence[float],
                 limit: int = 3, min_weight: float = MIN_REASON_WEIGHT) -> list[Reason]:
     """The ``limit`` heaviest reasons (``weights``: one per code, log-odds; at least
@@ -355,14 +364,9 @@ def top_reasons(f: dict[str, float], codes: Sequence[str], weights: Sequence[flo
     (:func:`new_not_away`)."""
     pairs = list(zip(codes, weights, strict=True))
     if "spend_decline" in codes and "frequency_decline" in codes and spend_follows_visits(f):
-        spend = weights[list(codes).index("spend_decline")]
-        pairs = [(c, w + spend if c == "frequency_decline" else w)
-                 for c, w in pairs if c != "spend_decline"]
+        pairs = _told_as(pairs, "spend_decline", "frequency_decline")
     if "new_customer" in codes and new_not_away(f):  # rare: checked before any lookup
-        once = dict(pairs).get("frequency_decline", 0.0)
-        if once > 0:
-            pairs = [(c, w + once if c == "new_customer" else w)
-                     for c, w in pairs if c != "frequency_decline"]
+        pairs = _told_as(pairs, "frequency_decline", "new_customer")
     top = sorted(((w, c) for c, w in pairs if w >= min_weight and w > 0), reverse=True)
     out = []
     facts = set()
