@@ -106,6 +106,14 @@ def compute_features(activities: Iterable[Activity], now_ms: int,
     return s.features(now_ms, first_seen_ms)
 
 
+def online_mostly(f: dict[str, float]) -> bool:
+    """Most of the customer's occasions with a channel were online, app or delivery orders:
+    what staff read about them says "purchase"/"ordered", not "visit"/"came" (an online shop's
+    customers read "Only one visit so far" about their first web order). Without channels
+    from the POS, visits."""
+    return f.get("online_share_365", 0.0) > 0.5
+
+
 def _ratio(num: float, den: float) -> float:
     if den <= 0:
         return 1.0 if num <= 0 else 2.0

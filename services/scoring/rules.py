@@ -19,7 +19,8 @@ A rules file (YAML, one per business type in ``services/scoring/rules/``; anothe
 Conditions compare one feature of :data:`~services.scoring.features.FEATURE_NAMES` with a
 number (``>=``, ``>``, ``<=``, ``<``, ``==``, ``!=``), or with another feature plus or minus a
 number (``days_since_last_activity >= days_since_last_complaint - 1``); reasons may quote any feature of the
-customer with Python format fields. Precedence: model score -> tier thresholds and hysteresis
+customer with Python format fields, and ``{occasion}``: "visit" (到店), or "purchase" (购买) for a
+customer whose occasions were mostly online orders. Precedence: model score -> tier thresholds and hysteresis
 -> rules floor (a rule raises the tier to at least its ``min_tier``, never lowers it, and adds
 its reason first). Every mistake is reported at start-up naming the file, rule and field.
 """
@@ -40,7 +41,7 @@ import yaml
 
 from services.common.exceptions import ConfigError
 from services.common.riskchange import TIER_RANK, Reason
-from services.scoring.features import FEATURE_NAMES
+from services.scoring.features import FEATURE_NAMES, online_mostly
 
 RULES_DIR = Path(__file__).with_name("rules")
 BUSINESS_TYPES = ("default", "salon", "restaurant", "retail", "online")
@@ -56,6 +57,10 @@ _NUMBER = r"\d+(?:\.\d+)?"
 _COND = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|==|!=|>|<)\s*"
                    rf"(?:(-?{_NUMBER})|([A-Za-z_][A-Za-z0-9_]*)(?:\s*([+-])\s*({_NUMBER}))?)\s*$")
 _ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+# The one word a reason may quote besides features: what the customer's occasions were, as the
+# model's reasons say it (services/scoring/scorecard.py): (English, Chinese) by online_mostly.
+OCCASION = "occasion"
+_OCCASION_WORDS = {False: ("visit", "到店"), True: ("purchase", "购买")}
 
 
 @dataclass(frozen=True)
@@ -109,12 +114,17 @@ class Rule:
         return all(c.holds(f) for c in self.conditions)
 
     def reason(self, f: dict[str, float]) -> Reason:
-        values = {k: _Num(f[k]) for k in _placeholders(self.text, self.text_zh)}
+        names = _placeholders(self.text, self.text_zh)
+        values: dict[str, Any] = {k: _Num(f[k]) for k in names if k != OCCASION}
+        en = zh = values
+        if OCCASION in names:
+            word, word_zh = _OCCASION_WORDS[online_mostly(f)]
+            en, zh = {**values, OCCASION: word}, {**values, OCCASION: word_zh}
         # validated: pydantic-core's check (~1.5 µs) costs half what model_construct's Python
         # does (~3 µs), on the scorer's hot path
         return Reason(
-            code=self.code, text=english_plurals(self.text.format(**values)),
-            text_zh=self.text_zh.format(**values), weight=RULE_WEIGHT)
+            code=self.code, text=english_plurals(self.text.format(**en)),
+            text_zh=self.text_zh.format(**zh), weight=RULE_WEIGHT)
 
 
 @functools.lru_cache(maxsize=256)
@@ -275,12 +285,12 @@ def _conditions(when: Any, where: str) -> tuple[Condition, ...]:
 
 
 def _check_template(text: str, where: str) -> None:
-    sample = {n: _Num(12.5) for n in FEATURE_NAMES}
+    sample: dict[str, Any] = {n: _Num(12.5) for n in FEATURE_NAMES}
     try:
-        text.format(**sample)
+        text.format(**sample, **{OCCASION: "visit"})
     except KeyError as exc:
         raise ConfigError(f"{where}: placeholder {{{exc.args[0]}}} is not a feature; use one of "
-                          "the feature names (docs/model.md)") from None
+                          "the feature names (docs/model.md) or {occasion}") from None
     except (ValueError, IndexError) as exc:
         raise ConfigError(f"{where}: bad placeholder ({exc}); write e.g. "
                           "{days_since_last_activity:.0f}") from None

@@ -17,7 +17,7 @@ import numpy as np
 
 from services.common.actions import ACTION_OF
 from services.common.riskchange import Reason, SuggestedAction
-from services.scoring.features import FEATURE_NAMES
+from services.scoring.features import FEATURE_NAMES, online_mostly
 from services.scoring.rules import english_plurals
 
 VERSION = "scorecard-1"
@@ -154,18 +154,11 @@ def _describe(code: str, f: dict[str, float]) -> tuple[str, str] | None:
     return _DESCRIBERS[code](f)  # KeyError: not a reason code
 
 
-def _online_mostly(f: dict[str, float]) -> bool:
-    """Most of the customer's occasions with a channel were online, app or delivery orders:
-    their reasons say "purchase"/"ordered", not "visit"/"came" (an online shop's customers
-    read "Only one visit so far" about their first web order)."""
-    return f.get("online_share_365", 0.0) > 0.5
-
-
 def _overdue(f: dict[str, float]) -> tuple[str, str] | None:
     since, cadence = round(f["days_since_last_activity"]), round(f["cadence_median_days"])
     if f["overdue_ratio"] <= 1.0:
         return None  # on cadence: not overdue
-    online = _online_mostly(f)
+    online = online_mostly(f)
     if f["has_cadence"]:
         if online:
             return (f"{since} days since the last purchase; usually every {cadence} days",
@@ -181,7 +174,7 @@ def _overdue(f: dict[str, float]) -> tuple[str, str] | None:
 
 def _frequency_decline(f: dict[str, float]) -> tuple[str, str] | None:
     a90, a365 = round(f["active_days_90"]), round(f["active_days_365"])
-    online = _online_mostly(f)  # never with no day in a year (no occasion, no share)
+    online = online_mostly(f)  # never with no day in a year (no occasion, no share)
     if a365 == 0:
         return ("No visit in the last year", "近一年没有到店")
     if a365 == 1:

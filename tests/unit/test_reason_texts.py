@@ -10,13 +10,15 @@ import re
 from datetime import timedelta
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services.common.exceptions import ConfigError
 from services.common.riskchange import Reason
 from services.scoring.engine import Engine, Subject
 from services.scoring.features import FEATURE_NAMES
-from services.scoring.rules import load_rules
+from services.scoring.rules import load_rules, parse_rules
 from services.scoring.scorecard import (
     MIN_DECLINE,
     MIN_REASON_WEIGHT,
@@ -329,3 +331,35 @@ def test_an_online_customer_is_told_of_purchases_not_visits() -> None:
     assert describe("frequency_decline", once) == ("Only one purchase so far", "目前只购买过一次")
     assert en("overdue", once) == "63 days since the only purchase, and no other yet"
     assert en("frequency_decline", {**once, "online_share_365": 0.5}) == "Only one visit so far"
+
+
+def test_rules_say_purchase_for_an_online_customer_as_the_model_does() -> None:
+    """A rule's reason beside the model's: an online shop's customer read "63 days since the
+    last visit" from the rule and "Ordered on 1 day in the last 90" from the model. The packaged
+    rules' ``{occasion}`` follows the same customer-level choice; a custom rules file may use
+    it, and a word that is neither a feature nor ``{occasion}`` is refused at start-up."""
+    base = dict.fromkeys(FEATURE_NAMES, 0.0) | {
+        "days_since_last_activity": 63.0, "cadence_median_days": 14.0, "overdue_ratio": 4.5,
+        "has_cadence": 1.0, "active_days_90": 1.0, "active_days_365": 9.0, "tenure_days": 365.0}
+    online = {**base, "online_share_365": 0.9}
+    for business in ("default", "salon", "restaurant"):
+        shop, floor = (load_rules(business_type=business).apply("low", f)[1] for f in (online, base))
+        assert shop and floor, business
+        assert shop[0].text == "63 days since the last purchase; usually every 14 days", business
+        assert shop[0].text_zh == "距上次购买已63天；平时每14天一次", business
+        assert floor[0].text == "63 days since the last visit; usually every 14 days", business
+        assert floor[0].text_zh == "距上次到店已63天；平时每14天一次", business
+    once = {**online, "has_cadence": 0.0, "active_days_365": 1.0, "days_since_last_activity": 80.0}
+    told = load_rules(business_type="salon").apply("low", once)[1]
+    assert [(r.text, r.text_zh) for r in told] == [
+        ("80 days since the first and only purchase", "首次购买后已80天未再光顾")]
+    custom = parse_rules({"rules": [{
+        "id": "gone", "when": "days_since_last_activity >= 30", "min_tier": "medium",
+        "reason": {"en": "No {occasion} for {days_since_last_activity:.0f} days",
+                   "zh-CN": "{days_since_last_activity:.0f}天未{occasion}"}}]}, "custom.yaml")
+    assert custom.apply("low", online)[1][0].text == "No purchase for 63 days"
+    assert custom.apply("low", base)[1][0].text_zh == "63天未到店"
+    with pytest.raises(ConfigError, match=r"\{ocasion\} is not a feature.*\{occasion\}"):
+        parse_rules({"rules": [{"id": "gone", "when": "days_since_last_activity >= 30",
+                                "min_tier": "medium",
+                                "reason": {"en": "No {ocasion}", "zh-CN": "无"}}]}, "custom.yaml")
