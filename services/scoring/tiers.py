@@ -34,7 +34,14 @@ def plain_tier(score: float, t: Thresholds) -> str:
 def decide_tier(previous: str | None, since_ms: int | None, score: float, now_ms: int,
                 t: Thresholds) -> str:
     """Next tier. Rising needs the enter level, falling needs to drop below the exit level;
-    a fall is also held back until the current tier has lasted ``min_dwell_ms``."""
+    a fall is also held back until the current tier has lasted ``min_dwell_ms``.
+
+    Not when ``now_ms`` is before ``since_ms``: under the event clock the sweep may have
+    raised a customer at the tenant's clock before an event of theirs from earlier arrived
+    (another partition ran ahead, a POS uploaded late), and that event is scored at its own
+    time. A negative age read as "not lasted yet" even with no dwell at all, and held a
+    customer who had just come back at high until the next sweep, a day on the clock: the
+    go-live summary named them among those at risk."""
     if previous is None:
         return plain_tier(score, t)
     if previous == "high":
@@ -45,6 +52,6 @@ def decide_tier(previous: str | None, since_ms: int | None, score: float, now_ms
         target = plain_tier(score, t)
     rank = TIER_RANK
     if (rank[target] < rank[previous] and since_ms is not None
-            and now_ms - since_ms < t.min_dwell_ms):
+            and 0 <= now_ms - since_ms < t.min_dwell_ms):
         return previous
     return target

@@ -65,3 +65,15 @@ def test_with_a_dwell_no_tier_is_left_before_it_lasted_the_dwell(scores: list[fl
             if rank[tiers[i]] < rank[tiers[i - 1]]:
                 assert i - entered >= 3, (i, entered, tiers)
             entered = i
+
+
+def test_a_tier_raised_later_than_the_assessment_is_not_held_by_the_dwell() -> None:
+    """Under the event clock the sweep can raise a customer at the tenant's clock before an
+    event of theirs from earlier arrives. Assessed before the tier's start, the age is negative:
+    it read as "not lasted yet" even without a dwell and held a customer who had come back
+    at high. A dwell counts from the tier's start forwards only."""
+    for t in (T, Thresholds(0.45, 0.35, 0.75, 0.65, min_dwell_ms=3 * DAY)):
+        assert decide_tier("high", 10 * DAY, 0.03, 9 * DAY, t) == "low"
+    dwell = Thresholds(0.45, 0.35, 0.75, 0.65, min_dwell_ms=3 * DAY)
+    assert decide_tier("high", 10 * DAY, 0.03, 11 * DAY, dwell) == "high"  # still held forwards
+    assert decide_tier("high", 10 * DAY, 0.03, 11 * DAY, T) == "low"
