@@ -81,8 +81,9 @@ class Cause(BaseModel):
     event_id: str | None = Field(default=None, description="Newest event of the customer when scored.")
     occurred_at: datetime | None = Field(
         default=None, description="When the cause happened (event time): the newest event of "
-        "the batch that changed the tier (kind event), or the scorer's clock when it noticed "
-        "the silence (kind silence/model). Absent in changes from older scorers.")
+        "the batch that changed the tier (kind event); for kind silence, when the scorer was "
+        "due to look at the customer again (its clock when it looked on time); for kind "
+        "model, the scorer's clock. Absent in changes from older scorers.")
     event_type: Literal["transaction", "visit", "complaint"] | None = Field(
         default=None, description="Type of that newest event (kind event only): a visit or "
         "transaction means the customer came back themselves; a complaint update does not.")

@@ -273,12 +273,24 @@ class Processor:
         Scoring an arriving event at the customer's own newest event makes the result a
         function of the customer's events alone: however the stream is cut into batches
         (a crash and a redelivery, another customer's event in the same poll), the same
-        events give the same score, tier and risk change. Time passing is the sweep's."""
+        events give the same score, tier and risk change. Time passing is the sweep's.
+
+        Never before the instant the customer was last scored at, though: once the sweep has
+        scored them at the tenant's clock, an event of theirs from before it (posted
+        shuffled, another partition ahead, a POS uploading late) is scored at that instant
+        too. Scored at its own time it took them back in time — a drifter the sweep had
+        raised to high fell to low "as of May" and rose again at the next sweep, twice the
+        same change by id, so the notifier took the second for a redelivery and the go-live
+        summary left the customer out. Without a sweep in between, the customer was last
+        scored at their newest event, and nothing changes."""
         if not self.event_clock:
             return tenant_now
         last = cs.last_ts
         if last is not None:
-            return last if on_event else max(tenant_now, last)
+            if on_event:
+                scored = cs.scored_at_ms
+                return last if scored is None else max(last, scored)
+            return max(tenant_now, last)
         return tenant_now
 
     # batches ----------------------------------------------------------------------------
@@ -1021,9 +1033,19 @@ class Processor:
 
     @staticmethod
     def _cause(cs: CustomerState, kind: str, now: int) -> Cause:
-        """Why the tier changed when no event did it (the silence sweep): the scorer's clock."""
+        """Why the tier changed when no event did it: the scorer's clock (a model switch), or
+        for time passing (``silence``) when the sweep was due to look at the customer, if
+        that is earlier. Swept when due, that is the clock; a sweep that comes long after
+        the due time dates what it finds there, not at the clock: under the event clock a
+        shuffled import puts the clock at the newest event early on while each customer is
+        scored at their own newest event, and the sweep then found a year-old silence
+        "now" — an SMS about a customer last seen 363 days ago. After days of the scorer
+        down the same: past the alert max age, staff get it in the go-live summary."""
+        at = now
+        if kind == "silence" and (due := cs.due_ms) is not None and due < now:
+            at = due
         return Cause(kind=kind, event_id=cs.newest_event_id(),  # type: ignore[arg-type]
-                     occurred_at=datetime.fromtimestamp(now / 1000, UTC))
+                     occurred_at=datetime.fromtimestamp(at / 1000, UTC))
 
     @staticmethod
     def _event_cause(event: Activity, newest_event_id: str | None) -> Cause:

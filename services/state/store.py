@@ -348,6 +348,18 @@ class CustomerState:
         return int(float(v)) if v else None
 
     @property
+    def scored_at_ms(self) -> int | None:
+        """The instant the customer was last scored at (their stored risk's ``as_of``)."""
+        v = self.state.get("scored_at")
+        return int(float(v)) if v else None
+
+    @property
+    def due_ms(self) -> int | None:
+        """When the silence sweep was to look at the customer again (``Processor._due``)."""
+        v = self.state.get("due")
+        return int(float(v)) if v else None
+
+    @property
     def score(self) -> float | None:
         v = self.state.get("score")
         return float(v) if v else None
