@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import message_from_bytes, policy
@@ -49,7 +49,7 @@ from services.common.pseudonym import UNKEYED, load_key, pseudonym
 from services.common.redisconn import make_redis
 from services.common.riskchange import RiskChange, before_alerts, holds_tier
 from services.common.runtime import STOP_SIGNALS, stop_on_signals
-from services.common.settings import Settings
+from services.common.settings import ApiKey, Settings
 from services.demo.people import DEMO_STORE, manager_email, manager_id
 
 DEMO_LIVE_DAYS = 60  # services.demo.feed.run_feed: the live window the demo replays
@@ -174,6 +174,43 @@ class Child:
         except OSError:
             return ""
         return "\n".join("      | " + line[:300] for line in lines)
+
+
+def status_keys(keys: Sequence[ApiKey]) -> list[ApiKey]:
+    """The keys the status line reads ``/v1/status`` with: a deployment-wide one (an admin key
+    of the default tenant, bound to no store) if there is one; else a read key per tenant
+    (one bound to no store where the tenant has one), whose counters the line adds up. With
+    only tenant-bound keys the line read the first key's tenant and said nothing of it: a
+    stack fed by two tenants showed one tenant's events as everything accepted."""
+    wide = next((k for k in keys if k.deployment_wide), None)
+    if wide is not None:
+        return [wide]
+    per_tenant: dict[str, ApiKey] = {}
+    for k in keys:
+        if k.allows("read") and (k.tenant not in per_tenant
+                                 or (per_tenant[k.tenant].stores is not None and k.stores is None)):
+            per_tenant[k.tenant] = k
+    return [per_tenant[t] for t in sorted(per_tenant)]
+
+
+def status_line(statuses: Sequence[tuple[ApiKey | None, dict[str, Any]]], mails: int, sms: int,
+                outbox: Path) -> str:
+    """The stack's status line from ``/v1/status`` as read with each of :func:`status_keys`
+    (None: no authentication): counters added up over tenants, the topic's lag once, and
+    whose counters they are when not the whole deployment's."""
+    def total(name: str) -> int:
+        return sum(int(st.get(name) or 0) for _, st in statuses)
+
+    lag = max((int(st.get("scorer_lag") or 0) for _, st in statuses), default=0)
+    bound = [k for k, _ in statuses if k is not None and not k.deployment_wide]
+    whose = ""
+    if bound:
+        names = ", ".join(f"{k.tenant}{'' if k.stores is None else ' (some stores)'}" for k in bound)
+        whose = f" (tenant{'s' if len(bound) > 1 else ''} {names})"
+    return (f"status{whose}: {total('events_accepted_total')} events accepted, "
+            f"{total('events_scored_total')} scored, lag {lag}, "
+            f"{total('risk_changes_total')} risk changes; delivered "
+            f"{mails} e-mail{'' if mails == 1 else 's'}, {sms} SMS (in {outbox})")
 
 
 def _home_secret(path: Path) -> str:
@@ -591,14 +628,12 @@ class Stack:
         return label
 
     async def report(self) -> None:
-        headers = {}
-        key = next((k.secret.get_secret_value() for k in self.settings.keys if k.allows("read")), None)
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
+        keys: list[ApiKey | None] = (list(status_keys(self.settings.keys))
+                                     if self.settings.keys else [None])
         outbox = self.settings.outbox_dir
-        last: tuple[object, ...] | None = None
+        last: str | None = None
         failing = False
-        async with httpx.AsyncClient(timeout=3.0, headers=headers) as client:
+        async with httpx.AsyncClient(timeout=3.0) as client:
             while not self.stopping.is_set():
                 try:
                     await asyncio.wait_for(self.stopping.wait(), 15.0)
@@ -606,21 +641,23 @@ class Stack:
                 except TimeoutError:
                     pass
                 try:
-                    st = (await client.get(f"{self.info['api_url']}/v1/status")).json()
-                    if not isinstance(st, dict):
-                        raise ValueError(f"/v1/status answered {st!r:.60}")
+                    statuses: list[tuple[ApiKey | None, dict[str, Any]]] = []
+                    for key in keys:
+                        headers = ({} if key is None else
+                                   {"Authorization": f"Bearer {key.secret.get_secret_value()}"})
+                        st = (await client.get(f"{self.info['api_url']}/v1/status",
+                                               headers=headers)).json()
+                        if not isinstance(st, dict):
+                            raise ValueError(f"/v1/status answered {st!r:.60}")
+                        statuses.append((key, st))
                     mails = len(list((outbox / "mail").glob("*.eml"))) if (outbox / "mail").exists() else 0
                     sms = _count_lines(outbox / "sms.ndjson")
                     failing = False
-                    now = (st.get("events_accepted_total"), st.get("events_scored_total"),
-                           st.get("scorer_lag"), st.get("risk_changes_total"), mails, sms)
-                    if now == last:  # quiet while nothing happens
+                    line = status_line(statuses, mails, sms, outbox)
+                    if line == last:  # quiet while nothing happens
                         continue
-                    last = now
-                    _say(f"status: {st.get('events_accepted_total')} events accepted, "
-                         f"{st.get('events_scored_total')} scored, lag {st.get('scorer_lag')}, "
-                         f"{st.get('risk_changes_total')} risk changes; delivered "
-                         f"{mails} e-mail{'' if mails == 1 else 's'}, {sms} SMS (in {outbox})")
+                    last = line
+                    _say(line)
                 # keep reporting; the API may be restarting (or answer an error page)
                 except (httpx.HTTPError, ValueError, OSError) as exc:
                     if not failing:  # once per outage, not every 15 s

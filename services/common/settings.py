@@ -53,6 +53,12 @@ class ApiKey:
     def allows_store(self, store_id: str | None) -> bool:
         return self.stores is None or (store_id is not None and store_id in self.stores)
 
+    @property
+    def deployment_wide(self) -> bool:
+        """An admin key of the default tenant bound to no store: ``/v1/status`` answers it with
+        the whole deployment's counters, every other key with its own tenant's."""
+        return self.tenant == "default" and self.allows("admin") and self.stores is None
+
 
 _TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from services.cli.stack import catching_up, change_line, history_line
+from services.cli.stack import catching_up, change_line, history_line, status_keys, status_line
 from services.common.riskchange import RiskChange
+from services.common.settings import parse_api_keys
 
 
 def _reason(code: str, text: str, weight: float = 1.0) -> dict[str, Any]:
@@ -74,3 +76,28 @@ def test_history_being_caught_up_on_is_counted_not_printed() -> None:
     assert "1,204 tier changes caused more than 60 days ago not shown so far" in history_line(
         1204, 60 * day)
     assert "more than 6 hours ago" in history_line(3, 6 * 3600.0)
+
+
+def test_the_status_line_adds_up_every_tenant_and_says_whose_counters_it_shows() -> None:
+    """With only tenant-bound keys the line read the first key's tenant and said nothing of
+    it: a stack fed by two tenants showed one tenant's 6,393 events as everything accepted."""
+    keys = parse_api_keys("a0000000000000001:ingest+read@acme,a0000000000000002:read@acme/north,"
+                          "b0000000000000001:ingest@bravo,b0000000000000002:read@bravo/south")
+    chosen = status_keys(keys)
+    assert [(k.tenant, k.stores) for k in chosen] == [("acme", None), ("bravo", frozenset({"south"}))]
+    line = status_line([(chosen[0], {"events_accepted_total": 6393, "events_scored_total": 6393,
+                                     "scorer_lag": 4, "risk_changes_total": 900}),
+                        (chosen[1], {"events_accepted_total": 17811, "events_scored_total": 17000,
+                                     "scorer_lag": 4, "risk_changes_total": 400})],
+                       1, 2, Path("/out"))
+    assert line == ("status (tenants acme, bravo (some stores)): 24204 events accepted, 23393 "
+                    "scored, lag 4, 1300 risk changes; delivered 1 e-mail, 2 SMS (in /out)")
+    # an admin of the default tenant sees the whole deployment: it alone, and no label
+    wide = parse_api_keys("r0000000000000001:read@acme,x0000000000000001:admin")
+    assert [k.tenant for k in status_keys(wide)] == ["default"]
+    assert status_line([(status_keys(wide)[0], {"events_accepted_total": 5})], 0, 0,
+                       Path("/out")).startswith("status: 5 events accepted, 0 scored, lag 0")
+    # no authentication
+    assert status_line([(None, {"events_accepted_total": 5})], 2, 1, Path("/o")) == (
+        "status: 5 events accepted, 0 scored, lag 0, 0 risk changes; delivered 2 e-mails, 1 SMS "
+        "(in /o)")

@@ -7,7 +7,6 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from services.common.events import DEFAULT_TENANT
 from services.web.deps import ReadKey, Res
 from services.web.openapi import AUTH, responses
 
@@ -24,8 +23,7 @@ router = APIRouter(tags=["operations"])
 async def get_status(res: Res, key: ReadKey) -> dict[str, Any]:
     # Deployment-wide counters for admins of the default tenant only; every other key sees
     # its tenant's own (issue 19.8: they showed every tenant's volume to any read key).
-    wide = key.tenant == DEFAULT_TENANT and key.allows("admin") and key.stores is None
-    body = await res.status.read(None if wide else key.tenant)
+    body = await res.status.read(None if key.deployment_wide else key.tenant)
     # follow `churnwatch model activate` here too (at most every model_refresh_seconds)
     with contextlib.suppress(Exception):  # best effort: the counters above were read
         await res.engine.refresh(res.redis, res.keys,
