@@ -225,7 +225,7 @@ class Templates:
         items = list(items)
         ctx = {"items": items, "items_listed": items[:DIGEST_LISTED],
                "recipient_name": recipient.name, "tenant": tenant, "delivery_id": delivery_id,
-               "more_url": more_url if len(items) > DIGEST_LISTED else ""}
+               "more_url": more_url}  # the templates show it only when items are left out
         if not registry.spec(channel).long_form:
             return "", clip_sms(self.render(tenant, recipient.locale, "digest.sms.j2", ctx)), ""
         return self._email("digest", tenant, recipient.locale, ctx)

@@ -114,6 +114,13 @@ def online_mostly(f: dict[str, float]) -> bool:
     return f.get("online_share_365", 0.0) > 0.5
 
 
+def occasion_words(f: dict[str, float]) -> tuple[str, str]:
+    """What the customer's occasions are called, (English, Chinese): "visit" (到店), or
+    "purchase" (购买) when :func:`online_mostly` — the model's reasons and the rules'
+    ``{occasion}`` say it the same way."""
+    return ("purchase", "购买") if online_mostly(f) else ("visit", "到店")
+
+
 def _ratio(num: float, den: float) -> float:
     if den <= 0:
         return 1.0 if num <= 0 else 2.0

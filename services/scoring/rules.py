@@ -41,7 +41,7 @@ import yaml
 
 from services.common.exceptions import ConfigError
 from services.common.riskchange import TIER_RANK, Reason
-from services.scoring.features import FEATURE_NAMES, online_mostly
+from services.scoring.features import FEATURE_NAMES, occasion_words
 
 RULES_DIR = Path(__file__).with_name("rules")
 BUSINESS_TYPES = ("default", "salon", "restaurant", "retail", "online")
@@ -57,10 +57,9 @@ _NUMBER = r"\d+(?:\.\d+)?"
 _COND = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|==|!=|>|<)\s*"
                    rf"(?:(-?{_NUMBER})|([A-Za-z_][A-Za-z0-9_]*)(?:\s*([+-])\s*({_NUMBER}))?)\s*$")
 _ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-# The one word a reason may quote besides features: what the customer's occasions were, as the
-# model's reasons say it (services/scoring/scorecard.py): (English, Chinese) by online_mostly.
+# The one word a reason may quote besides features: what the customer's occasions are called
+# (features.occasion_words, as the model's reasons say it).
 OCCASION = "occasion"
-_OCCASION_WORDS = {False: ("visit", "到店"), True: ("purchase", "购买")}
 
 
 @dataclass(frozen=True)
@@ -118,7 +117,7 @@ class Rule:
         values: dict[str, Any] = {k: _Num(f[k]) for k in names if k != OCCASION}
         en = zh = values
         if OCCASION in names:
-            word, word_zh = _OCCASION_WORDS[online_mostly(f)]
+            word, word_zh = occasion_words(f)
             en, zh = {**values, OCCASION: word}, {**values, OCCASION: word_zh}
         # validated: pydantic-core's check (~1.5 µs) costs half what model_construct's Python
         # does (~3 µs), on the scorer's hot path

@@ -17,7 +17,7 @@ import numpy as np
 
 from services.common.actions import ACTION_OF
 from services.common.riskchange import Reason, SuggestedAction
-from services.scoring.features import FEATURE_NAMES, online_mostly
+from services.scoring.features import FEATURE_NAMES, occasion_words, online_mostly
 from services.scoring.rules import english_plurals
 
 VERSION = "scorecard-1"
@@ -158,14 +158,11 @@ def _overdue(f: dict[str, float]) -> tuple[str, str] | None:
     since, cadence = round(f["days_since_last_activity"]), round(f["cadence_median_days"])
     if f["overdue_ratio"] <= 1.0:
         return None  # on cadence: not overdue
-    online = online_mostly(f)
-    if f["has_cadence"]:
-        if online:
-            return (f"{since} days since the last purchase; usually every {cadence} days",
-                    f"距上次购买已{since}天；平时每{cadence}天一次")
-        return (f"{since} days since the last visit; usually every {cadence} days",
-                f"距上次到店已{since}天；平时每{cadence}天一次")
-    if online:
+    if f["has_cadence"]:  # in the words of the packaged overdue rules
+        word, word_zh = occasion_words(f)
+        return (f"{since} days since the last {word}; usually every {cadence} days",
+                f"距上次{word_zh}已{since}天；平时每{cadence}天一次")
+    if online_mostly(f):
         return (f"{since} days since the only purchase, and no other yet",
                 f"自唯一一次购买已过{since}天，尚未再次购买")
     return (f"{since} days since the only visit, and no return yet",
