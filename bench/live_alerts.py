@@ -7,7 +7,8 @@ packaged routing: high is e-mailed and texted at once, medium goes into the owne
 digest (left out when the customer is no longer at medium by then), a genuine return from
 high after an alert is one "won back" e-mail.
 
-    .venv/bin/python -m bench.live_alerts [--customers 2000] [--weeks 8] [--tiers ...] [preset ...]
+    .venv/bin/python -m bench.live_alerts [--customers 2000] [--weeks 8] [--tiers ...]
+        [--business default] [preset ...]
 
 Per 1,000 customers active in the period (seen in the 60 days before its middle), each week:
 high alerts, digest entries and won-back e-mails; and the share of alerted customers who
@@ -72,8 +73,10 @@ def _change(previous: str, tier: str, kind: str, event_type: str | None) -> Risk
 
 def simulate(preset: str, *, customers: int, weeks: int, seed: int = 5,
              end: datetime = datetime(2026, 6, 1, tzinfo=UTC),
-             thresholds: Thresholds | None = None) -> tuple[Outcome, dict[str, list[Activity]]]:
-    """Replay ``weeks`` of live operation after a year's import (see the module)."""
+             thresholds: Thresholds | None = None, business: str | None = None
+             ) -> tuple[Outcome, dict[str, list[Activity]]]:
+    """Replay ``weeks`` of live operation after a year's import (see the module);
+    ``business``: the business type every preset is scored as (None: the one it stands for)."""
     start_live = end - timedelta(days=7 * weeks + HORIZON_DAYS)  # labels need the horizon after
     events, _ = generate(preset=preset, customers=customers,
                          start=start_live - timedelta(days=365), end=end, seed=seed)
@@ -85,7 +88,7 @@ def simulate(preset: str, *, customers: int, weeks: int, seed: int = 5,
     for a in acts.values():
         a.sort(key=lambda x: (x.ts, x.event_id))
     times = {c: [x.ts for x in a] for c, a in acts.items()}
-    business = BUSINESS_OF.get(preset, preset)
+    business = business or BUSINESS_OF.get(preset, preset)
     engine = Engine(load_model(None), thresholds or Thresholds.from_settings(
                         load_settings(business_type=business)),
                     rules=load_rules(None, business if business in BUSINESS_TYPES else "default"))
@@ -201,6 +204,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tiers", default="", metavar="ME,MX,HE,HX",
                         help="CHURNWATCH_TIER_MEDIUM_ENTER, _MEDIUM_EXIT, _HIGH_ENTER, _HIGH_EXIT "
                              "(default: the business type's)")
+    parser.add_argument("--business", choices=BUSINESS_TYPES, default=None,
+                        help="score every preset as this business type (CHURNWATCH_BUSINESS_TYPE; "
+                             "default: the type each preset stands for)")
     parser.add_argument("presets", nargs="*", default=list(PRESETS))
     args = parser.parse_args(argv)
     tiers = None
@@ -210,11 +216,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     for preset in args.presets:
         outcome, acts = simulate(preset, customers=args.customers, weeks=args.weeks, seed=args.seed,
-                                 thresholds=tiers)
+                                 thresholds=tiers, business=args.business)
         rows.append(row(outcome, acts))
         print(f"{preset}: done", file=sys.stderr, flush=True)
+    as_type = f", scored as {args.business}" if args.business else ""
     print(f"{args.customers} generated customers a business, a year imported, then "
-          f"{args.weeks} weeks live (seed {args.seed}, tiers {args.tiers or 'of the business type'}):\n")
+          f"{args.weeks} weeks live (seed {args.seed}, tiers {args.tiers or 'of the business type'}"
+          f"{as_type}):\n")
     print(table(rows))
     return 0
 

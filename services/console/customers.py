@@ -40,6 +40,7 @@ from services.records.holdout import holdout
 from services.records.winback import ACTION_TYPES
 from services.scoring.lifecycle import LIFECYCLE_STAGES, stage_name
 from services.scoring.scorecard import REGULAR
+from services.scoring.tiers import Thresholds
 from services.state.store import StateRead
 from services.web.deps import Res, Resources
 from services.web.params import CustomerId
@@ -238,6 +239,13 @@ def _why_tier(codes: list[Any]) -> str:
     return "rule" if "tier_raised_by_rule" in codes else "held"
 
 
+def _levels(res: Resources, risk: dict[str, Any]) -> tuple[float, float]:
+    """The medium and high entry levels the customer is judged at (the chart's lines): a
+    customer who buys mostly online may be judged at an online shop's (Thresholds.of)."""
+    t = Thresholds.from_settings(res.settings).of(risk.get("features") or {})
+    return t.medium_enter, t.high_enter
+
+
 def _history(entries: list[dict[str, Any]], state: dict[str, str], risk: dict[str, Any]
              ) -> list[tuple[int, float, str, str]]:
     """Score over time: each tier change's score, then the current one, each with its tier
@@ -283,7 +291,7 @@ async def customer_page(customer_id: CustomerId, request: Request, res: Res) -> 
             contact.append(profile.phone)
     chart = charts.score_line(
         t["score_over_time"], _history(entries, state, risk),
-        thresholds=(res.settings.tier_medium_enter, res.settings.tier_high_enter),
+        thresholds=_levels(res, risk),
         notes={"rule": t["raised_by_rule"], "held": t["held_above_score"]})
     # a form that could not be saved (signed out, stale token): back, pre-filled, once
     draft = await session_store(res).take_draft(request.cookies.get(SESSION_COOKIE),

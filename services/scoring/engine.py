@@ -295,8 +295,9 @@ class Engine:
                 return out
             for i, score in zip(order, theirs, strict=True):
                 sc = float(min(max(float(score), 0.0), 1.0))
+                levels = self.thresholds.of(feats[last[i]])
                 out[i][-1] = replace(out[i][-1], shadow=(
-                    challenger.version, sc, plain_tier(sc, self.thresholds)))
+                    challenger.version, sc, plain_tier(sc, levels)))
         return out
 
     def _assess_one(self, model: RiskModel, s: Subject, previous: str | None,
@@ -305,10 +306,11 @@ class Engine:
                     now_ms: int, horizon: float, *, with_history: bool,
                     rounded: dict[str, float] | None = None) -> Assessment:
         score = float(min(max(score, 0.0), 1.0))
+        t = self.thresholds.of(f)
         if with_history:
-            tier = decide_tier(previous, since, score, now_ms, self.thresholds)
+            tier = decide_tier(previous, since, score, now_ms, t)
         else:
-            tier = plain_tier(score, self.thresholds)
+            tier = plain_tier(score, t)
         ruled: list[Reason] = []
         decided = tier
         if self.rules is not None:
@@ -322,7 +324,7 @@ class Engine:
             why = [r for r in why if r.code != "overdue"] or [REGULAR]
         elif all(r.code == REGULAR.code for r in why):  # at risk, yet "as usual": say why
             why = _weaker_reasons(f, explained, score)
-        held = self._held(previous, since, f, score, decided, tier, now_ms)
+        held = self._held(previous, since, f, score, decided, tier, now_ms, t)
         action = suggested_action(tier, why)
         if held is not None:  # say why the tier is above what the score alone gives
             why = [held, *first_reasons(why, action.code, MAX_REASONS - 1)]
@@ -336,10 +338,10 @@ class Engine:
         )
 
     def _held(self, previous: str | None, since: int | None, f: dict[str, float], score: float,
-              decided: str, tier: str, now_ms: int) -> Reason | None:
+              decided: str, tier: str, now_ms: int, t: Thresholds) -> Reason | None:
         """A reason when a rule, hysteresis or the minimum dwell holds ``tier`` above the
-        score's own tier; None otherwise."""
-        plain = plain_tier(score, self.thresholds)
+        score's own tier (at the customer's levels ``t``); None otherwise."""
+        plain = plain_tier(score, t)
         if _RANK[tier] <= _RANK[plain]:
             return None
         zh_tier = _ZH_TIER[tier]
@@ -353,7 +355,6 @@ class Engine:
                               f"(score {score:.2f})",
                               text_zh=f"业务规则（{rule.name_zh}）将风险提升至{zh_tier}"
                               f"（评分{score:.2f}）", weight=0.0)
-        t = self.thresholds
         undwelled = decide_tier(previous, None, score, now_ms, t)
         if (decided == tier and since is not None
                 and _RANK[undwelled] < _RANK[decided]):

@@ -11,7 +11,7 @@ Schema 3: features are computed from a bounded per-customer summary
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 DAY_MS = 86_400_000
@@ -106,7 +106,7 @@ def compute_features(activities: Iterable[Activity], now_ms: int,
     return s.features(now_ms, first_seen_ms)
 
 
-def online_mostly(f: dict[str, float]) -> bool:
+def online_mostly(f: Mapping[str, float]) -> bool:
     """Most of the customer's occasions with a channel were online, app or delivery orders:
     what staff read about them says "purchase"/"ordered", not "visit"/"came" (an online shop's
     customers read "Only one visit so far" about their first web order). Without channels

@@ -2,24 +2,50 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from services.common.riskchange import TIER_RANK
-from services.common.settings import Settings
+from services.common.settings import ONLINE_TIERS, Settings
+from services.scoring.features import online_mostly
 
 
 @dataclass(frozen=True)
 class Thresholds:
+    """The tier levels; ``online``: the levels of a customer who buys mostly online
+    (:func:`~services.scoring.features.online_mostly`), when they differ (:meth:`of`)."""
+
     medium_enter: float = 0.45
     medium_exit: float = 0.35
     high_enter: float = 0.75
     high_exit: float = 0.65
     min_dwell_ms: int = 0
+    online: Thresholds | None = None
 
     @classmethod
     def from_settings(cls, s: Settings) -> Thresholds:
+        """The settings' levels. Where the four are the defaults, a customer who buys mostly
+        online is judged at the online shop's (:data:`~services.common.settings.ONLINE_TIERS`)
+        whatever the business type: where seven in ten such customers churn within 60 days
+        anyway, the general levels raised a third of them to high (an online shop left at
+        the default business type: ~100 texts a week per 1,000 active customers, right 76 %
+        of the time, about the base rate; bench/live_alerts.py, docs/notifier.md)."""
+        dwell = int(s.tier_min_dwell_seconds * 1000)
+        online = None
+        # by value, not by which were set: `churnwatch up` hands every setting to its children
+        levels = {name: getattr(s, name) for name in ONLINE_TIERS}
+        if s.business_type != "online" and all(
+                value == type(s).model_fields[name].default for name, value in levels.items()):
+            online = cls(ONLINE_TIERS["tier_medium_enter"], ONLINE_TIERS["tier_medium_exit"],
+                         ONLINE_TIERS["tier_high_enter"], ONLINE_TIERS["tier_high_exit"], dwell)
         return cls(s.tier_medium_enter, s.tier_medium_exit, s.tier_high_enter, s.tier_high_exit,
-                   int(s.tier_min_dwell_seconds * 1000))
+                   dwell, online)
+
+    def of(self, features: Mapping[str, float]) -> Thresholds:
+        """The levels a customer with these features is judged at."""
+        if self.online is not None and online_mostly(features):
+            return self.online
+        return self
 
 
 def plain_tier(score: float, t: Thresholds) -> str:

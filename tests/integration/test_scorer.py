@@ -229,12 +229,13 @@ async def test_silence_raises_the_tier_without_new_events(settings_factory, tmp_
         await wait_processed(redis, settings, len(regular_history))
         risk = json.loads((await read_states(redis, keys, [("default", "regular")]))[0].get("risk") or "{}")
         assert risk["tier"] == "low"
-        # Other customers' activity moves the event clock five weeks on; "regular" stays
-        # silent. (Two of them: the clock is the second newest customer's newest event, so
-        # that one customer's outlier moves nobody else, see docs/scorer.md.)
+        # Other customers' activity moves the event clock six weeks on (the default rules
+        # raise a regular three gaps away to high after six); "regular" stays silent. (Two
+        # of them: the clock is the second newest customer's newest event, so that one
+        # customer's outlier moves nobody else, see docs/scorer.md.)
         last = T0 + timedelta(days=7 * 14)
         clock = [e for who in ("other", "other-2")
-                 for e in regular(who, every_days=1, count=1, start=last + timedelta(days=35))]
+                 for e in regular(who, every_days=1, count=1, start=last + timedelta(days=43))]
         await produce_events(settings, clock)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -24,3 +24,7 @@ def test_a_short_replay_counts_alerts_once_per_episode_and_renders_the_table(cap
     assert main(["--customers", "40", "--weeks", "1", "restaurant"]) == 0
     out = capsys.readouterr().out
     assert "| business |" in out and "| restaurant | " in out
+    # what a business gets that never set its type: every preset scored as `default`
+    assert main(["--customers", "40", "--weeks", "1", "--business", "default", "eshop"]) == 0
+    out = capsys.readouterr().out
+    assert "scored as default" in out and "| eshop | " in out

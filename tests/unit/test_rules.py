@@ -202,6 +202,77 @@ def test_default_business_type_flags_the_regular_who_stopped_coming() -> None:
     assert barely.features["overdue_ratio"] >= 2 and barely.tier == "low"
 
 
+def test_default_business_type_leaves_a_weekly_regulars_holiday_to_the_model() -> None:
+    """A business of unknown kind may be a restaurant whose weekly regulars skip three weeks
+    and come back: three usual gaps and two weeks away raised them to high, and replayed live
+    its owner was texted about 48 customers a week per 1,000 active, 40 % of whom churned
+    (base rate 16 %). The overdue rules wait four weeks (medium) and six (high); the model
+    still speaks for itself in between."""
+    engine = Engine(load_model(None), Thresholds(), rules=load_rules(None, "default"))
+    bare = Engine(load_model(None), Thresholds())
+    weekly = acts(regular("w", every_days=7, count=30))  # visits on days 0 .. 203
+    points = [at(203 + d) for d in (22, 30, 45)]
+    ruled = engine.assess([Subject("w", weekly)] * 3, points, with_history=False)
+    alone = bare.assess([Subject("w", weekly)] * 3, points, with_history=False)
+    three_weeks, a_month, six_weeks = ruled
+    assert three_weeks.features["overdue_ratio"] >= 3
+    assert three_weeks.tier == alone[0].tier  # no rule raises it
+    assert not any(r.code.startswith("tier_") for r in three_weeks.reasons)
+    assert a_month.tier in ("medium", "high")
+    assert six_weeks.tier == "high"
+    assert [a.score for a in ruled] == [a.score for a in alone]  # rules never touch the score
+
+
+def test_a_customer_who_buys_mostly_online_is_judged_at_the_online_levels(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where seven in ten customers who buy online churn within 60 days anyway, the general
+    levels raised a third of them to high: an online shop left at the default business type
+    texted its owner about 100 customers a week per 1,000 active, right 76 % of the time, the
+    base rate. Whatever the business type, a customer whose occasions were mostly online is
+    judged at the online shop's levels — unless other tier levels were set (then they are
+    everyone's) or the business is an online shop (they are everyone's already)."""
+    from services.common.settings import ONLINE_TIERS, Settings
+    from services.scoring.tiers import plain_tier
+
+    settings = load_settings()
+    levels = Thresholds.from_settings(settings)
+    assert levels.online is not None
+    # `churnwatch up` hands every setting to its children: the defaults are still defaults
+    handed = Settings(**{k: getattr(settings, k) for k in type(settings).model_fields})
+    assert Thresholds.from_settings(handed) == levels
+    assert levels.online.high_enter == ONLINE_TIERS["tier_high_enter"]
+    assert levels.of({"online_share_365": 0.9}) is levels.online
+    assert levels.of({"online_share_365": 0.2}) is levels and levels.of({}) is levels
+    assert Thresholds.from_settings(load_settings(business_type="salon")).online is not None
+    assert Thresholds.from_settings(load_settings(business_type="online")).online is None
+    assert Thresholds.from_settings(load_settings(tier_high_enter=0.8)).online is None
+    monkeypatch.setenv("CHURNWATCH_TIER_MEDIUM_ENTER", "0.5")
+    assert Thresholds.from_settings(load_settings()).online is None
+    monkeypatch.delenv("CHURNWATCH_TIER_MEDIUM_ENTER")
+
+    engine = Engine(load_model(None), levels)
+    mine = Engine(load_model(None), Thresholds())  # levels of one's own: everyone's
+    found = []
+    for channel in ("online", "in_store"):
+        history = regular("c", every_days=20, count=3)
+        for e in history:
+            e["channel"] = channel
+        points = [at(40 + d) for d in range(40, 200, 5)]
+        paths = engine.assess([Subject("c", acts(history))] * len(points), points,
+                              with_history=False)
+        theirs = mine.assess([Subject("c", acts(history))] * len(points), points,
+                             with_history=False)
+        for a, b in zip(paths, theirs, strict=True):
+            expected = levels.of(a.features)
+            assert a.tier == plain_tier(a.score, expected), (channel, a.score, a.tier)
+            assert b.tier == plain_tier(b.score, Thresholds())
+            found.append((channel, a.tier, b.tier, levels.high_enter <= a.score
+                          < levels.online.high_enter))
+    # an online customer the general levels call high is at most medium at the online ones
+    assert ("online", "medium", "high", True) in found
+    assert all(ours == theirs for channel, ours, theirs, _ in found if channel == "in_store")
+
+
 def test_the_action_suggested_is_answered_by_a_reason_listed() -> None:
     """Whatever a rule raised or held, a risk read that suggests an action lists the reason it
     answers ("Resolve the open complaint first" beside the complaint): the shipped model and
