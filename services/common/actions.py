@@ -40,6 +40,18 @@ ACTIONS = {
 # one immutable action per reason, built once (not validated again for every customer)
 ACTION_OF = {reason: SuggestedAction(code=code, text=text, text_zh=zh)
              for reason, (code, text, zh) in ACTIONS.items()}
+# The same actions in an online buyer's words (features.online_mostly): an online shop's
+# owner read "with an invitation to book" about a customer who orders on the web.
+ONLINE_WORDS = {
+    "overdue": ("Message the customer personally with an offer to order again",
+                "亲自发消息邀请客户再次下单"),
+    "frequency_decline": ("Message the customer personally with an offer to order again",
+                          "亲自发消息邀请客户再次下单"),
+    "no_return": ("Invite the customer back personally: they have not ordered again since "
+                  "their first order", "亲自邀请客户再次下单：首次下单后至今未再购买"),
+}
+ONLINE_ACTION_OF = {reason: SuggestedAction(code=ACTION_OF[reason].code, text=text, text_zh=zh)
+                    for reason, (text, zh) in ONLINE_WORDS.items()}
 
 
 def action_code_of(reason_code: str) -> str | None:

@@ -32,7 +32,7 @@ from services.common.riskchange import (
     reason_json,
 )
 from services.common.timefmt import rfc3339
-from services.scoring.features import Activity, compute_features
+from services.scoring.features import Activity, compute_features, online_mostly
 from services.scoring.lifecycle import (
     DEFAULT_HORIZON_DAYS,
     ValueBounds,
@@ -325,7 +325,7 @@ class Engine:
         elif all(r.code == REGULAR.code for r in why):  # at risk, yet "as usual": say why
             why = _weaker_reasons(f, explained, score)
         held = self._held(previous, since, f, score, decided, tier, now_ms, t)
-        action = suggested_action(tier, why)
+        action = suggested_action(tier, why, online=online_mostly(f))
         if held is not None:  # say why the tier is above what the score alone gives
             why = [held, *first_reasons(why, action.code, MAX_REASONS - 1)]
         stage = lifecycle_stage(f, tier=tier, horizon_days=horizon,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.common.actions import ACTION_OF
+from services.common.actions import ACTION_OF, ONLINE_ACTION_OF
 from services.common.riskchange import Reason, SuggestedAction
 from services.scoring.features import FEATURE_NAMES, occasion_words, online_mostly
 from services.scoring.rules import english_plurals
@@ -390,15 +390,20 @@ def model_pattern(score: float) -> Reason:
 NO_ACTION = SuggestedAction(code="none", text="No action needed", text_zh="无需处理")
 
 
-def suggested_action(tier: str, reason_list: Sequence[Reason]) -> SuggestedAction:
+def suggested_action(tier: str, reason_list: Sequence[Reason], *,
+                     online: bool = False) -> SuggestedAction:
     """What to do about a customer at medium or high: the first reason's action — but an
     unresolved complaint among the reasons comes first, whatever else is told before it
-    (inviting back a customer whose complaint is still open is not what to do)."""
+    (inviting back a customer whose complaint is still open is not what to do). ``online``:
+    in an online buyer's words (the same action code)."""
     if tier == "low" or not reason_list or reason_list[0].code == "regular":
         return NO_ACTION
     if any(r.code == "open_complaint" for r in reason_list):
         return ACTION_OF["open_complaint"]
-    return ACTION_OF.get(reason_list[0].code, ACTION_OF["overdue"])
+    code = reason_list[0].code if reason_list[0].code in ACTION_OF else "overdue"
+    if online and code in ONLINE_ACTION_OF:
+        return ONLINE_ACTION_OF[code]
+    return ACTION_OF[code]
 
 
 class Scorecard:

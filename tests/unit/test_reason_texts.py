@@ -218,6 +218,33 @@ def test_an_open_complaint_comes_first_in_what_to_do() -> None:
     assert suggested_action("low", [away, complained]).code == "none"
 
 
+def test_an_online_buyer_is_invited_to_order_not_to_book() -> None:
+    """An online shop's owner read "Call or message the customer personally with an
+    invitation to book" about a customer who orders on the web. The same action (its code:
+    what the notifier pairs with a reason) in an online buyer's words, both languages."""
+    from services.common.actions import ACTION_OF
+    from services.scoring.model import load_model
+
+    for code in ("overdue", "frequency_decline", "no_return"):
+        reason = Reason(code=code, text="x", text_zh="x", weight=1.0)
+        theirs = suggested_action("high", [reason], online=True)
+        assert theirs.code == ACTION_OF[code].code
+        assert "book" not in theirs.text and "visit" not in theirs.text
+        assert "order" in theirs.text and "下单" in theirs.text_zh
+        assert suggested_action("high", [reason]) == ACTION_OF[code]
+    complained = Reason(code="open_complaint", text="1 unresolved complaint", text_zh="x",
+                        weight=1.0)
+    assert suggested_action("high", [complained], online=True) == ACTION_OF["open_complaint"]
+    engine = Engine(load_model(None), Thresholds())
+    for channel, words in (("online", "order again"), ("in_store", "invitation to book")):
+        history = regular("c", every_days=20, count=6)
+        for e in history:
+            e["channel"] = channel
+        [a] = engine.assess([Subject("c", acts(history))], at(100 + 90), with_history=False)
+        assert a.tier != "low" and a.action.code == "personal_call", a
+        assert words in a.action.text, (channel, a.action.text)
+
+
 def test_frequency_reasons_count_days_not_visits() -> None:
     """The features count the days a customer came; "3 visits in the last year" read wrong
     beside a timeline day of ten visits (third console walkthrough)."""
