@@ -179,6 +179,9 @@ class Templates:
             "previous_tier": tiers[change.previous_tier], "tier": tiers[change.tier],
             "worse": TIER_RANK[change.tier] > TIER_RANK[change.previous_tier],
             "score": _score(change), "score_value": change.score,
+            # a rule, hysteresis or the dwell holds the tier above the score's own: an SMS
+            # has no room to say so, and "high risk 0.30" read as a contradiction
+            "held": any(holds_tier(r) for r in change.reasons),
             "reasons": [(r.text_zh if zh else r.text) for r in _listed(change, act)],
             "why": _why(change, act, zh),
             "action": act.text_zh if zh else act.text, "action_code": act.code,

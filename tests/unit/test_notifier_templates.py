@@ -107,6 +107,11 @@ def test_sms_says_why_not_that_a_rule_holds_the_tier() -> None:
     for recipient, why in ((EN, "63 days since the last visit"), (ZH, "距上次到店已63天")):
         sms = Templates().sms(raised, recipient, customer_name="Ana Silva", ack_url=LINK)
         assert why in sms and "business rule" not in sms and "业务规则" not in sms, sms
+    # nor its score, which the tier contradicts ("high risk 0.19"): the tier and why
+    sms = Templates().sms(raised, EN, customer_name="Ana Silva", ack_url=LINK)
+    assert f"{raised.score:.2f}" not in sms and "high risk, was" in sms, sms
+    assert f"high risk {CHANGE.score:.2f}, was" in Templates().sms(
+        CHANGE, EN, customer_name="Ana Silva", ack_url=LINK)
     _, text, _ = render_email(raised, EN, delivery_id="d")
     assert "Raised to high by a business rule" in text  # the e-mail has room for both
     # ...and says why first, as the console does; that a rule holds the tier after it
