@@ -29,7 +29,7 @@ class Thresholds:
         whatever the business type: where seven in ten such customers churn within 60 days
         anyway, the general levels raised a third of them to high (an online shop left at
         the default business type: ~100 texts a week per 1,000 active customers, right 76 %
-        of the time, about the base rate; bench/live_alerts.py, docs/notifier.md)."""
+        of the time against a base rate of 70 %; bench/live_alerts.py, docs/notifier.md)."""
         dwell = int(s.tier_min_dwell_seconds * 1000)
         online = None
         # by value, not by which were set: `churnwatch up` hands every setting to its children
