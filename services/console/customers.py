@@ -40,7 +40,6 @@ from services.records.holdout import holdout
 from services.records.winback import ACTION_TYPES
 from services.scoring.lifecycle import LIFECYCLE_STAGES, stage_name
 from services.scoring.scorecard import REGULAR
-from services.scoring.tiers import Thresholds
 from services.state.store import StateRead
 from services.web.deps import Res, Resources
 from services.web.params import CustomerId
@@ -240,9 +239,10 @@ def _why_tier(codes: list[Any]) -> str:
 
 
 def _levels(res: Resources, risk: dict[str, Any]) -> tuple[float, float]:
-    """The medium and high entry levels the customer is judged at (the chart's lines): a
-    customer who buys mostly online may be judged at an online shop's (Thresholds.of)."""
-    t = Thresholds.from_settings(res.settings).of(risk.get("features") or {})
+    """The medium and high entry levels the customer is judged at (the chart's lines): the
+    scoring engine's, which for a customer who buys mostly online may be an online shop's
+    (Thresholds.of)."""
+    t = res.engine.thresholds.of(risk.get("features") or {})
     return t.medium_enter, t.high_enter
 
 

@@ -271,6 +271,14 @@ def test_a_customer_who_buys_mostly_online_is_judged_at_the_online_levels(
     # an online customer the general levels call high is at most medium at the online ones
     assert ("online", "medium", "high", True) in found
     assert all(ours == theirs for channel, ours, theirs, _ in found if channel == "in_store")
+    # the console's score chart draws the levels the engine judged the customer at
+    from types import SimpleNamespace
+
+    from services.console.customers import _levels
+    res: Any = SimpleNamespace(engine=engine)
+    assert _levels(res, {"features": {"online_share_365": 1.0}}) == (0.85, 0.93)
+    assert _levels(res, {"features": {"online_share_365": 0.0}}) == (0.45, 0.75)
+    assert _levels(res, {}) == (0.45, 0.75)
 
 
 def test_the_action_suggested_is_answered_by_a_reason_listed() -> None:
