@@ -693,7 +693,8 @@ async def _run(stack: Stack) -> int:
         return 1
     info = stack.info
     s = stack.settings
-    rules = str(s.rules) if s.rules else s.business_type
+    rules = (str(s.rules) if s.rules else s.business_type) + "".join(
+        f", {tenant}: {kind}" for tenant, kind in s.business_types.items())
     api = info["api_url"]
     sample = "demo-ana-regular" if stack.demo else "<customer_id>"
     auth = "" if not s.auth_enabled else " -H 'Authorization: Bearer <a read key>'"

@@ -103,6 +103,33 @@ def parse_api_keys(raw: str) -> tuple[ApiKey, ...]:
     return tuple(keys)
 
 
+BUSINESS_TYPES = ("default", "salon", "restaurant", "retail", "online")
+
+
+def parse_tenant_business_types(raw: str) -> dict[str, str]:
+    """Parse ``tenant=type`` entries separated by commas (``acme=salon,shop=online``): the
+    business type of each tenant named; the others keep ``CHURNWATCH_BUSINESS_TYPE``. Raises
+    ValueError naming the entry on bad input."""
+    out: dict[str, str] = {}
+    for n, entry in enumerate(part.strip() for part in raw.split(",")):
+        if not entry:
+            continue
+        tenant, eq, kind = (x.strip() for x in entry.partition("="))
+        if not eq or not tenant or not kind:
+            raise ValueError(f"entry {n + 1} must look like 'tenant=type', e.g. 'acme=salon' "
+                             f"(types: {', '.join(BUSINESS_TYPES)})")
+        if not _TENANT_RE.match(tenant):
+            raise ValueError(f"entry {n + 1}: tenant {tenant[:40]!r} must be 1-64 letters, digits, "
+                             "'_', '.' or '-', starting with a letter or digit")
+        if kind not in BUSINESS_TYPES:
+            raise ValueError(f"entry {n + 1}: unknown business type {kind[:40]!r}; use one of "
+                             f"{', '.join(BUSINESS_TYPES)}")
+        if tenant in out:
+            raise ValueError(f"entry {n + 1}: tenant {tenant!r} is named twice")
+        out[tenant] = kind
+    return out
+
+
 _DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
@@ -271,6 +298,10 @@ class Settings(BaseSettings):
     # "online": an online shop, whose tier thresholds default higher (ONLINE_TIERS)
     business_type: Literal["default", "salon", "restaurant", "retail", "online"] = "default"
     rules: Path | None = None
+    # One deployment serving several kinds of business: "tenant=type,..." gives a tenant its
+    # own business type (its packaged rules and, for "online", its tier levels); a tenant not
+    # named keeps business_type / rules above.
+    tenant_business_types: str = ""
 
     # -- Model quality: drift and live outcomes (services/scorer/quality.py; docs/model.md
     # "Drift and live quality"). Every scorer runs a pass each interval; one of them (a Redis
@@ -390,6 +421,12 @@ class Settings(BaseSettings):
     @classmethod
     def _check_api_keys(cls, v: SecretStr) -> SecretStr:
         parse_api_keys(v.get_secret_value())
+        return v
+
+    @field_validator("tenant_business_types")
+    @classmethod
+    def _check_tenant_business_types(cls, v: str) -> str:
+        parse_tenant_business_types(v)
         return v
 
     @field_validator("kafka_bootstrap")
@@ -525,6 +562,12 @@ class Settings(BaseSettings):
     @property
     def keys(self) -> tuple[ApiKey, ...]:
         return parse_api_keys(self.api_keys.get_secret_value())
+
+    @property
+    def business_types(self) -> dict[str, str]:
+        """Tenant -> business type, for the tenants given their own
+        (``CHURNWATCH_TENANT_BUSINESS_TYPES``)."""
+        return parse_tenant_business_types(self.tenant_business_types)
 
     @property
     def auth_enabled(self) -> bool:

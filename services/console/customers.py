@@ -238,11 +238,11 @@ def _why_tier(codes: list[Any]) -> str:
     return "rule" if "tier_raised_by_rule" in codes else "held"
 
 
-def _levels(res: Resources, risk: dict[str, Any]) -> tuple[float, float]:
+def _levels(res: Resources, tenant: str, risk: dict[str, Any]) -> tuple[float, float]:
     """The medium and high entry levels the customer is judged at (the chart's lines): the
-    scoring engine's, which for a customer who buys mostly online may be an online shop's
-    (Thresholds.of)."""
-    t = res.engine.thresholds.of(risk.get("features") or {})
+    scoring engine's for the tenant, which for an online shop, or a customer who buys mostly
+    online, are an online shop's (Engine.levels)."""
+    t = res.engine.levels(tenant, risk.get("features") or {})
     return t.medium_enter, t.high_enter
 
 
@@ -291,7 +291,7 @@ async def customer_page(customer_id: CustomerId, request: Request, res: Res) -> 
             contact.append(profile.phone)
     chart = charts.score_line(
         t["score_over_time"], _history(entries, state, risk),
-        thresholds=_levels(res, risk),
+        thresholds=_levels(res, session.tenant, risk),
         notes={"rule": t["raised_by_rule"], "held": t["held_above_score"]})
     # a form that could not be saved (signed out, stale token): back, pre-filled, once
     draft = await session_store(res).take_draft(request.cookies.get(SESSION_COOKIE),

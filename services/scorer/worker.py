@@ -38,8 +38,6 @@ from services.scorer.transport import PollConsumer, transport_app
 from services.scoring import summary, valuebounds
 from services.scoring.engine import Engine
 from services.scoring.model import ShadowModel, load_model
-from services.scoring.rules import rules_from_settings
-from services.scoring.tiers import Thresholds
 from services.state.store import StateStore
 
 logger = logging.getLogger(__name__)
@@ -85,11 +83,10 @@ class _Jobs:
     """What the scorer's Faust app runs besides the agent: the processor it builds on first use
     and the periodic jobs (timers and tasks), each behind its own guard (:func:`_guarded`)."""
 
-    def __init__(self, app: faust.App, settings: Settings, model: Any, rules: Any) -> None:
+    def __init__(self, app: faust.App, settings: Settings, engine: Engine) -> None:
         self.app = app
         self.settings = settings
-        self.model = model
-        self.rules = rules
+        self.engine = engine
         self.registry = CollectorRegistry()
         self.quality_metrics = QualityMetrics(self.registry)  # exported from the start
         self.ready_flag = False
@@ -113,9 +110,7 @@ class _Jobs:
             producer = await start_producer(settings)
             store = StateStore.from_settings(redis, settings)
             parts["processor"] = Processor(settings=settings, store=store, producer=producer,
-                                           engine=Engine(self.model, Thresholds.from_settings(settings),
-                                                         rules=self.rules, shadow=ShadowModel(),
-                                                         horizon_days=settings.churn_inactive_days),
+                                           engine=self.engine,
                                            registry=self.registry)
             logger.info("customer summary: %s", "compiled (mypyc)" if summary.NATIVE else
                         "pure Python (not compiled here: `make native`; about half as fast)")
@@ -128,7 +123,7 @@ class _Jobs:
 
     def ready(self) -> dict[str, Any]:
         proc = self.started
-        version = proc.engine.model.version if proc is not None else self.model.version
+        version = proc.engine.model.version if proc is not None else self.engine.model.version
         stuck = dict(proc.stuck) if proc is not None else {}
         # not ready while a step waits on an error retrying does not fix: say which, and why
         return {"ready": self.ready_flag and not stuck, "model_version": version,
@@ -242,8 +237,8 @@ class _Jobs:
 
 
 def build_app(settings: Settings) -> faust.App:
-    model = load_model(settings.model)  # fail at start-up, not on the first batch
-    rules = rules_from_settings(settings)  # likewise: a bad rules file stops the start
+    # fail at start-up, not on the first batch: a model or rules file that cannot be read
+    engine = Engine.from_settings(load_model(settings.model), settings, shadow=ShadowModel())
 
     async def handle(messages: list[Any]) -> None:
         """A batch of the events topic's records, straight from the consumer (transport.py)."""
@@ -279,7 +274,7 @@ def build_app(settings: Settings) -> faust.App:
     )
     topic = app.topic(settings.topic_events, key_type=bytes, value_type=bytes,
                       partitions=settings.topic_partitions)
-    jobs = _Jobs(app, settings, model, rules)
+    jobs = _Jobs(app, settings, engine)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:

@@ -42,7 +42,7 @@ from services.scoring.lifecycle import (
     value_tier,
 )
 from services.scoring.model import ActiveModel, RiskModel, ShadowModel, feature_matrix
-from services.scoring.rules import RuleSet
+from services.scoring.rules import RuleSet, load_rules, rules_from_settings
 from services.scoring.scorecard import (
     REGULAR,
     fact_of,
@@ -187,13 +187,24 @@ class Assessment:
         }
 
 
+@dataclass(frozen=True)
+class Business:
+    """How one kind of business judges its customers: its tier levels and its rules."""
+
+    thresholds: Thresholds
+    rules: RuleSet | None = None
+
+
 class Engine:
     def __init__(self, model: RiskModel | ActiveModel, thresholds: Thresholds, *,
                  rules: RuleSet | None = None, shadow: ShadowModel | None = None,
-                 horizon_days: float = DEFAULT_HORIZON_DAYS):
+                 horizon_days: float = DEFAULT_HORIZON_DAYS,
+                 tenants: dict[str, Business] | None = None):
         self.active = model if isinstance(model, ActiveModel) else ActiveModel(model)
-        self.thresholds = thresholds
-        self.rules = rules
+        # the tenants judged as another kind of business than the deployment's (their own
+        # levels and rules: CHURNWATCH_TENANT_BUSINESS_TYPES); every other tenant: the above
+        self.business = Business(thresholds, rules)
+        self.tenants = dict(tenants or {})
         self.shadow = shadow  # a challenger scored beside the served model (None: none)
         # the churn horizon when the served model's card does not name one (the scorecard)
         self.horizon_days = float(horizon_days)
@@ -201,6 +212,27 @@ class Engine:
         # a tenant without any gets the fixed fallback
         self.value_bounds: dict[str, ValueBounds] = {}
         self._bounds_loaded_at = float("-inf")
+
+    @classmethod
+    def from_settings(cls, model: RiskModel | ActiveModel, settings: Any, *,
+                      shadow: ShadowModel | None = None) -> Engine:
+        """The engine the settings describe: the deployment's business type (or rules file)
+        and tier levels, each tenant of ``CHURNWATCH_TENANT_BUSINESS_TYPES`` with its own
+        type's rules and levels. A bad rules file raises ConfigError (a service stops at
+        start)."""
+        tenants = {tenant: Business(Thresholds.from_settings(settings, kind),
+                                    load_rules(None, kind))
+                   for tenant, kind in settings.business_types.items()}
+        return cls(model, Thresholds.from_settings(settings), rules=rules_from_settings(settings),
+                   shadow=shadow, horizon_days=settings.churn_inactive_days, tenants=tenants)
+
+    def business_of(self, tenant: str) -> Business:
+        """How ``tenant`` judges its customers."""
+        return self.tenants.get(tenant, self.business)
+
+    def levels(self, tenant: str, features: dict[str, float]) -> Thresholds:
+        """The tier levels a customer of ``tenant`` with these features is judged at."""
+        return self.business_of(tenant).thresholds.of(features)
 
     def horizon(self, model: RiskModel) -> float:
         """The churn horizon (days) of ``model``: its card's ``horizon_days``, else the
@@ -295,7 +327,7 @@ class Engine:
                 return out
             for i, score in zip(order, theirs, strict=True):
                 sc = float(min(max(float(score), 0.0), 1.0))
-                levels = self.thresholds.of(feats[last[i]])
+                levels = self.levels(subjects[i].tenant, feats[last[i]])
                 out[i][-1] = replace(out[i][-1], shadow=(
                     challenger.version, sc, plain_tier(sc, levels)))
         return out
@@ -306,15 +338,16 @@ class Engine:
                     now_ms: int, horizon: float, *, with_history: bool,
                     rounded: dict[str, float] | None = None) -> Assessment:
         score = float(min(max(score, 0.0), 1.0))
-        t = self.thresholds.of(f)
+        business = self.business_of(s.tenant)
+        t = business.thresholds.of(f)
         if with_history:
             tier = decide_tier(previous, since, score, now_ms, t)
         else:
             tier = plain_tier(score, t)
         ruled: list[Reason] = []
         decided = tier
-        if self.rules is not None:
-            tier, ruled = self.rules.apply(tier, f)
+        if business.rules is not None:
+            tier, ruled = business.rules.apply(tier, f)
         if explained is not None:  # the model's own attributions, per reason code
             why = top_reasons(f, *explained)
         else:
@@ -324,7 +357,7 @@ class Engine:
             why = [r for r in why if r.code != "overdue"] or [REGULAR]
         elif all(r.code == REGULAR.code for r in why):  # at risk, yet "as usual": say why
             why = _weaker_reasons(f, explained, score)
-        held = self._held(previous, since, f, score, decided, tier, now_ms, t)
+        held = self._held(previous, since, f, score, decided, tier, now_ms, t, business.rules)
         action = suggested_action(tier, why, online=online_mostly(f))
         if held is not None:  # say why the tier is above what the score alone gives
             why = [held, *first_reasons(why, action.code, MAX_REASONS - 1)]
@@ -338,15 +371,16 @@ class Engine:
         )
 
     def _held(self, previous: str | None, since: int | None, f: dict[str, float], score: float,
-              decided: str, tier: str, now_ms: int, t: Thresholds) -> Reason | None:
-        """A reason when a rule, hysteresis or the minimum dwell holds ``tier`` above the
-        score's own tier (at the customer's levels ``t``); None otherwise."""
+              decided: str, tier: str, now_ms: int, t: Thresholds,
+              rules: RuleSet | None) -> Reason | None:
+        """A reason when a rule (of ``rules``), hysteresis or the minimum dwell holds ``tier``
+        above the score's own tier (at the customer's levels ``t``); None otherwise."""
         plain = plain_tier(score, t)
         if _RANK[tier] <= _RANK[plain]:
             return None
         zh_tier = _ZH_TIER[tier]
-        if _RANK[tier] > _RANK[decided] and self.rules is not None:
-            rule = next((r for r in self.rules.rules if r.holds(f) and r.min_tier == tier), None)
+        if _RANK[tier] > _RANK[decided] and rules is not None:
+            rule = next((r for r in rules.rules if r.holds(f) and r.min_tier == tier), None)
             if rule is not None:
                 # staff read it: which rule, in words (its label), beside the rule's own
                 # reason with the customer's numbers

@@ -41,10 +41,10 @@ import yaml
 
 from services.common.exceptions import ConfigError
 from services.common.riskchange import TIER_RANK, Reason
+from services.common.settings import BUSINESS_TYPES
 from services.scoring.features import FEATURE_NAMES, occasion_words
 
 RULES_DIR = Path(__file__).with_name("rules")
-BUSINESS_TYPES = ("default", "salon", "restaurant", "retail", "online")
 # an online shop keeps retail's rules (its own tier thresholds: settings.ONLINE_TIERS)
 _RULES_FILE = {"online": "retail"}
 RULE_WEIGHT = 9.0  # rule reasons rank above model reasons

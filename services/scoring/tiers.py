@@ -23,23 +23,30 @@ class Thresholds:
     online: Thresholds | None = None
 
     @classmethod
-    def from_settings(cls, s: Settings) -> Thresholds:
-        """The settings' levels. Where the four are the defaults, a customer who buys mostly
-        online is judged at the online shop's (:data:`~services.common.settings.ONLINE_TIERS`)
-        whatever the business type: where seven in ten such customers churn within 60 days
-        anyway, the general levels raised a third of them to high (an online shop left at
-        the default business type: ~100 texts a week per 1,000 active customers, right 76 %
-        of the time against a base rate of 70 %; bench/live_alerts.py, docs/notifier.md)."""
+    def from_settings(cls, s: Settings, business_type: str | None = None) -> Thresholds:
+        """The settings' levels, for ``business_type`` (default: the deployment's; a tenant's
+        own, ``CHURNWATCH_TENANT_BUSINESS_TYPES``). Where the four are not chosen (the defaults,
+        or an online deployment's :data:`~services.common.settings.ONLINE_TIERS`), an online
+        business is judged at the online levels, and in any other a customer who buys mostly
+        online is: where seven in ten such customers churn within 60 days anyway, the general
+        levels raised a third of them to high (an online shop left at the default business
+        type: ~100 texts a week per 1,000 active customers, right 76 % of the time against a
+        base rate of 70 %; bench/live_alerts.py, docs/notifier.md). Levels chosen apply to
+        every business type and customer alike."""
         dwell = int(s.tier_min_dwell_seconds * 1000)
-        online = None
         # by value, not by which were set: `churnwatch up` hands every setting to its children
         levels = {name: getattr(s, name) for name in ONLINE_TIERS}
-        if s.business_type != "online" and all(
-                value == type(s).model_fields[name].default for name, value in levels.items()):
-            online = cls(ONLINE_TIERS["tier_medium_enter"], ONLINE_TIERS["tier_medium_exit"],
-                         ONLINE_TIERS["tier_high_enter"], ONLINE_TIERS["tier_high_exit"], dwell)
-        return cls(s.tier_medium_enter, s.tier_medium_exit, s.tier_high_enter, s.tier_high_exit,
-                   dwell, online)
+        defaults = {name: type(s).model_fields[name].default for name in ONLINE_TIERS}
+
+        def at(values: Mapping[str, float], online: Thresholds | None = None) -> Thresholds:
+            return cls(**{k.removeprefix("tier_"): v for k, v in values.items()},
+                       min_dwell_ms=dwell, online=online)
+
+        if levels != defaults and not (s.business_type == "online" and levels == ONLINE_TIERS):
+            return at(levels)
+        if (business_type or s.business_type) == "online":
+            return at(ONLINE_TIERS)
+        return at(defaults, at(ONLINE_TIERS))
 
     def of(self, features: Mapping[str, float]) -> Thresholds:
         """The levels a customer with these features is judged at."""

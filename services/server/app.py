@@ -32,8 +32,6 @@ from services.ingest import routes as ingest
 from services.ingest.publisher import EventPublisher
 from services.scoring.engine import Engine
 from services.scoring.model import load_model
-from services.scoring.rules import rules_from_settings
-from services.scoring.tiers import Thresholds
 from services.web.cache import TtlCache
 from services.web.deps import Res, Resources
 from services.web.metrics import ApiMetrics
@@ -51,7 +49,7 @@ staff. Authenticate with `Authorization: Bearer <key>` (scopes: ingest, read, ad
 
 def create_app(settings: Settings) -> FastAPI:
     model = load_model(settings.model)
-    rules = rules_from_settings(settings)  # a bad rules file stops the start, as in the scorer
+    engine = Engine.from_settings(model, settings)  # a bad rules file stops the start
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -61,8 +59,7 @@ def create_app(settings: Settings) -> FastAPI:
         status_reader = StatusReader(settings, redis, keys)
         app.state.resources = Resources(
             settings=settings, redis=redis, keys=keys, publisher=publisher,
-            engine=Engine(model, Thresholds.from_settings(settings), rules=rules,
-                          horizon_days=settings.churn_inactive_days),
+            engine=engine,
             status=status_reader,
             metrics=metrics, intake=intake, profiles=ProfileStore(redis, keys),
             limiter=RateLimiter(settings.api_rate_limit_per_second, settings.api_rate_limit_burst),

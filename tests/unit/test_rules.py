@@ -276,9 +276,63 @@ def test_a_customer_who_buys_mostly_online_is_judged_at_the_online_levels(
 
     from services.console.customers import _levels
     res: Any = SimpleNamespace(engine=engine)
-    assert _levels(res, {"features": {"online_share_365": 1.0}}) == (0.85, 0.93)
-    assert _levels(res, {"features": {"online_share_365": 0.0}}) == (0.45, 0.75)
-    assert _levels(res, {}) == (0.45, 0.75)
+    assert _levels(res, "default", {"features": {"online_share_365": 1.0}}) == (0.85, 0.93)
+    assert _levels(res, "default", {"features": {"online_share_365": 0.0}}) == (0.45, 0.75)
+    assert _levels(res, "default", {}) == (0.45, 0.75)
+
+
+def test_each_tenant_is_judged_as_its_own_kind_of_business() -> None:
+    """One deployment serving a salon chain, an online shop and businesses of no stated kind
+    (CHURNWATCH_TENANT_BUSINESS_TYPES): the same weekly regular three weeks away is high at
+    the salon (its rule: three usual gaps away), left to the model elsewhere; the online
+    shop's customers are judged at the online levels, in store or not. The score is the same
+    everywhere: only rules and levels differ."""
+    from services.common.settings import ONLINE_TIERS
+    from services.console.customers import _levels
+
+    s = load_settings(tenant_business_types=" cuts=salon, shop=online ")
+    assert s.business_types == {"cuts": "salon", "shop": "online"}
+    engine = Engine.from_settings(load_model(None), s)
+    weekly = acts(regular("w", every_days=7, count=30))  # visits on days 0 .. 203
+    seen = {t: engine.assess([Subject("w", weekly, tenant=t)], at(203 + 22),
+                             with_history=False)[0]
+            for t in ("default", "cuts", "shop", "unnamed")}
+    assert len({a.score for a in seen.values()}) == 1
+    assert seen["cuts"].tier == "high"
+    assert seen["cuts"].reasons[0].code == "tier_raised_by_rule"
+    for other in ("default", "shop", "unnamed"):
+        assert seen[other].tier == "low", other
+        assert not any(r.code.startswith("tier_") for r in seen[other].reasons)
+    in_store = {"online_share_365": 0.0}
+    assert engine.levels("shop", in_store).high_enter == ONLINE_TIERS["tier_high_enter"]
+    assert engine.levels("cuts", in_store).high_enter == 0.75
+    assert engine.levels("unnamed", {"online_share_365": 1.0}).high_enter == 0.93
+    assert engine.business_of("shop").rules == load_rules(None, "online")
+    assert engine.business_of("unnamed") is engine.business_of("default")
+    from types import SimpleNamespace
+    res: Any = SimpleNamespace(engine=engine)  # the console's chart: the tenant's levels
+    assert _levels(res, "shop", {"features": in_store}) == (0.85, 0.93)
+    assert _levels(res, "cuts", {"features": in_store}) == (0.45, 0.75)
+
+    # an online deployment whose levels nobody chose: a salon tenant gets the general ones
+    online = load_settings(business_type="online", tenant_business_types="cuts=salon")
+    assert Thresholds.from_settings(online, "salon") == Thresholds.from_settings(load_settings())
+    assert Thresholds.from_settings(online).high_enter == ONLINE_TIERS["tier_high_enter"]
+    # levels chosen are every tenant's, an online one's too
+    chosen = load_settings(tier_high_enter=0.8, tenant_business_types="shop=online")
+    assert Thresholds.from_settings(chosen, "online").high_enter == 0.8
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ("cuts", "must look like 'tenant=type'"),
+    ("cuts=", "must look like 'tenant=type'"),
+    ("cuts=bakery", "unknown business type 'bakery'; use one of default, salon"),
+    ("-bad=salon", "tenant '-bad' must be 1-64 letters"),
+    ("cuts=salon,cuts=retail", "entry 2: tenant 'cuts' is named twice"),
+])
+def test_tenant_business_types_refused_say_what_to_write(raw: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(tenant_business_types=raw)
 
 
 def test_the_action_suggested_is_answered_by_a_reason_listed() -> None:
