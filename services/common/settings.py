@@ -108,8 +108,9 @@ BUSINESS_TYPES = ("default", "salon", "restaurant", "retail", "online")
 
 def parse_tenant_business_types(raw: str) -> dict[str, str]:
     """Parse ``tenant=type`` entries separated by commas (``acme=salon,shop=online``): the
-    business type of each tenant named; the others keep ``CHURNWATCH_BUSINESS_TYPE``. Raises
-    ValueError naming the entry on bad input."""
+    business type of each tenant named, or a rules YAML file of its own (a path ending in
+    .yaml or .yml); the others keep ``CHURNWATCH_BUSINESS_TYPE``. Raises ValueError naming the
+    entry on bad input."""
     out: dict[str, str] = {}
     for n, entry in enumerate(part.strip() for part in raw.split(",")):
         if not entry:
@@ -117,13 +118,17 @@ def parse_tenant_business_types(raw: str) -> dict[str, str]:
         tenant, eq, kind = (x.strip() for x in entry.partition("="))
         if not eq or not tenant or not kind:
             raise ValueError(f"entry {n + 1} must look like 'tenant=type', e.g. 'acme=salon' "
-                             f"(types: {', '.join(BUSINESS_TYPES)})")
+                             f"(types: {', '.join(BUSINESS_TYPES)}; or a rules .yaml file)")
         if not _TENANT_RE.match(tenant):
             raise ValueError(f"entry {n + 1}: tenant {tenant[:40]!r} must be 1-64 letters, digits, "
                              "'_', '.' or '-', starting with a letter or digit")
-        if kind not in BUSINESS_TYPES:
+        if kind.endswith((".yaml", ".yml")):
+            if not Path(kind).is_file():
+                raise ValueError(f"entry {n + 1}: {kind[:200]} is not a file; point it at a rules "
+                                 "YAML file (see services/scoring/rules/default.yaml)")
+        elif kind not in BUSINESS_TYPES:
             raise ValueError(f"entry {n + 1}: unknown business type {kind[:40]!r}; use one of "
-                             f"{', '.join(BUSINESS_TYPES)}")
+                             f"{', '.join(BUSINESS_TYPES)}, or a rules file ending in .yaml")
         if tenant in out:
             raise ValueError(f"entry {n + 1}: tenant {tenant!r} is named twice")
         out[tenant] = kind
@@ -299,8 +304,8 @@ class Settings(BaseSettings):
     business_type: Literal["default", "salon", "restaurant", "retail", "online"] = "default"
     rules: Path | None = None
     # One deployment serving several kinds of business: "tenant=type,..." gives a tenant its
-    # own business type (its packaged rules and, for "online", its tier levels); a tenant not
-    # named keeps business_type / rules above.
+    # own business type (its packaged rules and, for "online", its tier levels) or its own
+    # rules file ("tenant=/path/rules.yaml"); a tenant not named keeps business_type / rules.
     tenant_business_types: str = ""
 
     # -- Model quality: drift and live outcomes (services/scorer/quality.py; docs/model.md
@@ -565,7 +570,7 @@ class Settings(BaseSettings):
 
     @property
     def business_types(self) -> dict[str, str]:
-        """Tenant -> business type, for the tenants given their own
+        """Tenant -> business type or rules file, for the tenants given their own
         (``CHURNWATCH_TENANT_BUSINESS_TYPES``)."""
         return parse_tenant_business_types(self.tenant_business_types)
 

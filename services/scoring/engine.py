@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,7 +43,7 @@ from services.scoring.lifecycle import (
     value_tier,
 )
 from services.scoring.model import ActiveModel, RiskModel, ShadowModel, feature_matrix
-from services.scoring.rules import RuleSet, load_rules, rules_from_settings
+from services.scoring.rules import BUSINESS_TYPES, RuleSet, load_rules, rules_from_settings
 from services.scoring.scorecard import (
     REGULAR,
     fact_of,
@@ -220,11 +221,20 @@ class Engine:
         and tier levels, each tenant of ``CHURNWATCH_TENANT_BUSINESS_TYPES`` with its own
         type's rules and levels. A bad rules file raises ConfigError (a service stops at
         start)."""
-        tenants = {tenant: Business(Thresholds.from_settings(settings, kind),
-                                    load_rules(None, kind))
+        tenants = {tenant: cls._business(settings, kind)
                    for tenant, kind in settings.business_types.items()}
         return cls(model, Thresholds.from_settings(settings), rules=rules_from_settings(settings),
                    shadow=shadow, horizon_days=settings.churn_inactive_days, tenants=tenants)
+
+    @staticmethod
+    def _business(settings: Any, kind: str) -> Business:
+        """A tenant's own business type, or rules file: a file's levels are those of the type
+        its ``business_type`` names (the deployment's when it names none of them)."""
+        if kind in BUSINESS_TYPES:
+            return Business(Thresholds.from_settings(settings, kind), load_rules(None, kind))
+        rules = load_rules(Path(kind))
+        return Business(Thresholds.from_settings(
+            settings, rules.name if rules.name in BUSINESS_TYPES else None), rules)
 
     def business_of(self, tenant: str) -> Business:
         """How ``tenant`` judges its customers."""

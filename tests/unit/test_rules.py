@@ -323,6 +323,33 @@ def test_each_tenant_is_judged_as_its_own_kind_of_business() -> None:
     assert Thresholds.from_settings(chosen, "online").high_enter == 0.8
 
 
+def test_a_tenant_may_bring_its_own_rules_file(tmp_path: Path) -> None:
+    """``tenant=/path/rules.yaml``: that tenant's rules are its file's, at the levels of the
+    type the file names (an online shop's here); the other tenants keep theirs. A mistake in
+    the file stops the start with the file and the rule to fix."""
+    own = tmp_path / "shop.yaml"
+    own.write_text(yaml.safe_dump({**_doc(_rule(when="overdue_ratio >= 2")),
+                                   "business_type": "online"}))
+    s = load_settings(tenant_business_types=f"shop={own},cuts=salon")
+    engine = Engine.from_settings(load_model(None), s)
+    shop = engine.business_of("shop").rules
+    assert shop is not None and [r.id for r in shop.rules] == ["gone_quiet"]
+    assert engine.levels("shop", {}).high_enter == 0.93
+    assert engine.business_of("cuts").rules == load_rules(None, "salon")
+    assert engine.business_of("other").rules == load_rules(None, "default")
+    plain = tmp_path / "plain.yaml"  # a file naming no known type: the deployment's levels
+    plain.write_text(yaml.safe_dump(_doc(_rule())))
+    engine = Engine.from_settings(load_model(None), load_settings(
+        tenant_business_types=f"mine={plain}"))
+    assert engine.levels("mine", {}) == engine.levels("default", {})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(_doc(_rule(when="overdue_ration >= 2"))))
+    with pytest.raises(ConfigError, match=r"bad.yaml: rule 1 \(gone_quiet\).*overdue_ration"):
+        Engine.from_settings(load_model(None), load_settings(tenant_business_types=f"x={bad}"))
+    with pytest.raises(ConfigError, match="missing.yaml is not a file"):
+        load_settings(tenant_business_types=f"x={tmp_path / 'missing.yaml'}")
+
+
 @pytest.mark.parametrize(("raw", "message"), [
     ("cuts", "must look like 'tenant=type'"),
     ("cuts=", "must look like 'tenant=type'"),
