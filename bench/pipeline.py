@@ -94,10 +94,16 @@ def _iso(dt: datetime) -> str:
 
 
 # processes ----------------------------------------------------------------------------------
-def start_service(command: str, settings: Settings, log: Path, port: int) -> ServiceProcess:
-    """``churnwatch <command>`` started as a child with the bench's settings (its port is the
-    one they name); wait with ``wait_ready``."""
-    return ServiceProcess(command, settings, log, port=port).start(wait_ready=False)
+PORT_SETTING = {"api": "api_port", "scorer": "scorer_metrics_port",
+                "notifier": "notifier_metrics_port"}
+
+
+def start_service(command: str, settings: Settings, log: Path) -> ServiceProcess:
+    """``churnwatch <command>`` started as a child with the bench's settings, on a port chosen
+    as it starts (its ``url``; ``wait_ready`` starts it again on another if a process took
+    that one meanwhile: a soak may run beside the bench)."""
+    return ServiceProcess(command, settings, log,
+                          health_port_setting=PORT_SETTING[command]).start(wait_ready=False)
 
 
 def bench_settings(broker: str, redis: str, name: str, home: Path, **extra: Any) -> Settings:
@@ -181,7 +187,7 @@ async def ingest_phase(broker: str, redis: str, home: Path) -> dict[str, Any]:
     batches = ingest_events(INGEST_EVENTS, settings.redis_prefix)
     bodies = [json.dumps(b, separators=(",", ":")).encode() for b in batches]
     bare = await bare_producer(settings, bare_topic, batches)
-    api = start_service("api", settings, home / "api-ingest.log", settings.api_port)
+    api = start_service("api", settings, home / "api-ingest.log")
     try:
         await asyncio.to_thread(api.wait_ready)
         # warm-up: a small batch (connections, the producer's metadata), not counted
@@ -398,8 +404,8 @@ async def e2e_and_latency(broker: str, redis_addr: str, home: Path
                           ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     settings, keys, events, batches, bodies = await e2e_setup(broker, redis_addr, "be", home)
     redis = make_redis(settings)
-    api = start_service("api", settings, home / "api.log", settings.api_port)
-    scorer = start_service("scorer", settings, home / "scorer.log", settings.scorer_metrics_port)
+    api = start_service("api", settings, home / "api.log")
+    scorer = start_service("scorer", settings, home / "scorer.log")
     tail = RiskTail(settings)
     try:
         await asyncio.to_thread(api.wait_ready)
@@ -442,12 +448,9 @@ async def e2e_scaled(broker: str, redis_addr: str, home: Path, processes: int
     ``CHURNWATCH_SCORER_PROCESSES`` starts them): throughput only, the same event mix."""
     settings, keys, _, batches, bodies = await e2e_setup(broker, redis_addr, "bs", home)
     redis = make_redis(settings)
-    api = start_service("api", settings, home / "api-scaled.log", settings.api_port)
-    scorers = []
-    for i in range(processes):
-        mine = settings if i == 0 else settings.model_copy(update={"scorer_metrics_port": free_port()})
-        scorers.append(start_service("scorer", mine, home / f"scorer-scaled-{i + 1}.log",
-                                     mine.scorer_metrics_port))
+    api = start_service("api", settings, home / "api-scaled.log")
+    scorers = [start_service("scorer", settings, home / f"scorer-scaled-{i + 1}.log")
+               for i in range(processes)]
     try:
         await asyncio.to_thread(api.wait_ready)
         for scorer in scorers:

@@ -43,6 +43,11 @@ def _rate(v: float | None) -> str:
     return "n/a" if v is None else f"{v:,.0f} events/s"
 
 
+def _times(v: float | None) -> str:
+    """A ratio to the trivial agent; n/a where it was not timed (QUICK: one batch held all)."""
+    return "n/a" if v is None else f"{v:.1f}×"
+
+
 def _ms(d: dict[str, Any] | None) -> str:
     if not d or d.get("p50_ms") is None:
         return "n/a"
@@ -77,15 +82,15 @@ def _scorer_refs(s: dict[str, Any], ing: dict[str, Any], e2e: dict[str, Any]) ->
         ref.append(f"scorer alone, from Kafka {_rate(s['scorer_events_per_s'])}")
     if "scorer_envelopes_events_per_s" in s:
         ref.append(f"scorer alone, envelopes {_rate(s['scorer_envelopes_events_per_s'])} "
-                   f"({s['scorer_envelopes_vs_trivial_faust']:.1f}× trivial Faust)")
+                   f"({_times(s['scorer_envelopes_vs_trivial_faust'])} trivial Faust)")
     if "scorer_envelopes_distinct_events_per_s" in s:
         ref.append("scorer alone, envelopes, every event another customer "
                    f"{_rate(s['scorer_envelopes_distinct_events_per_s'])} "
-                   f"({s['scorer_envelopes_distinct_vs_trivial_faust']:.1f}× trivial Faust)")
+                   f"({_times(s['scorer_envelopes_distinct_vs_trivial_faust'])} trivial Faust)")
     if s.get("scorer_envelopes_processes_events_per_s"):
         ref.append(f"{s['scorer_processes']} scorer processes (one per core), envelopes "
                    f"{_rate(s['scorer_envelopes_processes_events_per_s'])} "
-                   f"({s['scorer_envelopes_processes_vs_trivial_faust']:.1f}× trivial Faust)")
+                   f"({_times(s['scorer_envelopes_processes_vs_trivial_faust'])} trivial Faust)")
     if ing.get("http_events_per_s"):
         ref.append(f"{e2e['events_per_s'] / ing['http_events_per_s']:.2f}× HTTP ingest")
     return ref

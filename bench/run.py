@@ -93,28 +93,38 @@ async def events_done(redis: Any, settings: Settings) -> int:
     return int(await redis.hget(keys.scored(settings.topic_events), "events") or 0)
 
 
-async def bare_consume(settings: Settings, n: int) -> float:
+async def bare_consume(settings: Settings, n: int) -> float | None:
+    """Records per second the bare client fetches, from the end of its first fetch to the end
+    of its last, counting what came after the first (the first fetch's records arrived before
+    the clock started; counting them overstated the rate by up to a tenth). None when one
+    fetch brought them all (``make bench QUICK=1``): nothing to time."""
     consumer = make_consumer(settings, settings.topic_events, group_id=f"bench-bare-{uuid.uuid4().hex[:6]}",
                              max_poll_records=settings.scorer_batch_max)
     await consumer.start()
-    got, t0 = 0, 0.0
+    got, first, t0 = 0, 0, 0.0
     try:
         while got < n:
             batch = await consumer.getmany(timeout_ms=500)
             count = sum(len(v) for v in batch.values())
             if count and not t0:
-                t0 = time.monotonic()
+                t0, first = time.monotonic(), count
             got += count
-        return got / (time.monotonic() - t0)
+        return (got - first) / (time.monotonic() - t0) if got > first else None
     finally:
         await consumer.stop()
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    """``a / b``, None where either was not timed."""
+    return a / b if a is not None and b else None
 
 
 def child_env(settings: Settings, **extra: str) -> dict[str, str]:
     return {**os.environ, **settings.to_env(), **extra}
 
 
-def trivial_faust(settings: Settings, n: int, workdir: Path, delivery: str = "stock") -> float:
+def trivial_faust(settings: Settings, n: int, workdir: Path, delivery: str = "stock"
+                  ) -> float | None:
     """``delivery``: ``stock`` - Faust's own, a task set per message (the ceiling of the
     framework as shipped, the reference of the ratios); ``handover`` - the scorer's transport,
     records taken by the consumer and counted a batch at a time (services/scorer/transport.py),
@@ -126,8 +136,8 @@ def trivial_faust(settings: Settings, n: int, workdir: Path, delivery: str = "st
                             stdout=open(workdir / f"trivial-{delivery}.log", "wb"),
                             stderr=subprocess.STDOUT)
     proc.wait(600)
-    count, seconds = out.read_text().split()
-    return int(count) / float(seconds)
+    count, seconds = out.read_text().split()  # after its first batch (bench/trivial_faust.py)
+    return int(count) / float(seconds) if int(count) else None
 
 
 async def scorer_run(settings: Settings, n: int, workdir: Path, *, steady: bool = True,
@@ -143,13 +153,14 @@ async def scorer_run(settings: Settings, n: int, workdir: Path, *, steady: bool 
     redis = make_redis(settings)
     keys = Keys(settings.redis_prefix)
     log_path = workdir / f"{name}.log"
-    workers = [ServiceProcess("scorer", settings, log_path, port=settings.scorer_metrics_port)
-               if i == 0 else
-               ServiceProcess("scorer", settings, workdir / f"{name}-{i + 1}.log",
+    # each on a port chosen as it starts (and again if another process took it meanwhile)
+    workers = [ServiceProcess("scorer", settings, log_path if i == 0 else
+                              workdir / f"{name}-{i + 1}.log",
                               health_port_setting="scorer_metrics_port")
                for i in range(processes)]
     for w in workers:
         w.start(wait_ready=False)
+    await asyncio.gather(*(asyncio.to_thread(w.wait_ready) for w in workers))
     try:
         # The clock starts once every worker holds its partitions (start-up and the group's
         # join are not the scorer's throughput), not at the first commit: a part is up to
@@ -174,7 +185,7 @@ async def scorer_run(settings: Settings, n: int, workdir: Path, *, steady: bool 
         memory_per_customer = info["used_memory"] / max(customers, 1)
 
         # Steady moderate load: event -> queryable latency from the scorer's own histogram.
-        metrics_url = f"http://127.0.0.1:{settings.scorer_metrics_port}/metrics"
+        metrics_url = f"{workers[0].url}/metrics"
         before = _histogram(await _get_text(metrics_url))
         producer = make_producer(settings)
         await producer.start()
@@ -383,16 +394,15 @@ async def main() -> int:
         **scorer,
         "redis_bytes_per_customer_by_events": memory, **notifier,
         "max_events_per_customer": settings.max_events_per_customer,
-        "scorer_vs_trivial_faust": scorer["scorer_events_per_s"] / trivial,
-        "scorer_vs_bare_consumer": scorer["scorer_events_per_s"] / bare,
+        "scorer_vs_trivial_faust": _ratio(scorer["scorer_events_per_s"], trivial),
+        "scorer_vs_bare_consumer": _ratio(scorer["scorer_events_per_s"], bare),
         "scorer_envelopes_events_per_s": envelope_rate,
-        "scorer_envelopes_vs_trivial_faust": envelope_rate / trivial,
+        "scorer_envelopes_vs_trivial_faust": _ratio(envelope_rate, trivial),
         "scorer_envelopes_distinct_events_per_s": distinct_rate,
-        "scorer_envelopes_distinct_vs_trivial_faust": distinct_rate / trivial,
+        "scorer_envelopes_distinct_vs_trivial_faust": _ratio(distinct_rate, trivial),
         "scorer_processes": cores if scaled_rate is not None else 1,
         "scorer_envelopes_processes_events_per_s": scaled_rate,
-        "scorer_envelopes_processes_vs_trivial_faust":
-            scaled_rate / trivial if scaled_rate is not None else None,
+        "scorer_envelopes_processes_vs_trivial_faust": _ratio(scaled_rate, trivial),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     # ``make bench`` names the run (BENCH_STAMP); bench/report.py merges the parts of a run
@@ -401,20 +411,22 @@ async def main() -> int:
     ms = lambda v: "n/a" if v is None else f"≤ {v * 1000:.0f} ms"  # noqa: E731
     print(f"\nchurnwatch bench — {n:,} events, {os.cpu_count()} CPUs, {platform.platform()}")
     print(f"  bare aiokafka producer       {produce_rate:>10,.0f} events/s")
-    print(f"  bare aiokafka consumer       {bare:>10,.0f} events/s   (ceiling: client)")
-    print(f"  trivial Faust agent          {trivial:>10,.0f} events/s   (ceiling: framework)")
-    print(f"  trivial, scorer's hand-over  {trivial_handover:>10,.0f} events/s   "
-          f"(the scorer's transport: {trivial_handover / trivial:.1f}× Faust's own delivery)")
-    print(f"  churnwatch scorer            {scorer['scorer_events_per_s']:>10,.0f} events/s   "
-          f"= {report['scorer_vs_trivial_faust']:.0%} of trivial Faust, "
-          f"{report['scorer_vs_bare_consumer']:.0%} of bare consumer")
-    print(f"  churnwatch scorer, envelopes {envelope_rate:>10,.0f} events/s   "
-          f"= {report['scorer_envelopes_vs_trivial_faust']:.1f}× trivial Faust (per message)")
-    print(f"  scorer, envelopes, all distinct {distinct_rate:>7,.0f} events/s   "
-          f"= {distinct_rate / trivial:.1f}× trivial Faust (every event another customer)")
+    rate = lambda v: "       n/a" if v is None else f"{v:>10,.0f}"  # noqa: E731
+    times = lambda v: "n/a" if v is None else f"{v:.1f}×"  # noqa: E731
+    print(f"  bare aiokafka consumer       {rate(bare)} events/s   (ceiling: client)")
+    print(f"  trivial Faust agent          {rate(trivial)} events/s   (ceiling: framework)")
+    print(f"  trivial, scorer's hand-over  {rate(trivial_handover)} events/s   "
+          f"(the scorer's transport: {times(_ratio(trivial_handover, trivial))} Faust's own delivery)")
+    print(f"  churnwatch scorer            {rate(scorer['scorer_events_per_s'])} events/s   "
+          f"= {times(report['scorer_vs_trivial_faust'])} trivial Faust, "
+          f"{times(report['scorer_vs_bare_consumer'])} bare consumer")
+    print(f"  churnwatch scorer, envelopes {rate(envelope_rate)} events/s   "
+          f"= {times(report['scorer_envelopes_vs_trivial_faust'])} trivial Faust (per message)")
+    print(f"  scorer, envelopes, all distinct {rate(distinct_rate)} events/s   "
+          f"= {times(_ratio(distinct_rate, trivial))} trivial Faust (every event another customer)")
     if scaled_rate is not None:
-        print(f"  scorer, envelopes, {cores} procs {scaled_rate:>10,.0f} events/s   "
-              f"= {scaled_rate / trivial:.1f}× trivial Faust (one process per core, one group)")
+        print(f"  scorer, envelopes, {cores} procs {rate(scaled_rate)} events/s   "
+              f"= {times(_ratio(scaled_rate, trivial))} trivial Faust (one process per core, one group)")
     print(f"  event→queryable at {scorer['steady_rate']:.0f}/s   p50 {ms(scorer['latency_p50_s'])}, "
           f"p99 {ms(scorer['latency_p99_s'])} (histogram bucket bounds)")
     print(f"  Redis memory per customer    {scorer['redis_bytes_per_customer']:>10,.0f} bytes "

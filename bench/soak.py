@@ -307,9 +307,9 @@ async def run(stamp: str) -> int:
     await web.TCPSite(runner, "127.0.0.1", hook_port).start()
     await add_subscription(redis, soak.keys, url=f"http://127.0.0.1:{hook_port}/hook", secret=SECRET)
     services = {
-        "api": start_service("api", settings, home / "api.log", settings.api_port),
-        "scorer": start_service("scorer", settings, home / "scorer.log", settings.scorer_metrics_port),
-        "notifier": start_service("notifier", settings, home / "notifier.log", settings.notifier_metrics_port),
+        "api": start_service("api", settings, home / "api.log"),
+        "scorer": start_service("scorer", settings, home / "scorer.log"),
+        "notifier": start_service("notifier", settings, home / "notifier.log"),
     }
     procs = {name: psutil.Process(svc.proc.pid) for name, svc in services.items() if svc.proc}
     procs["broker"] = psutil.Process(broker.proc.pid)
