@@ -419,7 +419,8 @@ async def main() -> int:
           f"(the scorer's transport: {times(_ratio(trivial_handover, trivial))} Faust's own delivery)")
     print(f"  churnwatch scorer            {rate(scorer['scorer_events_per_s'])} events/s   "
           f"= {times(report['scorer_vs_trivial_faust'])} trivial Faust, "
-          f"{times(report['scorer_vs_bare_consumer'])} bare consumer")
+          + ("n/a" if bare is None else f"{report['scorer_vs_bare_consumer']:.0%} of")
+          + " bare consumer")
     print(f"  churnwatch scorer, envelopes {rate(envelope_rate)} events/s   "
           f"= {times(report['scorer_envelopes_vs_trivial_faust'])} trivial Faust (per message)")
     print(f"  scorer, envelopes, all distinct {rate(distinct_rate)} events/s   "
