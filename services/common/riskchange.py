@@ -76,7 +76,8 @@ class Cause(BaseModel):
     model_config = ConfigDict(frozen=True)
     kind: Literal["event", "silence", "model"] = Field(
         description="event: new events arrived; silence: time passed without events; "
-        "model: a different model re-scored the customer."
+        "model: the scoring changed (another model, or other rules or tier levels) and "
+        "re-scored the customer."
     )
     event_id: str | None = Field(default=None, description="Newest event of the customer when scored.")
     occurred_at: datetime | None = Field(

@@ -747,7 +747,8 @@ class Processor:
 
     async def _rescore_step(self, partitions: Iterable[int], *, budget: int) -> int:
         """One bounded step of re-scoring every customer of ``partitions`` after the served
-        model changed; returns how many were re-scored (0: nothing to do).
+        model changed (or how customers are judged beside it: business types, rules, tier
+        levels — ``Engine.judging``); returns how many were re-scored (0: nothing to do).
 
         Per partition, ``Keys.rescore`` records which model version the stored scores come
         from, whether a pass is running and, per tenant, how far it got (a ``ZSCAN`` cursor
@@ -764,11 +765,12 @@ class Processor:
         version = self.engine.model.version
         challenger = self.engine.shadow.shadow if self.engine.shadow is not None else None
         shadow = challenger.version if challenger is not None else ""
-        served = f"{version}|{shadow}"
+        judging = self.engine.judging
+        served = f"{version}|{shadow}|{judging}"
         parts = tuple(sorted(set(partitions)))
         if not parts or self._rescored == (served, parts):
             return 0
-        todo, kinds = await self._rescore_plan(parts, version, shadow)
+        todo, kinds = await self._rescore_plan(parts, version, shadow, judging)
         if not todo:
             self._rescore_finished(served, version)
             self._rescored = (served, parts)
@@ -778,11 +780,13 @@ class Processor:
         self._rescore_progress(version, count)
         return count
 
-    async def _rescore_plan(self, parts: tuple[int, ...], version: str, shadow: str
-                            ) -> tuple[list[tuple[int, str, int]], dict[int, str]]:
+    async def _rescore_plan(self, parts: tuple[int, ...], version: str, shadow: str,
+                            judging: str) -> tuple[list[tuple[int, str, int]], dict[int, str]]:
         """What is left to re-score: (partition, tenant, ZSCAN cursor) triples and each
         partition's cause (``model`` or ``silence``); starts a pass where the stored scores
-        come from another model (or lack the challenger's), records the ends of passes."""
+        come from another model or other rules and levels (or lack the challenger's),
+        records the ends of passes. A record from before rules were tracked takes today's
+        as its own (nothing says they changed)."""
         redis = self.store.redis
 
         async def read() -> tuple[list[str], list[dict[str, str]]]:
@@ -797,14 +801,17 @@ class Processor:
         kinds: dict[int, str] = {}
         marks: dict[int, tuple[bool, dict[str, Any]]] = {}  # partition -> (start over, fields)
         for p, rec in zip(parts, records, strict=True):
+            rescored = rec.get("version") != version or rec.get("judging", judging) != judging
             if not rec:  # nothing known of earlier models here
-                marks[p] = (False, {"version": version, "shadow": shadow, "pass": "done"})
-            elif rec.get("version") != version or rec.get("shadow", "") != shadow:
-                # the stored scores come from another model, or lack the challenger's: a
-                # served model's switch is the cause of what changes, else only time passed
-                kinds[p] = "model" if rec.get("version") != version else "silence"
-                marks[p] = (True, {"version": version, "shadow": shadow, "pass": "running",
-                                   "kind": kinds[p]})
+                marks[p] = (False, {"version": version, "shadow": shadow, "judging": judging,
+                                    "pass": "done"})
+            elif rescored or rec.get("shadow", "") != shadow:
+                # the stored scores come from another model or other rules and levels, or
+                # lack the challenger's: a switch of the served scoring is the cause of what
+                # changes, else only time passed
+                kinds[p] = "model" if rescored else "silence"
+                marks[p] = (True, {"version": version, "shadow": shadow, "judging": judging,
+                                   "pass": "running", "kind": kinds[p]})
                 todo += [(p, t, 0) for t in tenants]
             elif rec.get("pass") != "done":  # a pass a restart or a rebalance interrupted
                 kinds[p] = rec.get("kind", "model")
@@ -812,6 +819,8 @@ class Processor:
                          if rec.get(f"t:{t}") != "done"]
                 if not any(q == p for q, _, _ in todo):
                     marks[p] = (False, {"pass": "done"})
+            if rec and "judging" not in rec:
+                marks.setdefault(p, (False, {}))[1]["judging"] = judging
         if marks:
             async def mark() -> None:
                 pipe = redis.pipeline(transaction=False)
@@ -847,9 +856,9 @@ class Processor:
         total = sum(await self._retry("rescore", sizes))
         self._rescore_run = {"version": served, "started": time.monotonic(), "done": 0,
                              "total": total, "logged": time.monotonic()}
-        logger.info("model %s is served%s: re-scoring ~%d customers of partitions %s",
-                    version, f" with {shadow} in shadow" if shadow else "", total,
-                    ", ".join(map(str, parts)))
+        logger.info("model %s is served%s, rules and tier levels %s: re-scoring ~%d customers "
+                    "of partitions %s", version, f" with {shadow} in shadow" if shadow else "",
+                    self.engine.judging, total, ", ".join(map(str, parts)))
 
     async def _rescore_page(self, todo: list[tuple[int, str, int]], kinds: dict[int, str],
                             budget: int) -> int:

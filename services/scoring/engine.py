@@ -13,6 +13,7 @@ model is an :class:`~services.scoring.model.ActiveModel`: :meth:`Engine.refresh`
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -235,6 +236,14 @@ class Engine:
         rules = load_rules(Path(kind))
         return Business(Thresholds.from_settings(
             settings, rules.name if rules.name in BUSINESS_TYPES else None), rules)
+
+    @property
+    def judging(self) -> str:
+        """A fingerprint of how customers are judged beside the model — every business's tier
+        levels and rules: the scorer re-scores every stored customer when it changes (a new
+        business type, rules file or tier levels), as after a model switch."""
+        seen = repr((self.business, sorted(self.tenants.items())))
+        return hashlib.sha256(seen.encode()).hexdigest()[:12]
 
     def business_of(self, tenant: str) -> Business:
         """How ``tenant`` judges its customers."""

@@ -149,3 +149,73 @@ async def test_a_switch_rescores_every_customer_once_and_resumes_after_a_restart
     finally:
         await producer.stop()
         await redis.aclose()
+
+
+async def test_new_rules_or_levels_rescore_every_customer_as_a_model_switch_does(
+        settings_factory) -> None:
+    """Rules and tier levels are part of the scoring: a deployment that changes its business
+    type (or rules file, or levels, or a tenant's type) re-scores every stored customer at
+    the next start, as after a model switch — staff get the customers it raises in one
+    summary (cause ``model``, ``catching_up``), not whenever each next sends an event. A
+    record from before rules were tracked starts no pass."""
+    settings = settings_factory(topic_partitions=2)
+    keys = Keys(settings.redis_prefix)
+    redis = make_redis(settings)
+    producer = await start_producer(settings)
+    store = StateStore.from_settings(redis, settings)
+    model = load_model(None)
+
+    def processor(s: Any) -> Processor:
+        return Processor(settings=s, store=store, producer=producer,
+                         registry=CollectorRegistry(), engine=Engine.from_settings(model, s))
+
+    now = datetime.now(UTC)
+    ids = [f"w-{i}" for i in range(200)]  # weekly regulars, last seen three weeks ago
+    try:
+        proc = processor(settings)
+        records: list[Record] = []
+        for i, cid in enumerate(ids):
+            for n in range(30):
+                at = now - timedelta(days=22 + 7 * (29 - n), minutes=i)
+                e = {"event_id": f"{cid}-{n}", "type": "visit", "customer_id": cid,
+                     "occurred_at": at.isoformat(), "store_id": "s1"}
+                records.append(Record(settings.topic_events, i % 2, len(records), cid.encode(),
+                                      json.dumps(e).encode()))
+        await proc.process(records)
+        assert await proc.rescore_step([0, 1], budget=1000) == 0  # fresh: nothing to redo
+
+        async def tiers() -> set[str]:
+            states = await read_states(redis, keys, [("default", c) for c in ids], ["tier"])
+            return {s["tier"] for s in states}
+        assert await tiers() == {"low"}
+
+        # an older record, without the rules' fingerprint: kept as today's, no pass
+        for p in (0, 1):
+            await redis.hdel(keys.rescore(p), "judging")  # type: ignore[misc]
+        assert await processor(settings).rescore_step([0, 1], budget=1000) == 0
+        assert await redis.hget(keys.rescore(0), "judging") == proc.engine.judging
+
+        # the same business, now known to be a salon: its regulars three weeks away are high
+        salon = settings.model_copy(update={"tenant_business_types": "default=salon"})
+        again = processor(salon)
+        assert again.engine.judging != proc.engine.judging
+        total = 0
+        while (n := await again.rescore_step([0, 1], budget=1000)):
+            total += n
+        assert len(ids) <= total <= len(ids) * 1.05
+        assert await tiers() == {"high"}
+        assert await again.rescore_step([0, 1], budget=1000) == 0
+        changes = [json.loads(r.value) for r in
+                   await read_all(settings, settings.topic_risk_changes, idle_ms=500)]
+        raised = [c["data"] for c in changes if c["data"]["tier"] == "high"]
+        assert {d["customer_id"] for d in raised} == set(ids)
+        assert all(d["cause"]["kind"] == "model" and d["catching_up"] for d in raised)
+        assert all(d["reasons"][0]["code"] == "tier_raised_by_rule" for d in raised)
+        # and back: the levels and rules of before re-score them again
+        back = processor(settings)
+        while await back.rescore_step([0, 1], budget=1000):
+            pass
+        assert await tiers() == {"low"}
+    finally:
+        await producer.stop()
+        await redis.aclose()
