@@ -801,15 +801,16 @@ class Processor:
         kinds: dict[int, str] = {}
         marks: dict[int, tuple[bool, dict[str, Any]]] = {}  # partition -> (start over, fields)
         for p, rec in zip(parts, records, strict=True):
-            rescored = rec.get("version") != version or rec.get("judging", judging) != judging
+            # the served scoring changed: another model, or other rules and levels
+            changed = rec.get("version") != version or rec.get("judging", judging) != judging
             if not rec:  # nothing known of earlier models here
                 marks[p] = (False, {"version": version, "shadow": shadow, "judging": judging,
                                     "pass": "done"})
-            elif rescored or rec.get("shadow", "") != shadow:
+            elif changed or rec.get("shadow", "") != shadow:
                 # the stored scores come from another model or other rules and levels, or
                 # lack the challenger's: a switch of the served scoring is the cause of what
                 # changes, else only time passed
-                kinds[p] = "model" if rescored else "silence"
+                kinds[p] = "model" if changed else "silence"
                 marks[p] = (True, {"version": version, "shadow": shadow, "judging": judging,
                                    "pass": "running", "kind": kinds[p]})
                 todo += [(p, t, 0) for t in tenants]
