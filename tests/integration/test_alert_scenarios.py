@@ -12,6 +12,7 @@ import random
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -606,6 +607,24 @@ async def _processed(redis: Redis, settings: Any, n: int) -> bool:
     return sum(int(v) for v in offsets.values()) >= n
 
 
+async def go_live(settings: Any, redis: Redis, events: list[dict[str, Any]], tmp_path: Path, *,
+                  arrived: Callable[[], bool], count: Callable[[], int]) -> None:
+    """Going live: ``events`` on the events topic, then a real scorer and the notifier until
+    every event is scored, the go-live summaries ``arrived`` and nothing more comes
+    (``count`` of messages unchanged for 4 s)."""
+    await produce_events(settings, events)
+    scorer = ServiceProcess("scorer", settings, tmp_path / "scorer.log",
+                            health_port_setting="scorer_metrics_port").start(wait_ready=False)
+    try:
+        async with notifier(settings):
+            await wait_until(lambda: _processed(redis, settings, len(events)), timeout=120,
+                             what="every event scored")
+            await wait_until(arrived, timeout=60, what="the go-live summaries")
+            await quiet_for(4.0, count, timeout=60)
+    finally:
+        scorer.stop()
+
+
 async def test_a_year_of_history_for_1000_customers_through_the_scorer_gives_one_summary_each(
         base, redis: Redis, smtp, tmp_path: Path) -> None:
     """Going live: a year of a salon chain's history for 1,000 customers, ending three days
@@ -634,18 +653,9 @@ async def test_a_year_of_history_for_1000_customers_through_the_scorer_gives_one
         for cid, s in home.items():
             await profiles.put_profile(cid, CustomerProfile(owner_staff_id=f"own-{s}",
                                                             store_id=s))
-        await produce_events(settings, events)
-        scorer = ServiceProcess("scorer", settings, tmp_path / "scorer.log",
-                                health_port_setting="scorer_metrics_port").start(wait_ready=False)
-        try:
-            async with notifier(settings):
-                await wait_until(lambda: _processed(redis, settings, len(events)), timeout=120,
-                                 what="every event scored")
-                await wait_until(lambda: inbox.mails and gateway.accepted, timeout=60,
-                                 what="the go-live summaries")
-                await quiet_for(4.0, lambda: len(inbox.mails) + len(gateway.accepted), timeout=60)
-        finally:
-            scorer.stop()
+        await go_live(settings, redis, events, tmp_path,
+                      arrived=lambda: bool(inbox.mails and gateway.accepted),
+                      count=lambda: len(inbox.mails) + len(gateway.accepted))
         tiers = {}
         for cid in home:
             tiers[cid] = await redis.hget(keys.state(cid), "tier")  # type: ignore[misc]
@@ -753,18 +763,9 @@ async def test_two_businesses_on_one_deployment_each_hear_only_of_their_own(
                                      tenant)
             for cid in customers[tenant]:
                 await profiles.put_profile(cid, CustomerProfile(owner_staff_id="owner"), tenant)
-        await produce_events(settings, by_time(events))
-        scorer = ServiceProcess("scorer", settings, tmp_path / "scorer.log",
-                                health_port_setting="scorer_metrics_port").start(wait_ready=False)
-        try:
-            async with notifier(settings):
-                await wait_until(lambda: _processed(redis, settings, len(events)), timeout=120,
-                                 what="every event scored")
-                await wait_until(lambda: len(inbox.mails) >= 2 and len(gateway.accepted) >= 2,
-                                 timeout=60, what="the go-live summaries")
-                await quiet_for(4.0, lambda: len(inbox.mails) + len(gateway.accepted), timeout=60)
-        finally:
-            scorer.stop()
+        await go_live(settings, redis, by_time(events), tmp_path,
+                      arrived=lambda: len(inbox.mails) >= 2 and len(gateway.accepted) >= 2,
+                      count=lambda: len(inbox.mails) + len(gateway.accepted))
         risk: dict[tuple[str, str], dict[str, Any]] = {}
         for tenant, ids in customers.items():
             refs = [(tenant, c) for c in sorted(ids)]
