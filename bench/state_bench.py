@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +31,13 @@ from typing import Any
 
 from bench.machine import summary_kind
 from bench.output import RESULTS, scorer_batch_seconds
-from services.common.embedded import free_port, start_broker, start_redis, start_redis_cluster
+from services.common.embedded import (
+    ServiceProcess,
+    free_port,
+    start_broker,
+    start_redis,
+    start_redis_cluster,
+)
 from services.common.kafka import ensure_topics, make_producer
 from services.common.redisconn import Keys, make_redis
 from services.common.settings import Settings, load_settings
@@ -130,7 +135,7 @@ async def produce(settings: Settings, events: list[dict[str, Any]]) -> None:
 
 
 async def scored_seconds(settings: Settings, events: list[dict[str, Any]], done_before: int,
-                         scorer: subprocess.Popen[bytes], log: Path) -> tuple[int, float]:
+                         scorer: ServiceProcess) -> tuple[int, float]:
     """Produce ``events`` up front, wait until the scorer committed them all, and return
     (events, the scorer's own time applying them: ``churnwatch_scorer_batch_duration_seconds``).
     Not from its first to its last commit: the scorer takes what arrived while it applied its
@@ -139,7 +144,7 @@ async def scored_seconds(settings: Settings, events: list[dict[str, Any]], done_
     every phase."""
     redis = make_redis(settings)
     keys = Keys(settings.redis_prefix)
-    metrics = [f"http://127.0.0.1:{settings.scorer_metrics_port}/metrics"]
+    metrics = [f"{scorer.url}/metrics"]
     applying = await scorer_batch_seconds(metrics, wait_seconds=120)  # it may be starting
     await produce(settings, events)
     target = done_before + len(events)
@@ -148,18 +153,19 @@ async def scored_seconds(settings: Settings, events: list[dict[str, Any]], done_
             done = sum(int(v) for v in (await redis.hgetall(keys.offsets(settings.topic_events))).values())
             if done >= target:
                 break
-            if scorer.poll() is not None:
-                raise RuntimeError(f"scorer exited; see {log}")
+            if scorer.proc is None or scorer.proc.poll() is not None:
+                raise RuntimeError(f"scorer exited; see {scorer.log_path}")
             await asyncio.sleep(0.02)
         return len(events), max(await scorer_batch_seconds(metrics) - applying, 1e-9)
     finally:
         await redis.aclose()
 
 
-def start_scorer(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "services.cli.main", "scorer"],
-                            env={**os.environ, **settings.to_env()}, stdout=open(log, "wb"),
-                            stderr=subprocess.STDOUT)
+def start_scorer(settings: Settings, log: Path) -> ServiceProcess:
+    """A scorer on a metrics port chosen as it starts (and again on another if a process
+    took it meanwhile: ``wait_ready``)."""
+    return ServiceProcess("scorer", settings, log,
+                          health_port_setting="scorer_metrics_port").start(wait_ready=False)
 
 
 ROUNDS = 5  # each phase's events come in this many rounds, interleaved with the others'
@@ -196,16 +202,15 @@ async def run_phases(standalone: Settings, cluster: Settings, workdir: Path) -> 
         # event there, ~0 in later rounds), a cost the process pays once in its life.
         warmups = (("standalone", standalone, "warm"), ("standalone", standalone, "warmlong"),
                    ("cluster", cluster, "warm"))
+        await asyncio.gather(*(asyncio.to_thread(p.wait_ready) for p in scorers.values()))
         for where, s, prefix in warmups:
             events = phase_events(prefix, customers, end, range(per), unit)
-            await scored_seconds(s, events, done[where], scorers[where],
-                                 workdir / f"{where}-scorer.log")
+            await scored_seconds(s, events, done[where], scorers[where])
             done[where] += len(events)
         for r in range(ROUNDS):
             for name, where, s, prefix in phases:
                 events = phase_events(prefix, customers, end, range(r * per, (r + 1) * per), unit)
-                n, secs = await scored_seconds(s, events, done[where], scorers[where],
-                                               workdir / f"{where}-scorer.log")
+                n, secs = await scored_seconds(s, events, done[where], scorers[where])
                 done[where] += len(events)
                 timed[name][0] += n
                 timed[name][1] += secs
@@ -213,10 +218,7 @@ async def run_phases(standalone: Settings, cluster: Settings, workdir: Path) -> 
                     first[name] = n / secs
         rescore = await rescore_rate(standalone, workdir)
     finally:
-        for p in scorers.values():
-            p.terminate()
-        for p in scorers.values():
-            p.wait(30)
+        await asyncio.gather(*(asyncio.to_thread(p.stop, 30) for p in scorers.values()))
     return {**{name: n / secs for name, (n, secs) in timed.items()},
             **{f"{name}_first_round": rate for name, rate in first.items()},
             "rescore": rescore[0], "rescore_customers": rescore[1]}
