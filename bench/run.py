@@ -265,17 +265,13 @@ async def memory_per_customer(settings: Settings) -> dict[str, int]:
     from services.scorer.processor import Processor, Record
     from services.scoring.engine import Engine
     from services.scoring.model import load_model
-    from services.scoring.rules import rules_from_settings
-    from services.scoring.tiers import Thresholds
     from services.state.store import StateStore
 
     redis = make_redis(settings)
     producer = await start_producer(settings)
     proc = Processor(settings=settings, store=StateStore.from_settings(redis, settings),
                      producer=producer, registry=CollectorRegistry(),
-                     engine=Engine(load_model(settings.model),
-                                   Thresholds.from_settings(settings),
-                                   rules=rules_from_settings(settings)))
+                     engine=Engine.from_settings(load_model(settings.model), settings))
     keys = Keys(settings.redis_prefix)
     end = datetime.now(UTC) - timedelta(hours=1)
     out: dict[str, int] = {}

@@ -239,7 +239,7 @@ class Processor:
         self.metrics.summary_compiled.set(1 if summary.NATIVE else 0)
         self.event_clock = settings.clock == "event"
         self._clocks: dict[str, int] = {}  # tenant -> event clock (ms), as last seen in Redis
-        self._rescored: tuple[str, tuple[int, ...]] | None = None  # (version, partitions) done
+        self._rescored: tuple[str, tuple[int, ...]] | None = None  # (served scoring, partitions) done
         self._rescore_run: dict[str, Any] = {}  # progress of the current pass, for the logs
         self._ledger_key: bytes | None = None  # the pseudonym key: erasure ledger digests
         # step -> the error retrying does not fix that holds it now: the readiness probe

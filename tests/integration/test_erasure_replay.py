@@ -20,8 +20,6 @@ from services.common.redisconn import Keys, make_redis
 from services.scorer.processor import Processor, Record
 from services.scoring.engine import Engine
 from services.scoring.model import load_model
-from services.scoring.rules import rules_from_settings
-from services.scoring.tiers import Thresholds
 from services.state.store import StateStore, read_states
 from tests.data import complaint, regular
 from tests.kafkatools import produce, produce_events, read_all
@@ -46,8 +44,7 @@ async def test_an_erased_customer_stays_erased_when_the_topic_is_replayed(settin
     def processor() -> Processor:
         return Processor(settings=settings, store=store, producer=producer,
                          registry=CollectorRegistry(),
-                         engine=Engine(load_model(settings.model), Thresholds.from_settings(settings),
-                                       rules=rules_from_settings(settings)))
+                         engine=Engine.from_settings(load_model(settings.model), settings))
 
     now = datetime.now(UTC)
     alice = regular("alice", every_days=14, count=6, start=now - timedelta(days=120))

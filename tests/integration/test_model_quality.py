@@ -21,8 +21,6 @@ from services.scoring.drift import build_reference
 from services.scoring.engine import Engine
 from services.scoring.features import FEATURE_NAMES
 from services.scoring.model import SklearnModel, feature_matrix, load_model
-from services.scoring.rules import rules_from_settings
-from services.scoring.tiers import Thresholds
 from services.state.store import StateStore, read_states
 
 pytestmark = pytest.mark.integration
@@ -67,8 +65,7 @@ async def test_live_outcomes_and_drift_per_model_version(redis_kind: str,
                                               snapshot="test")
     proc = Processor(settings=settings, store=store, producer=producer,
                      registry=CollectorRegistry(),
-                     engine=Engine(model, Thresholds.from_settings(settings),
-                                   rules=rules_from_settings(settings)))
+                     engine=Engine.from_settings(model, settings))
     registry = CollectorRegistry()
     tracker = QualityTracker(store, settings, proc.engine.active.known, registry)
     offset = 0

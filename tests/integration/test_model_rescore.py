@@ -24,9 +24,7 @@ from services.common.redisconn import Keys, make_redis
 from services.scorer.processor import Processor, Record
 from services.scoring.engine import Engine
 from services.scoring.model import ShadowModel, load_model
-from services.scoring.rules import rules_from_settings
 from services.scoring.scorecard import Scorecard
-from services.scoring.tiers import Thresholds
 from services.state.store import StateStore, read_states
 from tests.kafkatools import read_all
 
@@ -47,8 +45,7 @@ class Alarmist(Scorecard):
 def _processor(settings: Any, store: StateStore, producer: Any, model: Any) -> Processor:
     return Processor(settings=settings, store=store, producer=producer,
                      registry=CollectorRegistry(),
-                     engine=Engine(model, Thresholds.from_settings(settings),
-                                   rules=rules_from_settings(settings)))
+                     engine=Engine.from_settings(model, settings))
 
 
 async def _versions(redis: Any, keys: Keys, ids: list[str]) -> dict[str, int]:
@@ -166,8 +163,7 @@ async def test_new_rules_or_levels_rescore_every_customer_as_a_model_switch_does
     model = load_model(None)
 
     def processor(s: Any) -> Processor:
-        return Processor(settings=s, store=store, producer=producer,
-                         registry=CollectorRegistry(), engine=Engine.from_settings(model, s))
+        return _processor(s, store, producer, model)
 
     now = datetime.now(UTC)
     ids = [f"w-{i}" for i in range(200)]  # weekly regulars, last seen three weeks ago

@@ -20,8 +20,6 @@ from services.common.settings import Settings
 from services.scorer.processor import Processor, Record
 from services.scoring.engine import Engine
 from services.scoring.model import load_model
-from services.scoring.rules import rules_from_settings
-from services.scoring.tiers import Thresholds
 from services.state.store import StateStore, read_states
 from tests.data import by_time, complaint, regular
 
@@ -63,9 +61,7 @@ async def _apply(settings: Settings, records: list[Record]
     try:
         proc = Processor(settings=settings, store=StateStore.from_settings(redis, settings),
                          producer=producer, registry=registry,
-                         engine=Engine(load_model(settings.model),
-                                       Thresholds.from_settings(settings),
-                                       rules=rules_from_settings(settings)))
+                         engine=Engine.from_settings(load_model(settings.model), settings))
         await proc.process(records)
         writes = registry.get_sample_value("churnwatch_scorer_redis_roundtrip_seconds_count",
                                            {"op": "write"}) or 0.0
