@@ -31,8 +31,11 @@ async def test_each_tenant_is_scored_as_its_own_kind_of_business(settings_factor
                                                                  tmp_path: Path) -> None:
     settings = settings_factory(tenant_business_types="cuts=salon,shop=online", api_keys=KEYS,
                                 api_rate_limit_per_second=0)
-    # The same weekly regular in each tenant, last seen three weeks ago (wall clock).
-    last = datetime.now(UTC).replace(microsecond=0) - timedelta(days=22)
+    # The same weekly regular in each tenant, last seen three weeks ago (wall clock), at
+    # midday UTC: a visit and its payment 40 minutes apart across 00:00 UTC are two active
+    # days, and halve the cadence the customer is judged against.
+    now = datetime.now(UTC).replace(microsecond=0)
+    last = now.replace(hour=12, minute=0, second=0) - timedelta(days=23)
     history = regular("w", every_days=7, count=30, start=last - timedelta(days=7 * 29))
     events = [{**e, "event_id": f"{t}-{e['event_id']}", "tenant_id": t}
               for t in TENANTS for e in history]
@@ -54,7 +57,7 @@ async def test_each_tenant_is_scored_as_its_own_kind_of_business(settings_factor
                     assert r.status_code == 200, r.text
                     reads[t] = r.json()
                     r = await client.get("/v1/customers/w/risk", headers=auth,
-                                         params={"as_of": iso(last + timedelta(days=22))})
+                                         params={"as_of": iso(now)})
                     assert r.status_code == 200, r.text
                     as_of[t] = r.json()
         changes = [json.loads(r.value) for r in await read_all(
