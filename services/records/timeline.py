@@ -57,14 +57,15 @@ def _summaries(summary: Summary) -> list[dict[str, Any]]:
     stores: dict[int, set[str]] = {}
     newest: dict[int, int] = {}
     for a in summary.recent():
-        day = a.ts // DAY_MS
+        day = a.day  # (the summary's days are the events' local days)
         newest[day] = max(newest.get(day, 0), a.ts)
         if a.store_id:
             stores.setdefault(day, set()).add(a.store_id)
     out = []
     for d in summary.daily():
         day = int(d["day"])
-        at = canonical(iso_ms(newest.get(day, day * DAY_MS)) or "") or ""
+        at = canonical(iso_ms(newest.get(day, day * DAY_MS - summary.tz_minutes * 60_000))
+                       or "") or ""
         data: dict[str, Any] = {k: int(d[k]) for k in
                                 ("visits", "transactions", "refunds", "complaints",
                                  "complaints_resolved")}

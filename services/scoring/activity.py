@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 from services.common.events import AnyEvent, ComplaintEvent, TransactionEvent, epoch_ms
@@ -10,6 +11,7 @@ from services.scoring.features import Activity
 
 _KIND_CODE = {"transaction": "t", "visit": "v", "complaint": "c"}
 _CODE_KIND = {v: k for k, v in _KIND_CODE.items()}
+_MINUTE = timedelta(minutes=1)
 
 
 def activity_from_event(e: AnyEvent, ts: int | None = None) -> Activity:
@@ -18,15 +20,18 @@ def activity_from_event(e: AnyEvent, ts: int | None = None) -> Activity:
     severity = status = ref = None
     if isinstance(e, ComplaintEvent):
         severity, status, ref = e.severity, e.status, e.complaint_id or e.event_id
+    at = e.occurred_at
+    off = at.utcoffset()  # (validated aware: an RFC 3339 offset, whole minutes)
     # positional: Activity's field order (a frozen dataclass; keywords cost more per event)
-    return Activity(e.type, epoch_ms(e.occurred_at) if ts is None else ts, e.event_id, amount,
-                    severity, ref, status, e.store_id, e.channel)
+    return Activity(e.type, epoch_ms(at) if ts is None else ts, e.event_id, amount,
+                    severity, ref, status, e.store_id, e.channel,
+                    off // _MINUTE if off else 0)
 
 
 def encode_activity(a: Activity) -> str:
     """Compact JSON list (the event id is the Redis hash field, not repeated here)."""
     row: list[object] = [_KIND_CODE[a.kind], a.ts, a.amount, a.severity, a.complaint_ref,
-                         a.status, a.store_id, a.channel]
+                         a.status, a.store_id, a.channel, a.tz_minutes or None]
     while row and row[-1] is None:
         row.pop()
     return json.dumps(row, separators=(",", ":"), ensure_ascii=False)
@@ -42,4 +47,5 @@ def activity_from_row(event_id: str, row: list[Any]) -> Activity:
     return Activity(_CODE_KIND[row[0]], int(row[1]), event_id,
                     row[2] if n > 2 else None, row[3] if n > 3 else None,
                     row[4] if n > 4 else None, row[5] if n > 5 else None,
-                    row[6] if n > 6 else None, row[7] if n > 7 else None)
+                    row[6] if n > 6 else None, row[7] if n > 7 else None,
+                    int(row[8]) if n > 8 and row[8] else 0)

@@ -39,6 +39,23 @@ class Activity:
     status: str | None = None
     store_id: str | None = None
     channel: str | None = None
+    # The event's UTC offset in minutes (``occurred_at``'s ``+01:00`` is 60): its day is the
+    # calendar day where it happened (:func:`local_day`), not the UTC one.
+    tz_minutes: int = 0
+
+    @property
+    def day(self) -> int:
+        """The event's local calendar day, in days since 1970-01-01 (:func:`local_day`)."""
+        return local_day(self.ts, self.tz_minutes)
+
+
+def local_day(ts_ms: int, tz_minutes: int) -> int:
+    """The calendar day, in days since 1970-01-01, of the instant ``ts_ms`` on a wall clock
+    ``tz_minutes`` east of UTC. Active days, the daily buckets and the windows are counted in
+    these days: a visit at 19:50 in New York (-05:00) and its payment at 20:10 are one day,
+    where UTC's days would split them at 00:00 UTC and make a weekly regular look twice as
+    frequent (and twice as overdue)."""
+    return (ts_ms + tz_minutes * 60_000) // DAY_MS
 
 
 FEATURE_NAMES: tuple[str, ...] = (

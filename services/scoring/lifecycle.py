@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.scoring.features import DAY_MS, Activity
+from services.scoring.features import Activity, local_day
 from services.scoring.summary import return_after_gap  # defined there: compiled with it
 
 LIFECYCLE_STAGES = ("new", "active", "at_risk", "won_back", "dormant", "churned")
@@ -119,8 +119,11 @@ def active_days_ago(activities: Iterable[Activity], now_ms: int,
                     limit: int = RECENT_ACTIVE_DAYS) -> list[int]:
     """The newest ``limit`` active days (a day with any non-complaint event) at or before
     ``now_ms``, as days before now, newest first: what :meth:`Summary.active_days` gives."""
-    now_day = now_ms // DAY_MS
-    days = {a.ts // DAY_MS for a in activities if a.ts <= now_ms and a.kind != "complaint"}
+    acts = list(activities)
+    # days are the events' local days, read on the newest event's clock (as the summary does)
+    newest = max(acts, key=lambda a: (a.ts, a.tz_minutes), default=None)
+    now_day = local_day(now_ms, newest.tz_minutes if newest is not None else 0)
+    days = {a.day for a in acts if a.ts <= now_ms and a.kind != "complaint"}
     return [now_day - d for d in sorted(days, reverse=True)[:limit]]
 
 

@@ -8,8 +8,18 @@ amount of state, and computes every feature in :data:`FEATURE_NAMES` itself:
 into a fresh summary and reads :meth:`Summary.features` — there is one feature computation
 for training, ``as_of`` reads and the stream (feature schema 3).
 
-What it keeps (N = the day of the newest event ever folded, ``last_ts // DAY_MS``)
----------------------------------------------------------------------------------
+Days are the shop's days. An event's day is its calendar day at the UTC offset its
+``occurred_at`` carries (``Activity.day``, :func:`~services.scoring.features.local_day`): a
+visit at 18:45 in New York (-05:00) and its payment at 19:25 (00:25 UTC) are one active day,
+where UTC days made them two and halved a weekly regular's cadence. A read at ``now`` counts its
+windows back from ``now``'s day on the clock of the customer's newest event (the offset of the
+newest event by time, the largest one among events at that instant: ``tz_minutes``). Events of
+one customer at several offsets (summer time, an order placed abroad) each keep their own day;
+the result is still a function of the set of events. Histories all at ``Z`` count UTC days,
+as before.
+
+What it keeps (N = the day of the newest event ever folded: the largest event day)
+----------------------------------------------------------------------------------
 - ``first_ts``/``last_ts`` and the newest visit, transaction, non-complaint activity and
   complaint, exact in ms (recency and tenure stay exact).
 - Per-day buckets for the days ``d > N - DAILY_DAYS`` (91 days), per-week buckets (absolute
@@ -44,7 +54,7 @@ What it keeps (N = the day of the newest event ever folded, ``last_ts // DAY_MS`
   does not depend on the arrival order either.
 
 Windows: day granularity throughout. A day d is inside the w-day window at ``now`` when
-``0 <= now_day - d < w`` (``now_day = now_ms // DAY_MS``); a week bucket counts when its first
+``0 <= now_day - d < w`` (``now_day``: ``now``'s day on the customer's clock); a week bucket counts when its first
 day ``7*week`` satisfies it (so the 365-day window loses up to 6 days of its oldest, partial
 week; the 30/90-day windows are all daily whenever now_day >= N - 1). Point-in-time reads
 (``now < last_ts``): only buckets/days at or before ``now_day`` count; the bucket of
@@ -97,16 +107,18 @@ bgnbd_T                       min(tenure, 365)                          no
     ref's previous one, else medium). Point-in-time reads earlier than all 4 kept events of a ref
     do not see the ref.
 
-Encoding (``encode()``, format ``cw-s2``): seven parts joined by newlines (compact JSON never
+Encoding (``encode()``, format ``cw-s3``): seven parts joined by newlines (compact JSON never
 contains a raw newline) — a JSON header (last_ts, the other exact times relative to it, the
 first active day and the 13 newest active days relative to N, then 40 integers: the bucket of
-day N and the three windows' sums at day N of the fields the features read, and a crc32 of the
-two bucket blocks), the active-day bitmap (base64), the daily bucket columns of the days before
+day N and the three windows' sums at day N of the fields the features read; N less last_ts's
+UTC day (-1, 0 or 1) and the newest event's UTC offset in minutes; and a crc32 of the two bucket
+blocks), the active-day bitmap (base64), the daily bucket columns of the days before
 N and the weekly bucket columns (JSON; one column per field, trailing zeros and empty columns
 trimmed, a column of counts below 75 written one character per bucket), the complaint refs
 (JSON), the raw events (JSON rows, times relative to last_ts) and the id memory (base64 of
-sorted 11-byte records: 3-byte day, 8-byte blake2b). The same content always gives the same
-string; parts unchanged since :meth:`Summary.decode` are written back as read.
+sorted 11-byte records: 3-byte day, 8-byte blake2b). A raw event's row ends with its UTC
+offset when it is not 0. The same content always gives the same string; parts unchanged since
+:meth:`Summary.decode` are written back as read.
 
 Why day N and the sums sit in the header: a common step of the stream (a visit and its
 payment, a day's several purchases) folds an event into the newest day and reads the
@@ -118,12 +130,14 @@ of a later day shifts the blocks as written (``_advance_encoded``, any gap), and
 an earlier day is added to its bucket in them (``_add_text``, the first _TEXT_ADDS after a
 decode). Anything else (a read at an earlier day, the daily series, bucket-day recency)
 decodes them first (``_full``); blocks made to match their checksum that still do not decode raise the
-same ValueError then. The previous format, ``cw-s1`` (day N inside the daily block, no sums), is
-still read, decoded whole, and written back as ``cw-s2``.
+same ValueError then. The previous formats are still read and written back as ``cw-s3``:
+``cw-s2`` (UTC days: N is last_ts's UTC day, read at offset 0; a customer's later events at
+another offset land on their own local days beside them), and ``cw-s1`` (day N inside the daily
+block, no sums), decoded whole.
 
 Bounds, measured by ``tests/unit/test_summary.py::test_encoded_size`` (one visit or
 transaction per event spread over a year, amounts 12.5-80.0, ids like ``pos-000123-4567``):
-10 events 843 bytes, 100 events 1,393 bytes (target 1.5 KB), 1,000 events 3,070 bytes (target
+10 events 847 bytes, 100 events 1,397 bytes (target 1.5 KB), 1,000 events 3,074 bytes (target
 5 KB; the id memory of the last 35 days is 1,424 of them). Nothing grows with the history
 beyond the windows, except one small entry per complaint ref. zlib was measured and is not
 used: it would take 1,000 events to ~1,800 bytes for ~35 µs more per step.
@@ -184,8 +198,10 @@ ID_MEMORY_DAYS = 35
 RECENT_K = 8
 LAST_ACTIVE_DAYS = 13
 REF_EVENTS = 4
-FORMAT = "cw-s2"
+FORMAT = "cw-s3"
+_FORMAT_2 = "cw-s2"  # read (days were UTC days: N is last_ts's, read in UTC), never written
 _FORMAT_1 = "cw-s1"  # read (the day-N bucket inside the daily block, no sums), never written
+_MINUTE_MS = 60_000
 
 # Bucket fields (columns).
 V, PN, PS, Z, NN, NS, CH, ON, C, U = range(10)
@@ -245,7 +261,7 @@ class Summary:
     __slots__ = ("first_ts", "last_ts", "last_visit", "last_tx", "last_activity",
                  "last_complaint", "_dc", "_wc", "_mask", "_last_days", "_first_active",
                  "_refs", "_recent", "_idb", "_raw", "_used", "_today", "_sums", "_crc",
-                 "_cols", "_adds")
+                 "_cols", "_adds", "_n", "_tz")
 
     def __init__(self) -> None:
         self.first_ts: int | None = None
@@ -287,6 +303,11 @@ class Summary:
         self._cols: tuple[str, str, list[Any], list[Any], int] | None = None
         # events on an earlier day than N still to be added to the blocks as written (_add_text)
         self._adds = _TEXT_ADDS
+        # N: the newest local day of an event folded (days are each event's own calendar day,
+        # Activity.day), None while empty
+        self._n: int | None = None
+        # the newest event's UTC offset in minutes: reads count days on that wall clock
+        self._tz = 0
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -303,7 +324,17 @@ class Summary:
 
     @property
     def newest_day(self) -> int | None:
-        return None if self.last_ts is None else self.last_ts // DAY_MS
+        return self._n
+
+    @property
+    def tz_minutes(self) -> int:
+        """The UTC offset (minutes) of the newest event: the wall clock its days are read on."""
+        return self._tz
+
+    def _day_at(self, ms: int) -> int:
+        """The day of the instant ``ms`` on the customer's wall clock (the newest event's UTC
+        offset): the day a read at ``ms`` counts its windows back from."""
+        return (ms + self._tz * _MINUTE_MS) // DAY_MS
 
     def _full(self) -> None:
         """Decode the bucket blocks :meth:`decode` left encoded, if it did: everything but a
@@ -518,7 +549,7 @@ class Summary:
         before the newest event's day) and not among the kept raw events: a re-post of it cannot
         be recognised, and folding it counts it (again)."""
         n = self.newest_day
-        return (n is not None and a.ts // DAY_MS < n - ID_MEMORY_DAYS
+        return (n is not None and (a.ts + a.tz_minutes * _MINUTE_MS) // DAY_MS < n - ID_MEMORY_DAYS
                 and not any(r[2] == a.event_id for r in self._recent))
 
     # ------------------------------------------------------------------ folding
@@ -539,13 +570,17 @@ class Summary:
         id memory needs it). :func:`services.scoring.features.compute_features` calls this
         after dropping a list's duplicates itself."""
         ts = a.ts
-        day = ts // DAY_MS
-        old_n = self.newest_day
+        tz = a.tz_minutes
+        day = (ts + tz * _MINUTE_MS) // DAY_MS
+        old_n = self._n
         if self.first_ts is None or ts < self.first_ts:
             self.first_ts = ts
-        if self.last_ts is None or ts > self.last_ts:
+        last = self.last_ts
+        if last is None or ts > last or (ts == last and tz > self._tz):
             self.last_ts = ts
+            self._tz = tz
         n = day if old_n is None or day > old_n else old_n
+        self._n = n
         if old_n is not None and n > old_n:
             self._advance(old_n, n)
 
@@ -802,7 +837,7 @@ class Summary:
     def active_days(self, now_ms: int, limit: int = LAST_ACTIVE_DAYS) -> list[int]:
         """The newest ``limit`` active days at or before ``now_ms``, as days before now,
         newest first (0 = today): read only; the lifecycle's won_back needs the gaps."""
-        now_day = now_ms // DAY_MS
+        now_day = self._day_at(now_ms)
         return [now_day - d for d in self._active_days_desc(now_day, limit)]
 
     def return_after_gap(self, now_ms: int, quiet: float, within: int | None = None
@@ -811,7 +846,7 @@ class Summary:
         ``now_ms``, without building them when the newest active days span less than
         ``quiet`` (no gap between them is as long: a regular customer, the usual case)."""
         n = self.newest_day
-        if n is not None and now_ms // DAY_MS >= n:
+        if n is not None and self._day_at(now_ms) >= n:
             ld = self._last_days  # (ascending: the days active_days gives, oldest last)
             if len(ld) < 2 or ld[-1] - ld[0] < quiet:
                 return None
@@ -874,7 +909,7 @@ class Summary:
             return True
         if self.last_activity < start_ms:
             return False
-        return self._count_active(start_ms // DAY_MS, end_ms // DAY_MS) > 0
+        return self._count_active(self._day_at(start_ms), self._day_at(end_ms)) > 0
 
     def last_at_or_before(self, ms: int) -> int | None:
         """The newest event time (any kind) at or before ``ms``: exact when it is the newest
@@ -919,7 +954,7 @@ class Summary:
         for r in self._recent[::-1]:
             if r[1] <= now_ms and (_CODE_KIND.get(r[0], r[0]) in kinds if kinds else r[0] != "c"):
                 return int(r[1])
-        now_day = now_ms // DAY_MS
+        now_day = self._day_at(now_ms)
         n = self.newest_day
         assert n is not None
         best: int | None = None
@@ -939,7 +974,7 @@ class Summary:
                         break
         if best is None:
             return None
-        return min(best * DAY_MS + DAY_MS // 2, now_ms)
+        return min(best * DAY_MS + DAY_MS // 2 - self._tz * _MINUTE_MS, now_ms)
 
     def _open_refs(self, now_ms: int) -> list[str]:
         """Severity of every ref open at now."""
@@ -965,7 +1000,7 @@ class Summary:
     def features(self, now_ms: int, first_seen_ms: int | None = None) -> dict[str, float]:
         """The :data:`FEATURE_NAMES` values at ``now_ms`` (see the module docstring for the
         windows and for reads earlier than ``last_ts``). Every value is a finite float."""
-        now_day = now_ms // DAY_MS
+        now_day = self._day_at(now_ms)
         firsts = [t for t in (self.first_ts, first_seen_ms) if t is not None and t <= now_ms]
         first = min(firsts) if firsts else now_ms
         tenure = (now_ms - first) / DAY_MS
@@ -1070,9 +1105,9 @@ class Summary:
         sums at day N), weekly buckets, complaint refs, raw events, id memory (base64). Parts
         unchanged since :meth:`decode` are written back as they were read."""
         lt = self.last_ts
-        if lt is None:
+        n = self._n
+        if lt is None or n is None:
             return FORMAT
-        n = lt // DAY_MS
         raw = self._raw
 
         def rel(t: int | None) -> int | None:
@@ -1097,7 +1132,7 @@ class Summary:
                   rel(self.last_activity), rel(self.last_complaint),
                   None if self._first_active is None else n - self._first_active,
                   [n - d for d in reversed(self._last_days)], today + _flat(self._sums_at_n()),
-                  crc]
+                  n - lt // DAY_MS, self._tz, crc]
         bitmap = raw.get(1)
         if bitmap is None:
             mask = self._mask
@@ -1120,7 +1155,7 @@ class Summary:
             if isinstance(blob, bytes):
                 blob = blob.decode()
             parts = blob.split("\n")
-            if parts == [FORMAT] or parts == [_FORMAT_1]:
+            if parts == [FORMAT] or parts == [_FORMAT_2] or parts == [_FORMAT_1]:
                 return cls()
             # Every slot is set below: no zero buckets built only to be replaced. (Looked up
             # by name: compiled (see _load_native), the class has no __new__ attribute to
@@ -1131,8 +1166,15 @@ class Summary:
             header = jsonfast.loads(parts[0])
             if not isinstance(header, list) or not header:
                 raise ValueError(f"the header is not a {FORMAT} header")
-            if header[0] == FORMAT and len(header) == 11:
-                buckets, crc = header[9:]
+            shift, tz = 0, 0  # (cw-s2 and cw-s1: UTC days, N the day of last_ts)
+            if header[0] == FORMAT and len(header) == 13:
+                shift, tz = header[10:12]
+                if type(shift) is not int or type(tz) is not int or abs(shift) > 1 or \
+                        abs(tz) >= 1440:
+                    raise ValueError("the newest day and UTC offset are not small integers")
+            if (header[0] == FORMAT and len(header) == 13) or \
+                    (header[0] == _FORMAT_2 and len(header) == 11):
+                buckets, crc = header[9], header[-1]
                 if type(crc) is not int or crc != _blocks_crc(parts[2], parts[3]):
                     raise ValueError("the bucket blocks do not match their checksum")
                 if not isinstance(buckets, list) or len(buckets) != 4 * NF or \
@@ -1158,7 +1200,8 @@ class Summary:
             lt, first, visit, tx, act, comp, first_active, last_days = header[1:9]
             if type(lt) is not int:
                 raise ValueError("last_ts is not an integer")
-            n = lt // DAY_MS
+            n = lt // DAY_MS + shift
+            s._n, s._tz = n, tz
             s.last_ts = lt
             s.first_ts = None if first is None else lt - int(first)
             s.last_visit = None if visit is None else lt - int(visit)
@@ -1178,7 +1221,7 @@ class Summary:
                        for ref, evs, base in jsonfast.loads(parts[4])}
             recent = jsonfast.loads(parts[5])
             for r in recent:
-                if not 3 <= len(r) <= 9 or type(r[1]) is not int or type(r[2]) is not str:
+                if not 3 <= len(r) <= 10 or type(r[1]) is not int or type(r[2]) is not str:
                     raise ValueError("a raw event is not a compact row")
                 r[1] = lt - r[1]
             s._recent = recent
@@ -1216,18 +1259,18 @@ def return_after_gap(days_ago: Sequence[int], quiet: float,
 
 def _row(a: Activity) -> list[Any]:
     """An activity as a compact row: kind code, ts, id, store, amount, channel, status,
-    severity, ref (trailing Nones dropped)."""
+    severity, ref, UTC offset in minutes (trailing Nones dropped, an offset of 0 too)."""
     row: list[Any] = [_KIND_CODE.get(a.kind, a.kind), a.ts, a.event_id, a.store_id, a.amount,
-                      a.channel, a.status, a.severity, a.complaint_ref]
+                      a.channel, a.status, a.severity, a.complaint_ref, a.tz_minutes or None]
     while row[-1] is None:
         row.pop()
     return row
 
 
 def _act(r: list[Any]) -> Activity:
-    store, amount, channel, status, severity, ref = r[3:] + [None] * (9 - len(r))
+    store, amount, channel, status, severity, ref, tz = r[3:] + [None] * (10 - len(r))
     return Activity(_CODE_KIND.get(r[0], r[0]), r[1], r[2], amount, severity, ref, status, store,
-                    channel)
+                    channel, int(tz) if tz else 0)
 
 
 def _sorted_median(xs: list[float] | list[int]) -> float:

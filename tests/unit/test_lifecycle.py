@@ -116,6 +116,18 @@ def test_active_days_from_the_summary_equal_those_from_the_events() -> None:
     assert active_days_ago(acts, earlier) == summarize(acts).active_days(earlier) == [30, 37, 44, 51]
 
 
+def test_active_days_are_the_shops_days_from_the_events_and_the_summary_alike() -> None:
+    """At -05:00, events at 23:30 and 00:30 UTC are 18:30 and 19:30 on one local day; a read
+    counts back from the day on the newest event's clock."""
+    midnight = NOW // DAY_MS * DAY_MS
+    acts = [Activity(kind, midnight + minutes * 60_000 - d * DAY_MS, f"{kind}{d}", tz_minutes=-300)
+            for d in (0, 7, 14) for kind, minutes in (("visit", -30), ("transaction", 30))]
+    at = midnight + 60 * 60_000
+    assert active_days_ago(acts, at) == summarize(acts).active_days(at) == [0, 7, 14]
+    utc = [Activity(a.kind, a.ts, a.event_id) for a in acts]
+    assert active_days_ago(utc, at) == summarize(utc).active_days(at) == [0, 1, 7, 8, 14, 15]
+
+
 def test_the_engine_says_won_back_then_active_again() -> None:
     engine = Engine(Scorecard(), Thresholds())
     weekly_then_back = _visits([2, 80, 87, 94, 101, 108, 115])

@@ -192,11 +192,17 @@ def _old_compute_features(activities: Iterable[Activity], now_ms: int,
 # ---------------------------------------------------------------------------- generators
 _MS = st.one_of(st.sampled_from([0, 1, DAY_MS // 2, DAY_MS - 1]), st.integers(0, DAY_MS - 1))
 _CHANNEL = st.sampled_from([None, None, "in_store", "online", "app", "delivery", "phone"])
+# UTC offsets in minutes: a customer's events carry one, two (summer time) or, rarely, several
+# (an online order placed from another country); their days are each event's own local day.
+_UTC = st.just(0)
+_ZONES = st.sampled_from([0, -300, -240, 60, 120, 330, 540, 780, -720, 840])
 
 
 @st.composite
-def _activity(draw: st.DrawFn, i: int, span_days: int) -> Activity:
+def _activity(draw: st.DrawFn, i: int, span_days: int, tz: st.SearchStrategy[int] = _UTC
+              ) -> Activity:
     ts = BASE + draw(st.integers(0, span_days)) * DAY_MS + draw(_MS)
+    offset = draw(tz)
     kind = draw(st.sampled_from(["visit", "transaction", "transaction", "complaint"]))
     eid = f"e{i:04d}"
     if kind == "complaint":
@@ -204,19 +210,26 @@ def _activity(draw: st.DrawFn, i: int, span_days: int) -> Activity:
                         severity=draw(st.sampled_from([None, "low", "medium", "high"])),
                         complaint_ref=draw(st.sampled_from([None, "K1", "K2", "K3"])),
                         status=draw(st.sampled_from([None, "open", "resolved", "resolved"])),
-                        channel=draw(_CHANNEL))
+                        channel=draw(_CHANNEL), tz_minutes=offset)
     amount = None
     if kind == "transaction":
         amount = draw(st.one_of(st.none(), st.just(0.0),
                                 st.integers(-5_000, 20_000).map(lambda c: c / 100)))
     return Activity(kind, ts, eid, amount=amount, store_id=draw(st.sampled_from([None, "s1"])),
-                    channel=draw(_CHANNEL))
+                    channel=draw(_CHANNEL), tz_minutes=offset)
 
 
 @st.composite
-def _history(draw: st.DrawFn, span_days: int, max_size: int = 40) -> list[Activity]:
+def _history(draw: st.DrawFn, span_days: int, max_size: int = 40, zoned: bool = False
+             ) -> list[Activity]:
+    """``zoned``: events at UTC offsets (one or two for most histories, any of _ZONES for
+    some); else all at UTC, as schema 2 (``_old_compute_features``) counted days."""
     n = draw(st.integers(1, max_size))
-    return [draw(_activity(i, span_days)) for i in range(n)]
+    tz: st.SearchStrategy[int] = _UTC
+    if zoned:
+        home = draw(_ZONES)
+        tz = draw(st.sampled_from([st.just(home), st.sampled_from([home, home + 60]), _ZONES]))
+    return [draw(_activity(i, span_days, tz)) for i in range(n)]
 
 
 def _by_time(acts: Iterable[Activity]) -> list[Activity]:
@@ -231,7 +244,7 @@ def _nows(acts: list[Activity]) -> list[int]:
 
 # ---------------------------------------------------------------------------- 1. any order
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=st.data(), acts=_history(span_days=520))
+@given(data=st.data(), acts=_history(span_days=520, zoned=True))
 def test_any_order_with_duplicates_gives_the_same_summary(data: st.DataObject,
                                                            acts: list[Activity]) -> None:
     reference = summarize(_by_time(acts))
@@ -239,7 +252,7 @@ def test_any_order_with_duplicates_gives_the_same_summary(data: st.DataObject,
     assert newest is not None
     # Duplicates of events inside the id memory of the final newest day: those are always
     # recognised, whatever the order (older ones cannot be: see test 3).
-    pool = [a for a in acts if a.ts // DAY_MS >= newest - ID_MEMORY_DAYS]
+    pool = [a for a in acts if a.day >= newest - ID_MEMORY_DAYS]
     dups = data.draw(st.lists(st.sampled_from(pool), max_size=8)) if pool else []
     stream = data.draw(st.permutations(acts + dups))
     s = Summary.empty()
@@ -385,7 +398,7 @@ def test_the_raw_events_kept_also_catch_old_duplicates() -> None:
 
 # ---------------------------------------------------------------------------- 4. codec
 @settings(max_examples=100, deadline=None)
-@given(acts=_history(span_days=800, max_size=30))
+@given(acts=_history(span_days=800, max_size=30, zoned=True))
 def test_encode_decode_round_trip(acts: list[Activity]) -> None:
     s = summarize(acts)
     blob = s.encode()
@@ -401,7 +414,8 @@ def test_encode_decode_round_trip(acts: list[Activity]) -> None:
 def _stream(draw: st.DrawFn) -> list[Activity]:
     """A history as the scorer meets it: mostly several events a day (folds into day N, the
     path that leaves the bucket blocks encoded), some days apart, some late, some repeated."""
-    acts = draw(_history(span_days=draw(st.sampled_from([0, 2, 120, 500])), max_size=30))
+    acts = draw(_history(span_days=draw(st.sampled_from([0, 2, 120, 500])), max_size=30,
+                         zoned=True))
     order = draw(st.permutations(acts))
     return order + draw(st.lists(st.sampled_from(acts), max_size=5))
 
@@ -435,7 +449,7 @@ def test_the_scorers_step_gives_what_folding_at_once_gives(acts: list[Activity],
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(acts=_history(span_days=800, max_size=40), lag=st.integers(-400, 120))
+@given(acts=_history(span_days=800, max_size=40, zoned=True), lag=st.integers(-400, 120))
 def test_the_window_sums_are_the_buckets_inside_each_window(acts: list[Activity],
                                                             lag: int) -> None:
     """The window sums, by their slices (and the weeks they skip as never filled), equal the
@@ -663,7 +677,7 @@ def test_a_summary_of_the_previous_format_is_read_and_rewritten() -> None:
     now = max(a.ts for a in _OLD_EVENTS)
     assert old == summarize(_OLD_EVENTS)
     assert old.features(now) == summarize(_OLD_EVENTS).features(now)
-    assert old.encode().startswith('["cw-s2"')
+    assert old.encode().startswith('["cw-s3"')
     new = Activity("visit", now + 5, "v3")
     old.fold(new)
     assert old == summarize([*_OLD_EVENTS, new])
@@ -693,9 +707,13 @@ def _garbage() -> list[str]:
 
     return ["", "{", "[]", "null", "x" * 100, "cw-s0", "cw-s1\n1", good[:-3], good + "\n",
             swap(0, '["cw-s1","1",0,0,0,0,0,0,[]]'),
-            swap(0, parts[0].replace('"cw-s2"', '"cw-s1"')),  # a cw-s2 header called cw-s1
+            swap(0, parts[0].replace('"cw-s3"', '"cw-s1"')),  # a cw-s3 header called cw-s1
+            swap(0, parts[0].replace('"cw-s3"', '"cw-s2"')),  # a cw-s3 header called cw-s2
             swap(0, parts[0].rsplit(",", 1)[0] + ",7]"),  # a wrong checksum
             swap(0, "[1.5,".join(parts[0].rsplit("[", 1))),  # a float among the sums
+            swap(0, parts[0].replace("],0,0,", "],2,0,")),  # N two days after last_ts's day
+            swap(0, parts[0].replace("],0,0,", "],0,1440,")),  # a UTC offset of a whole day
+            swap(0, parts[0].replace("],0,0,", "],0,1.5,")),  # an offset not in minutes
             swap(1, "!!"), swap(2, "[" + "[]," * 10 + "[]]"),
             swap(2, '["1~"]'), swap(3, '[[1.5]]'), swap(5, '[["v"]]'), swap(6, "AAAA")]
 

@@ -1,0 +1,150 @@
+"""A customer's days are the days where they shop: each event's calendar day at the UTC offset
+its ``occurred_at`` carries, and a read counts its windows on the customer's wall clock.
+
+Before, days were UTC days: a visit at 19:50 in New York and its payment at 20:30 (00:30 UTC)
+were two active days, which halved the cadence a weekly regular was judged against and doubled
+how overdue they looked (the model put such a regular, 22 days away, at high)."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from services.common.events import validate_event
+from services.scoring.activity import activity_from_event, decode_activity, encode_activity
+from services.scoring.features import DAY_MS, Activity, compute_features, local_day
+from services.scoring.summary import Summary, summarize
+
+ZONES = {"london": 0, "new_york": -300, "los_angeles": -480, "kolkata": 330, "tokyo": 540,
+         "auckland": 780}
+
+
+def _at(local: datetime, minutes: int) -> int:
+    """Epoch ms of the wall-clock time ``local`` (naive) at UTC offset ``minutes``."""
+    return int(local.replace(tzinfo=timezone(timedelta(minutes=minutes))).timestamp() * 1000)
+
+
+def _weekly_regular(minutes: int, *, clock: tuple[int, int], weeks: int = 30,
+                    payment_after: int = 40) -> list[Activity]:
+    """A visit every Monday at ``clock`` (local) and its payment ``payment_after`` minutes
+    later, for ``weeks`` weeks from 2026-01-05."""
+    first = datetime(2026, 1, 5, *clock)
+    out = []
+    for w in range(weeks):
+        at = first + timedelta(days=7 * w)
+        out.append(Activity("visit", _at(at, minutes), f"v{w}", tz_minutes=minutes))
+        out.append(Activity("transaction", _at(at + timedelta(minutes=payment_after), minutes),
+                            f"t{w}", amount=45.0, tz_minutes=minutes))
+    return out
+
+
+@pytest.mark.parametrize(("zone", "clock"), [("new_york", (18, 45)), ("los_angeles", (15, 45)),
+                                             ("tokyo", (8, 50)), ("auckland", (12, 45))])
+def test_a_visit_and_its_payment_across_midnight_utc_are_one_day(zone: str,
+                                                                 clock: tuple[int, int]) -> None:
+    """The evening regular in New York (18:45, paying at 19:25, across 00:00 UTC), the
+    afternoon one in Los Angeles, the morning one in Tokyo, the lunchtime one in Auckland: one
+    active day a week, a cadence of 7 days, 22 days away reads 22/7 overdue."""
+    minutes = ZONES[zone]
+    acts = _weekly_regular(minutes, clock=clock)
+    assert len({a.ts // DAY_MS for a in acts}) == 60  # UTC days would make it two a week
+    now = max(a.ts for a in acts) + 22 * DAY_MS
+    f = compute_features(acts, now)
+    assert f["active_days_365"] == 30.0
+    assert f["cadence_median_days"] == 7.0 and f["cadence_spread_days"] == 0.0
+    assert f["overdue_ratio"] == pytest.approx(22 / 7, rel=1e-3)
+    # visits 22, 29, ..., 85 days ago
+    assert f["active_days_30"] == 2.0 and f["active_days_90"] == 10.0 and f["visits_90"] == 10.0
+
+
+def test_the_same_wall_clock_history_gives_the_same_features_in_every_zone() -> None:
+    """A year of random visits, purchases, refunds and complaints at the same local times, read
+    at the same local times: the features do not depend on where the shop is."""
+    rng = random.Random(7)
+    local: list[tuple[str, datetime, float | None]] = []
+    day = datetime(2025, 3, 1)
+    for _ in range(160):
+        day += timedelta(days=rng.choice([1, 2, 3, 5, 8, 13]))
+        at = day + timedelta(hours=rng.uniform(0, 23.9))
+        kind = rng.choice(["visit", "transaction", "transaction", "complaint"])
+        amount = round(rng.uniform(-20, 120), 2) if kind == "transaction" else None
+        local.append((kind, at, amount))
+        if kind == "visit":  # its payment, sometimes after midnight
+            local.append(("transaction", at + timedelta(minutes=rng.choice([20, 40, 90])),
+                          round(rng.uniform(5, 80), 2)))
+    later = [local[-1][1] + timedelta(hours=h) for h in (0, 5, 30, 24 * 20 + 7, 24 * 200)]
+    earlier = [local[100][1], local[100][1] - timedelta(hours=3)]  # as_of in the past
+
+    def history(minutes: int) -> list[Activity]:
+        return [Activity(kind, _at(at, minutes), f"e{i}", amount=amount,
+                         severity="high" if kind == "complaint" else None,
+                         tz_minutes=minutes)
+                for i, (kind, at, amount) in enumerate(local)]
+
+    expected = {r: compute_features(history(0), _at(r, 0)) for r in later + earlier}
+    for zone, minutes in ZONES.items():
+        acts = history(minutes)
+        whole = summarize(acts)
+        stored = Summary.decode(whole.encode())
+        for r in later + earlier:
+            assert compute_features(acts, _at(r, minutes)) == expected[r], (zone, r)
+        for r in later:
+            assert stored.features(_at(r, minutes)) == expected[r], (zone, r)
+        assert whole.daily() == summarize(history(0)).daily(), zone
+        assert whole.tz_minutes == stored.tz_minutes == minutes
+
+
+def test_a_point_in_time_read_in_tokyo_sees_the_morning_that_is_still_yesterday_in_utc() -> None:
+    """08:00 in Tokyo is 23:00 UTC the day before: a read at that instant counts the visit
+    just made, on its own day."""
+    tokyo = ZONES["tokyo"]
+    earlier = Activity("visit", _at(datetime(2026, 3, 2, 8, 0), tokyo), "a", tz_minutes=tokyo)
+    visit = Activity("visit", _at(datetime(2026, 3, 9, 8, 0), tokyo), "b", tz_minutes=tokyo)
+    s = summarize([earlier, visit])
+    for at in (visit.ts, visit.ts + 1):
+        f = s.features(at)
+        assert f["active_days_30"] == 2.0 and f["visits_90"] == 2.0, at
+        assert f["cadence_median_days"] == 7.0
+        assert s.active_days(at) == [0, 7]
+    assert compute_features([earlier, visit], visit.ts - 1)["active_days_30"] == 1.0
+
+
+def test_events_of_one_customer_at_two_offsets_are_each_on_their_own_day() -> None:
+    """Summer time (+02:00, then +01:00) or an order placed abroad: each event's own local
+    day; the order they arrive in does not matter."""
+    acts = [Activity("visit", _at(datetime(2026, 10, 20, 23, 30), 120), "summer",
+                     tz_minutes=120),
+            Activity("visit", _at(datetime(2026, 10, 27, 23, 30), 60), "winter", tz_minutes=60),
+            Activity("transaction", _at(datetime(2026, 10, 28, 0, 10), 60), "pay",
+                     amount=30.0, tz_minutes=60),
+            Activity("transaction", _at(datetime(2026, 11, 3, 9, 0), -300), "web",
+                     amount=12.0, tz_minutes=-300, channel="online")]
+    assert [a.day for a in acts] == [local_day(a.ts, a.tz_minutes) for a in acts]
+    days = {a.day for a in acts}
+    assert len(days) == 4  # (the 00:10 payment is the next local day: a day of its own)
+    reference = summarize(acts).encode()
+    for seed in range(20):
+        order = acts[:]
+        random.Random(seed).shuffle(order)
+        s = Summary.empty()
+        for a in order:
+            s.fold(a)
+            s = Summary.decode(s.encode())
+        assert s.encode() == reference
+    assert Summary.decode(reference).tz_minutes == -300  # the newest event's clock
+
+
+def test_the_event_s_offset_is_kept_from_its_occurred_at() -> None:
+    for text, minutes in (("2026-11-23T19:50:00-05:00", -300), ("2026-11-23T08:50:00+09:00", 540),
+                          ("2026-11-23T10:00:00Z", 0), ("2026-11-23T10:00:00+05:30", 330)):
+        event, errors = validate_event({"event_id": "e1", "type": "visit", "customer_id": "c1",
+                                        "occurred_at": text})
+        assert event is not None, errors
+        a = activity_from_event(event)
+        assert a.tz_minutes == minutes
+        assert a.day == datetime.fromisoformat(text).date().toordinal() \
+            - datetime(1970, 1, 1).date().toordinal()
+        assert decode_activity("e1", encode_activity(a)) == a
+        assert Summary.decode(summarize([a]).encode()).recent() == [a]
