@@ -79,7 +79,9 @@ class _EventBase(BaseModel):
     event_id: Identifier = Field(description="Unique id of the event; the same id sent twice changes nothing.")
     customer_id: Identifier = Field(description="The customer the event belongs to.")
     occurred_at: Timestamp = Field(
-        description="When it happened, RFC 3339 with a UTC offset.",
+        description="When it happened, RFC 3339 with a UTC offset. Write the shop's own "
+        "offset: the customer's days (active days, cadence, windows) are the calendar days "
+        "at the offset each event carries.",
         json_schema_extra={"type": "string", "format": "date-time"},
     )
     store_id: Identifier | None = Field(default=None, description="The store or outlet, if any.")
