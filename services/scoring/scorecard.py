@@ -50,18 +50,11 @@ def _clip(x: float, lo: float, hi: float) -> float:
 def contributions(f: dict[str, float]) -> list[Contribution]:
     """The scorecard's contributions for one customer, strongest first."""
     out: list[Contribution] = []
-    since = round(f["days_since_last_activity"])
-    cadence = round(f["cadence_median_days"])
     over = _clip(f["overdue_ratio"] - 1.0, 0.0, 4.0)
     if over > 0:
-        if f["has_cadence"]:
-            text = english_plurals(f"{since} days since the last visit; usually every "
-                                   f"{cadence} days")
-            zh = f"距上次到店已{since}天；平时每{cadence}天一次"
-        else:
-            text = english_plurals(f"{since} days since the only visit, and no return yet")
-            zh = f"自唯一一次到店已过{since}天，尚未回头"
-        out.append(Contribution("overdue", W_OVERDUE * over, text, zh))
+        told = _overdue(f)  # (over > 0: the overdue ratio is above 1, always told)
+        assert told is not None
+        out.append(Contribution("overdue", W_OVERDUE * over, english_plurals(told[0]), told[1]))
     n_open, n_high = int(f["open_complaints"]), int(f["open_high_complaints"])
     if n_open:
         w = W_OPEN * min(n_open, 2) + (W_OPEN_HIGH if n_high else 0.0)
@@ -158,8 +151,12 @@ def _overdue(f: dict[str, float]) -> tuple[str, str] | None:
     since, cadence = round(f["days_since_last_activity"]), round(f["cadence_median_days"])
     if f["overdue_ratio"] <= 1.0:
         return None  # on cadence: not overdue
-    if f["has_cadence"]:  # in the words of the packaged overdue rules
+    if f["has_cadence"]:
         word, word_zh = occasion_words(f)
+        if _one_gap(f):  # "usually" would rest on a single gap
+            return (f"{since} days since the last {word}, which came {cadence} days after "
+                    f"the first", f"距上次{word_zh}已{since}天；上次距第一次{cadence}天")
+        # in the words of the packaged overdue rules
         return (f"{since} days since the last {word}; usually every {cadence} days",
                 f"距上次{word_zh}已{since}天；平时每{cadence}天一次")
     if online_mostly(f):
@@ -167,6 +164,13 @@ def _overdue(f: dict[str, float]) -> tuple[str, str] | None:
                 f"自唯一一次购买已过{since}天，尚未再次购买")
     return (f"{since} days since the only visit, and no return yet",
             f"自唯一一次到店已过{since}天，尚未回头")
+
+
+def _one_gap(f: dict[str, float]) -> bool:
+    """The customer's cadence is the one gap between their only two active days (both in the
+    last year, first seen inside it): no habit to call "usual" yet."""
+    return bool(f["has_cadence"]) and round(f["active_days_365"]) == 2 \
+        and f["tenure_days"] < 365
 
 
 def _frequency_decline(f: dict[str, float]) -> tuple[str, str] | None:

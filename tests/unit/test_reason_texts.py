@@ -390,3 +390,26 @@ def test_rules_say_purchase_for_an_online_customer_as_the_model_does() -> None:
         parse_rules({"rules": [{"id": "gone", "when": "days_since_last_activity >= 30",
                                 "min_tier": "medium",
                                 "reason": {"en": "No {ocasion}", "zh-CN": "无"}}]}, "custom.yaml")
+
+
+def test_one_gap_is_not_called_a_habit() -> None:
+    """Two visits five days apart, then 40 days of silence: "usually every 5 days" would rest
+    on that one gap. The text says what happened; a regular's says what is usual."""
+    from services.scoring.features import DAY_MS, Activity, compute_features
+
+    start = 1_780_000_000_000
+    twice = [Activity("visit", start, "a"), Activity("visit", start + 5 * DAY_MS, "b")]
+    f = compute_features(twice, start + 45 * DAY_MS)
+    assert f["has_cadence"] == 1.0 and f["cadence_median_days"] == 5.0
+    told = describe("overdue", f)
+    assert told == ("40 days since the last visit, which came 5 days after the first",
+                    "距上次到店已40天；上次距第一次5天")
+    [c] = [c for c in contributions(f) if c.code == "overdue"]
+    assert (c.text, c.text_zh) == told
+    weekly = [Activity("visit", start + 7 * d * DAY_MS, f"w{d}") for d in range(8)]
+    f = compute_features(weekly, start + 7 * 7 * DAY_MS + 30 * DAY_MS)
+    assert describe("overdue", f) == ("30 days since the last visit; usually every 7 days",
+                                      "距上次到店已30天；平时每7天一次")
+    online = [Activity(a.kind, a.ts, a.event_id, channel="online") for a in twice]
+    en, _ = describe("overdue", compute_features(online, start + 45 * DAY_MS)) or ("", "")
+    assert en == "40 days since the last purchase, which came 5 days after the first"
