@@ -116,6 +116,11 @@ class StaffMember(BaseModel):
     role: Literal["staff", "manager"] = "staff"
     locale: Locale = "en"
     preferred_channel: ChannelName | None = None
+    timezone: TimeZone | None = Field(
+        default=None,
+        description="The staff member's own IANA time zone, for someone over stores in "
+        "several zones (a regional manager): their quiet hours and morning digests follow it, "
+        "one digest for all their stores. Absent: each customer's store's zone.")
 
 
 class Store(BaseModel):

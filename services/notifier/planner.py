@@ -249,7 +249,8 @@ class Planner:
                          # silent past the horizon: listed after those still to keep
                          "lapsed": lapsed(current.lifecycle_stage),
                          "priority": priority(current.score, current.features)}
-                groups.setdefault((person.key, channel), (person, [], ctx.timezone))[1].append(item)
+                groups.setdefault((person.key, channel),
+                                  (person, [], _zone_of(person, ctx)))[1].append(item)
             created = max(created, created_ms)
         out = []
         for (_, channel), (person, items, tz) in sorted(groups.items()):
@@ -314,7 +315,7 @@ class Planner:
         target = _target(person, channel) or ""
         did = did or delivery_id(event.id, channel, target)
         common: dict[str, Any] = {"recipient_name": person.name, "created_ms": created_ms,
-                                  "recipient_key": person.key, "timezone": ctx.timezone,
+                                  "recipient_key": person.key, "timezone": _zone_of(person, ctx),
                                   "kind": kind}
         extra = {"alert_id": event.id, "kind": kind, "action": action,
                  "escalate_after_s": self.routing.policies.escalate_after_s or 0.0,
@@ -337,7 +338,7 @@ class Planner:
         item = self.templates.digest_item(event.change, person, action=action, event_id=event.id,
                                           customer_name=ctx.name)
         item |= {"created_ms": created_ms, "at_ms": int(time.time() * 1000),
-                 "timezone": ctx.timezone, "ack_url": ack_url,
+                 "timezone": _zone_of(person, ctx), "ack_url": ack_url,
                  "tier_id": event.change.tier,  # ``tier`` is in the recipient's language
                  # the customer's page in the console, for staff (as alerts and summaries)
                  "link": self._link(event.change.customer_id) if person.role != "customer"
@@ -349,7 +350,7 @@ class Planner:
                                         item=item, now_ms=int(time.time() * 1000),
                                         interval_s=route.digest_every_s if route else None,
                                         at=route.digest_at if route else None,
-                                        timezone=ctx.timezone)
+                                        timezone=_zone_of(person, ctx))
         if added:
             self._count("digested")
             if self.ledger is not None:
@@ -376,6 +377,12 @@ class Planner:
                                    kind="escalation", action=action, did=did,
                                    ack_url=links.get(ctx.manager.key, "")))
         return out
+
+
+def _zone_of(person: Recipient, ctx: CustomerContext) -> str:
+    """The clock a message to ``person`` keeps to (quiet hours, a morning digest's 08:00, the
+    times it shows): the person's own time zone, else the customer's store's."""
+    return person.timezone or ctx.timezone
 
 
 def _target(person: Recipient, channel: str) -> str | None:

@@ -11,8 +11,9 @@ through :class:`~services.common.profiles.ProfileStore`, all within ``RiskChange
   (:meth:`~services.common.profiles.Consent.allows` is checked per channel by the planner);
 - any recipient name defined in the routing file.
 
-The time zone used for quiet hours is the store's (``Store.timezone``), else the profile's,
-else the routing file's ``timezone``.
+The time zone used for quiet hours and morning digests is the recipient's own when they have
+one (``StaffMember.timezone``, a routing-file recipient's ``timezone``), else the store's
+(``Store.timezone``), else the profile's, else the routing file's ``timezone``.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def _staff_recipient(member: StaffMember, tenant: str) -> Recipient | None:
         return None
     return Recipient(key=f"staff:{tenant}:{member.staff_id}", name=member.name or member.staff_id,
                      email=member.email, phone=member.phone, locale=member.locale,
-                     role=member.role)
+                     role=member.role, timezone=member.timezone)
 
 
 class ProfileRecipientResolver:

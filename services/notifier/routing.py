@@ -55,7 +55,7 @@ DEFAULT_ROUTING_RESOURCE = "routing.default.yaml"
 
 _TOP_KEYS = ("recipients", "stores", "default_recipient", "routes", "timezone", "quiet_hours",
              "digest", "rate_limits", "escalation", "inhibit", "won_back")
-_RECIPIENT_KEYS = ("name", "email", "phone", "locale")
+_RECIPIENT_KEYS = ("name", "email", "phone", "locale", "timezone")
 _ROUTE_KEYS = ("match", "channels", "to", "digest")
 _MATCH_KEYS = ("from", "to", "store", "value_tier", "segment")
 # The channels that reach a person. in_app (the staff console's alert list) wakes nobody, so
@@ -80,6 +80,9 @@ class Recipient:
     phone: str | None = None
     locale: str = "en"
     role: str = "staff"  # staff | manager | customer (messages to customers need consent)
+    # the person's own IANA time zone: their quiet hours and morning digests follow it, one
+    # digest for all their stores (None: each customer's store's zone)
+    timezone: str | None = None
 
 
 @dataclass(frozen=True)
@@ -269,14 +272,19 @@ def parse_clock(value: Any) -> dtime:
         raise ValueError(f"{value!r} is not a time of day") from None
 
 
-def _policies(p: _Parser, doc: dict[str, Any], recipients: Mapping[str, Recipient]) -> Policies:
+def _zone_name(p: _Parser, raw: Any, where: str) -> str:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-    tz = p.string(doc.get("timezone", "UTC"), "timezone")
+    tz = p.string(raw, where)
     try:
         ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
-        p.fail("timezone", f"{tz!r} is not an IANA time zone", "use e.g. Europe/Berlin or Asia/Shanghai")
+        p.fail(where, f"{tz!r} is not an IANA time zone", "use e.g. Europe/Berlin or Asia/Shanghai")
+    return tz
+
+
+def _policies(p: _Parser, doc: dict[str, Any], recipients: Mapping[str, Recipient]) -> Policies:
+    tz = _zone_name(p, doc.get("timezone", "UTC"), "timezone")
     quiet = None
     if doc.get("quiet_hours") is not None:
         raw = p.mapping(doc["quiet_hours"], "quiet_hours", ("start", "end", "channels"))
@@ -377,7 +385,10 @@ def _recipients(p: _Parser, raw: Any) -> dict[str, Recipient]:
         locale = p.string(fields.get("locale", "en"), f"{where}.locale")
         if locale not in LOCALES:
             p.fail(f"{where}.locale", f"{locale!r} is not supported", f"use one of {', '.join(LOCALES)}")
-        out[str(key)] = Recipient(key=str(key), name=name, email=email, phone=phone, locale=locale)
+        tz = fields.get("timezone")
+        out[str(key)] = Recipient(key=str(key), name=name, email=email, phone=phone, locale=locale,
+                                  timezone=None if tz is None
+                                  else _zone_name(p, tz, f"{where}.timezone"))
     return out
 
 

@@ -221,7 +221,7 @@ class Notifier:
         e-mail address, else the routing file's ``default_recipient``."""
         staff = await ProfileStore(self.redis, self.keys).list_staff(tenant)
         managers = [Recipient(key=f"staff:{tenant}:{m.staff_id}", name=m.name or m.staff_id,
-                              email=m.email, locale=m.locale, role="manager")
+                              email=m.email, locale=m.locale, role="manager", timezone=m.timezone)
                     for m in staff if m.role == "manager" and m.email]
         return managers or [self.routing.store_manager(None)]
 

@@ -221,7 +221,12 @@ escalation: {after: 1.5s, channels: [email]}
 # quiet hours -------------------------------------------------------------------------------
 
 
-async def test_quiet_hours_delay_then_deliver(base, redis: Redis) -> None:
+@pytest.mark.parametrize("store_tz, manager_tz", [("Asia/Shanghai", None),
+                                                  ("UTC", "Asia/Shanghai")])
+async def test_quiet_hours_delay_then_deliver(base, redis: Redis, store_tz: str,
+                                              manager_tz: str | None) -> None:
+    """Quiet hours on the store's clock, or on the manager's own when her staff record has a
+    time zone (a UTC store's 5-minute window here is hours away from Shanghai's)."""
     tz = "Asia/Shanghai"
     local = datetime.now(ZoneInfo(tz))
     start = (local - timedelta(minutes=5)).strftime("%H:%M:%S")
@@ -233,7 +238,11 @@ routes:
   - {{match: {{to: high}}, channels: [sms]}}
 quiet_hours: {{start: "{start}", end: "{end}", channels: [sms]}}
 """, sms_gateway_url=gateway.url)
-        await staff_and_stores(redis, Keys(settings.redis_prefix), tz=tz)
+        profiles = await staff_and_stores(redis, Keys(settings.redis_prefix), tz=store_tz)
+        if manager_tz:
+            await profiles.put_staff(StaffMember(
+                staff_id="mgr-1", name="Max", email="max@example.com", phone="+15550122222",
+                role="manager", timezone=manager_tz))
         _, raw = change("night-owl", "low", "high")
         await produce_changes(settings, ("night-owl", raw))
         async with notifier(settings) as registry:
@@ -363,6 +372,51 @@ async def test_the_packaged_routing_puts_a_rise_to_medium_in_the_owners_daily_di
         at = datetime.fromtimestamp(at_ms / 1000, ZoneInfo(zone_name))
         assert (at.hour, at.minute, at.second) == (8, 0, 0)
         assert timedelta(0) < at - datetime.now(UTC) <= timedelta(days=1)
+
+
+async def test_a_regional_manager_with_a_time_zone_gets_one_morning_digest_on_her_clock(
+        settings_factory, redis: Redis, smtp) -> None:
+    """The owner above, with her own time zone on her staff record (she works from Berlin):
+    one morning digest at 08:00 Berlin time lists her customers of both stores, where she had
+    one per store time zone."""
+    from services.notifier.channels.base import Message
+    from services.notifier.digests import Digester
+    from services.notifier.templates import Templates
+
+    controller, _ = smtp
+    settings = settings_factory(smtp_host="127.0.0.1", smtp_port=controller.port,
+                                routing_file=None)
+    keys = Keys(settings.redis_prefix)
+    profiles = await staff_and_stores(redis, keys)
+    await profiles.put_staff(StaffMember(staff_id="owner-1", name="Olga", email="olga@example.com",
+                                         phone="+15550111111", timezone="Europe/Berlin"))
+    await profiles.put_store(Store(store_id="sh", timezone="Asia/Shanghai"))
+    await profiles.put_profile("ana", CustomerProfile(owner_staff_id="owner-1", name="Ana"))
+    await profiles.put_profile("cy", CustomerProfile(owner_staff_id="owner-1", name="Cy",
+                                                     store_id="sh"))
+    await produce_changes(settings,
+                          ("ana", change("ana", "low", "medium", cause="silence")[1]),
+                          ("cy", change("cy", "low", "medium", cause="silence")[1]))
+    async with notifier(settings) as registry:
+        await wait_until(lambda: metric(registry, "churnwatch_notifier_suppressed_total",
+                                        reason="digested") == 2, what="ana and cy digested")
+        due: list[tuple[str, float]] = await redis.zrange(  # type: ignore[assignment]
+            keys.digest_base + "due", 0, -1, withscores=True)
+    [(buffer, at_ms)] = due
+    assert buffer.endswith("|at 08:00:00|Europe/Berlin") and "owner-1" in buffer
+    at = datetime.fromtimestamp(at_ms / 1000, ZoneInfo("Europe/Berlin"))
+    assert (at.hour, at.minute, at.second) == (8, 0, 0)
+    sent: list[Message] = []
+
+    async def deliver(message: Message) -> None:
+        sent.append(message)
+
+    digester = Digester(redis, keys, templates=Templates(None), interval_s=60)
+    assert await digester.flush(now_ms=int(at_ms), deliver=deliver) == 1
+    [mail] = sent
+    assert mail.to == "olga@example.com" and mail.timezone == "Europe/Berlin"
+    assert mail.subject == "[churnwatch] 2 customer risk changes"
+    assert "- Ana (s1): low → medium" in mail.text and "- Cy (" in mail.text
 
 
 async def test_a_morning_digest_item_is_buffered_once_whatever_its_zone(

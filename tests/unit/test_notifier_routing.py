@@ -145,6 +145,7 @@ def test_a_missing_routing_file_names_the_setting(tmp_path: Path) -> None:
     ("default_recipient: default_manager", "default_recipient: boss", r"default_recipient: 'boss' is not a defined recipient"),
     ("default_recipient: default_manager", "", r"default_recipient: is missing"),
     ("locale: zh-CN", "locale: fr", r"recipients\.downtown\.locale: 'fr' is not supported; use one of en, zh-CN"),
+    ("locale: zh-CN", "locale: zh-CN, timezone: Mars/Olympus", r"recipients\.downtown\.timezone: 'Mars/Olympus' is not an IANA time zone; use e\.g\. Europe/Berlin"),
     ('phone: "+15550100000"', "phone: 555-0100", r"recipients\.default_manager\.phone: .* is not an E\.164 number"),
     ('email: "li@example.com"', 'email: "li.example.com"', r"recipients\.downtown\.email: 'li.example.com' is not an email address"),
     ("default_recipient:", "default_recipent:", r"\(top level\): unknown key\(s\) default_recipent"),
@@ -154,6 +155,15 @@ def test_validation_errors_name_file_path_and_fix(old: str, new: str, expected: 
     assert text != ROUTING
     with pytest.raises(ConfigError, match=r"^test\.yaml: " + expected):
         parse_routing_text(text, source="test.yaml")
+
+
+def test_a_recipient_may_keep_to_a_time_zone_of_their_own() -> None:
+    """A regional manager's quiet hours and morning digests follow her clock, not each
+    store's (docs/notifier.md); without one, the store's."""
+    routing = parse_routing_text(ROUTING.replace("locale: zh-CN", "locale: zh-CN, timezone: Asia/Shanghai"),
+                                 source="test.yaml")
+    assert routing.recipients["downtown"].timezone == "Asia/Shanghai"
+    assert routing.recipients["default_manager"].timezone is None
 
 
 def test_routes_must_be_a_non_empty_list() -> None:

@@ -48,7 +48,7 @@ class Message:
     tenant: str = "default"
     created_ms: int = 0  # when the risk change was published (delivery latency is from here)
     recipient_key: str = ""  # who (rate limits, digests); empty for webhooks
-    timezone: str = ""  # the recipient's store time zone (quiet hours); empty: none apply
+    timezone: str = ""  # the clock quiet hours keep to (the recipient's, else the store's); empty: none
     kind: str = ""  # alert | won_back | escalation | digest; empty for webhooks
 
     @property
