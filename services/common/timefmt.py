@@ -9,7 +9,7 @@ spelling everywhere.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:  # annotations only: this module is imported by the lowest layers
@@ -42,6 +42,14 @@ def iso_ms(ms: str | int | float | None) -> str | None:
     if ms in (None, ""):
         return None
     return rfc3339(datetime.fromtimestamp(int(float(ms)) / 1000, UTC))
+
+
+def iso_ms_at(ms: int, tz_minutes: int) -> str:
+    """Epoch milliseconds as RFC 3339 on the wall clock ``tz_minutes`` east of UTC
+    (``2026-11-23T18:45:00-05:00``; ``Z`` at 0, as :func:`iso_ms`): an event time as the shop
+    wrote it, its day the shop's (services/scoring/summary.py counts days so)."""
+    zone = UTC if not tz_minutes else timezone(timedelta(minutes=tz_minutes))
+    return rfc3339(datetime.fromtimestamp(ms / 1000, zone))
 
 
 def for_people(ts: float) -> str:

@@ -22,7 +22,7 @@ from services.common.events import (
     event_to_json,
     validate_event_in,
 )
-from services.common.timefmt import iso_ms, now_ms
+from services.common.timefmt import iso_ms_at, now_ms
 from services.records import alertacks, winback
 from services.records.holdout import holdout
 from services.scoring.summary import Summary
@@ -45,7 +45,9 @@ def resolution_events(summary: Summary, *, tenant: str, customer_id: str, at_ms:
     newest event when that is later (a resolution must be the complaint's newest event) —
     not at ``at_ms``: an event "now" would read as the customer being seen now (last seen,
     days since the last complaint) and move their activity windows, though the customer did
-    nothing. The staff action keeps the time it was recorded."""
+    nothing. It is written at the customer's UTC offset (their newest event's), so that it
+    lands on the customer's own day and leaves the clock their days are read on as it was.
+    The staff action keeps the time it was recorded."""
     open_now = summary.open_complaints(at_ms)
     if only is not None:
         open_now = [c for c in open_now if c[0] == only]
@@ -60,7 +62,8 @@ def resolution_events(summary: Summary, *, tenant: str, customer_id: str, at_ms:
         event: dict[str, Any] = {
             "event_id": f"resolved-{action_id}-{n}", "type": "complaint",
             "customer_id": customer_id,
-            "occurred_at": iso_ms(max(summary.last_ts or newest, newest + 1)),
+            "occurred_at": iso_ms_at(max(summary.last_ts or newest, newest + 1),
+                                     summary.tz_minutes),
             "complaint_id": ref, "status": "resolved"}
         if tenant != DEFAULT_TENANT:
             event["tenant_id"] = tenant

@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from services.common.redisconn import Keys, customer_token, get_many
 from services.common.riskchange import TIERS
-from services.common.timefmt import canonical, iso_ms
+from services.common.timefmt import canonical, iso_ms, iso_ms_at
 from services.records.erasure import AUDIT_MAX, subject_digest
 from services.scoring.features import Activity
 from services.scoring.summary import Summary
@@ -48,7 +48,8 @@ def _events(blob: str | None) -> list[dict[str, Any]]:
 
 
 def _event(a: Activity) -> dict[str, Any]:
-    row: dict[str, Any] = {"event_id": a.event_id, "type": a.kind, "occurred_at": iso_ms(a.ts),
+    row: dict[str, Any] = {"event_id": a.event_id, "type": a.kind,
+                           "occurred_at": iso_ms_at(a.ts, a.tz_minutes),
                            "store_id": a.store_id, "amount": a.amount, "severity": a.severity,
                            "complaint_ref": a.complaint_ref, "status": a.status,
                            "channel": a.channel}

@@ -148,3 +148,27 @@ def test_the_event_s_offset_is_kept_from_its_occurred_at() -> None:
             - datetime(1970, 1, 1).date().toordinal()
         assert decode_activity("e1", encode_activity(a)) == a
         assert Summary.decode(summarize([a]).encode()).recent() == [a]
+
+
+def test_a_resolution_staff_record_is_written_on_the_customer_s_clock() -> None:
+    """"Complaint resolved" publishes the resolution event a POS would send, at the customer's
+    newest event time: written at their offset, it lands on their day and leaves the clock
+    their days are read on as it was (at Z it would have moved an evening New York customer's
+    newest day to tomorrow's UTC day and their clock to UTC)."""
+    from services.records.complaints import resolution_events
+    from services.records.export import _event
+
+    ny = ZONES["new_york"]
+    visit = Activity("visit", _at(datetime(2026, 3, 2, 18, 45), ny), "v", tz_minutes=ny)
+    moan = Activity("complaint", _at(datetime(2026, 3, 2, 19, 30), ny), "c", severity="high",
+                    complaint_ref="K1", status="open", tz_minutes=ny)
+    s = summarize([visit, moan])
+    [draft] = resolution_events(s, tenant="default", customer_id="c1", at_ms=moan.ts + 1000,
+                                action_id="a1", store_id=None)
+    assert draft["occurred_at"] == "2026-03-02T19:30:00.001000-05:00"
+    event, errors = validate_event(draft)
+    assert event is not None, errors
+    before = (s.newest_day, s.tz_minutes)
+    s.fold(activity_from_event(event))
+    assert (s.newest_day, s.tz_minutes) == before and s.open_complaints(moan.ts + 2) == []
+    assert _event(visit)["occurred_at"] == "2026-03-02T18:45:00-05:00"  # the export, as sent
