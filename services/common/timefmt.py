@@ -52,6 +52,14 @@ def iso_ms_at(ms: int, tz_minutes: int) -> str:
     return rfc3339(datetime.fromtimestamp(ms / 1000, zone))
 
 
+def local_iso(ms: str | int | None, tz_minutes: str | int | None) -> str | None:
+    """:func:`iso_ms_at` of stored text (a state hash's ``last_ts`` and ``tz``): None for no
+    time, UTC without an offset."""
+    if ms in (None, ""):
+        return None
+    return iso_ms_at(int(float(ms)), int(tz_minutes or 0))
+
+
 def for_people(ts: float) -> str:
     """Unix seconds as people read a time in a message or on a page: ``2026-12-04 17:11 UTC``
     (to the minute, the zone said; the console's timeline writes its times the same way)."""

@@ -15,7 +15,7 @@ from fastapi.responses import RedirectResponse, Response
 from services.common.exceptions import BrokerUnavailable
 from services.common.profiles import CustomerProfile, ProfileStore
 from services.common.riskchange import TIERS, holds_tier, lapsed
-from services.common.timefmt import iso_ms, parse_iso
+from services.common.timefmt import local_iso, parse_iso
 from services.console import alerts, charts, i18n
 from services.console.sessions import SESSION_COOKIE, Draft, Session
 from services.console.web import (
@@ -319,7 +319,8 @@ async def customer_page(customer_id: CustomerId, request: Request, res: Res) -> 
                 action=_text(risk.get("suggested_action"), zh),
                 held=holdout(state.get("tier"), session.tenant, customer_id,
                              res.settings.holdout_share),
-                last_seen=iso_ms(state.get("last_ts")), chart=chart, entries=entries,
+                last_seen=local_iso(state.get("last_ts"), state.get("tz")), chart=chart,
+                entries=entries,
                 actions=_offered(risk, draft, bool(
                     _count_param(request.query_params.get("resolved")))),
                 recorded=request.query_params.get("recorded") == "1",

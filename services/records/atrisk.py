@@ -11,7 +11,7 @@ from services.common.actions import reasons_why
 from services.common.profiles import CustomerProfile
 from services.common.redisconn import Keys, parse_customer_token
 from services.common.riskchange import holds_tier
-from services.common.timefmt import iso_ms
+from services.common.timefmt import local_iso
 from services.records import cursor as cursors
 from services.records.holdout import holdout
 from services.scoring.lifecycle import stage_name
@@ -43,7 +43,7 @@ while #out < 2 * n and off < 20 * n + 1000 do
 end
 return out
 """
-ST_FIELDS = ("tier", "score", "store", "last_ts", "risk")
+ST_FIELDS = ("tier", "score", "store", "last_ts", "risk", "tz")
 
 
 class AtRiskQuery:
@@ -115,7 +115,7 @@ async def tenant_stores(redis: Redis, keys: Keys, tenant: str) -> list[str]:
 
 def _item(cid: str, tenant: str, state: list[str | None], prio: str,
           profile: CustomerProfile | None, share: float) -> dict[str, Any]:
-    tier, score, store, last_ts, risk_raw = state
+    tier, score, store, last_ts, risk_raw, tz = state
     risk = json.loads(risk_raw) if risk_raw else {}
     reasons = risk.get("reasons") or []
     action = risk.get("suggested_action") or {}
@@ -134,5 +134,5 @@ def _item(cid: str, tenant: str, state: list[str | None], prio: str,
         "suggested_action": risk.get("suggested_action"), "store_id": store,
         "owner_staff_id": profile.owner_staff_id if profile else None,
         "name": profile.name if profile else None,
-        "last_event_at": iso_ms(last_ts), "holdout": holdout(tier, tenant, cid, share),
+        "last_event_at": local_iso(last_ts, tz), "holdout": holdout(tier, tenant, cid, share),
     }

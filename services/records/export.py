@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from services.common.redisconn import Keys, customer_token, get_many
 from services.common.riskchange import TIERS
-from services.common.timefmt import canonical, iso_ms, iso_ms_at
+from services.common.timefmt import canonical, iso_ms, iso_ms_at, local_iso
 from services.records.erasure import AUDIT_MAX, subject_digest
 from services.scoring.features import Activity
 from services.scoring.summary import Summary
@@ -60,9 +60,9 @@ def _state(fields: dict[str, str]) -> dict[str, Any] | None:
     if not fields:
         return None
     out: dict[str, Any] = {"store_id": fields.get("store"), "tier": fields.get("tier") or None}
-    for name, field in (("first_event_at", "first_ts"), ("last_event_at", "last_ts"),
-                        ("tier_since", "tier_since")):
-        out[name] = iso_ms(fields.get(field))
+    for name, field in (("first_event_at", "first_ts"), ("last_event_at", "last_ts")):
+        out[name] = local_iso(fields.get(field), fields.get("tz"))  # the shop's clock
+    out["tier_since"] = iso_ms(fields.get("tier_since"))
     if fields.get("score"):
         out["score"] = float(fields["score"])
     if "risk" in fields:

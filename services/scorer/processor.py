@@ -1089,6 +1089,13 @@ class Processor:
                 fields["first_ts"] = str(cs.first_ts)
             if cs.last_ts is not None:
                 fields["last_ts"] = str(cs.last_ts)
+            # the newest event's UTC offset, for readers that show a time on the shop's clock
+            # (last seen 4 Dec at 18:45 in New York is 5 Dec in UTC); none while it is 0
+            tz = cs.summary.tz_minutes
+            if tz:
+                fields["tz"] = str(tz)
+            elif "tz" in cs.state:
+                delete.append("tz")
             if cs.new_store:
                 fields["store"] = cs.new_store
         if a is None:  # scoring failed: the events are kept, the score is not touched

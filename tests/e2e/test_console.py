@@ -16,7 +16,7 @@ import re
 import shutil
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -936,8 +936,14 @@ async def test_a_mailed_alert_is_acknowledged_and_its_complaint_resolved_in_the_
         events = [e for cid in ("c-k1", "c-k2", "c-k3", "c-k4", "c-k5") for e in regular(
             cid, every_days=7, count=6, start=now - timedelta(days=36), store="north") + [
             complaint(cid, now - timedelta(hours=1), 1, ref="cmp-7")]]
+        # the complaint, their newest event, as a New York till writes it: the page says
+        # when they were last seen on the shop's clock (at 01:00 UTC it is yesterday there)
+        new_york = timezone(timedelta(hours=-5))
+        complained = (now - timedelta(hours=1)).astimezone(new_york)
         for e in events:
             e["tenant_id"] = "acme"
+            if e["type"] == "complaint":
+                e["occurred_at"] = complained.isoformat()
         async with httpx.AsyncClient(base_url=api.url, headers=ACME, timeout=10) as client:
             r = await client.put("/v1/staff/m-north", json={
                 "staff_id": "m-north", "name": "Mia North", "email": "mia@example.com",
@@ -969,7 +975,7 @@ async def test_a_mailed_alert_is_acknowledged_and_its_complaint_resolved_in_the_
             [reasons] = until(lambda: d.find_elements(By.ID, "reasons"), "the reasons")
             assert "nresolved complaint" in reasons.text
             seen = re.search(r"Last seen: \S+", text(d))
-            assert seen is not None
+            assert seen is not None and seen.group(0) == f"Last seen: {complained.date()}", seen
             # told to get in touch, with no contact the customer agreed to: said how instead
             assert "do it in person" in d.find_element(By.ID, "no-contact-hint").text
             # the mailed alert, not acknowledged yet: acknowledged from the customer's page

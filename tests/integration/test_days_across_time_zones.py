@@ -14,7 +14,9 @@ import pytest
 
 from services.common.redisconn import Keys, make_redis
 from services.state.store import read_states
+from tests.data import iso
 from tests.integration.test_scorer import scorer, wait_processed
+from tests.kafkatools import produce_events
 from tests.procs import ServiceProcess
 
 pytestmark = pytest.mark.integration
@@ -29,21 +31,22 @@ SHOPS = (("london", 0, (12, 0)), ("new-york", -300, (18, 45)), ("los-angeles", -
 
 
 def _history(cid: str, minutes: int, clock: tuple[int, int], last_day: datetime
-             ) -> tuple[list[dict[str, Any]], datetime]:
+             ) -> tuple[list[dict[str, Any]], datetime, str]:
     """A weekly regular's 30 visits and payments, the last visit on ``last_day`` (a date),
-    as the POS writes them: local times with the shop's offset. Returns the events and the
-    instant, 23 days after the last visit at the same local time."""
+    as the POS writes them: local times with the shop's offset. Returns the events, the
+    instant 23 days after the last visit at the same local time, and the last payment's
+    time as written."""
     tz = timezone(timedelta(minutes=minutes))
     last = datetime(last_day.year, last_day.month, last_day.day, *clock, tzinfo=tz)
     events: list[dict[str, Any]] = []
     for w in range(30):
         at = last - timedelta(days=7 * (29 - w))
         events.append({"event_id": f"{cid}-v{w}", "type": "visit", "customer_id": cid,
-                       "occurred_at": at.isoformat(), "store_id": cid})
+                       "occurred_at": iso(at), "store_id": cid})
         events.append({"event_id": f"{cid}-t{w}", "type": "transaction", "customer_id": cid,
-                       "occurred_at": (at + timedelta(minutes=40)).isoformat(),
+                       "occurred_at": iso(at + timedelta(minutes=40)),
                        "store_id": cid, "amount": 45.0, "currency": "USD"})
-    return events, last + timedelta(days=23)
+    return events, last + timedelta(days=23), events[-1]["occurred_at"]
 
 
 async def test_a_weekly_regular_is_judged_the_same_in_every_time_zone(settings_factory,
@@ -52,8 +55,9 @@ async def test_a_weekly_regular_is_judged_the_same_in_every_time_zone(settings_f
     last_day = datetime.now(UTC) - timedelta(days=25)
     posted: list[dict[str, Any]] = []
     read_at: dict[str, datetime] = {}
+    last_paid: dict[str, str] = {}
     for cid, minutes, clock in SHOPS:
-        events, at = _history(cid, minutes, clock, last_day)
+        events, at, last_paid[cid] = _history(cid, minutes, clock, last_day)
         posted += events
         read_at[cid] = at
     cids = [cid for cid, _, _ in SHOPS]
@@ -66,23 +70,48 @@ async def test_a_weekly_regular_is_judged_the_same_in_every_time_zone(settings_f
                 assert r.status_code == 202, r.text
                 await wait_processed(redis, settings, len(posted))
                 as_of: dict[str, dict[str, Any]] = {}
+                stored_reads: dict[str, dict[str, Any]] = {}
                 for cid in cids:
+                    r = await client.get(f"/v1/customers/{cid}/risk", headers=READ)
+                    assert r.status_code == 200, r.text
+                    stored_reads[cid] = r.json()
                     r = await client.get(f"/v1/customers/{cid}/risk", headers=READ,
                                          params={"as_of": read_at[cid].isoformat()})
                     assert r.status_code == 200, r.text
                     as_of[cid] = r.json()
+                r = await client.get("/v1/customers/at-risk", headers=READ,
+                                     params={"tier": "low"})
+                assert r.status_code == 200, r.text
+                listed = {i["customer_id"]: i for i in r.json()["items"]}
             states = await read_states(redis, Keys(settings.redis_prefix),
-                                       [("default", cid) for cid in cids], ["risk"])
+                                       [("default", cid) for cid in cids], ["risk", "tz"])
+            # Tokyo's next order comes in UTC (straight to Kafka, as a web shop may write it):
+            # the stored offset is the newest event's, so it goes
+            web = {"event_id": "tokyo-web", "type": "transaction", "customer_id": "tokyo",
+                   "occurred_at": iso(datetime.now(UTC) - timedelta(hours=1)), "amount": 20.0,
+                   "channel": "online"}
+            await produce_events(settings, [web])
+            await wait_processed(redis, settings, len(posted) + 1)
+            [tokyo_after] = await read_states(redis, Keys(settings.redis_prefix),
+                                              [("default", "tokyo")], ["tz", "last_ts"])
     finally:
         await redis.aclose()
 
     stored = {cid: json.loads(st["risk"]) for cid, st in zip(cids, states, strict=True)}
+    # the newest event's offset is kept for readers (none at 0), and follows the newest event
+    assert [st.get("tz") for st in states] == [None, "-300", "-480", "540"]
+    assert "tz" not in tokyo_after and "last_ts" in tokyo_after
     for cid in cids:
         features = stored[cid]["features"]
         # one active day a week, every week: a cadence of 7 days, not 3.5
         assert features["cadence_median_days"] == 7.0, (cid, features)
         assert features["active_days_365"] == 30.0, (cid, features)
         assert stored[cid]["tier"] == "low", (cid, stored[cid])
+        # last seen as the shop wrote it: 19:25 on the evening of the visit in New York, not
+        # 00:25 the next day in UTC (the console and the at-risk list show its date)
+        assert stored_reads[cid]["last_event_at"] == last_paid[cid], stored_reads[cid]
+        assert listed[cid]["last_event_at"] == last_paid[cid], listed[cid]
+        assert as_of[cid]["last_event_at"] == last_paid[cid], as_of[cid]
     # 23 days after the last visit, at the same local time: the same customer everywhere
     assert len({a["score"] for a in as_of.values()}) == 1, as_of
     assert {a["tier"] for a in as_of.values()} == {"low"}, as_of

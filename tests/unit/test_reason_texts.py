@@ -272,10 +272,10 @@ def test_the_list_card_tells_the_complaint_it_says_to_resolve() -> None:
         {"code": "no_return", "text": "49 days since the only visit, and no return yet"},
         {"code": "open_complaint", "text": "1 unresolved complaint"}],
         "suggested_action": {"code": "resolve_complaint", "text": "Resolve it first"}}
-    item = _item("c1", "t", ["high", "0.7", "s1", "0", json.dumps(risk)], "0.7", None, 0.0)
+    item = _item("c1", "t", ["high", "0.7", "s1", "0", json.dumps(risk), None], "0.7", None, 0.0)
     assert item["top_reason"]["code"] == "open_complaint"
     risk["suggested_action"] = {"code": "personal_call", "text": "Call"}
-    item = _item("c1", "t", ["high", "0.7", "s1", "0", json.dumps(risk)], "0.7", None, 0.0)
+    item = _item("c1", "t", ["high", "0.7", "s1", "0", json.dumps(risk), None], "0.7", None, 0.0)
     assert item["top_reason"]["code"] == "no_return"
 
 

@@ -12,7 +12,7 @@ from services.api.schemas import Risk
 from services.common.events import TENANT_HEADER, epoch_ms
 from services.common.exceptions import BrokerUnavailable
 from services.common.exportdoc import CustomerExport
-from services.common.timefmt import iso_ms, parse_iso, rfc3339
+from services.common.timefmt import iso_ms, iso_ms_at, local_iso, parse_iso, rfc3339
 from services.records import erasure, export
 from services.records.holdout import holdout
 from services.scoring.engine import Subject
@@ -44,7 +44,7 @@ async def get_risk(customer_id: CustomerId, res: Res, key: ReadKey,
     share = res.settings.holdout_share
     if as_of is None:
         state = (await read_states(res.redis, res.keys, [(key.tenant, customer_id)],
-                                   ["risk", "store", "tier_since", "last_ts"]))[0]
+                                   ["risk", "store", "tier_since", "last_ts", "tz"]))[0]
         # a store-bound key does not see other stores' customers
         state = check_store_read(key, state if state and "risk" in state else None,
                                  state.get("store") if state else None,
@@ -56,7 +56,8 @@ async def get_risk(customer_id: CustomerId, res: Res, key: ReadKey,
         return Risk.model_validate({**risk, "customer_id": customer_id,
                                     "store_id": state.get("store"),
                                     "tier_since": iso_ms(state.get("tier_since")),
-                                    "last_event_at": iso_ms(state.get("last_ts")),
+                                    "last_event_at": local_iso(state.get("last_ts"),
+                                                               state.get("tz")),
                                     "holdout": held})
     at = parse_iso(as_of)
     if at is None:
@@ -80,7 +81,8 @@ async def get_risk(customer_id: CustomerId, res: Res, key: ReadKey,
     body = a.to_json()
     body["as_of"] = rfc3339(at)
     return Risk.model_validate({**body, "customer_id": customer_id, "store_id": cs.store_id,
-                                "last_event_at": iso_ms(last), "point_in_time": True,
+                                "last_event_at": iso_ms_at(last, cs.summary.tz_minutes),
+                                "point_in_time": True,
                                 "holdout": holdout(a.tier, key.tenant, customer_id, share)})
 
 
