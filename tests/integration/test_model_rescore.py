@@ -48,6 +48,14 @@ def _processor(settings: Any, store: StateStore, producer: Any, model: Any) -> P
                      engine=Engine.from_settings(model, settings))
 
 
+async def _parts(settings: Any) -> tuple[Keys, Any, Any, StateStore]:
+    """What a test's processors share: the keys, a Redis client, a started producer (the
+    caller stops it and closes the client) and the state store."""
+    redis = make_redis(settings)
+    producer = await start_producer(settings)
+    return Keys(settings.redis_prefix), redis, producer, StateStore.from_settings(redis, settings)
+
+
 async def _versions(redis: Any, keys: Keys, ids: list[str]) -> dict[str, int]:
     states = await read_states(redis, keys, [("default", c) for c in ids], ["risk"])
     out: dict[str, int] = {}
@@ -60,10 +68,7 @@ async def _versions(redis: Any, keys: Keys, ids: list[str]) -> dict[str, int]:
 async def test_a_switch_rescores_every_customer_once_and_resumes_after_a_restart(
         settings_factory) -> None:
     settings = settings_factory(topic_partitions=2)
-    keys = Keys(settings.redis_prefix)
-    redis = make_redis(settings)
-    producer = await start_producer(settings)
-    store = StateStore.from_settings(redis, settings)
+    keys, redis, producer, store = await _parts(settings)
     default = load_model(None)
     proc = _processor(settings, store, producer, default)
     now = datetime.now(UTC)
@@ -156,10 +161,7 @@ async def test_new_rules_or_levels_rescore_every_customer_as_a_model_switch_does
     summary (cause ``model``, ``catching_up``), not whenever each next sends an event. A
     record from before rules were tracked starts no pass."""
     settings = settings_factory(topic_partitions=2)
-    keys = Keys(settings.redis_prefix)
-    redis = make_redis(settings)
-    producer = await start_producer(settings)
-    store = StateStore.from_settings(redis, settings)
+    keys, redis, producer, store = await _parts(settings)
     model = load_model(None)
 
     def processor(s: Any) -> Processor:
