@@ -81,7 +81,8 @@ class _EventBase(BaseModel):
     occurred_at: Timestamp = Field(
         description="When it happened, RFC 3339 with a UTC offset. Write the shop's own "
         "offset: the customer's days (active days, cadence, windows) are the calendar days "
-        "at the offset each event carries.",
+        "at the offset each event carries. A time at offset 0 (Z) of a store given a time "
+        "zone (PUT /v1/stores/{store_id}) is counted on that store's clock.",
         json_schema_extra={"type": "string", "format": "date-time"},
     )
     store_id: Identifier | None = Field(default=None, description="The store or outlet, if any.")

@@ -124,12 +124,16 @@ class StaffMember(BaseModel):
 
 
 class Store(BaseModel):
-    """A store: its time zone (quiet hours) and its manager (fallback recipient)."""
+    """A store: its time zone (its customers' days for events written in UTC, quiet hours,
+    digests) and its manager (fallback recipient)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     store_id: Identifier
     name: Label | None = None
-    timezone: TimeZone = "UTC"
+    timezone: TimeZone = Field(
+        "UTC", description="The store's IANA time zone. Events written at offset 0 (Z) that "
+        "name this store, or name none and belong to its customers, are counted on its "
+        "calendar days (summer time included); its staff's quiet hours and digests follow it.")
     manager_staff_id: Identifier | None = None
     locale: Locale = "en"
 

@@ -28,7 +28,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
@@ -58,7 +58,7 @@ from services.common.riskchange import (
 from services.common.runtime import gc_paused
 from services.common.settings import Settings
 from services.scoring import summary
-from services.scoring.activity import activity_from_event
+from services.scoring.activity import activity_from_event, at_shop, shop_zone
 from services.scoring.engine import Assessment, Engine, Step, Subject
 from services.scoring.features import DAY_MS, Activity
 from services.state.store import (
@@ -83,6 +83,8 @@ DEAD_LETTER_REASONS = ("malformed_json", "malformed_envelope", "invalid_event",
 # The scorer checks the API's time bounds again with this slack, so that an event the API
 # accepted at an edge is not dead-lettered for clock skew or the milliseconds until it was written.
 CLOCK_GRACE = timedelta(minutes=5)
+# A store's time zone (PUT /v1/stores/{id}) reaches the scorer within this many seconds
+STORE_ZONES_REFRESH_S = 5.0
 MAX_STORE_SERIES = 500  # bound on the store label of churnwatch_scorer_customers_by_store
 
 
@@ -242,6 +244,10 @@ class Processor:
         self._rescored: tuple[str, tuple[int, ...]] | None = None  # (served scoring, partitions) done
         self._rescore_run: dict[str, Any] = {}  # progress of the current pass, for the logs
         self._ledger_key: bytes | None = None  # the pseudonym key: erasure ledger digests
+        # tenant -> its stores kept on a clock other than UTC (store_id -> zone), and when the
+        # tenant's stores were read (monotonic seconds): see _read_store_zones
+        self._zones: dict[str, dict[str, tzinfo]] = {}
+        self._zones_read: dict[str, float] = {}
         # step -> the error retrying does not fix that holds it now: the readiness probe
         # fails while any is set (see _retry)
         self.stuck: dict[str, str] = {}
@@ -407,6 +413,8 @@ class Processor:
                         store_bound.discard(ref)
         if dead:
             await self._dead_letter(dead)
+        if rows:
+            await self._read_store_zones({ref[0] for ref in rows})
         erased = await self._drop_erased(rows, stores) if rows else 0
         lost: set[tuple[Ref, str]] = set()
         again: set[tuple[Ref, str, str]] = set()
@@ -430,6 +438,38 @@ class Processor:
                 self.metrics.retries.labels("conflict").inc()
                 logger.warning("%s; reading them again", exc)
                 committed = await self._retry("read", self._committed)
+
+    async def _read_store_zones(self, tenants: Iterable[str]) -> None:
+        """Know the time zones of these tenants' stores, read again every
+        :data:`STORE_ZONES_REFRESH_S` seconds (one round trip for all stale tenants)."""
+        now = time.monotonic()
+        stale = [t for t in tenants if now - self._zones_read.get(t, -1e9) >= STORE_ZONES_REFRESH_S]
+        if not stale:
+            return
+        read = await self._retry("read", lambda: self.store.read_store_zones(stale))
+        for t in stale:
+            self._zones[t] = {s: z for s, name in read.get(t, {}).items()
+                              if (z := shop_zone(name)) is not None}
+            self._zones_read[t] = now
+
+    @staticmethod
+    def _at_shops(rs: list[Row], zones: dict[str, tzinfo], home: str | None) -> list[Row]:
+        """The rows with each event at offset 0 put on its store's clock (the store it names,
+        else the customer's): see :func:`~services.scoring.activity.at_shop`."""
+        out = rs
+        for i, row in enumerate(rs):
+            a = row.activity
+            if a.tz_minutes:
+                continue
+            zone = zones.get(a.store_id or home or "")
+            if zone is None:
+                continue
+            moved = at_shop(a, zone)
+            if moved is not a:
+                if out is rs:
+                    out = list(rs)
+                out[i] = Row(moved, row.partition, row.offset, row.index)
+        return out
 
     @staticmethod
     def _added(cs: CustomerState, o: Outcome, act: Activity, last_added: dict[Ref, Activity],
@@ -505,6 +545,8 @@ class Processor:
         newest_added: dict[Ref, Activity] = {}  # by time: the cause of a one-point path
         for ref, rs in rows.items():
             cs = states[ref]
+            if zones := self._zones.get(ref[0]):  # events in UTC of stores with a time zone
+                rs = self._at_shops(rs, zones, cs.state.get("store") or stores.get(ref))
             stored = cs.outcomes()
             mine: dict[int, Outcome] = {}
             # Under the wall clock the customer is scored once, after all their new events:

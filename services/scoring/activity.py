@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, tzinfo
+from functools import lru_cache
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from services.common.events import AnyEvent, ComplaintEvent, TransactionEvent, epoch_ms
 from services.scoring.features import Activity
@@ -26,6 +29,30 @@ def activity_from_event(e: AnyEvent, ts: int | None = None) -> Activity:
     return Activity(e.type, epoch_ms(at) if ts is None else ts, e.event_id, amount,
                     severity, ref, status, e.store_id, e.channel,
                     off // _MINUTE if off else 0)
+
+
+@lru_cache(maxsize=512)
+def shop_zone(name: str | None) -> tzinfo | None:
+    """The IANA zone a store keeps (``Store.timezone``), or None when it is UTC or unknown:
+    events of such a store are counted on the days their ``occurred_at`` offset gives."""
+    if not name or name in ("UTC", "Etc/UTC", "Etc/GMT", "GMT", "Z"):
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def at_shop(a: Activity, zone: tzinfo | None) -> Activity:
+    """``a`` on its store's clock: an event written at offset 0 (``Z`` or ``+00:00``, as many
+    POS systems write every time) of a store in ``zone`` takes the zone's offset at that
+    instant (summer time included), so that its day is the shop's calendar day. An event
+    written with another offset keeps it: the POS said where it happened."""
+    if a.tz_minutes or zone is None:
+        return a
+    off = datetime.fromtimestamp(a.ts / 1000, UTC).astimezone(zone).utcoffset()
+    minutes = off // _MINUTE if off else 0
+    return replace(a, tz_minutes=minutes) if minutes else a
 
 
 def encode_activity(a: Activity) -> str:

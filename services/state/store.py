@@ -575,6 +575,25 @@ class StateStore:
         return {t: clock_from_top([x for pair in row for x in pair])
                 for t, row in zip(tenants, rows, strict=True)}
 
+    async def read_store_zones(self, tenants: Sequence[str]) -> dict[str, dict[str, str]]:
+        """Each tenant's stores and their time zones (``Store.timezone``; one round trip). A
+        store whose record is not readable JSON is left out."""
+        pipe = self.redis.pipeline(transaction=False)
+        for t in tenants:
+            pipe.hgetall(self.keys.stores(t))
+        rows = await pipe.execute() if tenants else []
+        out: dict[str, dict[str, str]] = {}
+        for t, row in zip(tenants, rows, strict=True):
+            zones = out[t] = {}
+            for store_id, raw in (row or {}).items():
+                try:
+                    doc = jsonfast.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(doc, dict):
+                    zones[store_id] = str(doc.get("timezone") or "UTC")
+        return out
+
     # writes --------------------------------------------------------------------------
     async def claim_ids(self, batch: dict[Ref, list[tuple[Activity, str]]], *, wall_ms: int
                         ) -> tuple[set[tuple[Ref, str]], set[tuple[Ref, str, str]]]:

@@ -8,12 +8,20 @@ how overdue they looked (the model put such a regular, 22 days away, at high).""
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from services.common.events import validate_event
-from services.scoring.activity import activity_from_event, decode_activity, encode_activity
+from services.scoring.activity import (
+    activity_from_event,
+    at_shop,
+    decode_activity,
+    encode_activity,
+    shop_zone,
+)
 from services.scoring.features import DAY_MS, Activity, compute_features, local_day
 from services.scoring.summary import Summary, summarize
 
@@ -172,3 +180,46 @@ def test_a_resolution_staff_record_is_written_on_the_customer_s_clock() -> None:
     s.fold(activity_from_event(event))
     assert (s.newest_day, s.tz_minutes) == before and s.open_complaints(moan.ts + 2) == []
     assert _event(visit)["occurred_at"] == "2026-03-02T18:45:00-05:00"  # the export, as sent
+
+
+def test_a_store_s_zone_puts_its_utc_times_on_the_shop_s_clock() -> None:
+    """A POS that writes every time in UTC: the store's IANA zone gives each event its offset
+    at that instant, summer time included; the summary is then the one the same history
+    written with the local offsets makes, and a weekly evening regular is weekly again."""
+    ny = shop_zone("America/New_York")
+    assert ny is not None
+    history = []
+    first = datetime(2026, 1, 5, 18, 45, tzinfo=ZoneInfo("America/New_York"))
+    for w in range(52):  # a year of Mondays: summer time from 8 March to 1 November
+        at = first + timedelta(days=7 * w)  # (wall-clock arithmetic: 18:45 every week)
+        for kind, after, eid in (("visit", 0, f"v{w}"), ("transaction", 40, f"t{w}")):
+            local = at + timedelta(minutes=after)
+            minutes = int(local.utcoffset().total_seconds() // 60)  # type: ignore[union-attr]
+            history.append(Activity(kind, int(local.timestamp() * 1000), eid,
+                                    45.0 if after else None, tz_minutes=minutes))
+    assert {a.tz_minutes for a in history} == {-300, -240}
+    in_utc = [replace(a, tz_minutes=0) for a in history]  # as the POS wrote them
+    assert len({a.day for a in in_utc}) > 52  # UTC days: winter evenings are two days
+    shifted = [at_shop(a, ny) for a in in_utc]
+    assert shifted == history
+    assert summarize(shifted).encode() == summarize(history).encode()
+    f = compute_features(shifted, history[-1].ts + DAY_MS)
+    assert f["active_days_365"] == 52.0 and f["cadence_median_days"] == 7.0
+
+
+def test_a_written_offset_wins_and_utc_or_unknown_zones_change_nothing() -> None:
+    tokyo = Activity("visit", _at(datetime(2026, 6, 1, 8, 50), 540), "e", tz_minutes=540)
+    assert at_shop(tokyo, shop_zone("America/New_York")) is tokyo  # the POS said where
+    utc = Activity("visit", _at(datetime(2026, 6, 1, 23, 50), 0), "u")
+    for name in ("UTC", "Etc/UTC", "GMT", "", None, "Mars/Olympus", "../etc/passwd"):
+        assert shop_zone(name) is None
+        assert at_shop(utc, shop_zone(name)) is utc
+    # London keeps offset 0 in winter and moves to +01:00 in summer
+    london = shop_zone("Europe/London")
+    winter = Activity("visit", int(datetime(2026, 1, 10, 23, 30, tzinfo=UTC).timestamp() * 1000), "w")
+    assert at_shop(winter, london) is winter
+    summer = Activity("visit", int(datetime(2026, 7, 10, 23, 30, tzinfo=UTC).timestamp() * 1000), "s")
+    assert at_shop(summer, london).tz_minutes == 60
+    assert at_shop(summer, london).day == summer.day + 1  # 00:30 on 11 July in London
+    # a zone of whole quarter hours (Kathmandu, +05:45)
+    assert at_shop(summer, shop_zone("Asia/Kathmandu")).tz_minutes == 345

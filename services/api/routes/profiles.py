@@ -96,7 +96,9 @@ async def delete_staff(staff_id: StaffId, key: AdminKey, profiles: Profiles) -> 
 
 
 @router.put("/v1/stores/{store_id}", response_model=Store, summary="Create or replace a store",
-            description="A store's time zone (quiet hours) and manager (fallback recipient).",
+            description="A store's time zone (its customers' days for events written in UTC, "
+            "quiet hours, digests) and manager (fallback recipient). The scorer reads the "
+            "zone within 5 s; events already scored keep their days.",
             responses=responses(AUTH, TOO_LARGE))
 async def put_store(store_id: StoreId, body: Store, key: AdminKey, profiles: Profiles) -> Any:
     _same_id(store_id, body.store_id, "store_id")
