@@ -86,7 +86,8 @@ class AtRiskPage(BaseModel):
 
 class TimelineEntry(BaseModel):
     kind: str = Field(description="tier_change | notification | staff_action | acknowledged | "
-                      "profile_change | activity (events of one day, summarized)")
+                      "profile_change | activity (events of one day, summarized; data.day is "
+                      "that day, the shop's calendar date)")
     at: str = Field(description="RFC 3339")
     data: dict[str, Any] = Field(default_factory=dict)
 

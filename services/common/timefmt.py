@@ -60,10 +60,16 @@ def local_iso(ms: str | int | None, tz_minutes: str | int | None) -> str | None:
     return iso_ms_at(int(float(ms)), int(tz_minutes or 0))
 
 
-def for_people(ts: float) -> str:
+def for_people(ts: float, tz_minutes: int = 0) -> str:
     """Unix seconds as people read a time in a message or on a page: ``2026-12-04 17:11 UTC``
-    (to the minute, the zone said; the console's timeline writes its times the same way)."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    (to the minute, the zone said), or on the wall clock ``tz_minutes`` east of UTC:
+    ``2026-12-04 12:11 UTC-05:00`` (the console's timeline, on the customer's clock)."""
+    if not tz_minutes:
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    hours, minutes = divmod(abs(tz_minutes), 60)
+    zone = timezone(timedelta(minutes=tz_minutes))
+    return datetime.fromtimestamp(ts, zone).strftime("%Y-%m-%d %H:%M ") + \
+        f"UTC{'+' if tz_minutes > 0 else '-'}{hours:02d}:{minutes:02d}"
 
 
 def parse_iso(value: str) -> datetime | None:

@@ -15,7 +15,7 @@ from fastapi.responses import RedirectResponse, Response
 from services.common.exceptions import BrokerUnavailable
 from services.common.profiles import CustomerProfile, ProfileStore
 from services.common.riskchange import TIERS, holds_tier, lapsed
-from services.common.timefmt import local_iso, parse_iso
+from services.common.timefmt import for_people, local_iso, parse_iso
 from services.console import alerts, charts, i18n
 from services.console.sessions import SESSION_COOKIE, Draft, Session
 from services.console.web import (
@@ -267,6 +267,22 @@ def _history(entries: list[dict[str, Any]], state: dict[str, str], risk: dict[st
     return points
 
 
+def _on_their_clock(entries: list[dict[str, Any]], tz_minutes: int) -> None:
+    """Each entry's ``when`` as the page shows it, on the customer's clock (the offset of
+    their newest event): a day's activity by its date there, anything else to the minute,
+    and its ``zone`` (``2026-12-04 19:25``, ``UTC-05:00``). At 23:00 UTC a New York
+    customer's alert went out at 18:00 on their day, not "tomorrow"."""
+    for e in entries:
+        if e.get("kind") == "activity":
+            e["when"] = (e.get("data") or {}).get("day") or str(e.get("at", ""))[:10]
+            continue
+        at = parse_iso(str(e.get("at", "")))
+        if at is None:
+            e["when"] = e.get("at", "")
+            continue
+        e["when"], _, e["zone"] = for_people(at.timestamp(), tz_minutes).rpartition(" ")
+
+
 @router.get("/console/customers/{customer_id:anypath}")
 async def customer_page(customer_id: CustomerId, request: Request, res: Res) -> Response:
     session = await current_session(request, res)
@@ -283,6 +299,7 @@ async def customer_page(customer_id: CustomerId, request: Request, res: Res) -> 
         risk["lifecycle_stage"] = stage_name(risk["lifecycle_stage"])
     entries = await timeline.read(res.redis, res.keys, customer_id, session.tenant,
                                   limit=TIMELINE_SHOWN, before=None)
+    _on_their_clock(entries, int(state.get("tz") or 0))
     contact = []
     if profile is not None:
         if profile.email and profile.consent.allows("email"):
@@ -303,6 +320,7 @@ async def customer_page(customer_id: CustomerId, request: Request, res: Res) -> 
     # a customer back to low risk leaves nothing to acknowledge (their alerts are settled)
     unacked = [] if state.get("tier") == "low" else await alerts.unacknowledged(res, session,
                                                                                  entries)
+    _on_their_clock(unacked, int(state.get("tz") or 0))
     return page("customer.html.j2", request, locale=session.locale, session=session,
                 unacked=unacked, page_path=f"/console/customers/{quote(customer_id, safe='')}",
                 csrf=session.csrf, customer_id=customer_id, profile=profile, contact=contact,

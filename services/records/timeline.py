@@ -8,6 +8,7 @@ staff actions, acknowledgements and profile changes, the scorer tier changes (do
 from __future__ import annotations
 
 import json
+from datetime import date, timedelta
 from typing import Any
 
 from redis.asyncio import Redis
@@ -19,6 +20,7 @@ from services.scoring.features import DAY_MS
 from services.scoring.summary import Summary
 from services.state.store import StateRead
 
+EPOCH_DAY = date(1970, 1, 1)  # day 0 of the summary's days
 TIMELINE_MAX = DEFAULT_RETENTION.timeline_max  # entries kept in ``tl`` (CHURNWATCH_TIMELINE_MAX_ENTRIES)
 
 
@@ -71,6 +73,7 @@ def _summaries(summary: Summary) -> list[dict[str, Any]]:
                                  "complaints_resolved")}
         data["spend"] = round(float(d["spend"]), 2)
         data["stores"] = sorted(stores.get(day, ()))
+        data["day"] = (EPOCH_DAY + timedelta(days=day)).isoformat()  # the shop's calendar date
         out.append({"kind": "activity", "at": at, "data": data})
     return out
 

@@ -386,7 +386,7 @@ async def test_staff_sign_in_by_mail_at_risk_list_language_and_sign_out(
             timeline = d.find_element(By.ID, "timeline").text
             assert "Message sent" in timeline and "Booked for Friday" in timeline
             # times say their zone; a day's activity in words, singular where it is one
-            assert " UTC" in timeline and "1 purchase (80.00)" in timeline, timeline
+            assert "\nUTC\n" in timeline and "1 purchase (80.00)" in timeline, timeline
             # staff by name, not by id
             assert "Called · Mia North" in timeline and "m-north" not in timeline
             assert "Owner: Mia North" in text(d)
@@ -1013,6 +1013,11 @@ async def test_a_mailed_alert_is_acknowledged_and_its_complaint_resolved_in_the_
             # a day's activity is dated, not timed by one of its events (or midnight)
             assert re.search(r"\n\d{4}-\d\d-\d\d\nActivity", "\n" + told), told
             assert not re.search(r"00:00 UTC\nActivity", told), told
+            # on the customer's clock: the complaint's day is its New York date, and the
+            # times carry the offset of their newest event (the resolution keeps it)
+            assert f"\n{complained.date()}\nActivity" in "\n" + told, told
+            assert re.search(r"\d\d:\d\d\nUTC-05:00\n", told), told
+            assert not re.search(r"\d\d:\d\d\nUTC\n", told), told
             assert "Store: north · Owner: Mia North" in d.find_element(By.ID, "profile").text
             shoot(d, tmp_path, "customer-complaint-resolved.en")
             # the mail's one-click link, acknowledged already in the console: its page is
