@@ -56,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="churned = no event within this many days after an observation date")
     train.add_argument("--out", type=Path, required=True, help="where to write the model artifact")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--timezone", metavar="ZONE", default=None,
+                       help="count events written in UTC (offset 0) on this IANA zone's days, "
+                       "as the scorer does for a store with this time zone (e.g. "
+                       "America/New_York); other offsets are kept as written")
 
     gen = sub.add_parser("generate", help="write synthetic POS history (NDJSON) with known churn times")
     gen.add_argument("--preset", choices=PRESETS, default="salon",
@@ -167,7 +171,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         report = train(events_path=args.events, until=args.until, horizon_days=args.horizon_days,
                        out=args.out, seed=args.seed, log=lambda s: print(s, file=sys.stderr),
-                       progress=sys.stderr)
+                       progress=sys.stderr, timezone=args.timezone)
         print(report.to_text())
         return 0
     if cmd == "generate":

@@ -17,15 +17,16 @@ from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any, TextIO
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
 from services.common.events import epoch_ms, parse_json, validate_event
 from services.common.timefmt import utc_from_epoch_s
-from services.scoring.activity import activity_from_event
+from services.scoring.activity import activity_from_event, at_shop, shop_zone
 from services.scoring.features import DAY_MS, FEATURE_NAMES, WINDOWS, Activity, compute_features
 from services.scoring.summary import Summary
 from services.training.exceptions import TrainingError
@@ -83,10 +84,21 @@ class EventLog:
         return max(a[-1].ts for a in self.activities.values())
 
 
-def read_events(path: Path, until: datetime, *, log: Callable[[str], None] = lambda s: None
-                ) -> EventLog:
+def read_events(path: Path, until: datetime, *, log: Callable[[str], None] = lambda s: None,
+                timezone: str | None = None) -> EventLog:
     """Read NDJSON line by line, validating each line as the ingest edge does. Invalid lines
-    are counted and reported with their line numbers; the first copy of an ``event_id`` wins."""
+    are counted and reported with their line numbers; the first copy of an ``event_id`` wins.
+    ``timezone``: events written at offset 0 are counted on that IANA zone's days
+    (:func:`~services.scoring.activity.at_shop`, as the scorer does for a store's events)."""
+    zone: tzinfo | None = None
+    if timezone:
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise TrainingError(f"--timezone {timezone!r} is not an IANA time zone; write e.g. "
+                                "America/New_York, Europe/Berlin or UTC") from None
+        zone = shop_zone(timezone)  # (None for UTC itself)
+        log(f"events written at offset 0 are counted on the days of {timezone}")
     if until.tzinfo is None:
         raise TrainingError(f"--until {until.isoformat()} has no UTC offset; write e.g. "
                             f"{until.isoformat()}Z or {until.isoformat()}+01:00")
@@ -101,7 +113,7 @@ def read_events(path: Path, until: datetime, *, log: Callable[[str], None] = lam
                 out.n_lines = lineno
                 if not raw.strip():
                     continue
-                message = _check_line(raw, lineno, out, seen, until)
+                message = _check_line(raw, lineno, out, seen, until, zone)
                 if message is not None:
                     out.n_invalid += 1
                     if len(out.invalid) < MAX_INVALID_EXAMPLES:
@@ -123,8 +135,8 @@ def read_events(path: Path, until: datetime, *, log: Callable[[str], None] = lam
     return out
 
 
-def _check_line(raw: bytes, lineno: int, out: EventLog, seen: set[str], until: datetime
-                ) -> str | None:
+def _check_line(raw: bytes, lineno: int, out: EventLog, seen: set[str], until: datetime,
+                zone: tzinfo | None = None) -> str | None:
     try:
         obj = parse_json(raw)
     except (ValueError, RecursionError) as exc:
@@ -140,7 +152,9 @@ def _check_line(raw: bytes, lineno: int, out: EventLog, seen: set[str], until: d
     if event.occurred_at > until:
         out.n_after_until += 1
         return None
-    out.activities.setdefault(event.customer_id, []).append(activity_from_event(event))
+    act = activity_from_event(event)
+    out.activities.setdefault(event.customer_id, []).append(
+        at_shop(act, zone) if zone is not None else act)
     return None
 
 

@@ -448,9 +448,12 @@ def _table(title: str, metrics: dict[str, Metrics], model_name: str) -> list[str
 def train(*, events_path: Path, until: datetime, horizon_days: int, out: Path, seed: int = 0,
           log: Callable[[str], None] = lambda s: None, progress: TextIO | None = None,
           candidates: Sequence[str] | None = None, calibration: Calibration = "sigmoid",
-          truth_path: Path | None = None) -> TrainReport:
+          truth_path: Path | None = None, timezone: str | None = None) -> TrainReport:
     """Train, evaluate and save the churn model from the events at or before ``until``
     (``candidates``: a subset of :data:`MODELS` that may be shipped; default all).
+
+    ``timezone``: an IANA zone whose calendar days events written at offset 0 are counted on
+    (``churnwatch train --timezone``), as the scorer counts a store's with that zone.
 
     ``truth_path``: the true churn times of a synthetic history (default: the
     ``<events>.truth.ndjson`` that ``churnwatch generate`` writes, when it exists); the report
@@ -464,13 +467,13 @@ def train(*, events_path: Path, until: datetime, horizon_days: int, out: Path, s
     with threadpool_limits(1, user_api="blas"), threadpool_limits(1, user_api="openmp"):
         return _train(events_path=events_path, until=until, horizon_days=horizon_days, out=out,
                       seed=seed, log=log, progress=progress, candidates=candidates,
-                      calibration=calibration, truth_path=truth_path)
+                      calibration=calibration, truth_path=truth_path, timezone=timezone)
 
 
 def _train(*, events_path: Path, until: datetime, horizon_days: int, out: Path, seed: int,
            log: Callable[[str], None], progress: TextIO | None,
            candidates: Sequence[str] | None, calibration: Calibration,
-           truth_path: Path | None = None) -> TrainReport:
+           truth_path: Path | None = None, timezone: str | None = None) -> TrainReport:
     names = list(candidates or MODELS)
     unknown = [n for n in names if n not in MODELS]
     if unknown:
@@ -482,7 +485,7 @@ def _train(*, events_path: Path, until: datetime, horizon_days: int, out: Path, 
     if out.is_dir():
         raise TrainingError(f"--out {out} is a directory; give the model file path, e.g. {out}/churn.joblib")
 
-    events = read_events(events_path, until, log=log)
+    events = read_events(events_path, until, log=log, timezone=timezone)
     log(f"read {events.n_events:,} events of {events.n_customers:,} customers "
         f"({events.n_invalid} invalid lines, {events.n_after_until} after --until, "
         f"{events.n_duplicates} duplicates skipped)")

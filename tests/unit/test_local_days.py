@@ -223,3 +223,52 @@ def test_a_written_offset_wins_and_utc_or_unknown_zones_change_nothing() -> None
     assert at_shop(summer, london).day == summer.day + 1  # 00:30 on 11 July in London
     # a zone of whole quarter hours (Kathmandu, +05:45)
     assert at_shop(summer, shop_zone("Asia/Kathmandu")).tz_minutes == 345
+
+
+def test_the_timeline_dates_a_day_s_activity_by_the_shop_s_calendar() -> None:
+    """A New York evening's visit and payment (00:25 UTC the next day) are one activity entry,
+    dated the New York day; the console writes other times on the customer's clock."""
+    from services.common.timefmt import for_people
+    from services.records.timeline import _summaries
+
+    ny = ZONES["new_york"]
+    acts = _weekly_regular(ny, clock=(18, 45), weeks=2)
+    [older, newest] = sorted(_summaries(summarize(acts)), key=lambda e: e["data"]["day"])
+    assert newest["data"]["day"] == "2026-01-12" and older["data"]["day"] == "2026-01-05"
+    assert newest["at"].startswith("2026-01-13T00:25")  # the API's time stays UTC (sortable)
+    assert newest["data"]["visits"] == 1 and newest["data"]["transactions"] == 1
+    paid = acts[-1].ts / 1000
+    assert for_people(paid, ny) == "2026-01-12 19:25 UTC-05:00"
+    assert for_people(paid) == "2026-01-13 00:25 UTC"
+    assert for_people(paid, 345) == "2026-01-13 06:10 UTC+05:45"
+
+
+def test_training_counts_a_utc_history_on_the_shop_s_days_when_told_its_zone(tmp_path) -> None:
+    """``churnwatch train --timezone``: the history a UTC-writing POS exported is counted on the
+    days the scorer counts for a store with that zone (training and scoring alike)."""
+    import json
+
+    from services.training.dataset import TrainingError, read_events
+
+    zone = ZoneInfo("America/New_York")
+    lines = []
+    for w in range(30):  # Mondays at 18:45 from 5 January: winter evenings cross 00:00 UTC
+        at = datetime(2026, 1, 5, 18, 45, tzinfo=zone) + timedelta(days=7 * w)
+        for kind, after in (("visit", 0), ("transaction", 40)):
+            written = (at + timedelta(minutes=after)).astimezone(UTC)
+            event: dict[str, object] = {"event_id": f"{kind}-{w}", "type": kind,
+                                        "customer_id": "c1",
+                                        "occurred_at": written.isoformat().replace("+00:00", "Z")}
+            if kind == "transaction":
+                event["amount"] = 45.0
+            lines.append(json.dumps(event))
+    path = tmp_path / "events.ndjson"
+    path.write_text("\n".join(lines) + "\n")
+    until = datetime(2026, 12, 1, tzinfo=UTC)
+    as_utc = read_events(path, until).activities["c1"]
+    local = read_events(path, until, timezone="America/New_York").activities["c1"]
+    assert len({a.day for a in as_utc}) > 30 and len({a.day for a in local}) == 30
+    assert {a.tz_minutes for a in local} == {-300, -240}
+    assert read_events(path, until, timezone="UTC").activities["c1"] == as_utc
+    with pytest.raises(TrainingError, match="not an IANA time zone"):
+        read_events(path, until, timezone="Mars/Olympus")
