@@ -9,8 +9,10 @@ spelling everywhere.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from functools import lru_cache
 from typing import TYPE_CHECKING, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 if TYPE_CHECKING:  # annotations only: this module is imported by the lowest layers
     from redis.asyncio import Redis
@@ -50,6 +52,26 @@ def iso_ms_at(ms: int, tz_minutes: int) -> str:
     wrote it, its day the shop's (services/scoring/summary.py counts days so)."""
     zone = UTC if not tz_minutes else timezone(timedelta(minutes=tz_minutes))
     return rfc3339(datetime.fromtimestamp(ms / 1000, zone))
+
+
+@lru_cache(maxsize=512)
+def named_zone(name: str | None) -> tzinfo | None:
+    """The IANA zone ``name`` (a store's or a staff member's ``timezone``), or None when it is
+    UTC, empty or unknown: nothing to shift."""
+    if not name or name in ("UTC", "Etc/UTC", "Etc/GMT", "GMT", "Z"):
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def offset_minutes(zone: tzinfo | None, ms: int) -> int:
+    """``zone``'s UTC offset in minutes at the instant ``ms`` (summer time included)."""
+    if zone is None:
+        return 0
+    off = datetime.fromtimestamp(ms / 1000, UTC).astimezone(zone).utcoffset()
+    return off // timedelta(minutes=1) if off else 0
 
 
 def local_iso(ms: str | int | None, tz_minutes: str | int | None) -> str | None:

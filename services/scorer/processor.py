@@ -57,8 +57,9 @@ from services.common.riskchange import (
 )
 from services.common.runtime import gc_paused
 from services.common.settings import Settings
+from services.common.timefmt import named_zone
 from services.scoring import summary
-from services.scoring.activity import activity_from_event, at_shop, shop_zone
+from services.scoring.activity import activity_from_event, at_shop
 from services.scoring.engine import Assessment, Engine, Step, Subject
 from services.scoring.features import DAY_MS, Activity
 from services.state.store import (
@@ -449,7 +450,7 @@ class Processor:
         read = await self._retry("read", lambda: self.store.read_store_zones(stale))
         for t in stale:
             self._zones[t] = {s: z for s, name in read.get(t, {}).items()
-                              if (z := shop_zone(name)) is not None}
+                              if (z := named_zone(name)) is not None}
             self._zones_read[t] = now
 
     @staticmethod

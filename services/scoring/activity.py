@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta, tzinfo
-from functools import lru_cache
+from datetime import timedelta, tzinfo
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from services.common.events import AnyEvent, ComplaintEvent, TransactionEvent, epoch_ms
+from services.common.timefmt import offset_minutes
 from services.scoring.features import Activity
 
 _KIND_CODE = {"transaction": "t", "visit": "v", "complaint": "c"}
@@ -31,18 +30,6 @@ def activity_from_event(e: AnyEvent, ts: int | None = None) -> Activity:
                     off // _MINUTE if off else 0)
 
 
-@lru_cache(maxsize=512)
-def shop_zone(name: str | None) -> tzinfo | None:
-    """The IANA zone a store keeps (``Store.timezone``), or None when it is UTC or unknown:
-    events of such a store are counted on the days their ``occurred_at`` offset gives."""
-    if not name or name in ("UTC", "Etc/UTC", "Etc/GMT", "GMT", "Z"):
-        return None
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return None
-
-
 def at_shop(a: Activity, zone: tzinfo | None) -> Activity:
     """``a`` on its store's clock: an event written at offset 0 (``Z`` or ``+00:00``, as many
     POS systems write every time) of a store in ``zone`` takes the zone's offset at that
@@ -50,8 +37,7 @@ def at_shop(a: Activity, zone: tzinfo | None) -> Activity:
     written with another offset keeps it: the POS said where it happened."""
     if a.tz_minutes or zone is None:
         return a
-    off = datetime.fromtimestamp(a.ts / 1000, UTC).astimezone(zone).utcoffset()
-    minutes = off // _MINUTE if off else 0
+    minutes = offset_minutes(zone, a.ts)
     return replace(a, tz_minutes=minutes) if minutes else a
 
 

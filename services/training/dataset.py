@@ -25,8 +25,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 
 from services.common.events import epoch_ms, parse_json, validate_event
-from services.common.timefmt import utc_from_epoch_s
-from services.scoring.activity import activity_from_event, at_shop, shop_zone
+from services.common.timefmt import named_zone, utc_from_epoch_s
+from services.scoring.activity import activity_from_event, at_shop
 from services.scoring.features import DAY_MS, FEATURE_NAMES, WINDOWS, Activity, compute_features
 from services.scoring.summary import Summary
 from services.training.exceptions import TrainingError
@@ -97,7 +97,7 @@ def read_events(path: Path, until: datetime, *, log: Callable[[str], None] = lam
         except (ZoneInfoNotFoundError, ValueError):
             raise TrainingError(f"--timezone {timezone!r} is not an IANA time zone; write e.g. "
                                 "America/New_York, Europe/Berlin or UTC") from None
-        zone = shop_zone(timezone)  # (None for UTC itself)
+        zone = named_zone(timezone)  # (None for UTC itself)
         log(f"events written at offset 0 are counted on the days of {timezone}")
     if until.tzinfo is None:
         raise TrainingError(f"--until {until.isoformat()} has no UTC offset; write e.g. "

@@ -15,12 +15,12 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from services.common.events import validate_event
+from services.common.timefmt import named_zone
 from services.scoring.activity import (
     activity_from_event,
     at_shop,
     decode_activity,
     encode_activity,
-    shop_zone,
 )
 from services.scoring.features import DAY_MS, Activity, compute_features, local_day
 from services.scoring.summary import Summary, summarize
@@ -186,7 +186,7 @@ def test_a_store_s_zone_puts_its_utc_times_on_the_shop_s_clock() -> None:
     """A POS that writes every time in UTC: the store's IANA zone gives each event its offset
     at that instant, summer time included; the summary is then the one the same history
     written with the local offsets makes, and a weekly evening regular is weekly again."""
-    ny = shop_zone("America/New_York")
+    ny = named_zone("America/New_York")
     assert ny is not None
     history = []
     first = datetime(2026, 1, 5, 18, 45, tzinfo=ZoneInfo("America/New_York"))
@@ -209,20 +209,20 @@ def test_a_store_s_zone_puts_its_utc_times_on_the_shop_s_clock() -> None:
 
 def test_a_written_offset_wins_and_utc_or_unknown_zones_change_nothing() -> None:
     tokyo = Activity("visit", _at(datetime(2026, 6, 1, 8, 50), 540), "e", tz_minutes=540)
-    assert at_shop(tokyo, shop_zone("America/New_York")) is tokyo  # the POS said where
+    assert at_shop(tokyo, named_zone("America/New_York")) is tokyo  # the POS said where
     utc = Activity("visit", _at(datetime(2026, 6, 1, 23, 50), 0), "u")
     for name in ("UTC", "Etc/UTC", "GMT", "", None, "Mars/Olympus", "../etc/passwd"):
-        assert shop_zone(name) is None
-        assert at_shop(utc, shop_zone(name)) is utc
+        assert named_zone(name) is None
+        assert at_shop(utc, named_zone(name)) is utc
     # London keeps offset 0 in winter and moves to +01:00 in summer
-    london = shop_zone("Europe/London")
+    london = named_zone("Europe/London")
     winter = Activity("visit", int(datetime(2026, 1, 10, 23, 30, tzinfo=UTC).timestamp() * 1000), "w")
     assert at_shop(winter, london) is winter
     summer = Activity("visit", int(datetime(2026, 7, 10, 23, 30, tzinfo=UTC).timestamp() * 1000), "s")
     assert at_shop(summer, london).tz_minutes == 60
     assert at_shop(summer, london).day == summer.day + 1  # 00:30 on 11 July in London
     # a zone of whole quarter hours (Kathmandu, +05:45)
-    assert at_shop(summer, shop_zone("Asia/Kathmandu")).tz_minutes == 345
+    assert at_shop(summer, named_zone("Asia/Kathmandu")).tz_minutes == 345
 
 
 def test_the_timeline_dates_a_day_s_activity_by_the_shop_s_calendar() -> None:
