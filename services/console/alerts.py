@@ -6,6 +6,7 @@ the console (``in_app``) or delivered to them by e-mail or SMS —, newest first
 from __future__ import annotations
 
 import json
+from datetime import tzinfo
 from typing import Any
 from urllib.parse import quote
 
@@ -15,9 +16,9 @@ from redis.asyncio import Redis
 
 from services.alerting.acks import InvalidAck
 from services.alerting.alerts import find_alert
-from services.common.profiles import CustomerProfile
+from services.common.profiles import CustomerProfile, ProfileStore
 from services.common.redisconn import get_many
-from services.common.timefmt import iso_ms
+from services.common.timefmt import for_people, iso_ms, named_zone, offset_minutes
 from services.console import i18n
 from services.console.sessions import Session
 from services.console.web import current_session, here, page, safe_next, signed_in_form, to_sign_in
@@ -57,6 +58,7 @@ async def inbox(res: Resources, session: Session, *, titled: bool = True
     acked = await get_many(redis, [res.keys.ack(e["alert_id"], session.tenant) for e in entries])
     now = await _customers_now(res, session.tenant,
                                [str(e.get("customer_id", "")) for e in entries], names=titled)
+    clock = await own_clock(res, session) if titled else None
     t = i18n.words(session.locale)
     for e, ack, (tier, name) in zip(entries, acked, now, strict=True):
         e["acknowledged"] = ack is not None
@@ -67,8 +69,27 @@ async def inbox(res: Resources, session: Session, *, titled: bool = True
         e["settled"] = not ackable or tier == "low"
         e["settled_text"] = "alert_settled" if ackable else f"notice_{e.get('kind')}"
         e["at"] = iso_ms(e.get("at_ms"))
+        if titled and e.get("at_ms") is not None:
+            ms = int(e["at_ms"])
+            e["when"], _, e["zone"] = for_people(ms / 1000, offset_minutes(clock, ms)).rpartition(" ")
         e["href"] = f"/console/customers/{quote(str(e.get('customer_id', '')), safe='')}"
     return entries
+
+
+async def own_clock(res: Resources, session: Session) -> tzinfo | None:
+    """The signed-in person's clock: their own time zone (``StaffMember.timezone``), else
+    their store's (``Store.timezone``), else UTC (None), as the notifier keeps their quiet
+    hours and digests."""
+    if not session.staff_id:
+        return None
+    profiles = res.profiles or ProfileStore(res.redis, res.keys)
+    member = await profiles.get_staff(session.staff_id, session.tenant)
+    if member is None:
+        return None
+    if member.timezone:
+        return named_zone(member.timezone)
+    store = await profiles.get_store(member.store_id, session.tenant) if member.store_id else None
+    return named_zone(store.timezone) if store is not None else None
 
 
 async def _customers_now(res: Resources, tenant: str, customer_ids: list[str], *,

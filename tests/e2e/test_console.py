@@ -265,6 +265,12 @@ async def test_staff_sign_in_by_mail_at_risk_list_language_and_sign_out(
             r = await client.put("/v1/customers/c-n1/profile", json={
                 "name": "Alice Liddell", "store_id": "north", "owner_staff_id": "m-north"})
             assert r.status_code == 200, r.text
+            # Mia keeps New York's clock: her alerts page says when on it
+            r = await client.put("/v1/staff/m-north", json={
+                "staff_id": "m-north", "name": "Mia North", "email": "mia@example.com",
+                "store_id": "north", "role": "manager", "locale": "en",
+                "timezone": "America/New_York"})
+            assert r.status_code == 200, r.text
         await asyncio.to_thread(notifier.start)
         alert_id, record = high_risk_change("c-n1")
         await produce(settings, settings.topic_risk_changes, [(b"c-n1", record)])
@@ -299,7 +305,9 @@ async def test_staff_sign_in_by_mail_at_risk_list_language_and_sign_out(
             assert until(badge, "the badge", 30) == "1"
             d.find_element(By.ID, "alerts-link").click()
             until(lambda: d.find_elements(By.ID, f"ack-{alert_id}"), "the alert list")
-            assert "Alice Liddell" in d.find_element(By.ID, "alerts").text
+            listed = d.find_element(By.ID, "alerts").text
+            assert "Alice Liddell" in listed
+            assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC-0[45]:00", listed), listed
             fits(d)
             shoot(d, tmp_path, "alerts.en")
             d.find_element(By.ID, f"ack-{alert_id}").click()
