@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from datetime import timedelta, tzinfo
+from functools import lru_cache
 from typing import Any
 
 from services.common.events import AnyEvent, ComplaintEvent, TransactionEvent, epoch_ms
@@ -37,8 +37,23 @@ def at_shop(a: Activity, zone: tzinfo | None) -> Activity:
     written with another offset keeps it: the POS said where it happened."""
     if a.tz_minutes or zone is None:
         return a
-    minutes = offset_minutes(zone, a.ts)
-    return replace(a, tz_minutes=minutes) if minutes else a
+    minutes = _offset_in_quarter(zone, a.ts // _QUARTER_MS)
+    if not minutes:
+        return a
+    # positional, as in activity_from_event (dataclasses.replace costs twice as much)
+    return Activity(a.kind, a.ts, a.event_id, a.amount, a.severity, a.complaint_ref, a.status,
+                    a.store_id, a.channel, minutes)
+
+
+_QUARTER_MS = 15 * 60_000
+
+
+@lru_cache(maxsize=8192)
+def _offset_in_quarter(zone: tzinfo, quarter: int) -> int:
+    """``zone``'s offset through the quarter hour ``quarter`` (since the epoch): clocks change
+    on quarter hours of UTC (at a whole or half local hour, offsets in whole quarter hours), so
+    one lookup serves a quarter hour's events (~0.2 µs instead of ~1.7)."""
+    return offset_minutes(zone, quarter * _QUARTER_MS)
 
 
 def encode_activity(a: Activity) -> str:

@@ -272,3 +272,36 @@ def test_training_counts_a_utc_history_on_the_shop_s_days_when_told_its_zone(tmp
     assert read_events(path, until, timezone="UTC").activities["c1"] == as_utc
     with pytest.raises(TrainingError, match="not an IANA time zone"):
         read_events(path, until, timezone="Mars/Olympus")
+
+
+def test_every_zone_changes_its_clocks_on_a_quarter_hour_of_utc() -> None:
+    """``at_shop`` looks a zone's offset up once per quarter hour of UTC: that holds when every
+    change of clocks falls on one. Checked for every IANA zone, 2024 to 2030."""
+    from zoneinfo import available_timezones
+
+    from services.common.timefmt import offset_minutes
+    from services.scoring.activity import _offset_in_quarter
+
+    day = 86_400_000
+    start = int(datetime(2024, 1, 1, tzinfo=UTC).timestamp() * 1000)
+    checked = 0
+    for name in sorted(available_timezones()):
+        zone = named_zone(name)
+        if zone is None:
+            continue
+        before = offset_minutes(zone, start)
+        for d in range(1, 4 * 366):
+            t = start + d * day
+            now = offset_minutes(zone, t)
+            if now == before:
+                continue
+            lo, hi = t - day, t  # the change is in (lo, hi]: find its first second
+            while hi - lo > 1000:
+                mid = (lo + hi) // 2000 * 1000
+                lo, hi = (mid, hi) if offset_minutes(zone, mid) == before else (lo, mid)
+            assert hi % (15 * 60_000) == 0, (name, hi)
+            assert _offset_in_quarter(zone, hi // (15 * 60_000)) == now
+            assert _offset_in_quarter(zone, (hi - 1) // (15 * 60_000)) == before
+            checked += 1
+            before = now
+    assert checked > 500  # (summer time in about 140 zones, twice a year)
