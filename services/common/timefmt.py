@@ -85,13 +85,19 @@ def local_iso(ms: str | int | None, tz_minutes: str | int | None) -> str | None:
 def for_people(ts: float, tz_minutes: int = 0) -> str:
     """Unix seconds as people read a time in a message or on a page: ``2026-12-04 17:11 UTC``
     (to the minute, the zone said), or on the wall clock ``tz_minutes`` east of UTC:
-    ``2026-12-04 12:11 UTC-05:00`` (the console's timeline, on the customer's clock)."""
+    ``2026-12-04 12:11 UTC-05:00``."""
+    return " ".join(clock_parts(ts, tz_minutes))
+
+
+def clock_parts(ts: float, tz_minutes: int = 0) -> tuple[str, str]:
+    """:func:`for_people`'s two halves, for a page that sets the zone apart (the console's
+    timeline and alerts): ``("2026-12-04 12:11", "UTC-05:00")``."""
     if not tz_minutes:
-        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M"), "UTC"
     hours, minutes = divmod(abs(tz_minutes), 60)
     zone = timezone(timedelta(minutes=tz_minutes))
-    return datetime.fromtimestamp(ts, zone).strftime("%Y-%m-%d %H:%M ") + \
-        f"UTC{'+' if tz_minutes > 0 else '-'}{hours:02d}:{minutes:02d}"
+    return (datetime.fromtimestamp(ts, zone).strftime("%Y-%m-%d %H:%M"),
+            f"UTC{'+' if tz_minutes > 0 else '-'}{hours:02d}:{minutes:02d}")
 
 
 def parse_iso(value: str) -> datetime | None:

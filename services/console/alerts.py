@@ -18,7 +18,7 @@ from services.alerting.acks import InvalidAck
 from services.alerting.alerts import find_alert
 from services.common.profiles import CustomerProfile, ProfileStore
 from services.common.redisconn import get_many
-from services.common.timefmt import for_people, iso_ms, named_zone, offset_minutes
+from services.common.timefmt import clock_parts, iso_ms, named_zone, offset_minutes
 from services.console import i18n
 from services.console.sessions import Session
 from services.console.web import current_session, here, page, safe_next, signed_in_form, to_sign_in
@@ -71,7 +71,7 @@ async def inbox(res: Resources, session: Session, *, titled: bool = True
         e["at"] = iso_ms(e.get("at_ms"))
         if titled and e.get("at_ms") is not None:
             ms = int(e["at_ms"])
-            e["when"], _, e["zone"] = for_people(ms / 1000, offset_minutes(clock, ms)).rpartition(" ")
+            e["when"], e["zone"] = clock_parts(ms / 1000, offset_minutes(clock, ms))
         e["href"] = f"/console/customers/{quote(str(e.get('customer_id', '')), safe='')}"
     return entries
 

@@ -15,7 +15,7 @@ from fastapi.responses import RedirectResponse, Response
 from services.common.exceptions import BrokerUnavailable
 from services.common.profiles import CustomerProfile, ProfileStore
 from services.common.riskchange import TIERS, holds_tier, lapsed
-from services.common.timefmt import for_people, local_iso, parse_iso
+from services.common.timefmt import clock_parts, local_iso, parse_iso
 from services.console import alerts, charts, i18n
 from services.console.sessions import SESSION_COOKIE, Draft, Session
 from services.console.web import (
@@ -280,7 +280,7 @@ def _on_their_clock(entries: list[dict[str, Any]], tz_minutes: int) -> None:
         if at is None:
             e["when"] = e.get("at", "")
             continue
-        e["when"], _, e["zone"] = for_people(at.timestamp(), tz_minutes).rpartition(" ")
+        e["when"], e["zone"] = clock_parts(at.timestamp(), tz_minutes)
 
 
 @router.get("/console/customers/{customer_id:anypath}")
