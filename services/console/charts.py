@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from html import escape
 
 from services.common.riskchange import TIER_RANK
+from services.common.timefmt import iso_ms_at
 
 # Drawn for a phone: a chart is 360 units wide and shown ~310 px wide at 375 px, so its
 # 13-unit labels are ~11 px there; console.css caps charts at 34rem on larger screens.
@@ -148,9 +148,10 @@ def _band(score: float, medium: float, high: float) -> str:
 
 def score_line(title: str, points: Sequence[tuple[int, float, str, str]], *,
                thresholds: tuple[float, float] = (0.45, 0.75),
-               notes: dict[str, str] | None = None) -> str:
+               notes: dict[str, str] | None = None, tz_minutes: int = 0) -> str:
     """Score over time: (epoch ms, score 0..1, tier, note) points over the tier bands of
-    ``thresholds`` (medium, high: where a score alone enters them), dates on the time axis.
+    ``thresholds`` (medium, high: where a score alone enters them), dates on the time axis
+    (on the wall clock ``tz_minutes`` east of UTC: the customer's).
 
     Each point is coloured by its tier. A point whose tier is above its score's band (a
     business rule raised it: note ``"rule"``; hysteresis or the minimum dwell held it:
@@ -190,12 +191,12 @@ def score_line(title: str, points: Sequence[tuple[int, float, str, str]], *,
         said = (notes or {}).get(note, note) if raised else ""
         if raised and note not in used:
             used.append(note)
-        tip = f"{_day(ts)} · {sc:.2f} ({escape(tier)}{', ' + escape(said) if said else ''})"
+        tip = f"{_day(ts, tz_minutes)} · {sc:.2f} ({escape(tier)}{', ' + escape(said) if said else ''})"
         shape = (f'r="6" fill="#fff" stroke="{colour}" stroke-width="3"' if raised
                  else f'r="4.5" fill="{colour}"')
         marks.append(f'<circle cx="{x_of(ts):.1f}" cy="{y_of(sc):.1f}" {shape} '
                      f'class="{"raised" if raised else "point"}"><title>{tip}</title></circle>')
-    first, last = _day(t0), _day(t1)
+    first, last = _day(t0, tz_minutes), _day(t1, tz_minutes)
     dates = [(x_of(t0), first, "start" if len(points) > 1 else "middle")]
     if last != first:
         dates.append((x_of(t1), last, "end"))
@@ -210,6 +211,7 @@ def score_line(title: str, points: Sequence[tuple[int, float, str, str]], *,
     return frame + ticks + legend + line + "".join(marks) + "</svg>"
 
 
-def _day(ms: int) -> str:
-    """The UTC date of epoch milliseconds, YYYY-MM-DD (read alike in English and Chinese)."""
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d")
+def _day(ms: int, tz_minutes: int = 0) -> str:
+    """The date of epoch milliseconds on the wall clock ``tz_minutes`` east of UTC,
+    YYYY-MM-DD (read alike in English and Chinese)."""
+    return iso_ms_at(ms, tz_minutes)[:10]

@@ -309,7 +309,8 @@ async def customer_page(customer_id: CustomerId, request: Request, res: Res) -> 
     chart = charts.score_line(
         t["score_over_time"], _history(entries, state, risk),
         thresholds=_levels(res, session.tenant, risk),
-        notes={"rule": t["raised_by_rule"], "held": t["held_above_score"]})
+        notes={"rule": t["raised_by_rule"], "held": t["held_above_score"]},
+        tz_minutes=int(state.get("tz") or 0))
     # a form that could not be saved (signed out, stale token): back, pre-filled, once
     draft = await session_store(res).take_draft(request.cookies.get(SESSION_COOKIE),
                                                 session.tenant, customer_id)

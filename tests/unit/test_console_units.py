@@ -81,6 +81,10 @@ def test_the_score_chart_has_dates_and_marks_a_tier_raised_above_its_band() -> N
     root = ET.fromstring(svg)
     texts = {t.text for t in root.iter(f"{SVG}text")}
     assert {"2026-05-28", "2026-06-17"} <= texts  # the time axis says when
+    # on the customer's clock: 20:26 UTC on 28 May is already 29 May in Tokyo
+    tokyo = ET.fromstring(charts.score_line("Score", points, thresholds=(0.4, 0.7),
+                                            tz_minutes=540))
+    assert {"2026-05-29", "2026-06-18"} <= {t.text for t in tokyo.iter(f"{SVG}text")}
     rings = [c for c in root.iter(f"{SVG}circle") if c.get("class") == "raised"]
     assert len(rings) == 1  # only the point above its score's band (0.3 < 0.4, yet high)
     assert rings[0].get("stroke") == charts.TIER_COLOURS["high"]  # coloured by its tier
