@@ -267,6 +267,12 @@ def _history(entries: list[dict[str, Any]], state: dict[str, str], risk: dict[st
     return points
 
 
+def _as_of_there(as_of: Any, tz_minutes: int) -> str | None:
+    """The risk's ``as_of`` at the customer's offset (None when it has none)."""
+    at = parse_iso(as_of) if isinstance(as_of, str) else None
+    return None if at is None else local_iso(int(at.timestamp() * 1000), tz_minutes)
+
+
 def _on_their_clock(entries: list[dict[str, Any]], tz_minutes: int) -> None:
     """Each entry's ``when`` as the page shows it, on the customer's clock (the offset of
     their newest event): a day's activity by its date there, anything else to the minute,
@@ -339,6 +345,8 @@ async def customer_page(customer_id: CustomerId, request: Request, res: Res) -> 
                 held=holdout(state.get("tier"), session.tenant, customer_id,
                              res.settings.holdout_share),
                 last_seen=local_iso(state.get("last_ts"), state.get("tz")), chart=chart,
+                # the day the reasons' day counts are as of, on the customer's clock too
+                as_of=_as_of_there(risk.get("as_of"), int(state.get("tz") or 0)),
                 entries=entries,
                 actions=_offered(risk, draft, bool(
                     _count_param(request.query_params.get("resolved")))),

@@ -1017,7 +1017,12 @@ async def test_a_mailed_alert_is_acknowledged_and_its_complaint_resolved_in_the_
             assert "1 complaint resolved" in told, told  # the resolution: not "1 complaint"
             assert seen.group(0) in text(d)  # resolving is not the customer being seen
             # the reasons' day counts are as of the risk's date, which the page gives
-            assert d.find_element(By.ID, "as-of").text.startswith("Risk as of: 20")
+            as_of = d.find_element(By.ID, "as-of").text
+            assert as_of.startswith("Risk as of: 20")
+            # on the customer's clock, as their day counts are (scored within the last minute)
+            assert as_of.removeprefix("Risk as of: ") in {
+                str((datetime.now(UTC) - timedelta(seconds=s)).astimezone(new_york).date())
+                for s in (0, 60)}, as_of
             # a day's activity is dated, not timed by one of its events (or midnight)
             assert re.search(r"\n\d{4}-\d\d-\d\d\nActivity", "\n" + told), told
             assert not re.search(r"00:00 UTC\nActivity", told), told
