@@ -3,6 +3,7 @@ and the stylesheet."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from urllib.parse import urlencode
@@ -14,7 +15,7 @@ from pydantic import TypeAdapter, ValidationError
 from services.common.profiles import Email, ProfileStore, StaffMember
 from services.console import i18n
 from services.console.mailer import MailUnavailable, send_sign_in_link
-from services.console.sessions import CSRF_COOKIE, SESSION_COOKIE, Session
+from services.console.sessions import CSRF_COOKIE, SESSION_COOKIE, Session, key_tag
 from services.console.web import (
     HERE,
     HOME,
@@ -172,6 +173,7 @@ async def sign_in_key(request: Request, res: Res) -> Response:
     if not pre_csrf_ok(request, form):
         return csrf_refused(request, locale)
     next_url, draft = safe_next(form.get("next")), draft_of(form)
+    tag = None
     if not res.settings.auth_enabled:
         key_tenant, key_stores, name = "default", None, "admin (development mode)"
     else:
@@ -183,8 +185,9 @@ async def sign_in_key(request: Request, res: Res) -> Response:
                                 draft=draft)
         key_tenant, name = key.tenant, key.name
         key_stores = tuple(sorted(key.stores)) if key.stores is not None else None
+        tag = await asyncio.to_thread(key_tag, key.secret.get_secret_value())
     session = Session(kind="admin", tenant=key_tenant, stores=key_stores, name=name,
-                      locale=locale, csrf=secrets.token_urlsafe(24))
+                      locale=locale, csrf=secrets.token_urlsafe(24), key_tag=tag)
     logger.info("console sign-in with an admin key")
     return await start_session(request, res, session, next_url, draft)
 

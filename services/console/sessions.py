@@ -1,7 +1,10 @@
 """Console sessions and one-time sign-in links, kept in Redis.
 
 A session is a random 256-bit id in an HttpOnly cookie; Redis holds only its SHA-256, so a
-copy of Redis cannot be replayed as a cookie. A sign-in link token is single use (``GETDEL``)
+copy of Redis cannot be replayed as a cookie. A session reaches what its person may reach now,
+not what they could when they signed in (:func:`as_now`, on every request): a staff member
+removed is signed out, one moved or given another role has the new reach on their next page,
+an API key taken out of the configuration ends the admin sessions it started. A sign-in link token is single use (``GETDEL``)
 and expires. Every key is a single key (no multi-key scripts): Redis Cluster safe.
 
 Drafts (win-back action forms that could not be saved) are kept with the customer they are
@@ -16,11 +19,14 @@ import hashlib
 import json
 import secrets
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from functools import lru_cache
 
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
+from services.common.profiles import StaffMember
 from services.common.redisconn import Keys
 from services.common.settings import ApiKey
 from services.records.winback import ACTION_TYPES
@@ -49,6 +55,9 @@ class Session:
     csrf: str
     staff_id: str | None = None
     role: str = "staff"  # "manager" (staff profile role) and admins see the manager views
+    # an admin's: which API key signed in (:func:`key_tag`), checked on every request so that
+    # a key taken out of CHURNWATCH_API_KEYS ends its sessions; None in development mode
+    key_tag: str | None = None
 
     @property
     def manages(self) -> bool:
@@ -60,6 +69,68 @@ class Session:
         return ApiKey(name=self.staff_id or self.name, secret=SecretStr(""), scopes=scopes,
                       tenant=self.tenant,
                       stores=frozenset(self.stores) if self.stores is not None else None)
+
+
+KEY_TAG_ROUNDS = 100_000  # PBKDF2-SHA256: ~25 ms; what Redis keeps of a key is slow to guess
+
+
+def key_tag(secret: str) -> str:
+    """What an admin session keeps of the API key it signed in with: a random salt and the
+    PBKDF2 of the key's secret with it, never the secret or a fast hash of it (a copy of Redis
+    does not give a key back)."""
+    salt = secrets.token_hex(16)
+    return f"{salt}${_derive(salt, secret)}"
+
+
+def _derive(salt: str, secret: str) -> str:
+    return hashlib.pbkdf2_hmac("sha256", secret.encode(), bytes.fromhex(salt),
+                               KEY_TAG_ROUNDS).hex()
+
+
+@lru_cache(maxsize=1024)
+def tagged_key_index(tag: str, key_secrets: tuple[str, ...]) -> int | None:
+    """The index in ``key_secrets`` of the secret ``tag`` was made from, else None. Kept per
+    process (a key set changes only with a restart): one derivation per configured key the
+    first time a session is seen, a dict lookup after."""
+    salt, _, digest = tag.partition("$")
+    try:
+        bytes.fromhex(salt)
+    except ValueError:
+        return None
+    found = None
+    for i, secret in enumerate(key_secrets):
+        if secrets.compare_digest(_derive(salt, secret), digest):
+            found = i
+    return found
+
+
+def find_tagged_key(tag: str | None, keys: Sequence[ApiKey]) -> ApiKey | None:
+    """The configured key an admin session's ``tag`` was made from, else None (blocks for a
+    derivation per key the first time a tag is seen in the process: call it off the loop)."""
+    if not tag:
+        return None
+    index = tagged_key_index(tag, tuple(k.secret.get_secret_value() for k in keys))
+    return keys[index] if index is not None else None
+
+
+def as_now(session: Session, *, member: StaffMember | None = None, key: ApiKey | None = None,
+           auth_enabled: bool = True) -> Session | None:
+    """The session with the reach its person has now, or None when they have none any more.
+    A staff member removed (``member`` None) is signed out; one given another role or store
+    has it from their next page on. An admin session ends when the key it signed in with
+    (``key``, :func:`find_tagged_key`) is no longer configured, lacks the admin scope now or
+    is bound to another tenant; its stores follow the key. A session started in development
+    mode (no keys) ends when keys are configured."""
+    if session.kind == "staff":
+        if member is None:
+            return None
+        return replace(session, role=member.role, name=member.name or member.staff_id,
+                       stores=(member.store_id,) if member.store_id else None)
+    if not auth_enabled:
+        return session
+    if key is None or not key.allows("admin") or key.tenant != session.tenant:
+        return None
+    return replace(session, stores=tuple(sorted(key.stores)) if key.stores is not None else None)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ what their key sees.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import secrets
@@ -21,8 +22,17 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from redis.exceptions import RedisError
 
+from services.common.profiles import ProfileStore
 from services.console import i18n
-from services.console.sessions import CSRF_COOKIE, SESSION_COOKIE, Draft, Session, SessionStore
+from services.console.sessions import (
+    CSRF_COOKIE,
+    SESSION_COOKIE,
+    Draft,
+    Session,
+    SessionStore,
+    as_now,
+    find_tagged_key,
+)
 from services.records.winback import ACTION_TYPES
 from services.web.deps import Resources
 
@@ -145,7 +155,14 @@ def browser_locale(request: Request) -> str:
 async def current_session(request: Request, res: Resources) -> Session | None:
     """The request's session; for a staff member also counts their unacknowledged in-app
     alerts, which every page shows as a badge."""
-    session = await session_store(res).get(request.cookies.get(SESSION_COOKIE))
+    store = session_store(res)
+    sid = request.cookies.get(SESSION_COOKIE)
+    session = await store.get(sid)
+    if session is not None:
+        session = await _as_now(res, session)
+        if session is None:  # removed, or their key was: signed out
+            await store.delete(sid)
+            return None
     if session is not None and session.staff_id:
         from services.console.alerts import inbox
 
@@ -153,6 +170,24 @@ async def current_session(request: Request, res: Resources) -> Session | None:
         request.state.console_badge = sum(1 for e in entries
                                           if not e["acknowledged"] and not e["settled"])
     return session
+
+
+async def _as_now(res: Resources, session: Session) -> Session | None:
+    """The session with its person's reach now (:func:`~services.console.sessions.as_now`):
+    a staff member's record is read again on every request (one ``HGET``)."""
+    member = None
+    if session.kind == "staff" and session.staff_id:
+        profiles = res.profiles or ProfileStore(res.redis, res.keys)
+        member = await profiles.get_staff(session.staff_id, session.tenant)
+    s = res.settings
+    key = None
+    if session.kind != "staff" and s.auth_enabled:
+        key = await asyncio.to_thread(find_tagged_key, session.key_tag, s.keys)
+    now = as_now(session, member=member, key=key, auth_enabled=s.auth_enabled)
+    if now is None:
+        logger.info("console session ended: its %s is no longer allowed",
+                    "staff member" if session.kind == "staff" else "API key")
+    return now
 
 
 def safe_next(value: str | None) -> str | None:

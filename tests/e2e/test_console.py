@@ -567,6 +567,109 @@ async def test_staff_sign_in_by_mail_at_risk_list_language_and_sign_out(
         smtp.stop()
 
 
+async def test_a_session_has_its_persons_reach_now_not_at_sign_in(
+        settings_factory, tmp_path: Path, chrome: webdriver.Chrome) -> None:
+    """Mia, a manager, signs in; demoted and moved to another store she has the new reach on
+    her next page, removed she is signed out. An admin key's session follows the key through
+    a restart of the API: wider when the key is, ended when it is taken out."""
+    inbox = Inbox()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    smtp.start()
+    settings = settings_factory(api_keys=KEYS, smtp_host="127.0.0.1", smtp_port=smtp.port)
+    api = ServiceProcess("api", settings, tmp_path / "api.log", health_port_setting="api_port")
+    redis = Redis.from_url(settings.redis_url, decode_responses=True)
+    sessions = f"{settings.redis_prefix}:console:sess:*"
+    try:
+        await asyncio.to_thread(api.start)
+        await seed(settings, api.url)
+        d = chrome
+
+        def put_mia(**fields: str) -> None:
+            r = httpx.put(f"{api.url}/v1/staff/m-north", headers=ACME, json={
+                "staff_id": "m-north", "name": "Mia North", "email": "mia@example.com",
+                "locale": "en", **fields})
+            assert r.status_code == 200, r.text
+
+        def mia_signs_in() -> None:
+            d.get(f"{api.url}/console/sign-in")
+            d.find_element(By.ID, "email").send_keys("mia@example.com")
+            d.find_element(By.ID, "send-link").click()
+            until(lambda: "Check your mail" in text(d), "the link-sent page")
+            d.get(until(lambda: inbox.mail and inbox.link_for("mia@example.com"), "the mail"))
+            until(lambda: d.find_elements(By.ID, "confirm"), "the confirm button")
+            d.find_element(By.ID, "confirm").click()
+            until(lambda: d.current_url.endswith("/console/at-risk"), "the at-risk page")
+            assert d.find_elements(By.ID, "manager-link")
+            assert "Alice Liddell" in text(d) and "Sam South" not in text(d)
+
+        def mia_demoted_and_moved() -> None:
+            put_mia(store_id="south", role="staff")
+            d.get(f"{api.url}/console/at-risk")
+            assert "Signed in as Mia North" in text(d)
+            assert not d.find_elements(By.ID, "manager-link")
+            assert "Sam South" in text(d) and "Alice Liddell" not in text(d)
+            d.get(f"{api.url}/console/customers/c-n1")  # north's customer: not hers now
+            assert "Alice Liddell" not in text(d)
+            d.get(f"{api.url}/console/manager")
+            assert "for store managers and administrators" in text(d)
+
+        def mia_removed() -> None:
+            r = httpx.delete(f"{api.url}/v1/staff/m-north", headers=ACME)
+            assert r.status_code == 204, r.text
+            d.get(f"{api.url}/console/at-risk")
+            assert "/console/sign-in?next=" in d.current_url, d.current_url
+            assert "Sam South" not in d.page_source
+
+        await asyncio.to_thread(mia_signs_in)
+        assert len(await redis.keys(sessions)) == 1
+        await asyncio.to_thread(mia_demoted_and_moved)
+        await asyncio.to_thread(mia_removed)
+        assert await redis.keys(sessions) == []  # ended, not only refused
+
+        def admin_signs_in() -> None:
+            d.get(f"{api.url}/console/sign-in")
+            d.find_element(By.ID, "api_key").send_keys("acme-nadm-01")  # north only
+            d.find_element(By.ID, "key-sign-in").click()
+            until(lambda: d.current_url.endswith("/console/at-risk"), "the at-risk page")
+            assert "Alice Liddell" in text(d) and "Sam South" not in text(d)
+            d.get(f"{api.url}/console/at-risk?store=south")
+            assert "Sam South" not in text(d)
+
+        def restart_with(keys: str) -> None:
+            api.stop()
+            api.env["CHURNWATCH_API_KEYS"] = keys
+            api.start()
+
+        def admin_sees_south_too() -> None:
+            d.get(f"{api.url}/console/at-risk")
+            assert d.current_url.endswith("/console/at-risk"), d.current_url
+            store = Select(d.find_element(By.ID, "filter-store"))
+            assert [o.text for o in store.options] == ["north", "south"]
+            d.get(f"{api.url}/console/at-risk?store=south")
+            assert "Sam South" in text(d) and "Alice Liddell" not in text(d)
+
+        def admin_signed_out() -> None:
+            d.get(f"{api.url}/console/at-risk")
+            assert "/console/sign-in?next=" in d.current_url, d.current_url
+
+        await asyncio.to_thread(admin_signs_in)
+        tags = [json.loads(await redis.get(k) or "{}").get("key_tag")
+                for k in await redis.keys(sessions)]
+        assert len(tags) == 1 and "acme-nadm-01" not in str(tags[0])  # never the secret
+        # the same key, now over north and south: the session survives the restart, wider
+        await asyncio.to_thread(restart_with, KEYS.replace("acme-nadm-01:admin@acme/north",
+                                                           "acme-nadm-01:admin@acme/north|south"))
+        await asyncio.to_thread(admin_sees_south_too)
+        # the key taken out: its session ends
+        await asyncio.to_thread(restart_with, KEYS.replace("acme-nadm-01:admin@acme/north,", ""))
+        await asyncio.to_thread(admin_signed_out)
+        assert await redis.keys(sessions) == []
+    finally:
+        await redis.aclose()
+        api.stop()
+        smtp.stop()
+
+
 async def test_admin_signs_in_with_an_api_key(settings_factory, tmp_path: Path,
                                               chrome: webdriver.Chrome) -> None:
     settings = settings_factory(api_keys=KEYS)

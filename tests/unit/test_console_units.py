@@ -6,8 +6,11 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from services.common.profiles import StaffMember
+from services.common.settings import parse_api_keys
 from services.console import charts, i18n
 from services.console.customers import _count_line, _year_spend
+from services.console.sessions import Session, as_now, find_tagged_key, key_tag
 from services.console.web import safe_next
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -130,3 +133,46 @@ def test_bars_on_a_shared_scale_are_comparable_and_say_their_scale() -> None:
     # on its own (no ``top``): scaled to its largest bar, no axis, as before
     alone = ET.fromstring(charts.hbars("x", ["a"], [0.3], percent=True))
     assert not [t for t in alone.iter(f"{SVG}text") if t.get("class") == "tick"]
+
+
+def test_a_session_reaches_what_its_person_may_reach_now() -> None:
+    mia = Session(kind="staff", tenant="acme", stores=("north",), name="Mia", locale="zh-CN",
+                  csrf="c", staff_id="m-1", role="manager")
+    # removed: signed out
+    assert as_now(mia, member=None) is None
+    # demoted and moved: the new role and store from the next page on, her language kept
+    moved = as_now(mia, member=StaffMember(staff_id="m-1", name="Mia N.", store_id="south"))
+    assert moved is not None and not moved.manages
+    assert (moved.stores, moved.name, moved.locale, moved.csrf) == (("south",), "Mia N.",
+                                                                     "zh-CN", "c")
+    # no store: every store of the tenant, as at sign-in
+    anywhere = as_now(mia, member=StaffMember(staff_id="m-1", role="manager"))
+    assert anywhere is not None and anywhere.stores is None and anywhere.manages
+
+
+def test_an_admin_session_ends_with_the_key_it_signed_in_with() -> None:
+    keys = parse_api_keys("acme-admin-01:admin@acme,acme-nadm-01:admin@acme/north,"
+                          "acme-read-001:read@acme")
+    tag = key_tag("acme-nadm-01")
+    assert "acme-nadm-01" not in tag and len(tag.split("$")) == 2
+    admin = Session(kind="admin", tenant="acme", stores=("north",), name="key2", locale="en",
+                    csrf="c", key_tag=tag)
+    assert find_tagged_key(tag, keys) == keys[1]
+    assert as_now(admin, key=keys[1]) == admin
+    # the same secret now bound to north and south: the session follows it
+    wider = parse_api_keys("acme-nadm-01:admin@acme/north|south")
+    assert find_tagged_key(tag, wider) == wider[0]
+    assert as_now(admin, key=wider[0]).stores == ("north", "south")  # type: ignore[union-attr]
+    # taken out, read-only now, or moved to another tenant: signed out
+    rest = parse_api_keys("acme-admin-01:admin@acme")
+    assert find_tagged_key(tag, rest) is None and as_now(admin, key=None) is None
+    assert as_now(admin, key=parse_api_keys("acme-nadm-01:read@acme")[0]) is None
+    assert as_now(admin, key=parse_api_keys("acme-nadm-01:admin@beta")[0]) is None
+    # a tag from another secret, or not a tag at all, matches nothing
+    assert find_tagged_key(key_tag("acme-admin-02"), keys) is None
+    assert find_tagged_key("zz$00", keys) is None and find_tagged_key(None, keys) is None
+    # development mode (no keys): the session stands; keys configured since: it ends
+    dev = Session(kind="admin", tenant="default", stores=None, name="admin (development mode)",
+                  locale="en", csrf="c")
+    assert as_now(dev, auth_enabled=False) == dev
+    assert as_now(dev, key=None) is None

@@ -85,7 +85,9 @@ async def get_staff(staff_id: StaffId, key: ReadKey, profiles: Profiles) -> Any:
 
 
 @router.delete("/v1/staff/{staff_id}", status_code=status.HTTP_204_NO_CONTENT,
-               summary="Remove a staff member", description="Idempotent.",
+               summary="Remove a staff member",
+               description="Idempotent. They are signed out of the console on their next page "
+               "(a role or store changed with PUT takes effect there too).",
                responses=responses(AUTH))
 async def delete_staff(staff_id: StaffId, key: AdminKey, profiles: Profiles) -> Response:
     found = await profiles.get_staff(staff_id, key.tenant)
