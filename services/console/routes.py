@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from services.console import alerts, auth, customers, manager
+from services.console import alerts, auth, customers, manager, team
 
 router = APIRouter(include_in_schema=False)
-for module in (auth, alerts, customers, manager):
+for module in (auth, alerts, customers, manager, team):
     router.include_router(module.router)

@@ -670,6 +670,172 @@ async def test_a_session_has_its_persons_reach_now_not_at_sign_in(
         smtp.stop()
 
 
+async def test_a_manager_keeps_the_team_up_to_date_and_staff_their_own_details(
+        settings_factory, tmp_path: Path, chrome: webdriver.Chrome) -> None:
+    """Mia, north's manager, adds a staff member (a wrong address refused with what to fix,
+    nothing lost), sets her store's time zone and manager, removes someone, and reaches
+    neither another store's staff nor her own role; 李娜, staff, edits only her own details.
+    Every change is read back through the API, where the notifier reads it."""
+    inbox = Inbox()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    smtp.start()
+    settings = settings_factory(api_keys=KEYS, smtp_host="127.0.0.1", smtp_port=smtp.port)
+    api = ServiceProcess("api", settings, tmp_path / "api.log", health_port_setting="api_port")
+    try:
+        await asyncio.to_thread(api.start)
+        await seed(settings, api.url)
+        async with httpx.AsyncClient(base_url=api.url, headers=ACME) as client:
+            r = await client.put("/v1/staff/s-south", json={
+                "staff_id": "s-south", "name": "Sol South", "store_id": "south"})
+            assert r.status_code == 200, r.text
+        d = chrome
+
+        async def get(path: str) -> dict[str, Any]:
+            async with httpx.AsyncClient(base_url=api.url, headers=ACME) as client:
+                r = await client.get(path)
+            return {"status": r.status_code, **(r.json() if r.status_code == 200 else {})}
+
+        def sign_in(address: str) -> None:
+            d.get(f"{api.url}/console/sign-in")
+            d.find_element(By.ID, "email").send_keys(address)
+            d.find_element(By.ID, "send-link").click()
+            until(lambda: "Check your mail" in text(d), "the link-sent page")
+            d.get(until(lambda: inbox.mail and inbox.link_for(address), "the mail"))
+            until(lambda: d.find_elements(By.ID, "confirm"), "the confirm button")
+            d.find_element(By.ID, "confirm").click()
+            until(lambda: d.current_url.endswith("/console/at-risk"), "the at-risk page")
+
+        def fill(field: str, value: str) -> None:
+            box = d.find_element(By.ID, field)
+            box.clear()
+            box.send_keys(value)
+
+        def manager() -> None:
+            sign_in("mia@example.com")
+            d.find_element(By.ID, "team-link").click()
+            until(lambda: d.current_url.endswith("/console/team"), "the team page")
+            staff = d.find_element(By.ID, "staff").text
+            assert "Mia North" in staff and "李娜" in staff and "Sol South" not in staff
+            assert "no time zone or manager set yet" in d.find_element(By.ID, "stores").text
+            # a new colleague; a mistyped address is refused with what to fix, the rest kept
+            d.find_element(By.ID, "add-staff").click()
+            until(lambda: d.find_elements(By.ID, "staff_id"), "the new staff form")
+            assert Select(d.find_element(By.ID, "store_id")).first_selected_option.text == "north"
+            assert [o.text for o in Select(d.find_element(By.ID, "store_id")).options] == ["north"]
+            fill("staff_id", "ben")
+            fill("name", "Ben Brown")
+            fill("email-field", "ben@example")  # the browser's check lets it through
+            fill("phone", "415 555 0123")
+            d.find_element(By.ID, "save").click()
+            until(lambda: d.find_elements(By.ID, "error-email"), "the refusal")
+            assert "Nothing was saved" in text(d)
+            assert "like name@example.com" in d.find_element(By.ID, "error-email").text
+            assert "E.164" in d.find_element(By.ID, "error-phone").text
+            assert d.find_element(By.ID, "name").get_attribute("value") == "Ben Brown"
+            assert d.find_element(By.ID, "staff_id").get_attribute("value") == "ben"
+            fits(d)
+            shoot(d, tmp_path, "team-staff-error.en")
+            fill("email-field", "ben@example.com")
+            fill("phone", "+1 415 555 0123")
+            d.find_element(By.ID, "save").click()
+            until(lambda: d.find_elements(By.ID, "saved"), "the team page")
+            assert "Saved: Ben Brown." in text(d) and "Ben Brown" in d.find_element(By.ID, "staff").text
+            # an ID that exists already is not overwritten
+            d.find_element(By.ID, "add-staff").click()
+            until(lambda: d.find_elements(By.ID, "staff_id"), "the new staff form")
+            fill("staff_id", "li")
+            fill("name", "Someone Else")
+            d.find_element(By.ID, "save").click()
+            until(lambda: d.find_elements(By.ID, "error-staff_id"), "the refusal")
+            # the store: a zone that does not exist is refused, then New York, Mia its manager
+            d.get(f"{api.url}/console/team")
+            d.find_element(By.ID, "store-north").click()
+            until(lambda: d.find_elements(By.ID, "store-form"), "the store form")
+            fill("name", "North Salon")
+            fill("timezone", "Mars/Olympus_Mons")
+            d.find_element(By.ID, "save").click()
+            until(lambda: d.find_elements(By.ID, "error-timezone"), "the refusal")
+            assert "IANA time zone" in d.find_element(By.ID, "error-timezone").text
+            fill("timezone", "America/New_York")
+            Select(d.find_element(By.ID, "manager_staff_id")).select_by_value("m-north")
+            d.find_element(By.ID, "save").click()
+            until(lambda: d.find_elements(By.ID, "saved"), "the team page")
+            stores = d.find_element(By.ID, "stores").text
+            assert "North Salon" in stores and "America/New_York" in stores
+            assert "Manager: Mia North" in stores
+            fits(d)
+            shoot(d, tmp_path, "team.en")
+            # her own record: details yes, role and store no, and no removing herself
+            d.find_element(By.ID, "edit-m-north").click()
+            until(lambda: d.find_elements(By.ID, "staff-form"), "her form")
+            assert not d.find_elements(By.ID, "role") and not d.find_elements(By.ID, "store_id")
+            assert not d.find_elements(By.ID, "remove-link")
+            # another store's staff member is not hers to open
+            d.get(f"{api.url}/console/team/staff/s-south")
+            assert "no such staff member in your stores" in text(d)
+            assert "Sol South" not in d.page_source
+            # Ben leaves: asked first, then removed
+            d.get(f"{api.url}/console/team/staff/ben")
+            d.find_element(By.ID, "remove-link").click()
+            until(lambda: d.find_elements(By.ID, "remove"), "the question")
+            assert "signed out of the console" in d.find_element(By.ID, "remove-what").text
+            d.find_element(By.ID, "remove").click()
+            until(lambda: d.find_elements(By.ID, "removed"), "the team page")
+            assert "Ben Brown" not in d.find_element(By.ID, "staff").text
+
+        def forged_post() -> int:
+            """Mia's own session and token, a form the page does not offer: 李娜 to south."""
+            d.get(f"{api.url}/console/team/staff/li")
+            token = d.find_element(By.NAME, "csrf").get_attribute("value")
+            cookie = d.get_cookie("cw_session")
+            assert cookie is not None and token
+            r = httpx.post(f"{api.url}/console/team/staff/li",
+                           cookies={"cw_session": cookie["value"]},
+                           data={"csrf": token, "name": "李娜", "store_id": "south",
+                                 "role": "staff", "locale": "zh-CN"})
+            assert "Choose one of your stores" in r.text
+            return r.status_code
+
+        await asyncio.to_thread(manager)
+        ben = await get("/v1/staff/ben")
+        assert ben["status"] == 404
+        north = await get("/v1/stores/north")
+        assert (north["name"], north["timezone"], north["manager_staff_id"]) == (
+            "North Salon", "America/New_York", "m-north")
+        assert await asyncio.to_thread(forged_post) == 422
+        assert (await get("/v1/staff/li"))["store_id"] == "north"
+
+        def staff_member() -> None:
+            d.find_element(By.ID, "sign-out").click()
+            until(lambda: d.current_url.endswith("/console/sign-in"), "the sign-in page")
+            sign_in("li@example.com")
+            link = d.find_element(By.ID, "team-link")
+            assert link.text == "我的资料"
+            link.click()
+            until(lambda: d.current_url.endswith("/console/team/staff/li"), "her own form")
+            assert not d.find_elements(By.ID, "role") and not d.find_elements(By.ID, "remove-link")
+            fill("phone", "+86 138 0013 8000")
+            fill("timezone", "Asia/Shanghai")
+            Select(d.find_element(By.ID, "preferred_channel")).select_by_value("sms")
+            d.find_element(By.ID, "save").click()
+            until(lambda: d.find_elements(By.ID, "saved"), "the saved notice")
+            assert "已保存" in text(d)
+            fits(d)
+            shoot(d, tmp_path, "my-details.zh-CN")
+            for path in ("/console/team/new-staff", "/console/team/staff/m-north",
+                         "/console/team/stores/north"):
+                d.get(f"{api.url}{path}")
+                assert "staff-form" not in d.page_source and "store-form" not in d.page_source
+
+        await asyncio.to_thread(staff_member)
+        li = await get("/v1/staff/li")
+        assert (li["phone"], li["timezone"], li["preferred_channel"], li["role"],
+                li["store_id"]) == ("+8613800138000", "Asia/Shanghai", "sms", "staff", "north")
+    finally:
+        api.stop()
+        smtp.stop()
+
+
 async def test_admin_signs_in_with_an_api_key(settings_factory, tmp_path: Path,
                                               chrome: webdriver.Chrome) -> None:
     settings = settings_factory(api_keys=KEYS)

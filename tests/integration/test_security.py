@@ -70,6 +70,12 @@ PUBLIC = {("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics"), ("GET", "/
 # (signed in by e-mailed link or admin key), not by an API key. Without a session every page
 # but the sign-in ones redirects to the sign-in page (checked below); tests/e2e/test_console.py
 # drives them in a real browser.
+TEAM = {("GET", "/console/team"), ("GET", "/console/team/new-staff"),
+        ("POST", "/console/team/staff"), ("GET", "/console/team/staff/{staff_id}"),
+        ("POST", "/console/team/staff/{staff_id}"),
+        ("GET", "/console/team/staff/{staff_id}/remove"),
+        ("POST", "/console/team/staff/{staff_id}/remove"),
+        ("GET", "/console/team/stores/{store_id}"), ("POST", "/console/team/stores/{store_id}")}
 CONSOLE = {("GET", "/console"), ("GET", "/console/sign-in"), ("POST", "/console/sign-in/email"),
            ("GET", "/console/sign-in/link"), ("POST", "/console/sign-in/link"),
            ("POST", "/console/sign-in/key"), ("POST", "/console/sign-out"),
@@ -78,13 +84,13 @@ CONSOLE = {("GET", "/console"), ("GET", "/console/sign-in"), ("POST", "/console/
            ("POST", "/console/customers/{customer_id:anypath}/actions"),
            ("GET", "/console/manager"), ("GET", "/console/manager/{report}.csv"),
            ("GET", "/console/alerts"), ("POST", "/console/alerts/{alert_id}/ack"),
-           ("GET", "/console/static/console.css")}
+           ("GET", "/console/static/console.css"), *TEAM}
 CONSOLE_SIGNED_IN = {("GET", "/console"), ("GET", "/console/at-risk"),
                      ("POST", "/console/language"), ("GET", "/console/manager"),
                      ("GET", "/console/customers/{customer_id:anypath}"),
                      ("POST", "/console/customers/{customer_id:anypath}/actions"),
                      ("GET", "/console/manager/{report}.csv"), ("GET", "/console/alerts"),
-                     ("POST", "/console/alerts/{alert_id}/ack")}
+                     ("POST", "/console/alerts/{alert_id}/ack"), *TEAM}
 # Public, protected by their own credential: the signed, expiring, single-use token of a
 # one-click acknowledge link (tests/integration/test_ack_links.py). Without a valid token: 404.
 SIGNED = {("GET", "/a/{token}"), ("POST", "/a/{token}")}
@@ -216,7 +222,8 @@ def test_every_route_needs_its_key_and_scope(api) -> None:
     with httpx.Client(base_url=proc.url, timeout=30) as client:
         for method, path in sorted(CONSOLE_SIGNED_IN):  # no session: to the sign-in page,
             # which returns to the page asked for once signed in
-            url = fill(path, {"customer_id": "sec-c-1", "report": "churn", "alert_id": "a1"})
+            url = fill(path, {"customer_id": "sec-c-1", "report": "churn", "alert_id": "a1",
+                              "staff_id": "sec-s-1", "store_id": "sec-store-1"})
             r = client.request(method, url, headers=bearer(SCOPED_KEY["admin"]))
             back = url.removesuffix("/actions")  # an action's form: its customer's page
             to = ("/console/sign-in" if method == "POST" and back == url or url == "/console"

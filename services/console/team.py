@@ -1,0 +1,329 @@
+"""Team (团队): the staff and stores a manager looks after — who receives alerts, by which
+channel, on which clock — kept up to date in the console rather than by ``curl``.
+
+The forms write the same records as ``PUT /v1/staff/{id}``, ``DELETE /v1/staff/{id}`` and
+``PUT /v1/stores/{id}`` (:class:`~services.common.profiles.ProfileStore`), validated by the same
+models, within the session's tenant and stores: a manager of one store sees and edits that
+store's staff and the store itself, and cannot move anyone to, or make anyone of, another. Every
+staff member edits their own contact details, language and time zone ("My details"); nobody
+changes their own role or store or removes themselves (a manager cannot lock themselves out).
+Changes apply at once: the notifier routes the next alert with them, and a removed or changed
+person's console session follows on their next page (:func:`~services.console.sessions.as_now`).
+"""
+
+from __future__ import annotations
+
+import logging
+import zoneinfo
+from functools import lru_cache
+from typing import Any, get_args
+from urllib.parse import quote, urlencode
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
+from pydantic import BaseModel, ValidationError
+
+from services.common.profiles import LOCALES, ChannelName, ProfileStore, StaffMember, Store
+from services.console import i18n
+from services.console.sessions import Session
+from services.console.web import current_session, here, page, signed_in_form, to_sign_in
+from services.web.deps import Res, Resources
+
+logger = logging.getLogger(__name__)
+router = APIRouter(include_in_schema=False)
+
+TEAM = "/console/team"
+STAFF_FIELDS = ("staff_id", "name", "email", "phone", "store_id", "role", "locale",
+                "preferred_channel", "timezone")
+OWN_FIELDS = ("name", "email", "phone", "locale", "preferred_channel", "timezone")
+STORE_FIELDS = ("name", "timezone", "manager_staff_id", "locale")
+ROLES = ("staff", "manager")
+CHANNELS: tuple[str, ...] = get_args(ChannelName)
+
+
+@lru_cache(maxsize=1)
+def zones() -> tuple[str, ...]:
+    """The IANA time zones a form offers (its list; any valid name is accepted)."""
+    return tuple(sorted(z for z in zoneinfo.available_timezones() if "/" in z or z == "UTC"))
+
+
+def staff_path(staff_id: str) -> str:
+    return f"{TEAM}/staff/{quote(staff_id, safe='')}"
+
+
+def store_path(store_id: str) -> str:
+    return f"{TEAM}/stores/{quote(store_id, safe='')}"
+
+
+def in_scope(session: Session, store_id: str | None) -> bool:
+    """Whether the session reaches a record of ``store_id``: every store for a tenant-wide
+    session, its own stores (never a record of no store) for a store-bound one."""
+    return session.stores is None or (store_id is not None and store_id in session.stores)
+
+
+def form_record(model: type[BaseModel], base: dict[str, Any], form: dict[str, str],
+                fields: tuple[str, ...]) -> tuple[Any, dict[str, str]]:
+    """``base`` with ``fields`` taken from the form (an empty field: unset), validated by
+    ``model``: the record and no errors, or None and each field's error in plain words."""
+    data = dict(base)
+    for name in fields:
+        value = form.get(name, "").strip()
+        if value:
+            data[name] = value
+        else:
+            data.pop(name, None)
+    try:
+        return model.model_validate(data), {}
+    except ValidationError as exc:
+        errors: dict[str, str] = {}
+        for e in exc.errors():
+            field = str(e["loc"][0]) if e["loc"] else ""
+            message = str(e["msg"]).removeprefix("Value error, ")
+            errors.setdefault(field, message)
+        return None, errors
+
+
+async def team_of(res: Resources, session: Session) -> tuple[list[Store], list[StaffMember]]:
+    """The stores and staff the session reaches: a store-bound session's own stores are listed
+    even before they have a record (so that their manager can set their time zone)."""
+    profiles = res.profiles or ProfileStore(res.redis, res.keys)
+    staff = [m for m in await profiles.list_staff(session.tenant) if in_scope(session, m.store_id)]
+    stores = {s.store_id: s for s in await profiles.list_stores(session.tenant)
+              if in_scope(session, s.store_id)}
+    for store_id in session.stores or ():
+        stores.setdefault(store_id, Store(store_id=store_id))
+    return sorted(stores.values(), key=lambda s: s.store_id), staff
+
+
+def _message(request: Request, session: Session, status: int, key: str, *,
+             back: str = TEAM) -> Response:
+    t = i18n.words(session.locale)
+    return page("message.html.j2", request, locale=session.locale, status=status,
+                session=session, csrf=session.csrf, heading=t["team"], message=t[key],
+                back=back, back_text=t["team"] if session.manages else t["my_details"])
+
+
+@router.get(TEAM)
+async def team_page(request: Request, res: Res) -> Response:
+    session = await current_session(request, res)
+    if session is None:
+        return to_sign_in(here(request))
+    if not session.manages:  # staff: their own details
+        if session.staff_id:
+            return RedirectResponse(staff_path(session.staff_id), status_code=303)
+        return _message(request, session, 403, "managers_only", back="/console/at-risk")
+    stores, staff = await team_of(res, session)
+    names = {m.staff_id: m.name or m.staff_id for m in staff}
+    return page("team.html.j2", request, locale=session.locale, session=session,
+                csrf=session.csrf, stores=stores, staff=staff, names=names,
+                saved=request.query_params.get("saved"),
+                removed=request.query_params.get("removed"), staff_path=staff_path,
+                store_path=store_path, recorded={s.store_id for s in stores
+                                                 if s.model_fields_set - {"store_id"}},
+                here=TEAM)
+
+
+async def _staff_form(request: Request, res: Resources, session: Session, *,
+                      member: StaffMember | None, values: dict[str, Any],
+                      errors: dict[str, str] | None = None, status: int = 200) -> Response:
+    """The form of a staff member (``member`` None: a new one), filled with ``values``."""
+    stores, staff = await team_of(res, session)
+    own = member is not None and member.staff_id == session.staff_id
+    return page("staff_form.html.j2", request, locale=session.locale, status=status,
+                session=session, csrf=session.csrf, member=member, values=values,
+                errors=errors or {}, own=own, managing=session.manages and not own,
+                store_ids=[s.store_id for s in stores], any_store=session.stores is None,
+                roles=ROLES, channels=CHANNELS, locales=LOCALES, zones=zones(),
+                action=staff_path(member.staff_id) if member else f"{TEAM}/staff",
+                staff_path=staff_path, saved=request.query_params.get("saved") == "1",
+                here=here(request))
+
+
+async def _visible_member(res: Resources, session: Session, staff_id: str
+                          ) -> StaffMember | None:
+    """The staff member, when the session may open their form: their own, or any of the
+    session's stores' for a manager."""
+    profiles = res.profiles or ProfileStore(res.redis, res.keys)
+    member = await profiles.get_staff(staff_id, session.tenant)
+    if member is None:
+        return None
+    if member.staff_id == session.staff_id or (session.manages and in_scope(session,
+                                                                            member.store_id)):
+        return member
+    return None
+
+
+@router.get(f"{TEAM}/new-staff")
+async def new_staff_page(request: Request, res: Res) -> Response:
+    session = await current_session(request, res)
+    if session is None:
+        return to_sign_in(here(request))
+    if not session.manages:
+        return _message(request, session, 403, "managers_only", back="/console/at-risk")
+    one = session.stores[0] if session.stores and len(session.stores) == 1 else None
+    return await _staff_form(request, res, session, member=None,
+                             values={"store_id": one, "role": "staff",
+                                     "locale": session.locale})
+
+
+@router.get(f"{TEAM}/staff/{{staff_id}}")
+async def staff_page(staff_id: str, request: Request, res: Res) -> Response:
+    session = await current_session(request, res)
+    if session is None:
+        return to_sign_in(here(request))
+    member = await _visible_member(res, session, staff_id)
+    if member is None:
+        return _message(request, session, 404, "no_staff_member")
+    return await _staff_form(request, res, session, member=member,
+                             values=member.model_dump(exclude_none=True),
+                             errors={}, status=200)
+
+
+@router.post(f"{TEAM}/staff")
+async def create_staff(request: Request, res: Res) -> Response:
+    checked = await signed_in_form(request, res)
+    if isinstance(checked, Response):
+        return checked
+    session, form = checked
+    if not session.manages:
+        return _message(request, session, 403, "managers_only", back="/console/at-risk")
+    member, errors = form_record(StaffMember, {}, form, STAFF_FIELDS)
+    profiles = res.profiles or ProfileStore(res.redis, res.keys)
+    if member is not None and await profiles.get_staff(member.staff_id, session.tenant):
+        member, errors = None, {"staff_id": i18n.words(session.locale)["staff_id_taken"]}
+    if member is not None and not in_scope(session, member.store_id):
+        member, errors = None, {"store_id": i18n.words(session.locale)["not_your_store"]}
+    if member is None:
+        return await _staff_form(request, res, session, member=None, values=form,
+                                 errors=errors, status=422)
+    await profiles.put_staff(member, session.tenant)
+    logger.info("console: staff member added by %s", session.staff_id or session.name)
+    return RedirectResponse(f"{TEAM}?{urlencode({'saved': member.name or member.staff_id})}",
+                            status_code=303)
+
+
+@router.post(f"{TEAM}/staff/{{staff_id}}")
+async def save_staff(staff_id: str, request: Request, res: Res) -> Response:
+    checked = await signed_in_form(request, res)
+    if isinstance(checked, Response):
+        return checked
+    session, form = checked
+    old = await _visible_member(res, session, staff_id)
+    if old is None:
+        return _message(request, session, 404, "no_staff_member")
+    own = old.staff_id == session.staff_id
+    fields = OWN_FIELDS if own or not session.manages else \
+        tuple(f for f in STAFF_FIELDS if f != "staff_id")
+    member, errors = form_record(StaffMember, old.model_dump(exclude_none=True), form, fields)
+    if member is not None and not in_scope(session, member.store_id):
+        member, errors = None, {"store_id": i18n.words(session.locale)["not_your_store"]}
+    if member is None:
+        return await _staff_form(request, res, session, member=old,
+                                 values={**old.model_dump(exclude_none=True), **form},
+                                 errors=errors, status=422)
+    profiles = res.profiles or ProfileStore(res.redis, res.keys)
+    await profiles.put_staff(member, session.tenant)
+    logger.info("console: staff member saved by %s", session.staff_id or session.name)
+    if not session.manages:
+        return RedirectResponse(f"{staff_path(staff_id)}?saved=1", status_code=303)
+    return RedirectResponse(f"{TEAM}?{urlencode({'saved': member.name or member.staff_id})}",
+                            status_code=303)
+
+
+@router.get(f"{TEAM}/staff/{{staff_id}}/remove")
+async def remove_staff_page(staff_id: str, request: Request, res: Res) -> Response:
+    """Asks first (the console runs no scripts, so no confirm() dialog): what removing does."""
+    session = await current_session(request, res)
+    if session is None:
+        return to_sign_in(here(request))
+    member = await _visible_member(res, session, staff_id)
+    if member is None or not session.manages:
+        return _message(request, session, 404, "no_staff_member")
+    if member.staff_id == session.staff_id:
+        return _message(request, session, 409, "not_yourself", back=staff_path(staff_id))
+    return page("staff_remove.html.j2", request, locale=session.locale, session=session,
+                csrf=session.csrf, member=member, action=f"{staff_path(staff_id)}/remove",
+                back=staff_path(staff_id), here=here(request))
+
+
+@router.post(f"{TEAM}/staff/{{staff_id}}/remove")
+async def remove_staff(staff_id: str, request: Request, res: Res) -> Response:
+    checked = await signed_in_form(request, res)
+    if isinstance(checked, Response):
+        return checked
+    session, _ = checked
+    member = await _visible_member(res, session, staff_id)
+    if member is None or not session.manages:
+        return _message(request, session, 404, "no_staff_member")
+    if member.staff_id == session.staff_id:
+        return _message(request, session, 409, "not_yourself", back=staff_path(staff_id))
+    profiles = res.profiles or ProfileStore(res.redis, res.keys)
+    await profiles.delete_staff(member.staff_id, session.tenant)
+    logger.info("console: staff member removed by %s", session.staff_id or session.name)
+    return RedirectResponse(f"{TEAM}?{urlencode({'removed': member.name or member.staff_id})}",
+                            status_code=303)
+
+
+async def _store_form(request: Request, res: Resources, session: Session, store: Store,
+                      values: dict[str, Any], errors: dict[str, str] | None = None,
+                      status: int = 200) -> Response:
+    managers = await _managers(res, session, store.store_id)
+    return page("store_form.html.j2", request, locale=session.locale, status=status,
+                session=session, csrf=session.csrf, store=store, values=values,
+                errors=errors or {}, managers=managers, locales=LOCALES, zones=zones(),
+                action=store_path(store.store_id), here=here(request))
+
+
+async def _managers(res: Resources, session: Session, store_id: str) -> list[StaffMember]:
+    """Who may be named the store's manager (its fallback recipient): its own staff, and
+    staff of no store (over every store of the tenant), the session reaches."""
+    _, staff = await team_of(res, session)
+    return [m for m in staff if m.store_id in (store_id, None)]
+
+
+async def _visible_store(res: Resources, session: Session, store_id: str) -> Store | None:
+    """The store (a blank record if it has none yet), when the session manages it."""
+    if not session.manages or not in_scope(session, store_id):
+        return None
+    profiles = res.profiles or ProfileStore(res.redis, res.keys)
+    found = await profiles.get_store(store_id, session.tenant)
+    if found is not None:
+        return found
+    try:
+        return Store(store_id=store_id)
+    except ValidationError:
+        return None
+
+
+@router.get(f"{TEAM}/stores/{{store_id}}")
+async def store_page(store_id: str, request: Request, res: Res) -> Response:
+    session = await current_session(request, res)
+    if session is None:
+        return to_sign_in(here(request))
+    store = await _visible_store(res, session, store_id)
+    if store is None:
+        return _message(request, session, 404, "no_store")
+    return await _store_form(request, res, session, store, store.model_dump(exclude_none=True))
+
+
+@router.post(f"{TEAM}/stores/{{store_id}}")
+async def save_store(store_id: str, request: Request, res: Res) -> Response:
+    checked = await signed_in_form(request, res)
+    if isinstance(checked, Response):
+        return checked
+    session, form = checked
+    old = await _visible_store(res, session, store_id)
+    if old is None:
+        return _message(request, session, 404, "no_store")
+    store, errors = form_record(Store, {"store_id": old.store_id}, form, STORE_FIELDS)
+    if store is not None and store.manager_staff_id is not None and store.manager_staff_id \
+            not in {m.staff_id for m in await _managers(res, session, store_id)}:
+        store, errors = None, {"manager_staff_id": i18n.words(session.locale)["not_your_staff"]}
+    if store is None:
+        return await _store_form(request, res, session, old,
+                                 {**old.model_dump(exclude_none=True), **form}, errors, 422)
+    profiles = res.profiles or ProfileStore(res.redis, res.keys)
+    await profiles.put_store(store, session.tenant)
+    logger.info("console: store saved by %s", session.staff_id or session.name)
+    return RedirectResponse(f"{TEAM}?{urlencode({'saved': store.name or store.store_id})}",
+                            status_code=303)
