@@ -115,10 +115,10 @@ TEXT: dict[str, dict[str, str]] = {
                       "Changes apply at once: the next alert is routed with them, and a person "
                       "removed or changed has that reach from their next page on.",
         "team_staff": "Staff", "team_stores": "Stores",
-        "team_saved": "Saved: {name}.", "team_removed": "Removed: {name}.",
+        "team_saved": "Saved: {name}.", "team_removed": "Removed from the team.",
         "details_saved": "Saved. Your next alerts use these details.",
         "role": "Role", "role_staff": "Staff", "role_manager": "Manager",
-        "staff_no_contact": "no e-mail or phone: alerts reach them only in the console",
+        "staff_no_contact": "no e-mail or phone: e-mail and SMS alerts cannot reach them",
         "no_staff": "No staff yet.", "no_stores": "No stores yet.",
         "add_staff": "Add a staff member", "remove_staff": "Remove from the team",
         "remove_staff_body": "{name} will no longer receive alerts (the store's manager receives "
@@ -153,6 +153,10 @@ TEXT: dict[str, dict[str, str]] = {
         "no_staff_member": "There is no such staff member in your stores.",
         "no_store": "There is no such store among yours.",
         "not_yourself": "You cannot remove yourself: ask another manager or an administrator.",
+        "invalid_email": "must be an e-mail address like name@example.com",
+        "invalid_phone": "must be a mobile number in international form, like +14155550123",
+        "invalid_timezone": "must be an IANA time zone like America/New_York or Asia/Shanghai "
+                            "(the list offers them as you type)",
         "churn_rate": "Churn rate by month",
         "one_scale": "Every store on one scale (0 to {top}): a longer bar is a higher churn "
                      "rate, whichever store's it is.",
@@ -264,10 +268,10 @@ TEXT: dict[str, dict[str, str]] = {
         "team_intro": "谁会收到您客户的提醒、通过什么方式、按哪个时区。修改立即生效：下一条提醒即按新资料发送，"
                       "被移除或修改的员工在下一次打开页面时即按新的权限访问。",
         "team_staff": "员工", "team_stores": "门店",
-        "team_saved": "已保存：{name}。", "team_removed": "已移除：{name}。",
+        "team_saved": "已保存：{name}。", "team_removed": "已从团队中移除。",
         "details_saved": "已保存。之后的提醒将使用这些资料。",
         "role": "角色", "role_staff": "员工", "role_manager": "店长",
-        "staff_no_contact": "没有邮箱或手机：提醒只会出现在控制台中",
+        "staff_no_contact": "没有邮箱或手机：无法通过邮件或短信收到提醒",
         "no_staff": "暂无员工。", "no_stores": "暂无门店。",
         "add_staff": "添加员工", "remove_staff": "从团队中移除",
         "remove_staff_body": "{name}将不再收到提醒（其客户的提醒改由门店店长接收），并会退出控制台登录。"
@@ -296,6 +300,9 @@ TEXT: dict[str, dict[str, str]] = {
         "no_staff_member": "您的门店中没有这位员工。",
         "no_store": "您负责的门店中没有这家门店。",
         "not_yourself": "您不能移除自己：请联系其他店长或管理员。",
+        "invalid_email": "请输入有效的电子邮箱，例如 name@example.com",
+        "invalid_phone": "请使用国际格式的手机号，例如 +8613800138000",
+        "invalid_timezone": "请输入 IANA 时区，例如 Asia/Shanghai 或 America/New_York（输入时列表会给出选项）",
         "churn_rate": "按月流失率",
         "one_scale": "所有门店使用同一刻度（0 至 {top}）：条越长，流失率越高，门店之间可直接比较。",
         "month_running": "… 表示当月尚未结束：流失率尚无法得出，因此不显示。", "tiers_over_time": "每日各风险等级客户数",

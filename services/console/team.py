@@ -27,6 +27,7 @@ from services.common.profiles import LOCALES, ChannelName, ProfileStore, StaffMe
 from services.console import i18n
 from services.console.sessions import Session
 from services.console.web import current_session, here, page, signed_in_form, to_sign_in
+from services.records.atrisk import tenant_stores
 from services.web.deps import Res, Resources
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,10 @@ def staff_path(staff_id: str) -> str:
     return f"{TEAM}/staff/{quote(staff_id, safe='')}"
 
 
+def remove_path(staff_id: str) -> str:
+    return f"{TEAM}/remove-staff/{quote(staff_id, safe='')}"
+
+
 def store_path(store_id: str) -> str:
     return f"{TEAM}/stores/{quote(store_id, safe='')}"
 
@@ -62,9 +67,11 @@ def in_scope(session: Session, store_id: str | None) -> bool:
 
 
 def form_record(model: type[BaseModel], base: dict[str, Any], form: dict[str, str],
-                fields: tuple[str, ...]) -> tuple[Any, dict[str, str]]:
+                fields: tuple[str, ...], locale: str = "en") -> tuple[Any, dict[str, str]]:
     """``base`` with ``fields`` taken from the form (an empty field: unset), validated by
-    ``model``: the record and no errors, or None and each field's error in plain words."""
+    ``model``: the record and no errors, or None and each field's error in plain words (in
+    the reader's language for the fields people mistype: e-mail, phone, time zone)."""
+    t = i18n.words(locale)
     data = dict(base)
     for name in fields:
         value = form.get(name, "").strip()
@@ -79,19 +86,26 @@ def form_record(model: type[BaseModel], base: dict[str, Any], form: dict[str, st
         for e in exc.errors():
             field = str(e["loc"][0]) if e["loc"] else ""
             message = str(e["msg"]).removeprefix("Value error, ")
-            errors.setdefault(field, message)
+            errors.setdefault(field, t.get(f"invalid_{field}", message))
         return None, errors
 
 
 async def team_of(res: Resources, session: Session) -> tuple[list[Store], list[StaffMember]]:
-    """The stores and staff the session reaches: a store-bound session's own stores are listed
-    even before they have a record (so that their manager can set their time zone)."""
+    """The stores and staff the session reaches. Stores without a record are listed too (a
+    blank one), so that someone sets their time zone: a store-bound session's own, and for a
+    tenant-wide one every store the tenant's events named."""
     profiles = res.profiles or ProfileStore(res.redis, res.keys)
     staff = [m for m in await profiles.list_staff(session.tenant) if in_scope(session, m.store_id)]
     stores = {s.store_id: s for s in await profiles.list_stores(session.tenant)
               if in_scope(session, s.store_id)}
-    for store_id in session.stores or ():
-        stores.setdefault(store_id, Store(store_id=store_id))
+    named = session.stores if session.stores is not None else \
+        await tenant_stores(res.redis, res.keys, session.tenant)
+    for store_id in named:
+        if store_id not in stores:
+            try:
+                stores[store_id] = Store(store_id=store_id)
+            except ValidationError:  # (an id no store record could have)
+                continue
     return sorted(stores.values(), key=lambda s: s.store_id), staff
 
 
@@ -113,11 +127,20 @@ async def team_page(request: Request, res: Res) -> Response:
             return RedirectResponse(staff_path(session.staff_id), status_code=303)
         return _message(request, session, 403, "managers_only", back="/console/at-risk")
     stores, staff = await team_of(res, session)
+    staff.sort(key=lambda m: ((m.name or m.staff_id).casefold(), m.staff_id))  # by name
     names = {m.staff_id: m.name or m.staff_id for m in staff}
+    # "Saved: <name>" only for a record on the page: the address carries an id, never words
+    # to show (a link cannot make the page say what its sender wants)
+    saved = request.query_params.get("saved", "")
+    kind, _, saved_id = saved.partition(":")
+    saved_name = None
+    if kind == "staff":
+        saved_name = names.get(saved_id)
+    elif kind == "store":
+        saved_name = next((s.name or s.store_id for s in stores if s.store_id == saved_id), None)
     return page("team.html.j2", request, locale=session.locale, session=session,
-                csrf=session.csrf, stores=stores, staff=staff, names=names,
-                saved=request.query_params.get("saved"),
-                removed=request.query_params.get("removed"), staff_path=staff_path,
+                csrf=session.csrf, stores=stores, staff=staff, names=names, saved=saved_name,
+                removed=request.query_params.get("removed") == "1", staff_path=staff_path,
                 store_path=store_path, recorded={s.store_id for s in stores
                                                  if s.model_fields_set - {"store_id"}},
                 here=TEAM)
@@ -135,7 +158,8 @@ async def _staff_form(request: Request, res: Resources, session: Session, *,
                 store_ids=[s.store_id for s in stores], any_store=session.stores is None,
                 roles=ROLES, channels=CHANNELS, locales=LOCALES, zones=zones(),
                 action=staff_path(member.staff_id) if member else f"{TEAM}/staff",
-                staff_path=staff_path, saved=request.query_params.get("saved") == "1",
+                staff_path=staff_path, remove_path=remove_path,
+                saved=request.query_params.get("saved") == "1",
                 here=here(request))
 
 
@@ -166,7 +190,7 @@ async def new_staff_page(request: Request, res: Res) -> Response:
                                      "locale": session.locale})
 
 
-@router.get(f"{TEAM}/staff/{{staff_id}}")
+@router.get(f"{TEAM}/staff/{{staff_id:anypath}}")
 async def staff_page(staff_id: str, request: Request, res: Res) -> Response:
     session = await current_session(request, res)
     if session is None:
@@ -187,7 +211,7 @@ async def create_staff(request: Request, res: Res) -> Response:
     session, form = checked
     if not session.manages:
         return _message(request, session, 403, "managers_only", back="/console/at-risk")
-    member, errors = form_record(StaffMember, {}, form, STAFF_FIELDS)
+    member, errors = form_record(StaffMember, {}, form, STAFF_FIELDS, session.locale)
     profiles = res.profiles or ProfileStore(res.redis, res.keys)
     if member is not None and await profiles.get_staff(member.staff_id, session.tenant):
         member, errors = None, {"staff_id": i18n.words(session.locale)["staff_id_taken"]}
@@ -198,11 +222,11 @@ async def create_staff(request: Request, res: Res) -> Response:
                                  errors=errors, status=422)
     await profiles.put_staff(member, session.tenant)
     logger.info("console: staff member added by %s", session.staff_id or session.name)
-    return RedirectResponse(f"{TEAM}?{urlencode({'saved': member.name or member.staff_id})}",
+    return RedirectResponse(f"{TEAM}?{urlencode({'saved': f'staff:{member.staff_id}'})}",
                             status_code=303)
 
 
-@router.post(f"{TEAM}/staff/{{staff_id}}")
+@router.post(f"{TEAM}/staff/{{staff_id:anypath}}")
 async def save_staff(staff_id: str, request: Request, res: Res) -> Response:
     checked = await signed_in_form(request, res)
     if isinstance(checked, Response):
@@ -214,7 +238,8 @@ async def save_staff(staff_id: str, request: Request, res: Res) -> Response:
     own = old.staff_id == session.staff_id
     fields = OWN_FIELDS if own or not session.manages else \
         tuple(f for f in STAFF_FIELDS if f != "staff_id")
-    member, errors = form_record(StaffMember, old.model_dump(exclude_none=True), form, fields)
+    member, errors = form_record(StaffMember, old.model_dump(exclude_none=True), form, fields,
+                                 session.locale)
     if member is not None and not in_scope(session, member.store_id):
         member, errors = None, {"store_id": i18n.words(session.locale)["not_your_store"]}
     if member is None:
@@ -226,11 +251,11 @@ async def save_staff(staff_id: str, request: Request, res: Res) -> Response:
     logger.info("console: staff member saved by %s", session.staff_id or session.name)
     if not session.manages:
         return RedirectResponse(f"{staff_path(staff_id)}?saved=1", status_code=303)
-    return RedirectResponse(f"{TEAM}?{urlencode({'saved': member.name or member.staff_id})}",
+    return RedirectResponse(f"{TEAM}?{urlencode({'saved': f'staff:{member.staff_id}'})}",
                             status_code=303)
 
 
-@router.get(f"{TEAM}/staff/{{staff_id}}/remove")
+@router.get(f"{TEAM}/remove-staff/{{staff_id:anypath}}")
 async def remove_staff_page(staff_id: str, request: Request, res: Res) -> Response:
     """Asks first (the console runs no scripts, so no confirm() dialog): what removing does."""
     session = await current_session(request, res)
@@ -242,11 +267,11 @@ async def remove_staff_page(staff_id: str, request: Request, res: Res) -> Respon
     if member.staff_id == session.staff_id:
         return _message(request, session, 409, "not_yourself", back=staff_path(staff_id))
     return page("staff_remove.html.j2", request, locale=session.locale, session=session,
-                csrf=session.csrf, member=member, action=f"{staff_path(staff_id)}/remove",
+                csrf=session.csrf, member=member, action=remove_path(staff_id),
                 back=staff_path(staff_id), here=here(request))
 
 
-@router.post(f"{TEAM}/staff/{{staff_id}}/remove")
+@router.post(f"{TEAM}/remove-staff/{{staff_id:anypath}}")
 async def remove_staff(staff_id: str, request: Request, res: Res) -> Response:
     checked = await signed_in_form(request, res)
     if isinstance(checked, Response):
@@ -260,8 +285,7 @@ async def remove_staff(staff_id: str, request: Request, res: Res) -> Response:
     profiles = res.profiles or ProfileStore(res.redis, res.keys)
     await profiles.delete_staff(member.staff_id, session.tenant)
     logger.info("console: staff member removed by %s", session.staff_id or session.name)
-    return RedirectResponse(f"{TEAM}?{urlencode({'removed': member.name or member.staff_id})}",
-                            status_code=303)
+    return RedirectResponse(f"{TEAM}?removed=1", status_code=303)
 
 
 async def _store_form(request: Request, res: Resources, session: Session, store: Store,
@@ -295,7 +319,7 @@ async def _visible_store(res: Resources, session: Session, store_id: str) -> Sto
         return None
 
 
-@router.get(f"{TEAM}/stores/{{store_id}}")
+@router.get(f"{TEAM}/stores/{{store_id:anypath}}")
 async def store_page(store_id: str, request: Request, res: Res) -> Response:
     session = await current_session(request, res)
     if session is None:
@@ -306,7 +330,7 @@ async def store_page(store_id: str, request: Request, res: Res) -> Response:
     return await _store_form(request, res, session, store, store.model_dump(exclude_none=True))
 
 
-@router.post(f"{TEAM}/stores/{{store_id}}")
+@router.post(f"{TEAM}/stores/{{store_id:anypath}}")
 async def save_store(store_id: str, request: Request, res: Res) -> Response:
     checked = await signed_in_form(request, res)
     if isinstance(checked, Response):
@@ -315,7 +339,8 @@ async def save_store(store_id: str, request: Request, res: Res) -> Response:
     old = await _visible_store(res, session, store_id)
     if old is None:
         return _message(request, session, 404, "no_store")
-    store, errors = form_record(Store, {"store_id": old.store_id}, form, STORE_FIELDS)
+    store, errors = form_record(Store, {"store_id": old.store_id}, form, STORE_FIELDS,
+                               session.locale)
     if store is not None and store.manager_staff_id is not None and store.manager_staff_id \
             not in {m.staff_id for m in await _managers(res, session, store_id)}:
         store, errors = None, {"manager_staff_id": i18n.words(session.locale)["not_your_staff"]}
@@ -325,5 +350,5 @@ async def save_store(store_id: str, request: Request, res: Res) -> Response:
     profiles = res.profiles or ProfileStore(res.redis, res.keys)
     await profiles.put_store(store, session.tenant)
     logger.info("console: store saved by %s", session.staff_id or session.name)
-    return RedirectResponse(f"{TEAM}?{urlencode({'saved': store.name or store.store_id})}",
+    return RedirectResponse(f"{TEAM}?{urlencode({'saved': f'store:{store.store_id}'})}",
                             status_code=303)

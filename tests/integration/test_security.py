@@ -71,11 +71,12 @@ PUBLIC = {("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics"), ("GET", "/
 # but the sign-in ones redirects to the sign-in page (checked below); tests/e2e/test_console.py
 # drives them in a real browser.
 TEAM = {("GET", "/console/team"), ("GET", "/console/team/new-staff"),
-        ("POST", "/console/team/staff"), ("GET", "/console/team/staff/{staff_id}"),
-        ("POST", "/console/team/staff/{staff_id}"),
-        ("GET", "/console/team/staff/{staff_id}/remove"),
-        ("POST", "/console/team/staff/{staff_id}/remove"),
-        ("GET", "/console/team/stores/{store_id}"), ("POST", "/console/team/stores/{store_id}")}
+        ("POST", "/console/team/staff"), ("GET", "/console/team/staff/{staff_id:anypath}"),
+        ("POST", "/console/team/staff/{staff_id:anypath}"),
+        ("GET", "/console/team/remove-staff/{staff_id:anypath}"),
+        ("POST", "/console/team/remove-staff/{staff_id:anypath}"),
+        ("GET", "/console/team/stores/{store_id:anypath}"),
+        ("POST", "/console/team/stores/{store_id:anypath}")}
 CONSOLE = {("GET", "/console"), ("GET", "/console/sign-in"), ("POST", "/console/sign-in/email"),
            ("GET", "/console/sign-in/link"), ("POST", "/console/sign-in/link"),
            ("POST", "/console/sign-in/key"), ("POST", "/console/sign-out"),

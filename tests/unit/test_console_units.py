@@ -6,11 +6,12 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from services.common.profiles import StaffMember
+from services.common.profiles import StaffMember, Store
 from services.common.settings import parse_api_keys
 from services.console import charts, i18n
 from services.console.customers import _count_line, _year_spend
 from services.console.sessions import Session, as_now, find_tagged_key, key_tag
+from services.console.team import form_record
 from services.console.web import safe_next
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -176,3 +177,25 @@ def test_an_admin_session_ends_with_the_key_it_signed_in_with() -> None:
                   locale="en", csrf="c")
     assert as_now(dev, auth_enabled=False) == dev
     assert as_now(dev, key=None) is None
+
+
+def test_a_team_form_is_validated_by_the_api_models_in_the_readers_words() -> None:
+    base = {"staff_id": "li", "name": "李娜", "store_id": "north", "role": "manager",
+            "phone": "+8613800138000"}
+    # an emptied field is unset, the fields not offered are kept, spaces in a number dropped
+    member, errors = form_record(StaffMember, base, {"name": " 李娜 ", "phone": "",
+                                                     "email": "li@example.com",
+                                                     "role": "staff"},
+                                 ("name", "phone", "email"))
+    assert errors == {} and member == StaffMember(staff_id="li", name="李娜", store_id="north",
+                                                  role="manager", email="li@example.com")
+    member, errors = form_record(StaffMember, base, {"phone": "138 0013 8000",
+                                                     "timezone": "Asia/Beijing"},
+                                 ("phone", "timezone"), "zh-CN")
+    assert member is None and set(errors) == {"phone", "timezone"}
+    assert "国际格式" in errors["phone"] and "Asia/Shanghai" in errors["timezone"]
+    store, errors = form_record(Store, {"store_id": "north"}, {"timezone": "Mars/Base"},
+                                ("timezone",))
+    assert store is None and errors["timezone"].startswith("must be an IANA time zone")
+    store, errors = form_record(Store, {"store_id": "north"}, {"timezone": ""}, ("timezone",))
+    assert errors == {} and store.timezone == "UTC"
