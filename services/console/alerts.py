@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from services.alerting.acks import InvalidAck
 from services.alerting.alerts import find_alert
-from services.common.profiles import CustomerProfile, ProfileStore
+from services.common.profiles import CustomerProfile
 from services.common.redisconn import get_many
 from services.common.timefmt import clock_parts, iso_ms, named_zone, offset_minutes
 from services.console import i18n
@@ -24,7 +24,7 @@ from services.console.sessions import Session
 from services.console.web import current_session, here, page, safe_next, signed_in_form, to_sign_in
 from services.records import alertacks
 from services.state.store import StateRead
-from services.web.deps import Res, Resources
+from services.web.deps import Res, Resources, get_profiles
 
 router = APIRouter(include_in_schema=False)
 SHOWN = 50
@@ -82,7 +82,7 @@ async def own_clock(res: Resources, session: Session) -> tzinfo | None:
     hours and digests."""
     if not session.staff_id:
         return None
-    profiles = res.profiles or ProfileStore(res.redis, res.keys)
+    profiles = get_profiles(res)
     member = await profiles.get_staff(session.staff_id, session.tenant)
     if member is None:
         return None

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import TypeAdapter, ValidationError
 
-from services.common.profiles import Email, ProfileStore, StaffMember
+from services.common.profiles import Email, StaffMember
 from services.console import i18n
 from services.console.mailer import MailUnavailable, send_sign_in_link
 from services.console.sessions import CSRF_COOKIE, SESSION_COOKIE, Session, key_tag
@@ -37,7 +37,7 @@ from services.console.web import (
     to_sign_in,
     with_pre_csrf,
 )
-from services.web.deps import Res, Resources
+from services.web.deps import Res, Resources, get_profiles
 
 logger = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
@@ -76,7 +76,7 @@ async def _find_staff(res: Resources, email: str) -> tuple[str, StaffMember] | N
     """The staff member whose profile has ``email``, in any tenant the deployment knows."""
     tenants = {"default", *(k.tenant for k in res.settings.keys)}
     tenants |= {str(t) for t in await res.redis.smembers(res.keys.tenants)}  # type: ignore[misc]
-    profiles = res.profiles or ProfileStore(res.redis, res.keys)
+    profiles = get_profiles(res)
     for tenant in sorted(tenants):
         for member in await profiles.list_staff(tenant):
             if member.email and member.email.lower() == email.lower():
@@ -153,7 +153,7 @@ async def sign_in_link(request: Request, res: Res) -> Response:
     redeemed = await session_store(res).redeem_link(form.get("token", ""))
     member = None
     if redeemed is not None:
-        profiles = res.profiles or ProfileStore(res.redis, res.keys)
+        profiles = get_profiles(res)
         member = await profiles.get_staff(redeemed.staff_id, redeemed.tenant)
     if redeemed is None or member is None:
         return page("message.html.j2", request, locale=locale, status=400,

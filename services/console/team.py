@@ -23,12 +23,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, ValidationError
 
-from services.common.profiles import LOCALES, ChannelName, ProfileStore, StaffMember, Store
+from services.common.profiles import LOCALES, ChannelName, StaffMember, Store
 from services.console import i18n
 from services.console.sessions import Session
 from services.console.web import current_session, here, page, signed_in_form, to_sign_in
 from services.records.atrisk import tenant_stores
-from services.web.deps import Res, Resources
+from services.web.deps import Res, Resources, get_profiles
 
 logger = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
@@ -94,7 +94,7 @@ async def team_of(res: Resources, session: Session) -> tuple[list[Store], list[S
     """The stores and staff the session reaches. Stores without a record are listed too (a
     blank one), so that someone sets their time zone: a store-bound session's own, and for a
     tenant-wide one every store the tenant's events named."""
-    profiles = res.profiles or ProfileStore(res.redis, res.keys)
+    profiles = get_profiles(res)
     staff = [m for m in await profiles.list_staff(session.tenant) if in_scope(session, m.store_id)]
     stores = {s.store_id: s for s in await profiles.list_stores(session.tenant)
               if in_scope(session, s.store_id)}
@@ -167,7 +167,7 @@ async def _visible_member(res: Resources, session: Session, staff_id: str
                           ) -> StaffMember | None:
     """The staff member, when the session may open their form: their own, or any of the
     session's stores' for a manager."""
-    profiles = res.profiles or ProfileStore(res.redis, res.keys)
+    profiles = get_profiles(res)
     member = await profiles.get_staff(staff_id, session.tenant)
     if member is None:
         return None
@@ -212,7 +212,7 @@ async def create_staff(request: Request, res: Res) -> Response:
     if not session.manages:
         return _message(request, session, 403, "managers_only", back="/console/at-risk")
     member, errors = form_record(StaffMember, {}, form, STAFF_FIELDS, session.locale)
-    profiles = res.profiles or ProfileStore(res.redis, res.keys)
+    profiles = get_profiles(res)
     if member is not None and await profiles.get_staff(member.staff_id, session.tenant):
         member, errors = None, {"staff_id": i18n.words(session.locale)["staff_id_taken"]}
     if member is not None and not in_scope(session, member.store_id):
@@ -246,7 +246,7 @@ async def save_staff(staff_id: str, request: Request, res: Res) -> Response:
         return await _staff_form(request, res, session, member=old,
                                  values={**old.model_dump(exclude_none=True), **form},
                                  errors=errors, status=422)
-    profiles = res.profiles or ProfileStore(res.redis, res.keys)
+    profiles = get_profiles(res)
     await profiles.put_staff(member, session.tenant)
     logger.info("console: staff member saved by %s", session.staff_id or session.name)
     if not session.manages:
@@ -282,7 +282,7 @@ async def remove_staff(staff_id: str, request: Request, res: Res) -> Response:
         return _message(request, session, 404, "no_staff_member")
     if member.staff_id == session.staff_id:
         return _message(request, session, 409, "not_yourself", back=staff_path(staff_id))
-    profiles = res.profiles or ProfileStore(res.redis, res.keys)
+    profiles = get_profiles(res)
     await profiles.delete_staff(member.staff_id, session.tenant)
     logger.info("console: staff member removed by %s", session.staff_id or session.name)
     return RedirectResponse(f"{TEAM}?removed=1", status_code=303)
@@ -309,7 +309,7 @@ async def _visible_store(res: Resources, session: Session, store_id: str) -> Sto
     """The store (a blank record if it has none yet), when the session manages it."""
     if not session.manages or not in_scope(session, store_id):
         return None
-    profiles = res.profiles or ProfileStore(res.redis, res.keys)
+    profiles = get_profiles(res)
     found = await profiles.get_store(store_id, session.tenant)
     if found is not None:
         return found
@@ -347,7 +347,7 @@ async def save_store(store_id: str, request: Request, res: Res) -> Response:
     if store is None:
         return await _store_form(request, res, session, old,
                                  {**old.model_dump(exclude_none=True), **form}, errors, 422)
-    profiles = res.profiles or ProfileStore(res.redis, res.keys)
+    profiles = get_profiles(res)
     await profiles.put_store(store, session.tenant)
     logger.info("console: store saved by %s", session.staff_id or session.name)
     return RedirectResponse(f"{TEAM}?{urlencode({'saved': f'store:{store.store_id}'})}",

@@ -22,7 +22,6 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from redis.exceptions import RedisError
 
-from services.common.profiles import ProfileStore
 from services.console import i18n
 from services.console.sessions import (
     CSRF_COOKIE,
@@ -34,7 +33,7 @@ from services.console.sessions import (
     find_tagged_key,
 )
 from services.records.winback import ACTION_TYPES
-from services.web.deps import Resources
+from services.web.deps import Resources, get_profiles
 
 logger = logging.getLogger(__name__)
 HERE = Path(__file__).parent
@@ -177,7 +176,7 @@ async def _as_now(res: Resources, session: Session) -> Session | None:
     a staff member's record is read again on every request (one ``HGET``)."""
     member = None
     if session.kind == "staff" and session.staff_id:
-        profiles = res.profiles or ProfileStore(res.redis, res.keys)
+        profiles = get_profiles(res)
         member = await profiles.get_staff(session.staff_id, session.tenant)
     s = res.settings
     key = None
