@@ -4,8 +4,9 @@ A session is a random 256-bit id in an HttpOnly cookie; Redis holds only its SHA
 copy of Redis cannot be replayed as a cookie. A session reaches what its person may reach now,
 not what they could when they signed in (:func:`as_now`, on every request): a staff member
 removed is signed out, one moved or given another role has the new reach on their next page,
-an API key taken out of the configuration ends the admin sessions it started. A sign-in link token is single use (``GETDEL``)
-and expires. Every key is a single key (no multi-key scripts): Redis Cluster safe.
+an API key taken out of the configuration ends the admin sessions it started. A sign-in link
+token is single use (``GETDEL``) and expires. Every key is a single key (no multi-key
+scripts): Redis Cluster safe.
 
 Drafts (win-back action forms that could not be saved) are kept with the customer they are
 about, under ``Keys.drafts`` (one hash per customer, a field per session or sign-in link that
