@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from services.common.exceptions import BrokerUnavailable
-from services.common.profiles import CustomerProfile, ProfileStore
+from services.common.profiles import CustomerProfile, ProfileStore, StaffMember
 from services.common.riskchange import TIERS, holds_tier, lapsed
 from services.common.timefmt import clock_parts, local_iso, parse_iso
 from services.console import alerts, charts, i18n
@@ -29,6 +29,7 @@ from services.console.web import (
     read_form,
     session_store,
     sign_in_page,
+    signed_in_form,
     to_sign_in,
     with_pre_csrf,
 )
@@ -37,11 +38,12 @@ from services.records import cursor as cursors
 from services.records.atrisk import AtRiskQuery, tenant_stores
 from services.records.errors import QueryError
 from services.records.holdout import holdout
+from services.records.profiles import replace_profile
 from services.records.winback import ACTION_TYPES
 from services.scoring.lifecycle import LIFECYCLE_STAGES, stage_name
 from services.scoring.scorecard import REGULAR
 from services.state.store import StateRead
-from services.web.deps import Res, Resources
+from services.web.deps import Res, Resources, get_profiles
 from services.web.params import CustomerId
 from services.web.scope import store_for_list
 
@@ -225,6 +227,22 @@ def _count_param(value: str | None) -> int:
     return int(value) if value is not None and value.isdigit() and len(value) < 4 else 0
 
 
+def _home_store(state: dict[str, str], profile: CustomerProfile | None) -> str | None:
+    """The store whose staff look after the customer (the notifier's: the profile's home
+    store, else the store of their latest events)."""
+    return (profile.store_id if profile is not None and profile.store_id else None) \
+        or state.get("store")
+
+
+async def _owners(res: Resources, session: Session, store: str | None) -> list[StaffMember]:
+    """Who may own a customer of ``store``, by name: the store's staff and staff of no store
+    (over every store), within the session's stores."""
+    staff = await get_profiles(res).list_staff(session.tenant)
+    return sorted((m for m in staff if m.store_id in (store, None)
+                   and session.as_key().allows_store(m.store_id)),
+                  key=lambda m: ((m.name or m.staff_id).casefold(), m.staff_id))
+
+
 def _not_found(request: Request, session: Session, customer_id: str) -> Response:
     t = i18n.words(session.locale)
     return page("message.html.j2", request, locale=session.locale, status=404, session=session,
@@ -324,6 +342,12 @@ async def customer_page(customer_id: CustomerId, request: Request, res: Res) -> 
         *(str(e["data"].get("staff_id") or "") for e in entries if e["kind"] == "staff_action"),
         *(str(e["data"].get("by") or "") for e in entries if e["kind"] == "acknowledged"),
         profile.owner_staff_id if profile is not None and profile.owner_staff_id else ""})
+    # a manager gives the customer to another owner (someone left, or a regular changed
+    # stylist); an owner no longer on the team is said to be, their alerts going to the manager
+    owner_id = profile.owner_staff_id if profile is not None else None
+    owners = await _owners(res, session, _home_store(state, profile)) if session.manages else None
+    owner_gone = bool(owner_id) and await get_profiles(res).get_staff(
+        owner_id or "", session.tenant) is None
     # a customer back to low risk leaves nothing to acknowledge (their alerts are settled)
     unacked = [] if state.get("tier") == "low" else await alerts.unacknowledged(res, session,
                                                                                  entries)
@@ -352,7 +376,8 @@ async def customer_page(customer_id: CustomerId, request: Request, res: Res) -> 
                     _count_param(request.query_params.get("resolved")))),
                 recorded=request.query_params.get("recorded") == "1",
                 resolved=_count_param(request.query_params.get("resolved")),
-                names=names, draft=draft,
+                names=names, draft=draft, owners=owners, owner_gone=owner_gone,
+                owner_saved=request.query_params.get("owner") == "1",
                 here=here(request, query=False))
 
 
@@ -410,3 +435,39 @@ async def record_action(customer_id: CustomerId, request: Request, res: Res) -> 
     resolved = len(recorded.get("resolved_complaints") or [])
     return RedirectResponse(f"/console/customers/{customer_id}?recorded=1"
                             + (f"&resolved={resolved}" if resolved else ""), status_code=303)
+
+
+@router.post("/console/customers/{customer_id:anypath}/owner")
+async def change_owner(customer_id: CustomerId, request: Request, res: Res) -> Response:
+    """A manager gives the customer to another member of their store's staff (or to nobody:
+    the store's manager then receives the alerts), written as ``PUT
+    /v1/customers/{id}/profile`` writes it: the rest of the profile kept, the timeline told."""
+    checked = await signed_in_form(request, res)
+    if isinstance(checked, Response):
+        return checked
+    session, form = checked
+    back = f"/console/customers/{quote(customer_id, safe='')}"
+    t = i18n.words(session.locale)
+    if not session.manages:
+        return page("message.html.j2", request, locale=session.locale, status=403,
+                    session=session, csrf=session.csrf, heading=t["customer"],
+                    message=t["managers_only"], back=back, back_text=t["customer"])
+    found = await _customer(res, session, customer_id)
+    if found is None:
+        return _not_found(request, session, customer_id)
+    state, profile = found
+    owner = form.get("owner", "").strip() or None
+    key = session.as_key()  # a profile of another store is not this person's to change
+    theirs = all(s is None or key.allows_store(s)
+                 for s in (profile.store_id if profile else None, state.get("store")))
+    if not theirs or owner is not None and owner not in {
+            m.staff_id for m in await _owners(res, session, _home_store(state, profile))}:
+        return page("message.html.j2", request, locale=session.locale, status=422,
+                    session=session, csrf=session.csrf, heading=t["customer"],
+                    message=t["not_your_staff"], back=back, back_text=t["customer"])
+    new = (profile or CustomerProfile.model_validate({})).model_copy(
+        update={"owner_staff_id": owner})
+    await replace_profile(res.redis, res.keys, get_profiles(res), customer_id, session.tenant,
+                          profile, new, by=session.staff_id or session.name,
+                          retention=res.settings.retention)
+    return RedirectResponse(f"{back}?owner=1", status_code=303)

@@ -123,7 +123,8 @@ TEXT: dict[str, dict[str, str]] = {
         "add_staff": "Add a staff member", "remove_staff": "Remove from the team",
         "remove_staff_body": "{name} will no longer receive alerts (the store's manager receives "
                              "those about their customers) and is signed out of the console. "
-                             "Customers they own keep them as owner until you change it.",
+                             "Customers they own keep them as owner until you change it on "
+                             "the customer's page.",
         "remove_staff_confirm": "Remove {name}", "cancel": "Cancel",
         "store_manager": "Manager", "store_not_set_up": "no time zone or manager set yet",
         "form_errors": "Nothing was saved: please correct the fields marked below.",
@@ -154,6 +155,12 @@ TEXT: dict[str, dict[str, str]] = {
         "no_store": "There is no such store among yours.",
         "not_yourself": "You cannot remove yourself: ask another manager or an administrator.",
         "invalid_email": "must be an e-mail address like name@example.com",
+        "owner_change": "Change owner", "owner_saved": "Owner changed.",
+        "owner_none": "Nobody (the store's manager receives the alerts)",
+        "owner_gone": "{owner} is no longer on the team: the store's manager receives the "
+                      "alerts about this customer until someone else owns them.",
+        "their_customers": "Their customers at risk (give them to someone else on each "
+                           "customer's page)",
         "invalid_phone": "must be a mobile number in international form, like +14155550123",
         "invalid_timezone": "must be an IANA time zone like America/New_York or Asia/Shanghai "
                             "(the list offers them as you type)",
@@ -275,7 +282,7 @@ TEXT: dict[str, dict[str, str]] = {
         "no_staff": "暂无员工。", "no_stores": "暂无门店。",
         "add_staff": "添加员工", "remove_staff": "从团队中移除",
         "remove_staff_body": "{name}将不再收到提醒（其客户的提醒改由门店店长接收），并会退出控制台登录。"
-                             "其负责的客户仍以其为负责人，直到您修改为止。",
+                             "其负责的客户仍以其为负责人，直到您在客户页面修改为止。",
         "remove_staff_confirm": "移除{name}", "cancel": "取消",
         "store_manager": "店长", "store_not_set_up": "尚未设置时区或店长",
         "form_errors": "未保存：请更正下方标出的项目。",
@@ -301,6 +308,10 @@ TEXT: dict[str, dict[str, str]] = {
         "no_store": "您负责的门店中没有这家门店。",
         "not_yourself": "您不能移除自己：请联系其他店长或管理员。",
         "invalid_email": "请输入有效的电子邮箱，例如 name@example.com",
+        "owner_change": "更改负责人", "owner_saved": "负责人已更改。",
+        "owner_none": "无（由门店店长接收提醒）",
+        "owner_gone": "{owner} 已不在团队中：在指定新的负责人之前，此客户的提醒由门店店长接收。",
+        "their_customers": "其负责的风险客户（可在各客户页面转给他人）",
         "invalid_phone": "请使用国际格式的手机号，例如 +8613800138000",
         "invalid_timezone": "请输入 IANA 时区，例如 Asia/Shanghai 或 America/New_York（输入时列表会给出选项）",
         "churn_rate": "按月流失率",

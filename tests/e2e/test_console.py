@@ -788,15 +788,33 @@ async def test_a_manager_keeps_the_team_up_to_date_and_staff_their_own_details(
             d.get(f"{api.url}/console/team/staff/s-south")
             assert "no such staff member in your stores" in text(d)
             assert "Sol South" not in d.page_source
-            # Ben leaves: asked first, then removed
+            # Alice becomes Ben's customer (chosen by name among north's staff)
+            d.get(f"{api.url}/console/customers/c-n1")
+            owners = Select(d.find_element(By.ID, "owner"))
+            assert "Sol South" not in [o.text for o in owners.options]
+            owners.select_by_visible_text("Ben Brown")
+            d.find_element(By.ID, "owner-save").click()
+            until(lambda: d.find_elements(By.ID, "owner-saved"), "the customer page")
+            assert "Owner: Ben Brown" in d.find_element(By.ID, "profile").text
+            # Ben leaves: asked first (with the way to his customers), then removed
             d.get(f"{api.url}/console/team/staff/ben")
             d.find_element(By.ID, "remove-link").click()
             until(lambda: d.find_elements(By.ID, "remove"), "the question")
             assert "signed out of the console" in d.find_element(By.ID, "remove-what").text
+            href = d.find_element(By.ID, "their-customers").get_attribute("href")
+            assert str(href).endswith("/console/at-risk?owner=ben"), href
             d.find_element(By.ID, "remove").click()
             until(lambda: d.find_elements(By.ID, "removed"), "the team page")
             assert "Removed from the team." in text(d)
             assert "Ben Brown" not in d.find_element(By.ID, "staff").text
+            # Alice's page says so, and she goes to 李娜
+            d.get(f"{api.url}/console/customers/c-n1")
+            assert "no longer on the team" in d.find_element(By.ID, "owner-gone").text
+            Select(d.find_element(By.ID, "owner")).select_by_value("li")
+            d.find_element(By.ID, "owner-save").click()
+            until(lambda: d.find_elements(By.ID, "owner-saved"), "the customer page")
+            assert "Owner: 李娜" in d.find_element(By.ID, "profile").text
+            assert not d.find_elements(By.ID, "owner-gone")
 
         def forged_post() -> int:
             """Mia's own session and token, a form the page does not offer: 李娜 to south."""
@@ -819,6 +837,14 @@ async def test_a_manager_keeps_the_team_up_to_date_and_staff_their_own_details(
             "North Salon", "America/New_York", "m-north")
         assert await asyncio.to_thread(forged_post) == 422
         assert (await get("/v1/staff/li"))["store_id"] == "north"
+        # Alice's profile kept all but its owner, and the timeline says who changed what
+        alice = await get("/v1/customers/c-n1/profile")
+        assert (alice["name"], alice["store_id"], alice["owner_staff_id"]) == (
+            "Alice Liddell", "north", "li")
+        entries = (await get("/v1/customers/c-n1/timeline"))["entries"]
+        changes = [e for e in entries if e["kind"] == "profile_change"]
+        assert [(c["data"]["fields"], c["data"]["by"]) for c in changes][:2] == [
+            (["owner_staff_id"], "m-north")] * 2
 
         def staff_member() -> None:
             d.find_element(By.ID, "sign-out").click()
@@ -837,6 +863,8 @@ async def test_a_manager_keeps_the_team_up_to_date_and_staff_their_own_details(
             assert "已保存" in text(d)
             fits(d)
             shoot(d, tmp_path, "my-details.zh-CN")
+            d.get(f"{api.url}/console/customers/c-n1")  # a customer, but not hers to give
+            assert "Alice Liddell" in text(d) and not d.find_elements(By.ID, "owner-form")
             for path in ("/console/team/new-staff", "/console/team/staff/m-north",
                          "/console/team/stores/north"):
                 d.get(f"{api.url}{path}")

@@ -70,13 +70,15 @@ PUBLIC = {("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics"), ("GET", "/
 # (signed in by e-mailed link or admin key), not by an API key. Without a session every page
 # but the sign-in ones redirects to the sign-in page (checked below); tests/e2e/test_console.py
 # drives them in a real browser.
+# the team pages and the forms that change who is on it and who owns a customer
 TEAM = {("GET", "/console/team"), ("GET", "/console/team/new-staff"),
         ("POST", "/console/team/staff"), ("GET", "/console/team/staff/{staff_id:anypath}"),
         ("POST", "/console/team/staff/{staff_id:anypath}"),
         ("GET", "/console/team/remove-staff/{staff_id:anypath}"),
         ("POST", "/console/team/remove-staff/{staff_id:anypath}"),
         ("GET", "/console/team/stores/{store_id:anypath}"),
-        ("POST", "/console/team/stores/{store_id:anypath}")}
+        ("POST", "/console/team/stores/{store_id:anypath}"),
+        ("POST", "/console/customers/{customer_id:anypath}/owner")}
 CONSOLE = {("GET", "/console"), ("GET", "/console/sign-in"), ("POST", "/console/sign-in/email"),
            ("GET", "/console/sign-in/link"), ("POST", "/console/sign-in/link"),
            ("POST", "/console/sign-in/key"), ("POST", "/console/sign-out"),

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Response, status
 
 from services.common.profiles import CustomerProfile, StaffMember, Store
-from services.common.timefmt import iso_ms
-from services.records import timeline
+from services.records.profiles import replace_profile
 from services.web.deps import AdminKey, IngestKey, Profiles, ReadKey, Res
 from services.web.openapi import AUTH, TOO_LARGE, error, responses
 from services.web.params import CustomerId, StaffId, StoreId
@@ -42,13 +40,8 @@ async def put_profile(customer_id: CustomerId, body: CustomerProfile, res: Res, 
             res.keys.state(customer_id, key.tenant), "store")
         if scored is not None:
             check_store_write(key, scored)
-    await profiles.put_profile(customer_id, body, key.tenant)
-    before = (old or CustomerProfile.model_validate({})).model_dump()
-    changed = sorted(k for k, v in body.model_dump().items() if before.get(k) != v)
-    if changed:
-        await timeline.append(res.redis, res.keys, customer_id, key.tenant, {
-            "kind": "profile_change", "at": iso_ms(int(time.time() * 1000)),
-            "fields": changed, "by": key.name}, retention=res.settings.retention)
+    await replace_profile(res.redis, res.keys, profiles, customer_id, key.tenant, old, body,
+                          by=key.name, retention=res.settings.retention)
     return body
 
 
