@@ -293,6 +293,11 @@ class Keys:
         """Hash store_id -> store JSON (time zone, manager) of one tenant."""
         return f"{self.prefix}:t:{_tag(tenant)}:stores"
 
+    def team_log(self, tenant: str = DEFAULT_TENANT) -> str:
+        """List of the tenant's staff and store changes, newest first, capped: JSON ``{"at_ms",
+        "what": "staff"|"store", "id", "action", "fields", "by"}`` (field names, never values)."""
+        return f"{self.prefix}:t:{_tag(tenant)}:teamlog"
+
     # per tenant ---------------------------------------------------------------------
     def tier_index(self, tier: str, tenant: str = DEFAULT_TENANT, store: str | None = None) -> str:
         """Zset of the tenant's (or one store's) customers in ``tier``: customer token ->

@@ -13,7 +13,6 @@ person's console session follows on their next page (:func:`~services.console.se
 
 from __future__ import annotations
 
-import logging
 import zoneinfo
 from functools import lru_cache
 from typing import Any, get_args
@@ -24,13 +23,15 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, ValidationError
 
 from services.common.profiles import LOCALES, ChannelName, StaffMember, Store
+from services.common.timefmt import clock_parts, offset_minutes
 from services.console import i18n
+from services.console.alerts import own_clock
 from services.console.sessions import Session
 from services.console.web import current_session, here, page, signed_in_form, to_sign_in
+from services.records import profiles as profilelog
 from services.records.atrisk import tenant_stores
 from services.web.deps import Res, Resources, get_profiles
 
-logger = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
 
 TEAM = "/console/team"
@@ -39,6 +40,7 @@ STAFF_FIELDS = ("staff_id", "name", "email", "phone", "store_id", "role", "local
 OWN_FIELDS = ("name", "email", "phone", "locale", "preferred_channel", "timezone")
 STORE_FIELDS = ("name", "timezone", "manager_staff_id", "locale")
 ROLES = ("staff", "manager")
+CHANGES_SHOWN = 20
 CHANNELS: tuple[str, ...] = get_args(ChannelName)
 
 
@@ -58,6 +60,12 @@ def remove_path(staff_id: str) -> str:
 
 def store_path(store_id: str) -> str:
     return f"{TEAM}/stores/{quote(store_id, safe='')}"
+
+
+def _by(session: Session) -> str:
+    """Who made a change, as the logs and timelines name them: a staff id, or an admin key's
+    name (key2)."""
+    return session.staff_id or session.name
 
 
 def in_scope(session: Session, store_id: str | None) -> bool:
@@ -138,12 +146,39 @@ async def team_page(request: Request, res: Res) -> Response:
         saved_name = names.get(saved_id)
     elif kind == "store":
         saved_name = next((s.name or s.store_id for s in stores if s.store_id == saved_id), None)
+    changes = await _changes(res, session, names,
+                             {s.store_id: s.name for s in stores if s.name})
     return page("team.html.j2", request, locale=session.locale, session=session,
                 csrf=session.csrf, stores=stores, staff=staff, names=names, saved=saved_name,
+                changes=changes,
                 removed=request.query_params.get("removed") == "1", staff_path=staff_path,
                 store_path=store_path, recorded={s.store_id for s in stores
                                                  if s.model_fields_set - {"store_id"}},
                 here=TEAM)
+
+
+async def _changes(res: Resources, session: Session, names: dict[str, str],
+                   store_names: dict[str, str]) -> list[dict[str, Any]]:
+    """The newest changes of the team the session reaches (``PUT|DELETE /v1/staff``, ``PUT
+    /v1/stores`` and these forms alike): when, on the reader's clock; who (by name when on the
+    team); what; which fields."""
+    clock = await own_clock(res, session)
+    out = []
+    for e in await profilelog.team_log(res.redis, res.keys, session.tenant, limit=100):
+        stores = [str(s) for s in e.get("stores") or []]
+        if session.stores is not None and not any(s in session.stores for s in stores):
+            continue
+        ms = int(e.get("at_ms") or 0)
+        when, zone = clock_parts(ms / 1000, offset_minutes(clock, ms))
+        who, about = str(e.get("by") or ""), str(e.get("id") or "")
+        out.append({"when": when, "zone": zone, "by": names.get(who, who),
+                    "about": (names if e.get("what") == "staff" else store_names).get(
+                        about, str(e.get("name") or about)),
+                    "what": str(e.get("what")), "action": str(e.get("action")),
+                    "fields": [str(f) for f in e.get("fields") or []]})
+        if len(out) == CHANGES_SHOWN:
+            break
+    return out
 
 
 async def _staff_form(request: Request, res: Resources, session: Session, *,
@@ -220,8 +255,8 @@ async def create_staff(request: Request, res: Res) -> Response:
     if member is None:
         return await _staff_form(request, res, session, member=None, values=form,
                                  errors=errors, status=422)
-    await profiles.put_staff(member, session.tenant)
-    logger.info("console: staff member added by %s", session.staff_id or session.name)
+    await profilelog.save_staff(res.redis, res.keys, profiles, session.tenant, None, member,
+                                by=_by(session))
     return RedirectResponse(f"{TEAM}?{urlencode({'saved': f'staff:{member.staff_id}'})}",
                             status_code=303)
 
@@ -246,9 +281,8 @@ async def save_staff(staff_id: str, request: Request, res: Res) -> Response:
         return await _staff_form(request, res, session, member=old,
                                  values={**old.model_dump(exclude_none=True), **form},
                                  errors=errors, status=422)
-    profiles = get_profiles(res)
-    await profiles.put_staff(member, session.tenant)
-    logger.info("console: staff member saved by %s", session.staff_id or session.name)
+    await profilelog.save_staff(res.redis, res.keys, get_profiles(res), session.tenant, old,
+                                member, by=_by(session))
     if not session.manages:
         return RedirectResponse(f"{staff_path(staff_id)}?saved=1", status_code=303)
     return RedirectResponse(f"{TEAM}?{urlencode({'saved': f'staff:{member.staff_id}'})}",
@@ -282,9 +316,8 @@ async def remove_staff(staff_id: str, request: Request, res: Res) -> Response:
         return _message(request, session, 404, "no_staff_member")
     if member.staff_id == session.staff_id:
         return _message(request, session, 409, "not_yourself", back=staff_path(staff_id))
-    profiles = get_profiles(res)
-    await profiles.delete_staff(member.staff_id, session.tenant)
-    logger.info("console: staff member removed by %s", session.staff_id or session.name)
+    await profilelog.remove_staff(res.redis, res.keys, get_profiles(res), session.tenant,
+                                  member, by=_by(session))
     return RedirectResponse(f"{TEAM}?removed=1", status_code=303)
 
 
@@ -347,8 +380,8 @@ async def save_store(store_id: str, request: Request, res: Res) -> Response:
     if store is None:
         return await _store_form(request, res, session, old,
                                  {**old.model_dump(exclude_none=True), **form}, errors, 422)
-    profiles = get_profiles(res)
-    await profiles.put_store(store, session.tenant)
-    logger.info("console: store saved by %s", session.staff_id or session.name)
+    recorded = await get_profiles(res).get_store(store.store_id, session.tenant)
+    await profilelog.save_store(res.redis, res.keys, get_profiles(res), session.tenant,
+                                recorded, store, by=_by(session))
     return RedirectResponse(f"{TEAM}?{urlencode({'saved': f'store:{store.store_id}'})}",
                             status_code=303)

@@ -1,18 +1,33 @@
-"""A customer's profile replaced, as ``PUT /v1/customers/{id}/profile`` and the console's
-owner form both do: the whole profile written, and the timeline told which fields changed
-(their names, never the values: the timeline is read more widely than the profile)."""
+"""Who customers are to the business, changed: a customer's profile replaced, a staff member
+or a store saved or removed. ``PUT /v1/customers/{id}/profile``, ``PUT|DELETE /v1/staff/{id}``,
+``PUT /v1/stores/{id}`` and the console's forms (Team, a customer's owner) all write through
+here, so each change is told the same way whoever made it: a customer's in their timeline, a
+staff member's or store's in the tenant's team log. Both name the fields that changed and who
+changed them, never the values (they are read more widely than the records)."""
 
 from __future__ import annotations
 
+import json
 import time
+from typing import Any, Literal
 
+from pydantic import BaseModel
 from redis.asyncio import Redis
 
-from services.common.profiles import CustomerProfile, ProfileStore
+from services.common.profiles import CustomerProfile, ProfileStore, StaffMember, Store
 from services.common.redisconn import Keys
 from services.common.settings import DEFAULT_RETENTION, Retention
 from services.common.timefmt import iso_ms
 from services.records import timeline
+
+TEAM_LOG_MAX = 200  # the newest changes of a tenant's staff and stores kept
+
+
+def changed_fields(before: BaseModel | None, after: BaseModel) -> list[str]:
+    """The fields whose values differ (all that are set, when there was nothing before)."""
+    old = before.model_dump() if before is not None else {}
+    return sorted(k for k, v in after.model_dump().items()
+                  if (k in old and old[k] != v) or (k not in old and v is not None))
 
 
 async def replace_profile(redis: Redis, keys: Keys, profiles: ProfileStore, customer_id: str,
@@ -28,3 +43,63 @@ async def replace_profile(redis: Redis, keys: Keys, profiles: ProfileStore, cust
             "kind": "profile_change", "at": iso_ms(int(time.time() * 1000)),
             "fields": changed, "by": by}, retention=retention)
     return changed
+
+
+async def _log(redis: Redis, keys: Keys, tenant: str, what: Literal["staff", "store"],
+               record_id: str, action: str, fields: list[str], by: str,
+               stores: set[str | None], name: str | None) -> None:
+    """``stores``: the stores the change is about (a staff member's before and after), so
+    that a store's manager is shown their store's changes only; ``name``: the record's, so
+    that "removed Ben Brown" still reads so once Ben's record is gone."""
+    entry = {"at_ms": int(time.time() * 1000), "what": what, "id": record_id,
+             "action": action, "fields": fields, "by": by,
+             "stores": sorted(s for s in stores if s is not None), "name": name}
+    pipe = redis.pipeline(transaction=False)
+    pipe.lpush(keys.team_log(tenant), json.dumps(entry, ensure_ascii=False))
+    pipe.ltrim(keys.team_log(tenant), 0, TEAM_LOG_MAX - 1)
+    await pipe.execute()
+
+
+async def save_staff(redis: Redis, keys: Keys, profiles: ProfileStore, tenant: str,
+                     old: StaffMember | None, new: StaffMember, *, by: str) -> None:
+    """Write a staff member (``old``: as read before, None for a new one) and log the change."""
+    await profiles.put_staff(new, tenant)
+    fields = changed_fields(old, new)
+    if old is None or fields:
+        await _log(redis, keys, tenant, "staff", new.staff_id,
+                   "added" if old is None else "changed", fields, by,
+                   {new.store_id, old.store_id if old is not None else None}, new.name)
+
+
+async def remove_staff(redis: Redis, keys: Keys, profiles: ProfileStore, tenant: str,
+                       member: StaffMember, *, by: str) -> None:
+    if await profiles.delete_staff(member.staff_id, tenant):
+        await _log(redis, keys, tenant, "staff", member.staff_id, "removed", [], by,
+                   {member.store_id}, member.name)
+
+
+async def save_store(redis: Redis, keys: Keys, profiles: ProfileStore, tenant: str,
+                     old: Store | None, new: Store, *, by: str) -> None:
+    """Write a store (``old``: its record before, None without one) and log the change."""
+    await profiles.put_store(new, tenant)
+    fields = changed_fields(old, new)
+    if old is None or fields:
+        await _log(redis, keys, tenant, "store", new.store_id,
+                   "added" if old is None else "changed", fields, by, {new.store_id},
+                   new.name)
+
+
+async def team_log(redis: Redis, keys: Keys, tenant: str, limit: int = 20
+                   ) -> list[dict[str, Any]]:
+    """The tenant's newest staff and store changes, newest first (entries that do not parse
+    are left out)."""
+    raw = await redis.lrange(keys.team_log(tenant), 0, limit - 1)  # type: ignore[misc]
+    out = []
+    for blob in raw:
+        try:
+            entry = json.loads(blob)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            out.append(entry)
+    return out

@@ -807,6 +807,14 @@ async def test_a_manager_keeps_the_team_up_to_date_and_staff_their_own_details(
             until(lambda: d.find_elements(By.ID, "removed"), "the team page")
             assert "Removed from the team." in text(d)
             assert "Ben Brown" not in d.find_element(By.ID, "staff").text
+            # the team's recent changes say who did what, newest first, south's not shown
+            changes = [li.text for li in d.find_elements(By.CSS_SELECTOR, "#changes li")]
+            assert changes[0].startswith("Mia North removed Ben Brown"), changes
+            assert any(c.startswith("Mia North set up the store North Salon")
+                       for c in changes), changes  # it had no record before
+            assert any(c.startswith("Mia North added Ana Lima") for c in changes), changes
+            assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC-0[45]:00", changes[0]), changes
+            assert not any("Sol South" in c for c in changes), changes
             # Alice's page says so, and she goes to 李娜
             d.get(f"{api.url}/console/customers/c-n1")
             assert "no longer on the team" in d.find_element(By.ID, "owner-gone").text
@@ -883,6 +891,9 @@ async def test_a_manager_keeps_the_team_up_to_date_and_staff_their_own_details(
             south = d.find_element(By.CSS_SELECTOR, "li[data-store='south']").text
             assert "no time zone or manager set yet" in south
             assert "Sol South" in d.find_element(By.ID, "staff").text
+            changes = d.find_element(By.ID, "changes").text  # the API's changes too
+            assert "key2 added Sol South" in changes and "李娜 changed 李娜" in changes, changes
+            assert "phone, preferred channel, time zone" in changes, changes
 
         await asyncio.to_thread(staff_member)
         await asyncio.to_thread(tenant_admin)

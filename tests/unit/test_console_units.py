@@ -13,6 +13,7 @@ from services.console.customers import _count_line, _year_spend
 from services.console.sessions import Session, as_now, find_tagged_key, key_tag
 from services.console.team import form_record
 from services.console.web import safe_next
+from services.records.profiles import changed_fields
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -199,3 +200,15 @@ def test_a_team_form_is_validated_by_the_api_models_in_the_readers_words() -> No
     assert store is None and errors["timezone"].startswith("must be an IANA time zone")
     store, errors = form_record(Store, {"store_id": "north"}, {"timezone": ""}, ("timezone",))
     assert errors == {} and store.timezone == "UTC"
+
+
+def test_a_change_names_the_fields_that_changed_never_their_values() -> None:
+    ben = StaffMember(staff_id="ben", name="Ben", email="ben@example.com", store_id="north")
+    assert changed_fields(None, ben) == ["email", "locale", "name", "role", "staff_id",
+                                         "store_id"]
+    moved = ben.model_copy(update={"store_id": "south", "phone": "+14155550123"})
+    assert changed_fields(ben, moved) == ["phone", "store_id"]
+    assert changed_fields(ben, ben) == []
+    north = Store(store_id="north")
+    assert changed_fields(north, north.model_copy(update={"timezone": "Asia/Tokyo"})) == [
+        "timezone"]

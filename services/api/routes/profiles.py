@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Response, status
 
 from services.common.profiles import CustomerProfile, StaffMember, Store
-from services.records.profiles import replace_profile
+from services.records.profiles import remove_staff, replace_profile, save_staff, save_store
 from services.web.deps import AdminKey, IngestKey, Profiles, ReadKey, Res
 from services.web.openapi import AUTH, TOO_LARGE, error, responses
 from services.web.params import CustomerId, StaffId, StoreId
@@ -58,14 +58,14 @@ async def get_profile(customer_id: CustomerId, key: ReadKey, profiles: Profiles)
             description="Staff receive alerts about the customers they own (profile "
             "owner_staff_id); managers are the fallback of their store.",
             responses=responses(AUTH, TOO_LARGE))
-async def put_staff(staff_id: StaffId, body: StaffMember, key: AdminKey,
+async def put_staff(staff_id: StaffId, body: StaffMember, res: Res, key: AdminKey,
                     profiles: Profiles) -> Any:
     _same_id(staff_id, body.staff_id, "staff_id")
     check_store_write(key, body.store_id)
     old = await profiles.get_staff(staff_id, key.tenant)
     if old is not None:
         check_store_write(key, old.store_id)
-    await profiles.put_staff(body, key.tenant)
+    await save_staff(res.redis, res.keys, profiles, key.tenant, old, body, by=key.name)
     return body
 
 
@@ -82,11 +82,12 @@ async def get_staff(staff_id: StaffId, key: ReadKey, profiles: Profiles) -> Any:
                description="Idempotent. They are signed out of the console on their next page "
                "(a role or store changed with PUT takes effect there too).",
                responses=responses(AUTH))
-async def delete_staff(staff_id: StaffId, key: AdminKey, profiles: Profiles) -> Response:
+async def delete_staff(staff_id: StaffId, res: Res, key: AdminKey,
+                       profiles: Profiles) -> Response:
     found = await profiles.get_staff(staff_id, key.tenant)
     if found is not None:
         check_store_write(key, found.store_id)
-        await profiles.delete_staff(staff_id, key.tenant)
+        await remove_staff(res.redis, res.keys, profiles, key.tenant, found, by=key.name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -95,10 +96,12 @@ async def delete_staff(staff_id: StaffId, key: AdminKey, profiles: Profiles) -> 
             "quiet hours, digests) and manager (fallback recipient). The scorer reads the "
             "zone within 5 s; events already scored keep their days.",
             responses=responses(AUTH, TOO_LARGE))
-async def put_store(store_id: StoreId, body: Store, key: AdminKey, profiles: Profiles) -> Any:
+async def put_store(store_id: StoreId, body: Store, res: Res, key: AdminKey,
+                    profiles: Profiles) -> Any:
     _same_id(store_id, body.store_id, "store_id")
     check_store_write(key, store_id)
-    await profiles.put_store(body, key.tenant)
+    old = await profiles.get_store(store_id, key.tenant)
+    await save_store(res.redis, res.keys, profiles, key.tenant, old, body, by=key.name)
     return body
 
 
