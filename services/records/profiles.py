@@ -36,8 +36,9 @@ async def replace_profile(redis: Redis, keys: Keys, profiles: ProfileStore, cust
     """Write ``new`` over ``old`` (the profile read before, None without one); returns the
     fields that changed, which a ``profile_change`` timeline entry names with who changed them."""
     await profiles.put_profile(customer_id, new, tenant)
-    before = (old or CustomerProfile.model_validate({})).model_dump()
-    changed = sorted(k for k, v in new.model_dump().items() if before.get(k) != v)
+    # against an empty profile's defaults when there was none: a new profile's consent left
+    # at its default is not a change
+    changed = changed_fields(old or CustomerProfile.model_validate({}), new)
     if changed:
         await timeline.append(redis, keys, customer_id, tenant, {
             "kind": "profile_change", "at": iso_ms(int(time.time() * 1000)),
