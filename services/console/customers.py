@@ -203,12 +203,12 @@ async def _customer(res: Resources, session: Session, customer_id: str
 
 
 async def _staff_names(res: Resources, tenant: str, ids: set[str]) -> dict[str, str]:
-    """The names of the staff members ``ids`` that have a profile (an id without one stays an
-    id): people read "Olga", not "stylist-7"."""
-    store = ProfileStore(res.redis, res.keys)
+    """The names of the staff members ``ids`` on the team (one without a name: their id; an id
+    not on the team is left out): people read "Olga", not "stylist-7"."""
+    store = get_profiles(res)
     ordered = sorted(i for i in ids if i)
     members = await asyncio.gather(*(store.get_staff(i, tenant) for i in ordered))
-    return {i: m.name for i, m in zip(ordered, members, strict=True) if m is not None and m.name}
+    return {i: m.name or i for i, m in zip(ordered, members, strict=True) if m is not None}
 
 
 def _offered(risk: dict[str, Any], draft: Draft | None, just_resolved: bool = False
@@ -323,7 +323,8 @@ async def customer_page(customer_id: CustomerId, request: Request, res: Res) -> 
         risk["lifecycle_stage"] = stage_name(risk["lifecycle_stage"])
     entries = await timeline.read(res.redis, res.keys, customer_id, session.tenant,
                                   limit=TIMELINE_SHOWN, before=None)
-    _on_their_clock(entries, int(state.get("tz") or 0))
+    tz = int(state.get("tz") or 0)  # the customer's clock: the offset of their newest event
+    _on_their_clock(entries, tz)
     contact = []
     if profile is not None:
         if profile.email and profile.consent.allows("email"):
@@ -334,7 +335,7 @@ async def customer_page(customer_id: CustomerId, request: Request, res: Res) -> 
         t["score_over_time"], _history(entries, state, risk),
         thresholds=_levels(res, session.tenant, risk),
         notes={"rule": t["raised_by_rule"], "held": t["held_above_score"]},
-        tz_minutes=int(state.get("tz") or 0))
+        tz_minutes=tz)
     # a form that could not be saved (signed out, stale token): back, pre-filled, once
     draft = await session_store(res).take_draft(request.cookies.get(SESSION_COOKIE),
                                                 session.tenant, customer_id)
@@ -346,12 +347,11 @@ async def customer_page(customer_id: CustomerId, request: Request, res: Res) -> 
     # stylist); an owner no longer on the team is said to be, their alerts going to the manager
     owner_id = profile.owner_staff_id if profile is not None else None
     owners = await _owners(res, session, _home_store(state, profile)) if session.manages else None
-    owner_gone = bool(owner_id) and await get_profiles(res).get_staff(
-        owner_id or "", session.tenant) is None
+    owner_gone = bool(owner_id) and owner_id not in names  # (names: the team's, read above)
     # a customer back to low risk leaves nothing to acknowledge (their alerts are settled)
     unacked = [] if state.get("tier") == "low" else await alerts.unacknowledged(res, session,
                                                                                  entries)
-    _on_their_clock(unacked, int(state.get("tz") or 0))
+    _on_their_clock(unacked, tz)
     return page("customer.html.j2", request, locale=session.locale, session=session,
                 unacked=unacked, page_path=f"/console/customers/{quote(customer_id, safe='')}",
                 csrf=session.csrf, customer_id=customer_id, profile=profile, contact=contact,
@@ -370,7 +370,7 @@ async def customer_page(customer_id: CustomerId, request: Request, res: Res) -> 
                              res.settings.holdout_share),
                 last_seen=local_iso(state.get("last_ts"), state.get("tz")), chart=chart,
                 # the day the reasons' day counts are as of, on the customer's clock too
-                as_of=_as_of_there(risk.get("as_of"), int(state.get("tz") or 0)),
+                as_of=_as_of_there(risk.get("as_of"), tz),
                 entries=entries,
                 actions=_offered(risk, draft, bool(
                     _count_param(request.query_params.get("resolved")))),

@@ -68,12 +68,6 @@ def _by(session: Session) -> str:
     return session.staff_id or session.name
 
 
-def in_scope(session: Session, store_id: str | None) -> bool:
-    """Whether the session reaches a record of ``store_id``: every store for a tenant-wide
-    session, its own stores (never a record of no store) for a store-bound one."""
-    return session.stores is None or (store_id is not None and store_id in session.stores)
-
-
 def form_record(model: type[BaseModel], base: dict[str, Any], form: dict[str, str],
                 fields: tuple[str, ...], locale: str = "en") -> tuple[Any, dict[str, str]]:
     """``base`` with ``fields`` taken from the form (an empty field: unset), validated by
@@ -103,9 +97,10 @@ async def team_of(res: Resources, session: Session) -> tuple[list[Store], list[S
     blank one), so that someone sets their time zone: a store-bound session's own, and for a
     tenant-wide one every store the tenant's events named."""
     profiles = get_profiles(res)
-    staff = [m for m in await profiles.list_staff(session.tenant) if in_scope(session, m.store_id)]
+    reach = session.as_key()
+    staff = [m for m in await profiles.list_staff(session.tenant) if reach.allows_store(m.store_id)]
     stores = {s.store_id: s for s in await profiles.list_stores(session.tenant)
-              if in_scope(session, s.store_id)}
+              if reach.allows_store(s.store_id)}
     named = session.stores if session.stores is not None else \
         await tenant_stores(res.redis, res.keys, session.tenant)
     for store_id in named:
@@ -206,8 +201,8 @@ async def _visible_member(res: Resources, session: Session, staff_id: str
     member = await profiles.get_staff(staff_id, session.tenant)
     if member is None:
         return None
-    if member.staff_id == session.staff_id or (session.manages and in_scope(session,
-                                                                            member.store_id)):
+    if member.staff_id == session.staff_id or (
+            session.manages and session.as_key().allows_store(member.store_id)):
         return member
     return None
 
@@ -250,7 +245,7 @@ async def create_staff(request: Request, res: Res) -> Response:
     profiles = get_profiles(res)
     if member is not None and await profiles.get_staff(member.staff_id, session.tenant):
         member, errors = None, {"staff_id": i18n.words(session.locale)["staff_id_taken"]}
-    if member is not None and not in_scope(session, member.store_id):
+    if member is not None and not session.as_key().allows_store(member.store_id):
         member, errors = None, {"store_id": i18n.words(session.locale)["not_your_store"]}
     if member is None:
         return await _staff_form(request, res, session, member=None, values=form,
@@ -275,7 +270,7 @@ async def save_staff(staff_id: str, request: Request, res: Res) -> Response:
         tuple(f for f in STAFF_FIELDS if f != "staff_id")
     member, errors = form_record(StaffMember, old.model_dump(exclude_none=True), form, fields,
                                  session.locale)
-    if member is not None and not in_scope(session, member.store_id):
+    if member is not None and not session.as_key().allows_store(member.store_id):
         member, errors = None, {"store_id": i18n.words(session.locale)["not_your_store"]}
     if member is None:
         return await _staff_form(request, res, session, member=old,
@@ -340,7 +335,7 @@ async def _managers(res: Resources, session: Session, store_id: str) -> list[Sta
 
 async def _visible_store(res: Resources, session: Session, store_id: str) -> Store | None:
     """The store (a blank record if it has none yet), when the session manages it."""
-    if not session.manages or not in_scope(session, store_id):
+    if not session.manages or not session.as_key().allows_store(store_id):
         return None
     profiles = get_profiles(res)
     found = await profiles.get_store(store_id, session.tenant)

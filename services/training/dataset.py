@@ -152,9 +152,8 @@ def _check_line(raw: bytes, lineno: int, out: EventLog, seen: set[str], until: d
     if event.occurred_at > until:
         out.n_after_until += 1
         return None
-    act = activity_from_event(event)
     out.activities.setdefault(event.customer_id, []).append(
-        at_shop(act, zone) if zone is not None else act)
+        at_shop(activity_from_event(event), zone))
     return None
 
 
