@@ -148,3 +148,31 @@ class Ack(BaseModel):
                       "it was already acknowledged (the first acknowledgement is kept).")
     by: str = Field(description="Who acknowledged first.")
     at: str = Field(description="When it was first acknowledged (RFC 3339).")
+
+
+class OwnedCustomer(BaseModel):
+    customer_id: str
+    store_id: str | None = Field(description="Their home store: the profile's, else the store "
+                                 "of their latest events.")
+
+
+class StaffCustomers(BaseModel):
+    staff_id: str
+    count: int
+    customers: list[OwnedCustomer] = Field(
+        description="Every customer whose profile names this staff member their owner, within "
+        "the key's stores, by id.")
+
+
+class HandOverRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"to_staff_id": "stylist-9"}, {"to_staff_id": None}]})
+    to_staff_id: Identifier | None = Field(
+        description="The staff member who owns them from now on; null: nobody (the store's "
+        "manager then receives their alerts).")
+
+
+class HandOverResult(BaseModel):
+    moved: int = Field(description="Customers given to the new owner.")
+    kept: list[str] = Field(description="Customers left with the old owner because the new "
+                            "owner works at another store than theirs.")

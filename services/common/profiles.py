@@ -11,6 +11,7 @@ are one hash per tenant, id -> JSON.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from datetime import date
 from typing import Annotated, Literal
@@ -136,6 +137,17 @@ class Store(BaseModel):
         "calendar days (summer time included); its staff's quiet hours and digests follow it.")
     manager_staff_id: Identifier | None = None
     locale: Locale = "en"
+
+
+def owner_of(raw: str | bytes | None) -> str | None:
+    """The ``owner_staff_id`` of a stored profile (its JSON), None without one."""
+    if not raw:
+        return None
+    try:
+        owner = json.loads(raw).get("owner_staff_id")
+    except (ValueError, AttributeError):
+        return None
+    return owner if isinstance(owner, str) and owner else None
 
 
 class ProfileStore:

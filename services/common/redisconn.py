@@ -299,6 +299,20 @@ class Keys:
         return f"{self.prefix}:t:{_tag(tenant)}:teamlog"
 
     # per tenant ---------------------------------------------------------------------
+    def owned(self, staff_id: str, tenant: str = DEFAULT_TENANT) -> str:
+        """Set of the ids of the customers whose profile names ``staff_id`` their owner: a
+        superset (``services/records/owners.py`` checks each profile before acting on it)."""
+        return f"{self.prefix}:t:{_tag(tenant)}:owns:{_tag(staff_id)}"
+
+    def owners(self, tenant: str = DEFAULT_TENANT) -> str:
+        """Set of the staff ids that have an :meth:`owned` set (removed staff included)."""
+        return f"{self.prefix}:t:{_tag(tenant)}:owners"
+
+    def owners_built(self, tenant: str = DEFAULT_TENANT) -> str:
+        """Set once the tenant's profiles written before the owner sets existed were read into
+        them (``services.records.owners.ensure_index``)."""
+        return f"{self.prefix}:t:{_tag(tenant)}:owners:built"
+
     def tier_index(self, tier: str, tenant: str = DEFAULT_TENANT, store: str | None = None) -> str:
         """Zset of the tenant's (or one store's) customers in ``tier``: customer token ->
         priority (score x customer value). Written by the scorer on every re-score; read by

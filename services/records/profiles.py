@@ -1,5 +1,6 @@
 """Who customers are to the business, changed: a customer's profile replaced, a staff member
-or a store saved or removed. ``PUT /v1/customers/{id}/profile``, ``PUT|DELETE /v1/staff/{id}``,
+or a store saved or removed, a person's customers handed over. ``PUT
+/v1/customers/{id}/profile``, ``PUT|DELETE /v1/staff/{id}``, ``POST /v1/staff/{id}/handover``,
 ``PUT /v1/stores/{id}`` and the console's forms (Team, a customer's owner) all write through
 here, so each change is told the same way whoever made it: a customer's in their timeline, a
 staff member's or store's in the tenant's team log. Both name the fields that changed and who
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -16,9 +18,9 @@ from redis.asyncio import Redis
 
 from services.common.profiles import CustomerProfile, ProfileStore, StaffMember, Store
 from services.common.redisconn import Keys
-from services.common.settings import DEFAULT_RETENTION, Retention
+from services.common.settings import DEFAULT_RETENTION, ApiKey, Retention
 from services.common.timefmt import iso_ms
-from services.records import timeline
+from services.records import owners, timeline
 
 TEAM_LOG_MAX = 200  # the newest changes of a tenant's staff and stores kept
 
@@ -34,8 +36,14 @@ async def replace_profile(redis: Redis, keys: Keys, profiles: ProfileStore, cust
                           tenant: str, old: CustomerProfile | None, new: CustomerProfile, *,
                           by: str, retention: Retention = DEFAULT_RETENTION) -> list[str]:
     """Write ``new`` over ``old`` (the profile read before, None without one); returns the
-    fields that changed, which a ``profile_change`` timeline entry names with who changed them."""
+    fields that changed, which a ``profile_change`` timeline entry names with who changed them.
+    The owners' sets follow (:mod:`services.records.owners`: the new owner's first)."""
+    before, after = (old.owner_staff_id if old else None), new.owner_staff_id
+    if after is not None:
+        await owners.note_owner(redis, keys, tenant, customer_id, after)
     await profiles.put_profile(customer_id, new, tenant)
+    if before is not None and before != after:
+        await owners.forget_owner(redis, keys, tenant, customer_id, before)
     # against an empty profile's defaults when there was none: a new profile's consent left
     # at its default is not a change
     changed = changed_fields(old or CustomerProfile.model_validate({}), new)
@@ -48,13 +56,13 @@ async def replace_profile(redis: Redis, keys: Keys, profiles: ProfileStore, cust
 
 async def _log(redis: Redis, keys: Keys, tenant: str, what: Literal["staff", "store"],
                record_id: str, action: str, fields: list[str], by: str,
-               stores: set[str | None], name: str | None) -> None:
+               stores: set[str | None], name: str | None, **more: object) -> None:
     """``stores``: the stores the change is about (a staff member's before and after), so
     that a store's manager is shown their store's changes only; ``name``: the record's, so
     that "removed Ben Brown" still reads so once Ben's record is gone."""
     entry = {"at_ms": int(time.time() * 1000), "what": what, "id": record_id,
              "action": action, "fields": fields, "by": by,
-             "stores": sorted(s for s in stores if s is not None), "name": name}
+             "stores": sorted(s for s in stores if s is not None), "name": name, **more}
     pipe = redis.pipeline(transaction=False)
     pipe.lpush(keys.team_log(tenant), json.dumps(entry, ensure_ascii=False))
     pipe.ltrim(keys.team_log(tenant), 0, TEAM_LOG_MAX - 1)
@@ -88,6 +96,59 @@ async def save_store(redis: Redis, keys: Keys, profiles: ProfileStore, tenant: s
         await _log(redis, keys, tenant, "store", new.store_id,
                    "added" if old is None else "changed", fields, by, {new.store_id},
                    new.name)
+
+
+@dataclass(frozen=True)
+class HandOver:
+    """What a hand-over did: the customers given to the new owner, and those kept because the
+    new owner works at another store than theirs."""
+
+    moved: list[str]
+    kept: list[str]
+
+
+async def hand_over(redis: Redis, keys: Keys, profiles: ProfileStore, tenant: str,
+                    from_id: str, to: StaffMember | None, *, reach: ApiKey, by: str,
+                    retention: Retention = DEFAULT_RETENTION) -> HandOver:
+    """Give every customer ``from_id`` owns within ``reach``'s stores to ``to`` (None: to
+    nobody, the store's manager then receives their alerts), each profile written as
+    :func:`replace_profile` writes it (the rest kept, the timeline told). A customer of a store
+    ``to`` does not work at (``to`` bound to another store) is kept. ``from_id`` need not be on
+    the team any more: someone who left still owns customers until they are handed over. The
+    team log tells it."""
+    moved: list[str] = []
+    kept: list[str] = []
+    stores: set[str | None] = set()
+    to_id = to.staff_id if to is not None else None
+    for item in await owners.owned(redis, keys, tenant, from_id):
+        if not reach.allows_store(item.store):
+            continue
+        if to is not None and to.store_id not in (item.store, None):
+            kept.append(item.customer_id)
+            continue
+        new = item.profile.model_copy(update={"owner_staff_id": to_id})
+        await replace_profile(redis, keys, profiles, item.customer_id, tenant, item.profile,
+                              new, by=by, retention=retention)
+        moved.append(item.customer_id)
+        stores.add(item.store)
+    if moved:
+        await _log(redis, keys, tenant, "staff", from_id, "handed_over", [], by, stores,
+                   await known_name(redis, keys, profiles, tenant, from_id), to=to_id,
+                   count=len(moved))
+    return HandOver(moved, kept)
+
+
+async def known_name(redis: Redis, keys: Keys, profiles: ProfileStore, tenant: str,
+                     staff_id: str) -> str | None:
+    """A staff member's name: their record's, else (someone removed) the newest the team log
+    kept, else None."""
+    member = await profiles.get_staff(staff_id, tenant)
+    if member is not None:
+        return member.name
+    for e in await team_log(redis, keys, tenant, limit=TEAM_LOG_MAX):
+        if e.get("what") == "staff" and e.get("id") == staff_id and e.get("name"):
+            return str(e["name"])
+    return None
 
 
 async def team_log(redis: Redis, keys: Keys, tenant: str, limit: int = 20

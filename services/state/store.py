@@ -48,6 +48,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterPipeline
 
 from services.common import jsonfast
+from services.common.profiles import owner_of
 from services.common.redisconn import (
     DEFAULT_TENANT,
     Keys,
@@ -817,18 +818,22 @@ async def load_customers(redis: Redis, keys: Keys, refs: Iterable[Ref]
 async def erase_customer(redis: Redis, keys: Keys, customer_id: str, *,
                          tenant: str = DEFAULT_TENANT, partitions: int) -> None:
     """Forget a customer: every key under their hash tag (summary, state, profile, delivery
-    log, timeline, actions, alert ids), their index entries, the records and
+    log, timeline, actions, alert ids), their index entries (their owner's set too), the records and
     acknowledgements of the alerts sent about them, their alerts in the staff's in-app lists
     and their pending model-quality samples (single-key commands: cluster-safe)."""
     read = redis.pipeline(transaction=False)
     read.hget(keys.state(customer_id, tenant), "store")
     read.hkeys(keys.actions(customer_id, tenant))
     read.smembers(keys.customer_alerts(customer_id, tenant))
-    raw, action_ids, alert_ids = await read.execute()
+    read.get(keys.profile(customer_id, tenant))
+    raw, action_ids, alert_ids, profile = await read.execute()
     store = str(raw) if raw else None
     token = customer_token(customer_id, tenant)
     pipe = redis.pipeline(transaction=False)
     pipe.zrem(keys.holdout_index(tenant), token)
+    owner = owner_of(profile)
+    if owner is not None:  # out of their owner's customers (services/records/owners.py)
+        pipe.srem(keys.owned(owner, tenant), customer_id)
     if action_ids:
         pipe.zrem(keys.winback_index(tenant), *(f"{token}|{a}" for a in action_ids))
     # Indexes first, state last: an erasure interrupted half-way is simply done again.

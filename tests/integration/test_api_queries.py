@@ -226,6 +226,89 @@ async def test_profiles_staff_and_stores(make) -> None:
         assert (await client.get("/v1/stores/north", headers=READ)).json()["timezone"] == "Europe/Berlin"
 
 
+async def test_a_leavers_customers_are_found_and_handed_over_within_the_keys_stores(
+        make) -> None:
+    """Ben leaves acme's north store. His customers are found, also one whose profile was
+    written before owners were indexed, and handed over: a north-bound admin moves north's
+    and cannot touch south's or give them to south's staff; a customer of south is kept when
+    the new owner works at north. Every move is idempotent, timelined and in the team log;
+    erasing a customer takes them out of his list."""
+    settings, seed, redis = make()
+    keys = seed.keys
+    await seed.customer("s-1", tenant="acme", days_ago=[100, 130], tier="high", store="south")
+    async with api(settings) as client:
+        for staff_id, store in (("ben", "north"), ("li", "north"), ("sol", "south")):
+            r = await client.put(f"/v1/staff/{staff_id}", headers=ACME, json={
+                "staff_id": staff_id, "name": staff_id.title(), "store_id": store})
+            assert r.status_code == 200, r.text
+        for cid, store in (("n-1", "north"), ("n-2", "north"), ("gone", "north"),
+                           ("s-1", "south")):
+            r = await client.put(f"/v1/customers/{cid}/profile", headers=ACME,
+                                 json={"owner_staff_id": "ben", "store_id": store})
+            assert r.status_code == 200, r.text
+        # one written before the owner sets existed: read into them the first time asked
+        await redis.set(keys.profile("n-old", "acme"), json.dumps(
+            {"owner_staff_id": "ben", "store_id": "north", "name": "Old Timer"}))
+        await redis.delete(keys.owners_built("acme"))
+        # default tenant's Ben is another person
+        r = await client.put("/v1/customers/d-1/profile", headers=INGEST,
+                             json={"owner_staff_id": "ben"})
+        assert r.status_code == 200, r.text
+
+        async def theirs(staff_id: str, key: dict[str, str]) -> list[str]:
+            r = await client.get(f"/v1/staff/{staff_id}/customers", headers=key)
+            assert r.status_code == 200, r.text
+            assert r.json()["count"] == len(r.json()["customers"])
+            return [c["customer_id"] for c in r.json()["customers"]]
+
+        assert await theirs("ben", ACME) == ["gone", "n-1", "n-2", "n-old", "s-1"]
+        assert await theirs("ben", NORTH) == ["gone", "n-1", "n-2", "n-old"]
+        assert await theirs("ben", READ) == ["d-1"]
+        # erased: out of his list and out of the set
+        assert (await client.delete("/v1/customers/gone", headers=ACME)).status_code == 204
+        assert not await redis.sismember(keys.owned("ben", "acme"), "gone")
+        # a profile given to someone else moves between the lists
+        r = await client.put("/v1/customers/n-2/profile", headers=ACME,
+                             json={"owner_staff_id": "li", "store_id": "north"})
+        assert await theirs("ben", ACME) == ["n-1", "n-old", "s-1"]
+        assert await theirs("li", ACME) == ["n-2"]
+        assert (await client.delete("/v1/staff/ben", headers=ACME)).status_code == 204
+        assert await theirs("ben", ACME) == ["n-1", "n-old", "s-1"]  # gone, still owning
+
+        async def hand(key: dict[str, str], to: str | None) -> httpx.Response:
+            return await client.post("/v1/staff/ben/handover", headers=key,
+                                     json={"to_staff_id": to})
+
+        r = await hand(NORTH_ADMIN, "sol")  # south's staff: not this key's to give to
+        assert r.status_code == 403, r.text
+        for to, says in (("ben", "someone else"), ("nobody", "PUT /v1/staff/nobody")):
+            r = await hand(ACME, to)
+            assert r.status_code == 422 and says in r.text, r.text
+        assert (await hand(NORTH, "li")).status_code == 403  # read+ingest: not admin
+        r = await hand(NORTH_ADMIN, "li")
+        assert r.status_code == 200 and r.json() == {"moved": 2, "kept": []}, r.text
+        assert await theirs("li", ACME) == ["n-1", "n-2", "n-old"]
+        assert await theirs("ben", ACME) == ["s-1"]  # south's: out of the north key's reach
+        r = await hand(ACME, "li")  # li works at north: south's customer is kept
+        assert r.json() == {"moved": 0, "kept": ["s-1"]}, r.text
+        r = await hand(ACME, None)
+        assert r.json() == {"moved": 1, "kept": []}, r.text
+        assert (await hand(ACME, None)).json() == {"moved": 0, "kept": []}
+        assert await theirs("ben", ACME) == []
+        s1 = (await client.get("/v1/customers/s-1/profile", headers=ACME)).json()
+        assert s1["store_id"] == "south" and s1.get("owner_staff_id") is None
+        old = (await client.get("/v1/customers/n-old/profile", headers=ACME)).json()
+        assert (old["name"], old["owner_staff_id"]) == ("Old Timer", "li")  # the rest kept
+        entries = (await client.get("/v1/customers/n-1/timeline", headers=ACME)).json()["entries"]
+        assert [e["data"]["fields"] for e in entries if e["kind"] == "profile_change"][0] == [
+            "owner_staff_id"]
+    assert await redis.smembers(keys.owned("ben")) == {"d-1"}  # default tenant's Ben
+    log = [json.loads(e) for e in await redis.lrange(keys.team_log("acme"), 0, -1)]
+    handed = [(e["to"], e["count"], e["stores"], e["name"]) for e in log
+              if e["action"] == "handed_over"]
+    assert handed == [(None, 1, ["south"], "Ben"), ("li", 2, ["north"], "Ben")], handed
+
+
 async def test_erasure_removes_everything_and_is_audited(make) -> None:
     settings, seed, redis = make()
     await seed.customer("gone", days_ago=[100, 130], tier="high", store="north")

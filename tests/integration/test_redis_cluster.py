@@ -256,6 +256,18 @@ async def test_api_profiles_erasure_webhooks_actions_and_export_on_a_cluster(
             store = {"store_id": "north", "timezone": "Europe/Berlin", "manager_staff_id": "m-1"}
             assert (await client.put("/v1/stores/north", json=store, headers=ADMIN)).status_code == 200
             assert (await client.delete("/v1/staff/m-1", headers=ADMIN)).status_code == 204
+            # a leaver's customers: one written before owners were indexed, found by a SCAN of
+            # every node, both handed over (profiles and owner sets in many slots)
+            r = await client.put("/v1/customers/owned/profile", headers=INGEST,
+                                 json={"owner_staff_id": "m-1", "store_id": "north"})
+            assert r.status_code == 200, r.text
+            await redis.set(keys.profile("legacy"), json.dumps({"owner_staff_id": "m-1"}))
+            await redis.delete(keys.owners_built())
+            r = await client.get("/v1/staff/m-1/customers", headers=READ)
+            assert [c["customer_id"] for c in r.json()["customers"]] == ["legacy", "owned"], r.text
+            r = await client.post("/v1/staff/m-1/handover", headers=ADMIN, json={"to_staff_id": None})
+            assert r.json() == {"moved": 2, "kept": []}, r.text
+            assert (await client.get("/v1/staff/m-1/customers", headers=READ)).json()["count"] == 0
             # the at-risk list reads the scorer's tier index and many customers' keys
             r = await client.get("/v1/customers/at-risk", params={"tier": "high"}, headers=READ)
             assert r.status_code == 200, r.text

@@ -6,7 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Response, status
 
+from services.api.schemas import HandOverRequest, HandOverResult, OwnedCustomer, StaffCustomers
 from services.common.profiles import CustomerProfile, StaffMember, Store
+from services.records import owners
+from services.records.profiles import hand_over as handover
 from services.records.profiles import remove_staff, replace_profile, save_staff, save_store
 from services.web.deps import AdminKey, IngestKey, Profiles, ReadKey, Res
 from services.web.openapi import AUTH, TOO_LARGE, error, responses
@@ -110,3 +113,40 @@ async def put_store(store_id: StoreId, body: Store, res: Res, key: AdminKey,
 async def get_store(store_id: StoreId, key: ReadKey, profiles: Profiles) -> Any:
     found = await profiles.get_store(store_id, key.tenant)
     return check_store_read(key, found, store_id, f"no store {store_id!r}")
+
+
+@router.get("/v1/staff/{staff_id}/customers", response_model=StaffCustomers,
+            summary="A staff member's customers",
+            description="The customers whose profile names the staff member their owner "
+            "(also after the staff member was removed: they keep them until handed over), "
+            "within the key's stores.", responses=responses(AUTH))
+async def staff_customers(staff_id: StaffId, res: Res, key: ReadKey) -> Any:
+    found = [c for c in await owners.owned(res.redis, res.keys, key.tenant, staff_id)
+             if key.allows_store(c.store)]
+    return StaffCustomers(staff_id=staff_id, count=len(found), customers=[
+        OwnedCustomer(customer_id=c.customer_id, store_id=c.store) for c in found])
+
+
+@router.post("/v1/staff/{staff_id}/handover", response_model=HandOverResult,
+             summary="Hand a staff member's customers over",
+             description="Every customer the staff member owns, within the key's stores, gets "
+             "another owner (or none: the store's manager then receives their alerts), as PUT "
+             "/v1/customers/{id}/profile would write it; each timeline and the team log say "
+             "so. Customers of a store the new owner does not work at are kept (listed). For "
+             "someone who left or changed store; idempotent.",
+             responses=responses(AUTH, TOO_LARGE))
+async def hand_over(staff_id: StaffId, body: HandOverRequest, res: Res, key: AdminKey,
+                    profiles: Profiles) -> Any:
+    to = None
+    if body.to_staff_id is not None:
+        if body.to_staff_id == staff_id:
+            raise HTTPException(422, "to_staff_id is the staff member whose customers are "
+                                "handed over; name someone else, or null for nobody")
+        to = await profiles.get_staff(body.to_staff_id, key.tenant)
+        if to is None:
+            raise HTTPException(422, f"no staff member {body.to_staff_id!r} in this tenant: "
+                                f"add them first (PUT /v1/staff/{body.to_staff_id})")
+        check_store_write(key, to.store_id)
+    done = await handover(res.redis, res.keys, profiles, key.tenant, staff_id, to, reach=key,
+                          by=key.name, retention=res.settings.retention)
+    return HandOverResult(moved=len(done.moved), kept=done.kept)

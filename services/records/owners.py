@@ -1,0 +1,137 @@
+"""Whose customers are whose: each staff member's customers (those whose profile names them
+``owner_staff_id``), found without reading every profile of the tenant, so that when someone
+leaves or changes store a manager sees how many customers they had and hands them over at once.
+
+A staff member's set (:meth:`~services.common.redisconn.Keys.owned`) is a *superset* of their
+customers: a profile write adds the customer to the new owner's set before the profile is
+written and takes them out of the old owner's after (then reads the profile back, so that two
+writers racing cannot leave the owner without the customer). A crash in between leaves an extra
+id, never a missing one, and :func:`owned` checks every profile before it is shown or acted on,
+dropping what no longer holds. Erasing a customer takes them out of their owner's set.
+
+Profiles written before the sets existed are read into them once per tenant, the first time a
+tenant's owners are asked for (:func:`ensure_index`: a SCAN of the profile keys, every node of a
+cluster, ~1 s per 100,000 customers)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+from redis.asyncio import Redis
+
+from services.common.profiles import CustomerProfile, owner_of
+from services.common.redisconn import Keys, customer_token, get_many, parse_customer_token
+
+SCAN_COUNT = 1000
+BATCH = 500
+_GLOB = str.maketrans({c: "\\" + c for c in "\\*?[]"})
+
+
+async def note_owner(redis: Redis, keys: Keys, tenant: str, customer_id: str,
+                     owner: str) -> None:
+    """Before a profile naming ``owner`` is written: the customer joins the owner's set."""
+    pipe = redis.pipeline(transaction=False)
+    pipe.sadd(keys.owned(owner, tenant), customer_id)
+    pipe.sadd(keys.owners(tenant), owner)
+    await pipe.execute()
+
+
+async def forget_owner(redis: Redis, keys: Keys, tenant: str, customer_id: str,
+                       owner: str) -> None:
+    """After a profile no longer naming ``owner`` was written: out of their set, unless the
+    profile names them again by now (another writer's), and into its current owner's."""
+    await redis.srem(keys.owned(owner, tenant), customer_id)  # type: ignore[misc]
+    now = owner_of(await redis.get(keys.profile(customer_id, tenant)))
+    if now is not None:
+        await note_owner(redis, keys, tenant, customer_id, now)
+
+
+async def ensure_index(redis: Redis, keys: Keys, tenant: str) -> None:
+    """Read the tenant's profiles into the owner sets, once (idempotent; two processes doing it
+    at once add the same members)."""
+    if await redis.exists(keys.owners_built(tenant)):
+        return
+    head = f"{keys.prefix}:c:{{{customer_token('', tenant)}"  # ...:c:{<tenant>/
+    tail = "}:pf"
+    found: list[str] = []
+    async for key in redis.scan_iter(match=head.translate(_GLOB) + "*" + tail, count=SCAN_COUNT):
+        found.append(str(key))
+        if len(found) == BATCH:
+            await _index(redis, keys, tenant, found, head, tail)
+            found = []
+    await _index(redis, keys, tenant, found, head, tail)
+    await redis.set(keys.owners_built(tenant), "1")
+
+
+async def _index(redis: Redis, keys: Keys, tenant: str, found: list[str], head: str,
+                 tail: str) -> None:
+    if not found:
+        return
+    start = len(head) - len(customer_token("", tenant))  # where the customer's token begins
+    ids = [parse_customer_token(k[start:-len(tail)])[1] for k in found]
+    owners = [owner_of(raw) for raw in await get_many(redis, found)]
+    pipe = redis.pipeline(transaction=False)
+    for cid, owner in zip(ids, owners, strict=True):
+        if owner is not None:
+            pipe.sadd(keys.owned(owner, tenant), cid)
+            pipe.sadd(keys.owners(tenant), owner)
+    if len(pipe):
+        await pipe.execute()
+    # a profile changed or erased while this batch was read: its entry is taken back (erasure
+    # must not leave the id behind)
+    again = [owner_of(raw) for raw in await get_many(redis, found)]
+    pipe = redis.pipeline(transaction=False)
+    for cid, before, now in zip(ids, owners, again, strict=True):
+        if before is not None and before != now:
+            pipe.srem(keys.owned(before, tenant), cid)
+    if len(pipe):
+        await pipe.execute()
+
+
+@dataclass(frozen=True)
+class Owned:
+    """One customer of a staff member: their profile, their home store (the profile's, else
+    the store of their latest events; None when neither is known) and tier (None: not scored)."""
+
+    customer_id: str
+    profile: CustomerProfile
+    store: str | None
+    tier: str | None
+
+
+async def owned(redis: Redis, keys: Keys, tenant: str, staff_id: str) -> list[Owned]:
+    """The customers whose profile names ``staff_id`` their owner, by id (every profile checked;
+    entries that no longer hold are dropped from the set)."""
+    await ensure_index(redis, keys, tenant)
+    ids = sorted(str(c) for c in await redis.smembers(keys.owned(staff_id, tenant)))  # type: ignore[misc]
+    out: list[Owned] = []
+    stale: list[str] = []
+    for start in range(0, len(ids), BATCH):
+        chunk = ids[start:start + BATCH]
+        pipe = redis.pipeline(transaction=False)
+        for cid in chunk:
+            pipe.get(keys.profile(cid, tenant))
+            pipe.hmget(keys.state(cid, tenant), ["store", "tier"])
+        replies = await pipe.execute()
+        for i, cid in enumerate(chunk):
+            raw, (scored, tier) = replies[2 * i], replies[2 * i + 1]
+            if owner_of(raw) != staff_id:
+                stale.append(cid)
+                continue
+            try:
+                profile = CustomerProfile.model_validate_json(raw)
+            except ValidationError:
+                stale.append(cid)
+                continue
+            out.append(Owned(cid, profile, profile.store_id or (str(scored) if scored else None),
+                             str(tier) if tier else None))
+    if stale:
+        await redis.srem(keys.owned(staff_id, tenant), *stale)  # type: ignore[misc]
+    return out
+
+
+async def owners(redis: Redis, keys: Keys, tenant: str) -> list[str]:
+    """Every staff id that may own customers of the tenant (removed staff included), sorted."""
+    await ensure_index(redis, keys, tenant)
+    return sorted(str(s) for s in await redis.smembers(keys.owners(tenant)))  # type: ignore[misc]
