@@ -123,8 +123,7 @@ TEXT: dict[str, dict[str, str]] = {
         "add_staff": "Add a staff member", "remove_staff": "Remove from the team",
         "remove_staff_body": "{name} will no longer receive alerts (the store's manager receives "
                              "those about their customers) and is signed out of the console. "
-                             "Customers they own keep them as owner until you change it on "
-                             "the customer's page.",
+                             "Customers they own keep them as owner until you hand them over.",
         "remove_staff_confirm": "Remove {name}", "cancel": "Cancel",
         "store_manager": "Manager", "store_not_set_up": "no time zone or manager set yet",
         "form_errors": "Nothing was saved: please correct the fields marked below.",
@@ -168,8 +167,27 @@ TEXT: dict[str, dict[str, str]] = {
         "owner_none": "Nobody (the store's manager receives the alerts)",
         "owner_gone": "{owner} is no longer on the team: the store's manager receives the "
                       "alerts about this customer until someone else owns them.",
-        "their_customers": "Their customers at risk (give them to someone else on each "
-                           "customer's page)",
+        "their_customers": "Their customers at risk",
+        "handover": "Hand over their customers",
+        "handover_heading": "Hand over {name}'s customers",
+        "handover_count": "{name} owns {customers} in your stores, {risky} at medium or high "
+                          "risk.",
+        "handover_none": "{name} owns no customers in your stores.",
+        "handover_to": "Give them all to",
+        "handover_confirm": "Hand over",
+        "handover_done": "Handed over {customers} to {to}.",
+        "handover_kept": "Kept: {customers} of another store than {to}'s. Give them to "
+                         "someone of their store.",
+        "handover_more": "… and {count} more.",
+        "handover_nobody": "nobody (the store's manager receives their alerts)",
+        "remove_owns": "{name} owns {customers}: hand them over first, or the store's "
+                       "manager receives their alerts until someone does.",
+        "former_staff": "No longer on the team",
+        "former_staff_intro": "They left but still own customers: the store's manager receives "
+                              "the alerts about these until they are handed over.",
+        "former_owns": "owns {customers}",
+        "change_staff_handed_over": "{who} handed {about}'s {customers} to {to}",
+        "n_customers": "{n} customers", "one_customer": "1 customer",
         "invalid_phone": "must be a mobile number in international form, like +14155550123",
         "invalid_timezone": "must be an IANA time zone like America/New_York or Asia/Shanghai "
                             "(the list offers them as you type)",
@@ -291,7 +309,7 @@ TEXT: dict[str, dict[str, str]] = {
         "no_staff": "暂无员工。", "no_stores": "暂无门店。",
         "add_staff": "添加员工", "remove_staff": "从团队中移除",
         "remove_staff_body": "{name}将不再收到提醒（其客户的提醒改由门店店长接收），并会退出控制台登录。"
-                             "其负责的客户仍以其为负责人，直到您在客户页面修改为止。",
+                             "其负责的客户仍以其为负责人，直到您将客户转交他人为止。",
         "remove_staff_confirm": "移除{name}", "cancel": "取消",
         "store_manager": "店长", "store_not_set_up": "尚未设置时区或店长",
         "form_errors": "未保存：请更正下方标出的项目。",
@@ -329,7 +347,23 @@ TEXT: dict[str, dict[str, str]] = {
         "field_manager_staff_id": "店长",
         "owner_none": "无（由门店店长接收提醒）",
         "owner_gone": "{owner} 已不在团队中：在指定新的负责人之前，此客户的提醒由门店店长接收。",
-        "their_customers": "其负责的风险客户（可在各客户页面转给他人）",
+        "their_customers": "其负责的风险客户",
+        "handover": "转交其客户",
+        "handover_heading": "转交{name}的客户",
+        "handover_count": "{name}在您的门店中负责{customers}，其中 {risky} 位处于中或高风险。",
+        "handover_none": "{name}在您的门店中没有负责的客户。",
+        "handover_to": "全部转交给",
+        "handover_confirm": "转交",
+        "handover_done": "已将{customers}转交给{to}。",
+        "handover_kept": "未转交：{customers}属于{to}以外的门店。请转交给其门店的员工。",
+        "handover_more": "… 另有 {count} 位。",
+        "handover_nobody": "无人（由门店店长接收其提醒）",
+        "remove_owns": "{name}负责{customers}：请先转交；在有人接手之前，其提醒由门店店长接收。",
+        "former_staff": "已离开团队",
+        "former_staff_intro": "他们已离开，但仍是一些客户的负责人：在转交之前，这些客户的提醒由门店店长接收。",
+        "former_owns": "负责{customers}",
+        "change_staff_handed_over": "{who} 将 {about} 的{customers}转交给 {to}",
+        "n_customers": " {n} 位客户", "one_customer": " 1 位客户",
         "invalid_phone": "请使用国际格式的手机号，例如 +8613800138000",
         "invalid_timezone": "请输入 IANA 时区，例如 Asia/Shanghai 或 America/New_York（输入时列表会给出选项）",
         "churn_rate": "按月流失率",
@@ -351,6 +385,11 @@ TEXT: dict[str, dict[str, str]] = {
                      "{link}\n\n如果不是您本人操作，请忽略此邮件。\n",
     },
 }
+
+
+def customers(t: dict[str, str], n: int) -> str:
+    """"1 customer", "3 customers" (``t``: :func:`words`)."""
+    return t["one_customer"] if n == 1 else t["n_customers"].format(n=n)
 
 
 def words(locale: str) -> dict[str, str]:

@@ -28,6 +28,7 @@ from services.console import i18n
 from services.console.alerts import own_clock
 from services.console.sessions import Session
 from services.console.web import current_session, here, page, signed_in_form, to_sign_in
+from services.records import owners as ownership
 from services.records import profiles as profilelog
 from services.records.atrisk import tenant_stores
 from services.web.deps import Res, Resources, get_profiles
@@ -41,6 +42,7 @@ OWN_FIELDS = ("name", "email", "phone", "locale", "preferred_channel", "timezone
 STORE_FIELDS = ("name", "timezone", "manager_staff_id", "locale")
 ROLES = ("staff", "manager")
 CHANGES_SHOWN = 20
+HANDOVER_SHOWN = 50  # customers listed on the hand-over page (all are handed over)
 CHANNELS: tuple[str, ...] = get_args(ChannelName)
 
 
@@ -56,6 +58,10 @@ def staff_path(staff_id: str) -> str:
 
 def remove_path(staff_id: str) -> str:
     return f"{TEAM}/remove-staff/{quote(staff_id, safe='')}"
+
+
+def handover_path(staff_id: str) -> str:
+    return f"{TEAM}/handover/{quote(staff_id, safe='')}"
 
 
 def store_path(store_id: str) -> str:
@@ -141,25 +147,32 @@ async def team_page(request: Request, res: Res) -> Response:
         saved_name = names.get(saved_id)
     elif kind == "store":
         saved_name = next((s.name or s.store_id for s in stores if s.store_id == saved_id), None)
-    changes = await _changes(res, session, names,
+    log = await profilelog.team_log(res.redis, res.keys, session.tenant,
+                                    limit=profilelog.TEAM_LOG_MAX)
+    changes = await _changes(res, session, log, names,
                              {s.store_id: s.name for s in stores if s.name})
+    everyone = {m.staff_id for m in await get_profiles(res).list_staff(session.tenant)}
+    former = await _former(res, session, everyone, {
+        str(e["id"]): str(e["name"]) for e in reversed(log)
+        if e.get("what") == "staff" and e.get("id") and e.get("name")})
     return page("team.html.j2", request, locale=session.locale, session=session,
                 csrf=session.csrf, stores=stores, staff=staff, names=names, saved=saved_name,
-                changes=changes,
+                changes=changes, former=former,
                 removed=request.query_params.get("removed") == "1", staff_path=staff_path,
                 store_path=store_path, recorded={s.store_id for s in stores
                                                  if s.model_fields_set - {"store_id"}},
                 here=TEAM)
 
 
-async def _changes(res: Resources, session: Session, names: dict[str, str],
-                   store_names: dict[str, str]) -> list[dict[str, Any]]:
+async def _changes(res: Resources, session: Session, log: list[dict[str, Any]],
+                   names: dict[str, str], store_names: dict[str, str]) -> list[dict[str, Any]]:
     """The newest changes of the team the session reaches (``PUT|DELETE /v1/staff``, ``PUT
-    /v1/stores`` and these forms alike): when, on the reader's clock; who (by name when on the
-    team); what; which fields."""
+    /v1/stores``, hand-overs and these forms alike; ``log``: the team log, newest first): when,
+    on the reader's clock; who (by name when on the team); what; which fields."""
     clock = await own_clock(res, session)
+    t = i18n.words(session.locale)
     out = []
-    for e in await profilelog.team_log(res.redis, res.keys, session.tenant, limit=100):
+    for e in log:
         stores = [str(s) for s in e.get("stores") or []]
         if session.stores is not None and not any(s in session.stores for s in stores):
             continue
@@ -170,7 +183,10 @@ async def _changes(res: Resources, session: Session, names: dict[str, str],
                     "about": (names if e.get("what") == "staff" else store_names).get(
                         about, str(e.get("name") or about)),
                     "what": str(e.get("what")), "action": str(e.get("action")),
-                    "fields": [str(f) for f in e.get("fields") or []]})
+                    "fields": [str(f) for f in e.get("fields") or []],
+                    "count": int(e.get("count") or 0),
+                    "to": names.get(str(e["to"]), str(e["to"])) if e.get("to")
+                    else t["handover_nobody"]})
         if len(out) == CHANGES_SHOWN:
             break
     return out
@@ -188,7 +204,7 @@ async def _staff_form(request: Request, res: Resources, session: Session, *,
                 store_ids=[s.store_id for s in stores], any_store=session.stores is None,
                 roles=ROLES, channels=CHANNELS, locales=LOCALES, zones=zones(),
                 action=staff_path(member.staff_id) if member else f"{TEAM}/staff",
-                staff_path=staff_path, remove_path=remove_path,
+                staff_path=staff_path, remove_path=remove_path, handover_path=handover_path,
                 saved=request.query_params.get("saved") == "1",
                 here=here(request))
 
@@ -295,8 +311,10 @@ async def remove_staff_page(staff_id: str, request: Request, res: Res) -> Respon
         return _message(request, session, 404, "no_staff_member")
     if member.staff_id == session.staff_id:
         return _message(request, session, 409, "not_yourself", back=staff_path(staff_id))
+    theirs = await _their_customers(res, session, member.staff_id)
     return page("staff_remove.html.j2", request, locale=session.locale, session=session,
                 csrf=session.csrf, member=member, action=remove_path(staff_id),
+                owns=len(theirs), handover=handover_path(staff_id),
                 back=staff_path(staff_id), here=here(request))
 
 
@@ -380,3 +398,107 @@ async def save_store(store_id: str, request: Request, res: Res) -> Response:
                                 recorded, store, by=_by(session))
     return RedirectResponse(f"{TEAM}?{urlencode({'saved': f'store:{store.store_id}'})}",
                             status_code=303)
+
+
+async def _their_customers(res: Resources, session: Session, staff_id: str
+                           ) -> list[ownership.Owned]:
+    """The customers ``staff_id`` owns in the session's stores."""
+    reach = session.as_key()
+    return [c for c in await ownership.owned(res.redis, res.keys, session.tenant, staff_id)
+            if reach.allows_store(c.store)]
+
+
+async def _former(res: Resources, session: Session, team: set[str],
+                  names: dict[str, str]) -> list[dict[str, Any]]:
+    """People no longer on the team who still own customers in the session's stores (the
+    store's manager receives those customers' alerts meanwhile): id, name, how many."""
+    out = []
+    for staff_id in await ownership.owners(res.redis, res.keys, session.tenant):
+        if staff_id in team:
+            continue
+        theirs = await _their_customers(res, session, staff_id)
+        if theirs:
+            out.append({"staff_id": staff_id, "name": names.get(staff_id, staff_id),
+                        "count": len(theirs), "path": handover_path(staff_id)})
+    return out
+
+
+async def _handover_member(res: Resources, session: Session, staff_id: str
+                           ) -> tuple[StaffMember | None, list[ownership.Owned]] | None:
+    """Whose customers a manager may hand over: a staff member of their stores, or someone no
+    longer on the team who owns customers there (None: neither)."""
+    if not session.manages:
+        return None
+    member = await get_profiles(res).get_staff(staff_id, session.tenant)
+    if member is not None and not session.as_key().allows_store(member.store_id):
+        return None
+    theirs = await _their_customers(res, session, staff_id)
+    if member is None and not theirs:
+        return None
+    return member, theirs
+
+
+async def _handover_page(request: Request, res: Resources, session: Session, staff_id: str,
+                         member: StaffMember | None, theirs: list[ownership.Owned], *,
+                         done: profilelog.HandOver | None = None, to: str | None = None,
+                         status: int = 200) -> Response:
+    _, staff = await team_of(res, session)
+    store = member.store_id if member is not None else None
+    # who may take them: staff of the person's store (any of the session's, for someone whose
+    # store is not known any more) and staff of no store
+    candidates = sorted((m for m in staff if m.staff_id != staff_id and (
+        store is None or m.store_id in (store, None))),
+        key=lambda m: ((m.name or m.staff_id).casefold(), m.staff_id))
+    name = await profilelog.known_name(res.redis, res.keys, get_profiles(res), session.tenant,
+                                       staff_id) or staff_id
+    shown = sorted(theirs, key=lambda c: ({"high": 0, "medium": 1}.get(c.tier or "", 2),
+                                          (c.profile.name or c.customer_id).casefold()))
+    return page("staff_handover.html.j2", request, locale=session.locale, status=status,
+                session=session, csrf=session.csrf, person=name, staff_id=staff_id,
+                listed=shown[:HANDOVER_SHOWN], more=max(0, len(shown) - HANDOVER_SHOWN),
+                count=len(theirs), risky=sum(c.tier in ("medium", "high") for c in theirs),
+                candidates=candidates, done=done, to=to, action=handover_path(staff_id),
+                back=staff_path(staff_id) if member is not None else TEAM,
+                here=here(request))
+
+
+@router.get(f"{TEAM}/handover/{{staff_id:anypath}}")
+async def handover_page(staff_id: str, request: Request, res: Res) -> Response:
+    """How many customers someone owns in the manager's stores (those at risk first), and to
+    whom to give them all."""
+    session = await current_session(request, res)
+    if session is None:
+        return to_sign_in(here(request))
+    found = await _handover_member(res, session, staff_id)
+    if found is None:
+        return _message(request, session, 404, "no_staff_member")
+    return await _handover_page(request, res, session, staff_id, *found)
+
+
+@router.post(f"{TEAM}/handover/{{staff_id:anypath}}")
+async def hand_over(staff_id: str, request: Request, res: Res) -> Response:
+    """Writes as ``POST /v1/staff/{id}/handover`` does, within the session's stores. Answers
+    with the page itself, saying what was done (doing it again moves nothing more)."""
+    checked = await signed_in_form(request, res)
+    if isinstance(checked, Response):
+        return checked
+    session, form = checked
+    found = await _handover_member(res, session, staff_id)
+    if found is None:
+        return _message(request, session, 404, "no_staff_member")
+    member, _ = found
+    to_id = form.get("to", "").strip() or None
+    _, staff = await team_of(res, session)
+    to = next((m for m in staff if m.staff_id == to_id), None)
+    if to_id is not None and (to is None or to_id == staff_id or member is not None and (
+            to.store_id not in (member.store_id, None))):
+        return _message(request, session, 422, "not_your_staff",
+                        back=handover_path(staff_id))
+    done = await profilelog.hand_over(
+        res.redis, res.keys, get_profiles(res), session.tenant, staff_id, to,
+        reach=session.as_key(), by=_by(session), retention=res.settings.retention)
+    theirs = await _their_customers(res, session, staff_id)
+    t = i18n.words(session.locale)
+    return await _handover_page(request, res, session, staff_id, member, theirs, done=done,
+                                to=(to.name or to.staff_id) if to is not None else
+                                t["handover_nobody"])

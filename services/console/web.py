@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
                           autoescape=True, undefined=jinja2.StrictUndefined)
+env.globals["customers"] = i18n.customers  # "1 customer" / "3 customers" in the reader's words
 # a 1000-character note in Chinese is ~9 kB urlencoded (3 bytes a character, 3 characters a
 # byte), 12 kB in 4-byte characters: with the form's other fields, 16 kB
 MAX_FORM_BYTES = 16384
