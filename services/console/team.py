@@ -440,8 +440,8 @@ async def _handover_member(res: Resources, session: Session, staff_id: str
 
 async def _handover_page(request: Request, res: Resources, session: Session, staff_id: str,
                          member: StaffMember | None, theirs: list[ownership.Owned], *,
-                         done: profilelog.HandOver | None = None, to: str | None = None,
-                         status: int = 200) -> Response:
+                         done: profilelog.HandOver | None = None, to: str | None = None
+                         ) -> Response:
     _, staff = await team_of(res, session)
     store = member.store_id if member is not None else None
     # who may take them: staff of the person's store (any of the session's, for someone whose
@@ -453,8 +453,8 @@ async def _handover_page(request: Request, res: Resources, session: Session, sta
                                        staff_id) or staff_id
     shown = sorted(theirs, key=lambda c: ({"high": 0, "medium": 1}.get(c.tier or "", 2),
                                           (c.profile.name or c.customer_id).casefold()))
-    return page("staff_handover.html.j2", request, locale=session.locale, status=status,
-                session=session, csrf=session.csrf, person=name, staff_id=staff_id,
+    return page("staff_handover.html.j2", request, locale=session.locale, session=session,
+                csrf=session.csrf, person=name, staff_id=staff_id,
                 listed=shown[:HANDOVER_SHOWN], more=max(0, len(shown) - HANDOVER_SHOWN),
                 count=len(theirs), risky=sum(c.tier in ("medium", "high") for c in theirs),
                 candidates=candidates, done=done, to=to, action=handover_path(staff_id),

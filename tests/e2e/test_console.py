@@ -784,6 +784,7 @@ async def test_a_manager_keeps_the_team_up_to_date_and_staff_their_own_details(
             until(lambda: d.find_elements(By.ID, "staff-form"), "her form")
             assert not d.find_elements(By.ID, "role") and not d.find_elements(By.ID, "store_id")
             assert not d.find_elements(By.ID, "remove-link")
+            assert d.find_elements(By.ID, "handover-link")  # her own customers, going on leave
             # another store's staff member is not hers to open
             d.get(f"{api.url}/console/team/staff/s-south")
             assert "no such staff member in your stores" in text(d)
@@ -885,6 +886,7 @@ async def test_a_manager_keeps_the_team_up_to_date_and_staff_their_own_details(
             link.click()
             until(lambda: d.current_url.endswith("/console/team/staff/li"), "her own form")
             assert not d.find_elements(By.ID, "role") and not d.find_elements(By.ID, "remove-link")
+            assert not d.find_elements(By.ID, "handover-link")
             fill("phone", "+86 138 0013 8000")
             fill("timezone", "Asia/Shanghai")
             Select(d.find_element(By.ID, "preferred_channel")).select_by_value("sms")
@@ -896,9 +898,10 @@ async def test_a_manager_keeps_the_team_up_to_date_and_staff_their_own_details(
             d.get(f"{api.url}/console/customers/c-n1")  # a customer, but not hers to give
             assert "Alice Liddell" in text(d) and not d.find_elements(By.ID, "owner-form")
             for path in ("/console/team/new-staff", "/console/team/staff/m-north",
-                         "/console/team/stores/north"):
+                         "/console/team/stores/north", "/console/team/handover/m-north"):
                 d.get(f"{api.url}{path}")
-                assert "staff-form" not in d.page_source and "store-form" not in d.page_source
+                assert not {"staff-form", "store-form", "handover-form"} & set(
+                    re.findall(r'id="([\w-]+)"', d.page_source)), path
 
         def tenant_admin() -> None:
             """Every store of the tenant: south has no record yet, its events named it."""
