@@ -176,3 +176,22 @@ class HandOverResult(BaseModel):
     moved: int = Field(description="Customers given to the new owner.")
     kept: list[str] = Field(description="Customers left with the old owner because the new "
                             "owner works at another store than theirs.")
+
+
+class TeamChange(BaseModel):
+    at: str = Field(description="When (RFC 3339, UTC).")
+    what: Literal["staff", "store"]
+    id: str = Field(description="The staff member's or store's id.")
+    name: str | None = Field(None, description="Their name then (kept after a removal).")
+    action: Literal["added", "changed", "removed", "handed_over"]
+    fields: list[str] = Field(description="The fields that changed (names, never values).")
+    by: str = Field(description="Who: a staff id (the console) or an API key's name.")
+    stores: list[str] = Field(description="The stores the change is about.")
+    to_staff_id: str | None = Field(None, description="handed_over: the new owner (null: "
+                                    "nobody).")
+    count: int | None = Field(None, description="handed_over: how many customers.")
+
+
+class TeamChanges(BaseModel):
+    changes: list[TeamChange] = Field(description="Newest first; the tenant keeps its newest "
+                                      "200.")

@@ -302,6 +302,20 @@ async def test_a_leavers_customers_are_found_and_handed_over_within_the_keys_sto
         entries = (await client.get("/v1/customers/n-1/timeline", headers=ACME)).json()["entries"]
         assert [e["data"]["fields"] for e in entries if e["kind"] == "profile_change"][0] == [
             "owner_staff_id"]
+        # the team log, read through the API: north's key sees north's changes only
+        r = await client.get("/v1/team/changes", headers=ACME, params={"limit": 3})
+        assert r.status_code == 200, r.text
+        assert [(c["action"], c["id"], c["name"], c["to_staff_id"], c["count"], c["stores"])
+                for c in r.json()["changes"]] == [
+            ("handed_over", "ben", "Ben", None, 1, ["south"]),
+            ("handed_over", "ben", "Ben", "li", 2, ["north"]),
+            ("removed", "ben", "Ben", None, None, ["north"])], r.text
+        assert r.json()["changes"][0]["at"].endswith("Z")
+        north = (await client.get("/v1/team/changes", headers=NORTH)).json()["changes"]
+        assert [c["action"] for c in north][:2] == ["handed_over", "removed"], north
+        assert all("north" in c["stores"] for c in north) and len(north) == 4, north  # + 2 added
+        assert (await client.get("/v1/team/changes", headers=ACME,
+                                 params={"limit": 0})).status_code == 422
     assert await redis.smembers(keys.owned("ben")) == {"d-1"}  # default tenant's Ben
     log = [json.loads(e) for e in await redis.lrange(keys.team_log("acme"), 0, -1)]
     handed = [(e["to"], e["count"], e["stores"], e["name"]) for e in log

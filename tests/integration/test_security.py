@@ -115,6 +115,7 @@ SCOPE = {
     ("DELETE", "/v1/staff/{staff_id}"): "admin",
     ("GET", "/v1/staff/{staff_id}/customers"): "read",
     ("POST", "/v1/staff/{staff_id}/handover"): "admin",
+    ("GET", "/v1/team/changes"): "read",
     ("PUT", "/v1/stores/{store_id}"): "admin",
     ("GET", "/v1/stores/{store_id}"): "read",
     ("POST", "/v1/customers/{customer_id:anypath}/actions"): "ingest",

@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Response, status
+from fastapi import APIRouter, HTTPException, Query, Response, status
+from pydantic import ValidationError
 
-from services.api.schemas import HandOverRequest, HandOverResult, OwnedCustomer, StaffCustomers
+from services.api.schemas import (
+    HandOverRequest,
+    HandOverResult,
+    OwnedCustomer,
+    StaffCustomers,
+    TeamChange,
+    TeamChanges,
+)
 from services.common.profiles import CustomerProfile, StaffMember, Store
+from services.common.timefmt import iso_ms
 from services.records import owners
+from services.records.profiles import (
+    TEAM_LOG_MAX,
+    remove_staff,
+    replace_profile,
+    save_staff,
+    save_store,
+    team_log,
+)
 from services.records.profiles import hand_over as handover
-from services.records.profiles import remove_staff, replace_profile, save_staff, save_store
 from services.web.deps import AdminKey, IngestKey, Profiles, ReadKey, Res
 from services.web.openapi import AUTH, TOO_LARGE, error, responses
 from services.web.params import CustomerId, StaffId, StoreId
@@ -150,3 +166,28 @@ async def hand_over(staff_id: StaffId, body: HandOverRequest, res: Res, key: Adm
     done = await handover(res.redis, res.keys, profiles, key.tenant, staff_id, to, reach=key,
                           by=key.name, retention=res.settings.retention)
     return HandOverResult(moved=len(done.moved), kept=done.kept)
+
+
+@router.get("/v1/team/changes", response_model=TeamChanges, summary="Who changed the team",
+            description="The tenant's newest staff and store changes, newest first, through "
+            "the API and the console alike: who added, changed or removed a staff member or "
+            "store (which fields, never the values) or handed someone's customers over. A "
+            "store-bound key sees its stores' changes.", responses=responses(AUTH))
+async def team_changes(res: Res, key: ReadKey,
+                       limit: Annotated[int, Query(ge=1, le=TEAM_LOG_MAX)] = 50) -> Any:
+    out: list[TeamChange] = []
+    for e in await team_log(res.redis, res.keys, key.tenant, limit=TEAM_LOG_MAX):
+        stores = [str(s) for s in e.get("stores") or []]
+        if key.stores is not None and not any(key.allows_store(s) for s in stores):
+            continue
+        try:
+            out.append(TeamChange(
+                at=iso_ms(int(e.get("at_ms") or 0)), what=e.get("what"), id=str(e.get("id")),
+                name=e.get("name"), action=e.get("action"), fields=e.get("fields") or [],
+                by=str(e.get("by")), stores=stores, to_staff_id=e.get("to"),
+                count=e.get("count")))
+        except ValidationError:  # an entry this version does not know: left out
+            continue
+        if len(out) == limit:
+            break
+    return TeamChanges(changes=out)
