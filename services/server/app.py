@@ -30,6 +30,7 @@ from services.console import routes as console
 from services.console.web import error_page as console_error_page
 from services.ingest import routes as ingest
 from services.ingest.publisher import EventPublisher
+from services.records import owners
 from services.scoring.engine import Engine
 from services.scoring.model import load_model
 from services.web.cache import TtlCache
@@ -67,6 +68,8 @@ def create_app(settings: Settings) -> FastAPI:
         )
         # customer tokens in the logs (services/common/pseudonym.py); retried until Redis answers
         key_task = asyncio.create_task(install_key(settings, redis), name="pseudonym-key")
+        # profiles written before owners were indexed (services/records/owners.py), once
+        index_task = asyncio.create_task(owners.index_tenants(redis, keys), name="owner-index")
         if not settings.auth_enabled:
             logger.warning("CHURNWATCH_API_KEYS is not set: the API accepts requests without a key "
                            "(development only; refused when CHURNWATCH_ENV=production)")
@@ -74,6 +77,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             key_task.cancel()
+            index_task.cancel()
             await publisher.close()
             await status_reader.close()
             await redis.aclose()

@@ -6,6 +6,7 @@ real :class:`Engine` assessment, event window, tier indexes ranked by priority).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -236,7 +237,18 @@ async def test_a_leavers_customers_are_found_and_handed_over_within_the_keys_sto
     settings, seed, redis = make()
     keys = seed.keys
     await seed.customer("s-1", tenant="acme", days_ago=[100, 130], tier="high", store="south")
+    # profiles from before owners were indexed: the API reads them in when it starts
+    await redis.set(keys.profile("d-old"), json.dumps({"owner_staff_id": "ben"}))
+    await redis.set(keys.profile("a-old", "acme"), json.dumps({"owner_staff_id": "ben"}))
+    await redis.sadd(keys.tenants, "acme")
     async with api(settings) as client:
+        for _ in range(500):
+            if await redis.exists(keys.owners_built(), keys.owners_built("acme")) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert await redis.smembers(keys.owned("ben")) == {"d-old"}
+        assert await redis.smembers(keys.owned("ben", "acme")) == {"a-old"}
+        await redis.delete(keys.profile("d-old"), keys.profile("a-old", "acme"))
         for staff_id, store in (("ben", "north"), ("li", "north"), ("sol", "south")):
             r = await client.put(f"/v1/staff/{staff_id}", headers=ACME, json={
                 "staff_id": staff_id, "name": staff_id.title(), "store_id": store})
