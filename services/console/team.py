@@ -345,8 +345,9 @@ async def _store_form(request: Request, res: Resources, session: Session, store:
 
 
 async def _managers(res: Resources, session: Session, store_id: str) -> list[StaffMember]:
-    """Who may be named the store's manager (its fallback recipient): its own staff, and
-    staff of no store (over every store of the tenant), the session reaches."""
+    """Who may be named the store's manager (its fallback recipient), or take customers of
+    the store: its own staff, and staff of no store (over every store of the tenant), the
+    session reaches."""
     _, staff = await team_of(res, session)
     return [m for m in staff if m.store_id in (store_id, None)]
 
@@ -442,13 +443,7 @@ async def _handover_page(request: Request, res: Resources, session: Session, sta
                          member: StaffMember | None, theirs: list[ownership.Owned], *,
                          done: profilelog.HandOver | None = None, to: str | None = None
                          ) -> Response:
-    _, staff = await team_of(res, session)
-    store = member.store_id if member is not None else None
-    # who may take them: staff of the person's store (any of the session's, for someone whose
-    # store is not known any more) and staff of no store
-    candidates = sorted((m for m in staff if m.staff_id != staff_id and (
-        store is None or m.store_id in (store, None))),
-        key=lambda m: ((m.name or m.staff_id).casefold(), m.staff_id))
+    candidates = await _takers(res, session, staff_id, member)
     name = await profilelog.known_name(res.redis, res.keys, get_profiles(res), session.tenant,
                                        staff_id) or staff_id
     shown = sorted(theirs, key=lambda c: ({"high": 0, "medium": 1}.get(c.tier or "", 2),
@@ -460,6 +455,18 @@ async def _handover_page(request: Request, res: Resources, session: Session, sta
                 candidates=candidates, done=done, to=to, action=handover_path(staff_id),
                 back=staff_path(staff_id) if member is not None else TEAM,
                 here=here(request))
+
+
+async def _takers(res: Resources, session: Session, staff_id: str,
+                  member: StaffMember | None) -> list[StaffMember]:
+    """Who may take someone's customers, by name: the staff of their store (of any of the
+    session's stores, for someone whose store is not known any more) and of no store."""
+    if member is not None and member.store_id is not None:
+        staff = await _managers(res, session, member.store_id)
+    else:
+        _, staff = await team_of(res, session)
+    return sorted((m for m in staff if m.staff_id != staff_id),
+                  key=lambda m: ((m.name or m.staff_id).casefold(), m.staff_id))
 
 
 @router.get(f"{TEAM}/handover/{{staff_id:anypath}}")
@@ -488,10 +495,9 @@ async def hand_over(staff_id: str, request: Request, res: Res) -> Response:
         return _message(request, session, 404, "no_staff_member")
     member, _ = found
     to_id = form.get("to", "").strip() or None
-    _, staff = await team_of(res, session)
-    to = next((m for m in staff if m.staff_id == to_id), None)
-    if to_id is not None and (to is None or to_id == staff_id or member is not None and (
-            to.store_id not in (member.store_id, None))):
+    to = next((m for m in await _takers(res, session, staff_id, member)
+               if m.staff_id == to_id), None)
+    if to_id is not None and to is None:
         return _message(request, session, 422, "not_your_staff",
                         back=handover_path(staff_id))
     done = await profilelog.hand_over(

@@ -858,6 +858,11 @@ async def test_a_manager_keeps_the_team_up_to_date_and_staff_their_own_details(
                            data={"csrf": token, "name": "李娜", "store_id": "south",
                                  "role": "staff", "locale": "zh-CN"})
             assert "Choose one of your stores" in r.text
+            # nor are 李娜's customers (Alice) hers to give to south's Sol
+            handover = httpx.post(f"{api.url}/console/team/handover/li",
+                                  cookies={"cw_session": cookie["value"]},
+                                  data={"csrf": token, "to": "s-south"})
+            assert handover.status_code == 422 and "this store&#39;s staff" in handover.text
             return r.status_code
 
         await asyncio.to_thread(manager)
