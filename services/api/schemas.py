@@ -176,6 +176,9 @@ class HandOverResult(BaseModel):
     moved: int = Field(description="Customers given to the new owner.")
     kept: list[str] = Field(description="Customers left with the old owner because the new "
                             "owner works at another store than theirs.")
+    alerts_moved: int = Field(description="Unacknowledged alerts about the customers moved "
+                              "from the old owner's console list to the new owner's (to the "
+                              "store's manager's when handed to nobody).")
 
 
 class TeamChange(BaseModel):

@@ -176,6 +176,7 @@ TEXT: dict[str, dict[str, str]] = {
         "handover_to": "Give them all to",
         "handover_confirm": "Hand over",
         "handover_done": "Handed over {customers} to {to}.",
+        "handover_alerts": "Open alerts about them that went along: {n}.",
         "handover_kept": "Kept: {customers} of another store than {to}'s. Give them to "
                          "someone of their store.",
         "handover_more": "… and {count} more.",
@@ -355,6 +356,7 @@ TEXT: dict[str, dict[str, str]] = {
         "handover_to": "全部转交给",
         "handover_confirm": "转交",
         "handover_done": "已将{customers}转交给{to}。",
+        "handover_alerts": "随之转交的未确认提醒：{n} 条。",
         "handover_kept": "未转交：{customers}属于{to}以外的门店。请转交给其门店的员工。",
         "handover_more": "… 另有 {count} 位。",
         "handover_nobody": "无人（由门店店长接收其提醒）",

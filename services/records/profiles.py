@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
+from services.alerting.inbox import Inbox
 from services.common.profiles import CustomerProfile, ProfileStore, StaffMember, Store
 from services.common.redisconn import Keys
 from services.common.settings import DEFAULT_RETENTION, ApiKey, Retention
@@ -100,11 +101,12 @@ async def save_store(redis: Redis, keys: Keys, profiles: ProfileStore, tenant: s
 
 @dataclass(frozen=True)
 class HandOver:
-    """What a hand-over did: the customers given to the new owner, and those kept because the
-    new owner works at another store than theirs."""
+    """What a hand-over did: the customers given to the new owner, those kept because the new
+    owner works at another store than theirs, and how many open alerts went along."""
 
     moved: list[str]
     kept: list[str]
+    alerts: int
 
 
 async def hand_over(redis: Redis, keys: Keys, profiles: ProfileStore, tenant: str,
@@ -114,28 +116,41 @@ async def hand_over(redis: Redis, keys: Keys, profiles: ProfileStore, tenant: st
     nobody, the store's manager then receives their alerts), each profile written as
     :func:`replace_profile` writes it (the rest kept, the timeline told). A customer of a store
     ``to`` does not work at (``to`` bound to another store) is kept. ``from_id`` need not be on
-    the team any more: someone who left still owns customers until they are handed over. The
-    team log tells it."""
-    moved: list[str] = []
-    kept: list[str] = []
-    stores: set[str | None] = set()
+    the team any more: someone who left still owns customers until they are handed over. Their
+    unacknowledged alerts about those customers go along (:meth:`Inbox.move`). The team log
+    tells it."""
     to_id = to.staff_id if to is not None else None
+    plan: list[owners.Owned] = []
+    kept: list[str] = []
     for item in await owners.owned(redis, keys, tenant, from_id):
         if not reach.allows_store(item.store):
             continue
         if to is not None and to.store_id not in (item.store, None):
             kept.append(item.customer_id)
-            continue
+        else:
+            plan.append(item)
+    if not plan:
+        return HandOver([], kept, 0)
+    stores = {item.store for item in plan}
+    # their open alerts go first (a hand-over interrupted after the profiles is done again
+    # without them): to the new owner, or to their store's manager, who receives their alerts
+    # from now on
+    managers: dict[str | None, str | None] = {}
+    if to_id is None:
+        for store_id in stores - {None}:
+            record = await profiles.get_store(str(store_id), tenant)
+            managers[store_id] = record.manager_staff_id if record is not None else None
+    takers = {item.customer_id: to_id or managers.get(item.store) for item in plan}
+    alerts = await Inbox(redis, keys, retention=retention).move(
+        from_id, tenant, {cid: who for cid, who in takers.items() if who})
+    for item in plan:
         new = item.profile.model_copy(update={"owner_staff_id": to_id})
         await replace_profile(redis, keys, profiles, item.customer_id, tenant, item.profile,
                               new, by=by, retention=retention)
-        moved.append(item.customer_id)
-        stores.add(item.store)
-    if moved:
-        await _log(redis, keys, tenant, "staff", from_id, "handed_over", [], by, stores,
-                   await known_name(redis, keys, profiles, tenant, from_id), to=to_id,
-                   count=len(moved))
-    return HandOver(moved, kept)
+    await _log(redis, keys, tenant, "staff", from_id, "handed_over", [], by, stores,
+               await known_name(redis, keys, profiles, tenant, from_id), to=to_id,
+               count=len(plan))
+    return HandOver([item.customer_id for item in plan], kept, alerts)
 
 
 async def known_name(redis: Redis, keys: Keys, profiles: ProfileStore, tenant: str,

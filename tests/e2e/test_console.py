@@ -37,7 +37,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
+from services.alerting.inbox import Inbox as AlertList
 from services.common.embedded import free_port
+from services.common.redisconn import Keys as RedisKeys
 from services.common.riskchange import (
     Cause,
     Reason,
@@ -837,7 +839,8 @@ async def test_a_manager_keeps_the_team_up_to_date_and_staff_their_own_details(
             shoot(d, tmp_path, "team-handover.en")
             d.find_element(By.ID, "hand-over").click()
             until(lambda: d.find_elements(By.ID, "handed-over"), "the notice")
-            assert "Handed over 1 customer to 李娜." in text(d)
+            assert "Handed over 1 customer to 李娜. Open alerts about them that went along: 1." \
+                in text(d)
             assert "Ben Brown owns no customers in your stores" in d.find_element(By.ID, "owns").text
             d.get(f"{api.url}/console/team")
             assert not d.find_elements(By.ID, "former")
@@ -865,6 +868,16 @@ async def test_a_manager_keeps_the_team_up_to_date_and_staff_their_own_details(
             assert handover.status_code == 422 and "this store&#39;s staff" in handover.text
             return r.status_code
 
+        # an alert about Alice sent to Ben, never acknowledged: it follows her to her new owner
+        redis = Redis.from_url(settings.redis_url, decode_responses=True)
+        try:
+            await AlertList(redis, RedisKeys(settings.redis_prefix)).add(
+                "ben", "acme", "d-ben-1", {"alert_id": "e" * 32, "customer_id": "c-n1",
+                                           "kind": "alert", "tier": "high",
+                                           "previous_tier": "medium",
+                                           "at_ms": int(time.time() * 1000)})
+        finally:
+            await redis.aclose()
         await asyncio.to_thread(manager)
         ben = await get("/v1/staff/ben")
         assert ben["status"] == 404
@@ -900,6 +913,8 @@ async def test_a_manager_keeps_the_team_up_to_date_and_staff_their_own_details(
             assert "已保存" in text(d)
             fits(d)
             shoot(d, tmp_path, "my-details.zh-CN")
+            d.get(f"{api.url}/console/alerts")  # Ben's open alert about Alice is hers now
+            assert "Alice Liddell" in text(d), text(d)
             d.get(f"{api.url}/console/customers/c-n1")  # a customer, but not hers to give
             assert "Alice Liddell" in text(d) and not d.find_elements(By.ID, "owner-form")
             for path in ("/console/team/new-staff", "/console/team/staff/m-north",

@@ -286,6 +286,16 @@ async def test_a_leavers_customers_are_found_and_handed_over_within_the_keys_sto
         assert await theirs("li", ACME) == ["n-2"]
         assert (await client.delete("/v1/staff/ben", headers=ACME)).status_code == 204
         assert await theirs("ben", ACME) == ["n-1", "n-old", "s-1"]  # gone, still owning
+        # alerts he had not acknowledged follow his customers; an acknowledged one stays his
+        inbox = ConsoleList(redis, keys)
+        for field, alert_id, cid in (("d-1", "a" * 32, "n-1"), ("d-2", "b" * 32, "n-1"),
+                                     ("sent:" + "c" * 32, "c" * 32, "s-1")):
+            await inbox.add("ben", "acme", field, {"alert_id": alert_id, "customer_id": cid,
+                                                   "kind": "alert", "at_ms": 1})
+        await redis.set(keys.ack("b" * 32, "acme"), json.dumps({"by": "ben", "at": 1.0}))
+        r = await client.put("/v1/stores/south", headers=ACME,
+                             json={"store_id": "south", "manager_staff_id": "sol"})
+        assert r.status_code == 200, r.text
 
         async def hand(key: dict[str, str], to: str | None) -> httpx.Response:
             return await client.post("/v1/staff/ben/handover", headers=key,
@@ -298,14 +308,19 @@ async def test_a_leavers_customers_are_found_and_handed_over_within_the_keys_sto
             assert r.status_code == 422 and says in r.text, r.text
         assert (await hand(NORTH, "li")).status_code == 403  # read+ingest: not admin
         r = await hand(NORTH_ADMIN, "li")
-        assert r.status_code == 200 and r.json() == {"moved": 2, "kept": []}, r.text
+        assert r.status_code == 200 and r.json() == {"moved": 2, "kept": [],
+                                                     "alerts_moved": 1}, r.text
         assert await theirs("li", ACME) == ["n-1", "n-2", "n-old"]
         assert await theirs("ben", ACME) == ["s-1"]  # south's: out of the north key's reach
         r = await hand(ACME, "li")  # li works at north: south's customer is kept
-        assert r.json() == {"moved": 0, "kept": ["s-1"]}, r.text
-        r = await hand(ACME, None)
-        assert r.json() == {"moved": 1, "kept": []}, r.text
-        assert (await hand(ACME, None)).json() == {"moved": 0, "kept": []}
+        assert r.json() == {"moved": 0, "kept": ["s-1"], "alerts_moved": 0}, r.text
+        r = await hand(ACME, None)  # south's manager receives s-1's alerts from now on
+        assert r.json() == {"moved": 1, "kept": [], "alerts_moved": 1}, r.text
+        assert (await hand(ACME, None)).json() == {"moved": 0, "kept": [], "alerts_moved": 0}
+        assert set(await redis.hkeys(keys.inbox("li", "acme"))) == {"d-1"}
+        assert set(await redis.hkeys(keys.inbox("sol", "acme"))) == {"sent:" + "c" * 32}
+        assert set(await redis.hkeys(keys.inbox("ben", "acme"))) == {"d-2"}
+        assert "li" in await redis.smembers(keys.inbox_staff("acme"))  # erasure finds it
         assert await theirs("ben", ACME) == []
         s1 = (await client.get("/v1/customers/s-1/profile", headers=ACME)).json()
         assert s1["store_id"] == "south" and s1.get("owner_staff_id") is None
@@ -315,12 +330,13 @@ async def test_a_leavers_customers_are_found_and_handed_over_within_the_keys_sto
         assert [e["data"]["fields"] for e in entries if e["kind"] == "profile_change"][0] == [
             "owner_staff_id"]
         # the team log, read through the API: north's key sees north's changes only
-        r = await client.get("/v1/team/changes", headers=ACME, params={"limit": 3})
+        r = await client.get("/v1/team/changes", headers=ACME, params={"limit": 4})
         assert r.status_code == 200, r.text
         assert [(c["action"], c["id"], c["name"], c["to_staff_id"], c["count"], c["stores"])
                 for c in r.json()["changes"]] == [
             ("handed_over", "ben", "Ben", None, 1, ["south"]),
             ("handed_over", "ben", "Ben", "li", 2, ["north"]),
+            ("added", "south", None, None, None, ["south"]),
             ("removed", "ben", "Ben", None, None, ["north"])], r.text
         assert r.json()["changes"][0]["at"].endswith("Z")
         north = (await client.get("/v1/team/changes", headers=NORTH)).json()["changes"]

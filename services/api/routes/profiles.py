@@ -165,7 +165,7 @@ async def hand_over(staff_id: StaffId, body: HandOverRequest, res: Res, key: Adm
         check_store_write(key, to.store_id)
     done = await handover(res.redis, res.keys, profiles, key.tenant, staff_id, to, reach=key,
                           by=key.name, retention=res.settings.retention)
-    return HandOverResult(moved=len(done.moved), kept=done.kept)
+    return HandOverResult(moved=len(done.moved), kept=done.kept, alerts_moved=done.alerts)
 
 
 @router.get("/v1/team/changes", response_model=TeamChanges, summary="Who changed the team",

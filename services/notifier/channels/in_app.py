@@ -1,10 +1,9 @@
 """In-app channel: the alert lands in the staff member's list in the staff console
 (``Keys.inbox``), where a badge counts the unacknowledged ones (services/console/alerts.py).
 
-Idempotent by delivery id (a redelivery overwrites its own entry); at most
-:data:`INBOX_MAX` entries per person (the oldest go first), kept :data:`INBOX_TTL_S` after the
-last one. ``Keys.inbox_staff`` lists who has a list: erasing a customer removes their entries. Only staff with a profile have a console identity: the planner sends in-app
-messages to them alone.
+Idempotent by delivery id (a redelivery overwrites its own entry); the list itself, its cap
+and lifetime are :class:`~services.alerting.inbox.Inbox`'s. Only staff with a profile have a
+console identity: the planner sends in-app messages to them alone.
 
 The same list also records, per person, each risk alert (and escalation) delivered to them
 another way — e-mail, SMS — once it is delivered (:meth:`ConsoleList.record_sent`, called by
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from services.alerting.inbox import Inbox
 from services.common.exceptions import DeliveryError
 from services.common.redisconn import Keys
 from services.common.settings import DEFAULT_RETENTION, Retention
@@ -31,71 +31,12 @@ from services.notifier.channels.registry import Built, ChannelSpec
 if TYPE_CHECKING:
     from services.notifier.routing import Recipient
 
-INBOX_MAX = DEFAULT_RETENTION.inbox_max  # CHURNWATCH_INBOX_MAX_ENTRIES
-INBOX_TTL_S = DEFAULT_RETENTION.inbox_ttl_s  # CHURNWATCH_INBOX_DAYS
-
-# KEYS[1]: inbox hash. ARGV: field, entry JSON, max entries, ttl seconds, "merge" or "".
-# Adds the entry (merge: an entry already there keeps its time and text and gains the new
-# entry's ``via`` channels), drops the oldest beyond the cap (by at_ms), refreshes the TTL.
-_ADD = """
-local entry = ARGV[2]
-if ARGV[5] == 'merge' then
-  local old = redis.call('HGET', KEYS[1], ARGV[1])
-  local ok, prev = false, nil
-  if old then ok, prev = pcall(cjson.decode, old) end
-  if ok and type(prev) == 'table' and type(prev['via']) == 'table' then
-    local doc = cjson.decode(ARGV[2])
-    local seen = {}
-    for _, c in ipairs(prev['via']) do seen[c] = true end
-    local added = false
-    for _, c in ipairs(doc['via'] or {}) do
-      if not seen[c] then table.insert(prev['via'], c); seen[c] = true; added = true end
-    end
-    if not added then return redis.call('HLEN', KEYS[1]) end
-    entry = cjson.encode(prev)
-  end
-end
-redis.call('HSET', KEYS[1], ARGV[1], entry)
-local n = redis.call('HLEN', KEYS[1])
-local cap = tonumber(ARGV[3])
-if n > cap then
-  local all = redis.call('HGETALL', KEYS[1])
-  local rows = {}
-  for i = 1, #all, 2 do
-    local ok, doc = pcall(cjson.decode, all[i + 1])
-    rows[#rows + 1] = {all[i], ok and tonumber(doc['at_ms']) or 0}
-  end
-  table.sort(rows, function(a, b) return a[2] < b[2] end)
-  for i = 1, n - cap do redis.call('HDEL', KEYS[1], rows[i][1]) end
-end
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-return n
-"""
-
-
 SENT_KINDS = ("alert", "escalation")  # what asks a person to act: listed to acknowledge
 
 
-class ConsoleList:
-    """Each staff member's alert list in the console (``Keys.inbox``)."""
-
-    def __init__(self, redis: Redis, keys: Keys, *, retention: Retention = DEFAULT_RETENTION):
-        self.redis = redis
-        self.keys = keys
-        self.max_entries, self.ttl_s = retention.inbox_max, retention.inbox_ttl_s
-        self._add = redis.register_script(_ADD)
-
-    async def add(self, staff_id: str, tenant: str, field: str, entry: dict[str, object], *,
-                  merge: bool = False) -> None:
-        await self._add(keys=[self.keys.inbox(staff_id, tenant)],
-                        args=[field, json.dumps(entry, ensure_ascii=False), self.max_entries,
-                              self.ttl_s, "merge" if merge else ""])
-        # who has a list, for erasure (services/state/store.py, erase_customer)
-        staff = self.keys.inbox_staff(tenant)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.sadd(staff, staff_id)
-        pipe.expire(staff, self.ttl_s)
-        await pipe.execute()
+class ConsoleList(Inbox):
+    """Each staff member's alert list in the console (:class:`~services.alerting.inbox.Inbox`),
+    and the alerts delivered to them another way."""
 
     async def record_sent(self, message: Message) -> bool:
         """``message`` (a risk alert or escalation to a staff member with a console identity,
