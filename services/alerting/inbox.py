@@ -98,7 +98,7 @@ class Inbox:
         for (field, blob, _, owner), ack in zip(found, acked, strict=True):
             if ack is not None:
                 continue
-            await self.add(owner, tenant, field, json.loads(blob))
+            await self.add(owner, tenant, field, json.loads(blob), merge=True)  # theirs kept
             await self.redis.hdel(self.keys.inbox(from_id, tenant), field)  # type: ignore[misc]
             moved += 1
         return moved
