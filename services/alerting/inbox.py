@@ -94,11 +94,11 @@ class Inbox:
             if customer in to and to[customer] != from_id:
                 found.append((str(field), str(blob), alert_id, to[customer]))
         acked = await get_many(self.redis, [self.keys.ack(a, tenant) for _, _, a, _ in found])
-        moved = 0
+        moved: list[str] = []
         for (field, blob, _, owner), ack in zip(found, acked, strict=True):
-            if ack is not None:
-                continue
-            await self.add(owner, tenant, field, json.loads(blob), merge=True)  # theirs kept
-            await self.redis.hdel(self.keys.inbox(from_id, tenant), field)  # type: ignore[misc]
-            moved += 1
-        return moved
+            if ack is None:
+                await self.add(owner, tenant, field, json.loads(blob), merge=True)  # theirs kept
+                moved.append(field)
+        if moved:  # (after every copy: an interrupted move is done again, nothing lost)
+            await self.redis.hdel(self.keys.inbox(from_id, tenant), *moved)  # type: ignore[misc]
+        return len(moved)

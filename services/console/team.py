@@ -171,10 +171,10 @@ async def _changes(res: Resources, session: Session, log: list[dict[str, Any]],
     on the reader's clock; who (by name when on the team); what; which fields."""
     clock = await own_clock(res, session)
     t = i18n.words(session.locale)
+    reach = session.as_key()
     out = []
     for e in log:
-        stores = [str(s) for s in e.get("stores") or []]
-        if session.stores is not None and not any(s in session.stores for s in stores):
+        if not profilelog.in_reach(e, reach):
             continue
         ms = int(e.get("at_ms") or 0)
         when, zone = clock_parts(ms / 1000, offset_minutes(clock, ms))

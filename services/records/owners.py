@@ -50,12 +50,13 @@ async def note_owner(redis: Redis, keys: Keys, tenant: str, customer_id: str,
 
 
 async def forget_owner(redis: Redis, keys: Keys, tenant: str, customer_id: str,
-                       owner: str) -> None:
-    """After a profile no longer naming ``owner`` was written: out of their set, unless the
-    profile names them again by now (another writer's), and into its current owner's."""
+                       owner: str, written: str | None) -> None:
+    """After a profile naming ``written`` instead of ``owner`` was written: out of ``owner``'s
+    set, and into the set of whoever the profile names by now if another writer changed it
+    meanwhile (``written`` is in theirs already)."""
     await redis.srem(keys.owned(owner, tenant), customer_id)  # type: ignore[misc]
     now = owner_of(await redis.get(keys.profile(customer_id, tenant)))
-    if now is not None:
+    if now is not None and now != written:
         await note_owner(redis, keys, tenant, customer_id, now)
 
 
@@ -64,15 +65,15 @@ async def ensure_index(redis: Redis, keys: Keys, tenant: str) -> None:
     at once add the same members)."""
     if await redis.exists(keys.owners_built(tenant)):
         return
-    head = f"{keys.prefix}:c:{{{customer_token('', tenant)}"  # ...:c:{<tenant>/
-    tail = "}:pf"
+    base = f"{keys.prefix}:c:{{"  # a profile key: <base><tenant>/<customer>}:pf
+    match = (base + customer_token("", tenant)).translate(_GLOB) + "*}:pf"
     found: list[str] = []
-    async for key in redis.scan_iter(match=head.translate(_GLOB) + "*" + tail, count=SCAN_COUNT):
+    async for key in redis.scan_iter(match=match, count=SCAN_COUNT):
         found.append(str(key))
         if len(found) == BATCH:
-            await _index(redis, keys, tenant, found, head, tail)
+            await _index(redis, keys, tenant, found, len(base))
             found = []
-    await _index(redis, keys, tenant, found, head, tail)
+    await _index(redis, keys, tenant, found, len(base))
     await redis.set(keys.owners_built(tenant), "1")
 
 
@@ -88,12 +89,11 @@ async def index_tenants(redis: Redis, keys: Keys) -> None:
         logger.warning("owner index not built at start (built when first asked): %s", exc)
 
 
-async def _index(redis: Redis, keys: Keys, tenant: str, found: list[str], head: str,
-                 tail: str) -> None:
+async def _index(redis: Redis, keys: Keys, tenant: str, found: list[str], start: int) -> None:
+    """``found``: profile keys, their customer's token from ``start`` to ``}:pf``."""
     if not found:
         return
-    start = len(head) - len(customer_token("", tenant))  # where the customer's token begins
-    ids = [parse_customer_token(k[start:-len(tail)])[1] for k in found]
+    ids = [parse_customer_token(k[start:-len("}:pf")])[1] for k in found]
     owners = [owner_of(raw) for raw in await get_many(redis, found)]
     await _each_owner(redis, keys, tenant, zip(ids, owners, strict=True), add=True)
     # a profile changed or erased while this batch was read: its entry is taken back (erasure

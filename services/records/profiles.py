@@ -40,11 +40,11 @@ async def replace_profile(redis: Redis, keys: Keys, profiles: ProfileStore, cust
     fields that changed, which a ``profile_change`` timeline entry names with who changed them.
     The owners' sets follow (:mod:`services.records.owners`: the new owner's first)."""
     before, after = (old.owner_staff_id if old else None), new.owner_staff_id
-    if after is not None:
+    if after is not None and after != before:  # (the same owner: in their set already)
         await owners.note_owner(redis, keys, tenant, customer_id, after)
     await profiles.put_profile(customer_id, new, tenant)
     if before is not None and before != after:
-        await owners.forget_owner(redis, keys, tenant, customer_id, before)
+        await owners.forget_owner(redis, keys, tenant, customer_id, before, after)
     # against an empty profile's defaults when there was none: a new profile's consent left
     # at its default is not a change
     changed = changed_fields(old or CustomerProfile.model_validate({}), new)
@@ -166,17 +166,30 @@ async def known_name(redis: Redis, keys: Keys, profiles: ProfileStore, tenant: s
     return None
 
 
-async def team_log(redis: Redis, keys: Keys, tenant: str, limit: int = 20
-                   ) -> list[dict[str, Any]]:
+def in_reach(entry: dict[str, Any], reach: ApiKey) -> bool:
+    """Whether a team log entry is about a store ``reach`` covers (any, tenant-wide)."""
+    return reach.stores is None or any(reach.allows_store(str(s))
+                                       for s in entry.get("stores") or [])
+
+
+async def team_log(redis: Redis, keys: Keys, tenant: str, limit: int = 20, *,
+                   reach: ApiKey | None = None) -> list[dict[str, Any]]:
     """The tenant's newest staff and store changes, newest first (entries that do not parse
-    are left out)."""
-    raw = await redis.lrange(keys.team_log(tenant), 0, limit - 1)  # type: ignore[misc]
+    are left out); with ``reach``, only those about its stores (of the newest
+    ``TEAM_LOG_MAX``), at most ``limit``."""
+    raw = await redis.lrange(  # type: ignore[misc]
+        keys.team_log(tenant), 0, (limit if reach is None else TEAM_LOG_MAX) - 1)
     out = []
     for blob in raw:
         try:
             entry = json.loads(blob)
         except ValueError:
             continue
-        if isinstance(entry, dict):
-            out.append(entry)
+        if not isinstance(entry, dict):
+            continue
+        if reach is not None and not in_reach(entry, reach):
+            continue
+        out.append(entry)
+        if len(out) == limit:
+            break
     return out
