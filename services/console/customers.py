@@ -38,7 +38,7 @@ from services.records import cursor as cursors
 from services.records.atrisk import AtRiskQuery, tenant_stores
 from services.records.errors import QueryError
 from services.records.holdout import holdout
-from services.records.profiles import replace_profile
+from services.records.profiles import give
 from services.records.winback import ACTION_TYPES
 from services.scoring.lifecycle import LIFECYCLE_STAGES, stage_name
 from services.scoring.scorecard import REGULAR
@@ -440,8 +440,8 @@ async def record_action(customer_id: CustomerId, request: Request, res: Res) -> 
 @router.post("/console/customers/{customer_id:anypath}/owner")
 async def change_owner(customer_id: CustomerId, request: Request, res: Res) -> Response:
     """A manager gives the customer to another member of their store's staff (or to nobody:
-    the store's manager then receives the alerts), written as ``PUT
-    /v1/customers/{id}/profile`` writes it: the rest of the profile kept, the timeline told."""
+    the store's manager then receives the alerts): the rest of the profile kept as it stands
+    when written (a POS's profile PUT meanwhile is not undone), the timeline told."""
     checked = await signed_in_form(request, res)
     if isinstance(checked, Response):
         return checked
@@ -465,9 +465,6 @@ async def change_owner(customer_id: CustomerId, request: Request, res: Res) -> R
         return page("message.html.j2", request, locale=session.locale, status=422,
                     session=session, csrf=session.csrf, heading=t["customer"],
                     message=t["not_your_staff"], back=back, back_text=t["customer"])
-    new = (profile or CustomerProfile.model_validate({})).model_copy(
-        update={"owner_staff_id": owner})
-    await replace_profile(res.redis, res.keys, get_profiles(res), customer_id, session.tenant,
-                          profile, new, by=session.staff_id or session.name,
-                          retention=res.settings.retention)
+    await give(res.redis, res.keys, session.tenant, [customer_id], owner,
+               by=session.staff_id or session.name, retention=res.settings.retention)
     return RedirectResponse(f"{back}?owner=1", status_code=303)

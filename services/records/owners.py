@@ -40,24 +40,29 @@ BATCH = 500
 _GLOB = str.maketrans({c: "\\" + c for c in "\\*?[]"})
 
 
-async def note_owner(redis: Redis, keys: Keys, tenant: str, customer_id: str,
-                     owner: str) -> None:
-    """Before a profile naming ``owner`` is written: the customer joins the owner's set."""
+async def note_owners(redis: Redis, keys: Keys, tenant: str, customer_ids: list[str],
+                      owner: str) -> None:
+    """Before profiles naming ``owner`` are written: the customers join the owner's set."""
     pipe = redis.pipeline(transaction=False)
-    pipe.sadd(keys.owned(owner, tenant), customer_id)
+    pipe.sadd(keys.owned(owner, tenant), *customer_ids)
     pipe.sadd(keys.owners(tenant), owner)
     await pipe.execute()
 
 
-async def forget_owner(redis: Redis, keys: Keys, tenant: str, customer_id: str,
-                       owner: str, written: str | None) -> None:
-    """After a profile naming ``written`` instead of ``owner`` was written: out of ``owner``'s
-    set, and into the set of whoever the profile names by now if another writer changed it
+async def forget_owners(redis: Redis, keys: Keys, tenant: str, customer_ids: list[str],
+                        owner: str, written: str | None) -> None:
+    """After profiles naming ``written`` instead of ``owner`` were written: out of ``owner``'s
+    set, and into the set of whoever a profile names by now if another writer changed it
     meanwhile (``written`` is in theirs already)."""
-    await redis.srem(keys.owned(owner, tenant), customer_id)  # type: ignore[misc]
-    now = owner_of(await redis.get(keys.profile(customer_id, tenant)))
-    if now is not None and now != written:
-        await note_owner(redis, keys, tenant, customer_id, now)
+    await redis.srem(keys.owned(owner, tenant), *customer_ids)  # type: ignore[misc]
+    raws = await get_many(redis, [keys.profile(c, tenant) for c in customer_ids])
+    late: dict[str, list[str]] = {}
+    for cid, raw in zip(customer_ids, raws, strict=True):
+        now = owner_of(raw)
+        if now is not None and now != written:
+            late.setdefault(now, []).append(cid)
+    for now, cids in late.items():
+        await note_owners(redis, keys, tenant, cids, now)
 
 
 async def ensure_index(redis: Redis, keys: Keys, tenant: str) -> None:

@@ -13,12 +13,12 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
 
 from services.alerting.inbox import Inbox
-from services.common.profiles import CustomerProfile, ProfileStore, StaffMember, Store
-from services.common.redisconn import Keys
+from services.common.profiles import CustomerProfile, ProfileStore, StaffMember, Store, owner_of
+from services.common.redisconn import Keys, get_many
 from services.common.settings import DEFAULT_RETENTION, ApiKey, Retention
 from services.common.timefmt import iso_ms
 from services.records import owners, timeline
@@ -41,10 +41,10 @@ async def replace_profile(redis: Redis, keys: Keys, profiles: ProfileStore, cust
     The owners' sets follow (:mod:`services.records.owners`: the new owner's first)."""
     before, after = (old.owner_staff_id if old else None), new.owner_staff_id
     if after is not None and after != before:  # (the same owner: in their set already)
-        await owners.note_owner(redis, keys, tenant, customer_id, after)
+        await owners.note_owners(redis, keys, tenant, [customer_id], after)
     await profiles.put_profile(customer_id, new, tenant)
     if before is not None and before != after:
-        await owners.forget_owner(redis, keys, tenant, customer_id, before, after)
+        await owners.forget_owners(redis, keys, tenant, [customer_id], before, after)
     # against an empty profile's defaults when there was none: a new profile's consent left
     # at its default is not a change
     changed = changed_fields(old or CustomerProfile.model_validate({}), new)
@@ -113,8 +113,9 @@ async def hand_over(redis: Redis, keys: Keys, profiles: ProfileStore, tenant: st
                     from_id: str, to: StaffMember | None, *, reach: ApiKey, by: str,
                     retention: Retention = DEFAULT_RETENTION) -> HandOver:
     """Give every customer ``from_id`` owns within ``reach``'s stores to ``to`` (None: to
-    nobody, the store's manager then receives their alerts), each profile written as
-    :func:`replace_profile` writes it (the rest kept, the timeline told). A customer of a store
+    nobody, the store's manager then receives their alerts), each profile written by
+    :func:`give` (the rest kept as it stands, the timeline told; a customer whose owner
+    someone changed meanwhile is left to them). A customer of a store
     ``to`` does not work at (``to`` bound to another store) is kept. ``from_id`` need not be on
     the team any more: someone who left still owns customers until they are handed over. Their
     unacknowledged alerts about those customers go along (:meth:`Inbox.move`). The team log
@@ -143,14 +144,92 @@ async def hand_over(redis: Redis, keys: Keys, profiles: ProfileStore, tenant: st
     takers = {item.customer_id: to_id or managers.get(item.store) for item in plan}
     alerts = await Inbox(redis, keys, retention=retention).move(
         from_id, tenant, {cid: who for cid, who in takers.items() if who})
-    for item in plan:
-        new = item.profile.model_copy(update={"owner_staff_id": to_id})
-        await replace_profile(redis, keys, profiles, item.customer_id, tenant, item.profile,
-                              new, by=by, retention=retention)
+    moved = await give(redis, keys, tenant, [item.customer_id for item in plan], to_id,
+                       only_from=from_id, by=by, retention=retention)
     await _log(redis, keys, tenant, "staff", from_id, "handed_over", [], by, stores,
                await known_name(redis, keys, profiles, tenant, from_id), to=to_id,
-               count=len(plan))
-    return HandOver([item.customer_id for item in plan], kept, alerts)
+               count=len(moved))
+    return HandOver(moved, kept, alerts)
+
+
+# Write a profile only if it is still what was read (compare and set): an owner change
+# rewrites the rest of the profile as it stands, so a profile PUT landing between the read
+# and the write is re-read rather than overwritten.
+_CAS = """
+local cur = redis.call('GET', KEYS[1])
+if (cur or '') ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
+_CAS_TRIES = 5
+
+
+async def give(redis: Redis, keys: Keys, tenant: str, customer_ids: list[str],
+               to_id: str | None, *, only_from: str | None = None, by: str,
+               retention: Retention = DEFAULT_RETENTION) -> list[str]:
+    """Make ``to_id`` (None: nobody) the owner of each customer, the rest of each profile kept
+    as it stands at the moment of the write (a customer without a profile gets one naming the
+    owner); with ``only_from``, only customers whose profile still names ``only_from`` (someone
+    else changed it meanwhile: theirs to keep). Each changed customer's timeline says
+    ``owner_staff_id`` changed and by whom; the owners' sets follow as
+    :func:`replace_profile` keeps them. Batched: a few round trips per 500 customers. Returns
+    the customers whose owner changed."""
+    done: list[str] = []
+    for start in range(0, len(customer_ids), owners.BATCH):
+        done += await _give(redis, keys, tenant, customer_ids[start:start + owners.BATCH],
+                            to_id, only_from, by, retention)
+    return done
+
+
+async def _give(redis: Redis, keys: Keys, tenant: str, chunk: list[str], to_id: str | None,
+                only_from: str | None, by: str, retention: Retention) -> list[str]:
+    if to_id is not None:  # the new owner's set first (a superset, see services.records.owners)
+        await owners.note_owners(redis, keys, tenant, chunk, to_id)
+    before: dict[str, str | None] = {}  # customer -> the owner their profile named
+    pending = list(chunk)
+    for _ in range(_CAS_TRIES):
+        if not pending:
+            break
+        raws = await get_many(redis, [keys.profile(c, tenant) for c in pending])
+        writes: list[tuple[str, str, str]] = []
+        for cid, raw in zip(pending, raws, strict=True):
+            owner = owner_of(raw)
+            if owner == to_id or (only_from is not None and owner != only_from):
+                continue  # nothing to change, or no longer theirs to give
+            try:
+                profile = (CustomerProfile.model_validate_json(raw) if raw
+                           else CustomerProfile.model_validate({}))
+            except ValidationError:
+                continue  # a profile this version cannot read is left as it is
+            new = profile.model_copy(update={"owner_staff_id": to_id})
+            writes.append((cid, raw or "", new.model_dump_json(exclude_none=True)))
+            before[cid] = owner
+        if not writes:
+            break
+        pipe = redis.pipeline(transaction=False)
+        for cid, old, new_json in writes:
+            pipe.eval(_CAS, 1, keys.profile(cid, tenant), old, new_json)
+        results = await pipe.execute()
+        pending = [cid for (cid, _, _), ok in zip(writes, results, strict=True) if not ok]
+        for cid in pending:
+            before.pop(cid, None)
+    changed = [cid for cid in chunk if cid in before]
+    if not changed:
+        return []
+    gone: dict[str, list[str]] = {}
+    for cid in changed:
+        if (was := before[cid]) is not None:
+            gone.setdefault(was, []).append(cid)
+    for was, cids in gone.items():
+        await owners.forget_owners(redis, keys, tenant, cids, was, to_id)
+    at = iso_ms(int(time.time() * 1000))
+    pipe = redis.pipeline(transaction=False)
+    for cid in changed:
+        await timeline.append(redis, keys, cid, tenant, {
+            "kind": "profile_change", "at": at, "fields": ["owner_staff_id"], "by": by},
+            pipe, retention=retention)
+    await pipe.execute()
+    return changed
 
 
 async def known_name(redis: Redis, keys: Keys, profiles: ProfileStore, tenant: str,

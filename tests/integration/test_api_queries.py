@@ -18,11 +18,13 @@ import jsonschema
 import pytest
 from redis.asyncio import Redis
 
+from services.common.profiles import owner_of
 from services.common.redisconn import customer_token
 from services.common.riskchange import TIERS
 from services.common.settings import Settings
 from services.console.sessions import Draft, SessionStore
 from services.notifier.channels.in_app import ConsoleList
+from services.records import profiles as profilelog
 from services.server.app import create_app
 from tests.seeding import Seeder
 
@@ -349,6 +351,60 @@ async def test_a_leavers_customers_are_found_and_handed_over_within_the_keys_sto
     handed = [(e["to"], e["count"], e["stores"], e["name"]) for e in log
               if e["action"] == "handed_over"]
     assert handed == [(None, 1, ["south"], "Ben"), ("li", 2, ["north"], "Ben")], handed
+
+
+async def test_a_hand_over_racing_a_pos_profile_sync_keeps_what_the_pos_wrote(make) -> None:
+    """Ben's 600 customers are handed to Li. Once the first is Li's, the POS re-sends the
+    profiles of the last 100 with a new e-mail (and Ben as owner, as its records still say).
+    No e-mail the POS sent is undone by the hand-over, which read the profiles before: each
+    ends with the POS's, owned by Li or (the POS's word came after) by Ben, and each owner's
+    list says so. A customer someone else took meanwhile stays theirs."""
+    settings, seed, redis = make(api_rate_limit_per_second=0)  # (0: no limit)
+    keys = seed.keys
+    ids = [f"c-{i:03d}" for i in range(600)]
+    for cid in ids:
+        await redis.set(keys.profile(cid, "acme"), json.dumps(
+            {"owner_staff_id": "ben", "store_id": "north", "email": f"{cid}-0@example.com"}))
+    await redis.sadd(keys.tenants, "acme")
+    synced = ids[500:]
+    async with api(settings) as client:
+        for staff_id in ("ben", "li"):
+            r = await client.put(f"/v1/staff/{staff_id}", headers=ACME, json={
+                "staff_id": staff_id, "name": staff_id.title(), "store_id": "north"})
+            assert r.status_code == 200, r.text
+
+        async def pos() -> None:
+            for _ in range(5000):  # until the hand-over is writing
+                if owner_of(await redis.get(keys.profile(ids[0], "acme"))) == "li":
+                    break
+                await asyncio.sleep(0.001)
+            for cid in synced:
+                r = await client.put(f"/v1/customers/{cid}/profile", headers=ACME, json={
+                    "owner_staff_id": "ben", "store_id": "north",
+                    "email": f"{cid}-1@example.com"})
+                assert r.status_code == 200, r.text
+
+        _, r = await asyncio.gather(pos(), client.post(
+            "/v1/staff/ben/handover", headers=ACME, json={"to_staff_id": "li"}))
+        assert r.status_code == 200, r.text
+        assert r.json()["moved"] >= len(ids) - len(synced), r.text
+        listed = {}
+        for staff_id in ("ben", "li"):
+            r = await client.get(f"/v1/staff/{staff_id}/customers", headers=ACME)
+            listed[staff_id] = {c["customer_id"] for c in r.json()["customers"]}
+    for cid in ids:
+        profile = json.loads(await redis.get(keys.profile(cid, "acme")))
+        last = 1 if cid in synced else 0
+        assert profile["email"] == f"{cid}-{last}@example.com", profile
+        assert profile["store_id"] == "north"
+        assert cid in listed[profile["owner_staff_id"]], (cid, profile)
+        assert await redis.sismember(keys.owned(profile["owner_staff_id"], "acme"), cid)
+    assert listed["li"].isdisjoint(listed["ben"]) and listed["ben"] <= set(synced)
+    # a customer taken by someone else since the hand-over's list was read stays theirs
+    await redis.set(keys.profile("c-000", "acme"), json.dumps({"owner_staff_id": "sol"}))
+    assert await profilelog.give(redis, keys, "acme", ["c-000"], "li", only_from="ben",
+                                 by="test") == []
+    assert owner_of(await redis.get(keys.profile("c-000", "acme"))) == "sol"
 
 
 async def test_erasure_removes_everything_and_is_audited(make) -> None:
