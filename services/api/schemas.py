@@ -164,12 +164,21 @@ class StaffCustomers(BaseModel):
         "the key's stores, by id.")
 
 
+HANDOVER_MAX_NAMED = 10_000
+
+
 class HandOverRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"to_staff_id": "stylist-9"}, {"to_staff_id": None}]})
+        {"to_staff_id": "stylist-9"}, {"to_staff_id": None},
+        {"to_staff_id": "stylist-9", "customer_ids": ["c-1042", "c-2201"]}]})
     to_staff_id: Identifier | None = Field(
         description="The staff member who owns them from now on; null: nobody (the store's "
         "manager then receives their alerts).")
+    customer_ids: list[Identifier] | None = Field(
+        default=None, min_length=1, max_length=HANDOVER_MAX_NAMED,
+        description="Only these of the staff member's customers (to share someone's "
+        "customers among several colleagues, one request per colleague); absent: all of "
+        "them.")
 
 
 class HandOverResult(BaseModel):
@@ -179,6 +188,9 @@ class HandOverResult(BaseModel):
     alerts_moved: int = Field(description="Unacknowledged alerts about the customers moved "
                               "from the old owner's console list to the new owner's (to the "
                               "store's manager's when handed to nobody).")
+    not_owned: list[str] = Field(
+        default_factory=list, description="Customers named in customer_ids that the staff "
+        "member does not own within the key's stores (left as they are).")
 
 
 class TeamChange(BaseModel):

@@ -173,8 +173,12 @@ TEXT: dict[str, dict[str, str]] = {
         "handover_count": "{name} owns {customers} in your stores, {risky} at medium or high "
                           "risk.",
         "handover_none": "{name} owns no customers in your stores.",
-        "handover_to": "Give them all to",
-        "handover_confirm": "Hand over",
+        "handover_to": "Give to",
+        "handover_confirm": "Hand over all",
+        "handover_ticked": "Hand over the ticked ones",
+        "handover_split": "To share them among colleagues, tick some and hand them over, "
+                          "then the next ones to someone else.",
+        "handover_tick_first": "Tick the customers to hand over, or hand over all.",
         "handover_done": "Handed over {customers} to {to}.",
         "handover_alerts": "Open alerts about them that went along: {n}.",
         "handover_kept": "Kept: {customers} of another store than {to}'s. Give them to "
@@ -353,8 +357,11 @@ TEXT: dict[str, dict[str, str]] = {
         "handover_heading": "转交{name}的客户",
         "handover_count": "{name}在您的门店中负责{customers}，其中 {risky} 位处于中或高风险。",
         "handover_none": "{name}在您的门店中没有负责的客户。",
-        "handover_to": "全部转交给",
-        "handover_confirm": "转交",
+        "handover_to": "转交给",
+        "handover_confirm": "全部转交",
+        "handover_ticked": "转交勾选的客户",
+        "handover_split": "如需分给多位同事：勾选部分客户转交给一位，再把其余的转交给另一位。",
+        "handover_tick_first": "请勾选要转交的客户，或全部转交。",
         "handover_done": "已将{customers}转交给{to}。",
         "handover_alerts": "随之转交的未确认提醒：{n} 条。",
         "handover_kept": "未转交：{customers}属于{to}以外的门店。请转交给其门店的员工。",

@@ -441,8 +441,8 @@ async def _handover_member(res: Resources, session: Session, staff_id: str
 
 async def _handover_page(request: Request, res: Resources, session: Session, staff_id: str,
                          member: StaffMember | None, theirs: list[ownership.Owned], *,
-                         done: profilelog.HandOver | None = None, to: str | None = None
-                         ) -> Response:
+                         done: profilelog.HandOver | None = None, to: str | None = None,
+                         tick_first: bool = False) -> Response:
     candidates = await _takers(res, session, staff_id, member)
     name = await profilelog.known_name(res.redis, res.keys, get_profiles(res), session.tenant,
                                        staff_id) or staff_id
@@ -454,7 +454,7 @@ async def _handover_page(request: Request, res: Resources, session: Session, sta
                 count=len(theirs), risky=sum(c.tier in ("medium", "high") for c in theirs),
                 candidates=candidates, done=done, to=to, action=handover_path(staff_id),
                 back=staff_path(staff_id) if member is not None else TEAM,
-                here=here(request))
+                here=here(request), tick_first=tick_first, status=422 if tick_first else 200)
 
 
 async def _takers(res: Resources, session: Session, staff_id: str,
@@ -484,16 +484,22 @@ async def handover_page(staff_id: str, request: Request, res: Res) -> Response:
 
 @router.post(f"{TEAM}/handover/{{staff_id:anypath}}")
 async def hand_over(staff_id: str, request: Request, res: Res) -> Response:
-    """Writes as ``POST /v1/staff/{id}/handover`` does, within the session's stores. Answers
-    with the page itself, saying what was done (doing it again moves nothing more)."""
-    checked = await signed_in_form(request, res)
+    """Writes as ``POST /v1/staff/{id}/handover`` does, within the session's stores: all of the
+    person's customers, or (``which=ticked``) those ticked in the list, to share them among
+    colleagues. Answers with the page itself, saying what was done (doing it again moves
+    nothing more)."""
+    checked = await signed_in_form(request, res, max_fields=HANDOVER_SHOWN + 10)
     if isinstance(checked, Response):
         return checked
     session, form = checked
     found = await _handover_member(res, session, staff_id)
     if found is None:
         return _message(request, session, 404, "no_staff_member")
-    member, _ = found
+    member, theirs = found
+    ticked = form.every("c") if form.get("which") == "ticked" else None
+    if ticked is not None and not ticked:
+        return await _handover_page(request, res, session, staff_id, member, theirs,
+                                    tick_first=True)
     to_id = form.get("to", "").strip() or None
     to = next((m for m in await _takers(res, session, staff_id, member)
                if m.staff_id == to_id), None)
@@ -502,7 +508,8 @@ async def hand_over(staff_id: str, request: Request, res: Res) -> Response:
                         back=handover_path(staff_id))
     done = await profilelog.hand_over(
         res.redis, res.keys, get_profiles(res), session.tenant, staff_id, to,
-        reach=session.as_key(), by=_by(session), retention=res.settings.retention)
+        reach=session.as_key(), by=_by(session), only=ticked,
+        retention=res.settings.retention)
     theirs = await _their_customers(res, session, staff_id)
     t = i18n.words(session.locale)
     return await _handover_page(request, res, session, staff_id, member, theirs, done=done,

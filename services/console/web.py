@@ -87,16 +87,31 @@ def page(name: str, request: Request, *, locale: str, status: int = 200,
     return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
 
 
-async def read_form(request: Request) -> dict[str, str]:
+class Form(dict[str, str]):
+    """A posted form: each field's first value; :meth:`every` gives a repeated field's all
+    (the ticked boxes of a list)."""
+
+    def __init__(self, parsed: dict[str, list[str]] | None = None):
+        super().__init__({k: v[0] for k, v in (parsed or {}).items()})
+        self._all = parsed or {}
+
+    def every(self, name: str) -> list[str]:
+        return list(self._all.get(name, []))
+
+
+async def read_form(request: Request, *, max_fields: int = 20) -> Form:
+    """The form of a POST (empty when it is not a form, too big, or has more than
+    ``max_fields`` fields)."""
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     body = await request.body()
     if media != "application/x-www-form-urlencoded" or len(body) > MAX_FORM_BYTES:
-        return {}
+        return Form()
     try:
-        parsed = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=20)
+        parsed = parse_qs(body.decode("utf-8"), keep_blank_values=True,
+                          max_num_fields=max_fields)
     except (UnicodeDecodeError, ValueError):
-        return {}
-    return {k: v[0] for k, v in parsed.items()}
+        return Form()
+    return Form(parsed)
 
 
 _ERRORS = {404: ("page_not_found_title", "page_not_found"),
@@ -291,11 +306,11 @@ async def start_session(request: Request, res: Resources, session: Session,
     return response
 
 
-async def signed_in_form(request: Request, res: Resources
-                         ) -> tuple[Session, dict[str, str]] | Response:
+async def signed_in_form(request: Request, res: Resources, *, max_fields: int = 20
+                         ) -> tuple[Session, Form] | Response:
     """The session and form of a signed-in person's POST, or the answer to give instead: to
     the sign-in page without a session, 403 when the form lacks the session's CSRF token."""
-    form = await read_form(request)
+    form = await read_form(request, max_fields=max_fields)
     session = await current_session(request, res)
     if session is None:
         return to_sign_in()

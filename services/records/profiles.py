@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
@@ -102,15 +103,18 @@ async def save_store(redis: Redis, keys: Keys, profiles: ProfileStore, tenant: s
 @dataclass(frozen=True)
 class HandOver:
     """What a hand-over did: the customers given to the new owner, those kept because the new
-    owner works at another store than theirs, and how many open alerts went along."""
+    owner works at another store than theirs, how many open alerts went along, and (when only
+    some were named) those named that were not the person's to give."""
 
     moved: list[str]
     kept: list[str]
     alerts: int
+    not_owned: list[str] = field(default_factory=list)
 
 
 async def hand_over(redis: Redis, keys: Keys, profiles: ProfileStore, tenant: str,
                     from_id: str, to: StaffMember | None, *, reach: ApiKey, by: str,
+                    only: Iterable[str] | None = None,
                     retention: Retention = DEFAULT_RETENTION) -> HandOver:
     """Give every customer ``from_id`` owns within ``reach``'s stores to ``to`` (None: to
     nobody, the store's manager then receives their alerts), each profile written by
@@ -119,19 +123,27 @@ async def hand_over(redis: Redis, keys: Keys, profiles: ProfileStore, tenant: st
     ``to`` does not work at (``to`` bound to another store) is kept. ``from_id`` need not be on
     the team any more: someone who left still owns customers until they are handed over. Their
     unacknowledged alerts about those customers go along (:meth:`Inbox.move`). The team log
-    tells it."""
+    tells it. ``only``: just these of their customers (someone's customers shared among
+    several colleagues); the ids among them that are not theirs within ``reach`` are said."""
     to_id = to.staff_id if to is not None else None
+    named = None if only is None else set(only)
     plan: list[owners.Owned] = []
     kept: list[str] = []
+    found: set[str] = set()
     for item in await owners.owned(redis, keys, tenant, from_id):
         if not reach.allows_store(item.store):
             continue
+        if named is not None:
+            if item.customer_id not in named:
+                continue
+            found.add(item.customer_id)
         if to is not None and to.store_id not in (item.store, None):
             kept.append(item.customer_id)
         else:
             plan.append(item)
+    not_owned = sorted(named - found) if named is not None else []
     if not plan:
-        return HandOver([], kept, 0)
+        return HandOver([], kept, 0, not_owned)
     stores = {item.store for item in plan}
     # their open alerts go first (a hand-over interrupted after the profiles is done again
     # without them): to the new owner, or to their store's manager, who receives their alerts
@@ -149,7 +161,7 @@ async def hand_over(redis: Redis, keys: Keys, profiles: ProfileStore, tenant: st
     await _log(redis, keys, tenant, "staff", from_id, "handed_over", [], by, stores,
                await known_name(redis, keys, profiles, tenant, from_id), to=to_id,
                count=len(moved))
-    return HandOver(moved, kept, alerts)
+    return HandOver(moved, kept, alerts, not_owned)
 
 
 # Write a profile only if it is still what was read (compare and set): an owner change

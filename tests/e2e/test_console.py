@@ -799,6 +799,9 @@ async def test_a_manager_keeps_the_team_up_to_date_and_staff_their_own_details(
             d.find_element(By.ID, "owner-save").click()
             until(lambda: d.find_elements(By.ID, "owner-saved"), "the customer page")
             assert "Owner: Ben Brown" in d.find_element(By.ID, "profile").text
+            r = httpx.put(f"{api.url}/v1/customers/c-n2/profile", headers=ACME, json={
+                "name": "王芳", "store_id": "north", "owner_staff_id": "ben"})  # the POS's
+            assert r.status_code == 200, r.text
             # Ben leaves: asked first (with the way to his customers), then removed
             d.get(f"{api.url}/console/team/staff/ben")
             d.find_element(By.ID, "remove-link").click()
@@ -806,7 +809,7 @@ async def test_a_manager_keeps_the_team_up_to_date_and_staff_their_own_details(
             assert "signed out of the console" in d.find_element(By.ID, "remove-what").text
             href = d.find_element(By.ID, "their-customers").get_attribute("href")
             assert str(href).endswith("/console/at-risk?owner=ben"), href
-            assert "Ben Brown owns 1 customer: hand them over first" in \
+            assert "Ben Brown owns 2 customers: hand them over first" in \
                 d.find_element(By.ID, "owns").text
             d.find_element(By.ID, "remove").click()
             until(lambda: d.find_elements(By.ID, "removed"), "the team page")
@@ -814,7 +817,7 @@ async def test_a_manager_keeps_the_team_up_to_date_and_staff_their_own_details(
             assert "Ben Brown" not in d.find_element(By.ID, "staff").text
             # he left still owning Alice: the team page says so, with the way to hand over
             former = d.find_element(By.ID, "former").text
-            assert "Ben Brown" in former and "owns 1 customer" in former, former
+            assert "Ben Brown" in former and "owns 2 customers" in former, former
             # the team's recent changes say who did what, newest first, south's not shown
             changes = [li.text for li in d.find_elements(By.CSS_SELECTOR, "#changes li")]
             assert changes[0].startswith("Mia North removed Ben Brown"), changes
@@ -823,29 +826,43 @@ async def test_a_manager_keeps_the_team_up_to_date_and_staff_their_own_details(
             assert any(c.startswith("Mia North added Ana Lima") for c in changes), changes
             assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC-0[45]:00", changes[0]), changes
             assert not any("Sol South" in c for c in changes), changes
-            # Alice's page says so; Ben's customers (Alice) are handed over to 李娜 at once
+            # Alice's page says so; Ben's customers are shared: Alice to 李娜, 王芳 to nobody
             d.get(f"{api.url}/console/customers/c-n1")
             assert "no longer on the team" in d.find_element(By.ID, "owner-gone").text
             d.get(f"{api.url}/console/team")
             d.find_element(By.ID, "handover-ben").click()
             until(lambda: d.find_elements(By.ID, "handover-form"), "the hand-over page")
-            assert "Ben Brown owns 1 customer in your stores, 1 at medium or high risk" in \
+            assert "Ben Brown owns 2 customers in your stores, 2 at medium or high risk" in \
                 d.find_element(By.ID, "owns").text
-            assert "Alice Liddell" in d.find_element(By.ID, "customers").text
+            listed = d.find_element(By.ID, "customers").text
+            assert "Alice Liddell" in listed and "王芳" in listed, listed
             to = Select(d.find_element(By.ID, "to"))
             assert "Sol South" not in [o.text for o in to.options]
-            to.select_by_visible_text("李娜")
+            d.find_element(By.ID, "hand-over-ticked").click()  # none ticked: said, nothing done
+            until(lambda: d.find_elements(By.ID, "tick-first"), "what to do")
+            assert "Tick the customers to hand over" in text(d)
+            d.get(f"{api.url}/console/team/handover/ben")
+            d.find_element(By.CSS_SELECTOR, "li[data-customer='c-n1'] input").click()
+            Select(d.find_element(By.ID, "to")).select_by_visible_text("李娜")
             fits(d)
             shoot(d, tmp_path, "team-handover.en")
-            d.find_element(By.ID, "hand-over").click()
+            d.find_element(By.ID, "hand-over-ticked").click()
             until(lambda: d.find_elements(By.ID, "handed-over"), "the notice")
             assert "Handed over 1 customer to 李娜. Open alerts about them that went along: 1." \
                 in text(d)
-            assert "Ben Brown owns no customers in your stores" in d.find_element(By.ID, "owns").text
+            assert "Ben Brown owns 1 customer in your stores" in d.find_element(By.ID, "owns").text
+            assert "Alice Liddell" not in d.find_element(By.ID, "customers").text
+            Select(d.find_element(By.ID, "to")).select_by_value("")
+            d.find_element(By.ID, "hand-over").click()  # the rest, all of them
+            until(lambda: "owns no customers" in d.find_element(By.ID, "owns").text,
+                  "the notice")
+            assert "Handed over 1 customer to nobody" in text(d)
             d.get(f"{api.url}/console/team")
             assert not d.find_elements(By.ID, "former")
             changes = [li.text for li in d.find_elements(By.CSS_SELECTOR, "#changes li")]
-            assert changes[0].startswith("Mia North handed Ben Brown's 1 customer to 李娜"), changes
+            assert changes[1].startswith("Mia North handed Ben Brown's 1 customer to 李娜"), changes
+            assert changes[0].startswith("Mia North handed Ben Brown's 1 customer to nobody"), \
+                changes
             d.get(f"{api.url}/console/customers/c-n1")
             assert "Owner: 李娜" in d.find_element(By.ID, "profile").text
             assert not d.find_elements(By.ID, "owner-gone")

@@ -311,14 +311,17 @@ async def test_a_leavers_customers_are_found_and_handed_over_within_the_keys_sto
         assert (await hand(NORTH, "li")).status_code == 403  # read+ingest: not admin
         r = await hand(NORTH_ADMIN, "li")
         assert r.status_code == 200 and r.json() == {"moved": 2, "kept": [],
-                                                     "alerts_moved": 1}, r.text
+                                                     "alerts_moved": 1, "not_owned": []}, r.text
         assert await theirs("li", ACME) == ["n-1", "n-2", "n-old"]
         assert await theirs("ben", ACME) == ["s-1"]  # south's: out of the north key's reach
         r = await hand(ACME, "li")  # li works at north: south's customer is kept
-        assert r.json() == {"moved": 0, "kept": ["s-1"], "alerts_moved": 0}, r.text
+        assert r.json() == {"moved": 0, "kept": ["s-1"], "alerts_moved": 0,
+                            "not_owned": []}, r.text
         r = await hand(ACME, None)  # south's manager receives s-1's alerts from now on
-        assert r.json() == {"moved": 1, "kept": [], "alerts_moved": 1}, r.text
-        assert (await hand(ACME, None)).json() == {"moved": 0, "kept": [], "alerts_moved": 0}
+        assert r.json() == {"moved": 1, "kept": [], "alerts_moved": 1,
+                            "not_owned": []}, r.text
+        assert (await hand(ACME, None)).json() == {"moved": 0, "kept": [], "alerts_moved": 0,
+                                                   "not_owned": []}
         assert set(await redis.hkeys(keys.inbox("li", "acme"))) == {"d-1"}
         assert set(await redis.hkeys(keys.inbox("sol", "acme"))) == {"sent:" + "c" * 32}
         assert set(await redis.hkeys(keys.inbox("ben", "acme"))) == {"d-2"}
@@ -405,6 +408,39 @@ async def test_a_hand_over_racing_a_pos_profile_sync_keeps_what_the_pos_wrote(ma
     assert await profilelog.give(redis, keys, "acme", ["c-000"], "li", only_from="ben",
                                  by="test") == []
     assert owner_of(await redis.get(keys.profile("c-000", "acme"))) == "sol"
+
+
+async def test_some_of_a_persons_customers_are_handed_over_by_name(make) -> None:
+    """Ben's customers are shared among colleagues: those named go to Li; named ids that are
+    not his within the key's stores (another store's, unknown, already moved) are said and
+    left as they are."""
+    settings, seed, redis = make()
+    async with api(settings) as client:
+        for staff_id, store in (("ben", "north"), ("li", "north")):
+            r = await client.put(f"/v1/staff/{staff_id}", headers=ACME, json={
+                "staff_id": staff_id, "name": staff_id.title(), "store_id": store})
+            assert r.status_code == 200, r.text
+        for cid, store in (("n-1", "north"), ("n-2", "north"), ("s-1", "south")):
+            r = await client.put(f"/v1/customers/{cid}/profile", headers=ACME,
+                                 json={"owner_staff_id": "ben", "store_id": store})
+            assert r.status_code == 200, r.text
+
+        async def hand(named: Any) -> httpx.Response:
+            return await client.post("/v1/staff/ben/handover", headers=NORTH_ADMIN,
+                                     json={"to_staff_id": "li", "customer_ids": named})
+
+        r = await hand(["n-1", "s-1", "nobody-1"])
+        assert r.status_code == 200 and r.json() == {
+            "moved": 1, "kept": [], "alerts_moved": 0,
+            "not_owned": ["nobody-1", "s-1"]}, r.text
+        assert (await hand(["n-1"])).json()["not_owned"] == ["n-1"]  # Li's by now
+        for bad in ([], [""], ["x"] * 10_001):
+            assert (await hand(bad)).status_code == 422, bad
+        r = await client.get("/v1/staff/ben/customers", headers=ACME)
+        assert [c["customer_id"] for c in r.json()["customers"]] == ["n-2", "s-1"]
+        r = await client.get("/v1/team/changes", headers=ACME, params={"limit": 1})
+        assert (r.json()["changes"][0]["action"], r.json()["changes"][0]["count"]) == (
+            "handed_over", 1), r.text
 
 
 async def test_erasure_removes_everything_and_is_audited(make) -> None:

@@ -145,11 +145,12 @@ async def staff_customers(staff_id: StaffId, res: Res, key: ReadKey) -> Any:
 
 @router.post("/v1/staff/{staff_id}/handover", response_model=HandOverResult,
              summary="Hand a staff member's customers over",
-             description="Every customer the staff member owns, within the key's stores, gets "
-             "another owner (or none: the store's manager then receives their alerts), as PUT "
-             "/v1/customers/{id}/profile would write it; each timeline and the team log say "
-             "so. Customers of a store the new owner does not work at are kept (listed). For "
-             "someone who left or changed store; idempotent.",
+             description="Every customer the staff member owns, within the key's stores (or "
+             "only those named in customer_ids), gets another owner (or none: the store's "
+             "manager then receives their alerts): only the owner changes, on each profile as "
+             "it stands when written; each timeline and the team log say so. Customers of a "
+             "store the new owner does not work at are kept (listed). For someone who left or "
+             "changed store; idempotent.",
              responses=responses(AUTH, TOO_LARGE))
 async def hand_over(staff_id: StaffId, body: HandOverRequest, res: Res, key: AdminKey,
                     profiles: Profiles) -> Any:
@@ -164,8 +165,10 @@ async def hand_over(staff_id: StaffId, body: HandOverRequest, res: Res, key: Adm
                                 f"add them first (PUT /v1/staff/{body.to_staff_id})")
         check_store_write(key, to.store_id)
     done = await handover(res.redis, res.keys, profiles, key.tenant, staff_id, to, reach=key,
-                          by=key.name, retention=res.settings.retention)
-    return HandOverResult(moved=len(done.moved), kept=done.kept, alerts_moved=done.alerts)
+                          by=key.name, only=body.customer_ids,
+                          retention=res.settings.retention)
+    return HandOverResult(moved=len(done.moved), kept=done.kept, alerts_moved=done.alerts,
+                          not_owned=done.not_owned)
 
 
 @router.get("/v1/team/changes", response_model=TeamChanges, summary="Who changed the team",
