@@ -77,8 +77,10 @@ def _by(session: Session) -> str:
 def form_record(model: type[BaseModel], base: dict[str, Any], form: dict[str, str],
                 fields: tuple[str, ...], locale: str = "en") -> tuple[Any, dict[str, str]]:
     """``base`` with ``fields`` taken from the form (an empty field: unset), validated by
-    ``model``: the record and no errors, or None and each field's error in plain words (in
-    the reader's language for the fields people mistype: e-mail, phone, time zone)."""
+    ``model``: the record and no errors, or None and each field's error in plain words, in
+    the reader's language: the fields people mistype (e-mail, phone, time zone) say what a
+    good value looks like, the rest what is wrong (missing, too long, a value the form does
+    not offer, control characters); anything else keeps the model's own words."""
     t = i18n.words(locale)
     data = dict(base)
     for name in fields:
@@ -93,9 +95,25 @@ def form_record(model: type[BaseModel], base: dict[str, Any], form: dict[str, st
         errors: dict[str, str] = {}
         for e in exc.errors():
             field = str(e["loc"][0]) if e["loc"] else ""
-            message = str(e["msg"]).removeprefix("Value error, ")
-            errors.setdefault(field, t.get(f"invalid_{field}", message))
+            errors.setdefault(field, t.get(f"invalid_{field}") or _in_words(e, t))
         return None, errors
+
+
+def _in_words(error: Any, t: dict[str, str]) -> str:
+    """A validation error of a field without words of its own, in the reader's language."""
+    kind, ctx = str(error["type"]), error.get("ctx") or {}
+    if kind == "string_too_long":
+        return t["error_too_long"].format(n=ctx.get("max_length", ""))
+    if kind in ("missing", "string_too_short"):
+        return t["error_missing"]
+    if kind in ("literal_error", "enum"):
+        return t["error_choice"]
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if "control characters" in message:
+        return t["error_control"]
+    if "blank" in message:
+        return t["error_missing"]
+    return message
 
 
 async def team_of(res: Resources, session: Session) -> tuple[list[Store], list[StaffMember]]:

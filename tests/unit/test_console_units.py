@@ -200,6 +200,17 @@ def test_a_team_form_is_validated_by_the_api_models_in_the_readers_words() -> No
     assert store is None and errors["timezone"].startswith("must be an IANA time zone")
     store, errors = form_record(Store, {"store_id": "north"}, {"timezone": ""}, ("timezone",))
     assert errors == {} and store.timezone == "UTC"
+    # the rarer mistakes in the reader's words too (a forged form: values no field offers)
+    new = {"staff_id": "a\tb", "name": "名" * 129, "role": "boss", "locale": "fr"}
+    for locale, words in (("zh-CN", ("不能包含控制字符", "最多 128 个字符", "请从所给选项中选择")),
+                          ("en", ("must not contain control characters", "at most 128",
+                                  "choose one of the values offered"))):
+        member, errors = form_record(StaffMember, {}, new, tuple(new), locale)
+        assert member is None and set(errors) == set(new), errors
+        assert all(w in errors[f] for w, f in zip(words, ("staff_id", "name", "role"),
+                                                   strict=True)), errors
+    member, errors = form_record(StaffMember, {}, {"name": "Ana"}, ("name",), "zh-CN")
+    assert errors == {"staff_id": "请填写此项"}
 
 
 def test_a_change_names_the_fields_that_changed_never_their_values() -> None:
