@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -40,12 +40,28 @@ async def replace_profile(redis: Redis, keys: Keys, profiles: ProfileStore, cust
     """Write ``new`` over ``old`` (the profile read before, None without one); returns the
     fields that changed, which a ``profile_change`` timeline entry names with who changed them.
     The owners' sets follow (:mod:`services.records.owners`: the new owner's first)."""
-    before, after = (old.owner_staff_id if old else None), new.owner_staff_id
-    if after is not None and after != before:  # (the same owner: in their set already)
-        await owners.note_owners(redis, keys, tenant, [customer_id], after)
+    before = old.owner_staff_id if old else None
+    await _before_write(redis, keys, tenant, customer_id, before, new)
     await profiles.put_profile(customer_id, new, tenant)
-    if before is not None and before != after:
-        await owners.forget_owners(redis, keys, tenant, [customer_id], before, after)
+    return await _written(redis, keys, tenant, customer_id, old, before, new, by, retention)
+
+
+async def _before_write(redis: Redis, keys: Keys, tenant: str, customer_id: str,
+                        before: str | None, new: CustomerProfile) -> None:
+    """A profile naming another owner than ``before`` is about to be written: the customer
+    joins the new owner's set first (the sets are supersets, :mod:`services.records.owners`)."""
+    if new.owner_staff_id is not None and new.owner_staff_id != before:
+        await owners.note_owners(redis, keys, tenant, [customer_id], new.owner_staff_id)
+
+
+async def _written(redis: Redis, keys: Keys, tenant: str, customer_id: str,
+                   old: CustomerProfile | None, before: str | None, new: CustomerProfile,
+                   by: str, retention: Retention) -> list[str]:
+    """After ``new`` was written over ``old`` (owned by ``before``): out of the old owner's
+    set, and the timeline told which fields changed; returns them."""
+    if before is not None and before != new.owner_staff_id:
+        await owners.forget_owners(redis, keys, tenant, [customer_id], before,
+                                   new.owner_staff_id)
     # against an empty profile's defaults when there was none: a new profile's consent left
     # at its default is not a change
     changed = changed_fields(old or CustomerProfile.model_validate({}), new)
@@ -54,6 +70,53 @@ async def replace_profile(redis: Redis, keys: Keys, profiles: ProfileStore, cust
             "kind": "profile_change", "at": iso_ms(int(time.time() * 1000)),
             "fields": changed, "by": by}, retention=retention)
     return changed
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396 JSON merge patch: ``patch``'s members replace ``target``'s, objects merged
+    member by member, a null removes the member."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for name, value in patch.items():
+        if value is None:
+            out.pop(name, None)
+        else:
+            out[name] = merge_patch(out.get(name), value)
+    return out
+
+
+class ProfileBusy(Exception):
+    """A profile changed under every attempt to patch it."""
+
+
+async def patch_profile(redis: Redis, keys: Keys, tenant: str, customer_id: str,
+                        patch: dict[str, Any], *, by: str,
+                        allow: Callable[[CustomerProfile | None, CustomerProfile], None]
+                        | None = None,
+                        retention: Retention = DEFAULT_RETENTION
+                        ) -> tuple[CustomerProfile, list[str]]:
+    """Apply a JSON merge patch to the customer's profile (none yet: to an empty one), on the
+    profile as it stands: a compare-and-set, read again and retried when another writer
+    changed it meanwhile (:class:`ProfileBusy` after ``_CAS_TRIES``). The result is validated
+    as a whole (``ValidationError``); ``allow(old, new)`` may refuse it by raising. Owners'
+    sets and the timeline as :func:`replace_profile`. Returns the profile and the fields that
+    changed."""
+    key = keys.profile(customer_id, tenant)
+    for _ in range(_CAS_TRIES):
+        raw = await redis.get(key)
+        old = CustomerProfile.model_validate_json(raw) if raw else None
+        new = CustomerProfile.model_validate(merge_patch(
+            old.model_dump(mode="json", exclude_none=True) if old is not None else {}, patch))
+        if allow is not None:
+            allow(old, new)
+        before = owner_of(raw)
+        await _before_write(redis, keys, tenant, customer_id, before, new)
+        if await redis.eval(_CAS, 1, key, raw or "", new.model_dump_json(exclude_none=True)):  # type: ignore[misc]
+            return new, await _written(redis, keys, tenant, customer_id, old, before, new, by,
+                                       retention)
+    raise ProfileBusy(f"the profile of {customer_id!r} changed under {_CAS_TRIES} attempts to "
+                      "patch it")
 
 
 async def _log(redis: Redis, keys: Keys, tenant: str, what: Literal["staff", "store"],

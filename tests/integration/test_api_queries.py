@@ -229,6 +229,63 @@ async def test_profiles_staff_and_stores(make) -> None:
         assert (await client.get("/v1/stores/north", headers=READ)).json()["timezone"] == "Europe/Berlin"
 
 
+async def test_a_profile_is_patched_field_by_field_keeping_the_rest(make) -> None:
+    """A POS that syncs contact details with PATCH keeps the owner a manager chose: only the
+    fields sent change, consent merges field by field, null removes a field; the result is
+    validated whole, the timeline names what changed, store-bound keys stay in their stores,
+    and the owners' lists follow an owner patched in or out."""
+    settings, seed, redis = make()
+    merge = "application/merge-patch+json"
+    async with api(settings) as client:
+        r = await client.put("/v1/customers/p-1/profile", headers=ACME, json={
+            "owner_staff_id": "ben", "store_id": "north", "name": "Mei Chen",
+            "phone": "+8613800138000", "consent": {"sms": True, "email": True}})
+        assert r.status_code == 200, r.text
+
+        async def patch(cid: str, body: Any, key: dict[str, str] = ACME,
+                        media: str = "application/json") -> httpx.Response:
+            return await client.patch(f"/v1/customers/{cid}/profile", content=json.dumps(body),
+                                      headers={"Content-Type": media, **key})
+
+        r = await patch("p-1", {"email": "mei@example.com", "phone": None,
+                                "consent": {"email": False}}, media=merge)
+        assert r.status_code == 200, r.text
+        got = (await client.get("/v1/customers/p-1/profile", headers=ACME)).json()
+        assert got == {"owner_staff_id": "ben", "store_id": "north", "name": "Mei Chen",
+                       "email": "mei@example.com", "preferred_channel": None,
+                       "consent": {"sms": True, "email": False, "sms_opt_out": False},
+                       "timezone": None, "segment": None, "birthday": None, "locale": None,
+                       "phone": None} == r.json(), got
+        entries = (await client.get("/v1/customers/p-1/timeline", headers=ACME)).json()["entries"]
+        assert [e["data"]["fields"] for e in entries if e["kind"] == "profile_change"][0] == [
+            "consent", "email", "phone"]
+        # validated whole, said where: nothing written
+        for bad, where in (({"timezone": "Mars/Base"}, "timezone"), ({"colour": "red"}, "colour"),
+                           ({"consent": {"sms": "maybe"}}, "sms")):
+            r = await patch("p-1", bad)
+            assert r.status_code == 422 and where in r.text, r.text
+            assert "body" in r.json()["detail"][0]["loc"], r.text
+        assert (await patch("p-1", ["email"])).status_code == 422  # not an object
+        assert (await client.get("/v1/customers/p-1/profile",
+                                 headers=ACME)).json()["email"] == "mei@example.com"
+        # store-bound keys: not another store's profile, nor moving one out of theirs
+        assert (await patch("p-1", {"name": "x"}, READ)).status_code == 403  # read only
+        assert (await patch("p-1", {"store_id": "south"}, NORTH)).status_code == 403
+        await seed.customer("s-1", tenant="acme", days_ago=[10], store="south")
+        assert (await patch("s-1", {"name": "x"}, NORTH)).status_code == 403  # scored south
+        assert (await patch("n-new", {"name": "Ann"}, NORTH)).status_code == 403  # no store
+        r = await patch("n-new", {"name": "Ann", "store_id": "north", "owner_staff_id": "li"},
+                        NORTH)
+        assert r.status_code == 200 and r.json()["name"] == "Ann", r.text
+        # the owner patched: the lists follow
+        assert (await patch("p-1", {"owner_staff_id": "li"})).status_code == 200
+        r = await client.get("/v1/staff/li/customers", headers=ACME)
+        assert [c["customer_id"] for c in r.json()["customers"]] == ["n-new", "p-1"], r.text
+        assert (await patch("p-1", {"owner_staff_id": None})).status_code == 200
+        assert not await redis.sismember(seed.keys.owned("li", "acme"), "p-1")
+        assert not await redis.sismember(seed.keys.owned("ben", "acme"), "p-1")
+
+
 async def test_a_leavers_customers_are_found_and_handed_over_within_the_keys_stores(
         make) -> None:
     """Ben leaves acme's north store. His customers are found, also one whose profile was

@@ -109,6 +109,7 @@ SCOPE = {
     ("DELETE", "/v1/customers/{customer_id:anypath}"): "admin",
     ("GET", "/v1/customers/{customer_id:anypath}/export"): "admin",
     ("PUT", "/v1/customers/{customer_id:anypath}/profile"): "ingest",
+    ("PATCH", "/v1/customers/{customer_id:anypath}/profile"): "ingest",
     ("GET", "/v1/customers/{customer_id:anypath}/profile"): "read",
     ("PUT", "/v1/staff/{staff_id}"): "admin",
     ("GET", "/v1/staff/{staff_id}"): "read",

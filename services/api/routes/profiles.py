@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, Body, HTTPException, Query, Response, status
+from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from services.api.schemas import (
@@ -20,6 +21,7 @@ from services.common.timefmt import iso_ms
 from services.records import owners
 from services.records.profiles import (
     TEAM_LOG_MAX,
+    ProfileBusy,
     remove_staff,
     replace_profile,
     save_staff,
@@ -27,6 +29,7 @@ from services.records.profiles import (
     team_log,
 )
 from services.records.profiles import hand_over as handover
+from services.records.profiles import patch_profile as apply_patch
 from services.web.deps import AdminKey, IngestKey, Profiles, ReadKey, Res
 from services.web.openapi import AUTH, TOO_LARGE, error, responses
 from services.web.params import CustomerId, StaffId, StoreId
@@ -62,6 +65,46 @@ async def put_profile(customer_id: CustomerId, body: CustomerProfile, res: Res, 
     await replace_profile(res.redis, res.keys, profiles, customer_id, key.tenant, old, body,
                           by=key.name, retention=res.settings.retention)
     return body
+
+
+@router.patch("/v1/customers/{customer_id:anypath}/profile", response_model=CustomerProfile,
+              summary="Change some fields of a customer's profile",
+              description="A JSON merge patch (RFC 7396): the fields sent replace the stored "
+              "ones, `consent` merged field by field, a `null` removes a field; the rest is "
+              "kept (a POS that syncs contact details without knowing the owner staff chose "
+              "in the console keeps that owner). Applied to the profile as it stands (none: "
+              "an empty one) and validated as a whole; the timeline records which fields "
+              "changed.",
+              responses=responses(AUTH, TOO_LARGE, {409: error(
+                  "The profile changed under every attempt to apply the patch; send it again",
+                  "the profile of 'c-1' changed under 5 attempts to patch it")}),
+              openapi_extra={"requestBody": {"content": {"application/merge-patch+json": {
+                  "schema": {"type": "object"}, "example": {"email": "mei@example.com",
+                                                            "phone": None}}}}})
+async def patch_profile(customer_id: CustomerId, res: Res, key: IngestKey,
+                        body: Annotated[dict[str, Any], Body(examples=[
+                            {"email": "mei@example.com", "phone": None},
+                            {"consent": {"sms": False}}])]) -> Any:
+    scored: str | None = None
+    if key.stores is not None:  # a scored customer of another store is not this key's either
+        scored = await res.redis.hget(  # type: ignore[misc,assignment]
+            res.keys.state(customer_id, key.tenant), "store")
+
+    def allow(old: CustomerProfile | None, new: CustomerProfile) -> None:
+        for store in (new.store_id, *((old.store_id,) if old is not None else ()),
+                      *((scored,) if scored is not None else ())):
+            check_store_write(key, store)
+
+    try:
+        profile, _ = await apply_patch(res.redis, res.keys, key.tenant, customer_id, body,
+                                       by=key.name, allow=allow,
+                                       retention=res.settings.retention)
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])}
+                                      for e in exc.errors()]) from None
+    except ProfileBusy as exc:
+        raise HTTPException(409, f"{exc}; send it again") from None
+    return profile
 
 
 @router.get("/v1/customers/{customer_id:anypath}/profile", response_model=CustomerProfile,
