@@ -45,6 +45,24 @@ def _same_id(path_id: str, body_id: str, name: str) -> None:
                             f"{name} in the body ({body_id!r}) differs from the path ({path_id!r})")
 
 
+async def _scored_store(res: Res, key: IngestKey, customer_id: str) -> str | None:
+    """The store the scorer knows the customer by, for a store-bound key (None otherwise)."""
+    if key.stores is None:
+        return None
+    return await res.redis.hget(  # type: ignore[misc,return-value]
+        res.keys.state(customer_id, key.tenant), "store")
+
+
+def _may_write(key: IngestKey, scored: str | None, old: CustomerProfile | None,
+               new: CustomerProfile) -> None:
+    """403 unless a store-bound key writes a profile of its stores: the new one's store, the
+    stored one's, and the store the scorer knows the customer by (a scored customer of
+    another store is not the key's either)."""
+    for store in (new.store_id, *((old.store_id,) if old is not None else ()),
+                  *((scored,) if scored is not None else ())):
+        check_store_write(key, store)
+
+
 @router.put("/v1/customers/{customer_id:anypath}/profile", response_model=CustomerProfile,
             summary="Create or replace a customer's profile",
             description="Owner staff member, home store, contact, preferred channel, consent, "
@@ -53,15 +71,8 @@ def _same_id(path_id: str, body_id: str, name: str) -> None:
             responses=responses(AUTH, TOO_LARGE))
 async def put_profile(customer_id: CustomerId, body: CustomerProfile, res: Res, key: IngestKey,
                       profiles: Profiles) -> Any:
-    check_store_write(key, body.store_id)
     old = await profiles.get_profile(customer_id, key.tenant)
-    if old is not None:
-        check_store_write(key, old.store_id)
-    if key.stores is not None:  # a scored customer of another store is not this key's either
-        scored: str | None = await res.redis.hget(  # type: ignore[misc,assignment]
-            res.keys.state(customer_id, key.tenant), "store")
-        if scored is not None:
-            check_store_write(key, scored)
+    _may_write(key, await _scored_store(res, key, customer_id), old, body)
     await replace_profile(res.redis, res.keys, profiles, customer_id, key.tenant, old, body,
                           by=key.name, retention=res.settings.retention)
     return body
@@ -85,20 +96,12 @@ async def patch_profile(customer_id: CustomerId, res: Res, key: IngestKey,
                         body: Annotated[dict[str, Any], Body(examples=[
                             {"email": "mei@example.com", "phone": None},
                             {"consent": {"sms": False}}])]) -> Any:
-    scored: str | None = None
-    if key.stores is not None:  # a scored customer of another store is not this key's either
-        scored = await res.redis.hget(  # type: ignore[misc,assignment]
-            res.keys.state(customer_id, key.tenant), "store")
-
-    def allow(old: CustomerProfile | None, new: CustomerProfile) -> None:
-        for store in (new.store_id, *((old.store_id,) if old is not None else ()),
-                      *((scored,) if scored is not None else ())):
-            check_store_write(key, store)
-
+    scored = await _scored_store(res, key, customer_id)
     try:
-        profile, _ = await apply_patch(res.redis, res.keys, key.tenant, customer_id, body,
-                                       by=key.name, allow=allow,
-                                       retention=res.settings.retention)
+        profile, _ = await apply_patch(
+            res.redis, res.keys, key.tenant, customer_id, body, by=key.name,
+            allow=lambda old, new: _may_write(key, scored, old, new),
+            retention=res.settings.retention)
     except ValidationError as exc:
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])}
                                       for e in exc.errors()]) from None
