@@ -489,8 +489,8 @@ async def _takers(res: Resources, session: Session, staff_id: str,
 
 @router.get(f"{TEAM}/handover/{{staff_id:anypath}}")
 async def handover_page(staff_id: str, request: Request, res: Res) -> Response:
-    """How many customers someone owns in the manager's stores (those at risk first), and to
-    whom to give them all."""
+    """How many customers someone owns in the manager's stores (those at risk first, each
+    with a box to tick), and to whom to give them: all of them, or those ticked."""
     session = await current_session(request, res)
     if session is None:
         return to_sign_in(here(request))
