@@ -22,6 +22,7 @@ from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.maint_notifications import MaintNotificationsConfig
 
 try:  # the sentinel redis-py's hiredis parser gives hiredis for "no whole reply yet"
     from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
@@ -58,6 +59,12 @@ def make_redis(settings: Settings, **overrides: object) -> Redis:
     # Blocking: a burst of more concurrent commands than connections (an API under 100 parallel
     # requests) waits up to `timeout` for a free one instead of failing with "Too many
     # connections" (which the API reported as 503 Redis unavailable).
+    #
+    # No maintenance notifications (a Redis Enterprise / RESP3 feature churnwatch does not use):
+    # redis-py's default ("auto") also turns off the pool's check that a pooled connection was
+    # not closed by the server, so after Redis restarted every pooled connection failed its
+    # next command once (the API answered 503 for up to max_connections requests).
+    options.setdefault("maint_notifications_config", MaintNotificationsConfig(enabled=False))
     pool = BlockingConnectionPool.from_url(settings.redis_url, timeout=10, **options)
     client = Redis(connection_pool=pool)
     _pack_fast(client)

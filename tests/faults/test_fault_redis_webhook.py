@@ -246,6 +246,33 @@ async def test_redis_sigkilled_and_restarted_with_aof_mid_stream(
         servers[0].stop()
 
 
+async def test_pooled_connections_to_a_restarted_redis_answer_their_next_command(
+        settings_factory, tmp_path: Path) -> None:
+    """After redis-server is SIGKILLed and started again on its port, every connection the
+    client had pooled is dead. The next command on each must still be answered: the pool sees
+    the server closed it and reconnects. (redis-py's default maintenance-notification mode
+    turned that check off: each pooled connection failed once, and the API answered 503 to that
+    many reads of a Redis that was up again.)"""
+    data_dir = tmp_path / "redis"
+    server = start_redis(appendonly=True, data_dir=data_dir)
+    client = make_redis(settings_factory(redis_url=f"redis://{server.address}/0"))
+    try:
+        many = 40  # concurrent commands: the pool holds this many connections afterwards
+        await asyncio.gather(*(client.set(f"k{i}", i) for i in range(many)))
+        server.proc.kill()  # SIGKILL: the server closes every connection
+        # (waited for in a thread: the event loop runs on, as a service's would, and reads
+        # each connection's end)
+        await asyncio.to_thread(server.proc.wait)
+        server = await asyncio.to_thread(start_redis, port=server.port, appendonly=True,
+                                         data_dir=data_dir)
+        got = await asyncio.gather(*(client.get(f"k{i}") for i in range(many)),
+                                   return_exceptions=True)
+        assert got == [str(i) for i in range(many)], [type(g).__name__ for g in got]
+    finally:
+        await client.aclose()
+        server.stop()
+
+
 async def test_a_commit_retried_after_a_lost_reply_counts_once(settings: Settings,
                                                                 redis: Redis) -> None:
     """What the scorer does when Redis ran a batch's commit but the reply never came (killed
