@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.common.events import Identifier
 from services.common.riskchange import Reason, SuggestedAction, Tier
+from services.records.profiles import SHARE_MAX
 from services.records.winback import ACTION_TYPES
 
 TierName = Tier
@@ -170,27 +171,48 @@ HANDOVER_MAX_NAMED = 10_000
 class HandOverRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"to_staff_id": "stylist-9"}, {"to_staff_id": None},
-        {"to_staff_id": "stylist-9", "customer_ids": ["c-1042", "c-2201"]}]})
+        {"to_staff_id": "stylist-9", "customer_ids": ["c-1042", "c-2201"]},
+        {"share_among": ["stylist-9", "stylist-12", "stylist-14"]}]})
     to_staff_id: Identifier | None = Field(
-        description="The staff member who owns them from now on; null: nobody (the store's "
-        "manager then receives their alerts).")
+        default=None, description="The staff member who owns them from now on; null: nobody "
+        "(the store's manager then receives their alerts). Required unless share_among is "
+        "given.")
+    share_among: list[Identifier] | None = Field(
+        default=None, min_length=2, max_length=SHARE_MAX,
+        description="Instead of to_staff_id: colleagues who each get an even share of the "
+        "customers, and of those at high and at medium risk (a customer goes only to a "
+        "colleague who works at their store or at no store).")
     customer_ids: list[Identifier] | None = Field(
         default=None, min_length=1, max_length=HANDOVER_MAX_NAMED,
-        description="Only these of the staff member's customers (to share someone's "
-        "customers among several colleagues, one request per colleague); absent: all of "
-        "them.")
+        description="Only these of the staff member's customers (to choose who gets whom: "
+        "one request per colleague); absent: all of them.")
+
+    @model_validator(mode="after")
+    def _one_way_to_give(self) -> HandOverRequest:
+        if self.share_among is not None:
+            if "to_staff_id" in self.model_fields_set:
+                raise ValueError("give either to_staff_id or share_among, not both")
+            if len(set(self.share_among)) != len(self.share_among):
+                raise ValueError("share_among names a colleague twice")
+        elif "to_staff_id" not in self.model_fields_set:
+            raise ValueError("to_staff_id is required (null: nobody), or share_among")
+        return self
 
 
 class HandOverResult(BaseModel):
     moved: int = Field(description="Customers given to the new owner.")
     kept: list[str] = Field(description="Customers left with the old owner because the new "
-                            "owner works at another store than theirs.")
+                            "owner (with share_among: every one of them) works at another "
+                            "store than theirs.")
     alerts_moved: int = Field(description="Unacknowledged alerts about the customers moved "
                               "from the old owner's console list to the new owner's (to the "
                               "store's manager's when handed to nobody).")
     not_owned: list[str] = Field(
         default_factory=list, description="Customers named in customer_ids that the staff "
         "member does not own within the key's stores (left as they are).")
+    shares: dict[str, int] = Field(
+        default_factory=dict, description="With share_among: how many customers each "
+        "colleague was given (empty otherwise).")
 
 
 class TeamChange(BaseModel):

@@ -180,8 +180,8 @@ TEXT: dict[str, dict[str, str]] = {
         "handover_to": "Give to",
         "handover_confirm": "Hand over all",
         "handover_ticked": "Hand over the ticked ones",
-        "handover_split": "To share them among colleagues, tick some and hand them over, "
-                          "then the next ones to someone else.",
+        "handover_split": "To choose who gets whom, tick some and hand them over, then the "
+                          "next ones to someone else.",
         "handover_tick_first": "Tick the customers to hand over, or hand over all.",
         "handover_done": "Handed over {customers} to {to}.",
         "handover_alerts": "Open alerts about them that went along: {n}.",
@@ -189,6 +189,17 @@ TEXT: dict[str, dict[str, str]] = {
                          "someone of their store.",
         "handover_more": "… and {count} more.",
         "handover_nobody": "nobody (the store's manager receives their alerts)",
+        "handover_share_heading": "Or share them all out",
+        "handover_share_intro": "Tick two or more colleagues: each gets as many of the "
+                                "customers, and as many of those at risk. A customer goes only "
+                                "to someone who works at their store.",
+        "handover_share": "Share them out",
+        "handover_share_first": "Tick at least two colleagues to share the customers among.",
+        "handover_shared": "Shared {customers} out: {to}.",
+        "handover_share_each": "{name} {n}",
+        "handover_shares_sep": ", ",
+        "handover_kept_shared": "Kept: {customers} of a store none of them works at. Give them "
+                                "to someone of their store.",
         "remove_owns": "{name} owns {customers}: hand them over first, or the store's "
                        "manager receives their alerts until someone does.",
         "former_staff": "No longer on the team",
@@ -368,13 +379,22 @@ TEXT: dict[str, dict[str, str]] = {
         "handover_to": "转交给",
         "handover_confirm": "全部转交",
         "handover_ticked": "转交勾选的客户",
-        "handover_split": "如需分给多位同事：勾选部分客户转交给一位，再把其余的转交给另一位。",
+        "handover_split": "如需指定由谁接手：勾选部分客户转交给一位同事，再把其余的转交给另一位。",
         "handover_tick_first": "请勾选要转交的客户，或全部转交。",
         "handover_done": "已将{customers}转交给{to}。",
         "handover_alerts": "随之转交的未确认提醒：{n} 条。",
         "handover_kept": "未转交：{customers}属于{to}以外的门店。请转交给其门店的员工。",
         "handover_more": "… 另有 {count} 位。",
         "handover_nobody": "无人（由门店店长接收其提醒）",
+        "handover_share_heading": "或全部平均分给同事",
+        "handover_share_intro": "勾选两位或更多同事：每人分到的客户数量相当，处于风险中的客户也平均分配。"
+                                "客户只会分给在其门店工作的同事。",
+        "handover_share": "平均分配",
+        "handover_share_first": "请至少勾选两位同事来分配客户。",
+        "handover_shared": "已分配{customers}：{to}。",
+        "handover_share_each": "{name} {n} 位",
+        "handover_shares_sep": "，",
+        "handover_kept_shared": "未转交：{customers}所属的门店没有被勾选的同事。请转交给其门店的员工。",
         "remove_owns": "{name}负责{customers}：请先转交；在有人接手之前，其提醒由门店店长接收。",
         "former_staff": "已离开团队",
         "former_staff_intro": "他们已离开，但仍是一些客户的负责人：在转交之前，这些客户的提醒由门店店长接收。",

@@ -460,7 +460,8 @@ async def _handover_member(res: Resources, session: Session, staff_id: str
 async def _handover_page(request: Request, res: Resources, session: Session, staff_id: str,
                          member: StaffMember | None, theirs: list[ownership.Owned], *,
                          done: profilelog.HandOver | None = None, to: str | None = None,
-                         tick_first: bool = False) -> Response:
+                         mistake: str | None = None) -> Response:
+    """``mistake``: what the form lacked, said above it (an i18n key; the answer is a 422)."""
     candidates = await _takers(res, session, staff_id, member)
     name = await profilelog.known_name(res.redis, res.keys, get_profiles(res), session.tenant,
                                        staff_id) or staff_id
@@ -472,7 +473,7 @@ async def _handover_page(request: Request, res: Resources, session: Session, sta
                 count=len(theirs), risky=sum(c.tier in ("medium", "high") for c in theirs),
                 candidates=candidates, done=done, to=to, action=handover_path(staff_id),
                 back=staff_path(staff_id) if member is not None else TEAM,
-                here=here(request), tick_first=tick_first, status=422 if tick_first else 200)
+                here=here(request), mistake=mistake, status=422 if mistake else 200)
 
 
 async def _takers(res: Resources, session: Session, staff_id: str,
@@ -503,10 +504,11 @@ async def handover_page(staff_id: str, request: Request, res: Res) -> Response:
 @router.post(f"{TEAM}/handover/{{staff_id:anypath}}")
 async def hand_over(staff_id: str, request: Request, res: Res) -> Response:
     """Writes as ``POST /v1/staff/{id}/handover`` does, within the session's stores: all of the
-    person's customers, or (``which=ticked``) those ticked in the list, to share them among
-    colleagues. Answers with the page itself, saying what was done (doing it again moves
-    nothing more)."""
-    checked = await signed_in_form(request, res, max_fields=HANDOVER_SHOWN + 10)
+    person's customers, or (``which=ticked``) those ticked in the list, to one colleague; or
+    (``which=share``) all of them shared out evenly among the colleagues ticked. Answers with
+    the page itself, saying what was done (doing it again moves nothing more)."""
+    checked = await signed_in_form(request, res,
+                                   max_fields=HANDOVER_SHOWN + profilelog.SHARE_MAX + 10)
     if isinstance(checked, Response):
         return checked
     session, form = checked
@@ -514,22 +516,39 @@ async def hand_over(staff_id: str, request: Request, res: Res) -> Response:
     if found is None:
         return _message(request, session, 404, "no_staff_member")
     member, theirs = found
-    ticked = form.every("c") if form.get("which") == "ticked" else None
+    which = form.get("which")
+    ticked = form.every("c") if which == "ticked" else None
     if ticked is not None and not ticked:
         return await _handover_page(request, res, session, staff_id, member, theirs,
-                                    tick_first=True)
-    to_id = form.get("to", "").strip() or None
-    to = next((m for m in await _takers(res, session, staff_id, member)
-               if m.staff_id == to_id), None)
-    if to_id is not None and to is None:
+                                    mistake="handover_tick_first")
+    takers = {m.staff_id: m for m in await _takers(res, session, staff_id, member)}
+    to: StaffMember | None = None
+    share: list[StaffMember] | None = None
+    if which == "share":
+        chosen = list(dict.fromkeys(form.every("share")))
+        if len(chosen) < 2 or len(chosen) > profilelog.SHARE_MAX:
+            return await _handover_page(request, res, session, staff_id, member, theirs,
+                                        mistake="handover_share_first")
+        share = [takers[c] for c in chosen if c in takers]
+        unknown = len(share) < len(chosen)
+    else:
+        to_id = form.get("to", "").strip() or None
+        to = takers.get(to_id) if to_id is not None else None
+        unknown = to_id is not None and to is None
+    if unknown:
         return _message(request, session, 422, "not_your_staff",
                         back=handover_path(staff_id))
     done = await profilelog.hand_over(
         res.redis, res.keys, get_profiles(res), session.tenant, staff_id, to,
-        reach=session.as_key(), by=_by(session), only=ticked,
+        reach=session.as_key(), by=_by(session), only=ticked, share=share,
         retention=res.settings.retention)
     theirs = await _their_customers(res, session, staff_id)
     t = i18n.words(session.locale)
+    if share is not None:
+        said = t["handover_shares_sep"].join(
+            t["handover_share_each"].format(name=m.name or m.staff_id, n=done.shares[m.staff_id])
+            for m in share)
+    else:
+        said = (to.name or to.staff_id) if to is not None else t["handover_nobody"]
     return await _handover_page(request, res, session, staff_id, member, theirs, done=done,
-                                to=(to.name or to.staff_id) if to is not None else
-                                t["handover_nobody"])
+                                to=said)

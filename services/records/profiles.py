@@ -173,11 +173,40 @@ class HandOver:
     kept: list[str]
     alerts: int
     not_owned: list[str] = field(default_factory=list)
+    shares: dict[str, int] = field(default_factory=dict)  # shared out: staff id -> how many
+
+
+SHARE_MAX = 50  # colleagues one hand-over may share someone's customers among
+_RISK_FIRST = {"high": 0, "medium": 1}
+_NOBODY = ""  # (no staff id is empty) the taker of a hand-over to nobody
+
+
+def deal(items: list[owners.Owned], takers: list[StaffMember]
+         ) -> tuple[dict[str, list[owners.Owned]], list[owners.Owned]]:
+    """Share customers out evenly among ``takers``: those at high risk first, then medium, then
+    the rest (by name), each to the taker with the fewest so far who may have them (works at
+    their store, or at no store); ties go to the taker named first. So every taker gets about
+    as many customers, and as many at risk, as the others. Returns staff id -> their customers,
+    and the customers none of them may have."""
+    got: dict[str, list[owners.Owned]] = {t.staff_id: [] for t in takers}
+    kept: list[owners.Owned] = []
+    ordered = sorted(items, key=lambda c: (_RISK_FIRST.get(c.tier or "", 2),
+                                           (c.profile.name or c.customer_id).casefold(),
+                                           c.customer_id))
+    for item in ordered:
+        able = [i for i, t in enumerate(takers) if t.store_id in (item.store, None)]
+        if not able:
+            kept.append(item)
+            continue
+        pick = takers[min(able, key=lambda i: (len(got[takers[i].staff_id]), i))]
+        got[pick.staff_id].append(item)
+    return got, kept
 
 
 async def hand_over(redis: Redis, keys: Keys, profiles: ProfileStore, tenant: str,
                     from_id: str, to: StaffMember | None, *, reach: ApiKey, by: str,
                     only: Iterable[str] | None = None,
+                    share: list[StaffMember] | None = None,
                     retention: Retention = DEFAULT_RETENTION) -> HandOver:
     """Give every customer ``from_id`` owns within ``reach``'s stores to ``to`` (None: to
     nobody, the store's manager then receives their alerts), each profile written by
@@ -187,11 +216,11 @@ async def hand_over(redis: Redis, keys: Keys, profiles: ProfileStore, tenant: st
     the team any more: someone who left still owns customers until they are handed over. Their
     unacknowledged alerts about those customers go along (:meth:`Inbox.move`). The team log
     tells it. ``only``: just these of their customers (someone's customers shared among
-    several colleagues); the ids among them that are not theirs within ``reach`` are said."""
-    to_id = to.staff_id if to is not None else None
+    several colleagues); the ids among them that are not theirs within ``reach`` are said.
+    ``share``: instead of ``to``, these colleagues, each given an even share (:func:`deal`);
+    the team log tells each share."""
     named = None if only is None else set(only)
-    plan: list[owners.Owned] = []
-    kept: list[str] = []
+    mine: list[owners.Owned] = []
     found: set[str] = set()
     for item in await owners.owned(redis, keys, tenant, from_id):
         if not reach.allows_store(item.store):
@@ -200,31 +229,45 @@ async def hand_over(redis: Redis, keys: Keys, profiles: ProfileStore, tenant: st
             if item.customer_id not in named:
                 continue
             found.add(item.customer_id)
-        if to is not None and to.store_id not in (item.store, None):
-            kept.append(item.customer_id)
-        else:
-            plan.append(item)
+        mine.append(item)
     not_owned = sorted(named - found) if named is not None else []
+    if share:
+        dealt, left = deal(mine, share)
+    else:
+        left = [c for c in mine if to is not None and to.store_id not in (c.store, None)]
+        out = {c.customer_id for c in left}
+        dealt = {to.staff_id if to is not None else _NOBODY:
+                 [c for c in mine if c.customer_id not in out]}
+    kept = [c.customer_id for c in left]
+    plan = [c for group in dealt.values() for c in group]
     if not plan:
-        return HandOver([], kept, 0, not_owned)
-    stores = {item.store for item in plan}
+        return HandOver([], kept, 0, not_owned, {t.staff_id: 0 for t in share or []})
     # their open alerts go first (a hand-over interrupted after the profiles is done again
     # without them): to the new owner, or to their store's manager, who receives their alerts
     # from now on
     managers: dict[str | None, str | None] = {}
-    if to_id is None:
-        for store_id in stores - {None}:
+    if _NOBODY in dealt:
+        for store_id in {c.store for c in dealt[_NOBODY]} - {None}:
             record = await profiles.get_store(str(store_id), tenant)
             managers[store_id] = record.manager_staff_id if record is not None else None
-    takers = {item.customer_id: to_id or managers.get(item.store) for item in plan}
+    takers = {c.customer_id: to_id or managers.get(c.store)
+              for to_id, group in dealt.items() for c in group}
     alerts = await Inbox(redis, keys, retention=retention).move(
         from_id, tenant, {cid: who for cid, who in takers.items() if who})
-    moved = await give(redis, keys, tenant, [item.customer_id for item in plan], to_id,
-                       only_from=from_id, by=by, retention=retention)
-    await _log(redis, keys, tenant, "staff", from_id, "handed_over", [], by, stores,
-               await known_name(redis, keys, profiles, tenant, from_id), to=to_id,
-               count=len(moved))
-    return HandOver(moved, kept, alerts, not_owned)
+    name = await known_name(redis, keys, profiles, tenant, from_id)
+    moved: list[str] = []
+    shares = {t.staff_id: 0 for t in share or []}
+    for to_id, group in dealt.items():
+        if not group:
+            continue
+        given = await give(redis, keys, tenant, [c.customer_id for c in group], to_id or None,
+                           only_from=from_id, by=by, retention=retention)
+        await _log(redis, keys, tenant, "staff", from_id, "handed_over", [], by,
+                   {c.store for c in group}, name, to=to_id or None, count=len(given))
+        moved += given
+        if share:
+            shares[to_id] = len(given)
+    return HandOver(moved, kept, alerts, not_owned, shares)
 
 
 # Write a profile only if it is still what was read (compare and set): an owner change

@@ -826,13 +826,18 @@ async def test_a_manager_keeps_the_team_up_to_date_and_staff_their_own_details(
             assert any(c.startswith("Mia North added Ana Lima") for c in changes), changes
             assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC-0[45]:00", changes[0]), changes
             assert not any("Sol South" in c for c in changes), changes
-            # Alice's page says so; Ben's customers are shared: Alice to 李娜, 王芳 to nobody
+            # Alice's page says so; Ben's customers are shared: Alice to 李娜, 王芳 to nobody,
+            # the two the POS gave him meanwhile shared out between Ana and Mia
             d.get(f"{api.url}/console/customers/c-n1")
             assert "no longer on the team" in d.find_element(By.ID, "owner-gone").text
+            for cid, name in (("c-n8", "Carol King"), ("c-n9", "Dan Wu")):
+                r = httpx.put(f"{api.url}/v1/customers/{cid}/profile", headers=ACME, json={
+                    "name": name, "store_id": "north", "owner_staff_id": "ben"})
+                assert r.status_code == 200, r.text
             d.get(f"{api.url}/console/team")
             d.find_element(By.ID, "handover-ben").click()
             until(lambda: d.find_elements(By.ID, "handover-form"), "the hand-over page")
-            assert "Ben Brown owns 2 customers in your stores, 2 at medium or high risk" in \
+            assert "Ben Brown owns 4 customers in your stores, 2 at medium or high risk" in \
                 d.find_element(By.ID, "owns").text
             listed = d.find_element(By.ID, "customers").text
             assert "Alice Liddell" in listed and "王芳" in listed, listed
@@ -850,19 +855,33 @@ async def test_a_manager_keeps_the_team_up_to_date_and_staff_their_own_details(
             until(lambda: d.find_elements(By.ID, "handed-over"), "the notice")
             assert "Handed over 1 customer to 李娜. Open alerts about them that went along: 1." \
                 in text(d)
-            assert "Ben Brown owns 1 customer in your stores" in d.find_element(By.ID, "owns").text
+            assert "Ben Brown owns 3 customers in your stores" in d.find_element(By.ID, "owns").text
             assert "Alice Liddell" not in d.find_element(By.ID, "customers").text
+            d.find_element(By.CSS_SELECTOR, "li[data-customer='c-n2'] input").click()
             Select(d.find_element(By.ID, "to")).select_by_value("")
-            d.find_element(By.ID, "hand-over").click()  # the rest, all of them
+            d.find_element(By.ID, "hand-over-ticked").click()
+            until(lambda: "owns 2 customers" in d.find_element(By.ID, "owns").text, "the notice")
+            assert "Handed over 1 customer to nobody" in text(d)
+            # shared out: one colleague ticked is not a share (said, nothing done)
+            colleagues = d.find_element(By.ID, "colleagues").text
+            assert "Ana Lima" in colleagues and "Ben Brown" not in colleagues, colleagues
+            d.find_element(By.CSS_SELECTOR, "#colleagues input[value='north/ana']").click()
+            d.find_element(By.ID, "share-out").click()
+            until(lambda: d.find_elements(By.ID, "share-first"), "what to do")
+            assert "Tick at least two colleagues" in text(d)
+            assert "owns 2 customers" in d.find_element(By.ID, "owns").text
+            for who in ("north/ana", "m-north"):
+                d.find_element(By.CSS_SELECTOR, f"#colleagues input[value='{who}']").click()
+            d.find_element(By.ID, "share-out").click()
             until(lambda: "owns no customers" in d.find_element(By.ID, "owns").text,
                   "the notice")
-            assert "Handed over 1 customer to nobody" in text(d)
+            assert "Shared 2 customers out: Ana Lima 1, Mia North 1." in text(d)
             d.get(f"{api.url}/console/team")
             assert not d.find_elements(By.ID, "former")
             changes = [li.text for li in d.find_elements(By.CSS_SELECTOR, "#changes li")]
-            assert changes[1].startswith("Mia North handed Ben Brown's 1 customer to 李娜"), changes
-            assert changes[0].startswith("Mia North handed Ben Brown's 1 customer to nobody"), \
-                changes
+            for n, taker in enumerate(("Mia North", "Ana Lima", "nobody", "李娜")):
+                assert changes[n].startswith(f"Mia North handed Ben Brown's 1 customer to {taker}"), \
+                    changes
             d.get(f"{api.url}/console/customers/c-n1")
             assert "Owner: 李娜" in d.find_element(By.ID, "profile").text
             assert not d.find_elements(By.ID, "owner-gone")

@@ -368,17 +368,17 @@ async def test_a_leavers_customers_are_found_and_handed_over_within_the_keys_sto
         assert (await hand(NORTH, "li")).status_code == 403  # read+ingest: not admin
         r = await hand(NORTH_ADMIN, "li")
         assert r.status_code == 200 and r.json() == {"moved": 2, "kept": [],
-                                                     "alerts_moved": 1, "not_owned": []}, r.text
+                                                     "alerts_moved": 1, "not_owned": [], "shares": {}}, r.text
         assert await theirs("li", ACME) == ["n-1", "n-2", "n-old"]
         assert await theirs("ben", ACME) == ["s-1"]  # south's: out of the north key's reach
         r = await hand(ACME, "li")  # li works at north: south's customer is kept
         assert r.json() == {"moved": 0, "kept": ["s-1"], "alerts_moved": 0,
-                            "not_owned": []}, r.text
+                            "not_owned": [], "shares": {}}, r.text
         r = await hand(ACME, None)  # south's manager receives s-1's alerts from now on
         assert r.json() == {"moved": 1, "kept": [], "alerts_moved": 1,
-                            "not_owned": []}, r.text
+                            "not_owned": [], "shares": {}}, r.text
         assert (await hand(ACME, None)).json() == {"moved": 0, "kept": [], "alerts_moved": 0,
-                                                   "not_owned": []}
+                                                   "not_owned": [], "shares": {}}
         assert set(await redis.hkeys(keys.inbox("li", "acme"))) == {"d-1"}
         assert set(await redis.hkeys(keys.inbox("sol", "acme"))) == {"sent:" + "c" * 32}
         assert set(await redis.hkeys(keys.inbox("ben", "acme"))) == {"d-2"}
@@ -489,7 +489,7 @@ async def test_some_of_a_persons_customers_are_handed_over_by_name(make) -> None
         r = await hand(["n-1", "s-1", "nobody-1"])
         assert r.status_code == 200 and r.json() == {
             "moved": 1, "kept": [], "alerts_moved": 0,
-            "not_owned": ["nobody-1", "s-1"]}, r.text
+            "not_owned": ["nobody-1", "s-1"], "shares": {}}, r.text
         assert (await hand(["n-1"])).json()["not_owned"] == ["n-1"]  # Li's by now
         for bad in ([], [""], ["x"] * 10_001):
             assert (await hand(bad)).status_code == 422, bad
@@ -498,6 +498,71 @@ async def test_some_of_a_persons_customers_are_handed_over_by_name(make) -> None
         r = await client.get("/v1/team/changes", headers=ACME, params={"limit": 1})
         assert (r.json()["changes"][0]["action"], r.json()["changes"][0]["count"]) == (
             "handed_over", 1), r.text
+
+
+async def test_a_leavers_customers_are_shared_evenly_among_colleagues(make) -> None:
+    """Ben leaves north with 9 customers there (2 at high risk, 3 at medium) and one at south.
+    Shared among Li, Mo and Ada (all north): each gets three, Li and Mo one at
+    high risk each, the medium ones one each; south's customer is kept (none works there) and
+    his open alert goes with its customer. Then Sol (south) and Li share what is left: south's
+    to Sol. Bad requests change nothing."""
+    settings, seed, redis = make()
+    keys = seed.keys
+    tiers = {"n-1": "high", "n-2": "high", "n-3": "medium", "n-4": "medium", "n-5": "medium",
+             "n-6": "low", "n-7": "low", "n-8": "low", "n-9": "low"}
+    for cid, tier in tiers.items():
+        await seed.customer(cid, tenant="acme", days_ago=[100, 130], tier=tier, store="north")
+    await seed.customer("s-1", tenant="acme", days_ago=[100, 130], tier="high", store="south")
+    async with api(settings) as client:
+        for staff_id, store in (("ben", "north"), ("li", "north"), ("mo", "north"),
+                                ("ada", "north"), ("sol", "south")):
+            r = await client.put(f"/v1/staff/{staff_id}", headers=ACME, json={
+                "staff_id": staff_id, "name": staff_id.title(), "store_id": store})
+            assert r.status_code == 200, r.text
+        for cid in [*tiers, "s-1"]:
+            r = await client.put(f"/v1/customers/{cid}/profile", headers=ACME, json={
+                "owner_staff_id": "ben", "store_id": "south" if cid == "s-1" else "north"})
+            assert r.status_code == 200, r.text
+        await ConsoleList(redis, keys).add("ben", "acme", "d-1", {
+            "alert_id": "a" * 32, "customer_id": "n-1", "kind": "alert", "at_ms": 1})
+
+        async def hand(body: dict[str, Any], key: dict[str, str] = ACME) -> httpx.Response:
+            return await client.post("/v1/staff/ben/handover", headers=key, json=body)
+
+        for bad, says in (({"share_among": ["li"]}, "at least 2"),
+                          ({"share_among": ["li", "li"]}, "twice"),
+                          ({"share_among": ["li", "mo"], "to_staff_id": None}, "not both"),
+                          ({}, "to_staff_id is required"),
+                          ({"share_among": ["li", "ben"]}, "someone else"),
+                          ({"share_among": ["li", "nobody"]}, "PUT /v1/staff/nobody")):
+            r = await hand(bad)
+            assert r.status_code == 422 and says in r.text, (bad, r.text)
+        r = await hand({"share_among": ["li", "sol"]}, NORTH_ADMIN)  # sol: south's staff
+        assert r.status_code == 403, r.text
+        assert len((await client.get("/v1/staff/ben/customers", headers=ACME)).json()[
+            "customers"]) == 10  # nothing moved
+
+        r = await hand({"share_among": ["li", "mo", "ada"]})
+        assert r.status_code == 200, r.text
+        assert r.json() == {"moved": 9, "kept": ["s-1"], "alerts_moved": 1, "not_owned": [],
+                            "shares": {"li": 3, "mo": 3, "ada": 3}}, r.text
+        got = {}
+        for staff_id in ("li", "mo", "ada"):
+            r = await client.get(f"/v1/staff/{staff_id}/customers", headers=ACME)
+            got[staff_id] = [tiers[c["customer_id"]] for c in r.json()["customers"]]
+        assert sorted(got["li"]).count("high") == 1 and got["mo"].count("high") == 1, got
+        assert all(t.count("medium") == 1 for t in got.values()), got
+        owner_of_n1 = json.loads(await redis.get(keys.profile("n-1", "acme")))["owner_staff_id"]
+        assert set(await redis.hkeys(keys.inbox(owner_of_n1, "acme"))) == {"d-1"}
+        r = await hand({"share_among": ["sol", "li"]})
+        assert r.json() == {"moved": 1, "kept": [], "alerts_moved": 0, "not_owned": [],
+                            "shares": {"sol": 1, "li": 0}}, r.text
+        assert (await hand({"share_among": ["sol", "li"]})).json()["moved"] == 0
+        r = await client.get("/v1/team/changes", headers=ACME, params={"limit": 5})
+        assert [(c["action"], c["to_staff_id"], c["count"], c["stores"])
+                for c in r.json()["changes"] if c["action"] == "handed_over"] == [
+            ("handed_over", "sol", 1, ["south"]), ("handed_over", "ada", 3, ["north"]),
+            ("handed_over", "mo", 3, ["north"]), ("handed_over", "li", 3, ["north"])], r.text
 
 
 async def test_erasure_removes_everything_and_is_audited(make) -> None:

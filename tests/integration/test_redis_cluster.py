@@ -266,7 +266,8 @@ async def test_api_profiles_erasure_webhooks_actions_and_export_on_a_cluster(
             r = await client.get("/v1/staff/m-1/customers", headers=READ)
             assert [c["customer_id"] for c in r.json()["customers"]] == ["legacy", "owned"], r.text
             r = await client.post("/v1/staff/m-1/handover", headers=ADMIN, json={"to_staff_id": None})
-            assert r.json() == {"moved": 2, "kept": [], "alerts_moved": 0, "not_owned": []}, r.text
+            assert r.json() == {"moved": 2, "kept": [], "alerts_moved": 0, "not_owned": [],
+                                "shares": {}}, r.text
             assert (await client.get("/v1/staff/m-1/customers", headers=READ)).json()["count"] == 0
             # the at-risk list reads the scorer's tier index and many customers' keys
             r = await client.get("/v1/customers/at-risk", params={"tier": "high"}, headers=READ)

@@ -193,28 +193,34 @@ async def staff_customers(staff_id: StaffId, res: Res, key: ReadKey) -> Any:
              summary="Hand a staff member's customers over",
              description="Every customer the staff member owns, within the key's stores (or "
              "only those named in customer_ids), gets another owner (or none: the store's "
-             "manager then receives their alerts): only the owner changes, on each profile as "
-             "it stands when written; each timeline and the team log say so. Customers of a "
+             "manager then receives their alerts), or with share_among an even share goes to "
+             "each of several colleagues: only the owner changes, on each profile as it "
+             "stands when written; each timeline and the team log say so. Customers of a "
              "store the new owner does not work at are kept (listed). For someone who left or "
              "changed store; idempotent.",
              responses=responses(AUTH, TOO_LARGE))
 async def hand_over(staff_id: StaffId, body: HandOverRequest, res: Res, key: AdminKey,
                     profiles: Profiles) -> Any:
-    to = None
-    if body.to_staff_id is not None:
-        if body.to_staff_id == staff_id:
-            raise HTTPException(422, "to_staff_id is the staff member whose customers are "
-                                "handed over; name someone else, or null for nobody")
-        to = await profiles.get_staff(body.to_staff_id, key.tenant)
-        if to is None:
-            raise HTTPException(422, f"no staff member {body.to_staff_id!r} in this tenant: "
-                                f"add them first (PUT /v1/staff/{body.to_staff_id})")
-        check_store_write(key, to.store_id)
+    async def taker(field: str, taker_id: str) -> StaffMember:
+        if taker_id == staff_id:
+            raise HTTPException(422, f"{field} names the staff member whose customers are "
+                                "handed over; name someone else" + (
+                                    ", or null for nobody" if field == "to_staff_id" else ""))
+        found = await profiles.get_staff(taker_id, key.tenant)
+        if found is None:
+            raise HTTPException(422, f"{field}: no staff member {taker_id!r} in this tenant: "
+                                f"add them first (PUT /v1/staff/{taker_id})")
+        check_store_write(key, found.store_id)
+        return found
+
+    to = await taker("to_staff_id", body.to_staff_id) if body.to_staff_id is not None else None
+    share = ([await taker("share_among", t) for t in body.share_among]
+             if body.share_among is not None else None)
     done = await handover(res.redis, res.keys, profiles, key.tenant, staff_id, to, reach=key,
-                          by=key.name, only=body.customer_ids,
+                          by=key.name, only=body.customer_ids, share=share,
                           retention=res.settings.retention)
     return HandOverResult(moved=len(done.moved), kept=done.kept, alerts_moved=done.alerts,
-                          not_owned=done.not_owned)
+                          not_owned=done.not_owned, shares=done.shares)
 
 
 @router.get("/v1/team/changes", response_model=TeamChanges, summary="Who changed the team",
