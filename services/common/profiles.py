@@ -193,11 +193,20 @@ class ProfileStore:
                       key=lambda s: s.staff_id)
 
     async def put_staff(self, member: StaffMember, tenant: str = DEFAULT_TENANT) -> None:
-        await self.redis.hset(self.keys.staff(tenant), member.staff_id,  # type: ignore[misc]
-                              member.model_dump_json(exclude_none=True))
+        """Write a staff member (someone who had left is on the team again)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(self.keys.staff(tenant), member.staff_id,
+                  member.model_dump_json(exclude_none=True))
+        pipe.srem(self.keys.former_staff(tenant), member.staff_id)
+        await pipe.execute()
 
     async def delete_staff(self, staff_id: str, tenant: str = DEFAULT_TENANT) -> bool:
-        return bool(await self.redis.hdel(self.keys.staff(tenant), staff_id))  # type: ignore[misc]
+        """Remove a staff member; they are remembered as having left (``Keys.former_staff``).
+        False when there was none."""
+        if not await self.redis.hdel(self.keys.staff(tenant), staff_id):  # type: ignore[misc]
+            return False
+        await self.redis.sadd(self.keys.former_staff(tenant), staff_id)  # type: ignore[misc]
+        return True
 
     # stores ---------------------------------------------------------------------------
     async def get_store(self, store_id: str, tenant: str = DEFAULT_TENANT) -> Store | None:

@@ -296,6 +296,12 @@ class Keys:
         """Hash staff_id -> staff JSON of one tenant."""
         return f"{self.prefix}:t:{_tag(tenant)}:staff"
 
+    def former_staff(self, tenant: str = DEFAULT_TENANT) -> str:
+        """Set of the staff ids removed from the tenant's team and not added back: a profile
+        write naming one of them does not take a customer from a current owner
+        (``services.records.profiles``)."""
+        return f"{self.prefix}:t:{_tag(tenant)}:former"
+
     def stores(self, tenant: str = DEFAULT_TENANT) -> str:
         """Hash store_id -> store JSON (time zone, manager) of one tenant."""
         return f"{self.prefix}:t:{_tag(tenant)}:stores"

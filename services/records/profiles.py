@@ -9,6 +9,7 @@ changed them, never the values (they are read more widely than the records)."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from services.common.settings import DEFAULT_RETENTION, ApiKey, Retention
 from services.common.timefmt import iso_ms
 from services.records import owners, timeline
 
+logger = logging.getLogger(__name__)
+
 TEAM_LOG_MAX = 200  # the newest changes of a tenant's staff and stores kept
 
 
@@ -36,14 +39,40 @@ def changed_fields(before: BaseModel | None, after: BaseModel) -> list[str]:
 
 async def replace_profile(redis: Redis, keys: Keys, profiles: ProfileStore, customer_id: str,
                           tenant: str, old: CustomerProfile | None, new: CustomerProfile, *,
-                          by: str, retention: Retention = DEFAULT_RETENTION) -> list[str]:
-    """Write ``new`` over ``old`` (the profile read before, None without one); returns the
-    fields that changed, which a ``profile_change`` timeline entry names with who changed them.
-    The owners' sets follow (:mod:`services.records.owners`: the new owner's first)."""
+                          by: str, retention: Retention = DEFAULT_RETENTION
+                          ) -> tuple[CustomerProfile, list[str]]:
+    """Write ``new`` over ``old`` (the profile read before, None without one), the owner kept
+    when ``new`` names someone who left (:func:`owner_kept`); returns the profile written and
+    the fields that changed, which a ``profile_change`` timeline entry names with who changed
+    them. The owners' sets follow (:mod:`services.records.owners`: the new owner's first)."""
+    new = await owner_kept(redis, keys, tenant, customer_id, old, new)
     before = old.owner_staff_id if old else None
     await _before_write(redis, keys, tenant, customer_id, before, new)
     await profiles.put_profile(customer_id, new, tenant)
-    return await _written(redis, keys, tenant, customer_id, old, before, new, by, retention)
+    return new, await _written(redis, keys, tenant, customer_id, old, before, new, by,
+                               retention)
+
+
+async def owner_kept(redis: Redis, keys: Keys, tenant: str, customer_id: str,
+                     old: CustomerProfile | None, new: CustomerProfile) -> CustomerProfile:
+    """``new``, or ``new`` with ``old``'s owner when ``new`` names as the owner someone who
+    left the team (removed, not added back: ``Keys.former_staff``) and ``old``'s owner is on
+    the team: a POS whose records still name a leaver does not take back, sync after sync,
+    the customers a manager handed over to a colleague (their alerts would go to the store's
+    manager again). A customer the leaver still owns, or one without an owner, takes what is
+    written."""
+    named, current = new.owner_staff_id, old.owner_staff_id if old is not None else None
+    if named is None or current is None or named == current:
+        return new
+    pipe = redis.pipeline(transaction=False)
+    pipe.sismember(keys.former_staff(tenant), named)
+    pipe.hexists(keys.staff(tenant), current)
+    left, on_team = await pipe.execute()
+    if not (left and on_team):
+        return new
+    logger.info("a profile write named a staff member who left as the owner; kept the owner",
+                extra={"customer_id": customer_id, "tenant": tenant})
+    return new.model_copy(update={"owner_staff_id": current})
 
 
 async def _before_write(redis: Redis, keys: Keys, tenant: str, customer_id: str,
@@ -99,8 +128,8 @@ async def patch_profile(redis: Redis, keys: Keys, tenant: str, customer_id: str,
     """Apply a JSON merge patch to the customer's profile (none yet: to an empty one), on the
     profile as it stands: a compare-and-set, read again and retried when another writer
     changed it meanwhile (:class:`ProfileBusy` after ``_CAS_TRIES``). The result is validated
-    as a whole (``ValidationError``); ``allow(old, new)`` may refuse it by raising. Owners'
-    sets and the timeline as :func:`replace_profile`. Returns the profile and the fields that
+    as a whole (``ValidationError``); ``allow(old, new)`` may refuse it by raising. The owner
+    kept, owners' sets and the timeline as :func:`replace_profile`. Returns the profile and the fields that
     changed."""
     key = keys.profile(customer_id, tenant)
     for _ in range(_CAS_TRIES):
@@ -110,6 +139,7 @@ async def patch_profile(redis: Redis, keys: Keys, tenant: str, customer_id: str,
             old.model_dump(mode="json", exclude_none=True) if old is not None else {}, patch))
         if allow is not None:
             allow(old, new)
+        new = await owner_kept(redis, keys, tenant, customer_id, old, new)
         before = owner_of(raw)
         await _before_write(redis, keys, tenant, customer_id, before, new)
         if await redis.eval(_CAS, 1, key, raw or "", new.model_dump_json(exclude_none=True)):  # type: ignore[misc]

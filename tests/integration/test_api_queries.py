@@ -565,6 +565,59 @@ async def test_a_leavers_customers_are_shared_evenly_among_colleagues(make) -> N
             ("handed_over", "mo", 3, ["north"]), ("handed_over", "li", 3, ["north"])], r.text
 
 
+async def test_a_pos_still_naming_a_leaver_does_not_undo_a_hand_over(make) -> None:
+    """Ben left north and his customers were handed to Li; the POS's records still name Ben.
+    Its nightly PUTs (and a PATCH naming him) change the e-mail but keep Li as the owner, and
+    say so in the answer. Where nobody on the team owns the customer, what the POS names is
+    written. Once Ben is on the team again, naming him moves the customer back."""
+    settings, seed, redis = make()
+    async with api(settings) as client:
+        for staff_id in ("ben", "li"):
+            r = await client.put(f"/v1/staff/{staff_id}", headers=ACME, json={
+                "staff_id": staff_id, "name": staff_id.title(), "store_id": "north"})
+            assert r.status_code == 200, r.text
+
+        async def pos(cid: str, owner: str | None, email: str) -> dict[str, Any]:
+            r = await client.put(f"/v1/customers/{cid}/profile", headers=ACME, json={
+                "store_id": "north", "owner_staff_id": owner, "email": email})
+            assert r.status_code == 200, r.text
+            return r.json()  # type: ignore[no-any-return]
+
+        async def owners() -> dict[str, list[str]]:
+            out = {}
+            for staff_id in ("ben", "li"):
+                r = await client.get(f"/v1/staff/{staff_id}/customers", headers=ACME)
+                out[staff_id] = [c["customer_id"] for c in r.json()["customers"]]
+            return out
+
+        for cid in ("c-1", "c-2"):
+            await pos(cid, "ben", f"{cid}@example.com")
+        await pos("c-3", "sol", "c-3@example.com")  # sol: never on the team
+        assert (await client.delete("/v1/staff/ben", headers=ACME)).status_code == 204
+        r = await client.post("/v1/staff/ben/handover", headers=ACME, json={"to_staff_id": "li"})
+        assert r.json()["moved"] == 2, r.text
+        # the nightly sync: the e-mail changes, the owner stays Li
+        got = await pos("c-1", "ben", "new@example.com")
+        assert (got["owner_staff_id"], got["email"]) == ("li", "new@example.com"), got
+        r = await client.patch("/v1/customers/c-2/profile", headers=ACME,
+                               json={"owner_staff_id": "ben", "phone": "+14155550100"})
+        assert r.status_code == 200, r.text
+        assert (r.json()["owner_staff_id"], r.json()["phone"]) == ("li", "+14155550100")
+        assert await owners() == {"ben": [], "li": ["c-1", "c-2"]}
+        entries = (await client.get("/v1/customers/c-1/timeline", headers=ACME)).json()["entries"]
+        assert [e["data"]["fields"] for e in entries if e["kind"] == "profile_change"][0] == [
+            "email"], entries
+        # nobody on the team owns c-3 (sol never was), c-4 has no owner: the POS's word is taken
+        assert (await pos("c-3", "ben", "c-3@example.com"))["owner_staff_id"] == "ben"
+        assert (await pos("c-4", "ben", "c-4@example.com"))["owner_staff_id"] == "ben"
+        # Ben back on the team: naming him is meant
+        r = await client.put("/v1/staff/ben", headers=ACME, json={
+            "staff_id": "ben", "name": "Ben", "store_id": "north"})
+        assert r.status_code == 200, r.text
+        assert (await pos("c-1", "ben", "new@example.com"))["owner_staff_id"] == "ben"
+        assert await owners() == {"ben": ["c-1", "c-3", "c-4"], "li": ["c-2"]}
+
+
 async def test_erasure_removes_everything_and_is_audited(make) -> None:
     settings, seed, redis = make()
     await seed.customer("gone", days_ago=[100, 130], tier="high", store="north")

@@ -67,15 +67,20 @@ def _may_write(key: IngestKey, scored: str | None, old: CustomerProfile | None,
             summary="Create or replace a customer's profile",
             description="Owner staff member, home store, contact, preferred channel, consent, "
             "time zone, segment, birthday, locale — used by the notifier to route alerts. The "
-            "whole profile is replaced. The timeline records which fields changed (not values).",
+            "whole profile is replaced, but for one thing: an owner_staff_id naming someone "
+            "removed from the team (and not added back) does not take the customer from an "
+            "owner who is on the team (a POS still naming a leaver would undo a hand-over); "
+            "the answer is the profile as written. The timeline records which fields changed "
+            "(not values).",
             responses=responses(AUTH, TOO_LARGE))
 async def put_profile(customer_id: CustomerId, body: CustomerProfile, res: Res, key: IngestKey,
                       profiles: Profiles) -> Any:
     old = await profiles.get_profile(customer_id, key.tenant)
     _may_write(key, await _scored_store(res, key, customer_id), old, body)
-    await replace_profile(res.redis, res.keys, profiles, customer_id, key.tenant, old, body,
-                          by=key.name, retention=res.settings.retention)
-    return body
+    written, _ = await replace_profile(res.redis, res.keys, profiles, customer_id, key.tenant,
+                                       old, body, by=key.name,
+                                       retention=res.settings.retention)
+    return written
 
 
 @router.patch("/v1/customers/{customer_id:anypath}/profile", response_model=CustomerProfile,
