@@ -16,6 +16,7 @@ keys on this project's machine): by the API in the background when it starts
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -83,15 +84,44 @@ async def ensure_index(redis: Redis, keys: Keys, tenant: str) -> None:
 
 
 async def index_tenants(redis: Redis, keys: Keys) -> None:
-    """:func:`ensure_index` for every tenant the scorer has seen and the default one (the API's
-    start: an upgrade's first Team page or hand-over does not wait for it). A failure is logged
-    and left to the first ask."""
+    """:func:`ensure_index` and :func:`remember_leavers` for every tenant the scorer has seen
+    and the default one (the API's start: an upgrade's first Team page or hand-over does not
+    wait for it). A failure is logged and left to the first ask."""
     try:
         tenants = {str(t) for t in await redis.smembers(keys.tenants)} | {DEFAULT_TENANT}  # type: ignore[misc]
         for tenant in sorted(tenants):
             await ensure_index(redis, keys, tenant)
+            await remember_leavers(redis, keys, tenant)
     except RedisError as exc:
         logger.warning("owner index not built at start (built when first asked): %s", exc)
+
+
+async def remember_leavers(redis: Redis, keys: Keys, tenant: str) -> None:
+    """Staff the team log says were removed and who are not on the team now join
+    ``Keys.former_staff`` (those removed before that set existed; idempotent)."""
+    removed = set()
+    for raw in await redis.lrange(keys.team_log(tenant), 0, -1):  # type: ignore[misc]
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("what") == "staff" and \
+                entry.get("action") == "removed" and isinstance(entry.get("id"), str):
+            removed.add(entry["id"])
+    if not removed:
+        return
+    ids = sorted(removed)
+    records = await redis.hmget(keys.staff(tenant), ids)  # type: ignore[misc]
+    gone = [staff_id for staff_id, record in zip(ids, records, strict=True) if record is None]
+    if not gone:
+        return
+    await redis.sadd(keys.former_staff(tenant), *gone)  # type: ignore[misc]
+    # someone added back meanwhile leaves the set again (a staff write takes them out after
+    # writing their record: read after the SADD, no interleaving leaves them in it)
+    again = await redis.hmget(keys.staff(tenant), gone)  # type: ignore[misc]
+    back = [staff_id for staff_id, record in zip(gone, again, strict=True) if record is not None]
+    if back:
+        await redis.srem(keys.former_staff(tenant), *back)  # type: ignore[misc]
 
 
 async def _index(redis: Redis, keys: Keys, tenant: str, found: list[str], start: int) -> None:

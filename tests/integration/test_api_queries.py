@@ -569,9 +569,22 @@ async def test_a_pos_still_naming_a_leaver_does_not_undo_a_hand_over(make) -> No
     """Ben left north and his customers were handed to Li; the POS's records still name Ben.
     Its nightly PUTs (and a PATCH naming him) change the e-mail but keep Li as the owner, and
     say so in the answer. Where nobody on the team owns the customer, what the POS names is
-    written. Once Ben is on the team again, naming him moves the customer back."""
+    written. Once Ben is on the team again, naming him moves the customer back. Someone
+    removed before leavers were remembered is known from the team log when the API starts."""
     settings, seed, redis = make()
+    keys = seed.keys
+    for staff_id in ("old", "back"):  # removed as an earlier version logged it; back re-added
+        await redis.lpush(keys.team_log("acme"), json.dumps({
+            "at_ms": 1, "what": "staff", "id": staff_id, "action": "removed", "fields": [],
+            "by": "m-1", "stores": ["north"], "name": staff_id.title()}))
+    await redis.hset(keys.staff("acme"), "back", json.dumps({"staff_id": "back"}))
+    await redis.sadd(keys.tenants, "acme")
     async with api(settings) as client:
+        for _ in range(500):  # the API reads the team log in the background when it starts
+            if await redis.sismember(keys.former_staff("acme"), "old"):
+                break
+            await asyncio.sleep(0.01)
+        assert await redis.smembers(keys.former_staff("acme")) == {"old"}
         for staff_id in ("ben", "li"):
             r = await client.put(f"/v1/staff/{staff_id}", headers=ACME, json={
                 "staff_id": staff_id, "name": staff_id.title(), "store_id": "north"})
@@ -616,6 +629,7 @@ async def test_a_pos_still_naming_a_leaver_does_not_undo_a_hand_over(make) -> No
         assert r.status_code == 200, r.text
         assert (await pos("c-1", "ben", "new@example.com"))["owner_staff_id"] == "ben"
         assert await owners() == {"ben": ["c-1", "c-3", "c-4"], "li": ["c-2"]}
+        assert (await pos("c-2", "old", "c-2@example.com"))["owner_staff_id"] == "li"
 
 
 async def test_erasure_removes_everything_and_is_audited(make) -> None:
