@@ -200,7 +200,8 @@ class HandOverRequest(BaseModel):
 
 
 class HandOverResult(BaseModel):
-    moved: int = Field(description="Customers given to the new owner.")
+    moved: int = Field(description="Customers given to the new owner (with share_among: "
+                       "to the colleagues, see shares).")
     kept: list[str] = Field(description="Customers left with the old owner because the new "
                             "owner (with share_among: every one of them) works at another "
                             "store than theirs.")

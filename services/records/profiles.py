@@ -129,8 +129,8 @@ async def patch_profile(redis: Redis, keys: Keys, tenant: str, customer_id: str,
     profile as it stands: a compare-and-set, read again and retried when another writer
     changed it meanwhile (:class:`ProfileBusy` after ``_CAS_TRIES``). The result is validated
     as a whole (``ValidationError``); ``allow(old, new)`` may refuse it by raising. The owner
-    kept, owners' sets and the timeline as :func:`replace_profile`. Returns the profile and the fields that
-    changed."""
+    kept, owners' sets and the timeline as :func:`replace_profile`. Returns the profile and the
+    fields that changed."""
     key = keys.profile(customer_id, tenant)
     for _ in range(_CAS_TRIES):
         raw = await redis.get(key)
