@@ -208,7 +208,6 @@ class HandOver:
 
 SHARE_MAX = 50  # colleagues one hand-over may share someone's customers among
 _RISK_FIRST = {"high": 0, "medium": 1}
-_NOBODY = ""  # (no staff id is empty) the taker of a hand-over to nobody
 
 
 def deal(items: list[owners.Owned], takers: list[StaffMember]
@@ -261,13 +260,15 @@ async def hand_over(redis: Redis, keys: Keys, profiles: ProfileStore, tenant: st
             found.add(item.customer_id)
         mine.append(item)
     not_owned = sorted(named - found) if named is not None else []
+    dealt: dict[str | None, list[owners.Owned]] = {}  # new owner (None: nobody) -> customers
     if share:
-        dealt, left = deal(mine, share)
+        shared, left = deal(mine, share)
+        dealt.update(shared)
     else:
         left = [c for c in mine if to is not None and to.store_id not in (c.store, None)]
         out = {c.customer_id for c in left}
-        dealt = {to.staff_id if to is not None else _NOBODY:
-                 [c for c in mine if c.customer_id not in out]}
+        dealt[to.staff_id if to is not None else None] = [
+            c for c in mine if c.customer_id not in out]
     kept = [c.customer_id for c in left]
     plan = [c for group in dealt.values() for c in group]
     if not plan:
@@ -276,8 +277,8 @@ async def hand_over(redis: Redis, keys: Keys, profiles: ProfileStore, tenant: st
     # without them): to the new owner, or to their store's manager, who receives their alerts
     # from now on
     managers: dict[str | None, str | None] = {}
-    if _NOBODY in dealt:
-        for store_id in {c.store for c in dealt[_NOBODY]} - {None}:
+    if None in dealt:
+        for store_id in {c.store for c in dealt[None]} - {None}:
             record = await profiles.get_store(str(store_id), tenant)
             managers[store_id] = record.manager_staff_id if record is not None else None
     takers = {c.customer_id: to_id or managers.get(c.store)
@@ -290,12 +291,12 @@ async def hand_over(redis: Redis, keys: Keys, profiles: ProfileStore, tenant: st
     for to_id, group in dealt.items():
         if not group:
             continue
-        given = await give(redis, keys, tenant, [c.customer_id for c in group], to_id or None,
+        given = await give(redis, keys, tenant, [c.customer_id for c in group], to_id,
                            only_from=from_id, by=by, retention=retention)
         await _log(redis, keys, tenant, "staff", from_id, "handed_over", [], by,
-                   {c.store for c in group}, name, to=to_id or None, count=len(given))
+                   {c.store for c in group}, name, to=to_id, count=len(given))
         moved += given
-        if share:
+        if to_id in shares:
             shares[to_id] = len(given)
     return HandOver(moved, kept, alerts, not_owned, shares)
 
