@@ -10,15 +10,22 @@ owner could first see the alert. When an entry falls due it is dropped if
 :func:`services.alerting.acks.is_acknowledged`, else the manager's messages are delivered
 (delivery ids derived from the alert id, so a notifier killed half-way sends nothing twice),
 the entry removed and ``Keys.escalation_done(<alert id>)`` kept for 30 days so that a replayed record
-never prepares it again: one escalation per alert. The three share one hash tag (the
-MULTI that finishes an entry touches them together).
+never prepares it again: one escalation per alert.
+
+A hand-over moves a person's unacknowledged alerts to the customer's new owner
+(:meth:`services.alerting.inbox.Inbox.move`); :func:`handed_on` then marks each of them still
+due in ``Keys.escalation_handed``. When such an entry falls due, the new owner's window is
+still running from the hand-over (``after`` from it: the entry is put back, due then), and an
+alert handed to the store's manager (to nobody, or to the manager by name) is dropped: the
+manager holds it, escalating it would page them about their own alert. The keys share one
+hash tag (the MULTI that finishes an entry touches them together).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from redis.asyncio import Redis
 
@@ -32,6 +39,54 @@ ESCALATION_BATCH = 50
 DONE_TTL_S = 30 * 86_400
 
 Escalate = Callable[[RiskChangeEvent, int], Awaitable[None]]
+
+# KEYS: the queue, the hand-over marks. ARGV: pairs of alert id, mark. Marks the alerts still
+# due (one escalated or dropped meanwhile is not marked: nothing is left behind).
+_MARK = """
+local n = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+    n = n + 1
+  end
+end
+return n
+"""
+_MARK_CHUNK = 500
+# KEYS: the queue, the hand-over marks. ARGV: alert id, the mark read, the new due time. Puts
+# the entry back unless another hand-over marked it since.
+_POSTPONE = """
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('ZADD', KEYS[1], 'XX', ARGV[3], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 1
+"""
+
+
+async def handed_on(redis: Redis, keys: Keys, alerts: Mapping[str, bool], *, now_ms: int) -> int:
+    """``alerts`` (alert id -> whether it went to the customer's store manager) were handed to
+    someone else at ``now_ms``: the escalations still due among them wait for the new owner's
+    own window, or are dropped when the manager holds them. Returns how many were due."""
+    items = list(alerts.items())
+    marked = 0
+    for start in range(0, len(items), _MARK_CHUNK):
+        argv: list[str] = []
+        for alert_id, manager in items[start:start + _MARK_CHUNK]:
+            argv += [alert_id, json.dumps({"at_ms": now_ms, "manager": manager})]
+        marked += int(await redis.eval(  # type: ignore[misc]
+            _MARK, 2, keys.escalation_queue, keys.escalation_handed, *argv))
+    return marked
+
+
+def _mark(raw: bytes | str | None) -> tuple[int, bool] | None:
+    """A hand-over mark as (when, to the manager); None when there is none or it is damaged."""
+    if not raw:
+        return None
+    try:
+        doc = json.loads(raw)
+        return int(doc["at_ms"]), bool(doc["manager"])
+    except (ValueError, TypeError, KeyError):
+        return None
 
 
 async def pending_escalation(redis: Redis, keys: Keys, alert_id: str) -> RiskChangeEvent | None:
@@ -51,6 +106,7 @@ class Escalations:
         self.after_s = after_s
         self.queue = keys.escalation_queue
         self.data = keys.escalation_data
+        self.handed = keys.escalation_handed
 
     def _done(self, alert_id: str) -> str:
         return self.keys.escalation_done(alert_id)
@@ -98,7 +154,10 @@ class Escalations:
             self.queue, "-inf", now_ms, start=0, num=ESCALATION_BATCH)]
         done = 0
         for alert_id in ids:
-            raw = await self.redis.hget(self.data, alert_id)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hget(self.data, alert_id)
+                pipe.hget(self.handed, alert_id)
+                raw, handed = await pipe.execute()
             try:
                 entry = json.loads(raw) if raw else None
                 event = decode_risk_change(entry["event"].encode()) if entry else None
@@ -107,8 +166,21 @@ class Escalations:
                 logger.error("escalation %s is unreadable (%s: %s); dropped", alert_id,
                              type(exc).__name__, exc, extra={"event_id": alert_id})
                 entry = event = None
-            # acknowledged within the alert's own tenant (see services.alerting.acks)
-            if event is not None and not await is_acknowledged(
+            mark = _mark(handed)
+            if event is not None and mark is not None and not mark[1] \
+                    and mark[0] + int(self.after_s * 1000) > now_ms:
+                # handed to a colleague: their window runs from the hand-over
+                due = mark[0] + int(self.after_s * 1000)
+                if not await self.redis.eval(  # type: ignore[misc]
+                        _POSTPONE, 2, self.queue, self.handed, alert_id, handed, due):
+                    continue  # handed over once more meanwhile: the next tick reads that
+                logger.info("alert %s was handed over; it escalates %.0f s after that",
+                            alert_id, self.after_s, extra={"event_id": alert_id})
+                continue
+            if event is not None and mark is not None and mark[1]:
+                logger.info("alert %s was handed to the store's manager; no escalation",
+                            alert_id, extra={"event_id": alert_id})
+            elif event is not None and not await is_acknowledged(  # in the alert's own tenant
                     self.redis, self.keys, alert_id, event.change.tenant_id):
                 assert entry is not None
                 await escalate(event, int(entry.get("created_ms", 0)))
@@ -120,5 +192,6 @@ class Escalations:
                 pipe.set(self._done(alert_id), "1", ex=DONE_TTL_S)
                 pipe.zrem(self.queue, alert_id)
                 pipe.hdel(self.data, alert_id)
+                pipe.hdel(self.handed, alert_id)
                 await pipe.execute()
         return done

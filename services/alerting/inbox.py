@@ -10,6 +10,7 @@ lists who has a list: erasing a customer removes their entries."""
 from __future__ import annotations
 
 import json
+from typing import NamedTuple
 
 from redis.asyncio import Redis
 
@@ -18,6 +19,14 @@ from services.common.settings import DEFAULT_RETENTION, Retention
 
 INBOX_MAX = DEFAULT_RETENTION.inbox_max  # CHURNWATCH_INBOX_MAX_ENTRIES
 INBOX_TTL_S = DEFAULT_RETENTION.inbox_ttl_s  # CHURNWATCH_INBOX_DAYS
+
+
+class Moved(NamedTuple):
+    """An alert :meth:`Inbox.move` gave to another person's list."""
+
+    alert_id: str
+    customer_id: str
+    owner: str
 
 # KEYS[1]: inbox hash. ARGV: field, entry JSON, max entries, ttl seconds, "merge" or "".
 # Adds the entry (merge: an entry already there keeps its time and text and gains the new
@@ -79,12 +88,12 @@ class Inbox:
         pipe.expire(staff, self.ttl_s)
         await pipe.execute()
 
-    async def move(self, from_id: str, tenant: str, to: dict[str, str]) -> int:
+    async def move(self, from_id: str, tenant: str, to: dict[str, str]) -> list[Moved]:
         """The unacknowledged alerts in ``from_id``'s list about the customers of ``to``
         (customer id -> their new owner) go to that owner's list, as they were (time, words,
-        channels); acknowledged ones stay, the person's own record. Returns how many moved."""
+        channels); acknowledged ones stay, the person's own record. Returns what moved."""
         raw = await self.redis.hgetall(self.keys.inbox(from_id, tenant))  # type: ignore[misc]
-        found: list[tuple[str, str, str, str]] = []  # field, blob, alert id, new owner
+        found: list[tuple[str, str, Moved]] = []  # field, blob, what moves
         for field, blob in raw.items():
             try:
                 entry = json.loads(blob)
@@ -92,13 +101,16 @@ class Inbox:
             except (ValueError, KeyError, TypeError):
                 continue
             if customer in to and to[customer] != from_id:
-                found.append((str(field), str(blob), alert_id, to[customer]))
-        acked = await get_many(self.redis, [self.keys.ack(a, tenant) for _, _, a, _ in found])
-        moved: list[str] = []
-        for (field, blob, _, owner), ack in zip(found, acked, strict=True):
+                found.append((str(field), str(blob), Moved(alert_id, customer, to[customer])))
+        acked = await get_many(self.redis, [self.keys.ack(m.alert_id, tenant)
+                                            for _, _, m in found])
+        moved: list[Moved] = []
+        fields: list[str] = []
+        for (field, blob, m), ack in zip(found, acked, strict=True):
             if ack is None:
-                await self.add(owner, tenant, field, json.loads(blob), merge=True)  # theirs kept
-                moved.append(field)
-        if moved:  # (after every copy: an interrupted move is done again, nothing lost)
-            await self.redis.hdel(self.keys.inbox(from_id, tenant), *moved)  # type: ignore[misc]
-        return len(moved)
+                await self.add(m.owner, tenant, field, json.loads(blob), merge=True)  # theirs kept
+                moved.append(m)
+                fields.append(field)
+        if fields:  # (after every copy: an interrupted move is done again, nothing lost)
+            await self.redis.hdel(self.keys.inbox(from_id, tenant), *fields)  # type: ignore[misc]
+        return moved

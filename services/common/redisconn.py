@@ -563,6 +563,12 @@ class Keys:
         """Hash alert id -> the escalation's JSON; moves with :attr:`escalation_queue`."""
         return self.tagged("esc", "data")
 
+    @property
+    def escalation_handed(self) -> str:
+        """Hash alert id -> JSON ``{"at_ms", "manager"}``: the alert went to someone else's
+        list in a hand-over (services/alerting/escalation.py); moves with the queue."""
+        return self.tagged("esc", "handed")
+
     def escalation_done(self, alert_id: str) -> str:
         """Marks an alert escalated (or dropped as acknowledged); set with the queue's MULTI."""
         return self.tagged("esc", f"done:{alert_id}")

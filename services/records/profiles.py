@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
 
+from services.alerting.escalation import handed_on
 from services.alerting.inbox import Inbox
 from services.common.profiles import CustomerProfile, ProfileStore, StaffMember, Store, owner_of
 from services.common.redisconn import Keys, get_many
@@ -277,14 +278,17 @@ async def hand_over(redis: Redis, keys: Keys, profiles: ProfileStore, tenant: st
     # without them): to the new owner, or to their store's manager, who receives their alerts
     # from now on
     managers: dict[str | None, str | None] = {}
-    if None in dealt:
-        for store_id in {c.store for c in dealt[None]} - {None}:
-            record = await profiles.get_store(str(store_id), tenant)
-            managers[store_id] = record.manager_staff_id if record is not None else None
+    for store_id in {c.store for c in plan} - {None}:
+        record = await profiles.get_store(str(store_id), tenant)
+        managers[store_id] = record.manager_staff_id if record is not None else None
     takers = {c.customer_id: to_id or managers.get(c.store)
               for to_id, group in dealt.items() for c in group}
     alerts = await Inbox(redis, keys, retention=retention).move(
         from_id, tenant, {cid: who for cid, who in takers.items() if who})
+    # their escalations wait for the new owner's own window (none when the manager holds them)
+    stores = {c.customer_id: c.store for c in plan}
+    await handed_on(redis, keys, {a.alert_id: a.owner == managers.get(stores[a.customer_id])
+                                  for a in alerts}, now_ms=int(time.time() * 1000))
     name = await known_name(redis, keys, profiles, tenant, from_id)
     moved: list[str] = []
     shares = {t.staff_id: 0 for t in share or []}
@@ -298,7 +302,7 @@ async def hand_over(redis: Redis, keys: Keys, profiles: ProfileStore, tenant: st
         moved += given
         if to_id in shares:
             shares[to_id] = len(given)
-    return HandOver(moved, kept, alerts, not_owned, shares)
+    return HandOver(moved, kept, len(alerts), not_owned, shares)
 
 
 # Write a profile only if it is still what was read (compare and set): an owner change

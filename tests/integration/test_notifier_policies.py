@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from email.policy import default as default_policy
@@ -17,6 +18,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from aiohttp import web
 from aiosmtpd.controller import Controller
+from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from services.alerting.acks import (
@@ -26,6 +28,7 @@ from services.alerting.acks import (
     get_alert,
     is_acknowledged,
 )
+from services.alerting.escalation import handed_on
 from services.common.embedded import free_port
 from services.common.profiles import Consent, CustomerProfile, ProfileStore, StaffMember, Store
 from services.common.redisconn import Keys
@@ -37,7 +40,8 @@ from services.common.riskchange import (
     encode_cloudevent,
     to_cloudevent,
 )
-from services.common.settings import Settings
+from services.common.settings import ApiKey, Settings
+from services.records.profiles import hand_over
 from tests.integration.test_notifier import metric, notifier, produce_changes, wait_until
 from tests.peers import LoopbackHttp
 
@@ -216,6 +220,75 @@ escalation: {after: 1.5s, channels: [email]}
     log = [json.loads(x) for x in await redis.lrange(keys.delivery_log("owned", "acme"), 0, -1)]
     assert sorted((e["kind"], e["status"], e["target"]) for e in log) == [
         ("alert", "delivered", "a***@example.com"), ("escalation", "delivered", "f***@example.com")]
+
+
+async def test_a_hand_over_gives_the_new_owner_their_own_window_before_the_manager_is_paged(
+        base, redis: Redis, smtp) -> None:
+    """Olga's three high-risk alerts are delivered, unacknowledged; before their escalation
+    falls due she leaves, and two of her customers are handed over: one to Li, one to nobody
+    (the manager, Max, holds its alert). Max is paged about the customer nobody handed over
+    when its window ends, about Li's ``after`` from the hand-over (not from Olga's delivery),
+    and never about the one he holds himself."""
+    controller, inbox = smtp
+    after = 2.5
+    settings = base(f"""
+routes:
+  - {{match: {{to: high}}, channels: [email]}}
+escalation: {{after: {after}s, channels: [email]}}
+""", smtp_host="127.0.0.1", smtp_port=controller.port)
+    keys = Keys(settings.redis_prefix)
+    profiles = await staff_and_stores(redis, keys)
+    li = StaffMember(staff_id="li-1", name="Li", email="li@example.com", store_id="s1")
+    await profiles.put_staff(li)
+    for cid, name in (("to-li", "Ann Lee"), ("to-max", "Bo Yang"), ("stays", "Cy Diaz")):
+        await profiles.put_profile(cid, CustomerProfile(owner_staff_id="owner-1", name=name,
+                                                        store_id="s1"))
+    ids = {}
+    for cid in ("to-li", "to-max", "stays"):
+        ids[cid], raw = change(cid, "low", "high")
+        await produce_changes(settings, (cid, raw))
+    admin = ApiKey(name="admin", secret=SecretStr("x" * 16), scopes=frozenset({"admin"}))
+    escalated: dict[str, float] = {}  # customer name -> when Max's escalation arrived
+
+    def escalations() -> dict[str, float]:
+        for _, mail in inbox.mails:
+            for name in ("Ann Lee", "Bo Yang", "Cy Diaz"):
+                if "ESCALATED" in mail["Subject"] and name in mail["Subject"]:
+                    escalated.setdefault(name, time.time())
+        return escalated
+
+    async with notifier(settings):
+        await wait_until(lambda: len(inbox.to("olga@example.com")) == 3, what="Olga's alerts")
+        await wait_until(lambda: redis.hlen(keys.inbox("owner-1", "default")),  # type: ignore[misc]
+                         what="her console list")
+        delivered = time.time()
+        await asyncio.sleep(after / 2)  # she leaves halfway through their windows
+        to_li = await hand_over(redis, keys, profiles, "default", "owner-1", li, reach=admin,
+                                by="test", only=["to-li"])
+        to_max = await hand_over(redis, keys, profiles, "default", "owner-1", None, reach=admin,
+                                 by="test", only=["to-max"])
+        handed = time.time()
+        assert (to_li.moved, to_li.alerts, to_max.moved, to_max.alerts) == (
+            ["to-li"], 1, ["to-max"], 1)
+        assert handed - delivered < after * 0.8, "the hand-over came too late to tell them apart"
+        await wait_until(lambda: "Cy Diaz" in escalations(), timeout=15, what="Cy's escalation")
+        assert set(escalations()) == {"Cy Diaz"}  # Ann's and Bo's windows were not Olga's
+        await wait_until(lambda: "Ann Lee" in escalations(), timeout=15, what="Ann's escalation")
+        assert escalated["Ann Lee"] >= handed + after - 0.2
+        assert escalated["Ann Lee"] - escalated["Cy Diaz"] >= (handed - delivered) - 0.2
+
+        async def settled() -> bool:
+            return await redis.zcard(keys.escalation_queue) == 0
+
+        await wait_until(settled, what="the queue empty")
+    assert "Bo Yang" not in escalations()  # Max holds Bo's alert: no page about his own
+    assert len([m for m in inbox.to("max@example.com") if "ESCALATED" in m["Subject"]]) == 2
+    assert inbox.to("li@example.com") == []  # a hand-over sends nobody anything
+    assert await redis.exists(keys.escalation_done(ids["to-max"]))  # a replay prepares it not
+    assert await redis.hlen(keys.escalation_handed) == 0  # type: ignore[misc]
+    # an escalation no longer due is not marked by a later hand-over (nothing left behind)
+    assert await handed_on(redis, keys, {ids["stays"]: False}, now_ms=int(time.time() * 1000)) == 0
+    assert await redis.hlen(keys.escalation_handed) == 0  # type: ignore[misc]
 
 
 # quiet hours -------------------------------------------------------------------------------

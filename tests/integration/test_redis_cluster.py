@@ -27,6 +27,7 @@ from redis.asyncio import Redis, RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import ClusterCrossSlotError, RedisClusterException, ResponseError
 
+from services.alerting.escalation import handed_on
 from services.alerting.webhooks import add_subscription
 from services.cli.reach import require
 from services.common.embedded import free_port
@@ -135,7 +136,7 @@ def test_keys_moved_together_share_a_slot() -> None:
     groups = [
         [k.delivery("ab" * 16), k.retry_queue, k.retry_payloads],
         [k.settle_queue, k.settle_data],
-        [k.escalation_queue, k.escalation_data, k.escalation_done("alert-1")],
+        [k.escalation_queue, k.escalation_data, k.escalation_handed, k.escalation_done("alert-1")],
         [k.digest_base + s for s in ("b:email|staff:x", "due", "seen:email|staff:x|e1", "seq",
                                      "batch:email|staff:x:1", "batches")],
         [k.summary_base + s for s in ("b:default", "due", "seq", "batch:default:1", "batches")],
@@ -269,6 +270,11 @@ async def test_api_profiles_erasure_webhooks_actions_and_export_on_a_cluster(
             assert r.json() == {"moved": 2, "kept": [], "alerts_moved": 0, "not_owned": [],
                                 "shares": {}}, r.text
             assert (await client.get("/v1/staff/m-1/customers", headers=READ)).json()["count"] == 0
+            # a hand-over's marks on the escalations still due (one script, one slot)
+            await redis.zadd(keys.escalation_queue, {"a" * 32: 1})
+            assert await handed_on(redis, keys, {"a" * 32: True, "b" * 32: False}, now_ms=5) == 1
+            assert json.loads(await redis.hget(keys.escalation_handed, "a" * 32)) == {  # type: ignore[misc,arg-type]
+                "at_ms": 5, "manager": True}
             # the at-risk list reads the scorer's tier index and many customers' keys
             r = await client.get("/v1/customers/at-risk", params={"tier": "high"}, headers=READ)
             assert r.status_code == 200, r.text
