@@ -88,10 +88,14 @@ async def _written(redis: Redis, keys: Keys, tenant: str, customer_id: str,
                    old: CustomerProfile | None, before: str | None, new: CustomerProfile,
                    by: str, retention: Retention) -> list[str]:
     """After ``new`` was written over ``old`` (owned by ``before``): out of the old owner's
-    set, and the timeline told which fields changed; returns them."""
+    set, their open alerts about the customer to the new owner (:func:`alerts_follow`), and
+    the timeline told which fields changed; returns them."""
     if before is not None and before != new.owner_staff_id:
         await owners.forget_owners(redis, keys, tenant, [customer_id], before,
                                    new.owner_staff_id)
+        store = (await _stores(redis, keys, tenant, {customer_id: new.store_id}))[customer_id]
+        await alerts_follow(redis, keys, tenant, {
+            customer_id: (before, new.owner_staff_id, store)}, retention=retention)
     # against an empty profile's defaults when there was none: a new profile's consent left
     # at its default is not a change
     changed = changed_fields(old or CustomerProfile.model_validate({}), new)
@@ -233,6 +237,37 @@ def deal(items: list[owners.Owned], takers: list[StaffMember]
     return got, kept
 
 
+async def alerts_follow(redis: Redis, keys: Keys, tenant: str,
+                        moves: dict[str, tuple[str, str | None, str | None]], *,
+                        retention: Retention = DEFAULT_RETENTION) -> int:
+    """Customers changed owner (customer id -> their owner before, their owner now, None:
+    nobody, and their store): the alerts about them still unacknowledged in the former
+    owner's console list go to the new owner's (nobody: to the store's manager's, who
+    receives their alerts from now on; kept where the store has none), and their
+    escalations still due wait for the new owner's own window, or are dropped when the
+    manager holds them (:func:`handed_on`). Returns how many list entries moved."""
+    stores = {store for _, _, store in moves.values()} - {None}
+    profiles = ProfileStore(redis, keys)
+    managers: dict[str | None, str | None] = {}
+    for store_id in stores:
+        record = await profiles.get_store(str(store_id), tenant)
+        managers[store_id] = record.manager_staff_id if record is not None else None
+    takers: dict[str, dict[str, str]] = {}  # former owner -> {customer id: who takes them}
+    for cid, (was, now, store) in moves.items():
+        if (who := now or managers.get(store)) is not None:
+            takers.setdefault(was, {})[cid] = who
+    inbox = Inbox(redis, keys, retention=retention)
+    held: dict[str, bool] = {}  # alert id -> the store's manager holds it now
+    moved = 0  # entries of the console lists
+    for was, to in takers.items():
+        for a in await inbox.move(was, tenant, to):
+            held[a.alert_id] = a.owner == managers.get(moves[a.customer_id][2])
+            moved += 1
+    if held:
+        await handed_on(redis, keys, held, now_ms=int(time.time() * 1000))
+    return moved
+
+
 async def hand_over(redis: Redis, keys: Keys, profiles: ProfileStore, tenant: str,
                     from_id: str, to: StaffMember | None, *, reach: ApiKey, by: str,
                     only: Iterable[str] | None = None,
@@ -244,7 +279,7 @@ async def hand_over(redis: Redis, keys: Keys, profiles: ProfileStore, tenant: st
     someone changed meanwhile is left to them). A customer of a store
     ``to`` does not work at (``to`` bound to another store) is kept. ``from_id`` need not be on
     the team any more: someone who left still owns customers until they are handed over. Their
-    unacknowledged alerts about those customers go along (:meth:`Inbox.move`). The team log
+    unacknowledged alerts about those customers go along (:func:`alerts_follow`). The team log
     tells it. ``only``: just these of their customers (someone's customers shared among
     several colleagues); the ids among them that are not theirs within ``reach`` are said.
     ``share``: instead of ``to``, these colleagues, each given an even share (:func:`deal`);
@@ -275,20 +310,10 @@ async def hand_over(redis: Redis, keys: Keys, profiles: ProfileStore, tenant: st
     if not plan:
         return HandOver([], kept, 0, not_owned, {t.staff_id: 0 for t in share or []})
     # their open alerts go first (a hand-over interrupted after the profiles is done again
-    # without them): to the new owner, or to their store's manager, who receives their alerts
-    # from now on
-    managers: dict[str | None, str | None] = {}
-    for store_id in {c.store for c in plan} - {None}:
-        record = await profiles.get_store(str(store_id), tenant)
-        managers[store_id] = record.manager_staff_id if record is not None else None
-    takers = {c.customer_id: to_id or managers.get(c.store)
-              for to_id, group in dealt.items() for c in group}
-    alerts = await Inbox(redis, keys, retention=retention).move(
-        from_id, tenant, {cid: who for cid, who in takers.items() if who})
-    # their escalations wait for the new owner's own window (none when the manager holds them)
-    stores = {c.customer_id: c.store for c in plan}
-    await handed_on(redis, keys, {a.alert_id: a.owner == managers.get(stores[a.customer_id])
-                                  for a in alerts}, now_ms=int(time.time() * 1000))
+    # without them)
+    alerts = await alerts_follow(redis, keys, tenant, {
+        c.customer_id: (from_id, to_id, c.store) for to_id, group in dealt.items()
+        for c in group}, retention=retention)
     name = await known_name(redis, keys, profiles, tenant, from_id)
     moved: list[str] = []
     shares = {t.staff_id: 0 for t in share or []}
@@ -296,13 +321,13 @@ async def hand_over(redis: Redis, keys: Keys, profiles: ProfileStore, tenant: st
         if not group:
             continue
         given = await give(redis, keys, tenant, [c.customer_id for c in group], to_id,
-                           only_from=from_id, by=by, retention=retention)
+                           only_from=from_id, by=by, retention=retention, alerts=False)
         await _log(redis, keys, tenant, "staff", from_id, "handed_over", [], by,
                    {c.store for c in group}, name, to=to_id, count=len(given))
         moved += given
         if to_id in shares:
             shares[to_id] = len(given)
-    return HandOver(moved, kept, len(alerts), not_owned, shares)
+    return HandOver(moved, kept, alerts, not_owned, shares)
 
 
 # Write a profile only if it is still what was read (compare and set): an owner change
@@ -319,26 +344,29 @@ _CAS_TRIES = 5
 
 async def give(redis: Redis, keys: Keys, tenant: str, customer_ids: list[str],
                to_id: str | None, *, only_from: str | None = None, by: str,
-               retention: Retention = DEFAULT_RETENTION) -> list[str]:
+               retention: Retention = DEFAULT_RETENTION, alerts: bool = True) -> list[str]:
     """Make ``to_id`` (None: nobody) the owner of each customer, the rest of each profile kept
     as it stands at the moment of the write (a customer without a profile gets one naming the
     owner); with ``only_from``, only customers whose profile still names ``only_from`` (someone
     else changed it meanwhile: theirs to keep). Each changed customer's timeline says
     ``owner_staff_id`` changed and by whom; the owners' sets follow as
-    :func:`replace_profile` keeps them. Batched: a few round trips per 500 customers. Returns
-    the customers whose owner changed."""
+    :func:`replace_profile` keeps them, and (``alerts``) their open alerts go along
+    (:func:`alerts_follow`; a hand-over moves them itself, first). Batched: a few round trips
+    per 500 customers. Returns the customers whose owner changed."""
     done: list[str] = []
     for start in range(0, len(customer_ids), owners.BATCH):
         done += await _give(redis, keys, tenant, customer_ids[start:start + owners.BATCH],
-                            to_id, only_from, by, retention)
+                            to_id, only_from, by, retention, alerts)
     return done
 
 
 async def _give(redis: Redis, keys: Keys, tenant: str, chunk: list[str], to_id: str | None,
-                only_from: str | None, by: str, retention: Retention) -> list[str]:
+                only_from: str | None, by: str, retention: Retention, alerts: bool
+                ) -> list[str]:
     if to_id is not None:  # the new owner's set first (a superset, see services.records.owners)
         await owners.note_owners(redis, keys, tenant, chunk, to_id)
     before: dict[str, str | None] = {}  # customer -> the owner their profile named
+    homes: dict[str, str | None] = {}  # customer -> their profile's home store
     pending = list(chunk)
     for _ in range(_CAS_TRIES):
         if not pending:
@@ -357,6 +385,7 @@ async def _give(redis: Redis, keys: Keys, tenant: str, chunk: list[str], to_id: 
             new = profile.model_copy(update={"owner_staff_id": to_id})
             writes.append((cid, raw or "", new.model_dump_json(exclude_none=True)))
             before[cid] = owner
+            homes[cid] = profile.store_id
         if not writes:
             break
         pipe = redis.pipeline(transaction=False)
@@ -375,6 +404,11 @@ async def _give(redis: Redis, keys: Keys, tenant: str, chunk: list[str], to_id: 
             gone.setdefault(was, []).append(cid)
     for was, cids in gone.items():
         await owners.forget_owners(redis, keys, tenant, cids, was, to_id)
+    if alerts and gone:
+        stores = await _stores(redis, keys, tenant, {c: homes[c] for c in changed})
+        await alerts_follow(redis, keys, tenant, {
+            cid: (was, to_id, stores[cid]) for was, cids in gone.items() for cid in cids},
+            retention=retention)
     at = iso_ms(int(time.time() * 1000))
     pipe = redis.pipeline(transaction=False)
     for cid in changed:
@@ -383,6 +417,20 @@ async def _give(redis: Redis, keys: Keys, tenant: str, chunk: list[str], to_id: 
             pipe, retention=retention)
     await pipe.execute()
     return changed
+
+
+async def _stores(redis: Redis, keys: Keys, tenant: str, homes: dict[str, str | None]
+                  ) -> dict[str, str | None]:
+    """Each customer's store: their profile's home store (``homes``), else the store of their
+    latest events (as :func:`services.records.owners.owned` tells it), else None."""
+    unknown = [cid for cid, home in homes.items() if home is None]
+    if not unknown:
+        return homes
+    pipe = redis.pipeline(transaction=False)
+    for cid in unknown:
+        pipe.hget(keys.state(cid, tenant), "store")
+    scored = await pipe.execute()
+    return homes | {cid: str(s) if s else None for cid, s in zip(unknown, scored, strict=True)}
 
 
 async def known_name(redis: Redis, keys: Keys, profiles: ProfileStore, tenant: str,

@@ -632,6 +632,62 @@ async def test_a_pos_still_naming_a_leaver_does_not_undo_a_hand_over(make) -> No
         assert (await pos("c-2", "old", "c-2@example.com"))["owner_staff_id"] == "li"
 
 
+async def test_a_customer_given_to_another_owner_takes_their_open_alerts_along(make) -> None:
+    """Not only a hand-over: a POS's profile PUT naming another stylist, a PATCH taking the
+    owner away and a manager's "give" on the customer's page move the alerts the former owner
+    had not acknowledged about that customer to whoever receives them now (the new owner; the
+    store's manager for nobody), their escalations waiting for the new owner's own window
+    (none for alerts the manager now holds)."""
+    settings, seed, redis = make()
+    keys = seed.keys
+    async with api(settings) as client:
+        for staff_id in ("ben", "li", "mo"):
+            r = await client.put(f"/v1/staff/{staff_id}", headers=ACME,
+                                 json={"staff_id": staff_id, "store_id": "north"})
+            assert r.status_code == 200, r.text
+        r = await client.put("/v1/stores/north", headers=ACME,
+                             json={"store_id": "north", "manager_staff_id": "mo"})
+        assert r.status_code == 200, r.text
+        for cid, store in (("c-1", "north"), ("c-2", "north"), ("c-3", None), ("c-9", "north")):
+            r = await client.put(f"/v1/customers/{cid}/profile", headers=ACME,
+                                 json={"owner_staff_id": "ben", "store_id": store})
+            assert r.status_code == 200, r.text
+        await redis.hset(keys.state("c-3", "acme"), "store", "north")  # type: ignore[misc]
+        inbox = ConsoleList(redis, keys)
+        ids = {f: f[0] * 32 for f in ("a1", "b2", "c3", "d4", "e9")}
+        for field, cid in (("a1", "c-1"), ("b2", "c-1"), ("c3", "c-2"), ("d4", "c-3"),
+                           ("e9", "c-9")):
+            await inbox.add("ben", "acme", field, {"alert_id": ids[field], "customer_id": cid,
+                                                   "kind": "alert", "at_ms": 1})
+        await redis.set(keys.ack(ids["b2"], "acme"), json.dumps({"by": "ben", "at": 1.0}))
+        await redis.zadd(keys.escalation_queue, dict.fromkeys(ids.values(), 9e12))
+
+        async def marks() -> dict[str, bool]:
+            raw = await redis.hgetall(keys.escalation_handed)  # type: ignore[misc]
+            return {k[0] + k[-1]: json.loads(v)["manager"] for k, v in raw.items()}
+
+        # the POS names Li now: c-1's open alert is hers, the acknowledged one stays Ben's
+        r = await client.put("/v1/customers/c-1/profile", headers=ACME,
+                             json={"owner_staff_id": "li", "store_id": "north"})
+        assert r.status_code == 200, r.text
+        assert set(await redis.hkeys(keys.inbox("li", "acme"))) == {"a1"}
+        assert await marks() == {"aa": False}
+        r = await client.put("/v1/customers/c-1/profile", headers=ACME,  # the same again
+                             json={"owner_staff_id": "li", "store_id": "north", "name": "Cy"})
+        assert set(await redis.hkeys(keys.inbox("li", "acme"))) == {"a1"}
+        # owner taken away: the store's manager receives c-2's alerts, and holds this one
+        r = await client.patch("/v1/customers/c-2/profile", headers=ACME,
+                               json={"owner_staff_id": None})
+        assert r.status_code == 200, r.text
+        assert set(await redis.hkeys(keys.inbox("mo", "acme"))) == {"c3"}
+        assert await marks() == {"aa": False, "cc": True}
+        # a manager gives c-3 (its store known from its events) to nobody on its page
+        assert await profilelog.give(redis, keys, "acme", ["c-3"], None, by="mo") == ["c-3"]
+        assert set(await redis.hkeys(keys.inbox("mo", "acme"))) == {"c3", "d4"}
+        assert await marks() == {"aa": False, "cc": True, "dd": True}
+        assert set(await redis.hkeys(keys.inbox("ben", "acme"))) == {"b2", "e9"}  # c-9 his
+
+
 async def test_erasure_removes_everything_and_is_audited(make) -> None:
     settings, seed, redis = make()
     await seed.customer("gone", days_ago=[100, 130], tier="high", store="north")

@@ -70,8 +70,9 @@ def _may_write(key: IngestKey, scored: str | None, old: CustomerProfile | None,
             "whole profile is replaced, but for one thing: an owner_staff_id naming someone "
             "removed from the team (and not added back) does not take the customer from an "
             "owner who is on the team (a POS still naming a leaver would undo a hand-over); "
-            "the answer is the profile as written. The timeline records which fields changed "
-            "(not values).",
+            "the answer is the profile as written. A new owner takes over the alerts the "
+            "former owner had not acknowledged about the customer. The timeline records which "
+            "fields changed (not values).",
             responses=responses(AUTH, TOO_LARGE))
 async def put_profile(customer_id: CustomerId, body: CustomerProfile, res: Res, key: IngestKey,
                       profiles: Profiles) -> Any:
