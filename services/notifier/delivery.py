@@ -47,7 +47,9 @@ class Deliverer:
                  limiter: RateLimiter | None = None, breaker: CircuitBreaker | None = None,
                  wall_clock: Callable[[], float] = time.time,
                  health: WebhookHealth | None = None,
-                 on_delivered: Callable[[Message], Awaitable[None]] | None = None):
+                 on_delivered: Callable[[Message], Awaitable[None]] | None = None,
+                 left: Callable[[Message], Awaitable[bool]] | None = None,
+                 readdress: Callable[[Message], Awaitable[list[Message]]] | None = None):
         self.ledger = ledger
         self.channels = channels
         self.dead_letters = dead_letters
@@ -62,6 +64,8 @@ class Deliverer:
         self.wall_clock = wall_clock
         self.health = health  # pauses webhook subscriptions that keep failing
         self.on_delivered = on_delivered  # e.g. arm the escalation of a delivered alert
+        self.left = left  # is the message's staff recipient gone from the team?
+        self.readdress = readdress  # the same notice to whoever receives it now
 
     # entry points ---------------------------------------------------------------------
     async def deliver_new(self, message: Message) -> None:
@@ -172,6 +176,9 @@ class Deliverer:
 
     # one attempt ----------------------------------------------------------------------
     async def _attempt(self, message: Message) -> None:
+        if self.left is not None and await self.left(message):
+            await self._recipient_left(message)
+            return
         channel = self.channels.get(message.channel)
         if channel is None:
             await self._give_up(message, f"the {message.channel} channel is not configured")
@@ -219,6 +226,22 @@ class Deliverer:
                            message.channel, message.masked_target, message.attempt,
                            self.max_attempts, error, delay, extra=_extra(message))
             await self._track(message, str(error))
+
+    async def _recipient_left(self, message: Message) -> None:
+        """The staff member a message was held for (settle window, quiet hours, a rate
+        limit, a retry, the morning digest) left the team meanwhile: nothing more reaches
+        them. The notice goes to whoever receives it now (first: a crash in between sends it
+        again under the same delivery id, so once), and the message ends here."""
+        moved = await self.readdress(message) if self.readdress is not None else []
+        for other in moved:
+            await self.deliver_new(other)
+        await self.ledger.mark_failed(message.delivery_id)  # final: not retried
+        self.metrics.suppressed.labels(reason="recipient_left").inc()
+        await self._log(message, "not_sent", reason="the recipient left the team")
+        logger.info("%s %s to %s not sent: they left the team%s", message.kind or "message",
+                    message.channel, message.masked_target,
+                    f"; sent to {', '.join(m.masked_target for m in moved)}" if moved else "",
+                    extra=_extra(message))
 
     async def _give_up(self, message: Message, reason: str, *, track: bool = True) -> None:
         await self.dead_letters.failed_delivery(message, reason=reason, attempts=message.attempt)

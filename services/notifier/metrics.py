@@ -8,7 +8,7 @@ from services.notifier.channels import registry as channels
 
 OUTCOMES = ("delivered", "retry", "failed", "skipped_duplicate")
 SUPPRESS_REASONS = ("dedupe", "quiet_hours_delayed", "rate_limited", "inhibited", "no_consent",
-                    "no_contact", "stale", "digested", "holdout", "moved_on")
+                    "no_contact", "stale", "digested", "holdout", "moved_on", "recipient_left")
 
 
 class NotifierMetrics:

@@ -49,6 +49,8 @@ from services.notifier.templates import (
 
 logger = logging.getLogger(__name__)
 
+READDRESSED = ("alert", "won_back", "escalation")  # kinds of notice :meth:`readdressed` takes
+
 
 def _message(event: RiskChangeEvent, channel: ChannelName, target: str, to: str,
              *, did: str | None = None, **fields: Any) -> Message:
@@ -377,6 +379,27 @@ class Planner:
                                    kind="escalation", action=action, did=did,
                                    ack_url=links.get(ctx.manager.key, "")))
         return out
+
+    async def readdressed(self, event: RiskChangeEvent, message: Message) -> list[Message]:
+        """``message`` (an alert, won-back notice or escalation) was held for a staff member
+        who has left the team since it was planned: the same notice, on the same channel, to
+        whoever receives the customer's alerts now (the new owner, else the store's manager;
+        an escalation: the store's manager). Nothing when that person has no address for the
+        channel, or is the one who left."""
+        if message.kind not in READDRESSED:
+            return []
+        ctx = await self.resolver.context(event.change)
+        person = ctx.manager if message.kind == "escalation" else ctx.owner or ctx.manager
+        target = _target(person, message.channel)
+        if not target or person.key == message.recipient_key:
+            return []
+        _, action = apply_inhibition(event.change, self.routing.policies.inhibit)
+        links = await self._alert_links(event, [person], ctx, message.kind)
+        did = (delivery_id(event.id, "escalation:" + message.channel, target)
+               if message.kind == "escalation" else None)
+        return [self._build(event, person, message.channel, ctx, message.created_ms,
+                            kind=message.kind, action=action, did=did,
+                            ack_url=links.get(person.key, ""))]
 
 
 def _zone_of(person: Recipient, ctx: CustomerContext) -> str:

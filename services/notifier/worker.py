@@ -60,7 +60,7 @@ from services.notifier.ledger import Ledger
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.migrate import adopt_untagged_keys
 from services.notifier.noise import EpisodeLedger, RateLimiter
-from services.notifier.planner import Planner
+from services.notifier.planner import READDRESSED, Planner
 from services.notifier.recipients import ProfileRecipientResolver, RecipientResolver
 from services.notifier.routing import Recipient, Routing, load_routing
 from services.notifier.settle import SettleQueue
@@ -287,7 +287,7 @@ class Notifier:
                 health=WebhookHealth(self.redis, self.keys,
                                      pause_after_s=s.webhook_pause_after_seconds,
                                      tell=self._tell_paused),
-                on_delivered=self._delivered)
+                on_delivered=self._delivered, left=self._left, readdress=self._readdress)
             self.consuming = True
             logger.info("consuming %s as group %s", s.topic_risk_changes, s.notifier_group)
             halt = asyncio.Event()  # stop requested, or one loop ended (a crash): end both
@@ -484,6 +484,27 @@ class Notifier:
 
     def _held_back(self, n: int) -> None:
         self.metrics.suppressed.labels(reason="dedupe").inc(n)
+
+    async def _left(self, message: Message) -> bool:
+        """Is ``message`` an e-mail or SMS to a staff member who has left the team (removed
+        through the API or the console and not added back: ``Keys.former_staff``)? An in-app
+        entry still lands in their list: a hand-over takes it to the new owner."""
+        if not message.recipient_key.startswith("staff:") \
+                or message.channel not in registry.names(push=True):
+            return False
+        _, tenant, staff_id = message.recipient_key.split(":", 2)
+        return bool(await self.redis.sismember(  # type: ignore[misc]
+            self.keys.former_staff(tenant), staff_id))
+
+    async def _readdress(self, message: Message) -> list[Message]:
+        """A notice held for someone who left, to whoever receives it now (the planner's)."""
+        if message.kind not in READDRESSED:
+            return []  # a digest's items were written for them; their customers stay listed
+        try:
+            event = decode_risk_change(message.event)
+        except InvalidRecord:
+            return []
+        return await self.planner.readdressed(event, message)
 
     async def _escalate(self, event: RiskChangeEvent, created_ms: int) -> None:
         episode = await self.episodes.get(event.change.customer_id, event.change.tenant_id)

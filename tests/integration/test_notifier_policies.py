@@ -41,7 +41,7 @@ from services.common.riskchange import (
     to_cloudevent,
 )
 from services.common.settings import ApiKey, Settings
-from services.records.profiles import hand_over
+from services.records.profiles import hand_over, remove_staff
 from tests.integration.test_notifier import metric, notifier, produce_changes, wait_until
 from tests.peers import LoopbackHttp
 
@@ -327,6 +327,64 @@ quiet_hours: {{start: "{start}", end: "{end}", channels: [sms]}}
         assert delivered_at >= end_at.replace(microsecond=0)
         [text] = gateway.texts_to("+15550122222")  # no profile: store s1's manager
         assert "night-owl" in text and len(gateway.requests) == 1
+
+
+async def test_nothing_held_for_someone_who_left_reaches_them(base, redis: Redis, smtp) -> None:
+    """Olga's two high-risk alerts and her digest of a medium one wait out the night's quiet
+    hours; she leaves the team before morning, and one of her customers is handed to Li.
+    Nothing reaches Olga: each alert goes to whoever receives that customer's alerts now (Li
+    for the customer handed to her, the store's manager Max for the other), the digest
+    (written for her) to nobody; Li's own alert goes out as held."""
+    controller, inbox = smtp
+    tz = "UTC"
+    local = datetime.now(ZoneInfo(tz))
+    start = (local - timedelta(minutes=5)).strftime("%H:%M:%S")
+    end_at = local + timedelta(seconds=10)  # start-up (group join) takes a few seconds
+    settings = base(f"""
+routes:
+  - {{match: {{to: high}}, channels: [email]}}
+  - {{match: {{to: medium}}, channels: [email], digest: true}}
+digest: {{interval: 1s}}
+quiet_hours: {{start: "{start}", end: "{end_at.strftime('%H:%M:%S')}", channels: [email]}}
+""", smtp_host="127.0.0.1", smtp_port=controller.port)
+    keys = Keys(settings.redis_prefix)
+    profiles = await staff_and_stores(redis, keys, tz=tz)
+    li = StaffMember(staff_id="li-1", name="Li", email="li@example.com", store_id="s1")
+    await profiles.put_staff(li)
+    customers = (("mei", "Mei Chen", "owner-1", "high"), ("ron", "Ron Ito", "owner-1", "high"),
+                 ("kai", "Kai Berg", "owner-1", "medium"), ("zoe", "Zoe Park", "li-1", "high"))
+    for cid, name, owner, _ in customers:
+        await profiles.put_profile(cid, CustomerProfile(owner_staff_id=owner, name=name,
+                                                        store_id="s1"))
+    await produce_changes(settings, *[(cid, change(cid, "low", tier)[1])
+                                      for cid, _, _, tier in customers])
+    admin = ApiKey(name="admin", secret=SecretStr("x" * 16), scopes=frozenset({"admin"}))
+    async with notifier(settings) as registry:
+        await wait_until(lambda: metric(registry, "churnwatch_notifier_suppressed_total",
+                                        reason="quiet_hours_delayed") == 4,
+                         what="the alerts and the digest held for the morning")
+        olga = await profiles.get_staff("owner-1")
+        assert olga is not None
+        await remove_staff(redis, keys, profiles, "default", olga, by="mgr-1")
+        handed = await hand_over(redis, keys, profiles, "default", "owner-1", li, reach=admin,
+                                 by="mgr-1", only=["mei"])
+        assert handed.moved == ["mei"]
+        await wait_until(lambda: len(inbox.mails) == 3, timeout=20, what="the held alerts")
+        await wait_until(lambda: metric(registry, "churnwatch_notifier_suppressed_total",
+                                        reason="recipient_left") == 3, what="Olga's three")
+        assert datetime.now(ZoneInfo(tz)) >= end_at.replace(microsecond=0)
+    assert inbox.to("olga@example.com") == []
+    assert [m["Subject"] for m in inbox.to("max@example.com")] == [
+        "[churnwatch] Ron Ito is now high churn risk (was low)"]
+    assert sorted(m["Subject"] for m in inbox.to("li@example.com")) == [
+        "[churnwatch] Mei Chen is now high churn risk (was low)",
+        "[churnwatch] Zoe Park is now high churn risk (was low)"]
+    log = [json.loads(x) for x in await redis.lrange(keys.delivery_log("mei"), 0, -1)]
+    assert sorted((e["status"], e["target"], e.get("reason")) for e in log
+                  if e["status"] != "delayed") == [
+        ("delivered", "l***@example.com", None),
+        ("not_sent", "o***@example.com", "the recipient left the team")]
+    assert len(inbox.mails) == 3
 
 
 # digests ---------------------------------------------------------------------------------------
