@@ -28,6 +28,7 @@ class Moved(NamedTuple):
     customer_id: str
     owner: str
 
+
 # KEYS[1]: inbox hash. ARGV: field, entry JSON, max entries, ttl seconds, "merge" or "".
 # Adds the entry (merge: an entry already there keeps its time and text and gains the new
 # entry's ``via`` channels), drops the oldest beyond the cap (by at_ms), refreshes the TTL.

@@ -330,11 +330,12 @@ quiet_hours: {{start: "{start}", end: "{end}", channels: [sms]}}
 
 
 async def test_nothing_held_for_someone_who_left_reaches_them(base, redis: Redis, smtp) -> None:
-    """Olga's two high-risk alerts and her digest of a medium one wait out the night's quiet
-    hours; she leaves the team before morning, and one of her customers is handed to Li.
-    Nothing reaches Olga: each alert goes to whoever receives that customer's alerts now (Li
-    for the customer handed to her, the store's manager Max for the other), the digest
-    (written for her) to nobody; Li's own alert goes out as held."""
+    """Olga's two high-risk alerts (e-mail and in-app) wait out the settle window, the
+    e-mails then the night's quiet hours, and her digest of a medium one waits for its
+    interval; she leaves the team meanwhile, and one of her customers is handed to Li.
+    Nothing reaches Olga: each alert goes, on each channel, to whoever receives that
+    customer's alerts now (Li for the customer handed to her, the store's manager Max for the
+    other), the digest (written for her) to nobody; Li's own alert goes out as held."""
     controller, inbox = smtp
     tz = "UTC"
     local = datetime.now(ZoneInfo(tz))
@@ -342,11 +343,11 @@ async def test_nothing_held_for_someone_who_left_reaches_them(base, redis: Redis
     end_at = local + timedelta(seconds=10)  # start-up (group join) takes a few seconds
     settings = base(f"""
 routes:
-  - {{match: {{to: high}}, channels: [email]}}
+  - {{match: {{to: high}}, channels: [email, in_app]}}
   - {{match: {{to: medium}}, channels: [email], digest: true}}
-digest: {{interval: 1s}}
+digest: {{interval: 2s}}
 quiet_hours: {{start: "{start}", end: "{end_at.strftime('%H:%M:%S')}", channels: [email]}}
-""", smtp_host="127.0.0.1", smtp_port=controller.port)
+""", smtp_host="127.0.0.1", smtp_port=controller.port, alert_settle=3.0)
     keys = Keys(settings.redis_prefix)
     profiles = await staff_and_stores(redis, keys, tz=tz)
     li = StaffMember(staff_id="li-1", name="Li", email="li@example.com", store_id="s1")
@@ -361,17 +362,17 @@ quiet_hours: {{start: "{start}", end: "{end_at.strftime('%H:%M:%S')}", channels:
     admin = ApiKey(name="admin", secret=SecretStr("x" * 16), scopes=frozenset({"admin"}))
     async with notifier(settings) as registry:
         await wait_until(lambda: metric(registry, "churnwatch_notifier_suppressed_total",
-                                        reason="quiet_hours_delayed") == 4,
-                         what="the alerts and the digest held for the morning")
+                                        reason="digested") == 1, what="the records planned")
         olga = await profiles.get_staff("owner-1")
         assert olga is not None
         await remove_staff(redis, keys, profiles, "default", olga, by="mgr-1")
         handed = await hand_over(redis, keys, profiles, "default", "owner-1", li, reach=admin,
                                  by="mgr-1", only=["mei"])
         assert handed.moved == ["mei"]
-        await wait_until(lambda: len(inbox.mails) == 3, timeout=20, what="the held alerts")
+        await wait_until(lambda: len(inbox.mails) == 3, timeout=20, what="the held e-mails")
         await wait_until(lambda: metric(registry, "churnwatch_notifier_suppressed_total",
-                                        reason="recipient_left") == 3, what="Olga's three")
+                                        reason="recipient_left") == 5,
+                         what="Olga's two e-mails, two in-app entries and digest")
         assert datetime.now(ZoneInfo(tz)) >= end_at.replace(microsecond=0)
     assert inbox.to("olga@example.com") == []
     assert [m["Subject"] for m in inbox.to("max@example.com")] == [
@@ -379,12 +380,20 @@ quiet_hours: {{start: "{start}", end: "{end_at.strftime('%H:%M:%S')}", channels:
     assert sorted(m["Subject"] for m in inbox.to("li@example.com")) == [
         "[churnwatch] Mei Chen is now high churn risk (was low)",
         "[churnwatch] Zoe Park is now high churn risk (was low)"]
+
+    async def listed(staff_id: str) -> list[str]:  # the customers of their console's Alerts
+        raw = await redis.hvals(keys.inbox(staff_id, "default"))  # type: ignore[misc]
+        return sorted({json.loads(v)["customer_id"] for v in raw})
+
+    assert (await listed("owner-1"), await listed("li-1"), await listed("mgr-1")) == (
+        [], ["mei", "zoe"], ["ron"])
     log = [json.loads(x) for x in await redis.lrange(keys.delivery_log("mei"), 0, -1)]
-    assert sorted((e["status"], e["target"], e.get("reason")) for e in log
+    assert sorted((e["channel"], e["status"], e["target"], e.get("reason")) for e in log
                   if e["status"] != "delayed") == [
-        ("delivered", "l***@example.com", None),
-        ("not_sent", "o***@example.com", "the recipient left the team")]
-    assert len(inbox.mails) == 3
+        ("email", "delivered", "l***@example.com", None),
+        ("email", "not_sent", "o***@example.com", "the recipient left the team"),
+        ("in_app", "delivered", "console:li-1", None),
+        ("in_app", "not_sent", "console:owner-1", "the recipient left the team")]
 
 
 # digests ---------------------------------------------------------------------------------------
