@@ -385,7 +385,8 @@ class Planner:
         who has left the team since it was planned: the same notice, on the same channel, to
         whoever receives the customer's alerts now (the new owner, else the store's manager;
         an escalation: the store's manager). Nothing when that person has no address for the
-        channel, or is the one who left."""
+        channel, or is the one who left. A high-risk alert's escalation, prepared for the
+        leaver, is armed now for a new owner (none for the manager, who holds it)."""
         if message.kind not in READDRESSED:
             return []
         ctx = await self.resolver.context(event.change)
@@ -397,6 +398,10 @@ class Planner:
         links = await self._alert_links(event, [person], ctx, message.kind)
         did = (delivery_id(event.id, "escalation:" + message.channel, target)
                if message.kind == "escalation" else None)
+        if message.kind == "alert" and self.escalations is not None \
+                and person.key != ctx.manager.key:
+            await self.escalations.arm(event.id, message.recipient_key,
+                                       now_ms=int(time.time() * 1000))
         return [self._build(event, person, message.channel, ctx, message.created_ms,
                             kind=message.kind, action=action, did=did,
                             ack_url=links.get(person.key, ""))]

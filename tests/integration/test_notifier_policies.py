@@ -347,6 +347,7 @@ routes:
   - {{match: {{to: medium}}, channels: [email], digest: true}}
 digest: {{interval: 2s}}
 quiet_hours: {{start: "{start}", end: "{end_at.strftime('%H:%M:%S')}", channels: [email]}}
+escalation: {{after: 2s, channels: [email]}}
 """, smtp_host="127.0.0.1", smtp_port=controller.port, alert_settle=3.0)
     keys = Keys(settings.redis_prefix)
     profiles = await staff_and_stores(redis, keys, tz=tz)
@@ -369,13 +370,17 @@ quiet_hours: {{start: "{start}", end: "{end_at.strftime('%H:%M:%S')}", channels:
         handed = await hand_over(redis, keys, profiles, "default", "owner-1", li, reach=admin,
                                  by="mgr-1", only=["mei"])
         assert handed.moved == ["mei"]
-        await wait_until(lambda: len(inbox.mails) == 3, timeout=20, what="the held e-mails")
+        # Li's two unacknowledged, Max pages follow (none for Ron's: Max holds it)
+        await wait_until(lambda: len(inbox.mails) == 5, timeout=25,
+                         what="the held e-mails and the escalations of Li's two")
         await wait_until(lambda: metric(registry, "churnwatch_notifier_suppressed_total",
                                         reason="recipient_left") == 5,
                          what="Olga's two e-mails, two in-app entries and digest")
         assert datetime.now(ZoneInfo(tz)) >= end_at.replace(microsecond=0)
     assert inbox.to("olga@example.com") == []
-    assert [m["Subject"] for m in inbox.to("max@example.com")] == [
+    assert sorted(m["Subject"] for m in inbox.to("max@example.com")) == [
+        "[churnwatch] ESCALATED: Mei Chen is high churn risk, not acknowledged",
+        "[churnwatch] ESCALATED: Zoe Park is high churn risk, not acknowledged",
         "[churnwatch] Ron Ito is now high churn risk (was low)"]
     assert sorted(m["Subject"] for m in inbox.to("li@example.com")) == [
         "[churnwatch] Mei Chen is now high churn risk (was low)",
@@ -386,14 +391,15 @@ quiet_hours: {{start: "{start}", end: "{end_at.strftime('%H:%M:%S')}", channels:
         return sorted({json.loads(v)["customer_id"] for v in raw})
 
     assert (await listed("owner-1"), await listed("li-1"), await listed("mgr-1")) == (
-        [], ["mei", "zoe"], ["ron"])
+        [], ["mei", "zoe"], ["mei", "ron", "zoe"])  # Max's: Ron's alert, two escalations
     log = [json.loads(x) for x in await redis.lrange(keys.delivery_log("mei"), 0, -1)]
-    assert sorted((e["channel"], e["status"], e["target"], e.get("reason")) for e in log
-                  if e["status"] != "delayed") == [
-        ("email", "delivered", "l***@example.com", None),
-        ("email", "not_sent", "o***@example.com", "the recipient left the team"),
-        ("in_app", "delivered", "console:li-1", None),
-        ("in_app", "not_sent", "console:owner-1", "the recipient left the team")]
+    assert sorted((e["kind"], e["channel"], e["status"], e["target"], e.get("reason"))
+                  for e in log if e["status"] != "delayed") == [
+        ("alert", "email", "delivered", "l***@example.com", None),
+        ("alert", "email", "not_sent", "o***@example.com", "the recipient left the team"),
+        ("alert", "in_app", "delivered", "console:li-1", None),
+        ("alert", "in_app", "not_sent", "console:owner-1", "the recipient left the team"),
+        ("escalation", "email", "delivered", "m***@example.com", None)]
 
 
 # digests ---------------------------------------------------------------------------------------
