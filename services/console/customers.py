@@ -38,6 +38,7 @@ from services.records import cursor as cursors
 from services.records.atrisk import AtRiskQuery, tenant_stores
 from services.records.errors import QueryError
 from services.records.holdout import holdout
+from services.records.owners import home_store
 from services.records.profiles import give
 from services.records.winback import ACTION_TYPES
 from services.scoring.lifecycle import LIFECYCLE_STAGES, stage_name
@@ -227,13 +228,6 @@ def _count_param(value: str | None) -> int:
     return int(value) if value is not None and value.isdigit() and len(value) < 4 else 0
 
 
-def _home_store(state: dict[str, str], profile: CustomerProfile | None) -> str | None:
-    """The store whose staff look after the customer (the notifier's: the profile's home
-    store, else the store of their latest events)."""
-    return (profile.store_id if profile is not None and profile.store_id else None) \
-        or state.get("store")
-
-
 async def _owners(res: Resources, session: Session, store: str | None) -> list[StaffMember]:
     """Who may own a customer of ``store``, by name: the store's staff and staff of no store
     (over every store), within the session's stores."""
@@ -346,7 +340,8 @@ async def customer_page(customer_id: CustomerId, request: Request, res: Res) -> 
     # a manager gives the customer to another owner (someone left, or a regular changed
     # stylist); an owner no longer on the team is said to be, their alerts going to the manager
     owner_id = profile.owner_staff_id if profile is not None else None
-    owners = await _owners(res, session, _home_store(state, profile)) if session.manages else None
+    owners = (await _owners(res, session, home_store(profile, state.get("store")))
+              if session.manages else None)
     owner_gone = bool(owner_id) and owner_id not in names  # (names: the team's, read above)
     # a customer back to low risk leaves nothing to acknowledge (their alerts are settled)
     unacked = [] if state.get("tier") == "low" else await alerts.unacknowledged(res, session,
@@ -461,7 +456,8 @@ async def change_owner(customer_id: CustomerId, request: Request, res: Res) -> R
     theirs = all(s is None or key.allows_store(s)
                  for s in (profile.store_id if profile else None, state.get("store")))
     if not theirs or owner is not None and owner not in {
-            m.staff_id for m in await _owners(res, session, _home_store(state, profile))}:
+            m.staff_id for m in await _owners(res, session,
+                                              home_store(profile, state.get("store")))}:
         return page("message.html.j2", request, locale=session.locale, status=422,
                     session=session, csrf=session.csrf, heading=t["customer"],
                     message=t["not_your_staff"], back=back, back_text=t["customer"])

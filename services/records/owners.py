@@ -20,6 +20,7 @@ import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import ValidationError
 from redis.asyncio import Redis
@@ -158,6 +159,30 @@ async def _each_owner(redis: Redis, keys: Keys, tenant: str,
     await pipe.execute()
 
 
+def home_store(profile: CustomerProfile | None, scored: str | bytes | None) -> str | None:
+    """The store whose staff look after a customer (the notifier routes to it too): their
+    profile's home store, else the store of their latest events (``scored``, the state's
+    ``store``), else None."""
+    if profile is not None and profile.store_id:
+        return profile.store_id
+    return (scored.decode() if isinstance(scored, bytes) else scored) or None
+
+
+async def home_stores(redis: Redis, keys: Keys, tenant: str,
+                      profiles: dict[str, CustomerProfile | None]) -> dict[str, str | None]:
+    """:func:`home_store` of each customer (id -> their profile); the scored store is read,
+    in one pipeline, only for those whose profile names none."""
+    unknown = [cid for cid, p in profiles.items() if home_store(p, None) is None]
+    scored: list[Any] = []
+    if unknown:
+        pipe = redis.pipeline(transaction=False)
+        for cid in unknown:
+            pipe.hget(keys.state(cid, tenant), "store")
+        scored = await pipe.execute()
+    found = dict(zip(unknown, scored, strict=True))
+    return {cid: home_store(p, found.get(cid)) for cid, p in profiles.items()}
+
+
 @dataclass(frozen=True)
 class Owned:
     """One customer of a staff member: their profile, their home store (the profile's, else
@@ -193,7 +218,7 @@ async def owned(redis: Redis, keys: Keys, tenant: str, staff_id: str) -> list[Ow
             except ValidationError:
                 stale.append(cid)
                 continue
-            out.append(Owned(cid, profile, profile.store_id or (str(scored) if scored else None),
+            out.append(Owned(cid, profile, home_store(profile, scored),
                              str(tier) if tier else None))
     if stale:
         await redis.srem(keys.owned(staff_id, tenant), *stale)  # type: ignore[misc]

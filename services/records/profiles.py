@@ -93,7 +93,7 @@ async def _written(redis: Redis, keys: Keys, tenant: str, customer_id: str,
     if before is not None and before != new.owner_staff_id:
         await owners.forget_owners(redis, keys, tenant, [customer_id], before,
                                    new.owner_staff_id)
-        store = (await _stores(redis, keys, tenant, {customer_id: new.store_id}))[customer_id]
+        store = (await owners.home_stores(redis, keys, tenant, {customer_id: new}))[customer_id]
         await alerts_follow(redis, keys, tenant, {
             customer_id: (before, new.owner_staff_id, store)}, retention=retention)
     # against an empty profile's defaults when there was none: a new profile's consent left
@@ -366,7 +366,7 @@ async def _give(redis: Redis, keys: Keys, tenant: str, chunk: list[str], to_id: 
     if to_id is not None:  # the new owner's set first (a superset, see services.records.owners)
         await owners.note_owners(redis, keys, tenant, chunk, to_id)
     before: dict[str, str | None] = {}  # customer -> the owner their profile named
-    homes: dict[str, str | None] = {}  # customer -> their profile's home store
+    written: dict[str, CustomerProfile] = {}  # customer -> their profile as written
     pending = list(chunk)
     for _ in range(_CAS_TRIES):
         if not pending:
@@ -385,7 +385,7 @@ async def _give(redis: Redis, keys: Keys, tenant: str, chunk: list[str], to_id: 
             new = profile.model_copy(update={"owner_staff_id": to_id})
             writes.append((cid, raw or "", new.model_dump_json(exclude_none=True)))
             before[cid] = owner
-            homes[cid] = profile.store_id
+            written[cid] = new
         if not writes:
             break
         pipe = redis.pipeline(transaction=False)
@@ -405,7 +405,8 @@ async def _give(redis: Redis, keys: Keys, tenant: str, chunk: list[str], to_id: 
     for was, cids in gone.items():
         await owners.forget_owners(redis, keys, tenant, cids, was, to_id)
     if alerts and gone:
-        stores = await _stores(redis, keys, tenant, {c: homes[c] for c in changed})
+        stores = await owners.home_stores(redis, keys, tenant,
+                                          {c: written[c] for c in changed})
         await alerts_follow(redis, keys, tenant, {
             cid: (was, to_id, stores[cid]) for was, cids in gone.items() for cid in cids},
             retention=retention)
@@ -417,20 +418,6 @@ async def _give(redis: Redis, keys: Keys, tenant: str, chunk: list[str], to_id: 
             pipe, retention=retention)
     await pipe.execute()
     return changed
-
-
-async def _stores(redis: Redis, keys: Keys, tenant: str, homes: dict[str, str | None]
-                  ) -> dict[str, str | None]:
-    """Each customer's store: their profile's home store (``homes``), else the store of their
-    latest events (as :func:`services.records.owners.owned` tells it), else None."""
-    unknown = [cid for cid, home in homes.items() if home is None]
-    if not unknown:
-        return homes
-    pipe = redis.pipeline(transaction=False)
-    for cid in unknown:
-        pipe.hget(keys.state(cid, tenant), "store")
-    scored = await pipe.execute()
-    return homes | {cid: str(s) if s else None for cid, s in zip(unknown, scored, strict=True)}
 
 
 async def known_name(redis: Redis, keys: Keys, profiles: ProfileStore, tenant: str,
