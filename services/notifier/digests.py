@@ -5,7 +5,10 @@ Keys (under ``Keys.digest_base``, one hash tag: the take script renames buffers 
 - ``dg:b:<buffer>`` - hash of the buffered items (event id -> item JSON) plus ``_recipient``
   and ``_tenant``; ``<buffer>`` is ``<channel>|<recipient key>``, with ``|<seconds>s`` or
   ``|at HH:MM:SS|<time zone>`` for a route's digest of its own (``digest: 1d``,
-  ``digest: {at: "08:00"}``: one per time zone of the recipient's customers' stores);
+  ``digest: {at: "08:00"}``: one per time zone of the recipient's customers' stores), or
+  ``|readdressed`` for the items of a digest whose recipient left the team before it went out,
+  due at once for whoever took each customer; an item holds the risk change it was written
+  from (``event``), so that it can be written again for someone else;
 - ``dg:due`` - zset buffer -> flush time (ms), set when the first item arrives;
 - ``dg:seen:<channel>|<recipient>|<event id>`` - marks an item as buffered once (a replayed
   record is not buffered twice, even after its digest went out);
@@ -89,15 +92,21 @@ class Digester:
 
     async def add(self, *, channel: str, recipient: Recipient, tenant: str, event_id: str,
                   item: dict[str, Any], now_ms: int, interval_s: float | None = None,
-                  at: dtime | None = None, timezone: str = "") -> bool:
+                  at: dtime | None = None, timezone: str = "", readdressed: bool = False
+                  ) -> bool:
         """Buffer ``item``; False when it was buffered before (a replay). A route's own
         schedule goes in a buffer of its own: ``interval_s`` (``digest: 1d``) after the first
         item, or the next ``at`` of the clock in ``timezone`` (``digest: {at: "08:00"}``);
         neither: the file's ``digest.interval``. A morning digest is kept per time zone: a
         regional manager over stores in Berlin and New York gets each store's list at 08:00
-        there, not the New York customers at 02:00 New York time."""
+        there, not the New York customers at 02:00 New York time. ``readdressed``: an item of
+        a digest that was due for someone who left the team, now for whoever took their
+        customer; it goes in a buffer of its own, due now (the list was due already)."""
         name = f"{channel}|{recipient.key}"
-        if at is not None:
+        if readdressed:
+            name += "|readdressed"
+            due_ms = now_ms
+        elif at is not None:
             name += f"|at {at.strftime('%H:%M:%S')}"
             due_ms = int(next_at(datetime.fromtimestamp(now_ms / 1000, UTC), zone(timezone),
                                  at).timestamp() * 1000)
@@ -108,7 +117,7 @@ class Digester:
         # the item's mark leaves the zone out: one buffered before the zone was in the buffer's
         # name (replayed across the upgrade) is not buffered a second time
         seen = self.base + f"seen:{name}|{event_id}"
-        if at is not None:
+        if at is not None and not readdressed:
             name += f"|{timezone or 'UTC'}"
         added = await self._add(
             keys=[self.base + "b:" + name, self.base + "due", seen],
@@ -218,8 +227,30 @@ class Digester:
         created = min(int(i.get("created_ms", 0)) for i in items)
         return Message(delivery_id=did, channel=channel,  # type: ignore[arg-type]
                        event_id=items[0].get("event_id", ""), customer_id="", to=target,
-                       event=json.dumps({"digest": [i.get("event_id") for i in items]}).encode(),
+                       event=digest_event(items),
                        recipient_name=recipient.name, subject=subject, text=text, html=html,
                        tenant=tenant, created_ms=created, recipient_key=recipient.key,
                        timezone=items[0].get("timezone", ""), kind="digest")
 
+
+
+def digest_event(items: list[dict[str, Any]]) -> bytes:
+    """A digest message's ``event``: its items' ids, and the risk changes they were written
+    from (with when each was published), so that the digest can be written again for someone
+    else when its recipient left the team before it reached them (:func:`digest_changes`).
+    Items buffered before they carried their change have only their id."""
+    return json.dumps({"digest": [i.get("event_id") for i in items],
+                       "changes": [{"event": i["event"], "created_ms": int(i.get("created_ms", 0))}
+                                   for i in items if isinstance(i.get("event"), str)]},
+                      ensure_ascii=False).encode()
+
+
+def digest_changes(event: bytes) -> list[tuple[bytes, int]]:
+    """The (raw risk change, ms published) pairs a digest message was written from (none
+    from a digest of items buffered before they carried them)."""
+    try:
+        doc = json.loads(event)
+        return [(str(c["event"]).encode(), int(c.get("created_ms", 0)))
+                for c in doc.get("changes", [])]
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return []

@@ -335,11 +335,14 @@ class Planner:
 
     async def _digest(self, event: RiskChangeEvent, person: Recipient, channel: str,
                       ctx: CustomerContext, created_ms: int, action: Any,
-                      ack_url: str = "", route: Route | None = None) -> None:
+                      ack_url: str = "", route: Route | None = None,
+                      readdressed: bool = False) -> None:
         assert self.digester is not None
         item = self.templates.digest_item(event.change, person, action=action, event_id=event.id,
                                           customer_name=ctx.name)
         item |= {"created_ms": created_ms, "at_ms": int(time.time() * 1000),
+                 # written again for someone else if this person leaves before it goes out
+                 "event": event.raw.decode("utf-8", errors="replace"),
                  "timezone": _zone_of(person, ctx), "ack_url": ack_url,
                  "tier_id": event.change.tier,  # ``tier`` is in the recipient's language
                  # the customer's page in the console, for staff (as alerts and summaries)
@@ -352,7 +355,7 @@ class Planner:
                                         item=item, now_ms=int(time.time() * 1000),
                                         interval_s=route.digest_every_s if route else None,
                                         at=route.digest_at if route else None,
-                                        timezone=_zone_of(person, ctx))
+                                        timezone=_zone_of(person, ctx), readdressed=readdressed)
         if added:
             self._count("digested")
             if self.ledger is not None:
@@ -405,6 +408,41 @@ class Planner:
         return [self._build(event, person, message.channel, ctx, message.created_ms,
                             kind=message.kind, action=action, did=did,
                             ack_url=links.get(person.key, ""))]
+
+    async def readdressed_digest(self, changes: list[tuple[RiskChangeEvent, int]],
+                                 message: Message) -> int:
+        """``message``, a digest due for a staff member who has left the team since its items
+        were buffered (``changes``: the risk change and publication time of each): each item
+        written again, in the new reader's language and with their acknowledge link, for
+        whoever receives that customer's alerts now (the new owner, else the store's manager),
+        in a digest to that person on the same channel that goes out at once (the list was due
+        already). The leaver's line in each customer's delivery log reads ``not_sent``. Returns
+        how many items were re-addressed (none for someone with no address for the channel)."""
+        if self.digester is None:
+            return 0
+        moved = 0
+        for event, created_ms in changes:
+            change = event.change
+            if self.ledger is not None:
+                await self.ledger.log_outcome(change.customer_id, {
+                    "delivery_id": message.delivery_id, "event_id": event.id,
+                    "channel": message.channel, "kind": "digest",
+                    "target": message.masked_target, "status": "not_sent",
+                    "reason": "the recipient left the team", "at": now_iso(),
+                    "attempts": message.attempt}, tenant=change.tenant_id)
+            ctx = await self.resolver.context(change)
+            person = ctx.owner or ctx.manager
+            if person.key == message.recipient_key:
+                continue
+            if not _target(person, message.channel):
+                self._count("no_contact")
+                continue
+            _, action = apply_inhibition(change, self.routing.policies.inhibit)
+            links = await self._alert_links(event, [person], ctx, "alert")
+            await self._digest(event, person, message.channel, ctx, created_ms, action,
+                               ack_url=links.get(person.key, ""), readdressed=True)
+            moved += 1
+        return moved
 
 
 def _zone_of(person: Recipient, ctx: CustomerContext) -> str:

@@ -54,7 +54,7 @@ from services.notifier.channels.base import Channel, Message, delivery_id
 from services.notifier.channels.in_app import ConsoleList
 from services.notifier.deadletters import DeadLetters
 from services.notifier.delivery import MAX_COOLING_S, Deliverer
-from services.notifier.digests import Digester
+from services.notifier.digests import Digester, digest_changes
 from services.notifier.golive import Summaries
 from services.notifier.ledger import Ledger
 from services.notifier.metrics import NotifierMetrics
@@ -496,9 +496,22 @@ class Notifier:
             self.keys.former_staff(tenant), staff_id))
 
     async def _readdress(self, message: Message) -> list[Message]:
-        """A notice held for someone who left, to whoever receives it now (the planner's)."""
+        """A notice held for someone who left, to whoever receives it now (the planner's);
+        a digest's items, each to whoever took that customer, in a digest of their own."""
+        if message.kind == "digest":
+            changes = []
+            for raw, created_ms in digest_changes(message.event):
+                try:
+                    changes.append((decode_risk_change(raw), created_ms))
+                except InvalidRecord:
+                    continue
+            moved = await self.planner.readdressed_digest(changes, message)
+            logger.info("digest for %s not sent (they left the team); %d of its %d item(s) "
+                        "re-addressed", message.masked_target, moved, len(changes),
+                        extra={"delivery_id": message.delivery_id, "tenant": message.tenant})
+            return []
         if message.kind not in READDRESSED:
-            return []  # a digest's items were written for them; their customers stay listed
+            return []
         try:
             event = decode_risk_change(message.event)
         except InvalidRecord:

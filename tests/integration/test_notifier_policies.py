@@ -331,11 +331,12 @@ quiet_hours: {{start: "{start}", end: "{end}", channels: [sms]}}
 
 async def test_nothing_held_for_someone_who_left_reaches_them(base, redis: Redis, smtp) -> None:
     """Olga's two high-risk alerts (e-mail and in-app) wait out the settle window, the
-    e-mails then the night's quiet hours, and her digest of a medium one waits for its
-    interval; she leaves the team meanwhile, and one of her customers is handed to Li.
+    e-mails then the night's quiet hours, and her digest of two medium ones waits for its
+    interval; she leaves the team meanwhile, and one customer of each kind is handed to Li.
     Nothing reaches Olga: each alert goes, on each channel, to whoever receives that
-    customer's alerts now (Li for the customer handed to her, the store's manager Max for the
-    other), the digest (written for her) to nobody; Li's own alert goes out as held."""
+    customer's alerts now (Li for the customers handed to her, the store's manager Max for
+    the others), and each digest item likewise, in a digest to that person; Li's own alert
+    goes out as held."""
     controller, inbox = smtp
     tz = "UTC"
     local = datetime.now(ZoneInfo(tz))
@@ -354,7 +355,8 @@ escalation: {{after: 2s, channels: [email]}}
     li = StaffMember(staff_id="li-1", name="Li", email="li@example.com", store_id="s1")
     await profiles.put_staff(li)
     customers = (("mei", "Mei Chen", "owner-1", "high"), ("ron", "Ron Ito", "owner-1", "high"),
-                 ("kai", "Kai Berg", "owner-1", "medium"), ("zoe", "Zoe Park", "li-1", "high"))
+                 ("kai", "Kai Berg", "owner-1", "medium"), ("ida", "Ida Lund", "owner-1", "medium"),
+                 ("zoe", "Zoe Park", "li-1", "high"))
     for cid, name, owner, _ in customers:
         await profiles.put_profile(cid, CustomerProfile(owner_staff_id=owner, name=name,
                                                         store_id="s1"))
@@ -363,28 +365,44 @@ escalation: {{after: 2s, channels: [email]}}
     admin = ApiKey(name="admin", secret=SecretStr("x" * 16), scopes=frozenset({"admin"}))
     async with notifier(settings) as registry:
         await wait_until(lambda: metric(registry, "churnwatch_notifier_suppressed_total",
-                                        reason="digested") == 1, what="the records planned")
+                                        reason="digested") == 2, what="the records planned")
         olga = await profiles.get_staff("owner-1")
         assert olga is not None
         await remove_staff(redis, keys, profiles, "default", olga, by="mgr-1")
         handed = await hand_over(redis, keys, profiles, "default", "owner-1", li, reach=admin,
-                                 by="mgr-1", only=["mei"])
-        assert handed.moved == ["mei"]
+                                 by="mgr-1", only=["mei", "ida"])
+        assert sorted(handed.moved) == ["ida", "mei"]
         # Li's two unacknowledged, Max pages follow (none for Ron's: Max holds it)
-        await wait_until(lambda: len(inbox.mails) == 5, timeout=25,
-                         what="the held e-mails and the escalations of Li's two")
+        await wait_until(lambda: len(inbox.mails) == 7, timeout=25,
+                         what="the held e-mails, the digests and the escalations of Li's two")
         await wait_until(lambda: metric(registry, "churnwatch_notifier_suppressed_total",
                                         reason="recipient_left") == 5,
                          what="Olga's two e-mails, two in-app entries and digest")
         assert datetime.now(ZoneInfo(tz)) >= end_at.replace(microsecond=0)
     assert inbox.to("olga@example.com") == []
     assert sorted(m["Subject"] for m in inbox.to("max@example.com")) == [
+        "[churnwatch] 1 customer risk change",
         "[churnwatch] ESCALATED: Mei Chen is high churn risk, not acknowledged",
         "[churnwatch] ESCALATED: Zoe Park is high churn risk, not acknowledged",
         "[churnwatch] Ron Ito is now high churn risk (was low)"]
     assert sorted(m["Subject"] for m in inbox.to("li@example.com")) == [
+        "[churnwatch] 1 customer risk change",
         "[churnwatch] Mei Chen is now high churn risk (was low)",
         "[churnwatch] Zoe Park is now high churn risk (was low)"]
+
+    def digest_of(address: str) -> str:
+        [mail] = [m for m in inbox.to(address) if "risk change" in m["Subject"]]
+        return str(mail.get_body(("plain",)).get_content())
+
+    # each item to whoever took the customer, with that person's own acknowledge link
+    for address, reader, name, cid, other in (
+            ("max@example.com", "Max", "Kai Berg", "kai", "Ida Lund"),
+            ("li@example.com", "Li", "Ida Lund", "ida", "Kai Berg")):
+        text = digest_of(address)
+        assert f"- {name} (s1)" in text and f"{cid} is overdue" in text and other not in text
+        [link] = re.findall(r"Acknowledge: (\S+)", text)
+        stored = await redis.get(keys.ack_link(link.rsplit("/", 1)[1]))
+        assert stored is not None and json.loads(stored)["by"] == reader
 
     async def listed(staff_id: str) -> list[str]:  # the customers of their console's Alerts
         raw = await redis.hvals(keys.inbox(staff_id, "default"))  # type: ignore[misc]
@@ -400,6 +418,11 @@ escalation: {{after: 2s, channels: [email]}}
         ("alert", "in_app", "delivered", "console:li-1", None),
         ("alert", "in_app", "not_sent", "console:owner-1", "the recipient left the team"),
         ("escalation", "email", "delivered", "m***@example.com", None)]
+    log = [json.loads(x) for x in await redis.lrange(keys.delivery_log("ida"), 0, -1)]
+    assert sorted((e["kind"], e["status"], e["target"], e.get("reason")) for e in log) == [
+        ("digest", "digested", "l***@example.com", None),
+        ("digest", "digested", "o***@example.com", None),
+        ("digest", "not_sent", "o***@example.com", "the recipient left the team")]
 
 
 # digests ---------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ the circuit breaker, and the policy part of the routing file."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, time
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from services.common.exceptions import ConfigError
 from services.common.riskchange import Cause, Reason, RiskChange, SuggestedAction
 from services.notifier.breaker import CircuitBreaker
+from services.notifier.digests import digest_changes, digest_event
 from services.notifier.policy import (
     ALERT,
     DEDUPE,
@@ -322,3 +324,14 @@ def test_new_settings_are_validated(tmp_path) -> None:
         load_settings(notifier_max_in_flight=0)
     s = load_settings(notifier_templates_dir=tmp_path, notifier_escalate_after_seconds=60)
     assert s.notifier_escalate_after_seconds == 60 and s.notifier_retry_max_per_second == 50
+
+
+def test_a_digest_message_carries_the_changes_its_items_were_written_from() -> None:
+    """So that a digest whose reader left can be written again for someone else; items
+    buffered before they carried their change (an upgrade) give none, and a payload that is
+    not such a document gives none rather than failing the delivery."""
+    items: list[dict[str, Any]] = [{"event_id": "a", "event": '{"id": "a"}', "created_ms": 5},
+             {"event_id": "b"}]  # buffered before items carried their change
+    assert digest_changes(digest_event(items)) == [(b'{"id": "a"}', 5)]
+    assert digest_changes(b'{"digest": ["a"]}') == []
+    assert digest_changes(b"not json") == digest_changes(b"[1]") == []
