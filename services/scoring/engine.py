@@ -224,18 +224,23 @@ class Engine:
         start)."""
         tenants = {tenant: cls._business(settings, kind)
                    for tenant, kind in settings.business_types.items()}
-        return cls(model, Thresholds.from_settings(settings), rules=rules_from_settings(settings),
-                   shadow=shadow, horizon_days=settings.churn_inactive_days, tenants=tenants)
+        rules = rules_from_settings(settings)
+        return cls(model, Thresholds.from_settings(settings).with_levels(
+                       rules.levels, str(settings.rules)),
+                   rules=rules, shadow=shadow, horizon_days=settings.churn_inactive_days,
+                   tenants=tenants)
 
     @staticmethod
     def _business(settings: Any, kind: str) -> Business:
-        """A tenant's own business type, or rules file: a file's levels are those of the type
-        its ``business_type`` names (the deployment's when it names none of them)."""
+        """A tenant's own business type, or rules file: a file's levels are those it sets
+        (``tiers:``), the others those of the type its ``business_type`` names (the
+        deployment's when it names none of them)."""
         if kind in BUSINESS_TYPES:
             return Business(Thresholds.from_settings(settings, kind), load_rules(None, kind))
         rules = load_rules(Path(kind))
         return Business(Thresholds.from_settings(
-            settings, rules.name if rules.name in BUSINESS_TYPES else None), rules)
+            settings, rules.name if rules.name in BUSINESS_TYPES else None
+        ).with_levels(rules.levels, kind), rules)
 
     @property
     def judging(self) -> str:

@@ -4,6 +4,8 @@ A rules file (YAML, one per business type in ``services/scoring/rules/``; anothe
 ``CHURNWATCH_RULES``) looks like::
 
     business_type: salon
+    tiers:                               # optional: this file's own tier levels (any of the
+      high: {enter: 0.8, exit: 0.7}      # four; the rest stay the business type's)
     rules:
       - id: open_high_complaint          # also the reason code unless `code` is given
         # all must hold (or a list); a feature may be compared with another, plus or minus
@@ -160,6 +162,9 @@ class _Num(float):
 class RuleSet:
     name: str
     rules: tuple[Rule, ...]
+    # the file's own tier levels (``tiers:``), as ("medium_enter", 0.5) ...; none: the levels
+    # of its business type (or CHURNWATCH_TIER_*), :meth:`Thresholds.with_levels`
+    levels: tuple[tuple[str, float], ...] = ()
 
     def apply(self, tier: str, f: dict[str, float]) -> tuple[str, list[Reason]]:
         """The tier after the rules floor, and the reasons of every rule that holds."""
@@ -189,10 +194,10 @@ def parse_rules(data: Any, source: str) -> RuleSet:
     if not isinstance(data, dict) or not isinstance(data.get("rules"), list):
         raise ConfigError(f"{source}: must be a mapping with a 'rules' list, e.g. "
                           "\"rules: [{id: ..., when: ..., min_tier: ..., reason: {en: ..., zh-CN: ...}}]\"")
-    unknown_top = sorted(set(data) - {"business_type", "description", "rules"})
+    unknown_top = sorted(set(data) - {"business_type", "description", "tiers", "rules"})
     if unknown_top:
         raise ConfigError(f"{source}: unknown top-level key(s) {unknown_top}; allowed: "
-                          "business_type, description, rules")
+                          "business_type, description, tiers, rules")
     rules: list[Rule] = []
     seen: set[str] = set()
     for i, raw in enumerate(data["rules"]):
@@ -231,7 +236,38 @@ def parse_rules(data: Any, source: str) -> RuleSet:
             texts.append(text)
         labels = _label(raw.get("label"), where)
         rules.append(Rule(rid, code, conditions, tier, texts[0], texts[1], *labels))
-    return RuleSet(str(data.get("business_type", source)), tuple(rules))
+    return RuleSet(str(data.get("business_type", source)), tuple(rules),
+                   _levels(data.get("tiers"), source))
+
+
+def _levels(raw: Any, source: str) -> tuple[tuple[str, float], ...]:
+    """A rules file's optional ``tiers``: ``{medium: {enter, exit}, high: {enter, exit}}``,
+    any of the four (the rest stay the business type's); each a score strictly between 0
+    and 1. Whether they fit together is checked with the rest (:meth:`Thresholds.with_levels`)."""
+    if raw is None:
+        return ()
+    example = "e.g. \"tiers: {medium: {enter: 0.5, exit: 0.4}, high: {enter: 0.8, exit: 0.7}}\""
+    if not isinstance(raw, dict) or not raw or set(raw) - {"medium", "high"}:
+        raise ConfigError(f"{source}: 'tiers' must map medium and/or high to their enter and "
+                          f"exit levels, {example}")
+    out: list[tuple[str, float]] = []
+    for tier in ("medium", "high"):
+        spec = raw.get(tier)
+        if tier not in raw:
+            continue
+        if not isinstance(spec, dict) or not spec or set(spec) - {"enter", "exit"}:
+            raise ConfigError(f"{source}: 'tiers.{tier}' must have 'enter' and/or 'exit' "
+                              f"(nothing else), {example}")
+        for edge in ("enter", "exit"):
+            if edge not in spec:
+                continue
+            value = spec[edge]
+            if isinstance(value, bool) or not isinstance(value, int | float) \
+                    or not 0 < value < 1:
+                raise ConfigError(f"{source}: 'tiers.{tier}.{edge}' must be a score between 0 "
+                                  f"and 1, exclusive (got {value!r})")
+            out.append((f"{tier}_{edge}", float(value)))
+    return tuple(out)
 
 
 def _label(label: Any, where: str) -> tuple[str, str]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
+from services.common.exceptions import ConfigError
 from services.common.riskchange import TIER_RANK
 from services.common.settings import ONLINE_TIERS, Settings
 from services.scoring.features import online_mostly
@@ -47,6 +48,27 @@ class Thresholds:
         if (business_type or s.business_type) == "online":
             return at(ONLINE_TIERS)
         return at(defaults, at(ONLINE_TIERS))
+
+    def with_levels(self, levels: Sequence[tuple[str, float]], source: str) -> Thresholds:
+        """These levels with those a rules file sets (``tiers:``, :attr:`RuleSet.levels`) in
+        their place: chosen levels apply to every customer alike, as chosen settings do. A
+        mix that does not fit raises ConfigError naming the file and the four levels."""
+        if not levels:
+            return self
+        got = dict(levels)
+        t = replace(self, medium_enter=got.get("medium_enter", self.medium_enter),
+                    medium_exit=got.get("medium_exit", self.medium_exit),
+                    high_enter=got.get("high_enter", self.high_enter),
+                    high_exit=got.get("high_exit", self.high_exit), online=None)
+        if not (t.medium_exit <= t.medium_enter < t.high_enter
+                and t.medium_enter <= t.high_exit <= t.high_enter):
+            raise ConfigError(
+                f"{source}: the tier levels must satisfy medium.exit <= medium.enter < "
+                "high.enter and medium.enter <= high.exit <= high.enter; with this file's "
+                f"'tiers' they are medium enter {t.medium_enter} / exit {t.medium_exit}, "
+                f"high enter {t.high_enter} / exit {t.high_exit} (levels the file does not set "
+                "are the business type's or CHURNWATCH_TIER_*)")
+        return t
 
     def of(self, features: Mapping[str, float]) -> Thresholds:
         """The levels a customer with these features is judged at."""

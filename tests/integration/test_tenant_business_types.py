@@ -1,7 +1,8 @@
 """One deployment, several kinds of business (``CHURNWATCH_TENANT_BUSINESS_TYPES``): the real
-scorer judges each tenant's customers by that tenant's rules and tier levels, the risk-change
-events staff are alerted from carry the difference, and the API's reads — stored and
-``as_of`` — say the same as the scorer. Real broker, Redis, scorer and API processes."""
+scorer judges each tenant's customers by that tenant's rules and tier levels (a tenant's own
+rules file may set its own levels), the risk-change events staff are alerted from carry the
+difference, and the API's reads — stored and ``as_of`` — say the same as the scorer. Real
+broker, Redis, scorer and API processes."""
 
 from __future__ import annotations
 
@@ -22,15 +23,21 @@ from tests.procs import ServiceProcess
 
 pytestmark = pytest.mark.integration
 
-TENANTS = ("default", "cuts", "shop")
-KEYS = "dflt-read-0001:read,cuts-read-0001:read@cuts,shop-read-0001:read@shop"
-SECRET = {"default": "dflt-read-0001", "cuts": "cuts-read-0001", "shop": "shop-read-0001"}
+TENANTS = ("default", "cuts", "shop", "diner")
+KEYS = ("dflt-read-0001:read,cuts-read-0001:read@cuts,shop-read-0001:read@shop,"
+        "dinr-read-0001:read@diner")
+SECRET = {"default": "dflt-read-0001", "cuts": "cuts-read-0001", "shop": "shop-read-0001",
+          "diner": "dinr-read-0001"}
 
 
 async def test_each_tenant_is_scored_as_its_own_kind_of_business(settings_factory,
                                                                  tmp_path: Path) -> None:
-    settings = settings_factory(tenant_business_types="cuts=salon,shop=online", api_keys=KEYS,
-                                api_rate_limit_per_second=0)
+    # a diner whose owner wants to hear early: its own rules file, no rules, its own levels
+    diner = tmp_path / "diner.yaml"
+    diner.write_text(json.dumps({"business_type": "restaurant", "rules": [], "tiers": {
+        "medium": {"enter": 0.002, "exit": 0.001}, "high": {"enter": 0.004, "exit": 0.003}}}))
+    settings = settings_factory(tenant_business_types=f"cuts=salon,shop=online,diner={diner}",
+                                api_keys=KEYS, api_rate_limit_per_second=0)
     # The same weekly regular in each tenant, last seen three weeks ago (wall clock), at
     # midday UTC: a visit and its payment 40 minutes apart across 00:00 UTC are two active
     # days, and halve the cadence the customer is judged against.
@@ -65,11 +72,14 @@ async def test_each_tenant_is_scored_as_its_own_kind_of_business(settings_factor
     finally:
         await redis.aclose()
 
-    # the model scores the three alike; the salon's rule raises its regular to high
+    # the model scores the four alike; the salon's rule raises its regular to high, the
+    # diner's own levels put the same score there
     assert len({round(stored[t]["score"], 6) for t in TENANTS}) == 1, stored
     assert stored["cuts"]["tier"] == "high"
     assert stored["cuts"]["reasons"][0]["code"] == "tier_raised_by_rule"
     assert stored["cuts"]["reasons"][0]["text"].startswith("Raised to high by a business rule")
+    assert stored["diner"]["tier"] == "high" and stored["diner"]["score"] >= 0.004
+    assert not any(r["code"].startswith("tier_") for r in stored["diner"]["reasons"])
     for t in ("default", "shop"):
         assert stored[t]["tier"] == "low", (t, stored[t])
         assert not any(r["code"].startswith("tier_") for r in stored[t]["reasons"]), stored[t]
@@ -77,7 +87,8 @@ async def test_each_tenant_is_scored_as_its_own_kind_of_business(settings_factor
     for t in TENANTS:
         assert reads[t]["tier"] == stored[t]["tier"], (t, reads[t])
         assert as_of[t]["tier"] == stored[t]["tier"], (t, as_of[t])
-    # staff are alerted from the risk topic: the salon's regular rose, nobody else's did
+    # staff are alerted from the risk topic: the salon's and the diner's regulars rose,
+    # nobody else's did
     risen = {(c["data"]["tenant_id"], c["data"]["customer_id"]) for c in changes
              if c["data"]["tier"] in ("medium", "high")}
-    assert risen == {("cuts", "w")}, changes
+    assert risen == {("cuts", "w"), ("diner", "w")}, changes

@@ -350,6 +350,57 @@ def test_a_tenant_may_bring_its_own_rules_file(tmp_path: Path) -> None:
         load_settings(tenant_business_types=f"x={tmp_path / 'missing.yaml'}")
 
 
+def test_a_rules_file_may_set_its_own_tier_levels(tmp_path: Path) -> None:
+    """``tiers:`` in a rules file: the levels its tenant's customers (or, as
+    ``CHURNWATCH_RULES``, the deployment's) are judged at, for every customer alike; levels
+    it does not set stay its business type's. The same regular is high at a diner whose
+    owner wants to hear early, low elsewhere, with the same score. A change of levels is a
+    change of judging (everyone re-scored); levels that do not fit stop the start."""
+    from types import SimpleNamespace
+
+    from services.console.customers import _levels
+
+    weekly = acts(regular("w", every_days=7, count=30))
+    plain = Engine.from_settings(load_model(None), load_settings())
+    score = plain.assess([Subject("w", weekly)], at(203 + 22), with_history=False)[0].score
+    assert 0.02 < score < 0.45  # low at the general levels
+    diner = tmp_path / "diner.yaml"
+    diner.write_text(yaml.safe_dump({**_doc(_rule(when="overdue_ratio >= 9")),
+                                     "business_type": "restaurant", "tiers": {
+                                         "medium": {"enter": score / 4, "exit": score / 8},
+                                         "high": {"enter": score / 2, "exit": score / 3}}}))
+    engine = Engine.from_settings(load_model(None), load_settings(
+        tenant_business_types=f"diner={diner}"))
+    seen = {t: engine.assess([Subject("w", weekly, tenant=t)], at(203 + 22),
+                             with_history=False)[0] for t in ("diner", "default")}
+    assert seen["diner"].score == seen["default"].score == score
+    assert (seen["diner"].tier, seen["default"].tier) == ("high", "low")
+    assert not any(r.code.startswith("tier_") for r in seen["diner"].reasons)
+    for features in ({}, {"online_share_365": 1.0}):  # chosen levels: every customer's
+        assert engine.levels("diner", features).high_enter == score / 2
+    assert engine.levels("default", {}).high_enter == 0.75
+    res: Any = SimpleNamespace(engine=engine)  # the console's chart draws them
+    assert _levels(res, "diner", {"features": {}}) == (score / 4, score / 2)
+    assert engine.judging != Engine.from_settings(load_model(None), load_settings(
+        tenant_business_types="diner=restaurant")).judging
+    # the deployment's own file; only high's entry level set: the rest stay the general ones
+    own = tmp_path / "own.yaml"
+    own.write_text(yaml.safe_dump({**_doc(_rule()), "tiers": {"high": {"enter": 0.9}}}))
+    mine = Engine.from_settings(load_model(None), load_settings(rules=own)).levels("default", {})
+    assert (mine.medium_exit, mine.medium_enter, mine.high_exit, mine.high_enter) == (
+        0.35, 0.45, 0.65, 0.9)
+    for tiers, message in (
+            ({"low": {"enter": 0.1}}, "'tiers' must map medium and/or high"),
+            ({"high": {"enter": 1.5}}, r"'tiers.high.enter' must be a score between 0 and 1.*1.5"),
+            ({"high": {"start": 0.8}}, "'tiers.high' must have 'enter' and/or 'exit'"),
+            ({"high": {"enter": 0.4}}, r"bad.yaml: the tier levels must satisfy .* medium enter "
+                                       r"0.45 / exit 0.35, high enter 0.4 / exit 0.65")):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(yaml.safe_dump({**_doc(_rule()), "tiers": tiers}))
+        with pytest.raises(ConfigError, match=message):
+            Engine.from_settings(load_model(None), load_settings(tenant_business_types=f"x={bad}"))
+
+
 @pytest.mark.parametrize(("raw", "message"), [
     ("cuts", "must look like 'tenant=type'"),
     ("cuts=", "must look like 'tenant=type'"),
