@@ -233,7 +233,6 @@ class Digester:
                        timezone=items[0].get("timezone", ""), kind="digest")
 
 
-
 def digest_event(items: list[dict[str, Any]]) -> bytes:
     """A digest message's ``event``: its items' ids, and the risk changes they were written
     from (with when each was published), so that the digest can be written again for someone

@@ -252,9 +252,9 @@ def _levels(raw: Any, source: str) -> tuple[tuple[str, float], ...]:
                           f"exit levels, {example}")
     out: list[tuple[str, float]] = []
     for tier in ("medium", "high"):
-        spec = raw.get(tier)
         if tier not in raw:
             continue
+        spec = raw[tier]
         if not isinstance(spec, dict) or not spec or set(spec) - {"enter", "exit"}:
             raise ConfigError(f"{source}: 'tiers.{tier}' must have 'enter' and/or 'exit' "
                               f"(nothing else), {example}")
