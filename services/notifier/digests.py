@@ -12,6 +12,8 @@ Keys (under ``Keys.digest_base``, one hash tag: the take script renames buffers 
 - ``dg:due`` - zset buffer -> flush time (ms), set when the first item arrives;
 - ``dg:seen:<channel>|<recipient>|<event id>`` - marks an item as buffered once (a replayed
   record is not buffered twice, even after its digest went out);
+- ``dg:for:<channel>|<recipient key>|<event id>`` - the item is in one of that person's
+  digests, whichever its schedule: an item re-addressed to them is not buffered again;
 - ``dg:batch:<buffer>:<n>`` + set ``dg:batches`` - a buffer taken for sending. A batch is
   deleted only once its message is delivered or durably queued, and its delivery id derives
   from the batch name, so a notifier killed in between resends nothing twice.
@@ -44,6 +46,7 @@ FLUSH_BATCH = 50
 
 _ADD = """
 if redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[5]) then
+  redis.call('SET', KEYS[4], '1', 'EX', ARGV[5])
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], '_recipient', ARGV[3], '_tenant', ARGV[6])
   redis.call('ZADD', KEYS[2], 'NX', ARGV[4], ARGV[7])
   return 1
@@ -117,10 +120,15 @@ class Digester:
         # the item's mark leaves the zone out: one buffered before the zone was in the buffer's
         # name (replayed across the upgrade) is not buffered a second time
         seen = self.base + f"seen:{name}|{event_id}"
+        # in any of this person's digests: a re-addressed item they had already is not
+        # listed to them a second time (a route to the owner and the store's manager alike)
+        listed = self.base + f"for:{channel}|{recipient.key}|{event_id}"
+        if readdressed:
+            seen = listed
         if at is not None and not readdressed:
             name += f"|{timezone or 'UTC'}"
         added = await self._add(
-            keys=[self.base + "b:" + name, self.base + "due", seen],
+            keys=[self.base + "b:" + name, self.base + "due", seen, listed],
             args=[event_id, json.dumps(item, ensure_ascii=False), json.dumps(asdict(recipient)),
                   due_ms, SEEN_TTL_S, tenant, name])
         return bool(added)

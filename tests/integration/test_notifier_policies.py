@@ -618,6 +618,42 @@ async def test_a_morning_digest_item_is_buffered_once_whatever_its_zone(
                     "America/New_York": datetime(2026, 11, 24, 13, 0, tzinfo=UTC)}
 
 
+async def test_an_item_re_addressed_from_a_leaver_is_listed_once_and_at_once(
+        settings: Settings, redis: Redis) -> None:
+    """A leaver's digest item goes to whoever took the customer in a digest due now; not to
+    someone who has it in a digest of their own already (a route to the owner and the
+    store's manager alike), and once however often the leaver's digest is re-addressed (a
+    notifier killed in between)."""
+    from datetime import time as dtime
+
+    from services.notifier.digests import Digester
+    from services.notifier.routing import Recipient
+    from services.notifier.templates import Templates
+
+    keys = Keys(settings.redis_prefix)
+    digester = Digester(redis, keys, templates=Templates(None), interval_s=60)
+    max_ = Recipient(key="staff:default:mgr-1", name="Max", email="max@example.com")
+    li = Recipient(key="staff:default:li-1", name="Li", email="li@example.com")
+    now_ms = int(datetime(2026, 11, 24, 6, 30, tzinfo=UTC).timestamp() * 1000)
+
+    async def add(who: Recipient, event_id: str, **how: Any) -> bool:
+        return await digester.add(channel="email", recipient=who, tenant="default",
+                                  event_id=event_id, item={"customer_id": event_id},
+                                  now_ms=now_ms, **how)
+
+    assert await add(max_, "e1", at=dtime(8, 0), timezone="UTC")  # Max's own morning list
+    assert not await add(max_, "e1", readdressed=True)  # he has it: not listed twice
+    assert await add(max_, "e2", readdressed=True)
+    assert await add(li, "e1", readdressed=True)
+    assert not await add(li, "e1", readdressed=True)  # re-addressed again after a crash
+    due: list[tuple[str, float]] = await redis.zrange(  # type: ignore[assignment]
+        keys.digest_base + "due", 0, -1, withscores=True)
+    assert sorted((b, int(ms)) for b, ms in due) == [
+        ("email|staff:default:li-1|readdressed", now_ms),
+        ("email|staff:default:mgr-1|at 08:00:00|UTC", now_ms + 90 * 60_000),
+        ("email|staff:default:mgr-1|readdressed", now_ms)]
+
+
 async def test_a_long_digest_lists_the_most_valuable_fifty_and_links_the_rest(
         settings: Settings, redis: Redis) -> None:
     """A large online shop's morning digest can hold a hundred customers: the e-mail names the
