@@ -22,6 +22,7 @@ from services.notifier.backoff import retry_delay
 from services.notifier.breaker import CircuitBreaker
 from services.notifier.channels.base import Channel, Message
 from services.notifier.deadletters import DeadLetters
+from services.notifier.digests import digest_customers
 from services.notifier.ledger import CLAIMED, DELIVERED, FAILED, QUEUED, Ledger, now_iso
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.noise import RateLimiter
@@ -272,8 +273,12 @@ class Deliverer:
         }
         if reason:
             entry["reason"] = reason
-        if message.customer_id:  # digests span customers: logged per item by the digester
+        if message.customer_id:
             await self.ledger.log_outcome(message.customer_id, entry, tenant=message.tenant)
+        elif message.kind == "digest":  # in the log of each customer it lists
+            await self.ledger.log_outcomes(
+                [(cid, entry | {"event_id": eid}) for cid, eid in digest_customers(message.event)],
+                tenant=message.tenant)
 
 
 def _target_key(message: Message) -> str:

@@ -247,9 +247,20 @@ def digest_event(items: list[dict[str, Any]]) -> bytes:
     else when its recipient left the team before it reached them (:func:`digest_changes`).
     Items buffered before they carried their change have only their id."""
     return json.dumps({"digest": [i.get("event_id") for i in items],
+                       # whose delivery log tells what became of it (Deliverer._log)
+                       "customers": [[str(i.get("customer_id", "")), str(i.get("event_id", ""))]
+                                     for i in items if i.get("customer_id")],
                        "changes": [{"event": i["event"], "created_ms": int(i.get("created_ms", 0))}
                                    for i in items if isinstance(i.get("event"), str)]},
                       ensure_ascii=False).encode()
+
+
+def digest_customers(event: bytes) -> list[tuple[str, str]]:
+    """The (customer id, event id) of each item a digest message lists."""
+    try:
+        return [(str(c), str(e)) for c, e in json.loads(event).get("customers", [])]
+    except (ValueError, TypeError, AttributeError):
+        return []
 
 
 def digest_changes(event: bytes) -> list[tuple[bytes, int]]:

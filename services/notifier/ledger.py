@@ -20,20 +20,22 @@ JSON object::
      "channel": "email",              # email | sms | webhook
      "kind": "alert",                 # alert | won_back | escalation | digest | webhook
      "target": "m***@example.com",    # masked address / number, or scheme://host/… of a URL
-     "status": "delivered",           # delivered | retrying | delayed | digested |
-                                      # suppressed | failed
+     "status": "delivered",           # LOG_STATUSES: delivered | retrying | delayed |
+                                      # digested | not_sent | failed
      "at": "2026-11-23T10:00:00.000Z",
      "attempts": 1,
-     "reason": "..."}                 # optional: why retrying / delayed / suppressed / failed
+     "reason": "..."}                 # optional: why retrying / delayed / not sent / failed
 
 An entry is appended on every outcome, so one delivery may show several (e.g. retrying, then
-delivered).
+delivered). A digest's outcomes are appended to the log of each customer it lists (with that
+customer's item's ``event_id``): ``digested`` when the item was put in it, then ``delivered``
+(or delayed, failed, not_sent) when the digest went out.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -49,6 +51,8 @@ FAILED = "failed"
 SENDING_PREFIX = "sending:"
 FINAL_STATE_TTL_S = DEFAULT_RETENTION.delivery_state_ttl_s  # CHURNWATCH_DELIVERY_STATE_DAYS
 DELIVERY_LOG_MAX = DEFAULT_RETENTION.delivery_log_max  # CHURNWATCH_DELIVERY_LOG_MAX_ENTRIES
+# every status the delivery log's entries carry (the console words each one, in each language)
+LOG_STATUSES = ("delivered", "retrying", "delayed", "digested", "not_sent", "failed")
 
 _CLAIM = """
 local cur = redis.call('GET', KEYS[1])
@@ -147,10 +151,18 @@ class Ledger:
     async def log_outcome(self, customer_id: str, entry: Mapping[str, Any], *,
                           tenant: str = "default") -> None:
         """Append to the customer's delivery log (newest first, capped; format above)."""
-        key = self.keys.delivery_log(customer_id, tenant)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.lpush(key, json.dumps(entry, ensure_ascii=False))
-            pipe.ltrim(key, 0, self.retention.delivery_log_max - 1)
-            # expires with the customer's other keys (it had no expiry before)
-            pipe.expire(key, self.retention.customer_ttl_s)
+        await self.log_outcomes([(customer_id, entry)], tenant=tenant)
+
+    async def log_outcomes(self, entries: Sequence[tuple[str, Mapping[str, Any]]], *,
+                           tenant: str = "default") -> None:
+        """:meth:`log_outcome` for several customers (a digest's), in one round trip."""
+        if not entries:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for customer_id, entry in entries:
+                key = self.keys.delivery_log(customer_id, tenant)
+                pipe.lpush(key, json.dumps(entry, ensure_ascii=False))
+                pipe.ltrim(key, 0, self.retention.delivery_log_max - 1)
+                # expires with the customer's other keys (it had no expiry before)
+                pipe.expire(key, self.retention.customer_ttl_s)
             await pipe.execute()

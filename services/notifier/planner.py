@@ -416,20 +416,13 @@ class Planner:
         written again, in the new reader's language and with their acknowledge link, for
         whoever receives that customer's alerts now (the new owner, else the store's manager),
         in a digest to that person on the same channel that goes out at once (the list was due
-        already). The leaver's line in each customer's delivery log reads ``not_sent``. Returns
-        how many items were re-addressed (none for someone with no address for the channel)."""
+        already). Returns how many items were re-addressed (none for someone with no address
+        for the channel)."""
         if self.digester is None:
             return 0
         moved = 0
         for event, created_ms in changes:
             change = event.change
-            if self.ledger is not None:
-                await self.ledger.log_outcome(change.customer_id, {
-                    "delivery_id": message.delivery_id, "event_id": event.id,
-                    "channel": message.channel, "kind": "digest",
-                    "target": message.masked_target, "status": "not_sent",
-                    "reason": "the recipient left the team", "at": now_iso(),
-                    "attempts": message.attempt}, tenant=change.tenant_id)
             ctx = await self.resolver.context(change)
             person = ctx.owner or ctx.manager
             if person.key == message.recipient_key:

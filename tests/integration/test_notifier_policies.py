@@ -419,7 +419,9 @@ escalation: {{after: 2s, channels: [email]}}
         ("alert", "in_app", "not_sent", "console:owner-1", "the recipient left the team"),
         ("escalation", "email", "delivered", "m***@example.com", None)]
     log = [json.loads(x) for x in await redis.lrange(keys.delivery_log("ida"), 0, -1)]
-    assert sorted((e["kind"], e["status"], e["target"], e.get("reason")) for e in log) == [
+    assert sorted((e["kind"], e["status"], e["target"], e.get("reason"))
+                  for e in log if e["status"] != "delayed") == [
+        ("digest", "delivered", "l***@example.com", None),
         ("digest", "digested", "l***@example.com", None),
         ("digest", "digested", "o***@example.com", None),
         ("digest", "not_sent", "o***@example.com", "the recipient left the team")]
@@ -437,7 +439,8 @@ digest: {interval: 2s}
 """, smtp_host="127.0.0.1", smtp_port=controller.port)
     profiles = await staff_and_stores(redis, Keys(settings.redis_prefix))
     await profiles.put_profile("d-0", CustomerProfile(name="Dora Digest"))
-    records = [(f"d-{n}", change(f"d-{n}", "low", "medium")[1]) for n in range(5)]
+    changes = [change(f"d-{n}", "low", "medium") for n in range(5)]
+    records = [(f"d-{n}", raw) for n, (_, raw) in enumerate(changes)]
     await produce_changes(settings, *records)
     async with notifier(settings) as registry:
         await wait_until(lambda: inbox.mails, timeout=15, what="the digest")
@@ -453,6 +456,13 @@ digest: {interval: 2s}
     assert f"Details: {settings.api_public_url}/console/customers/d-1\r\n" in text
     html = mail.get_body(("html",)).get_content()
     assert f'<a href="{settings.api_public_url}/console/customers/d-0"' in html
+    # each customer's delivery log says the digest listing them went out, not only that
+    # they were put in one
+    raw = await redis.lrange(Keys(settings.redis_prefix).delivery_log("d-1"), 0, -1)  # type: ignore[misc]
+    log = [json.loads(x) for x in raw]
+    assert [(e["kind"], e["status"], e["target"]) for e in log] == [
+        ("digest", "delivered", "m***@example.com"), ("digest", "digested", "m***@example.com")]
+    assert log[0]["event_id"] == log[1]["event_id"] == changes[1][0] and log[0]["delivery_id"]
     # Read again from the start by a new group: buffered once, so no second digest.
     again = settings.model_copy(update={"notifier_group": settings.notifier_group + "-again"})
     async with notifier(again) as registry:

@@ -23,6 +23,11 @@ def test_every_word_exists_in_both_languages() -> None:
     for locale in i18n.LOCALES:
         assert all(v.strip() for v in i18n.TEXT[locale].values())
     assert i18n.locale_of("zh-TW,zh;q=0.9") == "zh-CN" and i18n.locale_of("de-DE") == "en"
+    # a customer's page words every status their delivery log may carry ("not_sent" was
+    # shown as it is stored)
+    from services.notifier.ledger import LOG_STATUSES
+
+    assert all(f"st_{status}" in i18n.TEXT["en"] for status in LOG_STATUSES)
 
 
 def test_charts_are_svg_with_one_mark_per_value_and_escape_labels() -> None:
