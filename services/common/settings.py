@@ -37,6 +37,18 @@ ONLINE_TIERS = {"tier_medium_enter": 0.85, "tier_medium_exit": 0.8, "tier_high_e
                 "tier_high_exit": 0.9}
 
 
+def tier_order_broken(medium_enter: float, medium_exit: float, high_enter: float,
+                      high_exit: float) -> int | None:
+    """Which ordering four tier levels break, wherever they were set (settings, a rules
+    file's ``tiers``): 1 for medium.exit <= medium.enter < high.enter, 2 for medium.enter <=
+    high.exit <= high.enter; None when they fit."""
+    if not medium_exit <= medium_enter < high_enter:
+        return 1
+    if not medium_enter <= high_exit <= high_enter:
+        return 2
+    return None
+
+
 @dataclass(frozen=True)
 class ApiKey:
     """One API key: its secret and the scopes it grants. ``admin`` implies every scope."""
@@ -478,12 +490,14 @@ class Settings(BaseSettings):
             raise ValueError("set both CHURNWATCH_KAFKA_SSL_CERTFILE and CHURNWATCH_KAFKA_SSL_KEYFILE "
                              "(mutual TLS) or neither")
         online = self._online_tiers()
-        if not (self.tier_medium_exit <= self.tier_medium_enter < self.tier_high_enter):
+        broken = tier_order_broken(self.tier_medium_enter, self.tier_medium_exit,
+                                   self.tier_high_enter, self.tier_high_exit)
+        if broken == 1:
             raise ValueError(
                 "tier thresholds must satisfy CHURNWATCH_TIER_MEDIUM_EXIT <= "
                 "CHURNWATCH_TIER_MEDIUM_ENTER < CHURNWATCH_TIER_HIGH_ENTER" + online
             )
-        if not (self.tier_medium_enter <= self.tier_high_exit <= self.tier_high_enter):
+        if broken == 2:
             raise ValueError(
                 "tier thresholds must satisfy CHURNWATCH_TIER_MEDIUM_ENTER <= "
                 "CHURNWATCH_TIER_HIGH_EXIT <= CHURNWATCH_TIER_HIGH_ENTER" + online

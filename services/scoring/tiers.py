@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 
 from services.common.exceptions import ConfigError
 from services.common.riskchange import TIER_RANK
-from services.common.settings import ONLINE_TIERS, Settings
+from services.common.settings import ONLINE_TIERS, Settings, tier_order_broken
 from services.scoring.features import online_mostly
 
 
@@ -60,8 +60,7 @@ class Thresholds:
                     medium_exit=got.get("medium_exit", self.medium_exit),
                     high_enter=got.get("high_enter", self.high_enter),
                     high_exit=got.get("high_exit", self.high_exit), online=None)
-        if not (t.medium_exit <= t.medium_enter < t.high_enter
-                and t.medium_enter <= t.high_exit <= t.high_enter):
+        if tier_order_broken(t.medium_enter, t.medium_exit, t.high_enter, t.high_exit):
             raise ConfigError(
                 f"{source}: the tier levels must satisfy medium.exit <= medium.enter < "
                 "high.enter and medium.enter <= high.exit <= high.enter; with this file's "
