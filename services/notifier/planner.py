@@ -392,12 +392,11 @@ class Planner:
         leaver, is armed now for a new owner (none for the manager, who holds it)."""
         if message.kind not in READDRESSED:
             return []
-        ctx = await self.resolver.context(event.change)
-        person = ctx.manager if message.kind == "escalation" else ctx.owner or ctx.manager
-        target = _target(person, message.channel)
-        if not target or person.key == message.recipient_key:
+        taker = await self._taker(event, message)
+        if taker is None:
             return []
-        _, action = apply_inhibition(event.change, self.routing.policies.inhibit)
+        ctx, person, action = taker
+        target = _target(person, message.channel) or ""
         links = await self._alert_links(event, [person], ctx, message.kind)
         did = (delivery_id(event.id, "escalation:" + message.channel, target)
                if message.kind == "escalation" else None)
@@ -422,20 +421,31 @@ class Planner:
             return 0
         moved = 0
         for event, created_ms in changes:
-            change = event.change
-            ctx = await self.resolver.context(change)
-            person = ctx.owner or ctx.manager
-            if person.key == message.recipient_key:
+            taker = await self._taker(event, message)
+            if taker is None:
                 continue
-            if not _target(person, message.channel):
-                self._count("no_contact")
-                continue
-            _, action = apply_inhibition(change, self.routing.policies.inhibit)
+            ctx, person, action = taker
             links = await self._alert_links(event, [person], ctx, "alert")
             await self._digest(event, person, message.channel, ctx, created_ms, action,
                                ack_url=links.get(person.key, ""), readdressed=True)
             moved += 1
         return moved
+
+    async def _taker(self, event: RiskChangeEvent, message: Message
+                     ) -> tuple[CustomerContext, Recipient, Any] | None:
+        """Who receives ``message``'s notice now that its recipient left (the customer's
+        owner, else the store's manager; an escalation: the manager), with the customer's
+        context and the action to suggest; None when that is the one who left, or someone
+        with no address for the channel (counted as ``no_contact``)."""
+        ctx = await self.resolver.context(event.change)
+        person = ctx.manager if message.kind == "escalation" else ctx.owner or ctx.manager
+        if person.key == message.recipient_key:
+            return None
+        if not _target(person, message.channel):
+            self._count("no_contact")
+            return None
+        _, action = apply_inhibition(event.change, self.routing.policies.inhibit)
+        return ctx, person, action
 
 
 def _zone_of(person: Recipient, ctx: CustomerContext) -> str:
