@@ -21,6 +21,9 @@ INBOX_MAX = DEFAULT_RETENTION.inbox_max  # CHURNWATCH_INBOX_MAX_ENTRIES
 INBOX_TTL_S = DEFAULT_RETENTION.inbox_ttl_s  # CHURNWATCH_INBOX_DAYS
 
 
+MANAGERS_OWN = frozenset({"escalation"})  # entries a manager keeps when a customer gets an owner
+
+
 class Moved(NamedTuple):
     """An alert :meth:`Inbox.move` gave to another person's list."""
 
@@ -89,10 +92,12 @@ class Inbox:
         pipe.expire(staff, self.ttl_s)
         await pipe.execute()
 
-    async def move(self, from_id: str, tenant: str, to: dict[str, str]) -> list[Moved]:
+    async def move(self, from_id: str, tenant: str, to: dict[str, str], *,
+                   keep_kinds: frozenset[str] = frozenset()) -> list[Moved]:
         """The unacknowledged alerts in ``from_id``'s list about the customers of ``to``
         (customer id -> their new owner) go to that owner's list, as they were (time, words,
-        channels); acknowledged ones stay, the person's own record. Returns what moved."""
+        channels); acknowledged ones stay, the person's own record, and so do entries of
+        ``keep_kinds``. Returns what moved."""
         raw = await self.redis.hgetall(self.keys.inbox(from_id, tenant))  # type: ignore[misc]
         found: list[tuple[str, str, Moved]] = []  # field, blob, what moves
         for field, blob in raw.items():
@@ -100,6 +105,8 @@ class Inbox:
                 entry = json.loads(blob)
                 customer, alert_id = str(entry["customer_id"]), str(entry["alert_id"])
             except (ValueError, KeyError, TypeError):
+                continue
+            if entry.get("kind") in keep_kinds:
                 continue
             if customer in to and to[customer] != from_id:
                 found.append((str(field), str(blob), Moved(alert_id, customer, to[customer])))

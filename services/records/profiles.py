@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
 
 from services.alerting.escalation import handed_on
-from services.alerting.inbox import Inbox
+from services.alerting.inbox import MANAGERS_OWN, Inbox
 from services.common.profiles import CustomerProfile, ProfileStore, StaffMember, Store, owner_of
 from services.common.redisconn import Keys, get_many
 from services.common.settings import DEFAULT_RETENTION, ApiKey, Retention
@@ -88,11 +88,13 @@ async def _written(redis: Redis, keys: Keys, tenant: str, customer_id: str,
                    old: CustomerProfile | None, before: str | None, new: CustomerProfile,
                    by: str, retention: Retention) -> list[str]:
     """After ``new`` was written over ``old`` (owned by ``before``): out of the old owner's
-    set, their open alerts about the customer to the new owner (:func:`alerts_follow`), and
+    set, the open alerts about the customer to whoever receives them now
+    (:func:`alerts_follow`: also from the store's manager to a first owner), and
     the timeline told which fields changed; returns them."""
-    if before is not None and before != new.owner_staff_id:
-        await owners.forget_owners(redis, keys, tenant, [customer_id], before,
-                                   new.owner_staff_id)
+    if before != new.owner_staff_id:  # (an owner given to a customer who had none too)
+        if before is not None:
+            await owners.forget_owners(redis, keys, tenant, [customer_id], before,
+                                       new.owner_staff_id)
         store = (await owners.home_stores(redis, keys, tenant, {customer_id: new}))[customer_id]
         await alerts_follow(redis, keys, tenant, {
             customer_id: (before, new.owner_staff_id, store)}, retention=retention)
@@ -238,29 +240,35 @@ def deal(items: list[owners.Owned], takers: list[StaffMember]
 
 
 async def alerts_follow(redis: Redis, keys: Keys, tenant: str,
-                        moves: dict[str, tuple[str, str | None, str | None]], *,
+                        moves: dict[str, tuple[str | None, str | None, str | None]], *,
                         retention: Retention = DEFAULT_RETENTION) -> int:
     """Customers changed owner (customer id -> their owner before, their owner now, None:
-    nobody, and their store): the alerts about them still unacknowledged in the former
-    owner's console list go to the new owner's (nobody: to the store's manager's, who
-    receives their alerts from now on; kept where the store has none), and their
-    escalations still due wait for the new owner's own window, or are dropped when the
-    manager holds them (:func:`handed_on`). Returns how many list entries moved."""
+    nobody, and their store): the alerts about them still unacknowledged in the list of
+    whoever received them (the former owner; for a customer who had none, the store's
+    manager) go to whoever receives them now (the new owner; for nobody, the store's
+    manager; kept where the store has none). A manager keeps the escalations in their list:
+    those were theirs as the manager. Escalations still due wait for the new owner's own
+    window, or are dropped when the manager holds them (:func:`handed_on`). Returns how many
+    list entries moved."""
     stores = {store for _, _, store in moves.values()} - {None}
     profiles = ProfileStore(redis, keys)
     managers: dict[str | None, str | None] = {}
     for store_id in stores:
         record = await profiles.get_store(str(store_id), tenant)
         managers[store_id] = record.manager_staff_id if record is not None else None
-    takers: dict[str, dict[str, str]] = {}  # former owner -> {customer id: who takes them}
+    # (who holds them, as the store's manager of an ownerless customer) -> {customer: taker}
+    takers: dict[tuple[str, bool], dict[str, str]] = {}
     for cid, (was, now, store) in moves.items():
-        if (who := now or managers.get(store)) is not None:
-            takers.setdefault(was, {})[cid] = who
+        holder = was if was is not None else managers.get(store)
+        who = now or managers.get(store)
+        if holder is not None and who is not None and who != holder:
+            takers.setdefault((holder, was is None), {})[cid] = who
     inbox = Inbox(redis, keys, retention=retention)
     held: dict[str, bool] = {}  # alert id -> the store's manager holds it now
     moved = 0  # entries of the console lists
-    for was, to in takers.items():
-        for a in await inbox.move(was, tenant, to):
+    for (holder, as_manager), to in takers.items():
+        keep = MANAGERS_OWN if as_manager else frozenset()
+        for a in await inbox.move(holder, tenant, to, keep_kinds=keep):
             held[a.alert_id] = a.owner == managers.get(moves[a.customer_id][2])
             moved += 1
     if held:
@@ -404,12 +412,11 @@ async def _give(redis: Redis, keys: Keys, tenant: str, chunk: list[str], to_id: 
             gone.setdefault(was, []).append(cid)
     for was, cids in gone.items():
         await owners.forget_owners(redis, keys, tenant, cids, was, to_id)
-    if alerts and gone:
+    if alerts:  # (from the store's manager too, for a customer who had no owner)
         stores = await owners.home_stores(redis, keys, tenant,
                                           {c: written[c] for c in changed})
         await alerts_follow(redis, keys, tenant, {
-            cid: (was, to_id, stores[cid]) for was, cids in gone.items() for cid in cids},
-            retention=retention)
+            cid: (before[cid], to_id, stores[cid]) for cid in changed}, retention=retention)
     at = iso_ms(int(time.time() * 1000))
     pipe = redis.pipeline(transaction=False)
     for cid in changed:

@@ -637,7 +637,8 @@ async def test_a_customer_given_to_another_owner_takes_their_open_alerts_along(m
     owner away and a manager's "give" on the customer's page move the alerts the former owner
     had not acknowledged about that customer to whoever receives them now (the new owner; the
     store's manager for nobody), their escalations waiting for the new owner's own window
-    (none for alerts the manager now holds)."""
+    (none for alerts the manager now holds); a first owner takes those the manager received
+    while the customer had none."""
     settings, seed, redis = make()
     keys = seed.keys
     async with api(settings) as client:
@@ -686,6 +687,31 @@ async def test_a_customer_given_to_another_owner_takes_their_open_alerts_along(m
         assert set(await redis.hkeys(keys.inbox("mo", "acme"))) == {"c3", "d4"}
         assert await marks() == {"aa": False, "cc": True, "dd": True}
         assert set(await redis.hkeys(keys.inbox("ben", "acme"))) == {"b2", "e9"}  # c-9 his
+        # an owner given to a customer who had none takes the alerts the manager received
+        # about them meanwhile; the manager keeps what was theirs as the manager (an
+        # escalation), and the moved alert's escalation waits for the new owner's window
+        await inbox.add("mo", "acme", "f5", {"alert_id": "f" * 32, "customer_id": "c-2",
+                                             "kind": "escalation", "at_ms": 2})
+        r = await client.patch("/v1/customers/c-2/profile", headers=ACME,
+                               json={"owner_staff_id": "li"})
+        assert r.status_code == 200, r.text
+        assert set(await redis.hkeys(keys.inbox("mo", "acme"))) == {"d4", "f5"}
+        assert set(await redis.hkeys(keys.inbox("li", "acme"))) == {"a1", "c3"}
+        assert await marks() == {"aa": False, "cc": False, "dd": True}
+        # the same on a customer's page: Mo gives c-3 (nobody's) to Li
+        assert await profilelog.give(redis, keys, "acme", ["c-3"], "li", by="mo") == ["c-3"]
+        assert set(await redis.hkeys(keys.inbox("mo", "acme"))) == {"f5"}
+        assert set(await redis.hkeys(keys.inbox("li", "acme"))) == {"a1", "c3", "d4"}
+        assert await marks() == {"aa": False, "cc": False, "dd": False}
+        # Mo, the manager, taking one himself keeps what he holds
+        r = await client.put("/v1/customers/c-5/profile", headers=ACME,
+                             json={"store_id": "north"})
+        await inbox.add("mo", "acme", "g6", {"alert_id": "6" * 32, "customer_id": "c-5",
+                                             "kind": "alert", "at_ms": 3})
+        r = await client.patch("/v1/customers/c-5/profile", headers=ACME,
+                               json={"owner_staff_id": "mo"})
+        assert r.status_code == 200, r.text
+        assert set(await redis.hkeys(keys.inbox("mo", "acme"))) == {"f5", "g6"}
 
 
 async def test_erasure_removes_everything_and_is_audited(make) -> None:
