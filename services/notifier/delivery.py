@@ -23,7 +23,15 @@ from services.notifier.breaker import CircuitBreaker
 from services.notifier.channels.base import Channel, Message
 from services.notifier.deadletters import DeadLetters
 from services.notifier.digests import digest_customers
-from services.notifier.ledger import CLAIMED, DELIVERED, FAILED, QUEUED, Ledger, now_iso
+from services.notifier.ledger import (
+    CLAIMED,
+    DELIVERED,
+    FAILED,
+    QUEUED,
+    RECIPIENT_LEFT,
+    Ledger,
+    now_iso,
+)
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.noise import RateLimiter
 from services.notifier.policy import quiet_until, zone
@@ -49,7 +57,7 @@ class Deliverer:
                  wall_clock: Callable[[], float] = time.time,
                  health: WebhookHealth | None = None,
                  on_delivered: Callable[[Message], Awaitable[None]] | None = None,
-                 left: Callable[[Message], Awaitable[bool]] | None = None,
+                 not_theirs: Callable[[Message], Awaitable[str | None]] | None = None,
                  readdress: Callable[[Message], Awaitable[list[Message]]] | None = None):
         self.ledger = ledger
         self.channels = channels
@@ -65,7 +73,9 @@ class Deliverer:
         self.wall_clock = wall_clock
         self.health = health  # pauses webhook subscriptions that keep failing
         self.on_delivered = on_delivered  # e.g. arm the escalation of a delivered alert
-        self.left = left  # is the message's staff recipient gone from the team?
+        # why the message's staff recipient is no longer the one to tell (None: they are):
+        # RECIPIENT_LEFT, OWNER_CHANGED
+        self.not_theirs = not_theirs
         self.readdress = readdress  # the same notice to whoever receives it now
 
     # entry points ---------------------------------------------------------------------
@@ -177,8 +187,8 @@ class Deliverer:
 
     # one attempt ----------------------------------------------------------------------
     async def _attempt(self, message: Message) -> None:
-        if self.left is not None and await self.left(message):
-            await self._recipient_left(message)
+        if self.not_theirs is not None and (why := await self.not_theirs(message)) is not None:
+            await self._not_theirs(message, why)
             return
         channel = self.channels.get(message.channel)
         if channel is None:
@@ -228,19 +238,21 @@ class Deliverer:
                            self.max_attempts, error, delay, extra=_extra(message))
             await self._track(message, str(error))
 
-    async def _recipient_left(self, message: Message) -> None:
+    async def _not_theirs(self, message: Message, why: str) -> None:
         """The staff member a message was held for (settle window, quiet hours, a rate
-        limit, a retry, the morning digest) left the team meanwhile: nothing more reaches
-        them. The notice goes to whoever receives it now (first: a crash in between sends it
+        limit, a retry, the morning digest) is no longer the one to tell (``why``): they
+        left the team, or the customer has another owner since. Nothing more reaches them.
+        The notice goes to whoever receives it now (first: a crash in between sends it
         again under the same delivery id, so once), and the message ends here."""
         moved = await self.readdress(message) if self.readdress is not None else []
         for other in moved:
             await self.deliver_new(other)
         await self.ledger.mark_failed(message.delivery_id)  # final: not retried
-        self.metrics.suppressed.labels(reason="recipient_left").inc()
-        await self._log(message, "not_sent", reason="the recipient left the team")
-        logger.info("%s %s to %s not sent: they left the team%s", message.kind or "message",
-                    message.channel, message.masked_target,
+        self.metrics.suppressed.labels(
+            reason="recipient_left" if why == RECIPIENT_LEFT else "owner_changed").inc()
+        await self._log(message, "not_sent", reason=why)
+        logger.info("%s %s to %s not sent: %s%s", message.kind or "message",
+                    message.channel, message.masked_target, why,
                     f"; sent to {', '.join(m.masked_target for m in moved)}" if moved else "",
                     extra=_extra(message))
 

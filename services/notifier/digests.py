@@ -79,6 +79,9 @@ Deliver = Callable[[Message], Awaitable[None]]
 # item: a customer who came back, fell back, or rose to a tier with an alert of its own since
 # is not listed as still to act on.
 Standing = Callable[[list[tuple[str, str, str]]], Awaitable[list[bool]]]
+# (reader, channel, tenant, [(field, item)]) -> the fields of items no longer the reader's (their
+# customer has another owner now): written again for that person, left out of this digest
+Taken = Callable[[Recipient, str, str, list[tuple[str, dict[str, Any]]]], Awaitable[set[str]]]
 
 
 class Digester:
@@ -134,11 +137,13 @@ class Digester:
         return bool(added)
 
     async def flush(self, *, now_ms: int, deliver: Deliver, erased: Erased | None = None,
-                    standing: Standing | None = None) -> int:
+                    standing: Standing | None = None, taken: Taken | None = None) -> int:
         """Send every digest that is due (and any batch left by a crash); returns how many.
         An item about a customer erased after it was buffered (``erased``), or no longer at
         the item's tier (``standing``), is left out, as is all but the newest item of a
-        customer; a digest left with no item is not sent."""
+        customer, and one listed to the reader as the customer's owner when the customer has
+        another owner now (``taken``: it goes to them); a digest left with no item is not
+        sent."""
         await self._take(keys=[self.base + "due", self.base + "batches"],
                          args=[now_ms, FLUSH_BATCH, self.base])
         members = await self.redis.smembers(self.base + "batches")  # type: ignore[misc]
@@ -149,6 +154,8 @@ class Digester:
                 raw = await self._without_erased(batch, raw, erased)
             if raw and standing is not None:
                 raw = await self._still_standing(batch, raw, standing)
+            if raw and taken is not None:
+                raw = await self._still_theirs(batch, raw, taken)
             if raw:
                 message = self._message(batch, raw)
                 if message is not None:
@@ -212,6 +219,33 @@ class Digester:
                         "by a newer item)", batch, len(raw) - len(out))
         return out if any(not f.startswith("_") for f in out) else {}
 
+    def _channel(self, batch: str) -> str:
+        return batch[len(self.base + "batch:"):].split("|", 1)[0]
+
+    async def _still_theirs(self, batch: str, raw: dict[str, str], taken: Taken
+                            ) -> dict[str, str]:
+        """The batch's fields less the items ``taken`` gave to the customer's owner now;
+        ``{}`` when none is left."""
+        items: list[tuple[str, dict[str, Any]]] = []
+        for field, value in raw.items():
+            if not field.startswith("_"):
+                try:
+                    item = json.loads(value)
+                except ValueError:
+                    continue  # _message reports it
+                if isinstance(item, dict):
+                    items.append((field, item))
+        try:
+            reader = Recipient(**json.loads(raw["_recipient"]))
+        except (KeyError, ValueError, TypeError):
+            return raw  # _message reports it
+        gone = await taken(reader, self._channel(batch), raw.get("_tenant", "default"), items)
+        if gone:
+            logger.info("digest %s: %d item(s) went to the customers' owner now", batch,
+                        len(gone))
+        out = {f: v for f, v in raw.items() if f not in gone}
+        return out if any(not f.startswith("_") for f in out) else {}
+
     def _message(self, batch: str, raw: dict[str, str]) -> Message | None:
         recipient = Recipient(**json.loads(raw.pop("_recipient")))
         tenant = raw.pop("_tenant", "default")
@@ -219,7 +253,7 @@ class Digester:
         # priority: in the order they came)
         items = sorted((json.loads(v) for v in raw.values()),
                        key=lambda i: (-float(i.get("priority", 0.0)), i.get("at_ms", 0)))
-        channel = batch[len(self.base + "batch:"):].split("|", 1)[0]
+        channel = self._channel(batch)
         target = registry.target(channel, recipient)
         if not items or not target or channel not in registry.names(push=True):
             logger.error("digest batch %s cannot be sent (no items or no %s address); dropped",

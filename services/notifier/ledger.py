@@ -53,6 +53,9 @@ FINAL_STATE_TTL_S = DEFAULT_RETENTION.delivery_state_ttl_s  # CHURNWATCH_DELIVER
 DELIVERY_LOG_MAX = DEFAULT_RETENTION.delivery_log_max  # CHURNWATCH_DELIVERY_LOG_MAX_ENTRIES
 # every status the delivery log's entries carry (the console words each one, in each language)
 LOG_STATUSES = ("delivered", "retrying", "delayed", "digested", "not_sent", "failed")
+# why a message held for a staff member was not sent to them (``not_sent``'s reason)
+RECIPIENT_LEFT = "the recipient left the team"
+OWNER_CHANGED = "the customer has another owner now"
 
 _CLAIM = """
 local cur = redis.call('GET', KEYS[1])

@@ -8,7 +8,8 @@ from services.notifier.channels import registry as channels
 
 OUTCOMES = ("delivered", "retry", "failed", "skipped_duplicate")
 SUPPRESS_REASONS = ("dedupe", "quiet_hours_delayed", "rate_limited", "inhibited", "no_consent",
-                    "no_contact", "stale", "digested", "holdout", "moved_on", "recipient_left")
+                    "no_contact", "stale", "digested", "holdout", "moved_on", "recipient_left",
+                    "owner_changed")
 
 
 class NotifierMetrics:

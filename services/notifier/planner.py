@@ -31,11 +31,11 @@ from services.notifier.channels import registry
 from services.notifier.channels.base import ChannelName, Message, delivery_id
 from services.notifier.digests import Digester
 from services.notifier.golive import Summaries
-from services.notifier.ledger import Ledger, now_iso
+from services.notifier.ledger import OWNER_CHANGED, Ledger, now_iso
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.noise import EpisodeLedger
 from services.notifier.policy import ALERT, WON_BACK, apply_inhibition
-from services.notifier.recipients import CustomerContext, RecipientResolver, recipients
+from services.notifier.recipients import CustomerContext, RecipientResolver, for_owner, recipients
 from services.notifier.routing import STAFF_CHANNELS, Recipient, Route, Routing
 from services.notifier.settle import SettleQueue, pair
 from services.notifier.templates import (
@@ -161,6 +161,7 @@ class Planner:
                 return []
         out: list[Message] = []
         people = recipients(ctx, to, self.routing)
+        owners = for_owner(ctx, to, self.routing)
         links = await self._alert_links(event, people, ctx, kind)
         for person in people:
             for channel in channels:
@@ -173,10 +174,12 @@ class Planner:
                     continue
                 if digest and self.digester is not None and registry.spec(channel).push:
                     await self._digest(event, person, channel, ctx, created_ms, action,
-                                       ack_url=links.get(person.key, ""), route=route)
+                                       ack_url=links.get(person.key, ""), route=route,
+                                       owner=person.key in owners)
                     continue
                 out.append(self._build(event, person, channel, ctx, created_ms, kind=kind,
-                                       action=action, ack_url=links.get(person.key, "")))
+                                       action=action, ack_url=links.get(person.key, ""),
+                                       owner=person.key in owners))
         if kind != "alert" or not out:
             return out
         return await self._release(event, ctx, people, out, created_ms=created_ms,
@@ -312,13 +315,14 @@ class Planner:
 
     def _build(self, event: RiskChangeEvent, person: Recipient, channel: str,
                ctx: CustomerContext, created_ms: int, *, kind: str, action: Any = None,
-               did: str | None = None, ack_url: str = "") -> Message:
+               did: str | None = None, ack_url: str = "", owner: bool = False) -> Message:
+        """``owner``: ``person`` receives it as the customer's owner (:func:`for_owner`)."""
         change = event.change
         target = _target(person, channel) or ""
         did = did or delivery_id(event.id, channel, target)
         common: dict[str, Any] = {"recipient_name": person.name, "created_ms": created_ms,
                                   "recipient_key": person.key, "timezone": _zone_of(person, ctx),
-                                  "kind": kind}
+                                  "kind": kind, "for_owner": owner}
         extra = {"alert_id": event.id, "kind": kind, "action": action,
                  "escalate_after_s": self.routing.policies.escalate_after_s or 0.0,
                  "customer_name": ctx.name, "ack_url": ack_url,
@@ -336,7 +340,7 @@ class Planner:
     async def _digest(self, event: RiskChangeEvent, person: Recipient, channel: str,
                       ctx: CustomerContext, created_ms: int, action: Any,
                       ack_url: str = "", route: Route | None = None,
-                      readdressed: bool = False) -> None:
+                      readdressed: bool = False, owner: bool = False) -> None:
         assert self.digester is not None
         item = self.templates.digest_item(event.change, person, action=action, event_id=event.id,
                                           customer_name=ctx.name)
@@ -344,6 +348,9 @@ class Planner:
                  # written again for someone else if this person leaves before it goes out
                  "event": event.raw.decode("utf-8", errors="replace"),
                  "timezone": _zone_of(person, ctx), "ack_url": ack_url,
+                 # listed to them as the customer's owner: goes to the owner of the day it is
+                 # sent (Planner.taken_from)
+                 "for_owner": owner,
                  "tier_id": event.change.tier,  # ``tier`` is in the recipient's language
                  # the customer's page in the console, for staff (as alerts and summaries)
                  "link": self._link(event.change.customer_id) if person.role != "customer"
@@ -385,18 +392,23 @@ class Planner:
 
     async def readdressed(self, event: RiskChangeEvent, message: Message) -> list[Message]:
         """``message`` (an alert, won-back notice or escalation) was held for a staff member
-        who has left the team since it was planned: the same notice, on the same channel, to
-        whoever receives the customer's alerts now (the new owner, else the store's manager;
-        an escalation: the store's manager). Nothing when that person has no address for the
-        channel, or is the one who left. A high-risk alert's escalation, prepared for the
-        leaver, is armed now for a new owner (none for the manager, who holds it)."""
+        who is no longer the one to tell: they left the team, or (a notice for the customer's
+        owner, ``Message.for_owner``) the customer has another owner, or none, since it was
+        planned. The same notice, on the same channel, to whoever receives the customer's
+        alerts now (the owner, else the store's manager; an escalation: the store's manager).
+        Nothing when that person has no address for the channel, or is the same person. A
+        high-risk alert's escalation, prepared for the first recipient, is armed now for a new
+        owner (none for the manager, who holds it)."""
         if message.kind not in READDRESSED:
             return []
-        taker = await self._taker(event, message)
+        taker = await self._taker(event, message.kind, message.recipient_key)
         if taker is None:
             return []
         ctx, person, action = taker
-        target = _target(person, message.channel) or ""
+        target = _target(person, message.channel)
+        if not target:
+            self._count("no_contact")
+            return []
         links = await self._alert_links(event, [person], ctx, message.kind)
         did = (delivery_id(event.id, "escalation:" + message.channel, target)
                if message.kind == "escalation" else None)
@@ -406,43 +418,78 @@ class Planner:
                                        now_ms=int(time.time() * 1000))
         return [self._build(event, person, message.channel, ctx, message.created_ms,
                             kind=message.kind, action=action, did=did,
-                            ack_url=links.get(person.key, ""))]
+                            ack_url=links.get(person.key, ""),
+                            owner=message.kind != "escalation")]
+
+    async def owner_changed(self, event: RiskChangeEvent, message: Message) -> bool:
+        """Does someone else than ``message``'s recipient, who had it as the customer's
+        owner (or as the manager standing in for none), receive the customer's alerts now?"""
+        return await self._taker(event, message.kind, message.recipient_key) is not None
 
     async def readdressed_digest(self, changes: list[tuple[RiskChangeEvent, int]],
                                  message: Message) -> int:
         """``message``, a digest due for a staff member who has left the team since its items
         were buffered (``changes``: the risk change and publication time of each): each item
-        written again, in the new reader's language and with their acknowledge link, for
-        whoever receives that customer's alerts now (the new owner, else the store's manager),
-        in a digest to that person on the same channel that goes out at once (the list was due
-        already). Returns how many items were re-addressed (none for someone with no address
-        for the channel)."""
+        written again for whoever receives that customer's alerts now
+        (:meth:`_readdress_items`). Returns how many were."""
+        done = await self._readdress_items(changes, channel=message.channel,
+                                           recipient_key=message.recipient_key)
+        return sum(1 for d in done if d)
+
+    async def taken_from(self, reader: Recipient, channel: str, tenant: str,
+                         changes: list[tuple[RiskChangeEvent, int]]) -> list[bool]:
+        """Items of a digest due for ``reader``, who was listed them as the customers' owner
+        (or as the manager standing in for none): for each, whether the customer's alerts go
+        to someone else now (another owner, or none: the store's manager). Those are written
+        again for that person (:meth:`_readdress_items`) and logged as not sent to
+        ``reader``; the digest leaves them out."""
+        done = await self._readdress_items(changes, channel=channel, recipient_key=reader.key)
+        taken = [event for (event, _), d in zip(changes, done, strict=True) if d is not None]
+        if taken:
+            self._count("owner_changed", len(taken))
+            if self.ledger is not None:
+                await self.ledger.log_outcomes([(event.change.customer_id, {
+                    "delivery_id": "", "event_id": event.id, "channel": channel,
+                    "kind": "digest", "target": _mask(channel, reader), "status": "not_sent",
+                    "reason": OWNER_CHANGED, "at": now_iso(), "attempts": 0})
+                    for event in taken], tenant=tenant)
+        return [d is not None for d in done]
+
+    async def _readdress_items(self, changes: list[tuple[RiskChangeEvent, int]], *,
+                               channel: str, recipient_key: str) -> list[bool | None]:
+        """Digest items due for ``recipient_key`` (``changes``: the risk change and publication
+        time of each), each written again, in the new reader's language and with their
+        acknowledge link, for whoever receives that customer's alerts now (the owner, else the
+        store's manager), in a digest to that person on the same channel that goes out at
+        once (the list was due already). Per item: True when re-addressed, False when that
+        person has no address for the channel, None when it is ``recipient_key`` still."""
         if self.digester is None:
-            return 0
-        moved = 0
+            return [None] * len(changes)
+        done: list[bool | None] = []
         for event, created_ms in changes:
-            taker = await self._taker(event, message)
+            taker = await self._taker(event, "alert", recipient_key)
             if taker is None:
+                done.append(None)
                 continue
             ctx, person, action = taker
+            if not _target(person, channel):
+                self._count("no_contact")
+                done.append(False)
+                continue
             links = await self._alert_links(event, [person], ctx, "alert")
-            await self._digest(event, person, message.channel, ctx, created_ms, action,
-                               ack_url=links.get(person.key, ""), readdressed=True)
-            moved += 1
-        return moved
+            await self._digest(event, person, channel, ctx, created_ms, action,
+                               ack_url=links.get(person.key, ""), readdressed=True, owner=True)
+            done.append(True)
+        return done
 
-    async def _taker(self, event: RiskChangeEvent, message: Message
+    async def _taker(self, event: RiskChangeEvent, kind: str, recipient_key: str
                      ) -> tuple[CustomerContext, Recipient, Any] | None:
-        """Who receives ``message``'s notice now that its recipient left (the customer's
+        """Who receives a notice of ``kind`` about ``event``'s customer now (the customer's
         owner, else the store's manager; an escalation: the manager), with the customer's
-        context and the action to suggest; None when that is the one who left, or someone
-        with no address for the channel (counted as ``no_contact``)."""
+        context and the action to suggest; None when that is ``recipient_key``."""
         ctx = await self.resolver.context(event.change)
-        person = ctx.manager if message.kind == "escalation" else ctx.owner or ctx.manager
-        if person.key == message.recipient_key:
-            return None
-        if not _target(person, message.channel):
-            self._count("no_contact")
+        person = ctx.manager if kind == "escalation" else ctx.owner or ctx.manager
+        if person.key == recipient_key:
             return None
         _, action = apply_inhibition(event.change, self.routing.policies.inhibit)
         return ctx, person, action

@@ -68,6 +68,18 @@ def recipients(ctx: CustomerContext, to: tuple[str, ...], routing: Routing) -> l
     return list(out.values())
 
 
+def for_owner(ctx: CustomerContext, to: tuple[str, ...], routing: Routing) -> set[str]:
+    """The keys of the people a route's ``to`` names only as the customer's owner (or the
+    store's manager standing in for a customer without one): a notice held for such a person
+    follows the customer to whoever receives their alerts when it goes out. Someone the route
+    names another way too (``store_manager``, by name) keeps theirs."""
+    if OWNER not in to:
+        return set()
+    person = ctx.owner or ctx.manager
+    others = recipients(ctx, tuple(who for who in to if who != OWNER), routing)
+    return set() if any(p.key == person.key for p in others) else {person.key}
+
+
 class StoreManagerResolver:
     """Only the routing file: the store's manager if mapped, else the default recipient."""
 

@@ -43,7 +43,7 @@ from services.common.exceptions import ConfigError
 from services.common.httpserver import WorkerHttpServer
 from services.common.kafka import ensure_topics, make_consumer, start_producer
 from services.common.logs import setup_logging
-from services.common.profiles import ProfileStore
+from services.common.profiles import ProfileStore, owner_of
 from services.common.pseudonym import install_key
 from services.common.redisconn import Keys, make_redis
 from services.common.runtime import stop_on_signals, tune_gc
@@ -56,7 +56,7 @@ from services.notifier.deadletters import DeadLetters
 from services.notifier.delivery import MAX_COOLING_S, Deliverer
 from services.notifier.digests import Digester, digest_changes
 from services.notifier.golive import Summaries
-from services.notifier.ledger import Ledger
+from services.notifier.ledger import OWNER_CHANGED, RECIPIENT_LEFT, Ledger
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.migrate import adopt_untagged_keys
 from services.notifier.noise import EpisodeLedger, RateLimiter
@@ -287,7 +287,8 @@ class Notifier:
                 health=WebhookHealth(self.redis, self.keys,
                                      pause_after_s=s.webhook_pause_after_seconds,
                                      tell=self._tell_paused),
-                on_delivered=self._delivered, left=self._left, readdress=self._readdress)
+                on_delivered=self._delivered, not_theirs=self._not_theirs,
+                readdress=self._readdress)
             self.consuming = True
             logger.info("consuming %s as group %s", s.topic_risk_changes, s.notifier_group)
             halt = asyncio.Event()  # stop requested, or one loop ended (a crash): end both
@@ -485,15 +486,69 @@ class Notifier:
     def _held_back(self, n: int) -> None:
         self.metrics.suppressed.labels(reason="dedupe").inc(n)
 
-    async def _left(self, message: Message) -> bool:
-        """Is ``message`` for a staff member who has left the team (removed through the API
-        or the console and not added back: ``Keys.former_staff``)? Any channel: an in-app
-        entry would land in a list nobody reads."""
+    async def _not_theirs(self, message: Message) -> str | None:
+        """Why ``message``, for a staff member, is no longer theirs to receive (None: it is):
+        they left the team (removed through the API or the console and not added back:
+        ``Keys.former_staff``; any channel: an in-app entry would land in a list nobody reads),
+        or it was for the customer's owner (``Message.for_owner``) and someone else receives
+        the customer's alerts now. One round trip when neither (the profile still names
+        them)."""
         if not message.recipient_key.startswith("staff:"):
-            return False
+            return None
         _, tenant, staff_id = message.recipient_key.split(":", 2)
-        return bool(await self.redis.sismember(  # type: ignore[misc]
-            self.keys.former_staff(tenant), staff_id))
+        owned = message.for_owner and message.kind in ("alert", "won_back") \
+            and bool(message.customer_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.sismember(self.keys.former_staff(tenant), staff_id)
+        if owned:
+            pipe.get(self.keys.profile(message.customer_id, tenant))
+        found = await pipe.execute()
+        if found[0]:
+            return RECIPIENT_LEFT
+        if not owned or owner_of(found[1]) == staff_id:
+            return None
+        try:
+            event = decode_risk_change(message.event)
+        except InvalidRecord:
+            return None
+        return OWNER_CHANGED if await self.planner.owner_changed(event, message) else None
+
+    async def taken(self, reader: Recipient, channel: str, tenant: str,
+                    items: Sequence[tuple[str, dict[str, Any]]]) -> set[str]:
+        """Of a digest due for ``reader`` (its items: field, item), those listed to them as
+        the customer's owner whose customer's alerts go to someone else now (another owner,
+        or none: the store's manager): written again for that person and left out
+        (:meth:`Planner.taken_from`); none when the reader left the team (the deliverer then
+        re-addresses the whole digest). One round trip when every customer is still theirs."""
+        if not reader.key.startswith("staff:"):
+            return set()
+        staff_id = reader.key.split(":", 2)[2]
+        owned = [(f, i) for f, i in items
+                 if i.get("for_owner") and isinstance(i.get("event"), str) and i.get("customer_id")]
+        if not owned:
+            return set()
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.sismember(self.keys.former_staff(tenant), staff_id)
+        for _, item in owned:
+            pipe.get(self.keys.profile(str(item["customer_id"]), tenant))
+        left, *profiles = await pipe.execute()
+        if left:  # the whole digest is re-addressed when it is delivered (_not_theirs)
+            return set()
+        fields: list[str] = []
+        changes: list[tuple[RiskChangeEvent, int]] = []
+        for (field, item), raw in zip(owned, profiles, strict=True):
+            if owner_of(raw) == staff_id:
+                continue
+            try:
+                changes.append((decode_risk_change(str(item["event"]).encode()),
+                                int(item.get("created_ms", 0))))
+            except (InvalidRecord, ValueError, TypeError):
+                continue
+            fields.append(field)
+        if not changes:
+            return set()
+        flags = await self.planner.taken_from(reader, channel, tenant, changes)
+        return {f for f, flag in zip(fields, flags, strict=True) if flag}
 
     async def _readdress(self, message: Message) -> list[Message]:
         """A notice held for someone who left, to whoever receives it now (the planner's);
@@ -548,7 +603,7 @@ class Notifier:
         jobs: list[tuple[str, Callable[[int], Awaitable[Any]]]] = [
             ("digests", lambda now: self.digester.flush(
                 now_ms=now, deliver=self.deliverer.deliver_new, erased=self.erased,
-                standing=self.standing)),
+                standing=self.standing, taken=self.taken)),
             ("settle", lambda now: self.settle.run_due(
                 now_ms=now, deliver=self.deliverer.deliver_new, held_back=self._held_back,
                 dropped=esc.forget if esc is not None else None, erased=self.erased)),

@@ -41,7 +41,7 @@ from services.common.riskchange import (
     to_cloudevent,
 )
 from services.common.settings import ApiKey, Settings
-from services.records.profiles import hand_over, remove_staff
+from services.records.profiles import give, hand_over, remove_staff
 from tests.integration.test_notifier import metric, notifier, produce_changes, wait_until
 from tests.peers import LoopbackHttp
 
@@ -425,6 +425,82 @@ escalation: {{after: 2s, channels: [email]}}
         ("digest", "digested", "l***@example.com", None),
         ("digest", "digested", "o***@example.com", None),
         ("digest", "not_sent", "o***@example.com", "the recipient left the team")]
+
+
+async def test_what_is_held_for_a_customers_owner_goes_to_their_owner_of_the_day(
+        base, redis: Redis, smtp) -> None:
+    """Olga's high-risk alerts wait out the night's quiet hours and her digest of two medium
+    customers waits for its interval; Max stands in for Zed, who has no owner. Meanwhile the
+    manager gives Mei and Ida to Li and Zed his first owner, Li; Olga stays on the team. What
+    was held for Olga or Max as those customers' owner goes to Li instead: Mei's and Zed's
+    alerts, Ida's digest item (in a digest of Li's own); Olga gets Ron's alert and a digest of
+    Kai alone, and each customer's log tells who was not sent what, and why."""
+    controller, inbox = smtp
+    local = datetime.now(UTC)
+    start = (local - timedelta(minutes=5)).strftime("%H:%M:%S")
+    end_at = local + timedelta(seconds=10)  # start-up (group join) takes a few seconds
+    settings = base(f"""
+routes:
+  - {{match: {{to: high}}, channels: [email]}}
+  - {{match: {{to: medium}}, channels: [email], digest: true}}
+digest: {{interval: 2s}}
+quiet_hours: {{start: "{start}", end: "{end_at.strftime('%H:%M:%S')}", channels: [email]}}
+""", smtp_host="127.0.0.1", smtp_port=controller.port)
+    keys = Keys(settings.redis_prefix)
+    profiles = await staff_and_stores(redis, keys)
+    await profiles.put_staff(StaffMember(staff_id="li-1", name="Li", email="li@example.com",
+                                         store_id="s1"))
+    customers = (("mei", "Mei Chen", "owner-1", "high"), ("ron", "Ron Ito", "owner-1", "high"),
+                 ("zed", "Zed Ray", None, "high"), ("kai", "Kai Berg", "owner-1", "medium"),
+                 ("ida", "Ida Lund", "owner-1", "medium"))
+    for cid, name, owner, _ in customers:
+        await profiles.put_profile(cid, CustomerProfile(owner_staff_id=owner, name=name,
+                                                        store_id="s1"))
+    await produce_changes(settings, *[(cid, change(cid, "low", tier)[1])
+                                      for cid, _, _, tier in customers])
+    async with notifier(settings) as registry:
+        await wait_until(lambda: metric(registry, "churnwatch_notifier_suppressed_total",
+                                        reason="quiet_hours_delayed") == 3
+                         and metric(registry, "churnwatch_notifier_suppressed_total",
+                                    reason="digested") == 2, what="the records held")
+        assert await give(redis, keys, "default", ["mei", "ida", "zed"], "li-1",
+                          by="mgr-1") == ["mei", "ida", "zed"]
+        await wait_until(lambda: len(inbox.mails) == 5, timeout=25,
+                         what="three alerts after the quiet hours, two digests")
+        await wait_until(lambda: metric(registry, "churnwatch_notifier_suppressed_total",
+                                        reason="owner_changed") == 3,
+                         what="Mei's and Zed's alerts, Ida's item")
+        assert datetime.now(UTC) >= end_at.replace(microsecond=0)
+    assert sorted(m["Subject"] for m in inbox.to("li@example.com")) == [
+        "[churnwatch] 1 customer risk change",
+        "[churnwatch] Mei Chen is now high churn risk (was low)",
+        "[churnwatch] Zed Ray is now high churn risk (was low)"]
+    assert sorted(m["Subject"] for m in inbox.to("olga@example.com")) == [
+        "[churnwatch] 1 customer risk change",
+        "[churnwatch] Ron Ito is now high churn risk (was low)"]
+    assert inbox.to("max@example.com") == []
+
+    def digest_of(address: str) -> str:
+        [mail] = [m for m in inbox.to(address) if "risk change" in m["Subject"]]
+        return str(mail.get_body(("plain",)).get_content())
+
+    assert "Kai Berg" in digest_of("olga@example.com")
+    assert "Ida Lund" not in digest_of("olga@example.com")
+    assert "Ida Lund" in digest_of("li@example.com") and "Kai" not in digest_of("li@example.com")
+
+    async def log(cid: str) -> list[tuple[str, str, str | None]]:
+        raw = await redis.lrange(keys.delivery_log(cid), 0, -1)  # type: ignore[misc]
+        return sorted((e["status"], e["target"], e.get("reason")) for e in map(json.loads, raw)
+                      if e["status"] not in ("delayed", "digested"))
+
+    moved = "the customer has another owner now"
+    assert await log("mei") == [("delivered", "l***@example.com", None),
+                                ("not_sent", "o***@example.com", moved)]
+    assert await log("zed") == [("delivered", "l***@example.com", None),
+                                ("not_sent", "m***@example.com", moved)]
+    assert await log("ida") == [("delivered", "l***@example.com", None),
+                                ("not_sent", "o***@example.com", moved)]
+    assert await log("ron") == [("delivered", "o***@example.com", None)]
 
 
 # digests ---------------------------------------------------------------------------------------

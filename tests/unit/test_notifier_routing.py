@@ -8,8 +8,8 @@ import pytest
 
 from services.common.exceptions import ConfigError
 from services.common.riskchange import Cause, Reason, RiskChange, SuggestedAction
-from services.notifier.recipients import StoreManagerResolver
-from services.notifier.routing import load_routing, parse_routing_text
+from services.notifier.recipients import CustomerContext, StoreManagerResolver, for_owner
+from services.notifier.routing import Recipient, load_routing, parse_routing_text
 
 ROUTING = """
 recipients:
@@ -209,3 +209,21 @@ escalation: {after: 30m}
     explicit = parse_routing_text(ROUTING + "escalation: {after: 30m, channels: [in_app, sms]}\n",
                                   source="test")
     assert explicit.policies.escalation_channels == ("sms", "in_app")
+
+
+def test_a_notice_follows_the_owner_only_when_the_route_names_its_reader_only_as_owner(
+        routing) -> None:
+    """``for_owner``: who gets a notice as the customer's owner (or as the manager standing in
+    for none), so that a notice held for them goes to the owner of the day it is sent."""
+    ben = Recipient(key="staff:t:ben", name="Ben")
+    mo = Recipient(key="staff:t:mo", name="Mo", role="manager")
+    owned = CustomerContext(manager=mo, owner=ben)
+    ownerless = CustomerContext(manager=mo)
+    assert for_owner(owned, ("owner",), routing) == {"staff:t:ben"}
+    assert for_owner(ownerless, ("owner",), routing) == {"staff:t:mo"}  # standing in
+    assert for_owner(owned, ("owner", "store_manager"), routing) == {"staff:t:ben"}
+    # the manager is named for himself too: his, whoever owns the customer
+    assert for_owner(ownerless, ("owner", "store_manager"), routing) == set()
+    assert for_owner(owned, ("store_manager", "downtown"), routing) == set()
+    as_named = CustomerContext(manager=mo, owner=Recipient(key="downtown", name="Li Wei"))
+    assert for_owner(as_named, ("owner", "downtown"), routing) == set()

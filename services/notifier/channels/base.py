@@ -50,6 +50,9 @@ class Message:
     recipient_key: str = ""  # who (rate limits, digests); empty for webhooks
     timezone: str = ""  # the clock quiet hours keep to (the recipient's, else the store's); empty: none
     kind: str = ""  # alert | won_back | escalation | digest; empty for webhooks
+    # addressed to the customer's owner (or the manager standing in for none) as such: when it
+    # goes out later, it goes to whoever receives the customer's alerts by then
+    for_owner: bool = False
 
     @property
     def masked_target(self) -> str:
@@ -74,6 +77,7 @@ class Message:
             "html": self.html, "subscription_id": self.subscription_id, "attempts": attempts,
             "tenant": self.tenant, "created_ms": self.created_ms,
             "recipient_key": self.recipient_key, "timezone": self.timezone, "kind": self.kind,
+            "for_owner": self.for_owner,
         }
 
     @classmethod
@@ -87,7 +91,7 @@ class Message:
             attempt=int(payload.get("attempts", 0)) + 1,
             tenant=payload.get("tenant", "default"), created_ms=int(payload.get("created_ms", 0)),
             recipient_key=payload.get("recipient_key", ""), timezone=payload.get("timezone", ""),
-            kind=payload.get("kind", ""),
+            kind=payload.get("kind", ""), for_owner=bool(payload.get("for_owner", False)),
         )
 
 
