@@ -487,25 +487,25 @@ class Notifier:
         self.metrics.suppressed.labels(reason="dedupe").inc(n)
 
     async def _not_theirs(self, message: Message) -> str | None:
-        """Why ``message``, for a staff member, is no longer theirs to receive (None: it is):
-        they left the team (removed through the API or the console and not added back:
+        """Why ``message`` is no longer its recipient's to receive (None: it is): a staff
+        member who left the team (removed through the API or the console and not added back:
         ``Keys.former_staff``; any channel: an in-app entry would land in a list nobody reads),
-        or it was for the customer's owner (``Message.for_owner``) and someone else receives
-        the customer's alerts now. One round trip when neither (the profile still names
-        them)."""
-        if not message.recipient_key.startswith("staff:"):
-            return None
-        _, tenant, staff_id = message.recipient_key.split(":", 2)
+        or a notice for the customer's owner (``Message.for_owner``) whose customer's alerts
+        go to someone else now. One round trip when neither (:func:`_maybe_moved`)."""
+        staff_id = _staff_id(message.recipient_key)
         owned = message.for_owner and message.kind in ("alert", "won_back") \
             and bool(message.customer_id)
+        if staff_id is None and not owned:
+            return None
         pipe = self.redis.pipeline(transaction=False)
-        pipe.sismember(self.keys.former_staff(tenant), staff_id)
+        if staff_id is not None:
+            pipe.sismember(self.keys.former_staff(message.tenant), staff_id)
         if owned:
-            pipe.get(self.keys.profile(message.customer_id, tenant))
+            pipe.get(self.keys.profile(message.customer_id, message.tenant))
         found = await pipe.execute()
-        if found[0]:
+        if staff_id is not None and found.pop(0):
             return RECIPIENT_LEFT
-        if not owned or owner_of(found[1]) == staff_id:
+        if not owned or not _maybe_moved(found[0], staff_id):
             return None
         try:
             event = decode_risk_change(message.event)
@@ -520,24 +520,23 @@ class Notifier:
         or none: the store's manager): written again for that person and left out
         (:meth:`Planner.taken_from`); none when the reader left the team (the deliverer then
         re-addresses the whole digest). One round trip when every customer is still theirs."""
-        if not reader.key.startswith("staff:"):
-            return set()
-        staff_id = reader.key.split(":", 2)[2]
+        staff_id = _staff_id(reader.key)
         owned = [(f, i) for f, i in items
                  if i.get("for_owner") and isinstance(i.get("event"), str) and i.get("customer_id")]
         if not owned:
             return set()
         pipe = self.redis.pipeline(transaction=False)
-        pipe.sismember(self.keys.former_staff(tenant), staff_id)
+        if staff_id is not None:
+            pipe.sismember(self.keys.former_staff(tenant), staff_id)
         for _, item in owned:
             pipe.get(self.keys.profile(str(item["customer_id"]), tenant))
-        left, *profiles = await pipe.execute()
-        if left:  # the whole digest is re-addressed when it is delivered (_not_theirs)
-            return set()
+        profiles = await pipe.execute()
+        if staff_id is not None and profiles.pop(0):
+            return set()  # the whole digest is re-addressed when it is delivered (_not_theirs)
         fields: list[str] = []
         changes: list[tuple[RiskChangeEvent, int]] = []
         for (field, item), raw in zip(owned, profiles, strict=True):
-            if owner_of(raw) == staff_id:
+            if not _maybe_moved(raw, staff_id):
                 continue
             try:
                 changes.append((decode_risk_change(str(item["event"]).encode()),
@@ -661,3 +660,18 @@ def main(settings: Settings) -> int:
         return 0
 
     return asyncio.run(_main())
+
+
+def _staff_id(recipient_key: str) -> str | None:
+    """The staff id of a ``staff:<tenant>:<id>`` recipient key; None for anyone else (a
+    routing file's recipient, a customer)."""
+    return recipient_key.split(":", 2)[2] if recipient_key.startswith("staff:") else None
+
+
+def _maybe_moved(profile: bytes | str | None, staff_id: str | None) -> bool:
+    """Whether a notice for a customer's owner, to ``staff_id`` (None: a routing file's
+    recipient standing in for a customer without an owner), may be someone else's now, by
+    the customer's stored ``profile``: it names another owner (or, for a routing file's
+    recipient, any owner). Only then is the customer's whole context resolved."""
+    owner = owner_of(profile)
+    return owner != staff_id if staff_id is not None else owner is not None

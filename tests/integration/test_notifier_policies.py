@@ -430,9 +430,10 @@ escalation: {{after: 2s, channels: [email]}}
 async def test_what_is_held_for_a_customers_owner_goes_to_their_owner_of_the_day(
         base, redis: Redis, smtp) -> None:
     """Olga's high-risk alerts wait out the night's quiet hours and her digest of two medium
-    customers waits for its interval; Max stands in for Zed, who has no owner. Meanwhile the
-    manager gives Mei and Ida to Li and Zed his first owner, Li; Olga stays on the team. What
-    was held for Olga or Max as those customers' owner goes to Li instead: Mei's and Zed's
+    customers waits for its interval; Max stands in for Zed, who has no owner, and the routing
+    file's front desk for Ava, of a store with no record. Meanwhile the manager gives Mei and
+    Ida to Li and Zed and Ava their first owner, Li; Olga stays on the team. What was held for
+    Olga, Max or the desk as those customers' owner goes to Li instead: Mei's, Zed's and Ava's
     alerts, Ida's digest item (in a digest of Li's own); Olga gets Ron's alert and a digest of
     Kai alone, and each customer's log tells who was not sent what, and why."""
     controller, inbox = smtp
@@ -440,6 +441,9 @@ async def test_what_is_held_for_a_customers_owner_goes_to_their_owner_of_the_day
     start = (local - timedelta(minutes=5)).strftime("%H:%M:%S")
     end_at = local + timedelta(seconds=10)  # start-up (group join) takes a few seconds
     settings = base(f"""
+recipients:
+  desk: {{name: "Front desk", email: desk@example.com}}
+default_recipient: desk
 routes:
   - {{match: {{to: high}}, channels: [email]}}
   - {{match: {{to: medium}}, channels: [email], digest: true}}
@@ -452,33 +456,34 @@ quiet_hours: {{start: "{start}", end: "{end_at.strftime('%H:%M:%S')}", channels:
                                          store_id="s1"))
     customers = (("mei", "Mei Chen", "owner-1", "high"), ("ron", "Ron Ito", "owner-1", "high"),
                  ("zed", "Zed Ray", None, "high"), ("kai", "Kai Berg", "owner-1", "medium"),
-                 ("ida", "Ida Lund", "owner-1", "medium"))
+                 ("ida", "Ida Lund", "owner-1", "medium"), ("ava", "Ava Roy", None, "high"))
     for cid, name, owner, _ in customers:
-        await profiles.put_profile(cid, CustomerProfile(owner_staff_id=owner, name=name,
-                                                        store_id="s1"))
+        await profiles.put_profile(cid, CustomerProfile(
+            owner_staff_id=owner, name=name, store_id="s9" if cid == "ava" else "s1"))
     await produce_changes(settings, *[(cid, change(cid, "low", tier)[1])
                                       for cid, _, _, tier in customers])
     async with notifier(settings) as registry:
         await wait_until(lambda: metric(registry, "churnwatch_notifier_suppressed_total",
-                                        reason="quiet_hours_delayed") == 3
+                                        reason="quiet_hours_delayed") == 4
                          and metric(registry, "churnwatch_notifier_suppressed_total",
                                     reason="digested") == 2, what="the records held")
-        assert await give(redis, keys, "default", ["mei", "ida", "zed"], "li-1",
-                          by="mgr-1") == ["mei", "ida", "zed"]
-        await wait_until(lambda: len(inbox.mails) == 5, timeout=25,
-                         what="three alerts after the quiet hours, two digests")
+        assert await give(redis, keys, "default", ["mei", "ida", "zed", "ava"], "li-1",
+                          by="mgr-1") == ["mei", "ida", "zed", "ava"]
+        await wait_until(lambda: len(inbox.mails) == 6, timeout=25,
+                         what="four alerts after the quiet hours, two digests")
         await wait_until(lambda: metric(registry, "churnwatch_notifier_suppressed_total",
-                                        reason="owner_changed") == 3,
-                         what="Mei's and Zed's alerts, Ida's item")
+                                        reason="owner_changed") == 4,
+                         what="Mei's, Zed's and Ava's alerts, Ida's item")
         assert datetime.now(UTC) >= end_at.replace(microsecond=0)
     assert sorted(m["Subject"] for m in inbox.to("li@example.com")) == [
         "[churnwatch] 1 customer risk change",
+        "[churnwatch] Ava Roy is now high churn risk (was low)",
         "[churnwatch] Mei Chen is now high churn risk (was low)",
         "[churnwatch] Zed Ray is now high churn risk (was low)"]
     assert sorted(m["Subject"] for m in inbox.to("olga@example.com")) == [
         "[churnwatch] 1 customer risk change",
         "[churnwatch] Ron Ito is now high churn risk (was low)"]
-    assert inbox.to("max@example.com") == []
+    assert inbox.to("max@example.com") == inbox.to("desk@example.com") == []
 
     def digest_of(address: str) -> str:
         [mail] = [m for m in inbox.to(address) if "risk change" in m["Subject"]]
@@ -500,6 +505,8 @@ quiet_hours: {{start: "{start}", end: "{end_at.strftime('%H:%M:%S')}", channels:
                                 ("not_sent", "m***@example.com", moved)]
     assert await log("ida") == [("delivered", "l***@example.com", None),
                                 ("not_sent", "o***@example.com", moved)]
+    assert await log("ava") == [("delivered", "l***@example.com", None),
+                                ("not_sent", "d***@example.com", moved)]
     assert await log("ron") == [("delivered", "o***@example.com", None)]
 
 
