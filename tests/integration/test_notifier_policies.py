@@ -80,6 +80,11 @@ class Inbox:
     def to(self, address: str) -> list[Any]:
         return [m for rcpts, m in self.mails if address in rcpts]
 
+    def digest_text(self, address: str) -> str:
+        """The plain text of the one digest e-mail ``address`` received."""
+        [mail] = [m for m in self.to(address) if "risk change" in m["Subject"]]
+        return str(mail.get_body(("plain",)).get_content())
+
 
 class SmsGateway(LoopbackHttp):
     """An HTTP SMS gateway (json style). ``script[phone]`` lists answers for successive
@@ -390,15 +395,11 @@ escalation: {{after: 2s, channels: [email]}}
         "[churnwatch] Mei Chen is now high churn risk (was low)",
         "[churnwatch] Zoe Park is now high churn risk (was low)"]
 
-    def digest_of(address: str) -> str:
-        [mail] = [m for m in inbox.to(address) if "risk change" in m["Subject"]]
-        return str(mail.get_body(("plain",)).get_content())
-
     # each item to whoever took the customer, with that person's own acknowledge link
     for address, reader, name, cid, other in (
             ("max@example.com", "Max", "Kai Berg", "kai", "Ida Lund"),
             ("li@example.com", "Li", "Ida Lund", "ida", "Kai Berg")):
-        text = digest_of(address)
+        text = inbox.digest_text(address)
         assert f"- {name} (s1)" in text and f"{cid} is overdue" in text and other not in text
         [link] = re.findall(r"Acknowledge: (\S+)", text)
         stored = await redis.get(keys.ack_link(link.rsplit("/", 1)[1]))
@@ -485,13 +486,9 @@ quiet_hours: {{start: "{start}", end: "{end_at.strftime('%H:%M:%S')}", channels:
         "[churnwatch] Ron Ito is now high churn risk (was low)"]
     assert inbox.to("max@example.com") == inbox.to("desk@example.com") == []
 
-    def digest_of(address: str) -> str:
-        [mail] = [m for m in inbox.to(address) if "risk change" in m["Subject"]]
-        return str(mail.get_body(("plain",)).get_content())
-
-    assert "Kai Berg" in digest_of("olga@example.com")
-    assert "Ida Lund" not in digest_of("olga@example.com")
-    assert "Ida Lund" in digest_of("li@example.com") and "Kai" not in digest_of("li@example.com")
+    olga, li = inbox.digest_text("olga@example.com"), inbox.digest_text("li@example.com")
+    assert "Kai Berg" in olga and "Ida Lund" not in olga
+    assert "Ida Lund" in li and "Kai" not in li
 
     async def log(cid: str) -> list[tuple[str, str, str | None]]:
         raw = await redis.lrange(keys.delivery_log(cid), 0, -1)  # type: ignore[misc]
