@@ -27,6 +27,7 @@ from services.notifier.ledger import (
     CLAIMED,
     DELIVERED,
     FAILED,
+    OWNER_CHANGED,
     QUEUED,
     RECIPIENT_LEFT,
     Ledger,
@@ -73,7 +74,7 @@ class Deliverer:
         self.wall_clock = wall_clock
         self.health = health  # pauses webhook subscriptions that keep failing
         self.on_delivered = on_delivered  # e.g. arm the escalation of a delivered alert
-        # why the message's staff recipient is no longer the one to tell (None: they are):
+        # why the message's recipient is no longer the one to tell (None: they are):
         # RECIPIENT_LEFT, OWNER_CHANGED
         self.not_theirs = not_theirs
         self.readdress = readdress  # the same notice to whoever receives it now
@@ -239,17 +240,17 @@ class Deliverer:
             await self._track(message, str(error))
 
     async def _not_theirs(self, message: Message, why: str) -> None:
-        """The staff member a message was held for (settle window, quiet hours, a rate
-        limit, a retry, the morning digest) is no longer the one to tell (``why``): they
-        left the team, or the customer has another owner since. Nothing more reaches them.
+        """The person a message was held for (settle window, quiet hours, a rate limit, a
+        retry, the morning digest) is no longer the one to tell (``why``): a staff member who
+        left the team, or the customer's owner (or stand-in) when the customer has another
+        owner since. Nothing more reaches them.
         The notice goes to whoever receives it now (first: a crash in between sends it
         again under the same delivery id, so once), and the message ends here."""
         moved = await self.readdress(message) if self.readdress is not None else []
         for other in moved:
             await self.deliver_new(other)
         await self.ledger.mark_failed(message.delivery_id)  # final: not retried
-        self.metrics.suppressed.labels(
-            reason="recipient_left" if why == RECIPIENT_LEFT else "owner_changed").inc()
+        self.metrics.suppressed.labels(reason=_NOT_THEIRS[why]).inc()
         await self._log(message, "not_sent", reason=why)
         logger.info("%s %s to %s not sent: %s%s", message.kind or "message",
                     message.channel, message.masked_target, why,
@@ -291,6 +292,9 @@ class Deliverer:
             await self.ledger.log_outcomes(
                 [(cid, entry | {"event_id": eid}) for cid, eid in digest_customers(message.event)],
                 tenant=message.tenant)
+
+
+_NOT_THEIRS = {RECIPIENT_LEFT: "recipient_left", OWNER_CHANGED: "owner_changed"}  # metric label
 
 
 def _target_key(message: Message) -> str:
