@@ -6,9 +6,11 @@ Keys (under ``Keys.digest_base``, one hash tag: the take script renames buffers 
   and ``_tenant``; ``<buffer>`` is ``<channel>|<recipient key>``, with ``|<seconds>s`` or
   ``|at HH:MM:SS|<time zone>`` for a route's digest of its own (``digest: 1d``,
   ``digest: {at: "08:00"}``: one per time zone of the recipient's customers' stores), or
-  ``|readdressed`` for the items of a digest whose recipient left the team before it went out,
-  due at once for whoever took each customer; an item holds the risk change it was written
-  from (``event``), so that it can be written again for someone else;
+  ``|readdressed`` for the items of a digest whose reader is no longer the one to tell (they
+  left the team, or the customer has another owner), due at once for whoever receives each
+  customer's alerts now, when that person has no digest of their own in the same flush to
+  join (``Digester.flush`` judges every due batch before sending any); an item holds the risk
+  change it was written from (``event``), so that it can be written again for someone else;
 - ``dg:due`` - zset buffer -> flush time (ms), set when the first item arrives;
 - ``dg:seen:<channel>|<recipient>|<event id>`` - marks an item as buffered once (a replayed
   record is not buffered twice, even after its digest went out);
@@ -54,6 +56,18 @@ end
 return 0
 """
 
+# KEYS: a batch of the flush under way, the item's mark; ARGV: field, item, mark TTL. An item
+# re-addressed during a flush joins the new reader's own digest of that flush (-1: that batch
+# went out meanwhile; 0: the item was listed to them already).
+_ADD_TO_BATCH = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
 # KEYS: due zset, batches set; ARGV: now ms, limit, key prefix of buffers/batches. Due buffers
 # are renamed to numbered batches (the go-live summaries take theirs the same way).
 TAKE_DUE = """
@@ -94,7 +108,12 @@ class Digester:
         self.interval_s = interval_s
         self.base = keys.digest_base
         self._add = redis.register_script(_ADD)
+        self._add_to_batch = redis.register_script(_ADD_TO_BATCH)
         self._take = redis.register_script(TAKE_DUE)
+        # while a flush is under way: "<channel>|<recipient key>" -> one of its batches not
+        # sent yet, and the batches that gained a re-addressed item
+        self._open: dict[str, str] = {}
+        self._grown: set[str] = set()
 
     async def add(self, *, channel: str, recipient: Recipient, tenant: str, event_id: str,
                   item: dict[str, Any], now_ms: int, interval_s: float | None = None,
@@ -106,8 +125,10 @@ class Digester:
         neither: the file's ``digest.interval``. A morning digest is kept per time zone: a
         regional manager over stores in Berlin and New York gets each store's list at 08:00
         there, not the New York customers at 02:00 New York time. ``readdressed``: an item of
-        a digest that was due for someone who left the team, now for whoever took their
-        customer; it goes in a buffer of its own, due now (the list was due already)."""
+        a digest that was due for someone else (who left the team, or no longer owns the
+        customer), now for whoever receives the customer's alerts; it joins that person's own
+        digest when one goes out in the same flush, else a buffer of its own, due now (the
+        list was due already)."""
         name = f"{channel}|{recipient.key}"
         if readdressed:
             name += "|readdressed"
@@ -128,6 +149,15 @@ class Digester:
         listed = self.base + f"for:{channel}|{recipient.key}|{event_id}"
         if readdressed:
             seen = listed
+            batch = self._open.get(f"{channel}|{recipient.key}")
+            if batch is not None:
+                joined = int(await self._add_to_batch(
+                    keys=[batch, listed],
+                    args=[event_id, json.dumps(item, ensure_ascii=False), SEEN_TTL_S]))
+                if joined >= 0:
+                    if joined:
+                        self._grown.add(batch)
+                    return bool(joined)
         if at is not None and not readdressed:
             name += f"|{timezone or 'UTC'}"
         added = await self._add(
@@ -148,23 +178,47 @@ class Digester:
                          args=[now_ms, FLUSH_BATCH, self.base])
         members = await self.redis.smembers(self.base + "batches")  # type: ignore[misc]
         batches = sorted(str(b) for b in members)[:FLUSH_BATCH]
+        # Every batch is judged first, then sent: an item one reader no longer has (``taken``)
+        # joins the new reader's own digest of this flush, whatever the batches' order.
+        self._open = {}
         for batch in batches:
-            raw: dict[str, str] = await self.redis.hgetall(batch)  # type: ignore[misc, assignment]
-            if raw and erased is not None:
-                raw = await self._without_erased(batch, raw, erased)
-            if raw and standing is not None:
-                raw = await self._still_standing(batch, raw, standing)
-            if raw and taken is not None:
-                raw = await self._still_theirs(batch, raw, taken)
-            if raw:
-                message = self._message(batch, raw)
-                if message is not None:
-                    await deliver(message)
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.delete(batch)
-                pipe.srem(self.base + "batches", batch)
-                await pipe.execute()
+            self._open.setdefault(self._person(batch), batch)
+        self._grown = set()
+        try:
+            judged: dict[str, tuple[dict[str, str], set[str]]] = {}  # batch -> (fields, read)
+            for batch in batches:
+                raw: dict[str, str] = await self.redis.hgetall(batch)  # type: ignore[misc, assignment]
+                read = set(raw)
+                if raw and erased is not None:
+                    raw = await self._without_erased(batch, raw, erased)
+                if raw and standing is not None:
+                    raw = await self._still_standing(batch, raw, standing)
+                if raw and taken is not None:
+                    raw = await self._still_theirs(batch, raw, taken)
+                judged[batch] = raw, read
+            for batch in batches:
+                raw, read = judged[batch]
+                # nothing joins it once read for sending
+                self._open = {k: v for k, v in self._open.items() if v != batch}
+                if batch in self._grown:  # re-addressed items joined it after it was judged
+                    now: dict[str, str] = await self.redis.hgetall(batch)  # type: ignore[misc, assignment]
+                    raw = {**{f: v for f, v in now.items() if f.startswith("_")}, **raw,
+                           **{f: v for f, v in now.items() if f not in read}}
+                if raw:
+                    message = self._message(batch, raw)
+                    if message is not None:
+                        await deliver(message)
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.delete(batch)
+                    pipe.srem(self.base + "batches", batch)
+                    await pipe.execute()
+        finally:
+            self._open, self._grown = {}, set()
         return len(batches)
+
+    def _person(self, batch: str) -> str:
+        """``<channel>|<recipient key>`` of a batch (``…batch:<buffer>:<n>``)."""
+        return "|".join(batch[len(self.base + "batch:"):].rsplit(":", 1)[0].split("|")[:2])
 
     @staticmethod
     async def _without_erased(batch: str, raw: dict[str, str], erased: Erased

@@ -437,21 +437,26 @@ class Planner:
         return sum(1 for d in done if d)
 
     async def taken_from(self, reader: Recipient, channel: str, tenant: str,
-                         changes: list[tuple[RiskChangeEvent, int]]) -> list[bool]:
-        """Items of a digest due for ``reader``, who was listed them as the customers' owner
-        (or as the manager standing in for none): for each, whether the customer's alerts go
-        to someone else now (another owner, or none: the store's manager). Those are written
-        again for that person (:meth:`_readdress_items`) and logged as not sent to
-        ``reader``; the digest leaves them out."""
+                         changes: list[tuple[RiskChangeEvent, int]], *, why: str) -> list[bool]:
+        """Items of a digest due for ``reader``, who is no longer the one to tell (``why``:
+        they left the team, or were listed them as the customers' owner, or as the manager
+        standing in for none, and the customers have another owner now): for each, whether
+        the customer's alerts go to someone else now. Those are written again for that person
+        (:meth:`_readdress_items`) and logged as not sent to ``reader``; the digest leaves
+        them out. Counted per item for an owner change (as items left out for ``moved_on``),
+        once, as the digest not sent, for a leaver."""
         done = await self._readdress_items(changes, channel=channel, recipient_key=reader.key)
         taken = [event for (event, _), d in zip(changes, done, strict=True) if d is not None]
         if taken:
-            self._count("owner_changed", len(taken))
+            if why == OWNER_CHANGED:
+                self._count("owner_changed", len(taken))
+            else:
+                self._count("recipient_left")
             if self.ledger is not None:
                 await self.ledger.log_outcomes([(event.change.customer_id, {
                     "delivery_id": "", "event_id": event.id, "channel": channel,
                     "kind": "digest", "target": _mask(channel, reader), "status": "not_sent",
-                    "reason": OWNER_CHANGED, "at": now_iso(), "attempts": 0})
+                    "reason": why, "at": now_iso(), "attempts": 0})
                     for event in taken], tenant=tenant)
         return [d is not None for d in done]
 

@@ -515,15 +515,19 @@ class Notifier:
 
     async def taken(self, reader: Recipient, channel: str, tenant: str,
                     items: Sequence[tuple[str, dict[str, Any]]]) -> set[str]:
-        """Of a digest due for ``reader`` (its items: field, item), those listed to them as
-        the customer's owner whose customer's alerts go to someone else now (another owner,
-        or none: the store's manager): written again for that person and left out
-        (:meth:`Planner.taken_from`); none when the reader left the team (the deliverer then
-        re-addresses the whole digest). One round trip when every customer is still theirs."""
+        """Of a digest due for ``reader`` (its items: field, item), those no longer theirs:
+        every item when the reader left the team, else those listed to them as the
+        customer's owner whose customer's alerts go to someone else now (another owner, or
+        none: the store's manager). Each is written again for whoever receives the customer's
+        alerts now, joining that person's own digest of the same flush if there is one, and
+        left out (:meth:`Planner.taken_from`). One round trip when every customer is still
+        theirs. (Items buffered before they carried their risk change stay, and a leaver's
+        digest of them is not sent: :meth:`_not_theirs`.)"""
         staff_id = _staff_id(reader.key)
-        owned = [(f, i) for f, i in items
-                 if i.get("for_owner") and isinstance(i.get("event"), str) and i.get("customer_id")]
-        if not owned:
+        usable = [(f, i) for f, i in items
+                  if isinstance(i.get("event"), str) and i.get("customer_id")]
+        owned = [(f, i) for f, i in usable if i.get("for_owner")]
+        if staff_id is None and not owned:
             return set()
         pipe = self.redis.pipeline(transaction=False)
         if staff_id is not None:
@@ -531,13 +535,15 @@ class Notifier:
         for _, item in owned:
             pipe.get(self.keys.profile(str(item["customer_id"]), tenant))
         profiles = await pipe.execute()
-        if staff_id is not None and profiles.pop(0):
-            return set()  # the whole digest is re-addressed when it is delivered (_not_theirs)
+        left = staff_id is not None and bool(profiles.pop(0))
+        if left:
+            mine: list[tuple[str, dict[str, Any]]] = usable
+        else:
+            mine = [(f, i) for (f, i), raw in zip(owned, profiles, strict=True)
+                    if _maybe_moved(raw, staff_id)]
         fields: list[str] = []
         changes: list[tuple[RiskChangeEvent, int]] = []
-        for (field, item), raw in zip(owned, profiles, strict=True):
-            if not _maybe_moved(raw, staff_id):
-                continue
+        for field, item in mine:
             try:
                 changes.append((decode_risk_change(str(item["event"]).encode()),
                                 int(item.get("created_ms", 0))))
@@ -546,7 +552,8 @@ class Notifier:
             fields.append(field)
         if not changes:
             return set()
-        flags = await self.planner.taken_from(reader, channel, tenant, changes)
+        flags = await self.planner.taken_from(reader, channel, tenant, changes,
+                                              why=RECIPIENT_LEFT if left else OWNER_CHANGED)
         return {f for f, flag in zip(fields, flags, strict=True) if flag}
 
     async def _readdress(self, message: Message) -> list[Message]:

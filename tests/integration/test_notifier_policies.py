@@ -435,20 +435,20 @@ async def test_what_is_held_for_a_customers_owner_goes_to_their_owner_of_the_day
     file's front desk for Ava, of a store with no record. Meanwhile the manager gives Mei and
     Ida to Li and Zed and Ava their first owner, Li; Olga stays on the team. What was held for
     Olga, Max or the desk as those customers' owner goes to Li instead: Mei's, Zed's and Ava's
-    alerts, Ida's digest item (in a digest of Li's own); Olga gets Ron's alert and a digest of
-    Kai alone, and each customer's log tells who was not sent what, and why."""
+    alerts, and Ida's item of the morning digest, in Li's own digest of that morning beside
+    Lea, her customer; Olga gets Ron's alert and a digest of Kai alone, and each customer's
+    log tells who was not sent what, and why."""
     controller, inbox = smtp
     local = datetime.now(UTC)
     start = (local - timedelta(minutes=5)).strftime("%H:%M:%S")
-    end_at = local + timedelta(seconds=10)  # start-up (group join) takes a few seconds
+    end_at = local + timedelta(seconds=12)  # start-up (group join) takes a few seconds
     settings = base(f"""
 recipients:
   desk: {{name: "Front desk", email: desk@example.com}}
 default_recipient: desk
 routes:
   - {{match: {{to: high}}, channels: [email]}}
-  - {{match: {{to: medium}}, channels: [email], digest: true}}
-digest: {{interval: 2s}}
+  - {{match: {{to: medium}}, channels: [email], digest: {{at: "{end_at.strftime('%H:%M:%S')}"}}}}
 quiet_hours: {{start: "{start}", end: "{end_at.strftime('%H:%M:%S')}", channels: [email]}}
 """, smtp_host="127.0.0.1", smtp_port=controller.port)
     keys = Keys(settings.redis_prefix)
@@ -457,7 +457,8 @@ quiet_hours: {{start: "{start}", end: "{end_at.strftime('%H:%M:%S')}", channels:
                                          store_id="s1"))
     customers = (("mei", "Mei Chen", "owner-1", "high"), ("ron", "Ron Ito", "owner-1", "high"),
                  ("zed", "Zed Ray", None, "high"), ("kai", "Kai Berg", "owner-1", "medium"),
-                 ("ida", "Ida Lund", "owner-1", "medium"), ("ava", "Ava Roy", None, "high"))
+                 ("ida", "Ida Lund", "owner-1", "medium"), ("ava", "Ava Roy", None, "high"),
+                 ("lea", "Lea Moe", "li-1", "medium"))
     for cid, name, owner, _ in customers:
         await profiles.put_profile(cid, CustomerProfile(
             owner_staff_id=owner, name=name, store_id="s9" if cid == "ava" else "s1"))
@@ -467,7 +468,7 @@ quiet_hours: {{start: "{start}", end: "{end_at.strftime('%H:%M:%S')}", channels:
         await wait_until(lambda: metric(registry, "churnwatch_notifier_suppressed_total",
                                         reason="quiet_hours_delayed") == 4
                          and metric(registry, "churnwatch_notifier_suppressed_total",
-                                    reason="digested") == 2, what="the records held")
+                                    reason="digested") == 3, what="the records held")
         assert await give(redis, keys, "default", ["mei", "ida", "zed", "ava"], "li-1",
                           by="mgr-1") == ["mei", "ida", "zed", "ava"]
         await wait_until(lambda: len(inbox.mails) == 6, timeout=25,
@@ -477,7 +478,7 @@ quiet_hours: {{start: "{start}", end: "{end_at.strftime('%H:%M:%S')}", channels:
                          what="Mei's, Zed's and Ava's alerts, Ida's item")
         assert datetime.now(UTC) >= end_at.replace(microsecond=0)
     assert sorted(m["Subject"] for m in inbox.to("li@example.com")) == [
-        "[churnwatch] 1 customer risk change",
+        "[churnwatch] 2 customer risk changes",
         "[churnwatch] Ava Roy is now high churn risk (was low)",
         "[churnwatch] Mei Chen is now high churn risk (was low)",
         "[churnwatch] Zed Ray is now high churn risk (was low)"]
@@ -488,7 +489,7 @@ quiet_hours: {{start: "{start}", end: "{end_at.strftime('%H:%M:%S')}", channels:
 
     olga, li = inbox.digest_text("olga@example.com"), inbox.digest_text("li@example.com")
     assert "Kai Berg" in olga and "Ida Lund" not in olga
-    assert "Ida Lund" in li and "Kai" not in li
+    assert "Ida Lund" in li and "Lea Moe" in li and "Kai" not in li  # one e-mail, both
 
     async def log(cid: str) -> list[tuple[str, str, str | None]]:
         raw = await redis.lrange(keys.delivery_log(cid), 0, -1)  # type: ignore[misc]
@@ -742,6 +743,63 @@ async def test_an_item_re_addressed_from_a_leaver_is_listed_once_and_at_once(
         ("email|staff:default:li-1|readdressed", now_ms),
         ("email|staff:default:mgr-1|at 08:00:00|UTC", now_ms + 90 * 60_000),
         ("email|staff:default:mgr-1|readdressed", now_ms)]
+
+
+@pytest.mark.parametrize("reader_id, taker_id", [("owner-1", "li-1"), ("li-1", "owner-1")])
+async def test_an_item_taken_during_a_flush_joins_the_new_readers_digest_of_that_flush(
+        settings: Settings, redis: Redis, reader_id: str, taker_id: str) -> None:
+    """Both digests due in the same flush: the item the first reader no longer has joins the
+    second's own digest (one e-mail), whichever of the two is sent first; a flush that stops
+    half way (a notifier killed) sends it once all the same."""
+    from datetime import time as dtime
+
+    from services.notifier.channels.base import Message
+    from services.notifier.digests import Digester
+    from services.notifier.routing import Recipient
+    from services.notifier.templates import Templates
+
+    keys = Keys(settings.redis_prefix)
+    digester = Digester(redis, keys, templates=Templates(None), interval_s=60)
+    reader, taker = (Recipient(key=f"staff:default:{i}", name=i, email=f"{i}@example.com")
+                     for i in (reader_id, taker_id))
+    now_ms = int(datetime(2026, 11, 24, 6, 30, tzinfo=UTC).timestamp() * 1000)
+
+    def item(cid: str) -> dict[str, Any]:
+        return {"customer_id": cid, "event_id": f"e-{cid}", "customer": f"Guest {cid}", "store": "s1",
+                "previous_tier": "low", "tier": "medium", "tier_id": "medium", "score": "0.5",
+                "reasons": ["late"], "action": "call", "at_ms": now_ms}
+
+    for who, cid in ((reader, "kai"), (reader, "ida"), (taker, "lea")):
+        assert await digester.add(channel="email", recipient=who, tenant="default",
+                                  event_id=f"e-{cid}", item=item(cid), now_ms=now_ms,
+                                  at=dtime(8, 0), timezone="UTC")
+
+    async def taken(who: Recipient, channel: str, tenant: str,
+                    items: list[tuple[str, dict[str, Any]]]) -> set[str]:
+        if who.key != reader.key:
+            return set()
+        await digester.add(channel=channel, recipient=taker, tenant=tenant, event_id="e-ida",
+                           item=item("ida"), now_ms=now_ms, readdressed=True)
+        return {"e-ida"}
+
+    sent: dict[str, Message] = {}  # by delivery id, as the ledger claims them
+
+    async def killed(message: Message) -> None:  # killed right after the first one went out
+        sent.setdefault(message.delivery_id, message)
+        raise RuntimeError("SIGKILL")
+
+    async def deliver(message: Message) -> None:
+        sent.setdefault(message.delivery_id, message)
+
+    with pytest.raises(RuntimeError):
+        await digester.flush(now_ms=now_ms + 86_400_000, deliver=killed, taken=taken)
+    assert await digester.flush(now_ms=now_ms + 86_400_000, deliver=deliver, taken=taken) == 2
+    got = {m.to: sorted(json.loads(m.event)["digest"]) for m in sent.values()}
+    assert got == {f"{reader_id}@example.com": ["e-kai"],
+                   f"{taker_id}@example.com": ["e-ida", "e-lea"]}
+    # nothing left for a later flush: the item joined the taker's digest, not a buffer
+    assert await digester.flush(now_ms=now_ms + 86_400_000, deliver=deliver, taken=taken) == 0
+    assert len(sent) == 2
 
 
 async def test_a_long_digest_lists_the_most_valuable_fifty_and_links_the_rest(
