@@ -202,8 +202,10 @@ class Digester:
                 self._open = {k: v for k, v in self._open.items() if v != batch}
                 if batch in self._grown:  # re-addressed items joined it after it was judged
                     now: dict[str, str] = await self.redis.hgetall(batch)  # type: ignore[misc, assignment]
+                    listed = {_customer(v) for f, v in raw.items() if not f.startswith("_")}
                     raw = {**{f: v for f, v in now.items() if f.startswith("_")}, **raw,
-                           **{f: v for f, v in now.items() if f not in read}}
+                           **{f: v for f, v in now.items() if f not in read
+                              and _customer(v) not in listed}}  # (one item a customer)
                 if raw:
                     message = self._message(batch, raw)
                     if message is not None:
@@ -327,6 +329,14 @@ class Digester:
                        recipient_name=recipient.name, subject=subject, text=text, html=html,
                        tenant=tenant, created_ms=created, recipient_key=recipient.key,
                        timezone=items[0].get("timezone", ""), kind="digest")
+
+
+def _customer(item: str) -> str | None:
+    """The customer id of a buffered item's JSON (None when unreadable)."""
+    try:
+        return str(json.loads(item)["customer_id"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def digest_event(items: list[dict[str, Any]]) -> bytes:

@@ -749,8 +749,9 @@ async def test_an_item_re_addressed_from_a_leaver_is_listed_once_and_at_once(
 async def test_an_item_taken_during_a_flush_joins_the_new_readers_digest_of_that_flush(
         settings: Settings, redis: Redis, reader_id: str, taker_id: str) -> None:
     """Both digests due in the same flush: the item the first reader no longer has joins the
-    second's own digest (one e-mail), whichever of the two is sent first; a flush that stops
-    half way (a notifier killed) sends it once all the same."""
+    second's own digest (one e-mail), whichever of the two is sent first, and a customer the
+    second lists already is listed once (their newer item); a flush that stops half way (a
+    notifier killed) sends it once all the same."""
     from datetime import time as dtime
 
     from services.notifier.channels.base import Message
@@ -764,23 +765,28 @@ async def test_an_item_taken_during_a_flush_joins_the_new_readers_digest_of_that
                      for i in (reader_id, taker_id))
     now_ms = int(datetime(2026, 11, 24, 6, 30, tzinfo=UTC).timestamp() * 1000)
 
-    def item(cid: str) -> dict[str, Any]:
-        return {"customer_id": cid, "event_id": f"e-{cid}", "customer": f"Guest {cid}", "store": "s1",
-                "previous_tier": "low", "tier": "medium", "tier_id": "medium", "score": "0.5",
-                "reasons": ["late"], "action": "call", "at_ms": now_ms}
+    def item(cid: str, event_id: str, at_ms: int = now_ms) -> dict[str, Any]:
+        return {"customer_id": cid, "event_id": event_id, "customer": f"Guest {cid}",
+                "store": "s1", "previous_tier": "low", "tier": "medium", "tier_id": "medium",
+                "score": "0.5", "reasons": ["late"], "action": "call", "at_ms": at_ms}
 
-    for who, cid in ((reader, "kai"), (reader, "ida"), (taker, "lea")):
+    for who, cid, eid in ((reader, "kai", "e-kai"), (reader, "ida", "e-ida"),
+                          (reader, "lea", "e-lea-0"), (taker, "lea", "e-lea")):
         assert await digester.add(channel="email", recipient=who, tenant="default",
-                                  event_id=f"e-{cid}", item=item(cid), now_ms=now_ms,
-                                  at=dtime(8, 0), timezone="UTC")
+                                  event_id=eid, item=item(cid, eid, now_ms + len(eid)),
+                                  now_ms=now_ms, at=dtime(8, 0), timezone="UTC")
 
     async def taken(who: Recipient, channel: str, tenant: str,
                     items: list[tuple[str, dict[str, Any]]]) -> set[str]:
         if who.key != reader.key:
             return set()
-        await digester.add(channel=channel, recipient=taker, tenant=tenant, event_id="e-ida",
-                           item=item("ida"), now_ms=now_ms, readdressed=True)
-        return {"e-ida"}
+        for cid, eid in (("ida", "e-ida"), ("lea", "e-lea-0")):  # Lea's older item
+            await digester.add(channel=channel, recipient=taker, tenant=tenant, event_id=eid,
+                               item=item(cid, eid), now_ms=now_ms, readdressed=True)
+        return {"e-ida", "e-lea-0"}
+
+    async def standing(items: list[tuple[str, str, str]]) -> list[bool]:
+        return [True] * len(items)
 
     sent: dict[str, Message] = {}  # by delivery id, as the ledger claims them
 
@@ -792,8 +798,10 @@ async def test_an_item_taken_during_a_flush_joins_the_new_readers_digest_of_that
         sent.setdefault(message.delivery_id, message)
 
     with pytest.raises(RuntimeError):
-        await digester.flush(now_ms=now_ms + 86_400_000, deliver=killed, taken=taken)
-    assert await digester.flush(now_ms=now_ms + 86_400_000, deliver=deliver, taken=taken) == 2
+        await digester.flush(now_ms=now_ms + 86_400_000, deliver=killed, taken=taken,
+                             standing=standing)
+    assert await digester.flush(now_ms=now_ms + 86_400_000, deliver=deliver, taken=taken,
+                                standing=standing) == 2
     got = {m.to: sorted(json.loads(m.event)["digest"]) for m in sent.values()}
     assert got == {f"{reader_id}@example.com": ["e-kai"],
                    f"{taker_id}@example.com": ["e-ida", "e-lea"]}
