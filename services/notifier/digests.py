@@ -93,8 +93,9 @@ Deliver = Callable[[Message], Awaitable[None]]
 # item: a customer who came back, fell back, or rose to a tier with an alert of its own since
 # is not listed as still to act on.
 Standing = Callable[[list[tuple[str, str, str]]], Awaitable[list[bool]]]
-# (reader, channel, tenant, [(field, item)]) -> the fields of items no longer the reader's (their
-# customer has another owner now): written again for that person, left out of this digest
+# (reader, channel, tenant, [(field, item)]) -> the fields of items no longer the reader's (they
+# left the team, or the customer has another owner now): written again for whoever receives the
+# customer's alerts now, left out of this digest
 Taken = Callable[[Recipient, str, str, list[tuple[str, dict[str, Any]]]], Awaitable[set[str]]]
 
 
@@ -171,9 +172,9 @@ class Digester:
         """Send every digest that is due (and any batch left by a crash); returns how many.
         An item about a customer erased after it was buffered (``erased``), or no longer at
         the item's tier (``standing``), is left out, as is all but the newest item of a
-        customer, and one listed to the reader as the customer's owner when the customer has
-        another owner now (``taken``: it goes to them); a digest left with no item is not
-        sent."""
+        customer, and one that is no longer the reader's (``taken``: they left the team, or
+        the customer has another owner now; it goes to whoever receives the customer's alerts
+        now); a digest left with no item is not sent."""
         await self._take(keys=[self.base + "due", self.base + "batches"],
                          args=[now_ms, FLUSH_BATCH, self.base])
         members = await self.redis.smembers(self.base + "batches")  # type: ignore[misc]
@@ -198,8 +199,8 @@ class Digester:
                 judged[batch] = raw, read
             for batch in batches:
                 raw, read = judged[batch]
-                # nothing joins it once read for sending
-                self._open = {k: v for k, v in self._open.items() if v != batch}
+                if self._open.get(person := self._person(batch)) == batch:
+                    del self._open[person]  # nothing joins it once read for sending
                 if batch in self._grown:  # re-addressed items joined it after it was judged
                     now: dict[str, str] = await self.redis.hgetall(batch)  # type: ignore[misc, assignment]
                     listed = {_customer(v) for f, v in raw.items() if not f.startswith("_")}
@@ -280,8 +281,8 @@ class Digester:
 
     async def _still_theirs(self, batch: str, raw: dict[str, str], taken: Taken
                             ) -> dict[str, str]:
-        """The batch's fields less the items ``taken`` gave to the customer's owner now;
-        ``{}`` when none is left."""
+        """The batch's fields less the items ``taken`` gave to someone else (the reader left, or
+        no longer owns the customer); ``{}`` when none is left."""
         items: list[tuple[str, dict[str, Any]]] = []
         for field, value in raw.items():
             if not field.startswith("_"):
@@ -297,8 +298,8 @@ class Digester:
             return raw  # _message reports it
         gone = await taken(reader, self._channel(batch), raw.get("_tenant", "default"), items)
         if gone:
-            logger.info("digest %s: %d item(s) went to the customers' owner now", batch,
-                        len(gone))
+            logger.info("digest %s: %d item(s) went to whoever receives the customers' alerts "
+                        "now", batch, len(gone))
         out = {f: v for f, v in raw.items() if f not in gone}
         return out if any(not f.startswith("_") for f in out) else {}
 

@@ -345,12 +345,11 @@ class Planner:
         item = self.templates.digest_item(event.change, person, action=action, event_id=event.id,
                                           customer_name=ctx.name)
         item |= {"created_ms": created_ms, "at_ms": int(time.time() * 1000),
-                 # written again for someone else if this person leaves before it goes out
+                 # written again for someone else if it is no longer theirs when it goes out
+                 # (they left, or the customer has another owner: Planner.taken_from)
                  "event": event.raw.decode("utf-8", errors="replace"),
                  "timezone": _zone_of(person, ctx), "ack_url": ack_url,
-                 # listed to them as the customer's owner: goes to the owner of the day it is
-                 # sent (Planner.taken_from)
-                 "for_owner": owner,
+                 "for_owner": owner,  # listed to them as the customer's owner
                  "tier_id": event.change.tier,  # ``tier`` is in the recipient's language
                  # the customer's page in the console, for staff (as alerts and summaries)
                  "link": self._link(event.change.customer_id) if person.role != "customer"

@@ -25,6 +25,7 @@ from typing import Protocol, TypeVar
 
 from services.common.profiles import Consent, CustomerProfile, ProfileStore, StaffMember, Store
 from services.common.riskchange import RiskChange
+from services.notifier.channels.base import staff_key
 from services.notifier.routing import CUSTOMER, OWNER, STORE_MANAGER, Recipient, Routing
 
 logger = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ class StoreManagerResolver:
 def _staff_recipient(member: StaffMember, tenant: str) -> Recipient | None:
     if not (member.email or member.phone):
         return None
-    return Recipient(key=f"staff:{tenant}:{member.staff_id}", name=member.name or member.staff_id,
+    return Recipient(key=staff_key(tenant, member.staff_id), name=member.name or member.staff_id,
                      email=member.email, phone=member.phone, locale=member.locale,
                      role=member.role, timezone=member.timezone)
 

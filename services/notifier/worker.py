@@ -50,7 +50,13 @@ from services.common.runtime import stop_on_signals, tune_gc
 from services.common.settings import Settings
 from services.notifier.breaker import CircuitBreaker
 from services.notifier.channels import registry
-from services.notifier.channels.base import Channel, Message, delivery_id
+from services.notifier.channels.base import (
+    Channel,
+    Message,
+    delivery_id,
+    staff_id_of,
+    staff_key,
+)
 from services.notifier.channels.in_app import ConsoleList
 from services.notifier.deadletters import DeadLetters
 from services.notifier.delivery import MAX_COOLING_S, Deliverer
@@ -220,7 +226,7 @@ class Notifier:
         """Who hears about the tenant's webhooks: its staff with role ``manager`` and an
         e-mail address, else the routing file's ``default_recipient``."""
         staff = await ProfileStore(self.redis, self.keys).list_staff(tenant)
-        managers = [Recipient(key=f"staff:{tenant}:{m.staff_id}", name=m.name or m.staff_id,
+        managers = [Recipient(key=staff_key(tenant, m.staff_id), name=m.name or m.staff_id,
                               email=m.email, locale=m.locale, role="manager", timezone=m.timezone)
                     for m in staff if m.role == "manager" and m.email]
         return managers or [self.routing.store_manager(None)]
@@ -492,7 +498,7 @@ class Notifier:
         ``Keys.former_staff``; any channel: an in-app entry would land in a list nobody reads),
         or a notice for the customer's owner (``Message.for_owner``) whose customer's alerts
         go to someone else now. One round trip when neither (:func:`_maybe_moved`)."""
-        staff_id = _staff_id(message.recipient_key)
+        staff_id = staff_id_of(message.recipient_key)
         owned = message.for_owner and message.kind in ("alert", "won_back") \
             and bool(message.customer_id)
         if staff_id is None and not owned:
@@ -523,7 +529,7 @@ class Notifier:
         left out (:meth:`Planner.taken_from`). One round trip when every customer is still
         theirs. (Items buffered before they carried their risk change stay, and a leaver's
         digest of them is not sent: :meth:`_not_theirs`.)"""
-        staff_id = _staff_id(reader.key)
+        staff_id = staff_id_of(reader.key)
         usable = [(f, i) for f, i in items
                   if isinstance(i.get("event"), str) and i.get("customer_id")]
         owned = [(f, i) for f, i in usable if i.get("for_owner")]
@@ -667,12 +673,6 @@ def main(settings: Settings) -> int:
         return 0
 
     return asyncio.run(_main())
-
-
-def _staff_id(recipient_key: str) -> str | None:
-    """The staff id of a ``staff:<tenant>:<id>`` recipient key; None for anyone else (a
-    routing file's recipient, a customer)."""
-    return recipient_key.split(":", 2)[2] if recipient_key.startswith("staff:") else None
 
 
 def _maybe_moved(profile: bytes | str | None, staff_id: str | None) -> bool:

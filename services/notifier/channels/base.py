@@ -13,6 +13,17 @@ from services.common.logs import mask_email, mask_phone
 ChannelName = str
 
 
+def staff_key(tenant: str, staff_id: str) -> str:
+    """The recipient key of a staff member (``Message.recipient_key``, ``Recipient.key``)."""
+    return f"staff:{tenant}:{staff_id}"
+
+
+def staff_id_of(recipient_key: str) -> str | None:
+    """The staff id of a :func:`staff_key`; None for anyone else (a routing file's recipient,
+    a customer)."""
+    return recipient_key.split(":", 2)[2] if recipient_key.startswith("staff:") else None
+
+
 def delivery_id(event_id: str, channel: str, target: str) -> str:
     """Deterministic id of one delivery: the same event, channel and target give the same id."""
     h = hashlib.sha256()

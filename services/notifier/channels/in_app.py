@@ -25,7 +25,7 @@ from services.alerting.inbox import Inbox
 from services.common.exceptions import DeliveryError
 from services.common.redisconn import Keys
 from services.common.settings import DEFAULT_RETENTION, Retention
-from services.notifier.channels.base import ChannelName, Message
+from services.notifier.channels.base import ChannelName, Message, staff_id_of
 from services.notifier.channels.registry import Built, ChannelSpec
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ class ConsoleList(Inbox):
         """``message`` (a risk alert or escalation to a staff member with a console identity,
         by any channel but the console's own) was delivered: listed in their alerts, once per
         alert. False when it is not such a message."""
-        staff_id = _staff_id(message.recipient_key)
+        staff_id = staff_id_of(message.recipient_key)
         if message.kind not in SENT_KINDS or message.channel == "in_app" or staff_id is None:
             return False
         await self.add(staff_id, message.tenant, f"sent:{message.event_id}", {
@@ -84,14 +84,9 @@ class InAppChannel:
         return None
 
 
-def _staff_id(recipient_key: str) -> str | None:
-    """The staff id of a recipient key ``staff:<tenant>:<staff id>``, else None."""
-    return recipient_key.split(":", 2)[2] if recipient_key.startswith("staff:") else None
-
-
 def _target(person: Recipient) -> str | None:
     """A staff member with a profile has a console identity (their staff id); nobody else."""
-    return _staff_id(person.key) if person.role != "customer" else None
+    return staff_id_of(person.key) if person.role != "customer" else None
 
 
 def _build(b: Built) -> InAppChannel | None:
