@@ -188,6 +188,12 @@ def _frequency_decline(f: dict[str, float]) -> tuple[str, str] | None:
     # days, not visits: the features count the days a customer came (ten purchases on one
     # day are one), and "3 visits" read wrong beside a timeline day of 10 visits
     if a90 < usual - 0.5:
+        if a90 == 0:  # not "Came on 0 days in the last 90; usually about 1"
+            if online:
+                return (f"No order in the last 90 days; usually orders on about {usual:.0f} "
+                        f"days in 90", f"近90天没有下单；平时90天内约{usual:.0f}天下单")
+            return (f"No visit in the last 90 days; usually comes on about {usual:.0f} days "
+                    f"in 90", f"近90天没有到店；平时90天内约{usual:.0f}天到店")
         if online:
             return (f"Ordered on {a90} day{'' if a90 == 1 else 's'} in the last 90; usually "
                     f"about {usual:.0f}", f"近90天有{a90}天下单；平时约{usual:.0f}天")
@@ -257,8 +263,13 @@ def _refunds(f: dict[str, float]) -> tuple[str, str] | None:
 
 
 def _online(f: dict[str, float]) -> tuple[str, str] | None:
-    pct = round(f["online_share_365"] * 100)
-    return (f"Buys mostly online ({pct}% of orders)", f"主要在线上购买（占{pct}%）")
+    share = f["online_share_365"]
+    pct = round(share * 100)
+    if pct <= 0:
+        return None  # no order online: nothing to tell
+    if share > 0.5:  # the same line as the online tier levels (``Thresholds.of``)
+        return (f"Buys mostly online ({pct}% of orders)", f"主要在线上购买（占{pct}%）")
+    return (f"Buys partly online ({pct}% of orders)", f"部分在线上购买（占{pct}%）")
 
 
 # One describer per reason code: the (en, zh-CN) text, or None when the features do not bear

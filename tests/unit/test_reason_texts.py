@@ -39,7 +39,7 @@ COUNTS = {"active_days_30", "active_days_90", "active_days_365", "visits_90",
           "transactions_90", "transactions_365", "open_complaints", "open_high_complaints",
           "complaints_90", "complaints_365", "refunds_90", "has_cadence"}
 BAD_EN = re.compile(r"\b1 (?:[a-z-]+ )?(?:days|visits|complaints|refunds)\b|every 1 day|\(s\)|"
-                    r"\bSpent\b|Average ticket 0\.00")
+                    r"\bSpent\b|Average ticket 0\.00|\bon 0 days\b")
 
 
 @st.composite
@@ -53,6 +53,7 @@ def features(draw: st.DrawFn) -> dict[str, float]:
     f["ticket_trend"] = draw(st.sampled_from([0.0, 0.5, 0.94, 0.95, 0.96, 0.99, 1.0, 1.5]))
     f["overdue_ratio"] = draw(st.sampled_from([0.0, 0.5, 1.0, 1.01, 2.0, 5.0]))
     f["cadence_median_days"] = draw(st.sampled_from([1.0, 1.4, 2.0, 28.0]))
+    f["online_share_365"] = draw(st.sampled_from([0.0, 0.004, 0.25, 0.5, 0.51, 1.0]))
     if draw(st.booleans()):  # a customer who never bought
         for n in ("spend_30", "spend_90", "spend_365", "avg_ticket_90", "avg_ticket_365"):
             f[n] = 0.0
@@ -75,6 +76,9 @@ def _check(code: str, f: dict[str, float], en: str, zh: str) -> None:
         assert f["refunds_90"] > 0, en
     if code == "open_complaint":
         assert f["open_complaints"] > 0, en
+    if code == "online":  # never "Buys mostly online (25% of orders)", nor of 0 %
+        assert round(f["online_share_365"] * 100) > 0, en
+        assert ("mostly" in en) == (f["online_share_365"] > 0.5), en
 
 
 @settings(max_examples=300, deadline=None)
@@ -320,9 +324,11 @@ def test_a_new_customer_is_told_as_new_with_a_welcome_not_asked_to_book() -> Non
     [fresh] = engine.assess([Subject("n", history)], at(5), with_history=False)
     f = fresh.features
     assert new_not_away(f)
-    told = top_reasons(f, ["frequency_decline", "new_customer", "online"], [0.9, 0.2, 0.5])
+    told = top_reasons({**f, "online_share_365": 0.25},
+                       ["frequency_decline", "new_customer", "online"], [0.9, 0.2, 0.5])
     assert [(r.code, r.weight) for r in told] == [("new_customer", 1.1), ("online", 0.5)]
     assert told[0].text == "New customer: first seen 5 days ago"
+    assert told[1].text == "Buys partly online (25% of orders)"
     assert suggested_action("medium", told).code == "welcome_follow_up"
     [away] = engine.assess([Subject("n", history)], at(20), with_history=False)
     assert not new_not_away(away.features)
@@ -354,6 +360,15 @@ def test_an_online_customer_is_told_of_purchases_not_visits() -> None:
     assert en("frequency_decline", online) == "Ordered on 1 day in the last 90; usually about 2"
     assert en("overdue", base) == "63 days since the last visit; usually every 28 days"
     assert en("frequency_decline", base) == "Came on 1 day in the last 90; usually about 2"
+    # none in 90 days: not "Came on 0 days in the last 90; usually about 2"
+    gone = {"active_days_90": 0.0}
+    assert describe("frequency_decline", base | gone) == (
+        "No visit in the last 90 days; usually comes on about 2 days in 90",
+        "近90天没有到店；平时90天内约2天到店")
+    assert en("frequency_decline", online | gone) == \
+        "No order in the last 90 days; usually orders on about 2 days in 90"
+    assert en("frequency_decline", base | gone | {"active_days_365": 4.0}) == \
+        "No visit in the last 90 days; usually comes on about 1 day in 90"
     once = {**online, "active_days_365": 1.0, "has_cadence": 0.0, "overdue_ratio": 1.4}
     assert describe("frequency_decline", once) == ("Only one purchase so far", "目前只购买过一次")
     assert en("overdue", once) == "63 days since the only purchase, and no other yet"

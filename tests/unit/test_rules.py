@@ -118,6 +118,32 @@ def test_held_tiers_say_why() -> None:
     assert "exit level 0.01" in kept.reasons[0].text
 
 
+def test_a_held_score_never_reads_as_above_a_level_it_equals() -> None:
+    """A go-live summary read "Held at high: score 0.65 is still above the exit level 0.65":
+    the score was 0.652, shown with two decimals. Shown with three then, and "not below" when
+    even those are the level's."""
+    from services.scoring.engine import held_figures
+    assert held_figures(0.7312, 0.65) == ("0.73", "0.65")
+    assert held_figures(0.6521, 0.65) == ("0.652", "0.65")
+    assert held_figures(0.65, 0.65) == ("0.65", "0.65")
+    history = acts(regular("h", every_days=7, count=15))
+    now = at(130)
+    [scored] = Engine(Scorecard(), Thresholds()).assess([Subject("h", history)], now,
+                                                         with_history=False)
+    assert 0.02 < scored.score < 0.98
+    for exit_level, words in ((scored.score - 0.001, "is still above"),
+                              (scored.score, "is not below")):
+        t = Thresholds(medium_exit=0.0, medium_enter=0.01, high_exit=exit_level, high_enter=0.99)
+        [kept] = Engine(Scorecard(), t).assess(
+            [Subject("h", history, tier="high", tier_since_ms=0)], now)
+        held = kept.reasons[0]
+        assert kept.tier == "high" and held.code == "tier_held_hysteresis", kept.reasons
+        assert words in held.text, held.text
+        shown = held.text.split("score ")[1].split(" ")[0]
+        assert shown != f"{exit_level:.2f}" or words == "is not below", held.text
+        assert ("仍高于" if words == "is still above" else "未低于") in held.text_zh
+
+
 @pytest.mark.parametrize(("rule", "message"), [
     (_rule(when="overdue_ration >= 3"), r"rule 1 \(gone_quiet\): 'when' uses unknown feature 'overdue_ration'"),
     (_rule(when="overdue_ratio => 3"), r"rule 1 \(gone_quiet\): 'when' condition 'overdue_ratio => 3' must look like"),
