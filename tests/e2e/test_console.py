@@ -132,6 +132,18 @@ def navigating(exc: WebDriverException) -> bool:
         "does not belong to the document" in str(exc)
 
 
+# What a select's box needs to show its widest option whole (the text in its own font, the
+# padding, the drop-down arrow's ~16 px), how wide the box is, and how wide its line is.
+_WIDEST_OPTION = """
+const s = arguments[0], cs = getComputedStyle(s);
+const pen = document.createElement('canvas').getContext('2d');
+pen.font = cs.font;
+const widest = Math.max(...Array.from(s.options, o => pen.measureText(o.text).width));
+return [widest + parseFloat(cs.paddingLeft) + parseFloat(cs.paddingRight) + 16,
+        s.clientWidth, s.parentElement.parentElement.clientWidth];
+"""
+
+
 def until(check: Any, what: str, timeout: float = 15.0) -> Any:
     """``check()`` once it is truthy; while a click's page is still replacing the old one,
     "not yet" (:func:`navigating`), not a failure."""
@@ -795,6 +807,10 @@ async def test_a_manager_keeps_the_team_up_to_date_and_staff_their_own_details(
             d.get(f"{api.url}/console/customers/c-n1")
             owners = Select(d.find_element(By.ID, "owner"))
             assert "Sol South" not in [o.text for o in owners.options]
+            # every choice reads whole, or the box fills its line (a phone's): it was 10rem
+            # wide and cut "Nobody (the store's manager receives the alerts)" short
+            needed, width, line = d.execute_script(_WIDEST_OPTION, d.find_element(By.ID, "owner"))
+            assert width >= min(needed, line) - 2, (needed, width, line)  # the phone: the line
             owners.select_by_visible_text("Ben Brown")
             d.find_element(By.ID, "owner-save").click()
             until(lambda: d.find_elements(By.ID, "owner-saved"), "the customer page")
