@@ -18,7 +18,7 @@ from services.common.exceptions import ConfigError
 from services.common.riskchange import Reason
 from services.scoring.engine import Engine, Subject
 from services.scoring.features import FEATURE_NAMES
-from services.scoring.rules import load_rules, parse_rules
+from services.scoring.rules import BUSINESS_TYPES, load_rules, parse_rules
 from services.scoring.scorecard import (
     MIN_DECLINE,
     MIN_REASON_WEIGHT,
@@ -373,6 +373,26 @@ def test_an_online_customer_is_told_of_purchases_not_visits() -> None:
     assert describe("frequency_decline", once) == ("Only one purchase so far", "目前只购买过一次")
     assert en("overdue", once) == "63 days since the only purchase, and no other yet"
     assert en("frequency_decline", {**once, "online_share_365": 0.5}) == "Only one visit so far"
+
+
+def test_rules_tell_an_open_complaint_in_the_models_words() -> None:
+    """The packaged rules told "Unresolved complaints: 1, 1 of high severity" where the model
+    says "1 unresolved complaint, 1 of high severity": one fact, one wording."""
+    f = dict.fromkeys(FEATURE_NAMES, 0.0) | {
+        "open_complaints": 1.0, "open_high_complaints": 1.0, "days_since_last_activity": 3.0,
+        "days_since_last_complaint": 3.0, "complaints_90": 1.0, "complaints_365": 1.0,
+        "active_days_365": 5.0, "has_cadence": 1.0, "tenure_days": 300.0}
+    model = describe("open_complaint", f)
+    assert model == ("1 unresolved complaint, 1 of high severity", "有1个未解决的投诉（其中1个严重）")
+    for business in BUSINESS_TYPES:
+        told = [r for r in load_rules(business_type=business).apply("low", f)[1]
+                if r.code == "open_complaint"]
+        assert [(r.text, r.text_zh) for r in told] == [model], business
+        two = {**f, "open_complaints": 2.0}
+        told = [r for r in load_rules(business_type=business).apply("low", two)[1]
+                if r.code == "open_complaint"]
+        assert told and (told[0].text, told[0].text_zh) == describe("open_complaint", two), \
+            (business, told)
 
 
 def test_rules_say_purchase_for_an_online_customer_as_the_model_does() -> None:
