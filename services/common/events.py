@@ -98,6 +98,12 @@ class _EventBase(BaseModel):
         return self.tenant_id or DEFAULT_TENANT
 
 
+# what a POS's staff id on an event does (and does not): routing follows the profile's owner
+_SERVED_BY = ("Staff member who served the customer. Checked, not used for routing: a "
+              "customer's alerts go to the owner on their profile (owner_staff_id, "
+              "PUT /v1/customers/{customer_id}/profile), else to their store's manager.")
+
+
 class TransactionEvent(_EventBase):
     """A purchase (positive amount) or a refund (negative amount)."""
 
@@ -123,7 +129,7 @@ class TransactionEvent(_EventBase):
         default=None, strict=True, allow_inf_nan=False, ge=0, le=1_000_000,
         description="Number of items (or units, e.g. kilograms).",
     )
-    staff_id: Identifier | None = Field(default=None, description="Staff member who served the customer.")
+    staff_id: Identifier | None = Field(default=None, description=_SERVED_BY)
 
 
 class VisitEvent(_EventBase):
@@ -141,7 +147,7 @@ class VisitEvent(_EventBase):
     )
     type: Literal["visit"]
     service: ShortText | None = Field(default=None, description="What the visit was for.")
-    staff_id: Identifier | None = Field(default=None, description="Staff member who served the customer.")
+    staff_id: Identifier | None = Field(default=None, description=_SERVED_BY)
     duration_minutes: float | None = Field(default=None, strict=True, ge=0, le=1440,
                                            allow_inf_nan=False)
 
