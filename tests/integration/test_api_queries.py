@@ -227,6 +227,21 @@ async def test_profiles_staff_and_stores(make) -> None:
         store = {"store_id": "north", "timezone": "Europe/Berlin", "manager_staff_id": "m-1"}
         assert (await client.put("/v1/stores/north", json=store, headers=ADMIN)).status_code == 200
         assert (await client.get("/v1/stores/north", headers=READ)).json()["timezone"] == "Europe/Berlin"
+        # the path names them: the body need not again (it was a 422 "Field required")
+        r = await client.put("/v1/staff/stylist-8", json={"name": "Bo", "store_id": "north"},
+                             headers=ADMIN)
+        assert r.status_code == 200 and r.json()["staff_id"] == "stylist-8", r.text
+        got = (await client.get("/v1/staff/stylist-8", headers=READ)).json()
+        assert (got["staff_id"], got["name"], got["role"]) == ("stylist-8", "Bo", "staff")
+        r = await client.put("/v1/stores/south", json={"timezone": "Asia/Tokyo"}, headers=ADMIN)
+        assert r.status_code == 200 and r.json()["store_id"] == "south", r.text
+        got = (await client.get("/v1/stores/south", headers=READ)).json()
+        assert (got["store_id"], got["timezone"]) == ("south", "Asia/Tokyo")
+        mismatch = await client.put("/v1/stores/south", json={"store_id": "east"}, headers=ADMIN)
+        assert mismatch.status_code == 422 and "store_id" in mismatch.json()["detail"]
+        wrong = await client.put("/v1/staff/stylist-8", json={"name": "Bo", "colour": "red"},
+                                 headers=ADMIN)
+        assert wrong.status_code == 422 and "colour" in wrong.text  # unknown fields still refused
 
 
 async def test_a_profile_is_patched_field_by_field_keeping_the_rest(make) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Body, HTTPException, Query, Response, status
 from fastapi.exceptions import RequestValidationError
@@ -16,6 +16,7 @@ from services.api.schemas import (
     TeamChange,
     TeamChanges,
 )
+from services.common.events import Identifier
 from services.common.profiles import CustomerProfile, StaffMember, Store
 from services.common.timefmt import iso_ms
 from services.records import owners
@@ -39,10 +40,29 @@ router = APIRouter(tags=["profiles"])
 _404 = {404: error("Not found (in this tenant and the key's stores)", "no profile of 'c-1'")}
 
 
-def _same_id(path_id: str, body_id: str, name: str) -> None:
-    if path_id != body_id:
+class StaffMemberBody(StaffMember):
+    """A staff member as written: ``staff_id`` may be left out, the path names them."""
+
+    staff_id: Identifier | None = None  # type: ignore[assignment]
+
+
+class StoreBody(Store):
+    """A store as written: ``store_id`` may be left out, the path names it."""
+
+    store_id: Identifier | None = None  # type: ignore[assignment]
+
+
+_M = TypeVar("_M", StaffMember, Store)
+
+
+def _with_id(model: type[_M], body: StaffMember | Store, path_id: str, name: str) -> _M:
+    """``body`` as ``model``, named by the path: its own id, when it gives one, must be the
+    path's (422 saying both otherwise)."""
+    body_id = getattr(body, name)
+    if body_id is not None and body_id != path_id:
         raise HTTPException(422,
                             f"{name} in the body ({body_id!r}) differs from the path ({path_id!r})")
+    return model.model_validate(body.model_dump(exclude_unset=True) | {name: path_id})
 
 
 async def _scored_store(res: Res, key: IngestKey, customer_id: str) -> str | None:
@@ -129,9 +149,9 @@ async def get_profile(customer_id: CustomerId, key: ReadKey, profiles: Profiles)
             description="Staff receive alerts about the customers they own (profile "
             "owner_staff_id); managers are the fallback of their store.",
             responses=responses(AUTH, TOO_LARGE))
-async def put_staff(staff_id: StaffId, body: StaffMember, res: Res, key: AdminKey,
+async def put_staff(staff_id: StaffId, sent: StaffMemberBody, res: Res, key: AdminKey,
                     profiles: Profiles) -> Any:
-    _same_id(staff_id, body.staff_id, "staff_id")
+    body = _with_id(StaffMember, sent, staff_id, "staff_id")
     check_store_write(key, body.store_id)
     old = await profiles.get_staff(staff_id, key.tenant)
     if old is not None:
@@ -167,9 +187,9 @@ async def delete_staff(staff_id: StaffId, res: Res, key: AdminKey,
             "quiet hours, digests) and manager (fallback recipient). The scorer reads the "
             "zone within 5 s; events already scored keep their days.",
             responses=responses(AUTH, TOO_LARGE))
-async def put_store(store_id: StoreId, body: Store, res: Res, key: AdminKey,
+async def put_store(store_id: StoreId, sent: StoreBody, res: Res, key: AdminKey,
                     profiles: Profiles) -> Any:
-    _same_id(store_id, body.store_id, "store_id")
+    body = _with_id(Store, sent, store_id, "store_id")
     check_store_write(key, store_id)
     old = await profiles.get_store(store_id, key.tenant)
     await save_store(res.redis, res.keys, profiles, key.tenant, old, body, by=key.name)
