@@ -290,12 +290,13 @@ _DESCRIBERS: dict[str, Callable[[dict[str, float]], tuple[str, str] | None]] = {
 def fact_of(code: str, f: dict[str, float]) -> str:
     """The fact a reason tells, so that staff are told each fact once: being away (a rule's
     ``no_return``, ``overdue``, and ``frequency_decline`` where it says "only one visit" or "no
-    visit") is one fact, and a complaint still open is not told again as a recent complaint
+    visit", in the year or in the last 90 days) is one fact, and a complaint still open is not told again as a recent complaint
     when the recent ones are the open ones. Other codes are facts of their own."""
     if code in ("overdue", "no_return"):
         return "away"
-    if code == "frequency_decline" and (f["has_cadence"] < 1 or round(f["active_days_365"]) <= 1):
-        return "away"
+    if code == "frequency_decline" and (f["has_cadence"] < 1 or round(f["active_days_365"]) <= 1
+                                        or round(f["active_days_90"]) == 0):
+        return "away"  # "only one visit", or none in 90 days: what "99 days since" says
     if code == "recent_complaints":
         recent = f["complaints_90"] or f["complaints_365"]
         if 0 < recent <= f["open_complaints"]:

@@ -207,6 +207,25 @@ def test_one_fact_is_told_once() -> None:
     assert "80 days since the first and only visit" in texts, texts  # the rule's, first
 
 
+def test_no_visit_in_90_days_is_not_told_beside_the_days_away() -> None:
+    """A salon's go-live summary read "99 days since the last visit; usually every 30 days;
+    No visit in the last 90 days; usually comes on about 2 days in 90": one fact, twice."""
+    history = regular("q", every_days=30, count=10)
+    now = at(9 * 30 + 99)
+    engine = Engine(Alarmed(), Thresholds(), rules=load_rules(None, "salon"))
+    [a] = engine.assess([Subject("q", acts(history))], now)
+    f = a.features
+    assert round(f["active_days_90"]) == 0 and f["has_cadence"] == 1
+    assert fact_of("frequency_decline", f) == fact_of("overdue", f) == "away"
+    told = top_reasons(f, ["overdue", "frequency_decline"], [1.0, 0.9])
+    assert [r.code for r in told] == ["overdue"], told
+    texts = [r.text for r in a.reasons]
+    assert sum("visit" in t for t in texts) == 1, texts
+    # some visits in the last 90, fewer than usual: a fact of its own beside the days away
+    fewer = {**f, "active_days_90": 1.0}
+    assert fact_of("frequency_decline", fewer) == "frequency_decline"
+
+
 def test_an_open_complaint_comes_first_in_what_to_do() -> None:
     """A customer told "64 days since the first and only visit" and "1 unresolved complaint"
     was to be invited back; the complaint is to be resolved first (console walkthrough)."""
