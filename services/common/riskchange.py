@@ -59,6 +59,18 @@ def priority(score: float, features: dict[str, float]) -> float:
     return score * (1.0 + max(float(features.get("spend_365", 0.0)), 0.0))
 
 
+def score_figures(a: float, b: float) -> tuple[str, str]:
+    """Two scores (or a score and a tier level) as staff read them side by side: two
+    decimals, more (up to four) while two would show different values alike — "0.75 → 0.75"
+    for 0.749 → 0.751 read as no change, "0.65 is still above the exit level 0.65" as a
+    mistake."""
+    for digits in (2, 3, 4):
+        shown = f"{a:.{digits}f}", f"{b:.{digits}f}"
+        if a == b or shown[0] != shown[1]:
+            return shown
+    return shown
+
+
 def reason_json(r: Reason) -> dict[str, Any]:
     """``r.model_dump()`` without pydantic's serializer: the scorer writes up to four reasons
     per customer it scores."""

@@ -24,7 +24,14 @@ import jinja2
 
 from services.common.actions import reasons_why
 from services.common.exceptions import ConfigError
-from services.common.riskchange import TIER_RANK, Reason, RiskChange, SuggestedAction, holds_tier
+from services.common.riskchange import (
+    TIER_RANK,
+    Reason,
+    RiskChange,
+    SuggestedAction,
+    holds_tier,
+    score_figures,
+)
 from services.notifier.channels import registry
 from services.notifier.routing import Recipient
 
@@ -258,7 +265,8 @@ class Templates:
 def _score(change: RiskChange) -> str:
     if change.previous_score is None:
         return f"{change.score:.2f}"
-    return f"{change.previous_score:.2f} → {change.score:.2f}"
+    before, now = score_figures(change.previous_score, change.score)
+    return f"{before} → {now}"
 
 
 def _listed(change: RiskChange, action: SuggestedAction) -> list[Reason]:

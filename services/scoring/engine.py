@@ -32,6 +32,7 @@ from services.common.riskchange import (
     SuggestedAction,
     priority,
     reason_json,
+    score_figures,
 )
 from services.common.timefmt import rfc3339
 from services.scoring.features import Activity, compute_features, online_mostly
@@ -423,7 +424,7 @@ class Engine:
                           text_zh=f"最短停留期：{until.month}月{until.day}日{until:%H:%M}（UTC）"
                           f"前保持{zh_tier}风险（评分{score:.2f}）", weight=0.0)
         exit_level = t.high_exit if tier == "high" else t.medium_exit
-        shown, level = held_figures(score, exit_level)
+        shown, level = score_figures(score, exit_level)
         above = float(shown) > float(level)  # as read: "0.650 is still above 0.65" is not
         return Reason(code="tier_held_hysteresis",
                       text=f"Held at {tier}: score {shown} is "
@@ -432,14 +433,6 @@ class Engine:
                       f"保持{zh_tier}风险", weight=0.0)
 
 
-def held_figures(score: float, level: float) -> tuple[str, str]:
-    """A score and the exit level it holds a tier above, as staff read them: two decimals,
-    or three for the score when two would show the level itself ("0.65 is still above the
-    exit level 0.65" read as a mistake)."""
-    shown, at = f"{score:.2f}", f"{level:.2f}"
-    if shown == at and score != level:
-        shown = f"{score:.3f}"
-    return shown, at
 
 
 _RANK = TIER_RANK

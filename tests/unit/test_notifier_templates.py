@@ -44,6 +44,18 @@ def test_email_says_who_what_why_and_what_to_do() -> None:
     assert "距上次" not in text
 
 
+def test_a_score_that_crossed_a_level_never_reads_unchanged() -> None:
+    """A stylist read "Risk: medium → high / Score: 0.75 → 0.75": 0.7496 → 0.7503, across
+    the high entry level. Shown with as many decimals as tell them apart."""
+    crossed = CHANGE.model_copy(update={"previous_tier": "medium", "previous_score": 0.7496,
+                                        "score": 0.7503})
+    _, text, html = render_email(crossed, EN, delivery_id="d124")
+    assert "0.7496 → 0.7503" in text and "0.75 → 0.75" not in text
+    assert "0.7496 → 0.7503" in html
+    same = CHANGE.model_copy(update={"previous_score": 0.5, "score": 0.5})
+    assert "0.50 → 0.50" in render_email(same, EN, delivery_id="d125")[1]
+
+
 def test_zh_cn_recipients_get_the_chinese_texts() -> None:
     subject, text, html = render_email(CHANGE, ZH, delivery_id="d1")
     assert "距上次到店已63天" in text and "亲自致电客户" in html

@@ -120,12 +120,13 @@ def test_held_tiers_say_why() -> None:
 
 def test_a_held_score_never_reads_as_above_a_level_it_equals() -> None:
     """A go-live summary read "Held at high: score 0.65 is still above the exit level 0.65":
-    the score was 0.652, shown with two decimals. Shown with three then, and "not below" when
-    even those are the level's."""
-    from services.scoring.engine import held_figures
-    assert held_figures(0.7312, 0.65) == ("0.73", "0.65")
-    assert held_figures(0.6521, 0.65) == ("0.652", "0.65")
-    assert held_figures(0.65, 0.65) == ("0.65", "0.65")
+    the score was 0.652, shown with two decimals. Both are shown with as many decimals as
+    tell them apart, and "not below" when even those are the level's."""
+    from services.common.riskchange import score_figures
+    assert score_figures(0.7312, 0.65) == ("0.73", "0.65")
+    assert score_figures(0.6521, 0.65) == ("0.652", "0.650")
+    assert score_figures(0.65, 0.65) == ("0.65", "0.65")
+    assert score_figures(0.74996, 0.75004) == ("0.7500", "0.7500")  # four at most
     history = acts(regular("h", every_days=7, count=15))
     now = at(130)
     [scored] = Engine(Scorecard(), Thresholds()).assess([Subject("h", history)], now,
