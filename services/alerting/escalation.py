@@ -19,12 +19,23 @@ still running from the hand-over (``after`` from it: the entry is put back, due 
 alert handed to the store's manager (to nobody, or to the manager by name) is dropped: the
 manager holds it, escalating it would page them about their own alert. The keys share one
 hash tag (the MULTI that finishes an entry touches them together).
+
+An alert only the store's manager received (a customer without an owner) is prepared too,
+with no one to arm it (``armers`` empty): when the customer is given an owner and the alert
+moves to them (:func:`handed_on` with ``parked``), it is queued as handed over, so that the
+manager is paged when the new owner has not acknowledged it within their own window.
+
+Every prepared entry is noted in ``Keys.escalation_prepared``; one still not armed a week
+(:data:`UNARMED_TTL_S`) later is dropped (:meth:`Escalations.prune`, each tick): its alert
+was never delivered to an armer (held back as a duplicate, a delivery given up), or went to
+the manager alone and never moved. Nothing else would ever read it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from redis.asyncio import Redis
@@ -37,20 +48,51 @@ logger = logging.getLogger(__name__)
 
 ESCALATION_BATCH = 50
 DONE_TTL_S = 30 * 86_400
+UNARMED_TTL_S = 7 * 86_400  # a prepared entry no delivery armed in a week is dropped
+PRUNE_BATCH = 500
 
 Escalate = Callable[[RiskChangeEvent, int], Awaitable[None]]
 
-# KEYS: the queue, the hand-over marks. ARGV: pairs of alert id, mark. Marks the alerts still
-# due (one escalated or dropped meanwhile is not marked: nothing is left behind).
+# KEYS: the queue, the hand-over marks, the entries. ARGV: now (ms), "parked" or "", then
+# pairs of alert id, mark. Marks the alerts still due (one escalated or dropped meanwhile is
+# not marked: nothing is left behind); with "parked", an alert prepared for no one to arm
+# (the manager alone received it) is queued now and marked, so that it falls due after the
+# new owner's window.
 _MARK = """
 local n = 0
-for i = 1, #ARGV, 2 do
-  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+for i = 3, #ARGV, 2 do
+  local queued = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if not queued and ARGV[2] == 'parked' then
+    local raw = redis.call('HGET', KEYS[3], ARGV[i])
+    if raw then
+      local ok, doc = pcall(cjson.decode, raw)
+      if ok and type(doc) == 'table' and type(doc['armers']) == 'table'
+          and #doc['armers'] == 0 then
+        redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i])
+        queued = true
+      end
+    end
+  end
+  if queued then
     redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
     n = n + 1
   end
 end
 return n
+"""
+# KEYS: the prepared notes, the queue, the entries. ARGV: the cut-off (ms), limit. Drops the
+# entries prepared before the cut-off that no delivery armed; an armed one loses its note
+# only (the queue finishes it).
+_PRUNE = """
+local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+local dropped = 0
+for _, id in ipairs(old) do
+  if not redis.call('ZSCORE', KEYS[2], id) then
+    dropped = dropped + redis.call('HDEL', KEYS[3], id)
+  end
+  redis.call('ZREM', KEYS[1], id)
+end
+return dropped
 """
 _MARK_CHUNK = 500
 # KEYS: the queue, the hand-over marks. ARGV: alert id, the mark read, the new due time. Puts
@@ -63,18 +105,23 @@ return 1
 """
 
 
-async def handed_on(redis: Redis, keys: Keys, alerts: Mapping[str, bool], *, now_ms: int) -> int:
+async def handed_on(redis: Redis, keys: Keys, alerts: Mapping[str, bool], *, now_ms: int,
+                    parked: bool = False) -> int:
     """``alerts`` (alert id -> whether it went to the customer's store manager) were handed to
     someone else at ``now_ms``: the escalations still due among them wait for the new owner's
-    own window, or are dropped when the manager holds them. Returns how many were due."""
+    own window, or are dropped when the manager holds them. ``parked``: they come from the
+    store's manager's list (a customer without an owner given one), and an alert prepared for
+    no one to arm (the manager alone received it) gets an escalation for the new owner's
+    window too. Returns how many were marked."""
     items = list(alerts.items())
     marked = 0
     for start in range(0, len(items), _MARK_CHUNK):
-        argv: list[str] = []
+        argv: list[str] = [str(now_ms), "parked" if parked else ""]
         for alert_id, manager in items[start:start + _MARK_CHUNK]:
             argv += [alert_id, json.dumps({"at_ms": now_ms, "manager": manager})]
         marked += int(await redis.eval(  # type: ignore[misc]
-            _MARK, 2, keys.escalation_queue, keys.escalation_handed, *argv))
+            _MARK, 3, keys.escalation_queue, keys.escalation_handed, keys.escalation_data,
+            *argv))
     return marked
 
 
@@ -118,12 +165,19 @@ class Escalations:
         dropped as acknowledged) is not prepared again."""
         if await self.redis.exists(self._done(event.id)):
             return
-        await self.redis.hsetnx(self.data, event.id, json.dumps(  # type: ignore[misc]
-            {"event": event.raw.decode(), "created_ms": created_ms, "armers": armers}))
+        async with self.redis.pipeline(transaction=False) as pipe:  # one slot (hash tag)
+            pipe.hsetnx(self.data, event.id, json.dumps(
+                {"event": event.raw.decode(), "created_ms": created_ms, "armers": armers}))
+            pipe.zadd(self.keys.escalation_prepared, {event.id: int(time.time() * 1000)},
+                      nx=True)
+            await pipe.execute()
 
-    async def arm(self, alert_id: str, recipient_key: str, *, now_ms: int) -> bool:
+    async def arm(self, alert_id: str, recipient_key: str, *, now_ms: int,
+                  readdressed: bool = False) -> bool:
         """The alert was delivered to ``recipient_key``: escalate ``after`` seconds from now
-        unless acknowledged. Idempotent (the first delivery sets the due time)."""
+        unless acknowledged. Idempotent (the first delivery sets the due time).
+        ``readdressed``: it was held for ``recipient_key`` and goes to the customer's new
+        owner instead; armed also when prepared for no one to arm (the manager alone)."""
         raw = await self.redis.hget(self.data, alert_id)  # type: ignore[misc]
         if not raw:
             return False
@@ -131,14 +185,42 @@ class Escalations:
             armers = json.loads(raw).get("armers")
         except (ValueError, AttributeError):
             return False
-        if armers is not None and recipient_key not in armers:
+        if armers is not None and recipient_key not in armers \
+                and not (readdressed and armers == []):
             return False
         return bool(await self.redis.zadd(self.queue, {alert_id: now_ms + int(self.after_s * 1000)},
                                           nx=True))
 
     async def forget(self, alert_id: str) -> None:
         """The alert was never delivered (reverted inside the settle window): drop it."""
-        await self.redis.hdel(self.data, alert_id)  # type: ignore[misc]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hdel(self.data, alert_id)
+            pipe.zrem(self.keys.escalation_prepared, alert_id)
+            await pipe.execute()
+
+    async def prune(self, *, now_ms: int) -> int:
+        """Drop the entries prepared more than :data:`UNARMED_TTL_S` ago that no delivery
+        armed (nothing would read them again); returns how many."""
+        cutoff = now_ms - UNARMED_TTL_S * 1000
+        dropped = int(await self.redis.eval(  # type: ignore[misc]
+            _PRUNE, 3, self.keys.escalation_prepared, self.queue, self.data, cutoff,
+            PRUNE_BATCH))
+        if dropped:
+            logger.info("dropped %d escalation entries prepared a week ago and never armed",
+                        dropped)
+        return dropped
+
+    async def note_unnoted(self, *, now_ms: int) -> int:
+        """Entries prepared before :meth:`prepare` noted them (older versions) are noted as
+        of ``now_ms``, so that :meth:`prune` finds them too; returns how many. Run once at
+        start."""
+        ids = [field async for field, _ in self.redis.hscan_iter(self.data, count=500)]
+        noted = 0
+        for start in range(0, len(ids), PRUNE_BATCH):
+            noted += int(await self.redis.zadd(  # type: ignore[arg-type]
+                self.keys.escalation_prepared,
+                dict.fromkeys(ids[start:start + PRUNE_BATCH], now_ms), nx=True) or 0)
+        return noted
 
     async def schedule(self, event: RiskChangeEvent, *, created_ms: int, now_ms: int) -> None:
         """Prepare and arm at once, as if the alert had been delivered at ``now_ms``."""
@@ -150,6 +232,7 @@ class Escalations:
         return await pending_escalation(self.redis, self.keys, alert_id)
 
     async def run_due(self, *, now_ms: int, escalate: Escalate) -> int:
+        await self.prune(now_ms=now_ms)
         ids = [str(i) for i in await self.redis.zrangebyscore(
             self.queue, "-inf", now_ms, start=0, num=ESCALATION_BATCH)]
         done = 0
@@ -193,5 +276,6 @@ class Escalations:
                 pipe.zrem(self.queue, alert_id)
                 pipe.hdel(self.data, alert_id)
                 pipe.hdel(self.handed, alert_id)
+                pipe.zrem(self.keys.escalation_prepared, alert_id)
                 await pipe.execute()
         return done

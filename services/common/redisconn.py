@@ -564,6 +564,13 @@ class Keys:
         return self.tagged("esc", "data")
 
     @property
+    def escalation_prepared(self) -> str:
+        """Zset alert id -> when (ms) its escalation was prepared: an entry of
+        :attr:`escalation_data` never armed is dropped a week later (services/alerting/
+        escalation.py)."""
+        return self.tagged("esc", "prepared")
+
+    @property
     def escalation_handed(self) -> str:
         """Hash alert id -> JSON ``{"at_ms", "manager"}``: the alert went to someone else's
         list in a hand-over (services/alerting/escalation.py); moves with the queue."""

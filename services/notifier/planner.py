@@ -191,11 +191,15 @@ class Planner:
         """Which of an alert's messages go out now: arms the escalation of a high tier, then
         holds them for the settle window, or keeps those the customer's episode allows."""
         change = event.change
-        if (change.tier == "high" and self.escalations is not None
-                and any(p.key != ctx.manager.key and p.role != "customer" for p in people)):
+        if change.tier == "high" and self.escalations is not None:
             # Armed only when one of these people's alert is delivered (see escalation.py).
             armers = [p.key for p in people if p.key != ctx.manager.key and p.role != "customer"]
-            await self.escalations.prepare(event, created_ms=created_ms, armers=armers)
+            # The manager alone, standing in for a customer without an owner: none to arm
+            # it, unless the customer is given an owner and the alert moves to them.
+            parked = not armers and ctx.owner is None \
+                and any(p.key == ctx.manager.key for p in people)
+            if armers or parked:
+                await self.escalations.prepare(event, created_ms=created_ms, armers=armers)
         if self.episodes is None:
             return out
         if self.settle is not None and self.settle.settle_ms > 0:
@@ -414,7 +418,7 @@ class Planner:
         if message.kind == "alert" and self.escalations is not None \
                 and person.key != ctx.manager.key:
             await self.escalations.arm(event.id, message.recipient_key,
-                                       now_ms=int(time.time() * 1000))
+                                       now_ms=int(time.time() * 1000), readdressed=True)
         return [self._build(event, person, message.channel, ctx, message.created_ms,
                             kind=message.kind, action=action, did=did,
                             ack_url=links.get(person.key, ""),

@@ -272,6 +272,12 @@ class Notifier:
             except RedisError as exc:  # tried again at the next start
                 logger.error("could not rename the notifier's keys to the hash-tagged layout "
                              "(%s); state under the old names is not used", exc)
+            if self.escalations is not None:
+                try:  # entries of older versions: pruned a week from now if never armed
+                    await self.escalations.note_unnoted(now_ms=int(time.time() * 1000))
+                except RedisError as exc:  # tried again at the next start
+                    logger.error("could not note the escalation entries of an older version "
+                                 "(%s); they are kept", exc)
             await ensure_topics(s, [s.topic_risk_changes, s.topic_notifications_dlq])
             producer = await _start_client(lambda: start_producer(s), "DLQ producer", stop)
             clients.append(producer)

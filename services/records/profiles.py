@@ -248,8 +248,9 @@ async def alerts_follow(redis: Redis, keys: Keys, tenant: str,
     manager) go to whoever receives them now (the new owner; for nobody, the store's
     manager; kept where the store has none). A manager keeps the escalations in their list:
     those were theirs as the manager. Escalations still due wait for the new owner's own
-    window, or are dropped when the manager holds them (:func:`handed_on`). Returns how many
-    list entries moved."""
+    window, or are dropped when the manager holds them (:func:`handed_on`); a high alert the
+    manager alone received gets one, due after the new owner's window. Returns how many list
+    entries moved."""
     stores = {store for _, _, store in moves.values()} - {None}
     profiles = ProfileStore(redis, keys)
     managers: dict[str | None, str | None] = {}
@@ -264,15 +265,18 @@ async def alerts_follow(redis: Redis, keys: Keys, tenant: str,
         if holder is not None and who is not None and who != holder:
             takers.setdefault((holder, was is None), {})[cid] = who
     inbox = Inbox(redis, keys, retention=retention)
-    held: dict[str, bool] = {}  # alert id -> the store's manager holds it now
+    # alert id -> the store's manager holds it now; apart: those from the manager's list
+    held: dict[bool, dict[str, bool]] = {False: {}, True: {}}
     moved = 0  # entries of the console lists
     for (holder, as_manager), to in takers.items():
         keep = MANAGERS_OWN if as_manager else frozenset()
         for a in await inbox.move(holder, tenant, to, keep_kinds=keep):
-            held[a.alert_id] = a.owner == managers.get(moves[a.customer_id][2])
+            held[as_manager][a.alert_id] = a.owner == managers.get(moves[a.customer_id][2])
             moved += 1
-    if held:
-        await handed_on(redis, keys, held, now_ms=int(time.time() * 1000))
+    now_ms = int(time.time() * 1000)
+    for from_manager, alerts in held.items():
+        if alerts:  # an alert the manager alone received gets an escalation for the new owner
+            await handed_on(redis, keys, alerts, now_ms=now_ms, parked=from_manager)
     return moved
 
 

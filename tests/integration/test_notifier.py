@@ -426,6 +426,41 @@ async def test_a_damaged_escalation_entry_is_dropped_and_stops_no_other(
     assert not await redis.hexists(keys.escalation_data, "broken")
 
 
+async def test_an_escalation_entry_no_delivery_armed_is_dropped_a_week_on(
+        fast: Settings, redis: Redis) -> None:
+    """A high alert's escalation is prepared before its delivery; one never delivered to an
+    armer (held back as a duplicate, given up, or received by the manager alone and never
+    moved) stayed in the hash for good, a raw CloudEvent each. A week on it is dropped; an
+    armed one waits for its due time, and entries of an older version are found at start."""
+    from services.alerting.escalation import UNARMED_TTL_S, Escalations
+    from services.alerting.inbound import decode_risk_change
+
+    keys = Keys(fast.redis_prefix)
+    esc = Escalations(redis, keys, after_s=30 * 86_400)  # the armed one is not due yet
+    armed_id, armed = cloudevent("esc-a", previous="low", tier="high", cause_event="e-a")
+    idle_id, idle = cloudevent("esc-i", previous="low", tier="high", cause_event="e-i")
+    now = int(time.time() * 1000)
+    await esc.prepare(decode_risk_change(armed), created_ms=now, armers=["r1"])
+    await esc.prepare(decode_risk_change(idle), created_ms=now, armers=["r1"])
+    assert await esc.arm(armed_id, "r1", now_ms=now)
+    await redis.hset(keys.escalation_data, "old-version", json.dumps(  # type: ignore[misc]
+        {"event": idle.decode(), "created_ms": 1, "armers": []}))
+    assert await esc.note_unnoted(now_ms=now) == 1  # the notifier's start
+    assert await esc.note_unnoted(now_ms=now) == 0
+    day_before = now + UNARMED_TTL_S * 1000 - 86_400_000
+    assert await esc.run_due(now_ms=day_before, escalate=_never) == 0
+    assert await redis.hlen(keys.escalation_data) == 3  # type: ignore[misc]
+    week_on = now + UNARMED_TTL_S * 1000 + 1000
+    assert await esc.prune(now_ms=week_on) == 2
+    assert await redis.hkeys(keys.escalation_data) == [armed_id]  # type: ignore[misc]
+    assert await redis.zcard(keys.escalation_prepared) == 0
+    assert await redis.zscore(keys.escalation_queue, armed_id)  # still due in its time
+
+
+async def _never(event: Any, created_ms: int) -> None:
+    raise AssertionError(f"nothing is due: {event.id}")
+
+
 async def test_a_planning_bug_is_loud_retried_then_dead_letters_only_its_record(
         fast: Settings, redis: Redis, tmp_path: Path) -> None:
     """A bug while planning one change (a TypeError, not bad input) is logged at ERROR and

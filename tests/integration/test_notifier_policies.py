@@ -296,6 +296,102 @@ escalation: {{after: {after}s, channels: [email]}}
     assert await redis.hlen(keys.escalation_handed) == 0  # type: ignore[misc]
 
 
+async def test_an_alert_the_manager_gives_to_a_first_owner_escalates_after_their_window(
+        base, redis: Redis, smtp) -> None:
+    """Dee, Eve and Fay have no owner: their high-risk alerts go to the store's manager, Max.
+    He gives Dee and Eve to Li; Li acknowledges Eve's. Max is paged about Dee once Li's own
+    window (``after`` from the give) has passed, never about Eve (acknowledged) nor Fay (he
+    holds her alert himself). No escalation followed an alert to a first owner before."""
+    controller, inbox = smtp
+    after = 2.0
+    settings = base(f"""
+routes:
+  - {{match: {{to: high}}, channels: [email]}}
+escalation: {{after: {after}s, channels: [email]}}
+""", smtp_host="127.0.0.1", smtp_port=controller.port)
+    keys = Keys(settings.redis_prefix)
+    profiles = await staff_and_stores(redis, keys)
+    await profiles.put_staff(StaffMember(staff_id="li-1", name="Li", email="li@example.com",
+                                         store_id="s1"))
+    ids = {}
+    for cid, name in (("dee", "Dee Park"), ("eve", "Eve Ross"), ("fay", "Fay Wu")):
+        await profiles.put_profile(cid, CustomerProfile(name=name, store_id="s1"))
+        ids[cid], raw = change(cid, "low", "high")
+        await produce_changes(settings, (cid, raw))
+
+    def paged() -> list[str]:
+        return [m["Subject"] for m in inbox.to("max@example.com") if "ESCALATED" in m["Subject"]]
+
+    async with notifier(settings):
+        await wait_until(lambda: len(inbox.to("max@example.com")) == 3, what="Max's alerts")
+        await wait_until(lambda: redis.hlen(keys.inbox("mgr-1", "default")),  # type: ignore[misc]
+                         what="his console list")
+        assert await redis.hlen(keys.escalation_data) == 3  # type: ignore[misc]
+        assert await redis.zcard(keys.escalation_queue) == 0  # none armed: he holds them
+        assert await give(redis, keys, "default", ["dee", "eve"], "li-1", by="max") == [
+            "dee", "eve"]
+        given = time.time()
+        assert await acknowledge(redis, keys, ids["eve"], "li-1")
+        listed = {json.loads(v)["alert_id"] for v in (await redis.hgetall(  # type: ignore[misc]
+            keys.inbox("li-1", "default"))).values()}
+        assert listed == {ids["dee"], ids["eve"]}
+        await wait_until(lambda: paged(), timeout=15, what="Max paged about Dee")
+        assert time.time() >= given + after - 0.2  # not before Li's own window ran out
+        assert len(paged()) == 1 and "Dee Park" in paged()[0], paged()
+
+        async def settled() -> bool:
+            return await redis.zcard(keys.escalation_queue) == 0
+
+        await wait_until(settled, what="the queue empty")
+        await asyncio.sleep(after)  # nothing more falls due
+    assert len(paged()) == 1, paged()
+    assert inbox.to("li@example.com") == []  # a give sends nobody anything
+    assert await redis.exists(keys.escalation_done(ids["dee"]))
+    assert await redis.exists(keys.escalation_done(ids["eve"]))  # dropped as acknowledged
+    # Fay's stays prepared, unarmed, until it is pruned a week on
+    assert await redis.hkeys(keys.escalation_data) == [ids["fay"]]  # type: ignore[misc]
+
+
+async def test_an_alert_held_for_the_manager_goes_to_a_first_owner_with_its_escalation(
+        base, redis: Redis, smtp) -> None:
+    """Gus has no owner: his high-risk alert to Max waits out the quiet hours. Meanwhile Max
+    gives Gus to Li, so the alert goes to Li when they end; unacknowledged, Max is paged
+    ``after`` later. (It was sent to Li with no escalation: prepared for no one to arm.)"""
+    controller, inbox = smtp
+    after = 1.5
+    local = datetime.now(UTC)
+    start = (local - timedelta(minutes=5)).strftime("%H:%M:%S")
+    end_at = local + timedelta(seconds=10)  # start-up (group join) takes a few seconds
+    settings = base(f"""
+routes:
+  - {{match: {{to: high}}, channels: [email]}}
+quiet_hours: {{start: "{start}", end: "{end_at.strftime('%H:%M:%S')}", channels: [email]}}
+escalation: {{after: {after}s, channels: [email]}}
+""", smtp_host="127.0.0.1", smtp_port=controller.port)
+    keys = Keys(settings.redis_prefix)
+    profiles = await staff_and_stores(redis, keys)
+    await profiles.put_staff(StaffMember(staff_id="li-1", name="Li", email="li@example.com",
+                                         store_id="s1"))
+    await profiles.put_profile("gus", CustomerProfile(name="Gus Hale", store_id="s1"))
+    gus, raw = change("gus", "low", "high")
+    await produce_changes(settings, ("gus", raw))
+    async with notifier(settings) as registry:
+        await wait_until(lambda: metric(registry, "churnwatch_notifier_suppressed_total",
+                                        reason="quiet_hours_delayed") == 1, what="held")
+        assert await give(redis, keys, "default", ["gus"], "li-1", by="mgr-1") == ["gus"]
+        await wait_until(lambda: inbox.to("li@example.com"), timeout=25, what="Li's alert")
+        sent = time.time()
+        await wait_until(lambda: [m for m in inbox.to("max@example.com")
+                                  if "ESCALATED" in m["Subject"]], timeout=15,
+                         what="Max paged about Gus")
+        assert time.time() >= sent + after - 0.3
+    assert [m["Subject"] for m in inbox.to("li@example.com")] == [
+        "[churnwatch] Gus Hale is now high churn risk (was low)"]
+    assert [m["Subject"] for m in inbox.to("max@example.com")] == [
+        "[churnwatch] ESCALATED: Gus Hale is high churn risk, not acknowledged"]
+    assert await redis.exists(keys.escalation_done(gus))
+
+
 # quiet hours -------------------------------------------------------------------------------
 
 

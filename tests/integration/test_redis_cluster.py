@@ -27,7 +27,7 @@ from redis.asyncio import Redis, RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import ClusterCrossSlotError, RedisClusterException, ResponseError
 
-from services.alerting.escalation import handed_on
+from services.alerting.escalation import UNARMED_TTL_S, Escalations, handed_on
 from services.alerting.webhooks import add_subscription
 from services.cli.reach import require
 from services.common.embedded import free_port
@@ -136,7 +136,8 @@ def test_keys_moved_together_share_a_slot() -> None:
     groups = [
         [k.delivery("ab" * 16), k.retry_queue, k.retry_payloads],
         [k.settle_queue, k.settle_data],
-        [k.escalation_queue, k.escalation_data, k.escalation_handed, k.escalation_done("alert-1")],
+        [k.escalation_queue, k.escalation_data, k.escalation_handed, k.escalation_prepared,
+         k.escalation_done("alert-1")],
         [k.digest_base + s for s in ("b:email|staff:x", "due", "seen:email|staff:x|e1", "seq",
                                      "batch:email|staff:x:1", "batches")],
         [k.summary_base + s for s in ("b:default", "due", "seq", "batch:default:1", "batches")],
@@ -275,6 +276,15 @@ async def test_api_profiles_erasure_webhooks_actions_and_export_on_a_cluster(
             assert await handed_on(redis, keys, {"a" * 32: True, "b" * 32: False}, now_ms=5) == 1
             assert json.loads(await redis.hget(keys.escalation_handed, "a" * 32)) == {  # type: ignore[misc,arg-type]
                 "at_ms": 5, "manager": True}
+            # the manager's own alert given to a first owner is queued; one never armed pruned
+            parked = json.dumps({"event": "{}", "created_ms": 1, "armers": []})
+            await redis.hset(keys.escalation_data, mapping={"c" * 32: parked, "d" * 32: parked})  # type: ignore[misc]
+            assert await handed_on(redis, keys, {"c" * 32: False}, now_ms=6, parked=True) == 1
+            assert await redis.zscore(keys.escalation_queue, "c" * 32) == 6
+            await redis.zadd(keys.escalation_prepared, {"c" * 32: 0, "d" * 32: 0})
+            assert await Escalations(redis, keys, after_s=1).prune(
+                now_ms=UNARMED_TTL_S * 1000 + 1) == 1
+            assert await redis.hkeys(keys.escalation_data) == ["c" * 32]  # type: ignore[misc]
             # the at-risk list reads the scorer's tier index and many customers' keys
             r = await client.get("/v1/customers/at-risk", params={"tier": "high"}, headers=READ)
             assert r.status_code == 200, r.text
