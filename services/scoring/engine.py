@@ -425,14 +425,12 @@ class Engine:
                           f"前保持{zh_tier}风险（评分{score:.2f}）", weight=0.0)
         exit_level = t.high_exit if tier == "high" else t.medium_exit
         shown, level = score_figures(score, exit_level)
-        above = float(shown) > float(level)  # as read: "0.650 is still above 0.65" is not
+        above = float(shown) > float(level)  # as read: figures alike are "not below"
         return Reason(code="tier_held_hysteresis",
                       text=f"Held at {tier}: score {shown} is "
                       f"{'still above' if above else 'not below'} the exit level {level}",
                       text_zh=f"评分{shown}{'仍高于' if above else '未低于'}退出线{level}，"
                       f"保持{zh_tier}风险", weight=0.0)
-
-
 
 
 _RANK = TIER_RANK

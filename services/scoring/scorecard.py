@@ -263,11 +263,10 @@ def _refunds(f: dict[str, float]) -> tuple[str, str] | None:
 
 
 def _online(f: dict[str, float]) -> tuple[str, str] | None:
-    share = f["online_share_365"]
-    pct = round(share * 100)
+    pct = round(f["online_share_365"] * 100)
     if pct <= 0:
         return None  # no order online: nothing to tell
-    if share > 0.5:  # the same line as the online tier levels (``Thresholds.of``)
+    if online_mostly(f):  # the line the online words and tier levels keep to
         return (f"Buys mostly online ({pct}% of orders)", f"主要在线上购买（占{pct}%）")
     return (f"Buys partly online ({pct}% of orders)", f"部分在线上购买（占{pct}%）")
 

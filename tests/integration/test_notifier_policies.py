@@ -150,6 +150,25 @@ async def staff_and_stores(redis: Redis, keys: Keys, *, tz: str = "UTC",
     return profiles
 
 
+async def escalating(base: Any, redis: Redis, port: int, after: float, *, policies: str = ""
+                     ) -> tuple[Settings, Keys, ProfileStore]:
+    """High-risk alerts by e-mail, escalated to the store's manager ``after`` seconds on
+    (``policies``: more of the routing file), with Olga, Max (:func:`staff_and_stores`) and Li,
+    another of store s1's staff."""
+    settings = base(f"""
+routes:
+  - {{match: {{to: high}}, channels: [email]}}
+escalation: {{after: {after}s, channels: [email]}}
+{policies}""", smtp_host="127.0.0.1", smtp_port=port)
+    keys = Keys(settings.redis_prefix)
+    profiles = await staff_and_stores(redis, keys)
+    await profiles.put_staff(LI)
+    return settings, keys, profiles
+
+
+LI = StaffMember(staff_id="li-1", name="Li", email="li@example.com", store_id="s1")
+
+
 @pytest.fixture
 def base(settings_factory, tmp_path: Path):
     def make(routing: str, **overrides: Any) -> Settings:
@@ -236,15 +255,7 @@ async def test_a_hand_over_gives_the_new_owner_their_own_window_before_the_manag
     and never about the one he holds himself."""
     controller, inbox = smtp
     after = 2.5
-    settings = base(f"""
-routes:
-  - {{match: {{to: high}}, channels: [email]}}
-escalation: {{after: {after}s, channels: [email]}}
-""", smtp_host="127.0.0.1", smtp_port=controller.port)
-    keys = Keys(settings.redis_prefix)
-    profiles = await staff_and_stores(redis, keys)
-    li = StaffMember(staff_id="li-1", name="Li", email="li@example.com", store_id="s1")
-    await profiles.put_staff(li)
+    settings, keys, profiles = await escalating(base, redis, controller.port, after)
     for cid, name in (("to-li", "Ann Lee"), ("to-max", "Bo Yang"), ("stays", "Cy Diaz")):
         await profiles.put_profile(cid, CustomerProfile(owner_staff_id="owner-1", name=name,
                                                         store_id="s1"))
@@ -268,7 +279,7 @@ escalation: {{after: {after}s, channels: [email]}}
                          what="her console list")
         delivered = time.time()
         await asyncio.sleep(after / 2)  # she leaves halfway through their windows
-        to_li = await hand_over(redis, keys, profiles, "default", "owner-1", li, reach=admin,
+        to_li = await hand_over(redis, keys, profiles, "default", "owner-1", LI, reach=admin,
                                 by="test", only=["to-li"])
         to_max = await hand_over(redis, keys, profiles, "default", "owner-1", None, reach=admin,
                                  by="test", only=["to-max"])
@@ -304,15 +315,7 @@ async def test_an_alert_the_manager_gives_to_a_first_owner_escalates_after_their
     holds her alert himself). No escalation followed an alert to a first owner before."""
     controller, inbox = smtp
     after = 2.0
-    settings = base(f"""
-routes:
-  - {{match: {{to: high}}, channels: [email]}}
-escalation: {{after: {after}s, channels: [email]}}
-""", smtp_host="127.0.0.1", smtp_port=controller.port)
-    keys = Keys(settings.redis_prefix)
-    profiles = await staff_and_stores(redis, keys)
-    await profiles.put_staff(StaffMember(staff_id="li-1", name="Li", email="li@example.com",
-                                         store_id="s1"))
+    settings, keys, profiles = await escalating(base, redis, controller.port, after)
     ids = {}
     for cid, name in (("dee", "Dee Park"), ("eve", "Eve Ross"), ("fay", "Fay Wu")):
         await profiles.put_profile(cid, CustomerProfile(name=name, store_id="s1"))
@@ -362,16 +365,8 @@ async def test_an_alert_held_for_the_manager_goes_to_a_first_owner_with_its_esca
     local = datetime.now(UTC)
     start = (local - timedelta(minutes=5)).strftime("%H:%M:%S")
     end_at = local + timedelta(seconds=10)  # start-up (group join) takes a few seconds
-    settings = base(f"""
-routes:
-  - {{match: {{to: high}}, channels: [email]}}
-quiet_hours: {{start: "{start}", end: "{end_at.strftime('%H:%M:%S')}", channels: [email]}}
-escalation: {{after: {after}s, channels: [email]}}
-""", smtp_host="127.0.0.1", smtp_port=controller.port)
-    keys = Keys(settings.redis_prefix)
-    profiles = await staff_and_stores(redis, keys)
-    await profiles.put_staff(StaffMember(staff_id="li-1", name="Li", email="li@example.com",
-                                         store_id="s1"))
+    settings, keys, profiles = await escalating(base, redis, controller.port, after, policies=(
+        f'quiet_hours: {{start: "{start}", end: "{end_at:%H:%M:%S}", channels: [email]}}'))
     await profiles.put_profile("gus", CustomerProfile(name="Gus Hale", store_id="s1"))
     gus, raw = change("gus", "low", "high")
     await produce_changes(settings, ("gus", raw))
@@ -453,8 +448,7 @@ escalation: {{after: 2s, channels: [email]}}
 """, smtp_host="127.0.0.1", smtp_port=controller.port, alert_settle=3.0)
     keys = Keys(settings.redis_prefix)
     profiles = await staff_and_stores(redis, keys, tz=tz)
-    li = StaffMember(staff_id="li-1", name="Li", email="li@example.com", store_id="s1")
-    await profiles.put_staff(li)
+    await profiles.put_staff(LI)
     customers = (("mei", "Mei Chen", "owner-1", "high"), ("ron", "Ron Ito", "owner-1", "high"),
                  ("kai", "Kai Berg", "owner-1", "medium"), ("ida", "Ida Lund", "owner-1", "medium"),
                  ("zoe", "Zoe Park", "li-1", "high"))
@@ -470,7 +464,7 @@ escalation: {{after: 2s, channels: [email]}}
         olga = await profiles.get_staff("owner-1")
         assert olga is not None
         await remove_staff(redis, keys, profiles, "default", olga, by="mgr-1")
-        handed = await hand_over(redis, keys, profiles, "default", "owner-1", li, reach=admin,
+        handed = await hand_over(redis, keys, profiles, "default", "owner-1", LI, reach=admin,
                                  by="mgr-1", only=["mei", "ida"])
         assert sorted(handed.moved) == ["ida", "mei"]
         # Li's two unacknowledged, Max pages follow (none for Ron's: Max holds it)
@@ -549,8 +543,7 @@ quiet_hours: {{start: "{start}", end: "{end_at.strftime('%H:%M:%S')}", channels:
 """, smtp_host="127.0.0.1", smtp_port=controller.port)
     keys = Keys(settings.redis_prefix)
     profiles = await staff_and_stores(redis, keys)
-    await profiles.put_staff(StaffMember(staff_id="li-1", name="Li", email="li@example.com",
-                                         store_id="s1"))
+    await profiles.put_staff(LI)
     customers = (("mei", "Mei Chen", "owner-1", "high"), ("ron", "Ron Ito", "owner-1", "high"),
                  ("zed", "Zed Ray", None, "high"), ("kai", "Kai Berg", "owner-1", "medium"),
                  ("ida", "Ida Lund", "owner-1", "medium"), ("ava", "Ava Roy", None, "high"),
