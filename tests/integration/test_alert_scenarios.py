@@ -172,6 +172,36 @@ async def test_a_chinese_digest_mail_reads_on_a_phone(
     await asyncio.to_thread(read_on_a_phone, chrome, page, tmp_path, "逾期", "digest-mail.zh-CN")
 
 
+async def test_an_alert_mail_reads_on_a_phone_in_either_language(
+        base, redis: Redis, smtp, chrome: webdriver.Chrome, tmp_path: Path) -> None:
+    """The one mail staff get most, a customer's high-risk alert, through the real notifier
+    and SMTP server, reads on a 375 px phone as the digest and the summary do, in English and
+    in Chinese, with its acknowledge link (it was a bare table of unstyled rows, none of the
+    others' layout)."""
+    controller, inbox = smtp
+    settings = base(ROUTES, smtp_host="127.0.0.1", smtp_port=controller.port)
+    profiles = await staff_and_stores(redis, Keys(settings.redis_prefix))
+    await profiles.put_staff(StaffMember(staff_id="li-1", name="李娜", email="li@example.com",
+                                         locale="zh-CN"))
+    words = ("Usually visits every 21 days; not seen for 64 days",
+             "Invite them back with a personal offer")
+    for cid, owner, name in (("a-en", "owner-1", "Ann Lee"), ("a-zh", "li-1", "王芳")):
+        await profiles.put_profile(cid, CustomerProfile(owner_staff_id=owner, name=name))
+    await produce_changes(settings, *((cid, change(cid, "low", "high", n=1, at=datetime.now(UTC),
+                                                   texts=words)[1]) for cid in ("a-en", "a-zh")))
+    async with notifier(settings):
+        await wait_until(lambda: inbox.to(OLGA) and inbox.to("li@example.com"), timeout=15,
+                         what="both alerts")
+    for to, said, name in ((OLGA, "not seen for 64 days", "alert-mail.en"),
+                           ("li@example.com", "逾期", "alert-mail.zh-CN")):
+        [mail] = inbox.to(to)
+        html = mail.get_body(("html",)).get_content()
+        assert "/a/" in html and f"{settings.api_public_url}/console/customers/" in html
+        page = tmp_path / f"{name}.html"
+        page.write_text(html, encoding="utf-8")
+        await asyncio.to_thread(read_on_a_phone, chrome, page, tmp_path, said, name)
+
+
 async def test_a_chinese_summary_mail_reads_on_a_phone_keep_first(
         base, redis: Redis, smtp, chrome: webdriver.Chrome, tmp_path: Path) -> None:
     """The go-live summary to a staff member who reads Chinese, through the real notifier and
