@@ -26,7 +26,7 @@ moves to them (:func:`handed_on` with ``parked``), it is queued as handed over, 
 manager is paged when the new owner has not acknowledged it within their own window.
 
 Every prepared entry is noted in ``Keys.escalation_prepared``; one still not armed a week
-(:data:`UNARMED_TTL_S`) later is dropped (:meth:`Escalations.prune`, each tick): its alert
+(:data:`UNARMED_TTL_S`) later is dropped (:meth:`Escalations.prune`, once a minute): its alert
 was never delivered to an armer (held back as a duplicate, a delivery given up), or went to
 the manager alone and never moved. Nothing else would ever read it.
 """
@@ -50,6 +50,7 @@ ESCALATION_BATCH = 50
 DONE_TTL_S = 30 * 86_400
 UNARMED_TTL_S = 7 * 86_400  # a prepared entry no delivery armed in a week is dropped
 PRUNE_BATCH = 500
+PRUNE_EVERY_MS = 60_000  # a week's horizon needs no look every tick
 
 Escalate = Callable[[RiskChangeEvent, int], Awaitable[None]]
 
@@ -154,6 +155,7 @@ class Escalations:
         self.queue = keys.escalation_queue
         self.data = keys.escalation_data
         self.handed = keys.escalation_handed
+        self._pruned_ms = -PRUNE_EVERY_MS  # when run_due last pruned
 
     def _done(self, alert_id: str) -> str:
         return self.keys.escalation_done(alert_id)
@@ -232,7 +234,9 @@ class Escalations:
         return await pending_escalation(self.redis, self.keys, alert_id)
 
     async def run_due(self, *, now_ms: int, escalate: Escalate) -> int:
-        await self.prune(now_ms=now_ms)
+        if now_ms - self._pruned_ms >= PRUNE_EVERY_MS:  # once a minute, not every tick
+            self._pruned_ms = now_ms
+            await self.prune(now_ms=now_ms)
         ids = [str(i) for i in await self.redis.zrangebyscore(
             self.queue, "-inf", now_ms, start=0, num=ESCALATION_BATCH)]
         done = 0
