@@ -228,11 +228,13 @@ class Planner:
                                                   for e, _ in events])
                     if self.episodes is not None else [None] * len(events))
         for (event, created_ms), now, episode in zip(events, standing, episodes, strict=True):
-            change = event.change
             if episode is not None and episode.tier != "high":
                 continue  # not high any more (a newer change came live)
-            ctx = await self.resolver.context(change)
-            route = self.routing.route_for(change, ctx.segment)
+            # where they stand, store included: the change may have been made while a
+            # shuffled import had not yet brought their newest events (another store)
+            current = _standing(event.change, now)
+            ctx = await self.resolver.context(current)
+            route = self.routing.route_for(current, ctx.segment)
             if route is None:
                 continue
             channels = [c for c in route.channels if c in STAFF_CHANNELS and c in self.enabled]
@@ -245,16 +247,15 @@ class Planner:
                         wanted.append((person, channel))
             if self.episodes is not None:
                 allowed = set(await self.episodes.claim(
-                    change.customer_id, change.tenant_id, alert_id,
+                    current.customer_id, current.tenant_id, alert_id,
                     [f"{p.key}|{c}" for p, c in wanted], "high"))
                 wanted = [(p, c) for p, c in wanted if f"{p.key}|{c}" in allowed]
-            current = _standing(change, now)
             _, action = apply_inhibition(current, self.routing.policies.inhibit)
             for person, channel in wanted:
                 item = self.templates.digest_item(current, person, action=action,
                                                   event_id=event.id, customer_name=ctx.name)
                 item |= {"score_now": f"{current.score:.2f}",
-                         "link": self._link(change.customer_id),
+                         "link": self._link(current.customer_id),
                          # silent past the horizon: listed after those still to keep
                          "lapsed": lapsed(current.lifecycle_stage),
                          "priority": priority(current.score, current.features)}
@@ -527,11 +528,12 @@ def _extra(event: RiskChangeEvent) -> dict[str, str]:
 
 def _standing(change: RiskChange, now: dict[str, Any] | None) -> RiskChange:
     """A summary's customer as they stand: ``change`` with the score, reasons, action, value,
-    stage and features the scorer stored last (``now``, :meth:`Summaries.standing`) when
+    stage, features and store the scorer stored last (``now``, :meth:`Summaries.standing`) when
     those are high too; else ``change`` as it came (the newest change told them)."""
     if now is None or now.get("tier") != "high":
         return change
-    fields = ("score", "reasons", "suggested_action", "value_tier", "lifecycle_stage", "features")
+    fields = ("score", "reasons", "suggested_action", "value_tier", "lifecycle_stage", "features",
+              "store_id")
     try:
         return RiskChange.model_validate(
             change.model_dump() | {k: now[k] for k in fields if k in now})

@@ -138,6 +138,16 @@ class Row:
 
 
 @dataclass(frozen=True)
+class StoreNamed:
+    """The store named by a batch's newest event of a customer (by event time, then id)."""
+
+    ts: int
+    event_id: str
+    store: str
+    bound: bool  # the event came with a store-bound key
+
+
+@dataclass(frozen=True)
 class DeadLetter:
     """A record, or one event of an envelope record, to put on the dead-letter topic."""
 
@@ -362,8 +372,7 @@ class Processor:
         bounds = TimeBounds(wall, max_age + CLOCK_GRACE, max_future + CLOCK_GRACE)
         committed = await self._retry("read", self._committed)
         rows: dict[Ref, list[Row]] = {}
-        stores: dict[Ref, str | None] = {}
-        store_bound: set[Ref] = set()  # the store named last came from a store-bound key
+        stores: dict[Ref, StoreNamed] = {}
         dead: list[DeadLetter] = []
         offsets: dict[int, int] = {}
         for r, items in segment:
@@ -407,11 +416,9 @@ class Processor:
                 rows.setdefault(ref, []).append(
                     Row(activity_from_event(event, ts), r.partition, r.offset, index))
                 if event.store_id:
-                    stores[ref] = event.store_id
-                    if bound:
-                        store_bound.add(ref)
-                    else:
-                        store_bound.discard(ref)
+                    named = stores.get(ref)
+                    if named is None or (ts, event.event_id) >= (named.ts, named.event_id):
+                        stores[ref] = StoreNamed(ts, event.event_id, event.store_id, bound)
         if dead:
             await self._dead_letter(dead)
         if rows:
@@ -428,7 +435,7 @@ class Processor:
                                "holds: counted as duplicates, not applied", len(lost))
         while True:
             try:
-                await self._apply(rows, lost, again, committed, offsets, stores, store_bound,
+                await self._apply(rows, lost, again, committed, offsets, stores,
                                   dead=len(dead), erased=erased, wall_ms=wall_ms)
                 now_wall = time.time() * 1000
                 for r, _ in segment:
@@ -493,7 +500,7 @@ class Processor:
     async def _digest(self, tenant: str, customer_id: str) -> str:
         return pseudonym.pseudonym(await self._key(), tenant, customer_id)
 
-    async def _drop_erased(self, rows: dict[Ref, list[Row]], stores: dict[Ref, str | None]
+    async def _drop_erased(self, rows: dict[Ref, list[Row]], stores: dict[Ref, StoreNamed]
                            ) -> int:
         """Leave out the events of erased customers that were written before their erasure
         (below the tombstone's offset on its partition), whatever brings them back — a
@@ -529,7 +536,7 @@ class Processor:
 
     async def _apply(self, rows: dict[Ref, list[Row]], lost: set[tuple[Ref, str]],  # noqa: C901  the crash-safe order of one batch, in one place (docs/scorer.md)
                      again: set[tuple[Ref, str, str]], committed: dict[int, int], offsets: dict[int, int],
-                     stores: dict[Ref, str | None], store_bound: set[Ref], *, dead: int,
+                     stores: dict[Ref, StoreNamed], *, dead: int,
                      erased: int = 0, wall_ms: int) -> None:
         """Fold the batch into the customers' summaries, score who changed, publish the
         tier changes, write customers, indexes, then the partition commit (see
@@ -546,8 +553,10 @@ class Processor:
         newest_added: dict[Ref, Activity] = {}  # by time: the cause of a one-point path
         for ref, rs in rows.items():
             cs = states[ref]
+            named = stores.get(ref)
+            newest_before = cs.last_ts  # the customer's newest event before this batch
             if zones := self._zones.get(ref[0]):  # events in UTC of stores with a time zone
-                rs = self._at_shops(rs, zones, cs.state.get("store") or stores.get(ref))
+                rs = self._at_shops(rs, zones, cs.state.get("store") or (named.store if named else None))
             stored = cs.outcomes()
             mine: dict[int, Outcome] = {}
             # Under the wall clock the customer is scored once, after all their new events:
@@ -608,8 +617,11 @@ class Processor:
             count[ref] = {p: o for p, o in mine.items() if o.top < offsets.get(p, 0)}
             if cs.partition is None:
                 cs.partition = next(iter(mine))
-            if cs.added and ref in stores:
-                self._move_store(cs, stores[ref], ref in store_bound)
+            if cs.added and named is not None and (newest_before is None
+                                                   or named.ts >= newest_before):
+                # the store of the customer's newest event: an older one arriving late (a
+                # shuffled import, a redelivery) does not move them back to where they were
+                self._move_store(cs, named.store, named.bound)
             if not cs.added and any(
                     (p in stored and stored[p].top >= committed.get(p, 0)) for p in mine):
                 redo.append(cs)  # an earlier attempt wrote it; its indexes may not be written
@@ -681,7 +693,8 @@ class Processor:
             self.metrics.events.labels("dead_lettered").inc(dead)
 
     def _move_store(self, cs: CustomerState, store: str | None, bound: bool) -> None:
-        """The store the batch named becomes the customer's; a store-bound key's event only
+        """The store the batch's newest event named becomes the customer's (when it is newer
+        than any event before the batch); a store-bound key's event only
         sets it for a customer without one (one store cannot pull another's customer)."""
         old = cs.state.get("store") or None
         if store is None or (old and bound):

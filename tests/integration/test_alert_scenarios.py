@@ -25,7 +25,7 @@ from selenium.webdriver.common.by import By
 from services.alerting.acks import acknowledge
 from services.alerting.webhooks import add_subscription
 from services.common.embedded import ServiceProcess
-from services.common.profiles import CustomerProfile, ProfileStore, StaffMember
+from services.common.profiles import CustomerProfile, ProfileStore, StaffMember, Store
 from services.common.redisconn import Keys
 from services.common.riskchange import (
     Cause,
@@ -68,12 +68,12 @@ digest: {interval: 1s}
 def change(customer: str, previous: str, tier: str, *, n: int, at: datetime,
            kind: str = "event", event_type: str | None = "visit", holdout: bool = False,
            catching_up: bool = False, texts: tuple[str, str] | None = None,
-           stage: str = "active") -> tuple[str, bytes]:
+           stage: str = "active", store: str = "s1") -> tuple[str, bytes]:
     """A risk change of ``customer``; ``texts``: its reason and action as the scorer words
     them (else short ones); ``stage``: its lifecycle stage."""
     reason, action = texts or (f"{customer} is overdue", "Call")
     rc = RiskChange(
-        customer_id=customer, store_id="s1", previous_tier=previous,  # type: ignore[arg-type]
+        customer_id=customer, store_id=store, previous_tier=previous,  # type: ignore[arg-type]
         tier=tier, score=0.8 if tier == "high" else 0.3, previous_score=0.2,  # type: ignore[arg-type]
         reasons=[Reason(code="overdue", text=reason, text_zh="逾期", weight=1.0)],
         suggested_action=SuggestedAction(code="personal_call", text=action, text_zh="致电"),
@@ -237,21 +237,27 @@ async def test_a_summary_lists_customers_where_they_stand_not_as_their_last_chan
     """Silence past the churn horizon, or a return that leaves a customer high, changes no
     tier and so sends no risk change: the summary reads where each customer stands (the
     scorer's stored risk, what the risk API answers) for the grouping, the score, the reason
-    and the action; a customer with nothing stored is listed as their change told them."""
+    and the action; a customer with nothing stored is listed as their change told them.
+    Their store too: a shuffled import can change a customer's tier while their newest
+    events, at another store, are still to come (s-moved: told at s0, stands at s1), and the
+    summary goes to, and names, the store they stand at."""
     controller, inbox = smtp
     settings = base(ROUTES, smtp_host="127.0.0.1", smtp_port=controller.port,
                     alert_summary_after=1.0)
     keys = Keys(settings.redis_prefix)
     profiles = await staff_and_stores(redis, keys)
+    await profiles.put_store(Store(store_id="s0", manager_staff_id="owner-1"))  # Olga's
     then = datetime.now(UTC) - timedelta(days=200)
     records = []
     for cid, told, stands in (("s-back", "churned", "won_back"), ("s-gone", "at_risk", "churned"),
-                              ("s-told", "at_risk", None)):
-        await profiles.put_profile(cid, CustomerProfile(owner_staff_id="owner-1", name=cid))
-        records.append((cid, change(cid, "low", "high", n=1, at=then, stage=told)[1]))
+                              ("s-told", "at_risk", None), ("s-moved", "at_risk", "at_risk")):
+        if cid != "s-moved":  # s-moved has no profile: the store alone routes them
+            await profiles.put_profile(cid, CustomerProfile(owner_staff_id="owner-1", name=cid))
+        records.append((cid, change(cid, "low", "high", n=1, at=then, stage=told,
+                                    store="s0" if cid == "s-moved" else "s1")[1]))
         if stands is not None:  # as the scorer stores a customer's risk (services.state.store)
             await redis.set(keys.risk(cid), risk_snapshot({
-                "score": 0.91, "tier": "high",
+                "score": 0.91, "tier": "high", "store_id": "s1",
                 "reasons": [{"code": "open_complaint", "text": f"{cid}: 1 complaint unresolved",
                              "text_zh": "有1个未解决的投诉", "weight": 2.0}],
                 "suggested_action": {"code": "resolve_complaint", "text": "Resolve the complaint",
@@ -260,7 +266,8 @@ async def test_a_summary_lists_customers_where_they_stand_not_as_their_last_chan
                 "as_of": rfc3339(datetime.now(UTC)), "features": {"open_complaints": 1.0}}))
     await produce_changes(settings, *records)
     async with notifier(settings):
-        await wait_until(lambda: inbox.to("olga@example.com"), timeout=30, what="the summary")
+        await wait_until(lambda: inbox.to("olga@example.com") and inbox.to("max@example.com"),
+                         timeout=30, what="the summaries")
     [mail] = inbox.to("olga@example.com")
     text = mail.get_body(("plain",)).get_content()
     keep, _, gone = text.partition("\nLapsed (")
@@ -269,6 +276,10 @@ async def test_a_summary_lists_customers_where_they_stand_not_as_their_last_chan
     assert "Suggested action: Resolve the complaint" in keep
     assert "s-told is overdue" in keep and "score 0.80" in keep  # as its change told it
     assert "s-gone: 1 complaint unresolved" in gone and "s-gone is overdue" not in text
+    assert "s-moved" not in text
+    [mail] = inbox.to("max@example.com")  # s1's manager
+    text = mail.get_body(("plain",)).get_content()
+    assert "- s-moved (s1): high, score 0.91" in text, text
 
 
 async def test_importing_history_gives_one_summary_per_recipient(

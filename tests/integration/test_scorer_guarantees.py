@@ -298,3 +298,41 @@ async def test_a_customer_who_changes_store_leaves_the_old_stores_lists(
         assert state["store"] == "south" and "moved_from" not in state
     finally:
         await redis.aclose()
+
+
+async def test_a_customers_store_is_their_newest_events_whatever_the_arrival_order(
+        settings_factory, tmp_path: Path) -> None:
+    """A customer who moved from north to south stays at south when their north history
+    arrives after the south visits (a shuffled import, a late batch, a redelivery), in a
+    batch of its own or mixed into one: arrival order once moved them back, and routed their
+    alerts to the old store's manager."""
+    settings = settings_factory(clock="event", **QUIET)
+    redis = make_redis(settings)
+    keys = Keys(settings.redis_prefix)
+    feeds: dict[str, list[list[dict[str, Any]]]] = {}
+    for cid in ("late", "mixed"):
+        north = regular(cid, every_days=7, count=6, store="north")
+        south = [{**e, "event_id": e["event_id"] + "-s"} for e in
+                 regular(cid, every_days=7, count=2, store="south", start=T0 + timedelta(days=60))]
+        if cid == "late":
+            feeds[cid] = [south, north]  # the newest first, the older history a batch later
+        else:  # one batch in random order, a north visit last
+            mixed = north[:-2] + south
+            random.Random(3).shuffle(mixed)
+            feeds[cid] = [mixed + north[-2:], []]
+    try:
+        with scorer(settings, tmp_path):
+            sent = 0
+            for step in range(2):
+                batch = [e for cid in feeds for e in feeds[cid][step]]
+                await produce_events(settings, batch)
+                sent += len(batch)
+                await wait_processed(redis, settings, sent)
+        for cid in feeds:
+            state = await redis.hgetall(keys.state(cid))
+            assert state["store"] == "south" and "moved_from" not in state, (cid, state)
+            token = f"default/{cid}"
+            assert [await redis.zscore(keys.tier_index(t, "default", "north"), token)
+                    for t in ("low", "medium", "high")] == [None, None, None], cid
+    finally:
+        await redis.aclose()
