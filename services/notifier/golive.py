@@ -66,18 +66,21 @@ class Summaries:
             await pipe.execute()
 
     async def standing(self, changes: Sequence[RiskChange]) -> list[dict[str, Any] | None]:
-        """Each customer's risk as the scorer stored it last (what ``GET …/risk`` answers), in
-        order; None where there is none or it cannot be read. A customer's newest change can
+        """Each customer's risk as the scorer stored it last (what ``GET …/risk`` answers: the
+        snapshot and the store), in order; None where there is none or it cannot be read. A customer's newest change can
         be older than where they stand: silence carrying them past the churn horizon, or a
         return that leaves them high, changes no tier and so sends no change. One round trip."""
         states = await read_states(self.redis, self.keys,
-                                   [(c.tenant_id, c.customer_id) for c in changes], ["risk"])
+                                   [(c.tenant_id, c.customer_id) for c in changes],
+                                   ["risk", "store"])
         out: list[dict[str, Any] | None] = []
         for state in states:
             try:
                 risk = json.loads(state["risk"]) if "risk" in state else None
             except ValueError:
                 risk = None
+            if isinstance(risk, dict) and state.get("store"):
+                risk["store_id"] = state["store"]  # kept beside the snapshot, as the API reads it
             out.append(risk if isinstance(risk, dict) else None)
         return out
 

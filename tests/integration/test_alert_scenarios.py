@@ -257,13 +257,14 @@ async def test_a_summary_lists_customers_where_they_stand_not_as_their_last_chan
                                     store="s0" if cid == "s-moved" else "s1")[1]))
         if stands is not None:  # as the scorer stores a customer's risk (services.state.store)
             await redis.set(keys.risk(cid), risk_snapshot({
-                "score": 0.91, "tier": "high", "store_id": "s1",
+                "score": 0.91, "tier": "high",
                 "reasons": [{"code": "open_complaint", "text": f"{cid}: 1 complaint unresolved",
                              "text_zh": "有1个未解决的投诉", "weight": 2.0}],
                 "suggested_action": {"code": "resolve_complaint", "text": "Resolve the complaint",
                                      "text_zh": "处理投诉"},
                 "value_tier": "high", "lifecycle_stage": stands, "model_version": "m1",
                 "as_of": rfc3339(datetime.now(UTC)), "features": {"open_complaints": 1.0}}))
+            await redis.hset(keys.state(cid), "store", "s1")  # type: ignore[misc]
     await produce_changes(settings, *records)
     async with notifier(settings):
         await wait_until(lambda: inbox.to("olga@example.com") and inbox.to("max@example.com"),
