@@ -618,9 +618,11 @@ class Processor:
             if cs.partition is None:
                 cs.partition = next(iter(mine))
             if cs.added and named is not None and (newest_before is None
-                                                   or named.ts >= newest_before):
+                                                   or named.ts >= newest_before
+                                                   or not cs.state.get("store")):
                 # the store of the customer's newest event: an older one arriving late (a
                 # shuffled import, a redelivery) does not move them back to where they were
+                # (one without a store takes any)
                 self._move_store(cs, named.store, named.bound)
             if not cs.added and any(
                     (p in stored and stored[p].top >= committed.get(p, 0)) for p in mine):

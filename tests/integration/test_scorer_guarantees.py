@@ -305,7 +305,8 @@ async def test_a_customers_store_is_their_newest_events_whatever_the_arrival_ord
     """A customer who moved from north to south stays at south when their north history
     arrives after the south visits (a shuffled import, a late batch, a redelivery), in a
     batch of its own or mixed into one: arrival order once moved them back, and routed their
-    alerts to the old store's manager."""
+    alerts to the old store's manager. A customer whose newest events name no store takes
+    the store of an older one."""
     settings = settings_factory(clock="event", **QUIET)
     redis = make_redis(settings)
     keys = Keys(settings.redis_prefix)
@@ -320,6 +321,10 @@ async def test_a_customers_store_is_their_newest_events_whatever_the_arrival_ord
             mixed = north[:-2] + south
             random.Random(3).shuffle(mixed)
             feeds[cid] = [mixed + north[-2:], []]
+    feeds["unplaced"] = [  # newer visits naming no store, then the older history at south
+        [{k: v for k, v in e.items() if k != "store_id"} | {"event_id": e["event_id"] + "-n"}
+         for e in regular("unplaced", every_days=7, count=2, start=T0 + timedelta(days=60))],
+        regular("unplaced", every_days=7, count=3, store="south")]
     try:
         with scorer(settings, tmp_path):
             sent = 0
