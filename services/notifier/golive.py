@@ -67,9 +67,11 @@ class Summaries:
 
     async def standing(self, changes: Sequence[RiskChange]) -> list[dict[str, Any] | None]:
         """Each customer's risk as the scorer stored it last (what ``GET …/risk`` answers: the
-        snapshot and the store), in order; None where there is none or it cannot be read. A customer's newest change can
-        be older than where they stand: silence carrying them past the churn horizon, or a
-        return that leaves them high, changes no tier and so sends no change. One round trip."""
+        snapshot and the store), in order; None where there is none or it cannot be read. A
+        customer's newest change can be older than where they stand: silence carrying them
+        past the churn horizon, or a return that leaves them high, changes no tier and so sends
+        no change; a shuffled import can change their tier before their newest events (at
+        another store) arrive. One round trip."""
         states = await read_states(self.redis, self.keys,
                                    [(c.tenant_id, c.customer_id) for c in changes],
                                    ["risk", "store"])

@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -137,9 +137,9 @@ class Row:
         return f"{self.partition}:{self.offset}:{self.index}"
 
 
-@dataclass(frozen=True)
-class StoreNamed:
-    """The store named by a batch's newest event of a customer (by event time, then id)."""
+class StoreNamed(NamedTuple):
+    """The store named by a batch's newest event of a customer (by event time, then id); a
+    tuple, made for every such event on the hot path."""
 
     ts: int
     event_id: str
