@@ -253,7 +253,8 @@ class Planner:
             _, action = apply_inhibition(current, self.routing.policies.inhibit)
             for person, channel in wanted:
                 item = self.templates.digest_item(current, person, action=action,
-                                                  event_id=event.id, customer_name=ctx.name)
+                                                  event_id=event.id, customer_name=ctx.name,
+                                                  home_store=ctx.store_id)
                 item |= {"score_now": f"{current.score:.2f}",
                          "link": self._link(current.customer_id),
                          # silent past the horizon: listed after those still to keep
@@ -330,7 +331,7 @@ class Planner:
                                   "kind": kind, "for_owner": owner}
         extra = {"alert_id": event.id, "kind": kind, "action": action,
                  "escalate_after_s": self.routing.policies.escalate_after_s or 0.0,
-                 "customer_name": ctx.name, "ack_url": ack_url,
+                 "customer_name": ctx.name, "home_store": ctx.store_id, "ack_url": ack_url,
                  "console_url": self._link(change.customer_id) if person.role != "customer" else "",
                  "customer_contact": ctx.customer if person.role != "customer" else None,
                  "consent": ctx.consent}
@@ -348,7 +349,7 @@ class Planner:
                       readdressed: bool = False, owner: bool = False) -> None:
         assert self.digester is not None
         item = self.templates.digest_item(event.change, person, action=action, event_id=event.id,
-                                          customer_name=ctx.name)
+                                          customer_name=ctx.name, home_store=ctx.store_id)
         item |= {"created_ms": created_ms, "at_ms": int(time.time() * 1000),
                  # written again for someone else if it is no longer theirs when it goes out
                  # (they left, or the customer has another owner: Planner.taken_from)

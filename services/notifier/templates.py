@@ -170,8 +170,10 @@ class Templates:
                       action: SuggestedAction | None = None,
                       escalate_after_s: float = 0.0, customer_name: str | None = None,
                       ack_url: str = "", customer_contact: Recipient | None = None,
-                      consent: Any = None, detail: int = 3, console_url: str = ""
-                      ) -> dict[str, Any]:
+                      consent: Any = None, detail: int = 3, console_url: str = "",
+                      home_store: str | None = None) -> dict[str, Any]:
+        """``home_store``: the store the customer is routed by (their profile's, else the
+        change's), said beside the change's when they differ."""
         zh = recipient.locale == "zh-CN"
         tiers = _TIERS["zh-CN" if zh else "en"]
         act = action or change.suggested_action
@@ -182,7 +184,7 @@ class Templates:
             "value_tier": tiers[change.value_tier], "ack_url": ack_url,
             "console_url": console_url,
             "contact": _masked_contact(customer_contact, consent), "detail": detail,
-            "tenant": change.tenant_id, "store": change.store_id,
+            "tenant": change.tenant_id, "store": _store_text(home_store, change.store_id, zh),
             "previous_tier": tiers[change.previous_tier], "tier": tiers[change.tier],
             "worse": TIER_RANK[change.tier] > TIER_RANK[change.previous_tier],
             "score": _score(change), "score_value": change.score,
@@ -220,9 +222,10 @@ class Templates:
 
     def digest_item(self, change: RiskChange, recipient: Recipient, *,
                     action: SuggestedAction | None = None, event_id: str = "",
-                    customer_name: str | None = None) -> dict[str, Any]:
+                    customer_name: str | None = None, home_store: str | None = None
+                    ) -> dict[str, Any]:
         ctx = self.alert_context(change, recipient, delivery_id="", action=action,
-                                 customer_name=customer_name)
+                                 customer_name=customer_name, home_store=home_store)
         return {k: ctx[k] for k in ("customer_id", "customer", "store", "previous_tier", "tier",
                                     "score", "reasons", "action", "value_tier")
                 } | {"event_id": event_id}
@@ -260,6 +263,15 @@ class Templates:
         text = self.render(tenant, locale, f"{prefix}.txt.j2", ctx) + "\n"
         html = self.render(tenant, locale, f"{prefix}.html.j2", ctx)
         return subject, text, html
+
+
+def _store_text(home: str | None, latest: str | None, zh: bool) -> str | None:
+    """The customer's store as their console page says it: the store their profile names,
+    and that of their latest visits when it is another (a manager reading "Store: downtown"
+    about a customer of their own harbor store asked why it came to them)."""
+    if home and latest and home != latest:
+        return f"{home}，最近到访门店{latest}" if zh else f"{home}, latest visits at {latest}"
+    return home or latest
 
 
 def _score(change: RiskChange) -> str:

@@ -240,7 +240,9 @@ async def test_a_summary_lists_customers_where_they_stand_not_as_their_last_chan
     and the action; a customer with nothing stored is listed as their change told them.
     Their store too: a shuffled import can change a customer's tier while their newest
     events, at another store, are still to come (s-moved: told at s0, stands at s1), and the
-    summary goes to, and names, the store they stand at."""
+    summary goes to, and names, the store they stand at. A customer whose profile names
+    another store than their visits (s-home: s0, visits at s1) goes to that store's manager,
+    and the summary says both, as their console page does."""
     controller, inbox = smtp
     settings = base(ROUTES, smtp_host="127.0.0.1", smtp_port=controller.port,
                     alert_summary_after=1.0)
@@ -250,8 +252,11 @@ async def test_a_summary_lists_customers_where_they_stand_not_as_their_last_chan
     then = datetime.now(UTC) - timedelta(days=200)
     records = []
     for cid, told, stands in (("s-back", "churned", "won_back"), ("s-gone", "at_risk", "churned"),
-                              ("s-told", "at_risk", None), ("s-moved", "at_risk", "at_risk")):
-        if cid != "s-moved":  # s-moved has no profile: the store alone routes them
+                              ("s-told", "at_risk", None), ("s-moved", "at_risk", "at_risk"),
+                              ("s-home", "at_risk", "at_risk")):
+        if cid == "s-home":  # no owner: their profile's store's manager (Olga, at s0)
+            await profiles.put_profile(cid, CustomerProfile(store_id="s0", name=cid))
+        elif cid != "s-moved":  # s-moved has no profile: the store alone routes them
             await profiles.put_profile(cid, CustomerProfile(owner_staff_id="owner-1", name=cid))
         records.append((cid, change(cid, "low", "high", n=1, at=then, stage=told,
                                     store="s0" if cid == "s-moved" else "s1")[1]))
@@ -278,6 +283,7 @@ async def test_a_summary_lists_customers_where_they_stand_not_as_their_last_chan
     assert "s-told is overdue" in keep and "score 0.80" in keep  # as its change told it
     assert "s-gone: 1 complaint unresolved" in gone and "s-gone is overdue" not in text
     assert "s-moved" not in text
+    assert "- s-home (s0, latest visits at s1): high, score 0.91" in keep
     [mail] = inbox.to("max@example.com")  # s1's manager
     text = mail.get_body(("plain",)).get_content()
     assert "- s-moved (s1): high, score 0.91" in text, text

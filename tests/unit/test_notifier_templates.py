@@ -56,6 +56,18 @@ def test_a_score_that_crossed_a_level_never_reads_unchanged() -> None:
     assert "0.50 → 0.50" in render_email(same, EN, delivery_id="d125")[1]
 
 
+def test_a_customer_of_one_store_seen_at_another_is_said_so() -> None:
+    """Routed by their profile's store (harbor) after visits at downtown: the manager of
+    harbor read "Store: salon-downtown" and asked why it came to them. Said as the console's
+    customer page says it; a customer whose stores agree reads as before."""
+    for who, said in ((EN, "salon-harbor, latest visits at salon-downtown"),
+                      (ZH, "salon-harbor，最近到访门店salon-downtown")):
+        _, text, html = render_email(CHANGE, who, delivery_id="d2", home_store="salon-harbor")
+        assert said in text and said in html, text
+    _, text, _ = render_email(CHANGE, EN, delivery_id="d3", home_store="salon-downtown")
+    assert "Store: salon-downtown\n" in text
+
+
 def test_zh_cn_recipients_get_the_chinese_texts() -> None:
     subject, text, html = render_email(CHANGE, ZH, delivery_id="d1")
     assert "距上次到店已63天" in text and "亲自致电客户" in html
