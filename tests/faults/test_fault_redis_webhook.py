@@ -254,7 +254,9 @@ async def test_pooled_connections_to_a_restarted_redis_answer_their_next_command
     turned that check off: each pooled connection failed once, and the API answered 503 to that
     many reads of a Redis that was up again.)"""
     data_dir = tmp_path / "redis"
-    server = start_redis(appendonly=True, data_dir=data_dir)
+    # every write on disk before its reply: what the test checks is the pool, not how much
+    # of the last second a SIGKILLed redis-server with the default (everysec) keeps
+    server = start_redis(appendonly=True, data_dir=data_dir, appendfsync=FSYNC)
     client = make_redis(settings_factory(redis_url=f"redis://{server.address}/0"))
     try:
         many = 40  # concurrent commands: the pool holds this many connections afterwards
@@ -264,7 +266,7 @@ async def test_pooled_connections_to_a_restarted_redis_answer_their_next_command
         # each connection's end)
         await asyncio.to_thread(server.proc.wait)
         server = await asyncio.to_thread(start_redis, port=server.port, appendonly=True,
-                                         data_dir=data_dir)
+                                         data_dir=data_dir, appendfsync=FSYNC)
         got = await asyncio.gather(*(client.get(f"k{i}") for i in range(many)),
                                    return_exceptions=True)
         assert got == [str(i) for i in range(many)], [type(g).__name__ for g in got]
