@@ -138,6 +138,29 @@ def occasion_words(f: dict[str, float]) -> tuple[str, str]:
     return ("purchase", "购买") if online_mostly(f) else ("visit", "到店")
 
 
+def breaks_between_habit(f: Mapping[str, float]) -> bool:
+    """The customer comes in runs with longer breaks between: their usual gap (the median of
+    their newest gaps) times their active days in the last year covers less than half of the
+    part of that year they were active in. An online buyer who ordered 10 days apart, on 4 days
+    of a year, is not "usually every 10 days" beside "Orders rarely: on 4 days in the last
+    year"; a lapsed regular (their year ends early) is not one."""
+    a365 = round(f["active_days_365"])
+    span = min(f["tenure_days"], 365.0) - f["days_since_last_activity"]
+    return bool(f["has_cadence"]) and a365 >= 3 and a365 * f["cadence_median_days"] < span / 2
+
+
+def usual_gap_words(f: Mapping[str, float]) -> tuple[str, str]:
+    """How often the customer usually comes, (English, Chinese), as "usually ..." ends:
+    "every 28 days" (每28天一次), or "every 10 days, with longer breaks between"
+    (每10天一次，其间时有较长间隔) when :func:`breaks_between_habit` — the model's reasons and the
+    rules' ``{usual_gap}`` say it the same way."""
+    cadence = round(f["cadence_median_days"])
+    if breaks_between_habit(f):
+        return (f"every {cadence} days, with longer breaks between",
+                f"每{cadence}天一次，其间时有较长间隔")
+    return f"every {cadence} days", f"每{cadence}天一次"
+
+
 def _ratio(num: float, den: float) -> float:
     if den <= 0:
         return 1.0 if num <= 0 else 2.0

@@ -22,7 +22,9 @@ Conditions compare one feature of :data:`~services.scoring.features.FEATURE_NAME
 number (``>=``, ``>``, ``<=``, ``<``, ``==``, ``!=``), or with another feature plus or minus a
 number (``days_since_last_activity >= days_since_last_complaint - 1``); reasons may quote any feature of the
 customer with Python format fields, and ``{occasion}``: "visit" (到店), or "purchase" (购买) for a
-customer whose occasions were mostly online orders. Precedence: model score -> tier thresholds and hysteresis
+customer whose occasions were mostly online orders, and ``{usual_gap}``: "every 28 days"
+(每28天一次), or "every 10 days, with longer breaks between" for one who comes in runs
+(features.usual_gap_words). Precedence: model score -> tier thresholds and hysteresis
 -> rules floor (a rule raises the tier to at least its ``min_tier``, never lowers it, and adds
 its reason first). Every mistake is reported at start-up naming the file, rule and field.
 """
@@ -44,7 +46,7 @@ import yaml
 from services.common.exceptions import ConfigError
 from services.common.riskchange import TIER_RANK, Reason
 from services.common.settings import BUSINESS_TYPES
-from services.scoring.features import FEATURE_NAMES, occasion_words
+from services.scoring.features import FEATURE_NAMES, occasion_words, usual_gap_words
 
 RULES_DIR = Path(__file__).with_name("rules")
 # an online shop keeps retail's rules (its own tier thresholds: settings.ONLINE_TIERS)
@@ -59,9 +61,12 @@ _NUMBER = r"\d+(?:\.\d+)?"
 _COND = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|==|!=|>|<)\s*"
                    rf"(?:(-?{_NUMBER})|([A-Za-z_][A-Za-z0-9_]*)(?:\s*([+-])\s*({_NUMBER}))?)\s*$")
 _ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-# The one word a reason may quote besides features: what the customer's occasions are called
-# (features.occasion_words, as the model's reasons say it).
+# The words a reason may quote besides features, as the model's reasons say them: what the
+# customer's occasions are called (features.occasion_words), how often they usually come
+# (features.usual_gap_words).
 OCCASION = "occasion"
+USUAL_GAP = "usual_gap"
+WORDS = (OCCASION, USUAL_GAP)
 
 
 @dataclass(frozen=True)
@@ -116,11 +121,12 @@ class Rule:
 
     def reason(self, f: dict[str, float]) -> Reason:
         names = _placeholders(self.text, self.text_zh)
-        values: dict[str, Any] = {k: _Num(f[k]) for k in names if k != OCCASION}
-        en = zh = values
+        values: dict[str, Any] = {k: _Num(f[k]) for k in names if k not in WORDS}
+        en, zh = values, dict(values)
         if OCCASION in names:
-            word, word_zh = occasion_words(f)
-            en, zh = {**values, OCCASION: word}, {**values, OCCASION: word_zh}
+            en[OCCASION], zh[OCCASION] = occasion_words(f)
+        if USUAL_GAP in names:
+            en[USUAL_GAP], zh[USUAL_GAP] = usual_gap_words(f)
         # validated: pydantic-core's check (~1.5 µs) costs half what model_construct's Python
         # does (~3 µs), on the scorer's hot path
         return Reason(
@@ -322,10 +328,11 @@ def _conditions(when: Any, where: str) -> tuple[Condition, ...]:
 def _check_template(text: str, where: str) -> None:
     sample: dict[str, Any] = {n: _Num(12.5) for n in FEATURE_NAMES}
     try:
-        text.format(**sample, **{OCCASION: "visit"})
+        text.format(**sample, **{OCCASION: "visit", USUAL_GAP: "every 28 days"})
     except KeyError as exc:
         raise ConfigError(f"{where}: placeholder {{{exc.args[0]}}} is not a feature; use one of "
-                          "the feature names (docs/model.md) or {occasion}") from None
+                          "the feature names (docs/model.md), {occasion} or {usual_gap}"
+                          ) from None
     except (ValueError, IndexError) as exc:
         raise ConfigError(f"{where}: bad placeholder ({exc}); write e.g. "
                           "{days_since_last_activity:.0f}") from None

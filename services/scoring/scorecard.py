@@ -17,7 +17,7 @@ import numpy as np
 
 from services.common.actions import ACTION_OF, ONLINE_ACTION_OF
 from services.common.riskchange import Reason, SuggestedAction
-from services.scoring.features import FEATURE_NAMES, occasion_words, online_mostly
+from services.scoring.features import FEATURE_NAMES, occasion_words, online_mostly, usual_gap_words
 from services.scoring.rules import english_plurals
 
 VERSION = "scorecard-1"
@@ -157,8 +157,9 @@ def _overdue(f: dict[str, float]) -> tuple[str, str] | None:
             return (f"{since} days since the last {word}, which came {cadence} days after "
                     f"the first", f"距上次{word_zh}已{since}天；上次距第一次{cadence}天")
         # in the words of the packaged overdue rules
-        return (f"{since} days since the last {word}; usually every {cadence} days",
-                f"距上次{word_zh}已{since}天；平时每{cadence}天一次")
+        usual, usual_zh = usual_gap_words(f)
+        return (f"{since} days since the last {word}; usually {usual}",
+                f"距上次{word_zh}已{since}天；平时{usual_zh}")
     if online_mostly(f):
         return (f"{since} days since the only purchase, and no other yet",
                 f"自唯一一次购买已过{since}天，尚未再次购买")
