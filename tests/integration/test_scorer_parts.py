@@ -144,3 +144,59 @@ async def test_under_the_wall_clock_a_parts_events_are_folded_newest_first(setti
             for e in first + again[1:]]
     assert states[0]["sm"] == summarize(acts).encode()
     assert (int(stats["events_applied_total"]), int(stats["events_duplicate_total"])) == (19, 1)
+
+
+@pytest.mark.parametrize("max_age", [None, 400 * 86_400.0], ids=["history", "as-if-live"])
+async def test_a_tier_from_part_of_a_history_holds_nothing_under_the_wall_clock(
+        settings_factory, max_age: float | None) -> None:
+    """A year imported at go-live reaches the scorer in parts: a customer's oldest weekly
+    visits alone, scored at "now", read as months away (high); the rest of their history, in a
+    later part, gives a score in the hysteresis band. That tier came from a view without
+    history that had already happened: the rest decides their tier from the score alone
+    (medium), not "Held at high". Events younger than ``alert_max_age`` against the last
+    scoring (here: the same events, with the age set past them) keep hysteresis."""
+    from services.common.events import validate_event
+    from services.scoring.activity import activity_from_event
+    from services.scoring.engine import Subject
+
+    now = datetime.now(UTC)
+    events = regular("h", every_days=7, count=40, start=now - timedelta(days=300))
+    events = [e for e in events if e["occurred_at"] < (now - timedelta(days=20)).isoformat()]
+    oldest, rest = events[:20], events[20:]  # visits from 300 to 237 days ago; the rest
+    probe = settings_factory(create_topics=False)
+    engine = Engine.from_settings(load_model(probe.model), probe)
+
+    def score(part: list[dict[str, Any]]) -> float:
+        acts = [activity_from_event(validate_event(e)[0]) for e in part]  # type: ignore[arg-type]
+        return engine.assess([Subject("h", acts)], int(now.timestamp() * 1000),
+                             with_history=False)[0].score
+
+    away, back = score(oldest), score(events)
+    assert away > back + 0.05, (away, back)  # the oldest visits alone read as riskier
+    high_exit = back * 0.9  # the full view lies inside the high band: held if high before
+    levels = {"tier_high_enter": (away + back) / 2, "tier_high_exit": high_exit,
+              "tier_medium_enter": high_exit, "tier_medium_exit": high_exit * 0.9}
+    extra = {} if max_age is None else {"alert_max_age": max_age}
+    settings = settings_factory(topic_partitions=1, clock="wall", **levels, **extra)
+    redis = make_redis(settings)
+    producer = await start_producer(settings)
+    try:
+        proc = Processor(settings=settings, store=StateStore.from_settings(redis, settings),
+                         producer=producer, registry=CollectorRegistry(),
+                         engine=Engine.from_settings(load_model(settings.model), settings))
+        records = [Record(settings.topic_events, 0, i, b"h", json.dumps(e).encode())
+                   for i, e in enumerate(oldest + rest)]
+        keys = Keys(settings.redis_prefix)
+        await proc.process(records[:len(oldest)])
+        assert await redis.hget(keys.state("h"), "tier") == "high"
+        await proc.process(records[len(oldest):])
+        [state] = await read_states(redis, keys, [("default", "h")], ["tier", "risk"])
+        held = [r["text"] for r in json.loads(state["risk"])["reasons"]
+                if r["code"].startswith("tier_held")]
+        if max_age is None:
+            assert (state["tier"], held) == ("medium", []), (state["tier"], held)
+        else:
+            assert state["tier"] == "high" and held and held[0].startswith("Held at high"), held
+    finally:
+        await producer.stop()
+        await redis.aclose()
