@@ -1018,8 +1018,8 @@ class Processor:
         A year imported at go-live (in order or shuffled) scores a customer at "now" from
         part of their history, their oldest visits alone reading as months away; the tier
         that view gave held the next, fuller one by hysteresis and dwell ("Held at high:
-        score 0.69 is still above the exit level 0.65") — 20 of 1,496 restaurant guests
-        listed at go-live by the luck of which events came first. Such a tier holds nothing:
+        score 0.69 is still above the exit level 0.65") — 19 of a restaurant's 1,496 guests
+        at go-live, by the luck of which events came first. Such a tier holds nothing:
         the batch decides their tier from its score alone. A live event, or one a few
         minutes late, keeps hysteresis as it was.
 
