@@ -481,7 +481,7 @@ class Processor:
 
     @staticmethod
     def _added(cs: CustomerState, o: Outcome, act: Activity, last_added: dict[Ref, Activity],
-               newest_added: dict[Ref, Activity], oldest_added: dict[Ref, int]) -> None:
+               newest_added: dict[Ref, Activity], added_ts: dict[Ref, list[int]]) -> None:
         """Count ``act`` as applied to ``cs`` (folded, not a duplicate)."""
         o.added += 1
         cs.added += 1
@@ -489,9 +489,7 @@ class Processor:
         top = newest_added.get(cs.ref)
         if top is None or (act.ts, act.event_id) > (top.ts, top.event_id):
             newest_added[cs.ref] = act
-        low = oldest_added.get(cs.ref)
-        if low is None or act.ts < low:
-            oldest_added[cs.ref] = act.ts
+        added_ts.setdefault(cs.ref, []).append(act.ts)
 
     async def _key(self) -> bytes:
         """The pseudonym key the erasure ledger's digests are made with (read once)."""
@@ -554,7 +552,7 @@ class Processor:
         causes: dict[Ref, list[tuple[Activity, str | None]]] = {}  # their events, newest ids
         last_added: dict[Ref, Activity] = {}
         newest_added: dict[Ref, Activity] = {}  # by time: the cause of a one-point path
-        oldest_added: dict[Ref, int] = {}  # the time of each customer's oldest new event
+        added_ts: dict[Ref, list[int]] = {}  # the times of each customer's new events, as folded
         for ref, rs in rows.items():
             cs = states[ref]
             named = stores.get(ref)
@@ -607,11 +605,11 @@ class Processor:
                     o.duplicates += 1
                     cs.duplicates += 1
                 else:
-                    self._added(cs, o, act, last_added, newest_added, oldest_added)
+                    self._added(cs, o, act, last_added, newest_added, added_ts)
             later.sort(key=lambda x: (x[0].ts, x[0].event_id), reverse=True)
             for act, o in later:
                 if cs.summary.fold(act):
-                    self._added(cs, o, act, last_added, newest_added, oldest_added)
+                    self._added(cs, o, act, last_added, newest_added, added_ts)
                 else:  # a duplicate of another of the batch's events the registry missed
                     o.duplicates += 1
                     cs.duplicates += 1
@@ -634,7 +632,8 @@ class Processor:
         touched = [cs for cs in states.values() if cs.added]
         nows = [self.customer_now(cs, wall_ms, on_event=True) for cs in touched]
         scored = self._score(touched, nows, kind="event",
-                             unheld=self._told_without_history(touched, oldest_added),
+                             fresh=[self._fresh_points(cs, added_ts[cs.ref], steps.get(cs.ref, []))
+                                    for cs in touched],
                              steps=[steps.get(cs.ref, []) for cs in touched],
                              causes=[[*causes.get(cs.ref, []),
                                       (last_added[cs.ref] if cs.ref in steps
@@ -1009,58 +1008,58 @@ class Processor:
             self.metrics.customers_by_store.labels(store_id, tier_name).set(n)
 
     # scoring ----------------------------------------------------------------------------
-    def _told_without_history(self, states: list[CustomerState], oldest_added: dict[Ref, int]
-                              ) -> set[Ref]:
-        """The customers whose tier was decided without history that had already happened:
-        a new event of theirs is older than the instant they were last scored at by more
-        than ``alert_max_age`` (the age that makes a change "catching up").
+    def _fresh_points(self, cs: CustomerState, added: list[int], steps: list[Step]
+                      ) -> list[bool]:
+        """Which of a customer's points this batch (their steps, then the last) decide their
+        tier from the score alone: the point's new event is older than the instant the tier
+        before it was decided at by more than ``alert_max_age`` (the age that makes a change
+        "catching up"). That tier was decided without history that had already happened.
 
-        A year imported at go-live (in order or shuffled) scores a customer at "now" from
-        part of their history, their oldest visits alone reading as months away; the tier
-        that view gave held the next, fuller one by hysteresis and dwell ("Held at high:
-        score 0.69 is still above the exit level 0.65") — 19 of a restaurant's 1,496 guests
-        at go-live, by the luck of which events came first. Such a tier holds nothing:
-        the batch decides their tier from its score alone. A live event, or one a few
-        minutes late, keeps hysteresis as it was.
+        A year imported at go-live, in order or shuffled, scores a customer from part of their
+        history: under the wall clock at "now", where their oldest visits alone read as months
+        away; under the event clock at the silence sweep's instant, once the sweep has raised
+        them before their newer events arrived. The tier that view gave held the next, fuller
+        one by hysteresis and dwell ("Held at high: score 0.69 is still above the exit level
+        0.65") — 19 of a restaurant's 1,496 guests at go-live under the wall clock, 15 under
+        the event clock, by the luck of which events came first. Live events, or events a
+        few minutes late, keep hysteresis and dwell.
 
-        Under the wall clock only: every score there is "now", so a customer's history split
-        across batches is scored from parts of it. Under the event clock each point is
-        scored at the customer's own newest event so far (an in-order import replays live
-        operation), and the path depends on their events alone, not on batch boundaries."""
-        if not states or self.event_clock:
-            return set()
+        Under the wall clock the customer has one point, after all their new events (the
+        oldest decides). Under the event clock a point per new event, in arrival order, each
+        against the point before it (the first: the stored scoring); a point's instant is
+        the customer's newest event so far or the stored one, so the flags do not depend on
+        where the stream was cut into batches."""
+        before = cs.scored_at_ms if cs.tier else None
         late_ms = self.settings.alert_max_age * 1000
-        out: set[Ref] = set()
-        for cs in states:
-            scored = cs.scored_at_ms
-            if scored is not None and cs.tier and oldest_added[cs.ref] < scored - late_ms:
-                out.add(cs.ref)
-        return out
+        if not self.event_clock:
+            return [before is not None and min(added) < before - late_ms]
+        times = [before, *(st.now_ms for st in steps)]
+        return [t is not None and ts < t - late_ms for ts, t in zip(added, times, strict=False)]
 
     def _score(self, states: list[CustomerState], nows: list[int], *, kind: str,
-               unheld: set[Ref] | None = None, steps: list[list[Step]] | None = None,
+               fresh: list[list[bool]] | None = None, steps: list[list[Step]] | None = None,
                causes: list[list[tuple[Activity, str | None]]] | None = None) -> list[Path]:
         """Assess customers (one vectorized model call; one by one if that fails, so one bad
         customer cannot stop the stream) along their paths (``steps``: assessments before
         the last new event of a batch; ``causes``: the event and newest event id of each
         point, for ``kind="event"``) and build a risk-change CloudEvent per tier change.
-        The customers of ``unheld`` start their path from no tier: their stored one holds
-        nothing (:meth:`_told_without_history`)."""
+        ``fresh``: per customer, which points decide their tier from the score alone
+        (:meth:`_fresh_points`)."""
         paths: list[tuple[int, list[Assessment]]] = []
         if states:
-            subjects = [Subject(cs.customer_id, (), cs.first_ts,
-                                *((None, None) if unheld and cs.ref in unheld
-                                  else (cs.tier, cs.tier_since)),
+            subjects = [Subject(cs.customer_id, (), cs.first_ts, cs.tier, cs.tier_since,
                                 summary=cs.summary, tenant=cs.tenant) for cs in states]
             try:
-                results = self.engine.assess_paths(subjects, nows, steps=steps)
+                results = self.engine.assess_paths(subjects, nows, steps=steps, fresh=fresh)
                 paths = list(enumerate(results))
             except Exception:
                 logger.exception("batch scoring failed; retrying customer by customer")
                 for i, (cs, subj, at) in enumerate(zip(states, subjects, nows, strict=True)):
                     try:
                         mine = None if steps is None else [steps[i]]
-                        paths.append((i, self.engine.assess_paths([subj], at, steps=mine)[0]))
+                        flags = None if fresh is None else [fresh[i]]
+                        paths.append((i, self.engine.assess_paths([subj], at, steps=mine,
+                                                                  fresh=flags)[0]))
                     except Exception:
                         self.metrics.errors.inc()
                         logger.exception("scoring failed", extra={"customer_id": cs.customer_id,

@@ -299,11 +299,17 @@ class Engine:
 
     def assess_paths(self, subjects: Sequence[Subject], now_ms: int | Sequence[int], *,
                      steps: Sequence[Sequence[Step]] | None = None,
+                     fresh: Sequence[Sequence[bool]] | None = None,
                      with_history: bool = True) -> list[list[Assessment]]:
         """Assess each subject after each of its ``steps`` (features the caller computed at
         intermediate points, oldest first) and then at ``now_ms`` from its summary: one
         vectorized model call for all of them; the tier of each step follows from the
         previous step's (hysteresis and dwell chain along the path).
+
+        ``fresh``: per subject, one flag per point (its steps, then the last): a point
+        flagged decides its tier from its score alone — the tier before it was decided
+        without history that had already happened, and holds nothing (the scorer's
+        ``Processor._fresh_points``).
 
         The streaming scorer passes one step per event of a batch before the customer's
         last, so a customer's tier path — and the risk changes it publishes — depend on
@@ -311,10 +317,14 @@ class Engine:
         model = self.model  # one model for the whole batch, even if a refresh swaps it
         nows = [now_ms] * len(subjects) if isinstance(now_ms, int) else list(now_ms)
         rows: list[tuple[int, int, dict[str, float]]] = []
+        flags: list[bool] = []
         for i, (s, at) in enumerate(zip(subjects, nows, strict=True)):
+            n = len(rows)
             if steps is not None:
                 rows.extend((i, step.now_ms, step.features) for step in steps[i])
             rows.append((i, at, s.features(at)))
+            mine = fresh[i] if fresh is not None else ()
+            flags.extend(k < len(mine) and mine[k] for k in range(len(rows) - n))
         feats = [f for _, _, f in rows]
         X = feature_matrix(model, feats)
         scores: Any = model.predict(X) if len(feats) else []
@@ -332,9 +342,9 @@ class Engine:
         for k, ((i, at, f), score) in enumerate(zip(rows, scores, strict=True)):
             s = subjects[i]
             previous, since = held_by[i]
-            a = self._assess_one(model, s, previous, since, f, float(score),
-                                 None if explained is None else explained[k], at, horizon,
-                                 with_history=with_history, rounded=rounded[k])
+            a = self._assess_one(model, s, *((None, None) if flags[k] else (previous, since)),
+                                 f, float(score), None if explained is None else explained[k],
+                                 at, horizon, with_history=with_history, rounded=rounded[k])
             if a.tier != previous:
                 held_by[i] = (a.tier, at)
             out[i].append(a)

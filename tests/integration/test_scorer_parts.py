@@ -21,7 +21,7 @@ from services.scorer.processor import Processor, Record
 from services.scoring.engine import Engine
 from services.scoring.model import load_model
 from services.state.store import StateStore, read_states
-from tests.data import by_time, complaint, regular
+from tests.data import by_time, complaint, regular, visit
 
 pytestmark = pytest.mark.integration
 
@@ -146,15 +146,18 @@ async def test_under_the_wall_clock_a_parts_events_are_folded_newest_first(setti
     assert (int(stats["events_applied_total"]), int(stats["events_duplicate_total"])) == (19, 1)
 
 
+@pytest.mark.parametrize("clock", ["wall", "event"])
 @pytest.mark.parametrize("max_age", [None, 400 * 86_400.0], ids=["history", "as-if-live"])
-async def test_a_tier_from_part_of_a_history_holds_nothing_under_the_wall_clock(
-        settings_factory, max_age: float | None) -> None:
+async def test_a_tier_from_part_of_a_history_holds_nothing(settings_factory, clock: str,
+                                                           max_age: float | None) -> None:
     """A year imported at go-live reaches the scorer in parts: a customer's oldest weekly
-    visits alone, scored at "now", read as months away (high); the rest of their history, in a
-    later part, gives a score in the hysteresis band. That tier came from a view without
-    history that had already happened: the rest decides their tier from the score alone
-    (medium), not "Held at high". Events younger than ``alert_max_age`` against the last
-    scoring (here: the same events, with the age set past them) keep hysteresis."""
+    visits alone read as months away (high) — under the wall clock scored at "now", under the
+    event clock by the silence sweep at the tenant's clock (two other customers' events of
+    today set it). The rest of their history, in a later part, gives a score in the
+    hysteresis band. That tier came from a view without history that had already happened:
+    the rest decides their tier from the score alone (medium), not "Held at high". Events
+    younger than ``alert_max_age`` against the last scoring (here: the same events, with the
+    age set past them) keep hysteresis."""
     from services.common.events import validate_event
     from services.scoring.activity import activity_from_event
     from services.scoring.engine import Subject
@@ -163,6 +166,7 @@ async def test_a_tier_from_part_of_a_history_holds_nothing_under_the_wall_clock(
     events = regular("h", every_days=7, count=40, start=now - timedelta(days=300))
     events = [e for e in events if e["occurred_at"] < (now - timedelta(days=20)).isoformat()]
     oldest, rest = events[:20], events[20:]  # visits from 300 to 237 days ago; the rest
+    today = [e for n in range(2) for e in visit(f"x{n}", now - timedelta(hours=1), 0)]
     probe = settings_factory(create_topics=False)
     engine = Engine.from_settings(load_model(probe.model), probe)
 
@@ -177,19 +181,21 @@ async def test_a_tier_from_part_of_a_history_holds_nothing_under_the_wall_clock(
     levels = {"tier_high_enter": (away + back) / 2, "tier_high_exit": high_exit,
               "tier_medium_enter": high_exit, "tier_medium_exit": high_exit * 0.9}
     extra = {} if max_age is None else {"alert_max_age": max_age}
-    settings = settings_factory(topic_partitions=1, clock="wall", **levels, **extra)
+    settings = settings_factory(topic_partitions=1, clock=clock, **levels, **extra)
     redis = make_redis(settings)
     producer = await start_producer(settings)
     try:
         proc = Processor(settings=settings, store=StateStore.from_settings(redis, settings),
                          producer=producer, registry=CollectorRegistry(),
                          engine=Engine.from_settings(load_model(settings.model), settings))
-        records = [Record(settings.topic_events, 0, i, b"h", json.dumps(e).encode())
-                   for i, e in enumerate(oldest + rest)]
+        records = [Record(settings.topic_events, 0, i, e["customer_id"].encode(),
+                          json.dumps(e).encode()) for i, e in enumerate(oldest + today + rest)]
         keys = Keys(settings.redis_prefix)
-        await proc.process(records[:len(oldest)])
+        await proc.process(records[:len(oldest) + len(today)])
+        if clock == "event":
+            await proc.sweep([0])
         assert await redis.hget(keys.state("h"), "tier") == "high"
-        await proc.process(records[len(oldest):])
+        await proc.process(records[len(oldest) + len(today):])
         [state] = await read_states(redis, keys, [("default", "h")], ["tier", "risk"])
         held = [r["text"] for r in json.loads(state["risk"])["reasons"]
                 if r["code"].startswith("tier_held")]
