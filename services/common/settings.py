@@ -393,8 +393,8 @@ class Settings(BaseSettings):
     # alert_summary_after the last of them. A staff alert waits alert_settle (processing
     # time) so that out-of-order arrivals settle; a change reverted inside it sends nothing.
     # An episode ends on the customer's own visit/purchase, or after alert_episode_quiet at low.
-    # Under the wall clock the scorer decides a customer's tier without hysteresis or dwell when
-    # a new event of theirs is older than their last scoring by more than alert_max_age.
+    # The scorer decides a customer's tier without hysteresis or dwell when a new event of
+    # theirs is older than their last scoring by more than alert_max_age.
     alert_max_age: float = Field(default=2 * 86_400.0, gt=0)
     alert_settle: float = Field(default=120.0, ge=0)
     alert_summary_after: float = Field(default=60.0, ge=0)
