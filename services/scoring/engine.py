@@ -317,14 +317,15 @@ class Engine:
         model = self.model  # one model for the whole batch, even if a refresh swaps it
         nows = [now_ms] * len(subjects) if isinstance(now_ms, int) else list(now_ms)
         rows: list[tuple[int, int, dict[str, float]]] = []
-        flags: list[bool] = []
+        flags: list[bool] | None = None if fresh is None else []
         for i, (s, at) in enumerate(zip(subjects, nows, strict=True)):
             n = len(rows)
             if steps is not None:
                 rows.extend((i, step.now_ms, step.features) for step in steps[i])
             rows.append((i, at, s.features(at)))
-            mine = fresh[i] if fresh is not None else ()
-            flags.extend(k < len(mine) and mine[k] for k in range(len(rows) - n))
+            if flags is not None and fresh is not None:  # one per point, unflagged if short
+                mine = list(fresh[i][:len(rows) - n])
+                flags.extend(mine + [False] * (len(rows) - n - len(mine)))
         feats = [f for _, _, f in rows]
         X = feature_matrix(model, feats)
         scores: Any = model.predict(X) if len(feats) else []
@@ -342,7 +343,8 @@ class Engine:
         for k, ((i, at, f), score) in enumerate(zip(rows, scores, strict=True)):
             s = subjects[i]
             previous, since = held_by[i]
-            a = self._assess_one(model, s, *((None, None) if flags[k] else (previous, since)),
+            unheld = flags is not None and flags[k]
+            a = self._assess_one(model, s, *((None, None) if unheld else (previous, since)),
                                  f, float(score), None if explained is None else explained[k],
                                  at, horizon, with_history=with_history, rounded=rounded[k])
             if a.tier != previous:

@@ -122,11 +122,13 @@ class Rule:
     def reason(self, f: dict[str, float]) -> Reason:
         names = _placeholders(self.text, self.text_zh)
         values: dict[str, Any] = {k: _Num(f[k]) for k in names if k not in WORDS}
-        en, zh = values, dict(values)
-        if OCCASION in names:
-            en[OCCASION], zh[OCCASION] = occasion_words(f)
-        if USUAL_GAP in names:
-            en[USUAL_GAP], zh[USUAL_GAP] = usual_gap_words(f)
+        en = zh = values
+        if OCCASION in names or USUAL_GAP in names:  # words differ by language: two dicts
+            zh = dict(values)
+            if OCCASION in names:
+                en[OCCASION], zh[OCCASION] = occasion_words(f)
+            if USUAL_GAP in names:
+                en[USUAL_GAP], zh[USUAL_GAP] = usual_gap_words(f)
         # validated: pydantic-core's check (~1.5 µs) costs half what model_construct's Python
         # does (~3 µs), on the scorer's hot path
         return Reason(
