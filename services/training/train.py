@@ -248,6 +248,16 @@ def _folds(dates: list[int], gap: int, *, purge: bool) -> list[tuple[list[int], 
     return out
 
 
+def _dates(n: int, kind: str = "") -> str:
+    """``n`` dates in words for the report: "1 date", "14 observation dates"."""
+    return f"{n:,} {kind}date" + ("" if n == 1 else "s")
+
+
+def _span(first: str, last: str) -> str:
+    """Two ISO instants as days, "2025-08-21 .. 2025-09-18", or the one day when they agree."""
+    return first[:10] if first[:10] == last[:10] else f"{first[:10]} .. {last[:10]}"
+
+
 def _day(ms: int) -> str:
     return iso(ms)[:10]
 
@@ -362,13 +372,13 @@ class TrainReport:
             f"churnwatch train: {self.model_name} ({self.model_version}) -> {self.out}",
             "",
             f"Data         {d['first_event'][:10]} .. {d['last_event'][:10]} (until {self.until}): "
-            f"{d['events']:,} events, {d['customers']:,} customers; {d['invalid_lines']} invalid "
-            f"lines, {d['after_until']} after --until, {d['duplicates']} duplicates skipped",
-            f"Snapshots    {s['observation_dates']} observation dates every {s['step_days']} days "
+            f"{d['events']:,} events, {d['customers']:,} customers; {d['invalid_lines']:,} invalid "
+            f"lines, {d['after_until']:,} after --until, {d['duplicates']:,} duplicates skipped",
+            f"Snapshots    {_dates(s['observation_dates'], 'observation ')} every {s['step_days']} days "
             f"({s['first_observation'][:10]} .. {s['last_observation'][:10]}), {s['rows']:,} rows of "
             f"{s['customers']:,} customers; {s['churn_rate']:.1%} churned within {self.horizon_days} days",
             "Splits       " + " · ".join(
-                f"{name} {sp['dates']} dates ({sp['first'][:10]} .. {sp['last'][:10]}, {sp['rows']:,} rows)"
+                f"{name} {_dates(sp['dates'])} ({_span(sp['first'], sp['last'])}, {sp['rows']:,} rows)"
                 for name, sp in self.splits.items() if name in ("fit", "calibration", "holdout")),
             f"Selection    time-ordered CV, {len(folds)} folds, mean ROC AUC: {sel}",
             f"Calibration  {self.calibration}, on the calibration dates",
@@ -379,7 +389,7 @@ class TrainReport:
             purge = ("a full horizon" if e["purge_days"] >= e["horizon_days"]
                      else f"{e['purge_days']} days (shorter than the {e['horizon_days']}-day "
                           "horizon: a short history)")
-            lines.append(f"Evidence     holdout {e['holdout_dates']} dates, {e['holdout_rows']:,} "
+            lines.append(f"Evidence     holdout {_dates(e['holdout_dates'])}, {e['holdout_rows']:,} "
                          f"rows, {e['holdout_churned']:,} churned"
                          + (f"; model ROC AUC 95% CI {ci[0]:.3f}-{ci[1]:.3f}" if ci else "")
                          + f"; purge gap {purge}")
@@ -391,13 +401,16 @@ class TrainReport:
                          + (f" ({now:.3f} knowing only the churns up to each date)"
                             if now is not None else "") + f"; {c['truth']}")
         lines.append("")
-        lines += _table(f"Holdout: the last {self.splits['holdout']['dates']} observation dates",
+        n_hold = self.splits["holdout"]["dates"]
+        lines += _table("Holdout: the last " + ("observation date" if n_hold == 1
+                                                else f"{n_hold} observation dates"),
                         self.holdout, self.model_name)
         lines += [""] + _table(f"Customers active in the last {ACTIVE_DAYS} days (holdout)",
                                self.holdout_active, self.model_name)
         ff, fc = self.splits["final_fit"], self.splits["final_calibration"]
-        lines += ["", f"Saved model: refitted on {ff['dates']} observation dates "
-                      f"(through {ff['last'][:10]}), calibrated on the last {fc['dates']}; "
+        lines += ["", f"Saved model: refitted on {_dates(ff['dates'], 'observation ')} "
+                      f"(through {ff['last'][:10]}), calibrated on the last "
+                      + ("one" if fc["dates"] == 1 else str(fc["dates"])) + "; "
                       f"report {self.report_path}; {self.timings['total']:.1f} s"]
         if self.calibration_table:
             lines += ["", "Calibration (holdout): predicted vs observed churn",
@@ -487,8 +500,8 @@ def _train(*, events_path: Path, until: datetime, horizon_days: int, out: Path, 
 
     events = read_events(events_path, until, log=log, timezone=timezone)
     log(f"read {events.n_events:,} events of {events.n_customers:,} customers "
-        f"({events.n_invalid} invalid lines, {events.n_after_until} after --until, "
-        f"{events.n_duplicates} duplicates skipped)")
+        f"({events.n_invalid:,} invalid lines, {events.n_after_until:,} after --until, "
+        f"{events.n_duplicates:,} duplicates skipped)")
     timings["read"] = _lap(started)
 
     dates = observation_dates(events.first_ms, events.until_ms, horizon_days)

@@ -4,6 +4,7 @@ generated data, and clear errors for bad inputs. Real files, real models, no moc
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,7 +27,7 @@ from services.training.dataset import (
     read_events,
     snapshot,
 )
-from services.training.train import MODELS, evaluate, plan_split
+from services.training.train import MODELS, _dates, _span, evaluate, plan_split
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 UNTIL = datetime(2025, 7, 1, tzinfo=UTC)
@@ -299,8 +300,17 @@ def test_a_short_history_trains_and_says_how_much_evidence_it_rests_on(tmp_path:
     best_classic = max(hold[k].roc_auc or 0 for k in ("recency", "bg_nbd", "pareto_nbd")
                        if k in hold)
     assert hold["model"].roc_auc is not None and hold["model"].roc_auc >= best_classic - 1e-9
-    assert "Evidence" in report.to_text() and "Pareto/NBD" in report.to_text()
+    text = report.to_text()
+    assert "Evidence" in text and "Pareto/NBD" in text
+    # a split of one date reads as one date, not "1 dates (d .. d)"
+    assert "1 dates" not in text and not re.search(r"(\d{4}-\d\d-\d\d) \.\. \1", text)
     assert load_model(tmp_path / "m.joblib").version == report.model_version
+
+
+def test_the_report_counts_dates_in_words() -> None:
+    assert _dates(1) == "1 date" and _dates(14, "observation ") == "14 observation dates"
+    assert _span("2025-09-25T00:00:00+00:00", "2025-09-25T00:00:00+00:00") == "2025-09-25"
+    assert _span("2025-08-21T00:00", "2025-09-18T00:00") == "2025-08-21 .. 2025-09-18"
 
 
 def test_calibration_keeps_the_models_order(trained: tuple[TrainReport, float, list[str]],
