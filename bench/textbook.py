@@ -1,0 +1,169 @@
+"""Shops from the textbook, outside the generator's presets: does the packaged default model
+rank customers at least as well as recency alone on a business unlike any it was trained on,
+and what does ``churnwatch train`` on the shop's own year give?
+
+Each world is an online shop whose customers follow the BG/NBD process (Fader, Hardie & Lee,
+"Counting your customers the easy way", 2005): a customer joins at a uniform time in the first
+300/365 of the year, buys at a Poisson rate drawn from a Gamma(r, alpha) population and, after
+each repeat purchase, lapses for good with a probability drawn from a Beta(a, b) population.
+A first purchase is never the last in that model: a one-time buyer is only a slow one. With
+``die_first`` a customer may lapse after their first purchase too, as in a shop where most
+buy once and never come back. The year ends at the cut-off; a customer "churned" when they
+bought nothing in the 90 days after it (the generator knows, the scorer does not).
+
+    .venv/bin/python -m bench.textbook [--train] [world ...]
+
+Per world: ROC AUC at the cut-off of the default model (the features the scorer computes for
+a read ``as_of`` the cut-off, through the same code) and of recency alone; with ``--train``,
+of the model ``churnwatch train --until <cut-off> --horizon-days 90`` ships from the world's
+year, and which one it chose. Pure computation: no broker or Redis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from services.scoring.model import load_model, predict_features
+from services.training import train
+from services.training.dataset import read_events, snapshot
+
+START = datetime(2025, 1, 1, tzinfo=timezone(timedelta(hours=1)))
+DAYS = 365
+HORIZON_DAYS = 90
+
+
+@dataclass(frozen=True)
+class World:
+    customers: int
+    seed: int
+    r: float = 0.6        # purchase rates ~ Gamma(shape r, rate alpha) per day: mean r / alpha
+    alpha: float = 12.0
+    a: float = 1.2        # lapse probability after a repeat purchase ~ Beta(a, b)
+    b: float = 4.0
+    die_first: bool = False
+
+
+WORLDS: dict[str, World] = {
+    "slow-lapsing": World(4000, 7),
+    "fast-lapsing": World(8000, 11, a=3.0, b=2.0),
+    "slow-lapsing-once": World(6000, 13, die_first=True),
+    "fast-lapsing-once": World(8000, 17, a=3.0, b=2.0, die_first=True),
+}
+
+
+def generate(world: World, *, start: datetime = START, days: int = DAYS
+             ) -> tuple[list[dict[str, Any]], dict[str, bool], datetime]:
+    """The world's events up to the cut-off (``start + days``), whether each customer who
+    bought before it churned (no purchase in the :data:`HORIZON_DAYS` after it), and the
+    cut-off."""
+    rng = random.Random(world.seed)
+    cut = start + timedelta(days=days)
+    end = cut + timedelta(days=HORIZON_DAYS)
+    events: list[dict[str, Any]] = []
+    churned: dict[str, bool] = {}
+    n = 0
+    for i in range(world.customers):
+        cid = f"cust-{i:05d}"
+        rate = rng.gammavariate(world.r, 1 / world.alpha)
+        lapse = rng.betavariate(world.a, world.b)
+        t = start + timedelta(days=rng.uniform(0, days * 300 / 365))
+        first, bought_before, bought_after = True, False, False
+        while t < end + timedelta(days=30):
+            amount = round(rng.lognormvariate(3.5, 0.6), 2)
+            named_store = rng.random() < 0.7  # the rest name no store
+            if t <= cut:
+                event = {"event_id": f"e{n}", "type": "transaction", "customer_id": cid,
+                         "occurred_at": t.isoformat(), "amount": amount, "currency": "EUR"}
+                if named_store:
+                    event["store_id"] = "web"
+                events.append(event)
+                bought_before = True
+            elif t <= end:
+                bought_after = True
+            n += 1
+            if (not first or world.die_first) and rng.random() < lapse:
+                break
+            first = False
+            t += timedelta(days=rng.expovariate(max(rate, 1e-4)))
+        if bought_before:
+            churned[cid] = not bought_after
+    return events, churned, cut
+
+
+def _rows(path: Path, cut: datetime) -> Iterator[tuple[str, dict[str, float]]]:
+    log = read_events(path, cut)
+    cut_ms = int(cut.timestamp() * 1000)
+    for cid, acts in log.activities.items():
+        features = snapshot(acts, cut_ms)
+        if features is not None:
+            yield cid, features
+
+
+def measure(name: str, world: World, *, train_model: bool = False) -> dict[str, Any]:
+    events, churned, cut = generate(world)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{name}.ndjson"
+        path.write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
+        cids, rows = zip(*_rows(path, cut), strict=True)
+        y = np.array([churned[c] for c in cids], dtype=int)
+        recency = np.array([r["days_since_last_activity"] for r in rows])
+        out: dict[str, Any] = {
+            "world": name, "customers": len(y), "churned": int(y.sum()), "events": len(events),
+            "recency": float(roc_auc_score(y, recency)),
+            "default": float(roc_auc_score(y, predict_features(load_model(None), list(rows)))),
+        }
+        if train_model:
+            report = train(events_path=path, until=cut, horizon_days=HORIZON_DAYS,
+                           out=Path(tmp) / "model.joblib", seed=0)
+            trained = load_model(Path(tmp) / "model.joblib")
+            out["trained"] = float(roc_auc_score(y, predict_features(trained, list(rows))))
+            out["trained_name"] = report.model_name
+    return out
+
+
+def to_text(results: list[dict[str, Any]]) -> str:
+    lines = ["Textbook shops (BG/NBD process), ROC AUC at the cut-off, churn = no purchase in "
+             f"the {HORIZON_DAYS} days after it",
+             f"  {'world':<20}{'customers':>10}{'churned':>9}{'recency':>9}{'default':>9}"
+             f"{'trained':>9}  chosen"]
+    for r in results:
+        below = "  < recency" if r["default"] < r["recency"] else ""
+        trained = f"{r['trained']:>9.3f}  {r['trained_name']}" if "trained" in r else ""
+        lines.append(f"  {r['world']:<20}{r['customers']:>10,}{r['churned']:>9,}"
+                     f"{r['recency']:>9.3f}{r['default']:>9.3f}{trained}{below}")
+    lines.append("  default: the packaged model; trained: `churnwatch train` on the world's own "
+                 "year; -once: a customer may lapse after the first purchase")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.textbook", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--train", action="store_true",
+                        help="also train on each world's year and score with that model")
+    parser.add_argument("worlds", nargs="*", metavar="world",
+                        help=f"any of {', '.join(WORLDS)} (default: all)")
+    args = parser.parse_args(argv)
+    unknown = [w for w in args.worlds if w not in WORLDS]
+    if unknown:
+        parser.error(f"unknown world {unknown[0]!r}; choose from {', '.join(WORLDS)}")
+    names = args.worlds or list(WORLDS)
+    results = [measure(n, WORLDS[n], train_model=args.train) for n in names]
+    print(to_text(results))
+    return 0 if all(math.isfinite(r["default"]) for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
