@@ -177,12 +177,15 @@ def observation_dates(first_ms: int, until_ms: int, horizon_days: int, *,
             break
     if not best:
         have = (until_ms - first_ms) / DAY_MS
-        need = min(warmup_days, MIN_WARMUP_DAYS) + horizon_days
+        # what plan_split asks of a history too: four observation dates (two to fit, one to
+        # calibrate, one to judge), each with the horizon after it
+        advice = (f"use --horizon-days {int(have) - 60} or less, a later --until or a longer "
+                  "history" if have >= 61 else "supply a longer history or a later --until")
         raise TrainingError(
             f"horizon too long for the data range: the events cover {have:.0f} days "
-            f"({iso(first_ms)} .. {iso(until_ms)}) but a {horizon_days}-day horizon needs at least "
-            f"{need} days ({min(warmup_days, MIN_WARMUP_DAYS)} of history plus {horizon_days} to "
-            "observe the labels); use a shorter --horizon-days, a later --until or a longer history")
+            f"({iso(first_ms)} .. {iso(until_ms)}), and a {horizon_days}-day horizon needs a "
+            f"history of at least {horizon_days + 60} days (each observation date needs the "
+            f"{horizon_days} days after it to see who came back); {advice}")
     return best
 
 

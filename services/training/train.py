@@ -248,9 +248,14 @@ def _folds(dates: list[int], gap: int, *, purge: bool) -> list[tuple[list[int], 
     return out
 
 
+def _count(n: int, noun: str) -> str:
+    """"1 snapshot", "1,204 snapshots"."""
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
 def _dates(n: int, kind: str = "") -> str:
     """``n`` dates in words for the report: "1 date", "14 observation dates"."""
-    return f"{n:,} {kind}date" + ("" if n == 1 else "s")
+    return _count(n, f"{kind}date")
 
 
 def _span(first: str, last: str) -> str:
@@ -645,9 +650,18 @@ def _check_classes(snaps: Snapshots, split: Split, horizon_days: int) -> None:
                         ("holdout", split.holdout), ("final calibration", split.final_calibration)):
         y = snaps.y[snaps.rows_at(dates)]
         if len(y) == 0 or y.min() == y.max():
+            if len(y) == 0:
+                what = "there are none"
+            elif len(y) == 1:
+                what = "the one snapshot " + ("churned" if y.min() == 1 else "came back")
+            else:
+                what = (f"all {len(y):,} snapshots" if y.min() == 1
+                        else f"none of the {len(y):,} snapshots") + " churned"
+            span = _span(_day(dates[0]), _day(dates[-1])) if dates else "-"
             raise TrainingError(
-                f"only one class in the {name} dates ({_day(dates[0])} .. {_day(dates[-1])}, "
-                f"{len(y)} snapshots); supply more customers or a longer history")
+                f"only one class among the {name} snapshots ({_dates(len(dates))}: {span}): "
+                f"{what}; a model needs customers who churned and customers who came back "
+                "there; supply more customers or a longer history")
 
 
 def _sample(mask: np.ndarray, seed: int, limit: int = MAX_FIT_ROWS) -> np.ndarray:

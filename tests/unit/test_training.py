@@ -243,6 +243,21 @@ def _event(i: int, customer: str, when: datetime) -> dict[str, Any]:
             "occurred_at": when.isoformat(), "amount": 20.0}
 
 
+def test_a_split_with_one_class_says_which_and_what_it_held(tmp_path: Path) -> None:
+    # one customer, two purchases a month apart, then nothing: churn and return exist across
+    # the history, but the calibration date's one snapshot churned
+    start = datetime(2025, 11, 12, 5, tzinfo=UTC)
+    path = _write(tmp_path / "tiny.ndjson", [_event(0, "c1", start),
+                                             _event(1, "c1", start + timedelta(days=30, hours=3))])
+    with pytest.raises(TrainingError) as info:
+        train(events_path=path, until=datetime(2025, 12, 31, 23, tzinfo=UTC), horizon_days=5,
+              out=tmp_path / "m.joblib")
+    message = str(info.value)
+    assert re.search(r"only one class among the \w+( \w+)? snapshots \(\d+ dates?: "
+                     r"\d{4}-\d\d-\d\d( \.\. \d{4}-\d\d-\d\d)?\): ", message), message
+    assert "1 snapshots" not in message and "supply more customers" in message
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(TrainingError, match="does not exist"):
         train(events_path=tmp_path / "nope.ndjson", until=UNTIL, horizon_days=30,
@@ -272,8 +287,14 @@ def test_bad_arguments(history: Path, tmp_path: Path) -> None:
 
 
 def test_horizon_too_long_for_the_data(history: Path, tmp_path: Path) -> None:
-    with pytest.raises(TrainingError, match="horizon too long .*shorter --horizon-days"):
+    # the advice is the rule the docs give (a history of horizon + 60 days), and it works
+    with pytest.raises(TrainingError, match=r"horizon too long .*at least 600 days") as info:
         train(events_path=history, until=UNTIL, horizon_days=540, out=tmp_path / "m.joblib")
+    advised = re.search(r"--horizon-days (\d+) or less", str(info.value))
+    assert advised is not None
+    report = train(events_path=history, until=UNTIL, horizon_days=int(advised.group(1)),
+                   out=tmp_path / "m.joblib")
+    assert report.model_version
 
 
 def test_too_few_observation_dates(history: Path, tmp_path: Path) -> None:
