@@ -12,6 +12,15 @@ buy once and never come back. The year ends at the cut-off; a customer "churned"
 bought nothing in the 90 days after it (the generator knows, the scorer does not).
 
     .venv/bin/python -m bench.textbook [--train] [world ...]
+    .venv/bin/python -m bench.textbook --populations
+
+``--populations`` measures a design not built (docs/model.md, "The default model"): the
+default model's recipe (the portable logistic regression) left out of one business at a
+time — the four presets and the four textbook shops, two years each, a 60-day horizon, the
+last three observation dates held out — with BG/NBD's columns computed from the population
+parameters of all training businesses pooled, as the shipped model has them, against each
+business's own (the held-out one's fitted on its own customers' features, no labels: what a
+scorer could fit per tenant).
 
 Per world: ROC AUC at the cut-off of the default model (the features the scorer computes for
 a read ``as_of`` the cut-off, through the same code) and of recency alone; with ``--train``,
@@ -29,7 +38,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +143,85 @@ def measure(name: str, world: World, *, train_model: bool = False) -> dict[str, 
     return out
 
 
+def populations(customers: int = 600, seed: int = 2026, horizon_days: int = 60,
+                holdout_dates: int = 3) -> list[dict[str, Any]]:
+    """Leave one business out, the portable recipe with pooled vs each business's own BG/NBD
+    population (see the module's docstring); ROC AUC on the held-out business's last
+    ``holdout_dates`` observation dates, beside recency alone."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from services.scoring.features import FEATURE_NAMES
+    from services.synth import PRESETS, write_ndjson
+    from services.synth import generate as generate_preset
+    from services.training import bgnbd
+    from services.training.dataset import build_snapshots, observation_dates
+    from services.training.train import PORTABLE_FEATURES
+
+    until = datetime(2026, 6, 30, tzinfo=UTC)
+    start = until - timedelta(days=730)
+    histories: dict[str, list[dict[str, Any]]] = {
+        p: generate_preset(preset=p, customers=customers, seed=seed, start=start, end=until)[0]
+        for p in PRESETS}
+    for name, world in WORLDS.items():
+        histories[name] = generate(world, start=start, days=730)[0]
+    data: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, events in histories.items():
+            path = Path(tmp) / f"{name}.ndjson"
+            write_ndjson(events, path)
+            log = read_events(path, until)
+            dates = observation_dates(log.first_ms, log.until_ms, horizon_days)
+            snaps = build_snapshots(log.activities, dates, horizon_days, until_ms=log.until_ms)
+            data[name] = (snaps.X, snaps.y, snaps.rows_at(dates[-holdout_dates:]))
+    cols = [FEATURE_NAMES.index(f) for f in PORTABLE_FEATURES]
+    xc, txc, tc = bgnbd.X_COL, bgnbd.TX_COL, bgnbd.T_COL
+
+    def population(X: np.ndarray) -> bgnbd.Params:
+        return bgnbd.fit(X[:, xc], X[:, txc], X[:, tc])
+
+    def design(X: np.ndarray, p: bgnbd.Params) -> np.ndarray:
+        x, t_x, age = X[:, xc], X[:, txc], X[:, tc]
+        return np.arcsinh(np.column_stack([
+            X[:, cols], bgnbd.p_alive(p, x, t_x, age),
+            bgnbd.p_silent(p, x, t_x, age, horizon_days), (p.r + x) / (p.alpha + age)]))
+
+    own = {name: population(X) for name, (X, _, _) in data.items()}
+    recency = FEATURE_NAMES.index("days_since_last_activity")
+    out: list[dict[str, Any]] = []
+    for held in data:
+        others = [n for n in data if n != held]
+        X_fit = np.vstack([data[n][0][~data[n][2]] for n in others])
+        y_fit = np.concatenate([data[n][1][~data[n][2]] for n in others])
+        pooled = population(X_fit)
+        X_held, y_held, hold = data[held]
+        row: dict[str, Any] = {"held_out": held, "rows": int(hold.sum()),
+                               "recency": float(roc_auc_score(y_held[hold],
+                                                              X_held[hold][:, recency]))}
+        for mode in ("pooled", "own"):
+            fit_rows = (design(X_fit, pooled) if mode == "pooled" else
+                        np.vstack([design(data[n][0][~data[n][2]], own[n]) for n in others]))
+            scaler = StandardScaler().fit(fit_rows)
+            clf = LogisticRegression(C=0.5, max_iter=3000).fit(scaler.transform(fit_rows), y_fit)
+            rows = design(X_held[hold], pooled if mode == "pooled" else own[held])
+            row[mode] = float(roc_auc_score(y_held[hold],
+                                            clf.predict_proba(scaler.transform(rows))[:, 1]))
+        out.append(row)
+    return out
+
+
+def populations_text(rows: list[dict[str, Any]]) -> str:
+    lines = ["Leave one business out, the portable recipe, ROC AUC on the held-out business's "
+             "last 3 observation dates (60-day horizon)",
+             f"  {'held out':<20}{'rows':>7}{'recency':>9}{'pooled':>9}{'own':>9}"]
+    lines += [f"  {r['held_out']:<20}{r['rows']:>7,}{r['recency']:>9.3f}{r['pooled']:>9.3f}"
+              f"{r['own']:>9.3f}" for r in rows]
+    lines.append("  pooled: BG/NBD's population fitted on the training businesses together (as "
+                 "shipped); own: each business's own, the held-out one's from its customers' "
+                 "features")
+    return "\n".join(lines)
+
+
 def to_text(results: list[dict[str, Any]]) -> str:
     lines = ["Textbook shops (BG/NBD process), ROC AUC at the cut-off, churn = no purchase in "
              f"the {HORIZON_DAYS} days after it",
@@ -155,7 +243,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="also train on each world's year and score with that model")
     parser.add_argument("worlds", nargs="*", metavar="world",
                         help=f"any of {', '.join(WORLDS)} (default: all)")
+    parser.add_argument("--populations", action="store_true",
+                        help="leave one business out: pooled vs each business's own BG/NBD "
+                             "population (a design not built)")
     args = parser.parse_args(argv)
+    if args.populations:
+        print(populations_text(populations()))
+        return 0
     unknown = [w for w in args.worlds if w not in WORLDS]
     if unknown:
         parser.error(f"unknown world {unknown[0]!r}; choose from {', '.join(WORLDS)}")
