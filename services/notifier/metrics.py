@@ -39,6 +39,12 @@ class NotifierMetrics:
         self.suppressed = Counter(
             "churnwatch_notifier_suppressed_total",
             "Staff messages not sent right away, by reason.", ["reason"], registry=registry)
+        self.decisions_behind = Gauge(
+            "churnwatch_notifier_decisions_behind_seconds",
+            "How far the timed decisions (settle windows, escalations, digests, summaries) lag "
+            "the clock: they wait until every risk change published before they came due is "
+            "applied (about the check interval when caught up; grows while reading a backlog).",
+            registry=registry)
         self.consumed = Counter(
             "churnwatch_notifier_risk_changes_consumed_total",
             "Risk-change events consumed (valid ones).", registry=registry)

@@ -48,6 +48,7 @@ from services.common.pseudonym import install_key
 from services.common.redisconn import Keys, make_redis
 from services.common.runtime import stop_on_signals, tune_gc
 from services.common.settings import Settings
+from services.notifier.applied import AppliedMark
 from services.notifier.breaker import CircuitBreaker
 from services.notifier.channels import registry
 from services.notifier.channels.base import (
@@ -77,6 +78,7 @@ logger = logging.getLogger(__name__)
 
 POLL_TIMEOUT_MS = 500
 POLL_MAX_RECORDS = 50
+APPLIED_EVERY_S = 0.2  # how often the applied mark asks the broker (services/notifier/applied.py)
 RETRY_BATCH = 50
 SHUTDOWN_GRACE_S = 30.0
 BATCH_FAILURE_PAUSE_S = 2.0
@@ -159,6 +161,7 @@ async def _start_client(start: Callable[[], Awaitable[KafkaClient]], what: str,
 
 class Notifier:
     consumer: AIOKafkaConsumer
+    applied: AppliedMark
     dead_letters: DeadLetters
     deliverer: Deliverer
 
@@ -285,6 +288,8 @@ class Notifier:
                 lambda: _started(make_consumer(s, s.topic_risk_changes, group_id=s.notifier_group)),
                 "consumer", stop)
             clients.insert(0, self.consumer)
+            self.applied = AppliedMark(self.consumer, s.topic_risk_changes,
+                                       min_interval_s=max(self.retry_tick_s, APPLIED_EVERY_S))
             self.dead_letters = DeadLetters(producer, topic=s.topic_notifications_dlq)
             self.deliverer = Deliverer(
                 ledger=self.ledger, channels=self.channels, dead_letters=self.dead_letters,
@@ -618,6 +623,8 @@ class Notifier:
             self.metrics.retry_queue_depth.set(await self.ledger.depth())
 
         esc = self.escalations
+        # The timed jobs judge customers by the episodes the applied risk changes keep: they
+        # take what was due by the applied mark (services/notifier/applied.py), not by now.
         jobs: list[tuple[str, Callable[[int], Awaitable[Any]]]] = [
             ("digests", lambda now: self.digester.flush(
                 now_ms=now, deliver=self.deliverer.deliver_new, erased=self.erased,
@@ -630,13 +637,21 @@ class Notifier:
                 erased=self.erased)),
             *([("escalations", lambda now: esc.run_due(now_ms=now, escalate=self._escalate))]
               if esc is not None else []),
-            ("retries", retries),
         ]
+        untimed: list[tuple[str, Callable[[int], Awaitable[Any]]]] = [("retries", retries)]
         while not stop.is_set():
             now_ms = int(time.time() * 1000)
-            for name, job in jobs:  # each on its own: one failing job stops no other
-                try:
-                    await job(now_ms)
+            try:
+                mark_ms = await self.applied.refresh(now_ms)
+            except Exception:
+                logger.exception("could not tell how far the risk changes are applied; the "
+                                 "timed jobs wait")
+                mark_ms = self.applied.mark_ms
+            self.metrics.decisions_behind.set(self.applied.behind_s(now_ms))
+            for name, job, at in [*((n, j, mark_ms) for n, j in jobs),
+                                  *((n, j, now_ms) for n, j in untimed)]:
+                try:  # each on its own: one failing job stops no other
+                    await job(at)
                 except Exception:
                     logger.exception("%s failed this tick; the other jobs go on, trying again",
                                      name)

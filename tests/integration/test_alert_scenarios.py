@@ -36,6 +36,7 @@ from services.common.riskchange import (
     to_cloudevent,
 )
 from services.common.timefmt import rfc3339
+from services.notifier.noise import EpisodeLedger
 from services.notifier.templates import SMS_MAX_CHARS, SUMMARY_LAPSED_LISTED
 from services.state.store import read_states, risk_snapshot
 from tests.data import by_time, regular
@@ -528,6 +529,63 @@ escalation: {after: 4s, channels: [email]}
            measured={"seconds": round(time.monotonic() - started, 1),
                      "escalation_after_alert_s": round((escalated - first_alert).total_seconds(), 2)})
     assert duplicates == 0 and messages == 8
+
+
+async def test_an_escalation_due_while_the_notifier_was_down_judges_what_was_published(
+        base, redis: Redis, smtp, tmp_path: Path) -> None:
+    """The owner's alert is delivered, the customer dips to medium (applied), the notifier
+    stops, the customer is back at high, and the escalation comes due while nobody reads the
+    topic. The restarted notifier must judge it on the return, not on the dip it last saw:
+    the store manager gets the escalation. (It was dropped as "no longer high" when its
+    first tick ran before the waiting change was read, or between a backlog's batches.)"""
+    controller, inbox = smtp
+    now = datetime.now(UTC)
+    settings = base(ROUTES + """
+escalation: {after: 3s, channels: [email]}
+""", smtp_host="127.0.0.1", smtp_port=controller.port, topic_partitions=1)
+    keys = Keys(settings.redis_prefix)
+    profiles = await staff_and_stores(redis, keys)
+    await profiles.put_profile("reg", CustomerProfile(owner_staff_id="owner-1"))
+    episodes = EpisodeLedger(redis, keys)
+
+    def proc() -> ServiceProcess:
+        return ServiceProcess("notifier", settings, tmp_path / "notifier.log",
+                              health_port_setting="notifier_metrics_port").start()
+
+    reg_id, reg_high = change("reg", "low", "high", n=1, at=now, event_type="complaint")
+    await produce_changes(settings, ("reg", reg_high))
+    p = proc()
+    try:
+        await wait_until(lambda: inbox.to(OLGA), timeout=30, what="the owner's alert")
+        alerted = time.monotonic()
+        await produce_changes(settings, ("reg", change("reg", "high", "medium", n=2, at=now,
+                                                       kind="silence")[1]))
+        await wait_until(lambda: episodes.get("reg", "default"), timeout=10)
+        await wait_until(lambda: _tier_is(episodes, "reg", "medium"), timeout=10,
+                         what="the dip applied")
+        assert time.monotonic() - alerted < 3.0, "the escalation came due before the stop"
+    finally:
+        p.stop()
+    # while it is down: a backlog of other customers' changes, then the customer back at high
+    fillers = [(f"o{i}", change(f"o{i}", "medium", "low", n=1, at=now, kind="silence")[1])
+               for i in range(120)]
+    await produce_changes(settings, *fillers,
+                          ("reg", change("reg", "medium", "high", n=3, at=now, kind="silence")[1]))
+    await wait_until(lambda: time.monotonic() - alerted > 3.5, timeout=10)  # now it is due
+    p = proc()
+    try:
+        await wait_until(lambda: [m for m in inbox.to(MAX) if "ESCALATED" in m["Subject"]],
+                         timeout=30, what="the escalation")
+    finally:
+        p.stop()
+    [escalation] = [m for m in inbox.to(MAX) if "ESCALATED" in m["Subject"]]
+    assert reg_id in escalation.get_body(("plain",)).get_content()
+    assert await delivered(redis, keys, "reg") == [("alert", "email"), ("escalation", "email")]
+
+
+async def _tier_is(episodes: EpisodeLedger, customer: str, tier: str) -> bool:
+    episode = await episodes.get(customer, "default")
+    return episode.open and episode.tier == tier
 
 
 @pytest.mark.parametrize("clock", ["wall", "event"])

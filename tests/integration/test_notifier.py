@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from aiohttp import web
+from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 from redis.asyncio import Redis
@@ -23,6 +24,7 @@ from redis.asyncio import Redis
 from services.alerting.webhooks import add_subscription
 from services.cli.sinks import Sinks
 from services.common.embedded import free_port
+from services.common.kafka import make_consumer
 from services.common.redisconn import Keys
 from services.common.riskchange import (
     Cause,
@@ -33,6 +35,7 @@ from services.common.riskchange import (
     to_cloudevent,
 )
 from services.common.settings import Settings
+from services.notifier.applied import AppliedMark
 from services.notifier.channels.base import delivery_id
 from services.notifier.signing import verify
 from services.notifier.worker import run_notifier
@@ -607,3 +610,37 @@ async def test_digests_and_go_live_summaries_leave_out_a_customer_erased_since(
     assert metric(registry, "churnwatch_notifier_suppressed_total", reason="erased") == 3
     keys = Keys(fast.redis_prefix)
     assert not await redis.smembers(keys.digest_base + "batches")  # both batches done
+
+
+async def test_the_applied_mark_waits_until_the_group_committed_what_was_published(
+        settings: Settings) -> None:
+    """The instant before which every risk change is applied: it moves only once the group's
+    committed offsets reach the end offsets noted at that instant, on every partition."""
+    topic = settings.topic_risk_changes
+    await produce(settings, topic, [(f"c{i}".encode(), b"{}") for i in range(6)])
+    consumer = make_consumer(settings, topic, group_id=settings.notifier_group)
+    await consumer.start()
+    try:
+        read: dict[TopicPartition, int] = {}
+        while sum(read.values()) < 6:  # joined and fetched everything, committed nothing
+            for tp, records in (await consumer.getmany(timeout_ms=500)).items():
+                read[tp] = records[-1].offset + 1
+        mark = AppliedMark(consumer, topic, min_interval_s=0)
+        first = int(time.time() * 1000)
+        assert await mark.refresh(first) == 0
+        assert mark.behind_s(first + 1000) >= 1.0
+        *some, last = read.items()
+        await consumer.commit(dict(some))
+        assert await mark.refresh(first + 10) == 0  # one partition still behind
+        await consumer.commit(dict([last]))
+        assert await mark.refresh(first + 20) == first  # the instant its offsets were noted
+        # published after: the next instant waits for it
+        await produce(settings, topic, [(b"c0", b"{}")])
+        second = first + 30
+        assert await mark.refresh(second) == first
+        [(tp, [record])] = (await consumer.getmany(timeout_ms=5000)).items()
+        await consumer.commit({tp: record.offset + 1})
+        assert await mark.refresh(second + 10) == second
+        assert mark.behind_s(second + 10) == pytest.approx(0.01)
+    finally:
+        await consumer.stop()
