@@ -31,7 +31,6 @@ year, and which one it chose. Pure computation: no broker or Redis.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import random
 import sys
@@ -43,11 +42,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
+from sklearn.preprocessing import StandardScaler
 
+from services.scoring.features import FEATURE_NAMES
 from services.scoring.model import load_model, predict_features
-from services.training import train
-from services.training.dataset import read_events, snapshot
+from services.synth import PRESETS, write_ndjson
+from services.synth import generate as generate_preset
+from services.training import bgnbd, train
+from services.training.dataset import build_snapshots, observation_dates, read_events, snapshot
+from services.training.train import PORTABLE_FEATURES
 
 START = datetime(2025, 1, 1, tzinfo=timezone(timedelta(hours=1)))
 DAYS = 365
@@ -125,7 +130,7 @@ def measure(name: str, world: World, *, train_model: bool = False) -> dict[str, 
     events, churned, cut = generate(world)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{name}.ndjson"
-        path.write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
+        write_ndjson(events, path)
         cids, rows = zip(*_rows(path, cut), strict=True)
         y = np.array([churned[c] for c in cids], dtype=int)
         recency = np.array([r["days_since_last_activity"] for r in rows])
@@ -148,16 +153,6 @@ def populations(customers: int = 600, seed: int = 2026, horizon_days: int = 60,
     """Leave one business out, the portable recipe with pooled vs each business's own BG/NBD
     population (see the module's docstring); ROC AUC on the held-out business's last
     ``holdout_dates`` observation dates, beside recency alone."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
-    from services.scoring.features import FEATURE_NAMES
-    from services.synth import PRESETS, write_ndjson
-    from services.synth import generate as generate_preset
-    from services.training import bgnbd
-    from services.training.dataset import build_snapshots, observation_dates
-    from services.training.train import PORTABLE_FEATURES
-
     until = datetime(2026, 6, 30, tzinfo=UTC)
     start = until - timedelta(days=730)
     histories: dict[str, list[dict[str, Any]]] = {
