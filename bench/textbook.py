@@ -32,11 +32,9 @@ from __future__ import annotations
 
 import argparse
 import math
-import random
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -48,8 +46,9 @@ from sklearn.preprocessing import StandardScaler
 
 from services.scoring.features import FEATURE_NAMES
 from services.scoring.model import load_model, predict_features
-from services.synth import PRESETS, write_ndjson
+from services.synth import PRESETS, process, write_ndjson
 from services.synth import generate as generate_preset
+from services.synth.process import World
 from services.training import bgnbd, train
 from services.training.dataset import build_snapshots, observation_dates, read_events, snapshot
 from services.training.train import PORTABLE_FEATURES
@@ -57,17 +56,10 @@ from services.training.train import PORTABLE_FEATURES
 START = datetime(2025, 1, 1, tzinfo=timezone(timedelta(hours=1)))
 DAYS = 365
 HORIZON_DAYS = 90
-
-
-@dataclass(frozen=True)
-class World:
-    customers: int
-    seed: int
-    r: float = 0.6        # purchase rates ~ Gamma(shape r, rate alpha) per day: mean r / alpha
-    alpha: float = 12.0
-    a: float = 1.2        # lapse probability after a repeat purchase ~ Beta(a, b)
-    b: float = 4.0
-    die_first: bool = False
+# ``--drawn``: shops drawn like the default model's training shops (services/synth/process.py,
+# ``draw``), with another seed, so none of them was trained on
+DRAWN_SEED = 2027
+DRAWN_CUSTOMERS = 3000
 
 
 WORLDS: dict[str, World] = {
@@ -82,39 +74,8 @@ def generate(world: World, *, start: datetime = START, days: int = DAYS
              ) -> tuple[list[dict[str, Any]], dict[str, bool], datetime]:
     """The world's events up to the cut-off (``start + days``), whether each customer who
     bought before it churned (no purchase in the :data:`HORIZON_DAYS` after it), and the
-    cut-off."""
-    rng = random.Random(world.seed)
-    cut = start + timedelta(days=days)
-    end = cut + timedelta(days=HORIZON_DAYS)
-    events: list[dict[str, Any]] = []
-    churned: dict[str, bool] = {}
-    n = 0
-    for i in range(world.customers):
-        cid = f"cust-{i:05d}"
-        rate = rng.gammavariate(world.r, 1 / world.alpha)
-        lapse = rng.betavariate(world.a, world.b)
-        t = start + timedelta(days=rng.uniform(0, days * 300 / 365))
-        first, bought_before, bought_after = True, False, False
-        while t < end + timedelta(days=30):
-            amount = round(rng.lognormvariate(3.5, 0.6), 2)
-            named_store = rng.random() < 0.7  # the rest name no store
-            if t <= cut:
-                event = {"event_id": f"e{n}", "type": "transaction", "customer_id": cid,
-                         "occurred_at": t.isoformat(), "amount": amount, "currency": "EUR"}
-                if named_store:
-                    event["store_id"] = "web"
-                events.append(event)
-                bought_before = True
-            elif t <= end:
-                bought_after = True
-            n += 1
-            if (not first or world.die_first) and rng.random() < lapse:
-                break
-            first = False
-            t += timedelta(days=rng.expovariate(max(rate, 1e-4)))
-        if bought_before:
-            churned[cid] = not bought_after
-    return events, churned, cut
+    cut-off (services/synth/process.py)."""
+    return process.generate(world, start=start, days=days, horizon_days=HORIZON_DAYS)
 
 
 def _rows(path: Path, cut: datetime) -> Iterator[tuple[str, dict[str, float]]]:
@@ -183,14 +144,14 @@ def populations(customers: int = 600, seed: int = 2026, horizon_days: int = 60,
 
     own = {name: population(X) for name, (X, _, _) in data.items()}
     recency = FEATURE_NAMES.index("days_since_last_activity")
-    out: list[dict[str, Any]] = []
-    for held in data:
-        others = [n for n in data if n != held]
+
+    def judge(held: str, others: list[str], trained_on: str) -> dict[str, Any]:
         X_fit = np.vstack([data[n][0][~data[n][2]] for n in others])
         y_fit = np.concatenate([data[n][1][~data[n][2]] for n in others])
         pooled = population(X_fit)
         X_held, y_held, hold = data[held]
-        row: dict[str, Any] = {"held_out": held, "rows": int(hold.sum()),
+        row: dict[str, Any] = {"held_out": held, "trained_on": trained_on,
+                               "rows": int(hold.sum()),
                                "recency": float(roc_auc_score(y_held[hold],
                                                               X_held[hold][:, recency]))}
         for mode in ("pooled", "own"):
@@ -201,16 +162,22 @@ def populations(customers: int = 600, seed: int = 2026, horizon_days: int = 60,
             rows = design(X_held[hold], pooled if mode == "pooled" else own[held])
             row[mode] = float(roc_auc_score(y_held[hold],
                                             clf.predict_proba(scaler.transform(rows))[:, 1]))
-        out.append(row)
+        return row
+
+    out = [judge(held, [n for n in data if n != held], "others") for held in data]
+    out += [judge(held, list(PRESETS), "presets") for held in WORLDS]
     return out
 
 
 def populations_text(rows: list[dict[str, Any]]) -> str:
-    lines = ["Leave one business out, the portable recipe, ROC AUC on the held-out business's "
-             "last 3 observation dates (60-day horizon)",
-             f"  {'held out':<20}{'rows':>7}{'recency':>9}{'pooled':>9}{'own':>9}"]
-    lines += [f"  {r['held_out']:<20}{r['rows']:>7,}{r['recency']:>9.3f}{r['pooled']:>9.3f}"
-              f"{r['own']:>9.3f}" for r in rows]
+    lines = []
+    for trained_on, title in (("others", "trained on the seven other businesses"),
+                              ("presets", "trained on the four presets alone")):
+        lines += [f"Held out, the portable recipe {title}, ROC AUC on the held-out business's "
+                  "last 3 observation dates (60-day horizon)",
+                  f"  {'held out':<20}{'rows':>7}{'recency':>9}{'pooled':>9}{'own':>9}"]
+        lines += [f"  {r['held_out']:<20}{r['rows']:>7,}{r['recency']:>9.3f}{r['pooled']:>9.3f}"
+                  f"{r['own']:>9.3f}" for r in rows if r["trained_on"] == trained_on]
     lines.append("  pooled: BG/NBD's population fitted on the training businesses together (as "
                  "shipped); own: each business's own, the held-out one's from its customers' "
                  "features")
@@ -232,18 +199,42 @@ def to_text(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def drawn_text(shops: list[World], results: list[dict[str, Any]]) -> str:
+    lines = [f"  drawn (seed {DRAWN_SEED}): population, and the default model's ROC AUC above "
+             "recency alone"]
+    for w, r in zip(shops, results, strict=True):
+        lines.append(f"  {w.prefix:<8} r={w.r:.2f} alpha={w.alpha:.1f} a={w.a:.2f} b={w.b:.2f}"
+                     f"{' lapses after the first' if w.die_first else '':<24}"
+                     f"{r['default'] - r['recency']:+.3f}")
+    gains = [r["default"] - r["recency"] for r in results]
+    lines.append(f"  above recency: {sum(g >= 0 for g in gains)} of {len(gains)}, mean "
+                 f"{sum(gains) / len(gains):+.3f}, least {min(gains):+.3f}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.textbook", description=__doc__.split("\n\n")[0])
     parser.add_argument("--train", action="store_true",
                         help="also train on each world's year and score with that model")
     parser.add_argument("worlds", nargs="*", metavar="world",
                         help=f"any of {', '.join(WORLDS)} (default: all)")
+    parser.add_argument("--drawn", type=int, metavar="N",
+                        help="judge the default model on N shops whose populations are drawn "
+                             "at random (another seed than the default model's training shops)")
     parser.add_argument("--populations", action="store_true",
                         help="leave one business out: pooled vs each business's own BG/NBD "
                              "population (a design not built)")
     args = parser.parse_args(argv)
     if args.populations:
         print(populations_text(populations()))
+        return 0
+    if args.drawn is not None:
+        if args.drawn < 1:
+            parser.error("--drawn needs at least one shop")
+        shops = process.draw(args.drawn, seed=DRAWN_SEED, customers=DRAWN_CUSTOMERS)
+        results = [measure(w.prefix, w, train_model=args.train) for w in shops]
+        print(to_text(results))
+        print(drawn_text(shops, results))
         return 0
     unknown = [w for w in args.worlds if w not in WORLDS]
     if unknown:

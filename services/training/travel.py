@@ -58,9 +58,10 @@ def concat(parts: Sequence[Snapshots]) -> Snapshots:
 
 def leave_one_out(histories: Mapping[str, Sequence[dict[str, Any]]], *, until: datetime,
                   horizon_days: int, seed: int = 0, candidates: Sequence[str] = tuple(CANDIDATES),
-                  calibration: Calibration = "sigmoid",
+                  calibration: Calibration = "sigmoid", held_out: Sequence[str] | None = None,
                   log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
-    """Train on all businesses but one, judge on that one's holdout; for every business.
+    """Train on all businesses but one, judge on that one's holdout; for every business of
+    ``held_out`` (default: every one).
 
     ``histories`` maps a business name to its events (contract-schema dicts; customer ids must
     not collide between businesses). Returns the JSON-ready result stored as ``travel``."""
@@ -89,6 +90,8 @@ def leave_one_out(histories: Mapping[str, Sequence[dict[str, Any]]], *, until: d
     with threadpool_limits(1, user_api="blas"):
         _, seen_model = fit(list(snaps.values()))
         for name, own in snaps.items():
+            if held_out is not None and name not in held_out:
+                continue
             chosen, model = fit([s for other, s in snaps.items() if other != name])
             bgnbd, _ = _fit_calibrated("bg_nbd", own, split.fit, split.calibration, seed,
                                        calibration)
