@@ -12,7 +12,12 @@ buy once and never come back. The year ends at the cut-off; a customer "churned"
 bought nothing in the 90 days after it (the generator knows, the scorer does not).
 
     .venv/bin/python -m bench.textbook [--train] [world ...]
+    .venv/bin/python -m bench.textbook --drawn N [--train]
     .venv/bin/python -m bench.textbook --populations
+
+``--drawn N`` judges the default model on ``N`` shops whose populations are drawn at random
+exactly as its four training shops were (services/synth/process.py, ``draw``), with another
+seed: none of them was trained on.
 
 ``--populations`` measures a design not built (docs/model.md, "The default model"): the
 default model's recipe (the portable logistic regression) left out of one business at a
@@ -20,7 +25,8 @@ time — the four presets and the four textbook shops, two years each, a 60-day 
 last three observation dates held out — with BG/NBD's columns computed from the population
 parameters of all training businesses pooled, as the shipped model has them, against each
 business's own (the held-out one's fitted on its own customers' features, no labels: what a
-scorer could fit per tenant).
+scorer could fit per tenant); and the same for each textbook shop with the model trained on
+the presets alone.
 
 Per world: ROC AUC at the cut-off of the default model (the features the scorer computes for
 a read ``as_of`` the cut-off, through the same code) and of recency alone; with ``--train``,

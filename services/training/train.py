@@ -466,9 +466,15 @@ def _table(title: str, metrics: dict[str, Metrics], model_name: str) -> list[str
 def train(*, events_path: Path, until: datetime, horizon_days: int, out: Path, seed: int = 0,
           log: Callable[[str], None] = lambda s: None, progress: TextIO | None = None,
           candidates: Sequence[str] | None = None, calibration: Calibration = "sigmoid",
-          truth_path: Path | None = None, timezone: str | None = None) -> TrainReport:
+          truth_path: Path | None = None, timezone: str | None = None,
+          calibrate_on: Callable[[str], bool] | None = None) -> TrainReport:
     """Train, evaluate and save the churn model from the events at or before ``until``
     (``candidates``: a subset of :data:`MODELS` that may be shipped; default all).
+
+    ``calibrate_on``: the customers (by id) whose snapshots calibrate the probabilities
+    (default: every customer's). The default model learns to rank from shops unlike the
+    presets but is calibrated on the presets, whose business types' tier levels were set
+    against its probabilities (services/training/default_model.py).
 
     ``timezone``: an IANA zone whose calendar days events written at offset 0 are counted on
     (``churnwatch train --timezone``), as the scorer counts a store's with that zone.
@@ -485,13 +491,15 @@ def train(*, events_path: Path, until: datetime, horizon_days: int, out: Path, s
     with threadpool_limits(1, user_api="blas"), threadpool_limits(1, user_api="openmp"):
         return _train(events_path=events_path, until=until, horizon_days=horizon_days, out=out,
                       seed=seed, log=log, progress=progress, candidates=candidates,
-                      calibration=calibration, truth_path=truth_path, timezone=timezone)
+                      calibration=calibration, truth_path=truth_path, timezone=timezone,
+                      calibrate_on=calibrate_on)
 
 
 def _train(*, events_path: Path, until: datetime, horizon_days: int, out: Path, seed: int,
            log: Callable[[str], None], progress: TextIO | None,
            candidates: Sequence[str] | None, calibration: Calibration,
-           truth_path: Path | None = None, timezone: str | None = None) -> TrainReport:
+           truth_path: Path | None = None, timezone: str | None = None,
+           calibrate_on: Callable[[str], bool] | None = None) -> TrainReport:
     names = list(candidates or MODELS)
     unknown = [n for n in names if n not in MODELS]
     if unknown:
@@ -518,6 +526,9 @@ def _train(*, events_path: Path, until: datetime, horizon_days: int, out: Path, 
     log(f"built {len(snaps):,} snapshots at {len(dates)} observation dates "
         f"({snaps.y.mean():.1%} churned within {horizon_days} days)")
     _check_classes(snaps, split, horizon_days)
+    cal_mask = (None if calibrate_on is None else
+                np.fromiter((calibrate_on(c) for c in snaps.customers), dtype=bool,
+                            count=len(snaps.customers)))
 
     t = time.perf_counter()
     # Cross-validate the learned models (the classics have nothing to tune); the best one then
@@ -533,7 +544,7 @@ def _train(*, events_path: Path, until: datetime, horizon_days: int, out: Path, 
     fitted: dict[str, Any] = {}
     for name in ([best_learned] if best_learned else []) + list(CLASSICS):
         fitted[name], method = _fit_calibrated(name, snaps, split.fit, split.calibration, seed,
-                                               calibration)
+                                               calibration, cal_mask)
     on_holdout = {name: evaluate(snaps.y[hold], m.predict_proba(snaps.X[hold])[:, 1]).roc_auc
                   for name, m in fitted.items()}
     chosen = _ship(best_learned, on_holdout, names)
@@ -550,7 +561,7 @@ def _train(*, events_path: Path, until: datetime, horizon_days: int, out: Path, 
 
     t = time.perf_counter()
     final, _ = _fit_calibrated(chosen, snaps, split.final_fit, split.final_calibration, seed,
-                               calibration)
+                               calibration, cal_mask)
     final_rows = snaps.rows_at(split.final_fit)
     explainer = fit_explainer(final, snaps.X[final_rows], snaps.y[final_rows], seed)
     timings["final_fit"] = _lap(t)
@@ -731,9 +742,13 @@ def _ship(best_learned: str | None, on_holdout: dict[str, float | None],
 
 
 def _fit_calibrated(name: str, snaps: Snapshots, fit_dates: list[int], cal_dates: list[int],
-                    seed: int, calibration: Calibration = "sigmoid") -> tuple[Any, str]:
+                    seed: int, calibration: Calibration = "sigmoid",
+                    cal_mask: np.ndarray | None = None) -> tuple[Any, str]:
+    """``name`` fitted on the rows at ``fit_dates`` and calibrated on those at ``cal_dates``
+    (and in ``cal_mask``, when given)."""
     rows = _sample(snaps.rows_at(fit_dates), seed)
-    cal = _sample(snaps.rows_at(cal_dates), seed + 1)
+    at_cal = snaps.rows_at(cal_dates)
+    cal = _sample(at_cal if cal_mask is None else at_cal & cal_mask, seed + 1)
     est = MODELS[name](seed, snaps.horizon_days).fit(snaps.X[rows], snaps.y[rows])
     if "clf__n_jobs" in est.get_params():
         est.set_params(clf__n_jobs=1)  # the scorer predicts small batches: threads only cost there

@@ -1027,7 +1027,9 @@ async def test_admin_signs_in_with_an_api_key(settings_factory, tmp_path: Path,
             await Seeder(redis, settings).customer("c-n5", tenant="acme", store="north",
                                                    days_ago=[2, 9, 16, 23, 30, 37, 44, 51])
             risk = json.loads(await redis.get(keys.risk("c-n2", "acme")) or "{}")
-            assert risk["score"] < settings.tier_high_enter  # below the high band
+            # a score in the medium band, whatever the shipped model makes of the history:
+            # what the page shows of a tier held above its score is the subject here
+            risk["score"] = round((settings.tier_medium_enter + settings.tier_high_enter) / 2, 4)
             risk["reasons"] = [{"code": "tier_raised_by_rule", "weight": 0.0,  # its own score
                                 "text": "Raised to high by a business rule: away three "
                                         f"times their usual gap (score {risk['score']:.2f})",
@@ -1036,7 +1038,8 @@ async def test_admin_signs_in_with_an_api_key(settings_factory, tmp_path: Path,
                                *risk["reasons"]]
             await redis.set(keys.risk("c-n2", "acme"), json.dumps(risk, separators=(",", ":")))
             await redis.hset(keys.state("c-n2", "acme"),
-                             mapping={"scored_at": int(now.timestamp() * 1000)})
+                             mapping={"scored_at": int(now.timestamp() * 1000),
+                                      "score": risk["score"]})
             await timeline.append(redis, keys, "c-n2", "acme", {
                 "kind": "tier_change", "at": then.isoformat(), "from": "low", "to": "medium",
                 "score": 0.5, "reasons": ["overdue"]}, retention=settings.retention)

@@ -226,7 +226,11 @@ def test_default_business_type_flags_the_regular_who_stopped_coming() -> None:
     assert thirteen.tier == "high"
     twice = acts(regular("t", every_days=10, count=2))
     [barely] = engine.assess([Subject("t", twice)], at(10 + 25), with_history=False)
-    assert barely.features["overdue_ratio"] >= 2 and barely.tier == "low"
+    [alone] = Engine(load_model(None), Thresholds()).assess([Subject("t", twice)], at(10 + 25),
+                                                            with_history=False)
+    assert barely.features["overdue_ratio"] >= 2
+    assert barely.tier == alone.tier  # the model's own tier: no overdue rule raised it
+    assert not any(r.code.startswith("tier_") for r in barely.reasons)
 
 
 def test_default_business_type_leaves_a_weekly_regulars_holiday_to_the_model() -> None:

@@ -522,3 +522,39 @@ def test_report_shows_the_ceiling_from_the_true_churn_times(tmp_path: Path) -> N
     assert "Ceiling" in report.to_text()
     saved = json.loads(Path(report.report_path).read_text())
     assert saved["ceiling"]["roc_auc"] == c["roc_auc"]
+
+
+def test_calibrating_on_some_customers_gives_their_churn_rate(history: Path, tmp_path: Path
+                                                              ) -> None:
+    """The default model learns to rank from shops unlike the presets but takes its
+    probabilities from the presets' customers (``calibrate_on``): beside a shop whose customers
+    lapse far more often, the salon's predicted churn stays near the salon's own rate."""
+    from services.synth import process
+    from services.training.dataset import churned, read_events, snapshot
+
+    shop = process.World(300, 7, r=0.5, alpha=10.0, a=3.0, b=2.0, prefix="lapsing1")
+    mixed = tmp_path / "mixed.ndjson"
+    mixed.write_text(history.read_text() + "".join(
+        json.dumps(e) + "\n"
+        for e in process.generate(shop, start=START, days=(UNTIL - START).days)[0]))
+    obs = epoch_ms(UNTIL) - HORIZON * DAY_MS
+    seen, salon = [], []
+    for acts in read_events(history, UNTIL).activities.values():
+        if (features := snapshot(acts, obs)) is not None:
+            seen.append(acts)
+            salon.append(features)
+    rate = float(np.mean([churned(acts, obs, HORIZON) for acts in seen]))
+
+    def salon_mean(calibrate_on: Any) -> tuple[float, float]:
+        out = tmp_path / f"m{calibrate_on is None}.joblib"
+        train(events_path=mixed, until=UNTIL, horizon_days=HORIZON, out=out, seed=0,
+              candidates=("portable_logistic",), calibrate_on=calibrate_on)
+        report = json.loads(Path(str(out) + ".report.json").read_text())
+        return (float(predict_features(load_model(out), salon).mean()),
+                report["holdout"]["model"]["roc_auc"])
+
+    pooled, pooled_auc = salon_mean(None)
+    own, own_auc = salon_mean(lambda c: not c.startswith("lapsing"))
+    # the shop's lapses no longer lift the salon's probabilities above its own churn rate
+    assert abs(own - rate) < abs(pooled - rate) / 2, (own, pooled, rate)
+    assert own_auc == pytest.approx(pooled_auc, abs=0.01)  # calibration keeps the order
