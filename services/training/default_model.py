@@ -100,7 +100,7 @@ def build(out_dir: Path, *, customers: int = CUSTOMERS_PER_PRESET, travel: bool 
         log(f"leave one business out ({travel_customers} customers per business) ...")
         result = leave_one_out(histories(travel_customers), until=UNTIL,
                                horizon_days=HORIZON_DAYS, candidates=CANDIDATES,
-                               held_out=PRESETS,
+                               held_out=PRESETS, calibrate_on=on_a_preset,
                                calibration=CALIBRATION, log=log)
         path = Path(report.report_path)
         data = json.loads(path.read_text())

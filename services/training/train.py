@@ -526,9 +526,7 @@ def _train(*, events_path: Path, until: datetime, horizon_days: int, out: Path, 
     log(f"built {len(snaps):,} snapshots at {len(dates)} observation dates "
         f"({snaps.y.mean():.1%} churned within {horizon_days} days)")
     _check_classes(snaps, split, horizon_days)
-    cal_mask = (None if calibrate_on is None else
-                np.fromiter((calibrate_on(c) for c in snaps.customers), dtype=bool,
-                            count=len(snaps.customers)))
+    cal_mask = customer_mask(snaps, calibrate_on)
 
     t = time.perf_counter()
     # Cross-validate the learned models (the classics have nothing to tune); the best one then
@@ -739,6 +737,14 @@ def _ship(best_learned: str | None, on_holdout: dict[str, float | None],
         return max(allowed, key=auc)
     assert best_learned is not None  # names always holds a model
     return best_learned
+
+
+def customer_mask(snaps: Snapshots, which: Callable[[str], bool] | None) -> np.ndarray | None:
+    """The rows of the customers ``which`` accepts (None: no selection)."""
+    if which is None:
+        return None
+    return np.fromiter((which(c) for c in snaps.customers), dtype=bool,
+                       count=len(snaps.customers))
 
 
 def _fit_calibrated(name: str, snaps: Snapshots, fit_dates: list[int], cal_dates: list[int],

@@ -43,6 +43,7 @@ from services.training.train import (
     _fit_calibrated,
     _select,
     bootstrap_auc,
+    customer_mask,
     evaluate,
     plan_split,
 )
@@ -59,9 +60,11 @@ def concat(parts: Sequence[Snapshots]) -> Snapshots:
 def leave_one_out(histories: Mapping[str, Sequence[dict[str, Any]]], *, until: datetime,
                   horizon_days: int, seed: int = 0, candidates: Sequence[str] = tuple(CANDIDATES),
                   calibration: Calibration = "sigmoid", held_out: Sequence[str] | None = None,
+                  calibrate_on: Callable[[str], bool] | None = None,
                   log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """Train on all businesses but one, judge on that one's holdout; for every business of
-    ``held_out`` (default: every one).
+    ``held_out`` (default: every one). ``calibrate_on``: the customers whose snapshots
+    calibrate the probabilities, as in ``train`` (default: all).
 
     ``histories`` maps a business name to its events (contract-schema dicts; customer ids must
     not collide between businesses). Returns the JSON-ready result stored as ``travel``."""
@@ -83,7 +86,8 @@ def leave_one_out(histories: Mapping[str, Sequence[dict[str, Any]]], *, until: d
     def fit(parts: Sequence[Snapshots]) -> tuple[str, Any]:
         data = concat(parts)
         best = _choose(_select(data, split, seed, lambda s: None, None, learned))
-        model, _ = _fit_calibrated(best, data, split.fit, split.calibration, seed, calibration)
+        model, _ = _fit_calibrated(best, data, split.fit, split.calibration, seed, calibration,
+                                   customer_mask(data, calibrate_on))
         return best, model
 
     rows = []
