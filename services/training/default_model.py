@@ -56,6 +56,7 @@ TRAVEL_CUSTOMERS_PER_PRESET = 600
 PROCESS_SHOPS = 4
 PROCESS_SEED = 99
 PROCESS_SHARE = 0.25
+PROCESS_PREFIX = "process"  # their customers' ids: "process1-00042"
 
 
 def on_a_preset(customer_id: str) -> bool:
@@ -63,7 +64,7 @@ def on_a_preset(customer_id: str) -> bool:
     on those alone. The business types' tier levels (services/scoring/rules/) were set against
     the presets' churn rates; the process shops, whose customers lapse far more often, would
     lift every probability and with it how many customers staff hear of."""
-    return not customer_id.startswith("process")
+    return not customer_id.startswith(PROCESS_PREFIX)
 
 
 def histories(customers: int) -> dict[str, list[dict[str, Any]]]:
@@ -73,7 +74,7 @@ def histories(customers: int) -> dict[str, list[dict[str, Any]]]:
                             end=UNTIL)[0]
            for preset in PRESETS}
     for shop in process.draw(PROCESS_SHOPS, seed=PROCESS_SEED,
-                             customers=round(customers * PROCESS_SHARE), prefix="process"):
+                             customers=round(customers * PROCESS_SHARE), prefix=PROCESS_PREFIX):
         out[shop.prefix] = process.generate(shop, start=start, days=HISTORY_DAYS)[0]
     return out
 

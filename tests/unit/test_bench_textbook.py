@@ -13,7 +13,7 @@ from bench.textbook import WORLDS, World, generate, main, measure
 from services.synth import PRESETS
 from services.synth.process import draw
 from services.training.bgnbd import fit
-from services.training.default_model import PROCESS_SHOPS, histories
+from services.training.default_model import PROCESS_SHOPS, histories, on_a_preset
 
 
 def _repeat_buying(events: list[dict], cut: datetime) -> tuple[np.ndarray, ...]:
@@ -68,8 +68,10 @@ def test_drawn_shops_are_reproducible_and_span_the_stated_ranges() -> None:
 def test_the_default_model_trains_on_process_shops_whose_customers_do_not_collide() -> None:
     found = histories(40)
     assert set(PRESETS) < set(found) and len(found) == len(PRESETS) + PROCESS_SHOPS
-    ids = [{e["customer_id"] for e in events} for events in found.values()]
-    assert all(ids) and sum(map(len, ids)) == len(set().union(*ids))
+    ids = {name: {e["customer_id"] for e in events} for name, events in found.items()}
+    assert all(ids.values()) and sum(map(len, ids.values())) == len(set().union(*ids.values()))
+    # the probabilities are calibrated on the presets' customers alone
+    assert all(on_a_preset(c) == (name in PRESETS) for name, cs in ids.items() for c in cs)
 
 
 def test_the_default_model_ranks_the_fast_lapsing_shop_above_recency_alone() -> None:
