@@ -143,10 +143,10 @@ def populations(customers: int = 600, seed: int = 2026, horizon_days: int = 60,
         return bgnbd.fit(X[:, xc], X[:, txc], X[:, tc])
 
     def design(X: np.ndarray, p: bgnbd.Params) -> np.ndarray:
-        x, t_x, age = X[:, xc], X[:, txc], X[:, tc]
-        return np.arcsinh(np.column_stack([
-            X[:, cols], bgnbd.p_alive(p, x, t_x, age),
-            bgnbd.p_silent(p, x, t_x, age, horizon_days), (p.r + x) / (p.alpha + age)]))
+        # the portable recipe's columns: its features and BG/NBD's three under population p
+        step = bgnbd.BGNBDFeatures(horizon_days)
+        step.params_ = p
+        return np.arcsinh(np.column_stack([X[:, cols], step.transform(X)[:, X.shape[1]:]]))
 
     own = {name: population(X) for name, (X, _, _) in data.items()}
     recency = FEATURE_NAMES.index("days_since_last_activity")

@@ -624,21 +624,22 @@ class Notifier:
 
         esc = self.escalations
         # The timed jobs judge customers by the episodes the applied risk changes keep: they
-        # take what was due by the applied mark (services/notifier/applied.py), not by now.
-        jobs: list[tuple[str, Callable[[int], Awaitable[Any]]]] = [
+        # take what was due by the applied mark (services/notifier/applied.py), not by now;
+        # retries of queued deliveries judge nobody and run by now.
+        jobs: list[tuple[str, Callable[[int], Awaitable[Any]], bool]] = [
             ("digests", lambda now: self.digester.flush(
                 now_ms=now, deliver=self.deliverer.deliver_new, erased=self.erased,
-                standing=self.standing, taken=self.taken)),
+                standing=self.standing, taken=self.taken), True),
             ("settle", lambda now: self.settle.run_due(
                 now_ms=now, deliver=self.deliverer.deliver_new, held_back=self._held_back,
-                dropped=esc.forget if esc is not None else None, erased=self.erased)),
+                dropped=esc.forget if esc is not None else None, erased=self.erased), True),
             ("summaries", lambda now: self.summaries.flush(
                 now_ms=now, plan=self.planner.summary_messages, deliver=self.deliverer.deliver_new,
-                erased=self.erased)),
-            *([("escalations", lambda now: esc.run_due(now_ms=now, escalate=self._escalate))]
-              if esc is not None else []),
+                erased=self.erased), True),
+            *([("escalations", lambda now: esc.run_due(now_ms=now, escalate=self._escalate),
+                True)] if esc is not None else []),
+            ("retries", retries, False),
         ]
-        untimed: list[tuple[str, Callable[[int], Awaitable[Any]]]] = [("retries", retries)]
         while not stop.is_set():
             now_ms = int(time.time() * 1000)
             try:
@@ -648,10 +649,9 @@ class Notifier:
                                  "timed jobs wait")
                 mark_ms = self.applied.mark_ms
             self.metrics.decisions_behind.set(self.applied.behind_s(now_ms))
-            for name, job, at in [*((n, j, mark_ms) for n, j in jobs),
-                                  *((n, j, now_ms) for n, j in untimed)]:
+            for name, job, by_mark in jobs:
                 try:  # each on its own: one failing job stops no other
-                    await job(at)
+                    await job(mark_ms if by_mark else now_ms)
                 except Exception:
                     logger.exception("%s failed this tick; the other jobs go on, trying again",
                                      name)

@@ -39,6 +39,7 @@ SHORT_STEP_DAYS = 7       # a short history is observed weekly...
 MIN_WARMUP_DAYS = 14      # ...after as little as two weeks of history
 ENOUGH_DATES = 8          # fewer dates than this: try the short-history schedule
 MAX_DATES = 26            # at most this many observation dates (the most recent ones)
+HISTORY_PAST_HORIZON_DAYS = 60  # any history at least the horizon plus this long trains
 MAX_DORMANT_DAYS = max(WINDOWS)  # customers silent for longer are not snapshotted
 MAX_INVALID_EXAMPLES = 20
 
@@ -157,14 +158,23 @@ def _check_line(raw: bytes, lineno: int, out: EventLog, seen: set[str], until: d
     return None
 
 
+def history_advice(history_days: float) -> str:
+    """What would train on a history this many days long: the longest horizon it allows (a
+    history of the horizon plus :data:`HISTORY_PAST_HORIZON_DAYS`), else a longer one."""
+    longest = int(history_days) - HISTORY_PAST_HORIZON_DAYS
+    if longest >= 1:
+        return f"use --horizon-days {longest} or less, a later --until or a longer history"
+    return "supply a longer history or a later --until"
+
+
 def observation_dates(first_ms: int, until_ms: int, horizon_days: int, *,
                       warmup_days: int = WARMUP_DAYS, max_dates: int = MAX_DATES) -> list[int]:
     """Observation dates (UTC midnights, ascending) at least ``warmup_days`` after the first
     event and with ``date + horizon_days <= until``, 14..30 days apart, at most ``max_dates``.
 
     A short history (fewer than :data:`ENOUGH_DATES` such dates) is observed weekly and with a
-    shorter warm-up (down to :data:`MIN_WARMUP_DAYS`): any history at least ``horizon + 60``
-    days long gives enough dates to train on."""
+    shorter warm-up (down to :data:`MIN_WARMUP_DAYS`): any history at least ``horizon +``
+    :data:`HISTORY_PAST_HORIZON_DAYS` days long gives enough dates to train on."""
     if horizon_days < 1:
         raise TrainingError(f"--horizon-days must be a positive number of days (got {horizon_days})")
     best: list[int] = []
@@ -177,15 +187,12 @@ def observation_dates(first_ms: int, until_ms: int, horizon_days: int, *,
             break
     if not best:
         have = (until_ms - first_ms) / DAY_MS
-        # what plan_split asks of a history too: four observation dates (two to fit, one to
-        # calibrate, one to judge), each with the horizon after it
-        advice = (f"use --horizon-days {int(have) - 60} or less, a later --until or a longer "
-                  "history" if have >= 61 else "supply a longer history or a later --until")
         raise TrainingError(
             f"horizon too long for the data range: the events cover {have:.0f} days "
             f"({iso(first_ms)} .. {iso(until_ms)}), and a {horizon_days}-day horizon needs a "
-            f"history of at least {horizon_days + 60} days (each observation date needs the "
-            f"{horizon_days} days after it to see who came back); {advice}")
+            f"history of at least {horizon_days + HISTORY_PAST_HORIZON_DAYS} days (each "
+            f"observation date needs the {horizon_days} days after it to see who came back); "
+            + history_advice(have))
     return best
 
 

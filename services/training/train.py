@@ -49,8 +49,10 @@ from services.scoring.scorecard import Scorecard
 from services.training.bgnbd import BGNBDFeatures
 from services.training.classics import BGNBDModel, ParetoNBDModel, RecencyModel
 from services.training.dataset import (
+    HISTORY_PAST_HORIZON_DAYS,
     Snapshots,
     build_snapshots,
+    history_advice,
     iso,
     observation_dates,
     read_events,
@@ -219,8 +221,8 @@ def plan_split(dates: Sequence[int], horizon_days: int) -> Split:
             f"too few observation dates: {n} dates between {_day(dates[0]) if dates else '-'} and "
             f"{_day(dates[-1]) if dates else '-'}, and at least 4 are needed (2 to fit, 1 to "
             f"calibrate, 1 to judge). A {horizon_days}-day horizon needs a history of at least "
-            f"{horizon_days + 60} days; this one allows about {span:.0f}. Supply a longer history "
-            f"or use --horizon-days {max(7, int(span) - 60)} or less")
+            f"{horizon_days + HISTORY_PAST_HORIZON_DAYS} days; this one allows about "
+            f"{span:.0f}: {history_advice(span)}")
     fit, calibration = labelled[:-n_cal], labelled[-n_cal:]
     folds, purged = _folds(fit, gap, purge=True), True
     if not folds:

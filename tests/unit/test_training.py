@@ -534,9 +534,8 @@ def test_calibrating_on_some_customers_gives_their_churn_rate(history: Path, tmp
 
     shop = process.World(300, 7, r=0.5, alpha=10.0, a=3.0, b=2.0, prefix="lapsing1")
     mixed = tmp_path / "mixed.ndjson"
-    mixed.write_text(history.read_text() + "".join(
-        json.dumps(e) + "\n"
-        for e in process.generate(shop, start=START, days=(UNTIL - START).days)[0]))
+    write_ndjson([json.loads(line) for line in history.read_text().splitlines()]
+                 + process.generate(shop, start=START, days=(UNTIL - START).days)[0], mixed)
     obs = epoch_ms(UNTIL) - HORIZON * DAY_MS
     seen, salon = [], []
     for acts in read_events(history, UNTIL).activities.values():
