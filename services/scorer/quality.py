@@ -90,17 +90,22 @@ class Sample:
     as_of_ms: int
     codes: str  # drift.bin_codes against the version's reference, "" without one
     label: int | None = None
+    # days since the customer's last activity when predicted: what recency alone would score
+    # (None in entries written before it was kept)
+    recency_days: float | None = None
 
     def dumps(self) -> str:
         return json.dumps([round(self.score, 6), self.tier, self.as_of_ms, self.codes,
-                           self.label], separators=(",", ":"))
+                           self.label, self.recency_days], separators=(",", ":"))
 
     @classmethod
     def loads(cls, raw: str) -> Sample | None:
         try:
-            score, tier, as_of, codes, label = json.loads(raw)
+            score, tier, as_of, codes, label, *rest = json.loads(raw)
+            recency = rest[0] if rest else None
             return cls(float(score), str(tier), int(as_of), str(codes),
-                       None if label is None else int(label))
+                       None if label is None else int(label),
+                       None if recency is None else float(recency))
         except (ValueError, TypeError):
             return None
 
@@ -163,6 +168,17 @@ def judge(samples: list[Sample], *, min_labelled: int) -> dict[str, Any]:
     if sum(high) >= max(1, min_labelled // 10):
         out["high_precision"] = drift.precision(y, high)
     out["high_samples"] = sum(high)
+    # the same predictions ranked by days since the last activity alone: a model that does
+    # worse has learned what does not hold for these customers (docs/model.md)
+    known = [s for s in done if s.recency_days is not None]
+    out["recency_samples"] = len(known)
+    if len(known) >= min_labelled:
+        yk = [int(s.label or 0) for s in known]
+        days = [float(s.recency_days or 0.0) for s in known]
+        out["recency_auc"] = drift.roc_auc(yk, days)
+        compared = drift.auc_difference(yk, [s.score for s in known], days)
+        if compared is not None:
+            out["auc_over_recency"], out["auc_over_recency_stderr"] = compared
     return out
 
 
@@ -219,6 +235,15 @@ class QualityMetrics:
                              [*v, "state"], registry=registry)
         self.holdout_auc = Gauge("churnwatch_model_holdout_auc", "ROC AUC of the model on "
                                  "its training holdout (model card)", v, registry=registry)
+        self.recency_auc = Gauge("churnwatch_model_live_recency_auc", "ROC AUC of days since "
+                                 "the last activity alone on the same labelled live "
+                                 "predictions", v, registry=registry)
+        self.over_recency = Gauge("churnwatch_model_live_auc_over_recency", "Live ROC AUC of "
+                                  "the model minus that of days since the last activity alone, "
+                                  "on the same predictions", v, registry=registry)
+        self.over_recency_stderr = Gauge(
+            "churnwatch_model_live_auc_over_recency_stderr", "Standard error of "
+            "churnwatch_model_live_auc_over_recency (DeLong, paired)", v, registry=registry)
         self.feature_psi = Gauge("churnwatch_model_feature_psi", "Population stability index "
                                  "of a feature: recent live samples vs the training snapshot",
                                  [*v, "feature"], registry=registry)
@@ -233,7 +258,8 @@ class QualityMetrics:
                                "Wall time of the quality report exported", registry=registry)
         self._all = [self.auc, self.brier, self.calibration_error, self.predicted,
                      self.observed, self.high_precision, self.churn_rate, self.samples,
-                     self.holdout_auc, self.feature_psi, self.score_psi, self.drift_reference]
+                     self.holdout_auc, self.feature_psi, self.score_psi, self.drift_reference,
+                     self.recency_auc, self.over_recency, self.over_recency_stderr]
 
     def export(self, report: dict[str, Any]) -> None:
         for g in self._all:
@@ -246,7 +272,9 @@ class QualityMetrics:
                                (self.calibration_error, "calibration_error"),
                                (self.high_precision, "high_precision"),
                                (self.churn_rate, "churn_rate"), (self.holdout_auc, "holdout_auc"),
-                               (self.score_psi, "score_psi")):
+                               (self.score_psi, "score_psi"), (self.recency_auc, "recency_auc"),
+                               (self.over_recency, "auc_over_recency"),
+                               (self.over_recency_stderr, "auc_over_recency_stderr")):
                 if drift.finite(r.get(key)):
                     gauge.labels(version).set(r[key])
             for row in r.get("calibration") or []:
@@ -405,7 +433,9 @@ class QualityTracker:
         reference = reference_of(model) if model is not None else None
         codes = drift.bin_codes(reference, features, score) if reference else ""
         cohort = Cohort(version, as_of // DAY_MS, self.horizon_days(model))
-        return cohort, Sample(score, tier, as_of, codes)
+        recency = features.get("days_since_last_activity")
+        return cohort, Sample(score, tier, as_of, codes, recency_days=None if recency is None
+                              else round(float(recency), 3))
 
     # 2. label ---------------------------------------------------------------------------
     async def _cohorts(self) -> list[Cohort]:

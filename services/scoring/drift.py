@@ -7,7 +7,9 @@
   per feature, so a sample is ~40 bytes in Redis), :func:`psi` compares the bin shares of live
   samples with the reference (population stability index);
 - :func:`roc_auc`, :func:`calibration`, :func:`brier`, :func:`precision` judge labelled live
-  predictions (label 1: the customer did not come back within the horizon, as in training).
+  predictions (label 1: the customer did not come back within the horizon, as in training);
+  :func:`auc_difference` compares two scores of the same predictions (the model against days
+  since the last activity alone) with the standard error of the difference.
 
 The live scorer side (sampling, labelling, metrics) is ``services/scorer/quality.py``;
 docs/model.md ("Drift and live quality") says what the numbers mean.
@@ -115,6 +117,18 @@ def psi_from_codes(reference: dict[str, Any], codes: Sequence[str]) -> dict[str,
     return out
 
 
+def midranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n, ties sharing the mean of their ranks."""
+    order = np.argsort(values, kind="mergesort")
+    sorted_v = values[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_v)) + 1]
+    ends = np.r_[starts[1:], len(values)]
+    mean_rank = (starts + ends + 1) / 2.0  # mean of ranks start+1..end
+    ranks = np.empty(len(values), dtype=float)
+    ranks[order] = np.repeat(mean_rank, ends - starts)
+    return ranks
+
+
 def roc_auc(y: Sequence[int], score: Sequence[float]) -> float | None:
     """ROC AUC (ties count half: the Mann-Whitney statistic); None without both classes."""
     y_arr = np.asarray(y, dtype=int)
@@ -122,16 +136,34 @@ def roc_auc(y: Sequence[int], score: Sequence[float]) -> float | None:
     pos, neg = int(y_arr.sum()), int(len(y_arr) - y_arr.sum())
     if pos == 0 or neg == 0:
         return None
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s), dtype=float)
-    sorted_s = s[order]
-    # average ranks of ties
-    starts = np.r_[0, np.flatnonzero(np.diff(sorted_s)) + 1]
-    ends = np.r_[starts[1:], len(s)]
-    for a, b in zip(starts, ends, strict=True):
-        ranks[order[a:b]] = (a + b + 1) / 2.0  # mean of ranks a+1..b
-    u = ranks[y_arr == 1].sum() - pos * (pos + 1) / 2.0
+    u = midranks(s)[y_arr == 1].sum() - pos * (pos + 1) / 2.0
     return float(u / (pos * neg))
+
+
+def auc_difference(y: Sequence[int], a: Sequence[float], b: Sequence[float]
+                   ) -> tuple[float, float] | None:
+    """ROC AUC of ``a`` minus that of ``b`` on the same labelled rows, and the standard error
+    of that difference (DeLong, DeLong & Clarke-Pearson 1988, in the midrank form of Sun & Xu
+    2014), which counts that both are judged on the same customers: the more the two scores
+    agree, the better the difference is known. None without two of each class."""
+    y_arr = np.asarray(y, dtype=int)
+    pos_mask = y_arr == 1
+    m, n = int(pos_mask.sum()), int((~pos_mask).sum())
+    if m < 2 or n < 2:
+        return None
+    aucs, v10, v01 = [], [], []
+    for score in (a, b):
+        s = np.asarray(score, dtype=float)
+        x, z = s[pos_mask], s[~pos_mask]
+        tz = midranks(np.concatenate([x, z]))
+        tx, ty = midranks(x), midranks(z)
+        aucs.append((tz[:m].sum() - m * (m + 1) / 2.0) / (m * n))
+        v10.append((tz[:m] - tx) / n)  # per churned customer: share of the others ranked below
+        v01.append(1.0 - (tz[m:] - ty) / m)  # per retained one: share of churned above
+    s10, s01 = np.cov(np.vstack(v10)), np.cov(np.vstack(v01))
+    var = ((s10[0, 0] + s10[1, 1] - 2 * s10[0, 1]) / m
+           + (s01[0, 0] + s01[1, 1] - 2 * s01[0, 1]) / n)
+    return float(aucs[0] - aucs[1]), float(math.sqrt(max(var, 0.0)))
 
 
 def brier(y: Sequence[int], score: Sequence[float]) -> float | None:
@@ -196,6 +228,6 @@ def finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
 
 
-__all__ = ["MAX_DORMANT_DAYS", "SCORE", "bin_codes", "brier", "build_reference", "calibration",
-           "calibration_error", "label", "precision", "psi", "psi_from_codes", "roc_auc",
-           "usable"]
+__all__ = ["MAX_DORMANT_DAYS", "SCORE", "auc_difference", "bin_codes", "brier", "build_reference",
+           "calibration", "calibration_error", "label", "midranks", "precision", "psi",
+           "psi_from_codes", "roc_auc", "usable"]

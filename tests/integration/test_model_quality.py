@@ -120,6 +120,12 @@ async def test_live_outcomes_and_drift_per_model_version(redis_kind: str,
     await redis.aclose()
     assert gauge("churnwatch_model_live_auc") == pytest.approx(r["auc"]) and r["auc"] > 0.9
     assert gauge("churnwatch_model_holdout_auc") == served.card["holdout"]["model"]["roc_auc"]
+    # the same predictions ranked by days since the last activity alone (kept with each sample)
+    assert r["recency_samples"] == 30 and r["recency_auc"] == 1.0  # the gone were away longer
+    assert gauge("churnwatch_model_live_recency_auc") == 1.0
+    assert gauge("churnwatch_model_live_auc_over_recency") == pytest.approx(r["auc"] - 1.0)
+    stderr = gauge("churnwatch_model_live_auc_over_recency_stderr")
+    assert stderr is not None and stderr >= 0
     assert gauge("churnwatch_model_live_samples", state="labelled") == 30
     assert 0 <= (gauge("churnwatch_model_live_brier") or -1) < 0.5
     assert gauge("churnwatch_model_live_calibration_error") is not None

@@ -77,6 +77,25 @@ def test_roc_auc_matches_sklearn_with_ties() -> None:
     assert drift.roc_auc([1, 1], [0.2, 0.4]) is None
 
 
+def test_auc_difference_is_the_two_aucs_apart_with_the_bootstraps_spread() -> None:
+    rng = np.random.default_rng(5)
+    n = 2000
+    y = (rng.random(n) < 0.3).astype(int)
+    a = y + rng.normal(0.0, 1.0, n)
+    b = np.round(0.8 * y + 0.5 * (a - y) + rng.normal(0.0, 1.0, n), 1)  # correlated, with ties
+    got = drift.auc_difference(y.tolist(), a.tolist(), b.tolist())
+    assert got is not None
+    diff, se = got
+    assert diff == pytest.approx(roc_auc_score(y, a) - roc_auc_score(y, b), abs=1e-12)
+    boot = []
+    for _ in range(400):
+        i = rng.integers(0, n, n)
+        boot.append(roc_auc_score(y[i], a[i]) - roc_auc_score(y[i], b[i]))
+    assert se == pytest.approx(float(np.std(boot)), rel=0.15)
+    assert drift.auc_difference(y.tolist(), a.tolist(), a.tolist()) == (0.0, 0.0)
+    assert drift.auc_difference([1, 0, 0], [0.9, 0.1, 0.2], [0.5, 0.4, 0.3]) is None
+
+
 def test_calibration_brier_and_precision() -> None:
     y = [0, 0, 1, 1, 1, 0]
     p = [0.05, 0.15, 0.95, 0.85, 0.9, 0.9]
@@ -113,10 +132,32 @@ def test_judge_needs_enough_labelled_predictions() -> None:
     assert r["brier"] == pytest.approx((0.01 + 0.04 + 0.64) / 3)
 
 
+def test_judge_compares_the_model_with_recency_on_the_same_predictions() -> None:
+    rng = np.random.default_rng(11)
+    y = (rng.random(3000) < 0.3).astype(int)
+    days = np.round(rng.exponential(10.0, 3000) + 25.0 * y, 3)  # the churned were away longer
+    score = 0.5 + 0.1 * rng.standard_normal(3000) + 0.05 * y  # a model that learned little
+    samples = [Sample(float(p), "low", 0, "", int(label), float(d))
+               for p, label, d in zip(score, y, days, strict=True)]
+    # entries written before recency was kept are judged, but not compared
+    samples += [Sample(0.9, "high", 0, "", 1), Sample(0.1, "low", 0, "", 0)]
+    r = judge(samples, min_labelled=200)
+    assert r["labelled"] == 3002 and r["recency_samples"] == 3000
+    assert r["recency_auc"] == pytest.approx(roc_auc_score(y, days), abs=1e-12)
+    model_auc = roc_auc_score(y, score)
+    assert r["auc_over_recency"] == pytest.approx(model_auc - r["recency_auc"], abs=1e-12)
+    assert r["auc_over_recency"] + 2 * r["auc_over_recency_stderr"] < 0  # what the alert asks
+    # fewer than min_labelled with recency: no comparison
+    r = judge(samples[:150] + [Sample(0.5, "low", 0, "", 0)] * 100, min_labelled=200)
+    assert r["recency_samples"] == 150 and "auc_over_recency" not in r
+
+
 def test_cohort_entries_round_trip() -> None:
-    s = Sample(0.1234567, "medium", 1_700_000_000_000, "0123", None)
+    s = Sample(0.1234567, "medium", 1_700_000_000_000, "0123", None, 12.5)
     back = Sample.loads(s.dumps())
-    assert back == Sample(0.123457, "medium", 1_700_000_000_000, "0123", None)
+    assert back == Sample(0.123457, "medium", 1_700_000_000_000, "0123", None, 12.5)
+    # an entry written before recency was kept still reads
+    assert Sample.loads('[0.5,"low",1,"",0]') == Sample(0.5, "low", 1, "", 0, None)
     assert Sample.loads("not json") is None
     c = Cohort("odd|version-1", 20_000, 60)
     assert Cohort.parse(c.member) == c and Cohort.parse("junk") is None
@@ -129,6 +170,8 @@ def test_gauges_follow_the_report_and_say_when_drift_cannot_be_computed() -> Non
         "new-1": {"labelled": 300, "pending": 20, "auc": 0.81, "brier": 0.15,
                   "calibration_error": 0.03, "high_precision": 0.7, "churn_rate": 0.4,
                   "holdout_auc": 0.9, "reference": True, "score_psi": 0.02,
+                  "recency_auc": 0.84, "auc_over_recency": -0.03,
+                  "auc_over_recency_stderr": 0.01,
                   "feature_psi": {"spend_365": 0.3},
                   "calibration": [{"bin": "0.9-1.0", "rows": 5, "predicted": 0.95,
                                    "observed": 0.8}]},
@@ -139,6 +182,10 @@ def test_gauges_follow_the_report_and_say_when_drift_cannot_be_computed() -> Non
 
     assert value("churnwatch_model_live_auc", model_version="new-1") == 0.81
     assert value("churnwatch_model_holdout_auc", model_version="new-1") == 0.9
+    assert value("churnwatch_model_live_recency_auc", model_version="new-1") == 0.84
+    assert value("churnwatch_model_live_auc_over_recency", model_version="new-1") == -0.03
+    assert value("churnwatch_model_live_auc_over_recency_stderr", model_version="new-1") == 0.01
+    assert value("churnwatch_model_live_recency_auc", model_version="old-1") is None
     assert value("churnwatch_model_feature_psi", model_version="new-1", feature="spend_365") == 0.3
     assert value("churnwatch_model_live_observed_churn", model_version="new-1", bin="0.9-1.0") == 0.8
     assert value("churnwatch_model_drift_reference", model_version="old-1") == 0
