@@ -18,6 +18,7 @@ activity within the horizon; the trainer calibrates it on later dates like any o
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,17 +67,33 @@ class _Classic(BaseEstimator, ClassifierMixin):  # type: ignore[misc]
 
 
 class RecencyModel(_Classic):
-    """P(churn) grows with the days since the last activity: 1 - exp(-days / scale), the scale
-    being the median recency of the fitted rows (only the order matters before calibration)."""
+    """P(churn) grows with the days since the last activity, nothing else. Its decision is
+    ``ln(1 + days) - ln(1 + scale)``, the scale being the median recency of the fitted rows:
+    unbounded, so the trainer's sigmoid calibration fits ``P = 1 / (1 + exp(-(a ln(1 + days)
+    + b)))``, and a long absence can reach a probability near 1.
+
+    Models fitted before it (no ``shape_``) scored ``1 - exp(-days / scale)`` and keep it: on
+    a business whose customers come every few days that is ~1 for every absence past two
+    weeks, so the calibrated score stopped rising there (a student away for five months
+    scored as one away for a month, medium at most)."""
 
     def fit(self, X: np.ndarray, y: Any = None) -> RecencyModel:
         days = np.asarray(X, dtype=float)[:, RECENCY_COL]
         self.scale_ = float(max(np.median(days), 1.0))
+        self.shape_ = "log"
         return self
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
         days = np.maximum(np.asarray(X, dtype=float)[:, RECENCY_COL], 0.0)
-        return _proba(1.0 - np.exp(-days / self.scale_))
+        if getattr(self, "shape_", None) == "log":
+            return np.log1p(days) - math.log1p(self.scale_)
+        return 1.0 - np.exp(-days / self.scale_)  # a model fitted before the log shape
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        z = self.decision_function(X)
+        if getattr(self, "shape_", None) == "log":
+            return _proba(1.0 / (1.0 + np.exp(-z)))
+        return _proba(z)
 
 
 class BGNBDModel(_Classic):

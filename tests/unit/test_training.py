@@ -348,6 +348,32 @@ def test_calibration_keeps_the_models_order(trained: tuple[TrainReport, float, l
     assert report.calibration == "sigmoid"
 
 
+def test_a_calibrated_recency_model_keeps_rising_with_the_absence() -> None:
+    """A business whose customers come every few days: the median recency is ~3 days. The
+    old shape, 1 - exp(-days / 3), was ~1 from two weeks on, so its calibrated score stopped
+    rising there (a customer away for five months scored as one away for a month)."""
+    from services.training.classics import RECENCY_COL, RecencyModel
+    from services.training.train import _calibrated
+
+    rng = np.random.default_rng(3)
+    n = 4000
+    days = np.where(rng.random(n) < 0.8, rng.exponential(3.0, n), rng.uniform(5.0, 300.0, n))
+    y = (rng.random(n) < 1.0 / (1.0 + np.exp(-(days - 30.0) / 6.0))).astype(int)
+    X = np.zeros((n, len(FEATURE_NAMES)))
+    X[:, RECENCY_COL] = days
+    fitted = RecencyModel().fit(X, y)
+    model, method = _calibrated(fitted, X, y)
+    assert method == "sigmoid"
+    probe = np.zeros((7, len(FEATURE_NAMES)))
+    probe[:, RECENCY_COL] = [1, 7, 14, 30, 60, 150, 300]
+    p = model.predict_proba(probe)[:, 1]
+    assert (np.diff(p) > 0).all() and p[0] < 0.1 and p[-2] > 0.9
+    # a model fitted before the log shape (pickled without shape_) keeps scoring as it did
+    del fitted.shape_
+    old = fitted.predict_proba(probe)[:, 1]
+    assert old == pytest.approx(1.0 - np.exp(-probe[:, RECENCY_COL] / fitted.scale_))
+
+
 def test_pareto_nbd_recovers_its_parameters_and_knows_who_is_alive() -> None:
     from sklearn.metrics import roc_auc_score
 
