@@ -241,6 +241,10 @@ class QualityMetrics:
         self.over_recency = Gauge("churnwatch_model_live_auc_over_recency", "Live ROC AUC of "
                                   "the model minus that of days since the last activity alone, "
                                   "on the same predictions", v, registry=registry)
+        self.recency_samples = Gauge(
+            "churnwatch_model_live_recency_samples", "Labelled live predictions that kept the "
+            "days since the last activity (those the recency comparison is judged on)", v,
+            registry=registry)
         self.over_recency_stderr = Gauge(
             "churnwatch_model_live_auc_over_recency_stderr", "Standard error of "
             "churnwatch_model_live_auc_over_recency (DeLong, paired)", v, registry=registry)
@@ -259,7 +263,8 @@ class QualityMetrics:
         self._all = [self.auc, self.brier, self.calibration_error, self.predicted,
                      self.observed, self.high_precision, self.churn_rate, self.samples,
                      self.holdout_auc, self.feature_psi, self.score_psi, self.drift_reference,
-                     self.recency_auc, self.over_recency, self.over_recency_stderr]
+                     self.recency_auc, self.over_recency, self.over_recency_stderr,
+                     self.recency_samples]
 
     def export(self, report: dict[str, Any]) -> None:
         for g in self._all:
@@ -268,6 +273,8 @@ class QualityMetrics:
             self.samples.labels(version, "labelled").set(r.get("labelled", 0))
             self.samples.labels(version, "pending").set(r.get("pending", 0))
             self.drift_reference.labels(version).set(1 if r.get("reference") else 0)
+            if "recency_samples" in r:
+                self.recency_samples.labels(version).set(r["recency_samples"])
             for gauge, key in ((self.auc, "auc"), (self.brier, "brier"),
                                (self.calibration_error, "calibration_error"),
                                (self.high_precision, "high_precision"),

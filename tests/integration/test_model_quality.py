@@ -123,6 +123,7 @@ async def test_live_outcomes_and_drift_per_model_version(redis_kind: str,
     # the same predictions ranked by days since the last activity alone (kept with each sample)
     assert r["recency_samples"] == 30 and r["recency_auc"] == 1.0  # the gone were away longer
     assert gauge("churnwatch_model_live_recency_auc") == 1.0
+    assert gauge("churnwatch_model_live_recency_samples") == 30
     assert gauge("churnwatch_model_live_auc_over_recency") == pytest.approx(r["auc"] - 1.0)
     stderr = gauge("churnwatch_model_live_auc_over_recency_stderr")
     assert stderr is not None and stderr >= 0

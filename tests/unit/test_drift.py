@@ -170,7 +170,7 @@ def test_gauges_follow_the_report_and_say_when_drift_cannot_be_computed() -> Non
         "new-1": {"labelled": 300, "pending": 20, "auc": 0.81, "brier": 0.15,
                   "calibration_error": 0.03, "high_precision": 0.7, "churn_rate": 0.4,
                   "holdout_auc": 0.9, "reference": True, "score_psi": 0.02,
-                  "recency_auc": 0.84, "auc_over_recency": -0.03,
+                  "recency_auc": 0.84, "auc_over_recency": -0.03, "recency_samples": 280,
                   "auc_over_recency_stderr": 0.01,
                   "feature_psi": {"spend_365": 0.3},
                   "calibration": [{"bin": "0.9-1.0", "rows": 5, "predicted": 0.95,
@@ -186,6 +186,8 @@ def test_gauges_follow_the_report_and_say_when_drift_cannot_be_computed() -> Non
     assert value("churnwatch_model_live_auc_over_recency", model_version="new-1") == -0.03
     assert value("churnwatch_model_live_auc_over_recency_stderr", model_version="new-1") == 0.01
     assert value("churnwatch_model_live_recency_auc", model_version="old-1") is None
+    assert value("churnwatch_model_live_recency_samples", model_version="new-1") == 280
+    assert value("churnwatch_model_live_recency_samples", model_version="old-1") is None
     assert value("churnwatch_model_feature_psi", model_version="new-1", feature="spend_365") == 0.3
     assert value("churnwatch_model_live_observed_churn", model_version="new-1", bin="0.9-1.0") == 0.8
     assert value("churnwatch_model_drift_reference", model_version="old-1") == 0
