@@ -2,7 +2,9 @@
 
 Every customer has a personal cadence (salon ~3-8 weeks, restaurant ~1-3 weeks, retail: many
 one-time buyers and irregular repeaters, eshop: an online shop where most customers buy once and
-the rest reorder every one to six months, with routine returns), a mean ticket, a join date spread over the period and
+the rest reorder every one to six months, with routine returns; school: students attend classes
+one to three times a week, skip some, pay fees about monthly and stay away over the summer
+break), a mean ticket, a join date spread over the period and
 a hidden churn time drawn from a hazard. Bad experiences raise the hazard — complaints more
 than silent disappointments, unresolved complaints more than resolved ones — and new
 customers churn more easily than loyal ones. Before churning, a share of customers drift (gaps
@@ -29,7 +31,7 @@ from typing import Any
 from services.common.exceptions import ChurnwatchError
 from services.common.timefmt import rfc3339
 
-PRESETS = ("salon", "restaurant", "retail", "eshop")
+PRESETS = ("salon", "restaurant", "retail", "eshop", "school")
 LOCAL_TZ = timezone(timedelta(hours=1))  # the shops' wall clock: a fixed offset, no DST
 DAY_S = 86_400
 CURRENCY = "EUR"
@@ -161,6 +163,24 @@ _PRESETS: dict[str, _Preset] = {
         categories=("delivery", "product_defect", "returns", "payment", "customer_service"),
         season=(0.95, 0.8, 0.9, 0.9, 0.95, 0.9, 0.95, 0.9, 0.95, 1.0, 1.5, 1.6),
         online_floor=0.9, routine_refund=0.12, store_names=("webshop", "marketplace"),
+    ),
+    # A school (languages, music, dance, tutoring): enrolled students attend one to three
+    # classes a week — each class a visit, at fixed times but with some skipped, so gaps are
+    # fairly regular (a gamma shape of 3) —, pay a fee about once in five classes (roughly
+    # monthly), and come far less in July and August and over Christmas. Few come for a trial
+    # lesson only; students leave at about the salon's yearly rate, and a few return the next
+    # year. The business type it stands for is `default`: no rules of its own.
+    "school": _Preset(
+        prefix="sch", default_stores=2, cadence_days=(2.5, 8.0), gap_shape=3.0,
+        ticket_median=80.0, ticket_spread=0.35, ticket_noise=0.05, ticket_step=5.0,
+        annual_churn=0.4, one_time_share=0.08, visit_share=1.0, purchase_share=0.2,
+        services=(("class", 60), ("private_lesson", 45), ("exam_prep", 90)),
+        staff_prefix="teacher", weekday_weight=(1.0, 1.0, 1.0, 1.0, 1.0, 0.7, 0.05),
+        hours=((15.0, 20.5),), online_share=0.0, online_channel="online", quantity_mean=1.0,
+        return_share=0.1, refund_share=0.2,
+        categories=("teaching", "schedule", "fees", "staff", "facilities"),
+        season=(1.0, 0.95, 1.0, 0.9, 1.0, 0.85, 0.2, 0.2, 1.1, 1.0, 1.0, 0.7),
+        store_names=("central", "north", "south"),
     ),
 }
 
