@@ -8,7 +8,7 @@ digest (left out when the customer is no longer at medium by then), a genuine re
 high after an alert is one "won back" e-mail.
 
     .venv/bin/python -m bench.live_alerts [--customers 2000] [--weeks 8] [--tiers ...]
-        [--business default] [preset ...]
+        [--business default] [--end DATE] [--closed FIRST..LAST ...] [preset ...]
 
 Per 1,000 customers active in the period (seen in the 60 days before its middle), each week:
 high alerts, digest entries and won-back e-mails; and the share of alerted customers who
@@ -26,7 +26,7 @@ import sys
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from services.common.events import validate_event
@@ -34,6 +34,7 @@ from services.common.riskchange import Cause, RiskChange
 from services.common.settings import load_settings
 from services.notifier.policy import ALERT, WON_BACK, Episode, claim, decide_episode
 from services.scoring.activity import activity_from_event
+from services.scoring.closures import Closures
 from services.scoring.engine import Engine, Subject
 from services.scoring.features import DAY_MS, Activity
 from services.scoring.model import load_model
@@ -73,10 +74,14 @@ def _change(previous: str, tier: str, kind: str, event_type: str | None) -> Risk
 
 def simulate(preset: str, *, customers: int, weeks: int, seed: int = 5,
              end: datetime = datetime(2026, 6, 1, tzinfo=UTC),
-             thresholds: Thresholds | None = None, business: str | None = None
+             thresholds: Thresholds | None = None, business: str | None = None,
+             closed: Sequence[tuple[date, date]] = ()
              ) -> tuple[Outcome, dict[str, list[Activity]]]:
     """Replay ``weeks`` of live operation after a year's import (see the module);
-    ``business``: the business type every preset is scored as (None: the one it stands for)."""
+    ``business``: the business type every preset is scored as (None: the one it stands for);
+    ``closed``: days every store is closed (``Store.closures``, first and last day), whose
+    silence does not count. The live weeks end 60 days (the labels' horizon) before ``end``."""
+    closures = Closures.of(closed, None)
     start_live = end - timedelta(days=7 * weeks + HORIZON_DAYS)  # labels need the horizon after
     events, _ = generate(preset=preset, customers=customers,
                          start=start_live - timedelta(days=365), end=end, seed=seed)
@@ -104,7 +109,7 @@ def simulate(preset: str, *, customers: int, weeks: int, seed: int = 5,
             if i:
                 tier, since = tiers.get(c, (None, None))
                 subjects.append(Subject(c, acts[c][:i], first_seen_ms=times[c][0], tier=tier,
-                                        tier_since_ms=since))
+                                        tier_since_ms=since, closures=closures))
         return {s.customer_id: a.tier for s, a in zip(subjects, engine.assess(subjects, now),
                                                        strict=True)} if subjects else {}
 
@@ -207,8 +212,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--business", choices=BUSINESS_TYPES, default=None,
                         help="score every preset as this business type (CHURNWATCH_BUSINESS_TYPE; "
                              "default: the type each preset stands for)")
+    parser.add_argument("--end", type=date.fromisoformat, default=date(2026, 6, 1),
+                        help="the live weeks end 60 days before this date (default 2026-06-01: "
+                             "live from late January)")
+    parser.add_argument("--closed", action="append", default=[], metavar="FIRST..LAST",
+                        help="days every store is closed, e.g. 2026-07-01..2026-08-31 "
+                             "(repeatable): their silence does not count")
     parser.add_argument("presets", nargs="*", default=list(PRESETS))
     args = parser.parse_args(argv)
+    closed = []
+    for spec in args.closed:
+        first, _, last = spec.partition("..")
+        try:
+            closed.append((date.fromisoformat(first), date.fromisoformat(last)))
+        except ValueError:
+            parser.error(f"--closed {spec!r}: give two ISO dates, FIRST..LAST")
     tiers = None
     if args.tiers:
         me, mx, he, hx = (float(v) for v in args.tiers.split(","))
@@ -216,10 +234,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     for preset in args.presets:
         outcome, acts = simulate(preset, customers=args.customers, weeks=args.weeks, seed=args.seed,
-                                 thresholds=tiers, business=args.business)
+                                 thresholds=tiers, business=args.business, closed=closed,
+                                 end=datetime.combine(args.end, time(0), UTC))
         rows.append(row(outcome, acts))
         print(f"{preset}: done", file=sys.stderr, flush=True)
     as_type = f", scored as {args.business}" if args.business else ""
+    as_type += "".join(f", closed {a}..{b}" for a, b in closed)
+    as_type += f", live weeks ending 60 days before {args.end}" if args.end != date(2026, 6, 1) else ""
     print(f"{args.customers} generated customers a business, a year imported, then "
           f"{args.weeks} weeks live (seed {args.seed}, tiers {args.tiers or 'of the business type'}"
           f"{as_type}):\n")

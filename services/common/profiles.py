@@ -24,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    model_validator,
 )
 from redis.asyncio import Redis
 
@@ -124,9 +125,32 @@ class StaffMember(BaseModel):
         "one digest for all their stores. Absent: each customer's store's zone.")
 
 
+MAX_CLOSURES = 100
+MAX_CLOSURE_DAYS = 366
+
+
+class Closure(BaseModel):
+    """Days the store is closed (a summer break, a holiday, a renovation): its customers'
+    silence does not count on them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    first: date = Field(description="First closed day, on the store's calendar.")
+    last: date = Field(description="Last closed day (inclusive); the store opens the day after.")
+    note: Label | None = Field(None, description="Why, for people: e.g. summer break.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Closure:
+        if self.last < self.first:
+            raise ValueError(f"last ({self.last}) must not be before first ({self.first})")
+        if (self.last - self.first).days >= MAX_CLOSURE_DAYS:
+            raise ValueError(f"a closure is at most {MAX_CLOSURE_DAYS} days "
+                             f"({self.first} .. {self.last} is {(self.last - self.first).days + 1})")
+        return self
+
+
 class Store(BaseModel):
     """A store: its time zone (its customers' days for events written in UTC, quiet hours,
-    digests) and its manager (fallback recipient)."""
+    digests), its manager (fallback recipient) and the days it is closed."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     store_id: Identifier
@@ -137,6 +161,13 @@ class Store(BaseModel):
         "calendar days (summer time included); its staff's quiet hours and digests follow it.")
     manager_staff_id: Identifier | None = None
     locale: Locale = "en"
+    closures: list[Closure] = Field(
+        default_factory=list, max_length=MAX_CLOSURES,
+        description="Days the store is closed, past and planned (at most "
+        f"{MAX_CLOSURES}). Its customers' silence does not count on them: a customer's days "
+        "since their last visit count the days the store was open, so closing for the "
+        "summer does not make every customer look as if they left. The scorer reads them "
+        "within 5 s; customers already scored are re-scored at their next look.")
 
 
 def owner_of(raw: str | bytes | None) -> str | None:

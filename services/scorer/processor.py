@@ -60,6 +60,7 @@ from services.common.settings import Settings
 from services.common.timefmt import named_zone
 from services.scoring import summary
 from services.scoring.activity import activity_from_event, at_shop
+from services.scoring.closures import Closures, calendar_closures
 from services.scoring.engine import Assessment, Engine, Step, Subject
 from services.scoring.features import DAY_MS, Activity
 from services.state.store import (
@@ -258,6 +259,8 @@ class Processor:
         # tenant -> its stores kept on a clock other than UTC (store_id -> zone), and when the
         # tenant's stores were read (monotonic seconds): see _read_store_zones
         self._zones: dict[str, dict[str, tzinfo]] = {}
+        # and the days they are closed (services/scoring/closures.py), read with the zones
+        self._closures: dict[str, dict[str, Closures]] = {}
         self._zones_read: dict[str, float] = {}
         # step -> the error retrying does not fix that holds it now: the readiness probe
         # fails while any is set (see _retry)
@@ -448,17 +451,28 @@ class Processor:
                 committed = await self._retry("read", self._committed)
 
     async def _read_store_zones(self, tenants: Iterable[str]) -> None:
-        """Know the time zones of these tenants' stores, read again every
+        """Know the time zones and closed days of these tenants' stores, read again every
         :data:`STORE_ZONES_REFRESH_S` seconds (one round trip for all stale tenants)."""
         now = time.monotonic()
         stale = [t for t in tenants if now - self._zones_read.get(t, -1e9) >= STORE_ZONES_REFRESH_S]
         if not stale:
             return
-        read = await self._retry("read", lambda: self.store.read_store_zones(stale))
+        read = await self._retry("read", lambda: self.store.read_store_calendars(stale))
         for t in stale:
-            self._zones[t] = {s: z for s, name in read.get(t, {}).items()
-                              if (z := named_zone(name)) is not None}
+            calendars = read.get(t, {})
+            self._zones[t] = {s: z for s, cal in calendars.items()
+                              if (z := named_zone(cal.timezone)) is not None}
+            self._closures[t] = {s: c for s, cal in calendars.items()
+                                 if (c := calendar_closures(cal)) is not None}
             self._zones_read[t] = now
+
+    def _closures_of(self, cs: CustomerState) -> Closures | None:
+        """The closed days of the customer's store, if it has any."""
+        closed = self._closures.get(cs.tenant)
+        if not closed:
+            return None
+        store = cs.store_id
+        return closed.get(store) if store else None
 
     @staticmethod
     def _at_shops(rs: list[Row], zones: dict[str, tzinfo], home: str | None) -> list[Row]:
@@ -1048,7 +1062,8 @@ class Processor:
         paths: list[tuple[int, list[Assessment]]] = []
         if states:
             subjects = [Subject(cs.customer_id, (), cs.first_ts, cs.tier, cs.tier_since,
-                                summary=cs.summary, tenant=cs.tenant) for cs in states]
+                                summary=cs.summary, tenant=cs.tenant,
+                                closures=self._closures_of(cs)) for cs in states]
             try:
                 results = self.engine.assess_paths(subjects, nows, steps=steps, fresh=fresh)
                 paths = list(enumerate(results))
@@ -1109,6 +1124,7 @@ class Processor:
         """Re-scoring without new events (the silence sweep; ``kind="model"`` after a model
         switch): publish, write the customers, then their indexes (a crash in between leaves
         them due: the next sweep does it again, with the same risk-change ids)."""
+        await self._read_store_zones({cs.tenant for cs in states})  # their closed days
         scored = self._score(states, nows, kind=kind)
         changes = [ce for p in scored for ce in p.changes]
         if changes:

@@ -35,6 +35,7 @@ from services.common.riskchange import (
     score_figures,
 )
 from services.common.timefmt import rfc3339
+from services.scoring.closures import Closures
 from services.scoring.features import Activity, compute_features, online_mostly
 from services.scoring.lifecycle import (
     DEFAULT_HORIZON_DAYS,
@@ -73,11 +74,25 @@ class Subject:
     tier_since_ms: int | None = None
     summary: Summary | None = None  # when given, the features come from it (activities unused)
     tenant: str = "default"  # whose value-tier boundaries apply
+    # the days the customer's store is closed: their silence does not count on them
+    closures: Closures | None = None
 
     def features(self, now_ms: int) -> dict[str, float]:
+        if self.closures is not None:
+            now_ms = self.closures.open_now(self.last_ms(now_ms), now_ms)
         if self.summary is not None:
             return self.summary.features(now_ms, self.first_seen_ms)
         return compute_features(self.activities, now_ms, self.first_seen_ms)
+
+    def last_ms(self, now_ms: int) -> int | None:
+        """The customer's newest activity at or before ``now_ms``."""
+        if self.summary is not None:
+            return self.summary.last_at_or_before(now_ms)
+        last = None
+        for a in self.activities:
+            if a.ts <= now_ms and (last is None or a.ts > last):
+                last = a.ts
+        return last
 
     def return_after_gap(self, now_ms: int, quiet: float, within: int | None) -> int | None:
         """:func:`~services.scoring.lifecycle.return_after_gap` over the newest active days at

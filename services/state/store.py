@@ -58,6 +58,7 @@ from services.common.redisconn import (
 )
 from services.common.riskchange import TIERS, lapsed
 from services.common.settings import Settings
+from services.scoring.closures import StoreCalendar, calendar_of
 from services.scoring.features import DAY_MS, FEATURE_NAMES, FEATURE_SCHEMA_VERSION, Activity
 from services.scoring.summary import Summary
 
@@ -576,23 +577,19 @@ class StateStore:
         return {t: clock_from_top([x for pair in row for x in pair])
                 for t, row in zip(tenants, rows, strict=True)}
 
-    async def read_store_zones(self, tenants: Sequence[str]) -> dict[str, dict[str, str]]:
-        """Each tenant's stores and their time zones (``Store.timezone``; one round trip). A
-        store whose record is not readable JSON is left out."""
+    async def read_store_calendars(self, tenants: Sequence[str]
+                                   ) -> dict[str, dict[str, StoreCalendar]]:
+        """Each tenant's stores: their time zones (``Store.timezone``) and closed days
+        (``Store.closures``), in one round trip. A store whose record is not readable JSON is
+        left out, a closure that is not two ISO dates too."""
         pipe = self.redis.pipeline(transaction=False)
         for t in tenants:
             pipe.hgetall(self.keys.stores(t))
         rows = await pipe.execute() if tenants else []
-        out: dict[str, dict[str, str]] = {}
+        out: dict[str, dict[str, StoreCalendar]] = {}
         for t, row in zip(tenants, rows, strict=True):
-            zones = out[t] = {}
-            for store_id, raw in (row or {}).items():
-                try:
-                    doc = jsonfast.loads(raw)
-                except ValueError:
-                    continue
-                if isinstance(doc, dict):
-                    zones[store_id] = str(doc.get("timezone") or "UTC")
+            out[t] = {store_id: cal for store_id, raw in (row or {}).items()
+                      if (cal := calendar_of(raw)) is not None}
         return out
 
     # writes --------------------------------------------------------------------------

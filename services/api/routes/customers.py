@@ -15,6 +15,7 @@ from services.common.exportdoc import CustomerExport
 from services.common.timefmt import iso_ms, iso_ms_at, local_iso, parse_iso, rfc3339
 from services.records import erasure, export
 from services.records.holdout import holdout
+from services.scoring.closures import Closures, calendar_closures, calendar_of
 from services.scoring.engine import Subject
 from services.scoring.lifecycle import stage_name
 from services.state.store import load_customers, read_states
@@ -77,13 +78,23 @@ async def get_risk(customer_id: CustomerId, res: Res, key: ReadKey,
     # the tenant's value-tier boundaries as the scorer last computed them (re-read every 60 s)
     await res.engine.refresh_value_bounds(res.redis, res.keys, min_interval=60.0)
     a = res.engine.assess([Subject(customer_id, (), first_ms, summary=cs.summary,
-                                   tenant=key.tenant)], at_ms, with_history=False)[0]
+                                   tenant=key.tenant,
+                                   closures=await _closures(res, key.tenant, cs.store_id))],
+                          at_ms, with_history=False)[0]
     body = a.to_json()
     body["as_of"] = rfc3339(at)
     return Risk.model_validate({**body, "customer_id": customer_id, "store_id": cs.store_id,
                                 "last_event_at": iso_ms_at(last, cs.summary.tz_minutes),
                                 "point_in_time": True,
                                 "holdout": holdout(a.tier, key.tenant, customer_id, share)})
+
+
+async def _closures(res: Any, tenant: str, store_id: str | None) -> Closures | None:
+    """The closed days of the customer's store, as the scorer counts them."""
+    if not store_id:
+        return None
+    calendar = calendar_of(await res.redis.hget(res.keys.stores(tenant), store_id))
+    return calendar_closures(calendar) if calendar is not None else None
 
 
 @router.delete(

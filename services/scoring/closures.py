@@ -1,0 +1,128 @@
+"""Days a store is closed, which do not count as a customer's silence.
+
+A school shut for the summer, a restaurant closed for August, a salon under renovation: every
+customer stops coming at once, and a week after the doors close the model would see each of
+them as away — an alert storm about people who will be back when the store opens. A store's
+closures (``PUT /v1/stores/{store_id}``, ``closures``: local calendar days, first and last
+inclusive, on the store's time zone) stop that clock: a customer's features are computed as if
+"now" were earlier by the closed time since their last activity, so the days since their last
+visit count open days only, and every window ends where it would have without the closure.
+
+Pure computation; the scorer and the API build a :class:`Closures` per store from its record.
+"""
+
+from __future__ import annotations
+
+import json
+from bisect import bisect_right
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from typing import Any, NamedTuple
+
+from services.common.timefmt import named_zone
+
+DAY_MS = 86_400_000
+
+
+class Closures:
+    """A store's closed periods as UTC instants: sorted, merged ``[start, end)`` spans."""
+
+    __slots__ = ("_ends", "_spans", "_starts")
+
+    def __init__(self, spans: Iterable[tuple[int, int]]):
+        merged: list[tuple[int, int]] = []
+        for start, end in sorted(s for s in spans if s[1] > s[0]):
+            if merged and start <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+            else:
+                merged.append((start, end))
+        self._spans = merged
+        self._starts = [s for s, _ in merged]
+        self._ends = [e for _, e in merged]
+
+    @classmethod
+    def of(cls, periods: Iterable[tuple[date, date]], zone: tzinfo | None) -> Closures | None:
+        """From local calendar days (``first``, ``last``, both closed) on ``zone`` (None: UTC):
+        closed from the first day's midnight to the midnight after the last. None when there
+        are no periods (nothing to shift)."""
+        z = zone or UTC
+        spans = []
+        for first, last in periods:
+            start = datetime.combine(first, time(0), z)
+            end = datetime.combine(last + timedelta(days=1), time(0), z)
+            spans.append((int(start.timestamp() * 1000), int(end.timestamp() * 1000)))
+        out = cls(spans)
+        return out if out._spans else None
+
+    def closed_ms(self, since_ms: int, until_ms: int) -> int:
+        """How much of ``(since_ms, until_ms]`` the store was closed, in milliseconds."""
+        if until_ms <= since_ms:
+            return 0
+        total = 0
+        i = bisect_right(self._ends, since_ms)  # the first span ending after since_ms
+        spans = self._spans
+        while i < len(spans):
+            start, end = spans[i]
+            if start >= until_ms:
+                break
+            total += min(end, until_ms) - max(start, since_ms)
+            i += 1
+        return max(total, 0)
+
+    def open_now(self, last_ms: int | None, now_ms: int) -> int:
+        """"Now" for a customer last active at ``last_ms``: ``now_ms`` less the time the store
+        was closed since then (``now_ms`` itself without a last activity)."""
+        if last_ms is None:
+            return now_ms
+        return now_ms - self.closed_ms(last_ms, now_ms)
+
+    def __len__(self) -> int:
+        return len(self._spans)
+
+    def __repr__(self) -> str:
+        return f"Closures({self._spans!r})"
+
+
+class StoreCalendar(NamedTuple):
+    """What the scorer keeps of a store's record: its zone's name and its closed days."""
+
+    timezone: str
+    closures: tuple[tuple[date, date], ...] = ()
+
+
+def closed_periods(raw: Any) -> tuple[tuple[date, date], ...]:
+    """The ``(first, last)`` days of a stored store's ``closures`` (a JSON list of objects
+    with ISO dates ``first`` and ``last``); anything else in it is skipped, never raised on
+    (the API validated what it stored)."""
+    out: list[tuple[date, date]] = []
+    if not isinstance(raw, list):
+        return ()
+    for c in raw:
+        try:
+            first, last = date.fromisoformat(c["first"]), date.fromisoformat(c["last"])
+        except (TypeError, KeyError, ValueError):
+            continue
+        if first <= last:
+            out.append((first, last))
+    return tuple(out)
+
+
+def calendar_of(raw: str | bytes | None) -> StoreCalendar | None:
+    """A stored store record (its JSON) as the scorer keeps it; None when it is not a readable
+    JSON object."""
+    if not raw:
+        return None
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    return StoreCalendar(str(doc.get("timezone") or "UTC"), closed_periods(doc.get("closures")))
+
+
+def calendar_closures(calendar: StoreCalendar) -> Closures | None:
+    """A store's :class:`Closures` on its own time zone (None when it has none)."""
+    if not calendar.closures:
+        return None
+    return Closures.of(calendar.closures, named_zone(calendar.timezone))

@@ -1,0 +1,118 @@
+"""A store's closed days, as the scorer and the API count them (services/scoring/closures.py),
+and how a store record declares them."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+from pydantic import ValidationError
+
+from services.common.profiles import MAX_CLOSURES, Store
+from services.scoring.closures import (
+    DAY_MS,
+    Closures,
+    StoreCalendar,
+    calendar_closures,
+    calendar_of,
+    closed_periods,
+)
+from services.scoring.engine import Subject
+from services.scoring.features import Activity
+from services.scoring.summary import Summary
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def ms(*args: int, tz: object = UTC) -> int:
+    return int(datetime(*args, tzinfo=tz).timestamp() * 1000)  # type: ignore[arg-type,misc]
+
+
+def test_closed_days_are_the_store_s_local_days() -> None:
+    c = Closures.of([(date(2026, 7, 1), date(2026, 8, 31))], BERLIN)
+    assert c is not None and len(c) == 1
+    # from midnight in Berlin (22:00 UTC in summer) to the midnight after the last day
+    assert c.closed_ms(ms(2026, 6, 1), ms(2026, 10, 1)) == 62 * DAY_MS
+    assert c.closed_ms(ms(2026, 6, 30, 21, 59), ms(2026, 6, 30, 22, 0)) == 0
+    assert c.closed_ms(ms(2026, 6, 30, 22, 0), ms(2026, 6, 30, 23, 0)) == 3_600_000
+    # partly inside, either side; nothing outside; an empty or reversed interval
+    assert c.closed_ms(ms(2026, 8, 30, 22), ms(2026, 9, 15)) == DAY_MS
+    assert c.closed_ms(ms(2026, 6, 1), ms(2026, 7, 2, tz=BERLIN)) == DAY_MS
+    assert c.closed_ms(ms(2026, 9, 1), ms(2026, 12, 1)) == 0
+    assert c.closed_ms(ms(2026, 7, 10), ms(2026, 7, 10)) == 0
+    assert c.closed_ms(ms(2026, 7, 10), ms(2026, 7, 1)) == 0
+
+
+def test_overlapping_and_touching_closures_count_once() -> None:
+    c = Closures.of([(date(2026, 1, 10), date(2026, 1, 20)), (date(2026, 1, 15), date(2026, 1, 25)),
+                     (date(2026, 1, 26), date(2026, 1, 26)), (date(2026, 3, 1), date(2026, 3, 1))],
+                    None)
+    assert c is not None and len(c) == 2
+    assert c.closed_ms(ms(2026, 1, 1), ms(2026, 4, 1)) == 18 * DAY_MS
+    assert c.closed_ms(ms(2026, 1, 12), ms(2026, 3, 1, 12)) == 15.5 * DAY_MS
+    assert Closures.of([], BERLIN) is None
+
+
+def test_now_for_a_customer_stops_while_the_store_is_closed() -> None:
+    c = Closures.of([(date(2026, 7, 1), date(2026, 8, 31))], None)
+    assert c is not None
+    last = ms(2026, 6, 28)
+    assert c.open_now(last, ms(2026, 6, 30)) == ms(2026, 6, 30)
+    assert c.open_now(last, ms(2026, 8, 1)) == ms(2026, 7, 1)
+    assert c.open_now(last, ms(2026, 9, 10)) == ms(2026, 7, 10)
+    # a customer who came during the closure: the rest of it counts
+    assert c.open_now(ms(2026, 8, 20), ms(2026, 9, 2)) == ms(2026, 9, 2) - 12 * DAY_MS
+    assert c.open_now(None, ms(2026, 8, 1)) == ms(2026, 8, 1)
+
+
+def test_features_count_open_days_only() -> None:
+    acts = [Activity(kind="visit", ts=ms(2026, 6, 28) - i * 3 * DAY_MS, event_id=f"v{i}")
+            for i in range(40)]
+    acts.sort(key=lambda a: a.ts)
+    summary = Summary.empty()
+    for a in acts:
+        summary.fold(a)
+    closures = Closures.of([(date(2026, 7, 1), date(2026, 8, 31))], None)
+    # from the events themselves and from the scorer's summary of them
+    for s in (Subject("c", acts), Subject("c", (), summary=summary)):
+        plain = s.features(ms(2026, 9, 10))
+        closed = Subject(s.customer_id, s.activities, summary=s.summary,
+                         closures=closures).features(ms(2026, 9, 10))
+        assert plain["days_since_last_activity"] == pytest.approx(74.0)
+        assert closed["days_since_last_activity"] == pytest.approx(12.0)
+        # every window ends where it would have without the closure
+        assert closed == s.features(ms(2026, 7, 10))
+
+
+def test_a_stored_store_reads_back_its_closures() -> None:
+    store = Store(store_id="s", timezone="Europe/Berlin", closures=[
+        {"first": "2026-07-01", "last": "2026-08-31", "note": "summer break"}])
+    cal = calendar_of(store.model_dump_json())
+    assert cal == StoreCalendar("Europe/Berlin", ((date(2026, 7, 1), date(2026, 8, 31)),))
+    c = calendar_closures(cal)
+    assert c is not None and c.closed_ms(ms(2026, 1, 1), ms(2027, 1, 1)) == 62 * DAY_MS
+    assert calendar_closures(StoreCalendar("UTC")) is None
+    # a record written before closures existed, or not readable: no closures, no error
+    assert calendar_of('{"store_id": "s", "timezone": "Asia/Tokyo"}') == StoreCalendar("Asia/Tokyo")
+    assert calendar_of("not json") is None and calendar_of(None) is None
+    assert calendar_of("[1, 2]") is None
+    assert closed_periods([{"first": "2026-01-02"}, {"first": "x", "last": "2026-01-01"},
+                           {"first": "2026-02-02", "last": "2026-02-01"}, "junk",
+                           {"first": "2026-03-01", "last": "2026-03-02"}]) == (
+        (date(2026, 3, 1), date(2026, 3, 2)),)
+    assert closed_periods(None) == ()
+
+
+def test_a_store_refuses_closures_that_cannot_be_meant() -> None:
+    with pytest.raises(ValidationError, match="must not be before first"):
+        Store(store_id="s", closures=[{"first": "2026-08-31", "last": "2026-07-01"}])
+    with pytest.raises(ValidationError, match="at most 366 days"):
+        Store(store_id="s", closures=[{"first": "2026-01-01", "last": "2027-01-02"}])
+    with pytest.raises(ValidationError, match="at most 100 items"):
+        Store(store_id="s", closures=[{"first": "2026-01-01", "last": "2026-01-01"}]
+              * (MAX_CLOSURES + 1))
+    with pytest.raises(ValidationError):
+        Store(store_id="s", closures=[{"first": "2026-01-01", "last": "2026-01-02", "x": 1}])
+    assert Store(store_id="s").closures == []
+
