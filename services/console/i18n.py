@@ -146,6 +146,18 @@ TEXT: dict[str, dict[str, str]] = {
                                "store's quiet hours and digests, and the days its events "
                                "written in UTC count on (events scored from now on).",
         "store_manager_hint": "Receives the alerts about customers without an owner.",
+        "store_closures": "Closed days",
+        "store_closures_hint": "One period a line, first and last day: 2026-07-01 .. "
+                               "2026-08-31 summer break. On these days the customers' absence "
+                               "does not count: closing for the summer does not make them look "
+                               "gone.",
+        "store_closures_example": "summer break",
+        "invalid_closure_line": "line {n} (“{line}”): write the first and last closed day, "
+                                "like 2026-07-01 .. 2026-08-31, then a note if you like",
+        "invalid_closure_order": "line {n}: the last day {last} is before the first {first}",
+        "invalid_closure_long": "line {n}: a closure is at most 366 days; enter a longer one "
+                                "as several",
+        "invalid_closure_many": "at most {n} closures: remove some that are long past",
         "staff_id_taken": "A staff member with this ID exists already: open them from the team "
                           "page, or choose another ID.",
         "not_your_store": "Choose one of your stores.",
@@ -349,6 +361,15 @@ TEXT: dict[str, dict[str, str]] = {
         "store_timezone_hint": "IANA 时区，例如 Asia/Shanghai 或 America/New_York：门店的免打扰时段和摘要，"
                                "以及以 UTC 记录的事件按哪一天计算（对之后评分的事件生效）。",
         "store_manager_hint": "接收没有负责人的客户的提醒。",
+        "store_closures": "停业日期",
+        "store_closures_hint": "每行一个时段，首日和末日：2026-07-01 .. 2026-08-31 暑假。"
+                               "这些日子里客户未到店不计入：暑期停业不会让客户看起来已流失。",
+        "store_closures_example": "暑假",
+        "invalid_closure_line": "第 {n} 行（“{line}”）：请写停业的首日和末日，例如 "
+                                "2026-07-01 .. 2026-08-31，后面可加备注",
+        "invalid_closure_order": "第 {n} 行：末日 {last} 早于首日 {first}",
+        "invalid_closure_long": "第 {n} 行：一个时段最长 366 天；更长的请分成几段",
+        "invalid_closure_many": "最多 {n} 个停业时段：请删除早已过去的时段",
         "staff_id_taken": "已有使用此编号的员工：请从团队页面打开该员工，或换一个编号。",
         "not_your_store": "请选择您负责的门店。",
         "not_your_staff": "请选择本门店的员工。",

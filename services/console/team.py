@@ -13,6 +13,7 @@ person's console session follows on their next page (:func:`~services.console.se
 
 from __future__ import annotations
 
+import re
 import zoneinfo
 from functools import lru_cache
 from typing import Any, get_args
@@ -22,7 +23,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, ValidationError
 
-from services.common.profiles import LOCALES, ChannelName, StaffMember, Store
+from services.common.profiles import (
+    LOCALES,
+    MAX_CLOSURES,
+    ChannelName,
+    Closure,
+    StaffMember,
+    Store,
+)
 from services.common.timefmt import clock_parts, offset_minutes
 from services.console import i18n
 from services.console.alerts import own_clock
@@ -40,6 +48,47 @@ STAFF_FIELDS = ("staff_id", "name", "email", "phone", "store_id", "role", "local
                 "preferred_channel", "timezone")
 OWN_FIELDS = ("name", "email", "phone", "locale", "preferred_channel", "timezone")
 STORE_FIELDS = ("name", "timezone", "manager_staff_id", "locale")
+# a closure as people write it, one a line: "2026-07-01 .. 2026-08-31 summer break", a single
+# day "2026-12-24 Christmas Eve"; "to", "–" and "—" do for ".."
+_CLOSURE_LINE = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:\s*(?:\.\.|–|—|\bto\b|至)\s*"
+                           r"(\d{4}-\d{2}-\d{2}))?(?:\s+(.*))?$")
+
+
+def closures_text(closures: list[Closure]) -> str:
+    """A store's closures as the form shows them, one a line."""
+    lines = []
+    for c in closures:
+        line = c.first.isoformat() if c.first == c.last else f"{c.first} .. {c.last}"
+        lines.append(f"{line} {c.note}" if c.note else line)
+    return "\n".join(lines)
+
+
+def parse_closures(text: str, locale: str = "en") -> tuple[list[dict[str, str]], str | None]:
+    """The closures typed in the store form (one a line, blank lines skipped): the records,
+    or the first line that is not one and what to write instead, in the reader's language."""
+    t = i18n.words(locale)
+    out: list[dict[str, str]] = []
+    for n, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        m = _CLOSURE_LINE.match(line)
+        if m is None:
+            return [], t["invalid_closure_line"].format(n=n, line=line[:40])
+        first, last, note = m.group(1), m.group(2) or m.group(1), (m.group(3) or "").strip()
+        try:
+            Closure.model_validate({"first": first, "last": last, "note": note or None})
+        except ValidationError as exc:
+            why = exc.errors()[0]
+            if why["type"] == "value_error" and "before" in str(why.get("msg")):
+                return [], t["invalid_closure_order"].format(n=n, first=first, last=last)
+            if why["type"] == "value_error":
+                return [], t["invalid_closure_long"].format(n=n)
+            return [], t["invalid_closure_line"].format(n=n, line=line[:40])
+        out.append({"first": first, "last": last, **({"note": note} if note else {})})
+    if len(out) > MAX_CLOSURES:
+        return [], t["invalid_closure_many"].format(n=MAX_CLOSURES)
+    return out, None
 ROLES = ("staff", "manager")
 CHANGES_SHOWN = 20
 HANDOVER_SHOWN = 50  # customers listed on the hand-over page (all are handed over)
@@ -392,7 +441,8 @@ async def store_page(store_id: str, request: Request, res: Res) -> Response:
     store = await _visible_store(res, session, store_id)
     if store is None:
         return _message(request, session, 404, "no_store")
-    return await _store_form(request, res, session, store, store.model_dump(exclude_none=True))
+    return await _store_form(request, res, session, store, {
+        **store.model_dump(exclude_none=True), "closures": closures_text(store.closures)})
 
 
 @router.post(f"{TEAM}/stores/{{store_id:anypath}}")
@@ -404,8 +454,11 @@ async def save_store(store_id: str, request: Request, res: Res) -> Response:
     old = await _visible_store(res, session, store_id)
     if old is None:
         return _message(request, session, 404, "no_store")
-    store, errors = form_record(Store, {"store_id": old.store_id}, form, STORE_FIELDS,
-                               session.locale)
+    closures, wrong = parse_closures(form.get("closures", ""), session.locale)
+    store, errors = form_record(Store, {"store_id": old.store_id, "closures": closures}, form,
+                               STORE_FIELDS, session.locale)
+    if wrong is not None:
+        store, errors = None, {**errors, "closures": wrong}
     if store is not None and store.manager_staff_id is not None and store.manager_staff_id \
             not in {m.staff_id for m in await _managers(res, session, store_id)}:
         store, errors = None, {"manager_staff_id": i18n.words(session.locale)["not_your_staff"]}

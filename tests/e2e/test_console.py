@@ -783,8 +783,25 @@ async def test_a_manager_keeps_the_team_up_to_date_and_staff_their_own_details(
             assert "IANA time zone" in d.find_element(By.ID, "error-timezone").text
             fill("timezone", "America/New_York")
             Select(d.find_element(By.ID, "manager_staff_id")).select_by_value("m-north")
+            # closed days: a line that is not a period says which and how to write it, and
+            # keeps what was typed
+            fill("closures", "2026-08-01 .. 2026-08-21 summer break\nChristmas week")
+            d.find_element(By.ID, "save").click()
+            until(lambda: d.find_elements(By.ID, "error-closures"), "the refusal")
+            said = d.find_element(By.ID, "error-closures").text
+            assert said.startswith("line 2") and "2026-07-01 .. 2026-08-31" in said, said
+            assert "Christmas week" in (d.find_element(By.ID, "closures").get_attribute("value") or "")
+            assert d.find_element(By.ID, "timezone").get_attribute("value") == "America/New_York"
+            fits(d)
+            shoot(d, tmp_path, "store-closures.en")
+            fill("closures", "2026-08-01 .. 2026-08-21 summer break\n2026-12-24 to 2026-12-31")
             d.find_element(By.ID, "save").click()
             until(lambda: d.find_elements(By.ID, "saved"), "the team page")
+            d.find_element(By.ID, "store-north").click()
+            until(lambda: d.find_elements(By.ID, "store-form"), "the store form again")
+            assert d.find_element(By.ID, "closures").get_attribute("value") == (
+                "2026-08-01 .. 2026-08-21 summer break\n2026-12-24 .. 2026-12-31")
+            d.get(f"{api.url}/console/team")
             stores = d.find_element(By.ID, "stores").text
             assert "North Salon" in stores and "America/New_York" in stores
             assert "Manager: Mia North" in stores
@@ -936,6 +953,9 @@ async def test_a_manager_keeps_the_team_up_to_date_and_staff_their_own_details(
         north = await get("/v1/stores/north")
         assert (north["name"], north["timezone"], north["manager_staff_id"]) == (
             "North Salon", "America/New_York", "m-north")
+        assert north["closures"] == [
+            {"first": "2026-08-01", "last": "2026-08-21", "note": "summer break"},
+            {"first": "2026-12-24", "last": "2026-12-31", "note": None}]
         assert await asyncio.to_thread(forged_post) == 422
         assert (await get("/v1/staff/li"))["store_id"] == "north"
         # Alice's profile kept all but its owner, and the timeline says who changed what

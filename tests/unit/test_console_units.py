@@ -11,7 +11,7 @@ from services.common.settings import parse_api_keys
 from services.console import charts, i18n
 from services.console.customers import _count_line, _year_spend
 from services.console.sessions import Session, as_now, find_tagged_key, key_tag
-from services.console.team import form_record
+from services.console.team import closures_text, form_record, parse_closures
 from services.console.web import safe_next
 from services.records.profiles import changed_fields
 
@@ -228,3 +228,34 @@ def test_a_change_names_the_fields_that_changed_never_their_values() -> None:
     north = Store(store_id="north")
     assert changed_fields(north, north.model_copy(update={"timezone": "Asia/Tokyo"})) == [
         "timezone"]
+
+
+def test_the_console_reads_closures_as_people_write_them() -> None:
+    text = ("2026-07-01 .. 2026-08-31 summer break\n\n  2026-12-24 Christmas Eve \n"
+            "2026-10-26 to 2026-10-30\n2027-02-01–2027-02-05 ski week")
+    parsed, wrong = parse_closures(text)
+    assert wrong is None
+    assert parsed == [{"first": "2026-07-01", "last": "2026-08-31", "note": "summer break"},
+                      {"first": "2026-12-24", "last": "2026-12-24", "note": "Christmas Eve"},
+                      {"first": "2026-10-26", "last": "2026-10-30"},
+                      {"first": "2027-02-01", "last": "2027-02-05", "note": "ski week"}]
+    store = Store(store_id="s", closures=parsed)
+    assert closures_text(store.closures) == (
+        "2026-07-01 .. 2026-08-31 summer break\n2026-12-24 Christmas Eve\n"
+        "2026-10-26 .. 2026-10-30\n2027-02-01 .. 2027-02-05 ski week")
+    assert parse_closures(closures_text(store.closures)) == (parsed, None)
+    assert parse_closures("") == ([], None)
+    # what to fix, by line, in the reader's language
+    _, wrong = parse_closures("2026-07-01 .. 2026-08-31\nJuly and August")
+    assert wrong is not None and wrong.startswith("line 2") and "2026-07-01 .. 2026-08-31" in wrong
+    _, wrong = parse_closures("2026-08-31 .. 2026-07-01")
+    assert wrong == "line 1: the last day 2026-07-01 is before the first 2026-08-31"
+    _, wrong = parse_closures("2026-02-30")
+    assert wrong is not None and wrong.startswith("line 1")
+    _, wrong = parse_closures("2026-01-01 .. 2027-06-30")
+    assert wrong is not None and "366" in wrong
+    _, wrong = parse_closures("2026-08-31 .. 2026-07-01", "zh-CN")
+    assert wrong is not None and wrong.startswith("第 1 行")
+    _, wrong = parse_closures("\n".join(f"2026-{m:02d}-{d:02d}" for m in range(1, 6)
+                                        for d in range(1, 22)))
+    assert wrong is not None and "100" in wrong
