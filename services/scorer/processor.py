@@ -608,8 +608,9 @@ class Processor:
                     # Engine.assess_paths). Under the wall clock every point would be "now":
                     # a history's first events alone would read as long silence.
                     at = self.customer_now(cs, wall_ms, on_event=True)
-                    steps.setdefault(ref, []).append(
-                        Step(at, cs.summary.features(at, cs.first_ts)))
+                    closed = self._closures_of(cs)  # a sweep may have scored them later
+                    steps.setdefault(ref, []).append(Step(at, cs.summary.features(
+                        at if closed is None else closed.open_now(cs.last_ts, at), cs.first_ts)))
                     causes.setdefault(ref, []).append((last_added[ref], cs.newest_event_id()))
                 cs.partition = row.partition
                 if not claimed and not self.event_clock and not cs.summary.knows(act.event_id):
