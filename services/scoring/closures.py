@@ -27,7 +27,7 @@ DAY_MS = 86_400_000
 class Closures:
     """A store's closed periods as UTC instants: sorted, merged ``[start, end)`` spans."""
 
-    __slots__ = ("_ends", "_spans", "_starts")
+    __slots__ = ("_ends", "_spans")
 
     def __init__(self, spans: Iterable[tuple[int, int]]):
         merged: list[tuple[int, int]] = []
@@ -37,7 +37,6 @@ class Closures:
             else:
                 merged.append((start, end))
         self._spans = merged
-        self._starts = [s for s, _ in merged]
         self._ends = [e for _, e in merged]
 
     @classmethod
@@ -67,7 +66,7 @@ class Closures:
                 break
             total += min(end, until_ms) - max(start, since_ms)
             i += 1
-        return max(total, 0)
+        return total
 
     def open_now(self, last_ms: int | None, now_ms: int) -> int:
         """"Now" for a customer last active at ``last_ms``: ``now_ms`` less the time the store

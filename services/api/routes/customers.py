@@ -19,7 +19,7 @@ from services.scoring.closures import Closures, calendar_closures, calendar_of
 from services.scoring.engine import Subject
 from services.scoring.lifecycle import stage_name
 from services.state.store import load_customers, read_states
-from services.web.deps import AdminKey, ReadKey, Res
+from services.web.deps import AdminKey, ReadKey, Res, Resources
 from services.web.middleware import request_id
 from services.web.openapi import AUTH, NOT_FOUND, responses
 from services.web.params import CustomerId
@@ -89,7 +89,7 @@ async def get_risk(customer_id: CustomerId, res: Res, key: ReadKey,
                                 "holdout": holdout(a.tier, key.tenant, customer_id, share)})
 
 
-async def _closures(res: Any, tenant: str, store_id: str | None) -> Closures | None:
+async def _closures(res: Resources, tenant: str, store_id: str | None) -> Closures | None:
     """The closed days of the customer's store, as the scorer counts them."""
     if not store_id:
         return None
