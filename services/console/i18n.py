@@ -147,6 +147,7 @@ TEXT: dict[str, dict[str, str]] = {
                                "written in UTC count on (events scored from now on).",
         "store_manager_hint": "Receives the alerts about customers without an owner.",
         "store_closures": "Closed days",
+        "store_closed": "Closed {first} – {last}", "store_closed_day": "Closed {first}",
         "store_closures_hint": "One period a line, first and last day: 2026-07-01 .. "
                                "2026-08-31 summer break. On these days the customers' absence "
                                "does not count: closing for the summer does not make them look "
@@ -362,6 +363,7 @@ TEXT: dict[str, dict[str, str]] = {
                                "以及以 UTC 记录的事件按哪一天计算（对之后评分的事件生效）。",
         "store_manager_hint": "接收没有负责人的客户的提醒。",
         "store_closures": "停业日期",
+        "store_closed": "停业 {first} 至 {last}", "store_closed_day": "停业 {first}",
         "store_closures_hint": "每行一个时段，首日和末日：2026-07-01 .. 2026-08-31 暑假。"
                                "这些日子里客户未到店不计入：暑期停业不会让客户看起来已流失。",
         "store_closures_example": "暑假",

@@ -14,7 +14,9 @@ person's console session follows on their next page (:func:`~services.console.se
 from __future__ import annotations
 
 import re
+import time
 import zoneinfo
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, get_args
 from urllib.parse import quote, urlencode
@@ -31,7 +33,7 @@ from services.common.profiles import (
     StaffMember,
     Store,
 )
-from services.common.timefmt import clock_parts, offset_minutes
+from services.common.timefmt import clock_parts, named_zone, offset_minutes
 from services.console import i18n
 from services.console.alerts import own_clock
 from services.console.sessions import Session
@@ -61,6 +63,15 @@ def closures_text(closures: list[Closure]) -> str:
         line = c.first.isoformat() if c.first == c.last else f"{c.first} .. {c.last}"
         lines.append(f"{line} {c.note}" if c.note else line)
     return "\n".join(lines)
+
+
+def closed_next(store: Store, today_ms: float) -> Closure | None:
+    """The store's closure going on or coming next on its own calendar (the team page shows
+    it beside the store), None without one."""
+    zone = named_zone(store.timezone) or UTC
+    today = datetime.fromtimestamp(today_ms / 1000, zone).date()
+    ahead = [c for c in store.closures if c.last >= today]
+    return min(ahead, key=lambda c: c.first) if ahead else None
 
 
 def parse_closures(text: str, locale: str = "en") -> tuple[list[dict[str, str]], str | None]:
@@ -228,6 +239,8 @@ async def team_page(request: Request, res: Res) -> Response:
                 removed=request.query_params.get("removed") == "1", staff_path=staff_path,
                 store_path=store_path, recorded={s.store_id for s in stores
                                                  if s.model_fields_set - {"store_id"}},
+                closed={s.store_id: c for s in stores
+                        if (c := closed_next(s, time.time() * 1000)) is not None},
                 here=TEAM)
 
 

@@ -690,6 +690,9 @@ async def test_a_manager_keeps_the_team_up_to_date_and_staff_their_own_details(
     nothing lost), sets her store's time zone and manager, removes someone, and reaches
     neither another store's staff nor her own role; 李娜, staff, edits only her own details.
     Every change is read back through the API, where the notifier reads it."""
+    # a week's closure three weeks from now, on the store's calendar whatever today is
+    soon = datetime.now(UTC).date() + timedelta(days=21)
+    shut = (soon.isoformat(), (soon + timedelta(days=6)).isoformat())
     inbox = Inbox()
     smtp = Controller(inbox, hostname="127.0.0.1", port=free_port())
     smtp.start()
@@ -794,13 +797,15 @@ async def test_a_manager_keeps_the_team_up_to_date_and_staff_their_own_details(
             assert d.find_element(By.ID, "timezone").get_attribute("value") == "America/New_York"
             fits(d)
             shoot(d, tmp_path, "store-closures.en")
-            fill("closures", "2026-08-01 .. 2026-08-21 summer break\n2026-12-24 to 2026-12-31")
+            fill("closures", f"2026-08-01 .. 2026-08-21 summer break\n{shut[0]} to {shut[1]}")
             d.find_element(By.ID, "save").click()
             until(lambda: d.find_elements(By.ID, "saved"), "the team page")
+            # the team page shows the closure coming next, not the one long past
+            assert d.find_element(By.ID, "closed-north").text == f"Closed {shut[0]} – {shut[1]}"
             d.find_element(By.ID, "store-north").click()
             until(lambda: d.find_elements(By.ID, "store-form"), "the store form again")
             assert d.find_element(By.ID, "closures").get_attribute("value") == (
-                "2026-08-01 .. 2026-08-21 summer break\n2026-12-24 .. 2026-12-31")
+                f"2026-08-01 .. 2026-08-21 summer break\n{shut[0]} .. {shut[1]}")
             d.get(f"{api.url}/console/team")
             stores = d.find_element(By.ID, "stores").text
             assert "North Salon" in stores and "America/New_York" in stores
@@ -955,7 +960,7 @@ async def test_a_manager_keeps_the_team_up_to_date_and_staff_their_own_details(
             "North Salon", "America/New_York", "m-north")
         assert north["closures"] == [
             {"first": "2026-08-01", "last": "2026-08-21", "note": "summer break"},
-            {"first": "2026-12-24", "last": "2026-12-31", "note": None}]
+            {"first": shut[0], "last": shut[1], "note": None}]
         assert await asyncio.to_thread(forged_post) == 422
         assert (await get("/v1/staff/li"))["store_id"] == "north"
         # Alice's profile kept all but its owner, and the timeline says who changed what

@@ -259,3 +259,23 @@ def test_the_console_reads_closures_as_people_write_them() -> None:
     _, wrong = parse_closures("\n".join(f"2026-{m:02d}-{d:02d}" for m in range(1, 6)
                                         for d in range(1, 22)))
     assert wrong is not None and "100" in wrong
+
+
+def test_the_team_page_shows_the_closure_going_on_or_coming_next() -> None:
+    from datetime import UTC, datetime
+
+    from services.console.team import closed_next
+
+    store = Store(store_id="s", timezone="Asia/Tokyo", closures=[
+        {"first": "2026-12-28", "last": "2027-01-03", "note": "new year"},
+        {"first": "2026-08-10", "last": "2026-08-16"},
+        {"first": "2026-12-07", "last": "2026-12-07", "note": "inventory"}])
+    at = datetime(2026, 12, 6, 16, 0, tzinfo=UTC).timestamp() * 1000  # 01:00 on the 7th in Tokyo
+    c = closed_next(store, at)
+    assert c is not None and c.note == "inventory"
+    c = closed_next(store, datetime(2026, 12, 6, 14, 0, tzinfo=UTC).timestamp() * 1000)
+    assert c is not None and c.note == "inventory"  # coming next
+    c = closed_next(store, datetime(2026, 12, 8, tzinfo=UTC).timestamp() * 1000)
+    assert c is not None and c.note == "new year"
+    assert closed_next(store, datetime(2027, 1, 4, 15, 0, tzinfo=UTC).timestamp() * 1000) is None
+    assert closed_next(Store(store_id="t"), at) is None
