@@ -36,7 +36,7 @@ from services.common.riskchange import (
 )
 from services.common.timefmt import rfc3339
 from services.scoring.closures import Closures
-from services.scoring.features import Activity, compute_features, online_mostly
+from services.scoring.features import DAY_MS, Activity, compute_features, online_mostly
 from services.scoring.lifecycle import (
     DEFAULT_HORIZON_DAYS,
     ValueBounds,
@@ -96,10 +96,18 @@ class Subject:
 
     def return_after_gap(self, now_ms: int, quiet: float, within: int | None) -> int | None:
         """:func:`~services.scoring.lifecycle.return_after_gap` over the newest active days at
-        or before ``now_ms`` (the summary answers a regular customer without listing them)."""
-        if self.summary is not None:
-            return self.summary.return_after_gap(now_ms, quiet, within)
-        return return_after_gap(active_days_ago(self.activities, now_ms), quiet, within)
+        or before ``now_ms`` (the summary answers a regular customer without listing them).
+        With the store's closures the gaps are in open days: a return after the summer break
+        is not a win-back."""
+        if self.closures is None:
+            if self.summary is not None:
+                return self.summary.return_after_gap(now_ms, quiet, within)
+            return return_after_gap(active_days_ago(self.activities, now_ms), quiet, within)
+        ago = (self.summary.active_days(now_ms) if self.summary is not None
+               else active_days_ago(self.activities, now_ms))
+        closed = self.closures
+        return return_after_gap([d - round(closed.closed_ms(now_ms - d * DAY_MS, now_ms) / DAY_MS)
+                                 for d in ago], quiet, within)
 
 
 @dataclass(frozen=True)

@@ -116,3 +116,27 @@ def test_a_store_refuses_closures_that_cannot_be_meant() -> None:
         Store(store_id="s", closures=[{"first": "2026-01-01", "last": "2026-01-02", "x": 1}])
     assert Store(store_id="s").closures == []
 
+
+
+def test_a_return_after_the_closure_is_not_a_win_back() -> None:
+    acts = [Activity(kind="visit", ts=ms(2026, 6, 28) - i * 3 * DAY_MS, event_id=f"v{i}")
+            for i in range(40)]
+    acts += [Activity(kind="visit", ts=ms(2026, 9, 2), event_id="back"),
+             Activity(kind="visit", ts=ms(2026, 9, 5), event_id="again")]
+    acts.sort(key=lambda a: a.ts)
+    summary = Summary.empty()
+    for a in acts:
+        summary.fold(a)
+    closures = Closures.of([(date(2026, 7, 1), date(2026, 8, 31))], None)
+    now = ms(2026, 9, 10)
+    for plain in (Subject("c", acts), Subject("c", (), summary=summary)):
+        # 66 days away: a return after a silence of 30 days or more, 8 days ago
+        assert plain.return_after_gap(now, 30, 60) == 8
+        closed = Subject("c", plain.activities, summary=plain.summary, closures=closures)
+        # of which 62 closed: 4 open days, no silence to come back from
+        assert closed.return_after_gap(now, 30, 60) is None
+        assert closed.return_after_gap(now, 4, 60) == 8  # a gap of 4 open days, though
+    # away since May, the store closed in between: still a return after a long silence
+    late = [a for a in acts if a.ts < ms(2026, 5, 1) or a.event_id in ("back", "again")]
+    closed = Subject("c", late, closures=closures)
+    assert closed.return_after_gap(now, 30, 60) == 8
