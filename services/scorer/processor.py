@@ -85,7 +85,8 @@ DEAD_LETTER_REASONS = ("malformed_json", "malformed_envelope", "invalid_event",
 # The scorer checks the API's time bounds again with this slack, so that an event the API
 # accepted at an edge is not dead-lettered for clock skew or the milliseconds until it was written.
 CLOCK_GRACE = timedelta(minutes=5)
-# A store's time zone (PUT /v1/stores/{id}) reaches the scorer within this many seconds
+# A store's time zone and closed days (PUT /v1/stores/{id}) reach the scorer within this
+# many seconds
 STORE_ZONES_REFRESH_S = 5.0
 MAX_STORE_SERIES = 500  # bound on the store label of churnwatch_scorer_customers_by_store
 
@@ -257,7 +258,7 @@ class Processor:
         self._rescore_run: dict[str, Any] = {}  # progress of the current pass, for the logs
         self._ledger_key: bytes | None = None  # the pseudonym key: erasure ledger digests
         # tenant -> its stores kept on a clock other than UTC (store_id -> zone), and when the
-        # tenant's stores were read (monotonic seconds): see _read_store_zones
+        # tenant's stores were read (monotonic seconds): see _read_stores
         self._zones: dict[str, dict[str, tzinfo]] = {}
         # and the days they are closed (services/scoring/closures.py), read with the zones
         self._closures: dict[str, dict[str, Closures]] = {}
@@ -425,7 +426,7 @@ class Processor:
         if dead:
             await self._dead_letter(dead)
         if rows:
-            await self._read_store_zones({ref[0] for ref in rows})
+            await self._read_stores({ref[0] for ref in rows})
         erased = await self._drop_erased(rows, stores) if rows else 0
         lost: set[tuple[Ref, str]] = set()
         again: set[tuple[Ref, str, str]] = set()
@@ -450,7 +451,7 @@ class Processor:
                 logger.warning("%s; reading them again", exc)
                 committed = await self._retry("read", self._committed)
 
-    async def _read_store_zones(self, tenants: Iterable[str]) -> None:
+    async def _read_stores(self, tenants: Iterable[str]) -> None:
         """Know the time zones and closed days of these tenants' stores, read again every
         :data:`STORE_ZONES_REFRESH_S` seconds (one round trip for all stale tenants)."""
         now = time.monotonic()
@@ -1125,7 +1126,7 @@ class Processor:
         """Re-scoring without new events (the silence sweep; ``kind="model"`` after a model
         switch): publish, write the customers, then their indexes (a crash in between leaves
         them due: the next sweep does it again, with the same risk-change ids)."""
-        await self._read_store_zones({cs.tenant for cs in states})  # their closed days
+        await self._read_stores({cs.tenant for cs in states})  # their closed days
         scored = self._score(states, nows, kind=kind)
         changes = [ce for p in scored for ce in p.changes]
         if changes:
