@@ -49,6 +49,7 @@ from services.scoring.model import ActiveModel, RiskModel, ShadowModel, feature_
 from services.scoring.rules import BUSINESS_TYPES, RuleSet, load_rules, rules_from_settings
 from services.scoring.scorecard import (
     REGULAR,
+    describe,
     fact_of,
     model_pattern,
     reason_weights,
@@ -421,6 +422,9 @@ class Engine:
         action = suggested_action(tier, why, online=online_mostly(f))
         if held is not None:  # say why the tier is above what the score alone gives
             why = [held, *first_reasons(why, action.code, MAX_REASONS - 1)]
+        if s.closures is not None:  # the days told as on the calendar (below)
+            closed = s.closures.closed_ms(s.last_ms(now_ms) or now_ms, now_ms) / DAY_MS
+            why = calendar_reasons(why, f, closed, business.rules)
         stage = lifecycle_stage(f, tier=tier, horizon_days=horizon,
                                 won_back=lambda q, w: s.return_after_gap(now_ms, q, w))
         return Assessment(
@@ -470,6 +474,51 @@ class Engine:
 
 _RANK = TIER_RANK
 _ZH_TIER = {"low": "低", "medium": "中", "high": "高"}
+
+
+# the features that count days up to "now": with closures, "now" was moved back by the closed
+# time since the last activity, so each is short by that much on the calendar
+_DAYS_TO_NOW = ("tenure_days", "days_since_last_activity", "days_since_last_visit",
+                "days_since_last_transaction", "days_since_last_complaint")
+
+
+def calendar_reasons(why: list[Reason], f: dict[str, float], closed_days: float,
+                     rules: RuleSet | None) -> list[Reason]:
+    """Reasons that count days up to "now" told in calendar days, with the closure said:
+    a customer's features count open days only (:class:`Subject`), and "12 days since the last
+    visit" on 10 September read wrong beside "last visit 28 June" — "74 days since the last
+    visit; usually every 4 days; the store was closed on 62 of those days". Each reason is
+    told again from the features moved to the calendar by the same template that told it (a
+    rule's, else the model's :func:`~services.scoring.scorecard.describe`); one whose text
+    does not change (a spending decline, a held tier) stays as it was. Less than half a day
+    closed changes nothing."""
+    n = round(closed_days)
+    if n <= 0:
+        return why
+    cal = dict(f)
+    for k in _DAYS_TO_NOW:
+        cal[k] = f[k] + closed_days
+    out = []
+    for r in why:
+        told: tuple[str, str] | None = None
+        rule = None if rules is None else next(
+            (x for x in rules.rules if x.code == r.code and x.holds(f)
+             and x.reason(f).text == r.text), None)
+        if rule is not None:
+            again = rule.reason(cal)
+            told = (again.text, again.text_zh)
+        else:
+            try:
+                told = describe(r.code, cal)
+            except KeyError:  # not a model reason (a held tier, "as usual", the pattern)
+                told = None
+        if told is None or told[0] == r.text:
+            out.append(r)
+            continue
+        out.append(r.model_copy(update={
+            "text": f"{told[0]}; the store was closed on {n} of those days",
+            "text_zh": f"{told[1]}；其间门店休业{n}天"}))
+    return out
 
 
 def _weaker_reasons(f: dict[str, float],

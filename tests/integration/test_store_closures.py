@@ -5,6 +5,7 @@ processes; the closures are written with ``PUT /v1/stores/{store_id}``."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,8 @@ async def test_a_closed_store_s_customers_are_not_seen_as_gone(settings_factory,
     break_ = {"first": first_closed.isoformat(),
               "last": (now + timedelta(days=10)).date().isoformat(), "note": "summer break"}
     events = _student("ana", "closed-school", last) + _student("ben", "open-school", last)
+    # a student of the closed school who stopped coming a month before it closed
+    events += _student("cy", "closed-school", now - timedelta(days=75))
     redis = make_redis(settings)
     try:
         with scorer(settings, tmp_path), ServiceProcess(
@@ -65,7 +68,7 @@ async def test_a_closed_store_s_customers_are_not_seen_as_gone(settings_factory,
                 assert r.status_code == 202, r.text
                 await wait_processed(redis, settings, len(events))
                 stored, as_of = {}, {}
-                for cid in ("ana", "ben"):
+                for cid in ("ana", "ben", "cy"):
                     r = await client.get(f"/v1/customers/{cid}/risk", headers=READ)
                     assert r.status_code == 200, r.text
                     stored[cid] = r.json()
@@ -90,3 +93,13 @@ async def test_a_closed_store_s_customers_are_not_seen_as_gone(settings_factory,
     assert as_of["ana"]["tier"] == "low" and as_of["ben"]["tier"] == "high", as_of
     # the last visit is still shown as it was
     assert ana["last_event_at"].startswith(last.date().isoformat()), ana
+
+    # the one away before the break: at risk on the 30 open days, told on the calendar
+    for cy in (stored["cy"], as_of["cy"]):
+        assert cy["tier"] == "high", cy
+        assert 29 < cy["features"]["days_since_last_activity"] < 32, cy
+        [overdue] = [r for r in cy["reasons"] if r["code"] == "overdue"]
+        m = re.fullmatch(r"(\d+) days since the last visit; usually every 4 days; the store was "
+                         r"closed on (\d+) of those days", overdue["text"])
+        assert m is not None and int(m[1]) in (74, 75, 76) and int(m[2]) in (43, 44, 45), overdue
+        assert overdue["text_zh"].endswith(f"；其间门店休业{m[2]}天"), overdue

@@ -18,9 +18,12 @@ from services.scoring.closures import (
     calendar_of,
     closed_periods,
 )
-from services.scoring.engine import Subject
+from services.scoring.engine import Engine, Subject
 from services.scoring.features import Activity
+from services.scoring.rules import load_rules, parse_rules
+from services.scoring.scorecard import Scorecard
 from services.scoring.summary import Summary
+from services.scoring.tiers import Thresholds
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -140,3 +143,45 @@ def test_a_return_after_the_closure_is_not_a_win_back() -> None:
     late = [a for a in acts if a.ts < ms(2026, 5, 1) or a.event_id in ("back", "again")]
     closed = Subject("c", late, closures=closures)
     assert closed.return_after_gap(now, 30, 60) == 8
+
+
+def test_reasons_tell_calendar_days_and_the_closure() -> None:
+    """The features count open days (above), the reasons the days on the calendar: "12 days
+    since the last visit" on 10 September read wrong beside "last visit 28 June"."""
+    acts = [Activity(kind="visit", ts=ms(2026, 6, 28) - i * 4 * DAY_MS, event_id=f"v{i}")
+            for i in range(60)]
+    acts.sort(key=lambda a: a.ts)
+    summary = Summary.empty()
+    for a in acts:
+        summary.fold(a)
+    closures = Closures.of([(date(2026, 7, 1), date(2026, 8, 31))], None)
+    now = ms(2026, 9, 25)  # 89 days since the last visit, 62 of them closed: 27 open
+    rules = parse_rules({"rules": [{
+        "id": "away", "when": "days_since_last_activity >= 20", "min_tier": "high",
+        "reason": {"en": "away {days_since_last_activity:.0f} days",
+                   "zh-CN": "已{days_since_last_activity:.0f}天未到店"}}]}, "test.yaml")
+    for engine in (Engine(Scorecard(), Thresholds()),
+                   Engine(Scorecard(), Thresholds(), rules=load_rules(None, "salon")),
+                   Engine(Scorecard(), Thresholds(), rules=rules)):
+        [open_days] = engine.assess([Subject("c", (), acts[0].ts, summary=summary,
+                                             closures=closures)], now)
+        [calendar] = engine.assess([Subject("c", (), acts[0].ts, summary=summary)], now)
+        assert open_days.features["days_since_last_activity"] == pytest.approx(27.0)
+        assert open_days.tier == "high"
+        told = {r.code: (r.text, r.text_zh) for r in open_days.reasons}
+        if engine.business.rules is rules:  # a rule's own template, told again
+            assert told["away"] == ("away 89 days; the store was closed on 62 of those days",
+                                    "已89天未到店；其间门店休业62天")
+        else:  # the model's (the salon's rule says it in the same words)
+            assert told["overdue"] == (
+                "89 days since the last visit; usually every 4 days; the store was closed on "
+                "62 of those days", "距上次到店已89天；平时每4天一次；其间门店休业62天")
+        # what does not count days up to now is told as without the closure
+        plain = {r.code: r.text for r in calendar.reasons}
+        for code, (text, _) in told.items():
+            if "closed" not in text and code in plain:
+                assert text == plain[code]
+    # before the closure, or a customer back since: nothing is said of it
+    [before] = Engine(Scorecard(), Thresholds()).assess(
+        [Subject("c", (), acts[0].ts, summary=summary, closures=closures)], ms(2026, 6, 30))
+    assert not any("closed" in r.text for r in before.reasons)
