@@ -32,6 +32,19 @@ def ms(*args: int, tz: object = UTC) -> int:
     return int(datetime(*args, tzinfo=tz).timestamp() * 1000)  # type: ignore[arg-type,misc]
 
 
+def _student(every_days: int, classes: int, extra: tuple[Activity, ...] = ()
+             ) -> tuple[list[Activity], Summary]:
+    """A student's classes every ``every_days`` days up to 28 June (and ``extra``), oldest
+    first, and the scorer's summary of them."""
+    acts = [Activity(kind="visit", ts=ms(2026, 6, 28) - i * every_days * DAY_MS,
+                     event_id=f"v{i}") for i in range(classes)]
+    acts = sorted([*acts, *extra], key=lambda a: a.ts)
+    summary = Summary.empty()
+    for a in acts:
+        summary.fold(a)
+    return acts, summary
+
+
 def test_closed_days_are_the_store_s_local_days() -> None:
     c = Closures.of([(date(2026, 7, 1), date(2026, 8, 31))], BERLIN)
     assert c is not None and len(c) == 1
@@ -70,12 +83,7 @@ def test_now_for_a_customer_stops_while_the_store_is_closed() -> None:
 
 
 def test_features_count_open_days_only() -> None:
-    acts = [Activity(kind="visit", ts=ms(2026, 6, 28) - i * 3 * DAY_MS, event_id=f"v{i}")
-            for i in range(40)]
-    acts.sort(key=lambda a: a.ts)
-    summary = Summary.empty()
-    for a in acts:
-        summary.fold(a)
+    acts, summary = _student(3, 40)
     closures = Closures.of([(date(2026, 7, 1), date(2026, 8, 31))], None)
     # from the events themselves and from the scorer's summary of them
     for s in (Subject("c", acts), Subject("c", (), summary=summary)):
@@ -122,14 +130,8 @@ def test_a_store_refuses_closures_that_cannot_be_meant() -> None:
 
 
 def test_a_return_after_the_closure_is_not_a_win_back() -> None:
-    acts = [Activity(kind="visit", ts=ms(2026, 6, 28) - i * 3 * DAY_MS, event_id=f"v{i}")
-            for i in range(40)]
-    acts += [Activity(kind="visit", ts=ms(2026, 9, 2), event_id="back"),
-             Activity(kind="visit", ts=ms(2026, 9, 5), event_id="again")]
-    acts.sort(key=lambda a: a.ts)
-    summary = Summary.empty()
-    for a in acts:
-        summary.fold(a)
+    acts, summary = _student(3, 40, (Activity(kind="visit", ts=ms(2026, 9, 2), event_id="back"),
+                                     Activity(kind="visit", ts=ms(2026, 9, 5), event_id="again")))
     closures = Closures.of([(date(2026, 7, 1), date(2026, 8, 31))], None)
     now = ms(2026, 9, 10)
     for plain in (Subject("c", acts), Subject("c", (), summary=summary)):
@@ -148,12 +150,7 @@ def test_a_return_after_the_closure_is_not_a_win_back() -> None:
 def test_reasons_tell_calendar_days_and_the_closure() -> None:
     """The features count open days (above), the reasons the days on the calendar: "12 days
     since the last visit" on 10 September read wrong beside "last visit 28 June"."""
-    acts = [Activity(kind="visit", ts=ms(2026, 6, 28) - i * 4 * DAY_MS, event_id=f"v{i}")
-            for i in range(60)]
-    acts.sort(key=lambda a: a.ts)
-    summary = Summary.empty()
-    for a in acts:
-        summary.fold(a)
+    acts, summary = _student(4, 60)
     closures = Closures.of([(date(2026, 7, 1), date(2026, 8, 31))], None)
     now = ms(2026, 9, 25)  # 89 days since the last visit, 62 of them closed: 27 open
     rules = parse_rules({"rules": [{
