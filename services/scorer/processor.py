@@ -60,7 +60,7 @@ from services.common.settings import Settings
 from services.common.timefmt import named_zone
 from services.scoring import summary
 from services.scoring.activity import activity_from_event, at_shop
-from services.scoring.closures import Closures, calendar_closures
+from services.scoring.closures import Closures, calendar_closures, only_store
 from services.scoring.engine import Assessment, Engine, Step, Subject
 from services.scoring.features import DAY_MS, Activity
 from services.state.store import (
@@ -262,6 +262,8 @@ class Processor:
         self._zones: dict[str, dict[str, tzinfo]] = {}
         # and the days they are closed (services/scoring/closures.py), read with the zones
         self._closures: dict[str, dict[str, Closures]] = {}
+        # the store of a customer whose events name none: the tenant's only one (only_store)
+        self._only_store: dict[str, str | None] = {}
         self._zones_read: dict[str, float] = {}
         # step -> the error retrying does not fix that holds it now: the readiness probe
         # fails while any is set (see _retry)
@@ -465,6 +467,7 @@ class Processor:
                               if (z := named_zone(cal.timezone)) is not None}
             self._closures[t] = {s: c for s, cal in calendars.items()
                                  if (c := calendar_closures(cal)) is not None}
+            self._only_store[t] = only_store(calendars)
             self._zones_read[t] = now
 
     def _closures_of(self, cs: CustomerState) -> Closures | None:
@@ -472,7 +475,7 @@ class Processor:
         closed = self._closures.get(cs.tenant)
         if not closed:
             return None
-        store = cs.store_id
+        store = cs.store_id or self._only_store.get(cs.tenant)
         return closed.get(store) if store else None
 
     @staticmethod
@@ -573,7 +576,8 @@ class Processor:
             named = stores.get(ref)
             newest_before = cs.last_ts  # the customer's newest event before this batch
             if zones := self._zones.get(ref[0]):  # events in UTC of stores with a time zone
-                rs = self._at_shops(rs, zones, cs.state.get("store") or (named.store if named else None))
+                rs = self._at_shops(rs, zones, cs.state.get("store") or (
+                    named.store if named else None) or self._only_store.get(ref[0]))
             stored = cs.outcomes()
             mine: dict[int, Outcome] = {}
             # Under the wall clock the customer is scored once, after all their new events:
@@ -642,6 +646,9 @@ class Processor:
                 # shuffled import, a redelivery) does not move them back to where they were
                 # (one without a store takes any)
                 self._move_store(cs, named.store, named.bound)
+            elif cs.added and cs.store_id is None and (only := self._only_store.get(ref[0])):
+                # none of their events names a store, and the tenant has one: it is theirs
+                self._move_store(cs, only, False)
             if not cs.added and any(
                     (p in stored and stored[p].top >= committed.get(p, 0)) for p in mine):
                 redo.append(cs)  # an earlier attempt wrote it; its indexes may not be written

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any, NamedTuple
 
@@ -80,6 +80,13 @@ class Closures:
 
     def __repr__(self) -> str:
         return f"Closures({self._spans!r})"
+
+
+def only_store(store_ids: Collection[str]) -> str | None:
+    """The store a customer whose events name none belongs to: the tenant's only store, when it
+    has exactly one on record (a school, a single salon whose POS sends no ``store_id``:
+    its closed days and time zone are theirs); with none or several, none."""
+    return next(iter(store_ids)) if len(store_ids) == 1 else None
 
 
 class StoreCalendar(NamedTuple):

@@ -20,16 +20,21 @@ from tests.procs import ServiceProcess
 
 pytestmark = pytest.mark.integration
 
-KEYS = "ingest-secret-1:ingest,reader-secret-1:read,admin-secret-1:admin"
+KEYS = ("ingest-secret-1:ingest,reader-secret-1:read,admin-secret-1:admin,"
+        "one-secret-1:ingest+read+admin@oneschool,late-secret-1:ingest+read+admin@lateschool")
 INGEST = {"Authorization": "Bearer ingest-secret-1"}
 READ = {"Authorization": "Bearer reader-secret-1"}
 ADMIN = {"Authorization": "Bearer admin-secret-1"}
+ONE = {"Authorization": "Bearer one-secret-1"}  # a tenant with a single school
+LATE = {"Authorization": "Bearer late-secret-1"}  # one whose school is entered afterwards
 
 
-def _student(cid: str, store: str, last: datetime) -> list[dict[str, Any]]:
-    """Two classes a week for half a year, the last one at ``last``."""
+def _student(cid: str, store: str | None, last: datetime) -> list[dict[str, Any]]:
+    """Two classes a week for half a year, the last one at ``last`` (at ``store``, or at
+    none named)."""
     return [{"event_id": f"{cid}-{i}", "type": "visit", "customer_id": cid,
-             "occurred_at": iso(last - timedelta(days=3.5 * i)), "store_id": store}
+             "occurred_at": iso(last - timedelta(days=3.5 * i)),
+             **({"store_id": store} if store else {})}
             for i in range(52)]
 
 
@@ -44,6 +49,8 @@ async def test_a_closed_store_s_customers_are_not_seen_as_gone(settings_factory,
     events = _student("ana", "closed-school", last) + _student("ben", "open-school", last)
     # a student of the closed school who stopped coming a month before it closed
     events += _student("cy", "closed-school", now - timedelta(days=75))
+    stored: dict[str, Any] = {}
+    as_of: dict[str, Any] = {}
     redis = make_redis(settings)
     try:
         with scorer(settings, tmp_path), ServiceProcess(
@@ -66,8 +73,31 @@ async def test_a_closed_store_s_customers_are_not_seen_as_gone(settings_factory,
                 assert r.status_code == 200, r.text
                 r = await client.post("/v1/events", json=events, headers=INGEST)
                 assert r.status_code == 202, r.text
-                await wait_processed(redis, settings, len(events))
-                stored, as_of = {}, {}
+                # a school on its own, whose register names no store: its one store's break
+                r = await client.put("/v1/stores/the-school", headers=ONE, json={
+                    "timezone": "Europe/Berlin", "closures": [break_]})
+                assert r.status_code == 200, r.text
+                alone = _student("dee", None, last)
+                r = await client.post("/v1/events", json=alone, headers=ONE)
+                assert r.status_code == 202, r.text
+                late = _student("fay", None, last)
+                r = await client.post("/v1/events", json=late, headers=LATE)
+                assert r.status_code == 202, r.text
+                await wait_processed(redis, settings, len(events) + len(alone) + len(late))
+                # scored before its school was entered: a read as of now counts the break
+                r = await client.put("/v1/stores/the-other-school", headers=LATE, json={
+                    "timezone": "Europe/Berlin", "closures": [break_]})
+                assert r.status_code == 200, r.text
+                r = await client.get("/v1/customers/fay/risk", headers=LATE,
+                                     params={"as_of": iso(now)})
+                assert r.status_code == 200, r.text
+                as_of["fay"] = r.json()
+                r = await client.get("/v1/customers/dee/risk", headers=ONE)
+                assert r.status_code == 200, r.text
+                stored["dee"] = r.json()
+                r = await client.get("/v1/customers/dee/risk", headers=ONE,
+                                     params={"as_of": iso(now)})
+                as_of["dee"] = r.json()
                 for cid in ("ana", "ben", "cy"):
                     r = await client.get(f"/v1/customers/{cid}/risk", headers=READ)
                     assert r.status_code == 200, r.text
@@ -103,3 +133,12 @@ async def test_a_closed_store_s_customers_are_not_seen_as_gone(settings_factory,
                          r"closed on (\d+) of those days", overdue["text"])
         assert m is not None and int(m[1]) in (74, 75, 76) and int(m[2]) in (43, 44, 45), overdue
         assert overdue["text_zh"].endswith(f"；其间门店休业{m[2]}天"), overdue
+
+    # the single school's student, whose events name no store: the school's, and its break
+    for dee in (stored["dee"], as_of["dee"]):
+        assert dee["store_id"] == "the-school", dee
+        assert dee["features"]["days_since_last_activity"] < 2, dee
+        assert dee["tier"] == "low", dee
+    fay = as_of["fay"]
+    assert fay["store_id"] is None, fay  # until an event of theirs comes
+    assert fay["features"]["days_since_last_activity"] < 2 and fay["tier"] == "low", fay

@@ -17,6 +17,7 @@ from services.scoring.closures import (
     calendar_closures,
     calendar_of,
     closed_periods,
+    only_store,
 )
 from services.scoring.engine import Engine, Subject
 from services.scoring.features import Activity
@@ -182,3 +183,8 @@ def test_reasons_tell_calendar_days_and_the_closure() -> None:
     [before] = Engine(Scorecard(), Thresholds()).assess(
         [Subject("c", (), acts[0].ts, summary=summary, closures=closures)], ms(2026, 6, 30))
     assert not any("closed" in r.text for r in before.reasons)
+
+
+def test_a_customer_without_a_store_is_the_only_store_s() -> None:
+    assert only_store({"the-school": 1}) == "the-school"
+    assert only_store(["a", "b"]) is None and only_store([]) is None

@@ -15,7 +15,7 @@ from services.common.exportdoc import CustomerExport
 from services.common.timefmt import iso_ms, iso_ms_at, local_iso, parse_iso, rfc3339
 from services.records import erasure, export
 from services.records.holdout import holdout
-from services.scoring.closures import Closures, calendar_closures, calendar_of
+from services.scoring.closures import Closures, calendar_closures, calendar_of, only_store
 from services.scoring.engine import Subject
 from services.scoring.lifecycle import stage_name
 from services.state.store import load_customers, read_states
@@ -90,9 +90,16 @@ async def get_risk(customer_id: CustomerId, res: Res, key: ReadKey,
 
 
 async def _closures(res: Resources, tenant: str, store_id: str | None) -> Closures | None:
-    """The closed days of the customer's store, as the scorer counts them."""
+    """The closed days of the customer's store, as the scorer counts them: without a store of
+    their own, the tenant's only store's (:func:`only_store`)."""
     if not store_id:
-        return None
+        key = res.keys.stores(tenant)
+        if await res.redis.hlen(key) != 1:
+            return None
+        store_id = only_store([k.decode() if isinstance(k, bytes) else k
+                               for k in await res.redis.hkeys(key)])
+        if not store_id:
+            return None
     calendar = calendar_of(await res.redis.hget(res.keys.stores(tenant), store_id))
     return calendar_closures(calendar) if calendar is not None else None
 
