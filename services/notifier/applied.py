@@ -20,6 +20,12 @@ partition another is still reading.
 A quiet, caught-up notifier's mark is the last refresh (every ``min_interval_s``); one
 reading a backlog holds its timed jobs until it has read what was waiting, and the gauge
 ``churnwatch_notifier_decisions_behind_seconds`` says by how long.
+
+The end offsets come from ``ends`` (the worker passes :func:`services.common.kafka.end_offsets`
+on a consumer without a group), not from ListOffsets alone: Tansu answers that with the base
+offset of the last batch, so a backlog published as one batch of 121 changes read as ending
+at its first, and an escalation that came due while the notifier was down was judged before
+the customer's return to high was read, and dropped (one run in two with both cores busy).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from aiokafka import TopicPartition
@@ -38,19 +45,18 @@ WARN_EVERY_S = 60.0
 
 
 class OffsetSource(Protocol):
-    """What :class:`AppliedMark` needs of a consumer (``AIOKafkaConsumer`` has it)."""
-
-    def partitions_for_topic(self, topic: str) -> set[int] | None: ...
-
-    async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]: ...
+    """What :class:`AppliedMark` needs of the group's consumer (``AIOKafkaConsumer`` has it)."""
 
     async def committed(self, partition: TopicPartition) -> int | None: ...
 
 
 class AppliedMark:
-    def __init__(self, consumer: OffsetSource, topic: str, *, min_interval_s: float = 0.2):
+    def __init__(self, consumer: OffsetSource, topic: str,
+                 ends: Callable[[], Awaitable[dict[int, int]]], *, min_interval_s: float = 0.2):
+        """``ends``: the topic's end offset per partition (its high watermarks)."""
         self.consumer = consumer
         self.topic = topic
+        self.ends = ends
         self.min_interval_s = min_interval_s
         self.mark_ms = 0  # nothing is known to be applied before the first check
         self._pending: tuple[int, dict[TopicPartition, int]] | None = None
@@ -70,11 +76,11 @@ class AppliedMark:
         self._checked = time.monotonic()
         try:
             if self._pending is None:
-                partitions = self.consumer.partitions_for_topic(self.topic)
-                if not partitions:  # no metadata yet: nothing to compare against
+                ends = await self.ends()
+                if not ends:  # no metadata yet: nothing to compare against
                     return self.mark_ms
-                tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-                self._pending = (now_ms, await self.consumer.end_offsets(tps))
+                self._pending = (now_ms, {TopicPartition(self.topic, p): e
+                                          for p, e in sorted(ends.items())})
             at, ends = self._pending
             waiting = [tp for tp, end in ends.items() if end > 0]
             committed = await asyncio.gather(*(self.consumer.committed(tp) for tp in waiting))

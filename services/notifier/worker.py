@@ -41,7 +41,7 @@ from services.alerting.webhooks import (
 from services.common import pseudonym
 from services.common.exceptions import ConfigError
 from services.common.httpserver import WorkerHttpServer
-from services.common.kafka import ensure_topics, make_consumer, start_producer
+from services.common.kafka import end_offsets, ensure_topics, make_consumer, start_producer
 from services.common.logs import setup_logging
 from services.common.profiles import ProfileStore, owner_of
 from services.common.pseudonym import install_key
@@ -288,8 +288,16 @@ class Notifier:
                 lambda: _started(make_consumer(s, s.topic_risk_changes, group_id=s.notifier_group)),
                 "consumer", stop)
             clients.insert(0, self.consumer)
-            self.applied = AppliedMark(self.consumer, s.topic_risk_changes,
-                                       min_interval_s=max(self.retry_tick_s, APPLIED_EVERY_S))
+            # the topic's ends, read by a consumer of no group (services/notifier/applied.py)
+            offsets = await _start_client(
+                lambda: _started(make_consumer(s, group_id=None, request_timeout_ms=5000,
+                                               fetch_max_wait_ms=100)),
+                "offsets consumer", stop)
+            clients.append(offsets)
+            self.applied = AppliedMark(
+                self.consumer, s.topic_risk_changes,
+                lambda: asyncio.wait_for(end_offsets(offsets, s.topic_risk_changes), 5.0),
+                min_interval_s=max(self.retry_tick_s, APPLIED_EVERY_S))
             self.dead_letters = DeadLetters(producer, topic=s.topic_notifications_dlq)
             self.deliverer = Deliverer(
                 ledger=self.ledger, channels=self.channels, dead_letters=self.dead_letters,

@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from services.alerting.webhooks import add_subscription
 from services.cli.sinks import Sinks
 from services.common.embedded import free_port
-from services.common.kafka import make_consumer
+from services.common.kafka import end_offsets, make_consumer, make_producer
 from services.common.redisconn import Keys
 from services.common.riskchange import (
     Cause,
@@ -615,24 +615,40 @@ async def test_digests_and_go_live_summaries_leave_out_a_customer_erased_since(
 async def test_the_applied_mark_waits_until_the_group_committed_what_was_published(
         settings: Settings) -> None:
     """The instant before which every risk change is applied: it moves only once the group's
-    committed offsets reach the end offsets noted at that instant, on every partition."""
+    committed offsets reach the end offsets noted at that instant, on every partition. The
+    changes are published as one batch a partition, as a backlog is: the broker lists such a
+    partition's end at the batch's first record (Tansu), and the mark moved once that first
+    one was committed, judging an escalation before the rest was read."""
     topic = settings.topic_risk_changes
-    await produce(settings, topic, [(f"c{i}".encode(), b"{}") for i in range(6)])
-    consumer = make_consumer(settings, topic, group_id=settings.notifier_group)
-    await consumer.start()
+    producer = make_producer(settings, linger_ms=500)  # one batch a partition
+    await producer.start()
     try:
-        read: dict[TopicPartition, int] = {}
-        while sum(read.values()) < 6:  # joined and fetched everything, committed nothing
+        await asyncio.gather(*[await producer.send(topic, b"{}", key=f"c{i}".encode())
+                               for i in range(24)])
+    finally:
+        await producer.stop()
+    consumer = make_consumer(settings, topic, group_id=settings.notifier_group)
+    offsets = make_consumer(settings, group_id=None, fetch_max_wait_ms=100)
+    await consumer.start()
+    await offsets.start()
+    try:
+        read: dict[TopicPartition, list[int]] = {}
+        while sum(len(v) for v in read.values()) < 24:  # joined and fetched, committed nothing
             for tp, records in (await consumer.getmany(timeout_ms=500)).items():
-                read[tp] = records[-1].offset + 1
-        mark = AppliedMark(consumer, topic, min_interval_s=0)
+                read.setdefault(tp, []).extend(r.offset for r in records)
+        assert any(len(v) > 1 for v in read.values())
+        mark = AppliedMark(consumer, topic, lambda: end_offsets(offsets, topic),
+                           min_interval_s=0)
         first = int(time.time() * 1000)
         assert await mark.refresh(first) == 0
         assert mark.behind_s(first + 1000) >= 1.0
+        # each partition's first change applied: the rest of each batch is still to read
+        await consumer.commit({tp: v[0] + 1 for tp, v in read.items()})
+        assert await mark.refresh(first + 5) == 0
         *some, last = read.items()
-        await consumer.commit(dict(some))
+        await consumer.commit({tp: v[-1] + 1 for tp, v in some})
         assert await mark.refresh(first + 10) == 0  # one partition still behind
-        await consumer.commit(dict([last]))
+        await consumer.commit({last[0]: last[1][-1] + 1})
         assert await mark.refresh(first + 20) == first  # the instant its offsets were noted
         # published after: the next instant waits for it
         await produce(settings, topic, [(b"c0", b"{}")])
@@ -643,4 +659,5 @@ async def test_the_applied_mark_waits_until_the_group_committed_what_was_publish
         assert await mark.refresh(second + 10) == second
         assert mark.behind_s(second + 10) == pytest.approx(0.01)
     finally:
+        await offsets.stop()
         await consumer.stop()
