@@ -86,7 +86,9 @@ class AppliedMark:
             committed = await asyncio.gather(*(self.consumer.committed(tp) for tp in waiting))
             if all((c or 0) >= ends[tp] for tp, c in zip(waiting, committed, strict=True)):
                 self.mark_ms, self._pending = max(self.mark_ms, at), None
-        except KafkaError as exc:  # the broker is away: the mark waits, the jobs with it
+        except (KafkaError, OSError, TimeoutError) as exc:
+            # the broker is away (or slow past the worker's timeout): the mark waits, the jobs
+            # with it
             if time.monotonic() - self._warned >= WARN_EVERY_S:
                 self._warned = time.monotonic()
                 logger.warning("cannot read the risk topic's offsets (%s: %s); timed alerts, "
