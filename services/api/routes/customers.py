@@ -92,15 +92,16 @@ async def get_risk(customer_id: CustomerId, res: Res, key: ReadKey,
 async def _closures(res: Resources, tenant: str, store_id: str | None) -> Closures | None:
     """The closed days of the customer's store, as the scorer counts them: without a store of
     their own, the tenant's only store's (:func:`only_store`)."""
-    if not store_id:
-        key = res.keys.stores(tenant)
-        if await res.redis.hlen(key) != 1:
-            return None
-        store_id = only_store([k.decode() if isinstance(k, bytes) else k
-                               for k in await res.redis.hkeys(key)])
-        if not store_id:
-            return None
-    calendar = calendar_of(await res.redis.hget(res.keys.stores(tenant), store_id))
+    key = res.keys.stores(tenant)
+    if store_id:
+        calendar = calendar_of(await res.redis.hget(key, store_id))
+    elif await res.redis.hlen(key) == 1:
+        # the one record, read as the scorer reads them (names are str: decode_responses)
+        calendars = {str(s): c for s, raw in (await res.redis.hgetall(key)).items()
+                     if (c := calendar_of(raw)) is not None}
+        calendar = calendars.get(only_store(calendars) or "")
+    else:
+        return None
     return calendar_closures(calendar) if calendar is not None else None
 
 
