@@ -172,13 +172,22 @@ class Store(BaseModel):
 
 def owner_of(raw: str | bytes | None) -> str | None:
     """The ``owner_staff_id`` of a stored profile (its JSON), None without one."""
+    return _profile_text(raw, "owner_staff_id")
+
+
+def home_store_of(raw: str | bytes | None) -> str | None:
+    """The ``store_id`` of a stored profile (its JSON), None without one."""
+    return _profile_text(raw, "store_id")
+
+
+def _profile_text(raw: str | bytes | None, name: str) -> str | None:
     if not raw:
         return None
     try:
-        owner = json.loads(raw).get("owner_staff_id")
+        value = json.loads(raw).get(name)
     except (ValueError, AttributeError):
         return None
-    return owner if isinstance(owner, str) and owner else None
+    return value if isinstance(value, str) and value else None
 
 
 class ProfileStore:

@@ -26,7 +26,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, NamedTuple, TypeVar
@@ -264,6 +264,9 @@ class Processor:
         self._closures: dict[str, dict[str, Closures]] = {}
         # the store of a customer whose events name none: the tenant's only one (only_store)
         self._only_store: dict[str, str | None] = {}
+        # whether the tenant has any store on record: only then is a profile's store_id read
+        # for a customer whose events name none (_read_homes)
+        self._has_stores: dict[str, bool] = {}
         self._zones_read: dict[str, float] = {}
         # step -> the error retrying does not fix that holds it now: the readiness probe
         # fails while any is set (see _retry)
@@ -468,14 +471,39 @@ class Processor:
             self._closures[t] = {s: c for s, cal in calendars.items()
                                  if (c := calendar_closures(cal)) is not None}
             self._only_store[t] = only_store(calendars)
+            self._has_stores[t] = bool(calendars)
             self._zones_read[t] = now
+
+    async def _read_homes(self, states: Iterable[CustomerState], named: Container[Ref]) -> None:
+        """The profile's ``store_id`` of each customer whose events name no store (none in
+        this batch, ``named``, nor before), in tenants with stores on record (one round trip,
+        none without such customers): that store's closed days and time zone are theirs, and
+        :meth:`_settle_home` makes it their store."""
+        wanted = [cs for cs in states if self._has_stores.get(cs.tenant)
+                  and cs.ref not in named and not cs.store_named]
+        if not wanted:
+            return
+        homes = await self._retry(
+            "read", lambda: self.store.read_profile_stores([cs.ref for cs in wanted]))
+        for cs in wanted:
+            cs.profile_store = homes.get(cs.ref)
+
+    def _settle_home(self, cs: CustomerState) -> None:
+        """A customer whose events name no store belongs to their profile's ``store_id``
+        (:meth:`_read_homes`), else to the tenant's only store (:func:`only_store`); one that
+        took such a store follows their profile when it names another."""
+        if cs.store_named:
+            return
+        home = cs.profile_store or (None if cs.store_id else self._only_store.get(cs.tenant))
+        if home and home != cs.store_id:
+            self._move_store(cs, home, False, by="profile" if cs.profile_store else "only")
 
     def _closures_of(self, cs: CustomerState) -> Closures | None:
         """The closed days of the customer's store, if it has any."""
         closed = self._closures.get(cs.tenant)
         if not closed:
             return None
-        store = cs.store_id or self._only_store.get(cs.tenant)
+        store = cs.profile_store or cs.store_id or self._only_store.get(cs.tenant)
         return closed.get(store) if store else None
 
     @staticmethod
@@ -563,6 +591,7 @@ class Processor:
         states, committed_now = await self._retry(
             "read", lambda: self.store.read(rows, topic=self.settings.topic_events))
         committed = {**committed, **committed_now}
+        await self._read_homes(states.values(), stores)
         outcomes: dict[Ref, dict[int, Outcome]] = {}
         count: dict[Ref, dict[int, Outcome]] = {}  # outcomes this commit counts
         redo: list[CustomerState] = []
@@ -576,7 +605,7 @@ class Processor:
             named = stores.get(ref)
             newest_before = cs.last_ts  # the customer's newest event before this batch
             if zones := self._zones.get(ref[0]):  # events in UTC of stores with a time zone
-                rs = self._at_shops(rs, zones, cs.state.get("store") or (
+                rs = self._at_shops(rs, zones, cs.profile_store or cs.state.get("store") or (
                     named.store if named else None) or self._only_store.get(ref[0]))
             stored = cs.outcomes()
             mine: dict[int, Outcome] = {}
@@ -641,14 +670,13 @@ class Processor:
                 cs.partition = next(iter(mine))
             if cs.added and named is not None and (newest_before is None
                                                    or named.ts >= newest_before
-                                                   or not cs.state.get("store")):
+                                                   or not cs.store_named):
                 # the store of the customer's newest event: an older one arriving late (a
                 # shuffled import, a redelivery) does not move them back to where they were
-                # (one without a store takes any)
+                # (one without a store an event named takes any)
                 self._move_store(cs, named.store, named.bound)
-            elif cs.added and cs.store_id is None and (only := self._only_store.get(ref[0])):
-                # none of their events names a store, and the tenant has one: it is theirs
-                self._move_store(cs, only, False)
+            elif cs.added:  # none of their events names a store: their profile's, the only one
+                self._settle_home(cs)
             if not cs.added and any(
                     (p in stored and stored[p].top >= committed.get(p, 0)) for p in mine):
                 redo.append(cs)  # an earlier attempt wrote it; its indexes may not be written
@@ -721,16 +749,19 @@ class Processor:
         if dead:
             self.metrics.events.labels("dead_lettered").inc(dead)
 
-    def _move_store(self, cs: CustomerState, store: str | None, bound: bool) -> None:
+    def _move_store(self, cs: CustomerState, store: str | None, bound: bool,
+                    by: str | None = None) -> None:
         """The store the batch's newest event named becomes the customer's (when it is newer
         than any event before the batch); a store-bound key's event only
-        sets it for a customer without one (one store cannot pull another's customer)."""
+        sets it for a customer without one (one store cannot pull another's customer).
+        ``by``: how a store no event named became theirs (:meth:`_settle_home`)."""
         old = cs.state.get("store") or None
         if store is None or (old and bound):
             return
         if old and old != store:
             cs.new_moved_from = old
         cs.new_store = store
+        cs.new_store_by = by
 
     async def _erase(self, r: Record) -> None:
         stats: dict[str, int] = {}
@@ -1134,6 +1165,9 @@ class Processor:
         switch): publish, write the customers, then their indexes (a crash in between leaves
         them due: the next sweep does it again, with the same risk-change ids)."""
         await self._read_stores({cs.tenant for cs in states})  # their closed days
+        await self._read_homes(states, ())  # the store of one whose events name none
+        for cs in states:
+            self._settle_home(cs)
         scored = self._score(states, nows, kind=kind)
         changes = [ce for p in scored for ce in p.changes]
         if changes:
@@ -1215,8 +1249,12 @@ class Processor:
                 fields["tz"] = str(tz)
             elif "tz" in cs.state:
                 delete.append("tz")
-            if cs.new_store:
-                fields["store"] = cs.new_store
+        if cs.new_store:  # an event's store, or one a sweep found (_settle_home)
+            fields["store"] = cs.new_store
+            if cs.new_store_by:
+                fields["store_by"] = cs.new_store_by
+            elif "store_by" in cs.state:
+                delete.append("store_by")
         if a is None:  # scoring failed: the events are kept, the score is not touched
             return CustomerWrite(cs.ref, cs.version, fields, delete), None
         assert path is not None

@@ -48,7 +48,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterPipeline
 
 from services.common import jsonfast
-from services.common.profiles import owner_of
+from services.common.profiles import home_store_of, owner_of
 from services.common.redisconn import (
     DEFAULT_TENANT,
     Keys,
@@ -317,7 +317,11 @@ class CustomerState:
     duplicates: int = 0  # events of this attempt that were already known
     partition: int | None = None
     new_store: str | None = None  # the store the batch named (written by the commit)
+    # how a store no event named became theirs ("profile", "only"); None: an event named it
+    new_store_by: str | None = None
     new_moved_from: str | None = None
+    # the profile's ``store_id``, read for a customer whose events name no store
+    profile_store: str | None = None
     uncounted: Outcome | None = None  # a previous attempt's outcome to count now
 
     @property
@@ -369,6 +373,12 @@ class CustomerState:
     @property
     def store_id(self) -> str | None:
         return self.new_store or self.state.get("store") or None
+
+    @property
+    def store_named(self) -> bool:
+        """Whether their store is one their events named (not their profile's, nor the
+        tenant's only store taken for a customer whose events name none)."""
+        return bool(self.state.get("store")) and not self.state.get("store_by")
 
     @property
     def moved_from(self) -> str | None:
@@ -591,6 +601,18 @@ class StateStore:
             out[t] = {store_id: cal for store_id, raw in (row or {}).items()
                       if (cal := calendar_of(raw)) is not None}
         return out
+
+    async def read_profile_stores(self, refs: Sequence[Ref]) -> dict[Ref, str]:
+        """The ``store_id`` of these customers' profiles (one round trip); customers without
+        a profile, or whose profile names no store, are left out."""
+        if not refs:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for tenant, customer_id in refs:
+            pipe.get(self.keys.profile(customer_id, tenant))
+        rows = await pipe.execute()
+        return {ref: store for ref, raw in zip(refs, rows, strict=True)
+                if (store := home_store_of(raw)) is not None}
 
     # writes --------------------------------------------------------------------------
     async def claim_ids(self, batch: dict[Ref, list[tuple[Activity, str]]], *, wall_ms: int

@@ -5,6 +5,7 @@ processes; the closures are written with ``PUT /v1/stores/{store_id}``."""
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,8 +13,15 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 
-from services.common.redisconn import make_redis
+from services.common.kafka import start_producer
+from services.common.profiles import CustomerProfile, ProfileStore, Store
+from services.common.redisconn import Keys, make_redis
+from services.scorer.processor import Processor, Record
+from services.scoring.engine import Engine
+from services.scoring.model import load_model
+from services.state.store import StateStore, read_states
 from tests.data import iso
 from tests.integration.test_scorer import scorer, wait_processed
 from tests.procs import ServiceProcess
@@ -21,12 +29,14 @@ from tests.procs import ServiceProcess
 pytestmark = pytest.mark.integration
 
 KEYS = ("ingest-secret-1:ingest,reader-secret-1:read,admin-secret-1:admin,"
-        "one-secret-1:ingest+read+admin@oneschool,late-secret-1:ingest+read+admin@lateschool")
+        "one-secret-1:ingest+read+admin@oneschool,late-secret-1:ingest+read+admin@lateschool,"
+        "two-secret-1:ingest+read+admin@twoschools")
 INGEST = {"Authorization": "Bearer ingest-secret-1"}
 READ = {"Authorization": "Bearer reader-secret-1"}
 ADMIN = {"Authorization": "Bearer admin-secret-1"}
 ONE = {"Authorization": "Bearer one-secret-1"}  # a tenant with a single school
 LATE = {"Authorization": "Bearer late-secret-1"}  # one whose school is entered afterwards
+TWO = {"Authorization": "Bearer two-secret-1"}  # two schools, a student's on their profile
 
 
 def _student(cid: str, store: str | None, last: datetime) -> list[dict[str, Any]]:
@@ -83,7 +93,32 @@ async def test_a_closed_store_s_customers_are_not_seen_as_gone(settings_factory,
                 late = _student("fay", None, last)
                 r = await client.post("/v1/events", json=late, headers=LATE)
                 assert r.status_code == 202, r.text
-                await wait_processed(redis, settings, len(events) + len(alone) + len(late))
+                # two schools, a register that names neither: the profile says which
+                for store, body in (("north", {"closures": [break_]}), ("south", {})):
+                    r = await client.put(f"/v1/stores/{store}", headers=TWO,
+                                         json={"timezone": "Europe/Berlin", **body})
+                    assert r.status_code == 200, r.text
+                r = await client.put("/v1/customers/gil/profile", headers=TWO,
+                                     json={"store_id": "north"})
+                assert r.status_code == 200, r.text
+                two = _student("gil", None, last) + _student("hal", None, last)
+                r = await client.post("/v1/events", json=two, headers=TWO)
+                assert r.status_code == 202, r.text
+                await wait_processed(redis, settings,
+                                     len(events) + len(alone) + len(late) + len(two))
+                for cid in ("gil", "hal"):
+                    r = await client.get(f"/v1/customers/{cid}/risk", headers=TWO)
+                    assert r.status_code == 200, r.text
+                    stored[cid] = r.json()
+                # hal's profile comes after his classes: a read as of now counts the break
+                r = await client.put("/v1/customers/hal/profile", headers=TWO,
+                                     json={"store_id": "north"})
+                assert r.status_code == 200, r.text
+                for cid in ("gil", "hal"):
+                    r = await client.get(f"/v1/customers/{cid}/risk", headers=TWO,
+                                         params={"as_of": iso(now)})
+                    assert r.status_code == 200, r.text
+                    as_of[cid] = r.json()
                 # scored before its school was entered: a read as of now counts the break
                 r = await client.put("/v1/stores/the-other-school", headers=LATE, json={
                     "timezone": "Europe/Berlin", "closures": [break_]})
@@ -139,6 +174,83 @@ async def test_a_closed_store_s_customers_are_not_seen_as_gone(settings_factory,
         assert dee["store_id"] == "the-school", dee
         assert dee["features"]["days_since_last_activity"] < 2, dee
         assert dee["tier"] == "low", dee
+    # the chain's student whose profile names the closed school: its break is theirs
+    for gil in (stored["gil"], as_of["gil"]):
+        assert gil["store_id"] == "north", gil
+        assert gil["tier"] == "low", gil
+    # without a profile then, a student of no school is away 45 days; as of now, the break
+    assert stored["hal"]["tier"] == "high" and stored["hal"]["store_id"] is None, stored["hal"]
+    assert as_of["hal"]["tier"] == "low", as_of["hal"]
+    assert as_of["hal"]["features"]["days_since_last_activity"] < 2, as_of["hal"]
     fay = as_of["fay"]
     assert fay["store_id"] is None, fay  # until an event of theirs comes
     assert fay["features"]["days_since_last_activity"] < 2 and fay["tier"] == "low", fay
+
+
+async def test_a_customer_whose_events_name_no_store_belongs_to_their_profile_s(
+        settings_factory) -> None:
+    """A chain of two schools whose register names no store: the store on a student's
+    profile decides their closed days and becomes their store — at their next event (``kai``),
+    or at the silence sweep when the profile came after their events (``ivy``), following the
+    profile when it names another school. A student without a profile has no closures
+    (``jon``). The processor against a real Redis and broker, under the event clock so that
+    the sweep runs when it would have days later."""
+    settings = settings_factory(topic_partitions=1, clock="event")
+    now = datetime.now(UTC)
+    last = now - timedelta(days=45)
+    break_ = {"first": (last + timedelta(days=1)).date(), "last": (now + timedelta(days=10)).date()}
+    redis = make_redis(settings)
+    keys = Keys(settings.redis_prefix)
+    profiles = ProfileStore(redis, keys)
+    producer = await start_producer(settings)
+    offset = 0
+
+    async def apply(events: list[dict[str, Any]]) -> None:
+        nonlocal offset
+        records = [Record(settings.topic_events, 0, offset + i, e["customer_id"].encode(),
+                          json.dumps(e).encode()) for i, e in enumerate(events)]
+        offset += len(records)
+        await proc.process(records)
+
+    async def state(cid: str) -> dict[str, str]:
+        [row] = await read_states(redis, keys, [("default", cid)], ["tier", "store", "store_by"])
+        return row
+
+    try:
+        await profiles.put_store(Store.model_validate(
+            {"store_id": "north", "timezone": "Europe/Berlin", "closures": [break_]}))
+        await profiles.put_store(Store.model_validate({"store_id": "south"}))
+        await profiles.put_profile("kai", CustomerProfile(store_id="north"))
+        proc = Processor(settings=settings, store=StateStore.from_settings(redis, settings),
+                         producer=producer, registry=CollectorRegistry(),
+                         engine=Engine.from_settings(load_model(settings.model), settings))
+        # the students' history, scored at their own last class; the chain's clock at "now"
+        await apply(_student("ivy", None, last) + _student("jon", None, last)
+                    + _student("kai", None, last)
+                    + [{"event_id": f"{c}-1", "type": "visit", "customer_id": c,
+                        "occurred_at": iso(now - timedelta(hours=1)), "store_id": "south"}
+                       for c in ("x", "y")])  # two customers set the clock, not one
+        assert (await state("kai"))["store"] == "north"  # at their events
+        assert (await state("kai"))["store_by"] == "profile"
+        assert "store" not in await state("ivy")
+        await profiles.put_profile("ivy", CustomerProfile(store_id="north"))
+        assert await proc.sweep([0]) >= 3  # 45 days later on the chain's clock
+        ivy, jon, kai = await state("ivy"), await state("jon"), await state("kai")
+        assert (ivy["tier"], ivy["store"], ivy["store_by"]) == ("low", "north", "profile"), ivy
+        assert (kai["tier"], kai["store"]) == ("low", "north"), kai
+        assert jon["tier"] == "high" and "store" not in jon, jon  # the break is not theirs
+
+        # the profile names the other school: the next event moves them; a class that names
+        # a store makes it theirs, whatever the profile says
+        await profiles.put_profile("kai", CustomerProfile(store_id="south"))
+        await profiles.put_profile("jon", CustomerProfile(store_id="south"))
+        await apply([{"event_id": "kai-n", "type": "visit", "customer_id": "kai",
+                      "occurred_at": iso(now - timedelta(minutes=30))},
+                     {"event_id": "jon-n", "type": "visit", "customer_id": "jon",
+                      "occurred_at": iso(now - timedelta(minutes=30)), "store_id": "north"}])
+        kai, jon = await state("kai"), await state("jon")
+        assert (kai["store"], kai["store_by"]) == ("south", "profile"), kai
+        assert jon["store"] == "north" and "store_by" not in jon, jon
+    finally:
+        await producer.stop()
+        await redis.aclose()

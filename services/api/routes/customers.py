@@ -12,13 +12,14 @@ from services.api.schemas import Risk
 from services.common.events import TENANT_HEADER, epoch_ms
 from services.common.exceptions import BrokerUnavailable
 from services.common.exportdoc import CustomerExport
+from services.common.profiles import home_store_of
 from services.common.timefmt import iso_ms, iso_ms_at, local_iso, parse_iso, rfc3339
 from services.records import erasure, export
 from services.records.holdout import holdout
 from services.scoring.closures import Closures, calendar_closures, calendar_of, only_store
 from services.scoring.engine import Subject
 from services.scoring.lifecycle import stage_name
-from services.state.store import load_customers, read_states
+from services.state.store import CustomerState, load_customers, read_states
 from services.web.deps import AdminKey, ReadKey, Res, Resources
 from services.web.middleware import request_id
 from services.web.openapi import AUTH, NOT_FOUND, responses
@@ -79,7 +80,7 @@ async def get_risk(customer_id: CustomerId, res: Res, key: ReadKey,
     await res.engine.refresh_value_bounds(res.redis, res.keys, min_interval=60.0)
     a = res.engine.assess([Subject(customer_id, (), first_ms, summary=cs.summary,
                                    tenant=key.tenant,
-                                   closures=await _closures(res, key.tenant, cs.store_id))],
+                                   closures=await _closures(res, key.tenant, cs))],
                           at_ms, with_history=False)[0]
     body = a.to_json()
     body["as_of"] = rfc3339(at)
@@ -89,10 +90,15 @@ async def get_risk(customer_id: CustomerId, res: Res, key: ReadKey,
                                 "holdout": holdout(a.tier, key.tenant, customer_id, share)})
 
 
-async def _closures(res: Resources, tenant: str, store_id: str | None) -> Closures | None:
-    """The closed days of the customer's store, as the scorer counts them: without a store of
-    their own, the tenant's only store's (:func:`only_store`)."""
+async def _closures(res: Resources, tenant: str, cs: CustomerState) -> Closures | None:
+    """The closed days of the customer's store, as the scorer counts them: for a customer
+    whose events name no store, their profile's ``store_id``; without a store of their own,
+    the tenant's only store's (:func:`only_store`)."""
     key = res.keys.stores(tenant)
+    store_id = cs.store_id
+    if not cs.store_named:
+        raw = await res.redis.get(res.keys.profile(cs.customer_id, tenant))
+        store_id = home_store_of(raw) or store_id
     if store_id:
         calendar = calendar_of(await res.redis.hget(key, store_id))
     elif await res.redis.hlen(key) == 1:
