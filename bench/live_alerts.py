@@ -1,6 +1,6 @@
 """What staff receive once churnwatch is live, and how often it is right: generated histories
 of each business type, a year imported at go-live, then weeks of live operation replayed a day
-at a time through the shared scoring engine (the packaged model, the business type's packaged
+at a time through the shared scoring engine (the packaged model or ``CHURNWATCH_MODEL``'s, the business type's packaged
 rules and tier thresholds — the generator's ``eshop`` is an ``online`` business —, or
 ``--tiers``) and the notifier's own episode policy (``decide_episode``, ``claim``), with the
 packaged routing: high is e-mailed and texted at once, medium goes into the owner's morning
@@ -94,7 +94,7 @@ def simulate(preset: str, *, customers: int, weeks: int, seed: int = 5,
         a.sort(key=lambda x: (x.ts, x.event_id))
     times = {c: [x.ts for x in a] for c, a in acts.items()}
     business = business or BUSINESS_OF.get(preset, preset)
-    engine = Engine(load_model(None), thresholds or Thresholds.from_settings(
+    engine = Engine(load_model(load_settings().model), thresholds or Thresholds.from_settings(
                         load_settings(business_type=business)),
                     rules=load_rules(None, business if business in BUSINESS_TYPES else "default"))
     tiers: dict[str, tuple[str, int]] = {}

@@ -60,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="count events written in UTC (offset 0) on this IANA zone's days, "
                        "as the scorer does for a store with this time zone (e.g. "
                        "America/New_York); other offsets are kept as written")
+    train.add_argument("--stores", type=Path, metavar="FILE", default=None,
+                       help="JSON list of the stores as PUT /v1/stores/{store_id} takes them "
+                       "(store_id, timezone, closures): their closed days do not count as "
+                       "silence nor in the horizon, and their zones count as the scorer's")
 
     gen = sub.add_parser("generate", help="write synthetic POS history (NDJSON) with known churn times")
     gen.add_argument("--preset", choices=PRESETS, default="salon",
@@ -171,7 +175,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         report = train(events_path=args.events, until=args.until, horizon_days=args.horizon_days,
                        out=args.out, seed=args.seed, log=lambda s: print(s, file=sys.stderr),
-                       progress=sys.stderr, timezone=args.timezone)
+                       progress=sys.stderr, timezone=args.timezone, stores=args.stores)
         print(report.to_text())
         return 0
     if cmd == "generate":

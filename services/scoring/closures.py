@@ -68,6 +68,18 @@ class Closures:
             i += 1
         return total
 
+    def open_until(self, since_ms: int, open_ms: int) -> int:
+        """The instant by which the store has been open ``open_ms`` after ``since_ms``: a
+        horizon of open time (a label's "within 90 days" that a summer break does not use up)."""
+        end = since_ms + open_ms
+        i = bisect_right(self._ends, since_ms)
+        spans = self._spans
+        while i < len(spans) and spans[i][0] < end:
+            start, stop = spans[i]
+            end += stop - max(start, since_ms)
+            i += 1
+        return end
+
     def open_now(self, last_ms: int | None, now_ms: int) -> int:
         """"Now" for a customer last active at ``last_ms``: ``now_ms`` less the time the store
         was closed since then (``now_ms`` itself without a last activity)."""

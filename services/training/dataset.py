@@ -10,6 +10,7 @@ from events the trainer is allowed to read, and nothing after ``d`` reaches its 
 
 from __future__ import annotations
 
+import json
 import math
 import multiprocessing
 import os
@@ -23,10 +24,13 @@ from typing import Any, TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
+from pydantic import ValidationError
 
 from services.common.events import epoch_ms, parse_json, validate_event
+from services.common.profiles import Store
 from services.common.timefmt import named_zone, utc_from_epoch_s
 from services.scoring.activity import activity_from_event, at_shop
+from services.scoring.closures import Closures, StoreCalendar, calendar_closures, only_store
 from services.scoring.features import DAY_MS, FEATURE_NAMES, WINDOWS, Activity, compute_features
 from services.scoring.summary import Summary
 from services.training.exceptions import TrainingError
@@ -85,12 +89,88 @@ class EventLog:
         return max(a[-1].ts for a in self.activities.values())
 
 
+@dataclass(frozen=True)
+class StoreBook:
+    """The stores of a ``churnwatch train --stores`` file, as the scorer knows the stores on
+    record: each one's time zone (``zones``: those not on UTC) and closed days."""
+
+    path: Path
+    names: frozenset[str]
+    zones: dict[str, tzinfo]
+    closures: dict[str, Closures]
+    only: str | None  # the store of a customer whose events name none (only_store)
+
+    def closures_of(self, store: str | None) -> Closures | None:
+        """The closed days of a customer's store (the one their events named last, else the
+        only store on record)."""
+        home = store or self.only
+        return self.closures.get(home) if home else None
+
+    def labels_known_until(self, until_ms: int, horizon_days: int) -> int:
+        """The ``until`` to choose observation dates by: ``until_ms`` less the closed days that
+        would fall in the horizon of the last date, at the store where most do (a date's label
+        needs ``horizon_days`` of open days after it, all before ``until_ms``)."""
+        horizon_ms = horizon_days * DAY_MS
+        last = until_ms - horizon_ms
+        closures = list(self.closures.values())
+        while last > 0 and any(c.open_until(last, horizon_ms) > until_ms for c in closures):
+            last -= DAY_MS
+        return last + horizon_ms
+
+    def describe(self) -> dict[str, Any]:
+        return {"file": str(self.path), "stores": len(self.names),
+                "with_closures": len(self.closures), "with_time_zone": len(self.zones)}
+
+
+def read_stores(path: Path) -> StoreBook:
+    """A JSON file of stores, each as ``PUT /v1/stores/{store_id}`` takes it with its
+    ``store_id`` (a list of them; or an object of ``store_id`` to store), validated as the
+    API validates them."""
+    try:
+        doc = json.loads(path.read_bytes())
+    except OSError as exc:
+        raise TrainingError(f"cannot read stores file {path}: {exc}") from exc
+    except ValueError as exc:
+        raise TrainingError(f"stores file {path} is not JSON ({exc}); write a list of stores, "
+                            'e.g. [{"store_id": "north", "timezone": "Europe/Berlin", '
+                            '"closures": [{"first": "2026-07-01", "last": "2026-08-31"}]}]'
+                            ) from None
+    if isinstance(doc, dict):
+        items = [{**v, "store_id": k} if isinstance(v, dict) else v for k, v in doc.items()]
+    elif isinstance(doc, list):
+        items = doc
+    else:
+        raise TrainingError(f"stores file {path} must hold a list of stores (or an object of "
+                            "store_id to store), as PUT /v1/stores/{store_id} takes them")
+    calendars: dict[str, StoreCalendar] = {}
+    for n, item in enumerate(items, start=1):
+        try:
+            store = Store.model_validate(item)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(x) for x in first["loc"]) or "store"
+            raise TrainingError(f"stores file {path}, store {n}: {where}: {first['msg']}") from None
+        if store.store_id in calendars:
+            raise TrainingError(f"stores file {path}: store {store.store_id!r} is given twice")
+        calendars[store.store_id] = StoreCalendar(
+            store.timezone, tuple((c.first, c.last) for c in store.closures))
+    return StoreBook(path=path, names=frozenset(calendars),
+                     zones={s: z for s, cal in calendars.items()
+                            if (z := named_zone(cal.timezone)) is not None},
+                     closures={s: c for s, cal in calendars.items()
+                               if (c := calendar_closures(cal)) is not None},
+                     only=only_store(calendars))
+
+
 def read_events(path: Path, until: datetime, *, log: Callable[[str], None] = lambda s: None,
-                timezone: str | None = None) -> EventLog:
+                timezone: str | None = None, stores: StoreBook | None = None) -> EventLog:
     """Read NDJSON line by line, validating each line as the ingest edge does. Invalid lines
     are counted and reported with their line numbers; the first copy of an ``event_id`` wins.
     ``timezone``: events written at offset 0 are counted on that IANA zone's days
-    (:func:`~services.scoring.activity.at_shop`, as the scorer does for a store's events)."""
+    (:func:`~services.scoring.activity.at_shop`, as the scorer does for a store's events).
+    ``stores``: those of a store on record, on its own zone instead; those naming no store,
+    on the zone of the store the customer's events named last before them (else of the only
+    store on record), as the scorer counts them."""
     zone: tzinfo | None = None
     if timezone:
         try:
@@ -114,7 +194,7 @@ def read_events(path: Path, until: datetime, *, log: Callable[[str], None] = lam
                 out.n_lines = lineno
                 if not raw.strip():
                     continue
-                message = _check_line(raw, lineno, out, seen, until, zone)
+                message = _check_line(raw, lineno, out, seen, until, zone, stores)
                 if message is not None:
                     out.n_invalid += 1
                     if len(out.invalid) < MAX_INVALID_EXAMPLES:
@@ -133,11 +213,26 @@ def read_events(path: Path, until: datetime, *, log: Callable[[str], None] = lam
                             f"{until.isoformat()}; choose a later --until")
     for acts in out.activities.values():
         acts.sort(key=lambda a: (a.ts, a.event_id))
+        if stores is not None:
+            _at_home(acts, stores, zone)
     return out
 
 
+def _at_home(acts: list[Activity], stores: StoreBook, zone: tzinfo | None) -> None:
+    """Put a customer's events that name no store (left as written by :func:`_check_line`)
+    on the clock of the store their events named last before them, else of the only store
+    on record, else ``zone`` (``--timezone``)."""
+    home: str | None = None
+    for i, a in enumerate(acts):
+        if a.store_id:
+            home = a.store_id
+            continue
+        store = home or stores.only
+        acts[i] = at_shop(a, stores.zones.get(store) if store in stores.names else zone)
+
+
 def _check_line(raw: bytes, lineno: int, out: EventLog, seen: set[str], until: datetime,
-                zone: tzinfo | None = None) -> str | None:
+                zone: tzinfo | None = None, stores: StoreBook | None = None) -> str | None:
     try:
         obj = parse_json(raw)
     except (ValueError, RecursionError) as exc:
@@ -153,8 +248,14 @@ def _check_line(raw: bytes, lineno: int, out: EventLog, seen: set[str], until: d
     if event.occurred_at > until:
         out.n_after_until += 1
         return None
-    out.activities.setdefault(event.customer_id, []).append(
-        at_shop(activity_from_event(event), zone))
+    act = activity_from_event(event)
+    if stores is None:
+        act = at_shop(act, zone)
+    elif act.store_id:  # a store on record on its own zone (none: UTC); others --timezone
+        act = at_shop(act, stores.zones.get(act.store_id) if act.store_id in stores.names
+                      else zone)
+    # (an event naming no store, with stores: on its customer's store's clock, _at_home)
+    out.activities.setdefault(event.customer_id, []).append(act)
     return None
 
 
@@ -269,8 +370,15 @@ def snapshot_workers() -> int:
 
 def build_snapshots(activities: Mapping[str, Sequence[Activity]], dates: Sequence[int],
                     horizon_days: int, *, until_ms: int | None = None,
-                    progress: TextIO | None = None, workers: int | None = None) -> Snapshots:
+                    progress: TextIO | None = None, workers: int | None = None,
+                    stores: StoreBook | None = None) -> Snapshots:
     """Point-in-time snapshots of every customer at every observation date.
+
+    ``stores``: the closed days of each customer's store (the one their events named last
+    by the date, else the only store on record) do not count, as the scorer does not count
+    them: the features see the open days since the last activity, and "churned" means no
+    event within ``horizon_days`` of open days. A row whose horizon, so lengthened, ends
+    after ``until_ms`` is left out (its label is not observed yet).
 
     ``activities`` must be time-sorted per customer (as :func:`read_events` returns them).
     Customers are independent, so a large history is split into contiguous runs of the sorted
@@ -289,9 +397,11 @@ def build_snapshots(activities: Mapping[str, Sequence[Activity]], dates: Sequenc
     workers = max(1, min(workers, len(cids)))
     bar = Progress("point-in-time snapshots", len(cids), stream=progress)
     if workers == 1:
-        parts = [_snapshot_rows(activities, cids, dates, horizon_ms, bar.advance)]
+        parts = [_snapshot_rows(activities, cids, dates, horizon_ms, bar.advance, stores,
+                                until_ms)]
     else:
-        parts = _parallel_rows(activities, cids, dates, horizon_ms, workers, bar)
+        parts = _parallel_rows(activities, cids, dates, horizon_ms, workers, bar, stores,
+                               until_ms)
     bar.close()
     X = np.concatenate([p[0] for p in parts]) if parts else np.empty((0, len(FEATURE_NAMES)))
     return Snapshots(X=X.reshape(len(X), len(FEATURE_NAMES)),
@@ -305,7 +415,8 @@ _Rows = tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]
 
 
 def _snapshot_rows(activities: Mapping[str, Sequence[Activity]], cids: Sequence[str],
-                   dates: Sequence[int], horizon_ms: int, advance: Callable[[int], None]) -> _Rows:
+                   dates: Sequence[int], horizon_ms: int, advance: Callable[[int], None],
+                   stores: StoreBook | None = None, until_ms: int | None = None) -> _Rows:
     """The snapshots of ``cids`` (in that order) at ``dates``, as arrays."""
     rows: list[list[float]] = []
     labels: list[int] = []
@@ -321,16 +432,28 @@ def _snapshot_rows(activities: Mapping[str, Sequence[Activity]], cids: Sequence[
         # the summary the streaming scorer holds after the same events (folding is order
         # independent), and the cost is one fold per event, not one per event and date.
         summary, folded = Summary.empty(), 0
+        store: str | None = None  # the store their events named last (stores only)
         for d in dates:
             i = bisect_right(ts, d)
-            if i == 0 or d - ts[i - 1] > dormant_ms:
+            if i == 0:
                 continue
+            closed = None
+            if stores is not None:
+                for a in acts[folded:i]:
+                    store = a.store_id or store
+                closed = stores.closures_of(store)
+            now = d if closed is None else closed.open_now(ts[i - 1], d)
+            if now - ts[i - 1] > dormant_ms:
+                continue
+            end = d + horizon_ms if closed is None else closed.open_until(d, horizon_ms)
+            if closed is not None and until_ms is not None and end > until_ms:
+                continue  # the closed days push its label past what is known
             for a in acts[folded:i]:
                 summary.fold(a)
             folded = i
-            f = summary.features(d)
+            f = summary.features(now)
             rows.append([f[k] for k in FEATURE_NAMES])
-            labels.append(int(i == len(ts) or ts[i] > d + horizon_ms))
+            labels.append(int(i == len(ts) or ts[i] > end))
             obs.append(d)
             customers.append(cid)
     X = np.asarray(rows, dtype=float).reshape(len(rows), len(FEATURE_NAMES))
@@ -350,11 +473,12 @@ def _worker(lo: int, hi: int) -> _Rows:
             counter.value += k
 
     return _snapshot_rows(sh["activities"], sh["cids"][lo:hi], sh["dates"], sh["horizon_ms"],
-                          advance)
+                          advance, sh["stores"], sh["until_ms"])
 
 
 def _parallel_rows(activities: Mapping[str, Sequence[Activity]], cids: list[str],
-                   dates: Sequence[int], horizon_ms: int, workers: int, bar: Progress
+                   dates: Sequence[int], horizon_ms: int, workers: int, bar: Progress,
+                   stores: StoreBook | None = None, until_ms: int | None = None
                    ) -> list[_Rows]:
     """Contiguous runs of ``cids`` with about the same number of events each, one per forked
     worker (they inherit ``activities`` instead of receiving it pickled); results in order."""
@@ -368,7 +492,7 @@ def _parallel_rows(activities: Mapping[str, Sequence[Activity]], cids: list[str]
     bounds.append(len(cids))
     spans = [(lo, hi) for lo, hi in zip(bounds, bounds[1:], strict=False) if hi > lo]
     _SHARED.update(activities=activities, cids=cids, dates=list(dates), horizon_ms=horizon_ms,
-                   counter=counter)
+                   counter=counter, stores=stores, until_ms=until_ms)
     try:
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             futures = [pool.submit(_worker, lo, hi) for lo, hi in spans]

@@ -56,6 +56,7 @@ from services.training.dataset import (
     iso,
     observation_dates,
     read_events,
+    read_stores,
 )
 from services.training.exceptions import TrainingError
 from services.training.progress import Progress
@@ -381,6 +382,9 @@ class TrainReport:
             f"Data         {d['first_event'][:10]} .. {d['last_event'][:10]} (until {self.until}): "
             f"{d['events']:,} events, {d['customers']:,} customers; {d['invalid_lines']:,} invalid "
             f"lines, {d['after_until']:,} after --until, {d['duplicates']:,} duplicates skipped",
+            *([f"Stores       {d['stores']['stores']} from {d['stores']['file']}: closed days of "
+               f"{d['stores']['with_closures']} not counted as silence nor in the horizon, "
+               f"{d['stores']['with_time_zone']} on their own time zone"] if "stores" in d else []),
             f"Snapshots    {_dates(s['observation_dates'], 'observation ')} every {s['step_days']} days "
             f"({s['first_observation'][:10]} .. {s['last_observation'][:10]}), {s['rows']:,} rows of "
             f"{s['customers']:,} customers; {s['churn_rate']:.1%} churned within {self.horizon_days} days",
@@ -469,7 +473,8 @@ def train(*, events_path: Path, until: datetime, horizon_days: int, out: Path, s
           log: Callable[[str], None] = lambda s: None, progress: TextIO | None = None,
           candidates: Sequence[str] | None = None, calibration: Calibration = "sigmoid",
           truth_path: Path | None = None, timezone: str | None = None,
-          calibrate_on: Callable[[str], bool] | None = None) -> TrainReport:
+          calibrate_on: Callable[[str], bool] | None = None,
+          stores: Path | None = None) -> TrainReport:
     """Train, evaluate and save the churn model from the events at or before ``until``
     (``candidates``: a subset of :data:`MODELS` that may be shipped; default all).
 
@@ -480,6 +485,10 @@ def train(*, events_path: Path, until: datetime, horizon_days: int, out: Path, s
 
     ``timezone``: an IANA zone whose calendar days events written at offset 0 are counted on
     (``churnwatch train --timezone``), as the scorer counts a store's with that zone.
+
+    ``stores``: a JSON file of the stores as ``PUT /v1/stores/{store_id}`` takes them
+    (``churnwatch train --stores``): their time zones and closed days count as the scorer
+    counts them (:func:`~services.training.dataset.build_snapshots`).
 
     ``truth_path``: the true churn times of a synthetic history (default: the
     ``<events>.truth.ndjson`` that ``churnwatch generate`` writes, when it exists); the report
@@ -494,14 +503,15 @@ def train(*, events_path: Path, until: datetime, horizon_days: int, out: Path, s
         return _train(events_path=events_path, until=until, horizon_days=horizon_days, out=out,
                       seed=seed, log=log, progress=progress, candidates=candidates,
                       calibration=calibration, truth_path=truth_path, timezone=timezone,
-                      calibrate_on=calibrate_on)
+                      calibrate_on=calibrate_on, stores=stores)
 
 
 def _train(*, events_path: Path, until: datetime, horizon_days: int, out: Path, seed: int,
            log: Callable[[str], None], progress: TextIO | None,
            candidates: Sequence[str] | None, calibration: Calibration,
            truth_path: Path | None = None, timezone: str | None = None,
-           calibrate_on: Callable[[str], bool] | None = None) -> TrainReport:
+           calibrate_on: Callable[[str], bool] | None = None,
+           stores: Path | None = None) -> TrainReport:
     names = list(candidates or MODELS)
     unknown = [n for n in names if n not in MODELS]
     if unknown:
@@ -513,17 +523,34 @@ def _train(*, events_path: Path, until: datetime, horizon_days: int, out: Path, 
     if out.is_dir():
         raise TrainingError(f"--out {out} is a directory; give the model file path, e.g. {out}/churn.joblib")
 
-    events = read_events(events_path, until, log=log, timezone=timezone)
+    book = read_stores(stores) if stores is not None else None
+    if book is not None:
+        log(f"{len(book.names)} stores from {stores}: the closed days of {len(book.closures)} "
+            "do not count as their customers' silence, nor in the horizon")
+    events = read_events(events_path, until, log=log, timezone=timezone, stores=book)
     log(f"read {events.n_events:,} events of {events.n_customers:,} customers "
         f"({events.n_invalid:,} invalid lines, {events.n_after_until:,} after --until, "
         f"{events.n_duplicates:,} duplicates skipped)")
     timings["read"] = _lap(started)
 
-    dates = observation_dates(events.first_ms, events.until_ms, horizon_days)
+    labels_until = events.until_ms
+    if book is not None:
+        labels_until = book.labels_known_until(events.until_ms, horizon_days)
+    try:
+        dates = observation_dates(events.first_ms, labels_until, horizon_days)
+    except TrainingError as exc:
+        if labels_until == events.until_ms:
+            raise
+        raise TrainingError(f"{exc}. The stores' closed days do not count in the horizon, so "
+                            f"labels are known only for dates up to "
+                            f"{iso(labels_until - horizon_days * DAY_MS)[:10]}") from None
+    if labels_until < events.until_ms:
+        log(f"the closed days lengthen the {horizon_days}-day horizon: observation dates end "
+            f"by {iso(labels_until - horizon_days * DAY_MS)[:10]}")
     split = plan_split(dates, horizon_days)
     t = time.perf_counter()
     snaps = build_snapshots(events.activities, dates, horizon_days, until_ms=events.until_ms,
-                            progress=progress)
+                            progress=progress, stores=book)
     timings["snapshots"] = _lap(t)
     log(f"built {len(snaps):,} snapshots at {len(dates)} observation dates "
         f"({snaps.y.mean():.1%} churned within {horizon_days} days)")
@@ -583,7 +610,8 @@ def _train(*, events_path: Path, until: datetime, horizon_days: int, out: Path, 
               "lines": events.n_lines, "events": events.n_events, "customers": events.n_customers,
               "invalid_lines": events.n_invalid, "after_until": events.n_after_until,
               "duplicates": events.n_duplicates,
-              "invalid_examples": [asdict(x) for x in events.invalid]},
+              "invalid_examples": [asdict(x) for x in events.invalid],
+              **({"stores": book.describe()} if book is not None else {})},
         snapshots={"observation_dates": len(dates), "step_days": _step_days(dates),
                    "first_observation": iso(dates[0]), "last_observation": iso(dates[-1]),
                    "rows": len(snaps), "customers": len(set(snaps.customers)),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import time
@@ -83,6 +84,40 @@ def _cli(settings, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "services.cli.main", *args],
                           env={**os.environ, **settings.to_env()}, capture_output=True, text=True,
                           timeout=60)
+
+
+def test_train_counts_the_closed_days_of_the_stores_it_is_given(tmp_path: Path) -> None:
+    """``churnwatch train --stores``: a school's summers, entered as its stores' closures,
+    count as the scorer counts them (unit: tests/unit/test_closures.py); a file that cannot
+    be read says what to fix before anything is trained."""
+    end = datetime(2026, 10, 15, tzinfo=UTC)
+    events, _ = generate(preset="school", customers=300, start=end - timedelta(days=540),
+                         end=end, seed=3)
+    history = tmp_path / "school.ndjson"
+    write_ndjson(events, history)
+    schools = sorted({e["store_id"] for e in events if e.get("store_id")})
+    summers = [{"first": f"{y}-07-01", "last": f"{y}-08-31", "note": "summer break"}
+               for y in (2025, 2026)]
+    stores = tmp_path / "stores.json"
+    stores.write_text(json.dumps([{"store_id": s, "timezone": "Europe/Berlin", "closures": summers}
+                                  for s in schools]), encoding="utf-8")
+    out = tmp_path / "school.joblib"
+    cmd = [sys.executable, "-m", "services.cli.main", "train", "--events", str(history),
+           "--until", "2026-10-15T00:00:00Z", "--horizon-days", "60", "--out", str(out)]
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps([{"store_id": "x", "closures": [{"first": "2026-08-31",
+                                                                  "last": "2026-07-01"}]}]))
+    bad = subprocess.run([*cmd, "--stores", str(broken)], capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode != 0 and "store 1: closures.0" in bad.stderr, bad.stderr
+    assert not out.exists()
+    run = subprocess.run([*cmd, "--stores", str(stores)], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert f"Stores       {len(schools)} from {stores}: closed days of {len(schools)}" in run.stdout
+    report = json.loads(out.with_name(out.name + ".report.json").read_text())
+    assert report["data"]["stores"]["with_closures"] == len(schools) >= 1
+    load_model(out)
 
 
 def test_model_activate_switches_running_services_and_back(settings_factory, tmp_path: Path) -> None:

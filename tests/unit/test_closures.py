@@ -3,7 +3,10 @@ and how a store record declares them."""
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import UTC, date, datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -20,11 +23,13 @@ from services.scoring.closures import (
     only_store,
 )
 from services.scoring.engine import Engine, Subject
-from services.scoring.features import Activity
+from services.scoring.features import FEATURE_NAMES, Activity
 from services.scoring.rules import load_rules, parse_rules
 from services.scoring.scorecard import Scorecard
 from services.scoring.summary import Summary
 from services.scoring.tiers import Thresholds
+from services.training.dataset import build_snapshots, read_events, read_stores
+from services.training.exceptions import TrainingError
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -188,3 +193,90 @@ def test_reasons_tell_calendar_days_and_the_closure() -> None:
 def test_a_customer_without_a_store_is_the_only_store_s() -> None:
     assert only_store({"the-school": 1}) == "the-school"
     assert only_store(["a", "b"]) is None and only_store([]) is None
+
+
+def test_a_horizon_of_open_time_steps_over_the_closures() -> None:
+    closed = Closures([(100, 200), (300, 400)])
+    for since, open_ms, end in ((0, 50, 50), (0, 150, 250), (150, 60, 260), (0, 250, 450),
+                                (250, 100, 450), (500, 10, 510)):
+        assert closed.open_until(since, open_ms) == end
+        assert end - since - closed.closed_ms(since, end) == open_ms
+
+
+def _stores_file(tmp_path: Path, doc: object) -> Path:
+    path = tmp_path / "stores.json"
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    return path
+
+
+def test_training_counts_a_store_s_closed_days_as_the_scorer_does(tmp_path: Path) -> None:
+    """``churnwatch train --stores``: a student of a school closed over the summer, last seen
+    the evening before it closed and back when it reopens, is neither away in the break
+    (features on open days, the scorer's) nor churned within a horizon that the break would
+    otherwise use up; the same student of a school left open is both."""
+    summer = [{"first": "2026-07-01", "last": "2026-08-31", "note": "summer break"}]
+    book = read_stores(_stores_file(tmp_path, [
+        {"store_id": "closed", "timezone": "Europe/Berlin", "closures": summer},
+        {"store_id": "open", "timezone": "Europe/Berlin"}]))
+    assert book.describe()["with_closures"] == 1 and book.only is None
+    # the last date whose 60 open days end by 15 October: 62 closed days before, mid-June
+    assert book.labels_known_until(ms(2026, 10, 15), 60) == ms(2026, 6, 15) + 60 * DAY_MS
+
+    def student(store: str | None) -> list[Activity]:
+        days = [ms(2026, 6, 30, 17, tz=BERLIN) - i * 3 * DAY_MS for i in range(40)][::-1]
+        days.append(ms(2026, 9, 1, 17, tz=BERLIN))  # back the day it reopens
+        return [Activity(kind="visit", ts=t, event_id=f"e{i}", store_id=store if i == 0 else None)
+                for i, t in enumerate(days)]
+
+    acts = {"ana": student("closed"), "ben": student("open")}
+    at = ms(2026, 8, 15)
+    snaps = build_snapshots(acts, [at], 14, stores=book, until_ms=ms(2026, 12, 1))
+    days = dict(zip(snaps.customers, snaps.X[:, FEATURE_NAMES.index("days_since_last_activity")],
+                    strict=True))
+    churned = dict(zip(snaps.customers, snaps.y, strict=True))
+    assert days["ana"] < 1 and 45 < days["ben"] < 47, days
+    assert churned == {"ana": 0, "ben": 1}, churned
+    # without the file both read as away and gone, the scorer would see neither so
+    plain = build_snapshots(acts, [at], 14)
+    assert list(plain.y) == [1, 1]
+    # a label whose break-lengthened horizon ends after --until is not known yet: left out
+    early = build_snapshots(acts, [at], 14, stores=book, until_ms=ms(2026, 9, 10))
+    assert early.customers == ["ben"]
+
+
+def test_training_puts_store_less_events_on_their_store_s_clock(tmp_path: Path) -> None:
+    """An event written at offset 0 that names no store is on the zone of the store the
+    customer's events named last (else of the only store on record), as in the scorer."""
+    book = read_stores(_stores_file(tmp_path, {
+        "ny": {"timezone": "America/New_York"}, "berlin": {"timezone": "Europe/Berlin"}}))
+    lines = [{"event_id": "a", "type": "visit", "customer_id": "c",
+              "occurred_at": "2026-06-01T12:00:00Z", "store_id": "ny"},
+             {"event_id": "b", "type": "visit", "customer_id": "c",
+              "occurred_at": "2026-06-02T12:00:00Z"},
+             {"event_id": "x", "type": "visit", "customer_id": "d",
+              "occurred_at": "2026-06-02T12:00:00Z"}]
+    path = tmp_path / "events.ndjson"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    log = read_events(path, datetime(2026, 7, 1, tzinfo=UTC), stores=book)
+    assert [a.tz_minutes for a in log.activities["c"]] == [-240, -240]
+    assert [a.tz_minutes for a in log.activities["d"]] == [0]  # two stores, none of theirs
+    alone = read_stores(_stores_file(tmp_path, [{"store_id": "berlin",
+                                                 "timezone": "Europe/Berlin"}]))
+    assert read_events(path, datetime(2026, 7, 1, tzinfo=UTC), stores=alone
+                       ).activities["d"][0].tz_minutes == 120
+
+
+@pytest.mark.parametrize(("doc", "says"), [
+    ("not json", "is not JSON"),
+    ([{"store_id": "s", "closures": [{"first": "2026-08-31", "last": "2026-07-01"}]}],
+     "store 1: closures.0: Value error, last (2026-07-01) must not be before first"),
+    ([{"store_id": "s"}, {"store_id": "s"}], "store 's' is given twice"),
+    ([{"timezone": "UTC"}], "store 1: store_id: Field required"),
+    (42, "must hold a list of stores"),
+])
+def test_a_stores_file_that_cannot_be_read_says_what_to_fix(tmp_path: Path, doc: object,
+                                                           says: str) -> None:
+    path = tmp_path / "stores.json"
+    path.write_text(doc if isinstance(doc, str) else json.dumps(doc), encoding="utf-8")
+    with pytest.raises(TrainingError, match=re.escape(says)):
+        read_stores(path)
