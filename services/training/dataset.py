@@ -107,15 +107,23 @@ class StoreBook:
         return self.closures.get(home) if home else None
 
     def labels_known_until(self, until_ms: int, horizon_days: int) -> int:
-        """The ``until`` to choose observation dates by: ``until_ms`` less the closed days that
-        would fall in the horizon of the last date, at the store where most do (a date's label
-        needs ``horizon_days`` of open days after it, all before ``until_ms``)."""
+        """The ``until`` to choose observation dates by: a date's label needs
+        ``horizon_days`` of open days after it, all before ``until_ms``. Each store's last
+        such date, and of those the lower median: a chain that closes together (a school's
+        summer) ends its dates before the break, while one store's long renovation does not
+        cut every store's dates short (at the dates its own customers' labels are not known
+        yet, their rows are left out: :func:`build_snapshots`)."""
         horizon_ms = horizon_days * DAY_MS
-        last = until_ms - horizon_ms
-        closures = list(self.closures.values())
-        while last > 0 and any(c.open_until(last, horizon_ms) > until_ms for c in closures):
-            last -= DAY_MS
-        return last + horizon_ms
+        lasts = []
+        for name in self.names:
+            last = until_ms - horizon_ms
+            closed = self.closures.get(name)
+            if closed is not None:
+                while last > 0 and closed.open_until(last, horizon_ms) > until_ms:
+                    last -= DAY_MS
+            lasts.append(last)
+        lasts.sort()
+        return (lasts[(len(lasts) - 1) // 2] if lasts else until_ms - horizon_ms) + horizon_ms
 
     def describe(self) -> dict[str, Any]:
         return {"file": str(self.path), "stores": len(self.names),

@@ -280,3 +280,16 @@ def test_a_stores_file_that_cannot_be_read_says_what_to_fix(tmp_path: Path, doc:
     path.write_text(doc if isinstance(doc, str) else json.dumps(doc), encoding="utf-8")
     with pytest.raises(TrainingError, match=re.escape(says)):
         read_stores(path)
+
+
+def test_one_store_s_long_closure_does_not_end_every_store_s_dates(tmp_path: Path) -> None:
+    """The observation dates end where most stores' labels are known: a chain closed together
+    ends them before its break, one store under renovation does not."""
+    summer = [{"first": "2026-07-01", "last": "2026-08-31"}]
+    renovation = [{"first": "2026-03-01", "last": "2026-10-31"}]
+    together = read_stores(_stores_file(tmp_path, [
+        {"store_id": s, "closures": summer} for s in ("a", "b", "c")]))
+    assert together.labels_known_until(ms(2026, 10, 15), 60) == ms(2026, 6, 15) + 60 * DAY_MS
+    one = read_stores(_stores_file(tmp_path, [
+        {"store_id": "a", "closures": renovation}, {"store_id": "b"}, {"store_id": "c"}]))
+    assert one.labels_known_until(ms(2026, 10, 15), 60) == ms(2026, 10, 15)
