@@ -187,15 +187,18 @@ async def test_a_closed_store_s_customers_are_not_seen_as_gone(settings_factory,
     assert fay["features"]["days_since_last_activity"] < 2 and fay["tier"] == "low", fay
 
 
+@pytest.mark.parametrize("redis_kind", ["standalone", "cluster"])
 async def test_a_customer_whose_events_name_no_store_belongs_to_their_profile_s(
-        settings_factory) -> None:
+        request: pytest.FixtureRequest, redis_kind: str) -> None:
     """A chain of two schools whose register names no store: the store on a student's
     profile decides their closed days and becomes their store — at their next event (``kai``),
     or at the silence sweep when the profile came after their events (``ivy``), following the
     profile when it names another school. A student without a profile has no closures
     (``jon``). The processor against a real Redis and broker, under the event clock so that
-    the sweep runs when it would have days later."""
-    settings = settings_factory(topic_partitions=1, clock="event")
+    the sweep runs when it would have days later; on a Redis Cluster too."""
+    factory = request.getfixturevalue(
+        "cluster_settings_factory" if redis_kind == "cluster" else "settings_factory")
+    settings = factory(topic_partitions=1, clock="event")
     now = datetime.now(UTC)
     last = now - timedelta(days=45)
     break_ = {"first": (last + timedelta(days=1)).date(), "last": (now + timedelta(days=10)).date()}
