@@ -6,7 +6,7 @@ the console (``in_app``) or delivered to them by e-mail or SMS —, newest first
 from __future__ import annotations
 
 import json
-from datetime import tzinfo
+from datetime import UTC, tzinfo
 from typing import Any
 from urllib.parse import quote
 
@@ -58,7 +58,7 @@ async def inbox(res: Resources, session: Session, *, titled: bool = True
     acked = await get_many(redis, [res.keys.ack(e["alert_id"], session.tenant) for e in entries])
     now = await _customers_now(res, session.tenant,
                                [str(e.get("customer_id", "")) for e in entries], names=titled)
-    clock = await own_clock(res, session) if titled else None
+    own, store = await reader_clocks(res, session) if titled else (None, None)
     t = i18n.words(session.locale)
     for e, ack, (tier, name) in zip(entries, acked, now, strict=True):
         e["acknowledged"] = ack is not None
@@ -70,7 +70,11 @@ async def inbox(res: Resources, session: Session, *, titled: bool = True
         e["settled_text"] = "alert_settled" if ackable else f"notice_{e.get('kind')}"
         e["at"] = iso_ms(e.get("at_ms"))
         if titled and e.get("at_ms") is not None:
+            # the reader's own clock, else the one the message kept to (its customer's
+            # store's, for someone over several), else the reader's store's
             ms = int(e["at_ms"])
+            said = e.get("zone")
+            clock = own or (named_zone(str(said)) if said else store)
             e["when"], e["zone"] = clock_parts(ms / 1000, offset_minutes(clock, ms))
         e["href"] = f"/console/customers/{quote(str(e.get('customer_id', '')), safe='')}"
     return entries
@@ -78,18 +82,25 @@ async def inbox(res: Resources, session: Session, *, titled: bool = True
 
 async def own_clock(res: Resources, session: Session) -> tzinfo | None:
     """The signed-in person's clock: their own time zone (``StaffMember.timezone``), else
-    their store's (``Store.timezone``), else UTC (None), as the notifier keeps their quiet
-    hours and digests."""
+    their store's (``Store.timezone``), else UTC (None)."""
+    own, store = await reader_clocks(res, session)
+    return own or store
+
+
+async def reader_clocks(res: Resources, session: Session
+                        ) -> tuple[tzinfo | None, tzinfo | None]:
+    """The signed-in person's own time zone (``StaffMember.timezone``; None without one)
+    and, without one, their store's (``Store.timezone``; None without a store or on UTC)."""
     if not session.staff_id:
-        return None
+        return None, None
     profiles = get_profiles(res)
     member = await profiles.get_staff(session.staff_id, session.tenant)
     if member is None:
-        return None
-    if member.timezone:
-        return named_zone(member.timezone)
+        return None, None
+    if member.timezone:  # their own, UTC too
+        return named_zone(member.timezone) or UTC, None
     store = await profiles.get_store(member.store_id, session.tenant) if member.store_id else None
-    return named_zone(store.timezone) if store is not None else None
+    return None, named_zone(store.timezone) if store is not None else None
 
 
 async def _customers_now(res: Resources, tenant: str, customer_ids: list[str], *,

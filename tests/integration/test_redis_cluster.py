@@ -355,7 +355,7 @@ async def test_console_sign_in_by_mail_and_alert_list_on_a_cluster(
                 customer_id=f"c-{n}", to="s-1", event=b"{}", recipient_name="Sam",
                 subject=f"c-{n} is at high churn risk", text="call them",
                 tenant="default", created_ms=int(time.time() * 1000) + n, recipient_key="staff:s-1",
-                timezone="UTC", kind="alert"))
+                timezone="Asia/Shanghai" if n == 0 else "UTC", kind="alert"))
         await redis.set(keys.ack("alert-2"), json.dumps({"by": "s-1", "at": 1.0}))
         async with api(settings, base_url="http://127.0.0.1") as client:  # loopback: links
             page = await client.get("/console/sign-in")
@@ -374,6 +374,15 @@ async def test_console_sign_in_by_mail_and_alert_list_on_a_cluster(
             r = await client.get("/console/alerts")
             assert r.status_code == 200, r.text
             assert all(f"c-{n} is at high churn risk" in r.text for n in range(4)), r.text
+            # Sam has no clock of his own: each alert is dated on the clock its message kept
+            # to (its customer's store's), as the message dated it
+            zones = re.findall(r'<span class="zone">([^<]*)</span>', r.text)
+            assert sorted(zones) == ["UTC", "UTC", "UTC", "UTC+08:00"], zones
+            await ProfileStore(redis, keys).put_staff(StaffMember(
+                staff_id="s-1", name="Sam", email="sam@example.com", timezone="America/New_York"))
+            r = await client.get("/console/alerts")  # with one, all on his own
+            zones = re.findall(r'<span class="zone">([^<]*)</span>', r.text)
+            assert len(zones) == 4 and all(re.fullmatch(r"UTC-0[45]:00", z) for z in zones), zones
             # the link works once
             r = await client.get("/console/sign-in/link", params={"token": token})
             assert r.status_code == 400

@@ -48,9 +48,15 @@ class ConsoleList(Inbox):
         await self.add(staff_id, message.tenant, f"sent:{message.event_id}", {
             "alert_id": message.event_id, "customer_id": message.customer_id,
             "kind": message.kind, "subject": message.subject, **_tiers(message.event),
-            "at_ms": message.created_ms or int(time.time() * 1000),
+            "at_ms": message.created_ms or int(time.time() * 1000), **_zone(message),
             "via": [message.channel]}, merge=True)
         return True
+
+
+def _zone(message: Message) -> dict[str, str]:
+    """The clock the message kept to (the recipient's own, else the customer's store's...),
+    so that the console says when on the clock the message said it."""
+    return {"zone": message.timezone} if message.timezone else {}
 
 
 def _tiers(event: bytes) -> dict[str, str]:
@@ -73,7 +79,8 @@ class InAppChannel:
     async def send(self, message: Message) -> None:
         entry = {"alert_id": message.event_id, "customer_id": message.customer_id,
                  "kind": message.kind, "subject": message.subject, "text": message.text,
-                 **_tiers(message.event), "at_ms": message.created_ms or int(time.time() * 1000)}
+                 **_tiers(message.event), "at_ms": message.created_ms or int(time.time() * 1000),
+                 **_zone(message)}
         try:
             await self.list.add(message.to, message.tenant, message.delivery_id, entry)
         except RedisError as exc:
