@@ -1,9 +1,9 @@
 """What staff receive once churnwatch is live, and how often it is right: generated histories
 of each business type, a year imported at go-live, then weeks of live operation replayed a day
-at a time through the shared scoring engine (the packaged model or ``CHURNWATCH_MODEL``'s, the business type's packaged
-rules and tier thresholds — the generator's ``eshop`` is an ``online`` business —, or
-``--tiers``) and the notifier's own episode policy (``decide_episode``, ``claim``), with the
-packaged routing: high is e-mailed and texted at once, medium goes into the owner's morning
+at a time through the shared scoring engine (the packaged model, or ``CHURNWATCH_MODEL``'s;
+the business type's packaged rules and tier thresholds — the generator's ``eshop`` is an
+``online`` business —, or ``--tiers``) and the notifier's own episode policy
+(``decide_episode``, ``claim``), with the packaged routing: high is e-mailed and texted at once, medium goes into the owner's morning
 digest (left out when the customer is no longer at medium by then), a genuine return from
 high after an alert is one "won back" e-mail.
 
