@@ -7,6 +7,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.common.events import Identifier
+from services.common.profiles import Store
 from services.common.riskchange import Reason, SuggestedAction, Tier
 from services.records.profiles import SHARE_MAX
 from services.records.winback import ACTION_TYPES
@@ -155,6 +156,14 @@ class OwnedCustomer(BaseModel):
     customer_id: str
     store_id: str | None = Field(description="Their home store: the profile's, else the store "
                                  "of their latest events.")
+
+
+class Stores(BaseModel):
+    count: int
+    stores: list[Store] = Field(
+        description="Every store of the tenant within the key's stores, by store_id: what "
+        "PUT /v1/stores/{store_id} took (time zone, manager, closed days). Saved to a file, "
+        "this answer is what `churnwatch train --stores` reads.")
 
 
 class StaffCustomers(BaseModel):

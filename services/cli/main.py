@@ -61,8 +61,9 @@ def _parser() -> argparse.ArgumentParser:
                        "as the scorer does for a store with this time zone (e.g. "
                        "America/New_York); other offsets are kept as written")
     train.add_argument("--stores", type=Path, metavar="FILE", default=None,
-                       help="JSON list of the stores as PUT /v1/stores/{store_id} takes them "
-                       "(store_id, timezone, closures): their closed days do not count as "
+                       help="the stores: GET /v1/stores saved, or a JSON list of them as "
+                       "PUT /v1/stores/{store_id} takes them (store_id, timezone, closures): "
+                       "their closed days do not count as "
                        "silence nor in the horizon, and their zones count as the scorer's")
 
     gen = sub.add_parser("generate", help="write synthetic POS history (NDJSON) with known churn times")

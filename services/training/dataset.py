@@ -131,9 +131,9 @@ class StoreBook:
 
 
 def read_stores(path: Path) -> StoreBook:
-    """A JSON file of stores, each as ``PUT /v1/stores/{store_id}`` takes it with its
-    ``store_id`` (a list of them; or an object of ``store_id`` to store), validated as the
-    API validates them."""
+    """A JSON file of stores: ``GET /v1/stores``'s answer, or each as ``PUT
+    /v1/stores/{store_id}`` takes it with its ``store_id`` (a list of them; or an object of
+    ``store_id`` to store), validated as the API validates them."""
     try:
         doc = json.loads(path.read_bytes())
     except OSError as exc:
@@ -143,7 +143,9 @@ def read_stores(path: Path) -> StoreBook:
                             'e.g. [{"store_id": "north", "timezone": "Europe/Berlin", '
                             '"closures": [{"first": "2026-07-01", "last": "2026-08-31"}]}]'
                             ) from None
-    if isinstance(doc, dict):
+    if isinstance(doc, dict) and isinstance(doc.get("stores"), list):
+        items = doc["stores"]  # GET /v1/stores's answer
+    elif isinstance(doc, dict):
         items = [{**v, "store_id": k} if isinstance(v, dict) else v for k, v in doc.items()]
     elif isinstance(doc, list):
         items = doc

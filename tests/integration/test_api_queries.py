@@ -150,6 +150,10 @@ async def test_tenants_and_store_bound_keys_are_kept_apart(make) -> None:
         assert r.status_code == 200
         assert (await client.get("/v1/stores/south", headers=NORTH)).status_code == 404
         assert (await client.get("/v1/stores/south", headers=READ)).status_code == 404
+        acme_sees = (await client.get("/v1/stores", headers=ACME)).json()
+        assert "south" in {s["store_id"] for s in acme_sees["stores"]}, acme_sees
+        north_sees = (await client.get("/v1/stores", headers=NORTH)).json()
+        assert "south" not in {s["store_id"] for s in north_sees["stores"]}, north_sees
         churn = await client.get("/v1/analytics/churn", headers=NORTH)
         assert churn.status_code == 200 and churn.json()["customers"] == 1
         both = await client.get("/v1/analytics/churn", headers=BOTH)

@@ -119,6 +119,7 @@ SCOPE = {
     ("GET", "/v1/team/changes"): "read",
     ("PUT", "/v1/stores/{store_id}"): "admin",
     ("GET", "/v1/stores/{store_id}"): "read",
+    ("GET", "/v1/stores"): "read",
     ("POST", "/v1/customers/{customer_id:anypath}/actions"): "ingest",
     ("POST", "/v1/alerts/{alert_id}/ack"): "ingest",
     ("GET", "/v1/analytics/churn"): "read",

@@ -22,6 +22,7 @@ from services.scorer.processor import Processor, Record
 from services.scoring.engine import Engine
 from services.scoring.model import load_model
 from services.state.store import StateStore, read_states
+from services.training.dataset import read_stores
 from tests.data import iso
 from tests.integration.test_scorer import scorer, wait_processed
 from tests.procs import ServiceProcess
@@ -78,9 +79,17 @@ async def test_a_closed_store_s_customers_are_not_seen_as_gone(settings_factory,
                 assert r.json()["closures"] == [break_]
                 r = await client.get("/v1/stores/closed-school", headers=READ)
                 assert r.json()["closures"] == [break_]
+                # GET /v1/stores, saved, is what `churnwatch train --stores` reads
                 r = await client.put("/v1/stores/open-school", headers=ADMIN,
                                      json={"timezone": "Europe/Berlin"})
                 assert r.status_code == 200, r.text
+                r = await client.get("/v1/stores", headers=READ)
+                assert r.json()["count"] == 2, r.text
+                saved = tmp_path / "stores.json"
+                saved.write_bytes(r.content)
+                book = read_stores(saved)
+                assert set(book.closures) == {"closed-school"}, book
+                assert set(book.zones) == {"closed-school", "open-school"}, book
                 r = await client.post("/v1/events", json=events, headers=INGEST)
                 assert r.status_code == 202, r.text
                 # a school on its own, whose register names no store: its one store's break

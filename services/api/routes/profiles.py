@@ -13,6 +13,7 @@ from services.api.schemas import (
     HandOverResult,
     OwnedCustomer,
     StaffCustomers,
+    Stores,
     TeamChange,
     TeamChanges,
 )
@@ -194,6 +195,14 @@ async def put_store(store_id: StoreId, sent: StoreBody, res: Res, key: AdminKey,
     old = await profiles.get_store(store_id, key.tenant)
     await save_store(res.redis, res.keys, profiles, key.tenant, old, body, by=key.name)
     return body
+
+
+@router.get("/v1/stores", response_model=Stores, summary="The stores",
+            description="Every store of the tenant the key reaches (a store-bound key: its "
+            "stores), by store_id.", responses=responses(AUTH))
+async def list_stores(key: ReadKey, profiles: Profiles) -> Any:
+    found = [s for s in await profiles.list_stores(key.tenant) if key.allows_store(s.store_id)]
+    return Stores(count=len(found), stores=found)
 
 
 @router.get("/v1/stores/{store_id}", response_model=Store, summary="A store",
