@@ -60,7 +60,7 @@ from services.common.settings import Settings
 from services.common.timefmt import named_zone
 from services.scoring import summary
 from services.scoring.activity import activity_from_event, at_shop
-from services.scoring.closures import Closures, calendar_closures, only_store
+from services.scoring.closures import Closures, calendar_closures, home_store, only_store
 from services.scoring.engine import Assessment, Engine, Step, Subject
 from services.scoring.features import DAY_MS, Activity
 from services.state.store import (
@@ -494,7 +494,7 @@ class Processor:
         took such a store follows their profile when it names another."""
         if cs.store_named:
             return
-        home = cs.profile_store or (None if cs.store_id else self._only_store.get(cs.tenant))
+        home = home_store(cs.store_id, cs.profile_store, self._only_store.get(cs.tenant))
         if home and home != cs.store_id:
             self._move_store(cs, home, False, by="profile" if cs.profile_store else "only")
 
@@ -503,7 +503,7 @@ class Processor:
         closed = self._closures.get(cs.tenant)
         if not closed:
             return None
-        store = cs.profile_store or cs.store_id or self._only_store.get(cs.tenant)
+        store = home_store(cs.store_id, cs.profile_store, self._only_store.get(cs.tenant))
         return closed.get(store) if store else None
 
     @staticmethod
@@ -605,8 +605,9 @@ class Processor:
             named = stores.get(ref)
             newest_before = cs.last_ts  # the customer's newest event before this batch
             if zones := self._zones.get(ref[0]):  # events in UTC of stores with a time zone
-                rs = self._at_shops(rs, zones, cs.profile_store or cs.state.get("store") or (
-                    named.store if named else None) or self._only_store.get(ref[0]))
+                rs = self._at_shops(rs, zones, home_store(
+                    cs.state.get("store") or (named.store if named else None), cs.profile_store,
+                    self._only_store.get(ref[0])))
             stored = cs.outcomes()
             mine: dict[int, Outcome] = {}
             # Under the wall clock the customer is scored once, after all their new events:

@@ -101,6 +101,14 @@ def only_store(store_ids: Collection[str]) -> str | None:
     return next(iter(store_ids)) if len(store_ids) == 1 else None
 
 
+def home_store(store: str | None, profile: str | None, only: str | None) -> str | None:
+    """The store whose closed days and clock count for a customer, the one rule the scorer,
+    the API's point-in-time reads and ``churnwatch train`` share: their profile's
+    ``store_id`` where one was read for them (only for a customer whose events name no
+    store), else the store they have, else the tenant's only store (:func:`only_store`)."""
+    return profile or store or only
+
+
 class StoreCalendar(NamedTuple):
     """What the scorer keeps of a store's record: its zone's name and its closed days."""
 

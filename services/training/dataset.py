@@ -30,7 +30,13 @@ from services.common.events import epoch_ms, parse_json, validate_event
 from services.common.profiles import Store
 from services.common.timefmt import named_zone, utc_from_epoch_s
 from services.scoring.activity import activity_from_event, at_shop
-from services.scoring.closures import Closures, StoreCalendar, calendar_closures, only_store
+from services.scoring.closures import (
+    Closures,
+    StoreCalendar,
+    calendar_closures,
+    home_store,
+    only_store,
+)
 from services.scoring.features import DAY_MS, FEATURE_NAMES, WINDOWS, Activity, compute_features
 from services.scoring.summary import Summary
 from services.training.exceptions import TrainingError
@@ -103,7 +109,7 @@ class StoreBook:
     def closures_of(self, store: str | None) -> Closures | None:
         """The closed days of a customer's store (the one their events named last, else the
         only store on record)."""
-        home = store or self.only
+        home = home_store(store, None, self.only)
         return self.closures.get(home) if home else None
 
     def labels_known_until(self, until_ms: int, horizon_days: int) -> int:
@@ -237,7 +243,7 @@ def _at_home(acts: list[Activity], stores: StoreBook, zone: tzinfo | None) -> No
         if a.store_id:
             home = a.store_id
             continue
-        store = home or stores.only
+        store = home_store(home, None, stores.only)
         acts[i] = at_shop(a, stores.zones.get(store) if store in stores.names else zone)
 
 

@@ -20,6 +20,7 @@ from services.scoring.closures import (
     calendar_closures,
     calendar_of,
     closed_periods,
+    home_store,
     only_store,
 )
 from services.scoring.engine import Engine, Subject
@@ -293,3 +294,12 @@ def test_one_store_s_long_closure_does_not_end_every_store_s_dates(tmp_path: Pat
     one = read_stores(_stores_file(tmp_path, [
         {"store_id": "a", "closures": renovation}, {"store_id": "b"}, {"store_id": "c"}]))
     assert one.labels_known_until(ms(2026, 10, 15), 60) == ms(2026, 10, 15)
+
+
+def test_one_rule_says_whose_closures_count() -> None:
+    """The profile's store (read only for a customer whose events name none), else the one
+    they have, else the tenant's only store (scorer, API and train share it)."""
+    assert home_store("north", "south", "only") == "south"
+    assert home_store("north", None, "only") == "north"
+    assert home_store(None, None, "only") == "only"
+    assert home_store(None, None, None) is None

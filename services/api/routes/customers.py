@@ -16,7 +16,13 @@ from services.common.profiles import home_store_of
 from services.common.timefmt import iso_ms, iso_ms_at, local_iso, parse_iso, rfc3339
 from services.records import erasure, export
 from services.records.holdout import holdout
-from services.scoring.closures import Closures, calendar_closures, calendar_of, only_store
+from services.scoring.closures import (
+    Closures,
+    calendar_closures,
+    calendar_of,
+    home_store,
+    only_store,
+)
 from services.scoring.engine import Subject
 from services.scoring.lifecycle import stage_name
 from services.state.store import CustomerState, load_customers, read_states
@@ -95,10 +101,9 @@ async def _closures(res: Resources, tenant: str, cs: CustomerState) -> Closures 
     whose events name no store, their profile's ``store_id``; without a store of their own,
     the tenant's only store's (:func:`only_store`)."""
     key = res.keys.stores(tenant)
-    store_id = cs.store_id
-    if not cs.store_named:
-        raw = await res.redis.get(res.keys.profile(cs.customer_id, tenant))
-        store_id = home_store_of(raw) or store_id
+    profile = None if cs.store_named else home_store_of(
+        await res.redis.get(res.keys.profile(cs.customer_id, tenant)))
+    store_id = home_store(cs.store_id, profile, None)  # the only store: read below if need be
     if store_id:
         calendar = calendar_of(await res.redis.hget(key, store_id))
     elif await res.redis.hlen(key) == 1:
