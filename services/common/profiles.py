@@ -216,8 +216,14 @@ class ProfileStore:
 
     async def put_profile(self, customer_id: str, profile: CustomerProfile,
                           tenant: str = DEFAULT_TENANT) -> None:
-        await self.redis.set(self.keys.profile(customer_id, tenant),
-                             profile.model_dump_json(exclude_none=True))
+        """Write the profile; one naming a store marks the tenant's profiles as naming stores
+        first (``Keys.profile_stores``), in the same round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        if profile.store_id is not None:
+            pipe.set(self.keys.profile_stores(tenant), "1")
+        pipe.set(self.keys.profile(customer_id, tenant),
+                 profile.model_dump_json(exclude_none=True))
+        await pipe.execute()
 
     async def delete_profile(self, customer_id: str, tenant: str = DEFAULT_TENANT) -> bool:
         return bool(await self.redis.delete(self.keys.profile(customer_id, tenant)))

@@ -306,6 +306,13 @@ class Keys:
         """Hash store_id -> store JSON (time zone, manager) of one tenant."""
         return f"{self.prefix}:t:{_tag(tenant)}:stores"
 
+    def profile_stores(self, tenant: str = DEFAULT_TENANT) -> str:
+        """``"1"`` once a profile of the tenant named a ``store_id``, ``"0"`` when its profiles
+        were looked through and none did: the scorer reads the profile of a customer whose
+        events name no store only in tenants with stores on record or this ``"1"``
+        (``services.records.owners.note_profile_stores``)."""
+        return f"{self.prefix}:t:{_tag(tenant)}:pfstores"
+
     def team_log(self, tenant: str = DEFAULT_TENANT) -> str:
         """List of the tenant's staff and store changes, newest first, capped: JSON ``{"at_ms",
         "what": "staff"|"store", "id", "action", "fields", "by"}`` (field names, never values)."""

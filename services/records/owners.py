@@ -12,7 +12,9 @@ dropping what no longer holds. Erasing a customer takes them out of their owner'
 Profiles written before the sets existed are read into them once per tenant (:func:`ensure_index`:
 a SCAN of the profile keys, every node of a cluster; 1.6 s for 100,000 customers among 500,000
 keys on this project's machine): by the API in the background when it starts
-(:func:`index_tenants`), else the first time a tenant's owners are asked for."""
+(:func:`index_tenants`), else the first time a tenant's owners are asked for. The same start
+marks, once, a tenant whose profiles written before the mark existed name a store
+(:func:`note_profile_stores`), for the scorer."""
 
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from services.common.profiles import CustomerProfile, owner_of
+from services.common.profiles import CustomerProfile, home_store_of, owner_of
 from services.common.redisconn import (
     DEFAULT_TENANT,
     Keys,
@@ -84,15 +86,40 @@ async def ensure_index(redis: Redis, keys: Keys, tenant: str) -> None:
     await redis.set(keys.owners_built(tenant), "1")
 
 
+async def note_profile_stores(redis: Redis, keys: Keys, tenant: str) -> None:
+    """Mark the tenant ``"1"`` in :meth:`~services.common.redisconn.Keys.profile_stores` when
+    one of its profiles names a store, else ``"0"``, once: profiles written before the mark
+    existed (every write since marks it; a write racing this look wins, as the ``"0"`` is
+    only set where nothing is)."""
+    mark = keys.profile_stores(tenant)
+    if await redis.exists(mark):
+        return
+    base = f"{keys.prefix}:c:{{"
+    match = (base + customer_token("", tenant)).translate(_GLOB) + "*}:pf"
+    found: list[str] = []
+    named = False
+    async for key in redis.scan_iter(match=match, count=SCAN_COUNT):
+        found.append(str(key))
+        if len(found) == BATCH:
+            named, found = any(map(home_store_of, await get_many(redis, found))), []
+            if named:
+                break
+    if named or any(map(home_store_of, await get_many(redis, found))):
+        await redis.set(mark, "1")
+    else:
+        await redis.set(mark, "0", nx=True)
+
+
 async def index_tenants(redis: Redis, keys: Keys) -> None:
-    """:func:`ensure_index` and :func:`remember_leavers` for every tenant the scorer has seen
-    and the default one (the API's start: an upgrade's first Team page or hand-over does not
-    wait for it). A failure is logged and left to the first ask."""
+    """:func:`ensure_index`, :func:`remember_leavers` and :func:`note_profile_stores` for every
+    tenant the scorer has seen and the default one (the API's start: an upgrade's first Team
+    page or hand-over does not wait for it). A failure is logged and left to the first ask."""
     try:
         tenants = {str(t) for t in await redis.smembers(keys.tenants)} | {DEFAULT_TENANT}  # type: ignore[misc]
         for tenant in sorted(tenants):
             await ensure_index(redis, keys, tenant)
             await remember_leavers(redis, keys, tenant)
+            await note_profile_stores(redis, keys, tenant)
     except RedisError as exc:
         logger.warning("owner index not built at start (built when first asked): %s", exc)
 

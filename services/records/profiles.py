@@ -149,6 +149,8 @@ async def patch_profile(redis: Redis, keys: Keys, tenant: str, customer_id: str,
         new = await owner_kept(redis, keys, tenant, customer_id, old, new)
         before = owner_of(raw)
         await _before_write(redis, keys, tenant, customer_id, before, new)
+        if new.store_id is not None:  # as ProfileStore.put_profile marks it
+            await redis.set(keys.profile_stores(tenant), "1")
         if await redis.eval(_CAS, 1, key, raw or "", new.model_dump_json(exclude_none=True)):  # type: ignore[misc]
             return new, await _written(redis, keys, tenant, customer_id, old, before, new, by,
                                        retention)

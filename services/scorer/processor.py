@@ -264,9 +264,9 @@ class Processor:
         self._closures: dict[str, dict[str, Closures]] = {}
         # the store of a customer whose events name none: the tenant's only one (only_store)
         self._only_store: dict[str, str | None] = {}
-        # whether the tenant has any store on record: only then is a profile's store_id read
-        # for a customer whose events name none (_read_homes)
-        self._has_stores: dict[str, bool] = {}
+        # whether the tenant has any store on record or a profile naming a store: only then is
+        # a profile's store_id read for a customer whose events name none (_read_homes)
+        self._reads_profiles: dict[str, bool] = {}
         self._zones_read: dict[str, float] = {}
         # step -> the error retrying does not fix that holds it now: the readiness probe
         # fails while any is set (see _retry)
@@ -463,7 +463,8 @@ class Processor:
         stale = [t for t in tenants if now - self._zones_read.get(t, -1e9) >= STORE_ZONES_REFRESH_S]
         if not stale:
             return
-        read = await self._retry("read", lambda: self.store.read_store_calendars(stale))
+        read, profiled = await self._retry("read",
+                                           lambda: self.store.read_store_calendars(stale))
         for t in stale:
             calendars = read.get(t, {})
             self._zones[t] = {s: z for s, cal in calendars.items()
@@ -471,15 +472,15 @@ class Processor:
             self._closures[t] = {s: c for s, cal in calendars.items()
                                  if (c := calendar_closures(cal)) is not None}
             self._only_store[t] = only_store(calendars)
-            self._has_stores[t] = bool(calendars)
+            self._reads_profiles[t] = bool(calendars) or t in profiled
             self._zones_read[t] = now
 
     async def _read_homes(self, states: Iterable[CustomerState], named: Container[Ref]) -> None:
         """The profile's ``store_id`` of each customer whose events name no store (none in
-        this batch, ``named``, nor before), in tenants with stores on record (one round trip,
-        none without such customers): that store's closed days and time zone are theirs, and
-        :meth:`_settle_home` makes it their store."""
-        wanted = [cs for cs in states if self._has_stores.get(cs.tenant)
+        this batch, ``named``, nor before), in tenants with stores on record or a profile
+        naming a store (one round trip, none without such customers): that store's closed
+        days and time zone are theirs, and :meth:`_settle_home` makes it their store."""
+        wanted = [cs for cs in states if self._reads_profiles.get(cs.tenant)
                   and cs.ref not in named and not cs.store_named]
         if not wanted:
             return

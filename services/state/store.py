@@ -588,19 +588,21 @@ class StateStore:
                 for t, row in zip(tenants, rows, strict=True)}
 
     async def read_store_calendars(self, tenants: Sequence[str]
-                                   ) -> dict[str, dict[str, StoreCalendar]]:
+                                   ) -> tuple[dict[str, dict[str, StoreCalendar]], set[str]]:
         """Each tenant's stores: their time zones (``Store.timezone``) and closed days
-        (``Store.closures``), in one round trip. A store whose record is not readable JSON is
-        left out, a closure that is not two ISO dates too."""
+        (``Store.closures``), and which of the tenants have a profile naming a store
+        (``Keys.profile_stores``), in one round trip. A store whose record is not readable
+        JSON is left out, a closure that is not two ISO dates too."""
         pipe = self.redis.pipeline(transaction=False)
         for t in tenants:
             pipe.hgetall(self.keys.stores(t))
+            pipe.get(self.keys.profile_stores(t))
         rows = await pipe.execute() if tenants else []
         out: dict[str, dict[str, StoreCalendar]] = {}
-        for t, row in zip(tenants, rows, strict=True):
+        for t, row in zip(tenants, rows[::2], strict=True):
             out[t] = {store_id: cal for store_id, raw in (row or {}).items()
                       if (cal := calendar_of(raw)) is not None}
-        return out
+        return out, {t for t, mark in zip(tenants, rows[1::2], strict=True) if mark == "1"}
 
     async def read_profile_stores(self, refs: Sequence[Ref]) -> dict[Ref, str]:
         """The ``store_id`` of these customers' profiles (one round trip); customers without

@@ -18,6 +18,8 @@ from prometheus_client import CollectorRegistry
 from services.common.kafka import start_producer
 from services.common.profiles import CustomerProfile, ProfileStore, Store
 from services.common.redisconn import Keys, make_redis
+from services.records import owners
+from services.records.profiles import patch_profile
 from services.scorer.processor import Processor, Record
 from services.scoring.engine import Engine
 from services.scoring.model import load_model
@@ -263,6 +265,74 @@ async def test_a_customer_whose_events_name_no_store_belongs_to_their_profile_s(
         kai, jon = await state("kai"), await state("jon")
         assert (kai["store"], kai["store_by"]) == ("south", "profile"), kai
         assert jon["store"] == "north" and "store_by" not in jon, jon
+    finally:
+        await producer.stop()
+        await redis.aclose()
+
+
+async def test_a_profile_s_store_is_theirs_in_a_tenant_with_no_store_on_record(
+        settings_factory) -> None:
+    """A chain whose register names no store and which never entered its stores, only each
+    customer's store on their profile: a customer takes their profile's store (its lists);
+    a profile written before the mark existed counts once the API's start looks through them
+    (:func:`~services.records.owners.note_profile_stores`); a patch naming a store marks the
+    tenant too. The processor against a real Redis and broker."""
+    settings = settings_factory(topic_partitions=1, clock="event")
+    now = datetime.now(UTC)
+    redis = make_redis(settings)
+    keys = Keys(settings.redis_prefix)
+    profiles = ProfileStore(redis, keys)
+    producer = await start_producer(settings)
+    offset = 0
+
+    async def apply(events: list[dict[str, Any]]) -> None:
+        nonlocal offset
+        records = [Record(settings.topic_events, 0, offset + i, e["customer_id"].encode(),
+                          json.dumps(e).encode()) for i, e in enumerate(events)]
+        offset += len(records)
+        await proc.process(records)
+
+    async def state(cid: str, tenant: str = "default") -> dict[str, str]:
+        [row] = await read_states(redis, keys, [(tenant, cid)], ["store", "store_by"])
+        return row
+
+    def processor() -> Processor:
+        return Processor(settings=settings, store=StateStore.from_settings(redis, settings),
+                         producer=producer, registry=CollectorRegistry(),
+                         engine=Engine.from_settings(load_model(settings.model), settings))
+
+    try:
+        # the default tenant: profiles written by this version mark it
+        await profiles.put_profile("lea", CustomerProfile(store_id="north"))
+        assert await redis.get(keys.profile_stores()) == "1"
+        # the old tenant: a profile written before the mark existed, none marked yet
+        await redis.set(keys.profile("max", "old"), json.dumps({"store_id": "east"}))
+        await owners.note_profile_stores(redis, keys, "old")
+        assert await redis.get(keys.profile_stores("old")) == "1"
+        # a tenant whose profiles name no store is looked through once, and a patch marks it
+        await profiles.put_profile("ned", CustomerProfile(name="Ned"), "plain")
+        await owners.note_profile_stores(redis, keys, "plain")
+        assert await redis.get(keys.profile_stores("plain")) == "0"
+        proc = processor()
+        await apply([{"event_id": f"{c}-{i}", "type": "visit", "customer_id": c,
+                      "occurred_at": iso(now - timedelta(days=10 * i)),
+                      **({"tenant_id": t} if t != "default" else {})}
+                     for c, t in (("lea", "default"), ("max", "old"), ("ned", "plain"))
+                     for i in range(3)])
+        assert (await state("lea"))["store"] == "north", await state("lea")
+        assert (await state("lea"))["store_by"] == "profile"
+        assert (await state("max", "old"))["store"] == "east"
+        assert "store" not in await state("ned", "plain")
+        lists = [await redis.zrange(keys.tier_index(tier, "default", "north"), 0, -1)
+                 for tier in ("low", "medium", "high")]
+        assert sum(map(len, lists)) == 1, lists  # lea is on her store's list
+
+        await patch_profile(redis, keys, "plain", "ned", {"store_id": "west"}, by="test")
+        assert await redis.get(keys.profile_stores("plain")) == "1"
+        proc = processor()  # (a running scorer reads the mark within 5 s)
+        await apply([{"event_id": "ned-n", "type": "visit", "customer_id": "ned",
+                      "tenant_id": "plain", "occurred_at": iso(now)}])
+        assert (await state("ned", "plain"))["store"] == "west"
     finally:
         await producer.stop()
         await redis.aclose()
