@@ -45,7 +45,7 @@ from services.training.dataset import churned
 
 HORIZON_DAYS = 60
 EPISODE_QUIET_MS = 7 * DAY_MS  # CHURNWATCH_ALERT_EPISODE_QUIET's default
-BUSINESS_OF = {"eshop": "online", "school": "default"}  # a preset -> the business type it stands for
+BUSINESS_OF = {"eshop": "online"}  # a preset -> the business type it stands for
 OWNER = "owner|email"  # one recipient and channel stand for the owner's e-mail and SMS
 
 

@@ -115,7 +115,7 @@ def parse_api_keys(raw: str) -> tuple[ApiKey, ...]:
     return tuple(keys)
 
 
-BUSINESS_TYPES = ("default", "salon", "restaurant", "retail", "online")
+BUSINESS_TYPES = ("default", "salon", "restaurant", "retail", "online", "school")
 
 
 def parse_tenant_business_types(raw: str) -> dict[str, str]:
@@ -313,7 +313,7 @@ class Settings(BaseSettings):
     # customers (event batches run in between).
     model_rescore_batch: int = Field(default=1000, ge=1, le=100_000)
     # "online": an online shop, whose tier thresholds default higher (ONLINE_TIERS)
-    business_type: Literal["default", "salon", "restaurant", "retail", "online"] = "default"
+    business_type: Literal["default", "salon", "restaurant", "retail", "online", "school"] = "default"
     rules: Path | None = None
     # One deployment serving several kinds of business: "tenant=type,..." gives a tenant its
     # own business type (its packaged rules and, for "online", its tier levels) or its own

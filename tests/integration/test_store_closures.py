@@ -336,3 +336,39 @@ async def test_a_profile_s_store_is_theirs_in_a_tenant_with_no_store_on_record(
     finally:
         await producer.stop()
         await redis.aclose()
+
+
+async def test_a_school_without_closed_days_on_record_is_warned(settings_factory,
+                                                                caplog: pytest.LogCaptureFixture
+                                                                ) -> None:
+    """A tenant judged as a ``school`` whose stores have no closed days on record: its summer
+    would read as every student leaving, so the scorer says so in its log, once; with a
+    closure on record it does not. The processor against a real Redis and broker."""
+    settings = settings_factory(topic_partitions=1, business_type="school")
+    redis = make_redis(settings)
+    keys = Keys(settings.redis_prefix)
+    producer = await start_producer(settings)
+    event = {"event_id": "s-1", "type": "visit", "customer_id": "s",
+             "occurred_at": iso(datetime.now(UTC))}
+
+    def warned() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "judged as a school" in r.getMessage()]
+
+    try:
+        for offset, closures in enumerate(([], [{"first": "2026-07-01", "last": "2026-08-31"}])):
+            await ProfileStore(redis, keys).put_store(
+                Store.model_validate({"store_id": "north", "closures": closures}))
+            caplog.clear()
+            proc = Processor(settings=settings, store=StateStore.from_settings(redis, settings),
+                             producer=producer, registry=CollectorRegistry(),
+                             engine=Engine.from_settings(load_model(settings.model), settings))
+            for i in range(2):
+                await proc.process([Record(settings.topic_events, 0, 2 * offset + i, b"s",
+                                           json.dumps({**event, "event_id": f"s-{offset}{i}"}
+                                                      ).encode())])
+                proc._zones_read.clear()  # read the stores again, as 5 s later
+            assert len(warned()) == (0 if closures else 1), warned()
+            assert closures or "PUT /v1/stores/{store_id}" in warned()[0]
+    finally:
+        await producer.stop()
+        await redis.aclose()

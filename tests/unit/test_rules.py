@@ -599,3 +599,32 @@ def test_an_open_complaint_holds_a_customer_until_they_come_back(business: str) 
     [b] = engine.assess([Subject("k", acts(back))], at(day + 4), with_history=False)
     assert b.features["open_high_complaints"] == 1  # still open
     assert b.tier == "low" and b.reasons[0].code != "tier_raised_by_rule", b.reasons
+
+
+def test_a_school_hears_of_a_student_three_weeks_after_their_last_class() -> None:
+    """The ``school`` type's overdue rule: a student who came twice a week is high three weeks
+    after their last class (the ``default`` type's six weeks, when almost all such students
+    were gone for good), in a school's words; two weeks away is not enough, and days the
+    school was closed are not silence."""
+    from services.scoring.closures import Closures
+
+    engine = Engine(load_model(load_settings().model), Thresholds(),
+                    rules=load_rules(business_type="school"))
+    default = Engine(load_model(load_settings().model), Thresholds(),
+                     rules=load_rules(business_type="default"))
+    student = acts(regular("s", every_days=3.5, count=60))
+    last = T0 + timedelta(days=3.5 * 59)
+    [away] = engine.assess([Subject("s", student)], at(3.5 * 59 + 21.5), with_history=False)
+    assert away.tier == "high", away
+    assert "21 days since the last class; usually every 4 days" in [
+        r.text for r in away.reasons], away.reasons
+    [before] = default.assess([Subject("s", student)], at(3.5 * 59 + 21.5), with_history=False)
+    assert not any(r.code == "tier_raised_by_rule" for r in before.reasons), before.reasons
+    [fortnight] = engine.assess([Subject("s", student)], at(3.5 * 59 + 14), with_history=False)
+    assert not any(r.code == "tier_raised_by_rule" for r in fortnight.reasons), fortnight
+    holiday = Closures.of([((last + timedelta(days=1)).date(),
+                            (last + timedelta(days=14)).date())], None)
+    assert holiday is not None
+    [closed] = engine.assess([Subject("s", student, closures=holiday)], at(3.5 * 59 + 21.5),
+                             with_history=False)
+    assert not any(r.code == "tier_raised_by_rule" for r in closed.reasons), closed.reasons
