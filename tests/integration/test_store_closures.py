@@ -23,9 +23,10 @@ from services.records.profiles import patch_profile
 from services.scorer.processor import Processor, Record
 from services.scoring.engine import Engine
 from services.scoring.model import load_model
-from services.state.store import StateStore, read_states
+from services.state.store import StateStore, look_again_soon, read_states
 from services.training.dataset import read_stores
 from tests.data import iso
+from tests.integration.test_notifier import wait_until
 from tests.integration.test_scorer import scorer, wait_processed
 from tests.procs import ServiceProcess
 
@@ -130,6 +131,13 @@ async def test_a_closed_store_s_customers_are_not_seen_as_gone(settings_factory,
                                          params={"as_of": iso(now)})
                     assert r.status_code == 200, r.text
                     as_of[cid] = r.json()
+                # and the scorer's next sweep (1 s) makes north his store, with its break,
+                # not his next look days later
+                async def moved() -> Any:
+                    found = (await client.get("/v1/customers/hal/risk", headers=TWO)).json()
+                    return found if found["store_id"] == "north" else None
+
+                stored["hal later"] = await wait_until(moved, what="hal in north")
                 # scored before its school was entered: a read as of now counts the break
                 r = await client.put("/v1/stores/the-other-school", headers=LATE, json={
                     "timezone": "Europe/Berlin", "closures": [break_]})
@@ -193,6 +201,8 @@ async def test_a_closed_store_s_customers_are_not_seen_as_gone(settings_factory,
     assert stored["hal"]["tier"] == "high" and stored["hal"]["store_id"] is None, stored["hal"]
     assert as_of["hal"]["tier"] == "low", as_of["hal"]
     assert as_of["hal"]["features"]["days_since_last_activity"] < 2, as_of["hal"]
+    hal = stored["hal later"]
+    assert (hal["store_id"], hal["tier"]) == ("north", "low"), hal
     fay = as_of["fay"]
     assert fay["store_id"] is None, fay  # until an event of theirs comes
     assert fay["features"]["days_since_last_activity"] < 2 and fay["tier"] == "low", fay
@@ -276,7 +286,8 @@ async def test_a_profile_s_store_is_theirs_in_a_tenant_with_no_store_on_record(
     customer's store on their profile: a customer takes their profile's store (its lists);
     a profile written before the mark existed counts once the API's start looks through them
     (:func:`~services.records.owners.note_profile_stores`); a patch naming a store marks the
-    tenant too. The processor against a real Redis and broker."""
+    tenant too, and the sweep's next look moves the customer (as the API asks after such a
+    write). The processor against a real Redis and broker, under the event clock."""
     settings = settings_factory(topic_partitions=1, clock="event")
     now = datetime.now(UTC)
     redis = make_redis(settings)
@@ -329,9 +340,11 @@ async def test_a_profile_s_store_is_theirs_in_a_tenant_with_no_store_on_record(
 
         await patch_profile(redis, keys, "plain", "ned", {"store_id": "west"}, by="test")
         assert await redis.get(keys.profile_stores("plain")) == "1"
+        # as the API does after a write naming another store: the next sweep moves him
+        await look_again_soon(redis, keys, "ned", tenant="plain", partitions=1,
+                              event_clock=True, now_ms=0)
         proc = processor()  # (a running scorer reads the mark within 5 s)
-        await apply([{"event_id": "ned-n", "type": "visit", "customer_id": "ned",
-                      "tenant_id": "plain", "occurred_at": iso(now)}])
+        assert await proc.sweep([0]) == 1
         assert (await state("ned", "plain"))["store"] == "west"
     finally:
         await producer.stop()

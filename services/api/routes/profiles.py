@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Body, HTTPException, Query, Response, status
@@ -32,6 +33,7 @@ from services.records.profiles import (
 )
 from services.records.profiles import hand_over as handover
 from services.records.profiles import patch_profile as apply_patch
+from services.state.store import look_again_soon
 from services.web.deps import AdminKey, IngestKey, Profiles, ReadKey, Res
 from services.web.openapi import AUTH, TOO_LARGE, error, responses
 from services.web.params import CustomerId, StaffId, StoreId
@@ -74,6 +76,16 @@ async def _scored_store(res: Res, key: IngestKey, customer_id: str) -> str | Non
         res.keys.state(customer_id, key.tenant), "store")
 
 
+async def _store_changed(res: Res, tenant: str, customer_id: str, changed: list[str]) -> None:
+    """A profile naming another store: the scorer looks at the customer at its next sweep
+    (a customer whose events name no store takes that store then, and its closed days)."""
+    if "store_id" in changed:
+        await look_again_soon(res.redis, res.keys, customer_id, tenant=tenant,
+                              partitions=res.settings.topic_partitions,
+                              event_clock=res.settings.clock == "event",
+                              now_ms=int(time.time() * 1000))
+
+
 def _may_write(key: IngestKey, scored: str | None, old: CustomerProfile | None,
                new: CustomerProfile) -> None:
     """403 unless a store-bound key writes a profile of its stores: the new one's store, the
@@ -99,9 +111,10 @@ async def put_profile(customer_id: CustomerId, body: CustomerProfile, res: Res, 
                       profiles: Profiles) -> Any:
     old = await profiles.get_profile(customer_id, key.tenant)
     _may_write(key, await _scored_store(res, key, customer_id), old, body)
-    written, _ = await replace_profile(res.redis, res.keys, profiles, customer_id, key.tenant,
-                                       old, body, by=key.name,
-                                       retention=res.settings.retention)
+    written, changed = await replace_profile(res.redis, res.keys, profiles, customer_id,
+                                             key.tenant, old, body, by=key.name,
+                                             retention=res.settings.retention)
+    await _store_changed(res, key.tenant, customer_id, changed)
     return written
 
 
@@ -125,7 +138,7 @@ async def patch_profile(customer_id: CustomerId, res: Res, key: IngestKey,
                             {"consent": {"sms": False}}])]) -> Any:
     scored = await _scored_store(res, key, customer_id)
     try:
-        profile, _ = await apply_patch(
+        profile, changed = await apply_patch(
             res.redis, res.keys, key.tenant, customer_id, body, by=key.name,
             allow=lambda old, new: _may_write(key, scored, old, new),
             retention=res.settings.retention)
@@ -134,6 +147,7 @@ async def patch_profile(customer_id: CustomerId, res: Res, key: IngestKey,
                                       for e in exc.errors()]) from None
     except ProfileBusy as exc:
         raise HTTPException(409, f"{exc}; send it again") from None
+    await _store_changed(res, key.tenant, customer_id, changed)
     return profile
 
 
