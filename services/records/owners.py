@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,20 +69,31 @@ async def forget_owners(redis: Redis, keys: Keys, tenant: str, customer_ids: lis
         await note_owners(redis, keys, tenant, cids, now)
 
 
+async def _profile_keys(redis: Redis, keys: Keys, tenant: str) -> AsyncIterator[list[str]]:
+    """The keys of the tenant's profiles, :data:`BATCH` at a time (a SCAN, every node of a
+    cluster)."""
+    match = (_profile_base(keys) + customer_token("", tenant)).translate(_GLOB) + "*}:pf"
+    found: list[str] = []
+    async for key in redis.scan_iter(match=match, count=SCAN_COUNT):
+        found.append(str(key))
+        if len(found) == BATCH:
+            yield found
+            found = []
+    if found:
+        yield found
+
+
+def _profile_base(keys: Keys) -> str:
+    return f"{keys.prefix}:c:{{"  # a profile key: <base><tenant>/<customer>}:pf
+
+
 async def ensure_index(redis: Redis, keys: Keys, tenant: str) -> None:
     """Read the tenant's profiles into the owner sets, once (idempotent; two processes doing it
     at once add the same members)."""
     if await redis.exists(keys.owners_built(tenant)):
         return
-    base = f"{keys.prefix}:c:{{"  # a profile key: <base><tenant>/<customer>}:pf
-    match = (base + customer_token("", tenant)).translate(_GLOB) + "*}:pf"
-    found: list[str] = []
-    async for key in redis.scan_iter(match=match, count=SCAN_COUNT):
-        found.append(str(key))
-        if len(found) == BATCH:
-            await _index(redis, keys, tenant, found, len(base))
-            found = []
-    await _index(redis, keys, tenant, found, len(base))
+    async for found in _profile_keys(redis, keys, tenant):
+        await _index(redis, keys, tenant, found, len(_profile_base(keys)))
     await redis.set(keys.owners_built(tenant), "1")
 
 
@@ -94,20 +105,11 @@ async def note_profile_stores(redis: Redis, keys: Keys, tenant: str) -> None:
     mark = keys.profile_stores(tenant)
     if await redis.exists(mark):
         return
-    base = f"{keys.prefix}:c:{{"
-    match = (base + customer_token("", tenant)).translate(_GLOB) + "*}:pf"
-    found: list[str] = []
-    named = False
-    async for key in redis.scan_iter(match=match, count=SCAN_COUNT):
-        found.append(str(key))
-        if len(found) == BATCH:
-            named, found = any(map(home_store_of, await get_many(redis, found))), []
-            if named:
-                break
-    if named or any(map(home_store_of, await get_many(redis, found))):
-        await redis.set(mark, "1")
-    else:
-        await redis.set(mark, "0", nx=True)
+    async for found in _profile_keys(redis, keys, tenant):
+        if any(map(home_store_of, await get_many(redis, found))):
+            await redis.set(mark, "1")
+            return
+    await redis.set(mark, "0", nx=True)
 
 
 async def index_tenants(redis: Redis, keys: Keys) -> None:
