@@ -43,6 +43,19 @@ LATE = {"Authorization": "Bearer late-secret-1"}  # one whose school is entered 
 TWO = {"Authorization": "Bearer two-secret-1"}  # two schools, a student's on their profile
 
 
+class _Feed:
+    """Hands a processor events as the records of partition 0, offsets counting on."""
+
+    def __init__(self, topic: str):
+        self.topic, self.offset = topic, 0
+
+    async def apply(self, proc: Processor, events: list[dict[str, Any]]) -> None:
+        records = [Record(self.topic, 0, self.offset + i, e["customer_id"].encode(),
+                          json.dumps(e).encode()) for i, e in enumerate(events)]
+        self.offset += len(records)
+        await proc.process(records)
+
+
 def _student(cid: str, store: str | None, last: datetime) -> list[dict[str, Any]]:
     """Two classes a week for half a year, the last one at ``last`` (at ``store``, or at
     none named)."""
@@ -227,14 +240,7 @@ async def test_a_customer_whose_events_name_no_store_belongs_to_their_profile_s(
     keys = Keys(settings.redis_prefix)
     profiles = ProfileStore(redis, keys)
     producer = await start_producer(settings)
-    offset = 0
-
-    async def apply(events: list[dict[str, Any]]) -> None:
-        nonlocal offset
-        records = [Record(settings.topic_events, 0, offset + i, e["customer_id"].encode(),
-                          json.dumps(e).encode()) for i, e in enumerate(events)]
-        offset += len(records)
-        await proc.process(records)
+    feed = _Feed(settings.topic_events)
 
     async def state(cid: str) -> dict[str, str]:
         [row] = await read_states(redis, keys, [("default", cid)], ["tier", "store", "store_by"])
@@ -249,11 +255,11 @@ async def test_a_customer_whose_events_name_no_store_belongs_to_their_profile_s(
                          producer=producer, registry=CollectorRegistry(),
                          engine=Engine.from_settings(load_model(settings.model), settings))
         # the students' history, scored at their own last class; the chain's clock at "now"
-        await apply(_student("ivy", None, last) + _student("jon", None, last)
-                    + _student("kai", None, last)
-                    + [{"event_id": f"{c}-1", "type": "visit", "customer_id": c,
-                        "occurred_at": iso(now - timedelta(hours=1)), "store_id": "south"}
-                       for c in ("x", "y")])  # two customers set the clock, not one
+        await feed.apply(proc, _student("ivy", None, last) + _student("jon", None, last)
+                         + _student("kai", None, last)
+                         + [{"event_id": f"{c}-1", "type": "visit", "customer_id": c,
+                             "occurred_at": iso(now - timedelta(hours=1)), "store_id": "south"}
+                            for c in ("x", "y")])  # two customers set the clock, not one
         assert (await state("kai"))["store"] == "north"  # at their events
         assert (await state("kai"))["store_by"] == "profile"
         assert "store" not in await state("ivy")
@@ -268,10 +274,11 @@ async def test_a_customer_whose_events_name_no_store_belongs_to_their_profile_s(
         # a store makes it theirs, whatever the profile says
         await profiles.put_profile("kai", CustomerProfile(store_id="south"))
         await profiles.put_profile("jon", CustomerProfile(store_id="south"))
-        await apply([{"event_id": "kai-n", "type": "visit", "customer_id": "kai",
-                      "occurred_at": iso(now - timedelta(minutes=30))},
-                     {"event_id": "jon-n", "type": "visit", "customer_id": "jon",
-                      "occurred_at": iso(now - timedelta(minutes=30)), "store_id": "north"}])
+        await feed.apply(proc, [
+            {"event_id": "kai-n", "type": "visit", "customer_id": "kai",
+             "occurred_at": iso(now - timedelta(minutes=30))},
+            {"event_id": "jon-n", "type": "visit", "customer_id": "jon",
+             "occurred_at": iso(now - timedelta(minutes=30)), "store_id": "north"}])
         kai, jon = await state("kai"), await state("jon")
         assert (kai["store"], kai["store_by"]) == ("south", "profile"), kai
         assert jon["store"] == "north" and "store_by" not in jon, jon
@@ -294,14 +301,7 @@ async def test_a_profile_s_store_is_theirs_in_a_tenant_with_no_store_on_record(
     keys = Keys(settings.redis_prefix)
     profiles = ProfileStore(redis, keys)
     producer = await start_producer(settings)
-    offset = 0
-
-    async def apply(events: list[dict[str, Any]]) -> None:
-        nonlocal offset
-        records = [Record(settings.topic_events, 0, offset + i, e["customer_id"].encode(),
-                          json.dumps(e).encode()) for i, e in enumerate(events)]
-        offset += len(records)
-        await proc.process(records)
+    feed = _Feed(settings.topic_events)
 
     async def state(cid: str, tenant: str = "default") -> dict[str, str]:
         [row] = await read_states(redis, keys, [(tenant, cid)], ["store", "store_by"])
@@ -325,11 +325,11 @@ async def test_a_profile_s_store_is_theirs_in_a_tenant_with_no_store_on_record(
         await owners.note_profile_stores(redis, keys, "plain")
         assert await redis.get(keys.profile_stores("plain")) == "0"
         proc = processor()
-        await apply([{"event_id": f"{c}-{i}", "type": "visit", "customer_id": c,
-                      "occurred_at": iso(now - timedelta(days=10 * i)),
-                      **({"tenant_id": t} if t != "default" else {})}
-                     for c, t in (("lea", "default"), ("max", "old"), ("ned", "plain"))
-                     for i in range(3)])
+        await feed.apply(proc, [
+            {"event_id": f"{c}-{i}", "type": "visit", "customer_id": c,
+             "occurred_at": iso(now - timedelta(days=10 * i)),
+             **({"tenant_id": t} if t != "default" else {})}
+            for c, t in (("lea", "default"), ("max", "old"), ("ned", "plain")) for i in range(3)])
         assert (await state("lea"))["store"] == "north", await state("lea")
         assert (await state("lea"))["store_by"] == "profile"
         assert (await state("max", "old"))["store"] == "east"
