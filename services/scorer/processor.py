@@ -1272,7 +1272,10 @@ class Processor:
             return CustomerWrite(cs.ref, cs.version, fields, delete), None
         assert path is not None
         now = a.as_of_ms
-        changed = path.since is not None
+        # a tier change, or a move to another store (the tenant's store list names it then,
+        # tier changed or not)
+        changed = path.since is not None or (
+            cs.new_store is not None and cs.new_store != cs.state.get("store"))
         fields.update({"score": repr(a.score), "tier": a.tier, "scored_at": str(now),
                        "risk": risk_snapshot(a.to_json())})
         if path.since is not None:

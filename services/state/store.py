@@ -249,7 +249,7 @@ class IndexEntry:
     priority: float  # the score in the tier's sorted sets: index_score(), not the priority
     store: str | None
     moved_from: str | None
-    changed: bool
+    changed: bool  # the tier changed, or the store: other tiers' entries go, the sets gain
     due_ms: int | None
     partition: int | None
     holdout: bool

@@ -19,6 +19,7 @@ from services.common.kafka import start_producer
 from services.common.profiles import CustomerProfile, ProfileStore, Store
 from services.common.redisconn import Keys, make_redis
 from services.records import owners
+from services.records.atrisk import tenant_stores
 from services.records.profiles import patch_profile
 from services.scorer.processor import Processor, Record
 from services.scoring.engine import Engine
@@ -346,6 +347,9 @@ async def test_a_profile_s_store_is_theirs_in_a_tenant_with_no_store_on_record(
         proc = processor()  # (a running scorer reads the mark within 5 s)
         assert await proc.sweep([0]) == 1
         assert (await state("ned", "plain"))["store"] == "west"
+        # the tenant's stores (the console's and the at-risk list's) name it, tier changed
+        # or not
+        assert await tenant_stores(redis, keys, "plain") == ["west"]
     finally:
         await producer.stop()
         await redis.aclose()
