@@ -3,9 +3,9 @@ of each business type, a year imported at go-live, then weeks of live operation 
 at a time through the shared scoring engine (the packaged model, or ``CHURNWATCH_MODEL``'s;
 the business type's packaged rules and tier thresholds — the generator's ``eshop`` is an
 ``online`` business —, or ``--tiers``) and the notifier's own episode policy
-(``decide_episode``, ``claim``), with the packaged routing: high is e-mailed and texted at once, medium goes into the owner's morning
-digest (left out when the customer is no longer at medium by then), a genuine return from
-high after an alert is one "won back" e-mail.
+(``decide_episode``, ``claim``), with the packaged routing: high is e-mailed and texted at
+once, medium goes into the owner's morning digest (left out when the customer is no longer at
+medium by then), a genuine return from high after an alert is one "won back" e-mail.
 
     .venv/bin/python -m bench.live_alerts [--customers 2000] [--weeks 8] [--tiers ...]
         [--business default] [--end DATE] [--closed FIRST..LAST ...] [preset ...]

@@ -837,18 +837,12 @@ async def load_customers(redis: Redis, keys: Keys, refs: Iterable[Ref]
 
 
 async def look_again_soon(redis: Redis, keys: Keys, customer_id: str, *, tenant: str,
-                          partitions: int, event_clock: bool, now_ms: int) -> None:
-    """Bring a known customer's next look by the silence sweep forward to now (the tenant's
-    event clock under ``CHURNWATCH_CLOCK=event``, else ``now_ms``): their profile now names
-    another store, which becomes theirs at that look, not days later. A customer the sweep
-    does not know, or one due sooner, is left as they are (``ZADD XX LT`` on each partition's
-    silence index: only the customer's own holds them)."""
-    if event_clock:
-        top = await redis.zrevrange(keys.event_clock(tenant), 0, 1, withscores=True)
-        clock = clock_from_top([x for pair in top for x in pair])
-        if clock is None:
-            return
-        now_ms = clock
+                          partitions: int, now_ms: int) -> None:
+    """Bring a known customer's next look by the silence sweep forward to ``now_ms`` (the
+    tenant's now: :func:`~services.common.timefmt.now_ms`): their profile now names another
+    store, which becomes theirs at that look, not days later. A customer the sweep does not
+    know, or one due sooner, is left as they are (``ZADD XX LT`` on each partition's silence
+    index: only the customer's own holds them)."""
     token = customer_token(customer_id, tenant)
     pipe = redis.pipeline(transaction=False)
     for p in range(partitions):

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from services.common.kafka import start_producer
 from services.common.profiles import CustomerProfile, ProfileStore, Store
 from services.common.redisconn import Keys, make_redis
+from services.common.timefmt import now_ms
 from services.records import owners
 from services.records.atrisk import tenant_stores
 from services.records.profiles import patch_profile
@@ -343,7 +344,7 @@ async def test_a_profile_s_store_is_theirs_in_a_tenant_with_no_store_on_record(
         assert await redis.get(keys.profile_stores("plain")) == "1"
         # as the API does after a write naming another store: the next sweep moves him
         await look_again_soon(redis, keys, "ned", tenant="plain", partitions=1,
-                              event_clock=True, now_ms=0)
+                              now_ms=await now_ms(settings, redis, keys, "plain"))
         proc = processor()  # (a running scorer reads the mark within 5 s)
         assert await proc.sweep([0]) == 1
         assert (await state("ned", "plain"))["store"] == "west"

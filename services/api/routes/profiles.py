@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Body, HTTPException, Query, Response, status
@@ -20,7 +19,7 @@ from services.api.schemas import (
 )
 from services.common.events import Identifier
 from services.common.profiles import CustomerProfile, StaffMember, Store
-from services.common.timefmt import iso_ms
+from services.common.timefmt import iso_ms, now_ms
 from services.records import owners
 from services.records.profiles import (
     TEAM_LOG_MAX,
@@ -82,8 +81,7 @@ async def _store_changed(res: Res, tenant: str, customer_id: str, changed: list[
     if "store_id" in changed:
         await look_again_soon(res.redis, res.keys, customer_id, tenant=tenant,
                               partitions=res.settings.topic_partitions,
-                              event_clock=res.settings.clock == "event",
-                              now_ms=int(time.time() * 1000))
+                              now_ms=await now_ms(res.settings, res.redis, res.keys, tenant))
 
 
 def _may_write(key: IngestKey, scored: str | None, old: CustomerProfile | None,
