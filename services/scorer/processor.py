@@ -267,7 +267,8 @@ class Processor:
         # whether the tenant has any store on record or a profile naming a store: only then is
         # a profile's store_id read for a customer whose events name none (_read_homes)
         self._reads_profiles: dict[str, bool] = {}
-        # the tenants judged as a school with no closed days on record, told of once
+        # the tenants whose rules expect closed days (a school's) with none on record, told
+        # of once
         self._warned_open: set[str] = set()
         self._zones_read: dict[str, float] = {}
         # step -> the error retrying does not fix that holds it now: the readiness probe
@@ -477,14 +478,14 @@ class Processor:
             self._reads_profiles[t] = bool(calendars) or t in profiled
             self._zones_read[t] = now
             rules = self.engine.business_of(t).rules
-            if rules is not None and rules.name == "school" and not self._closures[t] \
+            if rules is not None and rules.closed_days_expected and not self._closures[t] \
                     and t not in self._warned_open:
                 self._warned_open.add(t)
                 logger.warning(
-                    "tenant %r is judged as a school, but none of its stores has closed days on "
-                    "record: its holidays will read as students leaving (three weeks into a "
-                    "break, every regular student is high); enter them with PUT "
-                    "/v1/stores/{store_id} (closures)", t)
+                    "tenant %r is judged as a %s, whose rules expect closed days, but none of its "
+                    "stores has any on record: its holidays will read as customers leaving "
+                    "(a school's three weeks into a break: every regular student high); enter "
+                    "them with PUT /v1/stores/{store_id} (closures)", t, rules.name)
 
     async def _read_homes(self, states: Iterable[CustomerState], named: Container[Ref]) -> None:
         """The profile's ``store_id`` of each customer whose events name no store (none in

@@ -173,6 +173,9 @@ class RuleSet:
     # the file's own tier levels (``tiers:``), as ("medium_enter", 0.5) ...; none: the levels
     # of its business type (or CHURNWATCH_TIER_*), :meth:`Thresholds.with_levels`
     levels: tuple[tuple[str, float], ...] = ()
+    # ``closed_days_expected: true``: rules that read a holiday as leaving (a school's three
+    # weeks), so a tenant judged by them with no closed days on record is warned of
+    closed_days_expected: bool = False
 
     def apply(self, tier: str, f: dict[str, float]) -> tuple[str, list[Reason]]:
         """The tier after the rules floor, and the reasons of every rule that holds."""
@@ -202,10 +205,15 @@ def parse_rules(data: Any, source: str) -> RuleSet:
     if not isinstance(data, dict) or not isinstance(data.get("rules"), list):
         raise ConfigError(f"{source}: must be a mapping with a 'rules' list, e.g. "
                           "\"rules: [{id: ..., when: ..., min_tier: ..., reason: {en: ..., zh-CN: ...}}]\"")
-    unknown_top = sorted(set(data) - {"business_type", "description", "tiers", "rules"})
+    unknown_top = sorted(set(data) - {"business_type", "description", "tiers",
+                                      "closed_days_expected", "rules"})
     if unknown_top:
         raise ConfigError(f"{source}: unknown top-level key(s) {unknown_top}; allowed: "
-                          "business_type, description, tiers, rules")
+                          "business_type, description, tiers, closed_days_expected, rules")
+    expected = data.get("closed_days_expected", False)
+    if not isinstance(expected, bool):
+        raise ConfigError(f"{source}: 'closed_days_expected' must be true or false "
+                          f"(got {expected!r})")
     rules: list[Rule] = []
     seen: set[str] = set()
     for i, raw in enumerate(data["rules"]):
@@ -245,7 +253,7 @@ def parse_rules(data: Any, source: str) -> RuleSet:
         labels = _label(raw.get("label"), where)
         rules.append(Rule(rid, code, conditions, tier, texts[0], texts[1], *labels))
     return RuleSet(str(data.get("business_type", source)), tuple(rules),
-                   _levels(data.get("tiers"), source))
+                   _levels(data.get("tiers"), source), expected)
 
 
 def _levels(raw: Any, source: str) -> tuple[tuple[str, float], ...]:

@@ -628,3 +628,15 @@ def test_a_school_hears_of_a_student_three_weeks_after_their_last_class() -> Non
     [closed] = engine.assess([Subject("s", student, closures=holiday)], at(3.5 * 59 + 21.5),
                              with_history=False)
     assert not any(r.code == "tier_raised_by_rule" for r in closed.reasons), closed.reasons
+
+
+def test_a_rules_file_says_it_expects_closed_days() -> None:
+    """``closed_days_expected: true`` (the school's rules) has the scorer warn of a tenant
+    with no closed days on record; other packaged files leave it out; anything but a
+    boolean is refused at start-up."""
+    assert [b for b in BUSINESS_TYPES if load_rules(business_type=b).closed_days_expected] \
+        == ["school"]
+    assert parse_rules({**_doc(_rule()), "closed_days_expected": True}, "t").closed_days_expected
+    assert not parse_rules(_doc(_rule()), "t").closed_days_expected
+    with pytest.raises(ConfigError, match="'closed_days_expected' must be true or false"):
+        parse_rules({**_doc(_rule()), "closed_days_expected": "yes"}, "t")
