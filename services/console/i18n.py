@@ -153,6 +153,23 @@ TEXT: dict[str, dict[str, str]] = {
                                "does not count: closing for the summer does not make them look "
                                "gone.",
         "store_closures_example": "summer break",
+        "closed_days_missing": "Enter your closed days",
+        "closed_days_missing_intro": "Your customers are judged as a school's students. "
+                                     "Without the school's holidays on record, a break reads "
+                                     "as every regular student leaving, and staff are texted "
+                                     "about each of them.",
+        "closed_days_missing_stores": "No closed days on record for:",
+        "closed_days_missing_none": "There is no store on record to hold them: add your "
+                                    "school below as a store, with its holidays.",
+        "closed_days_missing_ask": "There is no store on record to hold them: ask a manager "
+                                   "of every store or an administrator to add your school "
+                                   "as a store, with its holidays.",
+        "store_no_closures": "no closed days on record",
+        "add_store": "Add a store", "add_store_id": "New store's ID",
+        "add_store_hint": "The store_id your POS sends, if it sends one.",
+        "invalid_store_id": "A store ID is 1 to 128 characters, not only spaces (the "
+                            "store_id your POS sends): go back and correct it.",
+        "every_store_only": "Adding a store is for managers of every store and administrators.",
         "invalid_closure_line": "line {n} (“{line}”): write the first and last closed day, "
                                 "like 2026-07-01 .. 2026-08-31, then a note if you like",
         "invalid_closure_order": "line {n}: the last day {last} is before the first {first}",
@@ -367,6 +384,19 @@ TEXT: dict[str, dict[str, str]] = {
         "store_closures_hint": "每行一个时段，首日和末日：2026-07-01 .. 2026-08-31 暑假。"
                                "这些日子里客户未到店不计入：暑期停业不会让客户看起来已流失。",
         "store_closures_example": "暑假",
+        "closed_days_missing": "请填写停业日期",
+        "closed_days_missing_intro": "您的客户按学校学生的标准评估。若未记录学校的假期，"
+                                     "放假期间每位常来的学生都会看起来已流失，员工会就每一位收到短信。",
+        "closed_days_missing_stores": "以下门店尚未记录停业日期：",
+        "closed_days_missing_none": "还没有可记录停业日期的门店：请在下方把您的学校添加为门店，并填写假期。",
+        "closed_days_missing_ask": "还没有可记录停业日期的门店：请联系负责全部门店的店长或管理员，"
+                                   "把您的学校添加为门店，并填写假期。",
+        "store_no_closures": "尚未记录停业日期",
+        "add_store": "添加门店", "add_store_id": "新门店编号",
+        "add_store_hint": "即收银系统发送的 store_id（如有）。",
+        "invalid_store_id": "门店编号为 1 至 128 个字符，不能只有空格（即收银系统发送的 store_id）："
+                            "请返回修改。",
+        "every_store_only": "只有负责全部门店的店长和管理员可以添加门店。",
         "invalid_closure_line": "第 {n} 行（“{line}”）：请写停业的首日和末日，例如 "
                                 "2026-07-01 .. 2026-08-31，后面可加备注",
         "invalid_closure_order": "第 {n} 行：末日 {last} 早于首日 {first}",

@@ -41,6 +41,7 @@ from services.console.web import current_session, here, page, signed_in_form, to
 from services.records import owners as ownership
 from services.records import profiles as profilelog
 from services.records.atrisk import tenant_stores
+from services.scoring.closures import closed_days_missing
 from services.web.deps import Res, Resources, get_profiles
 
 router = APIRouter(include_in_schema=False)
@@ -241,7 +242,33 @@ async def team_page(request: Request, res: Res) -> Response:
                                                  if s.model_fields_set - {"store_id"}},
                 closed={s.store_id: c for s in stores
                         if (c := closed_next(s, time.time() * 1000)) is not None},
-                here=TEAM)
+                missing=closed_days_missing(_expects_closed_days(res, session.tenant),
+                                            {s.store_id: bool(s.closures) for s in stores}),
+                add_store=session.stores is None, here=TEAM)
+
+
+def _expects_closed_days(res: Resources, tenant: str) -> bool:
+    """Whether the tenant's customers are judged by rules that expect closed days (a
+    school's): the Team page then asks for any store's that are missing."""
+    rules = res.engine.business_of(tenant).rules
+    return rules is not None and rules.closed_days_expected
+
+
+@router.get(f"{TEAM}/new-store")
+async def new_store(request: Request, res: Res) -> Response:
+    """The Team page's "Add a store": the new store's form (saved from there, as any
+    store's), for a manager of every store of the tenant."""
+    session = await current_session(request, res)
+    if session is None:
+        return to_sign_in(here(request))
+    if not session.manages or session.stores is not None:
+        return _message(request, session, 403, "every_store_only")
+    store_id = request.query_params.get("store_id", "").strip()
+    try:
+        Store(store_id=store_id)
+    except ValidationError:
+        return _message(request, session, 422, "invalid_store_id")
+    return RedirectResponse(store_path(store_id), status_code=303)
 
 
 async def _changes(res: Resources, session: Session, log: list[dict[str, Any]],

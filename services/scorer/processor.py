@@ -60,7 +60,14 @@ from services.common.settings import Settings
 from services.common.timefmt import named_zone
 from services.scoring import summary
 from services.scoring.activity import activity_from_event, at_shop
-from services.scoring.closures import Closures, calendar_closures, home_store, only_store
+from services.scoring.closures import (
+    ClosedDaysMissing,
+    Closures,
+    calendar_closures,
+    closed_days_missing,
+    home_store,
+    only_store,
+)
 from services.scoring.engine import Assessment, Engine, Step, Subject
 from services.scoring.features import DAY_MS, Activity
 from services.state.store import (
@@ -239,6 +246,12 @@ class ScorerMetrics:
             "churnwatch_scorer_customers_by_store",
             f"Scored customers per store and tier (at most {MAX_STORE_SERIES} stores).",
             ["store", "tier"], registry=registry)
+        self.closed_days_missing = Gauge(
+            "churnwatch_scorer_tenants_without_closures",
+            "Tenants whose rules expect closed days (a school's) with a store, or no store at "
+            "all, without any on record: their holidays read as customers leaving (of the "
+            "tenants this worker scored; aggregate with max). The log and GET /v1/status name "
+            "them.", registry=registry)
 
 
 class Processor:
@@ -267,9 +280,10 @@ class Processor:
         # whether the tenant has any store on record or a profile naming a store: only then is
         # a profile's store_id read for a customer whose events name none (_read_homes)
         self._reads_profiles: dict[str, bool] = {}
-        # the tenants whose rules expect closed days (a school's) with none on record, told
-        # of once
-        self._warned_open: set[str] = set()
+        # the tenants whose rules expect closed days (a school's) with stores, or no store,
+        # without any on record: logged when it starts or its stores change, and counted in
+        # churnwatch_scorer_tenants_without_closures
+        self._closed_days_missing: dict[str, ClosedDaysMissing] = {}
         self._zones_read: dict[str, float] = {}
         # step -> the error retrying does not fix that holds it now: the readiness probe
         # fails while any is set (see _retry)
@@ -466,26 +480,27 @@ class Processor:
         stale = [t for t in tenants if now - self._zones_read.get(t, -1e9) >= STORE_ZONES_REFRESH_S]
         if not stale:
             return
-        read, profiled = await self._retry("read",
-                                           lambda: self.store.read_store_calendars(stale))
+        read = await self._retry("read", lambda: self.store.read_store_calendars(stale))
         for t in stale:
-            calendars = read.get(t, {})
+            stores = read[t]
+            calendars = stores.calendars
             self._zones[t] = {s: z for s, cal in calendars.items()
                               if (z := named_zone(cal.timezone)) is not None}
             self._closures[t] = {s: c for s, cal in calendars.items()
                                  if (c := calendar_closures(cal)) is not None}
             self._only_store[t] = only_store(calendars)
-            self._reads_profiles[t] = bool(calendars) or t in profiled
+            self._reads_profiles[t] = bool(calendars) or stores.profiled
             self._zones_read[t] = now
             rules = self.engine.business_of(t).rules
-            if rules is not None and rules.closed_days_expected and not self._closures[t] \
-                    and t not in self._warned_open:
-                self._warned_open.add(t)
-                logger.warning(
-                    "tenant %r is judged as a %s, whose rules expect closed days, but none of its "
-                    "stores has any on record: its holidays will read as customers leaving "
-                    "(a school's three weeks into a break: every regular student high); enter "
-                    "them with PUT /v1/stores/{store_id} (closures)", t, rules.name)
+            missing = closed_days_missing(rules is not None and rules.closed_days_expected,
+                                          stores.closures_on_record())
+            if missing is not None and self._closed_days_missing.get(t) != missing:
+                logger.warning("%s", missing.describe(t, rules.name if rules else ""))
+            if missing is None:
+                self._closed_days_missing.pop(t, None)
+            else:
+                self._closed_days_missing[t] = missing
+        self.metrics.closed_days_missing.set(len(self._closed_days_missing))
 
     async def _read_homes(self, states: Iterable[CustomerState], named: Container[Ref]) -> None:
         """The profile's ``store_id`` of each customer whose events name no store (none in

@@ -42,7 +42,7 @@ import re
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterPipeline
@@ -520,6 +520,41 @@ class CustomerWrite:
     timeline_entry: str = ""  # JSON entries, oldest first, one per line
 
 
+class TenantStores(NamedTuple):
+    """What the scorer reads of a tenant's stores: their records' time zones and closed days
+    (``Store.timezone``, ``Store.closures``), the stores its customers' events named (the
+    store set), and whether a profile names a store (``Keys.profile_stores``)."""
+
+    calendars: dict[str, StoreCalendar]
+    named: frozenset[str]
+    profiled: bool
+
+    def closures_on_record(self) -> dict[str, bool]:
+        """Every store, on record or named, and whether its record holds a closed day
+        (:func:`~services.scoring.closures.closed_days_missing`)."""
+        return {**dict.fromkeys(self.named, False),
+                **{s: bool(cal.closures) for s, cal in self.calendars.items()}}
+
+
+async def read_tenant_stores(redis: Redis, keys: Keys, tenants: Sequence[str]
+                             ) -> dict[str, TenantStores]:
+    """Each tenant's :class:`TenantStores`, in one round trip. A store whose record is not
+    readable JSON is left out, a closure that is not two ISO dates too."""
+    if not tenants:
+        return {}
+    pipe = redis.pipeline(transaction=False)
+    for t in tenants:
+        pipe.hgetall(keys.stores(t))
+        pipe.smembers(keys.store_set(t))
+        pipe.get(keys.profile_stores(t))
+    rows = await pipe.execute()
+    return {t: TenantStores({store_id: cal for store_id, raw in (records or {}).items()
+                             if (cal := calendar_of(raw)) is not None},
+                            frozenset(str(s) for s in named or ()), mark == "1")
+            for t, records, named, mark in zip(tenants, rows[::3], rows[1::3], rows[2::3],
+                                               strict=True)}
+
+
 class StateStore:
     """Customer state, indexes and the scorer's counters in Redis (standalone or Cluster)."""
 
@@ -587,22 +622,9 @@ class StateStore:
         return {t: clock_from_top([x for pair in row for x in pair])
                 for t, row in zip(tenants, rows, strict=True)}
 
-    async def read_store_calendars(self, tenants: Sequence[str]
-                                   ) -> tuple[dict[str, dict[str, StoreCalendar]], set[str]]:
-        """Each tenant's stores: their time zones (``Store.timezone``) and closed days
-        (``Store.closures``), and which of the tenants have a profile naming a store
-        (``Keys.profile_stores``), in one round trip. A store whose record is not readable
-        JSON is left out, a closure that is not two ISO dates too."""
-        pipe = self.redis.pipeline(transaction=False)
-        for t in tenants:
-            pipe.hgetall(self.keys.stores(t))
-            pipe.get(self.keys.profile_stores(t))
-        rows = await pipe.execute() if tenants else []
-        out: dict[str, dict[str, StoreCalendar]] = {}
-        for t, row in zip(tenants, rows[::2], strict=True):
-            out[t] = {store_id: cal for store_id, raw in (row or {}).items()
-                      if (cal := calendar_of(raw)) is not None}
-        return out, {t for t, mark in zip(tenants, rows[1::2], strict=True) if mark == "1"}
+    async def read_store_calendars(self, tenants: Sequence[str]) -> dict[str, TenantStores]:
+        """Each tenant's stores (:func:`read_tenant_stores`), in one round trip."""
+        return await read_tenant_stores(self.redis, self.keys, tenants)
 
     async def read_profile_stores(self, refs: Sequence[Ref]) -> dict[Ref, str]:
         """The ``store_id`` of these customers' profiles (one round trip); customers without

@@ -1637,3 +1637,97 @@ async def test_a_mailed_alert_is_acknowledged_and_its_complaint_resolved_in_the_
         scorer.stop()
         api.stop()
         smtp.stop()
+
+
+async def test_a_school_is_asked_for_its_closed_days_until_they_are_on_record(
+        settings_factory, tmp_path: Path, chrome: webdriver.Chrome) -> None:
+    """A tenant judged as a school, with no closed days on record, would see a break as every
+    student leaving. Its Team page says so and where: first that it has no store to hold them
+    (its administrator adds one, an ID of spaces refused with what to fix), then which store
+    its events name that has none; a manager of a store that has them is not told about
+    another's. ``GET /v1/status`` says the same to each key."""
+    settings = settings_factory(
+        api_keys="console-admin-1:admin,lycee-admin-01:admin@lycee,"
+                 "lycee-east-01:admin@lycee/lycee-east",
+        tenant_business_types="lycee=school")
+    api = ServiceProcess("api", settings, tmp_path / "api.log", health_port_setting="api_port")
+    redis = Redis.from_url(settings.redis_url, decode_responses=True)
+    keys = RedisKeys(settings.redis_prefix)
+
+    async def warnings(key: str) -> list[dict[str, Any]]:
+        async with httpx.AsyncClient(base_url=api.url, timeout=10,
+                                     headers={"Authorization": f"Bearer {key}"}) as client:
+            r = await client.get("/v1/status")
+        assert r.status_code == 200, r.text
+        return list(r.json()["warnings"])
+
+    def sign_in(key: str) -> None:
+        d.delete_all_cookies()
+        d.get(f"{api.url}/console/sign-in")
+        d.find_element(By.ID, "api_key").send_keys(key)
+        d.find_element(By.ID, "key-sign-in").click()
+        until(lambda: d.current_url.endswith("/console/at-risk"), "the at-risk page")
+        d.get(f"{api.url}/console/team")
+        until(lambda: d.find_elements(By.ID, "stores"), "the team page")
+
+    d = chrome
+    try:
+        await asyncio.to_thread(api.start)
+        await redis.sadd(keys.tenants, "lycee")  # as the scorer does at the tenant's first event
+        [said] = await warnings("lycee-admin-01")
+        assert (said["code"], said["tenant"], said["stores"]) == ("closed_days_missing", "lycee", [])
+        assert "no store on record" in said["message"]
+        assert [w["tenant"] for w in await warnings("console-admin-1")] == ["lycee"]
+
+        def add_the_school() -> None:
+            sign_in("lycee-admin-01")
+            notice = d.find_element(By.ID, "closed-days-missing").text
+            assert "Enter your closed days" in notice and "add your school below" in notice
+            fits(d)
+            shoot(d, tmp_path, "team-closed-days-missing.en")
+            d.get(f"{api.url}/console/team/new-store?store_id=%20%20")
+            assert "A store ID is 1 to 128 characters" in text(d)
+            d.get(f"{api.url}/console/team")
+            d.find_element(By.ID, "new-store-id").send_keys("lycee-east")
+            d.find_element(By.ID, "add-store").click()
+            until(lambda: d.find_elements(By.ID, "store-form"), "the new store's form")
+            assert d.find_element(By.ID, "store-id").text.endswith("lycee-east")
+            d.find_element(By.ID, "timezone").clear()
+            d.find_element(By.ID, "timezone").send_keys("Europe/Paris")
+            d.find_element(By.ID, "closures").send_keys("2026-07-04 .. 2026-08-31 summer break")
+            d.find_element(By.ID, "save").click()
+            until(lambda: d.find_elements(By.ID, "saved"), "the team page")
+            assert not d.find_elements(By.ID, "closed-days-missing")
+            assert "lycee-east" in d.find_element(By.ID, "stores").text
+
+        await asyncio.to_thread(add_the_school)
+        assert await warnings("lycee-admin-01") == []
+        # the students' events name a second school, never entered
+        await redis.sadd(keys.store_set("lycee"), "lycee-west")
+        [said] = await warnings("lycee-admin-01")
+        assert said["stores"] == ["lycee-west"] and "store lycee-west;" in said["message"]
+        assert await warnings("lycee-east-01") == []  # east's manager: east has them
+
+        def name_the_store() -> None:
+            d.get(f"{api.url}/console/team")
+            notice = d.find_element(By.ID, "closed-days-missing").text
+            assert "No closed days on record for: lycee-west" in notice, notice
+            row = d.find_element(By.CSS_SELECTOR, "li[data-store='lycee-west']").text
+            assert "no closed days on record" in row
+            assert not d.find_elements(By.ID, "no-closures-lycee-east")
+            fits(d)
+            shoot(d, tmp_path, "team-closed-days-store.en")
+            d.find_element(By.ID, "missing-lycee-west").click()
+            until(lambda: d.find_elements(By.ID, "store-form"), "west's form")
+            assert d.find_element(By.ID, "store-id").text.endswith("lycee-west")
+            # east's manager: nothing missing in reach, and no store to add
+            sign_in("lycee-east-01")
+            assert not d.find_elements(By.ID, "closed-days-missing")
+            assert not d.find_elements(By.ID, "add-store-form")
+            d.get(f"{api.url}/console/team/new-store?store_id=lycee-south")
+            assert "for managers of every store" in text(d)
+
+        await asyncio.to_thread(name_the_store)
+    finally:
+        await redis.aclose()
+        api.stop()

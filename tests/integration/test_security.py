@@ -72,6 +72,7 @@ PUBLIC = {("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics"), ("GET", "/
 # drives them in a real browser.
 # the team pages and the forms that change who is on it and who owns a customer
 TEAM = {("GET", "/console/team"), ("GET", "/console/team/new-staff"),
+        ("GET", "/console/team/new-store"),
         ("POST", "/console/team/staff"), ("GET", "/console/team/staff/{staff_id:anypath}"),
         ("POST", "/console/team/staff/{staff_id:anypath}"),
         ("GET", "/console/team/remove-staff/{staff_id:anypath}"),

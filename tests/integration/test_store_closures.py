@@ -360,33 +360,47 @@ async def test_a_school_without_closed_days_on_record_is_warned(settings_factory
                                                                 caplog: pytest.LogCaptureFixture
                                                                 ) -> None:
     """A tenant judged as a ``school`` whose stores have no closed days on record: its summer
-    would read as every student leaving, so the scorer says so in its log, once; with a
-    closure on record it does not. The processor against a real Redis and broker."""
+    would read as every student leaving, so the scorer says so in its log, once while the
+    stores lacking them stay the same, and counts the tenant in
+    ``churnwatch_scorer_tenants_without_closures``; with a closure on record it does neither, until
+    its students' events name a store that has none. The processor against a real Redis and
+    broker."""
     settings = settings_factory(topic_partitions=1, business_type="school")
     redis = make_redis(settings)
     keys = Keys(settings.redis_prefix)
     producer = await start_producer(settings)
-    event = {"event_id": "s-1", "type": "visit", "customer_id": "s",
-             "occurred_at": iso(datetime.now(UTC))}
+    registry = CollectorRegistry()
+    proc = Processor(settings=settings, store=StateStore.from_settings(redis, settings),
+                     producer=producer, registry=registry,
+                     engine=Engine.from_settings(load_model(settings.model), settings))
+    feed = _Feed(settings.topic_events)
 
     def warned() -> list[str]:
         return [r.getMessage() for r in caplog.records if "judged as a school" in r.getMessage()]
 
+    async def visits(n: int, **fields: Any) -> float | None:
+        for _ in range(n):
+            await feed.apply(proc, [{"event_id": f"s-{feed.offset}", "type": "visit",
+                                     "customer_id": "s", "occurred_at": iso(datetime.now(UTC)),
+                                     **fields}])
+            proc._zones_read.clear()  # read the stores again, as 5 s later
+        return registry.get_sample_value("churnwatch_scorer_tenants_without_closures")
+
     try:
-        for offset, closures in enumerate(([], [{"first": "2026-07-01", "last": "2026-08-31"}])):
-            await ProfileStore(redis, keys).put_store(
-                Store.model_validate({"store_id": "north", "closures": closures}))
-            caplog.clear()
-            proc = Processor(settings=settings, store=StateStore.from_settings(redis, settings),
-                             producer=producer, registry=CollectorRegistry(),
-                             engine=Engine.from_settings(load_model(settings.model), settings))
-            for i in range(2):
-                await proc.process([Record(settings.topic_events, 0, 2 * offset + i, b"s",
-                                           json.dumps({**event, "event_id": f"s-{offset}{i}"}
-                                                      ).encode())])
-                proc._zones_read.clear()  # read the stores again, as 5 s later
-            assert len(warned()) == (0 if closures else 1), warned()
-            assert closures or "PUT /v1/stores/{store_id}" in warned()[0]
+        await ProfileStore(redis, keys).put_store(Store(store_id="north"))
+        caplog.clear()
+        assert await visits(2) == 1
+        [said] = warned()
+        assert "no closed day is on record for its store north;" in said
+        assert "PUT /v1/stores/{store_id}" in said
+        await ProfileStore(redis, keys).put_store(Store.model_validate(
+            {"store_id": "north", "closures": [{"first": "2026-07-01", "last": "2026-08-31"}]}))
+        caplog.clear()
+        assert await visits(2) == 0 and not warned()
+        # a student at a store the events name, with no record: it has no closed days either
+        assert await visits(2, customer_id="w", store_id="west") == 1
+        [said] = warned()
+        assert "for its store west;" in said, said
     finally:
         await producer.stop()
         await redis.aclose()

@@ -19,6 +19,7 @@ from services.scoring.closures import (
     StoreCalendar,
     calendar_closures,
     calendar_of,
+    closed_days_missing,
     closed_periods,
     home_store,
     only_store,
@@ -194,6 +195,25 @@ def test_reasons_tell_calendar_days_and_the_closure() -> None:
 def test_a_customer_without_a_store_is_the_only_store_s() -> None:
     assert only_store({"the-school": 1}) == "the-school"
     assert only_store(["a", "b"]) is None and only_store([]) is None
+
+
+def test_a_school_without_closed_days_on_record_is_told_which_stores() -> None:
+    """Rules that expect closed days (a school's): the stores, on record or named by events,
+    with none on record; a tenant with no store lacks them everywhere; other rules, or every
+    store with some, nothing."""
+    assert closed_days_missing(False, {}) is None
+    assert closed_days_missing(False, {"north": False}) is None
+    assert closed_days_missing(True, {"north": True}) is None
+    missing = closed_days_missing(True, {})
+    assert missing is not None and missing.stores == ()
+    assert "no store on record" in missing.describe("lycee", "school")
+    missing = closed_days_missing(True, {"west": False, "north": True, "east": False})
+    assert missing is not None and missing.stores == ("east", "west")
+    said = missing.describe("lycee", "school")
+    assert said.startswith("tenant 'lycee' is judged as a school") and "stores east, west;" in said
+    assert "PUT /v1/stores/{store_id}" in said and "Team page" in said
+    many = closed_days_missing(True, {f"s{i:02}": False for i in range(12)})
+    assert many is not None and "s09 and 2 more;" in many.describe("t", "school")
 
 
 def test_a_horizon_of_open_time_steps_over_the_closures() -> None:
