@@ -242,16 +242,9 @@ async def team_page(request: Request, res: Res) -> Response:
                                                  if s.model_fields_set - {"store_id"}},
                 closed={s.store_id: c for s in stores
                         if (c := closed_next(s, time.time() * 1000)) is not None},
-                missing=closed_days_missing(_expects_closed_days(res, session.tenant),
+                missing=closed_days_missing(res.engine.business_of(session.tenant).rules,
                                             {s.store_id: bool(s.closures) for s in stores}),
                 add_store=session.stores is None, here=TEAM)
-
-
-def _expects_closed_days(res: Resources, tenant: str) -> bool:
-    """Whether the tenant's customers are judged by rules that expect closed days (a
-    school's): the Team page then asks for any store's that are missing."""
-    rules = res.engine.business_of(tenant).rules
-    return rules is not None and rules.closed_days_expected
 
 
 @router.get(f"{TEAM}/new-store")

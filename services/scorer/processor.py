@@ -491,11 +491,10 @@ class Processor:
             self._only_store[t] = only_store(calendars)
             self._reads_profiles[t] = bool(calendars) or stores.profiled
             self._zones_read[t] = now
-            rules = self.engine.business_of(t).rules
-            missing = closed_days_missing(rules is not None and rules.closed_days_expected,
+            missing = closed_days_missing(self.engine.business_of(t).rules,
                                           stores.closures_on_record())
             if missing is not None and self._closed_days_missing.get(t) != missing:
-                logger.warning("%s", missing.describe(t, rules.name if rules else ""))
+                logger.warning("%s", missing.describe(t))
             if missing is None:
                 self._closed_days_missing.pop(t, None)
             else:

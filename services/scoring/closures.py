@@ -17,9 +17,12 @@ import json
 from bisect import bisect_right
 from collections.abc import Collection, Iterable, Mapping
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from services.common.timefmt import named_zone
+
+if TYPE_CHECKING:
+    from services.scoring.rules import RuleSet
 
 DAY_MS = 86_400_000
 
@@ -111,37 +114,39 @@ def home_store(store: str | None, profile: str | None, only: str | None) -> str 
 
 class ClosedDaysMissing(NamedTuple):
     """A tenant judged by rules that expect closed days (``closed_days_expected``: a school's)
-    whose holidays would read as every customer leaving: the stores, on record or named by
-    its customers' events, without any closed day on record (none: the tenant has no store
-    at all). The scorer's log and metric, ``GET /v1/status`` and the console's Team page
-    say so from :func:`closed_days_missing`."""
+    whose holidays would read as every customer leaving: the rules' name, and the stores, on
+    record or named by its customers' events, without any closed day on record (none: the
+    tenant has no store at all). The scorer's log and metric, ``GET /v1/status`` and the
+    console's Team page say so from :func:`closed_days_missing`."""
 
+    rules: str
     stores: tuple[str, ...]
 
-    def describe(self, tenant: str, rules: str) -> str:
+    def describe(self, tenant: str) -> str:
         """In words, for the scorer's log and ``GET /v1/status``."""
         named = ", ".join(self.stores[:10]) + (f" and {len(self.stores) - 10} more"
                                                 if len(self.stores) > 10 else "")
         where = (f"no closed day is on record for its store{'s' * (len(self.stores) > 1)} "
                  f"{named}" if self.stores else "it has no store on record to hold them")
-        return (f"tenant {tenant!r} is judged as a {rules}, whose rules expect closed days, but "
+        return (f"tenant {tenant!r} is judged as a {self.rules}, whose rules expect closed "
+                f"days, but "
                 f"{where}; its holidays will read as customers leaving (a school's three weeks "
                 "into a break: every regular student high). Enter them with "
                 "PUT /v1/stores/{store_id} (closures) or on the console's Team page")
 
 
-def closed_days_missing(expected: bool, has_closures: Mapping[str, bool]
+def closed_days_missing(rules: RuleSet | None, has_closures: Mapping[str, bool]
                         ) -> ClosedDaysMissing | None:
-    """Whether a tenant whose rules expect closed days (``expected``) lacks them. Its stores
+    """Whether a tenant judged by ``rules`` lacks the closed days they expect. Its stores
     (``has_closures``: each store on record or named by its customers' events, and whether
     its record holds a closed day): those without, sorted; a tenant with no store at all
     lacks them everywhere. None when nothing is missing or the rules expect nothing."""
-    if not expected:
+    if rules is None or not rules.closed_days_expected:
         return None
     lacking = tuple(sorted(s for s, has in has_closures.items() if not has))
     if has_closures and not lacking:
         return None
-    return ClosedDaysMissing(lacking)
+    return ClosedDaysMissing(rules.name, lacking)
 
 
 class StoreCalendar(NamedTuple):

@@ -221,6 +221,12 @@ class Business:
     thresholds: Thresholds
     rules: RuleSet | None = None
 
+    @property
+    def expects_closed_days(self) -> bool:
+        """Whether its rules read a holiday as leaving (``closed_days_expected``: a school's),
+        so that a store without closed days on record is worth telling of."""
+        return self.rules is not None and self.rules.closed_days_expected
+
 
 class Engine:
     def __init__(self, model: RiskModel | ActiveModel, thresholds: Thresholds, *,

@@ -201,19 +201,20 @@ def test_a_school_without_closed_days_on_record_is_told_which_stores() -> None:
     """Rules that expect closed days (a school's): the stores, on record or named by events,
     with none on record; a tenant with no store lacks them everywhere; other rules, or every
     store with some, nothing."""
-    assert closed_days_missing(False, {}) is None
-    assert closed_days_missing(False, {"north": False}) is None
-    assert closed_days_missing(True, {"north": True}) is None
-    missing = closed_days_missing(True, {})
+    school, default = load_rules(business_type="school"), load_rules(business_type="default")
+    assert closed_days_missing(None, {}) is None
+    assert closed_days_missing(default, {"north": False}) is None
+    assert closed_days_missing(school, {"north": True}) is None
+    missing = closed_days_missing(school, {})
     assert missing is not None and missing.stores == ()
-    assert "no store on record" in missing.describe("lycee", "school")
-    missing = closed_days_missing(True, {"west": False, "north": True, "east": False})
+    assert "no store on record" in missing.describe("lycee")
+    missing = closed_days_missing(school, {"west": False, "north": True, "east": False})
     assert missing is not None and missing.stores == ("east", "west")
-    said = missing.describe("lycee", "school")
+    said = missing.describe("lycee")
     assert said.startswith("tenant 'lycee' is judged as a school") and "stores east, west;" in said
     assert "PUT /v1/stores/{store_id}" in said and "Team page" in said
-    many = closed_days_missing(True, {f"s{i:02}": False for i in range(12)})
-    assert many is not None and "s09 and 2 more;" in many.describe("t", "school")
+    many = closed_days_missing(school, {f"s{i:02}": False for i in range(12)})
+    assert many is not None and "s09 and 2 more;" in many.describe("t")
 
 
 def test_a_horizon_of_open_time_steps_over_the_closures() -> None:

@@ -46,14 +46,12 @@ async def _warnings(res: Resources, key: ApiKey) -> list[dict[str, Any]]:
     tenants = {key.tenant}
     if key.deployment_wide:  # and every tenant the scorer has seen
         tenants.update(str(t) for t in await res.redis.smembers(res.keys.tenants))  # type: ignore[misc]
-    expecting = {t: rules for t in sorted(tenants)
-                 if (rules := res.engine.business_of(t).rules) is not None
-                 and rules.closed_days_expected}
+    expecting = [t for t in sorted(tenants) if res.engine.business_of(t).expects_closed_days]
     out = []
-    for tenant, stores in (await read_tenant_stores(res.redis, res.keys, list(expecting))).items():
+    for tenant, stores in (await read_tenant_stores(res.redis, res.keys, expecting)).items():
         has = {s: v for s, v in stores.closures_on_record().items() if key.allows_store(s)}
-        if (missing := closed_days_missing(True, has)) is not None:
+        if (missing := closed_days_missing(res.engine.business_of(tenant).rules, has)) \
+                is not None:
             out.append({"code": "closed_days_missing", "tenant": tenant,
-                        "stores": list(missing.stores),
-                        "message": missing.describe(tenant, expecting[tenant].name)})
+                        "stores": list(missing.stores), "message": missing.describe(tenant)})
     return out
