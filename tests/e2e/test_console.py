@@ -1648,7 +1648,7 @@ async def test_a_school_is_asked_for_its_closed_days_until_they_are_on_record(
     another's. ``GET /v1/status`` says the same to each key."""
     settings = settings_factory(
         api_keys="console-admin-1:admin,lycee-admin-01:admin@lycee,"
-                 "lycee-east-01:admin@lycee/lycee-east",
+                 "lycee-east-01:admin@lycee/lycee-east,lycee-south-01:read@lycee/lycee-south",
         tenant_business_types="lycee=school")
     api = ServiceProcess("api", settings, tmp_path / "api.log", health_port_setting="api_port")
     redis = Redis.from_url(settings.redis_url, decode_responses=True)
@@ -1707,6 +1707,9 @@ async def test_a_school_is_asked_for_its_closed_days_until_they_are_on_record(
         [said] = await warnings("lycee-admin-01")
         assert said["stores"] == ["lycee-west"] and "store lycee-west;" in said["message"]
         assert await warnings("lycee-east-01") == []  # east's manager: east has them
+        # a key of a school not on record, nor named by events yet: its own store lacks them
+        [said] = await warnings("lycee-south-01")
+        assert said["stores"] == ["lycee-south"], said
 
         def name_the_store() -> None:
             d.get(f"{api.url}/console/team")
@@ -1717,6 +1720,13 @@ async def test_a_school_is_asked_for_its_closed_days_until_they_are_on_record(
             assert not d.find_elements(By.ID, "no-closures-lycee-east")
             fits(d)
             shoot(d, tmp_path, "team-closed-days-store.en")
+            d.find_element(By.ID, "language").click()  # the same in the person's language
+            until(lambda: "请填写停业日期" in text(d), "the page in zh-CN")
+            assert "尚未记录停业日期" in d.find_element(By.ID, "stores").text
+            fits(d)
+            shoot(d, tmp_path, "team-closed-days-store.zh-CN")
+            d.find_element(By.ID, "language").click()
+            until(lambda: "Enter your closed days" in text(d), "the page in English again")
             d.find_element(By.ID, "missing-lycee-west").click()
             until(lambda: d.find_elements(By.ID, "store-form"), "west's form")
             assert d.find_element(By.ID, "store-id").text.endswith("lycee-west")

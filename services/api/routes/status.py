@@ -42,14 +42,16 @@ async def _warnings(res: Resources, key: ApiKey) -> list[dict[str, Any]]:
     """What the deployment (an admin key of the default tenant) or the key's tenant should set
     up: each tenant (the key's, and for a deployment-wide key every tenant the scorer has
     seen) judged by rules that expect closed days (a school's) whose stores in the key's
-    reach, or which has no store, have none on record."""
+    reach (a store-bound key's own, on record or not), or which has no store, have none on
+    record."""
     tenants = {key.tenant}
     if key.deployment_wide:  # and every tenant the scorer has seen
         tenants.update(str(t) for t in await res.redis.smembers(res.keys.tenants))  # type: ignore[misc]
     expecting = [t for t in sorted(tenants) if res.engine.business_of(t).expects_closed_days]
     out = []
     for tenant, stores in (await read_tenant_stores(res.redis, res.keys, expecting)).items():
-        has = {s: v for s, v in stores.closures_on_record().items() if key.allows_store(s)}
+        on_record = stores.closures_on_record()  # a store-bound key: its own stores
+        has = on_record if key.stores is None else {s: on_record.get(s, False) for s in key.stores}
         if (missing := closed_days_missing(res.engine.business_of(tenant).rules, has)) \
                 is not None:
             out.append({"code": "closed_days_missing", "tenant": tenant,
