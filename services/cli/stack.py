@@ -17,6 +17,7 @@ import re
 import secrets
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -37,6 +38,7 @@ from services.common.embedded import (
     Server,
     die_with_parent,
     free_port,
+    listening_socket,
     port_is_free,
     start_broker,
     start_redis,
@@ -124,6 +126,8 @@ class Child:
     # the variable of env naming the port it listens on, where `up` chose that port itself
     # (free_port): another process may take it before the child binds it
     port_env: str | None = None
+    # file descriptors it inherits (the API: the listening socket `up` bound for it)
+    pass_fds: tuple[int, ...] = ()
     proc: subprocess.Popen[bytes] | None = None
     log: IO[bytes] | None = None
     log_start: int = 0  # where this start's lines begin in log_path
@@ -137,7 +141,7 @@ class Child:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "services.cli.main", *self.args], env=self.env,
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            preexec_fn=die_with_parent, start_new_session=True,
+            preexec_fn=die_with_parent, start_new_session=True, pass_fds=self.pass_fds,
         )
 
     def stop(self, timeout: float = 15.0) -> None:
@@ -247,6 +251,8 @@ class Stack:
         self.stopping = asyncio.Event()
         self.redis_restarts: list[float] = []
         self.failed = False  # stopped because a part kept dying: exit 1
+        # the API's port, bound here and handed to it (and to it again after a restart)
+        self.api_socket: socket.socket | None = None
 
     # start-up ---------------------------------------------------------------------------
     def _explicit(self, name: str) -> bool:
@@ -291,7 +297,11 @@ class Stack:
                                 ("alert_settle", 10.0), ("alert_summary_after", 10.0)):
                 if not self._explicit(name):
                     overrides[name] = value
-        api_port = free_port(s.api_port)
+        # bound here, not only found free: a port found free can be taken by any process
+        # before the API binds it (seen in CI: `make run` beside a soak and a bench, its
+        # start failing with "address already in use")
+        self.api_socket = listening_socket(s.api_port)
+        api_port = int(self.api_socket.getsockname()[1])
         scorer_port = free_port(s.scorer_metrics_port)
         # more scorer processes: one metrics/health port each (the first is the setting's)
         scorer_ports = [scorer_port]
@@ -326,7 +336,10 @@ class Stack:
                           "--webhook-port", str(sinks["webhook"]), "--out", str(s.outbox_dir)],
                 self.env, logs / "sinks.log"))
         self.children += [
-            Child("api", ["api"], self.env, logs / "api.log", f"{base}:{api_port}/health"),
+            Child("api", ["api"],
+                  {**self.env, "CHURNWATCH_API_SOCKET_FD": str(self.api_socket.fileno())},
+                  logs / "api.log", f"{base}:{api_port}/health",
+                  pass_fds=(self.api_socket.fileno(),)),
             *(Child(name, ["scorer"], {**self.env, "CHURNWATCH_SCORER_METRICS_PORT": str(port)},
                     logs / f"{name}.log", f"{base}:{port}/health",
                     port_env="CHURNWATCH_SCORER_METRICS_PORT")
@@ -672,6 +685,8 @@ class Stack:
             child.stop()
         for server in reversed(self.servers):
             server.stop()
+        if self.api_socket is not None:
+            self.api_socket.close()
 
 
 def _count_lines(path: Path) -> int:

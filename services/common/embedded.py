@@ -75,6 +75,28 @@ def free_port(preferred: int = 0, host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def listening_socket(preferred: int = 0, host: str = "127.0.0.1") -> socket.socket:
+    """A TCP socket listening on ``preferred`` if it can be bound, otherwise on any free port,
+    for a child process to serve on (handed over by its file descriptor). Unlike
+    :func:`free_port`, the port is held from the moment it is chosen: no other process can
+    bind it or take it as a connection's local port before the child serves, and connections
+    made meanwhile wait in its backlog instead of being refused."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        try:
+            sock.bind((host, preferred))
+        except OSError:
+            if not preferred:
+                raise
+            sock.bind((host, 0))
+        sock.listen(2048)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 20.0,
                   proc: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + timeout

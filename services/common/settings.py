@@ -211,6 +211,10 @@ class Settings(BaseSettings):
     # HTTP API.
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
+    # Set by `churnwatch up` for the API it starts: serve on this inherited socket, which `up`
+    # bound to api_host:api_port and listens on itself, so that no other process can take the
+    # port between `up` choosing it and the API serving. Unset: the API binds the address.
+    api_socket_fd: int | None = Field(default=None, ge=0)
     api_keys: SecretStr = SecretStr("")
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     max_batch_events: int = Field(default=10_000, ge=1, le=10_000)

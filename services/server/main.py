@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 
 import uvicorn
@@ -26,5 +27,9 @@ def main(settings: Settings) -> int:
     config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_config=None,
                             access_log=False, proxy_headers=False, server_header=False,
                             http=protocol)
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+    if settings.api_socket_fd is not None:  # bound by `churnwatch up` (services/cli/stack.py)
+        server.run(sockets=[socket.socket(fileno=settings.api_socket_fd)])
+    else:
+        server.run()
     return 0

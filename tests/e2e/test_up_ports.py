@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import socket
+import time
 from pathlib import Path
 
 import httpx
@@ -49,6 +50,55 @@ def test_a_port_taken_before_the_child_binds_it_moves_the_child(
         assert f"http://127.0.0.1:{moved}/metrics" in info["metrics_urls"]
         assert all(f":{taken}/" not in u for u in info["metrics_urls"])
         assert httpx.get(f"http://127.0.0.1:{moved}/health", timeout=5).status_code == 200
+    finally:
+        stack.stop()
+        holder.close()
+
+
+def test_the_api_s_port_is_held_from_the_moment_up_chooses_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``up`` binds the API's port itself and hands the listening socket to the API, so no
+    other process can take it in between (CI once saw ``make run`` fail with "address already
+    in use" beside a soak and a bench). The port asked for is taken here: ``up`` holds
+    another, which nobody else can bind, the API serves on it, and again after a restart."""
+    for name in [k for k in os.environ if k.startswith("CHURNWATCH_")]:
+        monkeypatch.delenv(name)
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    taken = holder.getsockname()[1]
+    settings = load_settings(home=tmp_path / "home", api_port=taken, scorer_metrics_port=0,
+                             notifier_metrics_port=0)
+    stack = Stack(settings, demo=False)
+
+    def healthy(url: str) -> bool:
+        try:
+            return httpx.get(f"{url}/health", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        stack.prepare()
+        url = stack.info["api_url"]
+        port = int(url.rsplit(":", 1)[1])
+        assert port != taken
+        other = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with pytest.raises(OSError):
+            other.bind(("127.0.0.1", port))
+        other.close()
+        asyncio.run(stack.start())
+        assert healthy(url)
+        assert json.loads(settings.stack_file.read_text())["api_url"] == url
+        api = next(c for c in stack.children if c.name == "api")
+        api.stop()
+        api.start()  # as the supervisor restarts a child that died
+        deadline = time.monotonic() + 30
+        while not healthy(url):
+            assert api.proc is not None and api.proc.poll() is None, api.tail()
+            assert time.monotonic() < deadline, api.tail()
+            time.sleep(0.1)
+        assert "address already in use" not in api.log_path.read_text().lower()
     finally:
         stack.stop()
         holder.close()
