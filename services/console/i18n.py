@@ -156,7 +156,7 @@ TEXT: dict[str, dict[str, str]] = {
         "closed_days_missing": "Enter your closed days",
         "closed_days_missing_intro": "Your customers are judged as a school's students. "
                                      "Without the school's holidays on record, a break reads "
-                                     "as every regular student leaving, and staff are texted "
+                                     "as every regular student leaving, and staff are alerted "
                                      "about each of them.",
         "closed_days_missing_stores": "No closed days on record for:",
         "closed_days_missing_none": "There is no store on record to hold them: add your "
@@ -386,7 +386,7 @@ TEXT: dict[str, dict[str, str]] = {
         "store_closures_example": "暑假",
         "closed_days_missing": "请填写停业日期",
         "closed_days_missing_intro": "您的客户按学校学生的标准评估。若未记录学校的假期，"
-                                     "放假期间每位常来的学生都会看起来已流失，员工会就每一位收到短信。",
+                                     "放假期间每位常来的学生都会看起来已流失，员工会就每一位收到提醒。",
         "closed_days_missing_stores": "以下门店尚未记录停业日期：",
         "closed_days_missing_none": "还没有可记录停业日期的门店：请在下方把您的学校添加为门店，并填写假期。",
         "closed_days_missing_ask": "还没有可记录停业日期的门店：请联系负责全部门店的店长或管理员，"
