@@ -480,7 +480,9 @@ class Processor:
         stale = [t for t in tenants if now - self._zones_read.get(t, -1e9) >= STORE_ZONES_REFRESH_S]
         if not stale:
             return
-        read = await self._retry("read", lambda: self.store.read_store_calendars(stale))
+        checked = {t for t in stale if self.engine.business_of(t).expects_closed_days}
+        read = await self._retry(
+            "read", lambda: self.store.read_store_calendars(stale, named=checked))
         for t in stale:
             stores = read[t]
             calendars = stores.calendars
@@ -493,11 +495,10 @@ class Processor:
             self._zones_read[t] = now
             missing = closed_days_missing(self.engine.business_of(t).rules,
                                           stores.closures_on_record())
-            if missing is not None and self._closed_days_missing.get(t) != missing:
-                logger.warning("%s", missing.describe(t))
             if missing is None:
                 self._closed_days_missing.pop(t, None)
-            else:
+            elif self._closed_days_missing.get(t) != missing:  # new, or other stores
+                logger.warning("%s", missing.describe(t))
                 self._closed_days_missing[t] = missing
         self.metrics.closed_days_missing.set(len(self._closed_days_missing))
 

@@ -40,7 +40,7 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -526,7 +526,7 @@ class TenantStores(NamedTuple):
     store set), and whether a profile names a store (``Keys.profile_stores``)."""
 
     calendars: dict[str, StoreCalendar]
-    named: frozenset[str]
+    named: frozenset[str]  # read only where asked for (read_tenant_stores' ``named``)
     profiled: bool
 
     def closures_on_record(self) -> dict[str, bool]:
@@ -536,23 +536,29 @@ class TenantStores(NamedTuple):
                 **{s: bool(cal.closures) for s, cal in self.calendars.items()}}
 
 
-async def read_tenant_stores(redis: Redis, keys: Keys, tenants: Sequence[str]
-                             ) -> dict[str, TenantStores]:
-    """Each tenant's :class:`TenantStores`, in one round trip. A store whose record is not
+async def read_tenant_stores(redis: Redis, keys: Keys, tenants: Sequence[str], *,
+                             named: Container[str] = ()) -> dict[str, TenantStores]:
+    """Each tenant's :class:`TenantStores`, in one round trip; the stores its events named
+    only for the tenants in ``named`` (those whose closed days are checked: a salon chain's
+    thousand stores are not read every few seconds for nothing). A store whose record is not
     readable JSON is left out, a closure that is not two ISO dates too."""
     if not tenants:
         return {}
     pipe = redis.pipeline(transaction=False)
     for t in tenants:
         pipe.hgetall(keys.stores(t))
-        pipe.smembers(keys.store_set(t))
         pipe.get(keys.profile_stores(t))
-    rows = await pipe.execute()
-    return {t: TenantStores({store_id: cal for store_id, raw in (records or {}).items()
-                             if (cal := calendar_of(raw)) is not None},
-                            frozenset(str(s) for s in named or ()), mark == "1")
-            for t, records, named, mark in zip(tenants, rows[::3], rows[1::3], rows[2::3],
-                                               strict=True)}
+        if t in named:
+            pipe.smembers(keys.store_set(t))
+    rows = iter(await pipe.execute())
+    out = {}
+    for t in tenants:
+        records, mark = next(rows), next(rows)
+        out[t] = TenantStores({store_id: cal for store_id, raw in (records or {}).items()
+                               if (cal := calendar_of(raw)) is not None},
+                              frozenset(str(s) for s in next(rows) or ()) if t in named
+                              else frozenset(), mark == "1")
+    return out
 
 
 class StateStore:
@@ -622,9 +628,10 @@ class StateStore:
         return {t: clock_from_top([x for pair in row for x in pair])
                 for t, row in zip(tenants, rows, strict=True)}
 
-    async def read_store_calendars(self, tenants: Sequence[str]) -> dict[str, TenantStores]:
+    async def read_store_calendars(self, tenants: Sequence[str], *, named: Container[str] = ()
+                                   ) -> dict[str, TenantStores]:
         """Each tenant's stores (:func:`read_tenant_stores`), in one round trip."""
-        return await read_tenant_stores(self.redis, self.keys, tenants)
+        return await read_tenant_stores(self.redis, self.keys, tenants, named=named)
 
     async def read_profile_stores(self, refs: Sequence[Ref]) -> dict[Ref, str]:
         """The ``store_id`` of these customers' profiles (one round trip); customers without

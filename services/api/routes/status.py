@@ -49,7 +49,8 @@ async def _warnings(res: Resources, key: ApiKey) -> list[dict[str, Any]]:
         tenants.update(str(t) for t in await res.redis.smembers(res.keys.tenants))  # type: ignore[misc]
     expecting = [t for t in sorted(tenants) if res.engine.business_of(t).expects_closed_days]
     out = []
-    for tenant, stores in (await read_tenant_stores(res.redis, res.keys, expecting)).items():
+    read = await read_tenant_stores(res.redis, res.keys, expecting, named=expecting)
+    for tenant, stores in read.items():
         on_record = stores.closures_on_record()  # a store-bound key: its own stores
         has = on_record if key.stores is None else {s: on_record.get(s, False) for s in key.stores}
         if (missing := closed_days_missing(res.engine.business_of(tenant).rules, has)) \
