@@ -10,6 +10,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -43,6 +44,7 @@ ADMIN = {"Authorization": "Bearer admin-secret-1"}
 ONE = {"Authorization": "Bearer one-secret-1"}  # a tenant with a single school
 LATE = {"Authorization": "Bearer late-secret-1"}  # one whose school is entered afterwards
 TWO = {"Authorization": "Bearer two-secret-1"}  # two schools, a student's on their profile
+BERLIN = ZoneInfo("Europe/Berlin")  # every school's time zone here
 
 
 class _Feed:
@@ -72,7 +74,8 @@ async def test_a_closed_store_s_customers_are_not_seen_as_gone(settings_factory,
     settings = settings_factory(api_keys=KEYS, api_rate_limit_per_second=0)
     now = datetime.now(UTC)
     last = now - timedelta(days=45)  # the last class, the evening before the break
-    first_closed = (last + timedelta(days=1)).date()
+    # the schools' days are Berlin's (from 22:00 UTC the UTC date is the day before)
+    first_closed = (last.astimezone(BERLIN) + timedelta(days=1)).date()
     break_ = {"first": first_closed.isoformat(),
               "last": (now + timedelta(days=10)).date().isoformat(), "note": "summer break"}
     events = _student("ana", "closed-school", last) + _student("ben", "open-school", last)
@@ -191,7 +194,7 @@ async def test_a_closed_store_s_customers_are_not_seen_as_gone(settings_factory,
     assert as_of["ana"]["features"]["days_since_last_activity"] < 2, as_of["ana"]
     assert as_of["ana"]["tier"] == "low" and as_of["ben"]["tier"] == "high", as_of
     # the last visit is still shown as it was
-    assert ana["last_event_at"].startswith(last.date().isoformat()), ana
+    assert ana["last_event_at"].startswith(last.astimezone(BERLIN).date().isoformat()), ana
 
     # the one away before the break: at risk on the 30 open days, told on the calendar
     for cy in (stored["cy"], as_of["cy"]):
@@ -237,7 +240,8 @@ async def test_a_customer_whose_events_name_no_store_belongs_to_their_profile_s(
     settings = factory(topic_partitions=1, clock="event")
     now = datetime.now(UTC)
     last = now - timedelta(days=45)
-    break_ = {"first": (last + timedelta(days=1)).date(), "last": (now + timedelta(days=10)).date()}
+    break_ = {"first": (last.astimezone(BERLIN) + timedelta(days=1)).date(),
+              "last": (now + timedelta(days=10)).date()}
     redis = make_redis(settings)
     keys = Keys(settings.redis_prefix)
     profiles = ProfileStore(redis, keys)
