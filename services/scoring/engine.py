@@ -431,6 +431,8 @@ class Engine:
         if s.closures is not None:  # the days told as on the calendar (below)
             closed = s.closures.closed_ms(s.last_ms(now_ms) or now_ms, now_ms) / DAY_MS
             why = calendar_reasons(why, f, closed, business.rules)
+        elif business.expects_closed_days:  # none on record: said, where days are counted
+            why = unrecorded_closures_reasons(why, f, business.rules)
         stage = lifecycle_stage(f, tier=tier, horizon_days=horizon,
                                 won_back=lambda q, w: s.return_after_gap(now_ms, q, w))
         return Assessment(
@@ -501,10 +503,39 @@ def calendar_reasons(why: list[Reason], f: dict[str, float], closed_days: float,
     n = round(closed_days)
     if n <= 0:
         return why
+    return [r if told is None else r.model_copy(update={
+        "text": f"{told[0]}; the store was closed on {n} of those days",
+        "text_zh": f"{told[1]}；其间门店休业{n}天"})
+        for r, told in zip(why, _told_later(why, f, closed_days, rules), strict=True)]
+
+
+UNRECORDED_CLOSURES = ("their store has no closed days on record", "其门店未登记休业日")
+
+
+def unrecorded_closures_reasons(why: list[Reason], f: dict[str, float],
+                                rules: RuleSet | None) -> list[Reason]:
+    """Reasons that count days up to "now", for a customer of a business whose rules expect
+    closed days (a school's) when their store has none on record: said so, so that whoever
+    reads "24 days since the last class" in the third week of an unentered summer break knows
+    it may be the break (the console's Team page and ``GET /v1/status`` tell the managers; the
+    staff texted about the student read only this). Reasons that do not count days stay."""
+    en, zh = UNRECORDED_CLOSURES
+    return [r if told is None else r.model_copy(update={
+        "text": f"{r.text}; {en}", "text_zh": f"{r.text_zh}；{zh}"})
+        for r, told in zip(why, _told_later(why, f, 1.0, rules), strict=True)]
+
+
+def _told_later(why: list[Reason], f: dict[str, float], days: float,
+                rules: RuleSet | None) -> list[tuple[str, str] | None]:
+    """Each reason (English, Chinese) told again from the features ``days`` later on the
+    calendar (those that count days up to "now", :data:`_DAYS_TO_NOW`), by the template that
+    told it: a rule's, else the model's :func:`~services.scoring.scorecard.describe`. None
+    for one whose text does not change: it counts no days (a spending decline, a held tier,
+    "as usual")."""
     cal = dict(f)
     for k in _DAYS_TO_NOW:
-        cal[k] = f[k] + closed_days
-    out = []
+        cal[k] = f[k] + days
+    out: list[tuple[str, str] | None] = []
     for r in why:
         told: tuple[str, str] | None = None
         rule = None if rules is None else next(
@@ -518,12 +549,7 @@ def calendar_reasons(why: list[Reason], f: dict[str, float], closed_days: float,
                 told = describe(r.code, cal)
             except KeyError:  # not a model reason (a held tier, "as usual", the pattern)
                 told = None
-        if told is None or told[0] == r.text:
-            out.append(r)
-            continue
-        out.append(r.model_copy(update={
-            "text": f"{told[0]}; the store was closed on {n} of those days",
-            "text_zh": f"{told[1]}；其间门店休业{n}天"}))
+        out.append(None if told is None or told[0] == r.text else told)
     return out
 
 

@@ -367,7 +367,8 @@ async def test_a_school_without_closed_days_on_record_is_warned(settings_factory
     would read as every student leaving, so the scorer says so in its log, once while the
     stores lacking them stay the same, and counts the tenant in
     ``churnwatch_scorer_tenants_without_closures``; with a closure on record it does neither, until
-    its students' events name a store that has none. The processor against a real Redis and
+    its students' events name a store that has none. A student of such a store, away, is said
+    to be at one without closed days on record. The processor against a real Redis and
     broker."""
     settings = settings_factory(topic_partitions=1, business_type="school")
     redis = make_redis(settings)
@@ -405,6 +406,18 @@ async def test_a_school_without_closed_days_on_record_is_warned(settings_factory
         assert await visits(2, customer_id="w", store_id="west") == 1
         [said] = warned()
         assert "for its store west;" in said, said
+        # and the staff texted about a student of west read why a break may be behind it;
+        # north's, whose closed days are on record (last summer), read the days alone
+        away = datetime.now(UTC) - timedelta(days=30)
+        await feed.apply(proc, _student("wes", "west", away) + _student("nor", "north", away))
+        for cid, hinted in (("wes", True), ("nor", False)):
+            [row] = await read_states(redis, keys, [("default", cid)], ["tier", "risk"])
+            assert row["tier"] == "high", row
+            [overdue] = [r for r in json.loads(row["risk"])["reasons"]
+                         if r["code"] == "overdue"]
+            assert overdue["text"].endswith("; their store has no closed days on record") \
+                is hinted, overdue
+            assert overdue["text_zh"].endswith("；其门店未登记休业日") is hinted, overdue
     finally:
         await producer.stop()
         await redis.aclose()

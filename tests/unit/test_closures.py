@@ -324,3 +324,33 @@ def test_one_rule_says_whose_closures_count() -> None:
     assert home_store("north", None, "only") == "north"
     assert home_store(None, None, "only") == "only"
     assert home_store(None, None, None) is None
+
+
+def test_a_school_s_reasons_say_when_no_closed_days_are_on_record() -> None:
+    """A business whose rules expect closed days (a school's), a student's store with none on
+    record: the reasons that count days say so, for staff who read "24 days since the last
+    class" in an unentered break; with the closure on record the calendar is told instead,
+    and other businesses' reasons, or reasons counting no days, are as they were."""
+    acts, summary = _student(4, 60)
+    away, back = ms(2026, 7, 22), ms(2026, 6, 29)  # 24 days since the last class; 1 day
+    school = Engine(Scorecard(), Thresholds(), rules=load_rules(business_type="school"))
+    closures = Closures.of([(date(2026, 7, 1), date(2026, 8, 31))], None)
+    [unrecorded] = school.assess([Subject("c", (), acts[0].ts, summary=summary)], away)
+    assert unrecorded.tier == "high"
+    told = {r.code: (r.text, r.text_zh) for r in unrecorded.reasons}
+    assert told["overdue"] == (
+        "24 days since the last class; usually every 4 days; their store has no closed days "
+        "on record", "距上次上课已24天；平时每4天一次；其门店未登记休业日"), told
+    [recorded] = school.assess([Subject("c", (), acts[0].ts, summary=summary,
+                                        closures=closures)], away)
+    assert recorded.tier == "low"
+    assert not any("on record" in r.text or "未登记" in r.text_zh for r in recorded.reasons)
+    # the same student anywhere else: no word of closed days
+    for other in (Engine(Scorecard(), Thresholds()),
+                  Engine(Scorecard(), Thresholds(), rules=load_rules(business_type="salon"))):
+        [plain] = other.assess([Subject("c", (), acts[0].ts, summary=summary)], away)
+        assert plain.reasons and not any("on record" in r.text for r in plain.reasons)
+    # a reason counting no days ("as usual") stays as it was
+    [regular] = school.assess([Subject("c", (), acts[0].ts, summary=summary)], back)
+    assert regular.tier == "low"
+    assert not any("on record" in r.text for r in regular.reasons), regular.reasons

@@ -286,3 +286,24 @@ def test_the_go_live_summary_lists_those_to_keep_before_the_lapsed(
     assert "Max" not in html and 'href="https://x/lapsed"' in html
     text = t.render("default", locale, "summary.txt.j2", {**ctx, "keep_listed": []})
     assert keep_head in text and "Kay" not in text and more.replace("lapsed", "high") in text
+
+
+@pytest.mark.parametrize("recipient", [EN, ZH])
+def test_a_school_s_sms_keeps_the_word_that_no_closed_days_are_on_record(recipient) -> None:
+    """A student's reason at a school without closed days on record says so (the scorer's
+    ``unrecorded_closures_reasons``): the teacher texted in the third week of an unentered
+    break reads it, with the reason and the action, in the two segments the SMS had."""
+    school = CHANGE.model_copy(update={
+        "store_id": "lycee-nord",
+        "reasons": [Reason(code="overdue", text="24 days since the last class; usually every "
+                           "4 days; their store has no closed days on record",
+                           text_zh="距上次上课已24天；平时每4天一次；其门店未登记休业日",
+                           weight=9.0)],
+        "suggested_action": SuggestedAction(
+            code="personal_call", text="Call or message the customer personally with an "
+            "invitation to book", text_zh="亲自致电或发消息邀请客户预约")})
+    sms = Templates().sms(school, recipient, customer_name="Priya Okafor", ack_url=LINK)
+    said = "no closed days on record" if recipient is EN else "其门店未登记休业日"
+    action = school.suggested_action.text if recipient is EN else school.suggested_action.text_zh
+    assert said in sms and action in sms and sms.endswith(LINK), sms
+    assert sms_segments(sms) == 2
