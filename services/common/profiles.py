@@ -24,6 +24,8 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 from redis.asyncio import Redis
@@ -168,6 +170,25 @@ class Store(BaseModel):
         "since their last visit count the days the store was open, so closing for the "
         "summer does not make every customer look as if they left. The scorer reads them "
         "within 5 s; customers already scored are re-scored at their next look.")
+    never_closes: bool = Field(
+        False, description="The store is never closed (an online course beside a school): "
+        "it has no closed days to enter, and a business whose rules expect closed days (a "
+        "school's) is not warned of it, nor are its customers' reasons said to lack them. "
+        "Not with closures.")
+
+    @field_validator("never_closes")
+    @classmethod
+    def _closes_or_not(cls, never: bool, info: ValidationInfo) -> bool:
+        if never and info.data.get("closures"):
+            raise ValueError("a store that never closes has no closures: remove the closures "
+                             "or set never_closes to false")
+        return never
+
+    @property
+    def closed_days_on_record(self) -> bool:
+        """Whether its record says when it closes: a closed day, or that it never closes
+        (:func:`~services.scoring.closures.closed_days_missing`)."""
+        return bool(self.closures) or self.never_closes
 
 
 def owner_of(raw: str | bytes | None) -> str | None:

@@ -153,6 +153,13 @@ TEXT: dict[str, dict[str, str]] = {
                                "does not count: closing for the summer does not make them look "
                                "gone.",
         "store_closures_example": "summer break",
+        "store_never_closes": "This store never closes (an online course, say): there are no "
+                              "closed days to enter",
+        "invalid_never_closes": "A store that never closes has no closed days: clear them, or "
+                                "untick “never closes”.",
+        "store_never_closes_line": "never closes",
+        "closed_days_missing_never": "A store that never closes (an online course): tick "
+                                     "“never closes” on its form.",
         "closed_days_missing": "Enter your closed days",
         "closed_days_missing_intro": "Your customers are judged as a school's students. "
                                      "Without the school's holidays on record, a break reads "
@@ -197,7 +204,8 @@ TEXT: dict[str, dict[str, str]] = {
         "field_staff_id": "ID", "field_name": "name", "field_email": "e-mail", "field_phone": "phone",
         "field_store_id": "store", "field_role": "role", "field_locale": "language",
         "field_preferred_channel": "preferred channel", "field_timezone": "time zone",
-        "field_manager_staff_id": "manager",
+        "field_manager_staff_id": "manager", "field_closures": "closed days",
+        "field_never_closes": "never closes",
         "owner_none": "Nobody (the store's manager receives the alerts)",
         "owner_gone": "{owner} is no longer on the team: the store's manager receives the "
                       "alerts about this customer until someone else owns them.",
@@ -384,6 +392,10 @@ TEXT: dict[str, dict[str, str]] = {
         "store_closures_hint": "每行一个时段，首日和末日：2026-07-01 .. 2026-08-31 暑假。"
                                "这些日子里客户未到店不计入：暑期停业不会让客户看起来已流失。",
         "store_closures_example": "暑假",
+        "store_never_closes": "本门店从不停业（例如线上课程）：无需填写停业日期",
+        "invalid_never_closes": "从不停业的门店没有停业日期：请清除停业日期，或取消勾选“从不停业”。",
+        "store_never_closes_line": "从不停业",
+        "closed_days_missing_never": "从不停业的门店（例如线上课程）：请在其表单中勾选“从不停业”。",
         "closed_days_missing": "请填写停业日期",
         "closed_days_missing_intro": "您的客户按学校学生的标准评估。若未记录学校的假期，"
                                      "放假期间每位常来的学生都会看起来已流失，员工会就每一位收到提醒。",
@@ -422,7 +434,8 @@ TEXT: dict[str, dict[str, str]] = {
         "field_staff_id": "编号", "field_name": "名称", "field_email": "邮箱", "field_phone": "手机",
         "field_store_id": "门店", "field_role": "角色", "field_locale": "语言",
         "field_preferred_channel": "首选渠道", "field_timezone": "时区",
-        "field_manager_staff_id": "店长",
+        "field_manager_staff_id": "店长", "field_closures": "停业日期",
+        "field_never_closes": "从不停业",
         "owner_none": "无（由门店店长接收提醒）",
         "owner_gone": "{owner} 已不在团队中：在指定新的负责人之前，此客户的提醒由门店店长接收。",
         "their_customers": "其负责的风险客户",

@@ -243,7 +243,7 @@ async def team_page(request: Request, res: Res) -> Response:
                 closed={s.store_id: c for s in stores
                         if (c := closed_next(s, time.time() * 1000)) is not None},
                 missing=closed_days_missing(res.engine.business_of(session.tenant).rules,
-                                            {s.store_id: bool(s.closures) for s in stores}),
+                                            {s.store_id: s.closed_days_on_record for s in stores}),
                 add_store=session.stores is None, here=TEAM)
 
 
@@ -488,8 +488,9 @@ async def save_store(store_id: str, request: Request, res: Res) -> Response:
     if old is None:
         return _message(request, session, 404, "no_store")
     closures, wrong = parse_closures(form.get("closures", ""), session.locale)
-    store, errors = form_record(Store, {"store_id": old.store_id, "closures": closures}, form,
-                               STORE_FIELDS, session.locale)
+    store, errors = form_record(Store, {"store_id": old.store_id, "closures": closures,
+                                        "never_closes": form.get("never_closes") == "on"},
+                               form, STORE_FIELDS, session.locale)
     if wrong is not None:
         store, errors = None, {**errors, "closures": wrong}
     if store is not None and store.manager_staff_id is not None and store.manager_staff_id \
@@ -497,7 +498,9 @@ async def save_store(store_id: str, request: Request, res: Res) -> Response:
         store, errors = None, {"manager_staff_id": i18n.words(session.locale)["not_your_staff"]}
     if store is None:
         return await _store_form(request, res, session, old,
-                                 {**old.model_dump(exclude_none=True), **form}, errors, 422)
+                                 {**old.model_dump(exclude_none=True), **form,
+                                  "never_closes": form.get("never_closes") == "on"},
+                                 errors, 422)
     recorded = await get_profiles(res).get_store(store.store_id, session.tenant)
     await profilelog.save_store(res.redis, res.keys, get_profiles(res), session.tenant,
                                 recorded, store, by=_by(session))

@@ -139,7 +139,7 @@ def closed_days_missing(rules: RuleSet | None, has_closures: Mapping[str, bool]
                         ) -> ClosedDaysMissing | None:
     """Whether a tenant judged by ``rules`` lacks the closed days they expect. Its stores
     (``has_closures``: each store on record or named by its customers' events, and whether
-    its record holds a closed day): those without, sorted; a tenant with no store at all
+    its record says when it closes: a closed day, or ``never_closes``): those without, sorted; a tenant with no store at all
     lacks them everywhere. None when nothing is missing or the rules expect nothing."""
     if rules is None or not rules.closed_days_expected:
         return None
@@ -150,10 +150,17 @@ def closed_days_missing(rules: RuleSet | None, has_closures: Mapping[str, bool]
 
 
 class StoreCalendar(NamedTuple):
-    """What the scorer keeps of a store's record: its zone's name and its closed days."""
+    """What the scorer keeps of a store's record: its zone's name, its closed days, and
+    whether it never closes (``Store.never_closes``)."""
 
     timezone: str
     closures: tuple[tuple[date, date], ...] = ()
+    never_closes: bool = False
+
+    @property
+    def on_record(self) -> bool:
+        """Whether the record says when it closes (``Store.closed_days_on_record``)."""
+        return bool(self.closures) or self.never_closes
 
 
 def closed_periods(raw: Any) -> tuple[tuple[date, date], ...]:
@@ -184,11 +191,16 @@ def calendar_of(raw: str | bytes | None) -> StoreCalendar | None:
         return None
     if not isinstance(doc, dict):
         return None
-    return StoreCalendar(str(doc.get("timezone") or "UTC"), closed_periods(doc.get("closures")))
+    return StoreCalendar(str(doc.get("timezone") or "UTC"), closed_periods(doc.get("closures")),
+                         doc.get("never_closes") is True)
+
+
+NEVER_CLOSED = Closures(())  # a store that never closes: none, and known to be none
 
 
 def calendar_closures(calendar: StoreCalendar) -> Closures | None:
-    """A store's :class:`Closures` on its own time zone (None when it has none)."""
+    """A store's :class:`Closures` on its own time zone: :data:`NEVER_CLOSED` for a store
+    that never closes (its closed days are known: none), None when it has none on record."""
     if not calendar.closures:
-        return None
+        return NEVER_CLOSED if calendar.never_closes else None
     return Closures.of(calendar.closures, named_zone(calendar.timezone))

@@ -79,7 +79,7 @@ class Subject:
     closures: Closures | None = None
 
     def features(self, now_ms: int) -> dict[str, float]:
-        if self.closures is not None:
+        if self.closures:  # (a store that never closes: none to count)
             now_ms = self.closures.open_now(self.last_ms(now_ms), now_ms)
         if self.summary is not None:
             return self.summary.features(now_ms, self.first_seen_ms)
@@ -100,7 +100,7 @@ class Subject:
         or before ``now_ms`` (the summary answers a regular customer without listing them).
         With the store's closures the gaps are in open days: a return after the summer break
         is not a win-back."""
-        if self.closures is None:
+        if not self.closures:
             if self.summary is not None:
                 return self.summary.return_after_gap(now_ms, quiet, within)
             return return_after_gap(active_days_ago(self.activities, now_ms), quiet, within)
@@ -509,7 +509,7 @@ def calendar_reasons(why: list[Reason], f: dict[str, float], closed_days: float,
         for r, told in zip(why, _told_later(why, f, closed_days, rules), strict=True)]
 
 
-UNRECORDED_CLOSURES = ("their store has no closed days on record", "其门店未登记休业日")
+UNRECORDED_CLOSURES = ("their store has no closed days on record", "其门店尚未记录停业日期")
 
 
 def unrecorded_closures_reasons(why: list[Reason], f: dict[str, float],

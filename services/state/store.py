@@ -530,10 +530,10 @@ class TenantStores(NamedTuple):
     profiled: bool
 
     def closures_on_record(self) -> dict[str, bool]:
-        """Every store, on record or named, and whether its record holds a closed day
-        (:func:`~services.scoring.closures.closed_days_missing`)."""
+        """Every store, on record or named, and whether its record says when it closes: a
+        closed day, or never (:func:`~services.scoring.closures.closed_days_missing`)."""
         return {**dict.fromkeys(self.named, False),
-                **{s: bool(cal.closures) for s, cal in self.calendars.items()}}
+                **{s: cal.on_record for s, cal in self.calendars.items()}}
 
 
 async def read_tenant_stores(redis: Redis, keys: Keys, tenants: Sequence[str], *,

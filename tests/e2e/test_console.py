@@ -1645,7 +1645,8 @@ async def test_a_school_is_asked_for_its_closed_days_until_they_are_on_record(
     student leaving. Its Team page says so and where: first that it has no store to hold them
     (its administrator adds one, an ID of spaces refused with what to fix), then which store
     its events name that has none; a manager of a store that has them is not told about
-    another's. ``GET /v1/status`` says the same to each key."""
+    another's; a store that never closes is ticked so, not given a closure. ``GET /v1/status``
+    says the same to each key."""
     settings = settings_factory(
         api_keys="console-admin-1:admin,lycee-admin-01:admin@lycee,"
                  "lycee-east-01:admin@lycee/lycee-east,lycee-south-01:read@lycee/lycee-south",
@@ -1738,6 +1739,34 @@ async def test_a_school_is_asked_for_its_closed_days_until_they_are_on_record(
             assert "for managers of every store" in text(d)
 
         await asyncio.to_thread(name_the_store)
+
+        def west_never_closes() -> None:
+            # west is an online course: it never closes, which its form says, not a closure
+            sign_in("lycee-admin-01")
+            d.find_element(By.ID, "missing-lycee-west").click()
+            until(lambda: d.find_elements(By.ID, "store-form"), "west's form")
+            d.find_element(By.ID, "closures").send_keys("2026-12-24 .. 2026-12-26")
+            d.find_element(By.ID, "never_closes").click()
+            d.find_element(By.ID, "save").click()
+            until(lambda: d.find_elements(By.ID, "error-never_closes"), "the refusal")
+            assert "A store that never closes has no closed days" in d.find_element(
+                By.ID, "error-never_closes").text
+            assert d.find_element(By.ID, "never_closes").is_selected()  # kept as ticked
+            fits(d)
+            shoot(d, tmp_path, "store-never-closes-refused.en")
+            d.find_element(By.ID, "closures").clear()
+            d.find_element(By.ID, "save").click()
+            until(lambda: d.find_elements(By.ID, "saved"), "the team page")
+            assert not d.find_elements(By.ID, "closed-days-missing")
+            assert d.find_element(By.ID, "never-closes-lycee-west").text == "never closes"
+            d.find_element(By.ID, "store-lycee-west").click()
+            until(lambda: d.find_elements(By.ID, "store-form"), "west's form again")
+            assert d.find_element(By.ID, "never_closes").is_selected()
+
+        await asyncio.to_thread(west_never_closes)
+        assert await warnings("lycee-admin-01") == []
+        west = json.loads(await redis.hget(keys.stores("lycee"), "lycee-west") or "{}")
+        assert west.get("never_closes") is True and not west.get("closures"), west
     finally:
         await redis.aclose()
         api.stop()

@@ -291,7 +291,11 @@ async def test_a_hand_over_gives_the_new_owner_their_own_window_before_the_manag
         assert set(escalations()) == {"Cy Diaz"}  # Ann's and Bo's windows were not Olga's
         await wait_until(lambda: "Ann Lee" in escalations(), timeout=15, what="Ann's escalation")
         assert escalated["Ann Lee"] >= handed + after - 0.2
-        assert escalated["Ann Lee"] - escalated["Cy Diaz"] >= (handed - delivered) - 0.2
+        # Ann's window is not Olga's: her page comes the hand-over's distance after Cy's (~1.25 s;
+        # were it Olga's window, ~0). Each page is seen up to a retry tick (0.1 s) and a poll
+        # (0.05 s) late, Cy's as much as Ann's is not: 1.05 s was read against 1.26 s on a
+        # loaded CI run, failing a margin of 0.2 s.
+        assert escalated["Ann Lee"] - escalated["Cy Diaz"] >= (handed - delivered) - 0.5
 
         async def settled() -> bool:
             return await redis.zcard(keys.escalation_queue) == 0

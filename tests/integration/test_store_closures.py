@@ -95,6 +95,10 @@ async def test_a_closed_store_s_customers_are_not_seen_as_gone(settings_factory,
                 assert r.status_code == 422, r.text
                 assert "must not be before first" in r.text
                 r = await client.put("/v1/stores/closed-school", headers=ADMIN, json={
+                    "timezone": "Europe/Berlin", "closures": [break_], "never_closes": True})
+                assert r.status_code == 422, r.text
+                assert "a store that never closes has no closures" in r.text
+                r = await client.put("/v1/stores/closed-school", headers=ADMIN, json={
                     "timezone": "Europe/Berlin", "closures": [break_]})
                 assert r.status_code == 200, r.text
                 assert r.json()["closures"] == [break_]
@@ -368,7 +372,8 @@ async def test_a_school_without_closed_days_on_record_is_warned(settings_factory
     stores lacking them stay the same, and counts the tenant in
     ``churnwatch_scorer_tenants_without_closures``; with a closure on record it does neither, until
     its students' events name a store that has none. A student of such a store, away, is said
-    to be at one without closed days on record. The processor against a real Redis and
+    to be at one without closed days on record, until it is recorded as never closing. The
+    processor against a real Redis and
     broker."""
     settings = settings_factory(topic_partitions=1, business_type="school")
     redis = make_redis(settings)
@@ -417,7 +422,21 @@ async def test_a_school_without_closed_days_on_record_is_warned(settings_factory
                          if r["code"] == "overdue"]
             assert overdue["text"].endswith("; their store has no closed days on record") \
                 is hinted, overdue
-            assert overdue["text_zh"].endswith("；其门店未登记休业日") is hinted, overdue
+            assert overdue["text_zh"].endswith("；其门店尚未记录停业日期") is hinted, overdue
+        # west is an online course, which never closes: so recorded, nothing is missing, and
+        # its student's reasons (scored again with a late event) say nothing of closed days
+        await ProfileStore(redis, keys).put_store(Store(store_id="west", never_closes=True))
+        proc._zones_read.clear()
+        caplog.clear()
+        assert await visits(1, customer_id="w", store_id="west") == 0 and not warned()
+        await feed.apply(proc, [{"event_id": "wes-late", "type": "visit", "customer_id": "wes",
+                                 "occurred_at": iso(away - timedelta(hours=1)),
+                                 "store_id": "west"}])
+        [row] = await read_states(redis, keys, [("default", "wes")], ["tier", "risk"])
+        assert row["tier"] == "high", row
+        reasons = json.loads(row["risk"])["reasons"]
+        assert any(r["code"] == "overdue" for r in reasons), reasons
+        assert not any("on record" in r["text"] for r in reasons), reasons
     finally:
         await producer.stop()
         await redis.aclose()

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from services.common.profiles import MAX_CLOSURES, Store
 from services.scoring.closures import (
     DAY_MS,
+    NEVER_CLOSED,
     Closures,
     StoreCalendar,
     calendar_closures,
@@ -340,7 +341,7 @@ def test_a_school_s_reasons_say_when_no_closed_days_are_on_record() -> None:
     told = {r.code: (r.text, r.text_zh) for r in unrecorded.reasons}
     assert told["overdue"] == (
         "24 days since the last class; usually every 4 days; their store has no closed days "
-        "on record", "距上次上课已24天；平时每4天一次；其门店未登记休业日"), told
+        "on record", "距上次上课已24天；平时每4天一次；其门店尚未记录停业日期"), told
     [recorded] = school.assess([Subject("c", (), acts[0].ts, summary=summary,
                                         closures=closures)], away)
     assert recorded.tier == "low"
@@ -354,3 +355,33 @@ def test_a_school_s_reasons_say_when_no_closed_days_are_on_record() -> None:
     [regular] = school.assess([Subject("c", (), acts[0].ts, summary=summary)], back)
     assert regular.tier == "low"
     assert not any("on record" in r.text for r in regular.reasons), regular.reasons
+
+
+def test_a_store_that_never_closes_has_its_closed_days_on_record() -> None:
+    """``never_closes`` (an online course beside a school): its closed days are known — none
+    — so a school is not warned of it, its customers' reasons do not say they lack them, and
+    their days count as a store without closures' do. Not with closures."""
+    with pytest.raises(ValidationError, match="never closes has no closures"):
+        Store.model_validate({"store_id": "s", "never_closes": True,
+                              "closures": [{"first": "2026-07-01", "last": "2026-07-02"}]})
+    online = Store(store_id="online", never_closes=True)
+    assert online.closed_days_on_record and not Store(store_id="s").closed_days_on_record
+    cal = calendar_of(online.model_dump_json(exclude_none=True))
+    assert cal == StoreCalendar("UTC", (), True) and cal.on_record
+    assert calendar_closures(cal) is NEVER_CLOSED
+    assert calendar_of('{"never_closes": "yes"}') == StoreCalendar("UTC")  # only true is true
+    assert calendar_closures(StoreCalendar("UTC")) is None
+    school = load_rules(business_type="school")
+    assert closed_days_missing(school, {"online": cal.on_record}) is None
+    acts, summary = _student(4, 60)
+    engine = Engine(Scorecard(), Thresholds(), rules=school)
+    away = ms(2026, 7, 22)
+    [never] = engine.assess([Subject("c", (), acts[0].ts, summary=summary,
+                                     closures=NEVER_CLOSED)], away)
+    [unrecorded] = engine.assess([Subject("c", (), acts[0].ts, summary=summary)], away)
+    assert never.features == unrecorded.features and never.tier == unrecorded.tier == "high"
+    assert [r.text for r in never.reasons] == [
+        r.text.removesuffix("; their store has no closed days on record")
+        for r in unrecorded.reasons]
+    assert any(r.text.endswith("on record") for r in unrecorded.reasons)
+    assert Subject("c", acts, closures=NEVER_CLOSED).return_after_gap(away, 20, 60) is None

@@ -297,13 +297,13 @@ def test_a_school_s_sms_keeps_the_word_that_no_closed_days_are_on_record(recipie
         "store_id": "lycee-nord",
         "reasons": [Reason(code="overdue", text="24 days since the last class; usually every "
                            "4 days; their store has no closed days on record",
-                           text_zh="距上次上课已24天；平时每4天一次；其门店未登记休业日",
+                           text_zh="距上次上课已24天；平时每4天一次；其门店尚未记录停业日期",
                            weight=9.0)],
         "suggested_action": SuggestedAction(
             code="personal_call", text="Call or message the customer personally with an "
             "invitation to book", text_zh="亲自致电或发消息邀请客户预约")})
     sms = Templates().sms(school, recipient, customer_name="Priya Okafor", ack_url=LINK)
-    said = "no closed days on record" if recipient is EN else "其门店未登记休业日"
+    said = "no closed days on record" if recipient is EN else "其门店尚未记录停业日期"
     action = school.suggested_action.text if recipient is EN else school.suggested_action.text_zh
     assert said in sms and action in sms and sms.endswith(LINK), sms
     assert sms_segments(sms) == 2
