@@ -78,6 +78,7 @@ from services.state.store import (
     Ref,
     StateConflict,
     StateStore,
+    TenantStores,
     clock_member,
     index_score,
     risk_snapshot,
@@ -249,8 +250,8 @@ class ScorerMetrics:
         self.closed_days_missing = Gauge(
             "churnwatch_scorer_tenants_without_closures",
             "Tenants whose rules expect closed days (a school's) with a store, or no store at "
-            "all, without any on record: their holidays read as customers leaving (of the "
-            "tenants this worker scored; aggregate with max). The log and GET /v1/status name "
+            "all, without any on record: their holidays read as customers leaving (of every "
+            "tenant the scorer has seen; aggregate with max). The log and GET /v1/status name "
             "them.", registry=registry)
 
 
@@ -473,16 +474,20 @@ class Processor:
                 logger.warning("%s; reading them again", exc)
                 committed = await self._retry("read", self._committed)
 
-    async def _read_stores(self, tenants: Iterable[str]) -> None:
+    async def _read_stores(self, tenants: Iterable[str], *, retry: bool = True) -> None:
         """Know the time zones and closed days of these tenants' stores, read again every
-        :data:`STORE_ZONES_REFRESH_S` seconds (one round trip for all stale tenants)."""
+        :data:`STORE_ZONES_REFRESH_S` seconds (one round trip for all stale tenants).
+        ``retry=False`` (the gauges, best effort): a failed read raises instead of waiting."""
         now = time.monotonic()
         stale = [t for t in tenants if now - self._zones_read.get(t, -1e9) >= STORE_ZONES_REFRESH_S]
         if not stale:
             return
         checked = {t for t in stale if self.engine.business_of(t).expects_closed_days}
-        read = await self._retry(
-            "read", lambda: self.store.read_store_calendars(stale, named=checked))
+
+        def fetch() -> Awaitable[dict[str, TenantStores]]:
+            return self.store.read_store_calendars(stale, named=checked)
+
+        read = await (self._retry("read", fetch) if retry else fetch())
         for t in stale:
             stores = read[t]
             calendars = stores.calendars
@@ -1069,6 +1074,11 @@ class Processor:
         for p, hw in highwater.items():
             self.metrics.lag.labels(str(p)).set(max(hw - int(done.get(str(p), 0)), 0))
         tenants = sorted(str(t) for t in await redis.smembers(self.keys.tenants))  # type: ignore[misc]
+        # every tenant whose closed days are checked, not only those scored since this worker
+        # started: a school silent over its break stays counted after a restart (its stores
+        # read at most every STORE_ZONES_REFRESH_S, as for a batch)
+        await self._read_stores((t for t in tenants
+                                 if self.engine.business_of(t).expects_closed_days), retry=False)
         pipe = redis.pipeline(transaction=False)
         for t in tenants:
             pipe.smembers(self.keys.store_set(t))

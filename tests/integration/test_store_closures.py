@@ -370,7 +370,8 @@ async def test_a_school_without_closed_days_on_record_is_warned(settings_factory
     """A tenant judged as a ``school`` whose stores have no closed days on record: its summer
     would read as every student leaving, so the scorer says so in its log, once while the
     stores lacking them stay the same, and counts the tenant in
-    ``churnwatch_scorer_tenants_without_closures``; with a closure on record it does neither, until
+    ``churnwatch_scorer_tenants_without_closures`` (a worker started since, too, before any
+    event); with a closure on record it does neither, until
     its students' events name a store that has none. A student of such a store, away, is said
     to be at one without closed days on record, until it is recorded as never closing. The
     processor against a real Redis and
@@ -403,6 +404,14 @@ async def test_a_school_without_closed_days_on_record_is_warned(settings_factory
         [said] = warned()
         assert "no closed day is on record for its store north;" in said
         assert "PUT /v1/stores/{store_id}" in said
+        # a worker started since (a restart over the school's break) counts it too, before
+        # any event of the tenant reaches it: from its gauges' refresh
+        restarted = CollectorRegistry()
+        await Processor(settings=settings, store=StateStore.from_settings(redis, settings),
+                        producer=producer, registry=restarted,
+                        engine=Engine.from_settings(load_model(settings.model), settings)
+                        ).refresh_gauges({})
+        assert restarted.get_sample_value("churnwatch_scorer_tenants_without_closures") == 1
         await ProfileStore(redis, keys).put_store(Store.model_validate(
             {"store_id": "north", "closures": [{"first": "2026-07-01", "last": "2026-08-31"}]}))
         caplog.clear()
