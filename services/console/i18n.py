@@ -164,7 +164,8 @@ TEXT: dict[str, dict[str, str]] = {
         "closed_days_missing_intro": "Your customers are judged as a school's students. "
                                      "Without the school's holidays on record, a break reads "
                                      "as every regular student leaving, and staff are alerted "
-                                     "about each of them.",
+                                     "about each of them (their alerts say that no closed "
+                                     "days are on record).",
         "closed_days_missing_stores": "No closed days on record for:",
         "closed_days_missing_none": "There is no store on record to hold them: add your "
                                     "school below as a store, with its holidays.",
@@ -398,7 +399,7 @@ TEXT: dict[str, dict[str, str]] = {
         "closed_days_missing_never": "从不停业的门店（例如线上课程）：请在其表单中勾选“从不停业”。",
         "closed_days_missing": "请填写停业日期",
         "closed_days_missing_intro": "您的客户按学校学生的标准评估。若未记录学校的假期，"
-                                     "放假期间每位常来的学生都会看起来已流失，员工会就每一位收到提醒。",
+                                     "放假期间每位常来的学生都会看起来已流失，员工会就每一位收到提醒（提醒中会注明尚未记录停业日期）。",
         "closed_days_missing_stores": "以下门店尚未记录停业日期：",
         "closed_days_missing_none": "还没有可记录停业日期的门店：请在下方把您的学校添加为门店，并填写假期。",
         "closed_days_missing_ask": "还没有可记录停业日期的门店：请联系负责全部门店的店长或管理员，"

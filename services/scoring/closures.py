@@ -132,7 +132,8 @@ class ClosedDaysMissing(NamedTuple):
                 f"days, but "
                 f"{where}; its holidays will read as customers leaving (a school's three weeks "
                 "into a break: every regular student high). Enter them with "
-                "PUT /v1/stores/{store_id} (closures) or on the console's Team page")
+                "PUT /v1/stores/{store_id} (closures; never_closes for a store that never "
+                "closes) or on the console's Team page")
 
 
 def closed_days_missing(rules: RuleSet | None, has_closures: Mapping[str, bool]
