@@ -527,16 +527,21 @@ class Processor:
         took such a store follows their profile when it names another."""
         if cs.store_named:
             return
-        home = home_store(cs.store_id, cs.profile_store, self._only_store.get(cs.tenant))
+        home = self._home_of(cs)
         if home and home != cs.store_id:
             self._move_store(cs, home, False, by="profile" if cs.profile_store else "only")
+
+    def _home_of(self, cs: CustomerState) -> str | None:
+        """The store whose closed days and clock count for the customer (:func:`home_store`),
+        None for one who belongs to no store."""
+        return home_store(cs.store_id, cs.profile_store, self._only_store.get(cs.tenant))
 
     def _closures_of(self, cs: CustomerState) -> Closures | None:
         """The closed days of the customer's store, if it has any."""
         closed = self._closures.get(cs.tenant)
         if not closed:
             return None
-        store = home_store(cs.store_id, cs.profile_store, self._only_store.get(cs.tenant))
+        store = self._home_of(cs)
         return closed.get(store) if store else None
 
     @staticmethod
@@ -1142,7 +1147,8 @@ class Processor:
         if states:
             subjects = [Subject(cs.customer_id, (), cs.first_ts, cs.tier, cs.tier_since,
                                 summary=cs.summary, tenant=cs.tenant,
-                                closures=self._closures_of(cs)) for cs in states]
+                                closures=self._closures_of(cs),
+                                storeless=self._home_of(cs) is None) for cs in states]
             try:
                 results = self.engine.assess_paths(subjects, nows, steps=steps, fresh=fresh)
                 paths = list(enumerate(results))

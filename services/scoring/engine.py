@@ -77,6 +77,9 @@ class Subject:
     tenant: str = "default"  # whose value-tier boundaries apply
     # the days the customer's store is closed: their silence does not count on them
     closures: Closures | None = None
+    # the customer belongs to no store (none named, none on their profile, not the tenant's
+    # only store): no store's closed days can count for them
+    storeless: bool = False
 
     def features(self, now_ms: int) -> dict[str, float]:
         if self.closures:  # (a store that never closes: none to count)
@@ -432,7 +435,7 @@ class Engine:
             closed = s.closures.closed_ms(s.last_ms(now_ms) or now_ms, now_ms) / DAY_MS
             why = calendar_reasons(why, f, closed, business.rules)
         elif business.expects_closed_days:  # none on record: said, where days are counted
-            why = unrecorded_closures_reasons(why, f, business.rules)
+            why = unrecorded_closures_reasons(why, f, business.rules, storeless=s.storeless)
         stage = lifecycle_stage(f, tier=tier, horizon_days=horizon,
                                 won_back=lambda q, w: s.return_after_gap(now_ms, q, w))
         return Assessment(
@@ -510,16 +513,21 @@ def calendar_reasons(why: list[Reason], f: dict[str, float], closed_days: float,
 
 
 UNRECORDED_CLOSURES = ("their store has no closed days on record", "其门店尚未记录停业日期")
+NO_STORE = ("no store is on record for them, so no closed days count",
+            "尚未记录其所属门店，停业日期无法计入")
 
 
 def unrecorded_closures_reasons(why: list[Reason], f: dict[str, float],
-                                rules: RuleSet | None) -> list[Reason]:
+                                rules: RuleSet | None, *, storeless: bool = False
+                                ) -> list[Reason]:
     """Reasons that count days up to "now", for a customer of a business whose rules expect
     closed days (a school's) when their store has none on record: said so, so that whoever
     reads "24 days since the last class" in the third week of an unentered summer break knows
     it may be the break (the console's Team page and ``GET /v1/status`` tell the managers; the
-    staff texted about the student read only this). Reasons that do not count days stay."""
-    en, zh = UNRECORDED_CLOSURES
+    staff texted about the student read only this). ``storeless``: the customer belongs to no
+    store, which is what to fix (a school not entered as a store; in a chain, their profile's
+    ``store_id``), not a store's closed days. Reasons that do not count days stay."""
+    en, zh = NO_STORE if storeless else UNRECORDED_CLOSURES
     return [r if told is None else r.model_copy(update={
         "text": f"{r.text}; {en}", "text_zh": f"{r.text_zh}；{zh}"})
         for r, told in zip(why, _told_later(why, f, 1.0, rules), strict=True)]

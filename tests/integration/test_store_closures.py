@@ -365,18 +365,19 @@ async def test_a_profile_s_store_is_theirs_in_a_tenant_with_no_store_on_record(
 
 
 async def test_a_school_without_closed_days_on_record_is_warned(settings_factory,
-                                                                caplog: pytest.LogCaptureFixture
-                                                                ) -> None:
+                                                                caplog: pytest.LogCaptureFixture,
+                                                                tmp_path: Path) -> None:
     """A tenant judged as a ``school`` whose stores have no closed days on record: its summer
     would read as every student leaving, so the scorer says so in its log, once while the
     stores lacking them stay the same, and counts the tenant in
     ``churnwatch_scorer_tenants_without_closures`` (a worker started since, too, before any
     event); with a closure on record it does neither, until
     its students' events name a store that has none. A student of such a store, away, is said
-    to be at one without closed days on record, until it is recorded as never closing. The
-    processor against a real Redis and
+    to be at one without closed days on record, until it is recorded as never closing; one
+    of no store, to belong to none (also as read by the API). The processor against a real Redis and
     broker."""
-    settings = settings_factory(topic_partitions=1, business_type="school")
+    settings = settings_factory(topic_partitions=1, business_type="school", api_keys=KEYS,
+                                api_rate_limit_per_second=0)
     redis = make_redis(settings)
     keys = Keys(settings.redis_prefix)
     producer = await start_producer(settings)
@@ -446,6 +447,28 @@ async def test_a_school_without_closed_days_on_record_is_warned(settings_factory
         reasons = json.loads(row["risk"])["reasons"]
         assert any(r["code"] == "overdue" for r in reasons), reasons
         assert not any("on record" in r["text"] for r in reasons), reasons
+        # a student of no store (two stores on record, none named, no profile): what to fix is
+        # their store, not a store's closed days; a read as of now (the API) says the same
+        await feed.apply(proc, _student("nob", None, away))
+        [row] = await read_states(redis, keys, [("default", "nob")], ["tier", "risk", "store"])
+        assert row["tier"] == "high" and not row.get("store"), row
+        no_store = ("; no store is on record for them, so no closed days count",
+                    "；尚未记录其所属门店，停业日期无法计入")
+        with ServiceProcess("api", settings, tmp_path / "api.log",
+                            health_port_setting="api_port") as api:
+            async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
+                r = await client.get("/v1/customers/nob/risk", headers=READ,
+                                     params={"as_of": iso(datetime.now(UTC))})
+                assert r.status_code == 200, r.text
+                read_now = r.json()
+                r = await client.get("/v1/customers/wes/risk", headers=READ,
+                                     params={"as_of": iso(datetime.now(UTC))})
+                wes_now = r.json()
+        for risk in (json.loads(row["risk"]), read_now):
+            [overdue] = [r for r in risk["reasons"] if r["code"] == "overdue"]
+            assert (overdue["text"].endswith(no_store[0])
+                    and overdue["text_zh"].endswith(no_store[1])), overdue
+        assert not any("on record" in r["text"] for r in wes_now["reasons"]), wes_now
     finally:
         await producer.stop()
         await redis.aclose()

@@ -342,6 +342,12 @@ def test_a_school_s_reasons_say_when_no_closed_days_are_on_record() -> None:
     assert told["overdue"] == (
         "24 days since the last class; usually every 4 days; their store has no closed days "
         "on record", "距上次上课已24天；平时每4天一次；其门店尚未记录停业日期"), told
+    # a student of no store: what is missing is their store
+    [storeless] = school.assess([Subject("c", (), acts[0].ts, summary=summary,
+                                         storeless=True)], away)
+    assert {r.code: (r.text, r.text_zh) for r in storeless.reasons}["overdue"] == (
+        "24 days since the last class; usually every 4 days; no store is on record for them, "
+        "so no closed days count", "距上次上课已24天；平时每4天一次；尚未记录其所属门店，停业日期无法计入")
     [recorded] = school.assess([Subject("c", (), acts[0].ts, summary=summary,
                                         closures=closures)], away)
     assert recorded.tier == "low"

@@ -84,9 +84,9 @@ async def get_risk(customer_id: CustomerId, res: Res, key: ReadKey,
     await res.engine.refresh(res.redis, res.keys, min_interval=res.settings.model_refresh_seconds)
     # the tenant's value-tier boundaries as the scorer last computed them (re-read every 60 s)
     await res.engine.refresh_value_bounds(res.redis, res.keys, min_interval=60.0)
+    closures, storeless = await _closures(res, key.tenant, cs)
     a = res.engine.assess([Subject(customer_id, (), first_ms, summary=cs.summary,
-                                   tenant=key.tenant,
-                                   closures=await _closures(res, key.tenant, cs))],
+                                   tenant=key.tenant, closures=closures, storeless=storeless)],
                           at_ms, with_history=False)[0]
     body = a.to_json()
     body["as_of"] = rfc3339(at)
@@ -96,10 +96,11 @@ async def get_risk(customer_id: CustomerId, res: Res, key: ReadKey,
                                 "holdout": holdout(a.tier, key.tenant, customer_id, share)})
 
 
-async def _closures(res: Resources, tenant: str, cs: CustomerState) -> Closures | None:
+async def _closures(res: Resources, tenant: str, cs: CustomerState
+                    ) -> tuple[Closures | None, bool]:
     """The closed days of the customer's store, as the scorer counts them: for a customer
     whose events name no store, their profile's ``store_id``; without a store of their own,
-    the tenant's only store's (:func:`only_store`)."""
+    the tenant's only store's (:func:`only_store`). And whether they belong to no store."""
     key = res.keys.stores(tenant)
     profile = None if cs.store_named else home_store_of(
         await res.redis.get(res.keys.profile(cs.customer_id, tenant)))
@@ -110,10 +111,13 @@ async def _closures(res: Resources, tenant: str, cs: CustomerState) -> Closures 
         # the one record, read as the scorer reads them (names are str: decode_responses)
         calendars = {str(s): c for s, raw in (await res.redis.hgetall(key)).items()
                      if (c := calendar_of(raw)) is not None}
-        calendar = calendars.get(only_store(calendars) or "")
+        only = only_store(calendars)
+        if only is None:  # (its record unreadable: the scorer takes no store either)
+            return None, True
+        calendar = calendars[only]
     else:
-        return None
-    return calendar_closures(calendar) if calendar is not None else None
+        return None, True
+    return (calendar_closures(calendar) if calendar is not None else None), False
 
 
 @router.delete(
