@@ -536,12 +536,13 @@ class Processor:
         None for one who belongs to no store."""
         return home_store(cs.store_id, cs.profile_store, self._only_store.get(cs.tenant))
 
-    def _closures_of(self, cs: CustomerState) -> Closures | None:
-        """The closed days of the customer's store, if it has any."""
+    def _closures_of(self, cs: CustomerState, home: str | None = None) -> Closures | None:
+        """The closed days of the customer's store, if it has any (``home``: that store, when
+        the caller has it from :meth:`_home_of`)."""
         closed = self._closures.get(cs.tenant)
         if not closed:
             return None
-        store = self._home_of(cs)
+        store = home or self._home_of(cs)
         return closed.get(store) if store else None
 
     @staticmethod
@@ -1145,10 +1146,11 @@ class Processor:
         (:meth:`_fresh_points`)."""
         paths: list[tuple[int, list[Assessment]]] = []
         if states:
+            homes = [self._home_of(cs) for cs in states]
             subjects = [Subject(cs.customer_id, (), cs.first_ts, cs.tier, cs.tier_since,
                                 summary=cs.summary, tenant=cs.tenant,
-                                closures=self._closures_of(cs),
-                                storeless=self._home_of(cs) is None) for cs in states]
+                                closures=self._closures_of(cs, home), storeless=home is None)
+                        for cs, home in zip(states, homes, strict=True)]
             try:
                 results = self.engine.assess_paths(subjects, nows, steps=steps, fresh=fresh)
                 paths = list(enumerate(results))
