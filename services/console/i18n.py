@@ -175,6 +175,16 @@ TEXT: dict[str, dict[str, str]] = {
         "store_no_closures": "no closed days on record",
         "add_store": "Add a store", "add_store_id": "New store's ID",
         "add_store_hint": "The store_id your POS sends, if it sends one.",
+        "store_no_customers": "no customers yet",
+        "unknown_store": "No customer belongs to this store yet",
+        "unknown_store_near": "Did you mean", "unknown_store_near_end": "?",
+        "unknown_store_named": "Your customers belong to these stores:",
+        "unknown_store_more": "and {n} more, all on the Team page.",
+        "unknown_store_counts": "What you set here (closed days, time zone, manager) counts "
+                                "only for customers whose POS events or profile name the "
+                                "store ID “{store}”. If this store is one of those above, "
+                                "open it instead: saved under another ID, it is a second "
+                                "store.",
         "invalid_store_id": "A store ID is 1 to 128 characters, not only spaces (the "
                             "store_id your POS sends): go back and correct it.",
         "every_store_only": "Adding a store is for managers of every store and administrators.",
@@ -407,6 +417,14 @@ TEXT: dict[str, dict[str, str]] = {
         "store_no_closures": "尚未记录停业日期",
         "add_store": "添加门店", "add_store_id": "新门店编号",
         "add_store_hint": "即收银系统发送的 store_id（如有）。",
+        "store_no_customers": "尚无顾客",
+        "unknown_store": "尚无顾客属于此门店",
+        "unknown_store_near": "您要找的是否为", "unknown_store_near_end": "？",
+        "unknown_store_named": "您的顾客属于以下门店：",
+        "unknown_store_more": "另有 {n} 家，均列于团队页面。",
+        "unknown_store_counts": "此处设置的停业日期、时区和店长，只对收银事件或档案中门店编号"
+                                "为“{store}”的顾客生效。如果这家门店就是上面所列之一，请改为"
+                                "打开它：以其他编号保存，会成为另一家门店。",
         "invalid_store_id": "门店编号为 1 至 128 个字符，不能只有空格（即收银系统发送的 store_id）："
                             "请返回修改。",
         "every_store_only": "只有负责全部门店的店长和管理员可以添加门店。",

@@ -13,9 +13,11 @@ person's console session follows on their next page (:func:`~services.console.se
 
 from __future__ import annotations
 
+import difflib
 import re
 import time
 import zoneinfo
+from collections.abc import Collection
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, get_args
@@ -40,7 +42,7 @@ from services.console.sessions import Session
 from services.console.web import current_session, here, page, signed_in_form, to_sign_in
 from services.records import owners as ownership
 from services.records import profiles as profilelog
-from services.records.atrisk import tenant_stores
+from services.records.atrisk import stores_with_customers, tenant_stores
 from services.scoring.closures import closed_days_missing
 from services.web.deps import Res, Resources, get_profiles
 
@@ -127,6 +129,35 @@ def handover_path(staff_id: str) -> str:
 
 def store_path(store_id: str) -> str:
     return f"{TEAM}/stores/{quote(store_id, safe='')}"
+
+
+UNKNOWN_LISTED = 10  # stores the notice of an unknown store ID names (the rest: the Team page)
+
+
+def _folded(store_id: str) -> str:
+    """A store ID as a person may mistype it: case, spaces and punctuation set aside."""
+    return "".join(ch for ch in store_id.casefold() if ch.isalnum())
+
+
+def unknown_store(store_id: str, with_customers: Collection[str]) -> dict[str, Any] | None:
+    """What the form of a store that no customer belongs to says, while others have customers
+    (``with_customers``, :func:`~services.records.atrisk.stores_with_customers`): a store
+    entered under another ID than the one its POS sends is a second store, whose closed days,
+    time zone and manager count for nobody. ``near``: up to 3 of those stores the ID may have
+    meant ("Lycee West" for ``lycee-west``); ``named``: the first of them all, ``more``: how
+    many more. The same ID but for case, spaces and punctuation is the only near one. None
+    when the ID has customers, or no store has any yet (nothing to tell)."""
+    if not with_customers or store_id in with_customers:
+        return None
+    named = sorted(with_customers)
+    by_fold: dict[str, list[str]] = {}
+    for s in named:
+        by_fold.setdefault(_folded(s), []).append(s)
+    typed = _folded(store_id)
+    close = [typed] if typed in by_fold else \
+        difflib.get_close_matches(typed, list(by_fold), n=3, cutoff=0.75)
+    return {"near": [s for f in close for s in by_fold[f]][:3],
+            "named": named[:UNKNOWN_LISTED], "more": max(0, len(named) - UNKNOWN_LISTED)}
 
 
 def _by(session: Session) -> str:
@@ -230,6 +261,8 @@ async def team_page(request: Request, res: Res) -> Response:
                                     limit=profilelog.TEAM_LOG_MAX)
     changes = await _changes(res, session, log, names,
                              {s.store_id: s.name for s in stores if s.name})
+    recorded = {s.store_id for s in stores if s.model_fields_set - {"store_id"}}
+    with_customers = await stores_with_customers(res.redis, res.keys, session.tenant)
     everyone = {m.staff_id for m in await get_profiles(res).list_staff(session.tenant)}
     former = await _former(res, session, everyone, {
         str(e["id"]): str(e["name"]) for e in reversed(log)
@@ -238,8 +271,8 @@ async def team_page(request: Request, res: Res) -> Response:
                 csrf=session.csrf, stores=stores, staff=staff, names=names, saved=saved_name,
                 changes=changes, former=former,
                 removed=request.query_params.get("removed") == "1", staff_path=staff_path,
-                store_path=store_path, recorded={s.store_id for s in stores
-                                                 if s.model_fields_set - {"store_id"}},
+                store_path=store_path, recorded=recorded,
+                idle=recorded - with_customers if with_customers else set(),
                 closed={s.store_id: c for s in stores
                         if (c := closed_next(s, time.time() * 1000)) is not None},
                 missing=closed_days_missing(res.engine.business_of(session.tenant).rules,
@@ -438,9 +471,13 @@ async def _store_form(request: Request, res: Resources, session: Session, store:
                       values: dict[str, Any], errors: dict[str, str] | None = None,
                       status: int = 200) -> Response:
     managers = await _managers(res, session, store.store_id)
+    # the other stores are named only to whom reaches every store
+    unknown = None if session.stores is not None else unknown_store(
+        store.store_id, await stores_with_customers(res.redis, res.keys, session.tenant))
     return page("store_form.html.j2", request, locale=session.locale, status=status,
                 session=session, csrf=session.csrf, store=store, values=values,
                 errors=errors or {}, managers=managers, locales=LOCALES, zones=zones(),
+                unknown=unknown, store_path=store_path,
                 action=store_path(store.store_id), here=here(request))
 
 

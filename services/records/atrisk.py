@@ -113,6 +113,12 @@ async def tenant_stores(redis: Redis, keys: Keys, tenant: str) -> list[str]:
     return sorted({str(s) for s in named} | {str(s) for s in configured})
 
 
+async def stores_with_customers(redis: Redis, keys: Keys, tenant: str) -> set[str]:
+    """The stores the tenant's customers have belonged to, by their events, profiles or as
+    the only store (the scorer's store set): not the stores merely configured."""
+    return {str(s) for s in await redis.smembers(keys.store_set(tenant))}  # type: ignore[misc]
+
+
 def _item(cid: str, tenant: str, state: list[str | None], prio: str,
           profile: CustomerProfile | None, share: float) -> dict[str, Any]:
     tier, score, store, last_ts, risk_raw, tz = state

@@ -1646,7 +1646,8 @@ async def test_a_school_is_asked_for_its_closed_days_until_they_are_on_record(
     (its administrator adds one, an ID of spaces refused with what to fix), then which store
     its events name that has none; a manager of a store that has them is not told about
     another's; a store that never closes is ticked so, not given a closure. ``GET /v1/status``
-    says the same to each key."""
+    says the same to each key. A store added under an ID no customer belongs to, while others
+    have customers, is told so on its form, with the ID it may have meant."""
     settings = settings_factory(
         api_keys="console-admin-1:admin,lycee-admin-01:admin@lycee,"
                  "lycee-east-01:admin@lycee/lycee-east,lycee-south-01:read@lycee/lycee-south",
@@ -1767,6 +1768,37 @@ async def test_a_school_is_asked_for_its_closed_days_until_they_are_on_record(
         assert await warnings("lycee-admin-01") == []
         west = json.loads(await redis.hget(keys.stores("lycee"), "lycee-west") or "{}")
         assert west.get("never_closes") is True and not west.get("closures"), west
+
+        def west_again_by_mistake() -> None:
+            # "Add a store" under an ID the POS does not send would make a second store:
+            # its form says so, with the ID it may have meant
+            d.get(f"{api.url}/console/team")
+            until(lambda: d.find_elements(By.ID, "stores"), "the team page")
+            assert d.find_element(By.ID, "idle-lycee-east").text == "no customers yet"
+            assert not d.find_elements(By.ID, "idle-lycee-west")
+            d.find_element(By.ID, "new-store-id").send_keys("Lycee West")
+            d.find_element(By.ID, "add-store").click()
+            until(lambda: d.find_elements(By.ID, "store-form"), "the new store's form")
+            notice = d.find_element(By.ID, "unknown-store").text
+            assert "No customer belongs to this store yet" in notice, notice
+            assert "Did you mean lycee-west?" in notice, notice
+            assert "Your customers belong to these stores: lycee-west" in notice, notice
+            assert "name the store ID “Lycee West”" in notice, notice
+            fits(d)
+            shoot(d, tmp_path, "store-unknown-id.en")
+            d.find_element(By.ID, "language").click()
+            until(lambda: "尚无顾客属于此门店" in text(d), "the notice in zh-CN")
+            assert "您要找的是否为 lycee-west？" in d.find_element(By.ID, "unknown-store").text
+            d.find_element(By.ID, "language").click()
+            until(lambda: "Did you mean" in text(d), "the notice in English again")
+            d.find_element(By.CSS_SELECTOR, "#unknown-store-near a").click()
+            until(lambda: d.find_element(By.ID, "store-id").text.endswith("lycee-west"),
+                  "west's form")
+            assert not d.find_elements(By.ID, "unknown-store")  # its customers belong to it
+
+        await asyncio.to_thread(west_again_by_mistake)
+        # nothing saved under the mistaken ID
+        assert sorted(await redis.hkeys(keys.stores("lycee"))) == ["lycee-east", "lycee-west"]
     finally:
         await redis.aclose()
         api.stop()

@@ -279,3 +279,25 @@ def test_the_team_page_shows_the_closure_going_on_or_coming_next() -> None:
     assert c is not None and c.note == "new year"
     assert closed_next(store, datetime(2027, 1, 4, 15, 0, tzinfo=UTC).timestamp() * 1000) is None
     assert closed_next(Store(store_id="t"), at) is None
+
+
+def test_a_store_id_no_customer_belongs_to_is_told_with_the_ids_it_may_have_meant() -> None:
+    """A store entered under another ID than its POS sends is a second store: its form says
+    so while other stores have customers, naming the near ones first."""
+    from services.console.team import UNKNOWN_LISTED, unknown_store
+
+    pos = {"lycee-west", "lycee-east", "st-001", "st-002"}
+    assert unknown_store("lycee-west", pos) is None  # customers belong to it
+    assert unknown_store("Downtown", set()) is None  # no customer anywhere yet: nothing to say
+    told = unknown_store("Lycee West", pos)
+    assert told is not None
+    assert told["near"] == ["lycee-west"] and told["more"] == 0
+    assert told["named"] == sorted(pos)
+    told = unknown_store("ST 01", pos)
+    assert told is not None and told["near"][0] in {"st-001", "st-002"}
+    told = unknown_store("Downtown", pos)
+    assert told is not None and told["near"] == []
+    many = {f"store-{i:03d}" for i in range(UNKNOWN_LISTED + 5)}
+    told = unknown_store("elsewhere", many)
+    assert told is not None
+    assert len(told["named"]) == UNKNOWN_LISTED and told["more"] == 5
