@@ -54,6 +54,16 @@ ONLINE_ACTION_OF = {reason: SuggestedAction(code=ACTION_OF[reason].code, text=te
                     for reason, (text, zh) in ONLINE_WORDS.items()}
 
 
+# The clause a reason counting days up to now ends with, for a customer of a business whose
+# rules expect closed days (a school's) and whose store has none on record, or who belongs to
+# no store (``services.scoring.engine.unrecorded_closures_reasons``); English, Chinese. A
+# message listing several customers who all have it says it once (``services.notifier
+# .templates.said_once``).
+UNRECORDED_CLOSURES = ("their store has no closed days on record", "其门店尚未记录停业日期")
+NO_STORE = ("no store is on record for them, so no closed days count",
+            "尚未记录其所属门店，停业日期无法计入")
+
+
 def action_code_of(reason_code: str) -> str | None:
     """The code of the action suggested for a reason (None: a reason without one)."""
     action = ACTION_OF.get(reason_code)

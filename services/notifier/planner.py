@@ -45,6 +45,7 @@ from services.notifier.templates import (
     at_risk_url,
     clip_sms,
     packaged,
+    said_once,
 )
 
 logger = logging.getLogger(__name__)
@@ -272,6 +273,7 @@ class Planner:
             # by priority (a year imported at go-live made most of them lapsed, and listed by
             # customer id they buried the few still to keep)
             items.sort(key=lambda i: (i["lapsed"], -i["priority"], str(i["customer"])))
+            items, note = said_once(items, person.locale)
             keep = [i for i in items if not i["lapsed"]]
             gone = items[len(keep):]
             ctx_vars = {"items": items, "keep": keep, "lapsed": gone,
@@ -282,7 +284,8 @@ class Planner:
                         # lists (the summary names some of those high)
                         "high_url": at_risk_url(self.link_base, "high"),
                         "lapsed_url": at_risk_url(self.link_base, "high", stage="churned"),
-                        "medium_url": at_risk_url(self.link_base, "medium")}
+                        "medium_url": at_risk_url(self.link_base, "medium"),
+                        "reasons_note": note}
             if registry.spec(channel).long_form:
                 subject = " ".join(self.templates.render(
                     tenant, person.locale, "summary.subject.j2", ctx_vars).split())

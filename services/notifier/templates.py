@@ -22,7 +22,7 @@ from typing import Any
 
 import jinja2
 
-from services.common.actions import reasons_why
+from services.common.actions import NO_STORE, UNRECORDED_CLOSURES, reasons_why
 from services.common.exceptions import ConfigError
 from services.common.riskchange import (
     TIER_RANK,
@@ -70,6 +70,42 @@ _GSM_EXT = set("^{}\\[~]|€")
 PACKAGED_DIR = Path(__file__).with_name("message_templates")
 _TIERS = {"en": {"low": "low", "medium": "medium", "high": "high"},
           "zh-CN": {"low": "低", "medium": "中", "high": "高"}}
+
+
+# What a digest or summary says once, above its list, when every customer it lists has the
+# clause (their reasons then leave it out): English, Chinese
+_SAID_ONCE = {
+    UNRECORDED_CLOSURES: (
+        "Their stores have no closed days on record, so the days counted below may include a "
+        "break (a manager enters closed days on the console's Team page).",
+        "他们的门店尚未记录停业日期，以下计算的天数可能包含假期（店长可在控制台的团队页面填写"
+        "停业日期）。"),
+    NO_STORE: (
+        "No store is on record for these customers, so no closed days count for them and the "
+        "days counted below may include a break (set the store on their profiles, or have the "
+        "POS send store_id).",
+        "这些顾客尚未记录所属门店，停业日期无法计入，以下计算的天数可能包含假期（请在其档案中"
+        "设置门店，或让收银系统发送 store_id）。"),
+}
+
+
+def said_once(items: Sequence[dict[str, Any]], locale: str
+              ) -> tuple[list[dict[str, Any]], str]:
+    """A digest's or summary's items (``reasons`` in the reader's words, as
+    :meth:`Templates.digest_item` gives them) each with ``reasons_told``, and the note said
+    once above the list: a school without closed days on record had every student's line end
+    with "their store has no closed days on record". When every item has a reason ending with
+    the same such clause, ``reasons_told`` leaves it out and the note says it; otherwise
+    ``reasons_told`` is ``reasons`` and the note is empty. ``reasons`` stays as it was (a
+    tenant's own templates may list it; the packaged ones fall back to it for an item without
+    ``reasons_told``)."""
+    zh = locale == "zh-CN"
+    for clause, note in _SAID_ONCE.items():
+        tail = ("；" if zh else "; ") + clause[1 if zh else 0]
+        if items and all(any(str(r).endswith(tail) for r in it["reasons"]) for it in items):
+            return [{**it, "reasons_told": [str(r).removesuffix(tail) for r in it["reasons"]]}
+                    for it in items], note[1 if zh else 0]
+    return [{**it, "reasons_told": it["reasons"]} for it in items], ""
 
 
 def sms_units(text: str) -> tuple[int, int]:
@@ -235,10 +271,11 @@ class Templates:
         """(subject, text, html) for email, ("", text, "") for SMS. The e-mail lists the
         first :data:`DIGEST_LISTED` items (``items_listed``) and links the rest in the console
         (``more_url``)."""
-        items = list(items)
+        items, note = said_once(items, recipient.locale)
         ctx = {"items": items, "items_listed": items[:DIGEST_LISTED],
                "recipient_name": recipient.name, "tenant": tenant, "delivery_id": delivery_id,
-               "more_url": more_url}  # the templates show it only when items are left out
+               "more_url": more_url,  # the templates show it only when items are left out
+               "reasons_note": note}
         if not registry.spec(channel).long_form:
             return "", clip_sms(self.render(tenant, recipient.locale, "digest.sms.j2", ctx)), ""
         return self._email("digest", tenant, recipient.locale, ctx)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from services.common.actions import first_reasons
+from services.common.actions import NO_STORE, UNRECORDED_CLOSURES, first_reasons
 from services.common.riskchange import (
     TIER_RANK,
     Reason,
@@ -510,11 +510,6 @@ def calendar_reasons(why: list[Reason], f: dict[str, float], closed_days: float,
         "text": f"{told[0]}; the store was closed on {n} of those days",
         "text_zh": f"{told[1]}；其间门店休业{n}天"})
         for r, told in zip(why, _told_later(why, f, closed_days, rules), strict=True)]
-
-
-UNRECORDED_CLOSURES = ("their store has no closed days on record", "其门店尚未记录停业日期")
-NO_STORE = ("no store is on record for them, so no closed days count",
-            "尚未记录其所属门店，停业日期无法计入")
 
 
 def unrecorded_closures_reasons(why: list[Reason], f: dict[str, float],

@@ -233,6 +233,36 @@ async def test_a_chinese_summary_mail_reads_on_a_phone_keep_first(
     await asyncio.to_thread(read_on_a_phone, chrome, page, tmp_path, "逾期", "summary-mail.zh-CN")
 
 
+async def test_a_school_s_go_live_summary_says_once_that_no_closed_days_are_on_record(
+        base, redis: Redis, smtp) -> None:
+    """A school going live without its closed days: every student's overdue reason ends with
+    "their store has no closed days on record". The summary mail, through the real notifier
+    and SMTP server, says it once above the list, and each student's line only why."""
+    controller, inbox = smtp
+    settings = base(ROUTES, smtp_host="127.0.0.1", smtp_port=controller.port,
+                    alert_summary_after=1.0)
+    keys = Keys(settings.redis_prefix)
+    profiles = await staff_and_stores(redis, keys)
+    then = datetime.now(UTC) - timedelta(days=200)
+    records = []
+    for n, cid in enumerate(("st-ana", "st-ben", "st-cy")):
+        await profiles.put_profile(cid, CustomerProfile(owner_staff_id="owner-1", name=cid))
+        reason = f"{20 + n} days since the last class; usually every 4 days; their store has " \
+                 "no closed days on record"
+        records.append((cid, change(cid, "low", "high", n=1, at=then, stage="at_risk",
+                                    texts=(reason, "Call"))[1]))
+    await produce_changes(settings, *records)
+    async with notifier(settings):
+        await wait_until(lambda: inbox.to("olga@example.com"), timeout=30, what="the summary")
+    [mail] = inbox.to("olga@example.com")
+    for body in (mail.get_body(("plain",)).get_content(), mail.get_body(("html",)).get_content()):
+        assert "their store has no closed days on record" not in body, body
+        note = body.index("Their stores have no closed days on record, so the days counted "
+                          "below may include a break")
+        assert note < body.index("st-ana") and body.count("no closed days on record") == 1
+        assert "21 days since the last class; usually every 4 days" in body
+
+
 async def test_a_summary_lists_customers_where_they_stand_not_as_their_last_change_said(
         base, redis: Redis, smtp, tmp_path: Path) -> None:
     """Silence past the churn horizon, or a return that leaves a customer high, changes no

@@ -16,6 +16,7 @@ from services.notifier.templates import (
     Templates,
     render_email,
     render_sms,
+    said_once,
     sms_segments,
     sms_units,
 )
@@ -307,3 +308,58 @@ def test_a_school_s_sms_keeps_the_word_that_no_closed_days_are_on_record(recipie
     action = school.suggested_action.text if recipient is EN else school.suggested_action.text_zh
     assert said in sms and action in sms and sms.endswith(LINK), sms
     assert sms_segments(sms) == 2
+
+
+@pytest.mark.parametrize("recipient", [EN, ZH])
+def test_a_digest_of_a_school_s_students_says_once_that_no_closed_days_are_on_record(
+        recipient) -> None:
+    """Every student's day-counting reason at a school without closed days on record ends
+    with the clause: a digest or go-live summary of them says it once above the list, not on
+    each line; when only some have it, each of those keeps it."""
+    zh = recipient is ZH
+    clause = "其门店尚未记录停业日期" if zh else "their store has no closed days on record"
+    storeless = "尚未记录其所属门店，停业日期无法计入" if zh else \
+        "no store is on record for them, so no closed days count"
+
+    def student(cid: str, tail: str | None) -> RiskChange:
+        text = f"{cid}: 24 days since the last class; usually every 4 days"
+        text_zh = f"{cid}：距上次上课已24天；平时每4天一次"
+        if tail is not None:
+            text, text_zh = f"{text}; {tail}", f"{text_zh}；{tail}"
+        return CHANGE.model_copy(update={"customer_id": cid, "reasons": [
+            Reason(code="overdue", text=text, text_zh=text_zh, weight=9.0),
+            Reason(code="open_complaint", text="1 unresolved complaint", text_zh="1 项未解决的投诉",
+                   weight=5.0)]})
+
+    t = Templates()
+    both = [t.digest_item(student(c, clause), recipient, event_id=c) for c in ("s-1", "s-2")]
+    _, text, html = t.digest(both, recipient, tenant="default", channel="email",
+                             delivery_id="dg")
+    note = "门店尚未记录停业日期，以下计算的天数可能包含假期" if zh else \
+        "Their stores have no closed days on record, so the days counted below may include"
+    for body in (text, html):
+        assert clause not in body and note in body, body
+        assert body.index(note) < body.index("s-1") < body.index("s-2")
+    assert ("1 项未解决的投诉" if zh else "1 unresolved complaint") in text
+    # a go-live summary, as the planner makes it: the same
+    items, said = said_once([i | {"score_now": "0.90", "link": "https://x/s"} for i in both],
+                            recipient.locale)
+    ctx = {"items": items, "keep": items, "lapsed": [], "keep_listed": items,
+           "lapsed_listed": [], "recipient_name": "Olga", "tenant": "default",
+           "delivery_id": "d1", "high_url": "https://x/high", "lapsed_url": "https://x/l",
+           "reasons_note": said}
+    for name in ("summary.txt.j2", "summary.html.j2"):
+        body = t.render("default", recipient.locale, name, ctx)
+        assert clause not in body and note in body, body
+    # students of no store: that is said instead
+    items, said = said_once([t.digest_item(student(c, storeless), recipient) for c in "ab"],
+                            recipient.locale)
+    assert storeless not in " ".join(r for i in items for r in i["reasons_told"])
+    assert ("这些顾客尚未记录所属门店" if zh else "No store is on record for these") in said
+    # only one has it: said on that line, no note; the reasons as they were stay
+    mixed = [both[0], t.digest_item(student("s-3", None), recipient, event_id="s-3")]
+    _, text, _ = t.digest(mixed, recipient, tenant="default", channel="email",
+                          delivery_id="dg")
+    assert text.count(clause) == 1 and note not in text
+    items, said = said_once(both, recipient.locale)
+    assert said and items[0]["reasons"] == both[0]["reasons"]
