@@ -143,7 +143,7 @@ def unknown_store(store_id: str, with_customers: Collection[str]) -> dict[str, A
     """What the form of a store that no customer belongs to says, while others have customers
     (``with_customers``, :func:`~services.records.atrisk.stores_with_customers`): a store
     entered under another ID than the one its POS sends is a second store, whose closed days,
-    time zone and manager count for nobody. ``near``: up to 3 of those stores the ID may have
+    time zone and manager count for none of them. ``near``: up to 3 of those stores the ID may have
     meant ("Lycee West" for ``lycee-west``); ``named``: the first of them all, ``more``: how
     many more. The same ID but for case, spaces and punctuation is the only near one. None
     when the ID has customers, or no store has any yet (nothing to tell)."""

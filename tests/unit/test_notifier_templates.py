@@ -363,3 +363,6 @@ def test_a_digest_of_a_school_s_students_says_once_that_no_closed_days_are_on_re
     assert text.count(clause) == 1 and note not in text
     items, said = said_once(both, recipient.locale)
     assert said and items[0]["reasons"] == both[0]["reasons"]
+    # one student: their line says it, as their alert does
+    items, said = said_once(both[:1], recipient.locale)
+    assert not said and items[0]["reasons_told"] == both[0]["reasons"]
