@@ -96,15 +96,14 @@ def said_once(items: Sequence[dict[str, Any]], locale: str
     once above the list: a school without closed days on record had every student's line end
     with "their store has no closed days on record". When every item of two or more has a
     reason ending with the same such clause, ``reasons_told`` leaves it out and the note
-    says it; otherwise ``reasons_told`` is ``reasons`` and the note is empty. ``reasons`` stays as it was (a
-    tenant's own templates may list it; the packaged ones fall back to it for an item without
-    ``reasons_told``)."""
+    says it; otherwise ``reasons_told`` is ``reasons`` and the note is empty. ``reasons``
+    stays as it was (a tenant's own templates may list it; the packaged ones fall back to it
+    for an item without ``reasons_told``)."""
     zh = locale == "zh-CN"
     for clause, note in _SAID_ONCE.items():
         tail = ("；" if zh else "; ") + clause[1 if zh else 0]
-        if len(items) > 1 and all(any(str(r).endswith(tail) for r in it["reasons"])
-                                  for it in items):
-            return [{**it, "reasons_told": [str(r).removesuffix(tail) for r in it["reasons"]]}
+        if len(items) > 1 and all(any(r.endswith(tail) for r in it["reasons"]) for it in items):
+            return [{**it, "reasons_told": [r.removesuffix(tail) for r in it["reasons"]]}
                     for it in items], note[1 if zh else 0]
     return [{**it, "reasons_told": it["reasons"]} for it in items], ""
 

@@ -141,7 +141,8 @@ def closed_days_missing(rules: RuleSet | None, has_closures: Mapping[str, bool]
     """Whether a tenant judged by ``rules`` lacks the closed days they expect. Its stores
     (``has_closures``: each store on record or named by its customers' events, and whether
     its record says when it closes: a closed day, or ``never_closes``): those without,
-    sorted; a tenant with no store at all lacks them everywhere. None when nothing is missing or the rules expect nothing."""
+    sorted; a tenant with no store at all lacks them everywhere. None when nothing is missing
+    or the rules expect nothing."""
     if rules is None or not rules.closed_days_expected:
         return None
     lacking = tuple(sorted(s for s, has in has_closures.items() if not has))
